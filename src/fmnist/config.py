@@ -1,0 +1,202 @@
+"""The one typed home for training options: defaults here, overridden by a TOML file, then by flags."""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import sys
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import tomli_w
+
+from fmnist.augment import KINDS as AUGMENTATIONS
+from fmnist.augment import MAX_STRENGTH
+from fmnist.errors import FmnistError
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover - exercised on Python 3.10 only
+    import tomli as tomllib
+
+MODELS = ("mlp", "cnn")
+ACTIVATIONS = ("relu", "gelu", "silu", "tanh")
+OPTIMIZERS = ("sgd", "adam", "adamw")
+SCHEDULES = ("none", "step", "cosine", "onecycle")
+DEVICES = ("auto", "cpu", "cuda", "mps")
+
+
+def _opt(default: Any, help: str, choices: tuple[str, ...] | None = None) -> Any:
+    meta = {"help": help, "choices": choices}
+    if isinstance(default, (tuple, list)):
+        return field(default_factory=lambda: tuple(default), metadata=meta)
+    return field(default=default, metadata=meta)
+
+
+@dataclass(frozen=True)
+class Config:
+    # model
+    model: str = _opt("mlp", "architecture", MODELS)
+    hidden: tuple[int, ...] = _opt((512, 512), "layer widths: units per hidden layer (mlp), channels per conv block (cnn)")
+    activation: str = _opt("relu", "non-linearity after each hidden layer", ACTIVATIONS)
+    dropout: float = _opt(0.0, "dropout probability after each hidden layer")
+    batch_norm: bool = _opt(False, "batch normalisation in each hidden layer")
+    # optimisation
+    epochs: int = _opt(15, "passes over the training images")
+    batch_size: int = _opt(64, "images per optimizer step")
+    optimizer: str = _opt("adam", "optimizer", OPTIMIZERS)
+    lr: float = _opt(1e-3, "peak learning rate (after warmup, before decay)")
+    momentum: float = _opt(0.0, "SGD momentum (0 = plain SGD)")
+    nesterov: bool = _opt(False, "Nesterov momentum (SGD only; needs --momentum > 0)")
+    betas: tuple[float, ...] = _opt((0.9, 0.999), "Adam/AdamW betas")
+    weight_decay: float = _opt(0.0, "L2 penalty (sgd, adam) or decoupled decay (adamw)")
+    schedule: str = _opt("cosine", "learning-rate schedule, stepped every batch", SCHEDULES)
+    warmup_epochs: float = _opt(0.0, "linear warmup from 0 to --lr over this many epochs")
+    step_epochs: int = _opt(5, "step schedule: multiply the lr by --gamma every this many epochs")
+    gamma: float = _opt(0.1, "step schedule: lr multiplier at each step")
+    label_smoothing: float = _opt(0.0, "cross-entropy label smoothing")
+    augment: tuple[str, ...] = _opt((), "batched on-device augmentations, comma-separated", AUGMENTATIONS)
+    augment_strength: float = _opt(1.0, f"scales crop, translate and erase (0 to {MAX_STRENGTH:g})")
+    # data and run
+    val_size: int = _opt(0, "training images held out (stratified) for validation and model selection")
+    seed: int = _opt(0, "seeds weights, data order, augmentation and dropout")
+    device: str = _opt("auto", "where to train: auto picks cuda, then mps, then cpu", DEVICES)
+    eval_batch_size: int = _opt(1000, "images per batch when evaluating")
+    data_dir: str = _opt("", "directory holding the four IDX files (default: search, then download)")
+
+    def __post_init__(self) -> None:
+        _validate(self)
+
+    def replace(self, **changes: Any) -> Config:
+        return from_dict({**to_dict(self), **changes})
+
+
+def _choice_check(cfg: Config) -> None:
+    for f in dataclasses.fields(cfg):
+        choices = f.metadata["choices"]
+        value = getattr(cfg, f.name)
+        for v in value if isinstance(value, tuple) else (value,):
+            if choices and v not in choices:
+                raise FmnistError(f"{f.name}: unknown value {v!r}; choose from {', '.join(choices)}")
+
+
+def _validate(cfg: Config) -> None:
+    _choice_check(cfg)
+    positive = ("epochs", "batch_size", "lr", "eval_batch_size", "step_epochs", "gamma")
+    for name in positive:
+        if not getattr(cfg, name) > 0:
+            raise FmnistError(f"{name} must be > 0, got {getattr(cfg, name)}")
+    for name in ("momentum", "weight_decay", "warmup_epochs", "val_size"):
+        if getattr(cfg, name) < 0:
+            raise FmnistError(f"{name} must be >= 0, got {getattr(cfg, name)}")
+    if not 0 <= cfg.augment_strength <= MAX_STRENGTH:
+        raise FmnistError(f"augment_strength must be in [0, {MAX_STRENGTH:g}], got {cfg.augment_strength}")
+    for name in ("dropout", "label_smoothing"):
+        if not 0 <= getattr(cfg, name) < 1:
+            raise FmnistError(f"{name} must be in [0, 1), got {getattr(cfg, name)}")
+    if not cfg.hidden or min(cfg.hidden) < 1:
+        raise FmnistError(f"hidden must list one or more positive widths, got {cfg.hidden}")
+    if len(cfg.betas) != 2 or not all(0 <= b < 1 for b in cfg.betas):
+        raise FmnistError(f"betas must be two numbers in [0, 1), got {cfg.betas}")
+    if cfg.nesterov and (cfg.optimizer != "sgd" or cfg.momentum == 0):
+        raise FmnistError("nesterov needs --optimizer sgd and --momentum > 0")
+    if cfg.warmup_epochs >= cfg.epochs:
+        raise FmnistError(f"warmup_epochs ({cfg.warmup_epochs}) must be less than epochs ({cfg.epochs})")
+    for name in ("lr", "momentum", "weight_decay", "gamma", "warmup_epochs"):
+        if not math.isfinite(getattr(cfg, name)):
+            raise FmnistError(f"{name} must be a finite number")
+
+
+def _field_types() -> dict[str, Any]:
+    return typing.get_type_hints(Config)
+
+
+def coerce(name: str, value: Any) -> Any:
+    """Convert a TOML value or a command-line string to the type of field `name`, or raise."""
+    types = _field_types()
+    if name not in types:
+        raise FmnistError(f"unknown option {name!r}; known: {', '.join(types)}")
+    kind = types[name]
+    try:
+        if typing.get_origin(kind) is tuple:
+            item = typing.get_args(kind)[0]
+            if isinstance(value, str):
+                value = [v for v in value.replace(" ", "").split(",") if v and v != "none"]
+            if not isinstance(value, (list, tuple)):
+                raise TypeError
+            return tuple(_scalar(item, v) for v in value)
+        return _scalar(kind, value)
+    except (TypeError, ValueError):
+        raise FmnistError(f"{name}: expected {_type_name(kind)}, got {value!r}") from None
+
+
+def _scalar(kind: type, value: Any) -> Any:
+    if kind is bool:
+        if isinstance(value, bool):
+            return value
+        if isinstance(value, str) and value.lower() in ("true", "false", "1", "0", "yes", "no"):
+            return value.lower() in ("true", "1", "yes")
+        raise ValueError
+    if kind is int and (isinstance(value, bool) or isinstance(value, float)):
+        raise ValueError
+    if kind is float and isinstance(value, bool):
+        raise ValueError
+    if kind is str and not isinstance(value, str):
+        raise ValueError
+    return kind(value)
+
+
+def _type_name(kind: Any) -> str:
+    if typing.get_origin(kind) is tuple:
+        return f"a list of {typing.get_args(kind)[0].__name__}"
+    return {int: "an integer", float: "a number", bool: "true or false", str: "a string"}[kind]
+
+
+def from_dict(values: dict[str, Any]) -> Config:
+    return Config(**{k: coerce(k, v) for k, v in values.items()})
+
+
+def to_dict(cfg: Config) -> dict[str, Any]:
+    """Plain Python values only (lists, not tuples), safe for TOML, JSON and weights_only checkpoints."""
+    return {k: list(v) if isinstance(v, tuple) else v for k, v in dataclasses.asdict(cfg).items()}
+
+
+def read_toml(path: str | Path) -> dict[str, Any]:
+    path = Path(path)
+    try:
+        values = tomllib.loads(path.read_text())
+    except FileNotFoundError:
+        raise FmnistError(f"{path}: config file not found") from None
+    except (OSError, UnicodeDecodeError) as e:
+        raise FmnistError(f"{path}: cannot read config: {e}") from None
+    except tomllib.TOMLDecodeError as e:
+        raise FmnistError(f"{path}: invalid TOML: {e}") from None
+    for name, value in values.items():
+        try:
+            coerce(name, value)
+        except FmnistError as e:
+            raise FmnistError(f"{path}: {e}") from None
+    return values
+
+
+def dumps(cfg: Config) -> str:
+    return tomli_w.dumps(to_dict(cfg))
+
+
+def resolve(config_file: str | Path | None = None, overrides: dict[str, Any] | None = None) -> Config:
+    """Defaults, then the TOML file, then explicit overrides (flags)."""
+    values = read_toml(config_file) if config_file else {}
+    return from_dict({**values, **(overrides or {})})
+
+
+def describe(name: str) -> tuple[str, tuple[str, ...] | None, Any]:
+    """(help, choices, default) of a field: the CLI builds its flags from this."""
+    f = {f.name: f for f in dataclasses.fields(Config)}[name]
+    default = f.default if f.default is not dataclasses.MISSING else f.default_factory()
+    return f.metadata["help"], f.metadata["choices"], default
+
+
+def field_names() -> list[str]:
+    return [f.name for f in dataclasses.fields(Config)]

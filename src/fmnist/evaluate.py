@@ -1,0 +1,70 @@
+"""Metrics of a model on a labelled image set: loss, accuracy, confusion matrix, per-class figures."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from fmnist.data import CLASSES, as_input
+
+
+@dataclass
+class Evaluation:
+    loss: float
+    accuracy: float
+    probabilities: torch.Tensor  # float32 [N, 10], on the CPU
+    labels: torch.Tensor  # int64 [N], on the CPU
+
+    @property
+    def predictions(self) -> torch.Tensor:
+        return self.probabilities.argmax(1)
+
+    def confusion_matrix(self) -> torch.Tensor:
+        """Counts [10, 10]: rows are true classes, columns predicted ones."""
+        n = len(CLASSES)
+        return torch.bincount(self.labels * n + self.predictions, minlength=n * n).view(n, n)
+
+    def per_class(self) -> list[dict]:
+        cm = self.confusion_matrix().double()
+        tp, true, predicted = cm.diag(), cm.sum(1), cm.sum(0)
+        recall = tp / true.clamp(min=1)
+        precision = tp / predicted.clamp(min=1)
+        return [
+            {"class": name, "precision": p, "recall": r, "accuracy": r, "support": int(s)}
+            for name, p, r, s in zip(CLASSES, precision.tolist(), recall.tolist(), true.tolist())
+        ]
+
+
+@torch.inference_mode()
+def evaluate(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, batch_size: int = 1000) -> Evaluation:
+    """Evaluate in eval mode without gradients; `images` uint8 [N, 28, 28] on the model's device."""
+    was_training = model.training
+    model.eval()
+    loss_sum = torch.zeros((), device=images.device)
+    probabilities = []
+    for start in range(0, len(images), batch_size):
+        logits = model(as_input(images[start : start + batch_size])).float()
+        loss_sum += F.cross_entropy(logits, labels[start : start + batch_size], reduction="sum")
+        probabilities.append(logits.softmax(1))
+    model.train(was_training)
+    probs = torch.cat(probabilities).cpu()
+    cpu_labels = labels.cpu()
+    n = max(len(images), 1)
+    return Evaluation(
+        loss=loss_sum.item() / n,
+        accuracy=(probs.argmax(1) == cpu_labels).float().mean().item() if len(images) else 0.0,
+        probabilities=probs,
+        labels=cpu_labels,
+    )
+
+
+@torch.inference_mode()
+def predict(model: nn.Module, images: torch.Tensor, top_k: int = 3) -> list[list[tuple[int, float]]]:
+    """Top-k (class index, probability) for each uint8 [N, 28, 28] image."""
+    model.eval()
+    probs = model(as_input(images)).float().softmax(1).cpu()
+    values, indices = probs.topk(min(top_k, probs.shape[1]), dim=1)
+    return [list(zip(i.tolist(), v.tolist())) for i, v in zip(indices, values)]

@@ -1,0 +1,169 @@
+"""Plots for runs and comparisons, written as PNG files.
+
+Figures are built with `matplotlib.figure.Figure` on an Agg canvas rather than through
+pyplot: nothing here selects a backend or opens a window, and a figure is freed as soon
+as the function returns because pyplot never registers it.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from typing import Sequence
+
+import numpy as np
+import torch
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
+from matplotlib.ticker import MaxNLocator, PercentFormatter
+
+from fmnist.atomic import atomic_path
+
+_DPI = 120
+_SPLITS = ("train", "val", "test")  # plotting order; val is optional
+
+
+def plot_curves(history: list[dict], path: str | os.PathLike) -> None:
+    """Loss and accuracy per epoch for train, test and (when recorded) val.
+
+    `history` has one dict per epoch with keys epoch, train_loss, train_acc, test_loss,
+    test_acc and optionally val_loss, val_acc; accuracies are fractions in 0..1. A split
+    missing from some epochs is drawn only where it is present.
+    """
+    fig = _new_figure(figsize=(10, 4))
+    loss_ax, acc_ax = fig.subplots(1, 2)
+    for ax, metric, title in ((loss_ax, "loss", "Loss"), (acc_ax, "acc", "Accuracy")):
+        for split in _SPLITS:
+            epochs, values = _series(history, f"{split}_{metric}")
+            if epochs:
+                ax.plot(epochs, values, marker="o", markersize=3, label=split)
+        ax.set(title=title, xlabel="epoch")
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        ax.grid(alpha=0.3)
+        if ax.lines:  # an empty history has nothing to label
+            ax.legend()
+    acc_ax.yaxis.set_major_formatter(PercentFormatter(xmax=1))
+    _save(fig, path)
+
+
+def plot_confusion(
+    matrix: torch.Tensor | Sequence[Sequence[float]],
+    classes: Sequence[str],
+    path: str | os.PathLike,
+    title: str = "Confusion matrix",
+) -> None:
+    """Heat map of a square confusion matrix (rows true class, columns predicted) with each cell's value."""
+    counts = torch.as_tensor(matrix).detach().cpu().numpy()
+    n = len(classes)
+    if counts.shape != (n, n):
+        raise ValueError(f"confusion matrix has shape {counts.shape}, expected ({n}, {n}) for {n} classes")
+    fig = _new_figure(figsize=(8, 7))
+    ax = fig.subplots()
+    shown = ax.imshow(counts, cmap="Blues")
+    fig.colorbar(shown, ax=ax, shrink=0.8)
+    ax.set(title=title, xlabel="predicted", ylabel="true", xticks=range(n), yticks=range(n))
+    ax.set_xticklabels(classes, rotation=45, ha="right", rotation_mode="anchor")
+    ax.set_yticklabels(classes)
+    _annotate_cells(ax, counts)
+    _save(fig, path)
+
+
+def plot_image_grid(
+    images: torch.Tensor,
+    titles: Sequence[str],
+    path: str | os.PathLike,
+    ncols: int = 8,
+    title: str | None = None,
+) -> None:
+    """Grayscale uint8 [N, 28, 28] images in a grid, each under its own title; N may be 0."""
+    if len(images) != len(titles):
+        raise ValueError(f"got {len(images)} images but {len(titles)} titles")
+    pixels = images.detach().cpu().numpy()
+    ncols = max(1, min(ncols, len(pixels)))
+    nrows = math.ceil(len(pixels) / ncols)
+    lines = max((t.count("\n") + 1 for t in titles), default=1)
+    # Each cell: a 1.2-inch image plus room for its title lines; at least 3 inches wide for the suptitle.
+    fig = _new_figure(figsize=(max(3.0, 1.5 * ncols + 0.5), (1.2 + 0.18 * lines) * max(nrows, 1) + 0.4))
+    if title:
+        fig.suptitle(title)
+    if not len(pixels):
+        fig.text(0.5, 0.5, "no images", ha="center", va="center", fontsize=14)
+    for i, (image, caption) in enumerate(zip(pixels, titles)):
+        ax = fig.add_subplot(nrows, ncols, i + 1)
+        ax.imshow(image, cmap="gray", vmin=0, vmax=255, interpolation="nearest")
+        ax.set_title(caption, fontsize=8)
+        ax.set_axis_off()
+    _save(fig, path)
+
+
+def plot_bars(
+    labels: Sequence[str],
+    values: Sequence[float],
+    path: str | os.PathLike,
+    ylabel: str,
+    title: str,
+) -> None:
+    """A bar per label with its value printed on top."""
+    if len(labels) != len(values):
+        raise ValueError(f"got {len(labels)} labels but {len(values)} values")
+    fig = _new_figure(figsize=(max(5.0, 0.8 * len(labels) + 2), 4))
+    ax = fig.subplots()
+    positions = range(len(labels))
+    bars = ax.bar(positions, values, color="tab:blue")
+    ax.bar_label(bars, fmt="{:.3g}", fontsize=8)
+    names = [str(label) for label in labels]
+    rotate = sum(map(len, names)) > 40  # long or many labels collide when horizontal
+    ax.set_xticks(positions, names, rotation=30 if rotate else 0, ha="right" if rotate else "center",
+                  rotation_mode="anchor")
+    ax.set(title=title, ylabel=ylabel)
+    ax.margins(y=0.12)  # headroom for the value labels
+    ax.grid(axis="y", alpha=0.3)
+    ax.set_axisbelow(True)  # grid lines behind the bars
+    _save(fig, path)
+
+
+def _new_figure(figsize: tuple[float, float]) -> Figure:
+    fig = Figure(figsize=figsize, dpi=_DPI, layout="constrained")
+    FigureCanvasAgg(fig)
+    return fig
+
+
+def _save(fig: Figure, path: str | os.PathLike) -> None:
+    # The temporary name ends in .tmp, so the format must be given explicitly.
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png")
+
+
+def _series(history: list[dict], key: str) -> tuple[list, list]:
+    rows = [row for row in history if row.get(key) is not None]
+    return [row["epoch"] for row in rows], [row[key] for row in rows]
+
+
+def _annotate_cells(ax, counts: np.ndarray) -> None:
+    integral = np.all(np.mod(counts, 1) == 0)
+    # White text on dark cells, black on light ones.
+    threshold = counts.max() / 2
+    for (row, col), value in np.ndenumerate(counts):
+        text = f"{int(value)}" if integral else f"{value:.2f}"
+        colour = "white" if value > threshold else "black"
+        ax.text(col, row, text, ha="center", va="center", color=colour, fontsize=8)
+
+
+def write_run_plots(run_dir: str | os.PathLike, history: list[dict], test, test_images: torch.Tensor,
+                    classes: Sequence[str], most: int = 32) -> None:
+    """A run's plots: curves.png, confusion_matrix.png and misclassified.png.
+
+    `test` is an evaluate.Evaluation of the run's chosen model on `test_images`; the grid
+    shows the `most` misclassified test images the model was most confident about.
+    """
+    run_dir = os.fspath(run_dir)
+    plot_curves(history, os.path.join(run_dir, "curves.png"))
+    plot_confusion(test.confusion_matrix(), classes, os.path.join(run_dir, "confusion_matrix.png"),
+                   title=f"Confusion matrix (test accuracy {test.accuracy:.2%})")
+    confidence, predicted = test.probabilities.max(1)
+    wrong = torch.nonzero(predicted != test.labels).flatten()
+    wrong = wrong[confidence[wrong].argsort(descending=True)][:most]
+    titles = [f"true: {classes[int(test.labels[i])]}\npred: {classes[int(predicted[i])]} {float(confidence[i]):.2f}"
+              for i in wrong]
+    plot_image_grid(test_images[wrong], titles, os.path.join(run_dir, "misclassified.png"),
+                    title="Most confident mistakes on the test set")

@@ -1,0 +1,288 @@
+"""fit(): epochs of training with per-epoch evaluation, checkpoints every epoch, exact resume."""
+
+from __future__ import annotations
+
+import json
+import math
+import statistics
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from tqdm import tqdm
+
+from fmnist import checkpoint, measure, models
+from fmnist import config as config_lib
+from fmnist.atomic import atomic_write
+from fmnist.augment import augment
+from fmnist.config import Config
+from fmnist.data import FashionMNIST, as_input, stratified_split
+from fmnist.errors import FmnistError
+from fmnist.evaluate import evaluate
+
+# Steps between host checks of the on-device "first non-finite loss" marker; cheap, and
+# bounds how far a diverged run goes on before it is stopped.
+NAN_CHECK_EVERY = 50
+
+
+class NonFiniteLoss(FmnistError):
+    pass
+
+
+def build_optimizer(model: nn.Module, cfg: Config) -> torch.optim.Optimizer:
+    params = model.parameters()
+    # foreach: one multi-tensor kernel per update instead of a Python loop per parameter
+    # tensor; PyTorch only picks it by default on CUDA.
+    if cfg.optimizer == "sgd":
+        return torch.optim.SGD(
+            params, lr=cfg.lr, momentum=cfg.momentum, nesterov=cfg.nesterov, weight_decay=cfg.weight_decay, foreach=True
+        )
+    opt = {"adam": torch.optim.Adam, "adamw": torch.optim.AdamW}[cfg.optimizer]
+    return opt(params, lr=cfg.lr, betas=tuple(cfg.betas), weight_decay=cfg.weight_decay, foreach=True)
+
+
+def lr_factor(cfg: Config, step: int, steps_per_epoch: int) -> float:
+    """Multiplier of cfg.lr for optimizer step `step` (0-based): warmup, then the schedule's decay."""
+    total = cfg.epochs * steps_per_epoch
+    warmup = cfg.warmup_epochs * steps_per_epoch
+    if cfg.schedule == "onecycle" and not warmup:
+        warmup = 0.3 * total  # the one-cycle policy's usual rise over 30% of training
+    if step < warmup:
+        start = 1 / 25 if cfg.schedule == "onecycle" else 0.0
+        return start + (1 - start) * (step + 1) / warmup
+    progress = (step - warmup) / max(total - warmup, 1)
+    if cfg.schedule in ("cosine", "onecycle"):
+        return 0.5 * (1 + math.cos(math.pi * progress))
+    if cfg.schedule == "step":
+        return cfg.gamma ** (step // (cfg.step_epochs * steps_per_epoch))
+    return 1.0
+
+
+def build_scheduler(optimizer: torch.optim.Optimizer, cfg: Config, steps_per_epoch: int):
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: lr_factor(cfg, step, steps_per_epoch))
+
+
+def train_one_epoch(
+    model: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    scheduler,
+    images: torch.Tensor,
+    labels: torch.Tensor,
+    order: torch.Tensor,
+    cfg: Config,
+    aug_generator: torch.Generator,
+    epoch: int = 1,
+    progress: bool = False,
+) -> tuple[float, float]:
+    """One pass over `images[order]` in batches; returns (mean loss, accuracy) of the training batches.
+
+    Loss and accuracy are accumulated on the device: no host synchronisation per step.
+    """
+    model.train()
+    device = images.device
+    loss_sum = torch.zeros((), device=device)
+    correct = torch.zeros((), dtype=torch.long, device=device)
+    first_bad = torch.full((), -1, dtype=torch.long, device=device)
+    starts = range(0, len(order), cfg.batch_size)
+    bar = tqdm(starts, desc=f"epoch {epoch}/{cfg.epochs}", unit="batch", leave=False, disable=not progress or None)
+    for step, start in enumerate(bar):
+        idx = order[start : start + cfg.batch_size]
+        x, y = as_input(images[idx]), labels[idx]
+        if cfg.augment:
+            x = augment(x, cfg.augment, aug_generator, strength=cfg.augment_strength)
+        logits = model(x)
+        loss = F.cross_entropy(logits, y, label_smoothing=cfg.label_smoothing)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        scheduler.step()
+        loss = loss.detach()
+        loss_sum += loss * len(idx)
+        correct += (logits.argmax(1) == y).sum()
+        first_bad = torch.where((first_bad < 0) & ~torch.isfinite(loss), step + 1, first_bad)
+        if step % NAN_CHECK_EVERY == NAN_CHECK_EVERY - 1 or start + cfg.batch_size >= len(order):
+            if first_bad.item() >= 0:
+                raise NonFiniteLoss(
+                    f"non-finite loss at epoch {epoch}, step {first_bad.item()} (lr {cfg.lr:g}); "
+                    "lower --lr; the last good checkpoint is kept"
+                )
+    n = len(order)
+    return loss_sum.item() / n, correct.item() / n
+
+
+@dataclass
+class FitResult:
+    model: nn.Module  # the model the summary reports on: best on validation when a split exists, else last
+    summary: dict
+    history: list[dict]
+
+
+def fit(
+    cfg: Config,
+    run_dir: str | Path,
+    data: FashionMNIST,
+    *,
+    resume: bool = False,
+    log: Callable[[str], None] = print,
+    progress: bool = True,
+) -> FitResult:
+    """Train `cfg` on `data`, writing config, metrics, checkpoints and TensorBoard events to `run_dir`."""
+    t_start = time.perf_counter()
+    run_dir = Path(run_dir)
+    device = measure.select_device(cfg.device)
+    measure.reset_peak_memory(device)
+    if device.type == "cpu":
+        # Adam's state decays into denormal floats within a few epochs, which are
+        # many times slower on x86 CPUs; flushing them to zero costs no accuracy.
+        torch.set_flush_denormal(True)
+
+    train_idx, val_idx = stratified_split(data.train_labels, cfg.val_size, cfg.seed)
+    train_x, train_y = data.train_images[train_idx].to(device), data.train_labels[train_idx].to(device)
+    val_x, val_y = data.train_images[val_idx].to(device), data.train_labels[val_idx].to(device)
+    test_x, test_y = data.test_images.to(device), data.test_labels.to(device)
+
+    torch.manual_seed(cfg.seed)
+    model = models.build(cfg).to(device)
+    optimizer = build_optimizer(model, cfg)
+    steps_per_epoch = math.ceil(len(train_x) / cfg.batch_size)
+    scheduler = build_scheduler(optimizer, cfg, steps_per_epoch)
+    data_generator = torch.Generator().manual_seed(cfg.seed)
+    aug_generator = torch.Generator(device).manual_seed(cfg.seed)
+
+    history: list[dict] = []
+    best_val = -1.0
+    last_path, best_path = run_dir / "checkpoints" / "last.pt", run_dir / "checkpoints" / "best.pt"
+    if resume and last_path.exists():
+        state = checkpoint.load(last_path, map_location=device)
+        model.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        scheduler.load_state_dict(state["scheduler"])
+        torch.set_rng_state(state["rng"]["torch"])
+        data_generator.set_state(state["rng"]["data"])
+        aug_generator.set_state(state["rng"]["augment"])
+        if device.type == "cuda" and "cuda" in state["rng"]:
+            torch.cuda.set_rng_state(state["rng"]["cuda"], device)
+        history, best_val = state["history"], state["best_val_acc"]
+        log(f"resuming {run_dir} after epoch {state['epoch']}")
+    elif not resume:
+        prepare_run_dir(run_dir, cfg)
+
+    from torch.utils.tensorboard import SummaryWriter  # slow import, only when training
+
+    writer = SummaryWriter(run_dir / "tensorboard", purge_step=len(history) + 1)
+    try:
+        for epoch in range(len(history) + 1, cfg.epochs + 1):
+            order = torch.randperm(len(train_x), generator=data_generator).to(device)
+            lr = optimizer.param_groups[0]["lr"]
+            measure.synchronize(device)
+            t0 = time.perf_counter()
+            train_loss, train_acc = train_one_epoch(
+                model, optimizer, scheduler, train_x, train_y, order, cfg, aug_generator, epoch, progress
+            )
+            measure.synchronize(device)
+            seconds = time.perf_counter() - t0
+            test = evaluate(model, test_x, test_y, cfg.eval_batch_size)
+            row = {
+                "epoch": epoch,
+                "train_loss": train_loss,
+                "train_acc": train_acc,
+                "test_loss": test.loss,
+                "test_acc": test.accuracy,
+                "lr": lr,
+                "epoch_seconds": seconds,
+                "ms_per_batch": 1000 * seconds / steps_per_epoch,
+                "images_per_second": len(train_x) / seconds,
+            }
+            if len(val_x):
+                val = evaluate(model, val_x, val_y, cfg.eval_batch_size)
+                row.update(val_loss=val.loss, val_acc=val.accuracy)
+            history.append(row)
+            state = {
+                "model": model.state_dict(),
+                "optimizer": optimizer.state_dict(),
+                "scheduler": scheduler.state_dict(),
+                "epoch": epoch,
+                "config": config_lib.to_dict(cfg),
+                "history": history,
+                "rng": rng_states(data_generator, aug_generator, device),
+            }
+            improved = len(val_x) and row["val_acc"] > best_val
+            if improved:
+                best_val = row["val_acc"]
+            state["best_val_acc"] = best_val
+            checkpoint.save(last_path, state)
+            if improved:
+                checkpoint.save(best_path, state)
+            atomic_write(run_dir / "metrics.jsonl", "".join(json.dumps(r) + "\n" for r in history))
+            for key, value in row.items():
+                if key != "epoch":
+                    writer.add_scalar(key, value, epoch)
+            writer.flush()
+            log(format_epoch(row, cfg.epochs))
+    finally:
+        writer.close()
+
+    if best_path.exists():
+        model.load_state_dict(checkpoint.load(best_path, map_location=device)["model"])
+    summary = summarize(cfg, model, history, device, time.perf_counter() - t_start, run_dir)
+    atomic_write(run_dir / "summary.json", json.dumps(summary, indent=2) + "\n")
+    return FitResult(model=model, summary=summary, history=history)
+
+
+def prepare_run_dir(run_dir: Path, cfg: Config) -> None:
+    """Refuse to overwrite an earlier run; write the resolved config first, which also proves the
+    directory is writable before any training time is spent."""
+    if (run_dir / "config.toml").exists():
+        raise FmnistError(f"{run_dir} already holds a run; continue it with --resume {run_dir} or choose another --out")
+    try:
+        atomic_write(run_dir / "config.toml", config_lib.dumps(cfg))
+    except OSError as e:
+        raise FmnistError(f"cannot write the run directory {run_dir}: {e.strerror or e}") from None
+
+
+def rng_states(data_generator: torch.Generator, aug_generator: torch.Generator, device: torch.device) -> dict:
+    states = {"torch": torch.get_rng_state(), "data": data_generator.get_state(), "augment": aug_generator.get_state()}
+    if device.type == "cuda":
+        states["cuda"] = torch.cuda.get_rng_state(device)
+    return states
+
+
+def format_epoch(row: dict, epochs: int) -> str:
+    text = (
+        f"epoch {row['epoch']:>3}/{epochs}  train loss {row['train_loss']:.4f} acc {row['train_acc']:.2%}  "
+        f"test loss {row['test_loss']:.4f} acc {row['test_acc']:.2%}  "
+    )
+    if "val_acc" in row:
+        text += f"val loss {row['val_loss']:.4f} acc {row['val_acc']:.2%}  "
+    return text + f"lr {row['lr']:.2e}  {row['epoch_seconds']:.2f}s  {row['images_per_second']:,.0f} img/s"
+
+
+def summarize(cfg: Config, model: nn.Module, history: list[dict], device, wall: float, run_dir: Path) -> dict:
+    if not history:
+        raise FmnistError(f"{run_dir}: no completed epoch to summarise")
+    chosen = max(history, key=lambda r: r["val_acc"]) if "val_acc" in history[0] else history[-1]
+    summary = {
+        "test_accuracy": chosen["test_acc"],
+        "test_loss": chosen["test_loss"],
+        "chosen_epoch": chosen["epoch"],
+        "chosen_by": "best validation accuracy" if "val_acc" in chosen else "last epoch",
+        "epochs": len(history),
+        "parameters": models.parameter_count(model),
+        "wall_seconds": wall,
+        "train_images_per_second": statistics.median(r["images_per_second"] for r in history),
+        "train_ms_per_batch": statistics.median(r["ms_per_batch"] for r in history),
+        "peak_memory_bytes": measure.peak_memory_bytes(device),
+        "device": str(device),
+        "torch_version": torch.__version__,
+        "seed": cfg.seed,
+        "code_version": measure.code_version(),
+        "hardware": measure.hardware(device),
+        "config": config_lib.to_dict(cfg),
+    }
+    if "val_acc" in chosen:
+        summary.update(val_accuracy=chosen["val_acc"], val_loss=chosen["val_loss"])
+    return summary

@@ -1,0 +1,51 @@
+"""Integration on the real Fashion-MNIST files: the reference MLP, end to end through the CLI."""
+
+import json
+
+import pytest
+
+from fmnist import data
+from fmnist.cli import main
+from fmnist.images import export_png
+
+pytestmark = pytest.mark.realdata
+
+
+@pytest.fixture(scope="module")
+def real_run(tmp_path_factory):
+    found = data.locate()
+    if found is None:
+        pytest.skip("real Fashion-MNIST not installed (apt-get install dataset-fashion-mnist)")
+    run_dir = tmp_path_factory.mktemp("real") / "run"
+    assert main(["train", "--epochs", "2", "--out", str(run_dir), "--no-progress"]) == 0
+    return run_dir, json.loads((run_dir / "summary.json").read_text())
+
+
+def test_two_epochs_of_the_reference_mlp_reach_84_percent(real_run):
+    _, summary = real_run
+    assert summary["parameters"] == 669_706
+    assert summary["test_accuracy"] >= 0.84
+    assert summary["train_images_per_second"] > 0 and summary["peak_memory_bytes"] > 0
+
+
+def test_eval_reproduces_train(real_run, capsys):
+    run_dir, summary = real_run
+    capsys.readouterr()
+    assert main(["eval", str(run_dir), "--json"]) == 0
+    result = json.loads(capsys.readouterr().out)
+    assert result["test_accuracy"] == pytest.approx(summary["test_accuracy"], abs=1e-9)
+    assert result["test_loss"] == pytest.approx(summary["test_loss"], rel=1e-5)
+
+
+def test_predict_on_exported_test_images(real_run, tmp_path, capsys):
+    run_dir, _ = real_run
+    test = data.load()
+    paths = []
+    for i in range(40):
+        paths.append(tmp_path / f"{i}.png")
+        export_png(test.test_images[i], paths[-1])
+    capsys.readouterr()
+    assert main(["predict", str(run_dir), *map(str, paths), "--json"]) == 0
+    rows = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    correct = sum(r["class_index"] == int(test.test_labels[i]) for i, r in enumerate(rows))
+    assert len(rows) == 40 and correct >= 32

@@ -1,0 +1,142 @@
+import json
+import math
+
+import pytest
+import torch
+
+from fmnist import checkpoint, data, train
+from fmnist.config import Config
+from fmnist.errors import FmnistError
+
+SMALL = dict(hidden=(64,), epochs=2, batch_size=32, eval_batch_size=256)
+TIMINGS = ("epoch_seconds", "ms_per_batch", "images_per_second")
+
+
+def quiet(_msg):
+    pass
+
+
+def fit(cfg, run_dir, **kwargs):
+    return train.fit(cfg, run_dir, data.load(), log=quiet, progress=False, **kwargs)
+
+
+def without_timings(history):
+    return [{k: v for k, v in row.items() if k not in TIMINGS} for row in history]
+
+
+@pytest.mark.parametrize("schedule", ["none", "step", "cosine", "onecycle"])
+def test_lr_factor_shapes(schedule):
+    cfg = Config(epochs=10, schedule=schedule, step_epochs=4, gamma=0.5)
+    steps = 100
+    f = [train.lr_factor(cfg, s, steps) for s in range(10 * steps)]
+    assert max(f) <= 1.0 + 1e-9
+    if schedule == "none":
+        assert set(f) == {1.0}
+    if schedule == "cosine":
+        assert f[0] == 1.0 and f[-1] < 1e-4 and all(a >= b for a, b in zip(f, f[1:]))
+    if schedule == "step":
+        assert f[399] == 1.0 and f[400] == 0.5 and f[800] == 0.25
+    if schedule == "onecycle":
+        peak = f.index(max(f))
+        assert f[0] == pytest.approx(1 / 25, rel=0.1) and 250 <= peak <= 310 and f[-1] < 1e-4
+
+
+def test_warmup_rises_linearly_to_the_peak():
+    cfg = Config(epochs=5, warmup_epochs=1)
+    f = [train.lr_factor(cfg, s, 10) for s in range(12)]
+    assert f[:10] == pytest.approx([(s + 1) / 10 for s in range(10)])
+    assert f[10] == pytest.approx(1.0)
+
+
+@pytest.mark.parametrize(
+    "cfg, kind",
+    [
+        (Config(optimizer="sgd", momentum=0.9, nesterov=True), torch.optim.SGD),
+        (Config(optimizer="adam"), torch.optim.Adam),
+        (Config(optimizer="adamw", weight_decay=0.05), torch.optim.AdamW),
+    ],
+)
+def test_build_optimizer(cfg, kind):
+    opt = train.build_optimizer(torch.nn.Linear(3, 2), cfg)
+    assert type(opt) is kind
+    group = opt.param_groups[0]
+    assert group["lr"] == cfg.lr and group["weight_decay"] == cfg.weight_decay
+    if cfg.optimizer == "sgd":
+        assert group["momentum"] == 0.9 and group["nesterov"]
+
+
+def test_fit_learns_and_writes_a_self_describing_run(synthetic_data, tmp_path):
+    run = tmp_path / "run"
+    result = fit(Config(**SMALL), run)
+    assert result.summary["test_accuracy"] > 0.9
+    rows = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    assert [r["epoch"] for r in rows] == [1, 2]
+    assert {"train_loss", "train_acc", "test_loss", "test_acc", "lr", "epoch_seconds", "images_per_second"} <= set(rows[0])
+    summary = json.loads((run / "summary.json").read_text())
+    for key in ("test_accuracy", "test_loss", "epochs", "parameters", "wall_seconds", "train_images_per_second",
+                "peak_memory_bytes", "device", "torch_version", "seed", "config"):
+        assert key in summary
+    assert summary["test_accuracy"] == rows[-1]["test_acc"] and summary["chosen_by"] == "last epoch"
+    assert summary["peak_memory_bytes"] > 10 * 2**20
+    state = torch.load(run / "checkpoints" / "last.pt", weights_only=True)
+    assert state["epoch"] == 2 and state["config"]["hidden"] == [64]
+    assert any((run / "tensorboard").iterdir())
+    assert (run / "config.toml").read_text().count("hidden = [") == 1
+
+
+def test_same_seed_same_metrics_other_seed_differs(synthetic_data, tmp_path):
+    cfg = Config(**{**SMALL, "epochs": 1})
+    a = fit(cfg, tmp_path / "a").history
+    b = fit(cfg, tmp_path / "b").history
+    c = fit(cfg.replace(seed=1), tmp_path / "c").history
+    assert without_timings(a) == without_timings(b)
+    assert without_timings(a) != without_timings(c)
+
+
+@pytest.mark.parametrize("augment", [(), ("flip", "crop")])
+def test_resume_after_interrupt_matches_an_uninterrupted_run(synthetic_data, tmp_path, augment):
+    cfg = Config(**{**SMALL, "epochs": 3}, dropout=0.2, augment=augment)
+    straight = fit(cfg, tmp_path / "straight").history
+
+    def stop_after_first_epoch(msg):
+        if msg.startswith("epoch   1/"):
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        train.fit(cfg, tmp_path / "cut", data.load(), log=stop_after_first_epoch, progress=False)
+    assert torch.load(tmp_path / "cut" / "checkpoints" / "last.pt", weights_only=True)["epoch"] == 1
+    resumed = fit(cfg, tmp_path / "cut", resume=True).history
+    assert without_timings(resumed) == without_timings(straight)
+
+
+def test_validation_split_chooses_the_best_checkpoint(synthetic_data, tmp_path):
+    run = tmp_path / "run"
+    result = fit(Config(**SMALL, val_size=200), run)
+    best_epoch = max(result.history, key=lambda r: r["val_acc"])["epoch"]
+    assert result.summary["chosen_epoch"] == best_epoch
+    assert result.summary["chosen_by"] == "best validation accuracy"
+    assert torch.load(run / "checkpoints" / "best.pt", weights_only=True)["epoch"] == best_epoch
+
+
+def test_existing_run_is_never_overwritten(synthetic_data, tmp_path):
+    run = tmp_path / "run"
+    fit(Config(**{**SMALL, "epochs": 1}), run)
+    before = (run / "checkpoints" / "last.pt").read_bytes()
+    with pytest.raises(FmnistError, match="already holds a run"):
+        fit(Config(**{**SMALL, "epochs": 1}), run)
+    assert (run / "checkpoints" / "last.pt").read_bytes() == before
+
+
+def test_non_finite_loss_stops_with_epoch_and_step(synthetic_data, tmp_path):
+    cfg = Config(**SMALL, optimizer="sgd", lr=1e6, schedule="none")
+    with pytest.raises(train.NonFiniteLoss, match=r"non-finite loss at epoch 1, step \d+"):
+        fit(cfg, tmp_path / "run")
+
+
+def test_checkpoint_round_trip_gives_the_same_predictions(synthetic_data, tmp_path):
+    result = fit(Config(**{**SMALL, "epochs": 1}), tmp_path / "run")
+    model, cfg, state = checkpoint.load_model(tmp_path / "run")
+    x = data.as_input(data.load().test_images[:50])
+    assert torch.equal(model(x), result.model.eval()(x))
+    assert cfg == Config(**{**SMALL, "epochs": 1}) and state["epoch"] == 1
+    assert math.isclose(state["history"][-1]["test_acc"], result.summary["test_accuracy"])
