@@ -129,8 +129,13 @@ def fit(
     resume: bool = False,
     log: Callable[[str], None] = print,
     progress: bool = True,
+    on_epoch: Callable[[dict], None] | None = None,
 ) -> FitResult:
-    """Train `cfg` on `data`, writing config, metrics, checkpoints and TensorBoard events to `run_dir`."""
+    """Train `cfg` on `data`, writing config, metrics, checkpoints and TensorBoard events to `run_dir`.
+
+    `on_epoch` sees each epoch's metrics row after its checkpoint is written; an exception it
+    raises (e.g. optuna.TrialPruned) stops training with the run resumable.
+    """
     t_start = time.perf_counter()
     run_dir = Path(run_dir)
     device = measure.select_device(cfg.device)
@@ -223,6 +228,8 @@ def fit(
                     writer.add_scalar(key, value, epoch)
             writer.flush()
             log(format_epoch(row, cfg.epochs))
+            if on_epoch:
+                on_epoch(row)
     finally:
         writer.close()
 
