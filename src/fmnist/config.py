@@ -57,10 +57,12 @@ class Config:
     step_epochs: int = _opt(5, "step schedule: multiply the lr by --gamma every this many epochs")
     gamma: float = _opt(0.1, "step schedule: lr multiplier at each step")
     label_smoothing: float = _opt(0.0, "cross-entropy label smoothing")
+    on_nan: str = _opt("stop", "on a non-finite loss: stop (the last good checkpoint stays) or skip the batch", ("stop", "skip"))
     augment: tuple[str, ...] = _opt((), "batched on-device augmentations, comma-separated", AUGMENTATIONS)
     augment_strength: float = _opt(1.0, f"scales crop, translate and erase (0 to {MAX_STRENGTH:g})")
     # data and run
     val_size: int = _opt(0, "training images held out (stratified) for validation and model selection")
+    train_subset: int = _opt(0, "train on a stratified subset of this many images (0 = all): smoke tests, quick studies")
     seed: int = _opt(0, "seeds weights, data order, augmentation and dropout")
     device: str = _opt("auto", "where to train: auto picks cuda, then mps, then cpu", DEVICES)
     eval_batch_size: int = _opt(1000, "images per batch when evaluating")
@@ -88,7 +90,7 @@ def _validate(cfg: Config) -> None:
     for name in positive:
         if not getattr(cfg, name) > 0:
             raise FmnistError(f"{name} must be > 0, got {getattr(cfg, name)}")
-    for name in ("momentum", "weight_decay", "warmup_epochs", "val_size"):
+    for name in ("momentum", "weight_decay", "warmup_epochs", "val_size", "train_subset"):
         if getattr(cfg, name) < 0:
             raise FmnistError(f"{name} must be >= 0, got {getattr(cfg, name)}")
     if not 0 <= cfg.augment_strength <= MAX_STRENGTH:

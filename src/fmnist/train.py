@@ -13,9 +13,10 @@ from typing import Callable
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.nn.parallel import DistributedDataParallel
 from tqdm import tqdm
 
-from fmnist import checkpoint, measure, models
+from fmnist import checkpoint, distributed, measure, models
 from fmnist import config as config_lib
 from fmnist.atomic import atomic_write
 from fmnist.augment import augment
@@ -121,6 +122,33 @@ class FitResult:
     history: list[dict]
 
 
+@dataclass
+class Split:
+    """The tensors of one run, on its device: training (after any subset), validation, test."""
+
+    train_x: torch.Tensor
+    train_y: torch.Tensor
+    val_x: torch.Tensor
+    val_y: torch.Tensor
+    test_x: torch.Tensor
+    test_y: torch.Tensor
+
+
+def split_data(cfg: Config, data: FashionMNIST, device: torch.device) -> Split:
+    train_idx, val_idx = stratified_split(data.train_labels, cfg.val_size, cfg.seed)
+    if cfg.train_subset:
+        if cfg.train_subset >= len(train_idx):
+            raise FmnistError(f"train_subset {cfg.train_subset} must be below the {len(train_idx)} training images")
+        _, keep = stratified_split(data.train_labels[train_idx], cfg.train_subset, cfg.seed + 1)
+        train_idx = train_idx[keep]
+    return Split(
+        *(t.to(device) for t in (data.train_images[train_idx], data.train_labels[train_idx])),
+        *(t.to(device) for t in (data.train_images[val_idx], data.train_labels[val_idx])),
+        data.test_images.to(device),
+        data.test_labels.to(device),
+    )
+
+
 def fit(
     cfg: Config,
     run_dir: str | Path,
@@ -135,90 +163,96 @@ def fit(
 
     `on_epoch` sees each epoch's metrics row after its checkpoint is written; an exception it
     raises (e.g. optuna.TrialPruned) stops training with the run resumable.
+
+    Under torchrun each process trains on its shard of every epoch's permutation with
+    batch_size / world_size images per step, so the effective batch stays cfg.batch_size;
+    only rank 0 evaluates, logs and writes.
     """
     t_start = time.perf_counter()
     run_dir = Path(run_dir)
     device = measure.select_device(cfg.device)
+    w = distributed.init(device)
+    device = distributed.device_for(device, w)
+    if cfg.batch_size % w.size:
+        raise FmnistError(f"batch_size {cfg.batch_size} must be divisible by the {w.size} processes")
+    if w.active and cfg.on_nan == "skip":
+        raise FmnistError("on_nan = skip needs a single process: ranks would disagree on which steps to take")
+    if not w.is_main:
+        log, progress, on_epoch = (lambda _msg: None), False, None
     measure.reset_peak_memory(device)
     if device.type == "cpu":
         # Adam's state decays into denormal floats within a few epochs, which are
         # many times slower on x86 CPUs; flushing them to zero costs no accuracy.
         torch.set_flush_denormal(True)
 
-    train_idx, val_idx = stratified_split(data.train_labels, cfg.val_size, cfg.seed)
-    train_x, train_y = data.train_images[train_idx].to(device), data.train_labels[train_idx].to(device)
-    val_x, val_y = data.train_images[val_idx].to(device), data.train_labels[val_idx].to(device)
-    test_x, test_y = data.test_images.to(device), data.test_labels.to(device)
-
+    d = split_data(cfg, data, device)
     torch.manual_seed(cfg.seed)
-    model = models.build(cfg).to(device)
-    optimizer = build_optimizer(model, cfg)
-    steps_per_epoch = math.ceil(len(train_x) / cfg.batch_size)
+    net = models.build(cfg).to(device)
+    model = DistributedDataParallel(net) if w.active else net
+    optimizer = build_optimizer(net, cfg)
+    shard = len(d.train_x) // w.size
+    local_cfg = cfg.replace(batch_size=cfg.batch_size // w.size)
+    steps_per_epoch = math.ceil(shard / local_cfg.batch_size)
     scheduler = build_scheduler(optimizer, cfg, steps_per_epoch)
     data_generator = torch.Generator().manual_seed(cfg.seed)
-    aug_generator = torch.Generator(device).manual_seed(cfg.seed)
+    aug_generator = torch.Generator(device).manual_seed(cfg.seed + w.rank)
 
     history: list[dict] = []
     best_val = -1.0
     last_path, best_path = run_dir / "checkpoints" / "last.pt", run_dir / "checkpoints" / "best.pt"
     if resume and last_path.exists():
         state = checkpoint.load(last_path, map_location=device)
-        model.load_state_dict(state["model"])
+        net.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])
-        torch.set_rng_state(state["rng"]["torch"])
-        data_generator.set_state(state["rng"]["data"])
-        aug_generator.set_state(state["rng"]["augment"])
-        if device.type == "cuda" and "cuda" in state["rng"]:
-            torch.cuda.set_rng_state(state["rng"]["cuda"], device)
+        restore_rng(state["rng"], data_generator, aug_generator, device)
         history, best_val = state["history"], state["best_val_acc"]
         log(f"resuming {run_dir} after epoch {state['epoch']}")
     elif not resume:
-        prepare_run_dir(run_dir, cfg)
+        problem = distributed.broadcast(prepare_run_dir(run_dir, cfg) if w.is_main else None, w)
+        if problem:
+            raise FmnistError(problem)
 
-    from torch.utils.tensorboard import SummaryWriter  # slow import, only when training
-
-    writer = SummaryWriter(run_dir / "tensorboard", purge_step=len(history) + 1)
+    writer = tensorboard_writer(run_dir, len(history) + 1) if w.is_main else None
     try:
         for epoch in range(len(history) + 1, cfg.epochs + 1):
-            order = torch.randperm(len(train_x), generator=data_generator).to(device)
+            order = torch.randperm(len(d.train_x), generator=data_generator)
+            order = order[w.rank : shard * w.size : w.size].to(device)
             lr = optimizer.param_groups[0]["lr"]
             measure.synchronize(device)
             t0 = time.perf_counter()
             train_loss, train_acc = train_one_epoch(
-                model, optimizer, scheduler, train_x, train_y, order, cfg, aug_generator, epoch, progress
+                model, optimizer, scheduler, d.train_x, d.train_y, order, local_cfg, aug_generator, epoch, progress
             )
+            train_loss, train_acc = (distributed.all_reduce_sum(torch.tensor([train_loss, train_acc]), w) / w.size).tolist()
             measure.synchronize(device)
             seconds = time.perf_counter() - t0
-            test = evaluate(model, test_x, test_y, cfg.eval_batch_size)
+            if not w.is_main:
+                continue
             row = {
                 "epoch": epoch,
                 "train_loss": train_loss,
                 "train_acc": train_acc,
-                "test_loss": test.loss,
-                "test_acc": test.accuracy,
+                **prefixed("test", evaluate(net, d.test_x, d.test_y, cfg.eval_batch_size)),
+                **(prefixed("val", evaluate(net, d.val_x, d.val_y, cfg.eval_batch_size)) if len(d.val_x) else {}),
                 "lr": lr,
                 "epoch_seconds": seconds,
                 "ms_per_batch": 1000 * seconds / steps_per_epoch,
-                "images_per_second": len(train_x) / seconds,
+                "images_per_second": shard * w.size / seconds,
             }
-            if len(val_x):
-                val = evaluate(model, val_x, val_y, cfg.eval_batch_size)
-                row.update(val_loss=val.loss, val_acc=val.accuracy)
             history.append(row)
+            improved = "val_acc" in row and row["val_acc"] > best_val
+            best_val = max(best_val, row.get("val_acc", best_val))
             state = {
-                "model": model.state_dict(),
+                "model": net.state_dict(),
                 "optimizer": optimizer.state_dict(),
                 "scheduler": scheduler.state_dict(),
                 "epoch": epoch,
                 "config": config_lib.to_dict(cfg),
                 "history": history,
+                "best_val_acc": best_val,
                 "rng": rng_states(data_generator, aug_generator, device),
             }
-            improved = len(val_x) and row["val_acc"] > best_val
-            if improved:
-                best_val = row["val_acc"]
-            state["best_val_acc"] = best_val
             checkpoint.save(last_path, state)
             if improved:
                 checkpoint.save(best_path, state)
@@ -231,24 +265,48 @@ def fit(
             if on_epoch:
                 on_epoch(row)
     finally:
-        writer.close()
+        if writer:
+            writer.close()
 
+    if not w.is_main:
+        return FitResult(model=net, summary={}, history=[])
     if best_path.exists():
-        model.load_state_dict(checkpoint.load(best_path, map_location=device)["model"])
-    summary = summarize(cfg, model, history, device, time.perf_counter() - t_start, run_dir)
+        net.load_state_dict(checkpoint.load(best_path, map_location=device)["model"])
+    summary = summarize(cfg, net, history, device, time.perf_counter() - t_start, run_dir)
+    summary["processes"] = w.size
     atomic_write(run_dir / "summary.json", json.dumps(summary, indent=2) + "\n")
-    return FitResult(model=model, summary=summary, history=history)
+    return FitResult(model=net, summary=summary, history=history)
 
 
-def prepare_run_dir(run_dir: Path, cfg: Config) -> None:
+def prefixed(split: str, result) -> dict:
+    return {f"{split}_loss": result.loss, f"{split}_acc": result.accuracy}
+
+
+def tensorboard_writer(run_dir: Path, first_epoch: int):
+    from torch.utils.tensorboard import SummaryWriter  # slow import, only when training
+
+    # purge_step drops events a killed run logged after its last checkpoint.
+    return SummaryWriter(run_dir / "tensorboard", purge_step=first_epoch)
+
+
+def prepare_run_dir(run_dir: Path, cfg: Config) -> str | None:
     """Refuse to overwrite an earlier run; write the resolved config first, which also proves the
-    directory is writable before any training time is spent."""
+    directory is writable before any training time is spent. Returns the problem, if any."""
     if (run_dir / "config.toml").exists():
-        raise FmnistError(f"{run_dir} already holds a run; continue it with --resume {run_dir} or choose another --out")
+        return f"{run_dir} already holds a run; continue it with --resume {run_dir} or choose another --out"
     try:
         atomic_write(run_dir / "config.toml", config_lib.dumps(cfg))
     except OSError as e:
-        raise FmnistError(f"cannot write the run directory {run_dir}: {e.strerror or e}") from None
+        return f"cannot write the run directory {run_dir}: {e.strerror or e}"
+    return None
+
+
+def restore_rng(states: dict, data_generator: torch.Generator, aug_generator: torch.Generator, device) -> None:
+    torch.set_rng_state(states["torch"])
+    data_generator.set_state(states["data"])
+    aug_generator.set_state(states["augment"])
+    if device.type == "cuda" and "cuda" in states:
+        torch.cuda.set_rng_state(states["cuda"], device)
 
 
 def rng_states(data_generator: torch.Generator, aug_generator: torch.Generator, device: torch.device) -> dict:

@@ -1,0 +1,160 @@
+"""Faults injected into real processes: kill -9, Ctrl-C, SIGTERM, torn writes, full disks, torchrun."""
+
+import errno
+import json
+import os
+import random
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from fmnist import checkpoint, data
+from fmnist.cli import main
+
+HERE = Path(__file__).parent
+TIMINGS = ("epoch_seconds", "ms_per_batch", "images_per_second")
+# Dropout and augmentation make the RNG state part of what an exact resume has to restore.
+ARGS = ["train", "--hidden", "64", "--batch-size", "32", "--dropout", "0.2", "--augment", "flip,crop", "--no-progress"]
+
+
+@pytest.fixture
+def child_env(synthetic_data):
+    env = dict(os.environ, FMNIST_TEST_FILES=json.dumps(data.FILES), OMP_NUM_THREADS="1")
+    return env
+
+
+def fmnist(env, *argv, **kwargs):
+    return subprocess.Popen([sys.executable, str(HERE / "synthetic_cli.py"), *argv], env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, **kwargs)
+
+
+def metrics(run_dir):
+    rows = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    return [{k: v for k, v in r.items() if k not in TIMINGS} for r in rows]
+
+
+def wait_for_epochs(run_dir, n, proc, timeout=120):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline and proc.poll() is None:
+        path = run_dir / "metrics.jsonl"
+        if path.exists() and len(path.read_text().splitlines()) >= n:
+            return
+        time.sleep(0.005)
+    raise AssertionError(f"run did not reach epoch {n} while running: {proc.communicate()}")
+
+
+def test_kill_9_then_resume_ends_exactly_like_an_uninterrupted_run(child_env, tmp_path):
+    epochs = ["--epochs", "25"]
+    straight = fmnist(child_env, *ARGS, *epochs, "--out", str(tmp_path / "straight"))
+    assert straight.wait(300) == 0, straight.communicate()
+
+    cut = tmp_path / "cut"
+    proc = fmnist(child_env, *ARGS, *epochs, "--out", str(cut))
+    wait_for_epochs(cut, 3, proc)
+    proc.send_signal(signal.SIGKILL)
+    assert proc.wait() == -signal.SIGKILL
+    done = torch.load(cut / "checkpoints" / "last.pt", weights_only=True)["epoch"]
+    assert 3 <= done < 25
+
+    resumed = fmnist(child_env, "train", "--resume", str(cut), "--no-progress")
+    out, err = resumed.communicate(timeout=300)
+    assert resumed.returncode == 0, err
+    assert f"resuming {cut} after epoch {done}" in out
+    assert metrics(cut) == metrics(tmp_path / "straight")
+
+
+@pytest.mark.parametrize("sig, status", [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
+def test_interrupt_exits_cleanly_and_keeps_a_valid_checkpoint(child_env, tmp_path, sig, status):
+    run = tmp_path / "run"
+    proc = fmnist(child_env, *ARGS, "--epochs", "200", "--out", str(run))
+    wait_for_epochs(run, 2, proc)
+    proc.send_signal(sig)
+    out, err = proc.communicate(timeout=60)
+    assert proc.returncode == status
+    assert f"continue with: fmnist train --resume {run}" in err and "Traceback" not in err
+    state = checkpoint.load(run / "checkpoints" / "last.pt")
+    assert state["epoch"] >= 2 and len(state["history"]) == state["epoch"]
+
+
+WRITER = """
+import sys, torch
+from fmnist import checkpoint
+path, i = sys.argv[1], int(sys.argv[2])
+while True:
+    i += 1
+    checkpoint.save(path, {"i": i, "w": torch.full((512, 1024), float(i))})
+"""
+
+
+def test_a_writer_killed_mid_save_always_leaves_a_loadable_checkpoint(tmp_path):
+    path = tmp_path / "last.pt"
+    rng = random.Random(0)
+    seen = set()
+    for attempt in range(6):
+        before = path.stat().st_mtime_ns if path.exists() else None
+        proc = subprocess.Popen([sys.executable, "-c", WRITER, str(path), str(1000 * attempt)])
+        deadline = time.monotonic() + 60
+        while (not path.exists() or path.stat().st_mtime_ns == before) and time.monotonic() < deadline:
+            time.sleep(0.005)
+        time.sleep(rng.uniform(0.05, 0.4))
+        proc.kill()
+        proc.wait()
+        state = checkpoint.load(path)
+        assert torch.equal(state["w"], torch.full((512, 1024), float(state["i"])))
+        seen.add(state["i"])
+    assert len(seen) == 6  # each writer had really started saving when it was killed
+
+
+def test_disk_full_at_a_checkpoint_is_one_line_and_keeps_the_previous_one(synthetic_data, tmp_path, monkeypatch, capsys):
+    run = tmp_path / "run"
+    save = checkpoint.save
+    calls = []
+
+    def fail_on_second_epoch(path, state):
+        calls.append(path)
+        if state["epoch"] == 2:
+            raise OSError(errno.ENOSPC, "No space left on device", str(path))
+        save(path, state)
+
+    monkeypatch.setattr(checkpoint, "save", fail_on_second_epoch)
+    code = main(["train", "--hidden", "32", "--epochs", "3", "--out", str(run), "--no-progress"])
+    err = capsys.readouterr().err
+    assert code == 1 and "No space left on device" in err and len(err.strip().splitlines()) == 1
+    assert checkpoint.load(run / "checkpoints" / "last.pt")["epoch"] == 1
+    assert not [p for p in (run / "checkpoints").iterdir() if p.name != "last.pt"]
+
+
+def test_unwritable_run_directory_fails_before_training(synthetic_data, tmp_path, capsys):
+    blocker = tmp_path / "file"
+    blocker.write_text("")
+    code = main(["train", "--hidden", "32", "--epochs", "1", "--out", str(blocker / "run"), "--no-progress"])
+    err = capsys.readouterr().err
+    assert code == 2 and "cannot write the run directory" in err and "epoch" not in err
+
+
+@pytest.mark.realdata
+def test_torchrun_two_processes_match_one_process_with_the_same_effective_batch(real_data_dir, tmp_path):
+    torchrun = shutil.which("torchrun", path=str(Path(sys.executable).parent))
+    if torchrun is None:
+        pytest.skip("torchrun not installed beside this Python")
+    common = ["train", "--train-subset", "4000", "--epochs", "2", "--batch-size", "128", "--no-progress"]
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    two = subprocess.run([torchrun, "--nproc_per_node=2", "--standalone",
+                          "-m", "fmnist", *common, "--out", str(tmp_path / "two")],
+                         env=env, capture_output=True, text=True, timeout=300)
+    assert two.returncode == 0, two.stderr[-2000:]
+    assert two.stdout.count("test accuracy") == 1  # only rank 0 reports
+    one = subprocess.run([sys.executable, "-m", "fmnist", *common, "--out", str(tmp_path / "one")],
+                         env=env, capture_output=True, text=True, timeout=300)
+    assert one.returncode == 0, one.stderr[-2000:]
+    a = json.loads((tmp_path / "two" / "summary.json").read_text())
+    b = json.loads((tmp_path / "one" / "summary.json").read_text())
+    assert a["processes"] == 2 and b["processes"] == 1
+    assert abs(a["test_accuracy"] - b["test_accuracy"]) < 0.01
+    assert sorted(p.name for p in (tmp_path / "two").iterdir()) == sorted(p.name for p in (tmp_path / "one").iterdir())
