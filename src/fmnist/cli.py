@@ -11,8 +11,9 @@ from pathlib import Path
 
 import torch
 
-from fmnist import __version__, checkpoint, data, measure, models, report
+from fmnist import __version__, checkpoint, data, distributed, measure, models, report
 from fmnist import config as config_lib
+from fmnist import presets
 from fmnist.errors import FmnistError
 
 
@@ -64,15 +65,17 @@ def new_run_dir(out: str | None) -> Path:
 
 def resolve_train_config(args: argparse.Namespace) -> tuple[config_lib.Config, Path]:
     overrides = config_overrides(args)
+    preset = presets.load(args.preset) if args.preset else {}
     if not args.resume:
-        return config_lib.resolve(args.config, overrides), new_run_dir(args.out)
+        file_values = config_lib.read_toml(args.config) if args.config else {}
+        return config_lib.from_dict({**preset, **file_values, **overrides}), new_run_dir(args.out)
     run_dir = Path(args.resume)
     if not (run_dir / "config.toml").is_file():
         raise FmnistError(f"{run_dir}: not a run directory (no config.toml); nothing to resume")
     if args.out:
         raise FmnistError("--resume continues a run in its own directory; drop --out")
     saved = config_lib.resolve(run_dir / "config.toml")
-    asked = {**(config_lib.read_toml(args.config) if args.config else {}), **overrides}
+    asked = {**preset, **(config_lib.read_toml(args.config) if args.config else {}), **overrides}
     for name, value in asked.items():
         if config_lib.coerce(name, value) != getattr(saved, name):
             raise FmnistError(
@@ -83,21 +86,38 @@ def resolve_train_config(args: argparse.Namespace) -> tuple[config_lib.Config, P
 
 
 def cmd_train(args: argparse.Namespace) -> int:
+    cfg, run_dir = resolve_train_config(args)
+    if args.profile:
+        from fmnist import bench
+
+        bench.profile_training(cfg, load_data(cfg.data_dir), args.profile)
+    w = distributed.init(measure.select_device(cfg.device))
+    try:
+        run_dir = Path(distributed.broadcast(str(run_dir), w))  # ranks may disagree on the timestamp
+        return train_and_report(args, cfg, run_dir, w)
+    finally:
+        distributed.shutdown(w)
+
+
+def train_and_report(args: argparse.Namespace, cfg: config_lib.Config, run_dir: Path, w: distributed.World) -> int:
     from fmnist.evaluate import evaluate
     from fmnist.train import fit
 
-    cfg, run_dir = resolve_train_config(args)
-    device = measure.select_device(cfg.device)
+    say = print if w.is_main else (lambda *a, **k: None)
     dataset = load_data(cfg.data_dir)
     params = models.parameter_count(models.build(cfg))
-    print(f"fmnist {__version__} | torch {torch.__version__} | device {device} | data {dataset.directory} ({dataset.origin})")
-    print(f"model {cfg.model} hidden={','.join(map(str, cfg.hidden))} | {params:,} parameters | run {run_dir}")
+    say(f"fmnist {__version__} | torch {torch.__version__} | device {cfg.device} | {w.size} process(es) | "
+        f"data {dataset.directory} ({dataset.origin})")
+    say(f"model {cfg.model} hidden={','.join(map(str, cfg.hidden))} | {params:,} parameters | run {run_dir}")
     try:
         result = fit(cfg, run_dir, dataset, resume=bool(args.resume), progress=not args.no_progress)
     except (KeyboardInterrupt, Terminated):
-        if (run_dir / "checkpoints" / "last.pt").exists():
+        if w.is_main and (run_dir / "checkpoints" / "last.pt").exists():
             print(f"interrupted; continue with: fmnist train --resume {run_dir}", file=sys.stderr)
         raise
+    if not w.is_main:
+        return 0
+    device = next(result.model.parameters()).device
     test = evaluate(result.model, dataset.test_images.to(device), dataset.test_labels.to(device))
     report.write_run_plots(run_dir, result.history, test, dataset.test_images, data.CLASSES)
     s = result.summary
@@ -192,16 +212,136 @@ def cmd_data(args: argparse.Namespace) -> int:
     return 0
 
 
+def parse_assignments(items: list[str] | None, flag: str) -> dict[str, str]:
+    """["epochs=3", "val-size=5000"] -> {"epochs": "3", "val_size": "5000"}; values stay strings for config.coerce."""
+    values = {}
+    for item in items or []:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise FmnistError(f"{flag} {item!r}: expected KEY=VALUE")
+        values[key.strip().replace("-", "_")] = value.strip()
+    return values
+
+
+def parse_grid(items: list[str] | None) -> dict[str, list[str]]:
+    """["optimizer=sgd,adam", "hidden=256/512,512"] -> {"optimizer": ["sgd", "adam"], "hidden": ["256", "512,512"]}:
+    values of list options (hidden, augment, betas) are separated by "/", all others by ","."""
+    grid = {}
+    for key, value in parse_assignments(items, "--grid").items():
+        listed = key in config_lib.field_names() and isinstance(config_lib.describe(key)[2], tuple)
+        grid[key] = value.split("/" if listed else ",")
+    return grid
+
+
+def parse_ints(text: str | None, flag: str) -> list[int] | None:
+    if text is None:
+        return None
+    try:
+        return [int(v) for v in text.split(",")]
+    except ValueError:
+        raise FmnistError(f"{flag}: expected comma-separated integers, got {text!r}") from None
+
+
+def cmd_compare(args: argparse.Namespace) -> int:
+    from fmnist import compare
+
+    experiment = compare.build_experiment(
+        compare.read_experiment(args.experiment) if args.experiment else {},
+        preset=args.preset,
+        base=parse_assignments(args.set, "--set"),
+        grid=parse_grid(args.grid),
+        seeds=parse_ints(args.seeds, "--seeds"),
+        threshold=args.threshold,
+    )
+    runs = compare.plan(experiment, args.out)  # config errors before the data is loaded
+    dataset = load_data(runs[0].config.data_dir)
+    try:
+        results = compare.run_grid(experiment, args.out, dataset, workers=args.workers)
+    except (KeyboardInterrupt, Terminated):
+        print(f"interrupted; rerun the same command (or: fmnist compare {Path(args.out) / 'experiment.toml'} --out {args.out})"
+              " to train only the missing runs", file=sys.stderr)
+        raise
+    print(compare.write_report(args.out, experiment, results, workers=args.workers))
+    print(f"wrote results.md, results.csv, runs.csv, accuracy.png and curves*.png in {args.out}")
+    return 0
+
+
+def cmd_tune(args: argparse.Namespace) -> int:
+    import optuna
+
+    from fmnist import tune
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)  # tune prints one line per trial itself
+    tune.check_budget(args.trials, args.timeout, args.workers)
+    study_settings = {"--out": args.out, "--preset": args.preset, "--config": args.config, "--set": args.set,
+                      "--epochs": args.epochs, "--val-size": args.val_size, "--pruner": args.pruner,
+                      "--storage": args.storage, "--study-name": args.study_name, "--sampler-seed": args.sampler_seed}
+    if args.resume:
+        given = [flag for flag, value in study_settings.items() if value is not None]
+        if given:
+            raise FmnistError(f"--resume continues a study with its recorded settings; drop {', '.join(given)}")
+        study_dir = Path(args.resume)
+    elif not args.out:
+        raise FmnistError("tune needs --out DIR for a new study, or --resume DIR")
+    else:
+        study_dir = Path(args.out)
+        base = {
+            **(presets.load(args.preset) if args.preset else {}),
+            **(config_lib.read_toml(args.config) if args.config else {}),
+            **parse_assignments(args.set, "--set"),
+            **({"epochs": args.epochs} if args.epochs is not None else {}),
+            **({"val_size": args.val_size} if args.val_size is not None else {}),
+        }
+        tune.create_study(study_dir, tune.new_settings(
+            base, name=args.study_name or study_dir.resolve().name, storage=args.storage or "",
+            pruner=args.pruner or "median", sampler_seed=args.sampler_seed or 0,
+        ))
+    settings = tune.load_settings(study_dir)
+    dataset = load_data(settings.base.get("data_dir"))
+    print(f"study {settings.name} in {settings.storage or study_dir / tune.JOURNAL_FILE}: "
+          f"{args.trials} more trial(s), {args.workers} worker(s)")
+    try:
+        study = tune.optimize(study_dir, dataset, trials=args.trials, timeout=args.timeout, workers=args.workers)
+    except (KeyboardInterrupt, Terminated):
+        print(f"interrupted; continue with: fmnist tune --resume {study_dir}", file=sys.stderr)
+        raise
+    tune.write_outputs(study, study_dir)
+    return 0
+
+
+def cmd_bench(args: argparse.Namespace) -> int:
+    from fmnist import bench
+
+    if args.threads is not None and args.threads < 1:
+        raise FmnistError(f"--threads must be >= 1, got {args.threads}")
+    overrides = {k: v for k, v in (("model", args.model), ("hidden", args.hidden)) if v is not None}
+    cfg = config_lib.resolve(None, overrides)
+    dataset = load_data(args.data_dir)
+    log = (lambda msg: print(msg, file=sys.stderr)) if args.verbose else (lambda msg: None)
+    result = bench.run(cfg, dataset, args.device, bench.QUICK if args.quick else bench.Plan(), args.threads, log)
+    print(bench.format_table(result))
+    if args.json:
+        bench.write_json(result, args.json)
+        print(f"wrote {args.json}")
+    if args.plot:
+        bench.plot(result, args.plot)
+        print(f"wrote {args.plot}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = Parser(prog="fmnist", description=__doc__.splitlines()[0] if __doc__ else None)
     parser.add_argument("--version", action="version", version=f"fmnist {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=Parser)
 
     p = sub.add_parser("train", help="train a model and write a run directory", formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p.add_argument("--preset", metavar="NAME", help=f"named config shipped with fmnist ({', '.join(presets.names())}); --config and flags override it")
     p.add_argument("--config", help="TOML file of training options (flags override it)")
     p.add_argument("--out", help="run directory (default: runs/<timestamp>)")
     p.add_argument("--resume", metavar="RUN_DIR", help="continue an interrupted run from its last checkpoint")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument("--profile", metavar="DIR", help="first profile a few training steps of this config (throwaway "
+                   "model, the run is unchanged): print the top operators, write a Perfetto/TensorBoard trace to DIR")
     add_config_flags(p)
     p.set_defaults(func=cmd_train)
 
@@ -227,6 +367,48 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", default="samples.png", help="show: PNG file to write (default: samples.png)")
     p.add_argument("--count", type=int, default=40, help="show: number of images, spread over the classes (default: 40)")
     p.set_defaults(func=cmd_data)
+
+    p = sub.add_parser("bench", help="latency, throughput and memory of a model; the textbook pipeline vs fmnist",
+                       formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p.add_argument("--quick", action="store_true", help="shorter timings and a 10,000-image pipeline epoch (under a minute on a CPU)")
+    p.add_argument("--json", metavar="FILE", help="write the results as JSON")
+    p.add_argument("--plot", metavar="FILE", help="write throughput and latency against batch size as PNG")
+    p.add_argument("--device", default="auto", choices=config_lib.DEVICES)
+    p.add_argument("--threads", type=int, help="torch intra-op threads (default: torch's choice)")
+    p.add_argument("--model", choices=config_lib.MODELS, help="architecture (default: the reference mlp)")
+    p.add_argument("--hidden", help="layer widths, comma-separated (default: the reference 512,512)")
+    p.add_argument("--data-dir", default="", help="directory of the IDX files (default: search, then download)")
+    p.add_argument("--verbose", action="store_true", help="print each measurement as it starts, on stderr")
+    p.set_defaults(func=cmd_bench)
+
+    p = sub.add_parser("compare", help="a grid of training runs over seeds: tables and plots of validation and test accuracy")
+    p.add_argument("experiment", nargs="?", help="TOML experiment file: preset, seeds, threshold, [base], [grid] (flags override it)")
+    p.add_argument("--out", required=True, help="experiment directory; rerun with the same one to train only missing runs")
+    p.add_argument("--grid", action="append", metavar="KEY=V1,V2", help="an axis of the grid (repeatable); list options separate values by /: hidden=256/512,512")
+    p.add_argument("--set", action="append", metavar="KEY=VALUE", help="a config value of every run (repeatable)")
+    p.add_argument("--preset", metavar="NAME", help=f"base config: {', '.join(presets.names())}")
+    p.add_argument("--seeds", metavar="S1,S2", help="seeds of every grid point (default: 0,1,2)")
+    p.add_argument("--threshold", type=float, help="validation accuracy to time (default: 0.88)")
+    p.add_argument("--workers", type=int, default=1, help="runs trained at once, in separate processes (default: 1)")
+    p.set_defaults(func=cmd_compare)
+
+    p = sub.add_parser("tune", help="Optuna search of training options for validation accuracy")
+    p.add_argument("--out", help="new study directory")
+    p.add_argument("--resume", metavar="DIR", help="run more trials of the study in DIR, with its recorded settings")
+    p.add_argument("--trials", type=int, default=20, help="trials to run now, over all workers (default: 20)")
+    p.add_argument("--timeout", type=float, help="stop starting trials after this many seconds")
+    p.add_argument("--workers", type=int, default=1, help="local worker processes sharing the study (default: 1)")
+    p.add_argument("--epochs", type=int, help="epochs per trial (default: the base config's)")
+    p.add_argument("--val-size", type=int, help="validation images held out (default: 5000)")
+    p.add_argument("--pruner", choices=("median", "hyperband", "none"), help="early stopping of poor trials per epoch (default: median)")
+    p.add_argument("--storage", metavar="URL", help="Optuna RDB storage shared by many machines, e.g. postgresql://user@host/db "
+                   "(default: a journal file in the study directory)")
+    p.add_argument("--study-name", help="name in the storage; workers with the same name and storage share the study (default: the --out name)")
+    p.add_argument("--sampler-seed", type=int, help="seed of the TPE sampler (default: 0)")
+    p.add_argument("--preset", metavar="NAME", help=f"base config the search starts from: {', '.join(presets.names())}")
+    p.add_argument("--config", help="TOML file of base training options")
+    p.add_argument("--set", action="append", metavar="KEY=VALUE", help="a base config value (repeatable)")
+    p.set_defaults(func=cmd_tune)
     return parser
 
 
@@ -242,6 +424,9 @@ def main(argv: list[str] | None = None) -> int:
     except FmnistError as e:
         print(f"fmnist: error: {e}", file=sys.stderr)
         return 2
+    except OSError as e:  # a full disk, a vanished directory: the machine's state, not a bug
+        print(f"fmnist: error: {e}", file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
         print("fmnist: interrupted", file=sys.stderr)
         return 130

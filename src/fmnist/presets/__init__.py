@@ -1,0 +1,26 @@
+"""Named training configs shipped with the package: `fmnist train --preset NAME`.
+
+A preset is a TOML file of config values in this directory; a --config file and flags
+override it. Their numbers are starting points to be confirmed with `fmnist compare`
+and `fmnist tune`, not measured results.
+"""
+
+from __future__ import annotations
+
+from importlib import resources
+from typing import Any
+
+from fmnist import config as config_lib
+from fmnist.errors import FmnistError
+
+
+def names() -> list[str]:
+    return sorted(p.name.removesuffix(".toml") for p in resources.files(__name__).iterdir() if p.name.endswith(".toml"))
+
+
+def load(name: str) -> dict[str, Any]:
+    """The preset's config values, checked against Config's fields and types."""
+    if name not in names():
+        raise FmnistError(f"unknown preset {name!r}; known: {', '.join(names())}")
+    with resources.as_file(resources.files(__name__) / f"{name}.toml") as path:
+        return config_lib.read_toml(path)

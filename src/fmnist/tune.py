@@ -1,0 +1,422 @@
+"""fmnist tune: an Optuna study of training options that maximises validation accuracy.
+
+A study lives in a directory: study.json (its settings), journal.log (the default storage:
+Optuna's append-only journal file, which survives a kill -9 and serves several local
+processes at once), trials/<number>/ (one run directory per trial; a completed trial keeps
+checkpoints/best.pt, a pruned one no weights) and the outputs
+best.toml, trials.csv, history.png and importances.png.
+
+Crashed workers: RDB storages (--storage URL) get Optuna's heartbeat, so a trial whose
+process stopped beating is failed by the next worker after the grace period. Optuna's
+journal storage has no heartbeat; there each trial records its host and process id, and
+a trial still RUNNING whose process is gone from this host is failed when a worker
+starts and when a local worker exits.
+"""
+
+from __future__ import annotations
+
+import collections
+import csv
+import io
+import json
+import os
+import shutil
+import socket
+import warnings
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+import optuna
+import torch
+from matplotlib.ticker import MaxNLocator, PercentFormatter
+from optuna.trial import TrialState
+
+from fmnist import config as config_lib
+from fmnist import report
+from fmnist.atomic import atomic_write
+from fmnist.augment import KINDS as AUGMENTATIONS
+from fmnist.compare import DEFAULT_VAL_SIZE
+from fmnist.config import Config
+from fmnist.data import FashionMNIST
+from fmnist.errors import FmnistError
+
+STUDY_FILE = "study.json"
+JOURNAL_FILE = "journal.log"
+PRUNERS = ("median", "hyperband", "none")
+HEARTBEAT_SECONDS = 60  # RDB storages: a trial silent for GRACE_SECONDS is failed
+GRACE_SECONDS = 180
+
+
+@dataclass(frozen=True)
+class StudySettings:
+    name: str
+    storage: str  # an Optuna storage URL; "" = the journal file in the study directory
+    base: dict[str, Any]  # config values every trial starts from (epochs and val_size included)
+    pruner: str = "median"
+    sampler_seed: int = 0
+
+
+def search_space(trial: optuna.Trial, base: Config) -> dict[str, Any]:
+    """The config values one trial tries; options not drawn here keep the base config's values.
+
+    One lr range for all optimizers keeps the TPE model simple; the lr values that make
+    Adam diverge end as pruned trials (see make_objective).
+    """
+    v: dict[str, Any] = {}
+    v["optimizer"] = trial.suggest_categorical("optimizer", ["sgd", "adam", "adamw"])
+    v["lr"] = trial.suggest_float("lr", 1e-4, 0.3, log=True)
+    if v["optimizer"] == "sgd":
+        v["momentum"] = trial.suggest_float("momentum", 0.5, 0.99)
+        v["nesterov"] = trial.suggest_categorical("nesterov", [False, True])
+    else:
+        v["betas"] = (trial.suggest_float("beta1", 0.8, 0.95), trial.suggest_float("beta2", 0.99, 0.9999))
+        v["nesterov"] = False
+    v["weight_decay"] = trial.suggest_float("weight_decay", 1e-6, 0.1, log=True)
+    v["batch_size"] = trial.suggest_categorical("batch_size", [32, 64, 128, 256, 512])
+    v["schedule"] = trial.suggest_categorical("schedule", ["none", "step", "cosine", "onecycle"])
+    if v["schedule"] == "step":
+        v["step_epochs"] = max(1, base.epochs // 3)  # decay by gamma at a third and two thirds of training
+    v["warmup_epochs"] = trial.suggest_float("warmup_epochs", 0.0, 0.2 * base.epochs)
+    depth = trial.suggest_int("depth", 1, 3)
+    if base.model == "cnn":  # channels double per block
+        width = trial.suggest_categorical("width", [16, 32, 64])
+        v["hidden"] = tuple(width * 2**i for i in range(depth))
+    else:
+        width = trial.suggest_categorical("width", [128, 256, 512, 1024])
+        v["hidden"] = (width,) * depth
+    v["dropout"] = trial.suggest_float("dropout", 0.0, 0.5)
+    v["batch_norm"] = trial.suggest_categorical("batch_norm", [False, True])
+    v["label_smoothing"] = trial.suggest_float("label_smoothing", 0.0, 0.2)
+    v["augment"] = tuple(k for k in AUGMENTATIONS if trial.suggest_categorical(f"augment_{k}", [False, True]))
+    if v["augment"]:
+        v["augment_strength"] = trial.suggest_float("augment_strength", 0.25, 2.0)
+    return v
+
+
+def make_pruner(name: str, epochs: int) -> optuna.pruners.BasePruner:
+    if name == "median":
+        # Epoch-1 accuracy says little about the end of a schedule: judge from epoch 2, after 5 trials.
+        return optuna.pruners.MedianPruner(n_startup_trials=5, n_warmup_steps=min(2, epochs))
+    if name == "hyperband":
+        return optuna.pruners.HyperbandPruner(min_resource=1, max_resource=epochs, reduction_factor=3)
+    if name == "none":
+        return optuna.pruners.NopPruner()
+    raise FmnistError(f"unknown pruner {name!r}; choose from {', '.join(PRUNERS)}")
+
+
+def make_objective(base: Config, study_dir: str | Path, data: FashionMNIST) -> Callable[[optuna.Trial], float]:
+    """Objective: train the trial's config in study_dir/trials/<number>; its value is the best
+    validation accuracy over the epochs, reported per epoch so the pruner can stop it early."""
+    from fmnist.train import NonFiniteLoss, fit
+
+    def objective(trial: optuna.Trial) -> float:
+        trial.set_user_attr("worker", {"host": socket.gethostname(), "pid": os.getpid()})
+        cfg = config_lib.from_dict({**config_lib.to_dict(base), **search_space(trial, base)})
+        trial.set_user_attr("config", config_lib.to_dict(cfg))
+
+        def on_epoch(row: dict) -> None:
+            trial.report(row["val_acc"], row["epoch"])
+            if trial.should_prune():
+                raise optuna.TrialPruned(f"pruned after epoch {row['epoch']} at val accuracy {row['val_acc']:.2%}")
+
+        run_dir = Path(study_dir) / "trials" / str(trial.number)
+        try:
+            result = fit(cfg, run_dir, data, log=lambda _: None, progress=False, on_epoch=on_epoch)
+        except (optuna.TrialPruned, NonFiniteLoss) as e:
+            # A trial never resumes and a stopped one is never used: its weights would only fill the disk.
+            shutil.rmtree(run_dir / "checkpoints", ignore_errors=True)
+            if isinstance(e, NonFiniteLoss):
+                # A diverging config is a bad one, not a broken worker: pruned trials still
+                # teach the TPE sampler where not to look, failed ones do not.
+                trial.set_user_attr("diverged", str(e))
+                raise optuna.TrialPruned(f"diverged: {e}") from None
+            raise
+        (run_dir / "checkpoints" / "last.pt").unlink(missing_ok=True)  # best.pt stays: `fmnist eval` takes it
+        s = result.summary
+        trial.set_user_attr("result", {"test_accuracy": s["test_accuracy"], "wall_seconds": s["wall_seconds"],
+                                       "images_per_second": s["train_images_per_second"]})
+        return s["val_accuracy"]
+
+    return objective
+
+
+# ---------------------------------------------------------------- storage and study directory
+
+
+def open_storage(settings: StudySettings, study_dir: str | Path) -> optuna.storages.BaseStorage:
+    if not settings.storage:
+        path = Path(study_dir).resolve() / JOURNAL_FILE
+        return optuna.storages.JournalStorage(optuna.storages.journal.JournalFileBackend(str(path)))
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)  # heartbeat: stable in practice
+            return optuna.storages.RDBStorage(
+                settings.storage, heartbeat_interval=HEARTBEAT_SECONDS, grace_period=GRACE_SECONDS
+            )
+    except Exception as e:  # SQLAlchemy's errors for bad URLs, missing drivers, unreachable servers
+        raise FmnistError(f"cannot open the Optuna storage {settings.storage!r}: {str(e).splitlines()[0]}") from None
+
+
+def new_settings(base: dict[str, Any], *, name: str, storage: str = "", pruner: str = "median",
+                 sampler_seed: int = 0, log: Callable[[str], None] = print) -> StudySettings:
+    """Settings of a new study from the config values given explicitly in `base`; val_size
+    defaults to DEFAULT_VAL_SIZE, since the objective is validation accuracy."""
+    values = dict(base)
+    if "val_size" not in values:
+        values["val_size"] = DEFAULT_VAL_SIZE
+        log(f"val_size not set: holding out {DEFAULT_VAL_SIZE} training images for validation")
+    cfg = config_lib.from_dict(values)
+    if not cfg.val_size:
+        raise FmnistError("tune maximises validation accuracy: val_size must be > 0")
+    make_pruner(pruner, cfg.epochs)
+    return StudySettings(name=name, storage=storage, base=config_lib.to_dict(cfg), pruner=pruner,
+                         sampler_seed=sampler_seed)
+
+
+def create_study(study_dir: str | Path, settings: StudySettings) -> None:
+    """Write study.json and create the study in its storage (or join it, when the storage already has it)."""
+    study_dir = Path(study_dir)
+    if (study_dir / STUDY_FILE).exists():
+        raise FmnistError(f"{study_dir} already holds a study; continue it with --resume {study_dir}")
+    study_dir.mkdir(parents=True, exist_ok=True)
+    storage = open_storage(settings, study_dir)
+    optuna.create_study(study_name=settings.name, storage=storage, direction="maximize", load_if_exists=True)
+    atomic_write(study_dir / STUDY_FILE, json.dumps(asdict(settings), indent=2) + "\n")
+
+
+def load_settings(study_dir: str | Path) -> StudySettings:
+    path = Path(study_dir) / STUDY_FILE
+    try:
+        return StudySettings(**json.loads(path.read_text()))
+    except FileNotFoundError:
+        raise FmnistError(f"{study_dir}: not a study directory (no {STUDY_FILE})") from None
+    except (OSError, ValueError, TypeError) as e:
+        raise FmnistError(f"{path}: unreadable study settings: {e}") from None
+
+
+def load_study(study_dir: str | Path, sampler: optuna.samplers.BaseSampler | None = None,
+               log: Callable[[str], None] = print) -> optuna.Study:
+    """The study of `study_dir`, after failing its trials orphaned by a dead local worker."""
+    settings = load_settings(study_dir)
+    storage = open_storage(settings, study_dir)
+    fail_orphaned_trials(storage, settings.name, log)
+    epochs = config_lib.from_dict(settings.base).epochs
+    return optuna.load_study(study_name=settings.name, storage=storage, sampler=sampler,
+                             pruner=make_pruner(settings.pruner, epochs))
+
+
+def fail_orphaned_trials(storage: optuna.storages.BaseStorage, study_name: str,
+                         log: Callable[[str], None] = print) -> list[int]:
+    """Mark FAILED the RUNNING trials whose worker process, on this host, no longer exists;
+    return their numbers. Trials of other hosts are left to the storage's heartbeat."""
+    failed = []
+    host = socket.gethostname()
+    study_id = storage.get_study_id_from_name(study_name)
+    for trial in storage.get_all_trials(study_id, deepcopy=False, states=(TrialState.RUNNING,)):
+        worker = trial.user_attrs.get("worker")
+        if not worker or worker["host"] != host or _alive(worker["pid"]):
+            continue
+        try:
+            trial_id = storage.get_trial_id_from_study_id_trial_number(study_id, trial.number)
+            if storage.set_trial_state_values(trial_id, TrialState.FAIL):
+                failed.append(trial.number)
+                log(f"trial {trial.number}: its worker (pid {worker['pid']}) is gone; marked FAILED")
+        except optuna.exceptions.UpdateFinishedTrialError:
+            pass  # another worker got there first
+    return failed
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # exists, owned by someone else
+    return True
+
+
+# ---------------------------------------------------------------- optimising
+
+
+def check_budget(trials: int, timeout: float | None, workers: int) -> None:
+    if trials < 1 or workers < 1:
+        raise FmnistError(f"trials and workers must be >= 1, got {trials} and {workers}")
+    if timeout is not None and timeout <= 0:
+        raise FmnistError(f"timeout must be > 0 seconds, got {timeout}")
+
+
+def optimize(
+    study_dir: str | Path,
+    data: FashionMNIST,
+    *,
+    trials: int,
+    timeout: float | None = None,
+    workers: int = 1,
+    log: Callable[[str], None] = print,
+) -> optuna.Study:
+    """Run `trials` more trials (fewer if `timeout` seconds pass first) of the study in `study_dir`,
+    split over `workers` processes that share its storage; returns the study."""
+    check_budget(trials, timeout, workers)
+    study_dir = Path(study_dir)
+    load_settings(study_dir)
+    workers = min(workers, trials)
+    shares = [trials // workers + (i < trials % workers) for i in range(workers)]
+    if workers == 1:
+        _optimize_here(study_dir, data, 0, shares[0], timeout, log)
+    else:
+        context = torch.multiprocessing.get_context("spawn")
+        threads = max(1, (os.cpu_count() or 1) // workers)
+        processes = [
+            context.Process(target=_worker, args=(study_dir, data, i, share, timeout, threads))
+            for i, share in enumerate(shares)
+        ]
+        for p in processes:
+            p.start()
+        try:
+            for p in processes:
+                p.join()
+        except BaseException:  # Ctrl-C or SIGTERM: stop every worker; the next start fails their trials
+            for p in processes:
+                p.terminate()
+                p.join()
+            raise
+        for i, p in enumerate(processes):
+            if p.exitcode:
+                how = f"signal {-p.exitcode}" if p.exitcode < 0 else f"exit status {p.exitcode}"
+                log(f"worker {i} (pid {p.pid}) stopped with {how}; the other workers went on")
+    return load_study(study_dir, log=log)
+
+
+def _worker(study_dir: Path, data: FashionMNIST, index: int, trials: int, timeout: float | None,
+            threads: int) -> None:
+    torch.set_num_threads(threads)
+    optuna.logging.set_verbosity(optuna.logging.WARNING)  # one line per trial comes from describe_trial
+    try:
+        _optimize_here(study_dir, data, index, trials, timeout,
+                       lambda msg: print(f"[worker {index}] {msg}", flush=True))
+    except KeyboardInterrupt:
+        pass  # the parent reports the interruption
+
+
+def _optimize_here(study_dir: Path, data: FashionMNIST, index: int, trials: int, timeout: float | None,
+                   log: Callable[[str], None]) -> None:
+    settings = load_settings(study_dir)
+    done = len(load_study(study_dir, log=log).trials)
+    # Distinct per worker and per resume, else they would replay the same random startup trials.
+    seed = int(np.random.SeedSequence([settings.sampler_seed, index, done]).generate_state(1)[0])
+    study = load_study(study_dir, sampler=optuna.samplers.TPESampler(seed=seed), log=log)
+    base = config_lib.from_dict(settings.base)
+    study.optimize(make_objective(base, study_dir, data), n_trials=trials, timeout=timeout,
+                   callbacks=[lambda s, t: log(describe_trial(s, t))])
+
+
+def describe_trial(study: optuna.Study, trial: optuna.trial.FrozenTrial) -> str:
+    epochs = len(trial.intermediate_values)
+    seconds = trial.duration.total_seconds() if trial.duration else 0.0
+    text = f"trial {trial.number} {trial.state.name.lower()} after {epochs} epoch(s), {seconds:.0f}s"
+    if trial.state == TrialState.COMPLETE:
+        text += f": val {trial.value:.2%}"
+    elif epochs:
+        text += f": val {trial.intermediate_values[max(trial.intermediate_values)]:.2%}"
+    if "diverged" in trial.user_attrs:
+        text += " (diverged)"
+    try:
+        best = study.best_trial
+        text += f"  | best: trial {best.number}, val {best.value:.2%}"
+    except ValueError:
+        pass
+    return text
+
+
+# ---------------------------------------------------------------- outputs
+
+
+def write_outputs(study: optuna.Study, study_dir: str | Path, log: Callable[[str], None] = print) -> None:
+    """best.toml, trials.csv, history.png and (with two or more completed trials) importances.png."""
+    study_dir = Path(study_dir)
+    trials = study.get_trials(deepcopy=False)
+    atomic_write(study_dir / "trials.csv", trials_csv(trials))
+    plot_history(trials, study_dir / "history.png")
+    complete = [t for t in trials if t.state == TrialState.COMPLETE]
+    counts = collections.Counter(t.state.name.lower() for t in trials)
+    log(f"study {study.study_name}: {len(trials)} trials ({', '.join(f'{n} {s}' for s, n in counts.items())})")
+    if not complete:
+        log("no completed trial yet: no best.toml")
+        return
+    best = study.best_trial
+    cfg = config_lib.from_dict(best.user_attrs["config"])
+    header = (
+        f"# Best of {len(complete)} completed trials of study {study.study_name!r}: trial {best.number},\n"
+        f"# validation accuracy {best.value:.2%} (best epoch of {cfg.epochs}, val_size {cfg.val_size}).\n"
+        f"# Train it with: fmnist train --config best.toml\n"
+    )
+    atomic_write(study_dir / "best.toml", header + config_lib.dumps(cfg))
+    test = best.user_attrs.get("result", {}).get("test_accuracy")
+    aside = f" (test {test:.2%}, not used for the choice)" if test is not None else ""
+    log(f"best: trial {best.number}, val {best.value:.2%}{aside}; config in {study_dir / 'best.toml'}")
+    if len(complete) < 2:
+        log("parameter importances need two or more completed trials: no importances.png yet")
+        return
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # few-trial accuracy warnings; the plot title says n
+        importances = optuna.importance.get_param_importances(study)
+    plot_importances(importances, study_dir / "importances.png", len(complete))
+
+
+def trials_csv(trials: list[optuna.trial.FrozenTrial]) -> str:
+    params = sorted({name for t in trials for name in t.params})
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\n")
+    writer.writerow(["number", "state", "val_acc", "test_acc", "epochs", "seconds", *params])
+    for t in trials:
+        result = t.user_attrs.get("result", {})
+        writer.writerow([
+            t.number, t.state.name, "" if t.value is None else t.value, result.get("test_accuracy", ""),
+            len(t.intermediate_values), f"{t.duration.total_seconds():.1f}" if t.duration else "",
+            *(t.params.get(name, "") for name in params),
+        ])
+    return buffer.getvalue()
+
+
+def plot_history(trials: list[optuna.trial.FrozenTrial], path: Path) -> None:
+    """Validation accuracy per trial (pruned trials at their last report) and the best so far."""
+    fig = report._new_figure(figsize=(8, 4.5))
+    ax = fig.subplots()
+    complete = [t for t in trials if t.state == TrialState.COMPLETE]
+    pruned = [t for t in trials if t.state == TrialState.PRUNED and t.intermediate_values]
+    if complete:
+        ax.scatter([t.number for t in complete], [t.value for t in complete], s=18, label="completed")
+        best, xs, ys = -1.0, [], []
+        for t in sorted(complete, key=lambda t: t.number):
+            best = max(best, t.value)
+            xs.append(t.number)
+            ys.append(best)
+        ax.step(xs, ys, where="post", color="tab:red", label="best so far")
+    if pruned:
+        ax.scatter([t.number for t in pruned], [t.intermediate_values[max(t.intermediate_values)] for t in pruned],
+                   s=18, marker="x", color="grey", label="pruned (last report)")
+    ax.set(title=f"Optimization history ({len(trials)} trials)", xlabel="trial", ylabel="validation accuracy")
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    ax.yaxis.set_major_formatter(PercentFormatter(xmax=1))
+    ax.grid(alpha=0.3)
+    if ax.get_legend_handles_labels()[0]:
+        ax.legend()
+    report._save(fig, path)
+
+
+def plot_importances(importances: dict[str, float], path: Path, completed: int) -> None:
+    """One horizontal bar per parameter, most important on top."""
+    names = list(importances)[::-1]
+    fig = report._new_figure(figsize=(7, 1.2 + 0.28 * len(names)))
+    ax = fig.subplots()
+    bars = ax.barh(names, [importances[n] for n in names], color="tab:blue")
+    ax.bar_label(bars, fmt="{:.2f}", fontsize=8, padding=2)
+    ax.set(title=f"Parameter importance for validation accuracy ({completed} completed trials)",
+           xlabel="importance (PED-ANOVA, sums to 1)")
+    ax.margins(x=0.12)  # room for the value labels
+    ax.grid(axis="x", alpha=0.3)
+    ax.set_axisbelow(True)
+    report._save(fig, path)

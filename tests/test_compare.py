@@ -1,0 +1,182 @@
+import csv
+from pathlib import Path
+
+import pytest
+import torch
+
+from fmnist import compare, config, train
+from fmnist.cli import main
+from fmnist.errors import FmnistError
+
+# Tiny runs on the synthetic data: 800 training and 200 validation images, 2 epochs.
+TINY = {"hidden": "16", "epochs": "2", "batch_size": "64", "val_size": "200", "eval_batch_size": "500"}
+TINY_FLAGS = [arg for k, v in TINY.items() for arg in ("--set", f"{k}={v}")]
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    # These models are tiny: one thread is several times faster than two fighting a busy CPU.
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def experiment(**grid):
+    return compare.build_experiment(base=TINY, grid=grid, seeds=[0, 1], threshold=0.5, log=lambda _: None)
+
+
+@pytest.fixture
+def fit_calls(monkeypatch):
+    """Records (run_dir name, resume) of every fit() call made in this process."""
+    calls = []
+    real_fit = train.fit
+
+    def counting_fit(cfg, run_dir, data, **kwargs):
+        calls.append((f"{Path(run_dir).parent.name}/{Path(run_dir).name}", kwargs["resume"]))
+        return real_fit(cfg, run_dir, data, **kwargs)
+
+    monkeypatch.setattr(train, "fit", counting_fit)
+    return calls
+
+
+def test_grid_runs_every_point_and_seed_writes_reports_and_skips_finished_runs_on_rerun(synthetic_data, tmp_path, fit_calls):
+    from fmnist import data
+
+    dataset = data.load()
+    exp = experiment(optimizer=["sgd", "adam"], schedule=["none", "cosine"])
+    out = tmp_path / "grid"
+    results = compare.run_grid(exp, out, dataset, log=lambda _: None)
+    assert len(results) == 8 and len(fit_calls) == 8 and all(r.summary for r in results)
+    assert {r.run.run_dir.relative_to(out).as_posix() for r in results} >= {"runs/optimizer=sgd,schedule=cosine/seed1"}
+
+    markdown = compare.write_report(out, exp, results)
+    rows = list(csv.DictReader((out / "results.csv").open()))
+    assert [r["point"] for r in rows] == [
+        "optimizer=sgd,schedule=none", "optimizer=sgd,schedule=cosine",
+        "optimizer=adam,schedule=none", "optimizer=adam,schedule=cosine",
+    ]
+    assert all(r["runs"] == "2" and 0 <= float(r["test_acc_mean"]) <= 1 for r in rows)
+    assert len(list(csv.DictReader((out / "runs.csv").open()))) == 8
+    assert "| optimizer=adam,schedule=cosine | 2/2 |" in markdown and " ± " in markdown
+    assert (out / "results.md").read_text() == markdown
+    for name in ("accuracy.png", "curves-optimizer=sgd.png", "curves-optimizer=adam.png", "experiment.toml"):
+        assert (out / name).stat().st_size > 0, name
+
+    stamps = {r.run.run_dir: (r.run.run_dir / "summary.json").stat().st_mtime_ns for r in results}
+    fit_calls.clear()
+    again = compare.run_grid(exp, out, dataset, log=lambda _: None)
+    assert fit_calls == []
+    assert {r.run.run_dir: (r.run.run_dir / "summary.json").stat().st_mtime_ns for r in again} == stamps
+
+
+def test_interrupted_grid_trains_only_the_missing_runs(synthetic_data, tmp_path, fit_calls):
+    from fmnist import data
+
+    dataset = data.load()
+    exp = compare.build_experiment(base=TINY, grid={"optimizer": ["sgd", "adam"]}, seeds=[0], log=lambda _: None)
+    out = tmp_path / "grid"
+    compare.run_grid(exp, out, dataset, log=lambda _: None)
+    runs = out / "runs"
+    # Killed after its last checkpoint, before summary.json:
+    (runs / "optimizer=sgd" / "seed0" / "summary.json").unlink()
+    # Killed before its first checkpoint: only config.toml was written.
+    started = runs / "optimizer=adam" / "seed0"
+    for path in sorted(started.rglob("*"), reverse=True):
+        if path.name != "config.toml":
+            path.rmdir() if path.is_dir() else path.unlink()
+    fit_calls.clear()
+    results = compare.run_grid(exp, out, dataset, log=lambda _: None)
+    assert sorted(fit_calls) == [("optimizer=adam/seed0", True), ("optimizer=sgd/seed0", True)]
+    assert all(r.summary and len(r.history) == 2 for r in results)
+
+
+def test_a_changed_experiment_refuses_to_reuse_the_directory(synthetic_data, tmp_path):
+    from fmnist import data
+
+    out = tmp_path / "grid"
+    compare.run_grid(compare.build_experiment(base=TINY, seeds=[0], log=lambda _: None), out, data.load(), log=lambda _: None)
+    longer = compare.build_experiment(base={**TINY, "epochs": "3"}, seeds=[0], log=lambda _: None)
+    with pytest.raises(FmnistError, match="epochs=2.*asks for 3"):
+        compare.run_grid(longer, out, data.load(), log=lambda _: None)
+
+
+def test_cli_grid_with_two_workers_completes_every_run(synthetic_data, tmp_path, capsys):
+    out = tmp_path / "grid"
+    code = main(["compare", "--out", str(out), "--grid", "lr=0.003,0.01", "--seeds", "0", "--threshold", "0.3",
+                 "--workers", "2", *TINY_FLAGS])
+    stdout, err = capsys.readouterr()
+    assert code == 0, err
+    finished = sorted(p.parent.name + "/" + p.name for p in out.glob("runs/*/*") if (p / "summary.json").exists())
+    assert finished == ["lr=0.003/seed0", "lr=0.01/seed0"]
+    assert "| lr=0.01 | 1/1 |" in stdout and (out / "curves.png").exists()
+
+
+def test_experiment_file_axes_tables_and_list_options(tmp_path):
+    path = tmp_path / "exp.toml"
+    path.write_text(
+        'seeds = [3]\nthreshold = 0.9\n[base]\nepochs = 4\n[grid]\n'
+        'optimizer = [{name = "sgd-nesterov", optimizer = "sgd", momentum = 0.9, nesterov = true, lr = 0.05},'
+        ' {optimizer = "adamw", weight_decay = 0.05}]\n'
+        'hidden = [[256], [512, 512]]\n'
+    )
+    exp = compare.build_experiment(compare.read_experiment(path), base={"epochs": "5"}, log=lambda _: None)
+    runs = compare.plan(exp, tmp_path / "out")
+    assert [r.point for r in runs] == [
+        "optimizer=sgd-nesterov,hidden=256", "optimizer=sgd-nesterov,hidden=512-512",
+        "optimizer=optimizer=adamw+weight_decay=0.05,hidden=256", "optimizer=optimizer=adamw+weight_decay=0.05,hidden=512-512",
+    ]
+    first = runs[0].config
+    assert (first.optimizer, first.momentum, first.nesterov, first.lr, first.hidden) == ("sgd", 0.9, True, 0.05, (256,))
+    assert (first.epochs, first.seed, first.val_size, exp.threshold) == (5, 3, compare.DEFAULT_VAL_SIZE, 0.9)
+    assert runs[0].run_dir == tmp_path / "out" / "runs" / "optimizer=sgd-nesterov,hidden=256" / "seed3"
+
+
+def test_val_size_defaults_loudly_and_zero_is_refused():
+    messages = []
+    exp = compare.build_experiment(base={"epochs": "1"}, log=messages.append)
+    assert exp.base["val_size"] == compare.DEFAULT_VAL_SIZE and "val_size not set" in messages[0]
+    with pytest.raises(FmnistError, match="val_size must be > 0"):
+        compare.build_experiment(base={"val_size": "0"}, log=messages.append)
+    with pytest.raises(FmnistError, match="val_size must be > 0"):
+        compare.build_experiment(grid={"val_size": ["0", "100"]}, log=messages.append)
+
+
+def test_epochs_to_threshold_counts_training_seconds_up_to_the_first_epoch_reaching_it():
+    history = [{"epoch": e, "val_acc": a, "epoch_seconds": 2.0} for e, a in ((1, 0.5), (2, 0.9), (3, 0.8))]
+    assert compare.epochs_to(history, 0.85) == (2, 4.0)
+    assert compare.epochs_to(history, 0.95) is None
+
+
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["--grid", "foo=1,2"], "unknown option 'foo'"),
+        (["--grid", "lr=fast,0.1"], "grid axis lr: expected a number, got 'fast'"),
+        (["--grid", "optimizer=sgd,rmsprop"], "unknown value 'rmsprop'"),
+        (["--grid", "lr"], "expected KEY=VALUE"),
+        (["--seeds", "0,x"], "--seeds: expected comma-separated integers"),
+        (["--set", "val_size=0"], "val_size must be > 0"),
+        (["--grid", "seed=1,2"], "seed cannot be a grid axis"),
+        (["--workers", "0"], "workers must be >= 1"),
+        (["--preset", "nope"], "unknown preset 'nope'; known: cnn, mlp-best"),
+    ],
+)
+def test_cli_errors_are_one_line(synthetic_data, tmp_path, capsys, argv, message):
+    code = main(["compare", "--out", str(tmp_path / "out"), *TINY_FLAGS[2:], *argv])
+    _, err = capsys.readouterr()
+    assert code == 2 and message in err and err.count("\n") == 1, err
+
+
+def test_presets_load_and_train_takes_them_under_config_and_flags(tmp_path, capsys):
+    from fmnist import cli, presets
+
+    assert presets.names() == ["cnn", "mlp-best"]
+    for name in presets.names():
+        config.from_dict(presets.load(name))
+    (tmp_path / "c.toml").write_text("lr = 0.02\nepochs = 7\n")
+    args = cli.build_parser().parse_args(["train", "--preset", "cnn", "--config", str(tmp_path / "c.toml"), "--epochs", "2"])
+    cfg, _ = cli.resolve_train_config(args)
+    assert (cfg.model, cfg.schedule, cfg.lr, cfg.epochs) == ("cnn", "onecycle", 0.02, 2)
+    assert main(["train", "--preset", "nope"]) == 2
+    assert "unknown preset 'nope'; known: cnn, mlp-best" in capsys.readouterr().err

@@ -1,0 +1,149 @@
+import csv
+import socket
+import subprocess
+import sys
+
+import optuna
+import pytest
+import torch
+from optuna.trial import TrialState
+
+from fmnist import config, tune
+from fmnist.cli import main
+
+# Tiny trials on the synthetic data: 800 training and 200 validation images.
+TINY = ["--epochs", "2", "--val-size", "200", "--set", "eval_batch_size=500"]
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    # These models are tiny: one thread is several times faster than two fighting a busy CPU.
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def states(study_dir):
+    return [t.state for t in tune.load_study(study_dir, log=lambda _: None).trials]
+
+
+def test_study_persists_in_its_journal_resumes_and_writes_a_trainable_best_config(synthetic_data, tmp_path, capsys):
+    study_dir = tmp_path / "study"
+    assert main(["tune", "--out", str(study_dir), "--trials", "2", "--pruner", "none", *TINY]) == 0
+    assert (study_dir / "journal.log").stat().st_size > 0
+    assert states(study_dir) == [TrialState.COMPLETE] * 2
+    first_best = (study_dir / "best.toml").read_text()
+
+    assert main(["tune", "--resume", str(study_dir), "--trials", "1"]) == 0
+    out = capsys.readouterr().out
+    assert "3 trials (3 complete)" in out and "best: trial" in out
+    assert states(study_dir) == [TrialState.COMPLETE] * 3
+    rows = list(csv.DictReader((study_dir / "trials.csv").open()))
+    assert [r["number"] for r in rows] == ["0", "1", "2"] and all(0 < float(r["val_acc"]) <= 1 for r in rows)
+    assert sorted(p.name for p in (study_dir / "trials").iterdir()) == ["0", "1", "2"]
+    assert [p.name for p in (study_dir / "trials" / "0" / "checkpoints").iterdir()] == ["best.pt"]
+    for name in ("history.png", "importances.png"):
+        assert (study_dir / name).stat().st_size > 0
+
+    best = config.resolve(study_dir / "best.toml")
+    assert (best.epochs, best.val_size, best.eval_batch_size) == (2, 200, 500)
+    study = tune.load_study(study_dir, log=lambda _: None)
+    assert config.to_dict(best) == study.best_trial.user_attrs["config"]
+    assert first_best.startswith("# Best of 2 completed trials")
+
+
+def test_a_pruner_stops_trials_through_on_epoch(synthetic_data, tmp_path):
+    from fmnist import data
+
+    base = config.from_dict({"epochs": 3, "val_size": 200, "eval_batch_size": 500})
+    study = optuna.create_study(direction="maximize", pruner=optuna.pruners.ThresholdPruner(lower=1.01),
+                                sampler=optuna.samplers.RandomSampler(seed=0))
+    study.optimize(tune.make_objective(base, tmp_path, data.load()), n_trials=2)
+    assert [t.state for t in study.trials] == [TrialState.PRUNED] * 2
+    # Stopped after its first epoch, with that epoch's validation accuracy reported.
+    assert all(list(t.intermediate_values) == [1] for t in study.trials)
+    assert (tmp_path / "trials" / "0" / "metrics.jsonl").read_text().count("\n") == 1
+    assert not (tmp_path / "trials" / "0" / "checkpoints").exists()  # a stopped trial keeps no weights
+
+
+def test_pruners_judge_per_epoch():
+    assert isinstance(tune.make_pruner("median", 10), optuna.pruners.MedianPruner)
+    assert isinstance(tune.make_pruner("hyperband", 10), optuna.pruners.HyperbandPruner)
+    assert isinstance(tune.make_pruner("none", 10), optuna.pruners.NopPruner)
+
+
+def test_search_space_gives_valid_configs_for_mlp_and_cnn():
+    for model in ("mlp", "cnn"):
+        base = config.from_dict({"model": model, "epochs": 5, "val_size": 100, "nesterov": False})
+        study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=1))
+        for _ in range(30):
+            trial = study.ask()
+            cfg = base.replace(**tune.search_space(trial, base))
+            assert cfg.warmup_epochs < cfg.epochs and 1 <= len(cfg.hidden) <= 3
+            study.tell(trial, 0.5)
+
+
+def test_two_workers_share_one_study_without_losing_trials(synthetic_data, tmp_path, capsys):
+    study_dir = tmp_path / "study"
+    assert main(["tune", "--out", str(study_dir), "--trials", "3", "--workers", "2", "--pruner", "none", *TINY]) == 0
+    trials = tune.load_study(study_dir, log=lambda _: None).trials
+    assert [t.number for t in trials] == [0, 1, 2]
+    assert all(t.state == TrialState.COMPLETE for t in trials)
+    assert len({t.user_attrs["worker"]["pid"] for t in trials}) == 2
+
+
+def test_a_trial_of_a_dead_worker_is_failed_and_the_study_goes_on(synthetic_data, tmp_path):
+    from fmnist import data
+
+    study_dir = tmp_path / "study"
+    tune.create_study(study_dir, tune.new_settings({"epochs": 1, "val_size": 200}, name="s", log=lambda _: None))
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    orphan = tune.load_study(study_dir, log=lambda _: None).ask()  # RUNNING, as a kill -9 leaves it
+    orphan.set_user_attr("worker", {"host": socket.gethostname(), "pid": dead.pid})
+    messages = []
+    tune.optimize(study_dir, data.load(), trials=1, log=messages.append)
+    assert states(study_dir) == [TrialState.FAIL, TrialState.COMPLETE]
+    assert any("trial 0: its worker" in m and "marked FAILED" in m for m in messages)
+
+
+def test_fewer_than_two_completed_trials_write_no_importances(synthetic_data, tmp_path, capsys):
+    study_dir = tmp_path / "study"
+    assert main(["tune", "--out", str(study_dir), "--trials", "1", "--epochs", "1", "--val-size", "200"]) == 0
+    assert (study_dir / "best.toml").exists() and (study_dir / "history.png").exists()
+    assert not (study_dir / "importances.png").exists()
+    assert "need two or more completed trials" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["--trials", "1"], "tune needs --out DIR for a new study, or --resume DIR"),
+        (["--out", "{tmp}/s", "--val-size", "0"], "val_size must be > 0"),
+        (["--out", "{tmp}/s", "--set", "lr=fast"], "lr: expected a number"),
+        (["--out", "{tmp}/s", "--storage", "nosuchdb://x"], "cannot open the Optuna storage"),
+        (["--resume", "{tmp}/none"], "not a study directory"),
+        (["--resume", "{tmp}/s", "--epochs", "3"], "drop --epochs"),
+        (["--out", "{tmp}/s", "--trials", "0"], "trials and workers must be >= 1"),
+        (["--out", "{tmp}/s", "--timeout", "-1"], "timeout must be > 0"),
+    ],
+)
+def test_cli_errors_are_one_line(tmp_path, capsys, argv, message):
+    code = main(["tune", *(a.replace("{tmp}", str(tmp_path)) for a in argv)])
+    _, err = capsys.readouterr()
+    assert code == 2 and message in err and err.count("\n") == 1, err
+
+
+def test_an_unknown_pruner_is_a_one_line_usage_error(capsys):
+    with pytest.raises(SystemExit) as caught:
+        main(["tune", "--out", "s", "--pruner", "sometimes"])
+    err = capsys.readouterr().err
+    assert caught.value.code == 2 and "invalid choice: 'sometimes'" in err and err.count("\n") == 1
+
+
+def test_an_existing_study_directory_is_not_overwritten(tmp_path, capsys):
+    study_dir = tmp_path / "s"
+    tune.create_study(study_dir, tune.new_settings({"epochs": 1}, name="s", log=lambda _: None))
+    assert main(["tune", "--out", str(study_dir), "--epochs", "1"]) == 2
+    assert f"continue it with --resume {study_dir}" in capsys.readouterr().err
