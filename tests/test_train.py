@@ -140,3 +140,24 @@ def test_checkpoint_round_trip_gives_the_same_predictions(synthetic_data, tmp_pa
     assert torch.equal(model(x), result.model.eval()(x))
     assert cfg == Config(**{**SMALL, "epochs": 1}) and state["epoch"] == 1
     assert math.isclose(state["history"][-1]["test_acc"], result.summary["test_accuracy"])
+
+
+def test_on_nan_skip_keeps_training(synthetic_data, tmp_path, monkeypatch):
+    poisoned = {"left": 3}
+    real_ce = train.F.cross_entropy
+
+    def sometimes_nan(logits, y, **kwargs):
+        loss = real_ce(logits, y, **kwargs)
+        if poisoned["left"]:
+            poisoned["left"] -= 1
+            return loss * float("nan")
+        return loss
+
+    monkeypatch.setattr(train.F, "cross_entropy", sometimes_nan)
+    messages = []
+    result = train.fit(Config(**SMALL, on_nan="skip"), tmp_path / "run", data.load(), log=messages.append, progress=False)
+    assert "epoch 1: skipped 3 batches with a non-finite loss (--on-nan skip)" in messages
+    assert math.isfinite(result.history[0]["train_loss"]) and result.summary["test_accuracy"] > 0.9
+    poisoned["left"] = 1
+    with pytest.raises(train.NonFiniteLoss, match="epoch 1, step 1 "):
+        fit(Config(**SMALL), tmp_path / "stop")

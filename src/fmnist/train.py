@@ -6,6 +6,7 @@ import json
 import math
 import statistics
 import time
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
@@ -35,15 +36,17 @@ class NonFiniteLoss(FmnistError):
 
 
 def build_optimizer(model: nn.Module, cfg: Config) -> torch.optim.Optimizer:
-    params = model.parameters()
-    # foreach: one multi-tensor kernel per update instead of a Python loop per parameter
-    # tensor; PyTorch only picks it by default on CUDA.
+    params = list(model.parameters())
+    # fused: one vectorised kernel per parameter tensor that reads and writes each element
+    # once. On CPU, foreach is only a loop of per-tensor ops, one memory pass each: fused
+    # Adam measured 3x faster per step there (docs/PERFORMANCE.md).
+    kernel = {"fused": True} if all(p.device.type in ("cpu", "cuda") for p in params) else {"foreach": True}
     if cfg.optimizer == "sgd":
         return torch.optim.SGD(
-            params, lr=cfg.lr, momentum=cfg.momentum, nesterov=cfg.nesterov, weight_decay=cfg.weight_decay, foreach=True
+            params, lr=cfg.lr, momentum=cfg.momentum, nesterov=cfg.nesterov, weight_decay=cfg.weight_decay, **kernel
         )
     opt = {"adam": torch.optim.Adam, "adamw": torch.optim.AdamW}[cfg.optimizer]
-    return opt(params, lr=cfg.lr, betas=tuple(cfg.betas), weight_decay=cfg.weight_decay, foreach=True)
+    return opt(params, lr=cfg.lr, betas=tuple(cfg.betas), weight_decay=cfg.weight_decay, **kernel)
 
 
 def lr_factor(cfg: Config, step: int, steps_per_epoch: int) -> float:
@@ -78,41 +81,62 @@ def train_one_epoch(
     aug_generator: torch.Generator,
     epoch: int = 1,
     progress: bool = False,
-) -> tuple[float, float]:
-    """One pass over `images[order]` in batches; returns (mean loss, accuracy) of the training batches.
+) -> tuple[float, float, int]:
+    """One pass over `images[order]` in batches; returns (mean loss, accuracy, skipped batches).
 
-    Loss and accuracy are accumulated on the device: no host synchronisation per step.
+    With cfg.on_nan == "skip" a batch whose loss is not finite takes no optimizer step and
+    counts in neither loss nor accuracy; that check reads the loss on the host every step.
+
+    Each step's loss and predictions are written into preallocated device buffers (one
+    small op each, no host synchronisation); totals and the non-finite check read them
+    every NAN_CHECK_EVERY steps and at the end.
     """
     model.train()
     device = images.device
-    loss_sum = torch.zeros((), device=device)
-    correct = torch.zeros((), dtype=torch.long, device=device)
-    first_bad = torch.full((), -1, dtype=torch.long, device=device)
-    starts = range(0, len(order), cfg.batch_size)
+    n, batch = len(order), cfg.batch_size
+    losses = torch.empty(math.ceil(n / batch), device=device)
+    predictions = torch.empty(n, dtype=torch.long, device=device)
+    checked = 0  # steps already known to have finite losses
+    skipped: list[int] = []
+    starts = range(0, n, batch)
     bar = tqdm(starts, desc=f"epoch {epoch}/{cfg.epochs}", unit="batch", leave=False, disable=not progress or None)
     for step, start in enumerate(bar):
-        idx = order[start : start + cfg.batch_size]
-        x, y = as_input(images[idx]), labels[idx]
+        idx = order[start : start + batch]
+        # index_select: a plain gather, 3-4x cheaper per batch on CPU than tensor[idx].
+        x, y = as_input(images.index_select(0, idx)), labels.index_select(0, idx)
         if cfg.augment:
             x = augment(x, cfg.augment, aug_generator, strength=cfg.augment_strength)
         logits = model(x)
         loss = F.cross_entropy(logits, y, label_smoothing=cfg.label_smoothing)
+        if cfg.on_nan == "skip" and not torch.isfinite(loss):
+            skipped.append(step)
+            losses[step] = 0.0
+            predictions[start : start + batch] = -1
+            with warnings.catch_warnings():  # "scheduler before optimizer": deliberate here
+                warnings.simplefilter("ignore", UserWarning)
+                scheduler.step()  # the schedule stays on time
+            continue
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
         scheduler.step()
-        loss = loss.detach()
-        loss_sum += loss * len(idx)
-        correct += (logits.argmax(1) == y).sum()
-        first_bad = torch.where((first_bad < 0) & ~torch.isfinite(loss), step + 1, first_bad)
-        if step % NAN_CHECK_EVERY == NAN_CHECK_EVERY - 1 or start + cfg.batch_size >= len(order):
-            if first_bad.item() >= 0:
+        losses[step] = loss.detach()
+        torch.argmax(logits.detach(), 1, out=predictions[start : start + batch])
+        if step % NAN_CHECK_EVERY == NAN_CHECK_EVERY - 1 or start + batch >= n:
+            bad = torch.nonzero(~torch.isfinite(losses[checked : step + 1])).flatten().tolist()
+            if bad:
                 raise NonFiniteLoss(
-                    f"non-finite loss at epoch {epoch}, step {first_bad.item()} (lr {cfg.lr:g}); "
+                    f"non-finite loss at epoch {epoch}, step {checked + bad[0] + 1} (lr {cfg.lr:g}); "
                     "lower --lr; the last good checkpoint is kept"
                 )
-    n = len(order)
-    return loss_sum.item() / n, correct.item() / n
+            checked = step + 1
+    # Every batch holds `batch` images except possibly the last.
+    sizes = torch.full_like(losses, batch)
+    sizes[-1] = n - batch * (len(losses) - 1)
+    sizes[skipped] = 0
+    counted = max(int(sizes.sum().item()), 1)
+    correct = (predictions == labels.index_select(0, order)).sum()
+    return (losses @ sizes).item() / counted, correct.item() / counted, len(skipped)
 
 
 @dataclass
@@ -221,9 +245,11 @@ def fit(
             lr = optimizer.param_groups[0]["lr"]
             measure.synchronize(device)
             t0 = time.perf_counter()
-            train_loss, train_acc = train_one_epoch(
+            train_loss, train_acc, skipped = train_one_epoch(
                 model, optimizer, scheduler, d.train_x, d.train_y, order, local_cfg, aug_generator, epoch, progress
             )
+            if skipped:
+                log(f"epoch {epoch}: skipped {skipped} batches with a non-finite loss (--on-nan skip)")
             train_loss, train_acc = (distributed.all_reduce_sum(torch.tensor([train_loss, train_acc]), w) / w.size).tolist()
             measure.synchronize(device)
             seconds = time.perf_counter() - t0
