@@ -81,3 +81,14 @@ def real_data_dir() -> Path:
     if found is None:
         pytest.skip("real Fashion-MNIST not found (apt-get install dataset-fashion-mnist)")
     return found[0]
+
+
+@pytest.fixture
+def one_thread():
+    """Tiny models: one torch thread is several times faster than two fighting a busy CPU."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)

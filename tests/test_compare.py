@@ -2,7 +2,6 @@ import csv
 from pathlib import Path
 
 import pytest
-import torch
 
 from fmnist import compare, config, train
 from fmnist.cli import main
@@ -13,13 +12,7 @@ TINY = {"hidden": "16", "epochs": "2", "batch_size": "64", "val_size": "200", "e
 TINY_FLAGS = [arg for k, v in TINY.items() for arg in ("--set", f"{k}={v}")]
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    # These models are tiny: one thread is several times faster than two fighting a busy CPU.
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def experiment(**grid):

@@ -5,7 +5,6 @@ import sys
 
 import optuna
 import pytest
-import torch
 from optuna.trial import TrialState
 
 from fmnist import config, tune
@@ -15,13 +14,7 @@ from fmnist.cli import main
 TINY = ["--epochs", "2", "--val-size", "200", "--set", "eval_batch_size=500"]
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    # These models are tiny: one thread is several times faster than two fighting a busy CPU.
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def states(study_dir):

@@ -16,7 +16,6 @@ import itertools
 import json
 import os
 import statistics
-import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
@@ -31,11 +30,6 @@ from fmnist.atomic import atomic_write
 from fmnist.config import Config
 from fmnist.data import FashionMNIST
 from fmnist.errors import FmnistError
-
-if sys.version_info >= (3, 11):
-    import tomllib
-else:  # pragma: no cover - exercised on Python 3.10 only
-    import tomli as tomllib
 
 DEFAULT_SEEDS = (0, 1, 2)
 DEFAULT_THRESHOLD = 0.88  # validation accuracy whose epochs and seconds to reach are reported
@@ -76,14 +70,7 @@ class RunResult:
 def read_experiment(path: str | Path) -> dict[str, Any]:
     """The raw tables of an experiment TOML file: preset, seeds, threshold, [base], [grid]."""
     path = Path(path)
-    try:
-        raw = tomllib.loads(path.read_text())
-    except FileNotFoundError:
-        raise FmnistError(f"{path}: experiment file not found") from None
-    except (OSError, UnicodeDecodeError) as e:
-        raise FmnistError(f"{path}: cannot read experiment: {e}") from None
-    except tomllib.TOMLDecodeError as e:
-        raise FmnistError(f"{path}: invalid TOML: {e}") from None
+    raw = config_lib.load_toml_file(path, "experiment")
     unknown = sorted(set(raw) - set(EXPERIMENT_KEYS))
     if unknown:
         raise FmnistError(f"{path}: unknown key {unknown[0]!r}; an experiment has {', '.join(EXPERIMENT_KEYS)}")

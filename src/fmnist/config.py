@@ -165,16 +165,22 @@ def to_dict(cfg: Config) -> dict[str, Any]:
     return {k: list(v) if isinstance(v, tuple) else v for k, v in dataclasses.asdict(cfg).items()}
 
 
-def read_toml(path: str | Path) -> dict[str, Any]:
+def load_toml_file(path: str | Path, what: str = "config") -> dict[str, Any]:
+    """The tables of a TOML file; a missing, unreadable or invalid file is one FmnistError."""
     path = Path(path)
     try:
-        values = tomllib.loads(path.read_text())
+        return tomllib.loads(path.read_text())
     except FileNotFoundError:
-        raise FmnistError(f"{path}: config file not found") from None
+        raise FmnistError(f"{path}: {what} file not found") from None
     except (OSError, UnicodeDecodeError) as e:
-        raise FmnistError(f"{path}: cannot read config: {e}") from None
+        raise FmnistError(f"{path}: cannot read {what}: {e}") from None
     except tomllib.TOMLDecodeError as e:
         raise FmnistError(f"{path}: invalid TOML: {e}") from None
+
+
+def read_toml(path: str | Path) -> dict[str, Any]:
+    """Training options from a TOML file, each checked against its field."""
+    values = load_toml_file(path)
     for name, value in values.items():
         try:
             coerce(name, value)
