@@ -16,12 +16,12 @@ import torch
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from fmnist.atomic import atomic_path
+from fmnist.data import SIDE
 from fmnist.errors import FmnistError
 
 # A small compressed file can decode to gigabytes (a "decompression bomb"); 50 M pixels is
 # far more than any photo needs and about 200 MB once decoded as 32-bit float.
 MAX_PIXELS = 50_000_000
-SIZE = 28  # Fashion-MNIST images are 28x28
 
 _ALPHA_MODES = ("LA", "PA", "RGBA")
 
@@ -106,14 +106,14 @@ def _border(gray: np.ndarray) -> np.ndarray:
 
 
 def _fit(gray: np.ndarray, background: float) -> np.ndarray:
-    """Scale so that the longer side spans SIZE pixels, keeping the aspect ratio; pad to SIZE x SIZE."""
+    """Scale so that the longer side spans SIDE pixels, keeping the aspect ratio; pad to SIDE x SIDE."""
     height, width = gray.shape
-    scale = SIZE / max(height, width)
+    scale = SIDE / max(height, width)
     size = (max(1, round(width * scale)), max(1, round(height * scale)))
     # Resizing before padding keeps memory bounded for very elongated images.
     small = np.asarray(Image.fromarray(gray).resize(size, Image.Resampling.LANCZOS))
-    framed = np.full((SIZE, SIZE), background, dtype=np.float32)
-    top, left = (SIZE - small.shape[0]) // 2, (SIZE - small.shape[1]) // 2
+    framed = np.full((SIDE, SIDE), background, dtype=np.float32)
+    top, left = (SIDE - small.shape[0]) // 2, (SIDE - small.shape[1]) // 2
     framed[top : top + small.shape[0], left : left + small.shape[1]] = small
     return framed
 

@@ -7,15 +7,16 @@ from typing import Callable
 from torch import nn
 
 from fmnist.config import Config
+from fmnist.data import CLASSES, SIDE
 
-NUM_CLASSES = 10
+NUM_CLASSES = len(CLASSES)
 ACTIVATIONS: dict[str, type[nn.Module]] = {"relu": nn.ReLU, "gelu": nn.GELU, "silu": nn.SiLU, "tanh": nn.Tanh}
 
 
 def mlp(cfg: Config) -> nn.Module:
     """Fully connected: flatten, then Linear (+BatchNorm) + activation (+Dropout) per hidden width."""
     layers: list[nn.Module] = [nn.Flatten()]
-    width = 28 * 28
+    width = SIDE * SIDE
     for h in cfg.hidden:
         layers.append(nn.Linear(width, h))
         if cfg.batch_norm:
