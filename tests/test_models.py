@@ -3,6 +3,7 @@ import torch
 
 from fmnist import config, models
 from fmnist.config import Config
+from fmnist.errors import FmnistError
 
 
 def test_reference_mlp_has_669706_parameters():
@@ -48,3 +49,37 @@ def test_one_batch_overfits():
         loss.backward()
         opt.step()
     assert (model(x).argmax(1) == y).all()
+
+
+def test_cnn_options_change_the_layers():
+    def kinds(cfg):
+        return [type(m).__name__ for m in models.build(cfg)]
+
+    pooled = kinds(Config(model="cnn", hidden=(8, 16)))
+    assert pooled.count("Conv2d") == 4 and pooled[-3:] == ["AdaptiveAvgPool2d", "Flatten", "Linear"]
+    headed = Config(model="cnn", hidden=(8, 16), convs=1, head=32, batch_norm=True, dropout=0.1)
+    assert kinds(headed) == [
+        "Conv2d", "BatchNorm2d", "ReLU", "MaxPool2d", "Dropout",
+        "Conv2d", "BatchNorm2d", "ReLU", "MaxPool2d", "Dropout",
+        "Flatten", "Linear", "BatchNorm1d", "ReLU", "Dropout", "Linear",
+    ]  # fmt: skip
+    model = models.build(headed)
+    assert model[11].in_features == 16 * 7 * 7 and model(torch.rand(3, 1, 28, 28)).shape == (3, 10)
+
+
+def test_cnn_weights_are_channels_last_and_state_dicts_load_either_way():
+    cfg = Config(model="cnn", hidden=(8, 16), head=16)
+    model = models.build(cfg)
+    conv = next(m for m in model if isinstance(m, torch.nn.Conv2d) and m.in_channels > 1)
+    assert conv.weight.is_contiguous(memory_format=torch.channels_last) and not conv.weight.is_contiguous()
+    contiguous = {k: v.contiguous() for k, v in model.state_dict().items()}
+    other = models.build(cfg.replace(seed=1))
+    other.load_state_dict(contiguous)
+    x = torch.rand(4, 1, 28, 28)
+    torch.testing.assert_close(other.eval()(x), model.eval()(x))
+
+
+def test_cnn_depth_is_bounded_by_the_image_side():
+    assert models.build(Config(model="cnn", hidden=(4, 4, 4, 4)))(torch.rand(2, 1, 28, 28)).shape == (2, 10)
+    with pytest.raises(FmnistError, match="at most 4 blocks"):
+        Config(model="cnn", hidden=(4, 4, 4, 4, 4))

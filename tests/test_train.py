@@ -161,3 +161,19 @@ def test_on_nan_skip_keeps_training(synthetic_data, tmp_path, monkeypatch):
     poisoned["left"] = 1
     with pytest.raises(train.NonFiniteLoss, match="epoch 1, step 1 "):
         fit(Config(**SMALL), tmp_path / "stop")
+
+
+@pytest.mark.parametrize("amp, dtype", [("none", torch.float32), ("bf16", torch.bfloat16)])
+def test_amp_runs_the_training_forward_in_bf16_and_evaluation_in_fp32(synthetic_data, tmp_path, monkeypatch, amp, dtype):
+    seen = {"train": set(), "eval": set()}
+    real_forward = torch.nn.Linear.forward
+
+    def recording_forward(self, x):
+        out = real_forward(self, x)
+        seen["train" if self.training else "eval"].add(out.dtype)
+        return out
+
+    monkeypatch.setattr(torch.nn.Linear, "forward", recording_forward)
+    result = fit(Config(**SMALL, amp=amp), tmp_path / "run")
+    assert seen == {"train": {dtype}, "eval": {torch.float32}}
+    assert result.summary["test_accuracy"] > 0.9

@@ -14,6 +14,7 @@ import tomli_w
 
 from fmnist.augment import KINDS as AUGMENTATIONS
 from fmnist.augment import MAX_STRENGTH
+from fmnist.data import SIDE
 from fmnist.errors import FmnistError
 
 if sys.version_info >= (3, 11):
@@ -26,6 +27,7 @@ ACTIVATIONS = ("relu", "gelu", "silu", "tanh")
 OPTIMIZERS = ("sgd", "adam", "adamw")
 SCHEDULES = ("none", "step", "cosine", "onecycle")
 DEVICES = ("auto", "cpu", "cuda", "mps")
+AMPS = ("none", "bf16")
 
 
 def _opt(default: Any, help: str, choices: tuple[str, ...] | None = None) -> Any:
@@ -43,6 +45,8 @@ class Config:
     activation: str = _opt("relu", "non-linearity after each hidden layer", ACTIVATIONS)
     dropout: float = _opt(0.0, "dropout probability after each hidden layer")
     batch_norm: bool = _opt(False, "batch normalisation in each hidden layer")
+    convs: int = _opt(2, "cnn: 3x3 convolutions per block")
+    head: int = _opt(0, "cnn: units of a fully connected layer on the flattened conv features (0: global average pool)")
     # optimisation
     epochs: int = _opt(15, "passes over the training images")
     batch_size: int = _opt(64, "images per optimizer step")
@@ -57,6 +61,7 @@ class Config:
     step_epochs: int = _opt(5, "step schedule: multiply the lr by --gamma every this many epochs")
     gamma: float = _opt(0.1, "step schedule: lr multiplier at each step")
     label_smoothing: float = _opt(0.0, "cross-entropy label smoothing")
+    amp: str = _opt("none", "training steps under bf16 autocast (CPUs with AVX-512 BF16 or AMX, recent GPUs); evaluation stays fp32", AMPS)
     on_nan: str = _opt("stop", "on a non-finite loss: stop (the last good checkpoint stays) or skip the batch", ("stop", "skip"))
     augment: tuple[str, ...] = _opt((), "batched on-device augmentations, comma-separated", AUGMENTATIONS)
     augment_strength: float = _opt(1.0, f"scales crop, translate and erase (0 to {MAX_STRENGTH:g})")
@@ -86,11 +91,11 @@ def _choice_check(cfg: Config) -> None:
 
 def _validate(cfg: Config) -> None:
     _choice_check(cfg)
-    positive = ("epochs", "batch_size", "lr", "eval_batch_size", "step_epochs", "gamma")
+    positive = ("epochs", "batch_size", "lr", "eval_batch_size", "step_epochs", "gamma", "convs")
     for name in positive:
         if not getattr(cfg, name) > 0:
             raise FmnistError(f"{name} must be > 0, got {getattr(cfg, name)}")
-    for name in ("momentum", "weight_decay", "warmup_epochs", "val_size", "train_subset"):
+    for name in ("momentum", "weight_decay", "warmup_epochs", "val_size", "train_subset", "head"):
         if getattr(cfg, name) < 0:
             raise FmnistError(f"{name} must be >= 0, got {getattr(cfg, name)}")
     if not 0 <= cfg.augment_strength <= MAX_STRENGTH:
@@ -100,6 +105,8 @@ def _validate(cfg: Config) -> None:
             raise FmnistError(f"{name} must be in [0, 1), got {getattr(cfg, name)}")
     if not cfg.hidden or min(cfg.hidden) < 1:
         raise FmnistError(f"hidden must list one or more positive widths, got {cfg.hidden}")
+    if cfg.model == "cnn" and SIDE >> len(cfg.hidden) < 1:
+        raise FmnistError(f"cnn: each block halves the {SIDE}-pixel side, so at most {SIDE.bit_length() - 1} blocks; got {len(cfg.hidden)}")
     if len(cfg.betas) != 2 or not all(0 <= b < 1 for b in cfg.betas):
         raise FmnistError(f"betas must be two numbers in [0, 1), got {cfg.betas}")
     if cfg.nesterov and (cfg.optimizer != "sgd" or cfg.momentum == 0):

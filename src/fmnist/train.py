@@ -106,8 +106,9 @@ def train_one_epoch(
         x, y = as_input(images.index_select(0, idx)), labels.index_select(0, idx)
         if cfg.augment:
             x = augment(x, cfg.augment, aug_generator, strength=cfg.augment_strength)
-        logits = model(x)
-        loss = F.cross_entropy(logits, y, label_smoothing=cfg.label_smoothing)
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=cfg.amp == "bf16"):
+            logits = model(x)
+        loss = F.cross_entropy(logits.float(), y, label_smoothing=cfg.label_smoothing)
         if cfg.on_nan == "skip" and not torch.isfinite(loss):
             skipped.append(step)
             losses[step] = 0.0
