@@ -115,3 +115,15 @@ def test_batch_of_cycles_through_a_small_set(size):
     images = torch.arange(5 * 4, dtype=torch.uint8).view(5, 2, 2)
     batch = bench._batch_of(images, size)
     assert len(batch) == size and all(torch.equal(batch[i], images[i % 5]) for i in range(size))
+
+
+def test_bench_measures_the_model_of_a_preset_with_flags_on_top(synthetic_data, monkeypatch):
+    measured = []
+
+    def record(cfg, *args, **kwargs):
+        measured.append(cfg)
+        raise KeyboardInterrupt  # stop before any timing
+
+    monkeypatch.setattr(bench, "run", record)
+    assert cli.main(["bench", "--preset", "cnn", "--hidden", "8,16"]) == 130
+    assert measured[0].model == "cnn" and measured[0].hidden == (8, 16) and measured[0].amp == "bf16"

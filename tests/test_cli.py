@@ -113,3 +113,17 @@ def test_data_commands(synthetic_data, tmp_path, capsys):
     assert code == 0 and out.count("ok ") == 4
     code, out, _ = run(capsys, "data", "show", "--out", str(tmp_path / "grid.png"), "--count", "20")
     assert code == 0 and (tmp_path / "grid.png").stat().st_size > 0
+
+
+@pytest.mark.parametrize("command", ["train", "bench"])
+def test_help_states_each_default_once(capsys, command):
+    with pytest.raises(SystemExit) as exit_info:
+        main([command, "--help"])
+    out = " ".join(capsys.readouterr().out.split())
+    assert exit_info.value.code == 0
+    assert "(default: None)" not in out and out.count("(default: search, then download)") == 1
+    assert "download) (default" not in out
+    if command == "train":
+        assert out.count("(default: 15)") == 1 and "passes over the training images (default: 15)" in out
+    else:
+        assert "(default: auto: cuda, then mps, then cpu)" in out

@@ -328,31 +328,18 @@ def _training_row(cfg: Config, batch_size: int, images: torch.Tensor, labels: to
                   plan: Plan, limit: float, bf16: bool, log: Callable[[str], None]) -> dict:
     log(f"training: batch {batch_size}" + (" (bf16 autocast)" if bf16 else ""))
     mark = _cpu_mark()
-    seconds = _time_training(cfg.replace(batch_size=batch_size), images, labels, device, plan, bf16)
+    seconds = _time_training(cfg.replace(batch_size=batch_size, amp="bf16" if bf16 else "none"), images, labels, device, plan)
     return _row(batch_size, seconds, limit, mark)
 
 
-class Autocast(nn.Module):
-    """`model` with its forward under bfloat16 autocast, returning float32 logits."""
-
-    def __init__(self, model: nn.Module, device_type: str):
-        super().__init__()
-        self.model, self.device_type = model, device_type
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        with torch.autocast(self.device_type, dtype=torch.bfloat16):
-            return self.model(x).float()
-
-
 def _time_training(
-    cfg: Config, images: torch.Tensor, labels: torch.Tensor, device: torch.device, plan: Plan, bf16: bool = False
+    cfg: Config, images: torch.Tensor, labels: torch.Tensor, device: torch.device, plan: Plan
 ) -> list[float]:
     """Per-step seconds of train_one_epoch at cfg.batch_size: each timed call runs a chunk of
     whole steps from one running permutation, and its time is divided by its steps."""
     torch.manual_seed(cfg.seed)
-    net = models.build(cfg).to(device)
-    model = Autocast(net, device.type) if bf16 else net
-    optimizer = train.build_optimizer(net, cfg)
+    model = models.build(cfg).to(device)
+    optimizer = train.build_optimizer(model, cfg)
     scheduler = train.build_scheduler(optimizer, cfg, math.ceil(len(images) / cfg.batch_size))
     generator = torch.Generator().manual_seed(cfg.seed)
     aug_generator = torch.Generator(device).manual_seed(cfg.seed)

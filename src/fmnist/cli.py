@@ -31,7 +31,7 @@ def add_config_flags(parser: argparse.ArgumentParser) -> None:
     for name in config_lib.field_names():
         help, choices, default = config_lib.describe(name)
         shown = ",".join(map(str, default)) if isinstance(default, tuple) else default
-        text = f"{help} (default: {shown if shown != '' else 'none'})"
+        text = help if "(default:" in help else f"{help} (default: {shown if shown != '' else 'none'})"
         if choices:
             text += f"; one of: {', '.join(choices)}"
         flag = "--" + name.replace("_", "-")
@@ -63,19 +63,23 @@ def new_run_dir(out: str | None) -> Path:
     return run_dir
 
 
-def resolve_train_config(args: argparse.Namespace) -> tuple[config_lib.Config, Path]:
-    overrides = config_overrides(args)
+def requested_values(args: argparse.Namespace, overrides: dict) -> dict:
+    """Config values asked for on the command line: the preset, then the --config file, then flags."""
     preset = presets.load(args.preset) if args.preset else {}
+    file_values = config_lib.read_toml(args.config) if args.config else {}
+    return {**preset, **file_values, **overrides}
+
+
+def resolve_train_config(args: argparse.Namespace) -> tuple[config_lib.Config, Path]:
+    asked = requested_values(args, config_overrides(args))
     if not args.resume:
-        file_values = config_lib.read_toml(args.config) if args.config else {}
-        return config_lib.from_dict({**preset, **file_values, **overrides}), new_run_dir(args.out)
+        return config_lib.from_dict(asked), new_run_dir(args.out)
     run_dir = Path(args.resume)
     if not (run_dir / "config.toml").is_file():
         raise FmnistError(f"{run_dir}: not a run directory (no config.toml); nothing to resume")
     if args.out:
         raise FmnistError("--resume continues a run in its own directory; drop --out")
     saved = config_lib.resolve(run_dir / "config.toml")
-    asked = {**preset, **(config_lib.read_toml(args.config) if args.config else {}), **overrides}
     for name, value in asked.items():
         if config_lib.coerce(name, value) != getattr(saved, name):
             raise FmnistError(
@@ -315,7 +319,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
     if args.threads is not None and args.threads < 1:
         raise FmnistError(f"--threads must be >= 1, got {args.threads}")
     overrides = {k: v for k, v in (("model", args.model), ("hidden", args.hidden)) if v is not None}
-    cfg = config_lib.resolve(None, overrides)
+    cfg = config_lib.from_dict(requested_values(args, overrides))
     dataset = load_data(args.data_dir)
     log = (lambda msg: print(msg, file=sys.stderr)) if args.verbose else (lambda msg: None)
     result = bench.run(cfg, dataset, args.device, bench.QUICK if args.quick else bench.Plan(), args.threads, log)
@@ -329,12 +333,15 @@ def cmd_bench(args: argparse.Namespace) -> int:
     return 0
 
 
+DEVICE_HELP = "where to run (default: auto: cuda, then mps, then cpu)"
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = Parser(prog="fmnist", description=__doc__.splitlines()[0] if __doc__ else None)
     parser.add_argument("--version", action="version", version=f"fmnist {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=Parser)
 
-    p = sub.add_parser("train", help="train a model and write a run directory", formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p = sub.add_parser("train", help="train a model and write a run directory")
     p.add_argument("--preset", metavar="NAME", help=f"named config shipped with fmnist ({', '.join(presets.names())}); --config and flags override it")
     p.add_argument("--config", help="TOML file of training options (flags override it)")
     p.add_argument("--out", help="run directory (default: runs/<timestamp>)")
@@ -350,7 +357,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.add_argument("--plots", metavar="DIR", help="also write the confusion matrix as PNG here")
     p.add_argument("--data-dir", default="", help="directory of the IDX files")
-    p.add_argument("--device", default="auto", choices=config_lib.DEVICES)
+    p.add_argument("--device", default="auto", choices=config_lib.DEVICES, help=DEVICE_HELP)
     p.set_defaults(func=cmd_eval)
 
     p = sub.add_parser("predict", help="classify image files with a checkpoint")
@@ -358,7 +365,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("images", nargs="+", metavar="IMAGE", help="PNG/JPEG/... files of any size and mode")
     p.add_argument("--top-k", type=int, default=3, help="classes to show per image (default: 3)")
     p.add_argument("--json", action="store_true", help="one JSON object per line per image")
-    p.add_argument("--device", default="auto", choices=config_lib.DEVICES)
+    p.add_argument("--device", default="auto", choices=config_lib.DEVICES, help=DEVICE_HELP)
     p.set_defaults(func=cmd_predict)
 
     p = sub.add_parser("data", help="dataset info, verification and a sample grid")
@@ -368,13 +375,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--count", type=int, default=40, help="show: number of images, spread over the classes (default: 40)")
     p.set_defaults(func=cmd_data)
 
-    p = sub.add_parser("bench", help="latency, throughput and memory of a model; the textbook pipeline vs fmnist",
-                       formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p = sub.add_parser("bench", help="latency, throughput and memory of a model; the textbook pipeline vs fmnist")
     p.add_argument("--quick", action="store_true", help="shorter timings and a 10,000-image pipeline epoch (under a minute on a CPU)")
     p.add_argument("--json", metavar="FILE", help="write the results as JSON")
     p.add_argument("--plot", metavar="FILE", help="write throughput and latency against batch size as PNG")
-    p.add_argument("--device", default="auto", choices=config_lib.DEVICES)
+    p.add_argument("--device", default="auto", choices=config_lib.DEVICES, help=DEVICE_HELP)
     p.add_argument("--threads", type=int, help="torch intra-op threads (default: torch's choice)")
+    p.add_argument("--preset", metavar="NAME", help=f"measure a preset's model and optimizer: {', '.join(presets.names())}")
+    p.add_argument("--config", help="measure the model and optimizer of this TOML config")
     p.add_argument("--model", choices=config_lib.MODELS, help="architecture (default: the reference mlp)")
     p.add_argument("--hidden", help="layer widths, comma-separated (default: the reference 512,512)")
     p.add_argument("--data-dir", default="", help="directory of the IDX files (default: search, then download)")
