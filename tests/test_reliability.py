@@ -29,8 +29,14 @@ def child_env(synthetic_data):
     return env
 
 
+def default_sigint():
+    # A shell starts background jobs with SIGINT ignored, and children inherit that; Python
+    # only turns SIGINT into KeyboardInterrupt when it starts with the default disposition.
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def fmnist(env, *argv, **kwargs):
-    return subprocess.Popen([sys.executable, str(HERE / "synthetic_cli.py"), *argv], env=env,
+    return subprocess.Popen([sys.executable, str(HERE / "synthetic_cli.py"), *argv], env=env, preexec_fn=default_sigint,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, **kwargs)
 
 
