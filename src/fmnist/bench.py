@@ -21,7 +21,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from fmnist import measure, models, train
+from fmnist import measure, models, report, train
 from fmnist.atomic import atomic_path, atomic_write
 from fmnist.config import Config
 from fmnist.data import SIDE, FashionMNIST, as_input
@@ -488,11 +488,7 @@ def write_json(result: dict, path: str | os.PathLike) -> None:
 
 def plot(result: dict, path: str | os.PathLike) -> None:
     """Throughput and latency against batch size, inference and training, as a PNG."""
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
-
-    fig = Figure(figsize=(10, 4), dpi=120, layout="constrained")
-    FigureCanvasAgg(fig)
+    fig = report.new_figure((10, 4))
     rate_ax, latency_ax = fig.subplots(1, 2)
     series = (("inference", "inference fp32", "o"), ("inference_bf16_autocast", "inference bf16", "^"),
               ("training", "training fp32", "s"), ("training_bf16_autocast", "training bf16", "v"))
@@ -519,8 +515,7 @@ def plot(result: dict, path: str | os.PathLike) -> None:
         ax.legend(fontsize=8)
     fig.suptitle(f"{result['model']['name']} on {result['device']} ({hw['cpu']}, {hw['torch_threads']} threads, "
                  f"torch {hw['torch_version']})", fontsize=9)
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, format="png")
+    report.save_png(fig, path)
 
 
 # ---- profiling -------------------------------------------------------------------------------

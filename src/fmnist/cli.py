@@ -91,24 +91,26 @@ def resolve_train_config(args: argparse.Namespace) -> tuple[config_lib.Config, P
 
 def cmd_train(args: argparse.Namespace) -> int:
     cfg, run_dir = resolve_train_config(args)
+    dataset = load_data(cfg.data_dir)
     if args.profile:
         from fmnist import bench
 
-        bench.profile_training(cfg, load_data(cfg.data_dir), args.profile)
+        bench.profile_training(cfg, dataset, args.profile)
     w = distributed.init(measure.select_device(cfg.device))
     try:
         run_dir = Path(distributed.broadcast(str(run_dir), w))  # ranks may disagree on the timestamp
-        return train_and_report(args, cfg, run_dir, w)
+        return train_and_report(args, cfg, dataset, run_dir, w)
     finally:
         distributed.shutdown(w)
 
 
-def train_and_report(args: argparse.Namespace, cfg: config_lib.Config, run_dir: Path, w: distributed.World) -> int:
+def train_and_report(
+    args: argparse.Namespace, cfg: config_lib.Config, dataset, run_dir: Path, w: distributed.World
+) -> int:
     from fmnist.evaluate import evaluate
     from fmnist.train import fit
 
     say = print if w.is_main else (lambda *a, **k: None)
-    dataset = load_data(cfg.data_dir)
     params = models.parameter_count(models.build(cfg))
     say(f"fmnist {__version__} | torch {torch.__version__} | device {cfg.device} | {w.size} process(es) | "
         f"data {dataset.directory} ({dataset.origin})")
@@ -289,13 +291,11 @@ def cmd_tune(args: argparse.Namespace) -> int:
         raise FmnistError("tune needs --out DIR for a new study, or --resume DIR")
     else:
         study_dir = Path(args.out)
-        base = {
-            **(presets.load(args.preset) if args.preset else {}),
-            **(config_lib.read_toml(args.config) if args.config else {}),
+        base = requested_values(args, {
             **parse_assignments(args.set, "--set"),
             **({"epochs": args.epochs} if args.epochs is not None else {}),
             **({"val_size": args.val_size} if args.val_size is not None else {}),
-        }
+        })
         tune.create_study(study_dir, tune.new_settings(
             base, name=args.study_name or study_dir.resolve().name, storage=args.storage or "",
             pruner=args.pruner or "median", sampler_seed=args.sampler_seed or 0,
@@ -320,7 +320,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
         raise FmnistError(f"--threads must be >= 1, got {args.threads}")
     overrides = {k: v for k, v in (("model", args.model), ("hidden", args.hidden)) if v is not None}
     cfg = config_lib.from_dict(requested_values(args, overrides))
-    dataset = load_data(args.data_dir)
+    dataset = load_data(args.data_dir or cfg.data_dir)
     log = (lambda msg: print(msg, file=sys.stderr)) if args.verbose else (lambda msg: None)
     result = bench.run(cfg, dataset, args.device, bench.QUICK if args.quick else bench.Plan(), args.threads, log)
     print(bench.format_table(result))

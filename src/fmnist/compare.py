@@ -286,19 +286,15 @@ def _train_run(values: dict, run_dir: str, resume: bool, label: str, *, data: Fa
 
 def write_experiment(experiment: Experiment, path: Path) -> None:
     """The resolved experiment, in the experiment file format (a rerun with `fmnist compare path` repeats it)."""
-    grid = {axis: [{"name": label, **_plain(options)} for label, options in values]
+    grid = {axis: [{"name": label, **config_lib.plain(options)} for label, options in values]
             for axis, values in experiment.grid.items()}
     text = tomli_w.dumps({
         "seeds": list(experiment.seeds),
         "threshold": experiment.threshold,
-        "base": _plain(experiment.base),
+        "base": config_lib.plain(experiment.base),
         "grid": grid,
     })
     atomic_write(path, text)
-
-
-def _plain(values: dict) -> dict:
-    return {k: list(v) if isinstance(v, tuple) else v for k, v in values.items()}
 
 
 def load_result(run: Run) -> RunResult:
@@ -464,7 +460,7 @@ def _curve_groups(results: list[RunResult], experiment: Experiment) -> dict[str,
 
 def plot_val_curves(results: list[RunResult], path: Path, experiment: Experiment) -> None:
     """Validation accuracy per epoch: per grid point the mean over seeds, with a min–max band."""
-    fig = report._new_figure(figsize=(8, 5))
+    fig = report.new_figure(figsize=(8, 5))
     ax = fig.subplots()
     for _, group in itertools.groupby(results, key=lambda r: r.run.point):
         group = list(group)
@@ -487,4 +483,4 @@ def plot_val_curves(results: list[RunResult], path: Path, experiment: Experiment
     ax.grid(alpha=0.3)
     if ax.get_legend_handles_labels()[0]:
         ax.legend(fontsize=8)
-    report._save(fig, path)
+    report.save_png(fig, path)

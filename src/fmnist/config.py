@@ -167,9 +167,13 @@ def from_dict(values: dict[str, Any]) -> Config:
     return Config(**{k: coerce(k, v) for k, v in values.items()})
 
 
+def plain(values: dict[str, Any]) -> dict[str, Any]:
+    """Config values with lists for tuples: safe for TOML, JSON and weights_only checkpoints."""
+    return {k: list(v) if isinstance(v, tuple) else v for k, v in values.items()}
+
+
 def to_dict(cfg: Config) -> dict[str, Any]:
-    """Plain Python values only (lists, not tuples), safe for TOML, JSON and weights_only checkpoints."""
-    return {k: list(v) if isinstance(v, tuple) else v for k, v in dataclasses.asdict(cfg).items()}
+    return plain(dataclasses.asdict(cfg))
 
 
 def load_toml_file(path: str | Path, what: str = "config") -> dict[str, Any]:

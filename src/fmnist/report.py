@@ -30,7 +30,7 @@ def plot_curves(history: list[dict], path: str | os.PathLike) -> None:
     test_acc and optionally val_loss, val_acc; accuracies are fractions in 0..1. A split
     missing from some epochs is drawn only where it is present.
     """
-    fig = _new_figure(figsize=(10, 4))
+    fig = new_figure(figsize=(10, 4))
     loss_ax, acc_ax = fig.subplots(1, 2)
     for ax, metric, title in ((loss_ax, "loss", "Loss"), (acc_ax, "acc", "Accuracy")):
         for split in _SPLITS:
@@ -43,7 +43,7 @@ def plot_curves(history: list[dict], path: str | os.PathLike) -> None:
         if ax.lines:  # an empty history has nothing to label
             ax.legend()
     acc_ax.yaxis.set_major_formatter(PercentFormatter(xmax=1))
-    _save(fig, path)
+    save_png(fig, path)
 
 
 def plot_confusion(
@@ -57,7 +57,7 @@ def plot_confusion(
     n = len(classes)
     if counts.shape != (n, n):
         raise ValueError(f"confusion matrix has shape {counts.shape}, expected ({n}, {n}) for {n} classes")
-    fig = _new_figure(figsize=(8, 7))
+    fig = new_figure(figsize=(8, 7))
     ax = fig.subplots()
     shown = ax.imshow(counts, cmap="Blues")
     fig.colorbar(shown, ax=ax, shrink=0.8)
@@ -65,7 +65,7 @@ def plot_confusion(
     ax.set_xticklabels(classes, rotation=45, ha="right", rotation_mode="anchor")
     ax.set_yticklabels(classes)
     _annotate_cells(ax, counts)
-    _save(fig, path)
+    save_png(fig, path)
 
 
 def plot_image_grid(
@@ -83,7 +83,7 @@ def plot_image_grid(
     nrows = math.ceil(len(pixels) / ncols)
     lines = max((t.count("\n") + 1 for t in titles), default=1)
     # Each cell: a 1.2-inch image plus room for its title lines; at least 3 inches wide for the suptitle.
-    fig = _new_figure(figsize=(max(3.0, 1.5 * ncols + 0.5), (1.2 + 0.18 * lines) * max(nrows, 1) + 0.4))
+    fig = new_figure(figsize=(max(3.0, 1.5 * ncols + 0.5), (1.2 + 0.18 * lines) * max(nrows, 1) + 0.4))
     if title:
         fig.suptitle(title)
     if not len(pixels):
@@ -93,7 +93,7 @@ def plot_image_grid(
         ax.imshow(image, cmap="gray", vmin=0, vmax=255, interpolation="nearest")
         ax.set_title(caption, fontsize=8)
         ax.set_axis_off()
-    _save(fig, path)
+    save_png(fig, path)
 
 
 def plot_bars(
@@ -106,7 +106,7 @@ def plot_bars(
     """A bar per label with its value printed on top."""
     if len(labels) != len(values):
         raise ValueError(f"got {len(labels)} labels but {len(values)} values")
-    fig = _new_figure(figsize=(max(5.0, 0.8 * len(labels) + 2), 4))
+    fig = new_figure(figsize=(max(5.0, 0.8 * len(labels) + 2), 4))
     ax = fig.subplots()
     positions = range(len(labels))
     bars = ax.bar(positions, values, color="tab:blue")
@@ -119,16 +119,16 @@ def plot_bars(
     ax.margins(y=0.12)  # headroom for the value labels
     ax.grid(axis="y", alpha=0.3)
     ax.set_axisbelow(True)  # grid lines behind the bars
-    _save(fig, path)
+    save_png(fig, path)
 
 
-def _new_figure(figsize: tuple[float, float]) -> Figure:
+def new_figure(figsize: tuple[float, float]) -> Figure:
     fig = Figure(figsize=figsize, dpi=_DPI, layout="constrained")
     FigureCanvasAgg(fig)
     return fig
 
 
-def _save(fig: Figure, path: str | os.PathLike) -> None:
+def save_png(fig: Figure, path: str | os.PathLike) -> None:
     # The temporary name ends in .tmp, so the format must be given explicitly.
     with atomic_path(path) as tmp:
         fig.savefig(tmp, format="png")

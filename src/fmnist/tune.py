@@ -113,7 +113,7 @@ def make_objective(base: Config, study_dir: str | Path, data: FashionMNIST) -> C
 
     def objective(trial: optuna.Trial) -> float:
         trial.set_user_attr("worker", {"host": socket.gethostname(), "pid": os.getpid()})
-        cfg = config_lib.from_dict({**config_lib.to_dict(base), **search_space(trial, base)})
+        cfg = base.replace(**search_space(trial, base))
         trial.set_user_attr("config", config_lib.to_dict(cfg))
 
         def on_epoch(row: dict) -> None:
@@ -196,15 +196,13 @@ def load_settings(study_dir: str | Path) -> StudySettings:
         raise FmnistError(f"{path}: unreadable study settings: {e}") from None
 
 
-def load_study(study_dir: str | Path, sampler: optuna.samplers.BaseSampler | None = None,
-               log: Callable[[str], None] = print) -> optuna.Study:
+def load_study(study_dir: str | Path, log: Callable[[str], None] = print) -> optuna.Study:
     """The study of `study_dir`, after failing its trials orphaned by a dead local worker."""
     settings = load_settings(study_dir)
     storage = open_storage(settings, study_dir)
     fail_orphaned_trials(storage, settings.name, log)
     epochs = config_lib.from_dict(settings.base).epochs
-    return optuna.load_study(study_name=settings.name, storage=storage, sampler=sampler,
-                             pruner=make_pruner(settings.pruner, epochs))
+    return optuna.load_study(study_name=settings.name, storage=storage, pruner=make_pruner(settings.pruner, epochs))
 
 
 def fail_orphaned_trials(storage: optuna.storages.BaseStorage, study_name: str,
@@ -304,10 +302,10 @@ def _worker(study_dir: Path, data: FashionMNIST, index: int, trials: int, timeou
 def _optimize_here(study_dir: Path, data: FashionMNIST, index: int, trials: int, timeout: float | None,
                    log: Callable[[str], None]) -> None:
     settings = load_settings(study_dir)
-    done = len(load_study(study_dir, log=log).trials)
+    study = load_study(study_dir, log=log)
     # Distinct per worker and per resume, else they would replay the same random startup trials.
-    seed = int(np.random.SeedSequence([settings.sampler_seed, index, done]).generate_state(1)[0])
-    study = load_study(study_dir, sampler=optuna.samplers.TPESampler(seed=seed), log=log)
+    seed = int(np.random.SeedSequence([settings.sampler_seed, index, len(study.trials)]).generate_state(1)[0])
+    study.sampler = optuna.samplers.TPESampler(seed=seed)
     base = config_lib.from_dict(settings.base)
     study.optimize(make_objective(base, study_dir, data), n_trials=trials, timeout=timeout,
                    callbacks=[lambda s, t: log(describe_trial(s, t))])
@@ -383,7 +381,7 @@ def trials_csv(trials: list[optuna.trial.FrozenTrial]) -> str:
 
 def plot_history(trials: list[optuna.trial.FrozenTrial], path: Path) -> None:
     """Validation accuracy per trial (pruned trials at their last report) and the best so far."""
-    fig = report._new_figure(figsize=(8, 4.5))
+    fig = report.new_figure(figsize=(8, 4.5))
     ax = fig.subplots()
     complete = [t for t in trials if t.state == TrialState.COMPLETE]
     pruned = [t for t in trials if t.state == TrialState.PRUNED and t.intermediate_values]
@@ -404,13 +402,13 @@ def plot_history(trials: list[optuna.trial.FrozenTrial], path: Path) -> None:
     ax.grid(alpha=0.3)
     if ax.get_legend_handles_labels()[0]:
         ax.legend()
-    report._save(fig, path)
+    report.save_png(fig, path)
 
 
 def plot_importances(importances: dict[str, float], path: Path, completed: int) -> None:
     """One horizontal bar per parameter, most important on top."""
     names = list(importances)[::-1]
-    fig = report._new_figure(figsize=(7, 1.2 + 0.28 * len(names)))
+    fig = report.new_figure(figsize=(7, 1.2 + 0.28 * len(names)))
     ax = fig.subplots()
     bars = ax.barh(names, [importances[n] for n in names], color="tab:blue")
     ax.bar_label(bars, fmt="{:.2f}", fontsize=8, padding=2)
@@ -419,4 +417,4 @@ def plot_importances(importances: dict[str, float], path: Path, completed: int) 
     ax.margins(x=0.12)  # room for the value labels
     ax.grid(axis="x", alpha=0.3)
     ax.set_axisbelow(True)
-    report._save(fig, path)
+    report.save_png(fig, path)
