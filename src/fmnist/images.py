@@ -8,6 +8,7 @@ light, scale the longer side to 28 pixels and pad the shorter one with the backg
 
 from __future__ import annotations
 
+import io
 import warnings
 from pathlib import Path
 
@@ -26,18 +27,21 @@ MAX_PIXELS = 50_000_000
 _ALPHA_MODES = ("LA", "PA", "RGBA")
 
 
-def load_image(path: str | Path) -> torch.Tensor:
-    """Read any image Pillow can open and return it as a uint8 [28, 28] Fashion-MNIST-like tensor.
+def load_image(source: str | Path | bytes, name: str = "upload") -> torch.Tensor:
+    """Read any image Pillow can open (a file, or its bytes) as a uint8 [28, 28] Fashion-MNIST-like tensor.
 
-    Raises FmnistError, naming `path`, when the file is missing, a directory, not an
-    image, truncated or corrupt, or larger than MAX_PIXELS.
+    Raises FmnistError, naming the file (or `name` for bytes), when it is missing, a directory,
+    empty, not an image, truncated or corrupt, or larger than MAX_PIXELS.
     """
-    path = Path(path)
-    image = _decode(path)
+    if isinstance(source, bytes):
+        image = _decode(source, name)
+    else:
+        name = str(source)
+        image = _decode(Path(source), name)
     try:
         gray = _grayscale(image)
     except ValueError as exc:  # modes Pillow cannot convert, such as LAB
-        raise FmnistError(f"{path}: cannot convert a {image.mode} image to grayscale") from exc
+        raise FmnistError(f"{name}: cannot convert a {image.mode} image to grayscale") from exc
     background = float(np.median(_border(gray)))
     if background > 127.5:
         gray, background = 255 - gray, 255 - background
@@ -54,35 +58,39 @@ def export_png(image: torch.Tensor, path: str | Path) -> None:
         Image.fromarray(image.cpu().numpy()).save(tmp, format="PNG")
 
 
-def _decode(path: Path) -> Image.Image:
-    """Open and fully decode `path`, upright per its EXIF tag, turning each failure into an FmnistError."""
-    if not path.exists():
-        raise FmnistError(f"{path}: no such file")
-    if path.is_dir():
-        raise FmnistError(f"{path}: is a directory, not an image")
+def _decode(source: Path | bytes, name: str) -> Image.Image:
+    """Open and fully decode `source`, upright per its EXIF tag, turning each failure into an FmnistError."""
+    if isinstance(source, bytes):
+        if not source:
+            raise FmnistError(f"{name}: empty, not an image")
+        opened = io.BytesIO(source)
+    elif not source.exists():
+        raise FmnistError(f"{name}: no such file")
+    elif source.is_dir():
+        raise FmnistError(f"{name}: is a directory, not an image")
     try:
         with warnings.catch_warnings():
             # Pillow warns about large images at open; MAX_PIXELS below is our own, stricter limit.
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-            with Image.open(path) as image:
-                _check_size(path, image)
+            with Image.open(opened if isinstance(source, bytes) else source) as image:
+                _check_size(name, image)
                 image.load()  # decode now, so that a truncated file fails here and not later
                 return ImageOps.exif_transpose(image)
     except Image.DecompressionBombError as exc:
-        raise FmnistError(f"{path}: image is larger than the {MAX_PIXELS:,} pixels allowed") from exc
+        raise FmnistError(f"{name}: image is larger than the {MAX_PIXELS:,} pixels allowed") from exc
     except UnidentifiedImageError as exc:
-        raise FmnistError(f"{path}: not an image file that Pillow can read") from exc
+        raise FmnistError(f"{name}: not an image file that Pillow can read") from exc
     # Pillow's decoders report damaged data with any of these, depending on the format.
     except (OSError, ValueError, EOFError, SyntaxError) as exc:
-        raise FmnistError(f"{path}: image is truncated or corrupt ({_one_line(exc)})") from exc
+        raise FmnistError(f"{name}: image is truncated or corrupt ({_one_line(exc)})") from exc
 
 
-def _check_size(path: Path, image: Image.Image) -> None:
+def _check_size(name: str, image: Image.Image) -> None:
     # The size comes from the header, so this runs before any pixel is decoded.
     width, height = image.size
     if width * height > MAX_PIXELS:
         raise FmnistError(
-            f"{path}: image is {width}x{height} = {width * height:,} pixels, "
+            f"{name}: image is {width}x{height} = {width * height:,} pixels, "
             f"more than the {MAX_PIXELS:,} allowed"
         )
 
