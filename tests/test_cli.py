@@ -34,7 +34,8 @@ def test_train_prints_epochs_and_summary_and_writes_plots(trained_run):
 def test_eval_reproduces_the_reported_accuracy(trained_run, capsys):
     run_dir, _ = trained_run
     summary = json.loads((run_dir / "summary.json").read_text())
-    code, out, _ = run(capsys, "eval", str(run_dir / "checkpoints" / "last.pt"), "--json", "--plots", str(run_dir / "ev"))
+    checkpoint = str(run_dir / "checkpoints" / "last.pt")
+    code, out, _ = run(capsys, "eval", checkpoint, "--json", "--plots", str(run_dir / "ev"))
     result = json.loads(out)
     assert code == 0 and result["test_accuracy"] == pytest.approx(summary["test_accuracy"], abs=1e-9)
     assert len(result["per_class"]) == 10 and len(result["confusion_matrix"]) == 10

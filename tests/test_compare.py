@@ -33,7 +33,8 @@ def fit_calls(monkeypatch):
     return calls
 
 
-def test_grid_runs_every_point_and_seed_writes_reports_and_skips_finished_runs_on_rerun(synthetic_data, tmp_path, fit_calls):
+def test_grid_runs_every_point_and_seed_writes_reports_and_skips_finished_runs_on_rerun(
+        synthetic_data, tmp_path, fit_calls):
     from fmnist import data
 
     dataset = data.load()
@@ -88,7 +89,8 @@ def test_a_changed_experiment_refuses_to_reuse_the_directory(synthetic_data, tmp
     from fmnist import data
 
     out = tmp_path / "grid"
-    compare.run_grid(compare.build_experiment(base=TINY, seeds=[0], log=lambda _: None), out, data.load(), log=lambda _: None)
+    experiment = compare.build_experiment(base=TINY, seeds=[0], log=lambda _: None)
+    compare.run_grid(experiment, out, data.load(), log=lambda _: None)
     longer = compare.build_experiment(base={**TINY, "epochs": "3"}, seeds=[0], log=lambda _: None)
     with pytest.raises(FmnistError, match="epochs=2.*asks for 3"):
         compare.run_grid(longer, out, data.load(), log=lambda _: None)
@@ -117,7 +119,8 @@ def test_experiment_file_axes_tables_and_list_options(tmp_path):
     runs = compare.plan(exp, tmp_path / "out")
     assert [r.point for r in runs] == [
         "optimizer=sgd-nesterov,hidden=256", "optimizer=sgd-nesterov,hidden=512-512",
-        "optimizer=optimizer=adamw+weight_decay=0.05,hidden=256", "optimizer=optimizer=adamw+weight_decay=0.05,hidden=512-512",
+        "optimizer=optimizer=adamw+weight_decay=0.05,hidden=256",
+        "optimizer=optimizer=adamw+weight_decay=0.05,hidden=512-512",
     ]
     first = runs[0].config
     assert (first.optimizer, first.momentum, first.nesterov, first.lr, first.hidden) == ("sgd", 0.9, True, 0.05, (256,))
@@ -168,7 +171,8 @@ def test_presets_load_and_train_takes_them_under_config_and_flags(tmp_path, caps
     for name in presets.names():
         config.from_dict(presets.load(name))
     (tmp_path / "c.toml").write_text("lr = 0.02\nepochs = 7\n")
-    args = cli.build_parser().parse_args(["train", "--preset", "cnn", "--config", str(tmp_path / "c.toml"), "--epochs", "2"])
+    flags = ["train", "--preset", "cnn", "--config", str(tmp_path / "c.toml"), "--epochs", "2"]
+    args = cli.build_parser().parse_args(flags)
     cfg, _ = cli.resolve_train_config(args)
     assert (cfg.model, cfg.schedule, cfg.lr, cfg.epochs) == ("cnn", "onecycle", 0.02, 2)
     assert main(["train", "--preset", "nope"]) == 2

@@ -117,7 +117,8 @@ def test_a_writer_killed_mid_save_always_leaves_a_loadable_checkpoint(tmp_path):
     assert len(seen) == 6  # each writer had really started saving when it was killed
 
 
-def test_disk_full_at_a_checkpoint_is_one_line_and_keeps_the_previous_one(synthetic_data, tmp_path, monkeypatch, capsys):
+def test_disk_full_at_a_checkpoint_is_one_line_and_keeps_the_previous_one(
+        synthetic_data, tmp_path, monkeypatch, capsys):
     run = tmp_path / "run"
     save = checkpoint.save
     calls = []

@@ -1,3 +1,4 @@
+import itertools
 import json
 import math
 
@@ -33,7 +34,7 @@ def test_lr_factor_shapes(schedule):
     if schedule == "none":
         assert set(f) == {1.0}
     if schedule == "cosine":
-        assert f[0] == 1.0 and f[-1] < 1e-4 and all(a >= b for a, b in zip(f, f[1:]))
+        assert f[0] == 1.0 and f[-1] < 1e-4 and all(a >= b for a, b in itertools.pairwise(f))
     if schedule == "step":
         assert f[399] == 1.0 and f[400] == 0.5 and f[800] == 0.25
     if schedule == "onecycle":
@@ -71,7 +72,8 @@ def test_fit_learns_and_writes_a_self_describing_run(synthetic_data, tmp_path):
     assert result.summary["test_accuracy"] > 0.9
     rows = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
     assert [r["epoch"] for r in rows] == [1, 2]
-    assert {"train_loss", "train_acc", "test_loss", "test_acc", "lr", "epoch_seconds", "images_per_second"} <= set(rows[0])
+    columns = {"train_loss", "train_acc", "test_loss", "test_acc", "lr", "epoch_seconds", "images_per_second"}
+    assert columns <= set(rows[0])
     summary = json.loads((run / "summary.json").read_text())
     for key in ("test_accuracy", "test_loss", "epochs", "parameters", "wall_seconds", "train_images_per_second",
                 "peak_memory_bytes", "device", "torch_version", "seed", "config"):
@@ -155,7 +157,8 @@ def test_on_nan_skip_keeps_training(synthetic_data, tmp_path, monkeypatch):
 
     monkeypatch.setattr(train.F, "cross_entropy", sometimes_nan)
     messages = []
-    result = train.fit(Config(**SMALL, on_nan="skip"), tmp_path / "run", data.load(), log=messages.append, progress=False)
+    cfg = Config(**SMALL, on_nan="skip")
+    result = train.fit(cfg, tmp_path / "run", data.load(), log=messages.append, progress=False)
     assert "epoch 1: skipped 3 batches with a non-finite loss (--on-nan skip)" in messages
     assert math.isfinite(result.history[0]["train_loss"]) and result.summary["test_accuracy"] > 0.9
     poisoned["left"] = 1
@@ -164,7 +167,8 @@ def test_on_nan_skip_keeps_training(synthetic_data, tmp_path, monkeypatch):
 
 
 @pytest.mark.parametrize("amp, dtype", [("none", torch.float32), ("bf16", torch.bfloat16)])
-def test_amp_runs_the_training_forward_in_bf16_and_evaluation_in_fp32(synthetic_data, tmp_path, monkeypatch, amp, dtype):
+def test_amp_runs_the_training_forward_in_bf16_and_evaluation_in_fp32(
+        synthetic_data, tmp_path, monkeypatch, amp, dtype):
     seen = {"train": set(), "eval": set()}
     real_forward = torch.nn.Linear.forward
 

@@ -8,14 +8,15 @@ and p95 over many repetitions.
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 import os
 import statistics
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 import torch
@@ -132,7 +133,7 @@ def flops_per_image(model: nn.Module) -> tuple[int, int]:
     def hook(module: nn.Module, inputs, output) -> None:
         if isinstance(module, nn.Linear):
             counts.append(2 * module.in_features * module.out_features)
-        else:  # Conv2d: one multiply-add per output element per input element of its window
+        elif isinstance(module, nn.Conv2d):  # one multiply-add per output element per input element of its window
             kh, kw = module.kernel_size
             counts.append(2 * output[0].numel() * module.in_channels // module.groups * kh * kw)
 
@@ -272,7 +273,7 @@ def _run(cfg: Config, data: FashionMNIST, device: torch.device, plan: Plan, log:
     pipeline = compare_pipelines(cfg, data, device, plan)
     # Measured again at the end: on a virtual machine the host can change what the same
     # threads get (another guest, or both vCPUs on one core's SMT pair) in mid-run.
-    best = max(by_size, key=by_size.get)
+    best = max(by_size, key=lambda size: by_size[size])
     hardware["matmul_gflops_at_end"] = {str(best): matmul_gflops(device, best, plan)}
 
     return {
@@ -313,9 +314,13 @@ def _time_inference(model: nn.Module, images: torch.Tensor, device: torch.device
         log(f"inference: batch {b}" + (" (bf16 autocast)" if torch.is_autocast_enabled(device.type) else ""))
         x, mark = _batch_of(images, b), _cpu_mark()
         with torch.inference_mode():
-            seconds = time_calls(lambda _: model(as_input(x)), device, plan)
+            seconds = time_calls(functools.partial(_forward, model, x), device, plan)
         rows.append(_row(b, seconds, limit, mark))
     return rows
+
+
+def _forward(model: nn.Module, images: torch.Tensor, _repetition: int) -> torch.Tensor:
+    return model(as_input(images))
 
 
 def _batch_of(images: torch.Tensor, size: int) -> torch.Tensor:
@@ -328,7 +333,8 @@ def _training_row(cfg: Config, batch_size: int, images: torch.Tensor, labels: to
                   plan: Plan, limit: float, bf16: bool, log: Callable[[str], None]) -> dict:
     log(f"training: batch {batch_size}" + (" (bf16 autocast)" if bf16 else ""))
     mark = _cpu_mark()
-    seconds = _time_training(cfg.replace(batch_size=batch_size, amp="bf16" if bf16 else "none"), images, labels, device, plan)
+    run_cfg = cfg.replace(batch_size=batch_size, amp="bf16" if bf16 else "none")
+    seconds = _time_training(run_cfg, images, labels, device, plan)
     return _row(batch_size, seconds, limit, mark)
 
 
@@ -427,7 +433,7 @@ def _other_cpus(mark: tuple[float, float, float] | None) -> float | None:
     now = _cpu_mark()
     if mark is None or now is None or now[2] - mark[2] < 0.5:  # /proc/stat ticks are 10 ms
         return None
-    busy, own, wall = (b - a for a, b in zip(mark, now))
+    busy, own, wall = (b - a for a, b in zip(mark, now, strict=True))
     return round(max(0.0, busy - own) / wall, 2)
 
 

@@ -8,12 +8,12 @@ import signal
 import sys
 import time
 from pathlib import Path
+from typing import NoReturn
 
 import torch
 
-from fmnist import __version__, checkpoint, data, distributed, measure, models, report
+from fmnist import __version__, checkpoint, data, distributed, measure, models, presets, report
 from fmnist import config as config_lib
-from fmnist import presets
 from fmnist.errors import FmnistError
 
 
@@ -22,7 +22,7 @@ class Terminated(BaseException):
 
 
 class Parser(argparse.ArgumentParser):
-    def error(self, message: str) -> None:  # one line instead of argparse's usage block
+    def error(self, message: str) -> NoReturn:  # one line instead of argparse's usage block
         self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
 
 
@@ -128,9 +128,11 @@ def train_and_report(
     report.write_run_plots(run_dir, result.history, test, dataset.test_images, data.CLASSES)
     s = result.summary
     print(
-        f"\ntest accuracy {s['test_accuracy']:.2%}  test loss {s['test_loss']:.4f}  ({s['chosen_by']}, epoch {s['chosen_epoch']})\n"
+        f"\ntest accuracy {s['test_accuracy']:.2%}  test loss {s['test_loss']:.4f}  "
+        f"({s['chosen_by']}, epoch {s['chosen_epoch']})\n"
         f"wall {s['wall_seconds']:.1f}s  train {s['train_images_per_second']:,.0f} img/s  "
-        f"{s['train_ms_per_batch']:.3f} ms/batch (median over epochs)  peak memory {s['peak_memory_bytes'] / 2**20:,.0f} MiB\n"
+        f"{s['train_ms_per_batch']:.3f} ms/batch (median over epochs)  "
+        f"peak memory {s['peak_memory_bytes'] / 2**20:,.0f} MiB\n"
         f"artifacts in {run_dir}: summary.json metrics.jsonl config.toml checkpoints/ tensorboard/ *.png"
     )
     return 0
@@ -163,7 +165,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
     for row in result.per_class():
         print(f"{row['class']:<12} {row['precision']:>9.2%} {row['recall']:>7.2%} {row['support']:>8}")
     print("confusion matrix (rows: true class, columns: predicted)")
-    for name, counts in zip(data.CLASSES, result.confusion_matrix().tolist()):
+    for name, counts in zip(data.CLASSES, result.confusion_matrix().tolist(), strict=True):
         print(f"{name:<12} " + " ".join(f"{c:>5}" for c in counts))
     return 0
 
@@ -188,7 +190,8 @@ def cmd_predict(args: argparse.Namespace) -> int:
         best, p = top[0]
         if args.json:
             ranked = [[data.CLASSES[i], q] for i, q in top]
-            print(json.dumps({"path": path, "class_index": best, "class_name": data.CLASSES[best], "probability": p, "top": ranked}))
+            print(json.dumps({"path": path, "class_index": best, "class_name": data.CLASSES[best], "probability": p,
+                              "top": ranked}))
         else:
             print(f"{path}: " + ", ".join(f"{data.CLASSES[i]} {q:.1%}" for i, q in top))
     return 1 if failed else 0
@@ -211,9 +214,11 @@ def cmd_data(args: argparse.Namespace) -> int:
             print(f"{i:<3} {name:<12} {train_counts[i]:>6} {test_counts[i]:>6}")
         return 0
     per_class = max(1, args.count // len(data.CLASSES))
-    picks = torch.cat([torch.nonzero(dataset.train_labels == c).flatten()[:per_class] for c in range(len(data.CLASSES))])
+    picks = torch.cat([torch.nonzero(dataset.train_labels == c).flatten()[:per_class]
+                       for c in range(len(data.CLASSES))])
     titles = [data.CLASSES[i] for i in dataset.train_labels[picks].tolist()]
-    report.plot_image_grid(dataset.train_images[picks], titles, args.out, ncols=per_class, title="Fashion-MNIST training images")
+    report.plot_image_grid(dataset.train_images[picks], titles, args.out, ncols=per_class,
+                           title="Fashion-MNIST training images")
     print(f"wrote {args.out}")
     return 0
 
@@ -264,7 +269,8 @@ def cmd_compare(args: argparse.Namespace) -> int:
     try:
         results = compare.run_grid(experiment, args.out, dataset, workers=args.workers)
     except (KeyboardInterrupt, Terminated):
-        print(f"interrupted; rerun the same command (or: fmnist compare {Path(args.out) / 'experiment.toml'} --out {args.out})"
+        print(f"interrupted; rerun the same command "
+              f"(or: fmnist compare {Path(args.out) / 'experiment.toml'} --out {args.out})"
               " to train only the missing runs", file=sys.stderr)
         raise
     print(compare.write_report(args.out, experiment, results, workers=args.workers))
@@ -342,7 +348,9 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True, parser_class=Parser)
 
     p = sub.add_parser("train", help="train a model and write a run directory")
-    p.add_argument("--preset", metavar="NAME", help=f"named config shipped with fmnist ({', '.join(presets.names())}); --config and flags override it")
+    p.add_argument("--preset", metavar="NAME",
+                   help=f"named config shipped with fmnist ({', '.join(presets.names())}); "
+                   "--config and flags override it")
     p.add_argument("--config", help="TOML file of training options (flags override it)")
     p.add_argument("--out", help="run directory (default: runs/<timestamp>)")
     p.add_argument("--resume", metavar="RUN_DIR", help="continue an interrupted run from its last checkpoint")
@@ -372,16 +380,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("action", choices=("info", "verify", "show"))
     p.add_argument("--data-dir", default="", help="directory of the IDX files (default: search, then download)")
     p.add_argument("--out", default="samples.png", help="show: PNG file to write (default: samples.png)")
-    p.add_argument("--count", type=int, default=40, help="show: number of images, spread over the classes (default: 40)")
+    p.add_argument("--count", type=int, default=40,
+                   help="show: number of images, spread over the classes (default: 40)")
     p.set_defaults(func=cmd_data)
 
     p = sub.add_parser("bench", help="latency, throughput and memory of a model; the textbook pipeline vs fmnist")
-    p.add_argument("--quick", action="store_true", help="shorter timings and a 10,000-image pipeline epoch (under a minute on a CPU)")
+    p.add_argument("--quick", action="store_true",
+                   help="shorter timings and a 10,000-image pipeline epoch (under a minute on a CPU)")
     p.add_argument("--json", metavar="FILE", help="write the results as JSON")
     p.add_argument("--plot", metavar="FILE", help="write throughput and latency against batch size as PNG")
     p.add_argument("--device", default="auto", choices=config_lib.DEVICES, help=DEVICE_HELP)
     p.add_argument("--threads", type=int, help="torch intra-op threads (default: torch's choice)")
-    p.add_argument("--preset", metavar="NAME", help=f"measure a preset's model and optimizer: {', '.join(presets.names())}")
+    p.add_argument("--preset", metavar="NAME",
+                   help=f"measure a preset's model and optimizer: {', '.join(presets.names())}")
     p.add_argument("--config", help="measure the model and optimizer of this TOML config")
     p.add_argument("--model", choices=config_lib.MODELS, help="architecture (default: the reference mlp)")
     p.add_argument("--hidden", help="layer widths, comma-separated (default: the reference 512,512)")
@@ -389,10 +400,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--verbose", action="store_true", help="print each measurement as it starts, on stderr")
     p.set_defaults(func=cmd_bench)
 
-    p = sub.add_parser("compare", help="a grid of training runs over seeds: tables and plots of validation and test accuracy")
-    p.add_argument("experiment", nargs="?", help="TOML experiment file: preset, seeds, threshold, [base], [grid] (flags override it)")
-    p.add_argument("--out", required=True, help="experiment directory; rerun with the same one to train only missing runs")
-    p.add_argument("--grid", action="append", metavar="KEY=V1,V2", help="an axis of the grid (repeatable); list options separate values by /: hidden=256/512,512")
+    p = sub.add_parser("compare",
+                       help="a grid of training runs over seeds: tables and plots of validation and test accuracy")
+    p.add_argument("experiment", nargs="?",
+                   help="TOML experiment file: preset, seeds, threshold, [base], [grid] (flags override it)")
+    p.add_argument("--out", required=True,
+                   help="experiment directory; rerun with the same one to train only missing runs")
+    p.add_argument("--grid", action="append", metavar="KEY=V1,V2",
+                   help="an axis of the grid (repeatable); list options separate values by /: hidden=256/512,512")
     p.add_argument("--set", action="append", metavar="KEY=VALUE", help="a config value of every run (repeatable)")
     p.add_argument("--preset", metavar="NAME", help=f"base config: {', '.join(presets.names())}")
     p.add_argument("--seeds", metavar="S1,S2", help="seeds of every grid point (default: 0,1,2)")
@@ -408,10 +423,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--workers", type=int, default=1, help="local worker processes sharing the study (default: 1)")
     p.add_argument("--epochs", type=int, help="epochs per trial (default: the base config's)")
     p.add_argument("--val-size", type=int, help="validation images held out (default: 5000)")
-    p.add_argument("--pruner", choices=("median", "hyperband", "none"), help="early stopping of poor trials per epoch (default: median)")
-    p.add_argument("--storage", metavar="URL", help="Optuna RDB storage shared by many machines, e.g. postgresql://user@host/db "
+    p.add_argument("--pruner", choices=("median", "hyperband", "none"),
+                   help="early stopping of poor trials per epoch (default: median)")
+    p.add_argument("--storage", metavar="URL",
+                   help="Optuna RDB storage shared by many machines, e.g. postgresql://user@host/db "
                    "(default: a journal file in the study directory)")
-    p.add_argument("--study-name", help="name in the storage; workers with the same name and storage share the study (default: the --out name)")
+    p.add_argument("--study-name", help="name in the storage; workers with the same name and storage share the study "
+                   "(default: the --out name)")
     p.add_argument("--sampler-seed", type=int, help="seed of the TPE sampler (default: 0)")
     p.add_argument("--preset", metavar="NAME", help=f"base config the search starts from: {', '.join(presets.names())}")
     p.add_argument("--config", help="TOML file of base training options")

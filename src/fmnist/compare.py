@@ -16,9 +16,10 @@ import itertools
 import json
 import os
 import statistics
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import tomli_w
 import torch
@@ -171,7 +172,7 @@ def plan(experiment: Experiment, out: str | Path) -> list[Run]:
     runs = []
     axes = list(experiment.grid)
     for combo in itertools.product(*experiment.grid.values()):
-        labels = {axis: label for axis, (label, _) in zip(axes, combo)}
+        labels = {axis: label for axis, (label, _) in zip(axes, combo, strict=True)}
         values = dict(experiment.base)
         for _, options in combo:
             values.update(options)
@@ -226,7 +227,7 @@ def run_grid(
     out = Path(out)
     runs = plan(experiment, out)
     states = [run_state(run) for run in runs]
-    todo = [(run, state == "partial") for run, state in zip(runs, states) if state in ("new", "partial")]
+    todo = [(run, state == "partial") for run, state in zip(runs, states, strict=True) if state in ("new", "partial")]
     write_experiment(experiment, out / "experiment.toml")
     log(
         f"{len(runs)} runs ({len(runs) // len(experiment.seeds)} grid points x {len(experiment.seeds)} seeds): "
@@ -273,8 +274,10 @@ def _train_run(values: dict, run_dir: str, resume: bool, label: str, *, data: Fa
     """Train one run, in this process or in a worker that holds the data; return a one-line outcome."""
     from fmnist.train import NonFiniteLoss, fit
 
+    dataset = data or _WORKER_DATA
+    assert dataset is not None, "a worker process gets its data from _init_worker"
     try:
-        result = fit(config_lib.from_dict(values), run_dir, data or _WORKER_DATA, resume=resume,
+        result = fit(config_lib.from_dict(values), run_dir, dataset, resume=resume,
                      log=lambda msg: log(f"  {label}: {msg}"), progress=False)
     except NonFiniteLoss as e:
         # Deterministic: a rerun would diverge again, so the run counts as finished.
@@ -327,24 +330,24 @@ def epochs_to(history: list[dict], threshold: float) -> tuple[int, float] | None
 def summarize(results: list[RunResult], experiment: Experiment) -> list[dict]:
     """One row per grid point, in grid order: mean and sample std over its finished seeds."""
     rows = []
-    for point, group in itertools.groupby(results, key=lambda r: r.run.point):
-        group = list(group)
-        done = [r for r in group if r.summary]
-        reached = [hit for r in done if (hit := epochs_to(r.history, experiment.threshold))]
+    for point, members in itertools.groupby(results, key=lambda r: r.run.point):
+        group = list(members)
+        done = [(r, s) for r in group if (s := r.summary)]
+        reached = [hit for r, _ in done if (hit := epochs_to(r.history, experiment.threshold))]
         row = {"point": point, **group[0].run.labels, "runs": len(done),
                "diverged": sum(bool(r.failure) for r in group),
                "missing": sum(not r.summary and not r.failure for r in group)}
         for key, values in (
-            ("val_acc", [r.summary["val_accuracy"] for r in done]),
-            ("val_acc_last", [r.history[-1]["val_acc"] for r in done]),
-            ("test_acc", [r.summary["test_accuracy"] for r in done]),
+            ("val_acc", [s["val_accuracy"] for _, s in done]),
+            ("val_acc_last", [r.history[-1]["val_acc"] for r, _ in done]),
+            ("test_acc", [s["test_accuracy"] for _, s in done]),
             ("epochs_to_threshold", [e for e, _ in reached]),
             ("seconds_to_threshold", [s for _, s in reached]),
         ):
             row[f"{key}_mean"] = statistics.fmean(values) if values else None
             row[f"{key}_std"] = statistics.stdev(values) if len(values) > 1 else None  # undefined for one run
         row["reached_threshold"] = len(reached)
-        speeds = [r.summary["train_images_per_second"] for r in done]
+        speeds = [s["train_images_per_second"] for _, s in done]
         row["images_per_second"] = statistics.median(speeds) if speeds else None
         rows.append(row)
     return rows
@@ -462,8 +465,8 @@ def plot_val_curves(results: list[RunResult], path: Path, experiment: Experiment
     """Validation accuracy per epoch: per grid point the mean over seeds, with a min–max band."""
     fig = report.new_figure(figsize=(8, 5))
     ax = fig.subplots()
-    for _, group in itertools.groupby(results, key=lambda r: r.run.point):
-        group = list(group)
+    for _, members in itertools.groupby(results, key=lambda r: r.run.point):
+        group = list(members)
         histories = [r.history for r in group if r.summary]
         if not histories:
             continue

@@ -41,7 +41,8 @@ def _opt(default: Any, help: str, choices: tuple[str, ...] | None = None) -> Any
 class Config:
     # model
     model: str = _opt("mlp", "architecture", MODELS)
-    hidden: tuple[int, ...] = _opt((512, 512), "layer widths: units per hidden layer (mlp), channels per conv block (cnn)")
+    hidden: tuple[int, ...] = _opt((512, 512),
+                                   "layer widths: units per hidden layer (mlp), channels per conv block (cnn)")
     activation: str = _opt("relu", "non-linearity after each hidden layer", ACTIVATIONS)
     dropout: float = _opt(0.0, "dropout probability after each hidden layer")
     batch_norm: bool = _opt(False, "batch normalisation in each hidden layer")
@@ -61,13 +62,16 @@ class Config:
     step_epochs: int = _opt(5, "step schedule: multiply the lr by --gamma every this many epochs")
     gamma: float = _opt(0.1, "step schedule: lr multiplier at each step")
     label_smoothing: float = _opt(0.0, "cross-entropy label smoothing")
-    amp: str = _opt("none", "training steps under bf16 autocast (CPUs with AVX-512 BF16 or AMX, recent GPUs); evaluation stays fp32", AMPS)
-    on_nan: str = _opt("stop", "on a non-finite loss: stop (the last good checkpoint stays) or skip the batch", ("stop", "skip"))
+    amp: str = _opt("none", "training steps under bf16 autocast (CPUs with AVX-512 BF16 or AMX, recent GPUs); "
+                    "evaluation stays fp32", AMPS)
+    on_nan: str = _opt("stop", "on a non-finite loss: stop (the last good checkpoint stays) or skip the batch",
+                       ("stop", "skip"))
     augment: tuple[str, ...] = _opt((), "batched on-device augmentations, comma-separated", AUGMENTATIONS)
     augment_strength: float = _opt(1.0, f"scales crop, translate and erase (0 to {MAX_STRENGTH:g})")
     # data and run
     val_size: int = _opt(0, "training images held out (stratified) for validation and model selection")
-    train_subset: int = _opt(0, "train on a stratified subset of this many images (0 = all): smoke tests, quick studies")
+    train_subset: int = _opt(0,
+                             "train on a stratified subset of this many images (0 = all): smoke tests, quick studies")
     seed: int = _opt(0, "seeds weights, data order, augmentation and dropout")
     device: str = _opt("auto", "where to train: auto picks cuda, then mps, then cpu", DEVICES)
     eval_batch_size: int = _opt(1000, "images per batch when evaluating")
@@ -106,7 +110,8 @@ def _validate(cfg: Config) -> None:
     if not cfg.hidden or min(cfg.hidden) < 1:
         raise FmnistError(f"hidden must list one or more positive widths, got {cfg.hidden}")
     if cfg.model == "cnn" and SIDE >> len(cfg.hidden) < 1:
-        raise FmnistError(f"cnn: each block halves the {SIDE}-pixel side, so at most {SIDE.bit_length() - 1} blocks; got {len(cfg.hidden)}")
+        raise FmnistError(f"cnn: each block halves the {SIDE}-pixel side, so at most {SIDE.bit_length() - 1} blocks; "
+                          f"got {len(cfg.hidden)}")
     if len(cfg.betas) != 2 or not all(0 <= b < 1 for b in cfg.betas):
         raise FmnistError(f"betas must be two numbers in [0, 1), got {cfg.betas}")
     if cfg.nesterov and (cfg.optimizer != "sgd" or cfg.momentum == 0):
@@ -213,7 +218,7 @@ def resolve(config_file: str | Path | None = None, overrides: dict[str, Any] | N
 def describe(name: str) -> tuple[str, tuple[str, ...] | None, Any]:
     """(help, choices, default) of a field: the CLI builds its flags from this."""
     f = {f.name: f for f in dataclasses.fields(Config)}[name]
-    default = f.default if f.default is not dataclasses.MISSING else f.default_factory()
+    default = f.default_factory() if callable(f.default_factory) else f.default
     return f.metadata["help"], f.metadata["choices"], default
 
 

@@ -11,9 +11,9 @@ import shutil
 import struct
 import urllib.request
 import zlib
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Sequence
 
 import torch
 
@@ -154,6 +154,14 @@ def _find_file(directory: Path, stem: str) -> Path | None:
     return None
 
 
+def _existing_file(directory: Path, stem: str) -> Path:
+    """_find_file for a directory that locate() accepted; a file removed since is a clear error."""
+    path = _find_file(directory, stem)
+    if path is None:
+        raise FmnistError(f"{directory}: {stem} (.gz or plain) has gone missing")
+    return path
+
+
 def _missing(directory: Path) -> list[str]:
     return [stem for stem, _ in FILES.values() if _find_file(directory, stem) is None]
 
@@ -267,7 +275,7 @@ def load(
         found = cache_dir(), "download"
         _download(found[0], mirrors, progress=progress)
     directory, origin = found
-    paths = {kind: _find_file(directory, stem) for kind, (stem, _) in FILES.items()}
+    paths = {kind: _existing_file(directory, stem) for kind, (stem, _) in FILES.items()}
     tensors = {kind: _read_verified(path, kind) for kind, path in paths.items()}
     for split in ("train", "test"):
         images, labels = paths[f"{split}_images"], paths[f"{split}_labels"]
@@ -298,7 +306,7 @@ def verify(data_dir: str | Path | None = None) -> list[tuple[str, bool, str]]:
         raise FmnistError(_not_found_message())
     results = []
     for kind, (stem, _) in FILES.items():
-        path = _find_file(found[0], stem)
+        path = _existing_file(found[0], stem)
         try:
             tensor = _read_verified(path, kind)
         except FmnistError as e:

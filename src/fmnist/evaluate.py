@@ -34,7 +34,7 @@ class Evaluation:
         precision = tp / predicted.clamp(min=1)
         return [
             {"class": name, "precision": p, "recall": r, "accuracy": r, "support": int(s)}
-            for name, p, r, s in zip(CLASSES, precision.tolist(), recall.tolist(), true.tolist())
+            for name, p, r, s in zip(CLASSES, precision.tolist(), recall.tolist(), true.tolist(), strict=True)
         ]
 
 
@@ -67,4 +67,4 @@ def predict(model: nn.Module, images: torch.Tensor, top_k: int = 3) -> list[list
     model.eval()
     probs = model(as_input(images)).float().softmax(1).cpu()
     values, indices = probs.topk(min(top_k, probs.shape[1]), dim=1)
-    return [list(zip(i.tolist(), v.tolist())) for i, v in zip(indices, values)]
+    return [list(zip(i.tolist(), v.tolist(), strict=True)) for i, v in zip(indices, values, strict=True)]

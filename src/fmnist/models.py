@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 import torch
 from torch import nn
@@ -62,7 +62,8 @@ def cnn(cfg: Config) -> nn.Module:
     else:
         layers += [nn.AdaptiveAvgPool2d(1), nn.Flatten()]
     layers.append(nn.Linear(channels, NUM_CLASSES))
-    return nn.Sequential(*layers).to(memory_format=torch.channels_last)
+    # Module.to accepts memory_format at runtime; torch's stubs leave it out of the overloads.
+    return nn.Sequential(*layers).to(memory_format=torch.channels_last)  # type: ignore[call-overload]
 
 
 MODELS: dict[str, Callable[[Config], nn.Module]] = {"mlp": mlp, "cnn": cnn}

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import math
 import os
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 import torch
@@ -88,7 +88,7 @@ def plot_image_grid(
         fig.suptitle(title)
     if not len(pixels):
         fig.text(0.5, 0.5, "no images", ha="center", va="center", fontsize=14)
-    for i, (image, caption) in enumerate(zip(pixels, titles)):
+    for i, (image, caption) in enumerate(zip(pixels, titles, strict=True)):
         ax = fig.add_subplot(nrows, ncols, i + 1)
         ax.imshow(image, cmap="gray", vmin=0, vmax=255, interpolation="nearest")
         ax.set_title(caption, fontsize=8)

@@ -7,9 +7,9 @@ import math
 import statistics
 import time
 import warnings
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
 
 import torch
 import torch.nn.functional as F
@@ -167,8 +167,10 @@ def split_data(cfg: Config, data: FashionMNIST, device: torch.device) -> Split:
         _, keep = stratified_split(data.train_labels[train_idx], cfg.train_subset, cfg.seed + 1)
         train_idx = train_idx[keep]
     return Split(
-        *(t.to(device) for t in (data.train_images[train_idx], data.train_labels[train_idx])),
-        *(t.to(device) for t in (data.train_images[val_idx], data.train_labels[val_idx])),
+        data.train_images[train_idx].to(device),
+        data.train_labels[train_idx].to(device),
+        data.train_images[val_idx].to(device),
+        data.train_labels[val_idx].to(device),
         data.test_images.to(device),
         data.test_labels.to(device),
     )
@@ -251,10 +253,11 @@ def fit(
             )
             if skipped:
                 log(f"epoch {epoch}: skipped {skipped} batches with a non-finite loss (--on-nan skip)")
-            train_loss, train_acc = (distributed.all_reduce_sum(torch.tensor([train_loss, train_acc]), w) / w.size).tolist()
+            totals = distributed.all_reduce_sum(torch.tensor([train_loss, train_acc]), w)
+            train_loss, train_acc = (totals / w.size).tolist()
             measure.synchronize(device)
             seconds = time.perf_counter() - t0
-            if not w.is_main:
+            if writer is None:  # only the main process records the epoch
                 continue
             row = {
                 "epoch": epoch,

@@ -23,14 +23,16 @@ import os
 import shutil
 import socket
 import warnings
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 import optuna
 import torch
 from matplotlib.ticker import MaxNLocator, PercentFormatter
+from optuna.storages.journal import JournalFileBackend
 from optuna.trial import TrialState
 
 from fmnist import config as config_lib
@@ -148,7 +150,7 @@ def make_objective(base: Config, study_dir: str | Path, data: FashionMNIST) -> C
 def open_storage(settings: StudySettings, study_dir: str | Path) -> optuna.storages.BaseStorage:
     if not settings.storage:
         path = Path(study_dir).resolve() / JOURNAL_FILE
-        return optuna.storages.JournalStorage(optuna.storages.journal.JournalFileBackend(str(path)))
+        return optuna.storages.JournalStorage(JournalFileBackend(str(path)))
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)  # heartbeat: stable in practice
@@ -383,16 +385,12 @@ def plot_history(trials: list[optuna.trial.FrozenTrial], path: Path) -> None:
     """Validation accuracy per trial (pruned trials at their last report) and the best so far."""
     fig = report.new_figure(figsize=(8, 4.5))
     ax = fig.subplots()
-    complete = [t for t in trials if t.state == TrialState.COMPLETE]
+    complete = sorted((t.number, t.value) for t in trials if t.state == TrialState.COMPLETE and t.value is not None)
     pruned = [t for t in trials if t.state == TrialState.PRUNED and t.intermediate_values]
     if complete:
-        ax.scatter([t.number for t in complete], [t.value for t in complete], s=18, label="completed")
-        best, xs, ys = -1.0, [], []
-        for t in sorted(complete, key=lambda t: t.number):
-            best = max(best, t.value)
-            xs.append(t.number)
-            ys.append(best)
-        ax.step(xs, ys, where="post", color="tab:red", label="best so far")
+        numbers, values = zip(*complete, strict=True)
+        ax.scatter(numbers, values, s=18, label="completed")
+        ax.step(numbers, np.maximum.accumulate(values), where="post", color="tab:red", label="best so far")
     if pruned:
         ax.scatter([t.number for t in pruned], [t.intermediate_values[max(t.intermediate_values)] for t in pruned],
                    s=18, marker="x", color="grey", label="pruned (last report)")
