@@ -21,7 +21,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from fmnist import measure, models, report, train
+from fmnist import cpu, measure, models, report, train
 from fmnist.atomic import atomic_path, atomic_write
 from fmnist.config import Config
 from fmnist.data import SIDE, FashionMNIST, as_input
@@ -260,7 +260,7 @@ def _run(cfg: Config, data: FashionMNIST, device: torch.device, plan: Plan, log:
             )
 
     if on_cpu:
-        torch.set_flush_denormal(True)  # as fit() does: see train.fit
+        cpu.flush_denormals()  # as fit() does
     train_x, train_y = data.train_images.to(device), data.train_labels.to(device)
     limit = hardware["training_limit_images_per_second"]
     training = [_training_row(cfg, b, train_x, train_y, device, plan, limit, False, log) for b in plan.training_batches]
@@ -377,13 +377,13 @@ def compare_pipelines(cfg: Config, data: FashionMNIST, device: torch.device, pla
 
     on_cpu = device.type == "cpu"
     if on_cpu:
-        torch.set_flush_denormal(False)  # the textbook runs with PyTorch's defaults
+        cpu.flush_denormals(False)  # the textbook runs with PyTorch's defaults
     textbook_epoch(fresh(), images[:warm], labels[:warm], device, torch.Generator().manual_seed(1))
     mark = _cpu_mark()
     textbook = textbook_epoch(fresh(), images, labels, device, torch.Generator().manual_seed(cfg.seed))
     textbook_other = _other_cpus(mark)
     if on_cpu:
-        torch.set_flush_denormal(True)
+        cpu.flush_denormals()
     fmnist_epoch(fresh(), ours, device_images[:warm], device_labels[:warm], torch.Generator().manual_seed(1))
     mark = _cpu_mark()
     ours_seconds = fmnist_epoch(fresh(), ours, device_images, device_labels, torch.Generator().manual_seed(cfg.seed))
@@ -544,7 +544,7 @@ def profile_training(
     cuda_rng = torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None
     try:
         if device.type == "cpu":
-            torch.set_flush_denormal(True)  # as fit() trains
+            cpu.flush_denormals()  # as fit() trains
         n = min((warmup_steps + steps) * cfg.batch_size, len(data.train_images))
         warmup_steps = min(warmup_steps, n // cfg.batch_size - 1)  # a small dataset: keep a step to profile
         if warmup_steps < 0:

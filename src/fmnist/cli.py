@@ -11,7 +11,7 @@ from pathlib import Path
 
 import torch
 
-from fmnist import __version__, checkpoint, data, distributed, measure, models, report
+from fmnist import __version__, checkpoint, cpu, data, distributed, measure, models, report
 from fmnist import config as config_lib
 from fmnist import presets
 from fmnist.errors import FmnistError
@@ -422,6 +422,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    cpu.flush_denormals()  # before torch starts its thread pool, which then inherits it
 
     def on_sigterm(signum, frame):
         raise Terminated()

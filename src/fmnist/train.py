@@ -17,7 +17,7 @@ from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 from tqdm import tqdm
 
-from fmnist import checkpoint, distributed, measure, models
+from fmnist import checkpoint, cpu, distributed, measure, models
 from fmnist import config as config_lib
 from fmnist.atomic import atomic_write
 from fmnist.augment import augment
@@ -206,9 +206,7 @@ def fit(
         log, progress, on_epoch = (lambda _msg: None), False, None
     measure.reset_peak_memory(device)
     if device.type == "cpu":
-        # Adam's state decays into denormal floats within a few epochs, which are
-        # many times slower on x86 CPUs; flushing them to zero costs no accuracy.
-        torch.set_flush_denormal(True)
+        cpu.flush_denormals()  # on every intra-op thread: Adam's state decays into slow denormals
 
     d = split_data(cfg, data, device)
     torch.manual_seed(cfg.seed)
