@@ -11,11 +11,14 @@ import time
 import torch
 import torch.nn.functional as F
 
-from fmnist import config, models, presets, train
+from fmnist import config, presets, train
 
 
-def images_per_second(model, cfg, amp: str, steps: int = 20) -> float:
-    optimizer = train.build_optimizer(model, cfg)
+def images_per_second(cfg, layout: str, amp: str, steps: int = 20) -> float:
+    st = train.build_step_state(cfg, torch.device("cpu"), steps + 3)
+    model, optimizer = st.model, st.optimizer
+    if layout == "contiguous":
+        model.to(memory_format=torch.contiguous_format)  # in place: the optimizer keeps its parameters
     x, y = torch.rand(cfg.batch_size, 1, 28, 28), torch.randint(0, 10, (cfg.batch_size,))
     times = []
     for i in range(steps + 3):
@@ -41,11 +44,7 @@ def main() -> None:
     for _ in range(args.rounds):
         for layout in ("contiguous", "channels_last"):
             for amp in ("none", "bf16"):
-                torch.manual_seed(0)
-                model = models.build(cfg)
-                if layout == "contiguous":
-                    model = model.to(memory_format=torch.contiguous_format)
-                rates.setdefault((layout, amp), []).append(images_per_second(model, cfg, amp))
+                rates.setdefault((layout, amp), []).append(images_per_second(cfg, layout, amp))
     print(f"{args.preset}: hidden {cfg.hidden}, convs {cfg.convs}, head {cfg.head}, batch {cfg.batch_size}, "
           f"{torch.get_num_threads()} threads, torch {torch.__version__}; median of {args.rounds} rounds")
     for amp in ("none", "bf16"):

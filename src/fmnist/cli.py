@@ -12,7 +12,7 @@ from typing import NoReturn
 
 import torch
 
-from fmnist import __version__, checkpoint, data, distributed, measure, models, presets, report
+from fmnist import __version__, checkpoint, cpu, data, distributed, measure, models, presets, report
 from fmnist import config as config_lib
 from fmnist.errors import FmnistError
 
@@ -93,9 +93,9 @@ def cmd_train(args: argparse.Namespace) -> int:
     cfg, run_dir = resolve_train_config(args)
     dataset = load_data(cfg.data_dir)
     if args.profile:
-        from fmnist import bench
+        from fmnist import profiler
 
-        bench.profile_training(cfg, dataset, args.profile)
+        profiler.profile_training(cfg, dataset, args.profile)
     w = distributed.init(measure.select_device(cfg.device))
     try:
         run_dir = Path(distributed.broadcast(str(run_dir), w))  # ranks may disagree on the timestamp
@@ -320,7 +320,7 @@ def cmd_tune(args: argparse.Namespace) -> int:
 
 
 def cmd_bench(args: argparse.Namespace) -> int:
-    from fmnist import bench
+    from fmnist import bench, bench_report
 
     if args.threads is not None and args.threads < 1:
         raise FmnistError(f"--threads must be >= 1, got {args.threads}")
@@ -329,12 +329,12 @@ def cmd_bench(args: argparse.Namespace) -> int:
     dataset = load_data(args.data_dir or cfg.data_dir)
     log = (lambda msg: print(msg, file=sys.stderr)) if args.verbose else (lambda msg: None)
     result = bench.run(cfg, dataset, args.device, bench.QUICK if args.quick else bench.Plan(), args.threads, log)
-    print(bench.format_table(result))
+    print(bench_report.format_table(result))
     if args.json:
-        bench.write_json(result, args.json)
+        bench_report.write_json(result, args.json)
         print(f"wrote {args.json}")
     if args.plot:
-        bench.plot(result, args.plot)
+        bench_report.plot(result, args.plot)
         print(f"wrote {args.plot}")
     return 0
 
@@ -440,6 +440,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    cpu.flush_denormals()  # before torch starts its thread pool, which then inherits it
 
     def on_sigterm(signum, frame):
         raise Terminated()

@@ -17,7 +17,7 @@ from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 from tqdm import tqdm
 
-from fmnist import checkpoint, distributed, measure, models
+from fmnist import checkpoint, cpu, distributed, measure, models
 from fmnist import config as config_lib
 from fmnist.atomic import atomic_write
 from fmnist.augment import augment
@@ -68,6 +68,36 @@ def lr_factor(cfg: Config, step: int, steps_per_epoch: int) -> float:
 
 def build_scheduler(optimizer: torch.optim.Optimizer, cfg: Config, steps_per_epoch: int):
     return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: lr_factor(cfg, step, steps_per_epoch))
+
+
+@dataclass
+class StepState:
+    """Everything a training step reads and updates besides the data."""
+
+    model: nn.Module
+    optimizer: torch.optim.Optimizer
+    scheduler: torch.optim.lr_scheduler.LambdaLR
+    data_generator: torch.Generator  # each epoch's permutation, drawn on the host
+    aug_generator: torch.Generator  # augmentation, on the training device
+
+
+def build_step_state(
+    cfg: Config, device: torch.device, steps_per_epoch: int, *, rank: int = 0, model: nn.Module | None = None
+) -> StepState:
+    """The model (built from cfg.seed, or `model` as given), its optimizer and schedule, and the
+    seeded generators: the one setup behind fit(), the bench, the profiler and benchmarks/."""
+    if model is None:
+        torch.manual_seed(cfg.seed)
+        model = models.build(cfg)
+    model = model.to(device)
+    optimizer = build_optimizer(model, cfg)
+    return StepState(
+        model=model,
+        optimizer=optimizer,
+        scheduler=build_scheduler(optimizer, cfg, steps_per_epoch),
+        data_generator=torch.Generator().manual_seed(cfg.seed),
+        aug_generator=torch.Generator(device).manual_seed(cfg.seed + rank),
+    )
 
 
 def train_one_epoch(
@@ -208,21 +238,16 @@ def fit(
         log, progress, on_epoch = (lambda _msg: None), False, None
     measure.reset_peak_memory(device)
     if device.type == "cpu":
-        # Adam's state decays into denormal floats within a few epochs, which are
-        # many times slower on x86 CPUs; flushing them to zero costs no accuracy.
-        torch.set_flush_denormal(True)
+        cpu.flush_denormals()  # on every intra-op thread: Adam's state decays into slow denormals
 
     d = split_data(cfg, data, device)
-    torch.manual_seed(cfg.seed)
-    net = models.build(cfg).to(device)
-    model = DistributedDataParallel(net) if w.active else net
-    optimizer = build_optimizer(net, cfg)
     shard = len(d.train_x) // w.size
     local_cfg = cfg.replace(batch_size=cfg.batch_size // w.size)
     steps_per_epoch = math.ceil(shard / local_cfg.batch_size)
-    scheduler = build_scheduler(optimizer, cfg, steps_per_epoch)
-    data_generator = torch.Generator().manual_seed(cfg.seed)
-    aug_generator = torch.Generator(device).manual_seed(cfg.seed + w.rank)
+    st = build_step_state(cfg, device, steps_per_epoch, rank=w.rank)
+    net, optimizer, scheduler = st.model, st.optimizer, st.scheduler
+    data_generator, aug_generator = st.data_generator, st.aug_generator
+    model = DistributedDataParallel(net) if w.active else net
 
     history: list[dict] = []
     best_val = -1.0

@@ -1,0 +1,93 @@
+"""The results of `fmnist bench` for people: a plain-text table, a throughput and latency plot, JSON."""
+
+from __future__ import annotations
+
+import json
+import os
+
+from fmnist import report
+from fmnist.atomic import atomic_write
+
+
+def format_table(result: dict) -> str:
+    """The results as a plain-text table, hardware first."""
+    hw, model, pipe = result["hardware"], result["model"], result["pipeline"]
+    lines = [
+        f"device {result['device']} | {hw['cpu']} | {hw['torch_threads']} threads | torch {hw['torch_version']}"
+        + (f" | {hw['gpu']}" if "gpu" in hw else ""),
+        f"model {model['name']} hidden={','.join(map(str, model['hidden']))} | {model['parameters']:,} parameters | "
+        f"{model['forward_flops_per_image'] / 1e6:.2f} MFLOP forward, {model['training_flops_per_image'] / 1e6:.2f} "
+        "MFLOP training step per image",
+        f"matmul fp32 {_rates(hw['matmul_gflops_by_size'])} GFLOP/s (at the end {_rates(hw['matmul_gflops_at_end'])}); "
+        f"the best ({hw['matmul_gflops']:.0f}) sets the limits: "
+        f"{hw['inference_limit_images_per_second']:,.0f} img/s inference, "
+        f"{hw['training_limit_images_per_second']:,.0f} img/s training",
+        "",
+        f"{'':<10} {'batch':>6} {'median ms':>10} {'p95 ms':>9} {'images/s':>11} {'of limit':>9} {'other CPUs':>10}",
+    ]
+    kinds = (("inference", "inference"), ("inference_bf16_autocast", "bf16 infer"), ("training", "training"),
+             ("training_bf16_autocast", "bf16 train"))
+    for kind, name in kinds:
+        for row in result[kind]:
+            lines.append(
+                f"{name:<10} {row['batch_size']:>6} {row['latency_ms_median']:>10.3f} {row['latency_ms_p95']:>9.3f} "
+                f"{row['images_per_second']:>11,.0f} {row['fraction_of_limit']:>9.1%} {_cpus(row['other_cpus']):>10}"
+            )
+    scaled = f" (measured on {pipe['images_measured']:,} images, scaled)" if pipe["scaled"] else ""
+    lines += [
+        "",
+        f"epoch of {pipe['scaled_to_images']:,} images at batch {pipe['batch_size']}{scaled}: "
+        f"textbook {pipe['textbook_epoch_seconds']:.2f}s ({pipe['textbook_images_per_second']:,.0f} img/s), "
+        f"fmnist {pipe['fmnist_epoch_seconds']:.2f}s ({pipe['fmnist_images_per_second']:,.0f} img/s): "
+        f"{pipe['speedup']:.2f}x (other CPUs {_cpus(pipe['other_cpus']['textbook'])}, "
+        f"{_cpus(pipe['other_cpus']['fmnist'])})",
+        f"peak memory {result['peak_memory_bytes'] / 2**20:,.0f} MiB ({result['peak_memory_kind']})",
+        f"other processes kept {_cpus(result['other_cpus'])} CPUs busy on average during the run "
+        f"(of {result['hardware']['cpu_count']}; load average {result['load_average']['before']} -> "
+        f"{result['load_average']['after']})",
+    ]
+    return "\n".join(lines)
+
+
+def _rates(by_size: dict[str, float]) -> str:
+    return ", ".join(f"{n}: {r:.0f}" for n, r in by_size.items())
+
+
+def _cpus(value: float | None) -> str:
+    return "n/a" if value is None else f"{value:.2f}"
+
+
+def write_json(result: dict, path: str | os.PathLike) -> None:
+    atomic_write(path, json.dumps(result, indent=2) + "\n")
+
+
+def plot(result: dict, path: str | os.PathLike) -> None:
+    """Throughput and latency against batch size, inference and training, as a PNG."""
+    fig = report.new_figure((10, 4))
+    rate_ax, latency_ax = fig.subplots(1, 2)
+    series = (("inference", "inference fp32", "o"), ("inference_bf16_autocast", "inference bf16", "^"),
+              ("training", "training fp32", "s"), ("training_bf16_autocast", "training bf16", "v"))
+    for kind, name, marker in series:
+        rows = result[kind]
+        if not rows:
+            continue
+        batches = [r["batch_size"] for r in rows]
+        (line,) = rate_ax.plot(batches, [r["images_per_second"] for r in rows], marker=marker, label=name)
+        colour = line.get_color()
+        latency_ax.plot(batches, [r["latency_ms_median"] for r in rows], marker=marker, color=colour,
+                        label=f"{name} median")
+        latency_ax.plot(batches, [r["latency_ms_p95"] for r in rows], marker=marker, color=colour, linestyle=":",
+                        alpha=0.6, label=f"{name} p95")
+    hw = result["hardware"]
+    for key, label in (("inference_limit_images_per_second", "fp32 inference limit"),
+                       ("training_limit_images_per_second", "fp32 training limit")):
+        rate_ax.axhline(hw[key], color="gray", linestyle="--" if "inference" in key else ":", linewidth=1)
+        rate_ax.annotate(label, (0.02, hw[key]), xycoords=("axes fraction", "data"), fontsize=7, va="bottom")
+    rate_ax.set(title="Throughput", xlabel="batch size", ylabel="images/s", xscale="log", yscale="log")
+    latency_ax.set(title="Latency per batch", xlabel="batch size", ylabel="ms", xscale="log", yscale="log")
+    for ax in (rate_ax, latency_ax):
+        ax.grid(alpha=0.3, which="both")
+        ax.legend(fontsize=8)
+    fig.suptitle(f"{result['model']['name']} on {result['device']} ({hw['cpu']}, {hw['torch_threads']} threads, "
+                 f"torch {hw['torch_version']})", fontsize=9)
+    report.save_png(fig, path)

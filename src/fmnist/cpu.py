@@ -1,0 +1,52 @@
+"""The host CPU's floating-point mode on every thread that computes for torch."""
+
+from __future__ import annotations
+
+import ctypes
+import re
+from functools import cache
+from pathlib import Path
+
+import torch
+
+# The OpenMP runtime's entry point for `#pragma omp parallel`: fn(data) on every thread of the team.
+_TEAM_FN = ctypes.CFUNCTYPE(None, ctypes.c_void_p)
+
+
+def flush_denormals(enabled: bool = True) -> None:
+    """Flush denormal floats to zero (or stop) on this thread and on every thread of torch's
+    intra-op OpenMP pool.
+
+    Denormals are many times slower on x86 (Adam's second moments decay into them within a few
+    epochs), and flushing them costs no accuracy here. torch.set_flush_denormal sets only the
+    calling thread's MXCSR; pool threads started before it keep theirs, and those started after
+    copy the thread that starts them. So the setter also runs once on each pool thread, through
+    an OpenMP parallel region of torch.get_num_threads() threads: the team torch's own parallel
+    ops use.
+    """
+    torch.set_flush_denormal(enabled)
+    parallel = _openmp_parallel()
+    if parallel is None or torch.get_num_threads() < 2:
+        return
+    setter = _TEAM_FN(lambda _: torch.set_flush_denormal(enabled))
+    parallel(setter, None, torch.get_num_threads(), 0)  # ctypes releases the GIL: the callbacks take it in turn
+
+
+@cache
+def _openmp_parallel():
+    """GOMP_parallel of the OpenMP runtime already loaded with torch (libgomp, or the GNU-compatible
+    entry of libiomp5 / libomp); None off Linux or when torch is not built with OpenMP."""
+    try:
+        maps = Path("/proc/self/maps").read_text()
+    except OSError:
+        return None
+    found = re.search(r"/\S*lib(?:gomp|iomp5|omp)[^\s/]*\.so[^\s/]*", maps)
+    if found is None:
+        return None
+    try:
+        parallel = ctypes.CDLL(found.group(0)).GOMP_parallel  # the loaded copy: dlopen returns its handle
+    except (OSError, AttributeError):
+        return None
+    parallel.argtypes = [_TEAM_FN, ctypes.c_void_p, ctypes.c_uint, ctypes.c_uint]
+    parallel.restype = None
+    return parallel

@@ -1,0 +1,76 @@
+"""The few-step torch.profiler trace behind `fmnist train --profile`."""
+
+from __future__ import annotations
+
+import math
+import os
+from collections.abc import Callable
+from pathlib import Path
+
+import torch
+
+from fmnist import cpu, measure, train
+from fmnist.atomic import atomic_path
+from fmnist.config import Config
+from fmnist.data import FashionMNIST
+from fmnist.errors import FmnistError
+
+
+def profile_training(
+    cfg: Config,
+    data: FashionMNIST,
+    out_dir: str | os.PathLike,
+    *,
+    warmup_steps: int = 5,
+    steps: int = 10,
+    log: Callable[[str], None] = print,
+) -> Path:
+    """Profile `steps` training steps of `cfg` (after `warmup_steps` untimed ones) on a throwaway
+    model, log the 10 most expensive operators and write a Chrome trace into `out_dir`, which
+    Perfetto (ui.perfetto.dev) opens; it is named as torch.profiler.tensorboard_trace_handler
+    names its files, for TensorBoard's profiler plugin. Returns the trace's path.
+
+    The global RNG state is saved and restored, so a run that follows is unchanged.
+    """
+    from torch.profiler import ProfilerActivity, profile
+
+    device = measure.select_device(cfg.device)
+    rng = torch.get_rng_state()
+    cuda_rng = torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None
+    try:
+        if device.type == "cpu":
+            cpu.flush_denormals()  # as fit() trains
+        n = min((warmup_steps + steps) * cfg.batch_size, len(data.train_images))
+        warmup_steps = min(warmup_steps, n // cfg.batch_size - 1)  # a small dataset: keep a step to profile
+        if warmup_steps < 0:
+            raise FmnistError(f"--profile needs at least one batch of {cfg.batch_size} training images")
+        images, labels = data.train_images[:n].to(device), data.train_labels[:n].to(device)
+        st = train.build_step_state(cfg, device, math.ceil(len(data.train_images) / cfg.batch_size))
+        order = torch.randperm(n, generator=st.data_generator).to(device)
+        split = warmup_steps * cfg.batch_size
+
+        def steps_of(part: torch.Tensor) -> None:
+            train.train_one_epoch(st.model, st.optimizer, st.scheduler, images, labels, part, cfg, st.aug_generator)
+
+        if split:
+            steps_of(order[:split])
+        activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device.type == "cuda" else [])
+        measure.synchronize(device)
+        with profile(activities=activities, record_shapes=True) as prof:
+            steps_of(order[split:])
+            measure.synchronize(device)
+    finally:
+        torch.set_rng_state(rng)
+        if cuda_rng is not None:
+            torch.cuda.set_rng_state_all(cuda_rng)
+    # TensorBoard's profiler plugin looks for *.pt.trace.json files.
+    path = Path(out_dir) / f"fmnist-train-{cfg.model}.pt.trace.json"
+    with atomic_path(path) as tmp:
+        prof.export_chrome_trace(str(tmp))
+    sort = "self_cuda_time_total" if device.type == "cuda" else "self_cpu_time_total"
+    profiled = math.ceil((n - split) / cfg.batch_size)
+    log(f"profile of {profiled} training steps at batch {cfg.batch_size} on {device} "
+        f"(after {warmup_steps} warm-up steps), top 10 by self time:")
+    log(prof.key_averages().table(sort_by=sort, row_limit=10))
+    log(f"trace written to {path} (open it in https://ui.perfetto.dev)")
+    return path

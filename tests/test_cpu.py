@@ -1,0 +1,79 @@
+"""Flush-to-zero must hold on every thread of torch's pool, not only the caller's.
+
+Each check runs in a child process with 2 intra-op threads whose pool is started (by a parallel
+op) before the flag is set: the case torch.set_flush_denormal alone gets wrong.
+"""
+
+import subprocess
+import sys
+import textwrap
+
+import pytest
+
+from fmnist import cpu
+
+PROBE = textwrap.dedent(
+    """
+    import sys
+    import torch
+    from fmnist import cpu
+
+    torch.set_num_threads(2)
+    torch.ones(1 << 21).mul_(2)  # starts the OpenMP pool before the flag is set
+    tiny = torch.full((1 << 21,), 1e-30)  # times 1e-10: 1e-40, a float32 denormal
+
+    def denormal_chunks():
+        out = tiny * 1e-10  # big enough for torch to split it across both threads
+        return [int((chunk != 0).sum()) for chunk in out.view(16, -1)]
+
+    def check():
+        assert torch.get_num_threads() == 2
+        counts = denormal_chunks()
+        print(counts)
+        sys.exit(0 if not any(counts) else 1)
+    """
+)
+
+
+def run_probe(body: str) -> subprocess.CompletedProcess:
+    code = PROBE + textwrap.dedent(body)
+    return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+
+
+@pytest.mark.skipif(cpu._openmp_parallel() is None, reason="torch here has no OpenMP runtime to reach")
+def test_set_flush_denormal_alone_misses_the_pool_threads():
+    """The probe can fail: the calling thread's flag alone leaves the other thread's chunks denormal."""
+    result = run_probe("torch.set_flush_denormal(True)\ncheck()\n")
+    assert result.returncode == 1, result.stdout + result.stderr
+
+
+def test_flush_denormals_reaches_every_pool_thread():
+    result = run_probe("cpu.flush_denormals()\ncheck()\n")
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_flush_denormals_false_turns_it_off_everywhere():
+    result = run_probe(
+        "cpu.flush_denormals()\ncpu.flush_denormals(False)\n"
+        "counts = denormal_chunks()\nprint(counts)\nsys.exit(0 if all(counts) else 1)\n"
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_fit_leaves_flush_to_zero_on_every_thread(tmp_path):
+    result = run_probe(
+        f"""
+        from pathlib import Path
+        from fmnist import data, train
+        from fmnist.config import Config
+
+        g = torch.Generator().manual_seed(0)
+        images = lambda n: torch.randint(0, 256, (n, 28, 28), dtype=torch.uint8, generator=g)
+        labels = lambda n: torch.arange(n) % 10
+        dataset = data.FashionMNIST(images(256), labels(256), images(64), labels(64), Path("."), "test")
+        train.fit(Config(hidden=(16,), epochs=1, batch_size=64, device="cpu"), {str(tmp_path)!r}, dataset,
+                  log=lambda _: None, progress=False)
+        check()
+        """
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
