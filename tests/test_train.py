@@ -181,3 +181,68 @@ def test_amp_runs_the_training_forward_in_bf16_and_evaluation_in_fp32(
     result = fit(Config(**SMALL, amp=amp), tmp_path / "run")
     assert seen == {"train": {dtype}, "eval": {torch.float32}}
     assert result.summary["test_accuracy"] > 0.9
+
+
+def interrupted_after_first_epoch(cfg, run_dir):
+    def stop_after_first_epoch(msg):
+        if msg.startswith("epoch   1/"):
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        train.fit(cfg, run_dir, data.load(), log=stop_after_first_epoch, progress=False)
+
+
+def edit_checkpoint(path, change):
+    state = torch.load(path, weights_only=True)
+    change(state)
+    torch.save(state, path)
+
+
+def test_a_run_saved_on_cuda_resumes_with_device_cpu(synthetic_data, tmp_path, capsys):
+    """The device is where a run trains, not what it is: a CUDA run continues on the CPU, whose
+    generators cannot take a CUDA generator's state, so augmentation draws afresh from there."""
+    from fmnist.cli import main
+
+    run = tmp_path / "run"
+    interrupted_after_first_epoch(Config(**SMALL, augment=("flip",), device="cpu"), run)
+
+    def as_if_saved_on_cuda(state):
+        state["config"]["device"] = "cuda"
+        # what torch.cuda's Philox generators save: 16 bytes, seed and offset
+        state["rng"] = [{**state["rng"][0], "device": "cuda", "augment": torch.zeros(16, dtype=torch.uint8),
+                         "cuda": torch.zeros(16, dtype=torch.uint8)}]
+
+    edit_checkpoint(run / "checkpoints" / "last.pt", as_if_saved_on_cuda)
+    (run / "config.toml").write_text((run / "config.toml").read_text().replace('device = "cpu"', 'device = "cuda"'))
+    assert main(["train", "--resume", str(run), "--device", "cpu", "--no-progress"]) == 0
+    out = capsys.readouterr().out
+    assert "saved by 1 process(es) on cuda, resumed by 1 on cpu" in out and "test accuracy" in out
+    summary = json.loads((run / "summary.json").read_text())
+    assert summary["device"] == "cpu" and summary["epochs"] == 2
+
+
+def test_checkpoints_from_before_per_rank_states_resume_exactly(synthetic_data, tmp_path):
+    cfg = Config(**SMALL, dropout=0.2, augment=("crop",))
+    straight = fit(cfg, tmp_path / "straight").history
+    interrupted_after_first_epoch(cfg, tmp_path / "cut")
+
+    def one_dict_without_device(state):  # the layout fit() wrote before
+        state["rng"] = {k: v for k, v in state["rng"][0].items() if k != "device"}
+
+    edit_checkpoint(tmp_path / "cut" / "checkpoints" / "last.pt", one_dict_without_device)
+    resumed = fit(cfg, tmp_path / "cut", resume=True).history
+    assert without_timings(resumed) == without_timings(straight)
+
+
+def test_compile_option_compiles_the_training_forward_only(synthetic_data, tmp_path, monkeypatch):
+    compiled = []
+
+    def fake_compile(model, mode):  # inductor needs seconds per graph; this checks the wiring
+        compiled.append((type(model).__name__, mode))
+        return model
+
+    monkeypatch.setattr(torch, "compile", fake_compile)
+    fit(Config(**{**SMALL, "epochs": 1}, compile="reduce-overhead"), tmp_path / "run")
+    assert compiled == [("Sequential", "reduce-overhead")]
+    fit(Config(**{**SMALL, "epochs": 1}), tmp_path / "plain")
+    assert len(compiled) == 1

@@ -80,13 +80,14 @@ def resolve_train_config(args: argparse.Namespace) -> tuple[config_lib.Config, P
     if args.out:
         raise FmnistError("--resume continues a run in its own directory; drop --out")
     saved = config_lib.resolve(run_dir / "config.toml")
+    runtime = {name: value for name, value in asked.items() if name in config_lib.RUNTIME_FIELDS}
     for name, value in asked.items():
-        if config_lib.coerce(name, value) != getattr(saved, name):
+        if name not in runtime and config_lib.coerce(name, value) != getattr(saved, name):
             raise FmnistError(
                 f"--resume {run_dir}: {name}={value} conflicts with the run's {name}={getattr(saved, name)}; "
                 "start a new run to change it"
             )
-    return saved, run_dir
+    return saved.replace(**runtime), run_dir
 
 
 def cmd_train(args: argparse.Namespace) -> int:

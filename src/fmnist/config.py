@@ -28,6 +28,9 @@ OPTIMIZERS = ("sgd", "adam", "adamw")
 SCHEDULES = ("none", "step", "cosine", "onecycle")
 DEVICES = ("auto", "cpu", "cuda", "mps")
 AMPS = ("none", "bf16")
+COMPILES = ("none", "default", "reduce-overhead")
+# Where a run trains, not what it computes: --resume may change these.
+RUNTIME_FIELDS = ("device",)
 
 
 def _opt(default: Any, help: str, choices: tuple[str, ...] | None = None) -> Any:
@@ -64,6 +67,8 @@ class Config:
     label_smoothing: float = _opt(0.0, "cross-entropy label smoothing")
     amp: str = _opt("none", "training steps under bf16 autocast (CPUs with AVX-512 BF16 or AMX, recent GPUs); "
                     "evaluation stays fp32", AMPS)
+    tf32: bool = _opt(False, "CUDA: fp32 matmuls and convolutions on TF32 tensor cores (other numerics than fp32)")
+    compile: str = _opt("none", "torch.compile the training forward (reduce-overhead: with CUDA graphs)", COMPILES)
     on_nan: str = _opt("stop", "on a non-finite loss: stop (the last good checkpoint stays) or skip the batch",
                        ("stop", "skip"))
     augment: tuple[str, ...] = _opt((), "batched on-device augmentations, comma-separated", AUGMENTATIONS)

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 
 import torch
 import torch.distributed as dist
+from torch import nn
 
 from fmnist.errors import FmnistError
 
@@ -20,6 +21,7 @@ class World:
     rank: int = 0
     size: int = 1
     local_rank: int = 0
+    launched: bool = False  # started by torchrun: joins a process group, even a group of one
 
     @property
     def is_main(self) -> bool:
@@ -36,36 +38,72 @@ def world() -> World:
         rank=int(os.environ.get("RANK", 0)),
         size=int(os.environ.get("WORLD_SIZE", 1)),
         local_rank=int(os.environ.get("LOCAL_RANK", 0)),
+        launched="WORLD_SIZE" in os.environ,
     )
 
 
+def backend_for(device: torch.device) -> str:
+    return "nccl" if device.type == "cuda" else "gloo"
+
+
 def init(device: torch.device) -> World:
-    """Join the process group when started by torchrun: NCCL for CUDA, gloo for CPU."""
+    """Join the process group when started by torchrun: NCCL for CUDA, gloo for CPU.
+
+    A CUDA process takes its own GPU before joining: NCCL sends from the current device, and
+    without set_device every rank's first collective would run on cuda:0. Under torchrun one
+    process joins a group of one too, so that `--nproc_per_node=1` runs every collective.
+    """
     w = world()
-    if w.active and not dist.is_initialized():
-        dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
+    if w.launched and not dist.is_initialized():
+        if device.type == "mps":
+            raise FmnistError("torchrun needs --device cuda or cpu: PyTorch has no collectives for mps")
+        if device.type == "cuda":
+            torch.cuda.set_device(device_for(device, w))
+        dist.init_process_group(backend_for(device))
     return w
 
 
 def device_for(device: torch.device, w: World) -> torch.device:
     """One GPU per process on a node; CPU processes share the CPU."""
-    if device.type == "cuda" and w.active:
+    if device.type == "cuda" and w.launched:
         if w.local_rank >= torch.cuda.device_count():
             raise FmnistError(f"local rank {w.local_rank} has no GPU ({torch.cuda.device_count()} visible)")
-        torch.cuda.set_device(w.local_rank)
         return torch.device("cuda", w.local_rank)
     return device
 
 
+def collective_device(backend: str, w: World) -> torch.device:
+    """Where tensors sent over `backend` must live: NCCL moves only this process's GPU memory."""
+    return torch.device("cuda", w.local_rank) if backend == "nccl" else torch.device("cpu")
+
+
+def sync_batch_norm(net: nn.Module, device: torch.device) -> nn.Module:
+    """Batch norm over the whole effective batch, as one process computes it, where PyTorch can
+    (SyncBatchNorm runs on GPUs only); on CPU each process normalises by its own shard."""
+    return nn.SyncBatchNorm.convert_sync_batchnorm(net) if device.type == "cuda" else net
+
+
 def all_reduce_sum(values: torch.Tensor, w: World) -> torch.Tensor:
-    if w.active:
-        dist.all_reduce(values, op=dist.ReduceOp.SUM)
-    return values
+    """The sum of `values` over all processes, on the device `values` came from."""
+    if not dist.is_initialized():
+        return values
+    sent = values.to(collective_device(dist.get_backend(), w))
+    dist.all_reduce(sent, op=dist.ReduceOp.SUM)
+    return sent.to(values.device)
+
+
+def gather(obj, w: World) -> list | None:
+    """Every rank's value of a picklable object, in rank order, on rank 0; None on the others."""
+    if not dist.is_initialized():
+        return [obj]
+    box = [None] * w.size if w.is_main else None
+    dist.gather_object(obj, box, dst=0)
+    return box
 
 
 def broadcast(obj, w: World):
     """Rank 0's value of a picklable object, on every rank."""
-    if not w.active:
+    if not dist.is_initialized():
         return obj
     box = [obj]
     dist.broadcast_object_list(box, src=0)
@@ -73,5 +111,5 @@ def broadcast(obj, w: World):
 
 
 def shutdown(w: World) -> None:
-    if w.active and dist.is_initialized():
+    if dist.is_initialized():
         dist.destroy_process_group()

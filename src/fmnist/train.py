@@ -10,6 +10,7 @@ import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import cast
 
 import torch
 import torch.nn.functional as F
@@ -240,6 +241,9 @@ def fit(
     if device.type == "cpu":
         cpu.flush_denormals()  # on every intra-op thread: Adam's state decays into slow denormals
 
+    if device.type == "cuda":
+        torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = cfg.tf32
+
     d = split_data(cfg, data, device)
     shard = len(d.train_x) // w.size
     local_cfg = cfg.replace(batch_size=cfg.batch_size // w.size)
@@ -247,17 +251,26 @@ def fit(
     st = build_step_state(cfg, device, steps_per_epoch, rank=w.rank)
     net, optimizer, scheduler = st.model, st.optimizer, st.scheduler
     data_generator, aug_generator = st.data_generator, st.aug_generator
-    model = DistributedDataParallel(net) if w.active else net
+    model: nn.Module = net
+    if w.launched:
+        net = distributed.sync_batch_norm(net, device)
+        model = DistributedDataParallel(net, device_ids=[device.index] if device.type == "cuda" else None)
+    if w.active:
+        torch.manual_seed(cfg.seed + w.rank)  # dropout masks differ per rank, as augmentation does
+    if cfg.compile != "none":
+        model = cast(nn.Module, torch.compile(model, mode=cfg.compile))
 
     history: list[dict] = []
     best_val = -1.0
     last_path, best_path = run_dir / "checkpoints" / "last.pt", run_dir / "checkpoints" / "best.pt"
     if resume and last_path.exists():
-        state = checkpoint.load(last_path, map_location=device)
+        # Loaded to the CPU, where RNG states must be, whatever device saved the run;
+        # load_state_dict copies weights and optimizer state to this run's device.
+        state = checkpoint.load(last_path)
         net.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])
-        restore_rng(state["rng"], data_generator, aug_generator, device)
+        restore_rng(state["rng"], w, data_generator, aug_generator, device, log)
         history, best_val = state["history"], state["best_val_acc"]
         log(f"resuming {run_dir} after epoch {state['epoch']}")
     elif not resume:
@@ -269,7 +282,7 @@ def fit(
     try:
         for epoch in range(len(history) + 1, cfg.epochs + 1):
             order = torch.randperm(len(d.train_x), generator=data_generator)
-            order = order[w.rank : shard * w.size : w.size].to(device)
+            order = to_device(order[w.rank : shard * w.size : w.size], device)
             lr = optimizer.param_groups[0]["lr"]
             measure.synchronize(device)
             t0 = time.perf_counter()
@@ -282,6 +295,7 @@ def fit(
             train_loss, train_acc = (totals / w.size).tolist()
             measure.synchronize(device)
             seconds = time.perf_counter() - t0
+            rng = distributed.gather(rng_states(data_generator, aug_generator, device), w)
             if writer is None:  # only the main process records the epoch
                 continue
             row = {
@@ -306,7 +320,7 @@ def fit(
                 "config": config_lib.to_dict(cfg),
                 "history": history,
                 "best_val_acc": best_val,
-                "rng": rng_states(data_generator, aug_generator, device),
+                "rng": rng,  # one dict per rank, in rank order
             }
             checkpoint.save(last_path, state)
             if improved:
@@ -356,19 +370,59 @@ def prepare_run_dir(run_dir: Path, cfg: Config) -> str | None:
     return None
 
 
-def restore_rng(states: dict, data_generator: torch.Generator, aug_generator: torch.Generator, device) -> None:
-    torch.set_rng_state(states["torch"])
-    data_generator.set_state(states["data"])
-    aug_generator.set_state(states["augment"])
-    if device.type == "cuda" and "cuda" in states:
-        torch.cuda.set_rng_state(states["cuda"], device)
+def to_device(tensor: torch.Tensor, device: torch.device) -> torch.Tensor:
+    """A host tensor on `device`; to a GPU through pinned memory, so the copy does not stall the host."""
+    if device.type == "cuda":
+        return tensor.pin_memory().to(device, non_blocking=True)
+    return tensor.to(device)
 
 
 def rng_states(data_generator: torch.Generator, aug_generator: torch.Generator, device: torch.device) -> dict:
-    states = {"torch": torch.get_rng_state(), "data": data_generator.get_state(), "augment": aug_generator.get_state()}
+    """This process's random states, all CPU tensors: the global CPU RNG, the data order, the
+    augmentation generator and the device's global RNG (dropout on a GPU draws from it)."""
+    states = {
+        "device": device.type,
+        "torch": torch.get_rng_state(),
+        "data": data_generator.get_state(),
+        "augment": aug_generator.get_state(),
+    }
     if device.type == "cuda":
         states["cuda"] = torch.cuda.get_rng_state(device)
+    elif device.type == "mps":
+        states["mps"] = torch.mps.get_rng_state()
     return states
+
+
+def restore_rng(
+    saved: dict | list[dict],
+    w: distributed.World,
+    data_generator: torch.Generator,
+    aug_generator: torch.Generator,
+    device: torch.device,
+    log: Callable[[str], None] = print,
+) -> None:
+    """Restore this rank's states from a checkpoint's `rng` (a list by rank; one dict before that).
+
+    The data order is the same on every rank and always continues. The other streams continue
+    only on the device type and process count that saved them: a CUDA generator's state means
+    nothing to a CPU one. Otherwise they keep their fresh per-rank seeds, and the run goes on
+    with other augmentations and dropout masks than an uninterrupted one would have drawn.
+    """
+    per_rank = saved if isinstance(saved, list) else [saved]
+    cpu = [{k: v.cpu() if isinstance(v, torch.Tensor) else v for k, v in s.items()} for s in per_rank]
+    data_generator.set_state(cpu[0]["data"])
+    states = cpu[w.rank] if len(cpu) == w.size else {}
+    saved_on = states.get("device", "cuda" if "cuda" in states else "cpu")
+    if not states or saved_on != device.type:
+        log(f"saved by {len(cpu)} process(es) on {cpu[0].get('device', saved_on)}, resumed by {w.size} on "
+            f"{device.type}: augmentation and dropout draw fresh random numbers from here on")
+        return
+    torch.set_rng_state(states["torch"])
+    aug_generator.set_state(states["augment"])
+    if device.type == "cuda":
+        torch.cuda.set_rng_state(states["cuda"], device)
+    elif device.type == "mps":
+        torch.mps.set_rng_state(states["mps"])
 
 
 def format_epoch(row: dict, epochs: int) -> str:
