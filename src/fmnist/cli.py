@@ -340,6 +340,28 @@ def cmd_bench(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_serve(args: argparse.Namespace) -> int:
+    from fmnist.inference import load_predictor
+    from fmnist.serve import server
+    from fmnist.serve.app import Limits, create_app
+
+    limits = Limits(max_batch=args.max_batch, max_wait_ms=args.max_wait_ms, max_queue=args.max_queue,
+                    decoders=args.decoders, max_body=round(args.max_body_mb * 2**20), max_files=args.max_files,
+                    top_k=args.top_k)
+    limits.check()
+    predictor = load_predictor(args.model, measure.select_device(args.device))
+    app = create_app(predictor, limits)
+    sock = server.listen(args.host, args.port)
+    host, port = sock.getsockname()[:2]
+    shown = f"[{host}]" if ":" in host else host
+    facts = predictor.describe()
+    print(f"fmnist serve: {facts.get('model', '')} {facts.get('format', '')} model from {args.model} on "
+          f"http://{shown}:{port}/ (API: POST /predict, GET /healthz); Ctrl-C or SIGTERM stops after the requests "
+          "in flight", flush=True)
+    server.run(app, sock, access_log=not args.no_access_log)
+    return 0
+
+
 DEVICE_HELP = "where to run (default: auto: cuda, then mps, then cpu)"
 
 
@@ -376,6 +398,21 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="one JSON object per line per image")
     p.add_argument("--device", default="auto", choices=config_lib.DEVICES, help=DEVICE_HELP)
     p.set_defaults(func=cmd_predict)
+
+    p = sub.add_parser("serve", help="HTTP API and web page: classify uploaded images, with micro-batching")
+    p.add_argument("model", help="a .pt checkpoint, a run directory, or an exported model")
+    p.add_argument("--host", default="127.0.0.1", help="address to listen on; 0.0.0.0 exposes it to the network (default: 127.0.0.1)")
+    p.add_argument("--port", type=int, default=8000, help="TCP port; 0 picks a free one (default: 8000)")
+    p.add_argument("--device", default="auto", choices=config_lib.DEVICES, help=DEVICE_HELP)
+    p.add_argument("--max-batch", type=int, default=64, help="images per model call (default: 64)")
+    p.add_argument("--max-wait-ms", type=float, default=2.0, help="how long a batch waits for more images once one arrived (default: 2.0)")
+    p.add_argument("--max-queue", type=int, default=256, help="requests in progress, and images waiting for the model, before answering 503 (default: 256)")
+    p.add_argument("--decoders", type=int, default=2, help="threads decoding uploaded images (default: 2)")
+    p.add_argument("--max-body-mb", type=float, default=10.0, help="largest request body, MiB (default: 10)")
+    p.add_argument("--max-files", type=int, default=16, help="images in one multipart request (default: 16)")
+    p.add_argument("--top-k", type=int, default=5, help="classes listed per prediction (default: 5)")
+    p.add_argument("--no-access-log", action="store_true", help="no log line per request")
+    p.set_defaults(func=cmd_serve)
 
     p = sub.add_parser("data", help="dataset info, verification and a sample grid")
     p.add_argument("action", choices=("info", "verify", "show"))

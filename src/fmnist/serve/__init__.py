@@ -1,0 +1,1 @@
+"""`fmnist serve`: the HTTP API (app.py), the micro-batcher (batching.py), uvicorn (server.py) and the page (static/)."""

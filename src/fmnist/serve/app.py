@@ -1,0 +1,292 @@
+"""`fmnist serve`: the HTTP API and the page, as a FastAPI app built by `create_app(predictor)`.
+
+Requests never touch the filesystem: bodies are read into memory (at most `max_body` bytes,
+counted while they stream in), multipart forms are parsed in memory, and the page's files are
+read once when the app is built. Images are decoded in a small thread pool and the model runs
+in the micro-batcher's thread, so the event loop only moves bytes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import concurrent.futures
+import contextlib
+import io
+from collections.abc import AsyncIterator
+from dataclasses import asdict, dataclass
+from importlib import resources
+from typing import Any
+
+import numpy as np
+import torch
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse, Response
+from PIL import Image
+from pydantic import BaseModel
+from python_multipart.multipart import MultipartParser, parse_options_header
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.requests import ClientDisconnect
+
+from fmnist.data import CLASSES
+from fmnist.errors import FmnistError
+from fmnist.images import load_image
+from fmnist.inference import Predictor
+from fmnist.serve.batching import MicroBatcher, QueueFull
+
+_STATIC_TYPES = {".html": "text/html; charset=utf-8", ".css": "text/css; charset=utf-8",
+                 ".js": "text/javascript; charset=utf-8", ".svg": "image/svg+xml", ".png": "image/png"}
+
+
+@dataclass(frozen=True)
+class Limits:
+    """What one server accepts and how it batches; `fmnist serve` flags map onto these."""
+
+    max_batch: int = 64  # images per model call
+    max_wait_ms: float = 2.0  # how long the first image of a batch waits for company
+    max_queue: int = 256  # requests in progress, and images waiting for the model; beyond: 503
+    decoders: int = 2  # threads decoding uploads at once (each may hold a large decoded photo)
+    max_body: int = 10 * 2**20  # bytes of one request body
+    max_files: int = 16  # images in one multipart request
+    top_k: int = 5  # classes listed in each prediction's "top"
+
+    def check(self) -> None:
+        for name, value in asdict(self).items():
+            if value < (0 if name == "max_wait_ms" else 1):
+                raise FmnistError(f"{name.replace('_', '-')} must be {'>= 0' if name == 'max_wait_ms' else '>= 1'}, got {value}")
+        if self.max_files > self.max_batch:
+            raise FmnistError(f"max-files ({self.max_files}) cannot exceed max-batch ({self.max_batch})")
+        if self.top_k > len(CLASSES):
+            raise FmnistError(f"top-k must be at most {len(CLASSES)}, got {self.top_k}")
+
+
+class ApiError(Exception):
+    def __init__(self, status: int, message: str, headers: dict[str, str] | None = None):
+        super().__init__(message)
+        self.status, self.message, self.headers = status, message, headers
+
+
+class Prediction(BaseModel):
+    class_index: int
+    class_name: str
+    probability: float
+    top: list[tuple[str, float]]
+    input: str  # the 28x28 image the model saw, as a data:image/png;base64 URL
+
+
+class PredictResponse(BaseModel):
+    predictions: list[Prediction]
+
+
+class ErrorResponse(BaseModel):
+    error: str
+
+
+def create_app(predictor: Predictor, limits: Limits = Limits()) -> FastAPI:
+    limits.check()
+    batcher = MicroBatcher(predictor.probabilities, limits.max_batch, limits.max_wait_ms / 1000, limits.max_queue)
+    decode_pool = concurrent.futures.ThreadPoolExecutor(limits.decoders, thread_name_prefix="fmnist-decode")
+    static = _read_static()
+    in_progress = 0
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        async with batcher:
+            yield
+        decode_pool.shutdown(wait=True)
+
+    errors: dict[int | str, dict[str, Any]] = {code: {"model": ErrorResponse} for code in (400, 413, 415, 422, 503)}
+    # No /docs or /redoc: FastAPI serves them from a CDN, and every page here must work offline.
+    app = FastAPI(title="fmnist", summary="Fashion-MNIST classifier", lifespan=lifespan, responses=errors,
+                  docs_url=None, redoc_url=None)
+
+    @app.exception_handler(ApiError)
+    async def api_error(request: Request, exc: ApiError) -> JSONResponse:
+        return JSONResponse({"error": exc.message}, exc.status, headers=exc.headers)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        return JSONResponse({"error": str(exc.detail)}, exc.status_code, headers=exc.headers)
+
+    @app.exception_handler(RequestValidationError)
+    async def validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:
+        first = exc.errors()[0]
+        where = ".".join(str(p) for p in first.get("loc", ()))
+        return JSONResponse({"error": f"{where}: {first.get('msg', 'invalid')}"}, 422)
+
+    @app.exception_handler(Exception)
+    async def internal_error(request: Request, exc: Exception) -> JSONResponse:
+        # Starlette still logs the traceback on the server; the client gets one line.
+        return JSONResponse({"error": f"internal error ({type(exc).__name__})"}, 500)
+
+    @app.get("/healthz")
+    async def healthz() -> dict[str, Any]:
+        return {
+            "status": "ok",
+            **predictor.describe(),
+            "classes": list(CLASSES),
+            "limits": asdict(limits),
+            "in_progress": in_progress,
+            "queued_images": batcher.waiting,
+            "model_calls": batcher.batches,
+            "images_classified": batcher.images,
+        }
+
+    @app.post(
+        "/predict",
+        response_model=PredictResponse,
+        openapi_extra={"requestBody": {"content": {
+            "image/*": {"schema": {"type": "string", "format": "binary"}},
+            "multipart/form-data": {"schema": {"type": "object", "properties": {
+                "file": {"type": "array", "items": {"type": "string", "format": "binary"}}}}},
+        }}},
+    )
+    async def predict(request: Request) -> Response:
+        """Classify one raw image body (Content-Type image/*) or the multipart field(s) `file`, in order."""
+        nonlocal in_progress
+        if in_progress >= limits.max_queue:
+            raise ApiError(503, f"server busy ({in_progress} requests in progress); retry shortly", {"Retry-After": "1"})
+        in_progress += 1
+        try:
+            uploads = await _read_uploads(request, limits)
+            loop = asyncio.get_running_loop()
+            decoded = await asyncio.gather(*(loop.run_in_executor(decode_pool, _decode, data, name) for name, data in uploads),
+                                           return_exceptions=True)
+            for result in decoded:  # the first bad file, in request order, names itself
+                if isinstance(result, FmnistError):
+                    raise ApiError(400, str(result))
+                if isinstance(result, BaseException):
+                    raise result
+            images = torch.stack([image for image, _ in decoded])  # type: ignore[misc]
+            try:
+                probs = await batcher.submit(images)
+            except QueueFull as exc:
+                raise ApiError(503, f"server busy: {exc}; retry shortly", {"Retry-After": "1"}) from None
+        finally:
+            in_progress -= 1
+        top_p, top_i = probs.topk(limits.top_k, dim=1)
+        predictions = [
+            {
+                "class_index": int(i[0]),
+                "class_name": CLASSES[int(i[0])],
+                "probability": float(p[0]),
+                "top": [[CLASSES[c], q] for c, q in zip(i.tolist(), p.tolist())],
+                "input": png_url,
+            }
+            for p, i, (_, png_url) in zip(top_p, top_i, decoded)  # type: ignore[misc]
+        ]
+        # Built by hand rather than validated through the response model: same JSON, less work per request.
+        return JSONResponse({"predictions": predictions})
+
+    @app.get("/", include_in_schema=False)
+    async def page() -> Response:
+        return Response(static["index.html"], media_type=_STATIC_TYPES[".html"])
+
+    @app.get("/static/{name}", include_in_schema=False)
+    async def asset(name: str) -> Response:
+        if name not in static:  # a lookup in a dict read at start: no path from a request reaches the disk
+            raise ApiError(404, f"no such file: {name}")
+        return Response(static[name], media_type=_STATIC_TYPES.get("." + name.rpartition(".")[2], "application/octet-stream"))
+
+    return app
+
+
+async def _read_uploads(request: Request, limits: Limits) -> list[tuple[str, bytes]]:
+    """(name, bytes) of each image in the body, checking type and size as it streams in."""
+    content_type = request.headers.get("content-type", "")
+    kind, params = parse_options_header(content_type)
+    if kind.startswith(b"image/"):
+        body = b"".join([chunk async for chunk in _limited_stream(request, limits.max_body)])
+        return [("upload", body)]
+    if kind == b"multipart/form-data":
+        return await _read_multipart(request, params.get(b"boundary"), limits)
+    shown = content_type or "none"
+    raise ApiError(415, f"Content-Type {shown!r} not accepted: send an image (image/png, image/jpeg, ...) "
+                        "as the body, or multipart/form-data with the image(s) in field 'file'")
+
+
+async def _limited_stream(request: Request, limit: int) -> AsyncIterator[bytes]:
+    declared = request.headers.get("content-length", "")
+    too_big = ApiError(413, f"request body is larger than the {limit:,} bytes allowed")
+    if declared.isdigit() and int(declared) > limit:
+        raise too_big  # refuse before reading a byte
+    size = 0
+    try:
+        async for chunk in request.stream():
+            size += len(chunk)
+            if size > limit:  # a missing or lying Content-Length
+                raise too_big
+            yield chunk
+    except ClientDisconnect:
+        raise ApiError(400, "client disconnected before the body was complete") from None
+
+
+async def _read_multipart(request: Request, boundary: bytes | None, limits: Limits) -> list[tuple[str, bytes]]:
+    if not boundary:
+        raise ApiError(400, "multipart/form-data without a boundary parameter")
+    files: list[tuple[str, list[bytes]]] = []
+    state: dict[str, Any] = {"field": b"", "value": b"", "headers": {}, "ended": False}
+
+    def part_begin() -> None:
+        state["headers"] = {}
+
+    def header_field(data: bytes, start: int, end: int) -> None:
+        state["field"] += data[start:end]
+
+    def header_value(data: bytes, start: int, end: int) -> None:
+        state["value"] += data[start:end]
+
+    def header_end() -> None:
+        state["headers"][state["field"].lower()] = state["value"]
+        state["field"] = state["value"] = b""
+
+    def headers_finished() -> None:
+        _, options = parse_options_header(state["headers"].get(b"content-disposition", b""))
+        state["target"] = None
+        if options.get(b"name") == b"file":
+            if len(files) >= limits.max_files:
+                raise ApiError(400, f"too many files: at most {limits.max_files} per request")
+            name = options.get(b"filename", b"").decode("utf-8", "replace") or f"file {len(files) + 1}"
+            files.append((name, []))
+            state["target"] = files[-1][1]
+
+    def part_data(data: bytes, start: int, end: int) -> None:
+        if state["target"] is not None:  # other fields are skipped, not stored
+            state["target"].append(data[start:end])
+
+    def end() -> None:
+        state["ended"] = True
+
+    parser = MultipartParser(boundary, {
+        "on_part_begin": part_begin, "on_header_field": header_field, "on_header_value": header_value,
+        "on_header_end": header_end, "on_headers_finished": headers_finished, "on_part_data": part_data,
+        "on_end": end,
+    })
+    try:
+        async for chunk in _limited_stream(request, limits.max_body):
+            parser.write(chunk)
+        parser.finalize()
+    except ApiError:
+        raise
+    except Exception as exc:  # python-multipart reports malformed bodies with several exception types
+        raise ApiError(400, f"malformed multipart body: {' '.join(str(exc).split()) or type(exc).__name__}") from None
+    if not state["ended"]:
+        raise ApiError(400, "malformed multipart body: it ends before the closing boundary")
+    if not files:
+        raise ApiError(400, "no field 'file' in the form: send the image(s) as multipart field 'file'")
+    return [(name, b"".join(chunks)) for name, chunks in files]
+
+
+def _decode(data: bytes, name: str) -> tuple[torch.Tensor, str]:
+    """The 28x28 image the model sees, and the same as a PNG data URL for the page (FmnistError if unreadable)."""
+    image = load_image(data, name)
+    buffer = io.BytesIO()
+    Image.fromarray(np.asarray(image)).save(buffer, format="PNG")
+    return image, "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode("ascii")
+
+
+def _read_static() -> dict[str, bytes]:
+    folder = resources.files("fmnist.serve") / "static"
+    return {entry.name: entry.read_bytes() for entry in folder.iterdir() if entry.is_file()}
+

@@ -1,0 +1,130 @@
+"""Micro-batching: requests that arrive together share one model call.
+
+A model answers 64 images in little more time than one, so under load the server gathers the
+images of concurrent requests (up to `max_batch`, waiting at most `max_wait` for more once the
+first has arrived) and calls the model once, in a worker thread so that the event loop keeps
+accepting and parsing requests meanwhile. While the model runs, the next batch gathers. At most
+`max_queue` images may wait; beyond that `submit` raises QueueFull at once (the server's 503),
+so an overload costs a fast refusal instead of unbounded memory and latency.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import concurrent.futures
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+
+
+class QueueFull(Exception):
+    """More images are waiting for the model than the queue holds."""
+
+
+@dataclass
+class _Job:
+    images: torch.Tensor  # uint8 [k, 28, 28]
+    done: asyncio.Future[torch.Tensor]
+
+
+class MicroBatcher:
+    def __init__(
+        self,
+        predict: Callable[[torch.Tensor], torch.Tensor],
+        max_batch: int = 64,
+        max_wait: float = 0.002,
+        max_queue: int = 256,
+    ):
+        if max_batch < 1 or max_queue < 1 or max_wait < 0:
+            raise ValueError(f"need max_batch >= 1, max_queue >= 1, max_wait >= 0; got {max_batch}, {max_queue}, {max_wait}")
+        self.predict = predict
+        self.max_batch, self.max_wait, self.max_queue = max_batch, max_wait, max_queue
+        self._jobs: collections.deque[_Job] = collections.deque()
+        self._waiting = 0  # images in _jobs
+        self._arrived = asyncio.Event()
+        # One thread: model calls run one after another, each with all of torch's intra-op threads.
+        self._executor = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="fmnist-model")
+        self._worker: asyncio.Task[None] | None = None
+        self.batches = 0  # model calls so far, for /healthz
+        self.images = 0
+
+    async def __aenter__(self) -> MicroBatcher:
+        self._worker = asyncio.get_running_loop().create_task(self._run())
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        # The server drains requests before it stops us, so nothing is waiting now; fail any straggler.
+        if self._worker is not None:
+            self._worker.cancel()
+            try:
+                await self._worker
+            except asyncio.CancelledError:
+                pass
+        for job in self._jobs:
+            if not job.done.done():
+                job.done.set_exception(RuntimeError("server shutting down"))
+        self._executor.shutdown(wait=True)
+
+    @property
+    def waiting(self) -> int:
+        return self._waiting
+
+    async def submit(self, images: torch.Tensor) -> torch.Tensor:
+        """Probabilities float32 [k, 10] for uint8 images [k, 28, 28], computed in some batch."""
+        if self._worker is None or self._worker.done():
+            raise RuntimeError("MicroBatcher used outside `async with`")
+        if len(images) > self.max_batch:
+            raise ValueError(f"{len(images)} images in one request; at most max_batch={self.max_batch}")
+        if self._waiting + len(images) > self.max_queue:
+            raise QueueFull(f"{self._waiting} images are already waiting (queue bound {self.max_queue})")
+        job = _Job(images, asyncio.get_running_loop().create_future())
+        self._jobs.append(job)
+        self._waiting += len(images)
+        self._arrived.set()
+        return await job.done
+
+    async def _run(self) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            await self._arrived.wait()
+            batch = await self._gather(loop)
+            if not batch:
+                continue
+            images = torch.cat([job.images for job in batch])
+            try:
+                probs = await loop.run_in_executor(self._executor, self.predict, images)
+            except Exception as exc:  # the model's failure is every waiting request's 500, not the worker's end
+                for job in batch:
+                    if not job.done.done():
+                        job.done.set_exception(exc)
+                continue
+            self.batches += 1
+            self.images += len(images)
+            start = 0
+            for job in batch:
+                if not job.done.done():  # a client that hung up cancelled its future
+                    job.done.set_result(probs[start : start + len(job.images)])
+                start += len(job.images)
+
+    async def _gather(self, loop: asyncio.AbstractEventLoop) -> list[_Job]:
+        """Take jobs until max_batch images or max_wait after the first; a job never splits across batches."""
+        deadline = loop.time() + self.max_wait
+        batch: list[_Job] = []
+        count = 0
+        while True:
+            while self._jobs and count + len(self._jobs[0].images) <= self.max_batch:
+                job = self._jobs.popleft()
+                self._waiting -= len(job.images)
+                batch.append(job)
+                count += len(job.images)
+            if not self._jobs:
+                self._arrived.clear()
+            remaining = deadline - loop.time()
+            if count >= self.max_batch or self._jobs or remaining <= 0:
+                return batch
+            try:
+                await asyncio.wait_for(self._arrived.wait(), remaining)
+            except asyncio.TimeoutError:
+                return batch

@@ -1,0 +1,142 @@
+"use strict";
+// The page of `fmnist serve`: a photo (dropped, picked or pasted) or a drawing goes to POST /predict;
+// the answer, the 28x28 view the model saw and the top classes come back.
+
+const $ = (selector) => document.querySelector(selector);
+const percent = (p) => (p * 100).toFixed(p >= 0.995 || p < 0.01 ? 0 : 1) + "%";
+
+async function classify(blob, name) {
+  const form = new FormData();
+  form.append("file", blob, name);
+  $("#busy").hidden = false;
+  $("#error").hidden = true;
+  try {
+    const response = await fetch("/predict", { method: "POST", body: form });
+    const body = await response.json().catch(() => ({ error: `server answered ${response.status}` }));
+    if (!response.ok) throw new Error(body.error || `server answered ${response.status}`);
+    show(body.predictions[0]);
+  } catch (err) {
+    $("#error").textContent = err.message === "Failed to fetch" ? "The server cannot be reached." : err.message;
+    $("#error").hidden = false;
+  } finally {
+    $("#busy").hidden = true;
+  }
+}
+
+function show(prediction) {
+  $("#empty").hidden = true;
+  $("#result").hidden = false;
+  $("#answer").textContent = prediction.class_name;
+  $("#confidence").innerHTML = "";
+  const strong = document.createElement("strong");
+  strong.textContent = percent(prediction.probability);
+  $("#confidence").append(strong, " confident");
+  $("#input-view").src = prediction.input;
+  const bars = $("#bars");
+  bars.replaceChildren(...prediction.top.map(([name, p]) => {
+    const item = document.createElement("li");
+    item.className = "bar";
+    item.innerHTML = '<div class="bar-label"><span class="name"></span><span class="p"></span></div>' +
+      '<div class="bar-track"><div class="bar-fill"></div></div>';
+    item.querySelector(".name").textContent = name;
+    item.querySelector(".p").textContent = percent(p);
+    item.querySelector(".bar-fill").style.width = Math.max(p * 100, 0.5) + "%";
+    return item;
+  }));
+}
+
+// Photo: pick, drop or paste.
+function usePhoto(file) {
+  if (!file) return;
+  const preview = $("#photo-preview");
+  if (preview.src) URL.revokeObjectURL(preview.src);
+  preview.src = URL.createObjectURL(file);
+  preview.hidden = false;
+  $("#drop-hint").hidden = true;
+  selectTab("tab-photo");
+  classify(file, file.name || "pasted image");
+}
+
+$("#pick").addEventListener("click", () => $("#file-input").click());
+$("#file-input").addEventListener("change", (event) => {
+  usePhoto(event.target.files[0]);
+  event.target.value = "";  // picking the same file again still fires "change"
+});
+const dropZone = $("#drop-zone");
+["dragenter", "dragover"].forEach((type) => dropZone.addEventListener(type, (event) => {
+  event.preventDefault();
+  dropZone.classList.add("dragging");
+}));
+["dragleave", "drop"].forEach((type) => dropZone.addEventListener(type, () => dropZone.classList.remove("dragging")));
+dropZone.addEventListener("drop", (event) => {
+  event.preventDefault();
+  usePhoto(event.dataTransfer.files[0]);
+});
+window.addEventListener("dragover", (event) => event.preventDefault());  // a miss must not navigate away
+window.addEventListener("drop", (event) => event.preventDefault());
+document.addEventListener("paste", (event) => {
+  const item = [...event.clipboardData.items].find((entry) => entry.type.startsWith("image/"));
+  if (item) usePhoto(item.getAsFile());
+});
+
+// Tabs.
+function selectTab(id) {
+  document.querySelectorAll(".tab").forEach((tab) => {
+    const active = tab.id === id;
+    tab.classList.toggle("active", active);
+    tab.setAttribute("aria-selected", String(active));
+    $("#" + tab.dataset.panel).hidden = !active;
+  });
+}
+document.querySelectorAll(".tab").forEach((tab) => tab.addEventListener("click", () => selectTab(tab.id)));
+
+// Drawing: dark strokes on white, like a pen on paper; the server's conversion handles the polarity.
+const canvas = $("#canvas");
+const pen = canvas.getContext("2d");
+let drawing = false;
+let drawn = false;
+
+function clearCanvas() {
+  pen.fillStyle = "#fff";
+  pen.fillRect(0, 0, canvas.width, canvas.height);
+  drawn = false;
+}
+
+function point(event) {
+  const box = canvas.getBoundingClientRect();
+  return [(event.clientX - box.left) * canvas.width / box.width, (event.clientY - box.top) * canvas.height / box.height];
+}
+
+canvas.addEventListener("pointerdown", (event) => {
+  drawing = true;
+  canvas.setPointerCapture(event.pointerId);
+  pen.lineWidth = 16;
+  pen.lineCap = pen.lineJoin = "round";
+  pen.strokeStyle = "#111";
+  pen.beginPath();
+  pen.moveTo(...point(event));
+  pen.lineTo(...point(event));
+  pen.stroke();
+  drawn = true;
+});
+canvas.addEventListener("pointermove", (event) => {
+  if (!drawing) return;
+  pen.lineTo(...point(event));
+  pen.stroke();
+});
+canvas.addEventListener("pointerup", () => { drawing = false; });
+$("#clear").addEventListener("click", clearCanvas);
+$("#classify-drawing").addEventListener("click", () => {
+  if (!drawn) {
+    $("#error").textContent = "Draw something first.";
+    $("#error").hidden = false;
+    return;
+  }
+  canvas.toBlob((blob) => classify(blob, "drawing.png"), "image/png");
+});
+clearCanvas();
+
+// Which model answers.
+fetch("/healthz").then((r) => r.json()).then((health) => {
+  $("#model-info").textContent = `${health.model} · ${health.format} · ${health.device}`;
+}).catch(() => { $("#model-info").textContent = "server unreachable"; });

@@ -1,0 +1,107 @@
+"""Shared by the serve tests: a tiny model, product-style photos, bad files, and a real `fmnist serve` process."""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import os
+import re
+import signal
+import struct
+import subprocess
+import sys
+import threading
+import time
+import zlib
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+from PIL import Image, ImageDraw
+
+from fmnist import checkpoint, config, models
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def tiny_checkpoint(path: Path, model: str = "mlp") -> Path:
+    """An untrained small model saved as a real checkpoint: serving does not care how well it learned."""
+    cfg = config.Config(model=model, hidden=(8,) if model == "cnn" else (32,))
+    checkpoint.save(path, {"model": models.build(cfg).state_dict(), "config": config.to_dict(cfg), "epoch": 0})
+    return path
+
+
+def product_photo(kind: str = "trouser", size: tuple[int, int] = (360, 480), fmt: str = "JPEG") -> bytes:
+    """A dark garment on an off-white background with wide margins, as a shop photographs it."""
+    image = Image.new("RGB", size, (244, 241, 234))
+    draw = ImageDraw.Draw(image)
+    w, h = size
+    dark = (38, 40, 52)
+    if kind == "trouser":
+        draw.rectangle((w * 0.32, h * 0.12, w * 0.68, h * 0.24), fill=dark)  # waistband
+        draw.polygon([(w * 0.32, h * 0.2), (w * 0.49, h * 0.2), (w * 0.47, h * 0.9), (w * 0.34, h * 0.9)], fill=dark)
+        draw.polygon([(w * 0.51, h * 0.2), (w * 0.68, h * 0.2), (w * 0.66, h * 0.9), (w * 0.53, h * 0.9)], fill=dark)
+    else:  # a shirt
+        draw.polygon([(w * 0.3, h * 0.2), (w * 0.7, h * 0.2), (w * 0.9, h * 0.35), (w * 0.8, h * 0.45), (w * 0.7, h * 0.38),
+                      (w * 0.7, h * 0.85), (w * 0.3, h * 0.85), (w * 0.3, h * 0.38), (w * 0.2, h * 0.45), (w * 0.1, h * 0.35)],
+                     fill=dark)
+    buffer = io.BytesIO()
+    image.save(buffer, format=fmt, **({"quality": 90} if fmt == "JPEG" else {}))
+    return buffer.getvalue()
+
+
+def png_claiming(width: int, height: int) -> bytes:
+    """A valid small PNG whose header says width x height: a decompression bomb's signature, cheap to make."""
+    raw = io.BytesIO()
+    Image.new("L", (8, 8)).save(raw, format="PNG")
+    data = bytearray(raw.getvalue())
+    ihdr = struct.pack(">II", width, height) + bytes(data[24:29])
+    data[16:29] = ihdr
+    data[29:33] = struct.pack(">I", zlib.crc32(b"IHDR" + ihdr))
+    return bytes(data)
+
+
+def real_bomb() -> bytes:
+    """An 8000x8000 image (64 M pixels) that compresses to a few kB."""
+    buffer = io.BytesIO()
+    Image.new("1", (8000, 8000)).save(buffer, format="PNG", optimize=False)
+    return buffer.getvalue()
+
+
+@dataclass
+class Server:
+    process: subprocess.Popen
+    url: str
+    output: list[str]  # its stdout and stderr lines, read by a thread so that a full pipe never blocks it
+
+    def rss_kib(self) -> int:
+        status = Path(f"/proc/{self.process.pid}/status").read_text()
+        return int(re.search(r"VmRSS:\s+(\d+)", status).group(1))  # type: ignore[union-attr]
+
+
+@contextlib.contextmanager
+def running_server(model: Path, *flags: str, timeout: float = 60) -> Iterator[Server]:
+    """`fmnist serve MODEL --port 0 FLAGS` in a child process; yields once it listens, kills it afterwards."""
+    env = {**os.environ, "PYTHONPATH": str(ROOT / "src"), "OMP_NUM_THREADS": "1"}
+    process = subprocess.Popen(
+        [sys.executable, "-m", "fmnist", "serve", str(model), "--port", "0", "--no-access-log", *flags],
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env,
+    )
+    try:
+        deadline = time.monotonic() + timeout
+        line = ""
+        while time.monotonic() < deadline:
+            line = process.stdout.readline()  # type: ignore[union-attr]
+            found = re.search(r"http://[\d.]+:\d+", line)
+            if found:
+                output = [line]
+                threading.Thread(target=output.extend, args=(process.stdout,), daemon=True).start()
+                yield Server(process, found.group(0), output)
+                return
+            if not line and process.poll() is not None:
+                break
+        raise RuntimeError(f"fmnist serve did not start (exit {process.poll()}): {line}")
+    finally:
+        if process.poll() is None:
+            process.send_signal(signal.SIGKILL)
+        process.wait(10)
