@@ -313,7 +313,7 @@ def fit(
     if best_path.exists():
         net.load_state_dict(checkpoint.load(best_path, map_location=device)["model"])
     summary = summarize(cfg, net, history, device, time.perf_counter() - t_start, run_dir)
-    summary["processes"] = w.size
+    summary["processes"], summary["process_group"] = w.size, distributed.backend()
     atomic_write(run_dir / "summary.json", json.dumps(summary, indent=2) + "\n")
     return FitResult(model=net, summary=summary, history=history)
 
