@@ -16,12 +16,16 @@
 # TORCH_SPEC (default: torch from PIP_INDEX_URL, default the PyTorch CUDA 12.8 wheel index)
 # into .venv. Packages that python lacks come from --wheels DIR (pip --no-index), e.g. tomli-w,
 # fetched beforehand with `pip download --no-deps --only-binary=:all: -d DIR tomli-w`.
-# Data: --data-dir (or $FMNIST_DATA_DIR), else fmnist's usual search.
+# Data: --data-dir (or $FMNIST_DATA_DIR), else fmnist's usual search (which downloads).
+# On a machine without network, bring both, e.g. in ignored folders of the checkout:
+#   mkdir -p .gpu/data .gpu/whl && cp /usr/share/datasets/fashion-mnist/*.gz .gpu/data/
+#   pip download --no-deps --only-binary=:all: -d .gpu/whl tomli-w
+#   scripts/gpu-check.sh --data-dir .gpu/data --wheels .gpu/whl --cpu-accuracy ACC
+# where ACC is the default run's test accuracy on the CPU (summary.json), for the ±0.3 point check.
 #
 # --dry-run: the same steps on the CPU at small sizes, so that the suite tests this script
 # (tests/test_gpu_check.py); bench and the speed options are skipped there.
 set -uo pipefail
-cd "$(dirname "$0")/.."
 
 dry_run=0
 out_dir="${OUT:-gpu-check-out}"
@@ -37,7 +41,7 @@ while [ $# -gt 0 ]; do
     --wheels) wheels="$2"; shift ;;
     --budget) budget="$2"; shift ;;
     --cpu-accuracy) cpu_accuracy="$2"; shift ;;
-    -h|--help) sed -n '2,22p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,27p' "$0"; exit 0 ;;
     *) echo "gpu-check: unknown argument $1 (see --help)" >&2; exit 2 ;;
   esac
   shift
@@ -45,6 +49,9 @@ done
 
 mkdir -p "$out_dir"
 out_dir="$(cd "$out_dir" && pwd)"
+[ -n "$data_dir" ] && data_dir="$(realpath -m "$data_dir")"
+[ -n "$wheels" ] && wheels="$(realpath -m "$wheels")"
+cd "$(dirname "$0")/.."
 work="$(mktemp -d "${TMPDIR:-/tmp}/gpu-check.XXXXXX")"
 log="$out_dir/gpu-check.log"
 steps="$work/steps.jsonl"
@@ -54,11 +61,11 @@ rm -f "$out_dir/bench.json" "$out_dir/summary.json" "$out_dir/summary.md"  # nev
 started=$(date +%s)
 [ -n "$data_dir" ] && export FMNIST_DATA_DIR="$data_dir"
 export PYTHONUNBUFFERED=1
-# Deterministic cuBLAS reductions: kill -9 and --resume must reproduce the uninterrupted run.
-export CUBLAS_WORKSPACE_CONFIG=:4096:8
 
+slower=1  # step time limits are sized for the GPU machine
 if [ "$dry_run" = 1 ]; then
   device=cpu
+  slower=3  # one CPU thread, maybe a busy machine
   export OMP_NUM_THREADS=1
   small=(--train-subset 3000 --hidden 32 --batch-size 100 --eval-batch-size 2000)
   default_run=("${small[@]}" --epochs 6)  # long enough to be killed after its first epoch
@@ -86,7 +93,7 @@ set -m
 # step NAME LIMIT COMMAND...: run a command or function time-boxed within the budget, log it,
 # record its outcome
 step() {
-  local name="$1" limit="$2"
+  local name="$1" limit=$(($2 * slower))
   shift 2
   local left=$((budget - ($(date +%s) - started)))
   if [ "$left" -lt 15 ]; then
@@ -142,7 +149,25 @@ if [ -n "$wheels" ]; then
   export PYTHONPATH="$work/site${PYTHONPATH:+:$PYTHONPATH}"
 fi
 export PYTHONPATH="$PWD/src${PYTHONPATH:+:$PYTHONPATH}"
-step imports 60 "$py" -c 'import fmnist.cli, fmnist.train, tomli_w, tqdm, matplotlib, torch.utils.tensorboard'
+# fmnist's imports, and three test images for `predict`, named by their labels
+prepare() {
+  "$py" - "$work/images" <<'PY'
+import sys
+from pathlib import Path
+
+import matplotlib, tomli_w, tqdm, torch.utils.tensorboard  # noqa: F401  what fmnist needs
+from PIL import Image
+
+from fmnist import cli, data  # noqa: F401
+
+out = Path(sys.argv[1])
+out.mkdir(parents=True, exist_ok=True)
+test = data.load()
+for i in range(3):
+    Image.fromarray(test.test_images[i].numpy(), mode="L").save(out / f"test{i}-label{int(test.test_labels[i])}.png")
+PY
+}
+step prepare 60 prepare
 
 fm() { "$py" -m fmnist "$@"; }
 
@@ -161,11 +186,12 @@ if [ "$dry_run" = 1 ]; then
   step cuda-tests 120 "$py" -m pytest -q -p no:cacheprovider tests/test_cuda.py
   skip bench "dry run: fmnist bench has its own tests"
 else
-  step cuda-tests 150 "$py" -m pytest -q -p no:cacheprovider tests/test_cuda.py tests/test_distributed.py
+  CUBLAS_WORKSPACE_CONFIG=:4096:8 step cuda-tests 150 "$py" -m pytest -q -p no:cacheprovider tests/test_cuda.py tests/test_distributed.py
   step bench 200 fm bench --device "$device" --json "$out_dir/bench.json"
 fi
 
-step train-default 120 timed_train "$work/default" "${default_run[@]}"
+# Deterministic cuBLAS reductions, so that kill -9 and --resume can reproduce this run exactly.
+CUBLAS_WORKSPACE_CONFIG=:4096:8 step train-default 120 timed_train "$work/default" "${default_run[@]}"
 
 kill_and_resume() {
   local run="$work/killed"
@@ -181,23 +207,10 @@ kill_and_resume() {
   echo "killed after $(cat "$work/killed.epochs") epoch(s); resuming"
   fm train --resume "$run" --device "$device" --no-progress
 }
-step kill-resume 150 kill_and_resume
+CUBLAS_WORKSPACE_CONFIG=:4096:8 step kill-resume 150 kill_and_resume
 
-make_images() {
-  "$py" - "$work/images" <<'PY'
-import sys
-from pathlib import Path
-from PIL import Image
-from fmnist import data
-out = Path(sys.argv[1])
-out.mkdir(parents=True, exist_ok=True)
-test = data.load()
-for i in range(3):
-    Image.fromarray(test.test_images[i].numpy(), mode="L").save(out / f"test{i}-label{int(test.test_labels[i])}.png")
-PY
-}
 evaluate() { fm eval "$work/default" --device "$device" --json >"$work/eval.json"; }
-classify() { make_images && fm predict "$work/default" "$work"/images/*.png --device "$device" --json >"$work/predict.jsonl"; }
+classify() { fm predict "$work/default" "$work"/images/*.png --device "$device" --json >"$work/predict.jsonl"; }
 step eval 60 evaluate
 step predict 60 classify
 

@@ -85,7 +85,7 @@ def resume_figures(work: Path) -> dict | None:
         "epochs_before_kill": int(killed_at.read_text()) if killed_at.exists() else None,
         "identical": strip[0] == strip[1],
         "max_test_acc_difference": max(
-            (abs(a["test_acc"] - b["test_acc"]) for a, b in zip(straight, resumed)), default=None
+            (abs(a["test_acc"] - b["test_acc"]) for a, b in zip(straight, resumed, strict=True)), default=None
         ) if len(straight) == len(resumed) else None,
     }
 
@@ -110,7 +110,8 @@ def targets(figures: dict, cpu_accuracy: float | None) -> list[dict]:
               lambda v: v >= 2e6),
         check("inference <= 0.1 ms per batch of 64", bench.get("inference_ms_per_batch_64"), lambda v: v <= 0.1),
         check("default 15-epoch run <= 10 s process wall time", default.get("process_wall_seconds"), lambda v: v <= 10),
-        check("peak GPU memory of the default run <= 0.1 GB", default.get("peak_memory_bytes"), lambda v: v <= 0.1 * GB),
+        check("peak GPU memory of the default run <= 0.1 GB", default.get("peak_memory_bytes"),
+              lambda v: v <= 0.1 * GB),
         check("cnn preset >= 94 % test accuracy", cnn.get("test_accuracy"), lambda v: v >= 0.94),
         check("cnn preset <= 60 s process wall time", cnn.get("process_wall_seconds"), lambda v: v <= 60),
     ]
@@ -167,7 +168,8 @@ def markdown(summary: dict) -> str:
             r = fig[name]
             lines.append(
                 f"| {name} | {fmt(r['process_wall_seconds'])} | {fmt(r['fit_wall_seconds'])} | "
-                f"{fmt(r['median_epoch_seconds'])} | {fmt(r['train_ms_per_batch'])} | {fmt(r['test_accuracy'], 'pct')} | "
+                f"{fmt(r['median_epoch_seconds'])} | {fmt(r['train_ms_per_batch'])} | "
+                f"{fmt(r['test_accuracy'], 'pct')} | "
                 f"{fmt(r['peak_memory_bytes'], 'bytes')} | {r['processes']} ({r['process_group'] or 'none'}) |"
             )
     if fig.get("resume"):
@@ -229,7 +231,7 @@ def main() -> int:
     atomic_write(args.out / "summary.json", json.dumps(summary, indent=2) + "\n")
     text = markdown(summary)
     atomic_write(args.out / "summary.md", text)
-    print(text)
+    print(text, end="")
     return 1 if summary["failed"] else 0
 
 

@@ -209,8 +209,7 @@ def fit(
         # Adam's state decays into denormal floats within a few epochs, which are
         # many times slower on x86 CPUs; flushing them to zero costs no accuracy.
         torch.set_flush_denormal(True)
-
-    if device.type == "cuda":
+    elif device.type == "cuda":  # set either way: a process may run several fits
         torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = cfg.tf32
 
     d = split_data(cfg, data, device)
