@@ -134,6 +134,8 @@ def test_two_gloo_processes_collectives_and_exact_resume_with_each_ranks_random_
 
     straight = metrics(tmp_path / "straight")
     assert len(straight) == 3
+    summary = json.loads((tmp_path / "straight" / "summary.json").read_text())
+    assert summary["processes"] == 2 and summary["process_group"] == "gloo"
     assert metrics(tmp_path / "cut") == straight
     rng = torch.load(tmp_path / "straight" / "checkpoints" / "last.pt", weights_only=True)["rng"]
     assert len(rng) == 2  # one entry per rank

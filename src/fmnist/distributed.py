@@ -110,6 +110,11 @@ def broadcast(obj, w: World):
     return box[0]
 
 
+def backend() -> str | None:
+    """The process group's backend ("nccl", "gloo"), None outside one."""
+    return str(dist.get_backend()) if dist.is_initialized() else None
+
+
 def shutdown(w: World) -> None:
     if dist.is_initialized():
         dist.destroy_process_group()

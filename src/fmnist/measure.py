@@ -71,6 +71,7 @@ def hardware(device: torch.device) -> dict:
     }
     if device.type == "cuda":
         info["gpu"] = torch.cuda.get_device_name(device)
+        info["cuda_version"] = torch.version.cuda
     return info
 
 

@@ -240,8 +240,7 @@ def fit(
     measure.reset_peak_memory(device)
     if device.type == "cpu":
         cpu.flush_denormals()  # on every intra-op thread: Adam's state decays into slow denormals
-
-    if device.type == "cuda":
+    elif device.type == "cuda":  # set either way: a process may run several fits
         torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = cfg.tf32
 
     d = split_data(cfg, data, device)
@@ -342,7 +341,7 @@ def fit(
     if best_path.exists():
         net.load_state_dict(checkpoint.load(best_path, map_location=device)["model"])
     summary = summarize(cfg, net, history, device, time.perf_counter() - t_start, run_dir)
-    summary["processes"] = w.size
+    summary["processes"], summary["process_group"] = w.size, distributed.backend()
     atomic_write(run_dir / "summary.json", json.dumps(summary, indent=2) + "\n")
     return FitResult(model=net, summary=summary, history=history)
 
