@@ -142,8 +142,10 @@ def cmd_eval(args: argparse.Namespace) -> int:
     from fmnist.evaluate import evaluate
 
     device = measure.select_device(args.device)
-    model, cfg, _ = checkpoint.load_model(args.checkpoint, device)
-    dataset = load_data(args.data_dir or cfg.data_dir)
+    model, _, _ = checkpoint.load_model(args.checkpoint, device)
+    # Not the data_dir saved in the checkpoint's config: a path on the training machine is not
+    # part of what a checkpoint means, and the test set is the same wherever it is found.
+    dataset = load_data(args.data_dir)
     result = evaluate(model, dataset.test_images.to(device), dataset.test_labels.to(device))
     if args.plots:
         report.plot_confusion(result.confusion_matrix(), data.CLASSES, Path(args.plots) / "confusion_matrix.png")
@@ -366,7 +368,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("checkpoint", help="a .pt checkpoint, or a run directory (its best, else last, checkpoint)")
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.add_argument("--plots", metavar="DIR", help="also write the confusion matrix as PNG here")
-    p.add_argument("--data-dir", default="", help="directory of the IDX files")
+    p.add_argument("--data-dir", default="",
+                   help="directory of the IDX files (default: search, then download; never the training run's path)")
     p.add_argument("--device", default="auto", choices=config_lib.DEVICES, help=DEVICE_HELP)
     p.set_defaults(func=cmd_eval)
 
