@@ -116,7 +116,7 @@ def test_experiment_file_axes_tables_and_list_options(tmp_path):
         'hidden = [[256], [512, 512]]\n'
     )
     exp = compare.build_experiment(compare.read_experiment(path), base={"epochs": "5"}, log=lambda _: None)
-    runs = compare.plan(exp, tmp_path / "out")
+    runs = compare.grid_runs(exp, tmp_path / "out")
     assert [r.point for r in runs] == [
         "optimizer=sgd-nesterov,hidden=256", "optimizer=sgd-nesterov,hidden=512-512",
         "optimizer=optimizer=adamw+weight_decay=0.05,hidden=256",

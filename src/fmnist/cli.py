@@ -266,7 +266,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
         seeds=parse_ints(args.seeds, "--seeds"),
         threshold=args.threshold,
     )
-    runs = compare.plan(experiment, args.out)  # config errors before the data is loaded
+    runs = compare.grid_runs(experiment, args.out)  # config errors before the data is loaded
     dataset = load_data(runs[0].config.data_dir)
     try:
         results = compare.run_grid(experiment, args.out, dataset, workers=args.workers)
