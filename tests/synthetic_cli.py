@@ -9,4 +9,5 @@ from fmnist import data
 from fmnist.cli import main
 
 data.FILES = {kind: tuple(v) for kind, v in json.loads(os.environ["FMNIST_TEST_FILES"]).items()}
-sys.exit(main())
+if __name__ == "__main__":  # spawned workers (tune --workers) import this module again
+    sys.exit(main())

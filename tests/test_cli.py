@@ -24,6 +24,19 @@ def trained_run(synthetic_data, tmp_path, capsys):
     return run_dir, out
 
 
+def test_eval_finds_the_data_itself_not_at_the_training_machines_path(synthetic_data, tmp_path, capsys):
+    import shutil
+
+    there = tmp_path / "training-machine-data"
+    shutil.copytree(synthetic_data, there)
+    run_dir = tmp_path / "run"
+    assert run(capsys, *TRAIN, "--epochs", "1", "--data-dir", str(there), "--out", str(run_dir))[0] == 0
+    shutil.rmtree(there)  # the checkpoint moves to a machine without that directory
+    code, out, err = run(capsys, "eval", str(run_dir), "--json")
+    assert code == 0, err
+    assert json.loads(out)["test_accuracy"] == json.loads((run_dir / "summary.json").read_text())["test_accuracy"]
+
+
 def test_train_prints_epochs_and_summary_and_writes_plots(trained_run):
     run_dir, out = trained_run
     assert out.count("epoch ") >= 2 and "test accuracy" in out and "img/s" in out and "peak memory" in out

@@ -1,6 +1,9 @@
 import pytest
 import torch
 
+from fmnist import models
+from fmnist.config import Config
+from fmnist.errors import FmnistError
 from fmnist.evaluate import Evaluation, evaluate, predict
 
 
@@ -40,3 +43,9 @@ def test_evaluate_and_predict():
     assert result.loss == pytest.approx(expected)
     top = predict(model, images[:2], top_k=2)
     assert [c for c, _ in top[0]][0] == 3 and len(top[0]) == 2 and top[0][0][1] > top[0][1][1]
+
+
+def test_an_empty_set_is_a_clear_error_not_a_crash():
+    model = models.build(Config(hidden=(8,)))
+    with pytest.raises(FmnistError, match="no images to evaluate"):
+        evaluate(model, torch.zeros(0, 28, 28, dtype=torch.uint8), torch.zeros(0, dtype=torch.long))

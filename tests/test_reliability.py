@@ -163,5 +163,7 @@ def test_torchrun_two_processes_match_one_process_with_the_same_effective_batch(
     a = json.loads((tmp_path / "two" / "summary.json").read_text())
     b = json.loads((tmp_path / "one" / "summary.json").read_text())
     assert a["processes"] == 2 and b["processes"] == 1
-    assert abs(a["test_accuracy"] - b["test_accuracy"]) < 0.01
+    # The mean of two half-batch gradients is the whole batch's, up to float summation order.
+    assert a["test_accuracy"] == pytest.approx(b["test_accuracy"], abs=1e-4)
+    assert a["test_loss"] == pytest.approx(b["test_loss"], abs=1e-4)
     assert sorted(p.name for p in (tmp_path / "two").iterdir()) == sorted(p.name for p in (tmp_path / "one").iterdir())

@@ -1,6 +1,7 @@
 import itertools
 import json
 import math
+import time
 
 import pytest
 import torch
@@ -42,6 +43,14 @@ def test_lr_factor_shapes(schedule):
         assert f[0] == pytest.approx(1 / 25, rel=0.1) and 250 <= peak <= 310 and f[-1] < 1e-4
 
 
+@pytest.mark.parametrize("schedule", ["cosine", "onecycle"])
+def test_lr_factor_stays_at_its_floor_past_the_last_step(schedule):
+    cfg = Config(epochs=2, schedule=schedule)
+    last = train.lr_factor(cfg, 2 * 100 - 1, 100)
+    beyond = [train.lr_factor(cfg, s, 100) for s in range(200, 600)]
+    assert last < 1e-3 and max(beyond) <= last
+
+
 def test_warmup_rises_linearly_to_the_peak():
     cfg = Config(epochs=5, warmup_epochs=1)
     f = [train.lr_factor(cfg, s, 10) for s in range(12)]
@@ -79,7 +88,6 @@ def test_fit_learns_and_writes_a_self_describing_run(synthetic_data, tmp_path):
                 "peak_memory_bytes", "device", "torch_version", "seed", "config"):
         assert key in summary
     assert summary["test_accuracy"] == rows[-1]["test_acc"] and summary["chosen_by"] == "last epoch"
-    assert summary["peak_memory_bytes"] > 10 * 2**20
     state = torch.load(run / "checkpoints" / "last.pt", weights_only=True)
     assert state["epoch"] == 2 and state["config"]["hidden"] == [64]
     assert any((run / "tensorboard").iterdir())
@@ -109,6 +117,48 @@ def test_resume_after_interrupt_matches_an_uninterrupted_run(synthetic_data, tmp
     assert torch.load(tmp_path / "cut" / "checkpoints" / "last.pt", weights_only=True)["epoch"] == 1
     resumed = fit(cfg, tmp_path / "cut", resume=True).history
     assert without_timings(resumed) == without_timings(straight)
+
+
+def test_cnn_with_bf16_and_channels_last_trains_and_resumes_exactly(synthetic_data, tmp_path):
+    cfg = Config(model="cnn", hidden=(8, 16), batch_norm=True, amp="bf16", epochs=2, batch_size=32,
+                 eval_batch_size=256, lr=0.05)
+    straight = fit(cfg, tmp_path / "straight")
+    assert straight.summary["test_accuracy"] > 0.5  # ten classes: chance is 0.1
+    conv = next(m for m in straight.model if isinstance(m, torch.nn.Conv2d) and m.in_channels > 1)
+    assert conv.weight.is_contiguous(memory_format=torch.channels_last) and not conv.weight.is_contiguous()
+
+    def stop_after_first_epoch(msg):
+        if msg.startswith("epoch   1/"):
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        train.fit(cfg, tmp_path / "cut", data.load(), log=stop_after_first_epoch, progress=False)
+    resumed = fit(cfg, tmp_path / "cut", resume=True)
+    assert without_timings(resumed.history) == without_timings(straight.history)
+
+
+def test_wall_seconds_cover_every_process_of_a_resumed_run(synthetic_data, tmp_path, monkeypatch):
+    cfg = Config(**SMALL)
+    real_epoch = train.train_one_epoch
+
+    def slow_first_epoch(*args):
+        if args[8] == 1:  # the epoch number
+            time.sleep(1.5)
+        return real_epoch(*args)
+
+    def stop_after_first_epoch(msg):
+        if msg.startswith("epoch   1/"):
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(train, "train_one_epoch", slow_first_epoch)
+    with pytest.raises(KeyboardInterrupt):
+        train.fit(cfg, tmp_path / "run", data.load(), log=stop_after_first_epoch, progress=False)
+    resumed = fit(cfg, tmp_path / "run", resume=True)
+    assert resumed.summary["wall_seconds"] > 1.5  # the first process's slow epoch counts
+    written = (tmp_path / "run" / "summary.json").read_bytes()
+    again = fit(cfg, tmp_path / "run", resume=True)  # a finished run: nothing to train
+    assert (tmp_path / "run" / "summary.json").read_bytes() == written
+    assert again.summary == resumed.summary
 
 
 def test_validation_split_chooses_the_best_checkpoint(synthetic_data, tmp_path):

@@ -143,8 +143,10 @@ def cmd_eval(args: argparse.Namespace) -> int:
     from fmnist.evaluate import evaluate
 
     device = measure.select_device(args.device)
-    model, cfg, _ = checkpoint.load_model(args.checkpoint, device)
-    dataset = load_data(args.data_dir or cfg.data_dir)
+    model, _, _ = checkpoint.load_model(args.checkpoint, device)
+    # Not the data_dir saved in the checkpoint's config: a path on the training machine is not
+    # part of what a checkpoint means, and the test set is the same wherever it is found.
+    dataset = load_data(args.data_dir)
     result = evaluate(model, dataset.test_images.to(device), dataset.test_labels.to(device))
     if args.plots:
         report.plot_confusion(result.confusion_matrix(), data.CLASSES, Path(args.plots) / "confusion_matrix.png")
@@ -265,7 +267,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
         seeds=parse_ints(args.seeds, "--seeds"),
         threshold=args.threshold,
     )
-    runs = compare.plan(experiment, args.out)  # config errors before the data is loaded
+    runs = compare.grid_runs(experiment, args.out)  # config errors before the data is loaded
     dataset = load_data(runs[0].config.data_dir)
     try:
         results = compare.run_grid(experiment, args.out, dataset, workers=args.workers)
@@ -288,7 +290,8 @@ def cmd_tune(args: argparse.Namespace) -> int:
     tune.check_budget(args.trials, args.timeout, args.workers)
     study_settings = {"--out": args.out, "--preset": args.preset, "--config": args.config, "--set": args.set,
                       "--epochs": args.epochs, "--val-size": args.val_size, "--pruner": args.pruner,
-                      "--storage": args.storage, "--study-name": args.study_name, "--sampler-seed": args.sampler_seed}
+                      "--storage": args.storage, "--study-name": args.study_name, "--sampler-seed": args.sampler_seed,
+                      "--heartbeat": args.heartbeat}
     if args.resume:
         given = [flag for flag, value in study_settings.items() if value is not None]
         if given:
@@ -306,6 +309,7 @@ def cmd_tune(args: argparse.Namespace) -> int:
         tune.create_study(study_dir, tune.new_settings(
             base, name=args.study_name or study_dir.resolve().name, storage=args.storage or "",
             pruner=args.pruner or "median", sampler_seed=args.sampler_seed or 0,
+            heartbeat=tune.HEARTBEAT_SECONDS if args.heartbeat is None else args.heartbeat,
         ))
     settings = tune.load_settings(study_dir)
     dataset = load_data(settings.base.get("data_dir"))
@@ -387,7 +391,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("checkpoint", help="a .pt checkpoint, or a run directory (its best, else last, checkpoint)")
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.add_argument("--plots", metavar="DIR", help="also write the confusion matrix as PNG here")
-    p.add_argument("--data-dir", default="", help="directory of the IDX files")
+    p.add_argument("--data-dir", default="",
+                   help="directory of the IDX files (default: search, then download; never the training run's path)")
     p.add_argument("--device", default="auto", choices=config_lib.DEVICES, help=DEVICE_HELP)
     p.set_defaults(func=cmd_eval)
 
@@ -456,7 +461,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("tune", help="Optuna search of training options for validation accuracy")
     p.add_argument("--out", help="new study directory")
     p.add_argument("--resume", metavar="DIR", help="run more trials of the study in DIR, with its recorded settings")
-    p.add_argument("--trials", type=int, default=20, help="trials to run now, over all workers (default: 20)")
+    p.add_argument("--trials", type=int, default=20,
+                   help="trials to finish now (completed or pruned), shared by the workers; one lost with a dead "
+                   "worker is replaced (default: 20)")
     p.add_argument("--timeout", type=float, help="stop starting trials after this many seconds")
     p.add_argument("--workers", type=int, default=1, help="local worker processes sharing the study (default: 1)")
     p.add_argument("--epochs", type=int, help="epochs per trial (default: the base config's)")
@@ -466,6 +473,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--storage", metavar="URL",
                    help="Optuna RDB storage shared by many machines, e.g. postgresql://user@host/db "
                    "(default: a journal file in the study directory)")
+    p.add_argument("--heartbeat", type=int, metavar="SECONDS",
+                   help="with --storage: a running trial's heartbeat period; a trial silent for 3 periods is "
+                   "marked FAILED and its place in the budget freed (default: 60)")
     p.add_argument("--study-name", help="name in the storage; workers with the same name and storage share the study "
                    "(default: the --out name)")
     p.add_argument("--sampler-seed", type=int, help="seed of the TPE sampler (default: 0)")

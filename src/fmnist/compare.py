@@ -167,7 +167,7 @@ def safe_name(text: str) -> str:
     return "".join(c if c.isalnum() or c in "=,.+-_" else "_" for c in text)
 
 
-def plan(experiment: Experiment, out: str | Path) -> list[Run]:
+def grid_runs(experiment: Experiment, out: str | Path) -> list[Run]:
     """Every (grid point, seed) run with its resolved config, in grid order; config errors surface here."""
     runs = []
     axes = list(experiment.grid)
@@ -225,7 +225,7 @@ def run_grid(
     if workers < 1:
         raise FmnistError(f"workers must be >= 1, got {workers}")
     out = Path(out)
-    runs = plan(experiment, out)
+    runs = grid_runs(experiment, out)
     states = [run_state(run) for run in runs]
     todo = [(run, state == "partial") for run, state in zip(runs, states, strict=True) if state in ("new", "partial")]
     write_experiment(experiment, out / "experiment.toml")

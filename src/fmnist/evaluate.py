@@ -9,6 +9,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from fmnist.data import CLASSES, as_input
+from fmnist.errors import FmnistError
 
 
 @dataclass
@@ -41,6 +42,8 @@ class Evaluation:
 @torch.inference_mode()
 def evaluate(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, batch_size: int = 1000) -> Evaluation:
     """Evaluate in eval mode without gradients; `images` uint8 [N, 28, 28] on the model's device."""
+    if not len(images):
+        raise FmnistError("no images to evaluate: loss and accuracy of an empty set are undefined")
     was_training = model.training
     model.eval()
     loss_sum = torch.zeros((), device=images.device)
@@ -52,10 +55,9 @@ def evaluate(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, batch
     model.train(was_training)
     probs = torch.cat(probabilities).cpu()
     cpu_labels = labels.cpu()
-    n = max(len(images), 1)
     return Evaluation(
-        loss=loss_sum.item() / n,
-        accuracy=(probs.argmax(1) == cpu_labels).float().mean().item() if len(images) else 0.0,
+        loss=loss_sum.item() / len(images),
+        accuracy=(probs.argmax(1) == cpu_labels).float().mean().item(),
         probabilities=probs,
         labels=cpu_labels,
     )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import platform
 import resource
@@ -37,14 +38,27 @@ def synchronize(device: torch.device) -> None:
 
 
 def reset_peak_memory(device: torch.device) -> None:
+    """Start a new peak: on CUDA the allocator's; elsewhere, on Linux, this process's resident set
+    high-water mark (so that runs after one another in one process, as in compare and tune, each
+    report their own peak rather than the largest so far)."""
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
+    else:
+        with contextlib.suppress(OSError):
+            Path("/proc/self/clear_refs").write_text("5")  # Linux >= 4.0: VmHWM := current RSS
 
 
 def peak_memory_bytes(device: torch.device) -> int:
-    """Peak allocated device memory on CUDA; peak resident set size of this process elsewhere."""
+    """Peak allocated device memory on CUDA; elsewhere the peak resident set size of this process
+    since reset_peak_memory (Linux), or over its lifetime where /proc is missing (macOS)."""
     if device.type == "cuda":
         return int(torch.cuda.max_memory_allocated(device))
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) * 1024  # kB
+    except OSError:
+        pass
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     return int(peak if sys.platform == "darwin" else peak * 1024)  # Linux reports KiB, macOS bytes
 

@@ -59,7 +59,8 @@ def lr_factor(cfg: Config, step: int, steps_per_epoch: int) -> float:
     if step < warmup:
         start = 1 / 25 if cfg.schedule == "onecycle" else 0.0
         return start + (1 - start) * (step + 1) / warmup
-    progress = (step - warmup) / max(total - warmup, 1)
+    # Clamped: steps past the planned total (a resume with a larger batch count) stay at the floor.
+    progress = min(1.0, (step - warmup) / max(total - warmup, 1))
     if cfg.schedule in ("cosine", "onecycle"):
         return 0.5 * (1 + math.cos(math.pi * progress))
     if cfg.schedule == "step":
@@ -261,6 +262,7 @@ def fit(
 
     history: list[dict] = []
     best_val = -1.0
+    earlier_seconds = 0.0  # wall time of the processes before a resume
     last_path, best_path = run_dir / "checkpoints" / "last.pt", run_dir / "checkpoints" / "best.pt"
     if resume and last_path.exists():
         # Loaded to the CPU, where RNG states must be, whatever device saved the run;
@@ -271,12 +273,14 @@ def fit(
         scheduler.load_state_dict(state["scheduler"])
         restore_rng(state["rng"], w, data_generator, aug_generator, device, log)
         history, best_val = state["history"], state["best_val_acc"]
+        earlier_seconds = state.get("wall_seconds", 0.0)
         log(f"resuming {run_dir} after epoch {state['epoch']}")
     elif not resume:
         problem = distributed.broadcast(prepare_run_dir(run_dir, cfg) if w.is_main else None, w)
         if problem:
             raise FmnistError(problem)
 
+    trained_now = len(history) < cfg.epochs
     writer = tensorboard_writer(run_dir, len(history) + 1) if w.is_main else None
     try:
         for epoch in range(len(history) + 1, cfg.epochs + 1):
@@ -319,6 +323,7 @@ def fit(
                 "config": config_lib.to_dict(cfg),
                 "history": history,
                 "best_val_acc": best_val,
+                "wall_seconds": earlier_seconds + time.perf_counter() - t_start,
                 "rng": rng,  # one dict per rank, in rank order
             }
             checkpoint.save(last_path, state)
@@ -340,7 +345,10 @@ def fit(
         return FitResult(model=net, summary={}, history=[])
     if best_path.exists():
         net.load_state_dict(checkpoint.load(best_path, map_location=device)["model"])
-    summary = summarize(cfg, net, history, device, time.perf_counter() - t_start, run_dir)
+    if not trained_now and (run_dir / "summary.json").exists():
+        # A finished run resumed: its summary, wall time included, stays as its own processes wrote it.
+        return FitResult(model=net, summary=json.loads((run_dir / "summary.json").read_text()), history=history)
+    summary = summarize(cfg, net, history, device, earlier_seconds + time.perf_counter() - t_start, run_dir)
     summary["processes"], summary["process_group"] = w.size, distributed.backend()
     atomic_write(run_dir / "summary.json", json.dumps(summary, indent=2) + "\n")
     return FitResult(model=net, summary=summary, history=history)

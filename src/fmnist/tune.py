@@ -7,10 +7,12 @@ checkpoints/best.pt, a pruned one no weights) and the outputs
 best.toml, trials.csv, history.png and importances.png.
 
 Crashed workers: RDB storages (--storage URL) get Optuna's heartbeat, so a trial whose
-process stopped beating is failed by the next worker after the grace period. Optuna's
-journal storage has no heartbeat; there each trial records its host and process id, and
-a trial still RUNNING whose process is gone from this host is failed when a worker
-starts and when a local worker exits.
+process stopped beating is failed by a worker after the grace period. Optuna's journal
+storage has no heartbeat; there each trial records its host and process id, and a trial
+still RUNNING whose process is gone from this host is failed when a worker starts, while
+a worker waits for the last trials of its invocation, and when a local worker exits.
+The workers of one invocation share its trial budget: a trial lost with a dead worker is
+failed and replaced, so the invocation still finishes (completes or prunes) `trials` trials.
 """
 
 from __future__ import annotations
@@ -22,6 +24,8 @@ import json
 import os
 import shutil
 import socket
+import time
+import uuid
 import warnings
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
@@ -47,8 +51,10 @@ from fmnist.errors import FmnistError
 STUDY_FILE = "study.json"
 JOURNAL_FILE = "journal.log"
 PRUNERS = ("median", "hyperband", "none")
-HEARTBEAT_SECONDS = 60  # RDB storages: a trial silent for GRACE_SECONDS is failed
-GRACE_SECONDS = 180
+HEARTBEAT_SECONDS = 60  # RDB storages: a trial silent for GRACE_FACTOR heartbeats is failed
+GRACE_FACTOR = 3
+FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
+POLL_SECONDS = 1.0  # how often a worker waiting for its invocation's last trials looks at the storage
 
 
 @dataclass(frozen=True)
@@ -58,6 +64,7 @@ class StudySettings:
     base: dict[str, Any]  # config values every trial starts from (epochs and val_size included)
     pruner: str = "median"
     sampler_seed: int = 0
+    heartbeat: int = HEARTBEAT_SECONDS  # RDB storages: seconds between a running trial's heartbeats
 
 
 def search_space(trial: optuna.Trial, base: Config) -> dict[str, Any]:
@@ -108,13 +115,15 @@ def make_pruner(name: str, epochs: int) -> optuna.pruners.BasePruner:
     raise FmnistError(f"unknown pruner {name!r}; choose from {', '.join(PRUNERS)}")
 
 
-def make_objective(base: Config, study_dir: str | Path, data: FashionMNIST) -> Callable[[optuna.Trial], float]:
+def make_objective(base: Config, study_dir: str | Path, data: FashionMNIST,
+                   invocation: str = "") -> Callable[[optuna.Trial], float]:
     """Objective: train the trial's config in study_dir/trials/<number>; its value is the best
-    validation accuracy over the epochs, reported per epoch so the pruner can stop it early."""
+    validation accuracy over the epochs, reported per epoch so the pruner can stop it early.
+    `invocation` tags the trial as part of one `optimize` call's budget."""
     from fmnist.train import NonFiniteLoss, fit
 
     def objective(trial: optuna.Trial) -> float:
-        trial.set_user_attr("worker", {"host": socket.gethostname(), "pid": os.getpid()})
+        trial.set_user_attr("worker", {"host": socket.gethostname(), "pid": os.getpid(), "invocation": invocation})
         cfg = base.replace(**search_space(trial, base))
         trial.set_user_attr("config", config_lib.to_dict(cfg))
 
@@ -147,22 +156,30 @@ def make_objective(base: Config, study_dir: str | Path, data: FashionMNIST) -> C
 # ---------------------------------------------------------------- storage and study directory
 
 
-def open_storage(settings: StudySettings, study_dir: str | Path) -> optuna.storages.BaseStorage:
+def open_storage(settings: StudySettings, study_dir: str | Path,
+                 log: Callable[[str], None] = print) -> optuna.storages.BaseStorage:
     if not settings.storage:
         path = Path(study_dir).resolve() / JOURNAL_FILE
         return optuna.storages.JournalStorage(JournalFileBackend(str(path)))
+    grace = GRACE_FACTOR * settings.heartbeat
+
+    def stale(_: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
+        log(f"trial {trial.number}: no heartbeat for {grace} s; marked FAILED")
+
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)  # heartbeat: stable in practice
             return optuna.storages.RDBStorage(
-                settings.storage, heartbeat_interval=HEARTBEAT_SECONDS, grace_period=GRACE_SECONDS
+                settings.storage, heartbeat_interval=settings.heartbeat, grace_period=grace,
+                heartbeat_stale_trial_callback=stale,
             )
     except Exception as e:  # SQLAlchemy's errors for bad URLs, missing drivers, unreachable servers
         raise FmnistError(f"cannot open the Optuna storage {settings.storage!r}: {str(e).splitlines()[0]}") from None
 
 
 def new_settings(base: dict[str, Any], *, name: str, storage: str = "", pruner: str = "median",
-                 sampler_seed: int = 0, log: Callable[[str], None] = print) -> StudySettings:
+                 sampler_seed: int = 0, heartbeat: int = HEARTBEAT_SECONDS,
+                 log: Callable[[str], None] = print) -> StudySettings:
     """Settings of a new study from the config values given explicitly in `base`; val_size
     defaults to DEFAULT_VAL_SIZE, since the objective is validation accuracy."""
     values = dict(base)
@@ -173,8 +190,10 @@ def new_settings(base: dict[str, Any], *, name: str, storage: str = "", pruner: 
     if not cfg.val_size:
         raise FmnistError("tune maximises validation accuracy: val_size must be > 0")
     make_pruner(pruner, cfg.epochs)
+    if heartbeat < 1:
+        raise FmnistError(f"heartbeat must be >= 1 second, got {heartbeat}")
     return StudySettings(name=name, storage=storage, base=config_lib.to_dict(cfg), pruner=pruner,
-                         sampler_seed=sampler_seed)
+                         sampler_seed=sampler_seed, heartbeat=heartbeat)
 
 
 def create_study(study_dir: str | Path, settings: StudySettings) -> None:
@@ -201,7 +220,7 @@ def load_settings(study_dir: str | Path) -> StudySettings:
 def load_study(study_dir: str | Path, log: Callable[[str], None] = print) -> optuna.Study:
     """The study of `study_dir`, after failing its trials orphaned by a dead local worker."""
     settings = load_settings(study_dir)
-    storage = open_storage(settings, study_dir)
+    storage = open_storage(settings, study_dir, log)
     fail_orphaned_trials(storage, settings.name, log)
     epochs = config_lib.from_dict(settings.base).epochs
     return optuna.load_study(study_name=settings.name, storage=storage, pruner=make_pruner(settings.pruner, epochs))
@@ -257,21 +276,20 @@ def optimize(
     workers: int = 1,
     log: Callable[[str], None] = print,
 ) -> optuna.Study:
-    """Run `trials` more trials (fewer if `timeout` seconds pass first) of the study in `study_dir`,
-    split over `workers` processes that share its storage; returns the study."""
+    """Finish (complete or prune) `trials` more trials of the study in `study_dir` (fewer if `timeout`
+    seconds pass first) with `workers` processes that share its storage and this budget; returns the study."""
     check_budget(trials, timeout, workers)
     study_dir = Path(study_dir)
     load_settings(study_dir)
     workers = min(workers, trials)
-    shares = [trials // workers + (i < trials % workers) for i in range(workers)]
+    budget = Budget(uuid.uuid4().hex, trials, None if timeout is None else time.time() + timeout)
     if workers == 1:
-        _optimize_here(study_dir, data, 0, shares[0], timeout, log)
+        _optimize_here(study_dir, data, 0, budget, log)
     else:
         context = torch.multiprocessing.get_context("spawn")
         threads = max(1, (os.cpu_count() or 1) // workers)
         processes = [
-            context.Process(target=_worker, args=(study_dir, data, i, share, timeout, threads))
-            for i, share in enumerate(shares)
+            context.Process(target=_worker, args=(study_dir, data, i, budget, threads)) for i in range(workers)
         ]
         for p in processes:
             p.start()
@@ -290,18 +308,25 @@ def optimize(
     return load_study(study_dir, log=log)
 
 
-def _worker(study_dir: Path, data: FashionMNIST, index: int, trials: int, timeout: float | None,
-            threads: int) -> None:
+@dataclass(frozen=True)
+class Budget:
+    """The trials one `optimize` call owes, shared by its workers: they are tagged with `invocation`."""
+
+    invocation: str
+    trials: int
+    deadline: float | None  # time.time() after which no trial starts
+
+
+def _worker(study_dir: Path, data: FashionMNIST, index: int, budget: Budget, threads: int) -> None:
     torch.set_num_threads(threads)
     optuna.logging.set_verbosity(optuna.logging.WARNING)  # one line per trial comes from describe_trial
     try:
-        _optimize_here(study_dir, data, index, trials, timeout,
-                       lambda msg: print(f"[worker {index}] {msg}", flush=True))
+        _optimize_here(study_dir, data, index, budget, lambda msg: print(f"[worker {index}] {msg}", flush=True))
     except KeyboardInterrupt:
         pass  # the parent reports the interruption
 
 
-def _optimize_here(study_dir: Path, data: FashionMNIST, index: int, trials: int, timeout: float | None,
+def _optimize_here(study_dir: Path, data: FashionMNIST, index: int, budget: Budget,
                    log: Callable[[str], None]) -> None:
     settings = load_settings(study_dir)
     study = load_study(study_dir, log=log)
@@ -309,8 +334,38 @@ def _optimize_here(study_dir: Path, data: FashionMNIST, index: int, trials: int,
     seed = int(np.random.SeedSequence([settings.sampler_seed, index, len(study.trials)]).generate_state(1)[0])
     study.sampler = optuna.samplers.TPESampler(seed=seed)
     base = config_lib.from_dict(settings.base)
-    study.optimize(make_objective(base, study_dir, data), n_trials=trials, timeout=timeout,
-                   callbacks=[lambda s, t: log(describe_trial(s, t))])
+
+    def after_trial(study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
+        log(describe_trial(study, trial))
+        if not _more_trials(study, settings, budget, log):
+            study.stop()
+
+    timeout = None if budget.deadline is None else max(0.0, budget.deadline - time.time())
+    study.optimize(make_objective(base, study_dir, data, budget.invocation), timeout=timeout,
+                   callbacks=[after_trial])
+
+
+def _more_trials(study: optuna.Study, settings: StudySettings, budget: Budget, log: Callable[[str], None]) -> bool:
+    """Whether this worker should start another trial of the budget. While the budget's finished and
+    running trials cover it, wait: a running one may belong to a dead worker, and once the heartbeat
+    (RDB) or the process check (this host) fails it, its place is free again."""
+    while budget.deadline is None or time.time() < budget.deadline:
+        ours = [t for t in study.get_trials(deepcopy=False)
+                if t.user_attrs.get("worker", {}).get("invocation") == budget.invocation]
+        finished = sum(t.state in FINISHED for t in ours)
+        running = sum(t.state == TrialState.RUNNING for t in ours)
+        if finished >= budget.trials:
+            return False
+        if finished + running < budget.trials:
+            return True
+        time.sleep(POLL_SECONDS)
+        if settings.storage:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+                optuna.storages.fail_stale_trials(study)
+        else:
+            fail_orphaned_trials(study._storage, study.study_name, log)
+    return False
 
 
 def describe_trial(study: optuna.Study, trial: optuna.trial.FrozenTrial) -> str:

@@ -1,8 +1,8 @@
 """Named training configs shipped with the package: `fmnist train --preset NAME`.
 
 A preset is a TOML file of config values in this directory; a --config file and flags
-override it. Their numbers are starting points to be confirmed with `fmnist compare`
-and `fmnist tune`, not measured results.
+override it. What each preset measured, and the `fmnist compare` command that measures it,
+is in docs/EXPERIMENTS.md, not in the files: numbers in comments would go stale.
 """
 
 from __future__ import annotations
