@@ -38,7 +38,8 @@ class MicroBatcher:
         max_queue: int = 256,
     ):
         if max_batch < 1 or max_queue < 1 or max_wait < 0:
-            raise ValueError(f"need max_batch >= 1, max_queue >= 1, max_wait >= 0; got {max_batch}, {max_queue}, {max_wait}")
+            raise ValueError(f"need max_batch >= 1, max_queue >= 1, max_wait >= 0; "
+                             f"got {max_batch}, {max_queue}, {max_wait}")
         self.predict = predict
         self.max_batch, self.max_wait, self.max_queue = max_batch, max_wait, max_queue
         self._jobs: collections.deque[_Job] = collections.deque()
