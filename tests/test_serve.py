@@ -87,6 +87,18 @@ def test_a_lone_request_waits_at_most_max_wait():
     assert 0.04 <= asyncio.run(main()) < 1.0
 
 
+def test_a_batch_waits_only_for_requests_on_their_way():
+    async def lone(expected: int, max_wait: float) -> float:
+        async with MicroBatcher(Recorder().probabilities, max_batch=64, max_wait=max_wait,
+                                expected=lambda: expected) as batcher:
+            start = time.perf_counter()
+            await batcher.submit(images_of(1))
+            return time.perf_counter() - start
+
+    assert asyncio.run(lone(expected=0, max_wait=5.0)) < 2.0  # nobody else coming: no 5 s wait
+    assert asyncio.run(lone(expected=1, max_wait=0.2)) >= 0.19  # another request is being decoded: wait for it
+
+
 def test_full_queue_refuses_at_once():
     recorder = Recorder(delay=0.3)
 

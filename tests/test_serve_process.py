@@ -67,17 +67,27 @@ def test_flood_beyond_the_queue_gets_503_and_the_server_survives(model_path):
 
 
 def test_sigterm_lets_requests_in_flight_finish_then_exits_0(model_path):
-    # A long batch wait keeps the requests in flight while the signal arrives.
-    with running_server(model_path, "--max-wait-ms", "1500") as server:
+    photo = product_photo()
+    release = asyncio.Event()
+
+    async def slow_body():  # half the photo now, the rest after the signal: the request is surely in flight
+        yield photo[: len(photo) // 2]
+        await release.wait()
+        yield photo[len(photo) // 2 :]
+
+    with running_server(model_path) as server:
 
         async def main():
             async with httpx.AsyncClient(base_url=server.url, timeout=30) as http:
-                pending = [asyncio.ensure_future(http.post("/predict", content=product_photo(),
+                pending = [asyncio.ensure_future(http.post("/predict", content=slow_body(),
                                                            headers={"Content-Type": "image/jpeg"})) for _ in range(4)]
                 deadline = time.monotonic() + 10
                 while (await http.get("/healthz")).json()["in_progress"] < 4 and time.monotonic() < deadline:
                     await asyncio.sleep(0.02)
                 server.process.send_signal(signal.SIGTERM)
+                await asyncio.sleep(0.5)
+                assert server.process.poll() is None  # still draining
+                release.set()
                 return await asyncio.gather(*pending)
 
         responses = asyncio.run(main())

@@ -87,10 +87,12 @@ class ErrorResponse(BaseModel):
 
 def create_app(predictor: Predictor, limits: Limits = Limits()) -> FastAPI:
     limits.check()
-    batcher = MicroBatcher(predictor.probabilities, limits.max_batch, limits.max_wait_ms / 1000, limits.max_queue)
+    in_progress = 0  # requests admitted and not yet answered
+    preparing = 0  # of those, the ones still being read or decoded: the batcher waits only when some are
+    batcher = MicroBatcher(predictor.probabilities, limits.max_batch, limits.max_wait_ms / 1000, limits.max_queue,
+                           expected=lambda: preparing)
     decode_pool = concurrent.futures.ThreadPoolExecutor(limits.decoders, thread_name_prefix="fmnist-decode")
     static = _read_static()
-    in_progress = 0
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -146,10 +148,12 @@ def create_app(predictor: Predictor, limits: Limits = Limits()) -> FastAPI:
     )
     async def predict(request: Request) -> Response:
         """Classify one raw image body (Content-Type image/*) or the multipart field(s) `file`, in order."""
-        nonlocal in_progress
+        nonlocal in_progress, preparing
         if in_progress >= limits.max_queue:
             raise ApiError(503, f"server busy ({in_progress} requests in progress); retry shortly", RETRY)
         in_progress += 1
+        preparing += 1
+        submitted = False
         try:
             uploads = await _read_uploads(request, limits)
             loop = asyncio.get_running_loop()
@@ -162,12 +166,17 @@ def create_app(predictor: Predictor, limits: Limits = Limits()) -> FastAPI:
                 if isinstance(result, BaseException):
                     raise result
                 decoded.append(result)
+            images = torch.stack([image for image, _ in decoded])
+            preparing -= 1
+            submitted = True
             try:
-                probs = await batcher.submit(torch.stack([image for image, _ in decoded]))
+                probs = await batcher.submit(images)
             except QueueFull as exc:
                 raise ApiError(503, f"server busy: {exc}; retry shortly", RETRY) from None
         finally:
             in_progress -= 1
+            if not submitted:
+                preparing -= 1
         top_p, top_i = probs.topk(limits.top_k, dim=1)
         predictions = [
             {
