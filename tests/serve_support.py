@@ -39,12 +39,12 @@ def product_photo(kind: str = "trouser", size: tuple[int, int] = (360, 480), fmt
     dark = (38, 40, 52)
     if kind == "trouser":
         draw.rectangle((w * 0.32, h * 0.12, w * 0.68, h * 0.24), fill=dark)  # waistband
-        draw.polygon([(w * 0.32, h * 0.2), (w * 0.49, h * 0.2), (w * 0.47, h * 0.9), (w * 0.34, h * 0.9)], fill=dark)
-        draw.polygon([(w * 0.51, h * 0.2), (w * 0.68, h * 0.2), (w * 0.66, h * 0.9), (w * 0.53, h * 0.9)], fill=dark)
+        draw.polygon([(w * 0.32, h * 0.2), (w * 0.48, h * 0.2), (w * 0.44, h * 0.9), (w * 0.29, h * 0.9)], fill=dark)
+        draw.polygon([(w * 0.52, h * 0.2), (w * 0.68, h * 0.2), (w * 0.71, h * 0.9), (w * 0.56, h * 0.9)], fill=dark)
     else:  # a shirt
-        draw.polygon([(w * 0.3, h * 0.2), (w * 0.7, h * 0.2), (w * 0.9, h * 0.35), (w * 0.8, h * 0.45), (w * 0.7, h * 0.38),
-                      (w * 0.7, h * 0.85), (w * 0.3, h * 0.85), (w * 0.3, h * 0.38), (w * 0.2, h * 0.45), (w * 0.1, h * 0.35)],
-                     fill=dark)
+        outline = [(0.3, 0.2), (0.7, 0.2), (0.9, 0.35), (0.8, 0.45), (0.7, 0.38),
+                   (0.7, 0.85), (0.3, 0.85), (0.3, 0.38), (0.2, 0.45), (0.1, 0.35)]
+        draw.polygon([(w * x, h * y) for x, y in outline], fill=dark)
     buffer = io.BytesIO()
     image.save(buffer, format=fmt, **({"quality": 90} if fmt == "JPEG" else {}))
     return buffer.getvalue()

@@ -87,6 +87,18 @@ def test_a_lone_request_waits_at_most_max_wait():
     assert 0.04 <= asyncio.run(main()) < 1.0
 
 
+def test_a_batch_waits_only_for_requests_on_their_way():
+    async def lone(expected: int, max_wait: float) -> float:
+        async with MicroBatcher(Recorder().probabilities, max_batch=64, max_wait=max_wait,
+                                expected=lambda: expected) as batcher:
+            start = time.perf_counter()
+            await batcher.submit(images_of(1))
+            return time.perf_counter() - start
+
+    assert asyncio.run(lone(expected=0, max_wait=5.0)) < 2.0  # nobody else coming: no 5 s wait
+    assert asyncio.run(lone(expected=1, max_wait=0.2)) >= 0.19  # another request is being decoded: wait for it
+
+
 def test_full_queue_refuses_at_once():
     recorder = Recorder(delay=0.3)
 
@@ -195,20 +207,21 @@ def test_page_and_its_assets_come_from_fmnist(client):
     assert client.get("/docs").status_code == 404  # FastAPI's docs page would load from a CDN
 
 
+PNG, JPEG = {"Content-Type": "image/png"}, {"Content-Type": "image/jpeg"}
 BAD_INPUTS = {
-    "not an image": ({"content": b"hello, world", "headers": {"Content-Type": "image/png"}}, 400, "not an image"),
-    "truncated": ({"content": product_photo(fmt="PNG")[:500], "headers": {"Content-Type": "image/png"}}, 400, "truncated"),
-    "empty body": ({"content": b"", "headers": {"Content-Type": "image/png"}}, 400, "empty"),
-    "header bomb": ({"content": png_claiming(60_000, 60_000), "headers": {"Content-Type": "image/png"}}, 400, "pixels"),
-    "real bomb": ({"content": real_bomb(), "headers": {"Content-Type": "image/png"}}, 400, "pixels"),
-    "wrong content type": ({"content": product_photo(), "headers": {"Content-Type": "text/plain"}}, 415, "Content-Type"),
+    "not an image": ({"content": b"hello, world", "headers": PNG}, 400, "not an image"),
+    "truncated": ({"content": product_photo(fmt="PNG")[:500], "headers": PNG}, 400, "truncated"),
+    "empty body": ({"content": b"", "headers": PNG}, 400, "empty"),
+    "header bomb": ({"content": png_claiming(60_000, 60_000), "headers": PNG}, 400, "pixels"),
+    "real bomb": ({"content": real_bomb(), "headers": PNG}, 400, "pixels"),
+    "wrong content type": ({"content": product_photo(), "headers": {"Content-Type": "text/plain"}}, 415, "text/plain"),
     "no content type": ({"content": product_photo()}, 415, "Content-Type 'none'"),
-    "over the size limit": ({"content": b"\xff" * (2**20 + 1), "headers": {"Content-Type": "image/jpeg"}}, 413, "larger than"),
-    "over the size limit, no length": (
-        {"content": iter([b"\xff" * 2**19] * 3), "headers": {"Content-Type": "image/jpeg"}}, 413, "larger than"),
+    "over the size limit": ({"content": b"\xff" * (2**20 + 1), "headers": JPEG}, 413, "larger than"),
+    "over the size limit, no length": ({"content": iter([b"\xff" * 2**19] * 3), "headers": JPEG}, 413, "larger than"),
     "too many files": ({"files": [("file", ("a.jpg", product_photo()))] * 4}, 400, "too many files: at most 3"),
     "missing field": ({"files": [("photo", ("a.jpg", product_photo()))]}, 400, "no field 'file'"),
-    "bad file among good": ({"files": [("file", ("a.jpg", product_photo())), ("file", ("b.png", b"nope"))]}, 400, "b.png"),
+    "bad file among good": ({"files": [("file", ("a.jpg", product_photo())), ("file", ("b.png", b"nope"))]}, 400,
+                            "b.png"),
     "no boundary": ({"content": b"x", "headers": {"Content-Type": "multipart/form-data"}}, 400, "boundary"),
     "cut multipart": ({"content": b"--xx\r\nContent-Disposition: form-data; name=\"file\"\r\n\r\nabc",
                        "headers": {"Content-Type": "multipart/form-data; boundary=xx"}}, 400, "malformed multipart"),
@@ -262,8 +275,7 @@ def test_flood_beyond_the_queue_gets_503_and_the_rest_succeed():
         async with app.router.lifespan_context(app):
             transport = httpx.ASGITransport(app=app)
             async with httpx.AsyncClient(transport=transport, base_url="http://test") as http:
-                return await asyncio.gather(*(http.post("/predict", content=photo, headers={"Content-Type": "image/jpeg"})
-                                              for _ in range(20)))
+                return await asyncio.gather(*(http.post("/predict", content=photo, headers=JPEG) for _ in range(20)))
 
     responses = asyncio.run(main())
     codes = [r.status_code for r in responses]

@@ -353,6 +353,9 @@ def cmd_serve(args: argparse.Namespace) -> int:
                     decoders=args.decoders, max_body=round(args.max_body_mb * 2**20), max_files=args.max_files,
                     top_k=args.top_k)
     limits.check()
+    if args.threads < 1:
+        raise FmnistError(f"--threads must be >= 1, got {args.threads}")
+    torch.set_num_threads(args.threads)
     predictor = load_predictor(args.model, measure.select_device(args.device))
     app = create_app(predictor, limits)
     sock = server.listen(args.host, args.port)
@@ -406,13 +409,18 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("serve", help="HTTP API and web page: classify uploaded images, with micro-batching")
     p.add_argument("model", help="a .pt checkpoint, a run directory, or an exported model")
-    p.add_argument("--host", default="127.0.0.1", help="address to listen on; 0.0.0.0 exposes it to the network (default: 127.0.0.1)")
+    p.add_argument("--host", default="127.0.0.1",
+                   help="address to listen on; 0.0.0.0 exposes it to the network (default: 127.0.0.1)")
     p.add_argument("--port", type=int, default=8000, help="TCP port; 0 picks a free one (default: 8000)")
     p.add_argument("--device", default="auto", choices=config_lib.DEVICES, help=DEVICE_HELP)
     p.add_argument("--max-batch", type=int, default=64, help="images per model call (default: 64)")
-    p.add_argument("--max-wait-ms", type=float, default=2.0, help="how long a batch waits for more images once one arrived (default: 2.0)")
-    p.add_argument("--max-queue", type=int, default=256, help="requests in progress, and images waiting for the model, before answering 503 (default: 256)")
+    p.add_argument("--max-wait-ms", type=float, default=2.0,
+                   help="how long a batch waits for more images once one arrived (default: 2.0)")
+    p.add_argument("--max-queue", type=int, default=256,
+                   help="requests in progress, and images waiting for the model, before answering 503 (default: 256)")
     p.add_argument("--decoders", type=int, default=2, help="threads decoding uploaded images (default: 2)")
+    p.add_argument("--threads", type=int, default=1, help="torch intra-op threads per model call (default: 1: batches "
+                   "are small, and the decoders and the HTTP loop need the other cores)")
     p.add_argument("--max-body-mb", type=float, default=10.0, help="largest request body, MiB (default: 10)")
     p.add_argument("--max-files", type=int, default=16, help="images in one multipart request (default: 16)")
     p.add_argument("--top-k", type=int, default=5, help="classes listed per prediction (default: 5)")

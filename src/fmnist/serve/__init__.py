@@ -1,1 +1,1 @@
-"""`fmnist serve`: the HTTP API (app.py), the micro-batcher (batching.py), uvicorn (server.py) and the page (static/)."""
+"""`fmnist serve`: the HTTP API (app.py), the micro-batcher (batching.py), uvicorn (server.py), the page (static/)."""

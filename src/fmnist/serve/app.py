@@ -35,6 +35,7 @@ from fmnist.images import load_image
 from fmnist.inference import Predictor
 from fmnist.serve.batching import MicroBatcher, QueueFull
 
+RETRY = {"Retry-After": "1"}  # seconds, on every 503
 _STATIC_TYPES = {".html": "text/html; charset=utf-8", ".css": "text/css; charset=utf-8",
                  ".js": "text/javascript; charset=utf-8", ".svg": "image/svg+xml", ".png": "image/png"}
 
@@ -54,7 +55,8 @@ class Limits:
     def check(self) -> None:
         for name, value in asdict(self).items():
             if value < (0 if name == "max_wait_ms" else 1):
-                raise FmnistError(f"{name.replace('_', '-')} must be {'>= 0' if name == 'max_wait_ms' else '>= 1'}, got {value}")
+                least = ">= 0" if name == "max_wait_ms" else ">= 1"
+                raise FmnistError(f"{name.replace('_', '-')} must be {least}, got {value}")
         if self.max_files > self.max_batch:
             raise FmnistError(f"max-files ({self.max_files}) cannot exceed max-batch ({self.max_batch})")
         if self.top_k > len(CLASSES):
@@ -85,10 +87,12 @@ class ErrorResponse(BaseModel):
 
 def create_app(predictor: Predictor, limits: Limits = Limits()) -> FastAPI:
     limits.check()
-    batcher = MicroBatcher(predictor.probabilities, limits.max_batch, limits.max_wait_ms / 1000, limits.max_queue)
+    in_progress = 0  # requests admitted and not yet answered
+    preparing = 0  # of those, the ones still being read or decoded: the batcher waits only when some are
+    batcher = MicroBatcher(predictor.probabilities, limits.max_batch, limits.max_wait_ms / 1000, limits.max_queue,
+                           expected=lambda: preparing)
     decode_pool = concurrent.futures.ThreadPoolExecutor(limits.decoders, thread_name_prefix="fmnist-decode")
     static = _read_static()
-    in_progress = 0
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -144,37 +148,45 @@ def create_app(predictor: Predictor, limits: Limits = Limits()) -> FastAPI:
     )
     async def predict(request: Request) -> Response:
         """Classify one raw image body (Content-Type image/*) or the multipart field(s) `file`, in order."""
-        nonlocal in_progress
+        nonlocal in_progress, preparing
         if in_progress >= limits.max_queue:
-            raise ApiError(503, f"server busy ({in_progress} requests in progress); retry shortly", {"Retry-After": "1"})
+            raise ApiError(503, f"server busy ({in_progress} requests in progress); retry shortly", RETRY)
         in_progress += 1
+        preparing += 1
+        submitted = False
         try:
             uploads = await _read_uploads(request, limits)
             loop = asyncio.get_running_loop()
-            decoded = await asyncio.gather(*(loop.run_in_executor(decode_pool, _decode, data, name) for name, data in uploads),
-                                           return_exceptions=True)
-            for result in decoded:  # the first bad file, in request order, names itself
+            results = await asyncio.gather(*(loop.run_in_executor(decode_pool, _decode, data, name)
+                                             for name, data in uploads), return_exceptions=True)
+            decoded: list[tuple[torch.Tensor, str]] = []
+            for result in results:  # the first bad file, in request order, names itself
                 if isinstance(result, FmnistError):
                     raise ApiError(400, str(result))
                 if isinstance(result, BaseException):
                     raise result
-            images = torch.stack([image for image, _ in decoded])  # type: ignore[misc]
+                decoded.append(result)
+            images = torch.stack([image for image, _ in decoded])
+            preparing -= 1
+            submitted = True
             try:
                 probs = await batcher.submit(images)
             except QueueFull as exc:
-                raise ApiError(503, f"server busy: {exc}; retry shortly", {"Retry-After": "1"}) from None
+                raise ApiError(503, f"server busy: {exc}; retry shortly", RETRY) from None
         finally:
             in_progress -= 1
+            if not submitted:
+                preparing -= 1
         top_p, top_i = probs.topk(limits.top_k, dim=1)
         predictions = [
             {
                 "class_index": int(i[0]),
                 "class_name": CLASSES[int(i[0])],
                 "probability": float(p[0]),
-                "top": [[CLASSES[c], q] for c, q in zip(i.tolist(), p.tolist())],
+                "top": [[CLASSES[c], q] for c, q in zip(i.tolist(), p.tolist(), strict=True)],
                 "input": png_url,
             }
-            for p, i, (_, png_url) in zip(top_p, top_i, decoded)  # type: ignore[misc]
+            for p, i, (_, png_url) in zip(top_p, top_i, decoded, strict=True)
         ]
         # Built by hand rather than validated through the response model: same JSON, less work per request.
         return JSONResponse({"predictions": predictions})
@@ -187,7 +199,8 @@ def create_app(predictor: Predictor, limits: Limits = Limits()) -> FastAPI:
     async def asset(name: str) -> Response:
         if name not in static:  # a lookup in a dict read at start: no path from a request reaches the disk
             raise ApiError(404, f"no such file: {name}")
-        return Response(static[name], media_type=_STATIC_TYPES.get("." + name.rpartition(".")[2], "application/octet-stream"))
+        media_type = _STATIC_TYPES.get("." + name.rpartition(".")[2], "application/octet-stream")
+        return Response(static[name], media_type=media_type)
 
     return app
 
@@ -282,7 +295,7 @@ def _decode(data: bytes, name: str) -> tuple[torch.Tensor, str]:
     """The 28x28 image the model sees, and the same as a PNG data URL for the page (FmnistError if unreadable)."""
     image = load_image(data, name)
     buffer = io.BytesIO()
-    Image.fromarray(np.asarray(image)).save(buffer, format="PNG")
+    Image.fromarray(np.asarray(image)).save(buffer, format="PNG", compress_level=1)  # 28x28: speed over bytes
     return image, "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode("ascii")
 
 

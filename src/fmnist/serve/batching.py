@@ -2,10 +2,11 @@
 
 A model answers 64 images in little more time than one, so under load the server gathers the
 images of concurrent requests (up to `max_batch`, waiting at most `max_wait` for more once the
-first has arrived) and calls the model once, in a worker thread so that the event loop keeps
-accepting and parsing requests meanwhile. While the model runs, the next batch gathers. At most
-`max_queue` images may wait; beyond that `submit` raises QueueFull at once (the server's 503),
-so an overload costs a fast refusal instead of unbounded memory and latency.
+first has arrived, unless no other request is on its way) and calls the model once, in a worker
+thread so that the event loop keeps accepting and parsing requests meanwhile. While the model
+runs, the next batch gathers. At most `max_queue` images may wait; beyond that `submit` raises
+QueueFull at once (the server's 503), so an overload costs a fast refusal instead of unbounded
+memory and latency.
 """
 
 from __future__ import annotations
@@ -36,11 +37,16 @@ class MicroBatcher:
         max_batch: int = 64,
         max_wait: float = 0.002,
         max_queue: int = 256,
+        expected: Callable[[], int] | None = None,
     ):
+        """`expected()`: how many more submissions are on their way (requests still being read or decoded);
+        when it says none, a batch goes at once instead of waiting max_wait for company that is not coming."""
         if max_batch < 1 or max_queue < 1 or max_wait < 0:
-            raise ValueError(f"need max_batch >= 1, max_queue >= 1, max_wait >= 0; got {max_batch}, {max_queue}, {max_wait}")
+            raise ValueError(f"need max_batch >= 1, max_queue >= 1, max_wait >= 0; "
+                             f"got {max_batch}, {max_queue}, {max_wait}")
         self.predict = predict
         self.max_batch, self.max_wait, self.max_queue = max_batch, max_wait, max_queue
+        self.expected = expected
         self._jobs: collections.deque[_Job] = collections.deque()
         self._waiting = 0  # images in _jobs
         self._arrived = asyncio.Event()
@@ -123,6 +129,8 @@ class MicroBatcher:
                 self._arrived.clear()
             remaining = deadline - loop.time()
             if count >= self.max_batch or self._jobs or remaining <= 0:
+                return batch
+            if self.expected is not None and self.expected() == 0:
                 return batch
             try:
                 await asyncio.wait_for(self._arrived.wait(), remaining)

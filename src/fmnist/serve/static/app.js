@@ -110,7 +110,7 @@ function point(event) {
 canvas.addEventListener("pointerdown", (event) => {
   drawing = true;
   canvas.setPointerCapture(event.pointerId);
-  pen.lineWidth = 16;
+  pen.lineWidth = 22;
   pen.lineCap = pen.lineJoin = "round";
   pen.strokeStyle = "#111";
   pen.beginPath();

@@ -1,0 +1,91 @@
+"""The page in a real headless Chromium (Debian's `chromium` and `chromium-driver`), driven by Selenium.
+
+FMNIST_SERVE_MODEL=CHECKPOINT serves that model instead of an untrained one, and
+FMNIST_SERVE_SCREENSHOT=FILE also saves the final screenshot there (how docs/serve-page.png is made).
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+
+import httpx
+import pytest
+from serve_support import product_photo, running_server, tiny_checkpoint
+
+from fmnist.data import CLASSES
+
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+CHROMEDRIVER = shutil.which("chromedriver")
+
+pytestmark = pytest.mark.skipif(
+    not (CHROMIUM and CHROMEDRIVER),
+    reason="Chromium or its driver not found (bash scripts/setup.sh installs Debian's chromium and chromium-driver)",
+)
+
+
+@pytest.fixture
+def browser(tmp_path):
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+
+    options = webdriver.ChromeOptions()
+    options.binary_location = CHROMIUM  # type: ignore[assignment]
+    for flag in ("--headless", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
+                 "--disable-background-networking", "--disable-component-update", "--disable-sync",
+                 "--no-first-run", "--window-size=1280,900", f"--user-data-dir={tmp_path / 'chromium-profile'}"):
+        options.add_argument(flag)
+    # An explicit driver path: Selenium Manager never looks for (or downloads) one.
+    driver = webdriver.Chrome(options=options, service=Service(executable_path=CHROMEDRIVER))
+    driver.set_page_load_timeout(60)
+    yield driver
+    driver.quit()
+
+
+def wait_for(driver, condition, timeout=60):
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    return WebDriverWait(driver, timeout).until(lambda d: condition(d))
+
+
+def test_upload_a_photo_and_draw(browser, tmp_path):
+    from selenium.webdriver.common.action_chains import ActionChains
+    from selenium.webdriver.common.by import By
+
+    model = Path(os.environ.get("FMNIST_SERVE_MODEL") or tiny_checkpoint(tmp_path / "tiny.pt"))
+    photo = tmp_path / "trousers.jpg"
+    photo.write_bytes(product_photo("trouser", size=(480, 640)))
+    with running_server(model) as server:
+        expected = httpx.post(f"{server.url}/predict", content=photo.read_bytes(),
+                              headers={"Content-Type": "image/jpeg"}, timeout=30).json()["predictions"][0]
+
+        browser.get(server.url + "/")
+        wait_for(browser, lambda d: "mlp" in d.find_element(By.ID, "model-info").text)
+        browser.find_element(By.ID, "file-input").send_keys(str(photo))
+        answer = browser.find_element(By.ID, "answer")
+        wait_for(browser, lambda d: answer.text)
+        assert answer.text == expected["class_name"]  # the page shows what the API answers for this photo
+        bars = browser.find_elements(By.CSS_SELECTOR, "#bars li")
+        assert len(bars) == 5 and bars[0].find_element(By.CLASS_NAME, "name").text == expected["class_name"]
+        photo_view = browser.find_element(By.ID, "input-view").get_attribute("src")
+        assert photo_view == expected["input"]  # the 28x28 view the model saw
+        browser.save_screenshot(str(tmp_path / "photo.png"))
+
+        browser.find_element(By.ID, "tab-draw").click()
+        canvas = browser.find_element(By.ID, "canvas")
+        strokes = ActionChains(browser).move_to_element_with_offset(canvas, -60, -100).click_and_hold()
+        for dx, dy in ((0, 60), (0, 60), (0, 60), (40, 0), (20, -60), (20, 60), (40, 0), (0, -60), (0, -60), (0, -60)):
+            strokes = strokes.move_by_offset(dx, dy)
+        strokes.release().perform()
+        browser.find_element(By.ID, "classify-drawing").click()
+        wait_for(browser, lambda d: d.find_element(By.ID, "input-view").get_attribute("src") != photo_view)
+        assert answer.text in CLASSES
+        assert browser.find_element(By.ID, "error").is_displayed() is False
+        browser.save_screenshot(str(tmp_path / "drawing.png"))
+        assert (tmp_path / "drawing.png").stat().st_size > 10_000
+        if os.environ.get("FMNIST_SERVE_SCREENSHOT"):
+            browser.find_element(By.ID, "tab-photo").click()
+            browser.find_element(By.ID, "file-input").send_keys(str(photo))
+            wait_for(browser, lambda d: d.find_element(By.ID, "input-view").get_attribute("src") == photo_view)
+            browser.save_screenshot(os.environ["FMNIST_SERVE_SCREENSHOT"])
