@@ -66,7 +66,7 @@ def test_bench_measures_the_model_of_a_preset_with_flags_on_top(synthetic_data, 
 
     monkeypatch.setattr(bench, "run", record)
     assert cli.main(["bench", "--preset", "cnn", "--hidden", "8,16"]) == 130
-    assert measured[0].model == "cnn" and measured[0].hidden == (8, 16) and measured[0].amp == "bf16"
+    assert measured[0].model == "cnn" and measured[0].hidden == (8, 16) and measured[0].amp == "auto"
 
 
 def adam_second_moments(optimizer_state: dict) -> list[torch.Tensor]:

@@ -114,7 +114,9 @@ def train_and_report(
     params = models.parameter_count(models.build(cfg))
     say(f"fmnist {__version__} | torch {torch.__version__} | device {cfg.device} | {w.size} process(es) | "
         f"data {dataset.directory} ({dataset.origin})")
-    say(f"model {cfg.model} hidden={','.join(map(str, cfg.hidden))} | {params:,} parameters | run {run_dir}")
+    amp, why = cpu.resolve_amp(cfg.amp, measure.select_device(cfg.device))
+    say(f"model {cfg.model} hidden={','.join(map(str, cfg.hidden))} | {params:,} parameters | "
+        f"amp {amp} ({why}) | run {run_dir}")
     try:
         result = fit(cfg, run_dir, dataset, resume=bool(args.resume), progress=not args.no_progress)
     except (KeyboardInterrupt, Terminated):

@@ -27,7 +27,7 @@ ACTIVATIONS = ("relu", "gelu", "silu", "tanh")
 OPTIMIZERS = ("sgd", "adam", "adamw")
 SCHEDULES = ("none", "step", "cosine", "onecycle")
 DEVICES = ("auto", "cpu", "cuda", "mps")
-AMPS = ("none", "bf16")
+AMPS = ("none", "bf16", "auto")
 
 
 def _opt(default: Any, help: str, choices: tuple[str, ...] | None = None) -> Any:
@@ -61,7 +61,8 @@ class Config:
     step_epochs: int = _opt(5, "step schedule: multiply the lr by --gamma every this many epochs")
     gamma: float = _opt(0.1, "step schedule: lr multiplier at each step")
     label_smoothing: float = _opt(0.0, "cross-entropy label smoothing")
-    amp: str = _opt("none", "training steps under bf16 autocast (CPUs with AVX-512 BF16 or AMX, recent GPUs); evaluation stays fp32", AMPS)
+    amp: str = _opt("none", "training steps under bf16 autocast (fast on CPUs with AMX or AVX-512 BF16, recent GPUs); "
+                    "auto: bf16 only where it is native; evaluation stays fp32", AMPS)
     on_nan: str = _opt("stop", "on a non-finite loss: stop (the last good checkpoint stays) or skip the batch", ("stop", "skip"))
     augment: tuple[str, ...] = _opt((), "batched on-device augmentations, comma-separated", AUGMENTATIONS)
     augment_strength: float = _opt(1.0, f"scales crop, translate and erase (0 to {MAX_STRENGTH:g})")
