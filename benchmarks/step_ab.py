@@ -15,6 +15,7 @@ reported apart and excluded), compiled-optimizer (compiled model and a compiled 
 import argparse
 import statistics
 import time
+from typing import cast
 
 import torch
 
@@ -34,13 +35,13 @@ def build(name: str, cfg: config.Config, images: torch.Tensor, labels: torch.Ten
         st.optimizer, st.scheduler = opt, train.build_scheduler(opt, cfg, steps)
     if name == "no-schedule":
         st.scheduler = torch.optim.lr_scheduler.LambdaLR(st.optimizer, lambda _: 1.0)
-        st.scheduler.step = lambda *_: None  # type: ignore[method-assign]
+        st.scheduler.step = lambda *_: None
     seconds = 0.0
     if name.startswith("compiled"):
         begin = time.perf_counter()
-        st.model = torch.compile(st.model)
+        st.model = cast(torch.nn.Module, torch.compile(st.model))
         if name == "compiled-optimizer":
-            st.optimizer.step = torch.compile(st.optimizer.step)  # type: ignore[method-assign]
+            st.optimizer.step = torch.compile(st.optimizer.step)
         run(st, cfg, images, labels, 3)  # compiles
         seconds = time.perf_counter() - begin
     return st, seconds
