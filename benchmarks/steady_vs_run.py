@@ -30,7 +30,7 @@ def main() -> None:
         history = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
         summary = json.loads((run / "summary.json").read_text())
         batch = summary["config"]["batch_size"]
-        amp = summary["config"]["amp"]
+        amp = summary["amp"]  # what ran: "auto" resolved on this machine
         threads = ["--threads", str(args.threads)] if args.threads else []
         fmnist("bench", "--quick", "--from", str(run), *threads, "--json", str(bench_json))
         result = json.loads(bench_json.read_text())
