@@ -9,6 +9,7 @@ import sys
 import textwrap
 
 import pytest
+import torch
 
 from fmnist import cpu
 
@@ -77,3 +78,39 @@ def test_fit_leaves_flush_to_zero_on_every_thread(tmp_path):
         """
     )
     assert result.returncode == 0, result.stdout + result.stderr
+
+
+@pytest.mark.parametrize(
+    "features, expected",
+    [(("AVX2",), "none"), (("AVX-512", "AVX2"), "none"), (("AVX512-BF16", "AVX-512", "AVX2"), "bf16"),
+     (("AMX-BF16", "AVX512-BF16", "AVX512-VNNI", "AVX-512", "AVX2"), "bf16")],
+)
+def test_auto_amp_is_bf16_only_where_the_cpu_has_native_bf16(monkeypatch, features, expected):
+    monkeypatch.setattr(cpu, "features", lambda: features)
+    amp, why = cpu.resolve_amp("auto", torch.device("cpu"))
+    assert amp == expected and why.startswith("auto: ")
+    assert cpu.resolve_amp("bf16", torch.device("cpu"))[0] == "bf16"  # asked for: kept
+    assert cpu.resolve_amp("none", torch.device("cpu"))[0] == "none"
+
+
+def test_features_are_read_from_cpuinfo_flags(monkeypatch, tmp_path):
+    cpuinfo = tmp_path / "cpuinfo"
+    cpuinfo.write_text("processor\t: 0\nflags\t\t: fpu sse2 avx2 avx512f avx512_vnni amx_tile amx_bf16\n")
+    real_path = cpu.Path
+    monkeypatch.setattr(cpu, "Path", lambda p: cpuinfo if p == "/proc/cpuinfo" else real_path(p))
+    cpu.features.cache_clear()
+    try:
+        assert cpu.features() == ("AMX-BF16", "AVX512-VNNI", "AVX-512", "AVX2")
+    finally:
+        cpu.features.cache_clear()
+
+
+def test_an_auto_amp_run_reports_what_it_used_and_keeps_auto_in_its_config(synthetic_data, monkeypatch, tmp_path):
+    from fmnist import config, data, train
+    from fmnist.config import Config
+
+    monkeypatch.setattr(cpu, "features", lambda: ("AVX2",))
+    cfg = Config(hidden=(16,), epochs=1, batch_size=50, amp="auto", device="cpu")
+    result = train.fit(cfg, tmp_path, data.load(), log=lambda _: None, progress=False)
+    assert result.summary["amp"] == "none" and result.summary["hardware"]["cpu_features"]
+    assert config.resolve(tmp_path / "config.toml").amp == "auto"  # a resume asks for auto again

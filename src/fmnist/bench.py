@@ -13,11 +13,12 @@ import math
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
+from pathlib import Path
 
 import torch
 from torch import nn
 
-from fmnist import cpu, measure, models, train
+from fmnist import checkpoint, cpu, measure, models, train
 from fmnist.config import Config
 from fmnist.data import FashionMNIST, as_input
 from fmnist.flops import flops_per_image, matmul_gflops
@@ -41,11 +42,50 @@ class Plan:
     pipeline_images: int = FULL_EPOCH  # images in the timed textbook-vs-fmnist epoch
     pipeline_batch_size: int = 64  # the textbook's DataLoader(batch_size=64)
     matmul_sizes: tuple[int, ...] = (512, 1_024, 2_048)  # square fp32 matmuls; the fastest sets the limits
+    # Epochs trained on the real data before the steady-state training rows (unless a run's
+    # checkpoint is given): by the second, Adam's state holds the decayed values a real run computes on.
+    steady_epochs: int = 2
 
 
 QUICK = Plan(
     min_repeats=10, min_seconds=0.3, max_seconds=3.0, warmup=3, pipeline_images=10_000, matmul_sizes=(512, 1_024)
 )
+
+
+@dataclass
+class Trained:
+    """Model and optimizer state of a trained model: where the steady-state training rows start."""
+
+    model: dict
+    optimizer: dict
+    source: str  # how it was trained, for the report
+
+
+def train_steady_state(cfg: Config, images: torch.Tensor, labels: torch.Tensor, epochs: int) -> Trained:
+    """`epochs` epochs of train_one_epoch over `images` (on the training device) as fit() runs them."""
+    st = train.build_step_state(cfg, images.device, math.ceil(len(images) / cfg.batch_size))
+    for epoch in range(1, epochs + 1):
+        order = torch.randperm(len(images), generator=st.data_generator).to(images.device)
+        train.train_one_epoch(st.model, st.optimizer, st.scheduler, images, labels, order, cfg, st.aug_generator,
+                              epoch)
+    return Trained(st.model.state_dict(), st.optimizer.state_dict(),
+                   f"{epochs} epochs of {cfg.model} at batch {cfg.batch_size} on {len(images):,} training images")
+
+
+def from_checkpoint(path: str | Path) -> tuple[Config, Trained]:
+    """A run's config and its model and optimizer state, from its directory or a checkpoint file."""
+    state = checkpoint.load(path)
+    done = len(state.get("history", []))
+    return checkpoint.config_of(state, path), Trained(state["model"], state["optimizer"], f"{path} after {done} epochs")
+
+
+def denormal_fraction(optimizer_state: dict) -> float:
+    """The share of the optimizer's state values that are denormal floats: what flush-to-zero is for."""
+    values = [v for s in optimizer_state["state"].values() for v in s.values()
+              if isinstance(v, torch.Tensor) and v.is_floating_point() and v.dim()]
+    total = sum(v.numel() for v in values)
+    tiny = sum(int(((v != 0) & (v.abs() < torch.finfo(v.dtype).tiny)).sum()) for v in values)
+    return tiny / max(total, 1)
 
 
 def run(
@@ -55,22 +95,26 @@ def run(
     plan: Plan = Plan(),
     threads: int | None = None,
     log: Callable[[str], None] = lambda _: None,
+    trained: Trained | None = None,
 ) -> dict:
     """Measure `cfg`'s model per `plan` and return the results as plain JSON-ready values.
 
-    `threads` sets torch's intra-op threads for the run (None: leave torch's choice).
+    `threads` sets torch's intra-op threads for the run (None: leave torch's choice). The
+    steady-state training rows start from `trained` (e.g. from_checkpoint), else from
+    plan.steady_epochs epochs of training here.
     """
     device = device if isinstance(device, torch.device) else measure.select_device(device)
     previous_threads = torch.get_num_threads()
     if threads:
         torch.set_num_threads(threads)
     try:
-        return _run(cfg, data, device, plan, log)
+        return _run(cfg, data, device, plan, log, trained)
     finally:
         torch.set_num_threads(previous_threads)
 
 
-def _run(cfg: Config, data: FashionMNIST, device: torch.device, plan: Plan, log: Callable[[str], None]) -> dict:
+def _run(cfg: Config, data: FashionMNIST, device: torch.device, plan: Plan, log: Callable[[str], None],
+         trained: Trained | None) -> dict:
     measure.reset_peak_memory(device)
     load_before, run_mark = load_average(), cpu_mark()
     started = time.perf_counter()
@@ -105,10 +149,15 @@ def _run(cfg: Config, data: FashionMNIST, device: torch.device, plan: Plan, log:
         cpu.flush_denormals()  # as fit() does
     train_x, train_y = data.train_images.to(device), data.train_labels.to(device)
     limit = hardware["training_limit_images_per_second"]
-    training = [_training_row(cfg, b, train_x, train_y, device, plan, limit, False, log) for b in plan.training_batches]
-    bf16_training = [
-        _training_row(cfg, b, train_x, train_y, device, plan, limit, True, log) for b in plan.training_batches if bf16
-    ]
+    amps = ("none", "bf16") if bf16 else ("none",)
+    batches = sorted({*plan.training_batches, cfg.batch_size})  # always the batch size a run of cfg trains at
+    fresh = {amp: [_training_row(cfg, b, train_x, train_y, device, plan, limit, amp, None, log)
+                   for b in batches] for amp in amps}
+    if trained is None:
+        log(f"steady state: training {plan.steady_epochs} epochs")
+        trained = train_steady_state(cfg, train_x, train_y, plan.steady_epochs)
+    steady = {amp: [_training_row(cfg, b, train_x, train_y, device, plan, limit, amp, trained, log)
+                    for b in batches] for amp in amps}
 
     log(f"pipelines: one epoch of {plan.pipeline_images:,} images, textbook then fmnist")
     pipeline = compare_pipelines(cfg, data, device, plan.pipeline_images, plan.pipeline_batch_size)
@@ -129,8 +178,12 @@ def _run(cfg: Config, data: FashionMNIST, device: torch.device, plan: Plan, log:
         },
         "inference": inference,
         "inference_bf16_autocast": bf16_inference,
-        "training": training,
-        "training_bf16_autocast": bf16_training,
+        "training": fresh["none"],
+        "training_bf16_autocast": fresh.get("bf16", []),
+        "training_steady": steady["none"],
+        "training_bf16_autocast_steady": steady.get("bf16", []),
+        "steady_state": {"source": trained.source,
+                         "optimizer_denormal_fraction": denormal_fraction(trained.optimizer)},
         "pipeline": pipeline,
         "peak_memory_bytes": measure.peak_memory_bytes(device),
         "peak_memory_kind": "torch.cuda.max_memory_allocated" if device.type == "cuda" else "process peak RSS",
@@ -143,7 +196,9 @@ def _run(cfg: Config, data: FashionMNIST, device: torch.device, plan: Plan, log:
             "*_bf16_autocast: the same with the model's forward under torch.autocast(bfloat16), 'of limit' "
             "against the fp32 matmul rate; "
             "training: whole steps of train.train_one_epoch (batch gather, forward, backward, optimizer, "
-            f"schedule), timed {plan.training_chunk} images per call with one host sync each, latency per step"
+            f"schedule), timed {plan.training_chunk} images per call with one host sync each, latency per step, "
+            "from a fresh model and optimizer; *_steady: the same from the trained state of steady_state, "
+            "the state a real run spends its later epochs in"
         ),
     }
 
@@ -171,20 +226,30 @@ def _batch_of(images: torch.Tensor, size: int) -> torch.Tensor:
 
 
 def _training_row(cfg: Config, batch_size: int, images: torch.Tensor, labels: torch.Tensor, device: torch.device,
-                  plan: Plan, limit: float, bf16: bool, log: Callable[[str], None]) -> dict:
-    log(f"training: batch {batch_size}" + (" (bf16 autocast)" if bf16 else ""))
+                  plan: Plan, limit: float, amp: str, start: Trained | None, log: Callable[[str], None]) -> dict:
+    log(f"training: batch {batch_size}" + (" (bf16 autocast)" if amp == "bf16" else "")
+        + (", steady state" if start else ""))
     mark = cpu_mark()
-    cfg = cfg.replace(batch_size=batch_size, amp="bf16" if bf16 else "none")
-    seconds = _time_training(cfg, images, labels, device, plan)
+    cfg = cfg.replace(batch_size=batch_size, amp=amp)
+    seconds = _time_training(step_state(cfg, images, start), images, labels, cfg, plan)
     return row(batch_size, seconds, limit, mark)
 
 
+def step_state(cfg: Config, images: torch.Tensor, start: Trained | None) -> train.StepState:
+    """A training step's state for cfg on the device of `images`: fresh, or loaded from `start`."""
+    st = train.build_step_state(cfg, images.device, math.ceil(len(images) / cfg.batch_size))
+    if start is not None:
+        st.model.load_state_dict(start.model)
+        st.optimizer.load_state_dict(start.optimizer)
+    return st
+
+
 def _time_training(
-    cfg: Config, images: torch.Tensor, labels: torch.Tensor, device: torch.device, plan: Plan
+    st: train.StepState, images: torch.Tensor, labels: torch.Tensor, cfg: Config, plan: Plan
 ) -> list[float]:
     """Per-step seconds of train_one_epoch at cfg.batch_size: each timed call runs a chunk of
     whole steps from one running permutation, and its time is divided by its steps."""
-    st = train.build_step_state(cfg, device, math.ceil(len(images) / cfg.batch_size))
+    device = images.device
     steps = max(1, min(plan.training_chunk, len(images)) // cfg.batch_size)
     per_call = steps * cfg.batch_size
     if per_call > len(images):

@@ -23,16 +23,20 @@ def format_table(result: dict) -> str:
         f"{hw['inference_limit_images_per_second']:,.0f} img/s inference, "
         f"{hw['training_limit_images_per_second']:,.0f} img/s training",
         "",
-        f"{'':<10} {'batch':>6} {'median ms':>10} {'p95 ms':>9} {'images/s':>11} {'of limit':>9} {'other CPUs':>10}",
+        f"{'':<12} {'batch':>6} {'median ms':>10} {'p95 ms':>9} {'images/s':>11} {'of limit':>9} {'other CPUs':>10}",
     ]
-    kinds = (("inference", "inference"), ("inference_bf16_autocast", "bf16 infer"), ("training", "training"),
-             ("training_bf16_autocast", "bf16 train"))
+    kinds = (("inference", "inference"), ("inference_bf16_autocast", "bf16 infer"), ("training", "train fresh"),
+             ("training_steady", "train steady"), ("training_bf16_autocast", "bf16 fresh"),
+             ("training_bf16_autocast_steady", "bf16 steady"))
     for kind, name in kinds:
         for row in result[kind]:
             lines.append(
-                f"{name:<10} {row['batch_size']:>6} {row['latency_ms_median']:>10.3f} {row['latency_ms_p95']:>9.3f} "
+                f"{name:<12} {row['batch_size']:>6} {row['latency_ms_median']:>10.3f} {row['latency_ms_p95']:>9.3f} "
                 f"{row['images_per_second']:>11,.0f} {row['fraction_of_limit']:>9.1%} {_cpus(row['other_cpus']):>10}"
             )
+    steady = result["steady_state"]
+    lines.append(f"steady: training from {steady['source']} "
+                 f"({steady['optimizer_denormal_fraction']:.2%} of the optimizer's state values denormal)")
     scaled = f" (measured on {pipe['images_measured']:,} images, scaled)" if pipe["scaled"] else ""
     lines += [
         "",
@@ -66,7 +70,9 @@ def plot(result: dict, path: str | os.PathLike) -> None:
     fig = report.new_figure((10, 4))
     rate_ax, latency_ax = fig.subplots(1, 2)
     series = (("inference", "inference fp32", "o"), ("inference_bf16_autocast", "inference bf16", "^"),
-              ("training", "training fp32", "s"), ("training_bf16_autocast", "training bf16", "v"))
+              ("training", "training fp32", "s"), ("training_steady", "training fp32 steady", "D"),
+              ("training_bf16_autocast", "training bf16", "v"),
+              ("training_bf16_autocast_steady", "training bf16 steady", "P"))
     for kind, name, marker in series:
         rows = result[kind]
         if not rows:

@@ -115,7 +115,9 @@ def train_and_report(
     params = models.parameter_count(models.build(cfg))
     say(f"fmnist {__version__} | torch {torch.__version__} | device {cfg.device} | {w.size} process(es) | "
         f"data {dataset.directory} ({dataset.origin})")
-    say(f"model {cfg.model} hidden={','.join(map(str, cfg.hidden))} | {params:,} parameters | run {run_dir}")
+    amp, why = cpu.resolve_amp(cfg.amp, measure.select_device(cfg.device))
+    say(f"model {cfg.model} hidden={','.join(map(str, cfg.hidden))} | {params:,} parameters | "
+        f"amp {amp} ({why}) | run {run_dir}")
     try:
         result = fit(cfg, run_dir, dataset, resume=bool(args.resume), progress=not args.no_progress)
     except (KeyboardInterrupt, Terminated):
@@ -330,10 +332,18 @@ def cmd_bench(args: argparse.Namespace) -> int:
     if args.threads is not None and args.threads < 1:
         raise FmnistError(f"--threads must be >= 1, got {args.threads}")
     overrides = {k: v for k, v in (("model", args.model), ("hidden", args.hidden)) if v is not None}
-    cfg = config_lib.from_dict(requested_values(args, overrides))
+    trained = None
+    if args.from_run:
+        if args.preset or args.config or overrides:
+            raise FmnistError("--from measures the run's own model and optimizer; drop --preset, --config, "
+                              "--model and --hidden")
+        cfg, trained = bench.from_checkpoint(args.from_run)
+    else:
+        cfg = config_lib.from_dict(requested_values(args, overrides))
     dataset = load_data(args.data_dir or cfg.data_dir)
     log = (lambda msg: print(msg, file=sys.stderr)) if args.verbose else (lambda msg: None)
-    result = bench.run(cfg, dataset, args.device, bench.QUICK if args.quick else bench.Plan(), args.threads, log)
+    plan = bench.QUICK if args.quick else bench.Plan()
+    result = bench.run(cfg, dataset, args.device, plan, args.threads, log, trained)
     print(bench_report.format_table(result))
     if args.json:
         bench_report.write_json(result, args.json)
@@ -447,6 +457,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--config", help="measure the model and optimizer of this TOML config")
     p.add_argument("--model", choices=config_lib.MODELS, help="architecture (default: the reference mlp)")
     p.add_argument("--hidden", help="layer widths, comma-separated (default: the reference 512,512)")
+    p.add_argument("--from", dest="from_run", metavar="RUN",
+                   help="steady-state rows from this run's model and optimizer state (run directory or checkpoint) "
+                        "and its config (default: train 2 epochs here first)")
     p.add_argument("--data-dir", default="", help="directory of the IDX files (default: search, then download)")
     p.add_argument("--verbose", action="store_true", help="print each measurement as it starts, on stderr")
     p.set_defaults(func=cmd_bench)

@@ -27,7 +27,7 @@ ACTIVATIONS = ("relu", "gelu", "silu", "tanh")
 OPTIMIZERS = ("sgd", "adam", "adamw")
 SCHEDULES = ("none", "step", "cosine", "onecycle")
 DEVICES = ("auto", "cpu", "cuda", "mps")
-AMPS = ("none", "bf16")
+AMPS = ("none", "bf16", "auto")
 COMPILES = ("none", "default", "reduce-overhead")
 # Where a run trains, not what it computes: --resume may change these.
 RUNTIME_FIELDS = ("device",)
@@ -65,8 +65,8 @@ class Config:
     step_epochs: int = _opt(5, "step schedule: multiply the lr by --gamma every this many epochs")
     gamma: float = _opt(0.1, "step schedule: lr multiplier at each step")
     label_smoothing: float = _opt(0.0, "cross-entropy label smoothing")
-    amp: str = _opt("none", "training steps under bf16 autocast (CPUs with AVX-512 BF16 or AMX, recent GPUs); "
-                    "evaluation stays fp32", AMPS)
+    amp: str = _opt("none", "training steps under bf16 autocast (fast on CPUs with AMX or AVX-512 BF16, recent GPUs); "
+                    "auto: bf16 only where it is native; evaluation stays fp32", AMPS)
     tf32: bool = _opt(False, "CUDA: fp32 matmuls and convolutions on TF32 tensor cores (other numerics than fp32)")
     compile: str = _opt("none", "torch.compile the training forward (reduce-overhead: with CUDA graphs)", COMPILES)
     on_nan: str = _opt("stop", "on a non-finite loss: stop (the last good checkpoint stays) or skip the batch",

@@ -50,3 +50,46 @@ def _openmp_parallel():
     parallel.argtypes = [_TEAM_FN, ctypes.c_void_p, ctypes.c_uint, ctypes.c_uint]
     parallel.restype = None
     return parallel
+
+
+# /proc/cpuinfo flags that change which numerics are fast here.
+FEATURES = {
+    "amx_bf16": "AMX-BF16",  # bf16 matrix tiles (Sapphire Rapids and later)
+    "avx512_bf16": "AVX512-BF16",  # bf16 dot products in AVX-512
+    "avx512_vnni": "AVX512-VNNI",  # int8 dot products (quantized inference)
+    "avx512f": "AVX-512",
+    "avx2": "AVX2",
+}
+
+
+@cache
+def features() -> tuple[str, ...]:
+    """The FEATURES this CPU has, by their usual names; from /proc/cpuinfo, else torch's own checks."""
+    try:
+        line = re.search(r"^flags\s*:(.*)$", Path("/proc/cpuinfo").read_text(), re.M)
+    except OSError:
+        line = None
+    if line:
+        flags = set(line.group(1).split())
+    else:
+        checks = {"amx_bf16": "_is_amx_tile_supported", "avx512_bf16": "_is_avx512_bf16_supported",
+                  "avx512_vnni": "_is_vnni_supported", "avx512f": "_is_avx512_supported", "avx2": "_is_avx2_supported"}
+        flags = {flag for flag, check in checks.items() if getattr(torch.cpu, check, lambda: False)()}
+    return tuple(name for flag, name in FEATURES.items() if flag in flags)
+
+
+def resolve_amp(amp: str, device: torch.device) -> tuple[str, str]:
+    """The autocast a config's `amp` means on `device`, and why. "auto" is bf16 only where bf16
+    runs natively: a CPU with AMX-BF16 or AVX512-BF16 (elsewhere it is emulated and slower than
+    fp32), or a CUDA GPU that supports it."""
+    if amp != "auto":
+        return amp, "asked for"
+    if device.type == "cuda":
+        native = torch.cuda.is_bf16_supported()
+        return ("bf16", "auto: the GPU has bf16") if native else ("none", "auto: the GPU lacks bf16")
+    if device.type == "cpu":
+        native_bf16 = [f for f in features() if f in ("AMX-BF16", "AVX512-BF16")]
+        if native_bf16:
+            return "bf16", f"auto: the CPU has {' and '.join(native_bf16)}"
+        return "none", "auto: no AMX-BF16 or AVX512-BF16 on this CPU"
+    return "none", f"auto: fp32 on {device.type}"

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import torch
 
+from fmnist import cpu
 from fmnist.errors import FmnistError
 
 
@@ -79,6 +80,7 @@ def hardware(device: torch.device) -> dict:
         "device": str(device),
         "cpu": cpu_name(),
         "cpu_count": os.cpu_count(),
+        "cpu_features": list(cpu.features()),
         "torch_threads": torch.get_num_threads(),
         "torch_version": torch.__version__,
         "python_version": platform.python_version(),

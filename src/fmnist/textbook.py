@@ -38,14 +38,15 @@ class TextbookDataset(torch.utils.data.Dataset):
 
 def textbook_epoch(
     model: nn.Module, images: torch.Tensor, labels: torch.Tensor, device: torch.device, generator: torch.Generator,
-    batch_size: int = 64,
+    batch_size: int = 64, optimizer: torch.optim.Optimizer | None = None,
 ) -> float:
     """One epoch the textbook way; returns its seconds. DataLoader(shuffle=True) over the
-    per-sample dataset, Adam with default arguments, a host copy and `loss.item()` per batch."""
+    per-sample dataset, Adam with default arguments (a new one unless `optimizer` carries a
+    run's state over), a host copy and `loss.item()` per batch."""
     loader = torch.utils.data.DataLoader(
         TextbookDataset(images, labels), batch_size=batch_size, shuffle=True, generator=generator
     )
-    optimizer = torch.optim.Adam(model.parameters())
+    optimizer = optimizer or torch.optim.Adam(model.parameters())
     criterion = nn.CrossEntropyLoss()
     model.train()
     running_loss = 0.0

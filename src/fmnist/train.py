@@ -125,6 +125,7 @@ def train_one_epoch(
     """
     model.train()
     device = images.device
+    bf16 = cpu.resolve_amp(cfg.amp, device)[0] == "bf16"
     n, batch = len(order), cfg.batch_size
     losses = torch.empty(math.ceil(n / batch), device=device)
     predictions = torch.empty(n, dtype=torch.long, device=device)
@@ -138,7 +139,7 @@ def train_one_epoch(
         x, y = as_input(images.index_select(0, idx)), labels.index_select(0, idx)
         if cfg.augment:
             x = augment(x, cfg.augment, aug_generator, strength=cfg.augment_strength)
-        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=cfg.amp == "bf16"):
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
             logits = model(x)
         loss = F.cross_entropy(logits.float(), y, label_smoothing=cfg.label_smoothing)
         if cfg.on_nan == "skip" and not torch.isfinite(loss):
@@ -462,6 +463,7 @@ def summarize(cfg: Config, model: nn.Module, history: list[dict], device, wall: 
         "seed": cfg.seed,
         "code_version": measure.code_version(),
         "hardware": measure.hardware(device),
+        "amp": cpu.resolve_amp(cfg.amp, device)[0],
         "config": config_lib.to_dict(cfg),
     }
     if "val_acc" in chosen:

@@ -1,0 +1,97 @@
+"""A/B of training-step variants at the reference config's batch size, interleaved round by
+round in one process (so a busy machine slows every variant alike), each from the same trained
+state (benchmarks the steady state a real run lives in). Prints each variant's median images/s
+and the median of its per-round ratios to `fmnist`, the step fit() runs.
+
+    python benchmarks/step_ab.py [--preset NAME] [--rounds 7] [--steps 50] [--threads N]
+                                 [--variants fmnist,foreach,no-schedule,compiled]
+
+Variants: fmnist (train.train_one_epoch with fused Adam: the default), foreach (Adam's
+multi-tensor kernels instead of fused), no-schedule (a constant lr: what LambdaLR's per-step
+Python costs), compiled (torch.compile of the model, forward and backward; its compile time is
+reported apart and excluded), compiled-optimizer (compiled model and a compiled optimizer step).
+"""
+
+import argparse
+import statistics
+import time
+from typing import cast
+
+import torch
+
+from fmnist import bench, config, cpu, data, presets, train
+
+VARIANTS = ("fmnist", "foreach", "no-schedule", "compiled", "compiled-optimizer")
+
+
+def build(name: str, cfg: config.Config, images: torch.Tensor, labels: torch.Tensor,
+          trained: bench.Trained) -> tuple[train.StepState, float]:
+    """The variant's step state, loaded from `trained`, and the seconds its compilation took."""
+    st = bench.step_state(cfg, images, trained)
+    steps = len(images) // cfg.batch_size
+    if name == "foreach":
+        opt = type(st.optimizer)(st.model.parameters(), **{**st.optimizer.defaults, "fused": None, "foreach": True})
+        opt.load_state_dict(trained.optimizer)
+        st.optimizer, st.scheduler = opt, train.build_scheduler(opt, cfg, steps)
+    if name == "no-schedule":
+        st.scheduler = torch.optim.lr_scheduler.LambdaLR(st.optimizer, lambda _: 1.0)
+        st.scheduler.step = lambda *_: None
+    seconds = 0.0
+    if name.startswith("compiled"):
+        begin = time.perf_counter()
+        st.model = cast(torch.nn.Module, torch.compile(st.model))
+        if name == "compiled-optimizer":
+            st.optimizer.step = torch.compile(st.optimizer.step)
+        run(st, cfg, images, labels, 3)  # compiles
+        seconds = time.perf_counter() - begin
+    return st, seconds
+
+
+def run(st: train.StepState, cfg: config.Config, images: torch.Tensor, labels: torch.Tensor, steps: int) -> float:
+    order = torch.randperm(len(images), generator=st.data_generator)[: steps * cfg.batch_size]
+    start = time.perf_counter()
+    train.train_one_epoch(st.model, st.optimizer, st.scheduler, images, labels, order, cfg, st.aug_generator)
+    return time.perf_counter() - start
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--preset")
+    parser.add_argument("--rounds", type=int, default=7)
+    parser.add_argument("--steps", type=int, default=50, help="training steps per variant per round")
+    parser.add_argument("--steady-epochs", type=int, default=2)
+    parser.add_argument("--threads", type=int)
+    parser.add_argument("--variants", default="fmnist,foreach,no-schedule,compiled")
+    args = parser.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    cpu.flush_denormals()
+    cfg = config.from_dict(presets.load(args.preset) if args.preset else {}).replace(device="cpu")
+    names = args.variants.split(",")
+    unknown = set(names) - set(VARIANTS)
+    if unknown:
+        parser.error(f"unknown variants {sorted(unknown)}; choose from {', '.join(VARIANTS)}")
+    dataset = data.load()
+    images, labels = dataset.train_images, dataset.train_labels
+    trained = bench.train_steady_state(cfg, images, labels, args.steady_epochs)
+    states = {name: build(name, cfg, images, labels, trained) for name in names}
+    rates: dict[str, list[float]] = {name: [] for name in names}
+    for _ in range(args.rounds):
+        for name in names:
+            seconds = run(states[name][0], cfg, images, labels, args.steps)
+            rates[name].append(args.steps * cfg.batch_size / seconds)
+    base = rates[names[0]]
+    amp = cpu.resolve_amp(cfg.amp, torch.device("cpu"))[0]
+    print(f"{cfg.model} hidden {cfg.hidden} batch {cfg.batch_size} amp {amp}"
+          f" | {torch.get_num_threads()} threads | torch {torch.__version__}"
+          f" | {args.rounds} rounds x {args.steps} steps"
+          f" from {trained.source}")
+    for name in names:
+        ratio = statistics.median(r / b for r, b in zip(rates[name], base, strict=True))
+        compile_s = states[name][1]
+        extra = f"  (compile {compile_s:.1f} s, excluded)" if compile_s else ""
+        print(f"{name:>20}: {statistics.median(rates[name]):9,.0f} img/s  x{ratio:.2f} vs {names[0]}{extra}")
+
+
+if __name__ == "__main__":
+    main()
