@@ -19,7 +19,7 @@ from fmnist import config as config_lib
 from fmnist.cli import main
 from fmnist.data import FashionMNIST, as_input
 from fmnist.errors import FmnistError
-from fmnist.evaluate import evaluate
+from fmnist.evaluate import evaluate, evaluate_logits
 from fmnist.inference import OnnxPredictor, TorchPredictor, load_predictor, open_onnx, sidecar_path
 
 CONFIGS = {
@@ -264,3 +264,60 @@ def test_eval_mistakes_with_onnx_are_one_line(synthetic_data, tmp_path, capsys, 
         (tmp_path / "m.onnx").write_bytes(b"\x08\x07")
     code, _, err = run(capsys, "eval", tmp_path / "m.onnx")
     assert code == 2 and err.count("\n") == 1 and message in err, err
+
+
+# ---- the real data ---------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def real_model(tmp_path_factory):
+    """A one-hidden-layer MLP trained for a few seconds on 20,000 real training images (about 82 % on test),
+    saved as a checkpoint; and the real data."""
+    found = data.locate()
+    if found is None:
+        pytest.skip("real Fashion-MNIST not installed (apt-get install dataset-fashion-mnist)")
+    torch.set_num_threads(1)
+    dataset = data.load()
+    cfg = config_lib.from_dict({"hidden": (128,)})
+    torch.manual_seed(0)
+    model = models.build(cfg)
+    optimizer = torch.optim.Adam(model.parameters(), lr=2e-3)
+    for batch in torch.randperm(20_000, generator=torch.Generator().manual_seed(0)).split(128):
+        logits = model(as_input(dataset.train_images[batch]))
+        loss = torch.nn.functional.cross_entropy(logits, dataset.train_labels[batch])
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+    path = tmp_path_factory.mktemp("real-export") / "mlp.pt"
+    checkpoint.save(path, {"model": model.state_dict(), "config": config_lib.to_dict(cfg), "epoch": 1})
+    return export.load_source(path), dataset
+
+
+@pytest.mark.realdata
+def test_fp32_export_matches_pytorch_on_the_whole_test_set(real_model, tmp_path):
+    source, dataset = real_model
+    facts = export.export(source, tmp_path / "m.onnx", dataset)
+    with torch.inference_mode():
+        expected = source.model(as_input(dataset.test_images))
+    got = open_onnx(tmp_path / "m.onnx").logits(dataset.test_images)
+    assert (got - expected).abs().max().item() <= 1e-4
+    assert torch.equal(got.argmax(1), expected.argmax(1))
+    accuracy = (expected.argmax(1) == dataset.test_labels).float().mean().item()
+    assert facts["test"]["accuracy"] == facts["test"]["pytorch_accuracy"] == accuracy > 0.75
+
+
+# The issue's target, int8 at most 0.3 point below fp32, is measured on the reference model (docs/EXPORT.md).
+# This few-seconds model has less settled logits, so the bound here is looser; calibrating on blank images,
+# a broken quantization, misses it by far (about 20 points).
+INT8_MAX_DROP = 0.005
+
+
+@pytest.mark.realdata
+def test_int8_export_keeps_accuracy_and_a_broken_calibration_does_not(real_model, tmp_path):
+    source, dataset = real_model
+    facts = export.export(source, tmp_path / "m.onnx", dataset, int8=True)
+    fp32 = facts["test"]["pytorch_accuracy"]
+    assert facts["test"]["accuracy"] >= fp32 - INT8_MAX_DROP
+    blank, _ = export.onnx_bytes(source.model, np.zeros((500, 28, 28), np.uint8))
+    broken = evaluate_logits(OnnxPredictor(blank, "blank", {}).logits, dataset.test_images, dataset.test_labels)
+    assert broken.accuracy < fp32 - INT8_MAX_DROP
