@@ -81,8 +81,8 @@ def check_out(out: Path) -> None:
 def to_onnx(model: nn.Module, path: Path) -> None:
     """Write the fp32 graph of `model` (in eval mode) to `path`."""
     # The TorchScript exporter: 0.2 s here against 5-10 s for the torch.export-based one (dynamo=True),
-    # which also needs onnxscript and logs to the console; both give the same graph for these models.
-    # torch warns that it is deprecated; the parity check below guards a future switch.
+    # which also needs onnxscript and logs to the console; both matched PyTorch to 1e-7 on these models
+    # when tried. torch warns that it is deprecated; the parity check in measure_test guards a switch.
     example = torch.zeros(2, SIDE, SIDE, dtype=torch.uint8)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", DeprecationWarning)
@@ -105,9 +105,10 @@ def quantize(fp32_path: Path, out_path: Path, calibration: np.ndarray, work_dir:
     training images only); returns the settings for the sidecar.
 
     QDQ format (onnxruntime fuses each QuantizeLinear/DequantizeLinear pair around a Gemm or Conv into
-    one integer kernel), int8 weights per output channel (conv filters differ in range; on the MLP it
-    costs nothing), uint8 activations from min/max calibration. QOperator and per-tensor weights measured
-    the same speed within noise here and no better accuracy (docs/EXPORT.md).
+    one integer kernel), int8 weights per output channel, uint8 activations from min/max calibration.
+    On the reference MLP per-channel weights kept 0.05-0.1 point more accuracy than per-tensor, and
+    QOperator with int8 activations ran an order of magnitude slower on an AVX2 CPU
+    (benchmarks/int8_variants.py, docs/EXPORT.md).
     """
     from onnxruntime.quantization import (
         CalibrationDataReader,
