@@ -16,6 +16,7 @@ from fmnist import config as config_lib
 from fmnist import presets
 from fmnist.errors import FmnistError
 from fmnist.export import CALIBRATION_IMAGES
+from fmnist.inference import OnnxPredictor, Predictor, TorchPredictor, load_predictor
 
 
 class Terminated(BaseException):
@@ -139,7 +140,6 @@ def train_and_report(
 
 def cmd_eval(args: argparse.Namespace) -> int:
     from fmnist.evaluate import evaluate_logits
-    from fmnist.inference import load_predictor
 
     predictor = load_predictor(args.checkpoint, args.device)
     dataset = load_data(args.data_dir or data_dir_of(predictor))
@@ -169,9 +169,8 @@ def cmd_eval(args: argparse.Namespace) -> int:
     return 0
 
 
-def data_dir_of(predictor) -> str:
+def data_dir_of(predictor: Predictor) -> str:
     """The data directory the model was trained on, as its config recorded it ("" for: search)."""
-    from fmnist.inference import OnnxPredictor, TorchPredictor
 
     if isinstance(predictor, TorchPredictor):
         return predictor.config.data_dir
