@@ -178,6 +178,8 @@ def test_int8_calibrates_on_training_images_only(tmp_path, monkeypatch):
     assert all(img.tobytes() in train for img in images)
     assert not any(img.tobytes() in test for img in images)
     assert facts["precision"] == "int8" and open_onnx(tmp_path / "m.onnx").describe()["precision"] == "int8"
+    (first_conv,) = facts["quantization"]["kept_fp32"]  # the cnn's first convolution stays fp32
+    assert first_conv.endswith("model.0/Conv")
 
 
 def test_calibration_sample_is_stratified_and_within_the_training_set():

@@ -38,6 +38,9 @@ OPSET = 17  # ai.onnx opset: per-channel QDQ needs >= 13; 17 runs on every onnxr
 PARITY_TOLERANCE = 1e-4
 CALIBRATION_IMAGES = 2_000  # training images whose activation ranges set the int8 scales
 CALIBRATION_BATCH = 500
+# Operators given int8 inputs. Not BatchNormalization: a batch norm after the cnn's head layer stays a
+# float op between a dequantize and a quantize (per-channel quantization does not apply to it).
+QUANTIZED_OPS = ("Conv", "Gemm", "MatMul", "Relu", "MaxPool")
 
 
 class Pixels(nn.Module):
@@ -108,8 +111,11 @@ def quantize(fp32_path: Path, out_path: Path, calibration: np.ndarray, work_dir:
     one integer kernel), int8 weights per output channel, uint8 activations from min/max calibration.
     On the reference MLP per-channel weights kept 0.05-0.1 point more accuracy than per-tensor, and
     QOperator with int8 activations ran an order of magnitude slower on an AVX2 CPU
-    (benchmarks/int8_variants.py, docs/EXPORT.md).
+    (benchmarks/int8_variants.py, docs/EXPORT.md). A cnn's first convolution stays fp32: with one
+    input channel it has 9 weights per filter, too few to share a scale well (int8 there cost a 3-epoch
+    cnn preset 0.3 point, fp32 there nothing), and it does about 3 % of the cnn's work.
     """
+    import onnx
     from onnxruntime.quantization import (
         CalibrationDataReader,
         CalibrationMethod,
@@ -129,12 +135,16 @@ def quantize(fp32_path: Path, out_path: Path, calibration: np.ndarray, work_dir:
 
     prepared = work_dir / "prepared.onnx"
     quant_pre_process(str(fp32_path), str(prepared))  # shape inference and graph clean-up, as onnxruntime advises
+    first = next(n for n in onnx.load(str(prepared)).graph.node if n.op_type in ("Conv", "Gemm", "MatMul"))
+    kept_fp32 = [first.name] if first.op_type == "Conv" else []
     settings = {"format": "QDQ", "per_channel": True, "weights": "int8", "activations": "uint8",
                 "calibration": "minmax", "calibration_images": len(calibration),
-                "calibration_source": "class-stratified sample of the training images (seed 0); never test images"}
+                "calibration_source": "class-stratified sample of the training images (seed 0); never test images",
+                "op_types": list(QUANTIZED_OPS), "kept_fp32": kept_fp32}
     quantize_static(
         str(prepared), str(out_path), Reader(), quant_format=QuantFormat.QDQ, per_channel=True,
         weight_type=QuantType.QInt8, activation_type=QuantType.QUInt8, calibrate_method=CalibrationMethod.MinMax,
+        op_types_to_quantize=list(QUANTIZED_OPS), nodes_to_exclude=kept_fp32,
     )
     return settings
 
