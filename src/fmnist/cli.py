@@ -171,7 +171,6 @@ def cmd_eval(args: argparse.Namespace) -> int:
 
 def data_dir_of(predictor: Predictor) -> str:
     """The data directory the model was trained on, as its config recorded it ("" for: search)."""
-
     if isinstance(predictor, TorchPredictor):
         return predictor.config.data_dir
     if isinstance(predictor, OnnxPredictor):
