@@ -28,6 +28,7 @@ def test_bench_json_has_every_field_the_issue_lists(synthetic_data, tmp_path):
     inference = TINY.inference_batches
     training = sorted({*TINY.training_batches, Config().batch_size})  # with the config's own
     for kind, batches in (("inference", inference), ("inference_bf16_autocast", inference),
+                          ("inference_onnxruntime", inference), ("inference_onnxruntime_int8", inference),
                           ("training", training), ("training_bf16_autocast", training),
                           ("training_steady", training), ("training_bf16_autocast_steady", training)):
         assert [row["batch_size"] for row in loaded[kind]] == list(batches)
@@ -40,7 +41,8 @@ def test_bench_json_has_every_field_the_issue_lists(synthetic_data, tmp_path):
     assert {"matmul_gflops", "inference_limit_images_per_second", "training_limit_images_per_second"} <= set(
         loaded["hardware"]
     )
-    assert "batch" in bench_report.format_table(result)
+    table = bench_report.format_table(result)
+    assert "ort fp32" in table and "ort int8" in table and "onnxruntime int8 against PyTorch fp32" in table
     bench_report.plot(result, tmp_path / "bench.png")
     assert (tmp_path / "bench.png").read_bytes()[:4] == b"\x89PNG"
 

@@ -45,6 +45,8 @@ class Plan:
     # Epochs trained on the real data before the steady-state training rows (unless a run's
     # checkpoint is given): by the second, Adam's state holds the decayed values a real run computes on.
     steady_epochs: int = 2
+    # On a CPU, also time the model exported to ONNX, fp32 and int8, through onnxruntime (export.py).
+    onnxruntime: bool = True
 
 
 QUICK = Plan(
@@ -137,6 +139,9 @@ def _run(cfg: Config, data: FashionMNIST, device: torch.device, plan: Plan, log:
     test_x = data.test_images.to(device)
     model.eval()
     inference = _time_inference(model, test_x, device, plan, hardware["inference_limit_images_per_second"], log)
+    onnx = {}
+    if on_cpu and plan.onnxruntime:  # right after PyTorch's rows, so that all three see the same machine
+        onnx = _time_onnxruntime(model, data, plan, hardware["inference_limit_images_per_second"], log)
     bf16 = plan.bf16 and device.type in ("cpu", "cuda")
     bf16_inference = []
     if bf16:
@@ -177,6 +182,8 @@ def _run(cfg: Config, data: FashionMNIST, device: torch.device, plan: Plan, log:
             "training_flops_per_image": training_flops,
         },
         "inference": inference,
+        "inference_onnxruntime": onnx.get("fp32", []),
+        "inference_onnxruntime_int8": onnx.get("int8", []),
         "inference_bf16_autocast": bf16_inference,
         "training": fresh["none"],
         "training_bf16_autocast": fresh.get("bf16", []),
@@ -195,6 +202,9 @@ def _run(cfg: Config, data: FashionMNIST, device: torch.device, plan: Plan, log:
             "inference: uint8 test images already on the device -> logits, eval mode, inference_mode; "
             "*_bf16_autocast: the same with the model's forward under torch.autocast(bfloat16), 'of limit' "
             "against the fp32 matmul rate; "
+            "inference_onnxruntime(_int8): the same images through onnxruntime's CPU provider with as many threads "
+            "as torch, the model exported by fmnist export (uint8 in, scaling in the graph), fp32 and int8 "
+            "(calibrated on training images), 'of limit' also against the fp32 matmul rate; "
             "training: whole steps of train.train_one_epoch (batch gather, forward, backward, optimizer, "
             f"schedule), timed {plan.training_chunk} images per call with one host sync each, latency per step, "
             "from a fresh model and optimizer; *_steady: the same from the trained state of steady_state, "
@@ -216,6 +226,31 @@ def _time_inference(model: nn.Module, images: torch.Tensor, device: torch.device
         with torch.inference_mode():
             seconds = time_calls(forward, device, plan)
         rows.append(row(b, seconds, limit, mark))
+    return rows
+
+
+def _time_onnxruntime(model: nn.Module, data: FashionMNIST, plan: Plan, limit: float,
+                      log: Callable[[str], None]) -> dict[str, list[dict]]:
+    """Inference rows as _time_inference's for `model` exported to ONNX, fp32 and int8, run by onnxruntime."""
+    from fmnist import export
+    from fmnist.inference import OnnxPredictor
+
+    count = min(export.CALIBRATION_IMAGES, len(data.train_labels) // 2)
+    calibration = data.train_images[export.calibration_indices(data.train_labels, count)].numpy()
+    rows: dict[str, list[dict]] = {}
+    for precision, images in (("fp32", None), ("int8", calibration)):
+        log(f"onnxruntime: exporting {precision}")
+        model_bytes, _ = export.onnx_bytes(model, images)
+        predictor = OnnxPredictor(model_bytes, f"bench-{precision}.onnx", {}, threads=torch.get_num_threads())
+        rows[precision] = []
+        for b in plan.inference_batches:
+            log(f"inference: batch {b} (onnxruntime {precision})")
+            x, mark = _batch_of(data.test_images, b), cpu_mark()
+
+            def forward(_: int, x: torch.Tensor = x, predictor: OnnxPredictor = predictor) -> torch.Tensor:
+                return predictor.logits(x)
+
+            rows[precision].append(row(b, time_calls(forward, torch.device("cpu"), plan), limit, mark))
     return rows
 
 

@@ -25,7 +25,9 @@ def format_table(result: dict) -> str:
         "",
         f"{'':<12} {'batch':>6} {'median ms':>10} {'p95 ms':>9} {'images/s':>11} {'of limit':>9} {'other CPUs':>10}",
     ]
-    kinds = (("inference", "inference"), ("inference_bf16_autocast", "bf16 infer"), ("training", "train fresh"),
+    kinds = (("inference", "inference"), ("inference_onnxruntime", "ort fp32"),
+             ("inference_onnxruntime_int8", "ort int8"), ("inference_bf16_autocast", "bf16 infer"),
+             ("training", "train fresh"),
              ("training_steady", "train steady"), ("training_bf16_autocast", "bf16 fresh"),
              ("training_bf16_autocast_steady", "bf16 steady"))
     for kind, name in kinds:
@@ -34,6 +36,11 @@ def format_table(result: dict) -> str:
                 f"{name:<12} {row['batch_size']:>6} {row['latency_ms_median']:>10.3f} {row['latency_ms_p95']:>9.3f} "
                 f"{row['images_per_second']:>11,.0f} {row['fraction_of_limit']:>9.1%} {_cpus(row['other_cpus']):>10}"
             )
+    if result["inference_onnxruntime_int8"]:
+        pairs = zip(result["inference"], result["inference_onnxruntime_int8"], strict=True)
+        ratios = ", ".join(f"{int8['images_per_second'] / fp32['images_per_second']:.2f}x at batch {fp32['batch_size']}"
+                           for fp32, int8 in pairs)
+        lines.append(f"onnxruntime int8 against PyTorch fp32 (images/s): {ratios}")
     steady = result["steady_state"]
     lines.append(f"steady: training from {steady['source']} "
                  f"({steady['optimizer_denormal_fraction']:.2%} of the optimizer's state values denormal)")
@@ -69,7 +76,9 @@ def plot(result: dict, path: str | os.PathLike) -> None:
     """Throughput and latency against batch size, inference and training, as a PNG."""
     fig = report.new_figure((10, 4))
     rate_ax, latency_ax = fig.subplots(1, 2)
-    series = (("inference", "inference fp32", "o"), ("inference_bf16_autocast", "inference bf16", "^"),
+    series = (("inference", "inference fp32", "o"), ("inference_onnxruntime", "onnxruntime fp32", "<"),
+              ("inference_onnxruntime_int8", "onnxruntime int8", ">"),
+              ("inference_bf16_autocast", "inference bf16", "^"),
               ("training", "training fp32", "s"), ("training_steady", "training fp32 steady", "D"),
               ("training_bf16_autocast", "training bf16", "v"),
               ("training_bf16_autocast_steady", "training bf16 steady", "P"))

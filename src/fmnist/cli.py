@@ -15,6 +15,8 @@ import torch
 from fmnist import __version__, checkpoint, cpu, data, distributed, measure, models, presets, report
 from fmnist import config as config_lib
 from fmnist.errors import FmnistError
+from fmnist.export import CALIBRATION_IMAGES
+from fmnist.inference import load_predictor
 
 
 class Terminated(BaseException):
@@ -142,14 +144,13 @@ def train_and_report(
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
-    from fmnist.evaluate import evaluate
+    from fmnist.evaluate import evaluate_logits
 
-    device = measure.select_device(args.device)
-    model, _, _ = checkpoint.load_model(args.checkpoint, device)
+    predictor = load_predictor(args.checkpoint, args.device)
     # Not the data_dir saved in the checkpoint's config: a path on the training machine is not
     # part of what a checkpoint means, and the test set is the same wherever it is found.
     dataset = load_data(args.data_dir)
-    result = evaluate(model, dataset.test_images.to(device), dataset.test_labels.to(device))
+    result = evaluate_logits(predictor.logits, dataset.test_images, dataset.test_labels)
     if args.plots:
         report.plot_confusion(result.confusion_matrix(), data.CLASSES, Path(args.plots) / "confusion_matrix.png")
     if args.json:
@@ -172,6 +173,26 @@ def cmd_eval(args: argparse.Namespace) -> int:
     print("confusion matrix (rows: true class, columns: predicted)")
     for name, counts in zip(data.CLASSES, result.confusion_matrix().tolist(), strict=True):
         print(f"{name:<12} " + " ".join(f"{c:>5}" for c in counts))
+    return 0
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    from fmnist import export
+
+    export.check_out(Path(args.out))  # both before the data is loaded
+    source = export.load_source(args.checkpoint)
+    dataset = load_data(args.data_dir)
+    facts = export.export(source, args.out, dataset, int8=args.int8, calibration_images=args.calibration_images)
+    test = facts["test"]
+    how = "fp32" if facts["quantization"] is None else (
+        f"int8 ({facts['quantization']['format']}, per-channel weights, calibrated on "
+        f"{facts['quantization']['calibration_images']:,} training images)")
+    print(f"wrote {args.out} and {Path(args.out).with_suffix('.json').name}: {how}, opset {facts['opset']}, "
+          f"{Path(args.out).stat().st_size / 1024:,.0f} KiB")
+    print(f"test accuracy {test['accuracy']:.2%} with onnxruntime (PyTorch {test['pytorch_accuracy']:.2%}: "
+          f"{100 * (test['accuracy'] - test['pytorch_accuracy']):+.2f} point), test loss {test['loss']:.4f}, "
+          f"largest logit difference {test['max_abs_logit_difference']:.1e}, same prediction on "
+          f"{test['same_prediction']:.2%} of {test['images']:,} images")
     return 0
 
 
@@ -400,8 +421,9 @@ def build_parser() -> argparse.ArgumentParser:
     add_config_flags(p)
     p.set_defaults(func=cmd_train)
 
-    p = sub.add_parser("eval", help="test-set metrics of a checkpoint")
-    p.add_argument("checkpoint", help="a .pt checkpoint, or a run directory (its best, else last, checkpoint)")
+    p = sub.add_parser("eval", help="test-set metrics of a checkpoint or an exported model")
+    p.add_argument("checkpoint", help="a .pt checkpoint, a run directory (its best, else last, checkpoint), or an "
+                   ".onnx file from fmnist export (run by onnxruntime on the CPU)")
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.add_argument("--plots", metavar="DIR", help="also write the confusion matrix as PNG here")
     p.add_argument("--data-dir", default="",
@@ -436,6 +458,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--top-k", type=int, default=5, help="classes listed per prediction (default: 5)")
     p.add_argument("--no-access-log", action="store_true", help="no log line per request")
     p.set_defaults(func=cmd_serve)
+
+    p = sub.add_parser("export", help="write a checkpoint as ONNX (fp32 or int8) with a sidecar JSON of facts")
+    p.add_argument("checkpoint", help="a .pt checkpoint, or a run directory (its best, else last, checkpoint)")
+    p.add_argument("--out", required=True, help="the .onnx file to write; the sidecar goes beside it as NAME.json")
+    p.add_argument("--int8", action="store_true", help="static int8 quantization with onnxruntime, calibrated on "
+                   "training images")
+    p.add_argument("--calibration-images", type=int, default=CALIBRATION_IMAGES,
+                   help=f"--int8: training images that set the activation ranges (default: {CALIBRATION_IMAGES:,})")
+    p.add_argument("--data-dir", default="", help="directory of the IDX files (default: search, then download)")
+    p.set_defaults(func=cmd_export)
 
     p = sub.add_parser("data", help="dataset info, verification and a sample grid")
     p.add_argument("action", choices=("info", "verify", "show"))

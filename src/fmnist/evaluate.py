@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
@@ -46,13 +47,27 @@ def evaluate(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, batch
         raise FmnistError("no images to evaluate: loss and accuracy of an empty set are undefined")
     was_training = model.training
     model.eval()
-    loss_sum = torch.zeros((), device=images.device)
+    try:
+        return evaluate_logits(lambda x: model(as_input(x)), images, labels, batch_size)
+    finally:
+        model.train(was_training)
+
+
+@torch.inference_mode()
+def evaluate_logits(
+    logits_of: Callable[[torch.Tensor], torch.Tensor],
+    images: torch.Tensor,
+    labels: torch.Tensor,
+    batch_size: int = 1000,
+) -> Evaluation:
+    """Metrics of any classifier given as uint8 images [B, 28, 28] -> logits [B, 10] (a PyTorch model,
+    an onnxruntime session), called on `batch_size` images at a time; logits on the labels' device."""
+    loss_sum = torch.zeros((), device=labels.device)
     probabilities = []
     for start in range(0, len(images), batch_size):
-        logits = model(as_input(images[start : start + batch_size])).float()
+        logits = logits_of(images[start : start + batch_size]).float()
         loss_sum += F.cross_entropy(logits, labels[start : start + batch_size], reduction="sum")
         probabilities.append(logits.softmax(1))
-    model.train(was_training)
     probs = torch.cat(probabilities).cpu()
     cpu_labels = labels.cpu()
     return Evaluation(

@@ -1,0 +1,271 @@
+"""Checkpoint -> ONNX (fp32, or int8 by static quantization), with a parity check against PyTorch.
+
+The graph takes uint8 pixels [N, 28, 28] (N free) and returns logits [N, 10]; the scaling to [0, 1]
+is inside it, so a caller hands over the bytes of the images as they are. Beside `model.onnx` goes
+`model.json` (the sidecar, see `inference.read_sidecar`): class names, input and output, opset,
+the source checkpoint's SHA-256 and config, quantization settings, and the exported file's accuracy
+on the test set as onnxruntime computes it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.metadata
+import json
+import tempfile
+import warnings
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from fmnist import __version__, checkpoint, data
+from fmnist import config as config_lib
+from fmnist.atomic import atomic_path, atomic_write
+from fmnist.config import Config
+from fmnist.data import CLASSES, SIDE, FashionMNIST, as_input
+from fmnist.errors import FmnistError
+from fmnist.evaluate import evaluate_logits
+from fmnist.inference import INPUT_NAME, ONNX_FORMAT, OUTPUT_NAME, OnnxPredictor, sidecar_path
+
+OPSET = 17  # ai.onnx opset: per-channel QDQ needs >= 13; 17 runs on every onnxruntime of the last years
+# Largest |logit difference| an fp32 export may show against PyTorch on the test set, for logits up to 100
+# in size; beyond that it grows with them, as float32 rounding does (the reference MLP's reach 94).
+PARITY_TOLERANCE = 1e-4
+CALIBRATION_IMAGES = 2_000  # training images whose activation ranges set the int8 scales
+CALIBRATION_BATCH = 500
+# Operators given int8 inputs. Not BatchNormalization: a batch norm after the cnn's head layer stays a
+# float op between a dequantize and a quantize (per-channel quantization does not apply to it).
+QUANTIZED_OPS = ("Conv", "Gemm", "MatMul", "Relu", "MaxPool")
+
+
+class Pixels(nn.Module):
+    """uint8 [N, 28, 28] -> the model's logits; data.as_input inside the graph.
+
+    as_input reshapes with len(images), which the tracer would freeze into the graph as a constant
+    batch size; -1 keeps the batch axis free.
+    """
+
+    def __init__(self, model: nn.Module):
+        super().__init__()
+        self.model = model
+
+    def forward(self, pixels: torch.Tensor) -> torch.Tensor:
+        return self.model(pixels.reshape(-1, 1, SIDE, SIDE).float() / 255)
+
+
+def sha256_file(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        while chunk := f.read(1 << 20):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def check_out(out: Path) -> None:
+    """Fail before any work when `out` cannot be written: wrong name, a directory, no write access."""
+    if out.suffix != ".onnx":
+        raise FmnistError(f"--out {out}: the name must end in .onnx (the sidecar {sidecar_path(out).name} goes "
+                          "beside it)")
+    if out.is_dir():
+        raise FmnistError(f"--out {out}: is a directory; give a file name ending in .onnx")
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=out.parent):
+            pass
+    except OSError as e:
+        raise FmnistError(f"--out {out}: cannot write in {out.parent}: {e.strerror or e}") from None
+
+
+def to_onnx(model: nn.Module, path: Path) -> None:
+    """Write the fp32 graph of `model` (in eval mode) to `path`."""
+    # The TorchScript exporter: 0.2 s here against 5-10 s for the torch.export-based one (dynamo=True),
+    # which also needs onnxscript and logs to the console; both matched PyTorch to 1e-7 on these models
+    # when tried. torch warns that it is deprecated; the parity check in measure_test guards a switch.
+    example = torch.zeros(2, SIDE, SIDE, dtype=torch.uint8)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)
+        torch.onnx.export(
+            Pixels(model).eval(), (example,), str(path), dynamo=False, opset_version=OPSET,
+            input_names=[INPUT_NAME], output_names=[OUTPUT_NAME],
+            dynamic_axes={INPUT_NAME: {0: "batch"}, OUTPUT_NAME: {0: "batch"}},
+        )
+
+
+def calibration_indices(train_labels: torch.Tensor, count: int, seed: int = 0) -> torch.Tensor:
+    """A class-stratified sample of `count` training-image indices."""
+    if not 0 < count < len(train_labels):
+        raise FmnistError(f"--calibration-images must be between 1 and {len(train_labels) - 1}, got {count}")
+    return data.stratified_split(train_labels, count, seed)[1]
+
+
+def quantize(fp32_path: Path, out_path: Path, calibration: np.ndarray, work_dir: Path) -> dict[str, Any]:
+    """Static int8 quantization of the fp32 graph with activation ranges from `calibration` (uint8 [N, 28, 28],
+    training images only); returns the settings for the sidecar.
+
+    QDQ format (onnxruntime fuses each QuantizeLinear/DequantizeLinear pair around a Gemm or Conv into
+    one integer kernel), int8 weights per output channel, uint8 activations from min/max calibration.
+    On the reference MLP per-channel weights kept 0.05-0.1 point more accuracy than per-tensor, and
+    QOperator with int8 activations ran an order of magnitude slower on an AVX2 CPU
+    (benchmarks/int8_variants.py, docs/EXPORT.md). A cnn's first convolution stays fp32: with one
+    input channel it has 9 weights per filter, too few to share a scale well (int8 there cost a 3-epoch
+    cnn preset 0.3 point, fp32 there nothing), and it does about 3 % of the cnn's work.
+    """
+    import onnx
+    from onnxruntime.quantization import (
+        CalibrationDataReader,
+        CalibrationMethod,
+        QuantFormat,
+        QuantType,
+        quantize_static,
+    )
+    from onnxruntime.quantization.shape_inference import quant_pre_process
+
+    class Reader(CalibrationDataReader):
+        def __init__(self) -> None:
+            self.batches = iter(range(0, len(calibration), CALIBRATION_BATCH))
+
+        def get_next(self) -> dict[str, np.ndarray] | None:
+            start = next(self.batches, None)
+            return None if start is None else {INPUT_NAME: calibration[start : start + CALIBRATION_BATCH]}
+
+    prepared = work_dir / "prepared.onnx"
+    quant_pre_process(str(fp32_path), str(prepared))  # shape inference and graph clean-up, as onnxruntime advises
+    first = next(n for n in onnx.load(str(prepared)).graph.node if n.op_type in ("Conv", "Gemm", "MatMul"))
+    kept_fp32 = [first.name] if first.op_type == "Conv" else []
+    settings = {"format": "QDQ", "per_channel": True, "weights": "int8", "activations": "uint8",
+                "calibration": "minmax", "calibration_images": len(calibration),
+                "calibration_source": "class-stratified sample of the training images (seed 0); never test images",
+                "op_types": list(QUANTIZED_OPS), "kept_fp32": kept_fp32}
+    quantize_static(
+        str(prepared), str(out_path), Reader(), quant_format=QuantFormat.QDQ, per_channel=True,
+        weight_type=QuantType.QInt8, activation_type=QuantType.QUInt8, calibrate_method=CalibrationMethod.MinMax,
+        op_types_to_quantize=list(QUANTIZED_OPS), nodes_to_exclude=kept_fp32,
+    )
+    return settings
+
+
+def onnx_bytes(model: nn.Module, calibration: np.ndarray | None = None) -> tuple[bytes, dict[str, Any] | None]:
+    """The ONNX file of `model`: fp32, or int8 when `calibration` images are given; with the quantization
+    settings (None for fp32)."""
+    with tempfile.TemporaryDirectory(prefix="fmnist-export-") as tmp:
+        work = Path(tmp)
+        final = work / "fp32.onnx"
+        to_onnx(model, final)
+        settings = None
+        if calibration is not None:
+            fp32, final = final, work / "int8.onnx"
+            settings = quantize(fp32, final, calibration, work)
+        return final.read_bytes(), settings
+
+
+@dataclass(frozen=True)
+class Source:
+    """A checkpoint to export: its file (a run directory resolved), the model in eval mode, its config."""
+
+    path: Path
+    model: nn.Module
+    config: Config
+    epoch: int | None
+
+
+def load_source(path: str | Path) -> Source:
+    path = Path(path)
+    path = checkpoint.resolve_run_checkpoint(path) if path.is_dir() else path
+    model, cfg, state = checkpoint.load_model(path, "cpu")
+    return Source(path, model, cfg, state.get("epoch"))
+
+
+def export(
+    source: Source, out: str | Path, dataset: FashionMNIST, *, int8: bool = False,
+    calibration_images: int = CALIBRATION_IMAGES,
+) -> dict[str, Any]:
+    """Export `source` to `out` (.onnx) and its sidecar (NAME.json); return the sidecar.
+
+    Calibration uses training images only; the test set is only measured.
+    """
+    out = Path(out)
+    check_out(out)
+    model = source.model
+    calibration = None
+    if int8:
+        calibration = dataset.train_images[calibration_indices(dataset.train_labels, calibration_images)].numpy()
+    model_bytes, quantization = onnx_bytes(model, calibration)
+    precision = "int8" if int8 else "fp32"
+    test = measure_test(model, OnnxPredictor(model_bytes, out, {"precision": precision}), dataset, int8)
+    facts = {
+        "format": ONNX_FORMAT,
+        "onnx_file": out.name,
+        "onnx_sha256": hashlib.sha256(model_bytes).hexdigest(),
+        "precision": precision,
+        "opset": OPSET,
+        "classes": list(CLASSES),
+        "input": {"name": INPUT_NAME, "dtype": "uint8", "shape": ["batch", SIDE, SIDE],
+                  "meaning": "grayscale pixels as in Fashion-MNIST: 0 is the background, 255 the brightest "
+                             "part of the object; the graph scales them to [0, 1]"},
+        "output": {"name": OUTPUT_NAME, "dtype": "float32", "shape": ["batch", len(CLASSES)],
+                   "meaning": "logits in the order of classes; softmax gives probabilities"},
+        "source": {"checkpoint": str(source.path), "sha256": sha256_file(source.path), "epoch": source.epoch,
+                   "config": config_lib.to_dict(source.config)},
+        "quantization": quantization,
+        "test": test,
+        "exported_with": {"fmnist": __version__, "torch": torch.__version__, "onnx": _version("onnx"),
+                          "onnxruntime": _version("onnxruntime")},
+    }
+    # The graph first: a crash between the two writes leaves a sidecar whose SHA-256 no longer matches,
+    # which open_onnx refuses, rather than a sidecar that silently describes the wrong model.
+    with atomic_path(out) as tmp:
+        tmp.write_bytes(model_bytes)
+    atomic_write(sidecar_path(out), json.dumps(facts, indent=2) + "\n")
+    return facts
+
+
+def _recording(logits_of: Callable[[torch.Tensor], torch.Tensor]) -> tuple[Callable[[torch.Tensor], torch.Tensor],
+                                                                          list[torch.Tensor]]:
+    """`logits_of`, also keeping every batch of logits it returns."""
+    kept: list[torch.Tensor] = []
+
+    def call(images: torch.Tensor) -> torch.Tensor:
+        kept.append(logits_of(images))
+        return kept[-1]
+
+    return call, kept
+
+
+def measure_test(model: nn.Module, predictor: OnnxPredictor, dataset: FashionMNIST, int8: bool) -> dict[str, Any]:
+    """Test-set accuracy and loss of the exported graph through onnxruntime, beside PyTorch's on the same
+    images. An fp32 graph whose logits differ from PyTorch's by more than PARITY_TOLERANCE is refused."""
+    import onnxruntime as ort
+
+    images, labels = dataset.test_images, dataset.test_labels
+    onnx_call, onnx_logits = _recording(predictor.logits)
+    ours = evaluate_logits(onnx_call, images, labels)
+    torch_call, torch_logits = _recording(lambda x: model(as_input(x)).float())
+    reference = evaluate_logits(torch_call, images, labels)
+    reference_logits = torch.cat(torch_logits)
+    difference = (torch.cat(onnx_logits) - reference_logits).abs().max().item()
+    tolerance = PARITY_TOLERANCE * max(1.0, reference_logits.abs().max().item() / 100)
+    if not int8 and not difference <= tolerance:
+        raise FmnistError(f"the ONNX graph's logits differ from PyTorch's by up to {difference:.2e} on the test set "
+                          f"(tolerance {tolerance:.1e}); nothing written")
+    return {
+        "runtime": f"onnxruntime {ort.__version__} CPUExecutionProvider",
+        "images": len(labels),
+        "accuracy": ours.accuracy,
+        "loss": ours.loss,
+        "pytorch_accuracy": reference.accuracy,
+        "pytorch_loss": reference.loss,
+        "max_abs_logit_difference": difference,
+        "same_prediction": (ours.predictions == reference.predictions).float().mean().item(),
+    }
+
+
+def _version(package: str) -> str | None:
+    try:
+        return importlib.metadata.version(package)
+    except importlib.metadata.PackageNotFoundError:
+        return None

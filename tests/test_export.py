@@ -1,0 +1,325 @@
+"""fmnist export and the onnxruntime predictor: parity with PyTorch, the uint8 contract, the sidecar, int8
+calibration on training images only, and every user mistake as one line."""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import json
+from pathlib import Path
+
+import numpy as np
+import onnxruntime.quantization
+import pytest
+import torch
+from conftest import synthetic_arrays
+
+from fmnist import checkpoint, data, export, models
+from fmnist import config as config_lib
+from fmnist.cli import main
+from fmnist.data import FashionMNIST, as_input
+from fmnist.errors import FmnistError
+from fmnist.evaluate import evaluate, evaluate_logits
+from fmnist.inference import OnnxPredictor, TorchPredictor, load_predictor, open_onnx, sidecar_path
+
+CONFIGS = {
+    "mlp": {"hidden": (48, 24)},
+    "cnn": {"model": "cnn", "hidden": (4, 8), "batch_norm": True, "dropout": 0.1},  # global average pooling
+    "cnn-head": {"model": "cnn", "hidden": (4, 8), "convs": 1, "head": 16, "batch_norm": True},  # flattens NCHW
+}
+
+
+@pytest.fixture(autouse=True)
+def _threads(one_thread):
+    pass
+
+
+def synthetic_dataset() -> FashionMNIST:
+    a = {k: torch.from_numpy(v) for k, v in synthetic_arrays().items()}
+    return FashionMNIST(a["train_images"], a["train_labels"].long(), a["test_images"], a["test_labels"].long(),
+                        Path("synthetic"), "test")
+
+
+def save_model(path: Path, values: dict, seed: int = 0) -> torch.nn.Module:
+    """A checkpoint of an untrained model of `values`, batch-norm statistics made non-trivial."""
+    cfg = config_lib.from_dict(values)
+    torch.manual_seed(seed)
+    model = models.build(cfg)
+    for m in model.modules():
+        if isinstance(m, (torch.nn.BatchNorm1d, torch.nn.BatchNorm2d)):
+            m.running_mean.uniform_(-0.5, 0.5)
+            m.running_var.uniform_(0.5, 2.0)
+    checkpoint.save(path, {"model": model.state_dict(), "config": config_lib.to_dict(cfg), "epoch": 3})
+    return model.eval()
+
+
+@pytest.fixture(scope="module")
+def exports(tmp_path_factory) -> dict[str, tuple[Path, Path, torch.nn.Module, dict]]:
+    """One fp32 export per model kind: (checkpoint, onnx file, PyTorch model, sidecar)."""
+    torch.set_num_threads(1)
+    directory, dataset, made = tmp_path_factory.mktemp("exports"), synthetic_dataset(), {}
+    for name, values in CONFIGS.items():
+        ckpt = directory / f"{name}.pt"
+        model = save_model(ckpt, values)
+        facts = export.export(export.load_source(ckpt), directory / f"{name}.onnx", dataset)
+        made[name] = (ckpt, directory / f"{name}.onnx", model, facts)
+    return made
+
+
+@pytest.mark.parametrize("name", CONFIGS)
+@pytest.mark.parametrize("batch", [1, 37])
+def test_logits_match_pytorch_at_any_batch_size(exports, name, batch):
+    _, onnx_path, model, _ = exports[name]
+    images = torch.randint(0, 256, (batch, 28, 28), dtype=torch.uint8, generator=torch.Generator().manual_seed(batch))
+    with torch.inference_mode():
+        expected = model(as_input(images))
+    got = open_onnx(onnx_path).logits(images)
+    assert got.shape == (batch, 10) and got.dtype == torch.float32
+    assert (got - expected).abs().max().item() <= 1e-4
+
+
+def test_the_graph_takes_uint8_pixels_and_scales_them_itself(exports):
+    _, onnx_path, model, _ = exports["mlp"]
+    predictor = open_onnx(onnx_path)
+    (spec,) = predictor.session.get_inputs()
+    assert spec.type == "tensor(uint8)" and spec.shape[1:] == [28, 28] and isinstance(spec.shape[0], str)
+    images = torch.full((2, 28, 28), 255, dtype=torch.uint8)
+    with torch.inference_mode():
+        scaled, unscaled = model(as_input(images)), model(images.float().view(2, 1, 28, 28))
+    got = predictor.logits(images)
+    assert torch.allclose(got, scaled, atol=1e-5) and not torch.allclose(got, unscaled, atol=1e-2)
+    assert torch.equal(predictor.logits(images.view(2, 1, 28, 28)), got)  # [N, 1, 28, 28] as as_input takes
+    with pytest.raises(TypeError, match="uint8"):
+        predictor.logits(images.float())
+
+
+@pytest.mark.parametrize("name", CONFIGS)
+def test_sidecar_describes_the_export_and_its_source(exports, name):
+    ckpt, onnx_path, model, facts = exports[name]
+    on_disk = json.loads(sidecar_path(onnx_path).read_text())
+    assert on_disk == facts and sidecar_path(onnx_path).name == f"{name}.json"
+    assert facts["onnx_sha256"] == hashlib.sha256(onnx_path.read_bytes()).hexdigest()
+    assert facts["source"]["sha256"] == hashlib.sha256(ckpt.read_bytes()).hexdigest()
+    assert facts["source"]["config"] == config_lib.to_dict(config_lib.from_dict(CONFIGS[name]))
+    assert facts["source"]["epoch"] == 3 and facts["precision"] == "fp32" and facts["quantization"] is None
+    assert facts["classes"] == list(data.CLASSES) and facts["opset"] == export.OPSET
+    assert facts["input"]["dtype"] == "uint8" and facts["input"]["shape"] == ["batch", 28, 28]
+    dataset = synthetic_dataset()
+    reference = evaluate(model, dataset.test_images, dataset.test_labels)
+    assert facts["test"]["images"] == len(dataset.test_labels)
+    assert facts["test"]["accuracy"] == reference.accuracy == facts["test"]["pytorch_accuracy"]
+    assert facts["test"]["loss"] == pytest.approx(reference.loss, rel=1e-5)
+
+
+def test_load_predictor_picks_onnxruntime_for_onnx_files(exports):
+    ckpt, onnx_path, _, _ = exports["cnn"]
+    onnx_predictor, torch_predictor = load_predictor(onnx_path), load_predictor(ckpt)
+    assert isinstance(onnx_predictor, OnnxPredictor) and isinstance(torch_predictor, TorchPredictor)
+    facts = onnx_predictor.describe()
+    assert facts["format"] == "onnx" and facts["precision"] == "fp32" and facts["model"] == "cnn"
+    images = torch.from_numpy(synthetic_arrays()["test_images"][:20])
+    probabilities = onnx_predictor.probabilities(images)
+    assert torch.allclose(probabilities.sum(1), torch.ones(20), atol=1e-5)
+    assert torch.allclose(probabilities, torch_predictor.probabilities(images), atol=1e-5)
+
+
+def test_a_sidecar_of_another_model_or_none_is_refused(exports, tmp_path):
+    _, onnx_path, _, _ = exports["mlp"]
+    _, other_onnx, _, _ = exports["cnn"]
+    copy = tmp_path / "model.onnx"
+    copy.write_bytes(onnx_path.read_bytes())
+    with pytest.raises(FmnistError, match="no model.json beside it"):
+        open_onnx(copy)
+    sidecar_path(copy).write_text(sidecar_path(other_onnx).read_text())
+    with pytest.raises(FmnistError, match="describes another model file"):
+        open_onnx(copy)
+    sidecar_path(copy).write_text("{not json")
+    with pytest.raises(FmnistError, match="not a readable sidecar"):
+        open_onnx(copy)
+
+
+def test_a_file_onnxruntime_cannot_read_is_one_error(exports, tmp_path):
+    _, onnx_path, _, facts = exports["mlp"]
+    broken = tmp_path / "broken.onnx"
+    broken.write_bytes(onnx_path.read_bytes()[:5000])  # truncated
+    digest = hashlib.sha256(broken.read_bytes()).hexdigest()
+    sidecar_path(broken).write_text(json.dumps({**facts, "onnx_sha256": digest}))
+    with pytest.raises(FmnistError, match="onnxruntime cannot load it"):
+        open_onnx(broken)
+
+
+def test_int8_calibrates_on_training_images_only(tmp_path, monkeypatch):
+    """Every image the calibrator is fed is a training image and none is a test image: a spy on
+    onnxruntime's quantize_static drains the reader it is given."""
+    fed: list[np.ndarray] = []
+    real = onnxruntime.quantization.quantize_static
+
+    class Replay(onnxruntime.quantization.CalibrationDataReader):
+        def __init__(self, batches):
+            self.batches = iter(batches)
+
+        def get_next(self):
+            return next(self.batches, None)
+
+    def spy(model_input, model_output, calibration_data_reader, **kwargs):
+        batches = list(iter(calibration_data_reader.get_next, None))
+        fed.extend(b["pixels"] for b in batches)
+        return real(model_input, model_output, Replay(batches), **kwargs)
+
+    monkeypatch.setattr(onnxruntime.quantization, "quantize_static", spy)
+    dataset = synthetic_dataset()
+    save_model(tmp_path / "m.pt", CONFIGS["cnn-head"])
+    facts = export.export(export.load_source(tmp_path / "m.pt"), tmp_path / "m.onnx", dataset, int8=True,
+                          calibration_images=300)
+    images = np.concatenate(fed)
+    train = {img.tobytes() for img in dataset.train_images.numpy()}
+    test = {img.tobytes() for img in dataset.test_images.numpy()}
+    assert len(images) == 300 == facts["quantization"]["calibration_images"]
+    assert all(img.tobytes() in train for img in images)
+    assert not any(img.tobytes() in test for img in images)
+    assert facts["precision"] == "int8" and open_onnx(tmp_path / "m.onnx").describe()["precision"] == "int8"
+    (first_conv,) = facts["quantization"]["kept_fp32"]  # the cnn's first convolution stays fp32
+    assert first_conv.endswith("model.0/Conv")
+
+
+def test_calibration_sample_is_stratified_and_within_the_training_set():
+    labels = torch.from_numpy(synthetic_arrays()["train_labels"]).long()
+    picked = export.calibration_indices(labels, 200)
+    assert len(picked) == len(set(picked.tolist())) == 200 and picked.max() < len(labels)
+    assert data.class_counts(labels[picked]) == [20] * 10
+    with pytest.raises(FmnistError, match="between 1 and"):
+        export.calibration_indices(labels, len(labels))
+
+
+def test_a_graph_that_disagrees_with_pytorch_is_not_written(tmp_path, monkeypatch):
+    dataset = synthetic_dataset()
+    save_model(tmp_path / "m.pt", CONFIGS["mlp"])
+    source = export.load_source(tmp_path / "m.pt")
+    real = export.to_onnx
+
+    def off_by_a_little(model, path):  # the exported graph's last bias nudged by 1e-3
+        model = copy.deepcopy(model)
+        with torch.no_grad():
+            model[-1].bias.add_(1e-3)
+        real(model, path)
+
+    monkeypatch.setattr(export, "to_onnx", off_by_a_little)
+    with pytest.raises(FmnistError, match="differ from PyTorch's"):
+        export.export(source, tmp_path / "m.onnx", dataset)
+    assert not (tmp_path / "m.onnx").exists() and not (tmp_path / "m.json").exists()
+
+
+# ---- the command line ------------------------------------------------------------------------
+
+
+def run(capsys, *argv):
+    code = main([str(a) for a in argv])
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def test_export_and_eval_from_the_command_line(synthetic_data, tmp_path, capsys):
+    model = save_model(tmp_path / "m.pt", CONFIGS["mlp"])
+    code, out, err = run(capsys, "export", tmp_path / "m.pt", "--out", tmp_path / "out" / "m.onnx")
+    assert code == 0, err
+    assert "wrote" in out and "m.json" in out and "test accuracy" in out
+    code, onnx_out, _ = run(capsys, "eval", tmp_path / "out" / "m.onnx")
+    code_pt, pt_out, _ = run(capsys, "eval", tmp_path / "m.pt")
+    assert code == code_pt == 0 and onnx_out == pt_out  # same metrics, same text
+    reference = evaluate(model, data.load().test_images, data.load().test_labels)
+    assert f"test accuracy {reference.accuracy:.2%}" in onnx_out
+    _, onnx_json, _ = run(capsys, "eval", tmp_path / "out" / "m.onnx", "--json")
+    _, pt_json, _ = run(capsys, "eval", tmp_path / "m.pt", "--json")
+    onnx_result, pt_result = json.loads(onnx_json), json.loads(pt_json)
+    assert onnx_result.keys() == pt_result.keys()
+    assert onnx_result["confusion_matrix"] == pt_result["confusion_matrix"]
+    assert onnx_result["test_loss"] == pytest.approx(pt_result["test_loss"], rel=1e-5)
+
+
+@pytest.mark.parametrize(
+    "source, out, message",
+    [
+        ("notes.txt", "m.onnx", "refused to load"),
+        ("missing.pt", "m.onnx", "checkpoint not found"),
+        ("empty-run", "m.onnx", "no checkpoints/best.pt"),
+        ("m.pt", "m.pt", "must end in .onnx"),
+        ("m.pt", "dir.onnx", "is a directory"),
+        ("m.pt", "blocker/m.onnx", "cannot write in"),
+        ("m.pt", "m.onnx --int8 --calibration-images 0", "between 1 and"),
+    ],
+)
+def test_export_mistakes_are_one_line(synthetic_data, tmp_path, capsys, source, out, message):
+    save_model(tmp_path / "m.pt", CONFIGS["mlp"])
+    (tmp_path / "notes.txt").write_text("not a checkpoint")
+    (tmp_path / "empty-run").mkdir()
+    (tmp_path / "dir.onnx").mkdir()
+    (tmp_path / "blocker").write_text("a file where a directory should be")
+    out_path, *flags = out.split()
+    code, _, err = run(capsys, "export", tmp_path / source, "--out", tmp_path / out_path, *flags)
+    assert code == 2 and err.count("\n") == 1 and err.startswith("fmnist: error:") and message in err, err
+    assert not list(tmp_path.glob("*.json")) and not (tmp_path / "m.onnx").exists()
+
+
+@pytest.mark.parametrize("setup, message", [("missing", "model not found"), ("no sidecar", "no m.json beside it")])
+def test_eval_mistakes_with_onnx_are_one_line(synthetic_data, tmp_path, capsys, setup, message):
+    if setup == "no sidecar":
+        (tmp_path / "m.onnx").write_bytes(b"\x08\x07")
+    code, _, err = run(capsys, "eval", tmp_path / "m.onnx")
+    assert code == 2 and err.count("\n") == 1 and message in err, err
+
+
+# ---- the real data ---------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def real_model(tmp_path_factory):
+    """A one-hidden-layer MLP trained for a few seconds on 20,000 real training images (about 82 % on test),
+    saved as a checkpoint; and the real data."""
+    found = data.locate()
+    if found is None:
+        pytest.skip("real Fashion-MNIST not installed (apt-get install dataset-fashion-mnist)")
+    torch.set_num_threads(1)
+    dataset = data.load()
+    cfg = config_lib.from_dict({"hidden": (128,)})
+    torch.manual_seed(0)
+    model = models.build(cfg)
+    optimizer = torch.optim.Adam(model.parameters(), lr=2e-3)
+    for batch in torch.randperm(20_000, generator=torch.Generator().manual_seed(0)).split(128):
+        logits = model(as_input(dataset.train_images[batch]))
+        loss = torch.nn.functional.cross_entropy(logits, dataset.train_labels[batch])
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+    path = tmp_path_factory.mktemp("real-export") / "mlp.pt"
+    checkpoint.save(path, {"model": model.state_dict(), "config": config_lib.to_dict(cfg), "epoch": 1})
+    return export.load_source(path), dataset
+
+
+@pytest.mark.realdata
+def test_fp32_export_matches_pytorch_on_the_whole_test_set(real_model, tmp_path):
+    source, dataset = real_model
+    facts = export.export(source, tmp_path / "m.onnx", dataset)
+    with torch.inference_mode():
+        expected = source.model(as_input(dataset.test_images))
+    got = open_onnx(tmp_path / "m.onnx").logits(dataset.test_images)
+    assert (got - expected).abs().max().item() <= 1e-4
+    assert torch.equal(got.argmax(1), expected.argmax(1))
+    accuracy = (expected.argmax(1) == dataset.test_labels).float().mean().item()
+    assert facts["test"]["accuracy"] == facts["test"]["pytorch_accuracy"] == accuracy > 0.75
+
+
+# The issue's target, int8 at most 0.3 point below fp32, is measured on the reference model (docs/EXPORT.md).
+# This few-seconds model has less settled logits, so the bound here is looser; calibrating on blank images,
+# a broken quantization, misses it by far (about 20 points).
+INT8_MAX_DROP = 0.005
+
+
+@pytest.mark.realdata
+def test_int8_export_keeps_accuracy_and_a_broken_calibration_does_not(real_model, tmp_path):
+    source, dataset = real_model
+    facts = export.export(source, tmp_path / "m.onnx", dataset, int8=True)
+    fp32 = facts["test"]["pytorch_accuracy"]
+    assert facts["test"]["accuracy"] >= fp32 - INT8_MAX_DROP
+    blank, _ = export.onnx_bytes(source.model, np.zeros((500, 28, 28), np.uint8))
+    broken = evaluate_logits(OnnxPredictor(blank, "blank", {}).logits, dataset.test_images, dataset.test_labels)
+    assert broken.accuracy < fp32 - INT8_MAX_DROP
