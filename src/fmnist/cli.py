@@ -233,7 +233,8 @@ def cmd_predict(args: argparse.Namespace) -> int:
         top: dict[int, list[tuple[int, float]]] = {}
         if loaded:
             values, indices = predictor.probabilities(torch.stack(list(loaded.values()))).topk(top_k, dim=1)
-            top = {i: list(zip(c, p, strict=True)) for i, c, p in zip(loaded, indices.tolist(), values.tolist(), strict=True)}
+            rows = zip(loaded, indices.tolist(), values.tolist(), strict=True)
+            top = {i: list(zip(c, p, strict=True)) for i, c, p in rows}
         for i in batch:
             failed += i in errors
             print(predict_line(paths[i], top.get(i), errors.get(i), args, names[i]))

@@ -87,7 +87,10 @@ def frame(gray: np.ndarray, alpha: np.ndarray | None = None) -> np.ndarray:
             gray = gray * alpha + 255 * (1 - alpha)
         contrast, noise = _background_contrast(gray)
         smooth = _smooth(contrast)
-        box = _object_box(smooth > _threshold(smooth, noise)) if smooth.max() > _noise_floor(noise) else None
+        threshold = _threshold(smooth, noise)
+        # Smoothing spreads the object by its radius; the pixels themselves must also stand out.
+        mask = (smooth > threshold) & (contrast > threshold / 2)
+        box = _object_box(mask) if smooth.max() > _noise_floor(noise) else None
     if box is None:
         return np.zeros((SIDE, SIDE), dtype=np.uint8)
     top, bottom, left, right = box
