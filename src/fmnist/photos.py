@@ -60,9 +60,9 @@ def render(image: np.ndarray, kind: str, rng: np.random.Generator) -> tuple[byte
     if kind == "cutout":
         return _png(_cutout(ink, rng)), ".png"
     background, colour = _colours(kind, ink.shape, rng)
-    photo = background * (1 - ink[..., None]) + colour * ink[..., None]
+    photo = (background * (1 - ink[..., None]) + colour * ink[..., None]).astype(np.float32)
     noise = rng.uniform(6, 14) if kind == "noisy" else rng.uniform(0, 3)
-    photo = photo + rng.normal(0, noise, photo.shape)
+    photo += rng.standard_normal(photo.shape, dtype=np.float32) * np.float32(noise)
     picture = Image.fromarray(np.clip(np.rint(photo), 0, 255).astype(np.uint8), "RGB")
     quality = int(rng.integers(35, 60)) if kind == "noisy" else int(rng.integers(70, 96))
     exif = Image.Exif()
