@@ -143,7 +143,8 @@ NO_SUCH_DEVICE = "tpu" if torch.cuda.is_available() else "cuda"
         (["predict", "missing.pt", "x.png", "--top-k", "0"], "--top-k must be >= 1"),
         (["predict", "missing.pt", "x.png", "--batch-size", "0"], "--batch-size must be >= 1"),
         (["predict", "missing.pt", "empty"], "no image files in empty"),
-        (["predict", "missing.pt", "x.png", "--save-inputs", "file.txt"], "--save-inputs file.txt: exists and is not a directory"),
+        (["predict", "missing.pt", "x.png", "--save-inputs", "file.txt"],
+         "--save-inputs file.txt: exists and is not a directory"),
         (["data", "info", "--data-dir", "empty"], "empty"),
     ],
 )

@@ -59,7 +59,8 @@ def _photo(ink: np.ndarray, background, colour, size: tuple[int, int], origin: t
     canvas[:] = background
     width, height = ink.shape[1] * 10, ink.shape[0] * 10
     # Crisp edges (nearest): the object's true extent is then exactly 10x the 28x28 one.
-    big = np.asarray(Image.fromarray(ink).resize((width, height), Image.Resampling.NEAREST), np.float32)[..., None] / 255
+    big = np.asarray(Image.fromarray(ink).resize((width, height), Image.Resampling.NEAREST), np.float32)
+    big = big[..., None] / 255
     x, y = origin
     region = canvas[y : y + height, x : x + width]
     canvas[y : y + height, x : x + width] = region * (1 - big) + np.asarray(colour, np.float32) * big
@@ -106,14 +107,12 @@ def test_sensor_noise_and_strong_jpeg(tmp_path):
 
 
 def test_uneven_light_across_the_background(tmp_path):
-    photo = _photo(GARMENT, (0, 0, 0), (0, 0, 0), (500, 400), (220, 60))
+    # 1 on the background, 0 on the object: a dark object (30) on a backdrop lit unevenly.
+    backdrop = _photo(GARMENT, (1, 1, 1), (0, 0, 0), (500, 400), (220, 60))[..., 0]
     y, x = np.mgrid[0:400, 0:500] / 400
     light = 245 - 35 * x - 25 * (y - 0.5) ** 2  # darker to the right and at the top and bottom
     path = tmp_path / "gradient.jpg"
-    # Recompose: the object's ink over the lit background.
-    ink = 1 - photo[..., 0] / 1  # photo is 0 everywhere but where the object is black: use the helper's alpha
-    ink = _photo(GARMENT, (1, 1, 1), (0, 0, 0), (500, 400), (220, 60))[..., 0]
-    _save(np.repeat((light * ink + 30 * (1 - ink))[..., None], 3, axis=2), path, quality=90)
+    _save(np.repeat((light * backdrop + 30 * (1 - backdrop))[..., None], 3, axis=2), path, quality=90)
     out = load_image(path)
     _assert_framed_like_fashion_mnist(out)
     assert _mad(out) < 10
