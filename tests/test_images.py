@@ -382,3 +382,13 @@ def test_decompression_bomb_header(tmp_path, side):
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # Pillow's DecompressionBombWarning must not escape
         _load_fails(path, "allowed")
+
+
+@pytest.mark.parametrize("size", [(1, 1), (2, 5), (1, 100), (300, 2)])
+def test_tiny_and_thin_pictures(tmp_path, size):
+    path = tmp_path / "thin.png"
+    Image.fromarray(np.random.default_rng(0).integers(0, 256, size[::-1], dtype=np.uint8)).save(path)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # no empty-slice warnings from the background fit
+        out = load_image(path)
+    assert out.shape == (28, 28) and out.dtype == torch.uint8

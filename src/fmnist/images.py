@@ -47,7 +47,7 @@ PEAK_FRACTION = 0.06
 # In a cut-out, the least contrast an object pixel gets, as a fraction of the object's strongest.
 SILHOUETTE_FLOOR = 0.25
 
-_ALPHA_MODES = ("LA", "La", "PA", "RGBA", "RGBa")
+_ALPHA_MODES = ("LA", "PA", "RGBA", "RGBa")
 
 
 def load_image(source: str | Path | bytes, name: str = "upload") -> torch.Tensor:
@@ -235,8 +235,9 @@ def _background_surface(smooth: np.ndarray) -> tuple[np.ndarray, float]:
     design = _surface_terms(x, y)
     coef = np.zeros(design.shape[1])
     coef[0] = _mode_level(values)
+    # Noise from neighbour-to-neighbour steps along the border: an object or a gradient adds few.
     steps = np.abs(np.diff(values))
-    tolerance = max(4 * 1.4826 * float(np.median(steps)), 4.0)
+    tolerance = max(4 * 1.4826 * float(np.median(steps)) if steps.size else 0.0, 4.0)
     for _ in range(6):
         residual = values - design @ coef
         inliers = np.abs(residual) <= tolerance
