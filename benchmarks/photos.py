@@ -43,17 +43,12 @@ def main() -> None:
             export_png(load_image(p.data), f"{stem}-seen.png")
     print(f"{args.n} photos from the {args.split} split, seed {args.seed}, {args.checkpoint}")
     print(f"{'kind':<10} {'photos':>6} {'photo acc':>9} {'plain acc':>9} {'diff':>6} {'|photo-plain| px':>16}")
-    total = photos.KindResult("all", 0, 0, 0, 0.0)
-    for r in [*rows, None]:
-        if r is None:
-            r = total
-        else:
-            total = photos.KindResult("all", total.count + r.count, total.photo_correct + r.photo_correct,
-                                      total.plain_correct + r.plain_correct,
-                                      total.mean_abs_difference + r.mean_abs_difference * r.count)
-        mad = r.mean_abs_difference / (r.count if r.kind == "all" else 1)
+    count = sum(r.count for r in rows)
+    total = photos.KindResult("all", count, sum(r.photo_correct for r in rows), sum(r.plain_correct for r in rows),
+                              sum(r.mean_abs_difference * r.count for r in rows) / count)
+    for r in [*rows, total]:
         print(f"{r.kind:<10} {r.count:>6} {r.photo_correct / r.count:>9.2%} {r.plain_correct / r.count:>9.2%} "
-              f"{(r.photo_correct - r.plain_correct) / r.count * 100:>+6.2f} {mad:>16.1f}")
+              f"{(r.photo_correct - r.plain_correct) / r.count * 100:>+6.2f} {r.mean_abs_difference:>16.1f}")
     print(f"({seconds:.1f} s to render, convert and classify; not a timing benchmark)", file=sys.stderr)
 
 
