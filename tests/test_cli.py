@@ -5,7 +5,7 @@ import torch
 
 from fmnist import data
 from fmnist.cli import main
-from fmnist.images import export_png
+from fmnist.images import export_png, load_image
 
 TRAIN = ["train", "--hidden", "64", "--epochs", "2", "--batch-size", "32", "--no-progress"]
 
@@ -77,6 +77,53 @@ def test_predict_reports_bad_files_and_keeps_going(trained_run, tmp_path, capsys
     assert correct >= 8
 
 
+def _export_test_images(directory, indices, suffix=".png"):
+    ds = data.load()
+    directory.mkdir(parents=True, exist_ok=True)
+    for i in indices:
+        export_png(ds.test_images[i], directory / f"img{i:02d}.png")
+        if suffix != ".png":  # the same picture in another format, e.g. a product-style JPEG
+            (directory / f"img{i:02d}.png").rename(directory / f"img{i:02d}{suffix}")
+
+
+def test_predict_directories_globs_batches_and_saved_inputs(trained_run, tmp_path, capsys):
+    run_dir, _ = trained_run
+    _export_test_images(tmp_path / "a", range(7))
+    (tmp_path / "a" / "notes.txt").write_text("not an image, and not picked from a directory")
+    _export_test_images(tmp_path / "b", range(3))  # the same names as three files in a/
+    saved = tmp_path / "seen"
+    # A directory, a glob as a shell that does not expand it would pass it, and a file.
+    argv = ["predict", str(run_dir), str(tmp_path / "a"), str(tmp_path / "b" / "img0[01].png"),
+            str(tmp_path / "b" / "img02.png"), "--json", "--save-inputs", str(saved)]
+    code, out, _ = run(capsys, *argv, "--batch-size", "4")
+    rows = [json.loads(line) for line in out.splitlines()]
+    expected = [str(tmp_path / "a" / f"img{i:02d}.png") for i in range(7)]
+    expected += [str(tmp_path / "b" / f"img{i:02d}.png") for i in range(3)]
+    assert code == 0 and [r["path"] for r in rows] == expected
+    names = sorted(p.name for p in saved.iterdir())
+    assert names == sorted([f"img{i:02d}.png" for i in range(7)] + [f"img{i:02d}-2.png" for i in range(3)])
+    for r in rows:  # what the model saw is the converted image, byte for byte
+        assert torch.equal(load_image(r["input"]), load_image(r["path"]))
+    code, out, _ = run(capsys, *argv, "--batch-size", "256")
+    one_batch = [json.loads(line) for line in out.splitlines()]
+    assert code == 0 and [r["top"][0][0] for r in one_batch] == [r["top"][0][0] for r in rows]
+    assert [r["probability"] for r in one_batch] == pytest.approx([r["probability"] for r in rows], abs=1e-5)
+
+
+def test_predict_keeps_input_order_around_failures(trained_run, tmp_path, capsys):
+    run_dir, _ = trained_run
+    _export_test_images(tmp_path, range(2))
+    (tmp_path / "img00.png").rename(tmp_path / "a.png")
+    (tmp_path / "b.png").write_bytes(b"\x89PNG\r\n\x1a\n truncated")
+    (tmp_path / "img01.png").rename(tmp_path / "c.png")
+    code, out, _ = run(capsys, "predict", str(run_dir), str(tmp_path), "--batch-size", "2")
+    lines = out.splitlines()
+    assert code == 1 and len(lines) == 3
+    assert lines[0].startswith(f"{tmp_path / 'a.png'}: ") and "error" not in lines[0]
+    assert lines[1].startswith(f"{tmp_path / 'b.png'}: error: ")
+    assert lines[2].startswith(f"{tmp_path / 'c.png'}: ") and "error" not in lines[2]
+
+
 def test_resume_of_a_finished_run_and_conflicting_flags(trained_run, capsys):
     run_dir, _ = trained_run
     code, _, err = run(capsys, "train", "--resume", str(run_dir), "--lr", "0.5")
@@ -108,12 +155,17 @@ NO_SUCH_DEVICE = "tpu" if torch.cuda.is_available() else "cuda"
         (["eval", "missing.pt"], "missing.pt: checkpoint not found"),
         (["predict", "missing.pt", "x.png"], "missing.pt: checkpoint not found"),
         (["predict", "missing.pt", "x.png", "--top-k", "0"], "--top-k must be >= 1"),
+        (["predict", "missing.pt", "x.png", "--batch-size", "0"], "--batch-size must be >= 1"),
+        (["predict", "missing.pt", "empty"], "no image files in empty"),
+        (["predict", "missing.pt", "x.png", "--save-inputs", "file.txt"],
+         "--save-inputs file.txt: exists and is not a directory"),
         (["data", "info", "--data-dir", "empty"], "empty"),
     ],
 )
 def test_user_mistakes_are_one_line_errors(argv, message, synthetic_data, tmp_path, monkeypatch, capsys):
     monkeypatch.chdir(tmp_path)
     (tmp_path / "empty").mkdir()
+    (tmp_path / "file.txt").write_text("")
     code = exit_code(argv)
     err = capsys.readouterr().err
     assert code == 2

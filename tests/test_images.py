@@ -11,17 +11,229 @@ import pytest
 import torch
 from PIL import Image, ImageDraw
 
-from fmnist import images
+from fmnist import images, photos
 from fmnist.errors import FmnistError
 from fmnist.images import export_png, load_image
 
 DARK, LIGHT = 30, 230  # an object clearly darker / lighter than the other
 
 
-def _assert_light_object_on_dark(out: torch.Tensor) -> None:
+def _garment() -> np.ndarray:
+    """A trouser-like object framed as Fashion-MNIST frames its images: 28 pixels tall, 16 wide from
+    column 6 (the odd pixel goes left), darkest photo pixel 255, shaded so that levels matter."""
+    x = np.zeros((28, 28), np.float32)
+    x[:, 6:22] = np.linspace(255, 120, 28)[:, None]
+    x[12:, 13:15] = 0  # between the legs
+    return np.rint(x).astype(np.uint8)
+
+
+GARMENT = _garment()
+
+
+def _mad(out: torch.Tensor, expected: np.ndarray = GARMENT) -> float:
+    return float(np.abs(out.numpy().astype(np.float32) - expected).mean())
+
+
+def _box(out: torch.Tensor, level: int = 40) -> tuple[int, int, int, int]:
+    rows, cols = np.flatnonzero((out > level).any(1).numpy()), np.flatnonzero((out > level).any(0).numpy())
+    return int(rows[0]), int(rows[-1]), int(cols[0]), int(cols[-1])
+
+
+def _assert_framed_like_fashion_mnist(out: torch.Tensor) -> None:
+    """Longer side spans the 28 pixels, centred, background 0, strongest pixel 255."""
     assert out.shape == (28, 28) and out.dtype == torch.uint8
-    assert out[14, 14] > 180, "object should end up light"
-    assert max(out[0, 0], out[0, -1], out[-1, 0], out[-1, -1]) < 40, "background should end up dark"
+    top, bottom, left, right = _box(out)
+    height, width = bottom - top + 1, right - left + 1
+    assert max(height, width) >= 27, (height, width)
+    assert abs((top + bottom) / 2 - 13.5) <= 1 and abs((left + right) / 2 - 13.5) <= 1, (top, bottom, left, right)
+    assert int(out.max()) >= 245
+    outside = np.ones((28, 28), bool)
+    outside[max(top - 1, 0) : bottom + 2, max(left - 1, 0) : right + 2] = False
+    if outside.any():
+        assert out.numpy()[outside].mean() < 3, "background should map to 0"
+
+
+def _photo(ink: np.ndarray, background, colour, size: tuple[int, int], origin: tuple[int, int]) -> np.ndarray:
+    """RGB float photo: `ink` (0..255, object darkness) upsampled to `size` at `origin` (x, y) on a canvas."""
+    canvas = np.zeros((*size[::-1], 3), np.float32)
+    canvas[:] = background
+    width, height = ink.shape[1] * 10, ink.shape[0] * 10
+    # Crisp edges (nearest): the object's true extent is then exactly 10x the 28x28 one.
+    big = np.asarray(Image.fromarray(ink).resize((width, height), Image.Resampling.NEAREST), np.float32)
+    big = big[..., None] / 255
+    x, y = origin
+    region = canvas[y : y + height, x : x + width]
+    canvas[y : y + height, x : x + width] = region * (1 - big) + np.asarray(colour, np.float32) * big
+    return canvas
+
+
+def _save(array: np.ndarray, path, mode: str = "RGB", **options) -> None:
+    Image.fromarray(np.clip(np.rint(array), 0, 255).astype(np.uint8), "RGB").convert(mode).save(path, **options)
+
+
+def test_dark_garment_on_off_white_off_centre_jpeg(tmp_path):
+    # Wide uneven margins: 40 px left, 250 px right of a 160-px-wide object.
+    path = tmp_path / "photo.jpg"
+    _save(_photo(GARMENT, (245, 242, 235), (25, 25, 40), (520, 400), (40, 60)), path, quality=85)
+    out = load_image(path)
+    _assert_framed_like_fashion_mnist(out)
+    assert _mad(out) < 8
+
+
+def test_light_object_on_dark_background_is_not_inverted(tmp_path):
+    path = tmp_path / "studio.png"
+    _save(_photo(GARMENT, (20, 20, 25), (235, 235, 235), (400, 420), (30, 90)), path)
+    out = load_image(path)
+    _assert_framed_like_fashion_mnist(out)
+    assert _mad(out) < 8
+
+
+def test_tinted_background_and_coloured_object(tmp_path):
+    path = tmp_path / "tinted.jpg"
+    _save(_photo(GARMENT, (180, 215, 240), (120, 20, 40), (500, 380), (200, 50)), path, quality=90)
+    out = load_image(path)
+    _assert_framed_like_fashion_mnist(out)
+    assert _mad(out) < 8
+
+
+def test_sensor_noise_and_strong_jpeg(tmp_path):
+    photo = _photo(GARMENT, (230, 230, 230), (30, 30, 30), (450, 450), (150, 80))
+    photo += np.random.default_rng(0).normal(0, 12, photo.shape)
+    path = tmp_path / "noisy.jpg"
+    _save(photo, path, quality=40)
+    out = load_image(path)
+    _assert_framed_like_fashion_mnist(out)
+    assert _mad(out) < 15
+
+
+def test_uneven_light_across_the_background(tmp_path):
+    # 1 on the background, 0 on the object: a dark object (30) on a backdrop lit unevenly.
+    backdrop = _photo(GARMENT, (1, 1, 1), (0, 0, 0), (500, 400), (220, 60))[..., 0]
+    y, x = np.mgrid[0:400, 0:500] / 400
+    light = 245 - 35 * x - 25 * (y - 0.5) ** 2  # darker to the right and at the top and bottom
+    path = tmp_path / "gradient.jpg"
+    _save(np.repeat((light * backdrop + 30 * (1 - backdrop))[..., None], 3, axis=2), path, quality=90)
+    out = load_image(path)
+    _assert_framed_like_fashion_mnist(out)
+    assert _mad(out) < 10
+
+
+def test_object_covering_most_of_the_border_keeps_its_polarity(tmp_path):
+    # A shaded dark object touches the top, left and bottom edges: more than half of the border is
+    # object, so the border's median is the object's level; the background is still the common level.
+    photo = np.full((300, 300), 240, np.float32)
+    photo[:, :180] = np.linspace(20, 90, 300)[:, None]
+    photo += np.random.default_rng(0).normal(0, 2, photo.shape)
+    path = tmp_path / "edge.png"
+    Image.fromarray(np.clip(photo, 0, 255).astype(np.uint8)).save(path)
+    out = load_image(path)
+    _assert_framed_like_fashion_mnist(out)  # the dark part, alone, trimmed and centred
+    assert (out[:, 6:22] > 150).all(), "the object should be light"
+    assert _box(out) == (0, 27, 6, 22)  # 180x300 -> 16.8x28: 17 columns from column 6
+
+
+@pytest.mark.parametrize("edges", [("top",), ("left", "bottom")])
+def test_object_touching_the_edge(tmp_path, edges):
+    size, origin = [400, 380], [120, 60]
+    if "top" in edges:
+        origin[1] = 0
+    if "left" in edges:
+        origin[0] = 0
+    if "bottom" in edges:
+        size[1] = origin[1] + 280
+    path = tmp_path / "edge.jpg"
+    _save(_photo(GARMENT, (240, 240, 240), (30, 30, 30), tuple(size), tuple(origin)), path, quality=90)
+    out = load_image(path)
+    _assert_framed_like_fashion_mnist(out)
+    assert _mad(out) < 8
+
+
+@pytest.mark.parametrize("product", ["dark", "white"])
+def test_cutout_on_transparency_keeps_its_silhouette(tmp_path, product):
+    # Transparent pixels hold black (white would be the same): only alpha says where the object is.
+    big = np.asarray(Image.fromarray(GARMENT).resize((280, 280), Image.Resampling.BICUBIC), np.float32) / 255
+    alpha = np.clip((big - 0.03) * 15, 0, 1)
+    canvas = np.zeros((400, 500, 4), np.float32)
+    level = 40 if product == "dark" else 255  # a pure white product: nothing to negate
+    canvas[60:340, 150:430, :3] = (255 - (255 - level) * big)[..., None] if product == "dark" else level
+    canvas[60:340, 150:430, 3] = alpha * 255
+    canvas[..., :3] *= canvas[..., 3:] > 0
+    path = tmp_path / "cutout.png"
+    Image.fromarray(np.rint(canvas).astype(np.uint8), "RGBA").save(path)
+    out = load_image(path)
+    _assert_framed_like_fashion_mnist(out)
+    silhouette = GARMENT > 0
+    seen = out.numpy() > 30
+    assert (seen & silhouette).sum() / (seen | silhouette).sum() > 0.9, "the object should keep its shape"
+    if product == "dark":
+        assert _mad(out) < 12
+
+
+def test_blank_picture_gives_an_empty_image(tmp_path):
+    path = tmp_path / "blank.jpg"
+    noise = np.random.default_rng(0).normal(200, 4, (300, 300, 3))
+    _save(noise, path, quality=80)
+    assert load_image(path).sum() == 0
+
+
+def test_fashion_mnist_images_pass_unchanged(tmp_path):
+    path = tmp_path / "sample.png"
+    Image.fromarray(GARMENT).save(path)
+    assert torch.equal(load_image(path), torch.from_numpy(GARMENT))
+
+
+@pytest.mark.parametrize("kind", photos.KINDS)
+def test_rendered_photos_convert_back_close_to_the_source(kind):
+    rng = np.random.default_rng(0)
+    mads = []
+    for _ in range(4):
+        data, suffix = photos.render(GARMENT, kind, rng)
+        out = load_image(data, f"photo{suffix}")
+        _assert_framed_like_fashion_mnist(out)
+        mads.append(_mad(out))
+    assert max(mads) < 18 and np.mean(mads) < 12, mads
+
+
+def test_16_bit_png_keeps_its_levels(tmp_path):
+    # Light object on black at 16 bits: 65535 maps to 255, a quarter of it to 64.
+    values = np.zeros((300, 300), dtype=np.uint16)
+    values[20:260, 40:140] = 65535
+    values[20:260, 140:240] = 64 * 257
+    path = tmp_path / "deep.png"
+    Image.fromarray(values).save(path)
+    assert _mode_on_disk(path).startswith("I")
+    out = load_image(path)
+    _assert_framed_like_fashion_mnist(out)
+    assert out[14, 7] == 255 and abs(int(out[14, 20]) - 64) <= 2
+
+
+def test_float_image(tmp_path):
+    # A dark-on-light photo stored as 32-bit float in 0..1 (scientific cameras, image tools).
+    photo = _photo(GARMENT, (0.95,) * 3, (0.1,) * 3, (400, 400), (100, 50))[..., 0]
+    path = tmp_path / "float.tif"
+    Image.fromarray(photo.astype(np.float32), "F").save(path)
+    assert _mode_on_disk(path) == "F"
+    out = load_image(path)
+    _assert_framed_like_fashion_mnist(out)
+    assert _mad(out) < 8
+
+
+def test_cmyk_jpeg(tmp_path):
+    path = tmp_path / "print.jpg"
+    _save(_photo(GARMENT, (240, 240, 235), (40, 30, 30), (400, 350), (60, 30)), path, mode="CMYK", quality=92)
+    assert _mode_on_disk(path) == "CMYK"
+    out = load_image(path)
+    _assert_framed_like_fashion_mnist(out)
+    assert _mad(out) < 8
+
+
+def test_palette_gif(tmp_path):
+    path = tmp_path / "palette.gif"
+    _save(_photo(GARMENT, (250, 250, 250), (20, 20, 20), (400, 350), (60, 30)), path, mode="P")
+    assert _mode_on_disk(path) == "P"
+    out = load_image(path)
+    _assert_framed_like_fashion_mnist(out)
+    assert _mad(out) < 15
 
 
 def _mode_on_disk(path) -> str:
@@ -36,51 +248,18 @@ def _centred_box(mode: str, size: tuple[int, int], background, colour) -> Image.
     return image
 
 
-def test_dark_on_light_jpeg_is_inverted(tmp_path):
-    path = tmp_path / "photo.jpg"
-    _centred_box("RGB", (120, 90), (250, 250, 245), (DARK, DARK, 40)).save(path, quality=90)
-    _assert_light_object_on_dark(load_image(path))
-
-
-def test_light_on_dark_png_is_not_inverted(tmp_path):
-    path = tmp_path / "sketch.png"
-    _centred_box("L", (56, 56), 0, LIGHT).save(path)
-    out = load_image(path)
-    _assert_light_object_on_dark(out)
-    assert abs(int(out[14, 14]) - LIGHT) <= 2  # unchanged level, not inverted
-
-
-def test_transparent_background_is_composited_onto_white(tmp_path):
-    # Transparent pixels hold black here: dropping alpha would give a dark object on black.
-    path = tmp_path / "cutout.png"
-    _centred_box("RGBA", (80, 80), (0, 0, 0, 0), (DARK, DARK, DARK, 255)).save(path)
-    _assert_light_object_on_dark(load_image(path))
-
-
 @pytest.mark.parametrize("transparent", [False, True])
-def test_palette_png(tmp_path, transparent):
-    # Index 0 is the background: white, or black but transparent (which must read as white).
+def test_palette_png_with_a_transparent_index(tmp_path, transparent):
+    # Index 0 is the background: white, or black but transparent (which must read as background).
     image = _centred_box("P", (64, 48), 0, 1)
     background = (0, 0, 0) if transparent else (255, 255, 255)
     image.putpalette([*background, DARK, DARK, DARK])
     path = tmp_path / "palette.png"
     image.save(path, **({"transparency": 0} if transparent else {}))
     assert _mode_on_disk(path) == "P"
-    _assert_light_object_on_dark(load_image(path))
-
-
-def test_16_bit_png_is_scaled_not_clipped(tmp_path):
-    # Background 0, left half of the object full scale, right half a quarter of it.
-    values = np.zeros((280, 280), dtype=np.uint16)
-    values[40:240, 40:140] = 65535
-    values[40:240, 140:240] = 64 * 257
-    path = tmp_path / "deep.png"
-    Image.fromarray(values).save(path)
-    assert _mode_on_disk(path).startswith("I")
     out = load_image(path)
-    assert out.min() == 0 and out.max() == 255
-    assert out[14, 9] == 255
-    assert abs(int(out[14, 19]) - 64) <= 1
+    assert out[14, 14] == 255 and out[1, 14] == 0  # a 33x25 box: framed 28 wide, 21 tall
+    assert _box(out) == (4, 24, 0, 27)
 
 
 @pytest.mark.parametrize("orientation", ["landscape", "portrait"])
@@ -95,7 +274,7 @@ def test_aspect_ratio_is_kept_by_padding(tmp_path, orientation):
     if orientation == "portrait":
         out = out.T
     assert (out[:6] < 10).all() and (out[-6:] < 10).all()  # padding, not stretched content
-    assert (out[10:18, 3:25] > LIGHT - 10).all()
+    assert (out[8:20, :] > 240).all()  # the rectangle, trimmed to fill the width
 
 
 def test_exif_orientation_is_applied(tmp_path):
@@ -108,13 +287,13 @@ def test_exif_orientation_is_applied(tmp_path):
     image.save(path, exif=exif, quality=95)
     out = load_image(path)
     assert (out[:, :6] < 20).all() and (out[:, -6:] < 20).all()
-    assert (out[3:25, 10:18] > LIGHT - 20).all()
+    assert (out[:, 8:20] > 200).all()
 
 
 @pytest.mark.parametrize(
     "mode, suffix",
     [("1", "png"), ("L", "png"), ("LA", "png"), ("RGB", "png"), ("RGBA", "png"), ("P", "gif"),
-     ("CMYK", "jpg"), ("I;16", "tif"), ("I", "tif")],
+     ("CMYK", "jpg"), ("I;16", "tif"), ("I", "tif"), ("F", "tif"), ("YCbCr", "jpg")],
 )
 def test_any_mode_and_size_gives_uint8_28x28(tmp_path, mode, suffix):
     path = tmp_path / f"odd.{suffix}"
@@ -203,3 +382,13 @@ def test_decompression_bomb_header(tmp_path, side):
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # Pillow's DecompressionBombWarning must not escape
         _load_fails(path, "allowed")
+
+
+@pytest.mark.parametrize("size", [(1, 1), (2, 5), (1, 100), (300, 2)])
+def test_tiny_and_thin_pictures(tmp_path, size):
+    path = tmp_path / "thin.png"
+    Image.fromarray(np.random.default_rng(0).integers(0, 256, size[::-1], dtype=np.uint8)).save(path)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # no empty-slice warnings from the background fit
+        out = load_image(path)
+    assert out.shape == (28, 28) and out.dtype == torch.uint8

@@ -49,3 +49,18 @@ def test_predict_on_exported_test_images(real_run, tmp_path, capsys):
     rows = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
     correct = sum(r["class_index"] == int(test.test_labels[i]) for i, r in enumerate(rows))
     assert len(rows) == 40 and correct >= 32
+
+
+def test_product_photos_of_test_images_are_recognised_as_well_as_the_images(real_run, one_thread):
+    # 48 rendered photos (6 of each kind), converted by fmnist.images, against the same test images
+    # as 28x28: 48 images allow about 4 more mistakes than the images themselves by chance.
+    from fmnist import photos
+    from fmnist.inference import load_predictor
+
+    run_dir, _ = real_run
+    test = data.load()
+    rows = photos.measure(load_predictor(run_dir), test.test_images, test.test_labels, 48, seed=0)
+    photo, plain = sum(r.photo_correct for r in rows), sum(r.plain_correct for r in rows)
+    assert sum(r.count for r in rows) == 48 and plain >= 36
+    assert photo >= plain - 5, (photo, plain)
+    assert max(r.mean_abs_difference for r in rows) < 25

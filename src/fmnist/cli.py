@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import glob
 import json
 import signal
 import sys
@@ -12,7 +13,7 @@ from typing import NoReturn
 
 import torch
 
-from fmnist import __version__, checkpoint, cpu, data, distributed, measure, models, presets, report
+from fmnist import __version__, cpu, data, distributed, measure, models, presets, report
 from fmnist import config as config_lib
 from fmnist.errors import FmnistError
 from fmnist.export import CALIBRATION_IMAGES
@@ -196,31 +197,90 @@ def cmd_export(args: argparse.Namespace) -> int:
     return 0
 
 
+IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".gif", ".bmp", ".tif", ".tiff", ".webp", ".ppm", ".pgm", ".pbm", ".pnm"}
+
+
+def expand_image_arguments(arguments: list[str]) -> list[str]:
+    """Files as given; directories as the image files inside (sorted); globs expanded, for shells that
+    do not. A glob that matches nothing stays as it is, so that it is reported as a missing file."""
+    paths = []
+    for argument in arguments:
+        path = Path(argument)
+        if path.is_dir():
+            paths += sorted(str(p) for p in path.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+        elif not path.exists() and glob.has_magic(argument):
+            paths += sorted(glob.glob(argument)) or [argument]
+        else:
+            paths.append(argument)
+    return paths
+
+
+def saved_input_names(paths: list[str]) -> list[str]:
+    """A PNG name per input path, from the path's stem; made unique with -2, -3, ... in input order."""
+    names, used = [], set()
+    for path in paths:
+        stem = Path(path).stem or "image"
+        name, n = f"{stem}.png", 1
+        while name in used:
+            n += 1
+            name = f"{stem}-{n}.png"
+        used.add(name)
+        names.append(name)
+    return names
+
+
 def cmd_predict(args: argparse.Namespace) -> int:
-    from fmnist.evaluate import predict
-    from fmnist.images import load_image
+    from fmnist.images import export_png, load_image
+    from fmnist.inference import load_predictor
 
     if args.top_k < 1:
         raise FmnistError(f"--top-k must be >= 1, got {args.top_k}")
-    device = measure.select_device(args.device)
-    model, _, _ = checkpoint.load_model(args.checkpoint, device)
+    if args.batch_size < 1:
+        raise FmnistError(f"--batch-size must be >= 1, got {args.batch_size}")
+    paths = expand_image_arguments(args.images)
+    if not paths:
+        raise FmnistError(f"no image files in {', '.join(args.images)}")
+    if args.save_inputs and Path(args.save_inputs).exists() and not Path(args.save_inputs).is_dir():
+        raise FmnistError(f"--save-inputs {args.save_inputs}: exists and is not a directory")
+    predictor = load_predictor(args.checkpoint, measure.select_device(args.device))
+    names = saved_input_names(paths)
+    top_k = min(args.top_k, len(data.CLASSES))
     failed = 0
-    for path in args.images:
-        try:
-            image = load_image(path)
-        except FmnistError as e:
-            failed += 1
-            print(json.dumps({"path": path, "error": str(e)}) if args.json else f"{path}: error: {e}")
-            continue
-        top = predict(model, image[None].to(device), args.top_k)[0]
-        best, p = top[0]
-        if args.json:
-            ranked = [[data.CLASSES[i], q] for i, q in top]
-            print(json.dumps({"path": path, "class_index": best, "class_name": data.CLASSES[best], "probability": p,
-                              "top": ranked}))
-        else:
-            print(f"{path}: " + ", ".join(f"{data.CLASSES[i]} {q:.1%}" for i, q in top))
+    for start in range(0, len(paths), args.batch_size):
+        batch = range(start, min(start + args.batch_size, len(paths)))
+        loaded: dict[int, torch.Tensor] = {}
+        errors: dict[int, str] = {}
+        for i in batch:
+            try:
+                loaded[i] = load_image(paths[i])
+            except FmnistError as e:
+                errors[i] = str(e)
+                continue
+            if args.save_inputs:
+                export_png(loaded[i], Path(args.save_inputs) / names[i])
+        top: dict[int, list[tuple[int, float]]] = {}
+        if loaded:
+            values, indices = predictor.probabilities(torch.stack(list(loaded.values()))).topk(top_k, dim=1)
+            rows = zip(loaded, indices.tolist(), values.tolist(), strict=True)
+            top = {i: list(zip(c, p, strict=True)) for i, c, p in rows}
+        for i in batch:
+            failed += i in errors
+            print(predict_line(paths[i], top.get(i), errors.get(i), args, names[i]))
     return 1 if failed else 0
+
+
+def predict_line(path: str, top: list[tuple[int, float]] | None, error: str | None,
+                 args: argparse.Namespace, saved_name: str) -> str:
+    if top is None:
+        return json.dumps({"path": path, "error": error}) if args.json else f"{path}: error: {error}"
+    if not args.json:
+        return f"{path}: " + ", ".join(f"{data.CLASSES[c]} {q:.1%}" for c, q in top)
+    best, p = top[0]
+    row = {"path": path, "class_index": best, "class_name": data.CLASSES[best], "probability": p,
+           "top": [[data.CLASSES[c], q] for c, q in top]}
+    if args.save_inputs:
+        row["input"] = str(Path(args.save_inputs) / saved_name)
+    return json.dumps(row)
 
 
 def cmd_data(args: argparse.Namespace) -> int:
@@ -431,11 +491,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", default="auto", choices=config_lib.DEVICES, help=DEVICE_HELP)
     p.set_defaults(func=cmd_eval)
 
-    p = sub.add_parser("predict", help="classify image files with a checkpoint")
+    p = sub.add_parser("predict", help="classify photos and other image files with a checkpoint")
     p.add_argument("checkpoint", help="a .pt checkpoint, or a run directory")
-    p.add_argument("images", nargs="+", metavar="IMAGE", help="PNG/JPEG/... files of any size and mode")
+    p.add_argument("images", nargs="+", metavar="IMAGE", help="image files of any size and mode (PNG, JPEG, ...), "
+                   "directories (their image files, sorted) or globs such as 'photos/*.jpg'")
     p.add_argument("--top-k", type=int, default=3, help="classes to show per image (default: 3)")
     p.add_argument("--json", action="store_true", help="one JSON object per line per image")
+    p.add_argument("--batch-size", type=int, default=256, help="images per model call (default: 256)")
+    p.add_argument("--save-inputs", metavar="DIR", help="write the 28x28 image the model saw for each file as "
+                   "DIR/<file name>.png (-2, -3, ... when names repeat)")
     p.add_argument("--device", default="auto", choices=config_lib.DEVICES, help=DEVICE_HELP)
     p.set_defaults(func=cmd_predict)
 
