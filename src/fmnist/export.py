@@ -111,7 +111,7 @@ def quantize(fp32_path: Path, out_path: Path, calibration: np.ndarray, work_dir:
     one integer kernel), int8 weights per output channel, uint8 activations from min/max calibration.
     On the reference MLP per-channel weights kept 0.05-0.1 point more accuracy than per-tensor, and
     QOperator with int8 activations ran an order of magnitude slower on an AVX2 CPU
-    (benchmarks/int8_variants.py, docs/EXPORT.md). A cnn's first convolution stays fp32: with one
+    (benchmarks/int8_variants.py, docs/SERVING.md). A cnn's first convolution stays fp32: with one
     input channel it has 9 weights per filter, too few to share a scale well (int8 there cost a 3-epoch
     cnn preset 0.3 point, fp32 there nothing), and it does about 3 % of the cnn's work.
     """
