@@ -71,3 +71,14 @@ def test_toml_errors_name_the_file(tmp_path):
         config.resolve(unknown)
     with pytest.raises(FmnistError, match="missing.toml: config file not found"):
         config.resolve(tmp_path / "missing.toml")
+
+
+def test_a_resumed_run_may_change_where_it_runs_and_its_data_lies_but_nothing_else(tmp_path):
+    saved = Config(hidden=(32,), epochs=3, device="cuda", data_dir="/training/machine/data")
+    (tmp_path / "config.toml").write_text(config.dumps(saved))
+    resumed = config.for_resume(tmp_path, {"device": "cpu", "data_dir": "/here", "epochs": "3"})
+    assert resumed == saved.replace(device="cpu", data_dir="/here")
+    with pytest.raises(FmnistError, match="epochs=4 conflicts with the run's epochs=3"):
+        config.for_resume(tmp_path, {"epochs": "4"})
+    with pytest.raises(FmnistError, match="not a run directory"):
+        config.for_resume(tmp_path / "missing", {})

@@ -139,8 +139,10 @@ def test_model_failure_reaches_every_waiting_request_and_the_batcher_goes_on():
 
 @pytest.fixture(scope="module")
 def model_path(tmp_path_factory):
+    threads = torch.get_num_threads()
     torch.set_num_threads(1)
-    return tiny_checkpoint(tmp_path_factory.mktemp("serve") / "tiny.pt")
+    yield tiny_checkpoint(tmp_path_factory.mktemp("serve") / "tiny.pt")
+    torch.set_num_threads(threads)
 
 
 @pytest.fixture(scope="module")
@@ -284,11 +286,32 @@ def test_flood_beyond_the_queue_gets_503_and_the_rest_succeed():
     assert "server busy" in busy.json()["error"] and busy.headers["retry-after"] == "1"
 
 
+def test_uploads_beyond_the_memory_budget_get_503_and_every_byte_is_given_back():
+    photo = product_photo(size=(80, 100))
+    limits = Limits(max_body=len(photo), max_buffered=3 * len(photo), max_wait_ms=0)
+    app = create_app(Recorder(delay=0.2), limits)
+
+    async def main():
+        async with app.router.lifespan_context(app):
+            transport = httpx.ASGITransport(app=app)
+            async with httpx.AsyncClient(transport=transport, base_url="http://test") as http:
+                flood = await asyncio.gather(*(http.post("/predict", content=photo, headers=JPEG) for _ in range(10)))
+                return flood, (await http.get("/healthz")).json()
+
+    responses, health = asyncio.run(main())
+    codes = [r.status_code for r in responses]
+    assert 0 < codes.count(200) <= 3 and codes.count(503) == 10 - codes.count(200)
+    assert "bytes of uploads in memory" in next(r for r in responses if r.status_code == 503).json()["error"]
+    assert health["buffered_bytes"] == 0
+
+
 def test_limits_are_checked():
     with pytest.raises(Exception, match="max-queue must be >= 1"):
         create_app(Recorder(), Limits(max_queue=0))
     with pytest.raises(Exception, match="max-files .* cannot exceed max-batch"):
         create_app(Recorder(), Limits(max_files=8, max_batch=4))
+    with pytest.raises(Exception, match="max-body .* cannot exceed max-buffered"):
+        create_app(Recorder(), Limits(max_body=2**20, max_buffered=2**10))
 
 
 def test_cli_errors_are_one_line(model_path, tmp_path, capsys):
@@ -296,6 +319,8 @@ def test_cli_errors_are_one_line(model_path, tmp_path, capsys):
     assert "checkpoint not found" in capsys.readouterr().err
     assert cli.main(["serve", str(model_path), "--max-batch", "0"]) == 2
     assert "max-batch must be >= 1" in capsys.readouterr().err
+    assert cli.main(["serve", str(model_path), "--max-body-mb", "0"]) == 2
+    assert "--max-body-mb must be > 0" in capsys.readouterr().err
     with socket.socket() as taken:
         taken.bind(("127.0.0.1", 0))
         taken.listen()

@@ -77,20 +77,9 @@ def resolve_train_config(args: argparse.Namespace) -> tuple[config_lib.Config, P
     asked = requested_values(args, config_overrides(args))
     if not args.resume:
         return config_lib.from_dict(asked), new_run_dir(args.out)
-    run_dir = Path(args.resume)
-    if not (run_dir / "config.toml").is_file():
-        raise FmnistError(f"{run_dir}: not a run directory (no config.toml); nothing to resume")
     if args.out:
         raise FmnistError("--resume continues a run in its own directory; drop --out")
-    saved = config_lib.resolve(run_dir / "config.toml")
-    runtime = {name: value for name, value in asked.items() if name in config_lib.RUNTIME_FIELDS}
-    for name, value in asked.items():
-        if name not in runtime and config_lib.coerce(name, value) != getattr(saved, name):
-            raise FmnistError(
-                f"--resume {run_dir}: {name}={value} conflicts with the run's {name}={getattr(saved, name)}; "
-                "start a new run to change it"
-            )
-    return saved.replace(**runtime), run_dir
+    return config_lib.for_resume(Path(args.resume), asked), Path(args.resume)
 
 
 def cmd_train(args: argparse.Namespace) -> int:
@@ -231,7 +220,6 @@ def saved_input_names(paths: list[str]) -> list[str]:
 
 def cmd_predict(args: argparse.Namespace) -> int:
     from fmnist.images import export_png, load_image
-    from fmnist.inference import load_predictor
 
     if args.top_k < 1:
         raise FmnistError(f"--top-k must be >= 1, got {args.top_k}")
@@ -436,12 +424,15 @@ def cmd_bench(args: argparse.Namespace) -> int:
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
-    from fmnist.inference import load_predictor
     from fmnist.serve import server
     from fmnist.serve.app import Limits, create_app
 
+    for flag in ("max_body_mb", "max_buffered_mb"):
+        if getattr(args, flag) <= 0:
+            raise FmnistError(f"--{flag.replace('_', '-')} must be > 0, got {getattr(args, flag)}")
     limits = Limits(max_batch=args.max_batch, max_wait_ms=args.max_wait_ms, max_queue=args.max_queue,
-                    decoders=args.decoders, max_body=round(args.max_body_mb * 2**20), max_files=args.max_files,
+                    decoders=args.decoders, max_body=max(1, round(args.max_body_mb * 2**20)),
+                    max_buffered=max(1, round(args.max_buffered_mb * 2**20)), max_files=args.max_files,
                     top_k=args.top_k)
     limits.check()
     if args.threads < 1:
@@ -492,7 +483,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_eval)
 
     p = sub.add_parser("predict", help="classify photos and other image files with a checkpoint")
-    p.add_argument("checkpoint", help="a .pt checkpoint, or a run directory")
+    p.add_argument("checkpoint", help="a .pt checkpoint, a run directory, or an .onnx file from fmnist export")
     p.add_argument("images", nargs="+", metavar="IMAGE", help="image files of any size and mode (PNG, JPEG, ...), "
                    "directories (their image files, sorted) or globs such as 'photos/*.jpg'")
     p.add_argument("--top-k", type=int, default=3, help="classes to show per image (default: 3)")
@@ -518,6 +509,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--threads", type=int, default=1, help="torch intra-op threads per model call (default: 1: batches "
                    "are small, and the decoders and the HTTP loop need the other cores)")
     p.add_argument("--max-body-mb", type=float, default=10.0, help="largest request body, MiB (default: 10)")
+    p.add_argument("--max-buffered-mb", type=float, default=128.0,
+                   help="request bodies held in memory by all requests together, MiB; beyond: 503 (default: 128)")
     p.add_argument("--max-files", type=int, default=16, help="images in one multipart request (default: 16)")
     p.add_argument("--top-k", type=int, default=5, help="classes listed per prediction (default: 5)")
     p.add_argument("--no-access-log", action="store_true", help="no log line per request")

@@ -29,8 +29,8 @@ SCHEDULES = ("none", "step", "cosine", "onecycle")
 DEVICES = ("auto", "cpu", "cuda", "mps")
 AMPS = ("none", "bf16", "auto")
 COMPILES = ("none", "default", "reduce-overhead")
-# Where a run trains, not what it computes: --resume may change these.
-RUNTIME_FIELDS = ("device",)
+# Where a run trains and where its data lies, not what it computes: --resume may change these.
+RUNTIME_FIELDS = ("device", "data_dir")
 
 
 def _opt(default: Any, help: str, choices: tuple[str, ...] | None = None) -> Any:
@@ -218,6 +218,24 @@ def resolve(config_file: str | Path | None = None, overrides: dict[str, Any] | N
     """Defaults, then the TOML file, then explicit overrides (flags)."""
     values = read_toml(config_file) if config_file else {}
     return from_dict({**values, **(overrides or {})})
+
+
+def for_resume(run_dir: Path, asked: dict[str, Any]) -> Config:
+    """The config a resumed run continues with: the one it saved, with only RUNTIME_FIELDS changed by `asked`.
+
+    Any other value asked for that differs from the saved one is an FmnistError: a run means one config.
+    """
+    if not (run_dir / "config.toml").is_file():
+        raise FmnistError(f"{run_dir}: not a run directory (no config.toml); nothing to resume")
+    saved = resolve(run_dir / "config.toml")
+    runtime = {name: value for name, value in asked.items() if name in RUNTIME_FIELDS}
+    for name, value in asked.items():
+        if name not in runtime and coerce(name, value) != getattr(saved, name):
+            raise FmnistError(
+                f"--resume {run_dir}: {name}={value} conflicts with the run's {name}={getattr(saved, name)}; "
+                "start a new run to change it"
+            )
+    return saved.replace(**runtime)
 
 
 def describe(name: str) -> tuple[str, tuple[str, ...] | None, Any]:

@@ -43,8 +43,6 @@ class Evaluation:
 @torch.inference_mode()
 def evaluate(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, batch_size: int = 1000) -> Evaluation:
     """Evaluate in eval mode without gradients; `images` uint8 [N, 28, 28] on the model's device."""
-    if not len(images):
-        raise FmnistError("no images to evaluate: loss and accuracy of an empty set are undefined")
     was_training = model.training
     model.eval()
     try:
@@ -62,6 +60,8 @@ def evaluate_logits(
 ) -> Evaluation:
     """Metrics of any classifier given as uint8 images [B, 28, 28] -> logits [B, 10] (a PyTorch model,
     an onnxruntime session), called on `batch_size` images at a time; logits on the labels' device."""
+    if not len(images):
+        raise FmnistError("no images to evaluate: loss and accuracy of an empty set are undefined")
     loss_sum = torch.zeros((), device=labels.device)
     probabilities = []
     for start in range(0, len(images), batch_size):
@@ -76,12 +76,3 @@ def evaluate_logits(
         probabilities=probs,
         labels=cpu_labels,
     )
-
-
-@torch.inference_mode()
-def predict(model: nn.Module, images: torch.Tensor, top_k: int = 3) -> list[list[tuple[int, float]]]:
-    """Top-k (class index, probability) for each uint8 [N, 28, 28] image."""
-    model.eval()
-    probs = model(as_input(images)).float().softmax(1).cpu()
-    values, indices = probs.topk(min(top_k, probs.shape[1]), dim=1)
-    return [list(zip(i.tolist(), v.tolist(), strict=True)) for i, v in zip(indices, values, strict=True)]

@@ -133,6 +133,8 @@ def _decode(source: Path | bytes, name: str) -> Image.Image:
         raise FmnistError(f"{name}: image is larger than the {MAX_PIXELS:,} pixels allowed") from exc
     except UnidentifiedImageError as exc:
         raise FmnistError(f"{name}: not an image file that Pillow can read") from exc
+    except PermissionError as exc:  # an OSError, but the file's access, not its content
+        raise FmnistError(f"{name}: cannot read: permission denied") from exc
     # Pillow's decoders report damaged data with any of these, depending on the format.
     except (OSError, ValueError, EOFError, SyntaxError) as exc:
         raise FmnistError(f"{name}: image is truncated or corrupt ({_one_line(exc)})") from exc

@@ -137,6 +137,6 @@ def open_onnx(path: str | Path, threads: int | None = None) -> OnnxPredictor:
 
 def load_predictor(path: str | Path, device: str | torch.device = "cpu") -> Predictor:
     """A predictor for a checkpoint (.pt), a run directory, or an exported model (.onnx, on the CPU)."""
-    if Path(path).suffix == ".onnx":
+    if Path(path).suffix.lower() == ".onnx":
         return open_onnx(path)
     return TorchPredictor(path, device)

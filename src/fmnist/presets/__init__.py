@@ -1,8 +1,9 @@
 """Named training configs shipped with the package: `fmnist train --preset NAME`.
 
 A preset is a TOML file of config values in this directory; a --config file and flags
-override it. What each preset measured, and the `fmnist compare` command that measures it,
-is in docs/EXPERIMENTS.md, not in the files: numbers in comments would go stale.
+override it. What each preset measured, and the command that measures it, is in the doc
+each file names (README.md "Results", docs/EXPERIMENTS.md, docs/PERFORMANCE.md), not in the
+files: numbers in comments would go stale.
 """
 
 from __future__ import annotations

@@ -49,6 +49,7 @@ class Limits:
     max_queue: int = 256  # requests in progress, and images waiting for the model; beyond: 503
     decoders: int = 2  # threads decoding uploads at once (each may hold a large decoded photo)
     max_body: int = 10 * 2**20  # bytes of one request body
+    max_buffered: int = 128 * 2**20  # bytes of request bodies in memory at once, all requests together; beyond: 503
     max_files: int = 16  # images in one multipart request
     top_k: int = 5  # classes listed in each prediction's "top"
 
@@ -57,10 +58,40 @@ class Limits:
             if value < (0 if name == "max_wait_ms" else 1):
                 least = ">= 0" if name == "max_wait_ms" else ">= 1"
                 raise FmnistError(f"{name.replace('_', '-')} must be {least}, got {value}")
+        if self.max_body > self.max_buffered:
+            raise FmnistError(f"max-body ({self.max_body:,} bytes) cannot exceed max-buffered ({self.max_buffered:,})")
         if self.max_files > self.max_batch:
             raise FmnistError(f"max-files ({self.max_files}) cannot exceed max-batch ({self.max_batch})")
         if self.top_k > len(CLASSES):
             raise FmnistError(f"top-k must be at most {len(CLASSES)}, got {self.top_k}")
+
+
+class BodyBudget:
+    """Bytes of request bodies held in memory by all requests together: one large upload is bounded by
+    max_body, but many at once only by this (the event loop is one thread, so no lock is needed)."""
+
+    def __init__(self, limit: int):
+        self.limit, self.used = limit, 0
+
+    def request(self) -> BodyHold:
+        return BodyHold(self)
+
+
+class BodyHold:
+    """What one request holds of the budget; released when its response is built."""
+
+    def __init__(self, budget: BodyBudget):
+        self.budget, self.held = budget, 0
+
+    def take(self, n: int) -> None:
+        if self.budget.used + n > self.budget.limit:
+            raise ApiError(503, f"server busy: {self.budget.used:,} bytes of uploads in memory; retry shortly", RETRY)
+        self.budget.used += n
+        self.held += n
+
+    def release(self) -> None:
+        self.budget.used -= self.held
+        self.held = 0
 
 
 class ApiError(Exception):
@@ -89,6 +120,7 @@ def create_app(predictor: Predictor, limits: Limits = Limits()) -> FastAPI:
     limits.check()
     in_progress = 0  # requests admitted and not yet answered
     preparing = 0  # of those, the ones still being read or decoded: the batcher waits only when some are
+    bodies = BodyBudget(limits.max_buffered)
     batcher = MicroBatcher(predictor.probabilities, limits.max_batch, limits.max_wait_ms / 1000, limits.max_queue,
                            expected=lambda: preparing)
     decode_pool = concurrent.futures.ThreadPoolExecutor(limits.decoders, thread_name_prefix="fmnist-decode")
@@ -132,6 +164,7 @@ def create_app(predictor: Predictor, limits: Limits = Limits()) -> FastAPI:
             "classes": list(CLASSES),
             "limits": asdict(limits),
             "in_progress": in_progress,
+            "buffered_bytes": bodies.used,
             "queued_images": batcher.waiting,
             "model_calls": batcher.batches,
             "images_classified": batcher.images,
@@ -154,8 +187,9 @@ def create_app(predictor: Predictor, limits: Limits = Limits()) -> FastAPI:
         in_progress += 1
         preparing += 1
         submitted = False
+        hold = bodies.request()
         try:
-            uploads = await _read_uploads(request, limits)
+            uploads = await _read_uploads(request, limits, hold)
             loop = asyncio.get_running_loop()
             results = await asyncio.gather(*(loop.run_in_executor(decode_pool, _decode, data, name)
                                              for name, data in uploads), return_exceptions=True)
@@ -174,6 +208,7 @@ def create_app(predictor: Predictor, limits: Limits = Limits()) -> FastAPI:
             except QueueFull as exc:
                 raise ApiError(503, f"server busy: {exc}; retry shortly", RETRY) from None
         finally:
+            hold.release()
             in_progress -= 1
             if not submitted:
                 preparing -= 1
@@ -205,21 +240,21 @@ def create_app(predictor: Predictor, limits: Limits = Limits()) -> FastAPI:
     return app
 
 
-async def _read_uploads(request: Request, limits: Limits) -> list[tuple[str, bytes]]:
+async def _read_uploads(request: Request, limits: Limits, hold: BodyHold) -> list[tuple[str, bytes]]:
     """(name, bytes) of each image in the body, checking type and size as it streams in."""
     content_type = request.headers.get("content-type", "")
     kind, params = parse_options_header(content_type)
     if kind.startswith(b"image/"):
-        body = b"".join([chunk async for chunk in _limited_stream(request, limits.max_body)])
+        body = b"".join([chunk async for chunk in _limited_stream(request, limits.max_body, hold)])
         return [("upload", body)]
     if kind == b"multipart/form-data":
-        return await _read_multipart(request, params.get(b"boundary"), limits)
+        return await _read_multipart(request, params.get(b"boundary"), limits, hold)
     shown = content_type or "none"
     raise ApiError(415, f"Content-Type {shown!r} not accepted: send an image (image/png, image/jpeg, ...) "
                         "as the body, or multipart/form-data with the image(s) in field 'file'")
 
 
-async def _limited_stream(request: Request, limit: int) -> AsyncIterator[bytes]:
+async def _limited_stream(request: Request, limit: int, hold: BodyHold) -> AsyncIterator[bytes]:
     declared = request.headers.get("content-length", "")
     too_big = ApiError(413, f"request body is larger than the {limit:,} bytes allowed")
     if declared.isdigit() and int(declared) > limit:
@@ -230,12 +265,15 @@ async def _limited_stream(request: Request, limit: int) -> AsyncIterator[bytes]:
             size += len(chunk)
             if size > limit:  # a missing or lying Content-Length
                 raise too_big
+            hold.take(len(chunk))
             yield chunk
     except ClientDisconnect:
         raise ApiError(400, "client disconnected before the body was complete") from None
 
 
-async def _read_multipart(request: Request, boundary: bytes | None, limits: Limits) -> list[tuple[str, bytes]]:
+async def _read_multipart(
+    request: Request, boundary: bytes | None, limits: Limits, hold: BodyHold
+) -> list[tuple[str, bytes]]:
     if not boundary:
         raise ApiError(400, "multipart/form-data without a boundary parameter")
     files: list[tuple[str, list[bytes]]] = []
@@ -277,7 +315,7 @@ async def _read_multipart(request: Request, boundary: bytes | None, limits: Limi
         "on_end": end,
     })
     try:
-        async for chunk in _limited_stream(request, limits.max_body):
+        async for chunk in _limited_stream(request, limits.max_body, hold):
             parser.write(chunk)
         parser.finalize()
     except ApiError:
