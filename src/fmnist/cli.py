@@ -122,6 +122,7 @@ def train_and_report(
     test = evaluate(result.model, dataset.test_images.to(device), dataset.test_labels.to(device))
     report.write_run_plots(run_dir, result.history, test, dataset.test_images, data.CLASSES)
     s = result.summary
+    assert s is not None  # rank 0 gets the summary
     print(
         f"\ntest accuracy {s['test_accuracy']:.2%}  test loss {s['test_loss']:.4f}  "
         f"({s['chosen_by']}, epoch {s['chosen_epoch']})\n"

@@ -31,6 +31,7 @@ from fmnist.atomic import atomic_write
 from fmnist.config import Config
 from fmnist.data import FashionMNIST
 from fmnist.errors import FmnistError
+from fmnist.records import EpochRow, Summary
 
 DEFAULT_SEEDS = (0, 1, 2)
 DEFAULT_THRESHOLD = 0.88  # validation accuracy whose epochs and seconds to reach are reported
@@ -60,8 +61,8 @@ class Run:
 @dataclass
 class RunResult:
     run: Run
-    history: list[dict]  # metrics.jsonl rows; empty when the run has not finished
-    summary: dict | None  # summary.json; None when the run diverged or has not finished
+    history: list[EpochRow]  # metrics.jsonl rows; empty when the run has not finished
+    summary: Summary | None  # summary.json; None when the run diverged or has not finished
     failure: str | None = None  # why a run ended without a summary (a non-finite loss)
 
 
@@ -284,6 +285,7 @@ def _train_run(values: dict, run_dir: str, resume: bool, label: str, *, data: Fa
         atomic_write(Path(run_dir) / "diverged.json", json.dumps({"error": str(e)}) + "\n")
         return f"diverged: {e}"
     s = result.summary
+    assert s is not None  # one process: fit() returns the summary
     return f"val {s['val_accuracy']:.2%}  test {s['test_accuracy']:.2%}  {s['wall_seconds']:.0f}s"
 
 
@@ -301,11 +303,12 @@ def write_experiment(experiment: Experiment, path: Path) -> None:
 
 
 def load_result(run: Run) -> RunResult:
-    history = []
+    history: list[EpochRow] = []
     metrics = run.run_dir / "metrics.jsonl"
     if metrics.exists():
         history = [json.loads(line) for line in metrics.read_text().splitlines() if line.strip()]
-    summary = failure = None
+    summary: Summary | None = None
+    failure = None
     if (run.run_dir / "summary.json").exists():
         summary = json.loads((run.run_dir / "summary.json").read_text())
     elif (run.run_dir / "diverged.json").exists():
@@ -316,13 +319,13 @@ def load_result(run: Run) -> RunResult:
 # ---------------------------------------------------------------- summarising
 
 
-def epochs_to(history: list[dict], threshold: float) -> tuple[int, float] | None:
+def epochs_to(history: list[EpochRow], threshold: float) -> tuple[int, float] | None:
     """(epoch, training seconds up to it) of the first epoch whose validation accuracy reaches
     `threshold`; None if none does. Seconds sum epoch_seconds: evaluation time excluded."""
     seconds = 0.0
     for row in history:
         seconds += row["epoch_seconds"]
-        if row.get("val_acc", 0.0) >= threshold:
+        if row["val_acc"] >= threshold:  # compare always holds out a validation split
             return row["epoch"], seconds
     return None
 
@@ -377,15 +380,17 @@ def write_report(out: str | Path, experiment: Experiment, results: list[RunResul
 
 
 def _run_row(result: RunResult, threshold: float) -> dict:
-    s = result.summary or {}
+    s = result.summary
     hit = epochs_to(result.history, threshold) if s else None
     return {
         "point": result.run.point, **result.run.labels, "seed": result.run.seed,
         "state": "done" if s else ("diverged" if result.failure else "missing"),
-        "val_acc": s.get("val_accuracy"), "val_acc_last": result.history[-1]["val_acc"] if s else None,
-        "test_acc": s.get("test_accuracy"), "chosen_epoch": s.get("chosen_epoch"), "epochs": s.get("epochs"),
+        "val_acc": s["val_accuracy"] if s else None, "val_acc_last": result.history[-1]["val_acc"] if s else None,
+        "test_acc": s["test_accuracy"] if s else None, "chosen_epoch": s["chosen_epoch"] if s else None,
+        "epochs": s["epochs"] if s else None,
         "epochs_to_threshold": hit[0] if hit else None, "seconds_to_threshold": hit[1] if hit else None,
-        "wall_seconds": s.get("wall_seconds"), "images_per_second": s.get("train_images_per_second"),
+        "wall_seconds": s["wall_seconds"] if s else None,
+        "images_per_second": s["train_images_per_second"] if s else None,
         "run_dir": str(result.run.run_dir),
     }
 

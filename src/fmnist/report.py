@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import math
 import os
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 import numpy as np
 import torch
@@ -23,11 +23,11 @@ _DPI = 120
 _SPLITS = ("train", "val", "test")  # plotting order; val is optional
 
 
-def plot_curves(history: list[dict], path: str | os.PathLike) -> None:
+def plot_curves(history: Sequence[Mapping[str, object]], path: str | os.PathLike) -> None:
     """Loss and accuracy per epoch for train, test and (when recorded) val.
 
-    `history` has one dict per epoch with keys epoch, train_loss, train_acc, test_loss,
-    test_acc and optionally val_loss, val_acc; accuracies are fractions in 0..1. A split
+    `history` has one records.EpochRow per epoch (any mapping with its keys); accuracies are
+    fractions in 0..1. A split
     missing from some epochs is drawn only where it is present.
     """
     fig = new_figure(figsize=(10, 4))
@@ -134,7 +134,7 @@ def save_png(fig: Figure, path: str | os.PathLike) -> None:
         fig.savefig(tmp, format="png")
 
 
-def _series(history: list[dict], key: str) -> tuple[list, list]:
+def _series(history: Sequence[Mapping[str, object]], key: str) -> tuple[list, list]:
     rows = [row for row in history if row.get(key) is not None]
     return [row["epoch"] for row in rows], [row[key] for row in rows]
 
@@ -149,8 +149,8 @@ def _annotate_cells(ax, counts: np.ndarray) -> None:
         ax.text(col, row, text, ha="center", va="center", color=colour, fontsize=8)
 
 
-def write_run_plots(run_dir: str | os.PathLike, history: list[dict], test, test_images: torch.Tensor,
-                    classes: Sequence[str], most: int = 32) -> None:
+def write_run_plots(run_dir: str | os.PathLike, history: Sequence[Mapping[str, object]], test,
+                    test_images: torch.Tensor, classes: Sequence[str], most: int = 32) -> None:
     """A run's plots: curves.png, confusion_matrix.png and misclassified.png.
 
     `test` is an evaluate.Evaluation of the run's chosen model on `test_images`; the grid

@@ -26,6 +26,7 @@ from fmnist.config import Config
 from fmnist.data import FashionMNIST, as_input, stratified_split
 from fmnist.errors import FmnistError
 from fmnist.evaluate import evaluate
+from fmnist.records import EpochRow, Summary
 
 # Steps between host checks of the on-device "first non-finite loss" marker; cheap, and
 # bounds how far a diverged run goes on before it is stopped.
@@ -176,8 +177,8 @@ def train_one_epoch(
 @dataclass
 class FitResult:
     model: nn.Module  # the model the summary reports on: best on validation when a split exists, else last
-    summary: dict
-    history: list[dict]
+    summary: Summary | None  # None on the ranks other than 0 of a torchrun
+    history: list[EpochRow]
 
 
 @dataclass
@@ -217,7 +218,7 @@ def fit(
     resume: bool = False,
     log: Callable[[str], None] = print,
     progress: bool = True,
-    on_epoch: Callable[[dict], None] | None = None,
+    on_epoch: Callable[[EpochRow], None] | None = None,
 ) -> FitResult:
     """Train `cfg` on `data`, writing config, metrics, checkpoints and TensorBoard events to `run_dir`.
 
@@ -261,7 +262,7 @@ def fit(
     if cfg.compile != "none":
         model = cast(nn.Module, torch.compile(model, mode=cfg.compile))
 
-    history: list[dict] = []
+    history: list[EpochRow] = []
     best_val = -1.0
     earlier_seconds = 0.0  # wall time of the processes before a resume
     last_path, best_path = run_dir / "checkpoints" / "last.pt", run_dir / "checkpoints" / "best.pt"
@@ -302,20 +303,24 @@ def fit(
             rng = distributed.gather(rng_states(data_generator, aug_generator, device), w)
             if writer is None:  # only the main process records the epoch
                 continue
-            row = {
+            test = evaluate(net, d.test_x, d.test_y, cfg.eval_batch_size)
+            row: EpochRow = {
                 "epoch": epoch,
                 "train_loss": train_loss,
                 "train_acc": train_acc,
-                **prefixed("test", evaluate(net, d.test_x, d.test_y, cfg.eval_batch_size)),
-                **(prefixed("val", evaluate(net, d.val_x, d.val_y, cfg.eval_batch_size)) if len(d.val_x) else {}),
+                "test_loss": test.loss,
+                "test_acc": test.accuracy,
                 "lr": lr,
                 "epoch_seconds": seconds,
                 "ms_per_batch": 1000 * seconds / steps_per_epoch,
                 "images_per_second": shard * w.size / seconds,
             }
+            improved = False
+            if len(d.val_x):
+                val = evaluate(net, d.val_x, d.val_y, cfg.eval_batch_size)
+                row["val_loss"], row["val_acc"] = val.loss, val.accuracy
+                improved, best_val = val.accuracy > best_val, max(best_val, val.accuracy)
             history.append(row)
-            improved = "val_acc" in row and row["val_acc"] > best_val
-            best_val = max(best_val, row.get("val_acc", best_val))
             state = {
                 "model": net.state_dict(),
                 "optimizer": optimizer.state_dict(),
@@ -343,20 +348,17 @@ def fit(
             writer.close()
 
     if not w.is_main:
-        return FitResult(model=net, summary={}, history=[])
+        return FitResult(model=net, summary=None, history=[])
     if best_path.exists():
         net.load_state_dict(checkpoint.load(best_path, map_location=device)["model"])
     if not trained_now and (run_dir / "summary.json").exists():
         # A finished run resumed: its summary, wall time included, stays as its own processes wrote it.
-        return FitResult(model=net, summary=json.loads((run_dir / "summary.json").read_text()), history=history)
+        finished = cast(Summary, json.loads((run_dir / "summary.json").read_text()))
+        return FitResult(model=net, summary=finished, history=history)
     summary = summarize(cfg, net, history, device, earlier_seconds + time.perf_counter() - t_start, run_dir)
     summary["processes"], summary["process_group"] = w.size, distributed.backend()
     atomic_write(run_dir / "summary.json", json.dumps(summary, indent=2) + "\n")
     return FitResult(model=net, summary=summary, history=history)
-
-
-def prefixed(split: str, result) -> dict:
-    return {f"{split}_loss": result.loss, f"{split}_acc": result.accuracy}
 
 
 def tensorboard_writer(run_dir: Path, first_epoch: int):
@@ -433,7 +435,7 @@ def restore_rng(
         torch.mps.set_rng_state(states["mps"])
 
 
-def format_epoch(row: dict, epochs: int) -> str:
+def format_epoch(row: EpochRow, epochs: int) -> str:
     text = (
         f"epoch {row['epoch']:>3}/{epochs}  train loss {row['train_loss']:.4f} acc {row['train_acc']:.2%}  "
         f"test loss {row['test_loss']:.4f} acc {row['test_acc']:.2%}  "
@@ -443,11 +445,11 @@ def format_epoch(row: dict, epochs: int) -> str:
     return text + f"lr {row['lr']:.2e}  {row['epoch_seconds']:.2f}s  {row['images_per_second']:,.0f} img/s"
 
 
-def summarize(cfg: Config, model: nn.Module, history: list[dict], device, wall: float, run_dir: Path) -> dict:
+def summarize(cfg: Config, model: nn.Module, history: list[EpochRow], device, wall: float, run_dir: Path) -> Summary:
     if not history:
         raise FmnistError(f"{run_dir}: no completed epoch to summarise")
-    chosen = max(history, key=lambda r: r["val_acc"]) if "val_acc" in history[0] else history[-1]
-    summary = {
+    chosen = max(history, key=lambda r: r.get("val_acc", 0.0)) if "val_acc" in history[0] else history[-1]
+    summary: Summary = {
         "test_accuracy": chosen["test_acc"],
         "test_loss": chosen["test_loss"],
         "chosen_epoch": chosen["epoch"],
@@ -467,5 +469,5 @@ def summarize(cfg: Config, model: nn.Module, history: list[dict], device, wall: 
         "config": config_lib.to_dict(cfg),
     }
     if "val_acc" in chosen:
-        summary.update(val_accuracy=chosen["val_acc"], val_loss=chosen["val_loss"])
+        summary["val_accuracy"], summary["val_loss"] = chosen["val_acc"], chosen["val_loss"]
     return summary

@@ -47,6 +47,7 @@ from fmnist.compare import DEFAULT_VAL_SIZE
 from fmnist.config import Config
 from fmnist.data import FashionMNIST
 from fmnist.errors import FmnistError
+from fmnist.records import EpochRow
 
 STUDY_FILE = "study.json"
 JOURNAL_FILE = "journal.log"
@@ -127,7 +128,7 @@ def make_objective(base: Config, study_dir: str | Path, data: FashionMNIST,
         cfg = base.replace(**search_space(trial, base))
         trial.set_user_attr("config", config_lib.to_dict(cfg))
 
-        def on_epoch(row: dict) -> None:
+        def on_epoch(row: EpochRow) -> None:
             trial.report(row["val_acc"], row["epoch"])
             if trial.should_prune():
                 raise optuna.TrialPruned(f"pruned after epoch {row['epoch']} at val accuracy {row['val_acc']:.2%}")
@@ -146,6 +147,7 @@ def make_objective(base: Config, study_dir: str | Path, data: FashionMNIST,
             raise
         (run_dir / "checkpoints" / "last.pt").unlink(missing_ok=True)  # best.pt stays: `fmnist eval` takes it
         s = result.summary
+        assert s is not None  # one process: fit() returns the summary
         trial.set_user_attr("result", {"test_accuracy": s["test_accuracy"], "wall_seconds": s["wall_seconds"],
                                        "images_per_second": s["train_images_per_second"]})
         return s["val_accuracy"]
