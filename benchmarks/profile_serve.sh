@@ -8,5 +8,5 @@ python benchmarks/load.py --model mlp="$RUN" --clients 32 --requests 12000 --max
 LOAD=$!
 for i in $(seq 1 40); do PID=$(pgrep -f "fmnist serve|fmnist.cli serve|-m fmnist serve" | head -1); [ -n "$PID" ] && break; sleep 0.5; done
 echo "server pid $PID"; sleep 6
-py-spy record -p "$PID" -d 15 -r 250 --format raw -o $OUT/serve.collapsed --nonblocking --threads > $OUT/pyspy.log 2>&1
+py-spy record -p "$PID" -d 15 -r 250 --format raw -o $OUT/serve.collapsed --nonblocking --gil > $OUT/pyspy.log 2>&1
 wait $LOAD
