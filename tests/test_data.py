@@ -102,7 +102,7 @@ def test_read_idx_round_trip(tmp_path, suffix):
 
 
 def test_load_synthetic(synthetic_data):
-    dataset = data.load(download=False)
+    dataset = data.load(allow_download=False)
     arrays = synthetic_arrays()
     assert (dataset.directory, dataset.origin) == (synthetic_data, "FMNIST_DATA_DIR")
     assert dataset.train_images.shape == (SYNTHETIC_TRAIN, 28, 28)
@@ -117,14 +117,14 @@ def test_load_uncompressed_and_prefers_gzip(synthetic_data):
         gz = synthetic_data / f"{stem}.gz"
         (synthetic_data / stem).write_bytes(gzip.decompress(gz.read_bytes()))
         gz.unlink()
-    plain = data.load(download=False)
+    plain = data.load(allow_download=False)
     assert np.array_equal(plain.train_images.numpy(), synthetic_arrays()["train_images"])
 
     # A damaged plain file next to a good .gz is never read.
     stem = data.FILES["train_labels"][0]
     write_idx(synthetic_data / f"{stem}.gz", synthetic_arrays()["train_labels"], "labels")
     (synthetic_data / stem).write_bytes(b"garbage")
-    assert torch.equal(data.load(download=False).train_labels, plain.train_labels)
+    assert torch.equal(data.load(allow_download=False).train_labels, plain.train_labels)
 
 
 def test_load_rejects_count_mismatch(synthetic_data, monkeypatch):
@@ -132,7 +132,7 @@ def test_load_rejects_count_mismatch(synthetic_data, monkeypatch):
     digest = write_idx(synthetic_data / f"{stem}.gz", synthetic_arrays()["test_labels"][:-1], "labels")
     monkeypatch.setitem(data.FILES, "test_labels", (stem, digest))
     with pytest.raises(FmnistError) as error:
-        data.load(download=False)
+        data.load(allow_download=False)
     images = synthetic_data / "t10k-images-idx3-ubyte.gz"
     fragments = f"{SYNTHETIC_TEST} images", f"{stem}.gz has {SYNTHETIC_TEST - 1} labels"
     assert_one_line_naming(error, images, *fragments)
@@ -142,7 +142,7 @@ def test_load_rejects_digest_mismatch(synthetic_data, monkeypatch):
     stem = data.FILES["train_labels"][0]
     monkeypatch.setitem(data.FILES, "train_labels", (stem, "0" * 64))
     with pytest.raises(FmnistError) as error:
-        data.load(download=False)
+        data.load(allow_download=False)
     assert_one_line_naming(error, synthetic_data / f"{stem}.gz", "SHA-256", "delete it", "fmnist data verify")
 
 
@@ -158,7 +158,7 @@ def test_verify_reports_each_file(synthetic_data):
 
 def test_synthetic_data_is_learnable(synthetic_data):
     """The promise conftest makes to other test modules: a small MLP gets >90% quickly."""
-    dataset = data.load(download=False)
+    dataset = data.load(allow_download=False)
     torch.manual_seed(0)
     nn = torch.nn
     model = nn.Sequential(nn.Flatten(), nn.Linear(784, 32), nn.ReLU(), nn.Linear(32, 10))
@@ -192,7 +192,7 @@ def test_locate_search_order(synthetic_data, tmp_path, monkeypatch):
     shutil.rmtree(system)
     assert data.locate() is None
     with pytest.raises(FmnistError) as error:
-        data.load(download=False)
+        data.load(allow_download=False)
     assert_one_line_naming(error, data.cache_dir(), "apt-get install dataset-fashion-mnist", "--data-dir")
 
 
@@ -385,7 +385,7 @@ def test_as_input(shape):
 
 @pytest.mark.realdata
 def test_real_data(real_data_dir):
-    dataset = data.load(real_data_dir, download=False)
+    dataset = data.load(real_data_dir, allow_download=False)
     assert dataset.train_images.shape == (60000, 28, 28) and dataset.test_images.shape == (10000, 28, 28)
     assert dataset.train_images.dtype == dataset.test_images.dtype == torch.uint8
     assert dataset.train_labels.dtype == dataset.test_labels.dtype == torch.int64

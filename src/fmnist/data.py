@@ -233,10 +233,6 @@ def download(
             raise FmnistError(f"could not download {stem}.gz from any mirror: {tried}")
 
 
-# load() has a `download` flag that shadows the function.
-_download = download
-
-
 def _is_valid(path: Path, kind: str) -> bool:
     try:
         _read_verified(path, kind)
@@ -260,7 +256,7 @@ def _check_download(path: Path, kind: str, url: str) -> None:
 def load(
     data_dir: str | Path | None = None,
     *,
-    download: bool = True,
+    allow_download: bool = True,
     mirrors: Sequence[str] = MIRRORS,
     progress: Callable[[str], None] | None = None,
 ) -> FashionMNIST:
@@ -270,10 +266,10 @@ def load(
     """
     found = locate(data_dir)
     if found is None:
-        if not download:
+        if not allow_download:
             raise FmnistError(_not_found_message())
         found = cache_dir(), "download"
-        _download(found[0], mirrors, progress=progress)
+        download(found[0], mirrors, progress=progress)
     directory, origin = found
     paths = {kind: _existing_file(directory, stem) for kind, (stem, _) in FILES.items()}
     tensors = {kind: _read_verified(path, kind) for kind, path in paths.items()}
