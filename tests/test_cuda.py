@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+from test_train import interrupted_after_first_epoch
 
 from fmnist import checkpoint, data, evaluate, train
 from fmnist.config import Config
@@ -20,15 +21,6 @@ def fit(cfg, run_dir, **kwargs):
 
 def without_timings(history):
     return [{k: v for k, v in row.items() if k not in TIMINGS} for row in history]
-
-
-def interrupted_after_first_epoch(cfg, run_dir):
-    def stop(msg):
-        if msg.startswith("epoch   1/"):
-            raise KeyboardInterrupt
-
-    with pytest.raises(KeyboardInterrupt):
-        train.fit(cfg, run_dir, data.load(), log=stop, progress=False)
 
 
 def test_resume_on_cuda_matches_an_uninterrupted_run(synthetic_data, tmp_path, monkeypatch):

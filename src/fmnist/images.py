@@ -305,11 +305,6 @@ def _smooth(values: np.ndarray, radius: int = SMOOTH_RADIUS) -> np.ndarray:
     return (total / size**2).astype(np.float32)
 
 
-def _border(gray: np.ndarray) -> np.ndarray:
-    ys, xs = _border_coordinates(*gray.shape)
-    return gray[ys, xs]
-
-
 def _border_coordinates(height: int, width: int) -> tuple[np.ndarray, np.ndarray]:
     """Row and column indices of the outermost pixels, once each, going round the picture."""
     if height < 3 or width < 3:
