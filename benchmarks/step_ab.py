@@ -4,12 +4,15 @@ state (benchmarks the steady state a real run lives in). Prints each variant's m
 and the median of its per-round ratios to `fmnist`, the step fit() runs.
 
     python benchmarks/step_ab.py [--preset NAME] [--rounds 7] [--steps 50] [--threads N]
-                                 [--variants fmnist,foreach,no-schedule,compiled]
+                                 [--variants fmnist,bare,foreach,no-schedule,compiled]
 
-Variants: fmnist (train.train_one_epoch with fused Adam: the default), foreach (Adam's
-multi-tensor kernels instead of fused), no-schedule (a constant lr: what LambdaLR's per-step
-Python costs), compiled (torch.compile of the model, forward and backward; its compile time is
-reported apart and excluded), compiled-optimizer (compiled model and a compiled optimizer step).
+Variants: fmnist (train.train_one_epoch with fused Adam: the default); bare (the same model,
+optimizer and batches through only gather, forward, loss, backward and optimizer step: no
+schedule, augmentation, loss/prediction buffers or non-finite checks, so fmnist / bare is what
+fit()'s bookkeeping costs); foreach (Adam's multi-tensor kernels instead of fused); no-schedule
+(a constant lr: what LambdaLR's per-step Python costs); compiled (torch.compile of the model,
+forward and backward; its compile time is reported apart and excluded); compiled-optimizer
+(compiled model and a compiled optimizer step).
 """
 
 import argparse
@@ -18,10 +21,12 @@ import time
 from typing import cast
 
 import torch
+import torch.nn.functional as F
 
 from fmnist import bench, config, cpu, data, presets, train
+from fmnist.data import as_input
 
-VARIANTS = ("fmnist", "foreach", "no-schedule", "compiled", "compiled-optimizer")
+VARIANTS = ("fmnist", "bare", "foreach", "no-schedule", "compiled", "compiled-optimizer")
 
 
 def build(name: str, cfg: config.Config, images: torch.Tensor, labels: torch.Tensor,
@@ -42,15 +47,27 @@ def build(name: str, cfg: config.Config, images: torch.Tensor, labels: torch.Ten
         st.model = cast(torch.nn.Module, torch.compile(st.model))
         if name == "compiled-optimizer":
             st.optimizer.step = torch.compile(st.optimizer.step)
-        run(st, cfg, images, labels, 3)  # compiles
+        run(name, st, cfg, images, labels, 3)  # compiles
         seconds = time.perf_counter() - begin
     return st, seconds
 
 
-def run(st: train.StepState, cfg: config.Config, images: torch.Tensor, labels: torch.Tensor, steps: int) -> float:
+def run(name: str, st: train.StepState, cfg: config.Config, images: torch.Tensor, labels: torch.Tensor,
+        steps: int) -> float:
     order = torch.randperm(len(images), generator=st.data_generator)[: steps * cfg.batch_size]
     start = time.perf_counter()
-    train.train_one_epoch(st.model, st.optimizer, st.scheduler, images, labels, order, cfg, st.aug_generator)
+    if name == "bare":
+        bf16 = cpu.resolve_amp(cfg.amp, torch.device("cpu"))[0] == "bf16"
+        for idx in order.split(cfg.batch_size):
+            x, y = as_input(images.index_select(0, idx)), labels.index_select(0, idx)
+            with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+                logits = st.model(x)
+            loss = F.cross_entropy(logits.float(), y, label_smoothing=cfg.label_smoothing)
+            st.optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            st.optimizer.step()
+    else:
+        train.train_one_epoch(st.model, st.optimizer, st.scheduler, images, labels, order, cfg, st.aug_generator)
     return time.perf_counter() - start
 
 
@@ -61,7 +78,7 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=50, help="training steps per variant per round")
     parser.add_argument("--steady-epochs", type=int, default=2)
     parser.add_argument("--threads", type=int)
-    parser.add_argument("--variants", default="fmnist,foreach,no-schedule,compiled")
+    parser.add_argument("--variants", default="fmnist,bare,foreach,no-schedule,compiled")
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -78,7 +95,7 @@ def main() -> None:
     rates: dict[str, list[float]] = {name: [] for name in names}
     for _ in range(args.rounds):
         for name in names:
-            seconds = run(states[name][0], cfg, images, labels, args.steps)
+            seconds = run(name, states[name][0], cfg, images, labels, args.steps)
             rates[name].append(args.steps * cfg.batch_size / seconds)
     base = rates[names[0]]
     amp = cpu.resolve_amp(cfg.amp, torch.device("cpu"))[0]
