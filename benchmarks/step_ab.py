@@ -1,18 +1,20 @@
 """A/B of training-step variants at the reference config's batch size, interleaved round by
-round in one process (so a busy machine slows every variant alike), each from the same trained
-state (benchmarks the steady state a real run lives in). Prints each variant's median images/s
-and the median of its per-round ratios to `fmnist`, the step fit() runs.
+round in one process with the order rotating each round (so a busy machine slows every variant
+alike), each from the same trained state (benchmarks the steady state a real run lives in).
+Prints each variant's median images/s and the median of its per-round ratios to `fmnist`, the
+step fit() runs.
 
     python benchmarks/step_ab.py [--preset NAME] [--rounds 7] [--steps 50] [--threads N]
-                                 [--variants fmnist,bare,foreach,no-schedule,compiled]
+                                 [--variants fmnist,fresh,bare,foreach,no-schedule,compiled]
 
-Variants: fmnist (train.train_one_epoch with fused Adam: the default); bare (the same model,
-optimizer and batches through only gather, forward, loss, backward and optimizer step: no
-schedule, augmentation, loss/prediction buffers or non-finite checks, so fmnist / bare is what
-fit()'s bookkeeping costs); foreach (Adam's multi-tensor kernels instead of fused); no-schedule
-(a constant lr: what LambdaLR's per-step Python costs); compiled (torch.compile of the model,
-forward and backward; its compile time is reported apart and excluded); compiled-optimizer
-(compiled model and a compiled optimizer step).
+Variants: fmnist (train.train_one_epoch with fused Adam: the default); fresh (the same step
+from a newly built, untrained model and optimizer every round: whether a trained state computes
+slower); bare (the same model, optimizer and batches through only gather, forward, loss,
+backward and optimizer step: no schedule, augmentation, loss/prediction buffers or non-finite
+checks, so fmnist / bare is what fit()'s bookkeeping costs); foreach (Adam's multi-tensor
+kernels instead of fused); no-schedule (a constant lr: what LambdaLR's per-step Python costs);
+compiled (torch.compile of the model, forward and backward; its compile time is reported apart
+and excluded); compiled-optimizer (compiled model and a compiled optimizer step).
 """
 
 import argparse
@@ -26,13 +28,14 @@ import torch.nn.functional as F
 from fmnist import bench, config, cpu, data, presets, train
 from fmnist.data import as_input
 
-VARIANTS = ("fmnist", "bare", "foreach", "no-schedule", "compiled", "compiled-optimizer")
+VARIANTS = ("fmnist", "fresh", "bare", "foreach", "no-schedule", "compiled", "compiled-optimizer")
 
 
 def build(name: str, cfg: config.Config, images: torch.Tensor, labels: torch.Tensor,
           trained: bench.Trained) -> tuple[train.StepState, float]:
-    """The variant's step state, loaded from `trained`, and the seconds its compilation took."""
-    st = bench.step_state(cfg, images, trained)
+    """The variant's step state, loaded from `trained` (fresh: untrained), and the seconds its
+    compilation took."""
+    st = bench.step_state(cfg, images, None if name == "fresh" else trained)
     steps = len(images) // cfg.batch_size
     if name == "foreach":
         opt = type(st.optimizer)(st.model.parameters(), **{**st.optimizer.defaults, "fused": None, "foreach": True})
@@ -78,7 +81,7 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=50, help="training steps per variant per round")
     parser.add_argument("--steady-epochs", type=int, default=2)
     parser.add_argument("--threads", type=int)
-    parser.add_argument("--variants", default="fmnist,bare,foreach,no-schedule,compiled")
+    parser.add_argument("--variants", default="fmnist,fresh,bare,foreach,no-schedule,compiled")
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -93,8 +96,10 @@ def main() -> None:
     trained = bench.train_steady_state(cfg, images, labels, args.steady_epochs)
     states = {name: build(name, cfg, images, labels, trained) for name in names}
     rates: dict[str, list[float]] = {name: [] for name in names}
-    for _ in range(args.rounds):
-        for name in names:
+    for r in range(args.rounds):
+        for name in names[r % len(names):] + names[: r % len(names)]:  # each variant takes each slot in turn
+            if name == "fresh":  # a new untrained model and optimizer every round
+                states[name] = build(name, cfg, images, labels, trained)
             seconds = run(name, states[name][0], cfg, images, labels, args.steps)
             rates[name].append(args.steps * cfg.batch_size / seconds)
     base = rates[names[0]]
