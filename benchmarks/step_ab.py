@@ -1,8 +1,8 @@
 """A/B of training-step variants at the reference config's batch size, interleaved round by
-round in one process with the order rotating each round (so a busy machine slows every variant
-alike), each from the same trained state (benchmarks the steady state a real run lives in).
-Prints each variant's median images/s and the median of its per-round ratios to `fmnist`, the
-step fit() runs.
+round in one process in a new random order each round (so a busy machine, and whichever
+variant ran just before, slow every variant alike), each from the same trained state (the
+steady state a real run lives in). Prints each variant's median images/s and the median of
+its per-round ratios to `fmnist`, the step fit() runs.
 
     python benchmarks/step_ab.py [--preset NAME] [--rounds 7] [--steps 50] [--threads N]
                                  [--variants fmnist,fresh,bare,foreach,no-schedule,compiled]
@@ -18,6 +18,7 @@ and excluded); compiled-optimizer (compiled model and a compiled optimizer step)
 """
 
 import argparse
+import random
 import statistics
 import time
 from typing import cast
@@ -49,6 +50,10 @@ def build(name: str, cfg: config.Config, images: torch.Tensor, labels: torch.Ten
         begin = time.perf_counter()
         st.model = cast(torch.nn.Module, torch.compile(st.model))
         if name == "compiled-optimizer":
+            # A tensor lr: the schedule then updates it in place instead of changing a Python float,
+            # which would recompile the step whenever the lr changes (PyTorch's compiled-optimizer recipe).
+            for group in st.optimizer.param_groups:
+                group["lr"] = torch.tensor(group["lr"])
             st.optimizer.step = torch.compile(st.optimizer.step)
         run(name, st, cfg, images, labels, 3)  # compiles
         seconds = time.perf_counter() - begin
@@ -88,6 +93,8 @@ def main() -> None:
     cpu.flush_denormals()
     cfg = config.from_dict(presets.load(args.preset) if args.preset else {}).replace(device="cpu")
     names = args.variants.split(",")
+    if "fmnist" not in names:
+        parser.error("--variants must include fmnist: every ratio is to it")
     unknown = set(names) - set(VARIANTS)
     if unknown:
         parser.error(f"unknown variants {sorted(unknown)}; choose from {', '.join(VARIANTS)}")
@@ -96,13 +103,14 @@ def main() -> None:
     trained = bench.train_steady_state(cfg, images, labels, args.steady_epochs)
     states = {name: build(name, cfg, images, labels, trained) for name in names}
     rates: dict[str, list[float]] = {name: [] for name in names}
-    for r in range(args.rounds):
-        for name in names[r % len(names):] + names[: r % len(names)]:  # each variant takes each slot in turn
+    order = random.Random(0)
+    for _ in range(args.rounds):
+        for name in order.sample(names, len(names)):
             if name == "fresh":  # a new untrained model and optimizer every round
                 states[name] = build(name, cfg, images, labels, trained)
             seconds = run(name, states[name][0], cfg, images, labels, args.steps)
             rates[name].append(args.steps * cfg.batch_size / seconds)
-    base = rates[names[0]]
+    base = rates["fmnist"]
     amp = cpu.resolve_amp(cfg.amp, torch.device("cpu"))[0]
     print(f"{cfg.model} hidden {cfg.hidden} batch {cfg.batch_size} amp {amp}"
           f" | {torch.get_num_threads()} threads | torch {torch.__version__}"
@@ -112,7 +120,7 @@ def main() -> None:
         ratio = statistics.median(r / b for r, b in zip(rates[name], base, strict=True))
         compile_s = states[name][1]
         extra = f"  (compile {compile_s:.1f} s, excluded)" if compile_s else ""
-        print(f"{name:>20}: {statistics.median(rates[name]):9,.0f} img/s  x{ratio:.2f} vs {names[0]}{extra}")
+        print(f"{name:>20}: {statistics.median(rates[name]):9,.0f} img/s  x{ratio:.2f} vs fmnist{extra}")
 
 
 if __name__ == "__main__":
