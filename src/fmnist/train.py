@@ -40,8 +40,9 @@ class NonFiniteLoss(FmnistError):
 def build_optimizer(model: nn.Module, cfg: Config) -> torch.optim.Optimizer:
     params = list(model.parameters())
     # fused: one vectorised kernel per parameter tensor that reads and writes each element
-    # once. On CPU, foreach is only a loop of per-tensor ops, one memory pass each: fused
-    # Adam measured 3x faster per step there (docs/PERFORMANCE.md).
+    # once, where foreach on CPU is a loop of per-tensor ops, one memory pass each. For the
+    # reference MLP's whole training step the two measured within noise of each other on the
+    # AVX2 EPYC (benchmarks/step_ab.py, docs/PERFORMANCE.md).
     kernel = {"fused": True} if all(p.device.type in ("cpu", "cuda") for p in params) else {"foreach": True}
     if cfg.optimizer == "sgd":
         return torch.optim.SGD(
