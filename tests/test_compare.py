@@ -204,3 +204,11 @@ def test_presets_load_and_train_takes_them_under_config_and_flags(tmp_path, caps
     assert (cfg.model, cfg.schedule, cfg.lr, cfg.epochs) == ("cnn", "onecycle", 0.02, 2)
     assert main(["train", "--preset", "nope"]) == 2
     assert "unknown preset 'nope'; known: cnn, cnn-fast, mlp-best, mlp-fast" in capsys.readouterr().err
+
+
+def test_a_preset_that_extends_another_is_its_values_with_the_changes_on_top():
+    from fmnist import presets
+
+    cnn, fast = presets.load("cnn"), presets.load("cnn-fast")
+    assert "extends" not in fast
+    assert fast == {**cnn, "epochs": 15} and cnn["epochs"] == 25

@@ -201,12 +201,16 @@ def load_toml_file(path: str | Path, what: str = "config") -> dict[str, Any]:
 
 def read_toml(path: str | Path) -> dict[str, Any]:
     """Training options from a TOML file, each checked against its field."""
-    values = load_toml_file(path)
+    return checked(load_toml_file(path), path)
+
+
+def checked(values: dict[str, Any], source: str | Path) -> dict[str, Any]:
+    """`values` once each is known to be a valid value of its field; errors name `source`."""
     for name, value in values.items():
         try:
             coerce(name, value)
         except FmnistError as e:
-            raise FmnistError(f"{path}: {e}") from None
+            raise FmnistError(f"{source}: {e}") from None
     return values
 
 

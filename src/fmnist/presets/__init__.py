@@ -1,7 +1,8 @@
 """Named training configs shipped with the package: `fmnist train --preset NAME`.
 
 A preset is a TOML file of config values in this directory; a --config file and flags
-override it. What each preset measured, and the command that measures it, is in the doc
+override it. `extends = "NAME"` starts a preset from another one's values, so a variant
+states only what it changes. What each preset measured, and the command that measures it, is in the doc
 each file names (README.md "Results", docs/EXPERIMENTS.md, docs/PERFORMANCE.md), not in the
 files: numbers in comments would go stale.
 """
@@ -24,4 +25,7 @@ def load(name: str) -> dict[str, Any]:
     if name not in names():
         raise FmnistError(f"unknown preset {name!r}; known: {', '.join(names())}")
     with resources.as_file(resources.files(__name__) / f"{name}.toml") as path:
-        return config_lib.read_toml(path)
+        values = config_lib.load_toml_file(path)
+        base = values.pop("extends", None)
+        values = config_lib.checked(values, path)
+    return {**load(base), **values} if base else values
