@@ -20,10 +20,10 @@ from onnxruntime.quantization import CalibrationDataReader, CalibrationMethod, Q
 from onnxruntime.quantization.shape_inference import quant_pre_process
 
 from fmnist import data, export
-from fmnist.bench import Plan
+from fmnist.bench.speed import Plan
+from fmnist.bench.timing import time_calls
 from fmnist.evaluate import evaluate_logits
 from fmnist.inference import INPUT_NAME, OnnxPredictor
-from fmnist.timing import time_calls
 
 
 class Reader(CalibrationDataReader):

@@ -15,10 +15,10 @@ import statistics
 import torch
 
 from fmnist import data, export, measure
-from fmnist.bench import Plan
+from fmnist.bench.speed import Plan
+from fmnist.bench.timing import time_calls
 from fmnist.data import as_input
 from fmnist.inference import OnnxPredictor
-from fmnist.timing import time_calls
 
 
 def main() -> None:

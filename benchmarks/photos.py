@@ -1,4 +1,4 @@
-"""Accuracy on product-style photos rendered from Fashion-MNIST test images (fmnist.photos), per kind,
+"""Accuracy on product-style photos rendered from Fashion-MNIST test images (fmnist.testing.photos), per kind,
 next to the same checkpoint's accuracy on the plain 28x28 test images with the same indices.
 
     python benchmarks/photos.py CHECKPOINT_OR_RUN [--n 400] [--seed 0] [--save DIR] [--split test]
@@ -14,10 +14,11 @@ from pathlib import Path
 
 import torch
 
-from fmnist import data, photos
+from fmnist import data
 from fmnist.atomic import atomic_write
 from fmnist.images import export_png, load_image
 from fmnist.inference import load_predictor
+from fmnist.testing import photos
 
 
 def main() -> None:

@@ -26,17 +26,19 @@ from typing import cast
 import torch
 import torch.nn.functional as F
 
-from fmnist import bench, config, cpu, data, presets, train
+from fmnist import config, cpu, data, presets, train
+from fmnist.bench import speed
 from fmnist.data import as_input
+from fmnist.device import resolve_amp
 
 VARIANTS = ("fmnist", "fresh", "bare", "foreach", "no-schedule", "compiled", "compiled-optimizer")
 
 
 def build(name: str, cfg: config.Config, images: torch.Tensor, labels: torch.Tensor,
-          trained: bench.Trained) -> tuple[train.StepState, float]:
+          trained: speed.Trained) -> tuple[train.StepState, float]:
     """The variant's step state, loaded from `trained` (fresh: untrained), and the seconds its
     compilation took."""
-    st = bench.step_state(cfg, images, None if name == "fresh" else trained)
+    st = speed.step_state(cfg, images, None if name == "fresh" else trained)
     steps = len(images) // cfg.batch_size
     if name == "foreach":
         opt = type(st.optimizer)(st.model.parameters(), **{**st.optimizer.defaults, "fused": None, "foreach": True})
@@ -65,7 +67,7 @@ def run(name: str, st: train.StepState, cfg: config.Config, images: torch.Tensor
     order = torch.randperm(len(images), generator=st.data_generator)[: steps * cfg.batch_size]
     start = time.perf_counter()
     if name == "bare":
-        bf16 = cpu.resolve_amp(cfg.amp, torch.device("cpu"))[0] == "bf16"
+        bf16 = resolve_amp(cfg.amp, torch.device("cpu"))[0] == "bf16"
         for idx in order.split(cfg.batch_size):
             x, y = as_input(images.index_select(0, idx)), labels.index_select(0, idx)
             with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
@@ -100,7 +102,7 @@ def main() -> None:
         parser.error(f"unknown variants {sorted(unknown)}; choose from {', '.join(VARIANTS)}")
     dataset = data.load()
     images, labels = dataset.train_images, dataset.train_labels
-    trained = bench.train_steady_state(cfg, images, labels, args.steady_epochs)
+    trained = speed.train_steady_state(cfg, images, labels, args.steady_epochs)
     states = {name: build(name, cfg, images, labels, trained) for name in names}
     rates: dict[str, list[float]] = {name: [] for name in names}
     order = random.Random(0)
@@ -111,7 +113,7 @@ def main() -> None:
             seconds = run(name, states[name][0], cfg, images, labels, args.steps)
             rates[name].append(args.steps * cfg.batch_size / seconds)
     base = rates["fmnist"]
-    amp = cpu.resolve_amp(cfg.amp, torch.device("cpu"))[0]
+    amp = resolve_amp(cfg.amp, torch.device("cpu"))[0]
     print(f"{cfg.model} hidden {cfg.hidden} batch {cfg.batch_size} amp {amp}"
           f" | {torch.get_num_threads()} threads | torch {torch.__version__}"
           f" | {args.rounds} rounds x {args.steps} steps"

@@ -1,5 +1,5 @@
 """The PyTorch tutorial pipeline, whole: the reference MLP trained the textbook way
-(fmnist.textbook: per-sample Dataset with PIL + ToTensor, DataLoader(batch_size=64,
+(fmnist.bench.textbook: per-sample Dataset with PIL + ToTensor, DataLoader(batch_size=64,
 shuffle=True), default Adam, loss.item() per batch) for 15 epochs, with the tutorial's test pass
 after every epoch; prints the last epoch's test accuracy. README's presets table times it as a
 process, next to `fmnist train`.
@@ -13,8 +13,8 @@ import time
 import torch
 
 from fmnist import data, models
+from fmnist.bench.textbook import TextbookDataset, textbook_epoch
 from fmnist.config import Config
-from fmnist.textbook import TextbookDataset, textbook_epoch
 
 
 def test_accuracy(model: torch.nn.Module, dataset: data.FashionMNIST) -> float:

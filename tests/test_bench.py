@@ -3,10 +3,12 @@ import json
 import pytest
 import torch
 
-from fmnist import bench, bench_report, cli, data, train
+from fmnist import cli, data, train
+from fmnist.bench import report as bench_report
+from fmnist.bench import speed
 from fmnist.config import Config
 
-TINY = bench.Plan(
+TINY = speed.Plan(
     inference_batches=(1, 8),
     training_batches=(8, 16),
     warmup=1,
@@ -21,7 +23,7 @@ TINY = bench.Plan(
 
 
 def test_bench_json_has_every_field_the_issue_lists(synthetic_data, tmp_path):
-    result = bench.run(Config(hidden=(16,)), data.load(), "cpu", TINY)
+    result = speed.run(Config(hidden=(16,)), data.load(), "cpu", TINY)
     bench_report.write_json(result, tmp_path / "bench.json")
     loaded = json.loads((tmp_path / "bench.json").read_text())
     assert loaded["device"] == "cpu" and loaded["peak_memory_bytes"] > 0
@@ -55,14 +57,14 @@ def test_bench_rejects_a_bad_thread_count(capsys):
 @pytest.mark.parametrize("size", [3, 12])
 def test_batch_of_cycles_through_a_small_set(size):
     images = torch.arange(5 * 4, dtype=torch.uint8).view(5, 2, 2)
-    batch = bench._batch_of(images, size)
+    batch = speed._batch_of(images, size)
     assert len(batch) == size and all(torch.equal(batch[i], images[i % 5]) for i in range(size))
 
 
 def test_bench_measures_the_model_of_a_preset_with_flags_on_top(synthetic_data, tmp_path, monkeypatch, capsys):
     from fmnist import config, models, presets
 
-    monkeypatch.setattr(bench, "QUICK", TINY)  # the real measurement, on the smallest plan
+    monkeypatch.setattr(speed, "QUICK", TINY)  # the real measurement, on the smallest plan
     argv = ["bench", "--quick", "--preset", "cnn", "--hidden", "8,16", "--json", str(tmp_path / "b.json")]
     assert cli.main(argv) == 0
     measured = json.loads((tmp_path / "b.json").read_text())["model"]
@@ -79,13 +81,13 @@ def test_steady_state_rows_start_from_trained_optimizer_state(synthetic_data):
     cfg = Config(hidden=(16,), batch_size=50)
     dataset = data.load()
     images, labels = dataset.train_images, dataset.train_labels
-    trained = bench.train_steady_state(cfg, images, labels, epochs=2)
+    trained = speed.train_steady_state(cfg, images, labels, epochs=2)
     moments = adam_second_moments(trained.optimizer)
     assert moments and all(m.any() for m in moments)  # every tensor got gradients
     assert max(float(m.max()) for m in moments) < 1.0  # squared gradients, averaged: small
     assert all(s["step"] == 2 * len(images) // 50 for s in trained.optimizer["state"].values())
 
-    steady, fresh = bench.step_state(cfg, images, trained), bench.step_state(cfg, images, None)
+    steady, fresh = speed.step_state(cfg, images, trained), speed.step_state(cfg, images, None)
     for a, b in zip(adam_second_moments(steady.optimizer.state_dict()), moments, strict=True):
         assert torch.equal(a, b)
     assert not fresh.optimizer.state_dict()["state"]  # Adam's state is created by the first step
@@ -103,7 +105,7 @@ def test_bench_from_a_run_measures_its_config_and_state(synthetic_data, tmp_path
         measured.append((cfg, args[-1]))
         raise KeyboardInterrupt  # stop before any timing
 
-    monkeypatch.setattr(bench, "run", record)
+    monkeypatch.setattr(speed, "run", record)
     assert cli.main(["bench", "--from", str(tmp_path / "run")]) == 130
     (got, trained), = measured
     assert got == cfg and "after 1 epochs" in trained.source

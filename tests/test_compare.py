@@ -3,9 +3,10 @@ from pathlib import Path
 
 import pytest
 
-from fmnist import compare, config, train
+from fmnist import config, train
 from fmnist.cli import main
 from fmnist.errors import FmnistError
+from fmnist.studies import compare
 
 # Tiny runs on the synthetic data: 800 training and 200 validation images, 2 epochs.
 TINY = {"hidden": "16", "epochs": "2", "batch_size": "64", "val_size": "200", "eval_batch_size": "500"}

@@ -12,6 +12,7 @@ import pytest
 import torch
 
 from fmnist import cpu
+from fmnist.device import resolve_amp
 
 PROBE = textwrap.dedent(
     """
@@ -87,10 +88,10 @@ def test_fit_leaves_flush_to_zero_on_every_thread(tmp_path):
 )
 def test_auto_amp_is_bf16_only_where_the_cpu_has_native_bf16(monkeypatch, features, expected):
     monkeypatch.setattr(cpu, "features", lambda: features)
-    amp, why = cpu.resolve_amp("auto", torch.device("cpu"))
+    amp, why = resolve_amp("auto", torch.device("cpu"))
     assert amp == expected and why.startswith("auto: ")
-    assert cpu.resolve_amp("bf16", torch.device("cpu"))[0] == "bf16"  # asked for: kept
-    assert cpu.resolve_amp("none", torch.device("cpu"))[0] == "none"
+    assert resolve_amp("bf16", torch.device("cpu"))[0] == "bf16"  # asked for: kept
+    assert resolve_amp("none", torch.device("cpu"))[0] == "none"
 
 
 def test_features_are_read_from_cpuinfo_flags(monkeypatch, tmp_path):

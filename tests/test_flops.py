@@ -1,6 +1,6 @@
 from torch import nn
 
-from fmnist.flops import flops_per_image
+from fmnist.bench.flops import flops_per_image
 
 
 def test_flops_are_counted_from_the_layers():

@@ -11,7 +11,9 @@ from pathlib import Path
 
 import pytest
 
-from fmnist import bench, bench_report, data
+from fmnist import data
+from fmnist.bench import report as bench_report
+from fmnist.bench import speed
 from fmnist.config import Config
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -71,10 +73,10 @@ def test_steps_beyond_the_budget_fail_and_the_summary_says_so(tmp_path):
 
 
 def test_bench_figures_and_targets_from_a_real_bench_result(synthetic_data, tmp_path, one_thread):
-    tiny = bench.Plan(inference_batches=(1, 64), bf16=False, training_batches=(64,), warmup=1, min_repeats=3,
+    tiny = speed.Plan(inference_batches=(1, 64), bf16=False, training_batches=(64,), warmup=1, min_repeats=3,
                       min_seconds=0.0, max_seconds=0.1, training_chunk=128, pipeline_images=256,
                       matmul_sizes=(64,), steady_epochs=1, onnxruntime=False)
-    result = bench.run(Config(hidden=(16,)), data.load(), "cpu", tiny)
+    result = speed.run(Config(hidden=(16,)), data.load(), "cpu", tiny)
     bench_report.write_json(result, tmp_path / "bench.json")
     summary = load_summary_module()
     figures = summary.bench_figures(tmp_path / "bench.json")

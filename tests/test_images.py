@@ -11,9 +11,10 @@ import pytest
 import torch
 from PIL import Image, ImageDraw
 
-from fmnist import images, photos
+from fmnist import images
 from fmnist.errors import FmnistError
 from fmnist.images import export_png, load_image
+from fmnist.testing import photos
 
 DARK, LIGHT = 30, 230  # an object clearly darker / lighter than the other
 

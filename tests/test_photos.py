@@ -1,4 +1,4 @@
-"""fmnist.photos: the rendered product photos are what the benchmark says they are."""
+"""fmnist.testing.photos: the rendered product photos are what the benchmark says they are."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import pytest
 import torch
 from PIL import Image, ImageOps
 
-from fmnist import photos
+from fmnist.testing import photos
 
 
 def _object(seed: int) -> np.ndarray:

@@ -2,7 +2,8 @@ import json
 
 import torch
 
-from fmnist import cli, data, profiler, train
+from fmnist import cli, data, train
+from fmnist.bench import profiler
 from fmnist.config import Config
 
 

@@ -54,8 +54,8 @@ def test_predict_on_exported_test_images(real_run, tmp_path, capsys):
 def test_product_photos_of_test_images_are_recognised_as_well_as_the_images(real_run, one_thread):
     # 48 rendered photos (6 of each kind), converted by fmnist.images, against the same test images
     # as 28x28: 48 images allow about 4 more mistakes than the images themselves by chance.
-    from fmnist import photos
     from fmnist.inference import load_predictor
+    from fmnist.testing import photos
 
     run_dir, _ = real_run
     test = data.load()

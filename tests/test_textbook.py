@@ -1,7 +1,8 @@
 import torch
 from torch import nn
 
-from fmnist import textbook, train
+from fmnist import train
+from fmnist.bench import textbook
 from fmnist.config import Config
 
 

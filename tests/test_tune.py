@@ -7,8 +7,9 @@ import optuna
 import pytest
 from optuna.trial import TrialState
 
-from fmnist import config, tune
+from fmnist import config
 from fmnist.cli import main
+from fmnist.studies import tune
 
 # Tiny trials on the synthetic data: 800 training and 200 validation images.
 TINY = ["--epochs", "2", "--val-size", "200", "--set", "eval_batch_size=500"]

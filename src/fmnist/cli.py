@@ -13,8 +13,9 @@ from typing import NoReturn
 
 import torch
 
-from fmnist import __version__, cpu, data, distributed, measure, models, presets, report
+from fmnist import __version__, cpu, data, distributed, models, plots, presets
 from fmnist import config as config_lib
+from fmnist.device import resolve_amp, select_device
 from fmnist.errors import FmnistError
 from fmnist.export import CALIBRATION_IMAGES
 from fmnist.inference import load_predictor
@@ -86,10 +87,10 @@ def cmd_train(args: argparse.Namespace) -> int:
     cfg, run_dir = resolve_train_config(args)
     dataset = load_data(cfg.data_dir)
     if args.profile:
-        from fmnist import profiler
+        from fmnist.bench import profiler
 
         profiler.profile_training(cfg, dataset, args.profile)
-    w = distributed.init(measure.select_device(cfg.device))
+    w = distributed.init(select_device(cfg.device))
     try:
         run_dir = Path(distributed.broadcast(str(run_dir), w))  # ranks may disagree on the timestamp
         return train_and_report(args, cfg, dataset, run_dir, w)
@@ -107,7 +108,7 @@ def train_and_report(
     params = models.parameter_count(models.build(cfg))
     say(f"fmnist {__version__} | torch {torch.__version__} | device {cfg.device} | {w.size} process(es) | "
         f"data {dataset.directory} ({dataset.origin})")
-    amp, why = cpu.resolve_amp(cfg.amp, measure.select_device(cfg.device))
+    amp, why = resolve_amp(cfg.amp, select_device(cfg.device))
     say(f"model {cfg.model} hidden={','.join(map(str, cfg.hidden))} | {params:,} parameters | "
         f"amp {amp} ({why}) | run {run_dir}")
     try:
@@ -120,7 +121,7 @@ def train_and_report(
         return 0
     device = next(result.model.parameters()).device
     test = evaluate(result.model, dataset.test_images.to(device), dataset.test_labels.to(device))
-    report.write_run_plots(run_dir, result.history, test, dataset.test_images, data.CLASSES)
+    plots.write_run_plots(run_dir, result.history, test, dataset.test_images, data.CLASSES)
     s = result.summary
     assert s is not None  # rank 0 gets the summary
     print(
@@ -143,7 +144,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
     dataset = load_data(args.data_dir)
     result = evaluate_logits(predictor.logits, dataset.test_images, dataset.test_labels)
     if args.plots:
-        report.plot_confusion(result.confusion_matrix(), data.CLASSES, Path(args.plots) / "confusion_matrix.png")
+        plots.plot_confusion(result.confusion_matrix(), data.CLASSES, Path(args.plots) / "confusion_matrix.png")
     if args.json:
         print(
             json.dumps(
@@ -231,7 +232,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
         raise FmnistError(f"no image files in {', '.join(args.images)}")
     if args.save_inputs and Path(args.save_inputs).exists() and not Path(args.save_inputs).is_dir():
         raise FmnistError(f"--save-inputs {args.save_inputs}: exists and is not a directory")
-    predictor = load_predictor(args.checkpoint, measure.select_device(args.device))
+    predictor = load_predictor(args.checkpoint, select_device(args.device))
     names = saved_input_names(paths)
     top_k = min(args.top_k, len(data.CLASSES))
     failed = 0
@@ -292,7 +293,7 @@ def cmd_data(args: argparse.Namespace) -> int:
     picks = torch.cat([torch.nonzero(dataset.train_labels == c).flatten()[:per_class]
                        for c in range(len(data.CLASSES))])
     titles = [data.CLASSES[i] for i in dataset.train_labels[picks].tolist()]
-    report.plot_image_grid(dataset.train_images[picks], titles, args.out, ncols=per_class,
+    plots.plot_image_grid(dataset.train_images[picks], titles, args.out, ncols=per_class,
                            title="Fashion-MNIST training images")
     print(f"wrote {args.out}")
     return 0
@@ -329,7 +330,7 @@ def parse_ints(text: str | None, flag: str) -> list[int] | None:
 
 
 def cmd_compare(args: argparse.Namespace) -> int:
-    from fmnist import compare
+    from fmnist.studies import compare
 
     experiment = compare.build_experiment(
         compare.read_experiment(args.experiment) if args.experiment else {},
@@ -356,7 +357,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
 def cmd_tune(args: argparse.Namespace) -> int:
     import optuna
 
-    from fmnist import tune
+    from fmnist.studies import tune
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)  # tune prints one line per trial itself
     tune.check_budget(args.trials, args.timeout, args.workers)
@@ -397,7 +398,8 @@ def cmd_tune(args: argparse.Namespace) -> int:
 
 
 def cmd_bench(args: argparse.Namespace) -> int:
-    from fmnist import bench, bench_report
+    from fmnist.bench import report as bench_report
+    from fmnist.bench import speed
 
     if args.threads is not None and args.threads < 1:
         raise FmnistError(f"--threads must be >= 1, got {args.threads}")
@@ -407,13 +409,13 @@ def cmd_bench(args: argparse.Namespace) -> int:
         if args.preset or args.config or overrides:
             raise FmnistError("--from measures the run's own model and optimizer; drop --preset, --config, "
                               "--model and --hidden")
-        cfg, trained = bench.from_checkpoint(args.from_run)
+        cfg, trained = speed.from_checkpoint(args.from_run)
     else:
         cfg = config_lib.from_dict(requested_values(args, overrides))
     dataset = load_data(args.data_dir or cfg.data_dir)
     log = (lambda msg: print(msg, file=sys.stderr)) if args.verbose else (lambda msg: None)
-    plan = bench.QUICK if args.quick else bench.Plan()
-    result = bench.run(cfg, dataset, args.device, plan, args.threads, log, trained)
+    plan = speed.QUICK if args.quick else speed.Plan()
+    result = speed.run(cfg, dataset, args.device, plan, args.threads, log, trained)
     print(bench_report.format_table(result))
     if args.json:
         bench_report.write_json(result, args.json)
@@ -439,7 +441,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     if args.threads < 1:
         raise FmnistError(f"--threads must be >= 1, got {args.threads}")
     torch.set_num_threads(args.threads)
-    predictor = load_predictor(args.model, measure.select_device(args.device))
+    predictor = load_predictor(args.model, select_device(args.device))
     app = create_app(predictor, limits)
     sock = server.listen(args.host, args.port)
     host, port = sock.getsockname()[:2]

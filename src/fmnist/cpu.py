@@ -76,20 +76,3 @@ def features() -> tuple[str, ...]:
                   "avx512_vnni": "_is_vnni_supported", "avx512f": "_is_avx512_supported", "avx2": "_is_avx2_supported"}
         flags = {flag for flag, check in checks.items() if getattr(torch.cpu, check, lambda: False)()}
     return tuple(name for flag, name in FEATURES.items() if flag in flags)
-
-
-def resolve_amp(amp: str, device: torch.device) -> tuple[str, str]:
-    """The autocast a config's `amp` means on `device`, and why. "auto" is bf16 only where bf16
-    runs natively: a CPU with AMX-BF16 or AVX512-BF16 (elsewhere it is emulated and slower than
-    fp32), or a CUDA GPU that supports it."""
-    if amp != "auto":
-        return amp, "asked for"
-    if device.type == "cuda":
-        native = torch.cuda.is_bf16_supported()
-        return ("bf16", "auto: the GPU has bf16") if native else ("none", "auto: the GPU lacks bf16")
-    if device.type == "cpu":
-        native_bf16 = [f for f in features() if f in ("AMX-BF16", "AVX512-BF16")]
-        if native_bf16:
-            return "bf16", f"auto: the CPU has {' and '.join(native_bf16)}"
-        return "none", "auto: no AMX-BF16 or AVX512-BF16 on this CPU"
-    return "none", f"auto: fp32 on {device.type}"

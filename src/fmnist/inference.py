@@ -14,8 +14,9 @@ from typing import Any, Protocol
 import numpy as np
 import torch
 
-from fmnist import checkpoint, measure
+from fmnist import checkpoint
 from fmnist.data import CLASSES, SIDE, as_input
+from fmnist.device import select_device
 from fmnist.errors import FmnistError
 
 ONNX_FORMAT = "fmnist-onnx-v1"
@@ -38,7 +39,7 @@ class Predictor(Protocol):
 
 class TorchPredictor:
     def __init__(self, path: str | Path, device: str | torch.device = "cpu"):
-        self.device = measure.select_device(device) if isinstance(device, str) else device
+        self.device = select_device(device) if isinstance(device, str) else device
         self.model, self.config, _ = checkpoint.load_model(path, self.device)
         self.path = Path(path)
 

@@ -13,21 +13,6 @@ from pathlib import Path
 import torch
 
 from fmnist import cpu
-from fmnist.errors import FmnistError
-
-
-def select_device(name: str = "auto") -> torch.device:
-    """`auto` picks cuda, then mps, then cpu; an explicit device that is missing is an error."""
-    available = {
-        "cuda": torch.cuda.is_available(),
-        "mps": getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available(),
-        "cpu": True,
-    }
-    if name == "auto":
-        name = next(d for d in ("cuda", "mps", "cpu") if available[d])
-    if not available.get(name, False):
-        raise FmnistError(f"device {name!r} is not available here (torch {torch.__version__}); use --device cpu")
-    return torch.device(name)
 
 
 def synchronize(device: torch.device) -> None:

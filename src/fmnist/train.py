@@ -24,6 +24,7 @@ from fmnist.atomic import atomic_write
 from fmnist.augment import augment
 from fmnist.config import Config
 from fmnist.data import FashionMNIST, as_input, stratified_split
+from fmnist.device import resolve_amp, select_device
 from fmnist.errors import FmnistError
 from fmnist.evaluate import evaluate
 from fmnist.records import EpochRow, Summary
@@ -127,7 +128,7 @@ def train_one_epoch(
     """
     model.train()
     device = images.device
-    bf16 = cpu.resolve_amp(cfg.amp, device)[0] == "bf16"
+    bf16 = resolve_amp(cfg.amp, device)[0] == "bf16"
     n, batch = len(order), cfg.batch_size
     losses = torch.empty(math.ceil(n / batch), device=device)
     predictions = torch.empty(n, dtype=torch.long, device=device)
@@ -232,7 +233,7 @@ def fit(
     """
     t_start = time.perf_counter()
     run_dir = Path(run_dir)
-    device = measure.select_device(cfg.device)
+    device = select_device(cfg.device)
     w = distributed.init(device)
     device = distributed.device_for(device, w)
     if cfg.batch_size % w.size:
@@ -466,7 +467,7 @@ def summarize(cfg: Config, model: nn.Module, history: list[EpochRow], device, wa
         "seed": cfg.seed,
         "code_version": measure.code_version(),
         "hardware": measure.hardware(device),
-        "amp": cpu.resolve_amp(cfg.amp, device)[0],
+        "amp": resolve_amp(cfg.amp, device)[0],
         "config": config_lib.to_dict(cfg),
     }
     if "val_acc" in chosen:

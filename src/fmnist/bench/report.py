@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import os
 
-from fmnist import report
+from fmnist import plots
 from fmnist.atomic import atomic_write
 
 
@@ -74,7 +74,7 @@ def write_json(result: dict, path: str | os.PathLike) -> None:
 
 def plot(result: dict, path: str | os.PathLike) -> None:
     """Throughput and latency against batch size, inference and training, as a PNG."""
-    fig = report.new_figure((10, 4))
+    fig = plots.new_figure((10, 4))
     rate_ax, latency_ax = fig.subplots(1, 2)
     series = (("inference", "inference fp32", "o"), ("inference_onnxruntime", "onnxruntime fp32", "<"),
               ("inference_onnxruntime_int8", "onnxruntime int8", ">"),
@@ -105,4 +105,4 @@ def plot(result: dict, path: str | os.PathLike) -> None:
         ax.legend(fontsize=8)
     fig.suptitle(f"{result['model']['name']} on {result['device']} ({hw['cpu']}, {hw['torch_threads']} threads, "
                  f"torch {hw['torch_version']})", fontsize=9)
-    report.save_png(fig, path)
+    plots.save_png(fig, path)

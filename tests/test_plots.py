@@ -1,4 +1,4 @@
-"""fmnist.report: every plot writes a readable PNG atomically, without touching pyplot."""
+"""fmnist.plots: every plot writes a readable PNG atomically, without touching pyplot."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import pytest
 import torch
 from PIL import Image
 
-from fmnist import report
+from fmnist import plots
 
 CLASSES = [f"class {i}" for i in range(10)]
 
@@ -33,21 +33,21 @@ def _assert_only_png(directory, name: str) -> None:
 
 @pytest.mark.parametrize("with_val", [False, True])
 def test_plot_curves(tmp_path, with_val):
-    report.plot_curves(_history(5, with_val), tmp_path / "curves.png")
+    plots.plot_curves(_history(5, with_val), tmp_path / "curves.png")
     _assert_only_png(tmp_path, "curves.png")
 
 
 def test_plot_curves_val_on_some_epochs_and_single_epoch(tmp_path):
     history = _history(3, with_val=True)
     del history[1]["val_loss"], history[1]["val_acc"]
-    report.plot_curves(history, tmp_path / "some.png")
-    report.plot_curves(_history(1, with_val=False), tmp_path / "one.png")
+    plots.plot_curves(history, tmp_path / "some.png")
+    plots.plot_curves(_history(1, with_val=False), tmp_path / "one.png")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["one.png", "some.png"]
 
 
 @pytest.mark.filterwarnings("error")  # e.g. matplotlib's "no artists with labels" for a legend
 def test_plot_curves_empty_history(tmp_path):
-    report.plot_curves([], tmp_path / "empty.png")
+    plots.plot_curves([], tmp_path / "empty.png")
     _assert_only_png(tmp_path, "empty.png")
 
 
@@ -55,45 +55,45 @@ def test_plot_curves_empty_history(tmp_path):
 def test_plot_confusion(tmp_path, as_list):
     matrix = torch.randint(0, 50, (10, 10), generator=torch.Generator().manual_seed(0))
     matrix += torch.eye(10, dtype=matrix.dtype) * 900
-    report.plot_confusion(matrix.tolist() if as_list else matrix, CLASSES, tmp_path / "cm.png")
+    plots.plot_confusion(matrix.tolist() if as_list else matrix, CLASSES, tmp_path / "cm.png")
     _assert_only_png(tmp_path, "cm.png")
 
 
 def test_plot_confusion_rejects_wrong_shape(tmp_path):
     with pytest.raises(ValueError, match="expected \\(10, 10\\)"):
-        report.plot_confusion(torch.zeros(9, 9), CLASSES, tmp_path / "cm.png")
+        plots.plot_confusion(torch.zeros(9, 9), CLASSES, tmp_path / "cm.png")
     assert not any(tmp_path.iterdir())
 
 
 def test_plot_image_grid(tmp_path):
     images = torch.randint(0, 256, (11, 28, 28), dtype=torch.uint8)
     titles = [f"true: {CLASSES[i % 10]}\npred: {CLASSES[(i + 1) % 10]} 0.81" for i in range(11)]
-    report.plot_image_grid(images, titles, tmp_path / "grid.png", ncols=4, title="misclassified")
+    plots.plot_image_grid(images, titles, tmp_path / "grid.png", ncols=4, title="misclassified")
     _assert_only_png(tmp_path, "grid.png")
 
 
 def test_plot_image_grid_empty(tmp_path):
-    report.plot_image_grid(torch.zeros(0, 28, 28, dtype=torch.uint8), [], tmp_path / "none.png")
+    plots.plot_image_grid(torch.zeros(0, 28, 28, dtype=torch.uint8), [], tmp_path / "none.png")
     _assert_only_png(tmp_path, "none.png")
 
 
 def test_plot_image_grid_rejects_title_count(tmp_path):
     with pytest.raises(ValueError, match="2 images but 1 titles"):
-        report.plot_image_grid(torch.zeros(2, 28, 28, dtype=torch.uint8), ["a"], tmp_path / "g.png")
+        plots.plot_image_grid(torch.zeros(2, 28, 28, dtype=torch.uint8), ["a"], tmp_path / "g.png")
 
 
 @pytest.mark.parametrize("labels", [["mlp", "cnn"], [f"a rather long model name {i}" for i in range(6)]])
 def test_plot_bars(tmp_path, labels):
     values = [0.9 + 0.01 * i for i in range(len(labels))]
-    report.plot_bars(labels, values, tmp_path / "bars.png", ylabel="test accuracy", title="models")
+    plots.plot_bars(labels, values, tmp_path / "bars.png", ylabel="test accuracy", title="models")
     _assert_only_png(tmp_path, "bars.png")
 
 
 def test_creates_parent_dirs_and_replaces_existing(tmp_path):
     path = tmp_path / "run" / "plots" / "bars.png"
-    report.plot_bars(["a"], [1.0], path, ylabel="y", title="first")
+    plots.plot_bars(["a"], [1.0], path, ylabel="y", title="first")
     first = path.read_bytes()
-    report.plot_bars(["a", "b"], [1.0, 2.0], path, ylabel="y", title="second")
+    plots.plot_bars(["a", "b"], [1.0, 2.0], path, ylabel="y", title="second")
     assert path.read_bytes() != first
     _assert_only_png(path.parent, "bars.png")
 
@@ -102,8 +102,8 @@ def test_pyplot_is_not_used(tmp_path):
     # Figures made through pyplot stay registered (and in memory) until closed.
     plt = pytest.importorskip("matplotlib.pyplot")
     before = plt.get_fignums()
-    report.plot_curves(_history(2, with_val=False), tmp_path / "c.png")
-    report.plot_confusion(torch.eye(10), CLASSES, tmp_path / "m.png")
-    report.plot_image_grid(torch.zeros(1, 28, 28, dtype=torch.uint8), ["x"], tmp_path / "g.png")
-    report.plot_bars(["a"], [1.0], tmp_path / "b.png", ylabel="y", title="t")
+    plots.plot_curves(_history(2, with_val=False), tmp_path / "c.png")
+    plots.plot_confusion(torch.eye(10), CLASSES, tmp_path / "m.png")
+    plots.plot_image_grid(torch.zeros(1, 28, 28, dtype=torch.uint8), ["x"], tmp_path / "g.png")
+    plots.plot_bars(["a"], [1.0], tmp_path / "b.png", ylabel="y", title="t")
     assert plt.get_fignums() == before

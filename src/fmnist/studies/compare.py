@@ -26,7 +26,7 @@ import torch
 from matplotlib.ticker import MaxNLocator, PercentFormatter
 
 from fmnist import config as config_lib
-from fmnist import measure, presets, report
+from fmnist import measure, plots, presets
 from fmnist.atomic import atomic_write
 from fmnist.config import Config
 from fmnist.data import FashionMNIST
@@ -367,7 +367,7 @@ def write_report(out: str | Path, experiment: Experiment, results: list[RunResul
     first_runs = {r.run.point: r.run for r in reversed(results)}
     done = [row for row in rows if row["runs"]]
     if done:
-        report.plot_bars(
+        plots.plot_bars(
             [_short_label(first_runs[row["point"]]) for row in done],
             [row["val_acc_mean"] for row in done],
             out / "accuracy.png",
@@ -468,7 +468,7 @@ def _curve_groups(results: list[RunResult], experiment: Experiment) -> dict[str,
 
 def plot_val_curves(results: list[RunResult], path: Path, experiment: Experiment) -> None:
     """Validation accuracy per epoch: per grid point the mean over seeds, with a min–max band."""
-    fig = report.new_figure(figsize=(8, 5))
+    fig = plots.new_figure(figsize=(8, 5))
     ax = fig.subplots()
     for _, members in itertools.groupby(results, key=lambda r: r.run.point):
         group = list(members)
@@ -491,4 +491,4 @@ def plot_val_curves(results: list[RunResult], path: Path, experiment: Experiment
     ax.grid(alpha=0.3)
     if ax.get_legend_handles_labels()[0]:
         ax.legend(fontsize=8)
-    report.save_png(fig, path)
+    plots.save_png(fig, path)

@@ -13,6 +13,7 @@ from fmnist import cpu, measure, train
 from fmnist.atomic import atomic_path
 from fmnist.config import Config
 from fmnist.data import FashionMNIST
+from fmnist.device import select_device
 from fmnist.errors import FmnistError
 
 
@@ -34,7 +35,7 @@ def profile_training(
     """
     from torch.profiler import ProfilerActivity, profile
 
-    device = measure.select_device(cfg.device)
+    device = select_device(cfg.device)
     rng = torch.get_rng_state()
     cuda_rng = torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None
     try:

@@ -40,14 +40,14 @@ from optuna.storages.journal import JournalFileBackend
 from optuna.trial import TrialState
 
 from fmnist import config as config_lib
-from fmnist import report
+from fmnist import plots
 from fmnist.atomic import atomic_write
 from fmnist.augment import KINDS as AUGMENTATIONS
-from fmnist.compare import DEFAULT_VAL_SIZE
 from fmnist.config import Config
 from fmnist.data import FashionMNIST
 from fmnist.errors import FmnistError
 from fmnist.records import EpochRow
+from fmnist.studies.compare import DEFAULT_VAL_SIZE
 
 STUDY_FILE = "study.json"
 JOURNAL_FILE = "journal.log"
@@ -440,7 +440,7 @@ def trials_csv(trials: list[optuna.trial.FrozenTrial]) -> str:
 
 def plot_history(trials: list[optuna.trial.FrozenTrial], path: Path) -> None:
     """Validation accuracy per trial (pruned trials at their last report) and the best so far."""
-    fig = report.new_figure(figsize=(8, 4.5))
+    fig = plots.new_figure(figsize=(8, 4.5))
     ax = fig.subplots()
     complete = sorted((t.number, t.value) for t in trials if t.state == TrialState.COMPLETE and t.value is not None)
     pruned = [t for t in trials if t.state == TrialState.PRUNED and t.intermediate_values]
@@ -457,13 +457,13 @@ def plot_history(trials: list[optuna.trial.FrozenTrial], path: Path) -> None:
     ax.grid(alpha=0.3)
     if ax.get_legend_handles_labels()[0]:
         ax.legend()
-    report.save_png(fig, path)
+    plots.save_png(fig, path)
 
 
 def plot_importances(importances: dict[str, float], path: Path, completed: int) -> None:
     """One horizontal bar per parameter, most important on top."""
     names = list(importances)[::-1]
-    fig = report.new_figure(figsize=(7, 1.2 + 0.28 * len(names)))
+    fig = plots.new_figure(figsize=(7, 1.2 + 0.28 * len(names)))
     ax = fig.subplots()
     bars = ax.barh(names, [importances[n] for n in names], color="tab:blue")
     ax.bar_label(bars, fmt="{:.2f}", fontsize=8, padding=2)
@@ -472,4 +472,4 @@ def plot_importances(importances: dict[str, float], path: Path, completed: int) 
     ax.margins(x=0.12)  # room for the value labels
     ax.grid(axis="x", alpha=0.3)
     ax.set_axisbelow(True)
-    report.save_png(fig, path)
+    plots.save_png(fig, path)

@@ -11,9 +11,9 @@ import torch
 from torch import nn
 
 from fmnist import cpu, measure, models, train
+from fmnist.bench.timing import cpu_mark, other_cpus
 from fmnist.config import Config
 from fmnist.data import SIDE, FashionMNIST
-from fmnist.timing import cpu_mark, other_cpus
 
 FULL_EPOCH = 60_000  # images in a Fashion-MNIST training epoch
 

@@ -19,7 +19,7 @@ CpuMark = tuple[float, float, float] | None  # see cpu_mark
 
 
 class Repeats(Protocol):
-    """How long a figure is timed for (bench.Plan is one): plan.warmup untimed calls, then timed
+    """How long a figure is timed for (speed.Plan is one): plan.warmup untimed calls, then timed
     ones to min_repeats and min_seconds, stopping at max_seconds (a busy machine) or max_repeats."""
 
     @property

@@ -8,8 +8,8 @@ import statistics
 import torch
 from torch import nn
 
+from fmnist.bench.timing import Repeats, time_calls
 from fmnist.data import SIDE
-from fmnist.timing import Repeats, time_calls
 
 
 def flops_per_image(model: nn.Module) -> tuple[int, int]:

@@ -19,11 +19,12 @@ import torch
 from torch import nn
 
 from fmnist import checkpoint, cpu, measure, models, train
+from fmnist.bench.flops import flops_per_image, matmul_gflops
+from fmnist.bench.textbook import FULL_EPOCH, compare_pipelines
+from fmnist.bench.timing import cpu_mark, load_average, other_cpus, row, time_calls
 from fmnist.config import Config
 from fmnist.data import FashionMNIST, as_input
-from fmnist.flops import flops_per_image, matmul_gflops
-from fmnist.textbook import FULL_EPOCH, compare_pipelines
-from fmnist.timing import cpu_mark, load_average, other_cpus, row, time_calls
+from fmnist.device import select_device
 
 
 @dataclass(frozen=True)
@@ -105,7 +106,7 @@ def run(
     steady-state training rows start from `trained` (e.g. from_checkpoint), else from
     plan.steady_epochs epochs of training here.
     """
-    device = device if isinstance(device, torch.device) else measure.select_device(device)
+    device = device if isinstance(device, torch.device) else select_device(device)
     previous_threads = torch.get_num_threads()
     if threads:
         torch.set_num_threads(threads)

@@ -1,0 +1,1 @@
+"""Test material that tests and benchmarks share (never used by the product at run time)."""
