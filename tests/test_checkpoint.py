@@ -5,6 +5,7 @@ import torch
 from fmnist import checkpoint, config, models
 from fmnist.config import Config
 from fmnist.errors import FmnistError
+from fmnist.run_dir import model_path
 
 
 def save_model(path, cfg):
@@ -69,4 +70,4 @@ def test_missing_and_directory_without_checkpoints(tmp_path):
     with pytest.raises(FmnistError, match="checkpoint not found"):
         checkpoint.load(tmp_path / "nope.pt")
     with pytest.raises(FmnistError, match="no checkpoints/best.pt or checkpoints/last.pt"):
-        checkpoint.load(tmp_path)
+        model_path(tmp_path)

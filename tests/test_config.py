@@ -3,6 +3,7 @@ import pytest
 from fmnist import config
 from fmnist.config import Config
 from fmnist.errors import FmnistError
+from fmnist.run_dir import RunDir
 
 
 def test_defaults_are_the_reference_configuration():
@@ -76,9 +77,10 @@ def test_toml_errors_name_the_file(tmp_path):
 def test_a_resumed_run_may_change_where_it_runs_and_its_data_lies_but_nothing_else(tmp_path):
     saved = Config(hidden=(32,), epochs=3, device="cuda", data_dir="/training/machine/data")
     (tmp_path / "config.toml").write_text(config.dumps(saved))
-    resumed = config.for_resume(tmp_path, {"device": "cpu", "data_dir": "/here", "epochs": "3"})
+    saved = RunDir(tmp_path).read_config()
+    resumed = config.for_resume(saved, {"device": "cpu", "data_dir": "/here", "epochs": "3"}, tmp_path)
     assert resumed == saved.replace(device="cpu", data_dir="/here")
     with pytest.raises(FmnistError, match="epochs=4 conflicts with the run's epochs=3"):
-        config.for_resume(tmp_path, {"epochs": "4"})
+        config.for_resume(saved, {"epochs": "4"}, tmp_path)
     with pytest.raises(FmnistError, match="not a run directory"):
-        config.for_resume(tmp_path / "missing", {})
+        RunDir(tmp_path / "missing").read_config()

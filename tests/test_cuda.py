@@ -8,6 +8,7 @@ from test_train import interrupted_after_first_epoch
 
 from fmnist import checkpoint, data, evaluate, train
 from fmnist.config import Config
+from fmnist.run_dir import model_path
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
 
@@ -57,7 +58,7 @@ def test_evaluation_on_cuda_agrees_with_the_cpu(synthetic_data, tmp_path):
     test = data.load()
     results = {}
     for device in ("cpu", "cuda"):
-        model, _, _ = checkpoint.load_model(tmp_path / "run", device)
+        model, _, _ = checkpoint.load_model(model_path(tmp_path / "run"), device)
         results[device] = evaluate.evaluate(model, test.test_images.to(device), test.test_labels.to(device))
     assert torch.allclose(results["cpu"].probabilities, results["cuda"].probabilities, atol=1e-4)
     assert results["cpu"].accuracy == results["cuda"].accuracy

@@ -10,6 +10,7 @@ from fmnist import checkpoint, data, train
 from fmnist.config import Config
 from fmnist.errors import FmnistError
 from fmnist.records import EpochRow, Summary
+from fmnist.run_dir import model_path
 
 SMALL = dict(hidden=(64,), epochs=2, batch_size=32, eval_batch_size=256)
 TIMINGS = ("epoch_seconds", "ms_per_batch", "images_per_second")
@@ -186,7 +187,7 @@ def test_non_finite_loss_stops_with_epoch_and_step(synthetic_data, tmp_path):
 
 def test_checkpoint_round_trip_gives_the_same_predictions(synthetic_data, tmp_path):
     result = fit(Config(**{**SMALL, "epochs": 1}), tmp_path / "run")
-    model, cfg, state = checkpoint.load_model(tmp_path / "run")
+    model, cfg, state = checkpoint.load_model(model_path(tmp_path / "run"))
     x = data.as_input(data.load().test_images[:50])
     assert torch.equal(model(x), result.model.eval()(x))
     assert cfg == Config(**{**SMALL, "epochs": 1}) and state["epoch"] == 1

@@ -27,8 +27,6 @@ def save(path: str | Path, state: dict[str, Any]) -> None:
 def load(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
     """Load a checkpoint without executing any code it may carry; every failure is one FmnistError."""
     path = Path(path)
-    if path.is_dir():
-        path = resolve_run_checkpoint(path)
     try:
         state = torch.load(path, map_location=map_location, weights_only=True)
     except FileNotFoundError:
@@ -41,14 +39,6 @@ def load(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str
     if not isinstance(state, dict) or state.get("format") != FORMAT:
         raise FmnistError(f"{path}: not an fmnist checkpoint")
     return state
-
-
-def resolve_run_checkpoint(run_dir: Path) -> Path:
-    """A run directory stands for its best checkpoint (chosen on validation), else its last."""
-    for name in ("best.pt", "last.pt"):
-        if (run_dir / "checkpoints" / name).exists():
-            return run_dir / "checkpoints" / name
-    raise FmnistError(f"{run_dir}: no checkpoints/best.pt or checkpoints/last.pt in this directory")
 
 
 def config_of(state: dict[str, Any], path: str | Path) -> Config:

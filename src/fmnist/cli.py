@@ -19,6 +19,7 @@ from fmnist.device import resolve_amp, select_device
 from fmnist.errors import FmnistError
 from fmnist.export import CALIBRATION_IMAGES
 from fmnist.inference import load_predictor
+from fmnist.run_dir import RunDir
 
 
 class Terminated(BaseException):
@@ -80,7 +81,8 @@ def resolve_train_config(args: argparse.Namespace) -> tuple[config_lib.Config, P
         return config_lib.from_dict(asked), new_run_dir(args.out)
     if args.out:
         raise FmnistError("--resume continues a run in its own directory; drop --out")
-    return config_lib.for_resume(Path(args.resume), asked), Path(args.resume)
+    run = RunDir(args.resume)
+    return config_lib.for_resume(run.read_config(), asked, run.path), run.path
 
 
 def cmd_train(args: argparse.Namespace) -> int:
@@ -101,7 +103,6 @@ def cmd_train(args: argparse.Namespace) -> int:
 def train_and_report(
     args: argparse.Namespace, cfg: config_lib.Config, dataset, run_dir: Path, w: distributed.World
 ) -> int:
-    from fmnist.evaluate import evaluate
     from fmnist.train import fit
 
     say = print if w.is_main else (lambda *a, **k: None)
@@ -114,14 +115,11 @@ def train_and_report(
     try:
         result = fit(cfg, run_dir, dataset, resume=bool(args.resume), progress=not args.no_progress)
     except (KeyboardInterrupt, Terminated):
-        if w.is_main and (run_dir / "checkpoints" / "last.pt").exists():
+        if w.is_main and RunDir(run_dir).last.exists():
             print(f"interrupted; continue with: fmnist train --resume {run_dir}", file=sys.stderr)
         raise
     if not w.is_main:
         return 0
-    device = next(result.model.parameters()).device
-    test = evaluate(result.model, dataset.test_images.to(device), dataset.test_labels.to(device))
-    plots.write_run_plots(run_dir, result.history, test, dataset.test_images, data.CLASSES)
     s = result.summary
     assert s is not None  # rank 0 gets the summary
     print(

@@ -224,14 +224,11 @@ def resolve(config_file: str | Path | None = None, overrides: dict[str, Any] | N
     return from_dict({**values, **(overrides or {})})
 
 
-def for_resume(run_dir: Path, asked: dict[str, Any]) -> Config:
-    """The config a resumed run continues with: the one it saved, with only RUNTIME_FIELDS changed by `asked`.
+def for_resume(saved: Config, asked: dict[str, Any], run_dir: str | Path) -> Config:
+    """The config a resumed run continues with: the one it `saved`, with only RUNTIME_FIELDS changed by `asked`.
 
     Any other value asked for that differs from the saved one is an FmnistError: a run means one config.
     """
-    if not (run_dir / "config.toml").is_file():
-        raise FmnistError(f"{run_dir}: not a run directory (no config.toml); nothing to resume")
-    saved = resolve(run_dir / "config.toml")
     runtime = {name: value for name, value in asked.items() if name in RUNTIME_FIELDS}
     for name, value in asked.items():
         if name not in runtime and coerce(name, value) != getattr(saved, name):

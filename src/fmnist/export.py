@@ -31,6 +31,7 @@ from fmnist.data import CLASSES, SIDE, FashionMNIST, as_input
 from fmnist.errors import FmnistError
 from fmnist.evaluate import evaluate_logits
 from fmnist.inference import INPUT_NAME, ONNX_FORMAT, OUTPUT_NAME, OnnxPredictor, sidecar_path
+from fmnist.run_dir import model_path
 
 OPSET = 17  # ai.onnx opset: per-channel QDQ needs >= 13; 17 runs on every onnxruntime of the last years
 # Largest |logit difference| an fp32 export may show against PyTorch on the test set, for logits up to 100
@@ -174,8 +175,7 @@ class Source:
 
 
 def load_source(path: str | Path) -> Source:
-    path = Path(path)
-    path = checkpoint.resolve_run_checkpoint(path) if path.is_dir() else path
+    path = model_path(path)
     model, cfg, state = checkpoint.load_model(path, "cpu")
     return Source(path, model, cfg, state.get("epoch"))
 

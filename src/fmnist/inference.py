@@ -18,6 +18,7 @@ from fmnist import checkpoint
 from fmnist.data import CLASSES, SIDE, as_input
 from fmnist.device import select_device
 from fmnist.errors import FmnistError
+from fmnist.run_dir import model_path
 
 ONNX_FORMAT = "fmnist-onnx-v1"
 INPUT_NAME, OUTPUT_NAME = "pixels", "logits"
@@ -40,8 +41,8 @@ class Predictor(Protocol):
 class TorchPredictor:
     def __init__(self, path: str | Path, device: str | torch.device = "cpu"):
         self.device = select_device(device) if isinstance(device, str) else device
-        self.model, self.config, _ = checkpoint.load_model(path, self.device)
-        self.path = Path(path)
+        self.path = model_path(path)
+        self.model, self.config, _ = checkpoint.load_model(self.path, self.device)
 
     @torch.inference_mode()
     def logits(self, images: torch.Tensor) -> torch.Tensor:

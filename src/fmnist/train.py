@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import math
 import statistics
 import time
@@ -20,7 +19,6 @@ from tqdm import tqdm
 
 from fmnist import checkpoint, cpu, distributed, measure, models
 from fmnist import config as config_lib
-from fmnist.atomic import atomic_write
 from fmnist.augment import augment
 from fmnist.config import Config
 from fmnist.data import FashionMNIST, as_input, stratified_split
@@ -28,6 +26,7 @@ from fmnist.device import resolve_amp, select_device
 from fmnist.errors import FmnistError
 from fmnist.evaluate import evaluate
 from fmnist.records import EpochRow, Summary
+from fmnist.run_dir import RunDir
 
 # Steps between host checks of the on-device "first non-finite loss" marker; cheap, and
 # bounds how far a diverged run goes on before it is stopped.
@@ -212,6 +211,84 @@ def split_data(cfg: Config, data: FashionMNIST, device: torch.device) -> Split:
     )
 
 
+@dataclass
+class Trainer:
+    """What fit() sets up once and its loop reads: this process's place, the data on the device,
+    the model to step (`model`: wrapped by DDP and/or torch.compile) beside the plain module that
+    is evaluated and saved (`raw_model`), and the step state."""
+
+    world: distributed.World
+    device: torch.device
+    tensors: Split
+    raw_model: nn.Module
+    model: nn.Module
+    state: StepState
+    local_cfg: Config  # cfg with this process's share of each batch
+    shard: int  # training images per process per epoch
+    steps_per_epoch: int
+
+
+def setup(cfg: Config, data: FashionMNIST) -> Trainer:
+    """Join the process group (under torchrun), put the data on the device and build the model,
+    optimizer, schedule and generators. Raises FmnistError for a config this world cannot run."""
+    device = select_device(cfg.device)
+    world = distributed.init(device)
+    device = distributed.device_for(device, world)
+    if cfg.batch_size % world.size:
+        raise FmnistError(f"batch_size {cfg.batch_size} must be divisible by the {world.size} processes")
+    if world.active and cfg.on_nan == "skip":
+        raise FmnistError("on_nan = skip needs a single process: ranks would disagree on which steps to take")
+    measure.reset_peak_memory(device)
+    if device.type == "cpu":
+        cpu.flush_denormals()  # on every intra-op thread: Adam's state decays into slow denormals
+    elif device.type == "cuda":  # set either way: a process may run several fits
+        torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = cfg.tf32
+
+    tensors = split_data(cfg, data, device)
+    shard = len(tensors.train_x) // world.size
+    local_cfg = cfg.replace(batch_size=cfg.batch_size // world.size)
+    steps_per_epoch = math.ceil(shard / local_cfg.batch_size)
+    state = build_step_state(cfg, device, steps_per_epoch, rank=world.rank)
+    raw_model = model = state.model
+    if world.launched:
+        raw_model = distributed.sync_batch_norm(raw_model, device)
+        model = DistributedDataParallel(raw_model, device_ids=[device.index] if device.type == "cuda" else None)
+    if world.active:
+        torch.manual_seed(cfg.seed + world.rank)  # dropout masks differ per rank, as augmentation does
+    if cfg.compile != "none":
+        model = cast(nn.Module, torch.compile(model, mode=cfg.compile))
+    return Trainer(world, device, tensors, raw_model, model, state, local_cfg, shard, steps_per_epoch)
+
+
+@dataclass
+class Progress:
+    """What a run has done so far: restored on resume, saved in every checkpoint."""
+
+    history: list[EpochRow]
+    best_val: float = -1.0
+    earlier_seconds: float = 0.0  # wall time of the processes before a resume
+
+
+def start_or_resume(t: Trainer, cfg: Config, run: RunDir, resume: bool, log: Callable[[str], None]) -> Progress:
+    """A new run writes its config (and refuses a directory that holds one); `resume` continues from
+    last.pt when it exists. Raises FmnistError on every rank when the directory cannot be used."""
+    if resume and run.last.exists():
+        # Loaded to the CPU, where RNG states must be, whatever device saved the run;
+        # load_state_dict copies weights and optimizer state to this run's device.
+        saved = checkpoint.load(run.last)
+        t.raw_model.load_state_dict(saved["model"])
+        t.state.optimizer.load_state_dict(saved["optimizer"])
+        t.state.scheduler.load_state_dict(saved["scheduler"])
+        restore_rng(saved["rng"], t.world, t.state.data_generator, t.state.aug_generator, t.device, log)
+        log(f"resuming {run} after epoch {saved['epoch']}")
+        return Progress(saved["history"], saved["best_val_acc"], saved.get("wall_seconds", 0.0))
+    if not resume:
+        problem = distributed.broadcast(run.create(cfg) if t.world.is_main else None, t.world)
+        if problem:
+            raise FmnistError(problem)
+    return Progress([])
+
+
 def fit(
     cfg: Config,
     run_dir: str | Path,
@@ -222,7 +299,8 @@ def fit(
     progress: bool = True,
     on_epoch: Callable[[EpochRow], None] | None = None,
 ) -> FitResult:
-    """Train `cfg` on `data`, writing config, metrics, checkpoints and TensorBoard events to `run_dir`.
+    """Train `cfg` on `data`, writing config, metrics, checkpoints, TensorBoard events, summary and
+    plots to `run_dir` (run_dir.RunDir names the files).
 
     `on_epoch` sees each epoch's metrics row after its checkpoint is written; an exception it
     raises (e.g. optuna.TrialPruned) stops training with the run resumable.
@@ -230,156 +308,119 @@ def fit(
     Under torchrun each process trains on its shard of every epoch's permutation with
     batch_size / world_size images per step, so the effective batch stays cfg.batch_size;
     only rank 0 evaluates, logs and writes.
+
+    Raises FmnistError for a config or run directory that cannot be used (before any training),
+    NonFiniteLoss when the loss diverges (the last good checkpoint is kept).
     """
     t_start = time.perf_counter()
-    run_dir = Path(run_dir)
-    device = select_device(cfg.device)
-    w = distributed.init(device)
-    device = distributed.device_for(device, w)
-    if cfg.batch_size % w.size:
-        raise FmnistError(f"batch_size {cfg.batch_size} must be divisible by the {w.size} processes")
-    if w.active and cfg.on_nan == "skip":
-        raise FmnistError("on_nan = skip needs a single process: ranks would disagree on which steps to take")
-    if not w.is_main:
+    run = RunDir(run_dir)
+    t = setup(cfg, data)
+    world, state, tensors = t.world, t.state, t.tensors
+    if not world.is_main:
         log, progress, on_epoch = (lambda _msg: None), False, None
-    measure.reset_peak_memory(device)
-    if device.type == "cpu":
-        cpu.flush_denormals()  # on every intra-op thread: Adam's state decays into slow denormals
-    elif device.type == "cuda":  # set either way: a process may run several fits
-        torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = cfg.tf32
-
-    d = split_data(cfg, data, device)
-    shard = len(d.train_x) // w.size
-    local_cfg = cfg.replace(batch_size=cfg.batch_size // w.size)
-    steps_per_epoch = math.ceil(shard / local_cfg.batch_size)
-    st = build_step_state(cfg, device, steps_per_epoch, rank=w.rank)
-    net, optimizer, scheduler = st.model, st.optimizer, st.scheduler
-    data_generator, aug_generator = st.data_generator, st.aug_generator
-    model: nn.Module = net
-    if w.launched:
-        net = distributed.sync_batch_norm(net, device)
-        model = DistributedDataParallel(net, device_ids=[device.index] if device.type == "cuda" else None)
-    if w.active:
-        torch.manual_seed(cfg.seed + w.rank)  # dropout masks differ per rank, as augmentation does
-    if cfg.compile != "none":
-        model = cast(nn.Module, torch.compile(model, mode=cfg.compile))
-
-    history: list[EpochRow] = []
-    best_val = -1.0
-    earlier_seconds = 0.0  # wall time of the processes before a resume
-    last_path, best_path = run_dir / "checkpoints" / "last.pt", run_dir / "checkpoints" / "best.pt"
-    if resume and last_path.exists():
-        # Loaded to the CPU, where RNG states must be, whatever device saved the run;
-        # load_state_dict copies weights and optimizer state to this run's device.
-        state = checkpoint.load(last_path)
-        net.load_state_dict(state["model"])
-        optimizer.load_state_dict(state["optimizer"])
-        scheduler.load_state_dict(state["scheduler"])
-        restore_rng(state["rng"], w, data_generator, aug_generator, device, log)
-        history, best_val = state["history"], state["best_val_acc"]
-        earlier_seconds = state.get("wall_seconds", 0.0)
-        log(f"resuming {run_dir} after epoch {state['epoch']}")
-    elif not resume:
-        problem = distributed.broadcast(prepare_run_dir(run_dir, cfg) if w.is_main else None, w)
-        if problem:
-            raise FmnistError(problem)
-
-    trained_now = len(history) < cfg.epochs
-    writer = tensorboard_writer(run_dir, len(history) + 1) if w.is_main else None
+    done = start_or_resume(t, cfg, run, resume, log)
+    trained_now = len(done.history) < cfg.epochs
+    writer = run.tensorboard_writer(len(done.history) + 1) if world.is_main else None
     try:
-        for epoch in range(len(history) + 1, cfg.epochs + 1):
-            order = torch.randperm(len(d.train_x), generator=data_generator)
-            order = to_device(order[w.rank : shard * w.size : w.size], device)
-            lr = optimizer.param_groups[0]["lr"]
-            measure.synchronize(device)
+        for epoch in range(len(done.history) + 1, cfg.epochs + 1):
+            # schedule: this epoch's permutation (the same on every rank), this rank's shard of it
+            order = torch.randperm(len(tensors.train_x), generator=state.data_generator)
+            order = to_device(order[world.rank : t.shard * world.size : world.size], t.device)
+            lr = state.optimizer.param_groups[0]["lr"]
+
+            # step: one pass over the shard, timed
+            measure.synchronize(t.device)
             t0 = time.perf_counter()
             train_loss, train_acc, skipped = train_one_epoch(
-                model, optimizer, scheduler, d.train_x, d.train_y, order, local_cfg, aug_generator, epoch, progress
+                t.model, state.optimizer, state.scheduler, tensors.train_x, tensors.train_y, order, t.local_cfg,
+                state.aug_generator, epoch, progress,
             )
             if skipped:
                 log(f"epoch {epoch}: skipped {skipped} batches with a non-finite loss (--on-nan skip)")
-            totals = distributed.all_reduce_sum(torch.tensor([train_loss, train_acc]), w)
-            train_loss, train_acc = (totals / w.size).tolist()
-            measure.synchronize(device)
+            totals = distributed.all_reduce_sum(torch.tensor([train_loss, train_acc]), world)
+            train_loss, train_acc = (totals / world.size).tolist()
+            measure.synchronize(t.device)
             seconds = time.perf_counter() - t0
-            rng = distributed.gather(rng_states(data_generator, aug_generator, device), w)
-            if writer is None:  # only the main process records the epoch
+            rng = distributed.gather(rng_states(state.data_generator, state.aug_generator, t.device), world)
+            if not world.is_main:  # rank 0 alone evaluates and records
                 continue
-            test = evaluate(net, d.test_x, d.test_y, cfg.eval_batch_size)
-            row: EpochRow = {
-                "epoch": epoch,
-                "train_loss": train_loss,
-                "train_acc": train_acc,
-                "test_loss": test.loss,
-                "test_acc": test.accuracy,
-                "lr": lr,
-                "epoch_seconds": seconds,
-                "ms_per_batch": 1000 * seconds / steps_per_epoch,
-                "images_per_second": shard * w.size / seconds,
-            }
-            improved = False
-            if len(d.val_x):
-                val = evaluate(net, d.val_x, d.val_y, cfg.eval_batch_size)
-                row["val_loss"], row["val_acc"] = val.loss, val.accuracy
-                improved, best_val = val.accuracy > best_val, max(best_val, val.accuracy)
-            history.append(row)
-            state = {
-                "model": net.state_dict(),
-                "optimizer": optimizer.state_dict(),
-                "scheduler": scheduler.state_dict(),
-                "epoch": epoch,
-                "config": config_lib.to_dict(cfg),
-                "history": history,
-                "best_val_acc": best_val,
-                "wall_seconds": earlier_seconds + time.perf_counter() - t_start,
-                "rng": rng,  # one dict per rank, in rank order
-            }
-            checkpoint.save(last_path, state)
-            if improved:
-                checkpoint.save(best_path, state)
-            atomic_write(run_dir / "metrics.jsonl", "".join(json.dumps(r) + "\n" for r in history))
+
+            # evaluate: test every epoch (reported, never used to choose), validation when split off
+            row = epoch_row(t, epoch, train_loss, train_acc, lr, seconds, cfg.eval_batch_size)
+            improved = "val_acc" in row and row["val_acc"] > done.best_val
+            done.best_val = max(done.best_val, row.get("val_acc", -1.0))
+            done.history.append(row)
+
+            # record: checkpoint, metrics, TensorBoard, the console
+            run.record_epoch(
+                {
+                    "model": t.raw_model.state_dict(),
+                    "optimizer": state.optimizer.state_dict(),
+                    "scheduler": state.scheduler.state_dict(),
+                    "epoch": epoch,
+                    "config": config_lib.to_dict(cfg),
+                    "history": done.history,
+                    "best_val_acc": done.best_val,
+                    "wall_seconds": done.earlier_seconds + time.perf_counter() - t_start,
+                    "rng": rng,  # one dict per rank, in rank order
+                },
+                done.history,
+                improved=improved,
+            )
+            assert writer is not None  # the main process has one
             for key, value in row.items():
                 if key != "epoch":
                     writer.add_scalar(key, value, epoch)
             writer.flush()
             log(format_epoch(row, cfg.epochs))
+
+            # stop: a caller's on_epoch may raise (optuna.TrialPruned) and leave the run resumable
             if on_epoch:
                 on_epoch(row)
     finally:
         if writer:
             writer.close()
 
-    if not w.is_main:
-        return FitResult(model=net, summary=None, history=[])
-    if best_path.exists():
-        net.load_state_dict(checkpoint.load(best_path, map_location=device)["model"])
-    if not trained_now and (run_dir / "summary.json").exists():
+    if not world.is_main:
+        return FitResult(model=t.raw_model, summary=None, history=[])
+    return finish(t, cfg, run, done, trained_now, time.perf_counter() - t_start)
+
+
+def epoch_row(
+    t: Trainer, epoch: int, train_loss: float, train_acc: float, lr: float, seconds: float, eval_batch_size: int
+) -> EpochRow:
+    test = evaluate(t.raw_model, t.tensors.test_x, t.tensors.test_y, eval_batch_size)
+    row: EpochRow = {
+        "epoch": epoch,
+        "train_loss": train_loss,
+        "train_acc": train_acc,
+        "test_loss": test.loss,
+        "test_acc": test.accuracy,
+        "lr": lr,
+        "epoch_seconds": seconds,
+        "ms_per_batch": 1000 * seconds / t.steps_per_epoch,
+        "images_per_second": t.shard * t.world.size / seconds,
+    }
+    if len(t.tensors.val_x):
+        val = evaluate(t.raw_model, t.tensors.val_x, t.tensors.val_y, eval_batch_size)
+        row["val_loss"], row["val_acc"] = val.loss, val.accuracy
+    return row
+
+
+def finish(t: Trainer, cfg: Config, run: RunDir, done: Progress, trained_now: bool, seconds: float) -> FitResult:
+    """Load the chosen weights (best on validation, else last), then write summary.json and the plots."""
+    if run.best.exists():
+        t.raw_model.load_state_dict(checkpoint.load(run.best, map_location=t.device)["model"])
+    finished = run.read_summary()
+    if not trained_now and finished is not None:
         # A finished run resumed: its summary, wall time included, stays as its own processes wrote it.
-        finished = cast(Summary, json.loads((run_dir / "summary.json").read_text()))
-        return FitResult(model=net, summary=finished, history=history)
-    summary = summarize(cfg, net, history, device, earlier_seconds + time.perf_counter() - t_start, run_dir)
-    summary["processes"], summary["process_group"] = w.size, distributed.backend()
-    atomic_write(run_dir / "summary.json", json.dumps(summary, indent=2) + "\n")
-    return FitResult(model=net, summary=summary, history=history)
-
-
-def tensorboard_writer(run_dir: Path, first_epoch: int):
-    from torch.utils.tensorboard import SummaryWriter  # slow import, only when training
-
-    # purge_step drops events a killed run logged after its last checkpoint.
-    return SummaryWriter(run_dir / "tensorboard", purge_step=first_epoch)
-
-
-def prepare_run_dir(run_dir: Path, cfg: Config) -> str | None:
-    """Refuse to overwrite an earlier run; write the resolved config first, which also proves the
-    directory is writable before any training time is spent. Returns the problem, if any."""
-    if (run_dir / "config.toml").exists():
-        return f"{run_dir} already holds a run; continue it with --resume {run_dir} or choose another --out"
-    try:
-        atomic_write(run_dir / "config.toml", config_lib.dumps(cfg))
-    except OSError as e:
-        return f"cannot write the run directory {run_dir}: {e.strerror or e}"
-    return None
+        return FitResult(model=t.raw_model, summary=finished, history=done.history)
+    summary = summarize(cfg, t.raw_model, done.history, t.device, done.earlier_seconds + seconds, run.path)
+    summary["processes"], summary["process_group"] = t.world.size, distributed.backend()
+    run.write_summary(summary)
+    test = evaluate(t.raw_model, t.tensors.test_x, t.tensors.test_y, cfg.eval_batch_size)
+    run.write_plots(done.history, test, t.tensors.test_x.cpu())
+    return FitResult(model=t.raw_model, summary=summary, history=done.history)
 
 
 def to_device(tensor: torch.Tensor, device: torch.device) -> torch.Tensor:
@@ -407,7 +448,7 @@ def rng_states(data_generator: torch.Generator, aug_generator: torch.Generator, 
 
 def restore_rng(
     saved: dict | list[dict],
-    w: distributed.World,
+    world: distributed.World,
     data_generator: torch.Generator,
     aug_generator: torch.Generator,
     device: torch.device,
@@ -421,12 +462,12 @@ def restore_rng(
     with other augmentations and dropout masks than an uninterrupted one would have drawn.
     """
     per_rank = saved if isinstance(saved, list) else [saved]
-    cpu = [{k: v.cpu() if isinstance(v, torch.Tensor) else v for k, v in s.items()} for s in per_rank]
-    data_generator.set_state(cpu[0]["data"])
-    states = cpu[w.rank] if len(cpu) == w.size else {}
+    on_host = [{k: v.cpu() if isinstance(v, torch.Tensor) else v for k, v in s.items()} for s in per_rank]
+    data_generator.set_state(on_host[0]["data"])
+    states = on_host[world.rank] if len(on_host) == world.size else {}
     saved_on = states.get("device", "cuda" if "cuda" in states else "cpu")
     if not states or saved_on != device.type:
-        log(f"saved by {len(cpu)} process(es) on {cpu[0].get('device', saved_on)}, resumed by {w.size} on "
+        log(f"saved by {len(on_host)} process(es) on {on_host[0].get('device', saved_on)}, resumed by {world.size} on "
             f"{device.type}: augmentation and dropout draw fresh random numbers from here on")
         return
     torch.set_rng_state(states["torch"])

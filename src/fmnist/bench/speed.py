@@ -25,6 +25,7 @@ from fmnist.bench.timing import cpu_mark, load_average, other_cpus, row, time_ca
 from fmnist.config import Config
 from fmnist.data import FashionMNIST, as_input
 from fmnist.device import select_device
+from fmnist.run_dir import model_path
 
 
 @dataclass(frozen=True)
@@ -77,7 +78,7 @@ def train_steady_state(cfg: Config, images: torch.Tensor, labels: torch.Tensor, 
 
 def from_checkpoint(path: str | Path) -> tuple[Config, Trained]:
     """A run's config and its model and optimizer state, from its directory or a checkpoint file."""
-    state = checkpoint.load(path)
+    state = checkpoint.load(model_path(path))
     done = len(state.get("history", []))
     return checkpoint.config_of(state, path), Trained(state["model"], state["optimizer"], f"{path} after {done} epochs")
 

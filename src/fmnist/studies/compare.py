@@ -13,7 +13,6 @@ from __future__ import annotations
 import csv
 import io
 import itertools
-import json
 import os
 import statistics
 from collections.abc import Callable
@@ -32,6 +31,7 @@ from fmnist.config import Config
 from fmnist.data import FashionMNIST
 from fmnist.errors import FmnistError
 from fmnist.records import EpochRow, Summary
+from fmnist.run_dir import RunDir
 
 DEFAULT_SEEDS = (0, 1, 2)
 DEFAULT_THRESHOLD = 0.88  # validation accuracy whose epochs and seconds to reach are reported
@@ -193,8 +193,9 @@ def grid_runs(experiment: Experiment, out: str | Path) -> list[Run]:
 def run_state(run: Run) -> str:
     """"done", "diverged", "partial" (interrupted: resume it) or "new"; refuses a directory
     holding a run of another config, which a rerun must never mistake for this one."""
-    if (run.run_dir / "config.toml").exists():
-        saved = config_lib.to_dict(config_lib.resolve(run.run_dir / "config.toml"))
+    saved_run = RunDir(run.run_dir)
+    if saved_run.is_run():
+        saved = config_lib.to_dict(saved_run.read_config())
         wanted = config_lib.to_dict(run.config)
         changed = [k for k in wanted if saved.get(k) != wanted[k]]
         if changed:
@@ -203,11 +204,11 @@ def run_state(run: Run) -> str:
                 f"{run.run_dir} holds a run with {k}={saved.get(k)!r}, this experiment asks for {wanted[k]!r}; "
                 "choose another --out for a changed experiment"
             )
-    if (run.run_dir / "summary.json").exists():
+    if saved_run.summary.exists():
         return "done"
-    if (run.run_dir / "diverged.json").exists():
+    if saved_run.diverged.exists():
         return "diverged"
-    return "partial" if (run.run_dir / "config.toml").exists() else "new"
+    return "partial" if saved_run.is_run() else "new"
 
 
 def run_grid(
@@ -282,7 +283,7 @@ def _train_run(values: dict, run_dir: str, resume: bool, label: str, *, data: Fa
                      log=lambda msg: log(f"  {label}: {msg}"), progress=False)
     except NonFiniteLoss as e:
         # Deterministic: a rerun would diverge again, so the run counts as finished.
-        atomic_write(Path(run_dir) / "diverged.json", json.dumps({"error": str(e)}) + "\n")
+        RunDir(run_dir).write_divergence(str(e))
         return f"diverged: {e}"
     s = result.summary
     assert s is not None  # one process: fit() returns the summary
@@ -303,17 +304,9 @@ def write_experiment(experiment: Experiment, path: Path) -> None:
 
 
 def load_result(run: Run) -> RunResult:
-    history: list[EpochRow] = []
-    metrics = run.run_dir / "metrics.jsonl"
-    if metrics.exists():
-        history = [json.loads(line) for line in metrics.read_text().splitlines() if line.strip()]
-    summary: Summary | None = None
-    failure = None
-    if (run.run_dir / "summary.json").exists():
-        summary = json.loads((run.run_dir / "summary.json").read_text())
-    elif (run.run_dir / "diverged.json").exists():
-        failure = json.loads((run.run_dir / "diverged.json").read_text())["error"]
-    return RunResult(run, history, summary, failure)
+    saved = RunDir(run.run_dir)
+    summary = saved.read_summary()
+    return RunResult(run, saved.read_history(), summary, None if summary else saved.read_divergence())
 
 
 # ---------------------------------------------------------------- summarising

@@ -22,7 +22,6 @@ import csv
 import io
 import json
 import os
-import shutil
 import socket
 import time
 import uuid
@@ -47,6 +46,7 @@ from fmnist.config import Config
 from fmnist.data import FashionMNIST
 from fmnist.errors import FmnistError
 from fmnist.records import EpochRow
+from fmnist.run_dir import RunDir
 from fmnist.studies.compare import DEFAULT_VAL_SIZE
 
 STUDY_FILE = "study.json"
@@ -138,14 +138,14 @@ def make_objective(base: Config, study_dir: str | Path, data: FashionMNIST,
             result = fit(cfg, run_dir, data, log=lambda _: None, progress=False, on_epoch=on_epoch)
         except (optuna.TrialPruned, NonFiniteLoss) as e:
             # A trial never resumes and a stopped one is never used: its weights would only fill the disk.
-            shutil.rmtree(run_dir / "checkpoints", ignore_errors=True)
+            RunDir(run_dir).drop_checkpoints(keep_best=False)
             if isinstance(e, NonFiniteLoss):
                 # A diverging config is a bad one, not a broken worker: pruned trials still
                 # teach the TPE sampler where not to look, failed ones do not.
                 trial.set_user_attr("diverged", str(e))
                 raise optuna.TrialPruned(f"diverged: {e}") from None
             raise
-        (run_dir / "checkpoints" / "last.pt").unlink(missing_ok=True)  # best.pt stays: `fmnist eval` takes it
+        RunDir(run_dir).drop_checkpoints(keep_best=True)  # `fmnist eval` takes best.pt
         s = result.summary
         assert s is not None  # one process: fit() returns the summary
         trial.set_user_attr("result", {"test_accuracy": s["test_accuracy"], "wall_seconds": s["wall_seconds"],

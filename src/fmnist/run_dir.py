@@ -1,0 +1,128 @@
+"""RunDir: a training run's directory, the one place that names its files.
+
+    config.toml          the resolved config, written first (it also marks the directory as a run)
+    metrics.jsonl        one records.EpochRow per finished epoch
+    summary.json         records.Summary, written when the run finishes
+    diverged.json        {"error": ...} when a study's run stopped on a non-finite loss
+    checkpoints/last.pt  every epoch: weights, optimizer, schedule, RNG states (exact resume)
+    checkpoints/best.pt  the epoch with the best validation accuracy so far
+    tensorboard/         TensorBoard event files
+    *.png                curves, confusion matrix and the test set's top losses (plots.write_run_plots)
+
+Every write is atomic (atomic.py): a run killed at any moment leaves the previous file, never a
+torn one. In the spirit of timm's CheckpointSaver and Ultralytics' trainer paths.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+from typing import Any, cast
+
+from fmnist import checkpoint
+from fmnist import config as config_lib
+from fmnist.atomic import atomic_write
+from fmnist.config import Config
+from fmnist.errors import FmnistError
+from fmnist.records import EpochRow, Summary
+
+
+def model_path(path: str | Path) -> Path:
+    """The checkpoint a path names: a run directory stands for its chosen checkpoint, a file for itself."""
+    path = Path(path)
+    return RunDir(path).chosen_checkpoint() if path.is_dir() else path
+
+
+class RunDir:
+    def __init__(self, path: str | Path):
+        self.path = Path(path)
+        self.config = self.path / "config.toml"
+        self.metrics = self.path / "metrics.jsonl"
+        self.summary = self.path / "summary.json"
+        self.diverged = self.path / "diverged.json"
+        self.last = self.path / "checkpoints" / "last.pt"
+        self.best = self.path / "checkpoints" / "best.pt"
+        self.tensorboard = self.path / "tensorboard"
+
+    def __str__(self) -> str:
+        return str(self.path)
+
+    # ------------------------------------------------------------ creating and reading
+
+    def create(self, cfg: Config) -> str | None:
+        """Refuse to overwrite an earlier run; write the resolved config first, which also proves the
+        directory is writable before any training time is spent. Returns the problem, if any (a string,
+        so that under torchrun rank 0 can broadcast it to the other ranks before they raise)."""
+        if self.config.exists():
+            return f"{self.path} already holds a run; continue it with --resume {self.path} or choose another --out"
+        try:
+            atomic_write(self.config, config_lib.dumps(cfg))
+        except OSError as e:
+            return f"cannot write the run directory {self.path}: {e.strerror or e}"
+        return None
+
+    def is_run(self) -> bool:
+        return self.config.is_file()
+
+    def read_config(self) -> Config:
+        """The run's saved config. Raises FmnistError when the directory holds no run."""
+        if not self.is_run():
+            raise FmnistError(f"{self.path}: not a run directory (no {self.config.name}); nothing to resume")
+        return config_lib.resolve(self.config)
+
+    def read_history(self) -> list[EpochRow]:
+        if not self.metrics.exists():
+            return []
+        return [json.loads(line) for line in self.metrics.read_text().splitlines() if line.strip()]
+
+    def read_summary(self) -> Summary | None:
+        return cast(Summary, json.loads(self.summary.read_text())) if self.summary.exists() else None
+
+    def read_divergence(self) -> str | None:
+        return json.loads(self.diverged.read_text())["error"] if self.diverged.exists() else None
+
+    def chosen_checkpoint(self) -> Path:
+        """The checkpoint that stands for the run: best on validation, else the last epoch's.
+        Raises FmnistError when there is neither."""
+        for path in (self.best, self.last):
+            if path.exists():
+                return path
+        raise FmnistError(f"{self.path}: no checkpoints/best.pt or checkpoints/last.pt in this directory")
+
+    # ------------------------------------------------------------ writing
+
+    def record_epoch(self, state: dict[str, Any], history: list[EpochRow], *, improved: bool) -> None:
+        """After an epoch: last.pt (and best.pt when validation improved), then metrics.jsonl; in that
+        order, so that every epoch metrics.jsonl lists has a checkpoint to resume from."""
+        checkpoint.save(self.last, state)
+        if improved:
+            checkpoint.save(self.best, state)
+        atomic_write(self.metrics, "".join(json.dumps(row) + "\n" for row in history))
+
+    def write_summary(self, summary: Summary) -> None:
+        atomic_write(self.summary, json.dumps(summary, indent=2) + "\n")
+
+    def write_divergence(self, error: str) -> None:
+        atomic_write(self.diverged, json.dumps({"error": error}) + "\n")
+
+    def drop_checkpoints(self, *, keep_best: bool) -> None:
+        """Free the disk a finished or abandoned study trial holds (best.pt stays when asked: eval takes it)."""
+        if keep_best:
+            self.last.unlink(missing_ok=True)
+        else:
+            shutil.rmtree(self.last.parent, ignore_errors=True)
+
+    def write_plots(self, history: list[EpochRow], test, test_images) -> None:
+        """curves.png, confusion_matrix.png and the test set's mistakes; `test` is the evaluate.Evaluation
+        of the chosen model on `test_images` (N, 28, 28) uint8."""
+        from fmnist import plots  # matplotlib: only when a run finishes
+        from fmnist.data import CLASSES
+
+        plots.write_run_plots(self.path, history, test, test_images, CLASSES)
+
+    def tensorboard_writer(self, first_epoch: int):
+        from torch.utils.tensorboard import SummaryWriter  # slow import, only when training
+
+        # purge_step drops events a killed run logged after its last checkpoint.
+        return SummaryWriter(self.tensorboard, purge_step=first_epoch)
