@@ -1,6 +1,7 @@
-"""The records a training run writes, one typed definition each: a metrics.jsonl row per epoch, and
-summary.json. Every module that reads them (train, compare, tune, report) reads them through these
-types, so that mypy catches a misspelt key instead of `row.get("val_acc", 0.0)` hiding it."""
+"""The records fmnist writes, one typed definition each: a metrics.jsonl row per epoch, summary.json,
+and the JSON of `fmnist bench`. Every module that reads them (train, compare, tune, plots, the bench
+report) reads them through these types, so that mypy catches a misspelt key instead of
+`row.get("val_acc", 0.0)` hiding it."""
 
 # No `from __future__ import annotations`: TypedDict reads NotRequired from evaluated annotations.
 from typing import Any
@@ -44,3 +45,76 @@ class Summary(TypedDict):
     val_loss: NotRequired[float]
     processes: NotRequired[int]
     process_group: NotRequired[str | None]
+
+
+class TimingRow(TypedDict):
+    """One row of `fmnist bench`: calls of `batch_size` images, timed (bench/timing.py)."""
+
+    batch_size: int
+    latency_ms_median: float
+    latency_ms_p95: float
+    images_per_second: float
+    fraction_of_limit: float  # of the fp32 matmul limit for this model, 0..1
+    repeats: int
+    other_cpus: float | None  # CPUs other processes kept busy meanwhile (None off Linux)
+
+
+class PipelineComparison(TypedDict):
+    """One epoch of the textbook pipeline against fmnist's over the same images (bench/textbook.py)."""
+
+    textbook_epoch_seconds: float
+    fmnist_epoch_seconds: float
+    speedup: float
+    textbook_images_per_second: float
+    fmnist_images_per_second: float
+    batch_size: int
+    images_measured: int
+    scaled_to_images: int
+    scaled: bool
+    other_cpus: dict[str, float | None]  # "textbook", "fmnist"
+
+
+class BenchModel(TypedDict):
+    name: str
+    hidden: list[int]
+    parameters: int
+    forward_flops_per_image: float
+    training_flops_per_image: float
+
+
+class BenchResult(TypedDict):
+    """What `fmnist bench` measured (bench/speed.py), as written to its JSON."""
+
+    device: str
+    hardware: dict[str, Any]  # measure.hardware() plus the matmul rates and the limits they set
+    model: BenchModel
+    inference: list[TimingRow]
+    inference_onnxruntime: list[TimingRow]
+    inference_onnxruntime_int8: list[TimingRow]
+    inference_bf16_autocast: list[TimingRow]
+    training: list[TimingRow]
+    training_bf16_autocast: list[TimingRow]
+    training_steady: list[TimingRow]
+    training_bf16_autocast_steady: list[TimingRow]
+    steady_state: dict[str, Any]  # source, optimizer_denormal_fraction
+    pipeline: PipelineComparison
+    peak_memory_bytes: int
+    peak_memory_kind: str
+    load_average: dict[str, list[float] | None]  # before, after
+    other_cpus: float | None
+    seconds: float
+    plan: dict[str, Any]
+    notes: str
+
+
+# The timed series of a BenchResult: (key, table name, plot label, plot marker), in table order.
+BENCH_SERIES: tuple[tuple[str, str, str, str], ...] = (
+    ("inference", "inference", "inference fp32", "o"),
+    ("inference_onnxruntime", "ort fp32", "onnxruntime fp32", "<"),
+    ("inference_onnxruntime_int8", "ort int8", "onnxruntime int8", ">"),
+    ("inference_bf16_autocast", "bf16 infer", "inference bf16", "^"),
+    ("training", "train fresh", "training fp32", "s"),
+    ("training_steady", "train steady", "training fp32 steady", "D"),
+    ("training_bf16_autocast", "bf16 fresh", "training bf16", "v"),
+    ("training_bf16_autocast_steady", "bf16 steady", "training bf16 steady", "P"),
+)

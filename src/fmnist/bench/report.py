@@ -7,9 +7,10 @@ import os
 
 from fmnist import plots
 from fmnist.atomic import atomic_write
+from fmnist.records import BENCH_SERIES, BenchResult, TimingRow
 
 
-def format_table(result: dict) -> str:
+def format_table(result: BenchResult) -> str:
     """The results as a plain-text table, hardware first."""
     hw, model, pipe = result["hardware"], result["model"], result["pipeline"]
     lines = [
@@ -25,13 +26,8 @@ def format_table(result: dict) -> str:
         "",
         f"{'':<12} {'batch':>6} {'median ms':>10} {'p95 ms':>9} {'images/s':>11} {'of limit':>9} {'other CPUs':>10}",
     ]
-    kinds = (("inference", "inference"), ("inference_onnxruntime", "ort fp32"),
-             ("inference_onnxruntime_int8", "ort int8"), ("inference_bf16_autocast", "bf16 infer"),
-             ("training", "train fresh"),
-             ("training_steady", "train steady"), ("training_bf16_autocast", "bf16 fresh"),
-             ("training_bf16_autocast_steady", "bf16 steady"))
-    for kind, name in kinds:
-        for row in result[kind]:
+    for kind, name, _, _ in BENCH_SERIES:
+        for row in result[kind]:  # type: ignore[literal-required]
             lines.append(
                 f"{name:<12} {row['batch_size']:>6} {row['latency_ms_median']:>10.3f} {row['latency_ms_p95']:>9.3f} "
                 f"{row['images_per_second']:>11,.0f} {row['fraction_of_limit']:>9.1%} {_cpus(row['other_cpus']):>10}"
@@ -68,22 +64,16 @@ def _cpus(value: float | None) -> str:
     return "n/a" if value is None else f"{value:.2f}"
 
 
-def write_json(result: dict, path: str | os.PathLike) -> None:
+def write_json(result: BenchResult, path: str | os.PathLike) -> None:
     atomic_write(path, json.dumps(result, indent=2) + "\n")
 
 
-def plot(result: dict, path: str | os.PathLike) -> None:
+def plot(result: BenchResult, path: str | os.PathLike) -> None:
     """Throughput and latency against batch size, inference and training, as a PNG."""
     fig = plots.new_figure((10, 4))
     rate_ax, latency_ax = fig.subplots(1, 2)
-    series = (("inference", "inference fp32", "o"), ("inference_onnxruntime", "onnxruntime fp32", "<"),
-              ("inference_onnxruntime_int8", "onnxruntime int8", ">"),
-              ("inference_bf16_autocast", "inference bf16", "^"),
-              ("training", "training fp32", "s"), ("training_steady", "training fp32 steady", "D"),
-              ("training_bf16_autocast", "training bf16", "v"),
-              ("training_bf16_autocast_steady", "training bf16 steady", "P"))
-    for kind, name, marker in series:
-        rows = result[kind]
+    for kind, _, name, marker in BENCH_SERIES:
+        rows: list[TimingRow] = result[kind]  # type: ignore[literal-required]
         if not rows:
             continue
         batches = [r["batch_size"] for r in rows]

@@ -25,6 +25,7 @@ from fmnist.bench.timing import cpu_mark, load_average, other_cpus, row, time_ca
 from fmnist.config import Config
 from fmnist.data import FashionMNIST, as_input
 from fmnist.device import select_device
+from fmnist.records import BenchResult, TimingRow
 from fmnist.run_dir import model_path
 
 
@@ -100,7 +101,7 @@ def run(
     threads: int | None = None,
     log: Callable[[str], None] = lambda _: None,
     trained: Trained | None = None,
-) -> dict:
+) -> BenchResult:
     """Measure `cfg`'s model per `plan` and return the results as plain JSON-ready values.
 
     `threads` sets torch's intra-op threads for the run (None: leave torch's choice). The
@@ -118,7 +119,7 @@ def run(
 
 
 def _run(cfg: Config, data: FashionMNIST, device: torch.device, plan: Plan, log: Callable[[str], None],
-         trained: Trained | None) -> dict:
+         trained: Trained | None) -> BenchResult:
     measure.reset_peak_memory(device)
     load_before, run_mark = load_average(), cpu_mark()
     started = time.perf_counter()
@@ -216,7 +217,7 @@ def _run(cfg: Config, data: FashionMNIST, device: torch.device, plan: Plan, log:
 
 
 def _time_inference(model: nn.Module, images: torch.Tensor, device: torch.device, plan: Plan, limit: float,
-                    log: Callable[[str], None]) -> list[dict]:
+                    log: Callable[[str], None]) -> list[TimingRow]:
     rows = []
     for b in plan.inference_batches:
         log(f"inference: batch {b}" + (" (bf16 autocast)" if torch.is_autocast_enabled(device.type) else ""))
@@ -232,14 +233,14 @@ def _time_inference(model: nn.Module, images: torch.Tensor, device: torch.device
 
 
 def _time_onnxruntime(model: nn.Module, data: FashionMNIST, plan: Plan, limit: float,
-                      log: Callable[[str], None]) -> dict[str, list[dict]]:
+                      log: Callable[[str], None]) -> dict[str, list[TimingRow]]:
     """Inference rows as _time_inference's for `model` exported to ONNX, fp32 and int8, run by onnxruntime."""
     from fmnist import export
     from fmnist.inference import OnnxPredictor
 
     count = min(export.CALIBRATION_IMAGES, len(data.train_labels) // 2)
     calibration = data.train_images[export.calibration_indices(data.train_labels, count)].numpy()
-    rows: dict[str, list[dict]] = {}
+    rows: dict[str, list[TimingRow]] = {}
     for precision, images in (("fp32", None), ("int8", calibration)):
         log(f"onnxruntime: exporting {precision}")
         model_bytes, _ = export.onnx_bytes(model, images)
@@ -263,7 +264,7 @@ def _batch_of(images: torch.Tensor, size: int) -> torch.Tensor:
 
 
 def _training_row(cfg: Config, batch_size: int, images: torch.Tensor, labels: torch.Tensor, device: torch.device,
-                  plan: Plan, limit: float, amp: str, start: Trained | None, log: Callable[[str], None]) -> dict:
+                  plan: Plan, limit: float, amp: str, start: Trained | None, log: Callable[[str], None]) -> TimingRow:
     log(f"training: batch {batch_size}" + (" (bf16 autocast)" if amp == "bf16" else "")
         + (", steady state" if start else ""))
     mark = cpu_mark()

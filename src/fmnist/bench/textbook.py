@@ -14,6 +14,7 @@ from fmnist import cpu, measure, models, train
 from fmnist.bench.timing import cpu_mark, other_cpus
 from fmnist.config import Config
 from fmnist.data import SIDE, FashionMNIST
+from fmnist.records import PipelineComparison
 
 FULL_EPOCH = 60_000  # images in a Fashion-MNIST training epoch
 
@@ -77,7 +78,7 @@ def fmnist_epoch(state: train.StepState, cfg: Config, images: torch.Tensor, labe
 
 
 def compare_pipelines(cfg: Config, data: FashionMNIST, device: torch.device, images_measured: int,
-                      batch_size: int = 64) -> dict:
+                      batch_size: int = 64) -> PipelineComparison:
     """The textbook pipeline and this project's over the same `images_measured` images for one
     epoch each at `batch_size`, from the same initial weights, after a short untimed warm-up of both."""
     n = images_measured

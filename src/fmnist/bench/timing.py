@@ -14,6 +14,7 @@ from typing import Protocol
 import torch
 
 from fmnist import measure
+from fmnist.records import TimingRow
 
 CpuMark = tuple[float, float, float] | None  # see cpu_mark
 
@@ -63,7 +64,7 @@ def percentile(values: list[float], q: float) -> float:
     return ordered[max(0, math.ceil(q * len(ordered)) - 1)]  # nearest rank
 
 
-def row(batch_size: int, seconds: list[float], limit: float, mark: CpuMark) -> dict:
+def row(batch_size: int, seconds: list[float], limit: float, mark: CpuMark) -> TimingRow:
     """One table row: per-call seconds of `batch_size` images as latency and rate, against `limit` img/s."""
     median = statistics.median(seconds)
     rate = batch_size / median
