@@ -537,8 +537,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("bench", help="latency, throughput and memory of a model; the textbook pipeline vs fmnist")
     p.add_argument("--quick", action="store_true",
-                   help="shorter timings and a 10,000-image pipeline epoch "
-                   "(98 s on a 2-vCPU AVX2 EPYC; the full bench about 4 minutes)")
+                   help="shorter timings and a 10,000-image pipeline epoch (how long each takes per machine: "
+                   "docs/PERFORMANCE.md)")
     p.add_argument("--json", metavar="FILE", help="write the results as JSON")
     p.add_argument("--plot", metavar="FILE", help="write throughput and latency against batch size as PNG")
     p.add_argument("--device", default="auto", choices=config_lib.DEVICES, help=DEVICE_HELP)

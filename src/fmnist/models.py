@@ -35,10 +35,9 @@ def cnn(cfg: Config) -> nn.Module:
     either global average pooling or, with cfg.head, a fully connected layer on the flattened
     features; then the output layer.
 
-    The weights are channels-last: oneDNN's convolutions then run without layout conversions,
-    1.5x faster per training step of the cnn preset on the 2-core AVX-512 CPU, in fp32 and
-    under bf16 autocast alike, 1.33x in fp32 on the AVX2-only one (benchmarks/conv_layout.py).
-    State dicts do not depend on it.
+    The weights are channels-last: oneDNN's convolutions then run without layout conversions
+    (the speed-up per CPU kind: benchmarks/conv_layout.py, docs/PERFORMANCE.md). State dicts do
+    not depend on it.
     """
     layers: list[nn.Module] = []
     channels, side = 1, SIDE

@@ -40,9 +40,8 @@ class NonFiniteLoss(FmnistError):
 def build_optimizer(model: nn.Module, cfg: Config) -> torch.optim.Optimizer:
     params = list(model.parameters())
     # fused: one vectorised kernel per parameter tensor that reads and writes each element
-    # once, where foreach on CPU is a loop of per-tensor ops, one memory pass each. For the
-    # reference MLP's whole training step the two measured within noise of each other on the
-    # AVX2 EPYC (benchmarks/step_ab.py, docs/PERFORMANCE.md).
+    # once, where foreach on CPU is a loop of per-tensor ops, one memory pass each (the two
+    # compared on a whole training step: benchmarks/step_ab.py, docs/PERFORMANCE.md).
     kernel = {"fused": True} if all(p.device.type in ("cpu", "cuda") for p in params) else {"foreach": True}
     if cfg.optimizer == "sgd":
         return torch.optim.SGD(
@@ -137,7 +136,7 @@ def train_one_epoch(
     bar = tqdm(starts, desc=f"epoch {epoch}/{cfg.epochs}", unit="batch", leave=False, disable=not progress or None)
     for step, start in enumerate(bar):
         idx = order[start : start + batch]
-        # index_select: a plain gather, 3-4x cheaper per batch on CPU than tensor[idx].
+        # index_select: a plain gather, cheaper per batch on CPU than tensor[idx]'s advanced indexing.
         x, y = as_input(images.index_select(0, idx)), labels.index_select(0, idx)
         if cfg.augment:
             x = augment(x, cfg.augment, aug_generator, strength=cfg.augment_strength)
