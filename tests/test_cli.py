@@ -131,7 +131,7 @@ def test_eval_on_labelled_folders_of_photos_for_a_run_a_checkpoint_and_an_export
     run_dir, _ = trained_run
     photos = tmp_path / "photos"
     good = dict(labelled_folder(photos))
-    code, out, err = run(capsys, "eval", str(run_dir), "--images", str(photos), "--json", "--plots", str(tmp_path / "p"))
+    code, out, _ = run(capsys, "eval", str(run_dir), "--images", str(photos), "--json", "--plots", str(tmp_path / "p"))
     result = json.loads(out)
     assert code == 0 and result["images"] == len(good) and result["data"] == str(photos)
     assert len(result["problems"]) == 1 and "cut-short.jpg" in result["problems"][0]

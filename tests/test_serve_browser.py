@@ -72,6 +72,15 @@ def test_upload_a_photo_and_draw(browser, tmp_path):
         assert photo_view == expected["input"]  # the 28x28 view the model saw
         browser.save_screenshot(str(tmp_path / "photo.png"))
 
+        toggle = browser.find_element(By.ID, "explain")
+        toggle.click()  # the same photo again, with the heatmap of what drove the answer
+        wait_for(browser, lambda d: d.find_element(By.ID, "why").is_displayed())
+        heatmap = browser.find_element(By.ID, "heatmap-view")
+        assert heatmap.get_attribute("src").startswith("data:image/png;base64,")
+        assert "integrated gradients" in heatmap.get_attribute("title") and answer.text == expected["class_name"]
+        toggle.click()
+        wait_for(browser, lambda d: not d.find_element(By.ID, "why").is_displayed())
+
         browser.find_element(By.ID, "tab-draw").click()
         canvas = browser.find_element(By.ID, "canvas")
         strokes = ActionChains(browser).move_to_element_with_offset(canvas, -60, -100).click_and_hold()
