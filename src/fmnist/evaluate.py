@@ -56,8 +56,8 @@ class Evaluation:
         return order[: max(k, 0)]
 
     def most_confused(self, min_count: int = 1) -> list[Confusion]:
-        """Off-diagonal cells of the confusion matrix with at least `min_count` images, most first (ties
-        in class order): fastai's `ClassificationInterpretation.most_confused`, plus each pair's share
+        """Off-diagonal cells of the confusion matrix with at least `min_count` images, most first (ties:
+        the larger share of the true class first, then class order): fastai's `ClassificationInterpretation.most_confused`, plus each pair's share
         of its true class."""
         cm = self.confusion_matrix()
         support = cm.sum(1).clamp(min=1)
@@ -66,7 +66,7 @@ class Evaluation:
             for true in range(len(CLASSES)) for predicted in range(len(CLASSES))
             if true != predicted and cm[true, predicted] >= max(min_count, 1)
         ]
-        return sorted(pairs, key=lambda c: -c.count)
+        return sorted(pairs, key=lambda c: (-c.count, -c.share))
 
 
 @dataclass(frozen=True)

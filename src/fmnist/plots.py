@@ -165,7 +165,7 @@ def plot_top_losses(report, path: str | os.PathLike, k: int = 24, ncols: int = 8
             title += "\n" + _shorten(report.names[i], 18)
         titles.append(title)
     plot_image_grid(report.images[picks], titles, path, ncols=ncols,
-                    title=f"Top losses on the {report.data} (highest first)")
+                    title=f"Top losses, highest first ({report.data})")
 
 
 def plot_most_confused(report, path: str | os.PathLike, pairs: int = 12) -> None:
@@ -174,14 +174,14 @@ def plot_most_confused(report, path: str | os.PathLike, pairs: int = 12) -> None
     confused = report.evaluation.most_confused()[:pairs]
     fig = new_figure(figsize=(8, 1.2 + 0.35 * max(len(confused), 1)))
     ax = fig.subplots()
-    ax.set(title=f"Most confused pairs on the {report.data} (true \u2192 predicted)", xlabel="images")
+    ax.set(title=f"Most confused pairs, true \u2192 predicted ({report.data})", xlabel="images")
     if not confused:
         ax.text(0.5, 0.5, "no mistakes", ha="center", va="center", fontsize=14, transform=ax.transAxes)
         ax.set_yticks([])
     else:
         positions = range(len(confused))[::-1]  # the most confused on top
         bars = ax.barh(positions, [c.count for c in confused], color="tab:red")
-        ax.bar_label(bars, [f" {c.count} ({c.share:.1%} of true)" for c in confused], fontsize=8)
+        ax.bar_label(bars, [f" {c.count} ({c.share:.1%} of {_class_name(c.true)})" for c in confused], fontsize=8)
         ax.set_yticks(positions, [f"{_class_name(c.true)} \u2192 {_class_name(c.predicted)}" for c in confused])
         ax.margins(x=0.25)  # room for the labels
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
@@ -197,7 +197,7 @@ def write_evaluation_plots(directory: str | os.PathLike, report) -> list[str]:
     paths = [os.path.join(directory, name) for name in ("confusion_matrix.png", "top_losses.png", "most_confused.png")]
     e = report.evaluation
     plot_confusion(e.confusion_matrix(), _CLASSES, paths[0],
-                   title=f"Confusion matrix on the {report.data} (accuracy {e.accuracy:.2%})")
+                   title=f"Confusion matrix ({report.data}, accuracy {e.accuracy:.2%})")
     plot_top_losses(report, paths[1])
     plot_most_confused(report, paths[2])
     return paths
