@@ -118,7 +118,7 @@ def test_evaluation_plots_with_and_without_mistakes(tmp_path, mistakes):
     e = Evaluation(0.5, 0.75, torch.nn.functional.one_hot(predicted, 10).float() * 0.9 + 0.01, labels)
     images = torch.randint(0, 256, (12, 28, 28), dtype=torch.uint8)
     report = Report("m.pt", "photos", e, images, [f"photo-{i}-with-a-long-name.jpg" for i in range(12)])
-    paths = plots.write_evaluation_plots(tmp_path / "plots", report)
+    paths = plots.write_evaluation_plots(tmp_path / "plots", report, CLASSES)
     assert [p.rsplit("/", 1)[1] for p in paths] == ["confusion_matrix.png", "top_losses.png", "most_confused.png"]
     for path in paths:
         assert Image.open(path).size[0] > 300

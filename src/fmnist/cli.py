@@ -101,7 +101,7 @@ def cmd_train(args: argparse.Namespace) -> int:
 def train_and_report(
     args: argparse.Namespace, cfg: config_lib.Config, dataset, run_dir: Path, w: distributed.World
 ) -> int:
-    from fmnist.evaluate import Report, evaluate
+    from fmnist.evaluate import evaluate
     from fmnist.train import fit
 
     say = print if w.is_main else (lambda *a, **k: None)
@@ -121,7 +121,7 @@ def train_and_report(
         return 0
     device = next(result.model.parameters()).device
     test = evaluate(result.model, dataset.test_images.to(device), dataset.test_labels.to(device))
-    plots.write_run_plots(run_dir, result.history, Report(str(run_dir), "test set", test, dataset.test_images))
+    plots.write_run_plots(run_dir, result.history, test, dataset.test_images, data.CLASSES)
     s = result.summary
     assert s is not None  # rank 0 gets the summary
     print(
@@ -153,7 +153,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
         result = evaluate_logits(predictor.logits, dataset.test_images, dataset.test_labels)
         report = Report(str(args.checkpoint), "test set", result, dataset.test_images)
     if args.plots:
-        written = plots.write_evaluation_plots(args.plots, report)
+        written = plots.write_evaluation_plots(args.plots, report, data.CLASSES)
         print(f"wrote {', '.join(written)}", file=sys.stderr)
     print(json.dumps(report.as_dict()) if args.json else report.text())
     return 0

@@ -57,8 +57,8 @@ class Evaluation:
 
     def most_confused(self, min_count: int = 1) -> list[Confusion]:
         """Off-diagonal cells of the confusion matrix with at least `min_count` images, most first (ties:
-        the larger share of the true class first, then class order): fastai's `ClassificationInterpretation.most_confused`, plus each pair's share
-        of its true class."""
+        the larger share of the true class first, then class order): fastai's
+        `ClassificationInterpretation.most_confused`, plus each pair's share of its true class."""
         cm = self.confusion_matrix()
         support = cm.sum(1).clamp(min=1)
         pairs = [
