@@ -137,3 +137,11 @@ def test_heatmap_is_a_png_red_where_the_map_is_positive():
 def test_bad_images_are_refused(trained):
     with pytest.raises(ValueError, match="uint8"):
         Explainer(trained[0])(torch.zeros(1, 28, 28))
+
+
+def test_many_images_are_explained_in_chunks_with_the_same_maps(trained):
+    predictor, _, images, _ = trained
+    explainer = Explainer(predictor)
+    assert len(images) > 16  # more than one chunk
+    whole, tail = explainer(images), explainer(images[16:])
+    assert torch.allclose(whole.maps[16:], tail.maps, atol=1e-5) and len(whole.maps) == len(images)
