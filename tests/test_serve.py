@@ -346,3 +346,6 @@ def test_explain_adds_a_heatmap_of_the_view_and_only_when_asked(client, predicto
         image = load_image(photo)
         maps = Explainer(predictor)(image[None], torch.tensor([prediction["class_index"]])).maps
         assert np.array_equal(np.asarray(heatmap), np.asarray(Image.open(io.BytesIO(heatmap_png(image, maps[0])))))
+    refused = client.post("/predict?explain=yes", files=files)
+    assert refused.status_code == 422 and refused.json() == {"error": "explain: expected 0 or 1, got 'yes'"}
+    assert client.get("/healthz").json()["in_progress"] == 0

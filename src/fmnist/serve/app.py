@@ -202,12 +202,16 @@ def create_app(predictor: Predictor, limits: Limits = Limits()) -> FastAPI:
     async def predict(request: Request) -> Response:
         """Classify one raw image body (Content-Type image/*) or the multipart field(s) `file`, in order."""
         nonlocal in_progress, preparing
+        explain = request.query_params.get("explain", "0")
+        if explain not in ("0", "1"):
+            raise ApiError(422, f"explain: expected 0 or 1, got {explain!r}")
         if in_progress >= limits.max_queue:
             raise ApiError(503, f"server busy ({in_progress} requests in progress); retry shortly", RETRY)
         in_progress += 1
         preparing += 1
         submitted = False
         hold = bodies.request()
+        heatmaps: list[dict[str, str]] = []
         try:
             uploads = await _read_uploads(request, limits, hold)
             loop = asyncio.get_running_loop()
@@ -227,6 +231,8 @@ def create_app(predictor: Predictor, limits: Limits = Limits()) -> FastAPI:
                 probs = await batcher.submit(images)
             except QueueFull as exc:
                 raise ApiError(503, f"server busy: {exc}; retry shortly", RETRY) from None
+            if explain == "1":  # while still counted in progress: explanations are many times a prediction's work
+                heatmaps = await loop.run_in_executor(decode_pool, explain_urls, images, probs.argmax(1))
         finally:
             hold.release()
             in_progress -= 1
@@ -243,10 +249,8 @@ def create_app(predictor: Predictor, limits: Limits = Limits()) -> FastAPI:
             }
             for p, i, (_, png_url) in zip(top_p, top_i, decoded, strict=True)
         ]
-        if request.query_params.get("explain") in ("1", "true"):
-            for prediction, heatmap in zip(predictions, await asyncio.get_running_loop().run_in_executor(
-                    decode_pool, explain_urls, images, top_i[:, 0]), strict=True):
-                prediction["explanation"] = heatmap
+        for prediction, heatmap in zip(predictions, heatmaps, strict=False):  # none unless ?explain=1
+            prediction["explanation"] = heatmap
         # Built by hand rather than validated through the response model: same JSON, less work per request.
         return JSONResponse({"predictions": predictions})
 
