@@ -73,6 +73,7 @@ def test_labelled_folders_are_framed_as_predict_frames_them(tmp_path):
     (lambda root: root.mkdir(), "no class folders inside"),
     (lambda root: (root / "bag").mkdir(parents=True), "no readable pictures"),
     (lambda root: root.write_text("x"), "not a directory"),
+    (lambda root: None, "no such directory"),
 ])
 def test_folder_mistakes_are_one_line_errors(tmp_path, make, message):
     root = tmp_path / "photos"

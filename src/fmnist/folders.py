@@ -68,7 +68,8 @@ def load_folders(root: str | Path) -> LabelledImages:
     """
     root = Path(root)
     if not root.is_dir():
-        raise FmnistError(f"{root}: not a directory (expected one sub-folder of pictures per class)")
+        problem = "not a directory" if root.exists() else "no such directory"
+        raise FmnistError(f"{root}: {problem} (expected one sub-folder of pictures per class)")
     folders: list[tuple[int, Path]] = []
     stray = 0
     for entry in sorted(root.iterdir()):
