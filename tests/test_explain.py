@@ -145,3 +145,13 @@ def test_many_images_are_explained_in_chunks_with_the_same_maps(trained):
     assert len(images) > 16  # more than one chunk
     whole, tail = explainer(images), explainer(images[16:])
     assert torch.allclose(whole.maps[16:], tail.maps, atol=1e-5) and len(whole.maps) == len(images)
+
+
+def test_absolute_maps_follow_the_bright_pixels_even_for_random_weights(trained):
+    """Why the heatmaps keep the sign: the magnitude of integrated gradients carries the factor (picture - black),
+    so absolute maps of random weights look like the picture and like the trained model's (Adebayo et al.)."""
+    predictor, randomised, images, labels = trained
+    random_maps = Explainer(randomised)(images, labels).maps
+    trained_maps = Explainer(predictor)(images, labels).maps
+    assert rank_correlation(images.float(), random_maps.abs()).mean() > 0.4
+    assert rank_correlation(trained_maps.abs(), random_maps.abs()).mean() > 0.3  # the signed maps: < 0.3 in absolute
