@@ -1,7 +1,8 @@
 """The page in a real headless Chromium (Debian's `chromium` and `chromium-driver`), driven by Selenium.
 
 FMNIST_SERVE_MODEL=CHECKPOINT serves that model instead of an untrained one, and
-FMNIST_SERVE_SCREENSHOT=FILE also saves the final screenshot there (how docs/serve-page.png is made).
+FMNIST_SERVE_SCREENSHOT=FILE also saves the final screenshot there (how docs/serve-page.png is made), and
+FMNIST_SERVE_EXPLAIN_SCREENSHOT=FILE the one with the heatmap shown (docs/evaluation/page-explain.png).
 """
 
 from __future__ import annotations
@@ -78,6 +79,8 @@ def test_upload_a_photo_and_draw(browser, tmp_path):
         heatmap = browser.find_element(By.ID, "heatmap-view")
         assert heatmap.get_attribute("src").startswith("data:image/png;base64,")
         assert "integrated gradients" in heatmap.get_attribute("title") and answer.text == expected["class_name"]
+        if os.environ.get("FMNIST_SERVE_EXPLAIN_SCREENSHOT"):
+            browser.save_screenshot(os.environ["FMNIST_SERVE_EXPLAIN_SCREENSHOT"])
         toggle.click()
         wait_for(browser, lambda d: not d.find_element(By.ID, "why").is_displayed())
 
