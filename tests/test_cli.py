@@ -1,4 +1,5 @@
 import json
+from pathlib import Path
 
 import pytest
 import torch
@@ -40,7 +41,7 @@ def test_eval_finds_the_data_itself_not_at_the_training_machines_path(synthetic_
 def test_train_prints_epochs_and_summary_and_writes_plots(trained_run):
     run_dir, out = trained_run
     assert out.count("epoch ") >= 2 and "test accuracy" in out and "img/s" in out and "peak memory" in out
-    for name in ("curves.png", "confusion_matrix.png", "misclassified.png"):
+    for name in ("curves.png", "confusion_matrix.png", "top_losses.png", "most_confused.png"):
         assert (run_dir / name).stat().st_size > 0
 
 
@@ -122,6 +123,56 @@ def test_predict_keeps_input_order_around_failures(trained_run, tmp_path, capsys
     assert lines[0].startswith(f"{tmp_path / 'a.png'}: ") and "error" not in lines[0]
     assert lines[1].startswith(f"{tmp_path / 'b.png'}: error: ")
     assert lines[2].startswith(f"{tmp_path / 'c.png'}: ") and "error" not in lines[2]
+
+
+def test_eval_on_labelled_folders_of_photos_for_a_run_a_checkpoint_and_an_export(trained_run, tmp_path, capsys):
+    from test_folders import labelled_folder
+
+    run_dir, _ = trained_run
+    photos = tmp_path / "photos"
+    good = dict(labelled_folder(photos))
+    code, out, _ = run(capsys, "eval", str(run_dir), "--images", str(photos), "--json", "--plots", str(tmp_path / "p"))
+    result = json.loads(out)
+    assert code == 0 and result["images"] == len(good) and result["data"] == str(photos)
+    assert len(result["problems"]) == 1 and "cut-short.jpg" in result["problems"][0]
+    assert sum(sum(row) for row in result["confusion_matrix"]) == len(good)
+    for name in ("confusion_matrix.png", "top_losses.png", "most_confused.png"):
+        assert (tmp_path / "p" / name).stat().st_size > 0
+    # Framed as predict frames them: predict's answers on the same files give the same accuracy.
+    code, out, _ = run(capsys, "predict", str(run_dir), *map(str, good), "--json")
+    answers = [json.loads(line) for line in out.splitlines()]
+    correct = sum(row["class_index"] == good[Path(row["path"])] for row in answers)
+    assert result["accuracy"] == pytest.approx(correct / len(good))
+    code, out, _ = run(capsys, "eval", str(run_dir / "checkpoints" / "last.pt"), "--images", str(photos))
+    assert code == 0 and f"accuracy {correct / len(good):.2%}" in out and "most confused (true -> predicted)" in out
+    assert run(capsys, "export", str(run_dir), "--out", str(tmp_path / "m.onnx"))[0] == 0
+    code, out, _ = run(capsys, "eval", str(tmp_path / "m.onnx"), "--images", str(photos), "--json")
+    assert code == 0 and json.loads(out)["accuracy"] == pytest.approx(result["accuracy"], abs=1.5 / len(good))
+
+
+def test_eval_names_the_accepted_folder_names(tmp_path, capsys):
+    from serve_support import tiny_checkpoint
+
+    (tmp_path / "photos" / "hats").mkdir(parents=True)
+    code, out, err = run(capsys, "eval", str(tiny_checkpoint(tmp_path / "m.pt")), "--images", str(tmp_path / "photos"))
+    assert code == 2 and err.count("\n") == 1 and "hats: folder name is not a class" in err and "Ankle boot" in err
+
+
+def test_predict_explain_writes_a_heatmap_per_image(trained_run, tmp_path, capsys):
+    from PIL import Image
+
+    run_dir, _ = trained_run
+    _export_test_images(tmp_path / "in", range(3))
+    code, out, err = run(capsys, "predict", str(run_dir), str(tmp_path / "in"), "--json", "--explain",
+                         str(tmp_path / "why"))
+    rows = [json.loads(line) for line in out.splitlines()]
+    assert code == 0 and "integrated gradients" in err
+    assert [Path(r["explanation"]).name for r in rows] == ["img00.png", "img01.png", "img02.png"]
+    assert all(Image.open(r["explanation"]).size == (224, 224) for r in rows)
+    assert run(capsys, "export", str(run_dir), "--out", str(tmp_path / "m.onnx"))[0] == 0
+    code, _, err = run(capsys, "predict", str(tmp_path / "m.onnx"), str(tmp_path / "in"), "--explain",
+                       str(tmp_path / "why-onnx"))
+    assert code == 0 and "occlusion" in err and len(list((tmp_path / "why-onnx").iterdir())) == 3
 
 
 def test_resume_of_a_finished_run_and_conflicting_flags(trained_run, capsys):

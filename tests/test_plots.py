@@ -107,3 +107,18 @@ def test_pyplot_is_not_used(tmp_path):
     plots.plot_image_grid(torch.zeros(1, 28, 28, dtype=torch.uint8), ["x"], tmp_path / "g.png")
     plots.plot_bars(["a"], [1.0], tmp_path / "b.png", ylabel="y", title="t")
     assert plt.get_fignums() == before
+
+
+@pytest.mark.parametrize("mistakes", [True, False])
+def test_evaluation_plots_with_and_without_mistakes(tmp_path, mistakes):
+    from fmnist.evaluate import Evaluation, Report
+
+    labels = torch.arange(12) % 10
+    predicted = (labels + (torch.arange(12) % 3 == 0).long()) % 10 if mistakes else labels
+    e = Evaluation(0.5, 0.75, torch.nn.functional.one_hot(predicted, 10).float() * 0.9 + 0.01, labels)
+    images = torch.randint(0, 256, (12, 28, 28), dtype=torch.uint8)
+    report = Report("m.pt", "photos", e, images, [f"photo-{i}-with-a-long-name.jpg" for i in range(12)])
+    paths = plots.write_evaluation_plots(tmp_path / "plots", report, CLASSES)
+    assert [p.rsplit("/", 1)[1] for p in paths] == ["confusion_matrix.png", "top_losses.png", "most_confused.png"]
+    for path in paths:
+        assert Image.open(path).size[0] > 300

@@ -20,6 +20,7 @@ from serve_support import png_claiming, product_photo, real_bomb, tiny_checkpoin
 
 from fmnist import cli
 from fmnist.data import CLASSES
+from fmnist.explain import Explainer, heatmap_png
 from fmnist.images import load_image
 from fmnist.inference import load_predictor
 from fmnist.serve.app import Limits, create_app
@@ -328,3 +329,23 @@ def test_cli_errors_are_one_line(model_path, tmp_path, capsys):
     err = capsys.readouterr().err
     assert "cannot listen on 127.0.0.1" in err and len(err.strip().splitlines()) == 1
 
+
+
+def test_explain_adds_a_heatmap_of_the_view_and_only_when_asked(client, predictor):
+    photos = [product_photo("trouser"), product_photo("shirt", fmt="PNG")]
+    files = [("file", (f"p{i}", data, "application/octet-stream")) for i, data in enumerate(photos)]
+    plain = client.post("/predict", files=files).json()["predictions"]
+    assert all("explanation" not in p for p in plain)
+    explained = client.post("/predict?explain=1", files=files).json()["predictions"]
+    for prediction, before, photo in zip(explained, plain, photos, strict=True):
+        assert {k: v for k, v in prediction.items() if k != "explanation"} == before
+        assert prediction["explanation"]["method"].startswith("integrated gradients")
+        heatmap = Image.open(io.BytesIO(base64.b64decode(prediction["explanation"]["heatmap"].split(",", 1)[1])))
+        assert heatmap.size == (224, 224)
+        # The map is the explainer's for this image's predicted class, drawn as heatmap_png draws it.
+        image = load_image(photo)
+        maps = Explainer(predictor)(image[None], torch.tensor([prediction["class_index"]])).maps
+        assert np.array_equal(np.asarray(heatmap), np.asarray(Image.open(io.BytesIO(heatmap_png(image, maps[0])))))
+    refused = client.post("/predict?explain=yes", files=files)
+    assert refused.status_code == 422 and refused.json() == {"error": "explain: expected 0 or 1, got 'yes'"}
+    assert client.get("/healthz").json()["in_progress"] == 0

@@ -1,7 +1,8 @@
 """The page in a real headless Chromium (Debian's `chromium` and `chromium-driver`), driven by Selenium.
 
 FMNIST_SERVE_MODEL=CHECKPOINT serves that model instead of an untrained one, and
-FMNIST_SERVE_SCREENSHOT=FILE also saves the final screenshot there (how docs/serve-page.png is made).
+FMNIST_SERVE_SCREENSHOT=FILE also saves the final screenshot there (how docs/serve-page.png is made), and
+FMNIST_SERVE_EXPLAIN_SCREENSHOT=FILE the one with the heatmap shown (docs/evaluation/page-explain.png).
 """
 
 from __future__ import annotations
@@ -71,6 +72,17 @@ def test_upload_a_photo_and_draw(browser, tmp_path):
         photo_view = browser.find_element(By.ID, "input-view").get_attribute("src")
         assert photo_view == expected["input"]  # the 28x28 view the model saw
         browser.save_screenshot(str(tmp_path / "photo.png"))
+
+        toggle = browser.find_element(By.ID, "explain")
+        toggle.click()  # the same photo again, with the heatmap of what drove the answer
+        wait_for(browser, lambda d: d.find_element(By.ID, "why").is_displayed())
+        heatmap = browser.find_element(By.ID, "heatmap-view")
+        assert heatmap.get_attribute("src").startswith("data:image/png;base64,")
+        assert "integrated gradients" in heatmap.get_attribute("title") and answer.text == expected["class_name"]
+        if os.environ.get("FMNIST_SERVE_EXPLAIN_SCREENSHOT"):
+            browser.save_screenshot(os.environ["FMNIST_SERVE_EXPLAIN_SCREENSHOT"])
+        toggle.click()
+        wait_for(browser, lambda d: not d.find_element(By.ID, "why").is_displayed())
 
         browser.find_element(By.ID, "tab-draw").click()
         canvas = browser.find_element(By.ID, "canvas")

@@ -134,35 +134,26 @@ def train_and_report(
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
-    from fmnist.evaluate import evaluate_logits
+    from fmnist.evaluate import Report, evaluate_logits
 
     predictor = load_predictor(args.checkpoint, args.device)
-    # Not the data_dir saved in the checkpoint's config: a path on the training machine is not
-    # part of what a checkpoint means, and the test set is the same wherever it is found.
-    dataset = load_data(args.data_dir)
-    result = evaluate_logits(predictor.logits, dataset.test_images, dataset.test_labels)
+    if args.images:
+        from fmnist.folders import load_folders
+
+        folders = load_folders(args.images)
+        result = evaluate_logits(predictor.logits, folders.images, folders.labels)
+        report = Report(str(args.checkpoint), str(args.images), result, folders.images,
+                        [p.name for p in folders.paths], folders.problems, folders.skipped)
+    else:
+        # Not the data_dir saved in the checkpoint's config: a path on the training machine is not
+        # part of what a checkpoint means, and the test set is the same wherever it is found.
+        dataset = load_data(args.data_dir)
+        result = evaluate_logits(predictor.logits, dataset.test_images, dataset.test_labels)
+        report = Report(str(args.checkpoint), "test set", result, dataset.test_images)
     if args.plots:
-        plots.plot_confusion(result.confusion_matrix(), data.CLASSES, Path(args.plots) / "confusion_matrix.png")
-    if args.json:
-        print(
-            json.dumps(
-                {
-                    "checkpoint": str(args.checkpoint),
-                    "test_accuracy": result.accuracy,
-                    "test_loss": result.loss,
-                    "per_class": result.per_class(),
-                    "confusion_matrix": result.confusion_matrix().tolist(),
-                }
-            )
-        )
-        return 0
-    print(f"test accuracy {result.accuracy:.2%}  test loss {result.loss:.4f}  ({len(result.labels):,} images)")
-    print(f"{'class':<12} {'precision':>9} {'recall':>7} {'support':>8}")
-    for row in result.per_class():
-        print(f"{row['class']:<12} {row['precision']:>9.2%} {row['recall']:>7.2%} {row['support']:>8}")
-    print("confusion matrix (rows: true class, columns: predicted)")
-    for name, counts in zip(data.CLASSES, result.confusion_matrix().tolist(), strict=True):
-        print(f"{name:<12} " + " ".join(f"{c:>5}" for c in counts))
+        written = plots.write_evaluation_plots(args.plots, report, data.CLASSES)
+        print(f"wrote {', '.join(written)}", file=sys.stderr)
+    print(json.dumps(report.as_dict()) if args.json else report.text())
     return 0
 
 
@@ -228,9 +219,16 @@ def cmd_predict(args: argparse.Namespace) -> int:
     paths = expand_image_arguments(args.images)
     if not paths:
         raise FmnistError(f"no image files in {', '.join(args.images)}")
-    if args.save_inputs and Path(args.save_inputs).exists() and not Path(args.save_inputs).is_dir():
-        raise FmnistError(f"--save-inputs {args.save_inputs}: exists and is not a directory")
+    for flag, folder in (("--save-inputs", args.save_inputs), ("--explain", args.explain)):
+        if folder and Path(folder).exists() and not Path(folder).is_dir():
+            raise FmnistError(f"{flag} {folder}: exists and is not a directory")
     predictor = load_predictor(args.checkpoint, select_device(args.device))
+    explainer = None
+    if args.explain:
+        from fmnist.explain import Explainer
+
+        explainer = Explainer(predictor)
+        print(f"explanations: {explainer.method}, written to {args.explain}/", file=sys.stderr)
     names = saved_input_names(paths)
     top_k = min(args.top_k, len(data.CLASSES))
     failed = 0
@@ -251,10 +249,21 @@ def cmd_predict(args: argparse.Namespace) -> int:
             values, indices = predictor.probabilities(torch.stack(list(loaded.values()))).topk(top_k, dim=1)
             rows = zip(loaded, indices.tolist(), values.tolist(), strict=True)
             top = {i: list(zip(c, p, strict=True)) for i, c, p in rows}
+            if explainer:
+                write_explanations(explainer, loaded, indices[:, 0], [Path(args.explain) / names[i] for i in loaded])
         for i in batch:
             failed += i in errors
             print(predict_line(paths[i], top.get(i), errors.get(i), args, names[i]))
     return 1 if failed else 0
+
+
+def write_explanations(explainer, images: dict[int, torch.Tensor], targets: torch.Tensor, paths: list[Path]) -> None:
+    from fmnist.atomic import atomic_write
+    from fmnist.explain import heatmap_png
+
+    explanation = explainer(torch.stack(list(images.values())), targets)
+    for image, attribution, path in zip(images.values(), explanation.maps, paths, strict=True):
+        atomic_write(path, heatmap_png(image, attribution))
 
 
 def predict_line(path: str, top: list[tuple[int, float]] | None, error: str | None,
@@ -268,6 +277,8 @@ def predict_line(path: str, top: list[tuple[int, float]] | None, error: str | No
            "top": [[data.CLASSES[c], q] for c, q in top]}
     if args.save_inputs:
         row["input"] = str(Path(args.save_inputs) / saved_name)
+    if args.explain:
+        row["explanation"] = str(Path(args.explain) / saved_name)
     return json.dumps(row)
 
 
@@ -473,11 +484,16 @@ def build_parser() -> argparse.ArgumentParser:
     add_config_flags(p)
     p.set_defaults(func=cmd_train)
 
-    p = sub.add_parser("eval", help="test-set metrics of a checkpoint or an exported model")
+    p = sub.add_parser("eval", help="metrics and error analysis of a checkpoint or an exported model, on the test "
+                       "set or your own labelled pictures")
     p.add_argument("checkpoint", help="a .pt checkpoint, a run directory (its best, else last, checkpoint), or an "
                    ".onnx file from fmnist export (run by onnxruntime on the CPU)")
     p.add_argument("--json", action="store_true", help="print one JSON object")
-    p.add_argument("--plots", metavar="DIR", help="also write the confusion matrix as PNG here")
+    p.add_argument("--images", metavar="DIR", help="evaluate on your own pictures instead of the test set: one "
+                   "sub-folder of DIR per class, named by class name (t-shirt, T-shirt_top, ankle boots, ...) or index "
+                   "0-9; each picture framed as predict frames it")
+    p.add_argument("--plots", metavar="DIR", help="also write confusion_matrix.png, top_losses.png and "
+                   "most_confused.png here")
     p.add_argument("--data-dir", default="",
                    help="directory of the IDX files (default: search, then download; never the training run's path)")
     p.add_argument("--device", default="auto", choices=config_lib.DEVICES, help=DEVICE_HELP)
@@ -492,6 +508,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--batch-size", type=int, default=256, help="images per model call (default: 256)")
     p.add_argument("--save-inputs", metavar="DIR", help="write the 28x28 image the model saw for each file as "
                    "DIR/<file name>.png (-2, -3, ... when names repeat)")
+    p.add_argument("--explain", metavar="DIR", help="also write, for each file, a heatmap of the pixels that drove the "
+                   "predicted class over the 28x28 view (red: for it, blue: against) as DIR/<file name>.png: "
+                   "integrated gradients for a PyTorch model, occlusion for an ONNX export")
     p.add_argument("--device", default="auto", choices=config_lib.DEVICES, help=DEVICE_HELP)
     p.set_defaults(func=cmd_predict)
 

@@ -13,8 +13,10 @@ a cut-out on transparency uses its alpha as the object mask; EXIF orientation is
 
 from __future__ import annotations
 
+import glob
 import io
 import warnings
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -333,3 +335,50 @@ def _fit(gray: np.ndarray, background: float) -> np.ndarray:
 
 def _one_line(exc: BaseException) -> str:
     return " ".join(str(exc).split()) or type(exc).__name__
+
+
+# Files a file manager or an OS leaves in a folder of pictures; never images, never worth a warning.
+SYSTEM_FILES = {"thumbs.db", "desktop.ini", "icon\r"}
+
+
+@dataclass
+class CollectedImages:
+    paths: list[Path]  # image files, in argument order, each directory's sorted by name
+    skipped: dict[str, int]  # reason -> number of files left out of directories for it
+
+
+def collect_images(arguments: list[str]) -> CollectedImages:
+    """The image files named by `arguments`: files as given (a bad one is reported when it is loaded);
+    directories as the files inside that Pillow recognises by their content, whatever their suffix,
+    leaving out hidden and system files; globs expanded, for shells that do not."""
+    paths: list[Path] = []
+    skipped: dict[str, int] = {}
+    for argument in arguments:
+        path = Path(argument)
+        if path.is_dir():
+            for entry in sorted(path.iterdir()):
+                reason = _not_an_image(entry)
+                if reason:
+                    skipped[reason] = skipped.get(reason, 0) + 1
+                else:
+                    paths.append(entry)
+        elif not path.exists() and glob.has_magic(argument):
+            paths += [Path(p) for p in sorted(glob.glob(argument))] or [path]
+        else:
+            paths.append(path)
+    return CollectedImages(paths, skipped)
+
+
+def _not_an_image(entry: Path) -> str | None:
+    """Why a directory entry is no picture to classify, or None when Pillow recognises its content."""
+    if entry.name.startswith(".") or entry.name.lower() in SYSTEM_FILES:
+        return "hidden or system files"
+    if not entry.is_file():
+        return "directories and special files"
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            with Image.open(entry):  # reads the header only
+                return None
+    except (OSError, ValueError, SyntaxError, Image.DecompressionBombError):
+        return "files that are not images"

@@ -18,6 +18,7 @@ from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator, PercentFormatter
 
 from fmnist.atomic import atomic_path
+from fmnist.evaluate import Report
 
 _DPI = 120
 _SPLITS = ("train", "val", "test")  # plotting order; val is optional
@@ -149,21 +150,67 @@ def _annotate_cells(ax, counts: np.ndarray) -> None:
         ax.text(col, row, text, ha="center", va="center", color=colour, fontsize=8)
 
 
-def write_run_plots(run_dir: str | os.PathLike, history: Sequence[Mapping[str, object]], test,
-                    test_images: torch.Tensor, classes: Sequence[str], most: int = 32) -> None:
-    """A run's plots: curves.png, confusion_matrix.png and misclassified.png.
+def plot_top_losses(report: Report, classes: Sequence[str], path: str | os.PathLike, k: int = 24,
+                    ncols: int = 8) -> None:
+    """The `k` images of a report with the highest loss (fastai's `plot_top_losses`), each as the 28x28
+    view the model saw under its predicted class and probability, true class, loss (nats) and file name."""
+    e = report.evaluation
+    picks = e.top_losses(k)
+    losses = e.losses
+    confidence, predicted = e.probabilities.max(1)
+    titles = []
+    for i in picks.tolist():
+        title = (f"pred {classes[int(predicted[i])]} {float(confidence[i]):.0%}\n"
+                 f"true {classes[int(e.labels[i])]}\nloss {float(losses[i]):.2f}")
+        if report.names is not None:
+            title += "\n" + _shorten(report.names[i], 18)
+        titles.append(title)
+    plot_image_grid(report.images[picks], titles, path, ncols=ncols,
+                    title=f"Top losses, highest first ({report.data})")
 
-    `test` is an evaluate.Evaluation of the run's chosen model on `test_images`; the grid
-    shows the `most` misclassified test images the model was most confident about.
-    """
-    run_dir = os.fspath(run_dir)
-    plot_curves(history, os.path.join(run_dir, "curves.png"))
-    plot_confusion(test.confusion_matrix(), classes, os.path.join(run_dir, "confusion_matrix.png"),
-                   title=f"Confusion matrix (test accuracy {test.accuracy:.2%})")
-    confidence, predicted = test.probabilities.max(1)
-    wrong = torch.nonzero(predicted != test.labels).flatten()
-    wrong = wrong[confidence[wrong].argsort(descending=True)][:most]
-    titles = [f"true: {classes[int(test.labels[i])]}\npred: {classes[int(predicted[i])]} {float(confidence[i]):.2f}"
-              for i in wrong]
-    plot_image_grid(test_images[wrong], titles, os.path.join(run_dir, "misclassified.png"),
-                    title="Most confident mistakes on the test set")
+
+def plot_most_confused(report: Report, classes: Sequence[str], path: str | os.PathLike, pairs: int = 12) -> None:
+    """Horizontal bars of a report's most-confused pairs (fastai's `most_confused`): images of the true
+    class predicted as another, count and share of the true class."""
+    confused = report.evaluation.most_confused()[:pairs]
+    fig = new_figure(figsize=(8, 1.2 + 0.35 * max(len(confused), 1)))
+    ax = fig.subplots()
+    ax.set(title=f"Most confused pairs, true \u2192 predicted ({report.data})", xlabel="images")
+    if not confused:
+        ax.text(0.5, 0.5, "no mistakes", ha="center", va="center", fontsize=14, transform=ax.transAxes)
+        ax.set_yticks([])
+    else:
+        positions = range(len(confused))[::-1]  # the most confused on top
+        bars = ax.barh(positions, [c.count for c in confused], color="tab:red")
+        ax.bar_label(bars, [f" {c.count} ({c.share:.1%} of {classes[c.true]})" for c in confused], fontsize=8)
+        ax.set_yticks(positions, [f"{classes[c.true]} \u2192 {classes[c.predicted]}" for c in confused])
+        ax.margins(x=0.25)  # room for the labels
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        ax.grid(axis="x", alpha=0.3)
+        ax.set_axisbelow(True)
+    save_png(fig, path)
+
+
+def write_evaluation_plots(directory: str | os.PathLike, report: Report, classes: Sequence[str]) -> list[str]:
+    """confusion_matrix.png, top_losses.png and most_confused.png of a report; returns the paths."""
+    directory = os.fspath(directory)
+    os.makedirs(directory, exist_ok=True)
+    paths = [os.path.join(directory, name) for name in ("confusion_matrix.png", "top_losses.png", "most_confused.png")]
+    e = report.evaluation
+    plot_confusion(e.confusion_matrix(), classes, paths[0],
+                   title=f"Confusion matrix ({report.data}, accuracy {e.accuracy:.2%})")
+    plot_top_losses(report, classes, paths[1])
+    plot_most_confused(report, classes, paths[2])
+    return paths
+
+
+def write_run_plots(run_dir: str | os.PathLike, history: Sequence[Mapping[str, object]], test,
+                    test_images: torch.Tensor, classes: Sequence[str]) -> None:
+    """A run's plots: curves.png, and the test set's confusion_matrix.png, top_losses.png and
+    most_confused.png. `test` is an evaluate.Evaluation of the run's chosen model on `test_images`."""
+    plot_curves(history, os.path.join(os.fspath(run_dir), "curves.png"))
+    write_evaluation_plots(run_dir, Report(os.fspath(run_dir), "test set", test, test_images), classes)
+
+
+def _shorten(text: str, most: int) -> str:
+    return text if len(text) <= most else text[: most - 1] + "\u2026"

@@ -12,6 +12,7 @@ import asyncio
 import base64
 import concurrent.futures
 import contextlib
+import functools
 import io
 from collections.abc import AsyncIterator
 from dataclasses import asdict, dataclass
@@ -100,12 +101,18 @@ class ApiError(Exception):
         self.status, self.message, self.headers = status, message, headers
 
 
+class HeatmapResponse(BaseModel):
+    method: str  # how the map was computed (explain.py)
+    heatmap: str  # what drove the predicted class over the 28x28 view, as a data:image/png;base64 URL
+
+
 class Prediction(BaseModel):
     class_index: int
     class_name: str
     probability: float
     top: list[tuple[str, float]]
     input: str  # the 28x28 image the model saw, as a data:image/png;base64 URL
+    explanation: HeatmapResponse | None = None  # with ?explain=1 only
 
 
 class PredictResponse(BaseModel):
@@ -125,6 +132,19 @@ def create_app(predictor: Predictor, limits: Limits = Limits()) -> FastAPI:
                            expected=lambda: preparing)
     decode_pool = concurrent.futures.ThreadPoolExecutor(limits.decoders, thread_name_prefix="fmnist-decode")
     static = _read_static()
+
+    @functools.cache  # built on the first ?explain=1: a server that never explains never imports Captum
+    def explainer() -> Any:
+        from fmnist.explain import Explainer
+
+        return Explainer(predictor)
+
+    def explain_urls(images: torch.Tensor, targets: torch.Tensor) -> list[dict[str, str]]:
+        from fmnist.explain import heatmap_png
+
+        explanation = explainer()(images, targets)
+        return [{"method": explanation.method, "heatmap": _png_url(heatmap_png(image, attribution))}
+                for image, attribution in zip(images, explanation.maps, strict=True)]
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -182,12 +202,16 @@ def create_app(predictor: Predictor, limits: Limits = Limits()) -> FastAPI:
     async def predict(request: Request) -> Response:
         """Classify one raw image body (Content-Type image/*) or the multipart field(s) `file`, in order."""
         nonlocal in_progress, preparing
+        explain = request.query_params.get("explain", "0")
+        if explain not in ("0", "1"):
+            raise ApiError(422, f"explain: expected 0 or 1, got {explain!r}")
         if in_progress >= limits.max_queue:
             raise ApiError(503, f"server busy ({in_progress} requests in progress); retry shortly", RETRY)
         in_progress += 1
         preparing += 1
         submitted = False
         hold = bodies.request()
+        heatmaps: list[dict[str, str]] = []
         try:
             uploads = await _read_uploads(request, limits, hold)
             loop = asyncio.get_running_loop()
@@ -207,6 +231,8 @@ def create_app(predictor: Predictor, limits: Limits = Limits()) -> FastAPI:
                 probs = await batcher.submit(images)
             except QueueFull as exc:
                 raise ApiError(503, f"server busy: {exc}; retry shortly", RETRY) from None
+            if explain == "1":  # while still counted in progress: explanations are many times a prediction's work
+                heatmaps = await loop.run_in_executor(decode_pool, explain_urls, images, probs.argmax(1))
         finally:
             hold.release()
             in_progress -= 1
@@ -223,6 +249,8 @@ def create_app(predictor: Predictor, limits: Limits = Limits()) -> FastAPI:
             }
             for p, i, (_, png_url) in zip(top_p, top_i, decoded, strict=True)
         ]
+        for prediction, heatmap in zip(predictions, heatmaps, strict=False):  # none unless ?explain=1
+            prediction["explanation"] = heatmap
         # Built by hand rather than validated through the response model: same JSON, less work per request.
         return JSONResponse({"predictions": predictions})
 
@@ -334,7 +362,11 @@ def _decode(data: bytes, name: str) -> tuple[torch.Tensor, str]:
     image = load_image(data, name)
     buffer = io.BytesIO()
     Image.fromarray(np.asarray(image)).save(buffer, format="PNG", compress_level=1)  # 28x28: speed over bytes
-    return image, "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode("ascii")
+    return image, _png_url(buffer.getvalue())
+
+
+def _png_url(png: bytes) -> str:
+    return "data:image/png;base64," + base64.b64encode(png).decode("ascii")
 
 
 def _read_static() -> dict[str, bytes]:

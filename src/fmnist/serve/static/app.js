@@ -5,13 +5,17 @@
 const $ = (selector) => document.querySelector(selector);
 const percent = (p) => (p * 100).toFixed(p >= 0.995 || p < 0.01 ? 0 : 1) + "%";
 
+let last = null;  // the image shown, classified again when the explanation is switched on or off
+
 async function classify(blob, name) {
+  last = { blob, name };
   const form = new FormData();
   form.append("file", blob, name);
   $("#busy").hidden = false;
   $("#error").hidden = true;
   try {
-    const response = await fetch("/predict", { method: "POST", body: form });
+    const url = $("#explain").checked ? "/predict?explain=1" : "/predict";
+    const response = await fetch(url, { method: "POST", body: form });
     const body = await response.json().catch(() => ({ error: `server answered ${response.status}` }));
     if (!response.ok) throw new Error(body.error || `server answered ${response.status}`);
     show(body.predictions[0]);
@@ -32,6 +36,11 @@ function show(prediction) {
   strong.textContent = percent(prediction.probability);
   $("#confidence").append(strong, " confident");
   $("#input-view").src = prediction.input;
+  $("#why").hidden = !prediction.explanation;
+  if (prediction.explanation) {
+    $("#heatmap-view").src = prediction.explanation.heatmap;
+    $("#heatmap-view").title = `Computed by ${prediction.explanation.method}`;
+  }
   const bars = $("#bars");
   bars.replaceChildren(...prediction.top.map(([name, p]) => {
     const item = document.createElement("li");
@@ -44,6 +53,8 @@ function show(prediction) {
     return item;
   }));
 }
+
+$("#explain").addEventListener("change", () => { if (last) classify(last.blob, last.name); });
 
 // Photo: pick, drop or paste.
 function usePhoto(file) {

@@ -1,0 +1,104 @@
+"""A user's labelled pictures: one sub-folder per class, each picture framed as `predict` frames it.
+
+    photos/
+      trouser/      IMG_0412.jpg ...
+      T-shirt_top/  ...
+      9/            (class index: Ankle boot)
+
+A folder is named by its class index 0-9 or by the class name, with case, spaces and punctuation
+ignored and plurals accepted ("t-shirt", "T-shirt_top", "tshirts", "ankle boots"). Pictures inside
+are found by images.collect_images and framed by images.load_image, so the model sees exactly what
+`fmnist predict` would show it.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+
+from fmnist.data import CLASSES, SIDE
+from fmnist.errors import FmnistError
+from fmnist.images import SYSTEM_FILES, collect_images, load_image
+
+
+def _key(name: str) -> str:
+    return re.sub(r"[^0-9a-z]", "", name.lower())
+
+
+def _aliases() -> dict[str, int]:
+    """Normalised folder name -> class index: the index, the name, each "/"-part, and their plurals."""
+    aliases: dict[str, int] = {}
+    for index, name in enumerate(CLASSES):
+        words = {_key(name), *(_key(part) for part in name.split("/"))}
+        aliases[str(index)] = index
+        for word in words:
+            aliases[word] = index
+            aliases[word + ("es" if word.endswith("s") else "s")] = index
+    return aliases
+
+
+ALIASES = _aliases()
+ACCEPTED = ("a class index 0-9 or a class name (" + ", ".join(CLASSES) +
+            "; case, spaces and punctuation ignored, plurals accepted)")
+
+
+def class_of_folder(name: str) -> int | None:
+    """The class index a folder name stands for, or None."""
+    return ALIASES.get(_key(name))
+
+
+@dataclass
+class LabelledImages:
+    images: torch.Tensor  # uint8 [N, 28, 28], as the model sees them
+    labels: torch.Tensor  # int64 [N]
+    paths: list[Path]  # the file of each image
+    problems: list[str] = field(default_factory=list)  # one line per file that could not be read
+    skipped: dict[str, int] = field(default_factory=dict)  # reason -> files left out of the folders
+
+
+def load_folders(root: str | Path) -> LabelledImages:
+    """Every picture under `root`'s class folders with its label, in class order, then file name order.
+
+    Unreadable pictures are left out, each named in `problems`; hidden, system and non-image files
+    are counted in `skipped`. Raises FmnistError (one line) when `root` is no directory, a folder
+    name is no class (naming the accepted names), or no picture can be read.
+    """
+    root = Path(root)
+    if not root.is_dir():
+        problem = "not a directory" if root.exists() else "no such directory"
+        raise FmnistError(f"{root}: {problem} (expected one sub-folder of pictures per class)")
+    folders: list[tuple[int, Path]] = []
+    stray = 0
+    for entry in sorted(root.iterdir()):
+        if entry.name.startswith(".") or entry.name.lower() in SYSTEM_FILES:
+            continue
+        if not entry.is_dir():
+            stray += 1
+            continue
+        label = class_of_folder(entry.name)
+        if label is None:
+            raise FmnistError(f"{entry}: folder name is not a class; name each folder by {ACCEPTED}")
+        folders.append((label, entry))
+    if not folders:
+        raise FmnistError(f"{root}: no class folders inside; make one per class, named by {ACCEPTED}")
+    images, labels, paths, problems = [], [], [], []
+    skipped = {"files outside class folders": stray} if stray else {}
+    for label, folder in sorted(folders):
+        found = collect_images([str(folder)])
+        for reason, count in found.skipped.items():
+            skipped[reason] = skipped.get(reason, 0) + count
+        for path in found.paths:
+            try:
+                images.append(load_image(path))
+            except FmnistError as e:
+                problems.append(str(e))
+                continue
+            labels.append(label)
+            paths.append(path)
+    if not images:
+        raise FmnistError(f"{root}: no readable pictures in its class folders" +
+                          (f" ({len(problems)} unreadable)" if problems else ""))
+    return LabelledImages(torch.stack(images).reshape(-1, SIDE, SIDE), torch.tensor(labels), paths, problems, skipped)
