@@ -7,7 +7,7 @@
     checkpoints/last.pt  every epoch: weights, optimizer, schedule, RNG states (exact resume)
     checkpoints/best.pt  the epoch with the best validation accuracy so far
     tensorboard/         TensorBoard event files
-    *.png                curves, confusion matrix and the test set's top losses (plots.write_run_plots)
+    *.png                curves, confusion matrix, the test set's top losses and most-confused pairs
 
 Every write is atomic (atomic.py): a run killed at any moment leaves the previous file, never a
 torn one. In the spirit of timm's CheckpointSaver and Ultralytics' trainer paths.
