@@ -54,10 +54,10 @@ def test_concurrent_requests_share_one_model_call_and_get_their_own_rows():
     recorder = Recorder()
 
     async def main():
-        async with MicroBatcher(recorder.probabilities, max_batch=64, max_wait=0.2) as batcher:
+        async with MicroBatcher(recorder, max_batch=64, max_wait=0.2) as batcher:
             return await asyncio.gather(*(batcher.submit(images_of(v, n=1 + v % 2)) for v in range(10)))
 
-    results = asyncio.run(main())
+    results = [answer.probs for answer in asyncio.run(main())]
     assert recorder.batch_sizes == [15]  # 10 requests, 15 images, one call
     for value, probs in enumerate(results):
         assert probs.shape == (1 + value % 2, 10) and probs.argmax(1).tolist() == [value] * (1 + value % 2)
@@ -67,19 +67,19 @@ def test_batches_never_exceed_max_batch_nor_split_a_request():
     recorder = Recorder()
 
     async def main():
-        async with MicroBatcher(recorder.probabilities, max_batch=4, max_wait=0.05) as batcher:
+        async with MicroBatcher(recorder, max_batch=4, max_wait=0.05) as batcher:
             return await asyncio.gather(*(batcher.submit(images_of(v, n=3)) for v in range(5)))
 
     results = asyncio.run(main())
     assert recorder.batch_sizes == [3] * 5  # two requests of 3 would exceed 4
-    assert [r.argmax(1).tolist() for r in results] == [[v] * 3 for v in range(5)]
+    assert [r.probs.argmax(1).tolist() for r in results] == [[v] * 3 for v in range(5)]
 
 
 def test_a_lone_request_waits_at_most_max_wait():
     recorder = Recorder()
 
     async def main():
-        async with MicroBatcher(recorder.probabilities, max_batch=64, max_wait=0.05) as batcher:
+        async with MicroBatcher(recorder, max_batch=64, max_wait=0.05) as batcher:
             start = time.perf_counter()
             await batcher.submit(images_of(1))
             return time.perf_counter() - start
@@ -89,7 +89,7 @@ def test_a_lone_request_waits_at_most_max_wait():
 
 def test_a_batch_waits_only_for_requests_on_their_way():
     async def lone(expected: int, max_wait: float) -> float:
-        async with MicroBatcher(Recorder().probabilities, max_batch=64, max_wait=max_wait,
+        async with MicroBatcher(Recorder(), max_batch=64, max_wait=max_wait,
                                 expected=lambda: expected) as batcher:
             start = time.perf_counter()
             await batcher.submit(images_of(1))
@@ -103,7 +103,7 @@ def test_full_queue_refuses_at_once():
     recorder = Recorder(delay=0.3)
 
     async def main():
-        async with MicroBatcher(recorder.probabilities, max_batch=2, max_wait=0, max_queue=3) as batcher:
+        async with MicroBatcher(recorder, max_batch=2, max_wait=0, max_queue=3) as batcher:
             first = asyncio.ensure_future(batcher.submit(images_of(0, 2)))
             await asyncio.sleep(0.1)  # the model now holds the first batch; the queue is empty
             queued = [asyncio.ensure_future(batcher.submit(images_of(1))) for _ in range(3)]
@@ -118,20 +118,21 @@ def test_full_queue_refuses_at_once():
 def test_model_failure_reaches_every_waiting_request_and_the_batcher_goes_on():
     calls = []
 
-    def flaky(images):
-        calls.append(len(images))
-        if len(calls) == 1:
-            raise RuntimeError("model broke")
-        return Recorder().probabilities(images)
+    class Flaky(Recorder):
+        def probabilities(self, images):
+            calls.append(len(images))
+            if len(calls) == 1:
+                raise RuntimeError("model broke")
+            return super().probabilities(images)
 
     async def main():
-        async with MicroBatcher(flaky, max_batch=8, max_wait=0.1) as batcher:
+        async with MicroBatcher(Flaky(), max_batch=8, max_wait=0.1) as batcher:
             failed = await asyncio.gather(*(batcher.submit(images_of(v)) for v in range(3)), return_exceptions=True)
             after = await batcher.submit(images_of(4))
             return failed, after
 
     failed, after = asyncio.run(main())
-    assert [str(e) for e in failed] == ["model broke"] * 3 and after.argmax(1).tolist() == [4]
+    assert [str(e) for e in failed] == ["model broke"] * 3 and after.probs.argmax(1).tolist() == [4]
 
 
 # --- the app ---------------------------------------------------------------------------------------
@@ -152,7 +153,7 @@ def predictor(model_path):
 
 @pytest.fixture(scope="module")
 def client(predictor):
-    with TestClient(create_app(predictor, Limits(max_body=2**20, max_files=3, max_wait_ms=1))) as client:
+    with TestClient(create_app(predictor, Limits(max_body_mb=1, max_files=3, max_wait_ms=1))) as client:
         yield client
 
 
@@ -175,7 +176,8 @@ def test_raw_image_body(client, predictor):
 
 def test_input_is_the_28x28_view_the_model_saw(client):
     photo = product_photo("shirt", fmt="PNG")
-    response = client.post("/predict", content=photo, headers={"Content-Type": "image/png"})
+    assert "input" not in client.post("/predict", content=photo, headers=PNG).json()["predictions"][0]
+    response = client.post("/predict?input=1", content=photo, headers=PNG)
     url = response.json()["predictions"][0]["input"]
     assert url.startswith("data:image/png;base64,")
     seen = np.asarray(Image.open(io.BytesIO(base64.b64decode(url.split(",", 1)[1]))))
@@ -194,7 +196,8 @@ def test_multipart_files_answer_in_order(client, predictor):
 
 def test_healthz(client):
     body = client.get("/healthz").json()
-    assert body["status"] == "ok" and body["model"] == "mlp" and body["format"] == "pytorch"
+    assert body["status"] == "ok" and body["model"]["kind"] == "mlp pytorch" and body["format"] == "pytorch"
+    assert body["model"]["file"] == "tiny.pt" and len(body["model"]["sha256"]) == 12
     assert body["classes"] == list(CLASSES) and body["limits"]["max_files"] == 3
 
 
@@ -288,7 +291,7 @@ def test_flood_beyond_the_queue_gets_503_and_the_rest_succeed():
 
 def test_uploads_beyond_the_memory_budget_get_503_and_every_byte_is_given_back():
     photo = product_photo(size=(80, 100))
-    limits = Limits(max_body=len(photo), max_buffered=3 * len(photo), max_wait_ms=0)
+    limits = Limits(max_body_mb=len(photo) / 2**20, max_buffered_mb=3 * len(photo) / 2**20, max_wait_ms=0)
     app = create_app(Recorder(delay=0.2), limits)
 
     async def main():
@@ -310,8 +313,10 @@ def test_limits_are_checked():
         create_app(Recorder(), Limits(max_queue=0))
     with pytest.raises(Exception, match="max-files .* cannot exceed max-batch"):
         create_app(Recorder(), Limits(max_files=8, max_batch=4))
-    with pytest.raises(Exception, match="max-body .* cannot exceed max-buffered"):
-        create_app(Recorder(), Limits(max_body=2**20, max_buffered=2**10))
+    with pytest.raises(Exception, match="max-body-mb .* cannot exceed max-buffered-mb"):
+        create_app(Recorder(), Limits(max_body_mb=1, max_buffered_mb=0.5))
+    with pytest.raises(Exception, match="max-body-mb must be > 0"):
+        create_app(Recorder(), Limits(max_body_mb=0))
 
 
 def test_cli_errors_are_one_line(model_path, tmp_path, capsys):
@@ -320,7 +325,7 @@ def test_cli_errors_are_one_line(model_path, tmp_path, capsys):
     assert cli.main(["serve", str(model_path), "--max-batch", "0"]) == 2
     assert "max-batch must be >= 1" in capsys.readouterr().err
     assert cli.main(["serve", str(model_path), "--max-body-mb", "0"]) == 2
-    assert "--max-body-mb must be > 0" in capsys.readouterr().err
+    assert "max-body-mb must be > 0" in capsys.readouterr().err
     with socket.socket() as taken:
         taken.bind(("127.0.0.1", 0))
         taken.listen()

@@ -11,7 +11,7 @@ async function classify(blob, name) {
   $("#busy").hidden = false;
   $("#error").hidden = true;
   try {
-    const response = await fetch("/predict", { method: "POST", body: form });
+    const response = await fetch("/predict?input=1", { method: "POST", body: form });
     const body = await response.json().catch(() => ({ error: `server answered ${response.status}` }));
     if (!response.ok) throw new Error(body.error || `server answered ${response.status}`);
     show(body.predictions[0]);
