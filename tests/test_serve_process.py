@@ -3,12 +3,21 @@
 from __future__ import annotations
 
 import asyncio
+import json
+import shutil
 import signal
+import subprocess
 import time
+import urllib.error
+import urllib.request
+from pathlib import Path
 
 import httpx
 import pytest
+import requests
 from serve_support import png_claiming, product_photo, real_bomb, running_server, tiny_checkpoint
+
+from fmnist.data import CLASSES
 
 
 @pytest.fixture(scope="module")
@@ -94,3 +103,102 @@ def test_sigterm_lets_requests_in_flight_finish_then_exits_0(model_path):
         assert [r.status_code for r in responses] == [200] * 4
         assert all(r.json()["predictions"][0]["class_name"] for r in responses)
         assert server.process.wait(30) == 0, "".join(server.output)
+
+
+# --- HTTP as ordinary clients and monitors speak it, each client against the same real server ------------
+
+
+def via_urllib(method: str, url: str, body: bytes | None, headers: dict) -> tuple[int, dict, bytes]:
+    request = urllib.request.Request(url, data=body, headers=headers, method=method)
+    try:
+        with urllib.request.urlopen(request, timeout=30) as response:
+            return response.status, {k.lower(): v for k, v in response.headers.items()}, response.read()
+    except urllib.error.HTTPError as error:
+        return error.code, {k.lower(): v for k, v in error.headers.items()}, error.read()
+
+
+def via_requests(method: str, url: str, body: bytes | None, headers: dict) -> tuple[int, dict, bytes]:
+    response = requests.request(method, url, data=body, headers=headers, timeout=30)
+    return response.status_code, {k.lower(): v for k, v in response.headers.items()}, response.content
+
+
+def via_httpx(method: str, url: str, body: bytes | None, headers: dict) -> tuple[int, dict, bytes]:
+    response = httpx.request(method, url, content=body, headers=headers, timeout=30)
+    return response.status_code, dict(response.headers), response.content
+
+
+def via_curl(method: str, url: str, body: bytes | None, headers: dict, tmp: Path) -> tuple[int, dict, bytes]:
+    # -I for HEAD: with -X HEAD curl would wait for the body that Content-Length announces. It writes the
+    # headers as the "body", so for HEAD the body is what the other clients check.
+    command = ["curl", "-sS", "--max-time", "30", "-D", str(tmp / "head"), "-o",
+               str(tmp / "body") if method != "HEAD" else "/dev/null"]
+    command += ["-I"] if method == "HEAD" else ["-X", method]
+    if body is not None:
+        (tmp / "upload").write_bytes(body)
+        command += ["--data-binary", f"@{tmp / 'upload'}"]
+    for name, value in headers.items():
+        command += ["-H", f"{name}: {value}"]
+    subprocess.run([*command, url], check=True, capture_output=True, timeout=60)
+    blocks = (tmp / "head").read_text().strip().split("\r\n\r\n")  # "100 Continue" comes first when sent
+    status_line, *lines = blocks[-1].splitlines()
+    fields = dict(line.split(": ", 1) for line in lines if ": " in line)
+    body = (tmp / "body").read_bytes() if method != "HEAD" and (tmp / "body").exists() else b""
+    return int(status_line.split()[1]), {k.lower(): v for k, v in fields.items()}, body
+
+
+CLIENTS = ["urllib", "requests", "httpx"] + (["curl"] if shutil.which("curl") else [])
+
+
+@pytest.fixture
+def call(request, tmp_path):
+    """call(method, url, body=None, headers=None) through the client named by the test's `client` parameter."""
+    name = request.node.callspec.params["client"]
+
+    def send(method: str, url: str, body: bytes | None = None, headers: dict | None = None):
+        if name == "curl":
+            return via_curl(method, url, body, headers or {}, tmp_path)
+        return {"urllib": via_urllib, "requests": via_requests, "httpx": via_httpx}[name](
+            method, url, body, headers or {})
+
+    return send
+
+
+@pytest.fixture(scope="module")
+def server(model_path):
+    with running_server(model_path, "--max-body-mb", "1") as server:
+        yield server
+
+
+@pytest.mark.parametrize("client", CLIENTS)
+@pytest.mark.parametrize("path", ["/", "/healthz", "/metrics", "/static/app.js", "/openapi.json"])
+def test_head_answers_every_get_route_like_get_without_a_body(server, call, client, path):
+    status, get_headers, get_body = call("GET", server.url + path)
+    head_status, headers, body = call("HEAD", server.url + path)
+    assert (status, head_status, body) == (200, 200, b"")
+    assert headers["content-type"] == get_headers["content-type"]
+    if path not in ("/healthz", "/metrics"):  # those two change between the calls
+        assert int(headers["content-length"]) == len(get_body)
+
+
+@pytest.mark.parametrize("client", CLIENTS)
+@pytest.mark.parametrize("content_type, status", [("image/jpeg", 413), ("text/plain", 415)])
+def test_a_refused_large_upload_gets_its_json_answer_not_a_reset(server, call, client, content_type, status):
+    # 12 MiB against a 1 MiB limit: more than the socket buffers hold, so answering and closing without
+    # reading it would make the kernel reset the connection under a client still sending.
+    got, headers, body = call("POST", server.url + "/predict", b"\0" * (12 * 2**20), {"Content-Type": content_type})
+    assert got == status and headers["content-type"] == "application/json" and json.loads(body)["error"]
+    assert headers["x-request-id"] and headers["x-model"].startswith("tiny.pt sha256:")
+
+
+@pytest.mark.parametrize("client", CLIENTS)
+def test_raw_octet_stream_is_read_by_content_and_every_answer_names_model_and_request(server, call, client):
+    status, headers, body = call("POST", server.url + "/predict", product_photo(),
+                                 {"Content-Type": "application/octet-stream", "X-Request-ID": f"{client}-42"})
+    answer = json.loads(body)
+    assert status == 200 and answer["predictions"][0]["class_name"] in CLASSES
+    assert headers["x-request-id"] == f"{client}-42"
+    model = answer["model"]
+    assert model["file"] == "tiny.pt" and model["kind"] == "mlp pytorch" and len(model["sha256"]) == 12
+    assert headers["x-model"] == f"tiny.pt sha256:{model['sha256']} mlp pytorch"
+    health = json.loads(call("GET", server.url + "/healthz")[2])
+    assert health["model"] == model

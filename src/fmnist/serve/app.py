@@ -16,6 +16,7 @@ import concurrent.futures
 import contextlib
 import io
 import logging
+import os
 import signal
 import time
 from collections.abc import AsyncIterator, Callable
@@ -212,6 +213,7 @@ def create_app(
         return {
             "status": "ok",
             "model": current.identity(),
+            "pid": os.getpid(),  # the worker process that answered (--workers)
             **{key: value for key, value in facts.items() if key in ("format", "source", "device")},
             "classes": list(CLASSES),
             "limits": asdict(limits),

@@ -11,13 +11,22 @@ from __future__ import annotations
 import os
 
 from prometheus_client import CONTENT_TYPE_LATEST as CONTENT_TYPE  # noqa: F401  (re-exported for the route)
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest, multiprocess
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    disable_created_metrics,
+    generate_latest,
+    multiprocess,
+)
 
 STAGES = ("body", "decode", "batch_wait", "model", "encode")
 REJECTED = (401, 413, 415, 429, 503)  # refusals an operator watches: keys, size, type, rate, overload
 # Seconds: from 0.1 ms (a 28x28 PNG decodes in tens of µs) to 10 s (a 10 MiB upload on a slow link).
 LATENCY_BUCKETS = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 10)
 BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512)
+disable_created_metrics()  # no *_created series: they double the exposition and no dashboard here uses them
 
 
 def multiprocess_mode() -> bool:
