@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import builtins
+import dataclasses
 import io
 import os
 import socket
@@ -20,8 +21,11 @@ from serve_support import png_claiming, product_photo, real_bomb, tiny_checkpoin
 
 from fmnist import cli
 from fmnist.data import CLASSES
+from fmnist.errors import FmnistError
 from fmnist.images import load_image
 from fmnist.inference import load_predictor
+from fmnist.serve import access, server
+from fmnist.serve import model as serve_model
 from fmnist.serve.app import Limits, create_app
 from fmnist.serve.batching import MicroBatcher, QueueFull
 
@@ -333,3 +337,129 @@ def test_cli_errors_are_one_line(model_path, tmp_path, capsys):
     err = capsys.readouterr().err
     assert "cannot listen on 127.0.0.1" in err and len(err.strip().splitlines()) == 1
 
+
+
+# --- access, CORS, identity, reload ---------------------------------------------------------------------
+
+KEY = "k3y-0123456789abcdef"
+
+
+def test_keys_guard_predict_and_metrics_with_one_message_for_every_failure(predictor):
+    photo = product_photo()
+    with TestClient(create_app(predictor, api_keys=(KEY, "other-key-0123456789"))) as http:
+        refusals = [http.post("/predict", content=photo, headers={**JPEG, **extra}) for extra in
+                    ({}, {"X-API-Key": "wrong"}, {"Authorization": f"Bearer {KEY}x"}, {"Authorization": f"Basic {KEY}"},
+                     {"X-API-Key": KEY[:-1]})]
+        assert {r.status_code for r in refusals} == {401} and len({r.json()["error"] for r in refusals}) == 1
+        assert http.get("/metrics").status_code == 401
+        bearer = {**JPEG, "Authorization": f"Bearer {KEY}"}
+        assert http.post("/predict", content=photo, headers=bearer).status_code == 200
+        assert http.post("/predict", content=photo, headers={**JPEG, "X-API-Key": KEY}).status_code == 200
+        assert http.get("/metrics", headers={"X-API-Key": KEY}).status_code == 200
+        assert http.get("/healthz").status_code == 200  # health checks need no key
+        assert 'fmnist_rejected_total{status="401"} 6.0' in http.get("/metrics", headers={"X-API-Key": KEY}).text
+
+
+def test_key_file_is_read_and_checked(tmp_path):
+    path = tmp_path / "keys"
+    path.write_text(f"# comment\n\n{KEY}\n  other-key-0123456789  \n")
+    assert access.read_keys(path) == (KEY, "other-key-0123456789")
+    for text, message in (("# nothing\n", "no API keys"), ("short\n", "at least 16 characters")):
+        path.write_text(text)
+        with pytest.raises(FmnistError, match=message):
+            access.read_keys(path)
+    with pytest.raises(FmnistError, match="cannot read the API key file"):
+        access.read_keys(tmp_path / "missing")
+
+
+def test_token_bucket_allows_burst_then_rate_and_says_when_to_retry():
+    now = [0.0]
+    limiter = access.RateLimiter(rate=2, burst=3, clock=lambda: now[0])
+    for _ in range(3):
+        limiter.take("a")
+    with pytest.raises(access.ApiError) as refused:
+        limiter.take("a")
+    assert refused.value.status == 429 and refused.value.headers == {"Retry-After": "1"}
+    limiter.take("b")  # another client has its own bucket
+    now[0] = 0.5  # one token back at 2 per second
+    limiter.take("a")
+    with pytest.raises(access.ApiError):
+        limiter.take("a")
+
+
+def test_rate_limit_answers_429_with_retry_after(predictor):
+    photo = product_photo()
+    with TestClient(create_app(predictor, Limits(rate=0.5, burst=2))) as http:
+        codes = [http.post("/predict", content=photo, headers=JPEG) for _ in range(3)]
+    assert [r.status_code for r in codes] == [200, 200, 429]
+    assert codes[2].headers["retry-after"] == "2" and "rate limit" in codes[2].json()["error"]
+
+
+def test_cors_is_off_by_default_and_allows_only_the_listed_origins(predictor):
+    preflight = {"Origin": "https://shop.example", "Access-Control-Request-Method": "POST",
+                 "Access-Control-Request-Headers": "Content-Type, X-API-Key"}
+    with TestClient(create_app(predictor)) as http:
+        assert "access-control-allow-origin" not in http.get("/healthz", headers={"Origin": "https://shop.example"}).headers
+        assert "access-control-allow-origin" not in http.options("/predict", headers=preflight).headers
+    with TestClient(create_app(predictor, cors_origins=("https://shop.example",))) as http:
+        allowed = http.options("/predict", headers=preflight)
+        assert allowed.status_code == 200 and allowed.headers["access-control-allow-origin"] == "https://shop.example"
+        answer = http.post("/predict", content=product_photo(), headers={**JPEG, "Origin": "https://shop.example"})
+        assert answer.headers["access-control-allow-origin"] == "https://shop.example"
+        assert "X-Request-ID" in answer.headers["access-control-expose-headers"]
+        other = http.options("/predict", headers={**preflight, "Origin": "https://evil.example"})
+        assert other.status_code == 400 and "access-control-allow-origin" not in other.headers
+
+
+def test_request_id_is_echoed_when_sane_and_made_up_otherwise(client):
+    assert client.get("/healthz", headers={"X-Request-ID": "abc-123"}).headers["x-request-id"] == "abc-123"
+    made = {client.get("/healthz", headers={"X-Request-ID": "bad id\twith spaces"}).headers["x-request-id"]
+            for _ in range(2)}
+    assert len(made) == 2 and all(len(rid) == 32 for rid in made)
+    assert client.get("/nowhere").headers["x-request-id"]  # errors carry one too
+
+
+def test_reload_swaps_to_a_checked_model_and_keeps_the_old_one_when_loading_fails(model_path, tmp_path):
+    other = tiny_checkpoint(tmp_path / "other.pt")
+    sources = iter([other, tmp_path / "missing.pt"])
+    app = create_app(serve_model.load(model_path), reload=lambda: serve_model.load(next(sources)))
+    photo = product_photo()
+    with TestClient(app) as http:
+        first = http.post("/predict", content=photo, headers=JPEG).json()["model"]
+        http.portal.call(app.state.reload)
+        second = http.post("/predict", content=photo, headers=JPEG)
+        http.portal.call(app.state.reload)  # fails: the file is missing
+        third = http.post("/predict", content=photo, headers=JPEG)
+        metrics = http.get("/metrics").text
+    assert first["file"] == "tiny.pt" and second.json()["model"]["file"] == "other.pt"
+    assert second.headers["x-model"].startswith("other.pt sha256:" + second.json()["model"]["sha256"])
+    assert third.status_code == 200 and third.json()["model"] == second.json()["model"]
+    assert 'fmnist_model_reloads_total{result="ok"} 1.0' in metrics
+    assert 'fmnist_model_reloads_total{result="failed"} 1.0' in metrics
+
+
+def test_a_model_that_answers_nonsense_is_refused(predictor):
+    class Broken(Recorder):
+        def probabilities(self, images):
+            return torch.full((len(images), 10), float("nan"))
+
+    with pytest.raises(FmnistError, match="not finite"):
+        serve_model.check(serve_model.identify(Broken()))
+    assert serve_model.check(serve_model.identify(predictor)).kind == "mlp pytorch"
+
+
+def test_serve_flags_are_the_limits_fields_with_their_defaults():
+    parser = cli.build_parser()
+    args = parser.parse_args(["serve", "m.pt"])
+    assert Limits(**{f.name: getattr(args, f.name) for f in dataclasses.fields(Limits)}) == Limits()
+    args = parser.parse_args(["serve", "m.pt", "--max-body-mb", "2.5", "--rate", "3", "--max-batch", "8"])
+    assert (args.max_body_mb, args.rate, args.max_batch) == (2.5, 3.0, 8)
+    help_text = parser._subparsers._group_actions[0].choices["serve"].format_help()  # type: ignore[union-attr]
+    for f in dataclasses.fields(Limits):
+        assert "--" + f.name.replace("_", "-") in help_text
+
+
+@pytest.mark.parametrize("host, loopback", [("127.0.0.1", True), ("::1", True), ("localhost", True),
+                                            ("0.0.0.0", False), ("192.168.1.5", False), ("example.com", False)])
+def test_loopback_hosts(host, loopback):
+    assert server.is_loopback(host) == loopback
