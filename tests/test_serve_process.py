@@ -15,6 +15,7 @@ from pathlib import Path
 import httpx
 import pytest
 import requests
+from prometheus_client.parser import text_string_to_metric_families
 from serve_support import png_claiming, product_photo, real_bomb, running_server, tiny_checkpoint
 
 from fmnist.data import CLASSES
@@ -202,3 +203,122 @@ def test_raw_octet_stream_is_read_by_content_and_every_answer_names_model_and_re
     assert headers["x-model"] == f"tiny.pt sha256:{model['sha256']} mlp pytorch"
     health = json.loads(call("GET", server.url + "/healthz")[2])
     assert health["model"] == model
+
+
+# --- operating it: metrics, reload, workers ---------------------------------------------------------------
+
+
+def scrape(url: str, **headers: str) -> dict[tuple[str, frozenset], float]:
+    """Every sample of GET /metrics, keyed by (name, labels)."""
+    text = httpx.get(url + "/metrics", headers=headers, timeout=30).text
+    return {(sample.name, frozenset(sample.labels.items())): sample.value
+            for family in text_string_to_metric_families(text) for sample in family.samples}
+
+
+def sample(metrics: dict, name: str, **labels: str) -> float:
+    return metrics.get((name, frozenset(labels.items())), 0.0)
+
+
+def test_metrics_count_every_request_image_and_stage_under_load(model_path):
+    photo = product_photo(size=(120, 160))
+    jpeg = {"Content-Type": "image/jpeg"}
+    with running_server(model_path) as server:
+
+        async def load():
+            async with httpx.AsyncClient(base_url=server.url, timeout=30) as http:
+                one = [http.post("/predict", content=photo, headers=jpeg) for _ in range(40)]
+                two = [http.post("/predict", files=[("file", ("a.jpg", photo))] * 2) for _ in range(10)]
+                bad = [http.post("/predict", content=photo, headers={"Content-Type": "text/plain"}) for _ in range(5)]
+                during = [http.get("/metrics")]
+                return await asyncio.gather(*one, *two, *bad, *during)
+
+        responses = asyncio.run(load())
+        assert [r.status_code for r in responses] == [200] * 50 + [415] * 5 + [200]
+        assert "fmnist_requests_total" in responses[-1].text  # scraped while the load ran
+        metrics = scrape(server.url)
+    assert sample(metrics, "fmnist_requests_total", route="/predict", method="POST", status="200") == 50
+    assert sample(metrics, "fmnist_requests_total", route="/predict", method="POST", status="415") == 5
+    assert sample(metrics, "fmnist_rejected_total", status="415") == 5
+    assert sample(metrics, "fmnist_request_seconds_count", route="/predict") == 55
+    for stage in ("body", "decode", "batch_wait", "encode"):
+        assert sample(metrics, "fmnist_stage_seconds_count", stage=stage) == 50, stage
+    model_calls = sample(metrics, "fmnist_batch_images_count")
+    assert sample(metrics, "fmnist_batch_images_sum") == 40 + 2 * 10  # every image, in some model call
+    assert 1 <= model_calls < 50 and sample(metrics, "fmnist_stage_seconds_count", stage="model") == model_calls
+    assert sample(metrics, "fmnist_queued_images") == 0 and sample(metrics, "fmnist_requests_in_progress") == 0
+
+
+def test_sighup_swaps_the_model_under_load_with_no_errors_and_a_bad_file_keeps_it(tmp_path):
+    path = tiny_checkpoint(tmp_path / "model.pt")
+    photo = product_photo(size=(120, 160))
+    with running_server(path) as server:
+        first = httpx.get(server.url + "/healthz").json()["model"]["sha256"]
+
+        async def main():
+            responses: list[httpx.Response] = []
+            running = True
+
+            async def client(http: httpx.AsyncClient) -> None:
+                while running:
+                    responses.append(await http.post("/predict", content=photo, headers={"Content-Type": "image/jpeg"}))
+
+            async def serving(http: httpx.AsyncClient, condition, what: str) -> None:
+                deadline = time.monotonic() + 30
+                while not condition((await http.get("/healthz")).json()["model"]["sha256"]):
+                    assert time.monotonic() < deadline, f"no {what}: {''.join(server.output)}"
+                    await asyncio.sleep(0.05)
+
+            async with httpx.AsyncClient(base_url=server.url, timeout=30) as http:
+                clients = [asyncio.ensure_future(client(http)) for _ in range(4)]
+                await asyncio.sleep(0.5)
+                tiny_checkpoint(path)  # new weights, written atomically over the served file
+                server.process.send_signal(signal.SIGHUP)
+                await serving(http, lambda sha: sha != first, "swap")
+                second = (await http.get("/healthz")).json()["model"]["sha256"]
+                await asyncio.sleep(0.3)
+                path.write_bytes(b"not a checkpoint")
+                server.process.send_signal(signal.SIGHUP)
+                deadline = time.monotonic() + 30
+                while not any("model reload failed" in line for line in server.output):
+                    assert time.monotonic() < deadline, "".join(server.output)
+                    await asyncio.sleep(0.05)
+                await asyncio.sleep(0.3)
+                running = False
+                await asyncio.gather(*clients)
+                after = (await http.get("/healthz")).json()["model"]["sha256"]
+            return responses, second, after
+
+        responses, second, after = asyncio.run(main())
+    assert len(responses) >= 8 and {r.status_code for r in responses} == {200}
+    answered_by = [r.json()["model"]["sha256"] for r in responses]
+    assert set(answered_by) == {first, second} and after == second == answered_by[-1]
+    assert answered_by.index(second) == answered_by.count(first)  # once swapped, never the old model again
+    failure = next(line for line in server.output if "model reload failed" in line)
+    assert f"still serving model.pt sha256:{second}" in failure and "model.pt" in failure
+
+
+def test_workers_share_one_port_add_up_their_metrics_and_all_stop_on_sigterm(model_path):
+    photo = product_photo()
+    with running_server(model_path, "--workers", "2") as server:
+
+        async def spread(count: int) -> list[httpx.Response]:  # a new connection per request
+            async def one() -> httpx.Response:
+                async with httpx.AsyncClient(base_url=server.url, timeout=30) as http:
+                    return await http.post("/predict", content=photo, headers={"Content-Type": "image/jpeg"})
+            return await asyncio.gather(*(one() for _ in range(count)))
+
+        pids: set[int] = set()
+        deadline = time.monotonic() + 60
+        while len(pids) < 2 and time.monotonic() < deadline:  # until both workers have answered
+            pids |= {httpx.get(server.url + "/healthz", timeout=30).json()["pid"] for _ in range(8)}
+        answers = asyncio.run(spread(24))
+        assert len(pids) == 2 and {r.status_code for r in answers} == {200}
+        metrics = scrape(server.url)
+        assert sample(metrics, "fmnist_requests_total", route="/predict", method="POST", status="200") == 24
+        assert sample(metrics, "fmnist_batch_images_sum") == 24
+        rss = {pid: server.rss_kib(pid) for pid in pids}
+        print(f"resident memory, KiB: supervisor {server.rss_kib()}, workers {rss}")
+        assert all(kib < 1024 * 1024 for kib in rss.values())  # each worker well under 1 GiB
+        server.process.send_signal(signal.SIGTERM)
+        assert server.process.wait(60) == 0, "".join(server.output)
+    assert not any(Path(f"/proc/{pid}").exists() for pid in pids)
