@@ -138,5 +138,6 @@ clearCanvas();
 
 // Which model answers.
 fetch("/healthz").then((r) => r.json()).then((health) => {
-  $("#model-info").textContent = `${health.model} · ${health.format} · ${health.device}`;
+  const model = health.model;
+  $("#model-info").textContent = `${model.kind} · ${model.file} · sha256 ${model.sha256} · ${health.device}`;
 }).catch(() => { $("#model-info").textContent = "server unreachable"; });
