@@ -202,11 +202,6 @@ def create_app(
         where = ".".join(str(p) for p in first.get("loc", ()))
         return JSONResponse({"error": f"{where}: {first.get('msg', 'invalid')}"}, 422)
 
-    @app.exception_handler(Exception)
-    async def internal_error(request: Request, exc: Exception) -> JSONResponse:
-        # Starlette still logs the traceback on the server; the client gets one line.
-        return JSONResponse({"error": f"internal error ({type(exc).__name__})"}, 500)
-
     @app.get("/healthz")
     async def healthz() -> dict[str, Any]:
         facts = current.predictor.describe()

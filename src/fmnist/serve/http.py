@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import re
 import time
 import uuid
@@ -224,7 +225,7 @@ class Edge:
             scope = {**scope, "method": "GET"}
         sent_id = next((v.decode("latin-1") for k, v in scope["headers"] if k == b"x-request-id"), "")
         request_id = sent_id if REQUEST_ID.fullmatch(sent_id) else uuid.uuid4().hex
-        status = 500  # if the app fails before it answers
+        status = 500  # until the app answers: a failure before that is answered with 500 below
 
         async def send_with_headers(message: Message) -> None:
             nonlocal status
@@ -241,5 +242,14 @@ class Edge:
 
         try:
             await self.app(scope, receive, send_with_headers)
+        except Exception as exc:
+            # Answered here rather than by Starlette's outermost error middleware, so that a 500 carries
+            # the request id too; that middleware still logs the traceback, the client gets one line.
+            if status == 500:
+                body = json.dumps({"error": f"internal error ({type(exc).__name__})"}).encode()
+                await send_with_headers({"type": "http.response.start", "status": 500, "headers": [
+                    (b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]})
+                await send_with_headers({"type": "http.response.body", "body": body})
+            raise
         finally:
             self.metrics.answered(self.route(scope["path"]), method, status, time.perf_counter() - start)
