@@ -297,8 +297,9 @@ def test_sighup_swaps_the_model_under_load_with_no_errors_and_a_bad_file_keeps_i
     assert f"still serving model.pt sha256:{second}" in failure and "model.pt" in failure
 
 
-def test_workers_share_one_port_add_up_their_metrics_and_all_stop_on_sigterm(model_path):
+def test_workers_share_one_port_add_up_their_metrics_reload_and_all_stop_on_sigterm(tmp_path):
     photo = product_photo()
+    model_path = tiny_checkpoint(tmp_path / "model.pt")
     with running_server(model_path, "--workers", "2") as server:
 
         async def spread(count: int) -> list[httpx.Response]:  # a new connection per request
@@ -319,6 +320,15 @@ def test_workers_share_one_port_add_up_their_metrics_and_all_stop_on_sigterm(mod
         rss = {pid: server.rss_kib(pid) for pid in pids}
         print(f"resident memory, KiB: supervisor {server.rss_kib()}, workers {rss}")
         assert all(kib < 1024 * 1024 for kib in rss.values())  # each worker well under 1 GiB
+        first = httpx.get(server.url + "/healthz").json()["model"]["sha256"]
+        tiny_checkpoint(model_path)  # new weights
+        server.process.send_signal(signal.SIGHUP)  # to the supervisor, which passes it on to each worker
+        reloaded: dict[int, str] = {}
+        deadline = time.monotonic() + 60
+        while (len(reloaded) < 2 or first in reloaded.values()) and time.monotonic() < deadline:
+            health = httpx.get(server.url + "/healthz", timeout=30).json()
+            reloaded[health["pid"]] = health["model"]["sha256"]
+        assert set(reloaded) == pids and first not in reloaded.values(), "".join(server.output)
         server.process.send_signal(signal.SIGTERM)
         assert server.process.wait(60) == 0, "".join(server.output)
     assert not any(Path(f"/proc/{pid}").exists() for pid in pids)
