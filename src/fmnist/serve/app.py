@@ -150,6 +150,7 @@ def create_app(
     keys = Keys(api_keys) if api_keys else None
     rate = RateLimiter(limits.rate, limits.burst) if limits.rate > 0 else None
     static = _read_static()
+    reloads: set[asyncio.Task[None]] = set()  # held so that a reload in progress is not garbage-collected
 
     async def reload_model() -> None:
         nonlocal current
@@ -166,19 +167,25 @@ def create_app(
         metrics.reloads.labels("ok").inc()
         log.info("model reloaded: now serving %s", new.header())
 
+    def on_hup(loop: asyncio.AbstractEventLoop) -> None:
+        task = loop.create_task(reload_model())
+        reloads.add(task)
+        task.add_done_callback(reloads.discard)
+
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         loop = asyncio.get_running_loop()
         hup = False
         if reload is not None:
             with contextlib.suppress(ValueError, RuntimeError, NotImplementedError):  # not the main thread (tests)
-                loop.add_signal_handler(signal.SIGHUP, lambda: loop.create_task(reload_model()))
+                loop.add_signal_handler(signal.SIGHUP, on_hup, loop)
                 hup = True
         async with batcher:
             yield
         if hup:
             loop.remove_signal_handler(signal.SIGHUP)
         decode_pool.shutdown(wait=True)
+        metrics.close()
 
     errors: dict[int | str, dict[str, Any]] = {code: {"model": ErrorResponse}
                                                for code in (400, 401, 413, 415, 422, 429, 503)}

@@ -72,6 +72,11 @@ class Metrics:
         self.batch.observe(images)
         self.stage.labels("model").observe(seconds)
 
+    def close(self) -> None:
+        """At a worker's exit: drop its live gauges (queue, in progress) from the shared directory."""
+        if self.registry is None:
+            multiprocess.mark_process_dead(os.getpid())
+
     def exposition(self) -> bytes:
         """The text format of every metric (of every worker, in multi-process mode)."""
         if self.registry is not None:
