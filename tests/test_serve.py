@@ -6,6 +6,7 @@ import asyncio
 import base64
 import builtins
 import dataclasses
+import hashlib
 import io
 import os
 import socket
@@ -19,7 +20,7 @@ from fastapi.testclient import TestClient
 from PIL import Image
 from serve_support import png_claiming, product_photo, real_bomb, tiny_checkpoint
 
-from fmnist import cli
+from fmnist import checkpoint, cli
 from fmnist.data import CLASSES
 from fmnist.errors import FmnistError
 from fmnist.images import load_image
@@ -475,3 +476,18 @@ def test_a_failing_model_is_a_one_line_500_with_the_request_id():
         assert response.status_code == 500 and response.json() == {"error": "internal error (RuntimeError)"}
         assert response.headers["x-request-id"] == "r-1" and response.headers["x-model"]
         assert http.get("/healthz").status_code == 200
+
+
+def test_identity_names_the_file_its_hash_kind_and_recorded_accuracy(tmp_path):
+    run = tmp_path / "run"
+    path = tiny_checkpoint(tmp_path / "tiny.pt")
+    state = checkpoint.load(path)
+    state["history"] = [{"epoch": 1, "train_acc": 0.5, "val_acc": 0.4},
+                        {"epoch": 2, "train_acc": 0.91, "val_acc": 0.88}]
+    (run / "checkpoints").mkdir(parents=True)
+    checkpoint.save(run / "checkpoints" / "best.pt", state)
+    served = serve_model.load(run)  # a run directory stands for its best checkpoint
+    digest = hashlib.sha256((run / "checkpoints" / "best.pt").read_bytes()).hexdigest()
+    assert served.identity() == {"file": "best.pt", "sha256": digest[:12], "kind": "mlp pytorch",
+                                 "train_accuracy": 0.91, "val_accuracy": 0.88}
+    assert served.header() == f"best.pt sha256:{digest[:12]} mlp pytorch"
