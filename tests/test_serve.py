@@ -331,6 +331,10 @@ def test_cli_errors_are_one_line(model_path, tmp_path, capsys):
     assert "max-batch must be >= 1" in capsys.readouterr().err
     assert cli.main(["serve", str(model_path), "--max-body-mb", "0"]) == 2
     assert "max-body-mb must be > 0" in capsys.readouterr().err
+    assert cli.main(["serve", str(model_path), "--workers", "0"]) == 2
+    assert "--workers must be >= 1" in capsys.readouterr().err
+    assert cli.main(["serve", str(model_path), "--api-key-file", str(tmp_path / "nokeys")]) == 2
+    assert "cannot read the API key file" in capsys.readouterr().err
     with socket.socket() as taken:
         taken.bind(("127.0.0.1", 0))
         taken.listen()
@@ -462,8 +466,10 @@ def test_serve_flags_are_the_limits_fields_with_their_defaults():
 
 @pytest.mark.parametrize("host, loopback", [("127.0.0.1", True), ("::1", True), ("localhost", True),
                                             ("0.0.0.0", False), ("192.168.1.5", False), ("example.com", False)])
-def test_loopback_hosts(host, loopback):
+def test_a_server_reachable_from_other_machines_without_keys_is_warned_about(host, loopback):
     assert server.is_loopback(host) == loopback
+    assert (server.exposure_warning(host, keyed=False) is None) == loopback
+    assert server.exposure_warning(host, keyed=True) is None
 
 
 def test_a_failing_model_is_a_one_line_500_with_the_request_id():

@@ -441,9 +441,9 @@ def cmd_serve(args: argparse.Namespace) -> int:
     app = server.build_app(spec)  # here too with several workers: a bad model or key file is one line, before any
     sock = server.listen(args.host, args.port)
     host, port = sock.getsockname()[:2]
-    if not args.api_key_file and not server.is_loopback(host):
-        print(f"fmnist serve: warning: listening on {host}, reachable from other machines, with no --api-key-file: "
-              "anyone who can reach it can use it", file=sys.stderr, flush=True)
+    warning = server.exposure_warning(host, keyed=bool(args.api_key_file))
+    if warning:
+        print(warning, file=sys.stderr, flush=True)
     shown = f"[{host}]" if ":" in host else host
     workers = f", {args.workers} worker processes" if args.workers > 1 else ""
     print(f"fmnist serve: {app.state.model_header} on http://{shown}:{port}/{workers} (API: POST /predict, "

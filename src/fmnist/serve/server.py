@@ -75,6 +75,14 @@ def is_loopback(host: str) -> bool:
         return False
 
 
+def exposure_warning(host: str, keyed: bool) -> str | None:
+    """The warning to print when a server without API keys listens where other machines can reach it."""
+    if keyed or is_loopback(host):
+        return None
+    return (f"fmnist serve: warning: listening on {host}, reachable from other machines, with no --api-key-file: "
+            "anyone who can reach it can use it")
+
+
 def listen(host: str, port: int) -> socket.socket:
     """A listening socket on host:port (port 0: any free port), or a one-line FmnistError."""
     try:
