@@ -44,7 +44,7 @@ class Level:
     requests_per_second: float
     p50_ms: float
     p99_ms: float
-    server_cpu_ms_per_request: float  # user+system CPU of the server process: comparable even on a busy machine
+    server_cpu_ms_per_request: float  # user+system CPU of the server's processes: comparable on a busy machine
     first_error: str
 
 
@@ -124,8 +124,10 @@ async def run_level(url: str, pngs: list[bytes], clients: int, requests: int,
 
 
 def cpu_seconds(pid: int) -> float:
+    """User + system CPU of the process and its live children (the workers of `fmnist serve --workers N`)."""
     fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")  # utime + stime
+    children = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK") + sum(cpu_seconds(int(c)) for c in children)
 
 
 def measure(model: str, server: str, process: subprocess.Popen, url: str, pngs: list[bytes], clients: int,

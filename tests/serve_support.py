@@ -74,9 +74,14 @@ class Server:
     url: str
     output: list[str]  # its stdout and stderr lines, read by a thread so that a full pipe never blocks it
 
-    def rss_kib(self) -> int:
-        status = Path(f"/proc/{self.process.pid}/status").read_text()
+    def rss_kib(self, pid: int | None = None) -> int:
+        status = Path(f"/proc/{pid or self.process.pid}/status").read_text()
         return int(re.search(r"VmRSS:\s+(\d+)", status).group(1))  # type: ignore[union-attr]
+
+    def children(self) -> list[int]:
+        """Process ids of its child processes (the workers of --workers N; multiprocessing's helpers too)."""
+        pid = self.process.pid
+        return [int(c) for c in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
 
 
 @contextlib.contextmanager

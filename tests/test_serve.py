@@ -5,6 +5,8 @@ from __future__ import annotations
 import asyncio
 import base64
 import builtins
+import dataclasses
+import hashlib
 import io
 import os
 import socket
@@ -18,11 +20,14 @@ from fastapi.testclient import TestClient
 from PIL import Image
 from serve_support import png_claiming, product_photo, real_bomb, tiny_checkpoint
 
-from fmnist import cli
+from fmnist import checkpoint, cli
 from fmnist.data import CLASSES
+from fmnist.errors import FmnistError
 from fmnist.explain import Explainer, heatmap_png
 from fmnist.images import load_image
 from fmnist.inference import load_predictor
+from fmnist.serve import access, server
+from fmnist.serve import model as serve_model
 from fmnist.serve.app import Limits, create_app
 from fmnist.serve.batching import MicroBatcher, QueueFull
 
@@ -55,10 +60,10 @@ def test_concurrent_requests_share_one_model_call_and_get_their_own_rows():
     recorder = Recorder()
 
     async def main():
-        async with MicroBatcher(recorder.probabilities, max_batch=64, max_wait=0.2) as batcher:
+        async with MicroBatcher(recorder, max_batch=64, max_wait=0.2) as batcher:
             return await asyncio.gather(*(batcher.submit(images_of(v, n=1 + v % 2)) for v in range(10)))
 
-    results = asyncio.run(main())
+    results = [answer.probs for answer in asyncio.run(main())]
     assert recorder.batch_sizes == [15]  # 10 requests, 15 images, one call
     for value, probs in enumerate(results):
         assert probs.shape == (1 + value % 2, 10) and probs.argmax(1).tolist() == [value] * (1 + value % 2)
@@ -68,19 +73,19 @@ def test_batches_never_exceed_max_batch_nor_split_a_request():
     recorder = Recorder()
 
     async def main():
-        async with MicroBatcher(recorder.probabilities, max_batch=4, max_wait=0.05) as batcher:
+        async with MicroBatcher(recorder, max_batch=4, max_wait=0.05) as batcher:
             return await asyncio.gather(*(batcher.submit(images_of(v, n=3)) for v in range(5)))
 
     results = asyncio.run(main())
     assert recorder.batch_sizes == [3] * 5  # two requests of 3 would exceed 4
-    assert [r.argmax(1).tolist() for r in results] == [[v] * 3 for v in range(5)]
+    assert [r.probs.argmax(1).tolist() for r in results] == [[v] * 3 for v in range(5)]
 
 
 def test_a_lone_request_waits_at_most_max_wait():
     recorder = Recorder()
 
     async def main():
-        async with MicroBatcher(recorder.probabilities, max_batch=64, max_wait=0.05) as batcher:
+        async with MicroBatcher(recorder, max_batch=64, max_wait=0.05) as batcher:
             start = time.perf_counter()
             await batcher.submit(images_of(1))
             return time.perf_counter() - start
@@ -90,7 +95,7 @@ def test_a_lone_request_waits_at_most_max_wait():
 
 def test_a_batch_waits_only_for_requests_on_their_way():
     async def lone(expected: int, max_wait: float) -> float:
-        async with MicroBatcher(Recorder().probabilities, max_batch=64, max_wait=max_wait,
+        async with MicroBatcher(Recorder(), max_batch=64, max_wait=max_wait,
                                 expected=lambda: expected) as batcher:
             start = time.perf_counter()
             await batcher.submit(images_of(1))
@@ -104,7 +109,7 @@ def test_full_queue_refuses_at_once():
     recorder = Recorder(delay=0.3)
 
     async def main():
-        async with MicroBatcher(recorder.probabilities, max_batch=2, max_wait=0, max_queue=3) as batcher:
+        async with MicroBatcher(recorder, max_batch=2, max_wait=0, max_queue=3) as batcher:
             first = asyncio.ensure_future(batcher.submit(images_of(0, 2)))
             await asyncio.sleep(0.1)  # the model now holds the first batch; the queue is empty
             queued = [asyncio.ensure_future(batcher.submit(images_of(1))) for _ in range(3)]
@@ -119,20 +124,21 @@ def test_full_queue_refuses_at_once():
 def test_model_failure_reaches_every_waiting_request_and_the_batcher_goes_on():
     calls = []
 
-    def flaky(images):
-        calls.append(len(images))
-        if len(calls) == 1:
-            raise RuntimeError("model broke")
-        return Recorder().probabilities(images)
+    class Flaky(Recorder):
+        def probabilities(self, images):
+            calls.append(len(images))
+            if len(calls) == 1:
+                raise RuntimeError("model broke")
+            return super().probabilities(images)
 
     async def main():
-        async with MicroBatcher(flaky, max_batch=8, max_wait=0.1) as batcher:
+        async with MicroBatcher(Flaky(), max_batch=8, max_wait=0.1) as batcher:
             failed = await asyncio.gather(*(batcher.submit(images_of(v)) for v in range(3)), return_exceptions=True)
             after = await batcher.submit(images_of(4))
             return failed, after
 
     failed, after = asyncio.run(main())
-    assert [str(e) for e in failed] == ["model broke"] * 3 and after.argmax(1).tolist() == [4]
+    assert [str(e) for e in failed] == ["model broke"] * 3 and after.probs.argmax(1).tolist() == [4]
 
 
 # --- the app ---------------------------------------------------------------------------------------
@@ -153,7 +159,7 @@ def predictor(model_path):
 
 @pytest.fixture(scope="module")
 def client(predictor):
-    with TestClient(create_app(predictor, Limits(max_body=2**20, max_files=3, max_wait_ms=1))) as client:
+    with TestClient(create_app(predictor, Limits(max_body_mb=1, max_files=3, max_wait_ms=1))) as client:
         yield client
 
 
@@ -176,7 +182,8 @@ def test_raw_image_body(client, predictor):
 
 def test_input_is_the_28x28_view_the_model_saw(client):
     photo = product_photo("shirt", fmt="PNG")
-    response = client.post("/predict", content=photo, headers={"Content-Type": "image/png"})
+    assert "input" not in client.post("/predict", content=photo, headers=PNG).json()["predictions"][0]
+    response = client.post("/predict?input=1", content=photo, headers=PNG)
     url = response.json()["predictions"][0]["input"]
     assert url.startswith("data:image/png;base64,")
     seen = np.asarray(Image.open(io.BytesIO(base64.b64decode(url.split(",", 1)[1]))))
@@ -195,7 +202,8 @@ def test_multipart_files_answer_in_order(client, predictor):
 
 def test_healthz(client):
     body = client.get("/healthz").json()
-    assert body["status"] == "ok" and body["model"] == "mlp" and body["format"] == "pytorch"
+    assert body["status"] == "ok" and body["model"]["kind"] == "mlp pytorch" and body["format"] == "pytorch"
+    assert body["model"]["file"] == "tiny.pt" and len(body["model"]["sha256"]) == 12
     assert body["classes"] == list(CLASSES) and body["limits"]["max_files"] == 3
 
 
@@ -289,7 +297,7 @@ def test_flood_beyond_the_queue_gets_503_and_the_rest_succeed():
 
 def test_uploads_beyond_the_memory_budget_get_503_and_every_byte_is_given_back():
     photo = product_photo(size=(80, 100))
-    limits = Limits(max_body=len(photo), max_buffered=3 * len(photo), max_wait_ms=0)
+    limits = Limits(max_body_mb=len(photo) / 2**20, max_buffered_mb=3 * len(photo) / 2**20, max_wait_ms=0)
     app = create_app(Recorder(delay=0.2), limits)
 
     async def main():
@@ -311,8 +319,10 @@ def test_limits_are_checked():
         create_app(Recorder(), Limits(max_queue=0))
     with pytest.raises(Exception, match="max-files .* cannot exceed max-batch"):
         create_app(Recorder(), Limits(max_files=8, max_batch=4))
-    with pytest.raises(Exception, match="max-body .* cannot exceed max-buffered"):
-        create_app(Recorder(), Limits(max_body=2**20, max_buffered=2**10))
+    with pytest.raises(Exception, match="max-body-mb .* cannot exceed max-buffered-mb"):
+        create_app(Recorder(), Limits(max_body_mb=1, max_buffered_mb=0.5))
+    with pytest.raises(Exception, match="max-body-mb must be > 0"):
+        create_app(Recorder(), Limits(max_body_mb=0))
 
 
 def test_cli_errors_are_one_line(model_path, tmp_path, capsys):
@@ -321,7 +331,11 @@ def test_cli_errors_are_one_line(model_path, tmp_path, capsys):
     assert cli.main(["serve", str(model_path), "--max-batch", "0"]) == 2
     assert "max-batch must be >= 1" in capsys.readouterr().err
     assert cli.main(["serve", str(model_path), "--max-body-mb", "0"]) == 2
-    assert "--max-body-mb must be > 0" in capsys.readouterr().err
+    assert "max-body-mb must be > 0" in capsys.readouterr().err
+    assert cli.main(["serve", str(model_path), "--workers", "0"]) == 2
+    assert "--workers must be >= 1" in capsys.readouterr().err
+    assert cli.main(["serve", str(model_path), "--api-key-file", str(tmp_path / "nokeys")]) == 2
+    assert "cannot read the API key file" in capsys.readouterr().err
     with socket.socket() as taken:
         taken.bind(("127.0.0.1", 0))
         taken.listen()
@@ -349,3 +363,156 @@ def test_explain_adds_a_heatmap_of_the_view_and_only_when_asked(client, predicto
     refused = client.post("/predict?explain=yes", files=files)
     assert refused.status_code == 422 and refused.json() == {"error": "explain: expected 0 or 1, got 'yes'"}
     assert client.get("/healthz").json()["in_progress"] == 0
+# --- access, CORS, identity, reload ---------------------------------------------------------------------
+
+KEY = "k3y-0123456789abcdef"
+
+
+def test_keys_guard_predict_and_metrics_with_one_message_for_every_failure(predictor):
+    photo = product_photo()
+    with TestClient(create_app(predictor, api_keys=(KEY, "other-key-0123456789"))) as http:
+        refusals = [http.post("/predict", content=photo, headers={**JPEG, **extra}) for extra in
+                    ({}, {"X-API-Key": "wrong"}, {"Authorization": f"Bearer {KEY}x"}, {"Authorization": f"Basic {KEY}"},
+                     {"X-API-Key": KEY[:-1]})]
+        assert {r.status_code for r in refusals} == {401} and len({r.json()["error"] for r in refusals}) == 1
+        assert http.get("/metrics").status_code == 401
+        bearer = {**JPEG, "Authorization": f"Bearer {KEY}"}
+        assert http.post("/predict", content=photo, headers=bearer).status_code == 200
+        assert http.post("/predict", content=photo, headers={**JPEG, "X-API-Key": KEY}).status_code == 200
+        assert http.get("/metrics", headers={"X-API-Key": KEY}).status_code == 200
+        assert http.get("/healthz").status_code == 200  # health checks need no key
+        assert 'fmnist_rejected_total{status="401"} 6.0' in http.get("/metrics", headers={"X-API-Key": KEY}).text
+
+
+def test_key_file_is_read_and_checked(tmp_path):
+    path = tmp_path / "keys"
+    path.write_text(f"# comment\n\n{KEY}\n  other-key-0123456789  \n")
+    assert access.read_keys(path) == (KEY, "other-key-0123456789")
+    for text, message in (("# nothing\n", "no API keys"), ("short\n", "at least 16 characters")):
+        path.write_text(text)
+        with pytest.raises(FmnistError, match=message):
+            access.read_keys(path)
+    with pytest.raises(FmnistError, match="cannot read the API key file"):
+        access.read_keys(tmp_path / "missing")
+
+
+def test_token_bucket_allows_burst_then_rate_and_says_when_to_retry():
+    now = [0.0]
+    limiter = access.RateLimiter(rate=2, burst=3, clock=lambda: now[0])
+    for _ in range(3):
+        limiter.take("a")
+    with pytest.raises(access.ApiError) as refused:
+        limiter.take("a")
+    assert refused.value.status == 429 and refused.value.headers == {"Retry-After": "1"}
+    limiter.take("b")  # another client has its own bucket
+    now[0] = 0.5  # one token back at 2 per second
+    limiter.take("a")
+    with pytest.raises(access.ApiError):
+        limiter.take("a")
+
+
+def test_rate_limit_answers_429_with_retry_after(predictor):
+    photo = product_photo()
+    with TestClient(create_app(predictor, Limits(rate=0.05, burst=2))) as http:  # a token per 20 s
+        codes = [http.post("/predict", content=photo, headers=JPEG) for _ in range(3)]
+    assert [r.status_code for r in codes] == [200, 200, 429]
+    assert 1 <= int(codes[2].headers["retry-after"]) <= 20 and "rate limit" in codes[2].json()["error"]
+
+
+def test_cors_is_off_by_default_and_allows_only_the_listed_origins(predictor):
+    preflight = {"Origin": "https://shop.example", "Access-Control-Request-Method": "POST",
+                 "Access-Control-Request-Headers": "Content-Type, X-API-Key"}
+    with TestClient(create_app(predictor)) as http:
+        assert "access-control-allow-origin" not in http.get("/healthz", headers={"Origin": "https://shop.example"}).headers
+        assert "access-control-allow-origin" not in http.options("/predict", headers=preflight).headers
+    with TestClient(create_app(predictor, cors_origins=("https://shop.example",))) as http:
+        allowed = http.options("/predict", headers=preflight)
+        assert allowed.status_code == 200 and allowed.headers["access-control-allow-origin"] == "https://shop.example"
+        answer = http.post("/predict", content=product_photo(), headers={**JPEG, "Origin": "https://shop.example"})
+        assert answer.headers["access-control-allow-origin"] == "https://shop.example"
+        assert "X-Request-ID" in answer.headers["access-control-expose-headers"]
+        other = http.options("/predict", headers={**preflight, "Origin": "https://evil.example"})
+        assert other.status_code == 400 and "access-control-allow-origin" not in other.headers
+
+
+def test_request_id_is_echoed_when_sane_and_made_up_otherwise(client):
+    assert client.get("/healthz", headers={"X-Request-ID": "abc-123"}).headers["x-request-id"] == "abc-123"
+    made = {client.get("/healthz", headers={"X-Request-ID": "bad id\twith spaces"}).headers["x-request-id"]
+            for _ in range(2)}
+    assert len(made) == 2 and all(len(rid) == 32 for rid in made)
+    assert client.get("/nowhere").headers["x-request-id"]  # errors carry one too
+
+
+def test_reload_swaps_to_a_checked_model_and_keeps_the_old_one_when_loading_fails(model_path, tmp_path):
+    other = tiny_checkpoint(tmp_path / "other.pt")
+    sources = iter([other, tmp_path / "missing.pt"])
+    app = create_app(serve_model.load(model_path), reload=lambda: serve_model.load(next(sources)))
+    photo = product_photo()
+    with TestClient(app) as http:
+        first = http.post("/predict", content=photo, headers=JPEG).json()["model"]
+        http.portal.call(app.state.reload)
+        second = http.post("/predict", content=photo, headers=JPEG)
+        http.portal.call(app.state.reload)  # fails: the file is missing
+        third = http.post("/predict", content=photo, headers=JPEG)
+        metrics = http.get("/metrics").text
+    assert first["file"] == "tiny.pt" and second.json()["model"]["file"] == "other.pt"
+    assert second.headers["x-model"].startswith("other.pt sha256:" + second.json()["model"]["sha256"])
+    assert third.status_code == 200 and third.json()["model"] == second.json()["model"]
+    assert 'fmnist_model_reloads_total{result="ok"} 1.0' in metrics
+    assert 'fmnist_model_reloads_total{result="failed"} 1.0' in metrics
+
+
+def test_a_model_that_answers_nonsense_is_refused(predictor):
+    class Broken(Recorder):
+        def probabilities(self, images):
+            return torch.full((len(images), 10), float("nan"))
+
+    with pytest.raises(FmnistError, match="not finite"):
+        serve_model.check(serve_model.identify(Broken()))
+    assert serve_model.check(serve_model.identify(predictor)).kind == "mlp pytorch"
+
+
+def test_serve_flags_are_the_limits_fields_with_their_defaults():
+    parser = cli.build_parser()
+    args = parser.parse_args(["serve", "m.pt"])
+    assert Limits(**{f.name: getattr(args, f.name) for f in dataclasses.fields(Limits)}) == Limits()
+    args = parser.parse_args(["serve", "m.pt", "--max-body-mb", "2.5", "--rate", "3", "--max-batch", "8"])
+    assert (args.max_body_mb, args.rate, args.max_batch) == (2.5, 3.0, 8)
+    help_text = parser._subparsers._group_actions[0].choices["serve"].format_help()  # type: ignore[union-attr]
+    for f in dataclasses.fields(Limits):
+        assert "--" + f.name.replace("_", "-") in help_text
+
+
+@pytest.mark.parametrize("host, loopback", [("127.0.0.1", True), ("::1", True), ("localhost", True),
+                                            ("0.0.0.0", False), ("192.168.1.5", False), ("example.com", False)])
+def test_a_server_reachable_from_other_machines_without_keys_is_warned_about(host, loopback):
+    assert server.is_loopback(host) == loopback
+    assert (server.exposure_warning(host, keyed=False) is None) == loopback
+    assert server.exposure_warning(host, keyed=True) is None
+
+
+def test_a_failing_model_is_a_one_line_500_with_the_request_id():
+    class Failing(Recorder):
+        def probabilities(self, images):
+            raise RuntimeError("out of memory")
+
+    with TestClient(create_app(Failing()), raise_server_exceptions=False) as http:
+        response = http.post("/predict", content=product_photo(), headers={**JPEG, "X-Request-ID": "r-1"})
+        assert response.status_code == 500 and response.json() == {"error": "internal error (RuntimeError)"}
+        assert response.headers["x-request-id"] == "r-1" and response.headers["x-model"]
+        assert http.get("/healthz").status_code == 200
+
+
+def test_identity_names_the_file_its_hash_kind_and_recorded_accuracy(tmp_path):
+    run = tmp_path / "run"
+    path = tiny_checkpoint(tmp_path / "tiny.pt")
+    state = checkpoint.load(path)
+    state["history"] = [{"epoch": 1, "train_acc": 0.5, "val_acc": 0.4},
+                        {"epoch": 2, "train_acc": 0.91, "val_acc": 0.88}]
+    (run / "checkpoints").mkdir(parents=True)
+    checkpoint.save(run / "checkpoints" / "best.pt", state)
+    served = serve_model.load(run)  # a run directory stands for its best checkpoint
+    digest = hashlib.sha256((run / "checkpoints" / "best.pt").read_bytes()).hexdigest()
+    assert served.identity() == {"file": "best.pt", "sha256": digest[:12], "kind": "mlp pytorch",
+                                 "train_accuracy": 0.91, "val_accuracy": 0.88}
+    assert served.header() == f"best.pt sha256:{digest[:12]} mlp pytorch"

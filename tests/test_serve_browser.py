@@ -58,7 +58,7 @@ def test_upload_a_photo_and_draw(browser, tmp_path):
     photo = tmp_path / "trousers.jpg"
     photo.write_bytes(product_photo("trouser", size=(480, 640)))
     with running_server(model) as server:
-        expected = httpx.post(f"{server.url}/predict", content=photo.read_bytes(),
+        expected = httpx.post(f"{server.url}/predict?input=1", content=photo.read_bytes(),
                               headers={"Content-Type": "image/jpeg"}, timeout=30).json()["predictions"][0]
 
         browser.get(server.url + "/")

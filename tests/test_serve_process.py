@@ -3,12 +3,22 @@
 from __future__ import annotations
 
 import asyncio
+import json
+import shutil
 import signal
+import subprocess
 import time
+import urllib.error
+import urllib.request
+from pathlib import Path
 
 import httpx
 import pytest
+import requests
+from prometheus_client.parser import text_string_to_metric_families
 from serve_support import png_claiming, product_photo, real_bomb, running_server, tiny_checkpoint
+
+from fmnist.data import CLASSES
 
 
 @pytest.fixture(scope="module")
@@ -94,3 +104,231 @@ def test_sigterm_lets_requests_in_flight_finish_then_exits_0(model_path):
         assert [r.status_code for r in responses] == [200] * 4
         assert all(r.json()["predictions"][0]["class_name"] for r in responses)
         assert server.process.wait(30) == 0, "".join(server.output)
+
+
+# --- HTTP as ordinary clients and monitors speak it, each client against the same real server ------------
+
+
+def via_urllib(method: str, url: str, body: bytes | None, headers: dict) -> tuple[int, dict, bytes]:
+    request = urllib.request.Request(url, data=body, headers=headers, method=method)
+    try:
+        with urllib.request.urlopen(request, timeout=30) as response:
+            return response.status, {k.lower(): v for k, v in response.headers.items()}, response.read()
+    except urllib.error.HTTPError as error:
+        return error.code, {k.lower(): v for k, v in error.headers.items()}, error.read()
+
+
+def via_requests(method: str, url: str, body: bytes | None, headers: dict) -> tuple[int, dict, bytes]:
+    response = requests.request(method, url, data=body, headers=headers, timeout=30)
+    return response.status_code, {k.lower(): v for k, v in response.headers.items()}, response.content
+
+
+def via_httpx(method: str, url: str, body: bytes | None, headers: dict) -> tuple[int, dict, bytes]:
+    response = httpx.request(method, url, content=body, headers=headers, timeout=30)
+    return response.status_code, dict(response.headers), response.content
+
+
+def via_curl(method: str, url: str, body: bytes | None, headers: dict, tmp: Path) -> tuple[int, dict, bytes]:
+    # -I for HEAD: with -X HEAD curl would wait for the body that Content-Length announces. It writes the
+    # headers as the "body", so for HEAD the body is what the other clients check.
+    command = ["curl", "-sS", "--max-time", "30", "-D", str(tmp / "head"), "-o",
+               str(tmp / "body") if method != "HEAD" else "/dev/null"]
+    command += ["-I"] if method == "HEAD" else ["-X", method]
+    if body is not None:
+        (tmp / "upload").write_bytes(body)
+        command += ["--data-binary", f"@{tmp / 'upload'}"]
+    for name, value in headers.items():
+        command += ["-H", f"{name}: {value}"]
+    subprocess.run([*command, url], check=True, capture_output=True, timeout=60)
+    blocks = (tmp / "head").read_text().strip().split("\r\n\r\n")  # "100 Continue" comes first when sent
+    status_line, *lines = blocks[-1].splitlines()
+    fields = dict(line.split(": ", 1) for line in lines if ": " in line)
+    body = (tmp / "body").read_bytes() if method != "HEAD" and (tmp / "body").exists() else b""
+    return int(status_line.split()[1]), {k.lower(): v for k, v in fields.items()}, body
+
+
+CLIENTS = ["urllib", "requests", "httpx"] + (["curl"] if shutil.which("curl") else [])
+
+
+@pytest.fixture
+def call(request, tmp_path):
+    """call(method, url, body=None, headers=None) through the client named by the test's `client` parameter."""
+    name = request.node.callspec.params["client"]
+
+    def send(method: str, url: str, body: bytes | None = None, headers: dict | None = None):
+        if name == "curl":
+            return via_curl(method, url, body, headers or {}, tmp_path)
+        return {"urllib": via_urllib, "requests": via_requests, "httpx": via_httpx}[name](
+            method, url, body, headers or {})
+
+    return send
+
+
+@pytest.fixture(scope="module")
+def server(model_path):
+    with running_server(model_path, "--max-body-mb", "1") as server:
+        yield server
+
+
+@pytest.mark.parametrize("client", CLIENTS)
+@pytest.mark.parametrize("path", ["/", "/healthz", "/metrics", "/static/app.js", "/openapi.json"])
+def test_head_answers_every_get_route_like_get_without_a_body(server, call, client, path):
+    status, get_headers, get_body = call("GET", server.url + path)
+    head_status, headers, body = call("HEAD", server.url + path)
+    assert (status, head_status, body) == (200, 200, b"")
+    assert headers["content-type"] == get_headers["content-type"]
+    if path not in ("/healthz", "/metrics"):  # those two change between the calls
+        assert int(headers["content-length"]) == len(get_body)
+
+
+@pytest.mark.parametrize("client", CLIENTS)
+@pytest.mark.parametrize("content_type, status", [("image/jpeg", 413), ("text/plain", 415)])
+def test_a_refused_large_upload_gets_its_json_answer_not_a_reset(server, call, client, content_type, status):
+    # 12 MiB against a 1 MiB limit: more than the socket buffers hold, so answering and closing without
+    # reading it would make the kernel reset the connection under a client still sending.
+    got, headers, body = call("POST", server.url + "/predict", b"\0" * (12 * 2**20), {"Content-Type": content_type})
+    assert got == status and headers["content-type"] == "application/json" and json.loads(body)["error"]
+    assert headers["x-request-id"] and headers["x-model"].startswith("tiny.pt sha256:")
+
+
+@pytest.mark.parametrize("client", CLIENTS)
+def test_raw_octet_stream_is_read_by_content_and_every_answer_names_model_and_request(server, call, client):
+    status, headers, body = call("POST", server.url + "/predict", product_photo(),
+                                 {"Content-Type": "application/octet-stream", "X-Request-ID": f"{client}-42"})
+    answer = json.loads(body)
+    assert status == 200 and answer["predictions"][0]["class_name"] in CLASSES
+    assert headers["x-request-id"] == f"{client}-42"
+    model = answer["model"]
+    assert model["file"] == "tiny.pt" and model["kind"] == "mlp pytorch" and len(model["sha256"]) == 12
+    assert headers["x-model"] == f"tiny.pt sha256:{model['sha256']} mlp pytorch"
+    health = json.loads(call("GET", server.url + "/healthz")[2])
+    assert health["model"] == model
+
+
+# --- operating it: metrics, reload, workers ---------------------------------------------------------------
+
+
+def scrape(url: str, **headers: str) -> dict[tuple[str, frozenset], float]:
+    """Every sample of GET /metrics, keyed by (name, labels)."""
+    text = httpx.get(url + "/metrics", headers=headers, timeout=30).text
+    return {(sample.name, frozenset(sample.labels.items())): sample.value
+            for family in text_string_to_metric_families(text) for sample in family.samples}
+
+
+def sample(metrics: dict, name: str, **labels: str) -> float:
+    return metrics.get((name, frozenset(labels.items())), 0.0)
+
+
+def test_metrics_count_every_request_image_and_stage_under_load(model_path):
+    photo = product_photo(size=(120, 160))
+    jpeg = {"Content-Type": "image/jpeg"}
+    with running_server(model_path) as server:
+
+        async def load():
+            async with httpx.AsyncClient(base_url=server.url, timeout=30) as http:
+                one = [http.post("/predict", content=photo, headers=jpeg) for _ in range(40)]
+                two = [http.post("/predict", files=[("file", ("a.jpg", photo))] * 2) for _ in range(10)]
+                bad = [http.post("/predict", content=photo, headers={"Content-Type": "text/plain"}) for _ in range(5)]
+                during = [http.get("/metrics")]
+                return await asyncio.gather(*one, *two, *bad, *during)
+
+        responses = asyncio.run(load())
+        assert [r.status_code for r in responses] == [200] * 50 + [415] * 5 + [200]
+        assert "fmnist_requests_total" in responses[-1].text  # scraped while the load ran
+        metrics = scrape(server.url)
+    assert sample(metrics, "fmnist_requests_total", route="/predict", method="POST", status="200") == 50
+    assert sample(metrics, "fmnist_requests_total", route="/predict", method="POST", status="415") == 5
+    assert sample(metrics, "fmnist_rejected_total", status="415") == 5
+    assert sample(metrics, "fmnist_request_seconds_count", route="/predict") == 55
+    for stage in ("body", "decode", "batch_wait", "encode"):
+        assert sample(metrics, "fmnist_stage_seconds_count", stage=stage) == 50, stage
+    model_calls = sample(metrics, "fmnist_batch_images_count")
+    assert sample(metrics, "fmnist_batch_images_sum") == 40 + 2 * 10  # every image, in some model call
+    assert 1 <= model_calls < 50 and sample(metrics, "fmnist_stage_seconds_count", stage="model") == model_calls
+    assert sample(metrics, "fmnist_queued_images") == 0 and sample(metrics, "fmnist_requests_in_progress") == 0
+
+
+def test_sighup_swaps_the_model_under_load_with_no_errors_and_a_bad_file_keeps_it(tmp_path):
+    path = tiny_checkpoint(tmp_path / "model.pt")
+    photo = product_photo(size=(120, 160))
+    with running_server(path) as server:
+        first = httpx.get(server.url + "/healthz").json()["model"]["sha256"]
+
+        async def main():
+            responses: list[httpx.Response] = []
+            running = True
+
+            async def client(http: httpx.AsyncClient) -> None:
+                while running:
+                    responses.append(await http.post("/predict", content=photo, headers={"Content-Type": "image/jpeg"}))
+
+            async def serving(http: httpx.AsyncClient, condition, what: str) -> None:
+                deadline = time.monotonic() + 30
+                while not condition((await http.get("/healthz")).json()["model"]["sha256"]):
+                    assert time.monotonic() < deadline, f"no {what}: {''.join(server.output)}"
+                    await asyncio.sleep(0.05)
+
+            async with httpx.AsyncClient(base_url=server.url, timeout=30) as http:
+                clients = [asyncio.ensure_future(client(http)) for _ in range(4)]
+                await asyncio.sleep(0.5)
+                tiny_checkpoint(path)  # new weights, written atomically over the served file
+                server.process.send_signal(signal.SIGHUP)
+                await serving(http, lambda sha: sha != first, "swap")
+                second = (await http.get("/healthz")).json()["model"]["sha256"]
+                await asyncio.sleep(0.3)
+                path.write_bytes(b"not a checkpoint")
+                server.process.send_signal(signal.SIGHUP)
+                deadline = time.monotonic() + 30
+                while not any("model reload failed" in line for line in server.output):
+                    assert time.monotonic() < deadline, "".join(server.output)
+                    await asyncio.sleep(0.05)
+                await asyncio.sleep(0.3)
+                running = False
+                await asyncio.gather(*clients)
+                after = (await http.get("/healthz")).json()["model"]["sha256"]
+            return responses, second, after
+
+        responses, second, after = asyncio.run(main())
+    assert len(responses) >= 8 and {r.status_code for r in responses} == {200}
+    answered_by = [r.json()["model"]["sha256"] for r in responses]
+    assert set(answered_by) == {first, second} and after == second == answered_by[-1]
+    assert answered_by.index(second) == answered_by.count(first)  # once swapped, never the old model again
+    failure = next(line for line in server.output if "model reload failed" in line)
+    assert f"still serving model.pt sha256:{second}" in failure and "model.pt" in failure
+
+
+def test_workers_share_one_port_add_up_their_metrics_reload_and_all_stop_on_sigterm(tmp_path):
+    photo = product_photo()
+    model_path = tiny_checkpoint(tmp_path / "model.pt")
+    with running_server(model_path, "--workers", "2") as server:
+
+        async def spread(count: int) -> list[httpx.Response]:  # a new connection per request
+            async def one() -> httpx.Response:
+                async with httpx.AsyncClient(base_url=server.url, timeout=30) as http:
+                    return await http.post("/predict", content=photo, headers={"Content-Type": "image/jpeg"})
+            return await asyncio.gather(*(one() for _ in range(count)))
+
+        pids: set[int] = set()
+        deadline = time.monotonic() + 60
+        while len(pids) < 2 and time.monotonic() < deadline:  # until both workers have answered
+            pids |= {httpx.get(server.url + "/healthz", timeout=30).json()["pid"] for _ in range(8)}
+        answers = asyncio.run(spread(24))
+        assert len(pids) == 2 and {r.status_code for r in answers} == {200}
+        metrics = scrape(server.url)
+        assert sample(metrics, "fmnist_requests_total", route="/predict", method="POST", status="200") == 24
+        assert sample(metrics, "fmnist_batch_images_sum") == 24
+        rss = {pid: server.rss_kib(pid) for pid in pids}
+        print(f"resident memory, KiB: supervisor {server.rss_kib()}, workers {rss}")
+        assert all(kib < 1024 * 1024 for kib in rss.values())  # each worker well under 1 GiB
+        first = httpx.get(server.url + "/healthz").json()["model"]["sha256"]
+        tiny_checkpoint(model_path)  # new weights
+        server.process.send_signal(signal.SIGHUP)  # to the supervisor, which passes it on to each worker
+        reloaded: dict[int, str] = {}
+        deadline = time.monotonic() + 60
+        while (len(reloaded) < 2 or first in reloaded.values()) and time.monotonic() < deadline:
+            health = httpx.get(server.url + "/healthz", timeout=30).json()
+            reloaded[health["pid"]] = health["model"]["sha256"]
+        assert set(reloaded) == pids and first not in reloaded.values(), "".join(server.output)
+        server.process.send_signal(signal.SIGTERM)
+        assert server.process.wait(60) == 0, "".join(server.output)
+    assert not any(Path(f"/proc/{pid}").exists() for pid in pids)

@@ -436,31 +436,46 @@ def cmd_bench(args: argparse.Namespace) -> int:
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
-    from fmnist.serve import server
-    from fmnist.serve.app import Limits, create_app
+    import dataclasses
 
-    for flag in ("max_body_mb", "max_buffered_mb"):
-        if getattr(args, flag) <= 0:
-            raise FmnistError(f"--{flag.replace('_', '-')} must be > 0, got {getattr(args, flag)}")
-    limits = Limits(max_batch=args.max_batch, max_wait_ms=args.max_wait_ms, max_queue=args.max_queue,
-                    decoders=args.decoders, max_body=max(1, round(args.max_body_mb * 2**20)),
-                    max_buffered=max(1, round(args.max_buffered_mb * 2**20)), max_files=args.max_files,
-                    top_k=args.top_k)
+    from fmnist.serve import server
+    from fmnist.serve.app import Limits
+
+    limits = Limits(**{f.name: getattr(args, f.name) for f in dataclasses.fields(Limits)})
     limits.check()
-    if args.threads < 1:
-        raise FmnistError(f"--threads must be >= 1, got {args.threads}")
-    torch.set_num_threads(args.threads)
-    predictor = load_predictor(args.model, select_device(args.device))
-    app = create_app(predictor, limits)
+    if args.threads < 1 or args.workers < 1:
+        raise FmnistError(f"--threads and --workers must be >= 1, got {args.threads} and {args.workers}")
+    spec = server.Spec(args.model, str(select_device(args.device)), dataclasses.asdict(limits),
+                       args.api_key_file or "", tuple(args.cors_origin or ()), args.threads)
+    app = server.build_app(spec)  # here too with several workers: a bad model or key file is one line, before any
     sock = server.listen(args.host, args.port)
     host, port = sock.getsockname()[:2]
+    warning = server.exposure_warning(host, keyed=bool(args.api_key_file))
+    if warning:
+        print(warning, file=sys.stderr, flush=True)
     shown = f"[{host}]" if ":" in host else host
-    facts = predictor.describe()
-    print(f"fmnist serve: {facts.get('model', '')} {facts.get('format', '')} model from {args.model} on "
-          f"http://{shown}:{port}/ (API: POST /predict, GET /healthz); Ctrl-C or SIGTERM stops after the requests "
+    workers = f", {args.workers} worker processes" if args.workers > 1 else ""
+    print(f"fmnist serve: {app.state.model_header} on http://{shown}:{port}/{workers} (API: POST /predict, "
+          "GET /healthz, GET /metrics); SIGHUP reloads the model; Ctrl-C or SIGTERM stops after the requests "
           "in flight", flush=True)
-    server.run(app, sock, access_log=not args.no_access_log)
+    if args.workers == 1:
+        server.run(app, sock, access_log=not args.no_access_log)
+    else:
+        del app  # each worker loads its own
+        server.run_workers(spec, sock, args.workers, access_log=not args.no_access_log)
     return 0
+
+
+def add_limit_flags(parser: argparse.ArgumentParser) -> None:
+    """One flag per field of serve's Limits, with its help and default, as add_config_flags does for Config."""
+    import dataclasses
+
+    from fmnist.serve.app import Limits
+
+    group = parser.add_argument_group("limits of each worker process (defaults shown)")
+    for f in dataclasses.fields(Limits):
+        group.add_argument("--" + f.name.replace("_", "-"), type=type(f.default), default=f.default,
+                           metavar=f.name.upper(), help=f"{f.metadata['help']} (default: {f.default:g})")
 
 
 DEVICE_HELP = "where to run (default: auto: cuda, then mps, then cpu)"
@@ -520,19 +535,15 @@ def build_parser() -> argparse.ArgumentParser:
                    help="address to listen on; 0.0.0.0 exposes it to the network (default: 127.0.0.1)")
     p.add_argument("--port", type=int, default=8000, help="TCP port; 0 picks a free one (default: 8000)")
     p.add_argument("--device", default="auto", choices=config_lib.DEVICES, help=DEVICE_HELP)
-    p.add_argument("--max-batch", type=int, default=64, help="images per model call (default: 64)")
-    p.add_argument("--max-wait-ms", type=float, default=2.0,
-                   help="how long a batch waits for more images once one arrived (default: 2.0)")
-    p.add_argument("--max-queue", type=int, default=256,
-                   help="requests in progress, and images waiting for the model, before answering 503 (default: 256)")
-    p.add_argument("--decoders", type=int, default=2, help="threads decoding uploaded images (default: 2)")
+    p.add_argument("--workers", type=int, default=1, help="server processes sharing the port, each with its own "
+                   "model copy and micro-batcher (default: 1)")
     p.add_argument("--threads", type=int, default=1, help="torch intra-op threads per model call (default: 1: batches "
                    "are small, and the decoders and the HTTP loop need the other cores)")
-    p.add_argument("--max-body-mb", type=float, default=10.0, help="largest request body, MiB (default: 10)")
-    p.add_argument("--max-buffered-mb", type=float, default=128.0,
-                   help="request bodies held in memory by all requests together, MiB; beyond: 503 (default: 128)")
-    p.add_argument("--max-files", type=int, default=16, help="images in one multipart request (default: 16)")
-    p.add_argument("--top-k", type=int, default=5, help="classes listed per prediction (default: 5)")
+    p.add_argument("--api-key-file", metavar="FILE", help="API keys, one per line: POST /predict and GET /metrics "
+                   "then need one (Authorization: Bearer KEY or X-API-Key: KEY)")
+    p.add_argument("--cors-origin", action="append", metavar="ORIGIN", help="an origin whose pages may call the API "
+                   "from a browser, e.g. https://shop.example (repeatable; default: none)")
+    add_limit_flags(p)
     p.add_argument("--no-access-log", action="store_true", help="no log line per request")
     p.set_defaults(func=cmd_serve)
 

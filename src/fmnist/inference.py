@@ -41,8 +41,12 @@ class Predictor(Protocol):
 class TorchPredictor:
     def __init__(self, path: str | Path, device: str | torch.device = "cpu"):
         self.device = select_device(device) if isinstance(device, str) else device
-        self.path = model_path(path)
-        self.model, self.config, _ = checkpoint.load_model(self.path, self.device)
+        self.path = Path(path)  # as given: a run directory or a checkpoint file
+        self.file = model_path(path)
+        self.model, self.config, state = checkpoint.load_model(self.file, self.device)
+        last = (state.get("history") or [{}])[-1]  # the row of the epoch this checkpoint holds
+        self.accuracy = {f"{split}_accuracy": last[f"{split}_acc"] for split in ("train", "val")
+                         if isinstance(last.get(f"{split}_acc"), float)}
 
     @torch.inference_mode()
     def logits(self, images: torch.Tensor) -> torch.Tensor:
@@ -52,7 +56,8 @@ class TorchPredictor:
         return self.logits(images).softmax(1)
 
     def describe(self) -> dict[str, Any]:
-        return {"format": "pytorch", "model": self.config.model, "source": str(self.path), "device": str(self.device)}
+        return {"format": "pytorch", "model": self.config.model, "source": str(self.path), "file": str(self.file),
+                "device": str(self.device), **self.accuracy}
 
 
 def sidecar_path(onnx_path: str | Path) -> Path:
@@ -120,6 +125,7 @@ class OnnxPredictor:
             "precision": self.facts["precision"],
             "model": self.facts["source"]["config"]["model"],
             "source": str(self.source),
+            "file": str(self.source),
             "device": "cpu",
             "test_accuracy": self.facts["test"]["accuracy"],
         }

@@ -1,1 +1,3 @@
-"""`fmnist serve`: the HTTP API (app.py), the micro-batcher (batching.py), uvicorn (server.py), the page (static/)."""
+"""`fmnist serve`: the routes (app.py), HTTP mechanics (http.py), keys and rate limits (access.py), the served model and
+its identity (model.py), Prometheus metrics (metrics.py), the micro-batcher (batching.py), uvicorn and workers
+(server.py), the page (static/)."""

@@ -1,9 +1,11 @@
-"""`fmnist serve`: the HTTP API and the page, as a FastAPI app built by `create_app(predictor)`.
+"""`fmnist serve`: the HTTP API and the page, as a FastAPI app built by `create_app(model)`.
 
-Requests never touch the filesystem: bodies are read into memory (at most `max_body` bytes,
+Requests never touch the filesystem: bodies are read into memory (at most `max_body_mb`,
 counted while they stream in), multipart forms are parsed in memory, and the page's files are
 read once when the app is built. Images are decoded in a small thread pool and the model runs
-in the micro-batcher's thread, so the event loop only moves bytes.
+in the micro-batcher's thread, so the event loop only moves bytes. HTTP mechanics (body reading,
+HEAD, request ids) are in fmnist.serve.http, keys and rate limits in fmnist.serve.access, the
+model's identity and checks in fmnist.serve.model, the Prometheus metrics in fmnist.serve.metrics.
 """
 
 from __future__ import annotations
@@ -12,93 +14,87 @@ import asyncio
 import base64
 import concurrent.futures
 import contextlib
-import functools
 import io
-from collections.abc import AsyncIterator
-from dataclasses import asdict, dataclass
+import logging
+import os
+import signal
+import time
+from collections.abc import AsyncIterator, Callable
+from dataclasses import asdict, dataclass, field, fields
 from importlib import resources
 from typing import Any
 
-import numpy as np
 import torch
-from fastapi import FastAPI, Request
+from fastapi import FastAPI, Query, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from PIL import Image
 from pydantic import BaseModel
-from python_multipart.multipart import MultipartParser, parse_options_header
 from starlette.exceptions import HTTPException as StarletteHTTPException
-from starlette.requests import ClientDisconnect
+from starlette.middleware.cors import CORSMiddleware
 
 from fmnist.data import CLASSES
 from fmnist.errors import FmnistError
 from fmnist.images import load_image
 from fmnist.inference import Predictor
-from fmnist.serve.batching import MicroBatcher, QueueFull
+from fmnist.serve.access import Keys, RateLimiter
+from fmnist.serve.batching import Answer, MicroBatcher, QueueFull
+from fmnist.serve.http import RETRY, ApiError, Body, BodyBudget, Edge, read_uploads
+from fmnist.serve.metrics import CONTENT_TYPE, Metrics
+from fmnist.serve.model import ServedModel, identify
 
-RETRY = {"Retry-After": "1"}  # seconds, on every 503
+log = logging.getLogger("uvicorn.error")  # uvicorn's own log: reloads are told where its messages go
 _STATIC_TYPES = {".html": "text/html; charset=utf-8", ".css": "text/css; charset=utf-8",
                  ".js": "text/javascript; charset=utf-8", ".svg": "image/svg+xml", ".png": "image/png"}
+MIB = 2**20
+
+
+def _limit(default: float, help: str, least: float = 1, above: bool = False) -> Any:
+    """A Limits field: its `fmnist serve` flag's help, and its lowest allowed value (`above`: strictly above)."""
+    return field(default=default, metadata={"help": help, "least": least, "above": above})
 
 
 @dataclass(frozen=True)
 class Limits:
-    """What one server accepts and how it batches; `fmnist serve` flags map onto these."""
+    """What one server (one worker process) accepts and how it batches; each field is an `fmnist serve` flag."""
 
-    max_batch: int = 64  # images per model call
-    max_wait_ms: float = 2.0  # how long the first image of a batch waits for company
-    max_queue: int = 256  # requests in progress, and images waiting for the model; beyond: 503
-    decoders: int = 2  # threads decoding uploads at once (each may hold a large decoded photo)
-    max_body: int = 10 * 2**20  # bytes of one request body
-    max_buffered: int = 128 * 2**20  # bytes of request bodies in memory at once, all requests together; beyond: 503
-    max_files: int = 16  # images in one multipart request
-    top_k: int = 5  # classes listed in each prediction's "top"
+    max_batch: int = _limit(64, "images per model call")
+    max_wait_ms: float = _limit(2.0, "how long a batch waits for more images once one arrived", least=0)
+    max_queue: int = _limit(256, "requests in progress, and images waiting for the model, before answering 503")
+    decoders: int = _limit(2, "threads decoding uploaded images (each may hold a large decoded photo)")
+    max_body_mb: float = _limit(10.0, "largest request body, MiB", least=0, above=True)
+    max_buffered_mb: float = _limit(128.0, "request bodies held in memory by all requests together, MiB; "
+                                    "beyond: 503", least=0, above=True)
+    max_files: int = _limit(16, "images in one multipart request")
+    top_k: int = _limit(5, "classes listed per prediction")
+    rate: float = _limit(0.0, "POST /predict requests per second per client (API key, else IP address), "
+                         "token bucket; 0: no limit", least=0)
+    burst: int = _limit(20, "requests a client may send at once before --rate applies")
+
+    @property
+    def max_body(self) -> int:
+        """Bytes of one request body."""
+        return max(1, round(self.max_body_mb * MIB))
+
+    @property
+    def max_buffered(self) -> int:
+        """Bytes of request bodies in memory at once, all requests together."""
+        return max(1, round(self.max_buffered_mb * MIB))
 
     def check(self) -> None:
-        for name, value in asdict(self).items():
-            if value < (0 if name == "max_wait_ms" else 1):
-                least = ">= 0" if name == "max_wait_ms" else ">= 1"
-                raise FmnistError(f"{name.replace('_', '-')} must be {least}, got {value}")
+        """FmnistError naming the first value out of range (flag names, as the user typed them)."""
+        for f in fields(self):
+            value, least = getattr(self, f.name), f.metadata["least"]
+            if value < least or (f.metadata["above"] and value <= least):
+                bound = f"> {least:g}" if f.metadata["above"] else f">= {least:g}"
+                raise FmnistError(f"{f.name.replace('_', '-')} must be {bound}, got {value}")
         if self.max_body > self.max_buffered:
-            raise FmnistError(f"max-body ({self.max_body:,} bytes) cannot exceed max-buffered ({self.max_buffered:,})")
+            raise FmnistError(f"max-body-mb ({self.max_body_mb:g}) cannot exceed max-buffered-mb "
+                              f"({self.max_buffered_mb:g})")
         if self.max_files > self.max_batch:
             raise FmnistError(f"max-files ({self.max_files}) cannot exceed max-batch ({self.max_batch})")
         if self.top_k > len(CLASSES):
             raise FmnistError(f"top-k must be at most {len(CLASSES)}, got {self.top_k}")
-
-
-class BodyBudget:
-    """Bytes of request bodies held in memory by all requests together: one large upload is bounded by
-    max_body, but many at once only by this (the event loop is one thread, so no lock is needed)."""
-
-    def __init__(self, limit: int):
-        self.limit, self.used = limit, 0
-
-    def request(self) -> BodyHold:
-        return BodyHold(self)
-
-
-class BodyHold:
-    """What one request holds of the budget; released when its response is built."""
-
-    def __init__(self, budget: BodyBudget):
-        self.budget, self.held = budget, 0
-
-    def take(self, n: int) -> None:
-        if self.budget.used + n > self.budget.limit:
-            raise ApiError(503, f"server busy: {self.budget.used:,} bytes of uploads in memory; retry shortly", RETRY)
-        self.budget.used += n
-        self.held += n
-
-    def release(self) -> None:
-        self.budget.used -= self.held
-        self.held = 0
-
-
-class ApiError(Exception):
-    def __init__(self, status: int, message: str, headers: dict[str, str] | None = None):
-        super().__init__(message)
-        self.status, self.message, self.headers = status, message, headers
 
 
 class HeatmapResponse(BaseModel):
@@ -111,11 +107,21 @@ class Prediction(BaseModel):
     class_name: str
     probability: float
     top: list[tuple[str, float]]
-    input: str  # the 28x28 image the model saw, as a data:image/png;base64 URL
+    input: str | None = None  # with ?input=1: the 28x28 image the model saw, as a data:image/png;base64 URL
     explanation: HeatmapResponse | None = None  # with ?explain=1 only
 
 
+class ModelIdentity(BaseModel):
+    file: str
+    sha256: str
+    kind: str
+    train_accuracy: float | None = None
+    val_accuracy: float | None = None
+    test_accuracy: float | None = None
+
+
 class PredictResponse(BaseModel):
+    model: ModelIdentity
     predictions: list[Prediction]
 
 
@@ -123,39 +129,90 @@ class ErrorResponse(BaseModel):
     error: str
 
 
-def create_app(predictor: Predictor, limits: Limits = Limits()) -> FastAPI:
+def create_app(
+    model: Predictor | ServedModel,
+    limits: Limits = Limits(),
+    *,
+    api_keys: tuple[str, ...] = (),
+    cors_origins: tuple[str, ...] = (),
+    reload: Callable[[], ServedModel] | None = None,
+) -> FastAPI:
+    """The app serving `model` within `limits`.
+
+    api_keys: when given, POST /predict and GET /metrics need one of them (fmnist.serve.access).
+    cors_origins: origins whose pages may call the API from a browser (none by default).
+    reload: loads and checks the model again (fmnist.serve.model.load); on SIGHUP the app runs it in a
+    thread and swaps the model between batches, or keeps the old one and logs why if it fails.
+    Raises FmnistError for limits out of range."""
     limits.check()
+    current = model if isinstance(model, ServedModel) else identify(model)
     in_progress = 0  # requests admitted and not yet answered
     preparing = 0  # of those, the ones still being read or decoded: the batcher waits only when some are
+    metrics = Metrics()
     bodies = BodyBudget(limits.max_buffered)
-    batcher = MicroBatcher(predictor.probabilities, limits.max_batch, limits.max_wait_ms / 1000, limits.max_queue,
-                           expected=lambda: preparing)
+    batcher = MicroBatcher(current, limits.max_batch, limits.max_wait_ms / 1000, limits.max_queue,
+                           expected=lambda: preparing, on_batch=metrics.model_call)
     decode_pool = concurrent.futures.ThreadPoolExecutor(limits.decoders, thread_name_prefix="fmnist-decode")
+    keys = Keys(api_keys) if api_keys else None
+    rate = RateLimiter(limits.rate, limits.burst) if limits.rate > 0 else None
     static = _read_static()
+    reloads: set[asyncio.Task[None]] = set()  # held so that a reload in progress is not garbage-collected
 
-    @functools.cache  # built on the first ?explain=1: a server that never explains never imports Captum
-    def explainer() -> Any:
-        from fmnist.explain import Explainer
+    async def reload_model() -> None:
+        nonlocal current
+        if reload is None:
+            return
+        try:
+            new = await asyncio.get_running_loop().run_in_executor(None, reload)
+        except Exception as exc:  # whatever went wrong, the server keeps answering with the model it has
+            metrics.reloads.labels("failed").inc()
+            log.error("model reload failed, still serving %s: %s", current.header(), exc)
+            return
+        batcher.swap(new)
+        current = new
+        metrics.reloads.labels("ok").inc()
+        log.info("model reloaded: now serving %s", new.header())
 
-        return Explainer(predictor)
+    def on_hup(loop: asyncio.AbstractEventLoop) -> None:
+        task = loop.create_task(reload_model())
+        reloads.add(task)
+        task.add_done_callback(reloads.discard)
 
-    def explain_urls(images: torch.Tensor, targets: torch.Tensor) -> list[dict[str, str]]:
-        from fmnist.explain import heatmap_png
+    # (predictor, its Explainer): built on the first ?explain=1 (a server that never explains never imports
+    # Captum), and again after a reload swapped the model.
+    explainer: list[Any] = [None, None]
 
-        explanation = explainer()(images, targets)
-        return [{"method": explanation.method, "heatmap": _png_url(heatmap_png(image, attribution))}
+    def explain_urls(predictor: Predictor, images: torch.Tensor, targets: torch.Tensor) -> list[dict[str, str]]:
+        from fmnist.explain import Explainer, heatmap_png
+
+        if explainer[0] is not predictor:
+            explainer[:] = [predictor, Explainer(predictor)]
+        explanation = explainer[1](images, targets)
+        return [{"method": explanation.method, "heatmap": data_url(heatmap_png(image, attribution))}
                 for image, attribution in zip(images, explanation.maps, strict=True)]
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        loop = asyncio.get_running_loop()
+        hup = False
+        if reload is not None:
+            with contextlib.suppress(ValueError, RuntimeError, NotImplementedError):  # not the main thread (tests)
+                loop.add_signal_handler(signal.SIGHUP, on_hup, loop)
+                hup = True
         async with batcher:
             yield
+        if hup:
+            loop.remove_signal_handler(signal.SIGHUP)
         decode_pool.shutdown(wait=True)
+        metrics.close()
 
-    errors: dict[int | str, dict[str, Any]] = {code: {"model": ErrorResponse} for code in (400, 413, 415, 422, 503)}
+    errors: dict[int | str, dict[str, Any]] = {code: {"model": ErrorResponse}
+                                               for code in (400, 401, 413, 415, 422, 429, 503)}
     # No /docs or /redoc: FastAPI serves them from a CDN, and every page here must work offline.
     app = FastAPI(title="fmnist", summary="Fashion-MNIST classifier", lifespan=lifespan, responses=errors,
                   docs_url=None, redoc_url=None)
+    app.state.reload = reload_model  # what SIGHUP runs
+    app.state.model_header = current.header()  # the model it starts with
 
     @app.exception_handler(ApiError)
     async def api_error(request: Request, exc: ApiError) -> JSONResponse:
@@ -171,16 +228,14 @@ def create_app(predictor: Predictor, limits: Limits = Limits()) -> FastAPI:
         where = ".".join(str(p) for p in first.get("loc", ()))
         return JSONResponse({"error": f"{where}: {first.get('msg', 'invalid')}"}, 422)
 
-    @app.exception_handler(Exception)
-    async def internal_error(request: Request, exc: Exception) -> JSONResponse:
-        # Starlette still logs the traceback on the server; the client gets one line.
-        return JSONResponse({"error": f"internal error ({type(exc).__name__})"}, 500)
-
     @app.get("/healthz")
     async def healthz() -> dict[str, Any]:
+        facts = current.predictor.describe()
         return {
             "status": "ok",
-            **predictor.describe(),
+            "model": current.identity(),
+            "pid": os.getpid(),  # the worker process that answered (--workers)
+            **{key: value for key, value in facts.items() if key in ("format", "source", "device")},
             "classes": list(CLASSES),
             "limits": asdict(limits),
             "in_progress": in_progress,
@@ -190,69 +245,89 @@ def create_app(predictor: Predictor, limits: Limits = Limits()) -> FastAPI:
             "images_classified": batcher.images,
         }
 
+    @app.get("/metrics", include_in_schema=False)
+    async def metrics_route(request: Request) -> Response:
+        if keys is not None:
+            keys.check(request.headers)
+        return Response(metrics.exposition(), media_type=CONTENT_TYPE)
+
     @app.post(
         "/predict",
         response_model=PredictResponse,
         openapi_extra={"requestBody": {"content": {
             "image/*": {"schema": {"type": "string", "format": "binary"}},
+            "application/octet-stream": {"schema": {"type": "string", "format": "binary"}},
             "multipart/form-data": {"schema": {"type": "object", "properties": {
                 "file": {"type": "array", "items": {"type": "string", "format": "binary"}}}}},
         }}},
     )
-    async def predict(request: Request) -> Response:
-        """Classify one raw image body (Content-Type image/*) or the multipart field(s) `file`, in order."""
+    async def predict(
+        request: Request,
+        view: bool = Query(False, alias="input", description="add each image's 28x28 view"),
+        explain: str = Query("0", description="1: add a heatmap of what drove each answer (explain.py)"),
+    ) -> Response:
+        """Classify one raw image body (image/* or application/octet-stream) or the multipart field(s) `file`."""
+        body = Body(request)
+        try:
+            if explain not in ("0", "1"):
+                raise ApiError(422, f"explain: expected 0 or 1, got {explain!r}")
+            client = keys.check(request.headers) if keys is not None else ""
+            if rate is not None:
+                rate.take(client or (request.client.host if request.client else ""))
+            answer, images, heatmaps = await classify(body, explain == "1")
+        except ApiError:
+            await body.discard()  # read what is left of the body so that the client gets this answer
+            raise
+        start = time.perf_counter()
+        content = build_answer(answer, images, limits.top_k, view, heatmaps)
+        metrics.stage.labels("encode").observe(time.perf_counter() - start)
+        return JSONResponse(content, headers={"X-Model": answer.model.header()})
+
+    async def classify(body: Body, explain: bool) -> tuple[Answer[ServedModel], torch.Tensor, list[dict[str, str]]]:
+        """Read, decode and classify the images of one request: the model's answer, the uint8 [k, 28, 28]
+        the model saw, and with `explain` one heatmap per image (else none)."""
         nonlocal in_progress, preparing
-        explain = request.query_params.get("explain", "0")
-        if explain not in ("0", "1"):
-            raise ApiError(422, f"explain: expected 0 or 1, got {explain!r}")
         if in_progress >= limits.max_queue:
             raise ApiError(503, f"server busy ({in_progress} requests in progress); retry shortly", RETRY)
         in_progress += 1
         preparing += 1
+        metrics.in_progress.inc()
         submitted = False
         hold = bodies.request()
-        heatmaps: list[dict[str, str]] = []
         try:
-            uploads = await _read_uploads(request, limits, hold)
+            start = time.perf_counter()
+            uploads = await read_uploads(body, limits.max_body, limits.max_files, hold)
+            read = time.perf_counter()
+            metrics.stage.labels("body").observe(read - start)
             loop = asyncio.get_running_loop()
-            results = await asyncio.gather(*(loop.run_in_executor(decode_pool, _decode, data, name)
+            results = await asyncio.gather(*(loop.run_in_executor(decode_pool, load_image, data, name)
                                              for name, data in uploads), return_exceptions=True)
-            decoded: list[tuple[torch.Tensor, str]] = []
+            metrics.stage.labels("decode").observe(time.perf_counter() - read)
             for result in results:  # the first bad file, in request order, names itself
                 if isinstance(result, FmnistError):
                     raise ApiError(400, str(result))
                 if isinstance(result, BaseException):
                     raise result
-                decoded.append(result)
-            images = torch.stack([image for image, _ in decoded])
+            images = torch.stack(results)  # type: ignore[arg-type]  # every result is a tensor now
             preparing -= 1
             submitted = True
             try:
-                probs = await batcher.submit(images)
+                answer = await batcher.submit(images)
             except QueueFull as exc:
                 raise ApiError(503, f"server busy: {exc}; retry shortly", RETRY) from None
-            if explain == "1":  # while still counted in progress: explanations are many times a prediction's work
-                heatmaps = await loop.run_in_executor(decode_pool, explain_urls, images, probs.argmax(1))
+            metrics.queued.set(batcher.waiting)
+            metrics.stage.labels("batch_wait").observe(answer.waited)
+            heatmaps: list[dict[str, str]] = []
+            if explain:  # while still counted in progress: an explanation is many times a prediction's work
+                heatmaps = await loop.run_in_executor(
+                    decode_pool, explain_urls, answer.model.predictor, images, answer.probs.argmax(1))
+            return answer, images, heatmaps
         finally:
             hold.release()
             in_progress -= 1
+            metrics.in_progress.dec()
             if not submitted:
                 preparing -= 1
-        top_p, top_i = probs.topk(limits.top_k, dim=1)
-        predictions = [
-            {
-                "class_index": int(i[0]),
-                "class_name": CLASSES[int(i[0])],
-                "probability": float(p[0]),
-                "top": [[CLASSES[c], q] for c, q in zip(i.tolist(), p.tolist(), strict=True)],
-                "input": png_url,
-            }
-            for p, i, (_, png_url) in zip(top_p, top_i, decoded, strict=True)
-        ]
-        for prediction, heatmap in zip(predictions, heatmaps, strict=False):  # none unless ?explain=1
-            prediction["explanation"] = heatmap
-        # Built by hand rather than validated through the response model: same JSON, less work per request.
-        return JSONResponse({"predictions": predictions})
 
     @app.get("/", include_in_schema=False)
     async def page() -> Response:
@@ -265,107 +340,47 @@ def create_app(predictor: Predictor, limits: Limits = Limits()) -> FastAPI:
         media_type = _STATIC_TYPES.get("." + name.rpartition(".")[2], "application/octet-stream")
         return Response(static[name], media_type=media_type)
 
+    if cors_origins:
+        app.add_middleware(CORSMiddleware, allow_origins=list(cors_origins), allow_methods=["GET", "HEAD", "POST"],
+                           allow_headers=["Content-Type", "Authorization", "X-API-Key", "X-Request-ID"],
+                           expose_headers=["X-Request-ID", "X-Model", "Retry-After"], max_age=600)
+    routes = {getattr(route, "path", "") for route in app.routes} - {"/static/{name}"}
+    app.add_middleware(Edge, metrics=metrics, model_header=lambda: current.header(), routes=routes)
     return app
 
 
-async def _read_uploads(request: Request, limits: Limits, hold: BodyHold) -> list[tuple[str, bytes]]:
-    """(name, bytes) of each image in the body, checking type and size as it streams in."""
-    content_type = request.headers.get("content-type", "")
-    kind, params = parse_options_header(content_type)
-    if kind.startswith(b"image/"):
-        body = b"".join([chunk async for chunk in _limited_stream(request, limits.max_body, hold)])
-        return [("upload", body)]
-    if kind == b"multipart/form-data":
-        return await _read_multipart(request, params.get(b"boundary"), limits, hold)
-    shown = content_type or "none"
-    raise ApiError(415, f"Content-Type {shown!r} not accepted: send an image (image/png, image/jpeg, ...) "
-                        "as the body, or multipart/form-data with the image(s) in field 'file'")
+def build_answer(answer: Answer[ServedModel], images: torch.Tensor, top_k: int, view: bool,
+                 heatmaps: list[dict[str, str]]) -> dict[str, Any]:
+    """The JSON of POST /predict: the model that answered, and one prediction per image in request order.
+
+    answer.probs: float32 [k, 10]; images: the uint8 [k, 28, 28] the model saw; view: add each as `input`;
+    heatmaps: one {"method", "heatmap"} per image with ?explain=1, else empty."""
+    top_p, top_i = answer.probs.topk(top_k, dim=1)
+    predictions = []
+    for p, i, image in zip(top_p.tolist(), top_i.tolist(), images, strict=True):
+        prediction: dict[str, Any] = {
+            "class_index": i[0],
+            "class_name": CLASSES[i[0]],
+            "probability": p[0],
+            "top": [[CLASSES[c], q] for c, q in zip(i, p, strict=True)],
+        }
+        if view:
+            prediction["input"] = png_url(image)
+        predictions.append(prediction)
+    for prediction, heatmap in zip(predictions, heatmaps, strict=False):  # none unless ?explain=1
+        prediction["explanation"] = heatmap
+    # Built by hand rather than validated through the response model: same JSON, less work per request.
+    return {"model": answer.model.identity(), "predictions": predictions}
 
 
-async def _limited_stream(request: Request, limit: int, hold: BodyHold) -> AsyncIterator[bytes]:
-    declared = request.headers.get("content-length", "")
-    too_big = ApiError(413, f"request body is larger than the {limit:,} bytes allowed")
-    if declared.isdigit() and int(declared) > limit:
-        raise too_big  # refuse before reading a byte
-    size = 0
-    try:
-        async for chunk in request.stream():
-            size += len(chunk)
-            if size > limit:  # a missing or lying Content-Length
-                raise too_big
-            hold.take(len(chunk))
-            yield chunk
-    except ClientDisconnect:
-        raise ApiError(400, "client disconnected before the body was complete") from None
-
-
-async def _read_multipart(
-    request: Request, boundary: bytes | None, limits: Limits, hold: BodyHold
-) -> list[tuple[str, bytes]]:
-    if not boundary:
-        raise ApiError(400, "multipart/form-data without a boundary parameter")
-    files: list[tuple[str, list[bytes]]] = []
-    state: dict[str, Any] = {"field": b"", "value": b"", "headers": {}, "ended": False}
-
-    def part_begin() -> None:
-        state["headers"] = {}
-
-    def header_field(data: bytes, start: int, end: int) -> None:
-        state["field"] += data[start:end]
-
-    def header_value(data: bytes, start: int, end: int) -> None:
-        state["value"] += data[start:end]
-
-    def header_end() -> None:
-        state["headers"][state["field"].lower()] = state["value"]
-        state["field"] = state["value"] = b""
-
-    def headers_finished() -> None:
-        _, options = parse_options_header(state["headers"].get(b"content-disposition", b""))
-        state["target"] = None
-        if options.get(b"name") == b"file":
-            if len(files) >= limits.max_files:
-                raise ApiError(400, f"too many files: at most {limits.max_files} per request")
-            name = options.get(b"filename", b"").decode("utf-8", "replace") or f"file {len(files) + 1}"
-            files.append((name, []))
-            state["target"] = files[-1][1]
-
-    def part_data(data: bytes, start: int, end: int) -> None:
-        if state["target"] is not None:  # other fields are skipped, not stored
-            state["target"].append(data[start:end])
-
-    def end() -> None:
-        state["ended"] = True
-
-    parser = MultipartParser(boundary, {
-        "on_part_begin": part_begin, "on_header_field": header_field, "on_header_value": header_value,
-        "on_header_end": header_end, "on_headers_finished": headers_finished, "on_part_data": part_data,
-        "on_end": end,
-    })
-    try:
-        async for chunk in _limited_stream(request, limits.max_body, hold):
-            parser.write(chunk)
-        parser.finalize()
-    except ApiError:
-        raise
-    except Exception as exc:  # python-multipart reports malformed bodies with several exception types
-        raise ApiError(400, f"malformed multipart body: {' '.join(str(exc).split()) or type(exc).__name__}") from None
-    if not state["ended"]:
-        raise ApiError(400, "malformed multipart body: it ends before the closing boundary")
-    if not files:
-        raise ApiError(400, "no field 'file' in the form: send the image(s) as multipart field 'file'")
-    return [(name, b"".join(chunks)) for name, chunks in files]
-
-
-def _decode(data: bytes, name: str) -> tuple[torch.Tensor, str]:
-    """The 28x28 image the model sees, and the same as a PNG data URL for the page (FmnistError if unreadable)."""
-    image = load_image(data, name)
+def png_url(image: torch.Tensor) -> str:
+    """A uint8 [28, 28] image as a PNG data URL (an <img src> shows it as it is)."""
     buffer = io.BytesIO()
-    Image.fromarray(np.asarray(image)).save(buffer, format="PNG", compress_level=1)  # 28x28: speed over bytes
-    return image, _png_url(buffer.getvalue())
+    Image.fromarray(image.numpy()).save(buffer, format="PNG", compress_level=1)  # 28x28: speed over bytes
+    return data_url(buffer.getvalue())
 
 
-def _png_url(png: bytes) -> str:
+def data_url(png: bytes) -> str:
     return "data:image/png;base64," + base64.b64encode(png).decode("ascii")
 
 

@@ -7,6 +7,9 @@ thread so that the event loop keeps accepting and parsing requests meanwhile. Wh
 runs, the next batch gathers. At most `max_queue` images may wait; beyond that `submit` raises
 QueueFull at once (the server's 503), so an overload costs a fast refusal instead of unbounded
 memory and latency.
+
+The model can be replaced while the server runs (`swap`): a batch runs entirely on the model that
+was current when it started, and each answer names that model.
 """
 
 from __future__ import annotations
@@ -14,8 +17,10 @@ from __future__ import annotations
 import asyncio
 import collections
 import concurrent.futures
+import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Generic, Protocol, TypeVar
 
 import torch
 
@@ -24,30 +29,49 @@ class QueueFull(Exception):
     """More images are waiting for the model than the queue holds."""
 
 
+class Model(Protocol):
+    def probabilities(self, images: torch.Tensor) -> torch.Tensor:
+        """float32 [N, 10] for uint8 [N, 28, 28]."""
+        ...
+
+
+M = TypeVar("M", bound=Model)
+
+
+@dataclass(frozen=True)
+class Answer(Generic[M]):
+    probs: torch.Tensor  # float32 [k, 10], one row per submitted image
+    model: M  # the model that computed them
+    waited: float  # seconds from submission to the start of the model call
+
+
 @dataclass
-class _Job:
+class _Job(Generic[M]):
     images: torch.Tensor  # uint8 [k, 28, 28]
-    done: asyncio.Future[torch.Tensor]
+    done: asyncio.Future[Answer[M]]
+    queued_at: float = field(default_factory=time.perf_counter)
 
 
-class MicroBatcher:
+class MicroBatcher(Generic[M]):
     def __init__(
         self,
-        predict: Callable[[torch.Tensor], torch.Tensor],
+        model: M,
         max_batch: int = 64,
         max_wait: float = 0.002,
         max_queue: int = 256,
         expected: Callable[[], int] | None = None,
+        on_batch: Callable[[int, float], None] | None = None,
     ):
-        """`expected()`: how many more submissions are on their way (requests still being read or decoded);
-        when it says none, a batch goes at once instead of waiting max_wait for company that is not coming."""
+        """`model.probabilities` answers each batch. `expected()`: how many more submissions are on their way
+        (requests still being read or decoded); when it says none, a batch goes at once instead of waiting
+        max_wait for company that is not coming. `on_batch(images, seconds)` is told of every model call."""
         if max_batch < 1 or max_queue < 1 or max_wait < 0:
             raise ValueError(f"need max_batch >= 1, max_queue >= 1, max_wait >= 0; "
                              f"got {max_batch}, {max_queue}, {max_wait}")
-        self.predict = predict
+        self.model = model
         self.max_batch, self.max_wait, self.max_queue = max_batch, max_wait, max_queue
-        self.expected = expected
-        self._jobs: collections.deque[_Job] = collections.deque()
+        self.expected, self.on_batch = expected, on_batch
+        self._jobs: collections.deque[_Job[M]] = collections.deque()
         self._waiting = 0  # images in _jobs
         self._arrived = asyncio.Event()
         # One thread: model calls run one after another, each with all of torch's intra-op threads.
@@ -77,7 +101,11 @@ class MicroBatcher:
     def waiting(self) -> int:
         return self._waiting
 
-    async def submit(self, images: torch.Tensor) -> torch.Tensor:
+    def swap(self, model: M) -> None:
+        """Answer with `model` from the next batch on (the batch in progress finishes on the old one)."""
+        self.model = model
+
+    async def submit(self, images: torch.Tensor) -> Answer[M]:
         """Probabilities float32 [k, 10] for uint8 images [k, 28, 28], computed in some batch."""
         if self._worker is None or self._worker.done():
             raise RuntimeError("MicroBatcher used outside `async with`")
@@ -85,7 +113,7 @@ class MicroBatcher:
             raise ValueError(f"{len(images)} images in one request; at most max_batch={self.max_batch}")
         if self._waiting + len(images) > self.max_queue:
             raise QueueFull(f"{self._waiting} images are already waiting (queue bound {self.max_queue})")
-        job = _Job(images, asyncio.get_running_loop().create_future())
+        job: _Job[M] = _Job(images, asyncio.get_running_loop().create_future())
         self._jobs.append(job)
         self._waiting += len(images)
         self._arrived.set()
@@ -99,8 +127,9 @@ class MicroBatcher:
             if not batch:
                 continue
             images = torch.cat([job.images for job in batch])
+            model, started = self.model, time.perf_counter()
             try:
-                probs = await loop.run_in_executor(self._executor, self.predict, images)
+                probs = await loop.run_in_executor(self._executor, model.probabilities, images)
             except Exception as exc:  # the model's failure is every waiting request's 500, not the worker's end
                 for job in batch:
                     if not job.done.done():
@@ -108,16 +137,18 @@ class MicroBatcher:
                 continue
             self.batches += 1
             self.images += len(images)
+            if self.on_batch is not None:
+                self.on_batch(len(images), time.perf_counter() - started)
             start = 0
             for job in batch:
                 if not job.done.done():  # a client that hung up cancelled its future
-                    job.done.set_result(probs[start : start + len(job.images)])
+                    job.done.set_result(Answer(probs[start : start + len(job.images)], model, started - job.queued_at))
                 start += len(job.images)
 
-    async def _gather(self, loop: asyncio.AbstractEventLoop) -> list[_Job]:
+    async def _gather(self, loop: asyncio.AbstractEventLoop) -> list[_Job[M]]:
         """Take jobs until max_batch images or max_wait after the first; a job never splits across batches."""
         deadline = loop.time() + self.max_wait
-        batch: list[_Job] = []
+        batch: list[_Job[M]] = []
         count = 0
         while True:
             while self._jobs and count + len(self._jobs[0].images) <= self.max_batch:

@@ -14,7 +14,7 @@ async function classify(blob, name) {
   $("#busy").hidden = false;
   $("#error").hidden = true;
   try {
-    const url = $("#explain").checked ? "/predict?explain=1" : "/predict";
+    const url = $("#explain").checked ? "/predict?input=1&explain=1" : "/predict?input=1";
     const response = await fetch(url, { method: "POST", body: form });
     const body = await response.json().catch(() => ({ error: `server answered ${response.status}` }));
     if (!response.ok) throw new Error(body.error || `server answered ${response.status}`);
@@ -149,5 +149,6 @@ clearCanvas();
 
 // Which model answers.
 fetch("/healthz").then((r) => r.json()).then((health) => {
-  $("#model-info").textContent = `${health.model} · ${health.format} · ${health.device}`;
+  const model = health.model;
+  $("#model-info").textContent = `${model.kind} · ${model.file} · sha256 ${model.sha256} · ${health.device}`;
 }).catch(() => { $("#model-info").textContent = "server unreachable"; });
