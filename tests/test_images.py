@@ -393,3 +393,67 @@ def test_tiny_and_thin_pictures(tmp_path, size):
         warnings.simplefilter("error")  # no empty-slice warnings from the background fit
         out = load_image(path)
     assert out.shape == (28, 28) and out.dtype == torch.uint8
+
+
+# --- pictures that use only part of their format's range -----------------------------------
+
+
+def _partial_range_file(tmp_path, photo: np.ndarray, mode: str, low: float, high: float):
+    """`photo` (0..255) written in `mode` with its levels mapped onto low..high of that format."""
+    values = low + photo / 255 * (high - low)
+    if mode == "F":
+        image = Image.fromarray(values.astype(np.float32), "F")
+    elif mode == "I":
+        image = Image.fromarray(np.rint(values).astype(np.int32), "I")
+    elif mode == "I;16":
+        image = Image.fromarray(np.rint(values).astype(np.uint16))
+    else:
+        image = Image.fromarray(np.rint(values).astype(np.uint8), "L")
+    path = tmp_path / ("partial.png" if mode in ("L", "I;16") else "partial.tif")
+    image.save(path)
+    assert _mode_on_disk(path).startswith(mode[0])
+    return path
+
+
+def _trouser_and_bag() -> list[np.ndarray]:
+    """Two garments with shading, as 28x28 ink: the trouser above, and a bag with a handle."""
+    bag = np.zeros((28, 28), np.float32)
+    bag[10:27, 2:26] = np.linspace(140, 255, 24)[None, :]
+    bag[3:11, 8:11] = bag[3:11, 17:20] = bag[3:5, 8:20] = 200
+    return [GARMENT, np.rint(bag).astype(np.uint8)]
+
+
+@pytest.mark.parametrize(
+    ("mode", "low", "high", "tolerance"),
+    [
+        ("I;16", 0, 1023, 2.5),  # 10-bit data in a 16-bit PNG (cameras, scanners, microscopes)
+        ("I;16", 64, 4095, 2.5),  # 12-bit, with a black level
+        ("I", 0, 4095, 2.5),  # 12-bit data in a 32-bit integer TIFF
+        ("F", 0.0, 0.01, 2.5),  # a float image in 0..1 using a hundredth of it
+        ("F", 0.2, 0.25, 2.5),  # ... or a twentieth, on an offset
+        # A faint 8-bit scan: 8 levels in all, the object's contrast 4 of them. Its own coarse levels
+        # set the tolerance; unstretched, nothing in it stands out.
+        ("L", 100, 108, 16),
+    ],
+)
+def test_partial_range_is_framed_like_the_full_range(tmp_path, mode, low, high, tolerance):
+    # A grey garment on a grey backdrop: the photo itself uses 60..200 of 0..255.
+    for ink in _trouser_and_bag():
+        photo = _photo(ink, (200,) * 3, (60,) * 3, (420, 380), (70, 40))[..., 0]
+        photo += np.random.default_rng(0).normal(0, 1.5, photo.shape)  # sensor noise
+        photo = np.clip(photo, 0, 255)
+        full = tmp_path / "full.png"
+        Image.fromarray(np.rint(photo).astype(np.uint8)).save(full)
+        reference = load_image(full)
+        out = load_image(_partial_range_file(tmp_path, photo, mode, low, high))
+        _assert_framed_like_fashion_mnist(out)
+        assert _mad(out, reference.numpy()) < tolerance, (mode, low, high)
+
+
+def test_partial_range_blank_picture_stays_empty(tmp_path):
+    # One level of difference in a 16-bit file is not an object, however the picture is stretched.
+    values = np.full((300, 300), 1000, np.uint16)
+    values[100:200, 100:200] = 1001
+    path = tmp_path / "flat.png"
+    Image.fromarray(values).save(path)
+    assert load_image(path).sum() == 0

@@ -66,17 +66,21 @@ def load_image(source: str | Path | bytes, name: str = "upload") -> torch.Tensor
         # exported test images exactly what the model sees.
         return torch.from_numpy(np.array(image, dtype=np.uint8))
     try:
-        gray, alpha = _planes(image)
+        gray, alpha, step = _planes(image)
     except ValueError as exc:  # modes Pillow cannot convert, such as LAB
         raise FmnistError(f"{name}: cannot convert a {image.mode} image to grayscale") from exc
-    return torch.from_numpy(frame(gray, alpha))
+    return torch.from_numpy(frame(gray, alpha, step))
 
 
-def frame(gray: np.ndarray, alpha: np.ndarray | None = None) -> np.ndarray:
+def frame(gray: np.ndarray, alpha: np.ndarray | None = None, step: float = 1.0) -> np.ndarray:
     """Fashion-MNIST framing of a picture: uint8 [28, 28], background 0, object's longer side 28 pixels, centred.
 
-    `gray`: float luminance in 0..255, [H, W]; `alpha`: opacity in 0..1 or None. A picture where no
-    object stands out of the noise gives an all-zero image.
+    `gray`: float luminance [H, W] on a 0..255 scale, of which the picture may use any part (a 10-bit
+    scan in a 16-bit file, a low-contrast 8-bit scan); `step`: one level of the file's own format on
+    that scale (1 for 8-bit, 255/65535 for 16-bit); `alpha`: opacity in 0..1 or None. An opaque
+    picture is first stretched so that its measured range spans 0..255 (see `_stretch`), so the
+    thresholds below are relative to the levels the picture actually uses. A picture where no object
+    stands out of the noise gives an all-zero image.
     """
     if alpha is not None and (alpha < 0.5).any():
         contrast = _cutout_contrast(gray, alpha)
@@ -85,7 +89,7 @@ def frame(gray: np.ndarray, alpha: np.ndarray | None = None) -> np.ndarray:
     else:
         if alpha is not None:  # opaque but for a few pixels: those show the white page behind
             gray = gray * alpha + 255 * (1 - alpha)
-        contrast, noise = _background_contrast(gray)
+        contrast, noise = _background_contrast(_stretch(gray, step))
         smooth = _smooth(contrast)
         threshold = _threshold(smooth, noise)
         # Smoothing spreads the object by its radius; the pixels themselves must also stand out.
@@ -160,35 +164,52 @@ def _already_fashion_mnist(image: Image.Image) -> bool:
     return np.count_nonzero(border < 32) * 2 > border.size
 
 
-def _planes(image: Image.Image) -> tuple[np.ndarray, np.ndarray | None]:
-    """Luminance (float32, 0..255) and opacity (0..1, or None when opaque) at most WORK_SIDE pixels on a side."""
+def _planes(image: Image.Image) -> tuple[np.ndarray, np.ndarray | None, float]:
+    """Luminance (float32 on a 0..255 scale) and opacity (0..1, or None when opaque) at most WORK_SIDE pixels
+    on a side, and one level of the image's format on that scale."""
     scale = min(1.0, WORK_SIDE / max(image.size))
     size = (max(1, round(image.width * scale)), max(1, round(image.height * scale)))
     if image.mode.startswith("I") or image.mode == "F":
-        gray = Image.fromarray(_high_depth_levels(image), "F")
-        return np.asarray(_resize(gray, size), dtype=np.float32), None
+        levels, step = _high_depth_levels(image)
+        gray = Image.fromarray(levels, "F")
+        return np.asarray(_resize(gray, size), dtype=np.float32), None, step
     if image.mode in _ALPHA_MODES or "transparency" in image.info:
         la = image.convert("RGBA").convert("LA")  # via RGBA: P with a transparent index, La, PA
         la = _resize(la, size)  # Pillow resizes LA with premultiplied alpha: no dark fringes
         values = np.asarray(la, dtype=np.float32)
-        return values[..., 0], values[..., 1] / 255
-    return np.asarray(_resize(image.convert("L"), size), dtype=np.float32), None
+        return values[..., 0], values[..., 1] / 255, 1.0
+    return np.asarray(_resize(image.convert("L"), size), dtype=np.float32), None, 1.0
 
 
-def _high_depth_levels(image: Image.Image) -> np.ndarray:
-    """16/32-bit integer and float pixels as float32 0..255, keeping their precision."""
+def _high_depth_levels(image: Image.Image) -> tuple[np.ndarray, float]:
+    """16/32-bit integer and float pixels as float32 on a 0..255 scale, keeping their precision; and one level
+    of the format on that scale (a float image counts as 16-bit: its precision is not a level of its values)."""
     values = np.nan_to_num(np.asarray(image, dtype=np.float32), nan=0.0, posinf=0.0, neginf=0.0)
     if image.mode == "F":
         low, high = float(values.min()), float(values.max())
         if low >= 0 and high <= 1:  # the usual convention for float images
-            return values * 255
+            return values * 255, 255 / 65535
         if low >= 0 and high <= 255:
-            return values
-        return (values - low) * (255 / max(high - low, 1e-12))
+            return values, 255 / 65535
+        return (values - low) * (255 / max(high - low, 1e-12)), 255 / 65535
     values = values.clip(min=0)
     # "I" is 32-bit but usually holds 16-bit data (older Pillow opens 16-bit PNGs as "I").
     full_scale = 65535.0 if image.mode.startswith("I;16") else max(65535.0, float(values.max()))
-    return values * (255 / full_scale)
+    return values * (255 / full_scale), 255 / full_scale
+
+
+def _stretch(gray: np.ndarray, step: float) -> np.ndarray:
+    """`gray` mapped linearly so that its measured range (smoothed: single noisy pixels do not count) spans
+    0..255, the gain capped so that one level of the file's format becomes at most MIN_CONTRAST levels:
+    contrast finer than the format can hold is never taken for an object.
+
+    Scanners, cameras and microscopes often write 10 or 12 bits of data in a 16-bit file; at its
+    nominal range such a picture would be nearly flat and fall below every threshold.
+    """
+    smooth = _smooth(gray)
+    low, high = float(smooth.min()), float(smooth.max())
+    gain = min(255 / max(high - low, 1e-12), MIN_CONTRAST / step)
+    return (gray - low) * np.float32(max(gain, 1.0))
 
 
 def _resize(image: Image.Image, size: tuple[int, int]) -> Image.Image:
