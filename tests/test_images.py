@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import struct
 import warnings
 import zlib
@@ -457,3 +458,49 @@ def test_partial_range_blank_picture_stays_empty(tmp_path):
     path = tmp_path / "flat.png"
     Image.fromarray(values).save(path)
     assert load_image(path).sum() == 0
+
+
+# --- very large photos ------------------------------------------------------------------------
+
+
+def test_jpeg_over_the_pixel_limit_is_decoded_reduced(tmp_path):
+    # 63 megapixels (a 64-MP panorama's size): mostly flat, so it encodes in a fraction of a second.
+    width, height = 9000, 7000
+    assert width * height > images.MAX_PIXELS
+    picture = Image.new("L", (width, height), 235)
+    ImageDraw.Draw(picture).rectangle((3000, 1000, 6000, 6000), fill=30)  # 3:5, as the 28x28 view shows
+    path = tmp_path / "panorama.jpg"
+    picture.save(path, quality=75)
+    del picture
+    out = load_image(path)
+    _assert_framed_like_fashion_mnist(out)
+    assert _box(out) == (0, 27, 6, 22)  # 3001x5001 -> 16.8x28: 17 columns from column 6
+
+
+def _jpeg_claiming(width: int, height: int) -> bytes:
+    """A small real JPEG whose frame header (SOF0) claims width x height."""
+    buffer = io.BytesIO()
+    Image.new("L", (16, 16), 128).save(buffer, format="JPEG")
+    data = bytearray(buffer.getvalue())
+    sof = data.index(b"\xff\xc0")  # marker, length (2), precision (1), height (2), width (2)
+    data[sof + 5 : sof + 9] = struct.pack(">HH", height, width)
+    return bytes(data)
+
+
+def test_jpeg_too_large_even_at_one_eighth_is_refused_before_decoding(tmp_path):
+    path = tmp_path / "bomb.jpg"
+    path.write_bytes(_jpeg_claiming(65_000, 65_000))  # 1/8: 8125x8125 = 66 M pixels
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        _load_fails(path, "8125x8125 = 66,015,625 pixels even at 1/8 scale, more than the 50,000,000 allowed")
+
+
+def test_200_megapixel_jpeg_is_not_refused_at_open(tmp_path):
+    # A 200-MP phone photo (16320x12240) is past Pillow's own open-time limit (179 M pixels); reduced
+    # it is 2040x1530. (This one's few MCUs of data decode as a flat grey picture: an empty view.)
+    path = tmp_path / "phone.jpg"
+    path.write_bytes(_jpeg_claiming(16_320, 12_240))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        out = load_image(path)
+    assert out.shape == (28, 28) and out.sum() == 0

@@ -25,13 +25,26 @@ from fmnist.atomic import atomic_path
 from fmnist.data import SIDE
 from fmnist.errors import FmnistError
 
-# A small compressed file can decode to gigabytes (a "decompression bomb"); 50 M pixels is
-# far more than any photo needs and about 200 MB once decoded as 32-bit float.
+# A small compressed file can decode to gigabytes (a "decompression bomb"); 50 M pixels
+# decoded is far more than the analysis needs and about 200 MB as 32-bit float. The limit is
+# on the pixels actually decoded: a JPEG is decoded at 1/2, 1/4 or 1/8 of its size (see
+# _reduce), so a 108-megapixel phone photo passes; a PNG, TIFF, WebP... is decoded whole.
 MAX_PIXELS = 50_000_000
+JPEG_MAX_REDUCTION = 8  # libjpeg scales the DCT by 1/2, 1/4 or 1/8 while decoding
 
 # Pictures are analysed at most this large (longer side, pixels): the output is 28 pixels, so
 # more resolution only costs time, and averaging pixels down also averages sensor noise away.
 WORK_SIDE = 512
+# A JPEG is decoded at the smallest scale that leaves at least this many pixels on its longer
+# side, so that the resize to WORK_SIDE still averages over 2x2 or more decoded pixels.
+DECODE_SIDE = 2 * WORK_SIDE
+
+# Pillow refuses, at open, any image over 2 x Image.MAX_IMAGE_PIXELS (179 M pixels by default), to
+# guard callers that decode whole images. _check_size applies fmnist's own limit to every image
+# before decoding, to what will be decoded, so Pillow's may stand back to let a 200-megapixel JPEG
+# (16320x12240, from a phone) be opened and reduced.
+if Image.MAX_IMAGE_PIXELS is not None:
+    Image.MAX_IMAGE_PIXELS = max(Image.MAX_IMAGE_PIXELS, MAX_PIXELS * JPEG_MAX_REDUCTION**2)
 
 # Smoothing radius (pixels at the working size) for finding the object: single noisy pixels
 # and JPEG speckle fall below the threshold, real edges move by at most this much.
@@ -130,6 +143,7 @@ def _decode(source: Path | bytes, name: str) -> Image.Image:
             # Pillow warns about large images at open; MAX_PIXELS below is our own, stricter limit.
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
             with Image.open(opened if isinstance(source, bytes) else source) as image:
+                _reduce(image)
                 _check_size(name, image)
                 image.load()  # decode now, so that a truncated file fails here and not later
                 return ImageOps.exif_transpose(image)
@@ -144,12 +158,23 @@ def _decode(source: Path | bytes, name: str) -> Image.Image:
         raise FmnistError(f"{name}: image is truncated or corrupt ({_one_line(exc)})") from exc
 
 
+def _reduce(image: Image.Image) -> None:
+    """Have a JPEG decode at 1/2, 1/4 or 1/8 scale (Pillow's `draft`, libjpeg's DCT scaling) when its longer
+    side stays at least DECODE_SIDE: less memory and time, and the same 28x28 result. Other formats: no-op."""
+    if image.format not in ("JPEG", "MPO"):  # MPO: a phone's multi-picture JPEG
+        return
+    ratio = DECODE_SIDE / max(image.size)
+    if ratio < 1:
+        image.draft(None, (max(1, int(image.width * ratio)), max(1, int(image.height * ratio))))
+
+
 def _check_size(name: str, image: Image.Image) -> None:
-    # The size comes from the header, so this runs before any pixel is decoded.
+    # The size comes from the header (reduced by _reduce), so this runs before any pixel is decoded.
     width, height = image.size
     if width * height > MAX_PIXELS:
+        reducible = " even at 1/8 scale" if image.format in ("JPEG", "MPO") else ""
         raise FmnistError(
-            f"{name}: image is {width}x{height} = {width * height:,} pixels, "
+            f"{name}: image decodes to {width}x{height} = {width * height:,} pixels{reducible}, "
             f"more than the {MAX_PIXELS:,} allowed"
         )
 
