@@ -10,7 +10,7 @@ import zlib
 import numpy as np
 import pytest
 import torch
-from PIL import Image, ImageDraw
+from PIL import Image, ImageDraw, features
 
 from fmnist import images
 from fmnist.errors import FmnistError
@@ -504,3 +504,65 @@ def test_200_megapixel_jpeg_is_not_refused_at_open(tmp_path):
         warnings.simplefilter("error")
         out = load_image(path)
     assert out.shape == (28, 28) and out.sum() == 0
+
+
+# --- which files a directory or glob stands for -------------------------------------------------
+
+
+APPLE_DOUBLE = b"\x00\x05\x16\x07\x00\x02\x00\x00Mac OS X        " + bytes(64)  # a "._name" resource fork
+
+
+def _folder_of_everything(directory) -> list[str]:
+    """Pictures under every name a JPEG/PNG/AVIF takes, and the files that travel with them; returns the
+    names of the pictures, sorted."""
+    directory.mkdir()
+    picture = Image.fromarray(GARMENT)
+    for name in ("a.jpg", "b.JPG", "c.jfif", "d.jpe", "e.jpeg"):
+        picture.save(directory / name, format="JPEG")
+    picture.save(directory / "f", format="PNG")  # no extension at all
+    picture.save(directory / "g.webp", format="WEBP")
+    pictures = ["a.jpg", "b.JPG", "c.jfif", "d.jpe", "e.jpeg", "f", "g.webp"]
+    if features.check("avif"):  # Pillow built with libavif reads it
+        picture.convert("RGB").save(directory / "h.avif", format="AVIF")
+        pictures.append("h.avif")
+    (directory / "._a.jpg").write_bytes(APPLE_DOUBLE)
+    (directory / ".DS_Store").write_bytes(b"\x00\x00\x00\x01Bud1" + bytes(32))
+    (directory / "Thumbs.db").write_bytes(bytes(512))
+    (directory / "desktop.ini").write_text("[.ShellClassInfo]\n")
+    picture.save(directory / ".hidden.png")  # a dot-file, even an image, is hidden
+    (directory / "notes.txt").write_text("not a picture")
+    (directory / "raw").mkdir()
+    return sorted(pictures)
+
+
+def test_collect_images_decides_by_content_and_skips_system_files(tmp_path):
+    pictures = _folder_of_everything(tmp_path / "photos")
+    found = images.collect_images([str(tmp_path / "photos")])
+    assert [p.name for p in found.paths] == pictures
+    assert found.skipped == {images.SKIP_HIDDEN: 5, images.SKIP_NOT_IMAGE: 1, images.SKIP_DIRECTORY: 1}
+    assert found.skipped_summary() == (
+        "skipped 7 files: hidden or system file: 5; not an image Pillow reads: 1; directory (not searched): 1")
+    for path in found.paths:  # and each of them loads
+        assert load_image(path).shape == (28, 28)
+
+
+def test_collect_images_glob_follows_the_same_rules(tmp_path):
+    pictures = _folder_of_everything(tmp_path / "photos")
+    found = images.collect_images([str(tmp_path / "photos" / "*")])  # as a shell that does not expand passes it
+    assert [p.name for p in found.paths] == pictures
+    # The glob matches no dot-file, as in a shell; the system files it does match are skipped.
+    assert found.skipped == {images.SKIP_HIDDEN: 2, images.SKIP_NOT_IMAGE: 1, images.SKIP_DIRECTORY: 1}
+
+
+def test_collect_images_named_files(tmp_path):
+    _folder_of_everything(tmp_path / "photos")
+    named = [tmp_path / "photos" / name for name in ("._a.jpg", "Thumbs.db", "notes.txt", "c.jfif", ".hidden.png")]
+    found = images.collect_images([*map(str, named), str(tmp_path / "missing.png"), str(tmp_path / "none*.png")])
+    # A system file is skipped; anything else named is the user's choice, reported by load_image if it fails.
+    assert found.paths == [*named[2:], tmp_path / "missing.png", tmp_path / "none*.png"]
+    assert found.skipped == {images.SKIP_HIDDEN: 2}
+
+
+def test_collect_images_empty_directory(tmp_path):
+    found = images.collect_images([str(tmp_path)])
+    assert found.paths == [] and found.skipped == {} and found.skipped_summary() is None

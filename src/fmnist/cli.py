@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import glob
 import json
 import signal
 import sys
@@ -18,7 +17,7 @@ from fmnist import config as config_lib
 from fmnist.device import resolve_amp, select_device
 from fmnist.errors import FmnistError
 from fmnist.export import CALIBRATION_IMAGES
-from fmnist.inference import load_predictor
+from fmnist.inference import FilePrediction, load_predictor
 
 
 class Terminated(BaseException):
@@ -188,88 +187,35 @@ def cmd_export(args: argparse.Namespace) -> int:
     return 0
 
 
-IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".gif", ".bmp", ".tif", ".tiff", ".webp", ".ppm", ".pgm", ".pbm", ".pnm"}
-
-
-def expand_image_arguments(arguments: list[str]) -> list[str]:
-    """Files as given; directories as the image files inside (sorted); globs expanded, for shells that
-    do not. A glob that matches nothing stays as it is, so that it is reported as a missing file."""
-    paths = []
-    for argument in arguments:
-        path = Path(argument)
-        if path.is_dir():
-            paths += sorted(str(p) for p in path.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
-        elif not path.exists() and glob.has_magic(argument):
-            paths += sorted(glob.glob(argument)) or [argument]
-        else:
-            paths.append(argument)
-    return paths
-
-
-def saved_input_names(paths: list[str]) -> list[str]:
-    """A PNG name per input path, from the path's stem; made unique with -2, -3, ... in input order."""
-    names, used = [], set()
-    for path in paths:
-        stem = Path(path).stem or "image"
-        name, n = f"{stem}.png", 1
-        while name in used:
-            n += 1
-            name = f"{stem}-{n}.png"
-        used.add(name)
-        names.append(name)
-    return names
-
-
 def cmd_predict(args: argparse.Namespace) -> int:
-    from fmnist.images import export_png, load_image
+    from fmnist.images import collect_images
+    from fmnist.inference import PredictOptions, predict_files
 
-    if args.top_k < 1:
-        raise FmnistError(f"--top-k must be >= 1, got {args.top_k}")
-    if args.batch_size < 1:
-        raise FmnistError(f"--batch-size must be >= 1, got {args.batch_size}")
-    paths = expand_image_arguments(args.images)
-    if not paths:
+    options = PredictOptions(args.top_k, args.batch_size, Path(args.save_inputs) if args.save_inputs else None)
+    found = collect_images(args.images)
+    if found.skipped:
+        print(f"fmnist: {found.skipped_summary()}", file=sys.stderr)
+    if not found.paths:
         raise FmnistError(f"no image files in {', '.join(args.images)}")
-    if args.save_inputs and Path(args.save_inputs).exists() and not Path(args.save_inputs).is_dir():
-        raise FmnistError(f"--save-inputs {args.save_inputs}: exists and is not a directory")
     predictor = load_predictor(args.checkpoint, select_device(args.device))
-    names = saved_input_names(paths)
-    top_k = min(args.top_k, len(data.CLASSES))
     failed = 0
-    for start in range(0, len(paths), args.batch_size):
-        batch = range(start, min(start + args.batch_size, len(paths)))
-        loaded: dict[int, torch.Tensor] = {}
-        errors: dict[int, str] = {}
-        for i in batch:
-            try:
-                loaded[i] = load_image(paths[i])
-            except FmnistError as e:
-                errors[i] = str(e)
-                continue
-            if args.save_inputs:
-                export_png(loaded[i], Path(args.save_inputs) / names[i])
-        top: dict[int, list[tuple[int, float]]] = {}
-        if loaded:
-            values, indices = predictor.probabilities(torch.stack(list(loaded.values()))).topk(top_k, dim=1)
-            rows = zip(loaded, indices.tolist(), values.tolist(), strict=True)
-            top = {i: list(zip(c, p, strict=True)) for i, c, p in rows}
-        for i in batch:
-            failed += i in errors
-            print(predict_line(paths[i], top.get(i), errors.get(i), args, names[i]))
+    for result in predict_files(predictor, found.paths, options):
+        failed += result.error is not None
+        print(predict_line(result, args.json))
     return 1 if failed else 0
 
 
-def predict_line(path: str, top: list[tuple[int, float]] | None, error: str | None,
-                 args: argparse.Namespace, saved_name: str) -> str:
-    if top is None:
-        return json.dumps({"path": path, "error": error}) if args.json else f"{path}: error: {error}"
-    if not args.json:
-        return f"{path}: " + ", ".join(f"{data.CLASSES[c]} {q:.1%}" for c, q in top)
-    best, p = top[0]
+def predict_line(result: FilePrediction, as_json: bool) -> str:
+    path = str(result.path)
+    if result.error is not None:
+        return json.dumps({"path": path, "error": result.error}) if as_json else f"{path}: error: {result.error}"
+    if not as_json:
+        return f"{path}: " + ", ".join(f"{data.CLASSES[c]} {q:.1%}" for c, q in result.top)
+    best, p = result.top[0]
     row = {"path": path, "class_index": best, "class_name": data.CLASSES[best], "probability": p,
-           "top": [[data.CLASSES[c], q] for c, q in top]}
-    if args.save_inputs:
-        row["input"] = str(Path(args.save_inputs) / saved_name)
+           "top": [[data.CLASSES[c], q] for c, q in result.top]}
+    if result.saved_input is not None:
+        row["input"] = str(result.saved_input)
     return json.dumps(row)
 
 
@@ -487,8 +433,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("predict", help="classify photos and other image files with a checkpoint")
     p.add_argument("checkpoint", help="a .pt checkpoint, a run directory, or an .onnx file from fmnist export")
-    p.add_argument("images", nargs="+", metavar="IMAGE", help="image files of any size and mode (PNG, JPEG, ...), "
-                   "directories (their image files, sorted) or globs such as 'photos/*.jpg'")
+    p.add_argument("images", nargs="+", metavar="IMAGE",
+                   help="image files in any format and mode Pillow reads (PNG, JPEG, WebP, TIFF, ...), up to 50 M "
+                   "pixels decoded (a JPEG decodes at down to 1/8 scale: up to 3,200 M pixels); directories (the "
+                   "images in them, by content, sorted; hidden and system files skipped) or globs such as "
+                   "'photos/*.jpg'")
     p.add_argument("--top-k", type=int, default=3, help="classes to show per image (default: 3)")
     p.add_argument("--json", action="store_true", help="one JSON object per line per image")
     p.add_argument("--batch-size", type=int, default=256, help="images per model call (default: 256)")

@@ -13,13 +13,16 @@ a cut-out on transparency uses its alpha as the object mask; EXIF orientation is
 
 from __future__ import annotations
 
+import glob
 import io
 import warnings
+from collections import Counter
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import torch
-from PIL import Image, ImageOps, UnidentifiedImageError
+from PIL import Image, ImageFile, ImageOps, UnidentifiedImageError
 
 from fmnist.atomic import atomic_path
 from fmnist.data import SIDE
@@ -61,6 +64,95 @@ PEAK_FRACTION = 0.06
 SILHOUETTE_FLOOR = 0.25
 
 _ALPHA_MODES = ("LA", "PA", "RGBA", "RGBa")
+
+# Files that file managers hide and copy along with photos, none of them a picture: macOS Finder's
+# folder settings and the AppleDouble "._name" files it writes on non-Mac disks, Windows Explorer's
+# thumbnail caches and folder settings. Any other name starting with "." is hidden too.
+SYSTEM_FILES = frozenset({".ds_store", "thumbs.db", "ehthumbs.db", "ehthumbs_vista.db", "desktop.ini"})
+
+# Why collect_images leaves a file out (the keys of CollectedImages.skipped).
+SKIP_HIDDEN = "hidden or system file"
+SKIP_NOT_IMAGE = "not an image Pillow reads"
+SKIP_DIRECTORY = "directory (not searched)"
+SKIP_SPECIAL = "not a regular file"
+
+
+@dataclass
+class CollectedImages:
+    """The pictures `collect_images` found, in order, and how many files it left out for each reason."""
+
+    paths: list[Path] = field(default_factory=list)
+    skipped: dict[str, int] = field(default_factory=dict)
+
+    def skipped_summary(self) -> str | None:
+        """"skipped 3 files: hidden or system file: 2; not an image Pillow reads: 1", or None when none was."""
+        if not self.skipped:
+            return None
+        total = sum(self.skipped.values())
+        reasons = "; ".join(f"{reason}: {count}" for reason, count in self.skipped.items())
+        return f"skipped {total} file{'s' if total > 1 else ''}: {reasons}"
+
+
+def collect_images(arguments: list[str]) -> CollectedImages:
+    """The image files that `arguments` (files, directories, globs) stand for, decided by content.
+
+    A directory stands for the files directly inside it, sorted by name; a glob that the shell did
+    not expand ("photos/*.jpg", "**" recurses) for its matches, sorted. Of those, a file is taken when
+    Pillow can open it (its header names a format Pillow decodes: any suffix, or none: .jfif, .jpe,
+    .avif where Pillow has AVIF), and left out, counted in `skipped` by reason, when it is hidden or a
+    system file (SYSTEM_FILES, AppleDouble "._*", any dot-file), not an image, a subdirectory or not a
+    regular file. A file named directly is taken unless it is a system file or "._*": the user asked
+    for it, so a non-image among them is reported by `load_image`, as is a path that does not exist
+    (also a glob matching nothing). Raises nothing; reading headers costs one small read per file.
+    """
+    paths: list[Path] = []
+    skipped: Counter[str] = Counter()
+    for argument in arguments:
+        path = Path(argument)
+        if path.is_dir():
+            members = sorted(path.iterdir())
+        elif not path.exists() and glob.has_magic(argument):
+            members = [Path(match) for match in sorted(glob.glob(argument, recursive=True))]
+            if not members:
+                paths.append(path)
+                continue
+        else:
+            if _is_system_file(path.name):
+                skipped[SKIP_HIDDEN] += 1
+            else:
+                paths.append(path)
+            continue
+        for member in members:
+            reason = _skip_reason(member)
+            if reason is None:
+                paths.append(member)
+            else:
+                skipped[reason] += 1
+    return CollectedImages(paths, dict(skipped))
+
+
+def _is_system_file(name: str) -> bool:
+    return name.lower() in SYSTEM_FILES or name.startswith("._")
+
+
+def _skip_reason(path: Path) -> str | None:
+    """Why a file found in a directory or by a glob is not a picture to classify, or None when it is one."""
+    if path.name.startswith(".") or _is_system_file(path.name):
+        return SKIP_HIDDEN
+    if path.is_dir():
+        return SKIP_DIRECTORY
+    if not path.is_file():  # a FIFO would block the read below; a socket, a dangling link
+        return SKIP_SPECIAL
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            with Image.open(path) as image:  # reads the header only
+                # Formats Pillow identifies without decoding them (BUFR, GRIB, HDF5) need a handler.
+                return SKIP_NOT_IMAGE if isinstance(image, ImageFile.StubImageFile) else None
+    except UnidentifiedImageError:
+        return SKIP_NOT_IMAGE
+    except (OSError, Image.DecompressionBombError):  # unreadable, or a bomb: load_image says which
+        return None
 
 
 def load_image(source: str | Path | bytes, name: str = "upload") -> torch.Tensor:

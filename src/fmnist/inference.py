@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -18,6 +20,7 @@ from fmnist import checkpoint
 from fmnist.data import CLASSES, SIDE, as_input
 from fmnist.device import select_device
 from fmnist.errors import FmnistError
+from fmnist.images import export_png, load_image
 
 ONNX_FORMAT = "fmnist-onnx-v1"
 INPUT_NAME, OUTPUT_NAME = "pixels", "logits"
@@ -141,3 +144,79 @@ def load_predictor(path: str | Path, device: str | torch.device = "cpu") -> Pred
     if Path(path).suffix.lower() == ".onnx":
         return open_onnx(path)
     return TorchPredictor(path, device)
+
+
+@dataclass(frozen=True)
+class PredictOptions:
+    """How `predict_files` works: classes per answer, images per model call, and where to write the
+    28x28 image the model saw for each file (None: nowhere). Raises FmnistError when one is invalid."""
+
+    top_k: int = 3
+    batch_size: int = 256
+    save_inputs: Path | None = None
+
+    def __post_init__(self) -> None:
+        for name in ("top_k", "batch_size"):
+            if getattr(self, name) < 1:
+                raise FmnistError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if self.save_inputs is not None and self.save_inputs.exists() and not self.save_inputs.is_dir():
+            raise FmnistError(f"save_inputs {self.save_inputs}: exists and is not a directory")
+
+
+@dataclass(frozen=True)
+class FilePrediction:
+    """The answer for one file: `top` is (class index, probability) pairs, most probable first, and `error`
+    None; or `top` empty and `error` the one-line reason the file could not be read. `saved_input`: where
+    the 28x28 view went (PredictOptions.save_inputs), else None."""
+
+    path: Path
+    top: list[tuple[int, float]]
+    error: str | None = None
+    saved_input: Path | None = None
+
+
+def predict_files(predictor: Predictor, paths: Sequence[Path], options: PredictOptions) -> Iterator[FilePrediction]:
+    """Classify image files with `predictor`, `options.batch_size` at a time; one FilePrediction per path, in
+    order, yielded batch by batch (so a caller can print as they come).
+
+    A file that cannot be read (images.load_image's FmnistError: missing, not an image, corrupt, too
+    large) gets its error and the others still get their answers. Saved inputs are named after the
+    file's stem (-2, -3, ... when two share one) and written atomically.
+    """
+    names = _saved_names(paths)
+    top_k = min(options.top_k, len(CLASSES))
+    for start in range(0, len(paths), options.batch_size):
+        batch = range(start, min(start + options.batch_size, len(paths)))
+        loaded: dict[int, torch.Tensor] = {}
+        errors: dict[int, str] = {}
+        saved: dict[int, Path] = {}
+        for i in batch:
+            try:
+                loaded[i] = load_image(paths[i])
+            except FmnistError as e:
+                errors[i] = str(e)
+                continue
+            if options.save_inputs is not None:
+                saved[i] = options.save_inputs / names[i]
+                export_png(loaded[i], saved[i])
+        top: dict[int, list[tuple[int, float]]] = {}
+        if loaded:
+            values, indices = predictor.probabilities(torch.stack(list(loaded.values()))).topk(top_k, dim=1)
+            rows = zip(loaded, indices.tolist(), values.tolist(), strict=True)
+            top = {i: list(zip(c, p, strict=True)) for i, c, p in rows}
+        for i in batch:
+            yield FilePrediction(paths[i], top.get(i, []), errors.get(i), saved.get(i))
+
+
+def _saved_names(paths: Sequence[Path]) -> list[str]:
+    """A PNG name per input path, from the path's stem; made unique with -2, -3, ... in input order."""
+    names, used = [], set()
+    for path in paths:
+        stem = path.stem or "image"
+        name, n = f"{stem}.png", 1
+        while name in used:
+            n += 1
+            name = f"{stem}-{n}.png"
+        used.add(name)
+        names.append(name)
+    return names
