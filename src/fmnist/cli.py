@@ -134,10 +134,17 @@ def train_and_report(
     return 0
 
 
+def say_layout(source: str, layout: str | None) -> None:
+    """For a bare state dict, what fmnist recognised in it (network, input scaling), on stderr."""
+    if layout:
+        print(f"fmnist: {source}: {layout}", file=sys.stderr)
+
+
 def cmd_eval(args: argparse.Namespace) -> int:
     from fmnist.evaluate import evaluate_logits
 
     predictor = load_predictor(args.checkpoint, args.device)
+    say_layout(args.checkpoint, predictor.describe().get("layout"))
     # Not the data_dir saved in the checkpoint's config: a path on the training machine is not
     # part of what a checkpoint means, and the test set is the same wherever it is found.
     dataset = load_data(args.data_dir)
@@ -172,6 +179,7 @@ def cmd_export(args: argparse.Namespace) -> int:
 
     export.check_out(Path(args.out))  # both before the data is loaded
     source = export.load_source(args.checkpoint)
+    say_layout(args.checkpoint, source.layout)
     dataset = load_data(args.data_dir)
     facts = export.export(source, args.out, dataset, int8=args.int8, calibration_images=args.calibration_images)
     test = facts["test"]
@@ -198,6 +206,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
     if not found.paths:
         raise FmnistError(f"no image files in {', '.join(args.images)}")
     predictor = load_predictor(args.checkpoint, select_device(args.device))
+    say_layout(args.checkpoint, predictor.describe().get("layout"))
     failed = 0
     for result in predict_files(predictor, found.paths, options):
         failed += result.error is not None
@@ -388,6 +397,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         raise FmnistError(f"--threads must be >= 1, got {args.threads}")
     torch.set_num_threads(args.threads)
     predictor = load_predictor(args.model, select_device(args.device))
+    say_layout(args.model, predictor.describe().get("layout"))
     app = create_app(predictor, limits)
     sock = server.listen(args.host, args.port)
     host, port = sock.getsockname()[:2]
@@ -401,6 +411,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
 
 DEVICE_HELP = "where to run (default: auto: cuda, then mps, then cpu)"
+BARE_STATE_DICT = ("a torch.save(model.state_dict()) file of the PyTorch Quickstart network or of an fmnist model "
+                   "(recognised by its keys and shapes; its input pixels are in [0, 1], as ToTensor() gives)")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -422,8 +434,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_train)
 
     p = sub.add_parser("eval", help="test-set metrics of a checkpoint or an exported model")
-    p.add_argument("checkpoint", help="a .pt checkpoint, a run directory (its best, else last, checkpoint), or an "
-                   ".onnx file from fmnist export (run by onnxruntime on the CPU)")
+    p.add_argument("checkpoint", help="a .pt checkpoint, a run directory (its best, else last, checkpoint), an "
+                   ".onnx file from fmnist export (run by onnxruntime on the CPU), or " + BARE_STATE_DICT)
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.add_argument("--plots", metavar="DIR", help="also write the confusion matrix as PNG here")
     p.add_argument("--data-dir", default="",
@@ -432,7 +444,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_eval)
 
     p = sub.add_parser("predict", help="classify photos and other image files with a checkpoint")
-    p.add_argument("checkpoint", help="a .pt checkpoint, a run directory, or an .onnx file from fmnist export")
+    p.add_argument("checkpoint", help="a .pt checkpoint, a run directory, an .onnx file from fmnist export, or "
+                   + BARE_STATE_DICT)
     p.add_argument("images", nargs="+", metavar="IMAGE",
                    help="image files in any format and mode Pillow reads (PNG, JPEG, WebP, TIFF, ...), up to 50 M "
                    "pixels decoded (a JPEG decodes at down to 1/8 scale: up to 3,200 M pixels); directories (the "
@@ -447,7 +460,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_predict)
 
     p = sub.add_parser("serve", help="HTTP API and web page: classify uploaded images, with micro-batching")
-    p.add_argument("model", help="a .pt checkpoint, a run directory, or an exported model")
+    p.add_argument("model", help="a .pt checkpoint, a run directory, an exported model, or " + BARE_STATE_DICT)
     p.add_argument("--host", default="127.0.0.1",
                    help="address to listen on; 0.0.0.0 exposes it to the network (default: 127.0.0.1)")
     p.add_argument("--port", type=int, default=8000, help="TCP port; 0 picks a free one (default: 8000)")
@@ -469,7 +482,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_serve)
 
     p = sub.add_parser("export", help="write a checkpoint as ONNX (fp32 or int8) with a sidecar JSON of facts")
-    p.add_argument("checkpoint", help="a .pt checkpoint, or a run directory (its best, else last, checkpoint)")
+    p.add_argument("checkpoint", help="a .pt checkpoint, a run directory (its best, else last, checkpoint), or "
+                   + BARE_STATE_DICT)
     p.add_argument("--out", required=True, help="the .onnx file to write; the sidecar goes beside it as NAME.json")
     p.add_argument("--int8", action="store_true", help="static int8 quantization with onnxruntime, calibrated on "
                    "training images")

@@ -43,8 +43,10 @@ class Predictor(Protocol):
 class TorchPredictor:
     def __init__(self, path: str | Path, device: str | torch.device = "cpu"):
         self.device = select_device(device) if isinstance(device, str) else device
-        self.model, self.config, _ = checkpoint.load_model(path, self.device)
+        self.model, self.config, state = checkpoint.load_model(path, self.device)
         self.path = Path(path)
+        # A bare state dict: what fmnist recognised in it, the input scaling included (None for a checkpoint).
+        self.layout: str | None = state.get("layout")
 
     @torch.inference_mode()
     def logits(self, images: torch.Tensor) -> torch.Tensor:
@@ -54,7 +56,8 @@ class TorchPredictor:
         return self.logits(images).softmax(1)
 
     def describe(self) -> dict[str, Any]:
-        return {"format": "pytorch", "model": self.config.model, "source": str(self.path), "device": str(self.device)}
+        facts = {"format": "pytorch", "model": self.config.model, "source": str(self.path), "device": str(self.device)}
+        return facts if self.layout is None else {**facts, "layout": self.layout}
 
 
 def sidecar_path(onnx_path: str | Path) -> Path:
