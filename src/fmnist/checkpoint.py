@@ -74,7 +74,7 @@ def load_model(path: str | Path, device: str | torch.device = "cpu") -> tuple[nn
     if path.is_dir():
         path = resolve_run_checkpoint(path)
     state = _read(path, device)
-    if isinstance(state, dict) and state.get("format") != FORMAT and state_dicts.is_state_dict(state):
+    if state_dicts.is_state_dict(state):  # a checkpoint holds plain values too, a state dict only tensors
         found = state_dicts.recognise(state, path)
         state = {"model": found.weights, "config": config_lib.to_dict(found.config), "layout": found.description}
     elif not isinstance(state, dict) or state.get("format") != FORMAT:

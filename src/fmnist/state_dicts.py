@@ -56,9 +56,10 @@ def recognise(weights: dict[str, torch.Tensor], path: str | Path) -> Recognised:
     """The known network `weights` (a state dict) belongs to. Raises FmnistError, in one line, when it is none."""
     weights = _unwrapped(weights)
     if all(k.startswith(QUICKSTART_PREFIX) for k in weights):
-        cfg, what = _quickstart_config(weights), "the PyTorch Quickstart network"
+        cfg, what, activation = _quickstart_config(weights), "the PyTorch Quickstart network", "ReLU"
     else:
         cfg, what = _fmnist_config(weights), "an fmnist network"
+        activation = "ReLU assumed (a state dict does not record it)"
     renamed = _renamed(weights, models.build(cfg).state_dict()) if cfg is not None else None
     if cfg is None or renamed is None:
         first = next(iter(weights.items()))
@@ -67,8 +68,7 @@ def recognise(weights: dict[str, torch.Tensor], path: str | Path) -> Recognised:
     shape = "-".join(map(str, [SIDE * SIDE, *cfg.hidden, 10])) if cfg.model == "mlp" else \
         f"channels {','.join(map(str, cfg.hidden))}, {cfg.convs} conv(s) per block, head {cfg.head or 'none'}"
     norm = ", batch norm" if cfg.batch_norm else ""
-    assumed = "ReLU" if what.startswith("the PyTorch") else "ReLU assumed (a state dict does not record it)"
-    return Recognised(cfg, renamed, f"state dict of {what}: {cfg.model} {shape}{norm}, {assumed}; {PIXELS}")
+    return Recognised(cfg, renamed, f"state dict of {what}: {cfg.model} {shape}{norm}, {activation}; {PIXELS}")
 
 
 def _unwrapped(weights: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
