@@ -71,6 +71,21 @@ def test_quickstart_state_dict_answers_as_the_quickstart_model(tmp_path, hidden)
     assert "[0, 1]" in layout and "no normalisation" in layout
 
 
+def test_general_checkpoint_of_the_quickstart_network(quickstart, tmp_path):
+    # PyTorch's "Saving and loading a general checkpoint" recipe: the model's state dict beside the rest.
+    model, _ = quickstart
+    optimizer = torch.optim.SGD(model.parameters(), lr=1e-3)
+    path = tmp_path / "checkpoint.tar"
+    torch.save({"epoch": 5, "model_state_dict": model.state_dict(), "optimizer_state_dict": optimizer.state_dict(),
+                "loss": torch.tensor(0.4)}, path)
+    predictor = load_predictor(path)
+    images = _images()
+    with torch.no_grad():
+        assert torch.equal(predictor.logits(images), model(_to_tensor(images)))
+    layout = predictor.describe()["layout"]
+    assert "PyTorch Quickstart" in layout and "'model_state_dict'" in layout
+
+
 FMNIST_CONFIGS = [
     Config(),  # the reference mlp
     Config(hidden=(64, 32), batch_norm=True, dropout=0.3),  # dropout shifts the layer numbers

@@ -66,19 +66,22 @@ def config_of(state: dict[str, Any], path: str | Path) -> Config:
 def load_model(path: str | Path, device: str | torch.device = "cpu") -> tuple[nn.Module, Config, dict[str, Any]]:
     """Rebuild the model a checkpoint was trained with and load its weights, in eval mode.
 
-    Also takes a bare state dict of a network fmnist knows (`state_dicts.recognise`); its "state" is then
-    {"model": the weights, "layout": what was recognised, in words, for the user}. Raises FmnistError,
-    saying what fmnist can load, for anything else.
+    Also takes a state dict of a network fmnist knows (`state_dicts.recognise`), bare or in a training
+    checkpoint of PyTorch's general-checkpoint recipe (`state_dicts.find_state_dict`); its "state" is then
+    {"model": the weights, "config": the network's, "layout": what was recognised, in words, for the user}.
+    Raises FmnistError, saying what fmnist can load, for anything else.
     """
     path = Path(path)
     if path.is_dir():
         path = resolve_run_checkpoint(path)
     state = _read(path, device)
-    if state_dicts.is_state_dict(state):  # a checkpoint holds plain values too, a state dict only tensors
-        found = state_dicts.recognise(state, path)
-        state = {"model": found.weights, "config": config_lib.to_dict(found.config), "layout": found.description}
-    elif not isinstance(state, dict) or state.get("format") != FORMAT:
-        raise FmnistError(f"{path}: not an fmnist checkpoint nor a state dict; {state_dicts.LOADABLE}")
+    if not isinstance(state, dict) or state.get("format") != FORMAT:
+        bare = state_dicts.find_state_dict(state)
+        if bare is None:
+            raise FmnistError(f"{path}: not an fmnist checkpoint nor a model's state dict; {state_dicts.LOADABLE}")
+        found = state_dicts.recognise(bare[0], path)
+        layout = found.description + (f" (the file's {bare[1]!r} entry)" if bare[1] else "")
+        state = {"model": found.weights, "config": config_lib.to_dict(found.config), "layout": layout}
     cfg = config_of(state, path)
     model = models.build(cfg)
     try:

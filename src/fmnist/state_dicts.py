@@ -19,6 +19,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TypeGuard
 
 import torch
 
@@ -31,8 +32,9 @@ QUICKSTART_PREFIX = "linear_relu_stack."
 WRAPPER_PREFIXES = ("module.", "_orig_mod.")
 # What `load_model` accepts, said in full in every refusal.
 LOADABLE = ("fmnist loads its own checkpoints (fmnist train: a .pt file or the run directory), its ONNX exports "
-            "(fmnist export), and state dicts saved with torch.save(model.state_dict()) of the PyTorch Quickstart "
-            "network (linear_relu_stack) or of an fmnist mlp or cnn")
+            "(fmnist export), and state dicts saved with torch.save(model.state_dict()), alone or as the "
+            "model_state_dict of a training checkpoint, of the PyTorch Quickstart network (linear_relu_stack) or "
+            "of an fmnist mlp or cnn")
 PIXELS = "input pixels in [0, 1] (ToTensor(), no normalisation), as fmnist feeds them"
 
 
@@ -46,10 +48,29 @@ class Recognised:
     description: str
 
 
-def is_state_dict(value: object) -> bool:
+# Where PyTorch's "Saving and loading a general checkpoint" recipe, and the training scripts that follow it
+# or Lightning, put the model's state dict beside the optimizer's, the epoch and the loss.
+CHECKPOINT_KEYS = ("model_state_dict", "state_dict", "model")
+
+
+def is_state_dict(value: object) -> TypeGuard[dict[str, torch.Tensor]]:
     """A non-empty dict of tensors by name: what `model.state_dict()` gives."""
     return (isinstance(value, dict) and bool(value)
             and all(isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in value.items()))
+
+
+def find_state_dict(value: object) -> tuple[dict[str, torch.Tensor], str] | None:
+    """The model's state dict in what torch.load returned: the whole of it, or its entry under one of
+    CHECKPOINT_KEYS in a training checkpoint of the general-checkpoint recipe; with where it was found
+    ("" for the whole). None when there is none."""
+    if is_state_dict(value):
+        return value, ""
+    if isinstance(value, dict):
+        for key in CHECKPOINT_KEYS:
+            entry = value.get(key)
+            if is_state_dict(entry):
+                return entry, key
+    return None
 
 
 def recognise(weights: dict[str, torch.Tensor], path: str | Path) -> Recognised:
