@@ -220,6 +220,14 @@ def test_float_image(tmp_path):
     assert _mad(out) < 8
 
 
+def test_heic_phone_photo(tmp_path):
+    path = tmp_path / "IMG_0001.HEIC"
+    _save(_photo(GARMENT, (240, 238, 232), (30, 30, 40), (400, 380), (80, 40)), path, format="HEIF", quality=90)
+    out = load_image(path)
+    _assert_framed_like_fashion_mnist(out)
+    assert _mad(out) < 8
+
+
 def test_cmyk_jpeg(tmp_path):
     path = tmp_path / "print.jpg"
     _save(_photo(GARMENT, (240, 240, 235), (40, 30, 30), (400, 350), (60, 30)), path, mode="CMYK", quality=92)
@@ -521,7 +529,8 @@ def _folder_of_everything(directory) -> list[str]:
         picture.save(directory / name, format="JPEG")
     picture.save(directory / "f", format="PNG")  # no extension at all
     picture.save(directory / "g.webp", format="WEBP")
-    pictures = ["a.jpg", "b.JPG", "c.jfif", "d.jpe", "e.jpeg", "f", "g.webp"]
+    picture.convert("RGB").save(directory / "i.HEIC", format="HEIF")  # an iPhone's photo
+    pictures = ["a.jpg", "b.JPG", "c.jfif", "d.jpe", "e.jpeg", "f", "g.webp", "i.HEIC"]
     if features.check("avif"):  # Pillow built with libavif reads it
         picture.convert("RGB").save(directory / "h.avif", format="AVIF")
         pictures.append("h.avif")

@@ -9,6 +9,7 @@ uneven light) is measured on the border and mapped to 0 whatever its colour; the
 comes from the object's contrast with that level, so a light object on a dark background
 works, even when the object touches an edge; the trim threshold follows the measured noise;
 a cut-out on transparency uses its alpha as the object mask; EXIF orientation is applied.
+Any format Pillow reads is taken, and HEIC/HEIF (phone photos) through the pillow-heif plugin.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from pathlib import Path
 import numpy as np
 import torch
 from PIL import Image, ImageFile, ImageOps, UnidentifiedImageError
+from pillow_heif import register_heif_opener
 
 from fmnist.atomic import atomic_path
 from fmnist.data import SIDE
@@ -41,6 +43,9 @@ WORK_SIDE = 512
 # A JPEG is decoded at the smallest scale that leaves at least this many pixels on its longer
 # side, so that the resize to WORK_SIDE still averages over 2x2 or more decoded pixels.
 DECODE_SIDE = 2 * WORK_SIDE
+
+# HEIC/HEIF, the format iPhones save photos in by default: Pillow opens it once libheif's plugin is registered.
+register_heif_opener()
 
 # Pillow refuses, at open, any image over 2 x Image.MAX_IMAGE_PIXELS (179 M pixels by default), to
 # guard callers that decode whole images. _check_size applies fmnist's own limit to every image
