@@ -147,6 +147,12 @@ def test_predict_takes_every_picture_by_content_and_skips_system_files(trained_r
         (photos / name).unlink()
     code, out, _ = run(capsys, "predict", str(run_dir), str(photos))
     assert code == 0 and len(out.splitlines()) == 2
+    # Nothing but what a file manager hides: one line that says so.
+    for name in names[1:3]:
+        (photos / name).unlink()
+    code, _, err = run(capsys, "predict", str(run_dir), str(photos))
+    assert code == 2
+    assert err.strip() == f"fmnist: error: no image files in {photos} (skipped 3 files: hidden or system file: 3)"
 
 
 def test_resume_of_a_finished_run_and_conflicting_flags(trained_run, capsys):

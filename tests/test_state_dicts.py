@@ -96,7 +96,7 @@ FMNIST_CONFIGS = [
 
 
 @pytest.mark.parametrize("cfg", FMNIST_CONFIGS, ids=lambda c: f"{c.model}-{'-'.join(map(str, c.hidden))}")
-@pytest.mark.parametrize("prefix", ["", "module."])
+@pytest.mark.parametrize("prefix", ["", "module.", "_orig_mod."])
 def test_fmnist_bare_state_dict(tmp_path, cfg, prefix):
     torch.manual_seed(0)
     model = models.build(cfg)

@@ -201,10 +201,11 @@ def cmd_predict(args: argparse.Namespace) -> int:
 
     options = PredictOptions(args.top_k, args.batch_size, Path(args.save_inputs) if args.save_inputs else None)
     found = collect_images(args.images)
-    if found.skipped:
-        print(f"fmnist: {found.skipped_summary()}", file=sys.stderr)
+    skipped = found.skipped_summary()
     if not found.paths:
-        raise FmnistError(f"no image files in {', '.join(args.images)}")
+        raise FmnistError(f"no image files in {', '.join(args.images)}" + (f" ({skipped})" if skipped else ""))
+    if skipped:
+        print(f"fmnist: {skipped}", file=sys.stderr)
     predictor = load_predictor(args.checkpoint, select_device(args.device))
     say_layout(args.checkpoint, predictor.describe().get("layout"))
     failed = 0
