@@ -575,3 +575,12 @@ def test_collect_images_named_files(tmp_path):
 def test_collect_images_empty_directory(tmp_path):
     found = images.collect_images([str(tmp_path)])
     assert found.paths == [] and found.skipped == {} and found.skipped_summary() is None
+
+
+def test_collect_images_unreadable_directory_is_one_line(tmp_path, monkeypatch):
+    def refuse(self):
+        raise PermissionError(13, "Permission denied", str(self))
+
+    monkeypatch.setattr(type(tmp_path), "iterdir", refuse)  # as for a directory without read permission
+    with pytest.raises(FmnistError, match=f"^{tmp_path}: cannot list the directory: Permission denied$"):
+        images.collect_images([str(tmp_path)])

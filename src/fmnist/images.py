@@ -108,14 +108,18 @@ def collect_images(arguments: list[str]) -> CollectedImages:
     system file (SYSTEM_FILES, AppleDouble "._*", any dot-file), not an image, a subdirectory or not a
     regular file. A file named directly is taken unless it is a system file or "._*": the user asked
     for it, so a non-image among them is reported by `load_image`, as is a path that does not exist
-    (also a glob matching nothing). Raises nothing; reading headers costs one small read per file.
+    (also a glob matching nothing). Reading headers costs one small read per file. Raises FmnistError
+    when a directory cannot be listed.
     """
     paths: list[Path] = []
     skipped: Counter[str] = Counter()
     for argument in arguments:
         path = Path(argument)
         if path.is_dir():
-            members = sorted(path.iterdir())
+            try:
+                members = sorted(path.iterdir())
+            except OSError as e:  # no read permission on the directory, or it vanished
+                raise FmnistError(f"{argument}: cannot list the directory: {e.strerror or e}") from None
         elif not path.exists() and glob.has_magic(argument):
             members = [Path(match) for match in sorted(glob.glob(argument, recursive=True))]
             if not members:
