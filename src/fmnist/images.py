@@ -273,10 +273,11 @@ def _check_size(name: str, image: Image.Image) -> None:
     # The size comes from the header (reduced by _reduce), so this runs before any pixel is decoded.
     width, height = image.size
     if width * height > MAX_PIXELS:
-        reducible = " even at 1/8 scale" if image.format in ("JPEG", "MPO") else ""
+        jpeg = image.format in ("JPEG", "MPO")
         raise FmnistError(
-            f"{name}: image decodes to {width}x{height} = {width * height:,} pixels{reducible}, "
-            f"more than the {MAX_PIXELS:,} allowed"
+            f"{name}: image decodes to {width}x{height} = {width * height:,} pixels"
+            f"{' even at 1/8 scale' if jpeg else ''}, more than the {MAX_PIXELS:,} allowed; scale it down"
+            + ("" if jpeg else ", or save it as JPEG, which is decoded at reduced size")
         )
 
 
