@@ -175,6 +175,37 @@ def test_predict_explain_writes_a_heatmap_per_image(trained_run, tmp_path, capsy
     assert code == 0 and "occlusion" in err and len(list((tmp_path / "why-onnx").iterdir())) == 3
 
 
+def test_predict_takes_every_picture_by_content_and_skips_system_files(trained_run, tmp_path, capsys):
+    from PIL import Image
+
+    run_dir, _ = trained_run
+    ds = data.load()
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    names = ["a.JPG", "b.jfif", "c.jpe", "d"]  # the same JPEG under four names, one without a suffix
+    for i, name in enumerate(names):
+        Image.fromarray(ds.test_images[i].numpy()).save(photos / name, format="JPEG", quality=95)
+    (photos / "._a.JPG").write_bytes(b"\x00\x05\x16\x07" + bytes(80))  # macOS AppleDouble, copied along
+    (photos / ".DS_Store").write_bytes(bytes(64))
+    (photos / "Thumbs.db").write_bytes(bytes(64))
+    code, out, err = run(capsys, "predict", str(run_dir), str(photos), "--json")
+    rows = [json.loads(line) for line in out.splitlines()]
+    assert code == 0, err
+    assert [r["path"] for r in rows] == [str(photos / n) for n in names] and all("error" not in r for r in rows)
+    assert err.strip() == "fmnist: skipped 3 files: hidden or system file: 3"
+    # A folder of only such files is not "no image files".
+    for name in ("a.JPG", "d"):
+        (photos / name).unlink()
+    code, out, _ = run(capsys, "predict", str(run_dir), str(photos))
+    assert code == 0 and len(out.splitlines()) == 2
+    # Nothing but what a file manager hides: one line that says so.
+    for name in names[1:3]:
+        (photos / name).unlink()
+    code, _, err = run(capsys, "predict", str(run_dir), str(photos))
+    assert code == 2
+    assert err.strip() == f"fmnist: error: no image files in {photos} (skipped 3 files: hidden or system file: 3)"
+
+
 def test_resume_of_a_finished_run_and_conflicting_flags(trained_run, capsys):
     run_dir, _ = trained_run
     code, _, err = run(capsys, "train", "--resume", str(run_dir), "--lr", "0.5")
@@ -205,11 +236,11 @@ NO_SUCH_DEVICE = "tpu" if torch.cuda.is_available() else "cuda"
         (["train", "--device", NO_SUCH_DEVICE], NO_SUCH_DEVICE),
         (["eval", "missing.pt"], "missing.pt: checkpoint not found"),
         (["predict", "missing.pt", "x.png"], "missing.pt: checkpoint not found"),
-        (["predict", "missing.pt", "x.png", "--top-k", "0"], "--top-k must be >= 1"),
-        (["predict", "missing.pt", "x.png", "--batch-size", "0"], "--batch-size must be >= 1"),
+        (["predict", "missing.pt", "x.png", "--top-k", "0"], "top_k must be >= 1, got 0"),
+        (["predict", "missing.pt", "x.png", "--batch-size", "0"], "batch_size must be >= 1, got 0"),
         (["predict", "missing.pt", "empty"], "no image files in empty"),
         (["predict", "missing.pt", "x.png", "--save-inputs", "file.txt"],
-         "--save-inputs file.txt: exists and is not a directory"),
+         "save_inputs file.txt: exists and is not a directory"),
         (["data", "info", "--data-dir", "empty"], "empty"),
     ],
 )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import struct
 import warnings
 import zlib
@@ -9,7 +10,7 @@ import zlib
 import numpy as np
 import pytest
 import torch
-from PIL import Image, ImageDraw
+from PIL import Image, ImageDraw, features
 
 from fmnist import images
 from fmnist.errors import FmnistError
@@ -219,6 +220,14 @@ def test_float_image(tmp_path):
     assert _mad(out) < 8
 
 
+def test_heic_phone_photo(tmp_path):
+    path = tmp_path / "IMG_0001.HEIC"
+    _save(_photo(GARMENT, (240, 238, 232), (30, 30, 40), (400, 380), (80, 40)), path, format="HEIF", quality=90)
+    out = load_image(path)
+    _assert_framed_like_fashion_mnist(out)
+    assert _mad(out) < 8
+
+
 def test_cmyk_jpeg(tmp_path):
     path = tmp_path / "print.jpg"
     _save(_photo(GARMENT, (240, 240, 235), (40, 30, 30), (400, 350), (60, 30)), path, mode="CMYK", quality=92)
@@ -393,3 +402,185 @@ def test_tiny_and_thin_pictures(tmp_path, size):
         warnings.simplefilter("error")  # no empty-slice warnings from the background fit
         out = load_image(path)
     assert out.shape == (28, 28) and out.dtype == torch.uint8
+
+
+# --- pictures that use only part of their format's range -----------------------------------
+
+
+def _partial_range_file(tmp_path, photo: np.ndarray, mode: str, low: float, high: float):
+    """`photo` (0..255) written in `mode` with its levels mapped onto low..high of that format."""
+    values = low + photo / 255 * (high - low)
+    if mode == "F":
+        image = Image.fromarray(values.astype(np.float32), "F")
+    elif mode == "I":
+        image = Image.fromarray(np.rint(values).astype(np.int32), "I")
+    elif mode == "I;16":
+        image = Image.fromarray(np.rint(values).astype(np.uint16))
+    else:
+        image = Image.fromarray(np.rint(values).astype(np.uint8), "L")
+    path = tmp_path / ("partial.png" if mode in ("L", "I;16") else "partial.tif")
+    image.save(path)
+    assert _mode_on_disk(path).startswith(mode[0])
+    return path
+
+
+def _trouser_and_bag() -> list[np.ndarray]:
+    """Two garments with shading, as 28x28 ink: the trouser above, and a bag with a handle."""
+    bag = np.zeros((28, 28), np.float32)
+    bag[10:27, 2:26] = np.linspace(140, 255, 24)[None, :]
+    bag[3:11, 8:11] = bag[3:11, 17:20] = bag[3:5, 8:20] = 200
+    return [GARMENT, np.rint(bag).astype(np.uint8)]
+
+
+@pytest.mark.parametrize(
+    ("mode", "low", "high", "tolerance"),
+    [
+        ("I;16", 0, 1023, 2.5),  # 10-bit data in a 16-bit PNG (cameras, scanners, microscopes)
+        ("I;16", 64, 4095, 2.5),  # 12-bit, with a black level
+        ("I", 0, 4095, 2.5),  # 12-bit data in a 32-bit integer TIFF
+        ("F", 0.0, 0.01, 2.5),  # a float image in 0..1 using a hundredth of it
+        ("F", 0.2, 0.25, 2.5),  # ... or a twentieth, on an offset
+        # A faint 8-bit scan: 8 levels in all, the object's contrast 4 of them. Its own coarse levels
+        # set the tolerance; unstretched, nothing in it stands out.
+        ("L", 100, 108, 16),
+    ],
+)
+def test_partial_range_is_framed_like_the_full_range(tmp_path, mode, low, high, tolerance):
+    # A grey garment on a grey backdrop: the photo itself uses 60..200 of 0..255.
+    for ink in _trouser_and_bag():
+        photo = _photo(ink, (200,) * 3, (60,) * 3, (420, 380), (70, 40))[..., 0]
+        photo += np.random.default_rng(0).normal(0, 1.5, photo.shape)  # sensor noise
+        photo = np.clip(photo, 0, 255)
+        full = tmp_path / "full.png"
+        Image.fromarray(np.rint(photo).astype(np.uint8)).save(full)
+        reference = load_image(full)
+        out = load_image(_partial_range_file(tmp_path, photo, mode, low, high))
+        _assert_framed_like_fashion_mnist(out)
+        assert _mad(out, reference.numpy()) < tolerance, (mode, low, high)
+
+
+def test_partial_range_blank_picture_stays_empty(tmp_path):
+    # One level of difference in a 16-bit file is not an object, however the picture is stretched.
+    values = np.full((300, 300), 1000, np.uint16)
+    values[100:200, 100:200] = 1001
+    path = tmp_path / "flat.png"
+    Image.fromarray(values).save(path)
+    assert load_image(path).sum() == 0
+
+
+# --- very large photos ------------------------------------------------------------------------
+
+
+def test_jpeg_over_the_pixel_limit_is_decoded_reduced(tmp_path):
+    # 63 megapixels (a 64-MP panorama's size): mostly flat, so it encodes in a fraction of a second.
+    width, height = 9000, 7000
+    assert width * height > images.MAX_PIXELS
+    picture = Image.new("L", (width, height), 235)
+    ImageDraw.Draw(picture).rectangle((3000, 1000, 6000, 6000), fill=30)  # 3:5, as the 28x28 view shows
+    path = tmp_path / "panorama.jpg"
+    picture.save(path, quality=75)
+    del picture
+    out = load_image(path)
+    _assert_framed_like_fashion_mnist(out)
+    assert _box(out) == (0, 27, 6, 22)  # 3001x5001 -> 16.8x28: 17 columns from column 6
+
+
+def _jpeg_claiming(width: int, height: int) -> bytes:
+    """A small real JPEG whose frame header (SOF0) claims width x height."""
+    buffer = io.BytesIO()
+    Image.new("L", (16, 16), 128).save(buffer, format="JPEG")
+    data = bytearray(buffer.getvalue())
+    sof = data.index(b"\xff\xc0")  # marker, length (2), precision (1), height (2), width (2)
+    data[sof + 5 : sof + 9] = struct.pack(">HH", height, width)
+    return bytes(data)
+
+
+def test_jpeg_too_large_even_at_one_eighth_is_refused_before_decoding(tmp_path):
+    path = tmp_path / "bomb.jpg"
+    path.write_bytes(_jpeg_claiming(65_000, 65_000))  # 1/8: 8125x8125 = 66 M pixels
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        _load_fails(path, "8125x8125 = 66,015,625 pixels even at 1/8 scale, more than the 50,000,000 allowed")
+
+
+def test_200_megapixel_jpeg_is_not_refused_at_open(tmp_path):
+    # A 200-MP phone photo (16320x12240) is past Pillow's own open-time limit (179 M pixels); reduced
+    # it is 2040x1530. (This one's few MCUs of data decode as a flat grey picture: an empty view.)
+    path = tmp_path / "phone.jpg"
+    path.write_bytes(_jpeg_claiming(16_320, 12_240))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        out = load_image(path)
+    assert out.shape == (28, 28) and out.sum() == 0
+
+
+# --- which files a directory or glob stands for -------------------------------------------------
+
+
+APPLE_DOUBLE = b"\x00\x05\x16\x07\x00\x02\x00\x00Mac OS X        " + bytes(64)  # a "._name" resource fork
+
+
+def _folder_of_everything(directory) -> list[str]:
+    """Pictures under every name a JPEG/PNG/AVIF takes, and the files that travel with them; returns the
+    names of the pictures, sorted."""
+    directory.mkdir()
+    picture = Image.fromarray(GARMENT)
+    for name in ("a.jpg", "b.JPG", "c.jfif", "d.jpe", "e.jpeg"):
+        picture.save(directory / name, format="JPEG")
+    picture.save(directory / "f", format="PNG")  # no extension at all
+    picture.save(directory / "g.webp", format="WEBP")
+    picture.convert("RGB").save(directory / "i.HEIC", format="HEIF")  # an iPhone's photo
+    pictures = ["a.jpg", "b.JPG", "c.jfif", "d.jpe", "e.jpeg", "f", "g.webp", "i.HEIC"]
+    if features.check("avif"):  # Pillow built with libavif reads it
+        picture.convert("RGB").save(directory / "h.avif", format="AVIF")
+        pictures.append("h.avif")
+    (directory / "._a.jpg").write_bytes(APPLE_DOUBLE)
+    (directory / ".DS_Store").write_bytes(b"\x00\x00\x00\x01Bud1" + bytes(32))
+    (directory / "Thumbs.db").write_bytes(bytes(512))
+    (directory / "desktop.ini").write_text("[.ShellClassInfo]\n")
+    picture.save(directory / ".hidden.png")  # a dot-file, even an image, is hidden
+    (directory / "notes.txt").write_text("not a picture")
+    (directory / "raw").mkdir()
+    return sorted(pictures)
+
+
+def test_collect_images_decides_by_content_and_skips_system_files(tmp_path):
+    pictures = _folder_of_everything(tmp_path / "photos")
+    found = images.collect_images([str(tmp_path / "photos")])
+    assert [p.name for p in found.paths] == pictures
+    assert found.skipped == {images.SKIP_HIDDEN: 5, images.SKIP_NOT_IMAGE: 1, images.SKIP_DIRECTORY: 1}
+    assert found.skipped_summary() == (
+        "skipped 7 files: hidden or system file: 5; not an image Pillow reads: 1; directory (not searched): 1")
+    for path in found.paths:  # and each of them loads
+        assert load_image(path).shape == (28, 28)
+
+
+def test_collect_images_glob_follows_the_same_rules(tmp_path):
+    pictures = _folder_of_everything(tmp_path / "photos")
+    found = images.collect_images([str(tmp_path / "photos" / "*")])  # as a shell that does not expand passes it
+    assert [p.name for p in found.paths] == pictures
+    # The glob matches no dot-file, as in a shell; the system files it does match are skipped.
+    assert found.skipped == {images.SKIP_HIDDEN: 2, images.SKIP_NOT_IMAGE: 1, images.SKIP_DIRECTORY: 1}
+
+
+def test_collect_images_named_files(tmp_path):
+    _folder_of_everything(tmp_path / "photos")
+    named = [tmp_path / "photos" / name for name in ("._a.jpg", "Thumbs.db", "notes.txt", "c.jfif", ".hidden.png")]
+    found = images.collect_images([*map(str, named), str(tmp_path / "missing.png"), str(tmp_path / "none*.png")])
+    # A system file is skipped; anything else named is the user's choice, reported by load_image if it fails.
+    assert found.paths == [*named[2:], tmp_path / "missing.png", tmp_path / "none*.png"]
+    assert found.skipped == {images.SKIP_HIDDEN: 2}
+
+
+def test_collect_images_empty_directory(tmp_path):
+    found = images.collect_images([str(tmp_path)])
+    assert found.paths == [] and found.skipped == {} and found.skipped_summary() is None
+
+
+def test_collect_images_unreadable_directory_is_one_line(tmp_path, monkeypatch):
+    def refuse(self):
+        raise PermissionError(13, "Permission denied", str(self))
+
+    monkeypatch.setattr(type(tmp_path), "iterdir", refuse)  # as for a directory without read permission
+    with pytest.raises(FmnistError, match=f"^{tmp_path}: cannot list the directory: Permission denied$"):
+        images.collect_images([str(tmp_path)])

@@ -10,7 +10,7 @@ import torch
 from torch import nn
 
 from fmnist import config as config_lib
-from fmnist import models
+from fmnist import models, state_dicts
 from fmnist.atomic import atomic_path
 from fmnist.config import Config
 from fmnist.errors import FmnistError
@@ -27,8 +27,16 @@ def save(path: str | Path, state: dict[str, Any]) -> None:
 def load(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
     """Load a checkpoint without executing any code it may carry; every failure is one FmnistError."""
     path = Path(path)
+    state = _read(path, map_location)
+    if not isinstance(state, dict) or state.get("format") != FORMAT:
+        raise FmnistError(f"{path}: not an fmnist checkpoint")
+    return state
+
+
+def _read(path: Path, map_location: str | torch.device) -> Any:
+    """What torch.load finds in `path`, tensors and plain Python values only."""
     try:
-        state = torch.load(path, map_location=map_location, weights_only=True)
+        return torch.load(path, map_location=map_location, weights_only=True)
     except FileNotFoundError:
         raise FmnistError(f"{path}: checkpoint not found") from None
     except pickle.UnpicklingError as e:
@@ -36,9 +44,6 @@ def load(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str
         raise FmnistError(f"{path}: refused to load: not a plain checkpoint ({first})") from None
     except Exception as e:  # torch.load fails in many ways on a bad file; each is the file's fault
         raise FmnistError(f"{path}: not a readable checkpoint (truncated or corrupt?): {type(e).__name__}") from None
-    if not isinstance(state, dict) or state.get("format") != FORMAT:
-        raise FmnistError(f"{path}: not an fmnist checkpoint")
-    return state
 
 
 def config_of(state: dict[str, Any], path: str | Path) -> Config:
@@ -49,8 +54,22 @@ def config_of(state: dict[str, Any], path: str | Path) -> Config:
 
 
 def load_model(path: str | Path, device: str | torch.device = "cpu") -> tuple[nn.Module, Config, dict[str, Any]]:
-    """Rebuild the model a checkpoint was trained with and load its weights, in eval mode."""
-    state = load(path, map_location=device)
+    """Rebuild the model a checkpoint was trained with and load its weights, in eval mode.
+
+    Also takes a state dict of a network fmnist knows (`state_dicts.recognise`), bare or in a training
+    checkpoint of PyTorch's general-checkpoint recipe (`state_dicts.find_state_dict`); its "state" is then
+    {"model": the weights, "config": the network's, "layout": what was recognised, in words, for the user}.
+    Raises FmnistError, saying what fmnist can load, for anything else.
+    """
+    path = Path(path)
+    state = _read(path, device)
+    if not isinstance(state, dict) or state.get("format") != FORMAT:
+        bare = state_dicts.find_state_dict(state)
+        if bare is None:
+            raise FmnistError(f"{path}: not an fmnist checkpoint nor a model's state dict; {state_dicts.LOADABLE}")
+        found = state_dicts.recognise(bare[0], path)
+        layout = found.description + (f" (the file's {bare[1]!r} entry)" if bare[1] else "")
+        state = {"model": found.weights, "config": config_lib.to_dict(found.config), "layout": layout}
     cfg = config_of(state, path)
     model = models.build(cfg)
     try:

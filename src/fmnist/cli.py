@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import glob
 import json
 import signal
 import sys
@@ -18,7 +17,7 @@ from fmnist import config as config_lib
 from fmnist.device import resolve_amp, select_device
 from fmnist.errors import FmnistError
 from fmnist.export import CALIBRATION_IMAGES
-from fmnist.inference import load_predictor
+from fmnist.inference import FilePrediction, load_predictor
 from fmnist.run_dir import RunDir
 
 
@@ -133,10 +132,17 @@ def train_and_report(
     return 0
 
 
+def say_layout(source: str, layout: str | None) -> None:
+    """For a bare state dict, what fmnist recognised in it (network, input scaling), on stderr."""
+    if layout:
+        print(f"fmnist: {source}: {layout}", file=sys.stderr)
+
+
 def cmd_eval(args: argparse.Namespace) -> int:
     from fmnist.evaluate import Report, evaluate_logits
 
     predictor = load_predictor(args.checkpoint, args.device)
+    say_layout(args.checkpoint, predictor.describe().get("layout"))
     if args.images:
         from fmnist.folders import load_folders
 
@@ -162,6 +168,7 @@ def cmd_export(args: argparse.Namespace) -> int:
 
     export.check_out(Path(args.out))  # both before the data is loaded
     source = export.load_source(args.checkpoint)
+    say_layout(args.checkpoint, source.layout)
     dataset = load_data(args.data_dir)
     facts = export.export(source, args.out, dataset, int8=args.int8, calibration_images=args.calibration_images)
     test = facts["test"]
@@ -177,108 +184,50 @@ def cmd_export(args: argparse.Namespace) -> int:
     return 0
 
 
-IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".gif", ".bmp", ".tif", ".tiff", ".webp", ".ppm", ".pgm", ".pbm", ".pnm"}
-
-
-def expand_image_arguments(arguments: list[str]) -> list[str]:
-    """Files as given; directories as the image files inside (sorted); globs expanded, for shells that
-    do not. A glob that matches nothing stays as it is, so that it is reported as a missing file."""
-    paths = []
-    for argument in arguments:
-        path = Path(argument)
-        if path.is_dir():
-            paths += sorted(str(p) for p in path.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
-        elif not path.exists() and glob.has_magic(argument):
-            paths += sorted(glob.glob(argument)) or [argument]
-        else:
-            paths.append(argument)
-    return paths
-
-
-def saved_input_names(paths: list[str]) -> list[str]:
-    """A PNG name per input path, from the path's stem; made unique with -2, -3, ... in input order."""
-    names, used = [], set()
-    for path in paths:
-        stem = Path(path).stem or "image"
-        name, n = f"{stem}.png", 1
-        while name in used:
-            n += 1
-            name = f"{stem}-{n}.png"
-        used.add(name)
-        names.append(name)
-    return names
-
-
 def cmd_predict(args: argparse.Namespace) -> int:
-    from fmnist.images import export_png, load_image
+    from fmnist.images import collect_images
+    from fmnist.inference import PredictOptions, predict_files
 
-    if args.top_k < 1:
-        raise FmnistError(f"--top-k must be >= 1, got {args.top_k}")
-    if args.batch_size < 1:
-        raise FmnistError(f"--batch-size must be >= 1, got {args.batch_size}")
-    paths = expand_image_arguments(args.images)
-    if not paths:
-        raise FmnistError(f"no image files in {', '.join(args.images)}")
-    for flag, folder in (("--save-inputs", args.save_inputs), ("--explain", args.explain)):
-        if folder and Path(folder).exists() and not Path(folder).is_dir():
-            raise FmnistError(f"{flag} {folder}: exists and is not a directory")
+    options = PredictOptions(args.top_k, args.batch_size, Path(args.save_inputs) if args.save_inputs else None,
+                             Path(args.explain) if args.explain else None)
+    found = collect_images(args.images)
+    skipped = found.skipped_summary()
+    if not found.paths:
+        raise FmnistError(f"no image files in {', '.join(args.images)}" + (f" ({skipped})" if skipped else ""))
+    if skipped:
+        print(f"fmnist: {skipped}", file=sys.stderr)
     predictor = load_predictor(args.checkpoint, select_device(args.device))
-    explainer = None
+    say_layout(args.checkpoint, predictor.describe().get("layout"))
+    explain = None
     if args.explain:
-        from fmnist.explain import Explainer
+        from fmnist.explain import Explainer, heatmaps
 
         explainer = Explainer(predictor)
         print(f"explanations: {explainer.method}, written to {args.explain}/", file=sys.stderr)
-    names = saved_input_names(paths)
-    top_k = min(args.top_k, len(data.CLASSES))
+
+        def explain(images: torch.Tensor, targets: torch.Tensor) -> list[bytes]:
+            return heatmaps(images, explainer(images, targets))
+
     failed = 0
-    for start in range(0, len(paths), args.batch_size):
-        batch = range(start, min(start + args.batch_size, len(paths)))
-        loaded: dict[int, torch.Tensor] = {}
-        errors: dict[int, str] = {}
-        for i in batch:
-            try:
-                loaded[i] = load_image(paths[i])
-            except FmnistError as e:
-                errors[i] = str(e)
-                continue
-            if args.save_inputs:
-                export_png(loaded[i], Path(args.save_inputs) / names[i])
-        top: dict[int, list[tuple[int, float]]] = {}
-        if loaded:
-            values, indices = predictor.probabilities(torch.stack(list(loaded.values()))).topk(top_k, dim=1)
-            rows = zip(loaded, indices.tolist(), values.tolist(), strict=True)
-            top = {i: list(zip(c, p, strict=True)) for i, c, p in rows}
-            if explainer:
-                write_explanations(explainer, loaded, indices[:, 0], [Path(args.explain) / names[i] for i in loaded])
-        for i in batch:
-            failed += i in errors
-            print(predict_line(paths[i], top.get(i), errors.get(i), args, names[i]))
+    for result in predict_files(predictor, found.paths, options, explain):
+        failed += result.error is not None
+        print(predict_line(result, args.json))
     return 1 if failed else 0
 
 
-def write_explanations(explainer, images: dict[int, torch.Tensor], targets: torch.Tensor, paths: list[Path]) -> None:
-    from fmnist.atomic import atomic_write
-    from fmnist.explain import heatmap_png
-
-    explanation = explainer(torch.stack(list(images.values())), targets)
-    for image, attribution, path in zip(images.values(), explanation.maps, paths, strict=True):
-        atomic_write(path, heatmap_png(image, attribution))
-
-
-def predict_line(path: str, top: list[tuple[int, float]] | None, error: str | None,
-                 args: argparse.Namespace, saved_name: str) -> str:
-    if top is None:
-        return json.dumps({"path": path, "error": error}) if args.json else f"{path}: error: {error}"
-    if not args.json:
-        return f"{path}: " + ", ".join(f"{data.CLASSES[c]} {q:.1%}" for c, q in top)
-    best, p = top[0]
+def predict_line(result: FilePrediction, as_json: bool) -> str:
+    path = str(result.path)
+    if result.error is not None:
+        return json.dumps({"path": path, "error": result.error}) if as_json else f"{path}: error: {result.error}"
+    if not as_json:
+        return f"{path}: " + ", ".join(f"{data.CLASSES[c]} {q:.1%}" for c, q in result.top)
+    best, p = result.top[0]
     row = {"path": path, "class_index": best, "class_name": data.CLASSES[best], "probability": p,
-           "top": [[data.CLASSES[c], q] for c, q in top]}
-    if args.save_inputs:
-        row["input"] = str(Path(args.save_inputs) / saved_name)
-    if args.explain:
-        row["explanation"] = str(Path(args.explain) / saved_name)
+           "top": [[data.CLASSES[c], q] for c, q in result.top]}
+    if result.saved_input is not None:
+        row["input"] = str(result.saved_input)
+    if result.explanation is not None:
+        row["explanation"] = str(result.explanation)
     return json.dumps(row)
 
 
@@ -448,6 +397,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     spec = server.Spec(args.model, str(select_device(args.device)), dataclasses.asdict(limits),
                        args.api_key_file or "", tuple(args.cors_origin or ()), args.threads)
     app = server.build_app(spec)  # here too with several workers: a bad model or key file is one line, before any
+    say_layout(args.model, app.state.layout)
     sock = server.listen(args.host, args.port)
     host, port = sock.getsockname()[:2]
     warning = server.exposure_warning(host, keyed=bool(args.api_key_file))
@@ -479,6 +429,8 @@ def add_limit_flags(parser: argparse.ArgumentParser) -> None:
 
 
 DEVICE_HELP = "where to run (default: auto: cuda, then mps, then cpu)"
+BARE_STATE_DICT = ("a torch.save(model.state_dict()) file of the PyTorch Quickstart network or of an fmnist model "
+                   "(recognised by its keys and shapes; its input pixels are in [0, 1], as ToTensor() gives)")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -501,8 +453,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("eval", help="metrics and error analysis of a checkpoint or an exported model, on the test "
                        "set or your own labelled pictures")
-    p.add_argument("checkpoint", help="a .pt checkpoint, a run directory (its best, else last, checkpoint), or an "
-                   ".onnx file from fmnist export (run by onnxruntime on the CPU)")
+    p.add_argument("checkpoint", help="a .pt checkpoint, a run directory (its best, else last, checkpoint), an "
+                   ".onnx file from fmnist export (run by onnxruntime on the CPU), or " + BARE_STATE_DICT)
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.add_argument("--images", metavar="DIR", help="evaluate on your own pictures instead of the test set: one "
                    "sub-folder of DIR per class, named by class name (t-shirt, T-shirt_top, ankle boots, ...) or index "
@@ -515,9 +467,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_eval)
 
     p = sub.add_parser("predict", help="classify photos and other image files with a checkpoint")
-    p.add_argument("checkpoint", help="a .pt checkpoint, a run directory, or an .onnx file from fmnist export")
-    p.add_argument("images", nargs="+", metavar="IMAGE", help="image files of any size and mode (PNG, JPEG, ...), "
-                   "directories (their image files, sorted) or globs such as 'photos/*.jpg'")
+    p.add_argument("checkpoint", help="a .pt checkpoint, a run directory, an .onnx file from fmnist export, or "
+                   + BARE_STATE_DICT)
+    p.add_argument("images", nargs="+", metavar="IMAGE",
+                   help="image files in any format and mode Pillow reads (PNG, JPEG, WebP, TIFF, ...), up to 50 M "
+                   "pixels decoded (a JPEG decodes at down to 1/8 scale: up to 3,200 M pixels); directories (the "
+                   "images in them, by content, sorted; hidden and system files skipped) or globs such as "
+                   "'photos/*.jpg'")
     p.add_argument("--top-k", type=int, default=3, help="classes to show per image (default: 3)")
     p.add_argument("--json", action="store_true", help="one JSON object per line per image")
     p.add_argument("--batch-size", type=int, default=256, help="images per model call (default: 256)")
@@ -530,7 +486,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_predict)
 
     p = sub.add_parser("serve", help="HTTP API and web page: classify uploaded images, with micro-batching")
-    p.add_argument("model", help="a .pt checkpoint, a run directory, or an exported model")
+    p.add_argument("model", help="a .pt checkpoint, a run directory, an exported model, or " + BARE_STATE_DICT)
     p.add_argument("--host", default="127.0.0.1",
                    help="address to listen on; 0.0.0.0 exposes it to the network (default: 127.0.0.1)")
     p.add_argument("--port", type=int, default=8000, help="TCP port; 0 picks a free one (default: 8000)")
@@ -548,7 +504,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_serve)
 
     p = sub.add_parser("export", help="write a checkpoint as ONNX (fp32 or int8) with a sidecar JSON of facts")
-    p.add_argument("checkpoint", help="a .pt checkpoint, or a run directory (its best, else last, checkpoint)")
+    p.add_argument("checkpoint", help="a .pt checkpoint, a run directory (its best, else last, checkpoint), or "
+                   + BARE_STATE_DICT)
     p.add_argument("--out", required=True, help="the .onnx file to write; the sidecar goes beside it as NAME.json")
     p.add_argument("--int8", action="store_true", help="static int8 quantization with onnxruntime, calibrated on "
                    "training images")

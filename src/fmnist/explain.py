@@ -85,6 +85,11 @@ class Explainer:
                                          strides=(STRIDE, STRIDE), baselines=0.0, target=targets,
                                          perturbations_per_eval=patches).float()
 
+def heatmaps(images: torch.Tensor, explanation: Explanation) -> list[bytes]:
+    """heatmap_png of every image [k, 28, 28] with its map in `explanation`."""
+    return [heatmap_png(image, attribution) for image, attribution in zip(images, explanation.maps, strict=True)]
+
+
 def heatmap_png(image: torch.Tensor, attribution: torch.Tensor) -> bytes:
     """A PNG (224 x 224 RGB) of a uint8 [28, 28] image, dimmed, under its attribution [28, 28]: red where a
     pixel pushed towards the explained class, blue where against, stronger colour for a larger share of

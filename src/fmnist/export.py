@@ -172,12 +172,13 @@ class Source:
     model: nn.Module
     config: Config
     epoch: int | None
+    layout: str | None = None  # a bare state dict: what was recognised in it (checkpoint.load_model)
 
 
 def load_source(path: str | Path) -> Source:
     path = model_path(path)
     model, cfg, state = checkpoint.load_model(path, "cpu")
-    return Source(path, model, cfg, state.get("epoch"))
+    return Source(path, model, cfg, state.get("epoch"), state.get("layout"))
 
 
 def export(
@@ -210,7 +211,7 @@ def export(
         "output": {"name": OUTPUT_NAME, "dtype": "float32", "shape": ["batch", len(CLASSES)],
                    "meaning": "logits in the order of classes; softmax gives probabilities"},
         "source": {"checkpoint": str(source.path), "sha256": sha256_file(source.path), "epoch": source.epoch,
-                   "config": config_lib.to_dict(source.config)},
+                   "config": config_lib.to_dict(source.config), "layout": source.layout},
         "quantization": quantization,
         "test": test,
         "exported_with": {"fmnist": __version__, "torch": torch.__version__, "onnx": _version("onnx"),

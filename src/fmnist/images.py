@@ -9,6 +9,7 @@ uneven light) is measured on the border and mapped to 0 whatever its colour; the
 comes from the object's contrast with that level, so a light object on a dark background
 works, even when the object touches an edge; the trim threshold follows the measured noise;
 a cut-out on transparency uses its alpha as the object mask; EXIF orientation is applied.
+Any format Pillow reads is taken, and HEIC/HEIF (phone photos) through the pillow-heif plugin.
 """
 
 from __future__ import annotations
@@ -16,24 +17,42 @@ from __future__ import annotations
 import glob
 import io
 import warnings
-from dataclasses import dataclass
+from collections import Counter
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import torch
-from PIL import Image, ImageOps, UnidentifiedImageError
+from PIL import Image, ImageFile, ImageOps, UnidentifiedImageError
+from pillow_heif import register_heif_opener
 
 from fmnist.atomic import atomic_path
 from fmnist.data import SIDE
 from fmnist.errors import FmnistError
 
-# A small compressed file can decode to gigabytes (a "decompression bomb"); 50 M pixels is
-# far more than any photo needs and about 200 MB once decoded as 32-bit float.
+# A small compressed file can decode to gigabytes (a "decompression bomb"); 50 M pixels
+# decoded is far more than the analysis needs and about 200 MB as 32-bit float. The limit is
+# on the pixels actually decoded: a JPEG is decoded at 1/2, 1/4 or 1/8 of its size (see
+# _reduce), so a 108-megapixel phone photo passes; a PNG, TIFF, WebP... is decoded whole.
 MAX_PIXELS = 50_000_000
+JPEG_MAX_REDUCTION = 8  # libjpeg scales the DCT by 1/2, 1/4 or 1/8 while decoding
 
 # Pictures are analysed at most this large (longer side, pixels): the output is 28 pixels, so
 # more resolution only costs time, and averaging pixels down also averages sensor noise away.
 WORK_SIDE = 512
+# A JPEG is decoded at the smallest scale that leaves at least this many pixels on its longer
+# side, so that the resize to WORK_SIDE still averages over 2x2 or more decoded pixels.
+DECODE_SIDE = 2 * WORK_SIDE
+
+# HEIC/HEIF, the format iPhones save photos in by default: Pillow opens it once libheif's plugin is registered.
+register_heif_opener()
+
+# Pillow refuses, at open, any image over 2 x Image.MAX_IMAGE_PIXELS (179 M pixels by default), to
+# guard callers that decode whole images. _check_size applies fmnist's own limit to every image
+# before decoding, to what will be decoded, so Pillow's may stand back to let a 200-megapixel JPEG
+# (16320x12240, from a phone) be opened and reduced.
+if Image.MAX_IMAGE_PIXELS is not None:
+    Image.MAX_IMAGE_PIXELS = max(Image.MAX_IMAGE_PIXELS, MAX_PIXELS * JPEG_MAX_REDUCTION**2)
 
 # Smoothing radius (pixels at the working size) for finding the object: single noisy pixels
 # and JPEG speckle fall below the threshold, real edges move by at most this much.
@@ -50,6 +69,99 @@ PEAK_FRACTION = 0.06
 SILHOUETTE_FLOOR = 0.25
 
 _ALPHA_MODES = ("LA", "PA", "RGBA", "RGBa")
+
+# Files that file managers hide and copy along with photos, none of them a picture: macOS Finder's
+# folder settings and the AppleDouble "._name" files it writes on non-Mac disks, Windows Explorer's
+# thumbnail caches and folder settings. Any other name starting with "." is hidden too.
+SYSTEM_FILES = frozenset({".ds_store", "thumbs.db", "ehthumbs.db", "ehthumbs_vista.db", "desktop.ini"})
+
+# Why collect_images leaves a file out (the keys of CollectedImages.skipped).
+SKIP_HIDDEN = "hidden or system file"
+SKIP_NOT_IMAGE = "not an image Pillow reads"
+SKIP_DIRECTORY = "directory (not searched)"
+SKIP_SPECIAL = "not a regular file"
+
+
+@dataclass
+class CollectedImages:
+    """The pictures `collect_images` found, in order, and how many files it left out for each reason."""
+
+    paths: list[Path] = field(default_factory=list)
+    skipped: dict[str, int] = field(default_factory=dict)
+
+    def skipped_summary(self) -> str | None:
+        """"skipped 3 files: hidden or system file: 2; not an image Pillow reads: 1", or None when none was."""
+        if not self.skipped:
+            return None
+        total = sum(self.skipped.values())
+        reasons = "; ".join(f"{reason}: {count}" for reason, count in self.skipped.items())
+        return f"skipped {total} file{'s' if total > 1 else ''}: {reasons}"
+
+
+def collect_images(arguments: list[str]) -> CollectedImages:
+    """The image files that `arguments` (files, directories, globs) stand for, decided by content.
+
+    A directory stands for the files directly inside it, sorted by name; a glob that the shell did
+    not expand ("photos/*.jpg", "**" recurses) for its matches, sorted. Of those, a file is taken when
+    Pillow can open it (its header names a format Pillow decodes: any suffix, or none: .jfif, .jpe,
+    .avif where Pillow has AVIF), and left out, counted in `skipped` by reason, when it is hidden or a
+    system file (SYSTEM_FILES, AppleDouble "._*", any dot-file), not an image, a subdirectory or not a
+    regular file. A file named directly is taken unless it is a system file or "._*": the user asked
+    for it, so a non-image among them is reported by `load_image`, as is a path that does not exist
+    (also a glob matching nothing). Reading headers costs one small read per file. Raises FmnistError
+    when a directory cannot be listed.
+    """
+    paths: list[Path] = []
+    skipped: Counter[str] = Counter()
+    for argument in arguments:
+        path = Path(argument)
+        if path.is_dir():
+            try:
+                members = sorted(path.iterdir())
+            except OSError as e:  # no read permission on the directory, or it vanished
+                raise FmnistError(f"{argument}: cannot list the directory: {e.strerror or e}") from None
+        elif not path.exists() and glob.has_magic(argument):
+            members = [Path(match) for match in sorted(glob.glob(argument, recursive=True))]
+            if not members:
+                paths.append(path)
+                continue
+        else:
+            if _is_system_file(path.name):
+                skipped[SKIP_HIDDEN] += 1
+            else:
+                paths.append(path)
+            continue
+        for member in members:
+            reason = _skip_reason(member)
+            if reason is None:
+                paths.append(member)
+            else:
+                skipped[reason] += 1
+    return CollectedImages(paths, dict(skipped))
+
+
+def _is_system_file(name: str) -> bool:
+    return name.lower() in SYSTEM_FILES or name.startswith("._")
+
+
+def _skip_reason(path: Path) -> str | None:
+    """Why a file found in a directory or by a glob is not a picture to classify, or None when it is one."""
+    if path.name.startswith(".") or _is_system_file(path.name):
+        return SKIP_HIDDEN
+    if path.is_dir():
+        return SKIP_DIRECTORY
+    if not path.is_file():  # a FIFO would block the read below; a socket, a dangling link
+        return SKIP_SPECIAL
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            with Image.open(path) as image:  # reads the header only
+                # Formats Pillow identifies without decoding them (BUFR, GRIB, HDF5) need a handler.
+                return SKIP_NOT_IMAGE if isinstance(image, ImageFile.StubImageFile) else None
+    except UnidentifiedImageError:
+        return SKIP_NOT_IMAGE
+    except (OSError, Image.DecompressionBombError):  # unreadable, or a bomb: load_image says which
+        return None
 
 
 def load_image(source: str | Path | bytes, name: str = "upload") -> torch.Tensor:
@@ -68,17 +180,21 @@ def load_image(source: str | Path | bytes, name: str = "upload") -> torch.Tensor
         # exported test images exactly what the model sees.
         return torch.from_numpy(np.array(image, dtype=np.uint8))
     try:
-        gray, alpha = _planes(image)
+        gray, alpha, step = _planes(image)
     except ValueError as exc:  # modes Pillow cannot convert, such as LAB
         raise FmnistError(f"{name}: cannot convert a {image.mode} image to grayscale") from exc
-    return torch.from_numpy(frame(gray, alpha))
+    return torch.from_numpy(frame(gray, alpha, step))
 
 
-def frame(gray: np.ndarray, alpha: np.ndarray | None = None) -> np.ndarray:
+def frame(gray: np.ndarray, alpha: np.ndarray | None = None, step: float = 1.0) -> np.ndarray:
     """Fashion-MNIST framing of a picture: uint8 [28, 28], background 0, object's longer side 28 pixels, centred.
 
-    `gray`: float luminance in 0..255, [H, W]; `alpha`: opacity in 0..1 or None. A picture where no
-    object stands out of the noise gives an all-zero image.
+    `gray`: float luminance [H, W] on a 0..255 scale, of which the picture may use any part (a 10-bit
+    scan in a 16-bit file, a low-contrast 8-bit scan); `step`: one level of the file's own format on
+    that scale (1 for 8-bit, 255/65535 for 16-bit); `alpha`: opacity in 0..1 or None. An opaque
+    picture is first stretched so that its measured range spans 0..255 (see `_stretch`), so the
+    thresholds below are relative to the levels the picture actually uses. A picture where no object
+    stands out of the noise gives an all-zero image.
     """
     if alpha is not None and (alpha < 0.5).any():
         contrast = _cutout_contrast(gray, alpha)
@@ -87,7 +203,7 @@ def frame(gray: np.ndarray, alpha: np.ndarray | None = None) -> np.ndarray:
     else:
         if alpha is not None:  # opaque but for a few pixels: those show the white page behind
             gray = gray * alpha + 255 * (1 - alpha)
-        contrast, noise = _background_contrast(gray)
+        contrast, noise = _background_contrast(_stretch(gray, step))
         smooth = _smooth(contrast)
         threshold = _threshold(smooth, noise)
         # Smoothing spreads the object by its radius; the pixels themselves must also stand out.
@@ -128,6 +244,7 @@ def _decode(source: Path | bytes, name: str) -> Image.Image:
             # Pillow warns about large images at open; MAX_PIXELS below is our own, stricter limit.
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
             with Image.open(opened if isinstance(source, bytes) else source) as image:
+                _reduce(image)
                 _check_size(name, image)
                 image.load()  # decode now, so that a truncated file fails here and not later
                 return ImageOps.exif_transpose(image)
@@ -142,13 +259,25 @@ def _decode(source: Path | bytes, name: str) -> Image.Image:
         raise FmnistError(f"{name}: image is truncated or corrupt ({_one_line(exc)})") from exc
 
 
+def _reduce(image: Image.Image) -> None:
+    """Have a JPEG decode at 1/2, 1/4 or 1/8 scale (Pillow's `draft`, libjpeg's DCT scaling) when its longer
+    side stays at least DECODE_SIDE: less memory and time, and the same 28x28 result. Other formats: no-op."""
+    if image.format not in ("JPEG", "MPO"):  # MPO: a phone's multi-picture JPEG
+        return
+    ratio = DECODE_SIDE / max(image.size)
+    if ratio < 1:
+        image.draft(None, (max(1, int(image.width * ratio)), max(1, int(image.height * ratio))))
+
+
 def _check_size(name: str, image: Image.Image) -> None:
-    # The size comes from the header, so this runs before any pixel is decoded.
+    # The size comes from the header (reduced by _reduce), so this runs before any pixel is decoded.
     width, height = image.size
     if width * height > MAX_PIXELS:
+        jpeg = image.format in ("JPEG", "MPO")
         raise FmnistError(
-            f"{name}: image is {width}x{height} = {width * height:,} pixels, "
-            f"more than the {MAX_PIXELS:,} allowed"
+            f"{name}: image decodes to {width}x{height} = {width * height:,} pixels"
+            f"{' even at 1/8 scale' if jpeg else ''}, more than the {MAX_PIXELS:,} allowed; scale it down"
+            + ("" if jpeg else ", or save it as JPEG, which is decoded at reduced size")
         )
 
 
@@ -162,35 +291,52 @@ def _already_fashion_mnist(image: Image.Image) -> bool:
     return np.count_nonzero(border < 32) * 2 > border.size
 
 
-def _planes(image: Image.Image) -> tuple[np.ndarray, np.ndarray | None]:
-    """Luminance (float32, 0..255) and opacity (0..1, or None when opaque) at most WORK_SIDE pixels on a side."""
+def _planes(image: Image.Image) -> tuple[np.ndarray, np.ndarray | None, float]:
+    """Luminance (float32 on a 0..255 scale) and opacity (0..1, or None when opaque) at most WORK_SIDE pixels
+    on a side, and one level of the image's format on that scale."""
     scale = min(1.0, WORK_SIDE / max(image.size))
     size = (max(1, round(image.width * scale)), max(1, round(image.height * scale)))
     if image.mode.startswith("I") or image.mode == "F":
-        gray = Image.fromarray(_high_depth_levels(image), "F")
-        return np.asarray(_resize(gray, size), dtype=np.float32), None
+        levels, step = _high_depth_levels(image)
+        gray = Image.fromarray(levels, "F")
+        return np.asarray(_resize(gray, size), dtype=np.float32), None, step
     if image.mode in _ALPHA_MODES or "transparency" in image.info:
         la = image.convert("RGBA").convert("LA")  # via RGBA: P with a transparent index, La, PA
         la = _resize(la, size)  # Pillow resizes LA with premultiplied alpha: no dark fringes
         values = np.asarray(la, dtype=np.float32)
-        return values[..., 0], values[..., 1] / 255
-    return np.asarray(_resize(image.convert("L"), size), dtype=np.float32), None
+        return values[..., 0], values[..., 1] / 255, 1.0
+    return np.asarray(_resize(image.convert("L"), size), dtype=np.float32), None, 1.0
 
 
-def _high_depth_levels(image: Image.Image) -> np.ndarray:
-    """16/32-bit integer and float pixels as float32 0..255, keeping their precision."""
+def _high_depth_levels(image: Image.Image) -> tuple[np.ndarray, float]:
+    """16/32-bit integer and float pixels as float32 on a 0..255 scale, keeping their precision; and one level
+    of the format on that scale (a float image counts as 16-bit: its precision is not a level of its values)."""
     values = np.nan_to_num(np.asarray(image, dtype=np.float32), nan=0.0, posinf=0.0, neginf=0.0)
     if image.mode == "F":
         low, high = float(values.min()), float(values.max())
         if low >= 0 and high <= 1:  # the usual convention for float images
-            return values * 255
+            return values * 255, 255 / 65535
         if low >= 0 and high <= 255:
-            return values
-        return (values - low) * (255 / max(high - low, 1e-12))
+            return values, 255 / 65535
+        return (values - low) * (255 / max(high - low, 1e-12)), 255 / 65535
     values = values.clip(min=0)
     # "I" is 32-bit but usually holds 16-bit data (older Pillow opens 16-bit PNGs as "I").
     full_scale = 65535.0 if image.mode.startswith("I;16") else max(65535.0, float(values.max()))
-    return values * (255 / full_scale)
+    return values * (255 / full_scale), 255 / full_scale
+
+
+def _stretch(gray: np.ndarray, step: float) -> np.ndarray:
+    """`gray` mapped linearly so that its measured range (smoothed: single noisy pixels do not count) spans
+    0..255, the gain capped so that one level of the file's format becomes at most MIN_CONTRAST levels:
+    contrast finer than the format can hold is never taken for an object.
+
+    Scanners, cameras and microscopes often write 10 or 12 bits of data in a 16-bit file; at its
+    nominal range such a picture would be nearly flat and fall below every threshold.
+    """
+    smooth = _smooth(gray)
+    low, high = float(smooth.min()), float(smooth.max())
+    gain = min(255 / max(high - low, 1e-12), MIN_CONTRAST / step)
+    return (gray - low) * np.float32(max(gain, 1.0))
 
 
 def _resize(image: Image.Image, size: tuple[int, int]) -> Image.Image:
@@ -335,50 +481,3 @@ def _fit(gray: np.ndarray, background: float) -> np.ndarray:
 
 def _one_line(exc: BaseException) -> str:
     return " ".join(str(exc).split()) or type(exc).__name__
-
-
-# Files a file manager or an OS leaves in a folder of pictures; never images, never worth a warning.
-SYSTEM_FILES = {"thumbs.db", "desktop.ini", "icon\r"}
-
-
-@dataclass
-class CollectedImages:
-    paths: list[Path]  # image files, in argument order, each directory's sorted by name
-    skipped: dict[str, int]  # reason -> number of files left out of directories for it
-
-
-def collect_images(arguments: list[str]) -> CollectedImages:
-    """The image files named by `arguments`: files as given (a bad one is reported when it is loaded);
-    directories as the files inside that Pillow recognises by their content, whatever their suffix,
-    leaving out hidden and system files; globs expanded, for shells that do not."""
-    paths: list[Path] = []
-    skipped: dict[str, int] = {}
-    for argument in arguments:
-        path = Path(argument)
-        if path.is_dir():
-            for entry in sorted(path.iterdir()):
-                reason = _not_an_image(entry)
-                if reason:
-                    skipped[reason] = skipped.get(reason, 0) + 1
-                else:
-                    paths.append(entry)
-        elif not path.exists() and glob.has_magic(argument):
-            paths += [Path(p) for p in sorted(glob.glob(argument))] or [path]
-        else:
-            paths.append(path)
-    return CollectedImages(paths, skipped)
-
-
-def _not_an_image(entry: Path) -> str | None:
-    """Why a directory entry is no picture to classify, or None when Pillow recognises its content."""
-    if entry.name.startswith(".") or entry.name.lower() in SYSTEM_FILES:
-        return "hidden or system files"
-    if not entry.is_file():
-        return "directories and special files"
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-            with Image.open(entry):  # reads the header only
-                return None
-    except (OSError, ValueError, SyntaxError, Image.DecompressionBombError):
-        return "files that are not images"

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -15,9 +17,11 @@ import numpy as np
 import torch
 
 from fmnist import checkpoint
+from fmnist.atomic import atomic_write
 from fmnist.data import CLASSES, SIDE, as_input
 from fmnist.device import select_device
 from fmnist.errors import FmnistError
+from fmnist.images import export_png, load_image
 from fmnist.run_dir import model_path
 
 ONNX_FORMAT = "fmnist-onnx-v1"
@@ -47,6 +51,8 @@ class TorchPredictor:
         last = (state.get("history") or [{}])[-1]  # the row of the epoch this checkpoint holds
         self.accuracy = {f"{split}_accuracy": last[f"{split}_acc"] for split in ("train", "val")
                          if isinstance(last.get(f"{split}_acc"), float)}
+        # A bare state dict: what fmnist recognised in it, the input scaling included (None for a checkpoint).
+        self.layout: str | None = state.get("layout")
 
     @torch.inference_mode()
     def logits(self, images: torch.Tensor) -> torch.Tensor:
@@ -56,8 +62,9 @@ class TorchPredictor:
         return self.logits(images).softmax(1)
 
     def describe(self) -> dict[str, Any]:
-        return {"format": "pytorch", "model": self.config.model, "source": str(self.path), "file": str(self.file),
-                "device": str(self.device), **self.accuracy}
+        facts = {"format": "pytorch", "model": self.config.model, "source": str(self.path), "file": str(self.file),
+                 "device": str(self.device), **self.accuracy}
+        return facts if self.layout is None else {**facts, "layout": self.layout}
 
 
 def sidecar_path(onnx_path: str | Path) -> Path:
@@ -148,3 +155,99 @@ def load_predictor(path: str | Path, device: str | torch.device = "cpu") -> Pred
     if Path(path).suffix.lower() == ".onnx":
         return open_onnx(path)
     return TorchPredictor(path, device)
+
+
+@dataclass(frozen=True)
+class PredictOptions:
+    """How `predict_files` works: classes per answer, images per model call, where to write the 28x28
+    image the model saw for each file and where its explanation heatmap (None: nowhere). Raises
+    FmnistError when one is invalid."""
+
+    top_k: int = 3
+    batch_size: int = 256
+    save_inputs: Path | None = None
+    explain: Path | None = None
+
+    def __post_init__(self) -> None:
+        for name in ("top_k", "batch_size"):
+            if getattr(self, name) < 1:
+                raise FmnistError(f"{name} must be >= 1, got {getattr(self, name)}")
+        for name in ("save_inputs", "explain"):
+            folder = getattr(self, name)
+            if folder is not None and folder.exists() and not folder.is_dir():
+                raise FmnistError(f"{name} {folder}: exists and is not a directory")
+
+
+@dataclass(frozen=True)
+class FilePrediction:
+    """The answer for one file: `top` is (class index, probability) pairs, most probable first, and `error`
+    None; or `top` empty and `error` the one-line reason the file could not be read. `saved_input`: where
+    the 28x28 view went (PredictOptions.save_inputs), else None; `explanation`: where its heatmap went
+    (PredictOptions.explain), else None."""
+
+    path: Path
+    top: list[tuple[int, float]]
+    error: str | None = None
+    saved_input: Path | None = None
+    explanation: Path | None = None
+
+
+def predict_files(
+    predictor: Predictor,
+    paths: Sequence[Path],
+    options: PredictOptions,
+    explain: Callable[[torch.Tensor, torch.Tensor], list[bytes]] | None = None,
+) -> Iterator[FilePrediction]:
+    """Classify image files with `predictor`, `options.batch_size` at a time; one FilePrediction per path, in
+    order, yielded batch by batch (so a caller can print as they come).
+
+    A file that cannot be read (images.load_image's FmnistError: missing, not an image, corrupt, too
+    large) gets its error and the others still get their answers. Saved inputs and heatmaps are named
+    after the file's stem (-2, -3, ... when two share one) and written atomically. `explain` maps uint8
+    [k, 28, 28] images and their predicted classes [k] to k heatmap PNGs (explain.py); it is needed
+    when options.explain is set.
+    """
+    names = _saved_names(paths)
+    top_k = min(options.top_k, len(CLASSES))
+    for start in range(0, len(paths), options.batch_size):
+        batch = range(start, min(start + options.batch_size, len(paths)))
+        loaded: dict[int, torch.Tensor] = {}
+        errors: dict[int, str] = {}
+        saved: dict[int, Path] = {}
+        for i in batch:
+            try:
+                loaded[i] = load_image(paths[i])
+            except FmnistError as e:
+                errors[i] = str(e)
+                continue
+            if options.save_inputs is not None:
+                saved[i] = options.save_inputs / names[i]
+                export_png(loaded[i], saved[i])
+        top: dict[int, list[tuple[int, float]]] = {}
+        heatmaps: dict[int, Path] = {}
+        if loaded:
+            images = torch.stack(list(loaded.values()))
+            values, indices = predictor.probabilities(images).topk(top_k, dim=1)
+            rows = zip(loaded, indices.tolist(), values.tolist(), strict=True)
+            top = {i: list(zip(c, p, strict=True)) for i, c, p in rows}
+            if options.explain is not None:
+                assert explain is not None, "options.explain needs an explain function"
+                for i, png in zip(loaded, explain(images, indices[:, 0]), strict=True):
+                    heatmaps[i] = options.explain / names[i]
+                    atomic_write(heatmaps[i], png)
+        for i in batch:
+            yield FilePrediction(paths[i], top.get(i, []), errors.get(i), saved.get(i), heatmaps.get(i))
+
+
+def _saved_names(paths: Sequence[Path]) -> list[str]:
+    """A PNG name per input path, from the path's stem; made unique with -2, -3, ... in input order."""
+    names, used = [], set()
+    for path in paths:
+        stem = path.stem or "image"
+        name, n = f"{stem}.png", 1
+        while name in used:
+            n += 1
+            name = f"{stem}-{n}.png"
+        used.add(name)
+        names.append(name)
+    return names

@@ -213,6 +213,7 @@ def create_app(
                   docs_url=None, redoc_url=None)
     app.state.reload = reload_model  # what SIGHUP runs
     app.state.model_header = current.header()  # the model it starts with
+    app.state.layout = current.predictor.describe().get("layout")  # what a bare state dict was read as
 
     @app.exception_handler(ApiError)
     async def api_error(request: Request, exc: ApiError) -> JSONResponse:
@@ -235,7 +236,7 @@ def create_app(
             "status": "ok",
             "model": current.identity(),
             "pid": os.getpid(),  # the worker process that answered (--workers)
-            **{key: value for key, value in facts.items() if key in ("format", "source", "device")},
+            **{key: value for key, value in facts.items() if key in ("format", "source", "device", "layout")},
             "classes": list(CLASSES),
             "limits": asdict(limits),
             "in_progress": in_progress,

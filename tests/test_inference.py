@@ -1,0 +1,78 @@
+"""inference.predict_files: typed results per file, in order, batch by batch, with per-file errors."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from fmnist.errors import FmnistError
+from fmnist.images import export_png, load_image
+from fmnist.inference import FilePrediction, PredictOptions, predict_files
+
+
+class MeanBrightness:
+    """A stand-in model: the class is the image's mean level // 26 (0..9); records each batch's size."""
+
+    def __init__(self) -> None:
+        self.batches: list[int] = []
+
+    def probabilities(self, images: torch.Tensor) -> torch.Tensor:
+        self.batches.append(len(images))
+        classes = (images.float().mean((1, 2)) // 26).long().clamp(max=9)
+        return torch.nn.functional.one_hot(classes, 10).float() * 0.9 + 0.01
+
+
+def _picture(level: int) -> torch.Tensor:
+    image = torch.zeros(28, 28, dtype=torch.uint8)  # a dark border: the dataset's own format, taken as it is
+    image[2:26, 2:26] = level
+    return image
+
+
+def test_results_in_order_with_errors_across_batches(tmp_path):
+    levels = [10, 60, 110, 160, 210]
+    paths = []
+    for i, level in enumerate(levels):
+        paths.append(tmp_path / f"img{i}.png")
+        export_png(_picture(level), paths[-1])
+    broken = tmp_path / "broken.png"
+    broken.write_text("not an image")
+    paths.insert(2, broken)
+    model = MeanBrightness()
+    results = list(predict_files(model, paths, PredictOptions(top_k=2, batch_size=4)))
+    assert all(isinstance(r, FilePrediction) for r in results) and [r.path for r in results] == paths
+    assert model.batches == [3, 2]  # the broken file takes no place in the model's batch
+    bad = results[2]
+    assert bad.top == [] and bad.error is not None and str(broken) in bad.error
+    good = [r for r in results if r.error is None]
+    expected = [int(_picture(level).float().mean()) // 26 for level in levels]
+    assert [r.top[0][0] for r in good] == expected and all(len(r.top) == 2 for r in good)
+    assert all(r.top[0][1] >= r.top[1][1] for r in good)
+
+
+def test_saved_inputs_are_what_the_model_saw_and_named_uniquely(tmp_path):
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    paths = [tmp_path / "a" / "shoe.png", tmp_path / "b" / "shoe.png"]
+    for path, level in zip(paths, (80, 200), strict=True):
+        export_png(_picture(level), path)
+    saved = tmp_path / "seen"
+    results = list(predict_files(MeanBrightness(), paths, PredictOptions(top_k=20, save_inputs=saved)))
+    assert [r.saved_input for r in results] == [saved / "shoe.png", saved / "shoe-2.png"]
+    assert all(len(r.top) == 10 for r in results)  # top_k beyond the classes: all ten
+    for r in results:
+        assert r.saved_input is not None and torch.equal(load_image(r.saved_input), load_image(r.path))
+
+
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [({"top_k": 0}, "top_k must be >= 1, got 0"), ({"batch_size": -1}, "batch_size must be >= 1, got -1")],
+)
+def test_options_are_checked_when_made(options, message):
+    with pytest.raises(FmnistError, match=message):
+        PredictOptions(**options)
+
+
+def test_save_inputs_must_be_a_directory(tmp_path):
+    (tmp_path / "file.txt").write_text("")
+    with pytest.raises(FmnistError, match="exists and is not a directory"):
+        PredictOptions(save_inputs=tmp_path / "file.txt")
