@@ -227,7 +227,7 @@ def test_export_and_eval_from_the_command_line(synthetic_data, tmp_path, capsys)
     code_pt, pt_out, _ = run(capsys, "eval", tmp_path / "m.pt")
     assert code == code_pt == 0 and onnx_out == pt_out  # same metrics, same text
     reference = evaluate(model, data.load().test_images, data.load().test_labels)
-    assert f"test accuracy {reference.accuracy:.2%}" in onnx_out
+    assert f"test set: accuracy {reference.accuracy:.2%}" in onnx_out
     _, onnx_json, _ = run(capsys, "eval", tmp_path / "out" / "m.onnx", "--json")
     _, pt_json, _ = run(capsys, "eval", tmp_path / "m.pt", "--json")
     onnx_result, pt_result = json.loads(onnx_json), json.loads(pt_json)
