@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import ctypes
+import math
+import os
 import re
+import time
 from functools import cache
 from pathlib import Path
 
@@ -50,6 +53,62 @@ def _openmp_parallel():
     parallel.argtypes = [_TEAM_FN, ctypes.c_void_p, ctypes.c_uint, ctypes.c_uint]
     parallel.restype = None
     return parallel
+
+
+def apply_threads(setting: str, processes: int = 1) -> str:
+    """Set torch's intra-op thread count from `setting` (Config.threads) and say what was chosen.
+
+    A number is taken as it is. "auto" takes the cores of this process's affinity that other
+    processes leave free (`busy_cores`), rounded, divided among `processes` local processes,
+    at least 1: torch's OpenMP threads wait for each other at the end of every parallel op, so
+    one thread that shares a core with another program stalls them all (PERFORMANCE.md,
+    "A shared machine", measured with benchmarks/shared_machine.py). An OMP_NUM_THREADS in the
+    environment (torchrun sets one) is left as it is under "auto".
+    """
+    if setting != "auto":
+        torch.set_num_threads(int(setting))
+        return f"threads: {setting} (--threads)"
+    if "OMP_NUM_THREADS" in os.environ:
+        return f"threads: {torch.get_num_threads()} (auto: OMP_NUM_THREADS={os.environ['OMP_NUM_THREADS']})"
+    cores = sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else list(range(os.cpu_count() or 1))
+    busy = busy_cores(cores)
+    if busy is None:
+        return f"threads: {torch.get_num_threads()} (auto: no /proc/stat here; torch's default)"
+    threads = max(1, math.floor(len(cores) - busy + 0.5) // max(processes, 1))
+    torch.set_num_threads(threads)
+    return f"threads: {threads} (auto: other processes kept {busy:.1f} of {len(cores)} cores busy)"
+
+
+def busy_cores(cores: list[int], window: float = 0.1) -> float | None:
+    """CPUs that processes other than this one kept busy over `window` seconds, among `cores`.
+
+    From the per-CPU lines of /proc/stat (proc(5): busy = all time but idle and iowait), less this
+    process's own CPU time over the same window (time.process_time); None where there is no /proc/stat.
+    """
+    def busy_and_total() -> tuple[float, float]:
+        busy = total = 0.0
+        for line in Path("/proc/stat").read_text().splitlines():
+            name, *fields = line.split()
+            if not (name.startswith("cpu") and name[3:].isdigit() and int(name[3:]) in cores):
+                continue
+            ticks = [float(f) for f in fields[:8]]  # user nice system idle iowait irq softirq steal
+            total += sum(ticks)
+            busy += sum(ticks) - ticks[3] - ticks[4]
+        return busy, total
+
+    try:
+        busy0, total0 = busy_and_total()
+        own0 = time.process_time()
+        time.sleep(window)
+        busy1, total1 = busy_and_total()
+        own1 = time.process_time()
+    except (OSError, ValueError, IndexError):
+        return None
+    if total1 <= total0:
+        return None
+    cpus = len(cores) * (busy1 - busy0) / (total1 - total0)  # busy share of the window, in CPUs
+    own = (own1 - own0) / window
+    return max(0.0, min(float(len(cores)), cpus - own))
 
 
 # /proc/cpuinfo flags that change which numerics are fast here.

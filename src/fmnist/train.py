@@ -18,13 +18,14 @@ from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 from tqdm import tqdm
 
-from fmnist import checkpoint, cpu, distributed, measure, models
+from fmnist import checkpoint, cpu, distributed, measure, models, monitor
 from fmnist import config as config_lib
 from fmnist.atomic import atomic_write
-from fmnist.augment import augment
+from fmnist.augment import augment, mix
 from fmnist.config import Config
 from fmnist.data import FashionMNIST, as_input, stratified_split
 from fmnist.device import resolve_amp, select_device
+from fmnist.ema import ModelEma
 from fmnist.errors import FmnistError
 from fmnist.evaluate import evaluate
 from fmnist.records import EpochRow, Summary
@@ -116,8 +117,14 @@ def train_one_epoch(
     aug_generator: torch.Generator,
     epoch: int = 1,
     progress: bool = False,
+    ema: ModelEma | None = None,
 ) -> tuple[float, float, int]:
     """One pass over `images[order]` in batches; returns (mean loss, accuracy, skipped batches).
+
+    With cfg.accumulate = k the gradients of k batches add up to one optimizer (and schedule, and
+    `ema`) step, each batch's loss weighted by its share of the group's images: the step is that of
+    one batch of k * batch_size images. With mixup or CutMix (cfg.mixup_alpha, cfg.cutmix_alpha) the
+    loss is against the mixed targets and the accuracy against each image's own label.
 
     With cfg.on_nan == "skip" a batch whose loss is not finite takes no optimizer step and
     counts in neither loss nor accuracy; that check reads the loss on the host every step.
@@ -130,6 +137,7 @@ def train_one_epoch(
     device = images.device
     bf16 = resolve_amp(cfg.amp, device)[0] == "bf16"
     n, batch = len(order), cfg.batch_size
+    group = cfg.accumulate * batch  # images per optimizer step
     losses = torch.empty(math.ceil(n / batch), device=device)
     predictions = torch.empty(n, dtype=torch.long, device=device)
     checked = 0  # steps already known to have finite losses
@@ -142,9 +150,13 @@ def train_one_epoch(
         x, y = as_input(images.index_select(0, idx)), labels.index_select(0, idx)
         if cfg.augment:
             x = augment(x, cfg.augment, aug_generator, strength=cfg.augment_strength)
+        target = y
+        if cfg.mixup_alpha or cfg.cutmix_alpha:  # mixup / CutMix: soft targets [B, classes]
+            x, target = mix(x, y, models.NUM_CLASSES, aug_generator,
+                            mixup_alpha=cfg.mixup_alpha, cutmix_alpha=cfg.cutmix_alpha)
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
             logits = model(x)
-        loss = F.cross_entropy(logits.float(), y, label_smoothing=cfg.label_smoothing)
+        loss = F.cross_entropy(logits.float(), target, label_smoothing=cfg.label_smoothing)
         if cfg.on_nan == "skip" and not torch.isfinite(loss):
             skipped.append(step)
             losses[step] = 0.0
@@ -153,10 +165,18 @@ def train_one_epoch(
                 warnings.simplefilter("ignore", UserWarning)
                 scheduler.step()  # the schedule stays on time
             continue
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
-        scheduler.step()
+        group_start = start - start % group
+        if start == group_start:
+            optimizer.zero_grad(set_to_none=True)
+        if cfg.accumulate > 1:  # gradient accumulation: the mean over the group's images
+            (loss * (len(idx) / (min(n, group_start + group) - group_start))).backward()
+        else:
+            loss.backward()
+        if start + batch >= min(n, group_start + group):  # the group's last batch
+            optimizer.step()
+            scheduler.step()
+            if ema is not None:
+                ema.update(model)
         losses[step] = loss.detach()
         torch.argmax(logits.detach(), 1, out=predictions[start : start + batch])
         if step % NAN_CHECK_EVERY == NAN_CHECK_EVERY - 1 or start + batch >= n:
@@ -244,6 +264,7 @@ def fit(
         log, progress, on_epoch = (lambda _msg: None), False, None
     measure.reset_peak_memory(device)
     if device.type == "cpu":
+        log(cpu.apply_threads(cfg.threads, w.size))  # --threads: auto takes the cores left free
         cpu.flush_denormals()  # on every intra-op thread: Adam's state decays into slow denormals
     elif device.type == "cuda":  # set either way: a process may run several fits
         torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = cfg.tf32
@@ -251,9 +272,10 @@ def fit(
     d = split_data(cfg, data, device)
     shard = len(d.train_x) // w.size
     local_cfg = cfg.replace(batch_size=cfg.batch_size // w.size)
-    steps_per_epoch = math.ceil(shard / local_cfg.batch_size)
+    steps_per_epoch = math.ceil(shard / (local_cfg.batch_size * cfg.accumulate))  # optimizer steps
     st = build_step_state(cfg, device, steps_per_epoch, rank=w.rank)
     net, optimizer, scheduler = st.model, st.optimizer, st.scheduler
+    ema = ModelEma(net, cfg.ema_decay) if cfg.ema_decay else None  # EMA of the weights (ema.py)
     data_generator, aug_generator = st.data_generator, st.aug_generator
     model: nn.Module = net
     if w.launched:
@@ -277,6 +299,8 @@ def fit(
         scheduler.load_state_dict(state["scheduler"])
         restore_rng(state["rng"], w, data_generator, aug_generator, device, log)
         history, best_val = state["history"], state["best_val_acc"]
+        if ema is not None:
+            ema.load_state_dict(state["ema"])
         earlier_seconds = state.get("wall_seconds", 0.0)
         log(f"resuming {run_dir} after epoch {state['epoch']}")
     elif not resume:
@@ -285,16 +309,24 @@ def fit(
             raise FmnistError(problem)
 
     trained_now = len(history) < cfg.epochs
+    stopped = None  # why fewer than cfg.epochs were trained (monitor.stop_reason)
     writer = tensorboard_writer(run_dir, len(history) + 1) if w.is_main else None
     try:
         for epoch in range(len(history) + 1, cfg.epochs + 1):
+            # Early stopping and the time budget, decided by rank 0 from the history (also on a resume).
+            elapsed = earlier_seconds + time.perf_counter() - t_start
+            stopped = distributed.broadcast(monitor.stop_reason(cfg, history, elapsed) if w.is_main else None, w)
+            if stopped:
+                log(stopped)
+                break
             order = torch.randperm(len(d.train_x), generator=data_generator)
             order = to_device(order[w.rank : shard * w.size : w.size], device)
             lr = optimizer.param_groups[0]["lr"]
             measure.synchronize(device)
             t0 = time.perf_counter()
             train_loss, train_acc, skipped = train_one_epoch(
-                model, optimizer, scheduler, d.train_x, d.train_y, order, local_cfg, aug_generator, epoch, progress
+                model, optimizer, scheduler, d.train_x, d.train_y, order, local_cfg, aug_generator, epoch, progress,
+                ema,
             )
             if skipped:
                 log(f"epoch {epoch}: skipped {skipped} batches with a non-finite loss (--on-nan skip)")
@@ -321,7 +353,11 @@ def fit(
             if len(d.val_x):
                 val = evaluate(net, d.val_x, d.val_y, cfg.eval_batch_size)
                 row["val_loss"], row["val_acc"] = val.loss, val.accuracy
-                improved, best_val = val.accuracy > best_val, max(best_val, val.accuracy)
+            if ema is not None:  # the EMA weights, measured like the raw ones
+                row.update(ema_metrics(ema.module, d, cfg.eval_batch_size))
+            if len(d.val_x):
+                score = monitor.validation_score(row)  # raw or EMA, whichever is better on validation
+                improved, best_val = score > best_val, max(best_val, score)
             history.append(row)
             state = {
                 "model": net.state_dict(),
@@ -334,9 +370,11 @@ def fit(
                 "wall_seconds": earlier_seconds + time.perf_counter() - t_start,
                 "rng": rng,  # one dict per rank, in rank order
             }
+            if ema is not None:
+                state["ema"] = ema.state_dict()
             checkpoint.save(last_path, state)
-            if improved:
-                checkpoint.save(best_path, state)
+            if improved:  # best.pt's "model": the chosen weights, raw or EMA, which eval/export/serve load
+                checkpoint.save(best_path, best_state(state, row, ema))
             atomic_write(run_dir / "metrics.jsonl", "".join(json.dumps(r) + "\n" for r in history))
             for key, value in row.items():
                 if key != "epoch":
@@ -358,9 +396,30 @@ def fit(
         finished = cast(Summary, json.loads((run_dir / "summary.json").read_text()))
         return FitResult(model=net, summary=finished, history=history)
     summary = summarize(cfg, net, history, device, earlier_seconds + time.perf_counter() - t_start, run_dir)
+    if stopped:
+        summary["stopped"] = stopped
     summary["processes"], summary["process_group"] = w.size, distributed.backend()
     atomic_write(run_dir / "summary.json", json.dumps(summary, indent=2) + "\n")
     return FitResult(model=net, summary=summary, history=history)
+
+
+def ema_metrics(ema_model: nn.Module, d: Split, batch_size: int) -> dict[str, float]:
+    """The ema_* keys of an epoch row: test, and validation when there is a split, of the EMA weights."""
+    test = evaluate(ema_model, d.test_x, d.test_y, batch_size)
+    metrics = {"ema_test_loss": test.loss, "ema_test_acc": test.accuracy}
+    if len(d.val_x):
+        val = evaluate(ema_model, d.val_x, d.val_y, batch_size)
+        metrics["ema_val_loss"], metrics["ema_val_acc"] = val.loss, val.accuracy
+    return metrics
+
+
+def best_state(state: dict, row: EpochRow, ema: ModelEma | None) -> dict:
+    """best.pt: `state` with "model" set to the epoch's better weights on validation (monitor.choose), and
+    "weights" saying which; "model" stays what every reader of a checkpoint loads."""
+    weights = monitor.choose([row])[1]
+    if weights == monitor.EMA and ema is not None:
+        return {**state, "model": ema.weights(), "weights": weights}
+    return {**state, "weights": weights}
 
 
 def tensorboard_writer(run_dir: Path, first_epoch: int):
@@ -444,18 +503,22 @@ def format_epoch(row: EpochRow, epochs: int) -> str:
     )
     if "val_acc" in row:
         text += f"val loss {row['val_loss']:.4f} acc {row['val_acc']:.2%}  "
+    if "ema_val_acc" in row:
+        text += f"EMA val acc {row['ema_val_acc']:.2%}  "
     return text + f"lr {row['lr']:.2e}  {row['epoch_seconds']:.2f}s  {row['images_per_second']:,.0f} img/s"
 
 
 def summarize(cfg: Config, model: nn.Module, history: list[EpochRow], device, wall: float, run_dir: Path) -> Summary:
     if not history:
         raise FmnistError(f"{run_dir}: no completed epoch to summarise")
-    chosen = max(history, key=lambda r: r.get("val_acc", 0.0)) if "val_acc" in history[0] else history[-1]
+    chosen, weights = monitor.choose(history)
+    ema = weights == monitor.EMA
     summary: Summary = {
-        "test_accuracy": chosen["test_acc"],
-        "test_loss": chosen["test_loss"],
+        "test_accuracy": chosen["ema_test_acc"] if ema else chosen["test_acc"],
+        "test_loss": chosen["ema_test_loss"] if ema else chosen["test_loss"],
         "chosen_epoch": chosen["epoch"],
         "chosen_by": "best validation accuracy" if "val_acc" in chosen else "last epoch",
+        "weights": weights,
         "epochs": len(history),
         "parameters": models.parameter_count(model),
         "wall_seconds": wall,
@@ -471,5 +534,6 @@ def summarize(cfg: Config, model: nn.Module, history: list[EpochRow], device, wa
         "config": config_lib.to_dict(cfg),
     }
     if "val_acc" in chosen:
-        summary["val_accuracy"], summary["val_loss"] = chosen["val_acc"], chosen["val_loss"]
+        summary["val_accuracy"] = chosen["ema_val_acc"] if ema else chosen["val_acc"]
+        summary["val_loss"] = chosen["ema_val_loss"] if ema else chosen["val_loss"]
     return summary
