@@ -76,7 +76,7 @@ class Config:
     mixup_alpha: float = _opt(0.0, "mixup (Zhang et al. 2018): each image blended with another, weight ~ Beta(alpha, "
                               "alpha), labels mixed alike; 0: off; typical 0.2-1")
     cutmix_alpha: float = _opt(0.0, "CutMix (Yun et al. 2019): a box of another image pasted in, label mass by area, "
-                               "area ~ Beta(alpha, alpha); 0: off; with mixup each image takes one of the two at random")
+                               "area ~ Beta(alpha, alpha); 0: off; with mixup each image takes one of the two")
     accumulate: int = _opt(1, "gradient accumulation: batches of --batch-size whose gradients add up to one optimizer "
                            "step (effective batch: accumulate x batch_size)")
     ema_decay: float = _opt(0.0, "EMA of the weights (timm/torchvision --model-ema): decay per optimizer step, warmed "
