@@ -138,7 +138,7 @@ def train_and_report(
 def cmd_eval(args: argparse.Namespace) -> int:
     from fmnist.evaluate import evaluate_logits
 
-    predictor = load_predictor(args.checkpoint, args.device)
+    predictor = load_predictor(args.checkpoint, args.device, args.tta)
     # Not the data_dir saved in the checkpoint's config: a path on the training machine is not
     # part of what a checkpoint means, and the test set is the same wherever it is found.
     dataset = load_data(args.data_dir)
@@ -150,6 +150,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
             json.dumps(
                 {
                     "checkpoint": str(args.checkpoint),
+                    "tta": args.tta,
                     "test_accuracy": result.accuracy,
                     "test_loss": result.loss,
                     "per_class": result.per_class(),
@@ -232,7 +233,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
         raise FmnistError(f"no image files in {', '.join(args.images)}")
     if args.save_inputs and Path(args.save_inputs).exists() and not Path(args.save_inputs).is_dir():
         raise FmnistError(f"--save-inputs {args.save_inputs}: exists and is not a directory")
-    predictor = load_predictor(args.checkpoint, select_device(args.device))
+    predictor = load_predictor(args.checkpoint, select_device(args.device), args.tta)
     names = saved_input_names(paths)
     top_k = min(args.top_k, len(data.CLASSES))
     failed = 0
@@ -426,6 +427,25 @@ def cmd_bench(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_lr_find(args: argparse.Namespace) -> int:
+    from fmnist.lr_find import lr_find
+
+    cfg = config_lib.from_dict(requested_values(args, config_overrides(args)))
+    dataset = load_data(cfg.data_dir)
+    cpu.apply_threads(cfg.threads)
+    say = (lambda msg: None) if args.no_progress else (lambda msg: print(msg, file=sys.stderr))
+    found = lr_find(cfg, dataset, start_lr=args.start_lr, end_lr=args.end_lr, steps=args.steps,
+                    progress=lambda i, lr, loss: say(f"step {i:>4}  lr {lr:.2e}  loss {loss:.4f}"))
+    print(f"suggested lr {found.suggestion:.2e} (valley); steepest fall at {found.steepest:.2e}; "
+          f"{len(found.lrs)} steps of batch {cfg.batch_size * cfg.accumulate} from {found.lrs[0]:.1e} to "
+          f"{found.lrs[-1]:.1e} (config lr {cfg.lr:g})")
+    if args.plot:
+        plots.plot_lr_find(found.lrs, found.losses, {"valley": found.suggestion, "steepest": found.steepest},
+                           args.plot)
+        print(f"wrote {args.plot}")
+    return 0
+
+
 def cmd_serve(args: argparse.Namespace) -> int:
     from fmnist.serve import server
     from fmnist.serve.app import Limits, create_app
@@ -441,7 +461,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     if args.threads < 1:
         raise FmnistError(f"--threads must be >= 1, got {args.threads}")
     torch.set_num_threads(args.threads)
-    predictor = load_predictor(args.model, select_device(args.device))
+    predictor = load_predictor(args.model, select_device(args.device), args.tta)
     app = create_app(predictor, limits)
     sock = server.listen(args.host, args.port)
     host, port = sock.getsockname()[:2]
@@ -455,6 +475,9 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
 
 DEVICE_HELP = "where to run (default: auto: cuda, then mps, then cpu)"
+TTA_MODES = ("none", "flip")
+TTA_HELP = ("test-time augmentation: flip averages the class probabilities of each image and its mirror "
+            "(2 model inputs per image) (default: none)")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -475,6 +498,19 @@ def build_parser() -> argparse.ArgumentParser:
     add_config_flags(p)
     p.set_defaults(func=cmd_train)
 
+    p = sub.add_parser("lr-find", help="learning-rate range test of a config: loss against an exponentially "
+                       "growing lr, a plot and a suggested lr (no run is written)")
+    p.add_argument("--preset", metavar="NAME", help=f"named config: {', '.join(presets.names())}")
+    p.add_argument("--config", help="TOML file of training options (flags override it)")
+    p.add_argument("--start-lr", type=float, default=1e-7, help="first learning rate (default: 1e-7)")
+    p.add_argument("--end-lr", type=float, default=10.0, help="last learning rate (default: 10)")
+    p.add_argument("--steps", type=int, default=100,
+                   help="training steps, one batch each; stops early once the loss diverges (default: 100)")
+    p.add_argument("--plot", metavar="FILE", help="write the loss curve with the suggestions as PNG")
+    p.add_argument("--no-progress", action="store_true", help="no line per step on stderr")
+    add_config_flags(p)
+    p.set_defaults(func=cmd_lr_find)
+
     p = sub.add_parser("eval", help="test-set metrics of a checkpoint or an exported model")
     p.add_argument("checkpoint", help="a .pt checkpoint, a run directory (its best, else last, checkpoint), or an "
                    ".onnx file from fmnist export (run by onnxruntime on the CPU)")
@@ -483,6 +519,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--data-dir", default="",
                    help="directory of the IDX files (default: search, then download; never the training run's path)")
     p.add_argument("--device", default="auto", choices=config_lib.DEVICES, help=DEVICE_HELP)
+    p.add_argument("--tta", default="none", choices=TTA_MODES, help=TTA_HELP)
     p.set_defaults(func=cmd_eval)
 
     p = sub.add_parser("predict", help="classify photos and other image files with a checkpoint")
@@ -495,6 +532,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--save-inputs", metavar="DIR", help="write the 28x28 image the model saw for each file as "
                    "DIR/<file name>.png (-2, -3, ... when names repeat)")
     p.add_argument("--device", default="auto", choices=config_lib.DEVICES, help=DEVICE_HELP)
+    p.add_argument("--tta", default="none", choices=TTA_MODES, help=TTA_HELP)
     p.set_defaults(func=cmd_predict)
 
     p = sub.add_parser("serve", help="HTTP API and web page: classify uploaded images, with micro-batching")
@@ -517,6 +555,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-files", type=int, default=16, help="images in one multipart request (default: 16)")
     p.add_argument("--top-k", type=int, default=5, help="classes listed per prediction (default: 5)")
     p.add_argument("--no-access-log", action="store_true", help="no log line per request")
+    p.add_argument("--tta", default="none", choices=TTA_MODES, help=TTA_HELP)
     p.set_defaults(func=cmd_serve)
 
     p = sub.add_parser("export", help="write a checkpoint as ONNX (fp32 or int8) with a sidecar JSON of facts")

@@ -97,7 +97,7 @@ class Config:
     eval_batch_size: int = _opt(1000, "images per batch when evaluating")
     data_dir: str = _opt("", "directory holding the four IDX files (default: search, then download)")
     threads: str = _opt("auto", "CPU: torch intra-op threads, or auto: the cores other processes leave free "
-                        "(measured over 0.2 s from /proc/stat), so that a busy core does not stall every op")
+                        "(measured over 0.1 s from /proc/stat), so that a busy core does not stall every op")
 
     def __post_init__(self) -> None:
         _validate(self)

@@ -31,16 +31,19 @@ def decay_at(updates: int | Tensor, max_decay: float) -> Tensor:
     return torch.clamp(1 - (1 + torch.as_tensor(updates, dtype=torch.float64)) ** -WARMUP_POWER, max=max_decay)
 
 
-def _ema_update(max_decay: float) -> Callable[[list[Tensor], list[Tensor], Tensor], None]:
+Tensors = list[Tensor] | tuple[Tensor, ...]
+
+
+def _ema_update(max_decay: float) -> Callable[[Tensors, Tensors, Tensor | int], None]:
     """AveragedModel's multi_avg_fn: ema <- decay * ema + (1 - decay) * current, one foreach lerp per group."""
 
-    def update(averaged: list[Tensor], current: list[Tensor], n_averaged: Tensor) -> None:
+    def update(averaged: Tensors, current: Tensors, n_averaged: Tensor | int) -> None:
         if not averaged[0].is_floating_point():  # a group of integer buffers: keep the latest count
             torch._foreach_copy_(averaged, current)
             return
         # A 0-dim tensor weight: no host sync to read n_averaged on a GPU.
         weight = (1 - decay_at(n_averaged, max_decay)).to(averaged[0].dtype)
-        torch._foreach_lerp_(averaged, current, weight)
+        torch._foreach_lerp_(averaged, current, [weight] * len(averaged))
 
     return update
 

@@ -354,7 +354,7 @@ def fit(
                 val = evaluate(net, d.val_x, d.val_y, cfg.eval_batch_size)
                 row["val_loss"], row["val_acc"] = val.loss, val.accuracy
             if ema is not None:  # the EMA weights, measured like the raw ones
-                row.update(ema_metrics(ema.module, d, cfg.eval_batch_size))
+                add_ema_metrics(row, ema.module, d, cfg.eval_batch_size)
             if len(d.val_x):
                 score = monitor.validation_score(row)  # raw or EMA, whichever is better on validation
                 improved, best_val = score > best_val, max(best_val, score)
@@ -403,14 +403,13 @@ def fit(
     return FitResult(model=net, summary=summary, history=history)
 
 
-def ema_metrics(ema_model: nn.Module, d: Split, batch_size: int) -> dict[str, float]:
-    """The ema_* keys of an epoch row: test, and validation when there is a split, of the EMA weights."""
+def add_ema_metrics(row: EpochRow, ema_model: nn.Module, d: Split, batch_size: int) -> None:
+    """Set the ema_* keys of an epoch row: test, and validation when there is a split, of the EMA weights."""
     test = evaluate(ema_model, d.test_x, d.test_y, batch_size)
-    metrics = {"ema_test_loss": test.loss, "ema_test_acc": test.accuracy}
+    row["ema_test_loss"], row["ema_test_acc"] = test.loss, test.accuracy
     if len(d.val_x):
         val = evaluate(ema_model, d.val_x, d.val_y, batch_size)
-        metrics["ema_val_loss"], metrics["ema_val_acc"] = val.loss, val.accuracy
-    return metrics
+        row["ema_val_loss"], row["ema_val_acc"] = val.loss, val.accuracy
 
 
 def best_state(state: dict, row: EpochRow, ema: ModelEma | None) -> dict:
