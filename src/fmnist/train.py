@@ -263,8 +263,9 @@ def fit(
     if not w.is_main:
         log, progress, on_epoch = (lambda _msg: None), False, None
     measure.reset_peak_memory(device)
+    threads = cpu.AutoThreads(cfg.threads, w.size)
     if device.type == "cpu":
-        log(cpu.apply_threads(cfg.threads, w.size))  # --threads: auto takes the cores left free
+        log(threads.start())  # --threads: auto takes the cores other processes leave free
         cpu.flush_denormals()  # on every intra-op thread: Adam's state decays into slow denormals
     elif device.type == "cuda":  # set either way: a process may run several fits
         torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = cfg.tf32
@@ -319,6 +320,8 @@ def fit(
             if stopped:
                 log(stopped)
                 break
+            if retuned := threads.retune():  # auto threads: the load of other processes changed
+                log(retuned)
             order = torch.randperm(len(d.train_x), generator=data_generator)
             order = to_device(order[w.rank : shard * w.size : w.size], device)
             lr = optimizer.param_groups[0]["lr"]
