@@ -2,7 +2,7 @@
 machine and beside one competing busy process (`yes > /dev/null`, a process that keeps one core
 busy, as a browser tab, an IDE's indexer or another job does), for several thread settings.
 
-    python benchmarks/shared_machine.py [--steps 300] [--rounds 3] [--options 2,1,auto,2-passive]
+    python benchmarks/shared_machine.py [--steps 300] [--rounds 3] [--options 2,1,auto,2-passive,auto-passive]
 
 Each measurement is a fresh process (an OpenMP wait policy is read once, when the runtime
 starts), which loads the data, builds the default config's model and optimizer, trains
@@ -72,7 +72,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--steps", type=int, default=300, help="timed training steps per measurement (batch 64)")
     parser.add_argument("--rounds", type=int, default=3, help="measurements per cell, interleaved")
-    parser.add_argument("--options", default="2,1,auto,2-passive", help="thread settings, comma-separated")
+    parser.add_argument("--options", default="2,1,auto,2-passive,auto-passive", help="thread settings, comma-separated")
     parser.add_argument("--json", metavar="FILE", help="also write every measurement as JSON")
     parser.add_argument("--worker", metavar="OPTION", help=argparse.SUPPRESS)
     args = parser.parse_args()

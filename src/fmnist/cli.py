@@ -126,8 +126,9 @@ def train_and_report(
     assert s is not None  # rank 0 gets the summary
     print(
         f"\ntest accuracy {s['test_accuracy']:.2%}  test loss {s['test_loss']:.4f}  "
-        f"({s['chosen_by']}, epoch {s['chosen_epoch']})\n"
-        f"wall {s['wall_seconds']:.1f}s  train {s['train_images_per_second']:,.0f} img/s  "
+        f"({s['chosen_by']}, epoch {s['chosen_epoch']}{', EMA weights' if s.get('weights') == 'ema' else ''})\n"
+        + (f"stopped before the planned epochs: {s['stopped']}\n" if "stopped" in s else "")
+        + f"wall {s['wall_seconds']:.1f}s  train {s['train_images_per_second']:,.0f} img/s  "
         f"{s['train_ms_per_batch']:.3f} ms/batch (median over epochs)  "
         f"peak memory {s['peak_memory_bytes'] / 2**20:,.0f} MiB\n"
         f"artifacts in {run_dir}: summary.json metrics.jsonl config.toml checkpoints/ tensorboard/ *.png"
