@@ -107,3 +107,10 @@ def test_pyplot_is_not_used(tmp_path):
     plots.plot_image_grid(torch.zeros(1, 28, 28, dtype=torch.uint8), ["x"], tmp_path / "g.png")
     plots.plot_bars(["a"], [1.0], tmp_path / "b.png", ylabel="y", title="t")
     assert plt.get_fignums() == before
+
+
+def test_plot_lr_find(tmp_path):
+    lrs = [10 ** (-6 + i / 10) for i in range(60)]
+    losses = [2.3 - 0.02 * i if i < 50 else 1.3 + 0.5 * (i - 50) for i in range(60)]
+    plots.plot_lr_find(lrs, losses, {"valley": lrs[25], "steepest": lrs[30]}, tmp_path / "lr.png")
+    _assert_only_png(tmp_path, "lr.png")
