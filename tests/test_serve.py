@@ -328,3 +328,17 @@ def test_cli_errors_are_one_line(model_path, tmp_path, capsys):
     err = capsys.readouterr().err
     assert "cannot listen on 127.0.0.1" in err and len(err.strip().splitlines()) == 1
 
+
+
+def test_flip_tta_is_served_and_reported(model_path):
+    tta = load_predictor(model_path, "cpu", tta="flip")
+    with TestClient(create_app(tta, Limits(max_body=2**20, max_files=3, max_wait_ms=1))) as client:
+        photo = product_photo()
+        response = client.post("/predict", content=photo, headers={"Content-Type": "image/jpeg"})
+        assert response.status_code == 200
+        [prediction] = response.json()["predictions"]
+        image = load_image(photo)[None]
+        plain = load_predictor(model_path, "cpu")
+        mean = (plain.probabilities(image) + plain.probabilities(image.flip(-1)))[0] / 2
+        assert prediction["probability"] == pytest.approx(float(mean.max()), abs=1e-6)
+        assert client.get("/healthz").json()["tta_views"] == ["identity", "hflip"]

@@ -299,7 +299,7 @@ def test_compile_option_compiles_the_training_forward_only(synthetic_data, tmp_p
 
 
 def test_ema_is_evaluated_chosen_on_validation_and_resumes_exactly(synthetic_data, tmp_path):
-    cfg = Config(**{**SMALL, "epochs": 3}, val_size=200, ema_decay=0.9, dropout=0.2, augment=("flip",))
+    cfg = Config(**SMALL, val_size=200, ema_decay=0.9, dropout=0.2, augment=("flip",))
     straight = fit(cfg, tmp_path / "straight")
     for row in straight.history:
         assert {"ema_val_acc", "ema_val_loss", "ema_test_acc", "ema_test_loss"} <= set(row)
@@ -353,12 +353,15 @@ def test_time_budget_stops_at_an_epoch_boundary_with_a_valid_checkpoint(syntheti
         return real_epoch(*args)
 
     monkeypatch.setattr(train, "train_one_epoch", slow_epoch)
-    cfg = Config(**{**SMALL, "epochs": 20}, max_time=1.2)
+    cfg = Config(**{**SMALL, "epochs": 6}, max_time=1.2)
     result = fit(cfg, tmp_path / "run")
-    assert 1 <= len(result.history) < 20
-    assert "time budget" in result.summary["stopped"] and "planned 20 epochs" in result.summary["stopped"]
+    assert 1 <= len(result.history) < 6
+    assert "time budget" in result.summary["stopped"] and "planned 6 epochs" in result.summary["stopped"]
     model, _, state = checkpoint.load_model(tmp_path / "run")
     assert state["epoch"] == len(result.history)
+    # max_time may change on --resume: without a budget the run goes on to its planned epochs
+    more = fit(cfg.replace(max_time=0.0), tmp_path / "run", resume=True)
+    assert len(more.history) == 6 and "stopped" not in more.summary
 
 
 def test_accumulated_gradients_match_one_large_batch():
@@ -380,3 +383,19 @@ def test_accumulated_gradients_match_one_large_batch():
 def test_mixup_and_cutmix_train(synthetic_data, tmp_path):
     result = fit(Config(**SMALL, mixup_alpha=0.4, cutmix_alpha=1.0), tmp_path / "run")
     assert result.summary["test_accuracy"] > 0.5  # ten classes: chance is 0.1
+
+
+def test_best_checkpoint_holds_the_ema_weights_when_they_win_on_validation():
+    model = torch.nn.Linear(3, 2)
+    ema = train.ModelEma(model, 0.5)
+    ema.update(model)
+    with torch.no_grad():
+        model.weight.add_(1.0)
+    ema.update(model)  # the EMA now lags the raw weights
+    state = {"model": model.state_dict(), "epoch": 1}
+    row = {"epoch": 1, "val_acc": 0.80, "ema_val_acc": 0.82}
+    best = train.best_state(state, row, ema)
+    assert best["weights"] == "ema" and torch.equal(best["model"]["weight"], ema.module.weight)
+    assert not torch.equal(best["model"]["weight"], model.weight)
+    raw = train.best_state(state, {**row, "ema_val_acc": 0.79}, ema)
+    assert raw["weights"] == "raw" and raw["model"] is state["model"]
