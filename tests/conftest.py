@@ -83,6 +83,16 @@ def real_data_dir() -> Path:
     return found[0]
 
 
+@pytest.fixture(autouse=True)
+def steady_threads(monkeypatch):
+    """fit()'s default threads = "auto" leaves an OMP_NUM_THREADS in the environment as it is: without
+    this, each fit would pick its thread count from the machine's load of the moment, and two runs
+    meant to be identical could differ in the last bits of a reduction."""
+    import torch
+
+    monkeypatch.setenv("OMP_NUM_THREADS", str(torch.get_num_threads()))
+
+
 @pytest.fixture
 def one_thread():
     """Tiny models: one torch thread is several times faster than two fighting a busy CPU."""

@@ -2,7 +2,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from fmnist.augment import KINDS, _axis_aligned_grid, augment, parse_kinds
+from fmnist.augment import KINDS, _axis_aligned_grid, augment, mix, parse_kinds
 from fmnist.errors import FmnistError
 
 DEVICES = [
@@ -269,3 +269,33 @@ def test_parse_kinds_rejects_non_strings():
 def test_augment_rejects_bad_strength(strength):
     with pytest.raises(FmnistError, match=r"strength must be a number in \[0, 3\]"):
         augment(_copies("cpu"), ["crop"], _gen("cpu"), strength=strength)
+
+
+@pytest.mark.parametrize("mixup_alpha, cutmix_alpha", [(0.4, 0.0), (0.0, 1.0), (0.4, 1.0)])
+def test_mix_targets_sum_to_one_and_match_the_pixels(mixup_alpha, cutmix_alpha):
+    g = torch.Generator().manual_seed(0)
+    x = torch.rand(64, 1, 28, 28)
+    y = torch.randint(0, 10, (64,))
+    images, targets = mix(x, y, 10, g, mixup_alpha=mixup_alpha, cutmix_alpha=cutmix_alpha)
+    assert images.shape == x.shape and targets.shape == (64, 10)
+    assert torch.allclose(targets.sum(1), torch.ones(64))
+    assert (targets >= 0).all()
+    # Each image is lam * its own + (1 - lam) * its partner's, pixel by pixel (a box for CutMix),
+    # so its mean share of its own pixels is lam: the weight its own label gets.
+    partner = x.flip(0)
+    own = torch.where(images == x, 1.0, 0.0)
+    blended = (images - partner) / (x - partner)
+    share = torch.where(own.bool(), 1.0, blended.clamp(0, 1)).mean((1, 2, 3))
+    lam = targets[torch.arange(64), y]  # where the partner has another label
+    different = y != y.flip(0)
+    assert torch.allclose(share[different], lam[different], atol=1e-3)
+    assert (lam[different] < 0.999).any()  # something was mixed
+
+
+def test_mix_draws_from_the_callers_generator_only():
+    x, y = torch.rand(8, 1, 28, 28), torch.randint(0, 10, (8,))
+    state = torch.get_rng_state()
+    a = mix(x, y, 10, torch.Generator().manual_seed(3), mixup_alpha=0.2, cutmix_alpha=1.0)
+    b = mix(x, y, 10, torch.Generator().manual_seed(3), mixup_alpha=0.2, cutmix_alpha=1.0)
+    assert torch.equal(a[0], b[0]) and torch.equal(a[1], b[1])
+    assert torch.equal(torch.get_rng_state(), state)

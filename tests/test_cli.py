@@ -242,6 +242,10 @@ NO_SUCH_DEVICE = "tpu" if torch.cuda.is_available() else "cuda"
         (["predict", "missing.pt", "x.png", "--save-inputs", "file.txt"],
          "save_inputs file.txt: exists and is not a directory"),
         (["data", "info", "--data-dir", "empty"], "empty"),
+        (["train", "--ema-decay", "0.99"], "ema_decay decides on the validation split"),
+        (["train", "--patience", "3"], "patience decides on the validation split"),
+        (["train", "--threads", "many"], "threads must be auto or a positive integer"),
+        (["lr-find", "--start-lr", "1", "--end-lr", "0.1"], "lr-find needs 0 < start"),
     ],
 )
 def test_user_mistakes_are_one_line_errors(argv, message, synthetic_data, tmp_path, monkeypatch, capsys):
@@ -275,3 +279,22 @@ def test_help_states_each_default_once(capsys, command):
         assert out.count("(default: 15)") == 1 and "passes over the training images (default: 15)" in out
     else:
         assert "(default: auto: cuda, then mps, then cpu)" in out
+
+
+def test_eval_with_flip_tta(trained_run, capsys):
+    run_dir, _ = trained_run
+    code, out, err = run(capsys, "eval", str(run_dir), "--json", "--tta", "flip")
+    assert code == 0, err
+    result = json.loads(out)
+    plain = json.loads((run_dir / "summary.json").read_text())["test_loss"]
+    assert result["tta"] == "flip" and result["test_loss"] != pytest.approx(plain, abs=1e-6)  # mirrors averaged in
+    assert result["test_accuracy"] > 0.5
+
+
+def test_lr_find_prints_a_suggestion_and_plots(synthetic_data, tmp_path, capsys):
+    plot = tmp_path / "lr.png"
+    code, out, err = run(capsys, "lr-find", "--hidden", "32", "--batch-size", "32", "--steps", "40",
+                         "--start-lr", "1e-5", "--plot", str(plot))
+    assert code == 0, err
+    assert "suggested lr" in out and plot.stat().st_size > 0
+    assert err.count("step ") >= 5

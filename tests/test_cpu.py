@@ -115,3 +115,51 @@ def test_an_auto_amp_run_reports_what_it_used_and_keeps_auto_in_its_config(synth
     result = train.fit(cfg, tmp_path, data.load(), log=lambda _: None, progress=False)
     assert result.summary["amp"] == "none" and result.summary["hardware"]["cpu_features"]
     assert config.resolve(tmp_path / "config.toml").amp == "auto"  # a resume asks for auto again
+
+
+@pytest.fixture
+def restore_threads():
+    threads = torch.get_num_threads()
+    yield
+    torch.set_num_threads(threads)
+
+
+def test_threads_as_given(restore_threads):
+    assert cpu.AutoThreads("1").start() == "threads: 1 (--threads)"
+    assert torch.get_num_threads() == 1
+
+
+def test_auto_threads_leave_an_omp_num_threads_setting_alone(restore_threads, monkeypatch):
+    torch.set_num_threads(1)
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+    assert "OMP_NUM_THREADS=1" in cpu.AutoThreads("auto").start() and torch.get_num_threads() == 1
+
+
+def test_auto_threads_take_the_cores_other_processes_leave_and_follow_the_load(restore_threads, monkeypatch):
+    monkeypatch.delenv("OMP_NUM_THREADS")
+    auto = cpu.AutoThreads("auto")
+    auto.cores = [0, 1]
+    # (busy ticks, all ticks, own CPU seconds, wall seconds) of the two cores, as /proc/stat would give them
+    readings = iter([
+        (0, 0, 0.0, 0.0), (150, 200, 0.5, 1.0),  # 1.5 CPUs busy, 0.5 of them ours: another process holds 1 core
+        (250, 400, 1.5, 2.0),  # then 1 CPU busy, all ours: nobody else
+        (350, 600, 2.5, 3.0),  # the same
+    ])
+    monkeypatch.setattr(auto, "_snapshot", lambda: next(readings))
+    monkeypatch.setattr(cpu.time, "sleep", lambda _: None)
+    assert auto.start() == "threads: 1 (auto: other processes kept 1.0 of 2 cores busy)"
+    assert torch.get_num_threads() == 1
+    assert auto.retune() == "threads: 2 (auto: other processes kept 0.0 of 2 cores busy)"
+    assert torch.get_num_threads() == 2
+    assert auto.retune() is None  # no change, nothing to say
+
+
+def test_auto_threads_are_shared_among_local_processes(restore_threads, monkeypatch):
+    monkeypatch.delenv("OMP_NUM_THREADS")
+    auto = cpu.AutoThreads("auto", processes=2)
+    auto.cores = [0, 1, 2, 3]
+    readings = iter([(0, 0, 0.0, 0.0), (0, 400, 0.0, 1.0)])
+    monkeypatch.setattr(auto, "_snapshot", lambda: next(readings))
+    monkeypatch.setattr(cpu.time, "sleep", lambda _: None)
+    auto.start()
+    assert torch.get_num_threads() == 2

@@ -122,3 +122,10 @@ def test_evaluation_plots_with_and_without_mistakes(tmp_path, mistakes):
     assert [p.rsplit("/", 1)[1] for p in paths] == ["confusion_matrix.png", "top_losses.png", "most_confused.png"]
     for path in paths:
         assert Image.open(path).size[0] > 300
+
+
+def test_plot_lr_find(tmp_path):
+    lrs = [10 ** (-6 + i / 10) for i in range(60)]
+    losses = [2.3 - 0.02 * i if i < 50 else 1.3 + 0.5 * (i - 50) for i in range(60)]
+    plots.plot_lr_find(lrs, losses, {"valley": lrs[25], "steepest": lrs[30]}, tmp_path / "lr.png")
+    _assert_only_png(tmp_path, "lr.png")

@@ -22,16 +22,16 @@ def test_a_directory_stands_for_its_best_checkpoint_else_its_last(tmp_path):
     run = RunDir(tmp_path)
     with pytest.raises(FmnistError, match="no checkpoints/best.pt or checkpoints/last.pt"):
         model_path(tmp_path)
-    run.record_epoch({"epoch": 1}, [], improved=False)
+    run.record_epoch({"epoch": 1}, [], best=None)
     assert model_path(tmp_path) == run.last and not run.best.exists()
-    run.record_epoch({"epoch": 2}, [], improved=True)
+    run.record_epoch({"epoch": 2}, [], best={"epoch": 2})
     assert model_path(tmp_path) == run.best and checkpoint.load(run.best)["epoch"] == 2
     assert model_path(run.last) == run.last  # a file stands for itself
 
 
 def test_dropping_a_trials_checkpoints_keeps_best_only_when_asked(tmp_path):
     run = RunDir(tmp_path)
-    run.record_epoch({"epoch": 1}, [], improved=True)
+    run.record_epoch({"epoch": 1}, [], best={"epoch": 1})
     run.drop_checkpoints(keep_best=True)
     assert run.best.exists() and not run.last.exists()
     run.drop_checkpoints(keep_best=False)

@@ -363,6 +363,8 @@ def test_explain_adds_a_heatmap_of_the_view_and_only_when_asked(client, predicto
     refused = client.post("/predict?explain=yes", files=files)
     assert refused.status_code == 422 and refused.json() == {"error": "explain: expected 0 or 1, got 'yes'"}
     assert client.get("/healthz").json()["in_progress"] == 0
+
+
 # --- access, CORS, identity, reload ---------------------------------------------------------------------
 
 KEY = "k3y-0123456789abcdef"
@@ -516,3 +518,17 @@ def test_identity_names_the_file_its_hash_kind_and_recorded_accuracy(tmp_path):
     assert served.identity() == {"file": "best.pt", "sha256": digest[:12], "kind": "mlp pytorch",
                                  "train_accuracy": 0.91, "val_accuracy": 0.88}
     assert served.header() == f"best.pt sha256:{digest[:12]} mlp pytorch"
+
+
+def test_flip_tta_is_served_and_reported(model_path):
+    tta = load_predictor(model_path, "cpu", tta="flip")
+    with TestClient(create_app(tta, Limits(max_body=2**20, max_files=3, max_wait_ms=1))) as client:
+        photo = product_photo()
+        response = client.post("/predict", content=photo, headers={"Content-Type": "image/jpeg"})
+        assert response.status_code == 200
+        [prediction] = response.json()["predictions"]
+        image = load_image(photo)[None]
+        plain = load_predictor(model_path, "cpu")
+        mean = (plain.probabilities(image) + plain.probabilities(image.flip(-1)))[0] / 2
+        assert prediction["probability"] == pytest.approx(float(mean.max()), abs=1e-6)
+        assert client.get("/healthz").json()["tta_views"] == ["identity", "hflip"]

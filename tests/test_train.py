@@ -6,7 +6,7 @@ import time
 import pytest
 import torch
 
-from fmnist import checkpoint, data, train
+from fmnist import checkpoint, data, monitor, train
 from fmnist.config import Config
 from fmnist.errors import FmnistError
 from fmnist.records import EpochRow, Summary
@@ -163,7 +163,8 @@ def test_wall_seconds_cover_every_process_of_a_resumed_run(synthetic_data, tmp_p
 def test_validation_split_chooses_the_best_checkpoint(synthetic_data, tmp_path):
     run = tmp_path / "run"
     result = fit(Config(**SMALL, val_size=200), run)
-    assert set(result.history[0]) == EpochRow.__required_keys__ | EpochRow.__optional_keys__
+    ema_keys = {key for key in EpochRow.__optional_keys__ if key.startswith("ema_")}  # only with --ema-decay
+    assert set(result.history[0]) == EpochRow.__required_keys__ | EpochRow.__optional_keys__ - ema_keys
     best_epoch = max(result.history, key=lambda r: r["val_acc"])["epoch"]
     assert result.summary["chosen_epoch"] == best_epoch
     assert result.summary["chosen_by"] == "best validation accuracy"
@@ -296,3 +297,106 @@ def test_compile_option_compiles_the_training_forward_only(synthetic_data, tmp_p
     assert compiled == [("Sequential", "reduce-overhead")]
     fit(Config(**{**SMALL, "epochs": 1}), tmp_path / "plain")
     assert len(compiled) == 1
+
+
+def test_ema_is_evaluated_chosen_on_validation_and_resumes_exactly(synthetic_data, tmp_path):
+    cfg = Config(**SMALL, val_size=200, ema_decay=0.9, dropout=0.2, augment=("flip",))
+    straight = fit(cfg, tmp_path / "straight")
+    for row in straight.history:
+        assert {"ema_val_acc", "ema_val_loss", "ema_test_acc", "ema_test_loss"} <= set(row)
+    chosen, weights = monitor.choose(straight.history)
+    assert straight.summary["weights"] == weights and straight.summary["chosen_epoch"] == chosen["epoch"]
+    assert straight.summary["val_accuracy"] == max(max(r["val_acc"], r["ema_val_acc"]) for r in straight.history)
+    best = torch.load(tmp_path / "straight" / "checkpoints" / "best.pt", weights_only=True)
+    assert best["weights"] == weights
+    # best.pt's "model" holds the chosen weights: what eval, export and serve load
+    expected = best["ema"] if weights == "ema" else best["model"]
+    model, _, _ = checkpoint.load_model(tmp_path / "straight")
+    x = data.as_input(data.load().test_images[:50])
+    if weights == "ema":
+        reference = {k.removeprefix("module."): v for k, v in expected.items() if k != "n_averaged"}
+        assert all(torch.equal(model.state_dict()[k], v) for k, v in reference.items())
+    assert torch.equal(model(x), straight.model.eval()(x))
+
+    interrupted_after_first_epoch(cfg, tmp_path / "cut")
+    resumed = fit(cfg, tmp_path / "cut", resume=True)
+    assert without_timings(resumed.history) == without_timings(straight.history)  # EMA metrics included
+    last = torch.load(tmp_path / "cut" / "checkpoints" / "last.pt", weights_only=True)
+    assert all(torch.equal(v, best_v) for v, best_v in zip(
+        last["ema"].values(), torch.load(tmp_path / "straight" / "checkpoints" / "last.pt",
+                                         weights_only=True)["ema"].values(), strict=True))
+
+
+def test_early_stopping_stops_on_a_plateau_and_stays_stopped(synthetic_data, tmp_path, monkeypatch):
+    # Validation accuracy frozen at one value: a plateau from the first epoch.
+    real_evaluate = train.evaluate
+
+    def flat(model, images, labels, batch_size):
+        result = real_evaluate(model, images, labels, batch_size)
+        if len(images) == 200:
+            result.accuracy = 0.5
+        return result
+
+    monkeypatch.setattr(train, "evaluate", flat)
+    cfg = Config(**{**SMALL, "epochs": 6}, val_size=200, patience=2)
+    result = fit(cfg, tmp_path / "run")
+    assert len(result.history) == 3  # the best epoch, then 2 without a gain
+    assert result.summary["epochs"] == 3 and "early stopping" in result.summary["stopped"]
+    again = fit(cfg, tmp_path / "run", resume=True)  # a stopped run trains no further
+    assert len(again.history) == 3
+
+
+def test_time_budget_stops_at_an_epoch_boundary_with_a_valid_checkpoint(synthetic_data, tmp_path, monkeypatch):
+    real_epoch = train.train_one_epoch
+
+    def slow_epoch(*args):
+        time.sleep(0.5)
+        return real_epoch(*args)
+
+    monkeypatch.setattr(train, "train_one_epoch", slow_epoch)
+    cfg = Config(**{**SMALL, "epochs": 6}, max_time=1.2)
+    result = fit(cfg, tmp_path / "run")
+    assert 1 <= len(result.history) < 6
+    assert "time budget" in result.summary["stopped"] and "planned 6 epochs" in result.summary["stopped"]
+    model, _, state = checkpoint.load_model(tmp_path / "run")
+    assert state["epoch"] == len(result.history)
+    # max_time may change on --resume: without a budget the run goes on to its planned epochs
+    more = fit(cfg.replace(max_time=0.0), tmp_path / "run", resume=True)
+    assert len(more.history) == 6 and "stopped" not in more.summary
+
+
+def test_accumulated_gradients_match_one_large_batch():
+    torch.manual_seed(0)
+    images = torch.randint(0, 256, (100, 28, 28), dtype=torch.uint8)
+    labels = torch.randint(0, 10, (100,))
+    order = torch.randperm(100)
+    weights = []
+    for batch, accumulate in ((40, 1), (10, 4), (10, 1)):  # the last group: 20 images in 2 batches of 10
+        cfg = Config(hidden=(32,), batch_size=batch, accumulate=accumulate, optimizer="sgd", lr=0.1, epochs=1)
+        st = train.build_step_state(cfg, torch.device("cpu"), math.ceil(100 / 40))
+        train.train_one_epoch(st.model, st.optimizer, st.scheduler, images, labels, order, cfg, st.aug_generator)
+        weights.append(torch.cat([p.detach().flatten() for p in st.model.parameters()]))
+        assert st.scheduler.last_epoch == math.ceil(100 / (batch * accumulate))  # optimizer steps, not batches
+    assert torch.allclose(weights[0], weights[1], atol=1e-6)
+    assert not torch.allclose(weights[0], weights[2], atol=1e-3)  # small batches without accumulation differ
+
+
+def test_mixup_and_cutmix_train(synthetic_data, tmp_path):
+    result = fit(Config(**SMALL, mixup_alpha=0.4, cutmix_alpha=1.0), tmp_path / "run")
+    assert result.summary["test_accuracy"] > 0.5  # ten classes: chance is 0.1
+
+
+def test_best_checkpoint_holds_the_ema_weights_when_they_win_on_validation():
+    model = torch.nn.Linear(3, 2)
+    ema = train.ModelEma(model, 0.5)
+    ema.update(model)
+    with torch.no_grad():
+        model.weight.add_(1.0)
+    ema.update(model)  # the EMA now lags the raw weights
+    state = {"model": model.state_dict(), "epoch": 1}
+    row = {"epoch": 1, "val_acc": 0.80, "ema_val_acc": 0.82}
+    best = train.best_state(state, row, ema)
+    assert best["weights"] == "ema" and torch.equal(best["model"]["weight"], ema.module.weight)
+    assert not torch.equal(best["model"]["weight"], model.weight)
+    raw = train.best_state(state, {**row, "ema_val_acc": 0.79}, ema)
+    assert raw["weights"] == "raw" and raw["model"] is state["model"]

@@ -160,3 +160,59 @@ def _erase(x: torch.Tensor, generator: torch.Generator, strength: float) -> torc
 
 
 _APPLY = {"flip": _flip, "crop": _crop, "translate": _translate, "erase": _erase}
+
+
+def mix(
+    x: torch.Tensor,
+    y: torch.Tensor,
+    num_classes: int,
+    generator: torch.Generator,
+    *,
+    mixup_alpha: float = 0.0,
+    cutmix_alpha: float = 0.0,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Mixup (Zhang et al., 2018) and CutMix (Yun et al., 2019) of a batch, per sample, on its device.
+
+    ``x`` float [B, C, H, W], ``y`` int64 [B]. Sample i is mixed with sample B-1-i (timm's Mixup
+    pairs a batch with its reverse the same way) with its own weight lam ~ Beta(alpha, alpha):
+    mixup blends the two images, lam * x_i + (1 - lam) * x_partner; CutMix pastes a box of the
+    partner covering about 1 - lam of the image (timm's rand_bbox: centre uniform, box clipped to
+    the image) and then sets lam to the share actually left uncovered. With both alphas > 0 each
+    sample takes one of the two with probability 1/2 (timm's switch_prob). An alpha of 0 turns its
+    method off.
+
+    Returns (images, targets): targets float [B, num_classes], lam on y_i and 1 - lam on the
+    partner's label, so every row sums to 1. Pass them to ``F.cross_entropy(logits, targets,
+    label_smoothing=s)``, which smooths the mixed targets further: (1 - s) * target + s / classes.
+    """
+    if mixup_alpha < 0 or cutmix_alpha < 0 or not (mixup_alpha or cutmix_alpha):
+        raise ValueError(f"mix needs alphas >= 0, one of them > 0; got {mixup_alpha}, {cutmix_alpha}")
+    b, _, height, width = x.shape
+    u = _rand(x, generator, b, 3)
+    if mixup_alpha and cutmix_alpha:
+        cut = u[:, 0] < 0.5
+    else:
+        cut = torch.full((b,), bool(cutmix_alpha), device=x.device)
+    alpha = torch.where(cut, cutmix_alpha, mixup_alpha).to(x.dtype)
+    # Beta(a, a) as G1 / (G1 + G2) with G ~ Gamma(a): the sampler torch.distributions.Beta uses,
+    # called here with the caller's generator, which torch.distributions cannot take.
+    gammas = torch._standard_gamma(alpha.view(-1, 1).expand(b, 2).contiguous(), generator=generator)
+    lam = gammas[:, 0] / gammas.sum(1).clamp(min=torch.finfo(x.dtype).tiny)
+    partner, partner_y = x.flip(0), y.flip(0)
+    # CutMix box: sides sqrt(1 - lam) of the image's, centre uniform, clipped at the borders.
+    side = torch.sqrt(1 - lam)
+    cy, cx = u[:, 1] * height, u[:, 2] * width
+    top = (cy - side * height / 2).round().clamp(0, height).view(-1, 1, 1)
+    bottom = (cy + side * height / 2).round().clamp(0, height).view(-1, 1, 1)
+    left = (cx - side * width / 2).round().clamp(0, width).view(-1, 1, 1)
+    right = (cx + side * width / 2).round().clamp(0, width).view(-1, 1, 1)
+    rows = torch.arange(height, device=x.device, dtype=x.dtype).view(1, -1, 1)
+    cols = torch.arange(width, device=x.device, dtype=x.dtype).view(1, 1, -1)
+    box = (rows >= top) & (rows < bottom) & (cols >= left) & (cols < right) & cut.view(-1, 1, 1)
+    box_share = ((bottom - top) * (right - left)).flatten() / (height * width)
+    lam = torch.where(cut, 1 - box_share, lam)
+    blended = torch.lerp(partner, x, lam.view(-1, 1, 1, 1))
+    images = torch.where(box.unsqueeze(1), partner, torch.where(cut.view(-1, 1, 1, 1), x, blended))
+    targets = lam.view(-1, 1) * F.one_hot(y, num_classes).to(x.dtype)
+    targets += (1 - lam).view(-1, 1) * F.one_hot(partner_y, num_classes).to(x.dtype)
+    return images, targets

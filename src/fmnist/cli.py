@@ -123,8 +123,9 @@ def train_and_report(
     assert s is not None  # rank 0 gets the summary
     print(
         f"\ntest accuracy {s['test_accuracy']:.2%}  test loss {s['test_loss']:.4f}  "
-        f"({s['chosen_by']}, epoch {s['chosen_epoch']})\n"
-        f"wall {s['wall_seconds']:.1f}s  train {s['train_images_per_second']:,.0f} img/s  "
+        f"({s['chosen_by']}, epoch {s['chosen_epoch']}{', EMA weights' if s.get('weights') == 'ema' else ''})\n"
+        + (f"stopped before the planned epochs: {s['stopped']}\n" if "stopped" in s else "")
+        + f"wall {s['wall_seconds']:.1f}s  train {s['train_images_per_second']:,.0f} img/s  "
         f"{s['train_ms_per_batch']:.3f} ms/batch (median over epochs)  "
         f"peak memory {s['peak_memory_bytes'] / 2**20:,.0f} MiB\n"
         f"artifacts in {run_dir}: summary.json metrics.jsonl config.toml checkpoints/ tensorboard/ *.png"
@@ -141,7 +142,7 @@ def say_layout(source: str, layout: str | None) -> None:
 def cmd_eval(args: argparse.Namespace) -> int:
     from fmnist.evaluate import Report, evaluate_logits
 
-    predictor = load_predictor(args.checkpoint, args.device)
+    predictor = load_predictor(args.checkpoint, args.device, args.tta)
     say_layout(args.checkpoint, predictor.describe().get("layout"))
     if args.images:
         from fmnist.folders import load_folders
@@ -196,7 +197,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
         raise FmnistError(f"no image files in {', '.join(args.images)}" + (f" ({skipped})" if skipped else ""))
     if skipped:
         print(f"fmnist: {skipped}", file=sys.stderr)
-    predictor = load_predictor(args.checkpoint, select_device(args.device))
+    predictor = load_predictor(args.checkpoint, select_device(args.device), args.tta)
     say_layout(args.checkpoint, predictor.describe().get("layout"))
     explain = None
     if args.explain:
@@ -384,6 +385,25 @@ def cmd_bench(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_lr_find(args: argparse.Namespace) -> int:
+    from fmnist.lr_find import lr_find
+
+    cfg = config_lib.from_dict(requested_values(args, config_overrides(args)))
+    dataset = load_data(cfg.data_dir)
+    cpu.apply_threads(cfg.threads)
+    say = (lambda msg: None) if args.no_progress else (lambda msg: print(msg, file=sys.stderr))
+    found = lr_find(cfg, dataset, start_lr=args.start_lr, end_lr=args.end_lr, steps=args.steps,
+                    progress=lambda i, lr, loss: say(f"step {i:>4}  lr {lr:.2e}  loss {loss:.4f}"))
+    print(f"suggested lr {found.suggestion:.2e} (valley); steepest fall at {found.steepest:.2e}; "
+          f"{len(found.lrs)} steps of batch {cfg.batch_size * cfg.accumulate} from {found.lrs[0]:.1e} to "
+          f"{found.lrs[-1]:.1e} (config lr {cfg.lr:g})")
+    if args.plot:
+        plots.plot_lr_find(found.lrs, found.losses, {"valley": found.suggestion, "steepest": found.steepest},
+                           args.plot)
+        print(f"wrote {args.plot}")
+    return 0
+
+
 def cmd_serve(args: argparse.Namespace) -> int:
     import dataclasses
 
@@ -395,7 +415,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     if args.threads < 1 or args.workers < 1:
         raise FmnistError(f"--threads and --workers must be >= 1, got {args.threads} and {args.workers}")
     spec = server.Spec(args.model, str(select_device(args.device)), dataclasses.asdict(limits),
-                       args.api_key_file or "", tuple(args.cors_origin or ()), args.threads)
+                       args.api_key_file or "", tuple(args.cors_origin or ()), args.threads, args.tta)
     app = server.build_app(spec)  # here too with several workers: a bad model or key file is one line, before any
     say_layout(args.model, app.state.layout)
     sock = server.listen(args.host, args.port)
@@ -431,6 +451,9 @@ def add_limit_flags(parser: argparse.ArgumentParser) -> None:
 DEVICE_HELP = "where to run (default: auto: cuda, then mps, then cpu)"
 BARE_STATE_DICT = ("a torch.save(model.state_dict()) file of the PyTorch Quickstart network or of an fmnist model "
                    "(recognised by its keys and shapes; its input pixels are in [0, 1], as ToTensor() gives)")
+TTA_MODES = ("none", "flip")
+TTA_HELP = ("test-time augmentation: flip averages the class probabilities of each image and its mirror "
+            "(2 model inputs per image) (default: none)")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -451,6 +474,19 @@ def build_parser() -> argparse.ArgumentParser:
     add_config_flags(p)
     p.set_defaults(func=cmd_train)
 
+    p = sub.add_parser("lr-find", help="learning-rate range test of a config: loss against an exponentially "
+                       "growing lr, a plot and a suggested lr (no run is written)")
+    p.add_argument("--preset", metavar="NAME", help=f"named config: {', '.join(presets.names())}")
+    p.add_argument("--config", help="TOML file of training options (flags override it)")
+    p.add_argument("--start-lr", type=float, default=1e-7, help="first learning rate (default: 1e-7)")
+    p.add_argument("--end-lr", type=float, default=10.0, help="last learning rate (default: 10)")
+    p.add_argument("--steps", type=int, default=100,
+                   help="training steps, one batch each; stops early once the loss diverges (default: 100)")
+    p.add_argument("--plot", metavar="FILE", help="write the loss curve with the suggestions as PNG")
+    p.add_argument("--no-progress", action="store_true", help="no line per step on stderr")
+    add_config_flags(p)
+    p.set_defaults(func=cmd_lr_find)
+
     p = sub.add_parser("eval", help="metrics and error analysis of a checkpoint or an exported model, on the test "
                        "set or your own labelled pictures")
     p.add_argument("checkpoint", help="a .pt checkpoint, a run directory (its best, else last, checkpoint), an "
@@ -464,6 +500,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--data-dir", default="",
                    help="directory of the IDX files (default: search, then download; never the training run's path)")
     p.add_argument("--device", default="auto", choices=config_lib.DEVICES, help=DEVICE_HELP)
+    p.add_argument("--tta", default="none", choices=TTA_MODES, help=TTA_HELP)
     p.set_defaults(func=cmd_eval)
 
     p = sub.add_parser("predict", help="classify photos and other image files with a checkpoint")
@@ -483,6 +520,7 @@ def build_parser() -> argparse.ArgumentParser:
                    "predicted class over the 28x28 view (red: for it, blue: against) as DIR/<file name>.png: "
                    "integrated gradients for a PyTorch model, occlusion for an ONNX export")
     p.add_argument("--device", default="auto", choices=config_lib.DEVICES, help=DEVICE_HELP)
+    p.add_argument("--tta", default="none", choices=TTA_MODES, help=TTA_HELP)
     p.set_defaults(func=cmd_predict)
 
     p = sub.add_parser("serve", help="HTTP API and web page: classify uploaded images, with micro-batching")
@@ -501,6 +539,7 @@ def build_parser() -> argparse.ArgumentParser:
                    "from a browser, e.g. https://shop.example (repeatable; default: none)")
     add_limit_flags(p)
     p.add_argument("--no-access-log", action="store_true", help="no log line per request")
+    p.add_argument("--tta", default="none", choices=TTA_MODES, help=TTA_HELP)
     p.set_defaults(func=cmd_serve)
 
     p = sub.add_parser("export", help="write a checkpoint as ONNX (fp32 or int8) with a sidecar JSON of facts")

@@ -30,7 +30,7 @@ DEVICES = ("auto", "cpu", "cuda", "mps")
 AMPS = ("none", "bf16", "auto")
 COMPILES = ("none", "default", "reduce-overhead")
 # Where a run trains and where its data lies, not what it computes: --resume may change these.
-RUNTIME_FIELDS = ("device", "data_dir")
+RUNTIME_FIELDS = ("device", "data_dir", "threads", "max_time")
 
 
 def _opt(default: Any, help: str, choices: tuple[str, ...] | None = None) -> Any:
@@ -73,6 +73,21 @@ class Config:
                        ("stop", "skip"))
     augment: tuple[str, ...] = _opt((), "batched on-device augmentations, comma-separated", AUGMENTATIONS)
     augment_strength: float = _opt(1.0, f"scales crop, translate and erase (0 to {MAX_STRENGTH:g})")
+    mixup_alpha: float = _opt(0.0, "mixup (Zhang et al. 2018): each image blended with another, weight ~ Beta(alpha, "
+                              "alpha), labels mixed alike; 0: off; typical 0.2-1")
+    cutmix_alpha: float = _opt(0.0, "CutMix (Yun et al. 2019): a box of another image pasted in, label mass by area, "
+                               "area ~ Beta(alpha, alpha); 0: off; with mixup each image takes one of the two")
+    accumulate: int = _opt(1, "gradient accumulation: batches of --batch-size whose gradients add up to one optimizer "
+                           "step (effective batch: accumulate x batch_size)")
+    ema_decay: float = _opt(0.0, "EMA of the weights (timm/torchvision --model-ema): decay per optimizer step, warmed "
+                            "up as min(decay, 1 - (1 + step)^-2/3); evaluated beside the raw weights every epoch and "
+                            "chosen on validation (needs --val-size); 0: off; e.g. 0.999")
+    patience: int = _opt(0, "early stopping: stop after this many epochs without a validation accuracy gain above "
+                         "--min-delta (needs --val-size); 0: off")
+    min_delta: float = _opt(0.0, "early stopping: the smallest validation accuracy gain (a fraction) that counts")
+    max_time: float = _opt(0.0, "wall-clock budget of the run in seconds, resumes included: stop at the end of the "
+                           "last epoch that fits (by the previous epoch's time); the schedule stays planned over "
+                           "--epochs; 0: none")
     # data and run
     val_size: int = _opt(0, "training images held out (stratified) for validation and model selection")
     train_subset: int = _opt(0,
@@ -81,6 +96,8 @@ class Config:
     device: str = _opt("auto", "where to train: auto picks cuda, then mps, then cpu", DEVICES)
     eval_batch_size: int = _opt(1000, "images per batch when evaluating")
     data_dir: str = _opt("", "directory holding the four IDX files (default: search, then download)")
+    threads: str = _opt("auto", "CPU: torch intra-op threads, or auto: the cores other processes leave free "
+                        "(measured over 0.1 s from /proc/stat), so that a busy core does not stall every op")
 
     def __post_init__(self) -> None:
         _validate(self)
@@ -100,11 +117,12 @@ def _choice_check(cfg: Config) -> None:
 
 def _validate(cfg: Config) -> None:
     _choice_check(cfg)
-    positive = ("epochs", "batch_size", "lr", "eval_batch_size", "step_epochs", "gamma", "convs")
+    positive = ("epochs", "batch_size", "lr", "eval_batch_size", "step_epochs", "gamma", "convs", "accumulate")
     for name in positive:
         if not getattr(cfg, name) > 0:
             raise FmnistError(f"{name} must be > 0, got {getattr(cfg, name)}")
-    for name in ("momentum", "weight_decay", "warmup_epochs", "val_size", "train_subset", "head"):
+    for name in ("momentum", "weight_decay", "warmup_epochs", "val_size", "train_subset", "head", "mixup_alpha",
+                 "cutmix_alpha", "patience", "min_delta", "max_time"):
         if getattr(cfg, name) < 0:
             raise FmnistError(f"{name} must be >= 0, got {getattr(cfg, name)}")
     if not 0 <= cfg.augment_strength <= MAX_STRENGTH:
@@ -123,9 +141,19 @@ def _validate(cfg: Config) -> None:
         raise FmnistError("nesterov needs --optimizer sgd and --momentum > 0")
     if cfg.warmup_epochs >= cfg.epochs:
         raise FmnistError(f"warmup_epochs ({cfg.warmup_epochs}) must be less than epochs ({cfg.epochs})")
-    for name in ("lr", "momentum", "weight_decay", "gamma", "warmup_epochs"):
+    for name in ("lr", "momentum", "weight_decay", "gamma", "warmup_epochs", "mixup_alpha", "cutmix_alpha",
+                 "min_delta", "max_time"):
         if not math.isfinite(getattr(cfg, name)):
             raise FmnistError(f"{name} must be a finite number")
+    if not 0 <= cfg.ema_decay < 1:
+        raise FmnistError(f"ema_decay must be in [0, 1), got {cfg.ema_decay}")
+    for name in ("ema_decay", "patience"):
+        if getattr(cfg, name) and not cfg.val_size:
+            raise FmnistError(f"{name} decides on the validation split: set --val-size too (e.g. 5000)")
+    if cfg.accumulate > 1 and cfg.on_nan == "skip":
+        raise FmnistError("on_nan = skip needs accumulate = 1: a skipped batch would leave a partial gradient")
+    if cfg.threads != "auto" and not (cfg.threads.isdigit() and int(cfg.threads) >= 1):
+        raise FmnistError(f"threads must be auto or a positive integer, got {cfg.threads!r}")
 
 
 def _field_types() -> dict[str, Any]:

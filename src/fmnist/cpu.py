@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import ctypes
+import math
+import os
 import re
+import time
 from functools import cache
 from pathlib import Path
 
@@ -50,6 +53,87 @@ def _openmp_parallel():
     parallel.argtypes = [_TEAM_FN, ctypes.c_void_p, ctypes.c_uint, ctypes.c_uint]
     parallel.restype = None
     return parallel
+
+
+def apply_threads(setting: str, processes: int = 1) -> str:
+    """Set torch's intra-op thread count from `setting` (Config.threads) once; say what was chosen.
+    See AutoThreads, which also follows the load during a run."""
+    return AutoThreads(setting, processes).start()
+
+
+Snapshot = tuple[float, float, float, float]  # busy ticks, all ticks, own CPU seconds, monotonic seconds
+
+
+class AutoThreads:
+    """torch's intra-op thread count for Config.threads, over a run.
+
+    A number is taken as it is. "auto" takes the cores of this process's affinity that other
+    processes leave free, rounded, divided among `processes` local processes, at least 1: torch's
+    OpenMP threads spin and wait for each other at the end of every parallel op, so a thread that
+    shares its core with another busy program stalls the whole team (PERFORMANCE.md, "A shared
+    machine": benchmarks/shared_machine.py). `start` measures the others' load over 0.1 s;
+    `retune`, called between epochs, measures it over the time since the last call and changes
+    the count when the free cores changed. An OMP_NUM_THREADS in the environment (torchrun sets
+    one; compare and tune workers set their share) is left as it is under "auto".
+    """
+
+    def __init__(self, setting: str, processes: int = 1):
+        self.setting, self.processes = setting, max(processes, 1)
+        self.auto = setting == "auto" and "OMP_NUM_THREADS" not in os.environ
+        if hasattr(os, "sched_getaffinity"):
+            self.cores = sorted(os.sched_getaffinity(0))
+        else:
+            self.cores = list(range(os.cpu_count() or 1))
+        self.last: Snapshot | None = None
+
+    def start(self) -> str:
+        if self.setting != "auto":
+            torch.set_num_threads(int(self.setting))
+            return f"threads: {self.setting} (--threads)"
+        if not self.auto:
+            return f"threads: {torch.get_num_threads()} (auto: OMP_NUM_THREADS={os.environ['OMP_NUM_THREADS']})"
+        first = self._snapshot()
+        time.sleep(0.1)
+        message = self._choose(first)
+        return message or f"threads: {torch.get_num_threads()} (auto: no load figures here; torch's default)"
+
+    def retune(self) -> str | None:
+        """Between epochs: a line to log when the thread count changed, else None."""
+        if not self.auto or self.last is None:
+            return None
+        before = torch.get_num_threads()
+        message = self._choose(self.last)
+        return message if torch.get_num_threads() != before else None
+
+    def _choose(self, since: Snapshot | None) -> str | None:
+        now = self._snapshot()
+        if since is None or now is None or now[1] <= since[1]:
+            return None
+        self.last = now
+        # Busy share of all ticks, in CPUs, less this process's own CPU time over the same wall time.
+        cpus = len(self.cores) * (now[0] - since[0]) / (now[1] - since[1])
+        busy = max(0.0, min(float(len(self.cores)), cpus - (now[2] - since[2]) / max(now[3] - since[3], 1e-9)))
+        threads = max(1, math.floor(len(self.cores) - busy + 0.5) // self.processes)
+        if threads != torch.get_num_threads():
+            torch.set_num_threads(threads)
+            flush_denormals()  # on the new team too
+        return f"threads: {threads} (auto: other processes kept {busy:.1f} of {len(self.cores)} cores busy)"
+
+    def _snapshot(self) -> Snapshot | None:
+        """(busy ticks, all ticks) of our cores from /proc/stat's per-CPU lines (proc(5): busy is all but
+        idle and iowait), this process's CPU seconds, and the monotonic clock; None without /proc/stat."""
+        busy = total = 0.0
+        try:
+            lines = Path("/proc/stat").read_text().splitlines()
+            for line in lines:
+                name, *fields = line.split()
+                if name.startswith("cpu") and name[3:].isdigit() and int(name[3:]) in self.cores:
+                    ticks = [float(f) for f in fields[:8]]  # user nice system idle iowait irq softirq steal
+                    total += sum(ticks)
+                    busy += sum(ticks) - ticks[3] - ticks[4]
+        except (OSError, ValueError, IndexError):
+            return None
+        return busy, total, time.process_time(), time.monotonic()
 
 
 # /proc/cpuinfo flags that change which numerics are fast here.

@@ -150,11 +150,14 @@ def open_onnx(path: str | Path, threads: int | None = None) -> OnnxPredictor:
     return OnnxPredictor(model_bytes, path, read_sidecar(path, model_bytes), threads)
 
 
-def load_predictor(path: str | Path, device: str | torch.device = "cpu") -> Predictor:
-    """A predictor for a checkpoint (.pt), a run directory, or an exported model (.onnx, on the CPU)."""
+def load_predictor(path: str | Path, device: str | torch.device = "cpu", tta: str = "none") -> Predictor:
+    """A predictor for a checkpoint (.pt), a run directory, or an exported model (.onnx, on the CPU);
+    with `tta` "flip", its probabilities averaged over each image and its mirror (tta.py)."""
+    from fmnist.tta import with_tta
+
     if Path(path).suffix.lower() == ".onnx":
-        return open_onnx(path)
-    return TorchPredictor(path, device)
+        return with_tta(open_onnx(path), tta)
+    return with_tta(TorchPredictor(path, device), tta)
 
 
 @dataclass(frozen=True)

@@ -123,6 +123,22 @@ def plot_bars(
     save_png(fig, path)
 
 
+def plot_lr_find(lrs: Sequence[float], losses: Sequence[float], marks: Mapping[str, float],
+                 path: str | os.PathLike) -> None:
+    """The learning-rate range test: smoothed training loss against the learning rate (log axis), with
+    a vertical line at each of `marks` (label -> learning rate), as fastai's lr_find draws it."""
+    fig = new_figure(figsize=(7, 4.5))
+    ax = fig.subplots()
+    ax.plot(lrs, losses)
+    for (label, lr), color in zip(marks.items(), ("tab:red", "tab:green", "tab:purple"), strict=False):
+        ax.axvline(lr, color=color, linestyle="--", label=f"{label} {lr:.2g}")
+    ax.set(xscale="log", xlabel="learning rate", ylabel="training loss (smoothed)", title="Learning-rate range test")
+    ax.grid(alpha=0.3, which="both")
+    if marks:
+        ax.legend()
+    save_png(fig, path)
+
+
 def new_figure(figsize: tuple[float, float]) -> Figure:
     fig = Figure(figsize=figsize, dpi=_DPI, layout="constrained")
     FigureCanvasAgg(fig)

@@ -17,6 +17,10 @@ class EpochRow(TypedDict):
     test_acc: float
     val_loss: NotRequired[float]  # the val_* keys only with a validation split
     val_acc: NotRequired[float]
+    ema_test_loss: NotRequired[float]  # the ema_* keys: the EMA weights' metrics, only with --ema-decay
+    ema_test_acc: NotRequired[float]
+    ema_val_loss: NotRequired[float]
+    ema_val_acc: NotRequired[float]
     lr: float  # at the start of the epoch
     epoch_seconds: float
     ms_per_batch: float
@@ -28,6 +32,8 @@ class Summary(TypedDict):
     test_loss: float
     chosen_epoch: int
     chosen_by: str
+    weights: NotRequired[str]  # "raw" or "ema": which weights of the chosen epoch (best.pt holds them)
+    stopped: NotRequired[str]  # why training ended before the planned epochs (early stopping, time budget)
     epochs: int
     parameters: int
     wall_seconds: float  # every process of the run, resumes included

@@ -92,12 +92,12 @@ class RunDir:
 
     # ------------------------------------------------------------ writing
 
-    def record_epoch(self, state: dict[str, Any], history: list[EpochRow], *, improved: bool) -> None:
-        """After an epoch: last.pt (and best.pt when validation improved), then metrics.jsonl; in that
-        order, so that every epoch metrics.jsonl lists has a checkpoint to resume from."""
+    def record_epoch(self, state: dict[str, Any], history: list[EpochRow], *, best: dict[str, Any] | None) -> None:
+        """After an epoch: last.pt (and best.pt, `best`, when validation improved), then metrics.jsonl; in
+        that order, so that every epoch metrics.jsonl lists has a checkpoint to resume from."""
         checkpoint.save(self.last, state)
-        if improved:
-            checkpoint.save(self.best, state)
+        if best is not None:
+            checkpoint.save(self.best, best)
         atomic_write(self.metrics, "".join(json.dumps(row) + "\n" for row in history))
 
     def write_summary(self, summary: Summary) -> None:

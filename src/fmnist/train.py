@@ -17,12 +17,13 @@ from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 from tqdm import tqdm
 
-from fmnist import checkpoint, cpu, distributed, measure, models
+from fmnist import checkpoint, cpu, distributed, measure, models, monitor
 from fmnist import config as config_lib
-from fmnist.augment import augment
+from fmnist.augment import augment, mix
 from fmnist.config import Config
 from fmnist.data import FashionMNIST, as_input, stratified_split
 from fmnist.device import resolve_amp, select_device
+from fmnist.ema import ModelEma
 from fmnist.errors import FmnistError
 from fmnist.evaluate import evaluate
 from fmnist.records import EpochRow, Summary
@@ -114,8 +115,14 @@ def train_one_epoch(
     aug_generator: torch.Generator,
     epoch: int = 1,
     progress: bool = False,
+    ema: ModelEma | None = None,
 ) -> tuple[float, float, int]:
     """One pass over `images[order]` in batches; returns (mean loss, accuracy, skipped batches).
+
+    With cfg.accumulate = k the gradients of k batches add up to one optimizer (and schedule, and
+    `ema`) step, each batch's loss weighted by its share of the group's images: the step is that of
+    one batch of k * batch_size images. With mixup or CutMix (cfg.mixup_alpha, cfg.cutmix_alpha) the
+    loss is against the mixed targets and the accuracy against each image's own label.
 
     With cfg.on_nan == "skip" a batch whose loss is not finite takes no optimizer step and
     counts in neither loss nor accuracy; that check reads the loss on the host every step.
@@ -128,6 +135,7 @@ def train_one_epoch(
     device = images.device
     bf16 = resolve_amp(cfg.amp, device)[0] == "bf16"
     n, batch = len(order), cfg.batch_size
+    group = cfg.accumulate * batch  # images per optimizer step
     losses = torch.empty(math.ceil(n / batch), device=device)
     predictions = torch.empty(n, dtype=torch.long, device=device)
     checked = 0  # steps already known to have finite losses
@@ -140,9 +148,13 @@ def train_one_epoch(
         x, y = as_input(images.index_select(0, idx)), labels.index_select(0, idx)
         if cfg.augment:
             x = augment(x, cfg.augment, aug_generator, strength=cfg.augment_strength)
+        target = y
+        if cfg.mixup_alpha or cfg.cutmix_alpha:  # mixup / CutMix: soft targets [B, classes]
+            x, target = mix(x, y, models.NUM_CLASSES, aug_generator,
+                            mixup_alpha=cfg.mixup_alpha, cutmix_alpha=cfg.cutmix_alpha)
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
             logits = model(x)
-        loss = F.cross_entropy(logits.float(), y, label_smoothing=cfg.label_smoothing)
+        loss = F.cross_entropy(logits.float(), target, label_smoothing=cfg.label_smoothing)
         if cfg.on_nan == "skip" and not torch.isfinite(loss):
             skipped.append(step)
             losses[step] = 0.0
@@ -151,10 +163,18 @@ def train_one_epoch(
                 warnings.simplefilter("ignore", UserWarning)
                 scheduler.step()  # the schedule stays on time
             continue
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
-        scheduler.step()
+        group_start = start - start % group
+        if start == group_start:
+            optimizer.zero_grad(set_to_none=True)
+        if cfg.accumulate > 1:  # gradient accumulation: the mean over the group's images
+            (loss * (len(idx) / (min(n, group_start + group) - group_start))).backward()
+        else:
+            loss.backward()
+        if start + batch >= min(n, group_start + group):  # the group's last batch
+            optimizer.step()
+            scheduler.step()
+            if ema is not None:
+                ema.update(model)
         losses[step] = loss.detach()
         torch.argmax(logits.detach(), 1, out=predictions[start : start + batch])
         if step % NAN_CHECK_EVERY == NAN_CHECK_EVERY - 1 or start + batch >= n:
@@ -224,12 +244,15 @@ class Trainer:
     state: StepState
     local_cfg: Config  # cfg with this process's share of each batch
     shard: int  # training images per process per epoch
-    steps_per_epoch: int
+    steps_per_epoch: int  # optimizer steps (cfg.accumulate batches each)
+    ema: ModelEma | None  # the EMA of the weights (cfg.ema_decay), evaluated beside the raw ones
+    threads: cpu.AutoThreads  # torch's intra-op threads on a CPU (cfg.threads), retuned each epoch
 
 
-def setup(cfg: Config, data: FashionMNIST) -> Trainer:
-    """Join the process group (under torchrun), put the data on the device and build the model,
-    optimizer, schedule and generators. Raises FmnistError for a config this world cannot run."""
+def setup(cfg: Config, data: FashionMNIST, log: Callable[[str], None]) -> Trainer:
+    """Join the process group (under torchrun), choose the CPU threads, put the data on the device and
+    build the model, optimizer, schedule, EMA and generators. Raises FmnistError for a config this world
+    cannot run."""
     device = select_device(cfg.device)
     world = distributed.init(device)
     device = distributed.device_for(device, world)
@@ -238,7 +261,9 @@ def setup(cfg: Config, data: FashionMNIST) -> Trainer:
     if world.active and cfg.on_nan == "skip":
         raise FmnistError("on_nan = skip needs a single process: ranks would disagree on which steps to take")
     measure.reset_peak_memory(device)
+    threads = cpu.AutoThreads(cfg.threads, world.size)
     if device.type == "cpu":
+        log(threads.start())  # --threads: auto takes the cores other processes leave free
         cpu.flush_denormals()  # on every intra-op thread: Adam's state decays into slow denormals
     elif device.type == "cuda":  # set either way: a process may run several fits
         torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = cfg.tf32
@@ -246,17 +271,18 @@ def setup(cfg: Config, data: FashionMNIST) -> Trainer:
     tensors = split_data(cfg, data, device)
     shard = len(tensors.train_x) // world.size
     local_cfg = cfg.replace(batch_size=cfg.batch_size // world.size)
-    steps_per_epoch = math.ceil(shard / local_cfg.batch_size)
+    steps_per_epoch = math.ceil(shard / (local_cfg.batch_size * cfg.accumulate))
     state = build_step_state(cfg, device, steps_per_epoch, rank=world.rank)
     raw_model = model = state.model
     if world.launched:
         raw_model = distributed.sync_batch_norm(raw_model, device)
         model = DistributedDataParallel(raw_model, device_ids=[device.index] if device.type == "cuda" else None)
+    ema = ModelEma(raw_model, cfg.ema_decay) if cfg.ema_decay else None
     if world.active:
         torch.manual_seed(cfg.seed + world.rank)  # dropout masks differ per rank, as augmentation does
     if cfg.compile != "none":
         model = cast(nn.Module, torch.compile(model, mode=cfg.compile))
-    return Trainer(world, device, tensors, raw_model, model, state, local_cfg, shard, steps_per_epoch)
+    return Trainer(world, device, tensors, raw_model, model, state, local_cfg, shard, steps_per_epoch, ema, threads)
 
 
 @dataclass
@@ -279,6 +305,8 @@ def start_or_resume(t: Trainer, cfg: Config, run: RunDir, resume: bool, log: Cal
         t.state.optimizer.load_state_dict(saved["optimizer"])
         t.state.scheduler.load_state_dict(saved["scheduler"])
         restore_rng(saved["rng"], t.world, t.state.data_generator, t.state.aug_generator, t.device, log)
+        if t.ema is not None:
+            t.ema.load_state_dict(saved["ema"])
         log(f"resuming {run} after epoch {saved['epoch']}")
         return Progress(saved["history"], saved["best_val_acc"], saved.get("wall_seconds", 0.0))
     if not resume:
@@ -313,15 +341,26 @@ def fit(
     """
     t_start = time.perf_counter()
     run = RunDir(run_dir)
-    t = setup(cfg, data)
-    world, state, tensors = t.world, t.state, t.tensors
-    if not world.is_main:
+    if not distributed.world().is_main:
         log, progress, on_epoch = (lambda _msg: None), False, None
+    t = setup(cfg, data, log)
+    world, state, tensors = t.world, t.state, t.tensors
     done = start_or_resume(t, cfg, run, resume, log)
     trained_now = len(done.history) < cfg.epochs
+    stopped = None  # why fewer than cfg.epochs were trained (monitor.stop_reason)
     writer = run.tensorboard_writer(len(done.history) + 1) if world.is_main else None
     try:
         for epoch in range(len(done.history) + 1, cfg.epochs + 1):
+            # stop: early stopping and the time budget, decided by rank 0 from the history (also on a resume)
+            elapsed = done.earlier_seconds + time.perf_counter() - t_start
+            stopped = distributed.broadcast(monitor.stop_reason(cfg, done.history, elapsed) if world.is_main else None,
+                                            world)
+            if stopped:
+                log(stopped)
+                break
+            if retuned := t.threads.retune():  # auto threads: the load of other processes changed
+                log(retuned)
+
             # schedule: this epoch's permutation (the same on every rank), this rank's shard of it
             order = torch.randperm(len(tensors.train_x), generator=state.data_generator)
             order = to_device(order[world.rank : t.shard * world.size : world.size], t.device)
@@ -332,7 +371,7 @@ def fit(
             t0 = time.perf_counter()
             train_loss, train_acc, skipped = train_one_epoch(
                 t.model, state.optimizer, state.scheduler, tensors.train_x, tensors.train_y, order, t.local_cfg,
-                state.aug_generator, epoch, progress,
+                state.aug_generator, epoch, progress, t.ema,
             )
             if skipped:
                 log(f"epoch {epoch}: skipped {skipped} batches with a non-finite loss (--on-nan skip)")
@@ -346,26 +385,26 @@ def fit(
 
             # evaluate: test every epoch (reported, never used to choose), validation when split off
             row = epoch_row(t, epoch, train_loss, train_acc, lr, seconds, cfg.eval_batch_size)
-            improved = "val_acc" in row and row["val_acc"] > done.best_val
-            done.best_val = max(done.best_val, row.get("val_acc", -1.0))
+            score = monitor.validation_score(row) if "val_acc" in row else None  # raw or EMA, the better
+            improved = score is not None and score > done.best_val
+            done.best_val = max(done.best_val, score if score is not None else -1.0)
             done.history.append(row)
 
-            # record: checkpoint, metrics, TensorBoard, the console
-            run.record_epoch(
-                {
-                    "model": t.raw_model.state_dict(),
-                    "optimizer": state.optimizer.state_dict(),
-                    "scheduler": state.scheduler.state_dict(),
-                    "epoch": epoch,
-                    "config": config_lib.to_dict(cfg),
-                    "history": done.history,
-                    "best_val_acc": done.best_val,
-                    "wall_seconds": done.earlier_seconds + time.perf_counter() - t_start,
-                    "rng": rng,  # one dict per rank, in rank order
-                },
-                done.history,
-                improved=improved,
-            )
+            # record: checkpoint (best.pt holds the chosen weights, raw or EMA), metrics, TensorBoard, console
+            saved = {
+                "model": t.raw_model.state_dict(),
+                "optimizer": state.optimizer.state_dict(),
+                "scheduler": state.scheduler.state_dict(),
+                "epoch": epoch,
+                "config": config_lib.to_dict(cfg),
+                "history": done.history,
+                "best_val_acc": done.best_val,
+                "wall_seconds": done.earlier_seconds + time.perf_counter() - t_start,
+                "rng": rng,  # one dict per rank, in rank order
+            }
+            if t.ema is not None:
+                saved["ema"] = t.ema.state_dict()
+            run.record_epoch(saved, done.history, best=best_state(saved, row, t.ema) if improved else None)
             assert writer is not None  # the main process has one
             for key, value in row.items():
                 if key != "epoch":
@@ -382,7 +421,7 @@ def fit(
 
     if not world.is_main:
         return FitResult(model=t.raw_model, summary=None, history=[])
-    return finish(t, cfg, run, done, trained_now, time.perf_counter() - t_start)
+    return finish(t, cfg, run, done, trained_now, stopped, time.perf_counter() - t_start)
 
 
 def epoch_row(
@@ -403,10 +442,32 @@ def epoch_row(
     if len(t.tensors.val_x):
         val = evaluate(t.raw_model, t.tensors.val_x, t.tensors.val_y, eval_batch_size)
         row["val_loss"], row["val_acc"] = val.loss, val.accuracy
+    if t.ema is not None:  # the EMA weights, measured like the raw ones
+        add_ema_metrics(row, t.ema.module, t.tensors, eval_batch_size)
     return row
 
 
-def finish(t: Trainer, cfg: Config, run: RunDir, done: Progress, trained_now: bool, seconds: float) -> FitResult:
+def add_ema_metrics(row: EpochRow, ema_model: nn.Module, tensors: Split, batch_size: int) -> None:
+    """Set the ema_* keys of an epoch row: test, and validation when there is a split, of the EMA weights."""
+    test = evaluate(ema_model, tensors.test_x, tensors.test_y, batch_size)
+    row["ema_test_loss"], row["ema_test_acc"] = test.loss, test.accuracy
+    if len(tensors.val_x):
+        val = evaluate(ema_model, tensors.val_x, tensors.val_y, batch_size)
+        row["ema_val_loss"], row["ema_val_acc"] = val.loss, val.accuracy
+
+
+def best_state(state: dict, row: EpochRow, ema: ModelEma | None) -> dict:
+    """best.pt: `state` with "model" set to the epoch's better weights on validation (monitor.choose), and
+    "weights" saying which; "model" stays what every reader of a checkpoint loads."""
+    weights = monitor.choose([row])[1]
+    if weights == monitor.EMA and ema is not None:
+        return {**state, "model": ema.weights(), "weights": weights}
+    return {**state, "weights": weights}
+
+
+def finish(
+    t: Trainer, cfg: Config, run: RunDir, done: Progress, trained_now: bool, stopped: str | None, seconds: float
+) -> FitResult:
     """Load the chosen weights (best on validation, else last), then write summary.json and the plots."""
     if run.best.exists():
         t.raw_model.load_state_dict(checkpoint.load(run.best, map_location=t.device)["model"])
@@ -415,6 +476,8 @@ def finish(t: Trainer, cfg: Config, run: RunDir, done: Progress, trained_now: bo
         # A finished run resumed: its summary, wall time included, stays as its own processes wrote it.
         return FitResult(model=t.raw_model, summary=finished, history=done.history)
     summary = summarize(cfg, t.raw_model, done.history, t.device, done.earlier_seconds + seconds, run.path)
+    if stopped:
+        summary["stopped"] = stopped
     summary["processes"], summary["process_group"] = t.world.size, distributed.backend()
     run.write_summary(summary)
     test = evaluate(t.raw_model, t.tensors.test_x, t.tensors.test_y, cfg.eval_batch_size)
@@ -484,18 +547,22 @@ def format_epoch(row: EpochRow, epochs: int) -> str:
     )
     if "val_acc" in row:
         text += f"val loss {row['val_loss']:.4f} acc {row['val_acc']:.2%}  "
+    if "ema_val_acc" in row:
+        text += f"EMA val acc {row['ema_val_acc']:.2%}  "
     return text + f"lr {row['lr']:.2e}  {row['epoch_seconds']:.2f}s  {row['images_per_second']:,.0f} img/s"
 
 
 def summarize(cfg: Config, model: nn.Module, history: list[EpochRow], device, wall: float, run_dir: Path) -> Summary:
     if not history:
         raise FmnistError(f"{run_dir}: no completed epoch to summarise")
-    chosen = max(history, key=lambda r: r.get("val_acc", 0.0)) if "val_acc" in history[0] else history[-1]
+    chosen, weights = monitor.choose(history)
+    ema = weights == monitor.EMA
     summary: Summary = {
-        "test_accuracy": chosen["test_acc"],
-        "test_loss": chosen["test_loss"],
+        "test_accuracy": chosen["ema_test_acc"] if ema else chosen["test_acc"],
+        "test_loss": chosen["ema_test_loss"] if ema else chosen["test_loss"],
         "chosen_epoch": chosen["epoch"],
         "chosen_by": "best validation accuracy" if "val_acc" in chosen else "last epoch",
+        "weights": weights,
         "epochs": len(history),
         "parameters": models.parameter_count(model),
         "wall_seconds": wall,
@@ -511,5 +578,6 @@ def summarize(cfg: Config, model: nn.Module, history: list[EpochRow], device, wa
         "config": config_lib.to_dict(cfg),
     }
     if "val_acc" in chosen:
-        summary["val_accuracy"], summary["val_loss"] = chosen["val_acc"], chosen["val_loss"]
+        summary["val_accuracy"] = chosen["ema_val_acc"] if ema else chosen["val_acc"]
+        summary["val_loss"] = chosen["ema_val_loss"] if ema else chosen["val_loss"]
     return summary

@@ -236,7 +236,8 @@ def create_app(
             "status": "ok",
             "model": current.identity(),
             "pid": os.getpid(),  # the worker process that answered (--workers)
-            **{key: value for key, value in facts.items() if key in ("format", "source", "device", "layout")},
+            **{key: value for key, value in facts.items()
+               if key in ("format", "source", "device", "layout", "tta_views")},
             "classes": list(CLASSES),
             "limits": asdict(limits),
             "in_progress": in_progress,

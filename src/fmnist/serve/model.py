@@ -67,6 +67,7 @@ def check(model: ServedModel) -> ServedModel:
     return model
 
 
-def load(path: str | Path, device: str | torch.device = "cpu") -> ServedModel:
-    """Load, identify and check the model at `path` (checkpoint, run directory or .onnx); FmnistError if unusable."""
-    return check(identify(load_predictor(path, device)))
+def load(path: str | Path, device: str | torch.device = "cpu", tta: str = "none") -> ServedModel:
+    """Load, identify and check the model at `path` (checkpoint, run directory or .onnx), with `tta` (tta.py);
+    FmnistError if unusable."""
+    return check(identify(load_predictor(path, device, tta)))

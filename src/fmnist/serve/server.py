@@ -41,6 +41,7 @@ class Spec:
     api_key_file: str = ""
     cors_origins: tuple[str, ...] = ()
     threads: int = 1  # torch intra-op threads per model call
+    tta: str = "none"  # test-time augmentation of every prediction (tta.py)
 
 
 def build_app(spec: Spec) -> FastAPI:
@@ -54,7 +55,7 @@ def build_app(spec: Spec) -> FastAPI:
     keys = access.read_keys(spec.api_key_file) if spec.api_key_file else ()
 
     def reload() -> model.ServedModel:
-        return model.load(spec.model, spec.device)
+        return model.load(spec.model, spec.device, spec.tta)
 
     return create_app(reload(), limits, api_keys=keys, cors_origins=spec.cors_origins, reload=reload)
 

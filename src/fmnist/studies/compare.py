@@ -265,6 +265,7 @@ def _init_worker(data: FashionMNIST, threads: int) -> None:
     global _WORKER_DATA
     _WORKER_DATA = data
     torch.set_num_threads(threads)
+    os.environ["OMP_NUM_THREADS"] = str(threads)  # fit()'s threads = "auto" keeps this share of the cores
 
 
 def _train_job(job: tuple) -> tuple[str, str]:

@@ -321,6 +321,7 @@ class Budget:
 
 def _worker(study_dir: Path, data: FashionMNIST, index: int, budget: Budget, threads: int) -> None:
     torch.set_num_threads(threads)
+    os.environ["OMP_NUM_THREADS"] = str(threads)  # fit()'s threads = "auto" keeps this share of the cores
     optuna.logging.set_verbosity(optuna.logging.WARNING)  # one line per trial comes from describe_trial
     try:
         _optimize_here(study_dir, data, index, budget, lambda msg: print(f"[worker {index}] {msg}", flush=True))
