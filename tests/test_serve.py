@@ -522,7 +522,7 @@ def test_identity_names_the_file_its_hash_kind_and_recorded_accuracy(tmp_path):
 
 def test_flip_tta_is_served_and_reported(model_path):
     tta = load_predictor(model_path, "cpu", tta="flip")
-    with TestClient(create_app(tta, Limits(max_body=2**20, max_files=3, max_wait_ms=1))) as client:
+    with TestClient(create_app(tta, Limits(max_files=3, max_wait_ms=1))) as client:
         photo = product_photo()
         response = client.post("/predict", content=photo, headers={"Content-Type": "image/jpeg"})
         assert response.status_code == 200

@@ -311,7 +311,7 @@ def test_ema_is_evaluated_chosen_on_validation_and_resumes_exactly(synthetic_dat
     assert best["weights"] == weights
     # best.pt's "model" holds the chosen weights: what eval, export and serve load
     expected = best["ema"] if weights == "ema" else best["model"]
-    model, _, _ = checkpoint.load_model(tmp_path / "straight")
+    model, _, _ = checkpoint.load_model(model_path(tmp_path / "straight"))
     x = data.as_input(data.load().test_images[:50])
     if weights == "ema":
         reference = {k.removeprefix("module."): v for k, v in expected.items() if k != "n_averaged"}
@@ -358,7 +358,7 @@ def test_time_budget_stops_at_an_epoch_boundary_with_a_valid_checkpoint(syntheti
     result = fit(cfg, tmp_path / "run")
     assert 1 <= len(result.history) < 6
     assert "time budget" in result.summary["stopped"] and "planned 6 epochs" in result.summary["stopped"]
-    model, _, state = checkpoint.load_model(tmp_path / "run")
+    model, _, state = checkpoint.load_model(model_path(tmp_path / "run"))
     assert state["epoch"] == len(result.history)
     # max_time may change on --resume: without a budget the run goes on to its planned epochs
     more = fit(cfg.replace(max_time=0.0), tmp_path / "run", resume=True)

@@ -160,7 +160,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
     if args.plots:
         written = plots.write_evaluation_plots(args.plots, report, data.CLASSES)
         print(f"wrote {', '.join(written)}", file=sys.stderr)
-    print(json.dumps(report.as_dict()) if args.json else report.text())
+    print(json.dumps({**report.as_dict(), "tta": args.tta}) if args.json else report.text())
     return 0
 
 
