@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pickle
+import re
 from pathlib import Path
 from typing import Any
 
@@ -34,13 +35,24 @@ def load(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str
     except FileNotFoundError:
         raise FmnistError(f"{path}: checkpoint not found") from None
     except pickle.UnpicklingError as e:
-        first = str(e).strip().splitlines()[0] if str(e).strip() else "unsafe content"
-        raise FmnistError(f"{path}: refused to load: not a plain checkpoint ({first})") from None
+        raise FmnistError(f"{path}: refused to load: {unsafe_content(str(e))}") from None
     except Exception as e:  # torch.load fails in many ways on a bad file; each is the file's fault
         raise FmnistError(f"{path}: not a readable checkpoint (truncated or corrupt?): {type(e).__name__}") from None
     if not isinstance(state, dict) or state.get("format") != FORMAT:
         raise FmnistError(f"{path}: not an fmnist checkpoint")
     return state
+
+
+def unsafe_content(message: str) -> str:
+    """Why torch.load(weights_only=True) refused a file, and what to do instead, from its message:
+    whole sentences, without PyTorch's colours or its advice to load untrusted code."""
+    found = re.search(r"Unsupported global: GLOBAL ([\w.]+)", message)
+    what = f"a pickled Python object ({found.group(1)})" if found else "Python objects other than tensors"
+    return (
+        f"it holds {what}, as torch.save(model) writes, and loading that could run any code it carries. "
+        "fmnist reads only checkpoints of tensors and plain values, such as those fmnist train writes: "
+        "train one with fmnist train, or save the weights with torch.save(model.state_dict(), PATH)."
+    )
 
 
 def resolve_run_checkpoint(run_dir: Path) -> Path:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import glob
 import json
+import os
 import signal
 import sys
 import time
@@ -16,7 +17,7 @@ import torch
 from fmnist import __version__, cpu, data, distributed, models, plots, presets
 from fmnist import config as config_lib
 from fmnist.device import resolve_amp, select_device
-from fmnist.errors import FmnistError
+from fmnist.errors import FmnistError, plain
 from fmnist.export import CALIBRATION_IMAGES
 from fmnist.inference import load_predictor
 
@@ -262,6 +263,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
 def predict_line(path: str, top: list[tuple[int, float]] | None, error: str | None,
                  args: argparse.Namespace, saved_name: str) -> str:
     if top is None:
+        error = plain(error or "")
         return json.dumps({"path": path, "error": error}) if args.json else f"{path}: error: {error}"
     if not args.json:
         return f"{path}: " + ", ".join(f"{data.CLASSES[c]} {q:.1%}" for c, q in top)
@@ -600,7 +602,31 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+# The status a shell reports for a tool stopped by SIGPIPE (128 + 13): `yes | head -1` gives it to yes.
+CLOSED_PIPE_STATUS = 141
+
+
 def main(argv: list[str] | None = None) -> int:
+    """Run one command; its status. Output to a closed pipe (`fmnist data info | head -1`) ends the
+    command quietly with CLOSED_PIPE_STATUS, by the recipe of Python's signal module documentation
+    ("Note on SIGPIPE"): standard output is flushed inside the try, then pointed at /dev/null so
+    that the interpreter's own flush at exit cannot fail again."""
+    try:
+        try:
+            return run_command(argv)
+        finally:
+            sys.stdout.flush()  # also behind argparse's SystemExit (--help, --version)
+    except BrokenPipeError:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        for stream in (sys.stdout, sys.stderr):  # stderr may be the closed pipe too (2>&1 | head)
+            try:
+                os.dup2(devnull, stream.fileno())
+            except (OSError, ValueError):  # not a file descriptor (captured output)
+                pass
+        return CLOSED_PIPE_STATUS
+
+
+def run_command(argv: list[str] | None) -> int:
     args = build_parser().parse_args(argv)
     cpu.flush_denormals()  # before torch starts its thread pool, which then inherits it
 
@@ -611,10 +637,12 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return args.func(args)
     except FmnistError as e:
-        print(f"fmnist: error: {e}", file=sys.stderr)
+        print(f"fmnist: error: {plain(str(e))}", file=sys.stderr)
         return 2
+    except BrokenPipeError:
+        raise  # main's quiet exit
     except OSError as e:  # a full disk, a vanished directory: the machine's state, not a bug
-        print(f"fmnist: error: {e}", file=sys.stderr)
+        print(f"fmnist: error: {plain(str(e))}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         print("fmnist: interrupted", file=sys.stderr)

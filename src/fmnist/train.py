@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 import math
 import statistics
 import time
+import traceback
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import cast
@@ -56,9 +59,11 @@ def build_optimizer(model: nn.Module, cfg: Config) -> torch.optim.Optimizer:
 def lr_factor(cfg: Config, step: int, steps_per_epoch: int) -> float:
     """Multiplier of cfg.lr for optimizer step `step` (0-based): warmup, then the schedule's decay."""
     total = cfg.epochs * steps_per_epoch
-    warmup = cfg.warmup_epochs * steps_per_epoch
+    # Whole steps, at least one when asked for: a fraction of a step would put the first step's
+    # factor above 1 (a warmup of 0.01 epochs at 50 steps per epoch: twice the peak lr).
+    warmup = math.ceil(cfg.warmup_epochs * steps_per_epoch)
     if cfg.schedule == "onecycle" and not warmup:
-        warmup = 0.3 * total  # the one-cycle policy's usual rise over 30% of training
+        warmup = math.ceil(0.3 * total)  # the one-cycle policy's usual rise over 30% of training
     if step < warmup:
         start = 1 / 25 if cfg.schedule == "onecycle" else 0.0
         return start + (1 - start) * (step + 1) / warmup
@@ -73,6 +78,38 @@ def lr_factor(cfg: Config, step: int, steps_per_epoch: int) -> float:
 
 def build_scheduler(optimizer: torch.optim.Optimizer, cfg: Config, steps_per_epoch: int):
     return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: lr_factor(cfg, step, steps_per_epoch))
+
+
+# Batch norm in training mode normalises each channel over the batch: it needs two values.
+MIN_BATCH_NORM_IMAGES = 2
+
+
+def batch_plan(n: int, batch: int) -> list[tuple[int, int]]:
+    """(start, stop) of each batch of one epoch over `n` images in batches of `batch`.
+
+    The last incomplete batch is merged into the one before it (every image is trained on every
+    epoch, and no step sees a batch smaller than `batch`, which a 1-image remainder would make
+    fail under batch norm); when n < batch the whole epoch is one batch of n images.
+    """
+    steps = max(1, n // batch)
+    bounds = [i * batch for i in range(steps)] + [n]
+    return list(itertools.pairwise(bounds))
+
+
+def check_batches(cfg: Config, images: int, processes: int = 1) -> None:
+    """Refuse, before any training, a run whose batches cannot train: no image for a process, or a
+    1-image batch under batch norm (raises FmnistError). `images`: training images after the
+    validation split and any subset, shared by `processes` processes."""
+    shard, local = images // processes, cfg.batch_size // processes
+    where = f"{images} training image(s)" + (f" over {processes} processes" if processes > 1 else "")
+    if shard < 1:
+        raise FmnistError(f"{where} leave no image for a process; raise --train-subset or lower --val-size")
+    smallest = min(shard, local)
+    if cfg.batch_norm and smallest < MIN_BATCH_NORM_IMAGES:
+        raise FmnistError(
+            f"batch norm needs at least {MIN_BATCH_NORM_IMAGES} images per batch and process, and {where} with "
+            f"--batch-size {cfg.batch_size} give {smallest}; raise --batch-size or --train-subset, or drop --batch-norm"
+        )
 
 
 @dataclass
@@ -129,15 +166,15 @@ def train_one_epoch(
     model.train()
     device = images.device
     bf16 = resolve_amp(cfg.amp, device)[0] == "bf16"
-    n, batch = len(order), cfg.batch_size
-    losses = torch.empty(math.ceil(n / batch), device=device)
+    n = len(order)
+    plan = batch_plan(n, cfg.batch_size)
+    losses = torch.empty(len(plan), device=device)
     predictions = torch.empty(n, dtype=torch.long, device=device)
     checked = 0  # steps already known to have finite losses
     skipped: list[int] = []
-    starts = range(0, n, batch)
-    bar = tqdm(starts, desc=f"epoch {epoch}/{cfg.epochs}", unit="batch", leave=False, disable=not progress or None)
-    for step, start in enumerate(bar):
-        idx = order[start : start + batch]
+    bar = tqdm(plan, desc=f"epoch {epoch}/{cfg.epochs}", unit="batch", leave=False, disable=not progress or None)
+    for step, (start, stop) in enumerate(bar):
+        idx = order[start:stop]
         # index_select: a plain gather, 3-4x cheaper per batch on CPU than tensor[idx].
         x, y = as_input(images.index_select(0, idx)), labels.index_select(0, idx)
         if cfg.augment:
@@ -148,7 +185,7 @@ def train_one_epoch(
         if cfg.on_nan == "skip" and not torch.isfinite(loss):
             skipped.append(step)
             losses[step] = 0.0
-            predictions[start : start + batch] = -1
+            predictions[start:stop] = -1
             with warnings.catch_warnings():  # "scheduler before optimizer": deliberate here
                 warnings.simplefilter("ignore", UserWarning)
                 scheduler.step()  # the schedule stays on time
@@ -158,8 +195,8 @@ def train_one_epoch(
         optimizer.step()
         scheduler.step()
         losses[step] = loss.detach()
-        torch.argmax(logits.detach(), 1, out=predictions[start : start + batch])
-        if step % NAN_CHECK_EVERY == NAN_CHECK_EVERY - 1 or start + batch >= n:
+        torch.argmax(logits.detach(), 1, out=predictions[start:stop])
+        if step % NAN_CHECK_EVERY == NAN_CHECK_EVERY - 1 or stop == n:
             bad = torch.nonzero(~torch.isfinite(losses[checked : step + 1])).flatten().tolist()
             if bad:
                 raise NonFiniteLoss(
@@ -167,9 +204,7 @@ def train_one_epoch(
                     "lower --lr; the last good checkpoint is kept"
                 )
             checked = step + 1
-    # Every batch holds `batch` images except possibly the last.
-    sizes = torch.full_like(losses, batch)
-    sizes[-1] = n - batch * (len(losses) - 1)
+    sizes = torch.tensor([stop - start for start, stop in plan], dtype=losses.dtype, device=device)
     sizes[skipped] = 0
     counted = max(int(sizes.sum().item()), 1)
     correct = (predictions == labels.index_select(0, order)).sum()
@@ -251,7 +286,8 @@ def fit(
     d = split_data(cfg, data, device)
     shard = len(d.train_x) // w.size
     local_cfg = cfg.replace(batch_size=cfg.batch_size // w.size)
-    steps_per_epoch = math.ceil(shard / local_cfg.batch_size)
+    check_batches(cfg, len(d.train_x), w.size)
+    steps_per_epoch = len(batch_plan(shard, local_cfg.batch_size))
     st = build_step_state(cfg, device, steps_per_epoch, rank=w.rank)
     net, optimizer, scheduler = st.model, st.optimizer, st.scheduler
     data_generator, aug_generator = st.data_generator, st.aug_generator
@@ -293,9 +329,10 @@ def fit(
             lr = optimizer.param_groups[0]["lr"]
             measure.synchronize(device)
             t0 = time.perf_counter()
-            train_loss, train_acc, skipped = train_one_epoch(
-                model, optimizer, scheduler, d.train_x, d.train_y, order, local_cfg, aug_generator, epoch, progress
-            )
+            with failure_as_error(run_dir, epoch, w.is_main):
+                train_loss, train_acc, skipped = train_one_epoch(
+                    model, optimizer, scheduler, d.train_x, d.train_y, order, local_cfg, aug_generator, epoch, progress
+                )
             if skipped:
                 log(f"epoch {epoch}: skipped {skipped} batches with a non-finite loss (--on-nan skip)")
             totals = distributed.all_reduce_sum(torch.tensor([train_loss, train_acc]), w)
@@ -361,6 +398,38 @@ def fit(
     summary["processes"], summary["process_group"] = w.size, distributed.backend()
     atomic_write(run_dir / "summary.json", json.dumps(summary, indent=2) + "\n")
     return FitResult(model=net, summary=summary, history=history)
+
+
+class TrainingFailed(FmnistError):
+    """An unexpected error in an epoch's training steps, told in one line; the traceback is in the
+    run directory's error.log and the checkpoint of the last completed epoch is left as it was."""
+
+
+@contextmanager
+def failure_as_error(run_dir: Path, epoch: int, write_log: bool = True) -> Iterator[None]:
+    """Turn an unexpected exception of the block into TrainingFailed (chained to it), writing its
+    traceback to run_dir/error.log when `write_log`. FmnistError (already one line) and OSError
+    (the machine's state, such as a full disk) pass unchanged, and so do KeyboardInterrupt and
+    other BaseExceptions."""
+    try:
+        yield
+    except (FmnistError, OSError):
+        raise
+    except Exception as e:
+        log = run_dir / "error.log"
+        if write_log:
+            try:
+                log.write_text("".join(traceback.format_exception(e)))
+            except OSError:
+                pass
+        detail = " ".join(str(e).split()) or "no message"
+        last = run_dir / "checkpoints" / "last.pt"
+        kept = (f"the checkpoint of epoch {epoch - 1} is kept (continue with: fmnist train --resume {run_dir})"
+                if last.exists() else "no epoch had completed, so no checkpoint was written")
+        raise TrainingFailed(
+            f"training stopped during epoch {epoch}: {type(e).__name__}: {detail}. {kept}; "
+            f"the traceback is in {log}."
+        ) from e
 
 
 def tensorboard_writer(run_dir: Path, first_epoch: int):
