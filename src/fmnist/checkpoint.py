@@ -49,7 +49,8 @@ def unsafe_content(message: str) -> str:
     found = re.search(r"Unsupported global: GLOBAL ([\w.]+)", message)
     what = f"a pickled Python object ({found.group(1)})" if found else "Python objects other than tensors"
     return (
-        f"it holds {what}, as torch.save(model) writes, and loading that could run any code it carries. "
+        f"it holds {what} (torch.save(model) writes one for a whole model), and loading that could run any code "
+        "it carries. "
         "fmnist reads only checkpoints of tensors and plain values, such as those fmnist train writes: "
         "train one with fmnist train, or save the weights with torch.save(model.state_dict(), PATH)."
     )
