@@ -258,3 +258,18 @@ def test_error_messages_reach_the_terminal_as_one_plain_line(monkeypatch, capsys
     monkeypatch.setattr(cli, "cmd_data", relayed)
     assert main(["data", "info"]) == 2
     assert capsys.readouterr().err == "fmnist: error: a library said: bold and more\n"
+
+
+def test_the_machines_errors_are_whole_sentences_with_a_next_step(monkeypatch, capsys):
+    import errno
+
+    from fmnist import cli
+
+    def full_disk(_args):
+        raise OSError(errno.ENOSPC, "No space left on device", "/runs/r/checkpoints/last.pt")
+
+    monkeypatch.setattr(cli, "cmd_data", full_disk)
+    assert main(["data", "info"]) == 1
+    assert capsys.readouterr().err == (
+        "fmnist: error: /runs/r/checkpoints/last.pt: No space left on device. Free some disk space and run the "
+        "command again (fmnist train --resume DIR continues a run).\n")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import errno
 import glob
 import json
 import os
@@ -602,6 +603,25 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+# What to do about the machine's errors that users meet most; others get the system's words alone.
+OS_ERROR_NEXT_STEPS = {
+    errno.ENOSPC: "Free some disk space and run the command again (fmnist train --resume DIR continues a run).",
+    errno.EDQUOT: "Free some space within your disk quota and run the command again.",
+    errno.EACCES: "Check the permissions of the file and its directory, or choose another path.",
+    errno.EPERM: "Check the permissions of the file and its directory, or choose another path.",
+    errno.EROFS: "Choose a path on a writable file system.",
+    errno.ENOENT: "Check the path.",
+}
+
+
+def describe_os_error(e: OSError) -> str:
+    """An OSError as whole sentences: the file, the system's reason, and a next step where one is known."""
+    where = f"{e.filename}: " if e.filename else ""
+    reason = (e.strerror or str(e)).rstrip(".")
+    step = OS_ERROR_NEXT_STEPS.get(e.errno) if e.errno is not None else None
+    return f"{where}{reason}." + (f" {step}" if step else "")
+
+
 # The status a shell reports for a tool stopped by SIGPIPE (128 + 13): `yes | head -1` gives it to yes.
 CLOSED_PIPE_STATUS = 141
 
@@ -642,7 +662,7 @@ def run_command(argv: list[str] | None) -> int:
     except BrokenPipeError:
         raise  # main's quiet exit
     except OSError as e:  # a full disk, a vanished directory: the machine's state, not a bug
-        print(f"fmnist: error: {plain(str(e))}", file=sys.stderr)
+        print(f"fmnist: error: {plain(describe_os_error(e))}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         print("fmnist: interrupted", file=sys.stderr)
