@@ -41,6 +41,10 @@ class NonFiniteLoss(FmnistError):
     pass
 
 
+class UntrainableConfig(FmnistError):
+    """A config that the run's data cannot train (see check_batches), refused before any work."""
+
+
 def build_optimizer(model: nn.Module, cfg: Config) -> torch.optim.Optimizer:
     params = list(model.parameters())
     # fused: one vectorised kernel per parameter tensor that reads and writes each element
@@ -98,15 +102,15 @@ def batch_plan(n: int, batch: int) -> list[tuple[int, int]]:
 
 def check_batches(cfg: Config, images: int, processes: int = 1) -> None:
     """Refuse, before any training, a run whose batches cannot train: no image for a process, or a
-    1-image batch under batch norm (raises FmnistError). `images`: training images after the
+    1-image batch under batch norm (raises UntrainableConfig). `images`: training images after the
     validation split and any subset, shared by `processes` processes."""
     shard, local = images // processes, cfg.batch_size // processes
     where = f"{images} training image(s)" + (f" over {processes} processes" if processes > 1 else "")
     if shard < 1:
-        raise FmnistError(f"{where} leave no image for a process; raise --train-subset or lower --val-size")
+        raise UntrainableConfig(f"{where} leave no image for a process; raise --train-subset or lower --val-size")
     smallest = min(shard, local)
     if cfg.batch_norm and smallest < MIN_BATCH_NORM_IMAGES:
-        raise FmnistError(
+        raise UntrainableConfig(
             f"batch norm needs at least {MIN_BATCH_NORM_IMAGES} images per batch and process, and {where} with "
             f"--batch-size {cfg.batch_size} give {smallest}; raise --batch-size or --train-subset, or drop --batch-norm"
         )

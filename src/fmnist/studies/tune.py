@@ -126,7 +126,7 @@ def make_objective(base: Config, study_dir: str | Path, data: FashionMNIST,
     """Objective: train the trial's config in study_dir/trials/<number>; its value is the best
     validation accuracy over the epochs, reported per epoch so the pruner can stop it early.
     `invocation` tags the trial as part of one `optimize` call's budget."""
-    from fmnist.train import NonFiniteLoss, fit
+    from fmnist.train import NonFiniteLoss, UntrainableConfig, fit
 
     def objective(trial: optuna.Trial) -> float:
         trial.set_user_attr("worker", {"host": socket.gethostname(), "pid": os.getpid(), "invocation": invocation})
@@ -141,6 +141,11 @@ def make_objective(base: Config, study_dir: str | Path, data: FashionMNIST,
         run_dir = Path(study_dir) / "trials" / str(trial.number)
         try:
             result = fit(cfg, run_dir, data, log=lambda _: None, progress=False, on_epoch=on_epoch)
+        except UntrainableConfig as e:
+            # Refused before any work (batch norm drawn for a training set of one image): pruned
+            # like a diverging config, so that the study goes on and the sampler learns from it.
+            trial.set_user_attr("untrainable", str(e))
+            raise optuna.TrialPruned(f"untrainable: {e}") from None
         except (optuna.TrialPruned, NonFiniteLoss) as e:
             # A trial never resumes and a stopped one is never used: its weights would only fill the disk.
             shutil.rmtree(run_dir / "checkpoints", ignore_errors=True)
@@ -430,6 +435,8 @@ def describe_trial(study: optuna.Study, trial: optuna.trial.FrozenTrial) -> str:
         text += f": val {trial.intermediate_values[max(trial.intermediate_values)]:.2%}"
     if "diverged" in trial.user_attrs:
         text += " (diverged)"
+    if "untrainable" in trial.user_attrs:
+        text += " (untrainable on this data)"
     try:
         best = study.best_trial
         text += f"  | best: trial {best.number}, val {best.value:.2%}"
