@@ -1,11 +1,14 @@
 import json
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 import torch
 
 from fmnist import data
-from fmnist.cli import main
+from fmnist.cli import CLOSED_PIPE_STATUS, main
 from fmnist.images import export_png, load_image
 
 TRAIN = ["train", "--hidden", "64", "--epochs", "2", "--batch-size", "32", "--no-progress"]
@@ -298,3 +301,79 @@ def test_lr_find_prints_a_suggestion_and_plots(synthetic_data, tmp_path, capsys)
     assert code == 0, err
     assert "suggested lr" in out and plot.stat().st_size > 0
     assert err.count("step ") >= 5
+
+
+# ---------------------------------------------------------------- output as Unix tools behave
+
+
+def _with_a_closed_pipe(commands: list[list[str]]) -> list[tuple[int, str]]:
+    """(status, stderr) of each command, run at once in child processes whose standard output is a
+    pipe that nobody reads any more (`| head -1` once head has exited): the first write fails."""
+    read, write = os.pipe()
+    os.close(read)
+    env = {**os.environ, "FMNIST_TEST_FILES": json.dumps(data.FILES), "OMP_NUM_THREADS": "1"}
+    script = str(Path(__file__).parent / "synthetic_cli.py")
+    try:
+        children = [subprocess.Popen([sys.executable, script, *argv], stdout=write, stderr=subprocess.PIPE, text=True,
+                                     env=env) for argv in commands]
+    finally:
+        os.close(write)
+    return [(child.wait(timeout=120), child.stderr.read()) for child in children if child.stderr]
+
+
+def test_every_command_ends_quietly_on_a_closed_pipe(trained_run, tmp_path):
+    run_dir, _ = trained_run
+    photos = tmp_path / "photos"
+    _export_test_images(photos, range(3))
+    commands = [
+        ["data", "info"],
+        ["data", "verify"],
+        ["predict", str(run_dir), str(photos)],
+        ["eval", str(run_dir)],
+        [*TRAIN, "--epochs", "1", "--out", str(tmp_path / "piped")],
+        ["--help"],
+    ]
+    *ours, help_text = _with_a_closed_pipe(commands)
+    assert ours == [(CLOSED_PIPE_STATUS, "")] * len(ours)
+    assert help_text in [(0, ""), (CLOSED_PIPE_STATUS, "")]  # argparse ignores the error itself
+
+
+def test_a_whole_pickled_module_gets_plain_whole_sentences_and_a_next_step(tmp_path, capsys):
+    path = tmp_path / "model.pth"
+    torch.save(torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(784, 10)), path)  # as tutorials do
+    for command in (["eval", str(path)], ["predict", str(path), str(path)], ["export", str(path), "--out",
+                                                                              str(tmp_path / "m.onnx")]):
+        code, _, err = run(capsys, *command)
+        assert code == 2 and err.count("\n") == 1, err
+        assert "\x1b" not in err and "weights_only" not in err and "safe_globals" not in err
+        assert err.rstrip().endswith(".") and "torch.save(model)" in err and "fmnist train" in err
+        assert "torch.nn.modules.container.Sequential" in err
+
+
+def test_error_messages_reach_the_terminal_as_one_plain_line(monkeypatch, capsys):
+    from fmnist import cli
+    from fmnist.errors import FmnistError, plain
+
+    assert plain("first \x1b[1;31mred\x1b[0m part.\n\tsecond\x07 line\r") == "first red part. second line"
+
+    def relayed(_args):
+        raise FmnistError("a library said: \x1b[1mbold\x1b[0m\nand more")
+
+    monkeypatch.setattr(cli, "cmd_data", relayed)
+    assert main(["data", "info"]) == 2
+    assert capsys.readouterr().err == "fmnist: error: a library said: bold and more\n"
+
+
+def test_the_machines_errors_are_whole_sentences_with_a_next_step(monkeypatch, capsys):
+    import errno
+
+    from fmnist import cli
+
+    def full_disk(_args):
+        raise OSError(errno.ENOSPC, "No space left on device", "/runs/r/checkpoints/last.pt")
+
+    monkeypatch.setattr(cli, "cmd_data", full_disk)
+    assert main(["data", "info"]) == 1
+    assert capsys.readouterr().err == (
+        "fmnist: error: /runs/r/checkpoints/last.pt: No space left on device. Free some disk space and run the "
+        "command again (fmnist train --resume DIR continues a run).\n")

@@ -57,6 +57,7 @@ def test_flag_strings_are_coerced():
         ({"dropout": 1.0}, "dropout must be in [0, 1)"),
         ({"hidden": "0,10"}, "hidden must list one or more positive widths"),
         ({"nesterov": True}, "nesterov needs --optimizer sgd"),
+        ({"batch_norm": True, "batch_size": 1}, "batch norm needs at least 2 images per batch"),
         ({"warmup_epochs": 20}, "warmup_epochs (20.0) must be less than epochs"),
         ({"colour": "red"}, "unknown option 'colour'"),
     ],

@@ -143,3 +143,20 @@ def test_two_gloo_processes_collectives_and_exact_resume_with_each_ranks_random_
     assert not torch.equal(rng[0]["augment"], rng[1]["augment"])
     assert not torch.equal(rng[0]["torch"], rng[1]["torch"])
     assert torch.equal(rng[0]["data"], rng[1]["data"])  # one data order, sharded
+
+
+def train_one_rank(rank: int, size: int, port: int, dataset, cfg: Config, root: str) -> None:
+    w = join(rank, size, port)
+    try:
+        train.fit(cfg, os.path.join(root, "run"), dataset, log=lambda _: None, progress=False)
+    finally:
+        distributed.shutdown(w)
+
+
+def test_batch_norm_trains_on_two_processes_whose_shards_end_in_a_one_image_batch(synthetic_data, tmp_path):
+    # 34 images over 2 processes: shards of 17, local batches of 8, so each shard's last batch holds one image
+    cfg = Config(hidden=(16,), batch_norm=True, train_subset=34, batch_size=16, epochs=1, eval_batch_size=300,
+                 device="cpu")
+    mp.spawn(train_one_rank, args=(2, free_port(), data.load(), cfg, str(tmp_path)), nprocs=2)
+    summary = json.loads((tmp_path / "run" / "summary.json").read_text())
+    assert summary["processes"] == 2 and summary["epochs"] == 1

@@ -1,12 +1,16 @@
+import collections
 import itertools
 import json
 import math
+import tempfile
 import time
+from pathlib import Path
 
 import pytest
 import torch
 
 from fmnist import checkpoint, data, monitor, train
+from fmnist import config as config_lib
 from fmnist.config import Config
 from fmnist.errors import FmnistError
 from fmnist.records import EpochRow, Summary
@@ -400,3 +404,182 @@ def test_best_checkpoint_holds_the_ema_weights_when_they_win_on_validation():
     assert not torch.equal(best["model"]["weight"], model.weight)
     raw = train.best_state(state, {**row, "ema_val_acc": 0.79}, ema)
     assert raw["weights"] == "raw" and raw["model"] is state["model"]
+
+
+# ---------------------------------------------------------------- any accepted config on any data size
+
+
+@pytest.mark.parametrize("n, batch", [(1, 64), (63, 64), (64, 64), (65, 64), (129, 64), (2049, 64), (55000, 63),
+                                      (7, 1), (7, 2), (5, 3)])
+def test_batch_plan_merges_a_remainder_into_the_batch_before_it(n, batch):
+    plan = train.batch_plan(n, batch)
+    assert plan[0][0] == 0 and plan[-1][1] == n
+    assert all(stop == start for (_, stop), (start, _) in itertools.pairwise(plan))  # contiguous, no overlap
+    assert len(plan) == max(1, n // batch)
+    sizes = [stop - start for start, stop in plan]
+    assert min(sizes) >= min(n, batch) and max(sizes) < 2 * batch
+
+
+@pytest.mark.parametrize("warmup_epochs, schedule, epochs, steps", [
+    (0.01, "cosine", 5, 50),  # half a warmup step
+    (0.3, "none", 1, 1),  # warmup shorter than the only step
+    (0.0, "onecycle", 1, 1),  # the one-cycle rise over 30% of a 1-step run
+    (0.0, "onecycle", 2, 1),
+    (0.5, "step", 1, 1),
+])
+def test_the_lr_never_exceeds_its_peak_however_few_the_steps(warmup_epochs, schedule, epochs, steps):
+    cfg = Config(epochs=epochs, warmup_epochs=warmup_epochs, schedule=schedule, step_epochs=1)
+    factors = [train.lr_factor(cfg, s, steps) for s in range(epochs * steps)]
+    assert all(0 < f <= 1.0 + 1e-12 for f in factors), factors
+
+
+def test_batch_norm_trains_through_a_one_image_last_batch(synthetic_data, tmp_path):
+    # 129 = 2 x 64 + 1: the last batch of one image fails in batch norm's training mode unless merged
+    for model in ("mlp", "cnn"):
+        cfg = Config(model=model, hidden=(8,), head=4, batch_norm=True, train_subset=129, batch_size=64, epochs=1,
+                     eval_batch_size=300)
+        result = fit(cfg, tmp_path / model)
+        assert result.summary["epochs"] == 1 and (tmp_path / model / "checkpoints" / "last.pt").exists()
+
+
+@pytest.mark.parametrize("values, message", [
+    (dict(batch_norm=True, train_subset=1), "batch norm needs at least 2 images per batch"),
+    (dict(batch_norm=True, batch_size=1), "batch norm needs at least 2 images per batch"),
+    (dict(batch_norm=True, val_size=999), "batch norm needs at least 2 images per batch"),
+])
+def test_a_config_that_cannot_train_on_this_data_is_refused_before_any_work(synthetic_data, tmp_path, values,
+                                                                            message):
+    with pytest.raises(FmnistError, match=message):
+        fit(Config(hidden=(8,), epochs=1, **values), tmp_path / "run")
+    assert not (tmp_path / "run").exists()
+
+
+def test_an_unexpected_failure_mid_run_is_one_line_and_keeps_the_last_checkpoint(synthetic_data, tmp_path,
+                                                                                 monkeypatch):
+    real_epoch = train.train_one_epoch
+
+    def fails_in_epoch_two(*args):
+        if args[8] == 2:  # the epoch number
+            raise RuntimeError("\x1b[1mboom\x1b[0m\nsecond line")
+        return real_epoch(*args)
+
+    monkeypatch.setattr(train, "train_one_epoch", fails_in_epoch_two)
+    run = tmp_path / "run"
+    with pytest.raises(train.TrainingFailed) as caught:
+        fit(Config(**SMALL), run)
+    message = str(caught.value)
+    assert "\n" not in message and "during epoch 2: RuntimeError:" in message
+    assert f"the checkpoint of epoch 1 is kept (continue with: fmnist train --resume {run})" in message
+    assert "Traceback" in (run / "error.log").read_text() and "fails_in_epoch_two" in (run / "error.log").read_text()
+    assert checkpoint.load(run / "checkpoints" / "last.pt")["epoch"] == 1
+    assert isinstance(caught.value.__cause__, RuntimeError)  # chained: the traceback is not lost
+
+
+def _option_space():
+    """Every option that shapes batches or the model, over values the config validation accepts or refuses."""
+    from hypothesis import strategies as st
+
+    return st.fixed_dictionaries({
+        "model": st.sampled_from(["mlp", "cnn"]),
+        "hidden": st.lists(st.sampled_from([2, 3]), min_size=1, max_size=4).map(tuple),
+        "convs": st.sampled_from([1, 2]),
+        "head": st.sampled_from([0, 3]),
+        "batch_norm": st.booleans(),
+        "dropout": st.sampled_from([0.0, 0.5]),
+        "batch_size": st.integers(1, 70),
+        "schedule": st.sampled_from(["none", "step", "cosine", "onecycle"]),
+        "warmup_epochs": st.sampled_from([0.0, 0.01, 0.5]),
+        "optimizer": st.sampled_from(["sgd", "adam", "adamw"]),
+        "augment": st.sampled_from([(), ("crop", "erase"), ("flip",)]),
+        "on_nan": st.sampled_from(["stop", "stop", "skip"]),
+        # training-set sizes: a subset, or what a validation split leaves of the 1000 synthetic images
+        "size": st.sampled_from([("train_subset", n) for n in (1, 2, 3, 5, 17, 33, 65, 129)]
+                                + [("val_size", v) for v in (999, 998, 997, 990, 1000)]),
+        "val_size": st.sampled_from([0, 1, 9, 30]),
+        "processes": st.sampled_from([1, 2, 3, 4]),
+        "last_rank": st.booleans(),
+        "divisible": st.sampled_from([True, True, False]),  # batch_size rounded up to a multiple of the processes
+    })
+
+
+def _train_as_one_rank(values: dict, tmp_path, monkeypatch) -> str:
+    """fit() as rank 0 or the last rank of `processes` (a world without a process group: the same
+    shard, local batch and batch plan as under torchrun, with collectives of one), on 1 epoch. It
+    trains, or is refused with FmnistError before anything is written."""
+    from fmnist import distributed
+
+    values = dict(values)
+    processes, last_rank = values.pop("processes"), values.pop("last_rank")
+    if values.pop("divisible", True):
+        values["batch_size"] = -(-values["batch_size"] // processes) * processes
+    kind, size = values.pop("size")
+    if kind == "val_size":
+        values["val_size"] = size
+    else:
+        values["train_subset"] = size
+    try:
+        cfg = config_lib.from_dict({"epochs": 1, "eval_batch_size": 500, **values})
+    except FmnistError:
+        return "invalid"  # refused by the config validation: nothing to train
+    rank = processes - 1 if last_rank else 0
+    monkeypatch.setattr(distributed, "world", lambda: distributed.World(rank=rank, size=processes))
+    run = Path(tempfile.mkdtemp(dir=tmp_path)) / "run"
+    train_images = (1000 - cfg.val_size) if not cfg.train_subset else cfg.train_subset
+    shard, local = train_images // processes, cfg.batch_size // processes
+    trainable = (cfg.val_size < 1000 and cfg.train_subset < 1000 - cfg.val_size and shard >= 1
+                 and cfg.batch_size % processes == 0 and not (cfg.on_nan == "skip" and processes > 1)
+                 and not (cfg.batch_norm and min(shard, local) < 2))
+    try:
+        result = train.fit(cfg, run, data.load(), log=quiet, progress=False)
+    except FmnistError as e:
+        assert not trainable, f"refused a trainable config: {e}"
+        assert "\n" not in str(e) and not run.exists()  # one line, before any work
+        return "refused"
+    assert trainable, "trained a config that the oracle says cannot train"
+    if rank == 0:
+        assert result.summary is not None and result.summary["epochs"] == 1
+        assert checkpoint.load(run / "checkpoints" / "last.pt")["epoch"] == 1
+    else:
+        assert result.summary is None
+    return "trained"
+
+
+def test_every_accepted_option_combination_trains_one_epoch_on_odd_sizes_and_ranks(
+        synthetic_data, tmp_path, monkeypatch, one_thread):
+    from hypothesis import HealthCheck, given, settings
+
+    @settings(max_examples=40, deadline=None, derandomize=True, database=None,
+              suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
+    @given(_option_space())
+    def check(values):
+        outcomes[_train_as_one_rank(values, tmp_path, monkeypatch)] += 1
+
+    outcomes: collections.Counter = collections.Counter()
+    check()
+    assert outcomes["trained"] >= 10 and outcomes["refused"] >= 3, outcomes
+
+
+def test_tunes_search_space_trains_one_epoch_on_odd_sizes(synthetic_data, tmp_path, monkeypatch, one_thread):
+    import optuna
+    from hypothesis import HealthCheck, given, settings
+    from hypothesis import strategies as st
+
+    from fmnist.studies import tune
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+
+    @settings(max_examples=8, deadline=None, derandomize=True, database=None,
+              suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
+    @given(st.sampled_from(["mlp", "cnn"]), st.sampled_from([1, 2, 3, 33, 129, 513]), st.integers(0, 2**31 - 1),
+           st.sampled_from([1, 2]))
+    def check(model, size, seed, processes):
+        base = Config(model=model, epochs=1, val_size=30, train_subset=size, eval_batch_size=500)
+        trial = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=seed)).ask()
+        drawn = config_lib.to_dict(base.replace(**tune.search_space(trial, base)))
+        drawn.pop("train_subset")
+        outcomes[_train_as_one_rank({**drawn, "size": ("train_subset", size), "processes": processes,
+                                     "last_rank": True}, tmp_path, monkeypatch)] += 1
+
+    outcomes: collections.Counter = collections.Counter()
+    check()
+    assert outcomes["trained"] >= 5, outcomes

@@ -61,6 +61,20 @@ def test_a_pruner_stops_trials_through_on_epoch(synthetic_data, tmp_path):
     assert not (tmp_path / "trials" / "0" / "checkpoints").exists()  # a stopped trial keeps no weights
 
 
+def test_a_trial_this_data_cannot_train_is_pruned_and_the_study_goes_on(synthetic_data, tmp_path):
+    from fmnist import data
+
+    # one training image: a trial drawing batch norm cannot train, one without it can
+    base = config.from_dict({"epochs": 1, "val_size": 30, "train_subset": 1, "hidden": [8], "eval_batch_size": 500})
+    study = optuna.create_study(direction="maximize", sampler=optuna.samplers.RandomSampler(seed=0))
+    for batch_norm in (True, False):
+        study.enqueue_trial({"batch_norm": batch_norm, "depth": 1, "width": 128})
+    study.optimize(tune.make_objective(base, tmp_path, data.load()), n_trials=2)
+    assert [t.state for t in study.trials] == [TrialState.PRUNED, TrialState.COMPLETE]
+    assert "batch norm needs at least 2 images" in study.trials[0].user_attrs["untrainable"]
+    assert "(untrainable on this data)" in tune.describe_trial(study, study.trials[0])
+
+
 def test_search_space_gives_buildable_models_for_mlp_and_cnn():
     import torch
 

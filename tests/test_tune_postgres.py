@@ -105,3 +105,81 @@ def test_a_worker_killed_mid_trial_is_failed_by_heartbeat_and_the_budget_still_f
     summary = next(line for line in out.splitlines() if line.startswith(f"study pg: {trials + 1} trials ("))
     assert f"{trials} complete" in summary and "1 fail" in summary
     assert sorted(int(p.name) for p in (study_dir / "trials").iterdir()) == [t.number for t in final]
+
+
+MACHINES, ROUNDS, TRIALS_EACH = 4, 4, 2
+
+
+def stand_in_objective(base, study_dir, data, invocation=""):
+    """tune.make_objective without the training: the trial draws its config from the search space
+    and records it, tagged as the real objective tags it."""
+    from fmnist import config as config_lib
+    from fmnist.studies import tune
+
+    def objective(trial):
+        trial.set_user_attr("worker", {"host": "machine", "pid": os.getpid(), "invocation": invocation})
+        trial.set_user_attr("config", config_lib.to_dict(base.replace(**tune.search_space(trial, base))))
+        return 0.5
+
+    return objective
+
+
+def one_machine(urls: list[str], root: str, barrier, results) -> None:
+    """What `fmnist tune --out DIR --storage URL --study-name array --trials 2` does on one machine of a
+    job array (each with its own DIR), once per fresh database, started with the others at a barrier."""
+    import uuid
+
+    import optuna
+
+    from fmnist.studies import tune
+
+    optuna.logging.set_verbosity(optuna.logging.ERROR)
+    tune.make_objective = stand_in_objective
+    base = {"epochs": 3, "val_size": 100}
+    for round_, url in enumerate(urls):
+        study_dir = Path(root) / f"round{round_}" / uuid.uuid4().hex
+        settings = tune.new_settings(base, name="array", storage=url, log=lambda _: None)
+        barrier.wait()
+        try:
+            tune.create_study(study_dir, settings)
+            budget = tune.Budget(uuid.uuid4().hex, TRIALS_EACH, None)
+            tune._optimize_here(study_dir, None, 0, budget, lambda _: None)  # worker 0 on every machine
+            results.put((round_, "joined"))
+        except Exception as e:  # noqa: BLE001 - the test reports whatever stopped a machine
+            results.put((round_, f"{type(e).__name__}: {' '.join(str(e).split())[:300]}"))
+
+
+def test_machines_starting_one_study_at_the_same_instant_all_join_and_draw_distinct_trials(tmp_path, postgres_url):
+    import multiprocessing
+
+    import psycopg
+
+    urls = []
+    with psycopg.connect(postgres_url, autocommit=True) as conn:
+        for round_ in range(ROUNDS):
+            conn.execute(f"CREATE DATABASE array{round_}")
+            urls.append(postgres_url.replace("/postgres?", f"/array{round_}?"))
+    context = multiprocessing.get_context("spawn")
+    barrier, results = context.Barrier(MACHINES, timeout=60), context.Queue()
+    machines = [context.Process(target=one_machine, args=(urls, str(tmp_path), barrier, results))
+                for _ in range(MACHINES)]
+    started = time.monotonic()
+    for m in machines:
+        m.start()
+    try:
+        outcomes = [results.get(timeout=90) for _ in range(MACHINES * ROUNDS)]
+    finally:
+        for m in machines:
+            m.join(timeout=10)
+            if m.is_alive():
+                m.kill()
+    assert time.monotonic() - started < 120
+    assert [o for o in outcomes if o[1] != "joined"] == []  # no machine lost the table-creation race
+    for url in urls:
+        storage = optuna.storages.RDBStorage(url)
+        trials = storage.get_all_trials(storage.get_study_id_from_name("array"))
+        assert sorted(t.number for t in trials) == list(range(MACHINES * TRIALS_EACH))  # none lost or doubled
+        assert all(t.state == TrialState.COMPLETE for t in trials)
+        drawn = [json.dumps(t.user_attrs["config"], sort_keys=True) for t in trials]
+        assert len(set(drawn)) == len(drawn)  # no two trials drew the same configuration
+        storage.engine.dispose()

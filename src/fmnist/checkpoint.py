@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pickle
+import re
 from pathlib import Path
 from typing import Any
 
@@ -40,10 +41,22 @@ def _read(path: Path, map_location: str | torch.device) -> Any:
     except FileNotFoundError:
         raise FmnistError(f"{path}: checkpoint not found") from None
     except pickle.UnpicklingError as e:
-        first = str(e).strip().splitlines()[0] if str(e).strip() else "unsafe content"
-        raise FmnistError(f"{path}: refused to load: not a plain checkpoint ({first})") from None
+        raise FmnistError(f"{path}: refused to load: {unsafe_content(str(e))}") from None
     except Exception as e:  # torch.load fails in many ways on a bad file; each is the file's fault
         raise FmnistError(f"{path}: not a readable checkpoint (truncated or corrupt?): {type(e).__name__}") from None
+
+
+def unsafe_content(message: str) -> str:
+    """Why torch.load(weights_only=True) refused a file, and what to do instead, from its message:
+    whole sentences, without PyTorch's colours or its advice to load untrusted code."""
+    found = re.search(r"Unsupported global: GLOBAL ([\w.]+)", message)
+    what = f"a pickled Python object ({found.group(1)})" if found else "Python objects other than tensors"
+    return (
+        f"it holds {what} (torch.save(model) writes one for a whole model), and loading that could run any code "
+        "it carries. "
+        "fmnist reads checkpoints of tensors and plain values, such as those fmnist train writes, and state dicts "
+        "of the networks it knows: save the weights with torch.save(model.state_dict(), PATH)."
+    )
 
 
 def config_of(state: dict[str, Any], path: str | Path) -> Config:

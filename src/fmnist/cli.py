@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import argparse
+import errno
 import json
+import os
 import signal
 import sys
 import time
@@ -15,7 +17,7 @@ import torch
 from fmnist import __version__, cpu, data, distributed, models, plots, presets
 from fmnist import config as config_lib
 from fmnist.device import resolve_amp, select_device
-from fmnist.errors import FmnistError
+from fmnist.errors import FmnistError, plain
 from fmnist.export import CALIBRATION_IMAGES
 from fmnist.inference import FilePrediction, load_predictor
 from fmnist.run_dir import RunDir
@@ -219,7 +221,8 @@ def cmd_predict(args: argparse.Namespace) -> int:
 def predict_line(result: FilePrediction, as_json: bool) -> str:
     path = str(result.path)
     if result.error is not None:
-        return json.dumps({"path": path, "error": result.error}) if as_json else f"{path}: error: {result.error}"
+        error = plain(result.error)
+        return json.dumps({"path": path, "error": error}) if as_json else f"{path}: error: {error}"
     if not as_json:
         return f"{path}: " + ", ".join(f"{data.CLASSES[c]} {q:.1%}" for c, q in result.top)
     best, p = result.top[0]
@@ -624,7 +627,50 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+# What to do about the machine's errors that users meet most; others get the system's words alone.
+OS_ERROR_NEXT_STEPS = {
+    errno.ENOSPC: "Free some disk space and run the command again (fmnist train --resume DIR continues a run).",
+    errno.EDQUOT: "Free some space within your disk quota and run the command again.",
+    errno.EACCES: "Check the permissions of the file and its directory, or choose another path.",
+    errno.EPERM: "Check the permissions of the file and its directory, or choose another path.",
+    errno.EROFS: "Choose a path on a writable file system.",
+    errno.ENOENT: "Check the path.",
+}
+
+
+def describe_os_error(e: OSError) -> str:
+    """An OSError as whole sentences: the file, the system's reason, and a next step where one is known."""
+    where = f"{e.filename}: " if e.filename else ""
+    reason = (e.strerror or str(e)).rstrip(".")
+    step = OS_ERROR_NEXT_STEPS.get(e.errno) if e.errno is not None else None
+    return f"{where}{reason}." + (f" {step}" if step else "")
+
+
+# The status a shell reports for a tool stopped by SIGPIPE (128 + 13): `yes | head -1` gives it to yes.
+CLOSED_PIPE_STATUS = 141
+
+
 def main(argv: list[str] | None = None) -> int:
+    """Run one command; its status. Output to a closed pipe (`fmnist data info | head -1`) ends the
+    command quietly with CLOSED_PIPE_STATUS, by the recipe of Python's signal module documentation
+    ("Note on SIGPIPE"): standard output is flushed inside the try, then pointed at /dev/null so
+    that the interpreter's own flush at exit cannot fail again."""
+    try:
+        try:
+            return run_command(argv)
+        finally:
+            sys.stdout.flush()  # also behind argparse's SystemExit (--help, --version)
+    except BrokenPipeError:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        for stream in (sys.stdout, sys.stderr):  # stderr may be the closed pipe too (2>&1 | head)
+            try:
+                os.dup2(devnull, stream.fileno())
+            except (OSError, ValueError):  # not a file descriptor (captured output)
+                pass
+        return CLOSED_PIPE_STATUS
+
+
+def run_command(argv: list[str] | None) -> int:
     args = build_parser().parse_args(argv)
     cpu.flush_denormals()  # before torch starts its thread pool, which then inherits it
 
@@ -635,10 +681,12 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return args.func(args)
     except FmnistError as e:
-        print(f"fmnist: error: {e}", file=sys.stderr)
+        print(f"fmnist: error: {plain(str(e))}", file=sys.stderr)
         return 2
+    except BrokenPipeError:
+        raise  # main's quiet exit
     except OSError as e:  # a full disk, a vanished directory: the machine's state, not a bug
-        print(f"fmnist: error: {e}", file=sys.stderr)
+        print(f"fmnist: error: {plain(describe_os_error(e))}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         print("fmnist: interrupted", file=sys.stderr)

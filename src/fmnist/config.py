@@ -137,6 +137,8 @@ def _validate(cfg: Config) -> None:
                           f"got {len(cfg.hidden)}")
     if len(cfg.betas) != 2 or not all(0 <= b < 1 for b in cfg.betas):
         raise FmnistError(f"betas must be two numbers in [0, 1), got {cfg.betas}")
+    if cfg.batch_norm and cfg.batch_size < 2:  # the data's size and the processes are checked by train.fit
+        raise FmnistError("batch norm needs at least 2 images per batch: raise --batch-size or drop --batch-norm")
     if cfg.nesterov and (cfg.optimizer != "sgd" or cfg.momentum == 0):
         raise FmnistError("nesterov needs --optimizer sgd and --momentum > 0")
     if cfg.warmup_epochs >= cfg.epochs:

@@ -1,4 +1,11 @@
-"""The one exception type that means "the user asked for something we cannot do"."""
+"""The one exception type that means "the user asked for something we cannot do", and how its
+messages reach a terminal."""
+
+import re
+
+# ECMA-48 control sequences (CSI such as colours "ESC [ 1 m", and two-character escapes), and the
+# C0 control characters other than tab and newline (which plain() turns into spaces).
+_ESCAPES = re.compile(r"\x1b\[[0-?]*[ -/]*[@-~]|\x1b[@-_]|[\x00-\x08\x0b-\x1f\x7f]")
 
 
 class FmnistError(Exception):
@@ -7,3 +14,10 @@ class FmnistError(Exception):
     Raise it for bad input (files, flags, configs, checkpoints); let genuine bugs raise
     anything else so that they keep their traceback.
     """
+
+
+def plain(message: str) -> str:
+    """`message` as one line of plain text: terminal escape sequences and control characters
+    removed (libraries such as PyTorch colour parts of their messages), runs of whitespace,
+    line breaks included, made one space."""
+    return " ".join(_ESCAPES.sub("", message).split())

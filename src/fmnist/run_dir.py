@@ -4,6 +4,7 @@
     metrics.jsonl        one records.EpochRow per finished epoch
     summary.json         records.Summary, written when the run finishes
     diverged.json        {"error": ...} when a study's run stopped on a non-finite loss
+    error.log            the traceback of an unexpected failure during training (train.failure_as_error)
     checkpoints/last.pt  every epoch: weights, optimizer, schedule, RNG states (exact resume)
     checkpoints/best.pt  the epoch with the best validation accuracy so far
     tensorboard/         TensorBoard event files
@@ -41,6 +42,7 @@ class RunDir:
         self.metrics = self.path / "metrics.jsonl"
         self.summary = self.path / "summary.json"
         self.diverged = self.path / "diverged.json"
+        self.error_log = self.path / "error.log"
         self.last = self.path / "checkpoints" / "last.pt"
         self.best = self.path / "checkpoints" / "best.pt"
         self.tensorboard = self.path / "tensorboard"

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import itertools
 import math
 import statistics
 import time
+import traceback
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import cast
@@ -38,6 +41,10 @@ class NonFiniteLoss(FmnistError):
     pass
 
 
+class UntrainableConfig(FmnistError):
+    """A config that the run's data cannot train (see check_batches), refused before any work."""
+
+
 def build_optimizer(model: nn.Module, cfg: Config) -> torch.optim.Optimizer:
     params = list(model.parameters())
     # fused: one vectorised kernel per parameter tensor that reads and writes each element
@@ -55,9 +62,11 @@ def build_optimizer(model: nn.Module, cfg: Config) -> torch.optim.Optimizer:
 def lr_factor(cfg: Config, step: int, steps_per_epoch: int) -> float:
     """Multiplier of cfg.lr for optimizer step `step` (0-based): warmup, then the schedule's decay."""
     total = cfg.epochs * steps_per_epoch
-    warmup = cfg.warmup_epochs * steps_per_epoch
+    # Whole steps, at least one when asked for: a fraction of a step would put the first step's
+    # factor above 1 (a warmup of 0.01 epochs at 50 steps per epoch: twice the peak lr).
+    warmup = math.ceil(cfg.warmup_epochs * steps_per_epoch)
     if cfg.schedule == "onecycle" and not warmup:
-        warmup = 0.3 * total  # the one-cycle policy's usual rise over 30% of training
+        warmup = math.ceil(0.3 * total)  # the one-cycle policy's usual rise over 30% of training
     if step < warmup:
         start = 1 / 25 if cfg.schedule == "onecycle" else 0.0
         return start + (1 - start) * (step + 1) / warmup
@@ -72,6 +81,38 @@ def lr_factor(cfg: Config, step: int, steps_per_epoch: int) -> float:
 
 def build_scheduler(optimizer: torch.optim.Optimizer, cfg: Config, steps_per_epoch: int):
     return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: lr_factor(cfg, step, steps_per_epoch))
+
+
+# Batch norm in training mode normalises each channel over the batch: it needs two values.
+MIN_BATCH_NORM_IMAGES = 2
+
+
+def batch_plan(n: int, batch: int) -> list[tuple[int, int]]:
+    """(start, stop) of each batch of one epoch over `n` images in batches of `batch`.
+
+    The last incomplete batch is merged into the one before it (every image is trained on every
+    epoch, and no step sees a batch smaller than `batch`, which a 1-image remainder would make
+    fail under batch norm); when n < batch the whole epoch is one batch of n images.
+    """
+    steps = max(1, n // batch)
+    bounds = [i * batch for i in range(steps)] + [n]
+    return list(itertools.pairwise(bounds))
+
+
+def check_batches(cfg: Config, images: int, processes: int = 1) -> None:
+    """Refuse, before any training, a run whose batches cannot train: no image for a process, or a
+    1-image batch under batch norm (raises UntrainableConfig). `images`: training images after the
+    validation split and any subset, shared by `processes` processes."""
+    shard, local = images // processes, cfg.batch_size // processes
+    where = f"{images} training image(s)" + (f" over {processes} processes" if processes > 1 else "")
+    if shard < 1:
+        raise UntrainableConfig(f"{where} leave no image for a process; raise --train-subset or lower --val-size")
+    smallest = min(shard, local)
+    if cfg.batch_norm and smallest < MIN_BATCH_NORM_IMAGES:
+        raise UntrainableConfig(
+            f"batch norm needs at least {MIN_BATCH_NORM_IMAGES} images per batch and process, and {where} with "
+            f"--batch-size {cfg.batch_size} give {smallest}; raise --batch-size or --train-subset, or drop --batch-norm"
+        )
 
 
 @dataclass
@@ -134,16 +175,15 @@ def train_one_epoch(
     model.train()
     device = images.device
     bf16 = resolve_amp(cfg.amp, device)[0] == "bf16"
-    n, batch = len(order), cfg.batch_size
-    group = cfg.accumulate * batch  # images per optimizer step
-    losses = torch.empty(math.ceil(n / batch), device=device)
+    n = len(order)
+    plan = batch_plan(n, cfg.batch_size)
+    losses = torch.empty(len(plan), device=device)
     predictions = torch.empty(n, dtype=torch.long, device=device)
     checked = 0  # steps already known to have finite losses
     skipped: list[int] = []
-    starts = range(0, n, batch)
-    bar = tqdm(starts, desc=f"epoch {epoch}/{cfg.epochs}", unit="batch", leave=False, disable=not progress or None)
-    for step, start in enumerate(bar):
-        idx = order[start : start + batch]
+    bar = tqdm(plan, desc=f"epoch {epoch}/{cfg.epochs}", unit="batch", leave=False, disable=not progress or None)
+    for step, (start, stop) in enumerate(bar):
+        idx = order[start:stop]
         # index_select: a plain gather, cheaper per batch on CPU than tensor[idx]'s advanced indexing.
         x, y = as_input(images.index_select(0, idx)), labels.index_select(0, idx)
         if cfg.augment:
@@ -158,26 +198,27 @@ def train_one_epoch(
         if cfg.on_nan == "skip" and not torch.isfinite(loss):
             skipped.append(step)
             losses[step] = 0.0
-            predictions[start : start + batch] = -1
+            predictions[start:stop] = -1
             with warnings.catch_warnings():  # "scheduler before optimizer": deliberate here
                 warnings.simplefilter("ignore", UserWarning)
                 scheduler.step()  # the schedule stays on time
             continue
-        group_start = start - start % group
-        if start == group_start:
+        first = step - step % cfg.accumulate  # the batches of this step's accumulation group
+        last = min(first + cfg.accumulate, len(plan)) - 1
+        if step == first:
             optimizer.zero_grad(set_to_none=True)
         if cfg.accumulate > 1:  # gradient accumulation: the mean over the group's images
-            (loss * (len(idx) / (min(n, group_start + group) - group_start))).backward()
+            (loss * (len(idx) / (plan[last][1] - plan[first][0]))).backward()
         else:
             loss.backward()
-        if start + batch >= min(n, group_start + group):  # the group's last batch
+        if step == last:
             optimizer.step()
             scheduler.step()
             if ema is not None:
                 ema.update(model)
         losses[step] = loss.detach()
-        torch.argmax(logits.detach(), 1, out=predictions[start : start + batch])
-        if step % NAN_CHECK_EVERY == NAN_CHECK_EVERY - 1 or start + batch >= n:
+        torch.argmax(logits.detach(), 1, out=predictions[start:stop])
+        if step % NAN_CHECK_EVERY == NAN_CHECK_EVERY - 1 or stop == n:
             bad = torch.nonzero(~torch.isfinite(losses[checked : step + 1])).flatten().tolist()
             if bad:
                 raise NonFiniteLoss(
@@ -185,9 +226,7 @@ def train_one_epoch(
                     "lower --lr; the last good checkpoint is kept"
                 )
             checked = step + 1
-    # Every batch holds `batch` images except possibly the last.
-    sizes = torch.full_like(losses, batch)
-    sizes[-1] = n - batch * (len(losses) - 1)
+    sizes = torch.tensor([stop - start for start, stop in plan], dtype=losses.dtype, device=device)
     sizes[skipped] = 0
     counted = max(int(sizes.sum().item()), 1)
     correct = (predictions == labels.index_select(0, order)).sum()
@@ -271,7 +310,8 @@ def setup(cfg: Config, data: FashionMNIST, log: Callable[[str], None]) -> Traine
     tensors = split_data(cfg, data, device)
     shard = len(tensors.train_x) // world.size
     local_cfg = cfg.replace(batch_size=cfg.batch_size // world.size)
-    steps_per_epoch = math.ceil(shard / (local_cfg.batch_size * cfg.accumulate))
+    check_batches(cfg, len(tensors.train_x), world.size)
+    steps_per_epoch = math.ceil(len(batch_plan(shard, local_cfg.batch_size)) / cfg.accumulate)  # optimizer steps
     state = build_step_state(cfg, device, steps_per_epoch, rank=world.rank)
     raw_model = model = state.model
     if world.launched:
@@ -369,10 +409,11 @@ def fit(
             # step: one pass over the shard, timed
             measure.synchronize(t.device)
             t0 = time.perf_counter()
-            train_loss, train_acc, skipped = train_one_epoch(
-                t.model, state.optimizer, state.scheduler, tensors.train_x, tensors.train_y, order, t.local_cfg,
-                state.aug_generator, epoch, progress, t.ema,
-            )
+            with failure_as_error(run, epoch, world.is_main):
+                train_loss, train_acc, skipped = train_one_epoch(
+                    t.model, state.optimizer, state.scheduler, tensors.train_x, tensors.train_y, order, t.local_cfg,
+                    state.aug_generator, epoch, progress, t.ema,
+                )
             if skipped:
                 log(f"epoch {epoch}: skipped {skipped} batches with a non-finite loss (--on-nan skip)")
             totals = distributed.all_reduce_sum(torch.tensor([train_loss, train_acc]), world)
@@ -483,6 +524,37 @@ def finish(
     test = evaluate(t.raw_model, t.tensors.test_x, t.tensors.test_y, cfg.eval_batch_size)
     run.write_plots(done.history, test, t.tensors.test_x.cpu())
     return FitResult(model=t.raw_model, summary=summary, history=done.history)
+
+
+class TrainingFailed(FmnistError):
+    """An unexpected error in an epoch's training steps, told in one line; the traceback is in the
+    run directory's error.log and the checkpoint of the last completed epoch is left as it was."""
+
+
+@contextmanager
+def failure_as_error(run: RunDir, epoch: int, write_log: bool = True) -> Iterator[None]:
+    """Turn an unexpected exception of the block into TrainingFailed (chained to it), writing its
+    traceback to run_dir/error.log when `write_log`. FmnistError (already one line) and OSError
+    (the machine's state, such as a full disk) pass unchanged, and so do KeyboardInterrupt and
+    other BaseExceptions."""
+    try:
+        yield
+    except (FmnistError, OSError):
+        raise
+    except Exception as e:
+        log = run.error_log
+        if write_log:
+            try:
+                log.write_text("".join(traceback.format_exception(e)))
+            except OSError:
+                pass
+        detail = " ".join(str(e).split()) or "no message"
+        kept = (f"the checkpoint of epoch {epoch - 1} is kept (continue with: fmnist train --resume {run})"
+                if run.last.exists() else "no epoch had completed, so no checkpoint was written")
+        raise TrainingFailed(
+            f"training stopped during epoch {epoch}: {type(e).__name__}: {detail}. {kept}; "
+            f"the traceback is in {log}."
+        ) from e
 
 
 def to_device(tensor: torch.Tensor, device: torch.device) -> torch.Tensor:

@@ -22,17 +22,19 @@ import csv
 import io
 import json
 import os
+import random
 import socket
 import time
 import uuid
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import optuna
+import sqlalchemy.exc
 import torch
 from matplotlib.ticker import MaxNLocator, PercentFormatter
 from optuna.storages.journal import JournalFileBackend
@@ -55,7 +57,10 @@ PRUNERS = ("median", "hyperband", "none")
 HEARTBEAT_SECONDS = 60  # RDB storages: a trial silent for GRACE_FACTOR heartbeats is failed
 GRACE_FACTOR = 3
 FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
-POLL_SECONDS = 1.0  # how often a worker waiting for its invocation's last trials looks at the storage
+POLL_SECONDS = 1.0
+# Tries at opening an RDB storage whose tables another process is creating at the same moment; the
+# jittered waits between them double from about 0.1 s (about 13 s in all).
+OPEN_ATTEMPTS = 8  # how often a worker waiting for its invocation's last trials looks at the storage
 
 
 @dataclass(frozen=True)
@@ -121,7 +126,7 @@ def make_objective(base: Config, study_dir: str | Path, data: FashionMNIST,
     """Objective: train the trial's config in study_dir/trials/<number>; its value is the best
     validation accuracy over the epochs, reported per epoch so the pruner can stop it early.
     `invocation` tags the trial as part of one `optimize` call's budget."""
-    from fmnist.train import NonFiniteLoss, fit
+    from fmnist.train import NonFiniteLoss, UntrainableConfig, fit
 
     def objective(trial: optuna.Trial) -> float:
         trial.set_user_attr("worker", {"host": socket.gethostname(), "pid": os.getpid(), "invocation": invocation})
@@ -136,6 +141,11 @@ def make_objective(base: Config, study_dir: str | Path, data: FashionMNIST,
         run_dir = Path(study_dir) / "trials" / str(trial.number)
         try:
             result = fit(cfg, run_dir, data, log=lambda _: None, progress=False, on_epoch=on_epoch)
+        except UntrainableConfig as e:
+            # Refused before any work (batch norm drawn for a training set of one image): pruned
+            # like a diverging config, so that the study goes on and the sampler learns from it.
+            trial.set_user_attr("untrainable", str(e))
+            raise optuna.TrialPruned(f"untrainable: {e}") from None
         except (optuna.TrialPruned, NonFiniteLoss) as e:
             # A trial never resumes and a stopped one is never used: its weights would only fill the disk.
             RunDir(run_dir).drop_checkpoints(keep_best=False)
@@ -168,15 +178,29 @@ def open_storage(settings: StudySettings, study_dir: str | Path,
     def stale(_: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
         log(f"trial {trial.number}: no heartbeat for {grace} s; marked FAILED")
 
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)  # heartbeat: stable in practice
-            return optuna.storages.RDBStorage(
-                settings.storage, heartbeat_interval=settings.heartbeat, grace_period=grace,
-                heartbeat_stale_trial_callback=stale,
-            )
-    except Exception as e:  # SQLAlchemy's errors for bad URLs, missing drivers, unreachable servers
-        raise FmnistError(f"cannot open the Optuna storage {settings.storage!r}: {str(e).splitlines()[0]}") from None
+    for attempt in range(1, OPEN_ATTEMPTS + 1):
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)  # heartbeat: stable in practice
+                return optuna.storages.RDBStorage(
+                    settings.storage, heartbeat_interval=settings.heartbeat, grace_period=grace,
+                    heartbeat_stale_trial_callback=stale,
+                )
+        except Exception as e:  # SQLAlchemy's errors for bad URLs, missing drivers, unreachable servers
+            if attempt < OPEN_ATTEMPTS and lost_creation_race(e):
+                time.sleep(random.uniform(0.5, 1.5) * 0.05 * 2**attempt)  # jittered: the racers spread out
+                continue
+            raise FmnistError(
+                f"cannot open the Optuna storage {settings.storage!r}: {str(e).splitlines()[0]}") from None
+    raise AssertionError("unreachable: the last attempt returns or raises")
+
+
+def lost_creation_race(error: Exception) -> bool:
+    """Whether opening an RDB storage failed because another process created Optuna's tables or
+    rows at the same moment: PostgreSQL then reports a unique violation (in its own catalog,
+    "pg_type_typname_nsp_index", for a table) or a table that already exists. Opening again finds them."""
+    return isinstance(error, sqlalchemy.exc.IntegrityError) or (
+        isinstance(error, sqlalchemy.exc.ProgrammingError) and "already exists" in str(error))
 
 
 def new_settings(base: dict[str, Any], *, name: str, storage: str = "", pruner: str = "median",
@@ -333,9 +357,7 @@ def _optimize_here(study_dir: Path, data: FashionMNIST, index: int, budget: Budg
                    log: Callable[[str], None]) -> None:
     settings = load_settings(study_dir)
     study = load_study(study_dir, log=log)
-    # Distinct per worker and per resume, else they would replay the same random startup trials.
-    seed = int(np.random.SeedSequence([settings.sampler_seed, index, len(study.trials)]).generate_state(1)[0])
-    study.sampler = optuna.samplers.TPESampler(seed=seed)
+    study.sampler = TrialSeededSampler(settings.sampler_seed)
     base = config_lib.from_dict(settings.base)
 
     def after_trial(study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
@@ -346,6 +368,39 @@ def _optimize_here(study_dir: Path, data: FashionMNIST, index: int, budget: Budg
     timeout = None if budget.deadline is None else max(0.0, budget.deadline - time.time())
     study.optimize(make_objective(base, study_dir, data, budget.invocation), timeout=timeout,
                    callbacks=[after_trial])
+
+
+class TrialSeededSampler(optuna.samplers.BaseSampler):
+    """Optuna's TPESampler, seeded for each trial from (`seed`, the trial's number).
+
+    The storage numbers a study's trials uniquely, so no two trials draw the same random numbers,
+    whichever worker on whichever machine runs them (a seed per worker, from its local index, would
+    repeat on every machine), and a study run by one worker replays exactly.
+    """
+
+    def __init__(self, seed: int) -> None:
+        self._seed = seed
+        self._tpe = optuna.samplers.TPESampler(seed=seed)
+
+    def before_trial(self, study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
+        seed = int(np.random.SeedSequence([self._seed, trial.number]).generate_state(1)[0])
+        self._tpe = optuna.samplers.TPESampler(seed=seed)
+        self._tpe.before_trial(study, trial)
+
+    def infer_relative_search_space(self, study: optuna.Study, trial: optuna.trial.FrozenTrial) -> dict[str, Any]:
+        return self._tpe.infer_relative_search_space(study, trial)
+
+    def sample_relative(self, study: optuna.Study, trial: optuna.trial.FrozenTrial,
+                        search_space: dict[str, Any]) -> dict[str, Any]:
+        return self._tpe.sample_relative(study, trial, search_space)
+
+    def sample_independent(self, study: optuna.Study, trial: optuna.trial.FrozenTrial, param_name: str,
+                           param_distribution: optuna.distributions.BaseDistribution) -> Any:
+        return self._tpe.sample_independent(study, trial, param_name, param_distribution)
+
+    def after_trial(self, study: optuna.Study, trial: optuna.trial.FrozenTrial, state: TrialState,
+                    values: Sequence[float] | None) -> None:
+        self._tpe.after_trial(study, trial, state, values)
 
 
 def _more_trials(study: optuna.Study, settings: StudySettings, budget: Budget, log: Callable[[str], None]) -> bool:
@@ -381,6 +436,8 @@ def describe_trial(study: optuna.Study, trial: optuna.trial.FrozenTrial) -> str:
         text += f": val {trial.intermediate_values[max(trial.intermediate_values)]:.2%}"
     if "diverged" in trial.user_attrs:
         text += " (diverged)"
+    if "untrainable" in trial.user_attrs:
+        text += " (untrainable on this data)"
     try:
         best = study.best_trial
         text += f"  | best: trial {best.number}, val {best.value:.2%}"
