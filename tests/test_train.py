@@ -371,18 +371,35 @@ def test_time_budget_stops_at_an_epoch_boundary_with_a_valid_checkpoint(syntheti
 
 def test_accumulated_gradients_match_one_large_batch():
     torch.manual_seed(0)
-    images = torch.randint(0, 256, (100, 28, 28), dtype=torch.uint8)
-    labels = torch.randint(0, 10, (100,))
-    order = torch.randperm(100)
+    images = torch.randint(0, 256, (120, 28, 28), dtype=torch.uint8)
+    labels = torch.randint(0, 10, (120,))
+    order = torch.randperm(120)
     weights = []
-    for batch, accumulate in ((40, 1), (10, 4), (10, 1)):  # the last group: 20 images in 2 batches of 10
+    for batch, accumulate in ((40, 1), (10, 4), (10, 1)):
         cfg = Config(hidden=(32,), batch_size=batch, accumulate=accumulate, optimizer="sgd", lr=0.1, epochs=1)
-        st = train.build_step_state(cfg, torch.device("cpu"), math.ceil(100 / 40))
+        st = train.build_step_state(cfg, torch.device("cpu"), 3)
         train.train_one_epoch(st.model, st.optimizer, st.scheduler, images, labels, order, cfg, st.aug_generator)
         weights.append(torch.cat([p.detach().flatten() for p in st.model.parameters()]))
-        assert st.scheduler.last_epoch == math.ceil(100 / (batch * accumulate))  # optimizer steps, not batches
+        assert st.scheduler.last_epoch == 120 // (batch * accumulate)  # optimizer steps, not batches
     assert torch.allclose(weights[0], weights[1], atol=1e-6)
     assert not torch.allclose(weights[0], weights[2], atol=1e-3)  # small batches without accumulation differ
+
+
+def test_an_accumulation_group_cut_short_by_the_epoch_weighs_its_own_images():
+    """100 images in batches of 10, 4 per step: the last group has 2 batches, and its step is that of one
+    batch of those 20 images, as a plain batch of 20 would give."""
+    torch.manual_seed(0)
+    images = torch.randint(0, 256, (20, 28, 28), dtype=torch.uint8)
+    labels = torch.randint(0, 10, (20,))
+    order = torch.arange(20)
+    weights = []
+    for batch, accumulate in ((20, 1), (10, 4)):
+        cfg = Config(hidden=(32,), batch_size=batch, accumulate=accumulate, optimizer="sgd", lr=0.1, epochs=1)
+        st = train.build_step_state(cfg, torch.device("cpu"), 1)
+        train.train_one_epoch(st.model, st.optimizer, st.scheduler, images, labels, order, cfg, st.aug_generator)
+        weights.append(torch.cat([p.detach().flatten() for p in st.model.parameters()]))
+        assert st.scheduler.last_epoch == 1
+    assert torch.allclose(weights[0], weights[1], atol=1e-6)
 
 
 def test_mixup_and_cutmix_train(synthetic_data, tmp_path):
