@@ -386,8 +386,8 @@ def test_accumulated_gradients_match_one_large_batch():
 
 
 def test_an_accumulation_group_cut_short_by_the_epoch_weighs_its_own_images():
-    """100 images in batches of 10, 4 per step: the last group has 2 batches, and its step is that of one
-    batch of those 20 images, as a plain batch of 20 would give."""
+    """20 images in batches of 10, 4 per step: the epoch ends the group after 2 batches, and its step is
+    that of one batch of those 20 images."""
     torch.manual_seed(0)
     images = torch.randint(0, 256, (20, 28, 28), dtype=torch.uint8)
     labels = torch.randint(0, 10, (20,))

@@ -451,24 +451,37 @@ def add_limit_flags(parser: argparse.ArgumentParser) -> None:
                            metavar=f.name.upper(), help=f"{f.metadata['help']} (default: {f.default:g})")
 
 
-DEVICE_HELP = "where to run (default: auto: cuda, then mps, then cpu)"
 BARE_STATE_DICT = ("a torch.save(model.state_dict()) file of the PyTorch Quickstart network or of an fmnist model "
                    "(recognised by its keys and shapes; its input pixels are in [0, 1], as ToTensor() gives)")
-TTA_MODES = ("none", "flip")
-TTA_HELP = ("test-time augmentation: flip averages the class probabilities of each image and its mirror "
-            "(2 model inputs per image) (default: none)")
+
+
+def shared_flags() -> dict[str, Parser]:
+    """The flags several commands share, each written once (argparse parent parsers): --device,
+    --data-dir, --preset, --config and --tta."""
+    flags = {name: Parser(add_help=False) for name in ("device", "data_dir", "preset", "config",
+                                                                         "tta")}
+    flags["device"].add_argument("--device", default="auto", choices=config_lib.DEVICES,
+                                 help="where to run (default: auto: cuda, then mps, then cpu)")
+    flags["data_dir"].add_argument("--data-dir", default="", help="directory of the IDX files, never the one a "
+                                   "training run saved (default: search, then download)")
+    flags["preset"].add_argument("--preset", metavar="NAME", help="a named config shipped with fmnist "
+                                 f"({', '.join(presets.names())}); --config and flags override it")
+    flags["config"].add_argument("--config", help="TOML file of training options (flags override it)")
+    flags["tta"].add_argument("--tta", default="none", choices=("none", "flip"), help="test-time augmentation: "
+                              "flip averages the class probabilities of each image and its mirror (2 model inputs "
+                              "per image) (default: none)")
+    return flags
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = Parser(prog="fmnist", description=__doc__.splitlines()[0] if __doc__ else None)
     parser.add_argument("--version", action="version", version=f"fmnist {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=Parser)
+    shared = shared_flags()
+    device, data_dir, tta = shared["device"], shared["data_dir"], shared["tta"]
+    recipe = [shared["preset"], shared["config"]]
 
-    p = sub.add_parser("train", help="train a model and write a run directory")
-    p.add_argument("--preset", metavar="NAME",
-                   help=f"named config shipped with fmnist ({', '.join(presets.names())}); "
-                   "--config and flags override it")
-    p.add_argument("--config", help="TOML file of training options (flags override it)")
+    p = sub.add_parser("train", help="train a model and write a run directory", parents=recipe)
     p.add_argument("--out", help="run directory (default: runs/<timestamp>)")
     p.add_argument("--resume", metavar="RUN_DIR", help="continue an interrupted run from its last checkpoint")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
@@ -478,9 +491,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_train)
 
     p = sub.add_parser("lr-find", help="learning-rate range test of a config: loss against an exponentially "
-                       "growing lr, a plot and a suggested lr (no run is written)")
-    p.add_argument("--preset", metavar="NAME", help=f"named config: {', '.join(presets.names())}")
-    p.add_argument("--config", help="TOML file of training options (flags override it)")
+                       "growing lr, a plot and a suggested lr (no run is written)", parents=recipe)
     p.add_argument("--start-lr", type=float, default=1e-7, help="first learning rate (default: 1e-7)")
     p.add_argument("--end-lr", type=float, default=10.0, help="last learning rate (default: 10)")
     p.add_argument("--steps", type=int, default=100,
@@ -491,7 +502,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_lr_find)
 
     p = sub.add_parser("eval", help="metrics and error analysis of a checkpoint or an exported model, on the test "
-                       "set or your own labelled pictures")
+                       "set or your own labelled pictures", parents=[device, data_dir, tta])
     p.add_argument("checkpoint", help="a .pt checkpoint, a run directory (its best, else last, checkpoint), an "
                    ".onnx file from fmnist export (run by onnxruntime on the CPU), or " + BARE_STATE_DICT)
     p.add_argument("--json", action="store_true", help="print one JSON object")
@@ -500,13 +511,10 @@ def build_parser() -> argparse.ArgumentParser:
                    "0-9; each picture framed as predict frames it")
     p.add_argument("--plots", metavar="DIR", help="also write confusion_matrix.png, top_losses.png and "
                    "most_confused.png here")
-    p.add_argument("--data-dir", default="",
-                   help="directory of the IDX files (default: search, then download; never the training run's path)")
-    p.add_argument("--device", default="auto", choices=config_lib.DEVICES, help=DEVICE_HELP)
-    p.add_argument("--tta", default="none", choices=TTA_MODES, help=TTA_HELP)
     p.set_defaults(func=cmd_eval)
 
-    p = sub.add_parser("predict", help="classify photos and other image files with a checkpoint")
+    p = sub.add_parser("predict", help="classify photos and other image files with a checkpoint",
+                       parents=[device, tta])
     p.add_argument("checkpoint", help="a .pt checkpoint, a run directory, an .onnx file from fmnist export, or "
                    + BARE_STATE_DICT)
     p.add_argument("images", nargs="+", metavar="IMAGE",
@@ -522,16 +530,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--explain", metavar="DIR", help="also write, for each file, a heatmap of the pixels that drove the "
                    "predicted class over the 28x28 view (red: for it, blue: against) as DIR/<file name>.png: "
                    "integrated gradients for a PyTorch model, occlusion for an ONNX export")
-    p.add_argument("--device", default="auto", choices=config_lib.DEVICES, help=DEVICE_HELP)
-    p.add_argument("--tta", default="none", choices=TTA_MODES, help=TTA_HELP)
     p.set_defaults(func=cmd_predict)
 
-    p = sub.add_parser("serve", help="HTTP API and web page: classify uploaded images, with micro-batching")
+    p = sub.add_parser("serve", help="HTTP API and web page: classify uploaded images, with micro-batching",
+                       parents=[device, tta])
     p.add_argument("model", help="a .pt checkpoint, a run directory, an exported model, or " + BARE_STATE_DICT)
     p.add_argument("--host", default="127.0.0.1",
                    help="address to listen on; 0.0.0.0 exposes it to the network (default: 127.0.0.1)")
     p.add_argument("--port", type=int, default=8000, help="TCP port; 0 picks a free one (default: 8000)")
-    p.add_argument("--device", default="auto", choices=config_lib.DEVICES, help=DEVICE_HELP)
     p.add_argument("--workers", type=int, default=1, help="server processes sharing the port, each with its own "
                    "model copy and micro-batcher (default: 1)")
     p.add_argument("--threads", type=int, default=1, help="torch intra-op threads per model call (default: 1: batches "
@@ -542,10 +548,10 @@ def build_parser() -> argparse.ArgumentParser:
                    "from a browser, e.g. https://shop.example (repeatable; default: none)")
     add_limit_flags(p)
     p.add_argument("--no-access-log", action="store_true", help="no log line per request")
-    p.add_argument("--tta", default="none", choices=TTA_MODES, help=TTA_HELP)
     p.set_defaults(func=cmd_serve)
 
-    p = sub.add_parser("export", help="write a checkpoint as ONNX (fp32 or int8) with a sidecar JSON of facts")
+    p = sub.add_parser("export", help="write a checkpoint as ONNX (fp32 or int8) with a sidecar JSON of facts",
+                       parents=[data_dir])
     p.add_argument("checkpoint", help="a .pt checkpoint, a run directory (its best, else last, checkpoint), or "
                    + BARE_STATE_DICT)
     p.add_argument("--out", required=True, help="the .onnx file to write; the sidecar goes beside it as NAME.json")
@@ -553,39 +559,34 @@ def build_parser() -> argparse.ArgumentParser:
                    "training images")
     p.add_argument("--calibration-images", type=int, default=CALIBRATION_IMAGES,
                    help=f"--int8: training images that set the activation ranges (default: {CALIBRATION_IMAGES:,})")
-    p.add_argument("--data-dir", default="", help="directory of the IDX files (default: search, then download)")
     p.set_defaults(func=cmd_export)
 
-    p = sub.add_parser("data", help="dataset info, verification and a sample grid")
+    p = sub.add_parser("data", help="dataset info, verification and a sample grid", parents=[data_dir])
     p.add_argument("action", choices=("info", "verify", "show"))
-    p.add_argument("--data-dir", default="", help="directory of the IDX files (default: search, then download)")
     p.add_argument("--out", default="samples.png", help="show: PNG file to write (default: samples.png)")
     p.add_argument("--count", type=int, default=40,
                    help="show: number of images, spread over the classes (default: 40)")
     p.set_defaults(func=cmd_data)
 
-    p = sub.add_parser("bench", help="latency, throughput and memory of a model; the textbook pipeline vs fmnist")
+    p = sub.add_parser("bench", help="latency, throughput and memory of a model; the textbook pipeline vs fmnist",
+                       parents=[device, data_dir, *recipe])
     p.add_argument("--quick", action="store_true",
                    help="shorter timings and a 10,000-image pipeline epoch (how long each takes per machine: "
                    "docs/PERFORMANCE.md)")
     p.add_argument("--json", metavar="FILE", help="write the results as JSON")
     p.add_argument("--plot", metavar="FILE", help="write throughput and latency against batch size as PNG")
-    p.add_argument("--device", default="auto", choices=config_lib.DEVICES, help=DEVICE_HELP)
     p.add_argument("--threads", type=int, help="torch intra-op threads (default: torch's choice)")
-    p.add_argument("--preset", metavar="NAME",
-                   help=f"measure a preset's model and optimizer: {', '.join(presets.names())}")
-    p.add_argument("--config", help="measure the model and optimizer of this TOML config")
     p.add_argument("--model", choices=config_lib.MODELS, help="architecture (default: the reference mlp)")
     p.add_argument("--hidden", help="layer widths, comma-separated (default: the reference 512,512)")
     p.add_argument("--from", dest="from_run", metavar="RUN",
                    help="steady-state rows from this run's model and optimizer state (run directory or checkpoint) "
                         "and its config (default: train 2 epochs here first)")
-    p.add_argument("--data-dir", default="", help="directory of the IDX files (default: search, then download)")
     p.add_argument("--verbose", action="store_true", help="print each measurement as it starts, on stderr")
     p.set_defaults(func=cmd_bench)
 
     p = sub.add_parser("compare",
-                       help="a grid of training runs over seeds: tables and plots of validation and test accuracy")
+                       help="a grid of training runs over seeds: tables and plots of validation and test accuracy",
+                       parents=[shared["preset"]])
     p.add_argument("experiment", nargs="?",
                    help="TOML experiment file: preset, seeds, threshold, [base], [grid] (flags override it)")
     p.add_argument("--out", required=True,
@@ -593,13 +594,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--grid", action="append", metavar="KEY=V1,V2",
                    help="an axis of the grid (repeatable); list options separate values by /: hidden=256/512,512")
     p.add_argument("--set", action="append", metavar="KEY=VALUE", help="a config value of every run (repeatable)")
-    p.add_argument("--preset", metavar="NAME", help=f"base config: {', '.join(presets.names())}")
     p.add_argument("--seeds", metavar="S1,S2", help="seeds of every grid point (default: 0,1,2)")
     p.add_argument("--threshold", type=float, help="validation accuracy to time (default: 0.88)")
     p.add_argument("--workers", type=int, default=1, help="runs trained at once, in separate processes (default: 1)")
     p.set_defaults(func=cmd_compare)
 
-    p = sub.add_parser("tune", help="Optuna search of training options for validation accuracy")
+    p = sub.add_parser("tune", help="Optuna search of training options for validation accuracy", parents=recipe)
     p.add_argument("--out", help="new study directory")
     p.add_argument("--resume", metavar="DIR", help="run more trials of the study in DIR, with its recorded settings")
     p.add_argument("--trials", type=int, default=20,
@@ -620,8 +620,6 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--study-name", help="name in the storage; workers with the same name and storage share the study "
                    "(default: the --out name)")
     p.add_argument("--sampler-seed", type=int, help="seed of the TPE sampler (default: 0)")
-    p.add_argument("--preset", metavar="NAME", help=f"base config the search starts from: {', '.join(presets.names())}")
-    p.add_argument("--config", help="TOML file of base training options")
     p.add_argument("--set", action="append", metavar="KEY=VALUE", help="a base config value (repeatable)")
     p.set_defaults(func=cmd_tune)
     return parser
