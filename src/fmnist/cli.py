@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import signal
 import sys
 import time
@@ -594,10 +595,19 @@ def main(argv: list[str] | None = None) -> int:
 
     previous = signal.signal(signal.SIGTERM, on_sigterm)
     try:
-        return args.func(args)
+        code = args.func(args)
+        sys.stdout.flush()  # here, where a reader that went away is caught, rather than at exit
+        return code
     except FmnistError as e:
         print(f"fmnist: error: {e}", file=sys.stderr)
         return 2
+    except BrokenPipeError:  # stdout's reader stopped reading (`fmnist predict ... | head -1`): quietly, as Unix
+        # tools do; what is still buffered goes nowhere, so the interpreter's own flush at exit cannot fail again.
+        try:
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        except (OSError, ValueError):  # a stdout without a descriptor (tests)
+            pass
+        return 141  # 128 + SIGPIPE, the status of a tool the signal stopped
     except OSError as e:  # a full disk, a vanished directory: the machine's state, not a bug
         print(f"fmnist: error: {e}", file=sys.stderr)
         return 1
