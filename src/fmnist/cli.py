@@ -395,6 +395,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
     limits.check()
     if args.threads < 1 or args.workers < 1:
         raise FmnistError(f"--threads and --workers must be >= 1, got {args.threads} and {args.workers}")
+    if not 0 <= args.port <= 65535:  # before the model loads; socket.bind would raise OverflowError
+        raise FmnistError(f"--port must be 0-65535 (0: any free port), got {args.port}")
     spec = server.Spec(args.model, str(select_device(args.device)), dataclasses.asdict(limits),
                        args.api_key_file or "", tuple(args.cors_origin or ()), args.threads)
     app = server.build_app(spec)  # here too with several workers: a bad model or key file is one line, before any
