@@ -32,6 +32,21 @@ def test_not_a_checkpoint(tmp_path):
         checkpoint.load(tmp_path / "other.pt")
 
 
+@pytest.mark.parametrize("content", [b"garbage\n", b"hello", b"", b"\x89PNG\r\n\x1a\n", b"\x08\x07\x12\x07pytorch"])
+def test_a_file_torch_save_did_not_write_says_so_not_weights_only(tmp_path, content):
+    """A text file, an image or an ONNX model given as the model: one line saying what the file is not and what
+    fmnist loads, not torch.load's advice to retry with weights_only=False (b"garbage" unpickles far enough for
+    that) nor a bare KeyError (b"hello")."""
+    path = tmp_path / "model.pt"
+    path.write_bytes(content)
+    for read in (checkpoint.load, checkpoint.load_model):
+        with pytest.raises(FmnistError) as error:
+            read(path)
+        message = str(error.value)
+        assert message.startswith(f"{path}: not a readable checkpoint: not a file torch.save writes"), message
+        assert "weights_only" not in message and "KeyError" not in message and "fmnist loads" in message
+
+
 def test_truncated_checkpoint(tmp_path):
     save_model(tmp_path / "m.pt", Config(hidden=(16,)))
     raw = (tmp_path / "m.pt").read_bytes()

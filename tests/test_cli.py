@@ -377,3 +377,31 @@ def test_the_machines_errors_are_whole_sentences_with_a_next_step(monkeypatch, c
     assert capsys.readouterr().err == (
         "fmnist: error: /runs/r/checkpoints/last.pt: No space left on device. Free some disk space and run the "
         "command again (fmnist train --resume DIR continues a run).\n")
+
+
+def test_predict_into_a_reader_that_stops_early_ends_quietly(tmp_path):
+    """`fmnist predict MODEL DIR | head -1`: no "error: Broken pipe", no "Exception ignored", status 141."""
+    import os
+    import subprocess
+    import sys
+
+    from torch import nn
+
+    torch.manual_seed(0)
+    stack = nn.Sequential(nn.Linear(784, 16), nn.ReLU(), nn.Linear(16, 16), nn.ReLU(), nn.Linear(16, 10))
+    model = tmp_path / "model.pth"
+    torch.save({f"linear_relu_stack.{k}": v for k, v in stack.state_dict().items()}, model)  # PyTorch Quickstart's
+    folder = tmp_path / "pictures"
+    images = torch.randint(0, 256, (400, 28, 28), dtype=torch.uint8, generator=torch.Generator().manual_seed(0))
+    for i, image in enumerate(images):
+        export_png(image, folder / f"{i:04d}.png")  # 400 lines of output: several buffers' worth
+    env = dict(os.environ, PYTHONPATH=str(Path(__file__).parents[1] / "src"), OMP_NUM_THREADS="1")
+    proc = subprocess.Popen([sys.executable, "-m", "fmnist", "predict", str(model), str(folder), "--batch-size", "8"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    assert proc.stdout is not None and proc.stderr is not None
+    first = proc.stdout.readline()
+    proc.stdout.close()  # what head -1 does after its line
+    err = proc.stderr.read()
+    assert proc.wait(timeout=120) == 141, err
+    assert first.startswith(str(folder / "0000.png") + ": ")
+    assert "Broken pipe" not in err and "Exception ignored" not in err and "Traceback" not in err, err

@@ -81,3 +81,12 @@ def test_folder_mistakes_are_one_line_errors(tmp_path, make, message):
     with pytest.raises(FmnistError, match=re.escape(message)) as caught:
         load_folders(root)
     assert "\n" not in str(caught.value)
+
+
+def test_hidden_files_beside_the_class_folders_are_counted_too(tmp_path):
+    """docs/EVALUATION.md: hidden and system files are skipped and counted, wherever they are."""
+    labelled_folder(tmp_path)
+    before = load_folders(tmp_path).skipped.get("hidden or system file", 0)
+    (tmp_path / ".DS_Store").write_bytes(b"\0\0\0\1Bud1")
+    (tmp_path / "Thumbs.db").write_bytes(b"")
+    assert load_folders(tmp_path).skipped["hidden or system file"] == before + 2

@@ -76,3 +76,10 @@ def test_save_inputs_must_be_a_directory(tmp_path):
     (tmp_path / "file.txt").write_text("")
     with pytest.raises(FmnistError, match="exists and is not a directory"):
         PredictOptions(save_inputs=tmp_path / "file.txt")
+
+
+def test_save_inputs_and_explain_need_their_own_directories(tmp_path):
+    """Both write DIR/<file name>.png: in one directory the heatmaps would silently replace the saved views."""
+    with pytest.raises(FmnistError, match="save_inputs and explain are the same directory"):
+        PredictOptions(save_inputs=tmp_path / "out", explain=tmp_path / "sub" / ".." / "out")
+    PredictOptions(save_inputs=tmp_path / "seen", explain=tmp_path / "why")  # apart: fine

@@ -342,6 +342,12 @@ def test_cli_errors_are_one_line(model_path, tmp_path, capsys):
         assert cli.main(["serve", str(model_path), "--port", str(taken.getsockname()[1])]) == 2
     err = capsys.readouterr().err
     assert "cannot listen on 127.0.0.1" in err and len(err.strip().splitlines()) == 1
+    for port in ("99999", "-1"):  # bind() raised OverflowError: a traceback
+        assert cli.main(["serve", str(model_path), "--port", port]) == 2
+        err = capsys.readouterr().err
+        assert f"--port must be 0-65535 (0: any free port), got {port}" in err and len(err.strip().splitlines()) == 1
+    with pytest.raises(FmnistError, match="cannot listen on 127.0.0.1:70000: bind"):
+        server.listen("127.0.0.1", 70000)
 
 
 

@@ -17,6 +17,8 @@ from fmnist.config import Config
 from fmnist.errors import FmnistError
 
 FORMAT = "fmnist-checkpoint-v1"
+# How a torch.save file begins: a zip archive (PyTorch >= 1.6), or a pickle (protocol 2+) in the legacy format.
+TORCH_FILE_STARTS = (b"PK\x03\x04", b"\x80")
 
 
 def save(path: str | Path, state: dict[str, Any]) -> None:
@@ -37,9 +39,20 @@ def load(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str
 def _read(path: Path, map_location: str | torch.device) -> Any:
     """What torch.load finds in `path`, tensors and plain Python values only."""
     try:
+        with open(path, "rb") as file:
+            start = file.read(4)
+        if not start.startswith(TORCH_FILE_STARTS):
+            # A text file, an image, an ONNX model: torch.load would blame "weights only" loading and suggest
+            # weights_only=False, or name a KeyError; say what the file is not, and what fmnist loads.
+            raise FmnistError(
+                f"{path}: not a readable checkpoint: not a file torch.save writes (neither a zip "
+                f"archive nor a pickle); {state_dicts.LOADABLE}"
+            )
         return torch.load(path, map_location=map_location, weights_only=True)
     except FileNotFoundError:
         raise FmnistError(f"{path}: checkpoint not found") from None
+    except FmnistError:
+        raise
     except pickle.UnpicklingError as e:
         raise FmnistError(f"{path}: refused to load: {unsafe_content(str(e))}") from None
     except Exception as e:  # torch.load fails in many ways on a bad file; each is the file's fault

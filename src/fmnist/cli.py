@@ -417,6 +417,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
     limits.check()
     if args.threads < 1 or args.workers < 1:
         raise FmnistError(f"--threads and --workers must be >= 1, got {args.threads} and {args.workers}")
+    if not 0 <= args.port <= 65535:  # before the model loads; socket.bind would raise OverflowError
+        raise FmnistError(f"--port must be 0-65535 (0: any free port), got {args.port}")
     spec = server.Spec(args.model, str(select_device(args.device)), dataclasses.asdict(limits),
                        args.api_key_file or "", tuple(args.cors_origin or ()), args.threads, args.tta)
     app = server.build_app(spec)  # here too with several workers: a bad model or key file is one line, before any
@@ -677,7 +679,9 @@ def run_command(argv: list[str] | None) -> int:
 
     previous = signal.signal(signal.SIGTERM, on_sigterm)
     try:
-        return args.func(args)
+        code = args.func(args)
+        sys.stdout.flush()  # here, where a reader that went away is caught, rather than at exit
+        return code
     except FmnistError as e:
         print(f"fmnist: error: {plain(str(e))}", file=sys.stderr)
         return 2

@@ -118,7 +118,10 @@ class Report:
     def text(self, pairs: int = 5) -> str:
         e = self.evaluation
         lines = [f"{self.data}: accuracy {e.accuracy:.2%}  loss {e.loss:.4f}  ({len(e.labels):,} images)"]
-        lines += [f"skipped {count} {reason}" for reason, count in self.skipped.items()]
+        if self.skipped:  # as predict says it: "skipped 3 files: hidden or system file: 2; not an image ...: 1"
+            total = sum(self.skipped.values())
+            reasons = "; ".join(f"{reason}: {count}" for reason, count in self.skipped.items())
+            lines.append(f"skipped {total} file{'s' if total != 1 else ''}: {reasons}")
         lines += [f"unreadable: {problem}" for problem in self.problems]
         lines.append(f"{'class':<12} {'precision':>9} {'recall':>7} {'support':>8}")
         lines += [f"{row['class']:<12} {row['precision']:>9.2%} {row['recall']:>7.2%} {row['support']:>8}"

@@ -21,7 +21,7 @@ import torch
 
 from fmnist.data import CLASSES, SIDE
 from fmnist.errors import FmnistError
-from fmnist.images import SYSTEM_FILES, collect_images, load_image
+from fmnist.images import SKIP_HIDDEN, SYSTEM_FILES, collect_images, load_image
 
 
 def _key(name: str) -> str:
@@ -71,9 +71,10 @@ def load_folders(root: str | Path) -> LabelledImages:
         problem = "not a directory" if root.exists() else "no such directory"
         raise FmnistError(f"{root}: {problem} (expected one sub-folder of pictures per class)")
     folders: list[tuple[int, Path]] = []
-    stray = 0
+    stray = hidden = 0
     for entry in sorted(root.iterdir()):
         if entry.name.startswith(".") or entry.name.lower() in SYSTEM_FILES:
+            hidden += 1  # counted like those inside the class folders (a .DS_Store, a .git)
             continue
         if not entry.is_dir():
             stray += 1
@@ -86,6 +87,8 @@ def load_folders(root: str | Path) -> LabelledImages:
         raise FmnistError(f"{root}: no class folders inside; make one per class, named by {ACCEPTED}")
     images, labels, paths, problems = [], [], [], []
     skipped = {"files outside class folders": stray} if stray else {}
+    if hidden:
+        skipped[SKIP_HIDDEN] = hidden
     for label, folder in sorted(folders):
         found = collect_images([str(folder)])
         for reason, count in found.skipped.items():

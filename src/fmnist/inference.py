@@ -179,6 +179,10 @@ class PredictOptions:
             folder = getattr(self, name)
             if folder is not None and folder.exists() and not folder.is_dir():
                 raise FmnistError(f"{name} {folder}: exists and is not a directory")
+        if self.save_inputs is not None and self.explain is not None and (
+            self.save_inputs.resolve() == self.explain.resolve()
+        ):  # both write DIR/<file name>.png: each heatmap would replace the view saved before it
+            raise FmnistError(f"save_inputs and explain are the same directory ({self.explain}); give each its own")
 
 
 @dataclass(frozen=True)

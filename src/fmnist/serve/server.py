@@ -95,9 +95,9 @@ def listen(host: str, port: int) -> socket.socket:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         sock.bind((host, port))
         sock.listen(2048)
-    except OSError as exc:
+    except (OSError, OverflowError) as exc:  # OverflowError: a port beyond 0-65535
         sock.close()
-        raise FmnistError(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from None
+        raise FmnistError(f"cannot listen on {host}:{port}: {getattr(exc, 'strerror', None) or exc}") from None
     return sock
 
 
