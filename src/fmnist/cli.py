@@ -9,7 +9,7 @@ import signal
 import sys
 import time
 from pathlib import Path
-from typing import NoReturn
+from typing import Any, NoReturn
 
 import torch
 
@@ -168,6 +168,24 @@ def cmd_eval(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_calibrate(args: argparse.Namespace) -> int:
+    from fmnist import checkpoint, trust
+
+    path = Path(args.checkpoint)
+    path = checkpoint.resolve_run_checkpoint(path) if path.is_dir() else path
+    model, cfg, _ = checkpoint.load_model(path, "cpu")
+    if not cfg.val_size:
+        raise FmnistError(f"{path}: trained without a validation split (val_size 0); the temperature and the "
+                          "non-garment detector are fitted only on images the model did not train on")
+    dataset = load_data(args.data_dir)
+    _, val_idx = data.stratified_split(dataset.train_labels, cfg.val_size, cfg.seed)
+    fitted = trust.fit_and_store(model, dataset.train_images[val_idx], dataset.train_labels[val_idx], path,
+                                 cfg.seed, print)
+    assert fitted is not None
+    print(f"{path}: temperature {fitted.temperature:.3f}, in-distribution threshold {fitted.threshold:.4f}")
+    return 0
+
+
 def cmd_export(args: argparse.Namespace) -> int:
     from fmnist import export
 
@@ -221,12 +239,14 @@ def saved_input_names(paths: list[str]) -> list[str]:
 
 
 def cmd_predict(args: argparse.Namespace) -> int:
-    from fmnist.images import export_png, load_image
+    from fmnist import trust
+    from fmnist.images import export_png, load_picture
 
     if args.top_k < 1:
         raise FmnistError(f"--top-k must be >= 1, got {args.top_k}")
     if args.batch_size < 1:
         raise FmnistError(f"--batch-size must be >= 1, got {args.batch_size}")
+    check_ood_threshold(args.ood_threshold)
     paths = expand_image_arguments(args.images)
     if not paths:
         raise FmnistError(f"no image files in {', '.join(args.images)}")
@@ -238,36 +258,50 @@ def cmd_predict(args: argparse.Namespace) -> int:
     failed = 0
     for start in range(0, len(paths), args.batch_size):
         batch = range(start, min(start + args.batch_size, len(paths)))
-        loaded: dict[int, torch.Tensor] = {}
+        loaded: dict[int, Any] = {}
         errors: dict[int, str] = {}
         for i in batch:
             try:
-                loaded[i] = load_image(paths[i])
+                loaded[i] = load_picture(paths[i])
             except FmnistError as e:
                 errors[i] = str(e)
                 continue
             if args.save_inputs:
-                export_png(loaded[i], Path(args.save_inputs) / names[i])
+                export_png(loaded[i].image, Path(args.save_inputs) / names[i])
         top: dict[int, list[tuple[int, float]]] = {}
+        judged: dict[int, dict[str, Any]] = {}
         if loaded:
-            values, indices = predictor.probabilities(torch.stack(list(loaded.values()))).topk(top_k, dim=1)
+            logits = predictor.logits(torch.stack([f.image for f in loaded.values()]))
+            verdict = trust.judge(predictor.trust, logits, [f.cues for f in loaded.values()], args.ood_threshold)
+            values, indices = verdict.probabilities.topk(top_k, dim=1)
             rows = zip(loaded, indices.tolist(), values.tolist(), strict=True)
             top = {i: list(zip(c, p, strict=True)) for i, c, p in rows}
+            judged = {i: trust.fields(verdict, n, predictor.trust, args.ood_threshold) for n, i in enumerate(loaded)}
         for i in batch:
             failed += i in errors
-            print(predict_line(paths[i], top.get(i), errors.get(i), args, names[i]))
+            print(predict_line(paths[i], top.get(i), errors.get(i), args, names[i], judged.get(i, {})))
     return 1 if failed else 0
 
 
+def check_ood_threshold(threshold: float | None) -> None:
+    if threshold is not None and not 0 <= threshold <= 1:
+        raise FmnistError(f"--ood-threshold must be in [0, 1] (an in-distribution score), got {threshold}")
+
+
 def predict_line(path: str, top: list[tuple[int, float]] | None, error: str | None,
-                 args: argparse.Namespace, saved_name: str) -> str:
+                 args: argparse.Namespace, saved_name: str, verdict: dict[str, Any]) -> str:
     if top is None:
         return json.dumps({"path": path, "error": error}) if args.json else f"{path}: error: {error}"
     if not args.json:
-        return f"{path}: " + ", ".join(f"{data.CLASSES[c]} {q:.1%}" for c, q in top)
+        classes = ", ".join(f"{data.CLASSES[c]} {q:.1%}" for c, q in top)
+        text = f"{path}: {classes}"
+        if not verdict["garment"]:
+            text = (f"{path}: NOT A GARMENT (in-distribution score {verdict['in_distribution_score']:.3f} < "
+                    f"{verdict['ood_threshold']:.3f}); best guess {classes}")
+        return text + ("" if verdict["calibrated"] else " [uncalibrated: no temperature fitted]")
     best, p = top[0]
     row = {"path": path, "class_index": best, "class_name": data.CLASSES[best], "probability": p,
-           "top": [[data.CLASSES[c], q] for c, q in top]}
+           "top": [[data.CLASSES[c], q] for c, q in top], **verdict}
     if args.save_inputs:
         row["input"] = str(Path(args.save_inputs) / saved_name)
     return json.dumps(row)
@@ -492,6 +526,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--top-k", type=int, default=3, help="classes to show per image (default: 3)")
     p.add_argument("--json", action="store_true", help="one JSON object per line per image")
     p.add_argument("--batch-size", type=int, default=256, help="images per model call (default: 256)")
+    p.add_argument("--ood-threshold", type=float, metavar="SCORE",
+                   help="in-distribution score (0..1) below which a picture is called not a garment (default: the "
+                        "model's, fitted to keep 95%% of garment photos; 0 accepts everything)")
     p.add_argument("--save-inputs", metavar="DIR", help="write the 28x28 image the model saw for each file as "
                    "DIR/<file name>.png (-2, -3, ... when names repeat)")
     p.add_argument("--device", default="auto", choices=config_lib.DEVICES, help=DEVICE_HELP)
@@ -518,6 +555,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--top-k", type=int, default=5, help="classes listed per prediction (default: 5)")
     p.add_argument("--no-access-log", action="store_true", help="no log line per request")
     p.set_defaults(func=cmd_serve)
+
+    p = sub.add_parser("calibrate", help="fit the temperature and the non-garment detector of a trained model "
+                                         "(training does this itself when it ends)")
+    p.add_argument("checkpoint", help="a .pt checkpoint, or a run directory (its best, else last, checkpoint)")
+    p.add_argument("--data-dir", default="", help="directory of the IDX files (default: search, then download)")
+    p.set_defaults(func=cmd_calibrate)
 
     p = sub.add_parser("export", help="write a checkpoint as ONNX (fp32 or int8) with a sidecar JSON of facts")
     p.add_argument("checkpoint", help="a .pt checkpoint, or a run directory (its best, else last, checkpoint)")

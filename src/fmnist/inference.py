@@ -14,22 +14,26 @@ from typing import Any, Protocol
 import numpy as np
 import torch
 
-from fmnist import checkpoint
+from fmnist import checkpoint, trust
 from fmnist.data import CLASSES, SIDE, as_input
 from fmnist.device import select_device
 from fmnist.errors import FmnistError
+from fmnist.trust import Trust
 
 ONNX_FORMAT = "fmnist-onnx-v1"
 INPUT_NAME, OUTPUT_NAME = "pixels", "logits"
 
 
 class Predictor(Protocol):
+    trust: Trust  # the model's temperature and non-garment detector (trust.py), fitted or not
+
     def logits(self, images: torch.Tensor) -> torch.Tensor:
         """float32 [N, 10] on the CPU for uint8 [N, 28, 28] images (any device)."""
         ...
 
     def probabilities(self, images: torch.Tensor) -> torch.Tensor:
-        """float32 [N, 10] on the CPU for uint8 [N, 28, 28] images (any device)."""
+        """float32 [N, 10] on the CPU for uint8 [N, 28, 28] images (any device): softmax(logits / T) with the
+        model's fitted temperature T, the plain softmax without one."""
         ...
 
     def describe(self) -> dict[str, Any]:
@@ -40,18 +44,20 @@ class Predictor(Protocol):
 class TorchPredictor:
     def __init__(self, path: str | Path, device: str | torch.device = "cpu"):
         self.device = select_device(device) if isinstance(device, str) else device
-        self.model, self.config, _ = checkpoint.load_model(path, self.device)
+        self.model, self.config, state = checkpoint.load_model(path, self.device)
         self.path = Path(path)
+        self.trust = trust.of_state(state)
 
     @torch.inference_mode()
     def logits(self, images: torch.Tensor) -> torch.Tensor:
         return self.model(as_input(images.to(self.device))).float().cpu()
 
     def probabilities(self, images: torch.Tensor) -> torch.Tensor:
-        return self.logits(images).softmax(1)
+        return self.trust.probabilities(self.logits(images))
 
     def describe(self) -> dict[str, Any]:
-        return {"format": "pytorch", "model": self.config.model, "source": str(self.path), "device": str(self.device)}
+        return {"format": "pytorch", "model": self.config.model, "source": str(self.path), "device": str(self.device),
+                **self.trust.describe()}
 
 
 def sidecar_path(onnx_path: str | Path) -> Path:
@@ -87,6 +93,7 @@ class OnnxPredictor:
         import onnxruntime as ort
 
         self.source, self.facts = Path(source), facts
+        self.trust = trust.of_state(facts)
         options = ort.SessionOptions()
         if threads:
             options.intra_op_num_threads = threads
@@ -111,7 +118,7 @@ class OnnxPredictor:
         return torch.from_numpy(out)
 
     def probabilities(self, images: torch.Tensor) -> torch.Tensor:
-        return self.logits(images).softmax(1)
+        return self.trust.probabilities(self.logits(images))
 
     def describe(self) -> dict[str, Any]:
         return {
@@ -121,6 +128,7 @@ class OnnxPredictor:
             "source": str(self.source),
             "device": "cpu",
             "test_accuracy": self.facts["test"]["accuracy"],
+            **self.trust.describe(),
         }
 
 

@@ -18,7 +18,7 @@ from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 from tqdm import tqdm
 
-from fmnist import checkpoint, cpu, distributed, measure, models
+from fmnist import checkpoint, cpu, distributed, measure, models, trust
 from fmnist import config as config_lib
 from fmnist.atomic import atomic_write
 from fmnist.augment import augment
@@ -353,6 +353,8 @@ def fit(
         return FitResult(model=net, summary=None, history=[])
     if best_path.exists():
         net.load_state_dict(checkpoint.load(best_path, map_location=device)["model"])
+    if trained_now:  # the temperature and the non-garment detector, fitted on validation, join best.pt
+        trust.fit_and_store(net, d.val_x, d.val_y, best_path, cfg.seed, log)
     if not trained_now and (run_dir / "summary.json").exists():
         # A finished run resumed: its summary, wall time included, stays as its own processes wrote it.
         finished = cast(Summary, json.loads((run_dir / "summary.json").read_text()))
