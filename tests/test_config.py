@@ -9,7 +9,7 @@ def test_defaults_are_the_reference_configuration():
     cfg = Config()
     assert (cfg.model, cfg.hidden, cfg.activation) == ("mlp", (512, 512), "relu")
     assert (cfg.epochs, cfg.batch_size, cfg.optimizer, cfg.lr) == (15, 64, "adam", 1e-3)
-    assert cfg.val_size == 5000  # the temperature and the non-garment detector are fitted on it
+    assert cfg.val_size == 0
 
 
 def test_toml_then_flags_override_in_order(tmp_path):

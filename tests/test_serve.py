@@ -19,6 +19,7 @@ from PIL import Image
 from serve_support import png_claiming, product_photo, real_bomb, tiny_checkpoint
 
 from fmnist import cli
+from fmnist import trust as trust_lib
 from fmnist.data import CLASSES
 from fmnist.images import load_image
 from fmnist.inference import load_predictor
@@ -38,6 +39,11 @@ class Recorder:
         time.sleep(self.delay)
         classes = images.float().mean((1, 2)).round().long() % 10
         return torch.nn.functional.one_hot(classes, 10).float() * 0.91 + 0.01
+
+    def logits(self, images: torch.Tensor) -> torch.Tensor:
+        return self.probabilities(images).log()  # the same probabilities again after a softmax
+
+    trust = trust_lib.UNFITTED
 
     def describe(self) -> dict:
         return {"format": "test", "model": "recorder"}

@@ -112,7 +112,8 @@ def train_and_report(
     say(f"model {cfg.model} hidden={','.join(map(str, cfg.hidden))} | {params:,} parameters | "
         f"amp {amp} ({why}) | run {run_dir}")
     try:
-        result = fit(cfg, run_dir, dataset, resume=bool(args.resume), progress=not args.no_progress)
+        result = fit(cfg, run_dir, dataset, resume=bool(args.resume), progress=not args.no_progress,
+                     fit_trust=True)
     except (KeyboardInterrupt, Terminated):
         if w.is_main and (run_dir / "checkpoints" / "last.pt").exists():
             print(f"interrupted; continue with: fmnist train --resume {run_dir}", file=sys.stderr)
@@ -143,6 +144,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
     # part of what a checkpoint means, and the test set is the same wherever it is found.
     dataset = load_data(args.data_dir)
     result = evaluate_logits(predictor.logits, dataset.test_images, dataset.test_labels)
+    trusted = trust_report(predictor, dataset.test_images, dataset.test_labels, args.plots)
     if args.plots:
         plots.plot_confusion(result.confusion_matrix(), data.CLASSES, Path(args.plots) / "confusion_matrix.png")
     if args.json:
@@ -154,6 +156,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
                     "test_loss": result.loss,
                     "per_class": result.per_class(),
                     "confusion_matrix": result.confusion_matrix().tolist(),
+                    "calibration_and_ood": trusted.as_dict(),
                 }
             )
         )
@@ -165,7 +168,41 @@ def cmd_eval(args: argparse.Namespace) -> int:
     print("confusion matrix (rows: true class, columns: predicted)")
     for name, counts in zip(data.CLASSES, result.confusion_matrix().tolist(), strict=True):
         print(f"{name:<12} " + " ".join(f"{c:>5}" for c in counts))
+    print_trust_report(trusted)
     return 0
+
+
+def trust_report(predictor, images: torch.Tensor, labels: torch.Tensor, plot_dir: str | None):
+    """Calibration and non-garment figures of `predictor` on a labelled set (trust.report); with `plot_dir`,
+    also its reliability diagram."""
+    from fmnist import trust
+
+    logits = torch.cat([predictor.logits(chunk) for chunk in images.split(1000)])
+    figures = trust.report(predictor.trust, logits, labels)
+    if plot_dir:
+        before, after = figures.confidence
+        confidence = {"softmax": before, **({f"T = {figures.trust.temperature:.2f}": after} if after is not None
+                                              else {})}
+        plots.plot_reliability(confidence, dict.fromkeys(confidence, figures.correct),
+                               Path(plot_dir) / "reliability.png")
+    return figures
+
+
+def print_trust_report(figures) -> None:
+    b, a = figures.before, figures.after
+    print(f"calibration (15-bin ECE, NLL, Brier): softmax ECE {b.ece:.2%} NLL {b.nll:.4f} Brier {b.brier:.4f}", end="")
+    if a is None:
+        print("; no temperature fitted (trained without a validation split): probabilities are uncalibrated")
+    else:
+        print(f"; with temperature {figures.trust.temperature:.3f} ECE {a.ece:.2%} NLL {a.nll:.4f} Brier {a.brier:.4f}")
+    if figures.accepted is None:
+        print("non-garment detector: none fitted (trained without a validation split)")
+        return
+    print(f"non-garment detector (threshold {figures.trust.threshold:.4f}): {figures.accepted:.2%} of these images "
+          f"accepted as garments, accuracy on them {figures.accepted_accuracy:.2%}")
+    print("risk-coverage (the images with the highest in-distribution scores accepted):")
+    for coverage, accuracy, least in figures.risk_coverage:
+        print(f"  coverage {coverage:>4.0%}  accuracy {accuracy:.2%}  least score accepted {least:.4f}")
 
 
 def cmd_calibrate(args: argparse.Namespace) -> int:
@@ -474,9 +511,10 @@ def cmd_serve(args: argparse.Namespace) -> int:
     limits.check()
     if args.threads < 1:
         raise FmnistError(f"--threads must be >= 1, got {args.threads}")
+    check_ood_threshold(args.ood_threshold)
     torch.set_num_threads(args.threads)
     predictor = load_predictor(args.model, select_device(args.device))
-    app = create_app(predictor, limits)
+    app = create_app(predictor, limits, args.ood_threshold)
     sock = server.listen(args.host, args.port)
     host, port = sock.getsockname()[:2]
     shown = f"[{host}]" if ":" in host else host
@@ -553,6 +591,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="request bodies held in memory by all requests together, MiB; beyond: 503 (default: 128)")
     p.add_argument("--max-files", type=int, default=16, help="images in one multipart request (default: 16)")
     p.add_argument("--top-k", type=int, default=5, help="classes listed per prediction (default: 5)")
+    p.add_argument("--ood-threshold", type=float, metavar="SCORE",
+                   help="in-distribution score (0..1) below which a picture is answered as not clothing (default: "
+                        "the model's, fitted to keep 95%% of garment photos; 0 accepts everything)")
     p.add_argument("--no-access-log", action="store_true", help="no log line per request")
     p.set_defaults(func=cmd_serve)
 

@@ -74,8 +74,8 @@ class Config:
     augment: tuple[str, ...] = _opt((), "batched on-device augmentations, comma-separated", AUGMENTATIONS)
     augment_strength: float = _opt(1.0, f"scales crop, translate and erase (0 to {MAX_STRENGTH:g})")
     # data and run
-    val_size: int = _opt(5000, "training images held out (stratified) for validation, model selection, the "
-                         "temperature of the probabilities and the non-garment detector (0: none of these)")
+    val_size: int = _opt(0, "training images held out (stratified) for validation and model selection; `fmnist train` "
+                            "also fits the temperature and the non-garment detector on them (5000 is usual)")
     train_subset: int = _opt(0,
                              "train on a stratified subset of this many images (0 = all): smoke tests, quick studies")
     seed: int = _opt(0, "seeds weights, data order, augmentation and dropout")

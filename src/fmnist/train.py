@@ -221,11 +221,14 @@ def fit(
     log: Callable[[str], None] = print,
     progress: bool = True,
     on_epoch: Callable[[EpochRow], None] | None = None,
+    fit_trust: bool = False,
 ) -> FitResult:
     """Train `cfg` on `data`, writing config, metrics, checkpoints and TensorBoard events to `run_dir`.
 
     `on_epoch` sees each epoch's metrics row after its checkpoint is written; an exception it
     raises (e.g. optuna.TrialPruned) stops training with the run resumable.
+    `fit_trust`: when training ends, fit the temperature and the non-garment detector on the validation
+    split into best.pt (trust.py; `fmnist train` asks for it, studies do not).
 
     Under torchrun each process trains on its shard of every epoch's permutation with
     batch_size / world_size images per step, so the effective batch stays cfg.batch_size;
@@ -353,8 +356,6 @@ def fit(
         return FitResult(model=net, summary=None, history=[])
     if best_path.exists():
         net.load_state_dict(checkpoint.load(best_path, map_location=device)["model"])
-    if trained_now:  # the temperature and the non-garment detector, fitted on validation, join best.pt
-        trust.fit_and_store(net, d.val_x, d.val_y, best_path, cfg.seed, log)
     if not trained_now and (run_dir / "summary.json").exists():
         # A finished run resumed: its summary, wall time included, stays as its own processes wrote it.
         finished = cast(Summary, json.loads((run_dir / "summary.json").read_text()))
@@ -362,6 +363,8 @@ def fit(
     summary = summarize(cfg, net, history, device, earlier_seconds + time.perf_counter() - t_start, run_dir)
     summary["processes"], summary["process_group"] = w.size, distributed.backend()
     atomic_write(run_dir / "summary.json", json.dumps(summary, indent=2) + "\n")
+    if fit_trust:  # the temperature and the non-garment detector, fitted on validation, join best.pt
+        trust.fit_and_store(net, d.val_x, d.val_y, best_path, cfg.seed, log)
     return FitResult(model=net, summary=summary, history=history)
 
 

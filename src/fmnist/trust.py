@@ -136,8 +136,8 @@ def fit_and_store(model: nn.Module, val_x: torch.Tensor, val_y: torch.Tensor, pa
     """At the end of a run: fit on the validation split and add the result to the checkpoint at `path`
     (the one whose weights `model` holds). Without a validation split nothing is fitted (None)."""
     if not len(val_x) or not path.exists():
-        log("no validation split (--val-size 0): probabilities stay uncalibrated and no non-garment detector "
-            "is fitted")
+        log("no validation split (val_size 0): probabilities stay uncalibrated and no non-garment detector is "
+            "fitted; train with --val-size 5000 for both")
         return None
     t0 = time.perf_counter()
     trust = fit(model_logits(model), val_x, val_y, seed)
@@ -163,3 +163,54 @@ def fields(verdict: Verdict, i: int, trust: Trust, threshold: float | None = Non
             "in_distribution_score": None if verdict.scores is None else float(verdict.scores[i]),
             "ood_threshold": limit if trust.has_detector else None,
             "calibrated": trust.temperature is not None}
+
+
+COVERAGES = (1.0, 0.99, 0.95, 0.9, 0.8, 0.5)  # shares of images accepted in the risk-coverage table
+
+
+@dataclass(frozen=True)
+class Report:
+    """What `fmnist eval` says about a model's probabilities and its detector on a labelled set."""
+
+    trust: Trust
+    before: calibration.Calibration  # plain softmax
+    after: calibration.Calibration | None  # with the fitted temperature; None when there is none
+    accepted: float | None  # share of images the detector calls garments (None without a detector)
+    accepted_accuracy: float | None  # accuracy on those
+    risk_coverage: list[tuple[float, float, float]]  # (coverage, accuracy of the accepted, least score accepted)
+    # For the reliability diagram: top-class confidence and correctness per image, before and after.
+    confidence: tuple[torch.Tensor, torch.Tensor | None]
+    correct: torch.Tensor
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"temperature": self.trust.temperature, "before": self.before.as_dict(),
+                "after": None if self.after is None else self.after.as_dict(),
+                "ood_threshold": self.trust.threshold if self.trust.has_detector else None,
+                "accepted": self.accepted, "accepted_accuracy": self.accepted_accuracy,
+                "risk_coverage": [{"coverage": c, "accuracy": a, "min_score": s} for c, a, s in self.risk_coverage]}
+
+
+def report(trust_: Trust, logits: torch.Tensor, labels: torch.Tensor) -> Report:
+    """Calibration before and after the temperature (ECE, NLL, Brier), and the detector's verdicts on plain
+    28x28 images with labels [N]: share accepted, accuracy on them, and accuracy against coverage when only
+    the images with the highest in-distribution scores (then the highest confidence) are accepted."""
+    plain = logits.softmax(1)
+    before = calibration.measure(plain, labels)
+    scaled = trust_.probabilities(logits) if trust_.temperature is not None else None
+    after = calibration.measure(scaled, labels) if scaled is not None else None
+    probs = scaled if scaled is not None else plain
+    confidence, predicted = probs.max(1)
+    correct = predicted == labels
+    verdict = judge(trust_, logits, [None] * len(logits))
+    accepted = accepted_accuracy = None
+    rows: list[tuple[float, float, float]] = []
+    if verdict.scores is not None:
+        garment = torch.from_numpy(verdict.garment)
+        accepted = float(garment.double().mean())
+        accepted_accuracy = float(correct[garment].double().mean()) if garment.any() else float("nan")
+        order = np.lexsort((-confidence.numpy(), -verdict.scores))  # best score first, then most confident
+        for coverage in COVERAGES:
+            keep = order[: max(1, round(coverage * len(order)))]
+            rows.append((coverage, float(correct[keep].double().mean()), float(verdict.scores[keep].min())))
+    return Report(trust_, before, after, accepted, accepted_accuracy, rows,
+                  (plain.max(1).values, None if scaled is None else scaled.max(1).values), correct)

@@ -29,9 +29,10 @@ from python_multipart.multipart import MultipartParser, parse_options_header
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.requests import ClientDisconnect
 
+from fmnist import trust
 from fmnist.data import CLASSES
 from fmnist.errors import FmnistError
-from fmnist.images import load_image
+from fmnist.images import Cues, load_picture
 from fmnist.inference import Predictor
 from fmnist.serve.batching import MicroBatcher, QueueFull
 
@@ -106,6 +107,10 @@ class Prediction(BaseModel):
     probability: float
     top: list[tuple[str, float]]
     input: str  # the 28x28 image the model saw, as a data:image/png;base64 URL
+    garment: bool  # looks like a Fashion-MNIST item; false: "does not look like clothing", class_name is a guess
+    in_distribution_score: float | None  # 0..1 (docs/TRUST.md); None when the model has no detector
+    ood_threshold: float | None  # the score a garment reaches
+    calibrated: bool  # probabilities use the model's fitted temperature
 
 
 class PredictResponse(BaseModel):
@@ -116,12 +121,12 @@ class ErrorResponse(BaseModel):
     error: str
 
 
-def create_app(predictor: Predictor, limits: Limits = Limits()) -> FastAPI:
+def create_app(predictor: Predictor, limits: Limits = Limits(), ood_threshold: float | None = None) -> FastAPI:
     limits.check()
     in_progress = 0  # requests admitted and not yet answered
     preparing = 0  # of those, the ones still being read or decoded: the batcher waits only when some are
     bodies = BodyBudget(limits.max_buffered)
-    batcher = MicroBatcher(predictor.probabilities, limits.max_batch, limits.max_wait_ms / 1000, limits.max_queue,
+    batcher = MicroBatcher(predictor.logits, limits.max_batch, limits.max_wait_ms / 1000, limits.max_queue,
                            expected=lambda: preparing)
     decode_pool = concurrent.futures.ThreadPoolExecutor(limits.decoders, thread_name_prefix="fmnist-decode")
     static = _read_static()
@@ -161,6 +166,7 @@ def create_app(predictor: Predictor, limits: Limits = Limits()) -> FastAPI:
         return {
             "status": "ok",
             **predictor.describe(),
+            **({"ood_threshold": ood_threshold} if ood_threshold is not None else {}),
             "classes": list(CLASSES),
             "limits": asdict(limits),
             "in_progress": in_progress,
@@ -193,18 +199,18 @@ def create_app(predictor: Predictor, limits: Limits = Limits()) -> FastAPI:
             loop = asyncio.get_running_loop()
             results = await asyncio.gather(*(loop.run_in_executor(decode_pool, _decode, data, name)
                                              for name, data in uploads), return_exceptions=True)
-            decoded: list[tuple[torch.Tensor, str]] = []
+            decoded: list[tuple[torch.Tensor, str, Cues | None]] = []
             for result in results:  # the first bad file, in request order, names itself
                 if isinstance(result, FmnistError):
                     raise ApiError(400, str(result))
                 if isinstance(result, BaseException):
                     raise result
                 decoded.append(result)
-            images = torch.stack([image for image, _ in decoded])
+            images = torch.stack([image for image, _, _ in decoded])
             preparing -= 1
             submitted = True
             try:
-                probs = await batcher.submit(images)
+                logits = await batcher.submit(images)
             except QueueFull as exc:
                 raise ApiError(503, f"server busy: {exc}; retry shortly", RETRY) from None
         finally:
@@ -212,7 +218,8 @@ def create_app(predictor: Predictor, limits: Limits = Limits()) -> FastAPI:
             in_progress -= 1
             if not submitted:
                 preparing -= 1
-        top_p, top_i = probs.topk(limits.top_k, dim=1)
+        verdict = trust.judge(predictor.trust, logits, [cues for _, _, cues in decoded], ood_threshold)
+        top_p, top_i = verdict.probabilities.topk(limits.top_k, dim=1)
         predictions = [
             {
                 "class_index": int(i[0]),
@@ -220,8 +227,9 @@ def create_app(predictor: Predictor, limits: Limits = Limits()) -> FastAPI:
                 "probability": float(p[0]),
                 "top": [[CLASSES[c], q] for c, q in zip(i.tolist(), p.tolist(), strict=True)],
                 "input": png_url,
+                **trust.fields(verdict, n, predictor.trust, ood_threshold),
             }
-            for p, i, (_, png_url) in zip(top_p, top_i, decoded, strict=True)
+            for n, (p, i, (_, png_url, _)) in enumerate(zip(top_p, top_i, decoded, strict=True))
         ]
         # Built by hand rather than validated through the response model: same JSON, less work per request.
         return JSONResponse({"predictions": predictions})
@@ -329,12 +337,14 @@ async def _read_multipart(
     return [(name, b"".join(chunks)) for name, chunks in files]
 
 
-def _decode(data: bytes, name: str) -> tuple[torch.Tensor, str]:
-    """The 28x28 image the model sees, and the same as a PNG data URL for the page (FmnistError if unreadable)."""
-    image = load_image(data, name)
+def _decode(data: bytes, name: str) -> tuple[torch.Tensor, str, Cues | None]:
+    """The 28x28 image the model sees, the same as a PNG data URL for the page, and the framing's cues
+    (FmnistError if unreadable)."""
+    framed = load_picture(data, name)
+    image = framed.image
     buffer = io.BytesIO()
     Image.fromarray(np.asarray(image)).save(buffer, format="PNG", compress_level=1)  # 28x28: speed over bytes
-    return image, "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode("ascii")
+    return image, "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode("ascii"), framed.cues
 
 
 def _read_static() -> dict[str, bytes]:
