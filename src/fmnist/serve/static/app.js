@@ -1,6 +1,6 @@
 "use strict";
 // The page of `fmnist serve`: a photo (dropped, picked or pasted) or a drawing goes to POST /predict;
-// the answer, the 28x28 view the model saw and the top classes come back.
+// the answer (or "doesn't look like clothing"), the 28x28 view the model saw and the top classes come back.
 
 const $ = (selector) => document.querySelector(selector);
 const percent = (p) => (p * 100).toFixed(p >= 0.995 || p < 0.01 ? 0 : 1) + "%";
@@ -26,11 +26,24 @@ async function classify(blob, name) {
 function show(prediction) {
   $("#empty").hidden = true;
   $("#result").hidden = false;
-  $("#answer").textContent = prediction.class_name;
+  // Not a garment: the verdict is the answer, the best guess only small print (docs/TRUST.md).
+  const garment = prediction.garment !== false;
+  $("#result").classList.toggle("not-garment", !garment);
+  $("#eyebrow").textContent = garment ? "It looks like" : "Hmm";
+  $("#answer").textContent = garment ? prediction.class_name : "This doesn't look like clothing";
   $("#confidence").innerHTML = "";
   const strong = document.createElement("strong");
   strong.textContent = percent(prediction.probability);
-  $("#confidence").append(strong, " confident");
+  const uncalibrated = prediction.calibrated === false ? " (uncalibrated)" : "";
+  if (garment) {
+    $("#confidence").append(strong, " confident" + uncalibrated);
+  } else {
+    const guess = document.createElement("small");
+    guess.id = "best-guess";
+    guess.textContent = `None of the ten classes fits this picture. Best guess: ${prediction.class_name} ` +
+      `(${percent(prediction.probability)}${uncalibrated}).`;
+    $("#confidence").append(guess);
+  }
   $("#input-view").src = prediction.input;
   const bars = $("#bars");
   bars.replaceChildren(...prediction.top.map(([name, p]) => {
