@@ -132,7 +132,7 @@ def fit(logits_of: Logits, val_x: torch.Tensor, val_y: torch.Tensor, seed: int =
 
 
 def fit_and_store(model: nn.Module, val_x: torch.Tensor, val_y: torch.Tensor, path: Path, seed: int,
-                  log: Callable[[str], None]) -> Trust | None:
+                  log: Callable[[str], None], photos: int = REFERENCE_PHOTOS) -> Trust | None:
     """At the end of a run: fit on the validation split and add the result to the checkpoint at `path`
     (the one whose weights `model` holds). Without a validation split nothing is fitted (None)."""
     if not len(val_x) or not path.exists():
@@ -140,7 +140,7 @@ def fit_and_store(model: nn.Module, val_x: torch.Tensor, val_y: torch.Tensor, pa
             "fitted; train with --val-size 5000 for both")
         return None
     t0 = time.perf_counter()
-    trust = fit(model_logits(model), val_x, val_y, seed)
+    trust = fit(model_logits(model), val_x, val_y, seed, photos)
     state = checkpoint.load(path)
     state[KEY] = trust.to_dict()
     checkpoint.save(path, state)
