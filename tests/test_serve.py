@@ -334,3 +334,26 @@ def test_cli_errors_are_one_line(model_path, tmp_path, capsys):
     err = capsys.readouterr().err
     assert "cannot listen on 127.0.0.1" in err and len(err.strip().splitlines()) == 1
 
+
+
+def test_every_prediction_carries_the_verdict_and_healthz_the_temperature(tmp_path):
+    from serve_support import mosaic, trusted_checkpoint
+
+    predictor = load_predictor(trusted_checkpoint(tmp_path / "m.pt"), "cpu")
+    files = [("file", ("clutter.jpg", mosaic(), "image/jpeg")), ("file", ("shirt.png", product_photo("shirt"), "x"))]
+    with TestClient(create_app(predictor)) as fresh:
+        clutter, shirt = fresh.post("/predict", files=files).json()["predictions"]
+        health = fresh.get("/healthz").json()
+    assert clutter["garment"] is False and shirt["garment"] is True
+    assert clutter["in_distribution_score"] < clutter["ood_threshold"] == 0.05 <= shirt["in_distribution_score"]
+    assert clutter["class_name"] in CLASSES and clutter["calibrated"] is True  # the best guess stays
+    assert health["temperature"] == 2.0 and health["calibrated"] is True and health["ood_threshold"] == 0.05
+    with TestClient(create_app(predictor, ood_threshold=0.0)) as lenient:
+        assert all(p["garment"] for p in lenient.post("/predict", files=files).json()["predictions"])
+        assert lenient.get("/healthz").json()["ood_threshold"] == 0.0
+
+
+def test_a_model_without_trust_says_uncalibrated(client):
+    prediction = client.post("/predict", content=product_photo(), headers={"Content-Type": "image/jpeg"}).json()
+    assert prediction["predictions"][0]["calibrated"] is False and prediction["predictions"][0]["garment"] is True
+    assert client.get("/healthz").json()["calibrated"] is False

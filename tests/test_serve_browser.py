@@ -12,7 +12,7 @@ from pathlib import Path
 
 import httpx
 import pytest
-from serve_support import product_photo, running_server, tiny_checkpoint
+from serve_support import mosaic, product_photo, running_server, tiny_checkpoint, trusted_checkpoint
 
 from fmnist.data import CLASSES
 
@@ -89,3 +89,23 @@ def test_upload_a_photo_and_draw(browser, tmp_path):
             browser.find_element(By.ID, "file-input").send_keys(str(photo))
             wait_for(browser, lambda d: d.find_element(By.ID, "input-view").get_attribute("src") == photo_view)
             browser.save_screenshot(os.environ["FMNIST_SERVE_SCREENSHOT"])
+
+
+def test_a_picture_that_is_not_clothing_gets_its_own_answer(browser, tmp_path):
+    from selenium.webdriver.common.by import By
+
+    photo = tmp_path / "clutter.jpg"
+    photo.write_bytes(mosaic())
+    with running_server(trusted_checkpoint(tmp_path / "trusted.pt")) as server:
+        expected = httpx.post(f"{server.url}/predict", content=photo.read_bytes(),
+                              headers={"Content-Type": "image/jpeg"}, timeout=30).json()["predictions"][0]
+        assert expected["garment"] is False
+        browser.get(server.url + "/")
+        wait_for(browser, lambda d: "mlp" in d.find_element(By.ID, "model-info").text)
+        browser.find_element(By.ID, "file-input").send_keys(str(photo))
+        answer = browser.find_element(By.ID, "answer")
+        wait_for(browser, lambda d: answer.text)
+        assert answer.text == "This doesn't look like clothing"
+        guess = browser.find_element(By.ID, "best-guess").text
+        assert f"Best guess: {expected['class_name']}" in guess
+        assert "not-garment" in browser.find_element(By.ID, "result").get_attribute("class")
