@@ -109,9 +109,8 @@ def p_values(values: np.ndarray, reference: np.ndarray, unusual: str, itself: bo
     `itself`: each value is also in `reference` (scoring the reference set); it is left out of its own count.
     """
     m = len(reference) - int(itself)
-    low = 1 + np.searchsorted(reference, values, side="right") - int(itself)  # references <= value
-    high = 1 + len(reference) - np.searchsorted(reference, values, side="left") - int(itself)  # >= value
-    low, high = low / (1 + m), high / (1 + m)
+    low = (1 + np.searchsorted(reference, values, side="right") - int(itself)) / (1 + m)  # references <= value
+    high = (1 + len(reference) - np.searchsorted(reference, values, side="left") - int(itself)) / (1 + m)  # >= value
     p = {"low": low, "high": high, "both": np.minimum(1.0, 2 * np.minimum(low, high))}[unusual]
     return np.where(np.isnan(values), 1.0, p)
 
