@@ -34,7 +34,8 @@ def browser(tmp_path):
     options.binary_location = CHROMIUM  # type: ignore[assignment]
     for flag in ("--headless", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
                  "--disable-background-networking", "--disable-component-update", "--disable-sync",
-                 "--no-first-run", "--window-size=1280,900", f"--user-data-dir={tmp_path / 'chromium-profile'}"):
+                 "--no-first-run", "--window-size=1280,900",
+                 "--use-fake-ui-for-media-stream", "--use-fake-device-for-media-stream",  # a test-pattern camera f"--user-data-dir={tmp_path / 'chromium-profile'}"):
         options.add_argument(flag)
     # An explicit driver path: Selenium Manager never looks for (or downloads) one.
     driver = webdriver.Chrome(options=options, service=Service(executable_path=CHROMEDRIVER))
@@ -109,3 +110,20 @@ def test_a_picture_that_is_not_clothing_gets_its_own_answer(browser, tmp_path):
         guess = browser.find_element(By.ID, "best-guess").text
         assert f"Best guess: {expected['class_name']}" in guess
         assert "not-garment" in browser.find_element(By.ID, "result").get_attribute("class")
+
+
+def test_a_photo_from_the_camera(browser, tmp_path):
+    from selenium.webdriver.common.by import By
+
+    with running_server(tiny_checkpoint(tmp_path / "tiny.pt")) as server:
+        browser.get(server.url + "/")
+        camera = browser.find_element(By.ID, "camera")
+        wait_for(browser, lambda d: camera.is_displayed())
+        camera.click()
+        wait_for(browser, lambda d: d.execute_script("return document.querySelector('#camera-view').videoWidth") > 0)
+        assert camera.text == "Take the photo"
+        camera.click()
+        answer = browser.find_element(By.ID, "answer")
+        wait_for(browser, lambda d: answer.text)
+        assert answer.text in CLASSES and camera.text == "Use the camera"
+        assert browser.find_element(By.ID, "photo-preview").get_attribute("src").startswith("blob:")

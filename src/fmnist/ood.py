@@ -16,8 +16,8 @@ Each cue is turned into a conformal p-value (Vovk, Gammerman and Shafer, 2005): 
 reference garment photos (rendered from validation images by fmnist.testing.photos) at least as
 unusual, in the cue's unusual direction(s). The in-distribution score is the smallest p-value over
 the cues an image has (a plain 28x28 image has no picture cues), in [0, 1]; the verdict is
-"garment" when it is at least the threshold chosen to keep 95 % of another half of the validation
-photos. Nothing about non-garments is used to fit it.
+"garment" when it is at least the threshold that keeps 95 % of the reference photos, each scored
+against the others (trust.fit). Nothing about non-garments is used to fit it.
 """
 
 from __future__ import annotations

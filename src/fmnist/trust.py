@@ -24,8 +24,8 @@ from fmnist.data import as_input
 from fmnist.images import Cues, load_picture
 
 KEY = "trust"
-# Garment photos rendered from validation images to fit the detector's references and threshold;
-# rendering and framing one costs about 30 ms on one core, so this adds seconds, not minutes, to a run.
+# Garment photos rendered from validation images to fit the detector's references and threshold. Rendering
+# and framing them took 24 s of CPU time on the 2-vCPU Xeon (docs/TRUST.md): seconds, not minutes, per run.
 REFERENCE_PHOTOS = 400
 # The detector's cues: the picture's framing cues and the model's energy. Chosen on benchmarks/ood.py
 # against max-softmax and Mahalanobis distance (docs/TRUST.md); energy needs only the logits, so an

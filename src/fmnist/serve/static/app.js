@@ -58,7 +58,7 @@ function show(prediction) {
   }));
 }
 
-// Photo: pick, drop or paste.
+// Photo: pick, drop, paste or take one with the camera (below).
 function usePhoto(file) {
   if (!file) return;
   const preview = $("#photo-preview");
@@ -91,6 +91,45 @@ document.addEventListener("paste", (event) => {
   const item = [...event.clipboardData.items].find((entry) => entry.type.startsWith("image/"));
   if (item) usePhoto(item.getAsFile());
 });
+
+// Camera: where the browser allows it (a secure context: https or localhost), a live view and a shutter.
+const cameraButton = $("#camera");
+const cameraView = $("#camera-view");
+let stream = null;
+
+function stopCamera() {
+  if (stream) stream.getTracks().forEach((track) => track.stop());
+  stream = null;
+  cameraView.hidden = true;
+  cameraButton.textContent = "Use the camera";
+}
+
+if (navigator.mediaDevices && navigator.mediaDevices.getUserMedia) {
+  cameraButton.hidden = false;
+  cameraButton.addEventListener("click", async () => {
+    if (!stream) {
+      try {
+        stream = await navigator.mediaDevices.getUserMedia({ video: { facingMode: "environment" } });
+      } catch (err) {
+        $("#error").textContent = `The camera is not available: ${err.message}`;
+        $("#error").hidden = false;
+        return;
+      }
+      cameraView.srcObject = stream;
+      cameraView.hidden = false;
+      $("#photo-preview").hidden = true;
+      $("#drop-hint").hidden = true;
+      cameraButton.textContent = "Take the photo";
+      return;
+    }
+    const still = document.createElement("canvas");
+    still.width = cameraView.videoWidth;
+    still.height = cameraView.videoHeight;
+    still.getContext("2d").drawImage(cameraView, 0, 0);
+    stopCamera();
+    still.toBlob((blob) => usePhoto(new File([blob], "camera.jpg", { type: "image/jpeg" })), "image/jpeg", 0.92);
+  });
+}
 
 // Tabs.
 function selectTab(id) {
