@@ -92,7 +92,7 @@ document.addEventListener("paste", (event) => {
   if (item) usePhoto(item.getAsFile());
 });
 
-// Camera: where the browser allows it (a secure context: https or localhost), a live view and a shutter.
+// Camera: where the browser allows it (a secure context: TLS or localhost), a live view and a shutter.
 const cameraButton = $("#camera");
 const cameraView = $("#camera-view");
 let stream = null;
