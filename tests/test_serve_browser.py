@@ -35,7 +35,9 @@ def browser(tmp_path):
     for flag in ("--headless", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
                  "--disable-background-networking", "--disable-component-update", "--disable-sync",
                  "--no-first-run", "--window-size=1280,900",
-                 "--use-fake-ui-for-media-stream", "--use-fake-device-for-media-stream",  # a test-pattern camera f"--user-data-dir={tmp_path / 'chromium-profile'}"):
+                 # a test-pattern camera, allowed without asking
+                 "--use-fake-ui-for-media-stream", "--use-fake-device-for-media-stream",
+                 f"--user-data-dir={tmp_path / 'chromium-profile'}"):
         options.add_argument(flag)
     # An explicit driver path: Selenium Manager never looks for (or downloads) one.
     driver = webdriver.Chrome(options=options, service=Service(executable_path=CHROMEDRIVER))
