@@ -17,9 +17,10 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 from PIL import Image, ImageDraw
 
-from fmnist import checkpoint, config, models
+from fmnist import checkpoint, config, models, trust
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -29,6 +30,27 @@ def tiny_checkpoint(path: Path, model: str = "mlp") -> Path:
     cfg = config.Config(model=model, hidden=(8,) if model == "cnn" else (32,))
     checkpoint.save(path, {"model": models.build(cfg).state_dict(), "config": config.to_dict(cfg), "epoch": 0})
     return path
+
+
+def trusted_checkpoint(path: Path, temperature: float = 2.0) -> Path:
+    """tiny_checkpoint with a hand-made Trust: a temperature, and a detector on one cue, border_fit, whose
+    references say that garment photos have a plain border (most at 1.0): a mosaic() is not a garment."""
+    tiny_checkpoint(path)
+    state = checkpoint.load(path)
+    references = {"border_fit": np.array([0.8] * 5 + [1.0] * 95)}
+    state[trust.KEY] = trust.Trust(temperature, references, 0.05).to_dict()
+    checkpoint.save(path, state)
+    return path
+
+
+def mosaic(size: tuple[int, int] = (400, 300), block: int = 40, seed: int = 0) -> bytes:
+    """A JPEG of random coloured blocks: clutter all the way to the border, nothing like a product photo."""
+    rng = np.random.default_rng(seed)
+    cells = rng.integers(0, 256, (size[1] // block + 1, size[0] // block + 1, 3), dtype=np.uint8)
+    pixels = np.kron(cells, np.ones((block, block, 1), dtype=np.uint8))[: size[1], : size[0]]
+    buffer = io.BytesIO()
+    Image.fromarray(pixels).save(buffer, format="JPEG", quality=90)
+    return buffer.getvalue()
 
 
 def product_photo(kind: str = "trouser", size: tuple[int, int] = (360, 480), fmt: str = "JPEG") -> bytes:

@@ -405,3 +405,60 @@ def test_predict_into_a_reader_that_stops_early_ends_quietly(tmp_path):
     assert proc.wait(timeout=120) == 141, err
     assert first.startswith(str(folder / "0000.png") + ": ")
     assert "Broken pipe" not in err and "Exception ignored" not in err and "Traceback" not in err, err
+
+
+def test_predict_marks_non_garments_and_the_threshold_can_be_overridden(tmp_path, capsys):
+    from serve_support import mosaic, product_photo, trusted_checkpoint
+
+    model = trusted_checkpoint(tmp_path / "m.pt")
+    (tmp_path / "clutter.jpg").write_bytes(mosaic())
+    (tmp_path / "shirt.jpg").write_bytes(product_photo("shirt"))
+    paths = [str(tmp_path / "clutter.jpg"), str(tmp_path / "shirt.jpg")]
+    code, out, err = run(capsys, "predict", str(model), *paths)
+    clutter, shirt = out.splitlines()
+    assert code == 0 and "NOT A GARMENT" in clutter and "best guess" in clutter and "NOT A GARMENT" not in shirt
+    code, out, _ = run(capsys, "predict", str(model), *paths, "--json")
+    rows = [json.loads(line) for line in out.splitlines()]
+    assert [r["garment"] for r in rows] == [False, True] and all(r["calibrated"] for r in rows)
+    assert rows[0]["in_distribution_score"] < rows[0]["ood_threshold"] == 0.05
+    code, out, _ = run(capsys, "predict", str(model), *paths, "--json", "--ood-threshold", "0")
+    assert all(json.loads(line)["garment"] for line in out.splitlines())
+    code, out, err = run(capsys, "predict", str(model), *paths, "--ood-threshold", "1.5")
+    assert code == 2 and "--ood-threshold must be in [0, 1]" in err and len(err.strip().splitlines()) == 1
+
+
+def test_predict_says_when_probabilities_are_uncalibrated(tmp_path, capsys):
+    from serve_support import product_photo, tiny_checkpoint
+
+    (tmp_path / "shirt.jpg").write_bytes(product_photo("shirt"))
+    code, out, _ = run(capsys, "predict", str(tiny_checkpoint(tmp_path / "m.pt")), str(tmp_path / "shirt.jpg"))
+    assert code == 0 and out.strip().endswith("[uncalibrated: no temperature fitted]")
+
+
+def test_eval_reports_calibration_before_and_after_and_the_detector(synthetic_data, tmp_path, capsys):
+    from serve_support import trusted_checkpoint
+
+    model = trusted_checkpoint(tmp_path / "m.pt", temperature=3.0)
+    code, out, err = run(capsys, "eval", str(model), "--json", "--plots", str(tmp_path / "plots"))
+    assert code == 0, err
+    figures = json.loads(out)["calibration_and_ood"]
+    assert figures["temperature"] == 3.0 and figures["after"]["accuracy"] == figures["before"]["accuracy"]
+    assert figures["before"]["nll"] != figures["after"]["nll"]
+    assert [row["coverage"] for row in figures["risk_coverage"]][0] == 1.0
+    assert (tmp_path / "plots" / "reliability.png").stat().st_size > 5_000
+    code, out, _ = run(capsys, "eval", str(model))
+    assert "with temperature 3.000" in out and "risk-coverage" in out
+
+
+def test_train_with_a_validation_split_fits_trust_and_calibrate_needs_one(synthetic_data, tmp_path, capsys,
+                                                                         monkeypatch):
+    from fmnist import checkpoint, trust
+
+    monkeypatch.setattr(trust.fit_and_store, "__defaults__", (30,))  # 30 reference photos, not 400
+    run_dir = tmp_path / "run"
+    code, out, err = run(capsys, *TRAIN, "--epochs", "1", "--val-size", "100", "--out", str(run_dir))
+    assert code == 0, err
+    assert "temperature" in out and checkpoint.load(run_dir)[trust.KEY]["temperature"] > 0
+    code, _, err = run(capsys, *TRAIN, "--epochs", "1", "--out", str(tmp_path / "no-val"))
+    code, _, err = run(capsys, "calibrate", str(tmp_path / "no-val"))
+    assert code == 2 and "without a validation split" in err

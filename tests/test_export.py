@@ -323,3 +323,22 @@ def test_int8_export_keeps_accuracy_and_a_broken_calibration_does_not(real_model
     blank, _ = export.onnx_bytes(source.model, np.zeros((500, 28, 28), np.uint8))
     broken = evaluate_logits(OnnxPredictor(blank, "blank", {}).logits, dataset.test_images, dataset.test_labels)
     assert broken.accuracy < fp32 - INT8_MAX_DROP
+
+
+def test_the_temperature_and_detector_travel_in_the_sidecar(tmp_path):
+    from fmnist import trust
+    from fmnist.inference import TorchPredictor
+
+    model_path = tmp_path / "m.pt"
+    save_model(model_path, CONFIGS["mlp"])
+    state = checkpoint.load(model_path)
+    state[trust.KEY] = trust.Trust(1.7, {"energy": np.linspace(-1, 5, 40)}, 0.03).to_dict()
+    checkpoint.save(model_path, state)
+    facts = export.export(export.load_source(model_path), tmp_path / "m.onnx", synthetic_dataset())
+    assert facts[trust.KEY]["temperature"] == 1.7
+    onnx, torch_predictor = open_onnx(tmp_path / "m.onnx"), TorchPredictor(model_path)
+    assert onnx.trust.threshold == 0.03 and onnx.describe()["calibrated"] is True
+    images = synthetic_dataset().test_images[:16]
+    assert torch.allclose(onnx.probabilities(images), torch_predictor.probabilities(images), atol=1e-5)
+    assert np.allclose(onnx.trust.scores(onnx.logits(images), [None] * 16),
+                       torch_predictor.trust.scores(torch_predictor.logits(images), [None] * 16))

@@ -584,3 +584,32 @@ def test_collect_images_unreadable_directory_is_one_line(tmp_path, monkeypatch):
     monkeypatch.setattr(type(tmp_path), "iterdir", refuse)  # as for a directory without read permission
     with pytest.raises(FmnistError, match=f"^{tmp_path}: cannot list the directory: Permission denied$"):
         images.collect_images([str(tmp_path)])
+
+
+def test_framing_cues_tell_a_product_photo_from_clutter():
+    from serve_support import mosaic, product_photo
+
+    from fmnist.images import load_picture
+
+    product = load_picture(product_photo("shirt")).cues
+    clutter = load_picture(mosaic()).cues
+    assert product is not None and clutter is not None
+    assert product.border_fit == 1.0 and product.largest_part > 0.99 and 0.1 < product.coverage < 0.9
+    assert clutter.border_fit < 0.5 and clutter.coverage == 1.0
+
+
+def test_a_fashion_mnist_image_has_no_framing_cues(tmp_path):
+    from fmnist.images import load_picture
+
+    image = torch.zeros(28, 28, dtype=torch.uint8)
+    image[4:24, 8:20] = 200
+    export_png(image, tmp_path / "item.png")
+    framed = load_picture(tmp_path / "item.png")
+    assert framed.cues is None and torch.equal(framed.image, image)
+
+
+def test_a_blank_picture_has_no_object_and_zero_coverage():
+    from fmnist.images import frame_with_cues
+
+    image, cues = frame_with_cues(np.full((100, 120), 200.0, dtype=np.float32))
+    assert not image.any() and cues.coverage == 0.0 and cues.largest_part == 0.0

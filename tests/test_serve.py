@@ -21,6 +21,7 @@ from PIL import Image
 from serve_support import png_claiming, product_photo, real_bomb, tiny_checkpoint
 
 from fmnist import checkpoint, cli
+from fmnist import trust as trust_lib
 from fmnist.data import CLASSES
 from fmnist.errors import FmnistError
 from fmnist.explain import Explainer, heatmap_png
@@ -44,6 +45,11 @@ class Recorder:
         time.sleep(self.delay)
         classes = images.float().mean((1, 2)).round().long() % 10
         return torch.nn.functional.one_hot(classes, 10).float() * 0.91 + 0.01
+
+    def logits(self, images: torch.Tensor) -> torch.Tensor:
+        return self.probabilities(images).log()  # the same probabilities again after a softmax
+
+    trust = trust_lib.UNFITTED
 
     def describe(self) -> dict:
         return {"format": "test", "model": "recorder"}
@@ -538,3 +544,26 @@ def test_flip_tta_is_served_and_reported(model_path):
         mean = (plain.probabilities(image) + plain.probabilities(image.flip(-1)))[0] / 2
         assert prediction["probability"] == pytest.approx(float(mean.max()), abs=1e-6)
         assert client.get("/healthz").json()["tta_views"] == ["identity", "hflip"]
+
+
+def test_every_prediction_carries_the_verdict_and_healthz_the_temperature(tmp_path):
+    from serve_support import mosaic, trusted_checkpoint
+
+    predictor = load_predictor(trusted_checkpoint(tmp_path / "m.pt"), "cpu")
+    files = [("file", ("clutter.jpg", mosaic(), "image/jpeg")), ("file", ("shirt.png", product_photo("shirt"), "x"))]
+    with TestClient(create_app(predictor)) as fresh:
+        clutter, shirt = fresh.post("/predict", files=files).json()["predictions"]
+        health = fresh.get("/healthz").json()
+    assert clutter["garment"] is False and shirt["garment"] is True
+    assert clutter["in_distribution_score"] < clutter["ood_threshold"] == 0.05 <= shirt["in_distribution_score"]
+    assert clutter["class_name"] in CLASSES and clutter["calibrated"] is True  # the best guess stays
+    assert health["temperature"] == 2.0 and health["calibrated"] is True and health["ood_threshold"] == 0.05
+    with TestClient(create_app(predictor, ood_threshold=0.0)) as lenient:
+        assert all(p["garment"] for p in lenient.post("/predict", files=files).json()["predictions"])
+        assert lenient.get("/healthz").json()["ood_threshold"] == 0.0
+
+
+def test_a_model_without_trust_says_uncalibrated(client):
+    prediction = client.post("/predict", content=product_photo(), headers={"Content-Type": "image/jpeg"}).json()
+    assert prediction["predictions"][0]["calibrated"] is False and prediction["predictions"][0]["garment"] is True
+    assert client.get("/healthz").json()["calibrated"] is False

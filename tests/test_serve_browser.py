@@ -13,7 +13,7 @@ from pathlib import Path
 
 import httpx
 import pytest
-from serve_support import product_photo, running_server, tiny_checkpoint
+from serve_support import mosaic, product_photo, running_server, tiny_checkpoint, trusted_checkpoint
 
 from fmnist.data import CLASSES
 
@@ -35,7 +35,10 @@ def browser(tmp_path):
     options.binary_location = CHROMIUM  # type: ignore[assignment]
     for flag in ("--headless", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
                  "--disable-background-networking", "--disable-component-update", "--disable-sync",
-                 "--no-first-run", "--window-size=1280,900", f"--user-data-dir={tmp_path / 'chromium-profile'}"):
+                 "--no-first-run", "--window-size=1280,900",
+                 # a test-pattern camera, allowed without asking
+                 "--use-fake-ui-for-media-stream", "--use-fake-device-for-media-stream",
+                 f"--user-data-dir={tmp_path / 'chromium-profile'}"):
         options.add_argument(flag)
     # An explicit driver path: Selenium Manager never looks for (or downloads) one.
     driver = webdriver.Chrome(options=options, service=Service(executable_path=CHROMEDRIVER))
@@ -101,3 +104,40 @@ def test_upload_a_photo_and_draw(browser, tmp_path):
             browser.find_element(By.ID, "file-input").send_keys(str(photo))
             wait_for(browser, lambda d: d.find_element(By.ID, "input-view").get_attribute("src") == photo_view)
             browser.save_screenshot(os.environ["FMNIST_SERVE_SCREENSHOT"])
+
+
+def test_a_picture_that_is_not_clothing_gets_its_own_answer(browser, tmp_path):
+    from selenium.webdriver.common.by import By
+
+    photo = tmp_path / "clutter.jpg"
+    photo.write_bytes(mosaic())
+    with running_server(trusted_checkpoint(tmp_path / "trusted.pt")) as server:
+        expected = httpx.post(f"{server.url}/predict", content=photo.read_bytes(),
+                              headers={"Content-Type": "image/jpeg"}, timeout=30).json()["predictions"][0]
+        assert expected["garment"] is False
+        browser.get(server.url + "/")
+        wait_for(browser, lambda d: "mlp" in d.find_element(By.ID, "model-info").text)
+        browser.find_element(By.ID, "file-input").send_keys(str(photo))
+        answer = browser.find_element(By.ID, "answer")
+        wait_for(browser, lambda d: answer.text)
+        assert answer.text == "This doesn't look like clothing"
+        guess = browser.find_element(By.ID, "best-guess").text
+        assert f"Best guess: {expected['class_name']}" in guess
+        assert "not-garment" in browser.find_element(By.ID, "result").get_attribute("class")
+
+
+def test_a_photo_from_the_camera(browser, tmp_path):
+    from selenium.webdriver.common.by import By
+
+    with running_server(tiny_checkpoint(tmp_path / "tiny.pt")) as server:
+        browser.get(server.url + "/")
+        camera = browser.find_element(By.ID, "camera")
+        wait_for(browser, lambda d: camera.is_displayed())
+        camera.click()
+        wait_for(browser, lambda d: d.execute_script("return document.querySelector('#camera-view').videoWidth") > 0)
+        assert camera.text == "Take the photo"
+        camera.click()
+        answer = browser.find_element(By.ID, "answer")
+        wait_for(browser, lambda d: answer.text)
+        assert answer.text in CLASSES and camera.text == "Use the camera"
+        assert browser.find_element(By.ID, "photo-preview").get_attribute("src").startswith("blob:")

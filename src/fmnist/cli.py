@@ -14,13 +14,13 @@ from typing import NoReturn
 
 import torch
 
-from fmnist import __version__, cpu, data, distributed, models, plots, presets
+from fmnist import __version__, cpu, data, distributed, models, plots, presets, trust
 from fmnist import config as config_lib
 from fmnist.device import resolve_amp, select_device
 from fmnist.errors import FmnistError, plain
 from fmnist.export import CALIBRATION_IMAGES
 from fmnist.inference import FilePrediction, load_predictor
-from fmnist.run_dir import RunDir
+from fmnist.run_dir import RunDir, model_path
 
 
 class Terminated(BaseException):
@@ -114,7 +114,8 @@ def train_and_report(
     say(f"model {cfg.model} hidden={','.join(map(str, cfg.hidden))} | {params:,} parameters | "
         f"amp {amp} ({why}) | run {run_dir}")
     try:
-        result = fit(cfg, run_dir, dataset, resume=bool(args.resume), progress=not args.no_progress)
+        result = fit(cfg, run_dir, dataset, resume=bool(args.resume), progress=not args.no_progress,
+                     fit_trust=True)
     except (KeyboardInterrupt, Terminated):
         if w.is_main and RunDir(run_dir).last.exists():
             print(f"interrupted; continue with: fmnist train --resume {run_dir}", file=sys.stderr)
@@ -159,10 +160,64 @@ def cmd_eval(args: argparse.Namespace) -> int:
         dataset = load_data(args.data_dir)
         result = evaluate_logits(predictor.logits, dataset.test_images, dataset.test_labels)
         report = Report(str(args.checkpoint), "test set", result, dataset.test_images)
+    images, labels = (folders.images, folders.labels) if args.images else (dataset.test_images, dataset.test_labels)
+    trusted = trust_report(predictor, images, labels, args.plots)
     if args.plots:
         written = plots.write_evaluation_plots(args.plots, report, data.CLASSES)
         print(f"wrote {', '.join(written)}", file=sys.stderr)
-    print(json.dumps({**report.as_dict(), "tta": args.tta}) if args.json else report.text())
+    if args.json:
+        print(json.dumps({**report.as_dict(), "tta": args.tta, "calibration_and_ood": trusted.as_dict()}))
+        return 0
+    print(report.text())
+    print_trust_report(trusted)
+    return 0
+
+
+def trust_report(predictor, images: torch.Tensor, labels: torch.Tensor, plot_dir: str | None):
+    """Calibration and non-garment figures of `predictor` on a labelled set (trust.report); with `plot_dir`,
+    also its reliability diagram."""
+    logits = torch.cat([predictor.logits(chunk) for chunk in images.split(1000)])
+    figures = trust.report(predictor.trust, logits, labels)
+    if plot_dir:
+        before, after = figures.confidence
+        confidence = {"softmax": before, **({f"T = {figures.trust.temperature:.2f}": after} if after is not None
+                                              else {})}
+        plots.plot_reliability(confidence, dict.fromkeys(confidence, figures.correct),
+                               Path(plot_dir) / "reliability.png")
+    return figures
+
+
+def print_trust_report(figures) -> None:
+    b, a = figures.before, figures.after
+    print(f"calibration (15-bin ECE, NLL, Brier): softmax ECE {b.ece:.2%} NLL {b.nll:.4f} Brier {b.brier:.4f}", end="")
+    if a is None:
+        print("; no temperature fitted (trained without a validation split): probabilities are uncalibrated")
+    else:
+        print(f"; with temperature {figures.trust.temperature:.3f} ECE {a.ece:.2%} NLL {a.nll:.4f} Brier {a.brier:.4f}")
+    if figures.accepted is None:
+        print("non-garment detector: none fitted (trained without a validation split)")
+        return
+    print(f"non-garment detector (threshold {figures.trust.threshold:.4f}): {figures.accepted:.2%} of these images "
+          f"accepted as garments, accuracy on them {figures.accepted_accuracy:.2%}")
+    print("risk-coverage (the images with the highest in-distribution scores accepted):")
+    for coverage, accuracy, least in figures.risk_coverage:
+        print(f"  coverage {coverage:>4.0%}  accuracy {accuracy:.2%}  least score accepted {least:.4f}")
+
+
+def cmd_calibrate(args: argparse.Namespace) -> int:
+    from fmnist import checkpoint
+
+    path = model_path(args.checkpoint)
+    model, cfg, _ = checkpoint.load_model(path, "cpu")
+    if not cfg.val_size:
+        raise FmnistError(f"{path}: trained without a validation split (val_size 0); the temperature and the "
+                          "non-garment detector are fitted only on images the model did not train on")
+    dataset = load_data(args.data_dir)
+    _, val_idx = data.stratified_split(dataset.train_labels, cfg.val_size, cfg.seed)
+    fitted = trust.fit_and_store(model, dataset.train_images[val_idx], dataset.train_labels[val_idx], path,
+                                 cfg.seed, print)
+    assert fitted is not None
+    print(f"{path}: temperature {fitted.temperature:.3f}, in-distribution threshold {fitted.threshold:.4f}")
     return 0
 
 
@@ -192,7 +247,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
     from fmnist.inference import PredictOptions, predict_files
 
     options = PredictOptions(args.top_k, args.batch_size, Path(args.save_inputs) if args.save_inputs else None,
-                             Path(args.explain) if args.explain else None)
+                             Path(args.explain) if args.explain else None, args.ood_threshold)
     found = collect_images(args.images)
     skipped = found.skipped_summary()
     if not found.paths:
@@ -223,11 +278,17 @@ def predict_line(result: FilePrediction, as_json: bool) -> str:
     if result.error is not None:
         error = plain(result.error)
         return json.dumps({"path": path, "error": error}) if as_json else f"{path}: error: {error}"
+    verdict = result.verdict
     if not as_json:
-        return f"{path}: " + ", ".join(f"{data.CLASSES[c]} {q:.1%}" for c, q in result.top)
+        classes = ", ".join(f"{data.CLASSES[c]} {q:.1%}" for c, q in result.top)
+        text = f"{path}: {classes}"
+        if not verdict["garment"]:
+            text = (f"{path}: NOT A GARMENT (in-distribution score {verdict['in_distribution_score']:.3f} < "
+                    f"{verdict['ood_threshold']:.3f}); best guess {classes}")
+        return text + ("" if verdict["calibrated"] else " [uncalibrated: no temperature fitted]")
     best, p = result.top[0]
     row = {"path": path, "class_index": best, "class_name": data.CLASSES[best], "probability": p,
-           "top": [[data.CLASSES[c], q] for c, q in result.top]}
+           "top": [[data.CLASSES[c], q] for c, q in result.top], **verdict}
     if result.saved_input is not None:
         row["input"] = str(result.saved_input)
     if result.explanation is not None:
@@ -419,8 +480,10 @@ def cmd_serve(args: argparse.Namespace) -> int:
         raise FmnistError(f"--threads and --workers must be >= 1, got {args.threads} and {args.workers}")
     if not 0 <= args.port <= 65535:  # before the model loads; socket.bind would raise OverflowError
         raise FmnistError(f"--port must be 0-65535 (0: any free port), got {args.port}")
+    trust.check_threshold(args.ood_threshold)
     spec = server.Spec(args.model, str(select_device(args.device)), dataclasses.asdict(limits),
-                       args.api_key_file or "", tuple(args.cors_origin or ()), args.threads, args.tta)
+                       args.api_key_file or "", tuple(args.cors_origin or ()), args.threads, args.tta,
+                       args.ood_threshold)
     app = server.build_app(spec)  # here too with several workers: a bad model or key file is one line, before any
     say_layout(args.model, app.state.layout)
     sock = server.listen(args.host, args.port)
@@ -527,6 +590,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--top-k", type=int, default=3, help="classes to show per image (default: 3)")
     p.add_argument("--json", action="store_true", help="one JSON object per line per image")
     p.add_argument("--batch-size", type=int, default=256, help="images per model call (default: 256)")
+    p.add_argument("--ood-threshold", type=float, metavar="SCORE",
+                   help="in-distribution score (0..1) below which a picture is called not a garment (default: the "
+                        "model's, fitted to keep 95%% of garment photos; 0 accepts everything)")
     p.add_argument("--save-inputs", metavar="DIR", help="write the 28x28 image the model saw for each file as "
                    "DIR/<file name>.png (-2, -3, ... when names repeat)")
     p.add_argument("--explain", metavar="DIR", help="also write, for each file, a heatmap of the pixels that drove the "
@@ -549,8 +615,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--cors-origin", action="append", metavar="ORIGIN", help="an origin whose pages may call the API "
                    "from a browser, e.g. https://shop.example (repeatable; default: none)")
     add_limit_flags(p)
+    p.add_argument("--ood-threshold", type=float, metavar="SCORE",
+                   help="in-distribution score (0..1) below which a picture is answered as not clothing (default: "
+                        "the model's, fitted to keep 95%% of garment photos; 0 accepts everything)")
     p.add_argument("--no-access-log", action="store_true", help="no log line per request")
     p.set_defaults(func=cmd_serve)
+
+    p = sub.add_parser("calibrate", help="fit the temperature and the non-garment detector of a trained model "
+                       "(training with --val-size does this itself when it ends)", parents=[data_dir])
+    p.add_argument("checkpoint", help="a .pt checkpoint, or a run directory (its best, else last, checkpoint)")
+    p.set_defaults(func=cmd_calibrate)
 
     p = sub.add_parser("export", help="write a checkpoint as ONNX (fp32 or int8) with a sidecar JSON of facts",
                        parents=[data_dir])

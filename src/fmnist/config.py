@@ -89,7 +89,8 @@ class Config:
                            "last epoch that fits (by the previous epoch's time); the schedule stays planned over "
                            "--epochs; 0: none")
     # data and run
-    val_size: int = _opt(0, "training images held out (stratified) for validation and model selection")
+    val_size: int = _opt(0, "training images held out (stratified) for validation and model selection; `fmnist train` "
+                            "also fits the temperature and the non-garment detector on them (5000 is usual)")
     train_subset: int = _opt(0,
                              "train on a stratified subset of this many images (0 = all): smoke tests, quick studies")
     seed: int = _opt(0, "seeds weights, data order, augmentation and dropout")

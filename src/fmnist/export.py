@@ -23,15 +23,16 @@ import numpy as np
 import torch
 from torch import nn
 
-from fmnist import __version__, checkpoint, data
+from fmnist import __version__, checkpoint, data, trust
 from fmnist import config as config_lib
 from fmnist.atomic import atomic_path, atomic_write
 from fmnist.config import Config
-from fmnist.data import CLASSES, SIDE, FashionMNIST, as_input
+from fmnist.data import CLASSES, SIDE, FashionMNIST, as_input, stratified_split
 from fmnist.errors import FmnistError
 from fmnist.evaluate import evaluate_logits
 from fmnist.inference import INPUT_NAME, ONNX_FORMAT, OUTPUT_NAME, OnnxPredictor, sidecar_path
 from fmnist.run_dir import model_path
+from fmnist.trust import Trust
 
 OPSET = 17  # ai.onnx opset: per-channel QDQ needs >= 13; 17 runs on every onnxruntime of the last years
 # Largest |logit difference| an fp32 export may show against PyTorch on the test set, for logits up to 100
@@ -172,13 +173,14 @@ class Source:
     model: nn.Module
     config: Config
     epoch: int | None
+    trust: Trust  # the checkpoint's temperature and detector, fitted on its validation split or not
     layout: str | None = None  # a bare state dict: what was recognised in it (checkpoint.load_model)
 
 
 def load_source(path: str | Path) -> Source:
     path = model_path(path)
     model, cfg, state = checkpoint.load_model(path, "cpu")
-    return Source(path, model, cfg, state.get("epoch"), state.get("layout"))
+    return Source(path, model, cfg, state.get("epoch"), trust.of_state(state), state.get("layout"))
 
 
 def export(
@@ -214,6 +216,8 @@ def export(
                    "config": config_lib.to_dict(source.config), "layout": source.layout},
         "quantization": quantization,
         "test": test,
+        trust.KEY: trust_of_export(source, OnnxPredictor(model_bytes, out, {"precision": precision}), dataset,
+                                   int8).to_dict(),
         "exported_with": {"fmnist": __version__, "torch": torch.__version__, "onnx": _version("onnx"),
                           "onnxruntime": _version("onnxruntime")},
     }
@@ -223,6 +227,17 @@ def export(
         tmp.write_bytes(model_bytes)
     atomic_write(sidecar_path(out), json.dumps(facts, indent=2) + "\n")
     return facts
+
+
+def trust_of_export(source: Source, predictor: OnnxPredictor, dataset: FashionMNIST, int8: bool) -> Trust:
+    """The checkpoint's temperature and detector, for the exported graph. An fp32 graph gives PyTorch's logits
+    (within PARITY_TOLERANCE), so they are copied; int8 shifts logits, so they are fitted again on the int8
+    graph's own logits over the checkpoint's validation split (never the test set)."""
+    if not int8 or source.trust.temperature is None:
+        return source.trust
+    _, val_idx = stratified_split(dataset.train_labels, source.config.val_size, source.config.seed)
+    return trust.fit(predictor.logits, dataset.train_images[val_idx], dataset.train_labels[val_idx],
+                     source.config.seed)
 
 
 def _recording(logits_of: Callable[[torch.Tensor], torch.Tensor]) -> tuple[Callable[[torch.Tensor], torch.Tensor],

@@ -25,6 +25,7 @@ import numpy as np
 import torch
 from PIL import Image, ImageFile, ImageOps, UnidentifiedImageError
 from pillow_heif import register_heif_opener
+from scipy import ndimage
 
 from fmnist.atomic import atomic_path
 from fmnist.data import SIDE
@@ -164,12 +165,43 @@ def _skip_reason(path: Path) -> str | None:
         return None
 
 
+@dataclass(frozen=True)
+class Cues:
+    """What framing measured of the picture around the object: out-of-distribution cues (ood.py).
+
+    A product photo has a plain background all round, little noise, one object that fills a
+    part of the picture; a snapshot, a page or a texture does not.
+    """
+
+    border_fit: float  # share of the border's pixels that lie on the fitted background surface, 0..1
+    noise: float  # the background's noise, grey levels (0..255 scale, after smoothing)
+    coverage: float  # the object's bounding box, as a share of the picture's area, 0..1 (0: no object)
+    fill: float  # the object's pixels, as a share of its bounding box, 0..1
+    largest_part: float  # the largest connected piece of the object, as a share of all its pixels, 0..1
+
+    NAMES = ("border_fit", "noise", "coverage", "fill", "largest_part")
+
+    def values(self) -> tuple[float, ...]:
+        return tuple(float(getattr(self, n)) for n in self.NAMES)
+
+
+@dataclass(frozen=True)
+class Framed:
+    image: torch.Tensor  # uint8 [28, 28], as the model sees it
+    cues: Cues | None  # None for a picture that already was a 28x28 Fashion-MNIST-style image
+
+
 def load_image(source: str | Path | bytes, name: str = "upload") -> torch.Tensor:
     """Read any image Pillow can open (a file, or its bytes) as a uint8 [28, 28] Fashion-MNIST-like tensor.
 
     Raises FmnistError, naming the file (or `name` for bytes), when it is missing, a directory,
     empty, not an image, truncated or corrupt, or larger than MAX_PIXELS.
     """
+    return load_picture(source, name).image
+
+
+def load_picture(source: str | Path | bytes, name: str = "upload") -> Framed:
+    """`load_image`, with the framing's cues about the picture (None for a 28x28 Fashion-MNIST-style image)."""
     if isinstance(source, bytes):
         image = _decode(source, name)
     else:
@@ -178,12 +210,13 @@ def load_image(source: str | Path | bytes, name: str = "upload") -> torch.Tensor
     if _already_fashion_mnist(image):
         # Re-framing would only resample it; this keeps `predict --save-inputs` images and
         # exported test images exactly what the model sees.
-        return torch.from_numpy(np.array(image, dtype=np.uint8))
+        return Framed(torch.from_numpy(np.array(image, dtype=np.uint8)), None)
     try:
         gray, alpha, step = _planes(image)
     except ValueError as exc:  # modes Pillow cannot convert, such as LAB
         raise FmnistError(f"{name}: cannot convert a {image.mode} image to grayscale") from exc
-    return torch.from_numpy(frame(gray, alpha, step))
+    framed, cues = frame_with_cues(gray, alpha, step)
+    return Framed(torch.from_numpy(framed), cues)
 
 
 def frame(gray: np.ndarray, alpha: np.ndarray | None = None, step: float = 1.0) -> np.ndarray:
@@ -196,29 +229,47 @@ def frame(gray: np.ndarray, alpha: np.ndarray | None = None, step: float = 1.0) 
     thresholds below are relative to the levels the picture actually uses. A picture where no object
     stands out of the noise gives an all-zero image.
     """
+    return frame_with_cues(gray, alpha, step)[0]
+
+
+def frame_with_cues(gray: np.ndarray, alpha: np.ndarray | None = None, step: float = 1.0) -> tuple[np.ndarray, Cues]:
+    """`frame`, and the Cues measured on the way."""
+    border_fit, noise = 1.0, 0.0
     if alpha is not None and (alpha < 0.5).any():
         contrast = _cutout_contrast(gray, alpha)
         smooth = _smooth(contrast)
-        box = _object_box(_smooth(alpha) > 0.5)
+        mask = _smooth(alpha) > 0.5
+        box = _object_box(mask)
     else:
         if alpha is not None:  # opaque but for a few pixels: those show the white page behind
             gray = gray * alpha + 255 * (1 - alpha)
-        contrast, noise = _background_contrast(_stretch(gray, step))
+        contrast, noise, border_fit = _background_contrast(_stretch(gray, step))
         smooth = _smooth(contrast)
         threshold = _threshold(smooth, noise)
         # Smoothing spreads the object by its radius; the pixels themselves must also stand out.
         mask = (smooth > threshold) & (contrast > threshold / 2)
         box = _object_box(mask) if smooth.max() > _noise_floor(noise) else None
+    empty = np.zeros((SIDE, SIDE), dtype=np.uint8), Cues(border_fit, noise, 0.0, 0.0, 0.0)
     if box is None:
-        return np.zeros((SIDE, SIDE), dtype=np.uint8)
+        return empty
     top, bottom, left, right = box
     # The object's strongest contrast becomes 255, as in Fashion-MNIST. Taken before resizing and
     # smoothed: resizing blurs a dark detail, and a single noisy pixel must not set the scale.
     peak = float(smooth[top:bottom, left:right].max())
     if peak <= 0:
-        return np.zeros((SIDE, SIDE), dtype=np.uint8)
+        return empty
     framed = _fit(contrast[top:bottom, left:right], 0.0) * (255 / peak)
-    return np.clip(np.rint(framed), 0, 255).astype(np.uint8)
+    return np.clip(np.rint(framed), 0, 255).astype(np.uint8), _object_cues(mask, box, border_fit, noise)
+
+
+def _object_cues(mask: np.ndarray, box: tuple[int, int, int, int], border_fit: float, noise: float) -> Cues:
+    top, bottom, left, right = box
+    inside = mask[top:bottom, left:right]
+    pixels = int(inside.sum())
+    labels, count = ndimage.label(inside)
+    largest = int(np.bincount(labels.ravel())[1:].max()) if count else 0
+    return Cues(border_fit, noise, (bottom - top) * (right - left) / mask.size,
+                pixels / inside.size, largest / max(pixels, 1))
 
 
 def export_png(image: torch.Tensor, path: str | Path) -> None:
@@ -360,10 +411,11 @@ def _cutout_contrast(gray: np.ndarray, alpha: np.ndarray) -> np.ndarray:
     return np.maximum(negated, SILHOUETTE_FLOOR * strongest) * alpha
 
 
-def _background_contrast(gray: np.ndarray) -> tuple[np.ndarray, float]:
-    """Contrast with the background (background 0, object positive) and the noise level of the smoothed contrast."""
+def _background_contrast(gray: np.ndarray) -> tuple[np.ndarray, float, float]:
+    """Contrast with the background (background 0, object positive), the noise level of the smoothed contrast,
+    and the share of border pixels on the background surface."""
     smooth = _smooth(gray)
-    background, noise = _background_surface(smooth)
+    background, noise, border_fit = _background_surface(smooth)
     difference = smooth - background
     threshold = _threshold(difference, noise)
     standing_out = difference[np.abs(difference) > threshold]
@@ -371,12 +423,12 @@ def _background_contrast(gray: np.ndarray) -> tuple[np.ndarray, float]:
     # background: whichever carries more contrast. Edges do not matter, so an object that
     # touches or crosses the border gets the same answer.
     sign = -1.0 if standing_out.sum() < 0 else 1.0
-    return sign * (gray - background), noise
+    return sign * (gray - background), noise, border_fit
 
 
-def _background_surface(smooth: np.ndarray) -> tuple[np.ndarray, float]:
+def _background_surface(smooth: np.ndarray) -> tuple[np.ndarray, float, float]:
     """Background level, a quadratic surface in x and y (a gradient of light, vignetting), fitted to the
-    border pixels that belong to it; and their noise.
+    border pixels that belong to it; their noise; and their share of the border.
 
     Starts at the most common border level (not the median: an object may cover more than half
     of the border) and grows the set of background pixels along a gradient of light.
@@ -403,7 +455,7 @@ def _background_surface(smooth: np.ndarray) -> tuple[np.ndarray, float]:
     gx = np.arange(width, dtype=np.float32) / max(width - 1, 1) - 0.5
     gy = np.arange(height, dtype=np.float32) / max(height - 1, 1) - 0.5
     surface = _surface_terms(gx[None, :], gy[:, None]) @ coef
-    return surface.astype(np.float32), noise
+    return surface.astype(np.float32), noise, float(inliers.mean()) if inliers.size else 0.0
 
 
 def _surface_terms(x: np.ndarray, y: np.ndarray) -> np.ndarray:

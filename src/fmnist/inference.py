@@ -9,32 +9,36 @@ from __future__ import annotations
 import hashlib
 import json
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
 import numpy as np
 import torch
 
-from fmnist import checkpoint
+from fmnist import checkpoint, trust
 from fmnist.atomic import atomic_write
 from fmnist.data import CLASSES, SIDE, as_input
 from fmnist.device import select_device
 from fmnist.errors import FmnistError
-from fmnist.images import export_png, load_image
+from fmnist.images import Framed, export_png, load_picture
 from fmnist.run_dir import model_path
+from fmnist.trust import Trust
 
 ONNX_FORMAT = "fmnist-onnx-v1"
 INPUT_NAME, OUTPUT_NAME = "pixels", "logits"
 
 
 class Predictor(Protocol):
+    trust: Trust  # the model's temperature and non-garment detector (trust.py), fitted or not
+
     def logits(self, images: torch.Tensor) -> torch.Tensor:
         """float32 [N, 10] on the CPU for uint8 [N, 28, 28] images (any device)."""
         ...
 
     def probabilities(self, images: torch.Tensor) -> torch.Tensor:
-        """float32 [N, 10] on the CPU for uint8 [N, 28, 28] images (any device)."""
+        """float32 [N, 10] on the CPU for uint8 [N, 28, 28] images (any device): softmax(logits / T) with the
+        model's fitted temperature T, the plain softmax without one."""
         ...
 
     def describe(self) -> dict[str, Any]:
@@ -53,17 +57,18 @@ class TorchPredictor:
                          if isinstance(last.get(f"{split}_acc"), float)}
         # A bare state dict: what fmnist recognised in it, the input scaling included (None for a checkpoint).
         self.layout: str | None = state.get("layout")
+        self.trust = trust.of_state(state)
 
     @torch.inference_mode()
     def logits(self, images: torch.Tensor) -> torch.Tensor:
         return self.model(as_input(images.to(self.device))).float().cpu()
 
     def probabilities(self, images: torch.Tensor) -> torch.Tensor:
-        return self.logits(images).softmax(1)
+        return self.trust.probabilities(self.logits(images))
 
     def describe(self) -> dict[str, Any]:
         facts = {"format": "pytorch", "model": self.config.model, "source": str(self.path), "file": str(self.file),
-                 "device": str(self.device), **self.accuracy}
+                 "device": str(self.device), **self.accuracy, **self.trust.describe()}
         return facts if self.layout is None else {**facts, "layout": self.layout}
 
 
@@ -100,6 +105,7 @@ class OnnxPredictor:
         import onnxruntime as ort
 
         self.source, self.facts = Path(source), facts
+        self.trust = trust.of_state(facts)
         options = ort.SessionOptions()
         if threads:
             options.intra_op_num_threads = threads
@@ -124,7 +130,7 @@ class OnnxPredictor:
         return torch.from_numpy(out)
 
     def probabilities(self, images: torch.Tensor) -> torch.Tensor:
-        return self.logits(images).softmax(1)
+        return self.trust.probabilities(self.logits(images))
 
     def describe(self) -> dict[str, Any]:
         return {
@@ -135,6 +141,7 @@ class OnnxPredictor:
             "file": str(self.source),
             "device": "cpu",
             "test_accuracy": self.facts["test"]["accuracy"],
+            **self.trust.describe(),
         }
 
 
@@ -170,8 +177,10 @@ class PredictOptions:
     batch_size: int = 256
     save_inputs: Path | None = None
     explain: Path | None = None
+    ood_threshold: float | None = None  # overrides the model's fitted in-distribution threshold (trust.py)
 
     def __post_init__(self) -> None:
+        trust.check_threshold(self.ood_threshold)
         for name in ("top_k", "batch_size"):
             if getattr(self, name) < 1:
                 raise FmnistError(f"{name} must be >= 1, got {getattr(self, name)}")
@@ -197,6 +206,7 @@ class FilePrediction:
     error: str | None = None
     saved_input: Path | None = None
     explanation: Path | None = None
+    verdict: dict[str, Any] = field(default_factory=dict)  # trust.fields: garment or not, its score, calibrated
 
 
 def predict_files(
@@ -218,23 +228,28 @@ def predict_files(
     top_k = min(options.top_k, len(CLASSES))
     for start in range(0, len(paths), options.batch_size):
         batch = range(start, min(start + options.batch_size, len(paths)))
-        loaded: dict[int, torch.Tensor] = {}
+        loaded: dict[int, Framed] = {}
         errors: dict[int, str] = {}
         saved: dict[int, Path] = {}
         for i in batch:
             try:
-                loaded[i] = load_image(paths[i])
+                loaded[i] = load_picture(paths[i])
             except FmnistError as e:
                 errors[i] = str(e)
                 continue
             if options.save_inputs is not None:
                 saved[i] = options.save_inputs / names[i]
-                export_png(loaded[i], saved[i])
+                export_png(loaded[i].image, saved[i])
         top: dict[int, list[tuple[int, float]]] = {}
+        judged: dict[int, dict[str, Any]] = {}
         heatmaps: dict[int, Path] = {}
         if loaded:
-            images = torch.stack(list(loaded.values()))
-            values, indices = predictor.probabilities(images).topk(top_k, dim=1)
+            images = torch.stack([picture.image for picture in loaded.values()])
+            logits = predictor.logits(images)
+            verdict = trust.judge(predictor.trust, logits, [picture.cues for picture in loaded.values()],
+                                  options.ood_threshold)
+            judged = {i: trust.fields(verdict, n, predictor.trust, options.ood_threshold) for n, i in enumerate(loaded)}
+            values, indices = verdict.probabilities.topk(top_k, dim=1)
             rows = zip(loaded, indices.tolist(), values.tolist(), strict=True)
             top = {i: list(zip(c, p, strict=True)) for i, c, p in rows}
             if options.explain is not None:
@@ -243,7 +258,8 @@ def predict_files(
                     heatmaps[i] = options.explain / names[i]
                     atomic_write(heatmaps[i], png)
         for i in batch:
-            yield FilePrediction(paths[i], top.get(i, []), errors.get(i), saved.get(i), heatmaps.get(i))
+            yield FilePrediction(paths[i], top.get(i, []), errors.get(i), saved.get(i), heatmaps.get(i),
+                                 judged.get(i, {}))
 
 
 def _saved_names(paths: Sequence[Path]) -> list[str]:

@@ -230,3 +230,28 @@ def write_run_plots(run_dir: str | os.PathLike, history: Sequence[Mapping[str, o
 
 def _shorten(text: str, most: int) -> str:
     return text if len(text) <= most else text[: most - 1] + "\u2026"
+
+
+def plot_reliability(confidence: Mapping[str, torch.Tensor], correct: Mapping[str, torch.Tensor],
+                     path: str | os.PathLike, bins: int = 15) -> None:
+    """Reliability diagram (Guo et al., 2017): accuracy against mean top-class confidence in `bins` equal-width
+    bins, one line per entry of `confidence` (e.g. before and after temperature scaling), with the diagonal of
+    perfect calibration. `confidence[k]` and `correct[k]` are [N] tensors (0..1 and bool)."""
+    from fmnist.calibration import expected_calibration_error, reliability
+
+    fig = new_figure(figsize=(5.5, 5))
+    ax = fig.subplots()
+    ax.plot([0, 1], [0, 1], color="grey", linestyle="--", linewidth=1, label="perfect calibration")
+    for name, conf in confidence.items():
+        count, mean_conf, accuracy = reliability(conf, correct[name].double(), bins)
+        used = count > 0
+        ece = expected_calibration_error(conf, correct[name].double(), bins)
+        ax.plot(mean_conf[used].numpy(), accuracy[used].numpy(), marker="o", markersize=3,
+                label=f"{name} (ECE {ece:.2%})")
+    ax.set(title="Reliability diagram", xlabel="confidence (top-class probability)", ylabel="accuracy",
+           xlim=(0, 1), ylim=(0, 1))
+    ax.xaxis.set_major_formatter(PercentFormatter(xmax=1))
+    ax.yaxis.set_major_formatter(PercentFormatter(xmax=1))
+    ax.grid(alpha=0.3)
+    ax.legend(loc="upper left")
+    save_png(fig, path)

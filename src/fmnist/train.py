@@ -20,7 +20,7 @@ from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 from tqdm import tqdm
 
-from fmnist import checkpoint, cpu, distributed, measure, models, monitor
+from fmnist import checkpoint, cpu, distributed, measure, models, monitor, trust
 from fmnist import config as config_lib
 from fmnist.augment import augment, mix
 from fmnist.config import Config
@@ -365,12 +365,15 @@ def fit(
     log: Callable[[str], None] = print,
     progress: bool = True,
     on_epoch: Callable[[EpochRow], None] | None = None,
+    fit_trust: bool = False,
 ) -> FitResult:
     """Train `cfg` on `data`, writing config, metrics, checkpoints, TensorBoard events, summary and
     plots to `run_dir` (run_dir.RunDir names the files).
 
     `on_epoch` sees each epoch's metrics row after its checkpoint is written; an exception it
     raises (e.g. optuna.TrialPruned) stops training with the run resumable.
+    `fit_trust`: when training ends, fit the temperature and the non-garment detector on the validation
+    split into best.pt (trust.py; `fmnist train` asks for it, studies do not).
 
     Under torchrun each process trains on its shard of every epoch's permutation with
     batch_size / world_size images per step, so the effective batch stays cfg.batch_size;
@@ -462,7 +465,7 @@ def fit(
 
     if not world.is_main:
         return FitResult(model=t.raw_model, summary=None, history=[])
-    return finish(t, cfg, run, done, trained_now, stopped, time.perf_counter() - t_start)
+    return finish(t, cfg, run, done, trained_now, stopped, time.perf_counter() - t_start, fit_trust, log)
 
 
 def epoch_row(
@@ -507,9 +510,11 @@ def best_state(state: dict, row: EpochRow, ema: ModelEma | None) -> dict:
 
 
 def finish(
-    t: Trainer, cfg: Config, run: RunDir, done: Progress, trained_now: bool, stopped: str | None, seconds: float
+    t: Trainer, cfg: Config, run: RunDir, done: Progress, trained_now: bool, stopped: str | None, seconds: float,
+    fit_trust: bool, log: Callable[[str], None],
 ) -> FitResult:
-    """Load the chosen weights (best on validation, else last), then write summary.json and the plots."""
+    """Load the chosen weights (best on validation, else last), write the plots, fit the temperature and
+    detector when asked (`fit_trust`), and write summary.json last."""
     if run.best.exists():
         t.raw_model.load_state_dict(checkpoint.load(run.best, map_location=t.device)["model"])
     finished = run.read_summary()
@@ -520,9 +525,11 @@ def finish(
     if stopped:
         summary["stopped"] = stopped
     summary["processes"], summary["process_group"] = t.world.size, distributed.backend()
-    run.write_summary(summary)
     test = evaluate(t.raw_model, t.tensors.test_x, t.tensors.test_y, cfg.eval_batch_size)
     run.write_plots(done.history, test, t.tensors.test_x.cpu())
+    if fit_trust:  # the temperature and the non-garment detector, fitted on validation, join best.pt
+        trust.fit_and_store(t.raw_model, t.tensors.val_x, t.tensors.val_y, run.best, cfg.seed, log)
+    run.write_summary(summary)  # last: a run with summary.json is finished, and a resume does not redo it
     return FitResult(model=t.raw_model, summary=summary, history=done.history)
 
 

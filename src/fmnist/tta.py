@@ -1,6 +1,7 @@
 """Test-time augmentation (TTA): a prediction averaged over transformed views of each image.
 
-As fastai's `Learner.tta` and timm's `--tta` do, the class probabilities of the views are averaged;
+As fastai's `Learner.tta` and timm's `--tta` do, the views' outputs are averaged (here the logits,
+which the temperature then scales);
 the model is called once on all views of a batch together. Horizontal flip is the one view used:
 it is the augmentation Fashion-MNIST training uses (clothes are left-right symmetric in kind),
 and the others the training set knows (crops, shifts) would move the centred product.
@@ -24,25 +25,25 @@ MODES: dict[str, tuple[str, ...]] = {"none": ("identity",), "flip": ("identity",
 
 
 class TTAPredictor:
-    """A inference.Predictor whose probabilities are the mean of `inner`'s over the views of `mode`.
-
-    `logits` returns the log of those mean probabilities (float32 [N, 10] on the CPU), so that
-    softmax, cross-entropy and argmax read them as they read any logits. Costs len(views) times
-    the images per model call.
+    """A inference.Predictor whose logits are the mean of `inner`'s over the views of `mode` (float32 [N, 10]
+    on the CPU), and whose probabilities are those logits through `inner`'s temperature (trust.py): the
+    out-of-distribution score reads the averaged logits as it reads any model's. Costs len(views) times the
+    images per model call.
     """
 
     def __init__(self, inner: Any, mode: str):
         if mode not in MODES:
             raise FmnistError(f"unknown TTA mode {mode!r}; choose from {', '.join(MODES)}")
         self.inner, self.mode, self.views = inner, mode, MODES[mode]
-
-    def probabilities(self, images: torch.Tensor) -> torch.Tensor:
-        n = len(images)
-        stacked = torch.cat([VIEWS[view](images) for view in self.views])
-        return self.inner.probabilities(stacked).view(len(self.views), n, -1).mean(0)
+        self.trust = inner.trust
 
     def logits(self, images: torch.Tensor) -> torch.Tensor:
-        return self.probabilities(images).clamp_min(torch.finfo(torch.float32).tiny).log()
+        n = len(images)
+        stacked = torch.cat([VIEWS[view](images) for view in self.views])
+        return self.inner.logits(stacked).view(len(self.views), n, -1).mean(0)
+
+    def probabilities(self, images: torch.Tensor) -> torch.Tensor:
+        return self.trust.probabilities(self.logits(images))
 
     def describe(self) -> dict[str, Any]:
         return {**self.inner.describe(), "tta": self.mode, "tta_views": list(self.views)}

@@ -33,9 +33,10 @@ from pydantic import BaseModel
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.middleware.cors import CORSMiddleware
 
+from fmnist import trust
 from fmnist.data import CLASSES
 from fmnist.errors import FmnistError
-from fmnist.images import load_image
+from fmnist.images import Cues, Framed, load_picture
 from fmnist.inference import Predictor
 from fmnist.serve.access import Keys, RateLimiter
 from fmnist.serve.batching import Answer, MicroBatcher, QueueFull
@@ -108,6 +109,10 @@ class Prediction(BaseModel):
     probability: float
     top: list[tuple[str, float]]
     input: str | None = None  # with ?input=1: the 28x28 image the model saw, as a data:image/png;base64 URL
+    garment: bool  # looks like a Fashion-MNIST item; false: "does not look like clothing", class_name is a guess
+    in_distribution_score: float | None  # 0..1 (docs/TRUST.md); None when the model has no detector
+    ood_threshold: float | None  # the score a garment reaches
+    calibrated: bool  # probabilities use the model's fitted temperature
     explanation: HeatmapResponse | None = None  # with ?explain=1 only
 
 
@@ -136,11 +141,13 @@ def create_app(
     api_keys: tuple[str, ...] = (),
     cors_origins: tuple[str, ...] = (),
     reload: Callable[[], ServedModel] | None = None,
+    ood_threshold: float | None = None,
 ) -> FastAPI:
     """The app serving `model` within `limits`.
 
     api_keys: when given, POST /predict and GET /metrics need one of them (fmnist.serve.access).
     cors_origins: origins whose pages may call the API from a browser (none by default).
+    ood_threshold: overrides the model's in-distribution threshold (trust.py).
     reload: loads and checks the model again (fmnist.serve.model.load); on SIGHUP the app runs it in a
     thread and swaps the model between batches, or keeps the old one and logs why if it fails.
     Raises FmnistError for limits out of range."""
@@ -237,7 +244,9 @@ def create_app(
             "model": current.identity(),
             "pid": os.getpid(),  # the worker process that answered (--workers)
             **{key: value for key, value in facts.items()
-               if key in ("format", "source", "device", "layout", "tta_views")},
+               if key in ("format", "source", "device", "layout", "tta_views", "temperature", "calibrated",
+                          "ood_detector", "ood_threshold")},
+            **({"ood_threshold": ood_threshold} if ood_threshold is not None else {}),
             "classes": list(CLASSES),
             "limits": asdict(limits),
             "in_progress": in_progress,
@@ -276,18 +285,18 @@ def create_app(
             client = keys.check(request.headers) if keys is not None else ""
             if rate is not None:
                 rate.take(client or (request.client.host if request.client else ""))
-            answer, images, heatmaps = await classify(body, explain == "1")
+            answer, pictures, heatmaps = await classify(body, explain == "1")
         except ApiError:
             await body.discard()  # read what is left of the body so that the client gets this answer
             raise
         start = time.perf_counter()
-        content = build_answer(answer, images, limits.top_k, view, heatmaps)
+        content = build_answer(answer, pictures, limits.top_k, view, heatmaps, ood_threshold)
         metrics.stage.labels("encode").observe(time.perf_counter() - start)
         return JSONResponse(content, headers={"X-Model": answer.model.header()})
 
-    async def classify(body: Body, explain: bool) -> tuple[Answer[ServedModel], torch.Tensor, list[dict[str, str]]]:
-        """Read, decode and classify the images of one request: the model's answer, the uint8 [k, 28, 28]
-        the model saw, and with `explain` one heatmap per image (else none)."""
+    async def classify(body: Body, explain: bool) -> tuple[Answer[ServedModel], list[Framed], list[dict[str, str]]]:
+        """Read, decode and classify the images of one request: the model's answer, the pictures as the model
+        saw them (with their framing cues), and with `explain` one heatmap per image (else none)."""
         nonlocal in_progress, preparing
         if in_progress >= limits.max_queue:
             raise ApiError(503, f"server busy ({in_progress} requests in progress); retry shortly", RETRY)
@@ -302,7 +311,7 @@ def create_app(
             read = time.perf_counter()
             metrics.stage.labels("body").observe(read - start)
             loop = asyncio.get_running_loop()
-            results = await asyncio.gather(*(loop.run_in_executor(decode_pool, load_image, data, name)
+            results = await asyncio.gather(*(loop.run_in_executor(decode_pool, load_picture, data, name)
                                              for name, data in uploads), return_exceptions=True)
             metrics.stage.labels("decode").observe(time.perf_counter() - read)
             for result in results:  # the first bad file, in request order, names itself
@@ -310,7 +319,8 @@ def create_app(
                     raise ApiError(400, str(result))
                 if isinstance(result, BaseException):
                     raise result
-            images = torch.stack(results)  # type: ignore[arg-type]  # every result is a tensor now
+            pictures: list[Framed] = results  # type: ignore[assignment]  # every result is a picture now
+            images = torch.stack([picture.image for picture in pictures])
             preparing -= 1
             submitted = True
             try:
@@ -322,8 +332,8 @@ def create_app(
             heatmaps: list[dict[str, str]] = []
             if explain:  # while still counted in progress: an explanation is many times a prediction's work
                 heatmaps = await loop.run_in_executor(
-                    decode_pool, explain_urls, answer.model.predictor, images, answer.probs.argmax(1))
-            return answer, images, heatmaps
+                    decode_pool, explain_urls, answer.model.predictor, images, answer.logits.argmax(1))
+            return answer, pictures, heatmaps
         finally:
             hold.release()
             in_progress -= 1
@@ -351,23 +361,28 @@ def create_app(
     return app
 
 
-def build_answer(answer: Answer[ServedModel], images: torch.Tensor, top_k: int, view: bool,
-                 heatmaps: list[dict[str, str]]) -> dict[str, Any]:
-    """The JSON of POST /predict: the model that answered, and one prediction per image in request order.
+def build_answer(answer: Answer[ServedModel], pictures: list[Framed], top_k: int, view: bool,
+                 heatmaps: list[dict[str, str]], ood_threshold: float | None = None) -> dict[str, Any]:
+    """The JSON of POST /predict: the model that answered, and one prediction per image in request order,
+    each with its verdict (trust.fields: garment or not, in-distribution score, calibrated).
 
-    answer.probs: float32 [k, 10]; images: the uint8 [k, 28, 28] the model saw; view: add each as `input`;
+    answer.logits: float32 [k, 10]; pictures: the k framed pictures the model saw; view: add each as `input`;
     heatmaps: one {"method", "heatmap"} per image with ?explain=1, else empty."""
-    top_p, top_i = answer.probs.topk(top_k, dim=1)
+    model_trust = answer.model.predictor.trust
+    cues: list[Cues | None] = [picture.cues for picture in pictures]
+    verdict = trust.judge(model_trust, answer.logits, cues, ood_threshold)
+    top_p, top_i = verdict.probabilities.topk(top_k, dim=1)
     predictions = []
-    for p, i, image in zip(top_p.tolist(), top_i.tolist(), images, strict=True):
+    for n, (p, i, picture) in enumerate(zip(top_p.tolist(), top_i.tolist(), pictures, strict=True)):
         prediction: dict[str, Any] = {
             "class_index": i[0],
             "class_name": CLASSES[i[0]],
             "probability": p[0],
             "top": [[CLASSES[c], q] for c, q in zip(i, p, strict=True)],
+            **trust.fields(verdict, n, model_trust, ood_threshold),
         }
         if view:
-            prediction["input"] = png_url(image)
+            prediction["input"] = png_url(picture.image)
         predictions.append(prediction)
     for prediction, heatmap in zip(predictions, heatmaps, strict=False):  # none unless ?explain=1
         prediction["explanation"] = heatmap

@@ -30,7 +30,7 @@ class QueueFull(Exception):
 
 
 class Model(Protocol):
-    def probabilities(self, images: torch.Tensor) -> torch.Tensor:
+    def logits(self, images: torch.Tensor) -> torch.Tensor:
         """float32 [N, 10] for uint8 [N, 28, 28]."""
         ...
 
@@ -40,7 +40,7 @@ M = TypeVar("M", bound=Model)
 
 @dataclass(frozen=True)
 class Answer(Generic[M]):
-    probs: torch.Tensor  # float32 [k, 10], one row per submitted image
+    logits: torch.Tensor  # float32 [k, 10], one row per submitted image
     model: M  # the model that computed them
     waited: float  # seconds from submission to the start of the model call
 
@@ -62,7 +62,7 @@ class MicroBatcher(Generic[M]):
         expected: Callable[[], int] | None = None,
         on_batch: Callable[[int, float], None] | None = None,
     ):
-        """`model.probabilities` answers each batch. `expected()`: how many more submissions are on their way
+        """`model.logits` answers each batch. `expected()`: how many more submissions are on their way
         (requests still being read or decoded); when it says none, a batch goes at once instead of waiting
         max_wait for company that is not coming. `on_batch(images, seconds)` is told of every model call."""
         if max_batch < 1 or max_queue < 1 or max_wait < 0:
@@ -129,7 +129,7 @@ class MicroBatcher(Generic[M]):
             images = torch.cat([job.images for job in batch])
             model, started = self.model, time.perf_counter()
             try:
-                probs = await loop.run_in_executor(self._executor, model.probabilities, images)
+                logits = await loop.run_in_executor(self._executor, model.logits, images)
             except Exception as exc:  # the model's failure is every waiting request's 500, not the worker's end
                 for job in batch:
                     if not job.done.done():
@@ -142,7 +142,7 @@ class MicroBatcher(Generic[M]):
             start = 0
             for job in batch:
                 if not job.done.done():  # a client that hung up cancelled its future
-                    job.done.set_result(Answer(probs[start : start + len(job.images)], model, started - job.queued_at))
+                    job.done.set_result(Answer(logits[start : start + len(job.images)], model, started - job.queued_at))
                 start += len(job.images)
 
     async def _gather(self, loop: asyncio.AbstractEventLoop) -> list[_Job[M]]:

@@ -31,8 +31,12 @@ class ServedModel:
     kind: str  # architecture and format, e.g. "mlp pytorch", "cnn onnx int8"
     accuracy: dict[str, float] = field(default_factory=dict)  # what the file records: train/val/test accuracy
 
+    def logits(self, images: torch.Tensor) -> torch.Tensor:
+        """float32 [N, 10] for uint8 [N, 28, 28] images (the micro-batcher's model call)."""
+        return self.predictor.logits(images)
+
     def probabilities(self, images: torch.Tensor) -> torch.Tensor:
-        """float32 [N, 10] for uint8 [N, 28, 28] images."""
+        """float32 [N, 10] for uint8 [N, 28, 28] images, through the model's temperature."""
         return self.predictor.probabilities(images)
 
     def identity(self) -> dict[str, Any]:

@@ -42,6 +42,7 @@ class Spec:
     cors_origins: tuple[str, ...] = ()
     threads: int = 1  # torch intra-op threads per model call
     tta: str = "none"  # test-time augmentation of every prediction (tta.py)
+    ood_threshold: float | None = None  # overrides the model's in-distribution threshold (trust.py)
 
 
 def build_app(spec: Spec) -> FastAPI:
@@ -57,7 +58,8 @@ def build_app(spec: Spec) -> FastAPI:
     def reload() -> model.ServedModel:
         return model.load(spec.model, spec.device, spec.tta)
 
-    return create_app(reload(), limits, api_keys=keys, cors_origins=spec.cors_origins, reload=reload)
+    return create_app(reload(), limits, api_keys=keys, cors_origins=spec.cors_origins, reload=reload,
+                      ood_threshold=spec.ood_threshold)
 
 
 def worker_app() -> FastAPI:

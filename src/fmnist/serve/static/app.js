@@ -1,6 +1,6 @@
 "use strict";
 // The page of `fmnist serve`: a photo (dropped, picked or pasted) or a drawing goes to POST /predict;
-// the answer, the 28x28 view the model saw and the top classes come back.
+// the answer (or "doesn't look like clothing"), the 28x28 view the model saw and the top classes come back.
 
 const $ = (selector) => document.querySelector(selector);
 const percent = (p) => (p * 100).toFixed(p >= 0.995 || p < 0.01 ? 0 : 1) + "%";
@@ -30,11 +30,24 @@ async function classify(blob, name) {
 function show(prediction) {
   $("#empty").hidden = true;
   $("#result").hidden = false;
-  $("#answer").textContent = prediction.class_name;
+  // Not a garment: the verdict is the answer, the best guess only small print (docs/TRUST.md).
+  const garment = prediction.garment !== false;
+  $("#result").classList.toggle("not-garment", !garment);
+  $("#eyebrow").textContent = garment ? "It looks like" : "Hmm";
+  $("#answer").textContent = garment ? prediction.class_name : "This doesn't look like clothing";
   $("#confidence").innerHTML = "";
   const strong = document.createElement("strong");
   strong.textContent = percent(prediction.probability);
-  $("#confidence").append(strong, " confident");
+  const uncalibrated = prediction.calibrated === false ? " (uncalibrated)" : "";
+  if (garment) {
+    $("#confidence").append(strong, " confident" + uncalibrated);
+  } else {
+    const guess = document.createElement("small");
+    guess.id = "best-guess";
+    guess.textContent = `None of the ten classes fits this picture. Best guess: ${prediction.class_name} ` +
+      `(${percent(prediction.probability)}${uncalibrated}).`;
+    $("#confidence").append(guess);
+  }
   $("#input-view").src = prediction.input;
   $("#why").hidden = !prediction.explanation;
   if (prediction.explanation) {
@@ -56,7 +69,7 @@ function show(prediction) {
 
 $("#explain").addEventListener("change", () => { if (last) classify(last.blob, last.name); });
 
-// Photo: pick, drop or paste.
+// Photo: pick, drop, paste or take one with the camera (below).
 function usePhoto(file) {
   if (!file) return;
   const preview = $("#photo-preview");
@@ -89,6 +102,45 @@ document.addEventListener("paste", (event) => {
   const item = [...event.clipboardData.items].find((entry) => entry.type.startsWith("image/"));
   if (item) usePhoto(item.getAsFile());
 });
+
+// Camera: where the browser allows it (a secure context: TLS or localhost), a live view and a shutter.
+const cameraButton = $("#camera");
+const cameraView = $("#camera-view");
+let stream = null;
+
+function stopCamera() {
+  if (stream) stream.getTracks().forEach((track) => track.stop());
+  stream = null;
+  cameraView.hidden = true;
+  cameraButton.textContent = "Use the camera";
+}
+
+if (navigator.mediaDevices && navigator.mediaDevices.getUserMedia) {
+  cameraButton.hidden = false;
+  cameraButton.addEventListener("click", async () => {
+    if (!stream) {
+      try {
+        stream = await navigator.mediaDevices.getUserMedia({ video: { facingMode: "environment" } });
+      } catch (err) {
+        $("#error").textContent = `The camera is not available: ${err.message}`;
+        $("#error").hidden = false;
+        return;
+      }
+      cameraView.srcObject = stream;
+      cameraView.hidden = false;
+      $("#photo-preview").hidden = true;
+      $("#drop-hint").hidden = true;
+      cameraButton.textContent = "Take the photo";
+      return;
+    }
+    const still = document.createElement("canvas");
+    still.width = cameraView.videoWidth;
+    still.height = cameraView.videoHeight;
+    still.getContext("2d").drawImage(cameraView, 0, 0);
+    stopCamera();
+    still.toBlob((blob) => usePhoto(new File([blob], "camera.jpg", { type: "image/jpeg" })), "image/jpeg", 0.92);
+  });
+}
 
 // Tabs.
 function selectTab(id) {

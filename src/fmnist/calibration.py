@@ -1,0 +1,98 @@
+"""Calibrated probabilities: temperature scaling, and the figures that say whether "80 %" means right four
+times in five.
+
+Temperature scaling (Guo, Pleiss, Sun and Weinberger, 2017, "On Calibration of Modern Neural
+Networks"): the probabilities become softmax(logits / T), with one scalar T > 0 fitted by
+minimising the negative log-likelihood on held-out data (the validation split, never the test set).
+It changes no prediction, only how sure each one says it is.
+
+Measures (all on probabilities [N, C] and integer labels [N]):
+- ECE, expected calibration error: the top-class confidence is cut into 15 equal-width bins over
+  [0, 1]; ECE = sum over bins of (bin size / N) * |accuracy in bin - mean confidence in bin|
+  (Naeini, Cooper and Hauskrecht, 2015; the 15 bins of Guo et al.).
+- NLL, negative log-likelihood: mean of -log p(true class), in nats.
+- Brier score: mean over images of sum over classes of (p_c - [c = true])^2 (Brier, 1950), 0..2.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass
+
+import torch
+import torch.nn.functional as F
+
+ECE_BINS = 15
+# A temperature beyond these bounds means the fit failed (e.g. logits all equal): keep 1 then.
+T_RANGE = (0.05, 20.0)
+
+
+@dataclass(frozen=True)
+class Calibration:
+    ece: float  # 0..1
+    nll: float  # nats per image
+    brier: float  # 0..2
+    accuracy: float  # 0..1
+
+    def as_dict(self) -> dict[str, float]:
+        return asdict(self)
+
+
+def fit_temperature(logits: torch.Tensor, labels: torch.Tensor, max_iter: int = 100) -> float:
+    """The temperature T > 0 minimising the NLL of softmax(logits / T) on (`logits` [N, C], `labels` [N]).
+
+    Fitted by L-BFGS on log T (so that T stays positive), as in Guo et al. (2017). Raises ValueError
+    on empty or mismatched input.
+    """
+    if logits.dim() != 2 or len(logits) != len(labels) or not len(labels):
+        raise ValueError(f"expected logits [N, C] and labels [N] with N > 0, got {tuple(logits.shape)} and "
+                         f"{tuple(labels.shape)}")
+    logits, labels = logits.detach().double().cpu(), labels.cpu()
+    log_t = torch.zeros((), dtype=torch.float64, requires_grad=True)
+    optimizer = torch.optim.LBFGS([log_t], lr=0.1, max_iter=max_iter, line_search_fn="strong_wolfe")
+
+    def closure() -> torch.Tensor:
+        optimizer.zero_grad()
+        loss = F.cross_entropy(logits / log_t.exp(), labels)
+        loss.backward()
+        return loss
+
+    with torch.enable_grad():
+        optimizer.step(closure)
+    t = float(log_t.detach().exp())
+    return t if math.isfinite(t) and T_RANGE[0] <= t <= T_RANGE[1] else 1.0
+
+
+def measure(probabilities: torch.Tensor, labels: torch.Tensor, bins: int = ECE_BINS) -> Calibration:
+    """ECE (`bins` equal-width bins), NLL, Brier score and accuracy of `probabilities` [N, C] for `labels` [N]."""
+    probs, labels = probabilities.double().cpu(), labels.cpu()
+    confidence, predicted = probs.max(1)
+    correct = (predicted == labels).double()
+    return Calibration(
+        ece=expected_calibration_error(confidence, correct, bins),
+        nll=float(-probs.gather(1, labels[:, None]).clamp_min(1e-12).log().mean()),
+        brier=float((probs - F.one_hot(labels, probs.shape[1]).double()).pow(2).sum(1).mean()),
+        accuracy=float(correct.mean()),
+    )
+
+
+def reliability(confidence: torch.Tensor, correct: torch.Tensor, bins: int = ECE_BINS
+                ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Per bin of top-class confidence (`bins` equal-width bins over [0, 1]): image count, mean confidence and
+    accuracy (0 where a bin is empty); each a float64 tensor [bins]."""
+    confidence, correct = confidence.double(), correct.double()
+    index = (confidence * bins).long().clamp(0, bins - 1)  # confidence 1.0 goes in the top bin
+    count = torch.bincount(index, minlength=bins).double()
+    mean_conf = torch.bincount(index, confidence, minlength=bins) / count.clamp_min(1)
+    accuracy = torch.bincount(index, correct, minlength=bins) / count.clamp_min(1)
+    return count, mean_conf, accuracy
+
+
+def expected_calibration_error(confidence: torch.Tensor, correct: torch.Tensor, bins: int = ECE_BINS) -> float:
+    count, mean_conf, accuracy = reliability(confidence, correct, bins)
+    return float((count / count.sum() * (accuracy - mean_conf).abs()).sum())
+
+
+def scaled(logits: torch.Tensor, temperature: float | None) -> torch.Tensor:
+    """softmax(logits / T) [N, C]; plain softmax when no temperature was fitted (None)."""
+    return (logits / (temperature or 1.0)).softmax(1)

@@ -1,0 +1,223 @@
+"""What travels with a model so that its answers can be trusted: the temperature of its probabilities
+(calibration.py) and its "not a garment" detector (ood.py), fitted on the validation split when
+training ends, stored in the checkpoint under "trust" and in an export's sidecar, applied the same
+way by every Predictor (inference.py) and so by `predict`, `eval` and `serve`.
+
+A model trained without a validation split (`--val-size 0`) has neither: its probabilities are the
+plain softmax, flagged as uncalibrated, and every picture gets the verdict "garment" with no score.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from fmnist import calibration, checkpoint, ood
+from fmnist.data import as_input
+from fmnist.errors import FmnistError
+from fmnist.images import Cues, load_picture
+
+KEY = "trust"
+# Garment photos rendered from validation images to fit the detector's references and threshold. Rendering
+# and framing them took 24 s of CPU time on the 2-vCPU Xeon (docs/TRUST.md): seconds, not minutes, per run.
+REFERENCE_PHOTOS = 400
+# The detector's cues: the picture's framing cues and the model's energy. Chosen on benchmarks/ood.py
+# against max-softmax and Mahalanobis distance (docs/TRUST.md); energy needs only the logits, so an
+# exported model computes it exactly as the checkpoint does.
+CUES = ("energy", *Cues.NAMES)
+
+
+@dataclass(frozen=True)
+class Trust:
+    temperature: float | None  # None: not fitted, probabilities are the plain softmax
+    references: dict[str, np.ndarray]  # per cue, sorted values on validation garment photos; empty: no detector
+    threshold: float  # the in-distribution score at or above which a picture counts as a garment
+
+    @property
+    def has_detector(self) -> bool:
+        return bool(self.references)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"temperature": self.temperature, "threshold": self.threshold,
+                "references": {k: [float(x) for x in v] for k, v in self.references.items()}}
+
+    @classmethod
+    def from_dict(cls, facts: dict[str, Any] | None) -> Trust:
+        """From `to_dict`'s output; None (a model saved before any was fitted) gives an unfitted Trust."""
+        if not facts:
+            return UNFITTED
+        return cls(facts.get("temperature"), {k: np.asarray(v, dtype=np.float64) for k, v in
+                                              facts.get("references", {}).items()}, float(facts.get("threshold", 0)))
+
+    def probabilities(self, logits: torch.Tensor) -> torch.Tensor:
+        return calibration.scaled(logits, self.temperature)
+
+    def scores(self, logits: torch.Tensor, cues: Sequence[Cues | None]) -> np.ndarray | None:
+        """[N] in-distribution scores in [0, 1] (ood.combined), or None without a detector."""
+        if not self.has_detector:
+            return None
+        values: dict[str, np.ndarray] = {"energy": ood.energy(logits.float()).numpy().astype(np.float64),
+                                         **ood.picture_cues(cues)}
+        return ood.combined(values, self.references)
+
+    def describe(self) -> dict[str, Any]:
+        """For /healthz and `eval --json`: what was fitted."""
+        return {"temperature": self.temperature, "calibrated": self.temperature is not None,
+                "ood_detector": "energy + picture cues" if self.has_detector else None,
+                "ood_threshold": self.threshold if self.has_detector else None}
+
+
+UNFITTED = Trust(None, {}, 0.0)
+
+
+@dataclass(frozen=True)
+class Verdict:
+    probabilities: torch.Tensor  # [N, C], calibrated when a temperature was fitted
+    scores: np.ndarray | None  # [N] in-distribution scores, None without a detector
+    garment: np.ndarray  # bool [N]: looks like a Fashion-MNIST item (all True without a detector)
+
+
+def check_threshold(threshold: float | None) -> None:
+    """An --ood-threshold override must be an in-distribution score, 0..1 (None: the fitted one); FmnistError else."""
+    if threshold is not None and not 0 <= threshold <= 1:
+        raise FmnistError(f"ood_threshold must be in [0, 1] (an in-distribution score), got {threshold}")
+
+
+def judge(trust: Trust, logits: torch.Tensor, cues: Sequence[Cues | None], threshold: float | None = None) -> Verdict:
+    """Probabilities, scores and verdicts for logits [N, C] of pictures with framing `cues` (None for a plain
+    28x28 image); `threshold` overrides the fitted one."""
+    scores = trust.scores(logits, cues)
+    limit = trust.threshold if threshold is None else threshold
+    garment = np.ones(len(logits), dtype=bool) if scores is None else scores >= limit
+    return Verdict(trust.probabilities(logits), scores, garment)
+
+
+Logits = Callable[[torch.Tensor], torch.Tensor]  # uint8 images [B, 28, 28] -> float32 logits [B, C] on the CPU
+
+
+def model_logits(model: nn.Module, batch_size: int = 1000) -> Logits:
+    """A PyTorch model as a Logits function, evaluated in eval mode without gradients, `batch_size` at a time."""
+    device = next(model.parameters()).device
+
+    @torch.inference_mode()
+    def call(images: torch.Tensor) -> torch.Tensor:
+        was_training = model.training
+        model.eval()
+        try:
+            return torch.cat([model(as_input(c.to(device))).float().cpu() for c in images.split(batch_size)])
+        finally:
+            model.train(was_training)
+
+    return call
+
+
+def fit(logits_of: Logits, val_x: torch.Tensor, val_y: torch.Tensor, seed: int = 0,
+        photos: int = REFERENCE_PHOTOS) -> Trust:
+    """Fit the temperature on the validation images (uint8 [N, 28, 28], labels [N]) and the detector's
+    references and threshold on `photos` garment photos rendered from them (fmnist.testing.photos).
+
+    The threshold keeps ood.KEEP of the reference photos, each scored against the others (leave one out).
+    Raises ValueError for an empty validation set.
+    """
+    from fmnist.testing.photos import render_set
+
+    temperature = calibration.fit_temperature(logits_of(val_x), val_y)
+    rendered = render_set(val_x.cpu(), min(photos, len(val_x)), seed)
+    framed = [load_picture(p.data, f"reference {p.index}") for p in rendered]
+    logits = logits_of(torch.stack([f.image for f in framed]))
+    values = {"energy": ood.energy(logits).numpy().astype(np.float64), **ood.picture_cues([f.cues for f in framed])}
+    references = {name: np.sort(values[name]) for name in CUES}
+    threshold = float(np.quantile(ood.combined(values, references, itself=True), 1 - ood.KEEP))
+    return Trust(temperature, {name: ood.reference_of(v) for name, v in references.items()}, threshold)
+
+
+def fit_and_store(model: nn.Module, val_x: torch.Tensor, val_y: torch.Tensor, path: Path, seed: int,
+                  log: Callable[[str], None], photos: int = REFERENCE_PHOTOS) -> Trust | None:
+    """At the end of a run: fit on the validation split and add the result to the checkpoint at `path`
+    (the one whose weights `model` holds). Without a validation split nothing is fitted (None)."""
+    if not len(val_x) or not path.exists():
+        log("no validation split (val_size 0): probabilities stay uncalibrated and no non-garment detector is "
+            "fitted; train with --val-size 5000 for both")
+        return None
+    t0 = time.perf_counter()
+    trust = fit(model_logits(model), val_x, val_y, seed, photos)
+    state = checkpoint.load(path)
+    state[KEY] = trust.to_dict()
+    checkpoint.save(path, state)
+    log(f"trust: temperature {trust.temperature:.3f} and non-garment detector fitted on the validation split "
+        f"in {time.perf_counter() - t0:.1f} s")
+    return trust
+
+
+def of_state(state: dict[str, Any]) -> Trust:
+    """The Trust stored in a checkpoint or sidecar dict (unfitted when there is none)."""
+    return Trust.from_dict(state.get(KEY))
+
+
+def fields(verdict: Verdict, i: int, trust: Trust, threshold: float | None = None) -> dict[str, Any]:
+    """The JSON fields of image `i`'s verdict, the same in `predict --json` and the API:
+    garment (bool: looks like a Fashion-MNIST item), in_distribution_score (0..1, None without a detector),
+    ood_threshold (the score a garment reaches), calibrated (whether probabilities use a fitted temperature)."""
+    limit = trust.threshold if threshold is None else threshold
+    return {"garment": bool(verdict.garment[i]),
+            "in_distribution_score": None if verdict.scores is None else float(verdict.scores[i]),
+            "ood_threshold": limit if trust.has_detector else None,
+            "calibrated": trust.temperature is not None}
+
+
+COVERAGES = (1.0, 0.99, 0.95, 0.9, 0.8, 0.5)  # shares of images accepted in the risk-coverage table
+
+
+@dataclass(frozen=True)
+class Report:
+    """What `fmnist eval` says about a model's probabilities and its detector on a labelled set."""
+
+    trust: Trust
+    before: calibration.Calibration  # plain softmax
+    after: calibration.Calibration | None  # with the fitted temperature; None when there is none
+    accepted: float | None  # share of images the detector calls garments (None without a detector)
+    accepted_accuracy: float | None  # accuracy on those
+    risk_coverage: list[tuple[float, float, float]]  # (coverage, accuracy of the accepted, least score accepted)
+    # For the reliability diagram: top-class confidence and correctness per image, before and after.
+    confidence: tuple[torch.Tensor, torch.Tensor | None]
+    correct: torch.Tensor
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"temperature": self.trust.temperature, "before": self.before.as_dict(),
+                "after": None if self.after is None else self.after.as_dict(),
+                "ood_threshold": self.trust.threshold if self.trust.has_detector else None,
+                "accepted": self.accepted, "accepted_accuracy": self.accepted_accuracy,
+                "risk_coverage": [{"coverage": c, "accuracy": a, "min_score": s} for c, a, s in self.risk_coverage]}
+
+
+def report(trust_: Trust, logits: torch.Tensor, labels: torch.Tensor) -> Report:
+    """Calibration before and after the temperature (ECE, NLL, Brier), and the detector's verdicts on plain
+    28x28 images with labels [N]: share accepted, accuracy on them, and accuracy against coverage when only
+    the images with the highest in-distribution scores (then the highest confidence) are accepted."""
+    plain = logits.softmax(1)
+    before = calibration.measure(plain, labels)
+    scaled = trust_.probabilities(logits) if trust_.temperature is not None else None
+    after = calibration.measure(scaled, labels) if scaled is not None else None
+    probs = scaled if scaled is not None else plain
+    confidence, predicted = probs.max(1)
+    correct = predicted == labels
+    verdict = judge(trust_, logits, [None] * len(logits))
+    accepted = accepted_accuracy = None
+    rows: list[tuple[float, float, float]] = []
+    if verdict.scores is not None:
+        garment = torch.from_numpy(verdict.garment)
+        accepted = float(garment.double().mean())
+        accepted_accuracy = float(correct[garment].double().mean()) if garment.any() else float("nan")
+        order = np.lexsort((-confidence.numpy(), -verdict.scores))  # best score first, then most confident
+        for coverage in COVERAGES:
+            keep = order[: max(1, round(coverage * len(order)))]
+            rows.append((coverage, float(correct[keep].double().mean()), float(verdict.scores[keep].min())))
+    return Report(trust_, before, after, accepted, accepted_accuracy, rows,
+                  (plain.max(1).values, None if scaled is None else scaled.max(1).values), correct)
