@@ -10,6 +10,7 @@ import torch
 from fmnist import data
 from fmnist.cli import CLOSED_PIPE_STATUS, main
 from fmnist.images import export_png, load_image
+from fmnist.run_dir import model_path
 
 TRAIN = ["train", "--hidden", "64", "--epochs", "2", "--batch-size", "32", "--no-progress"]
 
@@ -458,7 +459,7 @@ def test_train_with_a_validation_split_fits_trust_and_calibrate_needs_one(synthe
     run_dir = tmp_path / "run"
     code, out, err = run(capsys, *TRAIN, "--epochs", "1", "--val-size", "100", "--out", str(run_dir))
     assert code == 0, err
-    assert "temperature" in out and checkpoint.load(run_dir)[trust.KEY]["temperature"] > 0
+    assert "temperature" in out and checkpoint.load(model_path(run_dir))[trust.KEY]["temperature"] > 0
     code, _, err = run(capsys, *TRAIN, "--epochs", "1", "--out", str(tmp_path / "no-val"))
     code, _, err = run(capsys, "calibrate", str(tmp_path / "no-val"))
     assert code == 2 and "without a validation split" in err

@@ -69,7 +69,7 @@ def test_concurrent_requests_share_one_model_call_and_get_their_own_rows():
         async with MicroBatcher(recorder, max_batch=64, max_wait=0.2) as batcher:
             return await asyncio.gather(*(batcher.submit(images_of(v, n=1 + v % 2)) for v in range(10)))
 
-    results = [answer.probs for answer in asyncio.run(main())]
+    results = [answer.logits for answer in asyncio.run(main())]
     assert recorder.batch_sizes == [15]  # 10 requests, 15 images, one call
     for value, probs in enumerate(results):
         assert probs.shape == (1 + value % 2, 10) and probs.argmax(1).tolist() == [value] * (1 + value % 2)
@@ -84,7 +84,7 @@ def test_batches_never_exceed_max_batch_nor_split_a_request():
 
     results = asyncio.run(main())
     assert recorder.batch_sizes == [3] * 5  # two requests of 3 would exceed 4
-    assert [r.probs.argmax(1).tolist() for r in results] == [[v] * 3 for v in range(5)]
+    assert [r.logits.argmax(1).tolist() for r in results] == [[v] * 3 for v in range(5)]
 
 
 def test_a_lone_request_waits_at_most_max_wait():
@@ -144,7 +144,7 @@ def test_model_failure_reaches_every_waiting_request_and_the_batcher_goes_on():
             return failed, after
 
     failed, after = asyncio.run(main())
-    assert [str(e) for e in failed] == ["model broke"] * 3 and after.probs.argmax(1).tolist() == [4]
+    assert [str(e) for e in failed] == ["model broke"] * 3 and after.logits.argmax(1).tolist() == [4]
 
 
 # --- the app ---------------------------------------------------------------------------------------
@@ -541,7 +541,7 @@ def test_flip_tta_is_served_and_reported(model_path):
         [prediction] = response.json()["predictions"]
         image = load_image(photo)[None]
         plain = load_predictor(model_path, "cpu")
-        mean = (plain.probabilities(image) + plain.probabilities(image.flip(-1)))[0] / 2
+        mean = plain.trust.probabilities((plain.logits(image) + plain.logits(image.flip(-1))) / 2)[0]
         assert prediction["probability"] == pytest.approx(float(mean.max()), abs=1e-6)
         assert client.get("/healthz").json()["tta_views"] == ["identity", "hflip"]
 

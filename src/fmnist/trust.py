@@ -87,7 +87,7 @@ class Verdict:
 def check_threshold(threshold: float | None) -> None:
     """An --ood-threshold override must be an in-distribution score, 0..1 (None: the fitted one); FmnistError else."""
     if threshold is not None and not 0 <= threshold <= 1:
-        raise FmnistError(f"ood_threshold must be in [0, 1] (an in-distribution score), got {threshold}")
+        raise FmnistError(f"--ood-threshold must be in [0, 1] (an in-distribution score), got {threshold}")
 
 
 def judge(trust: Trust, logits: torch.Tensor, cues: Sequence[Cues | None], threshold: float | None = None) -> Verdict:
