@@ -45,12 +45,16 @@ def main() -> None:
         for layout in ("contiguous", "channels_last"):
             for amp in ("none", "bf16"):
                 rates.setdefault((layout, amp), []).append(images_per_second(cfg, layout, amp))
-    print(f"{args.preset}: hidden {cfg.hidden}, convs {cfg.convs}, head {cfg.head}, batch {cfg.batch_size}, "
-          f"{torch.get_num_threads()} threads, torch {torch.__version__}; median of {args.rounds} rounds")
+    print(
+        f"{args.preset}: hidden {cfg.hidden}, convs {cfg.convs}, head {cfg.head}, batch {cfg.batch_size}, "
+        f"{torch.get_num_threads()} threads, torch {torch.__version__}; median of {args.rounds} rounds"
+    )
     for amp in ("none", "bf16"):
         a, b = (statistics.median(rates[(layout, amp)]) for layout in ("contiguous", "channels_last"))
-        print(f"{'fp32' if amp == 'none' else 'bf16':>4}: contiguous {a:7,.0f} img/s   channels_last {b:7,.0f} img/s   "
-              f"x{b / a:.2f}")
+        print(
+            f"{'fp32' if amp == 'none' else 'bf16':>4}: contiguous {a:7,.0f} img/s   channels_last {b:7,.0f} img/s   "
+            f"x{b / a:.2f}"
+        )
 
 
 if __name__ == "__main__":

@@ -53,11 +53,15 @@ def main() -> None:
     for label, path in sources.items():
         predictor = load_predictor(path, "cpu")
         explainer = Explainer(predictor)
-        explain_ms = median_ms(lambda i, e=explainer: heatmap_png(images[i], e(images[i : i + 1]).maps[0]),
-                               args.repeats)
+        explain_ms = median_ms(
+            lambda i, e=explainer: heatmap_png(images[i], e(images[i : i + 1]).maps[0]), args.repeats
+        )
         predict_ms = median_ms(lambda i, p=predictor: p.probabilities(images[i : i + 1]), args.repeats)
-        print(f"{label:<40} {explainer.method:<55} {explain_ms:>10.1f} {predict_ms:>10.2f} "
-              f"{explain_ms / predict_ms:>6.0f}")
+        print(
+            f"{label:<40} {explainer.method:<55} {explain_ms:>10.1f} {predict_ms:>10.2f} "
+            f"{explain_ms / predict_ms:>6.0f}"
+        )
+
 
 if __name__ == "__main__":
     main()

@@ -52,18 +52,31 @@ def main() -> None:
         quant_pre_process(str(fp32), str(prepared))
         predictors["fp32"] = OnnxPredictor(fp32.read_bytes(), "fp32", {}, args.threads)
         for fmt, per_channel, activations, method in itertools.product(
-            (QuantFormat.QDQ, QuantFormat.QOperator), (True, False), (QuantType.QUInt8, QuantType.QInt8),
+            (QuantFormat.QDQ, QuantFormat.QOperator),
+            (True, False),
+            (QuantType.QUInt8, QuantType.QInt8),
             (CalibrationMethod.MinMax, CalibrationMethod.Percentile),
         ):
-            name = (f"{fmt.name} {'per-channel' if per_channel else 'per-tensor'} "
-                    f"{'u8' if activations == QuantType.QUInt8 else 's8'}-act {method.name}")
+            name = (
+                f"{fmt.name} {'per-channel' if per_channel else 'per-tensor'} "
+                f"{'u8' if activations == QuantType.QUInt8 else 's8'}-act {method.name}"
+            )
             out = Path(tmp) / "int8.onnx"
-            quantize_static(str(prepared), str(out), Reader(calibration.numpy()), quant_format=fmt,
-                            per_channel=per_channel, activation_type=activations, weight_type=QuantType.QInt8,
-                            calibrate_method=method)
+            quantize_static(
+                str(prepared),
+                str(out),
+                Reader(calibration.numpy()),
+                quant_format=fmt,
+                per_channel=per_channel,
+                activation_type=activations,
+                weight_type=QuantType.QInt8,
+                calibrate_method=method,
+            )
             predictors[name] = OnnxPredictor(out.read_bytes(), name, {}, args.threads)
-    accuracy = {name: evaluate_logits(p.logits, dataset.test_images, dataset.test_labels).accuracy
-                for name, p in predictors.items()}
+    accuracy = {
+        name: evaluate_logits(p.logits, dataset.test_images, dataset.test_labels).accuracy
+        for name, p in predictors.items()
+    }
     plan, cpu = Plan(warmup=3, min_repeats=10, min_seconds=0.3, max_seconds=3.0), torch.device("cpu")
     speed: dict[str, dict[int, list[float]]] = {name: {64: [], 1024: []} for name in predictors}
     for _, batch in itertools.product(range(args.rounds), (64, 1024)):
@@ -74,8 +87,10 @@ def main() -> None:
     print(f"{args.checkpoint} | {args.threads} thread(s) | calibrated on {len(calibration):,} training images")
     print(f"{'variant':<42} {'test acc':>8} {'vs fp32':>8} {'img/s b64':>10} {'img/s b1024':>11}")
     for name in predictors:
-        print(f"{name:<42} {accuracy[name]:>8.2%} {100 * (accuracy[name] - accuracy['fp32']):>+8.2f} "
-              f"{statistics.median(speed[name][64]):>10,.0f} {statistics.median(speed[name][1024]):>11,.0f}")
+        print(
+            f"{name:<42} {accuracy[name]:>8.2%} {100 * (accuracy[name] - accuracy['fp32']):>+8.2f} "
+            f"{statistics.median(speed[name][64]):>10,.0f} {statistics.median(speed[name][1024]):>11,.0f}"
+        )
 
 
 if __name__ == "__main__":

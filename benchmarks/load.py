@@ -89,8 +89,9 @@ def stop(process: subprocess.Popen) -> None:
         process.wait()
 
 
-async def run_level(url: str, pngs: list[bytes], clients: int, requests: int,
-                    max_seconds: float) -> tuple[list[float], list[str], float]:
+async def run_level(
+    url: str, pngs: list[bytes], clients: int, requests: int, max_seconds: float
+) -> tuple[list[float], list[str], float]:
     """`clients` concurrent loops, each sending one request at a time, until `requests` are sent or time is up."""
     latencies: list[float] = []
     errors: list[str] = []
@@ -130,43 +131,74 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK") + sum(cpu_seconds(int(c)) for c in children)
 
 
-def measure(model: str, server: str, process: subprocess.Popen, url: str, pngs: list[bytes], clients: int,
-            requests: int, max_seconds: float) -> Level:
+def measure(
+    model: str,
+    server: str,
+    process: subprocess.Popen,
+    url: str,
+    pngs: list[bytes],
+    clients: int,
+    requests: int,
+    max_seconds: float,
+) -> Level:
     cpu = cpu_seconds(process.pid)
     latencies, errors, seconds = asyncio.run(run_level(url, pngs, clients, requests, max_seconds))
     cpu = cpu_seconds(process.pid) - cpu
     ms = np.array(latencies) * 1000 if latencies else np.array([float("nan")])
     total = len(latencies) + len(errors)
-    return Level(model, server, clients, total, len(errors), round(seconds, 3),
-                 round(len(latencies) / seconds, 1), round(float(np.percentile(ms, 50)), 2),
-                 round(float(np.percentile(ms, 99)), 2), round(cpu * 1000 / max(total, 1), 3),
-                 errors[0] if errors else "")
+    return Level(
+        model,
+        server,
+        clients,
+        total,
+        len(errors),
+        round(seconds, 3),
+        round(len(latencies) / seconds, 1),
+        round(float(np.percentile(ms, 50)), 2),
+        round(float(np.percentile(ms, 99)), 2),
+        round(cpu * 1000 / max(total, 1), 3),
+        errors[0] if errors else "",
+    )
 
 
 def table(levels: list[Level]) -> str:
-    rows = ["| model | server | clients | requests/s | p50 ms | p99 ms | errors / requests "
-            "| server CPU ms/request | vs baseline |", "|---|---|---|---|---|---|---|---|---|"]
+    rows = [
+        "| model | server | clients | requests/s | p50 ms | p99 ms | errors / requests "
+        "| server CPU ms/request | vs baseline |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
     base = {(lv.model, lv.clients): lv.requests_per_second for lv in levels if lv.server == "baseline"}
     for lv in levels:
         reference = base.get((lv.model, lv.clients)) if lv.server != "baseline" else None
         ratio = lv.requests_per_second / reference if reference else None
-        rows.append(f"| {lv.model} | {lv.server} | {lv.clients} | {lv.requests_per_second:,.0f} | {lv.p50_ms:.1f} | "
-                    f"{lv.p99_ms:.1f} | {lv.errors} / {lv.requests:,} | {lv.server_cpu_ms_per_request:.2f} | "
-                    f"{f'{ratio:.2f}x' if ratio else ''} |")
+        rows.append(
+            f"| {lv.model} | {lv.server} | {lv.clients} | {lv.requests_per_second:,.0f} | {lv.p50_ms:.1f} | "
+            f"{lv.p99_ms:.1f} | {lv.errors} / {lv.requests:,} | {lv.server_cpu_ms_per_request:.2f} | "
+            f"{f'{ratio:.2f}x' if ratio else ''} |"
+        )
     return "\n".join(rows)
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--model", action="append", required=True, metavar="NAME=PATH",
-                        help="a checkpoint or run directory to serve, with a name for the table (repeatable)")
+    parser.add_argument(
+        "--model",
+        action="append",
+        required=True,
+        metavar="NAME=PATH",
+        help="a checkpoint or run directory to serve, with a name for the table (repeatable)",
+    )
     parser.add_argument("--clients", default="1,8,32,64", help="concurrency levels (default: 1,8,32,64)")
     parser.add_argument("--requests", type=int, default=5000, help="requests per level (default: 5000)")
     parser.add_argument("--max-seconds", type=float, default=60, help="time limit per level (default: 60)")
     parser.add_argument("--no-baseline", action="store_true", help="measure fmnist serve only")
-    parser.add_argument("--serve-flags", action="append", metavar="FLAGS",
-                        help="flags for one fmnist serve variant, e.g. \"--max-wait-ms 1\" (repeatable: each variant "
-                             "is measured in turn, to compare settings in one run; default: one with no flags)")
+    parser.add_argument(
+        "--serve-flags",
+        action="append",
+        metavar="FLAGS",
+        help='flags for one fmnist serve variant, e.g. "--max-wait-ms 1" (repeatable: each variant '
+        "is measured in turn, to compare settings in one run; default: one with no flags)",
+    )
     parser.add_argument("--json", help="also write the rows as JSON here")
     args = parser.parse_args()
 
@@ -179,17 +211,31 @@ def main() -> int:
             if server == "baseline":
                 command = [sys.executable, str(ROOT / "benchmarks" / "serve_baseline.py"), path]
             else:
-                command = [sys.executable, "-m", "fmnist", "serve", path, "--port", "0", "--no-access-log",
-                           "--device", "cpu", *shlex.split(server.removeprefix("fmnist"))]
+                command = [
+                    sys.executable,
+                    "-m",
+                    "fmnist",
+                    "serve",
+                    path,
+                    "--port",
+                    "0",
+                    "--no-access-log",
+                    "--device",
+                    "cpu",
+                    *shlex.split(server.removeprefix("fmnist")),
+                ]
             process, url = start(command)
             try:
                 measure(name, server, process, url, pngs, 8, WARMUP_REQUESTS, args.max_seconds)
                 for clients in map(int, args.clients.split(",")):
                     level = measure(name, server, process, url, pngs, clients, args.requests, args.max_seconds)
-                    print(f"{name} {server} clients={clients}: {level.requests_per_second:,.0f} req/s "
-                          f"p50 {level.p50_ms:.1f} ms p99 {level.p99_ms:.1f} ms errors {level.errors}/{level.requests} "
-                          f"server CPU {level.server_cpu_ms_per_request:.2f} ms/request"
-                          + (f" ({level.first_error})" if level.first_error else ""), flush=True)
+                    print(
+                        f"{name} {server} clients={clients}: {level.requests_per_second:,.0f} req/s "
+                        f"p50 {level.p50_ms:.1f} ms p99 {level.p99_ms:.1f} ms errors {level.errors}/{level.requests} "
+                        f"server CPU {level.server_cpu_ms_per_request:.2f} ms/request"
+                        + (f" ({level.first_error})" if level.first_error else ""),
+                        flush=True,
+                    )
                     levels.append(level)
             finally:
                 stop(process)

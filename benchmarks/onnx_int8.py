@@ -51,9 +51,11 @@ def main() -> None:
         base = rates["pytorch fp32"]
         for name, values in rates.items():
             ratios = [v / b for v, b in zip(values, base, strict=True)]
-            print(f"batch {batch:>5}  {name:<17} {statistics.median(values):>11,.0f} images/s  "
-                  f"x{statistics.median(ratios):.2f} of PyTorch fp32 ({min(ratios):.2f}-{max(ratios):.2f} over "
-                  f"{args.rounds} rounds)")
+            print(
+                f"batch {batch:>5}  {name:<17} {statistics.median(values):>11,.0f} images/s  "
+                f"x{statistics.median(ratios):.2f} of PyTorch fp32 ({min(ratios):.2f}-{max(ratios):.2f} over "
+                f"{args.rounds} rounds)"
+            )
 
 
 if __name__ == "__main__":

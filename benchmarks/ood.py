@@ -36,16 +36,21 @@ from fmnist.testing import outliers, photos
 
 PICTURE = list(Cues.NAMES)
 CANDIDATES = {
-    "max-softmax": ["msp"], "energy": ["energy"], "mahalanobis": ["mahalanobis"], "picture cues": PICTURE,
-    "max-softmax + picture": ["msp", *PICTURE], "energy + picture (deployed)": ["energy", *PICTURE],
+    "max-softmax": ["msp"],
+    "energy": ["energy"],
+    "mahalanobis": ["mahalanobis"],
+    "picture cues": PICTURE,
+    "max-softmax + picture": ["msp", *PICTURE],
+    "energy + picture (deployed)": ["energy", *PICTURE],
     "mahalanobis + picture": ["mahalanobis", *PICTURE],
 }
 GAUSSIAN_IMAGES = 20_000  # training images the Mahalanobis class means and covariance are fitted on
 COST_BATCH, COST_REPEATS = 64, 30
 
 
-def cue_table(predictor: TorchPredictor, images: torch.Tensor, cues: list[Cues | None],
-              gaussians: ood.Gaussians) -> tuple[dict[str, np.ndarray], torch.Tensor]:
+def cue_table(
+    predictor: TorchPredictor, images: torch.Tensor, cues: list[Cues | None], gaussians: ood.Gaussians
+) -> tuple[dict[str, np.ndarray], torch.Tensor]:
     """Every cue [N] of the images (uint8 [N, 28, 28]) and their logits."""
     with torch.inference_mode():
         body = ood.penultimate(predictor.model)
@@ -107,32 +112,46 @@ def main() -> None:
     print(f"material rendered and framed in {time.perf_counter() - t0:.0f} s")
     table = {name: cue_table(predictor, images, cues, gaussians) for name, (images, cues) in sets.items()}
 
-    results: dict = {"model": str(args.model), "per_kind": args.per_kind, "photos": args.photos, "seed": args.seed,
-                     "candidates": {}, "deployed": {}}
+    results: dict = {
+        "model": str(args.model),
+        "per_kind": args.per_kind,
+        "photos": args.photos,
+        "seed": args.seed,
+        "candidates": {},
+        "deployed": {},
+    }
     fit_values = table["fit photos (val)"][0]
-    print("\n| detector | AUROC tune | AUROC holdout | keeps val photos | keeps test photos | keeps plain test "
-          "| non-garments accepted, tune | holdout |\n|---|---|---|---|---|---|---|---|")
+    print(
+        "\n| detector | AUROC tune | AUROC holdout | keeps val photos | keeps test photos | keeps plain test "
+        "| non-garments accepted, tune | holdout |\n|---|---|---|---|---|---|---|---|"
+    )
     for name, cue_names in CANDIDATES.items():
         refs = {c: ood.reference_of(fit_values[c]) for c in cue_names}
         threshold = float(np.quantile(ood.combined(fit_values, refs), 1 - ood.KEEP))
         score = {s: ood.combined(v, refs) for s, (v, _) in table.items()}
-        row = {"auroc_tune": auroc(score["val photos"], score["non-garments (tune)"]),
-               "auroc_holdout": auroc(score["val photos"], score["non-garments (holdout)"]),
-               **{f"accepted {s}": accepted(v, threshold) for s, v in score.items()}}
+        row = {
+            "auroc_tune": auroc(score["val photos"], score["non-garments (tune)"]),
+            "auroc_holdout": auroc(score["val photos"], score["non-garments (holdout)"]),
+            **{f"accepted {s}": accepted(v, threshold) for s, v in score.items()},
+        }
         results["candidates"][name] = row
-        print(f"| {name} | {row['auroc_tune']:.3f} | {row['auroc_holdout']:.3f} | {row['accepted val photos']:.1%} "
-              f"| {row['accepted test photos']:.1%} | {row['accepted plain test']:.1%} "
-              f"| {row['accepted non-garments (tune)']:.1%} | {row['accepted non-garments (holdout)']:.1%} |")
+        print(
+            f"| {name} | {row['auroc_tune']:.3f} | {row['auroc_holdout']:.3f} | {row['accepted val photos']:.1%} "
+            f"| {row['accepted test photos']:.1%} | {row['accepted plain test']:.1%} "
+            f"| {row['accepted non-garments (tune)']:.1%} | {row['accepted non-garments (holdout)']:.1%} |"
+        )
 
     # The detector stored with the model, as predict and serve apply it.
     score = {s: deployed.scores(logits, sets[s][1]) for s, (_, logits) in table.items()}
     assert all(v is not None for v in score.values())
     garment = {s: float((v >= deployed.threshold).mean()) for s, v in score.items() if v is not None}
     results["deployed"] = {"threshold": deployed.threshold, "accepted": garment, "kinds": {}}
-    print(f"\ndeployed detector (threshold {deployed.threshold:.4f}, fitted when training ended): keeps "
-          f"{garment['val photos']:.1%} of validation photos, {garment['test photos']:.1%} of test photos, "
-          f"{garment['plain test']:.1%} of plain test images; accepts {garment['non-garments (tune)']:.1%} (tune) "
-          f"and {garment['non-garments (holdout)']:.1%} (holdout) of non-garments")
+    print(
+        f"\ndeployed detector (threshold {deployed.threshold:.4f}, fitted when training ended): keeps "
+        f"{garment['val photos']:.1%} of validation photos, {garment['test photos']:.1%} of test photos, "
+        f"{garment['plain test']:.1%} of plain test images; accepts {garment['non-garments (tune)']:.1%} (tune) "
+        f"and {garment['non-garments (holdout)']:.1%} (holdout) of non-garments"
+    )
     print("\n| kind | AUROC tune | AUROC holdout | accepted tune | accepted holdout |\n|---|---|---|---|---|")
     inside = score["val photos"]
     for kind in outliers.KINDS:
@@ -143,16 +162,20 @@ def main() -> None:
             sel = out[kinds[part] == kind]
             row[part] = (auroc(inside, sel), accepted(sel, deployed.threshold))
         results["deployed"]["kinds"][kind] = row
-        print(f"| {kind} | {row['tune'][0]:.3f} | {row['holdout'][0]:.3f} | {row['tune'][1]:.1%} "
-              f"| {row['holdout'][1]:.1%} |")
+        print(
+            f"| {kind} | {row['tune'][0]:.3f} | {row['holdout'][0]:.3f} | {row['tune'][1]:.1%} "
+            f"| {row['holdout'][1]:.1%} |"
+        )
 
     results["cost"] = cost(predictor, deployed, sets["val photos"])
     c = results["cost"]
-    print(f"\ncost per batch of {COST_BATCH} (median of {COST_REPEATS}): model {c['model_ms']:.2f} ms, detector "
-          f"{c['detector_ms']:.2f} ms ({c['detector_ms'] / c['model_ms']:.0%} of the model); framing the "
-          f"{COST_BATCH} photos {c['framing_ms']:.0f} ms, of which the picture cues {c['cues_ms']:.1f} ms; "
-          f"detector and cues {(c['detector_ms'] + c['cues_ms']) / (c['model_ms'] + c['framing_ms']):.1%} of "
-          "predict's time")
+    print(
+        f"\ncost per batch of {COST_BATCH} (median of {COST_REPEATS}): model {c['model_ms']:.2f} ms, detector "
+        f"{c['detector_ms']:.2f} ms ({c['detector_ms'] / c['model_ms']:.0%} of the model); framing the "
+        f"{COST_BATCH} photos {c['framing_ms']:.0f} ms, of which the picture cues {c['cues_ms']:.1f} ms; "
+        f"detector and cues {(c['detector_ms'] + c['cues_ms']) / (c['model_ms'] + c['framing_ms']):.1%} of "
+        "predict's time"
+    )
     if args.json:
         Path(args.json).write_text(json.dumps(results, indent=2) + "\n")
 
@@ -176,10 +199,12 @@ def cost(predictor: TorchPredictor, trust: trust_lib.Trust, photo_set: tuple[tor
     rendered = photos.render_set(data.load().test_images, COST_BATCH, 7)
     mask = np.zeros((400, 512), dtype=bool)
     mask[60:340, 100:420] = True
-    return {"model_ms": median_ms(lambda: predictor.logits(batch)),
-            "detector_ms": median_ms(lambda: trust.scores(logits, cues)),
-            "framing_ms": median_ms(lambda: [load_picture(p.data) for p in rendered], 3),
-            "cues_ms": COST_BATCH * median_ms(lambda: images_lib._object_cues(mask, (60, 340, 100, 420), 1.0, 0.0))}
+    return {
+        "model_ms": median_ms(lambda: predictor.logits(batch)),
+        "detector_ms": median_ms(lambda: trust.scores(logits, cues)),
+        "framing_ms": median_ms(lambda: [load_picture(p.data) for p in rendered], 3),
+        "cues_ms": COST_BATCH * median_ms(lambda: images_lib._object_cues(mask, (60, 340, 100, 420), 1.0, 0.0)),
+    }
 
 
 if __name__ == "__main__":

@@ -32,8 +32,10 @@ def main() -> None:
         folder = Path(args.out) / FOLDERS[int(labels[photo.index])]
         atomic_write(folder / f"{args.split}-{photo.index:05d}-{photo.kind}{photo.suffix}", photo.data)
     per_class = [len(list((Path(args.out) / name).glob("*"))) for name in FOLDERS]
-    print(f"wrote {args.n} photos into {len(FOLDERS)} class folders under {args.out} "
-          f"({min(per_class)}-{max(per_class)} per class)")
+    print(
+        f"wrote {args.n} photos into {len(FOLDERS)} class folders under {args.out} "
+        f"({min(per_class)}-{max(per_class)} per class)"
+    )
 
 
 if __name__ == "__main__":

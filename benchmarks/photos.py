@@ -31,8 +31,11 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(1)
     dataset = data.load()
-    images, labels = ((dataset.test_images, dataset.test_labels) if args.split == "test"
-                      else (dataset.train_images, dataset.train_labels))
+    images, labels = (
+        (dataset.test_images, dataset.test_labels)
+        if args.split == "test"
+        else (dataset.train_images, dataset.train_labels)
+    )
     predictor = load_predictor(args.checkpoint)
     start = time.perf_counter()
     rows = photos.measure(predictor, images, labels, args.n, args.seed)
@@ -45,11 +48,18 @@ def main() -> None:
     print(f"{args.n} photos from the {args.split} split, seed {args.seed}, {args.checkpoint}")
     print(f"{'kind':<10} {'photos':>6} {'photo acc':>9} {'plain acc':>9} {'diff':>6} {'|photo-plain| px':>16}")
     count = sum(r.count for r in rows)
-    total = photos.KindResult("all", count, sum(r.photo_correct for r in rows), sum(r.plain_correct for r in rows),
-                              sum(r.mean_abs_difference * r.count for r in rows) / count)
+    total = photos.KindResult(
+        "all",
+        count,
+        sum(r.photo_correct for r in rows),
+        sum(r.plain_correct for r in rows),
+        sum(r.mean_abs_difference * r.count for r in rows) / count,
+    )
     for r in [*rows, total]:
-        print(f"{r.kind:<10} {r.count:>6} {r.photo_correct / r.count:>9.2%} {r.plain_correct / r.count:>9.2%} "
-              f"{(r.photo_correct - r.plain_correct) / r.count * 100:>+6.2f} {r.mean_abs_difference:>16.1f}")
+        print(
+            f"{r.kind:<10} {r.count:>6} {r.photo_correct / r.count:>9.2%} {r.plain_correct / r.count:>9.2%} "
+            f"{(r.photo_correct - r.plain_correct) / r.count * 100:>+6.2f} {r.mean_abs_difference:>16.1f}"
+        )
     print(f"({seconds:.1f} s to render, convert and classify; not a timing benchmark)", file=sys.stderr)
 
 

@@ -44,12 +44,29 @@ def main() -> None:
         walls, accuracies = [], []
         for seed in seeds:
             run = Path(args.out) / f"{name}-s{seed}"
-            walls.append(timed([sys.executable, "-m", "fmnist", "train", *flags, "--seed", str(seed),
-                                "--no-progress", "--out", str(run)]))
+            walls.append(
+                timed(
+                    [
+                        sys.executable,
+                        "-m",
+                        "fmnist",
+                        "train",
+                        *flags,
+                        "--seed",
+                        str(seed),
+                        "--no-progress",
+                        "--out",
+                        str(run),
+                    ]
+                )
+            )
             summary = json.loads((run / "summary.json").read_text())
             accuracies.append(summary["test_accuracy"])
-            print(f"{name} seed {seed}: {walls[-1]:.1f} s, test {accuracies[-1]:.2%}, amp {summary.get('amp')}",
-                  file=sys.stderr, flush=True)
+            print(
+                f"{name} seed {seed}: {walls[-1]:.1f} s, test {accuracies[-1]:.2%}, amp {summary.get('amp')}",
+                file=sys.stderr,
+                flush=True,
+            )
         command = "fmnist train " + " ".join(flags + ["--seed", "S"])
         rows.append((f"`{command}`", walls, accuracies, summary["hardware"]["cpu"]))
     if args.tutorial_seeds:
@@ -57,8 +74,9 @@ def main() -> None:
         script = Path(__file__).with_name("tutorial.py")
         for seed in (int(s) for s in args.tutorial_seeds.split(",")):
             start = time.perf_counter()
-            out = subprocess.run([sys.executable, str(script), "--seed", str(seed)], check=True, capture_output=True,
-                                 text=True).stdout
+            out = subprocess.run(
+                [sys.executable, str(script), "--seed", str(seed)], check=True, capture_output=True, text=True
+            ).stdout
             walls.append(time.perf_counter() - start)
             accuracies.append(float(out.strip().splitlines()[-1].split()[-1]))
             print(f"tutorial seed {seed}: {walls[-1]:.1f} s, test {accuracies[-1]:.2%}", file=sys.stderr, flush=True)

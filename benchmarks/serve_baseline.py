@@ -30,8 +30,11 @@ def create_app(model: str) -> FastAPI:
         top_p, top_i = probs.topk(5)
         best = int(top_i[0])
         top = [[CLASSES[i], p] for i, p in zip(top_i.tolist(), top_p.tolist(), strict=True)]
-        return {"predictions": [{"class_index": best, "class_name": CLASSES[best], "probability": float(top_p[0]),
-                                 "top": top}]}
+        return {
+            "predictions": [
+                {"class_index": best, "class_name": CLASSES[best], "probability": float(top_p[0]), "top": top}
+            ]
+        }
 
     return app
 

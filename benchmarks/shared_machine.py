@@ -59,8 +59,14 @@ def measure(option: str, steps: int, busy: bool) -> dict:
     try:
         if competitor:
             time.sleep(0.5)  # it is running before the worker looks at the load
-        out = subprocess.run([sys.executable, __file__, "--worker", option, "--steps", str(steps)],
-                             env=env, capture_output=True, text=True, check=True, timeout=600).stdout
+        out = subprocess.run(
+            [sys.executable, __file__, "--worker", option, "--steps", str(steps)],
+            env=env,
+            capture_output=True,
+            text=True,
+            check=True,
+            timeout=600,
+        ).stdout
     finally:
         if competitor:
             competitor.kill()
@@ -88,25 +94,40 @@ def main() -> None:
             for busy in (False, True):
                 result = measure(option, args.steps, busy)
                 cells[option, busy].append(result)
-                print(f"round {r + 1}: {option:>10} {'busy' if busy else 'idle'}: {result['seconds']:.2f} s "
-                      f"({result['chosen']})", file=sys.stderr)
+                print(
+                    f"round {r + 1}: {option:>10} {'busy' if busy else 'idle'}: {result['seconds']:.2f} s "
+                    f"({result['chosen']})",
+                    file=sys.stderr,
+                )
     per100 = {key: 100 * statistics.median(m["seconds"] for m in runs) / args.steps for key, runs in cells.items()}
     base = per100[options[0], False]
-    print(f"\n{args.steps} steps of the default config (mlp 512,512, batch 64, Adam), median of {args.rounds}; "
-          f"1-minute load average {load_before:.2f} before the runs, {os.getloadavg()[0]:.2f} after; "
-          f"{os.cpu_count()} CPUs\n")
-    print(f"| threads | idle s/100 steps | threads used | beside `yes` s/100 steps | threads used | busy / idle "
-          f"| busy / ({options[0]} idle) |")
+    print(
+        f"\n{args.steps} steps of the default config (mlp 512,512, batch 64, Adam), median of {args.rounds}; "
+        f"1-minute load average {load_before:.2f} before the runs, {os.getloadavg()[0]:.2f} after; "
+        f"{os.cpu_count()} CPUs\n"
+    )
+    print(
+        f"| threads | idle s/100 steps | threads used | beside `yes` s/100 steps | threads used | busy / idle "
+        f"| busy / ({options[0]} idle) |"
+    )
     print("|---|---|---|---|---|---|---|")
     for option in options:
         idle, busy = per100[option, False], per100[option, True]
         used = [sorted({m["threads"] for m in cells[option, b]}) for b in (False, True)]
-        print(f"| {option} | {idle:.3f} | {','.join(map(str, used[0]))} | {busy:.3f} | {','.join(map(str, used[1]))} "
-              f"| {busy / idle:.2f} | {busy / base:.2f} |")
+        print(
+            f"| {option} | {idle:.3f} | {','.join(map(str, used[0]))} | {busy:.3f} | {','.join(map(str, used[1]))} "
+            f"| {busy / idle:.2f} | {busy / base:.2f} |"
+        )
     if args.json:
         with open(args.json, "w") as f:
-            json.dump({"steps": args.steps, "cells": [{"option": o, "busy": b, "runs": runs}
-                                                      for (o, b), runs in cells.items()]}, f, indent=2)
+            json.dump(
+                {
+                    "steps": args.steps,
+                    "cells": [{"option": o, "busy": b, "runs": runs} for (o, b), runs in cells.items()],
+                },
+                f,
+                indent=2,
+            )
 
 
 if __name__ == "__main__":

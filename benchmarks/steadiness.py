@@ -35,8 +35,10 @@ def main() -> None:
                 torch.mm(a, b)
             n += 10
         rates.append(n * flops / (time.perf_counter() - start) / 1e9)
-    print(f"{args.size}x{args.size} fp32 matmul, {torch.get_num_threads()} threads, {len(rates)} windows of "
-          f"{args.window:g} s: GFLOP/s " + " ".join(f"{r:.0f}" for r in rates))
+    print(
+        f"{args.size}x{args.size} fp32 matmul, {torch.get_num_threads()} threads, {len(rates)} windows of "
+        f"{args.window:g} s: GFLOP/s " + " ".join(f"{r:.0f}" for r in rates)
+    )
     low, mid, high = min(rates), statistics.median(rates), max(rates)
     print(f"min {low:.0f}  median {mid:.0f}  max {high:.0f}  (max/min x{high / low:.2f})")
 

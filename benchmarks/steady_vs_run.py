@@ -43,12 +43,18 @@ def main() -> None:
     epochs = [r["images_per_second"] for r in history]
     run_median = statistics.median(epochs)
     steady, fresh = at_batch(result[f"{kind}_steady"]), at_batch(result[kind])
-    print(f"{summary['config']['model']} batch {batch} amp {amp} | {summary['hardware']['cpu']} | "
-          f"torch {summary['torch_version']}")
-    print(f"real run: {len(epochs)} epochs, median {run_median:,.0f} img/s "
-          f"(epoch 1 {epochs[0]:,.0f}, later {min(epochs[1:] or epochs):,.0f}-{max(epochs[1:] or epochs):,.0f})")
-    print(f"bench: steady state {steady:,.0f} img/s, fresh state {fresh:,.0f} img/s "
-          f"(steady from {result['steady_state']['source']})")
+    print(
+        f"{summary['config']['model']} batch {batch} amp {amp} | {summary['hardware']['cpu']} | "
+        f"torch {summary['torch_version']}"
+    )
+    print(
+        f"real run: {len(epochs)} epochs, median {run_median:,.0f} img/s "
+        f"(epoch 1 {epochs[0]:,.0f}, later {min(epochs[1:] or epochs):,.0f}-{max(epochs[1:] or epochs):,.0f})"
+    )
+    print(
+        f"bench: steady state {steady:,.0f} img/s, fresh state {fresh:,.0f} img/s "
+        f"(steady from {result['steady_state']['source']})"
+    )
     print(f"bench steady / run median: {steady / run_median:.3f}")
 
 

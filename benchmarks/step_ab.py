@@ -34,8 +34,9 @@ from fmnist.device import resolve_amp
 VARIANTS = ("fmnist", "fresh", "bare", "foreach", "no-schedule", "compiled", "compiled-optimizer")
 
 
-def build(name: str, cfg: config.Config, images: torch.Tensor, labels: torch.Tensor,
-          trained: speed.Trained) -> tuple[train.StepState, float]:
+def build(
+    name: str, cfg: config.Config, images: torch.Tensor, labels: torch.Tensor, trained: speed.Trained
+) -> tuple[train.StepState, float]:
     """The variant's step state, loaded from `trained` (fresh: untrained), and the seconds its
     compilation took."""
     st = speed.step_state(cfg, images, None if name == "fresh" else trained)
@@ -62,8 +63,9 @@ def build(name: str, cfg: config.Config, images: torch.Tensor, labels: torch.Ten
     return st, seconds
 
 
-def run(name: str, st: train.StepState, cfg: config.Config, images: torch.Tensor, labels: torch.Tensor,
-        steps: int) -> float:
+def run(
+    name: str, st: train.StepState, cfg: config.Config, images: torch.Tensor, labels: torch.Tensor, steps: int
+) -> float:
     order = torch.randperm(len(images), generator=st.data_generator)[: steps * cfg.batch_size]
     start = time.perf_counter()
     if name == "bare":
@@ -114,10 +116,12 @@ def main() -> None:
             rates[name].append(args.steps * cfg.batch_size / seconds)
     base = rates["fmnist"]
     amp = resolve_amp(cfg.amp, torch.device("cpu"))[0]
-    print(f"{cfg.model} hidden {cfg.hidden} batch {cfg.batch_size} amp {amp}"
-          f" | {torch.get_num_threads()} threads | torch {torch.__version__}"
-          f" | {args.rounds} rounds x {args.steps} steps"
-          f" from {trained.source}")
+    print(
+        f"{cfg.model} hidden {cfg.hidden} batch {cfg.batch_size} amp {amp}"
+        f" | {torch.get_num_threads()} threads | torch {torch.__version__}"
+        f" | {args.rounds} rounds x {args.steps} steps"
+        f" from {trained.source}"
+    )
     for name in names:
         ratio = statistics.median(r / b for r, b in zip(rates[name], base, strict=True))
         compile_s = states[name][1]

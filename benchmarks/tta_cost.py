@@ -43,8 +43,10 @@ def main() -> None:
             begin = time.perf_counter()
             results[mode] = evaluate_logits(predictor.logits, split.val_x, split.val_y, cfg.eval_batch_size)
             seconds[mode].append(time.perf_counter() - begin)
-    print(f"{args.run}: {len(split.val_y):,} validation images, median of {args.rounds} rounds, "
-          f"{torch.get_num_threads()} threads")
+    print(
+        f"{args.run}: {len(split.val_y):,} validation images, median of {args.rounds} rounds, "
+        f"{torch.get_num_threads()} threads"
+    )
     print("| tta | val acc % | val loss | seconds | x plain |")
     print("|---|---|---|---|---|")
     plain = statistics.median(seconds["none"])

@@ -42,11 +42,13 @@ def main() -> None:
     accuracy = 0.0
     for epoch in range(1, args.epochs + 1):
         start = time.perf_counter()
-        seconds = textbook_epoch(model, dataset.train_images, dataset.train_labels, cpu, generator,
-                                 optimizer=optimizer)
+        seconds = textbook_epoch(model, dataset.train_images, dataset.train_labels, cpu, generator, optimizer=optimizer)
         accuracy = test_accuracy(model, dataset)
-        print(f"epoch {epoch}/{args.epochs}: train {seconds:.1f} s, with test {time.perf_counter() - start:.1f} s, "
-              f"test accuracy {accuracy:.2%}", flush=True)
+        print(
+            f"epoch {epoch}/{args.epochs}: train {seconds:.1f} s, with test {time.perf_counter() - start:.1f} s, "
+            f"test accuracy {accuracy:.2%}",
+            flush=True,
+        )
     print(f"test accuracy {accuracy:.4f}")
 
 

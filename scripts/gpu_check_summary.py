@@ -86,7 +86,9 @@ def resume_figures(work: Path) -> dict | None:
         "identical": strip[0] == strip[1],
         "max_test_acc_difference": max(
             (abs(a["test_acc"] - b["test_acc"]) for a, b in zip(straight, resumed, strict=True)), default=None
-        ) if len(straight) == len(resumed) else None,
+        )
+        if len(straight) == len(resumed)
+        else None,
     }
 
 
@@ -106,20 +108,27 @@ def targets(figures: dict, cpu_accuracy: float | None) -> list[dict]:
         return {"target": text, "value": value, "met": None if value is None else bool(ok(value))}
 
     rows = [
-        check("inference >= 2,000,000 images/s at the best batch size", bench.get("inference_best_images_per_second"),
-              lambda v: v >= 2e6),
+        check(
+            "inference >= 2,000,000 images/s at the best batch size",
+            bench.get("inference_best_images_per_second"),
+            lambda v: v >= 2e6,
+        ),
         check("inference <= 0.1 ms per batch of 64", bench.get("inference_ms_per_batch_64"), lambda v: v <= 0.1),
         check("default 15-epoch run <= 10 s process wall time", default.get("process_wall_seconds"), lambda v: v <= 10),
-        check("peak GPU memory of the default run <= 0.1 GB", default.get("peak_memory_bytes"),
-              lambda v: v <= 0.1 * GB),
+        check(
+            "peak GPU memory of the default run <= 0.1 GB", default.get("peak_memory_bytes"), lambda v: v <= 0.1 * GB
+        ),
         check("cnn preset >= 94 % test accuracy", cnn.get("test_accuracy"), lambda v: v >= 0.94),
         check("cnn preset <= 60 s process wall time", cnn.get("process_wall_seconds"), lambda v: v <= 60),
     ]
     difference = None
     if cpu_accuracy is not None and default.get("test_accuracy") is not None:
         difference = default["test_accuracy"] - cpu_accuracy
-    rows.append(check("default run accuracy within 0.3 point of the CPU's (--cpu-accuracy)", difference,
-                      lambda v: abs(v) <= 0.003))
+    rows.append(
+        check(
+            "default run accuracy within 0.3 point of the CPU's (--cpu-accuracy)", difference, lambda v: abs(v) <= 0.003
+        )
+    )
     return rows
 
 
@@ -147,23 +156,38 @@ def markdown(summary: dict) -> str:
         f"{summary['passed']} passed, {summary['failed']} failed, {summary['skipped']} skipped.",
     ]
     if summary["dry_run"]:
-        lines += ["", "**Dry run on the CPU at small sizes: it tests this script; no figure here is a GPU figure "
-                  "and the targets do not apply.**"]
+        lines += [
+            "",
+            "**Dry run on the CPU at small sizes: it tests this script; no figure here is a GPU figure "
+            "and the targets do not apply.**",
+        ]
     lines += ["", "| step | status | seconds | note |", "| --- | --- | --- | --- |"]
     lines += [f"| {s['name']} | {s['status']} | {s['seconds']:.1f} | {s['note']} |" for s in summary["steps"]]
     bench = fig.get("bench")
     if bench:
         lines += ["", "## fmnist bench", "", "| figure | value |", "| --- | --- |"]
-        for key in ("inference_best_images_per_second", "inference_best_batch", "inference_ms_per_batch_64",
-                    "inference_images_per_second_64", "training_ms_per_step_64", "training_images_per_second_64",
-                    "textbook_epoch_seconds", "fmnist_epoch_seconds"):
+        for key in (
+            "inference_best_images_per_second",
+            "inference_best_batch",
+            "inference_ms_per_batch_64",
+            "inference_images_per_second_64",
+            "training_ms_per_step_64",
+            "training_images_per_second_64",
+            "textbook_epoch_seconds",
+            "fmnist_epoch_seconds",
+        ):
             lines.append(f"| {key} | {fmt(bench[key])} |")
         lines.append(f"| peak_memory_bytes | {fmt(bench['peak_memory_bytes'], 'bytes')} |")
     runs = [name for name in RUNS if fig.get(name)]
     if runs:
-        lines += ["", "## Training runs", "",
-                  "| run | process wall s | fit wall s | median epoch s | ms/batch | test accuracy | peak memory | "
-                  "processes (group) |", "| --- | --- | --- | --- | --- | --- | --- | --- |"]
+        lines += [
+            "",
+            "## Training runs",
+            "",
+            "| run | process wall s | fit wall s | median epoch s | ms/batch | test accuracy | peak memory | "
+            "processes (group) |",
+            "| --- | --- | --- | --- | --- | --- | --- | --- |",
+        ]
         for name in runs:
             r = fig[name]
             lines.append(
@@ -174,12 +198,18 @@ def markdown(summary: dict) -> str:
             )
     if fig.get("resume"):
         r = fig["resume"]
-        lines += ["", f"kill -9 after {fmt(r['epochs_before_kill'])} epoch(s), then --resume: metrics identical to "
-                  f"the uninterrupted default run: {fmt(r['identical'])} (largest test accuracy difference "
-                  f"{fmt(r['max_test_acc_difference'])})."]
+        lines += [
+            "",
+            f"kill -9 after {fmt(r['epochs_before_kill'])} epoch(s), then --resume: metrics identical to "
+            f"the uninterrupted default run: {fmt(r['identical'])} (largest test accuracy difference "
+            f"{fmt(r['max_test_acc_difference'])}).",
+        ]
     if fig.get("eval"):
-        lines += ["", f"eval on {summary['device']}: test accuracy {fmt(fig['eval']['test_accuracy'], 'pct')}, "
-                  f"same as the run's summary: {fmt(fig['eval']['matches_run'])}."]
+        lines += [
+            "",
+            f"eval on {summary['device']}: test accuracy {fmt(fig['eval']['test_accuracy'], 'pct')}, "
+            f"same as the run's summary: {fmt(fig['eval']['matches_run'])}.",
+        ]
     if fig.get("predict"):
         lines += ["", f"predict: {fig['predict']['correct']} of {fig['predict']['images']} test images right."]
     lines += ["", "## Targets", "", "| target | value | met |", "| --- | --- | --- |"]
@@ -209,8 +239,10 @@ def main() -> int:
     figures["predict"] = predict_figures(args.work)
     evaluation = read_json(args.work / "eval.json")
     if evaluation and figures["default"]:
-        figures["eval"] = {"test_accuracy": evaluation["test_accuracy"],
-                           "matches_run": abs(evaluation["test_accuracy"] - figures["default"]["test_accuracy"]) < 1e-9}
+        figures["eval"] = {
+            "test_accuracy": evaluation["test_accuracy"],
+            "matches_run": abs(evaluation["test_accuracy"] - figures["default"]["test_accuracy"]) < 1e-9,
+        }
     any_run = next((r for r in figures.values() if r and "torch_version" in r), {})
     summary = {
         "gpu": args.gpu,

@@ -64,8 +64,18 @@ def product_photo(kind: str = "trouser", size: tuple[int, int] = (360, 480), fmt
         draw.polygon([(w * 0.32, h * 0.2), (w * 0.48, h * 0.2), (w * 0.44, h * 0.9), (w * 0.29, h * 0.9)], fill=dark)
         draw.polygon([(w * 0.52, h * 0.2), (w * 0.68, h * 0.2), (w * 0.71, h * 0.9), (w * 0.56, h * 0.9)], fill=dark)
     else:  # a shirt
-        outline = [(0.3, 0.2), (0.7, 0.2), (0.9, 0.35), (0.8, 0.45), (0.7, 0.38),
-                   (0.7, 0.85), (0.3, 0.85), (0.3, 0.38), (0.2, 0.45), (0.1, 0.35)]
+        outline = [
+            (0.3, 0.2),
+            (0.7, 0.2),
+            (0.9, 0.35),
+            (0.8, 0.45),
+            (0.7, 0.38),
+            (0.7, 0.85),
+            (0.3, 0.85),
+            (0.3, 0.38),
+            (0.2, 0.45),
+            (0.1, 0.35),
+        ]
         draw.polygon([(w * x, h * y) for x, y in outline], fill=dark)
     buffer = io.BytesIO()
     image.save(buffer, format=fmt, **({"quality": 90} if fmt == "JPEG" else {}))
@@ -112,7 +122,10 @@ def running_server(model: Path, *flags: str, timeout: float = 60) -> Iterator[Se
     env = {**os.environ, "PYTHONPATH": str(ROOT / "src"), "OMP_NUM_THREADS": "1"}
     process = subprocess.Popen(
         [sys.executable, "-m", "fmnist", "serve", str(model), "--port", "0", "--no-access-log", *flags],
-        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        env=env,
     )
     try:
         deadline = time.monotonic() + timeout

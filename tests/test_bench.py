@@ -29,10 +29,16 @@ def test_bench_json_has_every_field_the_issue_lists(synthetic_data, tmp_path):
     assert loaded["device"] == "cpu" and loaded["peak_memory_bytes"] > 0
     inference = TINY.inference_batches
     training = sorted({*TINY.training_batches, Config().batch_size})  # with the config's own
-    for kind, batches in (("inference", inference), ("inference_bf16_autocast", inference),
-                          ("inference_onnxruntime", inference), ("inference_onnxruntime_int8", inference),
-                          ("training", training), ("training_bf16_autocast", training),
-                          ("training_steady", training), ("training_bf16_autocast_steady", training)):
+    for kind, batches in (
+        ("inference", inference),
+        ("inference_bf16_autocast", inference),
+        ("inference_onnxruntime", inference),
+        ("inference_onnxruntime_int8", inference),
+        ("training", training),
+        ("training_bf16_autocast", training),
+        ("training_steady", training),
+        ("training_bf16_autocast_steady", training),
+    ):
         assert [row["batch_size"] for row in loaded[kind]] == list(batches)
         for row in loaded[kind]:
             assert {"batch_size", "latency_ms_median", "latency_ms_p95", "images_per_second"} <= set(row)
@@ -107,7 +113,7 @@ def test_bench_from_a_run_measures_its_config_and_state(synthetic_data, tmp_path
 
     monkeypatch.setattr(speed, "run", record)
     assert cli.main(["bench", "--from", str(tmp_path / "run")]) == 130
-    (got, trained), = measured
+    ((got, trained),) = measured
     assert got == cfg and "after 1 epochs" in trained.source
     assert adam_second_moments(trained.optimizer)[0].any()
 

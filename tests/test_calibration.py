@@ -41,8 +41,9 @@ def test_measures_match_hand_computed_values():
 
 
 def test_reliability_bins_put_confidence_one_in_the_top_bin():
-    count, mean_conf, accuracy = calibration.reliability(torch.tensor([1.0, 0.05, 0.5]), torch.tensor([1.0, 0.0, 1.0]),
-                                                         bins=15)
+    count, mean_conf, accuracy = calibration.reliability(
+        torch.tensor([1.0, 0.05, 0.5]), torch.tensor([1.0, 0.0, 1.0]), bins=15
+    )
     assert count.sum() == 3 and count[-1] == 1 and count[0] == 1
     assert mean_conf[-1] == 1.0 and accuracy[0] == 0.0
 

@@ -98,8 +98,16 @@ def test_predict_directories_globs_batches_and_saved_inputs(trained_run, tmp_pat
     _export_test_images(tmp_path / "b", range(3))  # the same names as three files in a/
     saved = tmp_path / "seen"
     # A directory, a glob as a shell that does not expand it would pass it, and a file.
-    argv = ["predict", str(run_dir), str(tmp_path / "a"), str(tmp_path / "b" / "img0[01].png"),
-            str(tmp_path / "b" / "img02.png"), "--json", "--save-inputs", str(saved)]
+    argv = [
+        "predict",
+        str(run_dir),
+        str(tmp_path / "a"),
+        str(tmp_path / "b" / "img0[01].png"),
+        str(tmp_path / "b" / "img02.png"),
+        "--json",
+        "--save-inputs",
+        str(saved),
+    ]
     code, out, _ = run(capsys, *argv, "--batch-size", "4")
     rows = [json.loads(line) for line in out.splitlines()]
     expected = [str(tmp_path / "a" / f"img{i:02d}.png") for i in range(7)]
@@ -167,15 +175,17 @@ def test_predict_explain_writes_a_heatmap_per_image(trained_run, tmp_path, capsy
 
     run_dir, _ = trained_run
     _export_test_images(tmp_path / "in", range(3))
-    code, out, err = run(capsys, "predict", str(run_dir), str(tmp_path / "in"), "--json", "--explain",
-                         str(tmp_path / "why"))
+    code, out, err = run(
+        capsys, "predict", str(run_dir), str(tmp_path / "in"), "--json", "--explain", str(tmp_path / "why")
+    )
     rows = [json.loads(line) for line in out.splitlines()]
     assert code == 0 and "integrated gradients" in err
     assert [Path(r["explanation"]).name for r in rows] == ["img00.png", "img01.png", "img02.png"]
     assert all(Image.open(r["explanation"]).size == (224, 224) for r in rows)
     assert run(capsys, "export", str(run_dir), "--out", str(tmp_path / "m.onnx"))[0] == 0
-    code, _, err = run(capsys, "predict", str(tmp_path / "m.onnx"), str(tmp_path / "in"), "--explain",
-                       str(tmp_path / "why-onnx"))
+    code, _, err = run(
+        capsys, "predict", str(tmp_path / "m.onnx"), str(tmp_path / "in"), "--explain", str(tmp_path / "why-onnx")
+    )
     assert code == 0 and "occlusion" in err and len(list((tmp_path / "why-onnx").iterdir())) == 3
 
 
@@ -243,8 +253,10 @@ NO_SUCH_DEVICE = "tpu" if torch.cuda.is_available() else "cuda"
         (["predict", "missing.pt", "x.png", "--top-k", "0"], "top_k must be >= 1, got 0"),
         (["predict", "missing.pt", "x.png", "--batch-size", "0"], "batch_size must be >= 1, got 0"),
         (["predict", "missing.pt", "empty"], "no image files in empty"),
-        (["predict", "missing.pt", "x.png", "--save-inputs", "file.txt"],
-         "save_inputs file.txt: exists and is not a directory"),
+        (
+            ["predict", "missing.pt", "x.png", "--save-inputs", "file.txt"],
+            "save_inputs file.txt: exists and is not a directory",
+        ),
         (["data", "info", "--data-dir", "empty"], "empty"),
         (["train", "--ema-decay", "0.99"], "ema_decay decides on the validation split"),
         (["train", "--patience", "3"], "patience decides on the validation split"),
@@ -297,8 +309,20 @@ def test_eval_with_flip_tta(trained_run, capsys):
 
 def test_lr_find_prints_a_suggestion_and_plots(synthetic_data, tmp_path, capsys):
     plot = tmp_path / "lr.png"
-    code, out, err = run(capsys, "lr-find", "--hidden", "32", "--batch-size", "32", "--steps", "40",
-                         "--start-lr", "1e-5", "--plot", str(plot))
+    code, out, err = run(
+        capsys,
+        "lr-find",
+        "--hidden",
+        "32",
+        "--batch-size",
+        "32",
+        "--steps",
+        "40",
+        "--start-lr",
+        "1e-5",
+        "--plot",
+        str(plot),
+    )
     assert code == 0, err
     assert "suggested lr" in out and plot.stat().st_size > 0
     assert err.count("step ") >= 5
@@ -315,8 +339,10 @@ def _with_a_closed_pipe(commands: list[list[str]]) -> list[tuple[int, str]]:
     env = {**os.environ, "FMNIST_TEST_FILES": json.dumps(data.FILES), "OMP_NUM_THREADS": "1"}
     script = str(Path(__file__).parent / "synthetic_cli.py")
     try:
-        children = [subprocess.Popen([sys.executable, script, *argv], stdout=write, stderr=subprocess.PIPE, text=True,
-                                     env=env) for argv in commands]
+        children = [
+            subprocess.Popen([sys.executable, script, *argv], stdout=write, stderr=subprocess.PIPE, text=True, env=env)
+            for argv in commands
+        ]
     finally:
         os.close(write)
     return [(child.wait(timeout=120), child.stderr.read()) for child in children if child.stderr]
@@ -342,8 +368,11 @@ def test_every_command_ends_quietly_on_a_closed_pipe(trained_run, tmp_path):
 def test_a_whole_pickled_module_gets_plain_whole_sentences_and_a_next_step(tmp_path, capsys):
     path = tmp_path / "model.pth"
     torch.save(torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(784, 10)), path)  # as tutorials do
-    for command in (["eval", str(path)], ["predict", str(path), str(path)], ["export", str(path), "--out",
-                                                                              str(tmp_path / "m.onnx")]):
+    for command in (
+        ["eval", str(path)],
+        ["predict", str(path), str(path)],
+        ["export", str(path), "--out", str(tmp_path / "m.onnx")],
+    ):
         code, _, err = run(capsys, *command)
         assert code == 2 and err.count("\n") == 1, err
         assert "\x1b" not in err and "weights_only" not in err and "safe_globals" not in err
@@ -377,7 +406,8 @@ def test_the_machines_errors_are_whole_sentences_with_a_next_step(monkeypatch, c
     assert main(["data", "info"]) == 1
     assert capsys.readouterr().err == (
         "fmnist: error: /runs/r/checkpoints/last.pt: No space left on device. Free some disk space and run the "
-        "command again (fmnist train --resume DIR continues a run).\n")
+        "command again (fmnist train --resume DIR continues a run).\n"
+    )
 
 
 def test_predict_into_a_reader_that_stops_early_ends_quietly(tmp_path):
@@ -397,8 +427,13 @@ def test_predict_into_a_reader_that_stops_early_ends_quietly(tmp_path):
     for i, image in enumerate(images):
         export_png(image, folder / f"{i:04d}.png")  # 400 lines of output: several buffers' worth
     env = dict(os.environ, PYTHONPATH=str(Path(__file__).parents[1] / "src"), OMP_NUM_THREADS="1")
-    proc = subprocess.Popen([sys.executable, "-m", "fmnist", "predict", str(model), str(folder), "--batch-size", "8"],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "fmnist", "predict", str(model), str(folder), "--batch-size", "8"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
+    )
     assert proc.stdout is not None and proc.stderr is not None
     first = proc.stdout.readline()
     proc.stdout.close()  # what head -1 does after its line
@@ -451,8 +486,9 @@ def test_eval_reports_calibration_before_and_after_and_the_detector(synthetic_da
     assert "with temperature 3.000" in out and "risk-coverage" in out
 
 
-def test_train_with_a_validation_split_fits_trust_and_calibrate_needs_one(synthetic_data, tmp_path, capsys,
-                                                                         monkeypatch):
+def test_train_with_a_validation_split_fits_trust_and_calibrate_needs_one(
+    synthetic_data, tmp_path, capsys, monkeypatch
+):
     from fmnist import checkpoint, trust
 
     monkeypatch.setattr(trust.fit_and_store, "__defaults__", (30,))  # 30 reference photos, not 400

@@ -35,7 +35,8 @@ def fit_calls(monkeypatch):
 
 
 def test_grid_runs_every_point_and_seed_writes_reports_and_skips_finished_runs_on_rerun(
-        synthetic_data, tmp_path, fit_calls):
+    synthetic_data, tmp_path, fit_calls
+):
     from fmnist import data
 
     dataset = data.load()
@@ -48,8 +49,10 @@ def test_grid_runs_every_point_and_seed_writes_reports_and_skips_finished_runs_o
     markdown = compare.write_report(out, exp, results)
     rows = list(csv.DictReader((out / "results.csv").open()))
     assert [r["point"] for r in rows] == [
-        "optimizer=sgd,schedule=none", "optimizer=sgd,schedule=cosine",
-        "optimizer=adam,schedule=none", "optimizer=adam,schedule=cosine",
+        "optimizer=sgd,schedule=none",
+        "optimizer=sgd,schedule=cosine",
+        "optimizer=adam,schedule=none",
+        "optimizer=adam,schedule=cosine",
     ]
     assert all(r["runs"] == "2" for r in rows)
     assert len(list(csv.DictReader((out / "runs.csv").open()))) == 8
@@ -99,8 +102,22 @@ def test_a_changed_experiment_refuses_to_reuse_the_directory(synthetic_data, tmp
 
 def test_cli_grid_with_two_workers_completes_every_run(synthetic_data, tmp_path, capsys):
     out = tmp_path / "grid"
-    code = main(["compare", "--out", str(out), "--grid", "lr=0.003,0.01", "--seeds", "0", "--threshold", "0.3",
-                 "--workers", "2", *TINY_FLAGS])
+    code = main(
+        [
+            "compare",
+            "--out",
+            str(out),
+            "--grid",
+            "lr=0.003,0.01",
+            "--seeds",
+            "0",
+            "--threshold",
+            "0.3",
+            "--workers",
+            "2",
+            *TINY_FLAGS,
+        ]
+    )
     stdout, err = capsys.readouterr()
     assert code == 0, err
     finished = sorted(p.parent.name + "/" + p.name for p in out.glob("runs/*/*") if (p / "summary.json").exists())
@@ -111,15 +128,16 @@ def test_cli_grid_with_two_workers_completes_every_run(synthetic_data, tmp_path,
 def test_experiment_file_axes_tables_and_list_options(tmp_path):
     path = tmp_path / "exp.toml"
     path.write_text(
-        'seeds = [3]\nthreshold = 0.9\n[base]\nepochs = 4\n[grid]\n'
+        "seeds = [3]\nthreshold = 0.9\n[base]\nepochs = 4\n[grid]\n"
         'optimizer = [{name = "sgd-nesterov", optimizer = "sgd", momentum = 0.9, nesterov = true, lr = 0.05},'
         ' {optimizer = "adamw", weight_decay = 0.05}]\n'
-        'hidden = [[256], [512, 512]]\n'
+        "hidden = [[256], [512, 512]]\n"
     )
     exp = compare.build_experiment(compare.read_experiment(path), base={"epochs": "5"}, log=lambda _: None)
     runs = compare.grid_runs(exp, tmp_path / "out")
     assert [r.point for r in runs] == [
-        "optimizer=sgd-nesterov,hidden=256", "optimizer=sgd-nesterov,hidden=512-512",
+        "optimizer=sgd-nesterov,hidden=256",
+        "optimizer=sgd-nesterov,hidden=512-512",
         "optimizer=optimizer=adamw+weight_decay=0.05,hidden=256",
         "optimizer=optimizer=adamw+weight_decay=0.05,hidden=512-512",
     ]
@@ -151,17 +169,27 @@ def test_summary_rows_give_mean_and_sample_std_over_finished_seeds(tmp_path):
     def result(point, seed, test_acc=None, val_accs=(), failure=None):
         run = compare.Run(point, {"lr": point}, seed, config.Config(), tmp_path / point / str(seed))
         history = [{"epoch": e, "val_acc": a, "epoch_seconds": 1.0} for e, a in enumerate(val_accs, 1)]
-        summary = None if test_acc is None else {
-            "test_accuracy": test_acc, "val_accuracy": max(val_accs), "train_images_per_second": 100.0 * (seed + 1)}
+        summary = (
+            None
+            if test_acc is None
+            else {
+                "test_accuracy": test_acc,
+                "val_accuracy": max(val_accs),
+                "train_images_per_second": 100.0 * (seed + 1),
+            }
+        )
         return compare.RunResult(run, history, summary, failure)
 
-    rows = compare.summarize([
-        result("a", 0, 0.80, (0.70, 0.90)),
-        result("a", 1, 0.85, (0.86, 0.80)),
-        result("a", 2, 0.90, (0.60, 0.70)),
-        result("a", 3, failure="diverged"),
-        result("b", 0),
-    ], exp)
+    rows = compare.summarize(
+        [
+            result("a", 0, 0.80, (0.70, 0.90)),
+            result("a", 1, 0.85, (0.86, 0.80)),
+            result("a", 2, 0.90, (0.60, 0.70)),
+            result("a", 3, failure="diverged"),
+            result("b", 0),
+        ],
+        exp,
+    )
     a, b = rows
     assert a["runs"] == 3 and a["diverged"] == 1 and a["missing"] == 0
     assert a["test_acc_mean"] == pytest.approx(0.85) and a["test_acc_std"] == pytest.approx(0.05)  # sample std

@@ -83,8 +83,12 @@ def test_fit_leaves_flush_to_zero_on_every_thread(tmp_path):
 
 @pytest.mark.parametrize(
     "features, expected",
-    [(("AVX2",), "none"), (("AVX-512", "AVX2"), "none"), (("AVX512-BF16", "AVX-512", "AVX2"), "bf16"),
-     (("AMX-BF16", "AVX512-BF16", "AVX512-VNNI", "AVX-512", "AVX2"), "bf16")],
+    [
+        (("AVX2",), "none"),
+        (("AVX-512", "AVX2"), "none"),
+        (("AVX512-BF16", "AVX-512", "AVX2"), "bf16"),
+        (("AMX-BF16", "AVX512-BF16", "AVX512-VNNI", "AVX-512", "AVX2"), "bf16"),
+    ],
 )
 def test_auto_amp_is_bf16_only_where_the_cpu_has_native_bf16(monkeypatch, features, expected):
     monkeypatch.setattr(cpu, "features", lambda: features)
@@ -140,11 +144,14 @@ def test_auto_threads_take_the_cores_other_processes_leave_and_follow_the_load(r
     auto = cpu.AutoThreads("auto")
     auto.cores = [0, 1]
     # (busy ticks, all ticks, own CPU seconds, wall seconds) of the two cores, as /proc/stat would give them
-    readings = iter([
-        (0, 0, 0.0, 0.0), (150, 200, 0.5, 1.0),  # 1.5 CPUs busy, 0.5 of them ours: another process holds 1 core
-        (250, 400, 1.5, 2.0),  # then 1 CPU busy, all ours: nobody else
-        (350, 600, 2.5, 3.0),  # the same
-    ])
+    readings = iter(
+        [
+            (0, 0, 0.0, 0.0),
+            (150, 200, 0.5, 1.0),  # 1.5 CPUs busy, 0.5 of them ours: another process holds 1 core
+            (250, 400, 1.5, 2.0),  # then 1 CPU busy, all ours: nobody else
+            (350, 600, 2.5, 3.0),  # the same
+        ]
+    )
     monkeypatch.setattr(auto, "_snapshot", lambda: next(readings))
     monkeypatch.setattr(cpu.time, "sleep", lambda _: None)
     assert auto.start() == "threads: 1 (auto: other processes kept 1.0 of 2 cores busy)"

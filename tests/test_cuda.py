@@ -39,8 +39,9 @@ def test_resume_on_cuda_matches_an_uninterrupted_run(synthetic_data, tmp_path, m
 def test_a_cuda_run_continues_on_the_cpu(synthetic_data, tmp_path):
     interrupted_after_first_epoch(Config(**SMALL, device="cuda"), tmp_path / "run")
     messages = []
-    result = train.fit(Config(**SMALL, device="cpu"), tmp_path / "run", data.load(), resume=True,
-                       log=messages.append, progress=False)
+    result = train.fit(
+        Config(**SMALL, device="cpu"), tmp_path / "run", data.load(), resume=True, log=messages.append, progress=False
+    )
     assert any("on cuda, resumed by 1 on cpu" in m for m in messages)
     assert result.summary["device"] == "cpu" and len(result.history) == 3
 

@@ -383,7 +383,7 @@ def test_as_input(shape):
 # --- the real files ------------------------------------------------------------------
 
 
-@pytest.mark.realdata
+@pytest.mark.real_data
 def test_real_data(real_data_dir):
     dataset = data.load(real_data_dir, allow_download=False)
     assert dataset.train_images.shape == (60000, 28, 28) and dataset.test_images.shape == (10000, 28, 28)

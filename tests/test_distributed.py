@@ -87,8 +87,9 @@ def free_port() -> int:
 
 def join(rank: int, size: int, port: int) -> distributed.World:
     torch.set_num_threads(1)
-    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank), WORLD_SIZE=str(size),
-                      LOCAL_RANK=str(rank))
+    os.environ.update(
+        MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank), WORLD_SIZE=str(size), LOCAL_RANK=str(rank)
+    )
     return distributed.init(torch.device("cpu"))
 
 
@@ -100,17 +101,27 @@ def worker(rank: int, size: int, port: int, dataset, cfg: Config, root: str) -> 
     w = join(rank, size, port)
     total = distributed.all_reduce_sum(torch.tensor([rank + 1.0, 10.0]), w)
     with open(os.path.join(root, f"{rank}.json"), "w") as f:
-        json.dump({"total": total.tolist(), "device": str(total.device), "gathered": distributed.gather(rank, w),
-                   "shared": distributed.broadcast(f"from {rank}", w), "backend": dist.get_backend()}, f)
+        json.dump(
+            {
+                "total": total.tolist(),
+                "device": str(total.device),
+                "gathered": distributed.gather(rank, w),
+                "shared": distributed.broadcast(f"from {rank}", w),
+                "backend": dist.get_backend(),
+            },
+            f,
+        )
 
     def keep_epoch_one(row: dict) -> None:
         if row["epoch"] == 1:
-            shutil.copytree(os.path.join(root, "straight"), os.path.join(root, "cut"),
-                            ignore=shutil.ignore_patterns("tensorboard"))
+            shutil.copytree(
+                os.path.join(root, "straight"), os.path.join(root, "cut"), ignore=shutil.ignore_patterns("tensorboard")
+            )
 
     try:
-        train.fit(cfg, os.path.join(root, "straight"), dataset, log=lambda _: None, progress=False,
-                  on_epoch=keep_epoch_one)
+        train.fit(
+            cfg, os.path.join(root, "straight"), dataset, log=lambda _: None, progress=False, on_epoch=keep_epoch_one
+        )
         dist.barrier()
         train.fit(cfg, os.path.join(root, "cut"), dataset, resume=True, log=lambda _: None, progress=False)
     finally:
@@ -123,8 +134,9 @@ def metrics(run_dir) -> list[dict]:
 
 
 def test_two_gloo_processes_collectives_and_exact_resume_with_each_ranks_random_states(synthetic_data, tmp_path):
-    cfg = Config(hidden=(32,), epochs=3, batch_size=32, eval_batch_size=300, dropout=0.3,
-                 augment=("flip", "crop"), device="cpu")
+    cfg = Config(
+        hidden=(32,), epochs=3, batch_size=32, eval_batch_size=300, dropout=0.3, augment=("flip", "crop"), device="cpu"
+    )
     mp.spawn(worker, args=(2, free_port(), data.load(), cfg, str(tmp_path)), nprocs=2)
     first, second = (json.loads((tmp_path / f"{r}.json").read_text()) for r in (0, 1))
     for result in (first, second):
@@ -155,8 +167,9 @@ def train_one_rank(rank: int, size: int, port: int, dataset, cfg: Config, root: 
 
 def test_batch_norm_trains_on_two_processes_whose_shards_end_in_a_one_image_batch(synthetic_data, tmp_path):
     # 34 images over 2 processes: shards of 17, local batches of 8, so each shard's last batch holds one image
-    cfg = Config(hidden=(16,), batch_norm=True, train_subset=34, batch_size=16, epochs=1, eval_batch_size=300,
-                 device="cpu")
+    cfg = Config(
+        hidden=(16,), batch_norm=True, train_subset=34, batch_size=16, epochs=1, eval_batch_size=300, device="cpu"
+    )
     mp.spawn(train_one_rank, args=(2, free_port(), data.load(), cfg, str(tmp_path)), nprocs=2)
     summary = json.loads((tmp_path / "run" / "summary.json").read_text())
     assert summary["processes"] == 2 and summary["epochs"] == 1

@@ -7,7 +7,7 @@ from fmnist.ema import WARMUP_POWER, ModelEma, decay_at
 
 def test_decay_warms_up_as_timm_and_is_capped():
     assert decay_at(0, 0.999).item() == 0.0  # the first update copies the weights
-    assert decay_at(1, 0.999).item() == pytest.approx(1 - 2 ** -WARMUP_POWER)
+    assert decay_at(1, 0.999).item() == pytest.approx(1 - 2**-WARMUP_POWER)
     assert decay_at(10, 0.999).item() == pytest.approx(1 - 11 ** (-2 / 3))
     assert decay_at(10**9, 0.999).item() == pytest.approx(0.999)
 

@@ -86,9 +86,15 @@ def test_most_confused_counts_pairs_with_the_share_of_the_true_class():
 def test_report_text_and_json_say_the_same():
     e = evaluation([6, 6, 6, 6, 4, 4, 0], [0, 0, 0, 6, 2, 4, 6])
     e.accuracy, e.loss = 2 / 7, 1.5
-    report = Report("m.pt", "photos", e, torch.zeros(7, 28, 28, dtype=torch.uint8), [f"{i}.jpg" for i in range(7)],
-                    ["photos/9/bad.jpg: image is truncated or corrupt"],
-                    {"hidden or system file": 1, "not an image Pillow reads": 2})
+    report = Report(
+        "m.pt",
+        "photos",
+        e,
+        torch.zeros(7, 28, 28, dtype=torch.uint8),
+        [f"{i}.jpg" for i in range(7)],
+        ["photos/9/bad.jpg: image is truncated or corrupt"],
+        {"hidden or system file": 1, "not an image Pillow reads": 2},
+    )
     result = report.as_dict()
     assert result["accuracy"] == 2 / 7 and result["images"] == 7 and "test_accuracy" not in result
     assert result["most_confused"][0] == {"true": "Shirt", "predicted": "T-shirt/top", "count": 3, "share": 0.75}

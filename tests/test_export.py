@@ -36,8 +36,14 @@ def _threads(one_thread):
 
 def synthetic_dataset() -> FashionMNIST:
     a = {k: torch.from_numpy(v) for k, v in synthetic_arrays().items()}
-    return FashionMNIST(a["train_images"], a["train_labels"].long(), a["test_images"], a["test_labels"].long(),
-                        Path("synthetic"), "test")
+    return FashionMNIST(
+        a["train_images"],
+        a["train_labels"].long(),
+        a["test_images"],
+        a["test_labels"].long(),
+        Path("synthetic"),
+        "test",
+    )
 
 
 def save_model(path: Path, values: dict, seed: int = 0) -> torch.nn.Module:
@@ -169,8 +175,9 @@ def test_int8_calibrates_on_training_images_only(tmp_path, monkeypatch):
     monkeypatch.setattr(onnxruntime.quantization, "quantize_static", spy)
     dataset = synthetic_dataset()
     save_model(tmp_path / "m.pt", CONFIGS["cnn-head"])
-    facts = export.export(export.load_source(tmp_path / "m.pt"), tmp_path / "m.onnx", dataset, int8=True,
-                          calibration_images=300)
+    facts = export.export(
+        export.load_source(tmp_path / "m.pt"), tmp_path / "m.onnx", dataset, int8=True, calibration_images=300
+    )
     images = np.concatenate(fed)
     train = {img.tobytes() for img in dataset.train_images.numpy()}
     test = {img.tobytes() for img in dataset.test_images.numpy()}
@@ -295,7 +302,7 @@ def real_model(tmp_path_factory):
     return export.load_source(path), dataset
 
 
-@pytest.mark.realdata
+@pytest.mark.real_data
 def test_fp32_export_matches_pytorch_on_the_whole_test_set(real_model, tmp_path):
     source, dataset = real_model
     facts = export.export(source, tmp_path / "m.onnx", dataset)
@@ -314,7 +321,7 @@ def test_fp32_export_matches_pytorch_on_the_whole_test_set(real_model, tmp_path)
 INT8_MAX_DROP = 0.005
 
 
-@pytest.mark.realdata
+@pytest.mark.real_data
 def test_int8_export_keeps_accuracy_and_a_broken_calibration_does_not(real_model, tmp_path):
     source, dataset = real_model
     facts = export.export(source, tmp_path / "m.onnx", dataset, int8=True)
@@ -340,5 +347,7 @@ def test_the_temperature_and_detector_travel_in_the_sidecar(tmp_path):
     assert onnx.trust.threshold == 0.03 and onnx.describe()["calibrated"] is True
     images = synthetic_dataset().test_images[:16]
     assert torch.allclose(onnx.probabilities(images), torch_predictor.probabilities(images), atol=1e-5)
-    assert np.allclose(onnx.trust.scores(onnx.logits(images), [None] * 16),
-                       torch_predictor.trust.scores(torch_predictor.logits(images), [None] * 16))
+    assert np.allclose(
+        onnx.trust.scores(onnx.logits(images), [None] * 16),
+        torch_predictor.trust.scores(torch_predictor.logits(images), [None] * 16),
+    )

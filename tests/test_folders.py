@@ -13,8 +13,18 @@ from fmnist.images import load_image
 from fmnist.testing import photos
 
 # Folder names as people write them, and the class each stands for.
-FOLDER_NAMES = {"t-shirt": 0, "Trousers": 1, "2": 2, "DRESS": 3, "coats": 4, "sandal": 5, "Shirt": 6,
-                "sneakers": 7, "bag": 8, "Ankle_Boots": 9}
+FOLDER_NAMES = {
+    "t-shirt": 0,
+    "Trousers": 1,
+    "2": 2,
+    "DRESS": 3,
+    "coats": 4,
+    "sandal": 5,
+    "Shirt": 6,
+    "sneakers": 7,
+    "bag": 8,
+    "Ankle_Boots": 9,
+}
 
 
 def labelled_folder(root: Path, per_class: int = 1, seed: int = 0) -> list[tuple[Path, int]]:
@@ -67,14 +77,20 @@ def test_labelled_folders_are_framed_as_predict_frames_them(tmp_path):
     assert sum(result.skipped.values()) >= 2 and "files outside class folders" in result.skipped
 
 
-@pytest.mark.parametrize("make, message", [
-    (lambda root: (root / "hats").mkdir(parents=True), "hats: folder name is not a class; name each folder by a class "
-                                                         "index 0-9 or a class name (T-shirt/top, Trouser"),
-    (lambda root: root.mkdir(), "no class folders inside"),
-    (lambda root: (root / "bag").mkdir(parents=True), "no readable pictures"),
-    (lambda root: root.write_text("x"), "not a directory"),
-    (lambda root: None, "no such directory"),
-])
+@pytest.mark.parametrize(
+    "make, message",
+    [
+        (
+            lambda root: (root / "hats").mkdir(parents=True),
+            "hats: folder name is not a class; name each folder by a class "
+            "index 0-9 or a class name (T-shirt/top, Trouser",
+        ),
+        (lambda root: root.mkdir(), "no class folders inside"),
+        (lambda root: (root / "bag").mkdir(parents=True), "no readable pictures"),
+        (lambda root: root.write_text("x"), "not a directory"),
+        (lambda root: None, "no such directory"),
+    ],
+)
 def test_folder_mistakes_are_one_line_errors(tmp_path, make, message):
     root = tmp_path / "photos"
     make(root)

@@ -18,8 +18,21 @@ from fmnist.config import Config
 
 ROOT = Path(__file__).resolve().parents[1]
 SCRIPT = ROOT / "scripts" / "gpu-check.sh"
-STEPS = ["install", "prepare", "cuda-tests", "bench", "train-default", "kill-resume", "eval", "predict", "torchrun",
-         "cnn", "amp-bf16", "tf32", "compile"]
+STEPS = [
+    "install",
+    "prepare",
+    "cuda-tests",
+    "bench",
+    "train-default",
+    "kill-resume",
+    "eval",
+    "predict",
+    "torchrun",
+    "cnn",
+    "amp-bf16",
+    "tf32",
+    "compile",
+]
 
 
 def load_summary_module():
@@ -32,16 +45,24 @@ def load_summary_module():
 def run_script(out: Path, *args: str) -> subprocess.CompletedProcess:
     env = dict(os.environ, PYTHON=sys.executable, OMP_NUM_THREADS="1")
     env.pop("OUT", None)
-    return subprocess.run(["bash", str(SCRIPT), "--dry-run", "--out", str(out), *args], env=env,
-                          capture_output=True, text=True, timeout=1500)
+    return subprocess.run(
+        ["bash", str(SCRIPT), "--dry-run", "--out", str(out), *args],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=1500,
+    )
 
 
-@pytest.mark.realdata
+@pytest.mark.real_data
 def test_dry_run_runs_every_step_and_writes_both_summaries(real_data_dir, tmp_path):
     # About a minute on an idle CPU; the budget leaves room for a busy one.
     done = run_script(tmp_path / "out", "--budget", "1200", "--cpu-accuracy", "0.5")
-    assert done.returncode == 0, (done.stdout[-2000:], done.stderr[-2000:],
-                                  (tmp_path / "out" / "gpu-check.log").read_text()[-3000:])
+    assert done.returncode == 0, (
+        done.stdout[-2000:],
+        done.stderr[-2000:],
+        (tmp_path / "out" / "gpu-check.log").read_text()[-3000:],
+    )
     summary = json.loads((tmp_path / "out" / "summary.json").read_text())
     assert summary["dry_run"] and summary["device"] == "cpu" and summary["gpu"].startswith("none")
     assert [s["name"] for s in summary["steps"]] == STEPS
@@ -73,9 +94,20 @@ def test_steps_beyond_the_budget_fail_and_the_summary_says_so(tmp_path):
 
 
 def test_bench_figures_and_targets_from_a_real_bench_result(synthetic_data, tmp_path, one_thread):
-    tiny = speed.Plan(inference_batches=(1, 64), bf16=False, training_batches=(64,), warmup=1, min_repeats=3,
-                      min_seconds=0.0, max_seconds=0.1, training_chunk=128, pipeline_images=256,
-                      matmul_sizes=(64,), steady_epochs=1, onnxruntime=False)
+    tiny = speed.Plan(
+        inference_batches=(1, 64),
+        bf16=False,
+        training_batches=(64,),
+        warmup=1,
+        min_repeats=3,
+        min_seconds=0.0,
+        max_seconds=0.1,
+        training_chunk=128,
+        pipeline_images=256,
+        matmul_sizes=(64,),
+        steady_epochs=1,
+        onnxruntime=False,
+    )
     result = speed.run(Config(hidden=(16,)), data.load(), "cpu", tiny)
     bench_report.write_json(result, tmp_path / "bench.json")
     summary = load_summary_module()
@@ -83,8 +115,12 @@ def test_bench_figures_and_targets_from_a_real_bench_result(synthetic_data, tmp_
     fastest = max(result["inference"], key=lambda r: r["images_per_second"])
     assert figures["inference_best_images_per_second"] == fastest["images_per_second"]
     assert figures["inference_ms_per_batch_64"] == result["inference"][1]["latency_ms_median"]
-    targets = {t["target"]: t for t in summary.targets({"bench": {**figures, "inference_best_images_per_second": 3e6,
-                                                                  "inference_ms_per_batch_64": 0.2}}, None)}
+    targets = {
+        t["target"]: t
+        for t in summary.targets(
+            {"bench": {**figures, "inference_best_images_per_second": 3e6, "inference_ms_per_batch_64": 0.2}}, None
+        )
+    }
     assert targets["inference >= 2,000,000 images/s at the best batch size"]["met"] is True
     assert targets["inference <= 0.1 ms per batch of 64"]["met"] is False
     assert targets["cnn preset >= 94 % test accuracy"]["met"] is None  # no cnn run: unknown, not failed

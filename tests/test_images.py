@@ -302,8 +302,19 @@ def test_exif_orientation_is_applied(tmp_path):
 
 @pytest.mark.parametrize(
     "mode, suffix",
-    [("1", "png"), ("L", "png"), ("LA", "png"), ("RGB", "png"), ("RGBA", "png"), ("P", "gif"),
-     ("CMYK", "jpg"), ("I;16", "tif"), ("I", "tif"), ("F", "tif"), ("YCbCr", "jpg")],
+    [
+        ("1", "png"),
+        ("L", "png"),
+        ("LA", "png"),
+        ("RGB", "png"),
+        ("RGBA", "png"),
+        ("P", "gif"),
+        ("CMYK", "jpg"),
+        ("I;16", "tif"),
+        ("I", "tif"),
+        ("F", "tif"),
+        ("YCbCr", "jpg"),
+    ],
 )
 def test_any_mode_and_size_gives_uint8_28x28(tmp_path, mode, suffix):
     path = tmp_path / f"odd.{suffix}"
@@ -550,7 +561,8 @@ def test_collect_images_decides_by_content_and_skips_system_files(tmp_path):
     assert [p.name for p in found.paths] == pictures
     assert found.skipped == {images.SKIP_HIDDEN: 5, images.SKIP_NOT_IMAGE: 1, images.SKIP_DIRECTORY: 1}
     assert found.skipped_summary() == (
-        "skipped 7 files: hidden or system file: 5; not an image Pillow reads: 1; directory (not searched): 1")
+        "skipped 7 files: hidden or system file: 5; not an image Pillow reads: 1; directory (not searched): 1"
+    )
     for path in found.paths:  # and each of them loads
         assert load_image(path).shape == (28, 28)
 

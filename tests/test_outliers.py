@@ -24,8 +24,10 @@ def test_parts_differ_and_a_seed_repeats():
     assert [p.data for p in tune] == [p.data for p in outliers.build(2, "tune", kinds=("face", "digit"))]
 
 
-@pytest.mark.parametrize("args, message", [((1, "test"), "part must be"), ((0, "tune"), "count_per_kind"),
-                                           ((1, "tune", 0, ("cat",)), "unknown kinds")])
+@pytest.mark.parametrize(
+    "args, message",
+    [((1, "test"), "part must be"), ((0, "tune"), "count_per_kind"), ((1, "tune", 0, ("cat",)), "unknown kinds")],
+)
 def test_bad_arguments_are_refused(args, message):
     with pytest.raises(ValueError, match=message):
         outliers.build(*args)

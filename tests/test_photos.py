@@ -57,8 +57,9 @@ def test_each_kind_has_its_size_margins_and_format(kind):
         assert photos.LONGER_SIDE[0] - 2 <= max(image.size) <= photos.LONGER_SIDE[1] + 2
         top, bottom, left, right = _object_box(image)
         height, width = bottom - top, right - left
-        margins = np.array([top / height, (image.height - bottom) / height,
-                            left / width, (image.width - right) / width])
+        margins = np.array(
+            [top / height, (image.height - bottom) / height, left / width, (image.width - right) / width]
+        )
         assert (margins <= photos.MARGINS[1] + 0.05).all(), margins
         if kind == "edge":
             assert (margins < 0.02).any(), "the object should touch an edge"

@@ -14,8 +14,14 @@ CLASSES = [f"class {i}" for i in range(10)]
 def _history(epochs: int, with_val: bool) -> list[dict]:
     rows = []
     for epoch in range(1, epochs + 1):
-        row = {"epoch": epoch, "train_loss": 1 / epoch, "train_acc": 1 - 0.5 / epoch,
-               "test_loss": 1.1 / epoch, "test_acc": 1 - 0.6 / epoch, "lr": 0.1 / epoch}
+        row = {
+            "epoch": epoch,
+            "train_loss": 1 / epoch,
+            "train_acc": 1 - 0.5 / epoch,
+            "test_loss": 1.1 / epoch,
+            "test_acc": 1 - 0.6 / epoch,
+            "lr": 0.1 / epoch,
+        }
         if with_val:
             row.update(val_loss=1.05 / epoch, val_acc=1 - 0.55 / epoch)
         rows.append(row)

@@ -8,7 +8,7 @@ from fmnist import data
 from fmnist.cli import main
 from fmnist.images import export_png
 
-pytestmark = pytest.mark.realdata
+pytestmark = pytest.mark.real_data
 
 
 @pytest.fixture(scope="module")

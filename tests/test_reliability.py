@@ -36,8 +36,15 @@ def default_sigint():
 
 
 def fmnist(env, *argv, **kwargs):
-    return subprocess.Popen([sys.executable, str(HERE / "synthetic_cli.py"), *argv], env=env, preexec_fn=default_sigint,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, **kwargs)
+    return subprocess.Popen(
+        [sys.executable, str(HERE / "synthetic_cli.py"), *argv],
+        env=env,
+        preexec_fn=default_sigint,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        **kwargs,
+    )
 
 
 def metrics(run_dir):
@@ -118,7 +125,8 @@ def test_a_writer_killed_mid_save_always_leaves_a_loadable_checkpoint(tmp_path):
 
 
 def test_disk_full_at_a_checkpoint_is_one_line_and_keeps_the_previous_one(
-        synthetic_data, tmp_path, monkeypatch, capsys):
+    synthetic_data, tmp_path, monkeypatch, capsys
+):
     run = tmp_path / "run"
     save = checkpoint.save
     calls = []
@@ -145,20 +153,29 @@ def test_unwritable_run_directory_fails_before_training(synthetic_data, tmp_path
     assert code == 2 and "cannot write the run directory" in err and "epoch" not in err
 
 
-@pytest.mark.realdata
+@pytest.mark.real_data
 def test_torchrun_two_processes_match_one_process_with_the_same_effective_batch(real_data_dir, tmp_path):
     torchrun = shutil.which("torchrun", path=str(Path(sys.executable).parent))
     if torchrun is None:
         pytest.skip("torchrun not installed beside this Python")
     common = ["train", "--train-subset", "4000", "--epochs", "2", "--batch-size", "128", "--no-progress"]
     env = dict(os.environ, OMP_NUM_THREADS="1")
-    two = subprocess.run([torchrun, "--nproc_per_node=2", "--standalone",
-                          "-m", "fmnist", *common, "--out", str(tmp_path / "two")],
-                         env=env, capture_output=True, text=True, timeout=300)
+    two = subprocess.run(
+        [torchrun, "--nproc_per_node=2", "--standalone", "-m", "fmnist", *common, "--out", str(tmp_path / "two")],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert two.returncode == 0, two.stderr[-2000:]
     assert two.stdout.count("test accuracy") == 1  # only rank 0 reports
-    one = subprocess.run([sys.executable, "-m", "fmnist", *common, "--out", str(tmp_path / "one")],
-                         env=env, capture_output=True, text=True, timeout=300)
+    one = subprocess.run(
+        [sys.executable, "-m", "fmnist", *common, "--out", str(tmp_path / "one")],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert one.returncode == 0, one.stderr[-2000:]
     a = json.loads((tmp_path / "two" / "summary.json").read_text())
     b = json.loads((tmp_path / "one" / "summary.json").read_text())

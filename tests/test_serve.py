@@ -101,8 +101,7 @@ def test_a_lone_request_waits_at_most_max_wait():
 
 def test_a_batch_waits_only_for_requests_on_their_way():
     async def lone(expected: int, max_wait: float) -> float:
-        async with MicroBatcher(Recorder(), max_batch=64, max_wait=max_wait,
-                                expected=lambda: expected) as batcher:
+        async with MicroBatcher(Recorder(), max_batch=64, max_wait=max_wait, expected=lambda: expected) as batcher:
             start = time.perf_counter()
             await batcher.submit(images_of(1))
             return time.perf_counter() - start
@@ -237,11 +236,20 @@ BAD_INPUTS = {
     "over the size limit, no length": ({"content": iter([b"\xff" * 2**19] * 3), "headers": JPEG}, 413, "larger than"),
     "too many files": ({"files": [("file", ("a.jpg", product_photo()))] * 4}, 400, "too many files: at most 3"),
     "missing field": ({"files": [("photo", ("a.jpg", product_photo()))]}, 400, "no field 'file'"),
-    "bad file among good": ({"files": [("file", ("a.jpg", product_photo())), ("file", ("b.png", b"nope"))]}, 400,
-                            "b.png"),
+    "bad file among good": (
+        {"files": [("file", ("a.jpg", product_photo())), ("file", ("b.png", b"nope"))]},
+        400,
+        "b.png",
+    ),
     "no boundary": ({"content": b"x", "headers": {"Content-Type": "multipart/form-data"}}, 400, "boundary"),
-    "cut multipart": ({"content": b"--xx\r\nContent-Disposition: form-data; name=\"file\"\r\n\r\nabc",
-                       "headers": {"Content-Type": "multipart/form-data; boundary=xx"}}, 400, "malformed multipart"),
+    "cut multipart": (
+        {
+            "content": b'--xx\r\nContent-Disposition: form-data; name="file"\r\n\r\nabc',
+            "headers": {"Content-Type": "multipart/form-data; boundary=xx"},
+        },
+        400,
+        "malformed multipart",
+    ),
 }
 
 
@@ -254,8 +262,15 @@ def test_bad_input_gets_a_json_error(client, case):
     assert client.get("/healthz").json()["in_progress"] == 0  # the failed request let go of its slot
 
 
-@pytest.mark.parametrize("method, path, status", [("get", "/predict", 405), ("get", "/nowhere", 404),
-                                                  ("get", "/static/app.py", 404), ("get", "/static/..%2fapp.py", 404)])
+@pytest.mark.parametrize(
+    "method, path, status",
+    [
+        ("get", "/predict", 405),
+        ("get", "/nowhere", 404),
+        ("get", "/static/app.py", 404),
+        ("get", "/static/..%2fapp.py", 404),
+    ],
+)
 def test_wrong_routes_get_json_errors(client, method, path, status):
     response = getattr(client, method)(path)
     assert response.status_code == status and "error" in response.json()
@@ -356,7 +371,6 @@ def test_cli_errors_are_one_line(model_path, tmp_path, capsys):
         server.listen("127.0.0.1", 70000)
 
 
-
 def test_explain_adds_a_heatmap_of_the_view_and_only_when_asked(client, predictor):
     photos = [product_photo("trouser"), product_photo("shirt", fmt="PNG")]
     files = [("file", (f"p{i}", data, "application/octet-stream")) for i, data in enumerate(photos)]
@@ -385,9 +399,16 @@ KEY = "k3y-0123456789abcdef"
 def test_keys_guard_predict_and_metrics_with_one_message_for_every_failure(predictor):
     photo = product_photo()
     with TestClient(create_app(predictor, api_keys=(KEY, "other-key-0123456789"))) as http:
-        refusals = [http.post("/predict", content=photo, headers={**JPEG, **extra}) for extra in
-                    ({}, {"X-API-Key": "wrong"}, {"Authorization": f"Bearer {KEY}x"}, {"Authorization": f"Basic {KEY}"},
-                     {"X-API-Key": KEY[:-1]})]
+        refusals = [
+            http.post("/predict", content=photo, headers={**JPEG, **extra})
+            for extra in (
+                {},
+                {"X-API-Key": "wrong"},
+                {"Authorization": f"Bearer {KEY}x"},
+                {"Authorization": f"Basic {KEY}"},
+                {"X-API-Key": KEY[:-1]},
+            )
+        ]
         assert {r.status_code for r in refusals} == {401} and len({r.json()["error"] for r in refusals}) == 1
         assert http.get("/metrics").status_code == 401
         bearer = {**JPEG, "Authorization": f"Bearer {KEY}"}
@@ -434,10 +455,16 @@ def test_rate_limit_answers_429_with_retry_after(predictor):
 
 
 def test_cors_is_off_by_default_and_allows_only_the_listed_origins(predictor):
-    preflight = {"Origin": "https://shop.example", "Access-Control-Request-Method": "POST",
-                 "Access-Control-Request-Headers": "Content-Type, X-API-Key"}
+    preflight = {
+        "Origin": "https://shop.example",
+        "Access-Control-Request-Method": "POST",
+        "Access-Control-Request-Headers": "Content-Type, X-API-Key",
+    }
     with TestClient(create_app(predictor)) as http:
-        assert "access-control-allow-origin" not in http.get("/healthz", headers={"Origin": "https://shop.example"}).headers
+        assert (
+            "access-control-allow-origin"
+            not in http.get("/healthz", headers={"Origin": "https://shop.example"}).headers
+        )
         assert "access-control-allow-origin" not in http.options("/predict", headers=preflight).headers
     with TestClient(create_app(predictor, cors_origins=("https://shop.example",))) as http:
         allowed = http.options("/predict", headers=preflight)
@@ -451,8 +478,10 @@ def test_cors_is_off_by_default_and_allows_only_the_listed_origins(predictor):
 
 def test_request_id_is_echoed_when_sane_and_made_up_otherwise(client):
     assert client.get("/healthz", headers={"X-Request-ID": "abc-123"}).headers["x-request-id"] == "abc-123"
-    made = {client.get("/healthz", headers={"X-Request-ID": "bad id\twith spaces"}).headers["x-request-id"]
-            for _ in range(2)}
+    made = {
+        client.get("/healthz", headers={"X-Request-ID": "bad id\twith spaces"}).headers["x-request-id"]
+        for _ in range(2)
+    }
     assert len(made) == 2 and all(len(rid) == 32 for rid in made)
     assert client.get("/nowhere").headers["x-request-id"]  # errors carry one too
 
@@ -497,8 +526,17 @@ def test_serve_flags_are_the_limits_fields_with_their_defaults():
         assert "--" + f.name.replace("_", "-") in help_text
 
 
-@pytest.mark.parametrize("host, loopback", [("127.0.0.1", True), ("::1", True), ("localhost", True),
-                                            ("0.0.0.0", False), ("192.168.1.5", False), ("example.com", False)])
+@pytest.mark.parametrize(
+    "host, loopback",
+    [
+        ("127.0.0.1", True),
+        ("::1", True),
+        ("localhost", True),
+        ("0.0.0.0", False),
+        ("192.168.1.5", False),
+        ("example.com", False),
+    ],
+)
 def test_a_server_reachable_from_other_machines_without_keys_is_warned_about(host, loopback):
     assert server.is_loopback(host) == loopback
     assert (server.exposure_warning(host, keyed=False) is None) == loopback
@@ -521,14 +559,21 @@ def test_identity_names_the_file_its_hash_kind_and_recorded_accuracy(tmp_path):
     run = tmp_path / "run"
     path = tiny_checkpoint(tmp_path / "tiny.pt")
     state = checkpoint.load(path)
-    state["history"] = [{"epoch": 1, "train_acc": 0.5, "val_acc": 0.4},
-                        {"epoch": 2, "train_acc": 0.91, "val_acc": 0.88}]
+    state["history"] = [
+        {"epoch": 1, "train_acc": 0.5, "val_acc": 0.4},
+        {"epoch": 2, "train_acc": 0.91, "val_acc": 0.88},
+    ]
     (run / "checkpoints").mkdir(parents=True)
     checkpoint.save(run / "checkpoints" / "best.pt", state)
     served = serve_model.load(run)  # a run directory stands for its best checkpoint
     digest = hashlib.sha256((run / "checkpoints" / "best.pt").read_bytes()).hexdigest()
-    assert served.identity() == {"file": "best.pt", "sha256": digest[:12], "kind": "mlp pytorch",
-                                 "train_accuracy": 0.91, "val_accuracy": 0.88}
+    assert served.identity() == {
+        "file": "best.pt",
+        "sha256": digest[:12],
+        "kind": "mlp pytorch",
+        "train_accuracy": 0.91,
+        "val_accuracy": 0.88,
+    }
     assert served.header() == f"best.pt sha256:{digest[:12]} mlp pytorch"
 
 

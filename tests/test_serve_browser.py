@@ -33,12 +33,21 @@ def browser(tmp_path):
 
     options = webdriver.ChromeOptions()
     options.binary_location = CHROMIUM  # type: ignore[assignment]
-    for flag in ("--headless", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
-                 "--disable-background-networking", "--disable-component-update", "--disable-sync",
-                 "--no-first-run", "--window-size=1280,900",
-                 # a test-pattern camera, allowed without asking
-                 "--use-fake-ui-for-media-stream", "--use-fake-device-for-media-stream",
-                 f"--user-data-dir={tmp_path / 'chromium-profile'}"):
+    for flag in (
+        "--headless",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-dev-shm-usage",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
+        "--no-first-run",
+        "--window-size=1280,900",
+        # a test-pattern camera, allowed without asking
+        "--use-fake-ui-for-media-stream",
+        "--use-fake-device-for-media-stream",
+        f"--user-data-dir={tmp_path / 'chromium-profile'}",
+    ):
         options.add_argument(flag)
     # An explicit driver path: Selenium Manager never looks for (or downloads) one.
     driver = webdriver.Chrome(options=options, service=Service(executable_path=CHROMEDRIVER))
@@ -61,8 +70,12 @@ def test_upload_a_photo_and_draw(browser, tmp_path):
     photo = tmp_path / "trousers.jpg"
     photo.write_bytes(product_photo("trouser", size=(480, 640)))
     with running_server(model) as server:
-        expected = httpx.post(f"{server.url}/predict?input=1", content=photo.read_bytes(),
-                              headers={"Content-Type": "image/jpeg"}, timeout=30).json()["predictions"][0]
+        expected = httpx.post(
+            f"{server.url}/predict?input=1",
+            content=photo.read_bytes(),
+            headers={"Content-Type": "image/jpeg"},
+            timeout=30,
+        ).json()["predictions"][0]
 
         browser.get(server.url + "/")
         wait_for(browser, lambda d: "mlp" in d.find_element(By.ID, "model-info").text)
@@ -112,8 +125,9 @@ def test_a_picture_that_is_not_clothing_gets_its_own_answer(browser, tmp_path):
     photo = tmp_path / "clutter.jpg"
     photo.write_bytes(mosaic())
     with running_server(trusted_checkpoint(tmp_path / "trusted.pt")) as server:
-        expected = httpx.post(f"{server.url}/predict", content=photo.read_bytes(),
-                              headers={"Content-Type": "image/jpeg"}, timeout=30).json()["predictions"][0]
+        expected = httpx.post(
+            f"{server.url}/predict", content=photo.read_bytes(), headers={"Content-Type": "image/jpeg"}, timeout=30
+        ).json()["predictions"][0]
         assert expected["garment"] is False
         browser.get(server.url + "/")
         wait_for(browser, lambda d: "mlp" in d.find_element(By.ID, "model-info").text)

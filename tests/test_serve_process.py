@@ -60,8 +60,9 @@ def test_bad_inputs_get_json_errors_the_server_stays_up_and_memory_bounded(model
 
 async def flood(url: str, body: bytes, count: int) -> list[httpx.Response]:
     async with httpx.AsyncClient(base_url=url, timeout=60, limits=httpx.Limits(max_connections=count)) as http:
-        return await asyncio.gather(*(http.post("/predict", content=body, headers={"Content-Type": "image/jpeg"})
-                                      for _ in range(count)))
+        return await asyncio.gather(
+            *(http.post("/predict", content=body, headers={"Content-Type": "image/jpeg"}) for _ in range(count))
+        )
 
 
 def test_flood_beyond_the_queue_gets_503_and_the_server_survives(model_path):
@@ -89,8 +90,12 @@ def test_sigterm_lets_requests_in_flight_finish_then_exits_0(model_path):
 
         async def main():
             async with httpx.AsyncClient(base_url=server.url, timeout=30) as http:
-                pending = [asyncio.ensure_future(http.post("/predict", content=slow_body(),
-                                                           headers={"Content-Type": "image/jpeg"})) for _ in range(4)]
+                pending = [
+                    asyncio.ensure_future(
+                        http.post("/predict", content=slow_body(), headers={"Content-Type": "image/jpeg"})
+                    )
+                    for _ in range(4)
+                ]
                 deadline = time.monotonic() + 10
                 while (await http.get("/healthz")).json()["in_progress"] < 4 and time.monotonic() < deadline:
                     await asyncio.sleep(0.02)
@@ -131,8 +136,16 @@ def via_httpx(method: str, url: str, body: bytes | None, headers: dict) -> tuple
 def via_curl(method: str, url: str, body: bytes | None, headers: dict, tmp: Path) -> tuple[int, dict, bytes]:
     # -I for HEAD: with -X HEAD curl would wait for the body that Content-Length announces. It writes the
     # headers as the "body", so for HEAD the body is what the other clients check.
-    command = ["curl", "-sS", "--max-time", "30", "-D", str(tmp / "head"), "-o",
-               str(tmp / "body") if method != "HEAD" else "/dev/null"]
+    command = [
+        "curl",
+        "-sS",
+        "--max-time",
+        "30",
+        "-D",
+        str(tmp / "head"),
+        "-o",
+        str(tmp / "body") if method != "HEAD" else "/dev/null",
+    ]
     command += ["-I"] if method == "HEAD" else ["-X", method]
     if body is not None:
         (tmp / "upload").write_bytes(body)
@@ -159,7 +172,8 @@ def call(request, tmp_path):
         if name == "curl":
             return via_curl(method, url, body, headers or {}, tmp_path)
         return {"urllib": via_urllib, "requests": via_requests, "httpx": via_httpx}[name](
-            method, url, body, headers or {})
+            method, url, body, headers or {}
+        )
 
     return send
 
@@ -193,8 +207,12 @@ def test_a_refused_large_upload_gets_its_json_answer_not_a_reset(server, call, c
 
 @pytest.mark.parametrize("client", CLIENTS)
 def test_raw_octet_stream_is_read_by_content_and_every_answer_names_model_and_request(server, call, client):
-    status, headers, body = call("POST", server.url + "/predict", product_photo(),
-                                 {"Content-Type": "application/octet-stream", "X-Request-ID": f"{client}-42"})
+    status, headers, body = call(
+        "POST",
+        server.url + "/predict",
+        product_photo(),
+        {"Content-Type": "application/octet-stream", "X-Request-ID": f"{client}-42"},
+    )
     answer = json.loads(body)
     assert status == 200 and answer["predictions"][0]["class_name"] in CLASSES
     assert headers["x-request-id"] == f"{client}-42"
@@ -211,8 +229,11 @@ def test_raw_octet_stream_is_read_by_content_and_every_answer_names_model_and_re
 def scrape(url: str, **headers: str) -> dict[tuple[str, frozenset], float]:
     """Every sample of GET /metrics, keyed by (name, labels)."""
     text = httpx.get(url + "/metrics", headers=headers, timeout=30).text
-    return {(sample.name, frozenset(sample.labels.items())): sample.value
-            for family in text_string_to_metric_families(text) for sample in family.samples}
+    return {
+        (sample.name, frozenset(sample.labels.items())): sample.value
+        for family in text_string_to_metric_families(text)
+        for sample in family.samples
+    }
 
 
 def sample(metrics: dict, name: str, **labels: str) -> float:
@@ -306,6 +327,7 @@ def test_workers_share_one_port_add_up_their_metrics_reload_and_all_stop_on_sigt
             async def one() -> httpx.Response:
                 async with httpx.AsyncClient(base_url=server.url, timeout=30) as http:
                     return await http.post("/predict", content=photo, headers={"Content-Type": "image/jpeg"})
+
             return await asyncio.gather(*(one() for _ in range(count)))
 
         pids: set[int] = set()

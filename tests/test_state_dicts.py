@@ -76,8 +76,15 @@ def test_general_checkpoint_of_the_quickstart_network(quickstart, tmp_path):
     model, _ = quickstart
     optimizer = torch.optim.SGD(model.parameters(), lr=1e-3)
     path = tmp_path / "checkpoint.tar"
-    torch.save({"epoch": 5, "model_state_dict": model.state_dict(), "optimizer_state_dict": optimizer.state_dict(),
-                "loss": torch.tensor(0.4)}, path)
+    torch.save(
+        {
+            "epoch": 5,
+            "model_state_dict": model.state_dict(),
+            "optimizer_state_dict": optimizer.state_dict(),
+            "loss": torch.tensor(0.4),
+        },
+        path,
+    )
     predictor = load_predictor(path)
     images = _images()
     with torch.no_grad():
@@ -119,10 +126,18 @@ def test_fmnist_bare_state_dict(tmp_path, cfg, prefix):
     "content",
     [
         {"fc1.weight": torch.zeros(128, 784), "fc1.bias": torch.zeros(128)},  # another network's names
-        {"linear_relu_stack.0.weight": torch.zeros(512, 100), "linear_relu_stack.0.bias": torch.zeros(512),  # 10x10
-         "linear_relu_stack.2.weight": torch.zeros(10, 512), "linear_relu_stack.2.bias": torch.zeros(10)},
-        {"1.weight": torch.zeros(64, 784), "1.bias": torch.zeros(64), "3.weight": torch.zeros(7, 64),
-         "3.bias": torch.zeros(7)},  # 7 classes
+        {
+            "linear_relu_stack.0.weight": torch.zeros(512, 100),
+            "linear_relu_stack.0.bias": torch.zeros(512),  # 10x10
+            "linear_relu_stack.2.weight": torch.zeros(10, 512),
+            "linear_relu_stack.2.bias": torch.zeros(10),
+        },
+        {
+            "1.weight": torch.zeros(64, 784),
+            "1.bias": torch.zeros(64),
+            "3.weight": torch.zeros(7, 64),
+            "3.bias": torch.zeros(7),
+        },  # 7 classes
         [torch.zeros(3)],  # not a dict
         {"epoch": 3},  # a dict, not of tensors
     ],

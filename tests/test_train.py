@@ -123,8 +123,9 @@ def test_resume_after_interrupt_matches_an_uninterrupted_run(synthetic_data, tmp
 
 
 def test_cnn_with_bf16_and_channels_last_trains_and_resumes_exactly(synthetic_data, tmp_path):
-    cfg = Config(model="cnn", hidden=(8, 16), batch_norm=True, amp="bf16", epochs=2, batch_size=32,
-                 eval_batch_size=256, lr=0.05)
+    cfg = Config(
+        model="cnn", hidden=(8, 16), batch_norm=True, amp="bf16", epochs=2, batch_size=32, eval_batch_size=256, lr=0.05
+    )
     straight = fit(cfg, tmp_path / "straight")
     assert straight.summary["test_accuracy"] > 0.5  # ten classes: chance is 0.1
     conv = next(m for m in straight.model if isinstance(m, torch.nn.Conv2d) and m.in_channels > 1)
@@ -223,7 +224,8 @@ def test_on_nan_skip_keeps_training(synthetic_data, tmp_path, monkeypatch):
 
 @pytest.mark.parametrize("amp, dtype", [("none", torch.float32), ("bf16", torch.bfloat16)])
 def test_amp_runs_the_training_forward_in_bf16_and_evaluation_in_fp32(
-        synthetic_data, tmp_path, monkeypatch, amp, dtype):
+    synthetic_data, tmp_path, monkeypatch, amp, dtype
+):
     seen = {"train": set(), "eval": set()}
     real_forward = torch.nn.Linear.forward
 
@@ -264,8 +266,14 @@ def test_a_run_saved_on_cuda_resumes_with_device_cpu(synthetic_data, tmp_path, c
     def as_if_saved_on_cuda(state):
         state["config"]["device"] = "cuda"
         # what torch.cuda's Philox generators save: 16 bytes, seed and offset
-        state["rng"] = [{**state["rng"][0], "device": "cuda", "augment": torch.zeros(16, dtype=torch.uint8),
-                         "cuda": torch.zeros(16, dtype=torch.uint8)}]
+        state["rng"] = [
+            {
+                **state["rng"][0],
+                "device": "cuda",
+                "augment": torch.zeros(16, dtype=torch.uint8),
+                "cuda": torch.zeros(16, dtype=torch.uint8),
+            }
+        ]
 
     edit_checkpoint(run / "checkpoints" / "last.pt", as_if_saved_on_cuda)
     (run / "config.toml").write_text((run / "config.toml").read_text().replace('device = "cpu"', 'device = "cuda"'))
@@ -326,9 +334,14 @@ def test_ema_is_evaluated_chosen_on_validation_and_resumes_exactly(synthetic_dat
     resumed = fit(cfg, tmp_path / "cut", resume=True)
     assert without_timings(resumed.history) == without_timings(straight.history)  # EMA metrics included
     last = torch.load(tmp_path / "cut" / "checkpoints" / "last.pt", weights_only=True)
-    assert all(torch.equal(v, best_v) for v, best_v in zip(
-        last["ema"].values(), torch.load(tmp_path / "straight" / "checkpoints" / "last.pt",
-                                         weights_only=True)["ema"].values(), strict=True))
+    assert all(
+        torch.equal(v, best_v)
+        for v, best_v in zip(
+            last["ema"].values(),
+            torch.load(tmp_path / "straight" / "checkpoints" / "last.pt", weights_only=True)["ema"].values(),
+            strict=True,
+        )
+    )
 
 
 def test_early_stopping_stops_on_a_plateau_and_stays_stopped(synthetic_data, tmp_path, monkeypatch):
@@ -426,8 +439,9 @@ def test_best_checkpoint_holds_the_ema_weights_when_they_win_on_validation():
 # ---------------------------------------------------------------- any accepted config on any data size
 
 
-@pytest.mark.parametrize("n, batch", [(1, 64), (63, 64), (64, 64), (65, 64), (129, 64), (2049, 64), (55000, 63),
-                                      (7, 1), (7, 2), (5, 3)])
+@pytest.mark.parametrize(
+    "n, batch", [(1, 64), (63, 64), (64, 64), (65, 64), (129, 64), (2049, 64), (55000, 63), (7, 1), (7, 2), (5, 3)]
+)
 def test_batch_plan_merges_a_remainder_into_the_batch_before_it(n, batch):
     plan = train.batch_plan(n, batch)
     assert plan[0][0] == 0 and plan[-1][1] == n
@@ -437,13 +451,16 @@ def test_batch_plan_merges_a_remainder_into_the_batch_before_it(n, batch):
     assert min(sizes) >= min(n, batch) and max(sizes) < 2 * batch
 
 
-@pytest.mark.parametrize("warmup_epochs, schedule, epochs, steps", [
-    (0.01, "cosine", 5, 50),  # half a warmup step
-    (0.3, "none", 1, 1),  # warmup shorter than the only step
-    (0.0, "onecycle", 1, 1),  # the one-cycle rise over 30% of a 1-step run
-    (0.0, "onecycle", 2, 1),
-    (0.5, "step", 1, 1),
-])
+@pytest.mark.parametrize(
+    "warmup_epochs, schedule, epochs, steps",
+    [
+        (0.01, "cosine", 5, 50),  # half a warmup step
+        (0.3, "none", 1, 1),  # warmup shorter than the only step
+        (0.0, "onecycle", 1, 1),  # the one-cycle rise over 30% of a 1-step run
+        (0.0, "onecycle", 2, 1),
+        (0.5, "step", 1, 1),
+    ],
+)
 def test_the_lr_never_exceeds_its_peak_however_few_the_steps(warmup_epochs, schedule, epochs, steps):
     cfg = Config(epochs=epochs, warmup_epochs=warmup_epochs, schedule=schedule, step_epochs=1)
     factors = [train.lr_factor(cfg, s, steps) for s in range(epochs * steps)]
@@ -453,26 +470,35 @@ def test_the_lr_never_exceeds_its_peak_however_few_the_steps(warmup_epochs, sche
 def test_batch_norm_trains_through_a_one_image_last_batch(synthetic_data, tmp_path):
     # 129 = 2 x 64 + 1: the last batch of one image fails in batch norm's training mode unless merged
     for model in ("mlp", "cnn"):
-        cfg = Config(model=model, hidden=(8,), head=4, batch_norm=True, train_subset=129, batch_size=64, epochs=1,
-                     eval_batch_size=300)
+        cfg = Config(
+            model=model,
+            hidden=(8,),
+            head=4,
+            batch_norm=True,
+            train_subset=129,
+            batch_size=64,
+            epochs=1,
+            eval_batch_size=300,
+        )
         result = fit(cfg, tmp_path / model)
         assert result.summary["epochs"] == 1 and (tmp_path / model / "checkpoints" / "last.pt").exists()
 
 
-@pytest.mark.parametrize("values, message", [
-    (dict(batch_norm=True, train_subset=1), "batch norm needs at least 2 images per batch"),
-    (dict(batch_norm=True, batch_size=1), "batch norm needs at least 2 images per batch"),
-    (dict(batch_norm=True, val_size=999), "batch norm needs at least 2 images per batch"),
-])
-def test_a_config_that_cannot_train_on_this_data_is_refused_before_any_work(synthetic_data, tmp_path, values,
-                                                                            message):
+@pytest.mark.parametrize(
+    "values, message",
+    [
+        (dict(batch_norm=True, train_subset=1), "batch norm needs at least 2 images per batch"),
+        (dict(batch_norm=True, batch_size=1), "batch norm needs at least 2 images per batch"),
+        (dict(batch_norm=True, val_size=999), "batch norm needs at least 2 images per batch"),
+    ],
+)
+def test_a_config_that_cannot_train_on_this_data_is_refused_before_any_work(synthetic_data, tmp_path, values, message):
     with pytest.raises(FmnistError, match=message):
         fit(Config(hidden=(8,), epochs=1, **values), tmp_path / "run")
     assert not (tmp_path / "run").exists()
 
 
-def test_an_unexpected_failure_mid_run_is_one_line_and_keeps_the_last_checkpoint(synthetic_data, tmp_path,
-                                                                                 monkeypatch):
+def test_an_unexpected_failure_mid_run_is_one_line_and_keeps_the_last_checkpoint(synthetic_data, tmp_path, monkeypatch):
     real_epoch = train.train_one_epoch
 
     def fails_in_epoch_two(*args):
@@ -496,27 +522,31 @@ def _option_space():
     """Every option that shapes batches or the model, over values the config validation accepts or refuses."""
     from hypothesis import strategies as st
 
-    return st.fixed_dictionaries({
-        "model": st.sampled_from(["mlp", "cnn"]),
-        "hidden": st.lists(st.sampled_from([2, 3]), min_size=1, max_size=4).map(tuple),
-        "convs": st.sampled_from([1, 2]),
-        "head": st.sampled_from([0, 3]),
-        "batch_norm": st.booleans(),
-        "dropout": st.sampled_from([0.0, 0.5]),
-        "batch_size": st.integers(1, 70),
-        "schedule": st.sampled_from(["none", "step", "cosine", "onecycle"]),
-        "warmup_epochs": st.sampled_from([0.0, 0.01, 0.5]),
-        "optimizer": st.sampled_from(["sgd", "adam", "adamw"]),
-        "augment": st.sampled_from([(), ("crop", "erase"), ("flip",)]),
-        "on_nan": st.sampled_from(["stop", "stop", "skip"]),
-        # training-set sizes: a subset, or what a validation split leaves of the 1000 synthetic images
-        "size": st.sampled_from([("train_subset", n) for n in (1, 2, 3, 5, 17, 33, 65, 129)]
-                                + [("val_size", v) for v in (999, 998, 997, 990, 1000)]),
-        "val_size": st.sampled_from([0, 1, 9, 30]),
-        "processes": st.sampled_from([1, 2, 3, 4]),
-        "last_rank": st.booleans(),
-        "divisible": st.sampled_from([True, True, False]),  # batch_size rounded up to a multiple of the processes
-    })
+    return st.fixed_dictionaries(
+        {
+            "model": st.sampled_from(["mlp", "cnn"]),
+            "hidden": st.lists(st.sampled_from([2, 3]), min_size=1, max_size=4).map(tuple),
+            "convs": st.sampled_from([1, 2]),
+            "head": st.sampled_from([0, 3]),
+            "batch_norm": st.booleans(),
+            "dropout": st.sampled_from([0.0, 0.5]),
+            "batch_size": st.integers(1, 70),
+            "schedule": st.sampled_from(["none", "step", "cosine", "onecycle"]),
+            "warmup_epochs": st.sampled_from([0.0, 0.01, 0.5]),
+            "optimizer": st.sampled_from(["sgd", "adam", "adamw"]),
+            "augment": st.sampled_from([(), ("crop", "erase"), ("flip",)]),
+            "on_nan": st.sampled_from(["stop", "stop", "skip"]),
+            # training-set sizes: a subset, or what a validation split leaves of the 1000 synthetic images
+            "size": st.sampled_from(
+                [("train_subset", n) for n in (1, 2, 3, 5, 17, 33, 65, 129)]
+                + [("val_size", v) for v in (999, 998, 997, 990, 1000)]
+            ),
+            "val_size": st.sampled_from([0, 1, 9, 30]),
+            "processes": st.sampled_from([1, 2, 3, 4]),
+            "last_rank": st.booleans(),
+            "divisible": st.sampled_from([True, True, False]),  # batch_size rounded up to a multiple of the processes
+        }
+    )
 
 
 def _train_as_one_rank(values: dict, tmp_path, monkeypatch) -> str:
@@ -543,9 +573,14 @@ def _train_as_one_rank(values: dict, tmp_path, monkeypatch) -> str:
     run = Path(tempfile.mkdtemp(dir=tmp_path)) / "run"
     train_images = (1000 - cfg.val_size) if not cfg.train_subset else cfg.train_subset
     shard, local = train_images // processes, cfg.batch_size // processes
-    trainable = (cfg.val_size < 1000 and cfg.train_subset < 1000 - cfg.val_size and shard >= 1
-                 and cfg.batch_size % processes == 0 and not (cfg.on_nan == "skip" and processes > 1)
-                 and not (cfg.batch_norm and min(shard, local) < 2))
+    trainable = (
+        cfg.val_size < 1000
+        and cfg.train_subset < 1000 - cfg.val_size
+        and shard >= 1
+        and cfg.batch_size % processes == 0
+        and not (cfg.on_nan == "skip" and processes > 1)
+        and not (cfg.batch_norm and min(shard, local) < 2)
+    )
     try:
         result = train.fit(cfg, run, data.load(), log=quiet, progress=False)
     except FmnistError as e:
@@ -562,11 +597,17 @@ def _train_as_one_rank(values: dict, tmp_path, monkeypatch) -> str:
 
 
 def test_every_accepted_option_combination_trains_one_epoch_on_odd_sizes_and_ranks(
-        synthetic_data, tmp_path, monkeypatch, one_thread):
+    synthetic_data, tmp_path, monkeypatch, one_thread
+):
     from hypothesis import HealthCheck, given, settings
 
-    @settings(max_examples=40, deadline=None, derandomize=True, database=None,
-              suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
+    @settings(
+        max_examples=40,
+        deadline=None,
+        derandomize=True,
+        database=None,
+        suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+    )
     @given(_option_space())
     def check(values):
         outcomes[_train_as_one_rank(values, tmp_path, monkeypatch)] += 1
@@ -585,17 +626,31 @@ def test_tunes_search_space_trains_one_epoch_on_odd_sizes(synthetic_data, tmp_pa
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
 
-    @settings(max_examples=8, deadline=None, derandomize=True, database=None,
-              suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
-    @given(st.sampled_from(["mlp", "cnn"]), st.sampled_from([1, 2, 3, 33, 129, 513]), st.integers(0, 2**31 - 1),
-           st.sampled_from([1, 2]))
+    @settings(
+        max_examples=8,
+        deadline=None,
+        derandomize=True,
+        database=None,
+        suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+    )
+    @given(
+        st.sampled_from(["mlp", "cnn"]),
+        st.sampled_from([1, 2, 3, 33, 129, 513]),
+        st.integers(0, 2**31 - 1),
+        st.sampled_from([1, 2]),
+    )
     def check(model, size, seed, processes):
         base = Config(model=model, epochs=1, val_size=30, train_subset=size, eval_batch_size=500)
         trial = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=seed)).ask()
         drawn = config_lib.to_dict(base.replace(**tune.search_space(trial, base)))
         drawn.pop("train_subset")
-        outcomes[_train_as_one_rank({**drawn, "size": ("train_subset", size), "processes": processes,
-                                     "last_rank": True}, tmp_path, monkeypatch)] += 1
+        outcomes[
+            _train_as_one_rank(
+                {**drawn, "size": ("train_subset", size), "processes": processes, "last_rank": True},
+                tmp_path,
+                monkeypatch,
+            )
+        ] += 1
 
     outcomes: collections.Counter = collections.Counter()
     check()

@@ -31,8 +31,9 @@ def test_fit_keeps_garment_photos_and_rejects_clutter(tmp_path, validation, one_
     kept = trust.judge(fitted, logits, [f.cues for f in fresh]).garment.mean()
     assert kept >= 0.75  # about 95 % expected; 20 photos against a threshold from 40 leave room either way
     clutter = [load_picture(mosaic(seed=s)) for s in range(3)]
-    verdict = trust.judge(fitted, trust.model_logits(model)(torch.stack([c.image for c in clutter])),
-                          [c.cues for c in clutter])
+    verdict = trust.judge(
+        fitted, trust.model_logits(model)(torch.stack([c.image for c in clutter])), [c.cues for c in clutter]
+    )
     assert not verdict.garment.any()
     assert verdict.scores is not None and (verdict.scores < fitted.threshold).all()
 
@@ -65,8 +66,12 @@ def test_unfitted_trust_accepts_everything_with_plain_softmax():
     verdict = trust.judge(trust.UNFITTED, logits, [None] * 4)
     assert verdict.scores is None and verdict.garment.all()
     assert torch.allclose(verdict.probabilities, logits.softmax(1))
-    assert trust.fields(verdict, 0, trust.UNFITTED) == {"garment": True, "in_distribution_score": None,
-                                                        "ood_threshold": None, "calibrated": False}
+    assert trust.fields(verdict, 0, trust.UNFITTED) == {
+        "garment": True,
+        "in_distribution_score": None,
+        "ood_threshold": None,
+        "calibrated": False,
+    }
 
 
 def test_threshold_override_and_round_trip_through_json():

@@ -51,8 +51,11 @@ def test_a_pruner_stops_trials_through_on_epoch(synthetic_data, tmp_path):
     from fmnist import data
 
     base = config.from_dict({"epochs": 3, "val_size": 200, "eval_batch_size": 500})
-    study = optuna.create_study(direction="maximize", pruner=optuna.pruners.ThresholdPruner(lower=1.01),
-                                sampler=optuna.samplers.RandomSampler(seed=0))
+    study = optuna.create_study(
+        direction="maximize",
+        pruner=optuna.pruners.ThresholdPruner(lower=1.01),
+        sampler=optuna.samplers.RandomSampler(seed=0),
+    )
     study.optimize(tune.make_objective(base, tmp_path, data.load()), n_trials=2)
     assert [t.state for t in study.trials] == [TrialState.PRUNED] * 2
     # Stopped after its first epoch, with that epoch's validation accuracy reported.

@@ -24,8 +24,9 @@ HERE = Path(__file__).parent
 
 def _server_bin() -> Path | None:
     """Debian keeps the server programs in /usr/lib/postgresql/<version>/bin, off the PATH."""
-    found = shutil.which("initdb") or max(glob.glob("/usr/lib/postgresql/*/bin/initdb"), default=None,
-                                          key=lambda p: int(Path(p).parts[-3]))
+    found = shutil.which("initdb") or max(
+        glob.glob("/usr/lib/postgresql/*/bin/initdb"), default=None, key=lambda p: int(Path(p).parts[-3])
+    )
     return Path(found).resolve().parent if found else None
 
 
@@ -33,8 +34,10 @@ def _server_bin() -> Path | None:
 def postgres_url():
     bindir = _server_bin()
     if bindir is None:
-        pytest.skip("PostgreSQL server not found (no initdb on PATH or in /usr/lib/postgresql/*/bin); "
-                    "scripts/setup.sh installs Debian's postgresql")
+        pytest.skip(
+            "PostgreSQL server not found (no initdb on PATH or in /usr/lib/postgresql/*/bin); "
+            "scripts/setup.sh installs Debian's postgresql"
+        )
     root = Path(tempfile.mkdtemp(prefix="fmnist-pg-"))
     as_user: list[str] = []
     if os.geteuid() == 0:  # the server refuses to run as root
@@ -44,11 +47,24 @@ def postgres_url():
     cluster, port = root / "data", 5432  # no TCP: the port only names the socket file in `root`
     pg_ctl = [*as_user, str(bindir / "pg_ctl"), "-D", str(cluster)]
     try:
-        subprocess.run([*as_user, str(bindir / "initdb"), "-D", str(cluster), "-U", "fmnist", "--auth=trust",
-                        "--no-sync"], check=True, capture_output=True)
-        subprocess.run([*pg_ctl, "-l", str(root / "server.log"), "-w", "-o",
-                        f"-k {root} -p {port} -c listen_addresses='' -c fsync=off", "start"],
-                       check=True, capture_output=True)
+        subprocess.run(
+            [*as_user, str(bindir / "initdb"), "-D", str(cluster), "-U", "fmnist", "--auth=trust", "--no-sync"],
+            check=True,
+            capture_output=True,
+        )
+        subprocess.run(
+            [
+                *pg_ctl,
+                "-l",
+                str(root / "server.log"),
+                "-w",
+                "-o",
+                f"-k {root} -p {port} -c listen_addresses='' -c fsync=off",
+                "start",
+            ],
+            check=True,
+            capture_output=True,
+        )
         yield f"postgresql://fmnist@/postgres?host={root}&port={port}"
     finally:
         subprocess.run([*pg_ctl, "-m", "immediate", "stop"], capture_output=True)
@@ -66,14 +82,40 @@ def wait_for(condition, seconds, what):
 
 
 def test_a_worker_killed_mid_trial_is_failed_by_heartbeat_and_the_budget_still_finishes(
-        synthetic_data, tmp_path, postgres_url):
+    synthetic_data, tmp_path, postgres_url
+):
     study_dir, trials = tmp_path / "study", 3
     env = {**os.environ, "FMNIST_TEST_FILES": json.dumps(data.FILES), "OMP_NUM_THREADS": "1"}
     tune = subprocess.Popen(
-        [sys.executable, str(HERE / "synthetic_cli.py"), "tune", "--out", str(study_dir), "--storage", postgres_url,
-         "--study-name", "pg", "--heartbeat", "1", "--trials", str(trials), "--workers", "2", "--pruner", "none",
-         "--epochs", "4", "--val-size", "200", "--set", "eval_batch_size=500"],
-        env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        [
+            sys.executable,
+            str(HERE / "synthetic_cli.py"),
+            "tune",
+            "--out",
+            str(study_dir),
+            "--storage",
+            postgres_url,
+            "--study-name",
+            "pg",
+            "--heartbeat",
+            "1",
+            "--trials",
+            str(trials),
+            "--workers",
+            "2",
+            "--pruner",
+            "none",
+            "--epochs",
+            "4",
+            "--val-size",
+            "200",
+            "--set",
+            "eval_batch_size=500",
+        ],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
     )
     try:
         storage = optuna.storages.RDBStorage(postgres_url)  # read directly: no orphan check of our own
@@ -161,8 +203,9 @@ def test_machines_starting_one_study_at_the_same_instant_all_join_and_draw_disti
             urls.append(postgres_url.replace("/postgres?", f"/array{round_}?"))
     context = multiprocessing.get_context("spawn")
     barrier, results = context.Barrier(MACHINES, timeout=60), context.Queue()
-    machines = [context.Process(target=one_machine, args=(urls, str(tmp_path), barrier, results))
-                for _ in range(MACHINES)]
+    machines = [
+        context.Process(target=one_machine, args=(urls, str(tmp_path), barrier, results)) for _ in range(MACHINES)
+    ]
     started = time.monotonic()
     for m in machines:
         m.start()

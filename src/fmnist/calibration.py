@@ -45,8 +45,9 @@ def fit_temperature(logits: torch.Tensor, labels: torch.Tensor, max_iter: int = 
     on empty or mismatched input.
     """
     if logits.dim() != 2 or len(logits) != len(labels) or not len(labels):
-        raise ValueError(f"expected logits [N, C] and labels [N] with N > 0, got {tuple(logits.shape)} and "
-                         f"{tuple(labels.shape)}")
+        raise ValueError(
+            f"expected logits [N, C] and labels [N] with N > 0, got {tuple(logits.shape)} and {tuple(labels.shape)}"
+        )
     logits, labels = logits.detach().double().cpu(), labels.cpu()
     log_t = torch.zeros((), dtype=torch.float64, requires_grad=True)
     optimizer = torch.optim.LBFGS([log_t], lr=0.1, max_iter=max_iter, line_search_fn="strong_wolfe")
@@ -76,8 +77,9 @@ def measure(probabilities: torch.Tensor, labels: torch.Tensor, bins: int = ECE_B
     )
 
 
-def reliability(confidence: torch.Tensor, correct: torch.Tensor, bins: int = ECE_BINS
-                ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+def reliability(
+    confidence: torch.Tensor, correct: torch.Tensor, bins: int = ECE_BINS
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Per bin of top-class confidence (`bins` equal-width bins over [0, 1]): image count, mean confidence and
     accuracy (0 where a bin is empty); each a float64 tensor [bins]."""
     confidence, correct = confidence.double(), correct.double()

@@ -108,14 +108,17 @@ def train_and_report(
 
     say = print if w.is_main else (lambda *a, **k: None)
     params = models.parameter_count(models.build(cfg))
-    say(f"fmnist {__version__} | torch {torch.__version__} | device {cfg.device} | {w.size} process(es) | "
-        f"data {dataset.directory} ({dataset.origin})")
+    say(
+        f"fmnist {__version__} | torch {torch.__version__} | device {cfg.device} | {w.size} process(es) | "
+        f"data {dataset.directory} ({dataset.origin})"
+    )
     amp, why = resolve_amp(cfg.amp, select_device(cfg.device))
-    say(f"model {cfg.model} hidden={','.join(map(str, cfg.hidden))} | {params:,} parameters | "
-        f"amp {amp} ({why}) | run {run_dir}")
+    say(
+        f"model {cfg.model} hidden={','.join(map(str, cfg.hidden))} | {params:,} parameters | "
+        f"amp {amp} ({why}) | run {run_dir}"
+    )
     try:
-        result = fit(cfg, run_dir, dataset, resume=bool(args.resume), progress=not args.no_progress,
-                     fit_trust=True)
+        result = fit(cfg, run_dir, dataset, resume=bool(args.resume), progress=not args.no_progress, fit_trust=True)
     except (KeyboardInterrupt, Terminated):
         if w.is_main and RunDir(run_dir).last.exists():
             print(f"interrupted; continue with: fmnist train --resume {run_dir}", file=sys.stderr)
@@ -152,8 +155,15 @@ def cmd_eval(args: argparse.Namespace) -> int:
 
         folders = load_folders(args.images)
         result = evaluate_logits(predictor.logits, folders.images, folders.labels)
-        report = Report(str(args.checkpoint), str(args.images), result, folders.images,
-                        [p.name for p in folders.paths], folders.problems, folders.skipped)
+        report = Report(
+            str(args.checkpoint),
+            str(args.images),
+            result,
+            folders.images,
+            [p.name for p in folders.paths],
+            folders.problems,
+            folders.skipped,
+        )
     else:
         # Not the data_dir saved in the checkpoint's config: a path on the training machine is not
         # part of what a checkpoint means, and the test set is the same wherever it is found.
@@ -180,10 +190,13 @@ def trust_report(predictor, images: torch.Tensor, labels: torch.Tensor, plot_dir
     figures = trust.report(predictor.trust, logits, labels)
     if plot_dir:
         before, after = figures.confidence
-        confidence = {"softmax": before, **({f"T = {figures.trust.temperature:.2f}": after} if after is not None
-                                              else {})}
-        plots.plot_reliability(confidence, dict.fromkeys(confidence, figures.correct),
-                               Path(plot_dir) / "reliability.png")
+        confidence = {
+            "softmax": before,
+            **({f"T = {figures.trust.temperature:.2f}": after} if after is not None else {}),
+        }
+        plots.plot_reliability(
+            confidence, dict.fromkeys(confidence, figures.correct), Path(plot_dir) / "reliability.png"
+        )
     return figures
 
 
@@ -197,8 +210,10 @@ def print_trust_report(figures) -> None:
     if figures.accepted is None:
         print("non-garment detector: none fitted (trained without a validation split)")
         return
-    print(f"non-garment detector (threshold {figures.trust.threshold:.4f}): {figures.accepted:.2%} of these images "
-          f"accepted as garments, accuracy on them {figures.accepted_accuracy:.2%}")
+    print(
+        f"non-garment detector (threshold {figures.trust.threshold:.4f}): {figures.accepted:.2%} of these images "
+        f"accepted as garments, accuracy on them {figures.accepted_accuracy:.2%}"
+    )
     print("risk-coverage (the images with the highest in-distribution scores accepted):")
     for coverage, accuracy, least in figures.risk_coverage:
         print(f"  coverage {coverage:>4.0%}  accuracy {accuracy:.2%}  least score accepted {least:.4f}")
@@ -210,12 +225,15 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
     path = model_path(args.checkpoint)
     model, cfg, _ = checkpoint.load_model(path, "cpu")
     if not cfg.val_size:
-        raise FmnistError(f"{path}: trained without a validation split (val_size 0); the temperature and the "
-                          "non-garment detector are fitted only on images the model did not train on")
+        raise FmnistError(
+            f"{path}: trained without a validation split (val_size 0); the temperature and the "
+            "non-garment detector are fitted only on images the model did not train on"
+        )
     dataset = load_data(args.data_dir)
     _, val_idx = data.stratified_split(dataset.train_labels, cfg.val_size, cfg.seed)
-    fitted = trust.fit_and_store(model, dataset.train_images[val_idx], dataset.train_labels[val_idx], path,
-                                 cfg.seed, print)
+    fitted = trust.fit_and_store(
+        model, dataset.train_images[val_idx], dataset.train_labels[val_idx], path, cfg.seed, print
+    )
     assert fitted is not None
     print(f"{path}: temperature {fitted.temperature:.3f}, in-distribution threshold {fitted.threshold:.4f}")
     return 0
@@ -230,15 +248,24 @@ def cmd_export(args: argparse.Namespace) -> int:
     dataset = load_data(args.data_dir)
     facts = export.export(source, args.out, dataset, int8=args.int8, calibration_images=args.calibration_images)
     test = facts["test"]
-    how = "fp32" if facts["quantization"] is None else (
-        f"int8 ({facts['quantization']['format']}, per-channel weights, calibrated on "
-        f"{facts['quantization']['calibration_images']:,} training images)")
-    print(f"wrote {args.out} and {Path(args.out).with_suffix('.json').name}: {how}, opset {facts['opset']}, "
-          f"{Path(args.out).stat().st_size / 1024:,.0f} KiB")
-    print(f"test accuracy {test['accuracy']:.2%} with onnxruntime (PyTorch {test['pytorch_accuracy']:.2%}: "
-          f"{100 * (test['accuracy'] - test['pytorch_accuracy']):+.2f} point), test loss {test['loss']:.4f}, "
-          f"largest logit difference {test['max_abs_logit_difference']:.1e}, same prediction on "
-          f"{test['same_prediction']:.2%} of {test['images']:,} images")
+    how = (
+        "fp32"
+        if facts["quantization"] is None
+        else (
+            f"int8 ({facts['quantization']['format']}, per-channel weights, calibrated on "
+            f"{facts['quantization']['calibration_images']:,} training images)"
+        )
+    )
+    print(
+        f"wrote {args.out} and {Path(args.out).with_suffix('.json').name}: {how}, opset {facts['opset']}, "
+        f"{Path(args.out).stat().st_size / 1024:,.0f} KiB"
+    )
+    print(
+        f"test accuracy {test['accuracy']:.2%} with onnxruntime (PyTorch {test['pytorch_accuracy']:.2%}: "
+        f"{100 * (test['accuracy'] - test['pytorch_accuracy']):+.2f} point), test loss {test['loss']:.4f}, "
+        f"largest logit difference {test['max_abs_logit_difference']:.1e}, same prediction on "
+        f"{test['same_prediction']:.2%} of {test['images']:,} images"
+    )
     return 0
 
 
@@ -246,8 +273,13 @@ def cmd_predict(args: argparse.Namespace) -> int:
     from fmnist.images import collect_images
     from fmnist.inference import PredictOptions, predict_files
 
-    options = PredictOptions(args.top_k, args.batch_size, Path(args.save_inputs) if args.save_inputs else None,
-                             Path(args.explain) if args.explain else None, args.ood_threshold)
+    options = PredictOptions(
+        args.top_k,
+        args.batch_size,
+        Path(args.save_inputs) if args.save_inputs else None,
+        Path(args.explain) if args.explain else None,
+        args.ood_threshold,
+    )
     found = collect_images(args.images)
     skipped = found.skipped_summary()
     if not found.paths:
@@ -283,12 +315,20 @@ def predict_line(result: FilePrediction, as_json: bool) -> str:
         classes = ", ".join(f"{data.CLASSES[c]} {q:.1%}" for c, q in result.top)
         text = f"{path}: {classes}"
         if not verdict["garment"]:
-            text = (f"{path}: NOT A GARMENT (in-distribution score {verdict['in_distribution_score']:.3f} < "
-                    f"{verdict['ood_threshold']:.3f}); best guess {classes}")
+            text = (
+                f"{path}: NOT A GARMENT (in-distribution score {verdict['in_distribution_score']:.3f} < "
+                f"{verdict['ood_threshold']:.3f}); best guess {classes}"
+            )
         return text + ("" if verdict["calibrated"] else " [uncalibrated: no temperature fitted]")
     best, p = result.top[0]
-    row = {"path": path, "class_index": best, "class_name": data.CLASSES[best], "probability": p,
-           "top": [[data.CLASSES[c], q] for c, q in result.top], **verdict}
+    row = {
+        "path": path,
+        "class_index": best,
+        "class_name": data.CLASSES[best],
+        "probability": p,
+        "top": [[data.CLASSES[c], q] for c, q in result.top],
+        **verdict,
+    }
     if result.saved_input is not None:
         row["input"] = str(result.saved_input)
     if result.explanation is not None:
@@ -313,11 +353,13 @@ def cmd_data(args: argparse.Namespace) -> int:
             print(f"{i:<3} {name:<12} {train_counts[i]:>6} {test_counts[i]:>6}")
         return 0
     per_class = max(1, args.count // len(data.CLASSES))
-    picks = torch.cat([torch.nonzero(dataset.train_labels == c).flatten()[:per_class]
-                       for c in range(len(data.CLASSES))])
+    picks = torch.cat(
+        [torch.nonzero(dataset.train_labels == c).flatten()[:per_class] for c in range(len(data.CLASSES))]
+    )
     titles = [data.CLASSES[i] for i in dataset.train_labels[picks].tolist()]
-    plots.plot_image_grid(dataset.train_images[picks], titles, args.out, ncols=per_class,
-                           title="Fashion-MNIST training images")
+    plots.plot_image_grid(
+        dataset.train_images[picks], titles, args.out, ncols=per_class, title="Fashion-MNIST training images"
+    )
     print(f"wrote {args.out}")
     return 0
 
@@ -368,9 +410,12 @@ def cmd_compare(args: argparse.Namespace) -> int:
     try:
         results = compare.run_grid(experiment, args.out, dataset, workers=args.workers)
     except (KeyboardInterrupt, Terminated):
-        print(f"interrupted; rerun the same command "
-              f"(or: fmnist compare {Path(args.out) / 'experiment.toml'} --out {args.out})"
-              " to train only the missing runs", file=sys.stderr)
+        print(
+            f"interrupted; rerun the same command "
+            f"(or: fmnist compare {Path(args.out) / 'experiment.toml'} --out {args.out})"
+            " to train only the missing runs",
+            file=sys.stderr,
+        )
         raise
     print(compare.write_report(args.out, experiment, results, workers=args.workers))
     print(f"wrote results.md, results.csv, runs.csv, accuracy.png and curves*.png in {args.out}")
@@ -384,10 +429,19 @@ def cmd_tune(args: argparse.Namespace) -> int:
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)  # tune prints one line per trial itself
     tune.check_budget(args.trials, args.timeout, args.workers)
-    study_settings = {"--out": args.out, "--preset": args.preset, "--config": args.config, "--set": args.set,
-                      "--epochs": args.epochs, "--val-size": args.val_size, "--pruner": args.pruner,
-                      "--storage": args.storage, "--study-name": args.study_name, "--sampler-seed": args.sampler_seed,
-                      "--heartbeat": args.heartbeat}
+    study_settings = {
+        "--out": args.out,
+        "--preset": args.preset,
+        "--config": args.config,
+        "--set": args.set,
+        "--epochs": args.epochs,
+        "--val-size": args.val_size,
+        "--pruner": args.pruner,
+        "--storage": args.storage,
+        "--study-name": args.study_name,
+        "--sampler-seed": args.sampler_seed,
+        "--heartbeat": args.heartbeat,
+    }
     if args.resume:
         given = [flag for flag, value in study_settings.items() if value is not None]
         if given:
@@ -397,20 +451,31 @@ def cmd_tune(args: argparse.Namespace) -> int:
         raise FmnistError("tune needs --out DIR for a new study, or --resume DIR")
     else:
         study_dir = Path(args.out)
-        base = requested_values(args, {
-            **parse_assignments(args.set, "--set"),
-            **({"epochs": args.epochs} if args.epochs is not None else {}),
-            **({"val_size": args.val_size} if args.val_size is not None else {}),
-        })
-        tune.create_study(study_dir, tune.new_settings(
-            base, name=args.study_name or study_dir.resolve().name, storage=args.storage or "",
-            pruner=args.pruner or "median", sampler_seed=args.sampler_seed or 0,
-            heartbeat=tune.HEARTBEAT_SECONDS if args.heartbeat is None else args.heartbeat,
-        ))
+        base = requested_values(
+            args,
+            {
+                **parse_assignments(args.set, "--set"),
+                **({"epochs": args.epochs} if args.epochs is not None else {}),
+                **({"val_size": args.val_size} if args.val_size is not None else {}),
+            },
+        )
+        tune.create_study(
+            study_dir,
+            tune.new_settings(
+                base,
+                name=args.study_name or study_dir.resolve().name,
+                storage=args.storage or "",
+                pruner=args.pruner or "median",
+                sampler_seed=args.sampler_seed or 0,
+                heartbeat=tune.HEARTBEAT_SECONDS if args.heartbeat is None else args.heartbeat,
+            ),
+        )
     settings = tune.load_settings(study_dir)
     dataset = load_data(settings.base.get("data_dir"))
-    print(f"study {settings.name} in {settings.storage or study_dir / tune.JOURNAL_FILE}: "
-          f"{args.trials} more trial(s), {args.workers} worker(s)")
+    print(
+        f"study {settings.name} in {settings.storage or study_dir / tune.JOURNAL_FILE}: "
+        f"{args.trials} more trial(s), {args.workers} worker(s)"
+    )
     try:
         study = tune.optimize(study_dir, dataset, trials=args.trials, timeout=args.timeout, workers=args.workers)
     except (KeyboardInterrupt, Terminated):
@@ -430,8 +495,9 @@ def cmd_bench(args: argparse.Namespace) -> int:
     trained = None
     if args.from_run:
         if args.preset or args.config or overrides:
-            raise FmnistError("--from measures the run's own model and optimizer; drop --preset, --config, "
-                              "--model and --hidden")
+            raise FmnistError(
+                "--from measures the run's own model and optimizer; drop --preset, --config, --model and --hidden"
+            )
         cfg, trained = speed.from_checkpoint(args.from_run)
     else:
         cfg = config_lib.from_dict(requested_values(args, overrides))
@@ -456,14 +522,21 @@ def cmd_lr_find(args: argparse.Namespace) -> int:
     dataset = load_data(cfg.data_dir)
     cpu.apply_threads(cfg.threads)
     say = (lambda msg: None) if args.no_progress else (lambda msg: print(msg, file=sys.stderr))
-    found = lr_find(cfg, dataset, start_lr=args.start_lr, end_lr=args.end_lr, steps=args.steps,
-                    progress=lambda i, lr, loss: say(f"step {i:>4}  lr {lr:.2e}  loss {loss:.4f}"))
-    print(f"suggested lr {found.suggestion:.2e} (valley); steepest fall at {found.steepest:.2e}; "
-          f"{len(found.lrs)} steps of batch {cfg.batch_size * cfg.accumulate} from {found.lrs[0]:.1e} to "
-          f"{found.lrs[-1]:.1e} (config lr {cfg.lr:g})")
+    found = lr_find(
+        cfg,
+        dataset,
+        start_lr=args.start_lr,
+        end_lr=args.end_lr,
+        steps=args.steps,
+        progress=lambda i, lr, loss: say(f"step {i:>4}  lr {lr:.2e}  loss {loss:.4f}"),
+    )
+    print(
+        f"suggested lr {found.suggestion:.2e} (valley); steepest fall at {found.steepest:.2e}; "
+        f"{len(found.lrs)} steps of batch {cfg.batch_size * cfg.accumulate} from {found.lrs[0]:.1e} to "
+        f"{found.lrs[-1]:.1e} (config lr {cfg.lr:g})"
+    )
     if args.plot:
-        plots.plot_lr_find(found.lrs, found.losses, {"valley": found.suggestion, "steepest": found.steepest},
-                           args.plot)
+        plots.plot_lr_find(found.lrs, found.losses, {"valley": found.suggestion, "steepest": found.steepest}, args.plot)
         print(f"wrote {args.plot}")
     return 0
 
@@ -481,9 +554,16 @@ def cmd_serve(args: argparse.Namespace) -> int:
     if not 0 <= args.port <= 65535:  # before the model loads; socket.bind would raise OverflowError
         raise FmnistError(f"--port must be 0-65535 (0: any free port), got {args.port}")
     trust.check_threshold(args.ood_threshold)
-    spec = server.Spec(args.model, str(select_device(args.device)), dataclasses.asdict(limits),
-                       args.api_key_file or "", tuple(args.cors_origin or ()), args.threads, args.tta,
-                       args.ood_threshold)
+    spec = server.Spec(
+        args.model,
+        str(select_device(args.device)),
+        dataclasses.asdict(limits),
+        args.api_key_file or "",
+        tuple(args.cors_origin or ()),
+        args.threads,
+        args.tta,
+        args.ood_threshold,
+    )
     app = server.build_app(spec)  # here too with several workers: a bad model or key file is one line, before any
     say_layout(args.model, app.state.layout)
     sock = server.listen(args.host, args.port)
@@ -493,9 +573,12 @@ def cmd_serve(args: argparse.Namespace) -> int:
         print(warning, file=sys.stderr, flush=True)
     shown = f"[{host}]" if ":" in host else host
     workers = f", {args.workers} worker processes" if args.workers > 1 else ""
-    print(f"fmnist serve: {app.state.model_header} on http://{shown}:{port}/{workers} (API: POST /predict, "
-          "GET /healthz, GET /metrics); SIGHUP reloads the model; Ctrl-C or SIGTERM stops after the requests "
-          "in flight", flush=True)
+    print(
+        f"fmnist serve: {app.state.model_header} on http://{shown}:{port}/{workers} (API: POST /predict, "
+        "GET /healthz, GET /metrics); SIGHUP reloads the model; Ctrl-C or SIGTERM stops after the requests "
+        "in flight",
+        flush=True,
+    )
     if args.workers == 1:
         server.run(app, sock, access_log=not args.no_access_log)
     else:
@@ -512,29 +595,50 @@ def add_limit_flags(parser: argparse.ArgumentParser) -> None:
 
     group = parser.add_argument_group("limits of each worker process (defaults shown)")
     for f in dataclasses.fields(Limits):
-        group.add_argument("--" + f.name.replace("_", "-"), type=type(f.default), default=f.default,
-                           metavar=f.name.upper(), help=f"{f.metadata['help']} (default: {f.default:g})")
+        group.add_argument(
+            "--" + f.name.replace("_", "-"),
+            type=type(f.default),
+            default=f.default,
+            metavar=f.name.upper(),
+            help=f"{f.metadata['help']} (default: {f.default:g})",
+        )
 
 
-BARE_STATE_DICT = ("a torch.save(model.state_dict()) file of the PyTorch Quickstart network or of an fmnist model "
-                   "(recognised by its keys and shapes; its input pixels are in [0, 1], as ToTensor() gives)")
+BARE_STATE_DICT = (
+    "a torch.save(model.state_dict()) file of the PyTorch Quickstart network or of an fmnist model "
+    "(recognised by its keys and shapes; its input pixels are in [0, 1], as ToTensor() gives)"
+)
 
 
 def shared_flags() -> dict[str, Parser]:
     """The flags several commands share, each written once (argparse parent parsers): --device,
     --data-dir, --preset, --config and --tta."""
-    flags = {name: Parser(add_help=False) for name in ("device", "data_dir", "preset", "config",
-                                                                         "tta")}
-    flags["device"].add_argument("--device", default="auto", choices=config_lib.DEVICES,
-                                 help="where to run (default: auto: cuda, then mps, then cpu)")
-    flags["data_dir"].add_argument("--data-dir", default="", help="directory of the IDX files, never the one a "
-                                   "training run saved (default: search, then download)")
-    flags["preset"].add_argument("--preset", metavar="NAME", help="a named config shipped with fmnist "
-                                 f"({', '.join(presets.names())}); --config and flags override it")
+    flags = {name: Parser(add_help=False) for name in ("device", "data_dir", "preset", "config", "tta")}
+    flags["device"].add_argument(
+        "--device",
+        default="auto",
+        choices=config_lib.DEVICES,
+        help="where to run (default: auto: cuda, then mps, then cpu)",
+    )
+    flags["data_dir"].add_argument(
+        "--data-dir",
+        default="",
+        help="directory of the IDX files, never the one a training run saved (default: search, then download)",
+    )
+    flags["preset"].add_argument(
+        "--preset",
+        metavar="NAME",
+        help=f"a named config shipped with fmnist ({', '.join(presets.names())}); --config and flags override it",
+    )
     flags["config"].add_argument("--config", help="TOML file of training options (flags override it)")
-    flags["tta"].add_argument("--tta", default="none", choices=("none", "flip"), help="test-time augmentation: "
-                              "flip averages the class probabilities of each image and its mirror (2 model inputs "
-                              "per image) (default: none)")
+    flags["tta"].add_argument(
+        "--tta",
+        default="none",
+        choices=("none", "flip"),
+        help="test-time augmentation: "
+        "flip averages the class probabilities of each image and its mirror (2 model inputs "
+        "per image) (default: none)",
+    )
     return flags
 
 
@@ -550,125 +654,221 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", help="run directory (default: runs/<timestamp>)")
     p.add_argument("--resume", metavar="RUN_DIR", help="continue an interrupted run from its last checkpoint")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
-    p.add_argument("--profile", metavar="DIR", help="first profile a few training steps of this config (throwaway "
-                   "model, the run is unchanged): print the top operators, write a Perfetto/TensorBoard trace to DIR")
+    p.add_argument(
+        "--profile",
+        metavar="DIR",
+        help="first profile a few training steps of this config (throwaway "
+        "model, the run is unchanged): print the top operators, write a Perfetto/TensorBoard trace to DIR",
+    )
     add_config_flags(p)
     p.set_defaults(func=cmd_train)
 
-    p = sub.add_parser("lr-find", help="learning-rate range test of a config: loss against an exponentially "
-                       "growing lr, a plot and a suggested lr (no run is written)", parents=recipe)
+    p = sub.add_parser(
+        "lr-find",
+        help="learning-rate range test of a config: loss against an exponentially "
+        "growing lr, a plot and a suggested lr (no run is written)",
+        parents=recipe,
+    )
     p.add_argument("--start-lr", type=float, default=1e-7, help="first learning rate (default: 1e-7)")
     p.add_argument("--end-lr", type=float, default=10.0, help="last learning rate (default: 10)")
-    p.add_argument("--steps", type=int, default=100,
-                   help="training steps, one batch each; stops early once the loss diverges (default: 100)")
+    p.add_argument(
+        "--steps",
+        type=int,
+        default=100,
+        help="training steps, one batch each; stops early once the loss diverges (default: 100)",
+    )
     p.add_argument("--plot", metavar="FILE", help="write the loss curve with the suggestions as PNG")
     p.add_argument("--no-progress", action="store_true", help="no line per step on stderr")
     add_config_flags(p)
     p.set_defaults(func=cmd_lr_find)
 
-    p = sub.add_parser("eval", help="metrics and error analysis of a checkpoint or an exported model, on the test "
-                       "set or your own labelled pictures", parents=[device, data_dir, tta])
-    p.add_argument("checkpoint", help="a .pt checkpoint, a run directory (its best, else last, checkpoint), an "
-                   ".onnx file from fmnist export (run by onnxruntime on the CPU), or " + BARE_STATE_DICT)
+    p = sub.add_parser(
+        "eval",
+        help="metrics and error analysis of a checkpoint or an exported model, on the test "
+        "set or your own labelled pictures",
+        parents=[device, data_dir, tta],
+    )
+    p.add_argument(
+        "checkpoint",
+        help="a .pt checkpoint, a run directory (its best, else last, checkpoint), an "
+        ".onnx file from fmnist export (run by onnxruntime on the CPU), or " + BARE_STATE_DICT,
+    )
     p.add_argument("--json", action="store_true", help="print one JSON object")
-    p.add_argument("--images", metavar="DIR", help="evaluate on your own pictures instead of the test set: one "
-                   "sub-folder of DIR per class, named by class name (t-shirt, T-shirt_top, ankle boots, ...) or index "
-                   "0-9; each picture framed as predict frames it")
-    p.add_argument("--plots", metavar="DIR", help="also write confusion_matrix.png, top_losses.png and "
-                   "most_confused.png here")
+    p.add_argument(
+        "--images",
+        metavar="DIR",
+        help="evaluate on your own pictures instead of the test set: one "
+        "sub-folder of DIR per class, named by class name (t-shirt, T-shirt_top, ankle boots, ...) or index "
+        "0-9; each picture framed as predict frames it",
+    )
+    p.add_argument(
+        "--plots", metavar="DIR", help="also write confusion_matrix.png, top_losses.png and most_confused.png here"
+    )
     p.set_defaults(func=cmd_eval)
 
-    p = sub.add_parser("predict", help="classify photos and other image files with a checkpoint",
-                       parents=[device, tta])
-    p.add_argument("checkpoint", help="a .pt checkpoint, a run directory, an .onnx file from fmnist export, or "
-                   + BARE_STATE_DICT)
-    p.add_argument("images", nargs="+", metavar="IMAGE",
-                   help="image files in any format and mode Pillow reads (PNG, JPEG, WebP, TIFF, ...), up to 50 M "
-                   "pixels decoded (a JPEG decodes at down to 1/8 scale: up to 3,200 M pixels); directories (the "
-                   "images in them, by content, sorted; hidden and system files skipped) or globs such as "
-                   "'photos/*.jpg'")
+    p = sub.add_parser("predict", help="classify photos and other image files with a checkpoint", parents=[device, tta])
+    p.add_argument(
+        "checkpoint", help="a .pt checkpoint, a run directory, an .onnx file from fmnist export, or " + BARE_STATE_DICT
+    )
+    p.add_argument(
+        "images",
+        nargs="+",
+        metavar="IMAGE",
+        help="image files in any format and mode Pillow reads (PNG, JPEG, WebP, TIFF, ...), up to 50 M "
+        "pixels decoded (a JPEG decodes at down to 1/8 scale: up to 3,200 M pixels); directories (the "
+        "images in them, by content, sorted; hidden and system files skipped) or globs such as "
+        "'photos/*.jpg'",
+    )
     p.add_argument("--top-k", type=int, default=3, help="classes to show per image (default: 3)")
     p.add_argument("--json", action="store_true", help="one JSON object per line per image")
     p.add_argument("--batch-size", type=int, default=256, help="images per model call (default: 256)")
-    p.add_argument("--ood-threshold", type=float, metavar="SCORE",
-                   help="in-distribution score (0..1) below which a picture is called not a garment (default: the "
-                        "model's, fitted to keep 95%% of garment photos; 0 accepts everything)")
-    p.add_argument("--save-inputs", metavar="DIR", help="write the 28x28 image the model saw for each file as "
-                   "DIR/<file name>.png (-2, -3, ... when names repeat)")
-    p.add_argument("--explain", metavar="DIR", help="also write, for each file, a heatmap of the pixels that drove the "
-                   "predicted class over the 28x28 view (red: for it, blue: against) as DIR/<file name>.png: "
-                   "integrated gradients for a PyTorch model, occlusion for an ONNX export")
+    p.add_argument(
+        "--ood-threshold",
+        type=float,
+        metavar="SCORE",
+        help="in-distribution score (0..1) below which a picture is called not a garment (default: the "
+        "model's, fitted to keep 95%% of garment photos; 0 accepts everything)",
+    )
+    p.add_argument(
+        "--save-inputs",
+        metavar="DIR",
+        help="write the 28x28 image the model saw for each file as DIR/<file name>.png (-2, -3, ... when names repeat)",
+    )
+    p.add_argument(
+        "--explain",
+        metavar="DIR",
+        help="also write, for each file, a heatmap of the pixels that drove the "
+        "predicted class over the 28x28 view (red: for it, blue: against) as DIR/<file name>.png: "
+        "integrated gradients for a PyTorch model, occlusion for an ONNX export",
+    )
     p.set_defaults(func=cmd_predict)
 
-    p = sub.add_parser("serve", help="HTTP API and web page: classify uploaded images, with micro-batching",
-                       parents=[device, tta])
+    p = sub.add_parser(
+        "serve", help="HTTP API and web page: classify uploaded images, with micro-batching", parents=[device, tta]
+    )
     p.add_argument("model", help="a .pt checkpoint, a run directory, an exported model, or " + BARE_STATE_DICT)
-    p.add_argument("--host", default="127.0.0.1",
-                   help="address to listen on; 0.0.0.0 exposes it to the network (default: 127.0.0.1)")
+    p.add_argument(
+        "--host",
+        default="127.0.0.1",
+        help="address to listen on; 0.0.0.0 exposes it to the network (default: 127.0.0.1)",
+    )
     p.add_argument("--port", type=int, default=8000, help="TCP port; 0 picks a free one (default: 8000)")
-    p.add_argument("--workers", type=int, default=1, help="server processes sharing the port, each with its own "
-                   "model copy and micro-batcher (default: 1)")
-    p.add_argument("--threads", type=int, default=1, help="torch intra-op threads per model call (default: 1: batches "
-                   "are small, and the decoders and the HTTP loop need the other cores)")
-    p.add_argument("--api-key-file", metavar="FILE", help="API keys, one per line: POST /predict and GET /metrics "
-                   "then need one (Authorization: Bearer KEY or X-API-Key: KEY)")
-    p.add_argument("--cors-origin", action="append", metavar="ORIGIN", help="an origin whose pages may call the API "
-                   "from a browser, e.g. https://shop.example (repeatable; default: none)")
+    p.add_argument(
+        "--workers",
+        type=int,
+        default=1,
+        help="server processes sharing the port, each with its own model copy and micro-batcher (default: 1)",
+    )
+    p.add_argument(
+        "--threads",
+        type=int,
+        default=1,
+        help="torch intra-op threads per model call (default: 1: batches "
+        "are small, and the decoders and the HTTP loop need the other cores)",
+    )
+    p.add_argument(
+        "--api-key-file",
+        metavar="FILE",
+        help="API keys, one per line: POST /predict and GET /metrics "
+        "then need one (Authorization: Bearer KEY or X-API-Key: KEY)",
+    )
+    p.add_argument(
+        "--cors-origin",
+        action="append",
+        metavar="ORIGIN",
+        help="an origin whose pages may call the API "
+        "from a browser, e.g. https://shop.example (repeatable; default: none)",
+    )
     add_limit_flags(p)
-    p.add_argument("--ood-threshold", type=float, metavar="SCORE",
-                   help="in-distribution score (0..1) below which a picture is answered as not clothing (default: "
-                        "the model's, fitted to keep 95%% of garment photos; 0 accepts everything)")
+    p.add_argument(
+        "--ood-threshold",
+        type=float,
+        metavar="SCORE",
+        help="in-distribution score (0..1) below which a picture is answered as not clothing (default: "
+        "the model's, fitted to keep 95%% of garment photos; 0 accepts everything)",
+    )
     p.add_argument("--no-access-log", action="store_true", help="no log line per request")
     p.set_defaults(func=cmd_serve)
 
-    p = sub.add_parser("calibrate", help="fit the temperature and the non-garment detector of a trained model "
-                       "(training with --val-size does this itself when it ends)", parents=[data_dir])
+    p = sub.add_parser(
+        "calibrate",
+        help="fit the temperature and the non-garment detector of a trained model "
+        "(training with --val-size does this itself when it ends)",
+        parents=[data_dir],
+    )
     p.add_argument("checkpoint", help="a .pt checkpoint, or a run directory (its best, else last, checkpoint)")
     p.set_defaults(func=cmd_calibrate)
 
-    p = sub.add_parser("export", help="write a checkpoint as ONNX (fp32 or int8) with a sidecar JSON of facts",
-                       parents=[data_dir])
-    p.add_argument("checkpoint", help="a .pt checkpoint, a run directory (its best, else last, checkpoint), or "
-                   + BARE_STATE_DICT)
+    p = sub.add_parser(
+        "export", help="write a checkpoint as ONNX (fp32 or int8) with a sidecar JSON of facts", parents=[data_dir]
+    )
+    p.add_argument(
+        "checkpoint", help="a .pt checkpoint, a run directory (its best, else last, checkpoint), or " + BARE_STATE_DICT
+    )
     p.add_argument("--out", required=True, help="the .onnx file to write; the sidecar goes beside it as NAME.json")
-    p.add_argument("--int8", action="store_true", help="static int8 quantization with onnxruntime, calibrated on "
-                   "training images")
-    p.add_argument("--calibration-images", type=int, default=CALIBRATION_IMAGES,
-                   help=f"--int8: training images that set the activation ranges (default: {CALIBRATION_IMAGES:,})")
+    p.add_argument(
+        "--int8", action="store_true", help="static int8 quantization with onnxruntime, calibrated on training images"
+    )
+    p.add_argument(
+        "--calibration-images",
+        type=int,
+        default=CALIBRATION_IMAGES,
+        help=f"--int8: training images that set the activation ranges (default: {CALIBRATION_IMAGES:,})",
+    )
     p.set_defaults(func=cmd_export)
 
     p = sub.add_parser("data", help="dataset info, verification and a sample grid", parents=[data_dir])
     p.add_argument("action", choices=("info", "verify", "show"))
     p.add_argument("--out", default="samples.png", help="show: PNG file to write (default: samples.png)")
-    p.add_argument("--count", type=int, default=40,
-                   help="show: number of images, spread over the classes (default: 40)")
+    p.add_argument(
+        "--count", type=int, default=40, help="show: number of images, spread over the classes (default: 40)"
+    )
     p.set_defaults(func=cmd_data)
 
-    p = sub.add_parser("bench", help="latency, throughput and memory of a model; the textbook pipeline vs fmnist",
-                       parents=[device, data_dir, *recipe])
-    p.add_argument("--quick", action="store_true",
-                   help="shorter timings and a 10,000-image pipeline epoch (how long each takes per machine: "
-                   "docs/PERFORMANCE.md)")
+    p = sub.add_parser(
+        "bench",
+        help="latency, throughput and memory of a model; the textbook pipeline vs fmnist",
+        parents=[device, data_dir, *recipe],
+    )
+    p.add_argument(
+        "--quick",
+        action="store_true",
+        help="shorter timings and a 10,000-image pipeline epoch (how long each takes per machine: docs/PERFORMANCE.md)",
+    )
     p.add_argument("--json", metavar="FILE", help="write the results as JSON")
     p.add_argument("--plot", metavar="FILE", help="write throughput and latency against batch size as PNG")
     p.add_argument("--threads", type=int, help="torch intra-op threads (default: torch's choice)")
     p.add_argument("--model", choices=config_lib.MODELS, help="architecture (default: the reference mlp)")
     p.add_argument("--hidden", help="layer widths, comma-separated (default: the reference 512,512)")
-    p.add_argument("--from", dest="from_run", metavar="RUN",
-                   help="steady-state rows from this run's model and optimizer state (run directory or checkpoint) "
-                        "and its config (default: train 2 epochs here first)")
+    p.add_argument(
+        "--from",
+        dest="from_run",
+        metavar="RUN",
+        help="steady-state rows from this run's model and optimizer state (run directory or checkpoint) "
+        "and its config (default: train 2 epochs here first)",
+    )
     p.add_argument("--verbose", action="store_true", help="print each measurement as it starts, on stderr")
     p.set_defaults(func=cmd_bench)
 
-    p = sub.add_parser("compare",
-                       help="a grid of training runs over seeds: tables and plots of validation and test accuracy",
-                       parents=[shared["preset"]])
-    p.add_argument("experiment", nargs="?",
-                   help="TOML experiment file: preset, seeds, threshold, [base], [grid] (flags override it)")
-    p.add_argument("--out", required=True,
-                   help="experiment directory; rerun with the same one to train only missing runs")
-    p.add_argument("--grid", action="append", metavar="KEY=V1,V2",
-                   help="an axis of the grid (repeatable); list options separate values by /: hidden=256/512,512")
+    p = sub.add_parser(
+        "compare",
+        help="a grid of training runs over seeds: tables and plots of validation and test accuracy",
+        parents=[shared["preset"]],
+    )
+    p.add_argument(
+        "experiment",
+        nargs="?",
+        help="TOML experiment file: preset, seeds, threshold, [base], [grid] (flags override it)",
+    )
+    p.add_argument(
+        "--out", required=True, help="experiment directory; rerun with the same one to train only missing runs"
+    )
+    p.add_argument(
+        "--grid",
+        action="append",
+        metavar="KEY=V1,V2",
+        help="an axis of the grid (repeatable); list options separate values by /: hidden=256/512,512",
+    )
     p.add_argument("--set", action="append", metavar="KEY=VALUE", help="a config value of every run (repeatable)")
     p.add_argument("--seeds", metavar="S1,S2", help="seeds of every grid point (default: 0,1,2)")
     p.add_argument("--threshold", type=float, help="validation accuracy to time (default: 0.88)")
@@ -678,23 +878,39 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("tune", help="Optuna search of training options for validation accuracy", parents=recipe)
     p.add_argument("--out", help="new study directory")
     p.add_argument("--resume", metavar="DIR", help="run more trials of the study in DIR, with its recorded settings")
-    p.add_argument("--trials", type=int, default=20,
-                   help="trials to finish now (completed or pruned), shared by the workers; one lost with a dead "
-                   "worker is replaced (default: 20)")
+    p.add_argument(
+        "--trials",
+        type=int,
+        default=20,
+        help="trials to finish now (completed or pruned), shared by the workers; one lost with a dead "
+        "worker is replaced (default: 20)",
+    )
     p.add_argument("--timeout", type=float, help="stop starting trials after this many seconds")
     p.add_argument("--workers", type=int, default=1, help="local worker processes sharing the study (default: 1)")
     p.add_argument("--epochs", type=int, help="epochs per trial (default: the base config's)")
     p.add_argument("--val-size", type=int, help="validation images held out (default: 5000)")
-    p.add_argument("--pruner", choices=("median", "hyperband", "none"),
-                   help="early stopping of poor trials per epoch (default: median)")
-    p.add_argument("--storage", metavar="URL",
-                   help="Optuna RDB storage shared by many machines, e.g. postgresql://user@host/db "
-                   "(default: a journal file in the study directory)")
-    p.add_argument("--heartbeat", type=int, metavar="SECONDS",
-                   help="with --storage: a running trial's heartbeat period; a trial silent for 3 periods is "
-                   "marked FAILED and its place in the budget freed (default: 60)")
-    p.add_argument("--study-name", help="name in the storage; workers with the same name and storage share the study "
-                   "(default: the --out name)")
+    p.add_argument(
+        "--pruner",
+        choices=("median", "hyperband", "none"),
+        help="early stopping of poor trials per epoch (default: median)",
+    )
+    p.add_argument(
+        "--storage",
+        metavar="URL",
+        help="Optuna RDB storage shared by many machines, e.g. postgresql://user@host/db "
+        "(default: a journal file in the study directory)",
+    )
+    p.add_argument(
+        "--heartbeat",
+        type=int,
+        metavar="SECONDS",
+        help="with --storage: a running trial's heartbeat period; a trial silent for 3 periods is "
+        "marked FAILED and its place in the budget freed (default: 60)",
+    )
+    p.add_argument(
+        "--study-name",
+        help="name in the storage; workers with the same name and storage share the study (default: the --out name)",
+    )
     p.add_argument("--sampler-seed", type=int, help="seed of the TPE sampler (default: 0)")
     p.add_argument("--set", action="append", metavar="KEY=VALUE", help="a base config value (repeatable)")
     p.set_defaults(func=cmd_tune)

@@ -44,8 +44,9 @@ def _opt(default: Any, help: str, choices: tuple[str, ...] | None = None) -> Any
 class Config:
     # model
     model: str = _opt("mlp", "architecture", MODELS)
-    hidden: tuple[int, ...] = _opt((512, 512),
-                                   "layer widths: units per hidden layer (mlp), channels per conv block (cnn)")
+    hidden: tuple[int, ...] = _opt(
+        (512, 512), "layer widths: units per hidden layer (mlp), channels per conv block (cnn)"
+    )
     activation: str = _opt("relu", "non-linearity after each hidden layer", ACTIVATIONS)
     dropout: float = _opt(0.0, "dropout probability after each hidden layer")
     batch_norm: bool = _opt(False, "batch normalisation in each hidden layer")
@@ -65,40 +66,70 @@ class Config:
     step_epochs: int = _opt(5, "step schedule: multiply the lr by --gamma every this many epochs")
     gamma: float = _opt(0.1, "step schedule: lr multiplier at each step")
     label_smoothing: float = _opt(0.0, "cross-entropy label smoothing")
-    amp: str = _opt("none", "training steps under bf16 autocast (fast on CPUs with AMX or AVX-512 BF16, recent GPUs); "
-                    "auto: bf16 only where it is native; evaluation stays fp32", AMPS)
+    amp: str = _opt(
+        "none",
+        "training steps under bf16 autocast (fast on CPUs with AMX or AVX-512 BF16, recent GPUs); "
+        "auto: bf16 only where it is native; evaluation stays fp32",
+        AMPS,
+    )
     tf32: bool = _opt(False, "CUDA: fp32 matmuls and convolutions on TF32 tensor cores (other numerics than fp32)")
     compile: str = _opt("none", "torch.compile the training forward (reduce-overhead: with CUDA graphs)", COMPILES)
-    on_nan: str = _opt("stop", "on a non-finite loss: stop (the last good checkpoint stays) or skip the batch",
-                       ("stop", "skip"))
+    on_nan: str = _opt(
+        "stop", "on a non-finite loss: stop (the last good checkpoint stays) or skip the batch", ("stop", "skip")
+    )
     augment: tuple[str, ...] = _opt((), "batched on-device augmentations, comma-separated", AUGMENTATIONS)
     augment_strength: float = _opt(1.0, f"scales crop, translate and erase (0 to {MAX_STRENGTH:g})")
-    mixup_alpha: float = _opt(0.0, "mixup (Zhang et al. 2018): each image blended with another, weight ~ Beta(alpha, "
-                              "alpha), labels mixed alike; 0: off; typical 0.2-1")
-    cutmix_alpha: float = _opt(0.0, "CutMix (Yun et al. 2019): a box of another image pasted in, label mass by area, "
-                               "area ~ Beta(alpha, alpha); 0: off; with mixup each image takes one of the two")
-    accumulate: int = _opt(1, "gradient accumulation: batches of --batch-size whose gradients add up to one optimizer "
-                           "step (effective batch: accumulate x batch_size)")
-    ema_decay: float = _opt(0.0, "EMA of the weights (timm/torchvision --model-ema): decay per optimizer step, warmed "
-                            "up as min(decay, 1 - (1 + step)^-2/3); evaluated beside the raw weights every epoch and "
-                            "chosen on validation (needs --val-size); 0: off; e.g. 0.999")
-    patience: int = _opt(0, "early stopping: stop after this many epochs without a validation accuracy gain above "
-                         "--min-delta (needs --val-size); 0: off")
+    mixup_alpha: float = _opt(
+        0.0,
+        "mixup (Zhang et al. 2018): each image blended with another, weight ~ Beta(alpha, "
+        "alpha), labels mixed alike; 0: off; typical 0.2-1",
+    )
+    cutmix_alpha: float = _opt(
+        0.0,
+        "CutMix (Yun et al. 2019): a box of another image pasted in, label mass by area, "
+        "area ~ Beta(alpha, alpha); 0: off; with mixup each image takes one of the two",
+    )
+    accumulate: int = _opt(
+        1,
+        "gradient accumulation: batches of --batch-size whose gradients add up to one optimizer "
+        "step (effective batch: accumulate x batch_size)",
+    )
+    ema_decay: float = _opt(
+        0.0,
+        "EMA of the weights (timm/torchvision --model-ema): decay per optimizer step, warmed "
+        "up as min(decay, 1 - (1 + step)^-2/3); evaluated beside the raw weights every epoch and "
+        "chosen on validation (needs --val-size); 0: off; e.g. 0.999",
+    )
+    patience: int = _opt(
+        0,
+        "early stopping: stop after this many epochs without a validation accuracy gain above "
+        "--min-delta (needs --val-size); 0: off",
+    )
     min_delta: float = _opt(0.0, "early stopping: the smallest validation accuracy gain (a fraction) that counts")
-    max_time: float = _opt(0.0, "wall-clock budget of the run in seconds, resumes included: stop at the end of the "
-                           "last epoch that fits (by the previous epoch's time); the schedule stays planned over "
-                           "--epochs; 0: none")
+    max_time: float = _opt(
+        0.0,
+        "wall-clock budget of the run in seconds, resumes included: stop at the end of the "
+        "last epoch that fits (by the previous epoch's time); the schedule stays planned over "
+        "--epochs; 0: none",
+    )
     # data and run
-    val_size: int = _opt(0, "training images held out (stratified) for validation and model selection; `fmnist train` "
-                            "also fits the temperature and the non-garment detector on them (5000 is usual)")
-    train_subset: int = _opt(0,
-                             "train on a stratified subset of this many images (0 = all): smoke tests, quick studies")
+    val_size: int = _opt(
+        0,
+        "training images held out (stratified) for validation and model selection; `fmnist train` "
+        "also fits the temperature and the non-garment detector on them (5000 is usual)",
+    )
+    train_subset: int = _opt(
+        0, "train on a stratified subset of this many images (0 = all): smoke tests, quick studies"
+    )
     seed: int = _opt(0, "seeds weights, data order, augmentation and dropout")
     device: str = _opt("auto", "where to train: auto picks cuda, then mps, then cpu", DEVICES)
     eval_batch_size: int = _opt(1000, "images per batch when evaluating")
     data_dir: str = _opt("", "directory holding the four IDX files (default: search, then download)")
-    threads: str = _opt("auto", "CPU: torch intra-op threads, or auto: the cores other processes leave free "
-                        "(measured over 0.1 s from /proc/stat), so that a busy core does not stall every op")
+    threads: str = _opt(
+        "auto",
+        "CPU: torch intra-op threads, or auto: the cores other processes leave free "
+        "(measured over 0.1 s from /proc/stat), so that a busy core does not stall every op",
+    )
 
     def __post_init__(self) -> None:
         _validate(self)
@@ -116,14 +147,25 @@ def _choice_check(cfg: Config) -> None:
                 raise FmnistError(f"{f.name}: unknown value {v!r}; choose from {', '.join(choices)}")
 
 
-def _validate(cfg: Config) -> None:
+def _validate(cfg: Config) -> None:  # noqa: C901 -- a flat list of independent checks, one per rule
     _choice_check(cfg)
     positive = ("epochs", "batch_size", "lr", "eval_batch_size", "step_epochs", "gamma", "convs", "accumulate")
     for name in positive:
         if not getattr(cfg, name) > 0:
             raise FmnistError(f"{name} must be > 0, got {getattr(cfg, name)}")
-    for name in ("momentum", "weight_decay", "warmup_epochs", "val_size", "train_subset", "head", "mixup_alpha",
-                 "cutmix_alpha", "patience", "min_delta", "max_time"):
+    for name in (
+        "momentum",
+        "weight_decay",
+        "warmup_epochs",
+        "val_size",
+        "train_subset",
+        "head",
+        "mixup_alpha",
+        "cutmix_alpha",
+        "patience",
+        "min_delta",
+        "max_time",
+    ):
         if getattr(cfg, name) < 0:
             raise FmnistError(f"{name} must be >= 0, got {getattr(cfg, name)}")
     if not 0 <= cfg.augment_strength <= MAX_STRENGTH:
@@ -134,8 +176,10 @@ def _validate(cfg: Config) -> None:
     if not cfg.hidden or min(cfg.hidden) < 1:
         raise FmnistError(f"hidden must list one or more positive widths, got {cfg.hidden}")
     if cfg.model == "cnn" and SIDE >> len(cfg.hidden) < 1:
-        raise FmnistError(f"cnn: each block halves the {SIDE}-pixel side, so at most {SIDE.bit_length() - 1} blocks; "
-                          f"got {len(cfg.hidden)}")
+        raise FmnistError(
+            f"cnn: each block halves the {SIDE}-pixel side, so at most {SIDE.bit_length() - 1} blocks; "
+            f"got {len(cfg.hidden)}"
+        )
     if len(cfg.betas) != 2 or not all(0 <= b < 1 for b in cfg.betas):
         raise FmnistError(f"betas must be two numbers in [0, 1), got {cfg.betas}")
     if cfg.batch_norm and cfg.batch_size < 2:  # the data's size and the processes are checked by train.fit
@@ -144,8 +188,17 @@ def _validate(cfg: Config) -> None:
         raise FmnistError("nesterov needs --optimizer sgd and --momentum > 0")
     if cfg.warmup_epochs >= cfg.epochs:
         raise FmnistError(f"warmup_epochs ({cfg.warmup_epochs}) must be less than epochs ({cfg.epochs})")
-    for name in ("lr", "momentum", "weight_decay", "gamma", "warmup_epochs", "mixup_alpha", "cutmix_alpha",
-                 "min_delta", "max_time"):
+    for name in (
+        "lr",
+        "momentum",
+        "weight_decay",
+        "gamma",
+        "warmup_epochs",
+        "mixup_alpha",
+        "cutmix_alpha",
+        "min_delta",
+        "max_time",
+    ):
         if not math.isfinite(getattr(cfg, name)):
             raise FmnistError(f"{name} must be a finite number")
     if not 0 <= cfg.ema_decay < 1:

@@ -156,7 +156,12 @@ def features() -> tuple[str, ...]:
     if line:
         flags = set(line.group(1).split())
     else:
-        checks = {"amx_bf16": "_is_amx_tile_supported", "avx512_bf16": "_is_avx512_bf16_supported",
-                  "avx512_vnni": "_is_vnni_supported", "avx512f": "_is_avx512_supported", "avx2": "_is_avx2_supported"}
+        checks = {
+            "amx_bf16": "_is_amx_tile_supported",
+            "avx512_bf16": "_is_avx512_bf16_supported",
+            "avx512_vnni": "_is_vnni_supported",
+            "avx512f": "_is_avx512_supported",
+            "avx2": "_is_avx2_supported",
+        }
         flags = {flag for flag, check in checks.items() if getattr(torch.cpu, check, lambda: False)()}
     return tuple(name for flag, name in FEATURES.items() if flag in flags)

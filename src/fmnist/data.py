@@ -21,8 +21,16 @@ from fmnist.atomic import atomic_path
 from fmnist.errors import FmnistError
 
 CLASSES = (
-    "T-shirt/top", "Trouser", "Pullover", "Dress", "Coat",
-    "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot",
+    "T-shirt/top",
+    "Trouser",
+    "Pullover",
+    "Dress",
+    "Coat",
+    "Sandal",
+    "Shirt",
+    "Sneaker",
+    "Bag",
+    "Ankle boot",
 )
 
 # kind -> (file name without .gz, SHA-256 of the decompressed bytes). Hashing the
@@ -322,9 +330,7 @@ def stratified_split(labels: torch.Tensor, val_size: int, seed: int) -> tuple[to
     labels = labels.flatten().long().cpu()
     n = len(labels)
     if not 0 <= val_size < n:
-        raise FmnistError(
-            f"validation size {val_size} must be between 0 and {n - 1} (there are {n} training images)"
-        )
+        raise FmnistError(f"validation size {val_size} must be between 0 and {n - 1} (there are {n} training images)")
     counts = torch.bincount(labels, minlength=len(CLASSES))
     quota, remainder = torch.div(counts * val_size, n, rounding_mode="floor"), (counts * val_size) % n
     short = val_size - int(quota.sum())

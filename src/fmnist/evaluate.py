@@ -63,7 +63,8 @@ class Evaluation:
         support = cm.sum(1).clamp(min=1)
         pairs = [
             Confusion(true, predicted, int(cm[true, predicted]), float(cm[true, predicted] / support[true]))
-            for true in range(len(CLASSES)) for predicted in range(len(CLASSES))
+            for true in range(len(CLASSES))
+            for predicted in range(len(CLASSES))
             if true != predicted and cm[true, predicted] >= max(min_count, 1)
         ]
         return sorted(pairs, key=lambda c: (-c.count, -c.share))
@@ -124,11 +125,15 @@ class Report:
             lines.append(f"skipped {total} file{'s' if total != 1 else ''}: {reasons}")
         lines += [f"unreadable: {problem}" for problem in self.problems]
         lines.append(f"{'class':<12} {'precision':>9} {'recall':>7} {'support':>8}")
-        lines += [f"{row['class']:<12} {row['precision']:>9.2%} {row['recall']:>7.2%} {row['support']:>8}"
-                  for row in e.per_class()]
+        lines += [
+            f"{row['class']:<12} {row['precision']:>9.2%} {row['recall']:>7.2%} {row['support']:>8}"
+            for row in e.per_class()
+        ]
         lines.append("confusion matrix (rows: true class, columns: predicted)")
-        lines += [f"{name:<12} " + " ".join(f"{c:>5}" for c in counts)
-                  for name, counts in zip(CLASSES, e.confusion_matrix().tolist(), strict=True)]
+        lines += [
+            f"{name:<12} " + " ".join(f"{c:>5}" for c in counts)
+            for name, counts in zip(CLASSES, e.confusion_matrix().tolist(), strict=True)
+        ]
         confused = e.most_confused()[:pairs]
         lines.append("most confused (true -> predicted)" + ("" if confused else ": no mistakes"))
         lines += [f"  {c.describe()}" for c in confused]

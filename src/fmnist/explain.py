@@ -81,9 +81,15 @@ class Explainer:
                 maps = self._integrated.attribute(x, baselines=0.0, target=targets.to(self._device), n_steps=STEPS)
             return maps.detach().float().cpu().reshape(-1, SIDE, SIDE)
         patches = ((SIDE - WINDOW) // STRIDE + 1) ** 2
-        return self._occlusion.attribute(images.float(), sliding_window_shapes=(WINDOW, WINDOW),
-                                         strides=(STRIDE, STRIDE), baselines=0.0, target=targets,
-                                         perturbations_per_eval=patches).float()
+        return self._occlusion.attribute(
+            images.float(),
+            sliding_window_shapes=(WINDOW, WINDOW),
+            strides=(STRIDE, STRIDE),
+            baselines=0.0,
+            target=targets,
+            perturbations_per_eval=patches,
+        ).float()
+
 
 def heatmaps(images: torch.Tensor, explanation: Explanation) -> list[bytes]:
     """heatmap_png of every image [k, 28, 28] with its map in `explanation`."""
@@ -98,8 +104,9 @@ def heatmap_png(image: torch.Tensor, attribution: torch.Tensor) -> bytes:
     values = attribution.cpu().numpy().astype(np.float32)
     strength = values / max(float(np.abs(values).max()), 1e-12)
     alpha = np.abs(strength)[..., None] ** 0.7 * 0.9
-    colour = np.where(strength[..., None] >= 0, np.array([1.0, 0.15, 0.1], np.float32),
-                      np.array([0.1, 0.35, 1.0], np.float32))
+    colour = np.where(
+        strength[..., None] >= 0, np.array([1.0, 0.15, 0.1], np.float32), np.array([0.1, 0.35, 1.0], np.float32)
+    )
     rgb = np.clip(np.rint((gray * (1 - alpha) + colour * alpha) * 255), 0, 255).astype(np.uint8)
     rgb = rgb.repeat(SCALE, axis=0).repeat(SCALE, axis=1)
     buffer = io.BytesIO()

@@ -71,8 +71,9 @@ def sha256_file(path: Path) -> str:
 def check_out(out: Path) -> None:
     """Fail before any work when `out` cannot be written: wrong name, a directory, no write access."""
     if out.suffix != ".onnx":
-        raise FmnistError(f"--out {out}: the name must end in .onnx (the sidecar {sidecar_path(out).name} goes "
-                          "beside it)")
+        raise FmnistError(
+            f"--out {out}: the name must end in .onnx (the sidecar {sidecar_path(out).name} goes beside it)"
+        )
     if out.is_dir():
         raise FmnistError(f"--out {out}: is a directory; give a file name ending in .onnx")
     try:
@@ -92,8 +93,13 @@ def to_onnx(model: nn.Module, path: Path) -> None:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", DeprecationWarning)
         torch.onnx.export(
-            Pixels(model).eval(), (example,), str(path), dynamo=False, opset_version=OPSET,
-            input_names=[INPUT_NAME], output_names=[OUTPUT_NAME],
+            Pixels(model).eval(),
+            (example,),
+            str(path),
+            dynamo=False,
+            opset_version=OPSET,
+            input_names=[INPUT_NAME],
+            output_names=[OUTPUT_NAME],
             dynamic_axes={INPUT_NAME: {0: "batch"}, OUTPUT_NAME: {0: "batch"}},
         )
 
@@ -139,14 +145,28 @@ def quantize(fp32_path: Path, out_path: Path, calibration: np.ndarray, work_dir:
     quant_pre_process(str(fp32_path), str(prepared))  # shape inference and graph clean-up, as onnxruntime advises
     first = next(n for n in onnx.load(str(prepared)).graph.node if n.op_type in ("Conv", "Gemm", "MatMul"))
     kept_fp32 = [first.name] if first.op_type == "Conv" else []
-    settings = {"format": "QDQ", "per_channel": True, "weights": "int8", "activations": "uint8",
-                "calibration": "minmax", "calibration_images": len(calibration),
-                "calibration_source": "class-stratified sample of the training images (seed 0); never test images",
-                "op_types": list(QUANTIZED_OPS), "kept_fp32": kept_fp32}
+    settings = {
+        "format": "QDQ",
+        "per_channel": True,
+        "weights": "int8",
+        "activations": "uint8",
+        "calibration": "minmax",
+        "calibration_images": len(calibration),
+        "calibration_source": "class-stratified sample of the training images (seed 0); never test images",
+        "op_types": list(QUANTIZED_OPS),
+        "kept_fp32": kept_fp32,
+    }
     quantize_static(
-        str(prepared), str(out_path), Reader(), quant_format=QuantFormat.QDQ, per_channel=True,
-        weight_type=QuantType.QInt8, activation_type=QuantType.QUInt8, calibrate_method=CalibrationMethod.MinMax,
-        op_types_to_quantize=list(QUANTIZED_OPS), nodes_to_exclude=kept_fp32,
+        str(prepared),
+        str(out_path),
+        Reader(),
+        quant_format=QuantFormat.QDQ,
+        per_channel=True,
+        weight_type=QuantType.QInt8,
+        activation_type=QuantType.QUInt8,
+        calibrate_method=CalibrationMethod.MinMax,
+        op_types_to_quantize=list(QUANTIZED_OPS),
+        nodes_to_exclude=kept_fp32,
     )
     return settings
 
@@ -184,7 +204,11 @@ def load_source(path: str | Path) -> Source:
 
 
 def export(
-    source: Source, out: str | Path, dataset: FashionMNIST, *, int8: bool = False,
+    source: Source,
+    out: str | Path,
+    dataset: FashionMNIST,
+    *,
+    int8: bool = False,
     calibration_images: int = CALIBRATION_IMAGES,
 ) -> dict[str, Any]:
     """Export `source` to `out` (.onnx) and its sidecar (NAME.json); return the sidecar.
@@ -207,19 +231,37 @@ def export(
         "precision": precision,
         "opset": OPSET,
         "classes": list(CLASSES),
-        "input": {"name": INPUT_NAME, "dtype": "uint8", "shape": ["batch", SIDE, SIDE],
-                  "meaning": "grayscale pixels as in Fashion-MNIST: 0 is the background, 255 the brightest "
-                             "part of the object; the graph scales them to [0, 1]"},
-        "output": {"name": OUTPUT_NAME, "dtype": "float32", "shape": ["batch", len(CLASSES)],
-                   "meaning": "logits in the order of classes; softmax gives probabilities"},
-        "source": {"checkpoint": str(source.path), "sha256": sha256_file(source.path), "epoch": source.epoch,
-                   "config": config_lib.to_dict(source.config), "layout": source.layout},
+        "input": {
+            "name": INPUT_NAME,
+            "dtype": "uint8",
+            "shape": ["batch", SIDE, SIDE],
+            "meaning": "grayscale pixels as in Fashion-MNIST: 0 is the background, 255 the brightest "
+            "part of the object; the graph scales them to [0, 1]",
+        },
+        "output": {
+            "name": OUTPUT_NAME,
+            "dtype": "float32",
+            "shape": ["batch", len(CLASSES)],
+            "meaning": "logits in the order of classes; softmax gives probabilities",
+        },
+        "source": {
+            "checkpoint": str(source.path),
+            "sha256": sha256_file(source.path),
+            "epoch": source.epoch,
+            "config": config_lib.to_dict(source.config),
+            "layout": source.layout,
+        },
         "quantization": quantization,
         "test": test,
-        trust.KEY: trust_of_export(source, OnnxPredictor(model_bytes, out, {"precision": precision}), dataset,
-                                   int8).to_dict(),
-        "exported_with": {"fmnist": __version__, "torch": torch.__version__, "onnx": _version("onnx"),
-                          "onnxruntime": _version("onnxruntime")},
+        trust.KEY: trust_of_export(
+            source, OnnxPredictor(model_bytes, out, {"precision": precision}), dataset, int8
+        ).to_dict(),
+        "exported_with": {
+            "fmnist": __version__,
+            "torch": torch.__version__,
+            "onnx": _version("onnx"),
+            "onnxruntime": _version("onnxruntime"),
+        },
     }
     # The graph first: a crash between the two writes leaves a sidecar whose SHA-256 no longer matches,
     # which open_onnx refuses, rather than a sidecar that silently describes the wrong model.
@@ -236,12 +278,12 @@ def trust_of_export(source: Source, predictor: OnnxPredictor, dataset: FashionMN
     if not int8 or source.trust.temperature is None:
         return source.trust
     _, val_idx = stratified_split(dataset.train_labels, source.config.val_size, source.config.seed)
-    return trust.fit(predictor.logits, dataset.train_images[val_idx], dataset.train_labels[val_idx],
-                     source.config.seed)
+    return trust.fit(predictor.logits, dataset.train_images[val_idx], dataset.train_labels[val_idx], source.config.seed)
 
 
-def _recording(logits_of: Callable[[torch.Tensor], torch.Tensor]) -> tuple[Callable[[torch.Tensor], torch.Tensor],
-                                                                          list[torch.Tensor]]:
+def _recording(
+    logits_of: Callable[[torch.Tensor], torch.Tensor],
+) -> tuple[Callable[[torch.Tensor], torch.Tensor], list[torch.Tensor]]:
     """`logits_of`, also keeping every batch of logits it returns."""
     kept: list[torch.Tensor] = []
 
@@ -266,8 +308,10 @@ def measure_test(model: nn.Module, predictor: OnnxPredictor, dataset: FashionMNI
     difference = (torch.cat(onnx_logits) - reference_logits).abs().max().item()
     tolerance = PARITY_TOLERANCE * max(1.0, reference_logits.abs().max().item() / 100)
     if not int8 and not difference <= tolerance:
-        raise FmnistError(f"the ONNX graph's logits differ from PyTorch's by up to {difference:.2e} on the test set "
-                          f"(tolerance {tolerance:.1e}); nothing written")
+        raise FmnistError(
+            f"the ONNX graph's logits differ from PyTorch's by up to {difference:.2e} on the test set "
+            f"(tolerance {tolerance:.1e}); nothing written"
+        )
     return {
         "runtime": f"onnxruntime {ort.__version__} CPUExecutionProvider",
         "images": len(labels),

@@ -41,8 +41,11 @@ def _aliases() -> dict[str, int]:
 
 
 ALIASES = _aliases()
-ACCEPTED = ("a class index 0-9 or a class name (" + ", ".join(CLASSES) +
-            "; case, spaces and punctuation ignored, plurals accepted)")
+ACCEPTED = (
+    "a class index 0-9 or a class name ("
+    + ", ".join(CLASSES)
+    + "; case, spaces and punctuation ignored, plurals accepted)"
+)
 
 
 def class_of_folder(name: str) -> int | None:
@@ -102,6 +105,8 @@ def load_folders(root: str | Path) -> LabelledImages:
             labels.append(label)
             paths.append(path)
     if not images:
-        raise FmnistError(f"{root}: no readable pictures in its class folders" +
-                          (f" ({len(problems)} unreadable)" if problems else ""))
+        raise FmnistError(
+            f"{root}: no readable pictures in its class folders"
+            + (f" ({len(problems)} unreadable)" if problems else "")
+        )
     return LabelledImages(torch.stack(images).reshape(-1, SIDE, SIDE), torch.tensor(labels), paths, problems, skipped)

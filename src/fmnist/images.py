@@ -91,7 +91,7 @@ class CollectedImages:
     skipped: dict[str, int] = field(default_factory=dict)
 
     def skipped_summary(self) -> str | None:
-        """"skipped 3 files: hidden or system file: 2; not an image Pillow reads: 1", or None when none was."""
+        """ "skipped 3 files: hidden or system file: 2; not an image Pillow reads: 1", or None when none was."""
         if not self.skipped:
             return None
         total = sum(self.skipped.values())
@@ -268,8 +268,9 @@ def _object_cues(mask: np.ndarray, box: tuple[int, int, int, int], border_fit: f
     pixels = int(inside.sum())
     labels, count = ndimage.label(inside)
     largest = int(np.bincount(labels.ravel())[1:].max()) if count else 0
-    return Cues(border_fit, noise, (bottom - top) * (right - left) / mask.size,
-                pixels / inside.size, largest / max(pixels, 1))
+    return Cues(
+        border_fit, noise, (bottom - top) * (right - left) / mask.size, pixels / inside.size, largest / max(pixels, 1)
+    )
 
 
 def export_png(image: torch.Tensor, path: str | Path) -> None:

@@ -53,8 +53,11 @@ class TorchPredictor:
         self.file = model_path(path)
         self.model, self.config, state = checkpoint.load_model(self.file, self.device)
         last = (state.get("history") or [{}])[-1]  # the row of the epoch this checkpoint holds
-        self.accuracy = {f"{split}_accuracy": last[f"{split}_acc"] for split in ("train", "val")
-                         if isinstance(last.get(f"{split}_acc"), float)}
+        self.accuracy = {
+            f"{split}_accuracy": last[f"{split}_acc"]
+            for split in ("train", "val")
+            if isinstance(last.get(f"{split}_acc"), float)
+        }
         # A bare state dict: what fmnist recognised in it, the input scaling included (None for a checkpoint).
         self.layout: str | None = state.get("layout")
         self.trust = trust.of_state(state)
@@ -67,8 +70,15 @@ class TorchPredictor:
         return self.trust.probabilities(self.logits(images))
 
     def describe(self) -> dict[str, Any]:
-        facts = {"format": "pytorch", "model": self.config.model, "source": str(self.path), "file": str(self.file),
-                 "device": str(self.device), **self.accuracy, **self.trust.describe()}
+        facts = {
+            "format": "pytorch",
+            "model": self.config.model,
+            "source": str(self.path),
+            "file": str(self.file),
+            "device": str(self.device),
+            **self.accuracy,
+            **self.trust.describe(),
+        }
         return facts if self.layout is None else {**facts, "layout": self.layout}
 
 
@@ -89,8 +99,9 @@ def read_sidecar(onnx_path: str | Path, model_bytes: bytes) -> dict[str, Any]:
     if not isinstance(facts, dict) or facts.get("format") != ONNX_FORMAT:
         raise FmnistError(f"{path}: not an fmnist export sidecar (format is not {ONNX_FORMAT})")
     if facts.get("onnx_sha256") != hashlib.sha256(model_bytes).hexdigest():
-        raise FmnistError(f"{path}: describes another model file (SHA-256 differs from {Path(onnx_path).name}'s); "
-                          "export again")
+        raise FmnistError(
+            f"{path}: describes another model file (SHA-256 differs from {Path(onnx_path).name}'s); export again"
+        )
     return facts
 
 
@@ -119,8 +130,10 @@ class OnnxPredictor:
             [(o.name, o.shape[1:]) for o in self.session.get_outputs()],
         )
         if signature != ([(INPUT_NAME, "tensor(uint8)", [SIDE, SIDE])], [(OUTPUT_NAME, [len(CLASSES)])]):
-            raise FmnistError(f"{source}: not an fmnist export (expected input {INPUT_NAME} uint8 [N, {SIDE}, {SIDE}] "
-                              f"and output {OUTPUT_NAME} [N, {len(CLASSES)}])")
+            raise FmnistError(
+                f"{source}: not an fmnist export (expected input {INPUT_NAME} uint8 [N, {SIDE}, {SIDE}] "
+                f"and output {OUTPUT_NAME} [N, {len(CLASSES)}])"
+            )
 
     def logits(self, images: torch.Tensor) -> torch.Tensor:
         if images.dtype != torch.uint8:
@@ -188,8 +201,10 @@ class PredictOptions:
             folder = getattr(self, name)
             if folder is not None and folder.exists() and not folder.is_dir():
                 raise FmnistError(f"{name} {folder}: exists and is not a directory")
-        if self.save_inputs is not None and self.explain is not None and (
-            self.save_inputs.resolve() == self.explain.resolve()
+        if (
+            self.save_inputs is not None
+            and self.explain is not None
+            and (self.save_inputs.resolve() == self.explain.resolve())
         ):  # both write DIR/<file name>.png: each heatmap would replace the view saved before it
             raise FmnistError(f"save_inputs and explain are the same directory ({self.explain}); give each its own")
 
@@ -246,8 +261,9 @@ def predict_files(
         if loaded:
             images = torch.stack([picture.image for picture in loaded.values()])
             logits = predictor.logits(images)
-            verdict = trust.judge(predictor.trust, logits, [picture.cues for picture in loaded.values()],
-                                  options.ood_threshold)
+            verdict = trust.judge(
+                predictor.trust, logits, [picture.cues for picture in loaded.values()], options.ood_threshold
+            )
             judged = {i: trust.fields(verdict, n, predictor.trust, options.ood_threshold) for n, i in enumerate(loaded)}
             values, indices = verdict.probabilities.topk(top_k, dim=1)
             rows = zip(loaded, indices.tolist(), values.tolist(), strict=True)
@@ -258,8 +274,9 @@ def predict_files(
                     heatmaps[i] = options.explain / names[i]
                     atomic_write(heatmaps[i], png)
         for i in batch:
-            yield FilePrediction(paths[i], top.get(i, []), errors.get(i), saved.get(i), heatmaps.get(i),
-                                 judged.get(i, {}))
+            yield FilePrediction(
+                paths[i], top.get(i, []), errors.get(i), saved.get(i), heatmaps.get(i), judged.get(i, {})
+            )
 
 
 def _saved_names(paths: Sequence[Path]) -> list[str]:

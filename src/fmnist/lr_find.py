@@ -89,8 +89,15 @@ def valley(lrs: list[float], losses: list[float]) -> float:
     return lrs[start + int(sections) + int(sections / 2)]
 
 
-def lr_find(cfg: Config, data: FashionMNIST, *, start_lr: float = 1e-7, end_lr: float = 10.0,
-            steps: int = 100, progress: Callable[[int, float, float], None] | None = None) -> Sweep:
+def lr_find(
+    cfg: Config,
+    data: FashionMNIST,
+    *,
+    start_lr: float = 1e-7,
+    end_lr: float = 10.0,
+    steps: int = 100,
+    progress: Callable[[int, float, float], None] | None = None,
+) -> Sweep:
     """The range test on `cfg`'s model, optimizer, batch size, augmentation and training split
     (the validation images held out as a run would), with a constant learning rate per step in
     place of the schedule. `progress(step, lr, smoothed_loss)` is called after each step."""
@@ -111,8 +118,9 @@ def lr_find(cfg: Config, data: FashionMNIST, *, start_lr: float = 1e-7, end_lr: 
         idx = order[start : start + cfg.batch_size * cfg.accumulate]
         done[0] += 1
         try:
-            loss, _, _ = train.train_one_epoch(st.model, st.optimizer, _Constant(), split.train_x, split.train_y, idx,
-                                               one_cfg, st.aug_generator)
+            loss, _, _ = train.train_one_epoch(
+                st.model, st.optimizer, _Constant(), split.train_x, split.train_y, idx, one_cfg, st.aug_generator
+            )
         except train.NonFiniteLoss:
             return math.nan
         if progress:

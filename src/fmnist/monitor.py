@@ -58,9 +58,13 @@ def stop_reason(cfg: Config, history: Sequence[EpochRow], elapsed: float) -> str
     if not history or len(history) >= cfg.epochs:
         return None
     if cfg.patience and epochs_without_gain(history, cfg.min_delta) >= cfg.patience:
-        return (f"early stopping: no validation accuracy gain above {cfg.min_delta:g} in {cfg.patience} epochs; "
-                f"the schedule planned {cfg.epochs} epochs and stopped after {len(history)}")
+        return (
+            f"early stopping: no validation accuracy gain above {cfg.min_delta:g} in {cfg.patience} epochs; "
+            f"the schedule planned {cfg.epochs} epochs and stopped after {len(history)}"
+        )
     if cfg.max_time and elapsed + history[-1]["epoch_seconds"] > cfg.max_time:
-        return (f"time budget: {cfg.max_time:g} s would be passed by another epoch; the schedule planned "
-                f"{cfg.epochs} epochs and was cut after {len(history)}")
+        return (
+            f"time budget: {cfg.max_time:g} s would be passed by another epoch; the schedule planned "
+            f"{cfg.epochs} epochs and was cut after {len(history)}"
+        )
     return None

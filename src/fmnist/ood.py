@@ -76,8 +76,9 @@ class Gaussians:
         centred = features - means[labels]
         covariance = centred.T @ centred / len(features)
         ridge = 1e-6 * covariance.diagonal().mean().clamp_min(1e-12)
-        precision = torch.linalg.pinv(covariance + ridge * torch.eye(len(covariance), dtype=torch.float64),
-                                      hermitian=True)
+        precision = torch.linalg.pinv(
+            covariance + ridge * torch.eye(len(covariance), dtype=torch.float64), hermitian=True
+        )
         return cls(means.float(), precision.float())
 
     def distance(self, features: torch.Tensor) -> torch.Tensor:
@@ -86,8 +87,9 @@ class Gaussians:
         return torch.einsum("ncd,de,nce->nc", diff, self.precision, diff).amin(1)
 
 
-def model_cues(logits: torch.Tensor, features: torch.Tensor | None, gaussians: Gaussians | None
-               ) -> dict[str, torch.Tensor]:
+def model_cues(
+    logits: torch.Tensor, features: torch.Tensor | None, gaussians: Gaussians | None
+) -> dict[str, torch.Tensor]:
     """The model's cues [N] each, from logits [N, C] and, for `mahalanobis`, penultimate features [N, D]."""
     cues = {"msp": max_softmax(logits), "energy": energy(logits)}
     if features is not None and gaussians is not None:
@@ -97,8 +99,9 @@ def model_cues(logits: torch.Tensor, features: torch.Tensor | None, gaussians: G
 
 def picture_cues(cues: Sequence[Cues | None]) -> dict[str, np.ndarray]:
     """Per picture cue, float64 [N] values (NaN where a picture had none: a plain 28x28 image)."""
-    table = np.array([c.values() if c is not None else (np.nan,) * len(Cues.NAMES) for c in cues],
-                     dtype=np.float64).reshape(len(cues), len(Cues.NAMES))
+    table = np.array(
+        [c.values() if c is not None else (np.nan,) * len(Cues.NAMES) for c in cues], dtype=np.float64
+    ).reshape(len(cues), len(Cues.NAMES))
     return {name: table[:, i] for i, name in enumerate(Cues.NAMES)}
 
 
@@ -117,8 +120,10 @@ def p_values(values: np.ndarray, reference: np.ndarray, unusual: str, itself: bo
 
 def combined(cues: dict[str, np.ndarray], references: dict[str, np.ndarray], itself: bool = False) -> np.ndarray:
     """[N] in-distribution score: the smallest p-value over the cues that have a reference."""
-    ps = [p_values(np.asarray(cues[name], dtype=np.float64), ref, UNUSUAL[name], itself)
-          for name, ref in references.items()]
+    ps = [
+        p_values(np.asarray(cues[name], dtype=np.float64), ref, UNUSUAL[name], itself)
+        for name, ref in references.items()
+    ]
     return np.min(ps, axis=0)
 
 
@@ -128,4 +133,3 @@ def reference_of(values: np.ndarray) -> np.ndarray:
     if len(values) > REFERENCE_SIZE:
         values = np.quantile(values, np.linspace(0, 1, REFERENCE_SIZE))
     return values
-

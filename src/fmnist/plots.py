@@ -114,8 +114,9 @@ def plot_bars(
     ax.bar_label(bars, fmt="{:.3g}", fontsize=8)
     names = [str(label) for label in labels]
     rotate = sum(map(len, names)) > 40  # long or many labels collide when horizontal
-    ax.set_xticks(positions, names, rotation=30 if rotate else 0, ha="right" if rotate else "center",
-                  rotation_mode="anchor")
+    ax.set_xticks(
+        positions, names, rotation=30 if rotate else 0, ha="right" if rotate else "center", rotation_mode="anchor"
+    )
     ax.set(title=title, ylabel=ylabel)
     ax.margins(y=0.12)  # headroom for the value labels
     ax.grid(axis="y", alpha=0.3)
@@ -123,8 +124,9 @@ def plot_bars(
     save_png(fig, path)
 
 
-def plot_lr_find(lrs: Sequence[float], losses: Sequence[float], marks: Mapping[str, float],
-                 path: str | os.PathLike) -> None:
+def plot_lr_find(
+    lrs: Sequence[float], losses: Sequence[float], marks: Mapping[str, float], path: str | os.PathLike
+) -> None:
     """The learning-rate range test: smoothed training loss against the learning rate (log axis), with
     a vertical line at each of `marks` (label -> learning rate), as fastai's lr_find draws it."""
     fig = new_figure(figsize=(7, 4.5))
@@ -166,8 +168,9 @@ def _annotate_cells(ax, counts: np.ndarray) -> None:
         ax.text(col, row, text, ha="center", va="center", color=colour, fontsize=8)
 
 
-def plot_top_losses(report: Report, classes: Sequence[str], path: str | os.PathLike, k: int = 24,
-                    ncols: int = 8) -> None:
+def plot_top_losses(
+    report: Report, classes: Sequence[str], path: str | os.PathLike, k: int = 24, ncols: int = 8
+) -> None:
     """The `k` images of a report with the highest loss (fastai's `plot_top_losses`), each as the 28x28
     view the model saw under its predicted class and probability, true class, loss (nats) and file name."""
     e = report.evaluation
@@ -176,13 +179,14 @@ def plot_top_losses(report: Report, classes: Sequence[str], path: str | os.PathL
     confidence, predicted = e.probabilities.max(1)
     titles = []
     for i in picks.tolist():
-        title = (f"pred {classes[int(predicted[i])]} {float(confidence[i]):.0%}\n"
-                 f"true {classes[int(e.labels[i])]}\nloss {float(losses[i]):.2f}")
+        title = (
+            f"pred {classes[int(predicted[i])]} {float(confidence[i]):.0%}\n"
+            f"true {classes[int(e.labels[i])]}\nloss {float(losses[i]):.2f}"
+        )
         if report.names is not None:
             title += "\n" + _shorten(report.names[i], 18)
         titles.append(title)
-    plot_image_grid(report.images[picks], titles, path, ncols=ncols,
-                    title=f"Top losses, highest first ({report.data})")
+    plot_image_grid(report.images[picks], titles, path, ncols=ncols, title=f"Top losses, highest first ({report.data})")
 
 
 def plot_most_confused(report: Report, classes: Sequence[str], path: str | os.PathLike, pairs: int = 12) -> None:
@@ -213,15 +217,21 @@ def write_evaluation_plots(directory: str | os.PathLike, report: Report, classes
     os.makedirs(directory, exist_ok=True)
     paths = [os.path.join(directory, name) for name in ("confusion_matrix.png", "top_losses.png", "most_confused.png")]
     e = report.evaluation
-    plot_confusion(e.confusion_matrix(), classes, paths[0],
-                   title=f"Confusion matrix ({report.data}, accuracy {e.accuracy:.2%})")
+    plot_confusion(
+        e.confusion_matrix(), classes, paths[0], title=f"Confusion matrix ({report.data}, accuracy {e.accuracy:.2%})"
+    )
     plot_top_losses(report, classes, paths[1])
     plot_most_confused(report, classes, paths[2])
     return paths
 
 
-def write_run_plots(run_dir: str | os.PathLike, history: Sequence[Mapping[str, object]], test,
-                    test_images: torch.Tensor, classes: Sequence[str]) -> None:
+def write_run_plots(
+    run_dir: str | os.PathLike,
+    history: Sequence[Mapping[str, object]],
+    test,
+    test_images: torch.Tensor,
+    classes: Sequence[str],
+) -> None:
     """A run's plots: curves.png, and the test set's confusion_matrix.png, top_losses.png and
     most_confused.png. `test` is an evaluate.Evaluation of the run's chosen model on `test_images`."""
     plot_curves(history, os.path.join(os.fspath(run_dir), "curves.png"))
@@ -232,8 +242,9 @@ def _shorten(text: str, most: int) -> str:
     return text if len(text) <= most else text[: most - 1] + "\u2026"
 
 
-def plot_reliability(confidence: Mapping[str, torch.Tensor], correct: Mapping[str, torch.Tensor],
-                     path: str | os.PathLike, bins: int = 15) -> None:
+def plot_reliability(
+    confidence: Mapping[str, torch.Tensor], correct: Mapping[str, torch.Tensor], path: str | os.PathLike, bins: int = 15
+) -> None:
     """Reliability diagram (Guo et al., 2017): accuracy against mean top-class confidence in `bins` equal-width
     bins, one line per entry of `confidence` (e.g. before and after temperature scaling), with the diagonal of
     perfect calibration. `confidence[k]` and `correct[k]` are [N] tensors (0..1 and bool)."""
@@ -246,10 +257,16 @@ def plot_reliability(confidence: Mapping[str, torch.Tensor], correct: Mapping[st
         count, mean_conf, accuracy = reliability(conf, correct[name].double(), bins)
         used = count > 0
         ece = expected_calibration_error(conf, correct[name].double(), bins)
-        ax.plot(mean_conf[used].numpy(), accuracy[used].numpy(), marker="o", markersize=3,
-                label=f"{name} (ECE {ece:.2%})")
-    ax.set(title="Reliability diagram", xlabel="confidence (top-class probability)", ylabel="accuracy",
-           xlim=(0, 1), ylim=(0, 1))
+        ax.plot(
+            mean_conf[used].numpy(), accuracy[used].numpy(), marker="o", markersize=3, label=f"{name} (ECE {ece:.2%})"
+        )
+    ax.set(
+        title="Reliability diagram",
+        xlabel="confidence (top-class probability)",
+        ylabel="accuracy",
+        xlim=(0, 1),
+        ylim=(0, 1),
+    )
     ax.xaxis.set_major_formatter(PercentFormatter(xmax=1))
     ax.yaxis.set_major_formatter(PercentFormatter(xmax=1))
     ax.grid(alpha=0.3)

@@ -31,10 +31,12 @@ from fmnist.errors import FmnistError
 QUICKSTART_PREFIX = "linear_relu_stack."
 WRAPPER_PREFIXES = ("module.", "_orig_mod.")
 # What `load_model` accepts, said in full in every refusal.
-LOADABLE = ("fmnist loads its own checkpoints (fmnist train: a .pt file or the run directory), its ONNX exports "
-            "(fmnist export), and state dicts saved with torch.save(model.state_dict()), alone or as the "
-            "model_state_dict of a training checkpoint, of the PyTorch Quickstart network (linear_relu_stack) or "
-            "of an fmnist mlp or cnn")
+LOADABLE = (
+    "fmnist loads its own checkpoints (fmnist train: a .pt file or the run directory), its ONNX exports "
+    "(fmnist export), and state dicts saved with torch.save(model.state_dict()), alone or as the "
+    "model_state_dict of a training checkpoint, of the PyTorch Quickstart network (linear_relu_stack) or "
+    "of an fmnist mlp or cnn"
+)
 PIXELS = "input pixels in [0, 1] (ToTensor(), no normalisation), as fmnist feeds them"
 
 
@@ -55,8 +57,11 @@ CHECKPOINT_KEYS = ("model_state_dict", "state_dict", "model")
 
 def is_state_dict(value: object) -> TypeGuard[dict[str, torch.Tensor]]:
     """A non-empty dict of tensors by name: what `model.state_dict()` gives."""
-    return (isinstance(value, dict) and bool(value)
-            and all(isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in value.items()))
+    return (
+        isinstance(value, dict)
+        and bool(value)
+        and all(isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in value.items())
+    )
 
 
 def find_state_dict(value: object) -> tuple[dict[str, torch.Tensor], str] | None:
@@ -84,10 +89,15 @@ def recognise(weights: dict[str, torch.Tensor], path: str | Path) -> Recognised:
     renamed = _renamed(weights, models.build(cfg).state_dict()) if cfg is not None else None
     if cfg is None or renamed is None:
         first = next(iter(weights.items()))
-        raise FmnistError(f"{path}: a state dict of {len(weights)} tensors (first {first[0]} "
-                          f"{list(first[1].shape)}) that matches no network fmnist knows; {LOADABLE}")
-    shape = "-".join(map(str, [SIDE * SIDE, *cfg.hidden, 10])) if cfg.model == "mlp" else \
-        f"channels {','.join(map(str, cfg.hidden))}, {cfg.convs} conv(s) per block, head {cfg.head or 'none'}"
+        raise FmnistError(
+            f"{path}: a state dict of {len(weights)} tensors (first {first[0]} "
+            f"{list(first[1].shape)}) that matches no network fmnist knows; {LOADABLE}"
+        )
+    shape = (
+        "-".join(map(str, [SIDE * SIDE, *cfg.hidden, 10]))
+        if cfg.model == "mlp"
+        else f"channels {','.join(map(str, cfg.hidden))}, {cfg.convs} conv(s) per block, head {cfg.head or 'none'}"
+    )
     norm = ", batch norm" if cfg.batch_norm else ""
     return Recognised(cfg, renamed, f"state dict of {what}: {cfg.model} {shape}{norm}, {activation}; {PIXELS}")
 
@@ -95,7 +105,7 @@ def recognise(weights: dict[str, torch.Tensor], path: str | Path) -> Recognised:
 def _unwrapped(weights: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     for prefix in WRAPPER_PREFIXES:
         if all(k.startswith(prefix) for k in weights):
-            weights = {k[len(prefix):]: v for k, v in weights.items()}
+            weights = {k[len(prefix) :]: v for k, v in weights.items()}
     return weights
 
 

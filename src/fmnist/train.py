@@ -190,8 +190,9 @@ def train_one_epoch(
             x = augment(x, cfg.augment, aug_generator, strength=cfg.augment_strength)
         target = y
         if cfg.mixup_alpha or cfg.cutmix_alpha:  # mixup / CutMix: soft targets [B, classes]
-            x, target = mix(x, y, models.NUM_CLASSES, aug_generator,
-                            mixup_alpha=cfg.mixup_alpha, cutmix_alpha=cfg.cutmix_alpha)
+            x, target = mix(
+                x, y, models.NUM_CLASSES, aug_generator, mixup_alpha=cfg.mixup_alpha, cutmix_alpha=cfg.cutmix_alpha
+            )
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
             logits = model(x)
         loss = F.cross_entropy(logits.float(), target, label_smoothing=cfg.label_smoothing)
@@ -396,8 +397,9 @@ def fit(
         for epoch in range(len(done.history) + 1, cfg.epochs + 1):
             # stop: early stopping and the time budget, decided by rank 0 from the history (also on a resume)
             elapsed = done.earlier_seconds + time.perf_counter() - t_start
-            stopped = distributed.broadcast(monitor.stop_reason(cfg, done.history, elapsed) if world.is_main else None,
-                                            world)
+            stopped = distributed.broadcast(
+                monitor.stop_reason(cfg, done.history, elapsed) if world.is_main else None, world
+            )
             if stopped:
                 log(stopped)
                 break
@@ -414,8 +416,17 @@ def fit(
             t0 = time.perf_counter()
             with failure_as_error(run, epoch, world.is_main):
                 train_loss, train_acc, skipped = train_one_epoch(
-                    t.model, state.optimizer, state.scheduler, tensors.train_x, tensors.train_y, order, t.local_cfg,
-                    state.aug_generator, epoch, progress, t.ema,
+                    t.model,
+                    state.optimizer,
+                    state.scheduler,
+                    tensors.train_x,
+                    tensors.train_y,
+                    order,
+                    t.local_cfg,
+                    state.aug_generator,
+                    epoch,
+                    progress,
+                    t.ema,
                 )
             if skipped:
                 log(f"epoch {epoch}: skipped {skipped} batches with a non-finite loss (--on-nan skip)")
@@ -510,8 +521,15 @@ def best_state(state: dict, row: EpochRow, ema: ModelEma | None) -> dict:
 
 
 def finish(
-    t: Trainer, cfg: Config, run: RunDir, done: Progress, trained_now: bool, stopped: str | None, seconds: float,
-    fit_trust: bool, log: Callable[[str], None],
+    t: Trainer,
+    cfg: Config,
+    run: RunDir,
+    done: Progress,
+    trained_now: bool,
+    stopped: str | None,
+    seconds: float,
+    fit_trust: bool,
+    log: Callable[[str], None],
 ) -> FitResult:
     """Load the chosen weights (best on validation, else last), write the plots, fit the temperature and
     detector when asked (`fit_trust`), and write summary.json last."""
@@ -556,11 +574,13 @@ def failure_as_error(run: RunDir, epoch: int, write_log: bool = True) -> Iterato
             except OSError:
                 pass
         detail = " ".join(str(e).split()) or "no message"
-        kept = (f"the checkpoint of epoch {epoch - 1} is kept (continue with: fmnist train --resume {run})"
-                if run.last.exists() else "no epoch had completed, so no checkpoint was written")
+        kept = (
+            f"the checkpoint of epoch {epoch - 1} is kept (continue with: fmnist train --resume {run})"
+            if run.last.exists()
+            else "no epoch had completed, so no checkpoint was written"
+        )
         raise TrainingFailed(
-            f"training stopped during epoch {epoch}: {type(e).__name__}: {detail}. {kept}; "
-            f"the traceback is in {log}."
+            f"training stopped during epoch {epoch}: {type(e).__name__}: {detail}. {kept}; the traceback is in {log}."
         ) from e
 
 
@@ -608,8 +628,10 @@ def restore_rng(
     states = on_host[world.rank] if len(on_host) == world.size else {}
     saved_on = states.get("device", "cuda" if "cuda" in states else "cpu")
     if not states or saved_on != device.type:
-        log(f"saved by {len(on_host)} process(es) on {on_host[0].get('device', saved_on)}, resumed by {world.size} on "
-            f"{device.type}: augmentation and dropout draw fresh random numbers from here on")
+        log(
+            f"saved by {len(on_host)} process(es) on {on_host[0].get('device', saved_on)}, resumed by {world.size} on "
+            f"{device.type}: augmentation and dropout draw fresh random numbers from here on"
+        )
         return
     torch.set_rng_state(states["torch"])
     aug_generator.set_state(states["augment"])

@@ -45,16 +45,22 @@ class Trust:
         return bool(self.references)
 
     def to_dict(self) -> dict[str, Any]:
-        return {"temperature": self.temperature, "threshold": self.threshold,
-                "references": {k: [float(x) for x in v] for k, v in self.references.items()}}
+        return {
+            "temperature": self.temperature,
+            "threshold": self.threshold,
+            "references": {k: [float(x) for x in v] for k, v in self.references.items()},
+        }
 
     @classmethod
     def from_dict(cls, facts: dict[str, Any] | None) -> Trust:
         """From `to_dict`'s output; None (a model saved before any was fitted) gives an unfitted Trust."""
         if not facts:
             return UNFITTED
-        return cls(facts.get("temperature"), {k: np.asarray(v, dtype=np.float64) for k, v in
-                                              facts.get("references", {}).items()}, float(facts.get("threshold", 0)))
+        return cls(
+            facts.get("temperature"),
+            {k: np.asarray(v, dtype=np.float64) for k, v in facts.get("references", {}).items()},
+            float(facts.get("threshold", 0)),
+        )
 
     def probabilities(self, logits: torch.Tensor) -> torch.Tensor:
         return calibration.scaled(logits, self.temperature)
@@ -63,15 +69,20 @@ class Trust:
         """[N] in-distribution scores in [0, 1] (ood.combined), or None without a detector."""
         if not self.has_detector:
             return None
-        values: dict[str, np.ndarray] = {"energy": ood.energy(logits.float()).numpy().astype(np.float64),
-                                         **ood.picture_cues(cues)}
+        values: dict[str, np.ndarray] = {
+            "energy": ood.energy(logits.float()).numpy().astype(np.float64),
+            **ood.picture_cues(cues),
+        }
         return ood.combined(values, self.references)
 
     def describe(self) -> dict[str, Any]:
         """For /healthz and `eval --json`: what was fitted."""
-        return {"temperature": self.temperature, "calibrated": self.temperature is not None,
-                "ood_detector": "energy + picture cues" if self.has_detector else None,
-                "ood_threshold": self.threshold if self.has_detector else None}
+        return {
+            "temperature": self.temperature,
+            "calibrated": self.temperature is not None,
+            "ood_detector": "energy + picture cues" if self.has_detector else None,
+            "ood_threshold": self.threshold if self.has_detector else None,
+        }
 
 
 UNFITTED = Trust(None, {}, 0.0)
@@ -118,8 +129,9 @@ def model_logits(model: nn.Module, batch_size: int = 1000) -> Logits:
     return call
 
 
-def fit(logits_of: Logits, val_x: torch.Tensor, val_y: torch.Tensor, seed: int = 0,
-        photos: int = REFERENCE_PHOTOS) -> Trust:
+def fit(
+    logits_of: Logits, val_x: torch.Tensor, val_y: torch.Tensor, seed: int = 0, photos: int = REFERENCE_PHOTOS
+) -> Trust:
     """Fit the temperature on the validation images (uint8 [N, 28, 28], labels [N]) and the detector's
     references and threshold on `photos` garment photos rendered from them (fmnist.testing.photos).
 
@@ -138,21 +150,32 @@ def fit(logits_of: Logits, val_x: torch.Tensor, val_y: torch.Tensor, seed: int =
     return Trust(temperature, {name: ood.reference_of(v) for name, v in references.items()}, threshold)
 
 
-def fit_and_store(model: nn.Module, val_x: torch.Tensor, val_y: torch.Tensor, path: Path, seed: int,
-                  log: Callable[[str], None], photos: int = REFERENCE_PHOTOS) -> Trust | None:
+def fit_and_store(
+    model: nn.Module,
+    val_x: torch.Tensor,
+    val_y: torch.Tensor,
+    path: Path,
+    seed: int,
+    log: Callable[[str], None],
+    photos: int = REFERENCE_PHOTOS,
+) -> Trust | None:
     """At the end of a run: fit on the validation split and add the result to the checkpoint at `path`
     (the one whose weights `model` holds). Without a validation split nothing is fitted (None)."""
     if not len(val_x) or not path.exists():
-        log("no validation split (val_size 0): probabilities stay uncalibrated and no non-garment detector is "
-            "fitted; train with --val-size 5000 for both")
+        log(
+            "no validation split (val_size 0): probabilities stay uncalibrated and no non-garment detector is "
+            "fitted; train with --val-size 5000 for both"
+        )
         return None
     t0 = time.perf_counter()
     trust = fit(model_logits(model), val_x, val_y, seed, photos)
     state = checkpoint.load(path)
     state[KEY] = trust.to_dict()
     checkpoint.save(path, state)
-    log(f"trust: temperature {trust.temperature:.3f} and non-garment detector fitted on the validation split "
-        f"in {time.perf_counter() - t0:.1f} s")
+    log(
+        f"trust: temperature {trust.temperature:.3f} and non-garment detector fitted on the validation split "
+        f"in {time.perf_counter() - t0:.1f} s"
+    )
     return trust
 
 
@@ -166,10 +189,12 @@ def fields(verdict: Verdict, i: int, trust: Trust, threshold: float | None = Non
     garment (bool: looks like a Fashion-MNIST item), in_distribution_score (0..1, None without a detector),
     ood_threshold (the score a garment reaches), calibrated (whether probabilities use a fitted temperature)."""
     limit = trust.threshold if threshold is None else threshold
-    return {"garment": bool(verdict.garment[i]),
-            "in_distribution_score": None if verdict.scores is None else float(verdict.scores[i]),
-            "ood_threshold": limit if trust.has_detector else None,
-            "calibrated": trust.temperature is not None}
+    return {
+        "garment": bool(verdict.garment[i]),
+        "in_distribution_score": None if verdict.scores is None else float(verdict.scores[i]),
+        "ood_threshold": limit if trust.has_detector else None,
+        "calibrated": trust.temperature is not None,
+    }
 
 
 COVERAGES = (1.0, 0.99, 0.95, 0.9, 0.8, 0.5)  # shares of images accepted in the risk-coverage table
@@ -190,11 +215,15 @@ class Report:
     correct: torch.Tensor
 
     def as_dict(self) -> dict[str, Any]:
-        return {"temperature": self.trust.temperature, "before": self.before.as_dict(),
-                "after": None if self.after is None else self.after.as_dict(),
-                "ood_threshold": self.trust.threshold if self.trust.has_detector else None,
-                "accepted": self.accepted, "accepted_accuracy": self.accepted_accuracy,
-                "risk_coverage": [{"coverage": c, "accuracy": a, "min_score": s} for c, a, s in self.risk_coverage]}
+        return {
+            "temperature": self.trust.temperature,
+            "before": self.before.as_dict(),
+            "after": None if self.after is None else self.after.as_dict(),
+            "ood_threshold": self.trust.threshold if self.trust.has_detector else None,
+            "accepted": self.accepted,
+            "accepted_accuracy": self.accepted_accuracy,
+            "risk_coverage": [{"coverage": c, "accuracy": a, "min_score": s} for c, a, s in self.risk_coverage],
+        }
 
 
 def report(trust_: Trust, logits: torch.Tensor, labels: torch.Tensor) -> Report:
@@ -219,5 +248,13 @@ def report(trust_: Trust, logits: torch.Tensor, labels: torch.Tensor) -> Report:
         for coverage in COVERAGES:
             keep = order[: max(1, round(coverage * len(order)))]
             rows.append((coverage, float(correct[keep].double().mean()), float(verdict.scores[keep].min())))
-    return Report(trust_, before, after, accepted, accepted_accuracy, rows,
-                  (plain.max(1).values, None if scaled is None else scaled.max(1).values), correct)
+    return Report(
+        trust_,
+        before,
+        after,
+        accepted,
+        accepted_accuracy,
+        rows,
+        (plain.max(1).values, None if scaled is None else scaled.max(1).values),
+        correct,
+    )

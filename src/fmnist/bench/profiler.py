@@ -70,8 +70,10 @@ def profile_training(
         prof.export_chrome_trace(str(tmp))
     sort = "self_cuda_time_total" if device.type == "cuda" else "self_cpu_time_total"
     profiled = math.ceil((n - split) / cfg.batch_size)
-    log(f"profile of {profiled} training steps at batch {cfg.batch_size} on {device} "
-        f"(after {warmup_steps} warm-up steps), top 10 by self time:")
+    log(
+        f"profile of {profiled} training steps at batch {cfg.batch_size} on {device} "
+        f"(after {warmup_steps} warm-up steps), top 10 by self time:"
+    )
     log(prof.key_averages().table(sort_by=sort, row_limit=10))
     log(f"trace written to {path} (open it in https://ui.perfetto.dev)")
     return path

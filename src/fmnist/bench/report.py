@@ -34,12 +34,16 @@ def format_table(result: BenchResult) -> str:
             )
     if result["inference_onnxruntime_int8"]:
         pairs = zip(result["inference"], result["inference_onnxruntime_int8"], strict=True)
-        ratios = ", ".join(f"{int8['images_per_second'] / fp32['images_per_second']:.2f}x at batch {fp32['batch_size']}"
-                           for fp32, int8 in pairs)
+        ratios = ", ".join(
+            f"{int8['images_per_second'] / fp32['images_per_second']:.2f}x at batch {fp32['batch_size']}"
+            for fp32, int8 in pairs
+        )
         lines.append(f"onnxruntime int8 against PyTorch fp32 (images/s): {ratios}")
     steady = result["steady_state"]
-    lines.append(f"steady: training from {steady['source']} "
-                 f"({steady['optimizer_denormal_fraction']:.2%} of the optimizer's state values denormal)")
+    lines.append(
+        f"steady: training from {steady['source']} "
+        f"({steady['optimizer_denormal_fraction']:.2%} of the optimizer's state values denormal)"
+    )
     scaled = f" (measured on {pipe['images_measured']:,} images, scaled)" if pipe["scaled"] else ""
     lines += [
         "",
@@ -79,13 +83,23 @@ def plot(result: BenchResult, path: str | os.PathLike) -> None:
         batches = [r["batch_size"] for r in rows]
         (line,) = rate_ax.plot(batches, [r["images_per_second"] for r in rows], marker=marker, label=name)
         colour = line.get_color()
-        latency_ax.plot(batches, [r["latency_ms_median"] for r in rows], marker=marker, color=colour,
-                        label=f"{name} median")
-        latency_ax.plot(batches, [r["latency_ms_p95"] for r in rows], marker=marker, color=colour, linestyle=":",
-                        alpha=0.6, label=f"{name} p95")
+        latency_ax.plot(
+            batches, [r["latency_ms_median"] for r in rows], marker=marker, color=colour, label=f"{name} median"
+        )
+        latency_ax.plot(
+            batches,
+            [r["latency_ms_p95"] for r in rows],
+            marker=marker,
+            color=colour,
+            linestyle=":",
+            alpha=0.6,
+            label=f"{name} p95",
+        )
     hw = result["hardware"]
-    for key, label in (("inference_limit_images_per_second", "fp32 inference limit"),
-                       ("training_limit_images_per_second", "fp32 training limit")):
+    for key, label in (
+        ("inference_limit_images_per_second", "fp32 inference limit"),
+        ("training_limit_images_per_second", "fp32 training limit"),
+    ):
         rate_ax.axhline(hw[key], color="gray", linestyle="--" if "inference" in key else ":", linewidth=1)
         rate_ax.annotate(label, (0.02, hw[key]), xycoords=("axes fraction", "data"), fontsize=7, va="bottom")
     rate_ax.set(title="Throughput", xlabel="batch size", ylabel="images/s", xscale="log", yscale="log")
@@ -93,6 +107,9 @@ def plot(result: BenchResult, path: str | os.PathLike) -> None:
     for ax in (rate_ax, latency_ax):
         ax.grid(alpha=0.3, which="both")
         ax.legend(fontsize=8)
-    fig.suptitle(f"{result['model']['name']} on {result['device']} ({hw['cpu']}, {hw['torch_threads']} threads, "
-                 f"torch {hw['torch_version']})", fontsize=9)
+    fig.suptitle(
+        f"{result['model']['name']} on {result['device']} ({hw['cpu']}, {hw['torch_threads']} threads, "
+        f"torch {hw['torch_version']})",
+        fontsize=9,
+    )
     plots.save_png(fig, path)

@@ -71,10 +71,12 @@ def train_steady_state(cfg: Config, images: torch.Tensor, labels: torch.Tensor, 
     st = train.build_step_state(cfg, images.device, math.ceil(len(images) / cfg.batch_size))
     for epoch in range(1, epochs + 1):
         order = torch.randperm(len(images), generator=st.data_generator).to(images.device)
-        train.train_one_epoch(st.model, st.optimizer, st.scheduler, images, labels, order, cfg, st.aug_generator,
-                              epoch)
-    return Trained(st.model.state_dict(), st.optimizer.state_dict(),
-                   f"{epochs} epochs of {cfg.model} at batch {cfg.batch_size} on {len(images):,} training images")
+        train.train_one_epoch(st.model, st.optimizer, st.scheduler, images, labels, order, cfg, st.aug_generator, epoch)
+    return Trained(
+        st.model.state_dict(),
+        st.optimizer.state_dict(),
+        f"{epochs} epochs of {cfg.model} at batch {cfg.batch_size} on {len(images):,} training images",
+    )
 
 
 def from_checkpoint(path: str | Path) -> tuple[Config, Trained]:
@@ -86,8 +88,12 @@ def from_checkpoint(path: str | Path) -> tuple[Config, Trained]:
 
 def denormal_fraction(optimizer_state: dict) -> float:
     """The share of the optimizer's state values that are denormal floats: what flush-to-zero is for."""
-    values = [v for s in optimizer_state["state"].values() for v in s.values()
-              if isinstance(v, torch.Tensor) and v.is_floating_point() and v.dim()]
+    values = [
+        v
+        for s in optimizer_state["state"].values()
+        for v in s.values()
+        if isinstance(v, torch.Tensor) and v.is_floating_point() and v.dim()
+    ]
     total = sum(v.numel() for v in values)
     tiny = sum(int(((v != 0) & (v.abs() < torch.finfo(v.dtype).tiny)).sum()) for v in values)
     return tiny / max(total, 1)
@@ -118,8 +124,14 @@ def run(
         torch.set_num_threads(previous_threads)
 
 
-def _run(cfg: Config, data: FashionMNIST, device: torch.device, plan: Plan, log: Callable[[str], None],
-         trained: Trained | None) -> BenchResult:
+def _run(
+    cfg: Config,
+    data: FashionMNIST,
+    device: torch.device,
+    plan: Plan,
+    log: Callable[[str], None],
+    trained: Trained | None,
+) -> BenchResult:
     measure.reset_peak_memory(device)
     load_before, run_mark = load_average(), cpu_mark()
     started = time.perf_counter()
@@ -159,13 +171,17 @@ def _run(cfg: Config, data: FashionMNIST, device: torch.device, plan: Plan, log:
     limit = hardware["training_limit_images_per_second"]
     amps = ("none", "bf16") if bf16 else ("none",)
     batches = sorted({*plan.training_batches, cfg.batch_size})  # always the batch size a run of cfg trains at
-    fresh = {amp: [_training_row(cfg, b, train_x, train_y, device, plan, limit, amp, None, log)
-                   for b in batches] for amp in amps}
+    fresh = {
+        amp: [_training_row(cfg, b, train_x, train_y, device, plan, limit, amp, None, log) for b in batches]
+        for amp in amps
+    }
     if trained is None:
         log(f"steady state: training {plan.steady_epochs} epochs")
         trained = train_steady_state(cfg, train_x, train_y, plan.steady_epochs)
-    steady = {amp: [_training_row(cfg, b, train_x, train_y, device, plan, limit, amp, trained, log)
-                    for b in batches] for amp in amps}
+    steady = {
+        amp: [_training_row(cfg, b, train_x, train_y, device, plan, limit, amp, trained, log) for b in batches]
+        for amp in amps
+    }
 
     log(f"pipelines: one epoch of {plan.pipeline_images:,} images, textbook then fmnist")
     pipeline = compare_pipelines(cfg, data, device, plan.pipeline_images, plan.pipeline_batch_size)
@@ -192,8 +208,7 @@ def _run(cfg: Config, data: FashionMNIST, device: torch.device, plan: Plan, log:
         "training_bf16_autocast": fresh.get("bf16", []),
         "training_steady": steady["none"],
         "training_bf16_autocast_steady": steady.get("bf16", []),
-        "steady_state": {"source": trained.source,
-                         "optimizer_denormal_fraction": denormal_fraction(trained.optimizer)},
+        "steady_state": {"source": trained.source, "optimizer_denormal_fraction": denormal_fraction(trained.optimizer)},
         "pipeline": pipeline,
         "peak_memory_bytes": measure.peak_memory_bytes(device),
         "peak_memory_kind": "torch.cuda.max_memory_allocated" if device.type == "cuda" else "process peak RSS",
@@ -216,8 +231,9 @@ def _run(cfg: Config, data: FashionMNIST, device: torch.device, plan: Plan, log:
     }
 
 
-def _time_inference(model: nn.Module, images: torch.Tensor, device: torch.device, plan: Plan, limit: float,
-                    log: Callable[[str], None]) -> list[TimingRow]:
+def _time_inference(
+    model: nn.Module, images: torch.Tensor, device: torch.device, plan: Plan, limit: float, log: Callable[[str], None]
+) -> list[TimingRow]:
     rows = []
     for b in plan.inference_batches:
         log(f"inference: batch {b}" + (" (bf16 autocast)" if torch.is_autocast_enabled(device.type) else ""))
@@ -232,8 +248,9 @@ def _time_inference(model: nn.Module, images: torch.Tensor, device: torch.device
     return rows
 
 
-def _time_onnxruntime(model: nn.Module, data: FashionMNIST, plan: Plan, limit: float,
-                      log: Callable[[str], None]) -> dict[str, list[TimingRow]]:
+def _time_onnxruntime(
+    model: nn.Module, data: FashionMNIST, plan: Plan, limit: float, log: Callable[[str], None]
+) -> dict[str, list[TimingRow]]:
     """Inference rows as _time_inference's for `model` exported to ONNX, fp32 and int8, run by onnxruntime."""
     from fmnist import export
     from fmnist.inference import OnnxPredictor
@@ -263,10 +280,23 @@ def _batch_of(images: torch.Tensor, size: int) -> torch.Tensor:
     return (images.repeat(reps, 1, 1) if reps > 1 else images)[:size].contiguous()
 
 
-def _training_row(cfg: Config, batch_size: int, images: torch.Tensor, labels: torch.Tensor, device: torch.device,
-                  plan: Plan, limit: float, amp: str, start: Trained | None, log: Callable[[str], None]) -> TimingRow:
-    log(f"training: batch {batch_size}" + (" (bf16 autocast)" if amp == "bf16" else "")
-        + (", steady state" if start else ""))
+def _training_row(
+    cfg: Config,
+    batch_size: int,
+    images: torch.Tensor,
+    labels: torch.Tensor,
+    device: torch.device,
+    plan: Plan,
+    limit: float,
+    amp: str,
+    start: Trained | None,
+    log: Callable[[str], None],
+) -> TimingRow:
+    log(
+        f"training: batch {batch_size}"
+        + (" (bf16 autocast)" if amp == "bf16" else "")
+        + (", steady state" if start else "")
+    )
     mark = cpu_mark()
     cfg = cfg.replace(batch_size=batch_size, amp=amp)
     seconds = _time_training(step_state(cfg, images, start), images, labels, cfg, plan)

@@ -38,8 +38,13 @@ class TextbookDataset(torch.utils.data.Dataset):
 
 
 def textbook_epoch(
-    model: nn.Module, images: torch.Tensor, labels: torch.Tensor, device: torch.device, generator: torch.Generator,
-    batch_size: int = 64, optimizer: torch.optim.Optimizer | None = None,
+    model: nn.Module,
+    images: torch.Tensor,
+    labels: torch.Tensor,
+    device: torch.device,
+    generator: torch.Generator,
+    batch_size: int = 64,
+    optimizer: torch.optim.Optimizer | None = None,
 ) -> float:
     """One epoch the textbook way; returns its seconds. DataLoader(shuffle=True) over the
     per-sample dataset, Adam with default arguments (a new one unless `optimizer` carries a
@@ -71,14 +76,16 @@ def fmnist_epoch(state: train.StepState, cfg: Config, images: torch.Tensor, labe
     order = torch.randperm(len(images), generator=state.data_generator).to(device)
     measure.synchronize(device)
     start = time.perf_counter()
-    train.train_one_epoch(state.model, state.optimizer, state.scheduler, images, labels, order, cfg,
-                          state.aug_generator)
+    train.train_one_epoch(
+        state.model, state.optimizer, state.scheduler, images, labels, order, cfg, state.aug_generator
+    )
     measure.synchronize(device)
     return time.perf_counter() - start
 
 
-def compare_pipelines(cfg: Config, data: FashionMNIST, device: torch.device, images_measured: int,
-                      batch_size: int = 64) -> PipelineComparison:
+def compare_pipelines(
+    cfg: Config, data: FashionMNIST, device: torch.device, images_measured: int, batch_size: int = 64
+) -> PipelineComparison:
     """The textbook pipeline and this project's over the same `images_measured` images for one
     epoch each at `batch_size`, from the same initial weights, after a short untimed warm-up of both."""
     n = images_measured

@@ -59,8 +59,11 @@ class Keys:
         for key in self.keys:  # all compared, so the time does not depend on which one matched
             matched |= hmac.compare_digest(given, key)
         if not matched:
-            raise ApiError(401, "missing or invalid API key (send Authorization: Bearer KEY or X-API-Key: KEY)",
-                           {"WWW-Authenticate": "Bearer"})
+            raise ApiError(
+                401,
+                "missing or invalid API key (send Authorization: Bearer KEY or X-API-Key: KEY)",
+                {"WWW-Authenticate": "Bearer"},
+            )
         return given.decode()
 
 
@@ -81,8 +84,11 @@ class RateLimiter:
         if tokens < 1:
             self.buckets[client] = (tokens, now)
             wait = math.ceil((1 - tokens) / self.rate)
-            raise ApiError(429, f"rate limit: at most {self.rate:g} requests/s ({self.burst} at once) per client; "
-                                f"retry in {wait} s", {"Retry-After": str(wait)})
+            raise ApiError(
+                429,
+                f"rate limit: at most {self.rate:g} requests/s ({self.burst} at once) per client; retry in {wait} s",
+                {"Retry-After": str(wait)},
+            )
         self.buckets[client] = (tokens - 1, now)
         if len(self.buckets) > MAX_CLIENTS:
             self.buckets.popitem(last=False)

@@ -45,8 +45,13 @@ from fmnist.serve.metrics import CONTENT_TYPE, Metrics
 from fmnist.serve.model import ServedModel, identify
 
 log = logging.getLogger("uvicorn.error")  # uvicorn's own log: reloads are told where its messages go
-_STATIC_TYPES = {".html": "text/html; charset=utf-8", ".css": "text/css; charset=utf-8",
-                 ".js": "text/javascript; charset=utf-8", ".svg": "image/svg+xml", ".png": "image/png"}
+_STATIC_TYPES = {
+    ".html": "text/html; charset=utf-8",
+    ".css": "text/css; charset=utf-8",
+    ".js": "text/javascript; charset=utf-8",
+    ".svg": "image/svg+xml",
+    ".png": "image/png",
+}
 MIB = 2**20
 
 
@@ -64,12 +69,16 @@ class Limits:
     max_queue: int = _limit(256, "requests in progress, and images waiting for the model, before answering 503")
     decoders: int = _limit(2, "threads decoding uploaded images (each may hold a large decoded photo)")
     max_body_mb: float = _limit(10.0, "largest request body, MiB", least=0, above=True)
-    max_buffered_mb: float = _limit(128.0, "request bodies held in memory by all requests together, MiB; "
-                                    "beyond: 503", least=0, above=True)
+    max_buffered_mb: float = _limit(
+        128.0, "request bodies held in memory by all requests together, MiB; beyond: 503", least=0, above=True
+    )
     max_files: int = _limit(16, "images in one multipart request")
     top_k: int = _limit(5, "classes listed per prediction")
-    rate: float = _limit(0.0, "POST /predict requests per second per client (API key, else IP address), "
-                         "token bucket; 0: no limit", least=0)
+    rate: float = _limit(
+        0.0,
+        "POST /predict requests per second per client (API key, else IP address), token bucket; 0: no limit",
+        least=0,
+    )
     burst: int = _limit(20, "requests a client may send at once before --rate applies")
 
     @property
@@ -90,8 +99,9 @@ class Limits:
                 bound = f"> {least:g}" if f.metadata["above"] else f">= {least:g}"
                 raise FmnistError(f"{f.name.replace('_', '-')} must be {bound}, got {value}")
         if self.max_body > self.max_buffered:
-            raise FmnistError(f"max-body-mb ({self.max_body_mb:g}) cannot exceed max-buffered-mb "
-                              f"({self.max_buffered_mb:g})")
+            raise FmnistError(
+                f"max-body-mb ({self.max_body_mb:g}) cannot exceed max-buffered-mb ({self.max_buffered_mb:g})"
+            )
         if self.max_files > self.max_batch:
             raise FmnistError(f"max-files ({self.max_files}) cannot exceed max-batch ({self.max_batch})")
         if self.top_k > len(CLASSES):
@@ -134,7 +144,7 @@ class ErrorResponse(BaseModel):
     error: str
 
 
-def create_app(
+def create_app(  # noqa: C901 -- the FastAPI app factory: its routes are nested functions sharing its state
     model: Predictor | ServedModel,
     limits: Limits = Limits(),
     *,
@@ -157,8 +167,14 @@ def create_app(
     preparing = 0  # of those, the ones still being read or decoded: the batcher waits only when some are
     metrics = Metrics()
     bodies = BodyBudget(limits.max_buffered)
-    batcher = MicroBatcher(current, limits.max_batch, limits.max_wait_ms / 1000, limits.max_queue,
-                           expected=lambda: preparing, on_batch=metrics.model_call)
+    batcher = MicroBatcher(
+        current,
+        limits.max_batch,
+        limits.max_wait_ms / 1000,
+        limits.max_queue,
+        expected=lambda: preparing,
+        on_batch=metrics.model_call,
+    )
     decode_pool = concurrent.futures.ThreadPoolExecutor(limits.decoders, thread_name_prefix="fmnist-decode")
     keys = Keys(api_keys) if api_keys else None
     rate = RateLimiter(limits.rate, limits.burst) if limits.rate > 0 else None
@@ -195,8 +211,10 @@ def create_app(
         if explainer[0] is not predictor:
             explainer[:] = [predictor, Explainer(predictor)]
         explanation = explainer[1](images, targets)
-        return [{"method": explanation.method, "heatmap": data_url(heatmap_png(image, attribution))}
-                for image, attribution in zip(images, explanation.maps, strict=True)]
+        return [
+            {"method": explanation.method, "heatmap": data_url(heatmap_png(image, attribution))}
+            for image, attribution in zip(images, explanation.maps, strict=True)
+        ]
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -213,11 +231,18 @@ def create_app(
         decode_pool.shutdown(wait=True)
         metrics.close()
 
-    errors: dict[int | str, dict[str, Any]] = {code: {"model": ErrorResponse}
-                                               for code in (400, 401, 413, 415, 422, 429, 503)}
+    errors: dict[int | str, dict[str, Any]] = {
+        code: {"model": ErrorResponse} for code in (400, 401, 413, 415, 422, 429, 503)
+    }
     # No /docs or /redoc: FastAPI serves them from a CDN, and every page here must work offline.
-    app = FastAPI(title="fmnist", summary="Fashion-MNIST classifier", lifespan=lifespan, responses=errors,
-                  docs_url=None, redoc_url=None)
+    app = FastAPI(
+        title="fmnist",
+        summary="Fashion-MNIST classifier",
+        lifespan=lifespan,
+        responses=errors,
+        docs_url=None,
+        redoc_url=None,
+    )
     app.state.reload = reload_model  # what SIGHUP runs
     app.state.model_header = current.header()  # the model it starts with
     app.state.layout = current.predictor.describe().get("layout")  # what a bare state dict was read as
@@ -243,9 +268,22 @@ def create_app(
             "status": "ok",
             "model": current.identity(),
             "pid": os.getpid(),  # the worker process that answered (--workers)
-            **{key: value for key, value in facts.items()
-               if key in ("format", "source", "device", "layout", "tta_views", "temperature", "calibrated",
-                          "ood_detector", "ood_threshold")},
+            **{
+                key: value
+                for key, value in facts.items()
+                if key
+                in (
+                    "format",
+                    "source",
+                    "device",
+                    "layout",
+                    "tta_views",
+                    "temperature",
+                    "calibrated",
+                    "ood_detector",
+                    "ood_threshold",
+                )
+            },
             **({"ood_threshold": ood_threshold} if ood_threshold is not None else {}),
             "classes": list(CLASSES),
             "limits": asdict(limits),
@@ -265,12 +303,20 @@ def create_app(
     @app.post(
         "/predict",
         response_model=PredictResponse,
-        openapi_extra={"requestBody": {"content": {
-            "image/*": {"schema": {"type": "string", "format": "binary"}},
-            "application/octet-stream": {"schema": {"type": "string", "format": "binary"}},
-            "multipart/form-data": {"schema": {"type": "object", "properties": {
-                "file": {"type": "array", "items": {"type": "string", "format": "binary"}}}}},
-        }}},
+        openapi_extra={
+            "requestBody": {
+                "content": {
+                    "image/*": {"schema": {"type": "string", "format": "binary"}},
+                    "application/octet-stream": {"schema": {"type": "string", "format": "binary"}},
+                    "multipart/form-data": {
+                        "schema": {
+                            "type": "object",
+                            "properties": {"file": {"type": "array", "items": {"type": "string", "format": "binary"}}},
+                        }
+                    },
+                }
+            }
+        },
     )
     async def predict(
         request: Request,
@@ -311,8 +357,10 @@ def create_app(
             read = time.perf_counter()
             metrics.stage.labels("body").observe(read - start)
             loop = asyncio.get_running_loop()
-            results = await asyncio.gather(*(loop.run_in_executor(decode_pool, load_picture, data, name)
-                                             for name, data in uploads), return_exceptions=True)
+            results = await asyncio.gather(
+                *(loop.run_in_executor(decode_pool, load_picture, data, name) for name, data in uploads),
+                return_exceptions=True,
+            )
             metrics.stage.labels("decode").observe(time.perf_counter() - read)
             for result in results:  # the first bad file, in request order, names itself
                 if isinstance(result, FmnistError):
@@ -332,7 +380,8 @@ def create_app(
             heatmaps: list[dict[str, str]] = []
             if explain:  # while still counted in progress: an explanation is many times a prediction's work
                 heatmaps = await loop.run_in_executor(
-                    decode_pool, explain_urls, answer.model.predictor, images, answer.logits.argmax(1))
+                    decode_pool, explain_urls, answer.model.predictor, images, answer.logits.argmax(1)
+                )
             return answer, pictures, heatmaps
         finally:
             hold.release()
@@ -353,16 +402,27 @@ def create_app(
         return Response(static[name], media_type=media_type)
 
     if cors_origins:
-        app.add_middleware(CORSMiddleware, allow_origins=list(cors_origins), allow_methods=["GET", "HEAD", "POST"],
-                           allow_headers=["Content-Type", "Authorization", "X-API-Key", "X-Request-ID"],
-                           expose_headers=["X-Request-ID", "X-Model", "Retry-After"], max_age=600)
+        app.add_middleware(
+            CORSMiddleware,
+            allow_origins=list(cors_origins),
+            allow_methods=["GET", "HEAD", "POST"],
+            allow_headers=["Content-Type", "Authorization", "X-API-Key", "X-Request-ID"],
+            expose_headers=["X-Request-ID", "X-Model", "Retry-After"],
+            max_age=600,
+        )
     routes = {getattr(route, "path", "") for route in app.routes} - {"/static/{name}"}
     app.add_middleware(Edge, metrics=metrics, model_header=lambda: current.header(), routes=routes)
     return app
 
 
-def build_answer(answer: Answer[ServedModel], pictures: list[Framed], top_k: int, view: bool,
-                 heatmaps: list[dict[str, str]], ood_threshold: float | None = None) -> dict[str, Any]:
+def build_answer(
+    answer: Answer[ServedModel],
+    pictures: list[Framed],
+    top_k: int,
+    view: bool,
+    heatmaps: list[dict[str, str]],
+    ood_threshold: float | None = None,
+) -> dict[str, Any]:
     """The JSON of POST /predict: the model that answered, and one prediction per image in request order,
     each with its verdict (trust.fields: garment or not, in-distribution score, calibrated).
 
@@ -404,4 +464,3 @@ def data_url(png: bytes) -> str:
 def _read_static() -> dict[str, bytes]:
     folder = resources.files("fmnist.serve") / "static"
     return {entry.name: entry.read_bytes() for entry in folder.iterdir() if entry.is_file()}
-

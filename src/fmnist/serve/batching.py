@@ -66,8 +66,9 @@ class MicroBatcher(Generic[M]):
         (requests still being read or decoded); when it says none, a batch goes at once instead of waiting
         max_wait for company that is not coming. `on_batch(images, seconds)` is told of every model call."""
         if max_batch < 1 or max_queue < 1 or max_wait < 0:
-            raise ValueError(f"need max_batch >= 1, max_queue >= 1, max_wait >= 0; "
-                             f"got {max_batch}, {max_queue}, {max_wait}")
+            raise ValueError(
+                f"need max_batch >= 1, max_queue >= 1, max_wait >= 0; got {max_batch}, {max_queue}, {max_wait}"
+            )
         self.model = model
         self.max_batch, self.max_wait, self.max_queue = max_batch, max_wait, max_queue
         self.expected, self.on_batch = expected, on_batch

@@ -126,9 +126,12 @@ async def read_uploads(body: Body, max_body: int, max_files: int, hold: BodyHold
     if kind == b"multipart/form-data":
         return await _read_multipart(body, params.get(b"boundary"), max_body, max_files, hold)
     shown = content_type or "none"
-    raise ApiError(415, f"Content-Type {shown!r} not accepted: send an image (image/png, image/jpeg, ..., or "
-                        "application/octet-stream) as the body, or multipart/form-data with the image(s) in "
-                        "field 'file'")
+    raise ApiError(
+        415,
+        f"Content-Type {shown!r} not accepted: send an image (image/png, image/jpeg, ..., or "
+        "application/octet-stream) as the body, or multipart/form-data with the image(s) in "
+        "field 'file'",
+    )
 
 
 async def _limited(body: Body, limit: int, hold: BodyHold) -> AsyncIterator[bytes]:
@@ -145,7 +148,7 @@ async def _limited(body: Body, limit: int, hold: BodyHold) -> AsyncIterator[byte
         yield chunk
 
 
-async def _read_multipart(
+async def _read_multipart(  # noqa: C901 -- one streaming parser callback per multipart event
     body: Body, boundary: bytes | None, max_body: int, max_files: int, hold: BodyHold
 ) -> list[tuple[str, bytes]]:
     if not boundary:
@@ -183,11 +186,18 @@ async def _read_multipart(
     def end() -> None:
         state["ended"] = True
 
-    parser = MultipartParser(boundary, {
-        "on_part_begin": part_begin, "on_header_field": header_field, "on_header_value": header_value,
-        "on_header_end": header_end, "on_headers_finished": headers_finished, "on_part_data": part_data,
-        "on_end": end,
-    })
+    parser = MultipartParser(
+        boundary,
+        {
+            "on_part_begin": part_begin,
+            "on_header_field": header_field,
+            "on_header_value": header_value,
+            "on_header_end": header_end,
+            "on_headers_finished": headers_finished,
+            "on_part_data": part_data,
+            "on_end": end,
+        },
+    )
     try:
         async for chunk in _limited(body, max_body, hold):
             parser.write(chunk)
@@ -247,8 +257,16 @@ class Edge:
             # the request id too; that middleware still logs the traceback, the client gets one line.
             if status == 500:
                 body = json.dumps({"error": f"internal error ({type(exc).__name__})"}).encode()
-                await send_with_headers({"type": "http.response.start", "status": 500, "headers": [
-                    (b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]})
+                await send_with_headers(
+                    {
+                        "type": "http.response.start",
+                        "status": 500,
+                        "headers": [
+                            (b"content-type", b"application/json"),
+                            (b"content-length", str(len(body)).encode()),
+                        ],
+                    }
+                )
                 await send_with_headers({"type": "http.response.body", "body": body})
             raise
         finally:

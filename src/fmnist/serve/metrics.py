@@ -38,23 +38,49 @@ class Metrics:
         # Multi-process mode: values go to files, not to a registry; exposition reads them all back.
         registry = None if multiprocess_mode() else CollectorRegistry()
         self.registry = registry
-        self.requests = Counter("fmnist_requests", "HTTP requests answered, by route, method and status",
-                                ["route", "method", "status"], registry=registry)
-        self.latency = Histogram("fmnist_request_seconds", "Time from the request's start to its answer, by route",
-                                 ["route"], buckets=LATENCY_BUCKETS, registry=registry)
-        self.stage = Histogram("fmnist_stage_seconds", "Time of each stage of POST /predict: body (reading it), "
-                               "decode (to 28x28), batch_wait (queued for the model), model (one call, per batch), "
-                               "encode (building the answer)", ["stage"], buckets=LATENCY_BUCKETS, registry=registry)
-        self.batch = Histogram("fmnist_batch_images", "Images in each model call", buckets=BATCH_BUCKETS,
-                               registry=registry)
-        self.queued = Gauge("fmnist_queued_images", "Images waiting for the model",
-                            multiprocess_mode="livesum", registry=registry)
-        self.in_progress = Gauge("fmnist_requests_in_progress", "POST /predict requests admitted and not answered",
-                                 multiprocess_mode="livesum", registry=registry)
-        self.rejected = Counter("fmnist_rejected", "Requests refused, by status: 401 key, 413 size, 415 type, "
-                                "429 rate limit, 503 overload", ["status"], registry=registry)
-        self.reloads = Counter("fmnist_model_reloads", "Model reloads, by result (ok, failed)", ["result"],
-                               registry=registry)
+        self.requests = Counter(
+            "fmnist_requests",
+            "HTTP requests answered, by route, method and status",
+            ["route", "method", "status"],
+            registry=registry,
+        )
+        self.latency = Histogram(
+            "fmnist_request_seconds",
+            "Time from the request's start to its answer, by route",
+            ["route"],
+            buckets=LATENCY_BUCKETS,
+            registry=registry,
+        )
+        self.stage = Histogram(
+            "fmnist_stage_seconds",
+            "Time of each stage of POST /predict: body (reading it), "
+            "decode (to 28x28), batch_wait (queued for the model), model (one call, per batch), "
+            "encode (building the answer)",
+            ["stage"],
+            buckets=LATENCY_BUCKETS,
+            registry=registry,
+        )
+        self.batch = Histogram(
+            "fmnist_batch_images", "Images in each model call", buckets=BATCH_BUCKETS, registry=registry
+        )
+        self.queued = Gauge(
+            "fmnist_queued_images", "Images waiting for the model", multiprocess_mode="livesum", registry=registry
+        )
+        self.in_progress = Gauge(
+            "fmnist_requests_in_progress",
+            "POST /predict requests admitted and not answered",
+            multiprocess_mode="livesum",
+            registry=registry,
+        )
+        self.rejected = Counter(
+            "fmnist_rejected",
+            "Requests refused, by status: 401 key, 413 size, 415 type, 429 rate limit, 503 overload",
+            ["status"],
+            registry=registry,
+        )
+        self.reloads = Counter(
+            "fmnist_model_reloads", "Model reloads, by result (ok, failed)", ["result"], registry=registry
+        )
         for stage in STAGES:  # every series exists from the start, so a scrape shows zeros, not gaps
             self.stage.labels(stage)
         for status in REJECTED:

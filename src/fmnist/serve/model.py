@@ -64,8 +64,10 @@ def check(model: ServedModel) -> ServedModel:
     except Exception as exc:  # a model that cannot run is refused whatever went wrong inside it
         raise FmnistError(f"{model.file}: the model fails on a probe batch: {type(exc).__name__}: {exc}") from None
     if tuple(probs.shape) != (2, len(CLASSES)) or not bool(torch.isfinite(probs).all()):
-        raise FmnistError(f"{model.file}: the model answers {tuple(probs.shape)} for 2 images, not finite "
-                          f"probabilities of shape (2, {len(CLASSES)})")
+        raise FmnistError(
+            f"{model.file}: the model answers {tuple(probs.shape)} for 2 images, not finite "
+            f"probabilities of shape (2, {len(CLASSES)})"
+        )
     if not torch.allclose(probs.sum(1), torch.ones(2), atol=1e-3):
         raise FmnistError(f"{model.file}: the model's probabilities do not sum to 1")
     return model

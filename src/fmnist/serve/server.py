@@ -58,8 +58,9 @@ def build_app(spec: Spec) -> FastAPI:
     def reload() -> model.ServedModel:
         return model.load(spec.model, spec.device, spec.tta)
 
-    return create_app(reload(), limits, api_keys=keys, cors_origins=spec.cors_origins, reload=reload,
-                      ood_threshold=spec.ood_threshold)
+    return create_app(
+        reload(), limits, api_keys=keys, cors_origins=spec.cors_origins, reload=reload, ood_threshold=spec.ood_threshold
+    )
 
 
 def worker_app() -> FastAPI:
@@ -82,8 +83,10 @@ def exposure_warning(host: str, keyed: bool) -> str | None:
     """The warning to print when a server without API keys listens where other machines can reach it."""
     if keyed or is_loopback(host):
         return None
-    return (f"fmnist serve: warning: listening on {host}, reachable from other machines, with no --api-key-file: "
-            "anyone who can reach it can use it")
+    return (
+        f"fmnist serve: warning: listening on {host}, reachable from other machines, with no --api-key-file: "
+        "anyone who can reach it can use it"
+    )
 
 
 def listen(host: str, port: int) -> socket.socket:
@@ -136,8 +139,14 @@ def run_workers(spec: Spec, sock: socket.socket, workers: int, access_log: bool 
     metrics_dir = tempfile.mkdtemp(prefix="fmnist-metrics-")
     os.environ[SPEC_ENV] = json.dumps(dataclasses.asdict(spec))
     os.environ["PROMETHEUS_MULTIPROC_DIR"] = metrics_dir
-    config = uvicorn.Config("fmnist.serve.server:worker_app", factory=True, workers=workers, access_log=access_log,
-                            timeout_graceful_shutdown=DRAIN_SECONDS, log_level="info")
+    config = uvicorn.Config(
+        "fmnist.serve.server:worker_app",
+        factory=True,
+        workers=workers,
+        access_log=access_log,
+        timeout_graceful_shutdown=DRAIN_SECONDS,
+        log_level="info",
+    )
     try:
         _Workers(config, sockets=[sock]).run()
     finally:

@@ -191,7 +191,7 @@ def grid_runs(experiment: Experiment, out: str | Path) -> list[Run]:
 
 
 def run_state(run: Run) -> str:
-    """"done", "diverged", "partial" (interrupted: resume it) or "new"; refuses a directory
+    """ "done", "diverged", "partial" (interrupted: resume it) or "new"; refuses a directory
     holding a run of another config, which a rerun must never mistake for this one."""
     saved_run = RunDir(run.run_dir)
     if saved_run.is_run():
@@ -236,8 +236,10 @@ def run_grid(
         f"{len(runs) - len(todo)} finished earlier, {sum(r for _, r in todo)} to resume, "
         f"{sum(not r for _, r in todo)} to start"
     )
-    jobs = [(config_lib.to_dict(run.config), str(run.run_dir), resume, f"{run.point} seed{run.seed}")
-            for run, resume in todo]
+    jobs = [
+        (config_lib.to_dict(run.config), str(run.run_dir), resume, f"{run.point} seed{run.seed}")
+        for run, resume in todo
+    ]
     if workers == 1 or len(jobs) <= 1:
         for i, job in enumerate(jobs, 1):
             log(f"[{i}/{len(jobs)}] {job[3]}: {_train_run(*job, data=data, log=log)}")
@@ -272,16 +274,29 @@ def _train_job(job: tuple) -> tuple[str, str]:
     return job[3], _train_run(*job)
 
 
-def _train_run(values: dict, run_dir: str, resume: bool, label: str, *, data: FashionMNIST | None = None,
-               log: Callable[[str], None] = print) -> str:
+def _train_run(
+    values: dict,
+    run_dir: str,
+    resume: bool,
+    label: str,
+    *,
+    data: FashionMNIST | None = None,
+    log: Callable[[str], None] = print,
+) -> str:
     """Train one run, in this process or in a worker that holds the data; return a one-line outcome."""
     from fmnist.train import NonFiniteLoss, fit
 
     dataset = data or _WORKER_DATA
     assert dataset is not None, "a worker process gets its data from _init_worker"
     try:
-        result = fit(config_lib.from_dict(values), run_dir, dataset, resume=resume,
-                     log=lambda msg: log(f"  {label}: {msg}"), progress=False)
+        result = fit(
+            config_lib.from_dict(values),
+            run_dir,
+            dataset,
+            resume=resume,
+            log=lambda msg: log(f"  {label}: {msg}"),
+            progress=False,
+        )
     except NonFiniteLoss as e:
         # Deterministic: a rerun would diverge again, so the run counts as finished.
         RunDir(run_dir).write_divergence(str(e))
@@ -293,14 +308,18 @@ def _train_run(values: dict, run_dir: str, resume: bool, label: str, *, data: Fa
 
 def write_experiment(experiment: Experiment, path: Path) -> None:
     """The resolved experiment, in the experiment file format (a rerun with `fmnist compare path` repeats it)."""
-    grid = {axis: [{"name": label, **config_lib.plain(options)} for label, options in values]
-            for axis, values in experiment.grid.items()}
-    text = tomli_w.dumps({
-        "seeds": list(experiment.seeds),
-        "threshold": experiment.threshold,
-        "base": config_lib.plain(experiment.base),
-        "grid": grid,
-    })
+    grid = {
+        axis: [{"name": label, **config_lib.plain(options)} for label, options in values]
+        for axis, values in experiment.grid.items()
+    }
+    text = tomli_w.dumps(
+        {
+            "seeds": list(experiment.seeds),
+            "threshold": experiment.threshold,
+            "base": config_lib.plain(experiment.base),
+            "grid": grid,
+        }
+    )
     atomic_write(path, text)
 
 
@@ -331,9 +350,13 @@ def summarize(results: list[RunResult], experiment: Experiment) -> list[dict]:
         group = list(members)
         done = [(r, s) for r in group if (s := r.summary)]
         reached = [hit for r, _ in done if (hit := epochs_to(r.history, experiment.threshold))]
-        row = {"point": point, **group[0].run.labels, "runs": len(done),
-               "diverged": sum(bool(r.failure) for r in group),
-               "missing": sum(not r.summary and not r.failure for r in group)}
+        row = {
+            "point": point,
+            **group[0].run.labels,
+            "runs": len(done),
+            "diverged": sum(bool(r.failure) for r in group),
+            "missing": sum(not r.summary and not r.failure for r in group),
+        }
         for key, values in (
             ("val_acc", [s["val_accuracy"] for _, s in done]),
             ("val_acc_last", [r.history[-1]["val_acc"] for r, _ in done]),
@@ -377,12 +400,17 @@ def _run_row(result: RunResult, threshold: float) -> dict:
     s = result.summary
     hit = epochs_to(result.history, threshold) if s else None
     return {
-        "point": result.run.point, **result.run.labels, "seed": result.run.seed,
+        "point": result.run.point,
+        **result.run.labels,
+        "seed": result.run.seed,
         "state": "done" if s else ("diverged" if result.failure else "missing"),
-        "val_acc": s["val_accuracy"] if s else None, "val_acc_last": result.history[-1]["val_acc"] if s else None,
-        "test_acc": s["test_accuracy"] if s else None, "chosen_epoch": s["chosen_epoch"] if s else None,
+        "val_acc": s["val_accuracy"] if s else None,
+        "val_acc_last": result.history[-1]["val_acc"] if s else None,
+        "test_acc": s["test_accuracy"] if s else None,
+        "chosen_epoch": s["chosen_epoch"] if s else None,
         "epochs": s["epochs"] if s else None,
-        "epochs_to_threshold": hit[0] if hit else None, "seconds_to_threshold": hit[1] if hit else None,
+        "epochs_to_threshold": hit[0] if hit else None,
+        "seconds_to_threshold": hit[1] if hit else None,
         "wall_seconds": s["wall_seconds"] if s else None,
         "images_per_second": s["train_images_per_second"] if s else None,
         "run_dir": str(result.run.run_dir),
@@ -415,7 +443,7 @@ def _markdown(rows: list[dict], experiment: Experiment, results: list[RunResult]
         "",
         f"Mean ± sample std over seeds {', '.join(map(str, experiment.seeds))} (n = {n}). Validation accuracy is "
         "that of the epoch chosen on validation; test accuracy is that same checkpoint's. "
-        f"\"to {t}\": first epoch whose validation accuracy reaches {t}, and the training seconds up to it "
+        f'"to {t}": first epoch whose validation accuracy reaches {t}, and the training seconds up to it '
         "(evaluation excluded), averaged over the seeds that reached it (k/n when not all did; — when none did). "
         f"img/s: training images per second, median over runs of each run's median epoch; "
         f"{workers} run(s) trained at a time.",
@@ -445,7 +473,7 @@ def _markdown(rows: list[dict], experiment: Experiment, results: list[RunResult]
 
 
 def _short_label(run: Run) -> str:
-    """"sgd / cosine" for the point "optimizer=sgd,schedule=cosine": the axis names are in the title."""
+    """ "sgd / cosine" for the point "optimizer=sgd,schedule=cosine": the axis names are in the title."""
     return " / ".join(run.labels.values()) or run.point
 
 

@@ -121,8 +121,9 @@ def make_pruner(name: str, epochs: int) -> optuna.pruners.BasePruner:
     raise FmnistError(f"unknown pruner {name!r}; choose from {', '.join(PRUNERS)}")
 
 
-def make_objective(base: Config, study_dir: str | Path, data: FashionMNIST,
-                   invocation: str = "") -> Callable[[optuna.Trial], float]:
+def make_objective(
+    base: Config, study_dir: str | Path, data: FashionMNIST, invocation: str = ""
+) -> Callable[[optuna.Trial], float]:
     """Objective: train the trial's config in study_dir/trials/<number>; its value is the best
     validation accuracy over the epochs, reported per epoch so the pruner can stop it early.
     `invocation` tags the trial as part of one `optimize` call's budget."""
@@ -158,8 +159,14 @@ def make_objective(base: Config, study_dir: str | Path, data: FashionMNIST,
         RunDir(run_dir).drop_checkpoints(keep_best=True)  # `fmnist eval` takes best.pt
         s = result.summary
         assert s is not None  # one process: fit() returns the summary
-        trial.set_user_attr("result", {"test_accuracy": s["test_accuracy"], "wall_seconds": s["wall_seconds"],
-                                       "images_per_second": s["train_images_per_second"]})
+        trial.set_user_attr(
+            "result",
+            {
+                "test_accuracy": s["test_accuracy"],
+                "wall_seconds": s["wall_seconds"],
+                "images_per_second": s["train_images_per_second"],
+            },
+        )
         return s["val_accuracy"]
 
     return objective
@@ -168,8 +175,9 @@ def make_objective(base: Config, study_dir: str | Path, data: FashionMNIST,
 # ---------------------------------------------------------------- storage and study directory
 
 
-def open_storage(settings: StudySettings, study_dir: str | Path,
-                 log: Callable[[str], None] = print) -> optuna.storages.BaseStorage:
+def open_storage(
+    settings: StudySettings, study_dir: str | Path, log: Callable[[str], None] = print
+) -> optuna.storages.BaseStorage:
     if not settings.storage:
         path = Path(study_dir).resolve() / JOURNAL_FILE
         return optuna.storages.JournalStorage(JournalFileBackend(str(path)))
@@ -183,7 +191,9 @@ def open_storage(settings: StudySettings, study_dir: str | Path,
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)  # heartbeat: stable in practice
                 return optuna.storages.RDBStorage(
-                    settings.storage, heartbeat_interval=settings.heartbeat, grace_period=grace,
+                    settings.storage,
+                    heartbeat_interval=settings.heartbeat,
+                    grace_period=grace,
                     heartbeat_stale_trial_callback=stale,
                 )
         except Exception as e:  # SQLAlchemy's errors for bad URLs, missing drivers, unreachable servers
@@ -191,7 +201,8 @@ def open_storage(settings: StudySettings, study_dir: str | Path,
                 time.sleep(random.uniform(0.5, 1.5) * 0.05 * 2**attempt)  # jittered: the racers spread out
                 continue
             raise FmnistError(
-                f"cannot open the Optuna storage {settings.storage!r}: {str(e).splitlines()[0]}") from None
+                f"cannot open the Optuna storage {settings.storage!r}: {str(e).splitlines()[0]}"
+            ) from None
     raise AssertionError("unreachable: the last attempt returns or raises")
 
 
@@ -200,12 +211,20 @@ def lost_creation_race(error: Exception) -> bool:
     rows at the same moment: PostgreSQL then reports a unique violation (in its own catalog,
     "pg_type_typname_nsp_index", for a table) or a table that already exists. Opening again finds them."""
     return isinstance(error, sqlalchemy.exc.IntegrityError) or (
-        isinstance(error, sqlalchemy.exc.ProgrammingError) and "already exists" in str(error))
+        isinstance(error, sqlalchemy.exc.ProgrammingError) and "already exists" in str(error)
+    )
 
 
-def new_settings(base: dict[str, Any], *, name: str, storage: str = "", pruner: str = "median",
-                 sampler_seed: int = 0, heartbeat: int = HEARTBEAT_SECONDS,
-                 log: Callable[[str], None] = print) -> StudySettings:
+def new_settings(
+    base: dict[str, Any],
+    *,
+    name: str,
+    storage: str = "",
+    pruner: str = "median",
+    sampler_seed: int = 0,
+    heartbeat: int = HEARTBEAT_SECONDS,
+    log: Callable[[str], None] = print,
+) -> StudySettings:
     """Settings of a new study from the config values given explicitly in `base`; val_size
     defaults to DEFAULT_VAL_SIZE, since the objective is validation accuracy."""
     values = dict(base)
@@ -218,8 +237,14 @@ def new_settings(base: dict[str, Any], *, name: str, storage: str = "", pruner: 
     make_pruner(pruner, cfg.epochs)
     if heartbeat < 1:
         raise FmnistError(f"heartbeat must be >= 1 second, got {heartbeat}")
-    return StudySettings(name=name, storage=storage, base=config_lib.to_dict(cfg), pruner=pruner,
-                         sampler_seed=sampler_seed, heartbeat=heartbeat)
+    return StudySettings(
+        name=name,
+        storage=storage,
+        base=config_lib.to_dict(cfg),
+        pruner=pruner,
+        sampler_seed=sampler_seed,
+        heartbeat=heartbeat,
+    )
 
 
 def create_study(study_dir: str | Path, settings: StudySettings) -> None:
@@ -252,8 +277,9 @@ def load_study(study_dir: str | Path, log: Callable[[str], None] = print) -> opt
     return optuna.load_study(study_name=settings.name, storage=storage, pruner=make_pruner(settings.pruner, epochs))
 
 
-def fail_orphaned_trials(storage: optuna.storages.BaseStorage, study_name: str,
-                         log: Callable[[str], None] = print) -> list[int]:
+def fail_orphaned_trials(
+    storage: optuna.storages.BaseStorage, study_name: str, log: Callable[[str], None] = print
+) -> list[int]:
     """Mark FAILED the RUNNING trials whose worker process, on this host, no longer exists;
     return their numbers. Trials of other hosts are left to the storage's heartbeat."""
     failed = []
@@ -353,8 +379,7 @@ def _worker(study_dir: Path, data: FashionMNIST, index: int, budget: Budget, thr
         pass  # the parent reports the interruption
 
 
-def _optimize_here(study_dir: Path, data: FashionMNIST, index: int, budget: Budget,
-                   log: Callable[[str], None]) -> None:
+def _optimize_here(study_dir: Path, data: FashionMNIST, index: int, budget: Budget, log: Callable[[str], None]) -> None:
     settings = load_settings(study_dir)
     study = load_study(study_dir, log=log)
     study.sampler = TrialSeededSampler(settings.sampler_seed)
@@ -366,8 +391,7 @@ def _optimize_here(study_dir: Path, data: FashionMNIST, index: int, budget: Budg
             study.stop()
 
     timeout = None if budget.deadline is None else max(0.0, budget.deadline - time.time())
-    study.optimize(make_objective(base, study_dir, data, budget.invocation), timeout=timeout,
-                   callbacks=[after_trial])
+    study.optimize(make_objective(base, study_dir, data, budget.invocation), timeout=timeout, callbacks=[after_trial])
 
 
 class TrialSeededSampler(optuna.samplers.BaseSampler):
@@ -390,16 +414,23 @@ class TrialSeededSampler(optuna.samplers.BaseSampler):
     def infer_relative_search_space(self, study: optuna.Study, trial: optuna.trial.FrozenTrial) -> dict[str, Any]:
         return self._tpe.infer_relative_search_space(study, trial)
 
-    def sample_relative(self, study: optuna.Study, trial: optuna.trial.FrozenTrial,
-                        search_space: dict[str, Any]) -> dict[str, Any]:
+    def sample_relative(
+        self, study: optuna.Study, trial: optuna.trial.FrozenTrial, search_space: dict[str, Any]
+    ) -> dict[str, Any]:
         return self._tpe.sample_relative(study, trial, search_space)
 
-    def sample_independent(self, study: optuna.Study, trial: optuna.trial.FrozenTrial, param_name: str,
-                           param_distribution: optuna.distributions.BaseDistribution) -> Any:
+    def sample_independent(
+        self,
+        study: optuna.Study,
+        trial: optuna.trial.FrozenTrial,
+        param_name: str,
+        param_distribution: optuna.distributions.BaseDistribution,
+    ) -> Any:
         return self._tpe.sample_independent(study, trial, param_name, param_distribution)
 
-    def after_trial(self, study: optuna.Study, trial: optuna.trial.FrozenTrial, state: TrialState,
-                    values: Sequence[float] | None) -> None:
+    def after_trial(
+        self, study: optuna.Study, trial: optuna.trial.FrozenTrial, state: TrialState, values: Sequence[float] | None
+    ) -> None:
         self._tpe.after_trial(study, trial, state, values)
 
 
@@ -408,8 +439,11 @@ def _more_trials(study: optuna.Study, settings: StudySettings, budget: Budget, l
     running trials cover it, wait: a running one may belong to a dead worker, and once the heartbeat
     (RDB) or the process check (this host) fails it, its place is free again."""
     while budget.deadline is None or time.time() < budget.deadline:
-        ours = [t for t in study.get_trials(deepcopy=False)
-                if t.user_attrs.get("worker", {}).get("invocation") == budget.invocation]
+        ours = [
+            t
+            for t in study.get_trials(deepcopy=False)
+            if t.user_attrs.get("worker", {}).get("invocation") == budget.invocation
+        ]
         finished = sum(t.state in FINISHED for t in ours)
         running = sum(t.state == TrialState.RUNNING for t in ours)
         if finished >= budget.trials:
@@ -488,11 +522,17 @@ def trials_csv(trials: list[optuna.trial.FrozenTrial]) -> str:
     writer.writerow(["number", "state", "val_acc", "test_acc", "epochs", "seconds", *params])
     for t in trials:
         result = t.user_attrs.get("result", {})
-        writer.writerow([
-            t.number, t.state.name, "" if t.value is None else t.value, result.get("test_accuracy", ""),
-            len(t.intermediate_values), f"{t.duration.total_seconds():.1f}" if t.duration else "",
-            *(t.params.get(name, "") for name in params),
-        ])
+        writer.writerow(
+            [
+                t.number,
+                t.state.name,
+                "" if t.value is None else t.value,
+                result.get("test_accuracy", ""),
+                len(t.intermediate_values),
+                f"{t.duration.total_seconds():.1f}" if t.duration else "",
+                *(t.params.get(name, "") for name in params),
+            ]
+        )
     return buffer.getvalue()
 
 
@@ -507,8 +547,14 @@ def plot_history(trials: list[optuna.trial.FrozenTrial], path: Path) -> None:
         ax.scatter(numbers, values, s=18, label="completed")
         ax.step(numbers, np.maximum.accumulate(values), where="post", color="tab:red", label="best so far")
     if pruned:
-        ax.scatter([t.number for t in pruned], [t.intermediate_values[max(t.intermediate_values)] for t in pruned],
-                   s=18, marker="x", color="grey", label="pruned (last report)")
+        ax.scatter(
+            [t.number for t in pruned],
+            [t.intermediate_values[max(t.intermediate_values)] for t in pruned],
+            s=18,
+            marker="x",
+            color="grey",
+            label="pruned (last report)",
+        )
     ax.set(title=f"Optimization history ({len(trials)} trials)", xlabel="trial", ylabel="validation accuracy")
     ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.yaxis.set_major_formatter(PercentFormatter(xmax=1))
@@ -525,8 +571,10 @@ def plot_importances(importances: dict[str, float], path: Path, completed: int) 
     ax = fig.subplots()
     bars = ax.barh(names, [importances[n] for n in names], color="tab:blue")
     ax.bar_label(bars, fmt="{:.2f}", fontsize=8, padding=2)
-    ax.set(title=f"Parameter importance for validation accuracy ({completed} completed trials)",
-           xlabel="importance (PED-ANOVA, sums to 1)")
+    ax.set(
+        title=f"Parameter importance for validation accuracy ({completed} completed trials)",
+        xlabel="importance (PED-ANOVA, sums to 1)",
+    )
     ax.margins(x=0.12)  # room for the value labels
     ax.grid(axis="x", alpha=0.3)
     ax.set_axisbelow(True)

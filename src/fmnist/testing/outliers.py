@@ -77,8 +77,20 @@ def _photos() -> tuple[Picture, ...]:
     import skimage.data as sk
     from sklearn.datasets import load_sample_images
 
-    shipped = [sk.astronaut(), sk.chelsea(), sk.coffee(), sk.rocket(), sk.camera(), sk.hubble_deep_field(),
-               sk.immunohistochemistry(), sk.coins(), sk.moon(), sk.clock(), sk.retina(), sk.cell()]
+    shipped = [
+        sk.astronaut(),
+        sk.chelsea(),
+        sk.coffee(),
+        sk.rocket(),
+        sk.camera(),
+        sk.hubble_deep_field(),
+        sk.immunohistochemistry(),
+        sk.coins(),
+        sk.moon(),
+        sk.clock(),
+        sk.retina(),
+        sk.cell(),
+    ]
     return tuple(_rgb(a) for a in shipped + list(load_sample_images().images))
 
 
@@ -122,7 +134,7 @@ def _silhouettes() -> tuple[Picture, ...]:
 
 def _pick(items: tuple | np.ndarray, part: str, rng: np.random.Generator):
     """An item of `part`'s half: even positions for tune, odd for holdout."""
-    half = items[PARTS.index(part)::2]
+    half = items[PARTS.index(part) :: 2]
     return half[int(rng.integers(len(half)))]
 
 
@@ -146,8 +158,10 @@ def _font(size: int) -> ImageFont.FreeTypeFont | ImageFont.ImageFont:
     return ImageFont.load_default(size)
 
 
-_WORDS = ("the quick brown fox jumps over a lazy dog while invoices totals shipping order number date page "
-          "settings account login password search results report summary chapter table figure").split()
+_WORDS = (
+    "the quick brown fox jumps over a lazy dog while invoices totals shipping order number date page "
+    "settings account login password search results report summary chapter table figure"
+).split()
 
 
 def _sentence(rng: np.random.Generator, words: int) -> str:
@@ -186,8 +200,12 @@ def _document(rng: np.random.Generator, part: str) -> Picture:
     size = int(rng.integers(10, 24))
     y = int(rng.integers(5, 40))
     while y < height - size:
-        draw.text((int(rng.integers(5, 40)), y), _sentence(rng, int(rng.integers(4, 14))),
-                  fill=tuple(int(v) for v in rng.uniform(0, 60, 3)), font=_font(size))
+        draw.text(
+            (int(rng.integers(5, 40)), y),
+            _sentence(rng, int(rng.integers(4, 14))),
+            fill=tuple(int(v) for v in rng.uniform(0, 60, 3)),
+            font=_font(size),
+        )
         y += int(size * rng.uniform(1.2, 2.0))
     return np.asarray(page)
 
@@ -210,8 +228,11 @@ def _screenshot(rng: np.random.Generator, part: str) -> Picture:
     while y < height - 2 * size:
         if rng.random() < 0.2:
             left = side + int(rng.integers(10, 60))
-            draw.rounded_rectangle((left, y, left + int(rng.integers(60, 160)), y + 2 * size), radius=6,
-                                   fill=tuple(int(v) for v in rng.uniform(0, 255, 3)))
+            draw.rounded_rectangle(
+                (left, y, left + int(rng.integers(60, 160)), y + 2 * size),
+                radius=6,
+                fill=tuple(int(v) for v in rng.uniform(0, 255, 3)),
+            )
             y += 3 * size
         else:
             draw.text((side + 10, y), _sentence(rng, int(rng.integers(3, 10))), fill=(ink,) * 3, font=_font(size))
@@ -236,8 +257,13 @@ def _drawing(rng: np.random.Generator, part: str) -> Picture:
             draw.ellipse(box, fill=fill, outline=colour, width=width)
         elif shape == 1:
             corners = int(rng.integers(3, 8))
-            draw.regular_polygon(((box[0] + box[2]) / 2, (box[1] + box[3]) / 2, w / 2), corners,
-                                 rotation=float(rng.uniform(0, 360)), fill=fill, outline=colour)
+            draw.regular_polygon(
+                ((box[0] + box[2]) / 2, (box[1] + box[3]) / 2, w / 2),
+                corners,
+                rotation=float(rng.uniform(0, 360)),
+                fill=fill,
+                outline=colour,
+            )
         elif shape == 2:
             points = [tuple(float(v) for v in rng.uniform(0, side, 2)) for _ in range(int(rng.integers(2, 6)))]
             draw.line(points, fill=colour, width=width)
@@ -252,8 +278,11 @@ def _digit(rng: np.random.Generator, part: str) -> Picture:
     count = 1 if rng.random() < 0.6 else int(rng.integers(2, 5))
     strokes = np.concatenate([pool[int(rng.integers(len(pool)))] for _ in range(count)], axis=1) / 16
     cell = int(rng.integers(20, 60))
-    ink = np.asarray(Image.fromarray(strokes.astype(np.float32), "F").resize(
-        (strokes.shape[1] * cell, 8 * cell), Image.Resampling.BICUBIC)).clip(0, 1)
+    ink = np.asarray(
+        Image.fromarray(strokes.astype(np.float32), "F").resize(
+            (strokes.shape[1] * cell, 8 * cell), Image.Resampling.BICUBIC
+        )
+    ).clip(0, 1)
     margin = int(cell * rng.uniform(1, 4))
     ink = np.pad(ink, margin)
     paper = rng.uniform(200, 255) + rng.uniform(-10, 10, 3)
@@ -318,8 +347,15 @@ def _object(rng: np.random.Generator, part: str) -> Picture:
 
 
 _MAKERS: dict[str, Callable[[np.random.Generator, str], Picture]] = {
-    "photo": _photo, "texture": _texture, "document": _document, "screenshot": _screenshot, "drawing": _drawing,
-    "digit": _digit, "face": _face, "noise": _noise, "object": _object,
+    "photo": _photo,
+    "texture": _texture,
+    "document": _document,
+    "screenshot": _screenshot,
+    "drawing": _drawing,
+    "digit": _digit,
+    "face": _face,
+    "noise": _noise,
+    "object": _object,
 }
 
 

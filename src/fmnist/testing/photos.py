@@ -152,8 +152,9 @@ class KindResult:
     mean_abs_difference: float  # between the converted photo and its source image, 0..255
 
 
-def measure(predictor: Predictor, images: torch.Tensor, labels: torch.Tensor, count: int, seed: int,
-            batch_size: int = 256) -> list[KindResult]:
+def measure(
+    predictor: Predictor, images: torch.Tensor, labels: torch.Tensor, count: int, seed: int, batch_size: int = 256
+) -> list[KindResult]:
     """Accuracy on `count` photos rendered from `images` (converted by images.load_image) against the
     same predictor on the source images themselves; one row per kind."""
     from fmnist.images import load_image
@@ -171,8 +172,15 @@ def measure(predictor: Predictor, images: torch.Tensor, labels: torch.Tensor, co
     for kind in KINDS:
         sel = torch.from_numpy(kinds == kind)
         if sel.any():
-            rows.append(KindResult(kind, int(sel.sum()), int((photo_pred[sel] == truth[sel]).sum()),
-                                   int((plain_pred[sel] == truth[sel]).sum()), float(difference[sel].mean())))
+            rows.append(
+                KindResult(
+                    kind,
+                    int(sel.sum()),
+                    int((photo_pred[sel] == truth[sel]).sum()),
+                    int((plain_pred[sel] == truth[sel]).sum()),
+                    float(difference[sel].mean()),
+                )
+            )
     return rows
 
 
