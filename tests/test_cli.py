@@ -138,7 +138,7 @@ def test_predict_keeps_input_order_around_failures(trained_run, tmp_path, capsys
 
 
 def test_eval_on_labelled_folders_of_photos_for_a_run_a_checkpoint_and_an_export(trained_run, tmp_path, capsys):
-    from test_folders import labelled_folder
+    from support import labelled_folder
 
     run_dir, _ = trained_run
     photos = tmp_path / "photos"
@@ -163,7 +163,7 @@ def test_eval_on_labelled_folders_of_photos_for_a_run_a_checkpoint_and_an_export
 
 
 def test_eval_names_the_accepted_folder_names(tmp_path, capsys):
-    from serve_support import tiny_checkpoint
+    from support import tiny_checkpoint
 
     (tmp_path / "photos" / "hats").mkdir(parents=True)
     code, out, err = run(capsys, "eval", str(tiny_checkpoint(tmp_path / "m.pt")), "--images", str(tmp_path / "photos"))
@@ -444,7 +444,7 @@ def test_predict_into_a_reader_that_stops_early_ends_quietly(tmp_path):
 
 
 def test_predict_marks_non_garments_and_the_threshold_can_be_overridden(tmp_path, capsys):
-    from serve_support import mosaic, product_photo, trusted_checkpoint
+    from support import mosaic, product_photo, trusted_checkpoint
 
     model = trusted_checkpoint(tmp_path / "m.pt")
     (tmp_path / "clutter.jpg").write_bytes(mosaic())
@@ -464,7 +464,7 @@ def test_predict_marks_non_garments_and_the_threshold_can_be_overridden(tmp_path
 
 
 def test_predict_says_when_probabilities_are_uncalibrated(tmp_path, capsys):
-    from serve_support import product_photo, tiny_checkpoint
+    from support import product_photo, tiny_checkpoint
 
     (tmp_path / "shirt.jpg").write_bytes(product_photo("shirt"))
     code, out, _ = run(capsys, "predict", str(tiny_checkpoint(tmp_path / "m.pt")), str(tmp_path / "shirt.jpg"))
@@ -472,7 +472,7 @@ def test_predict_says_when_probabilities_are_uncalibrated(tmp_path, capsys):
 
 
 def test_eval_reports_calibration_before_and_after_and_the_detector(synthetic_data, tmp_path, capsys):
-    from serve_support import trusted_checkpoint
+    from support import trusted_checkpoint
 
     model = trusted_checkpoint(tmp_path / "m.pt", temperature=3.0)
     code, out, err = run(capsys, "eval", str(model), "--json", "--plots", str(tmp_path / "plots"))

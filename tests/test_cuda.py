@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-from test_train import interrupted_after_first_epoch
+from support import interrupted_after_first_epoch
 
 from fmnist import checkpoint, data, evaluate, train
 from fmnist.config import Config

@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from conftest import SYNTHETIC_TEST, SYNTHETIC_TRAIN, synthetic_arrays, write_idx
+from support import SYNTHETIC_TEST, SYNTHETIC_TRAIN, synthetic_arrays, write_idx
 
 from fmnist import data
 from fmnist.errors import FmnistError

@@ -12,7 +12,7 @@ import numpy as np
 import onnxruntime.quantization
 import pytest
 import torch
-from conftest import synthetic_arrays
+from support import synthetic_arrays
 
 from fmnist import checkpoint, data, export, models
 from fmnist import config as config_lib

@@ -1,57 +1,12 @@
 import re
-from pathlib import Path
 
-import numpy as np
 import pytest
 import torch
-from conftest import synthetic_arrays
+from support import FOLDER_NAMES, labelled_folder
 
-from fmnist import data
 from fmnist.errors import FmnistError
 from fmnist.folders import class_of_folder, load_folders
 from fmnist.images import load_image
-from fmnist.testing import photos
-
-# Folder names as people write them, and the class each stands for.
-FOLDER_NAMES = {
-    "t-shirt": 0,
-    "Trousers": 1,
-    "2": 2,
-    "DRESS": 3,
-    "coats": 4,
-    "sandal": 5,
-    "Shirt": 6,
-    "sneakers": 7,
-    "bag": 8,
-    "Ankle_Boots": 9,
-}
-
-
-def labelled_folder(root: Path, per_class: int = 1, seed: int = 0) -> list[tuple[Path, int]]:
-    """Photos rendered from validation images (the synthetic set's stratified split), saved into class
-    folders, plus bad files: a truncated JPEG, a text file, a hidden file, a file beside the folders.
-    Returns (path, label) of each good photo."""
-    arrays = synthetic_arrays()
-    labels = torch.from_numpy(arrays["train_labels"]).long()
-    _, val = data.stratified_split(labels, 200, seed=0)
-    rng = np.random.default_rng(seed)
-    good = []
-    for name, label in FOLDER_NAMES.items():
-        folder = root / name
-        folder.mkdir(parents=True)
-        picks = val[labels[val] == label][:per_class]
-        for i, index in enumerate(picks.tolist()):
-            kind = photos.KINDS[(label + i) % len(photos.KINDS)]
-            photo, suffix = photos.render(arrays["train_images"][index], kind, rng)
-            path = folder / f"{kind}-{index}{suffix}"
-            path.write_bytes(photo)
-            good.append((path, label))
-    truncated = good[0][0].read_bytes()
-    (root / "bag" / "cut-short.jpg").write_bytes(truncated[: len(truncated) // 3])
-    (root / "bag" / "notes.txt").write_text("shot on my phone\n")
-    (root / "Shirt" / ".DS_Store").write_bytes(b"\0\0\0\1Bud1")
-    (root / "README.txt").write_text("one folder per class\n")
-    return good
 
 
 def test_folder_names_are_forgiving_about_case_punctuation_and_plurals():

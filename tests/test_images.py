@@ -599,7 +599,7 @@ def test_collect_images_unreadable_directory_is_one_line(tmp_path, monkeypatch):
 
 
 def test_framing_cues_tell_a_product_photo_from_clutter():
-    from serve_support import mosaic, product_photo
+    from support import mosaic, product_photo
 
     from fmnist.images import load_picture
 

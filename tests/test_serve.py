@@ -18,7 +18,7 @@ import pytest
 import torch
 from fastapi.testclient import TestClient
 from PIL import Image
-from serve_support import png_claiming, product_photo, real_bomb, tiny_checkpoint
+from support import png_claiming, product_photo, real_bomb, tiny_checkpoint
 
 from fmnist import checkpoint, cli
 from fmnist import trust as trust_lib
@@ -592,7 +592,7 @@ def test_flip_tta_is_served_and_reported(model_path):
 
 
 def test_every_prediction_carries_the_verdict_and_healthz_the_temperature(tmp_path):
-    from serve_support import mosaic, trusted_checkpoint
+    from support import mosaic, trusted_checkpoint
 
     predictor = load_predictor(trusted_checkpoint(tmp_path / "m.pt"), "cpu")
     files = [("file", ("clutter.jpg", mosaic(), "image/jpeg")), ("file", ("shirt.png", product_photo("shirt"), "x"))]

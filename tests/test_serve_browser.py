@@ -13,7 +13,7 @@ from pathlib import Path
 
 import httpx
 import pytest
-from serve_support import mosaic, product_photo, running_server, tiny_checkpoint, trusted_checkpoint
+from support import mosaic, product_photo, running_server, tiny_checkpoint, trusted_checkpoint
 
 from fmnist.data import CLASSES
 

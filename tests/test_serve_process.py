@@ -16,7 +16,7 @@ import httpx
 import pytest
 import requests
 from prometheus_client.parser import text_string_to_metric_families
-from serve_support import png_claiming, product_photo, real_bomb, running_server, tiny_checkpoint
+from support import png_claiming, product_photo, real_bomb, running_server, tiny_checkpoint
 
 from fmnist.data import CLASSES
 

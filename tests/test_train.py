@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from support import interrupted_after_first_epoch
 
 from fmnist import checkpoint, data, monitor, train
 from fmnist import config as config_lib
@@ -238,15 +239,6 @@ def test_amp_runs_the_training_forward_in_bf16_and_evaluation_in_fp32(
     result = fit(Config(**SMALL, amp=amp), tmp_path / "run")
     assert seen == {"train": {dtype}, "eval": {torch.float32}}
     assert result.summary["test_accuracy"] > 0.9
-
-
-def interrupted_after_first_epoch(cfg, run_dir):
-    def stop_after_first_epoch(msg):
-        if msg.startswith("epoch   1/"):
-            raise KeyboardInterrupt
-
-    with pytest.raises(KeyboardInterrupt):
-        train.fit(cfg, run_dir, data.load(), log=stop_after_first_epoch, progress=False)
 
 
 def edit_checkpoint(path, change):

@@ -3,8 +3,7 @@ import json
 import numpy as np
 import pytest
 import torch
-from conftest import synthetic_arrays
-from serve_support import mosaic, tiny_checkpoint
+from support import mosaic, synthetic_arrays, tiny_checkpoint
 
 from fmnist import checkpoint, ood, trust
 from fmnist.images import load_picture

@@ -54,17 +54,23 @@ def augment(
 ) -> torch.Tensor:
     """Return a randomly augmented copy of the batch ``x`` (float ``[B, C, H, W]`` in [0, 1]).
 
-    Each sample gets its own random decisions; kinds are applied in KINDS order.
-    ``strength`` in [0, MAX_STRENGTH] scales crop, translate and erase; 0 makes them the
-    identity (flip does not depend on it). The input is never modified.
+    ``kinds``: names from KINDS, as parse_kinds gives them (a config holds them parsed once, so no batch
+    parses them again); each is applied once, in KINDS order, whatever order they are given in. Each
+    sample gets its own random decisions. ``strength`` in [0, MAX_STRENGTH] scales crop, translate
+    and erase; 0 makes them the identity (flip does not depend on it). The input is never modified.
+    Raises FmnistError for an unknown name or strength, ValueError for a tensor of another shape.
     """
     if x.ndim != 4 or not x.is_floating_point():
         raise ValueError(f"augment expects a float tensor [B, C, H, W], got {tuple(x.shape)} {x.dtype}")
     if not (isinstance(strength, numbers.Real) and 0.0 <= strength <= MAX_STRENGTH):
         raise FmnistError(f"augmentation strength must be a number in [0, {MAX_STRENGTH:g}], got {strength!r}")
+    unknown = sorted(set(kinds).difference(KINDS))
+    if unknown:
+        raise FmnistError(f"unknown augmentation {unknown[0]!r}; choose from {', '.join(KINDS)}")
     out = x
-    for kind in parse_kinds(kinds):
-        out = _APPLY[kind](out, generator, float(strength))
+    for kind in KINDS:
+        if kind in kinds:
+            out = _APPLY[kind](out, generator, float(strength))
     return x.clone() if out is x else out
 
 

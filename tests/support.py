@@ -1,8 +1,14 @@
-"""Shared by the serve tests: a tiny model, product-style photos, bad files, and a real `fmnist serve` process."""
+"""Helpers the tests share (tests/ has no __init__.py, so pytest puts this folder on sys.path and
+`from support import ...` works): IDX writing and a small learnable synthetic dataset, labelled photo
+folders, an interrupted run, and for the server tests a tiny model, product-style photos, bad files and
+a real `fmnist serve` process."""
 
 from __future__ import annotations
 
 import contextlib
+import functools
+import gzip
+import hashlib
 import io
 import os
 import re
@@ -18,9 +24,12 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+import pytest
+import torch
 from PIL import Image, ImageDraw
 
-from fmnist import checkpoint, config, models, trust
+from fmnist import checkpoint, config, data, models, train, trust
+from fmnist.testing import photos
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -145,3 +154,103 @@ def running_server(model: Path, *flags: str, timeout: float = 60) -> Iterator[Se
         if process.poll() is None:
             process.send_signal(signal.SIGKILL)
         process.wait(10)
+
+
+# ---------------------------------------------------------------- data
+
+SYNTHETIC_TRAIN, SYNTHETIC_TEST = 1000, 300
+
+
+def write_idx(path: Path, array, kind: str) -> str:
+    """Write `array` as an IDX file of `kind` "images" [N,28,28] or "labels" [N] (gzip if `path`
+    ends in .gz); return the SHA-256 of the uncompressed bytes, as data.FILES pins it."""
+    array = np.ascontiguousarray(array, dtype=np.uint8)
+    ndim = {"images": 3, "labels": 1}[kind]
+    assert array.ndim == ndim, f"{kind} need {ndim} dimensions, got shape {array.shape}"
+    raw = struct.pack(f">I{ndim}I", 0x0800 + ndim, *array.shape) + array.tobytes()
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(gzip.compress(raw, compresslevel=1, mtime=0) if path.suffix == ".gz" else raw)
+    return hashlib.sha256(raw).hexdigest()
+
+
+@functools.cache
+def synthetic_arrays() -> dict[str, np.ndarray]:
+    """Images and labels keyed like data.FILES; each class is a fixed random 7x7 pattern of
+    bright 4x4 blocks, plus noise and brightness jitter, so a small MLP learns it quickly."""
+    rng = np.random.default_rng(0)
+    blocks = rng.random((len(data.CLASSES), 7, 7)) < 0.4
+    patterns = np.kron(blocks, np.ones((4, 4))) * 200  # [10, 28, 28]
+    arrays = {}
+    for split, n in (("train", SYNTHETIC_TRAIN), ("test", SYNTHETIC_TEST)):
+        labels = rng.permutation(np.arange(n) % len(data.CLASSES))
+        brightness = rng.uniform(0.6, 1.0, (n, 1, 1))
+        images = patterns[labels] * brightness + rng.normal(30, 25, (n, 28, 28))
+        arrays[f"{split}_images"] = np.clip(images, 0, 255).astype(np.uint8)
+        arrays[f"{split}_labels"] = labels.astype(np.uint8)
+    return arrays
+
+
+def write_synthetic(directory: Path) -> dict[str, tuple[str, str]]:
+    """Write the synthetic dataset in the real file layout; return a FILES dict for it."""
+    files = {}
+    for kind, (stem, _) in data.FILES.items():
+        digest = write_idx(directory / f"{stem}.gz", synthetic_arrays()[kind], kind.split("_")[1])
+        files[kind] = (stem, digest)
+    return files
+
+
+# ---------------------------------------------------------------- labelled folders
+
+# Folder names as people write them, and the class each stands for.
+FOLDER_NAMES = {
+    "t-shirt": 0,
+    "Trousers": 1,
+    "2": 2,
+    "DRESS": 3,
+    "coats": 4,
+    "sandal": 5,
+    "Shirt": 6,
+    "sneakers": 7,
+    "bag": 8,
+    "Ankle_Boots": 9,
+}
+
+
+def labelled_folder(root: Path, per_class: int = 1, seed: int = 0) -> list[tuple[Path, int]]:
+    """Photos rendered from validation images (the synthetic set's stratified split), saved into class
+    folders, plus bad files: a truncated JPEG, a text file, a hidden file, a file beside the folders.
+    Returns (path, label) of each good photo."""
+    arrays = synthetic_arrays()
+    labels = torch.from_numpy(arrays["train_labels"]).long()
+    _, val = data.stratified_split(labels, 200, seed=0)
+    rng = np.random.default_rng(seed)
+    good = []
+    for name, label in FOLDER_NAMES.items():
+        folder = root / name
+        folder.mkdir(parents=True)
+        picks = val[labels[val] == label][:per_class]
+        for i, index in enumerate(picks.tolist()):
+            kind = photos.KINDS[(label + i) % len(photos.KINDS)]
+            photo, suffix = photos.render(arrays["train_images"][index], kind, rng)
+            path = folder / f"{kind}-{index}{suffix}"
+            path.write_bytes(photo)
+            good.append((path, label))
+    truncated = good[0][0].read_bytes()
+    (root / "bag" / "cut-short.jpg").write_bytes(truncated[: len(truncated) // 3])
+    (root / "bag" / "notes.txt").write_text("shot on my phone\n")
+    (root / "Shirt" / ".DS_Store").write_bytes(b"\0\0\0\1Bud1")
+    (root / "README.txt").write_text("one folder per class\n")
+    return good
+
+
+# ---------------------------------------------------------------- runs
+
+
+def interrupted_after_first_epoch(cfg, run_dir):
+    def stop_after_first_epoch(msg):
+        if msg.startswith("epoch   1/"):
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        train.fit(cfg, run_dir, data.load(), log=stop_after_first_epoch, progress=False)
