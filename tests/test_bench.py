@@ -22,6 +22,7 @@ TINY = speed.Plan(
 )
 
 
+@pytest.mark.slow
 def test_bench_json_has_every_field_the_issue_lists(synthetic_data, tmp_path):
     result = speed.run(Config(hidden=(16,)), data.load(), "cpu", TINY)
     bench_report.write_json(result, tmp_path / "bench.json")
@@ -67,6 +68,7 @@ def test_batch_of_cycles_through_a_small_set(size):
     assert len(batch) == size and all(torch.equal(batch[i], images[i % 5]) for i in range(size))
 
 
+@pytest.mark.slow
 def test_bench_measures_the_model_of_a_preset_with_flags_on_top(synthetic_data, tmp_path, monkeypatch, capsys):
     from fmnist import config, models, presets
 
@@ -102,6 +104,7 @@ def test_steady_state_rows_start_from_trained_optimizer_state(synthetic_data):
     assert any(not torch.equal(steady_weights[k], v) for k, v in fresh_weights.items())
 
 
+@pytest.mark.slow
 def test_bench_from_a_run_measures_its_config_and_state(synthetic_data, tmp_path, monkeypatch):
     cfg = Config(hidden=(12,), epochs=1, batch_size=50)
     train.fit(cfg, tmp_path / "run", data.load(), log=lambda _: None, progress=False)

@@ -29,6 +29,7 @@ def trained_run(synthetic_data, tmp_path, capsys):
     return run_dir, out
 
 
+@pytest.mark.slow
 def test_eval_finds_the_data_itself_not_at_the_training_machines_path(synthetic_data, tmp_path, capsys):
     import shutil
 
@@ -42,6 +43,7 @@ def test_eval_finds_the_data_itself_not_at_the_training_machines_path(synthetic_
     assert json.loads(out)["test_accuracy"] == json.loads((run_dir / "summary.json").read_text())["test_accuracy"]
 
 
+@pytest.mark.slow
 def test_train_prints_epochs_and_summary_and_writes_plots(trained_run):
     run_dir, out = trained_run
     assert out.count("epoch ") >= 2 and "test accuracy" in out and "img/s" in out and "peak memory" in out
@@ -49,6 +51,7 @@ def test_train_prints_epochs_and_summary_and_writes_plots(trained_run):
         assert (run_dir / name).stat().st_size > 0
 
 
+@pytest.mark.slow
 def test_eval_reproduces_the_reported_accuracy(trained_run, capsys):
     run_dir, _ = trained_run
     summary = json.loads((run_dir / "summary.json").read_text())
@@ -63,6 +66,7 @@ def test_eval_reproduces_the_reported_accuracy(trained_run, capsys):
     assert code == 0 and f"{summary['test_accuracy']:.2%}" in out and "Ankle boot" in out
 
 
+@pytest.mark.slow
 def test_predict_reports_bad_files_and_keeps_going(trained_run, tmp_path, capsys):
     run_dir, _ = trained_run
     ds = data.load()
@@ -91,6 +95,7 @@ def _export_test_images(directory, indices, suffix=".png"):
             (directory / f"img{i:02d}.png").rename(directory / f"img{i:02d}{suffix}")
 
 
+@pytest.mark.slow
 def test_predict_directories_globs_batches_and_saved_inputs(trained_run, tmp_path, capsys):
     run_dir, _ = trained_run
     _export_test_images(tmp_path / "a", range(7))
@@ -123,6 +128,7 @@ def test_predict_directories_globs_batches_and_saved_inputs(trained_run, tmp_pat
     assert [r["probability"] for r in one_batch] == pytest.approx([r["probability"] for r in rows], abs=1e-5)
 
 
+@pytest.mark.slow
 def test_predict_keeps_input_order_around_failures(trained_run, tmp_path, capsys):
     run_dir, _ = trained_run
     _export_test_images(tmp_path, range(2))
@@ -137,6 +143,7 @@ def test_predict_keeps_input_order_around_failures(trained_run, tmp_path, capsys
     assert lines[2].startswith(f"{tmp_path / 'c.png'}: ") and "error" not in lines[2]
 
 
+@pytest.mark.slow
 def test_eval_on_labelled_folders_of_photos_for_a_run_a_checkpoint_and_an_export(trained_run, tmp_path, capsys):
     from support import labelled_folder
 
@@ -170,6 +177,7 @@ def test_eval_names_the_accepted_folder_names(tmp_path, capsys):
     assert code == 2 and err.count("\n") == 1 and "hats: folder name is not a class" in err and "Ankle boot" in err
 
 
+@pytest.mark.slow
 def test_predict_explain_writes_a_heatmap_per_image(trained_run, tmp_path, capsys):
     from PIL import Image
 
@@ -189,6 +197,7 @@ def test_predict_explain_writes_a_heatmap_per_image(trained_run, tmp_path, capsy
     assert code == 0 and "occlusion" in err and len(list((tmp_path / "why-onnx").iterdir())) == 3
 
 
+@pytest.mark.slow
 def test_predict_takes_every_picture_by_content_and_skips_system_files(trained_run, tmp_path, capsys):
     from PIL import Image
 
@@ -220,6 +229,7 @@ def test_predict_takes_every_picture_by_content_and_skips_system_files(trained_r
     assert err.strip() == f"fmnist: error: no image files in {photos} (skipped 3 files: hidden or system file: 3)"
 
 
+@pytest.mark.slow
 def test_resume_of_a_finished_run_and_conflicting_flags(trained_run, capsys):
     run_dir, _ = trained_run
     code, _, err = run(capsys, "train", "--resume", str(run_dir), "--lr", "0.5")
@@ -348,6 +358,7 @@ def _with_a_closed_pipe(commands: list[list[str]]) -> list[tuple[int, str]]:
     return [(child.wait(timeout=120), child.stderr.read()) for child in children if child.stderr]
 
 
+@pytest.mark.slow
 def test_every_command_ends_quietly_on_a_closed_pipe(trained_run, tmp_path):
     run_dir, _ = trained_run
     photos = tmp_path / "photos"
@@ -410,6 +421,7 @@ def test_the_machines_errors_are_whole_sentences_with_a_next_step(monkeypatch, c
     )
 
 
+@pytest.mark.slow
 def test_predict_into_a_reader_that_stops_early_ends_quietly(tmp_path):
     """`fmnist predict MODEL DIR | head -1`: no "error: Broken pipe", no "Exception ignored", status 141."""
     import os
@@ -486,6 +498,7 @@ def test_eval_reports_calibration_before_and_after_and_the_detector(synthetic_da
     assert "with temperature 3.000" in out and "risk-coverage" in out
 
 
+@pytest.mark.slow
 def test_train_with_a_validation_split_fits_trust_and_calibrate_needs_one(
     synthetic_data, tmp_path, capsys, monkeypatch
 ):

@@ -34,6 +34,7 @@ def fit_calls(monkeypatch):
     return calls
 
 
+@pytest.mark.slow
 def test_grid_runs_every_point_and_seed_writes_reports_and_skips_finished_runs_on_rerun(
     synthetic_data, tmp_path, fit_calls
 ):
@@ -68,6 +69,7 @@ def test_grid_runs_every_point_and_seed_writes_reports_and_skips_finished_runs_o
     assert {r.run.run_dir: (r.run.run_dir / "summary.json").stat().st_mtime_ns for r in again} == stamps
 
 
+@pytest.mark.slow
 def test_interrupted_grid_trains_only_the_missing_runs(synthetic_data, tmp_path, fit_calls):
     from fmnist import data
 
@@ -89,6 +91,7 @@ def test_interrupted_grid_trains_only_the_missing_runs(synthetic_data, tmp_path,
     assert all(r.summary and len(r.history) == 2 for r in results)
 
 
+@pytest.mark.slow
 def test_a_changed_experiment_refuses_to_reuse_the_directory(synthetic_data, tmp_path):
     from fmnist import data
 
@@ -100,6 +103,7 @@ def test_a_changed_experiment_refuses_to_reuse_the_directory(synthetic_data, tmp
         compare.run_grid(longer, out, data.load(), log=lambda _: None)
 
 
+@pytest.mark.slow
 def test_cli_grid_with_two_workers_completes_every_run(synthetic_data, tmp_path, capsys):
     out = tmp_path / "grid"
     code = main(

@@ -43,17 +43,20 @@ def run_probe(body: str) -> subprocess.CompletedProcess:
 
 
 @pytest.mark.skipif(cpu._openmp_parallel() is None, reason="torch here has no OpenMP runtime to reach")
+@pytest.mark.slow
 def test_set_flush_denormal_alone_misses_the_pool_threads():
     """The probe can fail: the calling thread's flag alone leaves the other thread's chunks denormal."""
     result = run_probe("torch.set_flush_denormal(True)\ncheck()\n")
     assert result.returncode == 1, result.stdout + result.stderr
 
 
+@pytest.mark.slow
 def test_flush_denormals_reaches_every_pool_thread():
     result = run_probe("cpu.flush_denormals()\ncheck()\n")
     assert result.returncode == 0, result.stdout + result.stderr
 
 
+@pytest.mark.slow
 def test_flush_denormals_false_turns_it_off_everywhere():
     result = run_probe(
         "cpu.flush_denormals()\ncpu.flush_denormals(False)\n"
@@ -62,6 +65,7 @@ def test_flush_denormals_false_turns_it_off_everywhere():
     assert result.returncode == 0, result.stdout + result.stderr
 
 
+@pytest.mark.slow
 def test_fit_leaves_flush_to_zero_on_every_thread(tmp_path):
     result = run_probe(
         f"""
@@ -110,6 +114,7 @@ def test_features_are_read_from_cpuinfo_flags(monkeypatch, tmp_path):
         cpu.features.cache_clear()
 
 
+@pytest.mark.slow
 def test_an_auto_amp_run_reports_what_it_used_and_keeps_auto_in_its_config(synthetic_data, monkeypatch, tmp_path):
     from fmnist import config, data, train
     from fmnist.config import Config

@@ -133,6 +133,7 @@ def metrics(run_dir) -> list[dict]:
     return [{k: v for k, v in row.items() if k not in TIMINGS} for row in rows]
 
 
+@pytest.mark.slow
 def test_two_gloo_processes_collectives_and_exact_resume_with_each_ranks_random_states(synthetic_data, tmp_path):
     cfg = Config(
         hidden=(32,), epochs=3, batch_size=32, eval_batch_size=300, dropout=0.3, augment=("flip", "crop"), device="cpu"
@@ -165,6 +166,7 @@ def train_one_rank(rank: int, size: int, port: int, dataset, cfg: Config, root: 
         distributed.shutdown(w)
 
 
+@pytest.mark.slow
 def test_batch_norm_trains_on_two_processes_whose_shards_end_in_a_one_image_batch(synthetic_data, tmp_path):
     # 34 images over 2 processes: shards of 17, local batches of 8, so each shard's last batch holds one image
     cfg = Config(

@@ -55,6 +55,7 @@ def run_script(out: Path, *args: str) -> subprocess.CompletedProcess:
 
 
 @pytest.mark.real_data
+@pytest.mark.slow
 def test_dry_run_runs_every_step_and_writes_both_summaries(real_data_dir, tmp_path):
     # About a minute on an idle CPU; the budget leaves room for a busy one.
     done = run_script(tmp_path / "out", "--budget", "1200", "--cpu-accuracy", "0.5")

@@ -1,5 +1,6 @@
 import json
 
+import pytest
 import torch
 
 from fmnist import cli, data, train
@@ -7,6 +8,7 @@ from fmnist.bench import profiler
 from fmnist.config import Config
 
 
+@pytest.mark.slow
 def test_train_profile_writes_a_trace_and_leaves_the_run_unchanged(synthetic_data, tmp_path):
     train.fit(
         Config(hidden=(16,), epochs=1, batch_size=50),

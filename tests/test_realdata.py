@@ -21,6 +21,7 @@ def real_run(tmp_path_factory):
     return run_dir, json.loads((run_dir / "summary.json").read_text())
 
 
+@pytest.mark.slow
 def test_two_epochs_of_the_reference_mlp_reach_84_percent(real_run):
     _, summary = real_run
     assert summary["parameters"] == 669_706
@@ -51,6 +52,7 @@ def test_predict_on_exported_test_images(real_run, tmp_path, capsys):
     assert len(rows) == 40 and correct >= 32
 
 
+@pytest.mark.slow
 def test_product_photos_of_test_images_are_recognised_as_well_as_the_images(real_run, one_thread):
     # 48 rendered photos (6 of each kind), converted by fmnist.images, against the same test images
     # as 28x28: 48 images allow about 4 more mistakes than the images themselves by chance.

@@ -62,6 +62,7 @@ def wait_for_epochs(run_dir, n, proc, timeout=120):
     raise AssertionError(f"run did not reach epoch {n} while running: {proc.communicate()}")
 
 
+@pytest.mark.slow
 def test_kill_9_then_resume_ends_exactly_like_an_uninterrupted_run(child_env, tmp_path):
     epochs = ["--epochs", "25"]
     straight = fmnist(child_env, *ARGS, *epochs, "--out", str(tmp_path / "straight"))
@@ -83,6 +84,7 @@ def test_kill_9_then_resume_ends_exactly_like_an_uninterrupted_run(child_env, tm
 
 
 @pytest.mark.parametrize("sig, status", [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
+@pytest.mark.slow
 def test_interrupt_exits_cleanly_and_keeps_a_valid_checkpoint(child_env, tmp_path, sig, status):
     run = tmp_path / "run"
     proc = fmnist(child_env, *ARGS, "--epochs", "200", "--out", str(run))
@@ -105,6 +107,7 @@ while True:
 """
 
 
+@pytest.mark.slow
 def test_a_writer_killed_mid_save_always_leaves_a_loadable_checkpoint(tmp_path):
     path = tmp_path / "last.pt"
     rng = random.Random(0)
@@ -154,6 +157,7 @@ def test_unwritable_run_directory_fails_before_training(synthetic_data, tmp_path
 
 
 @pytest.mark.real_data
+@pytest.mark.slow
 def test_torchrun_two_processes_match_one_process_with_the_same_effective_batch(real_data_dir, tmp_path):
     torchrun = shutil.which("torchrun", path=str(Path(sys.executable).parent))
     if torchrun is None:

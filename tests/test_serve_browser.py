@@ -20,10 +20,14 @@ from fmnist.data import CLASSES
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 CHROMEDRIVER = shutil.which("chromedriver")
 
-pytestmark = pytest.mark.skipif(
-    not (CHROMIUM and CHROMEDRIVER),
-    reason="Chromium or its driver not found (bash scripts/setup.sh installs Debian's chromium and chromium-driver)",
-)
+pytestmark = [
+    pytest.mark.browser,
+    pytest.mark.slow,
+    pytest.mark.skipif(
+        not (CHROMIUM and CHROMEDRIVER),
+        reason="Chromium or its driver not found (bash scripts/setup.sh installs chromium and chromium-driver)",
+    ),
+]
 
 
 @pytest.fixture
@@ -62,6 +66,7 @@ def wait_for(driver, condition, timeout=60):
     return WebDriverWait(driver, timeout).until(lambda d: condition(d))
 
 
+@pytest.mark.slow
 def test_upload_a_photo_and_draw(browser, tmp_path):
     from selenium.webdriver.common.action_chains import ActionChains
     from selenium.webdriver.common.by import By
@@ -119,6 +124,7 @@ def test_upload_a_photo_and_draw(browser, tmp_path):
             browser.save_screenshot(os.environ["FMNIST_SERVE_SCREENSHOT"])
 
 
+@pytest.mark.slow
 def test_a_picture_that_is_not_clothing_gets_its_own_answer(browser, tmp_path):
     from selenium.webdriver.common.by import By
 
@@ -140,6 +146,7 @@ def test_a_picture_that_is_not_clothing_gets_its_own_answer(browser, tmp_path):
         assert "not-garment" in browser.find_element(By.ID, "result").get_attribute("class")
 
 
+@pytest.mark.slow
 def test_a_photo_from_the_camera(browser, tmp_path):
     from selenium.webdriver.common.by import By
 

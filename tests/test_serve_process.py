@@ -41,6 +41,7 @@ def bad_requests() -> list[tuple[dict, int]]:
     ]
 
 
+@pytest.mark.slow
 def test_bad_inputs_get_json_errors_the_server_stays_up_and_memory_bounded(model_path):
     bad = bad_requests()
     with running_server(model_path) as server, httpx.Client(base_url=server.url, timeout=30) as http:
@@ -65,6 +66,7 @@ async def flood(url: str, body: bytes, count: int) -> list[httpx.Response]:
         )
 
 
+@pytest.mark.slow
 def test_flood_beyond_the_queue_gets_503_and_the_server_survives(model_path):
     big = product_photo(size=(1500, 2000))  # a few ms to decode: requests pile up behind one decoder
     with running_server(model_path, "--max-queue", "4", "--decoders", "1") as server:
@@ -77,6 +79,7 @@ def test_flood_beyond_the_queue_gets_503_and_the_server_survives(model_path):
         assert server.process.poll() is None
 
 
+@pytest.mark.slow
 def test_sigterm_lets_requests_in_flight_finish_then_exits_0(model_path):
     photo = product_photo()
     release = asyncio.Event()
@@ -186,6 +189,7 @@ def server(model_path):
 
 @pytest.mark.parametrize("client", CLIENTS)
 @pytest.mark.parametrize("path", ["/", "/healthz", "/metrics", "/static/app.js", "/openapi.json"])
+@pytest.mark.slow
 def test_head_answers_every_get_route_like_get_without_a_body(server, call, client, path):
     status, get_headers, get_body = call("GET", server.url + path)
     head_status, headers, body = call("HEAD", server.url + path)
@@ -240,6 +244,7 @@ def sample(metrics: dict, name: str, **labels: str) -> float:
     return metrics.get((name, frozenset(labels.items())), 0.0)
 
 
+@pytest.mark.slow
 def test_metrics_count_every_request_image_and_stage_under_load(model_path):
     photo = product_photo(size=(120, 160))
     jpeg = {"Content-Type": "image/jpeg"}
@@ -269,6 +274,7 @@ def test_metrics_count_every_request_image_and_stage_under_load(model_path):
     assert sample(metrics, "fmnist_queued_images") == 0 and sample(metrics, "fmnist_requests_in_progress") == 0
 
 
+@pytest.mark.slow
 def test_sighup_swaps_the_model_under_load_with_no_errors_and_a_bad_file_keeps_it(tmp_path):
     path = tiny_checkpoint(tmp_path / "model.pt")
     photo = product_photo(size=(120, 160))
@@ -318,6 +324,7 @@ def test_sighup_swaps_the_model_under_load_with_no_errors_and_a_bad_file_keeps_i
     assert f"still serving model.pt sha256:{second}" in failure and "model.pt" in failure
 
 
+@pytest.mark.slow
 def test_workers_share_one_port_add_up_their_metrics_reload_and_all_stop_on_sigterm(tmp_path):
     photo = product_photo()
     model_path = tiny_checkpoint(tmp_path / "model.pt")

@@ -82,6 +82,7 @@ def test_build_optimizer(cfg, kind):
         assert group["momentum"] == 0.9 and group["nesterov"]
 
 
+@pytest.mark.slow
 def test_fit_learns_and_writes_a_self_describing_run(synthetic_data, tmp_path):
     run = tmp_path / "run"
     result = fit(Config(**SMALL), run)
@@ -98,6 +99,7 @@ def test_fit_learns_and_writes_a_self_describing_run(synthetic_data, tmp_path):
     assert (run / "config.toml").read_text().count("hidden = [") == 1
 
 
+@pytest.mark.slow
 def test_same_seed_same_metrics_other_seed_differs(synthetic_data, tmp_path):
     cfg = Config(**{**SMALL, "epochs": 1})
     a = fit(cfg, tmp_path / "a").history
@@ -108,6 +110,7 @@ def test_same_seed_same_metrics_other_seed_differs(synthetic_data, tmp_path):
 
 
 @pytest.mark.parametrize("augment", [(), ("flip", "crop")])
+@pytest.mark.slow
 def test_resume_after_interrupt_matches_an_uninterrupted_run(synthetic_data, tmp_path, augment):
     cfg = Config(**{**SMALL, "epochs": 3}, dropout=0.2, augment=augment)
     straight = fit(cfg, tmp_path / "straight").history
@@ -123,6 +126,7 @@ def test_resume_after_interrupt_matches_an_uninterrupted_run(synthetic_data, tmp
     assert without_timings(resumed) == without_timings(straight)
 
 
+@pytest.mark.slow
 def test_cnn_with_bf16_and_channels_last_trains_and_resumes_exactly(synthetic_data, tmp_path):
     cfg = Config(
         model="cnn", hidden=(8, 16), batch_norm=True, amp="bf16", epochs=2, batch_size=32, eval_batch_size=256, lr=0.05
@@ -142,6 +146,7 @@ def test_cnn_with_bf16_and_channels_last_trains_and_resumes_exactly(synthetic_da
     assert without_timings(resumed.history) == without_timings(straight.history)
 
 
+@pytest.mark.slow
 def test_wall_seconds_cover_every_process_of_a_resumed_run(synthetic_data, tmp_path, monkeypatch):
     cfg = Config(**SMALL)
     real_epoch = train.train_one_epoch
@@ -166,6 +171,7 @@ def test_wall_seconds_cover_every_process_of_a_resumed_run(synthetic_data, tmp_p
     assert again.summary == resumed.summary
 
 
+@pytest.mark.slow
 def test_validation_split_chooses_the_best_checkpoint(synthetic_data, tmp_path):
     run = tmp_path / "run"
     result = fit(Config(**SMALL, val_size=200), run)
@@ -177,6 +183,7 @@ def test_validation_split_chooses_the_best_checkpoint(synthetic_data, tmp_path):
     assert torch.load(run / "checkpoints" / "best.pt", weights_only=True)["epoch"] == best_epoch
 
 
+@pytest.mark.slow
 def test_existing_run_is_never_overwritten(synthetic_data, tmp_path):
     run = tmp_path / "run"
     fit(Config(**{**SMALL, "epochs": 1}), run)
@@ -192,6 +199,7 @@ def test_non_finite_loss_stops_with_epoch_and_step(synthetic_data, tmp_path):
         fit(cfg, tmp_path / "run")
 
 
+@pytest.mark.slow
 def test_checkpoint_round_trip_gives_the_same_predictions(synthetic_data, tmp_path):
     result = fit(Config(**{**SMALL, "epochs": 1}), tmp_path / "run")
     model, cfg, state = checkpoint.load_model(model_path(tmp_path / "run"))
@@ -201,6 +209,7 @@ def test_checkpoint_round_trip_gives_the_same_predictions(synthetic_data, tmp_pa
     assert math.isclose(state["history"][-1]["test_acc"], result.summary["test_accuracy"])
 
 
+@pytest.mark.slow
 def test_on_nan_skip_keeps_training(synthetic_data, tmp_path, monkeypatch):
     poisoned = {"left": 3}
     real_ce = train.F.cross_entropy
@@ -224,6 +233,7 @@ def test_on_nan_skip_keeps_training(synthetic_data, tmp_path, monkeypatch):
 
 
 @pytest.mark.parametrize("amp, dtype", [("none", torch.float32), ("bf16", torch.bfloat16)])
+@pytest.mark.slow
 def test_amp_runs_the_training_forward_in_bf16_and_evaluation_in_fp32(
     synthetic_data, tmp_path, monkeypatch, amp, dtype
 ):
@@ -247,6 +257,7 @@ def edit_checkpoint(path, change):
     torch.save(state, path)
 
 
+@pytest.mark.slow
 def test_a_run_saved_on_cuda_resumes_with_device_cpu(synthetic_data, tmp_path, capsys):
     """The device is where a run trains, not what it is: a CUDA run continues on the CPU, whose
     generators cannot take a CUDA generator's state, so augmentation draws afresh from there."""
@@ -276,6 +287,7 @@ def test_a_run_saved_on_cuda_resumes_with_device_cpu(synthetic_data, tmp_path, c
     assert summary["device"] == "cpu" and summary["epochs"] == 2
 
 
+@pytest.mark.slow
 def test_checkpoints_from_before_per_rank_states_resume_exactly(synthetic_data, tmp_path):
     cfg = Config(**SMALL, dropout=0.2, augment=("crop",))
     straight = fit(cfg, tmp_path / "straight").history
@@ -289,6 +301,7 @@ def test_checkpoints_from_before_per_rank_states_resume_exactly(synthetic_data, 
     assert without_timings(resumed) == without_timings(straight)
 
 
+@pytest.mark.slow
 def test_compile_option_compiles_the_training_forward_only(synthetic_data, tmp_path, monkeypatch):
     compiled = []
 
@@ -303,6 +316,7 @@ def test_compile_option_compiles_the_training_forward_only(synthetic_data, tmp_p
     assert len(compiled) == 1
 
 
+@pytest.mark.slow
 def test_ema_is_evaluated_chosen_on_validation_and_resumes_exactly(synthetic_data, tmp_path):
     cfg = Config(**SMALL, val_size=200, ema_decay=0.9, dropout=0.2, augment=("flip",))
     straight = fit(cfg, tmp_path / "straight")
@@ -336,6 +350,7 @@ def test_ema_is_evaluated_chosen_on_validation_and_resumes_exactly(synthetic_dat
     )
 
 
+@pytest.mark.slow
 def test_early_stopping_stops_on_a_plateau_and_stays_stopped(synthetic_data, tmp_path, monkeypatch):
     # Validation accuracy frozen at one value: a plateau from the first epoch.
     real_evaluate = train.evaluate
@@ -355,6 +370,7 @@ def test_early_stopping_stops_on_a_plateau_and_stays_stopped(synthetic_data, tmp
     assert len(again.history) == 3
 
 
+@pytest.mark.slow
 def test_time_budget_stops_at_an_epoch_boundary_with_a_valid_checkpoint(synthetic_data, tmp_path, monkeypatch):
     real_epoch = train.train_one_epoch
 
@@ -407,6 +423,7 @@ def test_an_accumulation_group_cut_short_by_the_epoch_weighs_its_own_images():
     assert torch.allclose(weights[0], weights[1], atol=1e-6)
 
 
+@pytest.mark.slow
 def test_mixup_and_cutmix_train(synthetic_data, tmp_path):
     result = fit(Config(**SMALL, mixup_alpha=0.4, cutmix_alpha=1.0), tmp_path / "run")
     assert result.summary["test_accuracy"] > 0.5  # ten classes: chance is 0.1
@@ -459,6 +476,7 @@ def test_the_lr_never_exceeds_its_peak_however_few_the_steps(warmup_epochs, sche
     assert all(0 < f <= 1.0 + 1e-12 for f in factors), factors
 
 
+@pytest.mark.slow
 def test_batch_norm_trains_through_a_one_image_last_batch(synthetic_data, tmp_path):
     # 129 = 2 x 64 + 1: the last batch of one image fails in batch norm's training mode unless merged
     for model in ("mlp", "cnn"):
@@ -588,6 +606,7 @@ def _train_as_one_rank(values: dict, tmp_path, monkeypatch) -> str:
     return "trained"
 
 
+@pytest.mark.slow
 def test_every_accepted_option_combination_trains_one_epoch_on_odd_sizes_and_ranks(
     synthetic_data, tmp_path, monkeypatch, one_thread
 ):
@@ -609,6 +628,7 @@ def test_every_accepted_option_combination_trains_one_epoch_on_odd_sizes_and_ran
     assert outcomes["trained"] >= 10 and outcomes["refused"] >= 3, outcomes
 
 
+@pytest.mark.slow
 def test_tunes_search_space_trains_one_epoch_on_odd_sizes(synthetic_data, tmp_path, monkeypatch, one_thread):
     import optuna
     from hypothesis import HealthCheck, given, settings

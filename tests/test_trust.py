@@ -17,6 +17,7 @@ def validation():
     return torch.from_numpy(a["train_images"][:300]), torch.from_numpy(a["train_labels"][:300]).long()
 
 
+@pytest.mark.slow
 def test_fit_keeps_garment_photos_and_rejects_clutter(tmp_path, validation, one_thread):
     val_x, val_y = validation
     torch.manual_seed(0)  # the untrained weights, and so the energies, are the same in every run
@@ -37,6 +38,7 @@ def test_fit_keeps_garment_photos_and_rejects_clutter(tmp_path, validation, one_
     assert verdict.scores is not None and (verdict.scores < fitted.threshold).all()
 
 
+@pytest.mark.slow
 def test_fit_and_store_adds_trust_to_the_checkpoint_and_predictors_apply_it(tmp_path, validation, one_thread):
     path = tiny_checkpoint(tmp_path / "m.pt")
     model, _, _ = checkpoint.load_model(path)

@@ -22,6 +22,7 @@ def states(study_dir):
     return [t.state for t in tune.load_study(study_dir, log=lambda _: None).trials]
 
 
+@pytest.mark.slow
 def test_study_persists_in_its_journal_resumes_and_writes_a_trainable_best_config(synthetic_data, tmp_path, capsys):
     study_dir = tmp_path / "study"
     assert main(["tune", "--out", str(study_dir), "--trials", "2", "--pruner", "none", *TINY]) == 0
@@ -64,6 +65,7 @@ def test_a_pruner_stops_trials_through_on_epoch(synthetic_data, tmp_path):
     assert not (tmp_path / "trials" / "0" / "checkpoints").exists()  # a stopped trial keeps no weights
 
 
+@pytest.mark.slow
 def test_a_trial_this_data_cannot_train_is_pruned_and_the_study_goes_on(synthetic_data, tmp_path):
     from fmnist import data
 
@@ -93,6 +95,7 @@ def test_search_space_gives_buildable_models_for_mlp_and_cnn():
             study.tell(trial, 0.5)
 
 
+@pytest.mark.slow
 def test_an_sqlite_storage_takes_the_rdb_path_and_resumes(synthetic_data, tmp_path, capsys):
     study_dir, url = tmp_path / "study", f"sqlite:///{tmp_path / 'optuna.db'}"
     assert main(["tune", "--out", str(study_dir), "--storage", url, "--trials", "1", "--pruner", "none", *TINY]) == 0
@@ -103,6 +106,7 @@ def test_an_sqlite_storage_takes_the_rdb_path_and_resumes(synthetic_data, tmp_pa
     assert [t.state for t in direct.trials] == [TrialState.COMPLETE] * 2
 
 
+@pytest.mark.slow
 def test_two_workers_share_one_study_without_losing_trials(synthetic_data, tmp_path, capsys):
     study_dir = tmp_path / "study"
     assert main(["tune", "--out", str(study_dir), "--trials", "3", "--workers", "2", "--pruner", "none", *TINY]) == 0
@@ -112,6 +116,7 @@ def test_two_workers_share_one_study_without_losing_trials(synthetic_data, tmp_p
     assert len({t.user_attrs["worker"]["pid"] for t in trials}) == 2
 
 
+@pytest.mark.slow
 def test_a_trial_of_a_dead_worker_is_failed_and_the_study_goes_on(synthetic_data, tmp_path):
     from fmnist import data
 
@@ -127,6 +132,7 @@ def test_a_trial_of_a_dead_worker_is_failed_and_the_study_goes_on(synthetic_data
     assert any("trial 0: its worker" in m and "marked FAILED" in m for m in messages)
 
 
+@pytest.mark.slow
 def test_fewer_than_two_completed_trials_write_no_importances(synthetic_data, tmp_path, capsys):
     study_dir = tmp_path / "study"
     assert main(["tune", "--out", str(study_dir), "--trials", "1", "--epochs", "1", "--val-size", "200"]) == 0

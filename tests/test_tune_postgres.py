@@ -21,6 +21,8 @@ from fmnist import data
 
 HERE = Path(__file__).parent
 
+pytestmark = [pytest.mark.postgres, pytest.mark.slow]
+
 
 def _server_bin() -> Path | None:
     """Debian keeps the server programs in /usr/lib/postgresql/<version>/bin, off the PATH."""
@@ -81,6 +83,7 @@ def wait_for(condition, seconds, what):
     raise AssertionError(f"timed out after {seconds} s waiting for {what}")
 
 
+@pytest.mark.slow
 def test_a_worker_killed_mid_trial_is_failed_by_heartbeat_and_the_budget_still_finishes(
     synthetic_data, tmp_path, postgres_url
 ):
@@ -191,6 +194,7 @@ def one_machine(urls: list[str], root: str, barrier, results) -> None:
             results.put((round_, f"{type(e).__name__}: {' '.join(str(e).split())[:300]}"))
 
 
+@pytest.mark.slow
 def test_machines_starting_one_study_at_the_same_instant_all_join_and_draw_distinct_trials(tmp_path, postgres_url):
     import multiprocessing
 
