@@ -27,12 +27,13 @@ import numpy as np
 import torch
 from sklearn.metrics import roc_auc_score
 
-from fmnist import data, ood
+from fmnist import data
 from fmnist import trust as trust_lib
 from fmnist.data import stratified_split
 from fmnist.images import Cues, load_picture
 from fmnist.inference import TorchPredictor
 from fmnist.testing import outliers, photos
+from fmnist.trust import ood
 
 PICTURE = list(Cues.NAMES)
 CANDIDATES = {

@@ -3,7 +3,7 @@ import math
 import pytest
 import torch
 
-from fmnist import calibration
+from fmnist.trust import calibration
 
 
 def sampled(temperature: float, n: int = 20_000, classes: int = 10, seed: int = 0):

@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 import torch
 
-from fmnist import ood
+from fmnist.trust import ood
 
 
 def test_p_values_are_conformal_ranks_in_the_unusual_direction():

@@ -5,10 +5,11 @@ import pytest
 import torch
 from support import mosaic, synthetic_arrays, tiny_checkpoint
 
-from fmnist import checkpoint, ood, trust
+from fmnist import checkpoint, trust
 from fmnist.images import load_picture
 from fmnist.inference import TorchPredictor
 from fmnist.testing.photos import render_set
+from fmnist.trust import ood
 
 
 @pytest.fixture(scope="module")

@@ -167,7 +167,7 @@ def _skip_reason(path: Path) -> str | None:
 
 @dataclass(frozen=True)
 class Cues:
-    """What framing measured of the picture around the object: out-of-distribution cues (ood.py).
+    """What framing measured of the picture around the object: out-of-distribution cues (fmnist.trust.ood).
 
     A product photo has a plain background all round, little noise, one object that fills a
     part of the picture; a snapshot, a page or a texture does not.

@@ -30,7 +30,7 @@ INPUT_NAME, OUTPUT_NAME = "pixels", "logits"
 
 
 class Predictor(Protocol):
-    trust: Trust  # the model's temperature and non-garment detector (trust.py), fitted or not
+    trust: Trust  # the model's temperature and non-garment detector (fmnist.trust), fitted or not
 
     def logits(self, images: torch.Tensor) -> torch.Tensor:
         """float32 [N, 10] on the CPU for uint8 [N, 28, 28] images (any device)."""
@@ -190,7 +190,7 @@ class PredictOptions:
     batch_size: int = 256
     save_inputs: Path | None = None
     explain: Path | None = None
-    ood_threshold: float | None = None  # overrides the model's fitted in-distribution threshold (trust.py)
+    ood_threshold: float | None = None  # overrides the model's fitted in-distribution threshold (fmnist.trust)
 
     def __post_init__(self) -> None:
         trust.check_threshold(self.ood_threshold)

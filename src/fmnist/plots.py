@@ -248,7 +248,7 @@ def plot_reliability(
     """Reliability diagram (Guo et al., 2017): accuracy against mean top-class confidence in `bins` equal-width
     bins, one line per entry of `confidence` (e.g. before and after temperature scaling), with the diagonal of
     perfect calibration. `confidence[k]` and `correct[k]` are [N] tensors (0..1 and bool)."""
-    from fmnist.calibration import expected_calibration_error, reliability
+    from fmnist.trust.calibration import expected_calibration_error, reliability
 
     fig = new_figure(figsize=(5.5, 5))
     ax = fig.subplots()

@@ -374,7 +374,7 @@ def fit(
     `on_epoch` sees each epoch's metrics row after its checkpoint is written; an exception it
     raises (e.g. optuna.TrialPruned) stops training with the run resumable.
     `fit_trust`: when training ends, fit the temperature and the non-garment detector on the validation
-    split into best.pt (trust.py; `fmnist train` asks for it, studies do not).
+    split into best.pt (fmnist.trust; `fmnist train` asks for it, studies do not).
 
     Under torchrun each process trains on its shard of every epoch's permutation with
     batch_size / world_size images per step, so the effective batch stays cfg.batch_size;

@@ -26,7 +26,7 @@ MODES: dict[str, tuple[str, ...]] = {"none": ("identity",), "flip": ("identity",
 
 class TTAPredictor:
     """A inference.Predictor whose logits are the mean of `inner`'s over the views of `mode` (float32 [N, 10]
-    on the CPU), and whose probabilities are those logits through `inner`'s temperature (trust.py): the
+    on the CPU), and whose probabilities are those logits through `inner`'s temperature (fmnist.trust): the
     out-of-distribution score reads the averaged logits as it reads any model's. Costs len(views) times the
     images per model call.
     """

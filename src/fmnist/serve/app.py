@@ -157,7 +157,7 @@ def create_app(  # noqa: C901 -- the FastAPI app factory: its routes are nested 
 
     api_keys: when given, POST /predict and GET /metrics need one of them (fmnist.serve.access).
     cors_origins: origins whose pages may call the API from a browser (none by default).
-    ood_threshold: overrides the model's in-distribution threshold (trust.py).
+    ood_threshold: overrides the model's in-distribution threshold (fmnist.trust).
     reload: loads and checks the model again (fmnist.serve.model.load); on SIGHUP the app runs it in a
     thread and swaps the model between batches, or keeps the old one and logs why if it fails.
     Raises FmnistError for limits out of range."""

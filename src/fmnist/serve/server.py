@@ -42,7 +42,7 @@ class Spec:
     cors_origins: tuple[str, ...] = ()
     threads: int = 1  # torch intra-op threads per model call
     tta: str = "none"  # test-time augmentation of every prediction (tta.py)
-    ood_threshold: float | None = None  # overrides the model's in-distribution threshold (trust.py)
+    ood_threshold: float | None = None  # overrides the model's in-distribution threshold (fmnist.trust)
 
 
 def build_app(spec: Spec) -> FastAPI:

@@ -19,10 +19,11 @@ import numpy as np
 import torch
 from torch import nn
 
-from fmnist import calibration, checkpoint, ood
+from fmnist import checkpoint
 from fmnist.data import as_input
 from fmnist.errors import FmnistError
 from fmnist.images import Cues, load_picture
+from fmnist.trust import calibration, ood
 
 KEY = "trust"
 # Garment photos rendered from validation images to fit the detector's references and threshold. Rendering
