@@ -140,6 +140,7 @@ def test_predict_keeps_input_order_around_failures(trained_run, tmp_path, capsys
     assert code == 1 and len(lines) == 3
     assert lines[0].startswith(f"{tmp_path / 'a.png'}: ") and "error" not in lines[0]
     assert lines[1].startswith(f"{tmp_path / 'b.png'}: error: ")
+    assert lines[1].count(str(tmp_path / "b.png")) == 1  # named once, not again inside the message
     assert lines[2].startswith(f"{tmp_path / 'c.png'}: ") and "error" not in lines[2]
 
 
@@ -167,6 +168,15 @@ def test_eval_on_labelled_folders_of_photos_for_a_run_a_checkpoint_and_an_export
     assert run(capsys, "export", str(run_dir), "--out", str(tmp_path / "m.onnx"))[0] == 0
     code, out, _ = run(capsys, "eval", str(tmp_path / "m.onnx"), "--images", str(photos), "--json")
     assert code == 0 and json.loads(out)["accuracy"] == pytest.approx(result["accuracy"], abs=1.5 / len(good))
+
+
+def test_eval_refuses_a_plots_path_that_is_a_file_before_any_work(tmp_path, capsys, monkeypatch):
+    from fmnist import cli
+
+    (tmp_path / "plots").write_text("a file")
+    monkeypatch.setattr(cli, "load_predictor", lambda *a: pytest.fail("the model was loaded before the check"))
+    code, _, err = run(capsys, "eval", str(tmp_path / "m.pt"), "--plots", str(tmp_path / "plots"))
+    assert code == 2 and err.count("\n") == 1 and "--plots" in err and "not a directory" in err
 
 
 def test_eval_names_the_accepted_folder_names(tmp_path, capsys):

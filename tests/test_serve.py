@@ -416,7 +416,9 @@ def test_keys_guard_predict_and_metrics_with_one_message_for_every_failure(predi
         assert http.post("/predict", content=photo, headers={**JPEG, "X-API-Key": KEY}).status_code == 200
         assert http.get("/metrics", headers={"X-API-Key": KEY}).status_code == 200
         assert http.get("/healthz").status_code == 200  # health checks need no key
-        assert 'fmnist_rejected_total{status="401"} 6.0' in http.get("/metrics", headers={"X-API-Key": KEY}).text
+        # A stranger learns nothing about the other parameters either: the key is checked first.
+        assert http.post("/predict?explain=2", content=photo, headers=JPEG).status_code == 401
+        assert 'fmnist_rejected_total{status="401"} 7.0' in http.get("/metrics", headers={"X-API-Key": KEY}).text
 
 
 def test_key_file_is_read_and_checked(tmp_path):

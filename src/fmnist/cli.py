@@ -148,6 +148,8 @@ def say_layout(source: str, layout: str | None) -> None:
 def cmd_eval(args: argparse.Namespace) -> int:
     from fmnist.evaluate import Report, evaluate_logits
 
+    if args.plots and Path(args.plots).exists() and not Path(args.plots).is_dir():  # before the work, not after
+        raise FmnistError(f"--plots {args.plots}: exists and is not a directory")
     predictor = load_predictor(args.checkpoint, args.device, args.tta)
     say_layout(args.checkpoint, predictor.describe().get("layout"))
     if args.images:
@@ -308,7 +310,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
 def predict_line(result: FilePrediction, as_json: bool) -> str:
     path = str(result.path)
     if result.error is not None:
-        error = plain(result.error)
+        error = plain(result.error).removeprefix(f"{path}: ")  # load_image's messages name the file already
         return json.dumps({"path": path, "error": error}) if as_json else f"{path}: error: {error}"
     verdict = result.verdict
     if not as_json:

@@ -326,9 +326,9 @@ def create_app(  # noqa: C901 -- the FastAPI app factory: its routes are nested 
         """Classify one raw image body (image/* or application/octet-stream) or the multipart field(s) `file`."""
         body = Body(request)
         try:
+            client = keys.check(request.headers) if keys is not None else ""  # first: a stranger learns nothing
             if explain not in ("0", "1"):
                 raise ApiError(422, f"explain: expected 0 or 1, got {explain!r}")
-            client = keys.check(request.headers) if keys is not None else ""
             if rate is not None:
                 rate.take(client or (request.client.host if request.client else ""))
             answer, pictures, heatmaps = await classify(body, explain == "1")
