@@ -14,8 +14,18 @@ def test_create_writes_the_config_once_and_refuses_a_second_run(tmp_path):
     assert not run.is_run() and run.create(Config(hidden=(8,))) is None
     assert run.is_run() and run.read_config().hidden == (8,)
     problem = run.create(Config(hidden=(16,)))
-    assert problem is not None and "already holds a run" in problem and "--resume" in problem
+    assert problem == run.taken() and "already holds a run" in problem and "--resume" in problem
     assert run.read_config().hidden == (8,)  # the first config stays
+
+
+def test_train_into_a_taken_directory_stops_before_loading_data_or_printing(tmp_path, capsys, monkeypatch):
+    from fmnist import cli
+
+    RunDir(tmp_path / "run").create(Config(hidden=(8,)))
+    monkeypatch.setattr(cli, "load_data", lambda *a: pytest.fail("the data was loaded before the check"))
+    assert cli.main(["train", "--out", str(tmp_path / "run")]) == 2
+    out, err = capsys.readouterr()
+    assert out == "" and err.count("\n") == 1 and "already holds a run" in err
 
 
 def test_a_directory_stands_for_its_best_checkpoint_else_its_last(tmp_path):

@@ -88,6 +88,8 @@ def resolve_train_config(args: argparse.Namespace) -> tuple[config_lib.Config, P
 
 def cmd_train(args: argparse.Namespace) -> int:
     cfg, run_dir = resolve_train_config(args)
+    if not args.resume and RunDir(run_dir).is_run():  # before the data loads and anything is printed
+        raise FmnistError(RunDir(run_dir).taken())
     dataset = load_data(cfg.data_dir)
     if args.profile:
         from fmnist.bench import profiler

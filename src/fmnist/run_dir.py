@@ -57,12 +57,16 @@ class RunDir:
         directory is writable before any training time is spent. Returns the problem, if any (a string,
         so that under torchrun rank 0 can broadcast it to the other ranks before they raise)."""
         if self.config.exists():
-            return f"{self.path} already holds a run; continue it with --resume {self.path} or choose another --out"
+            return self.taken()
         try:
             atomic_write(self.config, config_lib.dumps(cfg))
         except OSError as e:
             return f"cannot write the run directory {self.path}: {e.strerror or e}"
         return None
+
+    def taken(self) -> str:
+        """Why a new run cannot start here: the directory already holds one."""
+        return f"{self.path} already holds a run; continue it with --resume {self.path} or choose another --out"
 
     def is_run(self) -> bool:
         return self.config.is_file()
