@@ -148,7 +148,7 @@ def say_layout(source: str, layout: str | None) -> None:
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
-    from fmnist.evaluate import Report, evaluate_logits
+    from fmnist.evaluate import Report, evaluation_of
 
     if args.plots and Path(args.plots).exists() and not Path(args.plots).is_dir():  # before the work, not after
         raise FmnistError(f"--plots {args.plots}: exists and is not a directory")
@@ -158,24 +158,24 @@ def cmd_eval(args: argparse.Namespace) -> int:
         from fmnist.folders import load_folders
 
         folders = load_folders(args.images)
-        result = evaluate_logits(predictor.logits, folders.images, folders.labels)
-        report = Report(
-            str(args.checkpoint),
-            str(args.images),
-            result,
-            folders.images,
-            [p.name for p in folders.paths],
-            folders.problems,
-            folders.skipped,
-        )
+        images, labels = folders.images, folders.labels
+        names, problems, skipped = [p.name for p in folders.paths], folders.problems, folders.skipped
     else:
         # Not the data_dir saved in the checkpoint's config: a path on the training machine is not
         # part of what a checkpoint means, and the test set is the same wherever it is found.
         dataset = load_data(args.data_dir)
-        result = evaluate_logits(predictor.logits, dataset.test_images, dataset.test_labels)
-        report = Report(str(args.checkpoint), "test set", result, dataset.test_images)
-    images, labels = (folders.images, folders.labels) if args.images else (dataset.test_images, dataset.test_labels)
-    trusted = trust_report(predictor, images, labels, args.plots)
+        images, labels, names, problems, skipped = dataset.test_images, dataset.test_labels, None, [], {}
+    logits = torch.cat([predictor.logits(chunk) for chunk in images.split(1000)])  # once, for both reports
+    report = Report(
+        str(args.checkpoint),
+        str(args.images) if args.images else "test set",
+        evaluation_of(logits, labels),
+        images,
+        names,
+        problems,
+        skipped,
+    )
+    trusted = trust_report(predictor.trust, logits, labels, args.plots)
     if args.plots:
         written = plots.write_evaluation_plots(args.plots, report, data.CLASSES)
         print(f"wrote {', '.join(written)}", file=sys.stderr)
@@ -187,11 +187,10 @@ def cmd_eval(args: argparse.Namespace) -> int:
     return 0
 
 
-def trust_report(predictor, images: torch.Tensor, labels: torch.Tensor, plot_dir: str | None):
-    """Calibration and non-garment figures of `predictor` on a labelled set (trust.report); with `plot_dir`,
-    also its reliability diagram."""
-    logits = torch.cat([predictor.logits(chunk) for chunk in images.split(1000)])
-    figures = trust.report(predictor.trust, logits, labels)
+def trust_report(model_trust: trust.Trust, logits: torch.Tensor, labels: torch.Tensor, plot_dir: str | None):
+    """Calibration and non-garment figures of a model's logits [N, 10] on a labelled set (trust.report); with
+    `plot_dir`, also its reliability diagram."""
+    figures = trust.report(model_trust, logits, labels)
     if plot_dir:
         before, after = figures.confidence
         confidence = {

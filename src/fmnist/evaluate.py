@@ -162,16 +162,16 @@ def evaluate_logits(
     an onnxruntime session), called on `batch_size` images at a time; logits on the labels' device."""
     if not len(images):
         raise FmnistError("no images to evaluate: loss and accuracy of an empty set are undefined")
-    loss_sum = torch.zeros((), device=labels.device)
-    probabilities = []
-    for start in range(0, len(images), batch_size):
-        logits = logits_of(images[start : start + batch_size]).float()
-        loss_sum += F.cross_entropy(logits, labels[start : start + batch_size], reduction="sum")
-        probabilities.append(logits.softmax(1))
-    probs = torch.cat(probabilities).cpu()
+    chunks = [logits_of(images[start : start + batch_size]).float() for start in range(0, len(images), batch_size)]
+    return evaluation_of(torch.cat(chunks), labels)
+
+
+def evaluation_of(logits: torch.Tensor, labels: torch.Tensor) -> Evaluation:
+    """Metrics of logits [N, 10] already computed for `labels` [N] (on the labels' device)."""
+    probs = logits.softmax(1).cpu()
     cpu_labels = labels.cpu()
     return Evaluation(
-        loss=loss_sum.item() / len(images),
+        loss=F.cross_entropy(logits, labels).item(),
         accuracy=(probs.argmax(1) == cpu_labels).float().mean().item(),
         probabilities=probs,
         labels=cpu_labels,
