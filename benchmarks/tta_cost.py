@@ -20,6 +20,7 @@ import torch
 from fmnist import checkpoint, data, train
 from fmnist.evaluate import evaluate_logits
 from fmnist.inference import load_predictor
+from fmnist.run_dir import model_path
 
 
 def main() -> None:
@@ -30,7 +31,7 @@ def main() -> None:
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
-    _, cfg, _ = checkpoint.load_model(args.run)
+    _, cfg, _ = checkpoint.load_model(model_path(args.run))
     if not cfg.val_size:
         raise SystemExit(f"{args.run}: trained without --val-size; TTA is judged on validation only")
     split = train.split_data(cfg, data.load(), torch.device("cpu"))

@@ -639,7 +639,7 @@ def shared_flags() -> dict[str, Parser]:
         default="none",
         choices=("none", "flip"),
         help="test-time augmentation: "
-        "flip averages the class probabilities of each image and its mirror (2 model inputs "
+        "flip averages the logits of each image and its mirror (2 model inputs "
         "per image) (default: none)",
     )
     return flags

@@ -24,6 +24,7 @@ from fmnist.errors import FmnistError
 from fmnist.images import Framed, export_png, load_picture
 from fmnist.run_dir import model_path
 from fmnist.trust import Trust
+from fmnist.tta import with_tta
 
 ONNX_FORMAT = "fmnist-onnx-v1"
 INPUT_NAME, OUTPUT_NAME = "pixels", "logits"
@@ -172,9 +173,7 @@ def open_onnx(path: str | Path, threads: int | None = None) -> OnnxPredictor:
 
 def load_predictor(path: str | Path, device: str | torch.device = "cpu", tta: str = "none") -> Predictor:
     """A predictor for a checkpoint (.pt), a run directory, or an exported model (.onnx, on the CPU);
-    with `tta` "flip", its probabilities averaged over each image and its mirror (tta.py)."""
-    from fmnist.tta import with_tta
-
+    with `tta` "flip", its logits averaged over each image and its mirror (tta.py)."""
     if Path(path).suffix.lower() == ".onnx":
         return with_tta(open_onnx(path), tta)
     return with_tta(TorchPredictor(path, device), tta)

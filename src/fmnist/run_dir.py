@@ -25,6 +25,7 @@ from fmnist import checkpoint
 from fmnist import config as config_lib
 from fmnist.atomic import atomic_write
 from fmnist.config import Config
+from fmnist.data import CLASSES
 from fmnist.errors import FmnistError
 from fmnist.records import EpochRow, Summary
 
@@ -123,7 +124,6 @@ class RunDir:
         """curves.png, confusion_matrix.png and the test set's mistakes; `test` is the evaluate.Evaluation
         of the chosen model on `test_images` (N, 28, 28) uint8."""
         from fmnist import plots  # matplotlib: only when a run finishes
-        from fmnist.data import CLASSES
 
         plots.write_run_plots(self.path, history, test, test_images, CLASSES)
 
