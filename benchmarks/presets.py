@@ -4,11 +4,12 @@ tutorial pipeline (benchmarks/tutorial.py). Every run is its own process, timed 
 exit, one after the other; run it on an otherwise idle machine.
 
     python benchmarks/presets.py [--presets mlp-fast,cnn-fast,reference,...] [--seeds 0,1,2]
-                                 [--tutorial-seeds 0] [--out runs/presets]
+                                 [--tutorial-seeds 0] [--out runs/presets] [--flags="--val-size 0"]
 """
 
 import argparse
 import json
+import shlex
 import statistics
 import subprocess
 import sys
@@ -36,11 +37,12 @@ def main() -> None:
     parser.add_argument("--seeds", default="0,1,2")
     parser.add_argument("--tutorial-seeds", default="0", help="seeds of the tutorial pipeline ('' to skip it)")
     parser.add_argument("--out", default="runs/presets")
+    parser.add_argument("--flags", default="", help='more flags of every `fmnist train`, e.g. "--val-size 0"')
     args = parser.parse_args()
     seeds = [int(s) for s in args.seeds.split(",")]
     rows = []
     for name in args.presets.split(","):
-        flags = [] if name == "reference" else ["--preset", name]
+        flags = ([] if name == "reference" else ["--preset", name]) + shlex.split(args.flags)
         walls, accuracies = [], []
         for seed in seeds:
             run = Path(args.out) / f"{name}-s{seed}"

@@ -86,7 +86,7 @@ def adam_second_moments(optimizer_state: dict) -> list[torch.Tensor]:
 
 
 def test_steady_state_rows_start_from_trained_optimizer_state(synthetic_data):
-    cfg = Config(hidden=(16,), batch_size=50)
+    cfg = Config(hidden=(16,), batch_size=50, val_size=0)
     dataset = data.load()
     images, labels = dataset.train_images, dataset.train_labels
     trained = speed.train_steady_state(cfg, images, labels, epochs=2)
@@ -106,7 +106,7 @@ def test_steady_state_rows_start_from_trained_optimizer_state(synthetic_data):
 
 @pytest.mark.slow
 def test_bench_from_a_run_measures_its_config_and_state(synthetic_data, tmp_path, monkeypatch):
-    cfg = Config(hidden=(12,), epochs=1, batch_size=50)
+    cfg = Config(hidden=(12,), epochs=1, batch_size=50, val_size=0)
     train.fit(cfg, tmp_path / "run", data.load(), log=lambda _: None, progress=False)
     measured = []
 

@@ -12,7 +12,7 @@ from fmnist.cli import CLOSED_PIPE_STATUS, main
 from fmnist.images import export_png, load_image
 from fmnist.run_dir import model_path
 
-TRAIN = ["train", "--hidden", "64", "--epochs", "2", "--batch-size", "32", "--no-progress"]
+TRAIN = ["train", "--hidden", "64", "--epochs", "2", "--batch-size", "32", "--val-size", "0", "--no-progress"]
 
 
 def run(capsys, *argv):
@@ -278,10 +278,10 @@ NO_SUCH_DEVICE = "tpu" if torch.cuda.is_available() else "cuda"
             "save_inputs file.txt: exists and is not a directory",
         ),
         (["data", "info", "--data-dir", "empty"], "empty"),
-        (["train", "--ema-decay", "0.99"], "ema_decay decides on the validation split"),
-        (["train", "--patience", "3"], "patience decides on the validation split"),
+        (["train", "--ema-decay", "0.99", "--val-size", "0"], "ema_decay decides on the validation split"),
+        (["train", "--patience", "3", "--val-size", "0"], "patience decides on the validation split"),
         (["train", "--threads", "many"], "threads must be auto or a positive integer"),
-        (["lr-find", "--start-lr", "1", "--end-lr", "0.1"], "lr-find needs 0 < start"),
+        (["lr-find", "--start-lr", "1", "--end-lr", "0.1", "--val-size", "0"], "lr-find needs 0 < start"),
     ],
 )
 def test_user_mistakes_are_one_line_errors(argv, message, synthetic_data, tmp_path, monkeypatch, capsys):
@@ -340,6 +340,8 @@ def test_lr_find_prints_a_suggestion_and_plots(synthetic_data, tmp_path, capsys)
         "40",
         "--start-lr",
         "1e-5",
+        "--val-size",
+        "0",
         "--plot",
         str(plot),
     )

@@ -17,7 +17,7 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def experiment(**grid):
-    return compare.build_experiment(base=TINY, grid=grid, seeds=[0, 1], threshold=0.5, log=lambda _: None)
+    return compare.build_experiment(base=TINY, grid=grid, seeds=[0, 1], threshold=0.5)
 
 
 @pytest.fixture
@@ -74,7 +74,7 @@ def test_interrupted_grid_trains_only_the_missing_runs(synthetic_data, tmp_path,
     from fmnist import data
 
     dataset = data.load()
-    exp = compare.build_experiment(base=TINY, grid={"optimizer": ["sgd", "adam"]}, seeds=[0], log=lambda _: None)
+    exp = compare.build_experiment(base=TINY, grid={"optimizer": ["sgd", "adam"]}, seeds=[0])
     out = tmp_path / "grid"
     compare.run_grid(exp, out, dataset, log=lambda _: None)
     runs = out / "runs"
@@ -96,9 +96,9 @@ def test_a_changed_experiment_refuses_to_reuse_the_directory(synthetic_data, tmp
     from fmnist import data
 
     out = tmp_path / "grid"
-    experiment = compare.build_experiment(base=TINY, seeds=[0], log=lambda _: None)
+    experiment = compare.build_experiment(base=TINY, seeds=[0])
     compare.run_grid(experiment, out, data.load(), log=lambda _: None)
-    longer = compare.build_experiment(base={**TINY, "epochs": "3"}, seeds=[0], log=lambda _: None)
+    longer = compare.build_experiment(base={**TINY, "epochs": "3"}, seeds=[0])
     with pytest.raises(FmnistError, match="epochs=2.*asks for 3"):
         compare.run_grid(longer, out, data.load(), log=lambda _: None)
 
@@ -137,7 +137,7 @@ def test_experiment_file_axes_tables_and_list_options(tmp_path):
         ' {optimizer = "adamw", weight_decay = 0.05}]\n'
         "hidden = [[256], [512, 512]]\n"
     )
-    exp = compare.build_experiment(compare.read_experiment(path), base={"epochs": "5"}, log=lambda _: None)
+    exp = compare.build_experiment(compare.read_experiment(path), base={"epochs": "5"})
     runs = compare.grid_runs(exp, tmp_path / "out")
     assert [r.point for r in runs] == [
         "optimizer=sgd-nesterov,hidden=256",
@@ -147,18 +147,15 @@ def test_experiment_file_axes_tables_and_list_options(tmp_path):
     ]
     first = runs[0].config
     assert (first.optimizer, first.momentum, first.nesterov, first.lr, first.hidden) == ("sgd", 0.9, True, 0.05, (256,))
-    assert (first.epochs, first.seed, first.val_size, exp.threshold) == (5, 3, compare.DEFAULT_VAL_SIZE, 0.9)
+    assert (first.epochs, first.seed, first.val_size, exp.threshold) == (5, 3, config.Config().val_size, 0.9)
     assert runs[0].run_dir == tmp_path / "out" / "runs" / "optimizer=sgd-nesterov,hidden=256" / "seed3"
 
 
-def test_val_size_defaults_loudly_and_zero_is_refused():
-    messages = []
-    exp = compare.build_experiment(base={"epochs": "1"}, log=messages.append)
-    assert exp.base["val_size"] == compare.DEFAULT_VAL_SIZE and "val_size not set" in messages[0]
+def test_val_size_zero_is_refused():
     with pytest.raises(FmnistError, match="val_size must be > 0"):
-        compare.build_experiment(base={"val_size": "0"}, log=messages.append)
+        compare.build_experiment(base={"val_size": "0"})
     with pytest.raises(FmnistError, match="val_size must be > 0"):
-        compare.build_experiment(grid={"val_size": ["0", "100"]}, log=messages.append)
+        compare.build_experiment(grid={"val_size": ["0", "100"]})
 
 
 def test_epochs_to_threshold_counts_training_seconds_up_to_the_first_epoch_reaching_it():

@@ -10,7 +10,7 @@ def test_defaults_are_the_reference_configuration():
     cfg = Config()
     assert (cfg.model, cfg.hidden, cfg.activation) == ("mlp", (512, 512), "relu")
     assert (cfg.epochs, cfg.batch_size, cfg.optimizer, cfg.lr) == (15, 64, "adam", 1e-3)
-    assert cfg.val_size == 0
+    assert cfg.val_size == 5000  # held out for model choice, calibration and the detector
 
 
 def test_toml_then_flags_override_in_order(tmp_path):

@@ -12,7 +12,9 @@ from fmnist.run_dir import model_path
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
 
-SMALL = dict(hidden=(64,), epochs=3, batch_size=32, eval_batch_size=256, dropout=0.2, augment=("flip", "crop"))
+SMALL = dict(
+    hidden=(64,), val_size=0, epochs=3, batch_size=32, eval_batch_size=256, dropout=0.2, augment=("flip", "crop")
+)
 TIMINGS = ("epoch_seconds", "ms_per_batch", "images_per_second")
 
 

@@ -136,7 +136,14 @@ def metrics(run_dir) -> list[dict]:
 @pytest.mark.slow
 def test_two_gloo_processes_collectives_and_exact_resume_with_each_ranks_random_states(synthetic_data, tmp_path):
     cfg = Config(
-        hidden=(32,), epochs=3, batch_size=32, eval_batch_size=300, dropout=0.3, augment=("flip", "crop"), device="cpu"
+        hidden=(32,),
+        val_size=0,
+        epochs=3,
+        batch_size=32,
+        eval_batch_size=300,
+        dropout=0.3,
+        augment=("flip", "crop"),
+        device="cpu",
     )
     mp.spawn(worker, args=(2, free_port(), data.load(), cfg, str(tmp_path)), nprocs=2)
     first, second = (json.loads((tmp_path / f"{r}.json").read_text()) for r in (0, 1))
@@ -170,7 +177,14 @@ def train_one_rank(rank: int, size: int, port: int, dataset, cfg: Config, root: 
 def test_batch_norm_trains_on_two_processes_whose_shards_end_in_a_one_image_batch(synthetic_data, tmp_path):
     # 34 images over 2 processes: shards of 17, local batches of 8, so each shard's last batch holds one image
     cfg = Config(
-        hidden=(16,), batch_norm=True, train_subset=34, batch_size=16, epochs=1, eval_batch_size=300, device="cpu"
+        hidden=(16,),
+        val_size=0,
+        batch_norm=True,
+        train_subset=34,
+        batch_size=16,
+        epochs=1,
+        eval_batch_size=300,
+        device="cpu",
     )
     mp.spawn(train_one_rank, args=(2, free_port(), data.load(), cfg, str(tmp_path)), nprocs=2)
     summary = json.loads((tmp_path / "run" / "summary.json").read_text())

@@ -49,7 +49,7 @@ def trained(tmp_path_factory):
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     torch.manual_seed(0)
-    cfg = Config(hidden=(32,))
+    cfg = Config(hidden=(32,), val_size=0)
     model = models.build(cfg)
     images, labels = region_images(512, seed=0)
     optimizer = torch.optim.Adam(model.parameters(), 3e-3)

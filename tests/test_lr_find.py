@@ -53,7 +53,7 @@ def test_bad_ranges_and_immediate_divergence_are_one_line_errors():
 def test_lr_find_on_a_config_leaves_no_trace(synthetic_data, tmp_path, monkeypatch, one_thread):
     (tmp_path / "cwd").mkdir()
     monkeypatch.chdir(tmp_path / "cwd")
-    cfg = Config(hidden=(32,), batch_size=32, optimizer="sgd", lr=0.1)
+    cfg = Config(hidden=(32,), batch_size=32, optimizer="sgd", lr=0.1, val_size=0)
     result = lr_find.lr_find(cfg, data.load(), start_lr=1e-4, end_lr=100.0, steps=60)
     assert 1e-4 < result.suggestion < 10
     assert min(result.losses) < result.losses[0]  # it learned somewhere in the range

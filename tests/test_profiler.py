@@ -11,13 +11,13 @@ from fmnist.config import Config
 @pytest.mark.slow
 def test_train_profile_writes_a_trace_and_leaves_the_run_unchanged(synthetic_data, tmp_path):
     train.fit(
-        Config(hidden=(16,), epochs=1, batch_size=50),
+        Config(hidden=(16,), epochs=1, batch_size=50, val_size=0),
         tmp_path / "plain",
         data.load(),
         log=lambda _: None,
         progress=False,
     )
-    args = ["--hidden", "16", "--epochs", "1", "--batch-size", "50", "--no-progress"]
+    args = ["--hidden", "16", "--epochs", "1", "--batch-size", "50", "--val-size", "0", "--no-progress"]
     assert cli.main(["train", *args, "--out", str(tmp_path / "profiled"), "--profile", str(tmp_path / "trace")]) == 0
     traces = list((tmp_path / "trace").glob("*.pt.trace.json"))
     assert len(traces) == 1 and json.loads(traces[0].read_text())["traceEvents"]
@@ -33,7 +33,7 @@ def test_profile_restores_the_global_rng(synthetic_data, tmp_path):
     torch.manual_seed(3)
     before = torch.get_rng_state()
     profiler.profile_training(
-        Config(hidden=(8,), batch_size=16, dropout=0.5),
+        Config(hidden=(8,), batch_size=16, dropout=0.5, val_size=0),
         data.load(),
         tmp_path,
         warmup_steps=1,

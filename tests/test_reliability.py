@@ -20,7 +20,20 @@ from fmnist.cli import main
 HERE = Path(__file__).parent
 TIMINGS = ("epoch_seconds", "ms_per_batch", "images_per_second")
 # Dropout and augmentation make the RNG state part of what an exact resume has to restore.
-ARGS = ["train", "--hidden", "64", "--batch-size", "32", "--dropout", "0.2", "--augment", "flip,crop", "--no-progress"]
+ARGS = [
+    "train",
+    "--hidden",
+    "64",
+    "--batch-size",
+    "32",
+    "--val-size",
+    "0",
+    "--dropout",
+    "0.2",
+    "--augment",
+    "flip,crop",
+    "--no-progress",
+]
 
 
 @pytest.fixture
@@ -141,7 +154,7 @@ def test_disk_full_at_a_checkpoint_is_one_line_and_keeps_the_previous_one(
         save(path, state)
 
     monkeypatch.setattr(checkpoint, "save", fail_on_second_epoch)
-    code = main(["train", "--hidden", "32", "--epochs", "3", "--out", str(run), "--no-progress"])
+    code = main(["train", "--hidden", "32", "--epochs", "3", "--val-size", "0", "--out", str(run), "--no-progress"])
     err = capsys.readouterr().err
     assert code == 1 and "No space left on device" in err and len(err.strip().splitlines()) == 1
     assert checkpoint.load(run / "checkpoints" / "last.pt")["epoch"] == 1
@@ -151,7 +164,9 @@ def test_disk_full_at_a_checkpoint_is_one_line_and_keeps_the_previous_one(
 def test_unwritable_run_directory_fails_before_training(synthetic_data, tmp_path, capsys):
     blocker = tmp_path / "file"
     blocker.write_text("")
-    code = main(["train", "--hidden", "32", "--epochs", "1", "--out", str(blocker / "run"), "--no-progress"])
+    code = main(
+        ["train", "--hidden", "32", "--epochs", "1", "--val-size", "0", "--out", str(blocker / "run"), "--no-progress"]
+    )
     err = capsys.readouterr().err
     assert code == 2 and "cannot write the run directory" in err and "epoch" not in err
 
@@ -165,7 +180,18 @@ def test_torchrun_two_processes_match_one_process_with_the_same_effective_batch(
     # 4096 images: whole batches on both sides. With a remainder, the merged last batch is one mean over
     # 160 images in one process and two means over 80 in two; their float rounding differs, and Adam's
     # normalised steps carry that into the next epoch's metrics (test_distributed.py covers remainders).
-    common = ["train", "--train-subset", "4096", "--epochs", "2", "--batch-size", "128", "--no-progress"]
+    common = [
+        "train",
+        "--train-subset",
+        "4096",
+        "--val-size",
+        "0",
+        "--epochs",
+        "2",
+        "--batch-size",
+        "128",
+        "--no-progress",
+    ]
     env = dict(os.environ, OMP_NUM_THREADS="1")
     two = subprocess.run(
         [torchrun, "--nproc_per_node=2", "--standalone", "-m", "fmnist", *common, "--out", str(tmp_path / "two")],

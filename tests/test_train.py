@@ -17,7 +17,7 @@ from fmnist.errors import FmnistError
 from fmnist.records import EpochRow, Summary
 from fmnist.run_dir import model_path
 
-SMALL = dict(hidden=(64,), epochs=2, batch_size=32, eval_batch_size=256)
+SMALL = dict(hidden=(64,), epochs=2, batch_size=32, eval_batch_size=256, val_size=0)
 TIMINGS = ("epoch_seconds", "ms_per_batch", "images_per_second")
 
 
@@ -129,7 +129,15 @@ def test_resume_after_interrupt_matches_an_uninterrupted_run(synthetic_data, tmp
 @pytest.mark.slow
 def test_cnn_with_bf16_and_channels_last_trains_and_resumes_exactly(synthetic_data, tmp_path):
     cfg = Config(
-        model="cnn", hidden=(8, 16), batch_norm=True, amp="bf16", epochs=2, batch_size=32, eval_batch_size=256, lr=0.05
+        model="cnn",
+        val_size=0,
+        hidden=(8, 16),
+        batch_norm=True,
+        amp="bf16",
+        epochs=2,
+        batch_size=32,
+        eval_batch_size=256,
+        lr=0.05,
     )
     straight = fit(cfg, tmp_path / "straight")
     assert straight.summary["test_accuracy"] > 0.5  # ten classes: chance is 0.1
@@ -482,6 +490,7 @@ def test_batch_norm_trains_through_a_one_image_last_batch(synthetic_data, tmp_pa
     for model in ("mlp", "cnn"):
         cfg = Config(
             model=model,
+            val_size=0,
             hidden=(8,),
             head=4,
             batch_norm=True,
@@ -504,7 +513,7 @@ def test_batch_norm_trains_through_a_one_image_last_batch(synthetic_data, tmp_pa
 )
 def test_a_config_that_cannot_train_on_this_data_is_refused_before_any_work(synthetic_data, tmp_path, values, message):
     with pytest.raises(FmnistError, match=message):
-        fit(Config(hidden=(8,), epochs=1, **values), tmp_path / "run")
+        fit(Config(**{"hidden": (8,), "epochs": 1, "val_size": 0, **values}), tmp_path / "run")
     assert not (tmp_path / "run").exists()
 
 

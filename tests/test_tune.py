@@ -121,7 +121,7 @@ def test_a_trial_of_a_dead_worker_is_failed_and_the_study_goes_on(synthetic_data
     from fmnist import data
 
     study_dir = tmp_path / "study"
-    tune.create_study(study_dir, tune.new_settings({"epochs": 1, "val_size": 200}, name="s", log=lambda _: None))
+    tune.create_study(study_dir, tune.new_settings({"epochs": 1, "val_size": 200}, name="s"))
     dead = subprocess.Popen([sys.executable, "-c", "pass"])
     dead.wait()
     orphan = tune.load_study(study_dir, log=lambda _: None).ask()  # RUNNING, as a kill -9 leaves it
@@ -169,6 +169,6 @@ def test_an_unknown_pruner_is_a_one_line_usage_error(capsys):
 
 def test_an_existing_study_directory_is_not_overwritten(tmp_path, capsys):
     study_dir = tmp_path / "s"
-    tune.create_study(study_dir, tune.new_settings({"epochs": 1}, name="s", log=lambda _: None))
+    tune.create_study(study_dir, tune.new_settings({"epochs": 1}, name="s"))
     assert main(["tune", "--out", str(study_dir), "--epochs", "1"]) == 2
     assert f"continue it with --resume {study_dir}" in capsys.readouterr().err

@@ -183,7 +183,7 @@ def one_machine(urls: list[str], root: str, barrier, results) -> None:
     base = {"epochs": 3, "val_size": 100}
     for round_, url in enumerate(urls):
         study_dir = Path(root) / f"round{round_}" / uuid.uuid4().hex
-        settings = tune.new_settings(base, name="array", storage=url, log=lambda _: None)
+        settings = tune.new_settings(base, name="array", storage=url)
         barrier.wait()
         try:
             tune.create_study(study_dir, settings)

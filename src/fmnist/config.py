@@ -114,9 +114,10 @@ class Config:
     )
     # data and run
     val_size: int = _opt(
-        0,
-        "training images held out (stratified) for validation and model selection; `fmnist train` "
-        "also fits the temperature and the non-garment detector on them (5000 is usual)",
+        5000,
+        "training images held out (stratified) for validation: the best epoch (and EMA) is chosen "
+        "on them, and `fmnist train` fits the temperature and the non-garment detector on them; "
+        "0: train on every image, with uncalibrated probabilities and no detector",
     )
     train_subset: int = _opt(
         0, "train on a stratified subset of this many images (0 = all): smoke tests, quick studies"

@@ -330,7 +330,10 @@ def stratified_split(labels: torch.Tensor, val_size: int, seed: int) -> tuple[to
     labels = labels.flatten().long().cpu()
     n = len(labels)
     if not 0 <= val_size < n:
-        raise FmnistError(f"validation size {val_size} must be between 0 and {n - 1} (there are {n} training images)")
+        raise FmnistError(
+            f"validation size {val_size} must be between 0 and {n - 1} (there are {n} training images): "
+            "lower --val-size, or 0 to train on every image"
+        )
     counts = torch.bincount(labels, minlength=len(CLASSES))
     quota, remainder = torch.div(counts * val_size, n, rounding_mode="floor"), (counts * val_size) % n
     short = val_size - int(quota.sum())

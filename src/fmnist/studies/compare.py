@@ -35,7 +35,6 @@ from fmnist.run_dir import RunDir
 
 DEFAULT_SEEDS = (0, 1, 2)
 DEFAULT_THRESHOLD = 0.88  # validation accuracy whose epochs and seconds to reach are reported
-DEFAULT_VAL_SIZE = 5000  # training images held out when the experiment does not say
 EXPERIMENT_KEYS = ("preset", "seeds", "threshold", "base", "grid")
 
 
@@ -90,13 +89,10 @@ def build_experiment(
     grid: dict[str, list] | None = None,
     seeds: list[int] | None = None,
     threshold: float | None = None,
-    log: Callable[[str], None] = print,
 ) -> Experiment:
     """An Experiment from an experiment file's values (read_experiment) and explicit values, which win:
     `base` updates the file's [base], `grid` replaces or adds axes, `seeds` and `threshold` replace.
-
-    Without a validation split nothing could be compared honestly, so val_size defaults to
-    DEFAULT_VAL_SIZE when neither the file's [base] nor `base` sets it.
+    Without a validation split nothing could be compared honestly, so val_size 0 is refused.
     """
     file_values = file_values or {}
     preset = preset or file_values.get("preset")
@@ -106,10 +102,6 @@ def build_experiment(
     if "seed" in values:
         raise FmnistError("seed is set per run by the seeds list; use seeds = [...] / --seeds")
     axes = {axis: parse_axis(axis, vals) for axis, vals in {**file_values.get("grid", {}), **(grid or {})}.items()}
-    grid_sets_val_size = any("val_size" in options for vals in axes.values() for _, options in vals)
-    if not values.get("val_size") and "val_size" not in explicit and not grid_sets_val_size:
-        values["val_size"] = DEFAULT_VAL_SIZE
-        log(f"val_size not set: holding out {DEFAULT_VAL_SIZE} training images for validation")
     for point_values in [values, *(v for vals in axes.values() for _, v in vals)]:
         if point_values.get("val_size", 1) == 0:
             raise FmnistError("compare ranks runs by validation accuracy: val_size must be > 0")

@@ -49,7 +49,6 @@ from fmnist.data import FashionMNIST
 from fmnist.errors import FmnistError
 from fmnist.records import EpochRow
 from fmnist.run_dir import RunDir
-from fmnist.studies.compare import DEFAULT_VAL_SIZE
 
 STUDY_FILE = "study.json"
 JOURNAL_FILE = "journal.log"
@@ -223,15 +222,10 @@ def new_settings(
     pruner: str = "median",
     sampler_seed: int = 0,
     heartbeat: int = HEARTBEAT_SECONDS,
-    log: Callable[[str], None] = print,
 ) -> StudySettings:
-    """Settings of a new study from the config values given explicitly in `base`; val_size
-    defaults to DEFAULT_VAL_SIZE, since the objective is validation accuracy."""
-    values = dict(base)
-    if "val_size" not in values:
-        values["val_size"] = DEFAULT_VAL_SIZE
-        log(f"val_size not set: holding out {DEFAULT_VAL_SIZE} training images for validation")
-    cfg = config_lib.from_dict(values)
+    """Settings of a new study from the config values given explicitly in `base`; val_size 0
+    is refused, since the objective is validation accuracy."""
+    cfg = config_lib.from_dict(dict(base))
     if not cfg.val_size:
         raise FmnistError("tune maximises validation accuracy: val_size must be > 0")
     make_pruner(pruner, cfg.epochs)
