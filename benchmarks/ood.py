@@ -10,7 +10,7 @@ of every kind ("tune": looked at while choosing the cues; "holdout": not). Nothi
 detector: its threshold was fitted on validation photos alone.
 
 Also compares candidate detectors, each fitted the same way (conformal p-values of its cues on one
-set of validation photos, threshold keeping 95 % of them) and measured on the sets above: max-softmax,
+set of validation photos, threshold keeping ood.KEEP of them) and measured on the sets above: max-softmax,
 energy, Mahalanobis distance of penultimate features, the picture's framing cues alone, and each model
 cue with the picture cues. Last, what the detector costs per batch of 64 beside the model and the framing.
 Prints Markdown tables (docs/TRUST.md holds a run of it).
