@@ -523,4 +523,4 @@ def test_train_with_a_validation_split_fits_trust_and_calibrate_needs_one(
     assert "temperature" in out and checkpoint.load(model_path(run_dir))[trust.KEY]["temperature"] > 0
     code, _, err = run(capsys, *TRAIN, "--epochs", "1", "--out", str(tmp_path / "no-val"))
     code, _, err = run(capsys, "calibrate", str(tmp_path / "no-val"))
-    assert code == 2 and "without a validation split" in err
+    assert code == 2 and "no validation split on record" in err

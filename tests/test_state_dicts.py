@@ -184,3 +184,10 @@ def test_eval_predict_export_and_serve_take_a_quickstart_state_dict(quickstart, 
 
     with TestClient(create_app(load_predictor(path), Limits())) as client:  # what fmnist serve runs
         assert "PyTorch Quickstart" in client.get("/healthz").json()["layout"]
+
+
+def test_calibrate_refuses_a_state_dict_whose_training_images_are_unknown(quickstart, synthetic_data, capsys):
+    _, path = quickstart  # trained on who knows which images: none of them may serve as a validation split
+    assert main(["calibrate", str(path)]) == 2
+    err = capsys.readouterr().err
+    assert "no validation split on record" in err and len(err.strip().splitlines()) == 1

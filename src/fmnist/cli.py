@@ -229,8 +229,8 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
     model, cfg, _ = checkpoint.load_model(path, "cpu")
     if not cfg.val_size:
         raise FmnistError(
-            f"{path}: trained without a validation split (val_size 0); the temperature and the "
-            "non-garment detector are fitted only on images the model did not train on"
+            f"{path}: no validation split on record (val_size 0): the temperature and the non-garment "
+            "detector are fitted only on images the model did not train on; train with --val-size 5000"
         )
     dataset = load_data(args.data_dir)
     _, val_idx = data.stratified_split(dataset.train_labels, cfg.val_size, cfg.seed)

@@ -30,6 +30,9 @@ from fmnist.errors import FmnistError
 
 QUICKSTART_PREFIX = "linear_relu_stack."
 WRAPPER_PREFIXES = ("module.", "_orig_mod.")
+# What a bare state dict trained on is not known, so no training image counts as unseen: nothing may be
+# fitted on a "validation split" of it (fmnist calibrate refuses).
+UNKNOWN_SPLIT = 0
 # What `load_model` accepts, said in full in every refusal.
 LOADABLE = (
     "fmnist loads its own checkpoints (fmnist train: a .pt file or the run directory), its ONNX exports "
@@ -115,7 +118,7 @@ def _quickstart_config(weights: dict[str, torch.Tensor]) -> Config | None:
     if any(names != {"weight", "bias"} or weights[f"{p}.weight"].dim() != 2 for p, names in layers):
         return None
     hidden = tuple(weights[f"{p}.weight"].shape[0] for p, _ in layers[:-1])
-    return Config(model="mlp", hidden=hidden, activation="relu") if hidden else None
+    return Config(model="mlp", hidden=hidden, activation="relu", val_size=UNKNOWN_SPLIT) if hidden else None
 
 
 def _fmnist_config(weights: dict[str, torch.Tensor]) -> Config | None:
@@ -128,7 +131,7 @@ def _fmnist_config(weights: dict[str, torch.Tensor]) -> Config | None:
     linears = [p for p, names in layers if "weight" in names and weights[f"{p}.weight"].dim() == 2]
     if not kernels:
         hidden = tuple(weights[f"{p}.weight"].shape[0] for p in linears[:-1])
-        return Config(model="mlp", hidden=hidden, batch_norm=batch_norm) if hidden else None
+        return Config(model="mlp", hidden=hidden, batch_norm=batch_norm, val_size=UNKNOWN_SPLIT) if hidden else None
     # Conv, [BatchNorm], activation: the next conv of a block comes this many modules later; a
     # max-pool (and dropout) between blocks makes the gap larger.
     within = 3 if batch_norm else 2
@@ -142,7 +145,9 @@ def _fmnist_config(weights: dict[str, torch.Tensor]) -> Config | None:
         return None
     hidden = tuple(weights[f"{b[0]}.weight"].shape[0] for b in blocks)
     head = weights[f"{linears[0]}.weight"].shape[0] if len(linears) == 2 else 0
-    return Config(model="cnn", hidden=hidden, convs=len(blocks[0]), head=head, batch_norm=batch_norm)
+    return Config(
+        model="cnn", hidden=hidden, convs=len(blocks[0]), head=head, batch_norm=batch_norm, val_size=UNKNOWN_SPLIT
+    )
 
 
 def _layers(weights: dict[str, torch.Tensor]) -> list[tuple[str, set[str]]]:
