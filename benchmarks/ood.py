@@ -2,7 +2,7 @@
 
     python benchmarks/ood.py RUN_DIR [--per-kind 60] [--photos 400] [--json FILE]
 
-RUN_DIR: a run trained with a validation split (`fmnist train --val-size 5000`), whose best.pt holds the
+RUN_DIR: a run trained with a validation split (`fmnist train`'s default), whose best.pt holds the
 fitted detector (trust.py), or such a checkpoint. Garment side: product photos (fmnist.testing.photos)
 rendered from the run's validation images (a fresh render, not the one the detector was fitted on) and
 from test images, plus the plain 28x28 test images. Non-garment side: fmnist.testing.outliers, both parts
@@ -78,7 +78,7 @@ def auroc(inside: np.ndarray, outside: np.ndarray) -> float:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("model", help="a run directory trained with --val-size, or its best.pt")
+    parser.add_argument("model", help="a run directory trained with a validation split (the default), or its best.pt")
     parser.add_argument("--per-kind", type=int, default=60, help="non-garments per kind and part (default: 60)")
     parser.add_argument("--photos", type=int, default=400, help="garment photos per set (default: 400)")
     parser.add_argument("--seed", type=int, default=100, help="seed of the renders (default: 100)")
@@ -88,7 +88,7 @@ def main() -> None:
     predictor = TorchPredictor(args.model)
     deployed = predictor.trust
     if not deployed.has_detector:
-        raise SystemExit(f"{args.model}: no fitted detector (train with --val-size, or run fmnist calibrate)")
+        raise SystemExit(f"{args.model}: no fitted detector (trained with --val-size 0, or before fmnist calibrate)")
     cfg = predictor.config
     dataset = data.load()
     train_idx, val_idx = stratified_split(dataset.train_labels, cfg.val_size, cfg.seed)

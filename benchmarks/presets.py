@@ -1,7 +1,9 @@
 """README's presets table: process wall time and test accuracy, mean ± sample std over seeds,
 of `fmnist train` with each preset (and with no preset: the reference), next to the PyTorch
-tutorial pipeline (benchmarks/tutorial.py). Every run is its own process, timed from start to
-exit, one after the other; run it on an otherwise idle machine.
+tutorial pipeline (benchmarks/tutorial.py). The published table trains on all 60,000 images, as the
+tutorial does: `--flags="--val-size 0"`; without it each run holds out 5,000 (the default). Every
+run is its own process, timed from start to exit, one after the other; run it on an otherwise idle
+machine.
 
     python benchmarks/presets.py [--presets mlp-fast,cnn-fast,reference,...] [--seeds 0,1,2]
                                  [--tutorial-seeds 0] [--out runs/presets] [--flags="--val-size 0"]

@@ -4,7 +4,7 @@ interleaved over rounds.
 
     python benchmarks/tta_cost.py RUN_DIR [--rounds 5] [--threads N]
 
-The run must have a validation split (trained with --val-size); the predictor is the one
+The run must have a validation split (the default; not --val-size 0); the predictor is the one
 `fmnist eval` and `fmnist serve` use (inference.load_predictor), so the chosen weights (raw or
 EMA) are what is measured.
 """
@@ -33,7 +33,7 @@ def main() -> None:
         torch.set_num_threads(args.threads)
     _, cfg, _ = checkpoint.load_model(model_path(args.run))
     if not cfg.val_size:
-        raise SystemExit(f"{args.run}: trained without --val-size; TTA is judged on validation only")
+        raise SystemExit(f"{args.run}: trained with --val-size 0; TTA is judged on validation only")
     split = train.split_data(cfg, data.load(), torch.device("cpu"))
     modes = ("none", "flip")
     seconds: dict[str, list[float]] = {mode: [] for mode in modes}

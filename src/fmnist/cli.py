@@ -229,8 +229,9 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
     model, cfg, _ = checkpoint.load_model(path, "cpu")
     if not cfg.val_size:
         raise FmnistError(
-            f"{path}: no validation split on record (val_size 0): the temperature and the non-garment "
-            "detector are fitted only on images the model did not train on; train with --val-size 5000"
+            f"{path}: no validation split on record (trained with --val-size 0, or a state dict whose "
+            "training images are unknown): the temperature and the non-garment detector are fitted only "
+            "on images the model did not train on; train with fmnist train, which holds out 5,000"
         )
     dataset = load_data(args.data_dir)
     _, val_idx = data.stratified_split(dataset.train_labels, cfg.val_size, cfg.seed)
@@ -730,7 +731,7 @@ def build_parser() -> argparse.ArgumentParser:
         type=float,
         metavar="SCORE",
         help="in-distribution score (0..1) below which a picture is called not a garment (default: the "
-        "model's, fitted to keep 95%% of garment photos; 0 accepts everything)",
+        "model's, which keeps 97%% of its reference garment photos; 0 accepts everything)",
     )
     p.add_argument(
         "--save-inputs",
@@ -788,7 +789,7 @@ def build_parser() -> argparse.ArgumentParser:
         type=float,
         metavar="SCORE",
         help="in-distribution score (0..1) below which a picture is answered as not clothing (default: "
-        "the model's, fitted to keep 95%% of garment photos; 0 accepts everything)",
+        "the model's, which keeps 97%% of its reference garment photos; 0 accepts everything)",
     )
     p.add_argument("--no-access-log", action="store_true", help="no log line per request")
     p.set_defaults(func=cmd_serve)
@@ -796,7 +797,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser(
         "calibrate",
         help="fit the temperature and the non-garment detector of a trained model "
-        "(training with --val-size does this itself when it ends)",
+        "again (fmnist train does it when it ends, unless --val-size 0)",
         parents=[data_dir],
     )
     p.add_argument("checkpoint", help="a .pt checkpoint, or a run directory (its best, else last, checkpoint)")

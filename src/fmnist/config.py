@@ -98,12 +98,12 @@ class Config:
         0.0,
         "EMA of the weights (timm/torchvision --model-ema): decay per optimizer step, warmed "
         "up as min(decay, 1 - (1 + step)^-2/3); evaluated beside the raw weights every epoch and "
-        "chosen on validation (needs --val-size); 0: off; e.g. 0.999",
+        "chosen on validation (refused with --val-size 0); 0: off; e.g. 0.999",
     )
     patience: int = _opt(
         0,
         "early stopping: stop after this many epochs without a validation accuracy gain above "
-        "--min-delta (needs --val-size); 0: off",
+        "--min-delta (refused with --val-size 0); 0: off",
     )
     min_delta: float = _opt(0.0, "early stopping: the smallest validation accuracy gain (a fraction) that counts")
     max_time: float = _opt(
@@ -120,7 +120,9 @@ class Config:
         "0: train on every image, with uncalibrated probabilities and no detector",
     )
     train_subset: int = _opt(
-        0, "train on a stratified subset of this many images (0 = all): smoke tests, quick studies"
+        0,
+        "train on a stratified subset of this many of the images the validation split leaves (0 = all): "
+        "smoke tests, quick studies",
     )
     seed: int = _opt(0, "seeds weights, data order, augmentation and dropout")
     device: str = _opt("auto", "where to train: auto picks cuda, then mps, then cpu", DEVICES)
@@ -206,7 +208,7 @@ def _validate(cfg: Config) -> None:  # noqa: C901 -- a flat list of independent 
         raise FmnistError(f"ema_decay must be in [0, 1), got {cfg.ema_decay}")
     for name in ("ema_decay", "patience"):
         if getattr(cfg, name) and not cfg.val_size:
-            raise FmnistError(f"{name} decides on the validation split: set --val-size too (e.g. 5000)")
+            raise FmnistError(f"{name} decides on the validation split: drop --val-size 0 (the default holds out 5000)")
     if cfg.accumulate > 1 and cfg.on_nan == "skip":
         raise FmnistError("on_nan = skip needs accumulate = 1: a skipped batch would leave a partial gradient")
     if cfg.threads != "auto" and not (cfg.threads.isdigit() and int(cfg.threads) >= 1):

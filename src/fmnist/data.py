@@ -332,7 +332,7 @@ def stratified_split(labels: torch.Tensor, val_size: int, seed: int) -> tuple[to
     if not 0 <= val_size < n:
         raise FmnistError(
             f"validation size {val_size} must be between 0 and {n - 1} (there are {n} training images): "
-            "lower --val-size, or 0 to train on every image"
+            "lower val_size (--val-size), or 0 to train on every image"
         )
     counts = torch.bincount(labels, minlength=len(CLASSES))
     quota, remainder = torch.div(counts * val_size, n, rounding_mode="floor"), (counts * val_size) % n

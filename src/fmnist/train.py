@@ -257,7 +257,10 @@ def split_data(cfg: Config, data: FashionMNIST, device: torch.device) -> Split:
     train_idx, val_idx = stratified_split(data.train_labels, cfg.val_size, cfg.seed)
     if cfg.train_subset:
         if cfg.train_subset >= len(train_idx):
-            raise FmnistError(f"train_subset {cfg.train_subset} must be below the {len(train_idx)} training images")
+            raise FmnistError(
+                f"train_subset {cfg.train_subset} must be below the {len(train_idx)} training images that "
+                f"--val-size {cfg.val_size} leaves"
+            )
         _, keep = stratified_split(data.train_labels[train_idx], cfg.train_subset, cfg.seed + 1)
         train_idx = train_idx[keep]
     return Split(

@@ -164,8 +164,8 @@ def fit_and_store(
     (the one whose weights `model` holds). Without a validation split nothing is fitted (None)."""
     if not len(val_x) or not path.exists():
         log(
-            "no validation split (val_size 0): probabilities stay uncalibrated and no non-garment detector is "
-            "fitted; train with --val-size 5000 for both"
+            "no validation split (--val-size 0): probabilities stay uncalibrated and no non-garment detector "
+            "is fitted; leave --val-size at its default (5000) for both"
         )
         return None
     t0 = time.perf_counter()
