@@ -28,6 +28,20 @@ def test_combined_score_is_the_most_unusual_cue():
     assert score[0] > 0.5 and score[1] == pytest.approx(1 / 11)
 
 
+def test_the_threshold_fitted_on_400_references_keeps_95_percent_of_fresh_pictures_of_their_kind():
+    # Six cues of 400 reference "photos", as trust.fit has them; the threshold's promise is about fresh photos
+    # of the same kind, whose share kept moves with the draw of the references: it must hold for nearly all draws.
+    rng = np.random.default_rng(0)
+    names = ["energy", *ood.Cues.NAMES]
+    kept = []
+    for _ in range(40):
+        values = {name: rng.normal(size=400) for name in names}
+        threshold = ood.threshold_of(values, {name: np.sort(v) for name, v in values.items()})
+        fresh = {name: rng.normal(size=4000) for name in names}
+        kept.append(float((ood.combined(fresh, {n: np.sort(v) for n, v in values.items()}) >= threshold).mean()))
+    assert np.mean(np.array(kept) >= 0.95) >= 0.9, sorted(kept)[:8]
+
+
 def test_energy_and_max_softmax():
     logits = torch.tensor([[0.0, 0.0], [10.0, 0.0]])
     assert torch.allclose(ood.energy(logits), torch.logsumexp(logits, 1))

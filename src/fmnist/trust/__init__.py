@@ -147,8 +147,9 @@ def fit(
     logits = logits_of(torch.stack([f.image for f in framed]))
     values = {"energy": ood.energy(logits).numpy().astype(np.float64), **ood.picture_cues([f.cues for f in framed])}
     references = {name: np.sort(values[name]) for name in CUES}
-    threshold = float(np.quantile(ood.combined(values, references, itself=True), 1 - ood.KEEP))
-    return Trust(temperature, {name: ood.reference_of(v) for name, v in references.items()}, threshold)
+    return Trust(
+        temperature, {name: ood.reference_of(v) for name, v in references.items()}, ood.threshold_of(values, references)
+    )
 
 
 def fit_and_store(

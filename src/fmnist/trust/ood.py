@@ -128,6 +128,12 @@ def combined(cues: dict[str, np.ndarray], references: dict[str, np.ndarray], its
     return np.min(ps, axis=0)
 
 
+def threshold_of(values: dict[str, np.ndarray], references: dict[str, np.ndarray]) -> float:
+    """The score that KEEP of the reference pictures reach, each scored against the others (leave one
+    out): `values` per cue [M] in the pictures' order, `references` the same values sorted."""
+    return float(np.quantile(combined(values, references, itself=True), 1 - KEEP))
+
+
 def reference_of(values: np.ndarray) -> np.ndarray:
     """Sorted reference values, thinned to REFERENCE_SIZE evenly spaced quantiles when there are more."""
     values = np.sort(values[~np.isnan(values)])
