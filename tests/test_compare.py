@@ -212,7 +212,7 @@ def test_summary_rows_give_mean_and_sample_std_over_finished_seeds(tmp_path):
         (["--set", "val_size=0"], "val_size must be > 0"),
         (["--grid", "seed=1,2"], "seed cannot be a grid axis"),
         (["--workers", "0"], "workers must be >= 1"),
-        (["--preset", "nope"], "unknown preset 'nope'; known: cnn, cnn-fast, mlp-best, mlp-fast"),
+        (["--preset", "nope"], "unknown preset 'nope'; known: cnn, cnn-best, cnn-fast, mlp-best, mlp-fast"),
     ],
 )
 def test_cli_errors_are_one_line(synthetic_data, tmp_path, capsys, argv, message):
@@ -224,7 +224,7 @@ def test_cli_errors_are_one_line(synthetic_data, tmp_path, capsys, argv, message
 def test_presets_load_and_train_takes_them_under_config_and_flags(tmp_path, capsys):
     from fmnist import cli, presets
 
-    assert presets.names() == ["cnn", "cnn-fast", "mlp-best", "mlp-fast"]
+    assert presets.names() == ["cnn", "cnn-best", "cnn-fast", "mlp-best", "mlp-fast"]
     for name in presets.names():
         config.from_dict(presets.load(name))
     (tmp_path / "c.toml").write_text("lr = 0.02\nepochs = 7\n")
@@ -233,7 +233,7 @@ def test_presets_load_and_train_takes_them_under_config_and_flags(tmp_path, caps
     cfg, _ = cli.resolve_train_config(args)
     assert (cfg.model, cfg.schedule, cfg.lr, cfg.epochs) == ("cnn", "onecycle", 0.02, 2)
     assert main(["train", "--preset", "nope"]) == 2
-    assert "unknown preset 'nope'; known: cnn, cnn-fast, mlp-best, mlp-fast" in capsys.readouterr().err
+    assert "unknown preset 'nope'; known: cnn, cnn-best, cnn-fast, mlp-best, mlp-fast" in capsys.readouterr().err
 
 
 def test_a_preset_that_extends_another_is_its_values_with_the_changes_on_top():
