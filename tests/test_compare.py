@@ -241,4 +241,4 @@ def test_a_preset_that_extends_another_is_its_values_with_the_changes_on_top():
 
     cnn, fast = presets.load("cnn"), presets.load("cnn-fast")
     assert "extends" not in fast
-    assert fast == {**cnn, "epochs": 15} and cnn["epochs"] == 25
+    assert fast == {**cnn, "epochs": 15, "val_size": 0} and cnn["epochs"] == 25

@@ -182,7 +182,7 @@ def test_wall_seconds_cover_every_process_of_a_resumed_run(synthetic_data, tmp_p
 @pytest.mark.slow
 def test_validation_split_chooses_the_best_checkpoint(synthetic_data, tmp_path):
     run = tmp_path / "run"
-    result = fit(Config(**SMALL, val_size=200), run)
+    result = fit(Config(**{**SMALL, "val_size": 200}), run)
     ema_keys = {key for key in EpochRow.__optional_keys__ if key.startswith("ema_")}  # only with --ema-decay
     assert set(result.history[0]) == EpochRow.__required_keys__ | EpochRow.__optional_keys__ - ema_keys
     best_epoch = max(result.history, key=lambda r: r["val_acc"])["epoch"]
@@ -326,7 +326,7 @@ def test_compile_option_compiles_the_training_forward_only(synthetic_data, tmp_p
 
 @pytest.mark.slow
 def test_ema_is_evaluated_chosen_on_validation_and_resumes_exactly(synthetic_data, tmp_path):
-    cfg = Config(**SMALL, val_size=200, ema_decay=0.9, dropout=0.2, augment=("flip",))
+    cfg = Config(**{**SMALL, "val_size": 200}, ema_decay=0.9, dropout=0.2, augment=("flip",))
     straight = fit(cfg, tmp_path / "straight")
     for row in straight.history:
         assert {"ema_val_acc", "ema_val_loss", "ema_test_acc", "ema_test_loss"} <= set(row)
@@ -370,7 +370,7 @@ def test_early_stopping_stops_on_a_plateau_and_stays_stopped(synthetic_data, tmp
         return result
 
     monkeypatch.setattr(train, "evaluate", flat)
-    cfg = Config(**{**SMALL, "epochs": 6}, val_size=200, patience=2)
+    cfg = Config(**{**SMALL, "epochs": 6, "val_size": 200}, patience=2)
     result = fit(cfg, tmp_path / "run")
     assert len(result.history) == 3  # the best epoch, then 2 without a gain
     assert result.summary["epochs"] == 3 and "early stopping" in result.summary["stopped"]
