@@ -124,8 +124,10 @@ def worker(rank: int, size: int, port: int, dataset, cfg: Config, root: str) -> 
         )
         dist.barrier()
         train.fit(cfg, os.path.join(root, "cut"), dataset, resume=True, log=lambda _: None, progress=False)
-    finally:
-        distributed.shutdown(w)
+    except BaseException:
+        distributed.shutdown(w, finished=False)
+        raise
+    distributed.shutdown(w)
 
 
 def metrics(run_dir) -> list[dict]:
@@ -169,8 +171,10 @@ def train_one_rank(rank: int, size: int, port: int, dataset, cfg: Config, root: 
     w = join(rank, size, port)
     try:
         train.fit(cfg, os.path.join(root, "run"), dataset, log=lambda _: None, progress=False)
-    finally:
-        distributed.shutdown(w)
+    except BaseException:
+        distributed.shutdown(w, finished=False)
+        raise
+    distributed.shutdown(w)
 
 
 @pytest.mark.slow

@@ -98,9 +98,12 @@ def cmd_train(args: argparse.Namespace) -> int:
     w = distributed.init(select_device(cfg.device))
     try:
         run_dir = Path(distributed.broadcast(str(run_dir), w))  # ranks may disagree on the timestamp
-        return train_and_report(args, cfg, dataset, run_dir, w)
-    finally:
-        distributed.shutdown(w)
+        code = train_and_report(args, cfg, dataset, run_dir, w)
+    except BaseException:
+        distributed.shutdown(w, finished=False)
+        raise
+    distributed.shutdown(w)
+    return code
 
 
 def train_and_report(

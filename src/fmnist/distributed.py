@@ -115,6 +115,12 @@ def backend() -> str | None:
     return str(dist.get_backend()) if dist.is_initialized() else None
 
 
-def shutdown(w: World) -> None:
+def shutdown(w: World, finished: bool = True) -> None:
+    """Leave the process group. After a finished run the ranks first meet at a barrier, so that none tears
+    down its gloo or NCCL threads while another still exchanges with it (a rank torn down mid-exchange can
+    abort with "terminate called without an active exception"); after a failure each leaves at once, since
+    the others may never arrive."""
     if dist.is_initialized():
+        if finished:
+            dist.barrier()
         dist.destroy_process_group()
