@@ -98,7 +98,7 @@ async def run_level(
     sent = 0
     deadline = time.perf_counter() + max_seconds
 
-    async def client(session: aiohttp.ClientSession) -> None:
+    async def client(http: aiohttp.ClientSession) -> None:
         nonlocal sent
         while sent < requests and time.perf_counter() < deadline:
             png = pngs[sent % len(pngs)]
@@ -107,7 +107,7 @@ async def run_level(
             form.add_field("file", png, filename="image.png", content_type="image/png")
             begin = time.perf_counter()
             try:
-                async with session.post(url + "/predict", data=form) as response:
+                async with http.post(url + "/predict", data=form) as response:
                     body = await response.read()
                     if response.status == 200:
                         latencies.append(time.perf_counter() - begin)
@@ -118,9 +118,9 @@ async def run_level(
 
     connector = aiohttp.TCPConnector(limit=clients)
     timeout = aiohttp.ClientTimeout(total=30)
-    async with aiohttp.ClientSession(connector=connector, timeout=timeout) as session:
+    async with aiohttp.ClientSession(connector=connector, timeout=timeout) as http:
         begin = time.perf_counter()
-        await asyncio.gather(*(client(session) for _ in range(clients)))
+        await asyncio.gather(*(client(http) for _ in range(clients)))
         return latencies, errors, time.perf_counter() - begin
 
 

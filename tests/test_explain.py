@@ -27,7 +27,7 @@ def region_images(n: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
 
 
 class ForwardOnly:
-    """A predictor that offers logits only, as an onnxruntime session does: the explainer must use occlusion."""
+    """A predictor that offers logits only, as onnxruntime does: the explainer must use occlusion."""
 
     def __init__(self, model: torch.nn.Module):
         self.model = model

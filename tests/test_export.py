@@ -87,7 +87,7 @@ def test_logits_match_pytorch_at_any_batch_size(exports, name, batch):
 def test_the_graph_takes_uint8_pixels_and_scales_them_itself(exports):
     _, onnx_path, model, _ = exports["mlp"]
     predictor = open_onnx(onnx_path)
-    (spec,) = predictor.session.get_inputs()
+    (spec,) = predictor.runtime.get_inputs()
     assert spec.type == "tensor(uint8)" and spec.shape[1:] == [28, 28] and isinstance(spec.shape[0], str)
     images = torch.full((2, 28, 28), 255, dtype=torch.uint8)
     with torch.inference_mode():

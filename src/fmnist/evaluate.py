@@ -159,7 +159,7 @@ def evaluate_logits(
     batch_size: int = 1000,
 ) -> Evaluation:
     """Metrics of any classifier given as uint8 images [B, 28, 28] -> logits [B, 10] (a PyTorch model,
-    an onnxruntime session), called on `batch_size` images at a time; logits on the labels' device."""
+    an onnxruntime InferenceSession), called on `batch_size` images at a time; logits on the labels' device."""
     if not len(images):
         raise FmnistError("no images to evaluate: loss and accuracy of an empty set are undefined")
     chunks = [logits_of(images[start : start + batch_size]).float() for start in range(0, len(images), batch_size)]

@@ -122,13 +122,13 @@ class OnnxPredictor:
         if threads:
             options.intra_op_num_threads = threads
         try:
-            self.session = ort.InferenceSession(model_bytes, options, providers=["CPUExecutionProvider"])
+            self.runtime = ort.InferenceSession(model_bytes, options, providers=["CPUExecutionProvider"])
         except Exception as e:  # onnxruntime raises its own exception types for a bad graph or file
             detail = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
             raise FmnistError(f"{source}: onnxruntime cannot load it: {detail}") from None
         signature = (
-            [(i.name, i.type, i.shape[1:]) for i in self.session.get_inputs()],
-            [(o.name, o.shape[1:]) for o in self.session.get_outputs()],
+            [(i.name, i.type, i.shape[1:]) for i in self.runtime.get_inputs()],
+            [(o.name, o.shape[1:]) for o in self.runtime.get_outputs()],
         )
         if signature != ([(INPUT_NAME, "tensor(uint8)", [SIDE, SIDE])], [(OUTPUT_NAME, [len(CLASSES)])]):
             raise FmnistError(
@@ -140,7 +140,7 @@ class OnnxPredictor:
         if images.dtype != torch.uint8:
             raise TypeError(f"expected uint8 images, got {images.dtype}")
         pixels = np.ascontiguousarray(images.cpu().reshape(-1, SIDE, SIDE).numpy())
-        (out,) = self.session.run([OUTPUT_NAME], {INPUT_NAME: pixels})
+        (out,) = self.runtime.run([OUTPUT_NAME], {INPUT_NAME: pixels})
         return torch.from_numpy(out)
 
     def probabilities(self, images: torch.Tensor) -> torch.Tensor:
