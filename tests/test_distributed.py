@@ -7,6 +7,7 @@ import json
 import os
 import shutil
 import socket
+from contextlib import AbstractContextManager
 
 import pytest
 import torch
@@ -85,12 +86,12 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def join(rank: int, size: int, port: int) -> distributed.World:
+def join(rank: int, size: int, port: int) -> AbstractContextManager[distributed.World]:
     torch.set_num_threads(1)
     os.environ.update(
         MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank), WORLD_SIZE=str(size), LOCAL_RANK=str(rank)
     )
-    return distributed.init(torch.device("cpu"))
+    return distributed.group(torch.device("cpu"))
 
 
 def worker(rank: int, size: int, port: int, dataset, cfg: Config, root: str) -> None:
@@ -98,36 +99,33 @@ def worker(rank: int, size: int, port: int, dataset, cfg: Config, root: str) -> 
     to root/RANK.json; then train `cfg` straight through in root/straight, where rank 0 copies the
     run directory as it stands after epoch 1 (what kill -9 during epoch 2 leaves), and both ranks
     resume the copy."""
-    w = join(rank, size, port)
-    total = distributed.all_reduce_sum(torch.tensor([rank + 1.0, 10.0]), w)
-    with open(os.path.join(root, f"{rank}.json"), "w") as f:
-        json.dump(
-            {
-                "total": total.tolist(),
-                "device": str(total.device),
-                "gathered": distributed.gather(rank, w),
-                "shared": distributed.broadcast(f"from {rank}", w),
-                "backend": dist.get_backend(),
-            },
-            f,
-        )
-
-    def keep_epoch_one(row: dict) -> None:
-        if row["epoch"] == 1:
-            shutil.copytree(
-                os.path.join(root, "straight"), os.path.join(root, "cut"), ignore=shutil.ignore_patterns("tensorboard")
+    with join(rank, size, port) as w:
+        total = distributed.all_reduce_sum(torch.tensor([rank + 1.0, 10.0]), w)
+        with open(os.path.join(root, f"{rank}.json"), "w") as f:
+            json.dump(
+                {
+                    "total": total.tolist(),
+                    "device": str(total.device),
+                    "gathered": distributed.gather(rank, w),
+                    "shared": distributed.broadcast(f"from {rank}", w),
+                    "backend": dist.get_backend(),
+                },
+                f,
             )
 
-    try:
+        def keep_epoch_one(row: dict) -> None:
+            if row["epoch"] == 1:
+                shutil.copytree(
+                    os.path.join(root, "straight"),
+                    os.path.join(root, "cut"),
+                    ignore=shutil.ignore_patterns("tensorboard"),
+                )
+
         train.fit(
             cfg, os.path.join(root, "straight"), dataset, log=lambda _: None, progress=False, on_epoch=keep_epoch_one
         )
         dist.barrier()
         train.fit(cfg, os.path.join(root, "cut"), dataset, resume=True, log=lambda _: None, progress=False)
-    except BaseException:
-        distributed.shutdown(w, finished=False)
-        raise
-    distributed.shutdown(w)
 
 
 def metrics(run_dir) -> list[dict]:
@@ -168,13 +166,8 @@ def test_two_gloo_processes_collectives_and_exact_resume_with_each_ranks_random_
 
 
 def train_one_rank(rank: int, size: int, port: int, dataset, cfg: Config, root: str) -> None:
-    w = join(rank, size, port)
-    try:
+    with join(rank, size, port):
         train.fit(cfg, os.path.join(root, "run"), dataset, log=lambda _: None, progress=False)
-    except BaseException:
-        distributed.shutdown(w, finished=False)
-        raise
-    distributed.shutdown(w)
 
 
 @pytest.mark.slow

@@ -95,15 +95,9 @@ def cmd_train(args: argparse.Namespace) -> int:
         from fmnist.bench import profiler
 
         profiler.profile_training(cfg, dataset, args.profile)
-    w = distributed.init(select_device(cfg.device))
-    try:
+    with distributed.group(select_device(cfg.device)) as w:
         run_dir = Path(distributed.broadcast(str(run_dir), w))  # ranks may disagree on the timestamp
-        code = train_and_report(args, cfg, dataset, run_dir, w)
-    except BaseException:
-        distributed.shutdown(w, finished=False)
-        raise
-    distributed.shutdown(w)
-    return code
+        return train_and_report(args, cfg, dataset, run_dir, w)
 
 
 def train_and_report(

@@ -7,6 +7,8 @@ so the single-process path has no branches of its own.
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 import torch
@@ -115,11 +117,22 @@ def backend() -> str | None:
     return str(dist.get_backend()) if dist.is_initialized() else None
 
 
-def shutdown(w: World, finished: bool = True) -> None:
-    """Leave the process group. After a finished run the ranks first meet at a barrier, so that none tears
-    down its gloo or NCCL threads while another still exchanges with it (a rank torn down mid-exchange can
-    abort with "terminate called without an active exception"); after a failure each leaves at once, since
-    the others may never arrive."""
+@contextmanager
+def group(device: torch.device) -> Iterator[World]:
+    """`init`, and leave the process group when the block ends. After a block that finished the ranks
+    first meet at a barrier, so that none tears down its gloo or NCCL threads while another still
+    exchanges with it (a rank torn down mid-exchange can abort with "terminate called without an active
+    exception"); after an exception each leaves at once, since the others may never arrive."""
+    w = init(device)
+    try:
+        yield w
+    except BaseException:
+        _leave(finished=False)
+        raise
+    _leave(finished=True)
+
+
+def _leave(finished: bool) -> None:
     if dist.is_initialized():
         if finished:
             dist.barrier()
