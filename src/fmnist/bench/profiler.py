@@ -9,12 +9,13 @@ from pathlib import Path
 
 import torch
 
-from fmnist import cpu, measure, train
+from fmnist import cpu, measure
 from fmnist.atomic import atomic_path
 from fmnist.config import Config
 from fmnist.data import FashionMNIST
 from fmnist.device import select_device
 from fmnist.errors import FmnistError
+from fmnist.train import build_step_state, train_one_epoch
 
 
 def profile_training(
@@ -46,12 +47,12 @@ def profile_training(
         if warmup_steps < 0:
             raise FmnistError(f"--profile needs at least one batch of {cfg.batch_size} training images")
         images, labels = data.train_images[:n].to(device), data.train_labels[:n].to(device)
-        st = train.build_step_state(cfg, device, math.ceil(len(data.train_images) / cfg.batch_size))
+        st = build_step_state(cfg, device, math.ceil(len(data.train_images) / cfg.batch_size))
         order = torch.randperm(n, generator=st.data_generator).to(device)
         split = warmup_steps * cfg.batch_size
 
         def steps_of(part: torch.Tensor) -> None:
-            train.train_one_epoch(st.model, st.optimizer, st.scheduler, images, labels, part, cfg, st.aug_generator)
+            train_one_epoch(st.model, st.optimizer, st.scheduler, images, labels, part, cfg, st.aug_generator)
 
         if split:
             steps_of(order[:split])
