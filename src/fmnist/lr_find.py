@@ -100,22 +100,21 @@ def lr_find(
 ) -> Sweep:
     """The range test on `cfg`'s model, optimizer, batch size, augmentation and training split
     (the validation images held out as a run would), with a constant learning rate per step in
-    place of the schedule. `progress(step, lr, smoothed_loss)` is called after each step."""
+    place of the schedule. `progress(step, lr, smoothed_loss)` is called after each step.
+    Raises UntrainableConfig (before any step) for batches this data cannot train (train.check_batches)."""
     device = select_device(cfg.device)
     split = train.split_data(cfg, data, device)
-    # One step per batch; the images are drawn in a seeded order, cycling when the range test
-    # is longer than an epoch.
-    n = len(split.train_x)
     one_cfg = cfg.replace(epochs=1, schedule="none", warmup_epochs=0.0)
     st = train.build_step_state(one_cfg, device, steps_per_epoch=1)
-    order = torch.randperm(n, generator=st.data_generator).to(device)
+    # One optimizer step per learning rate, cut from seeded epochs as fit() cuts them (a longer range
+    # test than an epoch goes on into the next; the last step of each keeps its merged remainder).
+    stream = train.StepStream(len(split.train_x), cfg, st.data_generator, device)
     done = [0]
 
     def step(lr: float) -> float:
         for group in st.optimizer.param_groups:
             group["lr"] = lr
-        start = (done[0] * cfg.batch_size * cfg.accumulate) % n
-        idx = order[start : start + cfg.batch_size * cfg.accumulate]
+        idx, _ = stream.take(1)
         done[0] += 1
         try:
             loss, _, _ = train.train_one_epoch(

@@ -99,6 +99,39 @@ def batch_plan(n: int, batch: int) -> list[tuple[int, int]]:
     return list(itertools.pairwise(bounds))
 
 
+def step_plan(n: int, batch: int, accumulate: int) -> list[tuple[int, int]]:
+    """(start, stop) of the images of each optimizer step of one epoch over `n` images: `accumulate`
+    consecutive batches of batch_plan (the epoch's last group may hold fewer)."""
+    plan = batch_plan(n, batch)
+    return [(plan[i][0], plan[min(i + accumulate, len(plan)) - 1][1]) for i in range(0, len(plan), accumulate)]
+
+
+class StepStream:
+    """Optimizer steps cut from epoch after epoch of `n` training images exactly as fit() cuts an epoch
+    (step_plan: the last incomplete batch merged, cfg.accumulate batches a step), each epoch a fresh
+    permutation drawn from `generator`. For the callers that run a number of steps rather than whole
+    epochs (lr-find, the profiler, the bench's training rows): none of them can cut a step that fit()
+    would not, such as a 1-image batch under batch norm. Raises UntrainableConfig where check_batches does.
+    """
+
+    def __init__(self, n: int, cfg: Config, generator: torch.Generator, device: torch.device):
+        check_batches(cfg, n)
+        self.n, self.generator, self.device = n, generator, device
+        self.plan = step_plan(n, cfg.batch_size, cfg.accumulate)
+        self.order = torch.empty(0, dtype=torch.long)
+        self.next_step = len(self.plan)
+
+    def take(self, steps: int) -> tuple[torch.Tensor, int]:
+        """Indices (on the device) of the images of the next `steps` steps, at most to the end of the
+        current epoch, and how many steps they are; train_one_epoch cuts them into the same batches."""
+        if self.next_step == len(self.plan):
+            self.order = torch.randperm(self.n, generator=self.generator).to(self.device)
+            self.next_step = 0
+        first, last = self.next_step, min(self.next_step + max(steps, 1), len(self.plan))
+        self.next_step = last
+        return self.order[self.plan[first][0] : self.plan[last - 1][1]], last - first
+
+
 def check_batches(cfg: Config, images: int, processes: int = 1) -> None:
     """Refuse, before any training, a run whose batches cannot train: no image for a process, or a
     1-image batch under batch norm (raises UntrainableConfig). `images`: training images after the
@@ -315,7 +348,7 @@ def setup(cfg: Config, data: FashionMNIST, log: Callable[[str], None]) -> Traine
     shard = len(tensors.train_x) // world.size
     local_cfg = cfg.replace(batch_size=cfg.batch_size // world.size)
     check_batches(cfg, len(tensors.train_x), world.size)
-    steps_per_epoch = math.ceil(len(batch_plan(shard, local_cfg.batch_size)) / cfg.accumulate)  # optimizer steps
+    steps_per_epoch = len(step_plan(shard, local_cfg.batch_size, cfg.accumulate))  # optimizer steps
     state = build_step_state(cfg, device, steps_per_epoch, rank=world.rank)
     raw_model = model = state.model
     if world.launched:
@@ -573,7 +606,7 @@ def failure_as_error(run: RunDir, epoch: int, write_log: bool = True) -> Iterato
         log = run.error_log
         if write_log:
             try:
-                log.write_text("".join(traceback.format_exception(e)))
+                log.write_text("".join(traceback.format_exception(e)), encoding="utf-8")
             except OSError:
                 pass
         detail = " ".join(str(e).split()) or "no message"
