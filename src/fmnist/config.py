@@ -12,6 +12,7 @@ from typing import Any
 
 import tomli_w
 
+from fmnist import textfile
 from fmnist.augment import KINDS as AUGMENTATIONS
 from fmnist.augment import MAX_STRENGTH
 from fmnist.data import SIDE
@@ -274,14 +275,11 @@ def to_dict(cfg: Config) -> dict[str, Any]:
 
 
 def load_toml_file(path: str | Path, what: str = "config") -> dict[str, Any]:
-    """The tables of a TOML file; a missing, unreadable or invalid file is one FmnistError."""
+    """The tables of a TOML file (read by textfile.read: any BOM, CRLF); a missing, unreadable or invalid file
+    is one FmnistError."""
     path = Path(path)
     try:
-        return tomllib.loads(path.read_text())
-    except FileNotFoundError:
-        raise FmnistError(f"{path}: {what} file not found") from None
-    except (OSError, UnicodeDecodeError) as e:
-        raise FmnistError(f"{path}: cannot read {what}: {e}") from None
+        return tomllib.loads(textfile.read(path, f"{what} file"))
     except tomllib.TOMLDecodeError as e:
         raise FmnistError(f"{path}: invalid TOML: {e}") from None
 

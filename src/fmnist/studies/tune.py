@@ -41,7 +41,7 @@ from optuna.storages.journal import JournalFileBackend
 from optuna.trial import TrialState
 
 from fmnist import config as config_lib
-from fmnist import plots
+from fmnist import plots, textfile
 from fmnist.atomic import atomic_write
 from fmnist.augment import KINDS as AUGMENTATIONS
 from fmnist.config import Config
@@ -255,10 +255,10 @@ def create_study(study_dir: str | Path, settings: StudySettings) -> None:
 def load_settings(study_dir: str | Path) -> StudySettings:
     path = Path(study_dir) / STUDY_FILE
     try:
-        return StudySettings(**json.loads(path.read_text()))
-    except FileNotFoundError:
-        raise FmnistError(f"{study_dir}: not a study directory (no {STUDY_FILE})") from None
-    except (OSError, ValueError, TypeError) as e:
+        if not path.exists():
+            raise FmnistError(f"{study_dir}: not a study directory (no {STUDY_FILE})")
+        return StudySettings(**json.loads(textfile.read(path, "study settings")))
+    except (ValueError, TypeError) as e:
         raise FmnistError(f"{path}: unreadable study settings: {e}") from None
 
 
