@@ -12,8 +12,6 @@ import math
 from collections.abc import Callable
 from dataclasses import dataclass
 
-import torch
-
 from fmnist import train
 from fmnist.config import Config
 from fmnist.data import FashionMNIST
