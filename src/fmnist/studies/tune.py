@@ -191,6 +191,7 @@ def open_storage(
                 warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)  # heartbeat: stable in practice
                 return optuna.storages.RDBStorage(
                     settings.storage,
+                    engine_kwargs=engine_options(settings.storage),
                     heartbeat_interval=settings.heartbeat,
                     grace_period=grace,
                     heartbeat_stale_trial_callback=stale,
@@ -205,13 +206,29 @@ def open_storage(
     raise AssertionError("unreachable: the last attempt returns or raises")
 
 
+# SQLite: how long a connection waits for another process's write lock before "database is locked"
+# (Python's sqlite3 waits 5 s): the processes of a study write a trial's rows at the same moments.
+SQLITE_BUSY_SECONDS = 60
+
+
+def engine_options(url: str) -> dict[str, Any]:
+    """SQLAlchemy engine options for an RDB storage URL: SQLite's busy timeout, nothing for the others."""
+    return {"connect_args": {"timeout": SQLITE_BUSY_SECONDS}} if url.startswith("sqlite") else {}
+
+
 def lost_creation_race(error: Exception) -> bool:
     """Whether opening an RDB storage failed because another process created Optuna's tables or
-    rows at the same moment: PostgreSQL then reports a unique violation (in its own catalog,
-    "pg_type_typname_nsp_index", for a table) or a table that already exists. Opening again finds them."""
-    return isinstance(error, sqlalchemy.exc.IntegrityError) or (
-        isinstance(error, sqlalchemy.exc.ProgrammingError) and "already exists" in str(error)
-    )
+    rows at the same moment. PostgreSQL reports a unique violation (in its own catalog,
+    "pg_type_typname_nsp_index", for a table) or a table that already exists (ProgrammingError);
+    SQLite reports a table that already exists, or a database locked by the creator
+    (OperationalError). Opening again finds them."""
+    if isinstance(error, sqlalchemy.exc.IntegrityError):
+        return True
+    message = str(error)
+    return (
+        isinstance(error, (sqlalchemy.exc.ProgrammingError, sqlalchemy.exc.OperationalError))
+        and "already exists" in message
+    ) or (isinstance(error, sqlalchemy.exc.OperationalError) and "database is locked" in message)
 
 
 def new_settings(
