@@ -109,9 +109,11 @@ class Config:
     min_delta: float = _opt(0.0, "early stopping: the smallest validation accuracy gain (a fraction) that counts")
     max_time: float = _opt(
         0.0,
-        "wall-clock budget of the run in seconds, resumes included: stop at the end of the "
-        "last epoch that fits (by the previous epoch's time); the schedule stays planned over "
-        "--epochs; 0: none",
+        "wall-clock budget of training in seconds (the epochs with their evaluation and checkpoints, "
+        "resumes included): stop at the end of the last epoch that fits (by the previous epoch's time); "
+        "the schedule stays planned over --epochs. The work after training (final test, plots, the "
+        "temperature and detector fit) comes on top: summary.json records wall_seconds (training) and "
+        "total_seconds (the whole run); 0: none",
     )
     # data and run
     val_size: int = _opt(

@@ -368,7 +368,8 @@ class Progress:
 
     history: list[EpochRow]
     best_val: float = -1.0
-    earlier_seconds: float = 0.0  # wall time of the processes before a resume
+    earlier_seconds: float = 0.0  # training wall time of the processes before a resume
+    earlier_total: float = 0.0  # their whole wall time, up to their last checkpoint
 
 
 def start_or_resume(t: Trainer, cfg: Config, run: RunDir, resume: bool, log: Callable[[str], None]) -> Progress:
@@ -385,7 +386,8 @@ def start_or_resume(t: Trainer, cfg: Config, run: RunDir, resume: bool, log: Cal
         if t.ema is not None:
             t.ema.load_state_dict(saved["ema"])
         log(f"resuming {run} after epoch {saved['epoch']}")
-        return Progress(saved["history"], saved["best_val_acc"], saved.get("wall_seconds", 0.0))
+        wall = saved.get("wall_seconds", 0.0)
+        return Progress(saved["history"], saved["best_val_acc"], wall, saved.get("total_seconds", wall))
     if not resume:
         problem = distributed.broadcast(run.create(cfg) if t.world.is_main else None, t.world)
         if problem:
@@ -403,6 +405,7 @@ def fit(
     progress: bool = True,
     on_epoch: Callable[[EpochRow], None] | None = None,
     fit_trust: bool = False,
+    started: float | None = None,
 ) -> FitResult:
     """Train `cfg` on `data`, writing config, metrics, checkpoints, TensorBoard events, summary and
     plots to `run_dir` (run_dir.RunDir names the files).
@@ -411,6 +414,8 @@ def fit(
     raises (e.g. optuna.TrialPruned) stops training with the run resumable.
     `fit_trust`: when training ends, fit the temperature and the non-garment detector on the validation
     split into best.pt (fmnist.trust; `fmnist train` asks for it, studies do not).
+    `started`: time.perf_counter() at the command's start, from which the summary's total_seconds counts
+    (default: the call of fit); wall_seconds, what cfg.max_time budgets, counts from the call.
 
     Under torchrun each process trains on its shard of every epoch's permutation with
     batch_size / world_size images per step, so the effective batch stays cfg.batch_size;
@@ -420,6 +425,7 @@ def fit(
     NonFiniteLoss when the loss diverges (the last good checkpoint is kept).
     """
     t_start = time.perf_counter()
+    started = t_start if started is None else started
     run = RunDir(run_dir)
     if not distributed.world().is_main:
         log, progress, on_epoch = (lambda _msg: None), False, None
@@ -491,6 +497,7 @@ def fit(
                 "history": done.history,
                 "best_val_acc": done.best_val,
                 "wall_seconds": done.earlier_seconds + time.perf_counter() - t_start,
+                "total_seconds": done.earlier_total + time.perf_counter() - started,
                 "rng": rng,  # one dict per rank, in rank order
             }
             if t.ema is not None:
@@ -512,7 +519,8 @@ def fit(
 
     if not world.is_main:
         return FitResult(model=t.raw_model, summary=None, history=[])
-    return finish(t, cfg, run, done, trained_now, stopped, time.perf_counter() - t_start, fit_trust, log)
+    seconds = time.perf_counter() - t_start
+    return finish(t, cfg, run, done, trained_now, stopped, seconds, fit_trust, log, started)
 
 
 def epoch_row(
@@ -566,9 +574,11 @@ def finish(
     seconds: float,
     fit_trust: bool,
     log: Callable[[str], None],
+    started: float,
 ) -> FitResult:
     """Load the chosen weights (best on validation, else last), write the plots, fit the temperature and
-    detector when asked (`fit_trust`), and write summary.json last."""
+    detector when asked (`fit_trust`), and write summary.json last, with the whole run's seconds since
+    `started` (a time.perf_counter()) as total_seconds."""
     if run.best.exists():
         t.raw_model.load_state_dict(checkpoint.load(run.best, map_location=t.device)["model"])
     finished = run.read_summary()
@@ -583,6 +593,7 @@ def finish(
     run.write_plots(done.history, test, t.tensors.test_x.cpu())
     if fit_trust:  # the temperature and the non-garment detector, fitted on validation, join best.pt
         trust.fit_and_store(t.raw_model, t.tensors.val_x, t.tensors.val_y, run.best, cfg.seed, log)
+    summary["total_seconds"] = done.earlier_total + time.perf_counter() - started  # the whole run, to this write
     run.write_summary(summary)  # last: a run with summary.json is finished, and a resume does not redo it
     return FitResult(model=t.raw_model, summary=summary, history=done.history)
 
@@ -703,6 +714,7 @@ def summarize(cfg: Config, model: nn.Module, history: list[EpochRow], device, wa
         "epochs": len(history),
         "parameters": models.parameter_count(model),
         "wall_seconds": wall,
+        "total_seconds": wall,  # finish() sets the whole run's
         "train_images_per_second": statistics.median(r["images_per_second"] for r in history),
         "train_ms_per_batch": statistics.median(r["ms_per_batch"] for r in history),
         "peak_memory_bytes": measure.peak_memory_bytes(device),
