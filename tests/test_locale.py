@@ -1,0 +1,95 @@
+"""Every command under a terminal that is not UTF-8 (a Latin-1 or ASCII locale, PYTHONIOENCODING): it
+prints what the terminal can show ("?" for the rest) and finishes as it would anywhere; the files it
+writes are UTF-8 whatever the locale."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import tomli_w
+
+from fmnist import data
+from fmnist.images import export_png
+
+HERE = Path(__file__).parent
+SUBCOMMANDS = [
+    "train",
+    "lr-find",
+    "eval",
+    "predict",
+    "calibrate",
+    "export",
+    "data",
+    "bench",
+    "serve",
+    "compare",
+    "tune",
+]
+
+
+def fmnist(argv: list[str], encoding: str, cwd: Path) -> subprocess.CompletedProcess:
+    """The CLI in a child process whose standard streams use `encoding` (strict, as Python's default is)."""
+    env = {
+        **os.environ,
+        "FMNIST_TEST_FILES": json.dumps(data.FILES),
+        "OMP_NUM_THREADS": "1",
+        "PYTHONIOENCODING": encoding,
+        "LC_ALL": "C",
+        "PYTHONUTF8": "0",
+    }
+    return subprocess.run(
+        [sys.executable, str(HERE / "synthetic_cli.py"), *argv],
+        env=env,
+        cwd=cwd,
+        capture_output=True,
+        timeout=300,
+    )
+
+
+def clean(done: subprocess.CompletedProcess) -> str:
+    err = done.stderr.decode("latin-1")
+    assert "Traceback" not in err and "UnicodeEncodeError" not in err, err[-2000:]
+    return err
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("encoding", ["ascii", "latin-1"])
+def test_every_command_prints_what_a_non_utf8_terminal_can_show(synthetic_data, tmp_path, encoding):
+    # compare: its table's "—" and "±" (the reported failure), and results.md written as UTF-8
+    experiment = tmp_path / "exp.toml"
+    experiment.write_text(
+        tomli_w.dumps({"seeds": [0], "threshold": 0.99, "base": {"epochs": 1, "hidden": [16], "val_size": 100}})
+    )
+    done = fmnist(["compare", str(experiment), "--out", str(tmp_path / "cmp")], encoding, tmp_path)
+    clean(done)
+    assert done.returncode == 0
+    assert "—" in (tmp_path / "cmp" / "results.md").read_bytes().decode("utf-8")
+
+    # train: a run directory named with letters the terminal lacks, in every line that names it
+    run_dir = tmp_path / "Größe-ñ"
+    train = ["train", "--hidden", "16", "--epochs", "1", "--val-size", "0", "--no-progress", "--out", str(run_dir)]
+    done = fmnist(train, encoding, tmp_path)
+    clean(done)
+    assert done.returncode == 0 and b"Gr??e" in done.stdout or b"Gr\xf6\xdfe" in done.stdout
+
+    # predict and eval --images: file and folder names
+    photos = tmp_path / "fotos-été"
+    (photos / "bag").mkdir(parents=True)
+    export_png(data.load().test_images[0], photos / "bag" / "sac-à-main-👜.png")
+    for argv in (["predict", str(run_dir), str(photos / "bag")], ["eval", str(run_dir), "--images", str(photos)]):
+        done = fmnist(argv, encoding, tmp_path)
+        clean(done)
+        assert done.returncode == 0 and b"sac-" in done.stdout, argv
+
+    # a one-line error naming a path the terminal cannot show
+    done = fmnist(["train", "--config", str(tmp_path / "réglages-✓.toml")], encoding, tmp_path)
+    assert done.returncode == 2 and clean(done).startswith("fmnist: error:") and clean(done).count("\n") == 1
+
+    # the help of every command
+    for name in SUBCOMMANDS:
+        done = fmnist([name, "--help"], encoding, tmp_path)
+        clean(done)
+        assert done.returncode == 0 and done.stdout, name
