@@ -2,17 +2,20 @@
 that names the file and what is wrong (textfile.read, the one reader behind them all)."""
 
 import codecs
+import hashlib
 import json
 
 import pytest
 
 from fmnist import config, textfile
 from fmnist.errors import FmnistError
+from fmnist.inference import ONNX_FORMAT, read_sidecar
 from fmnist.run_dir import RunDir
 from fmnist.serve import access
 from fmnist.studies import compare, tune
 
 KEY_A, KEY_B = "k" * 20, "secret-key-number-2"
+MODEL_BYTES = b"an onnx graph"
 
 
 def keys_file(path):
@@ -35,6 +38,14 @@ def run_summary(path):
     return RunDir(path.parent).read_summary()
 
 
+def run_metrics(path):
+    return RunDir(path.parent).read_history()
+
+
+def export_sidecar(path):
+    return read_sidecar(path.with_suffix(".onnx"), MODEL_BYTES)
+
+
 # Each reader, the file name it reads, its content, and whether its format has # comments and blank lines.
 READERS = {
     "API key file": (keys_file, "keys.txt", f"{KEY_A}\n{KEY_B}\n", True),
@@ -55,6 +66,18 @@ READERS = {
         run_summary,
         "summary.json",
         json.dumps({"test_accuracy": 0.5, "epochs": 1}, indent=1) + "\n",
+        False,
+    ),
+    "run metrics": (
+        run_metrics,
+        "metrics.jsonl",
+        '{"epoch": 1, "test_acc": 0.5}\n{"epoch": 2, "test_acc": 0.6}\n',
+        False,
+    ),
+    "export sidecar": (
+        export_sidecar,
+        "m.json",
+        json.dumps({"format": ONNX_FORMAT, "onnx_sha256": hashlib.sha256(MODEL_BYTES).hexdigest()}, indent=1) + "\n",
         False,
     ),
 }
