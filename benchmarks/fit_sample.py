@@ -6,7 +6,8 @@ activation ranges (on training images), each fitted on samples of several sizes 
 RUN_DIR: a run trained with a validation split (`fmnist train`'s default). Temperature: for each size,
 `--draws` class-stratified samples of the run's validation split (never test images); the test ECE and
 NLL of each fit beside the plain softmax and the fit on the whole split. int8: `fmnist export --int8`'s
-quantization calibrated on `--int8-draws` samples of the training images per size; the test accuracy of
+quantization calibrated on `--int8-draws` class-stratified samples of the training images per size (below
+the minimum `--calibration-images` accepts too, to show why it is there); the test accuracy of
 each graph beside fp32's. Prints Markdown tables; the minimums in fmnist.trust and fmnist.export come
 from a run of it (docs/TRUST.md, docs/SERVING.md).
 """
@@ -68,7 +69,7 @@ def int8_table(model, dataset, sizes, draws) -> None:
     print("|---|---|---|")
     for n in sizes:
         accs = [
-            accuracy(dataset.train_images[export.calibration_indices(dataset.train_labels, n, draw)].numpy())
+            accuracy(dataset.train_images[data.stratified_split(dataset.train_labels, n, draw)[1]].numpy())
             for draw in range(draws)
         ]
         print(f"| {n:,} | {draws} | {min(accs):.2%}-{max(accs):.2%} |")

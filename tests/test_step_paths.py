@@ -78,7 +78,9 @@ PATHS = {
 
 
 @pytest.mark.parametrize("case", CASES)
-@pytest.mark.parametrize("path", PATHS)
+@pytest.mark.parametrize(
+    "path", [pytest.param(p, marks=pytest.mark.slow) if p.startswith("train (") else p for p in PATHS]
+)
 def test_every_step_path_trains_batch_norm_on_awkward_sizes(synthetic_data, tmp_path, one_thread, path, case):
     PATHS[path](config(CASES[case]), tmp_path)
 

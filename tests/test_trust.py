@@ -113,12 +113,13 @@ def test_the_detector_needs_as_many_validation_images_as_reference_photos():
 
 def test_calibrate_refuses_a_checkpoint_whose_split_is_too_small_before_loading_data(tmp_path, capsys, monkeypatch):
     from fmnist import cli, config
+    from fmnist.cli import train as cli_train
 
     path = tiny_checkpoint(tmp_path / "m.pt")
     state = checkpoint.load(path)
     state["config"] = config.to_dict(config.from_dict({**state["config"], "val_size": 20}))
     checkpoint.save(path, state)
-    monkeypatch.setattr(cli, "load_data", lambda *_: pytest.fail("the data was loaded"))
+    monkeypatch.setattr(cli_train, "load_data", lambda *_: pytest.fail("the data was loaded"))
     assert cli.main(["calibrate", str(path)]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "validation split of 20 images is below the 400" in err

@@ -60,7 +60,7 @@ def read(path: str | Path, what: str = "file") -> str:
     except FileNotFoundError:
         raise FmnistError(f"{path}: {what} not found") from None
     except IsADirectoryError:
-        raise FmnistError(f"{path}: is a directory, not a {what}") from None
+        raise FmnistError(f"{path}: is a directory; expected the {what}") from None
     except OSError as e:
         raise FmnistError(f"{path}: cannot read the {what}: {e.strerror or e}") from None
     return decode(raw, f"{path} ({what})")

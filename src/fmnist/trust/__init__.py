@@ -38,7 +38,7 @@ CUES = ("energy", *Cues.NAMES)
 # The fewest validation images the temperature is fitted from (benchmarks/fit_sample.py, docs/TRUST.md:
 # below it some draws gave a worse test NLL than the plain softmax). The detector needs its reference
 # photos, one per validation image: its threshold keeps ood.KEEP of them.
-MIN_TEMPERATURE_IMAGES = 300
+MIN_TEMPERATURE_IMAGES = 100
 
 
 @dataclass(frozen=True)
