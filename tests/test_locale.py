@@ -2,6 +2,7 @@
 prints what the terminal can show ("?" for the rest) and finishes as it would anywhere; the files it
 writes are UTF-8 whatever the locale."""
 
+import io
 import json
 import os
 import subprocess
@@ -11,7 +12,7 @@ from pathlib import Path
 import pytest
 import tomli_w
 
-from fmnist import data
+from fmnist import cli, data
 from fmnist.images import export_png
 
 HERE = Path(__file__).parent
@@ -54,7 +55,7 @@ def clean(done: subprocess.CompletedProcess) -> str:
     return err
 
 
-def compare_prints_its_table(tmp_path: Path, encoding: str) -> None:
+def compare_prints_its_table(tmp_path: Path, encoding: str) -> None:  # in a child process, as workers are
     """The reported failure: compare's table has "—" and "±"; results.md is written as UTF-8."""
     experiment = tmp_path / "exp.toml"
     experiment.write_text(
@@ -71,33 +72,50 @@ def test_compare_under_a_latin1_terminal(synthetic_data, tmp_path):
     compare_prints_its_table(tmp_path, "latin-1")
 
 
-@pytest.mark.slow
-def test_every_command_prints_what_an_ascii_terminal_can_show(synthetic_data, tmp_path):
-    encoding = "ascii"
-    compare_prints_its_table(tmp_path, encoding)
+class Terminal:
+    """Standard output and error as a terminal of `encoding` has them: strict, as Python's default is."""
+
+    def __init__(self, monkeypatch, encoding: str):
+        self.out, self.err = io.BytesIO(), io.BytesIO()
+        monkeypatch.setattr(sys, "stdout", io.TextIOWrapper(self.out, encoding=encoding))
+        monkeypatch.setattr(sys, "stderr", io.TextIOWrapper(self.err, encoding=encoding))
+        monkeypatch.setenv("PYTHONIOENCODING", encoding)  # restored after the test: main() adds ":replace"
+
+    def run(self, *argv: str) -> tuple[int, bytes, bytes]:
+        start_out, start_err = len(self.out.getvalue()), len(self.err.getvalue())
+        try:
+            code = cli.main(list(argv))
+        except SystemExit as e:  # --help
+            code = int(e.code or 0)
+        sys.stdout.flush()
+        sys.stderr.flush()
+        return code, self.out.getvalue()[start_out:], self.err.getvalue()[start_err:]
+
+
+def test_every_command_prints_what_an_ascii_terminal_can_show(synthetic_data, tmp_path, monkeypatch, one_thread):
+    terminal = Terminal(monkeypatch, "ascii")
 
     # train: a run directory named with letters the terminal lacks, in every line that names it
     run_dir = tmp_path / "Größe-ñ"
-    train = ["train", "--hidden", "16", "--epochs", "1", "--val-size", "0", "--no-progress", "--out", str(run_dir)]
-    done = fmnist(train, encoding, tmp_path)
-    clean(done)
-    assert done.returncode == 0 and b"artifacts in " in done.stdout and b"Gr?" in done.stdout
+    code, out, err = terminal.run(
+        "train", "--hidden", "16", "--epochs", "1", "--val-size", "0", "--no-progress", "--out", str(run_dir)
+    )
+    assert code == 0 and b"artifacts in " in out and b"Gr??e-?" in out, err
 
     # predict and eval --images: file and folder names
     photos = tmp_path / "fotos-été"
     (photos / "bag").mkdir(parents=True)
     export_png(data.load().test_images[0], photos / "bag" / "sac-à-main-👜.png")
-    for argv in (["predict", str(run_dir), str(photos / "bag")], ["eval", str(run_dir), "--images", str(photos)]):
-        done = fmnist(argv, encoding, tmp_path)
-        clean(done)
-        assert done.returncode == 0 and done.stdout, argv
+    code, out, err = terminal.run("predict", str(run_dir), str(photos / "bag"))
+    assert code == 0 and b"sac-?-main-?.png" in out, err
+    code, out, err = terminal.run("eval", str(run_dir), "--images", str(photos))
+    assert code == 0 and out, err
 
     # a one-line error naming a path the terminal cannot show
-    done = fmnist(["train", "--config", str(tmp_path / "réglages-✓.toml")], encoding, tmp_path)
-    assert done.returncode == 2 and clean(done).startswith("fmnist: error:") and clean(done).count("\n") == 1
+    code, out, err = terminal.run("train", "--config", str(tmp_path / "réglages-✓.toml"))
+    assert code == 2 and err.startswith(b"fmnist: error:") and err.count(b"\n") == 1 and b"r?glages-?" in err
 
     # the help of every command
     for name in SUBCOMMANDS:
-        done = fmnist([name, "--help"], encoding, tmp_path)
-        clean(done)
-        assert done.returncode == 0 and done.stdout, name
+        code, out, err = terminal.run(name, "--help")
+        assert code == 0 and out and not err, name

@@ -29,8 +29,9 @@ from fmnist.images import load_image
 from fmnist.inference import load_predictor
 from fmnist.serve import access, server
 from fmnist.serve import model as serve_model
-from fmnist.serve.app import Limits, create_app
+from fmnist.serve.app import create_app
 from fmnist.serve.batching import MicroBatcher, QueueFull
+from fmnist.serve.limits import Limits
 
 
 class Recorder:
@@ -497,9 +498,9 @@ def test_reload_swaps_to_a_checked_model_and_keeps_the_old_one_when_loading_fail
     photo = product_photo()
     with TestClient(app) as http:
         first = http.post("/predict", content=photo, headers=JPEG).json()["model"]
-        http.portal.call(app.state.reload)
+        http.portal.call(app.state.service.reload)
         second = http.post("/predict", content=photo, headers=JPEG)
-        http.portal.call(app.state.reload)  # fails: the file is missing
+        http.portal.call(app.state.service.reload)  # fails: the file is missing
         third = http.post("/predict", content=photo, headers=JPEG)
         metrics = http.get("/metrics").text
     assert first["file"] == "tiny.pt" and second.json()["model"]["file"] == "other.pt"

@@ -12,11 +12,11 @@ import math
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from fmnist import train
 from fmnist.config import Config
 from fmnist.data import FashionMNIST
 from fmnist.device import select_device
 from fmnist.errors import FmnistError
+from fmnist.train import NonFiniteLoss, StepStream, build_step_state, split_data, train_one_epoch
 
 SMOOTHING = 0.98  # fastai's exponential smoothing of the recorded loss (with bias correction)
 DIVERGED = 4.0  # stop once the smoothed loss is this many times its minimum (fastai's stop_div)
@@ -101,12 +101,12 @@ def lr_find(
     place of the schedule. `progress(step, lr, smoothed_loss)` is called after each step.
     Raises UntrainableConfig (before any step) for batches this data cannot train (train.check_batches)."""
     device = select_device(cfg.device)
-    split = train.split_data(cfg, data, device)
+    split = split_data(cfg, data, device)
     one_cfg = cfg.replace(epochs=1, schedule="none", warmup_epochs=0.0)
-    st = train.build_step_state(one_cfg, device, steps_per_epoch=1)
+    st = build_step_state(one_cfg, device, steps_per_epoch=1)
     # One optimizer step per learning rate, cut from seeded epochs as fit() cuts them (a longer range
     # test than an epoch goes on into the next; the last step of each keeps its merged remainder).
-    stream = train.StepStream(len(split.train_x), cfg, st.data_generator, device)
+    stream = StepStream(len(split.train_x), cfg, st.data_generator, device)
     done = [0]
 
     def step(lr: float) -> float:
@@ -115,10 +115,10 @@ def lr_find(
         idx, _ = stream.take(1)
         done[0] += 1
         try:
-            loss, _, _ = train.train_one_epoch(
+            loss, _, _ = train_one_epoch(
                 st.model, st.optimizer, _Constant(), split.train_x, split.train_y, idx, one_cfg, st.aug_generator
             )
-        except train.NonFiniteLoss:
+        except NonFiniteLoss:
             return math.nan
         if progress:
             progress(done[0], lr, loss)

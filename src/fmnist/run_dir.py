@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import time
 from pathlib import Path
 from typing import Any, cast
 
@@ -134,3 +135,13 @@ class RunDir:
 
         # purge_step drops events a killed run logged after its last checkpoint.
         return SummaryWriter(self.tensorboard, purge_step=first_epoch)
+
+
+def new_run_path(base: str | Path = "runs") -> Path:
+    """A directory for a new run: BASE/<date>-<time>, with -2, -3, ... when one started in the same second."""
+    stamp = Path(base) / time.strftime("%Y%m%d-%H%M%S")
+    path, n = stamp, 1
+    while path.exists():
+        n += 1
+        path = stamp.with_name(f"{stamp.name}-{n}")
+    return path

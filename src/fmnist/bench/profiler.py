@@ -8,11 +8,12 @@ from pathlib import Path
 
 import torch
 
-from fmnist import cpu, measure, train
+from fmnist import cpu, measure
 from fmnist.atomic import atomic_path
 from fmnist.config import Config
 from fmnist.data import FashionMNIST
 from fmnist.device import select_device
+from fmnist.train import StepStream, build_step_state, split_data, step_plan, train_one_epoch
 
 
 def profile_training(
@@ -40,15 +41,13 @@ def profile_training(
         if device.type == "cpu":
             cpu.flush_denormals()  # as fit() trains
         # The run's training split (subset and validation held out), cut into steps as fit() cuts an epoch.
-        split = train.split_data(cfg, data, device)
-        st = train.build_step_state(
-            cfg, device, len(train.step_plan(len(split.train_x), cfg.batch_size, cfg.accumulate))
-        )
-        stream = train.StepStream(len(split.train_x), cfg, st.data_generator, device)
+        split = split_data(cfg, data, device)
+        st = build_step_state(cfg, device, len(step_plan(len(split.train_x), cfg.batch_size, cfg.accumulate)))
+        stream = StepStream(len(split.train_x), cfg, st.data_generator, device)
 
         def steps_of(count: int) -> int:
             idx, taken = stream.take(count)
-            train.train_one_epoch(
+            train_one_epoch(
                 st.model, st.optimizer, st.scheduler, split.train_x, split.train_y, idx, cfg, st.aug_generator
             )
             return taken

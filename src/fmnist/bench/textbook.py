@@ -10,11 +10,12 @@ import numpy as np
 import torch
 from torch import nn
 
-from fmnist import cpu, measure, models, train
+from fmnist import cpu, measure, models
 from fmnist.bench.timing import cpu_mark, other_cpus
 from fmnist.config import Config
 from fmnist.data import SIDE, FashionMNIST
 from fmnist.records import PipelineComparison
+from fmnist.train import StepState, build_step_state, train_one_epoch
 
 FULL_EPOCH = 60_000  # images in a Fashion-MNIST training epoch
 
@@ -69,16 +70,14 @@ def textbook_epoch(
     return time.perf_counter() - start
 
 
-def fmnist_epoch(state: train.StepState, cfg: Config, images: torch.Tensor, labels: torch.Tensor) -> float:
+def fmnist_epoch(state: StepState, cfg: Config, images: torch.Tensor, labels: torch.Tensor) -> float:
     """One epoch of this project's pipeline (train.train_one_epoch, as fit() runs it) over
     `images`, which live on the model's device; returns its seconds."""
     device = images.device
     order = torch.randperm(len(images), generator=state.data_generator).to(device)
     measure.synchronize(device)
     start = time.perf_counter()
-    train.train_one_epoch(
-        state.model, state.optimizer, state.scheduler, images, labels, order, cfg, state.aug_generator
-    )
+    train_one_epoch(state.model, state.optimizer, state.scheduler, images, labels, order, cfg, state.aug_generator)
     measure.synchronize(device)
     return time.perf_counter() - start
 
@@ -104,8 +103,8 @@ def compare_pipelines(
         torch.manual_seed(cfg.seed)
         return models.build(cfg).to(device)
 
-    def state(seed: int, images: int) -> train.StepState:
-        return train.build_step_state(ours.replace(seed=seed), device, math.ceil(images / batch_size), model=fresh())
+    def state(seed: int, images: int) -> StepState:
+        return build_step_state(ours.replace(seed=seed), device, math.ceil(images / batch_size), model=fresh())
 
     on_cpu = device.type == "cpu"
     if on_cpu:
