@@ -15,6 +15,7 @@ import argparse
 import asyncio
 import json
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -57,7 +58,52 @@ async def first_answer(url: str, png: bytes, timeout: float = 120) -> None:
     raise SystemExit(f"{url} never answered 200")
 
 
-def serve_load(model: str, name: str, levels: list[int], requests: int, max_seconds: float) -> list[Level]:
+def descendants(pid: int) -> list[int]:
+    """Process ids of every process under `pid` (LitServe's inference workers, uvicorn's)."""
+    try:
+        children = Path(f"/proc/{pid}/task/{pid}/children").read_text(encoding="utf-8").split()
+    except OSError:
+        return []
+    return [int(c) for c in children] + [d for c in children for d in descendants(int(c))]
+
+
+def stop_all(process: subprocess.Popen) -> None:
+    """Stop the server, then kill whatever of its process tree outlived it."""
+    tree = descendants(process.pid)
+    stop(process)
+    for pid in tree:
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+
+
+def profile(process: subprocess.Popen, url: str, pngs: list[bytes], out: str, seconds: float = 12) -> None:
+    """py-spy samples the server (all its threads, the GIL holder marked) while 32 clients load it, after
+    the measured levels so that the sampling does not change their figures; collapsed stacks to `out`."""
+    spy = subprocess.Popen(
+        [
+            "taskset",
+            "-c",
+            str(CLIENT_CPU),
+            str(Path(sys.executable).parent / "py-spy"),
+            "record",
+            "-p",
+            str(process.pid),
+            "-d",
+            str(seconds),
+        ]
+        + ["-r", "200", "--gil", "--nonblocking", "--format", "raw", "-o", out],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    while spy.poll() is None:
+        measure("", "", process, url, pngs, 32, 1000, seconds)
+
+
+def serve_load(
+    model: str, name: str, levels: list[int], requests: int, max_seconds: float, profile_to: str = ""
+) -> list[Level]:
     pngs = test_pngs(256)
     rows = []
     for server, command in commands(model).items():
@@ -74,8 +120,10 @@ def serve_load(model: str, name: str, levels: list[int], requests: int, max_seco
                     flush=True,
                 )
                 rows.append(row)
+            if profile_to and server == "fmnist":
+                profile(process, url, pngs, profile_to)
         finally:
-            stop(process)
+            stop_all(process)
     return rows
 
 
@@ -118,9 +166,11 @@ def main() -> int:
     parser.add_argument("--requests", type=int, default=3000, help="requests per level (default: 3000)")
     parser.add_argument("--max-seconds", type=float, default=60, help="time limit per level (default: 60)")
     parser.add_argument("--json", help="also write every figure as JSON here")
+    parser.add_argument("--profile", metavar="FILE", help="also profile fmnist serve at 32 clients (py-spy, collapsed)")
     args = parser.parse_args()
     os.sched_setaffinity(0, {CLIENT_CPU})
-    rows = serve_load(args.model, args.name, [int(c) for c in args.clients.split(",")], args.requests, args.max_seconds)
+    levels = [int(c) for c in args.clients.split(",")]
+    rows = serve_load(args.model, args.name, levels, args.requests, args.max_seconds, args.profile or "")
     os.sched_setaffinity(0, set(range(os.cpu_count() or 1)))
     torch_s = min(seconds_to_import_torch() for _ in range(3))
     serve_s = min(seconds_to_healthz(args.model) for _ in range(3))
