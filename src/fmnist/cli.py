@@ -22,6 +22,8 @@ from fmnist.export import CALIBRATION_IMAGES
 from fmnist.inference import FilePrediction, load_predictor
 from fmnist.run_dir import RunDir, model_path
 
+AUTO = "auto"  # --resume auto: start the directory's run, or continue it
+
 
 class Terminated(BaseException):
     """SIGTERM, turned into an exception so that `finally` blocks and messages run as for Ctrl-C."""
@@ -76,32 +78,46 @@ def requested_values(args: argparse.Namespace, overrides: dict) -> dict:
     return {**preset, **file_values, **overrides}
 
 
-def resolve_train_config(args: argparse.Namespace) -> tuple[config_lib.Config, Path]:
+def resolve_train_config(args: argparse.Namespace) -> tuple[config_lib.Config, Path, bool]:
+    """(config, run directory, whether it continues a run). `--resume auto --out DIR` is the one command
+    line for every start of a restartable job (torchrun --max-restarts, a requeued array task): a new run
+    when DIR holds none, this run continued when it holds it, refused when DIR holds another config."""
     asked = requested_values(args, config_overrides(args))
+    if args.resume == AUTO:
+        if not args.out:
+            raise FmnistError("--resume auto needs --out DIR: the run directory to start or to continue")
+        run = RunDir(args.out)
+        if not run.is_run():
+            return config_lib.from_dict(asked), run.path, False
+        wanted = config_lib.to_dict(config_lib.from_dict(asked))  # defaults included: the whole command line
+        return config_lib.for_resume(run.read_config(), wanted, run.path, "--resume auto --out"), run.path, True
     if not args.resume:
-        return config_lib.from_dict(asked), new_run_dir(args.out)
+        return config_lib.from_dict(asked), new_run_dir(args.out), False
     if args.out:
-        raise FmnistError("--resume continues a run in its own directory; drop --out")
+        raise FmnistError("--resume continues a run in its own directory; drop --out (or use --resume auto)")
     run = RunDir(args.resume)
-    return config_lib.for_resume(run.read_config(), asked, run.path), run.path
+    return config_lib.for_resume(run.read_config(), asked, run.path), run.path, True
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    cfg, run_dir = resolve_train_config(args)
-    if not args.resume and RunDir(run_dir).is_run():  # before the data loads and anything is printed
+    cfg, run_dir, resume = resolve_train_config(args)
+    if not resume and RunDir(run_dir).is_run():  # before the data loads and anything is printed
         raise FmnistError(RunDir(run_dir).taken())
     dataset = load_data(cfg.data_dir)
     if args.profile:
         from fmnist.bench import profiler
 
         profiler.profile_training(cfg, dataset, args.profile)
+    if distributed.world().rank == 0 and (hazard := distributed.restart_hazard(os.environ)):
+        print(hazard, file=sys.stderr)
     with distributed.group(select_device(cfg.device)) as w:
-        run_dir = Path(distributed.broadcast(str(run_dir), w))  # ranks may disagree on the timestamp
-        return train_and_report(args, cfg, dataset, run_dir, w)
+        # Rank 0 decides: ranks may disagree on the timestamp, and on whether a run exists yet.
+        where, resume = distributed.broadcast((str(run_dir), resume), w)
+        return train_and_report(args, cfg, dataset, Path(where), resume, w)
 
 
 def train_and_report(
-    args: argparse.Namespace, cfg: config_lib.Config, dataset, run_dir: Path, w: distributed.World
+    args: argparse.Namespace, cfg: config_lib.Config, dataset, run_dir: Path, resume: bool, w: distributed.World
 ) -> int:
     from fmnist.train import fit
 
@@ -117,7 +133,7 @@ def train_and_report(
         f"amp {amp} ({why}) | run {run_dir}"
     )
     try:
-        result = fit(cfg, run_dir, dataset, resume=bool(args.resume), progress=not args.no_progress, fit_trust=True)
+        result = fit(cfg, run_dir, dataset, resume=resume, progress=not args.no_progress, fit_trust=True)
     except (KeyboardInterrupt, Terminated):
         if w.is_main and RunDir(run_dir).last.exists():
             print(f"interrupted; continue with: fmnist train --resume {run_dir}", file=sys.stderr)
@@ -406,10 +422,11 @@ def cmd_compare(args: argparse.Namespace) -> int:
         seeds=parse_ints(args.seeds, "--seeds"),
         threshold=args.threshold,
     )
+    shard = compare.parse_shard(args.shard) if args.shard else None
     runs = compare.grid_runs(experiment, args.out)  # config errors before the data is loaded
     dataset = load_data(runs[0].config.data_dir)
     try:
-        results = compare.run_grid(experiment, args.out, dataset, workers=args.workers)
+        results = compare.run_grid(experiment, args.out, dataset, workers=args.workers, shard=shard)
     except (KeyboardInterrupt, Terminated):
         print(
             f"interrupted; rerun the same command "
@@ -418,6 +435,10 @@ def cmd_compare(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
         raise
+    if left := compare.unfinished(results):
+        # Every task checks after its own runs: the last one to finish sees none left and writes the report.
+        print(f"{left} run(s) of other tasks not finished yet; the task that finishes last writes the report")
+        return 0
     print(compare.write_report(args.out, experiment, results, workers=args.workers))
     print(f"wrote results.md, results.csv, runs.csv, accuracy.png and curves*.png in {args.out}")
     return 0
@@ -653,7 +674,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("train", help="train a model and write a run directory", parents=recipe)
     p.add_argument("--out", help="run directory (default: runs/<timestamp>)")
-    p.add_argument("--resume", metavar="RUN_DIR", help="continue an interrupted run from its last checkpoint")
+    p.add_argument(
+        "--resume",
+        metavar="RUN_DIR|auto",
+        help="continue an interrupted run from its last checkpoint; auto (with --out DIR): start DIR, or continue "
+        "it when it holds this run (the one command line for torchrun --max-restarts and requeued jobs)",
+    )
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.add_argument(
         "--profile",
@@ -874,6 +900,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seeds", metavar="S1,S2", help="seeds of every grid point (default: 0,1,2)")
     p.add_argument("--threshold", type=float, help="validation accuracy to time (default: 0.88)")
     p.add_argument("--workers", type=int, default=1, help="runs trained at once, in separate processes (default: 1)")
+    p.add_argument(
+        "--shard",
+        metavar="I/N",
+        help="train only task I's share (0 <= I < N) of the runs: N tasks of a job array given the same command "
+        "and --out split the grid; the last to finish writes the report",
+    )
     p.set_defaults(func=cmd_compare)
 
     p = sub.add_parser("tune", help="Optuna search of training options for validation accuracy", parents=recipe)

@@ -311,16 +311,17 @@ def resolve(config_file: str | Path | None = None, overrides: dict[str, Any] | N
     return from_dict({**values, **(overrides or {})})
 
 
-def for_resume(saved: Config, asked: dict[str, Any], run_dir: str | Path) -> Config:
+def for_resume(saved: Config, asked: dict[str, Any], run_dir: str | Path, flag: str = "--resume") -> Config:
     """The config a resumed run continues with: the one it `saved`, with only RUNTIME_FIELDS changed by `asked`.
 
-    Any other value asked for that differs from the saved one is an FmnistError: a run means one config.
+    Any other value asked for that differs from the saved one is an FmnistError (naming `flag`, the way the
+    run was resumed): a run means one config.
     """
     runtime = {name: value for name, value in asked.items() if name in RUNTIME_FIELDS}
     for name, value in asked.items():
         if name not in runtime and coerce(name, value) != getattr(saved, name):
             raise FmnistError(
-                f"--resume {run_dir}: {name}={value} conflicts with the run's {name}={getattr(saved, name)}; "
+                f"{flag} {run_dir}: {name}={value} conflicts with the run's {name}={getattr(saved, name)}; "
                 "start a new run to change it"
             )
     return saved.replace(**runtime)

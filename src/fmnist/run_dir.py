@@ -8,6 +8,7 @@
     checkpoints/last.pt  every epoch: weights, optimizer, schedule, RNG states (exact resume)
     checkpoints/best.pt  the epoch with the best validation accuracy so far
     tensorboard/         TensorBoard event files
+    claim.lock           flock(2)ed by the process training the run (compare's tasks on a shared directory)
     *.png                curves, confusion matrix, the test set's top losses and most-confused pairs
 
 Every write is atomic (atomic.py): a run killed at any moment leaves the previous file, never a
@@ -47,6 +48,7 @@ class RunDir:
         self.last = self.path / "checkpoints" / "last.pt"
         self.best = self.path / "checkpoints" / "best.pt"
         self.tensorboard = self.path / "tensorboard"
+        self.claim = self.path / "claim.lock"
 
     def __str__(self) -> str:
         return str(self.path)
