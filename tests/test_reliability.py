@@ -146,7 +146,7 @@ def test_torchrun_max_restarts_with_resume_auto_finishes_a_killed_rank_like_an_u
     assert summary["processes"] == 2 and summary["epochs"] == 12
 
 
-@pytest.mark.parametrize("sig, status", [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
+@pytest.mark.parametrize("sig, status", [(signal.SIGINT, 130), (signal.SIGTERM, 143), (signal.SIGHUP, 129)])
 @pytest.mark.slow
 def test_interrupt_exits_cleanly_and_keeps_a_valid_checkpoint(child_env, tmp_path, sig, status):
     run = tmp_path / "run"

@@ -19,6 +19,7 @@ import io
 import warnings
 from collections import Counter
 from dataclasses import dataclass, field
+from os import PathLike
 from pathlib import Path
 
 import numpy as np
@@ -65,6 +66,18 @@ SMOOTH_RADIUS = 2
 NOISE_SIGMAS = 5.0
 MIN_CONTRAST = 3.0
 PEAK_FRACTION = 0.06
+
+# A digital image (digital_view): a background within BACKGROUND_BAND levels of black or white, at least half of
+# its border within FLAT_BAND levels of that background's level, with at most DIGITAL_NOISE levels of noise
+# there (a photo's sensor noise, JPEG speckle and uneven light are more).
+BACKGROUND_BAND = 16.0
+FLAT_BAND = 6.0
+DIGITAL_NOISE = 2.0
+DIGITAL_OBJECT = 8.0  # contrast that counts as the object when finding its box (faint JPEG ringing does not)
+MARGIN_SPAN = 26 / 28  # an object spanning less of a square digital picture was given margins, unless in
+# 0.6 % of Fashion-MNIST's images (the rest span 26 to 28 of the 28 pixels; a photo's framing spans 28)
+DIGITAL_CONTRAST = 128.0  # the least contrast of a digital image's object with its background
+FULL_PEAK = 250.0  # a digital object's strongest contrast; Fashion-MNIST's images all reach 254 or 255
 
 # In a cut-out, the least contrast an object pixel gets, as a fraction of the object's strongest.
 SILHOUETTE_FLOOR = 0.25
@@ -207,6 +220,14 @@ def load_picture(source: str | Path | bytes, name: str = "upload") -> Framed:
     else:
         name = str(source)
         image = _decode(Path(source), name)
+    return frame_picture(image, name)
+
+
+def frame_picture(image: Image.Image, name: str = "image") -> Framed:
+    """A decoded Pillow image framed as `load_picture` frames a file (the Python API's PIL input; the caller
+    has applied any EXIF orientation). Raises FmnistError, naming `name`, for more than MAX_PIXELS pixels
+    or a mode that has no grayscale."""
+    _check_size(name, image)
     if _already_fashion_mnist(image):
         # Re-framing would only resample it; this keeps `predict --save-inputs` images and
         # exported test images exactly what the model sees.
@@ -215,8 +236,122 @@ def load_picture(source: str | Path | bytes, name: str = "upload") -> Framed:
         gray, alpha, step = _planes(image)
     except ValueError as exc:  # modes Pillow cannot convert, such as LAB
         raise FmnistError(f"{name}: cannot convert a {image.mode} image to grayscale") from exc
+    digital = digital_view(gray, alpha) if gray.shape[0] == gray.shape[1] else None
+    if digital is not None:
+        return Framed(torch.from_numpy(digital), None)
     framed, cues = frame_with_cues(gray, alpha, step)
     return Framed(torch.from_numpy(framed), cues)
+
+
+def digital_view(gray: np.ndarray, alpha: np.ndarray | None = None) -> np.ndarray | None:
+    """The uint8 [28, 28] view of a square digital Fashion-MNIST-style image in any container, or None for a photo.
+
+    A digital image has an opaque, flat black or white background (at least half of its border within
+    FLAT_BAND levels of one level near black or white, their noise at most DIGITAL_NOISE levels: no sensor
+    noise, no uneven light): a dataset image saved in another mode, format, size or polarity, with margins or not.
+    Its view is the background-subtracted picture (a light background is negated, an object with less than
+    FULL_PEAK contrast is stretched to 255), sampled at 28x28 (see `_sampled`): the whole picture, or the
+    square around its object when margins were added (`_digital_crop`). A 28x28 picture keeps its placement.
+    `gray`: float luminance [H, W] on 0..255 (see `frame`); `alpha`: opacity 0..1 or None.
+    """
+    if alpha is not None and float(alpha.min()) < 0.99:
+        return None
+    ys, xs = _border_coordinates(*gray.shape)
+    border = gray[ys, xs]
+    level = _mode_level(border)
+    near = np.abs(border - level) <= FLAT_BAND
+    if near.mean() < 0.5 or 1.4826 * float(np.median(np.abs(border[near] - level))) > DIGITAL_NOISE:
+        return None
+    if BACKGROUND_BAND < level < 255 - BACKGROUND_BAND:
+        return None
+    light = level > 127
+    full = max(level if light else 255 - level, 1.0)  # the background's distance from the far end of the range
+    contrast = np.clip((level - gray) if light else (gray - level), 0, None) * (255 / full)
+    if contrast.shape != (SIDE, SIDE):
+        contrast = _sampled(contrast, _digital_crop(contrast))
+    peak = float(contrast.max())
+    if peak < DIGITAL_CONTRAST:  # a faint scan or a blank page: a photo's framing stretches its levels
+        return None
+    if peak < FULL_PEAK:  # a dim object (a grey product on white) gets Fashion-MNIST's full range
+        contrast = contrast * (255 / peak)
+    return np.clip(np.rint(contrast), 0, 255).astype(np.uint8)
+
+
+def _digital_crop(contrast: np.ndarray) -> tuple[int, int, int]:
+    """(top, left, side) of the square a digital picture is sampled from: the whole picture, unless its object
+    spans less than MARGIN_SPAN of it (margins were added): then the square around the object's box, centred
+    as Fashion-MNIST centres (an odd leftover pixel of the 28x28 view above and to the left)."""
+    height, width = contrast.shape
+    box = _object_box(contrast > DIGITAL_OBJECT)
+    if box is None:
+        return 0, 0, max(height, width)
+    top, bottom, left, right = box
+    if max(bottom - top, right - left) >= MARGIN_SPAN * max(height, width):
+        return 0, 0, max(height, width)
+    side = max(bottom - top, right - left)
+    step = side / SIDE  # the pixels of the picture per pixel of the view: the padding is centred on the view's grid
+    pad_top = (SIDE - round((bottom - top) / step) + 1) // 2
+    pad_left = (SIDE - round((right - left) / step) + 1) // 2
+    return top - round(pad_top * step), left - round(pad_left * step), side
+
+
+def _sampled(contrast: np.ndarray, crop: tuple[int, int, int]) -> np.ndarray:
+    """The `crop` square of `contrast` (zero outside the picture) sampled at the centres of a SIDE x SIDE grid,
+    bilinearly: an image that was upscaled (nearest, bilinear or bicubic: all interpolate) is sampled back at
+    its own pixels' centres, so a dataset image upscaled by any factor comes back as it was (an averaging
+    filter would blur it)."""
+    top, left, side = crop
+    step = side / SIDE
+    centres = (np.arange(SIDE) + 0.5) * step - 0.5
+    rows, cols = np.meshgrid(top + centres, left + centres, indexing="ij")
+    return ndimage.map_coordinates(contrast, [rows, cols], order=1, mode="constant", cval=0.0)
+
+
+# What the Python API's predict takes as one picture.
+Picture = str | PathLike[str] | bytes | Image.Image | np.ndarray | torch.Tensor
+
+_ARRAY_MODES = {1: "L", 3: "RGB", 4: "RGBA"}  # channels -> Pillow mode
+
+
+def picture_of(item: Picture, name: str = "image") -> Framed:
+    """Any one picture the Python API takes, framed as a file would be (`load_picture`):
+
+    - a path (str or os.PathLike) or a file's bytes;
+    - a Pillow image, as decoded (apply `ImageOps.exif_transpose` first to a camera photo);
+    - a uint8 array (numpy) [H, W], [H, W, 3] RGB or [H, W, 4] RGBA, or a uint8 tensor [H, W] or
+      [C, H, W] with C = 1, 3 or 4 (torchvision's layout). A 28x28 grayscale image with a dark border
+      (the dataset's own images) is taken as it is.
+
+    Raises FmnistError naming `name` (a path names itself) for another type, dtype or shape, and for a
+    file or picture `load_picture` cannot read.
+    """
+    if isinstance(item, (str, PathLike)):
+        return load_picture(Path(item))
+    if isinstance(item, bytes):
+        return load_picture(item, name)
+    if isinstance(item, Image.Image):
+        return frame_picture(item, name)
+    if isinstance(item, torch.Tensor):
+        pixels = item.detach().cpu()
+        if pixels.ndim == 3 and pixels.shape[0] in _ARRAY_MODES:
+            pixels = pixels.permute(1, 2, 0)  # [C, H, W] -> [H, W, C]
+        return frame_picture(_image_of_array(pixels.numpy(), name), name)
+    if isinstance(item, np.ndarray):
+        return frame_picture(_image_of_array(item, name), name)
+    raise FmnistError(f"{name}: a {type(item).__name__} is not a picture (a path, bytes, PIL image, array or tensor)")
+
+
+def _image_of_array(pixels: np.ndarray, name: str) -> Image.Image:
+    if pixels.dtype != np.uint8:
+        raise FmnistError(
+            f"{name}: {pixels.dtype} pixels; give uint8 values 0-255 (a float image in [0, 1]: (x * 255).round() "
+            "as uint8)"
+        )
+    if pixels.ndim == 3 and pixels.shape[2] in _ARRAY_MODES:
+        return Image.fromarray(np.ascontiguousarray(pixels), _ARRAY_MODES[pixels.shape[2]])
+    if pixels.ndim == 2:
+        return Image.fromarray(np.ascontiguousarray(pixels), "L")
+    raise FmnistError(f"{name}: shape {tuple(pixels.shape)} is not an image ([H, W], [H, W, 3] or [H, W, 4])")
 
 
 def frame(gray: np.ndarray, alpha: np.ndarray | None = None, step: float = 1.0) -> np.ndarray:

@@ -31,7 +31,7 @@ def reset_peak_memory(device: torch.device) -> None:
         torch.cuda.reset_peak_memory_stats(device)
     else:
         with contextlib.suppress(OSError):
-            Path("/proc/self/clear_refs").write_text("5")  # Linux >= 4.0: VmHWM := current RSS
+            Path("/proc/self/clear_refs").write_text("5", encoding="utf-8")  # Linux >= 4.0: VmHWM := current RSS
 
 
 def peak_memory_bytes(device: torch.device) -> int:
@@ -40,7 +40,7 @@ def peak_memory_bytes(device: torch.device) -> int:
     if device.type == "cuda":
         return int(torch.cuda.max_memory_allocated(device))
     try:
-        for line in Path("/proc/self/status").read_text().splitlines():
+        for line in Path("/proc/self/status").read_text(encoding="utf-8").splitlines():
             if line.startswith("VmHWM:"):
                 return int(line.split()[1]) * 1024  # kB
     except OSError:
@@ -51,7 +51,7 @@ def peak_memory_bytes(device: torch.device) -> int:
 
 def cpu_name() -> str:
     try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
+        for line in Path("/proc/cpuinfo").read_text(encoding="utf-8").splitlines():
             if line.startswith("model name"):
                 return line.split(":", 1)[1].strip()
     except OSError:
@@ -77,15 +77,18 @@ def hardware(device: torch.device) -> dict:
 
 
 def code_version() -> str | None:
-    """The git commit of the fmnist source tree, when it is a checkout."""
+    """The git commit of the fmnist source tree when it is a checkout, "-dirty" appended when tracked files
+    differ from it (as `git describe --dirty` marks it); None outside a checkout."""
+    commit = _git("rev-parse", "--short", "HEAD")
+    if not commit:
+        return None
+    return f"{commit}-dirty" if _git("status", "--porcelain", "--untracked-files=no") else commit
+
+
+def _git(*arguments: str) -> str | None:
+    """Stripped output of a git command run in the source tree; None when git fails or is missing."""
     try:
-        out = subprocess.run(
-            ["git", "rev-parse", "--short", "HEAD"],
-            cwd=Path(__file__).parent,
-            capture_output=True,
-            text=True,
-            timeout=5,
-        )
+        out = subprocess.run(["git", *arguments], cwd=Path(__file__).parent, capture_output=True, text=True, timeout=5)
     except (OSError, subprocess.SubprocessError):
         return None
-    return out.stdout.strip() or None if out.returncode == 0 else None
+    return out.stdout.strip() if out.returncode == 0 else None

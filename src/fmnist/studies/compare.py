@@ -216,7 +216,7 @@ def claimed(path: Path) -> Iterator[bool]:
     machine or on a shared file system whose client forwards flock (Linux NFS since 2.6.12, Lustre with
     -o flock)."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "a") as f:
+    with open(path, "ab") as f:
         try:
             fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
