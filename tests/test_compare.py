@@ -155,7 +155,10 @@ def test_a_claim_is_held_by_one_holder_at_a_time(tmp_path):
 
 
 SHARE = re.compile(r"^\[\d+/\d+\] (\S+ seed\d+): val ", re.MULTILINE)
-TIMED = ("seconds_to_threshold_mean", "seconds_to_threshold_std", "images_per_second", "wall_seconds", "run_dir")
+TIMED = (
+    *("seconds_to_threshold", "seconds_to_threshold_mean", "seconds_to_threshold_std", "images_per_second"),
+    *("wall_seconds", "run_dir", "epoch_seconds", "ms_per_batch"),
+)
 
 
 def untimed(path: Path) -> list[dict]:
@@ -205,6 +208,13 @@ def test_four_tasks_sharing_a_directory_one_killed_and_rerun_match_one_machine(s
     assert code == 0, capsys.readouterr().err
     for name in ("results.csv", "runs.csv"):
         assert untimed(out / name) == untimed(tmp_path / "one" / name), name
+    for metrics in out.glob("runs/*/*/metrics.jsonl"):  # every epoch of every run, not only the summaries
+        alone = tmp_path / "one" / metrics.relative_to(out)
+        rows = [
+            [{k: v for k, v in json.loads(line).items() if k not in TIMED} for line in p.open()]
+            for p in (metrics, alone)
+        ]
+        assert rows[0] == rows[1] and len(rows[0]) == 20, metrics
 
 
 def test_experiment_file_axes_tables_and_list_options(tmp_path):
