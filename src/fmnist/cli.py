@@ -16,6 +16,7 @@ import torch
 
 from fmnist import __version__, cpu, data, distributed, models, plots, presets, trust
 from fmnist import config as config_lib
+from fmnist.adapt import Recipe
 from fmnist.device import resolve_amp, select_device
 from fmnist.errors import FmnistError, plain
 from fmnist.export import CALIBRATION_IMAGES
@@ -135,6 +136,28 @@ def train_and_report(
         f"peak memory {s['peak_memory_bytes'] / 2**20:,.0f} MiB\n"
         f"artifacts in {run_dir}: summary.json metrics.jsonl config.toml checkpoints/ tensorboard/ *.png"
     )
+    return 0
+
+
+def cmd_adapt(args: argparse.Namespace) -> int:
+    from fmnist.adapt import adapt
+
+    if args.resume and (args.parent or args.images or args.out):
+        raise FmnistError("--resume continues a run with its own parent, photos and directory; drop the others")
+    asked = {k: getattr(args, k) for k in ("epochs", "lr", "freeze", "repeats", "rehearsal", "holdout", "seed")}
+    recipe = Recipe(**{k: v for k, v in asked.items() if v is not None})
+    out = args.resume or new_run_dir(args.out)
+    dataset = load_data(args.data_dir)
+    say = (lambda line: print(line, file=sys.stderr)) if args.json else print
+    try:
+        report = adapt(args.parent, args.images, out, recipe, resume=bool(args.resume), dataset=dataset, log=say)
+    except (KeyboardInterrupt, Terminated):
+        if (Path(out) / "adapt.json").exists():
+            print(f"interrupted; continue with: fmnist adapt --resume {out}", file=sys.stderr)
+        raise
+    print(json.dumps(report.as_dict()) if args.json else report.text())
+    if not args.json:
+        print(f"artifacts in {out}: adapt-report.json before_after.png adapt.json parent.json checkpoints/")
     return 0
 
 
@@ -663,6 +686,29 @@ def build_parser() -> argparse.ArgumentParser:
     )
     add_config_flags(p)
     p.set_defaults(func=cmd_train)
+
+    p = sub.add_parser(
+        "adapt",
+        help="fine-tune a trained model on your labelled photos (one folder per class), rehearsing Fashion-MNIST",
+        parents=[data_dir],
+    )
+    p.add_argument("parent", nargs="?", help="the model to start from: a .pt checkpoint or a run directory")
+    p.add_argument("--images", metavar="DIR", help="your photos, one sub-folder per class (as eval --images reads)")
+    p.add_argument("--out", help="new run directory (default: runs/<timestamp>)")
+    p.add_argument("--resume", metavar="RUN_DIR", help="continue an interrupted adaptation")
+    p.add_argument("--json", action="store_true", help="print the before/after report as one JSON object")
+    recipe_defaults = Recipe()
+    for name, kind, text in (
+        ("epochs", int, "passes over the photos and the rehearsal memory"),
+        ("lr", float, "Adam's peak learning rate (cosine decay)"),
+        ("freeze", int, "leading weight layers kept as the parent has them"),
+        ("repeats", int, "times each training photo is seen per epoch"),
+        ("rehearsal", float, "Fashion-MNIST training images per photo seen (experience replay)"),
+        ("holdout", float, "share of each class's photos held out to choose the epoch and refit trust"),
+        ("seed", int, "seeds the held-out draw, the memory, the order and augmentation"),
+    ):
+        p.add_argument(f"--{name}", type=kind, help=f"{text} (default: {getattr(recipe_defaults, name)})")
+    p.set_defaults(func=cmd_adapt)
 
     p = sub.add_parser(
         "lr-find",
