@@ -66,29 +66,25 @@ def test_an_unreadable_photo_is_named_and_left_out(tmp_path, synthetic_data):
     assert any(note.startswith("skipped ") and "not an image" in note for note in photos.notes)
 
 
-def framed(n: int, label_shift: int = 0) -> tuple[list[Framed], torch.Tensor]:
+def framed(n: int) -> tuple[list[Framed], torch.Tensor]:
     images = torch.randint(0, 255, (n, 28, 28), dtype=torch.uint8)
     cues = [Cues(0.5 + i / (2 * n), 2.0, 0.4, 0.5, 1.0) for i in range(n)]
     return [Framed(x, c) for x, c in zip(images, cues, strict=True)], torch.arange(n) % 10
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("n", [trust.MIN_TEMPERATURE_PHOTOS - 1, trust.MIN_TEMPERATURE_PHOTOS])
+@pytest.mark.parametrize("n", [trust.MIN_DETECTOR_PHOTOS - 1, trust.MIN_DETECTOR_PHOTOS, trust.MIN_TEMPERATURE_IMAGES])
 def test_refit_fits_nothing_below_its_minimum_and_says_uncalibrated(n, few_references, synthetic_data, one_thread):
     model = models.build(config.Config(hidden=(16,)))
     photos, labels = framed(n)
     val_x = data.load().train_images[:50]
     refitted, notes = trust.refit(trust.model_logits(model), photos, labels, val_x)
     assert refitted.has_detector
-    border = refitted.references["border_fit"]
-    if n < trust.MIN_TEMPERATURE_PHOTOS:
-        assert refitted.temperature is None
-        assert any(note.startswith("uncalibrated:") for note in notes)
-        assert any("learns only Fashion-MNIST photos" in note for note in notes)
-        assert border.min() > 0.9  # studio renders only: plain borders
-    else:
-        assert refitted.temperature is not None and not notes
-        assert border.min() == pytest.approx(0.5)  # the user's photos joined the references
+    text = "\n".join(notes)
+    assert (refitted.temperature is None) == (n < trust.MIN_TEMPERATURE_IMAGES) == ("uncalibrated: " in text)
+    joined = n >= trust.MIN_DETECTOR_PHOTOS  # the user's photos join the references (border_fit from 0.5)
+    assert (refitted.references["border_fit"].min() == pytest.approx(0.5)) == joined
+    assert ("learns only Fashion-MNIST photos" in text) != joined
 
 
 @pytest.mark.slow

@@ -171,10 +171,10 @@ def test_eval_on_labelled_folders_of_photos_for_a_run_a_checkpoint_and_an_export
 
 
 def test_eval_refuses_a_plots_path_that_is_a_file_before_any_work(tmp_path, capsys, monkeypatch):
-    from fmnist import cli
+    from fmnist.cli import eval as eval_cli  # the eval command's module loads the model
 
     (tmp_path / "plots").write_text("a file")
-    monkeypatch.setattr(cli, "load_predictor", lambda *a: pytest.fail("the model was loaded before the check"))
+    monkeypatch.setattr(eval_cli, "load_predictor", lambda *a: pytest.fail("the model was loaded before the check"))
     code, _, err = run(capsys, "eval", str(tmp_path / "m.pt"), "--plots", str(tmp_path / "plots"))
     assert code == 2 and err.count("\n") == 1 and "--plots" in err and "not a directory" in err
 
@@ -404,7 +404,7 @@ def test_a_whole_pickled_module_gets_plain_whole_sentences_and_a_next_step(tmp_p
 
 
 def test_error_messages_reach_the_terminal_as_one_plain_line(monkeypatch, capsys):
-    from fmnist import cli
+    from fmnist.cli import data as data_cli  # the data command's module owns its handler
     from fmnist.errors import FmnistError, plain
 
     assert plain("first \x1b[1;31mred\x1b[0m part.\n\tsecond\x07 line\r") == "first red part. second line"
@@ -412,7 +412,7 @@ def test_error_messages_reach_the_terminal_as_one_plain_line(monkeypatch, capsys
     def relayed(_args):
         raise FmnistError("a library said: \x1b[1mbold\x1b[0m\nand more")
 
-    monkeypatch.setattr(cli, "cmd_data", relayed)
+    monkeypatch.setattr(data_cli, "cmd_data", relayed)
     assert main(["data", "info"]) == 2
     assert capsys.readouterr().err == "fmnist: error: a library said: bold and more\n"
 
@@ -420,12 +420,12 @@ def test_error_messages_reach_the_terminal_as_one_plain_line(monkeypatch, capsys
 def test_the_machines_errors_are_whole_sentences_with_a_next_step(monkeypatch, capsys):
     import errno
 
-    from fmnist import cli
+    from fmnist.cli import data as data_cli  # the data command's module owns its handler
 
     def full_disk(_args):
         raise OSError(errno.ENOSPC, "No space left on device", "/runs/r/checkpoints/last.pt")
 
-    monkeypatch.setattr(cli, "cmd_data", full_disk)
+    monkeypatch.setattr(data_cli, "cmd_data", full_disk)
     assert main(["data", "info"]) == 1
     assert capsys.readouterr().err == (
         "fmnist: error: /runs/r/checkpoints/last.pt: No space left on device. Free some disk space and run the "

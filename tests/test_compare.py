@@ -223,6 +223,7 @@ def test_cli_errors_are_one_line(synthetic_data, tmp_path, capsys, argv, message
 
 def test_presets_load_and_train_takes_them_under_config_and_flags(tmp_path, capsys):
     from fmnist import cli, presets
+    from fmnist.cli.train import resolve_train_config  # the train command's module resolves its config
 
     assert presets.names() == ["cnn", "cnn-best", "cnn-fast", "mlp-best", "mlp-fast"]
     for name in presets.names():
@@ -230,7 +231,7 @@ def test_presets_load_and_train_takes_them_under_config_and_flags(tmp_path, caps
     (tmp_path / "c.toml").write_text("lr = 0.02\nepochs = 7\n")
     flags = ["train", "--preset", "cnn", "--config", str(tmp_path / "c.toml"), "--epochs", "2"]
     args = cli.build_parser().parse_args(flags)
-    cfg, _ = cli.resolve_train_config(args)
+    cfg, _ = resolve_train_config(args)
     assert (cfg.model, cfg.schedule, cfg.lr, cfg.epochs) == ("cnn", "onecycle", 0.02, 2)
     assert main(["train", "--preset", "nope"]) == 2
     assert "unknown preset 'nope'; known: cnn, cnn-best, cnn-fast, mlp-best, mlp-fast" in capsys.readouterr().err

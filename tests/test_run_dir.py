@@ -20,9 +20,10 @@ def test_create_writes_the_config_once_and_refuses_a_second_run(tmp_path):
 
 def test_train_into_a_taken_directory_stops_before_loading_data_or_printing(tmp_path, capsys, monkeypatch):
     from fmnist import cli
+    from fmnist.cli import train as train_cli  # the train command's module loads the data
 
     RunDir(tmp_path / "run").create(Config(hidden=(8,)))
-    monkeypatch.setattr(cli, "load_data", lambda *a: pytest.fail("the data was loaded before the check"))
+    monkeypatch.setattr(train_cli, "load_data", lambda *a: pytest.fail("the data was loaded before the check"))
     assert cli.main(["train", "--out", str(tmp_path / "run")]) == 2
     out, err = capsys.readouterr()
     assert out == "" and err.count("\n") == 1 and "already holds a run" in err

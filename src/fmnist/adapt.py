@@ -30,7 +30,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from fmnist import checkpoint, data, folders, train, trust
+from fmnist import checkpoint, data, folders, trust
 from fmnist.atomic import atomic_write
 from fmnist.config import Config
 from fmnist.data import CLASSES, FashionMNIST
@@ -39,6 +39,7 @@ from fmnist.folders import LabelledImages
 from fmnist.images import Framed
 from fmnist.inference import Predictor, TorchPredictor
 from fmnist.run_dir import RunDir, model_path
+from fmnist.train import Split, fit
 
 # A class with fewer photos than this holds none out: each one is worth more trained on.
 MIN_PHOTOS_TO_HOLD_OUT = 4
@@ -124,7 +125,7 @@ def _skipped_summary(skipped: dict[str, int]) -> str | None:
     return "skipped " + "; ".join(f"{reason}: {count}" for reason, count in skipped.items())
 
 
-def build_split(photos: Photos, dataset: FashionMNIST, parent_cfg: Config, recipe: Recipe) -> train.Split:
+def build_split(photos: Photos, dataset: FashionMNIST, parent_cfg: Config, recipe: Recipe) -> Split:
     """Training: the training photos `recipe.repeats` times, then the Fashion-MNIST memory (a stratified
     draw from the parent's training split); validation: the held-out photos; test: Fashion-MNIST's."""
     x, y, _ = photos.part(held_out=False)
@@ -138,7 +139,7 @@ def build_split(photos: Photos, dataset: FashionMNIST, parent_cfg: Config, recip
     else:
         train_idx = train_idx[:0]
     val_x, val_y, _ = photos.part(held_out=True)
-    return train.Split(
+    return Split(
         torch.cat([x.repeat(recipe.repeats, 1, 1), dataset.train_images[train_idx]]),
         torch.cat([y.repeat(recipe.repeats), dataset.train_labels[train_idx]]),
         val_x,
@@ -278,7 +279,7 @@ def adapt(
         f"adapting on {trained} photos x {recipe.repeats} and {len(split.train_x) - trained * recipe.repeats} "
         "Fashion-MNIST images per epoch"
     )
-    result = train.fit(cfg, run.path, split, resume=resume and run.is_run(), log=say, progress=False)
+    result = fit(cfg, run.path, split, resume=resume and run.is_run(), log=say, progress=False)
     _, held_y, held = photos.part(held_out=True)
     refitted, notes = trust.refit(
         trust.model_logits(result.model), held, held_y, _detector_images(dataset, parent_cfg), recipe.seed

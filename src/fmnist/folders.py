@@ -43,6 +43,12 @@ def _aliases() -> dict[str, int]:
 
 
 ALIASES = _aliases()
+# Folders that archive tools, notebooks and file systems leave beside the class folders: skipped and
+# counted, as any dot-folder is (a .git, a .ipynb_checkpoints).
+SYSTEM_FOLDERS = frozenset({"__macosx", "__pycache__", "$recycle.bin", "system volume information"})
+SKIP_SYSTEM_FOLDER = (
+    "folder left by an archive tool, a notebook or the system (__MACOSX, .ipynb_checkpoints, dot-folders)"
+)
 ACCEPTED = (
     "a class index 0-9 or a class name ("
     + ", ".join(CLASSES)
@@ -68,38 +74,18 @@ class LabelledImages:
 def load_folders(root: str | Path, *, skip_unknown: bool = False) -> LabelledImages:
     """Every picture under `root`'s class folders with its label, in class order, then file name order.
 
-    Unreadable pictures are left out, each named in `problems`; hidden, system and non-image files
-    are counted in `skipped`. Raises FmnistError (one line) when `root` is no directory, a folder
-    name is no class (naming the accepted names; with `skip_unknown` that folder is left out and
-    named in `problems` instead), or no picture can be read.
+    Unreadable pictures are left out, each named in `problems`; hidden, system and non-image files,
+    and the folders archive tools and notebooks leave (SYSTEM_FOLDERS, dot-folders), are counted in
+    `skipped`. Raises FmnistError (one line) when `root` is no directory, a folder name is no class
+    (naming the accepted names; with `skip_unknown` that folder is left out and named in `problems`
+    instead), or no picture can be read.
     """
     root = Path(root)
     if not root.is_dir():
         problem = "not a directory" if root.exists() else "no such directory"
         raise FmnistError(f"{root}: {problem} (expected one sub-folder of pictures per class)")
-    folders: list[tuple[int, Path]] = []
-    problems: list[str] = []
-    stray = hidden = 0
-    for entry in sorted(root.iterdir()):
-        if entry.name.startswith(".") or entry.name.lower() in SYSTEM_FILES:
-            hidden += 1  # counted like those inside the class folders (a .DS_Store, a .git)
-            continue
-        if not entry.is_dir():
-            stray += 1
-            continue
-        label = class_of_folder(entry.name)
-        if label is None and skip_unknown:
-            problems.append(f"{entry}: folder name is not a class, so its pictures are left out; name it by {ACCEPTED}")
-        elif label is None:
-            raise FmnistError(f"{entry}: folder name is not a class; name each folder by {ACCEPTED}")
-        else:
-            folders.append((label, entry))
-    if not folders:
-        raise FmnistError(f"{root}: no class folders inside; make one per class, named by {ACCEPTED}")
+    folders, problems, skipped = _class_folders(root, skip_unknown)
     images, labels, paths, cues = [], [], [], []
-    skipped = {"files outside class folders": stray} if stray else {}
-    if hidden:
-        skipped[SKIP_HIDDEN] = hidden
     for label, folder in sorted(folders):
         found = collect_images([str(folder)])
         for reason, count in found.skipped.items():
@@ -121,6 +107,39 @@ def load_folders(root: str | Path, *, skip_unknown: bool = False) -> LabelledIma
         )
     stacked = torch.stack(images).reshape(-1, SIDE, SIDE)
     return LabelledImages(stacked, torch.tensor(labels), paths, problems, skipped, cues)
+
+
+def _class_folders(root: Path, skip_unknown: bool) -> tuple[list[tuple[int, Path]], list[str], dict[str, int]]:
+    """(label, folder) of each class folder under `root`, the folders left out (`skip_unknown`), and the
+    counts of the other entries skipped; raises FmnistError as load_folders says."""
+    folders: list[tuple[int, Path]] = []
+    problems: list[str] = []
+    stray = hidden = junk_folders = 0
+    for entry in sorted(root.iterdir()):
+        if entry.is_dir() and (entry.name.startswith(".") or entry.name.lower() in SYSTEM_FOLDERS):
+            junk_folders += 1
+            continue
+        if entry.name.startswith(".") or entry.name.lower() in SYSTEM_FILES:
+            hidden += 1  # counted like those inside the class folders (a .DS_Store, a .git)
+            continue
+        if not entry.is_dir():
+            stray += 1
+            continue
+        label = class_of_folder(entry.name)
+        if label is None and skip_unknown:
+            problems.append(f"{entry}: folder name is not a class, so its pictures are left out; name it by {ACCEPTED}")
+        elif label is None:
+            raise FmnistError(f"{entry}: folder name is not a class; name each folder by {ACCEPTED}")
+        else:
+            folders.append((label, entry))
+    if not folders:
+        raise FmnistError(f"{root}: no class folders inside; make one per class, named by {ACCEPTED}")
+    skipped = {"files outside class folders": stray} if stray else {}
+    if hidden:
+        skipped[SKIP_HIDDEN] = hidden
+    if junk_folders:
+        skipped[SKIP_SYSTEM_FOLDER] = junk_folders
+    return folders, problems, skipped
 
 
 def digest(path: Path) -> str:

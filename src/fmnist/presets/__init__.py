@@ -3,7 +3,7 @@
 A preset is a TOML file of config values in this directory; a --config file and flags
 override it. `extends = "NAME"` starts a preset from another one's values, so a variant
 states only what it changes. What each preset measured, and the command that measures it, is in the doc
-each file names (docs/RESULTS.md, docs/EXPERIMENTS.md, docs/PERFORMANCE.md), not in the
+each file names (docs/RESULTS.md, docs/STUDIES.md, docs/PERFORMANCE.md), not in the
 files: numbers in comments would go stale.
 """
 

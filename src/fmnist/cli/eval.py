@@ -1,0 +1,120 @@
+"""fmnist eval: metrics, error analysis, calibration and the detector's figures on the test set or a user's folders."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+import torch
+
+from fmnist import data, plots, trust
+from fmnist.cli.common import BARE_STATE_DICT, Parser, Subcommands, load_data, say_layout
+from fmnist.errors import FmnistError
+from fmnist.inference import load_predictor
+
+
+def add_parsers(sub: Subcommands, shared: dict[str, Parser]) -> None:
+    """eval."""
+    device = shared["device"]
+    data_dir = shared["data_dir"]
+    tta = shared["tta"]
+    p = sub.add_parser(
+        "eval",
+        help="metrics and error analysis of a checkpoint or an exported model, on the test "
+        "set or your own labelled pictures",
+        parents=[device, data_dir, tta],
+    )
+    p.add_argument(
+        "checkpoint",
+        help="a .pt checkpoint, a run directory (its best, else last, checkpoint), an "
+        ".onnx file from fmnist export (run by onnxruntime on the CPU), or " + BARE_STATE_DICT,
+    )
+    p.add_argument("--json", action="store_true", help="print one JSON object")
+    p.add_argument(
+        "--images",
+        metavar="DIR",
+        help="evaluate on your own pictures instead of the test set: one "
+        "sub-folder of DIR per class, named by class name (t-shirt, T-shirt_top, ankle boots, ...) or index "
+        "0-9; each picture framed as predict frames it",
+    )
+    p.add_argument(
+        "--plots", metavar="DIR", help="also write confusion_matrix.png, top_losses.png and most_confused.png here"
+    )
+    p.set_defaults(func=cmd_eval)
+
+
+def cmd_eval(args: argparse.Namespace) -> int:
+    from fmnist.evaluate import Report, evaluation_of
+
+    if args.plots and Path(args.plots).exists() and not Path(args.plots).is_dir():  # before the work, not after
+        raise FmnistError(f"--plots {args.plots}: exists and is not a directory")
+    predictor = load_predictor(args.checkpoint, args.device, args.tta)
+    say_layout(args.checkpoint, predictor.describe().get("layout"))
+    if args.images:
+        from fmnist.folders import load_folders
+
+        folders = load_folders(args.images)
+        images, labels = folders.images, folders.labels
+        names, problems, skipped = [p.name for p in folders.paths], folders.problems, folders.skipped
+    else:
+        # Not the data_dir saved in the checkpoint's config: a path on the training machine is not
+        # part of what a checkpoint means, and the test set is the same wherever it is found.
+        dataset = load_data(args.data_dir)
+        images, labels, names, problems, skipped = dataset.test_images, dataset.test_labels, None, [], {}
+    logits = torch.cat([predictor.logits(chunk) for chunk in images.split(1000)])  # once, for both reports
+    report = Report(
+        str(args.checkpoint),
+        str(args.images) if args.images else "test set",
+        evaluation_of(logits, labels),
+        images,
+        names,
+        problems,
+        skipped,
+    )
+    trusted = trust_report(predictor.trust, logits, labels, args.plots)
+    if args.plots:
+        written = plots.write_evaluation_plots(args.plots, report, data.CLASSES)
+        print(f"wrote {', '.join(written)}", file=sys.stderr)
+    if args.json:
+        print(json.dumps({**report.as_dict(), "tta": args.tta, "calibration_and_ood": trusted.as_dict()}))
+        return 0
+    print(report.text())
+    print_trust_report(trusted)
+    return 0
+
+
+def trust_report(model_trust: trust.Trust, logits: torch.Tensor, labels: torch.Tensor, plot_dir: str | None):
+    """Calibration and non-garment figures of a model's logits [N, 10] on a labelled set (trust.report); with
+    `plot_dir`, also its reliability diagram."""
+    figures = trust.report(model_trust, logits, labels)
+    if plot_dir:
+        before, after = figures.confidence
+        confidence = {
+            "softmax": before,
+            **({f"T = {figures.trust.temperature:.2f}": after} if after is not None else {}),
+        }
+        plots.plot_reliability(
+            confidence, dict.fromkeys(confidence, figures.correct), Path(plot_dir) / "reliability.png"
+        )
+    return figures
+
+
+def print_trust_report(figures) -> None:
+    b, a = figures.before, figures.after
+    print(f"calibration (15-bin ECE, NLL, Brier): softmax ECE {b.ece:.2%} NLL {b.nll:.4f} Brier {b.brier:.4f}", end="")
+    if a is None:
+        print("; no temperature fitted (trained without a validation split): probabilities are uncalibrated")
+    else:
+        print(f"; with temperature {figures.trust.temperature:.3f} ECE {a.ece:.2%} NLL {a.nll:.4f} Brier {a.brier:.4f}")
+    if figures.accepted is None:
+        print("non-garment detector: none fitted (trained without a validation split)")
+        return
+    print(
+        f"non-garment detector (threshold {figures.trust.threshold:.4f}): {figures.accepted:.2%} of these images "
+        f"accepted as garments, accuracy on them {figures.accepted_accuracy:.2%}"
+    )
+    print("risk-coverage (the images with the highest in-distribution scores accepted):")
+    for coverage, accuracy, least in figures.risk_coverage:
+        print(f"  coverage {coverage:>4.0%}  accuracy {accuracy:.2%}  least score accepted {least:.4f}")

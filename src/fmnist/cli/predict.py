@@ -1,0 +1,125 @@
+"""fmnist predict: classify image files, one line (or JSON object) per file."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+import torch
+
+from fmnist import data
+from fmnist.cli.common import BARE_STATE_DICT, Parser, Subcommands, say_layout
+from fmnist.device import select_device
+from fmnist.errors import FmnistError, plain
+from fmnist.inference import FilePrediction, load_predictor
+
+
+def add_parsers(sub: Subcommands, shared: dict[str, Parser]) -> None:
+    """predict."""
+    device = shared["device"]
+    tta = shared["tta"]
+    p = sub.add_parser("predict", help="classify photos and other image files with a checkpoint", parents=[device, tta])
+    p.add_argument(
+        "checkpoint", help="a .pt checkpoint, a run directory, an .onnx file from fmnist export, or " + BARE_STATE_DICT
+    )
+    p.add_argument(
+        "images",
+        nargs="+",
+        metavar="IMAGE",
+        help="image files in any format and mode Pillow reads (PNG, JPEG, WebP, TIFF, ...), up to 50 M "
+        "pixels decoded (a JPEG decodes at down to 1/8 scale: up to 3,200 M pixels); directories (the "
+        "images in them, by content, sorted; hidden and system files skipped) or globs such as "
+        "'photos/*.jpg'",
+    )
+    p.add_argument("--top-k", type=int, default=3, help="classes to show per image (default: 3)")
+    p.add_argument("--json", action="store_true", help="one JSON object per line per image")
+    p.add_argument("--batch-size", type=int, default=256, help="images per model call (default: 256)")
+    p.add_argument(
+        "--ood-threshold",
+        type=float,
+        metavar="SCORE",
+        help="in-distribution score (0..1) below which a picture is called not a garment (default: the "
+        "model's, which keeps 97%% of its reference garment photos; 0 accepts everything)",
+    )
+    p.add_argument(
+        "--save-inputs",
+        metavar="DIR",
+        help="write the 28x28 image the model saw for each file as DIR/<file name>.png (-2, -3, ... when names repeat)",
+    )
+    p.add_argument(
+        "--explain",
+        metavar="DIR",
+        help="also write, for each file, a heatmap of the pixels that drove the "
+        "predicted class over the 28x28 view (red: for it, blue: against) as DIR/<file name>.png: "
+        "integrated gradients for a PyTorch model, occlusion for an ONNX export",
+    )
+    p.set_defaults(func=cmd_predict)
+
+
+def cmd_predict(args: argparse.Namespace) -> int:
+    from fmnist.images import collect_images
+    from fmnist.inference import PredictOptions, predict_files
+
+    options = PredictOptions(
+        args.top_k,
+        args.batch_size,
+        Path(args.save_inputs) if args.save_inputs else None,
+        Path(args.explain) if args.explain else None,
+        args.ood_threshold,
+    )
+    found = collect_images(args.images)
+    skipped = found.skipped_summary()
+    if not found.paths:
+        raise FmnistError(f"no image files in {', '.join(args.images)}" + (f" ({skipped})" if skipped else ""))
+    if skipped:
+        print(f"fmnist: {skipped}", file=sys.stderr)
+    predictor = load_predictor(args.checkpoint, select_device(args.device), args.tta)
+    say_layout(args.checkpoint, predictor.describe().get("layout"))
+    explain = None
+    if args.explain:
+        from fmnist.explain import Explainer, heatmaps
+
+        explainer = Explainer(predictor)
+        print(f"explanations: {explainer.method}, written to {args.explain}/", file=sys.stderr)
+
+        def explain(images: torch.Tensor, targets: torch.Tensor) -> list[bytes]:
+            return heatmaps(images, explainer(images, targets))
+
+    failed = 0
+    for result in predict_files(predictor, found.paths, options, explain):
+        failed += result.error is not None
+        print(predict_line(result, args.json))
+    return 1 if failed else 0
+
+
+def predict_line(result: FilePrediction, as_json: bool) -> str:
+    path = str(result.path)
+    if result.error is not None:
+        error = plain(result.error).removeprefix(f"{path}: ")  # load_image's messages name the file already
+        return json.dumps({"path": path, "error": error}) if as_json else f"{path}: error: {error}"
+    verdict = result.verdict
+    if not as_json:
+        classes = ", ".join(f"{data.CLASSES[c]} {q:.1%}" for c, q in result.top)
+        text = f"{path}: {classes}"
+        if not verdict["garment"]:
+            text = (
+                f"{path}: NOT A GARMENT (in-distribution score {verdict['in_distribution_score']:.3f} < "
+                f"{verdict['ood_threshold']:.3f}); best guess {classes}"
+            )
+        return text + ("" if verdict["calibrated"] else " [uncalibrated: no temperature fitted]")
+    best, p = result.top[0]
+    row = {
+        "path": path,
+        "class_index": best,
+        "class_name": data.CLASSES[best],
+        "probability": p,
+        "top": [[data.CLASSES[c], q] for c, q in result.top],
+        **verdict,
+    }
+    if result.saved_input is not None:
+        row["input"] = str(result.saved_input)
+    if result.explanation is not None:
+        row["explanation"] = str(result.explanation)
+    return json.dumps(row)

@@ -1,0 +1,206 @@
+"""fmnist train, lr-find and calibrate: fit a model, the learning-rate range test, refit a model's trust."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+from fmnist import __version__, cpu, data, distributed, models, plots, trust
+from fmnist import config as config_lib
+from fmnist.cli.common import (
+    Parser,
+    Subcommands,
+    Terminated,
+    add_config_flags,
+    config_overrides,
+    load_data,
+    requested_values,
+)
+from fmnist.device import resolve_amp, select_device
+from fmnist.errors import FmnistError
+from fmnist.run_dir import RunDir, model_path
+
+
+def add_parsers(sub: Subcommands, shared: dict[str, Parser]) -> None:
+    """train and lr-find."""
+    recipe = [shared["preset"], shared["config"]]
+    p = sub.add_parser("train", help="train a model and write a run directory", parents=recipe)
+    p.add_argument("--out", help="run directory (default: runs/<timestamp>)")
+    p.add_argument("--resume", metavar="RUN_DIR", help="continue an interrupted run from its last checkpoint")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument(
+        "--profile",
+        metavar="DIR",
+        help="first profile a few training steps of this config (throwaway "
+        "model, the run is unchanged): print the top operators, write a Perfetto/TensorBoard trace to DIR",
+    )
+    add_config_flags(p)
+    p.set_defaults(func=cmd_train)
+
+    p = sub.add_parser(
+        "lr-find",
+        help="learning-rate range test of a config: loss against an exponentially "
+        "growing lr, a plot and a suggested lr (no run is written)",
+        parents=recipe,
+    )
+    p.add_argument("--start-lr", type=float, default=1e-7, help="first learning rate (default: 1e-7)")
+    p.add_argument("--end-lr", type=float, default=10.0, help="last learning rate (default: 10)")
+    p.add_argument(
+        "--steps",
+        type=int,
+        default=100,
+        help="training steps, one batch each; stops early once the loss diverges (default: 100)",
+    )
+    p.add_argument("--plot", metavar="FILE", help="write the loss curve with the suggestions as PNG")
+    p.add_argument("--no-progress", action="store_true", help="no line per step on stderr")
+    add_config_flags(p)
+    p.set_defaults(func=cmd_lr_find)
+
+
+def add_calibrate_parser(sub: Subcommands, shared: dict[str, Parser]) -> None:
+    """calibrate."""
+    data_dir = shared["data_dir"]
+    p = sub.add_parser(
+        "calibrate",
+        help="fit the temperature and the non-garment detector of a trained model "
+        "again (fmnist train does it when it ends, unless --val-size 0)",
+        parents=[data_dir],
+    )
+    p.add_argument("checkpoint", help="a .pt checkpoint, or a run directory (its best, else last, checkpoint)")
+    p.set_defaults(func=cmd_calibrate)
+
+
+def new_run_dir(out: str | None) -> Path:
+    if out:
+        return Path(out)
+    base = Path("runs") / time.strftime("%Y%m%d-%H%M%S")
+    run_dir, n = base, 1
+    while run_dir.exists():
+        n += 1
+        run_dir = base.with_name(f"{base.name}-{n}")
+    return run_dir
+
+
+def resolve_train_config(args: argparse.Namespace) -> tuple[config_lib.Config, Path]:
+    asked = requested_values(args, config_overrides(args))
+    if not args.resume:
+        return config_lib.from_dict(asked), new_run_dir(args.out)
+    if args.out:
+        raise FmnistError("--resume continues a run in its own directory; drop --out")
+    run = RunDir(args.resume)
+    return config_lib.for_resume(run.read_config(), asked, run.path), run.path
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    started = time.perf_counter()  # the summary's total_seconds count from here
+    cfg, run_dir = resolve_train_config(args)
+    if not args.resume and RunDir(run_dir).is_run():  # before the data loads and anything is printed
+        raise FmnistError(RunDir(run_dir).taken())
+    dataset = load_data(cfg.data_dir)
+    if args.profile:
+        from fmnist.bench import profiler
+
+        profiler.profile_training(cfg, dataset, args.profile)
+    with distributed.group(select_device(cfg.device)) as w:
+        run_dir = Path(distributed.broadcast(str(run_dir), w))  # ranks may disagree on the timestamp
+        return train_and_report(args, cfg, dataset, run_dir, w, started)
+
+
+def train_and_report(
+    args: argparse.Namespace, cfg: config_lib.Config, dataset, run_dir: Path, w: distributed.World, started: float
+) -> int:
+    from fmnist.train import fit
+
+    say = print if w.is_main else (lambda *a, **k: None)
+    params = models.parameter_count(models.build(cfg))
+    say(
+        f"fmnist {__version__} | torch {torch.__version__} | device {cfg.device} | {w.size} process(es) | "
+        f"data {dataset.directory} ({dataset.origin})"
+    )
+    amp, why = resolve_amp(cfg.amp, select_device(cfg.device))
+    say(
+        f"model {cfg.model} hidden={','.join(map(str, cfg.hidden))} | {params:,} parameters | "
+        f"amp {amp} ({why}) | run {run_dir}"
+    )
+    try:
+        result = fit(
+            cfg,
+            run_dir,
+            dataset,
+            resume=bool(args.resume),
+            progress=not args.no_progress,
+            fit_trust=True,
+            started=started,
+        )
+    except (KeyboardInterrupt, Terminated):
+        if w.is_main and RunDir(run_dir).last.exists():
+            print(f"interrupted; continue with: fmnist train --resume {run_dir}", file=sys.stderr)
+        raise
+    if not w.is_main:
+        return 0
+    s = result.summary
+    assert s is not None  # rank 0 gets the summary
+    print(
+        f"\ntest accuracy {s['test_accuracy']:.2%}  test loss {s['test_loss']:.4f}  "
+        f"({s['chosen_by']}, epoch {s['chosen_epoch']}{', EMA weights' if s.get('weights') == 'ema' else ''})\n"
+        + (f"stopped before the planned epochs: {s['stopped']}\n" if "stopped" in s else "")
+        + f"training {s['wall_seconds']:.1f}s (what --max-time counts), whole run {s['total_seconds']:.1f}s  "
+        f"train {s['train_images_per_second']:,.0f} img/s  "
+        f"{s['train_ms_per_batch']:.3f} ms/batch (median over epochs)  "
+        f"peak memory {s['peak_memory_bytes'] / 2**20:,.0f} MiB\n"
+        f"artifacts in {run_dir}: summary.json metrics.jsonl config.toml checkpoints/ tensorboard/ *.png"
+    )
+    return 0
+
+
+def cmd_lr_find(args: argparse.Namespace) -> int:
+    from fmnist.lr_find import lr_find
+
+    cfg = config_lib.from_dict(requested_values(args, config_overrides(args)))
+    dataset = load_data(cfg.data_dir)
+    cpu.apply_threads(cfg.threads)
+    say = (lambda msg: None) if args.no_progress else (lambda msg: print(msg, file=sys.stderr))
+    found = lr_find(
+        cfg,
+        dataset,
+        start_lr=args.start_lr,
+        end_lr=args.end_lr,
+        steps=args.steps,
+        progress=lambda i, lr, loss: say(f"step {i:>4}  lr {lr:.2e}  loss {loss:.4f}"),
+    )
+    print(
+        f"suggested lr {found.suggestion:.2e} (valley); steepest fall at {found.steepest:.2e}; "
+        f"{len(found.lrs)} steps of batch {cfg.batch_size * cfg.accumulate} from {found.lrs[0]:.1e} to "
+        f"{found.lrs[-1]:.1e} (config lr {cfg.lr:g})"
+    )
+    if args.plot:
+        plots.plot_lr_find(found.lrs, found.losses, {"valley": found.suggestion, "steepest": found.steepest}, args.plot)
+        print(f"wrote {args.plot}")
+    return 0
+
+
+def cmd_calibrate(args: argparse.Namespace) -> int:
+    from fmnist import checkpoint
+
+    path = model_path(args.checkpoint)
+    model, cfg, _ = checkpoint.load_model(path, "cpu")
+    if not cfg.val_size:
+        raise FmnistError(
+            f"{path}: no validation split on record (trained with --val-size 0, or a state dict whose "
+            "training images are unknown): the temperature and the non-garment detector are fitted only "
+            "on images the model did not train on; train with fmnist train, which holds out 5,000"
+        )
+    if too_few := trust.shortfall(cfg.val_size):
+        raise FmnistError(f"{path}: {too_few}")
+    dataset = load_data(args.data_dir)
+    _, val_idx = data.stratified_split(dataset.train_labels, cfg.val_size, cfg.seed)
+    fitted = trust.fit_and_store(
+        model, dataset.train_images[val_idx], dataset.train_labels[val_idx], path, cfg.seed, print
+    )
+    assert fitted is not None
+    print(f"{path}: temperature {fitted.temperature:.3f}, in-distribution threshold {fitted.threshold:.4f}")
+    return 0
