@@ -7,8 +7,9 @@ import json
 import sys
 from pathlib import Path
 
+from fmnist import signals
 from fmnist.adapt import Recipe, adapt
-from fmnist.cli.common import Parser, Subcommands, Terminated, load_data
+from fmnist.cli.common import Parser, Subcommands, load_data
 from fmnist.cli.train import new_run_dir
 from fmnist.errors import FmnistError
 
@@ -51,7 +52,7 @@ def cmd_adapt(args: argparse.Namespace) -> int:
     say = (lambda line: print(line, file=sys.stderr)) if args.json else print
     try:
         report = adapt(args.parent, args.images, out, recipe, resume=bool(args.resume), dataset=dataset, log=say)
-    except (KeyboardInterrupt, Terminated):
+    except (KeyboardInterrupt, signals.Stopped):
         if (out / "adapt.json").exists():
             print(f"interrupted; continue with: fmnist adapt --resume {out}", file=sys.stderr)
         raise
