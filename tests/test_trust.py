@@ -6,8 +6,9 @@ import torch
 from support import mosaic, synthetic_arrays, tiny_checkpoint
 
 from fmnist import checkpoint, trust
+from fmnist.answers import answer
 from fmnist.images import load_picture
-from fmnist.inference import TorchPredictor
+from fmnist.inference import TorchPredictor, probabilities
 from fmnist.testing.photos import render_set
 from fmnist.trust import ood
 
@@ -49,7 +50,7 @@ def test_fit_and_store_adds_trust_to_the_checkpoint_and_predictors_apply_it(tmp_
     assert predictor.trust.temperature == pytest.approx(fitted.temperature)
     images = validation[0][:5]
     expected = (predictor.logits(images) / fitted.temperature).softmax(1)
-    assert torch.allclose(predictor.probabilities(images), expected)
+    assert torch.allclose(probabilities(predictor, images), expected)
     assert predictor.describe()["calibrated"] is True
     assert checkpoint.load(path)["model"].keys() == model.state_dict().keys()  # the weights are still there
 
@@ -68,12 +69,13 @@ def test_unfitted_trust_accepts_everything_with_plain_softmax():
     verdict = trust.judge(trust.UNFITTED, logits, [None] * 4)
     assert verdict.scores is None and verdict.garment.all()
     assert torch.allclose(verdict.probabilities, logits.softmax(1))
-    assert trust.fields(verdict, 0, trust.UNFITTED) == {
-        "garment": True,
-        "in_distribution_score": None,
-        "ood_threshold": None,
-        "calibrated": False,
-    }
+    [first, *_] = answer(trust.UNFITTED, logits, [None] * 4)
+    assert (first.garment, first.in_distribution_score, first.ood_threshold, first.calibrated) == (
+        True,
+        None,
+        None,
+        False,
+    )
 
 
 def test_threshold_override_and_round_trip_through_json():

@@ -7,8 +7,8 @@
 
 A folder is named by its class index 0-9 or by the class name, with case, spaces and punctuation
 ignored and plurals accepted ("t-shirt", "T-shirt_top", "tshirts", "ankle boots"). Pictures inside
-are found by images.collect_images and framed by images.load_image, so the model sees exactly what
-`fmnist predict` would show it.
+are found by images.collect_images and framed by images.load_picture, so the model sees exactly what
+`fmnist predict` would show it, and the detector reads the same framing cues.
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ import torch
 
 from fmnist.data import CLASSES, SIDE
 from fmnist.errors import FmnistError
-from fmnist.images import SKIP_HIDDEN, SYSTEM_FILES, collect_images, load_image
+from fmnist.images import SKIP_HIDDEN, SYSTEM_FILES, Cues, collect_images, load_picture
 
 
 def _key(name: str) -> str:
@@ -60,6 +60,7 @@ class LabelledImages:
     paths: list[Path]  # the file of each image
     problems: list[str] = field(default_factory=list)  # one line per file that could not be read
     skipped: dict[str, int] = field(default_factory=dict)  # reason -> files left out of the folders
+    cues: list[Cues | None] = field(default_factory=list)  # each picture's framing cues (images.load_picture)
 
 
 def load_folders(root: str | Path) -> LabelledImages:
@@ -88,7 +89,7 @@ def load_folders(root: str | Path) -> LabelledImages:
         folders.append((label, entry))
     if not folders:
         raise FmnistError(f"{root}: no class folders inside; make one per class, named by {ACCEPTED}")
-    images, labels, paths, problems = [], [], [], []
+    pictures, labels, paths, problems = [], [], [], []
     skipped = {"files outside class folders": stray} if stray else {}
     if hidden:
         skipped[SKIP_HIDDEN] = hidden
@@ -98,15 +99,16 @@ def load_folders(root: str | Path) -> LabelledImages:
             skipped[reason] = skipped.get(reason, 0) + count
         for path in found.paths:
             try:
-                images.append(load_image(path))
+                pictures.append(load_picture(path))
             except FmnistError as e:
                 problems.append(str(e))
                 continue
             labels.append(label)
             paths.append(path)
-    if not images:
+    if not pictures:
         raise FmnistError(
             f"{root}: no readable pictures in its class folders"
             + (f" ({len(problems)} unreadable)" if problems else "")
         )
-    return LabelledImages(torch.stack(images).reshape(-1, SIDE, SIDE), torch.tensor(labels), paths, problems, skipped)
+    images = torch.stack([picture.image for picture in pictures]).reshape(-1, SIDE, SIDE)
+    return LabelledImages(images, torch.tensor(labels), paths, problems, skipped, [p.cues for p in pictures])

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from collections.abc import Sequence
 from pathlib import Path
 
 import torch
@@ -12,6 +13,7 @@ import torch
 from fmnist import data, plots, trust
 from fmnist.cli.common import BARE_STATE_DICT, Parser, Subcommands, load_data, say_layout
 from fmnist.errors import FmnistError
+from fmnist.images import Cues
 from fmnist.inference import load_predictor
 
 
@@ -56,13 +58,14 @@ def cmd_eval(args: argparse.Namespace) -> int:
         from fmnist.folders import load_folders
 
         folders = load_folders(args.images)
-        images, labels = folders.images, folders.labels
+        images, labels, cues = folders.images, folders.labels, folders.cues
         names, problems, skipped = [p.name for p in folders.paths], folders.problems, folders.skipped
     else:
         # Not the data_dir saved in the checkpoint's config: a path on the training machine is not
         # part of what a checkpoint means, and the test set is the same wherever it is found.
         dataset = load_data(args.data_dir)
         images, labels, names, problems, skipped = dataset.test_images, dataset.test_labels, None, [], {}
+        cues = None  # the test set's images are 28x28 already: no framing, no picture cues
     logits = torch.cat([predictor.logits(chunk) for chunk in images.split(1000)])  # once, for both reports
     report = Report(
         str(args.checkpoint),
@@ -73,7 +76,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
         problems,
         skipped,
     )
-    trusted = trust_report(predictor.trust, logits, labels, args.plots)
+    trusted = trust_report(predictor.trust, logits, labels, cues, args.plots)
     if args.plots:
         written = plots.write_evaluation_plots(args.plots, report, data.CLASSES)
         print(f"wrote {', '.join(written)}", file=sys.stderr)
@@ -85,10 +88,16 @@ def cmd_eval(args: argparse.Namespace) -> int:
     return 0
 
 
-def trust_report(model_trust: trust.Trust, logits: torch.Tensor, labels: torch.Tensor, plot_dir: str | None):
-    """Calibration and non-garment figures of a model's logits [N, 10] on a labelled set (trust.report); with
-    `plot_dir`, also its reliability diagram."""
-    figures = trust.report(model_trust, logits, labels)
+def trust_report(
+    model_trust: trust.Trust,
+    logits: torch.Tensor,
+    labels: torch.Tensor,
+    cues: Sequence[Cues | None] | None,
+    plot_dir: str | None,
+):
+    """Calibration and non-garment figures of a model's logits [N, 10] on a labelled set (trust.report), with
+    the pictures' framing `cues` as predict and serve read them; with `plot_dir`, its reliability diagram."""
+    figures = trust.report(model_trust, logits, labels, cues)
     if plot_dir:
         before, after = figures.confidence
         confidence = {

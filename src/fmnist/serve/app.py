@@ -33,10 +33,10 @@ from pydantic import BaseModel
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.middleware.cors import CORSMiddleware
 
-from fmnist import trust
+from fmnist import answers
 from fmnist.data import CLASSES
 from fmnist.errors import FmnistError
-from fmnist.images import Cues, Framed, load_picture
+from fmnist.images import Framed, load_picture
 from fmnist.inference import Predictor
 from fmnist.serve.access import Keys, RateLimiter
 from fmnist.serve.batching import Answer, MicroBatcher, QueueFull
@@ -424,23 +424,16 @@ def build_answer(
     ood_threshold: float | None = None,
 ) -> dict[str, Any]:
     """The JSON of POST /predict: the model that answered, and one prediction per image in request order,
-    each with its verdict (trust.fields: garment or not, in-distribution score, calibrated).
+    each the image's Answer (fmnist.answers: class, probabilities, garment or not, in-distribution score,
+    calibrated), as `fmnist predict --json` gives it.
 
     answer.logits: float32 [k, 10]; pictures: the k framed pictures the model saw; view: add each as `input`;
     heatmaps: one {"method", "heatmap"} per image with ?explain=1, else empty."""
-    model_trust = answer.model.predictor.trust
-    cues: list[Cues | None] = [picture.cues for picture in pictures]
-    verdict = trust.judge(model_trust, answer.logits, cues, ood_threshold)
-    top_p, top_i = verdict.probabilities.topk(top_k, dim=1)
+    cues = [picture.cues for picture in pictures]
+    found = answers.answer(answer.model.predictor.trust, answer.logits, cues, top_k, ood_threshold)
     predictions = []
-    for n, (p, i, picture) in enumerate(zip(top_p.tolist(), top_i.tolist(), pictures, strict=True)):
-        prediction: dict[str, Any] = {
-            "class_index": i[0],
-            "class_name": CLASSES[i[0]],
-            "probability": p[0],
-            "top": [[CLASSES[c], q] for c, q in zip(i, p, strict=True)],
-            **trust.fields(verdict, n, model_trust, ood_threshold),
-        }
+    for picture, one in zip(pictures, found, strict=True):
+        prediction = one.as_dict()
         if view:
             prediction["input"] = png_url(picture.image)
         predictions.append(prediction)

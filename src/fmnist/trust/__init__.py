@@ -1,7 +1,8 @@
 """What travels with a model so that its answers can be trusted: the temperature of its probabilities
 (calibration.py) and its "not a garment" detector (ood.py), fitted on the validation split when
 training ends, stored in the checkpoint under "trust" and in an export's sidecar, applied the same
-way by every Predictor (inference.py) and so by `predict`, `eval` and `serve`.
+way to every model's logits by `judge`, which fmnist.answers turns into the answer `predict`, `eval` and
+`serve` give.
 
 A model trained without a validation split (`--val-size 0`) has neither: its probabilities are the
 plain softmax, flagged as uncalibrated, and every picture gets the verdict "garment" with no score.
@@ -186,19 +187,6 @@ def of_state(state: dict[str, Any]) -> Trust:
     return Trust.from_dict(state.get(KEY))
 
 
-def fields(verdict: Verdict, i: int, trust: Trust, threshold: float | None = None) -> dict[str, Any]:
-    """The JSON fields of image `i`'s verdict, the same in `predict --json` and the API:
-    garment (bool: looks like a Fashion-MNIST item), in_distribution_score (0..1, None without a detector),
-    ood_threshold (the score a garment reaches), calibrated (whether probabilities use a fitted temperature)."""
-    limit = trust.threshold if threshold is None else threshold
-    return {
-        "garment": bool(verdict.garment[i]),
-        "in_distribution_score": None if verdict.scores is None else float(verdict.scores[i]),
-        "ood_threshold": limit if trust.has_detector else None,
-        "calibrated": trust.temperature is not None,
-    }
-
-
 COVERAGES = (1.0, 0.99, 0.95, 0.9, 0.8, 0.5)  # shares of images accepted in the risk-coverage table
 
 
@@ -228,10 +216,13 @@ class Report:
         }
 
 
-def report(trust_: Trust, logits: torch.Tensor, labels: torch.Tensor) -> Report:
-    """Calibration before and after the temperature (ECE, NLL, Brier), and the detector's verdicts on plain
-    28x28 images with labels [N]: share accepted, accuracy on them, and accuracy against coverage when only
-    the images with the highest in-distribution scores (then the highest confidence) are accepted."""
+def report(
+    trust_: Trust, logits: torch.Tensor, labels: torch.Tensor, cues: Sequence[Cues | None] | None = None
+) -> Report:
+    """Calibration before and after the temperature (ECE, NLL, Brier), and the detector's verdicts on images
+    with labels [N]: share accepted, accuracy on them, and accuracy against coverage when only the images
+    with the highest in-distribution scores (then the highest confidence) are accepted. `cues`: each
+    picture's framing cues, as `judge` (and so predict and the server) reads them; None: all plain 28x28."""
     plain = logits.softmax(1)
     before = calibration.measure(plain, labels)
     scaled = trust_.probabilities(logits) if trust_.temperature is not None else None
@@ -239,7 +230,7 @@ def report(trust_: Trust, logits: torch.Tensor, labels: torch.Tensor) -> Report:
     probs = scaled if scaled is not None else plain
     confidence, predicted = probs.max(1)
     correct = predicted == labels
-    verdict = judge(trust_, logits, [None] * len(logits))
+    verdict = judge(trust_, logits, [None] * len(logits) if cues is None else cues)
     accepted = accepted_accuracy = None
     rows: list[tuple[float, float, float]] = []
     if verdict.scores is not None:
