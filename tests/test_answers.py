@@ -1,4 +1,4 @@
-"""One answer to "what is this picture?": predict, eval --images and the server build it the same way."""
+"""One answer to "what is this picture?": predict, eval --images, the server and the Python API build it alike."""
 
 import json
 
@@ -6,9 +6,11 @@ import pytest
 from fastapi.testclient import TestClient
 from support import labelled_folder, mosaic, trusted_checkpoint
 
+import fmnist
 from fmnist.cli import main
 from fmnist.inference import load_predictor
-from fmnist.serve.app import Limits, create_app
+from fmnist.serve.app import create_app
+from fmnist.serve.limits import Limits
 
 RAW = {"Content-Type": "application/octet-stream"}
 
@@ -46,8 +48,12 @@ def test_predict_eval_images_and_the_server_give_the_same_answers(synthetic_data
             assert [p for _, p in served_top] == pytest.approx([p for _, p in row_top], abs=1e-6)
             assert served == row, path
 
+    in_python = fmnist.load(model).predict(files, top_k=5)
+    assert [a.as_dict() for a in in_python] == list(predicted.values())
+
     assert main(["eval", str(model), "--images", str(tmp_path / "photos"), "--json"]) == 0
     figures = json.loads(capsys.readouterr().out)["calibration_and_ood"]
+    assert fmnist.load(model).evaluate(tmp_path / "photos").calibration.as_dict() == figures
     scores = [row["in_distribution_score"] for row in predicted.values()]
     accepted = [
         predicted[str(path)]["class_index"] == label for path, label in labelled if predicted[str(path)]["garment"]

@@ -29,8 +29,9 @@ from fmnist.images import load_image
 from fmnist.inference import load_predictor, probabilities
 from fmnist.serve import access, server
 from fmnist.serve import model as serve_model
-from fmnist.serve.app import Limits, create_app
+from fmnist.serve.app import create_app
 from fmnist.serve.batching import MicroBatcher, QueueFull
+from fmnist.serve.limits import Limits
 
 
 class Recorder:
@@ -353,7 +354,7 @@ def test_cli_errors_are_one_line(model_path, tmp_path, capsys):
     assert cli.main(["serve", str(model_path), "--workers", "0"]) == 2
     assert "--workers must be >= 1" in capsys.readouterr().err
     assert cli.main(["serve", str(model_path), "--api-key-file", str(tmp_path / "nokeys")]) == 2
-    assert "cannot read the API key file" in capsys.readouterr().err
+    assert "nokeys: API key file not found" in capsys.readouterr().err
     with socket.socket() as taken:
         taken.bind(("127.0.0.1", 0))
         taken.listen()
@@ -426,8 +427,10 @@ def test_key_file_is_read_and_checked(tmp_path):
         path.write_text(text)
         with pytest.raises(FmnistError, match=message):
             access.read_keys(path)
-    with pytest.raises(FmnistError, match="cannot read the API key file"):
+    with pytest.raises(FmnistError, match="missing: API key file not found"):
         access.read_keys(tmp_path / "missing")
+    with pytest.raises(FmnistError, match="is a directory; expected the API key file"):
+        access.read_keys(tmp_path)
 
 
 def test_token_bucket_allows_burst_then_rate_and_says_when_to_retry():
@@ -492,9 +495,9 @@ def test_reload_swaps_to_a_checked_model_and_keeps_the_old_one_when_loading_fail
     photo = product_photo()
     with TestClient(app) as http:
         first = http.post("/predict", content=photo, headers=JPEG).json()["model"]
-        http.portal.call(app.state.reload)
+        http.portal.call(app.state.service.reload)
         second = http.post("/predict", content=photo, headers=JPEG)
-        http.portal.call(app.state.reload)  # fails: the file is missing
+        http.portal.call(app.state.service.reload)  # fails: the file is missing
         third = http.post("/predict", content=photo, headers=JPEG)
         metrics = http.get("/metrics").text
     assert first["file"] == "tiny.pt" and second.json()["model"]["file"] == "other.pt"

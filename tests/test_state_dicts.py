@@ -180,7 +180,8 @@ def test_eval_predict_export_and_serve_take_a_quickstart_state_dict(quickstart, 
 
     from fastapi.testclient import TestClient
 
-    from fmnist.serve.app import Limits, create_app
+    from fmnist.serve.app import create_app
+    from fmnist.serve.limits import Limits
 
     with TestClient(create_app(load_predictor(path), Limits())) as client:  # what fmnist serve runs
         assert "PyTorch Quickstart" in client.get("/healthz").json()["layout"]

@@ -14,6 +14,7 @@ import zlib
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Protocol
 
 import torch
 
@@ -319,6 +320,24 @@ def verify(data_dir: str | Path | None = None) -> list[tuple[str, bool, str]]:
         else:
             results.append((str(path), True, f"ok: {len(tensor)} items, SHA-256 matches"))
     return results
+
+
+class HoldsOut(Protocol):
+    """What decides a run's validation split: a config.Config, or anything with its two fields."""
+
+    @property
+    def val_size(self) -> int: ...
+
+    @property
+    def seed(self) -> int: ...
+
+
+def validation_split(labels: torch.Tensor, cfg: HoldsOut) -> tuple[torch.Tensor, torch.Tensor]:
+    """(train_idx, val_idx) of the training images for a run of `cfg`: cfg.val_size of them, class-stratified,
+    drawn with cfg.seed (stratified_split), held out from training. The one rule for which images a model
+    never trained on: training (train.split_data), `fmnist calibrate`, an int8 export's refit and the
+    benchmarks call it, so they all pick the same images."""
+    return stratified_split(labels, cfg.val_size, cfg.seed)
 
 
 def stratified_split(labels: torch.Tensor, val_size: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:

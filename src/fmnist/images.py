@@ -19,6 +19,7 @@ import io
 import warnings
 from collections import Counter
 from dataclasses import dataclass, field
+from os import PathLike
 from pathlib import Path
 
 import numpy as np
@@ -207,6 +208,14 @@ def load_picture(source: str | Path | bytes, name: str = "upload") -> Framed:
     else:
         name = str(source)
         image = _decode(Path(source), name)
+    return frame_picture(image, name)
+
+
+def frame_picture(image: Image.Image, name: str = "image") -> Framed:
+    """A decoded Pillow image framed as `load_picture` frames a file (the Python API's PIL input; the caller
+    has applied any EXIF orientation). Raises FmnistError, naming `name`, for more than MAX_PIXELS pixels
+    or a mode that has no grayscale."""
+    _check_size(name, image)
     if _already_fashion_mnist(image):
         # Re-framing would only resample it; this keeps `predict --save-inputs` images and
         # exported test images exactly what the model sees.
@@ -217,6 +226,53 @@ def load_picture(source: str | Path | bytes, name: str = "upload") -> Framed:
         raise FmnistError(f"{name}: cannot convert a {image.mode} image to grayscale") from exc
     framed, cues = frame_with_cues(gray, alpha, step)
     return Framed(torch.from_numpy(framed), cues)
+
+
+# What the Python API's predict takes as one picture.
+Picture = str | PathLike[str] | bytes | Image.Image | np.ndarray | torch.Tensor
+
+_ARRAY_MODES = {1: "L", 3: "RGB", 4: "RGBA"}  # channels -> Pillow mode
+
+
+def picture_of(item: Picture, name: str = "image") -> Framed:
+    """Any one picture the Python API takes, framed as a file would be (`load_picture`):
+
+    - a path (str or os.PathLike) or a file's bytes;
+    - a Pillow image, as decoded (apply `ImageOps.exif_transpose` first to a camera photo);
+    - a uint8 array (numpy) [H, W], [H, W, 3] RGB or [H, W, 4] RGBA, or a uint8 tensor [H, W] or
+      [C, H, W] with C = 1, 3 or 4 (torchvision's layout). A 28x28 grayscale image with a dark border
+      (the dataset's own images) is taken as it is.
+
+    Raises FmnistError naming `name` (a path names itself) for another type, dtype or shape, and for a
+    file or picture `load_picture` cannot read.
+    """
+    if isinstance(item, (str, PathLike)):
+        return load_picture(Path(item))
+    if isinstance(item, bytes):
+        return load_picture(item, name)
+    if isinstance(item, Image.Image):
+        return frame_picture(item, name)
+    if isinstance(item, torch.Tensor):
+        pixels = item.detach().cpu()
+        if pixels.ndim == 3 and pixels.shape[0] in _ARRAY_MODES:
+            pixels = pixels.permute(1, 2, 0)  # [C, H, W] -> [H, W, C]
+        return frame_picture(_image_of_array(pixels.numpy(), name), name)
+    if isinstance(item, np.ndarray):
+        return frame_picture(_image_of_array(item, name), name)
+    raise FmnistError(f"{name}: a {type(item).__name__} is not a picture (a path, bytes, PIL image, array or tensor)")
+
+
+def _image_of_array(pixels: np.ndarray, name: str) -> Image.Image:
+    if pixels.dtype != np.uint8:
+        raise FmnistError(
+            f"{name}: {pixels.dtype} pixels; give uint8 values 0-255 (a float image in [0, 1]: (x * 255).round() "
+            "as uint8)"
+        )
+    if pixels.ndim == 3 and pixels.shape[2] in _ARRAY_MODES:
+        return Image.fromarray(np.ascontiguousarray(pixels), _ARRAY_MODES[pixels.shape[2]])
+    if pixels.ndim == 2:
+        return Image.fromarray(np.ascontiguousarray(pixels), "L")
+    raise FmnistError(f"{name}: shape {tuple(pixels.shape)} is not an image ([H, W], [H, W, 3] or [H, W, 4])")
 
 
 def frame(gray: np.ndarray, alpha: np.ndarray | None = None, step: float = 1.0) -> np.ndarray:

@@ -16,8 +16,8 @@ from typing import Any, Protocol
 import numpy as np
 import torch
 
-from fmnist import checkpoint, trust
-from fmnist.answers import Answer, answer
+from fmnist import checkpoint, textfile, trust
+from fmnist.answer import Answer, answers
 from fmnist.atomic import atomic_write
 from fmnist.data import CLASSES, SIDE, as_input
 from fmnist.device import select_device
@@ -91,10 +91,10 @@ def read_sidecar(onnx_path: str | Path, model_bytes: bytes) -> dict[str, Any]:
     """The sidecar of `onnx_path`, checked to be an fmnist export's and to describe exactly `model_bytes`."""
     path = sidecar_path(onnx_path)
     try:
-        facts = json.loads(path.read_text())
-    except FileNotFoundError:
-        raise FmnistError(f"{onnx_path}: no {path.name} beside it (fmnist export writes the two together)") from None
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        if not path.exists():
+            raise FmnistError(f"{onnx_path}: no {path.name} beside it (fmnist export writes the two together)")
+        facts = json.loads(textfile.read(path, "sidecar"))
+    except json.JSONDecodeError as e:
         raise FmnistError(f"{path}: not a readable sidecar: {e}") from None
     if not isinstance(facts, dict) or facts.get("format") != ONNX_FORMAT:
         raise FmnistError(f"{path}: not an fmnist export sidecar (format is not {ONNX_FORMAT})")
@@ -206,7 +206,7 @@ class PredictOptions:
 
 @dataclass(frozen=True)
 class FilePrediction:
-    """The outcome for one file: its `answer` (fmnist.answers) and `error` None; or `answer` None and `error`
+    """The outcome for one file: its `answer` (fmnist.answer) and `error` None; or `answer` None and `error`
     the one-line reason the file could not be read. `saved_input`: where the 28x28 view went
     (PredictOptions.save_inputs), else None; `explanation`: where its heatmap went (PredictOptions.explain),
     else None."""
@@ -253,7 +253,8 @@ def predict_files(
         if loaded:
             images = torch.stack([picture.image for picture in loaded.values()])
             cues = [picture.cues for picture in loaded.values()]
-            found = answer(predictor.trust, predictor.logits(images), cues, options.top_k, options.ood_threshold)
+            logits = predictor.logits(images)
+            found = answers(predictor.trust, logits, images, cues, options.top_k, options.ood_threshold)
             answered = dict(zip(loaded, found, strict=True))
             if options.explain is not None:
                 assert explain is not None, "options.explain needs an explain function"

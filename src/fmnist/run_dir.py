@@ -18,14 +18,14 @@ from __future__ import annotations
 
 import json
 import shutil
+import time
 from pathlib import Path
 from typing import Any, cast
 
-from fmnist import checkpoint
+from fmnist import checkpoint, textfile
 from fmnist import config as config_lib
 from fmnist.atomic import atomic_write
 from fmnist.config import Config
-from fmnist.data import CLASSES
 from fmnist.errors import FmnistError
 from fmnist.records import EpochRow, Summary
 
@@ -81,13 +81,15 @@ class RunDir:
     def read_history(self) -> list[EpochRow]:
         if not self.metrics.exists():
             return []
-        return [json.loads(line) for line in self.metrics.read_text().splitlines() if line.strip()]
+        return [json.loads(line) for line in textfile.lines(self.metrics, "metrics file")]
 
     def read_summary(self) -> Summary | None:
-        return cast(Summary, json.loads(self.summary.read_text())) if self.summary.exists() else None
+        return cast(Summary, json.loads(textfile.read(self.summary, "summary"))) if self.summary.exists() else None
 
     def read_divergence(self) -> str | None:
-        return json.loads(self.diverged.read_text())["error"] if self.diverged.exists() else None
+        return (
+            json.loads(textfile.read(self.diverged, "divergence record"))["error"] if self.diverged.exists() else None
+        )
 
     def chosen_checkpoint(self) -> Path:
         """The checkpoint that stands for the run: best on validation, else the last epoch's.
@@ -120,15 +122,18 @@ class RunDir:
         else:
             shutil.rmtree(self.last.parent, ignore_errors=True)
 
-    def write_plots(self, history: list[EpochRow], test, test_images) -> None:
-        """curves.png, confusion_matrix.png and the test set's mistakes; `test` is the evaluate.Evaluation
-        of the chosen model on `test_images` (N, 28, 28) uint8."""
-        from fmnist import plots  # matplotlib: only when a run finishes
-
-        plots.write_run_plots(self.path, history, test, test_images, CLASSES)
-
     def tensorboard_writer(self, first_epoch: int):
         from torch.utils.tensorboard import SummaryWriter  # slow import, only when training
 
         # purge_step drops events a killed run logged after its last checkpoint.
         return SummaryWriter(self.tensorboard, purge_step=first_epoch)
+
+
+def new_run_path(base: str | Path = "runs") -> Path:
+    """A directory for a new run: BASE/<date>-<time>, with -2, -3, ... when one started in the same second."""
+    stamp = Path(base) / time.strftime("%Y%m%d-%H%M%S")
+    path, n = stamp, 1
+    while path.exists():
+        n += 1
+        path = stamp.with_name(f"{stamp.name}-{n}")
+    return path

@@ -10,11 +10,12 @@ import numpy as np
 import torch
 from torch import nn
 
-from fmnist import cpu, measure, models, train
+from fmnist import cpu, measure, models
 from fmnist.bench.timing import cpu_mark, other_cpus
 from fmnist.config import Config
 from fmnist.data import SIDE, FashionMNIST
 from fmnist.records import PipelineComparison
+from fmnist.train import StepState, build_step_state, train_one_epoch
 
 FULL_EPOCH = 60_000  # images in a Fashion-MNIST training epoch
 
@@ -69,16 +70,14 @@ def textbook_epoch(
     return time.perf_counter() - start
 
 
-def fmnist_epoch(state: train.StepState, cfg: Config, images: torch.Tensor, labels: torch.Tensor) -> float:
+def fmnist_epoch(state: StepState, cfg: Config, images: torch.Tensor, labels: torch.Tensor) -> float:
     """One epoch of this project's pipeline (train.train_one_epoch, as fit() runs it) over
     `images`, which live on the model's device; returns its seconds."""
     device = images.device
     order = torch.randperm(len(images), generator=state.data_generator).to(device)
     measure.synchronize(device)
     start = time.perf_counter()
-    train.train_one_epoch(
-        state.model, state.optimizer, state.scheduler, images, labels, order, cfg, state.aug_generator
-    )
+    train_one_epoch(state.model, state.optimizer, state.scheduler, images, labels, order, cfg, state.aug_generator)
     measure.synchronize(device)
     return time.perf_counter() - start
 
@@ -87,10 +86,14 @@ def compare_pipelines(
     cfg: Config, data: FashionMNIST, device: torch.device, images_measured: int, batch_size: int = 64
 ) -> PipelineComparison:
     """The textbook pipeline and this project's over the same `images_measured` images for one
-    epoch each at `batch_size`, from the same initial weights, after a short untimed warm-up of both."""
-    n = images_measured
-    if not 0 < n <= len(data.train_images):
-        raise ValueError(f"pipeline_images {n} must be between 1 and {len(data.train_images)}")
+    epoch each at `batch_size`, from the same initial weights, after a short untimed warm-up of both.
+    `images_measured` is capped at the training images there are (one fewer under batch norm when the
+    textbook's last batch would hold one image)."""
+    if images_measured < 1:
+        raise ValueError(f"pipeline_images must be >= 1, got {images_measured}")
+    n = min(images_measured, len(data.train_images))  # a smaller data set: all of it
+    if cfg.batch_norm and n % batch_size == 1 and n > 1:
+        n -= 1  # the textbook's DataLoader keeps a 1-image last batch, which batch norm cannot train
     images, labels = data.train_images[:n], data.train_labels[:n]
     device_images, device_labels = images.to(device), labels.to(device)
     ours = cfg.replace(batch_size=batch_size)
@@ -100,8 +103,8 @@ def compare_pipelines(
         torch.manual_seed(cfg.seed)
         return models.build(cfg).to(device)
 
-    def state(seed: int, images: int) -> train.StepState:
-        return train.build_step_state(ours.replace(seed=seed), device, math.ceil(images / batch_size), model=fresh())
+    def state(seed: int, images: int) -> StepState:
+        return build_step_state(ours.replace(seed=seed), device, math.ceil(images / batch_size), model=fresh())
 
     on_cpu = device.type == "cpu"
     if on_cpu:

@@ -84,7 +84,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
         print(json.dumps({**report.as_dict(), "tta": args.tta, "calibration_and_ood": trusted.as_dict()}))
         return 0
     print(report.text())
-    print_trust_report(trusted)
+    print(trusted.text())
     return 0
 
 
@@ -108,22 +108,3 @@ def trust_report(
             confidence, dict.fromkeys(confidence, figures.correct), Path(plot_dir) / "reliability.png"
         )
     return figures
-
-
-def print_trust_report(figures) -> None:
-    b, a = figures.before, figures.after
-    print(f"calibration (15-bin ECE, NLL, Brier): softmax ECE {b.ece:.2%} NLL {b.nll:.4f} Brier {b.brier:.4f}", end="")
-    if a is None:
-        print("; no temperature fitted (trained without a validation split): probabilities are uncalibrated")
-    else:
-        print(f"; with temperature {figures.trust.temperature:.3f} ECE {a.ece:.2%} NLL {a.nll:.4f} Brier {a.brier:.4f}")
-    if figures.accepted is None:
-        print("non-garment detector: none fitted (trained without a validation split)")
-        return
-    print(
-        f"non-garment detector (threshold {figures.trust.threshold:.4f}): {figures.accepted:.2%} of these images "
-        f"accepted as garments, accuracy on them {figures.accepted_accuracy:.2%}"
-    )
-    print("risk-coverage (the images with the highest in-distribution scores accepted):")
-    for coverage, accuracy, least in figures.risk_coverage:
-        print(f"  coverage {coverage:>4.0%}  accuracy {accuracy:.2%}  least score accepted {least:.4f}")

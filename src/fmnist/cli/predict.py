@@ -99,7 +99,7 @@ def predict_line(result: FilePrediction, as_json: bool) -> str:
         error = plain(result.error or "").removeprefix(f"{path}: ")  # load_image's messages name the file already
         return json.dumps({"path": path, "error": error}) if as_json else f"{path}: error: {error}"
     if not as_json:
-        return f"{path}: {result.answer.text()}"
+        return f"{path}: {result.answer}"
     row = {"path": path, **result.answer.as_dict()}
     if result.saved_input is not None:
         row["input"] = str(result.saved_input)

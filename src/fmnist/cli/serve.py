@@ -67,10 +67,9 @@ def cmd_serve(args: argparse.Namespace) -> int:
     import dataclasses
 
     from fmnist.serve import server
-    from fmnist.serve.app import Limits
+    from fmnist.serve.limits import Limits
 
     limits = Limits(**{f.name: getattr(args, f.name) for f in dataclasses.fields(Limits)})
-    limits.check()
     if args.threads < 1 or args.workers < 1:
         raise FmnistError(f"--threads and --workers must be >= 1, got {args.threads} and {args.workers}")
     if not 0 <= args.port <= 65535:  # before the model loads; socket.bind would raise OverflowError
@@ -113,7 +112,7 @@ def add_limit_flags(parser: argparse.ArgumentParser) -> None:
     """One flag per field of serve's Limits, with its help and default, as add_config_flags does for Config."""
     import dataclasses
 
-    from fmnist.serve.app import Limits
+    from fmnist.serve.limits import Limits
 
     group = parser.add_argument_group("limits of each worker process (defaults shown)")
     for f in dataclasses.fields(Limits):

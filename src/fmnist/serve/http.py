@@ -24,7 +24,6 @@ import re
 import time
 import uuid
 from collections.abc import AsyncIterator, Callable, Collection
-from typing import Any
 
 from python_multipart.multipart import MultipartParser, parse_options_header
 from starlette.datastructures import MutableHeaders
@@ -148,54 +147,61 @@ async def _limited(body: Body, limit: int, hold: BodyHold) -> AsyncIterator[byte
         yield chunk
 
 
-async def _read_multipart(  # noqa: C901 -- one streaming parser callback per multipart event
+class _FormFiles:
+    """python-multipart's callbacks for one form: collects the fields named `file`, skips the others."""
+
+    def __init__(self, max_files: int):
+        self.max_files = max_files
+        self.files: list[tuple[str, list[bytes]]] = []
+        self.headers: dict[bytes, bytes] = {}
+        self.field = self.value = b""
+        self.target: list[bytes] | None = None
+        self.ended = False
+
+    def header_field(self, data: bytes, start: int, end: int) -> None:
+        self.field += data[start:end]
+
+    def header_value(self, data: bytes, start: int, end: int) -> None:
+        self.value += data[start:end]
+
+    def header_end(self) -> None:
+        self.headers[self.field.lower()] = self.value
+        self.field = self.value = b""
+
+    def headers_finished(self) -> None:
+        _, options = parse_options_header(self.headers.get(b"content-disposition", b""))
+        self.target = None
+        if options.get(b"name") == b"file":
+            if len(self.files) >= self.max_files:
+                raise ApiError(400, f"too many files: at most {self.max_files} per request")
+            name = options.get(b"filename", b"").decode("utf-8", "replace") or f"file {len(self.files) + 1}"
+            self.files.append((name, []))
+            self.target = self.files[-1][1]
+
+    def part_data(self, data: bytes, start: int, end: int) -> None:
+        if self.target is not None:  # other fields are skipped, not stored
+            self.target.append(data[start:end])
+
+    def end(self) -> None:
+        self.ended = True
+
+
+async def _read_multipart(
     body: Body, boundary: bytes | None, max_body: int, max_files: int, hold: BodyHold
 ) -> list[tuple[str, bytes]]:
     if not boundary:
         raise ApiError(400, "multipart/form-data without a boundary parameter")
-    files: list[tuple[str, list[bytes]]] = []
-    state: dict[str, Any] = {"field": b"", "value": b"", "headers": {}, "ended": False}
-
-    def part_begin() -> None:
-        state["headers"] = {}
-
-    def header_field(data: bytes, start: int, end: int) -> None:
-        state["field"] += data[start:end]
-
-    def header_value(data: bytes, start: int, end: int) -> None:
-        state["value"] += data[start:end]
-
-    def header_end() -> None:
-        state["headers"][state["field"].lower()] = state["value"]
-        state["field"] = state["value"] = b""
-
-    def headers_finished() -> None:
-        _, options = parse_options_header(state["headers"].get(b"content-disposition", b""))
-        state["target"] = None
-        if options.get(b"name") == b"file":
-            if len(files) >= max_files:
-                raise ApiError(400, f"too many files: at most {max_files} per request")
-            name = options.get(b"filename", b"").decode("utf-8", "replace") or f"file {len(files) + 1}"
-            files.append((name, []))
-            state["target"] = files[-1][1]
-
-    def part_data(data: bytes, start: int, end: int) -> None:
-        if state["target"] is not None:  # other fields are skipped, not stored
-            state["target"].append(data[start:end])
-
-    def end() -> None:
-        state["ended"] = True
-
+    form = _FormFiles(max_files)
     parser = MultipartParser(
         boundary,
         {
-            "on_part_begin": part_begin,
-            "on_header_field": header_field,
-            "on_header_value": header_value,
-            "on_header_end": header_end,
-            "on_headers_finished": headers_finished,
-            "on_part_data": part_data,
-            "on_end": end,
+            "on_part_begin": form.headers.clear,
+            "on_header_field": form.header_field,
+            "on_header_value": form.header_value,
+            "on_header_end": form.header_end,
+            "on_headers_finished": form.headers_finished,
+            "on_part_data": form.part_data,
+            "on_end": form.end,
         },
     )
     try:
@@ -206,11 +212,11 @@ async def _read_multipart(  # noqa: C901 -- one streaming parser callback per mu
         raise
     except Exception as exc:  # python-multipart reports malformed bodies with several exception types
         raise ApiError(400, f"malformed multipart body: {' '.join(str(exc).split()) or type(exc).__name__}") from None
-    if not state["ended"]:
+    if not form.ended:
         raise ApiError(400, "malformed multipart body: it ends before the closing boundary")
-    if not files:
+    if not form.files:
         raise ApiError(400, "no field 'file' in the form: send the image(s) as multipart field 'file'")
-    return [(name, b"".join(chunks)) for name, chunks in files]
+    return [(name, b"".join(chunks)) for name, chunks in form.files]
 
 
 class Edge:

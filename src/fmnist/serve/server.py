@@ -48,10 +48,10 @@ class Spec:
 def build_app(spec: Spec) -> FastAPI:
     """Load and check the model, read the keys, build the app; FmnistError if any of it fails."""
     from fmnist.serve import access, model
-    from fmnist.serve.app import Limits, create_app
+    from fmnist.serve.app import create_app
+    from fmnist.serve.limits import Limits
 
     limits = Limits(**spec.limits)
-    limits.check()
     torch.set_num_threads(spec.threads)
     keys = access.read_keys(spec.api_key_file) if spec.api_key_file else ()
 

@@ -1,11 +1,13 @@
 """What travels with a model so that its answers can be trusted: the temperature of its probabilities
 (calibration.py) and its "not a garment" detector (ood.py), fitted on the validation split when
 training ends, stored in the checkpoint under "trust" and in an export's sidecar, applied the same
-way to every model's logits by `judge`, which fmnist.answers turns into the answer `predict`, `eval` and
+way to every model's logits by `judge`, which fmnist.answer turns into the answer `predict`, `eval` and
 `serve` give.
 
-A model trained without a validation split (`--val-size 0`) has neither: its probabilities are the
-plain softmax, flagged as uncalibrated, and every picture gets the verdict "garment" with no score.
+A model trained without a validation split (`--val-size 0`), or with one smaller than the fits need
+(`shortfall`), has neither: its probabilities are the plain softmax, flagged as uncalibrated, and every
+picture gets the verdict "garment" with no score. A fit from too few images is worse than none (a
+temperature from one image made the test ECE seven times worse), so none is made.
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ import torch
 from torch import nn
 
 from fmnist import checkpoint
-from fmnist.data import as_input
+from fmnist.data import FashionMNIST, as_input, validation_split
 from fmnist.errors import FmnistError
 from fmnist.images import Cues, load_picture
 from fmnist.trust import calibration, ood
@@ -34,6 +36,10 @@ REFERENCE_PHOTOS = 400
 # against max-softmax and Mahalanobis distance (docs/TRUST.md); energy needs only the logits, so an
 # exported model computes it exactly as the checkpoint does.
 CUES = ("energy", *Cues.NAMES)
+# The fewest validation images the temperature is fitted from (benchmarks/fit_sample.py, docs/TRUST.md:
+# below it some draws gave a worse test NLL than the plain softmax). The detector needs its reference
+# photos, one per validation image: its threshold keeps ood.KEEP of them.
+MIN_TEMPERATURE_IMAGES = 100
 
 
 @dataclass(frozen=True)
@@ -131,6 +137,25 @@ def model_logits(model: nn.Module, batch_size: int = 1000) -> Logits:
     return call
 
 
+def shortfall(images: int, photos: int = REFERENCE_PHOTOS) -> str | None:
+    """Why `images` validation images are too few to fit the temperature and the detector (on `photos`
+    reference photos) from, in one sentence; None when they are enough. The one minimum-sample rule of
+    every fit of a Trust (fit, fit_and_store, `calibrate`, an int8 export's refit)."""
+    need = max(MIN_TEMPERATURE_IMAGES, photos)
+    if images >= need:
+        return None
+    if not images:
+        return (
+            "no validation split (--val-size 0): probabilities stay uncalibrated and no non-garment detector "
+            "is fitted; leave --val-size at its default (5000) for both"
+        )
+    return (
+        f"a validation split of {images:,} images is below the {need:,} the temperature and the non-garment "
+        f"detector are fitted from: probabilities stay uncalibrated and no detector is fitted; use --val-size {need} "
+        "or more (default 5000)"
+    )
+
+
 def fit(
     logits_of: Logits, val_x: torch.Tensor, val_y: torch.Tensor, seed: int = 0, photos: int = REFERENCE_PHOTOS
 ) -> Trust:
@@ -138,10 +163,12 @@ def fit(
     references and threshold on `photos` garment photos rendered from them (fmnist.testing.photos).
 
     The threshold keeps ood.KEEP of the reference photos, each scored against the others (leave one out).
-    Raises ValueError for an empty validation set.
+    Raises FmnistError for fewer validation images than the fits need (`shortfall`).
     """
     from fmnist.testing.photos import render_set
 
+    if too_few := shortfall(len(val_x), photos):
+        raise FmnistError(too_few)
     temperature = calibration.fit_temperature(logits_of(val_x), val_y)
     rendered = render_set(val_x.cpu(), min(photos, len(val_x)), seed)
     framed = [load_picture(p.data, f"reference {p.index}") for p in rendered]
@@ -163,12 +190,11 @@ def fit_and_store(
     photos: int = REFERENCE_PHOTOS,
 ) -> Trust | None:
     """At the end of a run: fit on the validation split and add the result to the checkpoint at `path`
-    (the one whose weights `model` holds). Without a validation split nothing is fitted (None)."""
-    if not len(val_x) or not path.exists():
-        log(
-            "no validation split (--val-size 0): probabilities stay uncalibrated and no non-garment detector "
-            "is fitted; leave --val-size at its default (5000) for both"
-        )
+    (the one whose weights `model` holds). Without a validation split of the size the fits need
+    (`shortfall`), nothing is fitted, which `log` is told (None)."""
+    too_few = shortfall(len(val_x), photos)
+    if too_few or not path.exists():
+        log(too_few or shortfall(0, photos) or "")
         return None
     t0 = time.perf_counter()
     trust = fit(model_logits(model), val_x, val_y, seed, photos)
@@ -180,6 +206,27 @@ def fit_and_store(
         f"in {time.perf_counter() - t0:.1f} s"
     )
     return trust
+
+
+def calibrate_run(path: Path, load_data: Callable[[], FashionMNIST], log: Callable[[str], None]) -> Trust:
+    """`fmnist calibrate`: fit the temperature and the detector of the checkpoint at `path` again, on the
+    validation split its run held out (data.validation_split of its config: the images `fit` never trained
+    on), and store them in it. `load_data` gives the dataset, called once the checkpoint is found fit for it.
+    Raises FmnistError when the checkpoint records no validation split or one too small (`shortfall`)."""
+    model, cfg, _ = checkpoint.load_model(path, "cpu")
+    if not cfg.val_size:
+        raise FmnistError(
+            f"{path}: no validation split on record (trained with --val-size 0, or a state dict whose "
+            "training images are unknown): the temperature and the non-garment detector are fitted only "
+            "on images the model did not train on; train with fmnist train, which holds out 5,000"
+        )
+    if too_few := shortfall(cfg.val_size):
+        raise FmnistError(f"{path}: {too_few}")
+    dataset = load_data()
+    _, val_idx = validation_split(dataset.train_labels, cfg)
+    fitted = fit_and_store(model, dataset.train_images[val_idx], dataset.train_labels[val_idx], path, cfg.seed, log)
+    assert fitted is not None  # the split is large enough and the checkpoint exists
+    return fitted
 
 
 def of_state(state: dict[str, Any]) -> Trust:
@@ -214,6 +261,30 @@ class Report:
             "accepted_accuracy": self.accepted_accuracy,
             "risk_coverage": [{"coverage": c, "accuracy": a, "min_score": s} for c, a, s in self.risk_coverage],
         }
+
+    def text(self) -> str:
+        """What `fmnist eval` prints: calibration before and after the temperature, the detector's share
+        accepted and its risk-coverage table."""
+        b, a = self.before, self.after
+        lines = [f"calibration (15-bin ECE, NLL, Brier): softmax ECE {b.ece:.2%} NLL {b.nll:.4f} Brier {b.brier:.4f}"]
+        if a is None:
+            lines[0] += "; no temperature fitted (trained without a validation split): probabilities are uncalibrated"
+        else:
+            lines[0] += (
+                f"; with temperature {self.trust.temperature:.3f} ECE {a.ece:.2%} NLL {a.nll:.4f} Brier {a.brier:.4f}"
+            )
+        if self.accepted is None:
+            return "\n".join([*lines, "non-garment detector: none fitted (trained without a validation split)"])
+        lines += [
+            f"non-garment detector (threshold {self.trust.threshold:.4f}): {self.accepted:.2%} of these images "
+            f"accepted as garments, accuracy on them {self.accepted_accuracy:.2%}",
+            "risk-coverage (the images with the highest in-distribution scores accepted):",
+        ]
+        lines += [
+            f"  coverage {coverage:>4.0%}  accuracy {accuracy:.2%}  least score accepted {least:.4f}"
+            for coverage, accuracy, least in self.risk_coverage
+        ]
+        return "\n".join(lines)
 
 
 def report(
