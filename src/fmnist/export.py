@@ -26,7 +26,7 @@ from torch import nn
 from fmnist import __version__, checkpoint, data, trust
 from fmnist import config as config_lib
 from fmnist.atomic import atomic_path, atomic_write
-from fmnist.config import Config
+from fmnist.config import CALIBRATION_IMAGES, MIN_CALIBRATION_IMAGES, Config
 from fmnist.data import CLASSES, SIDE, FashionMNIST, as_input, validation_split
 from fmnist.errors import FmnistError
 from fmnist.evaluate import evaluate_logits
@@ -38,8 +38,6 @@ OPSET = 17  # ai.onnx opset: per-channel QDQ needs >= 13; 17 runs on every onnxr
 # Largest |logit difference| an fp32 export may show against PyTorch on the test set, for logits up to 100
 # in size; beyond that it grows with them, as float32 rounding does (the reference MLP's reach 94).
 PARITY_TOLERANCE = 1e-4
-CALIBRATION_IMAGES = 2_000  # training images whose activation ranges set the int8 scales
-MIN_CALIBRATION_IMAGES = 100  # the fewest accepted (benchmarks/fit_sample.py, docs/SERVING.md)
 CALIBRATION_BATCH = 500
 # Operators given int8 inputs. Not BatchNormalization: a batch norm after the cnn's head layer stays a
 # float op between a dequantize and a quantize (per-channel quantization does not apply to it).

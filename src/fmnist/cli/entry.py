@@ -8,7 +8,7 @@ import os
 import signal
 import sys
 
-from fmnist import __version__, cpu
+from fmnist import __version__
 from fmnist.cli import bench, export, predict, serve, studies, train
 from fmnist.cli import data as data_cmd
 from fmnist.cli import eval as evaluation
@@ -85,6 +85,8 @@ def main(argv: list[str] | None = None) -> int:
 
 def run_command(argv: list[str] | None) -> int:
     args = build_parser().parse_args(argv)
+    from fmnist import cpu  # torch: only once a command runs, not for --help or a usage error
+
     cpu.flush_denormals()  # before torch starts its thread pool, which then inherits it
 
     def on_sigterm(signum, frame):

@@ -7,14 +7,17 @@ import json
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import torch
-
-from fmnist import data, plots, trust
+from fmnist import data
 from fmnist.cli.common import BARE_STATE_DICT, Parser, Subcommands, load_data, say_layout
 from fmnist.errors import FmnistError
-from fmnist.images import Cues
-from fmnist.inference import load_predictor
+
+if TYPE_CHECKING:
+    import torch
+
+    from fmnist import trust
+    from fmnist.images import Cues
 
 
 def add_parsers(sub: Subcommands, shared: dict[str, Parser]) -> None:
@@ -48,7 +51,11 @@ def add_parsers(sub: Subcommands, shared: dict[str, Parser]) -> None:
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
+    import torch
+
+    from fmnist import plots
     from fmnist.evaluate import Report, evaluation_of
+    from fmnist.inference import load_predictor
 
     if args.plots and Path(args.plots).exists() and not Path(args.plots).is_dir():  # before the work, not after
         raise FmnistError(f"--plots {args.plots}: exists and is not a directory")
@@ -97,6 +104,8 @@ def trust_report(
 ):
     """Calibration and non-garment figures of a model's logits [N, 10] on a labelled set (trust.report), with
     the pictures' framing `cues` as predict and serve read them; with `plot_dir`, its reliability diagram."""
+    from fmnist import plots, trust
+
     figures = trust.report(model_trust, logits, labels, cues)
     if plot_dir:
         before, after = figures.confidence

@@ -6,13 +6,13 @@ import argparse
 import json
 import sys
 from pathlib import Path
-
-import torch
+from typing import TYPE_CHECKING
 
 from fmnist.cli.common import BARE_STATE_DICT, Parser, Subcommands, say_layout
-from fmnist.device import select_device
 from fmnist.errors import FmnistError, plain
-from fmnist.inference import FilePrediction, load_predictor
+
+if TYPE_CHECKING:
+    from fmnist.inference import FilePrediction
 
 
 def add_parsers(sub: Subcommands, shared: dict[str, Parser]) -> None:
@@ -58,8 +58,9 @@ def add_parsers(sub: Subcommands, shared: dict[str, Parser]) -> None:
 
 
 def cmd_predict(args: argparse.Namespace) -> int:
+    from fmnist.device import select_device
     from fmnist.images import collect_images
-    from fmnist.inference import PredictOptions, predict_files
+    from fmnist.inference import PredictOptions, load_predictor, predict_files
 
     options = PredictOptions(
         args.top_k,
@@ -78,6 +79,8 @@ def cmd_predict(args: argparse.Namespace) -> int:
     say_layout(args.checkpoint, predictor.describe().get("layout"))
     explain = None
     if args.explain:
+        import torch
+
         from fmnist.explain import Explainer, heatmaps
 
         explainer = Explainer(predictor)

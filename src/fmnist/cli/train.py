@@ -6,10 +6,9 @@ import argparse
 import sys
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import torch
-
-from fmnist import __version__, cpu, distributed, models, plots, trust
+from fmnist import __version__
 from fmnist import config as config_lib
 from fmnist.cli.common import (
     Parser,
@@ -20,9 +19,10 @@ from fmnist.cli.common import (
     load_data,
     requested_values,
 )
-from fmnist.device import resolve_amp, select_device
 from fmnist.errors import FmnistError
-from fmnist.run_dir import RunDir, model_path
+
+if TYPE_CHECKING:
+    from fmnist import distributed
 
 
 def add_parsers(sub: Subcommands, shared: dict[str, Parser]) -> None:
@@ -86,6 +86,8 @@ def new_run_dir(out: str | None) -> Path:
 
 
 def resolve_train_config(args: argparse.Namespace) -> tuple[config_lib.Config, Path]:
+    from fmnist.run_dir import RunDir
+
     asked = requested_values(args, config_overrides(args))
     if not args.resume:
         return config_lib.from_dict(asked), new_run_dir(args.out)
@@ -96,6 +98,10 @@ def resolve_train_config(args: argparse.Namespace) -> tuple[config_lib.Config, P
 
 
 def cmd_train(args: argparse.Namespace) -> int:
+    from fmnist import distributed
+    from fmnist.device import select_device
+    from fmnist.run_dir import RunDir
+
     started = time.perf_counter()  # the summary's total_seconds count from here
     cfg, run_dir = resolve_train_config(args)
     if not args.resume and RunDir(run_dir).is_run():  # before the data loads and anything is printed
@@ -113,6 +119,11 @@ def cmd_train(args: argparse.Namespace) -> int:
 def train_and_report(
     args: argparse.Namespace, cfg: config_lib.Config, dataset, run_dir: Path, w: distributed.World, started: float
 ) -> int:
+    import torch
+
+    from fmnist import models
+    from fmnist.device import resolve_amp, select_device
+    from fmnist.run_dir import RunDir
     from fmnist.train import fit
 
     say = print if w.is_main else (lambda *a, **k: None)
@@ -158,6 +169,7 @@ def train_and_report(
 
 
 def cmd_lr_find(args: argparse.Namespace) -> int:
+    from fmnist import cpu, plots
     from fmnist.lr_find import lr_find
 
     cfg = config_lib.from_dict(requested_values(args, config_overrides(args)))
@@ -184,6 +196,9 @@ def cmd_lr_find(args: argparse.Namespace) -> int:
 
 
 def cmd_calibrate(args: argparse.Namespace) -> int:
+    from fmnist import trust
+    from fmnist.run_dir import model_path
+
     path = model_path(args.checkpoint)
     fitted = trust.calibrate_run(path, lambda: load_data(args.data_dir), print)
     print(f"{path}: temperature {fitted.temperature:.3f}, in-distribution threshold {fitted.threshold:.4f}")
