@@ -8,12 +8,11 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from fmnist import __version__
+from fmnist import __version__, signals
 from fmnist import config as config_lib
 from fmnist.cli.common import (
     Parser,
     Subcommands,
-    Terminated,
     add_config_flags,
     config_overrides,
     load_data,
@@ -147,7 +146,7 @@ def train_and_report(
             fit_trust=True,
             started=started,
         )
-    except (KeyboardInterrupt, Terminated):
+    except (KeyboardInterrupt, signals.Stopped):
         if w.is_main and RunDir(run_dir).last.exists():
             print(f"interrupted; continue with: fmnist train --resume {run_dir}", file=sys.stderr)
         raise
