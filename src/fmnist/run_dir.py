@@ -30,10 +30,15 @@ from fmnist.data import CLASSES
 from fmnist.errors import FmnistError
 from fmnist.records import EpochRow, Summary
 
+CARD_WEIGHTS = "model.safetensors"  # a model card directory's weights (card.py)
+
 
 def model_path(path: str | Path) -> Path:
-    """The checkpoint a path names: a run directory stands for its chosen checkpoint, a file for itself."""
+    """The checkpoint a path names: a run directory stands for its chosen checkpoint, a model card directory
+    (fmnist card) for its model.safetensors, a file for itself."""
     path = Path(path)
+    if path.is_dir() and (path / CARD_WEIGHTS).is_file() and not RunDir(path).is_run():
+        return path / CARD_WEIGHTS
     return RunDir(path).chosen_checkpoint() if path.is_dir() else path
 
 
