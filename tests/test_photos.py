@@ -1,4 +1,4 @@
-"""fmnist.testing.photos: the rendered product photos are what the benchmark says they are."""
+"""fmnist.trust.references: the rendered product photos are what the detector and the benchmarks say they are."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import pytest
 import torch
 from PIL import Image, ImageOps
 
-from fmnist.testing import photos
+from fmnist.trust import references as photos
 
 
 def _object(seed: int) -> np.ndarray:
@@ -45,6 +45,14 @@ def test_render_set_is_seeded_and_cycles_through_the_kinds():
     assert [p.data for p in first] != [p.data for p in other]
     assert [p.kind for p in first] == [*photos.KINDS, *photos.KINDS[:2]]
     assert len({p.index for p in first}) == 10  # distinct source images
+
+
+def test_the_detector_references_are_rendered_small():
+    images = torch.from_numpy(np.stack([_object(i) for i in range(8)]))
+    low, high = photos.REFERENCE_SIDE
+    for photo in photos.render_set(images, 8, 0, photos.REFERENCE_SIDE):
+        image, _ = _decode(photo.data)
+        assert low - 2 <= max(image.size) <= high + 2
 
 
 @pytest.mark.parametrize("kind", photos.KINDS)

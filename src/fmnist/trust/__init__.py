@@ -26,10 +26,12 @@ from fmnist.data import as_input
 from fmnist.errors import FmnistError
 from fmnist.images import Cues, load_picture
 from fmnist.trust import calibration, ood
+from fmnist.trust.references import REFERENCE_SIDE, render_set
 
 KEY = "trust"
-# Garment photos rendered from validation images to fit the detector's references and threshold. Rendering
-# and framing them took 24 s of CPU time on the 2-vCPU Xeon (docs/TRUST.md): seconds, not minutes, per run.
+# Garment photos rendered from validation images to fit the detector's references and threshold, at
+# references.REFERENCE_SIDE (96-256 pixels): rendering and framing them costs a seventh of what photos of
+# 200-800 pixels cost, and fresh photos of that size keep about as many (docs/TRUST.md).
 REFERENCE_PHOTOS = 400
 # The detector's cues: the picture's framing cues and the model's energy. Chosen on benchmarks/ood.py
 # against max-softmax and Mahalanobis distance (docs/TRUST.md); energy needs only the logits, so an
@@ -159,17 +161,15 @@ def fit(
     logits_of: Logits, val_x: torch.Tensor, val_y: torch.Tensor, seed: int = 0, photos: int = REFERENCE_PHOTOS
 ) -> Trust:
     """Fit the temperature on the validation images (uint8 [N, 28, 28], labels [N]) and the detector's
-    references and threshold on `photos` garment photos rendered from them (fmnist.testing.photos).
+    references and threshold on `photos` garment photos rendered from them (trust.references).
 
     The threshold keeps ood.KEEP of the reference photos, each scored against the others (leave one out).
     Raises FmnistError for fewer validation images than the fits need (`shortfall`).
     """
-    from fmnist.testing.photos import render_set
-
     if too_few := shortfall(len(val_x), photos):
         raise FmnistError(too_few)
     temperature = calibration.fit_temperature(logits_of(val_x), val_y)
-    rendered = render_set(val_x.cpu(), min(photos, len(val_x)), seed)
+    rendered = render_set(val_x.cpu(), min(photos, len(val_x)), seed, REFERENCE_SIDE)
     framed = [load_picture(p.data, f"reference {p.index}") for p in rendered]
     logits = logits_of(torch.stack([f.image for f in framed]))
     values = {"energy": ood.energy(logits).numpy().astype(np.float64), **ood.picture_cues([f.cues for f in framed])}
