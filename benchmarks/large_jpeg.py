@@ -23,7 +23,9 @@ def measure(path: str, how: str) -> None:
 
     from fmnist.images import load_image
 
-    Path("/proc/self/clear_refs").write_text("5")  # the peak (VmHWM) starts again from the current size
+    Path("/proc/self/clear_refs").write_text(
+        "5", encoding="utf-8"
+    )  # the peak (VmHWM) starts again from the current size
     before = _status_kib("VmRSS")
     start = time.perf_counter()
     if how == "fmnist":
@@ -38,7 +40,9 @@ def measure(path: str, how: str) -> None:
 
 
 def _status_kib(field: str) -> int:
-    line = next(x for x in Path("/proc/self/status").read_text().splitlines() if x.startswith(field + ":"))
+    line = next(
+        x for x in Path("/proc/self/status").read_text(encoding="utf-8").splitlines() if x.startswith(field + ":")
+    )
     return int(line.split()[1])
 
 

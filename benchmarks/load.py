@@ -126,8 +126,8 @@ async def run_level(
 
 def cpu_seconds(pid: int) -> float:
     """User + system CPU of the process and its live children (the workers of `fmnist serve --workers N`)."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
-    children = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
+    fields = Path(f"/proc/{pid}/stat").read_text(encoding="utf-8").rpartition(")")[2].split()
+    children = Path(f"/proc/{pid}/task/{pid}/children").read_text(encoding="utf-8").split()
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK") + sum(cpu_seconds(int(c)) for c in children)
 
 
@@ -242,7 +242,7 @@ def main() -> int:
     print()
     print(table(levels))
     if args.json:
-        Path(args.json).write_text(json.dumps([asdict(lv) for lv in levels], indent=1) + "\n")
+        Path(args.json).write_text(json.dumps([asdict(lv) for lv in levels], indent=1) + "\n", encoding="utf-8")
     return 0
 
 

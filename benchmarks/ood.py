@@ -178,7 +178,7 @@ def main() -> None:
         "predict's time"
     )
     if args.json:
-        Path(args.json).write_text(json.dumps(results, indent=2) + "\n")
+        Path(args.json).write_text(json.dumps(results, indent=2) + "\n", encoding="utf-8")
 
 
 def cost(predictor: TorchPredictor, trust: trust_lib.Trust, photo_set: tuple[torch.Tensor, list]) -> dict:

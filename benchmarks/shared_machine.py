@@ -119,7 +119,7 @@ def main() -> None:
             f"| {busy / idle:.2f} | {busy / base:.2f} |"
         )
     if args.json:
-        with open(args.json, "w") as f:
+        with open(args.json, "w", encoding="utf-8") as f:
             json.dump(
                 {
                     "steps": args.steps,

@@ -9,7 +9,8 @@
 #                        [--cpu-accuracy FRACTION] [--dry-run]
 #
 # Writes DIR/summary.json, DIR/summary.md (the GPU named by nvidia-smi), DIR/bench.json and
-# DIR/gpu-check.log. DIR defaults to $OUT when set, else ./gpu-check-out.
+# DIR/gpu-check.log. DIR defaults to $OUT when set, else ./gpu-check-out (ignored by git); a --dry-run
+# without either writes into a new temporary directory, never into the checkout, and prints its path.
 #
 # Python: $PYTHON if set; else the first python3 on the PATH whose torch sees a GPU (the lent
 # machines' image has torch with CUDA but no network); else scripts/setup.sh installs
@@ -28,7 +29,7 @@
 set -uo pipefail
 
 dry_run=0
-out_dir="${OUT:-gpu-check-out}"
+out_dir="${OUT:-}"
 data_dir="${FMNIST_DATA_DIR:-}"
 wheels=""
 budget=450
@@ -41,12 +42,16 @@ while [ $# -gt 0 ]; do
     --wheels) wheels="$2"; shift ;;
     --budget) budget="$2"; shift ;;
     --cpu-accuracy) cpu_accuracy="$2"; shift ;;
-    -h|--help) sed -n '2,27p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,28p' "$0"; exit 0 ;;
     *) echo "gpu-check: unknown argument $1 (see --help)" >&2; exit 2 ;;
   esac
   shift
 done
 
+if [ -z "$out_dir" ] && [ "$dry_run" = 1 ]; then
+  out_dir="$(mktemp -d "${TMPDIR:-/tmp}/gpu-check-dry-run.XXXXXX")"
+fi
+out_dir="${out_dir:-gpu-check-out}"
 mkdir -p "$out_dir"
 out_dir="$(cd "$out_dir" && pwd)"
 [ -n "$data_dir" ] && data_dir="$(realpath -m "$data_dir")"
@@ -241,4 +246,5 @@ fi
   --dry-run "$dry_run" --cpu-accuracy "$cpu_accuracy" --python "$py" --seconds "$(($(date +%s) - started))"
 status=$?
 rm -rf "$work"
+echo "gpu-check: results in $out_dir"
 exit "$status"

@@ -194,7 +194,7 @@ def test_calibration_sample_is_stratified_and_within_the_training_set():
     picked = export.calibration_indices(labels, 200)
     assert len(picked) == len(set(picked.tolist())) == 200 and picked.max() < len(labels)
     assert data.class_counts(labels[picked]) == [20] * 10
-    with pytest.raises(FmnistError, match="between 1 and"):
+    with pytest.raises(FmnistError, match="between 100"):
         export.calibration_indices(labels, len(labels))
 
 
@@ -252,7 +252,9 @@ def test_export_and_eval_from_the_command_line(synthetic_data, tmp_path, capsys)
         ("m.pt", "m.pt", "must end in .onnx"),
         ("m.pt", "dir.onnx", "is a directory"),
         ("m.pt", "blocker/m.onnx", "cannot write in"),
-        ("m.pt", "m.onnx --int8 --calibration-images 0", "between 1 and"),
+        ("m.pt", "m.onnx --int8 --calibration-images 0", "must be between 100"),
+        ("m.pt", "m.onnx --int8 --calibration-images 1", "must be between 100"),
+        ("m.pt", "m.onnx --int8 --calibration-images 99", "must be between 100"),
     ],
 )
 def test_export_mistakes_are_one_line(synthetic_data, tmp_path, capsys, source, out, message):

@@ -61,3 +61,19 @@ def test_hidden_files_beside_the_class_folders_are_counted_too(tmp_path):
     (tmp_path / ".DS_Store").write_bytes(b"\0\0\0\1Bud1")
     (tmp_path / "Thumbs.db").write_bytes(b"")
     assert load_folders(tmp_path).skipped["hidden or system file"] == before + 2
+
+
+@pytest.mark.parametrize("junk", ["__MACOSX", ".ipynb_checkpoints", ".git", "__pycache__", "$RECYCLE.BIN"])
+def test_folders_that_archive_tools_and_notebooks_leave_are_skipped_and_counted(tmp_path, junk):
+    good = labelled_folder(tmp_path)
+    (tmp_path / junk / "bag").mkdir(parents=True)  # as macOS's zip leaves it: AppleDouble forks in a mirror tree
+    (tmp_path / junk / "bag" / "._bag.jpg").write_bytes(b"\0\5\26\7\0\2\0\0Mac OS X")
+    (tmp_path / junk / "notes-checkpoint.ipynb").write_text("{}")
+    result = load_folders(tmp_path)
+    assert len(result.paths) == len(good)
+    assert (
+        result.skipped[
+            "folder left by an archive tool, a notebook or the system (__MACOSX, .ipynb_checkpoints, dot-folders)"
+        ]
+        == 1
+    )

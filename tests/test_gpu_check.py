@@ -5,6 +5,7 @@ from __future__ import annotations
 import importlib.util
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -125,3 +126,19 @@ def test_bench_figures_and_targets_from_a_real_bench_result(synthetic_data, tmp_
     assert targets["inference >= 2,000,000 images/s at the best batch size"]["met"] is True
     assert targets["inference <= 0.1 ms per batch of 64"]["met"] is False
     assert targets["cnn preset >= 94 % test accuracy"]["met"] is None  # no cnn run: unknown, not failed
+
+
+def test_a_dry_run_without_out_writes_outside_the_checkout():
+    env = dict(os.environ, PYTHON=sys.executable)
+    env.pop("OUT", None)
+    before = sorted(p.name for p in ROOT.iterdir())
+    done = subprocess.run(
+        ["bash", str(SCRIPT), "--dry-run", "--budget", "0"], env=env, capture_output=True, text=True, timeout=120
+    )
+    written = Path(done.stdout.strip().splitlines()[-1].removeprefix("gpu-check: results in "))
+    try:
+        assert sorted(p.name for p in ROOT.iterdir()) == before  # nothing new in the checkout
+        assert (written / "summary.json").exists() and ROOT not in written.parents
+    finally:
+        shutil.rmtree(written, ignore_errors=True)
+    assert "gpu-check-out/" in (ROOT / ".gitignore").read_text().splitlines()  # a GPU run's default folder

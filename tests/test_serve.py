@@ -357,7 +357,7 @@ def test_cli_errors_are_one_line(model_path, tmp_path, capsys):
     assert cli.main(["serve", str(model_path), "--workers", "0"]) == 2
     assert "--workers must be >= 1" in capsys.readouterr().err
     assert cli.main(["serve", str(model_path), "--api-key-file", str(tmp_path / "nokeys")]) == 2
-    assert "cannot read the API key file" in capsys.readouterr().err
+    assert "nokeys: API key file not found" in capsys.readouterr().err
     with socket.socket() as taken:
         taken.bind(("127.0.0.1", 0))
         taken.listen()
@@ -430,8 +430,10 @@ def test_key_file_is_read_and_checked(tmp_path):
         path.write_text(text)
         with pytest.raises(FmnistError, match=message):
             access.read_keys(path)
-    with pytest.raises(FmnistError, match="cannot read the API key file"):
+    with pytest.raises(FmnistError, match="missing: API key file not found"):
         access.read_keys(tmp_path / "missing")
+    with pytest.raises(FmnistError, match="is a directory; expected the API key file"):
+        access.read_keys(tmp_path)
 
 
 def test_token_bucket_allows_burst_then_rate_and_says_when_to_retry():

@@ -6,6 +6,7 @@ import torch
 from support import mosaic, synthetic_arrays, tiny_checkpoint
 
 from fmnist import checkpoint, trust
+from fmnist.errors import FmnistError
 from fmnist.images import load_picture
 from fmnist.inference import TorchPredictor
 from fmnist.testing.photos import render_set
@@ -86,3 +87,77 @@ def test_threshold_override_and_round_trip_through_json():
     assert list(verdict.garment) == [False, True]
     assert trust.judge(again, logits, [None, None], threshold=0.0).garment.all()
     assert ood.p_values(np.array([-20.0]), again.references["energy"], "low")[0] < 0.2
+
+
+# ---------------------------------------------------------------- the minimum sample of every fit
+
+
+@pytest.mark.parametrize("images", [1, 2, 50, trust.MIN_TEMPERATURE_IMAGES - 1])
+def test_too_few_validation_images_fit_nothing_and_say_uncalibrated(tmp_path, validation, images):
+    path = tiny_checkpoint(tmp_path / "m.pt")
+    model, _, _ = checkpoint.load_model(path)
+    x, y = validation[0][:images], validation[1][:images]
+    said: list[str] = []
+    assert trust.fit_and_store(model, x, y, path, seed=0, log=said.append, photos=30) is None
+    assert "uncalibrated" in said[0] and f"{images:,} images is below" in said[0]
+    assert trust.KEY not in checkpoint.load(path) and TorchPredictor(path).describe()["calibrated"] is False
+    with pytest.raises(FmnistError, match="uncalibrated"):
+        trust.fit(trust.model_logits(model), x, y, photos=30)
+
+
+def test_the_detector_needs_as_many_validation_images_as_reference_photos():
+    assert trust.shortfall(trust.REFERENCE_PHOTOS - 1) is not None
+    assert trust.shortfall(trust.REFERENCE_PHOTOS) is None and trust.shortfall(5000) is None
+    assert trust.shortfall(trust.MIN_TEMPERATURE_IMAGES, photos=10) is None
+
+
+def test_calibrate_refuses_a_checkpoint_whose_split_is_too_small_before_loading_data(tmp_path, capsys, monkeypatch):
+    from fmnist import cli, config
+    from fmnist.cli import train as cli_train
+
+    path = tiny_checkpoint(tmp_path / "m.pt")
+    state = checkpoint.load(path)
+    state["config"] = config.to_dict(config.from_dict({**state["config"], "val_size": 20}))
+    checkpoint.save(path, state)
+    monkeypatch.setattr(cli_train, "load_data", lambda *_: pytest.fail("the data was loaded"))
+    assert cli.main(["calibrate", str(path)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "validation split of 20 images is below the 400" in err
+
+
+@pytest.mark.slow
+def test_train_with_a_tiny_validation_split_says_uncalibrated_and_stores_no_trust(synthetic_data, tmp_path, capsys):
+    from fmnist import cli
+    from fmnist.run_dir import model_path
+
+    args = [
+        "train",
+        "--hidden",
+        "16",
+        "--epochs",
+        "1",
+        "--val-size",
+        "1",
+        "--no-progress",
+        "--out",
+        str(tmp_path / "r"),
+    ]
+    assert cli.main(args) == 0
+    out = capsys.readouterr().out
+    assert "validation split of 1 images is below" in out and "uncalibrated" in out
+    assert trust.KEY not in checkpoint.load(model_path(tmp_path / "r"))
+
+
+@pytest.mark.slow
+def test_an_int8_export_of_a_model_with_a_too_small_split_is_left_uncalibrated(synthetic_data, tmp_path):
+    from support import trusted_checkpoint
+
+    from fmnist import config, data, export
+    from fmnist.inference import open_onnx
+
+    path = trusted_checkpoint(tmp_path / "m.pt")  # a fitted Trust, as an older fmnist fitted from any split
+    state = checkpoint.load(path)
+    state["config"] = config.to_dict(config.from_dict({**state["config"], "val_size": 50}))
+    checkpoint.save(path, state)
+    facts = export.export(export.load_source(path), tmp_path / "m.onnx", data.load(), int8=True, calibration_images=200)
+    assert facts[trust.KEY]["temperature"] is None and open_onnx(tmp_path / "m.onnx").describe()["calibrated"] is False

@@ -17,7 +17,7 @@ import numpy as np
 import torch
 
 from fmnist import config as config_lib
-from fmnist import data, presets, trust
+from fmnist import data, presets, textfile, trust
 from fmnist.answer import Answer, answers
 from fmnist.errors import FmnistError
 from fmnist.evaluate import Evaluation, Report, evaluation_of
@@ -389,7 +389,7 @@ def tune(
     say = _say(progress)
     study = tune_lib.optimize(out, dataset, trials=trials, timeout=timeout, workers=workers, log=say)
     tune_lib.write_outputs(study, out, log=say)
-    rows = list(csv.DictReader((Path(out) / "trials.csv").read_text().splitlines()))
+    rows = list(csv.DictReader(textfile.read(Path(out) / "trials.csv", "trials table").splitlines()))
     return Table(Path(out), rows, _markdown(rows))
 
 

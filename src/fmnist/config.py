@@ -12,6 +12,7 @@ from typing import Any
 
 import tomli_w
 
+from fmnist import textfile
 from fmnist.augment import KINDS as AUGMENTATIONS
 from fmnist.augment import MAX_STRENGTH
 from fmnist.data import SIDE
@@ -108,9 +109,11 @@ class Config:
     min_delta: float = _opt(0.0, "early stopping: the smallest validation accuracy gain (a fraction) that counts")
     max_time: float = _opt(
         0.0,
-        "wall-clock budget of the run in seconds, resumes included: stop at the end of the "
-        "last epoch that fits (by the previous epoch's time); the schedule stays planned over "
-        "--epochs; 0: none",
+        "wall-clock budget of training in seconds (the epochs with their evaluation and checkpoints, "
+        "resumes included): stop at the end of the last epoch that fits (by the previous epoch's time); "
+        "the schedule stays planned over --epochs. The work after training (final test, plots, the "
+        "temperature and detector fit) comes on top: summary.json records wall_seconds (training) and "
+        "total_seconds (the whole run); 0: none",
     )
     # data and run
     val_size: int = _opt(
@@ -274,14 +277,11 @@ def to_dict(cfg: Config) -> dict[str, Any]:
 
 
 def load_toml_file(path: str | Path, what: str = "config") -> dict[str, Any]:
-    """The tables of a TOML file; a missing, unreadable or invalid file is one FmnistError."""
+    """The tables of a TOML file (read by textfile.read: any BOM, CRLF); a missing, unreadable or invalid file
+    is one FmnistError."""
     path = Path(path)
     try:
-        return tomllib.loads(path.read_text())
-    except FileNotFoundError:
-        raise FmnistError(f"{path}: {what} file not found") from None
-    except (OSError, UnicodeDecodeError) as e:
-        raise FmnistError(f"{path}: cannot read {what}: {e}") from None
+        return tomllib.loads(textfile.read(path, f"{what} file"))
     except tomllib.TOMLDecodeError as e:
         raise FmnistError(f"{path}: invalid TOML: {e}") from None
 

@@ -40,7 +40,7 @@ def _openmp_parallel():
     """GOMP_parallel of the OpenMP runtime already loaded with torch (libgomp, or the GNU-compatible
     entry of libiomp5 / libomp); None off Linux or when torch is not built with OpenMP."""
     try:
-        maps = Path("/proc/self/maps").read_text()
+        maps = Path("/proc/self/maps").read_text(encoding="utf-8")
     except OSError:
         return None
     found = re.search(r"/\S*lib(?:gomp|iomp5|omp)[^\s/]*\.so[^\s/]*", maps)
@@ -124,7 +124,7 @@ class AutoThreads:
         idle and iowait), this process's CPU seconds, and the monotonic clock; None without /proc/stat."""
         busy = total = 0.0
         try:
-            lines = Path("/proc/stat").read_text().splitlines()
+            lines = Path("/proc/stat").read_text(encoding="utf-8").splitlines()
             for line in lines:
                 name, *fields = line.split()
                 if name.startswith("cpu") and name[3:].isdigit() and int(name[3:]) in self.cores:
@@ -150,7 +150,7 @@ FEATURES = {
 def features() -> tuple[str, ...]:
     """The FEATURES this CPU has, by their usual names; from /proc/cpuinfo, else torch's own checks."""
     try:
-        line = re.search(r"^flags\s*:(.*)$", Path("/proc/cpuinfo").read_text(), re.M)
+        line = re.search(r"^flags\s*:(.*)$", Path("/proc/cpuinfo").read_text(encoding="utf-8"), re.M)
     except OSError:
         line = None
     if line:

@@ -1,7 +1,10 @@
 """The one exception type that means "the user asked for something we cannot do", and how its
 messages reach a terminal."""
 
+import io
+import os
 import re
+import sys
 
 # ECMA-48 control sequences (CSI such as colours "ESC [ 1 m", and two-character escapes), and the
 # C0 control characters other than tab and newline (which plain() turns into spaces).
@@ -21,3 +24,17 @@ def plain(message: str) -> str:
     removed (libraries such as PyTorch colour parts of their messages), runs of whitespace,
     line breaks included, made one space."""
     return " ".join(_ESCAPES.sub("", message).split())
+
+
+def tolerant_streams() -> None:
+    """Make standard output and error print what their encoding can show: under a Latin-1 or ASCII
+    locale (or PYTHONIOENCODING) a character it lacks, such as the "—" of `compare`'s table or an accented
+    file name, becomes "?" instead of a UnicodeEncodeError after the work is done. Processes started from
+    this one (tune's and compare's workers, serve's) inherit the same through PYTHONIOENCODING. Files are
+    not affected: fmnist writes them as UTF-8 whatever the locale."""
+    for stream in (sys.stdout, sys.stderr):
+        if isinstance(stream, io.TextIOWrapper) and stream.errors == "strict":
+            stream.reconfigure(errors="replace")
+    encoding = os.environ.get("PYTHONIOENCODING", "")
+    if ":" not in encoding:  # keep the encoding asked for, if any; add the error handler
+        os.environ["PYTHONIOENCODING"] = f"{encoding}:replace"

@@ -39,6 +39,7 @@ OPSET = 17  # ai.onnx opset: per-channel QDQ needs >= 13; 17 runs on every onnxr
 # in size; beyond that it grows with them, as float32 rounding does (the reference MLP's reach 94).
 PARITY_TOLERANCE = 1e-4
 CALIBRATION_IMAGES = 2_000  # training images whose activation ranges set the int8 scales
+MIN_CALIBRATION_IMAGES = 100  # the fewest accepted (benchmarks/fit_sample.py, docs/SERVING.md)
 CALIBRATION_BATCH = 500
 # Operators given int8 inputs. Not BatchNormalization: a batch norm after the cnn's head layer stays a
 # float op between a dequantize and a quantize (per-channel quantization does not apply to it).
@@ -106,8 +107,11 @@ def to_onnx(model: nn.Module, path: Path) -> None:
 
 def calibration_indices(train_labels: torch.Tensor, count: int, seed: int = 0) -> torch.Tensor:
     """A class-stratified sample of `count` training-image indices."""
-    if not 0 < count < len(train_labels):
-        raise FmnistError(f"--calibration-images must be between 1 and {len(train_labels) - 1}, got {count}")
+    if not MIN_CALIBRATION_IMAGES <= count < len(train_labels):
+        raise FmnistError(
+            f"--calibration-images must be between {MIN_CALIBRATION_IMAGES} (fewer set the int8 activation ranges "
+            f"from too little: benchmarks/fit_sample.py) and {len(train_labels) - 1}, got {count}"
+        )
     return data.stratified_split(train_labels, count, seed)[1]
 
 
@@ -274,9 +278,12 @@ def export(
 def trust_of_export(source: Source, predictor: OnnxPredictor, dataset: FashionMNIST, int8: bool) -> Trust:
     """The checkpoint's temperature and detector, for the exported graph. An fp32 graph gives PyTorch's logits
     (within PARITY_TOLERANCE), so they are copied; int8 shifts logits, so they are fitted again on the int8
-    graph's own logits over the checkpoint's validation split (never the test set)."""
+    graph's own logits over the checkpoint's validation split (never the test set); a split too small for
+    them (trust.shortfall) leaves the int8 graph unfitted."""
     if not int8 or source.trust.temperature is None:
         return source.trust
+    if trust.shortfall(source.config.val_size):
+        return trust.UNFITTED
     _, val_idx = stratified_split(dataset.train_labels, source.config.val_size, source.config.seed)
     return trust.fit(predictor.logits, dataset.train_images[val_idx], dataset.train_labels[val_idx], source.config.seed)
 

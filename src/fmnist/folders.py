@@ -41,6 +41,12 @@ def _aliases() -> dict[str, int]:
 
 
 ALIASES = _aliases()
+# Folders that archive tools, notebooks and file systems leave beside the class folders: skipped and
+# counted, as any dot-folder is (a .git, a .ipynb_checkpoints).
+SYSTEM_FOLDERS = frozenset({"__macosx", "__pycache__", "$recycle.bin", "system volume information"})
+SKIP_SYSTEM_FOLDER = (
+    "folder left by an archive tool, a notebook or the system (__MACOSX, .ipynb_checkpoints, dot-folders)"
+)
 ACCEPTED = (
     "a class index 0-9 or a class name ("
     + ", ".join(CLASSES)
@@ -65,8 +71,9 @@ class LabelledImages:
 def load_folders(root: str | Path) -> LabelledImages:
     """Every picture under `root`'s class folders with its label, in class order, then file name order.
 
-    Unreadable pictures are left out, each named in `problems`; hidden, system and non-image files
-    are counted in `skipped`. Raises FmnistError (one line) when `root` is no directory, a folder
+    Unreadable pictures are left out, each named in `problems`; hidden, system and non-image files,
+    and the folders archive tools and notebooks leave (SYSTEM_FOLDERS, dot-folders), are counted in
+    `skipped`. Raises FmnistError (one line) when `root` is no directory, a folder
     name is no class (naming the accepted names), or no picture can be read.
     """
     root = Path(root)
@@ -75,7 +82,11 @@ def load_folders(root: str | Path) -> LabelledImages:
         raise FmnistError(f"{root}: {problem} (expected one sub-folder of pictures per class)")
     folders: list[tuple[int, Path]] = []
     stray = hidden = 0
+    junk_folders = 0
     for entry in sorted(root.iterdir()):
+        if entry.is_dir() and (entry.name.startswith(".") or entry.name.lower() in SYSTEM_FOLDERS):
+            junk_folders += 1
+            continue
         if entry.name.startswith(".") or entry.name.lower() in SYSTEM_FILES:
             hidden += 1  # counted like those inside the class folders (a .DS_Store, a .git)
             continue
@@ -92,6 +103,8 @@ def load_folders(root: str | Path) -> LabelledImages:
     skipped = {"files outside class folders": stray} if stray else {}
     if hidden:
         skipped[SKIP_HIDDEN] = hidden
+    if junk_folders:
+        skipped[SKIP_SYSTEM_FOLDER] = junk_folders
     for label, folder in sorted(folders):
         found = collect_images([str(folder)])
         for reason, count in found.skipped.items():

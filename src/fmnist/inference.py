@@ -16,7 +16,7 @@ from typing import Any, Protocol
 import numpy as np
 import torch
 
-from fmnist import checkpoint, trust
+from fmnist import checkpoint, textfile, trust
 from fmnist.atomic import atomic_write
 from fmnist.data import CLASSES, SIDE, as_input
 from fmnist.device import select_device
@@ -92,10 +92,10 @@ def read_sidecar(onnx_path: str | Path, model_bytes: bytes) -> dict[str, Any]:
     """The sidecar of `onnx_path`, checked to be an fmnist export's and to describe exactly `model_bytes`."""
     path = sidecar_path(onnx_path)
     try:
-        facts = json.loads(path.read_text())
-    except FileNotFoundError:
-        raise FmnistError(f"{onnx_path}: no {path.name} beside it (fmnist export writes the two together)") from None
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        if not path.exists():
+            raise FmnistError(f"{onnx_path}: no {path.name} beside it (fmnist export writes the two together)")
+        facts = json.loads(textfile.read(path, "sidecar"))
+    except json.JSONDecodeError as e:
         raise FmnistError(f"{path}: not a readable sidecar: {e}") from None
     if not isinstance(facts, dict) or facts.get("format") != ONNX_FORMAT:
         raise FmnistError(f"{path}: not an fmnist export sidecar (format is not {ONNX_FORMAT})")

@@ -12,13 +12,11 @@ import math
 from collections.abc import Callable
 from dataclasses import dataclass
 
-import torch
-
 from fmnist.config import Config
 from fmnist.data import FashionMNIST
 from fmnist.device import select_device
 from fmnist.errors import FmnistError
-from fmnist.train import NonFiniteLoss, build_step_state, split_data, train_one_epoch
+from fmnist.train import NonFiniteLoss, StepStream, build_step_state, split_data, train_one_epoch
 
 SMOOTHING = 0.98  # fastai's exponential smoothing of the recorded loss (with bias correction)
 DIVERGED = 4.0  # stop once the smoothed loss is this many times its minimum (fastai's stop_div)
@@ -100,22 +98,21 @@ def lr_find(
 ) -> Sweep:
     """The range test on `cfg`'s model, optimizer, batch size, augmentation and training split
     (the validation images held out as a run would), with a constant learning rate per step in
-    place of the schedule. `progress(step, lr, smoothed_loss)` is called after each step."""
+    place of the schedule. `progress(step, lr, smoothed_loss)` is called after each step.
+    Raises UntrainableConfig (before any step) for batches this data cannot train (train.check_batches)."""
     device = select_device(cfg.device)
     split = split_data(cfg, data, device)
-    # One step per batch; the images are drawn in a seeded order, cycling when the range test
-    # is longer than an epoch.
-    n = len(split.train_x)
     one_cfg = cfg.replace(epochs=1, schedule="none", warmup_epochs=0.0)
     st = build_step_state(one_cfg, device, steps_per_epoch=1)
-    order = torch.randperm(n, generator=st.data_generator).to(device)
+    # One optimizer step per learning rate, cut from seeded epochs as fit() cuts them (a longer range
+    # test than an epoch goes on into the next; the last step of each keeps its merged remainder).
+    stream = StepStream(len(split.train_x), cfg, st.data_generator, device)
     done = [0]
 
     def step(lr: float) -> float:
         for group in st.optimizer.param_groups:
             group["lr"] = lr
-        start = (done[0] * cfg.batch_size * cfg.accumulate) % n
-        idx = order[start : start + cfg.batch_size * cfg.accumulate]
+        idx, _ = stream.take(1)
         done[0] += 1
         try:
             loss, _, _ = train_one_epoch(

@@ -36,7 +36,10 @@ class Summary(TypedDict):
     stopped: NotRequired[str]  # why training ended before the planned epochs (early stopping, time budget)
     epochs: int
     parameters: int
-    wall_seconds: float  # every process of the run, resumes included
+    wall_seconds: float  # training, what --max-time counts: the epochs of every process, resumes included
+    # The whole run: from the command's start (data loading included) to summary.json, training and the
+    # work after it (final test, plots, the temperature and detector fit), resumes included.
+    total_seconds: float
     train_images_per_second: float  # medians over epochs
     train_ms_per_batch: float
     peak_memory_bytes: int

@@ -22,7 +22,7 @@ import time
 from pathlib import Path
 from typing import Any, cast
 
-from fmnist import checkpoint
+from fmnist import checkpoint, textfile
 from fmnist import config as config_lib
 from fmnist.atomic import atomic_write
 from fmnist.config import Config
@@ -82,13 +82,15 @@ class RunDir:
     def read_history(self) -> list[EpochRow]:
         if not self.metrics.exists():
             return []
-        return [json.loads(line) for line in self.metrics.read_text().splitlines() if line.strip()]
+        return [json.loads(line) for line in textfile.lines(self.metrics, "metrics file")]
 
     def read_summary(self) -> Summary | None:
-        return cast(Summary, json.loads(self.summary.read_text())) if self.summary.exists() else None
+        return cast(Summary, json.loads(textfile.read(self.summary, "summary"))) if self.summary.exists() else None
 
     def read_divergence(self) -> str | None:
-        return json.loads(self.diverged.read_text())["error"] if self.diverged.exists() else None
+        return (
+            json.loads(textfile.read(self.diverged, "divergence record"))["error"] if self.diverged.exists() else None
+        )
 
     def chosen_checkpoint(self) -> Path:
         """The checkpoint that stands for the run: best on validation, else the last epoch's.

@@ -101,6 +101,39 @@ def batch_plan(n: int, batch: int) -> list[tuple[int, int]]:
     return list(itertools.pairwise(bounds))
 
 
+def step_plan(n: int, batch: int, accumulate: int) -> list[tuple[int, int]]:
+    """(start, stop) of the images of each optimizer step of one epoch over `n` images: `accumulate`
+    consecutive batches of batch_plan (the epoch's last group may hold fewer)."""
+    plan = batch_plan(n, batch)
+    return [(plan[i][0], plan[min(i + accumulate, len(plan)) - 1][1]) for i in range(0, len(plan), accumulate)]
+
+
+class StepStream:
+    """Optimizer steps cut from epoch after epoch of `n` training images exactly as fit() cuts an epoch
+    (step_plan: the last incomplete batch merged, cfg.accumulate batches a step), each epoch a fresh
+    permutation drawn from `generator`. For the callers that run a number of steps rather than whole
+    epochs (lr-find, the profiler, the bench's training rows): none of them can cut a step that fit()
+    would not, such as a 1-image batch under batch norm. Raises UntrainableConfig where check_batches does.
+    """
+
+    def __init__(self, n: int, cfg: Config, generator: torch.Generator, device: torch.device):
+        check_batches(cfg, n)
+        self.n, self.generator, self.device = n, generator, device
+        self.plan = step_plan(n, cfg.batch_size, cfg.accumulate)
+        self.order = torch.empty(0, dtype=torch.long)
+        self.next_step = len(self.plan)
+
+    def take(self, steps: int) -> tuple[torch.Tensor, int]:
+        """Indices (on the device) of the images of the next `steps` steps, at most to the end of the
+        current epoch, and how many steps they are; train_one_epoch cuts them into the same batches."""
+        if self.next_step == len(self.plan):
+            self.order = torch.randperm(self.n, generator=self.generator).to(self.device)
+            self.next_step = 0
+        first, last = self.next_step, min(self.next_step + max(steps, 1), len(self.plan))
+        self.next_step = last
+        return self.order[self.plan[first][0] : self.plan[last - 1][1]], last - first
+
+
 def check_batches(cfg: Config, images: int, processes: int = 1) -> None:
     """Refuse, before any training, a run whose batches cannot train: no image for a process, or a
     1-image batch under batch norm (raises UntrainableConfig). `images`: training images after the
@@ -317,7 +350,7 @@ def setup(cfg: Config, data: FashionMNIST, log: Callable[[str], None]) -> Traine
     shard = len(tensors.train_x) // world.size
     local_cfg = cfg.replace(batch_size=cfg.batch_size // world.size)
     check_batches(cfg, len(tensors.train_x), world.size)
-    steps_per_epoch = math.ceil(len(batch_plan(shard, local_cfg.batch_size)) / cfg.accumulate)  # optimizer steps
+    steps_per_epoch = len(step_plan(shard, local_cfg.batch_size, cfg.accumulate))  # optimizer steps
     state = build_step_state(cfg, device, steps_per_epoch, rank=world.rank)
     raw_model = model = state.model
     if world.launched:
@@ -337,7 +370,8 @@ class Progress:
 
     history: list[EpochRow]
     best_val: float = -1.0
-    earlier_seconds: float = 0.0  # wall time of the processes before a resume
+    earlier_seconds: float = 0.0  # training wall time of the processes before a resume
+    earlier_total: float = 0.0  # their whole wall time, up to their last checkpoint
 
 
 def start_or_resume(t: Trainer, cfg: Config, run: RunDir, resume: bool, log: Callable[[str], None]) -> Progress:
@@ -354,7 +388,8 @@ def start_or_resume(t: Trainer, cfg: Config, run: RunDir, resume: bool, log: Cal
         if t.ema is not None:
             t.ema.load_state_dict(saved["ema"])
         log(f"resuming {run} after epoch {saved['epoch']}")
-        return Progress(saved["history"], saved["best_val_acc"], saved.get("wall_seconds", 0.0))
+        wall = saved.get("wall_seconds", 0.0)
+        return Progress(saved["history"], saved["best_val_acc"], wall, saved.get("total_seconds", wall))
     if not resume:
         problem = distributed.broadcast(run.create(cfg) if t.world.is_main else None, t.world)
         if problem:
@@ -372,6 +407,7 @@ def fit(
     progress: bool = True,
     on_epoch: Callable[[EpochRow], None] | None = None,
     fit_trust: bool = False,
+    started: float | None = None,
 ) -> FitResult:
     """Train `cfg` on `data`, writing config, metrics, checkpoints, TensorBoard events, summary and
     plots to `run_dir` (run_dir.RunDir names the files).
@@ -380,6 +416,8 @@ def fit(
     raises (e.g. optuna.TrialPruned) stops training with the run resumable.
     `fit_trust`: when training ends, fit the temperature and the non-garment detector on the validation
     split into best.pt (fmnist.trust; `fmnist train` asks for it, studies do not).
+    `started`: time.perf_counter() at the command's start, from which the summary's total_seconds counts
+    (default: the call of fit); wall_seconds, what cfg.max_time budgets, counts from the call.
 
     Under torchrun each process trains on its shard of every epoch's permutation with
     batch_size / world_size images per step, so the effective batch stays cfg.batch_size;
@@ -389,6 +427,7 @@ def fit(
     NonFiniteLoss when the loss diverges (the last good checkpoint is kept).
     """
     t_start = time.perf_counter()
+    started = t_start if started is None else started
     run = RunDir(run_dir)
     if not distributed.world().is_main:
         log, progress, on_epoch = (lambda _msg: None), False, None
@@ -460,6 +499,7 @@ def fit(
                 "history": done.history,
                 "best_val_acc": done.best_val,
                 "wall_seconds": done.earlier_seconds + time.perf_counter() - t_start,
+                "total_seconds": done.earlier_total + time.perf_counter() - started,
                 "rng": rng,  # one dict per rank, in rank order
             }
             if t.ema is not None:
@@ -481,7 +521,8 @@ def fit(
 
     if not world.is_main:
         return FitResult(model=t.raw_model, summary=None, history=[])
-    return finish(t, cfg, run, done, trained_now, stopped, time.perf_counter() - t_start, fit_trust, log)
+    seconds = time.perf_counter() - t_start
+    return finish(t, cfg, run, done, trained_now, stopped, seconds, fit_trust, log, started)
 
 
 def epoch_row(
@@ -535,9 +576,11 @@ def finish(
     seconds: float,
     fit_trust: bool,
     log: Callable[[str], None],
+    started: float,
 ) -> FitResult:
     """Load the chosen weights (best on validation, else last), write the plots, fit the temperature and
-    detector when asked (`fit_trust`), and write summary.json last."""
+    detector when asked (`fit_trust`), and write summary.json last, with the whole run's seconds since
+    `started` (a time.perf_counter()) as total_seconds."""
     if run.best.exists():
         t.raw_model.load_state_dict(checkpoint.load(run.best, map_location=t.device)["model"])
     finished = run.read_summary()
@@ -552,6 +595,7 @@ def finish(
     run.write_plots(done.history, test, t.tensors.test_x.cpu())
     if fit_trust:  # the temperature and the non-garment detector, fitted on validation, join best.pt
         trust.fit_and_store(t.raw_model, t.tensors.val_x, t.tensors.val_y, run.best, cfg.seed, log)
+    summary["total_seconds"] = done.earlier_total + time.perf_counter() - started  # the whole run, to this write
     run.write_summary(summary)  # last: a run with summary.json is finished, and a resume does not redo it
     return FitResult(model=t.raw_model, summary=summary, history=done.history)
 
@@ -575,7 +619,7 @@ def failure_as_error(run: RunDir, epoch: int, write_log: bool = True) -> Iterato
         log = run.error_log
         if write_log:
             try:
-                log.write_text("".join(traceback.format_exception(e)))
+                log.write_text("".join(traceback.format_exception(e)), encoding="utf-8")
             except OSError:
                 pass
         detail = " ".join(str(e).split()) or "no message"
@@ -672,6 +716,7 @@ def summarize(cfg: Config, model: nn.Module, history: list[EpochRow], device, wa
         "epochs": len(history),
         "parameters": models.parameter_count(model),
         "wall_seconds": wall,
+        "total_seconds": wall,  # finish() sets the whole run's
         "train_images_per_second": statistics.median(r["images_per_second"] for r in history),
         "train_ms_per_batch": statistics.median(r["ms_per_batch"] for r in history),
         "peak_memory_bytes": measure.peak_memory_bytes(device),

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import math
 import os
 from collections.abc import Callable
 from pathlib import Path
@@ -14,8 +13,7 @@ from fmnist.atomic import atomic_path
 from fmnist.config import Config
 from fmnist.data import FashionMNIST
 from fmnist.device import select_device
-from fmnist.errors import FmnistError
-from fmnist.train import build_step_state, train_one_epoch
+from fmnist.train import StepStream, build_step_state, split_data, step_plan, train_one_epoch
 
 
 def profile_training(
@@ -42,24 +40,23 @@ def profile_training(
     try:
         if device.type == "cpu":
             cpu.flush_denormals()  # as fit() trains
-        n = min((warmup_steps + steps) * cfg.batch_size, len(data.train_images))
-        warmup_steps = min(warmup_steps, n // cfg.batch_size - 1)  # a small dataset: keep a step to profile
-        if warmup_steps < 0:
-            raise FmnistError(f"--profile needs at least one batch of {cfg.batch_size} training images")
-        images, labels = data.train_images[:n].to(device), data.train_labels[:n].to(device)
-        st = build_step_state(cfg, device, math.ceil(len(data.train_images) / cfg.batch_size))
-        order = torch.randperm(n, generator=st.data_generator).to(device)
-        split = warmup_steps * cfg.batch_size
+        # The run's training split (subset and validation held out), cut into steps as fit() cuts an epoch.
+        split = split_data(cfg, data, device)
+        st = build_step_state(cfg, device, len(step_plan(len(split.train_x), cfg.batch_size, cfg.accumulate)))
+        stream = StepStream(len(split.train_x), cfg, st.data_generator, device)
 
-        def steps_of(part: torch.Tensor) -> None:
-            train_one_epoch(st.model, st.optimizer, st.scheduler, images, labels, part, cfg, st.aug_generator)
+        def steps_of(count: int) -> int:
+            idx, taken = stream.take(count)
+            train_one_epoch(
+                st.model, st.optimizer, st.scheduler, split.train_x, split.train_y, idx, cfg, st.aug_generator
+            )
+            return taken
 
-        if split:
-            steps_of(order[:split])
+        warmed = steps_of(warmup_steps) if warmup_steps else 0
         activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device.type == "cuda" else [])
         measure.synchronize(device)
         with profile(activities=activities, record_shapes=True) as prof:
-            steps_of(order[split:])
+            profiled = steps_of(steps)
             measure.synchronize(device)
     finally:
         torch.set_rng_state(rng)
@@ -70,10 +67,9 @@ def profile_training(
     with atomic_path(path) as tmp:
         prof.export_chrome_trace(str(tmp))
     sort = "self_cuda_time_total" if device.type == "cuda" else "self_cpu_time_total"
-    profiled = math.ceil((n - split) / cfg.batch_size)
     log(
-        f"profile of {profiled} training steps at batch {cfg.batch_size} on {device} "
-        f"(after {warmup_steps} warm-up steps), top 10 by self time:"
+        f"profile of {profiled} training steps at batch {cfg.batch_size * cfg.accumulate} on {device} "
+        f"(after {warmed} warm-up steps), top 10 by self time:"
     )
     log(prof.key_averages().table(sort_by=sort, row_limit=10))
     log(f"trace written to {path} (open it in https://ui.perfetto.dev)")

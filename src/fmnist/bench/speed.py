@@ -27,7 +27,7 @@ from fmnist.data import FashionMNIST, as_input
 from fmnist.device import select_device
 from fmnist.records import BenchResult, TimingRow
 from fmnist.run_dir import model_path
-from fmnist.train import StepState, build_step_state, train_one_epoch
+from fmnist.train import StepState, StepStream, build_step_state, train_one_epoch
 
 
 @dataclass(frozen=True)
@@ -184,7 +184,7 @@ def _run(
         for amp in amps
     }
 
-    log(f"pipelines: one epoch of {plan.pipeline_images:,} images, textbook then fmnist")
+    log(f"pipelines: one epoch of up to {plan.pipeline_images:,} images, textbook then fmnist")
     pipeline = compare_pipelines(cfg, data, device, plan.pipeline_images, plan.pipeline_batch_size)
     # Measured again at the end: on a virtual machine the host can change what the same
     # threads get (another guest, or both vCPUs on one core's SMT pair) in mid-run.
@@ -224,7 +224,7 @@ def _run(
             "inference_onnxruntime(_int8): the same images through onnxruntime's CPU provider with as many threads "
             "as torch, the model exported by fmnist export (uint8 in, scaling in the graph), fp32 and int8 "
             "(calibrated on training images), 'of limit' also against the fp32 matmul rate; "
-            "training: whole steps of train.train_one_epoch (batch gather, forward, backward, optimizer, "
+            "training: whole steps of train_one_epoch (batch gather, forward, backward, optimizer, "
             f"schedule), timed {plan.training_chunk} images per call with one host sync each, latency per step, "
             "from a fresh model and optimizer; *_steady: the same from the trained state of steady_state, "
             "the state a real run spends its later epochs in"
@@ -315,20 +315,16 @@ def step_state(cfg: Config, images: torch.Tensor, start: Trained | None) -> Step
 
 def _time_training(st: StepState, images: torch.Tensor, labels: torch.Tensor, cfg: Config, plan: Plan) -> list[float]:
     """Per-step seconds of train_one_epoch at cfg.batch_size: each timed call runs a chunk of
-    whole steps from one running permutation, and its time is divided by its steps."""
-    device = images.device
-    steps = max(1, min(plan.training_chunk, len(images)) // cfg.batch_size)
-    per_call = steps * cfg.batch_size
-    if per_call > len(images):
-        raise ValueError(f"training batch {cfg.batch_size} needs {per_call} images, the data has {len(images)}")
-    calls_per_pass = len(images) // per_call
-    order = torch.empty(0, dtype=torch.long)
+    whole steps, cut from running epochs as fit() cuts them (StepStream), and its time is
+    divided by its steps."""
+    steps = max(1, min(plan.training_chunk, len(images)) // (cfg.batch_size * cfg.accumulate))
+    stream = StepStream(len(images), cfg, st.data_generator, images.device)
+    taken: list[int] = []
 
-    def call(i: int) -> None:
-        nonlocal order
-        if i % calls_per_pass == 0:  # a fresh permutation per pass, as every epoch draws one
-            order = torch.randperm(len(images), generator=st.data_generator).to(device)
-        chunk = order[(i % calls_per_pass) * per_call : (i % calls_per_pass + 1) * per_call]
+    def call(_: int) -> None:
+        chunk, count = stream.take(steps)
+        taken.append(count)
         train_one_epoch(st.model, st.optimizer, st.scheduler, images, labels, chunk, cfg, st.aug_generator)
 
-    return [t / steps for t in time_calls(call, device, plan)]
+    times = time_calls(call, images.device, plan)
+    return [t / count for t, count in zip(times, taken[len(taken) - len(times) :], strict=True)]

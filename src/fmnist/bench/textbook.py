@@ -86,10 +86,14 @@ def compare_pipelines(
     cfg: Config, data: FashionMNIST, device: torch.device, images_measured: int, batch_size: int = 64
 ) -> PipelineComparison:
     """The textbook pipeline and this project's over the same `images_measured` images for one
-    epoch each at `batch_size`, from the same initial weights, after a short untimed warm-up of both."""
-    n = images_measured
-    if not 0 < n <= len(data.train_images):
-        raise ValueError(f"pipeline_images {n} must be between 1 and {len(data.train_images)}")
+    epoch each at `batch_size`, from the same initial weights, after a short untimed warm-up of both.
+    `images_measured` is capped at the training images there are (one fewer under batch norm when the
+    textbook's last batch would hold one image)."""
+    if images_measured < 1:
+        raise ValueError(f"pipeline_images must be >= 1, got {images_measured}")
+    n = min(images_measured, len(data.train_images))  # a smaller data set: all of it
+    if cfg.batch_norm and n % batch_size == 1 and n > 1:
+        n -= 1  # the textbook's DataLoader keeps a 1-image last batch, which batch norm cannot train
     images, labels = data.train_images[:n], data.train_labels[:n]
     device_images, device_labels = images.to(device), labels.to(device)
     ours = cfg.replace(batch_size=batch_size)

@@ -89,7 +89,7 @@ def load_average() -> list[float] | None:
 def cpu_mark() -> CpuMark:
     """(machine busy CPU-seconds, this process's CPU-seconds, wall clock); None off Linux."""
     try:
-        fields = [int(v) for v in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:9]]
+        fields = [int(v) for v in Path("/proc/stat").read_text(encoding="utf-8").split("\n", 1)[0].split()[1:9]]
     except (OSError, ValueError):
         return None
     user, nice, system, _idle, _iowait, irq, softirq, steal = fields

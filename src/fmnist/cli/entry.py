@@ -13,7 +13,7 @@ from fmnist.cli import bench, export, predict, serve, studies, train
 from fmnist.cli import data as data_cmd
 from fmnist.cli import eval as evaluation
 from fmnist.cli.common import Parser, Terminated, shared_flags
-from fmnist.errors import FmnistError, plain
+from fmnist.errors import FmnistError, plain, tolerant_streams
 
 DESCRIPTION = "Command line: parses arguments and calls the library. Every user mistake ends in one line and exit 2."
 
@@ -65,7 +65,9 @@ def main(argv: list[str] | None = None) -> int:
     """Run one command; its status. Output to a closed pipe (`fmnist data info | head -1`) ends the
     command quietly with CLOSED_PIPE_STATUS, by the recipe of Python's signal module documentation
     ("Note on SIGPIPE"): standard output is flushed inside the try, then pointed at /dev/null so
-    that the interpreter's own flush at exit cannot fail again."""
+    that the interpreter's own flush at exit cannot fail again. Output that the terminal's encoding
+    cannot show is replaced ("?"), never an error (errors.tolerant_streams)."""
+    tolerant_streams()
     try:
         try:
             return run_command(argv)

@@ -84,6 +84,7 @@ def resolve_train_config(args: argparse.Namespace) -> tuple[config_lib.Config, P
 
 
 def cmd_train(args: argparse.Namespace) -> int:
+    started = time.perf_counter()  # the summary's total_seconds count from here
     cfg, run_dir = resolve_train_config(args)
     if not args.resume and RunDir(run_dir).is_run():  # before the data loads and anything is printed
         raise FmnistError(RunDir(run_dir).taken())
@@ -94,11 +95,11 @@ def cmd_train(args: argparse.Namespace) -> int:
         profiler.profile_training(cfg, dataset, args.profile)
     with distributed.group(select_device(cfg.device)) as w:
         run_dir = Path(distributed.broadcast(str(run_dir), w))  # ranks may disagree on the timestamp
-        return train_and_report(args, cfg, dataset, run_dir, w)
+        return train_and_report(args, cfg, dataset, run_dir, w, started)
 
 
 def train_and_report(
-    args: argparse.Namespace, cfg: config_lib.Config, dataset, run_dir: Path, w: distributed.World
+    args: argparse.Namespace, cfg: config_lib.Config, dataset, run_dir: Path, w: distributed.World, started: float
 ) -> int:
     from fmnist.train import fit
 
@@ -114,7 +115,15 @@ def train_and_report(
         f"amp {amp} ({why}) | run {run_dir}"
     )
     try:
-        result = fit(cfg, run_dir, dataset, resume=bool(args.resume), progress=not args.no_progress, fit_trust=True)
+        result = fit(
+            cfg,
+            run_dir,
+            dataset,
+            resume=bool(args.resume),
+            progress=not args.no_progress,
+            fit_trust=True,
+            started=started,
+        )
     except (KeyboardInterrupt, Terminated):
         if w.is_main and RunDir(run_dir).last.exists():
             print(f"interrupted; continue with: fmnist train --resume {run_dir}", file=sys.stderr)
@@ -127,7 +136,8 @@ def train_and_report(
         f"\ntest accuracy {s['test_accuracy']:.2%}  test loss {s['test_loss']:.4f}  "
         f"({s['chosen_by']}, epoch {s['chosen_epoch']}{', EMA weights' if s.get('weights') == 'ema' else ''})\n"
         + (f"stopped before the planned epochs: {s['stopped']}\n" if "stopped" in s else "")
-        + f"wall {s['wall_seconds']:.1f}s  train {s['train_images_per_second']:,.0f} img/s  "
+        + f"training {s['wall_seconds']:.1f}s (what --max-time counts), whole run {s['total_seconds']:.1f}s  "
+        f"train {s['train_images_per_second']:,.0f} img/s  "
         f"{s['train_ms_per_batch']:.3f} ms/batch (median over epochs)  "
         f"peak memory {s['peak_memory_bytes'] / 2**20:,.0f} MiB\n"
         f"artifacts in {run_dir}: summary.json metrics.jsonl config.toml checkpoints/ tensorboard/ *.png"
@@ -172,6 +182,8 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
             "training images are unknown): the temperature and the non-garment detector are fitted only "
             "on images the model did not train on; train with fmnist train, which holds out 5,000"
         )
+    if too_few := trust.shortfall(cfg.val_size):
+        raise FmnistError(f"{path}: {too_few}")
     dataset = load_data(args.data_dir)
     _, val_idx = data.stratified_split(dataset.train_labels, cfg.val_size, cfg.seed)
     fitted = trust.fit_and_store(

@@ -20,6 +20,7 @@ from collections import OrderedDict
 from collections.abc import Mapping
 from pathlib import Path
 
+from fmnist import textfile
 from fmnist.errors import FmnistError
 from fmnist.serve.http import ApiError
 
@@ -27,12 +28,9 @@ MAX_CLIENTS = 100_000  # buckets remembered; the least recently seen are forgott
 
 
 def read_keys(path: str | Path) -> tuple[str, ...]:
-    """The keys in `path`, one per line; FmnistError if the file is unreadable or holds none."""
-    try:
-        lines = Path(path).read_text().splitlines()
-    except (OSError, UnicodeDecodeError) as exc:
-        raise FmnistError(f"cannot read the API key file {path}: {getattr(exc, 'strerror', None) or exc}") from None
-    keys = tuple(line.strip() for line in lines if line.strip() and not line.lstrip().startswith("#"))
+    """The keys in `path`, one per line, read by textfile.lines (any BOM or line end; surrounding spaces,
+    blank lines and # comments left out); FmnistError if the file is unreadable or holds none."""
+    keys = tuple(textfile.lines(path, "API key file"))
     if not keys:
         raise FmnistError(f"{path}: no API keys in it (one key per line)")
     if any(len(key) < 16 or any(c.isspace() for c in key) for key in keys):

@@ -41,7 +41,7 @@ from optuna.storages.journal import JournalFileBackend
 from optuna.trial import TrialState
 
 from fmnist import config as config_lib
-from fmnist import plots
+from fmnist import plots, textfile
 from fmnist.atomic import atomic_write
 from fmnist.augment import KINDS as AUGMENTATIONS
 from fmnist.config import Config
@@ -191,6 +191,7 @@ def open_storage(
                 warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)  # heartbeat: stable in practice
                 return optuna.storages.RDBStorage(
                     settings.storage,
+                    engine_kwargs=engine_options(settings.storage),
                     heartbeat_interval=settings.heartbeat,
                     grace_period=grace,
                     heartbeat_stale_trial_callback=stale,
@@ -205,13 +206,29 @@ def open_storage(
     raise AssertionError("unreachable: the last attempt returns or raises")
 
 
+# SQLite: how long a connection waits for another process's write lock before "database is locked"
+# (Python's sqlite3 waits 5 s): the processes of a study write a trial's rows at the same moments.
+SQLITE_BUSY_SECONDS = 60
+
+
+def engine_options(url: str) -> dict[str, Any]:
+    """SQLAlchemy engine options for an RDB storage URL: SQLite's busy timeout, nothing for the others."""
+    return {"connect_args": {"timeout": SQLITE_BUSY_SECONDS}} if url.startswith("sqlite") else {}
+
+
 def lost_creation_race(error: Exception) -> bool:
     """Whether opening an RDB storage failed because another process created Optuna's tables or
-    rows at the same moment: PostgreSQL then reports a unique violation (in its own catalog,
-    "pg_type_typname_nsp_index", for a table) or a table that already exists. Opening again finds them."""
-    return isinstance(error, sqlalchemy.exc.IntegrityError) or (
-        isinstance(error, sqlalchemy.exc.ProgrammingError) and "already exists" in str(error)
-    )
+    rows at the same moment. PostgreSQL reports a unique violation (in its own catalog,
+    "pg_type_typname_nsp_index", for a table) or a table that already exists (ProgrammingError);
+    SQLite reports a table that already exists, or a database locked by the creator
+    (OperationalError). Opening again finds them."""
+    if isinstance(error, sqlalchemy.exc.IntegrityError):
+        return True
+    message = str(error)
+    return (
+        isinstance(error, (sqlalchemy.exc.ProgrammingError, sqlalchemy.exc.OperationalError))
+        and "already exists" in message
+    ) or (isinstance(error, sqlalchemy.exc.OperationalError) and "database is locked" in message)
 
 
 def new_settings(
@@ -255,10 +272,10 @@ def create_study(study_dir: str | Path, settings: StudySettings) -> None:
 def load_settings(study_dir: str | Path) -> StudySettings:
     path = Path(study_dir) / STUDY_FILE
     try:
-        return StudySettings(**json.loads(path.read_text()))
-    except FileNotFoundError:
-        raise FmnistError(f"{study_dir}: not a study directory (no {STUDY_FILE})") from None
-    except (OSError, ValueError, TypeError) as e:
+        if not path.exists():
+            raise FmnistError(f"{study_dir}: not a study directory (no {STUDY_FILE})")
+        return StudySettings(**json.loads(textfile.read(path, "study settings")))
+    except (ValueError, TypeError) as e:
         raise FmnistError(f"{path}: unreadable study settings: {e}") from None
 
 

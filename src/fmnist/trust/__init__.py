@@ -3,8 +3,10 @@
 training ends, stored in the checkpoint under "trust" and in an export's sidecar, applied the same
 way by every Predictor (inference.py) and so by `predict`, `eval` and `serve`.
 
-A model trained without a validation split (`--val-size 0`) has neither: its probabilities are the
-plain softmax, flagged as uncalibrated, and every picture gets the verdict "garment" with no score.
+A model trained without a validation split (`--val-size 0`), or with one smaller than the fits need
+(`shortfall`), has neither: its probabilities are the plain softmax, flagged as uncalibrated, and every
+picture gets the verdict "garment" with no score. A fit from too few images is worse than none (a
+temperature from one image made the test ECE seven times worse), so none is made.
 """
 
 from __future__ import annotations
@@ -33,6 +35,10 @@ REFERENCE_PHOTOS = 400
 # against max-softmax and Mahalanobis distance (docs/TRUST.md); energy needs only the logits, so an
 # exported model computes it exactly as the checkpoint does.
 CUES = ("energy", *Cues.NAMES)
+# The fewest validation images the temperature is fitted from (benchmarks/fit_sample.py, docs/TRUST.md:
+# below it some draws gave a worse test NLL than the plain softmax). The detector needs its reference
+# photos, one per validation image: its threshold keeps ood.KEEP of them.
+MIN_TEMPERATURE_IMAGES = 100
 
 
 @dataclass(frozen=True)
@@ -130,6 +136,25 @@ def model_logits(model: nn.Module, batch_size: int = 1000) -> Logits:
     return call
 
 
+def shortfall(images: int, photos: int = REFERENCE_PHOTOS) -> str | None:
+    """Why `images` validation images are too few to fit the temperature and the detector (on `photos`
+    reference photos) from, in one sentence; None when they are enough. The one minimum-sample rule of
+    every fit of a Trust (fit, fit_and_store, `calibrate`, an int8 export's refit)."""
+    need = max(MIN_TEMPERATURE_IMAGES, photos)
+    if images >= need:
+        return None
+    if not images:
+        return (
+            "no validation split (--val-size 0): probabilities stay uncalibrated and no non-garment detector "
+            "is fitted; leave --val-size at its default (5000) for both"
+        )
+    return (
+        f"a validation split of {images:,} images is below the {need:,} the temperature and the non-garment "
+        f"detector are fitted from: probabilities stay uncalibrated and no detector is fitted; use --val-size {need} "
+        "or more (default 5000)"
+    )
+
+
 def fit(
     logits_of: Logits, val_x: torch.Tensor, val_y: torch.Tensor, seed: int = 0, photos: int = REFERENCE_PHOTOS
 ) -> Trust:
@@ -137,10 +162,12 @@ def fit(
     references and threshold on `photos` garment photos rendered from them (fmnist.testing.photos).
 
     The threshold keeps ood.KEEP of the reference photos, each scored against the others (leave one out).
-    Raises ValueError for an empty validation set.
+    Raises FmnistError for fewer validation images than the fits need (`shortfall`).
     """
     from fmnist.testing.photos import render_set
 
+    if too_few := shortfall(len(val_x), photos):
+        raise FmnistError(too_few)
     temperature = calibration.fit_temperature(logits_of(val_x), val_y)
     rendered = render_set(val_x.cpu(), min(photos, len(val_x)), seed)
     framed = [load_picture(p.data, f"reference {p.index}") for p in rendered]
@@ -162,12 +189,11 @@ def fit_and_store(
     photos: int = REFERENCE_PHOTOS,
 ) -> Trust | None:
     """At the end of a run: fit on the validation split and add the result to the checkpoint at `path`
-    (the one whose weights `model` holds). Without a validation split nothing is fitted (None)."""
-    if not len(val_x) or not path.exists():
-        log(
-            "no validation split (--val-size 0): probabilities stay uncalibrated and no non-garment detector "
-            "is fitted; leave --val-size at its default (5000) for both"
-        )
+    (the one whose weights `model` holds). Without a validation split of the size the fits need
+    (`shortfall`), nothing is fitted, which `log` is told (None)."""
+    too_few = shortfall(len(val_x), photos)
+    if too_few or not path.exists():
+        log(too_few or shortfall(0, photos) or "")
         return None
     t0 = time.perf_counter()
     trust = fit(model_logits(model), val_x, val_y, seed, photos)
