@@ -267,7 +267,8 @@ class Model:
     ) -> dict[str, Any]:
         """Write the model as ONNX to `out` and its sidecar (same name, .json) as `fmnist export` does; return the
         sidecar: precision, opset, test accuracy with onnxruntime beside PyTorch's, the carried calibration.
-        `int8`: quantized with `calibration_images` training images (default 1,000). Needs a PyTorch model.
+        `int8`: quantized with `calibration_images` training images (default 2,000, at least 100). Needs a PyTorch
+        model.
 
         Raises FmnistError when `out` is taken by a directory, the model is an export, or the data is missing.
         """
