@@ -19,7 +19,7 @@ import sys
 import threading
 import time
 import zlib
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -109,6 +109,26 @@ def real_bomb() -> bytes:
     return buffer.getvalue()
 
 
+def default_sigint() -> None:
+    """In a child before it runs: SIGINT as a terminal's Ctrl-C finds it (a shell starts background jobs with
+    SIGINT ignored, children inherit that, and Python turns SIGINT into KeyboardInterrupt only from the default)."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
+def handles(pid: int, sig: int) -> bool:
+    """Whether process `pid` has a handler of its own for `sig` (the SigCgt mask of /proc/PID/status)."""
+    status = Path(f"/proc/{pid}/status").read_text()
+    return bool(int(re.search(r"SigCgt:\s+([0-9a-f]+)", status).group(1), 16) >> (sig - 1) & 1)  # type: ignore[union-attr]
+
+
+def wait_until(condition: Callable[[], bool], timeout: float = 30) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError("timed out waiting")
+        time.sleep(0.002)
+
+
 @dataclass
 class Server:
     process: subprocess.Popen
@@ -126,15 +146,20 @@ class Server:
 
 
 @contextlib.contextmanager
-def running_server(model: Path, *flags: str, timeout: float = 60) -> Iterator[Server]:
-    """`fmnist serve MODEL --port 0 FLAGS` in a child process; yields once it listens, kills it afterwards."""
-    env = {**os.environ, "PYTHONPATH": str(ROOT / "src"), "OMP_NUM_THREADS": "1"}
+def running_server(
+    model: Path, *flags: str, timeout: float = 60, env: dict[str, str] | None = None, access_log: bool = False
+) -> Iterator[Server]:
+    """`fmnist serve MODEL --port 0 FLAGS` in a child process; yields once it listens, kills it afterwards.
+    env: more environment variables."""
+    env = {**os.environ, "PYTHONPATH": str(ROOT / "src"), "OMP_NUM_THREADS": "1", **(env or {})}
+    quiet = () if access_log else ("--no-access-log",)
     process = subprocess.Popen(
-        [sys.executable, "-m", "fmnist", "serve", str(model), "--port", "0", "--no-access-log", *flags],
+        [sys.executable, "-m", "fmnist", "serve", str(model), "--port", "0", *quiet, *flags],
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,
         env=env,
+        preexec_fn=default_sigint,
     )
     try:
         deadline = time.monotonic() + timeout

@@ -129,13 +129,11 @@ def test_load_predictor_picks_onnxruntime_for_onnx_files(exports):
     assert torch.allclose(probabilities, torch_predictor.probabilities(images), atol=1e-5)
 
 
-def test_a_sidecar_of_another_model_or_none_is_refused(exports, tmp_path):
+def test_a_sidecar_of_another_model_is_refused(exports, tmp_path):
     _, onnx_path, _, _ = exports["mlp"]
     _, other_onnx, _, _ = exports["cnn"]
     copy = tmp_path / "model.onnx"
     copy.write_bytes(onnx_path.read_bytes())
-    with pytest.raises(FmnistError, match="no model.json beside it"):
-        open_onnx(copy)
     sidecar_path(copy).write_text(sidecar_path(other_onnx).read_text())
     with pytest.raises(FmnistError, match="describes another model file"):
         open_onnx(copy)
@@ -269,10 +267,19 @@ def test_export_mistakes_are_one_line(synthetic_data, tmp_path, capsys, source, 
     assert not list(tmp_path.glob("*.json")) and not (tmp_path / "m.onnx").exists()
 
 
-@pytest.mark.parametrize("setup, message", [("missing", "model not found"), ("no sidecar", "no m.json beside it")])
+@pytest.mark.parametrize(
+    "setup, message",
+    [
+        ("missing", "model not found"),
+        ("not onnx", "onnxruntime cannot load it"),
+        ("no sidecar, no metadata", "no m.json beside it and no fmnist metadata in it"),
+    ],
+)
 def test_eval_mistakes_with_onnx_are_one_line(synthetic_data, tmp_path, capsys, setup, message):
-    if setup == "no sidecar":
+    if setup == "not onnx":
         (tmp_path / "m.onnx").write_bytes(b"\x08\x07")
+    if setup.startswith("no sidecar"):  # a graph as exports were before they carried their facts
+        export.to_onnx(save_model(tmp_path / "m.pt", CONFIGS["mlp"]), tmp_path / "m.onnx")
     code, _, err = run(capsys, "eval", tmp_path / "m.onnx")
     assert code == 2 and err.count("\n") == 1 and message in err, err
 
@@ -353,3 +360,93 @@ def test_the_temperature_and_detector_travel_in_the_sidecar(tmp_path):
         onnx.trust.scores(onnx.logits(images), [None] * 16),
         torch_predictor.trust.scores(torch_predictor.logits(images), [None] * 16),
     )
+
+
+# ---- the facts inside the graph ----------------------------------------------------------------
+
+
+def trusted_model(path: Path) -> Path:
+    """A checkpoint with a temperature and a detector whose energy references spread over the synthetic
+    model's energies, so that scores vary."""
+    save_model(path, CONFIGS["mlp"])
+    state = checkpoint.load(path)
+    from fmnist import trust
+
+    energies = trust.ood.energy(TorchPredictor(path).logits(synthetic_dataset().train_images[:300])).numpy()
+    references = {"energy": np.sort(energies.astype(np.float64)), "noise": np.linspace(0, 3, 10)}
+    state[trust.KEY] = trust.Trust(1.7, references, 0.2).to_dict()
+    checkpoint.save(path, state)
+    return path
+
+
+def test_the_onnx_file_alone_carries_labels_temperature_and_detector(tmp_path):
+    import onnxruntime as ort
+
+    facts = export.export(
+        export.load_source(trusted_model(tmp_path / "m.pt")), tmp_path / "m.onnx", synthetic_dataset()
+    )
+    session = ort.InferenceSession(str(tmp_path / "m.onnx"))
+    meta = session.get_modelmeta().custom_metadata_map
+    assert json.loads(meta["classes"]) == list(data.CLASSES) and json.loads(meta["temperature"]) == 1.7
+    assert json.loads(meta["ood_threshold"]) == 0.2 and json.loads(meta["trust"]) == facts["trust"]
+    assert json.loads(meta["training_data_sha256"])["train_images"] == data.FILES["train_images"][1]
+    assert [o.name for o in session.get_outputs()] == ["logits", "probabilities", "in_distribution_score"]
+    sidecar_path(tmp_path / "m.onnx").unlink()  # fmnist reads the same facts from the graph
+    alone = open_onnx(tmp_path / "m.onnx")
+    assert alone.facts == {k: v for k, v in facts.items() if k not in ("onnx_file", "onnx_sha256")}
+    assert alone.describe()["calibrated"] is True and alone.trust.threshold == 0.2
+
+
+def test_the_graph_scores_as_the_detector_does_for_28x28_images(tmp_path):
+    import onnxruntime as ort
+
+    model_path = trusted_model(tmp_path / "m.pt")
+    export.export(export.load_source(model_path), tmp_path / "m.onnx", synthetic_dataset())
+    images = synthetic_dataset().test_images
+    probabilities, scores = ort.InferenceSession(str(tmp_path / "m.onnx")).run(
+        ["probabilities", "in_distribution_score"], {"pixels": images.numpy()}
+    )
+    reference = TorchPredictor(model_path)
+    logits = reference.logits(images)
+    expected = reference.trust.scores(logits, [None] * len(images))
+    assert len(np.unique(expected)) > 20  # the scores spread over the references
+    assert np.abs(scores - expected).max() < 1e-6
+    assert np.abs(probabilities - reference.probabilities(images).numpy()).max() < 1e-6
+
+
+def plain_script() -> str:
+    """The plain onnxruntime script shipped in docs/EXPORT.md, as a user copies it."""
+    page = (Path(__file__).parents[1] / "docs" / "EXPORT.md").read_text()
+    return page.split("<!-- plain-onnx-script -->\n```python\n", 1)[1].split("```", 1)[0]
+
+
+def test_the_plain_script_in_the_docs_answers_as_predict(synthetic_data, tmp_path, capsys):
+    import subprocess
+    import sys
+
+    from fmnist.images import export_png
+
+    model_path = trusted_model(tmp_path / "m.pt")
+    export.export(export.load_source(model_path), tmp_path / "m.onnx", synthetic_dataset())
+    sidecar_path(tmp_path / "m.onnx").unlink()
+    assert "fmnist" not in plain_script().replace('"fmnist', "")  # no fmnist import
+    (tmp_path / "classify.py").write_text(plain_script())
+    paths = []
+    for i, image in enumerate(synthetic_dataset().test_images[:40].clone()):
+        image[:2], image[-2:], image[:, :2], image[:, -2:] = 0, 0, 0, 0  # a dark border: taken as it is
+        paths.append(tmp_path / f"{i}.png")
+        export_png(image, paths[-1])
+    plain = subprocess.run(
+        [sys.executable, tmp_path / "classify.py", tmp_path / "m.onnx", *paths], capture_output=True, text=True
+    )
+    assert plain.returncode == 0, plain.stderr
+    code, out, _ = run(capsys, "predict", model_path, *paths, "--json", "--top-k", "10")
+    assert code == 0
+    ours = [json.loads(line) for line in plain.stdout.splitlines()]
+    theirs = [json.loads(line) for line in out.splitlines()]
+    assert len(ours) == len(theirs) == 40 and len({row["class_name"] for row in theirs}) > 1
+    assert len({row["garment"] for row in theirs}) == 2  # both verdicts occur
+    for mine, expected in zip(ours, theirs, strict=True):
+        assert mine["class_name"] == expected["class_name"] and mine["garment"] == expected["garment"]
+        probabilities = dict(zip(data.CLASSES, mine["probabilities"], strict=True))
+        assert all(abs(probabilities[name] - p) <= 1e-6 for name, p in expected["top"])

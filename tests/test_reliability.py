@@ -96,7 +96,7 @@ def test_kill_9_then_resume_ends_exactly_like_an_uninterrupted_run(child_env, tm
     assert metrics(cut) == metrics(tmp_path / "straight")
 
 
-@pytest.mark.parametrize("sig, status", [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
+@pytest.mark.parametrize("sig, status", [(signal.SIGINT, 130), (signal.SIGTERM, 143), (signal.SIGHUP, 129)])
 @pytest.mark.slow
 def test_interrupt_exits_cleanly_and_keeps_a_valid_checkpoint(child_env, tmp_path, sig, status):
     run = tmp_path / "run"

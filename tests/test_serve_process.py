@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
+import os
 import shutil
 import signal
 import subprocess
+import sys
 import time
 import urllib.error
 import urllib.request
@@ -361,3 +364,99 @@ def test_workers_share_one_port_add_up_their_metrics_reload_and_all_stop_on_sigt
         server.process.send_signal(signal.SIGTERM)
         assert server.process.wait(60) == 0, "".join(server.output)
     assert not any(Path(f"/proc/{pid}").exists() for pid in pids)
+
+
+# --- who the client is, and metrics that outlive processes -------------------------------------------------
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("trusted", [False, True])
+def test_forwarded_for_names_the_client_only_from_a_trusted_proxy(model_path, trusted):
+    flags = ("--rate", "0.01", "--burst", "2") + (("--forwarded-allow-ips", "127.0.0.1") if trusted else ())
+    with running_server(model_path, *flags, access_log=True) as server, httpx.Client(base_url=server.url) as http:
+        codes = [
+            http.post(
+                "/predict",
+                content=product_photo(),
+                headers={"Content-Type": "image/jpeg", "X-Forwarded-For": f"203.0.113.{n}"},
+            ).status_code
+            for n in range(8)
+        ]
+        time.sleep(0.2)  # the access log's last lines
+    logged = "".join(server.output)
+    if trusted:  # each forwarded address is its own client, and the log names it
+        assert codes == [200] * 8 and "203.0.113.7:0 - " in logged
+    else:  # one client, whatever it claims: two answers, then the rate limit
+        assert codes == [200, 200] + [429] * 6 and "203.0.113." not in logged
+
+
+def test_a_missing_metrics_directory_is_named_in_one_line(model_path, tmp_path):
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).parents[1] / "src"), "PROMETHEUS_MULTIPROC_DIR": "/no/such"}
+    done = subprocess.run(
+        [sys.executable, "-m", "fmnist", "serve", str(model_path), "--port", "0"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 2 and done.stderr.count("\n") == 1
+    assert "PROMETHEUS_MULTIPROC_DIR=/no/such: no such directory" in done.stderr
+
+
+EARLIER_RUN = """
+from prometheus_client import Counter
+Counter("fmnist_requests", "", ["route", "method", "status"]).labels("/predict", "POST", "200").inc(5)
+"""
+
+
+@pytest.mark.slow
+def test_an_inherited_metrics_directory_adds_nothing_and_gets_nothing(model_path, tmp_path):
+    shared = tmp_path / "metrics"
+    shared.mkdir()
+    subprocess.run([sys.executable, "-c", EARLIER_RUN], env={**os.environ, "PROMETHEUS_MULTIPROC_DIR": str(shared)})
+    earlier = sorted(shared.iterdir())
+    assert earlier  # an earlier process's counts are there
+    with running_server(model_path, env={"PROMETHEUS_MULTIPROC_DIR": str(shared)}) as server:
+        assert httpx.post(server.url + "/predict", content=product_photo(), headers={"Content-Type": "image/jpeg"})
+        metrics = scrape(server.url)
+        assert sample(metrics, "fmnist_requests_total", route="/predict", method="POST", status="200") == 1
+        assert sorted(shared.iterdir()) == earlier
+    assert "PROMETHEUS_MULTIPROC_DIR" in "".join(server.output)
+
+
+@pytest.mark.slow
+def test_a_killed_worker_leaves_no_request_in_progress_and_the_supervisor_no_files(model_path, tmp_path):
+    shared = tmp_path / "metrics"
+    shared.mkdir()
+    photo = product_photo()
+    jpeg = {"Content-Type": "image/jpeg"}
+    with running_server(model_path, "--workers", "2", env={"PROMETHEUS_MULTIPROC_DIR": str(shared)}) as server:
+
+        async def stuck() -> None:  # half a body, never the rest: in progress until its worker dies
+            async def half():
+                yield photo[: len(photo) // 2]
+                await asyncio.sleep(3600)
+
+            async with httpx.AsyncClient(base_url=server.url, timeout=60) as http:
+                request = asyncio.ensure_future(http.post("/predict", content=half(), headers=jpeg))
+                deadline = time.monotonic() + 60
+                while sample(scrape(server.url), "fmnist_requests_in_progress") < 1 and time.monotonic() < deadline:
+                    await asyncio.sleep(0.05)
+                pids = set()
+                while len(pids) < 2 and time.monotonic() < deadline:  # a new connection each: any worker
+                    pids.add((await asyncio.to_thread(httpx.get, server.url + "/healthz", timeout=30)).json()["pid"])
+                for pid in pids:
+                    os.kill(pid, signal.SIGKILL)
+                request.cancel()  # its body would wait an hour to learn that the worker is gone
+
+        asyncio.run(stuck())
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:  # until the replacements answer
+            with contextlib.suppress(httpx.HTTPError):
+                if httpx.get(server.url + "/healthz", timeout=5).status_code == 200:
+                    break
+            time.sleep(0.2)
+        assert sample(scrape(server.url), "fmnist_requests_in_progress") == 0
+        server.process.send_signal(signal.SIGTERM)
+        assert server.process.wait(60) == 0, "".join(server.output)
+    assert list(shared.iterdir()) == []

@@ -1,10 +1,14 @@
 """Checkpoint -> ONNX (fp32, or int8 by static quantization), with a parity check against PyTorch.
 
 The graph takes uint8 pixels [N, 28, 28] (N free) and returns logits [N, 10]; the scaling to [0, 1]
-is inside it, so a caller hands over the bytes of the images as they are. Beside `model.onnx` goes
-`model.json` (the sidecar, see `inference.read_sidecar`): class names, input and output, opset,
-the source checkpoint's SHA-256 and config, quantization settings, and the exported file's accuracy
-on the test set as onnxruntime computes it.
+is inside it, so a caller hands over the bytes of the images as they are. After the logits it returns
+the calibrated probabilities [N, 10] (softmax of logits / T) and, when the model has a detector, the
+in-distribution score [N] of a 28x28 image (`add_trust_outputs`): a runtime with no fmnist code answers
+as `fmnist predict` does. Beside `model.onnx` goes `model.json` (the sidecar, see
+`inference.read_sidecar`): class names, input and output, opset, the source checkpoint's SHA-256 and
+config, quantization settings, and the exported file's accuracy on the test set as onnxruntime computes
+it. The same facts travel inside the graph as ONNX metadata_props (`metadata_props`), so the .onnx
+alone is enough.
 """
 
 from __future__ import annotations
@@ -23,16 +27,25 @@ import numpy as np
 import torch
 from torch import nn
 
-from fmnist import __version__, checkpoint, data, trust
+from fmnist import __version__, checkpoint, data, measure, trust
 from fmnist import config as config_lib
 from fmnist.atomic import atomic_path, atomic_write
 from fmnist.config import Config
 from fmnist.data import CLASSES, SIDE, FashionMNIST, as_input, stratified_split
 from fmnist.errors import FmnistError
 from fmnist.evaluate import evaluate_logits
-from fmnist.inference import INPUT_NAME, ONNX_FORMAT, OUTPUT_NAME, OnnxPredictor, sidecar_path
-from fmnist.run_dir import model_path
-from fmnist.trust import Trust
+from fmnist.inference import (
+    FACTS_KEY,
+    INPUT_NAME,
+    ONNX_FORMAT,
+    OUTPUT_NAME,
+    PROBABILITIES_NAME,
+    SCORE_NAME,
+    OnnxPredictor,
+    sidecar_path,
+)
+from fmnist.run_dir import RunDir, model_path
+from fmnist.trust import Trust, ood
 
 OPSET = 17  # ai.onnx opset: per-channel QDQ needs >= 13; 17 runs on every onnxruntime of the last years
 # Largest |logit difference| an fp32 export may show against PyTorch on the test set, for logits up to 100
@@ -225,13 +238,13 @@ def export(
     calibration = None
     if int8:
         calibration = dataset.train_images[calibration_indices(dataset.train_labels, calibration_images)].numpy()
-    model_bytes, quantization = onnx_bytes(model, calibration)
+    logits_bytes, quantization = onnx_bytes(model, calibration)
     precision = "int8" if int8 else "fp32"
-    test = measure_test(model, OnnxPredictor(model_bytes, out, {"precision": precision}), dataset, int8)
-    facts = {
+    predictor = OnnxPredictor(logits_bytes, out, {"precision": precision})
+    test = measure_test(model, predictor, dataset, int8)
+    trust_ = trust_of_export(source, predictor, dataset, int8)
+    facts: dict[str, Any] = {
         "format": ONNX_FORMAT,
-        "onnx_file": out.name,
-        "onnx_sha256": hashlib.sha256(model_bytes).hexdigest(),
         "precision": precision,
         "opset": OPSET,
         "classes": list(CLASSES),
@@ -241,6 +254,7 @@ def export(
             "shape": ["batch", SIDE, SIDE],
             "meaning": "grayscale pixels as in Fashion-MNIST: 0 is the background, 255 the brightest "
             "part of the object; the graph scales them to [0, 1]",
+            "framing": FRAMING,
         },
         "output": {
             "name": OUTPUT_NAME,
@@ -248,31 +262,148 @@ def export(
             "shape": ["batch", len(CLASSES)],
             "meaning": "logits in the order of classes; softmax gives probabilities",
         },
+        "outputs": output_facts(trust_),
         "source": {
             "checkpoint": str(source.path),
             "sha256": sha256_file(source.path),
             "epoch": source.epoch,
             "config": config_lib.to_dict(source.config),
             "layout": source.layout,
+            "revision": training_revision(source.path),
         },
+        "training_data_sha256": {kind: data.FILES[kind][1] for kind in ("train_images", "train_labels")},
         "quantization": quantization,
         "test": test,
-        trust.KEY: trust_of_export(
-            source, OnnxPredictor(model_bytes, out, {"precision": precision}), dataset, int8
-        ).to_dict(),
+        trust.KEY: trust_.to_dict(),
         "exported_with": {
             "fmnist": __version__,
             "torch": torch.__version__,
             "onnx": _version("onnx"),
             "onnxruntime": _version("onnxruntime"),
+            "revision": measure.code_version(),
         },
     }
+    model_bytes = finish_graph(logits_bytes, trust_, metadata_props(facts))
+    facts = {**facts, "onnx_file": out.name, "onnx_sha256": hashlib.sha256(model_bytes).hexdigest()}
     # The graph first: a crash between the two writes leaves a sidecar whose SHA-256 no longer matches,
     # which open_onnx refuses, rather than a sidecar that silently describes the wrong model.
     with atomic_path(out) as tmp:
         tmp.write_bytes(model_bytes)
     atomic_write(sidecar_path(out), json.dumps(facts, indent=2) + "\n")
     return facts
+
+
+# How a picture becomes the 28x28 input (images.load_image), for the input's facts.
+FRAMING = (
+    "Fashion-MNIST's framing (Xiao, Rasul and Vollgraf, 2017): grayscale; the background, measured on the "
+    "border, becomes 0 and the object positive whatever its polarity; trimmed to the object's bounding box; "
+    "the longer side resized to 28 pixels, centred on the shorter; the strongest contrast scaled to 255. "
+    "A 28x28 8-bit grayscale image with a mostly dark border is taken as it is."
+)
+
+
+def output_facts(trust_: Trust) -> list[dict[str, Any]]:
+    """The graph's outputs, in order, with their meaning (the score only when there is a detector)."""
+    outputs = [
+        {"name": OUTPUT_NAME, "dtype": "float32", "shape": ["batch", len(CLASSES)], "meaning": "logits"},
+        {
+            "name": PROBABILITIES_NAME,
+            "dtype": "float32",
+            "shape": ["batch", len(CLASSES)],
+            "meaning": "softmax(logits / temperature): calibrated probabilities, the plain softmax when no "
+            "temperature was fitted",
+        },
+    ]
+    if "energy" in trust_.references:
+        outputs.append(
+            {
+                "name": SCORE_NAME,
+                "dtype": "float32",
+                "shape": ["batch"],
+                "meaning": "in-distribution score of a 28x28 image, 0..1: the conformal p-value of its energy "
+                "(logsumexp of the logits) among the reference garment photos; a garment when it is at least "
+                "ood_threshold. A picture framed to 28x28 also has picture cues, which the graph cannot see",
+            }
+        )
+    return outputs
+
+
+def finish_graph(model_bytes: bytes, trust_: Trust, metadata: dict[str, str]) -> bytes:
+    """The logits graph with the trust outputs (`add_trust_outputs`) and `metadata` as its metadata_props."""
+    import onnx
+
+    model = onnx.load_from_string(model_bytes)
+    add_trust_outputs(model.graph, trust_)
+    onnx.helper.set_model_props(model, metadata)
+    model.producer_name, model.producer_version = "fmnist", __version__
+    model.doc_string = "Fashion-MNIST classifier: uint8 pixels [N, 28, 28] -> logits, probabilities, score"
+    onnx.checker.check_model(model)
+    return model.SerializeToString()
+
+
+def add_trust_outputs(graph: Any, trust_: Trust) -> None:
+    """Append to `graph` (onnx.GraphProto) the outputs `probabilities` = Softmax(logits / T) and, with a
+    detector, `in_distribution_score` = (1 + #{references <= energy}) / (1 + M), energy = ReduceLogSumExp of
+    the logits: trust.Trust.scores of a picture without picture cues (ood.p_values, "low" side), compared in
+    float64 as there so that a value next to a reference falls on the same side."""
+    from onnx import TensorProto, helper, numpy_helper
+
+    def constant(name: str, value: np.ndarray) -> str:
+        graph.initializer.append(numpy_helper.from_array(value, f"fmnist_{name}"))
+        return f"fmnist_{name}"
+
+    def node(op: str, inputs: list[str], output: str, **attributes: Any) -> str:
+        graph.node.append(helper.make_node(op, inputs, [output], **attributes))
+        return output
+
+    temperature = constant("temperature", np.array(trust_.temperature or 1.0, np.float32))
+    node("Softmax", [node("Div", [OUTPUT_NAME, temperature], "fmnist_scaled")], PROBABILITIES_NAME, axis=1)
+    graph.output.append(helper.make_tensor_value_info(PROBABILITIES_NAME, TensorProto.FLOAT, ["batch", len(CLASSES)]))
+    reference = trust_.references.get("energy")
+    if reference is None:
+        return
+    assert ood.UNUSUAL["energy"] == "low", "the graph counts the references at or below the energy"
+    energy = node("ReduceLogSumExp", [OUTPUT_NAME], "fmnist_energy", axes=[1], keepdims=1)  # [N, 1]
+    energy64 = node("Cast", [energy], "fmnist_energy64", to=TensorProto.DOUBLE)
+    below = node("LessOrEqual", [constant("energy_reference", reference[None, :]), energy64], "fmnist_below")
+    count = node(
+        "ReduceSum",
+        [node("Cast", [below], "fmnist_below_float", to=TensorProto.FLOAT), constant("axis", np.array([1]))],
+        "fmnist_count",
+        keepdims=0,
+    )
+    plus_one = node("Add", [count, constant("one", np.array(1, np.float32))], "fmnist_count_plus_one")
+    node("Div", [plus_one, constant("references_plus_one", np.array(len(reference) + 1, np.float32))], SCORE_NAME)
+    graph.output.append(helper.make_tensor_value_info(SCORE_NAME, TensorProto.FLOAT, ["batch"]))
+
+
+def metadata_props(facts: dict[str, Any]) -> dict[str, str]:
+    """The ONNX metadata_props of an export (strings; JSON where structured): what a plain runtime needs by
+    name (classes, input, outputs, temperature, ood_threshold, revision, training data digests) and, under
+    "fmnist" and "trust", the sidecar's facts for fmnist itself (inference.facts_of_metadata)."""
+    trust_ = facts[trust.KEY]
+    detector = bool(trust_["references"])
+    return {
+        "format": ONNX_FORMAT,
+        "classes": json.dumps(facts["classes"]),
+        "input": json.dumps(facts["input"]),
+        "outputs": json.dumps(facts["outputs"]),
+        "temperature": json.dumps(trust_["temperature"]),
+        "ood_threshold": json.dumps(trust_["threshold"] if detector else None),
+        "source_revision": json.dumps(facts["source"]["revision"]),
+        "training_data_sha256": json.dumps(facts["training_data_sha256"]),
+        trust.KEY: json.dumps(trust_),
+        FACTS_KEY: json.dumps({k: v for k, v in facts.items() if k != trust.KEY}),
+    }
+
+
+def training_revision(checkpoint_path: Path) -> str | None:
+    """The code revision that trained a checkpoint kept in a run directory (its summary.json), else None."""
+    try:
+        summary = RunDir(checkpoint_path.parent.parent).read_summary()
+    except (OSError, ValueError):  # unreadable or not JSON: the revision is unknown, the export goes on
+        return None
+    return summary.get("code_version") if summary else None
 
 
 def trust_of_export(source: Source, predictor: OnnxPredictor, dataset: FashionMNIST, int8: bool) -> Trust:

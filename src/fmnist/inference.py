@@ -28,6 +28,12 @@ from fmnist.tta import with_tta
 
 ONNX_FORMAT = "fmnist-onnx-v1"
 INPUT_NAME, OUTPUT_NAME = "pixels", "logits"
+# Outputs an export adds after the logits, so that a runtime with no fmnist code answers as predict does for
+# a 28x28 image: softmax(logits / T) [N, 10], and the detector's in-distribution score [N] (no picture cues).
+PROBABILITIES_NAME, SCORE_NAME = "probabilities", "in_distribution_score"
+# metadata_props keys of an export (export.metadata_props): the ones a plain runtime reads, and FACTS_KEY
+# (the rest of the sidecar, as JSON) with trust.KEY (the temperature and detector, as JSON) for fmnist itself.
+FACTS_KEY = "fmnist"
 
 
 class Predictor(Protocol):
@@ -88,12 +94,13 @@ def sidecar_path(onnx_path: str | Path) -> Path:
     return Path(onnx_path).with_suffix(".json")
 
 
-def read_sidecar(onnx_path: str | Path, model_bytes: bytes) -> dict[str, Any]:
-    """The sidecar of `onnx_path`, checked to be an fmnist export's and to describe exactly `model_bytes`."""
+def read_sidecar(onnx_path: str | Path, model_bytes: bytes) -> dict[str, Any] | None:
+    """The sidecar of `onnx_path`, checked to be an fmnist export's and to describe exactly `model_bytes`;
+    None when there is none beside it (the facts are then read from the graph's metadata_props)."""
     path = sidecar_path(onnx_path)
     try:
         if not path.exists():
-            raise FmnistError(f"{onnx_path}: no {path.name} beside it (fmnist export writes the two together)")
+            return None
         facts = json.loads(textfile.read(path, "sidecar"))
     except json.JSONDecodeError as e:
         raise FmnistError(f"{path}: not a readable sidecar: {e}") from None
@@ -106,18 +113,36 @@ def read_sidecar(onnx_path: str | Path, model_bytes: bytes) -> dict[str, Any]:
     return facts
 
 
+def facts_of_metadata(metadata: dict[str, str]) -> dict[str, Any] | None:
+    """The sidecar's facts from an export's metadata_props (export.metadata_props), or None when the graph
+    carries none (an export made before fmnist wrote them, or another tool's model)."""
+    if metadata.get("format") != ONNX_FORMAT or FACTS_KEY not in metadata:
+        return None
+    try:
+        return {**json.loads(metadata[FACTS_KEY]), trust.KEY: json.loads(metadata.get(trust.KEY, "null"))}
+    except json.JSONDecodeError:
+        return None
+
+
 class OnnxPredictor:
     """An exported model run by onnxruntime's CPU execution provider.
 
     ONNX models always run on the CPU here (the onnxruntime wheel fmnist installs is the CPU build),
-    whatever device a command was given. `facts` is the sidecar (see `open_onnx`).
+    whatever device a command was given. `facts` is the sidecar; None reads them from the graph's
+    metadata_props (raises FmnistError naming `missing` when it has none).
     """
 
-    def __init__(self, model_bytes: bytes, source: str | Path, facts: dict[str, Any], threads: int | None = None):
+    def __init__(
+        self,
+        model_bytes: bytes,
+        source: str | Path,
+        facts: dict[str, Any] | None,
+        threads: int | None = None,
+        missing: str = "no fmnist metadata in it",
+    ):
         import onnxruntime as ort
 
-        self.source, self.facts = Path(source), facts
-        self.trust = trust.of_state(facts)
+        self.source = Path(source)
         options = ort.SessionOptions()
         if threads:
             options.intra_op_num_threads = threads
@@ -126,11 +151,15 @@ class OnnxPredictor:
         except Exception as e:  # onnxruntime raises its own exception types for a bad graph or file
             detail = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
             raise FmnistError(f"{source}: onnxruntime cannot load it: {detail}") from None
-        signature = (
-            [(i.name, i.type, i.shape[1:]) for i in self.runtime.get_inputs()],
-            [(o.name, o.shape[1:]) for o in self.runtime.get_outputs()],
-        )
-        if signature != ([(INPUT_NAME, "tensor(uint8)", [SIDE, SIDE])], [(OUTPUT_NAME, [len(CLASSES)])]):
+        if facts is None:
+            facts = facts_of_metadata(self.runtime.get_modelmeta().custom_metadata_map)
+            if facts is None:
+                raise FmnistError(f"{source}: {missing}")
+        self.facts = facts
+        self.trust = trust.of_state(facts)
+        inputs = [(i.name, i.type, i.shape[1:]) for i in self.runtime.get_inputs()]
+        outputs = {o.name: o.shape[1:] for o in self.runtime.get_outputs()}
+        if inputs != [(INPUT_NAME, "tensor(uint8)", [SIDE, SIDE])] or outputs.get(OUTPUT_NAME) != [len(CLASSES)]:
             raise FmnistError(
                 f"{source}: not an fmnist export (expected input {INPUT_NAME} uint8 [N, {SIDE}, {SIDE}] "
                 f"and output {OUTPUT_NAME} [N, {len(CLASSES)}])"
@@ -160,7 +189,8 @@ class OnnxPredictor:
 
 
 def open_onnx(path: str | Path, threads: int | None = None) -> OnnxPredictor:
-    """The exported model at `path` (.onnx) with its sidecar; every failure is one FmnistError."""
+    """The exported model at `path` (.onnx), its facts from the sidecar beside it or else from its own
+    metadata_props; every failure is one FmnistError."""
     path = Path(path)
     try:
         model_bytes = path.read_bytes()
@@ -168,7 +198,8 @@ def open_onnx(path: str | Path, threads: int | None = None) -> OnnxPredictor:
         raise FmnistError(f"{path}: model not found") from None
     except OSError as e:
         raise FmnistError(f"{path}: cannot read it: {e.strerror or e}") from None
-    return OnnxPredictor(model_bytes, path, read_sidecar(path, model_bytes), threads)
+    missing = f"no {sidecar_path(path).name} beside it and no fmnist metadata in it (fmnist export writes both)"
+    return OnnxPredictor(model_bytes, path, read_sidecar(path, model_bytes), threads, missing)
 
 
 def load_predictor(path: str | Path, device: str | torch.device = "cpu", tta: str = "none") -> Predictor:

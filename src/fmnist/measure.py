@@ -77,15 +77,18 @@ def hardware(device: torch.device) -> dict:
 
 
 def code_version() -> str | None:
-    """The git commit of the fmnist source tree, when it is a checkout."""
+    """The git commit of the fmnist source tree when it is a checkout, "-dirty" appended when tracked files
+    differ from it (as `git describe --dirty` marks it); None outside a checkout."""
+    commit = _git("rev-parse", "--short", "HEAD")
+    if not commit:
+        return None
+    return f"{commit}-dirty" if _git("status", "--porcelain", "--untracked-files=no") else commit
+
+
+def _git(*arguments: str) -> str | None:
+    """Stripped output of a git command run in the source tree; None when git fails or is missing."""
     try:
-        out = subprocess.run(
-            ["git", "rev-parse", "--short", "HEAD"],
-            cwd=Path(__file__).parent,
-            capture_output=True,
-            text=True,
-            timeout=5,
-        )
+        out = subprocess.run(["git", *arguments], cwd=Path(__file__).parent, capture_output=True, text=True, timeout=5)
     except (OSError, subprocess.SubprocessError):
         return None
-    return out.stdout.strip() or None if out.returncode == 0 else None
+    return out.stdout.strip() if out.returncode == 0 else None

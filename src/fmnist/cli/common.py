@@ -12,10 +12,6 @@ from fmnist import data, presets
 Subcommands = argparse._SubParsersAction
 
 
-class Terminated(BaseException):
-    """SIGTERM, turned into an exception so that `finally` blocks and messages run as for Ctrl-C."""
-
-
 class Parser(argparse.ArgumentParser):
     def error(self, message: str) -> NoReturn:  # one line instead of argparse's usage block
         self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")

@@ -5,14 +5,13 @@ from __future__ import annotations
 import argparse
 import errno
 import os
-import signal
 import sys
 
-from fmnist import __version__, cpu
+from fmnist import __version__, cpu, signals
 from fmnist.cli import bench, export, predict, serve, studies, train
 from fmnist.cli import data as data_cmd
 from fmnist.cli import eval as evaluation
-from fmnist.cli.common import Parser, Terminated, shared_flags
+from fmnist.cli.common import Parser, shared_flags
 from fmnist.errors import FmnistError, plain, tolerant_streams
 
 DESCRIPTION = "Command line: parses arguments and calls the library. Every user mistake ends in one line and exit 2."
@@ -84,15 +83,11 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def run_command(argv: list[str] | None) -> int:
-    args = build_parser().parse_args(argv)
-    cpu.flush_denormals()  # before torch starts its thread pool, which then inherits it
-
-    def on_sigterm(signum, frame):
-        raise Terminated()
-
-    previous = signal.signal(signal.SIGTERM, on_sigterm)
     try:
-        code = args.func(args)
+        args = build_parser().parse_args(argv)
+        cpu.flush_denormals()  # before torch starts its thread pool, which then inherits it
+        with signals.handled(hold_hangup=getattr(args, "hangup", "") == "reload"):
+            code = args.func(args)
         sys.stdout.flush()  # here, where a reader that went away is caught, rather than at exit
         return code
     except FmnistError as e:
@@ -103,11 +98,5 @@ def run_command(argv: list[str] | None) -> int:
     except OSError as e:  # a full disk, a vanished directory: the machine's state, not a bug
         print(f"fmnist: error: {plain(describe_os_error(e))}", file=sys.stderr)
         return 1
-    except KeyboardInterrupt:
-        print("fmnist: interrupted", file=sys.stderr)
-        return 130
-    except Terminated:
-        print("fmnist: terminated", file=sys.stderr)
-        return 143
-    finally:
-        signal.signal(signal.SIGTERM, previous)
+    except (KeyboardInterrupt, signals.Stopped) as stop:
+        return signals.report(stop)

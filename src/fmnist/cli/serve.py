@@ -59,16 +59,27 @@ def add_parsers(sub: Subcommands, shared: dict[str, Parser]) -> None:
         help="in-distribution score (0..1) below which a picture is answered as not clothing (default: "
         "the model's, which keeps 97%% of its reference garment photos; 0 accepts everything)",
     )
+    p.add_argument(
+        "--forwarded-allow-ips",
+        default="",
+        metavar="IPS",
+        help="comma-separated addresses or networks of reverse proxies whose X-Forwarded-For and "
+        "X-Forwarded-Proto name the client (rate limits, access log), or '*' for any (default: none: the "
+        "client is whoever connected)",
+    )
     p.add_argument("--no-access-log", action="store_true", help="no log line per request")
-    p.set_defaults(func=cmd_serve)
+    p.set_defaults(func=cmd_serve, hangup="reload")  # SIGHUP, even one during start-up, reloads the model
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
     import dataclasses
 
     from fmnist.serve import server
+
+    metrics_parent = server.claim_metrics_dir()  # first: before anything imports prometheus-client
     from fmnist.serve.limits import Limits
 
+    proxies = server.trusted_proxies(args.forwarded_allow_ips) if args.forwarded_allow_ips else ""
     limits = Limits(**{f.name: getattr(args, f.name) for f in dataclasses.fields(Limits)})
     if args.threads < 1 or args.workers < 1:
         raise FmnistError(f"--threads and --workers must be >= 1, got {args.threads} and {args.workers}")
@@ -100,12 +111,20 @@ def cmd_serve(args: argparse.Namespace) -> int:
         "in flight",
         flush=True,
     )
+    if metrics_parent is not None:
+        print(f"fmnist serve: PROMETHEUS_MULTIPROC_DIR={metrics_parent}: {METRICS_NOTE[args.workers > 1]}", flush=True)
     if args.workers == 1:
-        server.run(app, sock, access_log=not args.no_access_log)
+        server.run(app, sock, not args.no_access_log, proxies)
     else:
         del app  # each worker loads its own
-        server.run_workers(spec, sock, args.workers, access_log=not args.no_access_log)
+        server.run_workers(spec, sock, args.workers, not args.no_access_log, proxies, metrics_parent)
     return 0
+
+
+METRICS_NOTE = {
+    False: "not used: one process keeps its metrics in memory",
+    True: "the workers' metrics go to a new directory in it, removed when the server stops",
+}
 
 
 def add_limit_flags(parser: argparse.ArgumentParser) -> None:

@@ -7,7 +7,8 @@ import sys
 from pathlib import Path
 
 from fmnist import config as config_lib
-from fmnist.cli.common import Parser, Subcommands, Terminated, load_data, requested_values
+from fmnist import signals
+from fmnist.cli.common import Parser, Subcommands, load_data, requested_values
 from fmnist.errors import FmnistError
 
 
@@ -125,7 +126,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
     dataset = load_data(runs[0].config.data_dir)
     try:
         results = compare.run_grid(experiment, args.out, dataset, workers=args.workers)
-    except (KeyboardInterrupt, Terminated):
+    except (KeyboardInterrupt, signals.Stopped):
         print(
             f"interrupted; rerun the same command "
             f"(or: fmnist compare {Path(args.out) / 'experiment.toml'} --out {args.out})"
@@ -194,7 +195,7 @@ def cmd_tune(args: argparse.Namespace) -> int:
     )
     try:
         study = tune.optimize(study_dir, dataset, trials=args.trials, timeout=args.timeout, workers=args.workers)
-    except (KeyboardInterrupt, Terminated):
+    except (KeyboardInterrupt, signals.Stopped):
         print(f"interrupted; continue with: fmnist tune --resume {study_dir}", file=sys.stderr)
         raise
     tune.write_outputs(study, study_dir)

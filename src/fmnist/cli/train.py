@@ -9,12 +9,11 @@ from pathlib import Path
 
 import torch
 
-from fmnist import __version__, cpu, data, distributed, models, plots, trust
+from fmnist import __version__, cpu, data, distributed, models, plots, signals, trust
 from fmnist import config as config_lib
 from fmnist.cli.common import (
     Parser,
     Subcommands,
-    Terminated,
     add_config_flags,
     config_overrides,
     load_data,
@@ -125,7 +124,7 @@ def train_and_report(
             fit_trust=True,
             started=started,
         )
-    except (KeyboardInterrupt, Terminated):
+    except (KeyboardInterrupt, signals.Stopped):
         if w.is_main and RunDir(run_dir).last.exists():
             print(f"interrupted; continue with: fmnist train --resume {run_dir}", file=sys.stderr)
         raise

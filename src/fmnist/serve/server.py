@@ -5,7 +5,17 @@ every worker a spawned process serving the one listening socket that this proces
 its own model copy and micro-batcher; this process only supervises them (restarts a worker that
 dies, passes SIGHUP on so that each reloads its model, and on SIGTERM stops them all, each finishing
 its requests in flight). The workers learn what to serve from the environment (`SPEC_ENV`, a JSON
-`Spec`), and share a temporary PROMETHEUS_MULTIPROC_DIR so that /metrics counts all of them.
+`Spec`).
+
+Metrics count what this server did, whatever the environment holds: an inherited
+PROMETHEUS_MULTIPROC_DIR is taken out of the environment before prometheus-client is imported
+(`claim_metrics_dir`), one process keeps its metrics in memory, and several share a new directory of
+their own (inside the inherited one, if any), where the supervisor marks each dead worker dead
+(prometheus-client's `mark_process_dead`: its in-progress gauges go) and which it removes at exit.
+
+Client addresses: uvicorn believes X-Forwarded-For only from the proxies named by
+`--forwarded-allow-ips`; by default from none, so a client cannot choose the address that rate limits
+and the access log see.
 """
 
 from __future__ import annotations
@@ -17,18 +27,22 @@ import os
 import shutil
 import signal
 import socket
+import sys
 import tempfile
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import torch
 import uvicorn
 from fastapi import FastAPI
 from uvicorn.supervisors.multiprocess import Multiprocess
 
+from fmnist import signals
 from fmnist.errors import FmnistError
 
 DRAIN_SECONDS = 30  # after SIGTERM, how long requests in flight may take to finish
 SPEC_ENV = "FMNIST_SERVE_SPEC"
+METRICS_ENV = ("PROMETHEUS_MULTIPROC_DIR", "prometheus_multiproc_dir")  # prometheus-client's names, new and old
 
 
 @dataclass(frozen=True)
@@ -106,14 +120,55 @@ def listen(host: str, port: int) -> socket.socket:
     return sock
 
 
-def run(app: FastAPI, sock: socket.socket, access_log: bool = True) -> None:
+def claim_metrics_dir() -> Path | None:
+    """Take PROMETHEUS_MULTIPROC_DIR out of this process's environment, before prometheus-client is imported
+    (it would otherwise add up whatever earlier processes left there); the directory it named, where
+    `run_workers` makes its own. FmnistError if the variable names no directory."""
+    named = [os.environ.pop(name) for name in METRICS_ENV if name in os.environ]
+    if "prometheus_client.values" in sys.modules:  # too late: its value store was chosen at import
+        from prometheus_client import values
+
+        if values.ValueClass is not values.MutexValue:
+            raise FmnistError("prometheus-client was imported with PROMETHEUS_MULTIPROC_DIR set; unset it first")
+    if not named:
+        return None
+    if not Path(named[0]).is_dir():
+        raise FmnistError(f"PROMETHEUS_MULTIPROC_DIR={named[0]}: no such directory (create it, or unset the variable)")
+    return Path(named[0])
+
+
+def trusted_proxies(text: str) -> str:
+    """`--forwarded-allow-ips` checked: comma-separated IP addresses or networks, or "*"; FmnistError if not."""
+    for item in (part.strip() for part in text.split(",")):
+        try:
+            if item != "*":
+                ipaddress.ip_network(item, strict=False)
+        except ValueError:
+            raise FmnistError(f"--forwarded-allow-ips: {item!r} is not an IP address or network") from None
+    return text
+
+
+def uvicorn_config(app: FastAPI | str, access_log: bool, forwarded_allow_ips: str, **more: object) -> uvicorn.Config:
+    """The uvicorn settings every fmnist server runs with: proxy headers believed only from the named proxies."""
+    return uvicorn.Config(
+        app,
+        access_log=access_log,
+        proxy_headers=bool(forwarded_allow_ips),
+        forwarded_allow_ips=forwarded_allow_ips or None,  # None: unused while proxy_headers is off
+        timeout_graceful_shutdown=DRAIN_SECONDS,
+        log_level="info",
+        **more,  # type: ignore[arg-type]
+    )
+
+
+def run(app: FastAPI, sock: socket.socket, access_log: bool = True, forwarded_allow_ips: str = "") -> None:
     """Serve until SIGTERM or SIGINT, then finish the requests in flight and return."""
-    config = uvicorn.Config(app, access_log=access_log, timeout_graceful_shutdown=DRAIN_SECONDS, log_level="info")
-    server = uvicorn.Server(config)
+    server = uvicorn.Server(uvicorn_config(app, access_log, forwarded_allow_ips))
     # uvicorn drains on the signal, then raises it again under the handler it found, to "exit as the
-    # signal asked". A drained server has done what the signal asked: ignore that second delivery so
-    # that the command returns (exit 0) instead of dying by the signal or by fmnist's SIGTERM handler.
-    previous = {sig: signal.signal(sig, lambda signum, frame: None) for sig in (signal.SIGTERM, signal.SIGINT)}
+    # signal asked". Its own handler stands in for that one: a signal before uvicorn takes over (or after
+    # it let go) stops it the same way, and the second delivery finds a drained server, so the command
+    # returns (exit 0) instead of dying by the signal.
+    previous = {sig: signal.signal(sig, server.handle_exit) for sig in (signal.SIGTERM, signal.SIGINT)}
     try:
         server.run(sockets=[sock])
     finally:
@@ -125,31 +180,60 @@ def run(app: FastAPI, sock: socket.socket, access_log: bool = True) -> None:
 
 
 class _Workers(Multiprocess):
-    """uvicorn's supervisor, except that SIGHUP reaches each worker (which reloads its model in place,
-    keeping the old one if the new fails) instead of replacing the worker processes."""
+    """uvicorn's supervisor, except that SIGHUP reaches each worker once it serves (it then reloads its
+    model in place, keeping the old one if the new fails; a worker still starting gets it when ready)
+    instead of replacing the worker processes, and that a dead worker is marked dead in the metrics."""
+
+    def __init__(self, config: uvicorn.Config, sockets: list[socket.socket], metrics_dir: str):
+        super().__init__(config, sockets)
+        self.metrics_dir = metrics_dir
+        self.hup_owed: set[int] = set()  # workers that have a SIGHUP coming
 
     def handle_hup(self) -> None:
+        self.hup_owed |= {p.pid for p in self.processes if p.pid is not None and p.exitcode is None}
+        self.pass_hups()
+
+    def pass_hups(self) -> None:
         for process in self.processes:
-            if process.pid is not None and process.exitcode is None:
+            if process.pid in self.hup_owed and process.exitcode is None and process.is_ready(timeout=1):
                 os.kill(process.pid, signal.SIGHUP)
+                self.hup_owed.discard(process.pid)
+
+    def keep_subprocess_alive(self) -> None:
+        from prometheus_client import multiprocess
+
+        before = {p.pid for p in self.processes}
+        super().keep_subprocess_alive()
+        for pid in before - {p.pid for p in self.processes}:  # replaced: it died
+            multiprocess.mark_process_dead(pid, self.metrics_dir)
+            self.hup_owed.discard(pid)  # its replacement loads the model as it is now
+        self.pass_hups()
 
 
-def run_workers(spec: Spec, sock: socket.socket, workers: int, access_log: bool = True) -> None:
-    """Serve with `workers` processes on `sock` until SIGTERM or SIGINT, then stop them all gracefully."""
-    metrics_dir = tempfile.mkdtemp(prefix="fmnist-metrics-")
+def run_workers(
+    spec: Spec,
+    sock: socket.socket,
+    workers: int,
+    access_log: bool = True,
+    forwarded_allow_ips: str = "",
+    metrics_parent: Path | None = None,
+) -> None:
+    """Serve with `workers` processes on `sock` until SIGTERM or SIGINT, then stop them all gracefully.
+    Their metrics directory is made inside `metrics_parent` (default: the system's temporary directory)."""
+    metrics_dir = tempfile.mkdtemp(prefix="fmnist-metrics-", dir=metrics_parent)
     os.environ[SPEC_ENV] = json.dumps(dataclasses.asdict(spec))
-    os.environ["PROMETHEUS_MULTIPROC_DIR"] = metrics_dir
-    config = uvicorn.Config(
-        "fmnist.serve.server:worker_app",
-        factory=True,
-        workers=workers,
-        access_log=access_log,
-        timeout_graceful_shutdown=DRAIN_SECONDS,
-        log_level="info",
+    os.environ[METRICS_ENV[0]] = metrics_dir  # what the spawned workers inherit
+    config = uvicorn_config(
+        "fmnist.serve.server:worker_app", access_log, forwarded_allow_ips, factory=True, workers=workers
     )
+    previous = {sig: signal.getsignal(sig) for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)}
     try:
-        _Workers(config, sockets=[sock]).run()
+        supervisor = _Workers(config, [sock], metrics_dir)  # takes the signals over
+        signals.take_hangup()  # one before now: the workers load the model as it is now anyway
+        supervisor.run()
     finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
         sock.close()
-        del os.environ[SPEC_ENV], os.environ["PROMETHEUS_MULTIPROC_DIR"]
+        del os.environ[SPEC_ENV], os.environ[METRICS_ENV[0]]
         shutil.rmtree(metrics_dir, ignore_errors=True)

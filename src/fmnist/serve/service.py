@@ -26,7 +26,7 @@ from typing import Any
 import torch
 from PIL import Image
 
-from fmnist import trust
+from fmnist import signals, trust
 from fmnist.data import CLASSES
 from fmnist.errors import FmnistError
 from fmnist.images import Cues, Framed, load_picture
@@ -109,11 +109,14 @@ class Service:
             with contextlib.suppress(ValueError, RuntimeError, NotImplementedError):  # not the main thread (tests)
                 loop.add_signal_handler(signal.SIGHUP, self.reload_soon)
                 self._hup = True
+            if self._hup and signals.take_hangup():  # one came while the server started: reload now
+                self.reload_soon()
         return self
 
     async def __aexit__(self, *exc_info: object) -> None:
-        if self._hup:
+        if self._hup:  # asyncio gives SIGHUP back to the system's default, death: hold it while we stop
             asyncio.get_running_loop().remove_signal_handler(signal.SIGHUP)
+            signals.hold_hangups()
         await self.batcher.__aexit__(*exc_info)
         self.decode_pool.shutdown(wait=True)
         self.metrics.close()
