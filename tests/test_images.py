@@ -625,3 +625,61 @@ def test_a_blank_picture_has_no_object_and_zero_coverage():
 
     image, cues = frame_with_cues(np.full((100, 120), 200.0, dtype=np.float32))
     assert not image.any() and cues.coverage == 0.0 and cues.largest_part == 0.0
+
+
+# --- a Fashion-MNIST image in any container -----------------------------------------------------
+
+from fmnist.testing import forms  # noqa: E402 - grouped with the tests that use it
+
+
+def _shoe() -> np.ndarray:
+    """A sneaker-like object: wider than tall, spanning the 28 columns, shaded."""
+    x = np.zeros((28, 28), np.float32)
+    x[12:22, :] = np.linspace(110, 255, 28)[None, :]
+    x[6:12, 0:12] = 180
+    return np.rint(x).astype(np.uint8)
+
+
+def _tolerance(form: forms.Form) -> float:
+    """Mean absolute difference allowed between a form's view and the image: none for a lossless 28x28 or nearest
+    upscale; JPEG/WebP loss or a smooth upscale's interpolation; margins whose smooth edge blurs the object's box."""
+    if form.margin and form.smooth:
+        return 14.0
+    if form.margin:
+        return 4.0
+    lossy = form.fmt in ("JPEG", "WEBP")
+    return 4.0 if lossy or form.smooth else 0.0
+
+
+@pytest.mark.parametrize("form", forms.all_forms(), ids=lambda f: f.name)
+def test_every_form_of_a_dataset_image_gives_its_view_without_photo_cues(form):
+    from fmnist.images import load_picture
+
+    for image in (GARMENT, _shoe()):  # both span the 28 pixels, as Fashion-MNIST's objects do
+        picture = load_picture(forms.save(image, form), form.name)
+        assert picture.cues is None, "a dataset image in another container must not be judged as a photo"
+        assert _mad(picture.image, image) <= _tolerance(form), (form.name, _mad(picture.image, image))
+
+
+def test_a_dim_digital_product_on_white_gets_the_full_range():
+    from fmnist.images import load_picture
+
+    picture = np.full((112, 112), 255, np.uint8)
+    picture[:, 24:88] = 255 - 150  # a grey garment filling the height of a white square
+    framed = load_picture(_png_bytes(picture))
+    assert framed.cues is None and int(framed.image.max()) == 255 and framed.image[14, 14] == 255
+
+
+def test_a_noisy_or_shaded_square_photo_is_framed_as_a_photo():
+    from fmnist.images import load_picture
+
+    rng = np.random.default_rng(0)
+    photo = _photo(GARMENT, (240,) * 3, (40,) * 3, (300, 300), (10, 10))
+    noisy = np.clip(photo + rng.normal(0, 5, photo.shape), 0, 255)
+    assert load_picture(_png_bytes(noisy.astype(np.uint8))).cues is not None
+
+
+def _png_bytes(pixels: np.ndarray) -> bytes:
+    buffer = io.BytesIO()
+    Image.fromarray(pixels).save(buffer, format="PNG")
+    return buffer.getvalue()

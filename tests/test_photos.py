@@ -1,4 +1,4 @@
-"""fmnist.testing.photos: the rendered product photos are what the benchmark says they are."""
+"""fmnist.trust.references: the rendered product photos are what the detector and the benchmarks say they are."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import pytest
 import torch
 from PIL import Image, ImageOps
 
-from fmnist.testing import photos
+from fmnist.trust import references as photos
 
 
 def _object(seed: int) -> np.ndarray:

@@ -3,6 +3,7 @@
 import json
 
 import pytest
+import torch
 
 from fmnist import data
 from fmnist.cli import main
@@ -66,3 +67,29 @@ def test_product_photos_of_test_images_are_recognised_as_well_as_the_images(real
     assert sum(r.count for r in rows) == 48 and plain >= 36
     assert photo >= plain - 5, (photo, plain)
     assert max(r.mean_abs_difference for r in rows) < 25
+
+
+def test_every_form_of_a_test_image_gets_the_class_and_verdict_of_its_bytes(real_run):
+    # 12 test images in each of fmnist.testing.forms' 32 containers (modes, formats, sizes, polarity, margins).
+    from fmnist import trust
+    from fmnist.images import load_picture
+    from fmnist.inference import load_predictor
+    from fmnist.testing import forms
+
+    run_dir, _ = real_run
+    predictor = load_predictor(run_dir)
+    images = data.load().test_images[:12]
+
+    def judged(views, cues):
+        verdict = trust.judge(predictor.trust, predictor.logits(views), cues)
+        return verdict.probabilities.argmax(1), verdict.garment
+
+    classes, garment = judged(images, [None] * len(images))
+    same = kept = total = 0
+    for form in forms.all_forms():
+        loaded = [load_picture(forms.save(image.numpy(), form), form.name) for image in images]
+        form_classes, form_garment = judged(torch.stack([p.image for p in loaded]), [p.cues for p in loaded])
+        same += int((form_classes == classes).sum())
+        kept += int((form_garment == garment).sum())
+        total += len(images)
+    assert same >= 0.98 * total and kept >= 0.98 * total, (same, kept, total)

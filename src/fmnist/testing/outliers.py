@@ -23,7 +23,20 @@ from functools import cache
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
-KINDS = ("photo", "texture", "document", "screenshot", "drawing", "digit", "face", "noise", "object")
+KINDS = (
+    "photo",
+    "texture",
+    "document",
+    "screenshot",
+    "drawing",
+    "digit",
+    "face",
+    "noise",
+    "object",
+    "mnist",
+    "glyph",
+    "printed",
+)
 PARTS = ("tune", "holdout")
 
 Picture = np.ndarray  # uint8 [H, W, 3]
@@ -346,6 +359,80 @@ def _object(rng: np.random.Generator, part: str) -> Picture:
     return np.clip(picture + rng.normal(0, 2, picture.shape), 0, 255).astype(np.uint8)
 
 
+def mnist_style(strokes: np.ndarray) -> np.ndarray:
+    """uint8 [28, 28] in MNIST's style from ink coverage `strokes` [h, w] (0..1): the strokes' box resized so
+    its longer side is 20 pixels, light on black, then centred by its centre of mass (LeCun et al., 1998)."""
+    rows, cols = np.flatnonzero(strokes.max(1) > 0.05), np.flatnonzero(strokes.max(0) > 0.05)
+    box = strokes[rows[0] : rows[-1] + 1, cols[0] : cols[-1] + 1] if rows.size else strokes
+    scale = 20 / max(box.shape)
+    size = (max(1, round(box.shape[1] * scale)), max(1, round(box.shape[0] * scale)))
+    small = np.asarray(Image.fromarray(box.astype(np.float32), "F").resize(size, Image.Resampling.BICUBIC))
+    canvas = np.zeros((28, 28), dtype=np.float32)
+    top, left = (28 - size[1]) // 2, (28 - size[0]) // 2
+    canvas[top : top + size[1], left : left + size[0]] = small.clip(0, 1)
+    total = canvas.sum()
+    if total > 0:
+        cy, cx = (np.indices(canvas.shape) * canvas).reshape(2, -1).sum(1) / total
+        canvas = np.roll(canvas, (round(13.5 - cy), round(13.5 - cx)), axis=(0, 1))
+    return np.clip(np.rint(canvas * 255), 0, 255).astype(np.uint8)
+
+
+@cache
+def _font_files() -> tuple[str, ...]:
+    """TrueType fonts that ship with matplotlib (DejaVu, always) and Debian's fonts-dejavu/-liberation."""
+    import glob
+    import os
+
+    import matplotlib
+
+    shipped = glob.glob(os.path.join(os.path.dirname(matplotlib.__file__), "mpl-data", "fonts", "ttf", "*.ttf"))
+    system = glob.glob("/usr/share/fonts/truetype/*/*.ttf")
+    return tuple(sorted(f for f in shipped + system if "Display" not in f))
+
+
+def _glyph_strokes(rng: np.random.Generator, part: str) -> np.ndarray:
+    """Ink coverage 0..1 of one printed digit or letter in a font of `part`'s half, slightly slanted."""
+    fonts = _font_files()
+    font = ImageFont.truetype(_pick(fonts, part, rng), 96)
+    char = str(rng.choice(list("0123456789ABCDEFGHJKLMNPRSTUVWXYZabdefghkmnpqrstuwxyz")))
+    canvas = Image.new("L", (160, 160), 0)
+    ImageDraw.Draw(canvas).text((30, 10), char, fill=255, font=font)
+    canvas = canvas.rotate(float(rng.uniform(-12, 12)), Image.Resampling.BICUBIC)
+    return np.asarray(canvas, dtype=np.float32) / 255
+
+
+def _handwritten_strokes(rng: np.random.Generator, part: str) -> np.ndarray:
+    pool = _digits()[PARTS.index(part)]
+    return pool[int(rng.integers(len(pool)))] / 16
+
+
+def _mnist(rng: np.random.Generator, part: str) -> Picture:
+    """A digit in MNIST's own style, 28x28 light on black: handwritten (scikit-learn's 8x8 digits) or printed."""
+    strokes = _handwritten_strokes(rng, part) if rng.random() < 0.6 else _glyph_strokes(rng, part)
+    return _rgb(mnist_style(strokes))
+
+
+def _glyph(rng: np.random.Generator, part: str) -> Picture:
+    """A printed letter or digit, alone, as a photo of paper: ink on a light page with noise."""
+    ink = _glyph_strokes(rng, part)
+    cell = rng.uniform(1.5, 4)
+    ink = np.asarray(Image.fromarray(ink, "F").resize((round(160 * cell),) * 2, Image.Resampling.BICUBIC)).clip(0, 1)
+    paper = rng.uniform(190, 250) + rng.uniform(-10, 10, 3)
+    colour = rng.uniform(0, 90, 3)
+    picture = paper * (1 - ink[..., None]) + colour * ink[..., None]
+    return np.clip(picture + rng.standard_normal(picture.shape) * rng.uniform(1, 6), 0, 255).astype(np.uint8)
+
+
+def _printed(rng: np.random.Generator, part: str) -> Picture:
+    """A printed or handwritten digit at 28x28 or a few times larger, dark on a white page as a drawing program
+    saves it: no noise, the picture a digital file (PNG)."""
+    strokes = _handwritten_strokes(rng, part) if rng.random() < 0.5 else _glyph_strokes(rng, part)
+    picture = 255 - mnist_style(strokes)
+    scale = int(rng.integers(1, 6))
+    big = Image.fromarray(picture).resize((28 * scale, 28 * scale), Image.Resampling.BICUBIC)
+    return _rgb(np.asarray(big))
+
+
 _MAKERS: dict[str, Callable[[np.random.Generator, str], Picture]] = {
     "photo": _photo,
     "texture": _texture,
@@ -356,12 +443,19 @@ _MAKERS: dict[str, Callable[[np.random.Generator, str], Picture]] = {
     "face": _face,
     "noise": _noise,
     "object": _object,
+    "mnist": _mnist,
+    "glyph": _glyph,
+    "printed": _printed,
 }
 
 
 def _encode(picture: Picture, kind: str, rng: np.random.Generator) -> Outlier:
     buffer = io.BytesIO()
     image = Image.fromarray(picture, "RGB")
+    if kind in ("mnist", "printed"):  # digital files: 28x28 grayscale as the dataset, or a drawing's PNG
+        image = image.convert("L") if kind == "mnist" else image
+        image.save(buffer, format="PNG")
+        return Outlier(buffer.getvalue(), ".png", kind)
     if kind in ("screenshot", "drawing") or rng.random() < 0.2:
         image.save(buffer, format="PNG", compress_level=1)
         return Outlier(buffer.getvalue(), ".png", kind)

@@ -26,6 +26,7 @@ from fmnist.data import as_input
 from fmnist.errors import FmnistError
 from fmnist.images import Cues, load_picture
 from fmnist.trust import calibration, ood
+from fmnist.trust.references import render_set
 
 KEY = "trust"
 # Garment photos rendered from validation images to fit the detector's references and threshold. Rendering
@@ -159,13 +160,11 @@ def fit(
     logits_of: Logits, val_x: torch.Tensor, val_y: torch.Tensor, seed: int = 0, photos: int = REFERENCE_PHOTOS
 ) -> Trust:
     """Fit the temperature on the validation images (uint8 [N, 28, 28], labels [N]) and the detector's
-    references and threshold on `photos` garment photos rendered from them (fmnist.testing.photos).
+    references and threshold on `photos` garment photos rendered from them (trust.references).
 
     The threshold keeps ood.KEEP of the reference photos, each scored against the others (leave one out).
     Raises FmnistError for fewer validation images than the fits need (`shortfall`).
     """
-    from fmnist.testing.photos import render_set
-
     if too_few := shortfall(len(val_x), photos):
         raise FmnistError(too_few)
     temperature = calibration.fit_temperature(logits_of(val_x), val_y)

@@ -13,7 +13,7 @@ Cues, each a number per image:
   box the object fills, and the share of the object in its largest connected piece.
 
 Each cue is turned into a conformal p-value (Vovk, Gammerman and Shafer, 2005): the share of
-reference garment photos (rendered from validation images by fmnist.testing.photos) at least as
+reference garment photos (rendered from validation images by trust.references) at least as
 unusual, in the cue's unusual direction(s). The in-distribution score is the smallest p-value over
 the cues an image has (a plain 28x28 image has no picture cues), in [0, 1]; the verdict is
 "garment" when it is at least the threshold that keeps 97 % of the reference photos, each scored

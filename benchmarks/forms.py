@@ -1,0 +1,75 @@
+"""Does a Fashion-MNIST image get the same answer in every file form? Per form: kept as a garment, same class.
+
+    python benchmarks/forms.py RUN_DIR [--images 100] [--split val|test] [--json FILE]
+
+Each image is saved in every form of fmnist.testing.forms (mode x format x size x polarity x margins),
+read back by images.load_picture, and judged by the run's model and detector; the reference is the same
+image as the dataset's own bytes (uint8 28x28). `--split val` takes images from the run's validation
+split (for choosing); `--split test` from the test set (for the final report only).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from fmnist import data, trust
+from fmnist.data import stratified_split
+from fmnist.images import load_picture
+from fmnist.inference import TorchPredictor
+from fmnist.testing import forms
+
+
+def source_images(predictor: TorchPredictor, split: str, count: int, seed: int) -> torch.Tensor:
+    dataset = data.load()
+    if split == "test":
+        images = dataset.test_images
+    else:
+        _, val = stratified_split(dataset.train_labels, predictor.config.val_size, predictor.config.seed)
+        images = dataset.train_images[val]
+    picks = np.random.default_rng(seed).choice(len(images), size=count, replace=False)
+    return images[torch.from_numpy(picks)]
+
+
+def judged(predictor: TorchPredictor, images: torch.Tensor, cues: list) -> tuple[np.ndarray, np.ndarray]:
+    logits = predictor.logits(images)
+    verdict = trust.judge(predictor.trust, logits, cues)
+    return verdict.probabilities.argmax(1).numpy(), verdict.garment
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("run")
+    parser.add_argument("--images", type=int, default=100)
+    parser.add_argument("--split", choices=("val", "test"), default="val")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--json", type=Path)
+    args = parser.parse_args()
+    predictor = TorchPredictor(args.run)
+    images = source_images(predictor, args.split, args.images, args.seed)
+    base_class, base_kept = judged(predictor, images, [None] * len(images))
+    rows = []
+    print(f"{args.images} {args.split} images; the dataset's bytes: {base_kept.mean():.1%} kept\n")
+    print("| form | kept | same class | same view |\n|---|---|---|---|")
+    for form in forms.all_forms():
+        loaded = [load_picture(forms.save(image.numpy(), form), form.name) for image in images]
+        views = torch.stack([p.image for p in loaded])
+        classes, kept = judged(predictor, views, [p.cues for p in loaded])
+        same_view = float((views.int() - images.int()).abs().amax((1, 2)).le(8).double().mean())
+        row = {"form": form.name, "kept": float(kept.mean()), "same_class": float((classes == base_class).mean())}
+        row["same_view"] = same_view
+        rows.append(row)
+        print(f"| {form.name} | {row['kept']:.1%} | {row['same_class']:.1%} | {same_view:.1%} |")
+    kept_all = np.mean([r["kept"] for r in rows])
+    same_all = np.mean([r["same_class"] for r in rows])
+    print(f"\nall forms: {kept_all:.1%} kept, {same_all:.1%} same class as the dataset's bytes")
+    if args.json:
+        args.json.write_text(json.dumps({"rows": rows, "kept": kept_all, "same_class": same_all}, indent=1))
+
+
+if __name__ == "__main__":
+    main()

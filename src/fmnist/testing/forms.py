@@ -1,0 +1,91 @@
+"""A Fashion-MNIST image saved in the forms people save images in: test material for `images.load_picture`.
+
+Each form is one container of the same 28x28 image: an image mode (L, LA, RGB, RGBA, P, I;16, F),
+a size (28x28, or upscaled by an integer or a non-integer factor, nearest or smooth), a polarity (light
+garment on black, as in the dataset, or dark on white, as on a product page), a file format (PNG,
+JPEG, WebP, BMP, TIFF) and optional margins. Nothing in a form changes what the picture shows, so each
+form must give the class and the verdict the dataset's own bytes give.
+"""
+
+from __future__ import annotations
+
+import io
+from dataclasses import dataclass
+
+import numpy as np
+from PIL import Image
+
+MODES = ("L", "LA", "RGB", "RGBA", "P", "I;16", "F")
+FORMATS = ("PNG", "JPEG", "WEBP", "BMP", "TIFF")
+# Which modes each format stores (Pillow's writers); a form pairs a mode with a format that keeps it.
+_STORES = {
+    "PNG": ("L", "LA", "RGB", "RGBA", "P", "I;16"),
+    "JPEG": ("L", "RGB"),
+    "WEBP": ("RGB", "RGBA"),
+    "BMP": ("L", "RGB", "P"),
+    "TIFF": ("L", "LA", "RGB", "RGBA", "P", "I;16", "F"),
+}
+SUFFIX = {"PNG": ".png", "JPEG": ".jpg", "WEBP": ".webp", "BMP": ".bmp", "TIFF": ".tif"}
+
+
+@dataclass(frozen=True)
+class Form:
+    mode: str
+    fmt: str
+    scale: float = 1.0  # the saved side is round(28 * scale)
+    smooth: bool = False  # upscaled with bicubic interpolation (else nearest, as "save at 4x" does)
+    inverted: bool = False  # dark garment on white
+    margin: float = 0.0  # added on every side, as a fraction of 28 pixels, in the background's colour
+
+    @property
+    def name(self) -> str:
+        size = f"{round(28 * self.scale)}px{'-smooth' if self.smooth else ''}"
+        extras = ("-inverted" if self.inverted else "") + (f"-margin{self.margin:g}" if self.margin else "")
+        return f"{self.mode}-{self.fmt.lower()}-{size}{extras}"
+
+
+def all_forms() -> list[Form]:
+    """Every mode in every format that stores it at 28x28, and the common variations on PNG, JPEG and WebP."""
+    forms = [Form(mode, fmt) for fmt, modes in _STORES.items() for mode in modes]
+    forms += [
+        Form("L", "PNG", 4.0),
+        Form("RGB", "PNG", 4.0, smooth=True),
+        Form("RGB", "JPEG", 4.0),
+        Form("RGB", "JPEG", 10.0, smooth=True),
+        Form("RGBA", "PNG", 3.3, smooth=True),
+        Form("L", "PNG", inverted=True),
+        Form("RGB", "PNG", inverted=True),
+        Form("RGB", "JPEG", 8.0, smooth=True, inverted=True),
+        Form("RGBA", "WEBP", 4.0, inverted=True),
+        Form("L", "PNG", margin=0.5),
+        Form("RGB", "JPEG", 6.0, smooth=True, margin=0.25),
+        Form("RGB", "PNG", 2.0, inverted=True, margin=1.0),
+    ]
+    return forms
+
+
+def save(image: np.ndarray, form: Form) -> bytes:
+    """The uint8 [28, 28] image saved in `form`: the file's bytes."""
+    pixels = 255 - image if form.inverted else image
+    if form.margin:
+        pad = round(28 * form.margin)
+        pixels = np.pad(pixels, pad, constant_values=255 if form.inverted else 0)
+    picture = Image.fromarray(np.ascontiguousarray(pixels, dtype=np.uint8), "L")
+    if form.scale != 1:
+        side = round(picture.width * form.scale)
+        resample = Image.Resampling.BICUBIC if form.smooth else Image.Resampling.NEAREST
+        picture = picture.resize((side, side), resample)
+    buffer = io.BytesIO()
+    kwargs = {"quality": 90} if form.fmt in ("JPEG", "WEBP") else {}
+    _converted(picture, form.mode).save(buffer, format=form.fmt, **kwargs)
+    return buffer.getvalue()
+
+
+def _converted(picture: Image.Image, mode: str) -> Image.Image:
+    if mode == "I;16":
+        return Image.fromarray(np.asarray(picture, dtype=np.uint16) * 257)
+    if mode == "F":
+        return Image.fromarray(np.asarray(picture, dtype=np.float32) / 255, "F")
+    if mode == "P":
+        return picture.convert("RGB").convert("P", palette=Image.Palette.ADAPTIVE, colors=256)
+    return picture.convert(mode)
