@@ -324,7 +324,7 @@ def test_fp32_export_matches_pytorch_on_the_whole_test_set(real_model, tmp_path)
     assert facts["test"]["accuracy"] == facts["test"]["pytorch_accuracy"] == accuracy > 0.75
 
 
-# The target, int8 at most 0.3 point below fp32, is measured on the reference model (docs/SERVING.md).
+# The target, int8 at most 0.3 point below fp32, is measured on the reference model (docs/PREDICT.md).
 # This few-seconds model has less settled logits, so the bound here is looser; calibrating on blank images,
 # a broken quantization, misses it by far (about 20 points).
 INT8_MAX_DROP = 0.005

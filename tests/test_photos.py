@@ -47,6 +47,14 @@ def test_render_set_is_seeded_and_cycles_through_the_kinds():
     assert len({p.index for p in first}) == 10  # distinct source images
 
 
+def test_the_detector_references_are_rendered_small():
+    images = torch.from_numpy(np.stack([_object(i) for i in range(8)]))
+    low, high = photos.REFERENCE_SIDE
+    for photo in photos.render_set(images, 8, 0, photos.REFERENCE_SIDE):
+        image, _ = _decode(photo.data)
+        assert low - 2 <= max(image.size) <= high + 2
+
+
 @pytest.mark.parametrize("kind", photos.KINDS)
 def test_each_kind_has_its_size_margins_and_format(kind):
     rng = np.random.default_rng(3)

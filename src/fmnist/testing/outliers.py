@@ -387,7 +387,9 @@ def _font_files() -> tuple[str, ...]:
 
     shipped = glob.glob(os.path.join(os.path.dirname(matplotlib.__file__), "mpl-data", "fonts", "ttf", "*.ttf"))
     system = glob.glob("/usr/share/fonts/truetype/*/*.ttf")
-    return tuple(sorted(f for f in shipped + system if "Display" not in f))
+    # Text faces only: matplotlib's Computer Modern and STIX files are symbol sets with no letters in them.
+    families = ("DejaVuSans", "DejaVuSerif", "Liberation")
+    return tuple(sorted(f for f in shipped + system if os.path.basename(f).startswith(families) and "Display" not in f))
 
 
 def _glyph_strokes(rng: np.random.Generator, part: str) -> np.ndarray:

@@ -23,6 +23,9 @@ KINDS = ("studio", "tinted", "gradient", "dark", "edge", "noisy", "cutout", "pho
 
 MARGINS = (0.2, 1.5)  # each side's margin, as a fraction of the object's size on that axis
 LONGER_SIDE = (200, 800)  # the photo's longer side, pixels
+# The detector's reference photos are smaller (trust.fit): framing costs about the photo's pixels, and
+# 400 photos at 200-800 pixels took 8.5-14 s at the end of every training run on 2 vCPUs.
+REFERENCE_SIDE = (96, 256)
 
 _EXIF_ORIENTATION = 0x0112
 # Orientation tag -> the transpose that makes the stored (sideways) picture from the upright one.
@@ -37,8 +40,9 @@ class Photo:
     index: int  # of the source image in its split
 
 
-def render_set(images: torch.Tensor, count: int, seed: int) -> list[Photo]:
-    """`count` photos of distinct images picked at random from `images` (uint8 [N, 28, 28]), kinds in turn."""
+def render_set(images: torch.Tensor, count: int, seed: int, longer_side: tuple[int, int] = LONGER_SIDE) -> list[Photo]:
+    """`count` photos of distinct images picked at random from `images` (uint8 [N, 28, 28]), kinds in turn,
+    their longer side drawn uniformly from `longer_side` (pixels)."""
     if not 0 < count <= len(images):
         raise ValueError(f"count must be in 1..{len(images)}, got {count}")
     rng = np.random.default_rng(seed)
@@ -46,16 +50,18 @@ def render_set(images: torch.Tensor, count: int, seed: int) -> list[Photo]:
     photos = []
     for i, index in enumerate(picks.tolist()):
         kind = KINDS[i % len(KINDS)]
-        data, suffix = render(images[index].numpy(), kind, rng)
+        data, suffix = render(images[index].numpy(), kind, rng, longer_side)
         photos.append(Photo(data, suffix, kind, index))
     return photos
 
 
-def render(image: np.ndarray, kind: str, rng: np.random.Generator) -> tuple[bytes, str]:
+def render(
+    image: np.ndarray, kind: str, rng: np.random.Generator, longer_side: tuple[int, int] = LONGER_SIDE
+) -> tuple[bytes, str]:
     """One photo of `kind` of a uint8 [28, 28] Fashion-MNIST image: (file bytes, suffix)."""
     if kind not in KINDS:
         raise ValueError(f"unknown kind {kind!r}; one of {', '.join(KINDS)}")
-    ink = _placed(image, kind, rng)  # 0..1 on the photo's canvas
+    ink = _placed(image, kind, rng, longer_side)  # 0..1 on the photo's canvas
     if kind == "cutout":
         return _png(_cutout(ink, rng)), ".png"
     background, colour = _colours(kind, ink.shape, rng)
@@ -74,7 +80,7 @@ def render(image: np.ndarray, kind: str, rng: np.random.Generator) -> tuple[byte
     return buffer.getvalue(), ".jpg"
 
 
-def _placed(image: np.ndarray, kind: str, rng: np.random.Generator) -> np.ndarray:
+def _placed(image: np.ndarray, kind: str, rng: np.random.Generator, longer_side: tuple[int, int]) -> np.ndarray:
     """The object, upsampled to photo size and placed with margins, as ink coverage 0..1 [H, W]."""
     rows, cols = np.flatnonzero(image.any(1)), np.flatnonzero(image.any(0))
     obj = image[rows[0] : rows[-1] + 1, cols[0] : cols[-1] + 1] if rows.size else image
@@ -85,7 +91,7 @@ def _placed(image: np.ndarray, kind: str, rng: np.random.Generator) -> np.ndarra
         margins[rng.choice(4, size=int(rng.integers(1, 3)), replace=False)] = 0.0
     canvas_h = height * (1 + margins[0] + margins[1])
     canvas_w = width * (1 + margins[2] + margins[3])
-    scale = rng.uniform(*LONGER_SIDE) / max(canvas_h, canvas_w)
+    scale = rng.uniform(*longer_side) / max(canvas_h, canvas_w)
     size = (max(1, round(width * scale)), max(1, round(height * scale)))
     big = Image.fromarray(obj).resize(size, Image.Resampling.BICUBIC)
     ink = np.zeros((round(canvas_h * scale), round(canvas_w * scale)), dtype=np.float32)
