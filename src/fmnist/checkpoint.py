@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import pickle
 import re
 from pathlib import Path
@@ -96,6 +97,18 @@ def unsafe_content(message: str) -> str:
         "fmnist reads checkpoints of tensors and plain values, such as those fmnist train writes, and state dicts "
         "of the networks it knows: save the weights with torch.save(model.state_dict(), PATH)."
     )
+
+
+def sha256(path: str | Path) -> str:
+    """The SHA-256 of a file's bytes, hex: what names a checkpoint exactly (a parent of a fine-tuned run)."""
+    digest = hashlib.sha256()
+    try:
+        with open(path, "rb") as file:
+            while chunk := file.read(1 << 20):
+                digest.update(chunk)
+    except OSError as e:
+        raise FmnistError(f"{path}: cannot read it: {e.strerror or e}") from None
+    return digest.hexdigest()
 
 
 def config_of(state: dict[str, Any], path: str | Path) -> Config:
