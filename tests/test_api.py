@@ -194,3 +194,16 @@ def test_import_fmnist_stays_cheap_and_fmnist_train_is_both_names():
     )
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, timeout=120)
     assert done.returncode == 0, done.stderr
+
+
+@pytest.mark.slow
+def test_compare_and_tune_return_their_tables(trained, tmp_path):
+    tiny = {"hidden": (16,), "epochs": 1, "batch_size": 64, "eval_batch_size": 256, "val_size": 100}
+    table = fmnist.compare(out=tmp_path / "compare", base=tiny, grid={"lr": [1e-3, 3e-3]}, seeds=[0])
+    assert [row["runs"] for row in table.rows] == [1, 1] and (tmp_path / "compare" / "results.md").exists()
+    assert table.text == (tmp_path / "compare" / "results.md").read_text() and repr(table) == table.text
+    study = fmnist.tune(tmp_path / "tune", trials=2, **tiny)
+    assert [row["number"] for row in study.rows] == ["0", "1"] and (tmp_path / "tune" / "best.toml").exists()
+    assert study.text.startswith("| number | state | val_acc |")
+    with pytest.raises(FmnistError, match="already holds a study"):
+        fmnist.tune(tmp_path / "tune", trials=1, **tiny)

@@ -325,7 +325,7 @@ def test_fp32_export_matches_pytorch_on_the_whole_test_set(real_model, tmp_path)
     assert facts["test"]["accuracy"] == facts["test"]["pytorch_accuracy"] == accuracy > 0.75
 
 
-# The issue's target, int8 at most 0.3 point below fp32, is measured on the reference model (docs/SERVING.md).
+# The issue's target, int8 at most 0.3 point below fp32, is measured on the reference model (docs/PREDICT.md).
 # This few-seconds model has less settled logits, so the bound here is looser; calibrating on blank images,
 # a broken quantization, misses it by far (about 20 points).
 INT8_MAX_DROP = 0.005
@@ -451,3 +451,83 @@ def test_the_plain_script_in_the_docs_answers_as_predict(synthetic_data, tmp_pat
         assert mine["class_name"] == expected["class_name"] and mine["garment"] == expected["garment"]
         probabilities = dict(zip(data.CLASSES, mine["probabilities"], strict=True))
         assert all(abs(probabilities[name] - p) <= 1e-6 for name, p in expected["top"])
+
+
+# ---- the model card ---------------------------------------------------------------------------
+
+
+@pytest.fixture
+def card_run(tmp_path, monkeypatch):
+    """A run directory as fmnist train leaves it (config, summary, best.pt with a temperature and detector),
+    and the card's sample sizes made small."""
+    from support import trusted_checkpoint
+
+    from fmnist import card
+
+    monkeypatch.setattr(card, "PHOTOS", 16)
+    monkeypatch.setattr(card, "OUTLIERS_PER_KIND", 2)
+    run = tmp_path / "run"
+    (run / "checkpoints").mkdir(parents=True)
+    trusted_checkpoint(run / "checkpoints" / "best.pt")
+    cfg = checkpoint.load(run / "checkpoints" / "best.pt")["config"]
+    (run / "config.toml").write_text(config_lib.dumps(config_lib.from_dict(cfg)))
+    summary = {
+        "config": cfg,
+        "parameters": 25450,
+        "chosen_epoch": 1,
+        "epochs": 1,
+        "chosen_by": "best validation accuracy",
+        "wall_seconds": 1.0,
+        "device": "cpu",
+        "torch_version": torch.__version__,
+        "seed": 0,
+        "code_version": "abc1234-dirty",
+        "hardware": {"cpu": "test CPU", "cpu_count": 2},
+    }
+    (run / "summary.json").write_text(json.dumps(summary))
+    return run
+
+
+@pytest.mark.slow
+def test_the_card_is_measured_from_the_run_and_written_the_same_twice(card_run, tmp_path):
+    from fmnist import card
+
+    dataset = synthetic_dataset()
+    first = card.write_card(card_run, tmp_path / "card", dataset)
+    card.write_card(card_run, tmp_path / "again", dataset)
+    names = ("README.md", "config.json", "model.safetensors", "model.onnx", "model.json", "reliability.png")
+    for name in names:
+        assert (tmp_path / "card" / name).read_bytes() == (tmp_path / "again" / name).read_bytes(), name
+    readme = (tmp_path / "card" / "README.md").read_text()
+    model = TorchPredictor(card_run / "checkpoints" / "best.pt")
+    test = evaluate(model.model, dataset.test_images, dataset.test_labels)
+    assert first.accuracy == test.accuracy and f"value: {test.accuracy:.4f}" in readme
+    assert f"| accuracy | {test.accuracy:.2%} |" in readme and "pipeline_tag: image-classification" in readme
+    for row in test.per_class():
+        assert f"| {row['class']} | {row['recall']:.2%} |" in readme
+    after = calibration_after(model, dataset)
+    assert f"{after:.4f}" in readme and "abc1234-dirty" in readme
+    config = json.loads((tmp_path / "card" / "config.json").read_text())
+    assert config["label_names"] == list(data.CLASSES) and config["model_args"]["hidden"] == [32]
+
+
+def calibration_after(model, dataset) -> float:
+    from fmnist import trust
+
+    return trust.report(model.trust, model.logits(dataset.test_images), dataset.test_labels).as_dict()["after"]["ece"]
+
+
+@pytest.mark.slow
+def test_a_card_directory_loads_like_its_run(card_run, tmp_path, synthetic_data, capsys):
+    import fmnist
+    from fmnist import card
+
+    card.write_card(card_run, tmp_path / "card", synthetic_dataset())
+    images = synthetic_dataset().test_images[:20]
+    run_model, card_model = load_predictor(card_run), load_predictor(tmp_path / "card")
+    assert torch.equal(card_model.probabilities(images), run_model.probabilities(images))
+    assert card_model.trust.to_dict() == run_model.trust.to_dict()
+    assert fmnist.load(tmp_path / "card").predictor.describe()["model"] == "mlp"
+    code, out, _ = run(capsys, "eval", tmp_path / "card")
+    code_run, out_run, _ = run(capsys, "eval", card_run)
+    assert code == code_run == 0 and out == out_run

@@ -614,3 +614,9 @@ def test_a_model_without_trust_says_uncalibrated(client):
     prediction = client.post("/predict", content=product_photo(), headers={"Content-Type": "image/jpeg"}).json()
     assert prediction["predictions"][0]["calibrated"] is False and prediction["predictions"][0]["garment"] is True
     assert client.get("/healthz").json()["calibrated"] is False
+
+
+def test_forwarded_allow_ips_are_addresses_or_networks():
+    assert server.trusted_proxies("127.0.0.1, 10.0.0.0/8,::1,*") == "127.0.0.1, 10.0.0.0/8,::1,*"
+    with pytest.raises(FmnistError, match="--forwarded-allow-ips: 'nginx' is not an IP address or network"):
+        server.trusted_proxies("127.0.0.1,nginx")

@@ -131,6 +131,14 @@ class Config:
         "train on a stratified subset of this many of the images the validation split leaves (0 = all): "
         "smoke tests, quick studies",
     )
+    init_from: str = _opt(
+        "",
+        "fine-tuning: start from the weights of this checkpoint or run directory (its architecture must be "
+        "this config's) instead of a random initialisation; its path and SHA-256 go to the run's parent.json",
+    )
+    freeze: int = _opt(
+        0, "fine-tuning: keep the first N weight layers (Linear or Conv2d, with their batch norm) as they start"
+    )
     seed: int = _opt(0, "seeds weights, data order, augmentation and dropout")
     device: str = _opt("auto", "where to train: auto picks cuda, then mps, then cpu", DEVICES)
     eval_batch_size: int = _opt(1000, "images per batch when evaluating")
@@ -175,6 +183,7 @@ def _validate(cfg: Config) -> None:  # noqa: C901 -- a flat list of independent 
         "patience",
         "min_delta",
         "max_time",
+        "freeze",
     ):
         if getattr(cfg, name) < 0:
             raise FmnistError(f"{name} must be >= 0, got {getattr(cfg, name)}")

@@ -19,6 +19,7 @@ from fmnist.cli.common import (
     requested_values,
 )
 from fmnist.errors import FmnistError
+from fmnist.run_dir import new_run_path
 
 if TYPE_CHECKING:
     from fmnist import distributed
@@ -73,23 +74,12 @@ def add_calibrate_parser(sub: Subcommands, shared: dict[str, Parser]) -> None:
     p.set_defaults(func=cmd_calibrate)
 
 
-def new_run_dir(out: str | None) -> Path:
-    if out:
-        return Path(out)
-    base = Path("runs") / time.strftime("%Y%m%d-%H%M%S")
-    run_dir, n = base, 1
-    while run_dir.exists():
-        n += 1
-        run_dir = base.with_name(f"{base.name}-{n}")
-    return run_dir
-
-
 def resolve_train_config(args: argparse.Namespace) -> tuple[config_lib.Config, Path]:
     from fmnist.run_dir import RunDir
 
     asked = requested_values(args, config_overrides(args))
     if not args.resume:
-        return config_lib.from_dict(asked), new_run_dir(args.out)
+        return config_lib.from_dict(asked), Path(args.out) if args.out else new_run_path()
     if args.out:
         raise FmnistError("--resume continues a run in its own directory; drop --out")
     run = RunDir(args.resume)

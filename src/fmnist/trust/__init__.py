@@ -25,7 +25,7 @@ from torch import nn
 from fmnist import checkpoint
 from fmnist.data import FashionMNIST, as_input, validation_split
 from fmnist.errors import FmnistError
-from fmnist.images import Cues, load_picture
+from fmnist.images import Cues, Framed, load_picture
 from fmnist.trust import calibration, ood
 from fmnist.trust.references import REFERENCE_SIDE, render_set
 
@@ -170,14 +170,58 @@ def fit(
     if too_few := shortfall(len(val_x), photos):
         raise FmnistError(too_few)
     temperature = calibration.fit_temperature(logits_of(val_x), val_y)
+    return Trust(temperature, *detector(logits_of, reference_photos(val_x, photos, seed)))
+
+
+def reference_photos(val_x: torch.Tensor, photos: int, seed: int) -> list[Framed]:
+    """`photos` garment photos rendered from validation images [N, 28, 28] (trust.references), framed."""
     rendered = render_set(val_x.cpu(), min(photos, len(val_x)), seed, REFERENCE_SIDE)
-    framed = [load_picture(p.data, f"reference {p.index}") for p in rendered]
-    logits = logits_of(torch.stack([f.image for f in framed]))
-    values = {"energy": ood.energy(logits).numpy().astype(np.float64), **ood.picture_cues([f.cues for f in framed])}
+    return [load_picture(p.data, f"reference {p.index}") for p in rendered]
+
+
+def detector(logits_of: Logits, pictures: Sequence[Framed]) -> tuple[dict[str, np.ndarray], float]:
+    """The detector's references and threshold from framed garment pictures that have framing cues."""
+    logits = logits_of(torch.stack([f.image for f in pictures]))
+    values = {"energy": ood.energy(logits).numpy().astype(np.float64), **ood.picture_cues([f.cues for f in pictures])}
     references = {name: np.sort(values[name]) for name in CUES}
-    return Trust(
-        temperature, {name: ood.reference_of(v) for name, v in references.items()}, ood.threshold_of(values, references)
-    )
+    return {name: ood.reference_of(v) for name, v in references.items()}, ood.threshold_of(values, references)
+
+
+# The fewest held-out photos of a user's own kind that join the detector's references when a fine-tuned
+# model's trust is refitted (refit): fewer are too thin a sample of the kind's tails. The temperature keeps
+# the one rule of every fit, MIN_TEMPERATURE_IMAGES.
+MIN_DETECTOR_PHOTOS = 30
+
+
+def refit(
+    logits_of: Logits, photos: Sequence[Framed], labels: torch.Tensor, val_x: torch.Tensor, seed: int = 0
+) -> tuple[Trust, list[str]]:
+    """The trust of a model fine-tuned on a user's photos (fmnist.adapt), and one line per part not fitted.
+
+    The temperature is fitted on the user's held-out `photos` (labels [N]) when there are at least
+    MIN_TEMPERATURE_IMAGES; the detector's references are the REFERENCE_PHOTOS garment photos rendered
+    from the parent's validation images `val_x`, as `fit` draws them, joined by the user's photos when
+    there are at least MIN_DETECTOR_PHOTOS, so that both kinds count as garments.
+    """
+    notes = []
+    temperature = None
+    if len(photos) >= MIN_TEMPERATURE_IMAGES:
+        temperature = calibration.fit_temperature(logits_of(torch.stack([p.image for p in photos])), labels)
+    else:
+        notes.append(
+            f"uncalibrated: {len(photos)} held-out photos are fewer than the {MIN_TEMPERATURE_IMAGES} a temperature "
+            "is fitted from, so the probabilities are the plain softmax"
+        )
+    pictures = reference_photos(val_x, REFERENCE_PHOTOS, seed)
+    own = [p for p in photos if p.cues is not None]
+    if len(own) >= MIN_DETECTOR_PHOTOS:
+        pictures += own
+    else:
+        notes.append(
+            f"the not-a-garment detector learns only Fashion-MNIST photos: {len(own)} held-out photos are fewer "
+            f"than the {MIN_DETECTOR_PHOTOS} it needs to learn yours"
+        )
+    return Trust(temperature, *detector(logits_of, pictures)), notes
 
 
 def fit_and_store(
@@ -198,9 +242,7 @@ def fit_and_store(
         return None
     t0 = time.perf_counter()
     trust = fit(model_logits(model), val_x, val_y, seed, photos)
-    state = checkpoint.load(path)
-    state[KEY] = trust.to_dict()
-    checkpoint.save(path, state)
+    store(trust, path)
     log(
         f"trust: temperature {trust.temperature:.3f} and non-garment detector fitted on the validation split "
         f"in {time.perf_counter() - t0:.1f} s"
@@ -227,6 +269,13 @@ def calibrate_run(path: Path, load_data: Callable[[], FashionMNIST], log: Callab
     fitted = fit_and_store(model, dataset.train_images[val_idx], dataset.train_labels[val_idx], path, cfg.seed, log)
     assert fitted is not None  # the split is large enough and the checkpoint exists
     return fitted
+
+
+def store(trust_: Trust, path: Path) -> None:
+    """Put `trust_` into the checkpoint at `path` (atomically: the file is the old one or the new one)."""
+    state = checkpoint.load(path)
+    state[KEY] = trust_.to_dict()
+    checkpoint.save(path, state)
 
 
 def of_state(state: dict[str, Any]) -> Trust:
