@@ -171,10 +171,10 @@ def test_eval_on_labelled_folders_of_photos_for_a_run_a_checkpoint_and_an_export
 
 
 def test_eval_refuses_a_plots_path_that_is_a_file_before_any_work(tmp_path, capsys, monkeypatch):
-    from fmnist.cli import eval as eval_cli  # the eval command's module loads the model
+    from fmnist import inference  # eval imports its loader when it runs
 
     (tmp_path / "plots").write_text("a file")
-    monkeypatch.setattr(eval_cli, "load_predictor", lambda *a: pytest.fail("the model was loaded before the check"))
+    monkeypatch.setattr(inference, "load_predictor", lambda *a: pytest.fail("the model was loaded before the check"))
     code, _, err = run(capsys, "eval", str(tmp_path / "m.pt"), "--plots", str(tmp_path / "plots"))
     assert code == 2 and err.count("\n") == 1 and "--plots" in err and "not a directory" in err
 

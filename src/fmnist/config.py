@@ -13,8 +13,6 @@ from typing import Any
 import tomli_w
 
 from fmnist import textfile
-from fmnist.augment import KINDS as AUGMENTATIONS
-from fmnist.augment import MAX_STRENGTH
 from fmnist.data import SIDE
 from fmnist.errors import FmnistError
 
@@ -30,6 +28,12 @@ SCHEDULES = ("none", "step", "cosine", "onecycle")
 DEVICES = ("auto", "cpu", "cuda", "mps")
 AMPS = ("none", "bf16", "auto")
 COMPILES = ("none", "default", "reduce-overhead")
+AUGMENTATIONS: tuple[str, ...] = ("flip", "crop", "translate", "erase")  # fmnist.augment's kinds
+MAX_STRENGTH = 3.0  # augment_strength's largest: crop keeps >= 25% of the area, erase hides <= 60%, translate <= 6 px
+# An int8 export's calibration sample (fmnist.export): training images whose activation ranges set the int8
+# scales, and the fewest accepted (benchmarks/fit_sample.py, docs/SERVING.md).
+CALIBRATION_IMAGES = 2_000
+MIN_CALIBRATION_IMAGES = 100
 # Where a run trains and where its data lies, not what it computes: --resume may change these.
 RUNTIME_FIELDS = ("device", "data_dir", "threads", "max_time")
 

@@ -28,14 +28,18 @@ from fmnist import checkpoint, textfile
 from fmnist import config as config_lib
 from fmnist.atomic import atomic_write
 from fmnist.config import Config
-from fmnist.data import CLASSES
 from fmnist.errors import FmnistError
 from fmnist.records import EpochRow, Summary
 
+CARD_WEIGHTS = "model.safetensors"  # a model card directory's weights (card.py)
+
 
 def model_path(path: str | Path) -> Path:
-    """The checkpoint a path names: a run directory stands for its chosen checkpoint, a file for itself."""
+    """The checkpoint a path names: a run directory stands for its chosen checkpoint, a model card directory
+    (fmnist card) for its model.safetensors, a file for itself."""
     path = Path(path)
+    if path.is_dir() and (path / CARD_WEIGHTS).is_file() and not RunDir(path).is_run():
+        return path / CARD_WEIGHTS
     return RunDir(path).chosen_checkpoint() if path.is_dir() else path
 
 
@@ -134,13 +138,6 @@ class RunDir:
             self.last.unlink(missing_ok=True)
         else:
             shutil.rmtree(self.last.parent, ignore_errors=True)
-
-    def write_plots(self, history: list[EpochRow], test, test_images) -> None:
-        """curves.png, confusion_matrix.png and the test set's mistakes; `test` is the evaluate.Evaluation
-        of the chosen model on `test_images` (N, 28, 28) uint8."""
-        from fmnist import plots  # matplotlib: only when a run finishes
-
-        plots.write_run_plots(self.path, history, test, test_images, CLASSES)
 
     def tensorboard_writer(self, first_epoch: int):
         from torch.utils.tensorboard import SummaryWriter  # slow import, only when training

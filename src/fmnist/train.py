@@ -27,7 +27,7 @@ from fmnist import checkpoint, cpu, distributed, measure, models, monitor, trust
 from fmnist import config as config_lib
 from fmnist.augment import augment, mix
 from fmnist.config import Config
-from fmnist.data import FashionMNIST, as_input, stratified_split
+from fmnist.data import CLASSES, FashionMNIST, as_input, stratified_split, validation_split
 from fmnist.device import resolve_amp, select_device
 from fmnist.ema import ModelEma
 from fmnist.errors import FmnistError
@@ -312,7 +312,7 @@ def describe_architecture(cfg: Config) -> str:
 
 
 def split_data(cfg: Config, data: FashionMNIST, device: torch.device) -> Split:
-    train_idx, val_idx = stratified_split(data.train_labels, cfg.val_size, cfg.seed)
+    train_idx, val_idx = validation_split(data.train_labels, cfg)
     if cfg.train_subset:
         if cfg.train_subset >= len(train_idx):
             raise FmnistError(
@@ -622,7 +622,9 @@ def finish(
     if parent := run.read_parent():
         summary["parent"] = parent
     test = evaluate(t.raw_model, t.tensors.test_x, t.tensors.test_y, cfg.eval_batch_size)
-    run.write_plots(done.history, test, t.tensors.test_x.cpu())
+    from fmnist import plots  # matplotlib: only when a run finishes
+
+    plots.write_run_plots(run.path, done.history, test, t.tensors.test_x.cpu(), CLASSES)
     if fit_trust:  # the temperature and the non-garment detector, fitted on validation, join best.pt
         trust.fit_and_store(t.raw_model, t.tensors.val_x, t.tensors.val_y, run.best, cfg.seed, log)
     summary["total_seconds"] = done.earlier_total + time.perf_counter() - started  # the whole run, to this write

@@ -10,8 +10,8 @@ from pathlib import Path
 from fmnist import signals
 from fmnist.adapt import Recipe, adapt
 from fmnist.cli.common import Parser, Subcommands, load_data
-from fmnist.cli.train import new_run_dir
 from fmnist.errors import FmnistError
+from fmnist.run_dir import new_run_path
 
 RECIPE_FLAGS = (
     ("epochs", int, "passes over the photos and the rehearsal memory"),
@@ -47,7 +47,7 @@ def cmd_adapt(args: argparse.Namespace) -> int:
         raise FmnistError("--resume continues a run with its own parent, photos and directory; drop the others")
     asked = {name: getattr(args, name) for name, _, _ in RECIPE_FLAGS}
     recipe = Recipe(**{k: v for k, v in asked.items() if v is not None})
-    out = Path(args.resume) if args.resume else new_run_dir(args.out)
+    out = Path(args.resume) if args.resume else Path(args.out) if args.out else new_run_path()
     dataset = load_data(args.data_dir)
     say = (lambda line: print(line, file=sys.stderr)) if args.json else print
     try:

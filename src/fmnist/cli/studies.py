@@ -192,10 +192,10 @@ def cmd_tune(args: argparse.Namespace) -> int:
             tune.new_settings(
                 base,
                 name=args.study_name or study_dir.resolve().name,
-                storage=args.storage or "",
-                pruner=args.pruner or "median",
-                sampler_seed=args.sampler_seed or 0,
-                heartbeat=tune.HEARTBEAT_SECONDS if args.heartbeat is None else args.heartbeat,
+                storage=args.storage,
+                pruner=args.pruner,
+                sampler_seed=args.sampler_seed,
+                heartbeat=args.heartbeat,
             ),
         )
     settings = tune.load_settings(study_dir)
