@@ -19,7 +19,7 @@ import torch
 
 from fmnist import checkpoint, config, data, models, presets
 from fmnist.explain import Explainer, heatmap_png
-from fmnist.inference import load_predictor
+from fmnist.inference import load_predictor, probabilities
 
 
 def median_ms(work, repeats: int) -> float:
@@ -56,7 +56,7 @@ def main() -> None:
         explain_ms = median_ms(
             lambda i, e=explainer: heatmap_png(images[i], e(images[i : i + 1]).maps[0]), args.repeats
         )
-        predict_ms = median_ms(lambda i, p=predictor: p.probabilities(images[i : i + 1]), args.repeats)
+        predict_ms = median_ms(lambda i, p=predictor: probabilities(p, images[i : i + 1]), args.repeats)
         print(
             f"{label:<40} {explainer.method:<55} {explain_ms:>10.1f} {predict_ms:>10.2f} "
             f"{explain_ms / predict_ms:>6.0f}"

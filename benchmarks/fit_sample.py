@@ -86,7 +86,7 @@ def main() -> None:
     model, cfg, _ = checkpoint.load_model(model_path(args.run), "cpu")
     model.eval()
     dataset = data.load(cfg.data_dir or None)
-    _, val_idx = data.stratified_split(dataset.train_labels, cfg.val_size, cfg.seed)
+    _, val_idx = data.validation_split(dataset.train_labels, cfg)
     with torch.inference_mode():
         logits_val = torch.cat([model(data.as_input(c)) for c in dataset.train_images[val_idx].split(1000)])
         logits_test = torch.cat([model(data.as_input(c)) for c in dataset.test_images.split(1000)])

@@ -18,7 +18,7 @@ import numpy as np
 import torch
 
 from fmnist import data, trust
-from fmnist.data import stratified_split
+from fmnist.data import validation_split
 from fmnist.images import load_picture
 from fmnist.inference import TorchPredictor
 from fmnist.testing import forms
@@ -29,7 +29,7 @@ def source_images(predictor: TorchPredictor, split: str, count: int, seed: int) 
     if split == "test":
         images = dataset.test_images
     else:
-        _, val = stratified_split(dataset.train_labels, predictor.config.val_size, predictor.config.seed)
+        _, val = validation_split(dataset.train_labels, predictor.config)
         images = dataset.train_images[val]
     picks = np.random.default_rng(seed).choice(len(images), size=count, replace=False)
     return images[torch.from_numpy(picks)]

@@ -29,7 +29,7 @@ from sklearn.metrics import roc_auc_score
 
 from fmnist import data
 from fmnist import trust as trust_lib
-from fmnist.data import stratified_split
+from fmnist.data import validation_split
 from fmnist.images import Cues, load_picture
 from fmnist.inference import TorchPredictor
 from fmnist.testing import outliers, photos
@@ -91,7 +91,7 @@ def main() -> None:
         raise SystemExit(f"{args.model}: no fitted detector (trained with --val-size 0, or before fmnist calibrate)")
     cfg = predictor.config
     dataset = data.load()
-    train_idx, val_idx = stratified_split(dataset.train_labels, cfg.val_size, cfg.seed)
+    train_idx, val_idx = validation_split(dataset.train_labels, cfg)
     val_x = dataset.train_images[val_idx]
     pick = torch.randperm(len(train_idx), generator=torch.Generator().manual_seed(args.seed))[:GAUSSIAN_IMAGES]
     with torch.inference_mode():

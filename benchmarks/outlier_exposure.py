@@ -40,7 +40,7 @@ from ood import accepted, auroc, framed  # noqa: E402  (benchmarks/ood.py: the s
 
 from fmnist import data  # noqa: E402
 from fmnist import trust as trust_lib  # noqa: E402
-from fmnist.data import stratified_split  # noqa: E402
+from fmnist.data import validation_split  # noqa: E402
 from fmnist.inference import TorchPredictor  # noqa: E402
 from fmnist.testing import outliers, photos  # noqa: E402
 
@@ -127,7 +127,7 @@ def main() -> None:
     if not cfg.val_size:
         raise SystemExit(f"{args.model}: trained without a validation split; nothing to refit the detector on")
     dataset = data.load()
-    train_idx, val_idx = stratified_split(dataset.train_labels, cfg.val_size, cfg.seed)
+    train_idx, val_idx = validation_split(dataset.train_labels, cfg)
     val_x, val_y = dataset.train_images[val_idx], dataset.train_labels[val_idx]
 
     t0 = time.perf_counter()

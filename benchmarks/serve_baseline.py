@@ -15,7 +15,7 @@ from fastapi import FastAPI, UploadFile
 
 from fmnist.data import CLASSES
 from fmnist.images import load_image
-from fmnist.inference import load_predictor
+from fmnist.inference import load_predictor, probabilities
 from fmnist.serve import server
 
 
@@ -26,7 +26,7 @@ def create_app(model: str) -> FastAPI:
     @app.post("/predict")
     def predict(file: UploadFile) -> dict:
         image = load_image(file.file.read(), file.filename or "upload")
-        probs = predictor.probabilities(image[None])[0]
+        probs = probabilities(predictor, image[None])[0]
         top_p, top_i = probs.topk(5)
         best = int(top_i[0])
         top = [[CLASSES[i], p] for i, p in zip(top_i.tolist(), top_p.tolist(), strict=True)]

@@ -18,6 +18,7 @@ from fmnist import data
 from fmnist.cli import main
 from fmnist.errors import FmnistError, plain
 from fmnist.images import export_png
+from fmnist.inference import probabilities
 
 SMALL = dict(hidden=(64,), epochs=2, batch_size=32, eval_batch_size=256, val_size=0)
 
@@ -59,7 +60,7 @@ def test_predict_takes_a_path_a_pil_image_an_array_and_a_tensor_alike(trained, p
     answers = model.predict([str(path), Image.open(path), picture.numpy(), picture])
     assert len(answers) == 4 and all(isinstance(a, fmnist.Answer) for a in answers)
     assert len({json.dumps(a.as_dict()) for a in answers}) == 1  # one picture given four ways, one answer
-    expected = model.predictor.probabilities(picture[None])[0]
+    expected = probabilities(model.predictor, picture[None])[0]
     first = answers[0]
     assert first.class_index == int(expected.argmax()) and first.class_name == data.CLASSES[first.class_index]
     assert first.probability == pytest.approx(float(expected.max()))
@@ -193,3 +194,16 @@ def test_import_fmnist_stays_cheap_and_fmnist_train_is_both_names():
     )
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, timeout=120)
     assert done.returncode == 0, done.stderr
+
+
+@pytest.mark.slow
+def test_compare_and_tune_return_their_tables(trained, tmp_path):
+    tiny = {"hidden": (16,), "epochs": 1, "batch_size": 64, "eval_batch_size": 256, "val_size": 100}
+    table = fmnist.compare(out=tmp_path / "compare", base=tiny, grid={"lr": [1e-3, 3e-3]}, seeds=[0])
+    assert [row["runs"] for row in table.rows] == [1, 1] and (tmp_path / "compare" / "results.md").exists()
+    assert table.text == (tmp_path / "compare" / "results.md").read_text() and repr(table) == table.text
+    study = fmnist.tune(tmp_path / "tune", trials=2, **tiny)
+    assert [row["number"] for row in study.rows] == ["0", "1"] and (tmp_path / "tune" / "best.toml").exists()
+    assert study.text.startswith("| number | state | val_acc |")
+    with pytest.raises(FmnistError, match="already holds a study"):
+        fmnist.tune(tmp_path / "tune", trials=1, **tiny)

@@ -171,10 +171,10 @@ def test_eval_on_labelled_folders_of_photos_for_a_run_a_checkpoint_and_an_export
 
 
 def test_eval_refuses_a_plots_path_that_is_a_file_before_any_work(tmp_path, capsys, monkeypatch):
-    from fmnist.cli import eval as eval_cli  # the eval command's module loads the model
+    from fmnist import inference  # eval imports its loader when it runs
 
     (tmp_path / "plots").write_text("a file")
-    monkeypatch.setattr(eval_cli, "load_predictor", lambda *a: pytest.fail("the model was loaded before the check"))
+    monkeypatch.setattr(inference, "load_predictor", lambda *a: pytest.fail("the model was loaded before the check"))
     code, _, err = run(capsys, "eval", str(tmp_path / "m.pt"), "--plots", str(tmp_path / "plots"))
     assert code == 2 and err.count("\n") == 1 and "--plots" in err and "not a directory" in err
 
@@ -248,6 +248,28 @@ def test_resume_of_a_finished_run_and_conflicting_flags(trained_run, capsys):
     assert code == 0 and "test accuracy" in out
 
 
+@pytest.mark.slow
+def test_resume_auto_starts_continues_or_refuses_with_one_command_line(synthetic_data, tmp_path, capsys):
+    run_dir = tmp_path / "run"
+    argv = [*TRAIN, "--epochs", "1", "--resume", "auto", "--out", str(run_dir)]
+    code, out, err = run(capsys, *argv)
+    assert code == 0 and "test accuracy" in out and "resuming" not in out, err
+    first = (run_dir / "metrics.jsonl").read_text()
+    (run_dir / "summary.json").unlink()  # as if killed after its last epoch's checkpoint
+    code, out, err = run(capsys, *argv, "--threads", "1")  # runtime options may change
+    assert code == 0 and f"resuming {run_dir} after epoch 1" in out, err
+    assert (run_dir / "metrics.jsonl").read_text() == first
+    code, _, err = run(capsys, *argv, "--lr", "0.5")
+    assert code == 2
+    assert err.strip() == (
+        f"fmnist: error: --resume auto --out {run_dir}: lr=0.5 conflicts with the run's lr=0.001; "
+        "start a new run to change it"
+    )
+    i = argv.index("--batch-size")
+    code, _, err = run(capsys, *argv[:i], *argv[i + 2 :])  # a default left out of the command line counts too
+    assert code == 2 and "batch_size=" in err and "conflicts with the run's batch_size=32" in err
+
+
 def exit_code(argv):
     """main()'s status, also when argparse exits by itself."""
     try:
@@ -266,6 +288,8 @@ NO_SUCH_DEVICE = "tpu" if torch.cuda.is_available() else "cuda"
         (["train", "--optimizer", "lion"], "optimizer: unknown value 'lion'"),
         (["train", "--config", "nope.toml"], "nope.toml: config file not found"),
         (["train", "--resume", "."], "not a run directory"),
+        (["train", "--resume", "auto"], "--resume auto needs --out DIR"),
+        (["train", "--resume", ".", "--out", "x"], "drop --out (or use --resume auto)"),
         (["train", "--frobnicate"], "unrecognized arguments: --frobnicate"),
         (["train", "--device", NO_SUCH_DEVICE], NO_SUCH_DEVICE),
         (["eval", "missing.pt"], "missing.pt: checkpoint not found"),

@@ -1,4 +1,11 @@
 import csv
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -129,6 +136,87 @@ def test_cli_grid_with_two_workers_completes_every_run(synthetic_data, tmp_path,
     assert "| lr=0.01 | 1/1 |" in stdout and (out / "curves.png").exists()
 
 
+def test_shards_split_the_grid_and_bad_shards_are_one_line(synthetic_data, tmp_path, capsys):
+    assert compare.parse_shard("3/4") == compare.Shard(3, 4)
+    for text, message in (("4/4", "runs from 0 to N-1"), ("-1/2", "runs from 0 to N-1"), ("1", "expected I/N")):
+        with pytest.raises(FmnistError, match=message):
+            compare.parse_shard(text)
+    code = main(["compare", "--out", str(tmp_path / "out"), *TINY_FLAGS, "--shard", "a/b"])
+    assert code == 2 and "--shard: expected I/N" in capsys.readouterr().err
+
+
+def test_a_claim_is_held_by_one_holder_at_a_time(tmp_path):
+    path = tmp_path / "run" / "claim.lock"
+    with compare.claimed(path) as first:
+        with compare.claimed(path) as second:  # another open file description: as another process
+            assert first and not second
+    with compare.claimed(path) as again:
+        assert again
+
+
+SHARE = re.compile(r"^\[\d+/\d+\] (\S+ seed\d+): val ", re.MULTILINE)
+TIMED = (
+    *("seconds_to_threshold", "seconds_to_threshold_mean", "seconds_to_threshold_std", "images_per_second"),
+    *("wall_seconds", "run_dir", "epoch_seconds", "ms_per_batch"),
+)
+
+
+def untimed(path: Path) -> list[dict]:
+    return [{k: v for k, v in row.items() if k not in TIMED} for row in csv.DictReader(path.open())]
+
+
+@pytest.mark.slow
+def test_four_tasks_sharing_a_directory_one_killed_and_rerun_match_one_machine(synthetic_data, tmp_path, capsys):
+    from fmnist import data
+
+    grid = ["--grid", "lr=0.003,0.01", "--seeds", "0,1,2,3", "--threshold", "0.3", *TINY_FLAGS]
+    grid += ["--set", "epochs=20", "--set", "threads=1"]
+    env = dict(os.environ, FMNIST_TEST_FILES=json.dumps(data.FILES), OMP_NUM_THREADS="1")
+    out = tmp_path / "array"
+
+    def task(index: int) -> subprocess.Popen:
+        argv = [sys.executable, str(Path(__file__).parent / "synthetic_cli.py"), "compare", "--out", str(out)]
+        return subprocess.Popen(
+            [*argv, *grid, "--shard", f"{index}/4"], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+        )
+
+    tasks = [task(i) for i in range(4)]
+    first_of_last = out / "runs" / "lr=0.003" / "seed3" / "metrics.jsonl"  # the first run of task 3's share
+    deadline = time.monotonic() + 120
+    while not (first_of_last.exists() and len(first_of_last.read_text().splitlines()) >= 2):
+        assert time.monotonic() < deadline and tasks[3].poll() is None, tasks[3].communicate()
+        time.sleep(0.005)
+    tasks[3].send_signal(signal.SIGKILL)
+    assert tasks[3].wait() == -signal.SIGKILL
+    assert not (first_of_last.parent / "summary.json").exists()  # killed in the middle of a run
+    outputs = []
+    for t in tasks[:3]:
+        stdout, err = t.communicate(timeout=300)
+        assert t.returncode == 0, err
+        outputs.append(stdout)
+    assert not (out / "results.csv").exists()  # task 3's runs are missing: no report yet
+    assert any("run(s) of other tasks not finished yet" in o for o in outputs)
+
+    requeued = task(3)
+    stdout, err = requeued.communicate(timeout=300)
+    assert requeued.returncode == 0, err
+    assert "shard 3/4: 2 of them): 0 finished earlier, 1 to resume, 1 to start" in stdout
+    trained = [SHARE.findall(o) for o in [*outputs, stdout]]
+    assert trained == [[f"lr={lr} seed{i}" for lr in ("0.003", "0.01")] for i in range(4)]  # each run once
+
+    code = main(["compare", "--out", str(tmp_path / "one"), *grid])
+    assert code == 0, capsys.readouterr().err
+    for name in ("results.csv", "runs.csv"):
+        assert untimed(out / name) == untimed(tmp_path / "one" / name), name
+    for metrics in out.glob("runs/*/*/metrics.jsonl"):  # every epoch of every run, not only the summaries
+        alone = tmp_path / "one" / metrics.relative_to(out)
+        rows = [
+            [{k: v for k, v in json.loads(line).items() if k not in TIMED} for line in p.open()]
+            for p in (metrics, alone)
+        ]
+        assert rows[0] == rows[1] and len(rows[0]) == 20, metrics
+
+
 def test_experiment_file_axes_tables_and_list_options(tmp_path):
     path = tmp_path / "exp.toml"
     path.write_text(
@@ -231,7 +319,7 @@ def test_presets_load_and_train_takes_them_under_config_and_flags(tmp_path, caps
     (tmp_path / "c.toml").write_text("lr = 0.02\nepochs = 7\n")
     flags = ["train", "--preset", "cnn", "--config", str(tmp_path / "c.toml"), "--epochs", "2"]
     args = cli.build_parser().parse_args(flags)
-    cfg, _ = resolve_train_config(args)
+    cfg, _, _ = resolve_train_config(args)
     assert (cfg.model, cfg.schedule, cfg.lr, cfg.epochs) == ("cnn", "onecycle", 0.02, 2)
     assert main(["train", "--preset", "nope"]) == 2
     assert "unknown preset 'nope'; known: cnn, cnn-best, cnn-fast, mlp-best, mlp-fast" in capsys.readouterr().err

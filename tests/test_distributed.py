@@ -35,6 +35,14 @@ def test_world_comes_from_torchrun_variables(monkeypatch):
     assert distributed.world() == distributed.World(rank=3, size=4, local_rank=1, launched=True)
 
 
+def test_a_restartable_torchrun_sharing_its_store_is_warned_about():
+    shared = {"TORCHELASTIC_MAX_RESTARTS": "3", "TORCHELASTIC_USE_AGENT_STORE": "True"}
+    assert "TORCH_DISABLE_SHARE_RDZV_TCP_STORE=1" in distributed.restart_hazard(shared)
+    assert distributed.restart_hazard({**shared, "TORCHELASTIC_USE_AGENT_STORE": "False"}) is None
+    assert distributed.restart_hazard({**shared, "TORCHELASTIC_MAX_RESTARTS": "0"}) is None
+    assert distributed.restart_hazard({}) is None
+
+
 def test_backend_and_the_device_its_collectives_need():
     w = distributed.World(rank=3, size=4, local_rank=1, launched=True)
     assert distributed.backend_for(torch.device("cuda", 1)) == "nccl"

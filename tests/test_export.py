@@ -20,7 +20,8 @@ from fmnist.cli import main
 from fmnist.data import FashionMNIST, as_input
 from fmnist.errors import FmnistError
 from fmnist.evaluate import evaluate, evaluate_logits
-from fmnist.inference import OnnxPredictor, TorchPredictor, load_predictor, open_onnx, sidecar_path
+from fmnist.inference import OnnxPredictor, TorchPredictor, load_predictor, open_onnx, probabilities, sidecar_path
+from fmnist.inference import probabilities as probabilities_of  # where a test names its array `probabilities`
 
 CONFIGS = {
     "mlp": {"hidden": (48, 24)},
@@ -124,9 +125,9 @@ def test_load_predictor_picks_onnxruntime_for_onnx_files(exports):
     facts = onnx_predictor.describe()
     assert facts["format"] == "onnx" and facts["precision"] == "fp32" and facts["model"] == "cnn"
     images = torch.from_numpy(synthetic_arrays()["test_images"][:20])
-    probabilities = onnx_predictor.probabilities(images)
-    assert torch.allclose(probabilities.sum(1), torch.ones(20), atol=1e-5)
-    assert torch.allclose(probabilities, torch_predictor.probabilities(images), atol=1e-5)
+    onnx_probabilities = probabilities(onnx_predictor, images)
+    assert torch.allclose(onnx_probabilities.sum(1), torch.ones(20), atol=1e-5)
+    assert torch.allclose(onnx_probabilities, probabilities(torch_predictor, images), atol=1e-5)
 
 
 def test_a_sidecar_of_another_model_is_refused(exports, tmp_path):
@@ -355,7 +356,7 @@ def test_the_temperature_and_detector_travel_in_the_sidecar(tmp_path):
     onnx, torch_predictor = open_onnx(tmp_path / "m.onnx"), TorchPredictor(model_path)
     assert onnx.trust.threshold == 0.03 and onnx.describe()["calibrated"] is True
     images = synthetic_dataset().test_images[:16]
-    assert torch.allclose(onnx.probabilities(images), torch_predictor.probabilities(images), atol=1e-5)
+    assert torch.allclose(probabilities(onnx, images), probabilities(torch_predictor, images), atol=1e-5)
     assert np.allclose(
         onnx.trust.scores(onnx.logits(images), [None] * 16),
         torch_predictor.trust.scores(torch_predictor.logits(images), [None] * 16),
@@ -411,7 +412,7 @@ def test_the_graph_scores_as_the_detector_does_for_28x28_images(tmp_path):
     expected = reference.trust.scores(logits, [None] * len(images))
     assert len(np.unique(expected)) > 20  # the scores spread over the references
     assert np.abs(scores - expected).max() < 1e-6
-    assert np.abs(probabilities - reference.probabilities(images).numpy()).max() < 1e-6
+    assert np.abs(probabilities - probabilities_of(reference, images).numpy()).max() < 1e-6
 
 
 def plain_script() -> str:
@@ -450,3 +451,83 @@ def test_the_plain_script_in_the_docs_answers_as_predict(synthetic_data, tmp_pat
         assert mine["class_name"] == expected["class_name"] and mine["garment"] == expected["garment"]
         probabilities = dict(zip(data.CLASSES, mine["probabilities"], strict=True))
         assert all(abs(probabilities[name] - p) <= 1e-6 for name, p in expected["top"])
+
+
+# ---- the model card ---------------------------------------------------------------------------
+
+
+@pytest.fixture
+def card_run(tmp_path, monkeypatch):
+    """A run directory as fmnist train leaves it (config, summary, best.pt with a temperature and detector),
+    and the card's sample sizes made small."""
+    from support import trusted_checkpoint
+
+    from fmnist import card
+
+    monkeypatch.setattr(card, "PHOTOS", 16)
+    monkeypatch.setattr(card, "OUTLIERS_PER_KIND", 2)
+    run = tmp_path / "run"
+    (run / "checkpoints").mkdir(parents=True)
+    trusted_checkpoint(run / "checkpoints" / "best.pt")
+    cfg = checkpoint.load(run / "checkpoints" / "best.pt")["config"]
+    (run / "config.toml").write_text(config_lib.dumps(config_lib.from_dict(cfg)))
+    summary = {
+        "config": cfg,
+        "parameters": 25450,
+        "chosen_epoch": 1,
+        "epochs": 1,
+        "chosen_by": "best validation accuracy",
+        "wall_seconds": 1.0,
+        "device": "cpu",
+        "torch_version": torch.__version__,
+        "seed": 0,
+        "code_version": "abc1234-dirty",
+        "hardware": {"cpu": "test CPU", "cpu_count": 2},
+    }
+    (run / "summary.json").write_text(json.dumps(summary))
+    return run
+
+
+@pytest.mark.slow
+def test_the_card_is_measured_from_the_run_and_written_the_same_twice(card_run, tmp_path):
+    from fmnist import card
+
+    dataset = synthetic_dataset()
+    first = card.write_card(card_run, tmp_path / "card", dataset)
+    card.write_card(card_run, tmp_path / "again", dataset)
+    names = ("README.md", "config.json", "model.safetensors", "model.onnx", "model.json", "reliability.png")
+    for name in names:
+        assert (tmp_path / "card" / name).read_bytes() == (tmp_path / "again" / name).read_bytes(), name
+    readme = (tmp_path / "card" / "README.md").read_text()
+    model = TorchPredictor(card_run / "checkpoints" / "best.pt")
+    test = evaluate(model.model, dataset.test_images, dataset.test_labels)
+    assert first.accuracy == test.accuracy and f"value: {test.accuracy:.4f}" in readme
+    assert f"| accuracy | {test.accuracy:.2%} |" in readme and "pipeline_tag: image-classification" in readme
+    for row in test.per_class():
+        assert f"| {row['class']} | {row['recall']:.2%} |" in readme
+    after = calibration_after(model, dataset)
+    assert f"{after:.4f}" in readme and "abc1234-dirty" in readme
+    config = json.loads((tmp_path / "card" / "config.json").read_text())
+    assert config["label_names"] == list(data.CLASSES) and config["model_args"]["hidden"] == [32]
+
+
+def calibration_after(model, dataset) -> float:
+    from fmnist import trust
+
+    return trust.report(model.trust, model.logits(dataset.test_images), dataset.test_labels).as_dict()["after"]["ece"]
+
+
+@pytest.mark.slow
+def test_a_card_directory_loads_like_its_run(card_run, tmp_path, synthetic_data, capsys):
+    import fmnist
+    from fmnist import card
+
+    card.write_card(card_run, tmp_path / "card", synthetic_dataset())
+    images = synthetic_dataset().test_images[:20]
+    run_model, card_model = load_predictor(card_run), load_predictor(tmp_path / "card")
+    assert torch.equal(card_model.probabilities(images), run_model.probabilities(images))
+    assert card_model.trust.to_dict() == run_model.trust.to_dict()
+    assert fmnist.load(tmp_path / "card").predictor.describe()["model"] == "mlp"
+    code, out, _ = run(capsys, "eval", tmp_path / "card")
+    code_run, out_run, _ = run(capsys, "eval", card_run)
+    assert code == code_run == 0 and out == out_run

@@ -24,9 +24,6 @@ class MeanBrightness:
         classes = (images.float().mean((1, 2)) // 26).long().clamp(max=9)
         return (torch.nn.functional.one_hot(classes, 10).float() * 0.9 + 0.01).log()
 
-    def probabilities(self, images: torch.Tensor) -> torch.Tensor:
-        return self.logits(images).softmax(1)
-
 
 def _picture(level: int) -> torch.Tensor:
     image = torch.zeros(28, 28, dtype=torch.uint8)  # a dark border: the dataset's own format, taken as it is
@@ -48,11 +45,11 @@ def test_results_in_order_with_errors_across_batches(tmp_path):
     assert all(isinstance(r, FilePrediction) for r in results) and [r.path for r in results] == paths
     assert model.batches == [3, 2]  # the broken file takes no place in the model's batch
     bad = results[2]
-    assert bad.top == [] and bad.error is not None and str(broken) in bad.error
-    good = [r for r in results if r.error is None]
+    assert bad.answer is None and bad.error is not None and str(broken) in bad.error
+    good = [r.answer for r in results if r.answer is not None]
     expected = [int(_picture(level).float().mean()) // 26 for level in levels]
-    assert [r.top[0][0] for r in good] == expected and all(len(r.top) == 2 for r in good)
-    assert all(r.top[0][1] >= r.top[1][1] for r in good)
+    assert [a.class_index for a in good] == expected and all(len(a.top) == 2 for a in good)
+    assert all(a.top[0] == (a.class_name, a.probability) and a.top[0][1] >= a.top[1][1] for a in good)
 
 
 def test_saved_inputs_are_what_the_model_saw_and_named_uniquely(tmp_path):
@@ -64,7 +61,7 @@ def test_saved_inputs_are_what_the_model_saw_and_named_uniquely(tmp_path):
     saved = tmp_path / "seen"
     results = list(predict_files(MeanBrightness(), paths, PredictOptions(top_k=20, save_inputs=saved)))
     assert [r.saved_input for r in results] == [saved / "shoe.png", saved / "shoe-2.png"]
-    assert all(len(r.top) == 10 for r in results)  # top_k beyond the classes: all ten
+    assert all(r.answer is not None and len(r.answer.top) == 10 for r in results)  # top_k beyond the classes: all ten
     for r in results:
         assert r.saved_input is not None and torch.equal(load_image(r.saved_input), load_image(r.path))
 

@@ -1,9 +1,11 @@
 """Faults injected into real processes: kill -9, Ctrl-C, SIGTERM, torn writes, full disks, torchrun."""
 
+import contextlib
 import errno
 import json
 import os
 import random
+import re
 import shutil
 import signal
 import subprocess
@@ -94,6 +96,54 @@ def test_kill_9_then_resume_ends_exactly_like_an_uninterrupted_run(child_env, tm
     assert resumed.returncode == 0, err
     assert f"resuming {cut} after epoch {done}" in out
     assert metrics(cut) == metrics(tmp_path / "straight")
+
+
+def worker_pids(parent: int) -> dict[str, int]:
+    """RANK -> process id of the workers a torchrun agent (`parent`) runs now."""
+    children = []
+    for task in Path(f"/proc/{parent}/task").iterdir():
+        children += [int(pid) for pid in (task / "children").read_text().split()]
+    ranks = {}
+    for pid in children:
+        with contextlib.suppress(OSError):  # a worker that has just exited
+            env = dict(v.split("=", 1) for v in Path(f"/proc/{pid}/environ").read_text().split("\0") if "=" in v)
+            ranks[env.get("RANK", "")] = pid
+    return ranks
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not Path("/proc/self/task").exists(), reason="finds torchrun's workers through /proc")
+def test_torchrun_max_restarts_with_resume_auto_finishes_a_killed_rank_like_an_uninterrupted_run(child_env, tmp_path):
+    torchrun = shutil.which("torchrun", path=str(Path(sys.executable).parent))
+    if torchrun is None:
+        pytest.skip("torchrun not installed beside this Python")
+
+    def launch(run_dir):  # the one command line of every start, as torchrun repeats it
+        argv = [*ARGS, "--epochs", "12", "--resume", "auto", "--out", str(run_dir)]
+        return subprocess.Popen(
+            [torchrun, "--standalone", "--nproc_per_node=2", "--max-restarts=1", str(HERE / "synthetic_cli.py"), *argv],
+            env={**child_env, "TORCH_DISABLE_SHARE_RDZV_TCP_STORE": "1"},  # distributed.restart_hazard
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+
+    straight = launch(tmp_path / "straight")
+    out, err = straight.communicate(timeout=300)
+    assert straight.returncode == 0, err[-2000:]
+
+    cut = tmp_path / "cut"
+    agent = launch(cut)
+    wait_for_epochs(cut, 3, agent)
+    os.kill(worker_pids(agent.pid)["1"], signal.SIGKILL)
+    out, err = agent.communicate(timeout=300)
+    assert agent.returncode == 0, err[-2000:]
+    resumed = re.search(rf"resuming {cut} after epoch (\d+)", out)
+    assert resumed and 3 <= int(resumed.group(1)) < 12, out
+    assert "restart" in err.lower()  # torchrun saw the failure and started the workers again
+    assert metrics(cut) == metrics(tmp_path / "straight")
+    summary = json.loads((cut / "summary.json").read_text())
+    assert summary["processes"] == 2 and summary["epochs"] == 12
 
 
 @pytest.mark.parametrize("sig, status", [(signal.SIGINT, 130), (signal.SIGTERM, 143), (signal.SIGHUP, 129)])

@@ -26,7 +26,7 @@ from fmnist.data import CLASSES
 from fmnist.errors import FmnistError
 from fmnist.explain import Explainer, heatmap_png
 from fmnist.images import load_image
-from fmnist.inference import load_predictor
+from fmnist.inference import load_predictor, probabilities
 from fmnist.serve import access, server
 from fmnist.serve import model as serve_model
 from fmnist.serve.app import create_app
@@ -41,14 +41,11 @@ class Recorder:
         self.batch_sizes: list[int] = []
         self.delay = delay
 
-    def probabilities(self, images: torch.Tensor) -> torch.Tensor:
+    def logits(self, images: torch.Tensor) -> torch.Tensor:
         self.batch_sizes.append(len(images))
         time.sleep(self.delay)
         classes = images.float().mean((1, 2)).round().long() % 10
-        return torch.nn.functional.one_hot(classes, 10).float() * 0.91 + 0.01
-
-    def logits(self, images: torch.Tensor) -> torch.Tensor:
-        return self.probabilities(images).log()  # the same probabilities again after a softmax
+        return (torch.nn.functional.one_hot(classes, 10).float() * 0.91 + 0.01).log()  # softmax: those 0.91, 0.01
 
     trust = trust_lib.UNFITTED
 
@@ -131,11 +128,11 @@ def test_model_failure_reaches_every_waiting_request_and_the_batcher_goes_on():
     calls = []
 
     class Flaky(Recorder):
-        def probabilities(self, images):
+        def logits(self, images):
             calls.append(len(images))
             if len(calls) == 1:
                 raise RuntimeError("model broke")
-            return super().probabilities(images)
+            return super().logits(images)
 
     async def main():
         async with MicroBatcher(Flaky(), max_batch=8, max_wait=0.1) as batcher:
@@ -170,7 +167,7 @@ def client(predictor):
 
 
 def expected(predictor, data: bytes) -> torch.Tensor:
-    return predictor.probabilities(load_image(data)[None])[0]
+    return probabilities(predictor, load_image(data)[None])[0]
 
 
 def test_raw_image_body(client, predictor):
@@ -512,7 +509,7 @@ def test_reload_swaps_to_a_checked_model_and_keeps_the_old_one_when_loading_fail
 
 def test_a_model_that_answers_nonsense_is_refused(predictor):
     class Broken(Recorder):
-        def probabilities(self, images):
+        def logits(self, images):
             return torch.full((len(images), 10), float("nan"))
 
     with pytest.raises(FmnistError, match="not finite"):
@@ -550,7 +547,7 @@ def test_a_server_reachable_from_other_machines_without_keys_is_warned_about(hos
 
 def test_a_failing_model_is_a_one_line_500_with_the_request_id():
     class Failing(Recorder):
-        def probabilities(self, images):
+        def logits(self, images):
             raise RuntimeError("out of memory")
 
     with TestClient(create_app(Failing()), raise_server_exceptions=False) as http:

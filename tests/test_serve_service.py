@@ -10,7 +10,7 @@ from support import product_photo, tiny_checkpoint
 
 from fmnist.errors import FmnistError
 from fmnist.images import load_image
-from fmnist.inference import load_predictor
+from fmnist.inference import load_predictor, probabilities
 from fmnist.serve import model as serve_model
 from fmnist.serve.http import ApiError, Body
 from fmnist.serve.limits import Limits
@@ -53,7 +53,7 @@ def test_predict_answers_as_the_model_and_names_it(model_path):
     service = Service(serve_model.load(model_path), Limits(max_wait_ms=0, top_k=3))
     [(content, header)] = run(service, lambda s: s.predict(body_of(photo), client="10.0.0.1", view=True))
     prediction = content["predictions"][0]
-    probs = load_predictor(model_path).probabilities(load_image(photo)[None])[0]
+    probs = probabilities(load_predictor(model_path), load_image(photo)[None])[0]
     assert prediction["class_index"] == int(probs.argmax()) and len(prediction["top"]) == 3
     assert prediction["probability"] == pytest.approx(float(probs.max()), abs=1e-6)
     assert prediction["input"].startswith("data:image/png;base64,")

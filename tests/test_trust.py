@@ -6,9 +6,10 @@ import torch
 from support import mosaic, synthetic_arrays, tiny_checkpoint
 
 from fmnist import checkpoint, trust
+from fmnist.answer import answers
 from fmnist.errors import FmnistError
 from fmnist.images import load_picture
-from fmnist.inference import TorchPredictor
+from fmnist.inference import TorchPredictor, probabilities
 from fmnist.testing.photos import render_set
 from fmnist.trust import ood
 
@@ -50,7 +51,7 @@ def test_fit_and_store_adds_trust_to_the_checkpoint_and_predictors_apply_it(tmp_
     assert predictor.trust.temperature == pytest.approx(fitted.temperature)
     images = validation[0][:5]
     expected = (predictor.logits(images) / fitted.temperature).softmax(1)
-    assert torch.allclose(predictor.probabilities(images), expected)
+    assert torch.allclose(probabilities(predictor, images), expected)
     assert predictor.describe()["calibrated"] is True
     assert checkpoint.load(path)["model"].keys() == model.state_dict().keys()  # the weights are still there
 
@@ -69,12 +70,13 @@ def test_unfitted_trust_accepts_everything_with_plain_softmax():
     verdict = trust.judge(trust.UNFITTED, logits, [None] * 4)
     assert verdict.scores is None and verdict.garment.all()
     assert torch.allclose(verdict.probabilities, logits.softmax(1))
-    assert trust.fields(verdict, 0, trust.UNFITTED) == {
-        "garment": True,
-        "in_distribution_score": None,
-        "ood_threshold": None,
-        "calibrated": False,
-    }
+    [first, *_] = answers(trust.UNFITTED, logits, torch.zeros(4, 28, 28, dtype=torch.uint8), [None] * 4)
+    assert (first.garment, first.in_distribution_score, first.ood_threshold, first.calibrated) == (
+        True,
+        None,
+        None,
+        False,
+    )
 
 
 def test_threshold_override_and_round_trip_through_json():
@@ -161,3 +163,25 @@ def test_an_int8_export_of_a_model_with_a_too_small_split_is_left_uncalibrated(s
     checkpoint.save(path, state)
     facts = export.export(export.load_source(path), tmp_path / "m.onnx", data.load(), int8=True, calibration_images=200)
     assert facts[trust.KEY]["temperature"] is None and open_onnx(tmp_path / "m.onnx").describe()["calibrated"] is False
+
+
+def test_calibrate_fits_on_the_validation_images_that_fit_held_out(synthetic_data, tmp_path, monkeypatch):
+    from fmnist import config, data, models
+    from fmnist.train import split_data
+
+    cfg = config.Config(hidden=(8,), val_size=400, seed=7)
+    path = tmp_path / "m.pt"
+    checkpoint.save(path, {"model": models.build(cfg).state_dict(), "config": config.to_dict(cfg), "epoch": 1})
+    dataset = data.load(str(synthetic_data))
+    seen = []
+
+    def recorded(model, val_x, *rest):
+        seen.append(val_x)
+        return trust.UNFITTED
+
+    monkeypatch.setattr(trust, "fit_and_store", recorded)
+    trust.calibrate_run(path, lambda: dataset, lambda _: None)
+    held_out = split_data(cfg, dataset, torch.device("cpu")).val_x
+    assert len(held_out) == 400 and torch.equal(seen[0], held_out)
+    other = config.Config(hidden=(8,), val_size=400, seed=8)  # another seed holds out other images
+    assert not torch.equal(split_data(other, dataset, torch.device("cpu")).val_x, held_out)

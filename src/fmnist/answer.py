@@ -1,5 +1,7 @@
 """The answer to "what is this picture?": the classes a model finds most probable, calibrated or not, and
-whether the picture looks like a garment at all (fmnist.trust), built once here for every face that asks.
+whether the picture looks like a garment at all (fmnist.trust), built once here for every face that asks:
+`fmnist predict` (text and JSON), `fmnist eval --images` (its verdicts), the server's JSON and the page,
+and the Python API.
 """
 
 from __future__ import annotations
@@ -73,19 +75,19 @@ def answers(
     in place of the fitted one."""
     verdict = trust.judge(model_trust, logits, cues, ood_threshold)
     values, indices = verdict.probabilities.topk(min(top_k, len(CLASSES)), dim=1)
+    limit = model_trust.threshold if ood_threshold is None else ood_threshold
     built = []
     for n, (p, c) in enumerate(zip(values.tolist(), indices.tolist(), strict=True)):
-        facts = trust.fields(verdict, n, model_trust, ood_threshold)
         built.append(
             Answer(
                 c[0],
                 CLASSES[c[0]],
                 p[0],
                 [(CLASSES[k], q) for k, q in zip(c, p, strict=True)],
-                facts["garment"],
-                facts["in_distribution_score"],
-                facts["ood_threshold"],
-                facts["calibrated"],
+                bool(verdict.garment[n]),
+                None if verdict.scores is None else float(verdict.scores[n]),
+                limit if model_trust.has_detector else None,
+                model_trust.temperature is not None,
                 images[n].cpu().numpy(),
             )
         )

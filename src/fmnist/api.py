@@ -35,11 +35,6 @@ def _say(progress: bool) -> Callable[[str], None]:
     return print if progress else _quiet
 
 
-def requested_config(preset: str | None, config: str | Path | None, values: dict[str, Any]) -> dict[str, Any]:
-    """The config values asked for: the preset's, then the TOML file's, then `values` (keywords or flags)."""
-    return {**(presets.load(preset) if preset else {}), **(config_lib.read_toml(config) if config else {}), **values}
-
-
 # ------------------------------------------------------------------------------------------------ train
 
 
@@ -95,7 +90,7 @@ def train(
     """
     from fmnist.train import fit
 
-    asked = requested_config(preset, config, values)
+    asked = presets.requested(preset, config, values)
     if resume:
         if out is None:
             raise FmnistError("resume=True continues the run in `out`; name it")
@@ -245,15 +240,16 @@ class Model:
             from fmnist.folders import load_folders
 
             folders = load_folders(images)
-            pixels, labels = folders.images, folders.labels
+            pixels, labels, cues = folders.images, folders.labels, folders.cues
             names, problems, skipped = [p.name for p in folders.paths], folders.problems, folders.skipped
         else:
             dataset = data.load(data_dir)
             pixels, labels, names, problems, skipped = dataset.test_images, dataset.test_labels, None, [], {}
+            cues = None  # 28x28 already: no framing, no picture cues
         logits = torch.cat([self.predictor.logits(chunk) for chunk in pixels.split(1000)])
         where = str(images) if images is not None else "test set"
         report = Report(str(self.path), where, evaluation_of(logits, labels), pixels, names, problems, skipped)
-        return Evaluated(report, trust.report(self.predictor.trust, logits, labels))
+        return Evaluated(report, trust.report(self.predictor.trust, logits, labels, cues))
 
     def explain(self, image: Picture, target: str | int | None = None) -> Heatmap:
         """What drove the answer for one picture (any form `predict` takes): integrated gradients for a PyTorch
@@ -272,7 +268,8 @@ class Model:
     ) -> dict[str, Any]:
         """Write the model as ONNX to `out` and its sidecar (same name, .json) as `fmnist export` does; return the
         sidecar: precision, opset, test accuracy with onnxruntime beside PyTorch's, the carried calibration.
-        `int8`: quantized with `calibration_images` training images (default 1,000). Needs a PyTorch model.
+        `int8`: quantized with `calibration_images` training images (default 2,000, at least 100). Needs a PyTorch
+        model.
 
         Raises FmnistError when `out` is taken by a directory, the model is an export, or the data is missing.
         """
@@ -388,7 +385,7 @@ def tune(
     if resume and (preset or config or values):
         raise FmnistError("resume=True continues a study with its recorded settings; give no config values")
     if not resume:
-        settings = tune_lib.new_settings(requested_config(preset, config, values), name=Path(out).resolve().name)
+        settings = tune_lib.new_settings(presets.requested(preset, config, values), name=Path(out).resolve().name)
         tune_lib.create_study(out, settings)
     dataset = data.load(tune_lib.load_settings(out).base.get("data_dir") or None)
     say = _say(progress)

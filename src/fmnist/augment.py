@@ -16,11 +16,10 @@ from collections.abc import Sequence
 import torch
 import torch.nn.functional as F
 
+from fmnist.config import AUGMENTATIONS as KINDS  # the kinds, and their strength's range, are config values
+from fmnist.config import MAX_STRENGTH
 from fmnist.errors import FmnistError
 
-KINDS: tuple[str, ...] = ("flip", "crop", "translate", "erase")
-
-MAX_STRENGTH = 3.0  # crop keeps >= 25% of the area, erase hides <= 60%, translate <= 6 px
 _CROP_MAX_LOG_ASPECT = math.log(4 / 3)
 _ERASE_MAX_LOG_ASPECT = math.log(1 / 0.3)  # torchvision RandomErasing's default ratio range
 _ERASE_MIN_AREA = 0.02

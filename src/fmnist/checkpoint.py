@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import pickle
 import re
 from pathlib import Path
@@ -17,6 +18,8 @@ from fmnist.config import Config
 from fmnist.errors import FmnistError
 
 FORMAT = "fmnist-checkpoint-v1"
+# A model card's config.json (card.py) keeps under this key what a checkpoint holds beside the weights.
+CARD_KEY = "fmnist"
 # How a torch.save file begins: a zip archive (PyTorch >= 1.6), or a pickle (protocol 2+) in the legacy format.
 TORCH_FILE_STARTS = (b"PK\x03\x04", b"\x80")
 
@@ -36,8 +39,32 @@ def load(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str
     return state
 
 
+def read_card(path: Path) -> dict[str, Any]:
+    """A model card's model.safetensors (card.py) as a checkpoint's state: the weights, and the config, epoch
+    and trust kept in the config.json beside it. Raises FmnistError for a missing or unreadable file."""
+    import json
+
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file
+
+    from fmnist import textfile
+
+    card = path.with_name("config.json")
+    try:
+        facts = json.loads(textfile.read(card, "model card config"))[CARD_KEY]
+        weights = load_file(str(path))
+    except (json.JSONDecodeError, KeyError, TypeError):
+        raise FmnistError(f"{card}: not an fmnist model card's config.json (no {CARD_KEY!r} entry)") from None
+    except (OSError, SafetensorError) as e:
+        raise FmnistError(f"{path}: not a readable safetensors file: {e}") from None
+    return {"format": FORMAT, "model": weights, **facts}
+
+
 def _read(path: Path, map_location: str | torch.device) -> Any:
-    """What torch.load finds in `path`, tensors and plain Python values only."""
+    """What torch.load finds in `path`, tensors and plain Python values only; a model card's weights
+    (model.safetensors) with the facts of its config.json."""
+    if path.suffix == ".safetensors":
+        return read_card(path)
     try:
         with open(path, "rb") as file:
             start = file.read(4)
@@ -70,6 +97,18 @@ def unsafe_content(message: str) -> str:
         "fmnist reads checkpoints of tensors and plain values, such as those fmnist train writes, and state dicts "
         "of the networks it knows: save the weights with torch.save(model.state_dict(), PATH)."
     )
+
+
+def sha256(path: str | Path) -> str:
+    """The SHA-256 of a file's bytes, hex: what names a checkpoint exactly (a parent of a fine-tuned run)."""
+    digest = hashlib.sha256()
+    try:
+        with open(path, "rb") as file:
+            while chunk := file.read(1 << 20):
+                digest.update(chunk)
+    except OSError as e:
+        raise FmnistError(f"{path}: cannot read it: {e.strerror or e}") from None
+    return digest.hexdigest()
 
 
 def config_of(state: dict[str, Any], path: str | Path) -> Config:

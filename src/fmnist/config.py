@@ -13,8 +13,6 @@ from typing import Any
 import tomli_w
 
 from fmnist import textfile
-from fmnist.augment import KINDS as AUGMENTATIONS
-from fmnist.augment import MAX_STRENGTH
 from fmnist.data import SIDE
 from fmnist.errors import FmnistError
 
@@ -30,6 +28,12 @@ SCHEDULES = ("none", "step", "cosine", "onecycle")
 DEVICES = ("auto", "cpu", "cuda", "mps")
 AMPS = ("none", "bf16", "auto")
 COMPILES = ("none", "default", "reduce-overhead")
+AUGMENTATIONS: tuple[str, ...] = ("flip", "crop", "translate", "erase")  # fmnist.augment's kinds
+MAX_STRENGTH = 3.0  # augment_strength's largest: crop keeps >= 25% of the area, erase hides <= 60%, translate <= 6 px
+# An int8 export's calibration sample (fmnist.export): training images whose activation ranges set the int8
+# scales, and the fewest accepted (benchmarks/fit_sample.py, docs/SERVING.md).
+CALIBRATION_IMAGES = 2_000
+MIN_CALIBRATION_IMAGES = 100
 # Where a run trains and where its data lies, not what it computes: --resume may change these.
 RUNTIME_FIELDS = ("device", "data_dir", "threads", "max_time")
 
@@ -127,6 +131,14 @@ class Config:
         "train on a stratified subset of this many of the images the validation split leaves (0 = all): "
         "smoke tests, quick studies",
     )
+    init_from: str = _opt(
+        "",
+        "fine-tuning: start from the weights of this checkpoint or run directory (its architecture must be "
+        "this config's) instead of a random initialisation; its path and SHA-256 go to the run's parent.json",
+    )
+    freeze: int = _opt(
+        0, "fine-tuning: keep the first N weight layers (Linear or Conv2d, with their batch norm) as they start"
+    )
     seed: int = _opt(0, "seeds weights, data order, augmentation and dropout")
     device: str = _opt("auto", "where to train: auto picks cuda, then mps, then cpu", DEVICES)
     eval_batch_size: int = _opt(1000, "images per batch when evaluating")
@@ -171,6 +183,7 @@ def _validate(cfg: Config) -> None:  # noqa: C901 -- a flat list of independent 
         "patience",
         "min_delta",
         "max_time",
+        "freeze",
     ):
         if getattr(cfg, name) < 0:
             raise FmnistError(f"{name} must be >= 0, got {getattr(cfg, name)}")
@@ -311,16 +324,17 @@ def resolve(config_file: str | Path | None = None, overrides: dict[str, Any] | N
     return from_dict({**values, **(overrides or {})})
 
 
-def for_resume(saved: Config, asked: dict[str, Any], run_dir: str | Path) -> Config:
+def for_resume(saved: Config, asked: dict[str, Any], run_dir: str | Path, flag: str = "--resume") -> Config:
     """The config a resumed run continues with: the one it `saved`, with only RUNTIME_FIELDS changed by `asked`.
 
-    Any other value asked for that differs from the saved one is an FmnistError: a run means one config.
+    Any other value asked for that differs from the saved one is an FmnistError (naming `flag`, the way the
+    run was resumed): a run means one config.
     """
     runtime = {name: value for name, value in asked.items() if name in RUNTIME_FIELDS}
     for name, value in asked.items():
         if name not in runtime and coerce(name, value) != getattr(saved, name):
             raise FmnistError(
-                f"--resume {run_dir}: {name}={value} conflicts with the run's {name}={getattr(saved, name)}; "
+                f"{flag} {run_dir}: {name}={value} conflicts with the run's {name}={getattr(saved, name)}; "
                 "start a new run to change it"
             )
     return saved.replace(**runtime)

@@ -14,11 +14,13 @@ import zlib
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-
-import torch
+from typing import TYPE_CHECKING, Protocol
 
 from fmnist.atomic import atomic_path
 from fmnist.errors import FmnistError
+
+if TYPE_CHECKING:  # torch is imported where tensors are made, so that the names above cost nothing
+    import torch
 
 CLASSES = (
     "T-shirt/top",
@@ -76,6 +78,8 @@ def cache_dir() -> Path:
 
 def parse_idx(raw: bytes, name: str) -> torch.Tensor:
     """Validate decompressed IDX bytes and return them as uint8: images [N,28,28], labels [N]."""
+    import torch
+
     if len(raw) < 4:
         raise FmnistError(f"{name}: {len(raw)} bytes is too short to be an IDX file")
     (magic,) = struct.unpack(">I", raw[:4])
@@ -105,6 +109,8 @@ def parse_idx(raw: bytes, name: str) -> torch.Tensor:
 
 
 def _check_labels(labels: torch.Tensor, name: str) -> None:
+    import torch
+
     bad = torch.nonzero(labels >= len(CLASSES)).flatten()
     if len(bad):
         i = int(bad[0])
@@ -321,12 +327,32 @@ def verify(data_dir: str | Path | None = None) -> list[tuple[str, bool, str]]:
     return results
 
 
+class HoldsOut(Protocol):
+    """What decides a run's validation split: a config.Config, or anything with its two fields."""
+
+    @property
+    def val_size(self) -> int: ...
+
+    @property
+    def seed(self) -> int: ...
+
+
+def validation_split(labels: torch.Tensor, cfg: HoldsOut) -> tuple[torch.Tensor, torch.Tensor]:
+    """(train_idx, val_idx) of the training images for a run of `cfg`: cfg.val_size of them, class-stratified,
+    drawn with cfg.seed (stratified_split), held out from training. The one rule for which images a model
+    never trained on: training (train.split_data), `fmnist calibrate`, an int8 export's refit and the
+    benchmarks call it, so they all pick the same images."""
+    return stratified_split(labels, cfg.val_size, cfg.seed)
+
+
 def stratified_split(labels: torch.Tensor, val_size: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
     """Split indices into (train_idx, val_idx), both sorted int64 on the CPU.
 
     Each class gets its share of `val_size` in proportion to its size (largest remainder,
     ties to the lower class); which of its members go is drawn with `seed`.
     """
+    import torch
+
     labels = labels.flatten().long().cpu()
     n = len(labels)
     if not 0 <= val_size < n:
@@ -352,11 +378,15 @@ def stratified_split(labels: torch.Tensor, val_size: int, seed: int) -> tuple[to
 
 def class_counts(labels: torch.Tensor) -> list[int]:
     """Number of examples of each class, in CLASSES order."""
+    import torch
+
     return torch.bincount(labels.flatten().long().cpu(), minlength=len(CLASSES)).tolist()
 
 
 def as_input(images: torch.Tensor) -> torch.Tensor:
     """uint8 [B,28,28] or [B,1,28,28] -> float32 [B,1,28,28] in [0, 1], on the same device."""
+    import torch
+
     if images.dtype != torch.uint8:
         # A float batch has most likely been scaled already; scaling twice fails silently.
         raise TypeError(f"as_input expects uint8 images, got {images.dtype}")

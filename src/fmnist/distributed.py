@@ -7,7 +7,7 @@ so the single-process path has no branches of its own.
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 
@@ -63,6 +63,21 @@ def init(device: torch.device) -> World:
             torch.cuda.set_device(device_for(device, w))
         dist.init_process_group(backend_for(device))
     return w
+
+
+def restart_hazard(environ: Mapping[str, str]) -> str | None:
+    """Why a restart by torchrun --max-restarts may hang, from the variables torchrun gives its workers; None
+    when it cannot. By default torchrun's agent keeps one TCPStore for all its rounds and the workers' process
+    group joins it without a per-round prefix, so a restarted rank can read the address a dead one published
+    and wait on it (pytorch/pytorch#135712); TORCH_DISABLE_SHARE_RDZV_TCP_STORE=1, torch's own opt-out, gives
+    every round a store of its own."""
+    if int(environ.get("TORCHELASTIC_MAX_RESTARTS", "0")) > 0 and environ.get("TORCHELASTIC_USE_AGENT_STORE") == "True":
+        return (
+            "warning: torchrun --max-restarts shares its rendezvous store with the workers, and a restarted "
+            "process group can hang on the previous round's addresses; launch torchrun with "
+            "TORCH_DISABLE_SHARE_RDZV_TCP_STORE=1 in its environment"
+        )
+    return None
 
 
 def device_for(device: torch.device, w: World) -> torch.device:

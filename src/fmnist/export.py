@@ -30,8 +30,8 @@ from torch import nn
 from fmnist import __version__, checkpoint, data, measure, trust
 from fmnist import config as config_lib
 from fmnist.atomic import atomic_path, atomic_write
-from fmnist.config import Config
-from fmnist.data import CLASSES, SIDE, FashionMNIST, as_input, stratified_split
+from fmnist.config import CALIBRATION_IMAGES, MIN_CALIBRATION_IMAGES, Config
+from fmnist.data import CLASSES, SIDE, FashionMNIST, as_input, validation_split
 from fmnist.errors import FmnistError
 from fmnist.evaluate import evaluate_logits
 from fmnist.inference import (
@@ -51,8 +51,6 @@ OPSET = 17  # ai.onnx opset: per-channel QDQ needs >= 13; 17 runs on every onnxr
 # Largest |logit difference| an fp32 export may show against PyTorch on the test set, for logits up to 100
 # in size; beyond that it grows with them, as float32 rounding does (the reference MLP's reach 94).
 PARITY_TOLERANCE = 1e-4
-CALIBRATION_IMAGES = 2_000  # training images whose activation ranges set the int8 scales
-MIN_CALIBRATION_IMAGES = 100  # the fewest accepted (benchmarks/fit_sample.py, docs/SERVING.md)
 CALIBRATION_BATCH = 500
 # Operators given int8 inputs. Not BatchNormalization: a batch norm after the cnn's head layer stays a
 # float op between a dequantize and a quantize (per-channel quantization does not apply to it).
@@ -415,7 +413,7 @@ def trust_of_export(source: Source, predictor: OnnxPredictor, dataset: FashionMN
         return source.trust
     if trust.shortfall(source.config.val_size):
         return trust.UNFITTED
-    _, val_idx = stratified_split(dataset.train_labels, source.config.val_size, source.config.seed)
+    _, val_idx = validation_split(dataset.train_labels, source.config)
     return trust.fit(predictor.logits, dataset.train_images[val_idx], dataset.train_labels[val_idx], source.config.seed)
 
 

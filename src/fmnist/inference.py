@@ -9,7 +9,7 @@ from __future__ import annotations
 import hashlib
 import json
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -17,6 +17,7 @@ import numpy as np
 import torch
 
 from fmnist import checkpoint, textfile, trust
+from fmnist.answer import Answer, answers
 from fmnist.atomic import atomic_write
 from fmnist.data import CLASSES, SIDE, as_input
 from fmnist.device import select_device
@@ -43,14 +44,15 @@ class Predictor(Protocol):
         """float32 [N, 10] on the CPU for uint8 [N, 28, 28] images (any device)."""
         ...
 
-    def probabilities(self, images: torch.Tensor) -> torch.Tensor:
-        """float32 [N, 10] on the CPU for uint8 [N, 28, 28] images (any device): softmax(logits / T) with the
-        model's fitted temperature T, the plain softmax without one."""
-        ...
-
     def describe(self) -> dict[str, Any]:
         """Plain facts about the model (kind, architecture, source file) for logs and health checks."""
         ...
+
+
+def probabilities(predictor: Predictor, images: torch.Tensor) -> torch.Tensor:
+    """float32 [N, 10] on the CPU for uint8 [N, 28, 28] images (any device): softmax(logits / T) with the
+    model's fitted temperature T (fmnist.trust), the plain softmax without one."""
+    return predictor.trust.probabilities(predictor.logits(images))
 
 
 class TorchPredictor:
@@ -72,9 +74,6 @@ class TorchPredictor:
     @torch.inference_mode()
     def logits(self, images: torch.Tensor) -> torch.Tensor:
         return self.model(as_input(images.to(self.device))).float().cpu()
-
-    def probabilities(self, images: torch.Tensor) -> torch.Tensor:
-        return self.trust.probabilities(self.logits(images))
 
     def describe(self) -> dict[str, Any]:
         facts = {
@@ -172,9 +171,6 @@ class OnnxPredictor:
         (out,) = self.runtime.run([OUTPUT_NAME], {INPUT_NAME: pixels})
         return torch.from_numpy(out)
 
-    def probabilities(self, images: torch.Tensor) -> torch.Tensor:
-        return self.trust.probabilities(self.logits(images))
-
     def describe(self) -> dict[str, Any]:
         return {
             "format": "onnx",
@@ -241,17 +237,16 @@ class PredictOptions:
 
 @dataclass(frozen=True)
 class FilePrediction:
-    """The answer for one file: `top` is (class index, probability) pairs, most probable first, and `error`
-    None; or `top` empty and `error` the one-line reason the file could not be read. `saved_input`: where
-    the 28x28 view went (PredictOptions.save_inputs), else None; `explanation`: where its heatmap went
-    (PredictOptions.explain), else None."""
+    """The outcome for one file: its `answer` (fmnist.answer) and `error` None; or `answer` None and `error`
+    the one-line reason the file could not be read. `saved_input`: where the 28x28 view went
+    (PredictOptions.save_inputs), else None; `explanation`: where its heatmap went (PredictOptions.explain),
+    else None."""
 
     path: Path
-    top: list[tuple[int, float]]
+    answer: Answer | None
     error: str | None = None
     saved_input: Path | None = None
     explanation: Path | None = None
-    verdict: dict[str, Any] = field(default_factory=dict)  # trust.fields: garment or not, its score, calibrated
 
 
 def predict_files(
@@ -270,7 +265,6 @@ def predict_files(
     when options.explain is set.
     """
     names = _saved_names(paths)
-    top_k = min(options.top_k, len(CLASSES))
     for start in range(0, len(paths), options.batch_size):
         batch = range(start, min(start + options.batch_size, len(paths)))
         loaded: dict[int, Framed] = {}
@@ -285,28 +279,22 @@ def predict_files(
             if options.save_inputs is not None:
                 saved[i] = options.save_inputs / names[i]
                 export_png(loaded[i].image, saved[i])
-        top: dict[int, list[tuple[int, float]]] = {}
-        judged: dict[int, dict[str, Any]] = {}
+        answered: dict[int, Answer] = {}
         heatmaps: dict[int, Path] = {}
         if loaded:
             images = torch.stack([picture.image for picture in loaded.values()])
+            cues = [picture.cues for picture in loaded.values()]
             logits = predictor.logits(images)
-            verdict = trust.judge(
-                predictor.trust, logits, [picture.cues for picture in loaded.values()], options.ood_threshold
-            )
-            judged = {i: trust.fields(verdict, n, predictor.trust, options.ood_threshold) for n, i in enumerate(loaded)}
-            values, indices = verdict.probabilities.topk(top_k, dim=1)
-            rows = zip(loaded, indices.tolist(), values.tolist(), strict=True)
-            top = {i: list(zip(c, p, strict=True)) for i, c, p in rows}
+            found = answers(predictor.trust, logits, images, cues, options.top_k, options.ood_threshold)
+            answered = dict(zip(loaded, found, strict=True))
             if options.explain is not None:
                 assert explain is not None, "options.explain needs an explain function"
-                for i, png in zip(loaded, explain(images, indices[:, 0]), strict=True):
+                targets = torch.tensor([a.class_index for a in found])
+                for i, png in zip(loaded, explain(images, targets), strict=True):
                     heatmaps[i] = options.explain / names[i]
                     atomic_write(heatmaps[i], png)
         for i in batch:
-            yield FilePrediction(
-                paths[i], top.get(i, []), errors.get(i), saved.get(i), heatmaps.get(i), judged.get(i, {})
-            )
+            yield FilePrediction(paths[i], answered.get(i), errors.get(i), saved.get(i), heatmaps.get(i))
 
 
 def _saved_names(paths: Sequence[Path]) -> list[str]:

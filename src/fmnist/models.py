@@ -9,6 +9,7 @@ from torch import nn
 
 from fmnist.config import Config
 from fmnist.data import CLASSES, SIDE
+from fmnist.errors import FmnistError
 
 NUM_CLASSES = len(CLASSES)
 ACTIVATIONS: dict[str, type[nn.Module]] = {"relu": nn.ReLU, "gelu": nn.GELU, "silu": nn.SiLU, "tanh": nn.Tanh}
@@ -71,6 +72,26 @@ MODELS: dict[str, Callable[[Config], nn.Module]] = {"mlp": mlp, "cnn": cnn}
 
 def build(cfg: Config) -> nn.Module:
     return MODELS[cfg.model](cfg)
+
+
+def freeze(model: nn.Module, layers: int) -> None:
+    """Keep the first `layers` weight layers (Linear, Conv2d) of `model` as they are: their parameters, and those
+    of the batch norm after each, stop taking gradients, and those batch norms stop updating their running
+    statistics (momentum 0). The output layer cannot be frozen. Raises FmnistError when `layers` leaves it none."""
+    modules = list(model.modules())
+    weights = [i for i, m in enumerate(modules) if isinstance(m, (nn.Linear, nn.Conv2d))]
+    if layers >= len(weights):
+        raise FmnistError(
+            f"freeze {layers}: this model has {len(weights)} weight layers and the last (the output layer) must train; "
+            f"freeze at most {len(weights) - 1}"
+        )
+    if not layers:
+        return
+    for module in modules[: weights[layers]]:
+        for p in module.parameters(recurse=False):
+            p.requires_grad_(False)
+        if isinstance(module, nn.modules.batchnorm._BatchNorm):
+            module.momentum = 0.0
 
 
 def parameter_count(model: nn.Module) -> int:

@@ -124,6 +124,30 @@ def plot_bars(
     save_png(fig, path)
 
 
+def plot_before_after(
+    labels: Sequence[str],
+    before: Sequence[float | None],
+    after: Sequence[float | None],
+    path: str | os.PathLike,
+    names: tuple[str, str] = ("parent", "adapted"),
+) -> None:
+    """Pairs of bars, one pair per label, of shares in 0..1 (None: not measured, left empty): `fmnist adapt`."""
+    fig = new_figure(figsize=(max(5.0, 1.4 * len(labels) + 2), 4))
+    ax = fig.subplots()
+    x = np.arange(len(labels))
+    for offset, values, name in ((-0.2, before, names[0]), (0.2, after, names[1])):
+        shown = [np.nan if v is None else v for v in values]
+        bars = ax.bar(x + offset, shown, width=0.4, label=name)
+        ax.bar_label(bars, labels=["" if v is None else f"{v:.1%}" for v in values], fontsize=8)
+    ax.set_xticks(x, list(labels))
+    ax.set_ylim(0, 1.1)
+    ax.yaxis.set_major_formatter(PercentFormatter(1.0))
+    ax.legend(loc="lower right")
+    ax.grid(axis="y", alpha=0.3)
+    ax.set_axisbelow(True)
+    save_png(fig, path)
+
+
 def plot_lr_find(
     lrs: Sequence[float], losses: Sequence[float], marks: Mapping[str, float], path: str | os.PathLike
 ) -> None:

@@ -54,6 +54,7 @@ class Summary(TypedDict):
     val_loss: NotRequired[float]
     processes: NotRequired[int]
     process_group: NotRequired[str | None]
+    parent: NotRequired[dict[str, str]]  # a fine-tuned run's starting checkpoint: path, sha256 (parent.json)
 
 
 class TimingRow(TypedDict):

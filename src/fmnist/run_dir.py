@@ -3,11 +3,13 @@
     config.toml          the resolved config, written first (it also marks the directory as a run)
     metrics.jsonl        one records.EpochRow per finished epoch
     summary.json         records.Summary, written when the run finishes
+    parent.json          a fine-tuned run's starting weights: {"path", "sha256"} of the checkpoint (--init-from)
     diverged.json        {"error": ...} when a study's run stopped on a non-finite loss
     error.log            the traceback of an unexpected failure during training (train.failure_as_error)
     checkpoints/last.pt  every epoch: weights, optimizer, schedule, RNG states (exact resume)
     checkpoints/best.pt  the epoch with the best validation accuracy so far
     tensorboard/         TensorBoard event files
+    claim.lock           flock(2)ed by the process training the run (compare's tasks on a shared directory)
     *.png                curves, confusion matrix, the test set's top losses and most-confused pairs
 
 Every write is atomic (atomic.py): a run killed at any moment leaves the previous file, never a
@@ -26,14 +28,18 @@ from fmnist import checkpoint, textfile
 from fmnist import config as config_lib
 from fmnist.atomic import atomic_write
 from fmnist.config import Config
-from fmnist.data import CLASSES
 from fmnist.errors import FmnistError
 from fmnist.records import EpochRow, Summary
 
+CARD_WEIGHTS = "model.safetensors"  # a model card directory's weights (card.py)
+
 
 def model_path(path: str | Path) -> Path:
-    """The checkpoint a path names: a run directory stands for its chosen checkpoint, a file for itself."""
+    """The checkpoint a path names: a run directory stands for its chosen checkpoint, a model card directory
+    (fmnist card) for its model.safetensors, a file for itself."""
     path = Path(path)
+    if path.is_dir() and (path / CARD_WEIGHTS).is_file() and not RunDir(path).is_run():
+        return path / CARD_WEIGHTS
     return RunDir(path).chosen_checkpoint() if path.is_dir() else path
 
 
@@ -43,11 +49,13 @@ class RunDir:
         self.config = self.path / "config.toml"
         self.metrics = self.path / "metrics.jsonl"
         self.summary = self.path / "summary.json"
+        self.parent = self.path / "parent.json"
         self.diverged = self.path / "diverged.json"
         self.error_log = self.path / "error.log"
         self.last = self.path / "checkpoints" / "last.pt"
         self.best = self.path / "checkpoints" / "best.pt"
         self.tensorboard = self.path / "tensorboard"
+        self.claim = self.path / "claim.lock"
 
     def __str__(self) -> str:
         return str(self.path)
@@ -110,6 +118,14 @@ class RunDir:
             checkpoint.save(self.best, best)
         atomic_write(self.metrics, "".join(json.dumps(row) + "\n" for row in history))
 
+    def write_parent(self, checkpoint_file: Path) -> None:
+        """Name the checkpoint a fine-tuned run started from: its path and the SHA-256 of its bytes."""
+        facts = {"path": str(checkpoint_file.resolve()), "sha256": checkpoint.sha256(checkpoint_file)}
+        atomic_write(self.parent, json.dumps(facts, indent=2) + "\n")
+
+    def read_parent(self) -> dict[str, str] | None:
+        return json.loads(self.parent.read_text()) if self.parent.exists() else None
+
     def write_summary(self, summary: Summary) -> None:
         atomic_write(self.summary, json.dumps(summary, indent=2) + "\n")
 
@@ -122,13 +138,6 @@ class RunDir:
             self.last.unlink(missing_ok=True)
         else:
             shutil.rmtree(self.last.parent, ignore_errors=True)
-
-    def write_plots(self, history: list[EpochRow], test, test_images) -> None:
-        """curves.png, confusion_matrix.png and the test set's mistakes; `test` is the evaluate.Evaluation
-        of the chosen model on `test_images` (N, 28, 28) uint8."""
-        from fmnist import plots  # matplotlib: only when a run finishes
-
-        plots.write_run_plots(self.path, history, test, test_images, CLASSES)
 
     def tensorboard_writer(self, first_epoch: int):
         from torch.utils.tensorboard import SummaryWriter  # slow import, only when training

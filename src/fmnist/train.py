@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import math
 import statistics
@@ -26,13 +27,13 @@ from fmnist import checkpoint, cpu, distributed, measure, models, monitor, trust
 from fmnist import config as config_lib
 from fmnist.augment import augment, mix
 from fmnist.config import Config
-from fmnist.data import FashionMNIST, as_input, stratified_split
+from fmnist.data import CLASSES, FashionMNIST, as_input, stratified_split, validation_split
 from fmnist.device import resolve_amp, select_device
 from fmnist.ema import ModelEma
 from fmnist.errors import FmnistError
 from fmnist.evaluate import evaluate
 from fmnist.records import EpochRow, Summary
-from fmnist.run_dir import RunDir
+from fmnist.run_dir import RunDir, model_path
 
 # Steps between host checks of the on-device "first non-finite loss" marker; cheap, and
 # bounds how far a diverged run goes on before it is stopped.
@@ -48,7 +49,7 @@ class UntrainableConfig(FmnistError):
 
 
 def build_optimizer(model: nn.Module, cfg: Config) -> torch.optim.Optimizer:
-    params = list(model.parameters())
+    params = [p for p in model.parameters() if p.requires_grad]  # not the layers cfg.freeze keeps
     # fused: one vectorised kernel per parameter tensor that reads and writes each element
     # once, where foreach on CPU is a loop of per-tensor ops, one memory pass each (the two
     # compared on a whole training step: benchmarks/step_ab.py, docs/PERFORMANCE.md).
@@ -169,6 +170,7 @@ def build_step_state(
     if model is None:
         torch.manual_seed(cfg.seed)
         model = models.build(cfg)
+        models.freeze(model, cfg.freeze)
     model = model.to(device)
     optimizer = build_optimizer(model, cfg)
     return StepState(
@@ -287,9 +289,30 @@ class Split:
     test_x: torch.Tensor
     test_y: torch.Tensor
 
+    def to(self, device: torch.device) -> Split:
+        return Split(*(getattr(self, f.name).to(device) for f in dataclasses.fields(self)))
+
+
+def init_weights(model: nn.Module, cfg: Config) -> None:
+    """Copy the weights of cfg.init_from (a checkpoint, a run directory or a state dict fmnist recognises)
+    into `model`, built from `cfg`. Raises FmnistError when they are not of the same architecture."""
+    parent, parent_cfg, _ = checkpoint.load_model(model_path(cfg.init_from))
+    try:
+        model.load_state_dict(parent.state_dict())
+    except RuntimeError:
+        raise FmnistError(
+            f"init_from {cfg.init_from}: its {describe_architecture(parent_cfg)} does not fit this run's "
+            f"{describe_architecture(cfg)}; give the run the parent's architecture"
+        ) from None
+
+
+def describe_architecture(cfg: Config) -> str:
+    text = f"{cfg.model} hidden={','.join(map(str, cfg.hidden))}"
+    return text + (" with batch norm" if cfg.batch_norm else "") + (f" head={cfg.head}" if cfg.head else "")
+
 
 def split_data(cfg: Config, data: FashionMNIST, device: torch.device) -> Split:
-    train_idx, val_idx = stratified_split(data.train_labels, cfg.val_size, cfg.seed)
+    train_idx, val_idx = validation_split(data.train_labels, cfg)
     if cfg.train_subset:
         if cfg.train_subset >= len(train_idx):
             raise FmnistError(
@@ -327,10 +350,11 @@ class Trainer:
     threads: cpu.AutoThreads  # torch's intra-op threads on a CPU (cfg.threads), retuned each epoch
 
 
-def setup(cfg: Config, data: FashionMNIST, log: Callable[[str], None]) -> Trainer:
-    """Join the process group (under torchrun), choose the CPU threads, put the data on the device and
-    build the model, optimizer, schedule, EMA and generators. Raises FmnistError for a config this world
-    cannot run."""
+def setup(cfg: Config, data: FashionMNIST | Split, log: Callable[[str], None], *, fresh: bool = True) -> Trainer:
+    """Join the process group (under torchrun), choose the CPU threads, put the data on the device (`data`
+    split by cfg, or a Split as given) and build the model, optimizer, schedule, EMA and generators; a
+    `fresh` run (not one resumed from a checkpoint) starts from cfg.init_from's weights when it names
+    one. Raises FmnistError for a config this world cannot run."""
     device = select_device(cfg.device)
     world = distributed.init(device)
     device = distributed.device_for(device, world)
@@ -346,13 +370,15 @@ def setup(cfg: Config, data: FashionMNIST, log: Callable[[str], None]) -> Traine
     elif device.type == "cuda":  # set either way: a process may run several fits
         torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = cfg.tf32
 
-    tensors = split_data(cfg, data, device)
+    tensors = data.to(device) if isinstance(data, Split) else split_data(cfg, data, device)
     shard = len(tensors.train_x) // world.size
     local_cfg = cfg.replace(batch_size=cfg.batch_size // world.size)
     check_batches(cfg, len(tensors.train_x), world.size)
     steps_per_epoch = len(step_plan(shard, local_cfg.batch_size, cfg.accumulate))  # optimizer steps
     state = build_step_state(cfg, device, steps_per_epoch, rank=world.rank)
     raw_model = model = state.model
+    if cfg.init_from and fresh:  # before the EMA copies the weights
+        init_weights(raw_model, cfg)
     if world.launched:
         raw_model = distributed.sync_batch_norm(raw_model, device)
         model = DistributedDataParallel(raw_model, device_ids=[device.index] if device.type == "cuda" else None)
@@ -394,13 +420,15 @@ def start_or_resume(t: Trainer, cfg: Config, run: RunDir, resume: bool, log: Cal
         problem = distributed.broadcast(run.create(cfg) if t.world.is_main else None, t.world)
         if problem:
             raise FmnistError(problem)
+        if cfg.init_from and t.world.is_main:
+            run.write_parent(model_path(cfg.init_from))
     return Progress([])
 
 
 def fit(
     cfg: Config,
     run_dir: str | Path,
-    data: FashionMNIST,
+    data: FashionMNIST | Split,
     *,
     resume: bool = False,
     log: Callable[[str], None] = print,
@@ -431,7 +459,7 @@ def fit(
     run = RunDir(run_dir)
     if not distributed.world().is_main:
         log, progress, on_epoch = (lambda _msg: None), False, None
-    t = setup(cfg, data, log)
+    t = setup(cfg, data, log, fresh=not (resume and run.last.exists()))
     world, state, tensors = t.world, t.state, t.tensors
     done = start_or_resume(t, cfg, run, resume, log)
     trained_now = len(done.history) < cfg.epochs
@@ -591,8 +619,12 @@ def finish(
     if stopped:
         summary["stopped"] = stopped
     summary["processes"], summary["process_group"] = t.world.size, distributed.backend()
+    if parent := run.read_parent():
+        summary["parent"] = parent
     test = evaluate(t.raw_model, t.tensors.test_x, t.tensors.test_y, cfg.eval_batch_size)
-    run.write_plots(done.history, test, t.tensors.test_x.cpu())
+    from fmnist import plots  # matplotlib: only when a run finishes
+
+    plots.write_run_plots(run.path, done.history, test, t.tensors.test_x.cpu(), CLASSES)
     if fit_trust:  # the temperature and the non-garment detector, fitted on validation, join best.pt
         trust.fit_and_store(t.raw_model, t.tensors.val_x, t.tensors.val_y, run.best, cfg.seed, log)
     summary["total_seconds"] = done.earlier_total + time.perf_counter() - started  # the whole run, to this write

@@ -26,7 +26,7 @@ MODES: dict[str, tuple[str, ...]] = {"none": ("identity",), "flip": ("identity",
 
 class TTAPredictor:
     """A inference.Predictor whose logits are the mean of `inner`'s over the views of `mode` (float32 [N, 10]
-    on the CPU), and whose probabilities are those logits through `inner`'s temperature (fmnist.trust): the
+    on the CPU), which `inner`'s temperature then scales (fmnist.trust): the
     out-of-distribution score reads the averaged logits as it reads any model's. Costs len(views) times the
     images per model call.
     """
@@ -41,9 +41,6 @@ class TTAPredictor:
         n = len(images)
         stacked = torch.cat([VIEWS[view](images) for view in self.views])
         return self.inner.logits(stacked).view(len(self.views), n, -1).mean(0)
-
-    def probabilities(self, images: torch.Tensor) -> torch.Tensor:
-        return self.trust.probabilities(self.logits(images))
 
     def describe(self) -> dict[str, Any]:
         return {**self.inner.describe(), "tta": self.mode, "tta_views": list(self.views)}

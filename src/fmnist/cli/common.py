@@ -45,9 +45,7 @@ def load_data(data_dir: str | None) -> data.FashionMNIST:
 
 def requested_values(args: argparse.Namespace, overrides: dict) -> dict:
     """Config values asked for on the command line: the preset, then the --config file, then flags."""
-    preset = presets.load(args.preset) if args.preset else {}
-    file_values = config_lib.read_toml(args.config) if args.config else {}
-    return {**preset, **file_values, **overrides}
+    return presets.requested(args.preset, args.config, overrides)
 
 
 def say_layout(source: str, layout: str | None) -> None:

@@ -4,9 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-import torch
-
-from fmnist import data, plots
+from fmnist import data
 from fmnist.cli.common import Parser, Subcommands, load_data
 
 
@@ -38,6 +36,10 @@ def cmd_data(args: argparse.Namespace) -> int:
         for i, name in enumerate(data.CLASSES):
             print(f"{i:<3} {name:<12} {train_counts[i]:>6} {test_counts[i]:>6}")
         return 0
+    import torch
+
+    from fmnist import plots
+
     per_class = max(1, args.count // len(data.CLASSES))
     picks = torch.cat(
         [torch.nonzero(dataset.train_labels == c).flatten()[:per_class] for c in range(len(data.CLASSES))]

@@ -7,8 +7,8 @@ import errno
 import os
 import sys
 
-from fmnist import __version__, cpu, signals
-from fmnist.cli import bench, export, predict, serve, studies, train
+from fmnist import __version__, signals
+from fmnist.cli import adapt, bench, card, export, predict, serve, studies, train
 from fmnist.cli import data as data_cmd
 from fmnist.cli import eval as evaluation
 from fmnist.cli.common import Parser, shared_flags
@@ -24,11 +24,13 @@ def build_parser() -> argparse.ArgumentParser:
     shared = shared_flags()
     for add in (
         train.add_parsers,
+        adapt.add_parsers,
         evaluation.add_parsers,
         predict.add_parsers,
         serve.add_parsers,
         train.add_calibrate_parser,
         export.add_parsers,
+        card.add_parsers,
         data_cmd.add_parsers,
         bench.add_parsers,
         studies.add_parsers,
@@ -85,6 +87,8 @@ def main(argv: list[str] | None = None) -> int:
 def run_command(argv: list[str] | None) -> int:
     try:
         args = build_parser().parse_args(argv)
+        from fmnist import cpu  # torch: only once a command runs, not for --help or a usage error
+
         cpu.flush_denormals()  # before torch starts its thread pool, which then inherits it
         with signals.handled(hold_hangup=getattr(args, "hangup", "") == "reload"):
             code = args.func(args)

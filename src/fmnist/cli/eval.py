@@ -5,14 +5,19 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import torch
-
-from fmnist import data, plots, trust
+from fmnist import data
 from fmnist.cli.common import BARE_STATE_DICT, Parser, Subcommands, load_data, say_layout
 from fmnist.errors import FmnistError
-from fmnist.inference import load_predictor
+
+if TYPE_CHECKING:
+    import torch
+
+    from fmnist import trust
+    from fmnist.images import Cues
 
 
 def add_parsers(sub: Subcommands, shared: dict[str, Parser]) -> None:
@@ -46,7 +51,11 @@ def add_parsers(sub: Subcommands, shared: dict[str, Parser]) -> None:
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
+    import torch
+
+    from fmnist import plots
     from fmnist.evaluate import Report, evaluation_of
+    from fmnist.inference import load_predictor
 
     if args.plots and Path(args.plots).exists() and not Path(args.plots).is_dir():  # before the work, not after
         raise FmnistError(f"--plots {args.plots}: exists and is not a directory")
@@ -56,13 +65,14 @@ def cmd_eval(args: argparse.Namespace) -> int:
         from fmnist.folders import load_folders
 
         folders = load_folders(args.images)
-        images, labels = folders.images, folders.labels
+        images, labels, cues = folders.images, folders.labels, folders.cues
         names, problems, skipped = [p.name for p in folders.paths], folders.problems, folders.skipped
     else:
         # Not the data_dir saved in the checkpoint's config: a path on the training machine is not
         # part of what a checkpoint means, and the test set is the same wherever it is found.
         dataset = load_data(args.data_dir)
         images, labels, names, problems, skipped = dataset.test_images, dataset.test_labels, None, [], {}
+        cues = None  # the test set's images are 28x28 already: no framing, no picture cues
     logits = torch.cat([predictor.logits(chunk) for chunk in images.split(1000)])  # once, for both reports
     report = Report(
         str(args.checkpoint),
@@ -73,7 +83,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
         problems,
         skipped,
     )
-    trusted = trust_report(predictor.trust, logits, labels, args.plots)
+    trusted = trust_report(predictor.trust, logits, labels, cues, args.plots)
     if args.plots:
         written = plots.write_evaluation_plots(args.plots, report, data.CLASSES)
         print(f"wrote {', '.join(written)}", file=sys.stderr)
@@ -81,14 +91,22 @@ def cmd_eval(args: argparse.Namespace) -> int:
         print(json.dumps({**report.as_dict(), "tta": args.tta, "calibration_and_ood": trusted.as_dict()}))
         return 0
     print(report.text())
-    print_trust_report(trusted)
+    print(trusted.text())
     return 0
 
 
-def trust_report(model_trust: trust.Trust, logits: torch.Tensor, labels: torch.Tensor, plot_dir: str | None):
-    """Calibration and non-garment figures of a model's logits [N, 10] on a labelled set (trust.report); with
-    `plot_dir`, also its reliability diagram."""
-    figures = trust.report(model_trust, logits, labels)
+def trust_report(
+    model_trust: trust.Trust,
+    logits: torch.Tensor,
+    labels: torch.Tensor,
+    cues: Sequence[Cues | None] | None,
+    plot_dir: str | None,
+):
+    """Calibration and non-garment figures of a model's logits [N, 10] on a labelled set (trust.report), with
+    the pictures' framing `cues` as predict and serve read them; with `plot_dir`, its reliability diagram."""
+    from fmnist import plots, trust
+
+    figures = trust.report(model_trust, logits, labels, cues)
     if plot_dir:
         before, after = figures.confidence
         confidence = {
@@ -99,22 +117,3 @@ def trust_report(model_trust: trust.Trust, logits: torch.Tensor, labels: torch.T
             confidence, dict.fromkeys(confidence, figures.correct), Path(plot_dir) / "reliability.png"
         )
     return figures
-
-
-def print_trust_report(figures) -> None:
-    b, a = figures.before, figures.after
-    print(f"calibration (15-bin ECE, NLL, Brier): softmax ECE {b.ece:.2%} NLL {b.nll:.4f} Brier {b.brier:.4f}", end="")
-    if a is None:
-        print("; no temperature fitted (trained without a validation split): probabilities are uncalibrated")
-    else:
-        print(f"; with temperature {figures.trust.temperature:.3f} ECE {a.ece:.2%} NLL {a.nll:.4f} Brier {a.brier:.4f}")
-    if figures.accepted is None:
-        print("non-garment detector: none fitted (trained without a validation split)")
-        return
-    print(
-        f"non-garment detector (threshold {figures.trust.threshold:.4f}): {figures.accepted:.2%} of these images "
-        f"accepted as garments, accuracy on them {figures.accepted_accuracy:.2%}"
-    )
-    print("risk-coverage (the images with the highest in-distribution scores accepted):")
-    for coverage, accuracy, least in figures.risk_coverage:
-        print(f"  coverage {coverage:>4.0%}  accuracy {accuracy:.2%}  least score accepted {least:.4f}")

@@ -6,7 +6,7 @@ import argparse
 from pathlib import Path
 
 from fmnist.cli.common import BARE_STATE_DICT, Parser, Subcommands, load_data, say_layout
-from fmnist.export import CALIBRATION_IMAGES
+from fmnist.config import CALIBRATION_IMAGES
 
 
 def add_parsers(sub: Subcommands, shared: dict[str, Parser]) -> None:

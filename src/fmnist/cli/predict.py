@@ -6,14 +6,13 @@ import argparse
 import json
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import torch
-
-from fmnist import data
 from fmnist.cli.common import BARE_STATE_DICT, Parser, Subcommands, say_layout
-from fmnist.device import select_device
 from fmnist.errors import FmnistError, plain
-from fmnist.inference import FilePrediction, load_predictor
+
+if TYPE_CHECKING:
+    from fmnist.inference import FilePrediction
 
 
 def add_parsers(sub: Subcommands, shared: dict[str, Parser]) -> None:
@@ -59,8 +58,9 @@ def add_parsers(sub: Subcommands, shared: dict[str, Parser]) -> None:
 
 
 def cmd_predict(args: argparse.Namespace) -> int:
+    from fmnist.device import select_device
     from fmnist.images import collect_images
-    from fmnist.inference import PredictOptions, predict_files
+    from fmnist.inference import PredictOptions, load_predictor, predict_files
 
     options = PredictOptions(
         args.top_k,
@@ -79,6 +79,8 @@ def cmd_predict(args: argparse.Namespace) -> int:
     say_layout(args.checkpoint, predictor.describe().get("layout"))
     explain = None
     if args.explain:
+        import torch
+
         from fmnist.explain import Explainer, heatmaps
 
         explainer = Explainer(predictor)
@@ -96,28 +98,12 @@ def cmd_predict(args: argparse.Namespace) -> int:
 
 def predict_line(result: FilePrediction, as_json: bool) -> str:
     path = str(result.path)
-    if result.error is not None:
-        error = plain(result.error).removeprefix(f"{path}: ")  # load_image's messages name the file already
+    if result.answer is None:
+        error = plain(result.error or "").removeprefix(f"{path}: ")  # load_image's messages name the file already
         return json.dumps({"path": path, "error": error}) if as_json else f"{path}: error: {error}"
-    verdict = result.verdict
     if not as_json:
-        classes = ", ".join(f"{data.CLASSES[c]} {q:.1%}" for c, q in result.top)
-        text = f"{path}: {classes}"
-        if not verdict["garment"]:
-            text = (
-                f"{path}: NOT A GARMENT (in-distribution score {verdict['in_distribution_score']:.3f} < "
-                f"{verdict['ood_threshold']:.3f}); best guess {classes}"
-            )
-        return text + ("" if verdict["calibrated"] else " [uncalibrated: no temperature fitted]")
-    best, p = result.top[0]
-    row = {
-        "path": path,
-        "class_index": best,
-        "class_name": data.CLASSES[best],
-        "probability": p,
-        "top": [[data.CLASSES[c], q] for c, q in result.top],
-        **verdict,
-    }
+        return f"{path}: {result.answer}"
+    row = {"path": path, **result.answer.as_dict()}
     if result.saved_input is not None:
         row["input"] = str(result.saved_input)
     if result.explanation is not None:

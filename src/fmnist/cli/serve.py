@@ -5,9 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from fmnist import trust
 from fmnist.cli.common import BARE_STATE_DICT, Parser, Subcommands, say_layout
-from fmnist.device import select_device
 from fmnist.errors import FmnistError
 
 
@@ -74,6 +72,8 @@ def add_parsers(sub: Subcommands, shared: dict[str, Parser]) -> None:
 def cmd_serve(args: argparse.Namespace) -> int:
     import dataclasses
 
+    from fmnist import trust
+    from fmnist.device import select_device
     from fmnist.serve import server
 
     metrics_parent = server.claim_metrics_dir()  # first: before anything imports prometheus-client

@@ -38,6 +38,12 @@ def add_parsers(sub: Subcommands, shared: dict[str, Parser]) -> None:
     p.add_argument("--seeds", metavar="S1,S2", help="seeds of every grid point (default: 0,1,2)")
     p.add_argument("--threshold", type=float, help="validation accuracy to time (default: 0.88)")
     p.add_argument("--workers", type=int, default=1, help="runs trained at once, in separate processes (default: 1)")
+    p.add_argument(
+        "--shard",
+        metavar="I/N",
+        help="train only task I's share (0 <= I < N) of the runs: N tasks of a job array given the same command "
+        "and --out split the grid; the last to finish writes the report",
+    )
     p.set_defaults(func=cmd_compare)
 
     p = sub.add_parser("tune", help="Optuna search of training options for validation accuracy", parents=recipe)
@@ -122,10 +128,11 @@ def cmd_compare(args: argparse.Namespace) -> int:
         seeds=parse_ints(args.seeds, "--seeds"),
         threshold=args.threshold,
     )
+    shard = compare.parse_shard(args.shard) if args.shard else None
     runs = compare.grid_runs(experiment, args.out)  # config errors before the data is loaded
     dataset = load_data(runs[0].config.data_dir)
     try:
-        results = compare.run_grid(experiment, args.out, dataset, workers=args.workers)
+        results = compare.run_grid(experiment, args.out, dataset, workers=args.workers, shard=shard)
     except (KeyboardInterrupt, signals.Stopped):
         print(
             f"interrupted; rerun the same command "
@@ -134,6 +141,10 @@ def cmd_compare(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
         raise
+    if left := compare.unfinished(results):
+        # Every task checks after its own runs: the last one to finish sees none left and writes the report.
+        print(f"{left} run(s) of other tasks not finished yet; the task that finishes last writes the report")
+        return 0
     print(compare.write_report(args.out, experiment, results, workers=args.workers))
     print(f"wrote results.md, results.csv, runs.csv, accuracy.png and curves*.png in {args.out}")
     return 0
@@ -181,10 +192,10 @@ def cmd_tune(args: argparse.Namespace) -> int:
             tune.new_settings(
                 base,
                 name=args.study_name or study_dir.resolve().name,
-                storage=args.storage or "",
-                pruner=args.pruner or "median",
-                sampler_seed=args.sampler_seed or 0,
-                heartbeat=tune.HEARTBEAT_SECONDS if args.heartbeat is None else args.heartbeat,
+                storage=args.storage,
+                pruner=args.pruner,
+                sampler_seed=args.sampler_seed,
+                heartbeat=args.heartbeat,
             ),
         )
     settings = tune.load_settings(study_dir)

@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import torch
-
-from fmnist import __version__, cpu, data, distributed, models, plots, signals, trust
+from fmnist import __version__, signals
 from fmnist import config as config_lib
 from fmnist.cli.common import (
     Parser,
@@ -19,9 +19,13 @@ from fmnist.cli.common import (
     load_data,
     requested_values,
 )
-from fmnist.device import resolve_amp, select_device
 from fmnist.errors import FmnistError
-from fmnist.run_dir import RunDir, model_path
+from fmnist.run_dir import new_run_path
+
+if TYPE_CHECKING:
+    from fmnist import distributed
+
+AUTO = "auto"  # --resume auto: start the directory's run, or continue it
 
 
 def add_parsers(sub: Subcommands, shared: dict[str, Parser]) -> None:
@@ -29,7 +33,12 @@ def add_parsers(sub: Subcommands, shared: dict[str, Parser]) -> None:
     recipe = [shared["preset"], shared["config"]]
     p = sub.add_parser("train", help="train a model and write a run directory", parents=recipe)
     p.add_argument("--out", help="run directory (default: runs/<timestamp>)")
-    p.add_argument("--resume", metavar="RUN_DIR", help="continue an interrupted run from its last checkpoint")
+    p.add_argument(
+        "--resume",
+        metavar="RUN_DIR|auto",
+        help="continue an interrupted run from its last checkpoint; auto (with --out DIR): start DIR, or continue "
+        "it when it holds this run (the one command line for torchrun --max-restarts and requeued jobs)",
+    )
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.add_argument(
         "--profile",
@@ -73,45 +82,65 @@ def add_calibrate_parser(sub: Subcommands, shared: dict[str, Parser]) -> None:
     p.set_defaults(func=cmd_calibrate)
 
 
-def new_run_dir(out: str | None) -> Path:
-    if out:
-        return Path(out)
-    base = Path("runs") / time.strftime("%Y%m%d-%H%M%S")
-    run_dir, n = base, 1
-    while run_dir.exists():
-        n += 1
-        run_dir = base.with_name(f"{base.name}-{n}")
-    return run_dir
+def resolve_train_config(args: argparse.Namespace) -> tuple[config_lib.Config, Path, bool]:
+    """(config, run directory, whether it continues a run). `--resume auto --out DIR` is the one command
+    line for every start of a restartable job (torchrun --max-restarts, a requeued array task): a new run
+    when DIR holds none, this run continued when it holds it, refused when DIR holds another config."""
+    from fmnist.run_dir import RunDir
 
-
-def resolve_train_config(args: argparse.Namespace) -> tuple[config_lib.Config, Path]:
     asked = requested_values(args, config_overrides(args))
+    if args.resume == AUTO:
+        if not args.out:
+            raise FmnistError("--resume auto needs --out DIR: the run directory to start or to continue")
+        run = RunDir(args.out)
+        if not run.is_run():
+            return config_lib.from_dict(asked), run.path, False
+        wanted = config_lib.to_dict(config_lib.from_dict(asked))  # defaults included: the whole command line
+        return config_lib.for_resume(run.read_config(), wanted, run.path, "--resume auto --out"), run.path, True
     if not args.resume:
-        return config_lib.from_dict(asked), new_run_dir(args.out)
+        return config_lib.from_dict(asked), Path(args.out) if args.out else new_run_path(), False
     if args.out:
-        raise FmnistError("--resume continues a run in its own directory; drop --out")
+        raise FmnistError("--resume continues a run in its own directory; drop --out (or use --resume auto)")
     run = RunDir(args.resume)
-    return config_lib.for_resume(run.read_config(), asked, run.path), run.path
+    return config_lib.for_resume(run.read_config(), asked, run.path), run.path, True
 
 
 def cmd_train(args: argparse.Namespace) -> int:
+    from fmnist import distributed
+    from fmnist.device import select_device
+    from fmnist.run_dir import RunDir
+
     started = time.perf_counter()  # the summary's total_seconds count from here
-    cfg, run_dir = resolve_train_config(args)
-    if not args.resume and RunDir(run_dir).is_run():  # before the data loads and anything is printed
+    cfg, run_dir, resume = resolve_train_config(args)
+    if not resume and RunDir(run_dir).is_run():  # before the data loads and anything is printed
         raise FmnistError(RunDir(run_dir).taken())
     dataset = load_data(cfg.data_dir)
     if args.profile:
         from fmnist.bench import profiler
 
         profiler.profile_training(cfg, dataset, args.profile)
+    if distributed.world().rank == 0 and (hazard := distributed.restart_hazard(os.environ)):
+        print(hazard, file=sys.stderr)
     with distributed.group(select_device(cfg.device)) as w:
-        run_dir = Path(distributed.broadcast(str(run_dir), w))  # ranks may disagree on the timestamp
-        return train_and_report(args, cfg, dataset, run_dir, w, started)
+        # Rank 0 decides: ranks may disagree on the timestamp, and on whether a run exists yet.
+        where, resume = distributed.broadcast((str(run_dir), resume), w)
+        return train_and_report(args, cfg, dataset, Path(where), resume, w, started)
 
 
 def train_and_report(
-    args: argparse.Namespace, cfg: config_lib.Config, dataset, run_dir: Path, w: distributed.World, started: float
+    args: argparse.Namespace,
+    cfg: config_lib.Config,
+    dataset,
+    run_dir: Path,
+    resume: bool,
+    w: distributed.World,
+    started: float,
 ) -> int:
+    import torch
+
+    from fmnist import models
+    from fmnist.device import resolve_amp, select_device
+    from fmnist.run_dir import RunDir
     from fmnist.train import fit
 
     say = print if w.is_main else (lambda *a, **k: None)
@@ -130,7 +159,7 @@ def train_and_report(
             cfg,
             run_dir,
             dataset,
-            resume=bool(args.resume),
+            resume=resume,
             progress=not args.no_progress,
             fit_trust=True,
             started=started,
@@ -157,6 +186,7 @@ def train_and_report(
 
 
 def cmd_lr_find(args: argparse.Namespace) -> int:
+    from fmnist import cpu, plots
     from fmnist.lr_find import lr_find
 
     cfg = config_lib.from_dict(requested_values(args, config_overrides(args)))
@@ -183,23 +213,10 @@ def cmd_lr_find(args: argparse.Namespace) -> int:
 
 
 def cmd_calibrate(args: argparse.Namespace) -> int:
-    from fmnist import checkpoint
+    from fmnist import trust
+    from fmnist.run_dir import model_path
 
     path = model_path(args.checkpoint)
-    model, cfg, _ = checkpoint.load_model(path, "cpu")
-    if not cfg.val_size:
-        raise FmnistError(
-            f"{path}: no validation split on record (trained with --val-size 0, or a state dict whose "
-            "training images are unknown): the temperature and the non-garment detector are fitted only "
-            "on images the model did not train on; train with fmnist train, which holds out 5,000"
-        )
-    if too_few := trust.shortfall(cfg.val_size):
-        raise FmnistError(f"{path}: {too_few}")
-    dataset = load_data(args.data_dir)
-    _, val_idx = data.stratified_split(dataset.train_labels, cfg.val_size, cfg.seed)
-    fitted = trust.fit_and_store(
-        model, dataset.train_images[val_idx], dataset.train_labels[val_idx], path, cfg.seed, print
-    )
-    assert fitted is not None
+    fitted = trust.calibrate_run(path, lambda: load_data(args.data_dir), print)
     print(f"{path}: temperature {fitted.temperature:.3f}, in-distribution threshold {fitted.threshold:.4f}")
     return 0

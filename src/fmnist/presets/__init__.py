@@ -10,6 +10,7 @@ files: numbers in comments would go stale.
 from __future__ import annotations
 
 from importlib import resources
+from pathlib import Path
 from typing import Any
 
 from fmnist import config as config_lib
@@ -18,6 +19,12 @@ from fmnist.errors import FmnistError
 
 def names() -> list[str]:
     return sorted(p.name.removesuffix(".toml") for p in resources.files(__name__).iterdir() if p.name.endswith(".toml"))
+
+
+def requested(preset: str | None, config_file: str | Path | None, values: dict[str, Any]) -> dict[str, Any]:
+    """The config values asked for, later ones winning: the preset's, the TOML file's, then `values` (flags, or
+    the Python API's keywords)."""
+    return {**(load(preset) if preset else {}), **(config_lib.read_toml(config_file) if config_file else {}), **values}
 
 
 def load(name: str) -> dict[str, Any]:

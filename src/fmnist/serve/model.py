@@ -16,7 +16,7 @@ import torch
 
 from fmnist.data import CLASSES, SIDE
 from fmnist.errors import FmnistError
-from fmnist.inference import Predictor, load_predictor
+from fmnist.inference import Predictor, load_predictor, probabilities
 
 SHA_PREFIX = 12  # hex digits of the SHA-256 shown: enough to tell files apart, short enough for a header
 
@@ -34,10 +34,6 @@ class ServedModel:
     def logits(self, images: torch.Tensor) -> torch.Tensor:
         """float32 [N, 10] for uint8 [N, 28, 28] images (the micro-batcher's model call)."""
         return self.predictor.logits(images)
-
-    def probabilities(self, images: torch.Tensor) -> torch.Tensor:
-        """float32 [N, 10] for uint8 [N, 28, 28] images, through the model's temperature."""
-        return self.predictor.probabilities(images)
 
     def identity(self) -> dict[str, Any]:
         return {"file": self.file, "sha256": self.sha256, "kind": self.kind, **self.accuracy}
@@ -60,7 +56,7 @@ def identify(predictor: Predictor) -> ServedModel:
 def check(model: ServedModel) -> ServedModel:
     """`model` if it answers a probe batch with probabilities of the right shape, else FmnistError."""
     try:
-        probs = model.probabilities(torch.zeros(2, SIDE, SIDE, dtype=torch.uint8))
+        probs = probabilities(model.predictor, torch.zeros(2, SIDE, SIDE, dtype=torch.uint8))
     except Exception as exc:  # a model that cannot run is refused whatever went wrong inside it
         raise FmnistError(f"{model.file}: the model fails on a probe batch: {type(exc).__name__}: {exc}") from None
     if tuple(probs.shape) != (2, len(CLASSES)) or not bool(torch.isfinite(probs).all()):

@@ -26,10 +26,11 @@ from typing import Any
 import torch
 from PIL import Image
 
-from fmnist import signals, trust
+from fmnist import signals
+from fmnist.answer import answers
 from fmnist.data import CLASSES
 from fmnist.errors import FmnistError
-from fmnist.images import Cues, Framed, load_picture
+from fmnist.images import Framed, load_picture
 from fmnist.inference import Predictor
 from fmnist.serve.access import Keys, RateLimiter
 from fmnist.serve.batching import Answer, MicroBatcher, QueueFull
@@ -278,23 +279,17 @@ def build_answer(
     ood_threshold: float | None = None,
 ) -> dict[str, Any]:
     """The JSON of POST /predict: the model that answered, and one prediction per image in request order,
-    each with its verdict (trust.fields: garment or not, in-distribution score, calibrated).
+    each the picture's fmnist.answer.Answer (class, probabilities, garment or not, in-distribution score,
+    calibrated) as `fmnist predict --json` writes it.
 
     answer.logits: float32 [k, 10]; pictures: the k framed pictures the model saw; view: add each as `input`;
     heatmaps: one {"method", "heatmap"} per image with ?explain=1, else empty."""
-    model_trust = answer.model.predictor.trust
-    cues: list[Cues | None] = [picture.cues for picture in pictures]
-    verdict = trust.judge(model_trust, answer.logits, cues, ood_threshold)
-    top_p, top_i = verdict.probabilities.topk(top_k, dim=1)
+    images = torch.stack([picture.image for picture in pictures])
+    cues = [picture.cues for picture in pictures]
+    found = answers(answer.model.predictor.trust, answer.logits, images, cues, top_k, ood_threshold)
     predictions = []
-    for n, (p, i, picture) in enumerate(zip(top_p.tolist(), top_i.tolist(), pictures, strict=True)):
-        prediction: dict[str, Any] = {
-            "class_index": i[0],
-            "class_name": CLASSES[i[0]],
-            "probability": p[0],
-            "top": [[CLASSES[c], q] for c, q in zip(i, p, strict=True)],
-            **trust.fields(verdict, n, model_trust, ood_threshold),
-        }
+    for picture, one in zip(pictures, found, strict=True):
+        prediction = one.as_dict()
         if view:
             prediction["input"] = png_url(picture.image)
         predictions.append(prediction)

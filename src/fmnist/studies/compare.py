@@ -10,12 +10,14 @@ only; test accuracy is reported beside it.
 
 from __future__ import annotations
 
+import contextlib
 import csv
+import fcntl
 import io
 import itertools
 import os
 import statistics
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -179,6 +181,53 @@ def grid_runs(experiment: Experiment, out: str | Path) -> list[Run]:
     return runs
 
 
+# ---------------------------------------------------------------- sharing the grid
+
+
+@dataclass(frozen=True)
+class Shard:
+    """Task `index` of `count` (0-based, as JOB_COMPLETION_INDEX and `sbatch --array=0-N`) trains every
+    count-th run of the grid, starting at run `index`."""
+
+    index: int
+    count: int
+
+    def __str__(self) -> str:
+        return f"{self.index}/{self.count}"
+
+
+def parse_shard(text: str) -> Shard:
+    """ "I/N" with 0 <= I < N; anything else is an FmnistError."""
+    index, _, count = text.partition("/")
+    try:
+        shard = Shard(int(index), int(count))
+    except ValueError:
+        raise FmnistError(f"--shard: expected I/N, e.g. 0/4 for the first of 4 tasks, got {text!r}") from None
+    if not 0 <= shard.index < shard.count:
+        raise FmnistError(f"--shard {text}: the task index I runs from 0 to N-1")
+    return shard
+
+
+@contextlib.contextmanager
+def claimed(path: Path) -> Iterator[bool]:
+    """Hold an exclusive flock(2) on `path` (created if needed) while the block runs: True, or False at once
+    when another process holds it. The kernel drops the lock when its holder dies, kill -9 included, so a
+    requeued task takes its runs over. Two tasks given the same run never train it at the same time, on one
+    machine or on a shared file system whose client forwards flock (Linux NFS since 2.6.12, Lustre with
+    -o flock)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "ab") as f:
+        try:
+            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            yield False
+            return
+        try:
+            yield True
+        finally:
+            fcntl.flock(f, fcntl.LOCK_UN)
+
+
 # ---------------------------------------------------------------- running
 
 
@@ -209,32 +258,36 @@ def run_grid(
     data: FashionMNIST,
     *,
     workers: int = 1,
+    shard: Shard | None = None,
     log: Callable[[str], None] = print,
 ) -> list[RunResult]:
-    """Train every run of the experiment that has not finished yet; return all runs' results.
+    """Train every run of the experiment (of `shard`'s share, when given) that has not finished yet; return
+    all runs' results.
 
     With workers > 1, runs train in that many spawned processes, each limited to
     cpu_count // workers torch threads so that they do not fight over the cores.
+    Each run is trained under its claim (`claimed`): tasks given the same command on a shared directory,
+    with or without shards, never train one run twice, and skip the runs another task holds.
     """
     if workers < 1:
         raise FmnistError(f"workers must be >= 1, got {workers}")
     out = Path(out)
     runs = grid_runs(experiment, out)
     states = [run_state(run) for run in runs]
-    todo = [(run, state == "partial") for run, state in zip(runs, states, strict=True) if state in ("new", "partial")]
+    mine = runs[shard.index :: shard.count] if shard else runs
+    todo = [(run, state) for run, state in zip(runs, states, strict=True) if state in ("new", "partial")]
+    todo = [(run, state) for run, state in todo if run in mine]
     write_experiment(experiment, out / "experiment.toml")
     log(
-        f"{len(runs)} runs ({len(runs) // len(experiment.seeds)} grid points x {len(experiment.seeds)} seeds): "
-        f"{len(runs) - len(todo)} finished earlier, {sum(r for _, r in todo)} to resume, "
-        f"{sum(not r for _, r in todo)} to start"
+        f"{len(runs)} runs ({len(runs) // len(experiment.seeds)} grid points x {len(experiment.seeds)} seeds"
+        + (f"; shard {shard}: {len(mine)} of them" if shard else "")
+        + f"): {len(mine) - len(todo)} finished earlier, {sum(s == 'partial' for _, s in todo)} to resume, "
+        f"{sum(s == 'new' for _, s in todo)} to start"
     )
-    jobs = [
-        (config_lib.to_dict(run.config), str(run.run_dir), resume, f"{run.point} seed{run.seed}")
-        for run, resume in todo
-    ]
+    jobs = [(config_lib.to_dict(run.config), str(run.run_dir), f"{run.point} seed{run.seed}") for run, _ in todo]
     if workers == 1 or len(jobs) <= 1:
         for i, job in enumerate(jobs, 1):
-            log(f"[{i}/{len(jobs)}] {job[3]}: {_train_run(*job, data=data, log=log)}")
+            log(f"[{i}/{len(jobs)}] {job[2]}: {_train_run(*job, data=data, log=log)}")
     else:
         _run_parallel(jobs, workers, data, log)
     return [load_result(run) for run in runs]
@@ -263,36 +316,42 @@ def _init_worker(data: FashionMNIST, threads: int) -> None:
 
 
 def _train_job(job: tuple) -> tuple[str, str]:
-    return job[3], _train_run(*job)
+    return job[2], _train_run(*job)
 
 
 def _train_run(
     values: dict,
     run_dir: str,
-    resume: bool,
     label: str,
     *,
     data: FashionMNIST | None = None,
     log: Callable[[str], None] = print,
 ) -> str:
-    """Train one run, in this process or in a worker that holds the data; return a one-line outcome."""
+    """Train one run under its claim, in this process or in a worker that holds the data; return a one-line
+    outcome. Whether it starts or resumes is read after the claim is taken: another task may have moved it on."""
     from fmnist.train import NonFiniteLoss, fit
 
     dataset = data or _WORKER_DATA
     assert dataset is not None, "a worker process gets its data from _init_worker"
-    try:
-        result = fit(
-            config_lib.from_dict(values),
-            run_dir,
-            dataset,
-            resume=resume,
-            log=lambda msg: log(f"  {label}: {msg}"),
-            progress=False,
-        )
-    except NonFiniteLoss as e:
-        # Deterministic: a rerun would diverge again, so the run counts as finished.
-        RunDir(run_dir).write_divergence(str(e))
-        return f"diverged: {e}"
+    run = RunDir(run_dir)
+    with claimed(run.claim) as ours:
+        if not ours:
+            return "another task is training it"
+        if run.summary.exists() or run.diverged.exists():
+            return "finished by another task"
+        try:
+            result = fit(
+                config_lib.from_dict(values),
+                run_dir,
+                dataset,
+                resume=run.is_run(),
+                log=lambda msg: log(f"  {label}: {msg}"),
+                progress=False,
+            )
+        except NonFiniteLoss as e:
+            # Deterministic: a rerun would diverge again, so the run counts as finished.
+            run.write_divergence(str(e))
+            return f"diverged: {e}"
     s = result.summary
     assert s is not None  # one process: fit() returns the summary
     return f"val {s['val_accuracy']:.2%}  test {s['test_accuracy']:.2%}  {s['wall_seconds']:.0f}s"
@@ -313,6 +372,11 @@ def write_experiment(experiment: Experiment, path: Path) -> None:
         }
     )
     atomic_write(path, text)
+
+
+def unfinished(results: list[RunResult]) -> int:
+    """Runs with neither a summary nor a divergence: another task's share, or runs another task holds."""
+    return sum(r.summary is None and r.failure is None for r in results)
 
 
 def load_result(run: Run) -> RunResult:

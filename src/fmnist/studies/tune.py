@@ -235,13 +235,17 @@ def new_settings(
     base: dict[str, Any],
     *,
     name: str,
-    storage: str = "",
-    pruner: str = "median",
-    sampler_seed: int = 0,
-    heartbeat: int = HEARTBEAT_SECONDS,
+    storage: str | None = None,
+    pruner: str | None = None,
+    sampler_seed: int | None = None,
+    heartbeat: int | None = None,
 ) -> StudySettings:
     """Settings of a new study from the config values given explicitly in `base`; val_size 0
-    is refused, since the objective is validation accuracy."""
+    is refused, since the objective is validation accuracy. A setting left None takes its default: a
+    journal file in the study directory, the median pruner, sampler seed 0, HEARTBEAT_SECONDS."""
+    storage, pruner = storage or "", pruner or "median"
+    sampler_seed = sampler_seed or 0
+    heartbeat = HEARTBEAT_SECONDS if heartbeat is None else heartbeat
     cfg = config_lib.from_dict(dict(base))
     if not cfg.val_size:
         raise FmnistError("tune maximises validation accuracy: val_size must be > 0")

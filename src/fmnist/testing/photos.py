@@ -57,4 +57,4 @@ def measure(
 
 
 def _classify(predictor: Predictor, images: torch.Tensor, batch_size: int) -> torch.Tensor:
-    return torch.cat([predictor.probabilities(chunk).argmax(1) for chunk in images.split(batch_size)])
+    return torch.cat([predictor.logits(chunk).argmax(1) for chunk in images.split(batch_size)])

@@ -1,7 +1,8 @@
 """What travels with a model so that its answers can be trusted: the temperature of its probabilities
 (calibration.py) and its "not a garment" detector (ood.py), fitted on the validation split when
 training ends, stored in the checkpoint under "trust" and in an export's sidecar, applied the same
-way by every Predictor (inference.py) and so by `predict`, `eval` and `serve`.
+way to every model's logits by `judge`, which fmnist.answer turns into the answer `predict`, `eval` and
+`serve` give.
 
 A model trained without a validation split (`--val-size 0`), or with one smaller than the fits need
 (`shortfall`), has neither: its probabilities are the plain softmax, flagged as uncalibrated, and every
@@ -22,9 +23,9 @@ import torch
 from torch import nn
 
 from fmnist import checkpoint
-from fmnist.data import as_input
+from fmnist.data import FashionMNIST, as_input, validation_split
 from fmnist.errors import FmnistError
-from fmnist.images import Cues, load_picture
+from fmnist.images import Cues, Framed, load_picture
 from fmnist.trust import calibration, ood
 from fmnist.trust.references import REFERENCE_SIDE, render_set
 
@@ -169,14 +170,58 @@ def fit(
     if too_few := shortfall(len(val_x), photos):
         raise FmnistError(too_few)
     temperature = calibration.fit_temperature(logits_of(val_x), val_y)
+    return Trust(temperature, *detector(logits_of, reference_photos(val_x, photos, seed)))
+
+
+def reference_photos(val_x: torch.Tensor, photos: int, seed: int) -> list[Framed]:
+    """`photos` garment photos rendered from validation images [N, 28, 28] (trust.references), framed."""
     rendered = render_set(val_x.cpu(), min(photos, len(val_x)), seed, REFERENCE_SIDE)
-    framed = [load_picture(p.data, f"reference {p.index}") for p in rendered]
-    logits = logits_of(torch.stack([f.image for f in framed]))
-    values = {"energy": ood.energy(logits).numpy().astype(np.float64), **ood.picture_cues([f.cues for f in framed])}
+    return [load_picture(p.data, f"reference {p.index}") for p in rendered]
+
+
+def detector(logits_of: Logits, pictures: Sequence[Framed]) -> tuple[dict[str, np.ndarray], float]:
+    """The detector's references and threshold from framed garment pictures that have framing cues."""
+    logits = logits_of(torch.stack([f.image for f in pictures]))
+    values = {"energy": ood.energy(logits).numpy().astype(np.float64), **ood.picture_cues([f.cues for f in pictures])}
     references = {name: np.sort(values[name]) for name in CUES}
-    return Trust(
-        temperature, {name: ood.reference_of(v) for name, v in references.items()}, ood.threshold_of(values, references)
-    )
+    return {name: ood.reference_of(v) for name, v in references.items()}, ood.threshold_of(values, references)
+
+
+# The fewest held-out photos of a user's own kind that join the detector's references when a fine-tuned
+# model's trust is refitted (refit): fewer are too thin a sample of the kind's tails. The temperature keeps
+# the one rule of every fit, MIN_TEMPERATURE_IMAGES.
+MIN_DETECTOR_PHOTOS = 30
+
+
+def refit(
+    logits_of: Logits, photos: Sequence[Framed], labels: torch.Tensor, val_x: torch.Tensor, seed: int = 0
+) -> tuple[Trust, list[str]]:
+    """The trust of a model fine-tuned on a user's photos (fmnist.adapt), and one line per part not fitted.
+
+    The temperature is fitted on the user's held-out `photos` (labels [N]) when there are at least
+    MIN_TEMPERATURE_IMAGES; the detector's references are the REFERENCE_PHOTOS garment photos rendered
+    from the parent's validation images `val_x`, as `fit` draws them, joined by the user's photos when
+    there are at least MIN_DETECTOR_PHOTOS, so that both kinds count as garments.
+    """
+    notes = []
+    temperature = None
+    if len(photos) >= MIN_TEMPERATURE_IMAGES:
+        temperature = calibration.fit_temperature(logits_of(torch.stack([p.image for p in photos])), labels)
+    else:
+        notes.append(
+            f"uncalibrated: {len(photos)} held-out photos are fewer than the {MIN_TEMPERATURE_IMAGES} a temperature "
+            "is fitted from, so the probabilities are the plain softmax"
+        )
+    pictures = reference_photos(val_x, REFERENCE_PHOTOS, seed)
+    own = [p for p in photos if p.cues is not None]
+    if len(own) >= MIN_DETECTOR_PHOTOS:
+        pictures += own
+    else:
+        notes.append(
+            f"the not-a-garment detector learns only Fashion-MNIST photos: {len(own)} held-out photos are fewer "
+            f"than the {MIN_DETECTOR_PHOTOS} it needs to learn yours"
+        )
+    return Trust(temperature, *detector(logits_of, pictures)), notes
 
 
 def fit_and_store(
@@ -197,9 +242,7 @@ def fit_and_store(
         return None
     t0 = time.perf_counter()
     trust = fit(model_logits(model), val_x, val_y, seed, photos)
-    state = checkpoint.load(path)
-    state[KEY] = trust.to_dict()
-    checkpoint.save(path, state)
+    store(trust, path)
     log(
         f"trust: temperature {trust.temperature:.3f} and non-garment detector fitted on the validation split "
         f"in {time.perf_counter() - t0:.1f} s"
@@ -207,22 +250,37 @@ def fit_and_store(
     return trust
 
 
+def calibrate_run(path: Path, load_data: Callable[[], FashionMNIST], log: Callable[[str], None]) -> Trust:
+    """`fmnist calibrate`: fit the temperature and the detector of the checkpoint at `path` again, on the
+    validation split its run held out (data.validation_split of its config: the images `fit` never trained
+    on), and store them in it. `load_data` gives the dataset, called once the checkpoint is found fit for it.
+    Raises FmnistError when the checkpoint records no validation split or one too small (`shortfall`)."""
+    model, cfg, _ = checkpoint.load_model(path, "cpu")
+    if not cfg.val_size:
+        raise FmnistError(
+            f"{path}: no validation split on record (trained with --val-size 0, or a state dict whose "
+            "training images are unknown): the temperature and the non-garment detector are fitted only "
+            "on images the model did not train on; train with fmnist train, which holds out 5,000"
+        )
+    if too_few := shortfall(cfg.val_size):
+        raise FmnistError(f"{path}: {too_few}")
+    dataset = load_data()
+    _, val_idx = validation_split(dataset.train_labels, cfg)
+    fitted = fit_and_store(model, dataset.train_images[val_idx], dataset.train_labels[val_idx], path, cfg.seed, log)
+    assert fitted is not None  # the split is large enough and the checkpoint exists
+    return fitted
+
+
+def store(trust_: Trust, path: Path) -> None:
+    """Put `trust_` into the checkpoint at `path` (atomically: the file is the old one or the new one)."""
+    state = checkpoint.load(path)
+    state[KEY] = trust_.to_dict()
+    checkpoint.save(path, state)
+
+
 def of_state(state: dict[str, Any]) -> Trust:
     """The Trust stored in a checkpoint or sidecar dict (unfitted when there is none)."""
     return Trust.from_dict(state.get(KEY))
-
-
-def fields(verdict: Verdict, i: int, trust: Trust, threshold: float | None = None) -> dict[str, Any]:
-    """The JSON fields of image `i`'s verdict, the same in `predict --json` and the API:
-    garment (bool: looks like a Fashion-MNIST item), in_distribution_score (0..1, None without a detector),
-    ood_threshold (the score a garment reaches), calibrated (whether probabilities use a fitted temperature)."""
-    limit = trust.threshold if threshold is None else threshold
-    return {
-        "garment": bool(verdict.garment[i]),
-        "in_distribution_score": None if verdict.scores is None else float(verdict.scores[i]),
-        "ood_threshold": limit if trust.has_detector else None,
-        "calibrated": trust.temperature is not None,
-    }
 
 
 COVERAGES = (1.0, 0.99, 0.95, 0.9, 0.8, 0.5)  # shares of images accepted in the risk-coverage table
@@ -253,11 +311,38 @@ class Report:
             "risk_coverage": [{"coverage": c, "accuracy": a, "min_score": s} for c, a, s in self.risk_coverage],
         }
 
+    def text(self) -> str:
+        """What `fmnist eval` prints: calibration before and after the temperature, the detector's share
+        accepted and its risk-coverage table."""
+        b, a = self.before, self.after
+        lines = [f"calibration (15-bin ECE, NLL, Brier): softmax ECE {b.ece:.2%} NLL {b.nll:.4f} Brier {b.brier:.4f}"]
+        if a is None:
+            lines[0] += "; no temperature fitted (trained without a validation split): probabilities are uncalibrated"
+        else:
+            lines[0] += (
+                f"; with temperature {self.trust.temperature:.3f} ECE {a.ece:.2%} NLL {a.nll:.4f} Brier {a.brier:.4f}"
+            )
+        if self.accepted is None:
+            return "\n".join([*lines, "non-garment detector: none fitted (trained without a validation split)"])
+        lines += [
+            f"non-garment detector (threshold {self.trust.threshold:.4f}): {self.accepted:.2%} of these images "
+            f"accepted as garments, accuracy on them {self.accepted_accuracy:.2%}",
+            "risk-coverage (the images with the highest in-distribution scores accepted):",
+        ]
+        lines += [
+            f"  coverage {coverage:>4.0%}  accuracy {accuracy:.2%}  least score accepted {least:.4f}"
+            for coverage, accuracy, least in self.risk_coverage
+        ]
+        return "\n".join(lines)
 
-def report(trust_: Trust, logits: torch.Tensor, labels: torch.Tensor) -> Report:
-    """Calibration before and after the temperature (ECE, NLL, Brier), and the detector's verdicts on plain
-    28x28 images with labels [N]: share accepted, accuracy on them, and accuracy against coverage when only
-    the images with the highest in-distribution scores (then the highest confidence) are accepted."""
+
+def report(
+    trust_: Trust, logits: torch.Tensor, labels: torch.Tensor, cues: Sequence[Cues | None] | None = None
+) -> Report:
+    """Calibration before and after the temperature (ECE, NLL, Brier), and the detector's verdicts on images
+    with labels [N]: share accepted, accuracy on them, and accuracy against coverage when only the images
+    with the highest in-distribution scores (then the highest confidence) are accepted. `cues`: each
+    picture's framing cues, as `judge` (and so predict and the server) reads them; None: all plain 28x28."""
     plain = logits.softmax(1)
     before = calibration.measure(plain, labels)
     scaled = trust_.probabilities(logits) if trust_.temperature is not None else None
@@ -265,7 +350,7 @@ def report(trust_: Trust, logits: torch.Tensor, labels: torch.Tensor) -> Report:
     probs = scaled if scaled is not None else plain
     confidence, predicted = probs.max(1)
     correct = predicted == labels
-    verdict = judge(trust_, logits, [None] * len(logits))
+    verdict = judge(trust_, logits, [None] * len(logits) if cues is None else cues)
     accepted = accepted_accuracy = None
     rows: list[tuple[float, float, float]] = []
     if verdict.scores is not None:

@@ -1,0 +1,347 @@
+"""Fine-tune a trained model on a user's labelled photos without forgetting Fashion-MNIST (`fmnist adapt`).
+
+The photos (one folder per class, as `eval --images` reads them: folders.py) are framed exactly as
+`predict` frames them. Part of each class is held out: it chooses the epoch and refits the model's
+temperature and not-a-garment detector (trust.refit). The rest is trained on, each photo `repeats` times
+per epoch with batched augmentation, mixed with experience replay: a fixed memory of Fashion-MNIST
+training images from the parent's own training split, `rehearsal` of them per photo seen, so the
+original task keeps its gradient (the exemplar memory of iCaRL, Rebuffi, Kolesnikov, Sperl and Lampert,
+CVPR 2017; experience replay as in Chaudhry et al. 2019, "On Tiny Episodic Memories in Continual
+Learning"). The training itself is train.fit's: the same step, checkpoints, exact resume, atomic writes.
+
+A run directory of `fmnist adapt` is a training run (run_dir.py) plus:
+
+    parent.json          the parent checkpoint: path and SHA-256
+    adapt.json           the recipe, the photos folder and each photo's SHA-256, label and part
+    adapt-report.json    before and after: the held-out photos, the Fashion-MNIST test set (`Report`)
+    before_after.png     the same, drawn
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from fmnist import checkpoint, data, folders, trust
+from fmnist.atomic import atomic_write
+from fmnist.config import Config
+from fmnist.data import CLASSES, FashionMNIST
+from fmnist.errors import FmnistError
+from fmnist.folders import LabelledImages
+from fmnist.images import Framed
+from fmnist.inference import Predictor, TorchPredictor
+from fmnist.run_dir import RunDir, model_path
+from fmnist.train import Split, fit
+
+# A class with fewer photos than this holds none out: each one is worth more trained on.
+MIN_PHOTOS_TO_HOLD_OUT = 4
+
+
+@dataclass(frozen=True)
+class Recipe:
+    """How `adapt` fine-tunes; the defaults were chosen on benchmarks/adapt.py's validation photos."""
+
+    epochs: int = 10
+    lr: float = 3e-4  # Adam's peak learning rate, cosine-decayed per step
+    freeze: int = 0  # leading weight layers kept as the parent has them (models.freeze)
+    repeats: int = 10  # times each training photo is seen per epoch
+    rehearsal: float = 3.0  # Fashion-MNIST memory images per training photo seen
+    holdout: float = 0.3  # share of each class's photos held out (classes of MIN_PHOTOS_TO_HOLD_OUT or more)
+    augment: tuple[str, ...] = ("translate",)  # augment.py kinds, applied to every batch
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        for name in ("epochs", "repeats"):
+            if getattr(self, name) < 1:
+                raise FmnistError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if not self.lr > 0 or self.rehearsal < 0 or self.freeze < 0:
+            raise FmnistError(
+                f"lr must be > 0 and rehearsal and freeze >= 0, got {self.lr}, {self.rehearsal}, {self.freeze}"
+            )
+        if not 0 <= self.holdout < 1:
+            raise FmnistError(f"holdout must be in [0, 1), got {self.holdout}")
+
+    def as_dict(self) -> dict[str, Any]:
+        return {**dataclasses.asdict(self), "augment": list(self.augment)}
+
+
+@dataclass
+class Photos:
+    """The user's photos, split: framed images and labels, which part each is in, and what was left out."""
+
+    found: LabelledImages
+    held_out: torch.Tensor  # bool [N]
+    digests: list[str]  # SHA-256 of each file
+    notes: list[str] = field(default_factory=list)
+
+    def part(self, held_out: bool) -> tuple[torch.Tensor, torch.Tensor, list[Framed]]:
+        index = torch.nonzero(self.held_out == held_out).flatten()
+        framed = [Framed(self.found.images[i], self.found.cues[i]) for i in index.tolist()]
+        return self.found.images[index], self.found.labels[index], framed
+
+    def manifest(self) -> list[dict[str, Any]]:
+        return [
+            {"path": str(p), "sha256": d, "label": int(y), "held_out": bool(h)}
+            for p, d, y, h in zip(self.found.paths, self.digests, self.found.labels, self.held_out, strict=True)
+        ]
+
+
+def read_photos(images_dir: str | Path, holdout: float, seed: int) -> Photos:
+    """The photos under `images_dir` (folders.load_folders, duplicates counted once), each class's
+    `holdout` share held out at random (`seed`); one note per thing left out or short."""
+    found = folders.without_duplicates(folders.load_folders(images_dir, skip_unknown=True))
+    notes = list(found.problems)
+    if summary := _skipped_summary(found.skipped):
+        notes.append(summary)
+    counts = torch.bincount(found.labels, minlength=len(CLASSES)).tolist()
+    if missing := [CLASSES[c] for c, n in enumerate(counts) if n == 0]:
+        notes.append(f"no photos of {', '.join(missing)}: adapting the other classes (these keep Fashion-MNIST's)")
+    held_out = torch.zeros(len(found.labels), dtype=torch.bool)
+    generator = torch.Generator().manual_seed(seed)
+    for c, n in enumerate(counts):
+        if 0 < n < MIN_PHOTOS_TO_HOLD_OUT:
+            notes.append(
+                f"{CLASSES[c]}: {n} photo{'s' if n > 1 else ''}, all trained on and none held out to check the result "
+                f"({MIN_PHOTOS_TO_HOLD_OUT}+ let some be held out)"
+            )
+        elif n:
+            members = torch.nonzero(found.labels == c).flatten()
+            take = max(1, round(holdout * n)) if holdout else 0
+            held_out[members[torch.randperm(n, generator=generator)[:take]]] = True
+    return Photos(found, held_out, [folders.digest(p) for p in found.paths], notes)
+
+
+def _skipped_summary(skipped: dict[str, int]) -> str | None:
+    if not skipped:
+        return None
+    return "skipped " + "; ".join(f"{reason}: {count}" for reason, count in skipped.items())
+
+
+def build_split(photos: Photos, dataset: FashionMNIST, parent_cfg: Config, recipe: Recipe) -> Split:
+    """Training: the training photos `recipe.repeats` times, then the Fashion-MNIST memory (a stratified
+    draw from the parent's training split); validation: the held-out photos; test: Fashion-MNIST's."""
+    x, y, _ = photos.part(held_out=False)
+    if not len(x):
+        raise FmnistError("no photo is left to train on once each class's share is held out; add photos")
+    train_idx, _ = data.stratified_split(dataset.train_labels, parent_cfg.val_size, parent_cfg.seed)
+    memory = min(round(recipe.rehearsal * recipe.repeats * len(x)), len(train_idx) - 1)
+    if memory > 0:
+        _, pick = data.stratified_split(dataset.train_labels[train_idx], memory, recipe.seed + 1)
+        train_idx = train_idx[pick]
+    else:
+        train_idx = train_idx[:0]
+    val_x, val_y, _ = photos.part(held_out=True)
+    return Split(
+        torch.cat([x.repeat(recipe.repeats, 1, 1), dataset.train_images[train_idx]]),
+        torch.cat([y.repeat(recipe.repeats), dataset.train_labels[train_idx]]),
+        val_x,
+        val_y,
+        dataset.test_images,
+        dataset.test_labels,
+    )
+
+
+def adapted_config(parent_cfg: Config, parent_file: Path, recipe: Recipe) -> Config:
+    """The parent's architecture and data settings, with the recipe's optimisation, starting from its weights."""
+    return parent_cfg.replace(
+        init_from=str(parent_file),
+        freeze=recipe.freeze,
+        epochs=recipe.epochs,
+        lr=recipe.lr,
+        optimizer="adam",
+        schedule="cosine",
+        warmup_epochs=0.0,
+        augment=list(recipe.augment),
+        mixup_alpha=0.0,
+        cutmix_alpha=0.0,
+        ema_decay=0.0,
+        patience=0,
+        max_time=0.0,
+        train_subset=0,
+        seed=recipe.seed,
+    )
+
+
+@dataclass(frozen=True)
+class Side:
+    """One model's figures: on the held-out photos (accuracy, share judged a garment) and on Fashion-MNIST test."""
+
+    photos_accuracy: float | None  # None when no photo was held out
+    photos_kept: float | None  # None without a detector or without held-out photos
+    test_accuracy: float
+
+
+@dataclass(frozen=True)
+class Report:
+    run: Path
+    parent: dict[str, str]  # path, sha256
+    before: Side
+    after: Side
+    photos: dict[str, int]  # trained, held_out
+    trust: dict[str, Any]  # trust.Trust.describe() of the adapted model
+    notes: list[str]
+    seconds: float
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "run": str(self.run),
+            "parent": self.parent,
+            "before": dataclasses.asdict(self.before),
+            "after": dataclasses.asdict(self.after),
+            "photos": self.photos,
+            "trust": self.trust,
+            "notes": self.notes,
+            "seconds": self.seconds,
+        }
+
+    def text(self) -> str:
+        def pct(value: float | None) -> str:
+            return "-" if value is None else f"{value:.2%}"
+
+        rows = [
+            ("held-out photos: accuracy", self.before.photos_accuracy, self.after.photos_accuracy),
+            ("held-out photos: kept as garments", self.before.photos_kept, self.after.photos_kept),
+            ("Fashion-MNIST test: accuracy", self.before.test_accuracy, self.after.test_accuracy),
+        ]
+        lines = [
+            f"parent {self.parent['path']} (sha256 {self.parent['sha256']})",
+            f"{'':36}{'parent':>10}{'adapted':>10}",
+        ]
+        lines += [f"{name:36}{pct(b):>10}{pct(a):>10}" for name, b, a in rows]
+        calibrated = "calibrated" if self.trust["calibrated"] else "uncalibrated"
+        lines.append(
+            f"{self.photos['trained']} photos trained on, {self.photos['held_out']} held out; "
+            f"probabilities {calibrated}; {self.seconds:.1f} s"
+        )
+        return "\n".join(lines)
+
+
+def side(predictor: Predictor, held: list[Framed], held_y: torch.Tensor, dataset: FashionMNIST) -> Side:
+    """A model's figures: accuracy and detector verdicts on the held-out photos, accuracy on Fashion-MNIST test."""
+    photos_accuracy = photos_kept = None
+    if held:
+        logits = predictor.logits(torch.stack([f.image for f in held]))
+        photos_accuracy = float((logits.argmax(1) == held_y).double().mean())
+        if predictor.trust.has_detector:
+            verdict = trust.judge(predictor.trust, logits, [f.cues for f in held])
+            photos_kept = float(np.mean(verdict.garment))
+    test = torch.cat([predictor.logits(c).argmax(1) for c in dataset.test_images.split(1000)])
+    return Side(photos_accuracy, photos_kept, float((test == dataset.test_labels).double().mean()))
+
+
+def adapt(
+    parent: str | Path | None,
+    images_dir: str | Path | None,
+    out: str | Path,
+    recipe: Recipe | None = None,
+    *,
+    resume: bool = False,
+    dataset: FashionMNIST | None = None,
+    log: Callable[[str], None] | None = None,
+) -> Report:
+    """Fine-tune `parent` (a checkpoint or run directory) on the labelled photos under `images_dir` into the
+    new run directory `out`; with `resume`, continue the run in `out` (parent, photos and recipe come from
+    its adapt.json). `log` receives the notes and progress lines (nothing is printed without it).
+
+    Returns the before/after Report, also written to out/adapt-report.json and out/before_after.png.
+    Raises FmnistError (one line) for a parent, folder or run directory that cannot be used, and when the
+    photos or the parent changed under a run being resumed.
+    """
+    t0 = time.perf_counter()
+    say = log or (lambda _line: None)
+    run = RunDir(out)
+    settings = _resume_settings(run) if resume else _new_settings(run, parent, images_dir, recipe)
+    recipe = Recipe(**{**settings["recipe"], "augment": tuple(settings["recipe"]["augment"])})
+    parent_file = Path(settings["parent"]["path"])
+    if checkpoint.sha256(parent_file) != settings["parent"]["sha256"]:
+        raise FmnistError(f"{parent_file}: the parent checkpoint changed since this run started; start a new run")
+    parent_model, parent_cfg, _ = checkpoint.load_model(parent_file)
+    photos = read_photos(settings["images"], recipe.holdout, recipe.seed)
+    if resume and photos.manifest() != settings["photos"]:
+        raise FmnistError(f"{settings['images']}: the photos changed since this run started; start a new run")
+    for note in photos.notes:
+        say(note)
+    if not resume:
+        atomic_write(run.path / "adapt.json", json.dumps({**settings, "photos": photos.manifest()}, indent=2) + "\n")
+    dataset = dataset or data.load(parent_cfg.data_dir or None, allow_download=False)
+    cfg = adapted_config(parent_cfg, parent_file, recipe)
+    split = build_split(photos, dataset, parent_cfg, recipe)
+    trained = int((~photos.held_out).sum())
+    say(
+        f"adapting on {trained} photos x {recipe.repeats} and {len(split.train_x) - trained * recipe.repeats} "
+        "Fashion-MNIST images per epoch"
+    )
+    result = fit(cfg, run.path, split, resume=resume and run.is_run(), log=say, progress=False)
+    _, held_y, held = photos.part(held_out=True)
+    refitted, notes = trust.refit(
+        trust.model_logits(result.model), held, held_y, _detector_images(dataset, parent_cfg), recipe.seed
+    )
+    trust.store(refitted, run.chosen_checkpoint())
+    for note in notes:
+        say(note)
+    before = side(TorchPredictor(parent_file), held, held_y, dataset)
+    after_predictor = TorchPredictor(run.path)
+    report = Report(
+        run.path,
+        settings["parent"],
+        before,
+        side(after_predictor, held, held_y, dataset),
+        {"trained": int((~photos.held_out).sum()), "held_out": len(held)},
+        refitted.describe(),
+        photos.notes + notes,
+        time.perf_counter() - t0,
+    )
+    _write_report(run, report)
+    return report
+
+
+def _detector_images(dataset: FashionMNIST, parent_cfg: Config) -> torch.Tensor:
+    """Fashion-MNIST images neither model trained on, for the detector's reference photos: the parent's
+    validation split (or, for a parent trained on every image, a slice of them all)."""
+    if parent_cfg.val_size:
+        _, val_idx = data.stratified_split(dataset.train_labels, parent_cfg.val_size, parent_cfg.seed)
+        return dataset.train_images[val_idx]
+    return dataset.train_images[: trust.REFERENCE_PHOTOS]
+
+
+def _new_settings(run: RunDir, parent: str | Path | None, images_dir: str | Path | None, recipe: Recipe | None) -> dict:
+    if parent is None or images_dir is None:
+        raise FmnistError("a new adaptation needs a parent model and a folder of photos (--images)")
+    if run.is_run() or (run.path / "adapt.json").exists():
+        raise FmnistError(run.taken())
+    parent_file = model_path(parent)
+    return {
+        "parent": {"path": str(parent_file.resolve()), "sha256": checkpoint.sha256(parent_file)},
+        "images": str(Path(images_dir).resolve()),
+        "recipe": (recipe or Recipe()).as_dict(),
+    }
+
+
+def _resume_settings(run: RunDir) -> dict:
+    path = run.path / "adapt.json"
+    try:
+        return json.loads(path.read_text())
+    except FileNotFoundError:
+        raise FmnistError(f"{run.path}: not an adaptation run (no adapt.json); nothing to resume") from None
+    except (OSError, json.JSONDecodeError) as e:
+        raise FmnistError(f"{path}: cannot read it: {e}") from None
+
+
+def _write_report(run: RunDir, report: Report) -> None:
+    from fmnist import plots  # matplotlib: only when a run finishes
+
+    atomic_write(run.path / "adapt-report.json", json.dumps(report.as_dict(), indent=2) + "\n")
+    names = ["photos accuracy", "photos kept", "FMNIST test"]
+    values = [
+        [getattr(s, k) for k in ("photos_accuracy", "photos_kept", "test_accuracy")]
+        for s in (report.before, report.after)
+    ]
+    plots.plot_before_after(names, values[0], values[1], run.path / "before_after.png")

@@ -1,0 +1,64 @@
+"""fmnist adapt: fine-tune a trained model on a user's labelled photos (fmnist.adapt)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from fmnist import signals
+from fmnist.adapt import Recipe, adapt
+from fmnist.cli.common import Parser, Subcommands, load_data
+from fmnist.errors import FmnistError
+from fmnist.run_dir import new_run_path
+
+RECIPE_FLAGS = (
+    ("epochs", int, "passes over the photos and the rehearsal memory"),
+    ("lr", float, "Adam's peak learning rate (cosine decay)"),
+    ("freeze", int, "leading weight layers kept as the parent has them"),
+    ("repeats", int, "times each training photo is seen per epoch"),
+    ("rehearsal", float, "Fashion-MNIST training images per photo seen (experience replay)"),
+    ("holdout", float, "share of each class's photos held out to choose the epoch and refit trust"),
+    ("seed", int, "seeds the held-out draw, the memory, the order and augmentation"),
+)
+
+
+def add_parsers(sub: Subcommands, shared: dict[str, Parser]) -> None:
+    """adapt."""
+    p = sub.add_parser(
+        "adapt",
+        help="fine-tune a trained model on your labelled photos (one folder per class), rehearsing Fashion-MNIST",
+        parents=[shared["data_dir"]],
+    )
+    p.add_argument("parent", nargs="?", help="the model to start from: a .pt checkpoint or a run directory")
+    p.add_argument("--images", metavar="DIR", help="your photos, one sub-folder per class (as eval --images reads)")
+    p.add_argument("--out", help="new run directory (default: runs/<timestamp>)")
+    p.add_argument("--resume", metavar="RUN_DIR", help="continue an interrupted adaptation")
+    p.add_argument("--json", action="store_true", help="print the before/after report as one JSON object")
+    defaults = Recipe()
+    for name, kind, text in RECIPE_FLAGS:
+        p.add_argument(f"--{name}", type=kind, help=f"{text} (default: {getattr(defaults, name)})")
+    p.set_defaults(func=cmd_adapt)
+
+
+def cmd_adapt(args: argparse.Namespace) -> int:
+    if args.resume and (args.parent or args.images or args.out):
+        raise FmnistError("--resume continues a run with its own parent, photos and directory; drop the others")
+    asked = {name: getattr(args, name) for name, _, _ in RECIPE_FLAGS}
+    recipe = Recipe(**{k: v for k, v in asked.items() if v is not None})
+    out = Path(args.resume) if args.resume else Path(args.out) if args.out else new_run_path()
+    dataset = load_data(args.data_dir)
+    say = (lambda line: print(line, file=sys.stderr)) if args.json else print
+    try:
+        report = adapt(args.parent, args.images, out, recipe, resume=bool(args.resume), dataset=dataset, log=say)
+    except (KeyboardInterrupt, signals.Stopped):
+        if (out / "adapt.json").exists():
+            print(f"interrupted; continue with: fmnist adapt --resume {out}", file=sys.stderr)
+        raise
+    if args.json:
+        print(json.dumps(report.as_dict()))
+        return 0
+    print(report.text())
+    print(f"artifacts in {out}: adapt-report.json before_after.png adapt.json parent.json checkpoints/")
+    return 0

@@ -1,0 +1,182 @@
+import json
+import shutil
+
+import pytest
+import torch
+from support import labelled_folder
+
+from fmnist import adapt, checkpoint, config, data, models, train, trust
+from fmnist.cli import main
+from fmnist.errors import FmnistError
+from fmnist.images import Cues, Framed
+from fmnist.run_dir import RunDir
+
+SMALL = adapt.Recipe(epochs=2, repeats=2, rehearsal=2.0)
+
+
+@pytest.fixture
+def parent(synthetic_data, tmp_path, one_thread):
+    """A small MLP trained for two epochs on the synthetic set, with a 200-image validation split."""
+    cfg = config.Config(hidden=(32,), epochs=2, batch_size=32, val_size=200)
+    train.fit(cfg, tmp_path / "parent", data.load(), log=lambda _: None, progress=False)
+    return tmp_path / "parent"
+
+
+@pytest.fixture
+def few_references(monkeypatch):
+    """The detector's Fashion-MNIST reference photos, 20 instead of 400: framing each costs tens of ms."""
+    monkeypatch.setattr(trust, "REFERENCE_PHOTOS", 20)
+
+
+@pytest.mark.slow
+def test_messy_folders_each_get_one_line_and_the_rest_is_used(tmp_path, synthetic_data):
+    root = tmp_path / "photos"
+    good = labelled_folder(root, per_class=5)
+    shutil.rmtree(root / "bag")  # a class with no photos
+    for extra in sorted((root / "sandal").iterdir())[2:]:  # a class with 2 photos
+        extra.unlink()
+    trouser = sorted((root / "Trousers").iterdir())
+    shutil.copy(trouser[0], root / "DRESS" / "same-as-trouser.jpg")  # one picture in two classes
+    shutil.copy(trouser[1], root / "Trousers" / "copy.jpg")  # twice in one class
+    (root / "hats").mkdir()  # no class
+    (root / "hats" / "cap.jpg").write_bytes(trouser[2].read_bytes())
+
+    photos = adapt.read_photos(root, holdout=0.3, seed=0)
+
+    notes = "\n".join(photos.notes)
+    assert all("\n" not in note for note in photos.notes)
+    assert "hats: folder name is not a class, so its pictures are left out" in notes
+    assert "no photos of Bag: adapting the other classes" in notes
+    assert "Sandal: 2 photos, all trained on and none held out" in notes
+    assert "the same picture is in 2 classes, so it is left out" in notes and "same-as-trouser.jpg" in notes
+    assert f"the same picture as {root / 'Trousers' / 'copy.jpg'}, counted once" in notes
+    labels = photos.found.labels.tolist()
+    assert labels.count(1) == 4 and labels.count(3) == 5 and 8 not in labels  # trouser lost its ambiguous copy
+    held = photos.held_out
+    assert not held[photos.found.labels == 5].any()  # too few to hold any out
+    assert int(held[photos.found.labels == 3].sum()) == 2  # round(0.3 * 5)
+    assert len(good) == 50 and len(photos.manifest()) == len(labels)
+
+
+def test_an_unreadable_photo_is_named_and_left_out(tmp_path, synthetic_data):
+    root = tmp_path / "photos"
+    labelled_folder(root, per_class=1)
+    photos = adapt.read_photos(root, holdout=0.3, seed=0)
+    assert any("cut-short.jpg" in note for note in photos.notes)
+    assert any(note.startswith("skipped ") and "not an image" in note for note in photos.notes)
+
+
+def framed(n: int) -> tuple[list[Framed], torch.Tensor]:
+    images = torch.randint(0, 255, (n, 28, 28), dtype=torch.uint8)
+    cues = [Cues(0.5 + i / (2 * n), 2.0, 0.4, 0.5, 1.0) for i in range(n)]
+    return [Framed(x, c) for x, c in zip(images, cues, strict=True)], torch.arange(n) % 10
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("n", [trust.MIN_DETECTOR_PHOTOS - 1, trust.MIN_DETECTOR_PHOTOS, trust.MIN_TEMPERATURE_IMAGES])
+def test_refit_fits_nothing_below_its_minimum_and_says_uncalibrated(n, few_references, synthetic_data, one_thread):
+    model = models.build(config.Config(hidden=(16,)))
+    photos, labels = framed(n)
+    val_x = data.load().train_images[:50]
+    refitted, notes = trust.refit(trust.model_logits(model), photos, labels, val_x)
+    assert refitted.has_detector
+    text = "\n".join(notes)
+    assert (refitted.temperature is None) == (n < trust.MIN_TEMPERATURE_IMAGES) == ("uncalibrated: " in text)
+    joined = n >= trust.MIN_DETECTOR_PHOTOS  # the user's photos join the references (border_fit from 0.5)
+    assert (refitted.references["border_fit"].min() == pytest.approx(0.5)) == joined
+    assert ("learns only Fashion-MNIST photos" in text) != joined
+
+
+@pytest.mark.slow
+def test_adapt_reports_before_and_after_and_names_its_parent(parent, tmp_path, few_references):
+    root = tmp_path / "photos"
+    labelled_folder(root, per_class=6)
+    lines: list[str] = []
+    report = adapt.adapt(parent, root, tmp_path / "adapted", SMALL, log=lines.append)
+
+    run = RunDir(tmp_path / "adapted")
+    parent_file = RunDir(parent).chosen_checkpoint()
+    assert report.parent == {"path": str(parent_file.resolve()), "sha256": checkpoint.sha256(parent_file)}
+    assert json.loads(run.parent.read_text()) == report.parent
+    assert run.read_summary()["parent"] == report.parent
+    saved = json.loads((run.path / "adapt-report.json").read_text())
+    assert saved["before"]["test_accuracy"] == report.before.test_accuracy
+    assert report.photos == {"trained": 40, "held_out": 20}
+    assert report.after.photos_accuracy is not None and report.after.photos_kept is not None
+    assert report.before.photos_kept is None  # the parent was fitted without a detector
+    assert (run.path / "before_after.png").stat().st_size > 0
+    assert not report.trust["calibrated"] and any(line.startswith("uncalibrated:") for line in lines)
+    assert checkpoint.load(run.chosen_checkpoint())[trust.KEY]["references"]  # the refitted detector is stored
+    assert "parent" in report.text() and "held-out photos: accuracy" in report.text()
+
+
+@pytest.mark.slow
+def test_an_interrupted_adaptation_resumes_and_refuses_changed_photos(parent, tmp_path, few_references):
+    root = tmp_path / "photos"
+    labelled_folder(root, per_class=4)
+    out = tmp_path / "adapted"
+
+    def stop_after_first_epoch(line: str) -> None:
+        if line.startswith("epoch   1/"):
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        adapt.adapt(parent, root, out, SMALL, log=stop_after_first_epoch)
+    with pytest.raises(FmnistError, match="already holds a run"):
+        adapt.adapt(parent, root, out, SMALL)
+
+    extra = root / "coats" / "new.jpg"
+    extra.write_bytes(next((root / "coats").iterdir()).read_bytes() + b"\0")  # another file, the same picture
+    with pytest.raises(FmnistError, match="the photos changed since this run started"):
+        adapt.adapt(None, None, out, resume=True)
+    extra.unlink()
+
+    lines: list[str] = []
+    report = adapt.adapt(None, None, out, resume=True, log=lines.append)
+    assert any(line.startswith(f"resuming {out} after epoch 1") for line in lines)
+    assert [row["epoch"] for row in RunDir(out).read_history()] == [1, 2]
+    assert report.after.test_accuracy > 0
+
+
+@pytest.mark.slow
+def test_init_from_starts_at_the_parent_and_freeze_keeps_its_layers(parent, tmp_path):
+    cfg = config.Config(hidden=(32,), epochs=1, batch_size=32, val_size=200, init_from=str(parent), freeze=1)
+    result = train.fit(cfg, tmp_path / "tuned", data.load(), log=lambda _: None, progress=False)
+    start = checkpoint.load(RunDir(parent).chosen_checkpoint())["model"]
+    tuned = result.model.state_dict()
+    assert torch.equal(tuned["1.weight"], start["1.weight"]) and torch.equal(tuned["1.bias"], start["1.bias"])
+    assert not torch.equal(tuned["3.weight"], start["3.weight"])
+    assert json.loads(RunDir(tmp_path / "tuned").parent.read_text())["sha256"] == checkpoint.sha256(
+        RunDir(parent).chosen_checkpoint()
+    )
+
+
+@pytest.mark.slow
+def test_init_from_another_architecture_is_one_line(parent, tmp_path):
+    cfg = config.Config(hidden=(64,), epochs=1, val_size=200, init_from=str(parent))
+    with pytest.raises(FmnistError, match=r"its mlp hidden=32 does not fit this run's mlp hidden=64"):
+        train.fit(cfg, tmp_path / "tuned", data.load(), log=lambda _: None, progress=False)
+
+
+def test_freezing_the_output_layer_is_refused():
+    model = models.build(config.Config(hidden=(8, 8)))
+    with pytest.raises(FmnistError, match="freeze 3: this model has 3 weight layers"):
+        models.freeze(model, 3)
+    models.freeze(model, 2)
+    assert [p.requires_grad for p in model.parameters()] == [False] * 4 + [True] * 2
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["adapt", "run", "--out", "new"], "a new adaptation needs a parent model and a folder of photos (--images)"),
+        (["adapt", "run", "--resume", "x"], "--resume continues a run with its own parent"),
+        (["adapt", "--resume", "nowhere"], "nowhere: not an adaptation run (no adapt.json)"),
+        (["adapt", "missing.pt", "--images", "."], "missing.pt: cannot read it"),
+    ],
+)
+def test_adapt_mistakes_are_one_line(args, message, synthetic_data, tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    assert main(args) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and message in err
