@@ -548,3 +548,14 @@ def test_train_with_a_validation_split_fits_trust_and_calibrate_needs_one(
     code, _, err = run(capsys, *TRAIN, "--epochs", "1", "--out", str(tmp_path / "no-val"))
     code, _, err = run(capsys, "calibrate", str(tmp_path / "no-val"))
     assert code == 2 and "no validation split on record" in err
+
+
+def test_the_command_line_imports_no_torch_until_a_command_runs():
+    """`fmnist --help` and a usage error answer without torch, matplotlib or the image stack (seconds of imports)."""
+    import subprocess
+    import sys
+
+    heavy = ("torch", "matplotlib", "PIL", "onnxruntime", "fastapi", "fmnist.trust", "fmnist.inference")
+    code = f"import sys, fmnist.cli; print([m for m in {heavy!r} if m in sys.modules])"
+    shown = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert shown.strip() == "[]"

@@ -32,6 +32,7 @@ import torch
 
 from fmnist import checkpoint, data, folders, trust
 from fmnist.atomic import atomic_write
+from fmnist.config import AdaptRecipe as Recipe
 from fmnist.config import Config
 from fmnist.data import CLASSES, FashionMNIST
 from fmnist.errors import FmnistError
@@ -43,34 +44,6 @@ from fmnist.train import Split, fit
 
 # A class with fewer photos than this holds none out: each one is worth more trained on.
 MIN_PHOTOS_TO_HOLD_OUT = 4
-
-
-@dataclass(frozen=True)
-class Recipe:
-    """How `adapt` fine-tunes; the defaults were chosen on benchmarks/adapt.py's validation photos."""
-
-    epochs: int = 10
-    lr: float = 3e-4  # Adam's peak learning rate, cosine-decayed per step
-    freeze: int = 0  # leading weight layers kept as the parent has them (models.freeze)
-    repeats: int = 10  # times each training photo is seen per epoch
-    rehearsal: float = 3.0  # Fashion-MNIST memory images per training photo seen
-    holdout: float = 0.3  # share of each class's photos held out (classes of MIN_PHOTOS_TO_HOLD_OUT or more)
-    augment: tuple[str, ...] = ("translate",)  # augment.py kinds, applied to every batch
-    seed: int = 0
-
-    def __post_init__(self) -> None:
-        for name in ("epochs", "repeats"):
-            if getattr(self, name) < 1:
-                raise FmnistError(f"{name} must be >= 1, got {getattr(self, name)}")
-        if not self.lr > 0 or self.rehearsal < 0 or self.freeze < 0:
-            raise FmnistError(
-                f"lr must be > 0 and rehearsal and freeze >= 0, got {self.lr}, {self.rehearsal}, {self.freeze}"
-            )
-        if not 0 <= self.holdout < 1:
-            raise FmnistError(f"holdout must be in [0, 1), got {self.holdout}")
-
-    def as_dict(self) -> dict[str, Any]:
-        return {**dataclasses.asdict(self), "augment": list(self.augment)}
 
 
 @dataclass

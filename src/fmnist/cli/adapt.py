@@ -8,10 +8,9 @@ import sys
 from pathlib import Path
 
 from fmnist import signals
-from fmnist.adapt import Recipe, adapt
 from fmnist.cli.common import Parser, Subcommands, load_data
+from fmnist.config import AdaptRecipe as Recipe
 from fmnist.errors import FmnistError
-from fmnist.run_dir import new_run_path
 
 RECIPE_FLAGS = (
     ("epochs", int, "passes over the photos and the rehearsal memory"),
@@ -43,6 +42,9 @@ def add_parsers(sub: Subcommands, shared: dict[str, Parser]) -> None:
 
 
 def cmd_adapt(args: argparse.Namespace) -> int:
+    from fmnist.adapt import adapt
+    from fmnist.run_dir import new_run_path
+
     if args.resume and (args.parent or args.images or args.out):
         raise FmnistError("--resume continues a run with its own parent, photos and directory; drop the others")
     asked = {name: getattr(args, name) for name, _, _ in RECIPE_FLAGS}

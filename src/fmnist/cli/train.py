@@ -20,7 +20,6 @@ from fmnist.cli.common import (
     requested_values,
 )
 from fmnist.errors import FmnistError
-from fmnist.run_dir import new_run_path
 
 if TYPE_CHECKING:
     from fmnist import distributed
@@ -86,7 +85,7 @@ def resolve_train_config(args: argparse.Namespace) -> tuple[config_lib.Config, P
     """(config, run directory, whether it continues a run). `--resume auto --out DIR` is the one command
     line for every start of a restartable job (torchrun --max-restarts, a requeued array task): a new run
     when DIR holds none, this run continued when it holds it, refused when DIR holds another config."""
-    from fmnist.run_dir import RunDir
+    from fmnist.run_dir import RunDir, new_run_path
 
     asked = requested_values(args, config_overrides(args))
     if args.resume == AUTO:
