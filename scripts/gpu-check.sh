@@ -246,5 +246,5 @@ fi
   --dry-run "$dry_run" --cpu-accuracy "$cpu_accuracy" --python "$py" --seconds "$(($(date +%s) - started))"
 status=$?
 rm -rf "$work"
-echo "gpu-check: results in $out_dir"
+echo "gpu-check: results in $out_dir" >&2
 exit "$status"

@@ -525,7 +525,7 @@ def test_a_card_directory_loads_like_its_run(card_run, tmp_path, synthetic_data,
     card.write_card(card_run, tmp_path / "card", synthetic_dataset())
     images = synthetic_dataset().test_images[:20]
     run_model, card_model = load_predictor(card_run), load_predictor(tmp_path / "card")
-    assert torch.equal(card_model.probabilities(images), run_model.probabilities(images))
+    assert torch.equal(probabilities(card_model, images), probabilities(run_model, images))
     assert card_model.trust.to_dict() == run_model.trust.to_dict()
     assert fmnist.load(tmp_path / "card").predictor.describe()["model"] == "mlp"
     code, out, _ = run(capsys, "eval", tmp_path / "card")

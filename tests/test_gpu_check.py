@@ -135,7 +135,7 @@ def test_a_dry_run_without_out_writes_outside_the_checkout():
     done = subprocess.run(
         ["bash", str(SCRIPT), "--dry-run", "--budget", "0"], env=env, capture_output=True, text=True, timeout=120
     )
-    written = Path(done.stdout.strip().splitlines()[-1].removeprefix("gpu-check: results in "))
+    written = Path(done.stderr.strip().splitlines()[-1].removeprefix("gpu-check: results in "))
     try:
         assert sorted(p.name for p in ROOT.iterdir()) == before  # nothing new in the checkout
         assert (written / "summary.json").exists() and ROOT not in written.parents
