@@ -386,12 +386,12 @@ def test_the_onnx_file_alone_carries_labels_temperature_and_detector(tmp_path):
     facts = export.export(
         export.load_source(trusted_model(tmp_path / "m.pt")), tmp_path / "m.onnx", synthetic_dataset()
     )
-    session = ort.InferenceSession(str(tmp_path / "m.onnx"))
-    meta = session.get_modelmeta().custom_metadata_map
+    runtime = ort.InferenceSession(str(tmp_path / "m.onnx"))
+    meta = runtime.get_modelmeta().custom_metadata_map
     assert json.loads(meta["classes"]) == list(data.CLASSES) and json.loads(meta["temperature"]) == 1.7
     assert json.loads(meta["ood_threshold"]) == 0.2 and json.loads(meta["trust"]) == facts["trust"]
     assert json.loads(meta["training_data_sha256"])["train_images"] == data.FILES["train_images"][1]
-    assert [o.name for o in session.get_outputs()] == ["logits", "probabilities", "in_distribution_score"]
+    assert [o.name for o in runtime.get_outputs()] == ["logits", "probabilities", "in_distribution_score"]
     sidecar_path(tmp_path / "m.onnx").unlink()  # fmnist reads the same facts from the graph
     alone = open_onnx(tmp_path / "m.onnx")
     assert alone.facts == {k: v for k, v in facts.items() if k not in ("onnx_file", "onnx_sha256")}
