@@ -11,11 +11,11 @@ import time
 import torch
 import torch.nn.functional as F
 
-from fmnist import config, presets, train
+from fmnist import config, presets, training
 
 
 def images_per_second(cfg, layout: str, amp: str, steps: int = 20) -> float:
-    st = train.build_step_state(cfg, torch.device("cpu"), steps + 3)
+    st = training.build_step_state(cfg, torch.device("cpu"), steps + 3)
     model, optimizer = st.model, st.optimizer
     if layout == "contiguous":
         model.to(memory_format=torch.contiguous_format)  # in place: the optimizer keeps its parameters

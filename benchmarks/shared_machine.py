@@ -6,7 +6,7 @@ busy, as a browser tab, an IDE's indexer or another job does), for several threa
 
 Each measurement is a fresh process (an OpenMP wait policy is read once, when the runtime
 starts), which loads the data, builds the default config's model and optimizer, trains
-`--steps // 5` warm-up steps and then times `--steps` steps of train.train_one_epoch (the step
+`--steps // 5` warm-up steps and then times `--steps` steps of training.train_one_epoch (the step
 fit() runs). Options and conditions are interleaved round by round, so a machine that is busy
 with other work slows every cell alike; the table gives each cell's median seconds per 100
 steps, its busy/idle ratio, and the thread count the process ran with.
@@ -32,20 +32,22 @@ def worker(option: str, steps: int) -> None:
     """Time `steps` training steps of the default config in this process; print one JSON line."""
     import torch
 
-    from fmnist import cpu, data, train
+    from fmnist import cpu, data, training
     from fmnist.config import Config
 
     chosen = cpu.apply_threads(option.removesuffix("-passive"))
     cpu.flush_denormals()
     cfg = Config()
-    d = train.split_data(cfg, data.load(), torch.device("cpu"))
-    st = train.build_step_state(cfg, torch.device("cpu"), len(d.train_x) // cfg.batch_size)
+    d = training.split_data(cfg, data.load(), torch.device("cpu"))
+    st = training.build_step_state(cfg, torch.device("cpu"), len(d.train_x) // cfg.batch_size)
     order = torch.randperm(len(d.train_x), generator=st.data_generator)
     warm = steps // 5
     args = (st.model, st.optimizer, st.scheduler, d.train_x, d.train_y)
-    train.train_one_epoch(*args, order[: warm * cfg.batch_size], cfg, st.aug_generator)
+    training.train_one_epoch(*args, order[: warm * cfg.batch_size], cfg, st.aug_generator)
     begin = time.perf_counter()
-    train.train_one_epoch(*args, order[warm * cfg.batch_size : (warm + steps) * cfg.batch_size], cfg, st.aug_generator)
+    training.train_one_epoch(
+        *args, order[warm * cfg.batch_size : (warm + steps) * cfg.batch_size], cfg, st.aug_generator
+    )
     seconds = time.perf_counter() - begin
     print(json.dumps({"seconds": seconds, "threads": torch.get_num_threads(), "chosen": chosen}))
 

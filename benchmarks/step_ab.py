@@ -7,7 +7,7 @@ its per-round ratios to `fmnist`, the step fit() runs.
     python benchmarks/step_ab.py [--preset NAME] [--rounds 7] [--steps 50] [--threads N]
                                  [--variants fmnist,fresh,bare,foreach,no-schedule,compiled]
 
-Variants: fmnist (train.train_one_epoch with fused Adam: the default); fresh (the same step
+Variants: fmnist (training.train_one_epoch with fused Adam: the default); fresh (the same step
 from a newly built, untrained model and optimizer every round: whether a trained state computes
 slower); bare (the same model, optimizer and batches through only gather, forward, loss,
 backward and optimizer step: no schedule, augmentation, loss/prediction buffers or non-finite
@@ -26,7 +26,7 @@ from typing import cast
 import torch
 import torch.nn.functional as F
 
-from fmnist import config, cpu, data, presets, train
+from fmnist import config, cpu, data, presets, training
 from fmnist.bench import speed
 from fmnist.data import as_input
 from fmnist.device import resolve_amp
@@ -36,7 +36,7 @@ VARIANTS = ("fmnist", "fresh", "bare", "foreach", "no-schedule", "compiled", "co
 
 def build(
     name: str, cfg: config.Config, images: torch.Tensor, labels: torch.Tensor, trained: speed.Trained
-) -> tuple[train.StepState, float]:
+) -> tuple[training.StepState, float]:
     """The variant's step state, loaded from `trained` (fresh: untrained), and the seconds its
     compilation took."""
     st = speed.step_state(cfg, images, None if name == "fresh" else trained)
@@ -44,7 +44,7 @@ def build(
     if name == "foreach":
         opt = type(st.optimizer)(st.model.parameters(), **{**st.optimizer.defaults, "fused": None, "foreach": True})
         opt.load_state_dict(trained.optimizer)
-        st.optimizer, st.scheduler = opt, train.build_scheduler(opt, cfg, steps)
+        st.optimizer, st.scheduler = opt, training.build_scheduler(opt, cfg, steps)
     if name == "no-schedule":
         st.scheduler = torch.optim.lr_scheduler.LambdaLR(st.optimizer, lambda _: 1.0)
         st.scheduler.step = lambda *_: None
@@ -64,7 +64,7 @@ def build(
 
 
 def run(
-    name: str, st: train.StepState, cfg: config.Config, images: torch.Tensor, labels: torch.Tensor, steps: int
+    name: str, st: training.StepState, cfg: config.Config, images: torch.Tensor, labels: torch.Tensor, steps: int
 ) -> float:
     order = torch.randperm(len(images), generator=st.data_generator)[: steps * cfg.batch_size]
     start = time.perf_counter()
@@ -79,7 +79,7 @@ def run(
             loss.backward()
             st.optimizer.step()
     else:
-        train.train_one_epoch(st.model, st.optimizer, st.scheduler, images, labels, order, cfg, st.aug_generator)
+        training.train_one_epoch(st.model, st.optimizer, st.scheduler, images, labels, order, cfg, st.aug_generator)
     return time.perf_counter() - start
 
 

@@ -63,7 +63,7 @@ class Phases:
 def instrument(phases: Phases) -> None:
     """Wrap the functions `fmnist train` runs; imported here, so their import counts as start-up."""
     from fmnist import checkpoint, trust
-    from fmnist import train as train_lib
+    from fmnist import training as train_lib
     from fmnist.cli import train as cli_train
     from fmnist.run_dir import RunDir
 

@@ -17,7 +17,7 @@ import time
 
 import torch
 
-from fmnist import checkpoint, data, train
+from fmnist import checkpoint, data, training
 from fmnist.evaluate import evaluate_logits
 from fmnist.inference import load_predictor
 from fmnist.run_dir import model_path
@@ -34,7 +34,7 @@ def main() -> None:
     _, cfg, _ = checkpoint.load_model(model_path(args.run))
     if not cfg.val_size:
         raise SystemExit(f"{args.run}: trained with --val-size 0; TTA is judged on validation only")
-    split = train.split_data(cfg, data.load(), torch.device("cpu"))
+    split = training.split_data(cfg, data.load(), torch.device("cpu"))
     modes = ("none", "flip")
     seconds: dict[str, list[float]] = {mode: [] for mode in modes}
     results = {}

@@ -28,7 +28,7 @@ import pytest
 import torch
 from PIL import Image, ImageDraw
 
-from fmnist import checkpoint, config, data, models, train, trust
+from fmnist import checkpoint, config, data, models, training, trust
 from fmnist.testing import photos
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -278,4 +278,4 @@ def interrupted_after_first_epoch(cfg, run_dir):
             raise KeyboardInterrupt
 
     with pytest.raises(KeyboardInterrupt):
-        train.fit(cfg, run_dir, data.load(), log=stop_after_first_epoch, progress=False)
+        training.fit(cfg, run_dir, data.load(), log=stop_after_first_epoch, progress=False)

@@ -5,7 +5,7 @@ import pytest
 import torch
 from support import labelled_folder
 
-from fmnist import adapt, checkpoint, config, data, models, train, trust
+from fmnist import adapt, checkpoint, config, data, models, training, trust
 from fmnist.cli import main
 from fmnist.errors import FmnistError
 from fmnist.images import Cues, Framed
@@ -18,7 +18,7 @@ SMALL = adapt.Recipe(epochs=2, repeats=2, rehearsal=2.0)
 def parent(synthetic_data, tmp_path, one_thread):
     """A small MLP trained for two epochs on the synthetic set, with a 200-image validation split."""
     cfg = config.Config(hidden=(32,), epochs=2, batch_size=32, val_size=200)
-    train.fit(cfg, tmp_path / "parent", data.load(), log=lambda _: None, progress=False)
+    training.fit(cfg, tmp_path / "parent", data.load(), log=lambda _: None, progress=False)
     return tmp_path / "parent"
 
 
@@ -141,7 +141,7 @@ def test_an_interrupted_adaptation_resumes_and_refuses_changed_photos(parent, tm
 @pytest.mark.slow
 def test_init_from_starts_at_the_parent_and_freeze_keeps_its_layers(parent, tmp_path):
     cfg = config.Config(hidden=(32,), epochs=1, batch_size=32, val_size=200, init_from=str(parent), freeze=1)
-    result = train.fit(cfg, tmp_path / "tuned", data.load(), log=lambda _: None, progress=False)
+    result = training.fit(cfg, tmp_path / "tuned", data.load(), log=lambda _: None, progress=False)
     start = checkpoint.load(RunDir(parent).chosen_checkpoint())["model"]
     tuned = result.model.state_dict()
     assert torch.equal(tuned["1.weight"], start["1.weight"]) and torch.equal(tuned["1.bias"], start["1.bias"])
@@ -155,7 +155,7 @@ def test_init_from_starts_at_the_parent_and_freeze_keeps_its_layers(parent, tmp_
 def test_init_from_another_architecture_is_one_line(parent, tmp_path):
     cfg = config.Config(hidden=(64,), epochs=1, val_size=200, init_from=str(parent))
     with pytest.raises(FmnistError, match=r"its mlp hidden=32 does not fit this run's mlp hidden=64"):
-        train.fit(cfg, tmp_path / "tuned", data.load(), log=lambda _: None, progress=False)
+        training.fit(cfg, tmp_path / "tuned", data.load(), log=lambda _: None, progress=False)
 
 
 def test_freezing_the_output_layer_is_refused():

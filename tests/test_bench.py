@@ -3,7 +3,7 @@ import json
 import pytest
 import torch
 
-from fmnist import cli, data, train
+from fmnist import cli, data, training
 from fmnist.bench import report as bench_report
 from fmnist.bench import speed
 from fmnist.config import Config
@@ -107,7 +107,7 @@ def test_steady_state_rows_start_from_trained_optimizer_state(synthetic_data):
 @pytest.mark.slow
 def test_bench_from_a_run_measures_its_config_and_state(synthetic_data, tmp_path, monkeypatch):
     cfg = Config(hidden=(12,), epochs=1, batch_size=50, val_size=0)
-    train.fit(cfg, tmp_path / "run", data.load(), log=lambda _: None, progress=False)
+    training.fit(cfg, tmp_path / "run", data.load(), log=lambda _: None, progress=False)
     measured = []
 
     def record(cfg, *args, **kwargs):

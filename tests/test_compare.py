@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from fmnist import config, train
+from fmnist import config, training
 from fmnist.cli import main
 from fmnist.errors import FmnistError
 from fmnist.studies import compare
@@ -31,13 +31,13 @@ def experiment(**grid):
 def fit_calls(monkeypatch):
     """Records (run_dir name, resume) of every fit() call made in this process."""
     calls = []
-    real_fit = train.fit
+    real_fit = training.fit
 
     def counting_fit(cfg, run_dir, data, **kwargs):
         calls.append((f"{Path(run_dir).parent.name}/{Path(run_dir).name}", kwargs["resume"]))
         return real_fit(cfg, run_dir, data, **kwargs)
 
-    monkeypatch.setattr(train, "fit", counting_fit)
+    monkeypatch.setattr(training, "fit", counting_fit)
     return calls
 
 

@@ -70,14 +70,15 @@ def test_fit_leaves_flush_to_zero_on_every_thread(tmp_path):
     result = run_probe(
         f"""
         from pathlib import Path
-        from fmnist import data, train
+        from fmnist import data, training
         from fmnist.config import Config
 
         g = torch.Generator().manual_seed(0)
         images = lambda n: torch.randint(0, 256, (n, 28, 28), dtype=torch.uint8, generator=g)
         labels = lambda n: torch.arange(n) % 10
         dataset = data.FashionMNIST(images(256), labels(256), images(64), labels(64), Path("."), "test")
-        train.fit(Config(hidden=(16,), epochs=1, batch_size=64, val_size=0, device="cpu"), {str(tmp_path)!r}, dataset,
+        cfg = Config(hidden=(16,), epochs=1, batch_size=64, val_size=0, device="cpu")
+        training.fit(cfg, {str(tmp_path)!r}, dataset,
                   log=lambda _: None, progress=False)
         check()
         """
@@ -116,12 +117,12 @@ def test_features_are_read_from_cpuinfo_flags(monkeypatch, tmp_path):
 
 @pytest.mark.slow
 def test_an_auto_amp_run_reports_what_it_used_and_keeps_auto_in_its_config(synthetic_data, monkeypatch, tmp_path):
-    from fmnist import config, data, train
+    from fmnist import config, data, training
     from fmnist.config import Config
 
     monkeypatch.setattr(cpu, "features", lambda: ("AVX2",))
     cfg = Config(hidden=(16,), epochs=1, batch_size=50, val_size=0, amp="auto", device="cpu")
-    result = train.fit(cfg, tmp_path, data.load(), log=lambda _: None, progress=False)
+    result = training.fit(cfg, tmp_path, data.load(), log=lambda _: None, progress=False)
     assert result.summary["amp"] == "none" and result.summary["hardware"]["cpu_features"]
     assert config.resolve(tmp_path / "config.toml").amp == "auto"  # a resume asks for auto again
 

@@ -6,7 +6,7 @@ import pytest
 import torch
 from support import interrupted_after_first_epoch
 
-from fmnist import checkpoint, data, evaluate, train
+from fmnist import checkpoint, data, evaluate, training
 from fmnist.config import Config
 from fmnist.run_dir import model_path
 
@@ -19,7 +19,7 @@ TIMINGS = ("epoch_seconds", "ms_per_batch", "images_per_second")
 
 
 def fit(cfg, run_dir, **kwargs):
-    return train.fit(cfg, run_dir, data.load(), log=lambda _: None, progress=False, **kwargs)
+    return training.fit(cfg, run_dir, data.load(), log=lambda _: None, progress=False, **kwargs)
 
 
 def without_timings(history):
@@ -41,7 +41,7 @@ def test_resume_on_cuda_matches_an_uninterrupted_run(synthetic_data, tmp_path, m
 def test_a_cuda_run_continues_on_the_cpu(synthetic_data, tmp_path):
     interrupted_after_first_epoch(Config(**SMALL, device="cuda"), tmp_path / "run")
     messages = []
-    result = train.fit(
+    result = training.fit(
         Config(**SMALL, device="cpu"), tmp_path / "run", data.load(), resume=True, log=messages.append, progress=False
     )
     assert any("on cuda, resumed by 1 on cpu" in m for m in messages)

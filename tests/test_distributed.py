@@ -15,7 +15,7 @@ import torch.distributed as dist
 import torch.multiprocessing as mp
 from torch import nn
 
-from fmnist import data, distributed, train
+from fmnist import data, distributed, training
 from fmnist.config import Config
 from fmnist.errors import FmnistError
 
@@ -129,11 +129,11 @@ def worker(rank: int, size: int, port: int, dataset, cfg: Config, root: str) -> 
                     ignore=shutil.ignore_patterns("tensorboard"),
                 )
 
-        train.fit(
+        training.fit(
             cfg, os.path.join(root, "straight"), dataset, log=lambda _: None, progress=False, on_epoch=keep_epoch_one
         )
         dist.barrier()
-        train.fit(cfg, os.path.join(root, "cut"), dataset, resume=True, log=lambda _: None, progress=False)
+        training.fit(cfg, os.path.join(root, "cut"), dataset, resume=True, log=lambda _: None, progress=False)
 
 
 def metrics(run_dir) -> list[dict]:
@@ -175,7 +175,7 @@ def test_two_gloo_processes_collectives_and_exact_resume_with_each_ranks_random_
 
 def train_one_rank(rank: int, size: int, port: int, dataset, cfg: Config, root: str) -> None:
     with join(rank, size, port):
-        train.fit(cfg, os.path.join(root, "run"), dataset, log=lambda _: None, progress=False)
+        training.fit(cfg, os.path.join(root, "run"), dataset, log=lambda _: None, progress=False)
 
 
 @pytest.mark.slow

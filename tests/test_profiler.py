@@ -3,14 +3,14 @@ import json
 import pytest
 import torch
 
-from fmnist import cli, data, train
+from fmnist import cli, data, training
 from fmnist.bench import profiler
 from fmnist.config import Config
 
 
 @pytest.mark.slow
 def test_train_profile_writes_a_trace_and_leaves_the_run_unchanged(synthetic_data, tmp_path):
-    train.fit(
+    training.fit(
         Config(hidden=(16,), epochs=1, batch_size=50, val_size=0),
         tmp_path / "plain",
         data.load(),

@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from fmnist import checkpoint, data, train
+from fmnist import checkpoint, data, training
 from fmnist.config import Config
 from fmnist.errors import FmnistError
 from fmnist.run_dir import RunDir, model_path
@@ -53,7 +53,7 @@ def test_fit_writes_every_file_the_run_directory_names_plots_included(synthetic_
     """Before RunDir the plots were written by the CLI, so a run made by fit() directly (as compare
     and tune make theirs) had no curves.png."""
     cfg = Config(hidden=(32,), epochs=2, val_size=100, eval_batch_size=512)
-    result = train.fit(cfg, tmp_path / "run", data.load(), log=lambda _: None, progress=False)
+    result = training.fit(cfg, tmp_path / "run", data.load(), log=lambda _: None, progress=False)
     run = RunDir(tmp_path / "run")
     assert run.read_summary() == result.summary
     assert [row["epoch"] for row in run.read_history()] == [1, 2]

@@ -1,15 +1,15 @@
 """Every code path that runs training steps, on the awkward sizes and options the config accepts.
 
-fit() (and so `train`, tune's trials and compare's runs) cuts each epoch with train.batch_plan; the
+fit() (and so `train`, tune's trials and compare's runs) cuts each epoch with training.batch_plan; the
 callers that run a number of steps instead of epochs (lr-find, `train --profile`, the bench's training
-rows and its pipeline epoch) cut theirs through train.StepStream, the same cut. Each case below is a
+rows and its pipeline epoch) cut theirs through training.StepStream, the same cut. Each case below is a
 size where a careless cut leaves a 1-image batch under batch norm (a remainder of one, with or
 without --accumulate), or has no full batch at all (a batch larger than the data)."""
 
 import pytest
 import torch
 
-from fmnist import data, lr_find, train
+from fmnist import data, lr_find, training
 from fmnist.bench import profiler, speed, textbook
 from fmnist.config import Config
 from fmnist.errors import FmnistError
@@ -31,7 +31,7 @@ def config(values: dict, model: str = "mlp") -> Config:
 
 
 def train_images(cfg: Config) -> tuple[torch.Tensor, torch.Tensor]:
-    split = train.split_data(cfg, data.load(), torch.device("cpu"))
+    split = training.split_data(cfg, data.load(), torch.device("cpu"))
     return split.train_x, split.train_y
 
 
@@ -64,7 +64,7 @@ def run_bench_pipelines(cfg, tmp_path):
 
 
 def run_fit(cfg, tmp_path):
-    result = train.fit(cfg, tmp_path / "run", data.load(), log=lambda _: None, progress=False)
+    result = training.fit(cfg, tmp_path / "run", data.load(), log=lambda _: None, progress=False)
     assert result.summary is not None and result.summary["epochs"] == 1
 
 
@@ -94,8 +94,8 @@ def test_every_step_path_refuses_a_single_training_image_under_batch_norm(synthe
 @pytest.mark.parametrize(("n", "batch", "accumulate"), [(961, 64, 1), (897, 64, 2), (5, 64, 3), (130, 8, 4)])
 def test_step_stream_cuts_the_steps_fit_cuts_and_covers_every_image_each_epoch(n, batch, accumulate):
     cfg = Config(batch_size=batch, accumulate=accumulate, batch_norm=True)
-    plan = train.step_plan(n, batch, accumulate)
-    stream = train.StepStream(n, cfg, torch.Generator().manual_seed(0), torch.device("cpu"))
+    plan = training.step_plan(n, batch, accumulate)
+    stream = training.StepStream(n, cfg, torch.Generator().manual_seed(0), torch.device("cpu"))
     for _ in range(2):  # two epochs, one step at a time
         seen = []
         for start, stop in plan:

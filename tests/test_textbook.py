@@ -1,7 +1,7 @@
 import torch
 from torch import nn
 
-from fmnist import train
+from fmnist import training
 from fmnist.bench import textbook
 from fmnist.config import Config
 
@@ -31,7 +31,7 @@ def test_textbook_and_fmnist_pipelines_see_each_image_once_per_epoch():
             epoch(model, images, labels, torch.device("cpu"), torch.Generator().manual_seed(0), batch_size=16)
         else:
             cfg = Config(batch_size=16)
-            epoch(train.build_step_state(cfg, torch.device("cpu"), 13, model=model), cfg, images, labels)
+            epoch(training.build_step_state(cfg, torch.device("cpu"), 13, model=model), cfg, images, labels)
         assert sorted(recorder.seen) == list(range(n))
         seen.append(recorder.seen)
     assert seen[0] != list(range(n)) and seen[1] != list(range(n))  # both shuffle

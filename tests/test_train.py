@@ -10,7 +10,7 @@ import pytest
 import torch
 from support import interrupted_after_first_epoch
 
-from fmnist import checkpoint, data, monitor, train
+from fmnist import checkpoint, data, monitor, training
 from fmnist import config as config_lib
 from fmnist.config import Config
 from fmnist.errors import FmnistError
@@ -26,7 +26,7 @@ def quiet(_msg):
 
 
 def fit(cfg, run_dir, **kwargs):
-    return train.fit(cfg, run_dir, data.load(), log=quiet, progress=False, **kwargs)
+    return training.fit(cfg, run_dir, data.load(), log=quiet, progress=False, **kwargs)
 
 
 def without_timings(history):
@@ -37,7 +37,7 @@ def without_timings(history):
 def test_lr_factor_shapes(schedule):
     cfg = Config(epochs=10, schedule=schedule, step_epochs=4, gamma=0.5)
     steps = 100
-    f = [train.lr_factor(cfg, s, steps) for s in range(10 * steps)]
+    f = [training.lr_factor(cfg, s, steps) for s in range(10 * steps)]
     assert max(f) <= 1.0 + 1e-9
     if schedule == "none":
         assert set(f) == {1.0}
@@ -53,14 +53,14 @@ def test_lr_factor_shapes(schedule):
 @pytest.mark.parametrize("schedule", ["cosine", "onecycle"])
 def test_lr_factor_stays_at_its_floor_past_the_last_step(schedule):
     cfg = Config(epochs=2, schedule=schedule)
-    last = train.lr_factor(cfg, 2 * 100 - 1, 100)
-    beyond = [train.lr_factor(cfg, s, 100) for s in range(200, 600)]
+    last = training.lr_factor(cfg, 2 * 100 - 1, 100)
+    beyond = [training.lr_factor(cfg, s, 100) for s in range(200, 600)]
     assert last < 1e-3 and max(beyond) <= last
 
 
 def test_warmup_rises_linearly_to_the_peak():
     cfg = Config(epochs=5, warmup_epochs=1)
-    f = [train.lr_factor(cfg, s, 10) for s in range(12)]
+    f = [training.lr_factor(cfg, s, 10) for s in range(12)]
     assert f[:10] == pytest.approx([(s + 1) / 10 for s in range(10)])
     assert f[10] == pytest.approx(1.0)
 
@@ -74,7 +74,7 @@ def test_warmup_rises_linearly_to_the_peak():
     ],
 )
 def test_build_optimizer(cfg, kind):
-    opt = train.build_optimizer(torch.nn.Linear(3, 2), cfg)
+    opt = training.build_optimizer(torch.nn.Linear(3, 2), cfg)
     assert type(opt) is kind
     group = opt.param_groups[0]
     assert group["lr"] == cfg.lr and group["weight_decay"] == cfg.weight_decay
@@ -120,7 +120,7 @@ def test_resume_after_interrupt_matches_an_uninterrupted_run(synthetic_data, tmp
             raise KeyboardInterrupt
 
     with pytest.raises(KeyboardInterrupt):
-        train.fit(cfg, tmp_path / "cut", data.load(), log=stop_after_first_epoch, progress=False)
+        training.fit(cfg, tmp_path / "cut", data.load(), log=stop_after_first_epoch, progress=False)
     assert torch.load(tmp_path / "cut" / "checkpoints" / "last.pt", weights_only=True)["epoch"] == 1
     resumed = fit(cfg, tmp_path / "cut", resume=True).history
     assert without_timings(resumed) == without_timings(straight)
@@ -149,7 +149,7 @@ def test_cnn_with_bf16_and_channels_last_trains_and_resumes_exactly(synthetic_da
             raise KeyboardInterrupt
 
     with pytest.raises(KeyboardInterrupt):
-        train.fit(cfg, tmp_path / "cut", data.load(), log=stop_after_first_epoch, progress=False)
+        training.fit(cfg, tmp_path / "cut", data.load(), log=stop_after_first_epoch, progress=False)
     resumed = fit(cfg, tmp_path / "cut", resume=True)
     assert without_timings(resumed.history) == without_timings(straight.history)
 
@@ -157,7 +157,7 @@ def test_cnn_with_bf16_and_channels_last_trains_and_resumes_exactly(synthetic_da
 @pytest.mark.slow
 def test_wall_seconds_cover_every_process_of_a_resumed_run(synthetic_data, tmp_path, monkeypatch):
     cfg = Config(**SMALL)
-    real_epoch = train.train_one_epoch
+    real_epoch = training.train_one_epoch
 
     def slow_first_epoch(*args):
         if args[8] == 1:  # the epoch number
@@ -168,9 +168,9 @@ def test_wall_seconds_cover_every_process_of_a_resumed_run(synthetic_data, tmp_p
         if msg.startswith("epoch   1/"):
             raise KeyboardInterrupt
 
-    monkeypatch.setattr(train, "train_one_epoch", slow_first_epoch)
+    monkeypatch.setattr(training, "train_one_epoch", slow_first_epoch)
     with pytest.raises(KeyboardInterrupt):
-        train.fit(cfg, tmp_path / "run", data.load(), log=stop_after_first_epoch, progress=False)
+        training.fit(cfg, tmp_path / "run", data.load(), log=stop_after_first_epoch, progress=False)
     resumed = fit(cfg, tmp_path / "run", resume=True)
     assert resumed.summary["wall_seconds"] > 1.5  # the first process's slow epoch counts
     written = (tmp_path / "run" / "summary.json").read_bytes()
@@ -203,7 +203,7 @@ def test_existing_run_is_never_overwritten(synthetic_data, tmp_path):
 
 def test_non_finite_loss_stops_with_epoch_and_step(synthetic_data, tmp_path):
     cfg = Config(**SMALL, optimizer="sgd", lr=1e6, schedule="none")
-    with pytest.raises(train.NonFiniteLoss, match=r"non-finite loss at epoch 1, step \d+"):
+    with pytest.raises(training.NonFiniteLoss, match=r"non-finite loss at epoch 1, step \d+"):
         fit(cfg, tmp_path / "run")
 
 
@@ -220,7 +220,7 @@ def test_checkpoint_round_trip_gives_the_same_predictions(synthetic_data, tmp_pa
 @pytest.mark.slow
 def test_on_nan_skip_keeps_training(synthetic_data, tmp_path, monkeypatch):
     poisoned = {"left": 3}
-    real_ce = train.F.cross_entropy
+    real_ce = training.F.cross_entropy
 
     def sometimes_nan(logits, y, **kwargs):
         loss = real_ce(logits, y, **kwargs)
@@ -229,14 +229,14 @@ def test_on_nan_skip_keeps_training(synthetic_data, tmp_path, monkeypatch):
             return loss * float("nan")
         return loss
 
-    monkeypatch.setattr(train.F, "cross_entropy", sometimes_nan)
+    monkeypatch.setattr(training.F, "cross_entropy", sometimes_nan)
     messages = []
     cfg = Config(**SMALL, on_nan="skip")
-    result = train.fit(cfg, tmp_path / "run", data.load(), log=messages.append, progress=False)
+    result = training.fit(cfg, tmp_path / "run", data.load(), log=messages.append, progress=False)
     assert "epoch 1: skipped 3 batches with a non-finite loss (--on-nan skip)" in messages
     assert math.isfinite(result.history[0]["train_loss"]) and result.summary["test_accuracy"] > 0.9
     poisoned["left"] = 1
-    with pytest.raises(train.NonFiniteLoss, match="epoch 1, step 1 "):
+    with pytest.raises(training.NonFiniteLoss, match="epoch 1, step 1 "):
         fit(Config(**SMALL), tmp_path / "stop")
 
 
@@ -361,7 +361,7 @@ def test_ema_is_evaluated_chosen_on_validation_and_resumes_exactly(synthetic_dat
 @pytest.mark.slow
 def test_early_stopping_stops_on_a_plateau_and_stays_stopped(synthetic_data, tmp_path, monkeypatch):
     # Validation accuracy frozen at one value: a plateau from the first epoch.
-    real_evaluate = train.evaluate
+    real_evaluate = training.evaluate
 
     def flat(model, images, labels, batch_size):
         result = real_evaluate(model, images, labels, batch_size)
@@ -369,7 +369,7 @@ def test_early_stopping_stops_on_a_plateau_and_stays_stopped(synthetic_data, tmp
             result.accuracy = 0.5
         return result
 
-    monkeypatch.setattr(train, "evaluate", flat)
+    monkeypatch.setattr(training, "evaluate", flat)
     cfg = Config(**{**SMALL, "epochs": 6, "val_size": 200}, patience=2)
     result = fit(cfg, tmp_path / "run")
     assert len(result.history) == 3  # the best epoch, then 2 without a gain
@@ -380,13 +380,13 @@ def test_early_stopping_stops_on_a_plateau_and_stays_stopped(synthetic_data, tmp
 
 @pytest.mark.slow
 def test_time_budget_stops_at_an_epoch_boundary_with_a_valid_checkpoint(synthetic_data, tmp_path, monkeypatch):
-    real_epoch = train.train_one_epoch
+    real_epoch = training.train_one_epoch
 
     def slow_epoch(*args):
         time.sleep(0.5)
         return real_epoch(*args)
 
-    monkeypatch.setattr(train, "train_one_epoch", slow_epoch)
+    monkeypatch.setattr(training, "train_one_epoch", slow_epoch)
     cfg = Config(**{**SMALL, "epochs": 6}, max_time=1.2)
     result = fit(cfg, tmp_path / "run")
     assert 1 <= len(result.history) < 6
@@ -406,8 +406,8 @@ def test_accumulated_gradients_match_one_large_batch():
     weights = []
     for batch, accumulate in ((40, 1), (10, 4), (10, 1)):
         cfg = Config(hidden=(32,), batch_size=batch, accumulate=accumulate, optimizer="sgd", lr=0.1, epochs=1)
-        st = train.build_step_state(cfg, torch.device("cpu"), 3)
-        train.train_one_epoch(st.model, st.optimizer, st.scheduler, images, labels, order, cfg, st.aug_generator)
+        st = training.build_step_state(cfg, torch.device("cpu"), 3)
+        training.train_one_epoch(st.model, st.optimizer, st.scheduler, images, labels, order, cfg, st.aug_generator)
         weights.append(torch.cat([p.detach().flatten() for p in st.model.parameters()]))
         assert st.scheduler.last_epoch == 120 // (batch * accumulate)  # optimizer steps, not batches
     assert torch.allclose(weights[0], weights[1], atol=1e-6)
@@ -424,8 +424,8 @@ def test_an_accumulation_group_cut_short_by_the_epoch_weighs_its_own_images():
     weights = []
     for batch, accumulate in ((20, 1), (10, 4)):
         cfg = Config(hidden=(32,), batch_size=batch, accumulate=accumulate, optimizer="sgd", lr=0.1, epochs=1)
-        st = train.build_step_state(cfg, torch.device("cpu"), 1)
-        train.train_one_epoch(st.model, st.optimizer, st.scheduler, images, labels, order, cfg, st.aug_generator)
+        st = training.build_step_state(cfg, torch.device("cpu"), 1)
+        training.train_one_epoch(st.model, st.optimizer, st.scheduler, images, labels, order, cfg, st.aug_generator)
         weights.append(torch.cat([p.detach().flatten() for p in st.model.parameters()]))
         assert st.scheduler.last_epoch == 1
     assert torch.allclose(weights[0], weights[1], atol=1e-6)
@@ -439,17 +439,17 @@ def test_mixup_and_cutmix_train(synthetic_data, tmp_path):
 
 def test_best_checkpoint_holds_the_ema_weights_when_they_win_on_validation():
     model = torch.nn.Linear(3, 2)
-    ema = train.ModelEma(model, 0.5)
+    ema = training.ModelEma(model, 0.5)
     ema.update(model)
     with torch.no_grad():
         model.weight.add_(1.0)
     ema.update(model)  # the EMA now lags the raw weights
     state = {"model": model.state_dict(), "epoch": 1}
     row = {"epoch": 1, "val_acc": 0.80, "ema_val_acc": 0.82}
-    best = train.best_state(state, row, ema)
+    best = training.best_state(state, row, ema)
     assert best["weights"] == "ema" and torch.equal(best["model"]["weight"], ema.module.weight)
     assert not torch.equal(best["model"]["weight"], model.weight)
-    raw = train.best_state(state, {**row, "ema_val_acc": 0.79}, ema)
+    raw = training.best_state(state, {**row, "ema_val_acc": 0.79}, ema)
     assert raw["weights"] == "raw" and raw["model"] is state["model"]
 
 
@@ -460,7 +460,7 @@ def test_best_checkpoint_holds_the_ema_weights_when_they_win_on_validation():
     "n, batch", [(1, 64), (63, 64), (64, 64), (65, 64), (129, 64), (2049, 64), (55000, 63), (7, 1), (7, 2), (5, 3)]
 )
 def test_batch_plan_merges_a_remainder_into_the_batch_before_it(n, batch):
-    plan = train.batch_plan(n, batch)
+    plan = training.batch_plan(n, batch)
     assert plan[0][0] == 0 and plan[-1][1] == n
     assert all(stop == start for (_, stop), (start, _) in itertools.pairwise(plan))  # contiguous, no overlap
     assert len(plan) == max(1, n // batch)
@@ -480,7 +480,7 @@ def test_batch_plan_merges_a_remainder_into_the_batch_before_it(n, batch):
 )
 def test_the_lr_never_exceeds_its_peak_however_few_the_steps(warmup_epochs, schedule, epochs, steps):
     cfg = Config(epochs=epochs, warmup_epochs=warmup_epochs, schedule=schedule, step_epochs=1)
-    factors = [train.lr_factor(cfg, s, steps) for s in range(epochs * steps)]
+    factors = [training.lr_factor(cfg, s, steps) for s in range(epochs * steps)]
     assert all(0 < f <= 1.0 + 1e-12 for f in factors), factors
 
 
@@ -518,16 +518,16 @@ def test_a_config_that_cannot_train_on_this_data_is_refused_before_any_work(synt
 
 
 def test_an_unexpected_failure_mid_run_is_one_line_and_keeps_the_last_checkpoint(synthetic_data, tmp_path, monkeypatch):
-    real_epoch = train.train_one_epoch
+    real_epoch = training.train_one_epoch
 
     def fails_in_epoch_two(*args):
         if args[8] == 2:  # the epoch number
             raise RuntimeError("\x1b[1mboom\x1b[0m\nsecond line")
         return real_epoch(*args)
 
-    monkeypatch.setattr(train, "train_one_epoch", fails_in_epoch_two)
+    monkeypatch.setattr(training, "train_one_epoch", fails_in_epoch_two)
     run = tmp_path / "run"
-    with pytest.raises(train.TrainingFailed) as caught:
+    with pytest.raises(training.TrainingFailed) as caught:
         fit(Config(**SMALL), run)
     message = str(caught.value)
     assert "\n" not in message and "during epoch 2: RuntimeError:" in message
@@ -601,7 +601,7 @@ def _train_as_one_rank(values: dict, tmp_path, monkeypatch) -> str:
         and not (cfg.batch_norm and min(shard, local) < 2)
     )
     try:
-        result = train.fit(cfg, run, data.load(), log=quiet, progress=False)
+        result = training.fit(cfg, run, data.load(), log=quiet, progress=False)
     except FmnistError as e:
         assert not trainable, f"refused a trainable config: {e}"
         assert "\n" not in str(e) and not run.exists()  # one line, before any work

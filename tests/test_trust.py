@@ -167,7 +167,7 @@ def test_an_int8_export_of_a_model_with_a_too_small_split_is_left_uncalibrated(s
 
 def test_calibrate_fits_on_the_validation_images_that_fit_held_out(synthetic_data, tmp_path, monkeypatch):
     from fmnist import config, data, models
-    from fmnist.train import split_data
+    from fmnist.training import split_data
 
     cfg = config.Config(hidden=(8,), val_size=400, seed=7)
     path = tmp_path / "m.pt"

@@ -29,8 +29,8 @@ _API = {
     "Answer": "fmnist.answer",
     "Config": "fmnist.config",
     "FmnistError": "fmnist.errors",
-    "NonFiniteLoss": "fmnist.train",
-    "TrainingFailed": "fmnist.train",
+    "NonFiniteLoss": "fmnist.training",
+    "TrainingFailed": "fmnist.training",
     "CLASSES": "fmnist.data",
 }
 __all__ = ["__version__", *_API]
@@ -49,16 +49,11 @@ if TYPE_CHECKING:
     from fmnist.config import Config as Config
     from fmnist.data import CLASSES as CLASSES
     from fmnist.errors import FmnistError as FmnistError
-    from fmnist.train import NonFiniteLoss as NonFiniteLoss
-    from fmnist.train import TrainingFailed as TrainingFailed
+    from fmnist.training import NonFiniteLoss as NonFiniteLoss
+    from fmnist.training import TrainingFailed as TrainingFailed
 
 
 def __getattr__(name: str) -> Any:
-    if name == "train":
-        # The training loop's module is fmnist.train too, and importing it sets this attribute to the module
-        # whatever was here; that module is made callable (fmnist.train.__call__ is the API's train), so
-        # `fmnist.train(...)` works before and after, and `from fmnist import train` still gives the module.
-        return importlib.import_module("fmnist.train")
     if name not in _API:
         raise AttributeError(f"module 'fmnist' has no attribute {name!r}")
     value = getattr(importlib.import_module(_API[name]), name)

@@ -40,7 +40,7 @@ from fmnist.folders import LabelledImages
 from fmnist.images import Framed
 from fmnist.inference import Predictor, TorchPredictor
 from fmnist.run_dir import RunDir, model_path
-from fmnist.train import Split, fit
+from fmnist.training import Split, fit
 
 # A class with fewer photos than this holds none out: each one is worth more trained on.
 MIN_PHOTOS_TO_HOLD_OUT = 4

@@ -88,7 +88,7 @@ def train(
     Raises FmnistError for an unknown field or a bad value, a directory that already holds a run, missing
     data; NonFiniteLoss when the loss diverges (the last good checkpoint stays).
     """
-    from fmnist.train import fit
+    from fmnist.training import fit
 
     asked = presets.requested(preset, config, values)
     if resume:

@@ -16,7 +16,7 @@ from fmnist.config import Config
 from fmnist.data import FashionMNIST
 from fmnist.device import select_device
 from fmnist.errors import FmnistError
-from fmnist.train import NonFiniteLoss, StepStream, build_step_state, split_data, train_one_epoch
+from fmnist.training import NonFiniteLoss, StepStream, build_step_state, split_data, train_one_epoch
 
 SMOOTHING = 0.98  # fastai's exponential smoothing of the recorded loss (with bias correction)
 DIVERGED = 4.0  # stop once the smoothed loss is this many times its minimum (fastai's stop_div)

@@ -13,7 +13,7 @@ from fmnist.atomic import atomic_path
 from fmnist.config import Config
 from fmnist.data import FashionMNIST
 from fmnist.device import select_device
-from fmnist.train import StepStream, build_step_state, split_data, step_plan, train_one_epoch
+from fmnist.training import StepStream, build_step_state, split_data, step_plan, train_one_epoch
 
 
 def profile_training(

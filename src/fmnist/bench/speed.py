@@ -27,7 +27,7 @@ from fmnist.data import FashionMNIST, as_input
 from fmnist.device import select_device
 from fmnist.records import BenchResult, TimingRow
 from fmnist.run_dir import model_path
-from fmnist.train import StepState, StepStream, build_step_state, train_one_epoch
+from fmnist.training import StepState, StepStream, build_step_state, train_one_epoch
 
 
 @dataclass(frozen=True)

@@ -15,7 +15,7 @@ from fmnist.bench.timing import cpu_mark, other_cpus
 from fmnist.config import Config
 from fmnist.data import SIDE, FashionMNIST
 from fmnist.records import PipelineComparison
-from fmnist.train import StepState, build_step_state, train_one_epoch
+from fmnist.training import StepState, build_step_state, train_one_epoch
 
 FULL_EPOCH = 60_000  # images in a Fashion-MNIST training epoch
 

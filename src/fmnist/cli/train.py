@@ -140,7 +140,7 @@ def train_and_report(
     from fmnist import models
     from fmnist.device import resolve_amp, select_device
     from fmnist.run_dir import RunDir
-    from fmnist.train import fit
+    from fmnist.training import fit
 
     say = print if w.is_main else (lambda *a, **k: None)
     params = models.parameter_count(models.build(cfg))

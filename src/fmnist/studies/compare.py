@@ -329,7 +329,7 @@ def _train_run(
 ) -> str:
     """Train one run under its claim, in this process or in a worker that holds the data; return a one-line
     outcome. Whether it starts or resumes is read after the claim is taken: another task may have moved it on."""
-    from fmnist.train import NonFiniteLoss, fit
+    from fmnist.training import NonFiniteLoss, fit
 
     dataset = data or _WORKER_DATA
     assert dataset is not None, "a worker process gets its data from _init_worker"

@@ -126,7 +126,7 @@ def make_objective(
     """Objective: train the trial's config in study_dir/trials/<number>; its value is the best
     validation accuracy over the epochs, reported per epoch so the pruner can stop it early.
     `invocation` tags the trial as part of one `optimize` call's budget."""
-    from fmnist.train import NonFiniteLoss, UntrainableConfig, fit
+    from fmnist.training import NonFiniteLoss, UntrainableConfig, fit
 
     def objective(trial: optuna.Trial) -> float:
         trial.set_user_attr("worker", {"host": socket.gethostname(), "pid": os.getpid(), "invocation": invocation})

@@ -6,16 +6,14 @@ import dataclasses
 import itertools
 import math
 import statistics
-import sys
 import time
 import traceback
-import types
 import warnings
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, cast
+from typing import cast
 
 import torch
 import torch.nn.functional as F
@@ -764,16 +762,3 @@ def summarize(cfg: Config, model: nn.Module, history: list[EpochRow], device, wa
         summary["val_accuracy"] = chosen["ema_val_acc"] if ema else chosen["val_acc"]
         summary["val_loss"] = chosen["ema_val_loss"] if ema else chosen["val_loss"]
     return summary
-
-
-class _CallableModule(types.ModuleType):
-    """This module, callable: `fmnist.train(epochs=5)` is fmnist.api.train. The package attribute `train` is
-    this module whenever it has been imported (Python's import sets it), so the module answers the call."""
-
-    def __call__(self, **kwargs: Any) -> Any:
-        from fmnist.api import train
-
-        return train(**kwargs)
-
-
-sys.modules[__name__].__class__ = _CallableModule
