@@ -49,10 +49,11 @@ def write_folder(root: Path, photos: list[bytes], labels: torch.Tensor) -> None:
 
 
 def figures(predictor: Predictor, fresh: list[Framed], fresh_y: torch.Tensor, others: list[Framed], test) -> dict:
-    logits = predictor.logits(torch.stack([f.image for f in fresh]))
-    kept = trust.judge(predictor.trust, logits, [f.cues for f in fresh]).garment
-    other_logits = predictor.logits(torch.stack([f.image for f in others]))
-    rejected = ~trust.judge(predictor.trust, other_logits, [f.cues for f in others]).garment
+    views, other_views = torch.stack([f.image for f in fresh]), torch.stack([f.image for f in others])
+    logits = predictor.logits(views)
+    kept = trust.judge(predictor.trust, logits, views, [f.cues for f in fresh]).garment
+    other_logits = predictor.logits(other_views)
+    rejected = ~trust.judge(predictor.trust, other_logits, other_views, [f.cues for f in others]).garment
     test_pred = torch.cat([predictor.logits(c).argmax(1) for c in test.test_images.split(1000)])
     return {
         "photos_accuracy": float((logits.argmax(1) == fresh_y).double().mean()),

@@ -73,7 +73,7 @@ def answers(
     """An Answer per picture from the model's logits (float32 [N, 10]), the uint8 images [N, 28, 28] it saw and
     their framing cues (None for a plain 28x28 image); `top_k` classes each (at most 10), `ood_threshold`
     in place of the fitted one."""
-    verdict = trust.judge(model_trust, logits, cues, ood_threshold)
+    verdict = trust.judge(model_trust, logits, images, cues, ood_threshold)
     values, indices = verdict.probabilities.topk(min(top_k, len(CLASSES)), dim=1)
     limit = model_trust.threshold if ood_threshold is None else ood_threshold
     built = []

@@ -83,7 +83,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
         problems,
         skipped,
     )
-    trusted = trust_report(predictor.trust, logits, labels, cues, args.plots)
+    trusted = trust_report(predictor.trust, logits, labels, images, cues, args.plots)
     if args.plots:
         written = plots.write_evaluation_plots(args.plots, report, data.CLASSES)
         print(f"wrote {', '.join(written)}", file=sys.stderr)
@@ -99,6 +99,7 @@ def trust_report(
     model_trust: trust.Trust,
     logits: torch.Tensor,
     labels: torch.Tensor,
+    images: torch.Tensor,
     cues: Sequence[Cues | None] | None,
     plot_dir: str | None,
 ):
@@ -106,7 +107,7 @@ def trust_report(
     the pictures' framing `cues` as predict and serve read them; with `plot_dir`, its reliability diagram."""
     from fmnist import plots, trust
 
-    figures = trust.report(model_trust, logits, labels, cues)
+    figures = trust.report(model_trust, logits, labels, images, cues)
     if plot_dir:
         before, after = figures.confidence
         confidence = {
