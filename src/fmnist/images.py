@@ -18,6 +18,7 @@ import glob
 import io
 import warnings
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from os import PathLike
 from pathlib import Path
@@ -28,6 +29,7 @@ from PIL import Image, ImageFile, ImageOps, UnidentifiedImageError
 from pillow_heif import register_heif_opener
 from scipy import ndimage
 
+from fmnist import segmentation
 from fmnist.atomic import atomic_path
 from fmnist.data import SIDE
 from fmnist.errors import FmnistError
@@ -78,6 +80,14 @@ MARGIN_SPAN = 26 / 28  # an object spanning less of a square digital picture was
 # 0.6 % of Fashion-MNIST's images (the rest span 26 to 28 of the 28 pixels; a photo's framing spans 28)
 DIGITAL_CONTRAST = 128.0  # the least contrast of a digital image's object with its background
 FULL_PEAK = 250.0  # a digital object's strongest contrast; Fashion-MNIST's images all reach 254 or 255
+
+# The object lies on a textured or shaded surface, which segmentation.object_mask separates it from, when less
+# than SURFACE_FIT of the border lies on the smooth background surface (a product photo's has 0.83 or more), or
+# when the thresholded object covers more than SURFACE_RING_SHARE of the outer ring (SURFACE_RING of the
+# longer side wide): the threshold took the surface's pattern for the object.
+SURFACE_FIT = 0.8
+SURFACE_RING = 0.02
+SURFACE_RING_SHARE = 0.3
 
 # In a cut-out, the least contrast an object pixel gets, as a fraction of the object's strongest.
 SILHOUETTE_FLOOR = 0.25
@@ -239,7 +249,7 @@ def frame_picture(image: Image.Image, name: str = "image") -> Framed:
     digital = digital_view(gray, alpha) if gray.shape[0] == gray.shape[1] else None
     if digital is not None:
         return Framed(torch.from_numpy(digital), None)
-    framed, cues = frame_with_cues(gray, alpha, step)
+    framed, cues = frame_with_cues(gray, alpha, step, lambda: _colour(image, gray.shape))
     return Framed(torch.from_numpy(framed), cues)
 
 
@@ -367,14 +377,18 @@ def frame(gray: np.ndarray, alpha: np.ndarray | None = None, step: float = 1.0) 
     return frame_with_cues(gray, alpha, step)[0]
 
 
-def frame_with_cues(gray: np.ndarray, alpha: np.ndarray | None = None, step: float = 1.0) -> tuple[np.ndarray, Cues]:
-    """`frame`, and the Cues measured on the way."""
+def frame_with_cues(
+    gray: np.ndarray,
+    alpha: np.ndarray | None = None,
+    step: float = 1.0,
+    colour: Callable[[], np.ndarray] | None = None,
+) -> tuple[np.ndarray, Cues]:
+    """`frame`, and the Cues measured on the way. `colour`: the picture's colour planes float [H, W, 3] at
+    `gray`'s size, asked for only when the object lies on a textured surface (else `gray` stands for them)."""
     border_fit, noise = 1.0, 0.0
     if alpha is not None and (alpha < 0.5).any():
         contrast = _cutout_contrast(gray, alpha)
-        smooth = _smooth(contrast)
         mask = _smooth(alpha) > 0.5
-        box = _object_box(mask)
     else:
         if alpha is not None:  # opaque but for a few pixels: those show the white page behind
             gray = gray * alpha + 255 * (1 - alpha)
@@ -383,18 +397,62 @@ def frame_with_cues(gray: np.ndarray, alpha: np.ndarray | None = None, step: flo
         threshold = _threshold(smooth, noise)
         # Smoothing spreads the object by its radius; the pixels themselves must also stand out.
         mask = (smooth > threshold) & (contrast > threshold / 2)
-        box = _object_box(mask) if smooth.max() > _noise_floor(noise) else None
+        if smooth.max() <= _noise_floor(noise):
+            mask[:] = False
+        elif border_fit < SURFACE_FIT or _ring_share(mask) > SURFACE_RING_SHARE:  # a textured surface
+            found = segmentation.object_mask(colour() if colour is not None else gray[..., None])
+            if found is not None:
+                contrast, mask = _on_surface(contrast, found), found
+    box = _object_box(mask)
     empty = np.zeros((SIDE, SIDE), dtype=np.uint8), Cues(border_fit, noise, 0.0, 0.0, 0.0)
     if box is None:
         return empty
+    cues = _object_cues(mask, box, border_fit, noise)
+    contrast, mask, box = _upright(contrast, mask, box)
     top, bottom, left, right = box
     # The object's strongest contrast becomes 255, as in Fashion-MNIST. Taken before resizing and
     # smoothed: resizing blurs a dark detail, and a single noisy pixel must not set the scale.
-    peak = float(smooth[top:bottom, left:right].max())
+    peak = float(_smooth(contrast)[top:bottom, left:right].max())
     if peak <= 0:
         return empty
     framed = _fit(contrast[top:bottom, left:right], 0.0) * (255 / peak)
-    return np.clip(np.rint(framed), 0, 255).astype(np.uint8), _object_cues(mask, box, border_fit, noise)
+    return np.clip(np.rint(framed), 0, 255).astype(np.uint8), cues
+
+
+def _ring_share(mask: np.ndarray) -> float:
+    """The share of the picture's outer ring (SURFACE_RING of its longer side wide) that `mask` covers."""
+    width = max(2, round(SURFACE_RING * max(mask.shape)))
+    ring = np.ones(mask.shape, dtype=bool)
+    ring[width:-width, width:-width] = False
+    return float(mask[ring].mean())
+
+
+def _on_surface(contrast: np.ndarray, found: np.ndarray) -> np.ndarray:
+    """The contrast of an object found on a textured surface (segmentation.object_mask): its polarity taken
+    from the object's own pixels (a light garment on a dark table), zero off the object, a soft edge."""
+    sign = 1.0 if float(contrast[found].mean()) >= 0 else -1.0
+    return sign * contrast * _smooth(found.astype(np.float32), 1)
+
+
+def _upright(
+    contrast: np.ndarray, mask: np.ndarray, box: tuple[int, int, int, int]
+) -> tuple[np.ndarray, np.ndarray, tuple[int, int, int, int]]:
+    """The object turned upright (segmentation.tilt), cut to its box with room to turn; unchanged when upright."""
+    top, bottom, left, right = box
+    angle = segmentation.tilt(mask[top:bottom, left:right])
+    if angle == 0.0:
+        return contrast, mask, box
+    turned = [
+        np.asarray(
+            Image.fromarray(plane[top:bottom, left:right].astype(np.float32), "F").rotate(
+                angle, Image.Resampling.BILINEAR, expand=True
+            )
+        )
+        for plane in (contrast, mask)
+    ]
+    turned_mask = turned[1] > 0.5
+    turned_box = _object_box(turned_mask)
+    return (turned[0], turned_mask, turned_box) if turned_box is not None else (contrast, mask, box)
 
 
 def _object_cues(mask: np.ndarray, box: tuple[int, int, int, int], border_fit: float, noise: float) -> Cues:
@@ -493,6 +551,14 @@ def _planes(image: Image.Image) -> tuple[np.ndarray, np.ndarray | None, float]:
         values = np.asarray(la, dtype=np.float32)
         return values[..., 0], values[..., 1] / 255, 1.0
     return np.asarray(_resize(image.convert("L"), size), dtype=np.float32), None, 1.0
+
+
+def _colour(image: Image.Image, shape: tuple[int, ...]) -> np.ndarray:
+    """The picture's RGB planes, float32 [H, W, 3] on 0..255, resized as `_planes` resizes (`shape`: its [H, W])."""
+    if image.mode.startswith("I") or image.mode == "F" or image.mode in ("1", "L", "LA", "La"):
+        return np.asarray(_planes(image)[0], dtype=np.float32)[..., None]
+    rgb = _resize(image.convert("RGB"), (shape[1], shape[0]))
+    return np.asarray(rgb, dtype=np.float32)
 
 
 def _high_depth_levels(image: Image.Image) -> tuple[np.ndarray, float]:
