@@ -38,14 +38,14 @@ def _on_grain(mask: np.ndarray, tone: float = 220.0) -> np.ndarray:
 
 def test_a_light_object_on_wood_grain_is_separated_from_it():
     truth = _turned_rectangle(SIZE, (90, 50), 0)
-    found = segmentation.object_mask(_on_grain(truth))
+    found = segmentation.object_mask(_on_grain(truth), SIZE)
     assert found is not None and found.shape == SIZE
     overlap = (found & truth).sum() / (found | truth).sum()
     assert overlap > 0.85
 
 
 def test_a_surface_with_no_object_gives_none():
-    assert segmentation.object_mask(_grain()) is None
+    assert segmentation.object_mask(_grain(), SIZE) is None
 
 
 def test_an_upright_or_round_object_is_not_turned():

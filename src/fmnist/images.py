@@ -249,7 +249,7 @@ def frame_picture(image: Image.Image, name: str = "image") -> Framed:
     digital = digital_view(gray, alpha) if gray.shape[0] == gray.shape[1] else None
     if digital is not None:
         return Framed(torch.from_numpy(digital), None)
-    framed, cues = frame_with_cues(gray, alpha, step, lambda: _colour(image, gray.shape))
+    framed, cues = frame_with_cues(gray, alpha, step, lambda: _colour(image))
     return Framed(torch.from_numpy(framed), cues)
 
 
@@ -383,11 +383,13 @@ def frame_with_cues(
     step: float = 1.0,
     colour: Callable[[], np.ndarray] | None = None,
 ) -> tuple[np.ndarray, Cues]:
-    """`frame`, and the Cues measured on the way. `colour`: the picture's colour planes float [H, W, 3] at
-    `gray`'s size, asked for only when the object lies on a textured surface (else `gray` stands for them)."""
+    """`frame`, and the Cues measured on the way. `colour`: gives the picture's colour planes float [h, w, C]
+    (any size of `gray`'s aspect), asked for only when the object lies on a textured surface; without it
+    `gray` stands for them."""
     border_fit, noise = 1.0, 0.0
     if alpha is not None and (alpha < 0.5).any():
         contrast = _cutout_contrast(gray, alpha)
+        smooth: np.ndarray | None = _smooth(contrast)
         mask = _smooth(alpha) > 0.5
     else:
         if alpha is not None:  # opaque but for a few pixels: those show the white page behind
@@ -400,22 +402,25 @@ def frame_with_cues(
         if smooth.max() <= _noise_floor(noise):
             mask[:] = False
         elif border_fit < SURFACE_FIT or _ring_share(mask) > SURFACE_RING_SHARE:  # a textured surface
-            found = segmentation.object_mask(colour() if colour is not None else gray[..., None])
+            found = segmentation.object_mask(colour() if colour is not None else gray[..., None], gray.shape)
             if found is not None:
-                contrast, mask = _on_surface(contrast, found), found
+                contrast, mask, smooth = _on_surface(contrast, found), found, None
     box = _object_box(mask)
     empty = np.zeros((SIDE, SIDE), dtype=np.uint8), Cues(border_fit, noise, 0.0, 0.0, 0.0)
     if box is None:
         return empty
     cues = _object_cues(mask, box, border_fit, noise)
-    contrast, mask, box = _upright(contrast, mask, box)
     top, bottom, left, right = box
+    contrast = contrast[top:bottom, left:right]
+    turned = _upright(contrast, mask[top:bottom, left:right])
+    if turned is not None:
+        contrast, smooth = turned, None
     # The object's strongest contrast becomes 255, as in Fashion-MNIST. Taken before resizing and
     # smoothed: resizing blurs a dark detail, and a single noisy pixel must not set the scale.
-    peak = float(_smooth(contrast)[top:bottom, left:right].max())
+    peak = float((smooth[top:bottom, left:right] if smooth is not None else _smooth(contrast)).max())
     if peak <= 0:
         return empty
-    framed = _fit(contrast[top:bottom, left:right], 0.0) * (255 / peak)
+    framed = _fit(contrast, 0.0) * (255 / peak)
     return np.clip(np.rint(framed), 0, 255).astype(np.uint8), cues
 
 
@@ -429,30 +434,26 @@ def _ring_share(mask: np.ndarray) -> float:
 
 def _on_surface(contrast: np.ndarray, found: np.ndarray) -> np.ndarray:
     """The contrast of an object found on a textured surface (segmentation.object_mask): its polarity taken
-    from the object's own pixels (a light garment on a dark table), zero off the object, a soft edge."""
+    from the object's own pixels (a light garment on a dark table), zero off the object."""
     sign = 1.0 if float(contrast[found].mean()) >= 0 else -1.0
-    return sign * contrast * _smooth(found.astype(np.float32), 1)
+    return np.where(found, sign * contrast, 0.0).astype(np.float32)
 
 
-def _upright(
-    contrast: np.ndarray, mask: np.ndarray, box: tuple[int, int, int, int]
-) -> tuple[np.ndarray, np.ndarray, tuple[int, int, int, int]]:
-    """The object turned upright (segmentation.tilt), cut to its box with room to turn; unchanged when upright."""
-    top, bottom, left, right = box
-    angle = segmentation.tilt(mask[top:bottom, left:right])
+def _upright(contrast: np.ndarray, mask: np.ndarray) -> np.ndarray | None:
+    """The object's contrast (cut to its box, as its boolean `mask`) turned upright (segmentation.tilt) and cut
+    to its new box; None when it stands upright already."""
+    angle = segmentation.tilt(mask)
     if angle == 0.0:
-        return contrast, mask, box
+        return None
     turned = [
-        np.asarray(
-            Image.fromarray(plane[top:bottom, left:right].astype(np.float32), "F").rotate(
-                angle, Image.Resampling.BILINEAR, expand=True
-            )
-        )
+        np.asarray(Image.fromarray(plane.astype(np.float32), "F").rotate(angle, Image.Resampling.BILINEAR, expand=True))
         for plane in (contrast, mask)
     ]
-    turned_mask = turned[1] > 0.5
-    turned_box = _object_box(turned_mask)
-    return (turned[0], turned_mask, turned_box) if turned_box is not None else (contrast, mask, box)
+    box = _object_box(turned[1] > 0.5)
+    if box is None:
+        return None
+    top, bottom, left, right = box
+    return turned[0][top:bottom, left:right]
 
 
 def _object_cues(mask: np.ndarray, box: tuple[int, int, int, int], border_fit: float, noise: float) -> Cues:
@@ -553,12 +554,14 @@ def _planes(image: Image.Image) -> tuple[np.ndarray, np.ndarray | None, float]:
     return np.asarray(_resize(image.convert("L"), size), dtype=np.float32), None, 1.0
 
 
-def _colour(image: Image.Image, shape: tuple[int, ...]) -> np.ndarray:
-    """The picture's RGB planes, float32 [H, W, 3] on 0..255, resized as `_planes` resizes (`shape`: its [H, W])."""
-    if image.mode.startswith("I") or image.mode == "F" or image.mode in ("1", "L", "LA", "La"):
-        return np.asarray(_planes(image)[0], dtype=np.float32)[..., None]
-    rgb = _resize(image.convert("RGB"), (shape[1], shape[0]))
-    return np.asarray(rgb, dtype=np.float32)
+def _colour(image: Image.Image) -> np.ndarray:
+    """The picture's colour planes for segmentation.object_mask, float32 [h, w, C] (C = 3, or 1 for a mode
+    without colour), at most segmentation.SEGMENT_SIDE pixels on its longer side."""
+    scale = min(1.0, segmentation.SEGMENT_SIDE / max(image.size))
+    size = (max(1, round(image.width * scale)), max(1, round(image.height * scale)))
+    colourless = image.mode.startswith("I") or image.mode in ("F", "1", "L", "LA", "La")
+    planes = _planes(image)[0][..., None] if colourless else _resize(image.convert("RGB"), size)
+    return np.asarray(planes, dtype=np.float32)
 
 
 def _high_depth_levels(image: Image.Image) -> tuple[np.ndarray, float]:

@@ -52,10 +52,11 @@ TILT_STEP = 1.0  # degrees
 TILT_GAIN = 0.04  # the least relative shrink of the bounding box that counts as a tilt
 
 
-def object_mask(colour: np.ndarray) -> np.ndarray | None:
-    """Boolean [H, W] mask of the object on a surface in `colour` (float [H, W, C], C = 1 or 3, any range), or
+def object_mask(colour: np.ndarray, shape: tuple[int, int]) -> np.ndarray | None:
+    """Boolean mask [H, W] = `shape` of the object on a surface in the picture `colour` (float [h, w, C], C = 1
+    or 3, any range, of the same aspect as `shape`; at most SEGMENT_SIDE on its longer side saves step 1), or
     None when nothing covering MIN_AREA of the picture stands out of the surface (steps 1-6 above)."""
-    height, width = colour.shape[:2]
+    height, width = shape
     small = _shrunk(colour)
     features = _features(small)
     distance = _surface_distance(features)
@@ -69,10 +70,10 @@ def object_mask(colour: np.ndarray) -> np.ndarray | None:
 
 def _shrunk(colour: np.ndarray) -> np.ndarray:
     height, width = colour.shape[:2]
-    scale = min(1.0, SEGMENT_SIDE / max(height, width))
-    size = (max(1, round(width * scale)), max(1, round(height * scale)))
-    if scale == 1.0:
+    scale = SEGMENT_SIDE / max(height, width)
+    if scale >= 1.0:
         return colour.astype(np.float32)
+    size = (max(1, round(width * scale)), max(1, round(height * scale)))
     planes = [
         np.asarray(
             Image.fromarray(np.ascontiguousarray(colour[..., c], dtype=np.float32), "F").resize(
