@@ -138,7 +138,7 @@ class Service:
             raise
         start = time.perf_counter()
         content = self.answer(classified, view)
-        self.metrics.stage.labels("encode").observe(time.perf_counter() - start)
+        self.metrics.stages["encode"].observe(time.perf_counter() - start)
         return content, classified.answer.model.header()
 
     def admit(self, headers: Mapping[str, str], client: str, explain: str = "0") -> None:
@@ -166,7 +166,7 @@ class Service:
             except QueueFull as exc:
                 raise ApiError(503, f"server busy: {exc}; retry shortly", RETRY) from None
             self.metrics.queued.set(self.batcher.waiting)
-            self.metrics.stage.labels("batch_wait").observe(answer.waited)
+            self.metrics.stages["batch_wait"].observe(answer.waited)
             # While still counted in progress: an explanation is many times a prediction's work.
             heatmaps = await self._explain(answer, images) if explain else []
             return Classified(answer, pictures, heatmaps)
@@ -181,13 +181,13 @@ class Service:
             start = time.perf_counter()
             uploads = await read_uploads(body, self.limits.max_body, self.limits.max_files, hold)
             read = time.perf_counter()
-            self.metrics.stage.labels("body").observe(read - start)
+            self.metrics.stages["body"].observe(read - start)
             loop = asyncio.get_running_loop()
             results = await asyncio.gather(
                 *(loop.run_in_executor(self.decode_pool, load_picture, data, name) for name, data in uploads),
                 return_exceptions=True,
             )
-            self.metrics.stage.labels("decode").observe(time.perf_counter() - read)
+            self.metrics.stages["decode"].observe(time.perf_counter() - read)
         finally:
             self.preparing -= 1
         for result in results:
