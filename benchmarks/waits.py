@@ -87,6 +87,8 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--parts", default=",".join(PARTS), help=f"which figures (default: {','.join(PARTS)})")
     parser.add_argument("--requests", type=int, default=3000, help="serve: requests per level (default: 3000)")
+    parser.add_argument("--profile", metavar="FILE", help="serve: also profile fmnist serve at 32 clients (py-spy)")
+    parser.add_argument("--json", metavar="FILE", help="serve: also write its figures as JSON")
     args = parser.parse_args()
     parts = args.parts.split(",")
     if unknown := set(parts) - set(PARTS):
@@ -99,7 +101,7 @@ def main() -> None:
         train_phases.report([], plain=1)
     if "serve" in parts:
         print("\n## fmnist serve beside its peers (server on CPU 0, load generator on CPU 1)\n", flush=True)
-        serve_peers.report(args.run, "mlp", [1, 32], args.requests, 60, None, "")
+        serve_peers.report(args.run, "mlp", [1, 32], args.requests, 60, args.json, args.profile or "")
 
 
 if __name__ == "__main__":

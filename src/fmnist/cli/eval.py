@@ -47,12 +47,12 @@ def add_parsers(sub: Subcommands, shared: dict[str, Parser]) -> None:
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
+    if args.plots and Path(args.plots).exists() and not Path(args.plots).is_dir():  # before the work, not after
+        raise FmnistError(f"--plots {args.plots}: exists and is not a directory")
     from fmnist import plots
     from fmnist.api import Model
     from fmnist.inference import load_predictor
 
-    if args.plots and Path(args.plots).exists() and not Path(args.plots).is_dir():  # before the work, not after
-        raise FmnistError(f"--plots {args.plots}: exists and is not a directory")
     predictor = load_predictor(args.checkpoint, args.device, args.tta)
     say_layout(args.checkpoint, predictor.describe().get("layout"))
     # Not the data_dir saved in the checkpoint's config: a path on the training machine is not part of what a
