@@ -20,7 +20,15 @@ from test_export import synthetic_dataset
 from fmnist import checkpoint, data, export, images, models, trust, web
 from fmnist import config as config_lib
 from fmnist.errors import FmnistError
-from fmnist.testing.browser import CHROMEDRIVER, CHROMIUM, MISSING, chromium, classify_in_page, static_server
+from fmnist.testing.browser import (
+    CHROMEDRIVER,
+    CHROMIUM,
+    MISSING,
+    chromium,
+    classify_in_page,
+    picture_sets,
+    static_server,
+)
 
 NODE = shutil.which("node")
 FRAMING_JS = Path(web.__file__).parent / "static" / "framing.js"
@@ -183,8 +191,6 @@ def real_site(tmp_path_factory):
     pictures to classify: TEST_IMAGES test images as PNG, PHOTOS photos rendered from other test images and
     OUTLIERS_PER_KIND held-out non-garment pictures of each kind (fmnist.testing.outliers)."""
     from fmnist.data import as_input, validation_split
-    from fmnist.testing import outliers
-    from fmnist.trust.references import render_set
 
     try:
         web.check_runtime()
@@ -212,17 +218,7 @@ def real_site(tmp_path_factory):
     checkpoint.save(folder / "mlp.pt", state)
     facts = web.export_web(export.load_source(folder / "mlp.pt"), folder / "site", dataset)
     site = folder / "site"
-    pictures: dict[str, list[str]] = {"test": [], "photos": [], "outliers": []}
-    (site / "pictures").mkdir()
-    for i, image in enumerate(dataset.test_images[:TEST_IMAGES]):
-        images.export_png(image, site / "pictures" / f"test-{i}.png")
-        pictures["test"].append(f"pictures/test-{i}.png")
-    for i, photo in enumerate(render_set(dataset.test_images[TEST_IMAGES:], PHOTOS, seed=1)):
-        (site / "pictures" / f"photo-{i}{photo.suffix}").write_bytes(photo.data)
-        pictures["photos"].append(f"pictures/photo-{i}{photo.suffix}")
-    for i, outlier in enumerate(outliers.build(OUTLIERS_PER_KIND, "holdout", seed=1)):
-        (site / "pictures" / f"outlier-{i}{outlier.suffix}").write_bytes(outlier.data)
-        pictures["outliers"].append(f"pictures/outlier-{i}{outlier.suffix}")
+    pictures = picture_sets(site, dataset.test_images, TEST_IMAGES, PHOTOS, OUTLIERS_PER_KIND)
     return site, facts, pictures
 
 
@@ -257,13 +253,19 @@ def test_the_exported_page_answers_as_predict_in_the_browser(real_site, tmp_path
 
 
 def same_answers_as_python(browser, site: Path, pictures: dict[str, list[str]]) -> dict[str, list[dict]]:
-    """The page's class and verdict against Python's on each set; Python's answers, per set."""
-    agreement, theirs = {}, {}
-    for kind, paths in pictures.items():
-        ours = classify_in_page(browser, paths)
-        expected = theirs[kind] = python_answers(site, paths)
-        same_class = np.mean([o[0] == e["class_index"] for o, e in zip(ours, expected, strict=True)])
-        same_verdict = np.mean([o[1] == e["garment"] for o, e in zip(ours, expected, strict=True)])
+    """The page's class and verdict against Python's on each set; Python's answers, per set. Python frames and
+    classifies in a thread while the page does: the browser runs in its own processes."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(1) as pool:
+        pending = {kind: pool.submit(python_answers, site, paths) for kind, paths in pictures.items()}
+        ours = {kind: classify_in_page(browser, paths) for kind, paths in pictures.items()}
+        theirs = {kind: answers.result() for kind, answers in pending.items()}
+    agreement = {}
+    for kind, expected in theirs.items():
+        pairs = list(zip(ours[kind], expected, strict=True))
+        same_class = np.mean([o[0] == e["class_index"] for o, e in pairs])
+        same_verdict = np.mean([o[1] == e["garment"] for o, e in pairs])
         agreement[kind] = (same_class, same_verdict)
     assert agreement["test"][0] >= 0.995 and agreement["photos"][0] >= 0.995, agreement
     assert agreement["outliers"][1] >= 0.99, agreement

@@ -89,3 +89,33 @@ def classify_in_page(driver: Any, paths: list[str]) -> list[tuple[int, bool, flo
     if not isinstance(found, list):
         raise RuntimeError(f"the page could not classify: {found}")
     return [(int(c), bool(g), float(p)) for c, g, p in found]
+
+
+def picture_sets(
+    folder: Path, test_images: Any, tests: int, photos: int, outliers_per_kind: int, seed: int = 1
+) -> dict[str, list[str]]:
+    """Pictures written under `folder`/pictures for an exported page to classify, their paths relative to `folder`
+    per set: "test", the first `tests` of `test_images` (uint8 [N, 28, 28]) as PNG; "photos", `photos` product
+    photos rendered from the next ones (trust.references); "outliers", `outliers_per_kind` held-out non-garment
+    pictures of each kind (fmnist.testing.outliers: needs scikit-image and scikit-learn)."""
+    from fmnist.images import export_png
+    from fmnist.testing import outliers
+    from fmnist.trust.references import render_set
+
+    (folder / "pictures").mkdir()
+    sets: dict[str, list[str]] = {"test": [], "photos": [], "outliers": []}
+
+    def write(kind: str, name: str, data: bytes | None = None) -> Path:
+        sets[kind].append(f"pictures/{name}")
+        path = folder / "pictures" / name
+        if data is not None:
+            path.write_bytes(data)
+        return path
+
+    for i, image in enumerate(test_images[:tests]):
+        export_png(image, write("test", f"test-{i}.png"))
+    for i, photo in enumerate(render_set(test_images[tests:], photos, seed)):
+        write("photos", f"photo-{i}{photo.suffix}", photo.data)
+    for i, outlier in enumerate(outliers.build(outliers_per_kind, "holdout", seed)):
+        write("outliers", f"outlier-{i}{outlier.suffix}", outlier.data)
+    return sets

@@ -43,8 +43,8 @@
   }
 
   // np.quantile's "linear" method, with a selection (Hoare's quickselect) in place of a sort: O(n).
-  function quantile(values, q) {
-    const a = Float64Array.from(values);
+  function quantile(values, q, inPlace = false) { // inPlace: `values`, a Float64Array, may be reordered
+    const a = inPlace ? values : Float64Array.from(values);
     const index = q * (a.length - 1);
     const lo = Math.floor(index);
     const t = index - lo;
@@ -506,7 +506,11 @@
     for (let round = 0; round < 6; round++) {
       const inliers = Int32Array.from(inliersOf(residuals(coef)));
       if (inliers.length < 3) break;
-      const pick = (array) => Float64Array.from(inliers, (i) => array[i]);
+      const pick = (array) => {
+        const picked = new Float64Array(inliers.length);
+        for (let i = 0; i < inliers.length; i++) picked[i] = array[inliers[i]];
+        return picked;
+      };
       coef = leastSquares(design.map(pick), pick(values));
     }
     const residual = residuals(coef);
@@ -592,7 +596,9 @@
   }
 
   function threshold(contrast, noise) {
-    const peak = contrast.length ? quantile(contrast.map(Math.abs), 0.999) : 0;
+    const magnitudes = new Float64Array(contrast.length);
+    for (let i = 0; i < contrast.length; i++) magnitudes[i] = Math.abs(contrast[i]);
+    const peak = contrast.length ? quantile(magnitudes, 0.999, true) : 0;
     return Math.max(noiseFloor(noise), C.PEAK_FRACTION * peak);
   }
 
