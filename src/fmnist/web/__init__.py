@@ -79,8 +79,8 @@ def export_web(
     `out`; return the model's sidecar facts with `bundle_bytes` added.
 
     fp32 by default: its logits are PyTorch's (within export.PARITY_TOLERANCE), so the page answers as
-    `fmnist predict RUN`; int8 makes the model 3.6 times smaller, but the whole folder only 11 % (the runtime's
-    WebAssembly is 14 MiB), and changes the class of about 1.5 % of the test images (docs/EXPORT.md).
+    `fmnist predict RUN`. int8 shrinks the model, not onnxruntime-web's 14 MiB of WebAssembly, and changes the
+    class of 1.65 % of the reference MLP's test images against PyTorch (docs/WEB.md).
 
     The folder is built beside `out` and renamed into place, so `out` is the old export or the new one.
     Raises FmnistError when the runtime is missing (`check_runtime`) or `out` is taken (`check_web_out`).
