@@ -84,13 +84,14 @@ MARGIN_SPAN = 26 / 28  # an object spanning less of a square digital picture was
 DIGITAL_CONTRAST = 128.0  # the least contrast of a digital image's object with its background
 FULL_PEAK = 250.0  # a digital object's strongest contrast; Fashion-MNIST's images all reach 254 or 255
 
-# The object lies on a textured or shaded surface, which segmentation.object_mask separates it from, when less
-# than SURFACE_FIT of the border lies on the smooth background surface (a product photo's has 0.83 or more), or
-# when the thresholded object covers more than SURFACE_RING_SHARE of the outer ring (SURFACE_RING of the
-# longer side wide): the threshold took the surface's pattern for the object.
+# The object lies on a textured or shaded surface, which segmentation.object_mask separates it from, when the
+# border's noise (grey levels, after smoothing) exceeds SURFACE_NOISE (a product photo's stays under 5, grass and
+# gravel reach 10-30), or when less than SURFACE_FIT of the border lies on the smooth background surface (a product
+# photo's 0.85 or more, unless its object covers the border) and that noise is at least SURFACE_MIN_NOISE (a
+# pattern, a shadow's edge: a plain background that the object touches stays under 1).
+SURFACE_NOISE = 6.0
 SURFACE_FIT = 0.8
-SURFACE_RING = 0.02
-SURFACE_RING_SHARE = 0.3
+SURFACE_MIN_NOISE = 1.0
 
 # In a cut-out, the least contrast an object pixel gets, as a fraction of the object's strongest.
 SILHOUETTE_FLOOR = 0.25
@@ -411,7 +412,7 @@ def frame_with_cues(
         mask = (smooth > threshold) & (contrast > threshold / 2)
         if smooth.max() <= _noise_floor(noise):
             mask[:] = False
-        elif border_fit < SURFACE_FIT or _ring_share(mask) > SURFACE_RING_SHARE:  # a textured surface
+        elif _on_texture(border_fit, noise):
             found = segmentation.object_mask(colour() if colour is not None else gray[..., None], gray.shape)
             if found is not None:
                 contrast, mask, smooth = _on_surface(contrast, found), found, None
@@ -434,12 +435,9 @@ def frame_with_cues(
     return np.clip(np.rint(framed), 0, 255).astype(np.uint8), cues
 
 
-def _ring_share(mask: np.ndarray) -> float:
-    """The share of the picture's outer ring (SURFACE_RING of its longer side wide) that `mask` covers."""
-    width = max(2, round(SURFACE_RING * max(mask.shape)))
-    ring = np.ones(mask.shape, dtype=bool)
-    ring[width:-width, width:-width] = False
-    return float(mask[ring].mean())
+def _on_texture(border_fit: float, noise: float) -> bool:
+    """Whether the picture's surface is textured or shaded (see SURFACE_NOISE), from the plain method's fit."""
+    return noise > SURFACE_NOISE or (border_fit < SURFACE_FIT and noise >= SURFACE_MIN_NOISE)
 
 
 def _on_surface(contrast: np.ndarray, found: np.ndarray) -> np.ndarray:
