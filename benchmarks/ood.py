@@ -98,9 +98,7 @@ class Candidates:
                 for keep in KEEPS:
                     fitted = ood.fitted(references, plain, cues, keep)
                     scored = {
-                        name: ood.calibrated(
-                            values, photo, fitted["references"], fitted["plain"], fitted["calibration"]
-                        )  # type: ignore[arg-type]
+                        name: ood.calibrated(values, photo, fitted["references"], fitted["plain"], fitted["held_out"])  # type: ignore[arg-type]
                         for name, (values, photo) in sets.items()
                     }
                     self.names.append((cues, keep))

@@ -12,7 +12,7 @@ import numpy as np
 import onnxruntime.quantization
 import pytest
 import torch
-from support import synthetic_arrays
+from support import heavy_modules_of, synthetic_arrays
 
 from fmnist import checkpoint, data, export, models
 from fmnist import config as config_lib
@@ -375,7 +375,7 @@ def dark_bordered(images: torch.Tensor) -> torch.Tensor:
 
 def trusted_model(path: Path, earlier: bool = False) -> Path:
     """A checkpoint with a temperature and a detector of the form trust.fit makes, whose plain references (energy
-    and view cues) and calibration come from the synthetic model's own images, so that scores vary; `earlier`:
+    and view cues) and held-out unusualness come from the synthetic model's own images, so that scores vary; `earlier`:
     a detector of the form fitted before the view cues (energy references alone)."""
     save_model(path, CONFIGS["mlp"])
     state = checkpoint.load(path)
@@ -384,7 +384,7 @@ def trusted_model(path: Path, earlier: bool = False) -> Path:
     images = dark_bordered(synthetic_dataset().train_images[:600])  # as the plain script's test saves them
     values = trust.cue_values(TorchPredictor(path).logits(images), images, [None] * len(images))
     fitted = trust.ood.fitted(values, values, ("energy", *trust.ood.VIEW_CUES))
-    detector = trust.Trust(1.7, fitted["references"], 0.2, fitted["plain"], fitted["calibration"])
+    detector = trust.Trust(1.7, fitted["references"], 0.2, fitted["plain"], fitted["held_out"])
     if earlier:
         detector = trust.Trust(1.7, {"energy": np.sort(values["energy"])}, 0.2)
     state[trust.KEY] = detector.to_dict()
@@ -544,3 +544,17 @@ def test_a_card_directory_loads_like_its_run(card_run, tmp_path, synthetic_data,
     code, out, _ = run(capsys, "eval", tmp_path / "card")
     code_run, out_run, _ = run(capsys, "eval", card_run)
     assert code == code_run == 0 and out == out_run
+
+
+def test_predict_with_an_export_needs_no_torch(exports, tmp_path, capsys):
+    """An exported model answers with onnxruntime and numpy: `fmnist predict m.onnx` imports no torch, and
+    answers as the same export does in this process (where torch is loaded)."""
+    from fmnist.images import export_png
+
+    _, onnx_path, _, _ = exports["mlp"]
+    picture = tmp_path / "item.png"
+    export_png(synthetic_dataset().test_images[3], picture)
+    loaded, out = heavy_modules_of("predict", str(onnx_path), str(picture), "--json")
+    assert loaded == []
+    assert main(["predict", str(onnx_path), str(picture), "--json"]) == 0
+    assert json.loads(out) == json.loads(capsys.readouterr().out)

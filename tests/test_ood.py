@@ -40,13 +40,13 @@ def test_the_calibrated_score_keeps_its_share_of_fresh_pictures_of_each_kind():
         photos = {name: rng.normal(size=400) for name in names}
         refs = {name: np.sort(v) for name, v in photos.items()}
         plain = {name: np.sort(rng.normal(size=1000)) for name in plain_names}
-        calibration = {
+        held_out = {
             "photo": np.sort(ood.unusualness(photos, refs, itself=True)),
             "plain": np.sort(ood.unusualness({name: rng.normal(size=1000) for name in plain_names}, plain)),
         }
         fresh = {name: rng.normal(size=4000) for name in names}
         for kind, is_photo in (("photo", True), ("plain", False)):
-            scores = ood.calibrated(fresh, np.full(4000, is_photo), refs, plain, calibration)
+            scores = ood.calibrated(fresh, np.full(4000, is_photo), refs, plain, held_out)
             kept[kind].append(float((scores >= 1 - ood.KEEP).mean()))
     for shares in kept.values():
         assert abs(np.median(shares) - ood.KEEP) < 0.006 and min(shares) > ood.KEEP - 0.03, sorted(shares)

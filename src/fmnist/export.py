@@ -27,7 +27,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from fmnist import __version__, checkpoint, data, measure, trust
+from fmnist import checkpoint, data, measure, trust
 from fmnist import config as config_lib
 from fmnist.atomic import atomic_path, atomic_write
 from fmnist.config import CALIBRATION_IMAGES, MIN_CALIBRATION_IMAGES, Config
@@ -46,6 +46,7 @@ from fmnist.inference import (
 )
 from fmnist.run_dir import RunDir, model_path
 from fmnist.trust import Trust, ood
+from fmnist.version import __version__
 
 OPSET = 17  # ai.onnx opset: per-channel QDQ needs >= 13; 17 runs on every onnxruntime of the last years
 # Largest |logit difference| an fp32 export may show against PyTorch on the test set, for logits up to 100
@@ -320,11 +321,11 @@ def output_facts(trust_: Trust) -> list[dict[str, Any]]:
 def _scores_in_graph(trust_: Trust) -> bool:
     """Whether the graph can score a 28x28 image as the detector does: one fitted with plain references, or
     one of the earlier form that has the energy among its cues."""
-    return bool(trust_.calibration) or "energy" in trust_.references
+    return bool(trust_.held_out) or "energy" in trust_.references
 
 
 def _score_meaning(trust_: Trust) -> str:
-    if not trust_.calibration:  # a detector fitted before the view cues
+    if not trust_.held_out:  # a detector fitted before the view cues
         return (
             "in-distribution score of a 28x28 image, 0..1: the conformal p-value of its energy (logsumexp of the "
             "logits) among the reference garment photos; a garment when it is at least ood_threshold. A picture "
@@ -366,9 +367,10 @@ def add_trust_outputs(graph: Any, trust_: Trust) -> None:
     graph.output.append(helper.make_tensor_value_info(PROBABILITIES_NAME, TensorProto.FLOAT, ["batch", len(CLASSES)]))
     if not _scores_in_graph(trust_):
         return
-    energy = graph_.node("ReduceLogSumExp", [OUTPUT_NAME], "fmnist_energy", axes=[1], keepdims=0)  # [N]
-    energy64 = graph_.node("Cast", [energy], "fmnist_energy64", to=TensorProto.DOUBLE)
-    score = _plain_score(graph_, trust_, energy64) if trust_.calibration else _energy_score(graph_, trust_, energy64)
+    # In float64 from the float32 logits, as trust.energies computes it.
+    logits64 = graph_.node("Cast", [OUTPUT_NAME], "fmnist_logits64", to=TensorProto.DOUBLE)
+    energy64 = graph_.node("ReduceLogSumExp", [logits64], "fmnist_energy64", axes=[1], keepdims=0)  # [N]
+    score = _plain_score(graph_, trust_, energy64) if trust_.held_out else _energy_score(graph_, trust_, energy64)
     graph_.node("Cast", [score], SCORE_NAME, to=TensorProto.FLOAT)
     graph.output.append(helper.make_tensor_value_info(SCORE_NAME, TensorProto.FLOAT, ["batch"]))
 
@@ -432,7 +434,7 @@ def _energy_score(graph: _Graph, trust_: Trust, energy64: str) -> str:
 
 def _plain_score(graph: _Graph, trust_: Trust, energy64: str) -> str:
     """ood.calibrated for a plain 28x28 image: the p-values of its energy and view cues (ood.view_cues, from
-    pixel counts) among `trust_.plain`, their ood.unusualness, and its p-value among calibration["plain"]."""
+    pixel counts) among `trust_.plain`, their ood.unusualness, and its p-value among held_out["plain"]."""
     values = {"energy": energy64, **_view_cues(graph)}
     p_values = [
         graph.p_value(name, values[name], reference, ood.UNUSUAL[name]) for name, reference in trust_.plain.items()
@@ -443,7 +445,7 @@ def _plain_score(graph: _Graph, trust_: Trust, energy64: str) -> str:
         product = graph.node("Mul", [product, p], f"fmnist_product_{i}")
     tie_break = graph.node("Mul", [product, graph.double(ood.TIE_BREAK)], "fmnist_tie_break")
     unusualness = graph.node("Add", [smallest, tie_break], "fmnist_unusualness")
-    return graph.p_value("calibrated", unusualness, trust_.calibration["plain"], "low")
+    return graph.p_value("calibrated", unusualness, trust_.held_out["plain"], "low")
 
 
 def _view_cues(graph: _Graph) -> dict[str, str]:

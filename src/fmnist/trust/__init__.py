@@ -16,18 +16,19 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import torch
-from torch import nn
 
-from fmnist import checkpoint
 from fmnist.data import FashionMNIST, as_input, validation_split
 from fmnist.errors import FmnistError
 from fmnist.images import Cues, Framed
 from fmnist.trust import calibration, ood
 from fmnist.trust.cache import reference_photos
+
+if TYPE_CHECKING:  # imported where a fit or a report runs: judging an ONNX model's logits needs no torch
+    import torch
+    from torch import nn
 
 KEY = "trust"
 # Garment photos rendered from validation images to fit the detector's references and threshold, at
@@ -53,9 +54,9 @@ class Trust:
     # Per cue, sorted values on plain 28x28 validation images (pictures without framing cues); empty in a
     # detector fitted before they were (then a plain image is scored by the photos' model cue alone).
     plain: dict[str, np.ndarray] = field(default_factory=dict)
-    # Per kind of picture ("photo", "plain"), the sorted smallest p-values of held-out garment pictures of that
-    # kind: the score is the conformal p-value of a picture's smallest p-value among them (ood.calibrated).
-    calibration: dict[str, np.ndarray] = field(default_factory=dict)
+    # Per kind of picture ("photo", "plain"), the sorted ood.unusualness of held-out garment pictures of that
+    # kind: the score is the conformal p-value of a picture's unusualness among them (ood.calibrated).
+    held_out: dict[str, np.ndarray] = field(default_factory=dict)
 
     @property
     def has_detector(self) -> bool:
@@ -70,7 +71,7 @@ class Trust:
             "threshold": self.threshold,
             "references": lists(self.references),
             "plain": lists(self.plain),
-            "calibration": lists(self.calibration),
+            "held_out": lists(self.held_out),
         }
 
     @classmethod
@@ -87,23 +88,27 @@ class Trust:
             arrays("references"),
             float(facts.get("threshold", 0)),
             arrays("plain"),
-            arrays("calibration"),
+            arrays("held_out"),
         )
 
-    def probabilities(self, logits: torch.Tensor) -> torch.Tensor:
+    def probabilities(self, logits: calibration.Array) -> calibration.Array:
+        """softmax(logits / T) [N, C], of the kind `logits` is (calibration.scaled)."""
         return calibration.scaled(logits, self.temperature)
 
-    def scores(self, logits: torch.Tensor, images: torch.Tensor, cues: Sequence[Cues | None]) -> np.ndarray | None:
+    def scores(
+        self, logits: torch.Tensor | np.ndarray, images: torch.Tensor | np.ndarray, cues: Sequence[Cues | None]
+    ) -> np.ndarray | None:
         """[N] in-distribution scores in [0, 1] of the pictures whose 28x28 views are uint8 `images` [N, 28, 28],
-        with logits [N, C] and framing `cues` (None for a plain 28x28 image); None without a detector.
-        One vectorised pass over the batch (ood.calibrated; ood.combined for a detector of the earlier form)."""
+        with logits [N, C] and framing `cues` (None for a plain 28x28 image); CPU tensors or numpy arrays; None
+        without a detector. One vectorised pass over the batch (ood.calibrated; ood.combined for a detector of
+        the earlier form)."""
         if not self.has_detector:
             return None
         values = cue_values(logits, images, cues)
-        if not self.calibration:
+        if not self.held_out:
             return ood.combined(values, self.references)
         photo = np.array([c is not None for c in cues], dtype=bool)
-        return ood.calibrated(values, photo, self.references, self.plain, self.calibration)
+        return ood.calibrated(values, photo, self.references, self.plain, self.held_out)
 
     def describe(self) -> dict[str, Any]:
         """For /healthz and `eval --json`: what was fitted."""
@@ -115,22 +120,26 @@ class Trust:
         }
 
 
-def cue_values(logits: torch.Tensor, images: torch.Tensor, cues: Sequence[Cues | None]) -> dict[str, np.ndarray]:
+def cue_values(
+    logits: torch.Tensor | np.ndarray, images: torch.Tensor | np.ndarray, cues: Sequence[Cues | None]
+) -> dict[str, np.ndarray]:
     """Every cue the detector may use, float64 [N] each: the energy of logits [N, C], the view cues of uint8
-    images [N, 28, 28] and the framing cues (NaN for a plain 28x28 image)."""
-    return {
-        "energy": ood.energy(logits.float()).numpy().astype(np.float64),
-        **ood.view_cues(images.cpu().numpy()),
-        **ood.picture_cues(cues),
-    }
+    images [N, 28, 28] (CPU tensors or numpy arrays) and the framing cues (NaN for a plain 28x28 image)."""
+    return {"energy": energies(logits), **ood.view_cues(np.asarray(images)), **ood.picture_cues(cues)}
 
 
 UNFITTED = Trust(None, {}, 0.0)
 
 
+def energies(logits: torch.Tensor | np.ndarray) -> np.ndarray:
+    """The detector's energy cue, float64 [N], of logits [N, C] (a CPU tensor or a numpy array): computed the
+    same way when the detector is fitted and when it scores, whatever runs the model."""
+    return ood.energy(np.asarray(logits, dtype=np.float64))
+
+
 @dataclass(frozen=True)
 class Verdict:
-    probabilities: torch.Tensor  # [N, C], calibrated when a temperature was fitted
+    probabilities: torch.Tensor | np.ndarray  # [N, C] of the logits' kind, calibrated when a temperature was fitted
     scores: np.ndarray | None  # [N] in-distribution scores, None without a detector
     garment: np.ndarray  # bool [N]: looks like a Fashion-MNIST item (all True without a detector)
 
@@ -143,24 +152,27 @@ def check_threshold(threshold: float | None) -> None:
 
 def judge(
     trust: Trust,
-    logits: torch.Tensor,
-    images: torch.Tensor,
+    logits: calibration.Array,
+    images: torch.Tensor | np.ndarray,
     cues: Sequence[Cues | None],
     threshold: float | None = None,
 ) -> Verdict:
-    """Probabilities, scores and verdicts for logits [N, C] of pictures whose 28x28 views are uint8 `images`
-    [N, 28, 28], with framing `cues` (None for a plain 28x28 image); `threshold` overrides the fitted one."""
+    """Probabilities, scores and verdicts for logits [N, C] (a CPU tensor or a numpy array) of pictures whose
+    28x28 views are uint8 `images` [N, 28, 28], with framing `cues` (None for a plain 28x28 image); `threshold`
+    overrides the fitted one."""
     scores = trust.scores(logits, images, cues)
     limit = trust.threshold if threshold is None else threshold
     garment = np.ones(len(logits), dtype=bool) if scores is None else scores >= limit
     return Verdict(trust.probabilities(logits), scores, garment)
 
 
-Logits = Callable[[torch.Tensor], torch.Tensor]  # uint8 images [B, 28, 28] -> float32 logits [B, C] on the CPU
+Logits = Callable[["torch.Tensor"], "torch.Tensor"]  # uint8 images [B, 28, 28] -> float32 logits [B, C] on the CPU
 
 
 def model_logits(model: nn.Module, batch_size: int = 1000) -> Logits:
     """A PyTorch model as a Logits function, evaluated in eval mode without gradients, `batch_size` at a time."""
+    import torch
+
     device = next(model.parameters()).device
 
     @torch.inference_mode()
@@ -214,6 +226,8 @@ def detector(
 ) -> dict[str, Any]:
     """The detector's fields of a Trust (ood.fitted on CUES) from framed garment photos and plain garment
     images uint8 [M, 28, 28] with their logits [M, C]."""
+    import torch
+
     views = torch.stack([f.image for f in pictures])
     photos = cue_values(logits_of(views), views, [f.cues for f in pictures])
     return ood.fitted(photos, cue_values(plain_logits, plain, [None] * len(plain)), CUES)
@@ -235,6 +249,8 @@ def refit(
     from the parent's validation images `val_x`, as `fit` draws them, joined by the user's photos when
     there are at least MIN_DETECTOR_PHOTOS, so that both kinds count as garments.
     """
+    import torch
+
     notes = []
     temperature = None
     if len(photos) >= MIN_TEMPERATURE_IMAGES:
@@ -287,6 +303,8 @@ def calibrate_run(path: Path, load_data: Callable[[], FashionMNIST], log: Callab
     validation split its run held out (data.validation_split of its config: the images `fit` never trained
     on), and store them in it. `load_data` gives the dataset, called once the checkpoint is found fit for it.
     Raises FmnistError when the checkpoint records no validation split or one too small (`shortfall`)."""
+    from fmnist import checkpoint
+
     model, cfg, _ = checkpoint.load_model(path, "cpu")
     if not cfg.val_size:
         raise FmnistError(
@@ -305,6 +323,8 @@ def calibrate_run(path: Path, load_data: Callable[[], FashionMNIST], log: Callab
 
 def store(trust_: Trust, path: Path) -> None:
     """Put `trust_` into the checkpoint at `path` (atomically: the file is the old one or the new one)."""
+    from fmnist import checkpoint
+
     state = checkpoint.load(path)
     state[KEY] = trust_.to_dict()
     checkpoint.save(path, state)
@@ -380,6 +400,8 @@ def report(
     when only the images with the highest in-distribution scores (then the highest confidence) are accepted.
     `cues`: each picture's framing cues, as `judge` (and so predict and the server) reads them; None: all
     plain 28x28."""
+    import torch
+
     plain = logits.softmax(1)
     before = calibration.measure(plain, labels)
     scaled = trust_.probabilities(logits) if trust_.temperature is not None else None

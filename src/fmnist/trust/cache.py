@@ -14,16 +14,19 @@ from __future__ import annotations
 import hashlib
 import zipfile
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import PIL
-import torch
 
 from fmnist import images
 from fmnist.atomic import atomic_path
 from fmnist.data import cache_dir
 from fmnist.images import Cues, Framed, load_picture
 from fmnist.trust import references
+
+if TYPE_CHECKING:
+    import torch
 
 FOLDER = "trust-references"
 
@@ -36,7 +39,7 @@ def reference_photos(val_x: torch.Tensor, photos: int, seed: int) -> list[Framed
     cached = _read(path, count)
     if cached is not None:
         return cached
-    rendered = references.render_set(val_x.cpu(), count, seed, references.REFERENCE_SIDE)
+    rendered = references.render_set(val_x, count, seed, references.REFERENCE_SIDE)
     framed = [load_picture(p.data, f"reference {p.index}") for p in rendered]
     _write(path, framed)
     return framed
@@ -46,7 +49,7 @@ def key(val_x: torch.Tensor, count: int, seed: int) -> str:
     """SHA-256 (hex) of what the framed references depend on: the images' bytes, count, seed, reference
     size, the source of the renderer and of the framing, and the Pillow and NumPy versions."""
     digest = hashlib.sha256()
-    digest.update(np.ascontiguousarray(val_x.cpu().numpy()).tobytes())
+    digest.update(np.ascontiguousarray(np.asarray(val_x)).tobytes())
     digest.update(repr((tuple(val_x.shape), count, seed, references.REFERENCE_SIDE)).encode())
     for module in (references, images):
         digest.update(Path(str(module.__file__)).read_bytes())
@@ -64,14 +67,14 @@ def _read(path: Path, count: int) -> list[Framed] | None:
     if views.shape != (count, 28, 28) or views.dtype != np.uint8 or cues.shape != (count, len(Cues.NAMES)):
         return None
     return [
-        Framed(torch.from_numpy(view.copy()), None if np.isnan(row).any() else Cues(*map(float, row)))
+        Framed(view.copy(), None if np.isnan(row).any() else Cues(*map(float, row)))
         for view, row in zip(views, cues, strict=True)
     ]
 
 
 def _write(path: Path, framed: list[Framed]) -> None:
     """Store the framed references at `path` atomically; a cache that cannot be written is only skipped."""
-    views = np.stack([f.image.numpy() for f in framed])
+    views = np.stack([f.pixels for f in framed])
     cues = np.array([f.cues.values() if f.cues else (np.nan,) * len(Cues.NAMES) for f in framed], dtype=np.float64)
     try:
         with atomic_path(path) as tmp, open(tmp, "wb") as out:

@@ -18,9 +18,12 @@ from __future__ import annotations
 
 import math
 from dataclasses import asdict, dataclass
+from typing import TYPE_CHECKING, TypeVar
 
-import torch
-import torch.nn.functional as F
+import numpy as np
+
+if TYPE_CHECKING:  # imported where fitted and measured: applying a temperature to an ONNX model's logits needs no torch
+    import torch
 
 ECE_BINS = 15
 # A temperature beyond these bounds means the fit failed (e.g. logits all equal): keep 1 then.
@@ -38,7 +41,7 @@ class Calibration:
         return asdict(self)
 
 
-def fit_temperature(logits: torch.Tensor, labels: torch.Tensor, max_iter: int = 100) -> float:
+def fit_temperature(logits: torch.Tensor | np.ndarray, labels: torch.Tensor | np.ndarray, max_iter: int = 100) -> float:
     """The temperature T > 0 minimising the NLL of softmax(logits / T) on (`logits` [N, C], `labels` [N]), as in
     Guo et al. (2017).
 
@@ -48,18 +51,19 @@ def fit_temperature(logits: torch.Tensor, labels: torch.Tensor, max_iter: int = 
     leave b <= 0 are halved. A minimum outside T_RANGE (the logits separate the labels: b grows without end)
     gives 1.0. Raises ValueError on empty or mismatched input.
     """
-    if logits.dim() != 2 or len(logits) != len(labels) or not len(labels):
-        raise ValueError(
-            f"expected logits [N, C] and labels [N] with N > 0, got {tuple(logits.shape)} and {tuple(labels.shape)}"
-        )
-    z = logits.detach().double().cpu()
-    z_true = z.gather(1, labels.cpu()[:, None]).squeeze(1)
+    z = np.asarray(logits.detach().cpu() if hasattr(logits, "detach") else logits, dtype=np.float64)
+    y = np.asarray(labels.cpu() if hasattr(labels, "cpu") else labels, dtype=np.int64)
+    if z.ndim != 2 or len(z) != len(y) or not len(y):
+        raise ValueError(f"expected logits [N, C] and labels [N] with N > 0, got {z.shape} and {y.shape}")
+    z_true = z[np.arange(len(y)), y]
     b = 1.0
     for _ in range(max_iter):
-        p = (b * z).softmax(1)
+        scaled = b * z
+        p = np.exp(scaled - scaled.max(1, keepdims=True))
+        p /= p.sum(1, keepdims=True)
         mean = (p * z).sum(1)
         gradient = float((mean - z_true).mean())
-        curvature = float((p * z * z).sum(1).sub(mean * mean).mean())
+        curvature = float(((p * z * z).sum(1) - mean * mean).mean())
         if curvature <= 0 or not math.isfinite(gradient):
             break
         step = gradient / curvature
@@ -74,6 +78,8 @@ def fit_temperature(logits: torch.Tensor, labels: torch.Tensor, max_iter: int = 
 
 def measure(probabilities: torch.Tensor, labels: torch.Tensor, bins: int = ECE_BINS) -> Calibration:
     """ECE (`bins` equal-width bins), NLL, Brier score and accuracy of `probabilities` [N, C] for `labels` [N]."""
+    import torch.nn.functional as F
+
     probs, labels = probabilities.double().cpu(), labels.cpu()
     confidence, predicted = probs.max(1)
     correct = (predicted == labels).double()
@@ -90,6 +96,8 @@ def reliability(
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Per bin of top-class confidence (`bins` equal-width bins over [0, 1]): image count, mean confidence and
     accuracy (0 where a bin is empty); each a float64 tensor [bins]."""
+    import torch
+
     confidence, correct = confidence.double(), correct.double()
     index = (confidence * bins).long().clamp(0, bins - 1)  # confidence 1.0 goes in the top bin
     count = torch.bincount(index, minlength=bins).double()
@@ -103,6 +111,14 @@ def expected_calibration_error(confidence: torch.Tensor, correct: torch.Tensor, 
     return float((count / count.sum() * (accuracy - mean_conf).abs()).sum())
 
 
-def scaled(logits: torch.Tensor, temperature: float | None) -> torch.Tensor:
-    """softmax(logits / T) [N, C]; plain softmax when no temperature was fitted (None)."""
-    return (logits / (temperature or 1.0)).softmax(1)
+Array = TypeVar("Array", "torch.Tensor", np.ndarray)
+
+
+def scaled(logits: Array, temperature: float | None) -> Array:
+    """softmax(logits / T) [N, C], a tensor for a tensor and a numpy array for an array; plain softmax when no
+    temperature was fitted (None)."""
+    z = logits / (temperature or 1.0)
+    if isinstance(z, np.ndarray):
+        e = np.exp(z - z.max(1, keepdims=True))
+        return e / e.sum(1, keepdims=True)
+    return z.softmax(1)

@@ -29,12 +29,15 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING, TypeVar
 
 import numpy as np
-import torch
-from torch import nn
 
 from fmnist.images import Cues
+
+if TYPE_CHECKING:  # imported where a model's cues are computed: scoring an ONNX model's logits needs no torch
+    import torch
+    from torch import nn
 
 MODEL_CUES = ("msp", "energy", "mahalanobis")
 # Which end of each cue is unusual: "low", "high" or "both".
@@ -57,14 +60,23 @@ def max_softmax(logits: torch.Tensor, temperature: float = 1.0) -> torch.Tensor:
     return (logits / temperature).softmax(1).amax(1)
 
 
-def energy(logits: torch.Tensor, temperature: float = 1.0) -> torch.Tensor:
-    """[N] negative free energy T * logsumexp(logits / T) of logits [N, C] (Liu et al., 2020); higher is more
-    in-distribution."""
-    return temperature * torch.logsumexp(logits / temperature, 1)
+Array = TypeVar("Array", "torch.Tensor", np.ndarray)
+
+
+def energy(logits: Array, temperature: float = 1.0) -> Array:
+    """[N] negative free energy T * logsumexp(logits / T) of logits [N, C] (Liu et al., 2020), a tensor for a
+    tensor and a numpy array for an array; higher is more in-distribution."""
+    z = logits / temperature
+    if isinstance(z, np.ndarray):
+        peak = z.max(1, keepdims=True)
+        return temperature * (peak[:, 0] + np.log(np.exp(z - peak).sum(1)))
+    return temperature * z.logsumexp(1)
 
 
 def penultimate(model: nn.Module) -> nn.Module:
     """The model without its output layer: fmnist models are nn.Sequential ending in nn.Linear."""
+    from torch import nn
+
     if not isinstance(model, nn.Sequential) or not isinstance(model[-1], nn.Linear):
         raise TypeError("expected an nn.Sequential ending in nn.Linear (models.build makes those)")
     return model[:-1]
@@ -81,6 +93,8 @@ class Gaussians:
     def fit(cls, features: torch.Tensor, labels: torch.Tensor, classes: int) -> Gaussians:
         """From features [N, D] and labels [N]; the covariance is pooled over classes and made invertible
         with a small ridge (1e-6 of its mean variance). Raises ValueError when a class has no image."""
+        import torch
+
         features = features.double()
         counts = torch.bincount(labels, minlength=classes)
         if (counts == 0).any():
@@ -97,6 +111,8 @@ class Gaussians:
 
     def distance(self, features: torch.Tensor) -> torch.Tensor:
         """[N] smallest squared Mahalanobis distance of features [N, D] to a class mean."""
+        import torch
+
         diff = features.float()[:, None, :] - self.means[None]  # [N, C, D]
         return torch.einsum("ncd,de,nce->nc", diff, self.precision, diff).amin(1)
 
@@ -211,22 +227,22 @@ def calibrated(
     photo: np.ndarray,
     references: dict[str, np.ndarray],
     plain: dict[str, np.ndarray],
-    calibration: dict[str, np.ndarray],
+    held_out: dict[str, np.ndarray],
 ) -> np.ndarray:
     """[N] in-distribution scores: the conformal p-value of each picture's `unusualness` among those of
-    held-out garment pictures of its kind, `calibration[kind]` (sorted): a photo (`photo`, bool [N])
+    held-out garment pictures of its kind, `held_out[kind]` (sorted): a photo (`photo`, bool [N])
     against `references`, a plain 28x28 image against `plain`. So a score is the share of garment pictures of
     the same kind at least as unusual, whatever number of cues the kind has. Both kinds are computed for the
     whole batch and picked per picture, branch-free."""
-    as_photo = p_values(unusualness(values, references), calibration["photo"], "low")
-    as_plain = p_values(unusualness(values, plain), calibration["plain"], "low")
+    as_photo = p_values(unusualness(values, references), held_out["photo"], "low")
+    as_plain = p_values(unusualness(values, plain), held_out["plain"], "low")
     return np.where(photo, as_photo, as_plain)
 
 
 def fitted(
     photos: dict[str, np.ndarray], plain: dict[str, np.ndarray], cues: Sequence[str], keep: float = KEEP
 ) -> dict[str, object]:
-    """A detector's fields (trust.Trust's references, plain, calibration, threshold) from cue values [P] of
+    """A detector's fields (trust.Trust's references, plain, held_out, threshold) from cue values [P] of
     garment photos and [M] of plain garment images, on `cues` (the plain images' those that are not framing
     cues), with the threshold 1 - `keep`.
 
@@ -241,7 +257,7 @@ def fitted(
         "references": {name: reference_of(v) for name, v in references.items()},
         "threshold": 1 - keep,
         "plain": plain_refs,
-        "calibration": {
+        "held_out": {
             "photo": reference_of(unusualness(photos, references, itself=True)),
             "plain": reference_of(unusualness(held_out, plain_refs)),
         },
