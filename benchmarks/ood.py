@@ -159,7 +159,7 @@ def main() -> None:
     deployed = candidates.choose(constraints, [f"{k} (tune)" for k in outliers.KINDS])
     cues, keep = candidates.names[deployed]
     results["chosen"] = {"cues": list(cues), "keep": keep}
-    print(f"\nchosen with every kind counted: {' + '.join(cues)}, keeping {keep:.0%} (threshold {1 - keep:.2f})")
+    print(f"\nchosen with every kind counted: {' + '.join(cues)}, keeping {keep:.1%} (threshold {1 - keep:.3f})")
     print(
         "\n| kind | figure left out | its detector | figure, chosen detector | AUROC left out |\n|---|---|---|---|---|"
     )
