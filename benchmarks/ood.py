@@ -42,8 +42,8 @@ from fmnist.testing import domains, forms, outliers, photos
 from fmnist.trust import ood
 from fmnist.trust.cache import reference_photos
 
-POOL = ("energy", *ood.VIEW_CUES, *Cues.NAMES)  # the cues a candidate draws from; it always holds the energy
-KEEPS = (0.97, 0.98, 0.985)  # the keep levels a candidate's threshold is set at (1 - keep)
+POOL = ("energy", *ood.VIEW_CUES, "residual", *Cues.NAMES)  # a candidate draws from these; always the energy
+KEEPS = (0.98, 0.985)  # the keep levels a candidate's threshold is set at (1 - keep)
 KEPT = {"photo": 0.95, "plain": 0.98}  # what a candidate must keep of each garment kind it is chosen on
 FORMS = (
     forms.Form("RGB", "PNG"),
@@ -136,8 +136,10 @@ def main() -> None:
     val_x = dataset.train_images[val_idx]
     first, second = val_x[: len(val_x) // 2], val_x[len(val_x) // 2 :]
 
+    basis = ood.basis_of(np.asarray(first)[0::2])  # as trust.detector fits it
+
     def values_of(views: torch.Tensor, cues: list) -> Values:
-        return trust.cue_values(predictor.logits(views), views, cues)
+        return trust.cue_values(predictor.logits(views), views, cues, basis)
 
     refs = reference_photos(first, trust.REFERENCE_PHOTOS, predictor.config.seed)
     references = values_of(torch.stack([f.image for f in refs]), [f.cues for f in refs])

@@ -382,9 +382,10 @@ def trusted_model(path: Path, earlier: bool = False) -> Path:
     from fmnist import trust
 
     images = dark_bordered(synthetic_dataset().train_images[:600])  # as the plain script's test saves them
-    values = trust.cue_values(TorchPredictor(path).logits(images), images, [None] * len(images))
-    fitted = trust.ood.fitted(values, values, ("energy", *trust.ood.VIEW_CUES))
-    detector = trust.Trust(1.7, fitted["references"], 0.2, fitted["plain"], fitted["held_out"])
+    basis = trust.ood.basis_of(images.numpy()[0::2])
+    values = trust.cue_values(TorchPredictor(path).logits(images), images, [None] * len(images), basis)
+    fitted = trust.ood.fitted(values, values, ("energy", *trust.ood.VIEW_CUES, "residual"))
+    detector = trust.Trust(1.7, fitted["references"], 0.2, fitted["plain"], fitted["held_out"], basis)
     if earlier:
         detector = trust.Trust(1.7, {"energy": np.sort(values["energy"])}, 0.2)
     state[trust.KEY] = detector.to_dict()
@@ -416,7 +417,7 @@ def test_the_graph_scores_as_the_detector_does_for_28x28_images(tmp_path, earlie
 
     model_path = trusted_model(tmp_path / "m.pt", earlier)
     export.export(export.load_source(model_path), tmp_path / "m.onnx", synthetic_dataset())
-    images = synthetic_dataset().test_images
+    images = dark_bordered(synthetic_dataset().test_images)  # of the references' kind, so that scores spread
     probabilities, scores = ort.InferenceSession(str(tmp_path / "m.onnx")).run(
         ["probabilities", "in_distribution_score"], {"pixels": images.numpy()}
     )

@@ -436,6 +436,8 @@ def _plain_score(graph: _Graph, trust_: Trust, energy64: str) -> str:
     """ood.calibrated for a plain 28x28 image: the p-values of its energy and view cues (ood.view_cues, from
     pixel counts) among `trust_.plain`, their ood.unusualness, and its p-value among held_out["plain"]."""
     values = {"energy": energy64, **_view_cues(graph)}
+    if trust_.basis is not None:
+        values["residual"] = _residual(graph, trust_.basis)
     p_values = [
         graph.p_value(name, values[name], reference, ood.UNUSUAL[name]) for name, reference in trust_.plain.items()
     ]
@@ -446,6 +448,25 @@ def _plain_score(graph: _Graph, trust_: Trust, energy64: str) -> str:
     tie_break = graph.node("Mul", [product, graph.double(ood.TIE_BREAK)], "fmnist_tie_break")
     unusualness = graph.node("Add", [smallest, tie_break], "fmnist_unusualness")
     return graph.p_value("calibrated", unusualness, trust_.held_out["plain"], "low")
+
+
+def _residual(graph: _Graph, basis: np.ndarray) -> str:
+    """ood.residual of the input pixels, in float64: the squared distance of each view (0..1) from the principal
+    subspace of `basis` (its mean, then its directions)."""
+    from onnx import TensorProto
+
+    pixels = graph.node("Cast", [INPUT_NAME], "fmnist_pixels64", to=TensorProto.DOUBLE)
+    flat = graph.node(
+        "Reshape", [pixels, graph.constant("flat_shape", np.array([-1, SIDE * SIDE]))], "fmnist_pixels_flat"
+    )
+    scaled = graph.node("Div", [flat, graph.double(255.0)], "fmnist_pixels_scaled")
+    centred = graph.node("Sub", [scaled, graph.constant("basis_mean", basis[0])], "fmnist_centred")
+    directions = basis[1:]
+    along = graph.node("MatMul", [centred, graph.constant("basis_directions_t", directions.T.copy())], "fmnist_along")
+    drawn = graph.node("MatMul", [along, graph.constant("basis_directions", directions.copy())], "fmnist_drawn")
+    left = graph.node("Sub", [centred, drawn], "fmnist_left")
+    squared = graph.node("Mul", [left, left], "fmnist_left_squared")
+    return graph.node("ReduceSum", [squared, graph.constant("axis_1", np.array([1]))], "fmnist_residual", keepdims=0)
 
 
 def _view_cues(graph: _Graph) -> dict[str, str]:

@@ -57,6 +57,8 @@ class Trust:
     # Per kind of picture ("photo", "plain"), the sorted ood.unusualness of held-out garment pictures of that
     # kind: the score is the conformal p-value of a picture's unusualness among them (ood.calibrated).
     held_out: dict[str, np.ndarray] = field(default_factory=dict)
+    # The garment views' mean and principal directions (ood.basis_of) that the `residual` cue measures against.
+    basis: np.ndarray | None = None
 
     @property
     def has_detector(self) -> bool:
@@ -72,6 +74,7 @@ class Trust:
             "references": lists(self.references),
             "plain": lists(self.plain),
             "held_out": lists(self.held_out),
+            "basis": None if self.basis is None else self.basis.tolist(),
         }
 
     @classmethod
@@ -89,6 +92,7 @@ class Trust:
             float(facts.get("threshold", 0)),
             arrays("plain"),
             arrays("held_out"),
+            None if facts.get("basis") is None else np.asarray(facts["basis"], dtype=np.float64),
         )
 
     def probabilities(self, logits: calibration.Array) -> calibration.Array:
@@ -104,7 +108,7 @@ class Trust:
         the earlier form)."""
         if not self.has_detector:
             return None
-        values = cue_values(logits, images, cues)
+        values = cue_values(logits, images, cues, self.basis)
         if not self.held_out:
             return ood.combined(values, self.references)
         photo = np.array([c is not None for c in cues], dtype=bool)
@@ -121,11 +125,19 @@ class Trust:
 
 
 def cue_values(
-    logits: torch.Tensor | np.ndarray, images: torch.Tensor | np.ndarray, cues: Sequence[Cues | None]
+    logits: torch.Tensor | np.ndarray,
+    images: torch.Tensor | np.ndarray,
+    cues: Sequence[Cues | None],
+    basis: np.ndarray | None = None,
 ) -> dict[str, np.ndarray]:
     """Every cue the detector may use, float64 [N] each: the energy of logits [N, C], the view cues of uint8
-    images [N, 28, 28] (CPU tensors or numpy arrays) and the framing cues (NaN for a plain 28x28 image)."""
-    return {"energy": energies(logits), **ood.view_cues(np.asarray(images)), **ood.picture_cues(cues)}
+    images [N, 28, 28] (CPU tensors or numpy arrays), their `residual` from `basis` when there is one, and the
+    framing cues (NaN for a plain 28x28 image)."""
+    views = np.asarray(images)
+    values = {"energy": energies(logits), **ood.view_cues(views), **ood.picture_cues(cues)}
+    if basis is not None:
+        values["residual"] = ood.residual(views, basis)
+    return values
 
 
 UNFITTED = Trust(None, {}, 0.0)
@@ -224,13 +236,16 @@ def fit(
 def detector(
     logits_of: Logits, pictures: Sequence[Framed], plain: torch.Tensor, plain_logits: torch.Tensor
 ) -> dict[str, Any]:
-    """The detector's fields of a Trust (ood.fitted on CUES) from framed garment photos and plain garment
-    images uint8 [M, 28, 28] with their logits [M, C]."""
+    """The detector's fields of a Trust (ood.fitted on CUES, and the basis of the `residual` cue, fitted on the
+    plain images that give the references) from framed garment photos and plain garment images uint8
+    [M, 28, 28] with their logits [M, C]."""
     import torch
 
+    basis = ood.basis_of(np.asarray(plain)[0::2])
     views = torch.stack([f.image for f in pictures])
-    photos = cue_values(logits_of(views), views, [f.cues for f in pictures])
-    return ood.fitted(photos, cue_values(plain_logits, plain, [None] * len(plain)), CUES)
+    photos = cue_values(logits_of(views), views, [f.cues for f in pictures], basis)
+    plain_values = cue_values(plain_logits, plain, [None] * len(plain), basis)
+    return {**ood.fitted(photos, plain_values, CUES), "basis": basis}
 
 
 # The fewest held-out photos of a user's own kind that join the detector's references when a fine-tuned

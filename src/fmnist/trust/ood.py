@@ -50,6 +50,7 @@ UNUSUAL = {
     "ink": "both",
     "stroke": "both",
     "flat": "both",
+    "residual": "high",
 }
 KEEP = 0.985  # share of held-out garment pictures of each kind the threshold keeps (chosen by benchmarks/ood.py)
 REFERENCE_SIZE = 512  # reference values kept per cue (quantiles), so a checkpoint stays small
@@ -164,6 +165,27 @@ def view_cues(views: np.ndarray) -> dict[str, np.ndarray]:
         "stroke": interior.sum((1, 2)) / np.maximum(count, 1).astype(np.float64),
         "flat": (views > FULL_LEVEL).sum((1, 2)) / np.maximum(count, 1).astype(np.float64),
     }
+
+
+BASIS_SIZE = 10  # principal directions of garment views that the `residual` cue keeps
+
+
+def basis_of(views: np.ndarray, size: int = BASIS_SIZE) -> np.ndarray:
+    """float64 [size + 1, 784]: the mean of uint8 garment views [M, 28, 28] (scaled to 0..1), then their first
+    `size` principal directions (principal component analysis by SVD, Pearson 1901)."""
+    x = views.reshape(len(views), -1) / 255.0
+    mean = x.mean(0)
+    directions = np.linalg.svd(x - mean, full_matrices=False)[2][:size]
+    return np.vstack([mean, directions])
+
+
+def residual(views: np.ndarray, basis: np.ndarray) -> np.ndarray:
+    """[N] the `residual` cue of uint8 views [N, 28, 28]: the squared distance of each view (0..1) from the
+    garments' principal subspace (`basis_of`), what its first directions cannot draw: a pen's line, a letter,
+    a texture. High is unusual."""
+    x = views.reshape(len(views), -1) / 255.0 - basis[0]
+    directions = basis[1:]
+    return ((x - (x @ directions.T) @ directions) ** 2).sum(1)
 
 
 def picture_cues(cues: Sequence[Cues | None]) -> dict[str, np.ndarray]:
