@@ -236,12 +236,12 @@ def fit(
 def detector(
     logits_of: Logits, pictures: Sequence[Framed], plain: torch.Tensor, plain_logits: torch.Tensor
 ) -> dict[str, Any]:
-    """The detector's fields of a Trust (ood.fitted on CUES, and the basis of the `residual` cue, fitted on the
-    plain images that give the references) from framed garment photos and plain garment images uint8
+    """The detector's fields of a Trust (ood.fitted on CUES, and the basis of the `residual` cue when it is one,
+    fitted on the plain images that give the references) from framed garment photos and plain garment images uint8
     [M, 28, 28] with their logits [M, C]."""
     import torch
 
-    basis = ood.basis_of(np.asarray(plain)[0::2])
+    basis = ood.basis_of(np.asarray(plain)[0::2]) if "residual" in CUES else None
     views = torch.stack([f.image for f in pictures])
     photos = cue_values(logits_of(views), views, [f.cues for f in pictures], basis)
     plain_values = cue_values(plain_logits, plain, [None] * len(plain), basis)
