@@ -147,17 +147,28 @@
     const outW = horizontal ? outSize : width, outH = horizontal ? height : outSize;
     const out = float ? new Float32Array(outW * outH) : new Uint8Array(outW * outH);
     const start = float ? 0 : 2 ** (PRECISION_BITS - 1);
-    // Along x the taps of one output pixel are neighbours in a row; along y, one row apart.
-    const lines = horizontal ? height : width, lineStride = horizontal ? width : 1, tapStride = horizontal ? 1 : width;
-    const outLineStride = horizontal ? outW : 1, outStride = horizontal ? 1 : outW;
-    for (let o = 0; o < outSize; o++) {
-      const xmin = bounds[o * 2], xmax = bounds[o * 2 + 1], base = o * ksize;
-      for (let line = 0; line < lines; line++) {
-        let ss = start;
-        let at = line * lineStride + xmin * tapStride;
-        for (let x = 0; x < xmax; x++, at += tapStride) ss += src[at] * k[base + x];
-        out[line * outLineStride + o * outStride] = float ? ss : clip8(ss);
+    if (horizontal) {
+      for (let o = 0; o < outSize; o++) {
+        const xmin = bounds[o * 2], xmax = bounds[o * 2 + 1], base = o * ksize;
+        for (let y = 0; y < height; y++) {
+          let ss = start;
+          const row = y * width + xmin;
+          for (let x = 0; x < xmax; x++) ss += src[row + x] * k[base + x];
+          out[y * outW + o] = float ? ss : clip8(ss);
+        }
       }
+      return out;
+    }
+    // Along y, a whole row of sums at a time (the same taps in the same order per pixel), for the cache.
+    const sums = new Float64Array(width);
+    for (let o = 0; o < outSize; o++) {
+      const ymin = bounds[o * 2], ymax = bounds[o * 2 + 1], base = o * ksize;
+      sums.fill(start);
+      for (let y = 0; y < ymax; y++) {
+        const row = (ymin + y) * width, weight = k[base + y];
+        for (let x = 0; x < width; x++) sums[x] += src[row + x] * weight;
+      }
+      for (let x = 0; x < width; x++) out[o * outW + x] = float ? sums[x] : clip8(sums[x]);
     }
     return out;
   }
@@ -382,7 +393,8 @@
       ({ contrast, noise, borderFit } = backgroundContrast(stretch(gray, w, h), w, h));
       smooth = smoothed(contrast, w, h);
       const t = threshold(smooth, noise);
-      mask = smooth.map((v, i) => (v > t && contrast[i] > t / 2 ? 1 : 0));
+      mask = new Uint8Array(smooth.length);
+      for (let i = 0; i < mask.length; i++) mask[i] = smooth[i] > t && contrast[i] > t / 2 ? 1 : 0;
       box = maxOf(smooth) > noiseFloor(noise) ? objectBox(mask, w, h) : null;
     }
     const empty = { image: new Uint8Array(SIDE * SIDE), cues: cuesOf(borderFit, noise, 0, 0, 0) };
@@ -461,7 +473,9 @@
     const low = minOf(smooth), high = maxOf(smooth);
     const gain = f32(Math.max(Math.min(255 / Math.max(high - low, 1e-12), C.MIN_CONTRAST), 1.0));
     const lowF = f32(low);
-    return gray.map((g) => f32(f32(g - lowF) * gain));
+    const out = new Float32Array(gray.length);
+    for (let i = 0; i < gray.length; i++) out[i] = f32(gray[i] - lowF) * gain;
+    return out;
   }
 
   // Contrast with the background surface (object positive), its noise and the border's fit
@@ -469,12 +483,15 @@
   function backgroundContrast(gray, w, h) {
     const smooth = smoothed(gray, w, h);
     const { surface, noise, borderFit } = backgroundSurface(smooth, w, h);
-    const difference = smooth.map((v, i) => v - surface[i]);
+    const difference = new Float32Array(smooth.length);
+    for (let i = 0; i < smooth.length; i++) difference[i] = smooth[i] - surface[i];
     const t = threshold(difference, noise);
     let sum = 0;
     for (const d of difference) if (Math.abs(d) > t) sum += d;
     const sign = sum < 0 ? -1 : 1;
-    return { contrast: gray.map((g, i) => sign * f32(g - surface[i])), noise, borderFit };
+    const contrast = new Float32Array(gray.length);
+    for (let i = 0; i < gray.length; i++) contrast[i] = sign * f32(gray[i] - surface[i]);
+    return { contrast, noise, borderFit };
   }
 
   // The background: a quadratic surface fitted to the border pixels on it, grown from the most common
@@ -511,7 +528,7 @@
         for (let i = 0; i < inliers.length; i++) picked[i] = array[inliers[i]];
         return picked;
       };
-      coef = leastSquares(design.map(pick), pick(values));
+      coef = leastSquares(...householder(design.map(pick), pick(values)));
     }
     const residual = residuals(coef);
     const kept = inliersOf(residual).map((i) => residual[i]);
@@ -535,12 +552,40 @@
     return s;
   }
 
+  // Householder QR of the columns [m] of a design and its targets [m]: (the columns of R [k], Q^T targets [k]),
+  // which have the least-squares solutions and singular values of the design, for a solve k x k in size.
+  function householder(columns, targets) {
+    const k = columns.length, m = targets.length;
+    const a = columns.map((column) => Float64Array.from(column));
+    const b = Float64Array.from(targets);
+    for (let j = 0; j < Math.min(k, m); j++) {
+      let norm = 0;
+      for (let i = j; i < m; i++) norm += a[j][i] ** 2;
+      norm = Math.sqrt(norm);
+      if (norm === 0) continue;
+      const alpha = a[j][j] > 0 ? -norm : norm;
+      const v = new Float64Array(m - j);
+      for (let i = j; i < m; i++) v[i - j] = a[j][i];
+      v[0] -= alpha;
+      const vv = dot(v, v);
+      if (vv === 0) continue;
+      for (const column of [...a.slice(j), b]) {
+        let projection = 0;
+        for (let i = j; i < m; i++) projection += v[i - j] * column[i];
+        const scale = (2 * projection) / vv;
+        for (let i = j; i < m; i++) column[i] -= scale * v[i - j];
+      }
+    }
+    const size = Math.min(k, m);
+    return [a.map((column) => column.slice(0, size)), b.slice(0, size), m];
+  }
+
   // The minimum-norm least-squares solution (np.linalg.lstsq, rcond=None: singular values at most
   // eps * max(M, N) times the largest are dropped), by a one-sided Jacobi SVD of the design (Hestenes): the
   // border of a picture whose background shows on one side only leaves some terms undetermined, and the SVD of
   // the design itself, unlike the normal equations, tells those apart.
-  function leastSquares(columns, targets) {
-    const m = targets.length, k = columns.length;
+  function leastSquares(columns, targets, rows = targets.length) { // rows: of the design, for rcond
+    const m = rows, k = columns.length;
     const a = columns.map((column) => Float64Array.from(column));
     const v = Array.from({ length: k }, (_, i) => Float64Array.from({ length: k }, (_, j) => (i === j ? 1 : 0)));
     for (let sweep = 0; sweep < 60; sweep++) {
