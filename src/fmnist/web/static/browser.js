@@ -114,11 +114,14 @@
 
   async function classifyMany(sources, { input = false } = {}) {
     const model = await loaded;
+    // Fetched and decoded all at once (the browser overlaps the requests and the decoding), framed in turn.
+    const decoded = sources.map((source, index) => pixelsOf(source, nameOf(source, index)));
+    decoded.forEach((pending) => pending.catch(() => {})); // rejections are reported in order, below
     const framed = [];
-    for (const [index, source] of sources.entries()) {
-      const name = nameOf(source, index);
+    for (const [index, pending] of decoded.entries()) {
+      const name = nameOf(sources[index], index);
       try {
-        framed.push(framing.framePicture(await pixelsOf(source, name)));
+        framed.push(framing.framePicture(await pending));
       } catch (err) {
         throw err.message.startsWith(name) ? err : new Error(`${name}: ${err.message}`);
       }
