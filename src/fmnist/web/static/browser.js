@@ -27,30 +27,44 @@
     return { facts, session, references };
   })();
 
-  async function bitmapOf(source, name) {
-    if (typeof ImageBitmap !== "undefined" && source instanceof ImageBitmap) return source;
-    let blob = source;
-    if (!(source instanceof Blob)) {
-      const response = await fetch(source);
-      if (!response.ok) throw new Error(`${name}: the server answered ${response.status}`);
-      blob = await response.blob();
+  // Whether a file has no colour planes (Pillow opens it as "L" or "LA"): a PNG of colour type 0 or 4, a JPEG
+  // with one component. framing.js then segments its grey plane, as Python does.
+  function colourless(bytes) {
+    if (bytes[0] === 0x89 && bytes[1] === 0x50) return bytes[25] === 0 || bytes[25] === 4; // IHDR colour type
+    if (bytes[0] !== 0xff || bytes[1] !== 0xd8) return false;
+    for (let at = 2; at + 9 < bytes.length;) { // JPEG markers up to the start of frame
+      if (bytes[at] !== 0xff) return false;
+      const marker = bytes[at + 1];
+      if (marker >= 0xc0 && marker <= 0xcf && ![0xc4, 0xc8, 0xcc].includes(marker)) return bytes[at + 9] === 1;
+      at += 2 + ((bytes[at + 2] << 8) | bytes[at + 3]);
     }
-    try {
-      // Upright per the EXIF orientation, and the file's own values: no colour management, no premultiplication.
-      return await createImageBitmap(blob, {
-        imageOrientation: "from-image", premultiplyAlpha: "none", colorSpaceConversion: "none",
-      });
-    } catch {
-      throw new Error(`${name}: not an image file this browser can read`);
-    }
+    return false;
   }
 
   async function pixelsOf(source, name) {
-    const bitmap = await bitmapOf(source, name);
+    let bitmap = source, grey = false;
+    if (!(typeof ImageBitmap !== "undefined" && source instanceof ImageBitmap)) {
+      let blob = source;
+      if (!(source instanceof Blob)) {
+        const response = await fetch(source);
+        if (!response.ok) throw new Error(`${name}: the server answered ${response.status}`);
+        blob = await response.blob();
+      }
+      grey = colourless(new Uint8Array(await blob.arrayBuffer()));
+      try {
+        // Upright per the EXIF orientation, and the file's own values: no colour management, no premultiplying.
+        bitmap = await createImageBitmap(blob, {
+          imageOrientation: "from-image", premultiplyAlpha: "none", colorSpaceConversion: "none",
+        });
+      } catch {
+        throw new Error(`${name}: not an image file this browser can read`);
+      }
+    }
     const canvas = new OffscreenCanvas(bitmap.width, bitmap.height);
     const context = canvas.getContext("2d", { willReadFrequently: true });
     context.drawImage(bitmap, 0, 0);
-    return context.getImageData(0, 0, bitmap.width, bitmap.height);
+    const { data, width, height } = context.getImageData(0, 0, bitmap.width, bitmap.height);
+    return { data, width, height, colourless: grey };
   }
 
   function nameOf(source, index) {
