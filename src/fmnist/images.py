@@ -18,19 +18,24 @@ import glob
 import io
 import warnings
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from os import PathLike
 from pathlib import Path
+from typing import TYPE_CHECKING, TypeAlias
 
 import numpy as np
-import torch
 from PIL import Image, ImageFile, ImageOps, UnidentifiedImageError
 from pillow_heif import register_heif_opener
 from scipy import ndimage
 
+from fmnist import segmentation
 from fmnist.atomic import atomic_path
 from fmnist.data import SIDE
 from fmnist.errors import FmnistError
+
+if TYPE_CHECKING:  # a torch tensor is made only when asked for (Framed.image): predict with an ONNX model needs none
+    import torch
 
 # A small compressed file can decode to gigabytes (a "decompression bomb"); 50 M pixels
 # decoded is far more than the analysis needs and about 200 MB as 32-bit float. The limit is
@@ -78,6 +83,15 @@ MARGIN_SPAN = 26 / 28  # an object spanning less of a square digital picture was
 # 0.6 % of Fashion-MNIST's images (the rest span 26 to 28 of the 28 pixels; a photo's framing spans 28)
 DIGITAL_CONTRAST = 128.0  # the least contrast of a digital image's object with its background
 FULL_PEAK = 250.0  # a digital object's strongest contrast; Fashion-MNIST's images all reach 254 or 255
+
+# The object lies on a textured or shaded surface, which segmentation.object_mask separates it from, when the
+# border's noise (grey levels, after smoothing) exceeds SURFACE_NOISE (a product photo's stays under 5, grass and
+# gravel reach 10-30), or when less than SURFACE_FIT of the border lies on the smooth background surface (a product
+# photo's 0.85 or more, unless its object covers the border) and that noise is at least SURFACE_MIN_NOISE (a
+# pattern, a shadow's edge: a plain background that the object touches stays under 1).
+SURFACE_NOISE = 6.0
+SURFACE_FIT = 0.8
+SURFACE_MIN_NOISE = 1.0
 
 # In a cut-out, the least contrast an object pixel gets, as a fraction of the object's strongest.
 SILHOUETTE_FLOOR = 0.25
@@ -200,8 +214,15 @@ class Cues:
 
 @dataclass(frozen=True)
 class Framed:
-    image: torch.Tensor  # uint8 [28, 28], as the model sees it
+    pixels: np.ndarray  # uint8 [28, 28], as the model sees it
     cues: Cues | None  # None for a picture that already was a 28x28 Fashion-MNIST-style image
+
+    @property
+    def image(self) -> torch.Tensor:
+        """`pixels` as a torch tensor (sharing its memory)."""
+        import torch
+
+        return torch.from_numpy(self.pixels)
 
 
 def load_image(source: str | Path | bytes, name: str = "upload") -> torch.Tensor:
@@ -231,16 +252,16 @@ def frame_picture(image: Image.Image, name: str = "image") -> Framed:
     if _already_fashion_mnist(image):
         # Re-framing would only resample it; this keeps `predict --save-inputs` images and
         # exported test images exactly what the model sees.
-        return Framed(torch.from_numpy(np.array(image, dtype=np.uint8)), None)
+        return Framed(np.array(image, dtype=np.uint8), None)
     try:
         gray, alpha, step = _planes(image)
     except ValueError as exc:  # modes Pillow cannot convert, such as LAB
         raise FmnistError(f"{name}: cannot convert a {image.mode} image to grayscale") from exc
     digital = digital_view(gray, alpha) if gray.shape[0] == gray.shape[1] else None
     if digital is not None:
-        return Framed(torch.from_numpy(digital), None)
-    framed, cues = frame_with_cues(gray, alpha, step)
-    return Framed(torch.from_numpy(framed), cues)
+        return Framed(digital, None)
+    framed, cues = frame_with_cues(gray, alpha, step, lambda: _colour(image))
+    return Framed(framed, cues)
 
 
 def digital_view(gray: np.ndarray, alpha: np.ndarray | None = None) -> np.ndarray | None:
@@ -308,7 +329,7 @@ def _sampled(contrast: np.ndarray, crop: tuple[int, int, int]) -> np.ndarray:
 
 
 # What the Python API's predict takes as one picture.
-Picture = str | PathLike[str] | bytes | Image.Image | np.ndarray | torch.Tensor
+Picture: TypeAlias = "str | PathLike[str] | bytes | Image.Image | np.ndarray | torch.Tensor"
 
 _ARRAY_MODES = {1: "L", 3: "RGB", 4: "RGBA"}  # channels -> Pillow mode
 
@@ -331,7 +352,7 @@ def picture_of(item: Picture, name: str = "image") -> Framed:
         return load_picture(item, name)
     if isinstance(item, Image.Image):
         return frame_picture(item, name)
-    if isinstance(item, torch.Tensor):
+    if type(item).__module__.startswith("torch") and hasattr(item, "detach"):  # a tensor (torch may be unloaded)
         pixels = item.detach().cpu()
         if pixels.ndim == 3 and pixels.shape[0] in _ARRAY_MODES:
             pixels = pixels.permute(1, 2, 0)  # [C, H, W] -> [H, W, C]
@@ -367,14 +388,20 @@ def frame(gray: np.ndarray, alpha: np.ndarray | None = None, step: float = 1.0) 
     return frame_with_cues(gray, alpha, step)[0]
 
 
-def frame_with_cues(gray: np.ndarray, alpha: np.ndarray | None = None, step: float = 1.0) -> tuple[np.ndarray, Cues]:
-    """`frame`, and the Cues measured on the way."""
+def frame_with_cues(
+    gray: np.ndarray,
+    alpha: np.ndarray | None = None,
+    step: float = 1.0,
+    colour: Callable[[], np.ndarray] | None = None,
+) -> tuple[np.ndarray, Cues]:
+    """`frame`, and the Cues measured on the way. `colour`: gives the picture's colour planes float [h, w, C]
+    (any size of `gray`'s aspect), asked for only when the object lies on a textured surface; without it
+    `gray` stands for them."""
     border_fit, noise = 1.0, 0.0
     if alpha is not None and (alpha < 0.5).any():
         contrast = _cutout_contrast(gray, alpha)
-        smooth = _smooth(contrast)
+        smooth: np.ndarray | None = _smooth(contrast)
         mask = _smooth(alpha) > 0.5
-        box = _object_box(mask)
     else:
         if alpha is not None:  # opaque but for a few pixels: those show the white page behind
             gray = gray * alpha + 255 * (1 - alpha)
@@ -383,18 +410,58 @@ def frame_with_cues(gray: np.ndarray, alpha: np.ndarray | None = None, step: flo
         threshold = _threshold(smooth, noise)
         # Smoothing spreads the object by its radius; the pixels themselves must also stand out.
         mask = (smooth > threshold) & (contrast > threshold / 2)
-        box = _object_box(mask) if smooth.max() > _noise_floor(noise) else None
+        if smooth.max() <= _noise_floor(noise):
+            mask[:] = False
+        elif _on_texture(border_fit, noise):
+            found = segmentation.object_mask(colour() if colour is not None else gray[..., None], gray.shape)
+            if found is not None:
+                contrast, mask, smooth = _on_surface(contrast, found), found, None
+    box = _object_box(mask)
     empty = np.zeros((SIDE, SIDE), dtype=np.uint8), Cues(border_fit, noise, 0.0, 0.0, 0.0)
     if box is None:
         return empty
+    cues = _object_cues(mask, box, border_fit, noise)
     top, bottom, left, right = box
+    contrast = contrast[top:bottom, left:right]
+    turned = _upright(contrast, mask[top:bottom, left:right])
+    if turned is not None:
+        contrast, smooth = turned, None
     # The object's strongest contrast becomes 255, as in Fashion-MNIST. Taken before resizing and
     # smoothed: resizing blurs a dark detail, and a single noisy pixel must not set the scale.
-    peak = float(smooth[top:bottom, left:right].max())
+    peak = float((smooth[top:bottom, left:right] if smooth is not None else _smooth(contrast)).max())
     if peak <= 0:
         return empty
-    framed = _fit(contrast[top:bottom, left:right], 0.0) * (255 / peak)
-    return np.clip(np.rint(framed), 0, 255).astype(np.uint8), _object_cues(mask, box, border_fit, noise)
+    framed = _fit(contrast, 0.0) * (255 / peak)
+    return np.clip(np.rint(framed), 0, 255).astype(np.uint8), cues
+
+
+def _on_texture(border_fit: float, noise: float) -> bool:
+    """Whether the picture's surface is textured or shaded (see SURFACE_NOISE), from the plain method's fit."""
+    return noise > SURFACE_NOISE or (border_fit < SURFACE_FIT and noise >= SURFACE_MIN_NOISE)
+
+
+def _on_surface(contrast: np.ndarray, found: np.ndarray) -> np.ndarray:
+    """The contrast of an object found on a textured surface (segmentation.object_mask): its polarity taken
+    from the object's own pixels (a light garment on a dark table), zero off the object."""
+    sign = 1.0 if float(contrast[found].mean()) >= 0 else -1.0
+    return np.where(found, sign * contrast, 0.0).astype(np.float32)
+
+
+def _upright(contrast: np.ndarray, mask: np.ndarray) -> np.ndarray | None:
+    """The object's contrast (cut to its box, as its boolean `mask`) turned upright (segmentation.tilt) and cut
+    to its new box; None when it stands upright already."""
+    angle = segmentation.tilt(mask)
+    if angle == 0.0:
+        return None
+    turned = [
+        np.asarray(Image.fromarray(plane.astype(np.float32), "F").rotate(angle, Image.Resampling.BILINEAR, expand=True))
+        for plane in (contrast, mask)
+    ]
+    box = _object_box(turned[1] > 0.5)
+    if box is None:
+        return None
+    top, bottom, left, right = box
+    return turned[0][top:bottom, left:right]
 
 
 def _object_cues(mask: np.ndarray, box: tuple[int, int, int, int], border_fit: float, noise: float) -> Cues:
@@ -408,12 +475,13 @@ def _object_cues(mask: np.ndarray, box: tuple[int, int, int, int], border_fit: f
     )
 
 
-def export_png(image: torch.Tensor, path: str | Path) -> None:
-    """Write a uint8 [H, W] tensor (e.g. a 28x28 Fashion-MNIST image) as a grayscale PNG, atomically."""
-    if image.dtype != torch.uint8 or image.dim() != 2:
-        raise ValueError(f"expected a 2-D uint8 tensor, got {image.dtype} of shape {tuple(image.shape)}")
+def export_png(image: np.ndarray | torch.Tensor, path: str | Path) -> None:
+    """Write a uint8 [H, W] array or CPU tensor (e.g. a 28x28 Fashion-MNIST image) as a grayscale PNG, atomically."""
+    pixels = np.asarray(image)
+    if pixels.dtype != np.uint8 or pixels.ndim != 2:
+        raise ValueError(f"expected a 2-D uint8 array, got {pixels.dtype} of shape {tuple(pixels.shape)}")
     with atomic_path(path) as tmp:
-        Image.fromarray(image.cpu().numpy()).save(tmp, format="PNG")
+        Image.fromarray(pixels).save(tmp, format="PNG")
 
 
 def _decode(source: Path | bytes, name: str) -> Image.Image:
@@ -493,6 +561,16 @@ def _planes(image: Image.Image) -> tuple[np.ndarray, np.ndarray | None, float]:
         values = np.asarray(la, dtype=np.float32)
         return values[..., 0], values[..., 1] / 255, 1.0
     return np.asarray(_resize(image.convert("L"), size), dtype=np.float32), None, 1.0
+
+
+def _colour(image: Image.Image) -> np.ndarray:
+    """The picture's colour planes for segmentation.object_mask, float32 [h, w, C] (C = 3, or 1 for a mode
+    without colour), at most segmentation.SEGMENT_SIDE pixels on its longer side."""
+    scale = min(1.0, segmentation.SEGMENT_SIDE / max(image.size))
+    size = (max(1, round(image.width * scale)), max(1, round(image.height * scale)))
+    colourless = image.mode.startswith("I") or image.mode in ("F", "1", "L", "LA", "La")
+    planes = _planes(image)[0][..., None] if colourless else _resize(image.convert("RGB"), size)
+    return np.asarray(planes, dtype=np.float32)
 
 
 def _high_depth_levels(image: Image.Image) -> tuple[np.ndarray, float]:
