@@ -10,6 +10,7 @@ from __future__ import annotations
 import math
 import os
 from collections.abc import Mapping, Sequence
+from typing import Literal
 
 import numpy as np
 import torch
@@ -99,7 +100,7 @@ def plot_image_grid(
         row, col = divmod(i, ncols)
         left, bottom = 0.4 + 1.5 * col, height - top - cell_h * (row + 1) + 0.05
         big = image.repeat(scale, axis=0).repeat(scale, axis=1)
-        fig.figimage(big, xo=left * _DPI, yo=bottom * _DPI, cmap="gray", vmin=0, vmax=255, origin="upper")
+        fig.figimage(big, xo=round(left * _DPI), yo=round(bottom * _DPI), cmap="gray", vmin=0, vmax=255, origin="upper")
         centre = (left + big.shape[1] / _DPI / 2) / width
         fig.text(centre, (bottom + big.shape[0] / _DPI + 0.03) / height, caption, ha="center", va="bottom", fontsize=8)
     save_png(fig, path)
@@ -173,7 +174,7 @@ def plot_lr_find(
     save_png(fig, path)
 
 
-def new_figure(figsize: tuple[float, float], layout: str | None = "constrained") -> Figure:
+def new_figure(figsize: tuple[float, float], layout: Literal["constrained"] | None = "constrained") -> Figure:
     fig = Figure(figsize=figsize, dpi=_DPI, layout=layout)
     FigureCanvasAgg(fig)
     return fig
