@@ -569,11 +569,8 @@ def _colour(image: Image.Image) -> np.ndarray:
     scale = min(1.0, segmentation.SEGMENT_SIDE / max(image.size))
     size = (max(1, round(image.width * scale)), max(1, round(image.height * scale)))
     colourless = image.mode.startswith("I") or image.mode in ("F", "1", "L", "LA", "La")
-    if colourless:
-        return np.asarray(_planes(image)[0], dtype=np.float32)[..., None]
-    rgb = image if image.mode == "RGB" else image.convert("RGB")
-    # A box filter: segmentation averages the picture down anyway (its step 1), and Lanczos costs 3x more.
-    return np.asarray(rgb.resize(size, Image.Resampling.BOX, reducing_gap=2.0), dtype=np.float32)
+    planes = _planes(image)[0][..., None] if colourless else _resize(image.convert("RGB"), size)
+    return np.asarray(planes, dtype=np.float32)
 
 
 def _high_depth_levels(image: Image.Image) -> tuple[np.ndarray, float]:
