@@ -72,9 +72,9 @@ if [ "$dry_run" = 1 ]; then
   device=cpu
   slower=3  # one CPU thread, maybe a busy machine
   export OMP_NUM_THREADS=1
-  small=(--train-subset 3000 --hidden 32 --batch-size 100 --eval-batch-size 2000 --val-size 0)
-  default_run=("${small[@]}" --epochs 6)  # long enough to be killed after its first epoch
-  cnn_run=(--preset cnn --train-subset 1000 --epochs 1 --hidden 8 --head 16 --val-size 0)
+  small=(--train-subset 1000 --hidden 32 --batch-size 100 --eval-batch-size 2000 --val-size 0)
+  default_run=("${small[@]}" --epochs 4)  # long enough to be killed after its first epoch
+  cnn_run=(--preset cnn --train-subset 300 --epochs 1 --hidden 8 --head 16 --val-size 0)
   short_run=("${small[@]}" --epochs 1)
 else
   device=cuda
