@@ -315,6 +315,7 @@ def classify_takes_a_url_a_blob_and_an_image_bitmap(browser, site: Path, photo: 
         assert sorted(prediction) == sorted(expected)  # Selenium hands dictionaries back with sorted keys
         assert prediction["class_name"] == expected["class_name"] and prediction["garment"] == expected["garment"]
         assert prediction["probability"] == pytest.approx(expected["probability"], abs=1e-4)
+        assert prediction["in_distribution_score"] == pytest.approx(expected["in_distribution_score"], abs=1e-9)
         assert [name for name, _ in prediction["top"]] == [name for name, _ in expected["top"]]
 
 
