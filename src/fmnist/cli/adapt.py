@@ -18,7 +18,8 @@ RECIPE_FLAGS = (
     ("freeze", int, "leading weight layers kept as the parent has them"),
     ("repeats", int, "times each training photo is seen per epoch"),
     ("rehearsal", float, "Fashion-MNIST training images per photo seen (experience replay)"),
-    ("holdout", float, "share of each class's photos held out to choose the epoch and refit trust"),
+    ("holdout", float, "share of each class's photos held out to choose the epoch and the mix and refit trust"),
+    ("forgetting", float, "largest drop of Fashion-MNIST validation accuracy (0.005: half a point) the mix may cost"),
     ("seed", int, "seeds the held-out draw, the memory, the order and augmentation"),
 )
 
