@@ -78,6 +78,14 @@ def figures(predictor: Predictor, sets: dict, others: list[Framed], dataset) -> 
     }
 
 
+def parse(field: str, text: str):
+    """A --set value as the Recipe field's type."""
+    kind = type(getattr(Recipe(), field))
+    if kind is bool:
+        return text.lower() in ("1", "true", "yes")
+    return tuple(text.split("+")) if kind is tuple else kind(text)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("run", nargs="?", help="the parent: a run directory or checkpoint")
@@ -89,7 +97,9 @@ def main() -> None:
     parser.add_argument("--choose", nargs="+", metavar="JSON", help="leave-one-domain-out choice among --json files")
     parser.add_argument("--others-per-kind", type=int, default=20)
     parser.add_argument("--json", help="write every figure as JSON")
-    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="a Recipe field")
+    parser.add_argument(
+        "--set", action="append", default=[], metavar="KEY=VALUE", help="a Recipe field (augment: kinds joined by +)"
+    )
     args = parser.parse_args()
     if args.choose:
         choose([json.loads(Path(f).read_text(encoding="utf-8")) for f in args.choose], args.choose)
@@ -100,7 +110,7 @@ def main() -> None:
     parent_file = model_path(args.run)
     _, parent_cfg, _ = load_model(parent_file)
     train_pool, val_pool = stratified_split(dataset.train_labels, parent_cfg.val_size, parent_cfg.seed)
-    changes = {k: type(getattr(Recipe(), k))(v) for k, v in (item.split("=", 1) for item in args.set)}
+    changes = {k: parse(k, v) for k, v in (item.split("=", 1) for item in args.set)}
     others = [load_picture(o.data, o.kind) for o in outliers.build(args.others_per_kind, "holdout")]
     parent = TorchPredictor(parent_file)
     results = {}

@@ -119,6 +119,23 @@ def test_adapt_reports_before_and_after_and_names_its_parent(parent, tmp_path, f
     assert run.read_summary()["test_accuracy"] == pytest.approx(report.after.test_accuracy)
 
 
+def test_distillation_rehearses_the_parents_probabilities_and_the_photos_labels(tmp_path, synthetic_data):
+    labelled_folder(tmp_path / "photos", per_class=4)
+    photos = adapt.read_photos(tmp_path / "photos", holdout=0.3, seed=0)
+    parent_cfg = config.Config(hidden=(8,), val_size=200)
+    torch.manual_seed(0)
+    parent = models.build(parent_cfg)
+    recipe = adapt.Recipe(repeats=2, rehearsal=1.5, distill=True)
+    plain = adapt.build_split(photos, data.load(), parent_cfg, recipe)
+    distilled = adapt.build_split(photos, data.load(), parent_cfg, recipe, parent)
+    shown = int((~photos.held_out).sum()) * recipe.repeats
+    assert torch.equal(plain.train_x, distilled.train_x) and distilled.train_y.shape == (len(plain.train_y), 10)
+    assert torch.equal(distilled.train_y[:shown].argmax(1), plain.train_y[:shown])
+    assert torch.equal(distilled.train_y[:shown].amax(1), torch.ones(shown))  # one-hot
+    memory = trust.model_logits(parent)(plain.train_x[shown:]).softmax(1)
+    assert len(memory) == 3 * shown // 2 and torch.allclose(distilled.train_y[shown:], memory)
+
+
 def test_interpolate_goes_from_the_parent_to_the_fine_tuned_weights():
     parent = {"w": torch.zeros(3), "steps": torch.tensor(1)}
     tuned = {"w": torch.tensor([2.0, 4.0, -2.0]), "steps": torch.tensor(7)}
@@ -165,7 +182,7 @@ def test_model_adapt_returns_the_new_run_with_its_before_and_after(parent, tmp_p
     root = tmp_path / "photos"
     labelled_folder(root, per_class=4)
     model = fmnist.load(parent)
-    run = model.adapt(root, out=tmp_path / "mine", epochs=1, repeats=1, rehearsal=1.0)
+    run = model.adapt(root, out=tmp_path / "mine", epochs=1, repeats=1, rehearsal=1.0, distill=True)
     assert run.path == tmp_path / "mine" and len(run.metrics) == 1
     assert run.adaptation is not None
     assert run.adaptation["parent"]["sha256"] == checkpoint.sha256(RunDir(parent).chosen_checkpoint())

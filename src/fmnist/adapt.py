@@ -33,6 +33,7 @@ from typing import Any
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 
 from fmnist import checkpoint, data, folders, trust
 from fmnist.atomic import atomic_write
@@ -107,9 +108,16 @@ def _skipped_summary(skipped: dict[str, int]) -> str | None:
     return "skipped " + "; ".join(f"{reason}: {count}" for reason, count in skipped.items())
 
 
-def build_split(photos: Photos, dataset: FashionMNIST, parent_cfg: Config, recipe: Recipe) -> Split:
+def build_split(
+    photos: Photos, dataset: FashionMNIST, parent_cfg: Config, recipe: Recipe, parent: torch.nn.Module | None = None
+) -> Split:
     """Training: the training photos `recipe.repeats` times, then the Fashion-MNIST memory (a stratified
-    draw from the parent's training split); validation: the held-out photos; test: Fashion-MNIST's."""
+    draw from the parent's training split); validation: the held-out photos; test: Fashion-MNIST's.
+
+    With the `parent` model given, the targets are distributions [N, C]: one-hot for the photos, the parent's
+    probabilities for the memory, so that rehearsal keeps the parent's answers rather than only its labels
+    (distillation on the replay memory: learning without forgetting, Li and Hoiem, ECCV 2016, on stored
+    images as in dark experience replay, Buzzega et al., NeurIPS 2020)."""
     x, y, _ = photos.part(held_out=False)
     if not len(x):
         raise FmnistError("no photo is left to train on once each class's share is held out; add photos")
@@ -121,9 +129,14 @@ def build_split(photos: Photos, dataset: FashionMNIST, parent_cfg: Config, recip
     else:
         train_idx = train_idx[:0]
     val_x, val_y, _ = photos.part(held_out=True)
+    memory_x, memory_y = dataset.train_images[train_idx], dataset.train_labels[train_idx]
+    photos_y = y.repeat(recipe.repeats)
+    if parent is not None:  # distillation: the photos' one-hot labels, the memory's parent probabilities
+        photos_y = F.one_hot(photos_y, len(CLASSES)).float()
+        memory_y = trust.model_logits(parent)(memory_x).softmax(1) if len(memory_x) else photos_y[:0]
     return Split(
-        torch.cat([x.repeat(recipe.repeats, 1, 1), dataset.train_images[train_idx]]),
-        torch.cat([y.repeat(recipe.repeats), dataset.train_labels[train_idx]]),
+        torch.cat([x.repeat(recipe.repeats, 1, 1), memory_x]),
+        torch.cat([photos_y, memory_y]),
         val_x,
         val_y,
         dataset.test_images,
@@ -273,7 +286,7 @@ def adapt(
         atomic_write(run.path / "adapt.json", json.dumps({**settings, "photos": photos.manifest()}, indent=2) + "\n")
     dataset = dataset or data.load(parent_cfg.data_dir or None, allow_download=False)
     cfg = adapted_config(parent_cfg, parent_file, recipe)
-    split = build_split(photos, dataset, parent_cfg, recipe)
+    split = build_split(photos, dataset, parent_cfg, recipe, parent_model if recipe.distill else None)
     trained = int((~photos.held_out).sum())
     say(
         f"adapting on {trained} photos x {recipe.repeats} and {len(split.train_x) - trained * recipe.repeats} "

@@ -364,6 +364,7 @@ class AdaptRecipe:
     holdout: float = 0.3  # share of each class's photos held out (classes of MIN_PHOTOS_TO_HOLD_OUT or more)
     augment: tuple[str, ...] = ("translate",)  # augment.py kinds, applied to every batch
     forgetting: float = 0.005  # largest drop of Fashion-MNIST validation accuracy the chosen weights may cost
+    distill: bool = False  # the memory's targets: the parent's probabilities instead of the labels
     seed: int = 0
 
     def __post_init__(self) -> None:
