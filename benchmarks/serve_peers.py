@@ -168,22 +168,37 @@ def main() -> int:
     parser.add_argument("--json", help="also write every figure as JSON here")
     parser.add_argument("--profile", metavar="FILE", help="also profile fmnist serve at 32 clients (py-spy, collapsed)")
     args = parser.parse_args()
+    report(
+        args.model,
+        args.name,
+        [int(c) for c in args.clients.split(",")],
+        args.requests,
+        args.max_seconds,
+        args.json,
+        args.profile or "",
+    )
+    return 0
+
+
+def report(
+    model: str, name: str, levels: list[int], requests: int, max_seconds: float, json_to: str | None, profile_to: str
+) -> None:
+    """Print each server's figures at each level of clients, their table, and the start-up ratio."""
     os.sched_setaffinity(0, {CLIENT_CPU})
-    levels = [int(c) for c in args.clients.split(",")]
-    rows = serve_load(args.model, args.name, levels, args.requests, args.max_seconds, args.profile or "")
+    rows = serve_load(model, name, levels, requests, max_seconds, profile_to)
     os.sched_setaffinity(0, set(range(os.cpu_count() or 1)))
     torch_s = min(seconds_to_import_torch() for _ in range(3))
-    serve_s = min(seconds_to_healthz(args.model) for _ in range(3))
+    serve_s = min(seconds_to_healthz(model) for _ in range(3))
     print()
     print(table(rows))
     print(
         f"\nstart-up, best of 3: fmnist serve to first 200 on /healthz {serve_s:.2f} s; "
-        f'python -c "import torch" {torch_s:.2f} s; ratio {serve_s / torch_s:.2f}x'
+        f'python -c "import torch" {torch_s:.2f} s; ratio {serve_s / torch_s:.2f}x',
+        flush=True,
     )
-    if args.json:
+    if json_to:
         figures = {"load": [asdict(r) for r in rows], "serve_to_healthz_s": serve_s, "import_torch_s": torch_s}
-        Path(args.json).write_text(json.dumps(figures, indent=1) + "\n", encoding="utf-8")
-    return 0
+        Path(json_to).write_text(json.dumps(figures, indent=1) + "\n", encoding="utf-8")
 
 
 if __name__ == "__main__":

@@ -3,6 +3,8 @@ of its epochs' `epoch_seconds` (what metrics.jsonl reports as training).
 
     python benchmarks/train_phases.py [--plain 1] [-- TRAIN FLAGS...]
 
+(benchmarks/waits.py prints these rows beside the other waits.)
+
 Runs the command in two ways, one after the other, each in a fresh process and a fresh run
 directory under a temporary folder:
 - instrumented: the same command with fmnist's functions wrapped by timers (exclusive seconds: a phase's
@@ -62,7 +64,7 @@ class Phases:
 
 def instrument(phases: Phases) -> None:
     """Wrap the functions `fmnist train` runs; imported here, so their import counts as start-up."""
-    from fmnist import checkpoint, trust
+    from fmnist import checkpoint, plots, trust
     from fmnist import training as train_lib
     from fmnist.cli import train as cli_train
     from fmnist.run_dir import RunDir
@@ -90,7 +92,7 @@ def instrument(phases: Phases) -> None:
     phases.wrap(train_lib, "finish", "finish: other")
     phases.wrap(checkpoint, "load", loading)
     phases.wrap(train_lib, "summarize", "finish: summarize")
-    phases.wrap(RunDir, "write_plots", "finish: plots")
+    phases.wrap(plots, "write_run_plots", "finish: plots (matplotlib's import counts in imports)")
     phases.wrap(trust, "fit_and_store", "finish: trust fit")
     phases.wrap(RunDir, "write_summary", "finish: summary.json")
     tensorboard_writer = RunDir.tensorboard_writer
@@ -147,20 +149,15 @@ def run_command(cmd: list[str], run: Path, env: dict[str, str]) -> tuple[float, 
     return wall, done.stdout
 
 
-def main() -> None:
-    if len(sys.argv) > 1 and sys.argv[1] == "--child":
-        child(sys.argv[2:])
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--plain", type=int, default=1, help="uninstrumented runs of the command (default 1)")
-    parser.add_argument("flags", nargs="*", help="flags for fmnist train, after --")
-    args = parser.parse_args()
+def report(flags: list[str], plain: int = 1) -> None:
+    """Print the instrumented run's phases, then `plain` uninstrumented runs' wall against their epochs."""
     python, env = sys.executable, dict(os.environ)
     with tempfile.TemporaryDirectory() as tmp:
         run = Path(tmp) / "instrumented"
-        wall, out = run_command([python, __file__, "--child", "train", *args.flags], run, env)
+        wall, out = run_command([python, __file__, "--child", "train", *flags], run, env)
         phases = json.loads(next(line for line in out.splitlines() if line.startswith("PHASES "))[7:])
         epochs = epoch_seconds(run)
-        print(f"fmnist train {' '.join(args.flags)} (instrumented): {len(epochs)} epochs")
+        print(f"fmnist train {' '.join(flags)} (instrumented): {len(epochs)} epochs")
         print(f"{'phase':<50} {'calls':>5} {'seconds':>8} {'s/epoch':>8} {'share':>6}")
         for label, seconds in sorted(phases["seconds"].items(), key=lambda kv: -kv[1]):
             calls = phases["calls"].get(label, 1)
@@ -168,15 +165,26 @@ def main() -> None:
         print(f"{'process wall':<50} {'':>5} {wall:8.2f}")
         print(f"{'sum of epoch_seconds':<50} {'':>5} {sum(epochs):8.2f}  ratio {wall / sum(epochs):.2f}")
         print(f"{'overhead (wall - epoch_seconds)':<50} {'':>5} {wall - sum(epochs):8.2f}")
-        for i in range(args.plain):
+        for i in range(plain):
             run = Path(tmp) / f"plain-{i}"
-            wall, _ = run_command([python, "-m", "fmnist", "train", *args.flags], run, env)
+            wall, _ = run_command([python, "-m", "fmnist", "train", *flags], run, env)
             epochs = epoch_seconds(run)
             print(
-                f"python -m fmnist train {' '.join(args.flags)}: process wall {wall:.2f} s, "
+                f"python -m fmnist train {' '.join(flags)}: process wall {wall:.2f} s, "
                 f"{len(epochs)} epochs {sum(epochs):.2f} s, overhead {wall - sum(epochs):.2f} s, "
-                f"ratio {wall / sum(epochs):.2f}"
+                f"ratio {wall / sum(epochs):.2f}",
+                flush=True,
             )
+
+
+def main() -> None:
+    if len(sys.argv) > 1 and sys.argv[1] == "--child":
+        child(sys.argv[2:])
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--plain", type=int, default=1, help="uninstrumented runs of the command (default 1)")
+    parser.add_argument("flags", nargs="*", help="flags for fmnist train, after --")
+    args = parser.parse_args()
+    report(args.flags, args.plain)
 
 
 if __name__ == "__main__":

@@ -1,10 +1,15 @@
-"""The waits a user feels at the command line: whole `fmnist` processes, each best of 3, as ratios to
-`python -c "import torch"` timed the same way in the same run, so that the figures hold on any CPU.
+"""The waits a user feels, every figure in one run: whole `fmnist` processes as ratios to
+`python -c "import torch"` (best of 3, so that the figures hold on any CPU); where the wall time of the
+default `fmnist train` goes, phase by phase, against the sum of its epochs (benchmarks/train_phases.py);
+and `fmnist serve` beside LitServe and a per-request FastAPI endpoint at 1 and 32 clients, with its start-up
+to the first 200 on /healthz (benchmarks/serve_peers.py).
 
-    python benchmarks/waits.py RUN            # RUN: a run directory of the default `fmnist train`
+    python benchmarks/waits.py RUN                       # RUN: a run directory of the default `fmnist train`
+    python benchmarks/waits.py RUN --parts commands      # only the command table (also: train, serve)
 
-RUN is exported to a temporary .onnx (not timed), and one garment photo is drawn with Pillow. The commands
-run one at a time; run the script alone on the machine (under the CPU lock where several people share it).
+RUN is exported to a temporary .onnx (not timed), and one garment photo is drawn with Pillow. Everything
+runs one job at a time; run the script alone on the machine (under the CPU lock where several people share
+it). The serving part needs 2 CPUs, `taskset` and `pip install litserve`.
 """
 
 from __future__ import annotations
@@ -22,6 +27,12 @@ from pathlib import Path
 from PIL import Image, ImageDraw
 
 from fmnist import measure
+
+sys.path.insert(0, str(Path(__file__).parent))
+import serve_peers  # noqa: E402
+import train_phases  # noqa: E402
+
+PARTS = ("commands", "train", "serve")
 
 
 def photo(path: Path) -> Path:
@@ -47,31 +58,50 @@ def best_of(argv: list[str], repeats: int) -> float:
     return min(times)
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("run", help="a run directory (or checkpoint) of the default fmnist train")
-    parser.add_argument("--repeats", type=int, default=3)
-    args = parser.parse_args()
+def commands_table(run: str, repeats: int) -> None:
+    """The command waits: each whole process, best of `repeats`, and its ratio to importing torch."""
     fmnist = [sys.executable, "-m", "fmnist"]
     with tempfile.TemporaryDirectory() as tmp:
         onnx = Path(tmp) / "m.onnx"
-        subprocess.run([*fmnist, "export", args.run, "--out", str(onnx)], check=True, stdout=subprocess.DEVNULL)
+        subprocess.run([*fmnist, "export", run, "--out", str(onnx)], check=True, stdout=subprocess.DEVNULL)
         jpeg = str(photo(Path(tmp) / "trousers.jpg"))
         commands = {
             'python -c "import torch"': [sys.executable, "-c", "import torch"],
             "fmnist --help": [*fmnist, "--help"],
             "fmnist data info": [*fmnist, "data", "info"],
             "fmnist predict MODEL.onnx photo.jpg": [*fmnist, "predict", str(onnx), jpeg],
-            "fmnist predict RUN photo.jpg": [*fmnist, "predict", args.run, jpeg],
+            "fmnist predict RUN photo.jpg": [*fmnist, "predict", run, jpeg],
         }
-        seconds = {name: best_of(argv, args.repeats) for name, argv in commands.items()}
+        seconds = {name: best_of(argv, repeats) for name, argv in commands.items()}
     base = seconds['python -c "import torch"']
-    print(f"{measure.cpu_name()}; {os.cpu_count()} CPUs; Python {platform.python_version()}")
-    print(f'whole processes, best of {args.repeats}, one at a time; ratio to python -c "import torch"\n')
+    print(f'whole processes, best of {repeats}, one at a time; ratio to python -c "import torch"\n')
     print(f"| {'command':<36} | {'seconds':>7} | {'ratio':>5} |")
     print(f"|{'-' * 38}|{'-' * 9}:|{'-' * 7}:|")
     for name, value in seconds.items():
-        print(f"| {name:<36} | {value:>7.2f} | {value / base:>5.2f} |")
+        print(f"| {name:<36} | {value:>7.2f} | {value / base:>5.2f} |", flush=True)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("run", help="a run directory (or checkpoint) of the default fmnist train")
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--parts", default=",".join(PARTS), help=f"which figures (default: {','.join(PARTS)})")
+    parser.add_argument("--requests", type=int, default=3000, help="serve: requests per level (default: 3000)")
+    parser.add_argument("--profile", metavar="FILE", help="serve: also profile fmnist serve at 32 clients (py-spy)")
+    parser.add_argument("--json", metavar="FILE", help="serve: also write its figures as JSON")
+    args = parser.parse_args()
+    parts = args.parts.split(",")
+    if unknown := set(parts) - set(PARTS):
+        parser.error(f"unknown parts: {', '.join(sorted(unknown))}")
+    print(f"{measure.cpu_name()}; {os.cpu_count()} CPUs; Python {platform.python_version()}\n", flush=True)
+    if "commands" in parts:
+        commands_table(args.run, args.repeats)
+    if "train" in parts:
+        print("\n## the default fmnist train, phase by phase\n", flush=True)
+        train_phases.report([], plain=1)
+    if "serve" in parts:
+        print("\n## fmnist serve beside its peers (server on CPU 0, load generator on CPU 1)\n", flush=True)
+        serve_peers.report(args.run, "mlp", [1, 32], args.requests, 60, args.json, args.profile or "")
 
 
 if __name__ == "__main__":

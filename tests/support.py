@@ -10,6 +10,7 @@ import functools
 import gzip
 import hashlib
 import io
+import json
 import os
 import re
 import signal
@@ -184,6 +185,21 @@ def running_server(
 # ---------------------------------------------------------------- data
 
 SYNTHETIC_TRAIN, SYNTHETIC_TEST = 1000, 300
+
+
+HEAVY_MODULES = ("torch", "matplotlib", "fastapi")  # seconds of imports that a command that does not use them skips
+
+
+def heavy_modules_of(*argv: str) -> tuple[list[str], str]:
+    """Which HEAVY_MODULES the command `fmnist ARGV` imported, run in a fresh interpreter, and its output;
+    the command must succeed."""
+    code = (
+        "import json, sys\nfrom fmnist.cli import main\ncode = main(sys.argv[1:])\n"
+        f"print(json.dumps([m for m in {HEAVY_MODULES!r} if m in sys.modules]), file=sys.stderr)\nsys.exit(code)"
+    )
+    done = subprocess.run([sys.executable, "-c", code, *argv], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    return json.loads(done.stderr.strip().splitlines()[-1]), done.stdout
 
 
 def write_idx(path: Path, array, kind: str) -> str:

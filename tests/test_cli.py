@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from support import heavy_modules_of
 
 from fmnist import data
 from fmnist.cli import CLOSED_PIPE_STATUS, main
@@ -559,3 +560,10 @@ def test_the_command_line_imports_no_torch_until_a_command_runs():
     code = f"import sys, fmnist.cli; print([m for m in {heavy!r} if m in sys.modules])"
     shown = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert shown.strip() == "[]"
+
+
+def test_data_info_reads_the_dataset_without_torch(real_data_dir):
+    """`fmnist data info` counts the classes with numpy: torch's seconds of imports are not part of its wait."""
+    loaded, out = heavy_modules_of("data", "info", "--data-dir", str(real_data_dir))
+    assert loaded == [] and "train      60,000 images (28, 28) uint8" in out
+    assert [int(line.split()[-2]) for line in out.splitlines()[4:]] == [6000] * 10

@@ -92,10 +92,10 @@ def test_read_idx_missing_file(tmp_path):
 def test_read_idx_round_trip(tmp_path, suffix):
     images = np.random.default_rng(1).integers(0, 256, (5, 28, 28), dtype=np.uint8)
     digest = write_idx(tmp_path / f"x{suffix}", images, "images")
-    tensor, got = data.read_idx(tmp_path / f"x{suffix}")
+    array, got = data.read_idx(tmp_path / f"x{suffix}")
     assert got == digest
-    assert tensor.dtype == torch.uint8 and tensor.is_contiguous()
-    assert torch.equal(tensor, torch.from_numpy(images))
+    assert array.dtype == np.uint8 and array.flags.c_contiguous and array.flags.writeable
+    assert np.array_equal(array, images)
 
 
 # --- load and verify -----------------------------------------------------------------
@@ -280,7 +280,7 @@ def test_download_falls_back_to_next_mirror(synthetic_data, serve, tmp_path, fau
     data.download(tmp_path / "dest", [bad_url, serve(synthetic_data)], timeout=5, progress=lines.append)
     assert any(line.startswith(f"failed: {bad_url}{stem}.gz") for line in lines)
     labels, _ = data.read_idx(tmp_path / "dest" / f"{stem}.gz")
-    assert np.array_equal(labels.numpy(), synthetic_arrays()["train_labels"])
+    assert np.array_equal(labels, synthetic_arrays()["train_labels"])
 
 
 def test_download_all_mirrors_bad_leaves_nothing(synthetic_data, serve, tmp_path):

@@ -12,7 +12,7 @@ import numpy as np
 import onnxruntime.quantization
 import pytest
 import torch
-from support import synthetic_arrays
+from support import heavy_modules_of, synthetic_arrays
 
 from fmnist import checkpoint, data, export, models
 from fmnist import config as config_lib
@@ -531,3 +531,17 @@ def test_a_card_directory_loads_like_its_run(card_run, tmp_path, synthetic_data,
     code, out, _ = run(capsys, "eval", tmp_path / "card")
     code_run, out_run, _ = run(capsys, "eval", card_run)
     assert code == code_run == 0 and out == out_run
+
+
+def test_predict_with_an_export_needs_no_torch(exports, tmp_path, capsys):
+    """An exported model answers with onnxruntime and numpy: `fmnist predict m.onnx` imports no torch, and
+    answers as the same export does in this process (where torch is loaded)."""
+    from fmnist.images import export_png
+
+    _, onnx_path, _, _ = exports["mlp"]
+    picture = tmp_path / "item.png"
+    export_png(synthetic_dataset().test_images[3], picture)
+    loaded, out = heavy_modules_of("predict", str(onnx_path), str(picture), "--json")
+    assert loaded == []
+    assert main(["predict", str(onnx_path), str(picture), "--json"]) == 0
+    assert json.loads(out) == json.loads(capsys.readouterr().out)

@@ -8,7 +8,6 @@ FMNIST_SERVE_EXPLAIN_SCREENSHOT=FILE the one with the heatmap shown (docs/evalua
 from __future__ import annotations
 
 import os
-import shutil
 from pathlib import Path
 
 import httpx
@@ -16,46 +15,18 @@ import pytest
 from support import mosaic, product_photo, running_server, tiny_checkpoint, trusted_checkpoint
 
 from fmnist.data import CLASSES
-
-CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
-CHROMEDRIVER = shutil.which("chromedriver")
+from fmnist.testing.browser import CHROMEDRIVER, CHROMIUM, MISSING, chromium
 
 pytestmark = [
     pytest.mark.browser,
     pytest.mark.slow,
-    pytest.mark.skipif(
-        not (CHROMIUM and CHROMEDRIVER),
-        reason="Chromium or its driver not found (bash scripts/setup.sh installs chromium and chromium-driver)",
-    ),
+    pytest.mark.skipif(not (CHROMIUM and CHROMEDRIVER), reason=MISSING),
 ]
 
 
 @pytest.fixture
 def browser(tmp_path):
-    from selenium import webdriver
-    from selenium.webdriver.chrome.service import Service
-
-    options = webdriver.ChromeOptions()
-    options.binary_location = CHROMIUM  # type: ignore[assignment]
-    for flag in (
-        "--headless",
-        "--no-sandbox",
-        "--disable-gpu",
-        "--disable-dev-shm-usage",
-        "--disable-background-networking",
-        "--disable-component-update",
-        "--disable-sync",
-        "--no-first-run",
-        "--window-size=1280,900",
-        # a test-pattern camera, allowed without asking
-        "--use-fake-ui-for-media-stream",
-        "--use-fake-device-for-media-stream",
-        f"--user-data-dir={tmp_path / 'chromium-profile'}",
-    ):
-        options.add_argument(flag)
-    # An explicit driver path: Selenium Manager never looks for (or downloads) one.
-    driver = webdriver.Chrome(options=options, service=Service(executable_path=CHROMEDRIVER))
-    driver.set_page_load_timeout(60)
+    driver = chromium(tmp_path / "chromium-profile")
     yield driver
     driver.quit()
 

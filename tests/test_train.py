@@ -14,6 +14,7 @@ from fmnist import checkpoint, data, monitor, training
 from fmnist import config as config_lib
 from fmnist.config import Config
 from fmnist.errors import FmnistError
+from fmnist.evaluate import evaluate
 from fmnist.records import EpochRow, Summary
 from fmnist.run_dir import model_path
 
@@ -85,11 +86,11 @@ def test_build_optimizer(cfg, kind):
 @pytest.mark.slow
 def test_fit_learns_and_writes_a_self_describing_run(synthetic_data, tmp_path):
     run = tmp_path / "run"
-    result = fit(Config(**SMALL), run)
+    result = fit(Config(**SMALL, test_curve=True), run)
     assert result.summary["test_accuracy"] > 0.9
     rows = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
     assert [r["epoch"] for r in rows] == [1, 2]
-    assert set(rows[0]) == EpochRow.__required_keys__  # no validation split: no val_* keys
+    assert set(rows[0]) == EpochRow.__required_keys__ | {"test_loss", "test_acc"}  # no validation split: no val_*
     summary = json.loads((run / "summary.json").read_text())
     assert Summary.__required_keys__ <= set(summary) <= Summary.__required_keys__ | Summary.__optional_keys__
     assert summary["test_accuracy"] == rows[-1]["test_acc"] and summary["chosen_by"] == "last epoch"
@@ -214,7 +215,10 @@ def test_checkpoint_round_trip_gives_the_same_predictions(synthetic_data, tmp_pa
     x = data.as_input(data.load().test_images[:50])
     assert torch.equal(model(x), result.model.eval()(x))
     assert cfg == Config(**{**SMALL, "epochs": 1}) and state["epoch"] == 1
-    assert math.isclose(state["history"][-1]["test_acc"], result.summary["test_accuracy"])
+    # Without --test-curve the test set is evaluated once, on the chosen weights, for the summary.
+    assert "test_acc" not in state["history"][-1]
+    test = evaluate(model, data.load().test_images, data.load().test_labels, batch_size=256)  # as SMALL evaluates
+    assert result.summary["test_accuracy"] == test.accuracy and result.summary["test_loss"] == pytest.approx(test.loss)
 
 
 @pytest.mark.slow
@@ -329,7 +333,7 @@ def test_ema_is_evaluated_chosen_on_validation_and_resumes_exactly(synthetic_dat
     cfg = Config(**{**SMALL, "val_size": 200}, ema_decay=0.9, dropout=0.2, augment=("flip",))
     straight = fit(cfg, tmp_path / "straight")
     for row in straight.history:
-        assert {"ema_val_acc", "ema_val_loss", "ema_test_acc", "ema_test_loss"} <= set(row)
+        assert {"ema_val_acc", "ema_val_loss"} <= set(row) and "ema_test_acc" not in row  # test: only the chosen
     chosen, weights = monitor.choose(straight.history)
     assert straight.summary["weights"] == weights and straight.summary["chosen_epoch"] == chosen["epoch"]
     assert straight.summary["val_accuracy"] == max(max(r["val_acc"], r["ema_val_acc"]) for r in straight.history)

@@ -67,7 +67,7 @@ class Photos:
 
     def part(self, held_out: bool) -> tuple[torch.Tensor, torch.Tensor, list[Framed]]:
         index = torch.nonzero(self.held_out == held_out).flatten()
-        framed = [Framed(self.found.images[i], self.found.cues[i]) for i in index.tolist()]
+        framed = [Framed(self.found.images[i].numpy(), self.found.cues[i]) for i in index.tolist()]
         return self.found.images[index], self.found.labels[index], framed
 
     def manifest(self) -> list[dict[str, Any]]:

@@ -8,14 +8,16 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import torch
 
 from fmnist import trust
 from fmnist.data import CLASSES
 from fmnist.images import Cues
+
+if TYPE_CHECKING:
+    import torch
 
 
 @dataclass(frozen=True)
@@ -64,18 +66,22 @@ class Answer:
 
 def answers(
     model_trust: trust.Trust,
-    logits: torch.Tensor,
-    images: torch.Tensor,
+    logits: torch.Tensor | np.ndarray,
+    images: torch.Tensor | np.ndarray,
     cues: Sequence[Cues | None],
     top_k: int = 3,
     ood_threshold: float | None = None,
 ) -> list[Answer]:
     """An Answer per picture from the model's logits (float32 [N, 10]), the uint8 images [N, 28, 28] it saw and
     their framing cues (None for a plain 28x28 image); `top_k` classes each (at most 10), `ood_threshold`
-    in place of the fitted one."""
-    verdict = trust.judge(model_trust, logits, cues, ood_threshold)
-    values, indices = verdict.probabilities.topk(min(top_k, len(CLASSES)), dim=1)
+    in place of the fitted one. Logits and images are numpy arrays or CPU tensors: the answer needs no torch."""
+    verdict = trust.judge(model_trust, np.asarray(logits, dtype=np.float32), cues, ood_threshold)
+    probabilities = np.asarray(verdict.probabilities)
+    # Most probable first; equal probabilities in class order.
+    indices = np.argsort(-probabilities, axis=1, kind="stable")[:, : min(top_k, len(CLASSES))]
+    values = np.take_along_axis(probabilities, indices, axis=1)
     limit = model_trust.threshold if ood_threshold is None else ood_threshold
+    pixels = np.asarray(images)
     built = []
     for n, (p, c) in enumerate(zip(values.tolist(), indices.tolist(), strict=True)):
         built.append(
@@ -88,7 +94,7 @@ def answers(
                 None if verdict.scores is None else float(verdict.scores[n]),
                 limit if model_trust.has_detector else None,
                 model_trust.temperature is not None,
-                images[n].cpu().numpy(),
+                pixels[n],
             )
         )
     return built

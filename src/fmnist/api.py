@@ -235,9 +235,16 @@ class Model:
             built += answers(self.predictor.trust, logits, stacked, [p.cues for p in batch], top_k, ood_threshold)
         return built
 
-    def evaluate(self, images: str | Path | None = None, *, data_dir: str | Path | None = None) -> Evaluated:
+    def evaluate(
+        self,
+        images: str | Path | None = None,
+        *,
+        data_dir: str | Path | None = None,
+        dataset: data.FashionMNIST | None = None,
+    ) -> Evaluated:
         """Accuracy, per-class figures, confusion matrix and calibration on the Fashion-MNIST test set (found in
-        `data_dir`, else where `fmnist data` looks), or on `images`: a folder of class folders (fmnist.folders).
+        `data_dir`, else where `fmnist data` looks; or the test split of `dataset`, already loaded), or on
+        `images`: a folder of class folders (fmnist.folders). `fmnist eval` is this call.
 
         Raises FmnistError when the data or the folders cannot be read.
         """
@@ -248,7 +255,7 @@ class Model:
             pixels, labels, cues = folders.images, folders.labels, folders.cues
             names, problems, skipped = [p.name for p in folders.paths], folders.problems, folders.skipped
         else:
-            dataset = data.load(data_dir)
+            dataset = dataset if dataset is not None else data.load(data_dir)
             pixels, labels, names, problems, skipped = dataset.test_images, dataset.test_labels, None, [], {}
             cues = None  # 28x28 already: no framing, no picture cues
         logits = torch.cat([self.predictor.logits(chunk) for chunk in pixels.split(1000)])

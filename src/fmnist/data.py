@@ -1,4 +1,5 @@
-"""Find, download, verify and parse the Fashion-MNIST IDX files into in-memory tensors."""
+"""Find, download, verify and parse the Fashion-MNIST IDX files into in-memory arrays: numpy (`load_arrays`, which
+`fmnist data info` and `verify` need, without torch's seconds of import) or torch tensors (`load`)."""
 
 from __future__ import annotations
 
@@ -15,6 +16,8 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Protocol
+
+import numpy as np
 
 from fmnist.atomic import atomic_path
 from fmnist.errors import FmnistError
@@ -59,7 +62,19 @@ _GZIP_MAGIC = b"\x1f\x8b"
 _CHUNK = 1 << 20  # download buffer, bytes
 
 
-# Tensors make the generated __eq__ ambiguous, so compare by identity.
+# Arrays make the generated __eq__ ambiguous, so compare by identity.
+@dataclass(frozen=True, eq=False)
+class Arrays:
+    """The dataset as numpy arrays, as `FashionMNIST` holds it as tensors."""
+
+    train_images: np.ndarray  # uint8 [60000, 28, 28]
+    train_labels: np.ndarray  # int64 [60000]
+    test_images: np.ndarray  # uint8 [10000, 28, 28]
+    test_labels: np.ndarray  # int64 [10000]
+    directory: Path  # where the files were read from
+    origin: str  # "--data-dir", "FMNIST_DATA_DIR", "cache", "system" or "download"
+
+
 @dataclass(frozen=True, eq=False)
 class FashionMNIST:
     train_images: torch.Tensor  # uint8 [60000, 28, 28]
@@ -80,6 +95,11 @@ def parse_idx(raw: bytes, name: str) -> torch.Tensor:
     """Validate decompressed IDX bytes and return them as uint8: images [N,28,28], labels [N]."""
     import torch
 
+    return torch.from_numpy(parse_idx_array(raw, name))
+
+
+def parse_idx_array(raw: bytes, name: str) -> np.ndarray:
+    """`parse_idx` as a numpy array."""
     if len(raw) < 4:
         raise FmnistError(f"{name}: {len(raw)} bytes is too short to be an IDX file")
     (magic,) = struct.unpack(">I", raw[:4])
@@ -101,24 +121,22 @@ def parse_idx(raw: bytes, name: str) -> torch.Tensor:
         raise FmnistError(
             f"{name}: {actual - expected} bytes of trailing data after the {expected} the header promises"
         )
-    # bytearray: torch.frombuffer wants a writable buffer, and this is the one copy we make.
-    tensor = torch.frombuffer(bytearray(raw), dtype=torch.uint8, offset=header).reshape(shape)
+    # bytearray: a writable buffer, so that torch.from_numpy shares it; this is the one copy we make.
+    array = np.frombuffer(bytearray(raw), dtype=np.uint8, offset=header).reshape(shape)
     if ndim == 1:
-        _check_labels(tensor, name)
-    return tensor
+        _check_labels(array, name)
+    return array
 
 
-def _check_labels(labels: torch.Tensor, name: str) -> None:
-    import torch
-
-    bad = torch.nonzero(labels >= len(CLASSES)).flatten()
+def _check_labels(labels: np.ndarray, name: str) -> None:
+    bad = np.flatnonzero(labels >= len(CLASSES))
     if len(bad):
         i = int(bad[0])
         raise FmnistError(f"{name}: label {int(labels[i])} out of range 0-{len(CLASSES) - 1} (item {i})")
 
 
-def read_idx(path: Path) -> tuple[torch.Tensor, str]:
-    """Read a gzipped or plain IDX file; return (tensor, SHA-256 hex of the decompressed bytes)."""
+def read_idx(path: Path) -> tuple[np.ndarray, str]:
+    """Read a gzipped or plain IDX file; return (uint8 array, SHA-256 hex of the decompressed bytes)."""
     try:
         data = Path(path).read_bytes()
     except OSError as e:
@@ -126,10 +144,10 @@ def read_idx(path: Path) -> tuple[torch.Tensor, str]:
     return _decode(data, str(path))
 
 
-def _decode(data: bytes, name: str) -> tuple[torch.Tensor, str]:
+def _decode(data: bytes, name: str) -> tuple[np.ndarray, str]:
     # Sniff rather than trust the suffix: download() checks a .tmp file before naming it .gz.
     raw = _gunzip(data, name) if data[:2] == _GZIP_MAGIC else data
-    return parse_idx(raw, name), hashlib.sha256(raw).hexdigest()
+    return parse_idx_array(raw, name), hashlib.sha256(raw).hexdigest()
 
 
 def _gunzip(data: bytes, name: str) -> bytes:
@@ -149,7 +167,7 @@ def _mismatch(digest: str, kind: str) -> str | None:
     return f"SHA-256 {digest[:12]}... differs from the published {expected[:12]}..."
 
 
-def _read_verified(path: Path, kind: str) -> torch.Tensor:
+def _read_verified(path: Path, kind: str) -> np.ndarray:
     tensor, digest = read_idx(path)
     problem = _mismatch(digest, kind)
     if problem:
@@ -274,7 +292,28 @@ def load(
     mirrors: Sequence[str] = MIRRORS,
     progress: Callable[[str], None] | None = None,
 ) -> FashionMNIST:
-    """Locate (or download into the cache), read and verify the dataset.
+    """Locate (or download into the cache), read and verify the dataset, as torch tensors (`load_arrays`)."""
+    import torch
+
+    arrays = load_arrays(data_dir, allow_download=allow_download, mirrors=mirrors, progress=progress)
+    return FashionMNIST(
+        train_images=torch.from_numpy(arrays.train_images),
+        train_labels=torch.from_numpy(arrays.train_labels),
+        test_images=torch.from_numpy(arrays.test_images),
+        test_labels=torch.from_numpy(arrays.test_labels),
+        directory=arrays.directory,
+        origin=arrays.origin,
+    )
+
+
+def load_arrays(
+    data_dir: str | Path | None = None,
+    *,
+    allow_download: bool = True,
+    mirrors: Sequence[str] = MIRRORS,
+    progress: Callable[[str], None] | None = None,
+) -> Arrays:
+    """Locate (or download into the cache), read and verify the dataset, as numpy arrays.
 
     `progress` receives the download's progress lines, as in download().
     """
@@ -292,11 +331,11 @@ def load(
         n_images, n_labels = len(tensors[f"{split}_images"]), len(tensors[f"{split}_labels"])
         if n_images != n_labels:
             raise FmnistError(f"{images}: {n_images} images but {labels.name} has {n_labels} labels")
-    return FashionMNIST(
+    return Arrays(
         train_images=tensors["train_images"],
-        train_labels=tensors["train_labels"].long(),
+        train_labels=tensors["train_labels"].astype(np.int64),
         test_images=tensors["test_images"],
-        test_labels=tensors["test_labels"].long(),
+        test_labels=tensors["test_labels"].astype(np.int64),
         directory=directory,
         origin=origin,
     )
@@ -376,11 +415,11 @@ def stratified_split(labels: torch.Tensor, val_size: int, seed: int) -> tuple[to
     return grouped[~is_val].sort().values, grouped[is_val].sort().values
 
 
-def class_counts(labels: torch.Tensor) -> list[int]:
-    """Number of examples of each class, in CLASSES order."""
-    import torch
-
-    return torch.bincount(labels.flatten().long().cpu(), minlength=len(CLASSES)).tolist()
+def class_counts(labels: torch.Tensor | np.ndarray) -> list[int]:
+    """Number of examples of each class, in CLASSES order, for labels [N] (a numpy array or a tensor)."""
+    if not isinstance(labels, np.ndarray):
+        labels = labels.cpu().numpy()
+    return np.bincount(labels.reshape(-1).astype(np.int64), minlength=len(CLASSES)).tolist()
 
 
 def as_input(images: torch.Tensor) -> torch.Tensor:

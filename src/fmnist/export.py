@@ -27,7 +27,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from fmnist import __version__, checkpoint, data, measure, trust
+from fmnist import checkpoint, data, measure, trust
 from fmnist import config as config_lib
 from fmnist.atomic import atomic_path, atomic_write
 from fmnist.config import CALIBRATION_IMAGES, MIN_CALIBRATION_IMAGES, Config
@@ -46,6 +46,7 @@ from fmnist.inference import (
 )
 from fmnist.run_dir import RunDir, model_path
 from fmnist.trust import Trust, ood
+from fmnist.version import __version__
 
 OPSET = 17  # ai.onnx opset: per-channel QDQ needs >= 13; 17 runs on every onnxruntime of the last years
 # Largest |logit difference| an fp32 export may show against PyTorch on the test set, for logits up to 100

@@ -21,9 +21,9 @@ from collections import Counter
 from dataclasses import dataclass, field
 from os import PathLike
 from pathlib import Path
+from typing import TYPE_CHECKING, TypeAlias
 
 import numpy as np
-import torch
 from PIL import Image, ImageFile, ImageOps, UnidentifiedImageError
 from pillow_heif import register_heif_opener
 from scipy import ndimage
@@ -31,6 +31,9 @@ from scipy import ndimage
 from fmnist.atomic import atomic_path
 from fmnist.data import SIDE
 from fmnist.errors import FmnistError
+
+if TYPE_CHECKING:  # a torch tensor is made only when asked for (Framed.image): predict with an ONNX model needs none
+    import torch
 
 # A small compressed file can decode to gigabytes (a "decompression bomb"); 50 M pixels
 # decoded is far more than the analysis needs and about 200 MB as 32-bit float. The limit is
@@ -200,8 +203,15 @@ class Cues:
 
 @dataclass(frozen=True)
 class Framed:
-    image: torch.Tensor  # uint8 [28, 28], as the model sees it
+    pixels: np.ndarray  # uint8 [28, 28], as the model sees it
     cues: Cues | None  # None for a picture that already was a 28x28 Fashion-MNIST-style image
+
+    @property
+    def image(self) -> torch.Tensor:
+        """`pixels` as a torch tensor (sharing its memory)."""
+        import torch
+
+        return torch.from_numpy(self.pixels)
 
 
 def load_image(source: str | Path | bytes, name: str = "upload") -> torch.Tensor:
@@ -231,16 +241,16 @@ def frame_picture(image: Image.Image, name: str = "image") -> Framed:
     if _already_fashion_mnist(image):
         # Re-framing would only resample it; this keeps `predict --save-inputs` images and
         # exported test images exactly what the model sees.
-        return Framed(torch.from_numpy(np.array(image, dtype=np.uint8)), None)
+        return Framed(np.array(image, dtype=np.uint8), None)
     try:
         gray, alpha, step = _planes(image)
     except ValueError as exc:  # modes Pillow cannot convert, such as LAB
         raise FmnistError(f"{name}: cannot convert a {image.mode} image to grayscale") from exc
     digital = digital_view(gray, alpha) if gray.shape[0] == gray.shape[1] else None
     if digital is not None:
-        return Framed(torch.from_numpy(digital), None)
+        return Framed(digital, None)
     framed, cues = frame_with_cues(gray, alpha, step)
-    return Framed(torch.from_numpy(framed), cues)
+    return Framed(framed, cues)
 
 
 def digital_view(gray: np.ndarray, alpha: np.ndarray | None = None) -> np.ndarray | None:
@@ -308,7 +318,7 @@ def _sampled(contrast: np.ndarray, crop: tuple[int, int, int]) -> np.ndarray:
 
 
 # What the Python API's predict takes as one picture.
-Picture = str | PathLike[str] | bytes | Image.Image | np.ndarray | torch.Tensor
+Picture: TypeAlias = "str | PathLike[str] | bytes | Image.Image | np.ndarray | torch.Tensor"
 
 _ARRAY_MODES = {1: "L", 3: "RGB", 4: "RGBA"}  # channels -> Pillow mode
 
@@ -331,7 +341,7 @@ def picture_of(item: Picture, name: str = "image") -> Framed:
         return load_picture(item, name)
     if isinstance(item, Image.Image):
         return frame_picture(item, name)
-    if isinstance(item, torch.Tensor):
+    if type(item).__module__.startswith("torch") and hasattr(item, "detach"):  # a tensor (torch may be unloaded)
         pixels = item.detach().cpu()
         if pixels.ndim == 3 and pixels.shape[0] in _ARRAY_MODES:
             pixels = pixels.permute(1, 2, 0)  # [C, H, W] -> [H, W, C]
@@ -408,12 +418,13 @@ def _object_cues(mask: np.ndarray, box: tuple[int, int, int, int], border_fit: f
     )
 
 
-def export_png(image: torch.Tensor, path: str | Path) -> None:
-    """Write a uint8 [H, W] tensor (e.g. a 28x28 Fashion-MNIST image) as a grayscale PNG, atomically."""
-    if image.dtype != torch.uint8 or image.dim() != 2:
-        raise ValueError(f"expected a 2-D uint8 tensor, got {image.dtype} of shape {tuple(image.shape)}")
+def export_png(image: np.ndarray | torch.Tensor, path: str | Path) -> None:
+    """Write a uint8 [H, W] array or CPU tensor (e.g. a 28x28 Fashion-MNIST image) as a grayscale PNG, atomically."""
+    pixels = np.asarray(image)
+    if pixels.dtype != np.uint8 or pixels.ndim != 2:
+        raise ValueError(f"expected a 2-D uint8 array, got {pixels.dtype} of shape {tuple(pixels.shape)}")
     with atomic_path(path) as tmp:
-        Image.fromarray(image.cpu().numpy()).save(tmp, format="PNG")
+        Image.fromarray(pixels).save(tmp, format="PNG")
 
 
 def _decode(source: Path | bytes, name: str) -> Image.Image:

@@ -2,6 +2,7 @@
 
 `fmnist predict`, `fmnist eval` and `fmnist serve` use `load_predictor`, so they answer the same for a
 checkpoint, a run directory or an exported model (`fmnist export`: an .onnx file with its sidecar .json).
+An exported model answers with numpy and onnxruntime alone: torch is imported only for a PyTorch model.
 """
 
 from __future__ import annotations
@@ -11,21 +12,21 @@ import json
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
-import torch
 
-from fmnist import checkpoint, textfile, trust
+from fmnist import textfile, trust
 from fmnist.answer import Answer, answers
 from fmnist.atomic import atomic_write
 from fmnist.data import CLASSES, SIDE, as_input
-from fmnist.device import select_device
 from fmnist.errors import FmnistError
 from fmnist.images import Framed, export_png, load_picture
-from fmnist.run_dir import model_path
 from fmnist.trust import Trust
 from fmnist.tta import with_tta
+
+if TYPE_CHECKING:
+    import torch
 
 ONNX_FORMAT = "fmnist-onnx-v1"
 INPUT_NAME, OUTPUT_NAME = "pixels", "logits"
@@ -40,8 +41,9 @@ FACTS_KEY = "fmnist"
 class Predictor(Protocol):
     trust: Trust  # the model's temperature and non-garment detector (fmnist.trust), fitted or not
 
-    def logits(self, images: torch.Tensor) -> torch.Tensor:
-        """float32 [N, 10] on the CPU for uint8 [N, 28, 28] images (any device)."""
+    def logits(self, images: Any) -> Any:
+        """float32 logits [N, 10] on the CPU for uint8 images [N, 28, 28]: a tensor (on any device) or a numpy
+        array. A PyTorch model gives a tensor; an exported one gives the kind it was given."""
         ...
 
     def describe(self) -> dict[str, Any]:
@@ -57,6 +59,10 @@ def probabilities(predictor: Predictor, images: torch.Tensor) -> torch.Tensor:
 
 class TorchPredictor:
     def __init__(self, path: str | Path, device: str | torch.device = "cpu"):
+        from fmnist import checkpoint
+        from fmnist.device import select_device
+        from fmnist.run_dir import model_path
+
         self.device = select_device(device) if isinstance(device, str) else device
         self.path = Path(path)  # as given: a run directory or a checkpoint file
         self.file = model_path(path)
@@ -71,9 +77,11 @@ class TorchPredictor:
         self.layout: str | None = state.get("layout")
         self.trust = trust.of_state(state)
 
-    @torch.inference_mode()
-    def logits(self, images: torch.Tensor) -> torch.Tensor:
-        return self.model(as_input(images.to(self.device))).float().cpu()
+    def logits(self, images: torch.Tensor | np.ndarray) -> torch.Tensor:
+        import torch
+
+        with torch.inference_mode():
+            return self.model(as_input(torch.as_tensor(images).to(self.device))).float().cpu()
 
     def describe(self) -> dict[str, Any]:
         facts = {
@@ -164,11 +172,17 @@ class OnnxPredictor:
                 f"and output {OUTPUT_NAME} [N, {len(CLASSES)}])"
             )
 
-    def logits(self, images: torch.Tensor) -> torch.Tensor:
-        if images.dtype != torch.uint8:
+    def logits(self, images: Any) -> Any:
+        """float32 [N, 10] for uint8 images [N, 28, 28]: a numpy array for an array, a CPU tensor for a tensor."""
+        given = images if isinstance(images, np.ndarray) else images.cpu().numpy()
+        if given.dtype != np.uint8:
             raise TypeError(f"expected uint8 images, got {images.dtype}")
-        pixels = np.ascontiguousarray(images.cpu().reshape(-1, SIDE, SIDE).numpy())
+        pixels = np.ascontiguousarray(given.reshape(-1, SIDE, SIDE))
         (out,) = self.runtime.run([OUTPUT_NAME], {INPUT_NAME: pixels})
+        if isinstance(images, np.ndarray):
+            return out
+        import torch
+
         return torch.from_numpy(out)
 
     def describe(self) -> dict[str, Any]:
@@ -253,7 +267,7 @@ def predict_files(
     predictor: Predictor,
     paths: Sequence[Path],
     options: PredictOptions,
-    explain: Callable[[torch.Tensor, torch.Tensor], list[bytes]] | None = None,
+    explain: Callable[[np.ndarray, np.ndarray], list[bytes]] | None = None,
 ) -> Iterator[FilePrediction]:
     """Classify image files with `predictor`, `options.batch_size` at a time; one FilePrediction per path, in
     order, yielded batch by batch (so a caller can print as they come).
@@ -261,8 +275,8 @@ def predict_files(
     A file that cannot be read (images.load_image's FmnistError: missing, not an image, corrupt, too
     large) gets its error and the others still get their answers. Saved inputs and heatmaps are named
     after the file's stem (-2, -3, ... when two share one) and written atomically. `explain` maps uint8
-    [k, 28, 28] images and their predicted classes [k] to k heatmap PNGs (explain.py); it is needed
-    when options.explain is set.
+    [k, 28, 28] images and their predicted classes [k] (numpy arrays) to k heatmap PNGs (explain.py); it is
+    needed when options.explain is set.
     """
     names = _saved_names(paths)
     for start in range(0, len(paths), options.batch_size):
@@ -278,18 +292,18 @@ def predict_files(
                 continue
             if options.save_inputs is not None:
                 saved[i] = options.save_inputs / names[i]
-                export_png(loaded[i].image, saved[i])
+                export_png(loaded[i].pixels, saved[i])
         answered: dict[int, Answer] = {}
         heatmaps: dict[int, Path] = {}
         if loaded:
-            images = torch.stack([picture.image for picture in loaded.values()])
+            images = np.stack([picture.pixels for picture in loaded.values()])
             cues = [picture.cues for picture in loaded.values()]
             logits = predictor.logits(images)
             found = answers(predictor.trust, logits, images, cues, options.top_k, options.ood_threshold)
             answered = dict(zip(loaded, found, strict=True))
             if options.explain is not None:
                 assert explain is not None, "options.explain needs an explain function"
-                targets = torch.tensor([a.class_index for a in found])
+                targets = np.array([a.class_index for a in found])
                 for i, png in zip(loaded, explain(images, targets), strict=True):
                     heatmaps[i] = options.explain / names[i]
                     atomic_write(heatmaps[i], png)

@@ -13,8 +13,8 @@ class EpochRow(TypedDict):
     epoch: int
     train_loss: float
     train_acc: float
-    test_loss: float
-    test_acc: float
+    test_loss: NotRequired[float]  # test_* and ema_test_*: only with --test-curve (the summary has the chosen one's)
+    test_acc: NotRequired[float]
     val_loss: NotRequired[float]  # the val_* keys only with a validation split
     val_acc: NotRequired[float]
     ema_test_loss: NotRequired[float]  # the ema_* keys: the EMA weights' metrics, only with --ema-decay

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import concurrent.futures
 import dataclasses
 import itertools
 import math
@@ -512,8 +513,8 @@ def fit(
             if not world.is_main:  # rank 0 alone evaluates and records
                 continue
 
-            # evaluate: test every epoch (reported, never used to choose), validation when split off
-            row = epoch_row(t, epoch, train_loss, train_acc, lr, seconds, cfg.eval_batch_size)
+            # evaluate: validation when split off (it chooses), test only for a curve (--test-curve)
+            row = epoch_row(t, epoch, train_loss, train_acc, lr, seconds, cfg)
             score = monitor.validation_score(row) if "val_acc" in row else None  # raw or EMA, the better
             improved = score is not None and score > done.best_val
             done.best_val = max(done.best_val, score if score is not None else -1.0)
@@ -556,35 +557,31 @@ def fit(
 
 
 def epoch_row(
-    t: Trainer, epoch: int, train_loss: float, train_acc: float, lr: float, seconds: float, eval_batch_size: int
+    t: Trainer, epoch: int, train_loss: float, train_acc: float, lr: float, seconds: float, cfg: Config
 ) -> EpochRow:
-    test = evaluate(t.raw_model, t.tensors.test_x, t.tensors.test_y, eval_batch_size)
     row: EpochRow = {
         "epoch": epoch,
         "train_loss": train_loss,
         "train_acc": train_acc,
-        "test_loss": test.loss,
-        "test_acc": test.accuracy,
         "lr": lr,
         "epoch_seconds": seconds,
         "ms_per_batch": 1000 * seconds / t.steps_per_epoch,
         "images_per_second": t.shard * t.world.size / seconds,
     }
-    if len(t.tensors.val_x):
-        val = evaluate(t.raw_model, t.tensors.val_x, t.tensors.val_y, eval_batch_size)
-        row["val_loss"], row["val_acc"] = val.loss, val.accuracy
+    add_metrics(row, "", t.raw_model, t.tensors, cfg)
     if t.ema is not None:  # the EMA weights, measured like the raw ones
-        add_ema_metrics(row, t.ema.module, t.tensors, eval_batch_size)
+        add_metrics(row, "ema_", t.ema.module, t.tensors, cfg)
     return row
 
 
-def add_ema_metrics(row: EpochRow, ema_model: nn.Module, tensors: Split, batch_size: int) -> None:
-    """Set the ema_* keys of an epoch row: test, and validation when there is a split, of the EMA weights."""
-    test = evaluate(ema_model, tensors.test_x, tensors.test_y, batch_size)
-    row["ema_test_loss"], row["ema_test_acc"] = test.loss, test.accuracy
-    if len(tensors.val_x):
-        val = evaluate(ema_model, tensors.val_x, tensors.val_y, batch_size)
-        row["ema_val_loss"], row["ema_val_acc"] = val.loss, val.accuracy
+def add_metrics(row: EpochRow, prefix: str, model: nn.Module, tensors: Split, cfg: Config) -> None:
+    """Set `prefix`val_* (when there is a split) and `prefix`test_* (with cfg.test_curve) of an epoch row."""
+    splits = [("val", tensors.val_x, tensors.val_y)] if len(tensors.val_x) else []
+    if cfg.test_curve:
+        splits.append(("test", tensors.test_x, tensors.test_y))
+    for split, images, labels in splits:
+        measured = evaluate(model, images, labels, cfg.eval_batch_size)
+        row[f"{prefix}{split}_loss"], row[f"{prefix}{split}_acc"] = measured.loss, measured.accuracy  # type: ignore[literal-required]
 
 
 def best_state(state: dict, row: EpochRow, ema: ModelEma | None) -> dict:
@@ -617,18 +614,23 @@ def finish(
     if not trained_now and finished is not None:
         # A finished run resumed: its summary, wall time included, stays as its own processes wrote it.
         return FitResult(model=t.raw_model, summary=finished, history=done.history)
+    test = evaluate(t.raw_model, t.tensors.test_x, t.tensors.test_y, cfg.eval_batch_size)  # the chosen weights
     summary = summarize(cfg, t.raw_model, done.history, t.device, done.earlier_seconds + seconds, run.path)
+    summary["test_accuracy"], summary["test_loss"] = test.accuracy, test.loss
     if stopped:
         summary["stopped"] = stopped
     summary["processes"], summary["process_group"] = t.world.size, distributed.backend()
     if parent := run.read_parent():
         summary["parent"] = parent
-    test = evaluate(t.raw_model, t.tensors.test_x, t.tensors.test_y, cfg.eval_batch_size)
     from fmnist import plots  # matplotlib: only when a run finishes
 
-    plots.write_run_plots(run.path, done.history, test, t.tensors.test_x.cpu(), CLASSES)
-    if fit_trust:  # the temperature and the non-garment detector, fitted on validation, join best.pt
-        trust.fit_and_store(t.raw_model, t.tensors.val_x, t.tensors.val_y, run.best, cfg.seed, log)
+    # The plots are drawn in a thread while the trust is fitted (matplotlib's Agg rendering and the fit's
+    # torch and image work share the cores), and are on disk before summary.json says the run is finished.
+    with concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="fmnist-plots") as pool:
+        drawn = pool.submit(plots.write_run_plots, run.path, done.history, test, t.tensors.test_x.cpu(), CLASSES)
+        if fit_trust:  # the temperature and the non-garment detector, fitted on validation, join best.pt
+            trust.fit_and_store(t.raw_model, t.tensors.val_x, t.tensors.val_y, run.best, cfg.seed, log)
+        drawn.result()  # a failure to draw is the run's failure, as before
     summary["total_seconds"] = done.earlier_total + time.perf_counter() - started  # the whole run, to this write
     run.write_summary(summary)  # last: a run with summary.json is finished, and a resume does not redo it
     return FitResult(model=t.raw_model, summary=summary, history=done.history)
@@ -725,10 +727,9 @@ def restore_rng(
 
 
 def format_epoch(row: EpochRow, epochs: int) -> str:
-    text = (
-        f"epoch {row['epoch']:>3}/{epochs}  train loss {row['train_loss']:.4f} acc {row['train_acc']:.2%}  "
-        f"test loss {row['test_loss']:.4f} acc {row['test_acc']:.2%}  "
-    )
+    text = f"epoch {row['epoch']:>3}/{epochs}  train loss {row['train_loss']:.4f} acc {row['train_acc']:.2%}  "
+    if "test_acc" in row:
+        text += f"test loss {row['test_loss']:.4f} acc {row['test_acc']:.2%}  "
     if "val_acc" in row:
         text += f"val loss {row['val_loss']:.4f} acc {row['val_acc']:.2%}  "
     if "ema_val_acc" in row:
@@ -742,8 +743,8 @@ def summarize(cfg: Config, model: nn.Module, history: list[EpochRow], device, wa
     chosen, weights = monitor.choose(history)
     ema = weights == monitor.EMA
     summary: Summary = {
-        "test_accuracy": chosen["ema_test_acc"] if ema else chosen["test_acc"],
-        "test_loss": chosen["ema_test_loss"] if ema else chosen["test_loss"],
+        "test_accuracy": math.nan,  # finish() sets the chosen weights' test figures, evaluated once
+        "test_loss": math.nan,
         "chosen_epoch": chosen["epoch"],
         "chosen_by": "best validation accuracy" if "val_acc" in chosen else "last epoch",
         "weights": weights,

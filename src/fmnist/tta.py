@@ -10,11 +10,13 @@ and the others the training set knows (crops, shifts) would move the centred pro
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
-
-import torch
+from typing import TYPE_CHECKING, Any
 
 from fmnist.errors import FmnistError
+
+if TYPE_CHECKING:
+    import numpy as np
+    import torch
 
 # Each view maps uint8 images [N, 28, 28] to the same shape.
 VIEWS: dict[str, Callable[[torch.Tensor], torch.Tensor]] = {
@@ -37,7 +39,10 @@ class TTAPredictor:
         self.inner, self.mode, self.views = inner, mode, MODES[mode]
         self.trust = inner.trust
 
-    def logits(self, images: torch.Tensor) -> torch.Tensor:
+    def logits(self, images: torch.Tensor | np.ndarray) -> torch.Tensor:
+        import torch
+
+        images = torch.as_tensor(images)
         n = len(images)
         stacked = torch.cat([VIEWS[view](images) for view in self.views])
         return self.inner.logits(stacked).view(len(self.views), n, -1).mean(0)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from collections.abc import Callable
 from typing import NoReturn
 
 from fmnist import config as config_lib
@@ -37,10 +38,19 @@ def config_overrides(args: argparse.Namespace) -> dict:
 
 
 def load_data(data_dir: str | None) -> data.FashionMNIST:
-    found = data.locate(data_dir or None)
-    if found is None:
+    """The dataset as tensors, downloaded (saying so on stderr) when it is nowhere on the machine."""
+    return data.load(data_dir or None, progress=_download_progress(data_dir))
+
+
+def load_arrays(data_dir: str | None) -> data.Arrays:
+    """`load_data` as numpy arrays, for a command that needs no torch."""
+    return data.load_arrays(data_dir or None, progress=_download_progress(data_dir))
+
+
+def _download_progress(data_dir: str | None) -> Callable[[str], None]:
+    if data.locate(data_dir or None) is None:
         print(f"Fashion-MNIST not found locally; downloading to {data.cache_dir()}", file=sys.stderr)
-    return data.load(data_dir or None, progress=lambda msg: print(msg, file=sys.stderr))
+    return lambda message: print(message, file=sys.stderr)
 
 
 def requested_values(args: argparse.Namespace, overrides: dict) -> dict:

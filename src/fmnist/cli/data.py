@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 
 from fmnist import data
-from fmnist.cli.common import Parser, Subcommands, load_data
+from fmnist.cli.common import Parser, Subcommands, load_arrays, load_data
 
 
 def add_parsers(sub: Subcommands, shared: dict[str, Parser]) -> None:
@@ -17,7 +17,7 @@ def add_parsers(sub: Subcommands, shared: dict[str, Parser]) -> None:
     p.add_argument(
         "--count", type=int, default=40, help="show: number of images, spread over the classes (default: 40)"
     )
-    p.set_defaults(func=cmd_data)
+    p.set_defaults(func=cmd_data, uses_torch=lambda args: args.action == "show")
 
 
 def cmd_data(args: argparse.Namespace) -> int:
@@ -26,12 +26,12 @@ def cmd_data(args: argparse.Namespace) -> int:
         for path, ok, message in results:
             print(f"{'ok ' if ok else 'BAD'} {path}: {message}")
         return 0 if all(ok for _, ok, _ in results) else 1
-    dataset = load_data(args.data_dir)
     if args.action == "info":
-        print(f"directory  {dataset.directory} (found via {dataset.origin})")
-        print(f"train      {len(dataset.train_labels):,} images {tuple(dataset.train_images.shape[1:])} uint8")
-        print(f"test       {len(dataset.test_labels):,} images")
-        train_counts, test_counts = data.class_counts(dataset.train_labels), data.class_counts(dataset.test_labels)
+        arrays = load_arrays(args.data_dir)
+        print(f"directory  {arrays.directory} (found via {arrays.origin})")
+        print(f"train      {len(arrays.train_labels):,} images {tuple(arrays.train_images.shape[1:])} uint8")
+        print(f"test       {len(arrays.test_labels):,} images")
+        train_counts, test_counts = data.class_counts(arrays.train_labels), data.class_counts(arrays.test_labels)
         print(f"{'class':<3} {'name':<12} {'train':>6} {'test':>6}")
         for i, name in enumerate(data.CLASSES):
             print(f"{i:<3} {name:<12} {train_counts[i]:>6} {test_counts[i]:>6}")
@@ -40,6 +40,7 @@ def cmd_data(args: argparse.Namespace) -> int:
 
     from fmnist import plots
 
+    dataset = load_data(args.data_dir)
     per_class = max(1, args.count // len(data.CLASSES))
     picks = torch.cat(
         [torch.nonzero(dataset.train_labels == c).flatten()[:per_class] for c in range(len(data.CLASSES))]

@@ -20,6 +20,8 @@ DESCRIPTION = "Command line: parses arguments and calls the library. Every user 
 def build_parser() -> argparse.ArgumentParser:
     parser = Parser(prog="fmnist", description=DESCRIPTION)
     parser.add_argument("--version", action="version", version=f"fmnist {__version__}")
+    # A command's `uses_torch(args)` says whether it will import torch; those that may not set their own.
+    parser.set_defaults(uses_torch=lambda args: True)
     sub = parser.add_subparsers(dest="command", required=True, parser_class=Parser)
     shared = shared_flags()
     for add in (
@@ -87,9 +89,10 @@ def main(argv: list[str] | None = None) -> int:
 def run_command(argv: list[str] | None) -> int:
     try:
         args = build_parser().parse_args(argv)
-        from fmnist import cpu  # torch: only once a command runs, not for --help or a usage error
+        if args.uses_torch(args):  # torch only once a command that needs it runs: not for --help or `data info`
+            from fmnist import cpu
 
-        cpu.flush_denormals()  # before torch starts its thread pool, which then inherits it
+            cpu.flush_denormals()  # before torch starts its thread pool, which then inherits it
         with signals.handled(hold_hangup=getattr(args, "hangup", "") == "reload"):
             code = args.func(args)
         sys.stdout.flush()  # here, where a reader that went away is caught, rather than at exit

@@ -12,6 +12,8 @@ from fmnist.cli.common import BARE_STATE_DICT, Parser, Subcommands, say_layout
 from fmnist.errors import FmnistError, plain
 
 if TYPE_CHECKING:
+    import numpy as np
+
     from fmnist.inference import FilePrediction
 
 
@@ -54,11 +56,10 @@ def add_parsers(sub: Subcommands, shared: dict[str, Parser]) -> None:
         "predicted class over the 28x28 view (red: for it, blue: against) as DIR/<file name>.png: "
         "integrated gradients for a PyTorch model, occlusion for an ONNX export",
     )
-    p.set_defaults(func=cmd_predict)
+    p.set_defaults(func=cmd_predict, uses_torch=uses_torch)
 
 
 def cmd_predict(args: argparse.Namespace) -> int:
-    from fmnist.device import select_device
     from fmnist.images import collect_images
     from fmnist.inference import PredictOptions, load_predictor, predict_files
 
@@ -75,7 +76,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
         raise FmnistError(f"no image files in {', '.join(args.images)}" + (f" ({skipped})" if skipped else ""))
     if skipped:
         print(f"fmnist: {skipped}", file=sys.stderr)
-    predictor = load_predictor(args.checkpoint, select_device(args.device), args.tta)
+    predictor = load_predictor(args.checkpoint, args.device, args.tta)
     say_layout(args.checkpoint, predictor.describe().get("layout"))
     explain = None
     if args.explain:
@@ -86,14 +87,20 @@ def cmd_predict(args: argparse.Namespace) -> int:
         explainer = Explainer(predictor)
         print(f"explanations: {explainer.method}, written to {args.explain}/", file=sys.stderr)
 
-        def explain(images: torch.Tensor, targets: torch.Tensor) -> list[bytes]:
-            return heatmaps(images, explainer(images, targets))
+        def explain(images: np.ndarray, targets: np.ndarray) -> list[bytes]:
+            pixels = torch.from_numpy(images)
+            return heatmaps(pixels, explainer(pixels, torch.from_numpy(targets)))
 
     failed = 0
     for result in predict_files(predictor, found.paths, options, explain):
         failed += result.error is not None
         print(predict_line(result, args.json))
     return 1 if failed else 0
+
+
+def uses_torch(args: argparse.Namespace) -> bool:
+    """An exported model answers with onnxruntime and numpy alone, unless asked to explain or to augment."""
+    return Path(args.checkpoint).suffix.lower() != ".onnx" or bool(args.explain) or args.tta != "none"
 
 
 def predict_line(result: FilePrediction, as_json: bool) -> str:

@@ -9,6 +9,7 @@ server. Without it, each app keeps its own registry (several apps in one process
 from __future__ import annotations
 
 import os
+from typing import Any
 
 from prometheus_client import CONTENT_TYPE_LATEST as CONTENT_TYPE  # noqa: F401  (re-exported for the route)
 from prometheus_client import (
@@ -81,22 +82,30 @@ class Metrics:
         self.reloads = Counter(
             "fmnist_model_reloads", "Model reloads, by result (ok, failed)", ["result"], registry=registry
         )
-        for stage in STAGES:  # every series exists from the start, so a scrape shows zeros, not gaps
-            self.stage.labels(stage)
+        # Every series exists from the start, so a scrape shows zeros, not gaps; each labelled child is looked
+        # up once and kept (prometheus-client's `labels` costs more than the observation it leads to).
+        self.stages = {stage: self.stage.labels(stage) for stage in STAGES}
         for status in REJECTED:
             self.rejected.labels(str(status))
         for result in ("ok", "failed"):
             self.reloads.labels(result)
+        self._answered: dict[tuple[str, str, int], tuple[Any, Any]] = {}  # bounded: routes are a fixed set
 
     def answered(self, route: str, method: str, status: int, seconds: float) -> None:
-        self.requests.labels(route, method, str(status)).inc()
-        self.latency.labels(route).observe(seconds)
+        key = (route, method, status)
+        if (children := self._answered.get(key)) is None:
+            children = self._answered[key] = (
+                self.requests.labels(route, method, str(status)),
+                self.latency.labels(route),
+            )
+        children[0].inc()
+        children[1].observe(seconds)
         if status in REJECTED:
             self.rejected.labels(str(status)).inc()
 
     def model_call(self, images: int, seconds: float) -> None:
         self.batch.observe(images)
-        self.stage.labels("model").observe(seconds)
+        self.stages["model"].observe(seconds)
 
     def close(self) -> None:
         """At a worker's exit: drop its live gauges (queue, in progress) from the shared directory."""

@@ -27,10 +27,11 @@ import torch
 from PIL import Image
 
 from fmnist import signals
+from fmnist.answer import Answer as ImageAnswer
 from fmnist.answer import answers
 from fmnist.data import CLASSES
 from fmnist.errors import FmnistError
-from fmnist.images import Framed, load_picture
+from fmnist.images import Cues, Framed, load_picture
 from fmnist.inference import Predictor
 from fmnist.serve.access import Keys, RateLimiter
 from fmnist.serve.batching import Answer, MicroBatcher, QueueFull
@@ -94,6 +95,7 @@ class Service:
             limits.max_queue,
             expected=lambda: self.preparing,
             on_batch=self.metrics.model_call,
+            finish=self._answers,
         )
         self.decode_pool = concurrent.futures.ThreadPoolExecutor(limits.decoders, thread_name_prefix="fmnist-decode")
         self.keys = Keys(api_keys) if api_keys else None
@@ -136,7 +138,7 @@ class Service:
             raise
         start = time.perf_counter()
         content = self.answer(classified, view)
-        self.metrics.stage.labels("encode").observe(time.perf_counter() - start)
+        self.metrics.stages["encode"].observe(time.perf_counter() - start)
         return content, classified.answer.model.header()
 
     def admit(self, headers: Mapping[str, str], client: str, explain: str = "0") -> None:
@@ -160,11 +162,11 @@ class Service:
             pictures = await self._prepare(body, hold)
             images = torch.stack([picture.image for picture in pictures])
             try:
-                answer = await self.batcher.submit(images)
+                answer = await self.batcher.submit(images, [picture.cues for picture in pictures])
             except QueueFull as exc:
                 raise ApiError(503, f"server busy: {exc}; retry shortly", RETRY) from None
             self.metrics.queued.set(self.batcher.waiting)
-            self.metrics.stage.labels("batch_wait").observe(answer.waited)
+            self.metrics.stages["batch_wait"].observe(answer.waited)
             # While still counted in progress: an explanation is many times a prediction's work.
             heatmaps = await self._explain(answer, images) if explain else []
             return Classified(answer, pictures, heatmaps)
@@ -179,13 +181,13 @@ class Service:
             start = time.perf_counter()
             uploads = await read_uploads(body, self.limits.max_body, self.limits.max_files, hold)
             read = time.perf_counter()
-            self.metrics.stage.labels("body").observe(read - start)
+            self.metrics.stages["body"].observe(read - start)
             loop = asyncio.get_running_loop()
             results = await asyncio.gather(
                 *(loop.run_in_executor(self.decode_pool, load_picture, data, name) for name, data in uploads),
                 return_exceptions=True,
             )
-            self.metrics.stage.labels("decode").observe(time.perf_counter() - read)
+            self.metrics.stages["decode"].observe(time.perf_counter() - read)
         finally:
             self.preparing -= 1
         for result in results:
@@ -212,16 +214,15 @@ class Service:
             for image, attribution in zip(images, explanation.maps, strict=True)
         ]
 
+    def _answers(
+        self, model: ServedModel, images: torch.Tensor, logits: torch.Tensor, cues: list[Cues | None]
+    ) -> list[ImageAnswer]:
+        """Every answer of one batch at once (the micro-batcher's finish): the detector scores the batch."""
+        return answers(model.predictor.trust, logits, images, cues, self.limits.top_k, self.ood_threshold)
+
     def answer(self, classified: Classified, view: bool = False) -> dict[str, Any]:
         """The JSON of POST /predict for what `classify` found; `view`: add each 28x28 view as `input`."""
-        return build_answer(
-            classified.answer,
-            classified.pictures,
-            self.limits.top_k,
-            view,
-            classified.heatmaps,
-            self.ood_threshold,
-        )
+        return build_answer(classified.answer, classified.pictures, view, classified.heatmaps)
 
     def health(self) -> dict[str, Any]:
         """The JSON of GET /healthz: the model, this process, the limits and the load right now."""
@@ -271,24 +272,17 @@ class Service:
 
 
 def build_answer(
-    answer: Answer[ServedModel],
-    pictures: list[Framed],
-    top_k: int,
-    view: bool,
-    heatmaps: list[dict[str, str]],
-    ood_threshold: float | None = None,
+    answer: Answer[ServedModel], pictures: list[Framed], view: bool, heatmaps: list[dict[str, str]]
 ) -> dict[str, Any]:
     """The JSON of POST /predict: the model that answered, and one prediction per image in request order,
     each the picture's fmnist.answer.Answer (class, probabilities, garment or not, in-distribution score,
     calibrated) as `fmnist predict --json` writes it.
 
-    answer.logits: float32 [k, 10]; pictures: the k framed pictures the model saw; view: add each as `input`;
-    heatmaps: one {"method", "heatmap"} per image with ?explain=1, else empty."""
-    images = torch.stack([picture.image for picture in pictures])
-    cues = [picture.cues for picture in pictures]
-    found = answers(answer.model.predictor.trust, answer.logits, images, cues, top_k, ood_threshold)
+    answer.results: the k images' fmnist.answer.Answer, made with their batch (Service._answers); pictures:
+    the k framed pictures the model saw; view: add each as `input`; heatmaps: one {"method", "heatmap"} per
+    image with ?explain=1, else empty."""
     predictions = []
-    for picture, one in zip(pictures, found, strict=True):
+    for picture, one in zip(pictures, answer.results, strict=True):
         prediction = one.as_dict()
         if view:
             prediction["input"] = png_url(picture.image)

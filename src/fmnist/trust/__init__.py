@@ -16,18 +16,19 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import torch
-from torch import nn
 
-from fmnist import checkpoint
 from fmnist.data import FashionMNIST, as_input, validation_split
 from fmnist.errors import FmnistError
 from fmnist.images import Cues, Framed, load_picture
 from fmnist.trust import calibration, ood
 from fmnist.trust.references import REFERENCE_SIDE, render_set
+
+if TYPE_CHECKING:  # imported where a fit or a report runs: judging an ONNX model's logits needs no torch
+    import torch
+    from torch import nn
 
 KEY = "trust"
 # Garment photos rendered from validation images to fit the detector's references and threshold, at
@@ -72,17 +73,16 @@ class Trust:
             float(facts.get("threshold", 0)),
         )
 
-    def probabilities(self, logits: torch.Tensor) -> torch.Tensor:
+    def probabilities(self, logits: calibration.Array) -> calibration.Array:
+        """softmax(logits / T) [N, C], of the kind `logits` is (calibration.scaled)."""
         return calibration.scaled(logits, self.temperature)
 
-    def scores(self, logits: torch.Tensor, cues: Sequence[Cues | None]) -> np.ndarray | None:
-        """[N] in-distribution scores in [0, 1] (ood.combined), or None without a detector."""
+    def scores(self, logits: torch.Tensor | np.ndarray, cues: Sequence[Cues | None]) -> np.ndarray | None:
+        """[N] in-distribution scores in [0, 1] (ood.combined) of logits [N, C] (a CPU tensor or a numpy
+        array), or None without a detector."""
         if not self.has_detector:
             return None
-        values: dict[str, np.ndarray] = {
-            "energy": ood.energy(logits.float()).numpy().astype(np.float64),
-            **ood.picture_cues(cues),
-        }
+        values: dict[str, np.ndarray] = {"energy": energies(logits), **ood.picture_cues(cues)}
         return ood.combined(values, self.references)
 
     def describe(self) -> dict[str, Any]:
@@ -98,9 +98,15 @@ class Trust:
 UNFITTED = Trust(None, {}, 0.0)
 
 
+def energies(logits: torch.Tensor | np.ndarray) -> np.ndarray:
+    """The detector's energy cue, float64 [N], of logits [N, C] (a CPU tensor or a numpy array): computed the
+    same way when the detector is fitted and when it scores, whatever runs the model."""
+    return ood.energy(np.asarray(logits, dtype=np.float64))
+
+
 @dataclass(frozen=True)
 class Verdict:
-    probabilities: torch.Tensor  # [N, C], calibrated when a temperature was fitted
+    probabilities: torch.Tensor | np.ndarray  # [N, C] of the logits' kind, calibrated when a temperature was fitted
     scores: np.ndarray | None  # [N] in-distribution scores, None without a detector
     garment: np.ndarray  # bool [N]: looks like a Fashion-MNIST item (all True without a detector)
 
@@ -111,20 +117,24 @@ def check_threshold(threshold: float | None) -> None:
         raise FmnistError(f"--ood-threshold must be in [0, 1] (an in-distribution score), got {threshold}")
 
 
-def judge(trust: Trust, logits: torch.Tensor, cues: Sequence[Cues | None], threshold: float | None = None) -> Verdict:
-    """Probabilities, scores and verdicts for logits [N, C] of pictures with framing `cues` (None for a plain
-    28x28 image); `threshold` overrides the fitted one."""
+def judge(
+    trust: Trust, logits: calibration.Array, cues: Sequence[Cues | None], threshold: float | None = None
+) -> Verdict:
+    """Probabilities, scores and verdicts for logits [N, C] (a CPU tensor or a numpy array) of pictures with
+    framing `cues` (None for a plain 28x28 image); `threshold` overrides the fitted one."""
     scores = trust.scores(logits, cues)
     limit = trust.threshold if threshold is None else threshold
     garment = np.ones(len(logits), dtype=bool) if scores is None else scores >= limit
     return Verdict(trust.probabilities(logits), scores, garment)
 
 
-Logits = Callable[[torch.Tensor], torch.Tensor]  # uint8 images [B, 28, 28] -> float32 logits [B, C] on the CPU
+Logits = Callable[["torch.Tensor"], "torch.Tensor"]  # uint8 images [B, 28, 28] -> float32 logits [B, C] on the CPU
 
 
 def model_logits(model: nn.Module, batch_size: int = 1000) -> Logits:
     """A PyTorch model as a Logits function, evaluated in eval mode without gradients, `batch_size` at a time."""
+    import torch
+
     device = next(model.parameters()).device
 
     @torch.inference_mode()
@@ -181,8 +191,10 @@ def reference_photos(val_x: torch.Tensor, photos: int, seed: int) -> list[Framed
 
 def detector(logits_of: Logits, pictures: Sequence[Framed]) -> tuple[dict[str, np.ndarray], float]:
     """The detector's references and threshold from framed garment pictures that have framing cues."""
+    import torch
+
     logits = logits_of(torch.stack([f.image for f in pictures]))
-    values = {"energy": ood.energy(logits).numpy().astype(np.float64), **ood.picture_cues([f.cues for f in pictures])}
+    values = {"energy": energies(logits), **ood.picture_cues([f.cues for f in pictures])}
     references = {name: np.sort(values[name]) for name in CUES}
     return {name: ood.reference_of(v) for name, v in references.items()}, ood.threshold_of(values, references)
 
@@ -203,6 +215,8 @@ def refit(
     from the parent's validation images `val_x`, as `fit` draws them, joined by the user's photos when
     there are at least MIN_DETECTOR_PHOTOS, so that both kinds count as garments.
     """
+    import torch
+
     notes = []
     temperature = None
     if len(photos) >= MIN_TEMPERATURE_IMAGES:
@@ -255,6 +269,8 @@ def calibrate_run(path: Path, load_data: Callable[[], FashionMNIST], log: Callab
     validation split its run held out (data.validation_split of its config: the images `fit` never trained
     on), and store them in it. `load_data` gives the dataset, called once the checkpoint is found fit for it.
     Raises FmnistError when the checkpoint records no validation split or one too small (`shortfall`)."""
+    from fmnist import checkpoint
+
     model, cfg, _ = checkpoint.load_model(path, "cpu")
     if not cfg.val_size:
         raise FmnistError(
@@ -273,6 +289,8 @@ def calibrate_run(path: Path, load_data: Callable[[], FashionMNIST], log: Callab
 
 def store(trust_: Trust, path: Path) -> None:
     """Put `trust_` into the checkpoint at `path` (atomically: the file is the old one or the new one)."""
+    from fmnist import checkpoint
+
     state = checkpoint.load(path)
     state[KEY] = trust_.to_dict()
     checkpoint.save(path, state)
@@ -343,6 +361,8 @@ def report(
     with labels [N]: share accepted, accuracy on them, and accuracy against coverage when only the images
     with the highest in-distribution scores (then the highest confidence) are accepted. `cues`: each
     picture's framing cues, as `judge` (and so predict and the server) reads them; None: all plain 28x28."""
+    import torch
+
     plain = logits.softmax(1)
     before = calibration.measure(plain, labels)
     scaled = trust_.probabilities(logits) if trust_.temperature is not None else None

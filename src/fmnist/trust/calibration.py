@@ -18,9 +18,12 @@ from __future__ import annotations
 
 import math
 from dataclasses import asdict, dataclass
+from typing import TYPE_CHECKING, TypeVar
 
-import torch
-import torch.nn.functional as F
+import numpy as np
+
+if TYPE_CHECKING:  # imported where fitted and measured: applying a temperature to an ONNX model's logits needs no torch
+    import torch
 
 ECE_BINS = 15
 # A temperature beyond these bounds means the fit failed (e.g. logits all equal): keep 1 then.
@@ -44,6 +47,9 @@ def fit_temperature(logits: torch.Tensor, labels: torch.Tensor, max_iter: int = 
     Fitted by L-BFGS on log T (so that T stays positive), as in Guo et al. (2017). Raises ValueError
     on empty or mismatched input.
     """
+    import torch
+    import torch.nn.functional as F
+
     if logits.dim() != 2 or len(logits) != len(labels) or not len(labels):
         raise ValueError(
             f"expected logits [N, C] and labels [N] with N > 0, got {tuple(logits.shape)} and {tuple(labels.shape)}"
@@ -66,6 +72,8 @@ def fit_temperature(logits: torch.Tensor, labels: torch.Tensor, max_iter: int = 
 
 def measure(probabilities: torch.Tensor, labels: torch.Tensor, bins: int = ECE_BINS) -> Calibration:
     """ECE (`bins` equal-width bins), NLL, Brier score and accuracy of `probabilities` [N, C] for `labels` [N]."""
+    import torch.nn.functional as F
+
     probs, labels = probabilities.double().cpu(), labels.cpu()
     confidence, predicted = probs.max(1)
     correct = (predicted == labels).double()
@@ -82,6 +90,8 @@ def reliability(
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Per bin of top-class confidence (`bins` equal-width bins over [0, 1]): image count, mean confidence and
     accuracy (0 where a bin is empty); each a float64 tensor [bins]."""
+    import torch
+
     confidence, correct = confidence.double(), correct.double()
     index = (confidence * bins).long().clamp(0, bins - 1)  # confidence 1.0 goes in the top bin
     count = torch.bincount(index, minlength=bins).double()
@@ -95,6 +105,14 @@ def expected_calibration_error(confidence: torch.Tensor, correct: torch.Tensor, 
     return float((count / count.sum() * (accuracy - mean_conf).abs()).sum())
 
 
-def scaled(logits: torch.Tensor, temperature: float | None) -> torch.Tensor:
-    """softmax(logits / T) [N, C]; plain softmax when no temperature was fitted (None)."""
-    return (logits / (temperature or 1.0)).softmax(1)
+Array = TypeVar("Array", "torch.Tensor", np.ndarray)
+
+
+def scaled(logits: Array, temperature: float | None) -> Array:
+    """softmax(logits / T) [N, C], a tensor for a tensor and a numpy array for an array; plain softmax when no
+    temperature was fitted (None)."""
+    z = logits / (temperature or 1.0)
+    if isinstance(z, np.ndarray):
+        e = np.exp(z - z.max(1, keepdims=True))
+        return e / e.sum(1, keepdims=True)
+    return z.softmax(1)

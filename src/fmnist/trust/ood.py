@@ -25,12 +25,15 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING, TypeVar
 
 import numpy as np
-import torch
-from torch import nn
 
 from fmnist.images import Cues
+
+if TYPE_CHECKING:  # imported where a model's cues are computed: scoring an ONNX model's logits needs no torch
+    import torch
+    from torch import nn
 
 MODEL_CUES = ("msp", "energy", "mahalanobis")
 # Which end of each cue is unusual: "low", "high" or "both".
@@ -44,14 +47,23 @@ def max_softmax(logits: torch.Tensor, temperature: float = 1.0) -> torch.Tensor:
     return (logits / temperature).softmax(1).amax(1)
 
 
-def energy(logits: torch.Tensor, temperature: float = 1.0) -> torch.Tensor:
-    """[N] negative free energy T * logsumexp(logits / T) of logits [N, C] (Liu et al., 2020); higher is more
-    in-distribution."""
-    return temperature * torch.logsumexp(logits / temperature, 1)
+Array = TypeVar("Array", "torch.Tensor", np.ndarray)
+
+
+def energy(logits: Array, temperature: float = 1.0) -> Array:
+    """[N] negative free energy T * logsumexp(logits / T) of logits [N, C] (Liu et al., 2020), a tensor for a
+    tensor and a numpy array for an array; higher is more in-distribution."""
+    z = logits / temperature
+    if isinstance(z, np.ndarray):
+        peak = z.max(1, keepdims=True)
+        return temperature * (peak[:, 0] + np.log(np.exp(z - peak).sum(1)))
+    return temperature * z.logsumexp(1)
 
 
 def penultimate(model: nn.Module) -> nn.Module:
     """The model without its output layer: fmnist models are nn.Sequential ending in nn.Linear."""
+    from torch import nn
+
     if not isinstance(model, nn.Sequential) or not isinstance(model[-1], nn.Linear):
         raise TypeError("expected an nn.Sequential ending in nn.Linear (models.build makes those)")
     return model[:-1]
@@ -68,6 +80,8 @@ class Gaussians:
     def fit(cls, features: torch.Tensor, labels: torch.Tensor, classes: int) -> Gaussians:
         """From features [N, D] and labels [N]; the covariance is pooled over classes and made invertible
         with a small ridge (1e-6 of its mean variance). Raises ValueError when a class has no image."""
+        import torch
+
         features = features.double()
         counts = torch.bincount(labels, minlength=classes)
         if (counts == 0).any():
@@ -84,6 +98,8 @@ class Gaussians:
 
     def distance(self, features: torch.Tensor) -> torch.Tensor:
         """[N] smallest squared Mahalanobis distance of features [N, D] to a class mean."""
+        import torch
+
         diff = features.float()[:, None, :] - self.means[None]  # [N, C, D]
         return torch.einsum("ncd,de,nce->nc", diff, self.precision, diff).amin(1)
 

@@ -13,10 +13,13 @@ from __future__ import annotations
 
 import io
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
-import torch
 from PIL import Image
+
+if TYPE_CHECKING:
+    import torch
 
 # One kind per thing a real photo does differently; the benchmark reports accuracy per kind.
 KINDS = ("studio", "tinted", "gradient", "dark", "edge", "noisy", "cutout", "phone")

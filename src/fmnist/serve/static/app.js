@@ -1,24 +1,33 @@
 "use strict";
-// The page of `fmnist serve`: a photo (dropped, picked or pasted) or a drawing goes to POST /predict;
-// the answer (or "doesn't look like clothing"), the 28x28 view the model saw and the top classes come back.
+// The page of `fmnist serve` and of `fmnist export --web`: a photo (dropped, picked, pasted or taken) or a drawing
+// is classified, and the answer (or "doesn't look like clothing"), the 28x28 view the model saw and the top classes
+// are shown. One page, two back ends: the server's POST /predict, or, in an exported page, window.fmnist
+// (browser.js), which runs the model in this browser.
 
 const $ = (selector) => document.querySelector(selector);
 const percent = (p) => (p * 100).toFixed(p >= 0.995 || p < 0.01 ? 0 : 1) + "%";
 
 let last = null;  // the image shown, classified again when the explanation is switched on or off
 
-async function classify(blob, name) {
-  last = { blob, name };
+const inBrowser = Boolean(window.fmnist);
+
+async function predict(blob, name) {
+  if (inBrowser) return window.fmnist.classify(new File([blob], name, { type: blob.type }), { input: true });
   const form = new FormData();
   form.append("file", blob, name);
+  const url = $("#explain").checked ? "/predict?input=1&explain=1" : "/predict?input=1";
+  const response = await fetch(url, { method: "POST", body: form });
+  const body = await response.json().catch(() => ({ error: `server answered ${response.status}` }));
+  if (!response.ok) throw new Error(body.error || `server answered ${response.status}`);
+  return body.predictions[0];
+}
+
+async function classify(blob, name) {
+  last = { blob, name };
   $("#busy").hidden = false;
   $("#error").hidden = true;
   try {
-    const url = $("#explain").checked ? "/predict?input=1&explain=1" : "/predict?input=1";
-    const response = await fetch(url, { method: "POST", body: form });
-    const body = await response.json().catch(() => ({ error: `server answered ${response.status}` }));
-    if (!response.ok) throw new Error(body.error || `server answered ${response.status}`);
-    show(body.predictions[0]);
+    show(await predict(blob, name));
   } catch (err) {
     $("#error").textContent = err.message === "Failed to fetch" ? "The server cannot be reached." : err.message;
     $("#error").hidden = false;
@@ -199,8 +208,19 @@ $("#classify-drawing").addEventListener("click", () => {
 });
 clearCanvas();
 
-// Which model answers.
-fetch("/healthz").then((r) => r.json()).then((health) => {
-  const model = health.model;
-  $("#model-info").textContent = `${model.kind} · ${model.file} · sha256 ${model.sha256} · ${health.device}`;
-}).catch(() => { $("#model-info").textContent = "server unreachable"; });
+// Which model answers. In the browser there is no server to explain the answer or to serve an API.
+function describeModel(model, device) {
+  $("#model-info").textContent = `${model.kind} · ${model.file} · sha256 ${model.sha256} · ${device}`;
+}
+if (inBrowser) {
+  document.querySelector(".explain-toggle").hidden = true;
+  $("#footer").textContent = "Runs in this browser: the picture never leaves it.";
+  window.fmnist.ready.then((model) => describeModel(model, model.device)).catch((err) => {
+    $("#model-info").textContent = "the model could not be loaded";
+    $("#error").textContent = err.message;
+    $("#error").hidden = false;
+  });
+} else {
+  fetch("/healthz").then((r) => r.json()).then((health) => describeModel(health.model, health.device))
+    .catch(() => { $("#model-info").textContent = "server unreachable"; });
+}

@@ -1,0 +1,671 @@
+"use strict";
+// fmnist.images' framing in JavaScript, for the page that runs in the browser (fmnist export --web): a decoded
+// picture (RGBA bytes) becomes the uint8 28x28 view the model sees and the picture cues the not-a-garment
+// detector weighs, as `load_picture` makes them in Python. Each function below ports the Python function of
+// the same name (snake_case there), step by step and in the same float32/float64 precision, so that the
+// parity test (tests/test_web.py) can hold both to the same answers on the same pixels. Pillow's LANCZOS
+// resize with reducing_gap=3.0 and its 8-bit grey conversions are ported too (libImaging Resample.c,
+// Reduce.c, Convert.c): they decide pixel values before any threshold does.
+// Loaded as a browser script (window.fmnistFraming) or a CommonJS module (node, for the parity test).
+(function (root, factory) {
+  const api = factory();
+  if (typeof module === "object" && module.exports) module.exports = api;
+  else root.fmnistFraming = api;
+})(typeof self !== "undefined" ? self : this, function () {
+  // fmnist.images' constants; the parity test checks each against Python's.
+  const CONSTANTS = {
+    SIDE: 28,
+    MAX_PIXELS: 50_000_000,
+    WORK_SIDE: 512,
+    SMOOTH_RADIUS: 2,
+    NOISE_SIGMAS: 5.0,
+    MIN_CONTRAST: 3.0,
+    PEAK_FRACTION: 0.06,
+    BACKGROUND_BAND: 16.0,
+    FLAT_BAND: 6.0,
+    DIGITAL_NOISE: 2.0,
+    DIGITAL_OBJECT: 8.0,
+    MARGIN_SPAN: 26 / 28,
+    DIGITAL_CONTRAST: 128.0,
+    FULL_PEAK: 250.0,
+    SILHOUETTE_FLOOR: 0.25,
+  };
+  const C = CONSTANTS;
+  const SIDE = C.SIDE;
+  const CUE_NAMES = ["border_fit", "noise", "coverage", "fill", "largest_part"];
+  const f32 = Math.fround;
+
+  // ---- numpy's arithmetic ------------------------------------------------------------------------------
+
+  function rint(x) { // round half to even, as np.rint and Python's round()
+    const r = Math.round(x);
+    return r - x === 0.5 && r % 2 !== 0 ? r - 1 : r;
+  }
+
+  // np.quantile's "linear" method, with a selection (Hoare's quickselect) in place of a sort: O(n).
+  function quantile(values, q, inPlace = false) { // inPlace: `values`, a Float64Array, may be reordered
+    const a = inPlace ? values : Float64Array.from(values);
+    const index = q * (a.length - 1);
+    const lo = Math.floor(index);
+    const t = index - lo;
+    const low = select(a, lo);
+    if (lo + 1 >= a.length) return low;
+    let high = Infinity; // after the selection, everything past `lo` is at least a[lo]
+    for (let i = lo + 1; i < a.length; i++) if (a[i] < high) high = a[i];
+    const diff = high - low;
+    return t >= 0.5 ? high - diff * (1 - t) : low + diff * t;
+  }
+
+  function select(a, k) { // the k-th smallest value of `a` (reordered in place)
+    let left = 0, right = a.length - 1;
+    while (right > left) {
+      const pivot = a[(left + right) >> 1];
+      let i = left, j = right;
+      while (i <= j) {
+        while (a[i] < pivot) i++;
+        while (a[j] > pivot) j--;
+        if (i <= j) {
+          const swap = a[i];
+          a[i++] = a[j];
+          a[j--] = swap;
+        }
+      }
+      if (k <= j) right = j;
+      else if (k >= i) left = i;
+      else break;
+    }
+    return a[k];
+  }
+
+  function median(values) {
+    return quantile(values, 0.5);
+  }
+
+  function maxOf(values) {
+    let m = -Infinity;
+    for (let i = 0; i < values.length; i++) if (values[i] > m) m = values[i];
+    return m;
+  }
+
+  // ---- Pillow: grey levels, premultiplied alpha, reduce and LANCZOS resize -------------------------------
+
+  function luminance(r, g, b) { // Convert.c L24: ITU-R 601-2 luma in 16-bit fixed point
+    return (r * 19595 + g * 38470 + b * 7471 + 0x8000) >>> 16;
+  }
+
+  function muldiv255(a, b) {
+    const t = a * b + 128;
+    return ((t >> 8) + t) >> 8;
+  }
+
+  function lanczos(x) {
+    const sinc = (v) => (v === 0 ? 1 : Math.sin(v * Math.PI) / (v * Math.PI));
+    return x >= -3 && x < 3 ? sinc(x) * sinc(x / 3) : 0;
+  }
+
+  function coefficients(inSize, in0, in1, outSize) { // Resample.c precompute_coeffs, LANCZOS (support 3)
+    const scale = f32(in1 - in0) / outSize;
+    const filterscale = Math.max(scale, 1);
+    const support = 3 * filterscale;
+    const ksize = Math.ceil(support) * 2 + 1;
+    const bounds = new Int32Array(outSize * 2);
+    const kk = new Float64Array(outSize * ksize);
+    for (let xx = 0; xx < outSize; xx++) {
+      const center = in0 + (xx + 0.5) * scale;
+      const ss = 1 / filterscale;
+      const xmin = Math.max(Math.trunc(center - support + 0.5), 0);
+      const xmax = Math.min(Math.trunc(center + support + 0.5), inSize) - xmin;
+      let ww = 0;
+      for (let x = 0; x < xmax; x++) {
+        const w = lanczos((x + xmin - center + 0.5) * ss);
+        kk[xx * ksize + x] = w;
+        ww += w;
+      }
+      if (ww !== 0) for (let x = 0; x < xmax; x++) kk[xx * ksize + x] /= ww;
+      bounds[xx * 2] = xmin;
+      bounds[xx * 2 + 1] = xmax;
+    }
+    return { bounds, kk, ksize };
+  }
+
+  const PRECISION_BITS = 32 - 8 - 2;
+
+  function fixedPoint(kk) { // normalize_coeffs_8bpc
+    return kk.map((k) => (k < 0 ? Math.trunc(-0.5 + k * 2 ** PRECISION_BITS) : Math.trunc(0.5 + k * 2 ** PRECISION_BITS)));
+  }
+
+  function clip8(ss) {
+    if (ss >= 2 ** (PRECISION_BITS + 8)) return 255;
+    if (ss <= 0) return 0;
+    return Math.floor(ss / 2 ** PRECISION_BITS);
+  }
+
+  // One pass of the separable resample along x (`horizontal`) or y of a one-band plane, 8-bit or float32.
+  function resamplePass(src, width, height, outSize, in0, in1, horizontal, float) {
+    const { bounds, kk, ksize } = coefficients(horizontal ? width : height, in0, in1, outSize);
+    const k = float ? kk : fixedPoint(kk);
+    const outW = horizontal ? outSize : width, outH = horizontal ? height : outSize;
+    const out = float ? new Float32Array(outW * outH) : new Uint8Array(outW * outH);
+    const start = float ? 0 : 2 ** (PRECISION_BITS - 1);
+    // Along x the taps of one output pixel are neighbours in a row; along y, one row apart.
+    const lines = horizontal ? height : width, lineStride = horizontal ? width : 1, tapStride = horizontal ? 1 : width;
+    const outLineStride = horizontal ? outW : 1, outStride = horizontal ? 1 : outW;
+    for (let o = 0; o < outSize; o++) {
+      const xmin = bounds[o * 2], xmax = bounds[o * 2 + 1], base = o * ksize;
+      for (let line = 0; line < lines; line++) {
+        let ss = start;
+        let at = line * lineStride + xmin * tapStride;
+        for (let x = 0; x < xmax; x++, at += tapStride) ss += src[at] * k[base + x];
+        out[line * outLineStride + o * outStride] = float ? ss : clip8(ss);
+      }
+    }
+    return out;
+  }
+
+  // ImagingResampleInner (Pillow 13): x first, unless the height shrinks by more than twice as many pixels as the
+  // width does; the order matters for 8-bit planes, which are clipped and rounded between the passes.
+  function resample(src, width, height, outW, outH, box, float) {
+    const needX = outW !== width || box[0] !== 0 || box[2] !== outW;
+    const needY = outH !== height || box[1] !== 0 || box[3] !== outH;
+    const xFirst = !(height - outH > 0 && height - outH > (width - outW) * 2);
+    let plane = src, w = width, h = height;
+    const passX = () => {
+      plane = resamplePass(plane, w, h, outW, f32(box[0]), f32(box[2]), true, float);
+      w = outW;
+    };
+    if (needX && xFirst) passX();
+    if (needY) {
+      plane = resamplePass(plane, w, h, outH, f32(box[1]), f32(box[3]), false, float);
+      h = outH;
+    }
+    if (needX && !xFirst) passX();
+    return plane;
+  }
+
+  function divisionUint32(count) { // Reduce.c division_UINT32(count, 8)
+    return Math.floor(2 ** 32 / (256 * count));
+  }
+
+  // Image.reduce by (fx, fy) over the whole plane: 8-bit with Reduce.c's fixed-point rounding, float32 with
+  // ImagingReduceNxN_32bpc's pairs (four float32 values added in float32, then summed in float64).
+  function reduce(src, width, height, fx, fy, float) {
+    const outW = Math.ceil(width / fx), outH = Math.ceil(height / fy);
+    const out = float ? new Float32Array(outW * outH) : new Uint8Array(outW * outH);
+    const fullX = Math.floor(width / fx), fullY = Math.floor(height / fy);
+    for (let y = 0; y < outH; y++) {
+      const y0 = y * fy, y1 = Math.min(y0 + fy, height);
+      for (let x = 0; x < outW; x++) {
+        const x0 = x * fx, x1 = Math.min(x0 + fx, width);
+        const count = (x1 - x0) * (y1 - y0);
+        if (!float) {
+          let ss = Math.floor(count / 2);
+          for (let yy = y0; yy < y1; yy++) for (let xx = x0; xx < x1; xx++) ss += src[yy * width + xx];
+          out[y * outW + x] = Math.floor((ss * divisionUint32(count)) / 2 ** 24);
+        } else if (x < fullX && y < fullY) {
+          out[y * outW + x] = reducedBlock(src, width, x0, y0, fx, fy) * (1 / (fx * fy));
+        } else {
+          let ss = 0;
+          for (let yy = y0; yy < y1; yy++) for (let xx = x0; xx < x1; xx++) ss += src[yy * width + xx];
+          out[y * outW + x] = ss * (1 / count);
+        }
+      }
+    }
+    return out;
+  }
+
+  function reducedBlock(src, width, x0, y0, fx, fy) {
+    const p = (xx, yy) => src[yy * width + xx];
+    let ss = 0, yy = y0;
+    for (; yy < y0 + fy - 1; yy += 2) {
+      let xx = x0;
+      for (; xx < x0 + fx - 1; xx += 2) ss += f32(f32(f32(p(xx, yy) + p(xx + 1, yy)) + p(xx, yy + 1)) + p(xx + 1, yy + 1));
+      if (fx & 1) ss += f32(p(xx, yy) + p(xx, yy + 1));
+    }
+    if (fy & 1) {
+      let xx = x0;
+      for (; xx < x0 + fx - 1; xx += 2) ss += f32(p(xx, yy) + p(xx + 1, yy));
+      if (fx & 1) ss += p(xx, yy);
+    }
+    return ss;
+  }
+
+  // Image.resize(size, LANCZOS, reducing_gap=3.0) of a one-band plane (8-bit "L" or float32 "F").
+  function resize(src, width, height, outW, outH, float) {
+    if (outW === width && outH === height) return src;
+    const fx = Math.trunc(width / outW / 3) || 1, fy = Math.trunc(height / outH / 3) || 1;
+    if (fx > 1 || fy > 1) {
+      const reduced = reduce(src, width, height, fx, fy, float);
+      const box = [0, 0, width / fx, height / fy];
+      return resample(reduced, Math.ceil(width / fx), Math.ceil(height / fy), outW, outH, box, float);
+    }
+    return resample(src, width, height, outW, outH, [0, 0, width, height], float);
+  }
+
+  // ---- fmnist.images -------------------------------------------------------------------------------------
+
+  // A decoded picture ({data: RGBA bytes, width, height}, as ImageData) -> {image: Uint8Array(784), cues}:
+  // images.frame_picture. `cues` is null for a picture that already was a 28x28 Fashion-MNIST-style image
+  // or a digital one (digital_view). Throws an Error for more than MAX_PIXELS pixels.
+  function framePicture(picture) {
+    const { data, width, height } = picture;
+    if (width * height > C.MAX_PIXELS) {
+      throw new Error(`image is ${width}x${height} = ${(width * height).toLocaleString("en")} pixels, more than ` +
+        `the ${C.MAX_PIXELS.toLocaleString("en")} allowed; scale it down`);
+    }
+    const fashion = alreadyFashionMnist(data, width, height);
+    if (fashion) return { image: fashion, cues: null };
+    const { gray, alpha, w, h } = planes(data, width, height);
+    const digital = w === h ? digitalView(gray, alpha, w, h) : null;
+    if (digital) return { image: digital, cues: null };
+    return frameWithCues(gray, alpha, w, h);
+  }
+
+  // 28x28, grey (R = G = B), opaque, most of the border dark: the dataset's own format (_already_fashion_mnist;
+  // Python also asks for Pillow's "L" mode, which a decoded picture no longer tells).
+  function alreadyFashionMnist(data, width, height) {
+    if (width !== SIDE || height !== SIDE) return null;
+    const pixels = new Uint8Array(SIDE * SIDE);
+    for (let i = 0; i < pixels.length; i++) {
+      const r = data[4 * i];
+      if (data[4 * i + 1] !== r || data[4 * i + 2] !== r || data[4 * i + 3] !== 255) return null;
+      pixels[i] = r;
+    }
+    const [ys, xs] = borderCoordinates(SIDE, SIDE);
+    let dark = 0;
+    for (let i = 0; i < ys.length; i++) if (pixels[ys[i] * SIDE + xs[i]] < 32) dark++;
+    return dark * 2 > ys.length ? pixels : null;
+  }
+
+  // Luminance (float32, 0..255) and opacity (0..1, or null when opaque) at most WORK_SIDE pixels on a side
+  // (_planes). A picture with transparency is resized with premultiplied alpha, as Pillow resizes "LA".
+  function planes(data, width, height) {
+    const scale = Math.min(1, C.WORK_SIDE / Math.max(width, height));
+    const w = Math.max(1, rint(width * scale)), h = Math.max(1, rint(height * scale));
+    const n = width * height;
+    const lum = new Uint8Array(n);
+    let opaque = true;
+    for (let i = 0; i < n; i++) {
+      lum[i] = luminance(data[4 * i], data[4 * i + 1], data[4 * i + 2]);
+      if (data[4 * i + 3] !== 255) opaque = false;
+    }
+    if (opaque) return { gray: Float32Array.from(resize(lum, width, height, w, h, false)), alpha: null, w, h };
+    let a = new Uint8Array(n);
+    let l = lum;
+    for (let i = 0; i < n; i++) a[i] = data[4 * i + 3];
+    if (w !== width || h !== height) {
+      const premultiplied = lum.map((v, i) => muldiv255(v, a[i]));
+      const lp = resize(premultiplied, width, height, w, h, false);
+      a = resize(a, width, height, w, h, false);
+      l = lp.map((v, i) => (a[i] ? Math.min(255, Math.floor((255 * v) / a[i])) : 0));
+    }
+    const alpha = new Float32Array(w * h);
+    for (let i = 0; i < alpha.length; i++) alpha[i] = a[i] / 255;
+    return { gray: Float32Array.from(l), alpha, w, h };
+  }
+
+  // The uint8 28x28 view of a square digital Fashion-MNIST-style image, or null for a photo (digital_view).
+  function digitalView(gray, alpha, w, h) {
+    if (alpha && minOf(alpha) < 0.99) return null;
+    const [ys, xs] = borderCoordinates(h, w);
+    const border = new Float32Array(ys.length);
+    for (let i = 0; i < ys.length; i++) border[i] = gray[ys[i] * w + xs[i]];
+    const level = modeLevel(border);
+    const deviations = [];
+    for (const v of border) if (Math.abs(v - level) <= C.FLAT_BAND) deviations.push(Math.abs(v - level));
+    if (deviations.length < 0.5 * border.length || 1.4826 * median(deviations) > C.DIGITAL_NOISE) return null;
+    if (C.BACKGROUND_BAND < level && level < 255 - C.BACKGROUND_BAND) return null;
+    const light = level > 127;
+    const full = Math.max(light ? level : 255 - level, 1.0);
+    const gain = f32(255 / full);
+    let contrast = gray.map((g) => f32(Math.max(f32(light ? level - g : g - level), 0) * gain));
+    if (w !== SIDE || h !== SIDE) contrast = sampled(contrast, w, h, digitalCrop(contrast, w, h));
+    const peak = maxOf(contrast);
+    if (peak < C.DIGITAL_CONTRAST) return null;
+    if (peak < C.FULL_PEAK) {
+      const stretch = f32(255 / peak);
+      contrast = contrast.map((v) => f32(v * stretch));
+    }
+    return Uint8Array.from(contrast, (v) => Math.min(255, Math.max(0, rint(v))));
+  }
+
+  function minOf(values) {
+    let m = Infinity;
+    for (let i = 0; i < values.length; i++) if (values[i] < m) m = values[i];
+    return m;
+  }
+
+  // (top, left, side) of the square a digital picture is sampled from (_digital_crop).
+  function digitalCrop(contrast, w, h) {
+    const box = objectBox(contrast.map((v) => (v > C.DIGITAL_OBJECT ? 1 : 0)), w, h);
+    if (!box) return [0, 0, Math.max(h, w)];
+    const [top, bottom, left, right] = box;
+    if (Math.max(bottom - top, right - left) >= C.MARGIN_SPAN * Math.max(h, w)) return [0, 0, Math.max(h, w)];
+    const side = Math.max(bottom - top, right - left);
+    const step = side / SIDE;
+    const padTop = Math.floor((SIDE - rint((bottom - top) / step) + 1) / 2);
+    const padLeft = Math.floor((SIDE - rint((right - left) / step) + 1) / 2);
+    return [top - rint(padTop * step), left - rint(padLeft * step), side];
+  }
+
+  // The crop sampled bilinearly at the centres of a 28x28 grid, 0 outside the picture (_sampled:
+  // scipy.ndimage.map_coordinates, order 1, mode "constant").
+  function sampled(contrast, w, h, [top, left, side]) {
+    const step = side / SIDE;
+    const out = new Float32Array(SIDE * SIDE);
+    const at = (r, c) => contrast[r * w + c];
+    for (let i = 0; i < SIDE; i++) {
+      const y = top + ((i + 0.5) * step - 0.5);
+      for (let j = 0; j < SIDE; j++) {
+        const x = left + ((j + 0.5) * step - 0.5);
+        if (y < 0 || x < 0 || y > h - 1 || x > w - 1) continue;
+        const y0 = Math.floor(y), x0 = Math.floor(x);
+        const y1 = Math.min(y0 + 1, h - 1), x1 = Math.min(x0 + 1, w - 1);
+        const ty = y - y0, tx = x - x0;
+        const top_ = at(y0, x0) * (1 - tx) + at(y0, x1) * tx;
+        const bottom = at(y1, x0) * (1 - tx) + at(y1, x1) * tx;
+        out[i * SIDE + j] = top_ * (1 - ty) + bottom * ty;
+      }
+    }
+    return out;
+  }
+
+  // The framed 28x28 image and the cues measured on the way (frame_with_cues; step 1: 8-bit levels).
+  function frameWithCues(grayIn, alpha, w, h) {
+    let gray = grayIn, borderFit = 1.0, noise = 0.0, contrast, smooth, mask, box;
+    if (alpha && minOf(alpha) < 0.5) {
+      contrast = cutoutContrast(gray, alpha);
+      smooth = smoothed(contrast, w, h);
+      mask = smoothed(alpha, w, h).map((v) => (v > 0.5 ? 1 : 0));
+      box = objectBox(mask, w, h);
+    } else {
+      if (alpha) gray = gray.map((g, i) => f32(f32(g * alpha[i]) + f32(255 * f32(1 - alpha[i]))));
+      ({ contrast, noise, borderFit } = backgroundContrast(stretch(gray, w, h), w, h));
+      smooth = smoothed(contrast, w, h);
+      const t = threshold(smooth, noise);
+      mask = smooth.map((v, i) => (v > t && contrast[i] > t / 2 ? 1 : 0));
+      box = maxOf(smooth) > noiseFloor(noise) ? objectBox(mask, w, h) : null;
+    }
+    const empty = { image: new Uint8Array(SIDE * SIDE), cues: cuesOf(borderFit, noise, 0, 0, 0) };
+    if (!box) return empty;
+    const [top, bottom, left, right] = box;
+    let peak = -Infinity;
+    for (let y = top; y < bottom; y++) for (let x = left; x < right; x++) peak = Math.max(peak, smooth[y * w + x]);
+    if (peak <= 0) return empty;
+    const crop = new Float32Array((bottom - top) * (right - left));
+    for (let y = top; y < bottom; y++) {
+      for (let x = left; x < right; x++) crop[(y - top) * (right - left) + x - left] = contrast[y * w + x];
+    }
+    const scale = f32(255 / peak);
+    const framed = fit(crop, right - left, bottom - top);
+    const image = Uint8Array.from(framed, (v) => Math.min(255, Math.max(0, rint(f32(v * scale)))));
+    return { image, cues: objectCues(mask, w, h, box, borderFit, noise) };
+  }
+
+  function cuesOf(borderFit, noise, coverage, fill, largest) {
+    return { border_fit: borderFit, noise, coverage, fill, largest_part: largest };
+  }
+
+  function objectCues(mask, w, h, [top, bottom, left, right], borderFit, noise) {
+    const bw = right - left, bh = bottom - top;
+    const inside = new Uint8Array(bw * bh);
+    let pixels = 0;
+    for (let y = 0; y < bh; y++) {
+      for (let x = 0; x < bw; x++) {
+        inside[y * bw + x] = mask[(y + top) * w + x + left];
+        pixels += inside[y * bw + x];
+      }
+    }
+    const largest = largestPiece(inside, bw, bh);
+    return cuesOf(borderFit, noise, (bh * bw) / (w * h), pixels / inside.length, largest / Math.max(pixels, 1));
+  }
+
+  // The largest 4-connected piece of a mask, in pixels (scipy.ndimage.label's default structure).
+  function largestPiece(mask, w, h) {
+    const seen = new Uint8Array(mask.length);
+    const stack = new Int32Array(mask.length);
+    let largest = 0;
+    for (let start = 0; start < mask.length; start++) {
+      if (!mask[start] || seen[start]) continue;
+      let size = 0, top = 0;
+      stack[top++] = start;
+      seen[start] = 1;
+      while (top) {
+        const i = stack[--top];
+        size++;
+        const x = i % w;
+        for (const j of [x > 0 ? i - 1 : -1, x < w - 1 ? i + 1 : -1, i - w, i + w]) {
+          if (j >= 0 && j < mask.length && mask[j] && !seen[j]) {
+            seen[j] = 1;
+            stack[top++] = j;
+          }
+        }
+      }
+      largest = Math.max(largest, size);
+    }
+    return largest;
+  }
+
+  // Contrast of a cut-out on transparency, alpha as the object mask (_cutout_contrast).
+  function cutoutContrast(gray, alpha) {
+    const negatedInside = [];
+    for (let i = 0; i < gray.length; i++) if (alpha[i] >= 0.5) negatedInside.push(f32(255 - gray[i]));
+    if (!negatedInside.length) return new Float32Array(gray.length);
+    const strongest = Math.max(quantile(negatedInside, 0.99), 1.0);
+    const floor = f32(C.SILHOUETTE_FLOOR * strongest);
+    return gray.map((g, i) => f32(Math.max(f32(255 - g), floor) * alpha[i]));
+  }
+
+  // `gray` stretched so that its smoothed range spans 0..255, the gain at most MIN_CONTRAST (_stretch, step 1).
+  function stretch(gray, w, h) {
+    const smooth = smoothed(gray, w, h);
+    const low = minOf(smooth), high = maxOf(smooth);
+    const gain = f32(Math.max(Math.min(255 / Math.max(high - low, 1e-12), C.MIN_CONTRAST), 1.0));
+    const lowF = f32(low);
+    return gray.map((g) => f32(f32(g - lowF) * gain));
+  }
+
+  // Contrast with the background surface (object positive), its noise and the border's fit
+  // (_background_contrast).
+  function backgroundContrast(gray, w, h) {
+    const smooth = smoothed(gray, w, h);
+    const { surface, noise, borderFit } = backgroundSurface(smooth, w, h);
+    const difference = smooth.map((v, i) => v - surface[i]);
+    const t = threshold(difference, noise);
+    let sum = 0;
+    for (const d of difference) if (Math.abs(d) > t) sum += d;
+    const sign = sum < 0 ? -1 : 1;
+    return { contrast: gray.map((g, i) => sign * f32(g - surface[i])), noise, borderFit };
+  }
+
+  // The background: a quadratic surface fitted to the border pixels on it, grown from the most common
+  // border level (_background_surface).
+  function backgroundSurface(smooth, w, h) {
+    const [ys, xs] = borderCoordinates(h, w);
+    const n = ys.length;
+    const values = new Float32Array(n);
+    const design = Array.from({ length: 6 }, () => new Float64Array(n)); // columns: 1, x, y, x^2, y^2, xy
+    for (let i = 0; i < n; i++) {
+      values[i] = smooth[ys[i] * w + xs[i]];
+      const x = xs[i] / Math.max(w - 1, 1) - 0.5, y = ys[i] / Math.max(h - 1, 1) - 0.5;
+      [1, x, y, x * x, y * y, x * y].forEach((term, j) => { design[j][i] = term; });
+    }
+    let coef = [modeLevel(values), 0, 0, 0, 0, 0];
+    const steps = new Float32Array(Math.max(n - 1, 0));
+    for (let i = 1; i < n; i++) steps[i - 1] = Math.abs(f32(values[i] - values[i - 1]));
+    const tolerance = Math.max(steps.length ? 4 * 1.4826 * median(steps) : 0, 4.0);
+    const residuals = (c) => Float64Array.from(values, (v, i) => { // |values - design @ c|, in float64
+      let fitted = 0;
+      for (let j = 0; j < 6; j++) fitted += design[j][i] * c[j];
+      return Math.abs(v - fitted);
+    });
+    const inliersOf = (residual) => {
+      const kept = [];
+      residual.forEach((r, i) => { if (r <= tolerance) kept.push(i); });
+      return kept;
+    };
+    for (let round = 0; round < 6; round++) {
+      const inliers = Int32Array.from(inliersOf(residuals(coef)));
+      if (inliers.length < 3) break;
+      const pick = (array) => {
+        const picked = new Float64Array(inliers.length);
+        for (let i = 0; i < inliers.length; i++) picked[i] = array[inliers[i]];
+        return picked;
+      };
+      coef = leastSquares(design.map(pick), pick(values));
+    }
+    const residual = residuals(coef);
+    const kept = inliersOf(residual).map((i) => residual[i]);
+    const noise = kept.length ? 1.4826 * median(kept) : 0.0;
+    const surface = new Float32Array(w * h);
+    const gx = Float32Array.from({ length: w }, (_, i) => f32(f32(i / Math.max(w - 1, 1)) - 0.5));
+    const gy = Float32Array.from({ length: h }, (_, i) => f32(f32(i / Math.max(h - 1, 1)) - 0.5));
+    for (let y = 0; y < h; y++) {
+      const yy = gy[y], y2 = f32(yy * yy), rowBase = coef[0] + coef[2] * yy + coef[4] * y2;
+      for (let x = 0; x < w; x++) {
+        const xx = gx[x];
+        surface[y * w + x] = rowBase + coef[1] * xx + coef[3] * f32(xx * xx) + coef[5] * f32(xx * yy);
+      }
+    }
+    return { surface, noise, borderFit: n ? kept.length / n : 0.0 };
+  }
+
+  function dot(a, b) {
+    let s = 0;
+    for (let i = 0; i < a.length; i++) s += a[i] * b[i];
+    return s;
+  }
+
+  // The minimum-norm least-squares solution (np.linalg.lstsq, rcond=None: singular values at most
+  // eps * max(M, N) times the largest are dropped), by a one-sided Jacobi SVD of the design (Hestenes): the
+  // border of a picture whose background shows on one side only leaves some terms undetermined, and the SVD of
+  // the design itself, unlike the normal equations, tells those apart.
+  function leastSquares(columns, targets) {
+    const m = targets.length, k = columns.length;
+    const a = columns.map((column) => Float64Array.from(column));
+    const v = Array.from({ length: k }, (_, i) => Float64Array.from({ length: k }, (_, j) => (i === j ? 1 : 0)));
+    for (let sweep = 0; sweep < 60; sweep++) {
+      let rotated = false;
+      for (let p = 0; p < k; p++) {
+        for (let q = p + 1; q < k; q++) {
+          const alpha = dot(a[p], a[p]), beta = dot(a[q], a[q]), gamma = dot(a[p], a[q]);
+          if (Math.abs(gamma) <= 1e-15 * Math.sqrt(alpha * beta) || gamma === 0) continue;
+          rotated = true;
+          const zeta = (beta - alpha) / (2 * gamma);
+          const t = Math.sign(zeta || 1) / (Math.abs(zeta) + Math.sqrt(1 + zeta * zeta));
+          const c = 1 / Math.sqrt(1 + t * t), s = c * t;
+          for (const columns of [a, v]) {
+            const cp = columns[p], cq = columns[q];
+            for (let r = 0; r < cp.length; r++) {
+              const x = cp[r], y = cq[r];
+              cp[r] = c * x - s * y;
+              cq[r] = s * x + c * y;
+            }
+          }
+        }
+      }
+      if (!rotated) break;
+    }
+    const singular = a.map((column) => Math.sqrt(dot(column, column)));
+    const cutoff = 2.220446049250313e-16 * Math.max(m, k) * Math.max(...singular);
+    const solution = new Array(k).fill(0);
+    for (let j = 0; j < k; j++) {
+      if (singular[j] <= cutoff) continue;
+      const coefficient = dot(a[j], targets) / singular[j] ** 2; // (u_j . b) / s_j, u_j = a_j / s_j
+      for (let i = 0; i < k; i++) solution[i] += v[j][i] * coefficient; // v[j]: the j-th right singular vector
+    }
+    return solution;
+  }
+
+  // The most common level, on a histogram smoothed over +-3 levels (_mode_level).
+  function modeLevel(values) {
+    const counts = new Float64Array(256);
+    for (const v of values) counts[Math.min(255, Math.max(0, rint(v)))]++;
+    let peak = 0, best = -1;
+    for (let i = 0; i < 256; i++) {
+      let s = 0;
+      for (let j = Math.max(0, i - 3); j <= Math.min(255, i + 3); j++) s += counts[j];
+      if (s > best) { best = s; peak = i; }
+    }
+    const near = [];
+    for (const v of values) if (Math.abs(v - peak) <= 3) near.push(v);
+    return near.length ? median(near) : peak;
+  }
+
+  function noiseFloor(noise) {
+    return Math.max(C.NOISE_SIGMAS * noise, C.MIN_CONTRAST);
+  }
+
+  function threshold(contrast, noise) {
+    const magnitudes = new Float64Array(contrast.length);
+    for (let i = 0; i < contrast.length; i++) magnitudes[i] = Math.abs(contrast[i]);
+    const peak = contrast.length ? quantile(magnitudes, 0.999, true) : 0;
+    return Math.max(noiseFloor(noise), C.PEAK_FRACTION * peak);
+  }
+
+  // (top, bottom, left, right) of the set pixels of a 0/1 mask [h, w], or null (_object_box).
+  function objectBox(mask, w, h) {
+    let top = h, bottom = -1, left = w, right = -1;
+    for (let y = 0; y < h; y++) {
+      for (let x = 0; x < w; x++) {
+        if (!mask[y * w + x]) continue;
+        if (y < top) top = y;
+        if (y > bottom) bottom = y;
+        if (x < left) left = x;
+        if (x > right) right = x;
+      }
+    }
+    return bottom < 0 ? null : [top, bottom + 1, left, right + 1];
+  }
+
+  // Box mean over (2r+1)^2 pixels, edges replicated, via an integral image in float64 (_smooth).
+  function smoothed(values, w, h, radius = C.SMOOTH_RADIUS) {
+    const size = 2 * radius + 1, pw = w + 2 * radius, ph = h + 2 * radius, stride = pw + 1;
+    const column = Int32Array.from({ length: pw }, (_, x) => Math.min(Math.max(x - radius, 0), w - 1));
+    const integral = new Float64Array(stride * (ph + 1));
+    for (let y = 0; y < ph; y++) { // padded values summed down the columns first, as cumsum(0).cumsum(1)
+      const row = Math.min(Math.max(y - radius, 0), h - 1) * w, above = y * stride + 1, here = above + stride;
+      for (let x = 0; x < pw; x++) integral[here + x] = integral[above + x] + values[row + column[x]];
+    }
+    for (let y = 1; y <= ph; y++) {
+      const here = y * stride;
+      for (let x = 1; x <= pw; x++) integral[here + x] += integral[here + x - 1];
+    }
+    const out = new Float32Array(w * h);
+    const area = size ** 2, down = size * stride;
+    for (let y = 0; y < h; y++) {
+      const top = y * stride;
+      for (let x = 0; x < w; x++) {
+        const a = top + x;
+        out[y * w + x] = (integral[a + down + size] - integral[a + size] - integral[a + down] + integral[a]) / area;
+      }
+    }
+    return out;
+  }
+
+  // Row and column indices of the outermost pixels, once each, going round the picture (_border_coordinates).
+  function borderCoordinates(h, w) {
+    const ys = [], xs = [];
+    if (h < 3 || w < 3) {
+      for (let y = 0; y < h; y++) for (let x = 0; x < w; x++) { ys.push(y); xs.push(x); }
+      return [ys, xs];
+    }
+    for (let x = 0; x < w; x++) { ys.push(0); xs.push(x); }
+    for (let y = 1; y < h - 1; y++) { ys.push(y); xs.push(w - 1); }
+    for (let x = w - 1; x >= 0; x--) { ys.push(h - 1); xs.push(x); }
+    for (let y = h - 2; y >= 1; y--) { ys.push(y); xs.push(0); }
+    return [ys, xs];
+  }
+
+  // Longer side to SIDE pixels, aspect kept, centred on SIDE x SIDE with an odd pixel above and left (_fit).
+  function fit(crop, w, h) {
+    const scale = SIDE / Math.max(h, w);
+    const sw = Math.max(1, rint(w * scale)), sh = Math.max(1, rint(h * scale));
+    const small = resize(crop, w, h, sw, sh, true);
+    const framed = new Float32Array(SIDE * SIDE);
+    const top = Math.floor((SIDE - sh + 1) / 2), left = Math.floor((SIDE - sw + 1) / 2);
+    for (let y = 0; y < sh; y++) for (let x = 0; x < sw; x++) framed[(top + y) * SIDE + left + x] = small[y * sw + x];
+    return framed;
+  }
+
+  return { CONSTANTS, CUE_NAMES, framePicture };
+});

@@ -1,0 +1,313 @@
+"""fmnist export --web (fmnist.web): the folder it writes, framing.js held to fmnist.images on the same pixels (in
+Node.js), and the exported page in headless Chromium held to `fmnist predict` on the real test set, rendered
+photos and the non-garment benchmark."""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+import subprocess
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+from support import mosaic, product_photo, trusted_checkpoint
+from test_export import synthetic_dataset
+
+from fmnist import checkpoint, data, export, images, models, trust, web
+from fmnist import config as config_lib
+from fmnist.errors import FmnistError
+from fmnist.testing.browser import (
+    CHROMEDRIVER,
+    CHROMIUM,
+    MISSING,
+    chromium,
+    classify_in_page,
+    picture_sets,
+    static_server,
+)
+
+NODE = shutil.which("node")
+FRAMING_JS = Path(web.__file__).parent / "static" / "framing.js"
+needs_node = pytest.mark.skipif(not NODE, reason="Node.js not found (bash scripts/setup.sh installs nodejs)")
+
+# Runs framing.js on raw RGBA files: argv list.json (path, width, height per picture) -> results.json.
+NODE_FRAMING = """
+const fs = require("fs");
+const framing = require(process.argv[1]);
+const pictures = JSON.parse(fs.readFileSync(process.argv[2]));
+const framed = pictures.map((p) => {
+  const result = framing.framePicture({ data: fs.readFileSync(p.path), width: p.width, height: p.height });
+  return { image: Array.from(result.image), cues: result.cues && framing.CUE_NAMES.map((n) => result.cues[n]) };
+});
+fs.writeFileSync(process.argv[3], JSON.stringify(framed));
+"""
+
+
+def framed_in_node(pictures: list[Image.Image], folder: Path) -> list[tuple[np.ndarray, tuple[float, ...] | None]]:
+    """framing.js's view and cues of each decoded picture, given the RGBA pixels Python decoded."""
+    folder.mkdir()
+    entries = []
+    for i, picture in enumerate(pictures):
+        path = folder / f"{i}.rgba"
+        path.write_bytes(np.asarray(picture.convert("RGBA")).tobytes())
+        entries.append({"path": str(path), "width": picture.width, "height": picture.height})
+    (folder / "list.json").write_text(json.dumps(entries), encoding="utf-8")
+    command = [NODE, "-e", NODE_FRAMING, str(FRAMING_JS), str(folder / "list.json"), str(folder / "out.json")]
+    subprocess.run(command, check=True, capture_output=True)  # type: ignore[list-item]
+    found = json.loads((folder / "out.json").read_text(encoding="utf-8"))
+    return [(np.array(f["image"], np.uint8).reshape(28, 28), f["cues"] and tuple(f["cues"])) for f in found]
+
+
+def decoded(data_: bytes) -> Image.Image:
+    return images._decode(data_, "picture")
+
+
+@needs_node
+def test_framing_js_carries_the_constants_of_fmnist_images():
+    script = f"console.log(JSON.stringify(require({json.dumps(str(FRAMING_JS))}).CONSTANTS))"
+    constants = json.loads(subprocess.run([NODE, "-e", script], check=True, capture_output=True).stdout)  # type: ignore[list-item]
+    assert len(constants) == 15
+    for name, value in constants.items():
+        assert getattr(images, name) == pytest.approx(value), name
+
+
+def framing_pictures() -> list[Image.Image]:
+    """Every path through the framing: photos of each rendered kind (tinted, dark, gradient, noisy, at the edge,
+    cut-outs with alpha, phone photos turned by EXIF), a tall one (Pillow resizes y first) and a large one (Pillow
+    reduces first), a non-garment mosaic, a dataset image as it is, a digital image with margins, blank pictures."""
+    from fmnist.trust.references import KINDS, render
+
+    rng = np.random.default_rng(0)
+    shirt = synthetic_dataset().test_images[:16].numpy()
+    pictures = [decoded(render(shirt[i], KINDS[i % len(KINDS)], rng)[0]) for i in range(16)]
+    pictures += [decoded(product_photo("trouser", size=(300, 900))), decoded(product_photo("bag", size=(2000, 1500)))]
+    pictures.append(decoded(mosaic()))
+    dataset_image = shirt[0].copy()
+    dataset_image[:2], dataset_image[-2:], dataset_image[:, :2], dataset_image[:, -2:] = 0, 0, 0, 0  # a dark border
+    pictures.append(Image.fromarray(dataset_image, "L"))
+    with_margins = Image.new("L", (56, 56), 255)
+    with_margins.paste(Image.fromarray(255 - shirt[1], "L"), (14, 14))
+    pictures.append(with_margins.resize((280, 280), Image.Resampling.NEAREST))
+    pictures += [Image.new("RGB", (200, 150), (250, 250, 250)), Image.new("RGBA", (120, 160), (0, 0, 0, 0))]
+    return pictures
+
+
+@needs_node
+@pytest.mark.slow  # about 2 s: 24 pictures framed in Python and in Node.js
+def test_framing_js_frames_as_python_on_the_same_pixels(tmp_path):
+    pictures = framing_pictures()
+    ours = framed_in_node(pictures, tmp_path / "pixels")
+    identical = 0
+    for picture, (view, cues) in zip(pictures, ours, strict=True):
+        expected = images.frame_picture(picture)
+        difference = np.abs(view.astype(int) - expected.image.numpy().astype(int))
+        # float32 sums in another order may move a level by one; a threshold or a box never moves
+        assert difference.max() <= 1, (picture.size, picture.mode)
+        identical += int(difference.max() == 0)
+        assert (cues is None) == (expected.cues is None), (picture.size, picture.mode)
+        if cues is not None:
+            assert cues == pytest.approx(expected.cues.values(), abs=1e-5), (picture.size, picture.mode)
+    assert identical >= 0.8 * len(pictures)
+    assert sum(cues is None for _, cues in ours) == 2  # the dataset image and the digital one
+
+
+# ---- the folder -----------------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def fake_runtime(tmp_path, monkeypatch) -> Path:
+    """A folder with onnxruntime-web's file names, as FMNIST_ORT_WEB: the export copies them, the page is not run."""
+    folder = tmp_path / "ort-web"
+    folder.mkdir()
+    for name in web.RUNTIME_FILES:
+        (folder / name).write_text(f"/* {name} */\n", encoding="utf-8")
+    monkeypatch.setenv(web.RUNTIME_ENV, str(folder))
+    return folder
+
+
+def test_the_folder_holds_the_page_the_scripts_the_model_and_the_runtime(fake_runtime, tmp_path):
+    from test_export import trusted_model
+
+    source = export.load_source(trusted_model(tmp_path / "m.pt"))
+    facts = web.export_web(source, tmp_path / "site", synthetic_dataset(), int8=False)
+    site = tmp_path / "site"
+    page = (site / "index.html").read_text(encoding="utf-8")
+    scripts = re.findall(r'<script src="([^"]+)"', page)
+    assert scripts == [*web.BROWSER_SCRIPTS, "static/app.js"]  # the back end is there before the page's script
+    for src in [*scripts, *re.findall(r'href="(static/[^"]+)"', page)]:
+        assert (site / src).is_file(), src
+    for name in web.RUNTIME_FILES:
+        assert (site / "static" / "ort" / name).read_bytes() == (fake_runtime / name).read_bytes()
+    assert "http://" not in page and "https://" not in page
+    for script in (site / "static").glob("*.js"):
+        assert not re.search(r"https?://(?!www\.w3\.org)", script.read_text(encoding="utf-8")), script.name
+    sidecar = json.loads((site / "model.json").read_text(encoding="utf-8"))
+    assert sidecar["onnx_sha256"] == facts["onnx_sha256"] and sidecar["trust"]["references"]["energy"]
+    assert facts["bundle_bytes"] == sum(p.stat().st_size for p in site.rglob("*") if p.is_file())
+    served = (Path(web.__file__).parents[1] / "serve" / "static" / "app.js").read_bytes()
+    assert (site / "static" / "app.js").read_bytes() == served  # one page, not a fork
+
+    web.export_web(source, site, synthetic_dataset(), int8=False)  # an earlier export is replaced
+    assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith(".")) == []
+
+
+def test_web_export_mistakes_are_one_line(fake_runtime, tmp_path, synthetic_data, capsys):
+    from fmnist.cli import main
+
+    model = trusted_checkpoint(tmp_path / "m.pt")
+    (tmp_path / "taken").mkdir()
+    (tmp_path / "taken" / "notes.txt").write_text("mine", encoding="utf-8")
+    (tmp_path / "file").write_text("", encoding="utf-8")
+    cases = [
+        (["--web", str(tmp_path / "taken")], 2, "not empty"),
+        (["--web", str(tmp_path / "file")], 2, "is a file"),
+        (["--web", str(tmp_path / "a"), "--out", str(tmp_path / "a.onnx")], 2, "one of them"),
+        ([], 2, "one of them"),
+    ]
+    for flags, code, message in cases:
+        assert main(["export", str(model), *flags]) == code
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1 and message in err, err
+    (fake_runtime / "ort-wasm-simd-threaded.wasm").unlink()
+    assert main(["export", str(model), "--web", str(tmp_path / "site")]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "scripts/setup.sh" in err and "ort-wasm-simd-threaded.wasm" in err
+    assert not (tmp_path / "site").exists() and (tmp_path / "taken" / "notes.txt").exists()
+
+
+# ---- the page in Chromium, on the real data --------------------------------------------------------------
+
+TEST_IMAGES, PHOTOS, OUTLIERS_PER_KIND = 1000, 200, 10
+
+
+@pytest.fixture(scope="module")
+def real_site(tmp_path_factory):
+    """The web export (fp32, onnxruntime-web from scripts/setup.sh's folder) of a one-hidden-layer MLP trained
+    for a few seconds on real training images, its trust fitted on its validation split; beside the page, the
+    pictures to classify: TEST_IMAGES test images as PNG, PHOTOS photos rendered from other test images and
+    OUTLIERS_PER_KIND held-out non-garment pictures of each kind (fmnist.testing.outliers)."""
+    from fmnist.data import as_input, validation_split
+
+    try:
+        web.check_runtime()
+    except FmnistError as e:
+        pytest.skip(str(e))
+    if data.locate() is None:
+        pytest.skip("real Fashion-MNIST not installed (apt-get install dataset-fashion-mnist)")
+    torch.set_num_threads(1)
+    dataset = data.load()
+    cfg = config_lib.from_dict({"hidden": (128,)})
+    train_idx, val_idx = validation_split(dataset.train_labels, cfg)
+    torch.manual_seed(0)
+    model = models.build(cfg)
+    optimizer = torch.optim.Adam(model.parameters(), lr=2e-3)
+    for batch in train_idx[:20_000].split(128):
+        loss = torch.nn.functional.cross_entropy(
+            model(as_input(dataset.train_images[batch])), dataset.train_labels[batch]
+        )
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+    fitted = trust.fit(trust.model_logits(model), dataset.train_images[val_idx], dataset.train_labels[val_idx])
+    folder = tmp_path_factory.mktemp("web")
+    state = {"model": model.state_dict(), "config": config_lib.to_dict(cfg), "epoch": 1, trust.KEY: fitted.to_dict()}
+    checkpoint.save(folder / "mlp.pt", state)
+    facts = web.export_web(export.load_source(folder / "mlp.pt"), folder / "site", dataset)
+    site = folder / "site"
+    pictures = picture_sets(site, dataset.test_images, TEST_IMAGES, PHOTOS, OUTLIERS_PER_KIND)
+    return site, facts, pictures
+
+
+def python_answers(site: Path, paths: list[str]) -> list[dict]:
+    """`fmnist predict CHECKPOINT PATHS --json --top-k 5` on the exported checkpoint, through the Python API."""
+    import fmnist
+
+    model = fmnist.load(site.parent / "mlp.pt")
+    return [a.as_dict() for a in model.predict([site / p for p in paths], top_k=5)]
+
+
+@pytest.mark.slow  # about 20 s on 2 vCPUs: a model, its export, 1,320 pictures framed in Python and in the page
+@pytest.mark.browser
+@pytest.mark.real_data
+@pytest.mark.skipif(not (CHROMIUM and CHROMEDRIVER), reason=MISSING)
+def test_the_exported_page_answers_as_predict_in_the_browser(real_site, tmp_path):
+    site, facts, pictures = real_site
+    assert facts["precision"] == "fp32"
+    with static_server(site) as url:
+        browser = chromium(tmp_path / "profile")
+        try:
+            browser.get(url)
+            ready = "arguments[0](window.fmnist.ready.then(m => m.kind, e => String(e)))"
+            assert browser.execute_async_script(ready) == "mlp fp32"
+            theirs = same_answers_as_python(browser, site, pictures)
+            classify_takes_a_url_a_blob_and_an_image_bitmap(browser, site, pictures["photos"][0])
+            the_page_shows_the_answers(browser, site, pictures, theirs)
+            loaded = browser.execute_script("return performance.getEntriesByType('resource').map(e => e.name)")
+            assert loaded and all(found.startswith((url, "blob:", "data:")) for found in loaded)  # nothing else
+        finally:
+            browser.quit()
+
+
+def same_answers_as_python(browser, site: Path, pictures: dict[str, list[str]]) -> dict[str, list[dict]]:
+    """The page's class and verdict against Python's on each set; Python's answers, per set. Python frames and
+    classifies in a thread while the page does: the browser runs in its own processes."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(1) as pool:
+        pending = {kind: pool.submit(python_answers, site, paths) for kind, paths in pictures.items()}
+        ours = {kind: classify_in_page(browser, paths) for kind, paths in pictures.items()}
+        theirs = {kind: answers.result() for kind, answers in pending.items()}
+    agreement = {}
+    for kind, expected in theirs.items():
+        pairs = list(zip(ours[kind], expected, strict=True))
+        same_class = np.mean([o[0] == e["class_index"] for o, e in pairs])
+        same_verdict = np.mean([o[1] == e["garment"] for o, e in pairs])
+        agreement[kind] = (same_class, same_verdict)
+    assert agreement["test"][0] >= 0.995 and agreement["photos"][0] >= 0.995, agreement
+    assert agreement["outliers"][1] >= 0.99, agreement
+    # The non-garment benchmark does hold non-garments: most of them are told apart, as in Python.
+    assert np.mean([not e["garment"] for e in theirs["outliers"]]) > 0.5
+    return theirs
+
+
+CLASSIFY_THREE_FORMS = """
+const [path, done] = arguments;
+(async () => {
+  const blob = await (await fetch(path)).blob();
+  const bitmap = await createImageBitmap(blob);
+  return Promise.all([fmnist.classify(path), fmnist.classify(blob), fmnist.classify(bitmap)]);
+})().then(done, (err) => done(String(err)));
+"""
+
+
+def classify_takes_a_url_a_blob_and_an_image_bitmap(browser, site: Path, photo: str) -> None:
+    """Each form gives one prediction with the fields of an element of POST /predict's predictions."""
+    expected = python_answers(site, [photo])[0]
+    predictions = browser.execute_async_script(CLASSIFY_THREE_FORMS, photo)
+    assert isinstance(predictions, list) and len(predictions) == 3, predictions
+    for prediction in predictions:
+        assert sorted(prediction) == sorted(expected)  # Selenium hands dictionaries back with sorted keys
+        assert prediction["class_name"] == expected["class_name"] and prediction["garment"] == expected["garment"]
+        assert prediction["probability"] == pytest.approx(expected["probability"], abs=1e-4)
+        assert [name for name, _ in prediction["top"]] == [name for name, _ in expected["top"]]
+
+
+def the_page_shows_the_answers(browser, site: Path, pictures: dict[str, list[str]], theirs: dict) -> None:
+    """A photo picked shows its answer and the 28x28 view; a non-garment gets its own state."""
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    browser.find_element(By.ID, "file-input").send_keys(str(site / pictures["photos"][0]))
+    answer = browser.find_element(By.ID, "answer")
+    WebDriverWait(browser, 30).until(lambda d: answer.text)
+    assert answer.text == theirs["photos"][0]["class_name"]
+    assert browser.find_element(By.ID, "input-view").get_attribute("src").startswith("data:image/png;base64,")
+    assert not browser.find_element(By.ID, "explain").is_displayed()  # no server to explain the answer
+    outliers = zip(pictures["outliers"], theirs["outliers"], strict=True)
+    outlier = next(path for path, expected in outliers if not expected["garment"])
+    browser.find_element(By.ID, "file-input").send_keys(str(site / outlier))
+    WebDriverWait(browser, 30).until(lambda d: answer.text == "This doesn't look like clothing")
