@@ -102,7 +102,7 @@ def main() -> None:
     )
     args = parser.parse_args()
     if args.choose:
-        choose([json.loads(Path(f).read_text(encoding="utf-8")) for f in args.choose], args.choose)
+        choose([json.loads(Path(f).read_text(encoding="utf-8")) for f in args.choose])
         return
     if not args.run:
         parser.error("name the parent run (or --choose JSON files)")
@@ -124,6 +124,7 @@ def main() -> None:
             "fashion_val": (dataset.train_images[val_pool], dataset.train_labels[val_pool]),
         }
         row = {"parent": figures(parent, sets, others, dataset), "adapted": []}
+        print(domain, "parent", json.dumps(row["parent"]), flush=True)
         with tempfile.TemporaryDirectory() as tmp:
             rendered = domains.render_many(dataset.train_images[adapt_idx].numpy(), domain, 0)
             write_folder(Path(tmp) / "photos", rendered, dataset.train_labels[adapt_idx])
@@ -136,19 +137,33 @@ def main() -> None:
                 row["adapted"].append({**adapted, "seconds": seconds, "seed": seed, "mix": report.mix.alpha})
                 print(domain, seed, json.dumps(row["adapted"][-1]), flush=True)
         results[domain] = row
+        if args.json:  # after each domain, so that a run cut short keeps what it measured
+            study = {"recipe": Recipe(**changes).as_dict(), "domains": results}
+            Path(args.json).write_text(json.dumps(study, indent=2) + "\n", encoding="utf-8")
     print_table(results)
-    if args.json:
-        recipe = Recipe(**changes).as_dict()
-        Path(args.json).write_text(
-            json.dumps({"recipe": recipe, "domains": results}, indent=2) + "\n", encoding="utf-8"
-        )
 
 
-def choose(studies: list[dict], names: list[str]) -> None:
+def merged(files: list[dict]) -> tuple[list[dict], list[str]]:
+    """The --json files of one recipe (one domain each, say) joined; a name per recipe: its non-default fields."""
+    groups: dict[str, dict] = {}
+    for study in files:
+        key = json.dumps(study["recipe"], sort_keys=True)
+        groups.setdefault(key, {"recipe": study["recipe"], "domains": {}})["domains"].update(study["domains"])
+    defaults = Recipe().as_dict()
+    names = [
+        " ".join(f"{k}={v}" for k, v in g["recipe"].items() if k != "seed" and v != defaults[k]) or "defaults"
+        for g in groups.values()
+    ]
+    return list(groups.values()), names
+
+
+def choose(files: list[dict]) -> None:
     """For each domain, the recipe whose adapted models are, on the other domains, most accurate on the validation
     photos while keeping Fashion-MNIST validation accuracy within 0.5 point of the parent's on average; then that
-    domain's fresh figures under it (the one honest figure for a recipe chosen on photos)."""
-    domains_ = list(studies[0]["domains"])
+    domain's fresh figures under it (the one honest figure for a recipe chosen on photos). Only the domains every
+    recipe was measured on take part."""
+    studies, names = merged(files)
+    domains_ = [d for d in studies[0]["domains"] if all(d in s["domains"] for s in studies)]
 
     def mean(study: dict, where: list[str], key: str) -> float:
         return statistics.mean(r[key] for d in where for r in study["domains"][d]["adapted"])
