@@ -18,6 +18,7 @@ import glob
 import io
 import warnings
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from os import PathLike
 from pathlib import Path
@@ -28,6 +29,7 @@ from PIL import Image, ImageFile, ImageOps, UnidentifiedImageError
 from pillow_heif import register_heif_opener
 from scipy import ndimage
 
+from fmnist import segmentation
 from fmnist.atomic import atomic_path
 from fmnist.data import SIDE
 from fmnist.errors import FmnistError
@@ -81,6 +83,15 @@ MARGIN_SPAN = 26 / 28  # an object spanning less of a square digital picture was
 # 0.6 % of Fashion-MNIST's images (the rest span 26 to 28 of the 28 pixels; a photo's framing spans 28)
 DIGITAL_CONTRAST = 128.0  # the least contrast of a digital image's object with its background
 FULL_PEAK = 250.0  # a digital object's strongest contrast; Fashion-MNIST's images all reach 254 or 255
+
+# The object lies on a textured or shaded surface, which segmentation.object_mask separates it from, when the
+# border's noise (grey levels, after smoothing) exceeds SURFACE_NOISE (a product photo's stays under 5, grass and
+# gravel reach 10-30), or when less than SURFACE_FIT of the border lies on the smooth background surface (a product
+# photo's 0.85 or more, unless its object covers the border) and that noise is at least SURFACE_MIN_NOISE (a
+# pattern, a shadow's edge: a plain background that the object touches stays under 1).
+SURFACE_NOISE = 6.0
+SURFACE_FIT = 0.8
+SURFACE_MIN_NOISE = 1.0
 
 # In a cut-out, the least contrast an object pixel gets, as a fraction of the object's strongest.
 SILHOUETTE_FLOOR = 0.25
@@ -249,7 +260,7 @@ def frame_picture(image: Image.Image, name: str = "image") -> Framed:
     digital = digital_view(gray, alpha) if gray.shape[0] == gray.shape[1] else None
     if digital is not None:
         return Framed(digital, None)
-    framed, cues = frame_with_cues(gray, alpha, step)
+    framed, cues = frame_with_cues(gray, alpha, step, lambda: _colour(image))
     return Framed(framed, cues)
 
 
@@ -377,14 +388,20 @@ def frame(gray: np.ndarray, alpha: np.ndarray | None = None, step: float = 1.0) 
     return frame_with_cues(gray, alpha, step)[0]
 
 
-def frame_with_cues(gray: np.ndarray, alpha: np.ndarray | None = None, step: float = 1.0) -> tuple[np.ndarray, Cues]:
-    """`frame`, and the Cues measured on the way."""
+def frame_with_cues(
+    gray: np.ndarray,
+    alpha: np.ndarray | None = None,
+    step: float = 1.0,
+    colour: Callable[[], np.ndarray] | None = None,
+) -> tuple[np.ndarray, Cues]:
+    """`frame`, and the Cues measured on the way. `colour`: gives the picture's colour planes float [h, w, C]
+    (any size of `gray`'s aspect), asked for only when the object lies on a textured surface; without it
+    `gray` stands for them."""
     border_fit, noise = 1.0, 0.0
     if alpha is not None and (alpha < 0.5).any():
         contrast = _cutout_contrast(gray, alpha)
-        smooth = _smooth(contrast)
+        smooth: np.ndarray | None = _smooth(contrast)
         mask = _smooth(alpha) > 0.5
-        box = _object_box(mask)
     else:
         if alpha is not None:  # opaque but for a few pixels: those show the white page behind
             gray = gray * alpha + 255 * (1 - alpha)
@@ -393,18 +410,58 @@ def frame_with_cues(gray: np.ndarray, alpha: np.ndarray | None = None, step: flo
         threshold = _threshold(smooth, noise)
         # Smoothing spreads the object by its radius; the pixels themselves must also stand out.
         mask = (smooth > threshold) & (contrast > threshold / 2)
-        box = _object_box(mask) if smooth.max() > _noise_floor(noise) else None
+        if smooth.max() <= _noise_floor(noise):
+            mask[:] = False
+        elif _on_texture(border_fit, noise):
+            found = segmentation.object_mask(colour() if colour is not None else gray[..., None], gray.shape)
+            if found is not None:
+                contrast, mask, smooth = _on_surface(contrast, found), found, None
+    box = _object_box(mask)
     empty = np.zeros((SIDE, SIDE), dtype=np.uint8), Cues(border_fit, noise, 0.0, 0.0, 0.0)
     if box is None:
         return empty
+    cues = _object_cues(mask, box, border_fit, noise)
     top, bottom, left, right = box
+    contrast = contrast[top:bottom, left:right]
+    turned = _upright(contrast, mask[top:bottom, left:right])
+    if turned is not None:
+        contrast, smooth = turned, None
     # The object's strongest contrast becomes 255, as in Fashion-MNIST. Taken before resizing and
     # smoothed: resizing blurs a dark detail, and a single noisy pixel must not set the scale.
-    peak = float(smooth[top:bottom, left:right].max())
+    peak = float((smooth[top:bottom, left:right] if smooth is not None else _smooth(contrast)).max())
     if peak <= 0:
         return empty
-    framed = _fit(contrast[top:bottom, left:right], 0.0) * (255 / peak)
-    return np.clip(np.rint(framed), 0, 255).astype(np.uint8), _object_cues(mask, box, border_fit, noise)
+    framed = _fit(contrast, 0.0) * (255 / peak)
+    return np.clip(np.rint(framed), 0, 255).astype(np.uint8), cues
+
+
+def _on_texture(border_fit: float, noise: float) -> bool:
+    """Whether the picture's surface is textured or shaded (see SURFACE_NOISE), from the plain method's fit."""
+    return noise > SURFACE_NOISE or (border_fit < SURFACE_FIT and noise >= SURFACE_MIN_NOISE)
+
+
+def _on_surface(contrast: np.ndarray, found: np.ndarray) -> np.ndarray:
+    """The contrast of an object found on a textured surface (segmentation.object_mask): its polarity taken
+    from the object's own pixels (a light garment on a dark table), zero off the object."""
+    sign = 1.0 if float(contrast[found].mean()) >= 0 else -1.0
+    return np.where(found, sign * contrast, 0.0).astype(np.float32)
+
+
+def _upright(contrast: np.ndarray, mask: np.ndarray) -> np.ndarray | None:
+    """The object's contrast (cut to its box, as its boolean `mask`) turned upright (segmentation.tilt) and cut
+    to its new box; None when it stands upright already."""
+    angle = segmentation.tilt(mask)
+    if angle == 0.0:
+        return None
+    turned = [
+        np.asarray(Image.fromarray(plane.astype(np.float32), "F").rotate(angle, Image.Resampling.BILINEAR, expand=True))
+        for plane in (contrast, mask)
+    ]
+    box = _object_box(turned[1] > 0.5)
+    if box is None:
+        return None
+    top, bottom, left, right = box
+    return turned[0][top:bottom, left:right]
 
 
 def _object_cues(mask: np.ndarray, box: tuple[int, int, int, int], border_fit: float, noise: float) -> Cues:
@@ -504,6 +561,16 @@ def _planes(image: Image.Image) -> tuple[np.ndarray, np.ndarray | None, float]:
         values = np.asarray(la, dtype=np.float32)
         return values[..., 0], values[..., 1] / 255, 1.0
     return np.asarray(_resize(image.convert("L"), size), dtype=np.float32), None, 1.0
+
+
+def _colour(image: Image.Image) -> np.ndarray:
+    """The picture's colour planes for segmentation.object_mask, float32 [h, w, C] (C = 3, or 1 for a mode
+    without colour), at most segmentation.SEGMENT_SIDE pixels on its longer side."""
+    scale = min(1.0, segmentation.SEGMENT_SIDE / max(image.size))
+    size = (max(1, round(image.width * scale)), max(1, round(image.height * scale)))
+    colourless = image.mode.startswith("I") or image.mode in ("F", "1", "L", "LA", "La")
+    planes = _planes(image)[0][..., None] if colourless else _resize(image.convert("RGB"), size)
+    return np.asarray(planes, dtype=np.float32)
 
 
 def _high_depth_levels(image: Image.Image) -> tuple[np.ndarray, float]:

@@ -1,0 +1,157 @@
+"""Garments on textured surfaces, turned: per kind, accuracy and share kept as garments, with the photo framing
+of this checkout beside that of a git revision (the baseline), and predict's time per photo for both.
+
+    python benchmarks/surfaces.py RUN_DIR [--per-kind 40] [--baseline main] [--seed 0] [--json FILE]
+
+Material, all rendered from the run's validation images (never the test set): fmnist.testing.surfaces on
+each surface kind turned by up to 30 degrees, its flat surface turned and upright, fmnist.testing.domains'
+wood and cloth (another renderer, turned by up to 12 degrees), and the product photos of
+fmnist.trust.references. The framing's parameters were chosen on the kinds marked "tuned"; the others
+were only looked at for this report. Timing: decode + frame + model + detector for 64 product photos
+and for 64 textured ones, the two framings alternating, median of --repeats, on one thread.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+from types import ModuleType
+
+import numpy as np
+import torch
+
+from fmnist import data, trust
+from fmnist import images as current
+from fmnist.data import validation_split
+from fmnist.inference import TorchPredictor
+from fmnist.testing import domains, photos, surfaces
+
+TUNED = ("wood", "cloth", "paper", "tile")  # the kinds the framing's parameters were chosen on
+BATCH = 64
+
+
+def baseline_framing(revision: str) -> ModuleType:
+    """fmnist.images as it is at git `revision`, imported under another name."""
+    root = Path(__file__).resolve().parents[1]
+    source = subprocess.run(
+        ["git", "-C", str(root), "show", f"{revision}:src/fmnist/images.py"], capture_output=True, text=True, check=True
+    ).stdout
+    spec = importlib.util.spec_from_loader("fmnist_images_baseline", loader=None)
+    assert spec is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses look their module up
+    exec(compile(source, f"{revision}:images.py", "exec"), module.__dict__)
+    return module
+
+
+def scored(
+    predictor: TorchPredictor, framing: ModuleType, files: list[bytes], labels: np.ndarray
+) -> tuple[float, float]:
+    """(accuracy, share kept as garments) of the photos `files` framed by `framing`."""
+    framed = [framing.load_picture(f, "photo") for f in files]
+    logits = predictor.logits(torch.stack([f.image for f in framed]))
+    verdict = trust.judge(predictor.trust, logits, [f.cues for f in framed])
+    correct = verdict.probabilities.argmax(1).numpy() == labels
+    return float(correct.mean()), float(verdict.garment.mean())
+
+
+def material(
+    images: torch.Tensor, labels: torch.Tensor, per_kind: int, seed: int
+) -> dict[str, tuple[list, np.ndarray]]:
+    """{set name: (photo files, labels)}: each from its own random draw of `images`."""
+    rng = np.random.default_rng(seed)
+    sets: dict[str, tuple[list, np.ndarray]] = {}
+
+    def pick() -> tuple[np.ndarray, np.ndarray]:
+        index = rng.choice(len(images), per_kind, replace=False)
+        return images[index].numpy(), labels[index].numpy()
+
+    for kind in surfaces.KINDS:
+        chosen, truth = pick()
+        sets[f"{kind} turned"] = (surfaces.render_many(chosen, kind, seed), truth)
+    chosen, truth = pick()
+    sets["flat upright"] = (surfaces.render_many(chosen, "flat", seed + 1, max_angle=0.0), truth)
+    for domain in ("wood", "cloth"):
+        chosen, truth = pick()
+        sets[f"domains {domain}"] = (domains.render_many(chosen, domain, seed), truth)
+    product = photos.render_set(images, per_kind * 2, seed)
+    sets["product photos"] = ([p.data for p in product], labels[[p.index for p in product]].numpy())
+    return sets
+
+
+def per_photo_ms(
+    predictor: TorchPredictor, framings: list[ModuleType], files: list[bytes], repeats: int
+) -> list[float]:
+    """Median milliseconds per photo of predict's work on a batch of `files`, for each framing, alternating."""
+    times: list[list[float]] = [[] for _ in framings]
+    for _ in range(repeats):
+        for i, framing in enumerate(framings):
+            start = time.perf_counter()
+            framed = [framing.load_picture(f, "photo") for f in files]
+            logits = predictor.logits(torch.stack([f.image for f in framed]))
+            trust.judge(predictor.trust, logits, [f.cues for f in framed])
+            times[i].append(time.perf_counter() - start)
+    return [1000 * float(np.median(t)) / len(files) for t in times]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("run", help="a run directory or its best.pt")
+    parser.add_argument("--per-kind", type=int, default=40, help="photos per kind (default: 40)")
+    parser.add_argument("--baseline", default="main", help="git revision of the framing to compare with")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--repeats", type=int, default=5, help="timing repeats (default: 5)")
+    parser.add_argument("--json", type=Path)
+    args = parser.parse_args()
+    torch.set_num_threads(1)
+    predictor = TorchPredictor(args.run)
+    dataset = data.load()
+    _, val = validation_split(dataset.train_labels, predictor.config)
+    images, labels = dataset.train_images[val], dataset.train_labels[val]
+    baseline = baseline_framing(args.baseline)
+    sets = material(images, labels, args.per_kind, args.seed)
+    print(f"{args.per_kind} validation images per kind (product photos: {2 * args.per_kind}), seed {args.seed}")
+    print(f"baseline: the framing at {args.baseline}; now: this checkout\n")
+    print(
+        "| photos | tuned on | accuracy now | kept now | accuracy baseline | kept baseline |\n|---|---|---|---|---|---|"
+    )
+    rows = {}
+    for name, (files, truth) in sets.items():
+        now, before = scored(predictor, current, files, truth), scored(predictor, baseline, files, truth)
+        tuned = "yes" if name.split()[0] in TUNED and not name.startswith("domains") else "no"
+        rows[name] = {"accuracy": now[0], "kept": now[1], "baseline_accuracy": before[0], "baseline_kept": before[1]}
+        print(f"| {name} | {tuned} | {now[0]:.1%} | {now[1]:.1%} | {before[0]:.1%} | {before[1]:.1%} |")
+    groups = {
+        "textured turned": [f"{k} turned" for k in surfaces.TEXTURED],
+        "held-out textured": [f"{k} turned" for k in surfaces.SHIPPED],
+    }
+    for group, names in groups.items():
+        for key in ("accuracy", "kept", "baseline_accuracy", "baseline_kept"):
+            rows.setdefault(group, {})[key] = float(np.mean([rows[n][key] for n in names]))
+        r = rows[group]
+        print(
+            f"| **{group}** | | {r['accuracy']:.1%} | {r['kept']:.1%} | {r['baseline_accuracy']:.1%} "
+            f"| {r['baseline_kept']:.1%} |"
+        )
+    timing = {}
+    for name in ("product photos", "wood turned"):
+        files = (sets[name][0] * 2)[:BATCH]
+        now_ms, before_ms = per_photo_ms(predictor, [current, baseline], files, args.repeats)
+        timing[name] = {"now_ms": now_ms, "baseline_ms": before_ms, "ratio": now_ms / before_ms}
+        print(
+            f"\npredict per photo, batch of {BATCH} {name}: {now_ms:.2f} ms now, {before_ms:.2f} ms baseline "
+            f"({now_ms / before_ms:.2f}x; median of {args.repeats}, 1 thread)",
+            end="",
+        )
+    print()
+    if args.json:
+        args.json.write_text(json.dumps({"rows": rows, "timing": timing}, indent=1) + "\n", encoding="utf-8")
+
+
+if __name__ == "__main__":
+    main()

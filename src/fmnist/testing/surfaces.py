@@ -1,0 +1,138 @@
+"""Garments photographed lying on a surface, turned: test material for the photo framing (images.py) and
+benchmarks/surfaces.py.
+
+Each photo puts one Fashion-MNIST image on one kind of surface: procedural ones drawn here (wood with
+growth rings, a woven or checked cloth, fibrous paper, tiles with grout, a plain "flat" table) and
+scikit-image's shipped photos of brick, grass and gravel (`skimage.data`, in its wheel), tinted. The
+garment is drawn either as ink over the surface (the surface shows through its thin parts, as in
+`fmnist.testing.domains`) or as opaque cloth that hides the surface, light on a dark surface or dark on a
+light one; the whole is turned by up to `max_angle` degrees, lit by a coloured light, sometimes crossed by
+a soft shadow, with sensor noise, and saved as a JPEG. Everything is drawn from a seeded generator.
+"""
+
+from __future__ import annotations
+
+import io
+from functools import cache
+
+import numpy as np
+from PIL import Image
+
+from fmnist.trust.references import _placed
+
+# Surfaces drawn here, and surfaces that are photos shipped with scikit-image.
+PROCEDURAL = ("wood", "cloth", "paper", "tile")
+SHIPPED = ("brick", "grass", "gravel")
+TEXTURED = PROCEDURAL + SHIPPED
+KINDS = (*TEXTURED, "flat")
+LONGER_SIDE = (240, 480)  # pixels, before turning
+MIN_CONTRAST = 70.0  # the least difference in luminance between the garment and the surface's mean, 0..255
+
+
+def render(image: np.ndarray, kind: str, rng: np.random.Generator, max_angle: float = 30.0) -> bytes:
+    """One JPEG photo of a uint8 [28, 28] Fashion-MNIST image lying on surface `kind`, turned by a
+    uniform angle in [-max_angle, max_angle] degrees. Raises ValueError for an unknown kind."""
+    if kind not in KINDS:
+        raise ValueError(f"unknown surface {kind!r}; one of {', '.join(KINDS)}")
+    ink = _placed(image, "studio", rng, LONGER_SIDE)
+    angle = float(rng.uniform(-max_angle, max_angle))
+    ink = np.asarray(Image.fromarray(ink).rotate(angle, Image.Resampling.BILINEAR, expand=True))
+    surface = _surface(kind, ink.shape, rng)
+    level = float(surface.mean())
+    light = level < 128 if rng.random() < 0.85 else level >= 128  # mostly the contrast a photographer picks
+    tone = rng.uniform(min(level + MIN_CONTRAST, 255), 255) if light else rng.uniform(0, max(level - MIN_CONTRAST, 0))
+    colour = np.clip(tone + rng.uniform(-25, 25, 3), 0, 255).astype(np.float32)
+    if rng.random() < 0.5:  # ink: the surface shows through the garment's thin parts
+        photo = surface * (1 - ink[..., None]) + colour * ink[..., None]
+    else:  # opaque cloth: hides the surface, shaded by the image's intensity
+        cover = np.clip(ink * 6, 0, 1)[..., None]
+        cloth = level * (1 - ink[..., None]) + colour * ink[..., None]
+        photo = surface * (1 - cover) + cloth * cover
+    photo = _lit(photo, rng)
+    photo += rng.standard_normal(photo.shape).astype(np.float32) * np.float32(rng.uniform(1, 6))
+    buffer = io.BytesIO()
+    picture = Image.fromarray(np.clip(np.rint(photo), 0, 255).astype(np.uint8), "RGB")
+    picture.save(buffer, "JPEG", quality=int(rng.integers(70, 95)))
+    return buffer.getvalue()
+
+
+def render_many(images: np.ndarray, kind: str, seed: int, max_angle: float = 30.0) -> list[bytes]:
+    """A photo on surface `kind` of each uint8 [28, 28] image of `images` [N, 28, 28], in order."""
+    rng = np.random.default_rng([seed, KINDS.index(kind)])
+    return [render(image, kind, rng, max_angle) for image in images]
+
+
+def _surface(kind: str, shape: tuple[int, ...], rng: np.random.Generator) -> np.ndarray:
+    """float32 RGB [H, W, 3] on 0..255."""
+    height, width = shape
+    y, x = np.mgrid[0:height, 0:width].astype(np.float32)
+    if kind == "flat":
+        base = rng.uniform(30, 230) + rng.uniform(-20, 20, 3)
+        return np.broadcast_to(base.astype(np.float32), (height, width, 3)).copy()
+    if kind in SHIPPED:
+        texture = _texture(kind, (height, width), rng)
+        tint = rng.uniform(0.5, 1.0, 3).astype(np.float32)
+        return texture[..., None] * tint * np.float32(rng.uniform(0.6, 1.1))
+    if kind == "wood":  # growth rings around a far-away centre, warped by a slow wave
+        cy, cx = rng.uniform(-3, 3, 2) * np.array([height, width])
+        radius = np.hypot(y - cy, x - cx) + 6 * np.sin(x / rng.uniform(20, 50))
+        grain = 0.5 + 0.5 * np.sin(radius / rng.uniform(2, 6))
+        brown = np.array([140, 95, 55], np.float32) * np.float32(rng.uniform(0.5, 1.3))
+        return brown * (0.75 + 0.35 * grain[..., None])
+    if kind == "cloth":  # a weave of two thread colours, or a gingham check
+        period = rng.uniform(2.5, 10)
+        if rng.random() < 0.5:
+            pattern = (np.sin(x / period) * np.sin(y / period) > 0).astype(np.float32)
+        else:
+            pattern = 0.5 * ((np.sin(x / period) > 0).astype(np.float32) + (np.sin(y / period) > 0))
+        threads = rng.uniform(30, 220, (2, 3)).astype(np.float32)
+        return threads[0] * pattern[..., None] + threads[1] * (1 - pattern[..., None])
+    if kind == "paper":  # light, with fibres and blotches
+        fibres = _smooth_noise((height, width), rng, 2) * 10 + _smooth_noise((height, width), rng, 25) * 20
+        base = rng.uniform(190, 245) + rng.uniform(-10, 5, 3)
+        return (base + fibres[..., None]).astype(np.float32)
+    # tile: square tiles, each its own shade, with darker or lighter grout lines
+    size = rng.uniform(25, 90)
+    grout = ((x + rng.uniform(0, size)) % size < 3) | ((y + rng.uniform(0, size)) % size < 3)
+    cells = (x // size) * 31 + (y // size) * 17
+    shade = np.sin(cells) * 12
+    base = rng.uniform(40, 230) + rng.uniform(-15, 15, 3)
+    tile = base + shade[..., None]
+    return np.where(grout[..., None], base * rng.choice([0.5, 1.4]), tile).astype(np.float32)
+
+
+@cache
+def _shipped(kind: str) -> np.ndarray:
+    import skimage.data as sk
+
+    return np.asarray(getattr(sk, kind)(), dtype=np.float32)
+
+
+def _texture(kind: str, shape: tuple[int, int], rng: np.random.Generator) -> np.ndarray:
+    """A random crop of scikit-image's `kind` texture, resized to `shape` (height, width)."""
+    full = _shipped(kind)
+    side = int(rng.integers(200, full.shape[0] + 1))
+    top, left = rng.integers(0, full.shape[0] - side + 1), rng.integers(0, full.shape[1] - side + 1)
+    crop = Image.fromarray(full[top : top + side, left : left + side], "F")
+    return np.asarray(crop.resize((shape[1], shape[0]), Image.Resampling.BILINEAR), dtype=np.float32)
+
+
+def _smooth_noise(shape: tuple[int, int], rng: np.random.Generator, scale: float) -> np.ndarray:
+    """Gaussian noise blurred to features about `scale` pixels wide, about unit standard deviation."""
+    small = rng.standard_normal((max(2, int(shape[0] / scale)), max(2, int(shape[1] / scale)))).astype(np.float32)
+    return np.asarray(Image.fromarray(small, "F").resize((shape[1], shape[0]), Image.Resampling.BICUBIC))
+
+
+def _lit(photo: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """Coloured light across the picture, and, half the time, a soft shadow over a part of it."""
+    height, width = photo.shape[:2]
+    tint = rng.uniform(0.7, 1.0, 3).astype(np.float32)
+    tint /= tint.max()
+    lit = photo * tint * np.float32(rng.uniform(0.75, 1.1))
+    if rng.random() < 0.5:
+        y, x = np.mgrid[0:height, 0:width].astype(np.float32)
+        angle = rng.uniform(0, 2 * np.pi)
+        edge = (np.cos(angle) * (x - width / 2) + np.sin(angle) * (y - height / 2)) / max(height, width)
+        shade = 1 - rng.uniform(0.2, 0.45) / (1 + np.exp(-(edge - rng.uniform(-0.3, 0.3)) * 25))
+        lit = lit * shade[..., None]
+    return lit

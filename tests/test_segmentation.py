@@ -1,0 +1,91 @@
+"""fmnist.segmentation and its use by the photo framing: an object on a textured surface, turned."""
+
+from __future__ import annotations
+
+import io
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from fmnist import segmentation
+from fmnist.images import load_picture
+from fmnist.testing import surfaces
+
+SIZE = (180, 240)  # height, width
+
+
+def _grain(shape: tuple[int, int] = SIZE, level: float = 90.0) -> np.ndarray:
+    """A dark wood-like surface: stripes of +-30 levels every 8 pixels, RGB float [H, W, 3]."""
+    y, x = np.mgrid[0 : shape[0], 0 : shape[1]].astype(np.float32)
+    grain = level + 30 * np.sin(x / 1.3 + 2 * np.sin(y / 20))
+    return np.stack([grain * 1.2, grain, grain * 0.7], axis=-1)
+
+
+def _turned_rectangle(shape: tuple[int, int], size: tuple[int, int], angle: float) -> np.ndarray:
+    """Boolean [H, W]: a `size` (height, width) rectangle at the centre, turned by `angle` degrees."""
+    canvas = np.zeros(shape, np.uint8)
+    top, left = (shape[0] - size[0]) // 2, (shape[1] - size[1]) // 2
+    canvas[top : top + size[0], left : left + size[1]] = 255
+    return np.asarray(Image.fromarray(canvas).rotate(angle, Image.Resampling.BILINEAR)) > 127
+
+
+def _on_grain(mask: np.ndarray, tone: float = 220.0) -> np.ndarray:
+    picture = _grain(mask.shape)
+    picture[mask] = tone
+    return picture
+
+
+def test_a_light_object_on_wood_grain_is_separated_from_it():
+    truth = _turned_rectangle(SIZE, (90, 50), 0)
+    found = segmentation.object_mask(_on_grain(truth), SIZE)
+    assert found is not None and found.shape == SIZE
+    overlap = (found & truth).sum() / (found | truth).sum()
+    assert overlap > 0.85
+
+
+def test_a_surface_with_no_object_gives_none():
+    assert segmentation.object_mask(_grain(), SIZE) is None
+
+
+def test_an_upright_or_round_object_is_not_turned():
+    assert segmentation.tilt(_turned_rectangle(SIZE, (90, 50), 0)) == 0.0
+    y, x = np.mgrid[0 : SIZE[0], 0 : SIZE[1]]
+    assert segmentation.tilt((y - 90) ** 2 + (x - 120) ** 2 < 60**2) == 0.0
+
+
+@pytest.mark.parametrize("angle", [-25.0, -12.0, 18.0, 28.0])
+def test_a_turned_object_is_turned_back_by_its_angle(angle):
+    turned = _turned_rectangle(SIZE, (110, 50), angle)
+    assert segmentation.tilt(turned) == pytest.approx(-angle, abs=1.5)
+
+
+def _jpeg(picture: np.ndarray) -> bytes:
+    buffer = io.BytesIO()
+    Image.fromarray(np.clip(np.rint(picture), 0, 255).astype(np.uint8), "RGB").save(buffer, "JPEG", quality=90)
+    return buffer.getvalue()
+
+
+def test_a_turned_garment_on_wood_is_framed_alone_and_upright():
+    # A trouser-like object 110 x 40 turned by 20 degrees: upright, it spans 28 rows and about 10 columns.
+    framed = load_picture(_jpeg(_on_grain(_turned_rectangle(SIZE, (110, 40), 20.0))), "table.jpg")
+    view = framed.image.numpy()
+    columns = np.flatnonzero((view > 60).any(0))
+    assert columns.size <= 14  # turned, its box would be about 20 columns wide
+    assert view[:, : columns[0] - 2].max(initial=0) < 40 and view[:, columns[-1] + 3 :].max(initial=0) < 40
+    assert framed.cues is not None and framed.cues.coverage < 0.5  # the grain is not part of the object
+
+
+@pytest.mark.parametrize("kind", surfaces.KINDS)
+def test_each_surface_renders_a_seeded_photo(kind):
+    image = np.zeros((28, 28), np.uint8)
+    image[2:26, 8:20] = 200
+    first = surfaces.render_many(image[None], kind, 0)
+    assert first == surfaces.render_many(image[None], kind, 0) != surfaces.render_many(image[None], kind, 1)
+    with Image.open(io.BytesIO(first[0])) as photo:
+        assert photo.format == "JPEG" and max(photo.size) >= surfaces.LONGER_SIDE[0]
+
+
+def test_an_unknown_surface_is_refused():
+    with pytest.raises(ValueError, match="unknown surface 'sand'"):
+        surfaces.render(np.zeros((28, 28), np.uint8), "sand", np.random.default_rng(0))
