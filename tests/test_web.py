@@ -320,6 +320,8 @@ def classify_takes_a_url_a_blob_and_an_image_bitmap(browser, site: Path, photo: 
         assert prediction["probability"] == pytest.approx(expected["probability"], abs=1e-4)
         assert prediction["in_distribution_score"] == pytest.approx(expected["in_distribution_score"], abs=1e-9)
         assert [name for name, _ in prediction["top"]] == [name for name, _ in expected["top"]]
+    rejected = "fmnist.classify(arguments[0]).then(() => arguments[1]('resolved'), (err) => arguments[1](err.message))"
+    assert browser.execute_async_script(rejected, "model.json") == "model.json: not an image file this browser can read"
 
 
 def the_page_shows_the_answers(browser, site: Path, pictures: dict[str, list[str]], theirs: dict) -> None:
