@@ -54,10 +54,8 @@ def chromium(profile: Path) -> Any:
 
 @contextlib.contextmanager
 def static_server(folder: Path) -> Iterator[str]:
-    """`python -m http.server` serving `folder` on 127.0.0.1 at a free port: yields its URL ("http://.../").
-    HTTP/1.1, so that the browser keeps its connections open across a thousand small requests."""
+    """`python -m http.server` serving `folder` on 127.0.0.1 at a free port: yields its URL ("http://.../")."""
     command = [sys.executable, "-u", "-m", "http.server", "0", "--bind", "127.0.0.1", "-d", str(folder)]
-    command += ["--protocol", "HTTP/1.1"]
     server = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
     try:
         line = server.stdout.readline() if server.stdout else ""
@@ -107,7 +105,9 @@ def picture_sets(
     photos rendered from the next ones (trust.references; their longer side drawn from `photo_side`, pixels,
     default references.LONGER_SIDE); "outliers", `outliers_per_kind` held-out non-garment pictures of each kind
     (fmnist.testing.outliers: needs scikit-image and scikit-learn)."""
-    from fmnist.images import export_png
+    import numpy as np
+    from PIL import Image
+
     from fmnist.testing import outliers
     from fmnist.trust.references import LONGER_SIDE, render_set
 
@@ -121,8 +121,8 @@ def picture_sets(
             path.write_bytes(data)
         return path
 
-    for i, image in enumerate(test_images[:tests]):
-        export_png(image, write("test", f"test-{i}.png"))
+    for i, image in enumerate(test_images[:tests]):  # plain PNG files: test material needs no atomic writes
+        Image.fromarray(np.asarray(image, dtype=np.uint8), "L").save(write("test", f"test-{i}.png"), format="PNG")
     for i, photo in enumerate(render_set(test_images[tests:], photos, seed, photo_side or LONGER_SIDE)):
         write("photos", f"photo-{i}{photo.suffix}", photo.data)
     for i, outlier in enumerate(outliers.build(outliers_per_kind, "holdout", seed)):
