@@ -28,6 +28,10 @@
     const response = await fetch("model.json");
     if (!response.ok) throw new Error(`model.json: the server answered ${response.status}`);
     const facts = await response.json();
+    const trust = facts.trust || {};
+    for (const cue of [...Object.keys(trust.references || {}), ...Object.keys(trust.plain || {})]) {
+      if (!(cue in UNUSUAL)) throw new Error(`model.json: the detector weighs "${cue}", which this page does not compute`);
+    }
     const session = await ort.InferenceSession.create("model.onnx", { executionProviders: ["wasm"] });
     return { facts, session };
   })();
