@@ -54,10 +54,8 @@ def chromium(profile: Path) -> Any:
 
 @contextlib.contextmanager
 def static_server(folder: Path) -> Iterator[str]:
-    """`python -m http.server` serving `folder` on 127.0.0.1 at a free port: yields its URL ("http://.../").
-    HTTP/1.1, so that the browser keeps its connections open across a thousand small requests."""
+    """`python -m http.server` serving `folder` on 127.0.0.1 at a free port: yields its URL ("http://.../")."""
     command = [sys.executable, "-u", "-m", "http.server", "0", "--bind", "127.0.0.1", "-d", str(folder)]
-    command += ["--protocol", "HTTP/1.1"]
     server = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
     try:
         line = server.stdout.readline() if server.stdout else ""

@@ -134,9 +134,19 @@
       if (kept.length < 12) break;
       inliers = kept;
     }
+    // Every pixel's residual from the trend, summed term by term in float32 with float32 coefficients.
+    const coef32 = coef.map((c) => c.map(f32));
     const distance = new Float64Array(n);
-    for (let i = 0; i < n; i++) distance[i] = mahalanobis(residualAt(coef, i), precision);
-    const inside = Float64Array.from(inliers, (i) => distance[i]);
+    const residual = new Float64Array(depth);
+    for (let i = 0; i < n; i++) {
+      for (let d = 0; d < depth; d++) {
+        let trend = 0;
+        for (let j = 0; j < 6; j++) trend = f32(trend + f32(design[j][i] * coef32[d][j]));
+        residual[d] = f32(features[d][i] - trend);
+      }
+      distance[i] = mahalanobis(residual, precision);
+    }
+    const inside = Float64Array.from(inliers, (i) => mahalanobis(residualAt(coef, i), precision));
     const limit = C.THRESHOLD * Math.max(C.CHI2, inside.length ? linear.quantile(inside, 0.99) : C.CHI2);
     return distance.map((d) => d / limit);
   }
