@@ -360,7 +360,7 @@ def field_names() -> list[str]:
 @dataclass(frozen=True)
 class AdaptRecipe:
     """How `fmnist adapt` fine-tunes (fmnist.adapt.Recipe); kept here, beside Config, so that the command line
-    shows its defaults without importing torch; the defaults were chosen on benchmarks/adapt.py's validation photos."""
+    shows its defaults without importing torch; docs/ADAPT.md measures the defaults (benchmarks/adapt.py)."""
 
     epochs: int = 10
     lr: float = 3e-4  # Adam's peak learning rate, cosine-decayed per step
