@@ -5,8 +5,12 @@ benchmarks/ood.py uses) it rejects, and the wall time of each adaptation; over -
 
 The photos adapted on are --per-class a class rendered from the parent's training split; the fresh photos are
 --test-per-class a class rendered from the test set, never seen by either model nor used to choose anything.
+To choose a recipe there are also --val-per-class validation photos a class rendered from the parent's
+validation split, and the Fashion-MNIST validation accuracy: `--choose` picks, for each domain, the recipe
+best on the validation photos of the OTHER domains (leave one domain out) and shows that domain's fresh figures.
 
-    python benchmarks/adapt.py RUN [--domains wood,cloth,dim,covered] [--seeds 0,1,2] [--json FILE]
+    python benchmarks/adapt.py RUN [--domains wood,cloth,dim,covered] [--seeds 0,1,2] [--set lr=1e-3] [--json FILE]
+    python benchmarks/adapt.py --choose A.json B.json ...
 """
 
 from __future__ import annotations
@@ -48,64 +52,142 @@ def write_folder(root: Path, photos: list[bytes], labels: torch.Tensor) -> None:
         (folder / f"{i}.jpg").write_bytes(photo)
 
 
-def figures(predictor: Predictor, fresh: list[Framed], fresh_y: torch.Tensor, others: list[Framed], test) -> dict:
+def accuracy(predictor: Predictor, images: torch.Tensor, labels: torch.Tensor) -> float:
+    predicted = torch.cat([predictor.logits(c).argmax(1) for c in images.split(1000)])
+    return float((predicted == labels).double().mean())
+
+
+def photos(domain: str, images: torch.Tensor, seed: int) -> list[Framed]:
+    return [load_picture(p, f"{domain}-{i}") for i, p in enumerate(domains.render_many(images.numpy(), domain, seed))]
+
+
+def figures(predictor: Predictor, sets: dict, others: list[Framed], dataset) -> dict:
+    fresh, fresh_y = sets["fresh"]
+    val, val_y = sets["val"]
     views, other_views = torch.stack([f.image for f in fresh]), torch.stack([f.image for f in others])
     logits = predictor.logits(views)
     kept = trust.judge(predictor.trust, logits, views, [f.cues for f in fresh]).garment
     other_logits = predictor.logits(other_views)
     rejected = ~trust.judge(predictor.trust, other_logits, other_views, [f.cues for f in others]).garment
-    test_pred = torch.cat([predictor.logits(c).argmax(1) for c in test.test_images.split(1000)])
     return {
         "photos_accuracy": float((logits.argmax(1) == fresh_y).double().mean()),
         "photos_kept": float(np.mean(kept)),
         "others_rejected": float(np.mean(rejected)),
-        "test_accuracy": float((test_pred == test.test_labels).double().mean()),
+        "test_accuracy": accuracy(predictor, dataset.test_images, dataset.test_labels),
+        "val_photos_accuracy": accuracy(predictor, torch.stack([f.image for f in val]), val_y),
+        "fashion_val_accuracy": accuracy(predictor, *sets["fashion_val"]),
     }
+
+
+def parse(field: str, text: str):
+    """A --set value as the Recipe field's type."""
+    kind = type(getattr(Recipe(), field))
+    if kind is bool:
+        return text.lower() in ("1", "true", "yes")
+    return tuple(text.split("+")) if kind is tuple else kind(text)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("run", help="the parent: a run directory or checkpoint")
+    parser.add_argument("run", nargs="?", help="the parent: a run directory or checkpoint")
     parser.add_argument("--domains", default=",".join(domains.DOMAINS))
     parser.add_argument("--seeds", default="0,1,2")
     parser.add_argument("--per-class", type=int, default=20)
     parser.add_argument("--test-per-class", type=int, default=50)
+    parser.add_argument("--val-per-class", type=int, default=30)
+    parser.add_argument("--choose", nargs="+", metavar="JSON", help="leave-one-domain-out choice among --json files")
     parser.add_argument("--others-per-kind", type=int, default=20)
     parser.add_argument("--json", help="write every figure as JSON")
-    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="a Recipe field")
+    parser.add_argument(
+        "--set", action="append", default=[], metavar="KEY=VALUE", help="a Recipe field (augment: kinds joined by +)"
+    )
     args = parser.parse_args()
+    if args.choose:
+        choose([json.loads(Path(f).read_text(encoding="utf-8")) for f in args.choose])
+        return
+    if not args.run:
+        parser.error("name the parent run (or --choose JSON files)")
     dataset = data.load()
     parent_file = model_path(args.run)
     _, parent_cfg, _ = load_model(parent_file)
-    train_pool, _ = stratified_split(dataset.train_labels, parent_cfg.val_size, parent_cfg.seed)
-    changes = {k: type(getattr(Recipe(), k))(v) for k, v in (item.split("=", 1) for item in args.set)}
+    train_pool, val_pool = stratified_split(dataset.train_labels, parent_cfg.val_size, parent_cfg.seed)
+    changes = {k: parse(k, v) for k, v in (item.split("=", 1) for item in args.set)}
     others = [load_picture(o.data, o.kind) for o in outliers.build(args.others_per_kind, "holdout")]
     parent = TorchPredictor(parent_file)
     results = {}
+    adapt_idx = pick(dataset.train_labels, train_pool, args.per_class, 0)
+    test_idx = pick(dataset.test_labels, torch.arange(len(dataset.test_labels)), args.test_per_class, 1)
+    val_idx = pick(dataset.train_labels, val_pool, args.val_per_class, 2)
     for domain in args.domains.split(","):
-        adapt_idx = pick(dataset.train_labels, train_pool, args.per_class, 0)
-        test_idx = pick(dataset.test_labels, torch.arange(len(dataset.test_labels)), args.test_per_class, 1)
-        fresh_y = dataset.test_labels[test_idx]
-        fresh = [
-            load_picture(p, f"{domain}-{i}")
-            for i, p in enumerate(domains.render_many(dataset.test_images[test_idx].numpy(), domain, 1))
-        ]
-        row = {"parent": figures(parent, fresh, fresh_y, others, dataset), "adapted": []}
+        sets = {
+            "fresh": (photos(domain, dataset.test_images[test_idx], 1), dataset.test_labels[test_idx]),
+            "val": (photos(domain, dataset.train_images[val_idx], 2), dataset.train_labels[val_idx]),
+            "fashion_val": (dataset.train_images[val_pool], dataset.train_labels[val_pool]),
+        }
+        row = {"parent": figures(parent, sets, others, dataset), "adapted": []}
+        print(domain, "parent", json.dumps(row["parent"]), flush=True)
         with tempfile.TemporaryDirectory() as tmp:
-            photos = domains.render_many(dataset.train_images[adapt_idx].numpy(), domain, 0)
-            write_folder(Path(tmp) / "photos", photos, dataset.train_labels[adapt_idx])
+            rendered = domains.render_many(dataset.train_images[adapt_idx].numpy(), domain, 0)
+            write_folder(Path(tmp) / "photos", rendered, dataset.train_labels[adapt_idx])
             for seed in [int(s) for s in args.seeds.split(",")]:
                 t0 = time.perf_counter()
                 recipe = Recipe(**{**changes, "seed": seed})
-                adapt(parent_file, Path(tmp) / "photos", Path(tmp) / f"run-{seed}", recipe, dataset=dataset)
+                report = adapt(parent_file, Path(tmp) / "photos", Path(tmp) / f"run-{seed}", recipe, dataset=dataset)
                 seconds = time.perf_counter() - t0
-                adapted = figures(TorchPredictor(Path(tmp) / f"run-{seed}"), fresh, fresh_y, others, dataset)
-                row["adapted"].append({**adapted, "seconds": seconds, "seed": seed})
+                adapted = figures(TorchPredictor(Path(tmp) / f"run-{seed}"), sets, others, dataset)
+                row["adapted"].append({**adapted, "seconds": seconds, "seed": seed, "mix": report.mix.alpha})
                 print(domain, seed, json.dumps(row["adapted"][-1]), flush=True)
         results[domain] = row
+        if args.json:  # after each domain, so that a run cut short keeps what it measured
+            study = {"recipe": Recipe(**changes).as_dict(), "domains": results}
+            Path(args.json).write_text(json.dumps(study, indent=2) + "\n", encoding="utf-8")
     print_table(results)
-    if args.json:
-        Path(args.json).write_text(json.dumps(results, indent=2) + "\n", encoding="utf-8")
+
+
+def merged(files: list[dict]) -> tuple[list[dict], list[str]]:
+    """The --json files of one recipe (one domain each, say) joined; a name per recipe: its non-default fields."""
+    groups: dict[str, dict] = {}
+    for study in files:
+        key = json.dumps(study["recipe"], sort_keys=True)
+        groups.setdefault(key, {"recipe": study["recipe"], "domains": {}})["domains"].update(study["domains"])
+    defaults = Recipe().as_dict()
+    names = [
+        " ".join(f"{k}={v}" for k, v in g["recipe"].items() if k != "seed" and v != defaults[k]) or "defaults"
+        for g in groups.values()
+    ]
+    return list(groups.values()), names
+
+
+def choose(files: list[dict]) -> None:
+    """For each domain, the recipe whose adapted models are, on the other domains, most accurate on the validation
+    photos while keeping Fashion-MNIST validation accuracy within 0.5 point of the parent's on average; then that
+    domain's fresh figures under it (the one honest figure for a recipe chosen on photos). Only the domains every
+    recipe was measured on take part."""
+    studies, names = merged(files)
+    domains_ = [d for d in studies[0]["domains"] if all(d in s["domains"] for s in studies)]
+
+    def mean(study: dict, where: list[str], key: str) -> float:
+        return statistics.mean(r[key] for d in where for r in study["domains"][d]["adapted"])
+
+    def forgetting(study: dict, where: list[str]) -> float:
+        parent = statistics.mean(study["domains"][d]["parent"]["fashion_val_accuracy"] for d in where)
+        return parent - mean(study, where, "fashion_val_accuracy")
+
+    print("| recipe | " + " | ".join(f"{d}: val photos, FMNIST val drop" for d in domains_) + " |")
+    print("|---|" + "---|" * len(domains_))
+    for name, study in zip(names, studies, strict=True):
+        cells = [
+            f"{100 * mean(study, [d], 'val_photos_accuracy'):.1f}, {100 * forgetting(study, [d]):.2f}" for d in domains_
+        ]
+        print(f"| {name} | " + " | ".join(cells) + " |")
+    chosen = {}
+    for held in domains_:
+        rest = [d for d in domains_ if d != held]
+        fit = [i for i, s in enumerate(studies) if forgetting(s, rest) <= 0.005] or list(range(len(studies)))
+        best = max(fit, key=lambda i: mean(studies[i], rest, "val_photos_accuracy"))
+        chosen[held] = studies[best]["domains"][held]
+        print(f"{held}: chosen on {', '.join(rest)}: {names[best]}")
+    print_table(chosen)
 
 
 def print_table(results: dict) -> None:

@@ -1,14 +1,16 @@
 """Garments on textured surfaces, turned: per kind, accuracy and share kept as garments, with the photo framing
 of this checkout beside that of a git revision (the baseline), and predict's time per photo for both.
 
-    python benchmarks/surfaces.py RUN_DIR [--per-kind 40] [--baseline main] [--seed 0] [--json FILE]
+    python benchmarks/surfaces.py RUN_DIR [--per-kind 40] [--baseline main] [--seed 0] [--json FILE] [--outliers N]
 
 Material, all rendered from the run's validation images (never the test set): fmnist.testing.surfaces on
 each surface kind turned by up to 30 degrees, its flat surface turned and upright, fmnist.testing.domains'
 wood and cloth (another renderer, turned by up to 12 degrees), and the product photos of
 fmnist.trust.references. The framing's parameters were chosen on the kinds marked "tuned"; the others
 were only looked at for this report. Timing: decode + frame + model + detector for 64 product photos
-and for 64 textured ones, the two framings alternating, median of --repeats, on one thread.
+and for 64 textured ones, the two framings alternating, median of --repeats, on one thread. `--outliers N`
+also frames N non-garments of each kind and part of fmnist.testing.outliers both ways: the share the detector
+rejects, and the share that took the segmentation path, so that a found "object" cannot pass for a garment.
 """
 
 from __future__ import annotations
@@ -25,11 +27,11 @@ from types import ModuleType
 import numpy as np
 import torch
 
-from fmnist import data, trust
+from fmnist import data, segmentation, trust
 from fmnist import images as current
 from fmnist.data import validation_split
 from fmnist.inference import TorchPredictor
-from fmnist.testing import domains, photos, surfaces
+from fmnist.testing import domains, outliers, photos, surfaces
 
 TUNED = ("wood", "cloth", "paper", "tile")  # the kinds the framing's parameters were chosen on
 BATCH = 64
@@ -54,8 +56,8 @@ def scored(
 ) -> tuple[float, float]:
     """(accuracy, share kept as garments) of the photos `files` framed by `framing`."""
     framed = [framing.load_picture(f, "photo") for f in files]
-    logits = predictor.logits(torch.stack([f.image for f in framed]))
-    verdict = trust.judge(predictor.trust, logits, [f.cues for f in framed])
+    views = torch.stack([f.image for f in framed])
+    verdict = trust.judge(predictor.trust, predictor.logits(views), views, [f.cues for f in framed])
     correct = verdict.probabilities.argmax(1).numpy() == labels
     return float(correct.mean()), float(verdict.garment.mean())
 
@@ -93,10 +95,56 @@ def per_photo_ms(
         for i, framing in enumerate(framings):
             start = time.perf_counter()
             framed = [framing.load_picture(f, "photo") for f in files]
-            logits = predictor.logits(torch.stack([f.image for f in framed]))
-            trust.judge(predictor.trust, logits, [f.cues for f in framed])
+            views = torch.stack([f.image for f in framed])
+            trust.judge(predictor.trust, predictor.logits(views), views, [f.cues for f in framed])
             times[i].append(time.perf_counter() - start)
     return [1000 * float(np.median(t)) / len(files) for t in times]
+
+
+def rejected(predictor: TorchPredictor, framing: ModuleType, files: list[bytes]) -> np.ndarray:
+    """bool [N]: the detector calls the picture not a garment, as `framing` frames it."""
+    framed = [framing.load_picture(f, "picture") for f in files]
+    views = torch.stack([torch.as_tensor(np.asarray(f.pixels)) for f in framed])
+    return ~trust.judge(predictor.trust, predictor.logits(views), views, [f.cues for f in framed]).garment
+
+
+def segmented(files: list[bytes]) -> np.ndarray:
+    """bool [N]: the current framing separated an object from a textured surface in the picture."""
+    calls: list[int] = []
+    original = segmentation.object_mask
+
+    def counted(*args):  # type: ignore[no-untyped-def]
+        calls.append(1)
+        return original(*args)
+
+    found = []
+    segmentation.object_mask = counted
+    try:
+        for f in files:
+            before = len(calls)
+            current.load_picture(f, "picture")
+            found.append(len(calls) > before)
+    finally:
+        segmentation.object_mask = original
+    return np.array(found)
+
+
+def outlier_rows(predictor: TorchPredictor, baseline: ModuleType, count: int, seed: int) -> dict[str, dict]:
+    print("\n| non-garments | rejected now | rejected baseline | segmented now |\n|---|---|---|---|")
+    rows = {}
+    for part in outliers.PARTS:
+        pictures = outliers.build(count, part, seed)
+        files, kinds = [p.data for p in pictures], np.array([p.kind for p in pictures])
+        now, before, split = rejected(predictor, current, files), rejected(predictor, baseline, files), segmented(files)
+        for kind in outliers.KINDS:
+            sel = kinds == kind
+            row = {"rejected": float(now[sel].mean()), "baseline_rejected": float(before[sel].mean())}
+            row["segmented"] = float(split[sel].mean())
+            rows[f"{kind} ({part})"] = row
+            print(
+                f"| {kind} ({part}) | {row['rejected']:.0%} | {row['baseline_rejected']:.0%} | {row['segmented']:.0%} |"
+            )
+    return rows
 
 
 def main() -> None:
@@ -107,6 +155,7 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--repeats", type=int, default=5, help="timing repeats (default: 5)")
     parser.add_argument("--json", type=Path)
+    parser.add_argument("--outliers", type=int, default=0, help="non-garments per kind and part (default: none)")
     args = parser.parse_args()
     torch.set_num_threads(1)
     predictor = TorchPredictor(args.run)
@@ -149,8 +198,10 @@ def main() -> None:
             end="",
         )
     print()
+    found = outlier_rows(predictor, baseline, args.outliers, args.seed + 100) if args.outliers else {}
     if args.json:
-        args.json.write_text(json.dumps({"rows": rows, "timing": timing}, indent=1) + "\n", encoding="utf-8")
+        results = {"rows": rows, "timing": timing, "outliers": found}
+        args.json.write_text(json.dumps(results, indent=1) + "\n", encoding="utf-8")
 
 
 if __name__ == "__main__":

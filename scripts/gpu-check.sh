@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # One prepared check of fmnist on an NVIDIA GPU: the CUDA tests, `fmnist bench`, the default
 # training run (process wall time, accuracy, peak memory), kill -9 and --resume, eval and
-# predict, torchrun with NCCL, the cnn preset and the speed options (bf16 autocast, TF32,
-# torch.compile with CUDA graphs). Every step is time-boxed and recorded as pass, fail or
+# predict, torchrun with NCCL, the cnn preset, compare with one worker per GPU (on two or more
+# GPUs) and the speed options (bf16 autocast, TF32, torch.compile with CUDA graphs). Every step is time-boxed and recorded as pass, fail or
 # skipped; the whole check keeps within --budget seconds (default 450: under 8 minutes).
 #
 #   scripts/gpu-check.sh [--out DIR] [--data-dir DIR] [--wheels DIR] [--budget SECONDS]
@@ -72,9 +72,9 @@ if [ "$dry_run" = 1 ]; then
   device=cpu
   slower=3  # one CPU thread, maybe a busy machine
   export OMP_NUM_THREADS=1
-  small=(--train-subset 3000 --hidden 32 --batch-size 100 --eval-batch-size 2000 --val-size 0)
-  default_run=("${small[@]}" --epochs 6)  # long enough to be killed after its first epoch
-  cnn_run=(--preset cnn --train-subset 1000 --epochs 1 --hidden 8 --head 16 --val-size 0)
+  small=(--train-subset 1000 --hidden 32 --batch-size 100 --eval-batch-size 2000 --val-size 0)
+  default_run=("${small[@]}" --epochs 4)  # long enough to be killed after its first epoch
+  cnn_run=(--preset cnn --train-subset 300 --epochs 1 --hidden 8 --head 16 --val-size 0)
   short_run=("${small[@]}" --epochs 1)
 else
   device=cuda
@@ -225,6 +225,33 @@ step torchrun 120 "$py" -m torch.distributed.run --standalone --nproc_per_node=1
   --device "$device" --out "$work/torchrun" --no-progress "${short_run[@]}"
 
 step cnn 150 timed_train "$work/cnn" "${cnn_run[@]}"
+
+# compare with one worker per GPU (CUDA_VISIBLE_DEVICES per worker): the GPUs that nvidia-smi saw
+# running its workers' processes must be two or more.
+multi_gpu() {
+  fm compare --out "$work/multi-gpu" --grid lr=0.01,0.03 --seeds 0,1 --set epochs=2 --set val_size=5000 \
+    --set device=cuda --workers-per-device 1 &
+  local pid=$!
+  : >"$work/gpu-apps"
+  while kill -0 "$pid" 2>/dev/null; do
+    nvidia-smi --query-compute-apps=gpu_uuid --format=csv,noheader >>"$work/gpu-apps" 2>/dev/null
+    sleep 0.5
+  done
+  wait "$pid" || return $?
+  local used
+  used=$(sort -u "$work/gpu-apps" | grep -c .)
+  echo "compare's workers ran on $used of $gpus GPUs"
+  [ "$used" -ge 2 ]
+}
+gpus=0
+[ "$dry_run" = 0 ] && gpus=$(nvidia-smi -L 2>/dev/null | grep -c '^GPU')
+if [ "$dry_run" = 1 ]; then
+  skip multi-gpu "dry run: tests/test_workers.py covers the placement of workers on GPUs"
+elif [ "$gpus" -lt 2 ]; then
+  skip multi-gpu "$gpus GPU(s): one worker per GPU needs two or more"
+else
+  step multi-gpu 150 multi_gpu
+fi
 
 if [ "$dry_run" = 1 ]; then
   skip amp-bf16 "dry run: tests/test_train.py covers bf16 autocast on the CPU"

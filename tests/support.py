@@ -295,3 +295,21 @@ def interrupted_after_first_epoch(cfg, run_dir):
 
     with pytest.raises(KeyboardInterrupt):
         training.fit(cfg, run_dir, data.load(), log=stop_after_first_epoch, progress=False)
+
+
+def hparams_sessions(directory: Path) -> dict[str, tuple[dict, dict]]:
+    """What TensorBoard's HParams view shows of `directory`: session name -> (hparams, metrics), read back
+    from the event files with TensorBoard's own reader and the hparams plugin's protobufs."""
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+    from tensorboard.plugins.hparams import plugin_data_pb2
+
+    sessions = {}
+    for session in sorted(p for p in Path(directory).iterdir() if p.is_dir()):
+        events = EventAccumulator(str(session))
+        events.Reload()
+        start = events.PluginTagToContent("hparams")["_hparams_/session_start_info"]
+        info = plugin_data_pb2.HParamsPluginData.FromString(start).session_start_info
+        values = {k: v.WhichOneof("kind") and getattr(v, v.WhichOneof("kind")) for k, v in info.hparams.items()}
+        metrics = {tag: events.Scalars(tag)[-1].value for tag in events.Tags()["scalars"]}
+        sessions[session.name] = (values, metrics)
+    return sessions

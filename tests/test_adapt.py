@@ -5,7 +5,8 @@ import pytest
 import torch
 from support import labelled_folder
 
-from fmnist import adapt, checkpoint, config, data, models, training, trust
+import fmnist
+from fmnist import adapt, api, checkpoint, config, data, models, training, trust
 from fmnist.cli import main
 from fmnist.errors import FmnistError
 from fmnist.images import Cues, Framed
@@ -108,6 +109,90 @@ def test_adapt_reports_before_and_after_and_names_its_parent(parent, tmp_path, f
     assert not report.trust["calibrated"] and any(line.startswith("uncalibrated:") for line in lines)
     assert checkpoint.load(run.chosen_checkpoint())[trust.KEY]["references"]  # the refitted detector is stored
     assert "parent" in report.text() and "held-out photos: accuracy" in report.text()
+    mix = report.mix  # the interpolation kept is within the forgetting allowed on Fashion-MNIST validation
+    assert mix.alpha in adapt.MIXES and mix.fashion_accuracy >= mix.parent_fashion_accuracy - SMALL.forgetting
+    state = checkpoint.load(run.chosen_checkpoint())
+    tuned, start = state[adapt.TUNED_KEY], checkpoint.load(parent_file)["model"]
+    for name, weights in state["model"].items():
+        assert torch.allclose(weights, torch.lerp(start[name], tuned[name], mix.alpha))
+    assert run.read_summary()["weights"] == f"parent + {mix.alpha:g} x (fine-tuned - parent)"
+    assert run.read_summary()["test_accuracy"] == pytest.approx(report.after.test_accuracy)
+
+
+def test_distillation_rehearses_the_parents_probabilities_and_the_photos_labels(tmp_path, synthetic_data):
+    labelled_folder(tmp_path / "photos", per_class=4)
+    photos = adapt.read_photos(tmp_path / "photos", holdout=0.3, seed=0)
+    parent_cfg = config.Config(hidden=(8,), val_size=200)
+    torch.manual_seed(0)
+    parent = models.build(parent_cfg)
+    recipe = adapt.Recipe(repeats=2, rehearsal=1.5, distill=True)
+    plain = adapt.build_split(photos, data.load(), parent_cfg, recipe)
+    distilled = adapt.build_split(photos, data.load(), parent_cfg, recipe, parent)
+    shown = int((~photos.held_out).sum()) * recipe.repeats
+    assert torch.equal(plain.train_x, distilled.train_x) and distilled.train_y.shape == (len(plain.train_y), 10)
+    assert torch.equal(distilled.train_y[:shown].argmax(1), plain.train_y[:shown])
+    assert torch.equal(distilled.train_y[:shown].amax(1), torch.ones(shown))  # one-hot
+    memory = trust.model_logits(parent)(plain.train_x[shown:]).softmax(1)
+    assert len(memory) == 3 * shown // 2 and torch.allclose(distilled.train_y[shown:], memory)
+
+
+def test_interpolate_goes_from_the_parent_to_the_fine_tuned_weights():
+    parent = {"w": torch.zeros(3), "steps": torch.tensor(1)}
+    tuned = {"w": torch.tensor([2.0, 4.0, -2.0]), "steps": torch.tensor(7)}
+    assert torch.equal(adapt.interpolate(parent, tuned, 0.0)["w"], parent["w"])
+    assert torch.equal(adapt.interpolate(parent, tuned, 1.0)["w"], tuned["w"])
+    half = adapt.interpolate(parent, tuned, 0.5)
+    assert torch.equal(half["w"], torch.tensor([1.0, 2.0, -1.0])) and int(half["steps"]) == 7
+
+
+def test_the_mix_forgets_no_more_than_allowed_and_mixes_the_fine_tuned_weights_again_on_resume(tmp_path):
+    """Fine-tuned weights right on every photo and far from the parent: the mix gains on the photos, keeps
+    Fashion-MNIST within the forgetting allowed, and a second call (a resumed run) mixes the same weights."""
+    torch.manual_seed(0)
+    model = models.build(config.Config(hidden=(16,)))
+    parent = {k: v.clone() for k, v in model.state_dict().items()}
+    tuned = {k: v + 0.05 * torch.randn_like(v) for k, v in parent.items()}
+    run = RunDir(tmp_path / "run")
+    checkpoint.save(run.best, {"model": tuned})
+    fashion_x, photos_x = torch.randint(0, 255, (2, 300, 28, 28), dtype=torch.uint8)
+    model.load_state_dict(parent)
+    fashion_y = trust.model_logits(model)(fashion_x).argmax(1)  # the parent is right on all of Fashion-MNIST
+    model.load_state_dict(tuned)
+    photos_y = trust.model_logits(model)(photos_x).argmax(1)  # the fine-tuned model on all the photos
+    model.load_state_dict(parent)
+    parent_on_photos = float((trust.model_logits(model)(photos_x).argmax(1) == photos_y).double().mean())
+
+    recipe = adapt.Recipe(forgetting=0.35)
+    first = adapt.choose_mix(model, parent, run, (photos_x, photos_y), (fashion_x, fashion_y), recipe)
+    again = adapt.choose_mix(model, parent, run, (photos_x, photos_y), (fashion_x, fashion_y), recipe)
+
+    assert first == again and first.parent_fashion_accuracy == 1.0 and first.fashion_accuracy >= 0.65
+    assert first.photos_accuracy is not None and first.photos_accuracy > parent_on_photos
+    assert 0 < first.alpha < 1  # the fine-tuned weights alone forget too much here
+    state = checkpoint.load(run.best)
+    assert all(torch.equal(state[adapt.TUNED_KEY][k], v) for k, v in tuned.items())
+    assert all(torch.allclose(state["model"][k], torch.lerp(parent[k], tuned[k], first.alpha)) for k in tuned)
+    assert adapt.choose_mix(model, parent, run, (photos_x, photos_y), (fashion_x, fashion_y), adapt.Recipe()).alpha < (
+        first.alpha
+    )  # half a point allowed instead of 35: closer to the parent
+
+
+@pytest.mark.slow
+def test_model_adapt_returns_the_new_run_with_its_before_and_after(parent, tmp_path, few_references):
+    root = tmp_path / "photos"
+    labelled_folder(root, per_class=4)
+    model = fmnist.load(parent)
+    run = model.adapt(root, out=tmp_path / "mine", epochs=1, repeats=1, rehearsal=1.0, distill=True)
+    assert run.path == tmp_path / "mine" and len(run.metrics) == 1
+    assert run.adaptation is not None
+    assert run.adaptation["parent"]["sha256"] == checkpoint.sha256(RunDir(parent).chosen_checkpoint())
+    assert run.adaptation["after"]["test_accuracy"] == pytest.approx(run.summary["test_accuracy"])
+    assert fmnist.Run.read(parent).adaptation is None
+    with pytest.raises(FmnistError, match="unknown adapt setting lr_max; see fmnist.config.AdaptRecipe"):
+        model.adapt(root, out=tmp_path / "other", lr_max=1.0)
+    with pytest.raises(FmnistError, match="an export cannot be fine-tuned"):
+        api.Model(model.predictor, tmp_path / "model.onnx").adapt(root)
+    assert not (tmp_path / "other").exists()
 
 
 @pytest.mark.slow

@@ -556,7 +556,7 @@ def test_the_command_line_imports_no_torch_until_a_command_runs():
     import subprocess
     import sys
 
-    heavy = ("torch", "matplotlib", "PIL", "onnxruntime", "fastapi", "fmnist.trust", "fmnist.inference")
+    heavy = ("torch", "matplotlib", "PIL", "onnxruntime", "fastapi", "mlflow", "fmnist.trust", "fmnist.inference")
     code = f"import sys, fmnist.cli; print([m for m in {heavy!r} if m in sys.modules])"
     shown = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert shown.strip() == "[]"

@@ -9,6 +9,7 @@ import time
 from pathlib import Path
 
 import pytest
+from support import hparams_sessions
 
 from fmnist import config, training
 from fmnist.cli import main
@@ -68,6 +69,12 @@ def test_grid_runs_every_point_and_seed_writes_reports_and_skips_finished_runs_o
     assert (out / "results.md").read_text() == markdown
     for name in ("accuracy.png", "curves-optimizer=sgd.png", "curves-optimizer=adam.png", "experiment.toml"):
         assert (out / name).stat().st_size > 0, name
+    sessions = hparams_sessions(out / "hparams")  # TensorBoard's HParams view: one session per run
+    assert len(sessions) == 8
+    options, metrics = sessions["optimizer=adam,schedule=cosine,seed=1"]
+    summary = json.loads((out / "runs" / "optimizer=adam,schedule=cosine" / "seed1" / "summary.json").read_text())
+    assert options == {"optimizer": "adam", "schedule": "cosine", "seed": 1}
+    assert metrics["hparam/test_acc"] == pytest.approx(summary["test_accuracy"])
 
     stamps = {r.run.run_dir: (r.run.run_dir / "summary.json").stat().st_mtime_ns for r in results}
     fit_calls.clear()
@@ -170,25 +177,31 @@ def test_four_tasks_sharing_a_directory_one_killed_and_rerun_match_one_machine(s
     from fmnist import data
 
     grid = ["--grid", "lr=0.003,0.01", "--seeds", "0,1,2,3", "--threshold", "0.3", *TINY_FLAGS]
-    grid += ["--set", "epochs=20", "--set", "threads=1"]
+    grid += ["--set", "epochs=3", "--set", "threads=1"]
     env = dict(os.environ, FMNIST_TEST_FILES=json.dumps(data.FILES), OMP_NUM_THREADS="1")
     out = tmp_path / "array"
+    first_of_last = out / "runs" / "lr=0.003" / "seed3"  # the first run of task 3's share
 
-    def task(index: int) -> subprocess.Popen:
+    def task(index: int, stall: str = "") -> subprocess.Popen:
         argv = [sys.executable, str(Path(__file__).parent / "synthetic_cli.py"), "compare", "--out", str(out)]
         return subprocess.Popen(
-            [*argv, *grid, "--shard", f"{index}/4"], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+            [*argv, *grid, "--shard", f"{index}/4"],
+            env={**env, "FMNIST_TEST_STALL": stall},
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
         )
 
-    tasks = [task(i) for i in range(4)]
-    first_of_last = out / "runs" / "lr=0.003" / "seed3" / "metrics.jsonl"  # the first run of task 3's share
+    # Task 3 stalls once its first run has recorded epoch 1 of 3: killed there, it is killed mid-run.
+    tasks = [*(task(i) for i in range(3)), task(3, stall=f"{first_of_last} 1")]
+    metrics = first_of_last / "metrics.jsonl"
     deadline = time.monotonic() + 120
-    while not (first_of_last.exists() and len(first_of_last.read_text().splitlines()) >= 2):
+    while not (metrics.exists() and metrics.read_text().count("\n") == 1):
         assert time.monotonic() < deadline and tasks[3].poll() is None, tasks[3].communicate()
         time.sleep(0.005)
     tasks[3].send_signal(signal.SIGKILL)
     assert tasks[3].wait() == -signal.SIGKILL
-    assert not (first_of_last.parent / "summary.json").exists()  # killed in the middle of a run
+    assert not (first_of_last / "summary.json").exists()  # killed in the middle of a run
     outputs = []
     for t in tasks[:3]:
         stdout, err = t.communicate(timeout=300)
@@ -214,7 +227,7 @@ def test_four_tasks_sharing_a_directory_one_killed_and_rerun_match_one_machine(s
             [{k: v for k, v in json.loads(line).items() if k not in TIMED} for line in p.open()]
             for p in (metrics, alone)
         ]
-        assert rows[0] == rows[1] and len(rows[0]) == 20, metrics
+        assert rows[0] == rows[1] and len(rows[0]) == 3, metrics
 
 
 def test_experiment_file_axes_tables_and_list_options(tmp_path):

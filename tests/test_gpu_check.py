@@ -30,6 +30,7 @@ STEPS = [
     "predict",
     "torchrun",
     "cnn",
+    "multi-gpu",
     "amp-bf16",
     "tf32",
     "compile",
@@ -69,7 +70,14 @@ def test_dry_run_runs_every_step_and_writes_both_summaries(real_data_dir, tmp_pa
     assert summary["dry_run"] and summary["device"] == "cpu" and summary["gpu"].startswith("none")
     assert [s["name"] for s in summary["steps"]] == STEPS
     status = {s["name"]: s["status"] for s in summary["steps"]}
-    assert {name for name, s in status.items() if s == "skipped"} == {"install", "bench", "amp-bf16", "tf32", "compile"}
+    assert {name for name, s in status.items() if s == "skipped"} == {
+        "install",
+        "bench",
+        "multi-gpu",
+        "amp-bf16",
+        "tf32",
+        "compile",
+    }
     assert summary["failed"] == 0 and summary["passed"] == 8
     fig = summary["figures"]
     default = fig["default"]

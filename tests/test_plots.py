@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 import torch
 from PIL import Image
@@ -76,6 +77,18 @@ def test_plot_image_grid(tmp_path):
     titles = [f"true: {CLASSES[i % 10]}\npred: {CLASSES[(i + 1) % 10]} 0.81" for i in range(11)]
     plots.plot_image_grid(images, titles, tmp_path / "grid.png", ncols=4, title="misclassified")
     _assert_only_png(tmp_path, "grid.png")
+
+
+def test_plot_image_grid_shows_each_image_whole_and_in_order(tmp_path):
+    images = torch.stack([torch.full((28, 28), 128, dtype=torch.uint8), torch.full((28, 28), 64, dtype=torch.uint8)])
+    plots.plot_image_grid(images, ["first\nof two", "second"], tmp_path / "grid.png", title="two")
+    rgb = np.asarray(Image.open(tmp_path / "grid.png").convert("RGB"))
+    columns = {}
+    for value in (128, 64):
+        mask = (rgb == value).all(axis=2)
+        rows, columns[value] = np.nonzero(mask.sum(1) >= 100)[0], np.nonzero(mask.sum(0) >= 100)[0]
+        assert len(rows) == len(columns[value]) >= 0.9 * 1.2 * 120, value  # a square of about 1.2 inches at 120 dpi
+    assert columns[128].max() < columns[64].min()  # in order, left to right
 
 
 def test_plot_image_grid_empty(tmp_path):

@@ -79,17 +79,17 @@ def wait_for_epochs(run_dir, n, proc, timeout=120):
 
 @pytest.mark.slow
 def test_kill_9_then_resume_ends_exactly_like_an_uninterrupted_run(child_env, tmp_path):
-    epochs = ["--epochs", "25"]
+    epochs = ["--epochs", "12"]
     straight = fmnist(child_env, *ARGS, *epochs, "--out", str(tmp_path / "straight"))
     assert straight.wait(300) == 0, straight.communicate()
 
     cut = tmp_path / "cut"
     proc = fmnist(child_env, *ARGS, *epochs, "--out", str(cut))
-    wait_for_epochs(cut, 3, proc)
+    wait_for_epochs(cut, 2, proc)
     proc.send_signal(signal.SIGKILL)
     assert proc.wait() == -signal.SIGKILL
     done = torch.load(cut / "checkpoints" / "last.pt", weights_only=True)["epoch"]
-    assert 3 <= done < 25
+    assert 2 <= done < 12
 
     resumed = fmnist(child_env, "train", "--resume", str(cut), "--no-progress")
     out, err = resumed.communicate(timeout=300)
@@ -119,7 +119,7 @@ def test_torchrun_max_restarts_with_resume_auto_finishes_a_killed_rank_like_an_u
         pytest.skip("torchrun not installed beside this Python")
 
     def launch(run_dir):  # the one command line of every start, as torchrun repeats it
-        argv = [*ARGS, "--epochs", "12", "--resume", "auto", "--out", str(run_dir)]
+        argv = [*ARGS, "--epochs", "6", "--resume", "auto", "--out", str(run_dir)]
         return subprocess.Popen(
             [torchrun, "--standalone", "--nproc_per_node=2", "--max-restarts=1", str(HERE / "synthetic_cli.py"), *argv],
             env={**child_env, "TORCH_DISABLE_SHARE_RDZV_TCP_STORE": "1"},  # distributed.restart_hazard
@@ -134,16 +134,17 @@ def test_torchrun_max_restarts_with_resume_auto_finishes_a_killed_rank_like_an_u
 
     cut = tmp_path / "cut"
     agent = launch(cut)
-    wait_for_epochs(cut, 3, agent)
+    wait_for_epochs(cut, 2, agent)
     os.kill(worker_pids(agent.pid)["1"], signal.SIGKILL)
     out, err = agent.communicate(timeout=300)
     assert agent.returncode == 0, err[-2000:]
     resumed = re.search(rf"resuming {cut} after epoch (\d+)", out)
-    assert resumed and 3 <= int(resumed.group(1)) < 12, out
-    assert "restart" in err.lower()  # torchrun saw the failure and started the workers again
+    # A new start of the same command line found the killed run: torchrun restarted the workers. (Its own
+    # "restarting" log line is not printed by every torch release, so the test does not look for it.)
+    assert resumed and 2 <= int(resumed.group(1)) < 6, out
     assert metrics(cut) == metrics(tmp_path / "straight")
     summary = json.loads((cut / "summary.json").read_text())
-    assert summary["processes"] == 2 and summary["epochs"] == 12
+    assert summary["processes"] == 2 and summary["epochs"] == 6
 
 
 @pytest.mark.parametrize("sig, status", [(signal.SIGINT, 130), (signal.SIGTERM, 143), (signal.SIGHUP, 129)])

@@ -184,8 +184,9 @@ def test_wall_seconds_cover_every_process_of_a_resumed_run(synthetic_data, tmp_p
 def test_validation_split_chooses_the_best_checkpoint(synthetic_data, tmp_path):
     run = tmp_path / "run"
     result = fit(Config(**{**SMALL, "val_size": 200}), run)
-    ema_keys = {key for key in EpochRow.__optional_keys__ if key.startswith("ema_")}  # only with --ema-decay
-    assert set(result.history[0]) == EpochRow.__required_keys__ | EpochRow.__optional_keys__ - ema_keys
+    # ema_*: only with --ema-decay; test_*: only with --test-curve
+    others = {key for key in EpochRow.__optional_keys__ if key.startswith(("ema_", "test_"))}
+    assert set(result.history[0]) == EpochRow.__required_keys__ | EpochRow.__optional_keys__ - others
     best_epoch = max(result.history, key=lambda r: r["val_acc"])["epoch"]
     assert result.summary["chosen_epoch"] == best_epoch
     assert result.summary["chosen_by"] == "best validation accuracy"

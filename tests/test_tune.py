@@ -6,6 +6,7 @@ import sys
 import optuna
 import pytest
 from optuna.trial import TrialState
+from support import hparams_sessions
 
 from fmnist import config
 from fmnist.cli import main
@@ -41,6 +42,11 @@ def test_study_persists_in_its_journal_resumes_and_writes_a_trainable_best_confi
     assert [p.name for p in (study_dir / "trials" / "0" / "checkpoints").iterdir()] == ["best.pt"]
     for name in ("history.png", "importances.png"):
         assert (study_dir / name).stat().st_size > 0
+    sessions = hparams_sessions(study_dir / "hparams")  # TensorBoard's HParams view: one session per trial
+    assert sorted(sessions) == ["trial0", "trial1", "trial2"]
+    options, metrics = sessions["trial2"]
+    assert options["optimizer"] == study.trials[2].params["optimizer"] and options["state"] == "COMPLETE"
+    assert metrics["hparam/val_acc"] == pytest.approx(study.trials[2].value)
 
     best = config.resolve(study_dir / "best.toml")
     assert (best.epochs, best.val_size, best.eval_batch_size) == (2, 200, 500)
@@ -141,10 +147,31 @@ def test_fewer_than_two_completed_trials_write_no_importances(synthetic_data, tm
     assert "need two or more completed trials" in capsys.readouterr().out
 
 
+@pytest.mark.slow
+def test_resume_auto_creates_the_study_then_runs_it_to_its_total_and_refuses_other_settings(
+    synthetic_data, tmp_path, capsys
+):
+    study_dir = tmp_path / "study"
+    argv = ["tune", "--out", str(study_dir), "--resume", "auto", "--pruner", "none", *TINY]
+    assert main([*argv, "--trials", "1"]) == 0  # no study yet: created
+    assert main([*argv, "--trials", "2"]) == 0  # the same command restarted: one more, 2 in all
+    assert states(study_dir) == [TrialState.COMPLETE] * 2
+    assert main([*argv, "--trials", "2"]) == 0  # a restart after the budget is spent runs none
+    assert "the study holds 2 finished trials, 2 asked for in all: none to run" in capsys.readouterr().out
+    assert states(study_dir) == [TrialState.COMPLETE] * 2
+    assert main([*argv[:-1], "eval_batch_size=300", "--trials", "2"]) == 2  # another study
+    err = capsys.readouterr().err
+    assert f"{study_dir} holds a study with eval_batch_size=500, this command asks for 300" in err
+    assert err.count("\n") == 1
+
+
 @pytest.mark.parametrize(
     "argv, message",
     [
-        (["--trials", "1"], "tune needs --out DIR for a new study, or --resume DIR"),
+        (["--trials", "1"], "tune needs --out DIR for a new study, --resume auto --out DIR, or --resume DIR"),
+        (["--resume", "auto"], "tune needs --out DIR for a new study, --resume auto --out DIR"),
+        (["--out", "{tmp}/s", "--workers", "0"], "--workers must be >= 1"),
+        (["--out", "{tmp}/s", "--workers-per-device", "2", "--set", "device=cpu"], "--workers-per-device needs a GPU"),
         (["--out", "{tmp}/s", "--val-size", "0"], "val_size must be > 0"),
         (["--out", "{tmp}/s", "--set", "lr=fast"], "lr: expected a number"),
         (["--out", "{tmp}/s", "--storage", "nosuchdb://x"], "cannot open the Optuna storage"),

@@ -8,6 +8,10 @@ training images from the parent's own training split, `rehearsal` of them per ph
 original task keeps its gradient (the exemplar memory of iCaRL, Rebuffi, Kolesnikov, Sperl and Lampert,
 CVPR 2017; experience replay as in Chaudhry et al. 2019, "On Tiny Episodic Memories in Continual
 Learning"). The training itself is train.fit's: the same step, checkpoints, exact resume, atomic writes.
+The weights kept are then interpolated between the parent's and the fine-tuned ones (weight-space
+ensembling, WiSE-FT: Wortsman et al., "Robust fine-tuning of zero-shot models", CVPR 2022): of the
+mixes that keep Fashion-MNIST validation accuracy within `recipe.forgetting` of the parent's, the one
+best on the held-out photos (`choose_mix`).
 
 A run directory of `fmnist adapt` is a training run (run_dir.py) plus:
 
@@ -29,6 +33,7 @@ from typing import Any
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 
 from fmnist import checkpoint, data, folders, trust
 from fmnist.atomic import atomic_write
@@ -36,6 +41,7 @@ from fmnist.config import AdaptRecipe as Recipe
 from fmnist.config import Config
 from fmnist.data import CLASSES, FashionMNIST
 from fmnist.errors import FmnistError
+from fmnist.evaluate import evaluate
 from fmnist.folders import LabelledImages
 from fmnist.images import Framed
 from fmnist.inference import Predictor, TorchPredictor
@@ -44,6 +50,10 @@ from fmnist.training import Split, fit
 
 # A class with fewer photos than this holds none out: each one is worth more trained on.
 MIN_PHOTOS_TO_HOLD_OUT = 4
+# The interpolation weights tried between the parent (0) and the fine-tuned model (1), as in WiSE-FT.
+MIXES = tuple(i / 10 for i in range(11))
+# best.pt's key for the fine-tuned weights before interpolation, so that a resumed run mixes them again.
+TUNED_KEY = "tuned_model"
 
 
 @dataclass
@@ -98,9 +108,16 @@ def _skipped_summary(skipped: dict[str, int]) -> str | None:
     return "skipped " + "; ".join(f"{reason}: {count}" for reason, count in skipped.items())
 
 
-def build_split(photos: Photos, dataset: FashionMNIST, parent_cfg: Config, recipe: Recipe) -> Split:
+def build_split(
+    photos: Photos, dataset: FashionMNIST, parent_cfg: Config, recipe: Recipe, parent: torch.nn.Module | None = None
+) -> Split:
     """Training: the training photos `recipe.repeats` times, then the Fashion-MNIST memory (a stratified
-    draw from the parent's training split); validation: the held-out photos; test: Fashion-MNIST's."""
+    draw from the parent's training split); validation: the held-out photos; test: Fashion-MNIST's.
+
+    With the `parent` model given, the targets are distributions [N, C]: one-hot for the photos, the parent's
+    probabilities for the memory, so that rehearsal keeps the parent's answers rather than only its labels
+    (distillation on the replay memory: learning without forgetting, Li and Hoiem, ECCV 2016, on stored
+    images as in dark experience replay, Buzzega et al., NeurIPS 2020)."""
     x, y, _ = photos.part(held_out=False)
     if not len(x):
         raise FmnistError("no photo is left to train on once each class's share is held out; add photos")
@@ -112,9 +129,14 @@ def build_split(photos: Photos, dataset: FashionMNIST, parent_cfg: Config, recip
     else:
         train_idx = train_idx[:0]
     val_x, val_y, _ = photos.part(held_out=True)
+    memory_x, memory_y = dataset.train_images[train_idx], dataset.train_labels[train_idx]
+    photos_y = y.repeat(recipe.repeats)
+    if parent is not None:  # distillation: the photos' one-hot labels, the memory's parent probabilities
+        photos_y = F.one_hot(photos_y, len(CLASSES)).float()
+        memory_y = trust.model_logits(parent)(memory_x).softmax(1) if len(memory_x) else photos_y[:0]
     return Split(
-        torch.cat([x.repeat(recipe.repeats, 1, 1), dataset.train_images[train_idx]]),
-        torch.cat([y.repeat(recipe.repeats), dataset.train_labels[train_idx]]),
+        torch.cat([x.repeat(recipe.repeats, 1, 1), memory_x]),
+        torch.cat([photos_y, memory_y]),
         val_x,
         val_y,
         dataset.test_images,
@@ -153,9 +175,21 @@ class Side:
 
 
 @dataclass(frozen=True)
+class Mix:
+    """The chosen interpolation: weights parent + alpha * (fine-tuned - parent), and its accuracies (0..1) on
+    the held-out photos (None without any) and on the parent's Fashion-MNIST validation split, beside the parent's."""
+
+    alpha: float
+    photos_accuracy: float | None
+    fashion_accuracy: float
+    parent_fashion_accuracy: float
+
+
+@dataclass(frozen=True)
 class Report:
     run: Path
     parent: dict[str, str]  # path, sha256
+    mix: Mix
     before: Side
     after: Side
     photos: dict[str, int]  # trained, held_out
@@ -167,6 +201,7 @@ class Report:
         return {
             "run": str(self.run),
             "parent": self.parent,
+            "mix": dataclasses.asdict(self.mix),
             "before": dataclasses.asdict(self.before),
             "after": dataclasses.asdict(self.after),
             "photos": self.photos,
@@ -190,6 +225,11 @@ class Report:
         ]
         lines += [f"{name:36}{pct(b):>10}{pct(a):>10}" for name, b, a in rows]
         calibrated = "calibrated" if self.trust["calibrated"] else "uncalibrated"
+        mix = self.mix
+        lines.append(
+            f"weights: parent + {mix.alpha:g} x (fine-tuned - parent); Fashion-MNIST validation accuracy "
+            f"{mix.parent_fashion_accuracy:.2%} -> {mix.fashion_accuracy:.2%}"
+        )
         lines.append(
             f"{self.photos['trained']} photos trained on, {self.photos['held_out']} held out; "
             f"probabilities {calibrated}; {self.seconds:.1f} s"
@@ -247,25 +287,31 @@ def adapt(
         atomic_write(run.path / "adapt.json", json.dumps({**settings, "photos": photos.manifest()}, indent=2) + "\n")
     dataset = dataset or data.load(parent_cfg.data_dir or None, allow_download=False)
     cfg = adapted_config(parent_cfg, parent_file, recipe)
-    split = build_split(photos, dataset, parent_cfg, recipe)
+    split = build_split(photos, dataset, parent_cfg, recipe, parent_model if recipe.distill else None)
     trained = int((~photos.held_out).sum())
     say(
         f"adapting on {trained} photos x {recipe.repeats} and {len(split.train_x) - trained * recipe.repeats} "
         "Fashion-MNIST images per epoch"
     )
     result = fit(cfg, run.path, split, resume=resume and run.is_run(), log=say, progress=False)
-    _, held_y, held = photos.part(held_out=True)
-    refitted, notes = trust.refit(
-        trust.model_logits(result.model), held, held_y, _detector_images(dataset, parent_cfg), recipe.seed
+    held_x, held_y, held = photos.part(held_out=True)
+    fashion_x, fashion_y = _fashion_check(dataset, parent_cfg)
+    mix = choose_mix(result.model, parent_model.state_dict(), run, (held_x, held_y), (fashion_x, fashion_y), recipe)
+    say(
+        f"weights: parent + {mix.alpha:g} x (fine-tuned - parent), Fashion-MNIST validation accuracy "
+        f"{mix.parent_fashion_accuracy:.2%} -> {mix.fashion_accuracy:.2%}"
     )
+    refitted, notes = trust.refit(trust.model_logits(result.model), held, held_y, fashion_x, recipe.seed)
     trust.store(refitted, run.chosen_checkpoint())
     for note in notes:
         say(note)
     before = side(TorchPredictor(parent_file), held, held_y, dataset)
     after_predictor = TorchPredictor(run.path)
+    _restate_summary(run, result.model, dataset, mix)
     report = Report(
         run.path,
         settings["parent"],
+        mix,
         before,
         side(after_predictor, held, held_y, dataset),
         {"trained": int((~photos.held_out).sum()), "held_out": len(held)},
@@ -277,13 +323,71 @@ def adapt(
     return report
 
 
-def _detector_images(dataset: FashionMNIST, parent_cfg: Config) -> torch.Tensor:
-    """Fashion-MNIST images neither model trained on, for the detector's reference photos: the parent's
-    validation split (or, for a parent trained on every image, a slice of them all)."""
+def interpolate(
+    parent: dict[str, torch.Tensor], tuned: dict[str, torch.Tensor], alpha: float
+) -> dict[str, torch.Tensor]:
+    """parent + alpha * (tuned - parent) for each floating-point tensor of two state dicts of one architecture
+    (WiSE-FT); other tensors (counters) as `tuned` has them."""
+    return {k: torch.lerp(parent[k], v, alpha) if v.is_floating_point() else v.clone() for k, v in tuned.items()}
+
+
+def choose_mix(
+    model: torch.nn.Module,
+    parent: dict[str, torch.Tensor],
+    run: RunDir,
+    photos: tuple[torch.Tensor, torch.Tensor],
+    fashion: tuple[torch.Tensor, torch.Tensor],
+    recipe: Recipe,
+) -> Mix:
+    """Load into `model` and into the run's chosen checkpoint the interpolation of MIXES, between the parent's
+    weights and the fine-tuned ones there, that is most accurate on the held-out `photos` (images uint8
+    [N, 28, 28], labels [N]) among those within `recipe.forgetting` of the parent's accuracy on the
+    Fashion-MNIST images `fashion`; ties go to the better on Fashion-MNIST, and without held-out photos the
+    largest such alpha is taken. The fine-tuned weights stay in the checkpoint under TUNED_KEY."""
+    path = run.chosen_checkpoint()
+    state = checkpoint.load(path)
+    tuned = state.get(TUNED_KEY, state["model"])
+
+    def accuracy(x: torch.Tensor, y: torch.Tensor) -> float:
+        return float((trust.model_logits(model)(x).argmax(1) == y).double().mean())
+
+    tried = []
+    for alpha in MIXES:
+        model.load_state_dict(interpolate(parent, tuned, alpha))
+        held = accuracy(*photos) if len(photos[1]) else None
+        tried.append(Mix(alpha, held, accuracy(*fashion), 0.0))
+    floor = tried[0].fashion_accuracy - recipe.forgetting
+    allowed = [m for m in tried if m.fashion_accuracy >= floor]
+    best = max(
+        allowed,
+        key=lambda m: (m.photos_accuracy, m.fashion_accuracy) if m.photos_accuracy is not None else (m.alpha, 0),
+    )
+    weights = interpolate(parent, tuned, best.alpha)
+    model.load_state_dict(weights)
+    checkpoint.save(path, {**state, "model": weights, TUNED_KEY: tuned, "mix": best.alpha})
+    return dataclasses.replace(best, parent_fashion_accuracy=tried[0].fashion_accuracy)
+
+
+def _restate_summary(run: RunDir, model: torch.nn.Module, dataset: FashionMNIST, mix: Mix) -> None:
+    """summary.json's test figures and weights, for the interpolated weights the run now stands for."""
+    summary = run.read_summary()
+    if summary is None:
+        return
+    test = evaluate(model, dataset.test_images, dataset.test_labels)
+    summary["test_accuracy"], summary["test_loss"] = test.accuracy, test.loss
+    summary["weights"] = f"parent + {mix.alpha:g} x (fine-tuned - parent)"
+    run.write_summary(summary)
+
+
+def _fashion_check(dataset: FashionMNIST, parent_cfg: Config) -> tuple[torch.Tensor, torch.Tensor]:
+    """Fashion-MNIST images neither model trained on, and their labels: the parent's validation split (or,
+    for a parent trained on every image, a slice of them all). They keep the mix from forgetting and give the
+    detector its reference photos."""
     if parent_cfg.val_size:
         _, val_idx = data.stratified_split(dataset.train_labels, parent_cfg.val_size, parent_cfg.seed)
-        return dataset.train_images[val_idx]
-    return dataset.train_images[: trust.REFERENCE_PHOTOS]
+    else:
+        val_idx = torch.arange(trust.REFERENCE_PHOTOS)
+    return dataset.train_images[val_idx], dataset.train_labels[val_idx]
 
 
 def _new_settings(run: RunDir, parent: str | Path | None, images_dir: str | Path | None, recipe: Recipe | None) -> dict:

@@ -1,5 +1,5 @@
-"""fmnist in Python: `train` a run, `load` a model and ask it to `predict`, `evaluate`, `explain` and `export`,
-as the `fmnist` commands do, with objects back instead of printed lines (docs/PYTHON.md).
+"""fmnist in Python: `train` a run, `load` a model and ask it to `predict`, `evaluate`, `explain`, `export` and
+`adapt`, as the `fmnist` commands do, with objects back instead of printed lines (docs/PYTHON.md).
 
 Nothing here prints unless asked (`progress=True`: a tqdm.auto bar, which renders in a notebook, and the
 training's epoch lines); nothing exits. A user's mistake raises FmnistError (or a subclass) with the one-line
@@ -8,6 +8,8 @@ message the CLI prints after "fmnist: error:".
 
 from __future__ import annotations
 
+import dataclasses
+import json
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -47,6 +49,7 @@ class Run:
     path: Path
     summary: Summary
     metrics: list[EpochRow] = field(repr=False)
+    adaptation: dict[str, Any] | None = field(default=None, repr=False)  # adapt-report.json of an `adapt` run
 
     @classmethod
     def read(cls, path: str | Path) -> Run:
@@ -55,7 +58,9 @@ class Run:
         summary = run.read_summary()
         if summary is None:
             raise FmnistError(f"{path}: no finished run here (no {run.summary.name})")
-        return cls(run.path, summary, run.read_history())
+        report = run.path / "adapt-report.json"
+        adaptation = json.loads(textfile.read(report, "adaptation report")) if report.exists() else None
+        return cls(run.path, summary, run.read_history(), adaptation)
 
     def load(self, device: str = "cpu") -> Model:
         """The run's chosen model, as `fmnist.load(run.path)`."""
@@ -288,6 +293,40 @@ class Model:
         source = export_lib.load_source(self.path)
         count = export_lib.CALIBRATION_IMAGES if calibration_images is None else calibration_images
         return export_lib.export(source, out, data.load(data_dir), int8=int8, calibration_images=count)
+
+    def adapt(
+        self,
+        images: str | Path,
+        *,
+        out: str | Path | None = None,
+        data_dir: str | Path | None = None,
+        progress: bool = False,
+        **recipe: Any,
+    ) -> Run:
+        """Fine-tune this model on labelled photos as `fmnist adapt` does (docs/ADAPT.md) and return the new Run;
+        its `adaptation` holds the before/after report (held-out photos, Fashion-MNIST test, the weights' mix).
+
+        `images`: a folder of class folders (fmnist.folders); `out`: the new run directory (default
+        runs/<date-time>); `recipe`: fields of fmnist.config.AdaptRecipe (epochs=5, lr=1e-3, freeze=1...).
+        `progress`: the notes and epoch lines printed. An interrupted run continues with
+        `fmnist.adapt.adapt(None, None, out, resume=True)` or `fmnist adapt --resume OUT`.
+
+        Raises FmnistError for an export (adapt its checkpoint), an unknown recipe field or a bad value, a
+        folder with no usable photos, `out` already holding a run, or missing data.
+        """
+        from fmnist.adapt import adapt
+        from fmnist.config import AdaptRecipe
+
+        if self.path.suffix.lower() == ".onnx":
+            raise FmnistError(f"{self.path}: an export cannot be fine-tuned; adapt the checkpoint or run it came from")
+        if unknown := sorted(set(recipe) - {f.name for f in dataclasses.fields(AdaptRecipe)}):
+            raise FmnistError(f"unknown adapt setting {', '.join(unknown)}; see fmnist.config.AdaptRecipe")
+        if "augment" in recipe:
+            recipe["augment"] = tuple(recipe["augment"])
+        run_dir = Path(out) if out is not None else new_run_path()
+        dataset = data.load(str(data_dir) if data_dir else None)
+        adapt(self.path, images, run_dir, AdaptRecipe(**recipe), dataset=dataset, log=_say(progress))
+        return Run.read(run_dir)
 
 
 def _as_list(images: Picture | Sequence[Picture]) -> list[Picture]:

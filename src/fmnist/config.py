@@ -360,7 +360,7 @@ def field_names() -> list[str]:
 @dataclass(frozen=True)
 class AdaptRecipe:
     """How `fmnist adapt` fine-tunes (fmnist.adapt.Recipe); kept here, beside Config, so that the command line
-    shows its defaults without importing torch; the defaults were chosen on benchmarks/adapt.py's validation photos."""
+    shows its defaults without importing torch; docs/ADAPT.md measures the defaults (benchmarks/adapt.py)."""
 
     epochs: int = 10
     lr: float = 3e-4  # Adam's peak learning rate, cosine-decayed per step
@@ -369,6 +369,8 @@ class AdaptRecipe:
     rehearsal: float = 3.0  # Fashion-MNIST memory images per training photo seen
     holdout: float = 0.3  # share of each class's photos held out (classes of MIN_PHOTOS_TO_HOLD_OUT or more)
     augment: tuple[str, ...] = ("translate",)  # augment.py kinds, applied to every batch
+    forgetting: float = 0.005  # largest drop of Fashion-MNIST validation accuracy the chosen weights may cost
+    distill: bool = False  # the memory's targets: the parent's probabilities instead of the labels
     seed: int = 0
 
     def __post_init__(self) -> None:
@@ -379,8 +381,9 @@ class AdaptRecipe:
             raise FmnistError(
                 f"lr must be > 0 and rehearsal and freeze >= 0, got {self.lr}, {self.rehearsal}, {self.freeze}"
             )
-        if not 0 <= self.holdout < 1:
-            raise FmnistError(f"holdout must be in [0, 1), got {self.holdout}")
+        for name in ("holdout", "forgetting"):
+            if not 0 <= getattr(self, name) < 1:
+                raise FmnistError(f"{name} must be in [0, 1), got {getattr(self, name)}")
 
     def as_dict(self) -> dict[str, Any]:
         return {**dataclasses.asdict(self), "augment": list(self.augment)}

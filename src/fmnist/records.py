@@ -32,7 +32,7 @@ class Summary(TypedDict):
     test_loss: float
     chosen_epoch: int
     chosen_by: str
-    weights: NotRequired[str]  # "raw" or "ema": which weights of the chosen epoch (best.pt holds them)
+    weights: NotRequired[str]  # "raw" or "ema": which weights of the chosen epoch (best.pt holds them); adapt: the mix
     stopped: NotRequired[str]  # why training ended before the planned epochs (early stopping, time budget)
     epochs: int
     parameters: int

@@ -102,26 +102,31 @@ def _surface_distance(features: np.ndarray) -> np.ndarray:
     height, width, depth = features.shape
     ring = np.zeros((height, width), dtype=bool)
     ring[:RING], ring[-RING:], ring[:, :RING], ring[:, -RING:] = True, True, True, True
-    y, x = np.mgrid[0:height, 0:width].astype(np.float32)
-    x, y = x / max(width - 1, 1) - 0.5, y / max(height - 1, 1) - 0.5
-    design = np.stack([np.ones_like(x), x, y, x * x, y * y, x * y], axis=-1).reshape(-1, 6)
-    values = features.reshape(-1, depth)
-    ring_at = np.flatnonzero(ring.ravel())
-    inliers = ring_at
+    x = (np.arange(width, dtype=np.float32) / max(width - 1, 1) - 0.5)[None, :]
+    y = (np.arange(height, dtype=np.float32) / max(height - 1, 1) - 0.5)[:, None]
+    terms = [np.ones((height, width), np.float32), x, y, x * x, y * y, x * y]  # broadcast to [h, w]
+    ys, xs = np.nonzero(ring)
+    design = np.stack([np.broadcast_to(t, (height, width))[ys, xs] for t in terms], axis=-1)
+    values = features[ys, xs]
+    inliers = np.ones(len(ys), dtype=bool)
     for _ in range(FIT_ROUNDS):
         coef = np.linalg.lstsq(design[inliers], values[inliers], rcond=None)[0]
-        residual = values[ring_at] - design[ring_at] @ coef
-        precision = _precision(residual[np.isin(ring_at, inliers)])
-        ring_distance = np.einsum("ij,jk,ik->i", residual, precision, residual)
-        kept = ring_at[ring_distance <= CHI2]
-        if kept.size < 12:  # too few surface pixels to refit: keep the last fit
+        residual = values - design @ coef
+        precision = _precision(residual[inliers])
+        kept = _squared_distance(residual, precision) <= CHI2
+        if kept.sum() < 12:  # too few surface pixels to refit: keep the last fit
             break
         inliers = kept
-    residual = values - design @ coef
-    distance = np.einsum("ij,jk,ik->i", residual, precision, residual)
-    inside = distance[inliers]
+    trend = sum(t[..., None] * c for t, c in zip(terms, coef.astype(np.float32), strict=True))
+    distance = _squared_distance((features - trend).reshape(-1, depth), precision)
+    inside = _squared_distance(values[inliers] - design[inliers] @ coef, precision)
     limit = THRESHOLD * max(CHI2, float(np.percentile(inside, 99)) if inside.size else CHI2)
     return (distance / limit).reshape(height, width)
+
+
+def _squared_distance(residual: np.ndarray, precision: np.ndarray) -> np.ndarray:
+    """[N] squared Mahalanobis distances of residual rows [N, D] under `precision` [D, D]."""
+    return ((residual @ precision) * residual).sum(axis=1)
 
 
 def _precision(residual: np.ndarray) -> np.ndarray:

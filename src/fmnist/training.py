@@ -196,6 +196,9 @@ def train_one_epoch(
 ) -> tuple[float, float, int]:
     """One pass over `images[order]` in batches; returns (mean loss, accuracy, skipped batches).
 
+    `labels`: class indices [N], or target distributions [N, C] (soft targets: an adaptation's replay
+    memory distilled from its parent), the loss then against them and the accuracy against their argmax.
+
     With cfg.accumulate = k the gradients of k batches add up to one optimizer (and schedule, and
     `ema`) step, each batch's loss weighted by its share of the group's images: the step is that of
     one batch of k * batch_size images. With mixup or CutMix (cfg.mixup_alpha, cfg.cutmix_alpha) the
@@ -266,7 +269,8 @@ def train_one_epoch(
     sizes = torch.tensor([stop - start for start, stop in plan], dtype=losses.dtype, device=device)
     sizes[skipped] = 0
     counted = max(int(sizes.sum().item()), 1)
-    correct = (predictions == labels.index_select(0, order)).sum()
+    truth = labels if labels.ndim == 1 else labels.argmax(1)
+    correct = (predictions == truth.index_select(0, order)).sum()
     return (losses @ sizes).item() / counted, correct.item() / counted, len(skipped)
 
 
@@ -282,7 +286,7 @@ class Split:
     """The tensors of one run, on its device: training (after any subset), validation, test."""
 
     train_x: torch.Tensor
-    train_y: torch.Tensor
+    train_y: torch.Tensor  # class indices [N], or target distributions [N, C] (train_one_epoch)
     val_x: torch.Tensor
     val_y: torch.Tensor
     test_x: torch.Tensor

@@ -18,7 +18,9 @@ RECIPE_FLAGS = (
     ("freeze", int, "leading weight layers kept as the parent has them"),
     ("repeats", int, "times each training photo is seen per epoch"),
     ("rehearsal", float, "Fashion-MNIST training images per photo seen (experience replay)"),
-    ("holdout", float, "share of each class's photos held out to choose the epoch and refit trust"),
+    ("holdout", float, "share of each class's photos held out to choose the epoch and the mix and refit trust"),
+    ("forgetting", float, "largest drop of Fashion-MNIST validation accuracy (0.005: half a point) the mix may cost"),
+    ("distill", bool, "rehearse the parent's probabilities on the memory instead of its labels (distillation)"),
     ("seed", int, "seeds the held-out draw, the memory, the order and augmentation"),
 )
 
@@ -37,7 +39,11 @@ def add_parsers(sub: Subcommands, shared: dict[str, Parser]) -> None:
     p.add_argument("--json", action="store_true", help="print the before/after report as one JSON object")
     defaults = Recipe()
     for name, kind, text in RECIPE_FLAGS:
-        p.add_argument(f"--{name}", type=kind, help=f"{text} (default: {getattr(defaults, name)})")
+        shown = f"{text} (default: {getattr(defaults, name)})"
+        if kind is bool:
+            p.add_argument(f"--{name}", action=argparse.BooleanOptionalAction, help=shown)
+        else:
+            p.add_argument(f"--{name}", type=kind, help=shown)
     p.set_defaults(func=cmd_adapt)
 
 

@@ -72,8 +72,8 @@ BARE_STATE_DICT = (
 
 def shared_flags() -> dict[str, Parser]:
     """The flags several commands share, each written once (argparse parent parsers): --device,
-    --data-dir, --preset, --config and --tta."""
-    flags = {name: Parser(add_help=False) for name in ("device", "data_dir", "preset", "config", "tta")}
+    --data-dir, --preset, --config, --tta and --mlflow."""
+    flags = {name: Parser(add_help=False) for name in ("device", "data_dir", "preset", "config", "tta", "mlflow")}
     flags["device"].add_argument(
         "--device",
         default="auto",
@@ -99,4 +99,22 @@ def shared_flags() -> dict[str, Parser]:
         "flip averages the logits of each image and its mirror (2 model inputs "
         "per image) (default: none)",
     )
+    flags["mlflow"].add_argument(
+        "--mlflow",
+        metavar="URI",
+        help="also log to this MLflow tracking store: a server (http://host:5000), sqlite:///mlflow.db, a directory; "
+        'needs pip install "fmnist[mlflow]"',
+    )
+    flags["mlflow"].add_argument(
+        "--mlflow-experiment", metavar="NAME", default="fmnist", help="MLflow experiment (default: fmnist)"
+    )
     return flags
+
+
+def tracker(args: argparse.Namespace):
+    """The MLflow Tracker that --mlflow asks for, or None; made before any work, so a bad URI fails first."""
+    if not getattr(args, "mlflow", None):
+        return None
+    from fmnist.tracking import Tracker
+
+    return Tracker(args.mlflow, args.mlflow_experiment)

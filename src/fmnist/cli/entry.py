@@ -8,7 +8,7 @@ import os
 import sys
 
 from fmnist import __version__, signals
-from fmnist.cli import adapt, bench, card, export, predict, serve, studies, train
+from fmnist.cli import adapt, bench, card, export, predict, serve, studies, tracking, train
 from fmnist.cli import data as data_cmd
 from fmnist.cli import eval as evaluation
 from fmnist.cli.common import Parser, shared_flags
@@ -36,6 +36,7 @@ def build_parser() -> argparse.ArgumentParser:
         data_cmd.add_parsers,
         bench.add_parsers,
         studies.add_parsers,
+        tracking.add_parsers,
     ):
         add(sub, shared)
     return parser

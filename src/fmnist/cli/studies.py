@@ -8,8 +8,10 @@ from pathlib import Path
 
 from fmnist import config as config_lib
 from fmnist import signals
-from fmnist.cli.common import Parser, Subcommands, load_data, requested_values
+from fmnist.cli.common import Parser, Subcommands, load_data, requested_values, tracker
 from fmnist.errors import FmnistError
+
+AUTO = "auto"  # --resume auto: create the study, or continue it
 
 
 def add_parsers(sub: Subcommands, shared: dict[str, Parser]) -> None:
@@ -18,7 +20,7 @@ def add_parsers(sub: Subcommands, shared: dict[str, Parser]) -> None:
     p = sub.add_parser(
         "compare",
         help="a grid of training runs over seeds: tables and plots of validation and test accuracy",
-        parents=[shared["preset"]],
+        parents=[shared["preset"], shared["mlflow"]],
     )
     p.add_argument(
         "experiment",
@@ -37,7 +39,7 @@ def add_parsers(sub: Subcommands, shared: dict[str, Parser]) -> None:
     p.add_argument("--set", action="append", metavar="KEY=VALUE", help="a config value of every run (repeatable)")
     p.add_argument("--seeds", metavar="S1,S2", help="seeds of every grid point (default: 0,1,2)")
     p.add_argument("--threshold", type=float, help="validation accuracy to time (default: 0.88)")
-    p.add_argument("--workers", type=int, default=1, help="runs trained at once, in separate processes (default: 1)")
+    add_worker_flags(p, "runs trained at once, in separate processes")
     p.add_argument(
         "--shard",
         metavar="I/N",
@@ -46,18 +48,27 @@ def add_parsers(sub: Subcommands, shared: dict[str, Parser]) -> None:
     )
     p.set_defaults(func=cmd_compare)
 
-    p = sub.add_parser("tune", help="Optuna search of training options for validation accuracy", parents=recipe)
+    p = sub.add_parser(
+        "tune", help="Optuna search of training options for validation accuracy", parents=[*recipe, shared["mlflow"]]
+    )
     p.add_argument("--out", help="new study directory")
-    p.add_argument("--resume", metavar="DIR", help="run more trials of the study in DIR, with its recorded settings")
+    p.add_argument(
+        "--resume",
+        metavar="DIR|auto",
+        help="run more trials of the study in DIR, with its recorded settings; auto (with --out DIR and the "
+        "study's flags): create the study, or continue it when DIR holds this one (the one command line of a "
+        "requeued job)",
+    )
     p.add_argument(
         "--trials",
         type=int,
         default=20,
         help="trials to finish now (completed or pruned), shared by the workers; one lost with a dead "
-        "worker is replaced (default: 20)",
+        "worker is replaced; with --resume auto: trials the study holds in all, so that a restarted job "
+        "finishes its budget instead of adding to it (default: 20)",
     )
     p.add_argument("--timeout", type=float, help="stop starting trials after this many seconds")
-    p.add_argument("--workers", type=int, default=1, help="local worker processes sharing the study (default: 1)")
+    add_worker_flags(p, "local worker processes sharing the study")
     p.add_argument("--epochs", type=int, help="epochs per trial (default: the base config's)")
     p.add_argument("--val-size", type=int, help="validation images held out (default: 5000)")
     p.add_argument(
@@ -85,6 +96,28 @@ def add_parsers(sub: Subcommands, shared: dict[str, Parser]) -> None:
     p.add_argument("--sampler-seed", type=int, help="seed of the TPE sampler (default: 0)")
     p.add_argument("--set", action="append", metavar="KEY=VALUE", help="a base config value (repeatable)")
     p.set_defaults(func=cmd_tune)
+
+
+def add_worker_flags(p: argparse.ArgumentParser, what: str) -> None:
+    p.add_argument(
+        "--workers",
+        type=int,
+        help=f"{what}; with GPUs they are dealt over the visible ones, one GPU each "
+        "(default: one per visible GPU, else 1)",
+    )
+    p.add_argument(
+        "--workers-per-device",
+        type=int,
+        metavar="K",
+        help="K workers on each visible GPU (CUDA_VISIBLE_DEVICES set per worker process)",
+    )
+
+
+def placement(args: argparse.Namespace, device: str):
+    """Where the workers run (studies.workers.Placement): the flags, and the GPUs a study on `device` sees."""
+    from fmnist.studies import workers
+
+    return workers.place(args.workers, args.workers_per_device, workers.visible_gpus(device))
 
 
 def parse_assignments(items: list[str] | None, flag: str) -> dict[str, str]:
@@ -130,9 +163,11 @@ def cmd_compare(args: argparse.Namespace) -> int:
     )
     shard = compare.parse_shard(args.shard) if args.shard else None
     runs = compare.grid_runs(experiment, args.out)  # config errors before the data is loaded
+    where = placement(args, runs[0].config.device)
+    tracking = tracker(args)
     dataset = load_data(runs[0].config.data_dir)
     try:
-        results = compare.run_grid(experiment, args.out, dataset, workers=args.workers, shard=shard)
+        results = compare.run_grid(experiment, args.out, dataset, placement=where, shard=shard)
     except (KeyboardInterrupt, signals.Stopped):
         print(
             f"interrupted; rerun the same command "
@@ -145,9 +180,35 @@ def cmd_compare(args: argparse.Namespace) -> int:
         # Every task checks after its own runs: the last one to finish sees none left and writes the report.
         print(f"{left} run(s) of other tasks not finished yet; the task that finishes last writes the report")
         return 0
-    print(compare.write_report(args.out, experiment, results, workers=args.workers))
+    print(compare.write_report(args.out, experiment, results, workers=where.workers))
     print(f"wrote results.md, results.csv, runs.csv, accuracy.png and curves*.png in {args.out}")
+    if tracking is not None:
+        from fmnist.tracking import log_compare
+
+        log_compare(tracking, args.out)
     return 0
+
+
+def new_study_settings(args: argparse.Namespace, study_dir: Path):
+    """The settings of the study this command line asks for (tune.StudySettings)."""
+    from fmnist.studies import tune
+
+    base = requested_values(
+        args,
+        {
+            **parse_assignments(args.set, "--set"),
+            **({"epochs": args.epochs} if args.epochs is not None else {}),
+            **({"val_size": args.val_size} if args.val_size is not None else {}),
+        },
+    )
+    return tune.new_settings(
+        base,
+        name=args.study_name or study_dir.resolve().name,
+        storage=args.storage,
+        pruner=args.pruner,
+        sampler_seed=args.sampler_seed,
+        heartbeat=args.heartbeat,
+    )
 
 
 def cmd_tune(args: argparse.Namespace) -> int:
@@ -156,7 +217,7 @@ def cmd_tune(args: argparse.Namespace) -> int:
     from fmnist.studies import tune
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)  # tune prints one line per trial itself
-    tune.check_budget(args.trials, args.timeout, args.workers)
+    tune.check_budget(args.trials, args.timeout, 1)
     study_settings = {
         "--out": args.out,
         "--preset": args.preset,
@@ -170,44 +231,44 @@ def cmd_tune(args: argparse.Namespace) -> int:
         "--sampler-seed": args.sampler_seed,
         "--heartbeat": args.heartbeat,
     }
-    if args.resume:
+    if args.resume and args.resume != AUTO:
         given = [flag for flag, value in study_settings.items() if value is not None]
         if given:
             raise FmnistError(f"--resume continues a study with its recorded settings; drop {', '.join(given)}")
         study_dir = Path(args.resume)
+        settings = tune.load_settings(study_dir)
     elif not args.out:
-        raise FmnistError("tune needs --out DIR for a new study, or --resume DIR")
+        raise FmnistError(f"tune needs --out DIR for a new study, --resume {AUTO} --out DIR, or --resume DIR")
     else:
         study_dir = Path(args.out)
-        base = requested_values(
-            args,
-            {
-                **parse_assignments(args.set, "--set"),
-                **({"epochs": args.epochs} if args.epochs is not None else {}),
-                **({"val_size": args.val_size} if args.val_size is not None else {}),
-            },
-        )
-        tune.create_study(
-            study_dir,
-            tune.new_settings(
-                base,
-                name=args.study_name or study_dir.resolve().name,
-                storage=args.storage,
-                pruner=args.pruner,
-                sampler_seed=args.sampler_seed,
-                heartbeat=args.heartbeat,
-            ),
-        )
-    settings = tune.load_settings(study_dir)
+        settings = new_study_settings(args, study_dir)
+    where = placement(args, settings.base.get("device", "auto"))  # flag errors before a study is created
+    tracking = tracker(args)
+    if not (args.resume and args.resume != AUTO):
+        if args.resume == AUTO and (study_dir / tune.STUDY_FILE).exists():
+            tune.check_same_settings(study_dir, settings)
+        else:
+            tune.create_study(study_dir, settings)
     dataset = load_data(settings.base.get("data_dir"))
     print(
         f"study {settings.name} in {settings.storage or study_dir / tune.JOURNAL_FILE}: "
-        f"{args.trials} more trial(s), {args.workers} worker(s)"
+        f"{args.trials} {'trial(s) in all' if args.resume == AUTO else 'more trial(s)'}, {where.workers} worker(s)"
     )
     try:
-        study = tune.optimize(study_dir, dataset, trials=args.trials, timeout=args.timeout, workers=args.workers)
+        study = tune.optimize(
+            study_dir,
+            dataset,
+            trials=args.trials,
+            timeout=args.timeout,
+            placement=where,
+            in_all=args.resume == AUTO,
+        )
     except (KeyboardInterrupt, signals.Stopped):
         print(f"interrupted; continue with: fmnist tune --resume {study_dir}", file=sys.stderr)
         raise
     tune.write_outputs(study, study_dir)
+    if tracking is not None:
+        from fmnist.tracking import log_tune
+
+        log_tune(tracking, study_dir)
     return 0

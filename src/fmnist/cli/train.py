@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import sys
 import time
@@ -18,11 +19,13 @@ from fmnist.cli.common import (
     config_overrides,
     load_data,
     requested_values,
+    tracker,
 )
 from fmnist.errors import FmnistError
 
 if TYPE_CHECKING:
     from fmnist import distributed
+    from fmnist.tracking import Tracker
 
 AUTO = "auto"  # --resume auto: start the directory's run, or continue it
 
@@ -30,7 +33,7 @@ AUTO = "auto"  # --resume auto: start the directory's run, or continue it
 def add_parsers(sub: Subcommands, shared: dict[str, Parser]) -> None:
     """train and lr-find."""
     recipe = [shared["preset"], shared["config"]]
-    p = sub.add_parser("train", help="train a model and write a run directory", parents=recipe)
+    p = sub.add_parser("train", help="train a model and write a run directory", parents=[*recipe, shared["mlflow"]])
     p.add_argument("--out", help="run directory (default: runs/<timestamp>)")
     p.add_argument(
         "--resume",
@@ -113,6 +116,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     cfg, run_dir, resume = resolve_train_config(args)
     if not resume and RunDir(run_dir).is_run():  # before the data loads and anything is printed
         raise FmnistError(RunDir(run_dir).taken())
+    tracking = tracker(args) if distributed.world().rank == 0 else None  # only rank 0 writes and logs
     dataset = load_data(cfg.data_dir)
     if args.profile:
         from fmnist.bench import profiler
@@ -123,7 +127,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     with distributed.group(select_device(cfg.device)) as w:
         # Rank 0 decides: ranks may disagree on the timestamp, and on whether a run exists yet.
         where, resume = distributed.broadcast((str(run_dir), resume), w)
-        return train_and_report(args, cfg, dataset, Path(where), resume, w, started)
+        return train_and_report(args, cfg, dataset, Path(where), resume, w, started, tracking)
 
 
 def train_and_report(
@@ -134,6 +138,7 @@ def train_and_report(
     resume: bool,
     w: distributed.World,
     started: float,
+    tracking: Tracker | None = None,
 ) -> int:
     import torch
 
@@ -153,6 +158,12 @@ def train_and_report(
         f"model {cfg.model} hidden={','.join(map(str, cfg.hidden))} | {params:,} parameters | "
         f"amp {amp} ({why}) | run {run_dir}"
     )
+    on_epoch = None
+    if tracking is not None:
+        mlflow_run, _ = tracking.open(run_dir, run_dir.name)
+        tracking.log_params(mlflow_run, config_lib.to_dict(cfg))
+        on_epoch = tracking.epoch_logger(mlflow_run, lambda msg: print(f"fmnist: warning: {msg}", file=sys.stderr))
+        say(f"MLflow: run {mlflow_run} in {tracking.uri}")
     try:
         result = fit(
             cfg,
@@ -160,15 +171,21 @@ def train_and_report(
             dataset,
             resume=resume,
             progress=not args.no_progress,
+            on_epoch=on_epoch,
             fit_trust=True,
             started=started,
         )
     except (KeyboardInterrupt, signals.Stopped):
         if w.is_main and RunDir(run_dir).last.exists():
             print(f"interrupted; continue with: fmnist train --resume {run_dir}", file=sys.stderr)
+        if tracking is not None:  # the MLflow run ends KILLED; a restart or fmnist log continues it
+            with contextlib.suppress(FmnistError):
+                tracking.log_run(run_dir)
         raise
     if not w.is_main:
         return 0
+    if tracking is not None:
+        tracking.log_run(run_dir)
     s = result.summary
     assert s is not None  # rank 0 gets the summary
     print(

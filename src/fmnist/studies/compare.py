@@ -15,7 +15,7 @@ import csv
 import fcntl
 import io
 import itertools
-import os
+import queue
 import statistics
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -34,6 +34,8 @@ from fmnist.data import FashionMNIST
 from fmnist.errors import FmnistError
 from fmnist.records import EpochRow, Summary
 from fmnist.run_dir import RunDir
+from fmnist.studies import hparams
+from fmnist.studies import workers as workers_lib
 
 DEFAULT_SEEDS = (0, 1, 2)
 DEFAULT_THRESHOLD = 0.88  # validation accuracy whose epochs and seconds to reach are reported
@@ -258,19 +260,19 @@ def run_grid(
     data: FashionMNIST,
     *,
     workers: int = 1,
+    placement: workers_lib.Placement | None = None,
     shard: Shard | None = None,
     log: Callable[[str], None] = print,
 ) -> list[RunResult]:
     """Train every run of the experiment (of `shard`'s share, when given) that has not finished yet; return
     all runs' results.
 
-    With workers > 1, runs train in that many spawned processes, each limited to
-    cpu_count // workers torch threads so that they do not fight over the cores.
-    Each run is trained under its claim (`claimed`): tasks given the same command on a shared directory,
-    with or without shards, never train one run twice, and skip the runs another task holds.
+    With several workers (`workers` on the CPU, or a `placement` that also gives each worker its GPU), runs
+    train in that many spawned processes, each limited to its share of the cores so that they do not fight
+    over them. Each run is trained under its claim (`claimed`): tasks given the same command on a shared
+    directory, with or without shards, never train one run twice, and skip the runs another task holds.
     """
-    if workers < 1:
-        raise FmnistError(f"workers must be >= 1, got {workers}")
+    placement = placement or workers_lib.place(workers, None, [])
     out = Path(out)
     runs = grid_runs(experiment, out)
     states = [run_state(run) for run in runs]
@@ -285,22 +287,26 @@ def run_grid(
         f"{sum(s == 'new' for _, s in todo)} to start"
     )
     jobs = [(config_lib.to_dict(run.config), str(run.run_dir), f"{run.point} seed{run.seed}") for run, _ in todo]
-    if workers == 1 or len(jobs) <= 1:
+    if placement.workers == 1 or len(jobs) <= 1:
         for i, job in enumerate(jobs, 1):
             log(f"[{i}/{len(jobs)}] {job[2]}: {_train_run(*job, data=data, log=log)}")
     else:
-        _run_parallel(jobs, workers, data, log)
+        _run_parallel(jobs, placement, data, log)
     return [load_result(run) for run in runs]
 
 
-def _run_parallel(jobs: list[tuple], workers: int, data: FashionMNIST, log: Callable[[str], None]) -> None:
+def _run_parallel(
+    jobs: list[tuple], placement: workers_lib.Placement, data: FashionMNIST, log: Callable[[str], None]
+) -> None:
     # torch's multiprocessing context hands the dataset tensors to the workers through
     # shared memory instead of a pickled copy per process.
     context = torch.multiprocessing.get_context("spawn")
-    threads = max(1, (os.cpu_count() or 1) // workers)
+    gpus = context.Queue()  # each worker takes its GPU from it as it starts
+    for gpu in placement.gpus:
+        gpus.put(gpu)
     # Leaving the block terminates the workers: after an error, Ctrl-C or SIGTERM no run goes
     # on in the background, and the interrupted ones resume on the next invocation.
-    with context.Pool(workers, initializer=_init_worker, initargs=(data, threads)) as pool:
+    with context.Pool(placement.workers, initializer=_init_worker, initargs=(data, placement.threads, gpus)) as pool:
         for i, (label, outcome) in enumerate(pool.imap_unordered(_train_job, jobs), 1):
             log(f"[{i}/{len(jobs)}] {label}: {outcome}")
 
@@ -308,11 +314,14 @@ def _run_parallel(jobs: list[tuple], workers: int, data: FashionMNIST, log: Call
 _WORKER_DATA: FashionMNIST | None = None
 
 
-def _init_worker(data: FashionMNIST, threads: int) -> None:
+def _init_worker(data: FashionMNIST, threads: int, gpus: Any) -> None:
     global _WORKER_DATA
     _WORKER_DATA = data
-    torch.set_num_threads(threads)
-    os.environ["OMP_NUM_THREADS"] = str(threads)  # fit()'s threads = "auto" keeps this share of the cores
+    try:
+        gpu = gpus.get_nowait()
+    except queue.Empty:  # a worker the pool started again after one died: the GPUs as the parent sees them
+        gpu = None
+    workers_lib.enter(threads, gpu)
 
 
 def _train_job(job: tuple) -> tuple[str, str]:
@@ -449,7 +458,18 @@ def write_report(out: str | Path, experiment: Experiment, results: list[RunResul
         )
     for name, group in _curve_groups(results, experiment).items():
         plot_val_curves(group, out / name, experiment)
+    hparams.write(out / hparams.DIRECTORY, _sessions(results, experiment))
     return markdown
+
+
+def _sessions(results: list[RunResult], experiment: Experiment) -> Iterator[tuple[str, dict, dict]]:
+    """TensorBoard HParams sessions: each finished run's values of the options the grid sets, and its seed."""
+    options = list(dict.fromkeys(k for values in experiment.grid.values() for _, chosen in values for k in chosen))
+    for r in results:
+        if s := r.summary:
+            tried = {k: getattr(r.run.config, k) for k in options}
+            metrics = {"val_acc": s["val_accuracy"], "test_acc": s["test_accuracy"]}
+            yield f"{r.run.point},seed={r.run.seed}", {**tried, "seed": r.run.seed}, metrics
 
 
 def _run_row(result: RunResult, threshold: float) -> dict:

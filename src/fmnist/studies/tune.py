@@ -27,7 +27,7 @@ import socket
 import time
 import uuid
 import warnings
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -49,6 +49,8 @@ from fmnist.data import FashionMNIST
 from fmnist.errors import FmnistError
 from fmnist.records import EpochRow
 from fmnist.run_dir import RunDir
+from fmnist.studies import hparams
+from fmnist.studies import workers as workers_lib
 
 STUDY_FILE = "study.json"
 JOURNAL_FILE = "journal.log"
@@ -273,6 +275,20 @@ def create_study(study_dir: str | Path, settings: StudySettings) -> None:
     atomic_write(study_dir / STUDY_FILE, json.dumps(asdict(settings), indent=2) + "\n")
 
 
+def check_same_settings(study_dir: str | Path, settings: StudySettings) -> None:
+    """Refuse in one line (FmnistError) to continue the study in `study_dir` with other settings than its own."""
+    recorded, wanted = asdict(load_settings(study_dir)), asdict(settings)
+    old, new = recorded.pop("base"), wanted.pop("base")
+    changed = [(k, recorded[k], wanted[k]) for k in wanted if recorded[k] != wanted[k]]
+    changed += [(k, old.get(k), new[k]) for k in new if old.get(k) != new[k]]
+    if changed:
+        k, was, now = changed[0]
+        raise FmnistError(
+            f"{study_dir} holds a study with {k}={was!r}, this command asks for {now!r}; "
+            f"continue it with --resume {study_dir}, or choose another --out"
+        )
+
+
 def load_settings(study_dir: str | Path) -> StudySettings:
     path = Path(study_dir) / STUDY_FILE
     try:
@@ -341,22 +357,35 @@ def optimize(
     trials: int,
     timeout: float | None = None,
     workers: int = 1,
+    placement: workers_lib.Placement | None = None,
+    in_all: bool = False,
     log: Callable[[str], None] = print,
 ) -> optuna.Study:
     """Finish (complete or prune) `trials` more trials of the study in `study_dir` (fewer if `timeout`
-    seconds pass first) with `workers` processes that share its storage and this budget; returns the study."""
-    check_budget(trials, timeout, workers)
+    seconds pass first) with `workers` processes (or those of `placement`, which also gives each its GPU) that
+    share its storage and this budget; returns the study.
+    `in_all`: until the study holds `trials` finished trials in all, counting every invocation's, on every
+    machine (what a restarted job asks for: its earlier starts' trials count)."""
+    placement = placement or workers_lib.place(workers, None, [])
+    check_budget(trials, timeout, placement.workers)
     study_dir = Path(study_dir)
     load_settings(study_dir)
-    workers = min(workers, trials)
-    budget = Budget(uuid.uuid4().hex, trials, None if timeout is None else time.time() + timeout)
-    if workers == 1:
+    left = trials
+    if in_all:
+        study = load_study(study_dir, log=log)
+        left = trials - sum(t.state in FINISHED for t in study.get_trials(deepcopy=False))
+        if left <= 0:
+            log(f"the study holds {trials - left} finished trials, {trials} asked for in all: none to run")
+            return study
+    gpus = placement.gpus[:left]
+    budget = Budget(uuid.uuid4().hex, trials, None if timeout is None else time.time() + timeout, in_all)
+    if len(gpus) == 1:
         _optimize_here(study_dir, data, 0, budget, log)
     else:
         context = torch.multiprocessing.get_context("spawn")
-        threads = max(1, (os.cpu_count() or 1) // workers)
         processes = [
-            context.Process(target=_worker, args=(study_dir, data, i, budget, threads)) for i in range(workers)
+            context.Process(target=_worker, args=(study_dir, data, i, budget, placement.threads, gpu))
+            for i, gpu in enumerate(gpus)
         ]
         for p in processes:
             p.start()
@@ -382,11 +411,14 @@ class Budget:
     invocation: str
     trials: int
     deadline: float | None  # time.time() after which no trial starts
+    in_all: bool = False  # `trials` counts the study's finished trials, every invocation's
+
+    def counts(self, trial: optuna.trial.FrozenTrial) -> bool:
+        return self.in_all or trial.user_attrs.get("worker", {}).get("invocation") == self.invocation
 
 
-def _worker(study_dir: Path, data: FashionMNIST, index: int, budget: Budget, threads: int) -> None:
-    torch.set_num_threads(threads)
-    os.environ["OMP_NUM_THREADS"] = str(threads)  # fit()'s threads = "auto" keeps this share of the cores
+def _worker(study_dir: Path, data: FashionMNIST, index: int, budget: Budget, threads: int, gpu: str | None) -> None:
+    workers_lib.enter(threads, gpu)
     optuna.logging.set_verbosity(optuna.logging.WARNING)  # one line per trial comes from describe_trial
     try:
         _optimize_here(study_dir, data, index, budget, lambda msg: print(f"[worker {index}] {msg}", flush=True))
@@ -454,11 +486,7 @@ def _more_trials(study: optuna.Study, settings: StudySettings, budget: Budget, l
     running trials cover it, wait: a running one may belong to a dead worker, and once the heartbeat
     (RDB) or the process check (this host) fails it, its place is free again."""
     while budget.deadline is None or time.time() < budget.deadline:
-        ours = [
-            t
-            for t in study.get_trials(deepcopy=False)
-            if t.user_attrs.get("worker", {}).get("invocation") == budget.invocation
-        ]
+        ours = [t for t in study.get_trials(deepcopy=False) if budget.counts(t)]
         finished = sum(t.state in FINISHED for t in ours)
         running = sum(t.state == TrialState.RUNNING for t in ours)
         if finished >= budget.trials:
@@ -504,6 +532,7 @@ def write_outputs(study: optuna.Study, study_dir: str | Path, log: Callable[[str
     trials = study.get_trials(deepcopy=False)
     atomic_write(study_dir / "trials.csv", trials_csv(trials))
     plot_history(trials, study_dir / "history.png")
+    hparams.write(study_dir / hparams.DIRECTORY, sessions(trials))
     complete = [t for t in trials if t.state == TrialState.COMPLETE]
     counts = collections.Counter(t.state.name.lower() for t in trials)
     log(f"study {study.study_name}: {len(trials)} trials ({', '.join(f'{n} {s}' for s, n in counts.items())})")
@@ -528,6 +557,18 @@ def write_outputs(study: optuna.Study, study_dir: str | Path, log: Callable[[str
         warnings.simplefilter("ignore")  # few-trial accuracy warnings; the plot title says n
         importances = optuna.importance.get_param_importances(study)
     plot_importances(importances, study_dir / "importances.png", len(complete))
+
+
+def sessions(trials: list[optuna.trial.FrozenTrial]) -> Iterator[tuple[str, dict, dict]]:
+    """TensorBoard HParams sessions: each finished trial's parameters and state, its validation accuracy
+    (a pruned trial's at its last report) and test accuracy where it completed."""
+    for t in trials:
+        if t.state not in FINISHED or not (t.value is not None or t.intermediate_values):
+            continue
+        val = t.value if t.value is not None else t.intermediate_values[max(t.intermediate_values)]
+        test = t.user_attrs.get("result", {}).get("test_accuracy")
+        metrics = {"val_acc": val, **({"test_acc": test} if test is not None else {})}
+        yield f"trial{t.number}", {**t.params, "state": t.state.name}, metrics
 
 
 def trials_csv(trials: list[optuna.trial.FrozenTrial]) -> str:

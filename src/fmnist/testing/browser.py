@@ -92,15 +92,24 @@ def classify_in_page(driver: Any, paths: list[str]) -> list[tuple[int, bool, flo
 
 
 def picture_sets(
-    folder: Path, test_images: Any, tests: int, photos: int, outliers_per_kind: int, seed: int = 1
+    folder: Path,
+    test_images: Any,
+    tests: int,
+    photos: int,
+    outliers_per_kind: int,
+    seed: int = 1,
+    photo_side: tuple[int, int] | None = None,
 ) -> dict[str, list[str]]:
     """Pictures written under `folder`/pictures for an exported page to classify, their paths relative to `folder`
     per set: "test", the first `tests` of `test_images` (uint8 [N, 28, 28]) as PNG; "photos", `photos` product
-    photos rendered from the next ones (trust.references); "outliers", `outliers_per_kind` held-out non-garment
-    pictures of each kind (fmnist.testing.outliers: needs scikit-image and scikit-learn)."""
-    from fmnist.images import export_png
+    photos rendered from the next ones (trust.references; their longer side drawn from `photo_side`, pixels,
+    default references.LONGER_SIDE); "outliers", `outliers_per_kind` held-out non-garment pictures of each kind
+    (fmnist.testing.outliers: needs scikit-image and scikit-learn)."""
+    import numpy as np
+    from PIL import Image
+
     from fmnist.testing import outliers
-    from fmnist.trust.references import render_set
+    from fmnist.trust.references import LONGER_SIDE, render_set
 
     (folder / "pictures").mkdir()
     sets: dict[str, list[str]] = {"test": [], "photos": [], "outliers": []}
@@ -112,9 +121,9 @@ def picture_sets(
             path.write_bytes(data)
         return path
 
-    for i, image in enumerate(test_images[:tests]):
-        export_png(image, write("test", f"test-{i}.png"))
-    for i, photo in enumerate(render_set(test_images[tests:], photos, seed)):
+    for i, image in enumerate(test_images[:tests]):  # plain PNG files: test material needs no atomic writes
+        Image.fromarray(np.asarray(image, dtype=np.uint8), "L").save(write("test", f"test-{i}.png"), format="PNG")
+    for i, photo in enumerate(render_set(test_images[tests:], photos, seed, photo_side or LONGER_SIDE)):
         write("photos", f"photo-{i}{photo.suffix}", photo.data)
     for i, outlier in enumerate(outliers.build(outliers_per_kind, "holdout", seed)):
         write("outliers", f"outlier-{i}{outlier.suffix}", outlier.data)

@@ -261,6 +261,7 @@ def calibrated(
     against `references`, a plain 28x28 image against `plain`. So a score is the share of garment pictures of
     the same kind at least as unusual, whatever number of cues the kind has. A batch of both kinds is scored
     both ways at once and picked per picture."""
+
     def scored(refs: dict[str, np.ndarray], kind: str) -> np.ndarray:
         return p_values(unusualness(values, refs), held_out[kind], "low")
 

@@ -35,7 +35,12 @@ RUNTIME_ENV = "FMNIST_ORT_WEB"
 MODEL_FILE = "model.onnx"
 # The served page loads app.js last; the exported one loads the runtime, the framing and the back end first.
 APP_SCRIPT = '<script src="static/app.js"></script>'
-BROWSER_SCRIPTS = ("static/ort/ort.wasm.min.js", "static/framing.js", "static/browser.js")
+BROWSER_SCRIPTS = (
+    "static/ort/ort.wasm.min.js",
+    "static/segmentation.js",
+    "static/framing.js",
+    "static/browser.js",
+)
 
 
 def runtime_dir() -> Path:

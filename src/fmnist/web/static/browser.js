@@ -2,7 +2,9 @@
 // The page's in-browser back end (fmnist export --web): the model runs in onnxruntime-web's WebAssembly build,
 // a picture is framed by framing.js as fmnist.images frames it, and the answer is built as fmnist.answer builds
 // it: the graph's calibrated probabilities, and the not-a-garment verdict from the conformal p-values of the
-// model's energy and of the picture cues against the reference values in the sidecar (fmnist.trust.ood).
+// detector's cues (the model's energy, the 28x28 view's shape, the picture's framing cues) against the reference
+// values in the sidecar, as fmnist.trust scores them (ood.calibrated; ood.combined for a detector without
+// held-out calibration).
 //
 // window.fmnist.classify(source, {input}) takes an image URL, a Blob (a File) or an ImageBitmap and resolves to
 // one prediction with the fields of an element of POST /predict's `predictions` (and `input`, the 28x28 view
@@ -11,8 +13,13 @@
   const framing = window.fmnistFraming;
   const SIDE = framing.CONSTANTS.SIDE;
   const TOP_K = 5; // classes listed per prediction, as the server lists them (serve/limits.py)
-  // Which end of each cue is unusual (fmnist.trust.ood.UNUSUAL): low energy, either end of a picture cue.
-  const UNUSUAL = { energy: "low", ...Object.fromEntries(framing.CUE_NAMES.map((name) => [name, "both"])) };
+  // Which end of each cue is unusual (fmnist.trust.ood.UNUSUAL).
+  const UNUSUAL = {
+    energy: "low", span: "low", ink: "both", stroke: "both", flat: "both",
+    ...Object.fromEntries(framing.CUE_NAMES.map((name) => [name, "both"])),
+  };
+  const TIE_BREAK = 1e-6; // ood.TIE_BREAK: the product of the p-values orders pictures whose smallest ones tie
+  const INK_LEVEL = 50, FULL_LEVEL = 200; // ood.view_cues' levels of ink and of ink at full strength
 
   ort.env.wasm.numThreads = 1; // threads need a cross-origin-isolated page, which a plain static server does not give
   ort.env.wasm.wasmPaths = new URL("static/ort/", document.baseURI).href;
@@ -21,36 +28,52 @@
     const response = await fetch("model.json");
     if (!response.ok) throw new Error(`model.json: the server answered ${response.status}`);
     const facts = await response.json();
+    const trust = facts.trust || {};
+    for (const cue of [...Object.keys(trust.references || {}), ...Object.keys(trust.plain || {})]) {
+      if (!(cue in UNUSUAL)) throw new Error(`model.json: the detector weighs "${cue}", which this page does not compute`);
+    }
     const session = await ort.InferenceSession.create("model.onnx", { executionProviders: ["wasm"] });
-    const references = Object.fromEntries(
-      Object.entries(facts.trust.references).map(([cue, values]) => [cue, Float64Array.from(values)]));
-    return { facts, session, references };
+    return { facts, session };
   })();
 
-  async function bitmapOf(source, name) {
-    if (typeof ImageBitmap !== "undefined" && source instanceof ImageBitmap) return source;
-    let blob = source;
-    if (!(source instanceof Blob)) {
-      const response = await fetch(source);
-      if (!response.ok) throw new Error(`${name}: the server answered ${response.status}`);
-      blob = await response.blob();
+  // Whether a file has no colour planes (Pillow opens it as "L" or "LA"): a PNG of colour type 0 or 4, a JPEG
+  // with one component. framing.js then segments its grey plane, as Python does.
+  function colourless(bytes) {
+    if (bytes[0] === 0x89 && bytes[1] === 0x50) return bytes[25] === 0 || bytes[25] === 4; // IHDR colour type
+    if (bytes[0] !== 0xff || bytes[1] !== 0xd8) return false;
+    for (let at = 2; at + 9 < bytes.length;) { // JPEG markers up to the start of frame
+      if (bytes[at] !== 0xff) return false;
+      const marker = bytes[at + 1];
+      if (marker >= 0xc0 && marker <= 0xcf && ![0xc4, 0xc8, 0xcc].includes(marker)) return bytes[at + 9] === 1;
+      at += 2 + ((bytes[at + 2] << 8) | bytes[at + 3]);
     }
-    try {
-      // Upright per the EXIF orientation, and the file's own values: no colour management, no premultiplication.
-      return await createImageBitmap(blob, {
-        imageOrientation: "from-image", premultiplyAlpha: "none", colorSpaceConversion: "none",
-      });
-    } catch {
-      throw new Error(`${name}: not an image file this browser can read`);
-    }
+    return false;
   }
 
   async function pixelsOf(source, name) {
-    const bitmap = await bitmapOf(source, name);
+    let bitmap = source, grey = false;
+    if (!(typeof ImageBitmap !== "undefined" && source instanceof ImageBitmap)) {
+      let blob = source;
+      if (!(source instanceof Blob)) {
+        const response = await fetch(source);
+        if (!response.ok) throw new Error(`${name}: the server answered ${response.status}`);
+        blob = await response.blob();
+      }
+      grey = colourless(new Uint8Array(await blob.arrayBuffer()));
+      try {
+        // Upright per the EXIF orientation, and the file's own values: no colour management, no premultiplying.
+        bitmap = await createImageBitmap(blob, {
+          imageOrientation: "from-image", premultiplyAlpha: "none", colorSpaceConversion: "none",
+        });
+      } catch {
+        throw new Error(`${name}: not an image file this browser can read`);
+      }
+    }
     const canvas = new OffscreenCanvas(bitmap.width, bitmap.height);
     const context = canvas.getContext("2d", { willReadFrequently: true });
     context.drawImage(bitmap, 0, 0);
-    return context.getImageData(0, 0, bitmap.width, bitmap.height);
+    const { data, width, height } = context.getImageData(0, 0, bitmap.width, bitmap.height);
+    return { data, width, height, colourless: grey };
   }
 
   function nameOf(source, index) {
@@ -58,9 +81,9 @@
     return source instanceof File ? source.name : `image ${index}`;
   }
 
-  // Conformal p-values (fmnist.trust.ood.p_values): the share of references at least as unusual; NaN gives 1.
+  // Conformal p-value (fmnist.trust.ood.p_values): the share of references at least as unusual; NaN gives 1.
   function pValue(value, reference, unusual) {
-    if (Number.isNaN(value)) return 1;
+    if (value === undefined || Number.isNaN(value)) return 1;
     const m = reference.length;
     let below = 0, atOrBelow = 0;
     for (const r of reference) {
@@ -71,12 +94,51 @@
     return { low, high, both: Math.min(1, 2 * Math.min(low, high)) }[unusual];
   }
 
-  // T * logsumexp(logits / T) at T = 1 (fmnist.trust.ood.energy), rounded to float32 as torch computes it.
+  // The smallest p-value over the cues with references, ties broken by their product (ood.unusualness).
+  function unusualness(cues, references) {
+    const ps = Object.entries(references).map(([cue, reference]) => pValue(cues[cue], reference, UNUSUAL[cue]));
+    const product = ps.reduce((a, p) => a * p);
+    return Math.min(...ps) + TIE_BREAK * product;
+  }
+
+  // The in-distribution score of one picture (trust.Trust.scores): a photo is ranked among held-out garment
+  // photos, a plain 28x28 image among plain ones (ood.calibrated); a detector without held-out values takes the
+  // smallest p-value (ood.combined).
+  function score(trust, cues, photo) {
+    const heldOut = trust.held_out || {};
+    if (!Object.keys(heldOut).length) {
+      return Math.min(...Object.entries(trust.references).map(([cue, r]) => pValue(cues[cue], r, UNUSUAL[cue])));
+    }
+    const references = photo ? trust.references : trust.plain;
+    return pValue(unusualness(cues, references), heldOut[photo ? "photo" : "plain"], "low");
+  }
+
+  // The energy logsumexp(logits) in float64 (fmnist.trust.energies).
   function energy(logits) {
     const top = Math.max(...logits);
     let sum = 0;
     for (const l of logits) sum += Math.exp(l - top);
-    return Math.fround(top + Math.log(sum));
+    return top + Math.log(sum);
+  }
+
+  // The 28x28 view's shape (fmnist.trust.ood.view_cues): the span of its ink, the ink's share, the share of ink
+  // inside a filled region (all eight neighbours ink), the share of ink at full strength.
+  function viewCues(view) {
+    const ink = (y, x) => y >= 0 && y < SIDE && x >= 0 && x < SIDE && view[y * SIDE + x] > INK_LEVEL;
+    let count = 0, interior = 0, full = 0, top = SIDE, bottom = -1, left = SIDE, right = -1;
+    for (let y = 0; y < SIDE; y++) {
+      for (let x = 0; x < SIDE; x++) {
+        if (!ink(y, x)) continue;
+        count++;
+        full += view[y * SIDE + x] > FULL_LEVEL ? 1 : 0;
+        [top, bottom, left, right] = [Math.min(top, y), Math.max(bottom, y), Math.min(left, x), Math.max(right, x)];
+        let filled = true;
+        for (let dy = -1; dy <= 1 && filled; dy++) for (let dx = -1; dx <= 1; dx++) filled = filled && ink(y + dy, x + dx);
+        interior += filled ? 1 : 0;
+      }
+    }
+    const span = Math.max(bottom - top + 1, right - left + 1, 0);
+    return { span, ink: count / (SIDE * SIDE), stroke: interior / Math.max(count, 1), flat: full / Math.max(count, 1) };
   }
 
   function viewUrl(image) {
@@ -89,22 +151,18 @@
     return canvas.toDataURL("image/png");
   }
 
-  function answer({ facts, references }, logits, probabilities, framed, withInput) {
+  function answer({ facts }, logits, probabilities, framed, withInput) {
     const order = [...probabilities.keys()].sort((a, b) => probabilities[b] - probabilities[a]);
-    const detector = Object.keys(references).length > 0;
-    const cues = { energy: energy(logits), ...(framed.cues || {}) };
-    let score = null;
-    if (detector) {
-      score = Math.min(...Object.entries(references).map(([cue, reference]) =>
-        pValue(cue in cues ? cues[cue] : NaN, reference, UNUSUAL[cue])));
-    }
+    const detector = Object.keys(facts.trust.references).length > 0;
+    const cues = { energy: energy(logits), ...viewCues(framed.image), ...(framed.cues || {}) };
+    const found = detector ? score(facts.trust, cues, framed.cues !== null) : null;
     const prediction = {
       class_index: order[0],
       class_name: facts.classes[order[0]],
       probability: probabilities[order[0]],
       top: order.slice(0, TOP_K).map((k) => [facts.classes[k], probabilities[k]]),
-      garment: score === null || score >= facts.trust.threshold,
-      in_distribution_score: score,
+      garment: found === null || found >= facts.trust.threshold,
+      in_distribution_score: found,
       ood_threshold: detector ? facts.trust.threshold : null,
       calibrated: facts.trust.temperature !== null,
     };
@@ -114,11 +172,14 @@
 
   async function classifyMany(sources, { input = false } = {}) {
     const model = await loaded;
+    // Fetched and decoded all at once (the browser overlaps the requests and the decoding), framed in turn.
+    const decoded = sources.map((source, index) => pixelsOf(source, nameOf(source, index)));
+    decoded.forEach((pending) => pending.catch(() => {})); // rejections are reported in order, below
     const framed = [];
-    for (const [index, source] of sources.entries()) {
-      const name = nameOf(source, index);
+    for (const [index, pending] of decoded.entries()) {
+      const name = nameOf(sources[index], index);
       try {
-        framed.push(framing.framePicture(await pixelsOf(source, name)));
+        framed.push(framing.framePicture(await pending));
       } catch (err) {
         throw err.message.startsWith(name) ? err : new Error(`${name}: ${err.message}`);
       }

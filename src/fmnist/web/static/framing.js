@@ -6,12 +6,12 @@
 // parity test (tests/test_web.py) can hold both to the same answers on the same pixels. Pillow's LANCZOS
 // resize with reducing_gap=3.0 and its 8-bit grey conversions are ported too (libImaging Resample.c,
 // Reduce.c, Convert.c): they decide pixel values before any threshold does.
-// Loaded as a browser script (window.fmnistFraming) or a CommonJS module (node, for the parity test).
+// A picture on a textured surface is separated from it by segmentation.js (fmnist.segmentation).
+// Loaded as a browser script after segmentation.js (window.fmnistFraming) or a CommonJS module (node).
 (function (root, factory) {
-  const api = factory();
-  if (typeof module === "object" && module.exports) module.exports = api;
-  else root.fmnistFraming = api;
-})(typeof self !== "undefined" ? self : this, function () {
+  if (typeof module === "object" && module.exports) module.exports = factory(require("./segmentation.js"));
+  else root.fmnistFraming = factory(root.fmnistSegmentation);
+})(typeof self !== "undefined" ? self : this, function (segmentation) {
   // fmnist.images' constants; the parity test checks each against Python's.
   const CONSTANTS = {
     SIDE: 28,
@@ -29,6 +29,9 @@
     DIGITAL_CONTRAST: 128.0,
     FULL_PEAK: 250.0,
     SILHOUETTE_FLOOR: 0.25,
+    SURFACE_NOISE: 6.0,
+    SURFACE_FIT: 0.8,
+    SURFACE_MIN_NOISE: 1.0,
   };
   const C = CONSTANTS;
   const SIDE = C.SIDE;
@@ -98,15 +101,14 @@
     return ((t >> 8) + t) >> 8;
   }
 
-  function lanczos(x) {
-    const sinc = (v) => (v === 0 ? 1 : Math.sin(v * Math.PI) / (v * Math.PI));
-    return x >= -3 && x < 3 ? sinc(x) * sinc(x / 3) : 0;
-  }
+  const sinc = (v) => (v === 0 ? 1 : Math.sin(v * Math.PI) / (v * Math.PI));
+  const LANCZOS = { support: 3, at: (x) => (x >= -3 && x < 3 ? sinc(x) * sinc(x / 3) : 0) };
+  const BOX = { support: 0.5, at: (x) => (x > -0.5 && x <= 0.5 ? 1 : 0) };
 
-  function coefficients(inSize, in0, in1, outSize) { // Resample.c precompute_coeffs, LANCZOS (support 3)
+  function coefficients(inSize, in0, in1, outSize, filter) { // Resample.c precompute_coeffs
     const scale = f32(in1 - in0) / outSize;
     const filterscale = Math.max(scale, 1);
-    const support = 3 * filterscale;
+    const support = filter.support * filterscale;
     const ksize = Math.ceil(support) * 2 + 1;
     const bounds = new Int32Array(outSize * 2);
     const kk = new Float64Array(outSize * ksize);
@@ -117,7 +119,7 @@
       const xmax = Math.min(Math.trunc(center + support + 0.5), inSize) - xmin;
       let ww = 0;
       for (let x = 0; x < xmax; x++) {
-        const w = lanczos((x + xmin - center + 0.5) * ss);
+        const w = filter.at((x + xmin - center + 0.5) * ss);
         kk[xx * ksize + x] = w;
         ww += w;
       }
@@ -141,41 +143,52 @@
   }
 
   // One pass of the separable resample along x (`horizontal`) or y of a one-band plane, 8-bit or float32.
-  function resamplePass(src, width, height, outSize, in0, in1, horizontal, float) {
-    const { bounds, kk, ksize } = coefficients(horizontal ? width : height, in0, in1, outSize);
+  function resamplePass(src, width, height, outSize, in0, in1, horizontal, float, filter) {
+    const { bounds, kk, ksize } = coefficients(horizontal ? width : height, in0, in1, outSize, filter);
     const k = float ? kk : fixedPoint(kk);
     const outW = horizontal ? outSize : width, outH = horizontal ? height : outSize;
     const out = float ? new Float32Array(outW * outH) : new Uint8Array(outW * outH);
     const start = float ? 0 : 2 ** (PRECISION_BITS - 1);
-    // Along x the taps of one output pixel are neighbours in a row; along y, one row apart.
-    const lines = horizontal ? height : width, lineStride = horizontal ? width : 1, tapStride = horizontal ? 1 : width;
-    const outLineStride = horizontal ? outW : 1, outStride = horizontal ? 1 : outW;
-    for (let o = 0; o < outSize; o++) {
-      const xmin = bounds[o * 2], xmax = bounds[o * 2 + 1], base = o * ksize;
-      for (let line = 0; line < lines; line++) {
-        let ss = start;
-        let at = line * lineStride + xmin * tapStride;
-        for (let x = 0; x < xmax; x++, at += tapStride) ss += src[at] * k[base + x];
-        out[line * outLineStride + o * outStride] = float ? ss : clip8(ss);
+    if (horizontal) {
+      for (let o = 0; o < outSize; o++) {
+        const xmin = bounds[o * 2], xmax = bounds[o * 2 + 1], base = o * ksize;
+        for (let y = 0; y < height; y++) {
+          let ss = start;
+          const row = y * width + xmin;
+          for (let x = 0; x < xmax; x++) ss += src[row + x] * k[base + x];
+          out[y * outW + o] = float ? ss : clip8(ss);
+        }
       }
+      return out;
+    }
+    // Along y, a whole row of sums at a time (the same taps in the same order per pixel), for the cache.
+    const sums = new Float64Array(width);
+    for (let o = 0; o < outSize; o++) {
+      const ymin = bounds[o * 2], ymax = bounds[o * 2 + 1], base = o * ksize;
+      sums.fill(start);
+      for (let y = 0; y < ymax; y++) {
+        const row = (ymin + y) * width, weight = k[base + y];
+        for (let x = 0; x < width; x++) sums[x] += src[row + x] * weight;
+      }
+      for (let x = 0; x < width; x++) out[o * outW + x] = float ? sums[x] : clip8(sums[x]);
     }
     return out;
   }
 
   // ImagingResampleInner (Pillow 13): x first, unless the height shrinks by more than twice as many pixels as the
   // width does; the order matters for 8-bit planes, which are clipped and rounded between the passes.
-  function resample(src, width, height, outW, outH, box, float) {
+  function resample(src, width, height, outW, outH, box, float, filter = LANCZOS) {
     const needX = outW !== width || box[0] !== 0 || box[2] !== outW;
     const needY = outH !== height || box[1] !== 0 || box[3] !== outH;
     const xFirst = !(height - outH > 0 && height - outH > (width - outW) * 2);
     let plane = src, w = width, h = height;
     const passX = () => {
-      plane = resamplePass(plane, w, h, outW, f32(box[0]), f32(box[2]), true, float);
+      plane = resamplePass(plane, w, h, outW, f32(box[0]), f32(box[2]), true, float, filter);
       w = outW;
     };
     if (needX && xFirst) passX();
     if (needY) {
-      plane = resamplePass(plane, w, h, outH, f32(box[1]), f32(box[3]), false, float);
+      plane = resamplePass(plane, w, h, outH, f32(box[1]), f32(box[3]), false, float, filter);
       h = outH;
     }
     if (needX && !xFirst) passX();
@@ -243,8 +256,8 @@
 
   // ---- fmnist.images -------------------------------------------------------------------------------------
 
-  // A decoded picture ({data: RGBA bytes, width, height}, as ImageData) -> {image: Uint8Array(784), cues}:
-  // images.frame_picture. `cues` is null for a picture that already was a 28x28 Fashion-MNIST-style image
+  // A decoded picture ({data: RGBA bytes, width, height}, as ImageData, and `colourless`: true when its file has
+  // no colour planes) -> {image: Uint8Array(784), cues}: images.frame_picture. `cues` is null for a picture that already was a 28x28 Fashion-MNIST-style image
   // or a digital one (digital_view). Throws an Error for more than MAX_PIXELS pixels.
   function framePicture(picture) {
     const { data, width, height } = picture;
@@ -257,7 +270,7 @@
     const { gray, alpha, w, h } = planes(data, width, height);
     const digital = w === h ? digitalView(gray, alpha, w, h) : null;
     if (digital) return { image: digital, cues: null };
-    return frameWithCues(gray, alpha, w, h);
+    return frameWithCues(gray, alpha, w, h, () => colourPlanes(picture, gray, w, h));
   }
 
   // 28x28, grey (R = G = B), opaque, most of the border dark: the dataset's own format (_already_fashion_mnist;
@@ -369,36 +382,124 @@
     return out;
   }
 
-  // The framed 28x28 image and the cues measured on the way (frame_with_cues; step 1: 8-bit levels).
-  function frameWithCues(grayIn, alpha, w, h) {
-    let gray = grayIn, borderFit = 1.0, noise = 0.0, contrast, smooth, mask, box;
+  // The framed 28x28 image and the cues measured on the way (frame_with_cues; step 1: 8-bit levels). `colour`
+  // gives the picture's colour planes ({planes, w, h}), asked for only when the object lies on a texture.
+  function frameWithCues(grayIn, alpha, w, h, colour) {
+    let gray = grayIn, borderFit = 1.0, noise = 0.0, contrast, smooth, mask;
     if (alpha && minOf(alpha) < 0.5) {
       contrast = cutoutContrast(gray, alpha);
       smooth = smoothed(contrast, w, h);
       mask = smoothed(alpha, w, h).map((v) => (v > 0.5 ? 1 : 0));
-      box = objectBox(mask, w, h);
     } else {
       if (alpha) gray = gray.map((g, i) => f32(f32(g * alpha[i]) + f32(255 * f32(1 - alpha[i]))));
       ({ contrast, noise, borderFit } = backgroundContrast(stretch(gray, w, h), w, h));
       smooth = smoothed(contrast, w, h);
       const t = threshold(smooth, noise);
-      mask = smooth.map((v, i) => (v > t && contrast[i] > t / 2 ? 1 : 0));
-      box = maxOf(smooth) > noiseFloor(noise) ? objectBox(mask, w, h) : null;
+      mask = new Uint8Array(smooth.length);
+      for (let i = 0; i < mask.length; i++) mask[i] = smooth[i] > t && contrast[i] > t / 2 ? 1 : 0;
+      if (maxOf(smooth) <= noiseFloor(noise)) {
+        mask.fill(0);
+      } else if (onTexture(borderFit, noise)) {
+        const planesOf = colour || (() => ({ planes: [gray], w, h }));
+        const found = segmentation.objectMask(planesOf(), w, h, LINEAR);
+        if (found) [contrast, mask, smooth] = [onSurface(contrast, found), found, null];
+      }
     }
+    const box = objectBox(mask, w, h);
     const empty = { image: new Uint8Array(SIDE * SIDE), cues: cuesOf(borderFit, noise, 0, 0, 0) };
     if (!box) return empty;
+    const cues = objectCues(mask, w, h, box, borderFit, noise);
     const [top, bottom, left, right] = box;
-    let peak = -Infinity;
-    for (let y = top; y < bottom; y++) for (let x = left; x < right; x++) peak = Math.max(peak, smooth[y * w + x]);
+    let crop = { data: cropOf(contrast, w, box), w: right - left, h: bottom - top };
+    const turned = upright(crop, { data: cropOf(mask, w, box), w: crop.w, h: crop.h });
+    if (turned) [crop, smooth] = [turned, null];
+    // The object's strongest contrast becomes 255, as in Fashion-MNIST (smoothed, before resizing).
+    const peak = maxOf(smooth ? cropOf(smooth, w, box) : smoothed(crop.data, crop.w, crop.h));
     if (peak <= 0) return empty;
-    const crop = new Float32Array((bottom - top) * (right - left));
-    for (let y = top; y < bottom; y++) {
-      for (let x = left; x < right; x++) crop[(y - top) * (right - left) + x - left] = contrast[y * w + x];
-    }
     const scale = f32(255 / peak);
-    const framed = fit(crop, right - left, bottom - top);
+    const framed = fit(crop.data, crop.w, crop.h);
     const image = Uint8Array.from(framed, (v) => Math.min(255, Math.max(0, rint(f32(v * scale)))));
-    return { image, cues: objectCues(mask, w, h, box, borderFit, noise) };
+    return { image, cues };
+  }
+
+  function cropOf(plane, w, [top, bottom, left, right]) {
+    const out = new Float32Array((bottom - top) * (right - left));
+    for (let y = top; y < bottom; y++) {
+      for (let x = left; x < right; x++) out[(y - top) * (right - left) + x - left] = plane[y * w + x];
+    }
+    return out;
+  }
+
+  // Whether the surface is textured or shaded, from the plain method's fit (_on_texture).
+  function onTexture(borderFit, noise) {
+    return noise > C.SURFACE_NOISE || (borderFit < C.SURFACE_FIT && noise >= C.SURFACE_MIN_NOISE);
+  }
+
+  // The contrast of an object found on a texture: its polarity from its own pixels, zero off it (_on_surface).
+  function onSurface(contrast, found) {
+    let sum = 0, count = 0;
+    for (let i = 0; i < found.length; i++) if (found[i]) { sum += contrast[i]; count++; }
+    const sign = sum / count >= 0 ? 1 : -1;
+    return contrast.map((v, i) => (found[i] ? sign * v : 0));
+  }
+
+  // The object's contrast (cut to its box) turned upright by segmentation.tilt of its mask and cut to its new
+  // box, or null when it stands upright already (_upright).
+  function upright(contrast, mask) {
+    const angle = segmentation.tilt(mask.data, mask.w, mask.h);
+    if (angle === 0) return null;
+    const [turned, turnedMask] = [contrast, mask].map((plane) => rotated(plane, angle));
+    const box = objectBox(turnedMask.data.map((v) => (v > 0.5 ? 1 : 0)), turnedMask.w, turnedMask.h);
+    if (!box) return null;
+    return { data: cropOf(turned.data, turned.w, box), w: box[3] - box[2], h: box[1] - box[0] };
+  }
+
+  // Pillow's Image.rotate(angle, BILINEAR, expand=True) of a float32 plane: the inverse affine map of each
+  // output pixel's centre, sampled bilinearly (Geometry.c bilinear_filter32F), 0 outside the picture.
+  function rotated({ data, w, h }, degrees) {
+    const angle = -(((degrees % 360) + 360) % 360) * (Math.PI / 180);
+    const round15 = (v) => Number(v.toFixed(15));
+    const m = [round15(Math.cos(angle)), round15(Math.sin(angle)), 0, round15(-Math.sin(angle)), round15(Math.cos(angle)), 0];
+    const apply = (x, y) => [m[0] * x + m[1] * y + m[2], m[3] * x + m[4] * y + m[5]];
+    [m[2], m[5]] = apply(-w / 2, -h / 2);
+    m[2] += w / 2;
+    m[5] += h / 2;
+    const corners = [[0, 0], [w, 0], [w, h], [0, h]].map(([x, y]) => apply(x, y));
+    const nw = Math.ceil(Math.max(...corners.map((c) => c[0]))) - Math.floor(Math.min(...corners.map((c) => c[0])));
+    const nh = Math.ceil(Math.max(...corners.map((c) => c[1]))) - Math.floor(Math.min(...corners.map((c) => c[1])));
+    [m[2], m[5]] = apply(-(nw - w) / 2, -(nh - h) / 2);
+    const out = new Float32Array(nw * nh);
+    const at = (x, y) => data[Math.min(Math.max(y, 0), h - 1) * w + Math.min(Math.max(x, 0), w - 1)];
+    for (let y = 0; y < nh; y++) {
+      for (let x = 0; x < nw; x++) {
+        let xin = m[0] * (x + 0.5) + m[1] * (y + 0.5) + m[2];
+        let yin = m[3] * (x + 0.5) + m[4] * (y + 0.5) + m[5];
+        if (xin < 0 || xin >= w || yin < 0 || yin >= h) continue;
+        xin -= 0.5;
+        yin -= 0.5;
+        const x0 = Math.floor(xin), y0 = Math.floor(yin), dx = xin - x0, dy = yin - y0;
+        const v1 = at(x0, y0) + (at(x0 + 1, y0) - at(x0, y0)) * dx;
+        const v2 = y0 + 1 >= 0 && y0 + 1 < h ? at(x0, y0 + 1) + (at(x0 + 1, y0 + 1) - at(x0, y0 + 1)) * dx : v1;
+        out[y * nw + x] = v1 + (v2 - v1) * dy;
+      }
+    }
+    return { data: out, w: nw, h: nh };
+  }
+
+  // The picture's colour planes for segmentation.js, at most SEGMENT_SIDE pixels on its longer side (_colour):
+  // its RGB planes resized as Pillow resizes "RGB", or, for a file without colour (a grey PNG or JPEG, Pillow's
+  // "L" and "LA"), the working grey plane.
+  function colourPlanes({ data, width, height, colourless }, gray, w, h) {
+    const n = width * height;
+    if (colourless) return { planes: [gray], w, h };
+    const scale = Math.min(1, segmentation.CONSTANTS.SEGMENT_SIDE / Math.max(width, height));
+    const sw = Math.max(1, rint(width * scale)), sh = Math.max(1, rint(height * scale));
+    const planes = [0, 1, 2].map((c) => {
+      const channel = new Uint8Array(n);
+      for (let i = 0; i < n; i++) channel[i] = data[4 * i + c];
+      return Float32Array.from(resize(channel, width, height, sw, sh, false));
+    });
+    return { planes, w: sw, h: sh };
   }
 
   function cuesOf(borderFit, noise, coverage, fill, largest) {
@@ -461,7 +562,9 @@
     const low = minOf(smooth), high = maxOf(smooth);
     const gain = f32(Math.max(Math.min(255 / Math.max(high - low, 1e-12), C.MIN_CONTRAST), 1.0));
     const lowF = f32(low);
-    return gray.map((g) => f32(f32(g - lowF) * gain));
+    const out = new Float32Array(gray.length);
+    for (let i = 0; i < gray.length; i++) out[i] = f32(gray[i] - lowF) * gain;
+    return out;
   }
 
   // Contrast with the background surface (object positive), its noise and the border's fit
@@ -469,12 +572,15 @@
   function backgroundContrast(gray, w, h) {
     const smooth = smoothed(gray, w, h);
     const { surface, noise, borderFit } = backgroundSurface(smooth, w, h);
-    const difference = smooth.map((v, i) => v - surface[i]);
+    const difference = new Float32Array(smooth.length);
+    for (let i = 0; i < smooth.length; i++) difference[i] = smooth[i] - surface[i];
     const t = threshold(difference, noise);
     let sum = 0;
     for (const d of difference) if (Math.abs(d) > t) sum += d;
     const sign = sum < 0 ? -1 : 1;
-    return { contrast: gray.map((g, i) => sign * f32(g - surface[i])), noise, borderFit };
+    const contrast = new Float32Array(gray.length);
+    for (let i = 0; i < gray.length; i++) contrast[i] = sign * f32(gray[i] - surface[i]);
+    return { contrast, noise, borderFit };
   }
 
   // The background: a quadratic surface fitted to the border pixels on it, grown from the most common
@@ -511,7 +617,7 @@
         for (let i = 0; i < inliers.length; i++) picked[i] = array[inliers[i]];
         return picked;
       };
-      coef = leastSquares(design.map(pick), pick(values));
+      coef = leastSquares(...householder(design.map(pick), pick(values)));
     }
     const residual = residuals(coef);
     const kept = inliersOf(residual).map((i) => residual[i]);
@@ -535,12 +641,40 @@
     return s;
   }
 
+  // Householder QR of the columns [m] of a design and its targets [m]: (the columns of R [k], Q^T targets [k]),
+  // which have the least-squares solutions and singular values of the design, for a solve k x k in size.
+  function householder(columns, targets) {
+    const k = columns.length, m = targets.length;
+    const a = columns.map((column) => Float64Array.from(column));
+    const b = Float64Array.from(targets);
+    for (let j = 0; j < Math.min(k, m); j++) {
+      let norm = 0;
+      for (let i = j; i < m; i++) norm += a[j][i] ** 2;
+      norm = Math.sqrt(norm);
+      if (norm === 0) continue;
+      const alpha = a[j][j] > 0 ? -norm : norm;
+      const v = new Float64Array(m - j);
+      for (let i = j; i < m; i++) v[i - j] = a[j][i];
+      v[0] -= alpha;
+      const vv = dot(v, v);
+      if (vv === 0) continue;
+      for (const column of [...a.slice(j), b]) {
+        let projection = 0;
+        for (let i = j; i < m; i++) projection += v[i - j] * column[i];
+        const scale = (2 * projection) / vv;
+        for (let i = j; i < m; i++) column[i] -= scale * v[i - j];
+      }
+    }
+    const size = Math.min(k, m);
+    return [a.map((column) => column.slice(0, size)), b.slice(0, size), m];
+  }
+
   // The minimum-norm least-squares solution (np.linalg.lstsq, rcond=None: singular values at most
   // eps * max(M, N) times the largest are dropped), by a one-sided Jacobi SVD of the design (Hestenes): the
   // border of a picture whose background shows on one side only leaves some terms undetermined, and the SVD of
   // the design itself, unlike the normal equations, tells those apart.
-  function leastSquares(columns, targets) {
-    const m = targets.length, k = columns.length;
+  function leastSquares(columns, targets, rows = targets.length) { // rows: of the design, for rcond
+    const m = rows, k = columns.length;
     const a = columns.map((column) => Float64Array.from(column));
     const v = Array.from({ length: k }, (_, i) => Float64Array.from({ length: k }, (_, j) => (i === j ? 1 : 0)));
     for (let sweep = 0; sweep < 60; sweep++) {
@@ -666,6 +800,15 @@
     for (let y = 0; y < sh; y++) for (let x = 0; x < sw; x++) framed[(top + y) * SIDE + left + x] = small[y * sw + x];
     return framed;
   }
+
+  // What segmentation.js shares of the arithmetic above.
+  const LINEAR = {
+    rint,
+    quantile,
+    householder,
+    leastSquares,
+    resampleBox: (plane, w, h, outW, outH) => resample(plane, w, h, outW, outH, [0, 0, w, h], true, BOX),
+  };
 
   return { CONSTANTS, CUE_NAMES, framePicture };
 });

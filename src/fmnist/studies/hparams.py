@@ -1,0 +1,32 @@
+"""TensorBoard's HParams view of a study: one session per run (compare) or trial (tune), with the options it
+tried and the accuracies it reached (torch.utils.tensorboard's SummaryWriter.add_hparams, which writes the
+hparams plugin's experiment, session-start and session-end summaries)."""
+
+from __future__ import annotations
+
+import shutil
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+DIRECTORY = "hparams"  # in the study's directory: tensorboard --logdir OUT/hparams
+
+
+def write(directory: str | Path, sessions: Iterable[tuple[str, dict[str, Any], dict[str, float]]]) -> None:
+    """Write `sessions`, (name, options, metrics) each, as the HParams view of `directory`, replacing what an
+    earlier report wrote there (a study rewrites its view whole, so that no session shows twice). Options that
+    are not numbers, strings or booleans (lists) are shown as text; metrics are named hparam/<name>."""
+    from torch.utils.tensorboard import SummaryWriter  # slow import, only when a report is written
+
+    directory = Path(directory)
+    shutil.rmtree(directory, ignore_errors=True)
+    with SummaryWriter(directory) as writer:
+        for name, options, metrics in sessions:
+            shown = {k: v if isinstance(v, (bool, int, float, str)) else shown_text(v) for k, v in options.items()}
+            writer.add_hparams(shown, {f"hparam/{k}": v for k, v in metrics.items()}, run_name=name)
+
+
+def shown_text(value: Any) -> str:
+    if isinstance(value, (list, tuple)):
+        return ",".join(map(str, value)) or "none"
+    return str(value)
