@@ -31,13 +31,15 @@ def test_fit_keeps_garment_photos_and_rejects_clutter(tmp_path, validation, one_
     assert 0 < fitted.threshold < 1
     fresh = [load_picture(p.data) for p in render_set(val_x, 20, seed=9)]  # not the reference renders
     logits = trust.model_logits(model)(torch.stack([f.image for f in fresh]))
-    kept = trust.judge(fitted, logits, torch.stack([f.image for f in fresh]), [f.cues for f in fresh]).garment.mean()
-    assert kept >= 0.75  # about 95 % expected; 20 photos against a threshold from 40 leave room either way
+    kept = trust.judge(fitted, logits, torch.stack([f.image for f in fresh]), [f.cues for f in fresh])
+    assert kept.garment.mean() >= 0.75  # about 98 % expected; 20 photos against 40 references leave room
     clutter = [load_picture(mosaic(seed=s)) for s in range(3)]
     views = torch.stack([c.image for c in clutter])
+    # 40 references score nothing below 1 / 41, above the threshold (the real fit has 400): the clutter scores
+    # below every fresh garment photo, so a threshold between them keeps those and rejects it.
     verdict = trust.judge(fitted, trust.model_logits(model)(views), views, [c.cues for c in clutter])
-    assert not verdict.garment.any()
-    assert verdict.scores is not None and (verdict.scores < fitted.threshold).all()
+    assert verdict.scores is not None and kept.scores is not None
+    assert verdict.scores.max() < kept.scores.min()
 
 
 @pytest.mark.slow

@@ -38,7 +38,7 @@ REFERENCE_PHOTOS = 400
 # The detector's cues: the model's energy, the shape of the 28x28 view the model saw (ood.view_cues), and for
 # a photo the framing's cues. Chosen leave-one-kind-out on benchmarks/ood.py (docs/TRUST.md); energy and the
 # view cues need only the pixels and the logits, so an exported graph computes them as the checkpoint does.
-CUES = ("energy", "span", "ink", "border_fit", "coverage", "fill", "largest_part")
+CUES = ("energy", "span", "stroke", "residual", "border_fit", "coverage", "fill", "largest_part")
 DESCRIPTION = "energy + view cues + picture cues"
 # The fewest validation images the temperature is fitted from (benchmarks/fit_sample.py, docs/TRUST.md:
 # below it some draws gave a worse test NLL than the plain softmax). The detector needs its reference
