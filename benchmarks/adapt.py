@@ -64,10 +64,11 @@ def photos(domain: str, images: torch.Tensor, seed: int) -> list[Framed]:
 def figures(predictor: Predictor, sets: dict, others: list[Framed], dataset) -> dict:
     fresh, fresh_y = sets["fresh"]
     val, val_y = sets["val"]
-    logits = predictor.logits(torch.stack([f.image for f in fresh]))
-    kept = trust.judge(predictor.trust, logits, [f.cues for f in fresh]).garment
-    other_logits = predictor.logits(torch.stack([f.image for f in others]))
-    rejected = ~trust.judge(predictor.trust, other_logits, [f.cues for f in others]).garment
+    views, other_views = torch.stack([f.image for f in fresh]), torch.stack([f.image for f in others])
+    logits = predictor.logits(views)
+    kept = trust.judge(predictor.trust, logits, views, [f.cues for f in fresh]).garment
+    other_logits = predictor.logits(other_views)
+    rejected = ~trust.judge(predictor.trust, other_logits, other_views, [f.cues for f in others]).garment
     return {
         "photos_accuracy": float((logits.argmax(1) == fresh_y).double().mean()),
         "photos_kept": float(np.mean(kept)),

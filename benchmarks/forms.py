@@ -37,7 +37,7 @@ def source_images(predictor: TorchPredictor, split: str, count: int, seed: int) 
 
 def judged(predictor: TorchPredictor, images: torch.Tensor, cues: list) -> tuple[np.ndarray, np.ndarray]:
     logits = predictor.logits(images)
-    verdict = trust.judge(predictor.trust, logits, cues)
+    verdict = trust.judge(predictor.trust, logits, images, cues)
     return verdict.probabilities.argmax(1).numpy(), verdict.garment
 
 

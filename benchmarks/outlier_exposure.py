@@ -95,7 +95,7 @@ def fine_tune(
 def measure(model: torch.nn.Module, trust: trust_lib.Trust, sets: dict, kinds: np.ndarray, test_y) -> dict:
     logits_of = trust_lib.model_logits(model)
     logits = {name: logits_of(images) for name, (images, _) in sets.items()}
-    scores = {name: trust.scores(logits[name], cues) for name, (_, cues) in sets.items()}
+    scores = {name: trust.scores(logits[name], images, cues) for name, (images, cues) in sets.items()}
     right = (logits["plain test"].argmax(1) == test_y).numpy()
     keep = scores["plain test"] >= trust.threshold
     out = scores["non-garments (holdout)"]

@@ -24,6 +24,7 @@ from fmnist.data import stratified_split
 from fmnist.images import Framed, load_picture
 from fmnist.inference import TorchPredictor
 from fmnist.testing import domains, outliers
+from fmnist.trust.cache import reference_photos
 
 
 def rendered(domain: str, images: torch.Tensor, seed: int) -> list[Framed]:
@@ -31,8 +32,8 @@ def rendered(domain: str, images: torch.Tensor, seed: int) -> list[Framed]:
 
 
 def share_garment(detector: trust.Trust, logits_of, pictures: list[Framed]) -> float:
-    logits = logits_of(torch.stack([p.image for p in pictures]))
-    return float(np.mean(trust.judge(detector, logits, [p.cues for p in pictures]).garment))
+    views = torch.stack([p.image for p in pictures])
+    return float(np.mean(trust.judge(detector, logits_of(views), views, [p.cues for p in pictures]).garment))
 
 
 def main() -> None:
@@ -51,7 +52,7 @@ def main() -> None:
     cfg = predictor.config
     _, val_idx = stratified_split(dataset.train_labels, cfg.val_size, cfg.seed)
     val_x = dataset.train_images[val_idx]
-    references = trust.reference_photos(val_x, trust.REFERENCE_PHOTOS, cfg.seed)
+    references = reference_photos(val_x, trust.REFERENCE_PHOTOS, cfg.seed)
     others = [load_picture(o.data, o.kind) for o in outliers.build(args.others_per_kind, "tune")]
     counts = [int(c) for c in args.counts.split(",")]
     print(
@@ -66,7 +67,8 @@ def main() -> None:
             kept, rejected = [], []
             for draw in range(args.draws if count else 1):
                 pick = torch.randperm(len(pool), generator=torch.Generator().manual_seed(draw))[:count].tolist()
-                detector = trust.Trust(None, *trust.detector(logits_of, references + [pool[i] for i in pick]))
+                pictures = references + [pool[i] for i in pick]
+                detector = trust.Trust(None, **trust.detector(logits_of, pictures, val_x, logits_of(val_x)))
                 kept.append(share_garment(detector, logits_of, fresh))
                 rejected.append(1 - share_garment(detector, logits_of, others))
             print(

@@ -56,8 +56,8 @@ def scored(
 ) -> tuple[float, float]:
     """(accuracy, share kept as garments) of the photos `files` framed by `framing`."""
     framed = [framing.load_picture(f, "photo") for f in files]
-    logits = predictor.logits(torch.stack([f.image for f in framed]))
-    verdict = trust.judge(predictor.trust, logits, [f.cues for f in framed])
+    views = torch.stack([f.image for f in framed])
+    verdict = trust.judge(predictor.trust, predictor.logits(views), views, [f.cues for f in framed])
     correct = verdict.probabilities.argmax(1).numpy() == labels
     return float(correct.mean()), float(verdict.garment.mean())
 
@@ -95,8 +95,8 @@ def per_photo_ms(
         for i, framing in enumerate(framings):
             start = time.perf_counter()
             framed = [framing.load_picture(f, "photo") for f in files]
-            logits = predictor.logits(torch.stack([f.image for f in framed]))
-            trust.judge(predictor.trust, logits, [f.cues for f in framed])
+            views = torch.stack([f.image for f in framed])
+            trust.judge(predictor.trust, predictor.logits(views), views, [f.cues for f in framed])
             times[i].append(time.perf_counter() - start)
     return [1000 * float(np.median(t)) / len(files) for t in times]
 
@@ -104,8 +104,8 @@ def per_photo_ms(
 def rejected(predictor: TorchPredictor, framing: ModuleType, files: list[bytes]) -> np.ndarray:
     """bool [N]: the detector calls the picture not a garment, as `framing` frames it."""
     framed = [framing.load_picture(f, "picture") for f in files]
-    logits = predictor.logits(torch.stack([torch.as_tensor(np.asarray(f.pixels)) for f in framed]))
-    return ~trust.judge(predictor.trust, logits, [f.cues for f in framed]).garment
+    views = torch.stack([torch.as_tensor(np.asarray(f.pixels)) for f in framed])
+    return ~trust.judge(predictor.trust, predictor.logits(views), views, [f.cues for f in framed]).garment
 
 
 def segmented(files: list[bytes]) -> np.ndarray:

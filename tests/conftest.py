@@ -54,3 +54,11 @@ def one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(threads)
+
+
+@pytest.fixture(autouse=True)
+def trust_cache(tmp_path_factory, monkeypatch):
+    """The detector's framed reference photos (fmnist.trust.cache) are kept in one folder of this session, never
+    in the user's cache; fits of the same images in several tests render them once."""
+    folder = tmp_path_factory.getbasetemp() / "cache"
+    monkeypatch.setattr("fmnist.trust.cache.cache_dir", lambda: folder)

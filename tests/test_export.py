@@ -358,24 +358,37 @@ def test_the_temperature_and_detector_travel_in_the_sidecar(tmp_path):
     images = synthetic_dataset().test_images[:16]
     assert torch.allclose(probabilities(onnx, images), probabilities(torch_predictor, images), atol=1e-5)
     assert np.allclose(
-        onnx.trust.scores(onnx.logits(images), [None] * 16),
-        torch_predictor.trust.scores(torch_predictor.logits(images), [None] * 16),
+        onnx.trust.scores(onnx.logits(images), images, [None] * 16),
+        torch_predictor.trust.scores(torch_predictor.logits(images), images, [None] * 16),
     )
 
 
 # ---- the facts inside the graph ----------------------------------------------------------------
 
 
-def trusted_model(path: Path) -> Path:
-    """A checkpoint with a temperature and a detector whose energy references spread over the synthetic
-    model's energies, so that scores vary."""
+def dark_bordered(images: torch.Tensor) -> torch.Tensor:
+    """The images with a black border two pixels wide, which any reader takes for the dataset's own format."""
+    images = images.clone()
+    images[:, :2], images[:, -2:], images[:, :, :2], images[:, :, -2:] = 0, 0, 0, 0
+    return images
+
+
+def trusted_model(path: Path, earlier: bool = False) -> Path:
+    """A checkpoint with a temperature and a detector of the form trust.fit makes, whose plain references (energy
+    and view cues) and held-out unusualness come from the synthetic model's own images, so that scores vary; `earlier`:
+    a detector of the form fitted before the view cues (energy references alone)."""
     save_model(path, CONFIGS["mlp"])
     state = checkpoint.load(path)
     from fmnist import trust
 
-    energies = trust.ood.energy(TorchPredictor(path).logits(synthetic_dataset().train_images[:300])).numpy()
-    references = {"energy": np.sort(energies.astype(np.float64)), "noise": np.linspace(0, 3, 10)}
-    state[trust.KEY] = trust.Trust(1.7, references, 0.2).to_dict()
+    images = dark_bordered(synthetic_dataset().train_images[:600])  # as the plain script's test saves them
+    basis = trust.ood.basis_of(images.numpy()[0::2])
+    values = trust.cue_values(TorchPredictor(path).logits(images), images, [None] * len(images), basis)
+    fitted = trust.ood.fitted(values, values, ("energy", *trust.ood.VIEW_CUES, "residual"))
+    detector = trust.Trust(1.7, fitted["references"], 0.2, fitted["plain"], fitted["held_out"], basis)
+    if earlier:
+        detector = trust.Trust(1.7, {"energy": np.sort(values["energy"])}, 0.2)
+    state[trust.KEY] = detector.to_dict()
     checkpoint.save(path, state)
     return path
 
@@ -398,18 +411,19 @@ def test_the_onnx_file_alone_carries_labels_temperature_and_detector(tmp_path):
     assert alone.describe()["calibrated"] is True and alone.trust.threshold == 0.2
 
 
-def test_the_graph_scores_as_the_detector_does_for_28x28_images(tmp_path):
+@pytest.mark.parametrize("earlier", [False, True], ids=["fitted", "earlier-form"])
+def test_the_graph_scores_as_the_detector_does_for_28x28_images(tmp_path, earlier):
     import onnxruntime as ort
 
-    model_path = trusted_model(tmp_path / "m.pt")
+    model_path = trusted_model(tmp_path / "m.pt", earlier)
     export.export(export.load_source(model_path), tmp_path / "m.onnx", synthetic_dataset())
-    images = synthetic_dataset().test_images
+    images = dark_bordered(synthetic_dataset().test_images)  # of the references' kind, so that scores spread
     probabilities, scores = ort.InferenceSession(str(tmp_path / "m.onnx")).run(
         ["probabilities", "in_distribution_score"], {"pixels": images.numpy()}
     )
     reference = TorchPredictor(model_path)
     logits = reference.logits(images)
-    expected = reference.trust.scores(logits, [None] * len(images))
+    expected = reference.trust.scores(logits, images, [None] * len(images))
     assert len(np.unique(expected)) > 20  # the scores spread over the references
     assert np.abs(scores - expected).max() < 1e-6
     assert np.abs(probabilities - probabilities_of(reference, images).numpy()).max() < 1e-6
@@ -433,8 +447,7 @@ def test_the_plain_script_in_the_docs_answers_as_predict(synthetic_data, tmp_pat
     assert "fmnist" not in plain_script().replace('"fmnist', "")  # no fmnist import
     (tmp_path / "classify.py").write_text(plain_script())
     paths = []
-    for i, image in enumerate(synthetic_dataset().test_images[:40].clone()):
-        image[:2], image[-2:], image[:, :2], image[:, -2:] = 0, 0, 0, 0  # a dark border: taken as it is
+    for i, image in enumerate(dark_bordered(synthetic_dataset().test_images[:40])):  # taken as they are
         paths.append(tmp_path / f"{i}.png")
         export_png(image, paths[-1])
     plain = subprocess.run(
@@ -514,7 +527,8 @@ def test_the_card_is_measured_from_the_run_and_written_the_same_twice(card_run, 
 def calibration_after(model, dataset) -> float:
     from fmnist import trust
 
-    return trust.report(model.trust, model.logits(dataset.test_images), dataset.test_labels).as_dict()["after"]["ece"]
+    logits = model.logits(dataset.test_images)
+    return trust.report(model.trust, logits, dataset.test_labels, dataset.test_images).as_dict()["after"]["ece"]
 
 
 @pytest.mark.slow

@@ -81,7 +81,7 @@ def test_every_form_of_a_test_image_gets_the_class_and_verdict_of_its_bytes(real
     images = data.load().test_images[:12]
 
     def judged(views, cues):
-        verdict = trust.judge(predictor.trust, predictor.logits(views), cues)
+        verdict = trust.judge(predictor.trust, predictor.logits(views), views, cues)
         return verdict.probabilities.argmax(1), verdict.garment
 
     classes, garment = judged(images, [None] * len(images))

@@ -241,10 +241,11 @@ def side(predictor: Predictor, held: list[Framed], held_y: torch.Tensor, dataset
     """A model's figures: accuracy and detector verdicts on the held-out photos, accuracy on Fashion-MNIST test."""
     photos_accuracy = photos_kept = None
     if held:
-        logits = predictor.logits(torch.stack([f.image for f in held]))
+        views = torch.stack([f.image for f in held])
+        logits = predictor.logits(views)
         photos_accuracy = float((logits.argmax(1) == held_y).double().mean())
         if predictor.trust.has_detector:
-            verdict = trust.judge(predictor.trust, logits, [f.cues for f in held])
+            verdict = trust.judge(predictor.trust, logits, views, [f.cues for f in held])
             photos_kept = float(np.mean(verdict.garment))
     test = torch.cat([predictor.logits(c).argmax(1) for c in dataset.test_images.split(1000)])
     return Side(photos_accuracy, photos_kept, float((test == dataset.test_labels).double().mean()))

@@ -75,13 +75,13 @@ def answers(
     """An Answer per picture from the model's logits (float32 [N, 10]), the uint8 images [N, 28, 28] it saw and
     their framing cues (None for a plain 28x28 image); `top_k` classes each (at most 10), `ood_threshold`
     in place of the fitted one. Logits and images are numpy arrays or CPU tensors: the answer needs no torch."""
-    verdict = trust.judge(model_trust, np.asarray(logits, dtype=np.float32), cues, ood_threshold)
+    pixels = np.asarray(images)
+    verdict = trust.judge(model_trust, np.asarray(logits, dtype=np.float32), pixels, cues, ood_threshold)
     probabilities = np.asarray(verdict.probabilities)
     # Most probable first; equal probabilities in class order.
     indices = np.argsort(-probabilities, axis=1, kind="stable")[:, : min(top_k, len(CLASSES))]
     values = np.take_along_axis(probabilities, indices, axis=1)
     limit = model_trust.threshold if ood_threshold is None else ood_threshold
-    pixels = np.asarray(images)
     built = []
     for n, (p, c) in enumerate(zip(values.tolist(), indices.tolist(), strict=True)):
         built.append(

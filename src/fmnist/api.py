@@ -261,7 +261,7 @@ class Model:
         logits = torch.cat([self.predictor.logits(chunk) for chunk in pixels.split(1000)])
         where = str(images) if images is not None else "test set"
         report = Report(str(self.path), where, evaluation_of(logits, labels), pixels, names, problems, skipped)
-        return Evaluated(report, trust.report(self.predictor.trust, logits, labels, cues))
+        return Evaluated(report, trust.report(self.predictor.trust, logits, labels, pixels, cues))
 
     def explain(self, image: Picture, target: str | int | None = None) -> Heatmap:
         """What drove the answer for one picture (any form `predict` takes): integrated gradients for a PyTorch

@@ -123,7 +123,7 @@ def measure(source: export.Source, dataset: FashionMNIST, reliability_png: Path)
     logits_of = trust.model_logits(source.model)
     logits = logits_of(dataset.test_images)
     test = evaluation_of(logits, dataset.test_labels)
-    report = trust.report(source.trust, logits, dataset.test_labels)
+    report = trust.report(source.trust, logits, dataset.test_labels, dataset.test_images)
     before, after = report.confidence
     confidence = {"softmax": before, **({"temperature-scaled": after} if after is not None else {})}
     plots.plot_reliability(confidence, dict.fromkeys(confidence, report.correct), reliability_png)
@@ -151,8 +151,9 @@ def measure(source: export.Source, dataset: FashionMNIST, reliability_png: Path)
 def scores(source: export.Source, pictures: list[bytes]) -> tuple[np.ndarray, torch.Tensor]:
     """In-distribution scores [N] and predicted classes [N] of encoded pictures, framed as predict frames them."""
     framed = [load_picture(p, f"picture {i}") for i, p in enumerate(pictures)]
-    logits = trust.model_logits(source.model)(torch.stack([f.image for f in framed]))
-    verdict = trust.judge(source.trust, logits, [f.cues for f in framed])
+    views = torch.stack([f.image for f in framed])
+    logits = trust.model_logits(source.model)(views)
+    verdict = trust.judge(source.trust, logits, views, [f.cues for f in framed])
     assert verdict.scores is not None
     return verdict.scores, logits.argmax(1)
 

@@ -313,18 +313,30 @@ def output_facts(trust_: Trust) -> list[dict[str, Any]]:
             "temperature was fitted",
         },
     ]
-    if "energy" in trust_.references:
-        outputs.append(
-            {
-                "name": SCORE_NAME,
-                "dtype": "float32",
-                "shape": ["batch"],
-                "meaning": "in-distribution score of a 28x28 image, 0..1: the conformal p-value of its energy "
-                "(logsumexp of the logits) among the reference garment photos; a garment when it is at least "
-                "ood_threshold. A picture framed to 28x28 also has picture cues, which the graph cannot see",
-            }
-        )
+    if _scores_in_graph(trust_):
+        outputs.append({"name": SCORE_NAME, "dtype": "float32", "shape": ["batch"], "meaning": _score_meaning(trust_)})
     return outputs
+
+
+def _scores_in_graph(trust_: Trust) -> bool:
+    """Whether the graph can score a 28x28 image as the detector does: one fitted with plain references, or
+    one of the earlier form that has the energy among its cues."""
+    return bool(trust_.held_out) or "energy" in trust_.references
+
+
+def _score_meaning(trust_: Trust) -> str:
+    if not trust_.held_out:  # a detector fitted before the view cues
+        return (
+            "in-distribution score of a 28x28 image, 0..1: the conformal p-value of its energy (logsumexp of the "
+            "logits) among the reference garment photos; a garment when it is at least ood_threshold. A picture "
+            "framed to 28x28 also has picture cues, which the graph cannot see"
+        )
+    return (
+        "in-distribution score of a 28x28 image, 0..1: the share of held-out plain garment images that look at "
+        "least as unusual, in their energy (logsumexp of the logits) and the shape of their pixels (span, ink, "
+        "stroke, flat); a garment when it is at least ood_threshold. A photo framed to 28x28 is scored against "
+        "garment photos, with its framing cues, which the graph cannot see"
+    )
 
 
 def finish_graph(model_bytes: bytes, trust_: Trust, metadata: dict[str, str]) -> bytes:
@@ -342,38 +354,193 @@ def finish_graph(model_bytes: bytes, trust_: Trust, metadata: dict[str, str]) ->
 
 def add_trust_outputs(graph: Any, trust_: Trust) -> None:
     """Append to `graph` (onnx.GraphProto) the outputs `probabilities` = Softmax(logits / T) and, with a
-    detector, `in_distribution_score` = (1 + #{references <= energy}) / (1 + M), energy = ReduceLogSumExp of
-    the logits: trust.Trust.scores of a picture without picture cues (ood.p_values, "low" side), compared in
-    float64 as there so that a value next to a reference falls on the same side."""
-    from onnx import TensorProto, helper, numpy_helper
+    detector, `in_distribution_score`: trust.Trust.scores of a picture without picture cues (a 28x28 image),
+    computed from the pixels and the logits as there (`_plain_score`; `_energy_score` for a detector of the
+    earlier form), its counts and p-values in float64 as there so that a value next to a reference falls on
+    the same side."""
+    from onnx import TensorProto, helper
 
-    def constant(name: str, value: np.ndarray) -> str:
-        graph.initializer.append(numpy_helper.from_array(value, f"fmnist_{name}"))
+    graph_ = _Graph(graph)
+    temperature = graph_.constant("temperature", np.array(trust_.temperature or 1.0, np.float32))
+    scaled = graph_.node("Div", [OUTPUT_NAME, temperature], "fmnist_scaled")
+    graph_.node("Softmax", [scaled], PROBABILITIES_NAME, axis=1)
+    graph.output.append(helper.make_tensor_value_info(PROBABILITIES_NAME, TensorProto.FLOAT, ["batch", len(CLASSES)]))
+    if not _scores_in_graph(trust_):
+        return
+    # In float64 from the float32 logits, as trust.energies computes it.
+    logits64 = graph_.node("Cast", [OUTPUT_NAME], "fmnist_logits64", to=TensorProto.DOUBLE)
+    energy64 = graph_.node("ReduceLogSumExp", [logits64], "fmnist_energy64", axes=[1], keepdims=0)  # [N]
+    score = _plain_score(graph_, trust_, energy64) if trust_.held_out else _energy_score(graph_, trust_, energy64)
+    graph_.node("Cast", [score], SCORE_NAME, to=TensorProto.FLOAT)
+    graph.output.append(helper.make_tensor_value_info(SCORE_NAME, TensorProto.FLOAT, ["batch"]))
+
+
+class _Graph:
+    """Adds initializers and nodes, named fmnist_*, to an onnx.GraphProto."""
+
+    def __init__(self, graph: Any):
+        self.graph = graph
+        self.constants: set[str] = set()
+
+    def constant(self, name: str, value: np.ndarray) -> str:
+        """An initializer holding `value`; one by that name is added once (the names of shared ones say their value)."""
+        from onnx import numpy_helper
+
+        if name not in self.constants:
+            self.constants.add(name)
+            self.graph.initializer.append(numpy_helper.from_array(np.asarray(value), f"fmnist_{name}"))
         return f"fmnist_{name}"
 
-    def node(op: str, inputs: list[str], output: str, **attributes: Any) -> str:
-        graph.node.append(helper.make_node(op, inputs, [output], **attributes))
+    def node(self, op: str, inputs: list[str], output: str, **attributes: Any) -> str:
+        from onnx import helper
+
+        self.graph.node.append(helper.make_node(op, inputs, [output], **attributes))
         return output
 
-    temperature = constant("temperature", np.array(trust_.temperature or 1.0, np.float32))
-    node("Softmax", [node("Div", [OUTPUT_NAME, temperature], "fmnist_scaled")], PROBABILITIES_NAME, axis=1)
-    graph.output.append(helper.make_tensor_value_info(PROBABILITIES_NAME, TensorProto.FLOAT, ["batch", len(CLASSES)]))
-    reference = trust_.references.get("energy")
-    if reference is None:
-        return
+    def double(self, value: float) -> str:
+        return self.constant(f"double_{value:g}".replace(".", "_").replace("-", "minus"), np.array(value, np.float64))
+
+    def p_value(self, name: str, values: str, reference: np.ndarray, unusual: str) -> str:
+        """ood.p_values of float64 `values` [N] against sorted `reference` [M], in float64: (1 + references at
+        least as unusual) / (1 + M), two-sided for "both"."""
+        from onnx import TensorProto
+
+        ref = self.constant(f"{name}_reference", np.asarray(reference, np.float64)[None, :])
+        column = self.node("Unsqueeze", [values, self.constant("axis_1", np.array([1]))], f"fmnist_{name}_column")
+
+        def tail(op: str, side: str) -> str:
+            hits = self.node(op, [ref, column], f"fmnist_{name}_{side}_hits")  # [N, M]
+            as_double = self.node("Cast", [hits], f"fmnist_{name}_{side}_double", to=TensorProto.DOUBLE)
+            count = self.node(
+                "ReduceSum", [as_double, self.constant("axis_1", np.array([1]))], f"fmnist_{name}_{side}", keepdims=0
+            )
+            plus_one = self.node("Add", [count, self.double(1.0)], f"fmnist_{name}_{side}_plus_one")
+            return self.node("Div", [plus_one, self.double(len(reference) + 1.0)], f"fmnist_{name}_{side}_p")
+
+        if unusual == "low":
+            return tail("LessOrEqual", "low")
+        if unusual == "high":
+            return tail("GreaterOrEqual", "high")
+        smaller = self.node("Min", [tail("LessOrEqual", "low"), tail("GreaterOrEqual", "high")], f"fmnist_{name}_tail")
+        doubled = self.node("Mul", [smaller, self.double(2.0)], f"fmnist_{name}_doubled")
+        return self.node("Min", [doubled, self.double(1.0)], f"fmnist_{name}_p")
+
+
+def _energy_score(graph: _Graph, trust_: Trust, energy64: str) -> str:
+    """A detector of the earlier form: the p-value of the energy among the photos' references."""
     assert ood.UNUSUAL["energy"] == "low", "the graph counts the references at or below the energy"
-    energy = node("ReduceLogSumExp", [OUTPUT_NAME], "fmnist_energy", axes=[1], keepdims=1)  # [N, 1]
-    energy64 = node("Cast", [energy], "fmnist_energy64", to=TensorProto.DOUBLE)
-    below = node("LessOrEqual", [constant("energy_reference", reference[None, :]), energy64], "fmnist_below")
-    count = node(
-        "ReduceSum",
-        [node("Cast", [below], "fmnist_below_float", to=TensorProto.FLOAT), constant("axis", np.array([1]))],
-        "fmnist_count",
-        keepdims=0,
+    return graph.p_value("energy", energy64, trust_.references["energy"], "low")
+
+
+def _plain_score(graph: _Graph, trust_: Trust, energy64: str) -> str:
+    """ood.calibrated for a plain 28x28 image: the p-values of its energy and view cues (ood.view_cues, from
+    pixel counts) among `trust_.plain`, their ood.unusualness, and its p-value among held_out["plain"]."""
+    values = {"energy": energy64, **_view_cues(graph)}
+    if trust_.basis is not None:
+        values["residual"] = _residual(graph, trust_.basis)
+    p_values = [
+        graph.p_value(name, values[name], reference, ood.UNUSUAL[name]) for name, reference in trust_.plain.items()
+    ]
+    smallest = graph.node("Min", p_values, "fmnist_smallest_p")
+    product = p_values[0]
+    for i, p in enumerate(p_values[1:]):
+        product = graph.node("Mul", [product, p], f"fmnist_product_{i}")
+    tie_break = graph.node("Mul", [product, graph.double(ood.TIE_BREAK)], "fmnist_tie_break")
+    unusualness = graph.node("Add", [smallest, tie_break], "fmnist_unusualness")
+    return graph.p_value("calibrated", unusualness, trust_.held_out["plain"], "low")
+
+
+def _residual(graph: _Graph, basis: np.ndarray) -> str:
+    """ood.residual of the input pixels, in float64: the squared distance of each view (0..1) from the principal
+    subspace of `basis` (its mean, then its directions)."""
+    from onnx import TensorProto
+
+    pixels = graph.node("Cast", [INPUT_NAME], "fmnist_pixels64", to=TensorProto.DOUBLE)
+    flat = graph.node(
+        "Reshape", [pixels, graph.constant("flat_shape", np.array([-1, SIDE * SIDE]))], "fmnist_pixels_flat"
     )
-    plus_one = node("Add", [count, constant("one", np.array(1, np.float32))], "fmnist_count_plus_one")
-    node("Div", [plus_one, constant("references_plus_one", np.array(len(reference) + 1, np.float32))], SCORE_NAME)
-    graph.output.append(helper.make_tensor_value_info(SCORE_NAME, TensorProto.FLOAT, ["batch"]))
+    scaled = graph.node("Div", [flat, graph.double(255.0)], "fmnist_pixels_scaled")
+    centred = graph.node("Sub", [scaled, graph.constant("basis_mean", basis[0])], "fmnist_centred")
+    directions = basis[1:]
+    along = graph.node("MatMul", [centred, graph.constant("basis_directions_t", directions.T.copy())], "fmnist_along")
+    drawn = graph.node("MatMul", [along, graph.constant("basis_directions", directions.copy())], "fmnist_drawn")
+    left = graph.node("Sub", [centred, drawn], "fmnist_left")
+    squared = graph.node("Mul", [left, left], "fmnist_left_squared")
+    return graph.node("ReduceSum", [squared, graph.constant("axis_1", np.array([1]))], "fmnist_residual", keepdims=0)
+
+
+def _view_cues(graph: _Graph) -> dict[str, str]:
+    """ood.view_cues of the input pixels uint8 [N, 28, 28]: span, ink, stroke and flat, float64 [N] each."""
+    from onnx import TensorProto
+
+    ink = graph.node(
+        "Greater", [INPUT_NAME, graph.constant("ink_level", np.array(ood.INK_LEVEL, np.uint8))], "fmnist_ink"
+    )
+    ink_f = graph.node("Cast", [ink], "fmnist_ink_float", to=TensorProto.FLOAT)  # [N, 28, 28], 0 or 1
+    positions = graph.constant("positions", np.arange(SIDE, dtype=np.float32))
+    spans = []
+    for axis, name in ((2, "rows"), (1, "columns")):
+        occupied = graph.node("ReduceMax", [ink_f], f"fmnist_{name}", axes=[axis], keepdims=0)  # [N, 28]
+        empty = graph.node(
+            "Sub", [graph.constant("one_float", np.array(1, np.float32)), occupied], f"fmnist_{name}_empty"
+        )
+        at = graph.node("Mul", [occupied, positions], f"fmnist_{name}_at")
+        first_at = graph.node(
+            "Add",
+            [
+                at,
+                graph.node(
+                    "Mul", [empty, graph.constant("side", np.array(SIDE, np.float32))], f"fmnist_{name}_pad_high"
+                ),
+            ],
+            f"fmnist_{name}_first_at",
+        )
+        last_at = graph.node("Sub", [at, empty], f"fmnist_{name}_last_at")
+        first = graph.node("ReduceMin", [first_at], f"fmnist_{name}_first", axes=[1], keepdims=0)
+        last = graph.node("ReduceMax", [last_at], f"fmnist_{name}_last", axes=[1], keepdims=0)
+        length = graph.node(
+            "Add",
+            [
+                graph.node("Sub", [last, first], f"fmnist_{name}_diff"),
+                graph.constant("one_float", np.array(1, np.float32)),
+            ],
+            f"fmnist_{name}_length",
+        )
+        spans.append(
+            graph.node("Max", [length, graph.constant("zero_float", np.array(0, np.float32))], f"fmnist_{name}_span")
+        )
+    span = graph.node("Cast", [graph.node("Max", spans, "fmnist_span_float")], "fmnist_span", to=TensorProto.DOUBLE)
+    axes = graph.constant("axes_1_2", np.array([1, 2]))
+    count = graph.node("ReduceSum", [ink_f, axes], "fmnist_ink_count", keepdims=0)
+    count64 = graph.node("Cast", [count], "fmnist_ink_count64", to=TensorProto.DOUBLE)
+    share = graph.node("Div", [count64, graph.double(float(SIDE * SIDE))], "fmnist_ink_share")
+    # Interior pixels: ink whose 3x3 neighbourhood holds no background, the picture's outside counting as background.
+    background = graph.node("Sub", [graph.constant("one_float", np.array(1, np.float32)), ink_f], "fmnist_background")
+    padded = graph.node(
+        "Pad",
+        [
+            graph.node("Unsqueeze", [background, graph.constant("axis_1", np.array([1]))], "fmnist_background_4d"),
+            graph.constant("pads", np.array([0, 0, 1, 1, 0, 0, 1, 1])),
+            graph.constant("one_float", np.array(1, np.float32)),
+        ],
+        "fmnist_background_padded",
+    )
+    near = graph.node("MaxPool", [padded], "fmnist_background_near", kernel_shape=[3, 3])  # [N, 1, 28, 28]
+    interior = graph.node("Sub", [graph.constant("one_float", np.array(1, np.float32)), near], "fmnist_interior")
+    inside = graph.node(
+        "ReduceSum", [interior, graph.constant("axes_1_2_3", np.array([1, 2, 3]))], "fmnist_interior_count", keepdims=0
+    )
+    inside64 = graph.node("Cast", [inside], "fmnist_interior_count64", to=TensorProto.DOUBLE)
+    at_least_one = graph.node("Max", [count64, graph.double(1.0)], "fmnist_ink_count_at_least_one")
+    stroke = graph.node("Div", [inside64, at_least_one], "fmnist_stroke")
+    full = graph.node(
+        "Greater", [INPUT_NAME, graph.constant("full_level", np.array(ood.FULL_LEVEL, np.uint8))], "fmnist_full"
+    )
+    full_f = graph.node("Cast", [full], "fmnist_full_float", to=TensorProto.FLOAT)
+    full_count = graph.node("ReduceSum", [full_f, axes], "fmnist_full_count", keepdims=0)
+    full64 = graph.node("Cast", [full_count], "fmnist_full_count64", to=TensorProto.DOUBLE)
+    flat = graph.node("Div", [full64, at_least_one], "fmnist_flat")
+    return {"span": span, "ink": share, "stroke": stroke, "flat": flat}
 
 
 def metadata_props(facts: dict[str, Any]) -> dict[str, str]:

@@ -36,6 +36,9 @@ KINDS = (
     "mnist",
     "glyph",
     "printed",
+    "scrawl",
+    "scrawl28",
+    "word",
 )
 PARTS = ("tune", "holdout")
 
@@ -403,6 +406,108 @@ def _glyph_strokes(rng: np.random.Generator, part: str) -> np.ndarray:
     return np.asarray(canvas, dtype=np.float32) / 255
 
 
+def _paper(rng: np.random.Generator) -> np.ndarray:
+    """A sheet's colour [3], 0..255: white or grey most often, else any pale or saturated colour (sticky notes,
+    kraft paper, a coloured card)."""
+    if rng.random() < 0.5:
+        return rng.uniform(190, 255) + rng.uniform(-10, 10, 3)
+    return rng.uniform(120, 255, 3)
+
+
+def _on_paper(ink: np.ndarray, rng: np.random.Generator) -> Picture:
+    """Ink coverage [H, W] (0..1) as a photo of paper: dark or coloured ink on a sheet of `_paper`, uneven light
+    and sensor noise."""
+    paper = _paper(rng)
+    colour = rng.uniform(0, 90, 3) if rng.random() < 0.7 else rng.uniform(0, 160, 3) * rng.uniform(0, 1, 3)
+    height, width = ink.shape
+    y, x = np.mgrid[0:height, 0:width] / max(height, width)
+    light = 1 + rng.uniform(-0.12, 0.12) * (x - 0.5) + rng.uniform(-0.12, 0.12) * (y - 0.5)
+    picture = (paper * (1 - ink[..., None]) + colour * ink[..., None]) * light[..., None]
+    return np.clip(picture + rng.standard_normal(picture.shape) * rng.uniform(1, 6), 0, 255).astype(np.uint8)
+
+
+# Handwriting as pen strokes: each character a few polylines in a unit box (x right, y down), traced in
+# `_scrawl_strokes` with a jittered pen of random width, slant and size. Digits are split between the
+# parts, letters too: the two parts never share a character.
+_STROKES: dict[str, tuple[tuple[tuple[float, float], ...], ...]] = {
+    "0": (((0.5, 0), (0.15, 0.2), (0.1, 0.6), (0.35, 1), (0.7, 0.9), (0.9, 0.45), (0.75, 0.08), (0.5, 0)),),
+    "1": (((0.3, 0.2), (0.55, 0), (0.55, 1)),),
+    "2": (((0.15, 0.2), (0.45, 0), (0.8, 0.15), (0.75, 0.45), (0.1, 1), (0.9, 1)),),
+    "3": (((0.15, 0.1), (0.6, 0), (0.8, 0.2), (0.45, 0.48), (0.85, 0.7), (0.6, 1), (0.1, 0.9)),),
+    "4": (((0.65, 1), (0.65, 0), (0.1, 0.7), (0.9, 0.7)),),
+    "5": (((0.85, 0), (0.25, 0), (0.2, 0.45), (0.7, 0.4), (0.85, 0.7), (0.6, 1), (0.15, 0.9)),),
+    "6": (((0.75, 0.05), (0.35, 0.2), (0.15, 0.7), (0.4, 1), (0.8, 0.8), (0.7, 0.5), (0.2, 0.6)),),
+    "7": (((0.1, 0), (0.9, 0), (0.4, 1)), ((0.3, 0.5), (0.75, 0.5))),
+    "8": (
+        (
+            (0.5, 0.48),
+            (0.2, 0.25),
+            (0.5, 0),
+            (0.8, 0.25),
+            (0.5, 0.48),
+            (0.15, 0.75),
+            (0.5, 1),
+            (0.85, 0.75),
+            (0.5, 0.48),
+        ),
+    ),
+    "9": (((0.8, 0.4), (0.5, 0.5), (0.2, 0.3), (0.5, 0), (0.8, 0.2), (0.75, 1)),),
+    "A": (((0.05, 1), (0.5, 0), (0.95, 1)), ((0.25, 0.6), (0.75, 0.6))),
+    "E": (((0.85, 0), (0.15, 0), (0.15, 1), (0.85, 1)), ((0.15, 0.5), (0.7, 0.5))),
+    "K": (((0.15, 0), (0.15, 1)), ((0.85, 0), (0.15, 0.55), (0.85, 1))),
+    "M": (((0.05, 1), (0.15, 0), (0.5, 0.6), (0.85, 0), (0.95, 1)),),
+    "R": (((0.15, 1), (0.15, 0), (0.7, 0.05), (0.75, 0.4), (0.15, 0.5), (0.85, 1)),),
+    "S": (((0.85, 0.1), (0.5, 0), (0.15, 0.2), (0.5, 0.5), (0.85, 0.75), (0.5, 1), (0.1, 0.9)),),
+    "W": (((0.0, 0), (0.25, 1), (0.5, 0.4), (0.75, 1), (1.0, 0)),),
+    "Z": (((0.1, 0), (0.9, 0), (0.1, 1), (0.9, 1)),),
+}
+_SCRAWL_PARTS = ("02468AERW", "13579KMSZ")
+
+
+def _scrawl_strokes(rng: np.random.Generator, part: str) -> np.ndarray:
+    """Ink coverage 0..1 [160, 160] of one hand-drawn character of `part`'s half, traced with Pillow."""
+    char = str(rng.choice(list(_SCRAWL_PARTS[PARTS.index(part)])))
+    canvas = Image.new("L", (160, 160), 0)
+    draw = ImageDraw.Draw(canvas)
+    height = rng.uniform(90, 130)
+    width = height * rng.uniform(0.5, 0.85)
+    slant = rng.uniform(-0.3, 0.3)
+    pen = int(rng.integers(3, 13))
+    for line in _STROKES[char]:
+        points = np.array(line) + rng.normal(0, 0.04, (len(line), 2))
+        xs = 80 + (points[:, 0] - 0.5) * width + slant * (0.5 - points[:, 1]) * height
+        ys = 80 + (points[:, 1] - 0.5) * height
+        draw.line(list(zip(xs.tolist(), ys.tolist(), strict=True)), fill=255, width=pen, joint="curve")
+    return np.asarray(canvas, dtype=np.float32) / 255
+
+
+def _scrawl(rng: np.random.Generator, part: str) -> Picture:
+    """A hand-drawn digit or letter, or a few in a row, photographed on paper of any colour."""
+    count = 1 if rng.random() < 0.6 else int(rng.integers(2, 4))
+    ink = np.concatenate([_scrawl_strokes(rng, part)[:, 20:140] for _ in range(count)], axis=1)
+    scale = rng.uniform(1.2, 3.5)
+    size = (round(ink.shape[1] * scale), round(ink.shape[0] * scale))
+    ink = np.asarray(Image.fromarray(ink, "F").resize(size, Image.Resampling.BICUBIC)).clip(0, 1)
+    return _on_paper(np.pad(ink, int(rng.integers(0, 60) * scale)), rng)
+
+
+def _scrawl28(rng: np.random.Generator, part: str) -> Picture:
+    """A hand-drawn digit or letter in MNIST's style, 28x28 light on black."""
+    return _rgb(mnist_style(_scrawl_strokes(rng, part)))
+
+
+def _word(rng: np.random.Generator, part: str) -> Picture:
+    """A printed word or two, large, in a font of `part`'s half, photographed on paper of any colour."""
+    font = ImageFont.truetype(_pick(_font_files(), part, rng), int(rng.integers(40, 120)))
+    text = _sentence(rng, int(rng.integers(1, 3)))
+    left, top, right, bottom = (round(v) for v in font.getbbox(text))
+    margin = int(rng.integers(10, 80))
+    canvas = Image.new("L", (right - left + 2 * margin, bottom - top + 2 * margin), 0)
+    ImageDraw.Draw(canvas).text((margin - left, margin - top), text, fill=255, font=font)
+    canvas = canvas.rotate(float(rng.uniform(-8, 8)), Image.Resampling.BICUBIC, expand=True)
+    return _on_paper(np.asarray(canvas, dtype=np.float32) / 255, rng)
+
+
 def _handwritten_strokes(rng: np.random.Generator, part: str) -> np.ndarray:
     pool = _digits()[PARTS.index(part)]
     return pool[int(rng.integers(len(pool)))] / 16
@@ -419,10 +524,7 @@ def _glyph(rng: np.random.Generator, part: str) -> Picture:
     ink = _glyph_strokes(rng, part)
     cell = rng.uniform(1.5, 4)
     ink = np.asarray(Image.fromarray(ink, "F").resize((round(160 * cell),) * 2, Image.Resampling.BICUBIC)).clip(0, 1)
-    paper = rng.uniform(190, 250) + rng.uniform(-10, 10, 3)
-    colour = rng.uniform(0, 90, 3)
-    picture = paper * (1 - ink[..., None]) + colour * ink[..., None]
-    return np.clip(picture + rng.standard_normal(picture.shape) * rng.uniform(1, 6), 0, 255).astype(np.uint8)
+    return _on_paper(ink, rng)
 
 
 def _printed(rng: np.random.Generator, part: str) -> Picture:
@@ -448,14 +550,17 @@ _MAKERS: dict[str, Callable[[np.random.Generator, str], Picture]] = {
     "mnist": _mnist,
     "glyph": _glyph,
     "printed": _printed,
+    "scrawl": _scrawl,
+    "scrawl28": _scrawl28,
+    "word": _word,
 }
 
 
 def _encode(picture: Picture, kind: str, rng: np.random.Generator) -> Outlier:
     buffer = io.BytesIO()
     image = Image.fromarray(picture, "RGB")
-    if kind in ("mnist", "printed"):  # digital files: 28x28 grayscale as the dataset, or a drawing's PNG
-        image = image.convert("L") if kind == "mnist" else image
+    if kind in ("mnist", "scrawl28", "printed"):  # digital: 28x28 grayscale as the dataset, or a drawing's PNG
+        image = image.convert("L") if kind != "printed" else image
         image.save(buffer, format="PNG")
         return Outlier(buffer.getvalue(), ".png", kind)
     if kind in ("screenshot", "drawing") or rng.random() < 0.2:

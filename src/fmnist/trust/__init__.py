@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -22,9 +22,9 @@ import numpy as np
 
 from fmnist.data import FashionMNIST, as_input, validation_split
 from fmnist.errors import FmnistError
-from fmnist.images import Cues, Framed, load_picture
+from fmnist.images import Cues, Framed
 from fmnist.trust import calibration, ood
-from fmnist.trust.references import REFERENCE_SIDE, render_set
+from fmnist.trust.cache import reference_photos
 
 if TYPE_CHECKING:  # imported where a fit or a report runs: judging an ONNX model's logits needs no torch
     import torch
@@ -35,10 +35,11 @@ KEY = "trust"
 # references.REFERENCE_SIDE (96-256 pixels): rendering and framing them costs a seventh of what photos of
 # 200-800 pixels cost, and fresh photos of that size keep about as many (docs/TRUST.md).
 REFERENCE_PHOTOS = 400
-# The detector's cues: the picture's framing cues and the model's energy. Chosen on benchmarks/ood.py
-# against max-softmax and Mahalanobis distance (docs/TRUST.md); energy needs only the logits, so an
-# exported model computes it exactly as the checkpoint does.
-CUES = ("energy", *Cues.NAMES)
+# The detector's cues: the model's energy, the shape of the 28x28 view the model saw (ood.view_cues), and for
+# a photo the framing's cues. Chosen leave-one-kind-out on benchmarks/ood.py (docs/TRUST.md); energy and the
+# view cues need only the pixels and the logits, so an exported graph computes them as the checkpoint does.
+CUES = ("energy", "span", "stroke", "residual", "border_fit", "coverage", "fill", "largest_part")
+DESCRIPTION = "energy + view cues + picture cues"
 # The fewest validation images the temperature is fitted from (benchmarks/fit_sample.py, docs/TRUST.md:
 # below it some draws gave a worse test NLL than the plain softmax). The detector needs its reference
 # photos, one per validation image: its threshold keeps ood.KEEP of them.
@@ -50,16 +51,30 @@ class Trust:
     temperature: float | None  # None: not fitted, probabilities are the plain softmax
     references: dict[str, np.ndarray]  # per cue, sorted values on validation garment photos; empty: no detector
     threshold: float  # the in-distribution score at or above which a picture counts as a garment
+    # Per cue, sorted values on plain 28x28 validation images (pictures without framing cues); empty in a
+    # detector fitted before they were (then a plain image is scored by the photos' model cue alone).
+    plain: dict[str, np.ndarray] = field(default_factory=dict)
+    # Per kind of picture ("photo", "plain"), the sorted ood.unusualness of held-out garment pictures of that
+    # kind: the score is the conformal p-value of a picture's unusualness among them (ood.calibrated).
+    held_out: dict[str, np.ndarray] = field(default_factory=dict)
+    # The garment views' mean and principal directions (ood.basis_of) that the `residual` cue measures against.
+    basis: np.ndarray | None = None
 
     @property
     def has_detector(self) -> bool:
         return bool(self.references)
 
     def to_dict(self) -> dict[str, Any]:
+        def lists(table: dict[str, np.ndarray]) -> dict[str, list[float]]:
+            return {k: [float(x) for x in v] for k, v in table.items()}
+
         return {
             "temperature": self.temperature,
             "threshold": self.threshold,
-            "references": {k: [float(x) for x in v] for k, v in self.references.items()},
+            "references": lists(self.references),
+            "plain": lists(self.plain),
+            "held_out": lists(self.held_out),
+            "basis": None if self.basis is None else self.basis.tolist(),
         }
 
     @classmethod
@@ -67,32 +82,62 @@ class Trust:
         """From `to_dict`'s output; None (a model saved before any was fitted) gives an unfitted Trust."""
         if not facts:
             return UNFITTED
+
+        def arrays(key: str) -> dict[str, np.ndarray]:
+            return {k: np.asarray(v, dtype=np.float64) for k, v in (facts.get(key) or {}).items()}
+
         return cls(
             facts.get("temperature"),
-            {k: np.asarray(v, dtype=np.float64) for k, v in facts.get("references", {}).items()},
+            arrays("references"),
             float(facts.get("threshold", 0)),
+            arrays("plain"),
+            arrays("held_out"),
+            None if facts.get("basis") is None else np.asarray(facts["basis"], dtype=np.float64),
         )
 
     def probabilities(self, logits: calibration.Array) -> calibration.Array:
         """softmax(logits / T) [N, C], of the kind `logits` is (calibration.scaled)."""
         return calibration.scaled(logits, self.temperature)
 
-    def scores(self, logits: torch.Tensor | np.ndarray, cues: Sequence[Cues | None]) -> np.ndarray | None:
-        """[N] in-distribution scores in [0, 1] (ood.combined) of logits [N, C] (a CPU tensor or a numpy
-        array), or None without a detector."""
+    def scores(
+        self, logits: torch.Tensor | np.ndarray, images: torch.Tensor | np.ndarray, cues: Sequence[Cues | None]
+    ) -> np.ndarray | None:
+        """[N] in-distribution scores in [0, 1] of the pictures whose 28x28 views are uint8 `images` [N, 28, 28],
+        with logits [N, C] and framing `cues` (None for a plain 28x28 image); CPU tensors or numpy arrays; None
+        without a detector. One vectorised pass over the batch (ood.calibrated; ood.combined for a detector of
+        the earlier form)."""
         if not self.has_detector:
             return None
-        values: dict[str, np.ndarray] = {"energy": energies(logits), **ood.picture_cues(cues)}
-        return ood.combined(values, self.references)
+        values = cue_values(logits, images, cues, self.basis)
+        if not self.held_out:
+            return ood.combined(values, self.references)
+        photo = np.array([c is not None for c in cues], dtype=bool)
+        return ood.calibrated(values, photo, self.references, self.plain, self.held_out)
 
     def describe(self) -> dict[str, Any]:
         """For /healthz and `eval --json`: what was fitted."""
         return {
             "temperature": self.temperature,
             "calibrated": self.temperature is not None,
-            "ood_detector": "energy + picture cues" if self.has_detector else None,
+            "ood_detector": DESCRIPTION if self.has_detector else None,
             "ood_threshold": self.threshold if self.has_detector else None,
         }
+
+
+def cue_values(
+    logits: torch.Tensor | np.ndarray,
+    images: torch.Tensor | np.ndarray,
+    cues: Sequence[Cues | None],
+    basis: np.ndarray | None = None,
+) -> dict[str, np.ndarray]:
+    """Every cue the detector may use, float64 [N] each: the energy of logits [N, C], the view cues of uint8
+    images [N, 28, 28] (CPU tensors or numpy arrays), their `residual` from `basis` when there is one, and the
+    framing cues (NaN for a plain 28x28 image)."""
+    views = np.asarray(images)
+    values = {"energy": energies(logits), **ood.view_cues(views), **ood.picture_cues(cues)}
+    if basis is not None:
+        values["residual"] = ood.residual(views, basis)
+    return values
 
 
 UNFITTED = Trust(None, {}, 0.0)
@@ -118,11 +163,16 @@ def check_threshold(threshold: float | None) -> None:
 
 
 def judge(
-    trust: Trust, logits: calibration.Array, cues: Sequence[Cues | None], threshold: float | None = None
+    trust: Trust,
+    logits: calibration.Array,
+    images: torch.Tensor | np.ndarray,
+    cues: Sequence[Cues | None],
+    threshold: float | None = None,
 ) -> Verdict:
-    """Probabilities, scores and verdicts for logits [N, C] (a CPU tensor or a numpy array) of pictures with
-    framing `cues` (None for a plain 28x28 image); `threshold` overrides the fitted one."""
-    scores = trust.scores(logits, cues)
+    """Probabilities, scores and verdicts for logits [N, C] (a CPU tensor or a numpy array) of pictures whose
+    28x28 views are uint8 `images` [N, 28, 28], with framing `cues` (None for a plain 28x28 image); `threshold`
+    overrides the fitted one."""
+    scores = trust.scores(logits, images, cues)
     limit = trust.threshold if threshold is None else threshold
     garment = np.ones(len(logits), dtype=bool) if scores is None else scores >= limit
     return Verdict(trust.probabilities(logits), scores, garment)
@@ -171,32 +221,31 @@ def shortfall(images: int, photos: int = REFERENCE_PHOTOS) -> str | None:
 def fit(
     logits_of: Logits, val_x: torch.Tensor, val_y: torch.Tensor, seed: int = 0, photos: int = REFERENCE_PHOTOS
 ) -> Trust:
-    """Fit the temperature on the validation images (uint8 [N, 28, 28], labels [N]) and the detector's
-    references and threshold on `photos` garment photos rendered from them (trust.references).
+    """Fit the temperature on the validation images (uint8 [N, 28, 28], labels [N]) and the detector on them
+    and on `photos` garment photos rendered from them (trust.references, cached by trust.cache): `detector`.
 
-    The threshold keeps ood.KEEP of the reference photos, each scored against the others (leave one out).
     Raises FmnistError for fewer validation images than the fits need (`shortfall`).
     """
     if too_few := shortfall(len(val_x), photos):
         raise FmnistError(too_few)
-    temperature = calibration.fit_temperature(logits_of(val_x), val_y)
-    return Trust(temperature, *detector(logits_of, reference_photos(val_x, photos, seed)))
+    logits = logits_of(val_x)
+    temperature = calibration.fit_temperature(logits, val_y)
+    return Trust(temperature, **detector(logits_of, reference_photos(val_x, photos, seed), val_x, logits))
 
 
-def reference_photos(val_x: torch.Tensor, photos: int, seed: int) -> list[Framed]:
-    """`photos` garment photos rendered from validation images [N, 28, 28] (trust.references), framed."""
-    rendered = render_set(val_x.cpu(), min(photos, len(val_x)), seed, REFERENCE_SIDE)
-    return [load_picture(p.data, f"reference {p.index}") for p in rendered]
-
-
-def detector(logits_of: Logits, pictures: Sequence[Framed]) -> tuple[dict[str, np.ndarray], float]:
-    """The detector's references and threshold from framed garment pictures that have framing cues."""
+def detector(
+    logits_of: Logits, pictures: Sequence[Framed], plain: torch.Tensor, plain_logits: torch.Tensor
+) -> dict[str, Any]:
+    """The detector's fields of a Trust (ood.fitted on CUES, and the basis of the `residual` cue when it is one,
+    fitted on the plain images that give the references) from framed garment photos and plain garment images uint8
+    [M, 28, 28] with their logits [M, C]."""
     import torch
 
-    logits = logits_of(torch.stack([f.image for f in pictures]))
-    values = {"energy": energies(logits), **ood.picture_cues([f.cues for f in pictures])}
-    references = {name: np.sort(values[name]) for name in CUES}
-    return {name: ood.reference_of(v) for name, v in references.items()}, ood.threshold_of(values, references)
+    basis = ood.basis_of(np.asarray(plain)[0::2]) if "residual" in CUES else None
+    views = torch.stack([f.image for f in pictures])
+    photos = cue_values(logits_of(views), views, [f.cues for f in pictures], basis)
+    plain_values = cue_values(plain_logits, plain, [None] * len(plain), basis)
+    return {**ood.fitted(photos, plain_values, CUES), "basis": basis}
 
 
 # The fewest held-out photos of a user's own kind that join the detector's references when a fine-tuned
@@ -236,7 +285,7 @@ def refit(
             f"the not-a-garment detector learns only Fashion-MNIST photos: {len(own)} held-out photos are fewer "
             f"than the {MIN_DETECTOR_PHOTOS} it needs to learn yours"
         )
-    return Trust(temperature, *detector(logits_of, pictures)), notes
+    return Trust(temperature, **detector(logits_of, pictures, val_x, logits_of(val_x))), notes
 
 
 def fit_and_store(
@@ -356,12 +405,17 @@ class Report:
 
 
 def report(
-    trust_: Trust, logits: torch.Tensor, labels: torch.Tensor, cues: Sequence[Cues | None] | None = None
+    trust_: Trust,
+    logits: torch.Tensor,
+    labels: torch.Tensor,
+    images: torch.Tensor,
+    cues: Sequence[Cues | None] | None = None,
 ) -> Report:
     """Calibration before and after the temperature (ECE, NLL, Brier), and the detector's verdicts on images
-    with labels [N]: share accepted, accuracy on them, and accuracy against coverage when only the images
-    with the highest in-distribution scores (then the highest confidence) are accepted. `cues`: each
-    picture's framing cues, as `judge` (and so predict and the server) reads them; None: all plain 28x28."""
+    (uint8 views [N, 28, 28]) with labels [N]: share accepted, accuracy on them, and accuracy against coverage
+    when only the images with the highest in-distribution scores (then the highest confidence) are accepted.
+    `cues`: each picture's framing cues, as `judge` (and so predict and the server) reads them; None: all
+    plain 28x28."""
     import torch
 
     plain = logits.softmax(1)
@@ -371,7 +425,7 @@ def report(
     probs = scaled if scaled is not None else plain
     confidence, predicted = probs.max(1)
     correct = predicted == labels
-    verdict = judge(trust_, logits, [None] * len(logits) if cues is None else cues)
+    verdict = judge(trust_, logits, images, [None] * len(logits) if cues is None else cues)
     accepted = accepted_accuracy = None
     rows: list[tuple[float, float, float]] = []
     if verdict.scores is not None:

@@ -1,0 +1,83 @@
+"""The detector's reference photos, framed, kept on disk so that a fit renders them only once.
+
+Rendering 400 reference photos (trust.references) and framing them (images.py) took 8.7-9.9 s of every
+fit on a 2-vCPU AMD EPYC, the whole of `fmnist train`'s fit but the model's logits. What they give, the
+28x28 views and the framing cues, depends on the validation images, the seed, the number of photos and
+the code that renders and frames them, never on the model: so they are stored under the user's cache
+directory ($XDG_CACHE_HOME/fmnist/trust-references/) in a file named by the SHA-256 of all of those, and
+the next fit on the same split reads them back in milliseconds. A changed renderer, framing, Pillow or
+NumPy gives a new name, so a stale file is never read; an unreadable one is rendered again.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import zipfile
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import numpy as np
+import PIL
+
+from fmnist import images
+from fmnist.atomic import atomic_path
+from fmnist.data import cache_dir
+from fmnist.images import Cues, Framed, load_picture
+from fmnist.trust import references
+
+if TYPE_CHECKING:
+    import torch
+
+FOLDER = "trust-references"
+
+
+def reference_photos(val_x: torch.Tensor, photos: int, seed: int) -> list[Framed]:
+    """`photos` garment photos rendered from validation images uint8 [N, 28, 28] (trust.references) and
+    framed (images.load_picture): read from the cache when they were made before, else made and stored."""
+    count = min(photos, len(val_x))
+    path = cache_dir() / FOLDER / f"{key(val_x, count, seed)}.npz"
+    cached = _read(path, count)
+    if cached is not None:
+        return cached
+    rendered = references.render_set(val_x, count, seed, references.REFERENCE_SIDE)
+    framed = [load_picture(p.data, f"reference {p.index}") for p in rendered]
+    _write(path, framed)
+    return framed
+
+
+def key(val_x: torch.Tensor, count: int, seed: int) -> str:
+    """SHA-256 (hex) of what the framed references depend on: the images' bytes, count, seed, reference
+    size, the source of the renderer and of the framing, and the Pillow and NumPy versions."""
+    digest = hashlib.sha256()
+    digest.update(np.ascontiguousarray(np.asarray(val_x)).tobytes())
+    digest.update(repr((tuple(val_x.shape), count, seed, references.REFERENCE_SIDE)).encode())
+    for module in (references, images):
+        digest.update(Path(str(module.__file__)).read_bytes())
+    digest.update(f"{PIL.__version__} {np.__version__}".encode())
+    return digest.hexdigest()
+
+
+def _read(path: Path, count: int) -> list[Framed] | None:
+    """The framed references stored at `path`, or None when there is no such file or it is not one."""
+    try:
+        with np.load(path) as stored:
+            views, cues = stored["views"], stored["cues"]
+    except (OSError, KeyError, ValueError, EOFError, zipfile.BadZipFile):
+        return None
+    if views.shape != (count, 28, 28) or views.dtype != np.uint8 or cues.shape != (count, len(Cues.NAMES)):
+        return None
+    return [
+        Framed(view.copy(), None if np.isnan(row).any() else Cues(*map(float, row)))
+        for view, row in zip(views, cues, strict=True)
+    ]
+
+
+def _write(path: Path, framed: list[Framed]) -> None:
+    """Store the framed references at `path` atomically; a cache that cannot be written is only skipped."""
+    views = np.stack([f.pixels for f in framed])
+    cues = np.array([f.cues.values() if f.cues else (np.nan,) * len(Cues.NAMES) for f in framed], dtype=np.float64)
+    try:
+        with atomic_path(path) as tmp, open(tmp, "wb") as out:
+            np.savez(out, views=views, cues=cues)
+    except OSError:
+        return
