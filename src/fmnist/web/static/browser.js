@@ -2,9 +2,9 @@
 // The page's in-browser back end (fmnist export --web): the model runs in onnxruntime-web's WebAssembly build,
 // a picture is framed by framing.js as fmnist.images frames it, and the answer is built as fmnist.answer builds
 // it: the graph's calibrated probabilities, and the not-a-garment verdict from the conformal p-values of the
-// detector's cues (the model's energy, the 28x28 view's shape, the picture's framing cues) against the reference
-// values in the sidecar, as fmnist.trust scores them (ood.calibrated; ood.combined for a detector without
-// held-out calibration).
+// detector's cues (the model's energy, the 28x28 view's shape and residual, the picture's framing cues) against
+// the reference values in the sidecar, as fmnist.trust scores them (ood.calibrated; ood.combined for a detector
+// without held-out calibration).
 //
 // window.fmnist.classify(source, {input}) takes an image URL, a Blob (a File) or an ImageBitmap and resolves to
 // one prediction with the fields of an element of POST /predict's `predictions` (and `input`, the 28x28 view
@@ -15,7 +15,7 @@
   const TOP_K = 5; // classes listed per prediction, as the server lists them (serve/limits.py)
   // Which end of each cue is unusual (fmnist.trust.ood.UNUSUAL).
   const UNUSUAL = {
-    energy: "low", span: "low", ink: "both", stroke: "both", flat: "both",
+    energy: "low", span: "low", ink: "both", stroke: "both", flat: "both", residual: "high",
     ...Object.fromEntries(framing.CUE_NAMES.map((name) => [name, "both"])),
   };
   const TIE_BREAK = 1e-6; // ood.TIE_BREAK: the product of the p-values orders pictures whose smallest ones tie
@@ -151,10 +151,26 @@
     return canvas.toDataURL("image/png");
   }
 
+  // The squared distance of the view (0..1) from the garment views' principal subspace: `basis` holds their
+  // mean, then the directions (fmnist.trust.ood.residual).
+  function residual(view, basis) {
+    const x = Float64Array.from(view, (v, i) => v / 255 - basis[0][i]);
+    const reconstructed = new Float64Array(x.length);
+    for (const direction of basis.slice(1)) {
+      let coefficient = 0;
+      for (let i = 0; i < x.length; i++) coefficient += x[i] * direction[i];
+      for (let i = 0; i < x.length; i++) reconstructed[i] += coefficient * direction[i];
+    }
+    let sum = 0;
+    for (let i = 0; i < x.length; i++) sum += (x[i] - reconstructed[i]) ** 2;
+    return sum;
+  }
+
   function answer({ facts }, logits, probabilities, framed, withInput) {
     const order = [...probabilities.keys()].sort((a, b) => probabilities[b] - probabilities[a]);
     const detector = Object.keys(facts.trust.references).length > 0;
     const cues = { energy: energy(logits), ...viewCues(framed.image), ...(framed.cues || {}) };
+    if (facts.trust.basis) cues.residual = residual(framed.image, facts.trust.basis);
     const found = detector ? score(facts.trust, cues, framed.cues !== null) : null;
     const prediction = {
       class_index: order[0],
