@@ -255,7 +255,7 @@ def python_answers(site: Path, paths: list[str]) -> list[dict]:
     return [a.as_dict() for a in model.predict([site / p for p in paths], top_k=5)]
 
 
-@pytest.mark.slow  # 33 s on 2 vCPUs (11 s of set-up): the targets need 1,320 pictures framed twice
+@pytest.mark.slow  # 33 s on 2 vCPUs (11 s of set-up): the targets need 1,350 pictures framed twice
 @pytest.mark.browser
 @pytest.mark.real_data
 @pytest.mark.skipif(not (CHROMIUM and CHROMEDRIVER), reason=MISSING)
