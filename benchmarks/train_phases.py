@@ -69,7 +69,6 @@ def instrument(phases: Phases) -> None:
     from fmnist.cli import train as cli_train
     from fmnist.run_dir import RunDir
 
-
     def evaluation() -> str:
         if phases.inside("finish: other"):
             return "finish: test evaluation"
