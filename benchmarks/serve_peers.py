@@ -44,7 +44,7 @@ def commands(model: str) -> dict[str, list[str]]:
 async def first_answer(url: str, png: bytes, timeout: float = 120) -> None:
     """Until POST /predict answers 200: a server may print its address before it accepts requests."""
     deadline = time.monotonic() + timeout
-    async with aiohttp.ClientSession() as http:
+    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=10)) as http:
         while time.monotonic() < deadline:
             form = aiohttp.FormData()
             form.add_field("file", png, filename="image.png", content_type="image/png")
@@ -52,10 +52,14 @@ async def first_answer(url: str, png: bytes, timeout: float = 120) -> None:
                 async with http.post(url + "/predict", data=form) as response:
                     if response.status == 200:
                         return
-            except aiohttp.ClientError:
+            except (aiohttp.ClientError, asyncio.TimeoutError):
                 pass
             await asyncio.sleep(0.1)
-    raise SystemExit(f"{url} never answered 200")
+    raise Silent(f"{url} never answered 200 within {timeout:.0f} s")
+
+
+class Silent(Exception):
+    """A server that never answered its first request: left out of the table, said so."""
 
 
 def descendants(pid: int) -> list[int]:
@@ -109,7 +113,11 @@ def serve_load(
     for server, command in commands(model).items():
         process, url = start(["taskset", "-c", SERVER_CPU, *command])
         try:
-            asyncio.run(first_answer(url, pngs[0]))
+            try:
+                asyncio.run(first_answer(url, pngs[0]))
+            except Silent as e:
+                print(f"{server}: {e}; left out", flush=True)
+                continue
             measure(name, server, process, url, pngs, 8, WARMUP_REQUESTS, max_seconds)
             for clients in levels:
                 row = measure(name, server, process, url, pngs, clients, requests, max_seconds)
