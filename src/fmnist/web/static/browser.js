@@ -32,8 +32,8 @@
     for (const cue of [...Object.keys(trust.references || {}), ...Object.keys(trust.plain || {})]) {
       if (!(cue in UNUSUAL)) throw new Error(`model.json: the detector weighs "${cue}", which this page does not compute`);
     }
-    const session = await ort.InferenceSession.create("model.onnx", { executionProviders: ["wasm"] });
-    return { facts, session };
+    const graph = await ort.InferenceSession.create("model.onnx", { executionProviders: ["wasm"] });
+    return { facts, graph };
   })();
 
   // Whether a file has no colour planes (Pillow opens it as "L" or "LA"): a PNG of colour type 0 or 4, a JPEG
@@ -203,7 +203,7 @@
     const pixels = new Uint8Array(framed.length * SIDE * SIDE);
     framed.forEach((f, i) => pixels.set(f.image, i * SIDE * SIDE));
     const feeds = { pixels: new ort.Tensor("uint8", pixels, [framed.length, SIDE, SIDE]) };
-    const outputs = await model.session.run(feeds, ["logits", "probabilities"]);
+    const outputs = await model.graph.run(feeds, ["logits", "probabilities"]);
     const classes = model.facts.classes.length;
     const row = (tensor, i) => Array.from(tensor.data.subarray(i * classes, (i + 1) * classes));
     return framed.map((f, i) =>
