@@ -7,7 +7,7 @@ answers against `fmnist predict` on the same pictures.
 Exports the run into a temporary folder (fp32, or --int8) and serves it with `python -m http.server` on
 127.0.0.1. Time to the first answer: in --runs fresh Chromium profiles (nothing cached), from the start of
 the page's navigation to the first `fmnist.classify()` of a rendered photo resolved: the page, onnxruntime-web
-and the model downloaded from this machine, the WebAssembly compiled, the model loaded into onnxruntime-web, the photo fetched,
+and the model downloaded from this machine, the WebAssembly compiled, the model loaded, the photo fetched,
 framed and classified; then a second photo in the same page. Answers: the class and the garment verdict of the
 page against `fmnist predict RUN` (the Python API it calls) on the first --tests test images, --photos photos
 rendered from the next test images, and --outliers-per-kind held-out non-garment pictures of each kind
