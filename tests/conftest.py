@@ -3,6 +3,7 @@ Helpers that tests import live in support.py."""
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
@@ -10,6 +11,16 @@ from support import write_synthetic
 
 from fmnist import data
 from fmnist.errors import FmnistError
+
+
+def pytest_configure(config):
+    """Under pytest-xdist (pyproject's addopts: two workers on a 2-CPU machine) each worker's torch, and the
+    processes its tests start, use one thread: two workers of two threads each would fight over the cores."""
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        import torch
+
+        torch.set_num_threads(1)
+        os.environ["OMP_NUM_THREADS"] = "1"
 
 
 @pytest.fixture
