@@ -7,7 +7,7 @@ import os
 from pathlib import Path
 
 import pytest
-from support import write_synthetic
+from support import PlotRecorder, write_synthetic
 
 from fmnist import data
 from fmnist.errors import FmnistError
@@ -32,6 +32,16 @@ def synthetic_data(tmp_path, monkeypatch) -> Path:
     monkeypatch.setenv("FMNIST_DATA_DIR", str(directory))
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
     return directory
+
+
+@pytest.fixture
+def record_plots(monkeypatch) -> PlotRecorder:
+    """fit()'s run plots recorded, not drawn (support.PlotRecorder), in this test."""
+    from fmnist import plots
+
+    recorder = PlotRecorder()
+    monkeypatch.setattr(plots, "write_run_plots", recorder)
+    return recorder
 
 
 @pytest.fixture

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from support import interrupted_after_first_epoch
+from support import PlotRecorder, interrupted_after_first_epoch
 
 from fmnist import checkpoint, data, monitor, training
 from fmnist import config as config_lib
@@ -573,30 +573,13 @@ def _option_space():
     )
 
 
-@pytest.fixture
-def plot_requests(monkeypatch) -> list[tuple[Path, int, int]]:
-    """The run plots fit() asks for, recorded (run directory, epochs of history, test images) instead of drawn.
-    For the property tests below: their dozens of one-epoch runs would each draw the same synthetic test set
-    (1.7 s of matplotlib, most of such a fit's time); drawing run plots is tested in test_cli.py,
-    test_run_dir.py and test_plots.py."""
-    from fmnist import plots
-
-    requests: list[tuple[Path, int, int]] = []
-
-    def record(run_dir, history, test, test_images, classes):
-        assert len(test.labels) == len(test_images) and len(classes) == 10
-        requests.append((Path(run_dir), len(history), len(test_images)))
-
-    monkeypatch.setattr(plots, "write_run_plots", record)
-    return requests
-
-
-def _train_as_one_rank(values: dict, tmp_path, monkeypatch, plot_requests: list) -> str:
+def _train_as_one_rank(values: dict, tmp_path, monkeypatch) -> str:
     """fit() as rank 0 or the last rank of `processes` (a world without a process group: the same
     shard, local batch and batch plan as under torchrun, with collectives of one), on 1 epoch. It
-    trains, or is refused with FmnistError before anything is written. Rank 0 asks for the run's plots
-    (plot_requests), the other ranks do not."""
-    from fmnist import distributed
+    trains, or is refused with FmnistError before anything is written. Rank 0 asks for the run's plots,
+    the other ranks do not: the test records them (record_plots) instead of drawing dozens of one-epoch
+    runs' plots of the same synthetic test set."""
+    from fmnist import distributed, plots
 
     values = dict(values)
     processes, last_rank = values.pop("processes"), values.pop("last_rank")
@@ -624,7 +607,9 @@ def _train_as_one_rank(values: dict, tmp_path, monkeypatch, plot_requests: list)
         and not (cfg.on_nan == "skip" and processes > 1)
         and not (cfg.batch_norm and min(shard, local) < 2)
     )
-    plot_requests.clear()
+    recorder = plots.write_run_plots
+    assert isinstance(recorder, PlotRecorder)  # the test's record_plots
+    recorder.requests.clear()
     try:
         result = training.fit(cfg, run, data.load(), log=quiet, progress=False)
     except FmnistError as e:
@@ -635,15 +620,15 @@ def _train_as_one_rank(values: dict, tmp_path, monkeypatch, plot_requests: list)
     if rank == 0:
         assert result.summary is not None and result.summary["epochs"] == 1
         assert checkpoint.load(run / "checkpoints" / "last.pt")["epoch"] == 1
-        assert plot_requests == [(run, 1, len(data.load().test_labels))]
+        assert recorder.requests == [(run, 1, len(data.load().test_labels))]
     else:
-        assert result.summary is None and not plot_requests
+        assert result.summary is None and not recorder.requests
     return "trained"
 
 
 @pytest.mark.slow
 def test_every_accepted_option_combination_trains_one_epoch_on_odd_sizes_and_ranks(
-    synthetic_data, tmp_path, monkeypatch, one_thread, plot_requests
+    synthetic_data, tmp_path, monkeypatch, one_thread, record_plots
 ):
     from hypothesis import HealthCheck, given, settings
 
@@ -656,7 +641,7 @@ def test_every_accepted_option_combination_trains_one_epoch_on_odd_sizes_and_ran
     )
     @given(_option_space())
     def check(values):
-        outcomes[_train_as_one_rank(values, tmp_path, monkeypatch, plot_requests)] += 1
+        outcomes[_train_as_one_rank(values, tmp_path, monkeypatch)] += 1
 
     outcomes: collections.Counter = collections.Counter()
     check()
@@ -665,7 +650,7 @@ def test_every_accepted_option_combination_trains_one_epoch_on_odd_sizes_and_ran
 
 @pytest.mark.slow
 def test_tunes_search_space_trains_one_epoch_on_odd_sizes(
-    synthetic_data, tmp_path, monkeypatch, one_thread, plot_requests
+    synthetic_data, tmp_path, monkeypatch, one_thread, record_plots
 ):
     import optuna
     from hypothesis import HealthCheck, given, settings
@@ -698,7 +683,6 @@ def test_tunes_search_space_trains_one_epoch_on_odd_sizes(
                 {**drawn, "size": ("train_subset", size), "processes": processes, "last_rank": True},
                 tmp_path,
                 monkeypatch,
-                plot_requests,
             )
         ] += 1
 
