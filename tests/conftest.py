@@ -3,6 +3,7 @@ Helpers that tests import live in support.py."""
 
 from __future__ import annotations
 
+import collections
 import os
 from pathlib import Path
 
@@ -21,6 +22,15 @@ def pytest_configure(config):
 
         torch.set_num_threads(1)
         os.environ["OMP_NUM_THREADS"] = "1"
+
+
+def pytest_collection_modifyitems(config, items):
+    """Under pytest-xdist, the modules with the most tests marked slow run first (each module's tests in their
+    order; pyproject's --no-loadscope-reorder keeps this order): the modules handed out last are the quick ones,
+    so that neither worker is left alone at the end with a long module."""
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        slow = collections.Counter(item.path for item in items if item.get_closest_marker("slow"))
+        items.sort(key=lambda item: (-slow[item.path], str(item.path)))
 
 
 @pytest.fixture

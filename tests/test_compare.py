@@ -181,7 +181,7 @@ def test_four_tasks_sharing_a_directory_one_killed_and_rerun_match_one_machine(
 
     grid = ["--grid", "lr=0.003,0.01", "--seeds", "0,1,2,3", "--threshold", "0.3", *TINY_FLAGS]
     grid += ["--set", "epochs=3", "--set", "threads=1"]
-    env = dict(os.environ, FMNIST_TEST_FILES=json.dumps(data.FILES), OMP_NUM_THREADS="1")
+    env = dict(os.environ, FMNIST_TEST_FILES=json.dumps(data.FILES), OMP_NUM_THREADS="1", FMNIST_TEST_NO_RUN_PLOTS="1")
     out = tmp_path / "array"
     first_of_last = out / "runs" / "lr=0.003" / "seed3"  # the first run of task 3's share
 
