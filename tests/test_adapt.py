@@ -282,6 +282,7 @@ def test_freezing_the_output_layer_is_refused():
         (["adapt", "run", "--resume", "x"], "--resume continues a run with its own parent"),
         (["adapt", "--resume", "nowhere"], "nowhere: not an adaptation run (no adapt.json)"),
         (["adapt", "missing.pt", "--images", "."], "missing.pt: cannot read it"),
+        (["adapt", "run", "--images", ".", "--augment", "translate,tilt"], "unknown augmentation 'tilt'; choose from"),
     ],
 )
 def test_adapt_mistakes_are_one_line(args, message, synthetic_data, tmp_path, monkeypatch, capsys):

@@ -384,6 +384,8 @@ class AdaptRecipe:
         for name in ("holdout", "forgetting"):
             if not 0 <= getattr(self, name) < 1:
                 raise FmnistError(f"{name} must be in [0, 1), got {getattr(self, name)}")
+        if unknown := sorted(set(self.augment) - set(AUGMENTATIONS)):
+            raise FmnistError(f"unknown augmentation {unknown[0]!r}; choose from {', '.join(AUGMENTATIONS)}")
 
     def as_dict(self) -> dict[str, Any]:
         return {**dataclasses.asdict(self), "augment": list(self.augment)}
