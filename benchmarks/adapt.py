@@ -10,6 +10,7 @@ validation split, and the Fashion-MNIST validation accuracy: `--choose` picks, f
 best on the validation photos of the OTHER domains (leave one domain out) and shows that domain's fresh figures.
 
     python benchmarks/adapt.py RUN [--domains wood,cloth,dim,covered] [--seeds 0,1,2] [--set lr=1e-3] [--json FILE]
+        [--recipe 'lr=1e-3 distill=1' --recipe 'rehearsal=10' ...]   several recipes on the same photos
     python benchmarks/adapt.py --choose A.json B.json ...
 """
 
@@ -21,13 +22,14 @@ import statistics
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
 
 from fmnist import data, trust
-from fmnist.adapt import Recipe, adapt
-from fmnist.checkpoint import load_model
+from fmnist.adapt import MIXES, TUNED_KEY, Recipe, adapt, interpolate
+from fmnist.checkpoint import load, load_model
 from fmnist.data import CLASSES, stratified_split
 from fmnist.images import Framed, load_picture
 from fmnist.inference import Predictor, TorchPredictor
@@ -79,12 +81,32 @@ def figures(predictor: Predictor, sets: dict, others: list[Framed], dataset) -> 
     }
 
 
+def mix_curve(run: Path, parent: Predictor, sets: dict) -> list[dict]:
+    """Per WiSE-FT mix alpha (MIXES): accuracy on the fresh photos, the validation photos and Fashion-MNIST
+    validation: where the fine-tuned weights gain and what they cost, whatever alpha the run chose."""
+    predictor = TorchPredictor(run)
+    tuned, base = load(predictor.file)[TUNED_KEY], parent.model.state_dict()
+    fresh = torch.stack([f.image for f in sets["fresh"][0]]), sets["fresh"][1]
+    val = torch.stack([f.image for f in sets["val"][0]]), sets["val"][1]
+    curve = []
+    for alpha in MIXES:
+        predictor.model.load_state_dict(interpolate(base, tuned, alpha))
+        curve.append(
+            {"alpha": alpha}
+            | {
+                k: accuracy(predictor, *v)
+                for k, v in (("fresh", fresh), ("val", val), ("fashion_val", sets["fashion_val"]))
+            }
+        )
+    return curve
+
+
 def parse(field: str, text: str):
     """A --set value as the Recipe field's type."""
     kind = type(getattr(Recipe(), field))
     if kind is bool:
         return text.lower() in ("1", "true", "yes")
-    return tuple(text.split("+")) if kind is tuple else kind(text)
+    return tuple(k for k in text.split("+") if k) if kind is tuple else kind(text)
 
 
 def main() -> None:
@@ -99,7 +121,17 @@ def main() -> None:
     parser.add_argument("--others-per-kind", type=int, default=20)
     parser.add_argument("--json", help="write every figure as JSON")
     parser.add_argument(
-        "--set", action="append", default=[], metavar="KEY=VALUE", help="a Recipe field (augment: kinds joined by +)"
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="a Recipe field of every recipe (augment: kinds joined by +, none: empty)",
+    )
+    parser.add_argument(
+        "--recipe",
+        action="append",
+        metavar="'KEY=VALUE ...'",
+        help="a recipe to measure (its fields over --set's; repeat to measure several on the same photos)",
     )
     args = parser.parse_args()
     if args.choose:
@@ -107,14 +139,28 @@ def main() -> None:
         return
     if not args.run:
         parser.error("name the parent run (or --choose JSON files)")
+    common = fields(args.set)
+    recipes = [{**common, **fields(spec.split())} for spec in args.recipe or [""]]
+    studies = measure(args, recipes)
+    for study in studies:
+        print(" ".join(f"{k}={v}" for k, v in study["recipe"].items()))
+        print_table(study["domains"])
+
+
+def fields(items: list[str]) -> dict[str, Any]:
+    """Recipe fields from KEY=VALUE strings."""
+    return {k: parse(k, v) for k, v in (item.split("=", 1) for item in items)}
+
+
+def measure(args: argparse.Namespace, recipes: list[dict[str, Any]]) -> list[dict]:
+    """Per recipe, per domain: the parent's figures and each seed's adapted ones, on one set of photos."""
     dataset = data.load()
     parent_file = model_path(args.run)
     _, parent_cfg, _ = load_model(parent_file)
     train_pool, val_pool = stratified_split(dataset.train_labels, parent_cfg.val_size, parent_cfg.seed)
-    changes = {k: parse(k, v) for k, v in (item.split("=", 1) for item in args.set)}
     others = [load_picture(o.data, o.kind) for o in outliers.build(args.others_per_kind, "holdout")]
     parent = TorchPredictor(parent_file)
-    results = {}
+    studies = [{"recipe": Recipe(**changes).as_dict(), "domains": {}} for changes in recipes]
     adapt_idx = pick(dataset.train_labels, train_pool, args.per_class, 0)
     test_idx = pick(dataset.test_labels, torch.arange(len(dataset.test_labels)), args.test_per_class, 1)
     val_idx = pick(dataset.train_labels, val_pool, args.val_per_class, 2)
@@ -124,30 +170,40 @@ def main() -> None:
             "val": (photos(domain, dataset.train_images[val_idx], 2), dataset.train_labels[val_idx]),
             "fashion_val": (dataset.train_images[val_pool], dataset.train_labels[val_pool]),
         }
-        row = {"parent": figures(parent, sets, others, dataset), "adapted": []}
-        print(domain, "parent", json.dumps(row["parent"]), flush=True)
+        before = figures(parent, sets, others, dataset)
+        print(domain, "parent", json.dumps(before), flush=True)
         with tempfile.TemporaryDirectory() as tmp:
             rendered = domains.render_many(dataset.train_images[adapt_idx].numpy(), domain, 0)
             write_folder(Path(tmp) / "photos", rendered, dataset.train_labels[adapt_idx])
-            for seed in [int(s) for s in args.seeds.split(",")]:
-                t0 = time.perf_counter()
-                recipe = Recipe(**{**changes, "seed": seed})
-                report = adapt(parent_file, Path(tmp) / "photos", Path(tmp) / f"run-{seed}", recipe, dataset=dataset)
-                seconds = time.perf_counter() - t0
-                adapted = figures(TorchPredictor(Path(tmp) / f"run-{seed}"), sets, others, dataset)
-                row["adapted"].append({**adapted, "seconds": seconds, "seed": seed, "mix": report.mix.alpha})
-                print(domain, seed, json.dumps(row["adapted"][-1]), flush=True)
-        results[domain] = row
+            for i, (changes, study) in enumerate(zip(recipes, studies, strict=True)):
+                row = study["domains"][domain] = {"parent": before, "adapted": []}
+                for seed in [int(s) for s in args.seeds.split(",")]:
+                    run = Path(tmp) / f"run-{i}-{seed}"
+                    t0 = time.perf_counter()
+                    report = adapt(
+                        parent_file, Path(tmp) / "photos", run, Recipe(**{**changes, "seed": seed}), dataset=dataset
+                    )
+                    seconds = time.perf_counter() - t0
+                    adapted = figures(TorchPredictor(run), sets, others, dataset)
+                    curve = mix_curve(run, parent, sets)
+                    row["adapted"].append(
+                        {**adapted, "seconds": seconds, "seed": seed, "mix": report.mix.alpha, "curve": curve}
+                    )
+                    print(
+                        domain,
+                        seed,
+                        json.dumps({k: v for k, v in row["adapted"][-1].items() if k != "curve"}),
+                        flush=True,
+                    )
         if args.json:  # after each domain, so that a run cut short keeps what it measured
-            study = {"recipe": Recipe(**changes).as_dict(), "domains": results}
-            Path(args.json).write_text(json.dumps(study, indent=2) + "\n", encoding="utf-8")
-    print_table(results)
+            Path(args.json).write_text(json.dumps({"studies": studies}, indent=2) + "\n", encoding="utf-8")
+    return studies
 
 
 def merged(files: list[dict]) -> tuple[list[dict], list[str]]:
     """The --json files of one recipe (one domain each, say) joined; a name per recipe: its non-default fields."""
     groups: dict[str, dict] = {}
-    for study in files:
+    for study in (s for f in files for s in f.get("studies", [f])):
         key = json.dumps(study["recipe"], sort_keys=True)
         groups.setdefault(key, {"recipe": study["recipe"], "domains": {}})["domains"].update(study["domains"])
     defaults = Recipe().as_dict()

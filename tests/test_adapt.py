@@ -136,6 +136,30 @@ def test_distillation_rehearses_the_parents_probabilities_and_the_photos_labels(
     assert len(memory) == 3 * shown // 2 and torch.allclose(distilled.train_y[shown:], memory)
 
 
+def test_the_photos_copies_are_shifted_once_and_the_memory_is_replayed_as_the_parent_learned_it(
+    tmp_path, synthetic_data
+):
+    labelled_folder(tmp_path / "photos", per_class=4)
+    photos = adapt.read_photos(tmp_path / "photos", holdout=0.3, seed=0)
+    dataset, parent_cfg = data.load(), config.Config(hidden=(8,), val_size=200)
+    recipe = adapt.Recipe(repeats=3, rehearsal=1.0, augment=("translate",))
+    split = adapt.build_split(photos, dataset, parent_cfg, recipe)
+    x, _, _ = photos.part(held_out=False)
+    copies, memory = split.train_x[: 3 * len(x)].view(3, len(x), 28, 28), split.train_x[3 * len(x) :]
+    assert torch.equal(copies[0], x)  # the photos themselves, then shifted copies
+    padded = torch.nn.functional.pad(x, (2, 2, 2, 2))
+    shifts = [padded[:, 2 + dy : 30 + dy, 2 + dx : 30 + dx] for dy in range(-2, 3) for dx in range(-2, 3)]
+    for copy in copies[1:]:
+        assert all(any(torch.equal(c, s[i]) for s in shifts) for i, c in enumerate(copy))
+    assert not torch.equal(copies[1], copies[2])  # a draw of its own for each copy
+    known = {bytes(image.numpy()) for image in dataset.train_images}
+    assert len(memory) == 3 * len(x) and all(bytes(image.numpy()) in known for image in memory)
+    assert torch.equal(adapt.build_split(photos, dataset, parent_cfg, recipe).train_x, split.train_x)  # seeded
+    plain = adapt.build_split(photos, dataset, parent_cfg, adapt.Recipe(repeats=3, rehearsal=1.0, augment=()))
+    assert torch.equal(plain.train_x[: 3 * len(x)], x.repeat(3, 1, 1))
+    assert not adapt.adapted_config(parent_cfg, tmp_path / "p.pt", recipe).augment  # no batch augments the memory
+
+
 def test_interpolate_goes_from_the_parent_to_the_fine_tuned_weights():
     parent = {"w": torch.zeros(3), "steps": torch.tensor(1)}
     tuned = {"w": torch.tensor([2.0, 4.0, -2.0]), "steps": torch.tensor(7)}
@@ -258,6 +282,7 @@ def test_freezing_the_output_layer_is_refused():
         (["adapt", "run", "--resume", "x"], "--resume continues a run with its own parent"),
         (["adapt", "--resume", "nowhere"], "nowhere: not an adaptation run (no adapt.json)"),
         (["adapt", "missing.pt", "--images", "."], "missing.pt: cannot read it"),
+        (["adapt", "run", "--images", ".", "--augment", "translate,tilt"], "unknown augmentation 'tilt'; choose from"),
     ],
 )
 def test_adapt_mistakes_are_one_line(args, message, synthetic_data, tmp_path, monkeypatch, capsys):

@@ -2,8 +2,8 @@
 
 The photos (one folder per class, as `eval --images` reads them: folders.py) are framed exactly as
 `predict` frames them. Part of each class is held out: it chooses the epoch and refits the model's
-temperature and not-a-garment detector (trust.refit). The rest is trained on, each photo `repeats` times
-per epoch with batched augmentation, mixed with experience replay: a fixed memory of Fashion-MNIST
+temperature and not-a-garment detector (trust.refit). The rest is trained on, each photo in `repeats`
+augmented copies per epoch, mixed with experience replay: a fixed memory of Fashion-MNIST
 training images from the parent's own training split, `rehearsal` of them per photo seen, so the
 original task keeps its gradient (the exemplar memory of iCaRL, Rebuffi, Kolesnikov, Sperl and Lampert,
 CVPR 2017; experience replay as in Chaudhry et al. 2019, "On Tiny Episodic Memories in Continual
@@ -37,6 +37,7 @@ import torch.nn.functional as F
 
 from fmnist import checkpoint, data, folders, trust
 from fmnist.atomic import atomic_write
+from fmnist.augment import augment
 from fmnist.config import AdaptRecipe as Recipe
 from fmnist.config import Config
 from fmnist.data import CLASSES, FashionMNIST
@@ -111,8 +112,9 @@ def _skipped_summary(skipped: dict[str, int]) -> str | None:
 def build_split(
     photos: Photos, dataset: FashionMNIST, parent_cfg: Config, recipe: Recipe, parent: torch.nn.Module | None = None
 ) -> Split:
-    """Training: the training photos `recipe.repeats` times, then the Fashion-MNIST memory (a stratified
-    draw from the parent's training split); validation: the held-out photos; test: Fashion-MNIST's.
+    """Training: `recipe.repeats` copies of each training photo, augmented once (`photo_copies`), then the
+    Fashion-MNIST memory (a stratified draw from the parent's training split), replayed as the parent learned
+    it; validation: the held-out photos; test: Fashion-MNIST's.
 
     With the `parent` model given, the targets are distributions [N, C]: one-hot for the photos, the parent's
     probabilities for the memory, so that rehearsal keeps the parent's answers rather than only its labels
@@ -135,13 +137,30 @@ def build_split(
         photos_y = F.one_hot(photos_y, len(CLASSES)).float()
         memory_y = trust.model_logits(parent)(memory_x).softmax(1) if len(memory_x) else photos_y[:0]
     return Split(
-        torch.cat([x.repeat(recipe.repeats, 1, 1), memory_x]),
+        torch.cat([photo_copies(x, recipe), memory_x]),
         torch.cat([photos_y, memory_y]),
         val_x,
         val_y,
         dataset.test_images,
         dataset.test_labels,
     )
+
+
+def photo_copies(x: torch.Tensor, recipe: Recipe) -> torch.Tensor:
+    """`recipe.repeats` copies of the photos uint8 [N, 28, 28], in order ([repeats * N, 28, 28]), each but the
+    first augmented by `recipe.augment` (augment.py) with a draw of its own, seeded by `recipe.seed`.
+
+    The copies are drawn once rather than every batch, so that the Fashion-MNIST memory beside them is not
+    augmented: the parent learned those images unaugmented, and a memory shifted a pixel or two no longer
+    rehearses the task it learned (on the reference MLP, translating the memory as well cost 2-3 points of
+    Fashion-MNIST validation accuracy before the mix; docs/ADAPT.md)."""
+    copies = x.repeat(recipe.repeats, 1, 1)
+    if not recipe.augment or recipe.repeats < 2:
+        return copies
+    generator = torch.Generator().manual_seed(recipe.seed)
+    shifted = augment(data.as_input(copies[len(x) :]), recipe.augment, generator)
+    copies[len(x) :] = (shifted * 255).round().clamp(0, 255).to(torch.uint8).reshape(-1, *x.shape[1:])
+    return copies
 
 
 def adapted_config(parent_cfg: Config, parent_file: Path, recipe: Recipe) -> Config:
@@ -154,7 +173,7 @@ def adapted_config(parent_cfg: Config, parent_file: Path, recipe: Recipe) -> Con
         optimizer="adam",
         schedule="cosine",
         warmup_epochs=0.0,
-        augment=list(recipe.augment),
+        augment=(),  # the photos' copies are augmented once (photo_copies), the memory never
         mixup_alpha=0.0,
         cutmix_alpha=0.0,
         ema_decay=0.0,

@@ -10,6 +10,7 @@ from pathlib import Path
 from fmnist import signals
 from fmnist.cli.common import Parser, Subcommands, load_data
 from fmnist.config import AdaptRecipe as Recipe
+from fmnist.config import coerce
 from fmnist.errors import FmnistError
 
 RECIPE_FLAGS = (
@@ -20,6 +21,11 @@ RECIPE_FLAGS = (
     ("rehearsal", float, "Fashion-MNIST training images per photo seen (experience replay)"),
     ("holdout", float, "share of each class's photos held out to choose the epoch and the mix and refit trust"),
     ("forgetting", float, "largest drop of Fashion-MNIST validation accuracy (0.005: half a point) the mix may cost"),
+    (
+        "augment",
+        lambda text: coerce("augment", text),
+        "kinds applied once to the photos' copies: flip,crop,translate,erase or none",
+    ),
     ("distill", bool, "rehearse the parent's probabilities on the memory instead of its labels (distillation)"),
     ("seed", int, "seeds the held-out draw, the memory, the order and augmentation"),
 )
@@ -39,7 +45,8 @@ def add_parsers(sub: Subcommands, shared: dict[str, Parser]) -> None:
     p.add_argument("--json", action="store_true", help="print the before/after report as one JSON object")
     defaults = Recipe()
     for name, kind, text in RECIPE_FLAGS:
-        shown = f"{text} (default: {getattr(defaults, name)})"
+        default = getattr(defaults, name)
+        shown = f"{text} (default: {','.join(default) or 'none' if isinstance(default, tuple) else default})"
         if kind is bool:
             p.add_argument(f"--{name}", action=argparse.BooleanOptionalAction, help=shown)
         else:
