@@ -189,11 +189,12 @@ timed_train() {
 }
 
 # ---- the checks ----------------------------------------------------------------------------
+# The tests in this process, without pyproject's pytest-xdist workers (that plugin may not be installed here).
 if [ "$dry_run" = 1 ]; then
-  step cuda-tests 120 "$py" -m pytest -q -p no:cacheprovider tests/test_cuda.py
+  step cuda-tests 120 "$py" -m pytest -q -o addopts=--strict-markers -p no:cacheprovider tests/test_cuda.py
   skip bench "dry run: fmnist bench has its own tests"
 else
-  CUBLAS_WORKSPACE_CONFIG=:4096:8 step cuda-tests 150 "$py" -m pytest -q -p no:cacheprovider tests/test_cuda.py tests/test_distributed.py
+  CUBLAS_WORKSPACE_CONFIG=:4096:8 step cuda-tests 150 "$py" -m pytest -q -o addopts=--strict-markers -p no:cacheprovider tests/test_cuda.py tests/test_distributed.py
   step bench 200 fm bench --device "$device" --json "$out_dir/bench.json"
 fi
 

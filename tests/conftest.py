@@ -3,13 +3,34 @@ Helpers that tests import live in support.py."""
 
 from __future__ import annotations
 
+import collections
+import os
 from pathlib import Path
 
 import pytest
-from support import write_synthetic
+from support import PlotRecorder, write_synthetic
 
 from fmnist import data
 from fmnist.errors import FmnistError
+
+
+def pytest_configure(config):
+    """Under pytest-xdist (pyproject's addopts: two workers on a 2-CPU machine) each worker's torch, and the
+    processes its tests start, use one thread: two workers of two threads each would fight over the cores."""
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        import torch
+
+        torch.set_num_threads(1)
+        os.environ["OMP_NUM_THREADS"] = "1"
+
+
+def pytest_collection_modifyitems(config, items):
+    """Under pytest-xdist, the modules with the most tests marked slow run first (each module's tests in their
+    order; pyproject's --no-loadscope-reorder keeps this order): the modules handed out last are the quick ones,
+    so that neither worker is left alone at the end with a long module."""
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        slow = collections.Counter(item.path for item in items if item.get_closest_marker("slow"))
+        items.sort(key=lambda item: (-slow[item.path], str(item.path)))
 
 
 @pytest.fixture
@@ -21,6 +42,16 @@ def synthetic_data(tmp_path, monkeypatch) -> Path:
     monkeypatch.setenv("FMNIST_DATA_DIR", str(directory))
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
     return directory
+
+
+@pytest.fixture
+def record_plots(monkeypatch) -> PlotRecorder:
+    """fit()'s run plots recorded, not drawn (support.PlotRecorder), in this test."""
+    from fmnist import plots
+
+    recorder = PlotRecorder()
+    monkeypatch.setattr(plots, "write_run_plots", recorder)
+    return recorder
 
 
 @pytest.fixture

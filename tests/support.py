@@ -35,6 +35,20 @@ from fmnist.testing import photos
 ROOT = Path(__file__).resolve().parents[1]
 
 
+class PlotRecorder:
+    """Stands in for plots.write_run_plots (the conftest fixture record_plots): records (run directory, epochs
+    of history, test images) of each run's plots that fit() asks for instead of drawing them. Drawing them is
+    1.7 s of matplotlib on 2 CPUs, most of a tiny fit's time; tests that train many runs and check none of
+    their plots use it (test_cli.py, test_run_dir.py and test_plots.py draw and check them)."""
+
+    def __init__(self) -> None:
+        self.requests: list[tuple[Path, int, int]] = []
+
+    def __call__(self, run_dir, history, test, test_images, classes) -> None:
+        assert len(test.labels) == len(test_images) and len(classes) == 10
+        self.requests.append((Path(run_dir), len(history), len(test_images)))
+
+
 def tiny_checkpoint(path: Path, model: str = "mlp") -> Path:
     """An untrained small model saved as a real checkpoint: serving does not care how well it learned."""
     cfg = config.Config(model=model, hidden=(8,) if model == "cnn" else (32,))

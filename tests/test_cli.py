@@ -1,12 +1,15 @@
+import contextlib
+import io
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 import torch
-from support import heavy_modules_of
+from support import heavy_modules_of, write_synthetic
 
 from fmnist import data
 from fmnist.cli import CLOSED_PIPE_STATUS, main
@@ -22,18 +25,33 @@ def run(capsys, *argv):
     return code, out, err
 
 
+@pytest.fixture(scope="module")
+def trained_once(tmp_path_factory) -> tuple[Path, str]:
+    """One run of TRAIN on the synthetic data for the module, and what it printed: trained_run copies it."""
+    root = tmp_path_factory.mktemp("trained")
+    out, err = io.StringIO(), io.StringIO()
+    with pytest.MonkeyPatch.context() as patch:  # what synthetic_data and steady_threads set for one test
+        patch.setattr(data, "FILES", write_synthetic(root / "synthetic"))
+        patch.setenv("FMNIST_DATA_DIR", str(root / "synthetic"))
+        patch.setenv("XDG_CACHE_HOME", str(root / "cache"))
+        patch.setenv("OMP_NUM_THREADS", str(torch.get_num_threads()))
+        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+            code = main([*TRAIN, "--out", str(root / "run")])
+    assert code == 0, err.getvalue()
+    return root / "run", out.getvalue()
+
+
 @pytest.fixture
-def trained_run(synthetic_data, tmp_path, capsys):
+def trained_run(synthetic_data, tmp_path, trained_once) -> tuple[Path, str]:
+    """A copy of the module's trained run in this test's tmp_path (a test may add to it or resume it), and
+    what training printed; the synthetic data is the same, written again for this test."""
     run_dir = tmp_path / "run"
-    code, out, err = run(capsys, *TRAIN, "--out", str(run_dir))
-    assert code == 0, err
-    return run_dir, out
+    shutil.copytree(trained_once[0], run_dir)
+    return run_dir, trained_once[1]
 
 
 @pytest.mark.slow
 def test_eval_finds_the_data_itself_not_at_the_training_machines_path(synthetic_data, tmp_path, capsys):
-    import shutil
-
     there = tmp_path / "training-machine-data"
     shutil.copytree(synthetic_data, there)
     run_dir = tmp_path / "run"

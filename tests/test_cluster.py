@@ -38,6 +38,7 @@ def scheduler_env(synthetic_data, tmp_path) -> dict[str, str]:
         PYTHONPATH=str(ROOT / "src"),
         FMNIST_TEST_FILES=json.dumps(data.FILES),
         OMP_NUM_THREADS="1",
+        FMNIST_TEST_NO_RUN_PLOTS="1",
     )
 
 

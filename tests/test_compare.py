@@ -44,7 +44,7 @@ def fit_calls(monkeypatch):
 
 @pytest.mark.slow
 def test_grid_runs_every_point_and_seed_writes_reports_and_skips_finished_runs_on_rerun(
-    synthetic_data, tmp_path, fit_calls
+    synthetic_data, tmp_path, fit_calls, record_plots
 ):
     from fmnist import data
 
@@ -53,6 +53,7 @@ def test_grid_runs_every_point_and_seed_writes_reports_and_skips_finished_runs_o
     out = tmp_path / "grid"
     results = compare.run_grid(exp, out, dataset, log=lambda _: None)
     assert len(results) == 8 and len(fit_calls) == 8 and all(r.summary for r in results)
+    assert sorted(p for p, _, _ in record_plots.requests) == sorted(r.run.run_dir for r in results)
     assert {r.run.run_dir.relative_to(out).as_posix() for r in results} >= {"runs/optimizer=sgd,schedule=cosine/seed1"}
 
     markdown = compare.write_report(out, exp, results)
@@ -79,12 +80,12 @@ def test_grid_runs_every_point_and_seed_writes_reports_and_skips_finished_runs_o
     stamps = {r.run.run_dir: (r.run.run_dir / "summary.json").stat().st_mtime_ns for r in results}
     fit_calls.clear()
     again = compare.run_grid(exp, out, dataset, log=lambda _: None)
-    assert fit_calls == []
+    assert fit_calls == [] and len(record_plots.requests) == 8
     assert {r.run.run_dir: (r.run.run_dir / "summary.json").stat().st_mtime_ns for r in again} == stamps
 
 
 @pytest.mark.slow
-def test_interrupted_grid_trains_only_the_missing_runs(synthetic_data, tmp_path, fit_calls):
+def test_interrupted_grid_trains_only_the_missing_runs(synthetic_data, tmp_path, fit_calls, record_plots):
     from fmnist import data
 
     dataset = data.load()
@@ -102,11 +103,11 @@ def test_interrupted_grid_trains_only_the_missing_runs(synthetic_data, tmp_path,
     fit_calls.clear()
     results = compare.run_grid(exp, out, dataset, log=lambda _: None)
     assert sorted(fit_calls) == [("optimizer=adam/seed0", True), ("optimizer=sgd/seed0", True)]
-    assert all(r.summary and len(r.history) == 2 for r in results)
+    assert all(r.summary and len(r.history) == 2 for r in results) and len(record_plots.requests) == 4
 
 
 @pytest.mark.slow
-def test_a_changed_experiment_refuses_to_reuse_the_directory(synthetic_data, tmp_path):
+def test_a_changed_experiment_refuses_to_reuse_the_directory(synthetic_data, tmp_path, record_plots):
     from fmnist import data
 
     out = tmp_path / "grid"
@@ -173,12 +174,14 @@ def untimed(path: Path) -> list[dict]:
 
 
 @pytest.mark.slow
-def test_four_tasks_sharing_a_directory_one_killed_and_rerun_match_one_machine(synthetic_data, tmp_path, capsys):
+def test_four_tasks_sharing_a_directory_one_killed_and_rerun_match_one_machine(
+    synthetic_data, tmp_path, capsys, record_plots
+):
     from fmnist import data
 
     grid = ["--grid", "lr=0.003,0.01", "--seeds", "0,1,2,3", "--threshold", "0.3", *TINY_FLAGS]
     grid += ["--set", "epochs=3", "--set", "threads=1"]
-    env = dict(os.environ, FMNIST_TEST_FILES=json.dumps(data.FILES), OMP_NUM_THREADS="1")
+    env = dict(os.environ, FMNIST_TEST_FILES=json.dumps(data.FILES), OMP_NUM_THREADS="1", FMNIST_TEST_NO_RUN_PLOTS="1")
     out = tmp_path / "array"
     first_of_last = out / "runs" / "lr=0.003" / "seed3"  # the first run of task 3's share
 
@@ -217,8 +220,9 @@ def test_four_tasks_sharing_a_directory_one_killed_and_rerun_match_one_machine(s
     trained = [SHARE.findall(o) for o in [*outputs, stdout]]
     assert trained == [[f"lr={lr} seed{i}" for lr in ("0.003", "0.01")] for i in range(4)]  # each run once
 
-    code = main(["compare", "--out", str(tmp_path / "one"), *grid])
+    code = main(["compare", "--out", str(tmp_path / "one"), *grid])  # its runs' plots recorded, not drawn
     assert code == 0, capsys.readouterr().err
+    assert len(record_plots.requests) == 8
     for name in ("results.csv", "runs.csv"):
         assert untimed(out / name) == untimed(tmp_path / "one" / name), name
     for metrics in out.glob("runs/*/*/metrics.jsonl"):  # every epoch of every run, not only the summaries

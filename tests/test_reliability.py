@@ -40,7 +40,7 @@ ARGS = [
 
 @pytest.fixture
 def child_env(synthetic_data):
-    env = dict(os.environ, FMNIST_TEST_FILES=json.dumps(data.FILES), OMP_NUM_THREADS="1")
+    env = dict(os.environ, FMNIST_TEST_FILES=json.dumps(data.FILES), OMP_NUM_THREADS="1", FMNIST_TEST_NO_RUN_PLOTS="1")
     return env
 
 

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import os
+import signal
 import socket
 import subprocess
 import sys
@@ -106,7 +108,8 @@ def test_a_run_logged_interrupted_then_resumed_with_mlflow_then_logged_again_is_
 @pytest.fixture(scope="module")
 def mlflow_server(synthetic) -> str:
     """`mlflow server` on a free 127.0.0.1 port with its own SQLite store and proxied artifacts; its URL.
-    Killed after the module's tests."""
+    Killed after the module's tests, with its process group: the uvicorn and job-runner processes it starts
+    would otherwise outlive the suite."""
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
@@ -116,7 +119,7 @@ def mlflow_server(synthetic) -> str:
     command += ["--backend-store-uri", f"sqlite:///{root / 'store.db'}", "--artifacts-destination", str(root / "art")]
     command += ["--workers", "1"]
     log = (root / "server.log").open("w")
-    server = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT)
+    server = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
     url = f"http://127.0.0.1:{port}"
     try:
         deadline = time.monotonic() + SERVER_START_SECONDS
@@ -131,7 +134,7 @@ def mlflow_server(synthetic) -> str:
             time.sleep(0.2)
         yield url
     finally:
-        server.kill()
+        os.killpg(server.pid, signal.SIGKILL)
         server.wait(10)
         log.close()
 

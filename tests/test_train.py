@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from support import interrupted_after_first_epoch
+from support import PlotRecorder, interrupted_after_first_epoch
 
 from fmnist import checkpoint, data, monitor, training
 from fmnist import config as config_lib
@@ -576,8 +576,10 @@ def _option_space():
 def _train_as_one_rank(values: dict, tmp_path, monkeypatch) -> str:
     """fit() as rank 0 or the last rank of `processes` (a world without a process group: the same
     shard, local batch and batch plan as under torchrun, with collectives of one), on 1 epoch. It
-    trains, or is refused with FmnistError before anything is written."""
-    from fmnist import distributed
+    trains, or is refused with FmnistError before anything is written. Rank 0 asks for the run's plots,
+    the other ranks do not: the test records them (record_plots) instead of drawing dozens of one-epoch
+    runs' plots of the same synthetic test set."""
+    from fmnist import distributed, plots
 
     values = dict(values)
     processes, last_rank = values.pop("processes"), values.pop("last_rank")
@@ -605,6 +607,9 @@ def _train_as_one_rank(values: dict, tmp_path, monkeypatch) -> str:
         and not (cfg.on_nan == "skip" and processes > 1)
         and not (cfg.batch_norm and min(shard, local) < 2)
     )
+    recorder = plots.write_run_plots
+    assert isinstance(recorder, PlotRecorder)  # the test's record_plots
+    recorder.requests.clear()
     try:
         result = training.fit(cfg, run, data.load(), log=quiet, progress=False)
     except FmnistError as e:
@@ -615,14 +620,15 @@ def _train_as_one_rank(values: dict, tmp_path, monkeypatch) -> str:
     if rank == 0:
         assert result.summary is not None and result.summary["epochs"] == 1
         assert checkpoint.load(run / "checkpoints" / "last.pt")["epoch"] == 1
+        assert recorder.requests == [(run, 1, len(data.load().test_labels))]
     else:
-        assert result.summary is None
+        assert result.summary is None and not recorder.requests
     return "trained"
 
 
 @pytest.mark.slow
 def test_every_accepted_option_combination_trains_one_epoch_on_odd_sizes_and_ranks(
-    synthetic_data, tmp_path, monkeypatch, one_thread
+    synthetic_data, tmp_path, monkeypatch, one_thread, record_plots
 ):
     from hypothesis import HealthCheck, given, settings
 
@@ -643,7 +649,9 @@ def test_every_accepted_option_combination_trains_one_epoch_on_odd_sizes_and_ran
 
 
 @pytest.mark.slow
-def test_tunes_search_space_trains_one_epoch_on_odd_sizes(synthetic_data, tmp_path, monkeypatch, one_thread):
+def test_tunes_search_space_trains_one_epoch_on_odd_sizes(
+    synthetic_data, tmp_path, monkeypatch, one_thread, record_plots
+):
     import optuna
     from hypothesis import HealthCheck, given, settings
     from hypothesis import strategies as st

@@ -24,7 +24,9 @@ def states(study_dir):
 
 
 @pytest.mark.slow
-def test_study_persists_in_its_journal_resumes_and_writes_a_trainable_best_config(synthetic_data, tmp_path, capsys):
+def test_study_persists_in_its_journal_resumes_and_writes_a_trainable_best_config(
+    synthetic_data, tmp_path, capsys, record_plots
+):
     study_dir = tmp_path / "study"
     assert main(["tune", "--out", str(study_dir), "--trials", "2", "--pruner", "none", *TINY]) == 0
     assert (study_dir / "journal.log").stat().st_size > 0
@@ -39,6 +41,7 @@ def test_study_persists_in_its_journal_resumes_and_writes_a_trainable_best_confi
     study = tune.load_study(study_dir, log=lambda _: None)
     assert [(r["number"], float(r["val_acc"])) for r in rows] == [(str(t.number), t.value) for t in study.trials]
     assert sorted(p.name for p in (study_dir / "trials").iterdir()) == ["0", "1", "2"]
+    assert sorted(p.name for p, _, _ in record_plots.requests) == ["0", "1", "2"]  # each trial's run plots
     assert [p.name for p in (study_dir / "trials" / "0" / "checkpoints").iterdir()] == ["best.pt"]
     for name in ("history.png", "importances.png"):
         assert (study_dir / name).stat().st_size > 0
@@ -72,7 +75,7 @@ def test_a_pruner_stops_trials_through_on_epoch(synthetic_data, tmp_path):
 
 
 @pytest.mark.slow
-def test_a_trial_this_data_cannot_train_is_pruned_and_the_study_goes_on(synthetic_data, tmp_path):
+def test_a_trial_this_data_cannot_train_is_pruned_and_the_study_goes_on(synthetic_data, tmp_path, record_plots):
     from fmnist import data
 
     # one training image: a trial drawing batch norm cannot train, one without it can
@@ -102,14 +105,14 @@ def test_search_space_gives_buildable_models_for_mlp_and_cnn():
 
 
 @pytest.mark.slow
-def test_an_sqlite_storage_takes_the_rdb_path_and_resumes(synthetic_data, tmp_path, capsys):
+def test_an_sqlite_storage_takes_the_rdb_path_and_resumes(synthetic_data, tmp_path, capsys, record_plots):
     study_dir, url = tmp_path / "study", f"sqlite:///{tmp_path / 'optuna.db'}"
     assert main(["tune", "--out", str(study_dir), "--storage", url, "--trials", "1", "--pruner", "none", *TINY]) == 0
     assert main(["tune", "--resume", str(study_dir), "--trials", "1"]) == 0
     assert not (study_dir / "journal.log").exists()
     assert isinstance(tune.open_storage(tune.load_settings(study_dir), study_dir), optuna.storages.RDBStorage)
     direct = optuna.load_study(study_name="study", storage=url)  # the database alone holds the trials
-    assert [t.state for t in direct.trials] == [TrialState.COMPLETE] * 2
+    assert [t.state for t in direct.trials] == [TrialState.COMPLETE] * 2 and len(record_plots.requests) == 2
 
 
 @pytest.mark.slow
@@ -123,7 +126,7 @@ def test_two_workers_share_one_study_without_losing_trials(synthetic_data, tmp_p
 
 
 @pytest.mark.slow
-def test_a_trial_of_a_dead_worker_is_failed_and_the_study_goes_on(synthetic_data, tmp_path):
+def test_a_trial_of_a_dead_worker_is_failed_and_the_study_goes_on(synthetic_data, tmp_path, record_plots):
     from fmnist import data
 
     study_dir = tmp_path / "study"
@@ -139,7 +142,7 @@ def test_a_trial_of_a_dead_worker_is_failed_and_the_study_goes_on(synthetic_data
 
 
 @pytest.mark.slow
-def test_fewer_than_two_completed_trials_write_no_importances(synthetic_data, tmp_path, capsys):
+def test_fewer_than_two_completed_trials_write_no_importances(synthetic_data, tmp_path, capsys, record_plots):
     study_dir = tmp_path / "study"
     assert main(["tune", "--out", str(study_dir), "--trials", "1", "--epochs", "1", "--val-size", "200"]) == 0
     assert (study_dir / "best.toml").exists() and (study_dir / "history.png").exists()
@@ -149,7 +152,7 @@ def test_fewer_than_two_completed_trials_write_no_importances(synthetic_data, tm
 
 @pytest.mark.slow
 def test_resume_auto_creates_the_study_then_runs_it_to_its_total_and_refuses_other_settings(
-    synthetic_data, tmp_path, capsys
+    synthetic_data, tmp_path, capsys, record_plots
 ):
     study_dir = tmp_path / "study"
     argv = ["tune", "--out", str(study_dir), "--resume", "auto", "--pruner", "none", *TINY]
@@ -158,7 +161,7 @@ def test_resume_auto_creates_the_study_then_runs_it_to_its_total_and_refuses_oth
     assert states(study_dir) == [TrialState.COMPLETE] * 2
     assert main([*argv, "--trials", "2"]) == 0  # a restart after the budget is spent runs none
     assert "the study holds 2 finished trials, 2 asked for in all: none to run" in capsys.readouterr().out
-    assert states(study_dir) == [TrialState.COMPLETE] * 2
+    assert states(study_dir) == [TrialState.COMPLETE] * 2 and len(record_plots.requests) == 2
     assert main([*argv[:-1], "eval_batch_size=300", "--trials", "2"]) == 2  # another study
     err = capsys.readouterr().err
     assert f"{study_dir} holds a study with eval_batch_size=500, this command asks for 300" in err

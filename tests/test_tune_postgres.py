@@ -88,7 +88,12 @@ def test_a_worker_killed_mid_trial_is_failed_by_heartbeat_and_the_budget_still_f
     synthetic_data, tmp_path, postgres_url
 ):
     study_dir, trials = tmp_path / "study", 3
-    env = {**os.environ, "FMNIST_TEST_FILES": json.dumps(data.FILES), "OMP_NUM_THREADS": "1"}
+    env = {
+        **os.environ,
+        "FMNIST_TEST_FILES": json.dumps(data.FILES),
+        "OMP_NUM_THREADS": "1",
+        "FMNIST_TEST_NO_RUN_PLOTS": "1",
+    }
     tune = subprocess.Popen(
         [
             sys.executable,

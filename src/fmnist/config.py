@@ -368,9 +368,9 @@ class AdaptRecipe:
     repeats: int = 10  # times each training photo is seen per epoch
     rehearsal: float = 3.0  # Fashion-MNIST memory images per training photo seen
     holdout: float = 0.3  # share of each class's photos held out (classes of MIN_PHOTOS_TO_HOLD_OUT or more)
-    augment: tuple[str, ...] = ("translate",)  # augment.py kinds, applied to every batch
+    augment: tuple[str, ...] = ()  # augment.py kinds, applied once to the photos' copies (never to the memory)
     forgetting: float = 0.005  # largest drop of Fashion-MNIST validation accuracy the chosen weights may cost
-    distill: bool = False  # the memory's targets: the parent's probabilities instead of the labels
+    distill: bool = True  # the memory's targets: the parent's probabilities instead of the labels
     seed: int = 0
 
     def __post_init__(self) -> None:
