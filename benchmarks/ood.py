@@ -5,14 +5,14 @@
 
 RUN_DIR: a run trained with a validation split (`fmnist train`'s default), or its best.pt.
 
-Material, all of it from the run's validation split and from what Python packages ship, never the test set
-(but for the last table): the split's first half fits each candidate detector as trust.fit fits one (reference
-photos rendered from it, its plain images); its second half gives the garment kinds: `--photos` product photos
-of each kind of trust.references.KINDS, the plain 28x28 images, the same images saved in a few file forms
-(fmnist.testing.forms: RGB, inverted, upscaled, JPEG) and photographed in the shifted domains of
-fmnist.testing.domains (on wood, on cloth, in dim light, covered: reported, never a constraint, as what the
-framing makes of them is another matter). Non-garments: every kind of fmnist.testing.outliers, its "tune" and
-"holdout" parts.
+Material, all of it from the run's validation split and from what Python packages ship, never the test set (but
+for the last table): the split's first half fits each candidate detector as trust.fit fits one (reference photos
+rendered from it, its plain images); its second half gives the garment kinds: `--photos` product photos of each
+kind of trust.references.KINDS, the plain 28x28 images, the same images saved in a few file forms
+(fmnist.testing.forms: RGB, inverted, upscaled, JPEG), photographed in the shifted domains of
+fmnist.testing.domains (on wood, on cloth, in dim light, covered) and lying on each surface of
+fmnist.testing.surfaces turned by up to 30 degrees: those two reported, never a constraint. Non-garments: every
+kind of fmnist.testing.outliers, its "tune" and "holdout" parts.
 
 Candidates: every set of cues from ood.UNUSUAL's pool that holds the energy, at each keep level of KEEPS.
 Leave one kind out: for each kind, the candidate chosen without that kind gives its figures. The choice: the
@@ -53,7 +53,7 @@ from fmnist import data, trust
 from fmnist.data import validation_split
 from fmnist.images import Cues, load_picture
 from fmnist.inference import TorchPredictor
-from fmnist.testing import domains, forms, outliers, photos
+from fmnist.testing import domains, forms, outliers, photos, surfaces
 from fmnist.trust import ood
 from fmnist.trust.cache import reference_photos
 
@@ -92,6 +92,9 @@ def garment_kinds(images: torch.Tensor, count: int, seed: int) -> dict[str, tupl
     for domain in domains.DOMAINS:
         picks = rng.choice(len(images), size=count, replace=False)
         kinds[f"domain {domain}"] = ("", *framed(domains.render_many(images[picks].numpy(), domain, seed)))
+    for surface in surfaces.KINDS:
+        picks = rng.choice(len(images), size=count, replace=False)
+        kinds[f"surface {surface}"] = ("", *framed(surfaces.render_many(images[picks].numpy(), surface, seed)))
     return kinds
 
 
