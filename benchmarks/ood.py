@@ -1,17 +1,18 @@
 """How the "not a garment" detector's cues and threshold are chosen, leaving one kind out, and what it does per kind.
 
     python benchmarks/ood.py RUN_DIR [--per-kind 40] [--photos 40] [--seed 100] [--json FILE]
+    python benchmarks/ood.py RUN_DIR --cost-only [--baseline REVISION ...]
 
 RUN_DIR: a run trained with a validation split (`fmnist train`'s default), or its best.pt.
 
-Material, all of it from the run's validation split and from what Python packages ship, never the test set
-(but for the last table): the split's first half fits each candidate detector as trust.fit fits one (reference
-photos rendered from it, its plain images); its second half gives the garment kinds: `--photos` product photos
-of each kind of trust.references.KINDS, the plain 28x28 images, the same images saved in a few file forms
-(fmnist.testing.forms: RGB, inverted, upscaled, JPEG) and photographed in the shifted domains of
-fmnist.testing.domains (on wood, on cloth, in dim light, covered: reported, never a constraint, as what the
-framing makes of them is another matter). Non-garments: every kind of fmnist.testing.outliers, its "tune" and
-"holdout" parts.
+Material, all of it from the run's validation split and from what Python packages ship, never the test set (but
+for the last table): the split's first half fits each candidate detector as trust.fit fits one (reference photos
+rendered from it, its plain images); its second half gives the garment kinds: `--photos` product photos of each
+kind of trust.references.KINDS, the plain 28x28 images, the same images saved in a few file forms
+(fmnist.testing.forms: RGB, inverted, upscaled, JPEG), photographed in the shifted domains of
+fmnist.testing.domains (on wood, on cloth, in dim light, covered) and lying on each surface of
+fmnist.testing.surfaces turned by up to 30 degrees: those two reported, never a constraint. Non-garments: every
+kind of fmnist.testing.outliers, its "tune" and "holdout" parts.
 
 Candidates: every set of cues from ood.UNUSUAL's pool that holds the energy, at each keep level of KEEPS.
 Leave one kind out: for each kind, the candidate chosen without that kind gives its figures. The choice: the
@@ -19,26 +20,40 @@ largest mean share rejected over the other non-garment kinds' "tune" parts, amon
 at least 95 % of each other photo kind and 98 % of the plain and file-form kinds (garment kinds are left out
 the same way). A non-garment kind's figure is its "holdout" part. The deployed choice counts every kind.
 Last: the detector stored in the run, as predict applies it, on the garment kinds, the test set (plain and
-as photos) and the non-garments; and what scoring costs per picture.
+as photos) and the non-garments; and what scoring costs per picture (`--cost-only`: that alone): Trust.scores
+on a batch of 64 product photos and on one, on one thread, median of repeats, with the fmnist of each git
+`--baseline` revision timed in turn with this checkout's (a revision before the view cues scores the energy and
+the framing cues alone), and predict's whole time per photo at batch 64 (decode, frame, model, score).
 """
 
 from __future__ import annotations
 
 import argparse
+import importlib
+import inspect
+import io
 import itertools
 import json
+import subprocess
+import sys
+import tarfile
+import tempfile
 import time
+from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
+from types import ModuleType
 
 import numpy as np
 import torch
 from sklearn.metrics import roc_auc_score
+from threadpoolctl import threadpool_limits
 
 from fmnist import data, trust
 from fmnist.data import validation_split
 from fmnist.images import Cues, load_picture
 from fmnist.inference import TorchPredictor
-from fmnist.testing import domains, forms, outliers, photos
+from fmnist.testing import domains, forms, outliers, photos, surfaces
 from fmnist.trust import ood
 from fmnist.trust.cache import reference_photos
 
@@ -77,6 +92,9 @@ def garment_kinds(images: torch.Tensor, count: int, seed: int) -> dict[str, tupl
     for domain in domains.DOMAINS:
         picks = rng.choice(len(images), size=count, replace=False)
         kinds[f"domain {domain}"] = ("", *framed(domains.render_many(images[picks].numpy(), domain, seed)))
+    for surface in surfaces.KINDS:
+        picks = rng.choice(len(images), size=count, replace=False)
+        kinds[f"surface {surface}"] = ("", *framed(surfaces.render_many(images[picks].numpy(), surface, seed)))
     return kinds
 
 
@@ -127,11 +145,21 @@ def main() -> None:
     parser.add_argument("--photos", type=int, default=40, help="garment pictures per photo, form or domain kind")
     parser.add_argument("--seed", type=int, default=100, help="seed of the renders (default: 100)")
     parser.add_argument("--json", help="also write the results here")
+    parser.add_argument("--cost-only", action="store_true", help="only time the scoring (and predict per photo)")
+    parser.add_argument(
+        "--baseline", action="append", default=[], help="a git revision whose scoring is timed beside (repeatable)"
+    )
     args = parser.parse_args()
 
     t0 = time.perf_counter()
     predictor = TorchPredictor(args.model)
     dataset = data.load()
+    if args.cost_only:
+        _, val_idx = validation_split(dataset.train_labels, predictor.config)
+        results = {"model": str(args.model), "cost": cost(predictor, dataset.train_images[val_idx], args.baseline)}
+        if args.json:
+            Path(args.json).write_text(json.dumps(results, indent=2) + "\n", encoding="utf-8")
+        return
     _, val_idx = validation_split(dataset.train_labels, predictor.config)
     val_x = dataset.train_images[val_idx]
     first, second = val_x[: len(val_x) // 2], val_x[len(val_x) // 2 :]
@@ -194,12 +222,7 @@ def main() -> None:
     print(f"\nnon-garments rejected, chosen detector, holdout parts: {np.mean(rejected):.1%} (mean over kinds)")
 
     results["stored"] = stored(predictor, pictures, dataset, args.seed)
-    results["cost"] = cost(predictor, second)
-    c = results["cost"]
-    print(
-        f"\nscoring (Trust.scores: energy, view cues, framing cues, p-values), median of {COST_REPEATS}: "
-        f"{c['batch_us']:.1f} us per picture at batch {COST_BATCH}, {c['single_us']:.0f} us for one picture alone"
-    )
+    results["cost"] = cost(predictor, second, args.baseline)
     if args.json:
         Path(args.json).write_text(json.dumps(results, indent=2) + "\n", encoding="utf-8")
 
@@ -228,25 +251,105 @@ def stored(predictor: TorchPredictor, pictures: dict, dataset: data.FashionMNIST
     return figures
 
 
-def cost(predictor: TorchPredictor, images: torch.Tensor) -> dict:
-    """Median microseconds of Trust.scores per picture, on a batch of COST_BATCH photos of `images` and on one."""
-    loaded = [load_picture(p.data) for p in photos.render_set(images, COST_BATCH, 7)]
+def cost(predictor: TorchPredictor, images: torch.Tensor, baselines: list[str]) -> dict:
+    """Median microseconds of Trust.scores per picture, on a batch of COST_BATCH photos of `images` and on one, for
+    this checkout and each `baselines` revision (taking turns, repeat by repeat), and predict's whole milliseconds
+    per photo at that batch (decode, frame, model, score), on one thread; printed, and returned by code ("this" or
+    the revision)."""
+    files = [p.data for p in photos.render_set(images, COST_BATCH, 7)]
+    loaded = [load_picture(f) for f in files]
     batch, cues = torch.stack([f.image for f in loaded]), [f.cues for f in loaded]
     logits = predictor.logits(batch)
-    detector = predictor.trust
+    facts = predictor.trust.to_dict()
+    codes = {"this": trust, **{revision: trust_at(revision) for revision in baselines}}
+    scorers = {code: scorer(module, facts, logits, batch, cues) for code, module in codes.items()}
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    with threadpool_limits(1):  # numpy's BLAS (the residual cue's projection) on one thread too
+        results = timed(scorers)
+        results["predict_ms_per_photo"] = predict_ms(predictor, files)
+    torch.set_num_threads(threads)
+    print(f"\nscoring (Trust.scores), median of {COST_REPEATS}, 1 thread, codes taking turns:")
+    for code in codes:
+        c = results[code]
+        print(
+            f"  {code}: {c['batch_us']:.1f} us per picture at batch {COST_BATCH}, {c['single_us']:.0f} us for one alone"
+        )
+    print(
+        f"predict per photo at batch {COST_BATCH} (decode, frame, model, score; median of {COST_REPEATS // 20}): "
+        f"{results['predict_ms_per_photo']:.2f} ms, of which scoring {results['this']['batch_us'] / 1e3:.3f} ms"
+    )
+    return results
 
-    def median_us(fn) -> float:
-        times = []
-        for _ in range(COST_REPEATS):
-            start = time.perf_counter()
-            fn()
-            times.append(time.perf_counter() - start)
-        return 1e6 * float(np.median(times))
 
+def timed(scorers: dict[str, Callable[[int], object]]) -> dict:
+    """{code: {batch_us, single_us}}: the median time of each scorer on COST_BATCH pictures (per picture) and on one."""
+    times: dict[str, dict[int, list[float]]] = {code: {COST_BATCH: [], 1: []} for code in scorers}
+    for _ in range(COST_REPEATS):
+        for code, score in scorers.items():
+            for size in (COST_BATCH, 1):
+                start = time.perf_counter()
+                score(size)
+                times[code][size].append(time.perf_counter() - start)
     return {
-        "batch_us": median_us(lambda: detector.scores(logits, batch, cues)) / COST_BATCH,
-        "single_us": median_us(lambda: detector.scores(logits[:1], batch[:1], cues[:1])),
+        code: {
+            "batch_us": 1e6 * float(np.median(t[COST_BATCH])) / COST_BATCH,
+            "single_us": 1e6 * float(np.median(t[1])),
+        }
+        for code, t in times.items()
     }
+
+
+def predict_ms(predictor: TorchPredictor, files: list[bytes]) -> float:
+    """Median milliseconds per photo of what predict does with the photos `files`, as one batch: decode and frame
+    each, run the model, judge them."""
+    whole = []
+    for _ in range(COST_REPEATS // 20):
+        start = time.perf_counter()
+        framed = [load_picture(f) for f in files]
+        views = torch.stack([f.image for f in framed])
+        trust.judge(predictor.trust, predictor.logits(views), views, [f.cues for f in framed])
+        whole.append(time.perf_counter() - start)
+    return 1e3 * float(np.median(whole)) / len(files)
+
+
+def trust_at(revision: str) -> ModuleType:
+    """fmnist.trust as it is at git `revision`: the revision's package, extracted from git, imported in place of this
+    checkout's for the time of the import (so that its modules bind each other), this checkout's put back after."""
+    root = Path(__file__).resolve().parents[1]
+    archive = subprocess.run(
+        ["git", "-C", str(root), "archive", revision, "src/fmnist"], capture_output=True, check=True
+    ).stdout
+    folder = Path(tempfile.mkdtemp(prefix="fmnist-baseline-")) / "src"
+    with tarfile.open(fileobj=io.BytesIO(archive)) as tar:
+        tar.extractall(folder.parent, filter="data")
+
+    def ours(name: str) -> bool:
+        return name.split(".")[0] == "fmnist"
+
+    this = {name: sys.modules.pop(name) for name in list(sys.modules) if ours(name)}
+    sys.path.insert(0, str(folder))
+    try:
+        return importlib.import_module("fmnist.trust")
+    finally:
+        sys.path.remove(str(folder))
+        for name in [name for name in sys.modules if ours(name)]:
+            del sys.modules[name]  # the revision's modules live on in the objects that use them
+        sys.modules.update(this)
+
+
+def scorer(
+    module: ModuleType, facts: dict, logits: torch.Tensor, batch: torch.Tensor, cues: list
+) -> Callable[[int], object]:
+    """Trust.scores of `module` (an fmnist.trust) on the first n pictures, with the detector of `facts` (Trust.to_dict);
+    a revision from before the view cues gets the energy and framing cues of the references, as it scored them."""
+    detector = module.Trust.from_dict(facts)
+    if "images" in inspect.signature(detector.scores).parameters:
+        return lambda n: detector.scores(logits[:n], batch[:n], cues[:n])
+    earlier = replace(
+        detector, references={k: v for k, v in detector.references.items() if k in ("energy", *Cues.NAMES)}
+    )
+    return lambda n: earlier.scores(logits[:n], cues[:n])
 
 
 if __name__ == "__main__":

@@ -92,3 +92,95 @@ def test_reference_is_thinned_to_quantiles_and_drops_missing_values():
     values = np.r_[np.arange(2000.0), np.nan]
     ref = ood.reference_of(values)
     assert len(ref) == ood.REFERENCE_SIZE and ref[0] == 0 and ref[-1] == 1999 and np.all(np.diff(ref) >= 0)
+
+
+def synthetic_pictures(count: int, seed: int) -> tuple[np.ndarray, np.ndarray, list]:
+    """Views uint8 [count, 28, 28] of every shape the cues tell apart (filled boxes, shaded or flat, pen lines, noise,
+    blank), logits [count, 10] and framing cues (a plain 28x28 image, None, for a fifth of them), from `seed`."""
+    rng = np.random.default_rng(seed)
+    views = np.zeros((count, 28, 28), np.uint8)
+    for view, shape in zip(views, rng.integers(0, 5, count), strict=True):
+        top, left = rng.integers(0, 10, 2)
+        bottom, right = rng.integers(18, 29, 2)
+        if shape == 0:  # a filled silhouette, shaded
+            view[top:bottom, left:right] = rng.integers(40, 256, (bottom - top, right - left))
+        elif shape == 1:  # a flat box
+            view[top:bottom, left:right] = 255
+        elif shape == 2:  # pen lines one or two pixels wide
+            view[top:bottom, left : left + rng.integers(1, 3)] = 255
+            view[top, left:right] = 230
+        elif shape == 3:  # noise
+            view[:] = rng.integers(0, 256, (28, 28))
+    logits = rng.normal(0, 4, (count, 10))
+    cues = [
+        None
+        if rng.random() < 0.2
+        else ood.Cues(*rng.choice([0.0, 0.25, 0.5, 0.75, 1.0], 3).tolist(), *rng.random(2).tolist())
+        for _ in range(count)
+    ]
+    return views, logits, cues
+
+
+def scores_by_definition(detector, logits: np.ndarray, views: np.ndarray, cues: list) -> tuple[list[dict], list]:
+    """Each picture's cues and in-distribution score, computed alone and literally from the definitions in ood's
+    docstrings (scipy's logsumexp and binary erosion, the projection on the basis, counted p-values)."""
+    from scipy import ndimage, special
+
+    all_values, scores = [], []
+    for logit, view, cue in zip(logits, views, cues, strict=True):
+        ink = view > ood.INK_LEVEL
+        rows, cols = np.nonzero(ink)
+        count = int(ink.sum())
+        x = view.reshape(-1) / 255.0 - detector.basis[0]
+        values = {
+            "energy": special.logsumexp(logit),
+            "span": max(np.ptp(rows) + 1, np.ptp(cols) + 1) if count else 0,
+            "ink": count / 784,
+            "stroke": ndimage.binary_erosion(ink, np.ones((3, 3)), border_value=0).sum() / max(count, 1),
+            "flat": (view > ood.FULL_LEVEL).sum() / max(count, 1),
+            "residual": float(np.sum((x - detector.basis[1:].T @ (detector.basis[1:] @ x)) ** 2)),
+            **dict(zip(ood.Cues.NAMES, cue.values() if cue else [np.nan] * 5, strict=True)),
+        }
+        ps = []
+        for name, reference in (detector.references if cue else detector.plain).items():
+            value, size = values[name], 1 + len(reference)
+            low, high = (1 + np.sum(reference <= value)) / size, (1 + np.sum(reference >= value)) / size
+            p = {"low": low, "high": high, "both": min(1.0, 2 * min(low, high))}[ood.UNUSUAL[name]]
+            ps.append(1.0 if np.isnan(value) else p)
+        product = ps[0]
+        for p in ps[1:]:
+            product *= p
+        held_out = detector.held_out["photo" if cue else "plain"]
+        unusual = min(ps) + ood.TIE_BREAK * product
+        all_values.append(values)
+        scores.append((1 + np.sum(held_out <= unusual)) / (1 + len(held_out)))
+    return all_values, scores
+
+
+@pytest.fixture(scope="module")
+def synthetic_detector():
+    """A detector on the deployed cues, fitted by ood.fitted on the values of 300 synthetic pictures."""
+    from fmnist import trust
+
+    views, logits, cues = synthetic_pictures(300, seed=1)
+    basis = ood.basis_of(views[0::2])
+    photo = [c is not None for c in cues]
+    values = trust.cue_values(logits, views, cues, basis)
+    photos = {name: v[photo] for name, v in values.items()}
+    plain = {name: v[~np.array(photo)] for name, v in values.items()}
+    return trust.Trust(1.5, basis=basis, **ood.fitted(photos, plain, trust.CUES))
+
+
+def test_scores_and_cues_are_each_cue_computed_by_its_definition_one_picture_at_a_time(synthetic_detector):
+    from fmnist import trust
+
+    views, logits, cues = synthetic_pictures(80, seed=2)
+    values, expected = scores_by_definition(synthetic_detector, logits, views, cues)
+    batch = trust.cue_values(logits, views, cues, synthetic_detector.basis)
+    for name in [*batch]:
+        np.testing.assert_allclose(batch[name], [v[name] for v in values], rtol=1e-12, atol=1e-12, err_msg=name)
+    assert np.array_equal(synthetic_detector.scores(logits, views, cues), expected)
+    assert len(set(expected)) > 40 and min(expected) < 0.1  # scores that tell pictures apart
+    for kind in (slice(0, 40), slice(40, 41), [i for i, c in enumerate(cues) if c is None]):  # a photo, a plain image
+        alone = synthetic_detector.scores(logits[kind], views[kind], [cues[i] for i in np.arange(80)[kind]])
+        assert np.array_equal(alone, np.array(expected)[kind])
