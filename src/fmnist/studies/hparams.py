@@ -4,6 +4,7 @@ hparams plugin's experiment, session-start and session-end summaries)."""
 
 from __future__ import annotations
 
+import fcntl
 import shutil
 from collections.abc import Iterable
 from pathlib import Path
@@ -15,15 +16,21 @@ DIRECTORY = "hparams"  # in the study's directory: tensorboard --logdir OUT/hpar
 def write(directory: str | Path, sessions: Iterable[tuple[str, dict[str, Any], dict[str, float]]]) -> None:
     """Write `sessions`, (name, options, metrics) each, as the HParams view of `directory`, replacing what an
     earlier report wrote there (a study rewrites its view whole, so that no session shows twice). Options that
-    are not numbers, strings or booleans (lists) are shown as text; metrics are named hparam/<name>."""
+    are not numbers, strings or booleans (lists) are shown as text; metrics are named hparam/<name>.
+
+    Processes that write one view at once (the tasks of a sharded compare, a tune's workers, each reporting as it
+    ends) take turns under an exclusive flock(2) on `.NAME.lock` beside it: the last one's view stands, whole."""
     from torch.utils.tensorboard import SummaryWriter  # slow import, only when a report is written
 
     directory = Path(directory)
-    shutil.rmtree(directory, ignore_errors=True)
-    with SummaryWriter(directory) as writer:
-        for name, options, metrics in sessions:
-            shown = {k: v if isinstance(v, (bool, int, float, str)) else shown_text(v) for k, v in options.items()}
-            writer.add_hparams(shown, {f"hparam/{k}": v for k, v in metrics.items()}, run_name=name)
+    directory.parent.mkdir(parents=True, exist_ok=True)
+    with open(directory.with_name(f".{directory.name}.lock"), "ab") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # released when the file is closed, or its process dies
+        shutil.rmtree(directory, ignore_errors=True)
+        with SummaryWriter(directory) as writer:
+            for name, options, metrics in sessions:
+                shown = {k: v if isinstance(v, (bool, int, float, str)) else shown_text(v) for k, v in options.items()}
+                writer.add_hparams(shown, {f"hparam/{k}": v for k, v in metrics.items()}, run_name=name)
 
 
 def shown_text(value: Any) -> str:
