@@ -458,12 +458,12 @@ def write_report(out: str | Path, experiment: Experiment, results: list[RunResul
         )
     for name, group in _curve_groups(results, experiment).items():
         plot_val_curves(group, out / name, experiment)
-    hparams.write(out / hparams.DIRECTORY, _sessions(results, experiment))
+    hparams.write(out / hparams.DIRECTORY, _entries(results, experiment))
     return markdown
 
 
-def _sessions(results: list[RunResult], experiment: Experiment) -> Iterator[tuple[str, dict, dict]]:
-    """TensorBoard HParams sessions: each finished run's values of the options the grid sets, and its seed."""
+def _entries(results: list[RunResult], experiment: Experiment) -> Iterator[tuple[str, dict, dict]]:
+    """TensorBoard HParams entries: each finished run's values of the options the grid sets, and its seed."""
     options = list(dict.fromkeys(k for values in experiment.grid.values() for _, chosen in values for k in chosen))
     for r in results:
         if s := r.summary:

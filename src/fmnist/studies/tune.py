@@ -532,7 +532,7 @@ def write_outputs(study: optuna.Study, study_dir: str | Path, log: Callable[[str
     trials = study.get_trials(deepcopy=False)
     atomic_write(study_dir / "trials.csv", trials_csv(trials))
     plot_history(trials, study_dir / "history.png")
-    hparams.write(study_dir / hparams.DIRECTORY, sessions(trials))
+    hparams.write(study_dir / hparams.DIRECTORY, entries(trials))
     complete = [t for t in trials if t.state == TrialState.COMPLETE]
     counts = collections.Counter(t.state.name.lower() for t in trials)
     log(f"study {study.study_name}: {len(trials)} trials ({', '.join(f'{n} {s}' for s, n in counts.items())})")
@@ -559,8 +559,8 @@ def write_outputs(study: optuna.Study, study_dir: str | Path, log: Callable[[str
     plot_importances(importances, study_dir / "importances.png", len(complete))
 
 
-def sessions(trials: list[optuna.trial.FrozenTrial]) -> Iterator[tuple[str, dict, dict]]:
-    """TensorBoard HParams sessions: each finished trial's parameters and state, its validation accuracy
+def entries(trials: list[optuna.trial.FrozenTrial]) -> Iterator[tuple[str, dict, dict]]:
+    """TensorBoard HParams entries: each finished trial's parameters and state, its validation accuracy
     (a pruned trial's at its last report) and test accuracy where it completed."""
     for t in trials:
         if t.state not in FINISHED or not (t.value is not None or t.intermediate_values):
