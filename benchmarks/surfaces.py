@@ -38,16 +38,24 @@ BATCH = 64
 
 
 def baseline_framing(revision: str) -> ModuleType:
-    """fmnist.images as it is at git `revision`, imported under another name."""
+    """fmnist.images as it is at git `revision`, with fmnist.segmentation as it is there, imported under other names."""
+    framing = _module_at(revision, "images")
+    if hasattr(framing, "segmentation"):  # older framings had none
+        framing.segmentation = _module_at(revision, "segmentation")
+    return framing
+
+
+def _module_at(revision: str, name: str) -> ModuleType:
+    """src/fmnist/`name`.py as it is at git `revision`, imported as fmnist_`name`_baseline."""
     root = Path(__file__).resolve().parents[1]
     source = subprocess.run(
-        ["git", "-C", str(root), "show", f"{revision}:src/fmnist/images.py"], capture_output=True, text=True, check=True
+        ["git", "-C", str(root), "show", f"{revision}:src/fmnist/{name}.py"], capture_output=True, text=True, check=True
     ).stdout
-    spec = importlib.util.spec_from_loader("fmnist_images_baseline", loader=None)
+    spec = importlib.util.spec_from_loader(f"fmnist_{name}_baseline", loader=None)
     assert spec is not None
     module = importlib.util.module_from_spec(spec)
     sys.modules[spec.name] = module  # dataclasses look their module up
-    exec(compile(source, f"{revision}:images.py", "exec"), module.__dict__)
+    exec(compile(source, f"{revision}:{name}.py", "exec"), module.__dict__)
     return module
 
 

@@ -6,7 +6,7 @@ import io
 
 import numpy as np
 import pytest
-from PIL import Image
+from PIL import Image, ImageDraw
 
 from fmnist import segmentation
 from fmnist.images import load_picture
@@ -58,6 +58,30 @@ def test_an_upright_or_round_object_is_not_turned():
 def test_a_turned_object_is_turned_back_by_its_angle(angle):
     turned = _turned_rectangle(SIZE, (110, 50), angle)
     assert segmentation.tilt(turned) == pytest.approx(-angle, abs=1.5)
+
+
+# Silhouettes in a 100 x 100 box, (x, y) with y down: a T-shirt (mirror-symmetric, its box no longer than its
+# turned box for small angles) and a sneaker seen from the side (no mirror symmetry).
+T_SHIRT = ((30, 0), (70, 0), (100, 25), (88, 40), (75, 30), (75, 100), (25, 100), (25, 30), (12, 40), (0, 25))
+SNEAKER = ((0, 100), (100, 100), (100, 80), (70, 60), (45, 30), (20, 35), (5, 45), (0, 70))
+
+
+def _turned_shape(points: tuple[tuple[int, int], ...], angle: float) -> np.ndarray:
+    """Boolean [200, 200]: the silhouette at the centre, scaled by 1.2, turned by `angle` degrees."""
+    canvas = Image.new("L", (200, 200), 0)
+    ImageDraw.Draw(canvas).polygon([(40 + 1.2 * x, 40 + 1.2 * y) for x, y in points], fill=255)
+    return np.asarray(canvas.rotate(angle, Image.Resampling.BILINEAR)) > 127
+
+
+@pytest.mark.parametrize("shape", [T_SHIRT, SNEAKER], ids=["symmetric", "shoe"])
+@pytest.mark.parametrize("angle", [-27.0, -14.0, -6.0, 9.0, 21.0, 29.0])
+def test_a_turned_garment_or_shoe_is_turned_back_by_its_angle(shape, angle):
+    assert segmentation.tilt(_turned_shape(shape, angle)) == pytest.approx(-angle, abs=2.0)
+
+
+@pytest.mark.parametrize("shape", [T_SHIRT, SNEAKER], ids=["symmetric", "shoe"])
+def test_an_upright_garment_or_shoe_is_left_upright(shape):
+    assert segmentation.tilt(_turned_shape(shape, 0.0)) == 0.0
 
 
 def _jpeg(picture: np.ndarray) -> bytes:

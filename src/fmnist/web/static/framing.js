@@ -446,7 +446,7 @@
   // The object's contrast (cut to its box) turned upright by segmentation.tilt of its mask and cut to its new
   // box, or null when it stands upright already (_upright).
   function upright(contrast, mask) {
-    const angle = segmentation.tilt(mask.data, mask.w, mask.h);
+    const angle = segmentation.tilt(mask.data, mask.w, mask.h, LINEAR);
     if (angle === 0) return null;
     const [turned, turnedMask] = [contrast, mask].map((plane) => rotated(plane, angle));
     const box = objectBox(turnedMask.data.map((v) => (v > 0.5 ? 1 : 0)), turnedMask.w, turnedMask.h);
@@ -808,6 +808,7 @@
     householder,
     leastSquares,
     resampleBox: (plane, w, h, outW, outH) => resample(plane, w, h, outW, outH, [0, 0, w, h], true, BOX),
+    rotated,
   };
 
   return { CONSTANTS, CUE_NAMES, framePicture };

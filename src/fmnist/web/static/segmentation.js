@@ -23,6 +23,10 @@
     VARIANCE_FLOOR: 1.0,
     MAX_TILT: 30.0,
     TILT_STEP: 1.0,
+    TILT_COARSE: 3.0,
+    TILT_SIDE: 48,
+    SYMMETRIC: 0.9,
+    SYMMETRY_GAIN: 0.02,
     TILT_GAIN: 0.04,
   };
   const C = CONSTANTS;
@@ -287,9 +291,59 @@
   }
 
   // Degrees to turn the object of a 0/1 mask [h, w] by (counter-clockwise as displayed, as Pillow's rotate) so
-  // that it stands upright, or 0 (tilt). The extremes of a turned point set are those of its convex hull, so
-  // the bounding boxes are taken over the edge pixels themselves.
-  function tilt(mask, w, h) {
+  // that it stands upright, or 0 (tilt): the mask shrunk to TILT_SIDE and turned by `linear.rotated` (Pillow's
+  // bilinear rotate) to the angle of its best mirror overlap, else its minimum-area box.
+  function tilt(mask, w, h, linear) {
+    let count = 0;
+    for (let i = 0; i < mask.length; i++) if (mask[i]) count++;
+    if (count < 3) return 0;
+    let small = { data: Float32Array.from(mask), w, h };
+    const scale = C.TILT_SIDE / Math.max(h, w);
+    if (scale < 1) {
+      const sw = Math.max(1, linear.rint(w * scale)), sh = Math.max(1, linear.rint(h * scale));
+      small = { data: linear.resampleBox(small.data, w, h, sw, sh), w: sw, h: sh };
+    }
+    const overlaps = new Map();
+    const overlapAt = (angle) => overlaps.set(angle, mirrorOverlap(linear.rotated(small, angle)));
+    const best = () => { // the angle of the largest overlap, the smallest such angle on a tie
+      let found = null;
+      for (const a of [...overlaps.keys()].sort((x, y) => x - y)) if (found === null || overlaps.get(a) > overlaps.get(found)) found = a;
+      return found;
+    };
+    for (let a = -C.MAX_TILT; a <= C.MAX_TILT + C.TILT_COARSE / 2; a += C.TILT_COARSE) overlapAt(a);
+    const coarse = best();
+    for (let a = coarse - C.TILT_COARSE + C.TILT_STEP; a < coarse + C.TILT_COARSE - C.TILT_STEP / 2; a += C.TILT_STEP) {
+      if (Math.abs(a) <= C.MAX_TILT && !overlaps.has(a)) overlapAt(a);
+    }
+    const found = best();
+    if (overlaps.get(found) >= C.SYMMETRIC) return overlaps.get(found) - overlaps.get(0) > C.SYMMETRY_GAIN ? found : 0;
+    return boxTilt(mask, w, h);
+  }
+
+  // The share of a coverage plane that its mirror image about its centroid column covers (_mirror_overlap).
+  function mirrorOverlap({ data, w, h }) {
+    const columns = new Float64Array(w);
+    for (let y = 0; y < h; y++) for (let x = 0; x < w; x++) columns[x] += data[y * w + x];
+    let total = 0, moment = 0;
+    for (let x = 0; x < w; x++) {
+      total += columns[x];
+      moment += columns[x] * x;
+    }
+    const twice = (2 * moment) / total; // the mirror takes column x to column twice - x
+    const low = Math.floor(twice), share = twice - low;
+    const column = (y, c) => (c >= 0 && c < w ? data[y * w + c] : 0);
+    let sum = 0;
+    for (let y = 0; y < h; y++) {
+      for (let x = 0; x < w; x++) {
+        sum += Math.min(data[y * w + x], (1 - share) * column(y, low - x) + share * column(y, low + 1 - x));
+      }
+    }
+    return sum / total;
+  }
+
+  // The angle of the object's minimum-area bounding box, or 0 (_box_tilt). The extremes of a turned point set
+  // are those of its convex hull, so the bounding boxes are taken over the edge pixels themselves.
+  function boxTilt(mask, w, h) {
     const inner = morph(mask, w, h, CROSS, true);
     const xs = [], ys = [];
     for (let i = 0; i < mask.length; i++) {
