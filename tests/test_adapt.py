@@ -74,8 +74,14 @@ def framed(n: int) -> tuple[list[Framed], torch.Tensor]:
 
 
 @pytest.mark.slow
+@pytest.mark.parametrize("kept_enough", [0.0, 1.01], ids=["the-detector-keeps-them", "it-rejects-them"])
 @pytest.mark.parametrize("n", [trust.MIN_DETECTOR_PHOTOS - 1, trust.MIN_DETECTOR_PHOTOS, trust.MIN_TEMPERATURE_IMAGES])
-def test_refit_fits_nothing_below_its_minimum_and_says_uncalibrated(n, few_references, synthetic_data, one_thread):
+def test_refit_fits_nothing_below_its_minimum_and_learns_only_photos_it_rejects(
+    n, kept_enough, few_references, synthetic_data, one_thread, monkeypatch
+):
+    # With 20 references no p-value reaches the threshold, so the detector keeps every photo: the share it must
+    # keep (KEPT_ENOUGH) decides alone whether the user's photos are ones it already takes for garments.
+    monkeypatch.setattr(trust, "KEPT_ENOUGH", kept_enough)
     model = models.build(config.Config(hidden=(16,)))
     photos, labels = framed(n)
     val_x = data.load().train_images[:50]
@@ -83,9 +89,10 @@ def test_refit_fits_nothing_below_its_minimum_and_says_uncalibrated(n, few_refer
     assert refitted.has_detector
     text = "\n".join(notes)
     assert (refitted.temperature is None) == (n < trust.MIN_TEMPERATURE_IMAGES) == ("uncalibrated: " in text)
-    joined = n >= trust.MIN_DETECTOR_PHOTOS  # the user's photos join the references (border_fit from 0.5)
+    joined = n >= trust.MIN_DETECTOR_PHOTOS and kept_enough > 1  # they join the references (border_fit from 0.5)
     assert (refitted.references["border_fit"].min() == pytest.approx(0.5)) == joined
     assert ("learns only Fashion-MNIST photos" in text) != joined
+    assert ("keeps 100% of your held-out photos as it is" in text) == (kept_enough == 0.0)
 
 
 @pytest.mark.slow
