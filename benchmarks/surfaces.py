@@ -1,5 +1,6 @@
-"""Garments on textured surfaces, turned: per kind, accuracy and share kept as garments, with the photo framing
-of this checkout beside that of a git revision (the baseline), and predict's time per photo for both.
+"""Garments on textured surfaces, turned: per kind, accuracy, share kept as garments and ECE (after the run's
+temperature, 15 bins), with the photo framing of this checkout beside that of a git revision (the baseline),
+and predict's time per photo for both.
 
     python benchmarks/surfaces.py RUN_DIR [--per-kind 40] [--baseline main] [--seed 0] [--json FILE] [--outliers N]
 
@@ -32,6 +33,7 @@ from fmnist import images as current
 from fmnist.data import validation_split
 from fmnist.inference import TorchPredictor
 from fmnist.testing import domains, outliers, photos, surfaces
+from fmnist.trust.calibration import measure
 
 TUNED = ("wood", "cloth", "paper", "tile")  # the kinds the framing's parameters were chosen on
 BATCH = 64
@@ -61,13 +63,15 @@ def _module_at(revision: str, name: str) -> ModuleType:
 
 def scored(
     predictor: TorchPredictor, framing: ModuleType, files: list[bytes], labels: np.ndarray
-) -> tuple[float, float]:
-    """(accuracy, share kept as garments) of the photos `files` framed by `framing`."""
+) -> tuple[float, float, float]:
+    """(accuracy, share kept as garments, ECE of the probabilities after the run's temperature) of the photos
+    `files` framed by `framing`."""
     framed = [framing.load_picture(f, "photo") for f in files]
     views = torch.stack([f.image for f in framed])
     verdict = trust.judge(predictor.trust, predictor.logits(views), views, [f.cues for f in framed])
-    correct = verdict.probabilities.argmax(1).numpy() == labels
-    return float(correct.mean()), float(verdict.garment.mean())
+    probabilities = torch.as_tensor(verdict.probabilities)
+    calibration = measure(probabilities, torch.as_tensor(labels))
+    return calibration.accuracy, float(verdict.garment.mean()), calibration.ece
 
 
 def material(
@@ -175,24 +179,31 @@ def main() -> None:
     print(f"{args.per_kind} validation images per kind (product photos: {2 * args.per_kind}), seed {args.seed}")
     print(f"baseline: the framing at {args.baseline}; now: this checkout\n")
     print(
-        "| photos | tuned on | accuracy now | kept now | accuracy baseline | kept baseline |\n|---|---|---|---|---|---|"
+        "| photos | tuned on | accuracy now | kept now | ECE now | accuracy baseline | kept baseline |\n"
+        "|---|---|---|---|---|---|---|"
     )
     rows = {}
     for name, (files, truth) in sets.items():
         now, before = scored(predictor, current, files, truth), scored(predictor, baseline, files, truth)
         tuned = "yes" if name.split()[0] in TUNED and not name.startswith("domains") else "no"
-        rows[name] = {"accuracy": now[0], "kept": now[1], "baseline_accuracy": before[0], "baseline_kept": before[1]}
-        print(f"| {name} | {tuned} | {now[0]:.1%} | {now[1]:.1%} | {before[0]:.1%} | {before[1]:.1%} |")
+        rows[name] = {
+            "accuracy": now[0],
+            "kept": now[1],
+            "ece": now[2],
+            "baseline_accuracy": before[0],
+            "baseline_kept": before[1],
+        }
+        print(f"| {name} | {tuned} | {now[0]:.1%} | {now[1]:.1%} | {now[2]:.1%} | {before[0]:.1%} | {before[1]:.1%} |")
     groups = {
         "textured turned": [f"{k} turned" for k in surfaces.TEXTURED],
         "held-out textured": [f"{k} turned" for k in surfaces.SHIPPED],
     }
     for group, names in groups.items():
-        for key in ("accuracy", "kept", "baseline_accuracy", "baseline_kept"):
+        for key in ("accuracy", "kept", "ece", "baseline_accuracy", "baseline_kept"):
             rows.setdefault(group, {})[key] = float(np.mean([rows[n][key] for n in names]))
         r = rows[group]
         print(
-            f"| **{group}** | | {r['accuracy']:.1%} | {r['kept']:.1%} | {r['baseline_accuracy']:.1%} "
+            f"| **{group}** | | {r['accuracy']:.1%} | {r['kept']:.1%} | {r['ece']:.1%} | {r['baseline_accuracy']:.1%} "
             f"| {r['baseline_kept']:.1%} |"
         )
     timing = {}

@@ -52,6 +52,28 @@ def test_the_calibrated_score_keeps_its_share_of_fresh_pictures_of_each_kind():
         assert abs(np.median(shares) - ood.KEEP) < 0.006 and min(shares) > ood.KEEP - 0.03, sorted(shares)
 
 
+def test_a_reference_photo_without_picture_cues_changes_nothing_of_the_others():
+    # A rendered reference photo that the framing takes for a digital image has no picture cues (NaN): predict
+    # scores such a picture as a plain image, so the detector must be the one fitted without it.
+    rng = np.random.default_rng(1)
+    names = ["energy", "span", *ood.Cues.NAMES]
+    photos = {name: rng.normal(size=400) for name in names}
+    plain = {name: rng.normal(size=1000) for name in names[:2]}
+    with_missing = {name: v.copy() for name, v in photos.items()}
+    for name in ood.Cues.NAMES:
+        with_missing[name][:7] = np.nan
+    without = {name: v[7:] for name, v in photos.items()}
+    fitted, expected = ood.fitted(with_missing, plain, names), ood.fitted(without, plain, names)
+    for name in names:
+        np.testing.assert_array_equal(fitted["references"][name], expected["references"][name])
+    np.testing.assert_array_equal(fitted["held_out"]["photo"], expected["held_out"]["photo"])
+    held_out = fitted["held_out"]["photo"]
+    assert held_out.min() > 0  # a p-value, never below its grid
+    fresh = {name: rng.normal(size=4000) for name in names}
+    scores = ood.calibrated(fresh, np.ones(4000, bool), fitted["references"], fitted["plain"], fitted["held_out"])
+    assert abs(float((scores >= 1 - ood.KEEP).mean()) - ood.KEEP) < 0.02
+
+
 def test_view_cues_tell_a_pen_stroke_from_a_filled_silhouette():
     views = np.zeros((3, 28, 28), np.uint8)
     views[0, :, 4:24] = 200  # a filled silhouette spanning the 28 pixels

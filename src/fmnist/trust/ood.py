@@ -316,10 +316,14 @@ def fitted(
     garment photos and [M] of plain garment images, on `cues` (the plain images' those that are not framing
     cues), with the threshold 1 - `keep`.
 
-    Photos: each cue's references are their values, and each photo's `unusualness` scored against the
-    others (leave one out) calibrates. Plain images: the even-numbered give the references, the odd-numbered,
-    scored against them, calibrate (split conformal, Vovk et al. 2005).
+    Photos (those with picture cues): each cue's references are their values, and each photo's `unusualness`
+    scored against the others (leave one out) calibrates. Plain images: the even-numbered give the references,
+    the odd-numbered, scored against them, calibrate (split conformal, Vovk et al. 2005).
     """
+    # A photo the framing took for a digital image has no picture cues (NaN): predict scores it as a plain image,
+    # so it is no reference of a photo.
+    framed = ~np.isnan(photos[Cues.NAMES[0]])
+    photos = {name: values[framed] for name, values in photos.items()}
     references = {name: np.sort(photos[name]) for name in cues}
     plain_refs = {name: reference_of(plain[name][0::2]) for name in cues if name not in Cues.NAMES}
     held_out = {name: v[1::2] for name, v in plain.items()}
