@@ -254,10 +254,8 @@ def detector(
 # 11 points. The temperature keeps the one rule of every fit, MIN_TEMPERATURE_IMAGES.
 MIN_DETECTOR_PHOTOS = 30
 # The share of a user's held-out photos that the detector fitted on Fashion-MNIST photos alone must keep for
-# them to stay out of its references: a kind it already takes for garments teaches it nothing, and joining
-# 30-60 photos of one kind to the references widened what it keeps so that, for some draws of the held-out
-# photos, most non-garments passed (docs/ADAPT.md). 90 % is the share of a garment kind the detector is
-# built to keep.
+# them to stay out of its references: a kind it already takes for garments teaches it nothing, and more
+# references can only widen what it keeps. 90 % is the least share of a garment kind the detector should keep.
 KEPT_ENOUGH = 0.9
 
 
