@@ -307,7 +307,9 @@
     const overlapAt = (angle) => overlaps.set(angle, mirrorOverlap(linear.rotated(small, angle)));
     const best = () => { // the angle of the largest overlap, the smallest such angle on a tie
       let found = null;
-      for (const a of [...overlaps.keys()].sort((x, y) => x - y)) if (found === null || overlaps.get(a) > overlaps.get(found)) found = a;
+      for (const a of [...overlaps.keys()].sort((x, y) => x - y)) {
+        if (found === null || overlaps.get(a) > overlaps.get(found)) found = a;
+      }
       return found;
     };
     for (let a = -C.MAX_TILT; a <= C.MAX_TILT + C.TILT_COARSE / 2; a += C.TILT_COARSE) overlapAt(a);
@@ -316,7 +318,9 @@
       if (Math.abs(a) <= C.MAX_TILT && !overlaps.has(a)) overlapAt(a);
     }
     const found = best();
-    if (overlaps.get(found) >= C.SYMMETRIC) return overlaps.get(found) - overlaps.get(0) > C.SYMMETRY_GAIN ? found : 0;
+    if (overlaps.get(found) >= C.SYMMETRIC) {
+      return overlaps.get(found) - overlaps.get(0) > C.SYMMETRY_GAIN ? found : 0;
+    }
     return boxTilt(mask, w, h);
   }
 
