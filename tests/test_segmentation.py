@@ -73,15 +73,25 @@ def _turned_shape(points: tuple[tuple[int, int], ...], angle: float) -> np.ndarr
     return np.asarray(canvas.rotate(angle, Image.Resampling.BILINEAR)) > 127
 
 
+@pytest.mark.parametrize("on_surface", [False, True], ids=["backdrop", "surface"])
 @pytest.mark.parametrize("shape", [T_SHIRT, SNEAKER], ids=["symmetric", "shoe"])
 @pytest.mark.parametrize("angle", [-27.0, -14.0, -6.0, 9.0, 21.0, 29.0])
-def test_a_turned_garment_or_shoe_is_turned_back_by_its_angle(shape, angle):
-    assert segmentation.tilt(_turned_shape(shape, angle)) == pytest.approx(-angle, abs=2.0)
+def test_a_turned_garment_or_shoe_is_turned_back_by_its_angle(shape, angle, on_surface):
+    # a shoe: by its minimum-area box on a plain backdrop, by its sole on a textured surface
+    assert segmentation.tilt(_turned_shape(shape, angle), on_surface) == pytest.approx(-angle, abs=2.0)
 
 
+@pytest.mark.parametrize("on_surface", [False, True], ids=["backdrop", "surface"])
 @pytest.mark.parametrize("shape", [T_SHIRT, SNEAKER], ids=["symmetric", "shoe"])
-def test_an_upright_garment_or_shoe_is_left_upright(shape):
-    assert segmentation.tilt(_turned_shape(shape, 0.0)) == 0.0
+def test_an_upright_garment_or_shoe_is_left_upright(shape, on_surface):
+    assert segmentation.tilt(_turned_shape(shape, 0.0), on_surface) == 0.0
+
+
+def test_a_shoe_on_a_surface_is_set_on_its_sole_where_its_box_says_upright():
+    # An ankle boot whose shaft leans back: its box is smallest upright, yet its sole is turned by 15 degrees.
+    boot = ((0, 100), (100, 100), (100, 70), (75, 55), (75, 0), (40, 0), (40, 55), (0, 75))
+    turned = _turned_shape(boot, 15.0)
+    assert segmentation.tilt(turned, on_surface=True) == pytest.approx(-15.0, abs=2.0)
 
 
 def _jpeg(picture: np.ndarray) -> bytes:

@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from PIL import Image
+from PIL import Image, ImageDraw
 from support import mosaic, product_photo, trusted_checkpoint
 from test_export import synthetic_dataset
 
@@ -70,7 +70,7 @@ def decoded(data_: bytes) -> Image.Image:
 
 @needs_node
 @pytest.mark.parametrize(
-    ("script", "module", "count"), [("framing.js", images, 18), ("segmentation.js", segmentation, 17)]
+    ("script", "module", "count"), [("framing.js", images, 18), ("segmentation.js", segmentation, 19)]
 )
 def test_the_scripts_carry_the_constants_of_python(script, module, count):
     path = json.dumps(str(FRAMING_JS.with_name(script)))
@@ -86,8 +86,9 @@ def test_the_scripts_carry_the_constants_of_python(script, module, count):
 def framing_pictures() -> list[Image.Image]:
     """Every path through the framing: photos of each rendered kind (tinted, dark, gradient, noisy, at the edge,
     cut-outs with alpha, phone photos turned by EXIF), garments turned on each surface (segmented, turned
-    upright), a tall one (Pillow resizes y first) and a large one (Pillow reduces first), a grey one, a non-garment
-    mosaic, a dataset image as it is, a digital image with margins, blank pictures."""
+    upright; a shoe set on its sole), a tall one (Pillow resizes y first) and a large one (Pillow reduces
+    first), a grey one, a non-garment mosaic, a dataset image as it is, a digital image with margins, blank
+    pictures."""
     from fmnist.testing import surfaces
     from fmnist.trust.references import KINDS, render
 
@@ -95,6 +96,11 @@ def framing_pictures() -> list[Image.Image]:
     shirt = synthetic_dataset().test_images[:16].numpy()
     pictures = [decoded(render(shirt[i], KINDS[i % len(KINDS)], rng)[0]) for i in range(16)]
     pictures += [decoded(surfaces.render(shirt[i], kind, rng)) for i, kind in enumerate(surfaces.KINDS)]
+    sneaker = Image.new("L", (28, 28), 0)  # not mirror-symmetric: set on its sole, on a surface
+    outline = ((0, 100), (100, 100), (100, 80), (70, 60), (45, 30), (20, 35), (5, 45), (0, 70))
+    ImageDraw.Draw(sneaker).polygon([(1 + 0.26 * x, 1 + 0.26 * y) for x, y in outline], fill=220)
+    for seed, kind in ((0, "wood"), (2, "cloth")):
+        pictures.append(decoded(surfaces.render(np.asarray(sneaker), kind, np.random.default_rng(seed))))
     pictures.append(pictures[-1].convert("L"))
     pictures += [decoded(product_photo("trouser", size=(300, 900))), decoded(product_photo("bag", size=(2000, 1500)))]
     pictures.append(decoded(mosaic()))
@@ -116,7 +122,7 @@ def test_framing_js_frames_as_python_on_the_same_pixels(tmp_path, monkeypatch):
     found, turns = [], []  # which pictures Python segments and turns, so that both paths are seen to be taken
     object_mask, tilt = segmentation.object_mask, segmentation.tilt
     monkeypatch.setattr(segmentation, "object_mask", lambda *a: found.append(object_mask(*a)) or found[-1])
-    monkeypatch.setattr(segmentation, "tilt", lambda mask: turns.append(tilt(mask)) or turns[-1])
+    monkeypatch.setattr(segmentation, "tilt", lambda *a: turns.append(tilt(*a)) or turns[-1])
     identical = 0
     for picture, (view, cues) in zip(pictures, ours, strict=True):
         expected = images.frame_picture(picture)

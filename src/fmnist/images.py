@@ -397,7 +397,7 @@ def frame_with_cues(
     """`frame`, and the Cues measured on the way. `colour`: gives the picture's colour planes float [h, w, C]
     (any size of `gray`'s aspect), asked for only when the object lies on a textured surface; without it
     `gray` stands for them."""
-    border_fit, noise = 1.0, 0.0
+    border_fit, noise, on_surface = 1.0, 0.0, False
     if alpha is not None and (alpha < 0.5).any():
         contrast = _cutout_contrast(gray, alpha)
         smooth: np.ndarray | None = _smooth(contrast)
@@ -415,7 +415,7 @@ def frame_with_cues(
         elif _on_texture(border_fit, noise):
             found = segmentation.object_mask(colour() if colour is not None else gray[..., None], gray.shape)
             if found is not None:
-                contrast, mask, smooth = _on_surface(contrast, found), found, None
+                contrast, mask, smooth, on_surface = _on_surface(contrast, found), found, None, True
     box = _object_box(mask)
     empty = np.zeros((SIDE, SIDE), dtype=np.uint8), Cues(border_fit, noise, 0.0, 0.0, 0.0)
     if box is None:
@@ -423,7 +423,7 @@ def frame_with_cues(
     cues = _object_cues(mask, box, border_fit, noise)
     top, bottom, left, right = box
     contrast = contrast[top:bottom, left:right]
-    turned = _upright(contrast, mask[top:bottom, left:right])
+    turned = _upright(contrast, mask[top:bottom, left:right], on_surface)
     if turned is not None:
         contrast, smooth = turned, None
     # The object's strongest contrast becomes 255, as in Fashion-MNIST. Taken before resizing and
@@ -447,10 +447,11 @@ def _on_surface(contrast: np.ndarray, found: np.ndarray) -> np.ndarray:
     return np.where(found, sign * contrast, 0.0).astype(np.float32)
 
 
-def _upright(contrast: np.ndarray, mask: np.ndarray) -> np.ndarray | None:
-    """The object's contrast (cut to its box, as its boolean `mask`) turned upright (segmentation.tilt) and cut
-    to its new box; None when it stands upright already."""
-    angle = segmentation.tilt(mask)
+def _upright(contrast: np.ndarray, mask: np.ndarray, on_surface: bool) -> np.ndarray | None:
+    """The object's contrast (cut to its box, as its boolean `mask`) turned upright (segmentation.tilt, told
+    whether the object was separated from a textured surface) and cut to its new box; None when it stands
+    upright already."""
+    angle = segmentation.tilt(mask, on_surface)
     if angle == 0.0:
         return None
     turned = [

@@ -28,15 +28,21 @@ turned by angles in -MAX_TILT..MAX_TILT degrees (Pillow's bilinear rotate), firs
 degrees, then every TILT_STEP around the best, and scored by how much of it its mirror image about its
 centroid column covers (the overlap of a shape with its reflection, as in Zabrodsky, Peleg and Avnir 1995's
 symmetry measure). When the best overlap reaches SYMMETRIC, its angle is the answer, used only when it
-beats the upright overlap by SYMMETRY_GAIN. Otherwise (shoes seen from the side, Fashion-MNIST's sandals,
-sneakers and ankle boots, are not symmetric) the answer is the angle of the object's minimum-area bounding
-box among boxes turned by -MAX_TILT..MAX_TILT degrees in steps of TILT_STEP (the box of the convex hull's
-corners turned by each angle; Freeman and Shapira 1975 show the minimum-area box has a side on the hull),
-used only when that box is at least TILT_GAIN smaller than the upright one. A garment already upright, or
-round, is left as it is.
+beats the upright overlap by SYMMETRY_GAIN. Otherwise the object is a shoe seen from the side
+(Fashion-MNIST's sandals, sneakers and ankle boots), not symmetric. Lying on a surface, a shoe rests on its
+sole: the answer is the angle, searched in the same way, that puts the most of the mask in the lowest
+SOLE_BAND of its height, used only when it beats the upright one by SOLE_GAIN (relative). On a plain
+backdrop (a product photo, where a shoe stands upright and a heel or a curved sole would mislead that
+rule), the answer is the angle of the object's minimum-area bounding box among boxes turned by
+-MAX_TILT..MAX_TILT degrees in steps of TILT_STEP (the box of the convex hull's corners turned by each
+angle; Freeman and Shapira 1975 show the minimum-area box has a side on the hull), used only when that box
+is at least TILT_GAIN smaller than the upright one. A garment already upright, or round, is left as it is.
 """
 
 from __future__ import annotations
+
+from collections.abc import Callable
+from functools import cache
 
 import numpy as np
 from PIL import Image
@@ -60,6 +66,8 @@ TILT_COARSE = 3.0  # degrees between the angles tried first
 TILT_SIDE = 48  # pixels, the longer side the mask is turned at
 SYMMETRIC = 0.9  # the mirror overlap from which an object is taken as mirror-symmetric
 SYMMETRY_GAIN = 0.02  # the least gain in mirror overlap over the upright object that counts as a tilt
+SOLE_BAND = 0.05  # share of the object's height that holds its sole
+SOLE_GAIN = 0.1  # the least relative gain of the sole's pixels over the upright object's that counts as a tilt
 TILT_GAIN = 0.04  # the least relative shrink of the bounding box that counts as a tilt
 
 
@@ -162,31 +170,40 @@ def _largest_piece(distance: np.ndarray) -> np.ndarray | None:
     return shrunk if shrunk.any() else filled
 
 
-def tilt(mask: np.ndarray) -> float:
+def tilt(mask: np.ndarray, on_surface: bool = False) -> float:
     """Degrees to turn the object of a boolean [H, W] mask by (counter-clockwise as displayed, as Pillow's
-    Image.rotate) so that it stands upright; 0.0 when it is upright or its shape does not say (see above)."""
+    Image.rotate) so that it stands upright; 0.0 when it is upright or its shape does not say (see above).
+    `on_surface`: the object was separated from a textured surface (object_mask), not from a plain backdrop."""
     if mask.sum() < 3:
         return 0.0
     small = Image.fromarray(_shrunk(mask[..., None].astype(np.float32), TILT_SIDE)[..., 0], "F")
-    overlaps: dict[float, float] = {}
 
-    def overlap_at(angle: float) -> None:
-        turned = np.asarray(small.rotate(angle, Image.Resampling.BILINEAR, expand=True), np.float64)
-        overlaps[angle] = _mirror_overlap(turned)
+    @cache
+    def turned(angle: float) -> np.ndarray:
+        return np.asarray(small.rotate(angle, Image.Resampling.BILINEAR, expand=True), np.float64)
 
-    def best() -> float:  # the angle of the largest overlap, the smallest such angle on a tie
-        return max(sorted(overlaps), key=overlaps.__getitem__)
+    angle, overlap, upright = _search(turned, _mirror_overlap)
+    if overlap >= SYMMETRIC:
+        return angle if overlap - upright > SYMMETRY_GAIN else 0.0
+    if not on_surface:
+        return _box_tilt(mask)
+    angle, sole, upright = _search(turned, _sole)
+    return angle if sole > (1 + SOLE_GAIN) * upright else 0.0
 
+
+def _search(turned: Callable[[float], np.ndarray], score: Callable[[np.ndarray], float]) -> tuple[float, float, float]:
+    """(the angle of the highest score, the smallest such angle on a tie; its score; the upright score): the
+    score of the mask `turned` by every TILT_COARSE degrees over -MAX_TILT..MAX_TILT, then by every TILT_STEP
+    around the best."""
+    scores: dict[float, float] = {}
     for angle in np.arange(-MAX_TILT, MAX_TILT + TILT_COARSE / 2, TILT_COARSE):
-        overlap_at(float(angle))
-    coarse = best()
+        scores[float(angle)] = score(turned(float(angle)))
+    coarse = max(sorted(scores), key=scores.__getitem__)
     for angle in np.arange(coarse - TILT_COARSE + TILT_STEP, coarse + TILT_COARSE - TILT_STEP / 2, TILT_STEP):
-        if abs(angle) <= MAX_TILT and float(angle) not in overlaps:
-            overlap_at(float(angle))
-    found = best()
-    if overlaps[found] >= SYMMETRIC:
-        return found if overlaps[found] - overlaps[0.0] > SYMMETRY_GAIN else 0.0
-    return _box_tilt(mask)
+        if abs(angle) <= MAX_TILT and float(angle) not in scores:
+            scores[float(angle)] = score(turned(float(angle)))
+    found = max(sorted(scores), key=scores.__getitem__)
+    return found, scores[found], scores[0.0]
 
 
 def _mirror_overlap(plane: np.ndarray) -> float:
@@ -203,6 +220,17 @@ def _mirror_overlap(plane: np.ndarray) -> float:
     near = padded[:, low + 2 : low + width + 2][:, ::-1]  # column low - x, for x = 0..width - 1
     far = padded[:, low + 3 : low + width + 3][:, ::-1]  # column low + 1 - x
     return float(np.minimum(plane, (1 - share) * near + share * far).sum() / total)
+
+
+def _sole(plane: np.ndarray) -> float:
+    """Pixels of a coverage plane [h, w] over one half in the lowest SOLE_BAND of the rows that hold any, per row
+    of that band."""
+    inside = plane > 0.5
+    rows = np.flatnonzero(inside.any(1))
+    if len(rows) == 0:
+        return 0.0
+    band = max(1, round(SOLE_BAND * (rows[-1] - rows[0] + 1)))
+    return float(inside[rows[-1] - band + 1 : rows[-1] + 1].sum() / band)
 
 
 def _box_tilt(mask: np.ndarray) -> float:

@@ -320,10 +320,11 @@ def fitted(
     scored against the others (leave one out) calibrates. Plain images: the even-numbered give the references,
     the odd-numbered, scored against them, calibrate (split conformal, Vovk et al. 2005).
     """
-    # A photo the framing took for a digital image has no picture cues (NaN): predict scores it as a plain image,
-    # so it is no reference of a photo.
-    framed = ~np.isnan(photos[Cues.NAMES[0]])
-    photos = {name: values[framed] for name, values in photos.items()}
+    if any(name in Cues.NAMES for name in cues):
+        # A photo the framing took for a digital image has no picture cues (NaN): predict scores such a picture
+        # as a plain image, and it has no rank among the photos' picture cues, so it is no photo reference.
+        framed = ~np.isnan(photos[Cues.NAMES[0]])
+        photos = {name: values[framed] for name, values in photos.items()}
     references = {name: np.sort(photos[name]) for name in cues}
     plain_refs = {name: reference_of(plain[name][0::2]) for name in cues if name not in Cues.NAMES}
     held_out = {name: v[1::2] for name, v in plain.items()}

@@ -385,7 +385,7 @@
   // The framed 28x28 image and the cues measured on the way (frame_with_cues; step 1: 8-bit levels). `colour`
   // gives the picture's colour planes ({planes, w, h}), asked for only when the object lies on a texture.
   function frameWithCues(grayIn, alpha, w, h, colour) {
-    let gray = grayIn, borderFit = 1.0, noise = 0.0, contrast, smooth, mask;
+    let gray = grayIn, borderFit = 1.0, noise = 0.0, onSurfaceFound = false, contrast, smooth, mask;
     if (alpha && minOf(alpha) < 0.5) {
       contrast = cutoutContrast(gray, alpha);
       smooth = smoothed(contrast, w, h);
@@ -402,7 +402,7 @@
       } else if (onTexture(borderFit, noise)) {
         const planesOf = colour || (() => ({ planes: [gray], w, h }));
         const found = segmentation.objectMask(planesOf(), w, h, LINEAR);
-        if (found) [contrast, mask, smooth] = [onSurface(contrast, found), found, null];
+        if (found) [contrast, mask, smooth, onSurfaceFound] = [onSurface(contrast, found), found, null, true];
       }
     }
     const box = objectBox(mask, w, h);
@@ -411,7 +411,7 @@
     const cues = objectCues(mask, w, h, box, borderFit, noise);
     const [top, bottom, left, right] = box;
     let crop = { data: cropOf(contrast, w, box), w: right - left, h: bottom - top };
-    const turned = upright(crop, { data: cropOf(mask, w, box), w: crop.w, h: crop.h });
+    const turned = upright(crop, { data: cropOf(mask, w, box), w: crop.w, h: crop.h }, onSurfaceFound);
     if (turned) [crop, smooth] = [turned, null];
     // The object's strongest contrast becomes 255, as in Fashion-MNIST (smoothed, before resizing).
     const peak = maxOf(smooth ? cropOf(smooth, w, box) : smoothed(crop.data, crop.w, crop.h));
@@ -443,10 +443,10 @@
     return contrast.map((v, i) => (found[i] ? sign * v : 0));
   }
 
-  // The object's contrast (cut to its box) turned upright by segmentation.tilt of its mask and cut to its new
-  // box, or null when it stands upright already (_upright).
-  function upright(contrast, mask) {
-    const angle = segmentation.tilt(mask.data, mask.w, mask.h, LINEAR);
+  // The object's contrast (cut to its box) turned upright by segmentation.tilt of its mask (told whether it was
+  // separated from a textured surface) and cut to its new box, or null when it stands upright already (_upright).
+  function upright(contrast, mask, onTexturedSurface) {
+    const angle = segmentation.tilt(mask.data, mask.w, mask.h, LINEAR, onTexturedSurface);
     if (angle === 0) return null;
     const [turned, turnedMask] = [contrast, mask].map((plane) => rotated(plane, angle));
     const box = objectBox(turnedMask.data.map((v) => (v > 0.5 ? 1 : 0)), turnedMask.w, turnedMask.h);

@@ -27,6 +27,8 @@
     TILT_SIDE: 48,
     SYMMETRIC: 0.9,
     SYMMETRY_GAIN: 0.02,
+    SOLE_BAND: 0.05,
+    SOLE_GAIN: 0.1,
     TILT_GAIN: 0.04,
   };
   const C = CONSTANTS;
@@ -292,8 +294,9 @@
 
   // Degrees to turn the object of a 0/1 mask [h, w] by (counter-clockwise as displayed, as Pillow's rotate) so
   // that it stands upright, or 0 (tilt): the mask shrunk to TILT_SIDE and turned by `linear.rotated` (Pillow's
-  // bilinear rotate) to the angle of its best mirror overlap, else its minimum-area box.
-  function tilt(mask, w, h, linear) {
+  // bilinear rotate) to the angle of its best mirror overlap; else, on a textured surface (`onSurface`), to the
+  // angle of its sole; else the angle of its minimum-area box.
+  function tilt(mask, w, h, linear, onSurface = false) {
     let count = 0;
     for (let i = 0; i < mask.length; i++) if (mask[i]) count++;
     if (count < 3) return 0;
@@ -303,25 +306,36 @@
       const sw = Math.max(1, linear.rint(w * scale)), sh = Math.max(1, linear.rint(h * scale));
       small = { data: linear.resampleBox(small.data, w, h, sw, sh), w: sw, h: sh };
     }
-    const overlaps = new Map();
-    const overlapAt = (angle) => overlaps.set(angle, mirrorOverlap(linear.rotated(small, angle)));
-    const best = () => { // the angle of the largest overlap, the smallest such angle on a tie
+    const planes = new Map();
+    const turned = (angle) => {
+      if (!planes.has(angle)) planes.set(angle, linear.rotated(small, angle));
+      return planes.get(angle);
+    };
+    const [angle, overlap, upright] = search(turned, mirrorOverlap);
+    if (overlap >= C.SYMMETRIC) return overlap - upright > C.SYMMETRY_GAIN ? angle : 0;
+    if (!onSurface) return boxTilt(mask, w, h);
+    const [soleAngle, sole, uprightSole] = search(turned, (plane) => soleOf(plane, linear));
+    return sole > (1 + C.SOLE_GAIN) * uprightSole ? soleAngle : 0;
+  }
+
+  // [the angle of the highest score, the smallest such angle on a tie; its score; the upright score] of the mask
+  // turned every TILT_COARSE degrees, then every TILT_STEP around the best (_search).
+  function search(turned, score) {
+    const scores = new Map();
+    const best = () => {
       let found = null;
-      for (const a of [...overlaps.keys()].sort((x, y) => x - y)) {
-        if (found === null || overlaps.get(a) > overlaps.get(found)) found = a;
+      for (const a of [...scores.keys()].sort((x, y) => x - y)) {
+        if (found === null || scores.get(a) > scores.get(found)) found = a;
       }
       return found;
     };
-    for (let a = -C.MAX_TILT; a <= C.MAX_TILT + C.TILT_COARSE / 2; a += C.TILT_COARSE) overlapAt(a);
+    for (let a = -C.MAX_TILT; a <= C.MAX_TILT + C.TILT_COARSE / 2; a += C.TILT_COARSE) scores.set(a, score(turned(a)));
     const coarse = best();
     for (let a = coarse - C.TILT_COARSE + C.TILT_STEP; a < coarse + C.TILT_COARSE - C.TILT_STEP / 2; a += C.TILT_STEP) {
-      if (Math.abs(a) <= C.MAX_TILT && !overlaps.has(a)) overlapAt(a);
+      if (Math.abs(a) <= C.MAX_TILT && !scores.has(a)) scores.set(a, score(turned(a)));
     }
     const found = best();
-    if (overlaps.get(found) >= C.SYMMETRIC) {
-      return overlaps.get(found) - overlaps.get(0) > C.SYMMETRY_GAIN ? found : 0;
-    }
-    return boxTilt(mask, w, h);
+    return [found, scores.get(found), scores.get(0)];
   }
 
   // The share of a coverage plane that its mirror image about its centroid column covers (_mirror_overlap).
@@ -343,6 +357,25 @@
       }
     }
     return sum / total;
+  }
+
+  // Pixels of a coverage plane over one half in the lowest SOLE_BAND of the rows that hold any, per row (_sole).
+  function soleOf({ data, w, h }, linear) {
+    let first = -1, last = -1;
+    for (let y = 0; y < h; y++) {
+      for (let x = 0; x < w; x++) {
+        if (data[y * w + x] > 0.5) {
+          if (first < 0) first = y;
+          last = y;
+          break;
+        }
+      }
+    }
+    if (first < 0) return 0;
+    const band = Math.max(1, linear.rint(C.SOLE_BAND * (last - first + 1)));
+    let count = 0;
+    for (let y = last - band + 1; y <= last; y++) for (let x = 0; x < w; x++) if (data[y * w + x] > 0.5) count++;
+    return count / band;
   }
 
   // The angle of the object's minimum-area bounding box, or 0 (_box_tilt). The extremes of a turned point set
