@@ -316,9 +316,10 @@ def fitted(
     garment photos and [M] of plain garment images, on `cues` (the plain images' those that are not framing
     cues), with the threshold 1 - `keep`.
 
-    Photos (those with picture cues): each cue's references are their values, and each photo's `unusualness`
-    scored against the others (leave one out) calibrates. Plain images: the even-numbered give the references,
-    the odd-numbered, scored against them, calibrate (split conformal, Vovk et al. 2005).
+    Photos (when `cues` holds picture cues, those that have them): each cue's references are their values, and
+    each photo's `unusualness` scored against the others (leave one out) calibrates. Plain images: the
+    even-numbered give the references, the odd-numbered, scored against them, calibrate (split conformal, Vovk
+    et al. 2005).
     """
     if any(name in Cues.NAMES for name in cues):
         # A photo the framing took for a digital image has no picture cues (NaN): predict scores such a picture
