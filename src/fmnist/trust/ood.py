@@ -247,7 +247,8 @@ def p_value_table(cues: dict[str, np.ndarray], references: dict[str, np.ndarray]
     numbers, from two searchsorted over every cue at once. Each cue's references and values lie in a lane of their
     own, as complex numbers whose real part is the lane and imaginary part the value, which numpy orders
     lexicographically (real part first): one sorted array holds all the references, and a value's rank among its
-    own cue's is its rank in it less the references of the lanes before."""
+    own cue's is its rank in it less the references of the lanes before. The references must be sorted and hold
+    no NaN, as reference_of and `fitted` make them: numpy sorts a NaN after every lane."""
     names = list(references)
     values = np.array([cues[name] for name in names], dtype=np.float64)  # [K, N]
     sizes = np.array([len(references[name]) for name in names])
