@@ -2,6 +2,7 @@ import numpy as np
 import pytest
 import torch
 
+from fmnist import images
 from fmnist.trust import ood
 
 
@@ -69,6 +70,71 @@ def test_a_reference_photo_without_picture_cues_changes_nothing_of_the_others():
     np.testing.assert_array_equal(fitted["held_out"]["photo"], expected["held_out"]["photo"])
     held_out = fitted["held_out"]["photo"]
     assert held_out.min() > 0  # a p-value, never below its grid
+    fresh = {name: rng.normal(size=4000) for name in names}
+    scores = ood.calibrated(fresh, np.ones(4000, bool), fitted["references"], fitted["plain"], fitted["held_out"])
+    assert abs(float((scores >= 1 - ood.KEEP).mean()) - ood.KEEP) < 0.02
+
+
+def test_a_picture_on_a_textured_surface_is_judged_by_its_object_not_by_its_surface():
+    from fmnist.images import SURFACE_NOISE, Cues
+
+    backdrop = Cues(border_fit=0.97, noise=1.0, coverage=0.3, fill=0.6, largest_part=1.0)
+    table = Cues(border_fit=0.2, noise=SURFACE_NOISE + 4, coverage=0.3, fill=0.6, largest_part=1.0)
+    values = ood.picture_cues([backdrop, table, None])
+    for name in ood.Cues.NAMES:
+        assert not np.isnan(values[name][0]) and np.isnan(values[name][2])
+        assert np.isnan(values[name][1]) == (name in ood.SURFACE_CUES)
+    judged = ood.picture_cues([table], judge_surface=True)
+    assert judged["border_fit"][0] == 0.2 and judged["noise"][0] == SURFACE_NOISE + 4
+    # Against references on plain backdrops, the table's border is far out; the garment on it scores as its object.
+    rng = np.random.default_rng(2)
+    names = ["energy", *ood.Cues.NAMES]
+    photos = {name: rng.normal(size=400) for name in names}
+    photos.update(
+        border_fit=rng.uniform(0.9, 1.0, 400), noise=rng.uniform(0.5, 3.0, 400), coverage=rng.uniform(0.1, 0.6, 400)
+    )
+    fitted = ood.fitted(photos, {"energy": rng.normal(size=1000)}, names)
+    on_table = {"energy": np.zeros(2), **ood.picture_cues([table, backdrop])}
+    scores = ood.calibrated(on_table, np.ones(2, bool), fitted["references"], fitted["plain"], fitted["held_out"])
+    assert scores[0] >= 1 - ood.KEEP
+    surface_judged = {"energy": np.zeros(1), **ood.picture_cues([table], judge_surface=True)}
+    judged_score = ood.calibrated(
+        surface_judged, np.ones(1, bool), fitted["references"], fitted["plain"], fitted["held_out"]
+    )
+    assert judged_score[0] < 1 - ood.KEEP
+
+
+def test_photos_on_a_textured_surface_are_calibrated_on_the_cues_they_are_judged_on():
+    # Judged on fewer cues, a photo's smallest p-value is larger: ranked among product photos judged on all
+    # cues, garments on a table would pass more often than KEEP says. Their own calibration keeps KEEP of them.
+    rng = np.random.default_rng(4)
+    names = ["energy", "span", *ood.Cues.NAMES]
+    plain = {name: rng.normal(size=1000) for name in names[:2]}
+    fitted = ood.fitted({name: rng.normal(size=400) for name in names}, plain, names)
+    fresh = {name: rng.normal(size=4000) for name in names}
+    fresh.update(dict.fromkeys(ood.SURFACE_CUES, np.full(4000, np.nan)))
+    photo = np.ones(4000, bool)
+    scores = ood.calibrated(fresh, photo, fitted["references"], fitted["plain"], fitted["held_out"])
+    kept = float((scores >= 1 - ood.KEEP).mean())
+    assert abs(kept - ood.KEEP) < 0.01
+    as_products = {kind: v for kind, v in fitted["held_out"].items() if kind != "textured"}
+    loose = ood.calibrated(fresh, photo, fitted["references"], fitted["plain"], as_products)
+    assert float((loose >= 1 - ood.KEEP).mean()) > kept + 0.005
+
+
+def test_reference_photos_on_a_textured_surface_keep_their_object_cues():
+    # A user's photos on a table join the references (trust.refit): they lack the surface cues alone, and the
+    # references stay free of NaN (which would shift every later cue's ranks in p_value_table).
+    rng = np.random.default_rng(3)
+    names = ["energy", *ood.Cues.NAMES]
+    photos = {name: rng.normal(size=400) for name in names}
+    for name in ood.SURFACE_CUES:
+        photos[name][:50] = np.nan
+    fitted = ood.fitted(photos, {"energy": rng.normal(size=1000)}, names)
+    assert len(fitted["references"]["coverage"]) == 400 and len(fitted["references"]["border_fit"]) == 350
+    assert not any(np.isnan(r).any() for r in fitted["references"].values())
+    held_out = fitted["held_out"]["photo"]
+    assert held_out.min() > 0 and not np.isnan(held_out).any()
     fresh = {name: rng.normal(size=4000) for name in names}
     scores = ood.calibrated(fresh, np.ones(4000, bool), fitted["references"], fitted["plain"], fitted["held_out"])
     assert abs(float((scores >= 1 - ood.KEEP).mean()) - ood.KEEP) < 0.02
@@ -163,6 +229,12 @@ def scores_by_definition(detector, logits: np.ndarray, views: np.ndarray, cues: 
             "residual": float(np.sum((x - detector.basis[1:].T @ (detector.basis[1:] @ x)) ** 2)),
             **dict(zip(ood.Cues.NAMES, cue.values() if cue else [np.nan] * 5, strict=True)),
         }
+        textured = cue is not None and (
+            cue.noise > images.SURFACE_NOISE
+            or (cue.border_fit < images.SURFACE_FIT and cue.noise >= images.SURFACE_MIN_NOISE)
+        )
+        if textured:  # on a textured surface: judged without the surface's cues, among photos judged so
+            values.update(dict.fromkeys(ood.SURFACE_CUES, np.nan))
         ps = []
         for name, reference in (detector.references if cue else detector.plain).items():
             value, size = values[name], 1 + len(reference)
@@ -172,7 +244,7 @@ def scores_by_definition(detector, logits: np.ndarray, views: np.ndarray, cues: 
         product = ps[0]
         for p in ps[1:]:
             product *= p
-        held_out = detector.held_out["photo" if cue else "plain"]
+        held_out = detector.held_out["textured" if textured else "photo" if cue else "plain"]
         unusual = min(ps) + ood.TIE_BREAK * product
         all_values.append(values)
         scores.append((1 + np.sum(held_out <= unusual)) / (1 + len(held_out)))

@@ -204,7 +204,7 @@ def test_web_export_mistakes_are_one_line(fake_runtime, tmp_path, synthetic_data
 
 # ---- the page in Chromium, on the real data --------------------------------------------------------------
 
-TEST_IMAGES, PHOTOS, OUTLIERS_PER_KIND = 1000, 200, 10
+TEST_IMAGES, PHOTOS, OUTLIERS_PER_KIND, PER_SURFACE = 1000, 200, 10, 5
 
 
 @pytest.fixture(scope="module")
@@ -212,7 +212,8 @@ def real_site(tmp_path_factory):
     """The web export (fp32, onnxruntime-web from scripts/setup.sh's folder) of a one-hidden-layer MLP trained
     for a second on 10,000 real training images, its trust fitted on its validation split; beside the page, the
     pictures to classify: TEST_IMAGES test images as PNG, PHOTOS photos rendered from other test images and
-    OUTLIERS_PER_KIND held-out non-garment pictures of each kind (fmnist.testing.outliers)."""
+    OUTLIERS_PER_KIND held-out non-garment pictures of each kind (fmnist.testing.outliers), PER_SURFACE garments
+    turned on each textured or flat surface (fmnist.testing.surfaces)."""
     from fmnist.data import as_input, validation_split
     from fmnist.trust.references import REFERENCE_SIDE
 
@@ -248,7 +249,13 @@ def real_site(tmp_path_factory):
     # Photos at the detector's reference size (96-256 pixels): framing costs what the pixels do, in Python and in
     # the page; the resize paths of larger ones are held to Python by the framing parity test above.
     pictures = picture_sets(
-        site, dataset.test_images, TEST_IMAGES, PHOTOS, OUTLIERS_PER_KIND, photo_side=REFERENCE_SIDE
+        site,
+        dataset.test_images,
+        TEST_IMAGES,
+        PHOTOS,
+        OUTLIERS_PER_KIND,
+        photo_side=REFERENCE_SIDE,
+        per_surface=PER_SURFACE,
     )
     return site, facts, pictures
 
@@ -276,6 +283,7 @@ def test_the_exported_page_answers_as_predict_in_the_browser(real_site, tmp_path
             assert browser.execute_async_script(ready) == "mlp fp32"
             theirs = same_answers_as_python(browser, site, pictures)
             classify_takes_a_url_a_blob_and_an_image_bitmap(browser, site, pictures["photos"][0])
+            surfaces_score_as_in_python(browser, pictures["surfaces"], theirs["surfaces"])
             the_page_shows_the_answers(browser, site, pictures, theirs)
             loaded = browser.execute_script("return performance.getEntriesByType('resource').map(e => e.name)")
             assert loaded and all(found.startswith((url, "blob:", "data:")) for found in loaded)  # nothing else
@@ -300,9 +308,24 @@ def same_answers_as_python(browser, site: Path, pictures: dict[str, list[str]]) 
         agreement[kind] = (same_class, same_verdict)
     assert agreement["test"][0] >= 0.995 and agreement["photos"][0] >= 0.995, agreement
     assert agreement["outliers"][1] >= 0.99, agreement
+    assert agreement["surfaces"][0] >= 0.95 and agreement["surfaces"][1] == 1.0, agreement
     # The non-garment benchmark does hold non-garments: most of them are told apart, as in Python.
     assert np.mean([not e["garment"] for e in theirs["outliers"]]) > 0.5
     return theirs
+
+
+SCORES = """
+const [paths, done] = arguments;
+Promise.all(paths.map((path) => fmnist.classify(path))).then(
+  (found) => done(found.map((prediction) => prediction.in_distribution_score)), (err) => done(String(err)));
+"""
+
+
+def surfaces_score_as_in_python(browser, paths: list[str], expected: list[dict]) -> None:
+    """A garment on a textured surface is judged without the cues of its surface and ranked among garment photos
+    judged so, in the page as in Python: the same in-distribution scores."""
+    found = browser.execute_async_script(SCORES, paths)
+    assert found == pytest.approx([e["in_distribution_score"] for e in expected], abs=1e-9), found
 
 
 CLASSIFY_THREE_FORMS = """

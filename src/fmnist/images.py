@@ -412,7 +412,7 @@ def frame_with_cues(
         mask = (smooth > threshold) & (contrast > threshold / 2)
         if smooth.max() <= _noise_floor(noise):
             mask[:] = False
-        elif _on_texture(border_fit, noise):
+        elif on_texture(border_fit, noise):
             found = segmentation.object_mask(colour() if colour is not None else gray[..., None], gray.shape)
             if found is not None:
                 contrast, mask, smooth, on_surface = _on_surface(contrast, found), found, None, True
@@ -435,8 +435,9 @@ def frame_with_cues(
     return np.clip(np.rint(framed), 0, 255).astype(np.uint8), cues
 
 
-def _on_texture(border_fit: float, noise: float) -> bool:
-    """Whether the picture's surface is textured or shaded (see SURFACE_NOISE), from the plain method's fit."""
+def on_texture(border_fit: float, noise: float) -> bool:
+    """Whether the picture's surface is textured or shaded (see SURFACE_NOISE), from the plain method's fit: its
+    Cues' `border_fit` and `noise`."""
     return noise > SURFACE_NOISE or (border_fit < SURFACE_FIT and noise >= SURFACE_MIN_NOISE)
 
 

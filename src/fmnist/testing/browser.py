@@ -99,20 +99,22 @@ def picture_sets(
     outliers_per_kind: int,
     seed: int = 1,
     photo_side: tuple[int, int] | None = None,
+    per_surface: int = 0,
 ) -> dict[str, list[str]]:
     """Pictures written under `folder`/pictures for an exported page to classify, their paths relative to `folder`
     per set: "test", the first `tests` of `test_images` (uint8 [N, 28, 28]) as PNG; "photos", `photos` product
     photos rendered from the next ones (trust.references; their longer side drawn from `photo_side`, pixels,
     default references.LONGER_SIDE); "outliers", `outliers_per_kind` held-out non-garment pictures of each kind
-    (fmnist.testing.outliers: needs scikit-image and scikit-learn)."""
+    (fmnist.testing.outliers: needs scikit-image and scikit-learn); "surfaces", `per_surface` garments turned on each
+    surface of fmnist.testing.surfaces, rendered from the images after the photos'."""
     import numpy as np
     from PIL import Image
 
-    from fmnist.testing import outliers
+    from fmnist.testing import outliers, surfaces
     from fmnist.trust.references import LONGER_SIDE, render_set
 
     (folder / "pictures").mkdir()
-    sets: dict[str, list[str]] = {"test": [], "photos": [], "outliers": []}
+    sets: dict[str, list[str]] = {"test": [], "photos": [], "outliers": [], "surfaces": []}
 
     def write(kind: str, name: str, data: bytes | None = None) -> Path:
         sets[kind].append(f"pictures/{name}")
@@ -127,4 +129,9 @@ def picture_sets(
         write("photos", f"photo-{i}{photo.suffix}", photo.data)
     for i, outlier in enumerate(outliers.build(outliers_per_kind, "holdout", seed)):
         write("outliers", f"outlier-{i}{outlier.suffix}", outlier.data)
+    garments = np.asarray(test_images[tests + photos :], dtype=np.uint8)
+    for k, kind in enumerate(surfaces.KINDS):
+        chosen = garments[k * per_surface : (k + 1) * per_surface]
+        for i, data in enumerate(surfaces.render_many(chosen, kind, seed)):
+            write("surfaces", f"surface-{kind}-{i}.jpg", data)
     return sets

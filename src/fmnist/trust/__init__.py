@@ -54,8 +54,9 @@ class Trust:
     # Per cue, sorted values on plain 28x28 validation images (pictures without framing cues); empty in a
     # detector fitted before they were (then a plain image is scored by the photos' model cue alone).
     plain: dict[str, np.ndarray] = field(default_factory=dict)
-    # Per kind of picture ("photo", "plain"), the sorted ood.unusualness of held-out garment pictures of that
-    # kind: the score is the conformal p-value of a picture's unusualness among them (ood.calibrated).
+    # Per kind of picture ("photo", "plain", "textured": a photo on a textured surface, ood.SURFACE_CUES), the
+    # sorted ood.unusualness of held-out garment pictures of that kind: the score is the conformal p-value of a
+    # picture's unusualness among them (ood.calibrated).
     held_out: dict[str, np.ndarray] = field(default_factory=dict)
     # The garment views' mean and principal directions (ood.basis_of) that the `residual` cue measures against.
     basis: np.ndarray | None = None

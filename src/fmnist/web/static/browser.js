@@ -18,6 +18,7 @@
     energy: "low", span: "low", ink: "both", stroke: "both", flat: "both", residual: "high",
     ...Object.fromEntries(framing.CUE_NAMES.map((name) => [name, "both"])),
   };
+  const SURFACE_CUES = ["border_fit", "noise"]; // ood.SURFACE_CUES: not weighed for a picture on a textured surface
   const TIE_BREAK = 1e-6; // ood.TIE_BREAK: the product of the p-values orders pictures whose smallest ones tie
   const INK_LEVEL = 50, FULL_LEVEL = 200; // ood.view_cues' levels of ink and of ink at full strength
 
@@ -102,15 +103,16 @@
   }
 
   // The in-distribution score of one picture (trust.Trust.scores): a photo is ranked among held-out garment
-  // photos, a plain 28x28 image among plain ones (ood.calibrated); a detector without held-out values takes the
-  // smallest p-value (ood.combined).
+  // photos, one on a textured surface among them judged without their surface cues, a plain 28x28 image among
+  // plain ones (ood.calibrated); a detector without held-out values takes the smallest p-value (ood.combined).
   function score(trust, cues, photo) {
     const heldOut = trust.held_out || {};
     if (!Object.keys(heldOut).length) {
       return Math.min(...Object.entries(trust.references).map(([cue, r]) => pValue(cues[cue], r, UNUSUAL[cue])));
     }
     const references = photo ? trust.references : trust.plain;
-    return pValue(unusualness(cues, references), heldOut[photo ? "photo" : "plain"], "low");
+    const textured = photo && heldOut.textured && Number.isNaN(cues[SURFACE_CUES[0]]);
+    return pValue(unusualness(cues, references), heldOut[textured ? "textured" : photo ? "photo" : "plain"], "low");
   }
 
   // The energy logsumexp(logits) in float64 (fmnist.trust.energies).
@@ -166,10 +168,16 @@
     return sum;
   }
 
+  // The framing cues; those of the surface missing (NaN) for a picture on a textured one (ood.picture_cues).
+  function pictureCues(found) {
+    if (!found || !framing.onTexture(found.border_fit, found.noise)) return found || {};
+    return { ...found, ...Object.fromEntries(SURFACE_CUES.map((name) => [name, NaN])) };
+  }
+
   function answer({ facts }, logits, probabilities, framed, withInput) {
     const order = [...probabilities.keys()].sort((a, b) => probabilities[b] - probabilities[a]);
     const detector = Object.keys(facts.trust.references).length > 0;
-    const cues = { energy: energy(logits), ...viewCues(framed.image), ...(framed.cues || {}) };
+    const cues = { energy: energy(logits), ...viewCues(framed.image), ...pictureCues(framed.cues) };
     if (facts.trust.basis) cues.residual = residual(framed.image, facts.trust.basis);
     const found = detector ? score(facts.trust, cues, framed.cues !== null) : null;
     const prediction = {

@@ -430,7 +430,7 @@
     return out;
   }
 
-  // Whether the surface is textured or shaded, from the plain method's fit (_on_texture).
+  // Whether the surface is textured or shaded, from the plain method's fit (on_texture).
   function onTexture(borderFit, noise) {
     return noise > C.SURFACE_NOISE || (borderFit < C.SURFACE_FIT && noise >= C.SURFACE_MIN_NOISE);
   }
@@ -811,5 +811,5 @@
     rotated,
   };
 
-  return { CONSTANTS, CUE_NAMES, framePicture };
+  return { CONSTANTS, CUE_NAMES, framePicture, onTexture };
 });
