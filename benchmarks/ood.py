@@ -61,8 +61,7 @@ from fmnist.trust.cache import reference_photos
 
 POOL = ("energy", *ood.VIEW_CUES, "residual", *Cues.NAMES)  # a candidate draws from these; always the energy
 KEEPS = (0.98, 0.985)  # the keep levels a candidate's threshold is set at (1 - keep)
-# What a candidate must keep of each garment kind it is chosen on. Garments on a surface are garments too; at 85 %
-# the only candidates left drop the cues that reject most non-garments (the span, for MNIST's digits).
+# What a candidate must keep of each garment kind it is chosen on (garments on a surface are garments too).
 KEPT = {"photo": 0.95, "plain": 0.98, "surface": 0.75}
 FORMS = (
     forms.Form("RGB", "PNG"),

@@ -96,7 +96,7 @@ def test_a_picture_on_a_textured_surface_is_judged_by_its_object_not_by_its_surf
     fitted = ood.fitted(photos, {"energy": rng.normal(size=1000)}, names)
     on_table = {"energy": np.zeros(2), **ood.picture_cues([table, backdrop])}
     scores = ood.calibrated(on_table, np.ones(2, bool), fitted["references"], fitted["plain"], fitted["held_out"])
-    assert scores[0] >= 1 - ood.KEEP
+    assert scores[0] >= 1 - ood.KEEP and scores[1] >= 1 - ood.KEEP
     surface_judged = {"energy": np.zeros(1), **ood.picture_cues([table], judge_surface=True)}
     judged_score = ood.calibrated(
         surface_judged, np.ones(1, bool), fitted["references"], fitted["plain"], fitted["held_out"]
@@ -122,6 +122,31 @@ def test_photos_on_a_textured_surface_are_calibrated_on_the_cues_they_are_judged
     assert float((loose >= 1 - ood.KEEP).mean()) > kept + 0.005
 
 
+def test_a_detector_fitted_before_the_textured_kind_still_judges_the_surface():
+    # A detector stored without held_out["textured"] scores a garment on a table as it did when it was fitted.
+    from fmnist import trust
+    from fmnist.images import SURFACE_NOISE, Cues
+
+    rng = np.random.default_rng(5)
+    names = ["energy", *ood.Cues.NAMES]
+    photos = {name: rng.normal(size=400) for name in names}
+    photos.update(
+        energy=rng.normal(np.log(10), 1, 400),  # logits of zeros
+        border_fit=rng.uniform(0.9, 1.0, 400),
+        noise=rng.uniform(0.5, 3.0, 400),
+        coverage=rng.uniform(0.1, 0.6, 400),
+        fill=rng.uniform(0.4, 0.8, 400),
+        largest_part=rng.uniform(0.9, 1.0, 400),
+    )
+    fitted = ood.fitted(photos, {"energy": rng.normal(np.log(10), 1, 1000)}, names)
+    earlier = {kind: v for kind, v in fitted["held_out"].items() if kind != "textured"}
+    table = Cues(border_fit=0.2, noise=SURFACE_NOISE + 4, coverage=0.3, fill=0.6, largest_part=0.95)
+    logits, views = np.zeros((1, 10), np.float32), np.zeros((1, 28, 28), np.uint8)
+    now = trust.Trust(1.0, **fitted).scores(logits, views, [table])
+    before = trust.Trust(1.0, **{**fitted, "held_out": earlier}).scores(logits, views, [table])
+    assert now[0] >= fitted["threshold"] > before[0]
+
+
 def test_reference_photos_on_a_textured_surface_keep_their_object_cues():
     # A user's photos on a table join the references (trust.refit): they lack the surface cues alone, and the
     # references stay free of NaN (which would shift every later cue's ranks in p_value_table).
@@ -133,8 +158,9 @@ def test_reference_photos_on_a_textured_surface_keep_their_object_cues():
     fitted = ood.fitted(photos, {"energy": rng.normal(size=1000)}, names)
     assert len(fitted["references"]["coverage"]) == 400 and len(fitted["references"]["border_fit"]) == 350
     assert not any(np.isnan(r).any() for r in fitted["references"].values())
-    held_out = fitted["held_out"]["photo"]
-    assert held_out.min() > 0 and not np.isnan(held_out).any()
+    # The photos on a plain backdrop calibrate their kind; every photo, judged by its object, the textured kind.
+    assert len(fitted["held_out"]["photo"]) == 350 and len(fitted["held_out"]["textured"]) == 400
+    assert not any(np.isnan(h).any() for h in fitted["held_out"].values())
     fresh = {name: rng.normal(size=4000) for name in names}
     scores = ood.calibrated(fresh, np.ones(4000, bool), fitted["references"], fitted["plain"], fitted["held_out"])
     assert abs(float((scores >= 1 - ood.KEEP).mean()) - ood.KEEP) < 0.02

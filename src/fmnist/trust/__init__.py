@@ -109,7 +109,7 @@ class Trust:
         the earlier form)."""
         if not self.has_detector:
             return None
-        values = cue_values(logits, images, cues, self.basis)
+        values = cue_values(logits, images, cues, self.basis, judge_surface="textured" not in self.held_out)
         if not self.held_out:
             return ood.combined(values, self.references)
         photo = np.array([c is not None for c in cues], dtype=bool)
@@ -130,12 +130,14 @@ def cue_values(
     images: torch.Tensor | np.ndarray,
     cues: Sequence[Cues | None],
     basis: np.ndarray | None = None,
+    judge_surface: bool = False,
 ) -> dict[str, np.ndarray]:
     """Every cue the detector may use, float64 [N] each: the energy of logits [N, C], the view cues of uint8
     images [N, 28, 28] (CPU tensors or numpy arrays), their `residual` from `basis` when there is one, and the
-    framing cues (NaN for a plain 28x28 image)."""
+    framing cues (NaN for a plain 28x28 image; ood.picture_cues, `judge_surface` for a detector fitted before
+    photos on a textured surface had a kind of their own)."""
     views = np.asarray(images)
-    values = {"energy": energies(logits), **ood.view_cues(views), **ood.picture_cues(cues)}
+    values = {"energy": energies(logits), **ood.view_cues(views), **ood.picture_cues(cues, judge_surface)}
     if basis is not None:
         values["residual"] = ood.residual(views, basis)
     return values

@@ -337,8 +337,8 @@ def fitted(
     cues), with the threshold 1 - `keep`.
 
     Photos (when `cues` holds picture cues, those that have them): each cue's references are their values, and
-    each photo's `unusualness` scored against the others (leave one out) calibrates, and again without its
-    SURFACE_CUES for the photos on a textured surface ("textured"). Plain images: the
+    each photo's on a plain backdrop, scored against the others (leave one out), calibrates ("photo"); every
+    photo's, scored without its SURFACE_CUES, calibrates those on a textured surface ("textured"). Plain images: the
     even-numbered give the references, the odd-numbered, scored against them, calibrate (split conformal, Vovk
     et al. 2005).
     """
@@ -351,13 +351,17 @@ def fitted(
     references = {name: np.sort(photos[name][~np.isnan(photos[name])]) for name in cues}  # p_value_table: no NaN
     plain_refs = {name: reference_of(plain[name][0::2]) for name in cues if name not in Cues.NAMES}
     held_out = {name: v[1::2] for name, v in plain.items()}
+    # Every photo can be judged by its object alone ("textured"); those on a plain backdrop by every cue ("photo").
     objects = {**photos, **{name: np.full(len(photos[name]), np.nan) for name in SURFACE_CUES if name in photos}}
+    backdrop = ~np.isnan(photos[SURFACE_CUES[0]]) if SURFACE_CUES[0] in photos else slice(None)
     return {
         "references": {name: reference_of(v) for name, v in references.items()},
         "threshold": 1 - keep,
         "plain": plain_refs,
         "held_out": {
-            "photo": reference_of(unusualness(photos, references, itself=True)),
+            "photo": reference_of(
+                unusualness({name: v[backdrop] for name, v in photos.items()}, references, itself=True)
+            ),
             "plain": reference_of(unusualness(held_out, plain_refs)),
             "textured": reference_of(unusualness(objects, references, itself=True)),
         },

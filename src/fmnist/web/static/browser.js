@@ -168,16 +168,18 @@
     return sum;
   }
 
-  // The framing cues; those of the surface missing (NaN) for a picture on a textured one (ood.picture_cues).
-  function pictureCues(found) {
-    if (!found || !framing.onTexture(found.border_fit, found.noise)) return found || {};
+  // The framing cues; those of the surface missing (NaN) for a picture on a textured one (ood.picture_cues), when
+  // the detector has a kind for such pictures (trust.Trust.scores: one fitted before judges the surface too).
+  function pictureCues(found, trust) {
+    const byObject = (trust.held_out || {}).textured && found && framing.onTexture(found.border_fit, found.noise);
+    if (!byObject) return found || {};
     return { ...found, ...Object.fromEntries(SURFACE_CUES.map((name) => [name, NaN])) };
   }
 
   function answer({ facts }, logits, probabilities, framed, withInput) {
     const order = [...probabilities.keys()].sort((a, b) => probabilities[b] - probabilities[a]);
     const detector = Object.keys(facts.trust.references).length > 0;
-    const cues = { energy: energy(logits), ...viewCues(framed.image), ...pictureCues(framed.cues) };
+    const cues = { energy: energy(logits), ...viewCues(framed.image), ...pictureCues(framed.cues, facts.trust) };
     if (facts.trust.basis) cues.residual = residual(framed.image, facts.trust.basis);
     const found = detector ? score(facts.trust, cues, framed.cues !== null) : null;
     const prediction = {
