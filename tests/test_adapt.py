@@ -69,7 +69,7 @@ def test_an_unreadable_photo_is_named_and_left_out(tmp_path, synthetic_data):
 
 def framed(n: int) -> tuple[list[Framed], torch.Tensor]:
     images = torch.randint(0, 255, (n, 28, 28), dtype=torch.uint8)
-    cues = [Cues(0.5 + i / (2 * n), 2.0, 0.4, 0.5, 1.0) for i in range(n)]
+    cues = [Cues(0.5 + i / (2 * n), 0.5, 0.4, 0.5, 1.0) for i in range(n)]  # a plain backdrop: border_fit judged
     return [Framed(x.numpy(), c) for x, c in zip(images, cues, strict=True)], torch.arange(n) % 10
 
 
