@@ -1,7 +1,7 @@
 """The detector's reference photos, framed, kept on disk so that a fit renders them only once.
 
-Rendering 400 reference photos (trust.references) and framing them (images.py) took 8.7-9.9 s of every
-fit on a 2-vCPU AMD EPYC, the whole of `fmnist train`'s fit but the model's logits. What they give, the
+Rendering 400 reference photos (trust.references) and framing them (images.py) is most of a fit's time (7.2 s
+of it with an empty cache on a 2-vCPU AMD EPYC, docs/TRUST.md). What they give, the
 28x28 views and the framing cues, depends on the validation images, the seed, the number of photos and
 the code that renders and frames them, never on the model: so they are stored under the user's cache
 directory ($XDG_CACHE_HOME/fmnist/trust-references/) in a file named by the SHA-256 of all of those, and
