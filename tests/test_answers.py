@@ -62,3 +62,13 @@ def test_predict_eval_images_and_the_server_give_the_same_answers(synthetic_data
     assert figures["accepted_accuracy"] == pytest.approx(sum(accepted) / len(accepted))
     everything = next(row for row in figures["risk_coverage"] if row["coverage"] == 1.0)
     assert everything["min_score"] == pytest.approx(min(scores), abs=1e-9)
+
+
+@pytest.mark.parametrize(("score", "shown"), [(0.004, "0.004 < 0.015"), (0.01496, "0.01496 < 0.01500")])
+def test_a_rejected_answer_prints_a_score_that_is_seen_to_be_below_the_threshold(score, shown):
+    import numpy as np
+
+    from fmnist.answer import Answer
+
+    answer = Answer(9, "Ankle boot", 0.99, [("Ankle boot", 0.99)], False, score, 0.015, True, np.zeros((28, 28)))
+    assert f"(in-distribution score {shown}); best guess Ankle boot 99.0%" in str(answer)

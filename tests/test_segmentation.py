@@ -113,6 +113,25 @@ def test_a_turned_garment_on_wood_is_framed_alone_and_upright():
     assert framed.cues is not None and framed.cues.coverage < 0.5  # the grain is not part of the object
 
 
+def test_a_dark_shoe_on_grass_that_stands_out_by_colour_alone_is_found():
+    # Grass's noise sets a brightness floor that a navy shoe's contrast does not reach; its colour and texture
+    # set it apart, so the framing must look for it on the surface before calling the picture empty.
+    from skimage import data as sk
+
+    side = 400
+    grass = np.asarray(Image.fromarray(sk.grass()).convert("RGB").resize((side, side)), np.float32)
+    grass *= np.array([0.6, 1.0, 0.5], np.float32)
+    shoe = Image.new("L", (side, side), 0)
+    outline = ((0, 100), (100, 100), (100, 80), (70, 60), (45, 30), (20, 35), (5, 45), (0, 70))
+    ImageDraw.Draw(shoe).polygon([(80 + 2.4 * x, 80 + 2.4 * y) for x, y in outline], fill=255)
+    alpha = np.asarray(shoe, np.float32)[..., None] / 255
+    picture = grass * (1 - alpha) + np.array([35, 40, 70], np.float32) * alpha
+    framed = load_picture(_jpeg(picture), "shoe-on-grass.jpg")
+    view = framed.image.numpy()
+    assert framed.cues is not None and 0.2 < framed.cues.coverage < 0.6  # the shoe's box, not the whole lawn
+    assert (view > 60).sum() > 150  # a shoe's silhouette, not an empty view
+
+
 @pytest.mark.parametrize("kind", surfaces.KINDS)
 def test_each_surface_renders_a_seeded_photo(kind):
     image = np.zeros((28, 28), np.uint8)

@@ -57,11 +57,19 @@ class Answer:
     def __str__(self) -> str:
         classes = ", ".join(f"{name} {p:.1%}" for name, p in self.top)
         if not self.garment:
-            classes = (
-                f"NOT A GARMENT (in-distribution score {self.in_distribution_score:.3f} < "
-                f"{self.ood_threshold:.3f}); best guess {classes}"
-            )
+            score, threshold = _apart(self.in_distribution_score, self.ood_threshold)
+            classes = f"NOT A GARMENT (in-distribution score {score} < {threshold}); best guess {classes}"
         return classes + ("" if self.calibrated else " [uncalibrated: no temperature fitted]")
+
+
+def _apart(score: Any, threshold: Any) -> tuple[str, str]:
+    """`score` and `threshold` printed with the fewest decimals, 3 to 6, that tell them apart (0.01496 against
+    0.015 is not "0.015 < 0.015")."""
+    for digits in range(3, 7):
+        shown = f"{score:.{digits}f}", f"{threshold:.{digits}f}"
+        if shown[0] != shown[1]:
+            break
+    return shown
 
 
 def answers(

@@ -410,12 +410,15 @@ def frame_with_cues(
         threshold = _threshold(smooth, noise)
         # Smoothing spreads the object by its radius; the pixels themselves must also stand out.
         mask = (smooth > threshold) & (contrast > threshold / 2)
-        if smooth.max() <= _noise_floor(noise):
-            mask[:] = False
-        elif on_texture(border_fit, noise):
+        # On a textured surface an object may stand out by its colour or texture alone, below the surface's
+        # noise in brightness (a dark shoe on grass): it is looked for there before the picture is called empty.
+        found = None
+        if on_texture(border_fit, noise):
             found = segmentation.object_mask(colour() if colour is not None else gray[..., None], gray.shape)
-            if found is not None:
-                contrast, mask, smooth, on_surface = _on_surface(contrast, found), found, None, True
+        if found is not None:
+            contrast, mask, smooth, on_surface = _on_surface(contrast, found), found, None, True
+        elif smooth.max() <= _noise_floor(noise):
+            mask[:] = False
     box = _object_box(mask)
     empty = np.zeros((SIDE, SIDE), dtype=np.uint8), Cues(border_fit, noise, 0.0, 0.0, 0.0)
     if box is None:

@@ -397,13 +397,15 @@
       const t = threshold(smooth, noise);
       mask = new Uint8Array(smooth.length);
       for (let i = 0; i < mask.length; i++) mask[i] = smooth[i] > t && contrast[i] > t / 2 ? 1 : 0;
-      if (maxOf(smooth) <= noiseFloor(noise)) {
-        mask.fill(0);
-      } else if (onTexture(borderFit, noise)) {
+      // On a textured surface an object may stand out by its colour or texture alone, below the surface's noise
+      // in brightness (a dark shoe on grass): it is looked for there before the picture is called empty.
+      let found = null;
+      if (onTexture(borderFit, noise)) {
         const planesOf = colour || (() => ({ planes: [gray], w, h }));
-        const found = segmentation.objectMask(planesOf(), w, h, LINEAR);
-        if (found) [contrast, mask, smooth, onSurfaceFound] = [onSurface(contrast, found), found, null, true];
+        found = segmentation.objectMask(planesOf(), w, h, LINEAR);
       }
+      if (found) [contrast, mask, smooth, onSurfaceFound] = [onSurface(contrast, found), found, null, true];
+      else if (maxOf(smooth) <= noiseFloor(noise)) mask.fill(0);
     }
     const box = objectBox(mask, w, h);
     const empty = { image: new Uint8Array(SIDE * SIDE), cues: cuesOf(borderFit, noise, 0, 0, 0) };
