@@ -356,11 +356,13 @@ def test_directory(tmp_path):
     _load_fails(tmp_path, "directory")
 
 
-@pytest.mark.parametrize("content", [b"", b"hello, I am text\n"])
-def test_not_an_image(tmp_path, content):
+@pytest.mark.parametrize(("content", "says"), [(b"", "empty, not an image"), (b"hello, I am text\n", "not an image")])
+def test_not_an_image(tmp_path, content, says):
     path = tmp_path / "notes.png"
     path.write_bytes(content)
-    _load_fails(path, "not an image")
+    _load_fails(path, says)
+    with pytest.raises(FmnistError, match=f"upload: {says}"):  # the same words for the same bytes uploaded
+        load_image(content)
 
 
 def test_unconvertible_mode(tmp_path):

@@ -499,6 +499,8 @@ def _decode(source: Path | bytes, name: str) -> Image.Image:
         raise FmnistError(f"{name}: no such file")
     elif source.is_dir():
         raise FmnistError(f"{name}: is a directory, not an image")
+    elif source.stat().st_size == 0:
+        raise FmnistError(f"{name}: empty, not an image")
     try:
         with warnings.catch_warnings():
             # Pillow warns about large images at open; MAX_PIXELS below is our own, stricter limit.
