@@ -122,8 +122,7 @@ def test_a_dark_shoe_on_grass_that_stands_out_by_colour_alone_is_found():
     grass = np.asarray(Image.fromarray(sk.grass()).convert("RGB").resize((side, side)), np.float32)
     grass *= np.array([0.6, 1.0, 0.5], np.float32)
     shoe = Image.new("L", (side, side), 0)
-    outline = ((0, 100), (100, 100), (100, 80), (70, 60), (45, 30), (20, 35), (5, 45), (0, 70))
-    ImageDraw.Draw(shoe).polygon([(80 + 2.4 * x, 80 + 2.4 * y) for x, y in outline], fill=255)
+    ImageDraw.Draw(shoe).polygon([(80 + 2.4 * x, 80 + 2.4 * y) for x, y in SNEAKER], fill=255)
     alpha = np.asarray(shoe, np.float32)[..., None] / 255
     picture = grass * (1 - alpha) + np.array([35, 40, 70], np.float32) * alpha
     framed = load_picture(_jpeg(picture), "shoe-on-grass.jpg")

@@ -16,6 +16,7 @@ import torch
 from PIL import Image, ImageDraw
 from support import mosaic, product_photo, trusted_checkpoint
 from test_export import synthetic_dataset
+from test_segmentation import SNEAKER
 
 from fmnist import checkpoint, data, export, images, models, segmentation, trust, web
 from fmnist import config as config_lib
@@ -99,8 +100,7 @@ def framing_pictures() -> list[Image.Image]:
     pictures = [decoded(render(shirt[i], KINDS[i % len(KINDS)], rng)[0]) for i in range(16)]
     pictures += [decoded(surfaces.render(shirt[i], kind, rng)) for i, kind in enumerate(surfaces.KINDS)]
     sneaker = Image.new("L", (28, 28), 0)  # not mirror-symmetric: set on its sole, on a surface
-    outline = ((0, 100), (100, 100), (100, 80), (70, 60), (45, 30), (20, 35), (5, 45), (0, 70))
-    ImageDraw.Draw(sneaker).polygon([(1 + 0.26 * x, 1 + 0.26 * y) for x, y in outline], fill=220)
+    ImageDraw.Draw(sneaker).polygon([(1 + 0.26 * x, 1 + 0.26 * y) for x, y in SNEAKER], fill=220)
     for seed, kind in ((0, "wood"), (2, "cloth")):
         pictures.append(decoded(surfaces.render(np.asarray(sneaker), kind, np.random.default_rng(seed))))
     pictures.append(pictures[-1].convert("L"))
