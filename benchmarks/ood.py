@@ -1,6 +1,7 @@
 """How the "not a garment" detector's cues and threshold are chosen, leaving one kind out, and what it does per kind.
 
     python benchmarks/ood.py RUN_DIR [--per-kind 40] [--photos 40] [--seed 100] [--json FILE]
+    python benchmarks/ood.py RUN_DIR --stored-only [--per-kind 40] [--photos 40] [--seed 100] [--json FILE]
     python benchmarks/ood.py RUN_DIR --cost-only [--baseline REVISION ...]
 
 RUN_DIR: a run trained with a validation split (`fmnist train`'s default), or its best.pt.
@@ -22,10 +23,11 @@ that keep at least 95 % of each other photo kind, 98 % of the plain and file-for
 and surface kind (garment kinds are left out the same way). A non-garment kind's figure is its "holdout" part.
 The deployed choice counts every kind.
 Last: the detector stored in the run, as predict applies it, on the garment kinds, the test set (plain and
-as photos) and the non-garments; and what scoring costs per picture (`--cost-only`: that alone): Trust.scores
-on a batch of 64 product photos and on one, on one thread, median of repeats, with the fmnist of each git
-`--baseline` revision timed in turn with this checkout's (a revision before the view cues scores the energy and
-the framing cues alone), and predict's whole time per photo at batch 64 (decode, frame, model, score).
+as photos) and the non-garments (`--stored-only`: that and the cost, without the candidates); and what scoring
+costs per picture (`--cost-only`: that alone): Trust.scores on a batch of 64 product photos and on one, on one
+thread, median of repeats, with the fmnist of each git `--baseline` revision timed in turn with this checkout's
+(a revision before the view cues scores the energy and the framing cues alone), and predict's whole time per
+photo at batch 64 (decode, frame, model, score).
 """
 
 from __future__ import annotations
@@ -59,7 +61,7 @@ from fmnist.testing import domains, forms, outliers, photos, surfaces
 from fmnist.trust import ood
 from fmnist.trust.cache import reference_photos
 
-POOL = ("energy", *ood.VIEW_CUES, "residual", *Cues.NAMES)  # a candidate draws from these; always the energy
+POOL = ("energy", *ood.VIEW_CUES, "residual", "coarse", *Cues.NAMES)  # a candidate draws from these; always energy
 KEEPS = (0.98, 0.985)  # the keep levels a candidate's threshold is set at (1 - keep)
 # What a candidate must keep of each garment kind it is chosen on (garments on a surface are garments too).
 KEPT = {"photo": 0.95, "plain": 0.98, "surface": 0.75}
@@ -114,6 +116,7 @@ class Candidates:
         each set's cue values (and which of its pictures are photos) so computed."""
         self.names: list[tuple[tuple[str, ...], float, bool]] = []
         self.scores: list[dict[str, np.ndarray]] = []
+        self.computed: dict[str, np.ndarray] = {}
         others = POOL[1:]
         for judge_surface, (references, plain, sets) in variants.items():
             for size in range(len(others) + 1):
@@ -135,8 +138,12 @@ class Candidates:
                         self.scores.append(scored)
 
     def shares(self, name: str) -> np.ndarray:
-        """[candidates] share of set `name` each candidate calls a garment."""
-        return np.array([(s[name] >= 1 - n[1]).mean() for s, n in zip(self.scores, self.names, strict=True)])
+        """[candidates] share of set `name` each candidate calls a garment (computed once: every fold asks)."""
+        if name not in self.computed:
+            self.computed[name] = np.array(
+                [(s[name] >= 1 - n[1]).mean() for s, n in zip(self.scores, self.names, strict=True)]
+            )
+        return self.computed[name]
 
     def choose(self, garments: dict[str, str], tune: list[str]) -> int:
         """The candidate that rejects most of the `tune` sets on average while keeping KEPT of each garment set
@@ -159,6 +166,9 @@ def main() -> None:
     parser.add_argument("--json", help="also write the results here")
     parser.add_argument("--cost-only", action="store_true", help="only time the scoring (and predict per photo)")
     parser.add_argument(
+        "--stored-only", action="store_true", help="only measure the run's stored detector (and time it)"
+    )
+    parser.add_argument(
         "--baseline", action="append", default=[], help="a git revision whose scoring is timed beside (repeatable)"
     )
     args = parser.parse_args()
@@ -172,15 +182,16 @@ def main() -> None:
         if args.json:
             Path(args.json).write_text(json.dumps(results, indent=2) + "\n", encoding="utf-8")
         return
-    _, val_idx = validation_split(dataset.train_labels, predictor.config)
+    train_idx, val_idx = validation_split(dataset.train_labels, predictor.config)
     val_x = dataset.train_images[val_idx]
     first, second = val_x[: len(val_x) // 2], val_x[len(val_x) // 2 :]
 
-    basis = ood.basis_of(np.asarray(first)[0::2])  # as trust.detector fits it
+    basis = ood.basis_of(np.asarray(first)[0::2])  # as trust.detector fits it, and the coarse cue's Gaussians
+    gaussians = trust.gaussians_of((dataset.train_images[train_idx], dataset.train_labels[train_idx]))
 
     def values_of(views: torch.Tensor, cues: list) -> dict[bool, Values]:
         """Whether the surface cues are judged -> the cue values."""
-        values = trust.cue_values(predictor.logits(views), views, cues, basis)
+        values = trust.cue_values(predictor.logits(views), views, cues, basis, gaussians)
         return {False: values, True: {**values, **ood.picture_cues(cues, judge_surface=True)}}
 
     refs = reference_photos(first, trust.REFERENCE_PHOTOS, predictor.config.seed)
@@ -192,6 +203,13 @@ def main() -> None:
         for kind in outliers.KINDS:
             encoded = [o.data for o in outliers.build(args.per_kind, part, args.seed, (kind,))]
             pictures[f"{kind} ({part})"] = framed(encoded)
+    if args.stored_only:
+        results = {"model": str(args.model), "per_kind": args.per_kind, "photos": args.photos}
+        results["stored"] = stored(predictor, pictures, dataset, args.seed)
+        results["cost"] = cost(predictor, second, args.baseline)
+        if args.json:
+            Path(args.json).write_text(json.dumps(results, indent=2) + "\n", encoding="utf-8")
+        return
     sets = {name: (values_of(*both), np.array([c is not None for c in both[1]])) for name, both in pictures.items()}
     print(f"material rendered, framed and scored in {time.perf_counter() - t0:.0f} s")
     t0 = time.perf_counter()

@@ -36,7 +36,7 @@ import torch
 import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).parent))
-from ood import accepted, auroc, framed  # noqa: E402  (benchmarks/ood.py: the same sets and measures)
+from ood import auroc, framed  # noqa: E402  (benchmarks/ood.py: the same sets and measures)
 
 from fmnist import data  # noqa: E402
 from fmnist import trust as trust_lib  # noqa: E402
@@ -92,6 +92,11 @@ def fine_tune(
     return model.eval()
 
 
+def accepted(scores: np.ndarray, threshold: float) -> float:
+    """The share of in-distribution `scores` at or above `threshold`: the pictures called garments."""
+    return float((scores >= threshold).mean())
+
+
 def measure(model: torch.nn.Module, trust: trust_lib.Trust, sets: dict, kinds: np.ndarray, test_y) -> dict:
     logits_of = trust_lib.model_logits(model)
     logits = {name: logits_of(images) for name, (images, _) in sets.items()}
@@ -131,15 +136,15 @@ def main() -> None:
     val_x, val_y = dataset.train_images[val_idx], dataset.train_labels[val_idx]
 
     t0 = time.perf_counter()
-    trained_on = framed(outliers.build(args.per_kind, "tune", TRAIN_SEED))[0]
+    trained_on = framed([o.data for o in outliers.build(args.per_kind, "tune", TRAIN_SEED)])[0]
     sets = {
-        "val photos": framed(photos.render_set(val_x, args.photos, 101)),
-        "test photos": framed(photos.render_set(dataset.test_images, args.photos, 102)),
+        "val photos": framed([p.data for p in photos.render_set(val_x, args.photos, 101)]),
+        "test photos": framed([p.data for p in photos.render_set(dataset.test_images, args.photos, 102)]),
         "plain test": (dataset.test_images, [None] * len(dataset.test_images)),
     }
     built = {part: outliers.build(60, part, 100) for part in outliers.PARTS}
     for part, pictures in built.items():
-        sets[f"non-garments ({part})"] = framed(pictures)
+        sets[f"non-garments ({part})"] = framed([p.data for p in pictures])
     kinds = np.array([p.kind for p in built["holdout"]])
     print(f"material: {len(trained_on)} outliers to train on; rendered and framed in {time.perf_counter() - t0:.0f} s")
 
@@ -155,7 +160,8 @@ def main() -> None:
         lr=cfg.lr / 10,
         label_smoothing=cfg.label_smoothing,
     )
-    tuned_trust = trust_lib.fit(trust_lib.model_logits(tuned), val_x, val_y, seed=cfg.seed)
+    training = dataset.train_images[train_idx], dataset.train_labels[train_idx]
+    tuned_trust = trust_lib.fit(trust_lib.model_logits(tuned), val_x, val_y, training, seed=cfg.seed)
     print(f"fine-tuned for {args.epochs} epochs and refitted in {time.perf_counter() - t0:.0f} s")
 
     before = measure(predictor.model, predictor.trust, sets, kinds, dataset.test_labels)

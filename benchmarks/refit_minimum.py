@@ -50,8 +50,9 @@ def main() -> None:
     predictor = TorchPredictor(args.run)
     logits_of = predictor.logits
     cfg = predictor.config
-    _, val_idx = stratified_split(dataset.train_labels, cfg.val_size, cfg.seed)
+    train_idx, val_idx = stratified_split(dataset.train_labels, cfg.val_size, cfg.seed)
     val_x = dataset.train_images[val_idx]
+    gaussians = trust.gaussians_of((dataset.train_images[train_idx], dataset.train_labels[train_idx]))
     references = reference_photos(val_x, trust.REFERENCE_PHOTOS, cfg.seed)
     others = [load_picture(o.data, o.kind) for o in outliers.build(args.others_per_kind, "tune")]
     counts = [int(c) for c in args.counts.split(",")]
@@ -68,7 +69,8 @@ def main() -> None:
             for draw in range(args.draws if count else 1):
                 pick = torch.randperm(len(pool), generator=torch.Generator().manual_seed(draw))[:count].tolist()
                 pictures = references + [pool[i] for i in pick]
-                detector = trust.Trust(None, **trust.detector(logits_of, pictures, val_x, logits_of(val_x)))
+                fields = trust.detector(logits_of, pictures, val_x, logits_of(val_x), gaussians)
+                detector = trust.Trust(None, **fields)
                 kept.append(share_garment(detector, logits_of, fresh))
                 rejected.append(1 - share_garment(detector, logits_of, others))
             print(

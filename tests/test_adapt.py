@@ -85,7 +85,8 @@ def test_refit_fits_nothing_below_its_minimum_and_learns_only_photos_it_rejects(
     model = models.build(config.Config(hidden=(16,)))
     photos, labels = framed(n)
     val_x = data.load().train_images[:50]
-    refitted, notes = trust.refit(trust.model_logits(model), photos, labels, val_x)
+    training = data.load().train_images[50:650], data.load().train_labels[50:650]
+    refitted, notes = trust.refit(trust.model_logits(model), photos, labels, val_x, training)
     assert refitted.has_detector
     text = "\n".join(notes)
     assert (refitted.temperature is None) == (n < trust.MIN_TEMPERATURE_IMAGES) == ("uncalibrated: " in text)

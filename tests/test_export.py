@@ -381,11 +381,14 @@ def trusted_model(path: Path, earlier: bool = False) -> Path:
     state = checkpoint.load(path)
     from fmnist import trust
 
-    images = dark_bordered(synthetic_dataset().train_images[:600])  # as the plain script's test saves them
+    dataset = synthetic_dataset()
+    images = dark_bordered(dataset.train_images[:600])  # as the plain script's test saves them
     basis = trust.ood.basis_of(images.numpy()[0::2])
-    values = trust.cue_values(TorchPredictor(path).logits(images), images, [None] * len(images), basis)
-    fitted = trust.ood.fitted(values, values, ("energy", *trust.ood.VIEW_CUES, "residual"))
-    detector = trust.Trust(1.7, fitted["references"], 0.2, fitted["plain"], fitted["held_out"], basis)
+    gaussians = trust.ood.gaussians_of(dataset.train_images[600:1200].numpy(), dataset.train_labels[600:1200].numpy())
+    logits = TorchPredictor(path).logits(images)
+    values = trust.cue_values(logits, images, [None] * len(images), basis, gaussians)
+    fitted = trust.ood.fitted(values, values, ("energy", *trust.ood.VIEW_CUES, "residual", "coarse"))
+    detector = trust.Trust(1.7, fitted["references"], 0.2, fitted["plain"], fitted["held_out"], basis, gaussians)
     if earlier:
         detector = trust.Trust(1.7, {"energy": np.sort(values["energy"])}, 0.2)
     state[trust.KEY] = detector.to_dict()

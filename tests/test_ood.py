@@ -177,29 +177,41 @@ def test_view_cues_tell_a_pen_stroke_from_a_filled_silhouette():
     assert cues["flat"].tolist() == [0, 1, 0]  # shaded at 200; full-strength ink
 
 
-def test_energy_and_max_softmax():
+def test_energy_is_logsumexp_for_tensors_and_arrays():
     logits = torch.tensor([[0.0, 0.0], [10.0, 0.0]])
     assert torch.allclose(ood.energy(logits), torch.logsumexp(logits, 1))
-    assert torch.allclose(ood.max_softmax(logits), torch.tensor([0.5, float(1 / (1 + np.exp(-10)))]))
+    assert np.allclose(ood.energy(logits.numpy().astype(np.float64)), torch.logsumexp(logits, 1).numpy())
 
 
-def test_gaussians_with_identity_covariance_give_squared_euclidean_distance_to_the_nearest_mean():
-    g = torch.Generator().manual_seed(0)
-    labels = torch.arange(2).repeat(5000)
-    means = torch.tensor([[0.0, 0.0], [10.0, 0.0]])
-    features = means[labels] + torch.randn(10_000, 2, generator=g)
-    fitted = ood.Gaussians.fit(features, labels, 2)
-    distance = fitted.distance(torch.tensor([[0.0, 3.0], [10.0, 0.0]]))
-    assert distance[0] == pytest.approx(9.0, rel=0.1) and distance[1] < 0.05
-    with pytest.raises(ValueError, match="every class"):
-        ood.Gaussians.fit(features, torch.zeros(10_000, dtype=torch.long), 2)
+def test_coarse_pools_are_the_blocks_means_and_maxima():
+    views = np.random.default_rng(0).integers(0, 256, (3, 28, 28), dtype=np.uint8)
+    pools = ood.coarse_pools(views)
+    assert pools.shape == (3, 98)
+    block = views[1, 8:12, 4:8].astype(np.float64)  # row 2, column 1 of the 7x7 blocks
+    assert pools[1, 2 * 7 + 1] == block.sum() / 16 / 255 and pools[1, 49 + 2 * 7 + 1] == block.max() / 255
 
 
-def test_penultimate_drops_the_output_layer():
-    model = torch.nn.Sequential(torch.nn.Linear(4, 3), torch.nn.ReLU(), torch.nn.Linear(3, 2))
-    assert ood.penultimate(model)(torch.zeros(1, 4)).shape == (1, 3)
-    with pytest.raises(TypeError):
-        ood.penultimate(torch.nn.Linear(4, 2))
+def test_coarse_is_the_smallest_mahalanobis_distance_to_a_class_gaussian():
+    rng = np.random.default_rng(0)
+    # Two classes: a bright top half, a bright left half, with pixel noise (and pixels 0 or 255 at the edges).
+    top, left = np.zeros((28, 28)), np.zeros((28, 28))
+    top[:14], left[:, :14] = 200, 200
+    shapes = np.stack([top, left])
+    labels = np.repeat([0, 1], 400)
+    views = np.clip(shapes[labels] + rng.normal(0, 20, (800, 28, 28)), 0, 255).astype(np.uint8)
+    gaussians = ood.gaussians_of(views, labels)
+    assert gaussians.shape == (2, 1 + 98, 98)
+    fresh = np.clip(shapes[labels[::4]] + rng.normal(0, 20, (200, 28, 28)), 0, 255).astype(np.uint8)
+    digit = np.zeros((1, 28, 28), np.uint8)
+    digit[0, 4:24, 12:16] = 255  # a "1": a bar where neither class has one
+    distances = ood.coarse(np.concatenate([fresh, digit]), gaussians)
+    assert distances[-1] > 10 * distances[:-1].max()
+    # The distance to each class by its definition: (x - mean)' precision (x - mean), the nearest class's.
+    x = ood.coarse_pools(fresh[:1])[0]
+    by_class = [(x - g[0]) @ g[1:] @ (x - g[0]) for g in gaussians]
+    assert distances[0] == pytest.approx(min(by_class), rel=1e-12)
+    with pytest.raises(ValueError, match="at least one"):
+        ood.gaussians_of(views[:0], labels[:0])
 
 
 def test_reference_is_thinned_to_quantiles_and_drops_missing_values():
@@ -235,13 +247,18 @@ def synthetic_pictures(count: int, seed: int) -> tuple[np.ndarray, np.ndarray, l
     return views, logits, cues
 
 
-def scores_by_definition(detector, logits: np.ndarray, views: np.ndarray, cues: list) -> tuple[list[dict], list]:
+def scores_by_definition(
+    detector, logits: np.ndarray, views: np.ndarray, cues: list, coarse: np.ndarray
+) -> tuple[list[dict], list]:
     """Each picture's cues and in-distribution score, computed alone and literally from the definitions in ood's
-    docstrings (scipy's logsumexp and binary erosion, the projection on the basis, counted p-values)."""
+    docstrings (scipy's logsumexp and binary erosion, the projection on the basis, the coarse cue by loops,
+    counted p-values). The scores take the `coarse` values given: a view identical to a reference view ties with
+    it, and a 98x98 quadratic form summed in another order lands on either side of the tie (the values
+    themselves are compared to 1e-12)."""
     from scipy import ndimage, special
 
     all_values, scores = [], []
-    for logit, view, cue in zip(logits, views, cues, strict=True):
+    for logit, view, cue, coarse_value in zip(logits, views, cues, coarse, strict=True):
         ink = view > ood.INK_LEVEL
         rows, cols = np.nonzero(ink)
         count = int(ink.sum())
@@ -253,6 +270,7 @@ def scores_by_definition(detector, logits: np.ndarray, views: np.ndarray, cues: 
             "stroke": ndimage.binary_erosion(ink, np.ones((3, 3)), border_value=0).sum() / max(count, 1),
             "flat": (view > ood.FULL_LEVEL).sum() / max(count, 1),
             "residual": float(np.sum((x - detector.basis[1:].T @ (detector.basis[1:] @ x)) ** 2)),
+            "coarse": coarse_by_definition(view, detector.gaussians),
             **dict(zip(ood.Cues.NAMES, cue.values() if cue else [np.nan] * 5, strict=True)),
         }
         textured = cue is not None and (
@@ -263,7 +281,7 @@ def scores_by_definition(detector, logits: np.ndarray, views: np.ndarray, cues: 
             values.update(dict.fromkeys(ood.SURFACE_CUES, np.nan))
         ps = []
         for name, reference in (detector.references if cue else detector.plain).items():
-            value, size = values[name], 1 + len(reference)
+            value, size = coarse_value if name == "coarse" else values[name], 1 + len(reference)
             low, high = (1 + np.sum(reference <= value)) / size, (1 + np.sum(reference >= value)) / size
             p = {"low": low, "high": high, "both": min(1.0, 2 * min(low, high))}[ood.UNUSUAL[name]]
             ps.append(1.0 if np.isnan(value) else p)
@@ -277,26 +295,37 @@ def scores_by_definition(detector, logits: np.ndarray, views: np.ndarray, cues: 
     return all_values, scores
 
 
+def coarse_by_definition(view: np.ndarray, gaussians: np.ndarray) -> float:
+    """The coarse cue of one view, by loops: each 4x4 block's mean and maximum (0..1), and the smallest
+    (x - mean)' precision (x - mean) over the classes."""
+    blocks = [view[r : r + 4, c : c + 4].astype(np.float64) for r in range(0, 28, 4) for c in range(0, 28, 4)]
+    x = np.array([b.mean() for b in blocks] + [b.max() for b in blocks]) / 255
+    return min(float((x - g[0]) @ g[1:] @ (x - g[0])) for g in gaussians)
+
+
 @pytest.fixture(scope="module")
 def synthetic_detector():
-    """A detector on the deployed cues, fitted by ood.fitted on the values of 300 synthetic pictures."""
+    """A detector on the deployed cues, fitted by ood.fitted on the values of 300 synthetic pictures (the coarse
+    cue's Gaussians on 300 others, as on training images)."""
     from fmnist import trust
 
     views, logits, cues = synthetic_pictures(300, seed=1)
     basis = ood.basis_of(views[0::2])
+    training, training_logits, _ = synthetic_pictures(300, seed=3)
+    gaussians = ood.gaussians_of(training, training_logits.argmax(1))
     photo = [c is not None for c in cues]
-    values = trust.cue_values(logits, views, cues, basis)
+    values = trust.cue_values(logits, views, cues, basis, gaussians)
     photos = {name: v[photo] for name, v in values.items()}
     plain = {name: v[~np.array(photo)] for name, v in values.items()}
-    return trust.Trust(1.5, basis=basis, **ood.fitted(photos, plain, trust.CUES))
+    return trust.Trust(1.5, basis=basis, gaussians=gaussians, **ood.fitted(photos, plain, trust.CUES))
 
 
 def test_scores_and_cues_are_each_cue_computed_by_its_definition_one_picture_at_a_time(synthetic_detector):
     from fmnist import trust
 
     views, logits, cues = synthetic_pictures(80, seed=2)
-    values, expected = scores_by_definition(synthetic_detector, logits, views, cues)
-    batch = trust.cue_values(logits, views, cues, synthetic_detector.basis)
+    batch = trust.cue_values(logits, views, cues, synthetic_detector.basis, synthetic_detector.gaussians)
+    values, expected = scores_by_definition(synthetic_detector, logits, views, cues, batch["coarse"])
     for name in [*batch]:
         np.testing.assert_allclose(batch[name], [v[name] for v in values], rtol=1e-12, atol=1e-12, err_msg=name)
     assert np.array_equal(synthetic_detector.scores(logits, views, cues), expected)

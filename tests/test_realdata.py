@@ -93,3 +93,27 @@ def test_every_form_of_a_test_image_gets_the_class_and_verdict_of_its_bytes(real
         kept += int((form_garment == garment).sum())
         total += len(images)
     assert same >= 0.98 * total and kept >= 0.98 * total, (same, kept, total)
+
+
+def test_written_digits_and_letters_are_not_garments(real_run):
+    # The holdout parts of fmnist.testing.outliers' stroke kinds, 20 pictures each: scikit-learn's handwritten
+    # digits photographed on paper, saved dark on white as a drawing program saves them and in MNIST's 28x28
+    # style, and a printed letter or digit photographed alone; the test images beside them stay garments.
+    from fmnist import trust
+    from fmnist.images import load_picture
+    from fmnist.inference import load_predictor
+    from fmnist.testing import outliers
+
+    run_dir, _ = real_run
+    predictor = load_predictor(run_dir)
+
+    def kept(views: torch.Tensor, cues: list) -> float:
+        return float(trust.judge(predictor.trust, predictor.logits(views), views, cues).garment.mean())
+
+    rejected = {}
+    for kind in ("digit", "printed", "mnist", "glyph"):
+        pictures = [load_picture(o.data, kind) for o in outliers.build(20, "holdout", 0, (kind,))]
+        rejected[kind] = 1 - kept(torch.stack([p.image for p in pictures]), [p.cues for p in pictures])
+    images = data.load().test_images[:200]
+    assert kept(images, [None] * len(images)) >= 0.95
+    assert min(rejected.values()) >= 0.6, rejected

@@ -20,13 +20,20 @@ def validation():
     return torch.from_numpy(a["train_images"][:300]), torch.from_numpy(a["train_labels"][:300]).long()
 
 
+@pytest.fixture(scope="module")
+def training():
+    """Images the model trained on, none of them in `validation`: the coarse cue's Gaussians are fitted on them."""
+    a = synthetic_arrays()
+    return torch.from_numpy(a["train_images"][300:900]), torch.from_numpy(a["train_labels"][300:900]).long()
+
+
 @pytest.mark.slow
-def test_fit_keeps_garment_photos_and_rejects_clutter(tmp_path, validation, one_thread):
+def test_fit_keeps_garment_photos_and_rejects_clutter(tmp_path, validation, training, one_thread):
     val_x, val_y = validation
     torch.manual_seed(0)  # the untrained weights, and so the energies, are the same in every run
     path = tiny_checkpoint(tmp_path / "m.pt")
     model, _, _ = checkpoint.load_model(path)
-    fitted = trust.fit(trust.model_logits(model), val_x, val_y, seed=0, photos=40)
+    fitted = trust.fit(trust.model_logits(model), val_x, val_y, training, seed=0, photos=40)
     assert fitted.temperature is not None and set(fitted.references) == set(trust.CUES)
     assert 0 < fitted.threshold < 1
     fresh = [load_picture(p.data) for p in render_set(val_x, 20, seed=9)]  # not the reference renders
@@ -43,10 +50,10 @@ def test_fit_keeps_garment_photos_and_rejects_clutter(tmp_path, validation, one_
 
 
 @pytest.mark.slow
-def test_fit_and_store_adds_trust_to_the_checkpoint_and_predictors_apply_it(tmp_path, validation, one_thread):
+def test_fit_and_store_adds_trust_to_the_checkpoint_and_predictors_apply_it(tmp_path, validation, training, one_thread):
     path = tiny_checkpoint(tmp_path / "m.pt")
     model, _, _ = checkpoint.load_model(path)
-    fitted = trust.fit_and_store(model, *validation, path, seed=0, log=lambda _: None, photos=30)
+    fitted = trust.fit_and_store(model, *validation, training, path, seed=0, log=lambda _: None, photos=30)
     assert fitted is not None
     predictor = TorchPredictor(path)
     assert predictor.trust.temperature == pytest.approx(fitted.temperature)
@@ -57,12 +64,12 @@ def test_fit_and_store_adds_trust_to_the_checkpoint_and_predictors_apply_it(tmp_
     assert checkpoint.load(path)["model"].keys() == model.state_dict().keys()  # the weights are still there
 
 
-def test_without_a_validation_split_nothing_is_fitted_and_it_is_said(tmp_path):
+def test_without_a_validation_split_nothing_is_fitted_and_it_is_said(tmp_path, training):
     path = tiny_checkpoint(tmp_path / "m.pt")
     model, _, _ = checkpoint.load_model(path)
     said = []
     empty = torch.zeros(0, 28, 28, dtype=torch.uint8)
-    assert trust.fit_and_store(model, empty, torch.zeros(0, dtype=torch.long), path, 0, said.append) is None
+    assert trust.fit_and_store(model, empty, torch.zeros(0, dtype=torch.long), training, path, 0, said.append) is None
     assert "uncalibrated" in said[0] and trust.KEY not in checkpoint.load(path)
 
 
@@ -97,16 +104,16 @@ def test_threshold_override_and_round_trip_through_json():
 
 
 @pytest.mark.parametrize("images", [1, 2, 50, trust.MIN_TEMPERATURE_IMAGES - 1])
-def test_too_few_validation_images_fit_nothing_and_say_uncalibrated(tmp_path, validation, images):
+def test_too_few_validation_images_fit_nothing_and_say_uncalibrated(tmp_path, validation, training, images):
     path = tiny_checkpoint(tmp_path / "m.pt")
     model, _, _ = checkpoint.load_model(path)
     x, y = validation[0][:images], validation[1][:images]
     said: list[str] = []
-    assert trust.fit_and_store(model, x, y, path, seed=0, log=said.append, photos=30) is None
+    assert trust.fit_and_store(model, x, y, training, path, seed=0, log=said.append, photos=30) is None
     assert "uncalibrated" in said[0] and f"{images:,} images is below" in said[0]
     assert trust.KEY not in checkpoint.load(path) and TorchPredictor(path).describe()["calibrated"] is False
     with pytest.raises(FmnistError, match="uncalibrated"):
-        trust.fit(trust.model_logits(model), x, y, photos=30)
+        trust.fit(trust.model_logits(model), x, y, training, photos=30)
 
 
 def test_the_detector_needs_as_many_validation_images_as_reference_photos():

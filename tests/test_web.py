@@ -245,7 +245,11 @@ def real_site(tmp_path_factory):
         optimizer.step()
     # 200 reference photos rather than 400: the page is held to Python's detector, whatever its references
     fitted = trust.fit(
-        trust.model_logits(model), dataset.train_images[val_idx], dataset.train_labels[val_idx], photos=200
+        trust.model_logits(model),
+        dataset.train_images[val_idx],
+        dataset.train_labels[val_idx],
+        (dataset.train_images[train_idx], dataset.train_labels[train_idx]),
+        photos=200,
     )
     folder = tmp_path_factory.mktemp("web")
     state = {"model": model.state_dict(), "config": config_lib.to_dict(cfg), "epoch": 1, trust.KEY: fitted.to_dict()}

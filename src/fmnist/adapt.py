@@ -320,7 +320,8 @@ def adapt(
         f"weights: parent + {mix.alpha:g} x (fine-tuned - parent), Fashion-MNIST validation accuracy "
         f"{mix.parent_fashion_accuracy:.2%} -> {mix.fashion_accuracy:.2%}"
     )
-    refitted, notes = trust.refit(trust.model_logits(result.model), held, held_y, fashion_x, recipe.seed)
+    fashion_train = _fashion_training(dataset, parent_cfg)
+    refitted, notes = trust.refit(trust.model_logits(result.model), held, held_y, fashion_x, fashion_train, recipe.seed)
     trust.store(refitted, run.chosen_checkpoint())
     for note in notes:
         say(note)
@@ -407,6 +408,15 @@ def _fashion_check(dataset: FashionMNIST, parent_cfg: Config) -> tuple[torch.Ten
     else:
         val_idx = torch.arange(trust.REFERENCE_PHOTOS)
     return dataset.train_images[val_idx], dataset.train_labels[val_idx]
+
+
+def _fashion_training(dataset: FashionMNIST, parent_cfg: Config) -> tuple[torch.Tensor, torch.Tensor]:
+    """The Fashion-MNIST images the parent trained on (all of them for a parent without a validation split) and
+    their labels: the detector's `coarse` cue is fitted on them (trust.gaussians_of)."""
+    if not parent_cfg.val_size:
+        return dataset.train_images, dataset.train_labels
+    train_idx, _ = data.stratified_split(dataset.train_labels, parent_cfg.val_size, parent_cfg.seed)
+    return dataset.train_images[train_idx], dataset.train_labels[train_idx]
 
 
 def _new_settings(run: RunDir, parent: str | Path | None, images_dir: str | Path | None, recipe: Recipe | None) -> dict:

@@ -334,7 +334,8 @@ def _score_meaning(trust_: Trust) -> str:
     return (
         "in-distribution score of a 28x28 image, 0..1: the share of held-out plain garment images that look at "
         "least as unusual, in their energy (logsumexp of the logits) and the shape of their pixels (span, ink, "
-        "stroke, flat); a garment when it is at least ood_threshold. A photo framed to 28x28 is scored against "
+        "stroke, flat, the distance from the garments' principal subspace, the layout of their 4x4 blocks); a "
+        "garment when it is at least ood_threshold. A photo framed to 28x28 is scored against "
         "garment photos, with its framing cues, which the graph cannot see"
     )
 
@@ -435,9 +436,15 @@ def _energy_score(graph: _Graph, trust_: Trust, energy64: str) -> str:
 def _plain_score(graph: _Graph, trust_: Trust, energy64: str) -> str:
     """ood.calibrated for a plain 28x28 image: the p-values of its energy and view cues (ood.view_cues, from
     pixel counts) among `trust_.plain`, their ood.unusualness, and its p-value among held_out["plain"]."""
+    from onnx import TensorProto
+
     values = {"energy": energy64, **_view_cues(graph)}
-    if trust_.basis is not None:
-        values["residual"] = _residual(graph, trust_.basis)
+    if trust_.basis is not None or trust_.gaussians is not None:
+        pixels = graph.node("Cast", [INPUT_NAME], "fmnist_pixels64", to=TensorProto.DOUBLE)  # [N, 28, 28], 0..255
+        if trust_.basis is not None:
+            values["residual"] = _residual(graph, pixels, trust_.basis)
+        if trust_.gaussians is not None:
+            values["coarse"] = _coarse(graph, pixels, trust_.gaussians)
     p_values = [
         graph.p_value(name, values[name], reference, ood.UNUSUAL[name]) for name, reference in trust_.plain.items()
     ]
@@ -450,12 +457,9 @@ def _plain_score(graph: _Graph, trust_: Trust, energy64: str) -> str:
     return graph.p_value("calibrated", unusualness, trust_.held_out["plain"], "low")
 
 
-def _residual(graph: _Graph, basis: np.ndarray) -> str:
-    """ood.residual of the input pixels, in float64: the squared distance of each view (0..1) from the principal
-    subspace of `basis` (its mean, then its directions)."""
-    from onnx import TensorProto
-
-    pixels = graph.node("Cast", [INPUT_NAME], "fmnist_pixels64", to=TensorProto.DOUBLE)
+def _residual(graph: _Graph, pixels: str, basis: np.ndarray) -> str:
+    """ood.residual of the input `pixels` (float64 [N, 28, 28], 0..255): the squared distance of each view (0..1)
+    from the principal subspace of `basis` (its mean, then its directions)."""
     flat = graph.node(
         "Reshape", [pixels, graph.constant("flat_shape", np.array([-1, SIDE * SIDE]))], "fmnist_pixels_flat"
     )
@@ -467,6 +471,33 @@ def _residual(graph: _Graph, basis: np.ndarray) -> str:
     left = graph.node("Sub", [centred, drawn], "fmnist_left")
     squared = graph.node("Mul", [left, left], "fmnist_left_squared")
     return graph.node("ReduceSum", [squared, graph.constant("axis_1", np.array([1]))], "fmnist_residual", keepdims=0)
+
+
+def _coarse(graph: _Graph, pixels: str, gaussians: np.ndarray) -> str:
+    """ood.coarse of the input `pixels` (float64 [N, 28, 28], 0..255): the means (the exact sum / 16) and maxima of
+    their blocks (ONNX Runtime has no AveragePool in float64), scaled to 0..1, and the smallest squared Mahalanobis
+    distance of those to a class's Gaussian (`gaussians`: each class's mean, then its precision matrix)."""
+    side, block = SIDE // ood.COARSE_BLOCK, ood.COARSE_BLOCK
+    shape = graph.constant("blocks_shape", np.array([-1, side, block, side, block]))
+    blocks = graph.node("Reshape", [pixels, shape], "fmnist_blocks")  # [N, 7, 4, 7, 4]
+    sums = graph.node("ReduceSum", [blocks, graph.constant("axes_2_4", np.array([2, 4]))], "fmnist_block_sums")
+    means = graph.node("Div", [sums, graph.double(float(block * block))], "fmnist_block_means")
+    maxima = graph.node("ReduceMax", [blocks], "fmnist_block_maxima", axes=[2, 4])
+    flat = graph.constant("pools_flat_shape", np.array([-1, side * side]))
+    pools = [graph.node("Reshape", [v, flat], f"{v}_flat") for v in (means, maxima)]
+    joined = graph.node("Concat", pools, "fmnist_pools", axis=1)
+    scaled = graph.node("Div", [joined, graph.double(255.0)], "fmnist_pools_scaled")  # [N, D]
+    row = graph.node("Unsqueeze", [scaled, graph.constant("axis_0", np.array([0]))], "fmnist_pools_row")  # [1, N, D]
+    centres = graph.constant("class_means", gaussians[:, :1].copy())  # [K, 1, D]
+    diff = graph.node("Sub", [row, centres], "fmnist_pools_diff")  # [K, N, D]
+    weighted = graph.node(
+        "MatMul", [diff, graph.constant("class_precisions", gaussians[:, 1:].copy())], "fmnist_pools_w"
+    )
+    product = graph.node("Mul", [weighted, diff], "fmnist_pools_product")
+    distances = graph.node(
+        "ReduceSum", [product, graph.constant("axis_2", np.array([2]))], "fmnist_class_distances", keepdims=0
+    )
+    return graph.node("ReduceMin", [distances], "fmnist_coarse", axes=[0], keepdims=0)  # [N]
 
 
 def _view_cues(graph: _Graph) -> dict[str, str]:
@@ -581,8 +612,14 @@ def trust_of_export(source: Source, predictor: OnnxPredictor, dataset: FashionMN
         return source.trust
     if trust.shortfall(source.config.val_size):
         return trust.UNFITTED
-    _, val_idx = validation_split(dataset.train_labels, source.config)
-    return trust.fit(predictor.logits, dataset.train_images[val_idx], dataset.train_labels[val_idx], source.config.seed)
+    train_idx, val_idx = validation_split(dataset.train_labels, source.config)
+    return trust.fit(
+        predictor.logits,
+        dataset.train_images[val_idx],
+        dataset.train_labels[val_idx],
+        (dataset.train_images[train_idx], dataset.train_labels[train_idx]),
+        source.config.seed,
+    )
 
 
 def _recording(

@@ -629,7 +629,8 @@ def finish(
     with concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="fmnist-plots") as pool:
         drawn = pool.submit(plots.write_run_plots, run.path, done.history, test, t.tensors.test_x.cpu(), CLASSES)
         if fit_trust:  # the temperature and the non-garment detector, fitted on validation, join best.pt
-            trust.fit_and_store(t.raw_model, t.tensors.val_x, t.tensors.val_y, run.best, cfg.seed, log)
+            training = (t.tensors.train_x, t.tensors.train_y)
+            trust.fit_and_store(t.raw_model, t.tensors.val_x, t.tensors.val_y, training, run.best, cfg.seed, log)
         drawn.result()  # a failure to draw is the run's failure, as before
     summary["total_seconds"] = done.earlier_total + time.perf_counter() - started  # the whole run, to this write
     run.write_summary(summary)  # last: a run with summary.json is finished, and a resume does not redo it

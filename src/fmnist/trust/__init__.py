@@ -38,8 +38,11 @@ REFERENCE_PHOTOS = 400
 # The detector's cues: the model's energy, the shape of the 28x28 view the model saw (ood.view_cues), and for
 # a photo the framing's cues. Chosen leave-one-kind-out on benchmarks/ood.py (docs/TRUST.md); energy and the
 # view cues need only the pixels and the logits, so an exported graph computes them as the checkpoint does.
-CUES = ("energy", "span", "stroke", "residual", "border_fit", "coverage", "fill", "largest_part")
+CUES = ("energy", "span", "ink", "stroke", "residual", "coarse", "border_fit", "coverage", "fill", "largest_part")
 DESCRIPTION = "energy + view cues + picture cues"
+# The training images the `coarse` cue's Gaussians are fitted on, at most: pooling all 55,000 takes a second on
+# two vCPUs, and 12,000 give each class about 1,200 images for its 98 means and their covariance.
+GAUSSIAN_IMAGES = 12_000
 # The fewest validation images the temperature is fitted from (benchmarks/fit_sample.py, docs/TRUST.md:
 # below it some draws gave a worse test NLL than the plain softmax). The detector needs its reference
 # photos, one per validation image: its threshold keeps ood.KEEP of them.
@@ -60,6 +63,8 @@ class Trust:
     held_out: dict[str, np.ndarray] = field(default_factory=dict)
     # The garment views' mean and principal directions (ood.basis_of) that the `residual` cue measures against.
     basis: np.ndarray | None = None
+    # Each class's mean and precision matrix of pooled training views (ood.gaussians_of), for the `coarse` cue.
+    gaussians: np.ndarray | None = None
 
     @property
     def has_detector(self) -> bool:
@@ -76,6 +81,7 @@ class Trust:
             "plain": lists(self.plain),
             "held_out": lists(self.held_out),
             "basis": None if self.basis is None else self.basis.tolist(),
+            "gaussians": None if self.gaussians is None else self.gaussians.tolist(),
         }
 
     @classmethod
@@ -94,6 +100,7 @@ class Trust:
             arrays("plain"),
             arrays("held_out"),
             None if facts.get("basis") is None else np.asarray(facts["basis"], dtype=np.float64),
+            None if facts.get("gaussians") is None else np.asarray(facts["gaussians"], dtype=np.float64),
         )
 
     def probabilities(self, logits: calibration.Array) -> calibration.Array:
@@ -109,7 +116,9 @@ class Trust:
         the earlier form)."""
         if not self.has_detector:
             return None
-        values = cue_values(logits, images, cues, self.basis, judge_surface="textured" not in self.held_out)
+        values = cue_values(
+            logits, images, cues, self.basis, self.gaussians, judge_surface="textured" not in self.held_out
+        )
         if not self.held_out:
             return ood.combined(values, self.references)
         photo = np.array([c is not None for c in cues], dtype=bool)
@@ -130,16 +139,19 @@ def cue_values(
     images: torch.Tensor | np.ndarray,
     cues: Sequence[Cues | None],
     basis: np.ndarray | None = None,
+    gaussians: np.ndarray | None = None,
     judge_surface: bool = False,
 ) -> dict[str, np.ndarray]:
     """Every cue the detector may use, float64 [N] each: the energy of logits [N, C], the view cues of uint8
-    images [N, 28, 28] (CPU tensors or numpy arrays), their `residual` from `basis` when there is one, and the
-    framing cues (NaN for a plain 28x28 image; ood.picture_cues, `judge_surface` for a detector fitted before
-    photos on a textured surface had a kind of their own)."""
+    images [N, 28, 28] (CPU tensors or numpy arrays), their `residual` from `basis` and their `coarse` distance
+    from `gaussians` when there are those, and the framing cues (NaN for a plain 28x28 image; ood.picture_cues,
+    `judge_surface` for a detector fitted before photos on a textured surface had a kind of their own)."""
     views = np.asarray(images)
     values = {"energy": energies(logits), **ood.view_cues(views), **ood.picture_cues(cues, judge_surface)}
     if basis is not None:
         values["residual"] = ood.residual(views, basis)
+    if gaussians is not None:
+        values["coarse"] = ood.coarse(views, gaussians)
     return values
 
 
@@ -221,11 +233,22 @@ def shortfall(images: int, photos: int = REFERENCE_PHOTOS) -> str | None:
     )
 
 
+# The images a model trained on, uint8 [N, 28, 28] (any device), with their labels: class indices [N] or target
+# distributions [N, C]. The `coarse` cue's Gaussians are fitted on them (gaussians_of).
+Training = tuple["torch.Tensor", "torch.Tensor"]
+
+
 def fit(
-    logits_of: Logits, val_x: torch.Tensor, val_y: torch.Tensor, seed: int = 0, photos: int = REFERENCE_PHOTOS
+    logits_of: Logits,
+    val_x: torch.Tensor,
+    val_y: torch.Tensor,
+    training: Training,
+    seed: int = 0,
+    photos: int = REFERENCE_PHOTOS,
 ) -> Trust:
-    """Fit the temperature on the validation images (uint8 [N, 28, 28], labels [N]) and the detector on them
-    and on `photos` garment photos rendered from them (trust.references, cached by trust.cache): `detector`.
+    """Fit the temperature on the validation images (uint8 [N, 28, 28], labels [N]) and the detector on them,
+    on `photos` garment photos rendered from them (trust.references, cached by trust.cache) and on the
+    `training` images: `detector`.
 
     Raises FmnistError for fewer validation images than the fits need (`shortfall`).
     """
@@ -233,22 +256,39 @@ def fit(
         raise FmnistError(too_few)
     logits = logits_of(val_x)
     temperature = calibration.fit_temperature(logits, val_y)
-    return Trust(temperature, **detector(logits_of, reference_photos(val_x, photos, seed), val_x, logits))
+    pictures = reference_photos(val_x, photos, seed)
+    return Trust(temperature, **detector(logits_of, pictures, val_x, logits, gaussians_of(training)))
+
+
+def gaussians_of(training: Training) -> np.ndarray | None:
+    """The `coarse` cue's class-conditional Gaussians (ood.gaussians_of) of GAUSSIAN_IMAGES of the training images
+    at most, evenly spaced, by their labels (a target distribution's most likely class); None when the cue is not
+    among CUES."""
+    if "coarse" not in CUES:
+        return None
+    images, labels = training
+    step = max(1, -(-len(images) // GAUSSIAN_IMAGES))
+    classes = labels[::step] if labels.ndim == 1 else labels[::step].argmax(1)
+    return ood.gaussians_of(np.asarray(images[::step].cpu()), np.asarray(classes.cpu()))
 
 
 def detector(
-    logits_of: Logits, pictures: Sequence[Framed], plain: torch.Tensor, plain_logits: torch.Tensor
+    logits_of: Logits,
+    pictures: Sequence[Framed],
+    plain: torch.Tensor,
+    plain_logits: torch.Tensor,
+    gaussians: np.ndarray | None,
 ) -> dict[str, Any]:
-    """The detector's fields of a Trust (ood.fitted on CUES, and the basis of the `residual` cue when it is one,
-    fitted on the plain images that give the references) from framed garment photos and plain garment images uint8
-    [M, 28, 28] with their logits [M, C]."""
+    """The detector's fields of a Trust (ood.fitted on CUES, the basis of the `residual` cue when it is one,
+    fitted on the plain images that give the references, and the `coarse` cue's `gaussians`, gaussians_of) from
+    framed garment photos and plain garment images uint8 [M, 28, 28] with their logits [M, C]."""
     import torch
 
     basis = ood.basis_of(np.asarray(plain)[0::2]) if "residual" in CUES else None
     views = torch.stack([f.image for f in pictures])
-    photos = cue_values(logits_of(views), views, [f.cues for f in pictures], basis)
-    plain_values = cue_values(plain_logits, plain, [None] * len(plain), basis)
-    return {**ood.fitted(photos, plain_values, CUES), "basis": basis}
+    photos = cue_values(logits_of(views), views, [f.cues for f in pictures], basis, gaussians)
+    plain_values = cue_values(plain_logits, plain, [None] * len(plain), basis, gaussians)
+    return {**ood.fitted(photos, plain_values, CUES), "basis": basis, "gaussians": gaussians}
 
 
 # The fewest held-out photos of a user's own kind that join the detector's references when a fine-tuned
@@ -263,16 +303,21 @@ KEPT_ENOUGH = 0.9
 
 
 def refit(
-    logits_of: Logits, photos: Sequence[Framed], labels: torch.Tensor, val_x: torch.Tensor, seed: int = 0
+    logits_of: Logits,
+    photos: Sequence[Framed],
+    labels: torch.Tensor,
+    val_x: torch.Tensor,
+    training: Training,
+    seed: int = 0,
 ) -> tuple[Trust, list[str]]:
     """The trust of a model fine-tuned on a user's photos (fmnist.adapt), and one line per part not fitted or
     not learned.
 
     The temperature is fitted on the user's held-out `photos` (labels [N]) when there are at least
     MIN_TEMPERATURE_IMAGES. The detector is fitted as `fit` fits it, on the REFERENCE_PHOTOS garment photos
-    rendered from the parent's validation images `val_x`; when it keeps fewer than KEPT_ENOUGH of the user's
-    photos and there are at least MIN_DETECTOR_PHOTOS of them, it is fitted again with them joined to its
-    references, so that both kinds count as garments.
+    rendered from the parent's validation images `val_x` and on its `training` images; when it keeps fewer than
+    KEPT_ENOUGH of the user's photos and there are at least MIN_DETECTOR_PHOTOS of them, it is fitted again with
+    them joined to its references, so that both kinds count as garments.
     """
     import torch
 
@@ -287,7 +332,8 @@ def refit(
         )
     pictures = reference_photos(val_x, REFERENCE_PHOTOS, seed)
     plain_logits = logits_of(val_x)
-    fitted = Trust(temperature, **detector(logits_of, pictures, val_x, plain_logits))
+    gaussians = gaussians_of(training)
+    fitted = Trust(temperature, **detector(logits_of, pictures, val_x, plain_logits, gaussians))
     own = [p for p in photos if p.cues is not None]
     if not own:
         return fitted, notes
@@ -305,27 +351,28 @@ def refit(
             f"than the {MIN_DETECTOR_PHOTOS} it needs to learn yours (it keeps {kept:.0%} of them)"
         )
         return fitted, notes
-    return Trust(temperature, **detector(logits_of, pictures + own, val_x, plain_logits)), notes
+    return Trust(temperature, **detector(logits_of, pictures + own, val_x, plain_logits, gaussians)), notes
 
 
 def fit_and_store(
     model: nn.Module,
     val_x: torch.Tensor,
     val_y: torch.Tensor,
+    training: Training,
     path: Path,
     seed: int,
     log: Callable[[str], None],
     photos: int = REFERENCE_PHOTOS,
 ) -> Trust | None:
-    """At the end of a run: fit on the validation split and add the result to the checkpoint at `path`
-    (the one whose weights `model` holds). Without a validation split of the size the fits need
+    """At the end of a run: fit on the validation split (and the `training` images) and add the result to the
+    checkpoint at `path` (the one whose weights `model` holds). Without a validation split of the size the fits need
     (`shortfall`), nothing is fitted, which `log` is told (None)."""
     too_few = shortfall(len(val_x), photos)
     if too_few or not path.exists():
         log(too_few or shortfall(0, photos) or "")
         return None
     t0 = time.perf_counter()
-    trust = fit(model_logits(model), val_x, val_y, seed, photos)
+    trust = fit(model_logits(model), val_x, val_y, training, seed, photos)
     store(trust, path)
     log(
         f"trust: temperature {trust.temperature:.3f} and non-garment detector fitted on the validation split "
@@ -351,8 +398,16 @@ def calibrate_run(path: Path, load_data: Callable[[], FashionMNIST], log: Callab
     if too_few := shortfall(cfg.val_size):
         raise FmnistError(f"{path}: {too_few}")
     dataset = load_data()
-    _, val_idx = validation_split(dataset.train_labels, cfg)
-    fitted = fit_and_store(model, dataset.train_images[val_idx], dataset.train_labels[val_idx], path, cfg.seed, log)
+    train_idx, val_idx = validation_split(dataset.train_labels, cfg)
+    fitted = fit_and_store(
+        model,
+        dataset.train_images[val_idx],
+        dataset.train_labels[val_idx],
+        (dataset.train_images[train_idx], dataset.train_labels[train_idx]),
+        path,
+        cfg.seed,
+        log,
+    )
     assert fitted is not None  # the split is large enough and the checkpoint exists
     return fitted
 

@@ -1,15 +1,14 @@
 """Out-of-distribution ("not a garment") scores: how much a picture looks like a Fashion-MNIST item.
 
 Cues, each a number per image:
-- from the model: `msp`, the largest softmax probability (Hendrycks and Gimpel, 2017, the baseline);
-  `energy`, T * logsumexp(logits / T) with T = 1, the negative free energy (Liu, Wang, Owens and Li,
-  2020, "Energy-based Out-of-distribution Detection"); `mahalanobis`, the smallest squared
-  Mahalanobis distance of the penultimate-layer features to a class mean, with class-conditional
-  Gaussians sharing one covariance fitted on training images (Lee, Lee, Lee and Shin, 2018, "A
-  Simple Unified Framework for Detecting Out-of-Distribution Samples and Adversarial Attacks",
-  without their input perturbation and layer ensemble);
+- from the model: `energy`, T * logsumexp(logits / T) with T = 1, the negative free energy (Liu, Wang, Owens
+  and Li, 2020, "Energy-based Out-of-distribution Detection");
 - from the 28x28 view the model sees (`view_cues`): the span of the object, its share of ink, and the share
-  of its ink inside a filled region rather than on a pen's line;
+  of its ink inside a filled region rather than on a pen's line; its distance from the garments' principal
+  subspace (`residual`); and its layout at 7x7 (`coarse`): the smallest Mahalanobis distance of its pooled
+  pixels to a class's Gaussian, class-conditional Gaussians fitted on training images (as Lee, Lee, Lee and
+  Shin, 2018, "A Simple Unified Framework for Detecting Out-of-Distribution Samples and Adversarial Attacks",
+  fit them to a network's features);
 - from the picture before it was framed to 28x28 (images.Cues): how much of the border is
   plain background, its noise, how much of the picture the object's box covers, how much of the
   box the object fills, and the share of the object in its largest connected piece (the first two describe
@@ -30,38 +29,28 @@ from __future__ import annotations
 
 import operator
 from collections.abc import Sequence
-from dataclasses import dataclass
 from typing import TYPE_CHECKING, TypeVar
 
 import numpy as np
 
 from fmnist.images import Cues, on_texture
 
-if TYPE_CHECKING:  # imported where a model's cues are computed: scoring an ONNX model's logits needs no torch
+if TYPE_CHECKING:  # scoring an ONNX model's logits needs no torch
     import torch
-    from torch import nn
 
-MODEL_CUES = ("msp", "energy", "mahalanobis")
 # Which end of each cue is unusual: "low", "high" or "both".
 UNUSUAL = {
-    "msp": "low",
     "energy": "low",
-    "mahalanobis": "high",
     **dict.fromkeys(Cues.NAMES, "both"),
     "span": "low",
     "ink": "both",
     "stroke": "both",
     "flat": "both",
     "residual": "high",
+    "coarse": "high",
 }
 KEEP = 0.985  # share of held-out garment pictures of each kind the threshold keeps (chosen by benchmarks/ood.py)
 REFERENCE_SIZE = 512  # reference values kept per cue (quantiles), so a checkpoint stays small
-
-
-def max_softmax(logits: torch.Tensor, temperature: float = 1.0) -> torch.Tensor:
-    """[N] largest class probability of logits [N, C]."""
-    return (logits / temperature).softmax(1).amax(1)
-
 
 Array = TypeVar("Array", "torch.Tensor", np.ndarray)
 
@@ -74,60 +63,6 @@ def energy(logits: Array, temperature: float = 1.0) -> Array:
         peak = z.max(1, keepdims=True)
         return temperature * (peak[:, 0] + np.log(np.exp(z - peak).sum(1)))
     return temperature * z.logsumexp(1)
-
-
-def penultimate(model: nn.Module) -> nn.Module:
-    """The model without its output layer: fmnist models are nn.Sequential ending in nn.Linear."""
-    from torch import nn
-
-    if not isinstance(model, nn.Sequential) or not isinstance(model[-1], nn.Linear):
-        raise TypeError("expected an nn.Sequential ending in nn.Linear (models.build makes those)")
-    return model[:-1]
-
-
-@dataclass(frozen=True)
-class Gaussians:
-    """Class means [C, D] and the shared precision matrix [D, D] of penultimate features (Lee et al., 2018)."""
-
-    means: torch.Tensor
-    precision: torch.Tensor
-
-    @classmethod
-    def fit(cls, features: torch.Tensor, labels: torch.Tensor, classes: int) -> Gaussians:
-        """From features [N, D] and labels [N]; the covariance is pooled over classes and made invertible
-        with a small ridge (1e-6 of its mean variance). Raises ValueError when a class has no image."""
-        import torch
-
-        features = features.double()
-        counts = torch.bincount(labels, minlength=classes)
-        if (counts == 0).any():
-            raise ValueError("every class needs at least one image to fit its mean")
-        means = torch.zeros(classes, features.shape[1], dtype=torch.float64).index_add_(0, labels, features)
-        means /= counts[:, None]
-        centred = features - means[labels]
-        covariance = centred.T @ centred / len(features)
-        ridge = 1e-6 * covariance.diagonal().mean().clamp_min(1e-12)
-        precision = torch.linalg.pinv(
-            covariance + ridge * torch.eye(len(covariance), dtype=torch.float64), hermitian=True
-        )
-        return cls(means.float(), precision.float())
-
-    def distance(self, features: torch.Tensor) -> torch.Tensor:
-        """[N] smallest squared Mahalanobis distance of features [N, D] to a class mean."""
-        import torch
-
-        diff = features.float()[:, None, :] - self.means[None]  # [N, C, D]
-        return torch.einsum("ncd,de,nce->nc", diff, self.precision, diff).amin(1)
-
-
-def model_cues(
-    logits: torch.Tensor, features: torch.Tensor | None, gaussians: Gaussians | None
-) -> dict[str, torch.Tensor]:
-    """The model's cues [N] each, from logits [N, C] and, for `mahalanobis`, penultimate features [N, D]."""
-    cues = {"msp": max_softmax(logits), "energy": energy(logits)}
-    if features is not None and gaussians is not None:
-        cues["mahalanobis"] = gaussians.distance(features)
-    return cues
 
 
 VIEW_CUES = ("span", "ink", "stroke", "flat")
@@ -207,6 +142,51 @@ def residual(views: np.ndarray, basis: np.ndarray) -> np.ndarray:
     directions = basis[1:]
     x -= (x @ directions.T) @ directions
     return np.square(x, out=x).sum(1)
+
+
+COARSE_BLOCK = 4  # the `coarse` cue pools blocks of 4x4 pixels: a 28x28 view becomes 7x7 means and 7x7 maxima
+COARSE_RIDGE = 1e-3  # added to each class's covariance, times its mean variance, so that it inverts
+
+
+def coarse_pools(views: np.ndarray) -> np.ndarray:
+    """float64 [N, 2 * (28 / COARSE_BLOCK) ** 2]: the means, then the maxima, of the COARSE_BLOCK x COARSE_BLOCK
+    blocks of uint8 views [N, 28, 28], scaled to 0..1. A mean is the block's exact integer sum / 16, then / 255,
+    as the ONNX graph and the page compute it, so the three agree to the bit."""
+    n, height, width = views.shape
+    rows, cols = height // COARSE_BLOCK, width // COARSE_BLOCK
+    blocks = np.asarray(views, dtype=np.uint8).reshape(n, rows, COARSE_BLOCK, cols, COARSE_BLOCK)
+    sums = blocks.sum((2, 4), dtype=np.uint32).reshape(n, -1)  # no float copy of the views
+    means = sums / float(COARSE_BLOCK * COARSE_BLOCK)
+    return np.concatenate([means, blocks.max((2, 4)).reshape(n, -1)], 1) / 255.0
+
+
+def gaussians_of(views: np.ndarray, labels: np.ndarray) -> np.ndarray:
+    """float64 [K, 1 + D, D]: for each of the K classes among `labels` [N] (class indices) of uint8 garment views
+    [N, 28, 28], the mean of their coarse_pools [D], then the precision matrix (the inverse of their covariance,
+    with COARSE_RIDGE of its mean variance added to its diagonal): the class-conditional Gaussians whose
+    Mahalanobis distance the `coarse` cue measures (as Lee et al., 2018, fit them to a network's features, here
+    each with its own covariance, on the pixels pooled; fitted on training images, which the detector's references
+    and calibration never include). Raises ValueError without any view."""
+    if not len(views):
+        raise ValueError("the coarse cue's Gaussians need at least one garment view")
+    pools, labels = coarse_pools(np.asarray(views)), np.asarray(labels)
+    fitted = []
+    for label in np.unique(labels):
+        members = pools[labels == label]
+        mean = members.mean(0)
+        covariance = np.atleast_2d(np.cov(members.T, bias=True))
+        covariance += COARSE_RIDGE * max(float(covariance.diagonal().mean()), 1e-12) * np.eye(len(mean))
+        fitted.append(np.vstack([mean, np.linalg.inv(covariance)]))
+    return np.stack(fitted)
+
+
+def coarse(views: np.ndarray, gaussians: np.ndarray) -> np.ndarray:
+    """[N] the `coarse` cue of uint8 views [N, 28, 28]: the smallest squared Mahalanobis distance of their
+    coarse_pools to a class's Gaussian of `gaussians` (gaussians_of). It reads the view's layout at 7x7: a digit's
+    or a letter's strokes, a face, a ball fall where no garment class's images do. High is unusual."""
+    pools = coarse_pools(views)
+    diff = pools[None] - gaussians[:, 0][:, None]  # [K, N, D]
+    return np.einsum("knd,knd->kn", diff @ gaussians[:, 1:], diff).min(0)
 
 
 # The cues that describe the surface a picture's object lies on rather than the object. A picture on a textured

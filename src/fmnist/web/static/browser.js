@@ -2,7 +2,8 @@
 // The page's in-browser back end (fmnist export --web): the model runs in onnxruntime-web's WebAssembly build,
 // a picture is framed by framing.js as fmnist.images frames it, and the answer is built as fmnist.answer builds
 // it: the graph's calibrated probabilities, and the not-a-garment verdict from the conformal p-values of the
-// detector's cues (the model's energy, the 28x28 view's shape and residual, the picture's framing cues) against
+// detector's cues (the model's energy, the 28x28 view's shape, residual and coarse layout, the picture's framing
+// cues) against
 // the reference values in the sidecar, as fmnist.trust scores them (ood.calibrated; ood.combined for a detector
 // without held-out calibration).
 //
@@ -15,12 +16,13 @@
   const TOP_K = 5; // classes listed per prediction, as the server lists them (serve/limits.py)
   // Which end of each cue is unusual (fmnist.trust.ood.UNUSUAL).
   const UNUSUAL = {
-    energy: "low", span: "low", ink: "both", stroke: "both", flat: "both", residual: "high",
+    energy: "low", span: "low", ink: "both", stroke: "both", flat: "both", residual: "high", coarse: "high",
     ...Object.fromEntries(framing.CUE_NAMES.map((name) => [name, "both"])),
   };
   const SURFACE_CUES = ["border_fit", "noise"]; // ood.SURFACE_CUES: not weighed for a picture on a textured surface
   const TIE_BREAK = 1e-6; // ood.TIE_BREAK: the product of the p-values orders pictures whose smallest ones tie
   const INK_LEVEL = 50, FULL_LEVEL = 200; // ood.view_cues' levels of ink and of ink at full strength
+  const COARSE_BLOCK = 4; // ood.COARSE_BLOCK: the coarse cue pools blocks of 4x4 pixels
 
   ort.env.wasm.numThreads = 1; // threads need a cross-origin-isolated page, which a plain static server does not give
   ort.env.wasm.wasmPaths = new URL("static/ort/", document.baseURI).href;
@@ -168,6 +170,40 @@
     return sum;
   }
 
+  // The smallest squared Mahalanobis distance of the view's pooled blocks (each one's mean, the exact sum / 16,
+  // then each one's maximum, scaled to 0..1) to a class's Gaussian: `gaussians` holds each class's mean, then its
+  // precision matrix (fmnist.trust.ood.coarse).
+  function coarse(view, gaussians) {
+    const blocks = SIDE / COARSE_BLOCK;
+    const means = [], maxima = [];
+    for (let r = 0; r < blocks; r++) {
+      for (let c = 0; c < blocks; c++) {
+        let sum = 0, peak = 0;
+        for (let y = r * COARSE_BLOCK; y < (r + 1) * COARSE_BLOCK; y++) {
+          for (let x = c * COARSE_BLOCK; x < (c + 1) * COARSE_BLOCK; x++) {
+            sum += view[y * SIDE + x];
+            peak = Math.max(peak, view[y * SIDE + x]);
+          }
+        }
+        means.push(sum / (COARSE_BLOCK * COARSE_BLOCK) / 255);
+        maxima.push(peak / 255);
+      }
+    }
+    const pools = [...means, ...maxima];
+    let nearest = Infinity;
+    for (const [mean, ...precision] of gaussians) {
+      const diff = pools.map((v, i) => v - mean[i]);
+      let distance = 0;
+      for (let i = 0; i < diff.length; i++) {
+        let weighted = 0;
+        for (let j = 0; j < diff.length; j++) weighted += diff[j] * precision[j][i];
+        distance += weighted * diff[i];
+      }
+      nearest = Math.min(nearest, distance);
+    }
+    return nearest;
+  }
+
   // The framing cues; those of the surface missing (NaN) for a picture on a textured one (ood.picture_cues), when
   // the detector has a kind for such pictures (trust.Trust.scores: one fitted before judges the surface too).
   function pictureCues(found, trust) {
@@ -181,6 +217,7 @@
     const detector = Object.keys(facts.trust.references).length > 0;
     const cues = { energy: energy(logits), ...viewCues(framed.image), ...pictureCues(framed.cues, facts.trust) };
     if (facts.trust.basis) cues.residual = residual(framed.image, facts.trust.basis);
+    if (facts.trust.gaussians) cues.coarse = coarse(framed.image, facts.trust.gaussians);
     const found = detector ? score(facts.trust, cues, framed.cues !== null) : null;
     const prediction = {
       class_index: order[0],
