@@ -333,3 +333,21 @@ def test_scores_and_cues_are_each_cue_computed_by_its_definition_one_picture_at_
     for kind in (slice(0, 40), slice(40, 41), [i for i, c in enumerate(cues) if c is None]):  # a photo, a plain image
         alone = synthetic_detector.scores(logits[kind], views[kind], [cues[i] for i in np.arange(80)[kind]])
         assert np.array_equal(alone, np.array(expected)[kind])
+
+
+def test_a_detector_fitted_before_the_coarse_cue_scores_without_it(synthetic_detector):
+    # A checkpoint written before the coarse cue has neither its references nor its Gaussians: it scores as it did.
+    import json
+
+    from fmnist import trust
+
+    facts = synthetic_detector.to_dict()
+    del facts["gaussians"]
+    for table in ("references", "plain"):
+        facts[table] = {name: v for name, v in facts[table].items() if name != "coarse"}
+    earlier = trust.Trust.from_dict(json.loads(json.dumps(facts)))
+    assert earlier.gaussians is None and synthetic_detector.gaussians is not None
+    views, logits, cues = synthetic_pictures(40, seed=4)
+    scores = earlier.scores(logits, views, cues)
+    assert scores is not None and ((0 < scores) & (scores <= 1)).all()
+    assert not np.array_equal(scores, synthetic_detector.scores(logits, views, cues))  # with the cue, other scores

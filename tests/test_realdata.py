@@ -2,6 +2,7 @@
 
 import json
 
+import numpy as np
 import pytest
 import torch
 
@@ -96,7 +97,7 @@ def test_every_form_of_a_test_image_gets_the_class_and_verdict_of_its_bytes(real
 
 
 def test_written_digits_and_letters_are_not_garments(real_run):
-    # The holdout parts of fmnist.testing.outliers' stroke kinds, 20 pictures each: scikit-learn's handwritten
+    # The holdout parts of fmnist.testing.outliers' stroke kinds, 40 pictures each: scikit-learn's handwritten
     # digits photographed on paper, saved dark on white as a drawing program saves them and in MNIST's 28x28
     # style, and a printed letter or digit photographed alone; the test images beside them stay garments.
     from fmnist import trust
@@ -112,8 +113,8 @@ def test_written_digits_and_letters_are_not_garments(real_run):
 
     rejected = {}
     for kind in ("digit", "printed", "mnist", "glyph"):
-        pictures = [load_picture(o.data, kind) for o in outliers.build(20, "holdout", 0, (kind,))]
+        pictures = [load_picture(o.data, kind) for o in outliers.build(40, "holdout", 0, (kind,))]
         rejected[kind] = 1 - kept(torch.stack([p.image for p in pictures]), [p.cues for p in pictures])
     images = data.load().test_images[:200]
     assert kept(images, [None] * len(images)) >= 0.95
-    assert min(rejected.values()) >= 0.6, rejected
+    assert np.mean(list(rejected.values())) >= 0.7 and min(rejected.values()) >= 0.45, rejected
