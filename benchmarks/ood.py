@@ -1,6 +1,6 @@
 """How the "not a garment" detector's cues and threshold are chosen, leaving one kind out, and what it does per kind.
 
-    python benchmarks/ood.py RUN_DIR [--per-kind 40] [--photos 40] [--seed 100] [--json FILE]
+    python benchmarks/ood.py RUN_DIR [--per-kind 40] [--photos 40] [--seed 100] [--gaussian-images N] [--json FILE]
     python benchmarks/ood.py RUN_DIR --stored-only [--per-kind 40] [--photos 40] [--seed 100] [--json FILE]
     python benchmarks/ood.py RUN_DIR --cost-only [--baseline REVISION ...]
 
@@ -169,6 +169,12 @@ def main() -> None:
         "--stored-only", action="store_true", help="only measure the run's stored detector (and time it)"
     )
     parser.add_argument(
+        "--gaussian-images",
+        type=int,
+        default=trust.GAUSSIAN_IMAGES,
+        help=f"training images the coarse cue's Gaussians are fitted on, at most (default: {trust.GAUSSIAN_IMAGES:,})",
+    )
+    parser.add_argument(
         "--baseline", action="append", default=[], help="a git revision whose scoring is timed beside (repeatable)"
     )
     args = parser.parse_args()
@@ -182,21 +188,9 @@ def main() -> None:
         if args.json:
             Path(args.json).write_text(json.dumps(results, indent=2) + "\n", encoding="utf-8")
         return
-    train_idx, val_idx = validation_split(dataset.train_labels, predictor.config)
+    _, val_idx = validation_split(dataset.train_labels, predictor.config)
     val_x = dataset.train_images[val_idx]
     first, second = val_x[: len(val_x) // 2], val_x[len(val_x) // 2 :]
-
-    basis = ood.basis_of(np.asarray(first)[0::2])  # as trust.detector fits it, and the coarse cue's Gaussians
-    gaussians = trust.gaussians_of((dataset.train_images[train_idx], dataset.train_labels[train_idx]))
-
-    def values_of(views: torch.Tensor, cues: list) -> dict[bool, Values]:
-        """Whether the surface cues are judged -> the cue values."""
-        values = trust.cue_values(predictor.logits(views), views, cues, basis, gaussians)
-        return {False: values, True: {**values, **ood.picture_cues(cues, judge_surface=True)}}
-
-    refs = reference_photos(first, trust.REFERENCE_PHOTOS, predictor.config.seed)
-    references = values_of(torch.stack([f.image for f in refs]), [f.cues for f in refs])
-    plain = values_of(first, [None] * len(first))
     garments = garment_kinds(second, args.photos, args.seed)
     pictures = {name: (views, cues) for name, (_, views, cues) in garments.items()}
     for part in outliers.PARTS:
@@ -210,6 +204,22 @@ def main() -> None:
         if args.json:
             Path(args.json).write_text(json.dumps(results, indent=2) + "\n", encoding="utf-8")
         return
+
+    # As trust.detector fits them: the residual's basis on the first half's plain images, the coarse cue's
+    # Gaussians on the images the run trained on.
+    basis = ood.basis_of(np.asarray(first)[0::2])
+    train_idx = data.training_indices(dataset.train_labels, predictor.config)
+    training = dataset.train_images[train_idx], dataset.train_labels[train_idx]
+    gaussians = trust.gaussians_of(training, args.gaussian_images)
+
+    def values_of(views: torch.Tensor, cues: list) -> dict[bool, Values]:
+        """Whether the surface cues are judged -> the cue values."""
+        values = trust.cue_values(predictor.logits(views), views, cues, basis, gaussians)
+        return {False: values, True: {**values, **ood.picture_cues(cues, judge_surface=True)}}
+
+    refs = reference_photos(first, trust.REFERENCE_PHOTOS, predictor.config.seed)
+    references = values_of(torch.stack([f.image for f in refs]), [f.cues for f in refs])
+    plain = values_of(first, [None] * len(first))
     sets = {name: (values_of(*both), np.array([c is not None for c in both[1]])) for name, both in pictures.items()}
     print(f"material rendered, framed and scored in {time.perf_counter() - t0:.0f} s")
     t0 = time.perf_counter()

@@ -132,7 +132,8 @@ def main() -> None:
     if not cfg.val_size:
         raise SystemExit(f"{args.model}: trained without a validation split; nothing to refit the detector on")
     dataset = data.load()
-    train_idx, val_idx = validation_split(dataset.train_labels, cfg)
+    _, val_idx = validation_split(dataset.train_labels, cfg)
+    train_idx = data.training_indices(dataset.train_labels, cfg)
     val_x, val_y = dataset.train_images[val_idx], dataset.train_labels[val_idx]
 
     t0 = time.perf_counter()

@@ -50,7 +50,8 @@ def main() -> None:
     predictor = TorchPredictor(args.run)
     logits_of = predictor.logits
     cfg = predictor.config
-    train_idx, val_idx = stratified_split(dataset.train_labels, cfg.val_size, cfg.seed)
+    _, val_idx = stratified_split(dataset.train_labels, cfg.val_size, cfg.seed)
+    train_idx = data.training_indices(dataset.train_labels, cfg)
     val_x = dataset.train_images[val_idx]
     gaussians = trust.gaussians_of((dataset.train_images[train_idx], dataset.train_labels[train_idx]))
     references = reference_photos(val_x, trust.REFERENCE_PHOTOS, cfg.seed)

@@ -363,6 +363,21 @@ def test_stratified_split_edges():
             data.stratified_split(labels, bad, seed=0)
 
 
+def test_training_indices_are_the_split_less_validation_then_the_subset():
+    # The images a run trains on: the detector's coarse cue is fitted on them by calibrate and an int8 export.
+    from fmnist.config import Config
+
+    labels = uneven_labels()
+    _, val = data.validation_split(labels, Config(val_size=100))
+    every = data.training_indices(labels, Config(val_size=100))
+    assert torch.equal(torch.cat([every, val]).sort().values, torch.arange(len(labels)))
+    subset = data.training_indices(labels, Config(val_size=100, train_subset=300))
+    assert len(subset) == 300 and bool(torch.isin(subset, every).all())
+    assert torch.equal(subset, data.training_indices(labels, Config(val_size=100, train_subset=300)))
+    with pytest.raises(FmnistError, match="train_subset 897 must be below the 897"):
+        data.training_indices(labels, Config(val_size=100, train_subset=897))
+
+
 def test_class_counts():
     labels = uneven_labels()
     assert data.class_counts(labels) == [int((labels == c).sum()) for c in range(10)]

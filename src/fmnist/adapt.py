@@ -411,11 +411,12 @@ def _fashion_check(dataset: FashionMNIST, parent_cfg: Config) -> tuple[torch.Ten
 
 
 def _fashion_training(dataset: FashionMNIST, parent_cfg: Config) -> tuple[torch.Tensor, torch.Tensor]:
-    """The Fashion-MNIST images the parent trained on (all of them for a parent without a validation split) and
-    their labels: the detector's `coarse` cue is fitted on them (trust.gaussians_of)."""
+    """The Fashion-MNIST images the parent trained on and their labels, less those _fashion_check gives the
+    detector's references (a parent without a validation split trained on those too): the detector's `coarse`
+    cue is fitted on them (trust.gaussians_of)."""
+    train_idx = data.training_indices(dataset.train_labels, parent_cfg)
     if not parent_cfg.val_size:
-        return dataset.train_images, dataset.train_labels
-    train_idx, _ = data.stratified_split(dataset.train_labels, parent_cfg.val_size, parent_cfg.seed)
+        train_idx = train_idx[train_idx >= trust.REFERENCE_PHOTOS]
     return dataset.train_images[train_idx], dataset.train_labels[train_idx]
 
 

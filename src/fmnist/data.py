@@ -384,6 +384,30 @@ def validation_split(labels: torch.Tensor, cfg: HoldsOut) -> tuple[torch.Tensor,
     return stratified_split(labels, cfg.val_size, cfg.seed)
 
 
+class TrainsOn(HoldsOut, Protocol):
+    """What decides the images a run trains on: its validation split and its training subset."""
+
+    @property
+    def train_subset(self) -> int: ...
+
+
+def training_indices(labels: torch.Tensor, cfg: TrainsOn) -> torch.Tensor:
+    """Sorted int64 indices of the training images a run of `cfg` trains on: those validation_split leaves, or
+    the class-stratified subset of cfg.train_subset of them (drawn with cfg.seed + 1). The one rule for which
+    images a model trained on: training (train.split_data) and the detector's fit (`fmnist calibrate`, an int8
+    export's refit) call it. Raises FmnistError when the subset is not smaller than the images left."""
+    train_idx, _ = validation_split(labels, cfg)
+    if not cfg.train_subset:
+        return train_idx
+    if cfg.train_subset >= len(train_idx):
+        raise FmnistError(
+            f"train_subset {cfg.train_subset} must be below the {len(train_idx)} training images that "
+            f"--val-size {cfg.val_size} leaves"
+        )
+    _, keep = stratified_split(labels[train_idx], cfg.train_subset, cfg.seed + 1)
+    return train_idx[keep]
+
+
 def stratified_split(labels: torch.Tensor, val_size: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
     """Split indices into (train_idx, val_idx), both sorted int64 on the CPU.
 

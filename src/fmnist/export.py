@@ -331,10 +331,14 @@ def _score_meaning(trust_: Trust) -> str:
             "logits) among the reference garment photos; a garment when it is at least ood_threshold. A picture "
             "framed to 28x28 also has picture cues, which the graph cannot see"
         )
+    shape = "span, ink, stroke, flat"
+    if trust_.basis is not None:
+        shape += ", the distance from the garments' principal subspace"
+    if trust_.gaussians is not None:
+        shape += ", the layout of their 4x4 blocks against each class's"
     return (
         "in-distribution score of a 28x28 image, 0..1: the share of held-out plain garment images that look at "
-        "least as unusual, in their energy (logsumexp of the logits) and the shape of their pixels (span, ink, "
-        "stroke, flat, the distance from the garments' principal subspace, the layout of their 4x4 blocks); a "
+        f"least as unusual, in their energy (logsumexp of the logits) and the shape of their pixels ({shape}); a "
         "garment when it is at least ood_threshold. A photo framed to 28x28 is scored against "
         "garment photos, with its framing cues, which the graph cannot see"
     )
@@ -612,7 +616,8 @@ def trust_of_export(source: Source, predictor: OnnxPredictor, dataset: FashionMN
         return source.trust
     if trust.shortfall(source.config.val_size):
         return trust.UNFITTED
-    train_idx, val_idx = validation_split(dataset.train_labels, source.config)
+    _, val_idx = validation_split(dataset.train_labels, source.config)
+    train_idx = data.training_indices(dataset.train_labels, source.config)
     return trust.fit(
         predictor.logits,
         dataset.train_images[val_idx],

@@ -26,7 +26,7 @@ from fmnist import checkpoint, cpu, distributed, measure, models, monitor, trust
 from fmnist import config as config_lib
 from fmnist.augment import augment, mix
 from fmnist.config import Config
-from fmnist.data import CLASSES, FashionMNIST, as_input, stratified_split, validation_split
+from fmnist.data import CLASSES, FashionMNIST, as_input, training_indices, validation_split
 from fmnist.device import resolve_amp, select_device
 from fmnist.ema import ModelEma
 from fmnist.errors import FmnistError
@@ -315,15 +315,8 @@ def describe_architecture(cfg: Config) -> str:
 
 
 def split_data(cfg: Config, data: FashionMNIST, device: torch.device) -> Split:
-    train_idx, val_idx = validation_split(data.train_labels, cfg)
-    if cfg.train_subset:
-        if cfg.train_subset >= len(train_idx):
-            raise FmnistError(
-                f"train_subset {cfg.train_subset} must be below the {len(train_idx)} training images that "
-                f"--val-size {cfg.val_size} leaves"
-            )
-        _, keep = stratified_split(data.train_labels[train_idx], cfg.train_subset, cfg.seed + 1)
-        train_idx = train_idx[keep]
+    _, val_idx = validation_split(data.train_labels, cfg)
+    train_idx = training_indices(data.train_labels, cfg)
     return Split(
         data.train_images[train_idx].to(device),
         data.train_labels[train_idx].to(device),

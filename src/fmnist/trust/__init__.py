@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from fmnist.data import FashionMNIST, as_input, validation_split
+from fmnist.data import FashionMNIST, as_input, training_indices, validation_split
 from fmnist.errors import FmnistError
 from fmnist.images import Cues, Framed
 from fmnist.trust import calibration, ood
@@ -35,13 +35,16 @@ KEY = "trust"
 # references.REFERENCE_SIDE (96-256 pixels): rendering and framing them costs a seventh of what photos of
 # 200-800 pixels cost, and fresh photos of that size keep about as many (docs/TRUST.md).
 REFERENCE_PHOTOS = 400
-# The detector's cues: the model's energy, the shape of the 28x28 view the model saw (ood.view_cues), and for
-# a photo the framing's cues. Chosen leave-one-kind-out on benchmarks/ood.py (docs/TRUST.md); energy and the
-# view cues need only the pixels and the logits, so an exported graph computes them as the checkpoint does.
+# The detector's cues: the model's energy, the shape of the 28x28 view the model saw (ood.view_cues), its
+# distance from the garments' principal subspace (`residual`, from the stored basis) and its coarse layout
+# against class Gaussians of training images (`coarse`, from the stored gaussians), and for a photo the
+# framing's cues. Chosen leave-one-kind-out on benchmarks/ood.py (docs/TRUST.md); all but the framing's need
+# only the pixels and the logits, so an exported graph computes them as the checkpoint does.
 CUES = ("energy", "span", "ink", "stroke", "residual", "coarse", "border_fit", "coverage", "fill", "largest_part")
 DESCRIPTION = "energy + view cues + picture cues"
-# The training images the `coarse` cue's Gaussians are fitted on, at most: pooling all 55,000 takes a second on
-# two vCPUs, and 12,000 give each class about 1,200 images for its 98 means and their covariance.
+# The training images the `coarse` cue's Gaussians are fitted on, at most (every k-th: 11,000 of the default
+# 55,000): pooling all of them takes a second on two vCPUs, and 11,000 give each class about 1,100 images for
+# its 98 means and their covariance.
 GAUSSIAN_IMAGES = 12_000
 # The fewest validation images the temperature is fitted from (benchmarks/fit_sample.py, docs/TRUST.md:
 # below it some draws gave a worse test NLL than the plain softmax). The detector needs its reference
@@ -260,14 +263,15 @@ def fit(
     return Trust(temperature, **detector(logits_of, pictures, val_x, logits, gaussians_of(training)))
 
 
-def gaussians_of(training: Training) -> np.ndarray | None:
-    """The `coarse` cue's class-conditional Gaussians (ood.gaussians_of) of GAUSSIAN_IMAGES of the training images
-    at most, evenly spaced, by their labels (a target distribution's most likely class); None when the cue is not
-    among CUES."""
+def gaussians_of(training: Training, limit: int | None = None) -> np.ndarray | None:
+    """The `coarse` cue's class-conditional Gaussians, float64 [K, 1 + 98, 98] (ood.gaussians_of), of every k-th
+    training image, `limit` at most (default GAUSSIAN_IMAGES: 11,000 of 55,000), by their labels (a target
+    distribution's most likely class); None when the cue is not among CUES. Raises ValueError without any
+    training image."""
     if "coarse" not in CUES:
         return None
     images, labels = training
-    step = max(1, -(-len(images) // GAUSSIAN_IMAGES))
+    step = max(1, -(-len(images) // (limit or GAUSSIAN_IMAGES)))
     classes = labels[::step] if labels.ndim == 1 else labels[::step].argmax(1)
     return ood.gaussians_of(np.asarray(images[::step].cpu()), np.asarray(classes.cpu()))
 
@@ -371,6 +375,7 @@ def fit_and_store(
     if too_few or not path.exists():
         log(too_few or shortfall(0, photos) or "")
         return None
+    val_x, val_y = val_x.cpu(), val_y.cpu()  # on the training device; the fit's image work is numpy's
     t0 = time.perf_counter()
     trust = fit(model_logits(model), val_x, val_y, training, seed, photos)
     store(trust, path)
@@ -398,7 +403,8 @@ def calibrate_run(path: Path, load_data: Callable[[], FashionMNIST], log: Callab
     if too_few := shortfall(cfg.val_size):
         raise FmnistError(f"{path}: {too_few}")
     dataset = load_data()
-    train_idx, val_idx = validation_split(dataset.train_labels, cfg)
+    _, val_idx = validation_split(dataset.train_labels, cfg)
+    train_idx = training_indices(dataset.train_labels, cfg)
     fitted = fit_and_store(
         model,
         dataset.train_images[val_idx],

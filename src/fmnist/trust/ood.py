@@ -182,11 +182,15 @@ def gaussians_of(views: np.ndarray, labels: np.ndarray) -> np.ndarray:
 
 def coarse(views: np.ndarray, gaussians: np.ndarray) -> np.ndarray:
     """[N] the `coarse` cue of uint8 views [N, 28, 28]: the smallest squared Mahalanobis distance of their
-    coarse_pools to a class's Gaussian of `gaussians` (gaussians_of). It reads the view's layout at 7x7: a digit's
-    or a letter's strokes, a face, a ball fall where no garment class's images do. High is unusual."""
+    coarse_pools [N, D] to a class's Gaussian of `gaussians` [K, 1 + D, D] (gaussians_of; ValueError from numpy
+    when D differs). It reads the view's layout at 7x7: a digit's or a letter's strokes, a face, a ball fall
+    where no garment class's images do. High is unusual. One class at a time, so memory grows as N * D."""
     pools = coarse_pools(views)
-    diff = pools[None] - gaussians[:, 0][:, None]  # [K, N, D]
-    return np.einsum("knd,knd->kn", diff @ gaussians[:, 1:], diff).min(0)
+    nearest = np.full(len(pools), np.inf)
+    for gaussian in gaussians:
+        diff = pools - gaussian[0]  # [N, D]
+        np.minimum(nearest, np.einsum("nd,nd->n", diff @ gaussian[1:], diff), out=nearest)
+    return nearest
 
 
 # The cues that describe the surface a picture's object lies on rather than the object. A picture on a textured
