@@ -208,9 +208,7 @@ def main() -> None:
     # As trust.detector fits them: the residual's basis on the first half's plain images, the coarse cue's
     # Gaussians on the images the run trained on.
     basis = ood.basis_of(np.asarray(first)[0::2])
-    train_idx = data.training_indices(dataset.train_labels, predictor.config)
-    training = dataset.train_images[train_idx], dataset.train_labels[train_idx]
-    gaussians = trust.gaussians_of(training, args.gaussian_images)
+    gaussians = trust.gaussians_of(data.trained_on(dataset, predictor.config), args.gaussian_images)
 
     def values_of(views: torch.Tensor, cues: list) -> dict[bool, Values]:
         """Whether the surface cues are judged -> the cue values."""

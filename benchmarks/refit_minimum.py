@@ -51,9 +51,8 @@ def main() -> None:
     logits_of = predictor.logits
     cfg = predictor.config
     _, val_idx = stratified_split(dataset.train_labels, cfg.val_size, cfg.seed)
-    train_idx = data.training_indices(dataset.train_labels, cfg)
     val_x = dataset.train_images[val_idx]
-    gaussians = trust.gaussians_of((dataset.train_images[train_idx], dataset.train_labels[train_idx]))
+    gaussians = trust.gaussians_of(data.trained_on(dataset, cfg))
     references = reference_photos(val_x, trust.REFERENCE_PHOTOS, cfg.seed)
     others = [load_picture(o.data, o.kind) for o in outliers.build(args.others_per_kind, "tune")]
     counts = [int(c) for c in args.counts.split(",")]

@@ -395,7 +395,8 @@ def training_indices(labels: torch.Tensor, cfg: TrainsOn) -> torch.Tensor:
     """Sorted int64 indices of the training images a run of `cfg` trains on: those validation_split leaves, or
     the class-stratified subset of cfg.train_subset of them (drawn with cfg.seed + 1). The one rule for which
     images a model trained on: training (train.split_data) and the detector's fit (`fmnist calibrate`, an int8
-    export's refit) call it. Raises FmnistError when the subset is not smaller than the images left."""
+    export's refit, `fmnist adapt`) call it, most through trained_on. Raises FmnistError when the subset is not
+    smaller than the images left."""
     train_idx, _ = validation_split(labels, cfg)
     if not cfg.train_subset:
         return train_idx
@@ -406,6 +407,12 @@ def training_indices(labels: torch.Tensor, cfg: TrainsOn) -> torch.Tensor:
         )
     _, keep = stratified_split(labels[train_idx], cfg.train_subset, cfg.seed + 1)
     return train_idx[keep]
+
+
+def trained_on(dataset: FashionMNIST, cfg: TrainsOn) -> tuple[torch.Tensor, torch.Tensor]:
+    """The training images uint8 [N, 28, 28] and labels [N] a run of `cfg` trains on (training_indices)."""
+    train_idx = training_indices(dataset.train_labels, cfg)
+    return dataset.train_images[train_idx], dataset.train_labels[train_idx]
 
 
 def stratified_split(labels: torch.Tensor, val_size: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:

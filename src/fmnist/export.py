@@ -617,14 +617,8 @@ def trust_of_export(source: Source, predictor: OnnxPredictor, dataset: FashionMN
     if trust.shortfall(source.config.val_size):
         return trust.UNFITTED
     _, val_idx = validation_split(dataset.train_labels, source.config)
-    train_idx = data.training_indices(dataset.train_labels, source.config)
-    return trust.fit(
-        predictor.logits,
-        dataset.train_images[val_idx],
-        dataset.train_labels[val_idx],
-        (dataset.train_images[train_idx], dataset.train_labels[train_idx]),
-        source.config.seed,
-    )
+    val_x, val_y = dataset.train_images[val_idx], dataset.train_labels[val_idx]
+    return trust.fit(predictor.logits, val_x, val_y, data.trained_on(dataset, source.config), source.config.seed)
 
 
 def _recording(

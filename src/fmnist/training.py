@@ -26,7 +26,7 @@ from fmnist import checkpoint, cpu, distributed, measure, models, monitor, trust
 from fmnist import config as config_lib
 from fmnist.augment import augment, mix
 from fmnist.config import Config
-from fmnist.data import CLASSES, FashionMNIST, as_input, training_indices, validation_split
+from fmnist.data import CLASSES, FashionMNIST, as_input, trained_on, validation_split
 from fmnist.device import resolve_amp, select_device
 from fmnist.ema import ModelEma
 from fmnist.errors import FmnistError
@@ -316,10 +316,10 @@ def describe_architecture(cfg: Config) -> str:
 
 def split_data(cfg: Config, data: FashionMNIST, device: torch.device) -> Split:
     _, val_idx = validation_split(data.train_labels, cfg)
-    train_idx = training_indices(data.train_labels, cfg)
+    train_x, train_y = trained_on(data, cfg)
     return Split(
-        data.train_images[train_idx].to(device),
-        data.train_labels[train_idx].to(device),
+        train_x.to(device),
+        train_y.to(device),
         data.train_images[val_idx].to(device),
         data.train_labels[val_idx].to(device),
         data.test_images.to(device),

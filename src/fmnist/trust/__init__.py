@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from fmnist.data import FashionMNIST, as_input, training_indices, validation_split
+from fmnist.data import FashionMNIST, as_input, trained_on, validation_split
 from fmnist.errors import FmnistError
 from fmnist.images import Cues, Framed
 from fmnist.trust import calibration, ood
@@ -404,16 +404,8 @@ def calibrate_run(path: Path, load_data: Callable[[], FashionMNIST], log: Callab
         raise FmnistError(f"{path}: {too_few}")
     dataset = load_data()
     _, val_idx = validation_split(dataset.train_labels, cfg)
-    train_idx = training_indices(dataset.train_labels, cfg)
-    fitted = fit_and_store(
-        model,
-        dataset.train_images[val_idx],
-        dataset.train_labels[val_idx],
-        (dataset.train_images[train_idx], dataset.train_labels[train_idx]),
-        path,
-        cfg.seed,
-        log,
-    )
+    val_x, val_y = dataset.train_images[val_idx], dataset.train_labels[val_idx]
+    fitted = fit_and_store(model, val_x, val_y, trained_on(dataset, cfg), path, cfg.seed, log)
     assert fitted is not None  # the split is large enough and the checkpoint exists
     return fitted
 

@@ -3,9 +3,8 @@
 // a picture is framed by framing.js as fmnist.images frames it, and the answer is built as fmnist.answer builds
 // it: the graph's calibrated probabilities, and the not-a-garment verdict from the conformal p-values of the
 // detector's cues (the model's energy, the 28x28 view's shape, residual and coarse layout, the picture's framing
-// cues) against
-// the reference values in the sidecar, as fmnist.trust scores them (ood.calibrated; ood.combined for a detector
-// without held-out calibration).
+// cues) against the reference values in the sidecar, as fmnist.trust scores them (ood.calibrated; ood.combined
+// for a detector without held-out calibration).
 //
 // window.fmnist.classify(source, {input}) takes an image URL, a Blob (a File) or an ImageBitmap and resolves to
 // one prediction with the fields of an element of POST /predict's `predictions` (and `input`, the 28x28 view
