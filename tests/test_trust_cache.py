@@ -1,8 +1,12 @@
+import types
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
 from support import synthetic_arrays
 
+from fmnist import images, segmentation
 from fmnist.trust import cache, references
 
 
@@ -56,3 +60,26 @@ def test_a_cache_folder_that_cannot_be_written_only_costs_the_render(val_x, tmp_
     blocker.write_text("not a folder")
     monkeypatch.setattr(cache, "cache_dir", lambda: blocker)
     assert len(cache.reference_photos(val_x, 4, seed=0)) == 4
+
+
+@pytest.mark.parametrize("module", [references, images, segmentation], ids=lambda m: m.__name__)
+def test_a_change_to_the_code_that_renders_or_frames_gives_another_file(val_x, module, tmp_path, monkeypatch):
+    before = cache.key(val_x, 4, seed=0)
+    changed = tmp_path / "changed.py"
+    changed.write_bytes(Path(str(module.__file__)).read_bytes() + b"\nTHRESHOLD = 3.0\n")
+    monkeypatch.setattr(module, "__file__", str(changed))
+    assert cache.key(val_x, 4, seed=0) != before
+
+
+def test_every_module_of_the_framing_is_a_source_of_the_key():
+    # The fmnist modules that images.py and references.py call; those that only give a constant, an error class
+    # or an atomic write do not change what a reference looks like.
+    inert = {"fmnist.atomic", "fmnist.data", "fmnist.errors"}
+    used = {
+        getattr(value, "__module__", None) or getattr(value, "__name__", "")
+        for module in (images, references)
+        for value in vars(module).values()
+        if isinstance(value, types.ModuleType) or callable(value)
+    }
+    framing = {name for name in used if name.startswith("fmnist.")} - inert
+    assert framing <= {module.__name__ for module in cache.SOURCES}

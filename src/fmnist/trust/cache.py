@@ -3,7 +3,7 @@
 Rendering 400 reference photos (trust.references) and framing them (images.py) is most of a fit's time (7.2 s
 of it with an empty cache on a 2-vCPU AMD EPYC, docs/TRUST.md). What they give, the
 28x28 views and the framing cues, depends on the validation images, the seed, the number of photos and
-the code that renders and frames them, never on the model: so they are stored under the user's cache
+the code that renders and frames them (SOURCES), never on the model: so they are stored under the user's cache
 directory ($XDG_CACHE_HOME/fmnist/trust-references/) in a file named by the SHA-256 of all of those, and
 the next fit on the same split reads them back in milliseconds. A changed renderer, framing, Pillow or
 NumPy gives a new name, so a stale file is never read; an unreadable one is rendered again.
@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 import PIL
 
-from fmnist import images
+from fmnist import images, segmentation
 from fmnist.atomic import atomic_path
 from fmnist.data import cache_dir
 from fmnist.images import Cues, Framed, load_picture
@@ -29,6 +29,8 @@ if TYPE_CHECKING:
     import torch
 
 FOLDER = "trust-references"
+# The modules whose code renders and frames the references: a change to any of them gives a new file name.
+SOURCES = (references, images, segmentation)
 
 
 def reference_photos(val_x: torch.Tensor, photos: int, seed: int) -> list[Framed]:
@@ -47,11 +49,11 @@ def reference_photos(val_x: torch.Tensor, photos: int, seed: int) -> list[Framed
 
 def key(val_x: torch.Tensor, count: int, seed: int) -> str:
     """SHA-256 (hex) of what the framed references depend on: the images' bytes, count, seed, reference
-    size, the source of the renderer and of the framing, and the Pillow and NumPy versions."""
+    size, the source of the renderer and of the framing (SOURCES), and the Pillow and NumPy versions."""
     digest = hashlib.sha256()
     digest.update(np.ascontiguousarray(np.asarray(val_x)).tobytes())
     digest.update(repr((tuple(val_x.shape), count, seed, references.REFERENCE_SIDE)).encode())
-    for module in (references, images):
+    for module in SOURCES:
         digest.update(Path(str(module.__file__)).read_bytes())
     digest.update(f"{PIL.__version__} {np.__version__}".encode())
     return digest.hexdigest()
