@@ -39,6 +39,7 @@ KINDS = (
     "scrawl",
     "scrawl28",
     "word",
+    "pencil",
 )
 PARTS = ("tune", "holdout")
 
@@ -308,6 +309,25 @@ def _digit(rng: np.random.Generator, part: str) -> Picture:
     return np.clip(picture, 0, 255).astype(np.uint8)
 
 
+def _pencil(rng: np.random.Generator, part: str) -> Picture:
+    """A handwritten digit (scikit-learn's 8x8 digits, upsampled) in soft grey pencil on a tinted page: strokes
+    blurred by a Gaussian of a tenth to four tenths of a cell, grey ink, a pale sheet of any colour, sensor noise."""
+    from scipy import ndimage
+
+    pool = _digits()[PARTS.index(part)]
+    strokes = pool[int(rng.integers(len(pool)))] / 16
+    cell = int(rng.integers(16, 48))
+    ink = np.asarray(
+        Image.fromarray(strokes.astype(np.float32), "F").resize((8 * cell, 8 * cell), Image.Resampling.BICUBIC)
+    )
+    ink = np.pad(ndimage.gaussian_filter(ink, cell * rng.uniform(0.1, 0.4)).clip(0, 1), int(cell * rng.uniform(1, 3)))
+    paper = rng.uniform(170, 250, 3)
+    colour = rng.uniform(60, 170) + rng.uniform(-15, 15, 3)
+    picture = paper * (1 - ink[..., None]) + colour * ink[..., None]
+    picture += rng.standard_normal(picture.shape) * rng.uniform(3, 12)
+    return np.clip(picture, 0, 255).astype(np.uint8)
+
+
 def _face(rng: np.random.Generator, part: str) -> Picture:
     """A face (Labeled Faces in the Wild, 25x25, grayscale), upsampled, sometimes mirrored, or the astronaut's."""
     faces = _faces()
@@ -553,6 +573,7 @@ _MAKERS: dict[str, Callable[[np.random.Generator, str], Picture]] = {
     "scrawl": _scrawl,
     "scrawl28": _scrawl28,
     "word": _word,
+    "pencil": _pencil,
 }
 
 
