@@ -685,3 +685,28 @@ def _png_bytes(pixels: np.ndarray) -> bytes:
     buffer = io.BytesIO()
     Image.fromarray(pixels).save(buffer, format="PNG")
     return buffer.getvalue()
+
+
+def test_a_flat_box_on_white_is_an_object_not_a_picture_on_a_canvas():
+    # A clutch photographed on a pure white backdrop: a dark rectangle with sharp corners and a faint seam. Its
+    # border is flat near black, as a dataset image's, but nothing stands on it: it is framed as the object.
+    from fmnist.images import load_picture
+
+    picture = np.full((200, 240), 255, np.uint8)
+    picture[40:160, 50:190] = 10
+    picture[100, 50:190] = 60  # the seam
+    framed = load_picture(_png_bytes(picture))
+    assert framed.cues is not None and framed.cues.fill == pytest.approx(1.0)
+    assert int(framed.image.max()) == 255 and (framed.image[8:20, 4:24] > 200).all()
+
+
+def test_a_dataset_image_on_a_page_is_read_as_its_bytes():
+    # Pasted 1:1 at an off-centre place of a large light page: found on the reduced planes, read at full size.
+    from fmnist.images import load_picture
+
+    dark_border = GARMENT.copy()
+    dark_border[:, 6:22][0] = 200  # a top row a little below the page's white
+    page = np.full((700, 900), 250, np.uint8)
+    page[311:339, 123:151] = dark_border
+    framed = load_picture(_png_bytes(page))
+    assert framed.cues is None and np.array_equal(framed.image.numpy(), dark_border)

@@ -71,7 +71,7 @@ def test_product_photos_of_test_images_are_recognised_as_well_as_the_images(real
 
 
 def test_every_form_of_a_test_image_gets_the_class_and_verdict_of_its_bytes(real_run):
-    # 12 test images in each of fmnist.testing.forms' 32 containers (modes, formats, sizes, polarity, margins).
+    # 12 test images in each of fmnist.testing.forms' 37 containers (modes, formats, sizes, polarity, margins, canvas).
     from fmnist import trust
     from fmnist.images import load_picture
     from fmnist.inference import load_predictor
@@ -94,6 +94,25 @@ def test_every_form_of_a_test_image_gets_the_class_and_verdict_of_its_bytes(real
         kept += int((form_garment == garment).sum())
         total += len(images)
     assert same >= 0.98 * total and kept >= 0.98 * total, (same, kept, total)
+
+
+def test_test_images_on_a_canvas_are_read_without_it_and_none_padded_in_their_own_colour_is():
+    # The rule of images._inner_picture on the whole test set: padded in white (a page it is pasted on), a dataset
+    # image is the picture on a canvas; padded in its own background's black, never (a margin, as before).
+    from fmnist import images
+
+    if data.locate() is None:
+        pytest.skip("real Fashion-MNIST not installed (apt-get install dataset-fashion-mnist)")
+    test = data.load().test_images.numpy()
+
+    def on_canvas(level: int) -> int:
+        return sum(
+            images._inner_picture(np.pad(x, 14, constant_values=level).astype(np.float32), None) is not None
+            for x in test
+        )
+
+    assert on_canvas(0) == 0
+    assert on_canvas(255) >= 0.998 * len(test)
 
 
 def test_written_digits_and_letters_are_not_garments(real_run):

@@ -3,7 +3,8 @@
 Each form is one container of the same 28x28 image: an image mode (L, LA, RGB, RGBA, P, I;16, F),
 a size (28x28, or upscaled by an integer or a non-integer factor, nearest or smooth), a polarity (light
 garment on black, as in the dataset, or dark on white, as on a product page), a file format (PNG,
-JPEG, WebP, BMP, TIFF) and optional margins. Nothing in a form changes what the picture shows, so each
+JPEG, WebP, BMP, TIFF) and optional margins, in the background's colour or in another one (the image
+pasted on a page, or padded with white). Nothing in a form changes what the picture shows, so each
 form must give the class and the verdict the dataset's own bytes give.
 """
 
@@ -35,12 +36,14 @@ class Form:
     scale: float = 1.0  # the saved side is round(28 * scale)
     smooth: bool = False  # upscaled with bicubic interpolation (else nearest, as "save at 4x" does)
     inverted: bool = False  # dark garment on white
-    margin: float = 0.0  # added on every side, as a fraction of 28 pixels, in the background's colour
+    margin: float = 0.0  # added on every side, as a fraction of 28 pixels
+    canvas: int | None = None  # the margins' level (0-255) when not the background's: a page the image is set on
 
     @property
     def name(self) -> str:
         size = f"{round(28 * self.scale)}px{'-smooth' if self.smooth else ''}"
         extras = ("-inverted" if self.inverted else "") + (f"-margin{self.margin:g}" if self.margin else "")
+        extras += f"-canvas{self.canvas}" if self.canvas is not None else ""
         return f"{self.mode}-{self.fmt.lower()}-{size}{extras}"
 
 
@@ -60,6 +63,11 @@ def all_forms() -> list[Form]:
         Form("L", "PNG", margin=0.5),
         Form("RGB", "JPEG", 6.0, smooth=True, margin=0.25),
         Form("RGB", "PNG", 2.0, inverted=True, margin=1.0),
+        Form("L", "PNG", margin=0.5, canvas=255),
+        Form("RGBA", "PNG", 3.0, inverted=True, margin=0.25, canvas=0),
+        Form("RGB", "JPEG", 4.0, smooth=True, margin=0.5, canvas=255),
+        Form("RGB", "PNG", 2.0, margin=0.75, canvas=128),
+        Form("L", "PNG", 3.0, margin=4.0, canvas=250),  # 780 pixels: a page, looked at reduced first
     ]
     return forms
 
@@ -69,7 +77,8 @@ def save(image: np.ndarray, form: Form) -> bytes:
     pixels = 255 - image if form.inverted else image
     if form.margin:
         pad = round(28 * form.margin)
-        pixels = np.pad(pixels, pad, constant_values=255 if form.inverted else 0)
+        background = 255 if form.inverted else 0
+        pixels = np.pad(pixels, pad, constant_values=background if form.canvas is None else form.canvas)
     picture = Image.fromarray(np.ascontiguousarray(pixels, dtype=np.uint8), "L")
     if form.scale != 1:
         side = round(picture.width * form.scale)

@@ -32,6 +32,13 @@
     SURFACE_NOISE: 6.0,
     SURFACE_FIT: 0.8,
     SURFACE_MIN_NOISE: 1.0,
+    CANVAS_FLAT: 0.9,
+    CANVAS_STEP: 24.0,
+    INNER_SIDE: 8,
+    INNER_ASPECT: 1.5,
+    INNER_EDGE: 0.8,
+    INNER_BACKGROUND: 0.1,
+    INNER_RIM: 3,
   };
   const C = CONSTANTS;
   const SIDE = C.SIDE;
@@ -267,10 +274,89 @@
     }
     const fashion = alreadyFashionMnist(data, width, height);
     if (fashion) return { image: fashion, cues: null };
-    const { gray, alpha, w, h } = planes(data, width, height);
+    let { gray, alpha, w, h } = planes(data, width, height);
+    const inner = innerPicture(gray, alpha, w, h);
+    if (inner) { // read the picture on the canvas, not the canvas
+      const [top, bottom, left, right] = inner.box;
+      const across = width / w, down = height / h;
+      const box = [rint(left * across), rint(top * down), rint(right * across), rint(bottom * down)];
+      if (across !== 1 || down !== 1) { // found on the work planes of a larger picture: look again, cut out
+        const wider = [Math.max(0, rint(box[0] - across)), Math.max(0, rint(box[1] - down)),
+          Math.min(width, rint(box[2] + across)), Math.min(height, rint(box[3] + down))];
+        if (wider[0] !== 0 || wider[1] !== 0 || wider[2] !== width || wider[3] !== height) {
+          return framePicture(cropped(picture, wider));
+        }
+      }
+      picture = cropped(picture, box);
+      ({ plane: gray, w, h } = inner);
+      alpha = null;
+    }
     const digital = w === h ? digitalView(gray, alpha, w, h) : null;
     if (digital) return { image: digital, cues: null };
-    return frameWithCues(gray, alpha, w, h, () => colourPlanes(picture, gray, w, h));
+    const colour = picture;
+    return frameWithCues(gray, alpha, w, h, () => colourPlanes(colour, gray, w, h));
+  }
+
+  // The [x0, y0, x1, y1] part of a decoded picture, as Pillow's Image.crop.
+  function cropped({ data, width, colourless }, [x0, y0, x1, y1]) {
+    const out = new Uint8ClampedArray((x1 - x0) * (y1 - y0) * 4);
+    for (let y = y0; y < y1; y++) out.set(data.subarray(4 * (y * width + x0), 4 * (y * width + x1)), 4 * (y - y0) * (x1 - x0));
+    return { data: out, width: x1 - x0, height: y1 - y0, colourless };
+  }
+
+  // A digital picture set on a plain canvas (_inner_picture): {box: [top, bottom, left, right] in the work planes,
+  // plane: the picture there, a rim blurred by a smooth upscale set to its background's level, w, h}, or null.
+  function innerPicture(gray, alpha, w, h) {
+    if (alpha && minOf(alpha) < 0.99) return null;
+    const [ys, xs] = borderCoordinates(h, w);
+    const border = Float32Array.from(ys, (y, i) => gray[y * w + xs[i]]);
+    const level = modeLevel(border);
+    if (!flat(border, level, C.CANVAS_FLAT)) return null;
+    const far = [];
+    for (const v of gray) if (Math.abs(v - level) >= C.CANVAS_STEP) far.push(v);
+    if (!far.length) return null;
+    const halfway = Math.abs(modeLevel(far) - level) / 2;
+    const box = objectBox(Uint8Array.from(gray, (v) => (Math.abs(v - level) > halfway ? 1 : 0)), w, h);
+    if (!box) return null;
+    const [top, bottom, left, right] = box;
+    const bh = bottom - top, bw = right - left, short = Math.min(bh, bw);
+    if ((bh === h && bw === w) || short < C.INNER_SIDE || Math.max(bh, bw) > C.INNER_ASPECT * short) return null;
+    const apart = (y, x) => Math.abs(gray[y * w + x] - level) > C.CANVAS_STEP / 2;
+    const corners = [[top, left], [top, right - 1], [bottom - 1, left], [bottom - 1, right - 1]];
+    if (!corners.every(([y, x]) => apart(y, x))) return null;
+    const [ry, rx] = borderCoordinates(bh, bw);
+    let edge = 0;
+    for (let i = 0; i < ry.length; i++) edge += apart(top + ry[i], left + rx[i]) ? 1 : 0;
+    if (edge / ry.length < C.INNER_EDGE) return null;
+    const plane = new Float32Array(bh * bw);
+    for (let y = 0; y < bh; y++) plane.set(gray.subarray((top + y) * w + left, (top + y) * w + right), y * bw);
+    let rim = 0, inner = null;
+    for (; rim < Math.max(C.INNER_RIM, Math.floor(short / 10)); rim++) {
+      const [cy, cx] = borderCoordinates(bh - 2 * rim, bw - 2 * rim);
+      const ring = Float32Array.from(cy, (y, i) => plane[(y + rim) * bw + cx[i] + rim]);
+      const found = modeLevel(ring);
+      if (flat(ring, found, 0.5) && Math.min(found, 255 - found) <= C.BACKGROUND_BAND) { inner = found; break; }
+    }
+    if (inner === null || Math.abs(inner - level) < C.CANVAS_STEP) return null;
+    let background = 0, strongest = 0;
+    for (const v of plane) {
+      if (Math.abs(v - inner) <= C.FLAT_BAND) background++;
+      strongest = Math.max(strongest, Math.abs(v - inner));
+    }
+    if (background / plane.length < C.INNER_BACKGROUND || strongest < C.DIGITAL_CONTRAST) return null;
+    for (let y = 0; y < bh; y++) {
+      for (let x = 0; x < bw; x++) {
+        if (y < rim || y >= bh - rim || x < rim || x >= bw - rim) plane[y * bw + x] = inner;
+      }
+    }
+    return { box, plane, w: bw, h: bh };
+  }
+
+  // Whether at least `share` of `values` lie within FLAT_BAND of `level` with at most DIGITAL_NOISE of noise (_flat).
+  function flat(values, level, share) {
+    const deviations = [];
+    for (const v of values) if (Math.abs(v - level) <= C.FLAT_BAND) deviations.push(Math.abs(v - level));
+    return deviations.length >= share * values.length && 1.4826 * median(deviations) <= C.DIGITAL_NOISE;
   }
 
   // 28x28, grey (R = G = B), opaque, most of the border dark: the dataset's own format (_already_fashion_mnist;
