@@ -700,6 +700,33 @@ def test_a_flat_box_on_white_is_an_object_not_a_picture_on_a_canvas():
     assert int(framed.image.max()) == 255 and (framed.image[8:20, 4:24] > 200).all()
 
 
+def test_a_dark_clutch_with_a_bright_clasp_on_white_is_an_object_not_a_picture_on_a_canvas():
+    # Its border is flat near black and something bright stands on it, but only a detail: the clasp spans a
+    # sixth of the box. The view is the whole clutch, not the clasp.
+    from fmnist.images import load_picture
+
+    picture = np.full((300, 320), 255, np.uint8)
+    picture[60:240, 70:250] = 12
+    picture[70:100, 145:175] = 235  # the clasp
+    framed = load_picture(_png_bytes(picture))
+    assert framed.cues is not None and framed.cues.fill == pytest.approx(1.0)
+    assert (framed.image.numpy() > 200).mean() > 0.8
+
+
+def test_a_small_inverted_image_on_a_larger_black_page_is_read_at_its_own_size():
+    # Found on the reduced planes of a 540-pixel page, cut out to 28x28 with a pixel of the page round it: the cut
+    # is not the dataset's own format (a white background), so it is framed, not taken as it is.
+    from fmnist.images import load_picture
+
+    image = np.asarray(Image.fromarray(_shoe()).resize((26, 26), Image.Resampling.BILINEAR))
+    page = np.zeros((540, 540), np.uint8)
+    page[200:226, 300:326] = 255 - image
+    alone = load_picture(_png_bytes(255 - image))
+    framed = load_picture(_png_bytes(page))
+    assert framed.cues is None and alone.cues is None
+    assert np.array_equal(framed.image.numpy(), alone.image.numpy())
+
+
 def test_a_dataset_image_on_a_page_is_read_as_its_bytes():
     # Pasted 1:1 at an off-centre place of a large light page: found on the reduced planes, read at full size.
     from fmnist.images import load_picture

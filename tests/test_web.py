@@ -71,7 +71,7 @@ def decoded(data_: bytes) -> Image.Image:
 
 @needs_node
 @pytest.mark.parametrize(
-    ("script", "module", "count"), [("framing.js", images, 25), ("segmentation.js", segmentation, 19)]
+    ("script", "module", "count"), [("framing.js", images, 26), ("segmentation.js", segmentation, 19)]
 )
 def test_the_scripts_carry_the_constants_of_python(script, module, count):
     path = json.dumps(str(FRAMING_JS.with_name(script)))
@@ -123,17 +123,20 @@ def framing_pictures() -> list[Image.Image]:
 
 def on_canvas(dataset_image: np.ndarray) -> list[Image.Image]:
     """A dataset image set on a canvas of another colour: on white with uneven margins; inverted, on black, as RGB;
-    padded in grey and smoothly upscaled (a blurred rim); 3x on a large page (found on the reduced planes)."""
+    padded in grey and smoothly upscaled (a blurred rim); 3x on a large page and, inverted, 26 pixels on a black
+    540-pixel page (both found on the reduced planes and read again at their own size)."""
     white = np.pad(dataset_image, ((5, 19), (11, 4)), constant_values=255)
     black = np.pad(255 - dataset_image, 9, constant_values=0)
     grey = Image.fromarray(np.pad(dataset_image, 14, constant_values=128)).resize((224, 224), Image.Resampling.BICUBIC)
     page = Image.new("L", (900, 700), 250)
     page.paste(Image.fromarray(dataset_image).resize((84, 84), Image.Resampling.NEAREST), (333, 207))
-    return [Image.fromarray(white), Image.fromarray(black).convert("RGB"), grey.convert("RGB"), page]
+    small = Image.new("RGB", (540, 540))  # cut out of the reduced planes to 28x28: not the dataset's format
+    small.paste(Image.fromarray(255 - dataset_image).resize((26, 26)).convert("RGB"), (300, 200))
+    return [Image.fromarray(white), Image.fromarray(black).convert("RGB"), grey.convert("RGB"), page, small]
 
 
 @needs_node
-@pytest.mark.slow  # 5.4 s on 2 vCPUs: 38 pictures framed in Python and in Node.js
+@pytest.mark.slow  # 5.4 s on 2 vCPUs: 39 pictures framed in Python and in Node.js
 def test_framing_js_frames_as_python_on_the_same_pixels(tmp_path, monkeypatch):
     pictures = framing_pictures()
     ours = framed_in_node(pictures, tmp_path / "pixels")
@@ -153,7 +156,7 @@ def test_framing_js_frames_as_python_on_the_same_pixels(tmp_path, monkeypatch):
             assert cues == pytest.approx(expected.cues.values(), abs=1e-5), (picture.size, picture.mode)
     assert identical >= 0.8 * len(pictures)
     assert sum(mask is not None for mask in found) >= 4 and sum(angle != 0 for angle in turns) >= 4
-    assert sum(cues is None for _, cues in ours) == 6  # the dataset image, the digital one and those on a canvas
+    assert sum(cues is None for _, cues in ours) == 7  # the dataset image, the digital one and those on a canvas
 
 
 # ---- the folder -----------------------------------------------------------------------------------------

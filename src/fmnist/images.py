@@ -85,26 +85,29 @@ DIGITAL_CONTRAST = 128.0  # the least contrast of a digital image's object with 
 FULL_PEAK = 250.0  # a digital object's strongest contrast; Fashion-MNIST's images all reach 254 or 255
 
 # A digital picture set on a plain canvas (a dataset image pasted on a white page, or padded with margins of another
-# colour than its own background) is read without the canvas (`_inner_picture`). The canvas is the picture's
-# border: at least CANVAS_FLAT of it within FLAT_BAND levels of one level, with at most DIGITAL_NOISE levels of
-# noise. The inner picture is the box of the pixels more than halfway from that level to the level most common
-# among those at least CANVAS_STEP away. It is at least INNER_SIDE pixels on a side and at most INNER_ASPECT times
-# as long as wide (a dataset image is square); its four corners and at least INNER_EDGE of its border lie more
-# than CANVAS_STEP / 2 from the canvas (92.6 % or more of a Fashion-MNIST image's border lies 12 levels or more
-# from white, and its corners are dark in 99.9 % of them); its border, or a ring a little inside it when a smooth
-# upscale blurred it, is flat as a digital image's (digital_view) at a level within BACKGROUND_BAND of black or
-# white and at least CANVAS_STEP from the canvas's; at least INNER_BACKGROUND of it lies at that level (its
-# background: 5.7 % or more of every Fashion-MNIST image, 13.6 % or more of 99.9 % of them), and something on it
-# stands DIGITAL_CONTRAST or more apart from that level (a flat dark box on white shows nothing). An object on a plain
-# backdrop has the backdrop round its box and round corners: of the test set's 10,000 images padded in their own
-# background's colour none is taken for a picture on a canvas, and of those padded in white 9,991 are
-# (tests/test_realdata.py).
+# colour than its own background) is read without the canvas (`_inner_picture`). The canvas is the picture's border:
+# at least CANVAS_FLAT of it within FLAT_BAND levels of one level, with at most DIGITAL_NOISE levels of noise. The
+# inner picture is the box of the pixels more than halfway from that level to the level most common among those at
+# least CANVAS_STEP away. It is at least INNER_SIDE pixels on a side and at most INNER_ASPECT times as long as wide
+# (a dataset image is square); its four corners and at least INNER_EDGE of its border lie more than CANVAS_STEP / 2
+# from the canvas (80.6 % or more of the border of each of Fashion-MNIST's 70,000 images lies more than 12 levels
+# from white, and so do all four of its corners); its border, or a ring a little inside it when a smooth upscale
+# blurred it, is flat as a digital image's (digital_view) at a level within BACKGROUND_BAND of black or white and at
+# least CANVAS_STEP from the canvas's; at least INNER_BACKGROUND of it lies at that level (its background: 5.7 % or
+# more of every Fashion-MNIST test image, 13.6 % or more of 99.9 % of them); and what stands on it, DIGITAL_CONTRAST
+# or more apart at its strongest, spans at least INNER_SPAN of the box's longer side (a Fashion-MNIST image's object
+# spans 26 to 28 of its 28 pixels in 99.4 % of them; a dark clutch's bright clasp, or a flat box's seam, is a detail
+# of an object on a plain backdrop). Of the test set's 10,000 images padded in their own background's colour none is
+# taken for a picture on a canvas, and of those padded in white 9,991 are (tests/test_realdata.py). A picture found
+# on the reduced work planes of a larger one is read again at its own size when it is at most WORK_SIDE pixels on a
+# side.
 CANVAS_FLAT = 0.9
 CANVAS_STEP = 24.0
 INNER_SIDE = 8
 INNER_ASPECT = 1.5
 INNER_EDGE = 0.8
 INNER_BACKGROUND = 0.1
+INNER_SPAN = 1 / 3
 INNER_RIM = 3  # rings tried inward, at least: a picture found on reduced work planes has a blurred rim
 
 # The object lies on a textured or shaded surface, which segmentation.object_mask separates it from, when the
@@ -276,6 +279,11 @@ def frame_picture(image: Image.Image, name: str = "image") -> Framed:
         # Re-framing would only resample it; this keeps `predict --save-inputs` images and
         # exported test images exactly what the model sees.
         return Framed(np.array(image, dtype=np.uint8), None)
+    return _framed(image, name)
+
+
+def _framed(image: Image.Image, name: str) -> Framed:
+    """`frame_picture` of a picture not in the dataset's own format."""
     try:
         gray, alpha, step = _planes(image)
     except ValueError as exc:  # modes Pillow cannot convert, such as LAB
@@ -286,22 +294,21 @@ def frame_picture(image: Image.Image, name: str = "image") -> Framed:
         across, down = image.width / gray.shape[1], image.height / gray.shape[0]
         box = (round(left * across), round(top * down), round(right * across), round(bottom * down))
         if (across, down) != (1.0, 1.0):
-            # Found on the work planes of a larger picture: cut it out with a work pixel of canvas round it and
-            # look again at its own resolution (each cut is smaller than the picture it is cut from).
-            wider = (box[0] - across, box[1] - down, box[2] + across, box[3] + down)
+            # Found on the work planes of a larger picture: when it fits them, cut it out with two work pixels of
+            # canvas round it and look again at its own size (its 28x28 bytes are then the dataset's).
             wider = (
-                max(0, round(wider[0])),
-                max(0, round(wider[1])),
-                min(image.width, round(wider[2])),
-                min(image.height, round(wider[3])),
+                max(0, round(box[0] - 2 * across - 1)),
+                max(0, round(box[1] - 2 * down - 1)),
+                min(image.width, round(box[2] + 2 * across + 1)),
+                min(image.height, round(box[3] + 2 * down + 1)),
             )
-            if wider != (0, 0, image.width, image.height):
-                return frame_picture(image.crop(wider), name)
+            if max(wider[2] - wider[0], wider[3] - wider[1]) <= WORK_SIDE:
+                return _framed(image.crop(wider), name)
         gray, alpha, image = plane, None, image.crop(box)
     digital = digital_view(gray, alpha) if gray.shape[0] == gray.shape[1] else None
     if digital is not None:
         return Framed(digital, None)
-    framed, cues = frame_with_cues(gray, alpha, step, lambda: _colour(image))
+    framed, cues = frame_with_cues(gray, alpha, step, lambda: _colour(image, gray))
     return Framed(framed, cues)
 
 
@@ -337,14 +344,16 @@ def _inner_picture(gray: np.ndarray, alpha: np.ndarray | None) -> tuple[tuple[in
         ring = plane[rim : plane.shape[0] - rim, rim : plane.shape[1] - rim]
         ring = ring[_border_coordinates(*ring.shape)]
         inner = _mode_level(ring)
-        if _flat(ring, inner, 0.5) and min(inner, 255 - inner) <= BACKGROUND_BAND:
+        difference = np.abs(plane - inner)
+        background = (difference <= FLAT_BAND).mean() >= INNER_BACKGROUND
+        if _flat(ring, inner, 0.5) and min(inner, 255 - inner) <= BACKGROUND_BAND and background:
             break
     else:
         return None
-    if abs(inner - level) < CANVAS_STEP:
+    if abs(inner - level) < CANVAS_STEP or float(difference.max()) < DIGITAL_CONTRAST:
         return None
-    difference = np.abs(plane - inner)
-    if (difference <= FLAT_BAND).mean() < INNER_BACKGROUND or float(difference.max()) < DIGITAL_CONTRAST:
+    shown = _object_box(difference > DIGITAL_OBJECT)
+    if shown is None or max(shown[1] - shown[0], shown[3] - shown[2]) < INNER_SPAN * max(plane.shape):
         return None
     if rim:
         core = plane[rim:-rim, rim:-rim].copy()
@@ -666,13 +675,14 @@ def _planes(image: Image.Image) -> tuple[np.ndarray, np.ndarray | None, float]:
     return np.asarray(_resize(image.convert("L"), size), dtype=np.float32), None, 1.0
 
 
-def _colour(image: Image.Image) -> np.ndarray:
-    """The picture's colour planes for segmentation.object_mask, float32 [h, w, C] (C = 3, or 1 for a mode
-    without colour), at most segmentation.SEGMENT_SIDE pixels on its longer side."""
+def _colour(image: Image.Image, gray: np.ndarray) -> np.ndarray:
+    """The picture's colour planes for segmentation.object_mask, float32 [h, w, C]: its RGB planes at most
+    segmentation.SEGMENT_SIDE pixels on the longer side, or for a mode without colour its working luminance
+    `gray` [H, W] (C = 1)."""
     scale = min(1.0, segmentation.SEGMENT_SIDE / max(image.size))
     size = (max(1, round(image.width * scale)), max(1, round(image.height * scale)))
     colourless = image.mode.startswith("I") or image.mode in ("F", "1", "L", "LA", "La")
-    planes = _planes(image)[0][..., None] if colourless else _resize(image.convert("RGB"), size)
+    planes = gray[..., None] if colourless else _resize(image.convert("RGB"), size)
     return np.asarray(planes, dtype=np.float32)
 
 

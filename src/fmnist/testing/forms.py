@@ -67,7 +67,7 @@ def all_forms() -> list[Form]:
         Form("RGBA", "PNG", 3.0, inverted=True, margin=0.25, canvas=0),
         Form("RGB", "JPEG", 4.0, smooth=True, margin=0.5, canvas=255),
         Form("RGB", "PNG", 2.0, margin=0.75, canvas=128),
-        Form("L", "PNG", 3.0, margin=4.0, canvas=250),  # 780 pixels: a page, looked at reduced first
+        Form("L", "PNG", 3.0, margin=4.0, canvas=250),  # 756 pixels: a page, looked at reduced first
     ]
     return forms
 

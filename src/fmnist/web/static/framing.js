@@ -38,6 +38,7 @@
     INNER_ASPECT: 1.5,
     INNER_EDGE: 0.8,
     INNER_BACKGROUND: 0.1,
+    INNER_SPAN: 1 / 3,
     INNER_RIM: 3,
   };
   const C = CONSTANTS;
@@ -274,18 +275,22 @@
     }
     const fashion = alreadyFashionMnist(data, width, height);
     if (fashion) return { image: fashion, cues: null };
+    return framed(picture);
+  }
+
+  // framePicture of a picture not in the dataset's own format (_framed).
+  function framed(picture) {
+    const { data, width, height } = picture;
     let { gray, alpha, w, h } = planes(data, width, height);
     const inner = innerPicture(gray, alpha, w, h);
     if (inner) { // read the picture on the canvas, not the canvas
       const [top, bottom, left, right] = inner.box;
       const across = width / w, down = height / h;
       const box = [rint(left * across), rint(top * down), rint(right * across), rint(bottom * down)];
-      if (across !== 1 || down !== 1) { // found on the work planes of a larger picture: look again, cut out
-        const wider = [Math.max(0, rint(box[0] - across)), Math.max(0, rint(box[1] - down)),
-          Math.min(width, rint(box[2] + across)), Math.min(height, rint(box[3] + down))];
-        if (wider[0] !== 0 || wider[1] !== 0 || wider[2] !== width || wider[3] !== height) {
-          return framePicture(cropped(picture, wider));
-        }
+      if (across !== 1 || down !== 1) { // found on the work planes of a larger picture: when it fits them, cut out
+        const wider = [Math.max(0, rint(box[0] - 2 * across - 1)), Math.max(0, rint(box[1] - 2 * down - 1)),
+          Math.min(width, rint(box[2] + 2 * across + 1)), Math.min(height, rint(box[3] + 2 * down + 1))];
+        if (Math.max(wider[2] - wider[0], wider[3] - wider[1]) <= C.WORK_SIDE) return framed(cropped(picture, wider));
       }
       picture = cropped(picture, box);
       ({ plane: gray, w, h } = inner);
@@ -335,15 +340,22 @@
       const [cy, cx] = borderCoordinates(bh - 2 * rim, bw - 2 * rim);
       const ring = Float32Array.from(cy, (y, i) => plane[(y + rim) * bw + cx[i] + rim]);
       const found = modeLevel(ring);
-      if (flat(ring, found, 0.5) && Math.min(found, 255 - found) <= C.BACKGROUND_BAND) { inner = found; break; }
+      let background = 0;
+      for (const v of plane) if (Math.abs(v - found) <= C.FLAT_BAND) background++;
+      if (flat(ring, found, 0.5) && Math.min(found, 255 - found) <= C.BACKGROUND_BAND &&
+        background / plane.length >= C.INNER_BACKGROUND) { inner = found; break; }
     }
     if (inner === null || Math.abs(inner - level) < C.CANVAS_STEP) return null;
-    let background = 0, strongest = 0;
-    for (const v of plane) {
-      if (Math.abs(v - inner) <= C.FLAT_BAND) background++;
-      strongest = Math.max(strongest, Math.abs(v - inner));
+    let strongest = 0;
+    const shown = new Uint8Array(plane.length);
+    for (let i = 0; i < plane.length; i++) {
+      const difference = Math.abs(plane[i] - inner);
+      strongest = Math.max(strongest, difference);
+      shown[i] = difference > C.DIGITAL_OBJECT ? 1 : 0;
     }
-    if (background / plane.length < C.INNER_BACKGROUND || strongest < C.DIGITAL_CONTRAST) return null;
+    if (strongest < C.DIGITAL_CONTRAST) return null;
+    const span = objectBox(shown, bw, bh);
+    if (!span || Math.max(span[1] - span[0], span[3] - span[2]) < C.INNER_SPAN * Math.max(bh, bw)) return null;
     for (let y = 0; y < bh; y++) {
       for (let x = 0; x < bw; x++) {
         if (y < rim || y >= bh - rim || x < rim || x >= bw - rim) plane[y * bw + x] = inner;
