@@ -382,11 +382,9 @@ def digital_view(gray: np.ndarray, alpha: np.ndarray | None = None) -> np.ndarra
     """
     if alpha is not None and float(alpha.min()) < 0.99:
         return None
-    ys, xs = _border_coordinates(*gray.shape)
-    border = gray[ys, xs]
+    border = gray[_border_coordinates(*gray.shape)]
     level = _mode_level(border)
-    near = np.abs(border - level) <= FLAT_BAND
-    if near.mean() < 0.5 or 1.4826 * float(np.median(np.abs(border[near] - level))) > DIGITAL_NOISE:
+    if not _flat(border, level, 0.5):
         return None
     if BACKGROUND_BAND < level < 255 - BACKGROUND_BAND:
         return None

@@ -298,8 +298,7 @@
     }
     const digital = w === h ? digitalView(gray, alpha, w, h) : null;
     if (digital) return { image: digital, cues: null };
-    const colour = picture;
-    return frameWithCues(gray, alpha, w, h, () => colourPlanes(colour, gray, w, h));
+    return frameWithCues(gray, alpha, w, h, () => colourPlanes(picture, gray, w, h));
   }
 
   // The [x0, y0, x1, y1] part of a decoded picture, as Pillow's Image.crop.
@@ -421,9 +420,7 @@
     const border = new Float32Array(ys.length);
     for (let i = 0; i < ys.length; i++) border[i] = gray[ys[i] * w + xs[i]];
     const level = modeLevel(border);
-    const deviations = [];
-    for (const v of border) if (Math.abs(v - level) <= C.FLAT_BAND) deviations.push(Math.abs(v - level));
-    if (deviations.length < 0.5 * border.length || 1.4826 * median(deviations) > C.DIGITAL_NOISE) return null;
+    if (!flat(border, level, 0.5)) return null;
     if (C.BACKGROUND_BAND < level && level < 255 - C.BACKGROUND_BAND) return null;
     const light = level > 127;
     const full = Math.max(light ? level : 255 - level, 1.0);
