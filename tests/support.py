@@ -79,14 +79,22 @@ def mosaic(size: tuple[int, int] = (400, 300), block: int = 40, seed: int = 0) -
 
 def product_photo(kind: str = "trouser", size: tuple[int, int] = (360, 480), fmt: str = "JPEG") -> bytes:
     """A dark garment on an off-white background with wide margins, as a shop photographs it."""
-    image = Image.new("RGB", size, (244, 241, 234))
+    mask = np.asarray(garment_mask(kind, size), np.float32)[..., None] / 255
+    image = Image.fromarray(np.uint8(np.float32([244, 241, 234]) * (1 - mask) + np.float32([38, 40, 52]) * mask))
+    buffer = io.BytesIO()
+    image.save(buffer, format=fmt, **({"quality": 90} if fmt == "JPEG" else {}))
+    return buffer.getvalue()
+
+
+def garment_mask(kind: str = "trouser", size: tuple[int, int] = (360, 480)) -> Image.Image:
+    """An L image, 255 on a trouser or a shirt drawn with wide margins, 0 elsewhere."""
+    image = Image.new("L", size, 0)
     draw = ImageDraw.Draw(image)
     w, h = size
-    dark = (38, 40, 52)
     if kind == "trouser":
-        draw.rectangle((w * 0.32, h * 0.12, w * 0.68, h * 0.24), fill=dark)  # waistband
-        draw.polygon([(w * 0.32, h * 0.2), (w * 0.48, h * 0.2), (w * 0.44, h * 0.9), (w * 0.29, h * 0.9)], fill=dark)
-        draw.polygon([(w * 0.52, h * 0.2), (w * 0.68, h * 0.2), (w * 0.71, h * 0.9), (w * 0.56, h * 0.9)], fill=dark)
+        draw.rectangle((w * 0.32, h * 0.12, w * 0.68, h * 0.24), fill=255)  # waistband
+        draw.polygon([(w * 0.32, h * 0.2), (w * 0.48, h * 0.2), (w * 0.44, h * 0.9), (w * 0.29, h * 0.9)], fill=255)
+        draw.polygon([(w * 0.52, h * 0.2), (w * 0.68, h * 0.2), (w * 0.71, h * 0.9), (w * 0.56, h * 0.9)], fill=255)
     else:  # a shirt
         outline = [
             (0.3, 0.2),
@@ -100,10 +108,21 @@ def product_photo(kind: str = "trouser", size: tuple[int, int] = (360, 480), fmt
             (0.2, 0.45),
             (0.1, 0.35),
         ]
-        draw.polygon([(w * x, h * y) for x, y in outline], fill=dark)
-    buffer = io.BytesIO()
-    image.save(buffer, format=fmt, **({"quality": 90} if fmt == "JPEG" else {}))
-    return buffer.getvalue()
+        draw.polygon([(w * x, h * y) for x, y in outline], fill=255)
+    return image
+
+
+def lit_past_white(kind: str = "shirt", side: int = 300, dark: bool = False) -> Image.Image:
+    """A square photo of a garment on a backdrop whose light ramps across it and clips: on white, lit past white
+    over more than half of it (a dark garment); `dark`, a light garment on black crushed to black over as much. With
+    a little sensor noise, so that it is a photo."""
+    mask = np.asarray(garment_mask(kind, (side, side)), np.float32) / 255
+    ramp = np.linspace(-1.0, 1.0, side, dtype=np.float32)[None, :].repeat(side, 0)
+    backdrop = -7 - 60 * ramp if dark else 262 + 60 * ramp
+    garment = 210.0 if dark else 45.0
+    noise = np.random.default_rng(0).normal(0, 2, (side, side)).astype(np.float32)
+    photo = np.clip(backdrop * (1 - mask) + garment * mask + noise, 0, 255)
+    return Image.fromarray(np.uint8(np.rint(photo))).convert("RGB")
 
 
 def png_claiming(width: int, height: int) -> bytes:

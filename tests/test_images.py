@@ -120,6 +120,29 @@ def test_uneven_light_across_the_background(tmp_path):
     assert _mad(out) < 10
 
 
+@pytest.mark.parametrize("width", [400, 520])
+@pytest.mark.parametrize("backdrop", ["lit past white", "crushed to black"])
+def test_a_backdrop_clipped_over_half_of_the_photo(tmp_path, backdrop, width):
+    # Light ramps across the backdrop and clips (255, or 0 on a dark one) over more than half of the picture: the
+    # clipped part is flat and noiseless, as a digital image's background (a square picture is tested for one),
+    # and the background's fit must follow the gradient where the light comes into range, not take it for the
+    # object.
+    rng = np.random.default_rng(0)
+    on_backdrop = _photo(GARMENT, (1, 1, 1), (0, 0, 0), (width, 400), (60, 60))[..., 0]
+    ramp = np.linspace(-1, 1, width)[None, :]
+    if backdrop == "lit past white":
+        photo = (262 + 60 * ramp) * on_backdrop + DARK * (1 - on_backdrop)
+    else:
+        photo = (-7 - 60 * ramp) * on_backdrop + LIGHT * (1 - on_backdrop)
+    photo = np.clip(photo + rng.normal(0, 2, photo.shape), 0, 255)
+    path = tmp_path / "clipped.png"
+    _save(np.repeat(photo[..., None], 3, axis=2), path)
+    framed = images.load_picture(path)
+    assert framed.cues is not None  # a photo, not a digital image
+    _assert_framed_like_fashion_mnist(framed.image)
+    assert _mad(framed.image) < 10
+
+
 def test_object_covering_most_of_the_border_keeps_its_polarity(tmp_path):
     # A shaded dark object touches the top, left and bottom edges: more than half of the border is
     # object, so the border's median is the object's level; the background is still the common level.

@@ -22,7 +22,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from os import PathLike
 from pathlib import Path
-from typing import TYPE_CHECKING, TypeAlias
+from typing import TYPE_CHECKING, NamedTuple, TypeAlias
 
 import numpy as np
 from PIL import Image, ImageFile, ImageOps, UnidentifiedImageError
@@ -71,6 +71,18 @@ SMOOTH_RADIUS = 2
 NOISE_SIGMAS = 5.0
 MIN_CONTRAST = 3.0
 PEAK_FRACTION = 0.06
+
+# The background's fit grows from the border's most common level for PLAIN_ROUNDS rounds. Border pixels within
+# CLIPPED_BAND levels of the format's black or white are light the picture clipped (a backdrop lit past white): a
+# second fit holds them with CLIPPED_WEIGHT where it passes beyond them, for at most FIT_ROUNDS rounds, until no
+# border pixel's fitted level moves by SETTLED levels more, and is taken when it puts CENSORED_GAIN more of the
+# border on the background.
+PLAIN_ROUNDS = 6
+CLIPPED_BAND = 2.0
+CLIPPED_WEIGHT = 1e-3
+FIT_ROUNDS = 50
+SETTLED = 0.05
+CENSORED_GAIN = 0.05
 
 # A digital image (digital_view): a background within BACKGROUND_BAND levels of black or white, at least half of
 # its border within FLAT_BAND levels of that background's level, with at most DIGITAL_NOISE levels of noise
@@ -374,7 +386,8 @@ def digital_view(gray: np.ndarray, alpha: np.ndarray | None = None) -> np.ndarra
 
     A digital image has an opaque, flat black or white background (at least half of its border within
     FLAT_BAND levels of one level near black or white, their noise at most DIGITAL_NOISE levels: no sensor
-    noise, no uneven light): a dataset image saved in another mode, format, size or polarity, with margins or not.
+    noise, no uneven light, no gradient where its light clipped): a dataset image saved in another mode, format,
+    size or polarity, with margins or not.
     Its view is the background-subtracted picture (a light background is negated, an object with less than
     FULL_PEAK contrast is stretched to 255), sampled at 28x28 (see `_sampled`): the whole picture, or the
     square around its object when margins were added (`_digital_crop`). A 28x28 picture keeps its placement.
@@ -387,6 +400,11 @@ def digital_view(gray: np.ndarray, alpha: np.ndarray | None = None) -> np.ndarra
     if not _flat(border, level, 0.5):
         return None
     if BACKGROUND_BAND < level < 255 - BACKGROUND_BAND:
+        return None
+    # A photo's backdrop lit past white (or black) is flat where it clipped; where its light comes into range
+    # it follows a gradient, which a digital image's background never has.
+    lit = np.clip(_border_surface(gray, Levels(0.0, 255.0, 1.0))[1], 0, 255)
+    if float(np.abs(lit - level).max()) > FLAT_BAND:
         return None
     light = level > 127
     full = max(level if light else 255 - level, 1.0)  # the background's distance from the far end of the range
@@ -508,7 +526,7 @@ def frame_with_cues(
     else:
         if alpha is not None:  # opaque but for a few pixels: those show the white page behind
             gray = gray * alpha + 255 * (1 - alpha)
-        contrast, noise, border_fit = _background_contrast(_stretch(gray, step))
+        contrast, noise, border_fit = _background_contrast(*_stretch(gray, step))
         smooth = _smooth(contrast)
         threshold = _threshold(smooth, noise)
         # Smoothing spreads the object by its radius; the pixels themselves must also stand out.
@@ -701,18 +719,28 @@ def _high_depth_levels(image: Image.Image) -> tuple[np.ndarray, float]:
     return values * (255 / full_scale), 255 / full_scale
 
 
-def _stretch(gray: np.ndarray, step: float) -> np.ndarray:
+class Levels(NamedTuple):
+    """The file format's black and white and one of its levels, on the scale of a working plane: where light too
+    dark or too bright was clipped, and how finely."""
+
+    black: float
+    white: float
+    step: float
+
+
+def _stretch(gray: np.ndarray, step: float) -> tuple[np.ndarray, Levels]:
     """`gray` mapped linearly so that its measured range (smoothed: single noisy pixels do not count) spans
     0..255, the gain capped so that one level of the file's format becomes at most MIN_CONTRAST levels:
-    contrast finer than the format can hold is never taken for an object.
+    contrast finer than the format can hold is never taken for an object. Also the format's Levels on the new
+    scale.
 
     Scanners, cameras and microscopes often write 10 or 12 bits of data in a 16-bit file; at its
     nominal range such a picture would be nearly flat and fall below every threshold.
     """
     smooth = _smooth(gray)
     low, high = float(smooth.min()), float(smooth.max())
-    gain = min(255 / max(high - low, 1e-12), MIN_CONTRAST / step)
-    return (gray - low) * np.float32(max(gain, 1.0))
+    gain = np.float32(max(min(255 / max(high - low, 1e-12), MIN_CONTRAST / step), 1.0))
+    return (gray - low) * gain, Levels(-low * float(gain), (255 - low) * float(gain), step * float(gain))
 
 
 def _resize(image: Image.Image, size: tuple[int, int]) -> Image.Image:
@@ -736,11 +764,11 @@ def _cutout_contrast(gray: np.ndarray, alpha: np.ndarray) -> np.ndarray:
     return np.maximum(negated, SILHOUETTE_FLOOR * strongest) * alpha
 
 
-def _background_contrast(gray: np.ndarray) -> tuple[np.ndarray, float, float]:
+def _background_contrast(gray: np.ndarray, levels: Levels) -> tuple[np.ndarray, float, float]:
     """Contrast with the background (background 0, object positive), the noise level of the smoothed contrast,
-    and the share of border pixels on the background surface."""
+    and the share of border pixels on the background surface. `levels`: the format's, on `gray`'s scale."""
     smooth = _smooth(gray)
-    background, noise, border_fit = _background_surface(smooth)
+    background, noise, border_fit = _background_surface(smooth, levels)
     difference = smooth - background
     threshold = _threshold(difference, noise)
     standing_out = difference[np.abs(difference) > threshold]
@@ -751,36 +779,84 @@ def _background_contrast(gray: np.ndarray) -> tuple[np.ndarray, float, float]:
     return sign * (gray - background), noise, border_fit
 
 
-def _background_surface(smooth: np.ndarray) -> tuple[np.ndarray, float, float]:
+def _background_surface(smooth: np.ndarray, levels: Levels) -> tuple[np.ndarray, float, float]:
     """Background level, a quadratic surface in x and y (a gradient of light, vignetting), fitted to the
-    border pixels that belong to it; their noise; and their share of the border.
+    border pixels that belong to it (`_border_surface`) and clipped to the format's black and white; their noise;
+    and their share
+    of the border."""
+    height, width = smooth.shape
+    coef, _, residual, inliers = _border_surface(smooth, levels)
+    noise = 1.4826 * float(np.median(np.abs(residual[inliers]))) if inliers.any() else 0.0
+    gx = np.arange(width, dtype=np.float32) / max(width - 1, 1) - 0.5
+    gy = np.arange(height, dtype=np.float32) / max(height - 1, 1) - 0.5
+    surface = np.clip(_surface_terms(gx[None, :], gy[:, None]) @ coef, levels.black, levels.white)
+    return surface.astype(np.float32), noise, float(inliers.mean()) if inliers.size else 0.0
+
+
+def _border_surface(smooth: np.ndarray, levels: Levels) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """The background's quadratic surface fitted to the border of `smooth` [H, W]: its six coefficients (see
+    `_surface_terms`); and for each border pixel (in `_border_coordinates` order) the surface's level there,
+    the pixel's residual and whether it lies on the surface.
 
     Starts at the most common border level (not the median: an object may cover more than half
-    of the border) and grows the set of background pixels along a gradient of light.
+    of the border) and grows the set of background pixels along a gradient of light (`_grown`). Where the
+    picture clipped light at its black or white (`levels`, the format's on `smooth`'s scale), a backdrop lit
+    past white is white up to where its gradient comes into range: a second fit takes a clipped pixel as
+    censored, agreeing with any surface beyond its limit (the censored regression of Tobin, 1958), and is
+    chosen when it puts CENSORED_GAIN more of the border on the surface. A black background with an object
+    touching the border is clipped too, but the plain fit holds all of it already.
     """
     height, width = smooth.shape
     ys, xs = _border_coordinates(height, width)
     x, y = xs / max(width - 1, 1) - 0.5, ys / max(height - 1, 1) - 0.5
     values = smooth[ys, xs]
     design = _surface_terms(x, y)
-    coef = np.zeros(design.shape[1])
-    coef[0] = _mode_level(values)
+    start = np.zeros(design.shape[1])
+    start[0] = _mode_level(values)
     # Noise from neighbour-to-neighbour steps along the border: an object or a gradient adds few.
     steps = np.abs(np.diff(values))
     tolerance = max(4 * 1.4826 * float(np.median(steps)) if steps.size else 0.0, 4.0)
-    for _ in range(6):
-        residual = values - design @ coef
-        inliers = np.abs(residual) <= tolerance
+    unclipped = np.zeros(values.shape, bool)
+    plain = _grown(values, design, start, tolerance, (unclipped, unclipped), PLAIN_ROUNDS, 0.0)
+    band = CLIPPED_BAND * levels.step
+    clipped = values <= np.float64(levels.black + band), values >= np.float64(levels.white - band)
+    if not (clipped[0].any() or clipped[1].any()):
+        return plain
+    # The first levels in range beyond the clipped band must be within reach of a fit at its limit.
+    censored = _grown(values, design, start, max(tolerance, 2 * band), clipped, FIT_ROUNDS, SETTLED)
+    return censored if censored[3].mean() >= plain[3].mean() + CENSORED_GAIN else plain
+
+
+def _grown(
+    values: np.ndarray,
+    design: np.ndarray,
+    coef: np.ndarray,
+    tolerance: float,
+    clipped: tuple[np.ndarray, np.ndarray],
+    rounds: int,
+    settled: float,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Least squares of `values` [n] on `design` [n, 6] over the pixels within `tolerance` of the fit, from
+    `coef`, for `rounds` rounds or until no fitted level moves by `settled`; the pixels `clipped` (dark,
+    bright) beyond the fit are imputed at its level with the small weight CLIPPED_WEIGHT (a proximal step: the
+    fit moves freely along the light in range, and where only clipped pixels hold it, it stays). Returns
+    `_border_surface`'s four arrays."""
+    dark, bright = clipped
+    fitted = design @ coef
+    for _ in range(rounds):
+        free = (bright & (fitted >= values)) | (dark & (fitted <= values))
+        seen = np.where(free, fitted, values)
+        inliers = np.abs(seen - fitted) <= tolerance
         if inliers.sum() < 3:
             break
-        coef = np.linalg.lstsq(design[inliers], values[inliers], rcond=None)[0]
-    residual = values - design @ coef
-    inliers = np.abs(residual) <= tolerance
-    noise = 1.4826 * float(np.median(np.abs(residual[inliers]))) if inliers.any() else 0.0
-    gx = np.arange(width, dtype=np.float32) / max(width - 1, 1) - 0.5
-    gy = np.arange(height, dtype=np.float32) / max(height - 1, 1) - 0.5
-    surface = _surface_terms(gx[None, :], gy[:, None]) @ coef
-    return surface.astype(np.float32), noise, float(inliers.mean()) if inliers.size else 0.0
+        weight = np.where(free, np.sqrt(CLIPPED_WEIGHT), 1.0)[inliers, None]
+        coef = np.linalg.lstsq(design[inliers] * weight, seen[inliers] * weight[:, 0], rcond=None)[0]
+        before, fitted = fitted, design @ coef
+        if np.abs(fitted - before).max() < settled:
+            break
+    free = (bright & (fitted >= values)) | (dark & (fitted <= values))
+    residual = np.where(free, 0.0, values - fitted)
+    return coef, fitted, residual, np.abs(residual) <= tolerance
 
 
 def _surface_terms(x: np.ndarray, y: np.ndarray) -> np.ndarray:

@@ -2,7 +2,9 @@
 benchmarks/surfaces.py.
 
 Each photo puts one Fashion-MNIST image on one kind of surface: procedural ones drawn here (wood with
-growth rings, a woven or checked cloth, fibrous paper, tiles with grout, a plain "flat" table) and
+growth rings, a woven or checked cloth, fibrous paper, tiles with grout, a plain "flat" table, a "lit" studio
+backdrop whose light ramps across it and clips at white, or at black on a dark one, the garment's drop shadow
+on it half the time) and
 scikit-image's shipped photos of brick, grass and gravel (`skimage.data`, in its wheel), tinted. The
 garment is drawn either as ink over the surface (the surface shows through its thin parts, as in
 `fmnist.testing.domains`) or as opaque cloth that hides the surface, light on a dark surface or dark on a
@@ -16,7 +18,7 @@ import io
 from functools import cache
 
 import numpy as np
-from PIL import Image
+from PIL import Image, ImageFilter
 
 from fmnist.trust.references import _placed
 
@@ -24,7 +26,7 @@ from fmnist.trust.references import _placed
 PROCEDURAL = ("wood", "cloth", "paper", "tile")
 SHIPPED = ("brick", "grass", "gravel")
 TEXTURED = PROCEDURAL + SHIPPED
-KINDS = (*TEXTURED, "flat")
+KINDS = (*TEXTURED, "flat", "lit")
 LONGER_SIDE = (240, 480)  # pixels, before turning
 MIN_CONTRAST = 70.0  # the least difference in luminance between the garment and the surface's mean, 0..255
 
@@ -38,8 +40,11 @@ def render(image: np.ndarray, kind: str, rng: np.random.Generator, max_angle: fl
     angle = float(rng.uniform(-max_angle, max_angle))
     ink = np.asarray(Image.fromarray(ink).rotate(angle, Image.Resampling.BILINEAR, expand=True))
     surface = _surface(kind, ink.shape, rng)
-    level = float(surface.mean())
-    light = level < 128 if rng.random() < 0.85 else level >= 128  # mostly the contrast a photographer picks
+    if kind == "lit" and rng.random() < 0.5:
+        surface = _drop_shadow(surface, ink, rng)
+    level = float(np.clip(surface, 0, 255).mean() if kind == "lit" else surface.mean())
+    # Mostly the contrast a photographer picks; always on a backdrop lit past white (a white shirt would vanish).
+    light = (level < 128) != (rng.random() >= 0.85 and kind != "lit")
     tone = rng.uniform(min(level + MIN_CONTRAST, 255), 255) if light else rng.uniform(0, max(level - MIN_CONTRAST, 0))
     colour = np.clip(tone + rng.uniform(-25, 25, 3), 0, 255).astype(np.float32)
     if rng.random() < 0.5:  # ink: the surface shows through the garment's thin parts
@@ -69,6 +74,14 @@ def _surface(kind: str, shape: tuple[int, ...], rng: np.random.Generator) -> np.
     if kind == "flat":
         base = rng.uniform(30, 230) + rng.uniform(-20, 20, 3)
         return np.broadcast_to(base.astype(np.float32), (height, width, 3)).copy()
+    if kind == "lit":  # light ramping across a white backdrop past 255 (or a black one below 0) over part of it
+        angle = rng.uniform(0, 2 * np.pi)
+        ramp = (np.cos(angle) * (x - width / 2) + np.sin(angle) * (y - height / 2)) / max(height, width)
+        if rng.random() < 0.7:
+            level = rng.uniform(220, 250) * (1 + rng.uniform(0.5, 1.0) * ramp + rng.uniform(0.1, 0.3))
+        else:
+            level = rng.uniform(5, 30) - rng.uniform(80, 180) * (ramp + rng.uniform(0.0, 0.2))
+        return (level[..., None] + rng.uniform(-6, 6, 3)).astype(np.float32)
     if kind in SHIPPED:
         texture = _texture(kind, (height, width), rng)
         tint = rng.uniform(0.5, 1.0, 3).astype(np.float32)
@@ -121,6 +134,16 @@ def _smooth_noise(shape: tuple[int, int], rng: np.random.Generator, scale: float
     """Gaussian noise blurred to features about `scale` pixels wide, about unit standard deviation."""
     small = rng.standard_normal((max(2, int(shape[0] / scale)), max(2, int(shape[1] / scale)))).astype(np.float32)
     return np.asarray(Image.fromarray(small, "F").resize((shape[1], shape[0]), Image.Resampling.BICUBIC))
+
+
+def _drop_shadow(surface: np.ndarray, ink: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """`surface` darkened by a soft shadow of the garment (`ink`, 0..1 [H, W]) cast down and to one side."""
+    side = max(ink.shape)
+    blur = ImageFilter.GaussianBlur(side * rng.uniform(0.01, 0.04))
+    shadow = np.asarray(Image.fromarray(np.uint8(np.rint(ink * 255))).filter(blur), np.float32) / 255
+    shift = (rng.uniform(0.01, 0.04, 2) * side * rng.choice([-1, 1], 2)).round().astype(int)
+    shadow = np.roll(shadow, tuple(shift), axis=(0, 1))
+    return surface * (1 - rng.uniform(0.2, 0.45) * shadow[..., None])
 
 
 def _lit(photo: np.ndarray, rng: np.random.Generator) -> np.ndarray:

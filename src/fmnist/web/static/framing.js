@@ -40,6 +40,12 @@
     INNER_BACKGROUND: 0.1,
     INNER_SPAN: 1 / 3,
     INNER_RIM: 3,
+    PLAIN_ROUNDS: 6,
+    CLIPPED_BAND: 2.0,
+    CLIPPED_WEIGHT: 1e-3,
+    FIT_ROUNDS: 50,
+    SETTLED: 0.05,
+    CENSORED_GAIN: 0.05,
   };
   const C = CONSTANTS;
   const SIDE = C.SIDE;
@@ -422,6 +428,9 @@
     const level = modeLevel(border);
     if (!flat(border, level, 0.5)) return null;
     if (C.BACKGROUND_BAND < level && level < 255 - C.BACKGROUND_BAND) return null;
+    // A photo's backdrop lit past white (or black) follows a gradient where its light comes into range.
+    const { fitted } = borderSurface(gray, [0.0, 255.0, 1.0], w, h);
+    for (const lit of fitted) if (Math.abs(Math.min(Math.max(lit, 0), 255) - level) > C.FLAT_BAND) return null;
     const light = level > 127;
     const full = Math.max(light ? level : 255 - level, 1.0);
     const gain = f32(255 / full);
@@ -487,7 +496,8 @@
       mask = smoothed(alpha, w, h).map((v) => (v > 0.5 ? 1 : 0));
     } else {
       if (alpha) gray = gray.map((g, i) => f32(f32(g * alpha[i]) + f32(255 * f32(1 - alpha[i]))));
-      ({ contrast, noise, borderFit } = backgroundContrast(stretch(gray, w, h), w, h));
+      const { stretched, levels } = stretch(gray, w, h);
+      ({ contrast, noise, borderFit } = backgroundContrast(stretched, levels, w, h));
       smooth = smoothed(contrast, w, h);
       const t = threshold(smooth, noise);
       mask = new Uint8Array(smooth.length);
@@ -653,7 +663,8 @@
     return gray.map((g, i) => f32(Math.max(f32(255 - g), floor) * alpha[i]));
   }
 
-  // `gray` stretched so that its smoothed range spans 0..255, the gain at most MIN_CONTRAST (_stretch, step 1).
+  // `gray` stretched so that its smoothed range spans 0..255, the gain at most MIN_CONTRAST (_stretch, step 1);
+  // and the levels of black and white and one level of the format on the new scale (Levels).
   function stretch(gray, w, h) {
     const smooth = smoothed(gray, w, h);
     const low = minOf(smooth), high = maxOf(smooth);
@@ -661,14 +672,14 @@
     const lowF = f32(low);
     const out = new Float32Array(gray.length);
     for (let i = 0; i < gray.length; i++) out[i] = f32(gray[i] - lowF) * gain;
-    return out;
+    return { stretched: out, levels: [-low * gain, (255 - low) * gain, gain] };
   }
 
   // Contrast with the background surface (object positive), its noise and the border's fit
   // (_background_contrast).
-  function backgroundContrast(gray, w, h) {
+  function backgroundContrast(gray, levels, w, h) {
     const smooth = smoothed(gray, w, h);
-    const { surface, noise, borderFit } = backgroundSurface(smooth, w, h);
+    const { surface, noise, borderFit } = backgroundSurface(smooth, levels, w, h);
     const difference = new Float32Array(smooth.length);
     for (let i = 0; i < smooth.length; i++) difference[i] = smooth[i] - surface[i];
     const t = threshold(difference, noise);
@@ -680,9 +691,32 @@
     return { contrast, noise, borderFit };
   }
 
-  // The background: a quadratic surface fitted to the border pixels on it, grown from the most common
-  // border level (_background_surface).
-  function backgroundSurface(smooth, w, h) {
+  // The background: a quadratic surface fitted to the border pixels on it (borderSurface), clipped to the
+  // format's black and white (_background_surface).
+  function backgroundSurface(smooth, levels, w, h) {
+    const { coef, residual, inliers } = borderSurface(smooth, levels, w, h);
+    const kept = [];
+    residual.forEach((r, i) => { if (inliers[i]) kept.push(Math.abs(r)); });
+    const noise = kept.length ? 1.4826 * median(kept) : 0.0;
+    const surface = new Float32Array(w * h);
+    const gx = Float32Array.from({ length: w }, (_, i) => f32(f32(i / Math.max(w - 1, 1)) - 0.5));
+    const gy = Float32Array.from({ length: h }, (_, i) => f32(f32(i / Math.max(h - 1, 1)) - 0.5));
+    const [low, high] = levels;
+    for (let y = 0; y < h; y++) {
+      const yy = gy[y], y2 = f32(yy * yy), rowBase = coef[0] + coef[2] * yy + coef[4] * y2;
+      for (let x = 0; x < w; x++) {
+        const xx = gx[x];
+        const level = rowBase + coef[1] * xx + coef[3] * f32(xx * xx) + coef[5] * f32(xx * yy);
+        surface[y * w + x] = Math.min(Math.max(level, low), high);
+      }
+    }
+    return { surface, noise, borderFit: residual.length ? kept.length / residual.length : 0.0 };
+  }
+
+  // The background's quadratic surface fitted to the border, grown from the most common border level; where light
+  // clipped, a censored fit too, taken when it puts CENSORED_GAIN more of the border on the surface: its
+  // coefficients, and per border pixel its level, residual and whether it lies on it (_border_surface).
+  function borderSurface(smooth, levels, w, h) {
     const [ys, xs] = borderCoordinates(h, w);
     const n = ys.length;
     const values = new Float32Array(n);
@@ -692,44 +726,54 @@
       const x = xs[i] / Math.max(w - 1, 1) - 0.5, y = ys[i] / Math.max(h - 1, 1) - 0.5;
       [1, x, y, x * x, y * y, x * y].forEach((term, j) => { design[j][i] = term; });
     }
-    let coef = [modeLevel(values), 0, 0, 0, 0, 0];
+    const start = [modeLevel(values), 0, 0, 0, 0, 0];
     const steps = new Float32Array(Math.max(n - 1, 0));
     for (let i = 1; i < n; i++) steps[i - 1] = Math.abs(f32(values[i] - values[i - 1]));
     const tolerance = Math.max(steps.length ? 4 * 1.4826 * median(steps) : 0, 4.0);
-    const residuals = (c) => Float64Array.from(values, (v, i) => { // |values - design @ c|, in float64
+    const plain = grown(values, design, start, tolerance, -Infinity, Infinity, C.PLAIN_ROUNDS, 0.0);
+    const band = C.CLIPPED_BAND * levels[2];
+    const darkBelow = levels[0] + band, brightAbove = levels[1] - band;
+    if (!values.some((v) => v <= darkBelow || v >= brightAbove)) return plain;
+    // The first levels in range beyond the clipped band must be within reach of a fit at its limit.
+    const censored = grown(values, design, start, Math.max(tolerance, 2 * band), darkBelow, brightAbove,
+      C.FIT_ROUNDS, C.SETTLED);
+    const share = (fit) => fit.inliers.reduce((sum, v) => sum + v, 0) / n;
+    return share(censored) >= share(plain) + C.CENSORED_GAIN ? censored : plain;
+  }
+
+  // Least squares of the border's values on the design over the pixels within `tolerance` of the fit, grown from
+  // `coef`; pixels at or below `darkBelow` or above `brightAbove` beyond the fit are imputed at its level with
+  // the small weight CLIPPED_WEIGHT (_grown).
+  function grown(values, design, coef, tolerance, darkBelow, brightAbove, rounds, settled) {
+    const n = values.length;
+    const fittedOf = (c) => Float64Array.from(values, (_, i) => { // design @ c, in float64
       let fitted = 0;
       for (let j = 0; j < 6; j++) fitted += design[j][i] * c[j];
-      return Math.abs(v - fitted);
+      return fitted;
     });
-    const inliersOf = (residual) => {
-      const kept = [];
-      residual.forEach((r, i) => { if (r <= tolerance) kept.push(i); });
-      return kept;
-    };
-    for (let round = 0; round < 6; round++) {
-      const inliers = Int32Array.from(inliersOf(residuals(coef)));
+    const freeOf = (fitted) => Uint8Array.from(values, (v, i) =>
+      (v >= brightAbove && fitted[i] >= v) || (v <= darkBelow && fitted[i] <= v) ? 1 : 0);
+    const lightly = Math.sqrt(C.CLIPPED_WEIGHT);
+    let fitted = fittedOf(coef);
+    for (let round = 0; round < rounds; round++) {
+      const free = freeOf(fitted);
+      const inliers = [];
+      for (let i = 0; i < n; i++) if (free[i] || Math.abs(values[i] - fitted[i]) <= tolerance) inliers.push(i);
       if (inliers.length < 3) break;
-      const pick = (array) => {
-        const picked = new Float64Array(inliers.length);
-        for (let i = 0; i < inliers.length; i++) picked[i] = array[inliers[i]];
-        return picked;
-      };
-      coef = leastSquares(...householder(design.map(pick), pick(values)));
+      const weight = Float64Array.from(inliers, (i) => (free[i] ? lightly : 1.0));
+      const pick = (array) => Float64Array.from(inliers, (i, k) => array[i] * weight[k]);
+      const seen = Float64Array.from(values, (v, i) => (free[i] ? fitted[i] : v));
+      coef = leastSquares(...householder(design.map(pick), pick(seen)));
+      const before = fitted;
+      fitted = fittedOf(coef);
+      let moved = 0;
+      for (let i = 0; i < n; i++) moved = Math.max(moved, Math.abs(fitted[i] - before[i]));
+      if (moved < settled) break;
     }
-    const residual = residuals(coef);
-    const kept = inliersOf(residual).map((i) => residual[i]);
-    const noise = kept.length ? 1.4826 * median(kept) : 0.0;
-    const surface = new Float32Array(w * h);
-    const gx = Float32Array.from({ length: w }, (_, i) => f32(f32(i / Math.max(w - 1, 1)) - 0.5));
-    const gy = Float32Array.from({ length: h }, (_, i) => f32(f32(i / Math.max(h - 1, 1)) - 0.5));
-    for (let y = 0; y < h; y++) {
-      const yy = gy[y], y2 = f32(yy * yy), rowBase = coef[0] + coef[2] * yy + coef[4] * y2;
-      for (let x = 0; x < w; x++) {
-        const xx = gx[x];
-        surface[y * w + x] = rowBase + coef[1] * xx + coef[3] * f32(xx * xx) + coef[5] * f32(xx * yy);
-      }
-    }
-    return { surface, noise, borderFit: n ? kept.length / n : 0.0 };
+    const free = freeOf(fitted);
+    const residual = Float64Array.from(values, (v, i) => (free[i] ? 0.0 : v - fitted[i]));
+    const inliers = Uint8Array.from(residual, (r) => (Math.abs(r) <= tolerance ? 1 : 0));
+    return { coef, fitted, residual, inliers };
   }
 
   function dot(a, b) {
