@@ -667,7 +667,10 @@ def _shoe() -> np.ndarray:
 
 def _tolerance(form: forms.Form) -> float:
     """Mean absolute difference allowed between a form's view and the image: none for a lossless 28x28 or nearest
-    upscale; JPEG/WebP loss or a smooth upscale's interpolation; margins whose smooth edge blurs the object's box."""
+    upscale; JPEG/WebP loss or a smooth upscale's interpolation; margins whose smooth edge blurs the object's box; a
+    colour map's luminance, not linear in the levels it draws."""
+    if form.colour_map:
+        return 16.0
     if form.margin and form.smooth:
         return 14.0
     if form.margin:

@@ -84,10 +84,11 @@ FIT_ROUNDS = 50
 SETTLED = 0.05
 CENSORED_GAIN = 0.05
 
-# A digital image (digital_view): a background within BACKGROUND_BAND levels of black or white, at least half of
-# its border within FLAT_BAND levels of that background's level, with at most DIGITAL_NOISE levels of noise
-# there (a photo's sensor noise, JPEG speckle and uneven light are more).
-BACKGROUND_BAND = 16.0
+# A digital image (digital_view): a background within BACKGROUND_BAND levels of black or white (the darkest colour
+# of matplotlib's default colour map, viridis, is 31 levels above black), at least half of its border within
+# FLAT_BAND levels of that background's level, with at most DIGITAL_NOISE levels of noise there (a photo's sensor
+# noise, JPEG speckle and uneven light are more).
+BACKGROUND_BAND = 40.0
 FLAT_BAND = 6.0
 DIGITAL_NOISE = 2.0
 DIGITAL_OBJECT = 8.0  # contrast that counts as the object when finding its box (faint JPEG ringing does not)
@@ -104,7 +105,7 @@ FULL_PEAK = 250.0  # a digital object's strongest contrast; Fashion-MNIST's imag
 # (a dataset image is square); its four corners and at least INNER_EDGE of its border lie more than CANVAS_STEP / 2
 # from the canvas (80.6 % or more of the border of each of Fashion-MNIST's 70,000 images lies more than 12 levels
 # from white, and so do all four of its corners); its border, or a ring a little inside it when a smooth upscale
-# blurred it, is flat as a digital image's (digital_view) at a level within BACKGROUND_BAND of black or white and at
+# blurred it, is flat as a digital image's (digital_view) at a level within INNER_BAND of black or white and at
 # least CANVAS_STEP from the canvas's; at least INNER_BACKGROUND of it lies at that level (its background: 5.7 % or
 # more of every Fashion-MNIST test image, 13.6 % or more of 99.9 % of them); and what stands on it, DIGITAL_CONTRAST
 # or more apart at its strongest, spans at least INNER_SPAN of the box's longer side (a Fashion-MNIST image's object
@@ -114,6 +115,7 @@ FULL_PEAK = 250.0  # a digital object's strongest contrast; Fashion-MNIST's imag
 # on the reduced work planes of a larger one is read again at its own size when it is at most WORK_SIDE pixels on a
 # side.
 CANVAS_FLAT = 0.9
+INNER_BAND = 16.0
 CANVAS_STEP = 24.0
 INNER_SIDE = 8
 INNER_ASPECT = 1.5
@@ -358,7 +360,7 @@ def _inner_picture(gray: np.ndarray, alpha: np.ndarray | None) -> tuple[tuple[in
         inner = _mode_level(ring)
         difference = np.abs(plane - inner)
         background = (difference <= FLAT_BAND).mean() >= INNER_BACKGROUND
-        if _flat(ring, inner, 0.5) and min(inner, 255 - inner) <= BACKGROUND_BAND and background:
+        if _flat(ring, inner, 0.5) and min(inner, 255 - inner) <= INNER_BAND and background:
             break
     else:
         return None

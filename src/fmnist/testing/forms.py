@@ -3,8 +3,9 @@
 Each form is one container of the same 28x28 image: an image mode (L, LA, RGB, RGBA, P, I;16, F),
 a size (28x28, or upscaled by an integer or a non-integer factor, nearest or smooth), a polarity (light
 garment on black, as in the dataset, or dark on white, as on a product page), a file format (PNG,
-JPEG, WebP, BMP, TIFF) and optional margins, in the background's colour or in another one (the image
-pasted on a page, or padded with white). Nothing in a form changes what the picture shows, so each
+JPEG, WebP, BMP, TIFF), optional margins, in the background's colour or in another one (the image
+pasted on a page, or padded with white), and optionally a colour map (matplotlib's default, viridis, as
+`plt.imsave(path, image)` writes it). Nothing in a form changes what the picture shows, so each
 form must give the class and the verdict the dataset's own bytes give.
 """
 
@@ -38,12 +39,14 @@ class Form:
     inverted: bool = False  # dark garment on white
     margin: float = 0.0  # added on every side, as a fraction of 28 pixels
     canvas: int | None = None  # the margins' level (0-255) when not the background's: a page the image is set on
+    colour_map: str | None = None  # a matplotlib colour map the levels are drawn in (viridis: dark violet to yellow)
 
     @property
     def name(self) -> str:
         size = f"{round(28 * self.scale)}px{'-smooth' if self.smooth else ''}"
         extras = ("-inverted" if self.inverted else "") + (f"-margin{self.margin:g}" if self.margin else "")
         extras += f"-canvas{self.canvas}" if self.canvas is not None else ""
+        extras += f"-{self.colour_map}" if self.colour_map else ""
         return f"{self.mode}-{self.fmt.lower()}-{size}{extras}"
 
 
@@ -68,6 +71,8 @@ def all_forms() -> list[Form]:
         Form("RGB", "JPEG", 4.0, smooth=True, margin=0.5, canvas=255),
         Form("RGB", "PNG", 2.0, margin=0.75, canvas=128),
         Form("L", "PNG", 3.0, margin=4.0, canvas=250),  # 756 pixels: a page, looked at reduced first
+        Form("RGBA", "PNG", colour_map="viridis"),  # plt.imsave(path, image)
+        Form("RGB", "JPEG", 4.0, smooth=True, colour_map="viridis"),
     ]
     return forms
 
@@ -84,6 +89,10 @@ def save(image: np.ndarray, form: Form) -> bytes:
         side = round(picture.width * form.scale)
         resample = Image.Resampling.BICUBIC if form.smooth else Image.Resampling.NEAREST
         picture = picture.resize((side, side), resample)
+    if form.colour_map:
+        from matplotlib import colormaps
+
+        picture = Image.fromarray(colormaps[form.colour_map](np.asarray(picture), bytes=True), "RGBA")
     buffer = io.BytesIO()
     kwargs = {"quality": 90} if form.fmt in ("JPEG", "WEBP") else {}
     _converted(picture, form.mode).save(buffer, format=form.fmt, **kwargs)

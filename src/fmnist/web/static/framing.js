@@ -21,7 +21,7 @@
     NOISE_SIGMAS: 5.0,
     MIN_CONTRAST: 3.0,
     PEAK_FRACTION: 0.06,
-    BACKGROUND_BAND: 16.0,
+    BACKGROUND_BAND: 40.0,
     FLAT_BAND: 6.0,
     DIGITAL_NOISE: 2.0,
     DIGITAL_OBJECT: 8.0,
@@ -33,6 +33,7 @@
     SURFACE_FIT: 0.8,
     SURFACE_MIN_NOISE: 1.0,
     CANVAS_FLAT: 0.9,
+    INNER_BAND: 16.0,
     CANVAS_STEP: 24.0,
     INNER_SIDE: 8,
     INNER_ASPECT: 1.5,
@@ -347,7 +348,7 @@
       const found = modeLevel(ring);
       let background = 0;
       for (const v of plane) if (Math.abs(v - found) <= C.FLAT_BAND) background++;
-      if (flat(ring, found, 0.5) && Math.min(found, 255 - found) <= C.BACKGROUND_BAND &&
+      if (flat(ring, found, 0.5) && Math.min(found, 255 - found) <= C.INNER_BAND &&
         background / plane.length >= C.INNER_BACKGROUND) { inner = found; break; }
     }
     if (inner === null || Math.abs(inner - level) < C.CANVAS_STEP) return null;
