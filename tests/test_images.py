@@ -143,6 +143,14 @@ def test_a_backdrop_clipped_over_half_of_the_photo(tmp_path, backdrop, width):
     assert _mad(framed.image) < 10
 
 
+def test_a_white_digital_image_whose_object_spans_its_width_stays_digital():
+    # Only the top and bottom rows are background: the background's fit must stay at their level (least squares
+    # solved about it), not bend to a minimum-norm surface that calls the sides a gradient of light.
+    picture = np.full((28, 28), 255, np.float32)
+    picture[1:27, :] = np.linspace(40, 120, 28)[None, :]
+    assert images.digital_view(picture) is not None
+
+
 def test_object_covering_most_of_the_border_keeps_its_polarity(tmp_path):
     # A shaded dark object touches the top, left and bottom edges: more than half of the border is
     # object, so the border's median is the object's level; the background is still the common level.

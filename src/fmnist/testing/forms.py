@@ -5,8 +5,8 @@ a size (28x28, or upscaled by an integer or a non-integer factor, nearest or smo
 garment on black, as in the dataset, or dark on white, as on a product page), a file format (PNG,
 JPEG, WebP, BMP, TIFF), optional margins, in the background's colour or in another one (the image
 pasted on a page, or padded with white), and optionally a colour map (matplotlib's default, viridis, as
-`plt.imsave(path, image)` writes it). Nothing in a form changes what the picture shows, so each
-form must give the class and the verdict the dataset's own bytes give.
+`plt.imsave(path, image)` draws an image whose levels span 0-255). Nothing in a form changes what the picture
+shows, so each form must give the class and the verdict the dataset's own bytes give.
 """
 
 from __future__ import annotations
@@ -71,32 +71,45 @@ def all_forms() -> list[Form]:
         Form("RGB", "JPEG", 4.0, smooth=True, margin=0.5, canvas=255),
         Form("RGB", "PNG", 2.0, margin=0.75, canvas=128),
         Form("L", "PNG", 3.0, margin=4.0, canvas=250),  # 756 pixels: a page, looked at reduced first
-        Form("RGBA", "PNG", colour_map="viridis"),  # plt.imsave(path, image)
+        Form("RGBA", "PNG", colour_map="viridis"),  # plt.imsave(path, image) of levels 0-255
         Form("RGB", "JPEG", 4.0, smooth=True, colour_map="viridis"),
+        Form("RGB", "PNG", 3.0, margin=0.25, canvas=255, colour_map="viridis"),  # a figure saved without its axes
     ]
     return forms
 
 
 def save(image: np.ndarray, form: Form) -> bytes:
-    """The uint8 [28, 28] image saved in `form`: the file's bytes."""
+    """The uint8 [28, 28] image saved in `form`: the file's bytes. A colour map draws the levels after scaling,
+    but before a canvas of another colour is set round them (a figure's white page)."""
     pixels = 255 - image if form.inverted else image
+    picture = Image.fromarray(np.ascontiguousarray(pixels, dtype=np.uint8), "L")
     if form.margin:
         pad = round(28 * form.margin)
-        background = 255 if form.inverted else 0
-        pixels = np.pad(pixels, pad, constant_values=background if form.canvas is None else form.canvas)
-    picture = Image.fromarray(np.ascontiguousarray(pixels, dtype=np.uint8), "L")
+        if form.canvas is not None and form.colour_map:
+            page = Image.new("RGBA", (28 + 2 * pad, 28 + 2 * pad), (form.canvas,) * 3 + (255,))
+            page.paste(_coloured(picture, form.colour_map), (pad, pad))
+            picture = page
+        else:
+            background = 255 if form.inverted else 0
+            level = background if form.canvas is None else form.canvas
+            picture = Image.fromarray(np.pad(pixels, pad, constant_values=level).astype(np.uint8), "L")
     if form.scale != 1:
         side = round(picture.width * form.scale)
         resample = Image.Resampling.BICUBIC if form.smooth else Image.Resampling.NEAREST
         picture = picture.resize((side, side), resample)
-    if form.colour_map:
-        from matplotlib import colormaps
-
-        picture = Image.fromarray(colormaps[form.colour_map](np.asarray(picture), bytes=True), "RGBA")
+    if form.colour_map and picture.mode == "L":
+        picture = _coloured(picture, form.colour_map)
     buffer = io.BytesIO()
     kwargs = {"quality": 90} if form.fmt in ("JPEG", "WEBP") else {}
     _converted(picture, form.mode).save(buffer, format=form.fmt, **kwargs)
     return buffer.getvalue()
+
+
+def _coloured(picture: Image.Image, colour_map: str) -> Image.Image:
+    """An L picture's levels drawn in a matplotlib colour map, as RGBA."""
+    from matplotlib import colormaps
+
+    return Image.fromarray(colormaps[colour_map](np.asarray(picture), bytes=True), "RGBA")
 
 
 def _converted(picture: Image.Image, mode: str) -> Image.Image:

@@ -34,6 +34,7 @@
     SURFACE_MIN_NOISE: 1.0,
     CANVAS_FLAT: 0.9,
     INNER_BAND: 16.0,
+    CANVAS_APART: 128.0,
     CANVAS_STEP: 24.0,
     INNER_SIDE: 8,
     INNER_ASPECT: 1.5,
@@ -46,7 +47,7 @@
     CLIPPED_WEIGHT: 1e-3,
     FIT_ROUNDS: 50,
     SETTLED: 0.05,
-    CENSORED_GAIN: 0.05,
+    CENSORED_GAIN: 0.15,
   };
   const C = CONSTANTS;
   const SIDE = C.SIDE;
@@ -342,14 +343,20 @@
     const plane = new Float32Array(bh * bw);
     for (let y = 0; y < bh; y++) plane.set(gray.subarray((top + y) * w + left, (top + y) * w + right), y * bw);
     let rim = 0, inner = null;
-    for (; rim < Math.max(C.INNER_RIM, Math.floor(short / 10)); rim++) {
-      const [cy, cx] = borderCoordinates(bh - 2 * rim, bw - 2 * rim);
-      const ring = Float32Array.from(cy, (y, i) => plane[(y + rim) * bw + cx[i] + rim]);
-      const found = modeLevel(ring);
-      let background = 0;
-      for (const v of plane) if (Math.abs(v - found) <= C.FLAT_BAND) background++;
-      if (flat(ring, found, 0.5) && Math.min(found, 255 - found) <= C.INNER_BAND &&
-        background / plane.length >= C.INNER_BACKGROUND) { inner = found; break; }
+    // Rings near black or white first; then, on a page far from the ring's level, a colour map's darkest (a figure
+    // saved without its axes), further from black.
+    for (const [band, far] of [[C.INNER_BAND, 0.0], [C.BACKGROUND_BAND, C.CANVAS_APART]]) {
+      for (rim = 0; rim < Math.max(C.INNER_RIM, Math.floor(short / 10)); rim++) {
+        const [cy, cx] = borderCoordinates(bh - 2 * rim, bw - 2 * rim);
+        const ring = Float32Array.from(cy, (y, i) => plane[(y + rim) * bw + cx[i] + rim]);
+        const found = modeLevel(ring);
+        let background = 0;
+        for (const v of plane) if (Math.abs(v - found) <= C.FLAT_BAND) background++;
+        const near = Math.min(found, 255 - found); // from black or white
+        if (flat(ring, found, 0.5) && background / plane.length >= C.INNER_BACKGROUND && near <= band &&
+          Math.abs(found - level) >= far) { inner = found; break; }
+      }
+      if (inner !== null) break;
     }
     if (inner === null || Math.abs(inner - level) < C.CANVAS_STEP) return null;
     let strongest = 0;
@@ -429,9 +436,14 @@
     const level = modeLevel(border);
     if (!flat(border, level, 0.5)) return null;
     if (C.BACKGROUND_BAND < level && level < 255 - C.BACKGROUND_BAND) return null;
-    // A photo's backdrop lit past white (or black) follows a gradient where its light comes into range.
-    const { fitted } = borderSurface(gray, [0.0, 255.0, 1.0], w, h);
-    for (const lit of fitted) if (Math.abs(Math.min(Math.max(lit, 0), 255) - level) > C.FLAT_BAND) return null;
+    // A photo's backdrop lit past white (or black) follows a gradient where its light comes into range (looked
+    // for when CENSORED_GAIN of the border or more is off the level).
+    let off = 0;
+    for (const v of border) if (Math.abs(v - level) > C.FLAT_BAND) off++;
+    if (off / border.length >= C.CENSORED_GAIN) {
+      const { fitted } = borderSurface(gray, [0.0, 255.0, 1.0], w, h);
+      for (const lit of fitted) if (Math.abs(Math.min(Math.max(lit, 0), 255) - level) > C.FLAT_BAND) return null;
+    }
     const light = level > 127;
     const full = Math.max(light ? level : 255 - level, 1.0);
     const gain = f32(255 / full);
@@ -695,14 +707,15 @@
   // The background: a quadratic surface fitted to the border pixels on it (borderSurface), clipped to the
   // format's black and white (_background_surface).
   function backgroundSurface(smooth, levels, w, h) {
-    const { coef, residual, inliers } = borderSurface(smooth, levels, w, h);
-    const kept = [];
-    residual.forEach((r, i) => { if (inliers[i]) kept.push(Math.abs(r)); });
-    const noise = kept.length ? 1.4826 * median(kept) : 0.0;
+    const { coef, residual, inliers, free, censored } = borderSurface(smooth, levels, w, h);
+    const inRange = [];
+    residual.forEach((r, i) => { if (inliers[i] && !free[i]) inRange.push(Math.abs(r)); });
+    const noise = inRange.length ? 1.4826 * median(inRange) : 0.0;
+    const kept = inliers.reduce((sum, v) => sum + v, 0);
     const surface = new Float32Array(w * h);
     const gx = Float32Array.from({ length: w }, (_, i) => f32(f32(i / Math.max(w - 1, 1)) - 0.5));
     const gy = Float32Array.from({ length: h }, (_, i) => f32(f32(i / Math.max(h - 1, 1)) - 0.5));
-    const [low, high] = levels;
+    const [low, high] = censored ? levels : [-Infinity, Infinity];
     for (let y = 0; y < h; y++) {
       const yy = gy[y], y2 = f32(yy * yy), rowBase = coef[0] + coef[2] * yy + coef[4] * y2;
       for (let x = 0; x < w; x++) {
@@ -711,7 +724,7 @@
         surface[y * w + x] = Math.min(Math.max(level, low), high);
       }
     }
-    return { surface, noise, borderFit: residual.length ? kept.length / residual.length : 0.0 };
+    return { surface, noise, borderFit: residual.length ? kept / residual.length : 0.0 };
   }
 
   // The background's quadratic surface fitted to the border, grown from the most common border level; where light
@@ -734,7 +747,9 @@
     const plain = grown(values, design, start, tolerance, -Infinity, Infinity, C.PLAIN_ROUNDS, 0.0);
     const band = C.CLIPPED_BAND * levels[2];
     const darkBelow = levels[0] + band, brightAbove = levels[1] - band;
-    if (!values.some((v) => v <= darkBelow || v >= brightAbove)) return plain;
+    const off = plain.inliers.reduce((sum, v) => sum + 1 - v, 0);
+    // Nothing clipped, or too little off the plain surface for the censored fit to gain.
+    if (!values.some((v) => v <= darkBelow || v >= brightAbove) || off / n < C.CENSORED_GAIN) return plain;
     // The first levels in range beyond the clipped band must be within reach of a fit at its limit.
     const censored = grown(values, design, start, Math.max(tolerance, 2 * band), darkBelow, brightAbove,
       C.FIT_ROUNDS, C.SETTLED);
@@ -743,10 +758,12 @@
   }
 
   // Least squares of the border's values on the design over the pixels within `tolerance` of the fit, grown from
-  // `coef`; pixels at or below `darkBelow` or above `brightAbove` beyond the fit are imputed at its level with
-  // the small weight CLIPPED_WEIGHT (_grown).
-  function grown(values, design, coef, tolerance, darkBelow, brightAbove, rounds, settled) {
+  // `start`; pixels at or below `darkBelow` or above `brightAbove` beyond the fit are imputed at its level with
+  // the small weight CLIPPED_WEIGHT; solved about the starting level (_grown).
+  function grown(values, design, start, tolerance, darkBelow, brightAbove, rounds, settled) {
     const n = values.length;
+    let coef = start;
+    const offset = start[0];
     const fittedOf = (c) => Float64Array.from(values, (_, i) => { // design @ c, in float64
       let fitted = 0;
       for (let j = 0; j < 6; j++) fitted += design[j][i] * c[j];
@@ -763,8 +780,9 @@
       if (inliers.length < 3) break;
       const weight = Float64Array.from(inliers, (i) => (free[i] ? lightly : 1.0));
       const pick = (array) => Float64Array.from(inliers, (i, k) => array[i] * weight[k]);
-      const seen = Float64Array.from(values, (v, i) => (free[i] ? fitted[i] : v));
+      const seen = Float64Array.from(values, (v, i) => (free[i] ? fitted[i] : v) - offset);
       coef = leastSquares(...householder(design.map(pick), pick(seen)));
+      coef[0] += offset;
       const before = fitted;
       fitted = fittedOf(coef);
       let moved = 0;
@@ -774,7 +792,7 @@
     const free = freeOf(fitted);
     const residual = Float64Array.from(values, (v, i) => (free[i] ? 0.0 : v - fitted[i]));
     const inliers = Uint8Array.from(residual, (r) => (Math.abs(r) <= tolerance ? 1 : 0));
-    return { coef, fitted, residual, inliers };
+    return { coef, fitted, residual, inliers, free, censored: darkBelow > -Infinity };
   }
 
   function dot(a, b) {
