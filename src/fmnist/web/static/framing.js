@@ -705,7 +705,7 @@
   }
 
   // The background: a quadratic surface fitted to the border pixels on it (borderSurface), clipped to the
-  // format's black and white (_background_surface).
+  // format's black and white where the fit took clipped light as censored (_background_surface).
   function backgroundSurface(smooth, levels, w, h) {
     const { coef, residual, inliers, free, censored } = borderSurface(smooth, levels, w, h);
     const inRange = [];
