@@ -345,7 +345,7 @@
     let rim = 0, inner = null;
     // Rings near black or white first; then, on a page far from the ring's level, a colour map's darkest (a figure
     // saved without its axes), further from black.
-    for (const [band, far] of [[C.INNER_BAND, 0.0], [C.BACKGROUND_BAND, C.CANVAS_APART]]) {
+    for (const [band, distance] of [[C.INNER_BAND, 0.0], [C.BACKGROUND_BAND, C.CANVAS_APART]]) {
       for (rim = 0; rim < Math.max(C.INNER_RIM, Math.floor(short / 10)); rim++) {
         const [cy, cx] = borderCoordinates(bh - 2 * rim, bw - 2 * rim);
         const ring = Float32Array.from(cy, (y, i) => plane[(y + rim) * bw + cx[i] + rim]);
@@ -354,7 +354,7 @@
         for (const v of plane) if (Math.abs(v - found) <= C.FLAT_BAND) background++;
         const near = Math.min(found, 255 - found); // from black or white
         if (flat(ring, found, 0.5) && background / plane.length >= C.INNER_BACKGROUND && near <= band &&
-          Math.abs(found - level) >= far) { inner = found; break; }
+          Math.abs(found - level) >= distance) { inner = found; break; }
       }
       if (inner !== null) break;
     }
