@@ -1,3 +1,5 @@
+import contextlib
+import sys
 import types
 from pathlib import Path
 
@@ -32,6 +34,34 @@ def test_reference_photos_are_rendered_once_then_read_back_as_they_were(val_x, f
     again = cache.reference_photos(val_x, 4, seed=0)
     assert [torch.equal(a.image, b.image) for a, b in zip(first, again, strict=True)] == [True] * 4
     assert [a.cues for a in first] == [b.cues for b in again]
+
+
+def test_worker_processes_frame_the_references_as_this_process_does(val_x, folder, monkeypatch):
+    monkeypatch.setattr(cache.os, "sched_getaffinity", lambda _: {0, 1}, raising=False)
+    by_workers = cache.reference_photos(val_x, 8, seed=0)
+    for path in folder.iterdir():
+        path.unlink()
+
+    @contextlib.contextmanager
+    def no_workers():
+        yield None
+
+    monkeypatch.setattr(cache, "_workers", no_workers)
+    here = cache.reference_photos(val_x, 8, seed=0)
+    assert [np.array_equal(a.pixels, b.pixels) for a, b in zip(by_workers, here, strict=True)] == [True] * 8
+    assert [a.cues for a in by_workers] == [b.cues for b in here]
+
+
+@pytest.mark.skipif(sys.platform != "linux", reason="workers are forked on Linux only")
+def test_framing_meanwhile_yields_what_reference_photos_gives_and_stores_it_once(val_x, folder, monkeypatch):
+    monkeypatch.setattr(cache.os, "sched_getaffinity", lambda _: {0, 1}, raising=False)
+    with cache.framing(val_x, 6, seed=3) as framed:
+        assert not list(folder.glob("*.npz"))  # stored when waited for, not before
+        first = framed()
+        assert framed() is first
+    assert len(list(folder.iterdir())) == 1
+    again = cache.reference_photos(val_x, 6, seed=3)
+    assert all(np.array_equal(a.pixels, b.pixels) for a, b in zip(first, again, strict=True))
 
 
 def test_other_images_seed_or_count_are_other_files(val_x, folder):

@@ -24,7 +24,7 @@ from fmnist.data import FashionMNIST, as_input, trained_on, validation_split
 from fmnist.errors import FmnistError
 from fmnist.images import Cues, Framed
 from fmnist.trust import calibration, ood
-from fmnist.trust.cache import reference_photos
+from fmnist.trust.cache import framing, reference_photos
 
 if TYPE_CHECKING:  # imported where a fit or a report runs: judging an ONNX model's logits needs no torch
     import torch
@@ -73,28 +73,45 @@ class Trust:
     def has_detector(self) -> bool:
         return bool(self.references)
 
-    def to_dict(self) -> dict[str, Any]:
-        def lists(table: dict[str, np.ndarray]) -> dict[str, list[float]]:
-            return {k: [float(x) for x in v] for k, v in table.items()}
+    def to_dict(self, tensors: bool = False) -> dict[str, Any]:
+        """The fields as plain values: lists of floats for JSON (an export's sidecar, a model card), or with
+        `tensors` float64 CPU tensors for a checkpoint (`store`): torch.load(weights_only=True) unpickles the
+        100,000 floats of a detector one Python object at a time, 10 times slower than a few tensors."""
+        if tensors:
+            import torch
+
+            def array(values: np.ndarray) -> Any:
+                return torch.from_numpy(np.array(values, dtype=np.float64))
+        else:
+
+            def array(values: np.ndarray) -> Any:
+                return np.asarray(values, dtype=np.float64).tolist()
+
+        def table(values: dict[str, np.ndarray]) -> dict[str, Any]:
+            return {k: array(v) for k, v in values.items()}
 
         return {
             "temperature": self.temperature,
             "threshold": self.threshold,
-            "references": lists(self.references),
-            "plain": lists(self.plain),
-            "held_out": lists(self.held_out),
-            "basis": None if self.basis is None else self.basis.tolist(),
-            "gaussians": None if self.gaussians is None else self.gaussians.tolist(),
+            "references": table(self.references),
+            "plain": table(self.plain),
+            "held_out": table(self.held_out),
+            "basis": None if self.basis is None else array(self.basis),
+            "gaussians": None if self.gaussians is None else array(self.gaussians),
         }
 
     @classmethod
     def from_dict(cls, facts: dict[str, Any] | None) -> Trust:
-        """From `to_dict`'s output; None (a model saved before any was fitted) gives an unfitted Trust."""
+        """From `to_dict`'s output, lists or tensors (on any device: a checkpoint may be mapped to a GPU); None (a
+        model saved before any was fitted) gives an unfitted Trust."""
         if not facts:
             return UNFITTED
 
+        def array(values: Any) -> np.ndarray:
+            return np.asarray(values.cpu() if hasattr(values, "cpu") else values, dtype=np.float64)
+
         def arrays(key: str) -> dict[str, np.ndarray]:
-            return {k: np.asarray(v, dtype=np.float64) for k, v in (facts.get(key) or {}).items()}
+            return {k: array(v) for k, v in (facts.get(key) or {}).items()}
 
         return cls(
             facts.get("temperature"),
@@ -102,8 +119,8 @@ class Trust:
             float(facts.get("threshold", 0)),
             arrays("plain"),
             arrays("held_out"),
-            None if facts.get("basis") is None else np.asarray(facts["basis"], dtype=np.float64),
-            None if facts.get("gaussians") is None else np.asarray(facts["gaussians"], dtype=np.float64),
+            None if facts.get("basis") is None else array(facts["basis"]),
+            None if facts.get("gaussians") is None else array(facts["gaussians"]),
         )
 
     def probabilities(self, logits: calibration.Array) -> calibration.Array:
@@ -257,10 +274,11 @@ def fit(
     """
     if too_few := shortfall(len(val_x), photos):
         raise FmnistError(too_few)
-    logits = logits_of(val_x)
-    temperature = calibration.fit_temperature(logits, val_y)
-    pictures = reference_photos(val_x, photos, seed)
-    return Trust(temperature, **detector(logits_of, pictures, val_x, logits, gaussians_of(training)))
+    with framing(val_x, photos, seed) as pictures:  # framed in worker processes while the rest is fitted here
+        logits = logits_of(val_x)
+        temperature = calibration.fit_temperature(logits, val_y)
+        gaussians = gaussians_of(training)
+        return Trust(temperature, **detector(logits_of, pictures(), val_x, logits, gaussians))
 
 
 def gaussians_of(training: Training, limit: int | None = None) -> np.ndarray | None:
@@ -415,7 +433,7 @@ def store(trust_: Trust, path: Path) -> None:
     from fmnist import checkpoint
 
     state = checkpoint.load(path)
-    state[KEY] = trust_.to_dict()
+    state[KEY] = trust_.to_dict(tensors=True)
     checkpoint.save(path, state)
 
 

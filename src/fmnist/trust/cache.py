@@ -1,7 +1,7 @@
 """The detector's reference photos, framed, kept on disk so that a fit renders them only once.
 
-Rendering 400 reference photos (trust.references) and framing them (images.py) is most of a fit's time (7.2 s
-of it with an empty cache on a 2-vCPU AMD EPYC, docs/TRUST.md). What they give, the
+Rendering 400 reference photos (trust.references) and framing them (images.py) is most of a fit's time with an
+empty cache, even framed by worker processes (docs/TRUST.md: 4.6 s against 0.9 s). What they give, the
 28x28 views and the framing cues, depends on the validation images, the seed, the number of photos and
 the code that renders and frames them (SOURCES), never on the model: so they are stored under the user's cache
 directory ($XDG_CACHE_HOME/fmnist/trust-references/) in a file named by the SHA-256 of all of those, and
@@ -12,7 +12,14 @@ NumPy gives a new name, so a stale file is never read; an unreadable one is rend
 from __future__ import annotations
 
 import hashlib
+import multiprocessing
+import multiprocessing.pool
+import os
+import signal
+import sys
 import zipfile
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -29,6 +36,7 @@ if TYPE_CHECKING:
     import torch
 
 FOLDER = "trust-references"
+MAX_WORKERS = 8  # processes that frame the references at most: 400 photos are 50 a worker
 # The modules whose code renders and frames the references: a change to any of them gives a new file name.
 SOURCES = (references, images, segmentation)
 
@@ -36,15 +44,62 @@ SOURCES = (references, images, segmentation)
 def reference_photos(val_x: torch.Tensor, photos: int, seed: int) -> list[Framed]:
     """`photos` garment photos rendered from validation images uint8 [N, 28, 28] (trust.references) and
     framed (images.load_picture): read from the cache when they were made before, else made and stored."""
+    with framing(val_x, photos, seed) as framed:
+        return framed()
+
+
+@contextmanager
+def framing(val_x: torch.Tensor, photos: int, seed: int) -> Iterator[Callable[[], list[Framed]]]:
+    """`reference_photos`, made while the caller's block runs: the photos are rendered on entry (the renderer
+    draws from one generator, in turn) and framed by worker processes meanwhile (`_workers`); the function
+    yielded waits for them and stores them. Read from the cache, they are there at once."""
     count = min(photos, len(val_x))
     path = cache_dir() / FOLDER / f"{key(val_x, count, seed)}.npz"
     cached = _read(path, count)
     if cached is not None:
-        return cached
-    rendered = references.render_set(val_x, count, seed, references.REFERENCE_SIDE)
-    framed = [load_picture(p.data, f"reference {p.index}") for p in rendered]
-    _write(path, framed)
-    return framed
+        yield lambda: cached
+        return
+    with _workers() as pool:
+        rendered = references.rendered(val_x, count, seed, references.REFERENCE_SIDE)
+        if pool is None:
+            ready = [_framed(photo.data, photo.index) for photo in rendered]
+            results: Callable[[], list[Framed]] = lambda: ready  # noqa: E731
+        else:
+            jobs = [pool.apply_async(_framed, (photo.data, photo.index)) for photo in rendered]
+            results = lambda: [job.get() for job in jobs]  # noqa: E731
+        done: list[Framed] = []
+
+        def framed() -> list[Framed]:
+            if not done:
+                done.extend(results())
+                _write(path, done)
+            return done
+
+        yield framed
+
+
+def _framed(data: bytes, index: int) -> Framed:
+    return load_picture(data, f"reference {index}")
+
+
+@contextmanager
+def _workers() -> Iterator[multiprocessing.pool.Pool | None]:
+    """Up to MAX_WORKERS processes forked from this one, as PyTorch's DataLoader forks its workers on Linux
+    (they inherit the modules already imported, where a spawned one would import torch again, for seconds), or
+    None with fewer than 2 CPUs or off Linux. They ignore Ctrl-C and die at SIGTERM: the command that
+    started them stops them on its way out."""
+    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else 1
+    if cpus < 2 or sys.platform != "linux":
+        yield None
+        return
+    with multiprocessing.get_context("fork").Pool(min(cpus, MAX_WORKERS), initializer=_worker_signals) as pool:
+        yield pool
+
+
+def _worker_signals() -> None:
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    for signum in (signal.SIGTERM, signal.SIGHUP):
+        signal.signal(signum, signal.SIG_DFL)
 
 
 def key(val_x: torch.Tensor, count: int, seed: int) -> str:

@@ -12,6 +12,7 @@ a resolution of a few hundred pixels. Everything is drawn from a seeded generato
 from __future__ import annotations
 
 import io
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -45,17 +46,22 @@ class Photo:
 
 def render_set(images: torch.Tensor, count: int, seed: int, longer_side: tuple[int, int] = LONGER_SIDE) -> list[Photo]:
     """`count` photos of distinct images picked at random from `images` (uint8 [N, 28, 28]), kinds in turn,
-    their longer side drawn uniformly from `longer_side` (pixels)."""
+    their longer side drawn uniformly from `longer_side` (pixels). Raises ValueError for a count out of range."""
+    return list(rendered(images, count, seed, longer_side))
+
+
+def rendered(
+    images: torch.Tensor, count: int, seed: int, longer_side: tuple[int, int] = LONGER_SIDE
+) -> Iterator[Photo]:
+    """`render_set`'s photos one at a time, as each is rendered."""
     if not 0 < count <= len(images):
         raise ValueError(f"count must be in 1..{len(images)}, got {count}")
     rng = np.random.default_rng(seed)
     picks = rng.choice(len(images), size=count, replace=False)
-    photos = []
     for i, index in enumerate(picks.tolist()):
         kind = KINDS[i % len(KINDS)]
         data, suffix = render(images[index].numpy(), kind, rng, longer_side)
-        photos.append(Photo(data, suffix, kind, index))
-    return photos
+        yield Photo(data, suffix, kind, index)
 
 
 def render(
