@@ -18,7 +18,7 @@ import glob
 import io
 import warnings
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from os import PathLike
 from pathlib import Path
@@ -115,6 +115,23 @@ FULL_PEAK = 250.0  # a digital object's strongest contrast; Fashion-MNIST's imag
 # taken for a picture on a canvas, and of those padded in white 9,991 are (tests/test_realdata.py). A picture found
 # on the reduced work planes of a larger one is read again at its own size when it is at most WORK_SIDE pixels on a
 # side.
+# A picture in a drawn frame on a page with other marks (a figure's axes, with their ticks, tick labels, title and
+# colour bar; an image viewer's window with its title bar) fails the canvas test: its page is flat on FRAME_FLAT of
+# the border only, or its box takes in the marks, which hold FRAME_MARKS pixels or more CANVAS_STEP from the page
+# apart from the picture (of the test set's 10,000 images padded in black, 26 trousers stood for a framed picture
+# without this). It is the widest (by its box) 8-connected piece of the pixels
+# CANVAS_STEP or more from the page, cut to the rows and columns that the piece fills for INNER_EDGE of its box
+# (the frame's lines, or the picture's own edge: ticks and labels reach out of it in a few pixels), its four
+# corners CANVAS_STEP or more from the page, and round it, FRAME_GAP pixels out, INNER_EDGE of the ring on the
+# page (a frame is drawn on the page; a box cut out of a larger object is not). Its background is the first flat
+# ring inward that is not a frame line (a ring two pixels further in flat at a level CANVAS_STEP or more away),
+# within BACKGROUND_BAND of black or white, at any distance from the page (an image drawn white on a white figure
+# within its black spines); the rings outside it are the frame's and are cut off. Its other tests are the canvas
+# rule's; a box FRAME_SQUARE pixels or less from square is cut square (a figure's axes drawn round a square image).
+FRAME_FLAT = 0.5
+FRAME_GAP = 2
+FRAME_MARKS = 8
+FRAME_SQUARE = 2
 CANVAS_FLAT = 0.9
 INNER_BAND = 16.0
 CANVAS_APART = 128.0
@@ -298,29 +315,36 @@ def frame_picture(image: Image.Image, name: str = "image") -> Framed:
     return _framed(image, name)
 
 
-def _framed(image: Image.Image, name: str) -> Framed:
-    """`frame_picture` of a picture not in the dataset's own format."""
+def _framed(image: Image.Image, name: str, marked: bool = False) -> Framed:
+    """`frame_picture` of a picture not in the dataset's own format; `marked`: cut out of a larger one round a
+    picture found in a drawn frame among marks (which the cut may have left out)."""
     try:
         gray, alpha, step = _planes(image)
     except ValueError as exc:  # modes Pillow cannot convert, such as LAB
         raise FmnistError(f"{name}: cannot convert a {image.mode} image to grayscale") from exc
-    inner = _inner_picture(gray, alpha)
+    inner = _inner_picture(gray, alpha, marked)
     if inner is not None:  # read the picture on the canvas, not the canvas
-        (top, bottom, left, right), plane = inner
         across, down = image.width / gray.shape[1], image.height / gray.shape[0]
-        box = (round(left * across), round(top * down), round(right * across), round(bottom * down))
+
+        def scaled(found: tuple[int, int, int, int]) -> tuple[int, int, int, int]:  # (left, top, right, bottom)
+            top, bottom, left, right = found
+            return round(left * across), round(top * down), round(right * across), round(bottom * down)
+
+        box = scaled(inner.box)
         if (across, down) != (1.0, 1.0):
             # Found on the work planes of a larger picture: when it fits them, cut it out with two work pixels of
-            # canvas round it and look again at its own size (its 28x28 bytes are then the dataset's).
+            # canvas round it (and round its frame) and look again at its own size (its 28x28 bytes are then the
+            # dataset's).
+            outer = scaled(inner.outer)
             wider = (
-                max(0, round(box[0] - 2 * across - 1)),
-                max(0, round(box[1] - 2 * down - 1)),
-                min(image.width, round(box[2] + 2 * across + 1)),
-                min(image.height, round(box[3] + 2 * down + 1)),
+                max(0, round(outer[0] - 2 * across - 1)),
+                max(0, round(outer[1] - 2 * down - 1)),
+                min(image.width, round(outer[2] + 2 * across + 1)),
+                min(image.height, round(outer[3] + 2 * down + 1)),
             )
             if max(wider[2] - wider[0], wider[3] - wider[1]) <= WORK_SIDE:
-                return _framed(image.crop(wider), name)
-        gray, alpha, image = plane, None, image.crop(box)
+                return _framed(image.crop(wider), name, inner.framed)
+        gray, alpha, image = inner.plane, None, image.crop(box)
     digital = digital_view(gray, alpha) if gray.shape[0] == gray.shape[1] else None
     if digital is not None:
         return Framed(digital, None)
@@ -328,61 +352,161 @@ def _framed(image: Image.Image, name: str) -> Framed:
     return Framed(framed, cues)
 
 
-def _inner_picture(gray: np.ndarray, alpha: np.ndarray | None) -> tuple[tuple[int, int, int, int], np.ndarray] | None:
-    """The (top, bottom, left, right) box, in `gray`'s pixels, of an opaque digital picture set on a plain canvas
-    (see CANVAS_FLAT), and its plane: `gray` in that box with a rim that a smooth upscale of the whole blurred (the
-    pixels outside the first ring inward that is flat near black or white, among the first INNER_RIM or a tenth
-    of the box's side) set to that background's level. None for any other picture."""
+class InnerPicture(NamedTuple):
+    """A digital picture inside a larger one (`_inner_picture`)."""
+
+    box: tuple[int, int, int, int]  # (top, bottom, left, right), in the larger one's pixels
+    plane: np.ndarray  # the larger one's levels in the box, its rim set to the picture's background level
+    framed: bool  # found in a drawn frame (see FRAME_FLAT), not on a plain canvas
+    outer: tuple[int, int, int, int]  # the box with the frame's lines round it (the box itself on a canvas)
+
+
+def _inner_picture(gray: np.ndarray, alpha: np.ndarray | None, marked: bool = False) -> InnerPicture | None:
+    """The box, in `gray`'s pixels, of an opaque digital picture set on a plain canvas (see CANVAS_FLAT) or in a
+    drawn frame on a page (see FRAME_FLAT), and its plane: `gray` in that box. On a canvas, a rim that a smooth
+    upscale of the whole blurred (the pixels outside the ring inward found as its background, among the first
+    INNER_RIM or a tenth of the box's side) is set to that background's level; in a frame, the rings outside it are
+    the frame's and are cut off. `marked`: `gray` was cut round a picture found in a frame among marks, which the
+    frame need not show again. None for any other picture."""
     if alpha is not None and float(alpha.min()) < 0.99:
         return None
     height, width = gray.shape
     border = gray[_border_coordinates(height, width)]
     level = _mode_level(border)
-    if not _flat(border, level, CANVAS_FLAT):
+    if not _flat(border, level, FRAME_FLAT):
         return None
-    far = np.abs(gray - level) >= CANVAS_STEP
-    if not far.any():
-        return None
-    box = _object_box(np.abs(gray - level) > abs(_mode_level(gray[far]) - level) / 2)
+    canvas = _canvas_box(gray, level) if _flat(border, level, CANVAS_FLAT) else None
+    framed = canvas is None
+    box = _frame_box(gray, level, marked) if canvas is None else canvas
     if box is None:
         return None
     top, bottom, left, right = box
-    sides = sorted((bottom - top, right - left))
-    if (bottom - top, right - left) == (height, width) or sides[0] < INNER_SIDE or sides[1] > INNER_ASPECT * sides[0]:
-        return None
-    apart = np.abs(gray - level) > CANVAS_STEP / 2
-    edge = apart[top:bottom, left:right][_border_coordinates(bottom - top, right - left)]
-    corners = apart[[top, top, bottom - 1, bottom - 1], [left, right - 1, left, right - 1]]
-    if not corners.all() or edge.mean() < INNER_EDGE:
-        return None
     plane = gray[top:bottom, left:right].copy()
-    # Rings near black or white first; then, on a page far from the ring's level, a colour map's darkest (a figure
-    # saved without its axes), further from black.
-    for band, distance in ((INNER_BAND, 0.0), (BACKGROUND_BAND, CANVAS_APART)):
-        for rim in range(max(INNER_RIM, sides[0] // 10)):
-            ring = plane[rim : plane.shape[0] - rim, rim : plane.shape[1] - rim]
-            ring = ring[_border_coordinates(*ring.shape)]
-            inner = _mode_level(ring)
-            difference = np.abs(plane - inner)
-            background = (difference <= FLAT_BAND).mean() >= INNER_BACKGROUND
-            near = min(inner, 255 - inner)  # from black or white
-            if _flat(ring, inner, 0.5) and background and near <= band and abs(inner - level) >= distance:
-                break
-        else:
-            continue
-        break
-    else:
+    short = min(plane.shape)
+    found = _frame_background(plane, short) if framed else _canvas_background(plane, short, level)
+    if found is None:
         return None
-    if abs(inner - level) < CANVAS_STEP or float(difference.max()) < DIGITAL_CONTRAST:
+    rim, inner = found
+    outer = box
+    if framed:
+        box = _inside_frame(box, rim)
+        top, bottom, left, right = box
+        plane = gray[top:bottom, left:right].copy()
+    difference = np.abs(plane - inner)
+    if float(difference.max()) < DIGITAL_CONTRAST:
         return None
     shown = _object_box(difference > DIGITAL_OBJECT)
     if shown is None or max(shown[1] - shown[0], shown[3] - shown[2]) < INNER_SPAN * max(plane.shape):
         return None
-    if rim:
+    if rim and not framed:
         core = plane[rim:-rim, rim:-rim].copy()
         plane[:] = inner
         plane[rim:-rim, rim:-rim] = core
-    return box, plane
+    return InnerPicture(box, plane, framed, outer)
+
+
+def _inside_frame(box: tuple[int, int, int, int], rim: int) -> tuple[int, int, int, int]:
+    """The part of a frame's `box` inside its `rim` rings of lines, cut square when it is FRAME_SQUARE pixels or
+    less from square (a figure's axes drawn round a square image), the odd pixel left above and to the left."""
+    top, bottom, left, right = box[0] + rim, box[1] - rim, box[2] + rim, box[3] - rim
+    short, long = sorted((bottom - top, right - left))
+    if 0 < long - short <= FRAME_SQUARE:
+        top, left = top + (bottom - top - short) // 2, left + (right - left - short) // 2
+        bottom, right = top + short, left + short
+    return top, bottom, left, right
+
+
+def _canvas_box(gray: np.ndarray, level: float) -> tuple[int, int, int, int] | None:
+    """The box of a picture on a plain canvas at `level` (see CANVAS_FLAT), or None."""
+    far = np.abs(gray - level) >= CANVAS_STEP
+    if not far.any():
+        return None
+    box = _object_box(np.abs(gray - level) > abs(_mode_level(gray[far]) - level) / 2)
+    if box is None or not _inner_size(box, gray.shape):
+        return None
+    top, bottom, left, right = box
+    apart = np.abs(gray - level) > CANVAS_STEP / 2
+    edge = apart[top:bottom, left:right][_border_coordinates(bottom - top, right - left)]
+    corners = apart[[top, top, bottom - 1, bottom - 1], [left, right - 1, left, right - 1]]
+    return box if corners.all() and edge.mean() >= INNER_EDGE else None
+
+
+def _frame_box(gray: np.ndarray, level: float, marked: bool = False) -> tuple[int, int, int, int] | None:
+    """The box of a picture in a drawn frame on a page at `level` (see FRAME_FLAT), or None; `marked`: the page's
+    other marks were seen on a larger picture this one was cut from."""
+    far = np.abs(gray - level) >= CANVAS_STEP
+    labels, count = ndimage.label(far, structure=np.ones((3, 3), bool))
+    if count == 0:
+        return None
+    pieces = ndimage.find_objects(labels)
+    areas = [(rows.stop - rows.start) * (cols.stop - cols.start) for rows, cols in pieces]
+    widest = int(np.argmax(areas))  # the first on a tie, as it is numbered in raster order
+    rows, cols = pieces[widest]
+    piece = labels[rows, cols] == widest + 1
+    if not marked and int(far.sum()) - int(piece.sum()) < FRAME_MARKS:  # no other marks: a canvas or a backdrop
+        return None
+    full_rows, full_cols = np.flatnonzero(piece.mean(1) >= INNER_EDGE), np.flatnonzero(piece.mean(0) >= INNER_EDGE)
+    if full_rows.size == 0 or full_cols.size == 0:
+        return None
+    top, bottom = rows.start + int(full_rows[0]), rows.start + int(full_rows[-1]) + 1
+    left, right = cols.start + int(full_cols[0]), cols.start + int(full_cols[-1]) + 1
+    box = (top, bottom, left, right)
+    corners = far[[top, top, bottom - 1, bottom - 1], [left, right - 1, left, right - 1]]
+    if not corners.all() or not _inner_size(box, gray.shape):
+        return None
+    # Drawn on the page: round it, FRAME_GAP pixels out, the page (but where a tick crosses), not more of an object.
+    outer = (top - FRAME_GAP, bottom + FRAME_GAP, left - FRAME_GAP, right + FRAME_GAP)
+    if outer[0] < 0 or outer[2] < 0 or outer[1] > gray.shape[0] or outer[3] > gray.shape[1]:
+        return None
+    ring = gray[outer[0] : outer[1], outer[2] : outer[3]][_border_coordinates(outer[1] - outer[0], outer[3] - outer[2])]
+    return box if (np.abs(ring - level) < CANVAS_STEP).mean() >= INNER_EDGE else None
+
+
+def _inner_size(box: tuple[int, int, int, int], shape: tuple[int, ...]) -> bool:
+    """Whether `box` could hold a digital picture inside a picture of `shape`: not all of it, at least INNER_SIDE
+    pixels on a side and at most INNER_ASPECT times as long as wide."""
+    top, bottom, left, right = box
+    short, long = sorted((bottom - top, right - left))
+    whole = (bottom - top, right - left) == tuple(shape[:2])
+    return not whole and short >= INNER_SIDE and long <= INNER_ASPECT * short
+
+
+def _rings(plane: np.ndarray, short: int) -> Iterator[tuple[int, np.ndarray, float]]:
+    """(rim, the ring's pixels, their most common level) of the rings of `plane` going inward: the first
+    INNER_RIM, or a tenth of its `short` side."""
+    for rim in range(max(INNER_RIM, short // 10)):
+        ring = plane[rim : plane.shape[0] - rim, rim : plane.shape[1] - rim]
+        ring = ring[_border_coordinates(*ring.shape)]
+        yield rim, ring, _mode_level(ring)
+
+
+def _background_ring(plane: np.ndarray, ring: np.ndarray, inner: float, band: float) -> bool:
+    """Whether a `ring` of `plane` at level `inner` is a digital image's background: flat, at least
+    INNER_BACKGROUND of the plane at its level, within `band` of black or white."""
+    background = (np.abs(plane - inner) <= FLAT_BAND).mean() >= INNER_BACKGROUND
+    return _flat(ring, inner, 0.5) and background and min(inner, 255 - inner) <= band
+
+
+def _canvas_background(plane: np.ndarray, short: int, level: float) -> tuple[int, float] | None:
+    """(rim, level) of the background of a picture on a canvas at `level` (see CANVAS_FLAT), or None. Rings near
+    black or white first; then, on a page far from the ring's level, a colour map's darkest (a figure saved without
+    its axes), further from black."""
+    for band, distance in ((INNER_BAND, 0.0), (BACKGROUND_BAND, CANVAS_APART)):
+        for rim, ring, inner in _rings(plane, short):
+            if _background_ring(plane, ring, inner, band) and abs(inner - level) >= distance:
+                return (rim, inner) if abs(inner - level) >= CANVAS_STEP else None
+    return None
+
+
+def _frame_background(plane: np.ndarray, short: int) -> tuple[int, float] | None:
+    """(rim, level) of the background of a picture in a drawn frame (see FRAME_FLAT), or None."""
+    rings = list(_rings(plane, short))
+    for rim, ring, inner in rings:
+        further = rings[rim + 2] if rim + 2 < len(rings) else None
+        line = further is not None and _flat(further[1], further[2], 0.5) and abs(further[2] - inner) >= CANVAS_STEP
+        if not line and _background_ring(plane, ring, inner, BACKGROUND_BAND):
+            return rim, inner
+    return None
 
 
 def _flat(values: np.ndarray, level: float, share: float) -> bool:

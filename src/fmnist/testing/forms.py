@@ -4,9 +4,11 @@ Each form is one container of the same 28x28 image: an image mode (L, LA, RGB, R
 a size (28x28, or upscaled by an integer or a non-integer factor, nearest or smooth), a polarity (light
 garment on black, as in the dataset, or dark on white, as on a product page), a file format (PNG,
 JPEG, WebP, BMP, TIFF), optional margins, in the background's colour or in another one (the image
-pasted on a page, or padded with white), and optionally a colour map (matplotlib's default, viridis, as
-`plt.imsave(path, image)` draws an image whose levels span 0-255). Nothing in a form changes what the picture
-shows, so each form must give the class and the verdict the dataset's own bytes give.
+pasted on a page, or padded with white), optionally a colour map (matplotlib's default, viridis, as
+`plt.imsave(path, image)` draws an image whose levels span 0-255), and optionally a figure round it: matplotlib's
+axes with their ticks and tick labels (`plt.imshow(image); plt.savefig(path)`, with a title and a colour bar when
+saved tight), or a screenshot of an image viewer's window with its title bar. Nothing in a form changes what the
+picture shows, so each form must give the class and the verdict the dataset's own bytes give.
 """
 
 from __future__ import annotations
@@ -28,6 +30,9 @@ _STORES = {
     "TIFF": ("L", "LA", "RGB", "RGBA", "P", "I;16", "F"),
 }
 SUFFIX = {"PNG": ".png", "JPEG": ".jpg", "WEBP": ".webp", "BMP": ".bmp", "TIFF": ".tif"}
+# What a form may draw round the picture: matplotlib's default figure (6.4 x 4.8 inches at 100 dpi) with the image
+# in its axes; the same saved with bbox_inches="tight", a title and a colour bar; an image viewer's window.
+FIGURES = ("axes", "axes-tight", "window")
 
 
 @dataclass(frozen=True)
@@ -40,6 +45,7 @@ class Form:
     margin: float = 0.0  # added on every side, as a fraction of 28 pixels
     canvas: int | None = None  # the margins' level (0-255) when not the background's: a page the image is set on
     colour_map: str | None = None  # a matplotlib colour map the levels are drawn in (viridis: dark violet to yellow)
+    figure: str | None = None  # one of FIGURES, drawn round the picture (the figure's axes keep `scale` out of it)
 
     @property
     def name(self) -> str:
@@ -47,6 +53,7 @@ class Form:
         extras = ("-inverted" if self.inverted else "") + (f"-margin{self.margin:g}" if self.margin else "")
         extras += f"-canvas{self.canvas}" if self.canvas is not None else ""
         extras += f"-{self.colour_map}" if self.colour_map else ""
+        extras += f"-{self.figure}" if self.figure else ""
         return f"{self.mode}-{self.fmt.lower()}-{size}{extras}"
 
 
@@ -74,6 +81,10 @@ def all_forms() -> list[Form]:
         Form("RGBA", "PNG", colour_map="viridis"),  # plt.imsave(path, image) of levels 0-255
         Form("RGB", "JPEG", 4.0, smooth=True, colour_map="viridis"),
         Form("RGB", "PNG", 3.0, margin=0.25, canvas=255, colour_map="viridis"),  # a figure saved without its axes
+        Form("RGBA", "PNG", colour_map="viridis", figure="axes"),  # plt.imshow(image); plt.savefig(path)
+        Form("RGBA", "PNG", colour_map="gray", figure="axes"),
+        Form("RGB", "JPEG", inverted=True, colour_map="gray", figure="axes-tight"),
+        Form("RGB", "PNG", 8.0, figure="window"),
     ]
     return forms
 
@@ -83,7 +94,11 @@ def save(image: np.ndarray, form: Form) -> bytes:
     but before a canvas of another colour is set round them (a figure's white page)."""
     pixels = 255 - image if form.inverted else image
     picture = Image.fromarray(np.ascontiguousarray(pixels, dtype=np.uint8), "L")
-    if form.margin:
+    if form.figure == "window":
+        picture = _window(picture.resize((round(28 * form.scale),) * 2, Image.Resampling.NEAREST))
+    elif form.figure:
+        picture = _figure(pixels, form.colour_map or "viridis", tight=form.figure == "axes-tight")
+    elif form.margin:
         pad = round(28 * form.margin)
         if form.canvas is not None and form.colour_map:
             page = Image.new("RGBA", (28 + 2 * pad, 28 + 2 * pad), (form.canvas,) * 3 + (255,))
@@ -93,16 +108,47 @@ def save(image: np.ndarray, form: Form) -> bytes:
             background = 255 if form.inverted else 0
             level = background if form.canvas is None else form.canvas
             picture = Image.fromarray(np.pad(pixels, pad, constant_values=level).astype(np.uint8), "L")
-    if form.scale != 1:
+    if form.scale != 1 and not form.figure:
         side = round(picture.width * form.scale)
         resample = Image.Resampling.BICUBIC if form.smooth else Image.Resampling.NEAREST
         picture = picture.resize((side, side), resample)
-    if form.colour_map and picture.mode == "L":
+    if form.colour_map and picture.mode == "L" and not form.figure:
         picture = _coloured(picture, form.colour_map)
     buffer = io.BytesIO()
     kwargs = {"quality": 90} if form.fmt in ("JPEG", "WEBP") else {}
     _converted(picture, form.mode).save(buffer, format=form.fmt, **kwargs)
     return buffer.getvalue()
+
+
+def _figure(pixels: np.ndarray, colour_map: str, tight: bool) -> Image.Image:
+    """matplotlib's default figure showing `pixels` with imshow in its axes, ticks and tick labels round it; `tight`:
+    with a title and a colour bar, saved with bbox_inches="tight". As RGBA."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    figure = Figure()
+    FigureCanvasAgg(figure)
+    axes = figure.add_subplot()
+    shown = axes.imshow(pixels, cmap=colour_map)
+    if tight:
+        axes.set_title("Fashion-MNIST")
+        figure.colorbar(shown)
+    buffer = io.BytesIO()
+    figure.savefig(buffer, format="png", bbox_inches="tight" if tight else None)
+    return Image.open(io.BytesIO(buffer.getvalue())).convert("RGBA")
+
+
+def _window(picture: Image.Image) -> Image.Image:
+    """A screenshot of an image viewer showing `picture`: a grey window, a dark title bar with two buttons, the
+    picture in a thin mid-grey frame. As RGB."""
+    width, height = picture.width + 60, picture.height + 70
+    window = Image.new("RGB", (width, height), (200, 200, 204))
+    window.paste((60, 63, 70), (0, 0, width, 30))
+    window.paste((230, 80, 70), (10, 8, 22, 22))
+    window.paste((240, 190, 60), (28, 8, 40, 22))
+    window.paste((120, 120, 120), (29, 49, 31 + picture.width, 51 + picture.height))
+    window.paste(picture.convert("RGB"), (30, 50))
+    return window
 
 
 def _coloured(picture: Image.Image, colour_map: str) -> Image.Image:

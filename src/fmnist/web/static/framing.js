@@ -32,6 +32,10 @@
     SURFACE_NOISE: 6.0,
     SURFACE_FIT: 0.8,
     SURFACE_MIN_NOISE: 1.0,
+    FRAME_FLAT: 0.5,
+    FRAME_GAP: 2,
+    FRAME_MARKS: 8,
+    FRAME_SQUARE: 2,
     CANVAS_FLAT: 0.9,
     INNER_BAND: 16.0,
     CANVAS_APART: 128.0,
@@ -286,19 +290,24 @@
     return framed(picture);
   }
 
-  // framePicture of a picture not in the dataset's own format (_framed).
-  function framed(picture) {
+  // framePicture of a picture not in the dataset's own format (_framed); `marked`: cut out of a larger one round a
+  // picture found in a drawn frame among marks.
+  function framed(picture, marked = false) {
     const { data, width, height } = picture;
     let { gray, alpha, w, h } = planes(data, width, height);
-    const inner = innerPicture(gray, alpha, w, h);
+    const inner = innerPicture(gray, alpha, w, h, marked);
     if (inner) { // read the picture on the canvas, not the canvas
-      const [top, bottom, left, right] = inner.box;
       const across = width / w, down = height / h;
-      const box = [rint(left * across), rint(top * down), rint(right * across), rint(bottom * down)];
+      const scaled = ([top, bottom, left, right]) =>
+        [rint(left * across), rint(top * down), rint(right * across), rint(bottom * down)];
+      const box = scaled(inner.box);
       if (across !== 1 || down !== 1) { // found on the work planes of a larger picture: when it fits them, cut out
-        const wider = [Math.max(0, rint(box[0] - 2 * across - 1)), Math.max(0, rint(box[1] - 2 * down - 1)),
-          Math.min(width, rint(box[2] + 2 * across + 1)), Math.min(height, rint(box[3] + 2 * down + 1))];
-        if (Math.max(wider[2] - wider[0], wider[3] - wider[1]) <= C.WORK_SIDE) return framed(cropped(picture, wider));
+        const outer = scaled(inner.outer); // with its frame
+        const wider = [Math.max(0, rint(outer[0] - 2 * across - 1)), Math.max(0, rint(outer[1] - 2 * down - 1)),
+          Math.min(width, rint(outer[2] + 2 * across + 1)), Math.min(height, rint(outer[3] + 2 * down + 1))];
+        if (Math.max(wider[2] - wider[0], wider[3] - wider[1]) <= C.WORK_SIDE) {
+          return framed(cropped(picture, wider), inner.framed);
+        }
       }
       picture = cropped(picture, box);
       ({ plane: gray, w, h } = inner);
@@ -318,47 +327,33 @@
 
   // A digital picture set on a plain canvas (_inner_picture): {box: [top, bottom, left, right] in the work planes,
   // plane: the picture there, a rim blurred by a smooth upscale set to its background's level, w, h}, or null.
-  function innerPicture(gray, alpha, w, h) {
+  function innerPicture(gray, alpha, w, h, marked = false) {
     if (alpha && minOf(alpha) < 0.99) return null;
     const [ys, xs] = borderCoordinates(h, w);
     const border = Float32Array.from(ys, (y, i) => gray[y * w + xs[i]]);
     const level = modeLevel(border);
-    if (!flat(border, level, C.CANVAS_FLAT)) return null;
-    const far = [];
-    for (const v of gray) if (Math.abs(v - level) >= C.CANVAS_STEP) far.push(v);
-    if (!far.length) return null;
-    const halfway = Math.abs(modeLevel(far) - level) / 2;
-    const box = objectBox(Uint8Array.from(gray, (v) => (Math.abs(v - level) > halfway ? 1 : 0)), w, h);
+    if (!flat(border, level, C.FRAME_FLAT)) return null;
+    const canvas = flat(border, level, C.CANVAS_FLAT) ? canvasBox(gray, w, h, level) : null;
+    const framed = canvas === null;
+    let box = framed ? frameBox(gray, w, h, level, marked) : canvas;
     if (!box) return null;
-    const [top, bottom, left, right] = box;
-    const bh = bottom - top, bw = right - left, short = Math.min(bh, bw);
-    if ((bh === h && bw === w) || short < C.INNER_SIDE || Math.max(bh, bw) > C.INNER_ASPECT * short) return null;
-    const apart = (y, x) => Math.abs(gray[y * w + x] - level) > C.CANVAS_STEP / 2;
-    const corners = [[top, left], [top, right - 1], [bottom - 1, left], [bottom - 1, right - 1]];
-    if (!corners.every(([y, x]) => apart(y, x))) return null;
-    const [ry, rx] = borderCoordinates(bh, bw);
-    let edge = 0;
-    for (let i = 0; i < ry.length; i++) edge += apart(top + ry[i], left + rx[i]) ? 1 : 0;
-    if (edge / ry.length < C.INNER_EDGE) return null;
-    const plane = new Float32Array(bh * bw);
-    for (let y = 0; y < bh; y++) plane.set(gray.subarray((top + y) * w + left, (top + y) * w + right), y * bw);
-    let rim = 0, inner = null;
-    // Rings near black or white first; then, on a page far from the ring's level, a colour map's darkest (a figure
-    // saved without its axes), further from black.
-    for (const [band, distance] of [[C.INNER_BAND, 0.0], [C.BACKGROUND_BAND, C.CANVAS_APART]]) {
-      for (rim = 0; rim < Math.max(C.INNER_RIM, Math.floor(short / 10)); rim++) {
-        const [cy, cx] = borderCoordinates(bh - 2 * rim, bw - 2 * rim);
-        const ring = Float32Array.from(cy, (y, i) => plane[(y + rim) * bw + cx[i] + rim]);
-        const found = modeLevel(ring);
-        let background = 0;
-        for (const v of plane) if (Math.abs(v - found) <= C.FLAT_BAND) background++;
-        const near = Math.min(found, 255 - found); // from black or white
-        if (flat(ring, found, 0.5) && background / plane.length >= C.INNER_BACKGROUND && near <= band &&
-          Math.abs(found - level) >= distance) { inner = found; break; }
-      }
-      if (inner !== null) break;
+    const planeOf = ([top, bottom, left, right]) => {
+      const plane = new Float32Array((bottom - top) * (right - left));
+      for (let y = top; y < bottom; y++) plane.set(gray.subarray(y * w + left, y * w + right), (y - top) * (right - left));
+      return plane;
+    };
+    let plane = planeOf(box);
+    let bh = box[1] - box[0], bw = box[3] - box[2];
+    const short = Math.min(bh, bw);
+    const found = framed ? frameBackground(plane, bw, bh, short) : canvasBackground(plane, bw, bh, short, level);
+    if (!found) return null;
+    const [rim, inner] = found;
+    const outer = box;
+    if (framed) { // the rings outside the background are the frame's
+      box = insideFrame(box, rim);
+      plane = planeOf(box);
+      [bh, bw] = [box[1] - box[0], box[3] - box[2]];
     }
-    if (inner === null || Math.abs(inner - level) < C.CANVAS_STEP) return null;
     let strongest = 0;
     const shown = new Uint8Array(plane.length);
     for (let i = 0; i < plane.length; i++) {
@@ -369,12 +364,163 @@
     if (strongest < C.DIGITAL_CONTRAST) return null;
     const span = objectBox(shown, bw, bh);
     if (!span || Math.max(span[1] - span[0], span[3] - span[2]) < C.INNER_SPAN * Math.max(bh, bw)) return null;
-    for (let y = 0; y < bh; y++) {
-      for (let x = 0; x < bw; x++) {
-        if (y < rim || y >= bh - rim || x < rim || x >= bw - rim) plane[y * bw + x] = inner;
+    if (!framed) {
+      for (let y = 0; y < bh; y++) {
+        for (let x = 0; x < bw; x++) {
+          if (y < rim || y >= bh - rim || x < rim || x >= bw - rim) plane[y * bw + x] = inner;
+        }
       }
     }
-    return { box, plane, w: bw, h: bh };
+    return { box, plane, w: bw, h: bh, framed, outer };
+  }
+
+  // The part of a frame's box inside its `rim` rings of lines, cut square when FRAME_SQUARE pixels or less from
+  // square (_inside_frame).
+  function insideFrame([top, bottom, left, right], rim) {
+    [top, bottom, left, right] = [top + rim, bottom - rim, left + rim, right - rim];
+    const short = Math.min(bottom - top, right - left), long = Math.max(bottom - top, right - left);
+    if (long - short > 0 && long - short <= C.FRAME_SQUARE) {
+      top += Math.floor((bottom - top - short) / 2);
+      left += Math.floor((right - left - short) / 2);
+      [bottom, right] = [top + short, left + short];
+    }
+    return [top, bottom, left, right];
+  }
+
+  // The box of a picture on a plain canvas at `level`, or null (_canvas_box).
+  function canvasBox(gray, w, h, level) {
+    const far = [];
+    for (const v of gray) if (Math.abs(v - level) >= C.CANVAS_STEP) far.push(v);
+    if (!far.length) return null;
+    const halfway = Math.abs(modeLevel(far) - level) / 2;
+    const box = objectBox(Uint8Array.from(gray, (v) => (Math.abs(v - level) > halfway ? 1 : 0)), w, h);
+    if (!box || !innerSize(box, w, h)) return null;
+    const [top, bottom, left, right] = box;
+    const apart = (y, x) => Math.abs(gray[y * w + x] - level) > C.CANVAS_STEP / 2;
+    const corners = [[top, left], [top, right - 1], [bottom - 1, left], [bottom - 1, right - 1]];
+    if (!corners.every(([y, x]) => apart(y, x))) return null;
+    const [ry, rx] = borderCoordinates(bottom - top, right - left);
+    let edge = 0;
+    for (let i = 0; i < ry.length; i++) edge += apart(top + ry[i], left + rx[i]) ? 1 : 0;
+    return edge / ry.length >= C.INNER_EDGE ? box : null;
+  }
+
+  // The box of a picture in a drawn frame on a page at `level`, or null (_frame_box): the widest 8-connected piece
+  // of the pixels CANVAS_STEP off the page (the first on a tie, numbered in raster order as scipy numbers them),
+  // cut to the rows and columns it fills for INNER_EDGE of its box.
+  function frameBox(gray, w, h, level, marked) {
+    const far = Uint8Array.from(gray, (v) => (Math.abs(v - level) >= C.CANVAS_STEP ? 1 : 0));
+    const labels = new Int32Array(far.length);
+    const stack = new Int32Array(far.length);
+    let count = 0, widest = 0, widestArea = -1, piece = null;
+    for (let start = 0; start < far.length; start++) {
+      if (!far[start] || labels[start]) continue;
+      count++;
+      let top = h, bottom = -1, left = w, right = -1, size = 0;
+      stack[size++] = start;
+      labels[start] = count;
+      while (size) {
+        const i = stack[--size];
+        const y = Math.floor(i / w), x = i - y * w;
+        top = Math.min(top, y);
+        bottom = Math.max(bottom, y);
+        left = Math.min(left, x);
+        right = Math.max(right, x);
+        for (let yy = Math.max(0, y - 1); yy <= Math.min(h - 1, y + 1); yy++) {
+          for (let xx = Math.max(0, x - 1); xx <= Math.min(w - 1, x + 1); xx++) {
+            const j = yy * w + xx;
+            if (far[j] && !labels[j]) {
+              labels[j] = count;
+              stack[size++] = j;
+            }
+          }
+        }
+      }
+      const area = (bottom - top + 1) * (right - left + 1);
+      if (area > widestArea) [widestArea, widest, piece] = [area, count, [top, bottom + 1, left, right + 1]];
+    }
+    if (!piece) return null;
+    let marks = 0;
+    for (let i = 0; i < labels.length; i++) marks += labels[i] && labels[i] !== widest ? 1 : 0;
+    if (!marked && marks < C.FRAME_MARKS) return null; // no other marks: a canvas or a backdrop
+    const [top, bottom, left, right] = piece;
+    const ph = bottom - top, pw = right - left;
+    const fullRows = [], fullCols = [], columns = new Int32Array(pw);
+    for (let y = top; y < bottom; y++) {
+      let filled = 0;
+      for (let x = left; x < right; x++) {
+        if (labels[y * w + x] === widest) {
+          filled++;
+          columns[x - left]++;
+        }
+      }
+      if (filled / pw >= C.INNER_EDGE) fullRows.push(y);
+    }
+    for (let x = 0; x < pw; x++) if (columns[x] / ph >= C.INNER_EDGE) fullCols.push(left + x);
+    if (!fullRows.length || !fullCols.length) return null;
+    const box = [fullRows[0], fullRows[fullRows.length - 1] + 1, fullCols[0], fullCols[fullCols.length - 1] + 1];
+    const corners = [[box[0], box[2]], [box[0], box[3] - 1], [box[1] - 1, box[2]], [box[1] - 1, box[3] - 1]];
+    if (!corners.every(([y, x]) => far[y * w + x]) || !innerSize(box, w, h)) return null;
+    // Drawn on the page: round it, FRAME_GAP pixels out, the page (but where a tick crosses).
+    const [ot, ob, ol, or] = [box[0] - C.FRAME_GAP, box[1] + C.FRAME_GAP, box[2] - C.FRAME_GAP, box[3] + C.FRAME_GAP];
+    if (ot < 0 || ol < 0 || ob > h || or > w) return null;
+    const [ry, rx] = borderCoordinates(ob - ot, or - ol);
+    let page = 0;
+    for (let i = 0; i < ry.length; i++) page += Math.abs(gray[(ot + ry[i]) * w + ol + rx[i]] - level) < C.CANVAS_STEP ? 1 : 0;
+    return page / ry.length >= C.INNER_EDGE ? box : null;
+  }
+
+  // Whether `box` could hold a digital picture inside a w x h one (_inner_size).
+  function innerSize([top, bottom, left, right], w, h) {
+    const bh = bottom - top, bw = right - left, short = Math.min(bh, bw);
+    return !(bh === h && bw === w) && short >= C.INNER_SIDE && Math.max(bh, bw) <= C.INNER_ASPECT * short;
+  }
+
+  // [rim, the ring's pixels, their most common level] of the rings of a plane going inward (_rings).
+  function ringsOf(plane, bw, bh, short) {
+    const rings = [];
+    for (let rim = 0; rim < Math.max(C.INNER_RIM, Math.floor(short / 10)); rim++) {
+      const [cy, cx] = borderCoordinates(bh - 2 * rim, bw - 2 * rim);
+      const ring = Float32Array.from(cy, (y, i) => plane[(y + rim) * bw + cx[i] + rim]);
+      rings.push([rim, ring, modeLevel(ring)]);
+    }
+    return rings;
+  }
+
+  // Whether a ring at level `inner` is a digital image's background (_background_ring).
+  function backgroundRing(plane, ring, inner, band) {
+    let background = 0;
+    for (const v of plane) if (Math.abs(v - inner) <= C.FLAT_BAND) background++;
+    const near = Math.min(inner, 255 - inner); // from black or white
+    return flat(ring, inner, 0.5) && background / plane.length >= C.INNER_BACKGROUND && near <= band;
+  }
+
+  // [rim, level] of the background of a picture on a canvas at `level`, or null (_canvas_background): rings near
+  // black or white first; then, on a page far from the ring's level, a colour map's darkest (a figure saved without
+  // its axes), further from black.
+  function canvasBackground(plane, bw, bh, short, level) {
+    const rings = ringsOf(plane, bw, bh, short);
+    for (const [band, distance] of [[C.INNER_BAND, 0.0], [C.BACKGROUND_BAND, C.CANVAS_APART]]) {
+      for (const [rim, ring, inner] of rings) {
+        if (backgroundRing(plane, ring, inner, band) && Math.abs(inner - level) >= distance) {
+          return Math.abs(inner - level) >= C.CANVAS_STEP ? [rim, inner] : null;
+        }
+      }
+    }
+    return null;
+  }
+
+  // [rim, level] of the background of a picture in a drawn frame, or null (_frame_background): the first ring that
+  // is not a frame line (a ring two further in flat at a level CANVAS_STEP or more away).
+  function frameBackground(plane, bw, bh, short) {
+    const rings = ringsOf(plane, bw, bh, short);
+    for (const [rim, ring, inner] of rings) {
+      const further = rings[rim + 2];
+      const line = further !== undefined && flat(further[1], further[2], 0.5) &&
+        Math.abs(further[2] - inner) >= C.CANVAS_STEP;
+      if (!line && backgroundRing(plane, ring, inner, C.BACKGROUND_BAND)) return [rim, inner];
+    }
+    return null;
   }
 
   // Whether at least `share` of `values` lie within FLAT_BAND of `level` with at most DIGITAL_NOISE of noise (_flat).
