@@ -97,6 +97,21 @@ def test_every_form_of_a_test_image_gets_the_class_and_verdict_of_its_bytes(real
     assert same >= 0.98 * total and kept >= 0.98 * total, (same, kept, total)
 
 
+def test_every_dataset_image_has_black_in_it_and_none_in_limited_range_levels_is_taken_as_its_bytes():
+    # images.DATASET_BLACK: every image of the dataset has a pixel at 0; video's limited range (16-235) has none.
+    from PIL import Image
+
+    from fmnist import images
+
+    if data.locate() is None:
+        pytest.skip("real Fashion-MNIST not installed (apt-get install dataset-fashion-mnist)")
+    dataset = data.load()
+    every = np.concatenate([dataset.train_images.numpy(), dataset.test_images.numpy()])
+    assert int(every.reshape(len(every), -1).min(1).max()) < images.DATASET_BLACK  # the test costs the dataset none
+    limited = np.rint(16 + every[:2000].astype(np.float32) * (219 / 255)).astype(np.uint8)
+    assert not any(images._already_fashion_mnist(Image.fromarray(x)) for x in limited)
+
+
 def test_test_images_on_a_canvas_are_read_without_it_and_none_padded_in_their_own_colour_is():
     # The rule of images._inner_picture on the whole test set: padded in white (a page it is pasted on), a dataset
     # image is the picture on a canvas; padded in its own background's black, never (a margin, as before).

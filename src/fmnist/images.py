@@ -96,6 +96,10 @@ MARGIN_SPAN = 26 / 28  # an object spanning less of a square digital picture was
 # 0.6 % of Fashion-MNIST's images (the rest span 26 to 28 of the 28 pixels; a photo's framing spans 28)
 DIGITAL_CONTRAST = 128.0  # the least contrast of a digital image's object with its background
 FULL_PEAK = 250.0  # a digital object's strongest contrast; Fashion-MNIST's images all reach 254 or 255
+# Every one of Fashion-MNIST's 70,000 images has a pixel at 0: a 28x28 grey picture whose darkest level is
+# DATASET_BLACK or more is not in the dataset's format (video's limited range puts black at 16, white at 235) and has
+# its background subtracted as a digital image's.
+DATASET_BLACK = 8
 
 # A digital picture set on a plain canvas (a dataset image pasted on a white page, or padded with margins of another
 # colour than its own background) is read without the canvas (`_inner_picture`). The canvas is the picture's border:
@@ -802,13 +806,13 @@ def _check_size(name: str, image: Image.Image) -> None:
 
 
 def _already_fashion_mnist(image: Image.Image) -> bool:
-    """28x28 8-bit grayscale with a dark border: the dataset's own format."""
+    """28x28 8-bit grayscale with a dark border and black in it (see DATASET_BLACK): the dataset's own format."""
     if image.mode != "L" or image.size != (SIDE, SIDE):
         return False
-    # Checked on every upload, so kept to a few array operations: most border pixels dark.
+    # Checked on every upload, so kept to a few array operations: most border pixels dark, one pixel black.
     pixels = np.asarray(image)
     border = np.concatenate([pixels[0], pixels[-1], pixels[1:-1, 0], pixels[1:-1, -1]])
-    return np.count_nonzero(border < 32) * 2 > border.size
+    return np.count_nonzero(border < 32) * 2 > border.size and int(pixels.min()) < DATASET_BLACK
 
 
 def _planes(image: Image.Image) -> tuple[np.ndarray, np.ndarray | None, float]:

@@ -7,8 +7,9 @@ JPEG, WebP, BMP, TIFF), optional margins, in the background's colour or in anoth
 pasted on a page, or padded with white), optionally a colour map (matplotlib's default, viridis, as
 `plt.imsave(path, image)` draws an image whose levels span 0-255), and optionally a figure round it: matplotlib's
 axes with their ticks and tick labels (`plt.imshow(image); plt.savefig(path)`, with a title and a colour bar when
-saved tight), or a screenshot of an image viewer's window with its title bar. Nothing in a form changes what the
-picture shows, so each form must give the class and the verdict the dataset's own bytes give.
+saved tight), or a screenshot of an image viewer's window with its title bar; and its levels in video's limited
+range (16-235). Nothing in a form changes what the picture shows, so each form must give the class and the verdict
+the dataset's own bytes give.
 """
 
 from __future__ import annotations
@@ -46,6 +47,7 @@ class Form:
     canvas: int | None = None  # the margins' level (0-255) when not the background's: a page the image is set on
     colour_map: str | None = None  # a matplotlib colour map the levels are drawn in (viridis: dark violet to yellow)
     figure: str | None = None  # one of FIGURES, drawn round the picture (the figure's axes keep `scale` out of it)
+    limited: bool = False  # levels 16-235, video's limited range, as some cameras and converters store them
 
     @property
     def name(self) -> str:
@@ -54,6 +56,7 @@ class Form:
         extras += f"-canvas{self.canvas}" if self.canvas is not None else ""
         extras += f"-{self.colour_map}" if self.colour_map else ""
         extras += f"-{self.figure}" if self.figure else ""
+        extras += "-limited" if self.limited else ""
         return f"{self.mode}-{self.fmt.lower()}-{size}{extras}"
 
 
@@ -85,6 +88,8 @@ def all_forms() -> list[Form]:
         Form("RGBA", "PNG", colour_map="gray", figure="axes"),
         Form("RGB", "JPEG", inverted=True, colour_map="gray", figure="axes-tight"),
         Form("RGB", "PNG", 8.0, figure="window"),
+        Form("L", "PNG", limited=True),
+        Form("RGB", "JPEG", 4.0, smooth=True, inverted=True, limited=True),
     ]
     return forms
 
@@ -93,6 +98,8 @@ def save(image: np.ndarray, form: Form) -> bytes:
     """The uint8 [28, 28] image saved in `form`: the file's bytes. A colour map draws the levels after scaling,
     but before a canvas of another colour is set round them (a figure's white page)."""
     pixels = 255 - image if form.inverted else image
+    if form.limited:
+        pixels = np.rint(16 + pixels.astype(np.float32) * (219 / 255)).astype(np.uint8)
     picture = Image.fromarray(np.ascontiguousarray(pixels, dtype=np.uint8), "L")
     if form.figure == "window":
         picture = _window(picture.resize((round(28 * form.scale),) * 2, Image.Resampling.NEAREST))

@@ -28,6 +28,7 @@
     MARGIN_SPAN: 26 / 28,
     DIGITAL_CONTRAST: 128.0,
     FULL_PEAK: 250.0,
+    DATASET_BLACK: 8,
     SILHOUETTE_FLOOR: 0.25,
     SURFACE_NOISE: 6.0,
     SURFACE_FIT: 0.8,
@@ -530,8 +531,8 @@
     return deviations.length >= share * values.length && 1.4826 * median(deviations) <= C.DIGITAL_NOISE;
   }
 
-  // 28x28, grey (R = G = B), opaque, most of the border dark: the dataset's own format (_already_fashion_mnist;
-  // Python also asks for Pillow's "L" mode, which a decoded picture no longer tells).
+  // 28x28, grey (R = G = B), opaque, most of the border dark, a pixel below DATASET_BLACK: the dataset's own format
+  // (_already_fashion_mnist; Python also asks for Pillow's "L" mode, which a decoded picture no longer tells).
   function alreadyFashionMnist(data, width, height) {
     if (width !== SIDE || height !== SIDE) return null;
     const pixels = new Uint8Array(SIDE * SIDE);
@@ -543,7 +544,7 @@
     const [ys, xs] = borderCoordinates(SIDE, SIDE);
     let dark = 0;
     for (let i = 0; i < ys.length; i++) if (pixels[ys[i] * SIDE + xs[i]] < 32) dark++;
-    return dark * 2 > ys.length ? pixels : null;
+    return dark * 2 > ys.length && minOf(pixels) < C.DATASET_BLACK ? pixels : null;
   }
 
   // Luminance (float32, 0..255) and opacity (0..1, or null when opaque) at most WORK_SIDE pixels on a side
