@@ -71,7 +71,7 @@ def test_product_photos_of_test_images_are_recognised_as_well_as_the_images(real
 
 
 def test_every_form_of_a_test_image_gets_the_class_and_verdict_of_its_bytes(real_run):
-    # 12 test images in each of fmnist.testing.forms' 44 containers (modes, formats, sizes, polarity, margins, canvas,
+    # 12 test images in each of fmnist.testing.forms' 48 containers (modes, formats, sizes, polarity, margins, canvas,
     # colour map, figures and a window round it).
     from fmnist import trust
     from fmnist.images import load_picture

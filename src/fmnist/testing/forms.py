@@ -3,7 +3,7 @@
 Each form is one container of the same 28x28 image: an image mode (L, LA, RGB, RGBA, P, I;16, F),
 a size (28x28, or upscaled by an integer or a non-integer factor, nearest or smooth), a polarity (light
 garment on black, as in the dataset, or dark on white, as on a product page), a file format (PNG,
-JPEG, WebP, BMP, TIFF), optional margins, in the background's colour or in another one (the image
+JPEG, WebP, BMP, TIFF, GIF), optional margins, in the background's colour or in another one (the image
 pasted on a page, or padded with white), optionally a colour map (matplotlib's default, viridis, as
 `plt.imsave(path, image)` draws an image whose levels span 0-255), and optionally a figure round it: matplotlib's
 axes with their ticks and tick labels (`plt.imshow(image); plt.savefig(path)`, with a title and a colour bar when
@@ -21,7 +21,7 @@ import numpy as np
 from PIL import Image
 
 MODES = ("L", "LA", "RGB", "RGBA", "P", "I;16", "F")
-FORMATS = ("PNG", "JPEG", "WEBP", "BMP", "TIFF")
+FORMATS = ("PNG", "JPEG", "WEBP", "BMP", "TIFF", "GIF")
 # Which modes each format stores (Pillow's writers); a form pairs a mode with a format that keeps it.
 _STORES = {
     "PNG": ("L", "LA", "RGB", "RGBA", "P", "I;16"),
@@ -29,8 +29,9 @@ _STORES = {
     "WEBP": ("RGB", "RGBA"),
     "BMP": ("L", "RGB", "P"),
     "TIFF": ("L", "LA", "RGB", "RGBA", "P", "I;16", "F"),
+    "GIF": ("L", "P"),
 }
-SUFFIX = {"PNG": ".png", "JPEG": ".jpg", "WEBP": ".webp", "BMP": ".bmp", "TIFF": ".tif"}
+SUFFIX = {"PNG": ".png", "JPEG": ".jpg", "WEBP": ".webp", "BMP": ".bmp", "TIFF": ".tif", "GIF": ".gif"}
 # What a form may draw round the picture: matplotlib's default figure (6.4 x 4.8 inches at 100 dpi) with the image
 # in its axes; the same saved with bbox_inches="tight", a title and a colour bar; an image viewer's window.
 FIGURES = ("axes", "axes-tight", "window")
