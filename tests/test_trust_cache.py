@@ -1,4 +1,5 @@
 import contextlib
+import os
 import sys
 import types
 from pathlib import Path
@@ -9,6 +10,7 @@ import torch
 from support import synthetic_arrays
 
 from fmnist import images, segmentation
+from fmnist.errors import FmnistError
 from fmnist.trust import cache, references
 
 
@@ -37,7 +39,7 @@ def test_reference_photos_are_rendered_once_then_read_back_as_they_were(val_x, f
 
 
 def test_worker_processes_frame_the_references_as_this_process_does(val_x, folder, monkeypatch):
-    monkeypatch.setattr(cache.os, "sched_getaffinity", lambda _: {0, 1}, raising=False)
+    monkeypatch.setattr(torch, "get_num_threads", lambda: 2)
     by_workers = cache.reference_photos(val_x, 8, seed=0)
     for path in folder.iterdir():
         path.unlink()
@@ -54,7 +56,7 @@ def test_worker_processes_frame_the_references_as_this_process_does(val_x, folde
 
 @pytest.mark.skipif(sys.platform != "linux", reason="workers are forked on Linux only")
 def test_framing_meanwhile_yields_what_reference_photos_gives_and_stores_it_once(val_x, folder, monkeypatch):
-    monkeypatch.setattr(cache.os, "sched_getaffinity", lambda _: {0, 1}, raising=False)
+    monkeypatch.setattr(torch, "get_num_threads", lambda: 2)
     with cache.framing(val_x, 6, seed=3) as framed:
         assert not list(folder.glob("*.npz"))  # stored when waited for, not before
         first = framed()
@@ -62,6 +64,15 @@ def test_framing_meanwhile_yields_what_reference_photos_gives_and_stores_it_once
     assert len(list(folder.iterdir())) == 1
     again = cache.reference_photos(val_x, 6, seed=3)
     assert all(np.array_equal(a.pixels, b.pixels) for a, b in zip(first, again, strict=True))
+
+
+@pytest.mark.skipif(sys.platform != "linux", reason="workers are forked on Linux only")
+def test_a_worker_that_dies_is_one_error_not_a_hang_and_nothing_is_stored(val_x, folder, monkeypatch):
+    monkeypatch.setattr(torch, "get_num_threads", lambda: 2)
+    monkeypatch.setattr(cache, "load_picture", lambda *args: os._exit(3))  # as a worker killed for memory dies
+    with pytest.raises(FmnistError, match="a worker process died"):
+        cache.reference_photos(val_x, 6, seed=0)
+    assert not list(folder.glob("*.npz"))
 
 
 def test_other_images_seed_or_count_are_other_files(val_x, folder):

@@ -127,7 +127,8 @@ def load_model(path: str | Path, device: str | torch.device = "cpu") -> tuple[nn
     Raises FmnistError, saying what fmnist can load, for anything else.
     """
     path = Path(path)
-    state = _read(path, device)
+    # Read onto the CPU and moved after: the detector's float64 tensors have no place on Apple's MPS device.
+    state = _read(path, "cpu")
     if not isinstance(state, dict) or state.get("format") != FORMAT:
         bare = state_dicts.find_state_dict(state)
         if bare is None:

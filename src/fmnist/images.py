@@ -120,21 +120,25 @@ DATASET_BLACK = 8
 # on the reduced work planes of a larger one is read again at its own size when it is at most WORK_SIDE pixels on a
 # side.
 # A picture in a drawn frame on a page with other marks (a figure's axes, with their ticks, tick labels, title and
-# colour bar; an image viewer's window with its title bar) fails the canvas test: its page is flat on FRAME_FLAT of
-# the border only, or its box takes in the marks, which hold FRAME_MARKS pixels or more CANVAS_STEP from the page
-# apart from the picture (of the test set's 10,000 images padded in black, 26 trousers stood for a framed picture
-# without this). It is the widest (by its box) 8-connected piece of the pixels
-# CANVAS_STEP or more from the page, cut to the rows and columns that the piece fills for INNER_EDGE of its box
-# (the frame's lines, or the picture's own edge: ticks and labels reach out of it in a few pixels), its four
-# corners CANVAS_STEP or more from the page, and round it, FRAME_GAP pixels out, INNER_EDGE of the ring on the
-# page (a frame is drawn on the page; a box cut out of a larger object is not). Its background is the first flat
-# ring inward that is not a frame line (a ring two pixels further in flat at a level CANVAS_STEP or more away),
-# within BACKGROUND_BAND of black or white, at any distance from the page (an image drawn white on a white figure
-# within its black spines); the rings outside it are the frame's and are cut off. Its other tests are the canvas
-# rule's; a box FRAME_SQUARE pixels or less from square is cut square (a figure's axes drawn round a square image).
+# colour bar; an image viewer's window with its title bar) fails the canvas test: its page is flat on FRAME_FLAT of the
+# border only, or its box takes in the marks. It is the widest (by its box) 8-connected piece of the pixels CANVAS_STEP
+# or more from the page, cut to the rows and columns that the piece fills for INNER_EDGE of its box (the frame's lines,
+# or the picture's own edge: ticks reach a few pixels out of it), each of its corners within a pixel of one CANVAS_STEP
+# or more from the page (a thin line's corner is antialiased lighter); round it, FRAME_GAP pixels out, INNER_EDGE of
+# the ring lies on the page (a frame is drawn on the page; a box cut out of a larger object is not), and beyond that
+# ring the page holds FRAME_MARKS pixels or more of other marks (without them, a garment that fills its box on a plain
+# page, trousers padded in black, would pass: tests/test_realdata.py). Its background is the first flat ring inward
+# that is not a frame line (a ring two pixels further in flat at a level CANVAS_STEP or more away), within
+# BACKGROUND_BAND of black or white, at any distance from the page (an image drawn white on a white figure within its
+# black spines); the rings outside it are the frame's and are cut off. When that is the outermost ring (the picture's
+# own background reaches the frame, as black does in a grey figure), the frame must have ticks (FRAME_MARKS pixels of
+# its piece beyond the ring, at most FRAME_TICKS of its perimeter: short marks): a dark block among marks without them
+# is an object (a black bag, its handle reaching out, above a caption). Its other tests are the canvas rule's; a box
+# FRAME_SQUARE pixels or less from square is cut square (a figure's axes drawn round a square image).
 FRAME_FLAT = 0.5
 FRAME_GAP = 2
 FRAME_MARKS = 8
+FRAME_TICKS = 0.25
 FRAME_SQUARE = 2
 CANVAS_FLAT = 0.9
 INNER_BAND = 16.0
@@ -347,7 +351,7 @@ def _framed(image: Image.Image, name: str, marked: bool = False) -> Framed:
                 min(image.height, round(outer[3] + 2 * down + 1)),
             )
             if max(wider[2] - wider[0], wider[3] - wider[1]) <= WORK_SIDE:
-                return _framed(image.crop(wider), name, inner.framed)
+                return _framed(image.crop(wider), name, inner.in_frame)
         gray, alpha, image = inner.plane, None, image.crop(box)
     digital = digital_view(gray, alpha) if gray.shape[0] == gray.shape[1] else None
     if digital is not None:
@@ -359,9 +363,9 @@ def _framed(image: Image.Image, name: str, marked: bool = False) -> Framed:
 class InnerPicture(NamedTuple):
     """A digital picture inside a larger one (`_inner_picture`)."""
 
-    box: tuple[int, int, int, int]  # (top, bottom, left, right), in the larger one's pixels
+    box: tuple[int, int, int, int]  # (top, bottom, left, right), in the pixels of the plane it was found on
     plane: np.ndarray  # the larger one's levels in the box, its rim set to the picture's background level
-    framed: bool  # found in a drawn frame (see FRAME_FLAT), not on a plain canvas
+    in_frame: bool  # found in a drawn frame (see FRAME_FLAT), not on a plain canvas
     outer: tuple[int, int, int, int]  # the box with the frame's lines round it (the box itself on a canvas)
 
 
@@ -380,19 +384,22 @@ def _inner_picture(gray: np.ndarray, alpha: np.ndarray | None, marked: bool = Fa
     if not _flat(border, level, FRAME_FLAT):
         return None
     canvas = _canvas_box(gray, level) if _flat(border, level, CANVAS_FLAT) else None
-    framed = canvas is None
-    box = _frame_box(gray, level, marked) if canvas is None else canvas
+    in_frame = canvas is None
+    found_frame = _frame_box(gray, level, marked) if canvas is None else None
+    box = canvas if found_frame is None else found_frame[0]
     if box is None:
         return None
     top, bottom, left, right = box
     plane = gray[top:bottom, left:right].copy()
     short = min(plane.shape)
-    found = _frame_background(plane, short) if framed else _canvas_background(plane, short, level)
+    found = _frame_background(plane, short) if in_frame else _canvas_background(plane, short, level)
     if found is None:
         return None
     rim, inner = found
+    if found_frame is not None and rim == 0 and not (found_frame[1] or marked):
+        return None  # a block whose own colour reaches its edge, with no ticks: an object among marks, not a frame
     outer = box
-    if framed:
+    if in_frame:
         box = _inside_frame(box, rim)
         top, bottom, left, right = box
         plane = gray[top:bottom, left:right].copy()
@@ -402,16 +409,16 @@ def _inner_picture(gray: np.ndarray, alpha: np.ndarray | None, marked: bool = Fa
     shown = _object_box(difference > DIGITAL_OBJECT)
     if shown is None or max(shown[1] - shown[0], shown[3] - shown[2]) < INNER_SPAN * max(plane.shape):
         return None
-    if rim and not framed:
+    if rim and not in_frame:
         core = plane[rim:-rim, rim:-rim].copy()
         plane[:] = inner
         plane[rim:-rim, rim:-rim] = core
-    return InnerPicture(box, plane, framed, outer)
+    return InnerPicture(box, plane, in_frame, outer)
 
 
 def _inside_frame(box: tuple[int, int, int, int], rim: int) -> tuple[int, int, int, int]:
     """The part of a frame's `box` inside its `rim` rings of lines, cut square when it is FRAME_SQUARE pixels or
-    less from square (a figure's axes drawn round a square image), the odd pixel left above and to the left."""
+    less from square (a figure's axes drawn round a square image), an odd pixel cut at the bottom or the right."""
     top, bottom, left, right = box[0] + rim, box[1] - rim, box[2] + rim, box[3] - rim
     short, long = sorted((bottom - top, right - left))
     if 0 < long - short <= FRAME_SQUARE:
@@ -435,9 +442,11 @@ def _canvas_box(gray: np.ndarray, level: float) -> tuple[int, int, int, int] | N
     return box if corners.all() and edge.mean() >= INNER_EDGE else None
 
 
-def _frame_box(gray: np.ndarray, level: float, marked: bool = False) -> tuple[int, int, int, int] | None:
-    """The box of a picture in a drawn frame on a page at `level` (see FRAME_FLAT), or None; `marked`: the page's
-    other marks were seen on a larger picture this one was cut from."""
+def _frame_box(gray: np.ndarray, level: float, marked: bool = False) -> tuple[tuple[int, int, int, int], bool] | None:
+    """The box of a picture in a drawn frame on a page at `level` (see FRAME_FLAT) in `gray` (float [H, W], 0..255),
+    and whether the frame has ticks (FRAME_MARKS pixels or more of its piece beyond FRAME_GAP out of it, at most
+    FRAME_TICKS per pixel of its perimeter), or None;
+    `marked`: the page's other marks were seen on a larger picture this one was cut from."""
     far = np.abs(gray - level) >= CANVAS_STEP
     labels, count = ndimage.label(far, structure=np.ones((3, 3), bool))
     if count == 0:
@@ -447,23 +456,32 @@ def _frame_box(gray: np.ndarray, level: float, marked: bool = False) -> tuple[in
     widest = int(np.argmax(areas))  # the first on a tie, as it is numbered in raster order
     rows, cols = pieces[widest]
     piece = labels[rows, cols] == widest + 1
-    if not marked and int(far.sum()) - int(piece.sum()) < FRAME_MARKS:  # no other marks: a canvas or a backdrop
-        return None
     full_rows, full_cols = np.flatnonzero(piece.mean(1) >= INNER_EDGE), np.flatnonzero(piece.mean(0) >= INNER_EDGE)
     if full_rows.size == 0 or full_cols.size == 0:
         return None
     top, bottom = rows.start + int(full_rows[0]), rows.start + int(full_rows[-1]) + 1
     left, right = cols.start + int(full_cols[0]), cols.start + int(full_cols[-1]) + 1
     box = (top, bottom, left, right)
-    corners = far[[top, top, bottom - 1, bottom - 1], [left, right - 1, left, right - 1]]
-    if not corners.all() or not _inner_size(box, gray.shape):
+    if not _inner_size(box, gray.shape):
+        return None
+    # Each corner within a pixel of one CANVAS_STEP from the page: a thin line's corner is antialiased lighter.
+    corners = [far[y : y + 2, x : x + 2] for y in (top, bottom - 2) for x in (left, right - 2)]
+    if not all(corner.any() for corner in corners):
         return None
     # Drawn on the page: round it, FRAME_GAP pixels out, the page (but where a tick crosses), not more of an object.
     outer = (top - FRAME_GAP, bottom + FRAME_GAP, left - FRAME_GAP, right + FRAME_GAP)
     if outer[0] < 0 or outer[2] < 0 or outer[1] > gray.shape[0] or outer[3] > gray.shape[1]:
         return None
     ring = gray[outer[0] : outer[1], outer[2] : outer[3]][_border_coordinates(outer[1] - outer[0], outer[3] - outer[2])]
-    return box if (np.abs(ring - level) < CANVAS_STEP).mean() >= INNER_EDGE else None
+    if (np.abs(ring - level) < CANVAS_STEP).mean() < INNER_EDGE:
+        return None
+    beyond = np.ones(far.shape, bool)
+    beyond[outer[0] : outer[1], outer[2] : outer[3]] = False
+    framing = labels == widest + 1
+    if not marked and int((far & ~framing & beyond).sum()) < FRAME_MARKS:  # no other marks: a canvas or a backdrop
+        return None
+    reach = int((framing & beyond).sum())  # ticks are short: a handle or a sleeve reaching out is an object's
+    return box, FRAME_MARKS <= reach <= FRAME_TICKS * 2 * (bottom - top + right - left)
 
 
 def _inner_size(box: tuple[int, int, int, int], shape: tuple[int, ...]) -> bool:

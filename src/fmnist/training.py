@@ -602,7 +602,7 @@ def finish(
     detector when asked (`fit_trust`), and write summary.json last, with the whole run's seconds since
     `started` (a time.perf_counter()) as total_seconds."""
     if run.best.exists():
-        t.raw_model.load_state_dict(checkpoint.load(run.best, map_location=t.device)["model"])
+        t.raw_model.load_state_dict(checkpoint.load(run.best)["model"])  # onto the CPU, copied to the device
     finished = run.read_summary()
     if not trained_now and finished is not None:
         # A finished run resumed: its summary, wall time included, stays as its own processes wrote it.

@@ -1,7 +1,7 @@
 """The detector's reference photos, framed, kept on disk so that a fit renders them only once.
 
 Rendering 400 reference photos (trust.references) and framing them (images.py) is most of a fit's time with an
-empty cache, even framed by worker processes (docs/TRUST.md: 4.6 s against 0.9 s). What they give, the
+empty cache, even framed by worker processes (docs/TRUST.md: 4.4-4.7 s against 0.8-0.9 s). What they give, the
 28x28 views and the framing cues, depends on the validation images, the seed, the number of photos and
 the code that renders and frames them (SOURCES), never on the model: so they are stored under the user's cache
 directory ($XDG_CACHE_HOME/fmnist/trust-references/) in a file named by the SHA-256 of all of those, and
@@ -13,12 +13,12 @@ from __future__ import annotations
 
 import hashlib
 import multiprocessing
-import multiprocessing.pool
-import os
 import signal
 import sys
 import zipfile
 from collections.abc import Callable, Iterator
+from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -29,6 +29,7 @@ import PIL
 from fmnist import images, segmentation
 from fmnist.atomic import atomic_path
 from fmnist.data import cache_dir
+from fmnist.errors import FmnistError
 from fmnist.images import Cues, Framed, load_picture
 from fmnist.trust import references
 
@@ -52,26 +53,27 @@ def reference_photos(val_x: torch.Tensor, photos: int, seed: int) -> list[Framed
 def framing(val_x: torch.Tensor, photos: int, seed: int) -> Iterator[Callable[[], list[Framed]]]:
     """`reference_photos`, made while the caller's block runs: the photos are rendered on entry (the renderer
     draws from one generator, in turn) and framed by worker processes meanwhile (`_workers`); the function
-    yielded waits for them and stores them. Read from the cache, they are there at once."""
+    yielded, called within the block, waits for them and stores them (read from the cache, they are there at
+    once). Raises FmnistError when a worker process dies (killed for memory, say), as a worker's own error."""
     count = min(photos, len(val_x))
     path = cache_dir() / FOLDER / f"{key(val_x, count, seed)}.npz"
     cached = _read(path, count)
     if cached is not None:
         yield lambda: cached
         return
+    done: list[Framed] = []
     with _workers() as pool:
         rendered = references.rendered(val_x, count, seed, references.REFERENCE_SIDE)
         if pool is None:
-            ready = [_framed(photo.data, photo.index) for photo in rendered]
-            results: Callable[[], list[Framed]] = lambda: ready  # noqa: E731
-        else:
-            jobs = [pool.apply_async(_framed, (photo.data, photo.index)) for photo in rendered]
-            results = lambda: [job.get() for job in jobs]  # noqa: E731
-        done: list[Framed] = []
+            done.extend(_framed(photo.data, photo.index) for photo in rendered)
+            _write(path, done)
+            yield lambda: done
+            return
+        jobs = [pool.submit(_framed, photo.data, photo.index) for photo in rendered]
 
         def framed() -> list[Framed]:
             if not done:
-                done.extend(results())
+                done.extend(job.result() for job in jobs)
                 _write(path, done)
             return done
 
@@ -83,17 +85,24 @@ def _framed(data: bytes, index: int) -> Framed:
 
 
 @contextmanager
-def _workers() -> Iterator[multiprocessing.pool.Pool | None]:
-    """Up to MAX_WORKERS processes forked from this one, as PyTorch's DataLoader forks its workers on Linux
-    (they inherit the modules already imported, where a spawned one would import torch again, for seconds), or
-    None with fewer than 2 CPUs or off Linux. They ignore Ctrl-C and die at SIGTERM: the command that
-    started them stops them on its way out."""
-    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else 1
-    if cpus < 2 or sys.platform != "linux":
+def _workers() -> Iterator[ProcessPoolExecutor | None]:
+    """As many processes as torch computes on (at most MAX_WORKERS), forked from this one as PyTorch's DataLoader
+    forks its workers on Linux (they inherit the modules already imported, where a spawned one would import torch
+    again, for seconds), or None for fewer than 2 or off Linux. They ignore Ctrl-C and die at SIGTERM; on the
+    way out of the block, what they have not begun is cancelled."""
+    import torch
+
+    workers = min(torch.get_num_threads(), MAX_WORKERS)
+    if workers < 2 or sys.platform != "linux":
         yield None
         return
-    with multiprocessing.get_context("fork").Pool(min(cpus, MAX_WORKERS), initializer=_worker_signals) as pool:
+    pool = ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("fork"), initializer=_worker_signals)
+    try:
         yield pool
+    except BrokenProcessPool as exc:
+        raise FmnistError(f"framing the detector's reference photos: a worker process died ({exc})") from None
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)
 
 
 def _worker_signals() -> None:

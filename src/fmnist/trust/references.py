@@ -53,7 +53,7 @@ def render_set(images: torch.Tensor, count: int, seed: int, longer_side: tuple[i
 def rendered(
     images: torch.Tensor, count: int, seed: int, longer_side: tuple[int, int] = LONGER_SIDE
 ) -> Iterator[Photo]:
-    """`render_set`'s photos one at a time, as each is rendered."""
+    """`render_set`'s photos one at a time, as each is rendered; its ValueError comes at the first one."""
     if not 0 < count <= len(images):
         raise ValueError(f"count must be in 1..{len(images)}, got {count}")
     rng = np.random.default_rng(seed)

@@ -36,6 +36,7 @@
     FRAME_FLAT: 0.5,
     FRAME_GAP: 2,
     FRAME_MARKS: 8,
+    FRAME_TICKS: 0.25,
     FRAME_SQUARE: 2,
     CANVAS_FLAT: 0.9,
     INNER_BAND: 16.0,
@@ -307,7 +308,7 @@
         const wider = [Math.max(0, rint(outer[0] - 2 * across - 1)), Math.max(0, rint(outer[1] - 2 * down - 1)),
           Math.min(width, rint(outer[2] + 2 * across + 1)), Math.min(height, rint(outer[3] + 2 * down + 1))];
         if (Math.max(wider[2] - wider[0], wider[3] - wider[1]) <= C.WORK_SIDE) {
-          return framed(cropped(picture, wider), inner.framed);
+          return framed(cropped(picture, wider), inner.inFrame);
         }
       }
       picture = cropped(picture, box);
@@ -326,8 +327,10 @@
     return { data: out, width: x1 - x0, height: y1 - y0, colourless };
   }
 
-  // A digital picture set on a plain canvas (_inner_picture): {box: [top, bottom, left, right] in the work planes,
-  // plane: the picture there, a rim blurred by a smooth upscale set to its background's level, w, h}, or null.
+  // A digital picture set on a plain canvas or in a drawn frame among marks (_inner_picture): {box: [top, bottom,
+  // left, right] in the work planes, plane: the picture there (on a canvas, a rim blurred by a smooth upscale set to
+  // its background's level; in a frame, the frame's lines cut off), w, h, inFrame, outer: the box with the frame's
+  // lines}, or null. `marked`: cut out of a larger picture round a frame found among marks.
   function innerPicture(gray, alpha, w, h, marked = false) {
     if (alpha && minOf(alpha) < 0.99) return null;
     const [ys, xs] = borderCoordinates(h, w);
@@ -335,8 +338,9 @@
     const level = modeLevel(border);
     if (!flat(border, level, C.FRAME_FLAT)) return null;
     const canvas = flat(border, level, C.CANVAS_FLAT) ? canvasBox(gray, w, h, level) : null;
-    const framed = canvas === null;
-    let box = framed ? frameBox(gray, w, h, level, marked) : canvas;
+    const inFrame = canvas === null;
+    const foundFrame = inFrame ? frameBox(gray, w, h, level, marked) : null;
+    let box = inFrame ? foundFrame && foundFrame.box : canvas;
     if (!box) return null;
     const planeOf = ([top, bottom, left, right]) => {
       const plane = new Float32Array((bottom - top) * (right - left));
@@ -346,11 +350,12 @@
     let plane = planeOf(box);
     let bh = box[1] - box[0], bw = box[3] - box[2];
     const short = Math.min(bh, bw);
-    const found = framed ? frameBackground(plane, bw, bh, short) : canvasBackground(plane, bw, bh, short, level);
+    const found = inFrame ? frameBackground(plane, bw, bh, short) : canvasBackground(plane, bw, bh, short, level);
     if (!found) return null;
     const [rim, inner] = found;
+    if (inFrame && rim === 0 && !(foundFrame.ticked || marked)) return null; // a block with no ticks: an object
     const outer = box;
-    if (framed) { // the rings outside the background are the frame's
+    if (inFrame) { // the rings outside the background are the frame's
       box = insideFrame(box, rim);
       plane = planeOf(box);
       [bh, bw] = [box[1] - box[0], box[3] - box[2]];
@@ -365,14 +370,14 @@
     if (strongest < C.DIGITAL_CONTRAST) return null;
     const span = objectBox(shown, bw, bh);
     if (!span || Math.max(span[1] - span[0], span[3] - span[2]) < C.INNER_SPAN * Math.max(bh, bw)) return null;
-    if (!framed) {
+    if (!inFrame) {
       for (let y = 0; y < bh; y++) {
         for (let x = 0; x < bw; x++) {
           if (y < rim || y >= bh - rim || x < rim || x >= bw - rim) plane[y * bw + x] = inner;
         }
       }
     }
-    return { box, plane, w: bw, h: bh, framed, outer };
+    return { box, plane, w: bw, h: bh, inFrame, outer };
   }
 
   // The part of a frame's box inside its `rim` rings of lines, cut square when FRAME_SQUARE pixels or less from
@@ -441,9 +446,6 @@
       if (area > widestArea) [widestArea, widest, piece] = [area, count, [top, bottom + 1, left, right + 1]];
     }
     if (!piece) return null;
-    let marks = 0;
-    for (let i = 0; i < labels.length; i++) marks += labels[i] && labels[i] !== widest ? 1 : 0;
-    if (!marked && marks < C.FRAME_MARKS) return null; // no other marks: a canvas or a backdrop
     const [top, bottom, left, right] = piece;
     const ph = bottom - top, pw = right - left;
     const fullRows = [], fullCols = [], columns = new Int32Array(pw);
@@ -460,15 +462,30 @@
     for (let x = 0; x < pw; x++) if (columns[x] / ph >= C.INNER_EDGE) fullCols.push(left + x);
     if (!fullRows.length || !fullCols.length) return null;
     const box = [fullRows[0], fullRows[fullRows.length - 1] + 1, fullCols[0], fullCols[fullCols.length - 1] + 1];
-    const corners = [[box[0], box[2]], [box[0], box[3] - 1], [box[1] - 1, box[2]], [box[1] - 1, box[3] - 1]];
-    if (!corners.every(([y, x]) => far[y * w + x]) || !innerSize(box, w, h)) return null;
+    if (!innerSize(box, w, h)) return null;
+    // Each corner within a pixel of one far from the page: a thin line's corner is antialiased lighter.
+    const near = (y0, x0) => far[y0 * w + x0] || far[y0 * w + x0 + 1] || far[(y0 + 1) * w + x0] || far[(y0 + 1) * w + x0 + 1];
+    const corners = [[box[0], box[2]], [box[0], box[3] - 2], [box[1] - 2, box[2]], [box[1] - 2, box[3] - 2]];
+    if (!corners.every(([y, x]) => near(y, x))) return null;
     // Drawn on the page: round it, FRAME_GAP pixels out, the page (but where a tick crosses).
     const [ot, ob, ol, or] = [box[0] - C.FRAME_GAP, box[1] + C.FRAME_GAP, box[2] - C.FRAME_GAP, box[3] + C.FRAME_GAP];
     if (ot < 0 || ol < 0 || ob > h || or > w) return null;
     const [ry, rx] = borderCoordinates(ob - ot, or - ol);
     let page = 0;
     for (let i = 0; i < ry.length; i++) page += Math.abs(gray[(ot + ry[i]) * w + ol + rx[i]] - level) < C.CANVAS_STEP ? 1 : 0;
-    return page / ry.length >= C.INNER_EDGE ? box : null;
+    if (page / ry.length < C.INNER_EDGE) return null;
+    let marks = 0, reach = 0; // beyond that ring: other marks, and the frame's own piece (its ticks)
+    for (let y = 0; y < h; y++) {
+      for (let x = 0; x < w; x++) {
+        const label = labels[y * w + x];
+        if (!label || (y >= ot && y < ob && x >= ol && x < or)) continue;
+        if (label === widest) reach++;
+        else marks++;
+      }
+    }
+    if (!marked && marks < C.FRAME_MARKS) return null; // no other marks: a canvas or a backdrop
+    const perimeter = 2 * (box[1] - box[0] + box[3] - box[2]);
+    return { box, ticked: reach >= C.FRAME_MARKS && reach <= C.FRAME_TICKS * perimeter };
   }
 
   // Whether `box` could hold a digital picture inside a w x h one (_inner_size).
