@@ -697,6 +697,40 @@ def test_every_form_of_a_dataset_image_gives_its_view_without_photo_cues(form):
         assert _mad(picture.image, image) <= _tolerance(form), (form.name, _mad(picture.image, image))
 
 
+@pytest.mark.parametrize("dpi", [72, 120, 200])
+def test_a_grey_figure_at_any_dpi_is_read_as_the_image_it_shows(dpi):
+    # At 72 dpi the page is read at its own size; at 120 the spine's corner is antialiased lighter than the rest of
+    # the frame, and the picture is cut out of the reduced page with its frame and read again at its own size; at 200
+    # its axes are over 512 pixels across and it is read on the reduced page.
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    from fmnist.images import load_picture
+
+    figure = Figure(dpi=dpi)
+    FigureCanvasAgg(figure)
+    figure.add_subplot().imshow(GARMENT, cmap="gray")
+    buffer = io.BytesIO()
+    figure.savefig(buffer, format="png")
+    picture = load_picture(buffer.getvalue())
+    assert picture.cues is None and _mad(picture.image) <= 8.0, (dpi, _mad(picture.image))
+
+
+def test_a_black_bag_above_a_caption_is_an_object_not_a_picture_in_a_frame():
+    # The frame rule's ticks: a dark block whose own colour reaches its edge, among marks (a caption), with a handle
+    # reaching far out of it, is not a framed picture whose background is that colour (its logo would be the object).
+    from fmnist import images
+
+    page = Image.new("RGB", (400, 400), "white")
+    draw = ImageDraw.Draw(page)
+    draw.rectangle((100, 110, 300, 330), fill=(15, 15, 15))
+    draw.rectangle((170, 70, 230, 110), outline=(15, 15, 15), width=8)
+    draw.ellipse((180, 240, 220, 280), fill=(230, 230, 230))
+    draw.text((100, 360), "Tote bag, black", fill=0)
+    gray, alpha, _ = images._planes(page)
+    assert images._inner_picture(gray, alpha) is None
+
+
 def test_a_dim_digital_product_on_white_gets_the_full_range():
     from fmnist.images import load_picture
 
