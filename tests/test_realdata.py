@@ -102,13 +102,14 @@ def test_every_dataset_image_has_black_in_it_and_none_in_limited_range_levels_is
     from PIL import Image
 
     from fmnist import images
+    from fmnist.testing import forms
 
     if data.locate() is None:
         pytest.skip("real Fashion-MNIST not installed (apt-get install dataset-fashion-mnist)")
     dataset = data.load()
     every = np.concatenate([dataset.train_images.numpy(), dataset.test_images.numpy()])
     assert int(every.reshape(len(every), -1).min(1).max()) < images.DATASET_BLACK  # the test costs the dataset none
-    limited = np.rint(16 + every[:2000].astype(np.float32) * (219 / 255)).astype(np.uint8)
+    limited = forms.limited_range(every[:2000])
     assert not any(images._already_fashion_mnist(Image.fromarray(x)) for x in limited)
 
 

@@ -30,10 +30,10 @@ def save(path: str | Path, state: dict[str, Any]) -> None:
         torch.save({"format": FORMAT, **state}, tmp)
 
 
-def load(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
-    """Load a checkpoint without executing any code it may carry; every failure is one FmnistError."""
+def load(path: str | Path) -> dict[str, Any]:
+    """Load a checkpoint onto the CPU without executing any code it may carry; every failure is one FmnistError."""
     path = Path(path)
-    state = _read(path, map_location)
+    state = _read(path)
     if not isinstance(state, dict) or state.get("format") != FORMAT:
         raise FmnistError(f"{path}: not an fmnist checkpoint")
     return state
@@ -60,9 +60,10 @@ def read_card(path: Path) -> dict[str, Any]:
     return {"format": FORMAT, "model": weights, **facts}
 
 
-def _read(path: Path, map_location: str | torch.device) -> Any:
-    """What torch.load finds in `path`, tensors and plain Python values only; a model card's weights
-    (model.safetensors) with the facts of its config.json."""
+def _read(path: Path) -> Any:
+    """What torch.load finds in `path`, tensors (on the CPU: a model is moved to its device after, and the
+    detector's float64 tensors have no place on Apple's MPS device) and plain Python values only; a model card's
+    weights (model.safetensors) with the facts of its config.json."""
     if path.suffix == ".safetensors":
         return read_card(path)
     try:
@@ -75,7 +76,7 @@ def _read(path: Path, map_location: str | torch.device) -> Any:
                 f"{path}: not a readable checkpoint: not a file torch.save writes (neither a zip "
                 f"archive nor a pickle); {state_dicts.LOADABLE}"
             )
-        return torch.load(path, map_location=map_location, weights_only=True)
+        return torch.load(path, map_location="cpu", weights_only=True)
     except FileNotFoundError:
         raise FmnistError(f"{path}: checkpoint not found") from None
     except FmnistError:
@@ -127,8 +128,7 @@ def load_model(path: str | Path, device: str | torch.device = "cpu") -> tuple[nn
     Raises FmnistError, saying what fmnist can load, for anything else.
     """
     path = Path(path)
-    # Read onto the CPU and moved after: the detector's float64 tensors have no place on Apple's MPS device.
-    state = _read(path, "cpu")
+    state = _read(path)
     if not isinstance(state, dict) or state.get("format") != FORMAT:
         bare = state_dicts.find_state_dict(state)
         if bare is None:

@@ -384,11 +384,11 @@ def _inner_picture(gray: np.ndarray, alpha: np.ndarray | None, marked: bool = Fa
     if not _flat(border, level, FRAME_FLAT):
         return None
     canvas = _canvas_box(gray, level) if _flat(border, level, CANVAS_FLAT) else None
-    in_frame = canvas is None
     found_frame = _frame_box(gray, level, marked) if canvas is None else None
     box = canvas if found_frame is None else found_frame[0]
     if box is None:
         return None
+    in_frame = found_frame is not None
     top, bottom, left, right = box
     plane = gray[top:bottom, left:right].copy()
     short = min(plane.shape)
@@ -445,8 +445,8 @@ def _canvas_box(gray: np.ndarray, level: float) -> tuple[int, int, int, int] | N
 def _frame_box(gray: np.ndarray, level: float, marked: bool = False) -> tuple[tuple[int, int, int, int], bool] | None:
     """The box of a picture in a drawn frame on a page at `level` (see FRAME_FLAT) in `gray` (float [H, W], 0..255),
     and whether the frame has ticks (FRAME_MARKS pixels or more of its piece beyond FRAME_GAP out of it, at most
-    FRAME_TICKS per pixel of its perimeter), or None;
-    `marked`: the page's other marks were seen on a larger picture this one was cut from."""
+    FRAME_TICKS per pixel of its perimeter), or None; `marked`: the page's other marks were seen on a larger picture
+    this one was cut from."""
     far = np.abs(gray - level) >= CANVAS_STEP
     labels, count = ndimage.label(far, structure=np.ones((3, 3), bool))
     if count == 0:
@@ -455,7 +455,8 @@ def _frame_box(gray: np.ndarray, level: float, marked: bool = False) -> tuple[tu
     areas = [(rows.stop - rows.start) * (cols.stop - cols.start) for rows, cols in pieces]
     widest = int(np.argmax(areas))  # the first on a tie, as it is numbered in raster order
     rows, cols = pieces[widest]
-    piece = labels[rows, cols] == widest + 1
+    frame = labels == widest + 1
+    piece = frame[rows, cols]
     full_rows, full_cols = np.flatnonzero(piece.mean(1) >= INNER_EDGE), np.flatnonzero(piece.mean(0) >= INNER_EDGE)
     if full_rows.size == 0 or full_cols.size == 0:
         return None
@@ -477,10 +478,9 @@ def _frame_box(gray: np.ndarray, level: float, marked: bool = False) -> tuple[tu
         return None
     beyond = np.ones(far.shape, bool)
     beyond[outer[0] : outer[1], outer[2] : outer[3]] = False
-    framing = labels == widest + 1
-    if not marked and int((far & ~framing & beyond).sum()) < FRAME_MARKS:  # no other marks: a canvas or a backdrop
+    if not marked and int((far & ~frame & beyond).sum()) < FRAME_MARKS:  # no other marks: a canvas or a backdrop
         return None
-    reach = int((framing & beyond).sum())  # ticks are short: a handle or a sleeve reaching out is an object's
+    reach = int((frame & beyond).sum())  # ticks are short: a handle or a sleeve reaching out is an object's
     return box, FRAME_MARKS <= reach <= FRAME_TICKS * 2 * (bottom - top + right - left)
 
 

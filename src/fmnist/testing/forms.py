@@ -100,7 +100,7 @@ def save(image: np.ndarray, form: Form) -> bytes:
     but before a canvas of another colour is set round them (a figure's white page)."""
     pixels = 255 - image if form.inverted else image
     if form.limited:
-        pixels = np.rint(16 + pixels.astype(np.float32) * (219 / 255)).astype(np.uint8)
+        pixels = limited_range(pixels)
     picture = Image.fromarray(np.ascontiguousarray(pixels, dtype=np.uint8), "L")
     if form.figure == "window":
         picture = _window(picture.resize((round(28 * form.scale),) * 2, Image.Resampling.NEAREST))
@@ -126,6 +126,11 @@ def save(image: np.ndarray, form: Form) -> bytes:
     kwargs = {"quality": 90} if form.fmt in ("JPEG", "WEBP") else {}
     _converted(picture, form.mode).save(buffer, format=form.fmt, **kwargs)
     return buffer.getvalue()
+
+
+def limited_range(pixels: np.ndarray) -> np.ndarray:
+    """uint8 levels 0-255 [...] mapped to video's limited range, 16-235 (ITU-R BT.601), rounded: uint8 [...]."""
+    return np.rint(16 + pixels.astype(np.float32) * (219 / 255)).astype(np.uint8)
 
 
 def _figure(pixels: np.ndarray, colour_map: str, tight: bool) -> Image.Image:

@@ -102,13 +102,13 @@ class Trust:
 
     @classmethod
     def from_dict(cls, facts: dict[str, Any] | None) -> Trust:
-        """From `to_dict`'s output, lists or tensors (on any device: a checkpoint may be mapped to a GPU); None (a
-        model saved before any was fitted) gives an unfitted Trust."""
+        """From `to_dict`'s output, lists or CPU tensors (checkpoint.load reads onto the CPU); None (a model saved
+        before any was fitted) gives an unfitted Trust."""
         if not facts:
             return UNFITTED
 
         def array(values: Any) -> np.ndarray:
-            return np.asarray(values.cpu() if hasattr(values, "cpu") else values, dtype=np.float64)
+            return np.asarray(values, dtype=np.float64)
 
         def arrays(key: str) -> dict[str, np.ndarray]:
             return {k: array(v) for k, v in (facts.get(key) or {}).items()}
