@@ -4,6 +4,7 @@ Each check runs in a child process with 2 intra-op threads whose pool is started
 op) before the flag is set: the case torch.set_flush_denormal alone gets wrong.
 """
 
+import os
 import subprocess
 import sys
 import textwrap
@@ -176,3 +177,62 @@ def test_auto_threads_are_shared_among_local_processes(restore_threads, monkeypa
     monkeypatch.setattr(cpu.time, "sleep", lambda _: None)
     auto.start()
     assert torch.get_num_threads() == 2
+
+
+def _group(root, relative, **files):
+    group = root.joinpath(*relative.split("/")) if relative else root
+    group.mkdir(parents=True, exist_ok=True)
+    for name, text in files.items():
+        (group / name.replace("__", ".")).write_text(text)
+
+
+def test_cpu_quota_is_the_smallest_cgroup_v2_limit_along_the_path(tmp_path):
+    root, membership = tmp_path / "cgroup", tmp_path / "membership"
+    membership.write_text("0::/kubepods/pod1/ctr\n")
+    _group(root, "kubepods", cpu__max="400000 100000\n")
+    _group(root, "kubepods/pod1/ctr", cpu__max="250000 100000\n")  # 2.5 CPUs: 2 whole ones
+    assert cpu.cpu_quota(root, membership) == 2
+    _group(root, "kubepods/pod1/ctr", cpu__max="max 100000\n")
+    assert cpu.cpu_quota(root, membership) == 4  # the parent's limit holds
+    _group(root, "kubepods", cpu__max="max 100000\n")
+    assert cpu.cpu_quota(root, membership) is None
+    _group(root, "kubepods/pod1/ctr", cpu__max="50000 100000\n")
+    assert cpu.cpu_quota(root, membership) == 1  # half a CPU: one thread
+
+
+def test_cpu_quota_reads_cgroup_v1_and_a_group_mounted_at_the_root(tmp_path):
+    root, membership = tmp_path / "cgroup", tmp_path / "membership"
+    # A container's view: its group, named by the host's path, is mounted at the controller's root.
+    membership.write_text("5:memory:/docker/abc\n4:cpu,cpuacct:/docker/abc\n")
+    _group(root, "cpu,cpuacct", cpu__cfs_quota_us="300000\n", cpu__cfs_period_us="100000\n")
+    assert cpu.cpu_quota(root, membership) == 3
+    _group(root, "cpu,cpuacct", cpu__cfs_quota_us="-1\n")
+    assert cpu.cpu_quota(root, membership) is None
+    membership.write_text("garbage\n")
+    assert cpu.cpu_quota(root, membership) is None
+    assert cpu.cpu_quota(root, tmp_path / "absent") is None
+
+
+def test_auto_threads_stay_within_the_cpu_quota(restore_threads, monkeypatch):
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    monkeypatch.setattr(cpu, "cpu_quota", lambda: 2)
+    monkeypatch.setattr(cpu.time, "sleep", lambda _: None)
+    auto = cpu.AutoThreads("auto")
+    auto.cores = list(range(8))
+    readings = iter([(0, 0, 0.0, 0.0), (0, 800, 0.0, 1.0)])  # eight idle cores
+    monkeypatch.setattr(auto, "_snapshot", lambda: next(readings))
+    assert auto.start() == "threads: 2 (auto: other processes kept 0.0 of 8 cores busy, a CPU quota of 2)"
+    assert torch.get_num_threads() == 2
+    torch.set_num_threads(4)
+    blind = cpu.AutoThreads("auto")
+    monkeypatch.setattr(blind, "_snapshot", lambda: None)  # no /proc/stat
+    assert blind.start() == "threads: 2 (auto: the control group's CPU quota; no load figures here)"
+    assert torch.get_num_threads() == 2
+
+
+def test_usable_cpus_are_the_affinity_within_the_quota(monkeypatch):
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    monkeypatch.setattr(cpu, "cpu_quota", lambda: None)
+    assert cpu.usable_cpus() == cores
+    monkeypatch.setattr(cpu, "cpu_quota", lambda: 1)
+    assert cpu.usable_cpus() == 1

@@ -68,3 +68,10 @@ def test_each_pool_worker_takes_its_own_gpu_as_it_starts(monkeypatch):
     finally:
         torch.set_num_threads(threads)
     assert seen == [("1", "1", 1), ("0", "1", 1), ("0", "1", 1)]
+
+
+def test_cpu_workers_share_the_usable_cpus_by_default(monkeypatch):
+    from fmnist import cpu
+
+    monkeypatch.setattr(cpu, "usable_cpus", lambda: 2)  # a container with a quota of 2 CPUs on a large host
+    assert workers.place(2, None, []) == workers.Placement((None, None), 1)

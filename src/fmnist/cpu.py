@@ -84,6 +84,7 @@ class AutoThreads:
             self.cores = sorted(os.sched_getaffinity(0))
         else:
             self.cores = list(range(os.cpu_count() or 1))
+        self.quota = cpu_quota()
         self.last: Snapshot | None = None
 
     def start(self) -> str:
@@ -95,6 +96,9 @@ class AutoThreads:
         first = self._snapshot()
         time.sleep(0.1)
         message = self._choose(first)
+        if message is None and self.quota is not None and torch.get_num_threads() > self.quota:
+            torch.set_num_threads(self.quota)
+            return f"threads: {self.quota} (auto: the control group's CPU quota; no load figures here)"
         return message or f"threads: {torch.get_num_threads()} (auto: no load figures here; torch's default)"
 
     def retune(self) -> str | None:
@@ -113,11 +117,13 @@ class AutoThreads:
         # Busy share of all ticks, in CPUs, less this process's own CPU time over the same wall time.
         cpus = len(self.cores) * (now[0] - since[0]) / (now[1] - since[1])
         busy = max(0.0, min(float(len(self.cores)), cpus - (now[2] - since[2]) / max(now[3] - since[3], 1e-9)))
-        threads = max(1, math.floor(len(self.cores) - busy + 0.5) // self.processes)
+        free = math.floor(len(self.cores) - busy + 0.5)
+        quota = "" if self.quota is None else f", a CPU quota of {self.quota}"
+        threads = max(1, min(free, self.quota or free) // self.processes)
         if threads != torch.get_num_threads():
             torch.set_num_threads(threads)
             flush_denormals()  # on the new team too
-        return f"threads: {threads} (auto: other processes kept {busy:.1f} of {len(self.cores)} cores busy)"
+        return f"threads: {threads} (auto: other processes kept {busy:.1f} of {len(self.cores)} cores busy{quota})"
 
     def _snapshot(self) -> Snapshot | None:
         """(busy ticks, all ticks) of our cores from /proc/stat's per-CPU lines (proc(5): busy is all but
@@ -134,6 +140,66 @@ class AutoThreads:
         except (OSError, ValueError, IndexError):
             return None
         return busy, total, time.process_time(), time.monotonic()
+
+
+CGROUP = Path("/sys/fs/cgroup")
+
+
+def usable_cpus() -> int:
+    """The CPUs this process may compute on: those of its affinity (all of them off Linux), no more than its
+    control group's CPU quota (`cpu_quota`)."""
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    quota = cpu_quota()
+    return min(cores, quota) if quota is not None else cores
+
+
+def cpu_quota(root: Path = CGROUP, membership: Path = Path("/proc/self/cgroup")) -> int | None:
+    """The whole CPUs this process's control group may keep busy, its CPU bandwidth quota over its period rounded
+    down (at least 1), the smallest along its path from the root of the hierarchy; None when no quota is set or
+    none can be read (off Linux, say). A container run with `docker run --cpus 2` or a Kubernetes CPU limit sees
+    every core of its host in its affinity but gets only this share of their time (Linux CFS bandwidth control):
+    torch's threads beyond it wait for the next period, every op. Reads cgroup v2's `cpu.max` ("200000 100000":
+    2) and v1's `cpu.cfs_quota_us` / `cpu.cfs_period_us` (-1: none) under `root`, at the paths `membership`
+    (proc(5)'s /proc/PID/cgroup) names; in a container whose own group is mounted at the root, the root's."""
+    try:
+        lines = membership.read_text(encoding="utf-8").splitlines()
+    except OSError:
+        return None
+    limits = []
+    for line in lines:
+        fields = line.split(":", 2)
+        if len(fields) != 3:
+            continue
+        _, controllers, path = fields
+        if controllers == "":  # v2: one unified hierarchy
+            mount, read = root, _quota_v2
+        elif "cpu" in controllers.split(","):
+            mounts = [root / name for name in (controllers, "cpu", "cpu,cpuacct") if (root / name).is_dir()]
+            if not mounts:
+                continue
+            mount, read = mounts[0], _quota_v1
+        else:
+            continue
+        parts = Path(path.strip() or "/").relative_to("/").parts
+        limits += [q for depth in range(len(parts) + 1) if (q := read(mount.joinpath(*parts[:depth]))) is not None]
+    return max(1, math.floor(min(limits))) if limits else None
+
+
+def _quota_v2(group: Path) -> float | None:
+    try:
+        quota, period = (group / "cpu.max").read_text(encoding="utf-8").split()[:2]
+        return None if quota == "max" else int(quota) / int(period)
+    except (OSError, ValueError):
+        return None
+
+
+def _quota_v1(group: Path) -> float | None:
+    try:
+        quota = int((group / "cpu.cfs_quota_us").read_text(encoding="utf-8"))
+        period = int((group / "cpu.cfs_period_us").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    return None if quota <= 0 or period <= 0 else quota / period
 
 
 # /proc/cpuinfo flags that change which numerics are fast here.

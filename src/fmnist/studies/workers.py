@@ -40,9 +40,12 @@ def visible_gpus(device: str, env: Mapping[str, str] = os.environ) -> list[str]:
 def place(workers: int | None, per_device: int | None, gpus: list[str], cpus: int | None = None) -> Placement:
     """The workers' placement. On GPUs: `per_device` workers on each (default one per GPU), or `workers`
     workers dealt round-robin (worker i on GPU i mod n). Without GPUs: `workers` (default 1), no GPU each.
-    Each worker gets cpus // workers torch threads (at least 1). Raises FmnistError for counts below 1, for
-    --workers-per-device without a GPU, and for both flags at once."""
-    cpus = cpus or os.cpu_count() or 1
+    Each worker gets cpus (default: cpu.usable_cpus) // workers torch threads (at least 1). Raises FmnistError
+    for counts below 1, for --workers-per-device without a GPU, and for both flags at once."""
+    if not cpus:
+        from fmnist.cpu import usable_cpus
+
+        cpus = usable_cpus()
     for flag, value in (("--workers", workers), ("--workers-per-device", per_device)):
         if value is not None and value < 1:
             raise FmnistError(f"{flag} must be >= 1, got {value}")
