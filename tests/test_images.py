@@ -697,6 +697,40 @@ def test_every_form_of_a_dataset_image_gives_its_view_without_photo_cues(form):
         assert _mad(picture.image, image) <= _tolerance(form), (form.name, _mad(picture.image, image))
 
 
+def _digit() -> np.ndarray:
+    """A "7" in MNIST's style: light strokes on black, in a 20-pixel box in the 28x28 picture."""
+    from fmnist.testing.outliers import mnist_style
+
+    canvas = Image.new("L", (160, 160), 0)
+    ImageDraw.Draw(canvas).line([(40, 30), (120, 30), (70, 135)], fill=255, width=14)
+    return mnist_style(np.asarray(canvas, np.float32) / 255)
+
+
+ENLARGED = [f for f in forms.all_forms() if f.scale != 1 and not (f.margin or f.figure)]
+
+
+@pytest.mark.parametrize("form", ENLARGED, ids=lambda f: f.name)
+def test_an_enlarged_28x28_picture_keeps_its_placement(form):
+    # A digit in its 20-pixel box, enlarged, is the 28x28 picture it was (its 20-pixel box tells a digit from a
+    # garment), not a picture with margins whose object is cut out and made to span the 28 pixels.
+    from fmnist.images import load_picture
+
+    digit = _digit()
+    picture = load_picture(forms.save(digit, form), form.name)
+    assert picture.cues is None and _mad(picture.image, digit) <= _tolerance(form), _mad(picture.image, digit)
+
+
+@pytest.mark.parametrize(
+    "form", [forms.Form("L", "PNG", margin=0.5), forms.Form("RGB", "JPEG", 6.0, smooth=True, margin=0.25)]
+)
+def test_a_digit_given_margins_is_cut_out_of_them(form):
+    from fmnist.images import load_picture
+
+    view = load_picture(forms.save(_digit(), form), form.name).image.numpy()
+    rows = np.flatnonzero((view > 50).any(1))
+    assert rows[-1] - rows[0] + 1 >= 26  # cut to its box, as a garment with margins is
+
+
 @pytest.mark.parametrize("dpi", [72, 120, 200])
 def test_a_grey_figure_at_any_dpi_is_read_as_the_image_it_shows(dpi):
     # At 72 dpi the page is read at its own size; at 120 the spine's corner is antialiased lighter than the rest of

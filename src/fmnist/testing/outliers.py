@@ -447,7 +447,7 @@ def _on_paper(ink: np.ndarray, rng: np.random.Generator) -> Picture:
 
 
 # Handwriting as pen strokes: each character a few polylines in a unit box (x right, y down), traced in
-# `_scrawl_strokes` with a jittered pen of random width, slant and size. Digits are split between the
+# `scrawl_strokes` with a jittered pen of random width, slant and size. Digits are split between the
 # parts, letters too: the two parts never share a character.
 _STROKES: dict[str, tuple[tuple[tuple[float, float], ...], ...]] = {
     "0": (((0.5, 0), (0.15, 0.2), (0.1, 0.6), (0.35, 1), (0.7, 0.9), (0.9, 0.45), (0.75, 0.08), (0.5, 0)),),
@@ -484,7 +484,7 @@ _STROKES: dict[str, tuple[tuple[tuple[float, float], ...], ...]] = {
 _SCRAWL_PARTS = ("02468AERW", "13579KMSZ")
 
 
-def _scrawl_strokes(rng: np.random.Generator, part: str) -> np.ndarray:
+def scrawl_strokes(rng: np.random.Generator, part: str) -> np.ndarray:
     """Ink coverage 0..1 [160, 160] of one hand-drawn character of `part`'s half, traced with Pillow."""
     char = str(rng.choice(list(_SCRAWL_PARTS[PARTS.index(part)])))
     canvas = Image.new("L", (160, 160), 0)
@@ -504,7 +504,7 @@ def _scrawl_strokes(rng: np.random.Generator, part: str) -> np.ndarray:
 def _scrawl(rng: np.random.Generator, part: str) -> Picture:
     """A hand-drawn digit or letter, or a few in a row, photographed on paper of any colour."""
     count = 1 if rng.random() < 0.6 else int(rng.integers(2, 4))
-    ink = np.concatenate([_scrawl_strokes(rng, part)[:, 20:140] for _ in range(count)], axis=1)
+    ink = np.concatenate([scrawl_strokes(rng, part)[:, 20:140] for _ in range(count)], axis=1)
     scale = rng.uniform(1.2, 3.5)
     size = (round(ink.shape[1] * scale), round(ink.shape[0] * scale))
     ink = np.asarray(Image.fromarray(ink, "F").resize(size, Image.Resampling.BICUBIC)).clip(0, 1)
@@ -513,7 +513,7 @@ def _scrawl(rng: np.random.Generator, part: str) -> Picture:
 
 def _scrawl28(rng: np.random.Generator, part: str) -> Picture:
     """A hand-drawn digit or letter in MNIST's style, 28x28 light on black."""
-    return _rgb(mnist_style(_scrawl_strokes(rng, part)))
+    return _rgb(mnist_style(scrawl_strokes(rng, part)))
 
 
 def _word(rng: np.random.Generator, part: str) -> Picture:
@@ -528,14 +528,15 @@ def _word(rng: np.random.Generator, part: str) -> Picture:
     return _on_paper(np.asarray(canvas, dtype=np.float32) / 255, rng)
 
 
-def _handwritten_strokes(rng: np.random.Generator, part: str) -> np.ndarray:
+def handwritten_strokes(rng: np.random.Generator, part: str) -> np.ndarray:
+    """A handwritten digit of `part`'s half (scikit-learn's 8x8 digits), ink coverage 0..1 [8, 8]."""
     pool = _digits()[PARTS.index(part)]
     return pool[int(rng.integers(len(pool)))] / 16
 
 
 def _mnist(rng: np.random.Generator, part: str) -> Picture:
     """A digit in MNIST's own style, 28x28 light on black: handwritten (scikit-learn's 8x8 digits) or printed."""
-    strokes = _handwritten_strokes(rng, part) if rng.random() < 0.6 else _glyph_strokes(rng, part)
+    strokes = handwritten_strokes(rng, part) if rng.random() < 0.6 else _glyph_strokes(rng, part)
     return _rgb(mnist_style(strokes))
 
 
@@ -550,7 +551,7 @@ def _glyph(rng: np.random.Generator, part: str) -> Picture:
 def _printed(rng: np.random.Generator, part: str) -> Picture:
     """A printed or handwritten digit at 28x28 or a few times larger, dark on a white page as a drawing program
     saves it: no noise, the picture a digital file (PNG)."""
-    strokes = _handwritten_strokes(rng, part) if rng.random() < 0.5 else _glyph_strokes(rng, part)
+    strokes = handwritten_strokes(rng, part) if rng.random() < 0.5 else _glyph_strokes(rng, part)
     picture = 255 - mnist_style(strokes)
     scale = int(rng.integers(1, 6))
     big = Image.fromarray(picture).resize((28 * scale, 28 * scale), Image.Resampling.BICUBIC)

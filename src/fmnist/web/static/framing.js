@@ -26,6 +26,8 @@
     DIGITAL_NOISE: 2.0,
     DIGITAL_OBJECT: 8.0,
     MARGIN_SPAN: 26 / 28,
+    GRID_ERROR: 0.24,
+    GRID_SPAN: 16,
     DIGITAL_CONTRAST: 128.0,
     FULL_PEAK: 250.0,
     DATASET_BLACK: 8,
@@ -633,12 +635,63 @@
     const box = objectBox(contrast.map((v) => (v > C.DIGITAL_OBJECT ? 1 : 0)), w, h);
     if (!box) return [0, 0, Math.max(h, w)];
     const [top, bottom, left, right] = box;
-    if (Math.max(bottom - top, right - left) >= C.MARGIN_SPAN * Math.max(h, w)) return [0, 0, Math.max(h, w)];
     const side = Math.max(bottom - top, right - left);
+    if (side >= C.MARGIN_SPAN * Math.max(h, w)) return [0, 0, Math.max(h, w)];
+    if (h === w && side * SIDE >= C.GRID_SPAN * h && enlarged(contrast, h)) return [0, 0, h];
     const step = side / SIDE;
     const padTop = Math.floor((SIDE - rint((bottom - top) / step) + 1) / 2);
     const padLeft = Math.floor((SIDE - rint((right - left) / step) + 1) / 2);
     return [top - rint(padTop * step), left - rint(padLeft * step), side];
+  }
+
+  // Whether a square picture's contrast (size x size) is a 28x28 picture enlarged (_enlarged): rebuilt from its
+  // samples at the grid's centres by nearest neighbour or by Keys' cubic convolution (a = -0.5, clamped at the
+  // edges), the closer within GRID_ERROR of it in units of its mean absolute step between neighbouring pixels.
+  function enlarged(contrast, size) {
+    const samples = sampled(contrast, size, size, [0, 0, size]);
+    const step = size / SIDE;
+    const nearest = new Int32Array(size), base = new Int32Array(size), weights = new Float64Array(size * 4);
+    for (let p = 0; p < size; p++) {
+      nearest[p] = Math.min(Math.max(Math.floor((p + 0.5) / step), 0), SIDE - 1);
+      const centre = (p + 0.5) / step - 0.5;
+      base[p] = Math.floor(centre);
+      for (let k = 0; k < 4; k++) weights[p * 4 + k] = keys(centre - (base[p] + k - 1));
+    }
+    const tap = (p, k) => Math.min(Math.max(base[p] + k - 1, 0), SIDE - 1);
+    // The cubic rebuild, columns first: rows of the grid spread across the picture's columns, then down its rows.
+    const across = new Float64Array(SIDE * size);
+    for (let i = 0; i < SIDE; i++) {
+      for (let c = 0; c < size; c++) {
+        let sum = 0;
+        for (let k = 0; k < 4; k++) sum += weights[c * 4 + k] * samples[i * SIDE + tap(c, k)];
+        across[i * size + c] = sum;
+      }
+    }
+    let nearError = 0, cubicError = 0;
+    for (let r = 0; r < size; r++) {
+      for (let c = 0; c < size; c++) {
+        let cubic = 0;
+        for (let k = 0; k < 4; k++) cubic += weights[r * 4 + k] * across[tap(r, k) * size + c];
+        const value = contrast[r * size + c];
+        cubicError += Math.abs(Math.max(cubic, 0) - value);
+        nearError += Math.abs(samples[nearest[r] * SIDE + nearest[c]] - value);
+      }
+    }
+    let down = 0, right = 0;
+    for (let r = 0; r < size; r++) {
+      for (let c = 0; c < size; c++) {
+        if (r + 1 < size) down += Math.abs(contrast[(r + 1) * size + c] - contrast[r * size + c]);
+        if (c + 1 < size) right += Math.abs(contrast[r * size + c + 1] - contrast[r * size + c]);
+      }
+    }
+    const steps = (down + right) / ((size - 1) * size);
+    return Math.min(nearError, cubicError) / (size * size) <= C.GRID_ERROR * steps;
+  }
+
+  function keys(offset, a = -0.5) { // Keys' cubic convolution kernel
+    const x = Math.abs(offset);
+    if (x <= 1) return ((a + 2) * x - (a + 3)) * x * x + 1;
+    return x < 2 ? ((a * x - 5 * a) * x + 8 * a) * x - 4 * a : 0;
   }
 
   // The crop sampled bilinearly at the centres of a 28x28 grid, 0 outside the picture (_sampled:
