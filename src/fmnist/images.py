@@ -95,13 +95,14 @@ DIGITAL_OBJECT = 8.0  # contrast that counts as the object when finding its box 
 MARGIN_SPAN = 26 / 28  # an object spanning less of a square digital picture was given margins, unless in
 # 0.6 % of Fashion-MNIST's images (the rest span 26 to 28 of the 28 pixels; a photo's framing spans 28)
 # A square digital picture whose object spans less than MARGIN_SPAN may also be a 28x28 picture enlarged whose object
-# spans less of its 28 pixels (an MNIST-style digit in its 20-pixel box, that 0.6 % of Fashion-MNIST): then it keeps
-# its placement, as at 28x28. It is one when its samples at the 28x28 grid's centres rebuild it (`_enlarged`) within
-# GRID_ERROR of its mean step between neighbouring pixels, and its object spans GRID_SPAN of the 28 pixels or more.
-# Enlarged 1.3 to 10 times (nearest, bicubic; PNG, JPEG, WebP; 300 Fashion-MNIST images and digits of each of 16
-# forms) they rebuild within 0.23; with margins added, 0.27 or more.
+# spans less of its 28 pixels (an MNIST-style digit in its 20-pixel box; 6 of Fashion-MNIST's 70,000 images): then it
+# keeps its placement, as at 28x28. It is one when it is GRID_FACTOR times 28 pixels or more, its object spans
+# GRID_SPAN of the 28 or more, and its samples at the 28x28 grid's centres rebuild it (`_enlarged`) within GRID_ERROR
+# of its mean step between neighbouring pixels (tests/test_realdata.py: a picture given margins at its own size is
+# under GRID_FACTOR or its object under GRID_SPAN; enlarged after, it rebuilds far worse).
 GRID_ERROR = 0.24
 GRID_SPAN = 16
+GRID_FACTOR = 2
 DIGITAL_CONTRAST = 128.0  # the least contrast of a digital image's object with its background
 FULL_PEAK = 250.0  # a digital object's strongest contrast; Fashion-MNIST's images all reach 254 or 255
 # Every one of Fashion-MNIST's 70,000 images has a pixel at 0: a 28x28 grey picture whose darkest level is
@@ -600,7 +601,7 @@ def _digital_crop(contrast: np.ndarray) -> tuple[int, int, int]:
     side = max(bottom - top, right - left)
     if side >= MARGIN_SPAN * max(height, width):
         return 0, 0, max(height, width)
-    if height == width and side * SIDE >= GRID_SPAN * height and _enlarged(contrast):
+    if height == width >= GRID_FACTOR * SIDE and side * SIDE >= GRID_SPAN * height and _enlarged(contrast):
         return 0, 0, height
     step = side / SIDE  # the pixels of the picture per pixel of the view: the padding is centred on the view's grid
     pad_top = (SIDE - round((bottom - top) / step) + 1) // 2

@@ -28,6 +28,7 @@
     MARGIN_SPAN: 26 / 28,
     GRID_ERROR: 0.24,
     GRID_SPAN: 16,
+    GRID_FACTOR: 2,
     DIGITAL_CONTRAST: 128.0,
     FULL_PEAK: 250.0,
     DATASET_BLACK: 8,
@@ -637,7 +638,7 @@
     const [top, bottom, left, right] = box;
     const side = Math.max(bottom - top, right - left);
     if (side >= C.MARGIN_SPAN * Math.max(h, w)) return [0, 0, Math.max(h, w)];
-    if (h === w && side * SIDE >= C.GRID_SPAN * h && enlarged(contrast, h)) return [0, 0, h];
+    if (h === w && h >= C.GRID_FACTOR * SIDE && side * SIDE >= C.GRID_SPAN * h && enlarged(contrast, h)) return [0, 0, h];
     const step = side / SIDE;
     const padTop = Math.floor((SIDE - rint((bottom - top) / step) + 1) / 2);
     const padLeft = Math.floor((SIDE - rint((right - left) / step) + 1) / 2);
