@@ -213,6 +213,25 @@ def test_cpu_quota_reads_cgroup_v1_and_a_group_mounted_at_the_root(tmp_path):
     assert cpu.cpu_quota(root, tmp_path / "absent") is None
 
 
+@pytest.mark.parametrize(
+    ("line", "cpu_max"),
+    [
+        (b"0::relative\n", "200000 100000"),  # not a path under the mount
+        (b"0::/..\n", "200000 100000"),  # outside the process's cgroup namespace
+        (b"0::/g\n", "100000 0"),  # a zero period
+        (b"0::/g\n", "-5 100000"),  # a negative quota
+        (b"0::/g\n", "garbage"),
+        (b"0::/g\n", ""),
+        (b"0::/\xff\xfe\n", "200000 100000"),  # a group's name that is not UTF-8
+    ],
+)
+def test_cpu_quota_of_odd_cgroup_files_is_none_never_an_error(tmp_path, line, cpu_max):
+    root, membership = tmp_path / "cgroup", tmp_path / "membership"
+    membership.write_bytes(line)
+    _group(root, "g", cpu__max=cpu_max)
+    assert cpu.cpu_quota(root, membership) is None
+
+
 def test_auto_threads_stay_within_the_cpu_quota(restore_threads, monkeypatch):
     monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
     monkeypatch.setattr(cpu, "cpu_quota", lambda: 2)
@@ -226,7 +245,7 @@ def test_auto_threads_stay_within_the_cpu_quota(restore_threads, monkeypatch):
     torch.set_num_threads(4)
     blind = cpu.AutoThreads("auto")
     monkeypatch.setattr(blind, "_snapshot", lambda: None)  # no /proc/stat
-    assert blind.start() == "threads: 2 (auto: the control group's CPU quota; no load figures here)"
+    assert blind.start() == "threads: 2 (auto: the control group's CPU quota of 2; no load figures here)"
     assert torch.get_num_threads() == 2
 
 
@@ -236,3 +255,17 @@ def test_usable_cpus_are_the_affinity_within_the_quota(monkeypatch):
     assert cpu.usable_cpus() == cores
     monkeypatch.setattr(cpu, "cpu_quota", lambda: 1)
     assert cpu.usable_cpus() == 1
+
+
+def test_every_command_keeps_within_the_cpu_quota(restore_threads, monkeypatch):
+    from fmnist.cli.entry import run_command
+
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    monkeypatch.setattr(cpu, "cpu_quota", lambda: 1)
+    torch.set_num_threads(2)
+    assert run_command(["predict", "no-such-run", "no-such-photo.png"]) != 0  # uses torch; stopped by its own error
+    assert torch.get_num_threads() == 1
+    monkeypatch.setenv("OMP_NUM_THREADS", "2")
+    torch.set_num_threads(2)
+    cpu.within_quota()
+    assert torch.get_num_threads() == 2  # the environment's setting stands

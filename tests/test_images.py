@@ -720,15 +720,22 @@ def test_an_enlarged_28x28_picture_keeps_its_placement(form):
     assert picture.cues is None and _mad(picture.image, digit) <= _tolerance(form), _mad(picture.image, digit)
 
 
-@pytest.mark.parametrize(
-    "form", [forms.Form("L", "PNG", margin=0.5), forms.Form("RGB", "JPEG", 6.0, smooth=True, margin=0.25)]
-)
-def test_a_digit_given_margins_is_cut_out_of_them(form):
+@pytest.mark.parametrize("resample", [Image.Resampling.NEAREST, Image.Resampling.BILINEAR, Image.Resampling.BICUBIC])
+@pytest.mark.parametrize(("pad", "factor"), [(2, 3), (7, 4)])
+def test_a_garment_given_margins_then_enlarged_is_cut_out_of_them(monkeypatch, resample, pad, factor):
+    # Its object spans 16-26 of 28 pixels of a picture three or four times 28 (asked whether it is a 28x28 picture
+    # enlarged); its own pixels are finer than the 28x28 grid's, so it is not, and it is cut to its box as before.
     from fmnist.images import load_picture
 
-    view = load_picture(forms.save(_digit(), form), form.name).image.numpy()
+    asked = []
+    enlarged = images._enlarged
+    monkeypatch.setattr(images, "_enlarged", lambda c: asked.append(enlarged(c)) or asked[-1])
+    padded = Image.fromarray(np.pad(GARMENT, pad))
+    data_ = io.BytesIO()
+    padded.resize((padded.width * factor,) * 2, resample).save(data_, "PNG")
+    view = load_picture(data_.getvalue()).image.numpy()
     rows = np.flatnonzero((view > 50).any(1))
-    assert rows[-1] - rows[0] + 1 >= 26  # cut to its box, as a garment with margins is
+    assert asked == [False] and rows[-1] - rows[0] + 1 >= 27, (asked, rows)  # it spans the 28 rows again
 
 
 @pytest.mark.parametrize("dpi", [72, 120, 200])

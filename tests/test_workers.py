@@ -73,5 +73,6 @@ def test_each_pool_worker_takes_its_own_gpu_as_it_starts(monkeypatch):
 def test_cpu_workers_share_the_usable_cpus_by_default(monkeypatch):
     from fmnist import cpu
 
-    monkeypatch.setattr(cpu, "usable_cpus", lambda: 2)  # a container with a quota of 2 CPUs on a large host
-    assert workers.place(2, None, []) == workers.Placement((None, None), 1)
+    monkeypatch.setattr(cpu, "usable_cpus", lambda: 6)  # a container with a quota of 6 CPUs on a 64-core host
+    monkeypatch.setattr(workers.os, "cpu_count", lambda: 64)
+    assert workers.place(2, None, []) == workers.Placement((None, None), 3)

@@ -96,9 +96,10 @@ class AutoThreads:
         first = self._snapshot()
         time.sleep(0.1)
         message = self._choose(first)
-        if message is None and self.quota is not None and torch.get_num_threads() > self.quota:
-            torch.set_num_threads(self.quota)
-            return f"threads: {self.quota} (auto: the control group's CPU quota; no load figures here)"
+        share = None if self.quota is None else max(1, self.quota // self.processes)
+        if message is None and share is not None and torch.get_num_threads() > share:
+            torch.set_num_threads(share)
+            return f"threads: {share} (auto: the control group's CPU quota of {self.quota}; no load figures here)"
         return message or f"threads: {torch.get_num_threads()} (auto: no load figures here; torch's default)"
 
     def retune(self) -> str | None:
@@ -145,6 +146,14 @@ class AutoThreads:
 CGROUP = Path("/sys/fs/cgroup")
 
 
+def within_quota() -> None:
+    """No more torch intra-op threads than the control group's CPU quota (`cpu_quota`), unless OMP_NUM_THREADS
+    sets them: for every command, before its torch work (a training run then chooses its own, AutoThreads)."""
+    quota = cpu_quota()
+    if quota is not None and "OMP_NUM_THREADS" not in os.environ and torch.get_num_threads() > quota:
+        torch.set_num_threads(quota)
+
+
 def usable_cpus() -> int:
     """The CPUs this process may compute on: those of its affinity (all of them off Linux), no more than its
     control group's CPU quota (`cpu_quota`)."""
@@ -162,44 +171,61 @@ def cpu_quota(root: Path = CGROUP, membership: Path = Path("/proc/self/cgroup"))
     2) and v1's `cpu.cfs_quota_us` / `cpu.cfs_period_us` (-1: none) under `root`, at the paths `membership`
     (proc(5)'s /proc/PID/cgroup) names; in a container whose own group is mounted at the root, the root's."""
     try:
-        lines = membership.read_text(encoding="utf-8").splitlines()
+        lines = membership.read_text(encoding="utf-8", errors="surrogateescape").splitlines()
     except OSError:
         return None
     limits = []
     for line in lines:
         fields = line.split(":", 2)
-        if len(fields) != 3:
-            continue
+        if len(fields) != 3 or not fields[2].startswith("/") or ".." in fields[2].split("/"):
+            continue  # not a group's path under the mount (a process outside its cgroup namespace shows "/..")
         _, controllers, path = fields
         if controllers == "":  # v2: one unified hierarchy
             mount, read = root, _quota_v2
         elif "cpu" in controllers.split(","):
-            mounts = [root / name for name in (controllers, "cpu", "cpu,cpuacct") if (root / name).is_dir()]
+            mounts = [root / name for name in (controllers, "cpu", "cpu,cpuacct") if _is_dir(root / name)]
             if not mounts:
                 continue
             mount, read = mounts[0], _quota_v1
         else:
             continue
-        parts = Path(path.strip() or "/").relative_to("/").parts
+        parts = Path(path.strip()).relative_to("/").parts
         limits += [q for depth in range(len(parts) + 1) if (q := read(mount.joinpath(*parts[:depth]))) is not None]
     return max(1, math.floor(min(limits))) if limits else None
 
 
-def _quota_v2(group: Path) -> float | None:
+def _is_dir(path: Path) -> bool:
     try:
-        quota, period = (group / "cpu.max").read_text(encoding="utf-8").split()[:2]
-        return None if quota == "max" else int(quota) / int(period)
-    except (OSError, ValueError):
+        return path.is_dir()
+    except OSError:  # a directory we may not look into (Python 3.11 raises EACCES here)
+        return False
+
+
+def _ratio(quota: str, period: str) -> float | None:
+    """quota / period of two integers as a control group file writes them; None for "max", -1, 0 or garbage."""
+    try:
+        shares = int(quota), int(period)
+    except ValueError:
         return None
+    return shares[0] / shares[1] if min(shares) > 0 else None
+
+
+def _read(path: Path) -> str | None:
+    try:
+        return path.read_text(encoding="utf-8", errors="surrogateescape")
+    except OSError:
+        return None
+
+
+def _quota_v2(group: Path) -> float | None:
+    text = _read(group / "cpu.max")
+    fields = text.split() if text else []
+    return _ratio(fields[0], fields[1]) if len(fields) >= 2 else None
 
 
 def _quota_v1(group: Path) -> float | None:
-    try:
-        quota = int((group / "cpu.cfs_quota_us").read_text(encoding="utf-8"))
-        period = int((group / "cpu.cfs_period_us").read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return None
-    return None if quota <= 0 or period <= 0 else quota / period
+    quota, period = _read(group / "cpu.cfs_quota_us"), _read(group / "cpu.cfs_period_us")
+    return _ratio(quota.strip(), period.strip()) if quota and period else None
 
 
 # /proc/cpuinfo flags that change which numerics are fast here.

@@ -93,6 +93,7 @@ def run_command(argv: list[str] | None) -> int:
         if args.uses_torch(args):  # torch only once a command that needs it runs: not for --help or `data info`
             from fmnist import cpu
 
+            cpu.within_quota()  # predict, eval, export... in a container with a CPU limit
             cpu.flush_denormals()  # before torch starts its thread pool, which then inherits it
         with signals.handled(hold_hangup=getattr(args, "hangup", "") == "reload"):
             code = args.func(args)

@@ -28,7 +28,7 @@
     MARGIN_SPAN: 26 / 28,
     GRID_ERROR: 0.24,
     GRID_SPAN: 16,
-    GRID_FACTOR: 2,
+    GRID_FACTOR: 3,
     DIGITAL_CONTRAST: 128.0,
     FULL_PEAK: 250.0,
     DATASET_BLACK: 8,
@@ -649,7 +649,7 @@
 
   // Whether a square picture's contrast (size x size) is a 28x28 picture enlarged (_enlarged): rebuilt from its
   // samples at the grid's centres by nearest neighbour or by Keys' cubic convolution (a = -0.5, clamped at the
-  // edges), the closer within GRID_ERROR of it in units of its mean absolute step between neighbouring pixels.
+  // edges), the closer within GRID_ERROR of it in units of the sum of its mean absolute steps across and down.
   function enlarged(contrast, size) {
     const samples = sampled(contrast, size, size, [0, 0, size]);
     const step = size / SIDE;
