@@ -276,7 +276,6 @@ def scores_by_definition(
         textured = cue is not None and (
             cue.noise > images.SURFACE_NOISE
             or (cue.border_fit < images.SURFACE_FIT and cue.noise >= images.SURFACE_MIN_NOISE)
-            or (cue.border_fit < images.SURFACE_BARE and cue.noise >= images.SURFACE_FAINT)
         )
         if textured:  # on a textured surface: judged without the surface's cues, among photos judged so
             values.update(dict.fromkeys(ood.SURFACE_CUES, np.nan))

@@ -165,15 +165,10 @@ INNER_RIM = 3  # rings tried inward, at least: a picture found on reduced work p
 # border's noise (grey levels, after smoothing) exceeds SURFACE_NOISE (a product photo's stays under 5, grass and
 # gravel reach 10-30), or when less than SURFACE_FIT of the border lies on the smooth background surface (a product
 # photo's 0.85 or more, unless its object covers the border) and that noise is at least SURFACE_MIN_NOISE (a
-# pattern, a shadow's edge: a plain background that the object touches stays under 1), or when less than
-# SURFACE_BARE of the border lies on it and its noise is SURFACE_FAINT or more (a crisp check of two colours, each
-# flat: none of the detector's 400 reference product photos, whose objects cover less of the border; a screenshot's
-# flat colours have no noise at all).
+# pattern, a shadow's edge: a plain background that the object touches stays under 1).
 SURFACE_NOISE = 6.0
 SURFACE_FIT = 0.8
 SURFACE_MIN_NOISE = 1.0
-SURFACE_BARE = 0.6
-SURFACE_FAINT = 0.3
 
 # In a cut-out, the least contrast an object pixel gets, as a fraction of the object's strongest.
 SILHOUETTE_FLOOR = 0.25
@@ -769,8 +764,6 @@ def frame_with_cues(
 def on_texture(border_fit: float, noise: float) -> bool:
     """Whether the picture's surface is textured or shaded (see SURFACE_NOISE), from the plain method's fit: its
     Cues' `border_fit` and `noise`."""
-    if border_fit < SURFACE_BARE and noise >= SURFACE_FAINT:
-        return True
     return noise > SURFACE_NOISE or (border_fit < SURFACE_FIT and noise >= SURFACE_MIN_NOISE)
 
 

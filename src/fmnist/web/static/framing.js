@@ -36,8 +36,6 @@
     SURFACE_NOISE: 6.0,
     SURFACE_FIT: 0.8,
     SURFACE_MIN_NOISE: 1.0,
-    SURFACE_BARE: 0.6,
-    SURFACE_FAINT: 0.3,
     FRAME_FLAT: 0.5,
     FRAME_GAP: 2,
     FRAME_MARKS: 8,
@@ -772,7 +770,6 @@
 
   // Whether the surface is textured or shaded, from the plain method's fit (on_texture).
   function onTexture(borderFit, noise) {
-    if (borderFit < C.SURFACE_BARE && noise >= C.SURFACE_FAINT) return true;
     return noise > C.SURFACE_NOISE || (borderFit < C.SURFACE_FIT && noise >= C.SURFACE_MIN_NOISE);
   }
 
