@@ -80,10 +80,7 @@ class AutoThreads:
     def __init__(self, setting: str, processes: int = 1):
         self.setting, self.processes = setting, max(processes, 1)
         self.auto = setting == "auto" and "OMP_NUM_THREADS" not in os.environ
-        if hasattr(os, "sched_getaffinity"):
-            self.cores = sorted(os.sched_getaffinity(0))
-        else:
-            self.cores = list(range(os.cpu_count() or 1))
+        self.cores = _affinity()
         self.quota = cpu_quota()
         self.last: Snapshot | None = None
 
@@ -157,9 +154,15 @@ def within_quota() -> None:
 def usable_cpus() -> int:
     """The CPUs this process may compute on: those of its affinity (all of them off Linux), no more than its
     control group's CPU quota (`cpu_quota`)."""
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
-    quota = cpu_quota()
+    cores, quota = len(_affinity()), cpu_quota()
     return min(cores, quota) if quota is not None else cores
+
+
+def _affinity() -> list[int]:
+    """The cores this process may run on, sorted (all of them off Linux)."""
+    if hasattr(os, "sched_getaffinity"):
+        return sorted(os.sched_getaffinity(0))
+    return list(range(os.cpu_count() or 1))
 
 
 def cpu_quota(root: Path = CGROUP, membership: Path = Path("/proc/self/cgroup")) -> int | None:
