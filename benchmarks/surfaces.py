@@ -61,6 +61,17 @@ def _module_at(revision: str, name: str) -> ModuleType:
     return module
 
 
+def cues_of(framing: ModuleType, framed: list) -> list[current.Cues | None]:
+    """The framed pictures' cues as this checkout's Cues: an older framing's have no `textured`, which its own
+    on_texture then gives, so that the baseline is judged as it framed."""
+    if framing is current:
+        return [f.cues for f in framed]
+    return [
+        f.cues and current.Cues(*f.cues.values(), textured=framing.on_texture(f.cues.border_fit, f.cues.noise))
+        for f in framed
+    ]
+
+
 def scored(
     predictor: TorchPredictor, framing: ModuleType, files: list[bytes], labels: np.ndarray
 ) -> tuple[float, float, float]:
@@ -68,7 +79,7 @@ def scored(
     `files` framed by `framing`."""
     framed = [framing.load_picture(f, "photo") for f in files]
     views = torch.stack([f.image for f in framed])
-    verdict = trust.judge(predictor.trust, predictor.logits(views), views, [f.cues for f in framed])
+    verdict = trust.judge(predictor.trust, predictor.logits(views), views, cues_of(framing, framed))
     probabilities = torch.as_tensor(verdict.probabilities)
     calibration = measure(probabilities, torch.as_tensor(labels))
     return calibration.accuracy, float(verdict.garment.mean()), calibration.ece
@@ -108,7 +119,7 @@ def per_photo_ms(
             start = time.perf_counter()
             framed = [framing.load_picture(f, "photo") for f in files]
             views = torch.stack([f.image for f in framed])
-            trust.judge(predictor.trust, predictor.logits(views), views, [f.cues for f in framed])
+            trust.judge(predictor.trust, predictor.logits(views), views, cues_of(framing, framed))
             times[i].append(time.perf_counter() - start)
     return [1000 * float(np.median(t)) / len(files) for t in times]
 
@@ -117,7 +128,7 @@ def rejected(predictor: TorchPredictor, framing: ModuleType, files: list[bytes])
     """bool [N]: the detector calls the picture not a garment, as `framing` frames it."""
     framed = [framing.load_picture(f, "picture") for f in files]
     views = torch.stack([torch.as_tensor(np.asarray(f.pixels)) for f in framed])
-    return ~trust.judge(predictor.trust, predictor.logits(views), views, [f.cues for f in framed]).garment
+    return ~trust.judge(predictor.trust, predictor.logits(views), views, cues_of(framing, framed)).garment
 
 
 def segmented(files: list[bytes]) -> np.ndarray:

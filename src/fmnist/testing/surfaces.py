@@ -1,15 +1,15 @@
 """Garments photographed lying on a surface, turned: test material for the photo framing (images.py) and
 benchmarks/surfaces.py.
 
-Each photo puts one Fashion-MNIST image on one kind of surface: procedural ones drawn here (wood with
-growth rings, a woven or checked cloth, fibrous paper, tiles with grout, a plain "flat" table, a "lit" studio
-backdrop whose light ramps across it and clips at white, or at black on a dark one, the garment's drop shadow
-on it half the time) and
-scikit-image's shipped photos of brick, grass and gravel (`skimage.data`, in its wheel), tinted. The
-garment is drawn either as ink over the surface (the surface shows through its thin parts, as in
-`fmnist.testing.domains`) or as opaque cloth that hides the surface, light on a dark surface or dark on a
-light one; the whole is turned by up to `max_angle` degrees, lit by a coloured light, sometimes crossed by
-a soft shadow, with sensor noise, and saved as a JPEG. Everything is drawn from a seeded generator.
+Each photo puts one Fashion-MNIST image on one kind of surface: procedural ones drawn here (wood with growth
+rings, a woven or checked cloth, fibrous paper, tiles with grout, a tablecloth printed in crisp flat colours
+("check": a gingham, a checkerboard or stripes, at any angle, with little sensor noise), a plain "flat" table, a
+"lit" studio backdrop whose light ramps across it and clips at white, or at black on a dark one, the garment's
+drop shadow on it half the time) and scikit-image's shipped photos of brick, grass and gravel (`skimage.data`,
+in its wheel), tinted. The garment is drawn either as ink over the surface (the surface shows through its thin
+parts, as in `fmnist.testing.domains`) or as opaque cloth that hides the surface, light on a dark surface or
+dark on a light one; the whole is turned by up to `max_angle` degrees, lit by a coloured light, sometimes
+crossed by a soft shadow, with sensor noise, and saved as a JPEG. Everything is drawn from a seeded generator.
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ from PIL import Image, ImageFilter
 from fmnist.trust.references import _placed
 
 # Surfaces drawn here, and surfaces that are photos shipped with scikit-image.
-PROCEDURAL = ("wood", "cloth", "paper", "tile")
+PROCEDURAL = ("wood", "cloth", "paper", "tile", "check")
 SHIPPED = ("brick", "grass", "gravel")
 TEXTURED = PROCEDURAL + SHIPPED
 KINDS = (*TEXTURED, "flat", "lit")
@@ -54,7 +54,8 @@ def render(image: np.ndarray, kind: str, rng: np.random.Generator, max_angle: fl
         cloth = level * (1 - ink[..., None]) + colour * ink[..., None]
         photo = surface * (1 - cover) + cloth * cover
     photo = _lit(photo, rng)
-    photo += rng.standard_normal(photo.shape).astype(np.float32) * np.float32(rng.uniform(1, 6))
+    sigma = rng.uniform(0.3, 2) if kind == "check" else rng.uniform(1, 6)
+    photo += rng.standard_normal(photo.shape).astype(np.float32) * np.float32(sigma)
     buffer = io.BytesIO()
     picture = Image.fromarray(np.clip(np.rint(photo), 0, 255).astype(np.uint8), "RGB")
     picture.save(buffer, "JPEG", quality=int(rng.integers(70, 95)))
@@ -100,6 +101,15 @@ def _surface(kind: str, shape: tuple[int, ...], rng: np.random.Generator) -> np.
             pattern = 0.5 * ((np.sin(x / period) > 0).astype(np.float32) + (np.sin(y / period) > 0))
         threads = rng.uniform(30, 220, (2, 3)).astype(np.float32)
         return threads[0] * pattern[..., None] + threads[1] * (1 - pattern[..., None])
+    if kind == "check":  # a printed tablecloth: flat colours in squares or stripes 8-40 pixels wide, at any angle
+        period, angle = rng.uniform(8, 40), rng.uniform(0, np.pi)
+        u, v = np.cos(angle) * x + np.sin(angle) * y, np.cos(angle) * y - np.sin(angle) * x
+        across, down = ((u + rng.uniform(0, 2 * period)) % (2 * period) < period), ((v % (2 * period)) < period)
+        style = int(rng.integers(3))
+        pattern = (across ^ down) if style == 0 else 0.5 * (across + down) if style == 1 else across
+        inks = rng.uniform(20, 240, (2, 3)).astype(np.float32)
+        pattern = np.asarray(pattern, np.float32)[..., None]
+        return inks[0] * pattern + inks[1] * (1 - pattern)
     if kind == "paper":  # light, with fibres and blotches
         fibres = _smooth_noise((height, width), rng, 2) * 10 + _smooth_noise((height, width), rng, 25) * 20
         base = rng.uniform(190, 245) + rng.uniform(-10, 5, 3)
