@@ -165,6 +165,38 @@ def test_object_covering_most_of_the_border_keeps_its_polarity(tmp_path):
     assert _box(out) == (0, 27, 6, 22)  # 180x300 -> 16.8x28: 17 columns from column 6
 
 
+@pytest.mark.parametrize(
+    ("border", "pieces"),
+    [
+        ("11111111", 0),  # all on the surface
+        ("00000000", 1),  # none: one piece all round
+        ("11000111", 1),
+        ("11001111", 0),  # a run of two: a speck, not a piece
+        ("00011100", 1),  # a run across the seam where the border closes is one piece
+        ("00011000111000", 2),
+    ],
+)
+def test_the_border_off_the_surface_is_counted_in_pieces_going_round(border, pieces):
+    inliers = np.array([c == "1" for c in border])
+    assert images._border_pieces(inliers) == pieces
+
+
+@pytest.mark.parametrize(
+    ("border_fit", "noise", "pieces", "textured"),
+    [
+        (0.95, 3.0, 0, False),  # a product photo: plain all round, some noise
+        (0.95, images.SURFACE_NOISE + 1, 0, True),  # grass: noisy all round
+        (0.5, 1.5, 1, True),  # a pattern or a shadow's edge across the border
+        (0.45, 0.7, 1, False),  # a dark object covering most of a plain backdrop's border
+        (0.45, 0.7, 4, False),  # a garment cut by the frame in four places
+        (0.45, 0.7, images.SURFACE_PIECES, True),  # a crisp check of two flat colours
+        (0.45, 0.1, 30, False),  # a digital picture's flat colours: no noise at all
+    ],
+)
+def test_a_surface_is_textured_by_its_noise_or_by_the_pieces_off_it(border_fit, noise, pieces, textured):
+    assert images.on_texture(border_fit, noise, pieces) == textured
+
+
 @pytest.mark.parametrize("edges", [("top",), ("left", "bottom")])
 def test_object_touching_the_edge(tmp_path, edges):
     size, origin = [400, 380], [120, 60]
@@ -640,7 +672,8 @@ def test_framing_cues_tell_a_product_photo_from_clutter():
     clutter = load_picture(mosaic()).cues
     assert product is not None and clutter is not None
     assert product.border_fit == 1.0 and product.largest_part > 0.99 and 0.1 < product.coverage < 0.9
-    assert clutter.border_fit < 0.5 and clutter.coverage == 1.0
+    # Flat blocks of colour all along the border: a printed pattern, framed as a surface with an object on it.
+    assert clutter.border_fit < 0.5 and clutter.textured and not product.textured
 
 
 def test_a_fashion_mnist_image_has_no_framing_cues(tmp_path):

@@ -2,7 +2,6 @@ import numpy as np
 import pytest
 import torch
 
-from fmnist import images
 from fmnist.trust import ood
 
 
@@ -79,7 +78,7 @@ def test_a_picture_on_a_textured_surface_is_judged_by_its_object_not_by_its_surf
     from fmnist.images import SURFACE_NOISE, Cues
 
     backdrop = Cues(border_fit=0.97, noise=1.0, coverage=0.3, fill=0.6, largest_part=1.0)
-    table = Cues(border_fit=0.2, noise=SURFACE_NOISE + 4, coverage=0.3, fill=0.6, largest_part=1.0)
+    table = Cues(border_fit=0.2, noise=SURFACE_NOISE + 4, coverage=0.3, fill=0.6, largest_part=1.0, textured=True)
     values = ood.picture_cues([backdrop, table, None])
     for name in ood.Cues.NAMES:
         assert not np.isnan(values[name][0]) and np.isnan(values[name][2])
@@ -140,7 +139,7 @@ def test_a_detector_fitted_before_the_textured_kind_still_judges_the_surface():
     )
     fitted = ood.fitted(photos, {"energy": rng.normal(np.log(10), 1, 1000)}, names)
     earlier = {kind: v for kind, v in fitted["held_out"].items() if kind != "textured"}
-    table = Cues(border_fit=0.2, noise=SURFACE_NOISE + 4, coverage=0.3, fill=0.6, largest_part=0.95)
+    table = Cues(border_fit=0.2, noise=SURFACE_NOISE + 4, coverage=0.3, fill=0.6, largest_part=0.95, textured=True)
     logits, views = np.zeros((1, 10), np.float32), np.zeros((1, 28, 28), np.uint8)
     now = trust.Trust(1.0, **fitted).scores(logits, views, [table])
     before = trust.Trust(1.0, **{**fitted, "held_out": earlier}).scores(logits, views, [table])
@@ -241,7 +240,9 @@ def synthetic_pictures(count: int, seed: int) -> tuple[np.ndarray, np.ndarray, l
     cues = [
         None
         if rng.random() < 0.2
-        else ood.Cues(*rng.choice([0.0, 0.25, 0.5, 0.75, 1.0], 3).tolist(), *rng.random(2).tolist())
+        else ood.Cues(
+            *rng.choice([0.0, 0.25, 0.5, 0.75, 1.0], 3).tolist(), *rng.random(2).tolist(), textured=rng.random() < 0.3
+        )
         for _ in range(count)
     ]
     return views, logits, cues
@@ -273,10 +274,7 @@ def scores_by_definition(
             "coarse": coarse_by_definition(view, detector.gaussians),
             **dict(zip(ood.Cues.NAMES, cue.values() if cue else [np.nan] * 5, strict=True)),
         }
-        textured = cue is not None and (
-            cue.noise > images.SURFACE_NOISE
-            or (cue.border_fit < images.SURFACE_FIT and cue.noise >= images.SURFACE_MIN_NOISE)
-        )
+        textured = cue is not None and cue.textured
         if textured:  # on a textured surface: judged without the surface's cues, among photos judged so
             values.update(dict.fromkeys(ood.SURFACE_CUES, np.nan))
         ps = []

@@ -131,6 +131,22 @@ def test_a_dark_shoe_on_grass_that_stands_out_by_colour_alone_is_found():
     assert (view > 60).sum() > 150  # a shoe's silhouette, not an empty view
 
 
+def test_a_garment_on_a_crisp_check_is_framed_without_it():
+    # A gingham of two flat colours with little noise: a fifth of the border on either colour, too little noise for
+    # a textured surface by the noise alone; framed as on a plain backdrop, the other colour's squares were the object.
+    height, width = 300, 260
+    y, x = np.mgrid[0:height, 0:width]
+    check = ((x // 24 + y // 24) % 2)[..., None]
+    cloth = np.where(check, np.array([200, 60, 80], np.float32), np.array([90, 170, 200], np.float32))
+    mask = _turned_rectangle((height, width), (150, 70), 0.0)[..., None].astype(np.float32)
+    picture = cloth * (1 - mask) + np.float32(245) * mask
+    picture += np.random.default_rng(0).normal(0, 2.0, picture.shape)
+    framed = load_picture(_jpeg(picture), "on-gingham.jpg")
+    assert framed.cues is not None and framed.cues.textured and framed.cues.coverage < 0.25, framed.cues
+    view = framed.image.numpy()
+    assert (view[:, :4] < 40).all() and (view[:, -4:] < 40).all()  # no squares beside it
+
+
 @pytest.mark.parametrize("kind", surfaces.KINDS)
 def test_each_surface_renders_a_seeded_photo(kind):
     image = np.zeros((28, 28), np.uint8)

@@ -43,7 +43,8 @@ const pictures = JSON.parse(fs.readFileSync(process.argv[2]));
 const framed = pictures.map((p) => {
   const picture = { data: fs.readFileSync(p.path), width: p.width, height: p.height, colourless: p.colourless };
   const result = framing.framePicture(picture);
-  return { image: Array.from(result.image), cues: result.cues && framing.CUE_NAMES.map((n) => result.cues[n]) };
+  const cues = result.cues && [...framing.CUE_NAMES.map((n) => result.cues[n]), +result.cues.textured];
+  return { image: Array.from(result.image), cues };
 });
 fs.writeFileSync(process.argv[3], JSON.stringify(framed));
 """
@@ -71,7 +72,7 @@ def decoded(data_: bytes) -> Image.Image:
 
 @needs_node
 @pytest.mark.parametrize(
-    ("script", "module", "count"), [("framing.js", images, 43), ("segmentation.js", segmentation, 19)]
+    ("script", "module", "count"), [("framing.js", images, 46), ("segmentation.js", segmentation, 19)]
 )
 def test_the_scripts_carry_the_constants_of_python(script, module, count):
     path = json.dumps(str(FRAMING_JS.with_name(script)))
@@ -174,7 +175,8 @@ def test_framing_js_frames_as_python_on_the_same_pixels(tmp_path, monkeypatch):
         identical += int(difference.max() == 0)
         assert (cues is None) == (expected.cues is None), (picture.size, picture.mode)
         if cues is not None:
-            assert cues == pytest.approx(expected.cues.values(), abs=1e-5), (picture.size, picture.mode)
+            expected_cues = (*expected.cues.values(), float(expected.cues.textured))
+            assert cues == pytest.approx(expected_cues, abs=1e-5), (picture.size, picture.mode)
     assert identical >= 0.8 * len(pictures)
     assert sum(mask is not None for mask in found) >= 4 and sum(angle != 0 for angle in turns) >= 4
     assert sum(cues is None for _, cues in ours) == 18  # the dataset image, the digital ones, on a canvas, in a frame
@@ -372,7 +374,7 @@ def surfaces_score_as_in_python(browser, site: Path, paths: list[str], expected:
     judged so, in the page as in Python: the same in-distribution scores."""
     assert "textured" in facts["trust"]["held_out"]
     cues = [images.load_picture(site / path).cues for path in paths]
-    assert sum(c is not None and images.on_texture(c.border_fit, c.noise) for c in cues) >= len(paths) // 2
+    assert sum(c is not None and c.textured for c in cues) >= len(paths) // 2
     found = browser.execute_async_script(SCORES, paths)
     assert found == pytest.approx([e["in_distribution_score"] for e in expected], abs=1e-9), found
 

@@ -165,10 +165,17 @@ INNER_RIM = 3  # rings tried inward, at least: a picture found on reduced work p
 # border's noise (grey levels, after smoothing) exceeds SURFACE_NOISE (a product photo's stays under 5, grass and
 # gravel reach 10-30), or when less than SURFACE_FIT of the border lies on the smooth background surface (a product
 # photo's 0.85 or more, unless its object covers the border) and that noise is at least SURFACE_MIN_NOISE (a
-# pattern, a shadow's edge: a plain background that the object touches stays under 1).
+# pattern, a shadow's edge: a plain background that the object touches stays under 1), or, for a pattern printed
+# in flat colours (a gingham tablecloth, whose noise is a fraction of a level), at least SURFACE_FAINT with the
+# border off the surface in SURFACE_PIECES pieces or more (runs of PIECE_RUN pixels going round it: 5-44 on such a
+# cloth, 4 at most where a garment cut by the frame or a backdrop's shadow crosses the border, 1 for an object
+# covering most of it, none for a digital picture's flat colours, whose noise is 0).
 SURFACE_NOISE = 6.0
 SURFACE_FIT = 0.8
 SURFACE_MIN_NOISE = 1.0
+SURFACE_FAINT = 0.3
+SURFACE_PIECES = 6
+PIECE_RUN = 3
 
 # In a cut-out, the least contrast an object pixel gets, as a fraction of the object's strongest.
 SILHOUETTE_FLOOR = 0.25
@@ -282,8 +289,9 @@ class Cues:
     coverage: float  # the object's bounding box, as a share of the picture's area, 0..1 (0: no object)
     fill: float  # the object's pixels, as a share of its bounding box, 0..1
     largest_part: float  # the largest connected piece of the object, as a share of all its pixels, 0..1
+    textured: bool = False  # whether the object was taken to lie on a textured surface (on_texture); not a cue
 
-    NAMES = ("border_fit", "noise", "coverage", "fill", "largest_part")
+    NAMES = ("border_fit", "noise", "coverage", "fill", "largest_part")  # the detector's cues
 
     def values(self) -> tuple[float, ...]:
         return tuple(float(getattr(self, n)) for n in self.NAMES)
@@ -720,7 +728,7 @@ def frame_with_cues(
     """`frame`, and the Cues measured on the way. `colour`: gives the picture's colour planes float [h, w, C]
     (any size of `gray`'s aspect), asked for only when the object lies on a textured surface; without it
     `gray` stands for them."""
-    border_fit, noise, on_surface = 1.0, 0.0, False
+    border_fit, noise, textured, on_surface = 1.0, 0.0, False, False
     if alpha is not None and (alpha < 0.5).any():
         contrast = _cutout_contrast(gray, alpha)
         smooth: np.ndarray | None = _smooth(contrast)
@@ -728,7 +736,8 @@ def frame_with_cues(
     else:
         if alpha is not None:  # opaque but for a few pixels: those show the white page behind
             gray = gray * alpha + 255 * (1 - alpha)
-        contrast, noise, border_fit = _background_contrast(*_stretch(gray, step))
+        contrast, noise, border_fit, pieces = _background_contrast(*_stretch(gray, step))
+        textured = on_texture(border_fit, noise, pieces)
         smooth = _smooth(contrast)
         threshold = _threshold(smooth, noise)
         # Smoothing spreads the object by its radius; the pixels themselves must also stand out.
@@ -736,17 +745,17 @@ def frame_with_cues(
         # On a textured surface an object may stand out by its colour or texture alone, below the surface's
         # noise in brightness (a dark shoe on grass): it is looked for there before the picture is called empty.
         found = None
-        if on_texture(border_fit, noise):
+        if textured:
             found = segmentation.object_mask(colour() if colour is not None else gray[..., None], gray.shape)
         if found is not None:
             contrast, mask, smooth, on_surface = _on_surface(contrast, found), found, None, True
         elif smooth.max() <= _noise_floor(noise):
             mask[:] = False
     box = _object_box(mask)
-    empty = np.zeros((SIDE, SIDE), dtype=np.uint8), Cues(border_fit, noise, 0.0, 0.0, 0.0)
+    empty = np.zeros((SIDE, SIDE), dtype=np.uint8), Cues(border_fit, noise, 0.0, 0.0, 0.0, textured)
     if box is None:
         return empty
-    cues = _object_cues(mask, box, border_fit, noise)
+    cues = _object_cues(mask, box, border_fit, noise, textured)
     top, bottom, left, right = box
     contrast = contrast[top:bottom, left:right]
     turned = _upright(contrast, mask[top:bottom, left:right], on_surface)
@@ -761,10 +770,13 @@ def frame_with_cues(
     return np.clip(np.rint(framed), 0, 255).astype(np.uint8), cues
 
 
-def on_texture(border_fit: float, noise: float) -> bool:
-    """Whether the picture's surface is textured or shaded (see SURFACE_NOISE), from the plain method's fit: its
-    Cues' `border_fit` and `noise`."""
-    return noise > SURFACE_NOISE or (border_fit < SURFACE_FIT and noise >= SURFACE_MIN_NOISE)
+def on_texture(border_fit: float, noise: float, pieces: int) -> bool:
+    """Whether the picture's surface is textured or shaded (see SURFACE_NOISE), from the plain method's fit: the
+    share of the border on the surface, the surface's noise (grey levels) and the number of pieces the rest of the
+    border falls into (`_border_pieces`)."""
+    if border_fit >= SURFACE_FIT:
+        return noise > SURFACE_NOISE
+    return noise >= SURFACE_MIN_NOISE or (noise >= SURFACE_FAINT and pieces >= SURFACE_PIECES)
 
 
 def _on_surface(contrast: np.ndarray, found: np.ndarray) -> np.ndarray:
@@ -792,14 +804,21 @@ def _upright(contrast: np.ndarray, mask: np.ndarray, on_surface: bool) -> np.nda
     return turned[0][top:bottom, left:right]
 
 
-def _object_cues(mask: np.ndarray, box: tuple[int, int, int, int], border_fit: float, noise: float) -> Cues:
+def _object_cues(
+    mask: np.ndarray, box: tuple[int, int, int, int], border_fit: float, noise: float, textured: bool
+) -> Cues:
     top, bottom, left, right = box
     inside = mask[top:bottom, left:right]
     pixels = int(inside.sum())
     labels, count = ndimage.label(inside)
     largest = int(np.bincount(labels.ravel())[1:].max()) if count else 0
     return Cues(
-        border_fit, noise, (bottom - top) * (right - left) / mask.size, pixels / inside.size, largest / max(pixels, 1)
+        border_fit,
+        noise,
+        (bottom - top) * (right - left) / mask.size,
+        pixels / inside.size,
+        largest / max(pixels, 1),
+        textured,
     )
 
 
@@ -966,11 +985,12 @@ def _cutout_contrast(gray: np.ndarray, alpha: np.ndarray) -> np.ndarray:
     return np.maximum(negated, SILHOUETTE_FLOOR * strongest) * alpha
 
 
-def _background_contrast(gray: np.ndarray, levels: Levels) -> tuple[np.ndarray, float, float]:
+def _background_contrast(gray: np.ndarray, levels: Levels) -> tuple[np.ndarray, float, float, int]:
     """Contrast with the background (background 0, object positive), the noise level of the smoothed contrast,
-    and the share of border pixels on the background surface. `levels`: the format's, on `gray`'s scale."""
+    the share of border pixels on the background surface and the pieces the others fall into (`_border_pieces`).
+    `levels`: the format's, on `gray`'s scale."""
     smooth = _smooth(gray)
-    background, noise, border_fit = _background_surface(smooth, levels)
+    background, noise, border_fit, pieces = _background_surface(smooth, levels)
     difference = smooth - background
     threshold = _threshold(difference, noise)
     standing_out = difference[np.abs(difference) > threshold]
@@ -978,14 +998,14 @@ def _background_contrast(gray: np.ndarray, levels: Levels) -> tuple[np.ndarray, 
     # background: whichever carries more contrast. Edges do not matter, so an object that
     # touches or crosses the border gets the same answer.
     sign = -1.0 if standing_out.sum() < 0 else 1.0
-    return sign * (gray - background), noise, border_fit
+    return sign * (gray - background), noise, border_fit, pieces
 
 
-def _background_surface(smooth: np.ndarray, levels: Levels) -> tuple[np.ndarray, float, float]:
+def _background_surface(smooth: np.ndarray, levels: Levels) -> tuple[np.ndarray, float, float, int]:
     """Background level, a quadratic surface in x and y (a gradient of light, vignetting), fitted to the
     border pixels that belong to it (`_border_surface`; clipped to the format's black and white where the fit
-    took clipped light as censored); the noise of the border pixels on it in range; and their share of the
-    border."""
+    took clipped light as censored); the noise of the border pixels on it in range; their share of the
+    border; and the pieces the others fall into (`_border_pieces`)."""
     height, width = smooth.shape
     fit = _border_surface(smooth, levels)
     in_range = fit.inliers & ~fit.free
@@ -995,7 +1015,20 @@ def _background_surface(smooth: np.ndarray, levels: Levels) -> tuple[np.ndarray,
     surface = _surface_terms(gx[None, :], gy[:, None]) @ fit.coef
     if fit.censored:
         surface = np.clip(surface, levels.black, levels.white)
-    return surface.astype(np.float32), noise, float(fit.inliers.mean()) if fit.inliers.size else 0.0
+    share = float(fit.inliers.mean()) if fit.inliers.size else 0.0
+    return surface.astype(np.float32), noise, share, _border_pieces(fit.inliers)
+
+
+def _border_pieces(inliers: np.ndarray) -> int:
+    """How many runs of PIECE_RUN or more border pixels off the surface there are, going round the border (bool
+    [n] `inliers`, in `_border_coordinates` order, the last pixel next to the first); 1 when none is on it."""
+    if inliers.all():
+        return 0
+    if not inliers.any():
+        return 1
+    off = np.roll(~inliers, -int(np.argmax(inliers)))  # starts on the surface, so no run wraps round
+    edges = np.diff(np.concatenate(([0], off.view(np.int8), [0])))
+    return int(((np.flatnonzero(edges == -1) - np.flatnonzero(edges == 1)) >= PIECE_RUN).sum())
 
 
 class BorderFit(NamedTuple):

@@ -130,18 +130,24 @@ def _read(path: Path, count: int) -> list[Framed] | None:
             views, cues = stored["views"], stored["cues"]
     except (OSError, KeyError, ValueError, EOFError, zipfile.BadZipFile):
         return None
-    if views.shape != (count, 28, 28) or views.dtype != np.uint8 or cues.shape != (count, len(Cues.NAMES)):
+    if views.shape != (count, 28, 28) or views.dtype != np.uint8 or cues.shape != (count, len(Cues.NAMES) + 1):
         return None
     return [
-        Framed(view.copy(), None if np.isnan(row).any() else Cues(*map(float, row)))
-        for view, row in zip(views, cues, strict=True)
+        Framed(view.copy(), None if np.isnan(row).any() else _cues(row)) for view, row in zip(views, cues, strict=True)
     ]
+
+
+def _cues(row: np.ndarray) -> Cues:
+    """Cues from a stored row: the values of Cues.NAMES, then whether the surface was textured (1.0 or 0.0)."""
+    values = dict(zip(Cues.NAMES, map(float, row[:-1]), strict=True))
+    return Cues(**values, textured=bool(row[-1]))
 
 
 def _write(path: Path, framed: list[Framed]) -> None:
     """Store the framed references at `path` atomically; a cache that cannot be written is only skipped."""
     views = np.stack([f.pixels for f in framed])
-    cues = np.array([f.cues.values() if f.cues else (np.nan,) * len(Cues.NAMES) for f in framed], dtype=np.float64)
+    missing = (np.nan,) * (len(Cues.NAMES) + 1)
+    cues = np.array([(*f.cues.values(), f.cues.textured) if f.cues else missing for f in framed], dtype=np.float64)
     try:
         with atomic_path(path) as tmp, open(tmp, "wb") as out:
             np.savez(out, views=views, cues=cues)

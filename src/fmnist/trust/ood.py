@@ -33,7 +33,7 @@ from typing import TYPE_CHECKING, TypeVar
 
 import numpy as np
 
-from fmnist.images import Cues, on_texture
+from fmnist.images import Cues
 
 if TYPE_CHECKING:  # scoring an ONNX model's logits needs no torch
     import torch
@@ -207,7 +207,7 @@ def picture_cues(cues: Sequence[Cues | None], judge_surface: bool = False) -> di
     table = np.array([missing if c is None else _CUE_FIELDS(c) for c in cues], dtype=np.float64)
     table = table.reshape(len(cues), len(Cues.NAMES))
     if not judge_surface:
-        textured = np.array([c is not None and on_texture(c.border_fit, c.noise) for c in cues], dtype=bool)
+        textured = np.array([c is not None and c.textured for c in cues], dtype=bool)
         table[np.ix_(textured, np.array([Cues.NAMES.index(name) for name in SURFACE_CUES]))] = np.nan
     return dict(zip(Cues.NAMES, table.T.copy(), strict=True))
 

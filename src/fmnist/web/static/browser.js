@@ -206,7 +206,7 @@
   // The framing cues; those of the surface missing (NaN) for a picture on a textured one (ood.picture_cues), when
   // the detector has a kind for such pictures (trust.Trust.scores: one fitted before judges the surface too).
   function pictureCues(found, trust) {
-    const byObject = (trust.held_out || {}).textured && found && framing.onTexture(found.border_fit, found.noise);
+    const byObject = (trust.held_out || {}).textured && found && found.textured;
     if (!byObject) return found || {};
     return { ...found, ...Object.fromEntries(SURFACE_CUES.map((name) => [name, NaN])) };
   }

@@ -36,6 +36,9 @@
     SURFACE_NOISE: 6.0,
     SURFACE_FIT: 0.8,
     SURFACE_MIN_NOISE: 1.0,
+    SURFACE_FAINT: 0.3,
+    SURFACE_PIECES: 6,
+    PIECE_RUN: 3,
     FRAME_FLAT: 0.5,
     FRAME_GAP: 2,
     FRAME_MARKS: 8,
@@ -720,7 +723,7 @@
   // The framed 28x28 image and the cues measured on the way (frame_with_cues; step 1: 8-bit levels). `colour`
   // gives the picture's colour planes ({planes, w, h}), asked for only when the object lies on a texture.
   function frameWithCues(grayIn, alpha, w, h, colour) {
-    let gray = grayIn, borderFit = 1.0, noise = 0.0, onSurfaceFound = false, contrast, smooth, mask;
+    let gray = grayIn, borderFit = 1.0, noise = 0.0, textured = false, onSurfaceFound = false, contrast, smooth, mask;
     if (alpha && minOf(alpha) < 0.5) {
       contrast = cutoutContrast(gray, alpha);
       smooth = smoothed(contrast, w, h);
@@ -728,7 +731,9 @@
     } else {
       if (alpha) gray = gray.map((g, i) => f32(f32(g * alpha[i]) + f32(255 * f32(1 - alpha[i]))));
       const { stretched, levels } = stretch(gray, w, h);
-      ({ contrast, noise, borderFit } = backgroundContrast(stretched, levels, w, h));
+      let pieces;
+      ({ contrast, noise, borderFit, pieces } = backgroundContrast(stretched, levels, w, h));
+      textured = onTexture(borderFit, noise, pieces);
       smooth = smoothed(contrast, w, h);
       const t = threshold(smooth, noise);
       mask = new Uint8Array(smooth.length);
@@ -736,7 +741,7 @@
       // On a textured surface an object may stand out by its colour or texture alone, below the surface's noise
       // in brightness (a dark shoe on grass): it is looked for there before the picture is called empty.
       let found = null;
-      if (onTexture(borderFit, noise)) {
+      if (textured) {
         const planesOf = colour || (() => ({ planes: [gray], w, h }));
         found = segmentation.objectMask(planesOf(), w, h, LINEAR);
       }
@@ -744,9 +749,9 @@
       else if (maxOf(smooth) <= noiseFloor(noise)) mask.fill(0);
     }
     const box = objectBox(mask, w, h);
-    const empty = { image: new Uint8Array(SIDE * SIDE), cues: cuesOf(borderFit, noise, 0, 0, 0) };
+    const empty = { image: new Uint8Array(SIDE * SIDE), cues: cuesOf(borderFit, noise, 0, 0, 0, textured) };
     if (!box) return empty;
-    const cues = objectCues(mask, w, h, box, borderFit, noise);
+    const cues = objectCues(mask, w, h, box, borderFit, noise, textured);
     const [top, bottom, left, right] = box;
     let crop = { data: cropOf(contrast, w, box), w: right - left, h: bottom - top };
     const turned = upright(crop, { data: cropOf(mask, w, box), w: crop.w, h: crop.h }, onSurfaceFound);
@@ -768,9 +773,11 @@
     return out;
   }
 
-  // Whether the surface is textured or shaded, from the plain method's fit (on_texture).
-  function onTexture(borderFit, noise) {
-    return noise > C.SURFACE_NOISE || (borderFit < C.SURFACE_FIT && noise >= C.SURFACE_MIN_NOISE);
+  // Whether the surface is textured or shaded, from the plain method's fit: the border's share on the surface,
+  // its noise, and the pieces the rest falls into (on_texture).
+  function onTexture(borderFit, noise, pieces) {
+    if (borderFit >= C.SURFACE_FIT) return noise > C.SURFACE_NOISE;
+    return noise >= C.SURFACE_MIN_NOISE || (noise >= C.SURFACE_FAINT && pieces >= C.SURFACE_PIECES);
   }
 
   // The contrast of an object found on a texture: its polarity from its own pixels, zero off it (_on_surface).
@@ -840,11 +847,11 @@
     return { planes, w: sw, h: sh };
   }
 
-  function cuesOf(borderFit, noise, coverage, fill, largest) {
-    return { border_fit: borderFit, noise, coverage, fill, largest_part: largest };
+  function cuesOf(borderFit, noise, coverage, fill, largest, textured) {
+    return { border_fit: borderFit, noise, coverage, fill, largest_part: largest, textured };
   }
 
-  function objectCues(mask, w, h, [top, bottom, left, right], borderFit, noise) {
+  function objectCues(mask, w, h, [top, bottom, left, right], borderFit, noise, textured) {
     const bw = right - left, bh = bottom - top;
     const inside = new Uint8Array(bw * bh);
     let pixels = 0;
@@ -855,7 +862,8 @@
       }
     }
     const largest = largestPiece(inside, bw, bh);
-    return cuesOf(borderFit, noise, (bh * bw) / (w * h), pixels / inside.length, largest / Math.max(pixels, 1));
+    return cuesOf(borderFit, noise, (bh * bw) / (w * h), pixels / inside.length, largest / Math.max(pixels, 1),
+      textured);
   }
 
   // The largest 4-connected piece of a mask, in pixels (scipy.ndimage.label's default structure).
@@ -906,11 +914,11 @@
     return { stretched: out, levels: [-low * gain, (255 - low) * gain, gain] };
   }
 
-  // Contrast with the background surface (object positive), its noise and the border's fit
+  // Contrast with the background surface (object positive), its noise, the border's fit and the pieces off it
   // (_background_contrast).
   function backgroundContrast(gray, levels, w, h) {
     const smooth = smoothed(gray, w, h);
-    const { surface, noise, borderFit } = backgroundSurface(smooth, levels, w, h);
+    const { surface, noise, borderFit, pieces } = backgroundSurface(smooth, levels, w, h);
     const difference = new Float32Array(smooth.length);
     for (let i = 0; i < smooth.length; i++) difference[i] = smooth[i] - surface[i];
     const t = threshold(difference, noise);
@@ -919,7 +927,7 @@
     const sign = sum < 0 ? -1 : 1;
     const contrast = new Float32Array(gray.length);
     for (let i = 0; i < gray.length; i++) contrast[i] = sign * f32(gray[i] - surface[i]);
-    return { contrast, noise, borderFit };
+    return { contrast, noise, borderFit, pieces };
   }
 
   // The background: a quadratic surface fitted to the border pixels on it (borderSurface), clipped to the
@@ -942,7 +950,22 @@
         surface[y * w + x] = Math.min(Math.max(level, low), high);
       }
     }
-    return { surface, noise, borderFit: residual.length ? kept / residual.length : 0.0 };
+    return { surface, noise, borderFit: residual.length ? kept / residual.length : 0.0, pieces: borderPieces(inliers) };
+  }
+
+  // Runs of PIECE_RUN or more border pixels off the surface, going round the border; 1 when none is on it
+  // (_border_pieces).
+  function borderPieces(inliers) {
+    const n = inliers.length, first = inliers.indexOf(1);
+    if (first < 0) return 1;
+    let pieces = 0, run = 0;
+    for (let k = 1; k <= n; k++) { // from the pixel after an inlier round to it, so no run wraps
+      if (inliers[(first + k) % n]) {
+        if (run >= C.PIECE_RUN) pieces++;
+        run = 0;
+      } else run++;
+    }
+    return pieces;
   }
 
   // The background's quadratic surface fitted to the border, grown from the most common border level; where light
@@ -1189,5 +1212,5 @@
     rotated,
   };
 
-  return { CONSTANTS, CUE_NAMES, framePicture, onTexture };
+  return { CONSTANTS, CUE_NAMES, framePicture };
 });
