@@ -38,6 +38,19 @@ def test_reference_photos_are_rendered_once_then_read_back_as_they_were(val_x, f
     assert [a.cues for a in first] == [b.cues for b in again]
 
 
+def test_a_stored_picture_keeps_whether_its_surface_was_textured(tmp_path):
+    # The detector judges a reference photo on a textured surface by its object alone: the flag must survive the file.
+    pixels = np.zeros((28, 28), np.uint8)
+    framed = [
+        images.Framed(pixels, images.Cues(0.4, 0.5, 0.2, 0.6, 1.0, textured=True)),
+        images.Framed(pixels, images.Cues(1.0, 0.1, 0.3, 0.7, 0.9)),
+        images.Framed(pixels, None),
+    ]
+    cache._write(tmp_path / "refs.npz", framed)
+    again = cache._read(tmp_path / "refs.npz", 3)
+    assert again is not None and [f.cues for f in again] == [f.cues for f in framed]
+
+
 def test_worker_processes_frame_the_references_as_this_process_does(val_x, folder, monkeypatch):
     monkeypatch.setattr(torch, "get_num_threads", lambda: 2)
     by_workers = cache.reference_photos(val_x, 8, seed=0)
