@@ -12,6 +12,9 @@ were only looked at for this report. Timing: decode + frame + model + detector f
 and for 64 textured ones, the two framings alternating, median of --repeats, on one thread. `--outliers N`
 also frames N non-garments of each kind and part of fmnist.testing.outliers both ways: the share the detector
 rejects, and the share that took the segmentation path, so that a found "object" cannot pass for a garment.
+Last, for each set, the pieces its pictures' border falls into off the background surface where the noise alone
+does not decide (less than images.SURFACE_FIT of the border on the surface, noise from images.SURFACE_FAINT up to
+images.SURFACE_MIN_NOISE): the figures behind images.SURFACE_PIECES.
 """
 
 from __future__ import annotations
@@ -24,6 +27,7 @@ import sys
 import time
 from pathlib import Path
 from types import ModuleType
+from typing import Any
 
 import numpy as np
 import torch
@@ -64,12 +68,16 @@ def _module_at(revision: str, name: str) -> ModuleType:
 def cues_of(framing: ModuleType, framed: list) -> list[current.Cues | None]:
     """The framed pictures' cues as this checkout's Cues: an older framing's have no `textured`, which its own
     on_texture then gives, so that the baseline is judged as it framed."""
-    if framing is current:
-        return [f.cues for f in framed]
+    names = current.Cues.NAMES
     return [
-        f.cues and current.Cues(*f.cues.values(), textured=framing.on_texture(f.cues.border_fit, f.cues.noise))
+        f.cues and current.Cues(**dict(zip(names, f.cues.values(), strict=True)), textured=_textured(framing, f.cues))
         for f in framed
     ]
+
+
+def _textured(framing: ModuleType, cues: Any) -> bool:
+    textured = getattr(cues, "textured", None)
+    return framing.on_texture(cues.border_fit, cues.noise) if textured is None else textured
 
 
 def scored(
@@ -152,6 +160,43 @@ def segmented(files: list[bytes]) -> np.ndarray:
     return np.array(found)
 
 
+def border_pieces(files: list[bytes]) -> list[tuple[float, float, int]]:
+    """(border fit, noise, pieces) of each picture's background, as the current framing last weighed it
+    (images.on_texture), for the pictures it framed as photos on a background."""
+    weighed: list[tuple[float, float, int]] = []
+    original = current.on_texture
+
+    def recorded(border_fit: float, noise: float, pieces: int) -> bool:
+        weighed.append((border_fit, noise, pieces))
+        return original(border_fit, noise, pieces)
+
+    found = []
+    current.on_texture = recorded
+    try:
+        for f in files:
+            before = len(weighed)
+            current.load_picture(f, "picture")
+            if len(weighed) > before:
+                found.append(weighed[-1])
+    finally:
+        current.on_texture = original
+    return found
+
+
+def pieces_row(name: str, files: list[bytes]) -> dict[str, Any]:
+    """Where the pieces decide: how many of `files`, their pieces' range, and how many the rule takes as textured."""
+    undecided = [
+        pieces
+        for fit, noise, pieces in border_pieces(files)
+        if fit < current.SURFACE_FIT and current.SURFACE_FAINT <= noise < current.SURFACE_MIN_NOISE
+    ]
+    row = {"pictures": len(files), "undecided": len(undecided), "pieces": sorted(undecided)}
+    textured = sum(p >= current.SURFACE_PIECES for p in undecided)
+    span = f"{min(undecided)}-{max(undecided)}" if undecided else "-"
+    print(f"| {name} | {len(files)} | {len(undecided)} | {span} | {textured} |")
+    return row
+
+
 def outlier_rows(predictor: TorchPredictor, baseline: ModuleType, count: int, seed: int) -> dict[str, dict]:
     print("\n| non-garments | rejected now | rejected baseline | segmented now |\n|---|---|---|---|")
     rows = {}
@@ -229,8 +274,19 @@ def main() -> None:
         )
     print()
     found = outlier_rows(predictor, baseline, args.outliers, args.seed + 100) if args.outliers else {}
+    print(
+        "\n| pictures | count | border off the surface, noise alone undecided | pieces there | textured by them |\n"
+        "|---|---|---|---|---|"
+    )
+    pieces = {name: pieces_row(name, files) for name, (files, _) in sets.items()}
+    if args.outliers:
+        for part in outliers.PARTS:
+            pictures = outliers.build(args.outliers, part, args.seed + 100)  # those outlier_rows judged
+            for kind in outliers.KINDS:
+                files = [p.data for p in pictures if p.kind == kind]
+                pieces[f"{kind} ({part})"] = pieces_row(f"{kind} ({part})", files)
     if args.json:
-        results = {"rows": rows, "timing": timing, "outliers": found}
+        results = {"rows": rows, "timing": timing, "outliers": found, "pieces": pieces}
         args.json.write_text(json.dumps(results, indent=1) + "\n", encoding="utf-8")
 
 

@@ -51,6 +51,12 @@ def test_a_stored_picture_keeps_whether_its_surface_was_textured(tmp_path):
     assert again is not None and [f.cues for f in again] == [f.cues for f in framed]
 
 
+def test_a_file_stored_without_the_textured_flag_is_not_read(tmp_path):
+    views, cues = np.zeros((2, 28, 28), np.uint8), np.ones((2, len(images.Cues.NAMES)))
+    np.savez(tmp_path / "old.npz", views=views, cues=cues)
+    assert cache._read(tmp_path / "old.npz", 2) is None
+
+
 def test_worker_processes_frame_the_references_as_this_process_does(val_x, folder, monkeypatch):
     monkeypatch.setattr(torch, "get_num_threads", lambda: 2)
     by_workers = cache.reference_photos(val_x, 8, seed=0)

@@ -25,8 +25,9 @@ from fmnist.trust.references import _placed
 # Surfaces drawn here, and surfaces that are photos shipped with scikit-image.
 PROCEDURAL = ("wood", "cloth", "paper", "tile", "check")
 SHIPPED = ("brick", "grass", "gravel")
-TEXTURED = PROCEDURAL + SHIPPED
-KINDS = (*TEXTURED, "flat", "lit")
+# Every kind, in the order the kinds were added: a kind's place seeds its photos, which a new kind leaves as they were.
+KINDS = ("wood", "cloth", "paper", "tile", *SHIPPED, "flat", "lit", "check")
+TEXTURED = tuple(kind for kind in KINDS if kind in PROCEDURAL + SHIPPED)
 LONGER_SIDE = (240, 480)  # pixels, before turning
 MIN_CONTRAST = 70.0  # the least difference in luminance between the garment and the surface's mean, 0..255
 
@@ -54,8 +55,8 @@ def render(image: np.ndarray, kind: str, rng: np.random.Generator, max_angle: fl
         cloth = level * (1 - ink[..., None]) + colour * ink[..., None]
         photo = surface * (1 - cover) + cloth * cover
     photo = _lit(photo, rng)
-    sigma = rng.uniform(0.3, 2) if kind == "check" else rng.uniform(1, 6)
-    photo += rng.standard_normal(photo.shape).astype(np.float32) * np.float32(sigma)
+    noise = rng.standard_normal(photo.shape).astype(np.float32)
+    photo += noise * np.float32(rng.uniform(0.3, 2) if kind == "check" else rng.uniform(1, 6))
     buffer = io.BytesIO()
     picture = Image.fromarray(np.clip(np.rint(photo), 0, 255).astype(np.uint8), "RGB")
     picture.save(buffer, "JPEG", quality=int(rng.integers(70, 95)))
@@ -106,7 +107,7 @@ def _surface(kind: str, shape: tuple[int, ...], rng: np.random.Generator) -> np.
         u, v = np.cos(angle) * x + np.sin(angle) * y, np.cos(angle) * y - np.sin(angle) * x
         across, down = ((u + rng.uniform(0, 2 * period)) % (2 * period) < period), ((v % (2 * period)) < period)
         style = int(rng.integers(3))
-        pattern = (across ^ down) if style == 0 else 0.5 * (across + down) if style == 1 else across
+        pattern = (across ^ down) if style == 0 else 0.5 * (across.astype(np.float32) + down) if style == 1 else across
         inks = rng.uniform(20, 240, (2, 3)).astype(np.float32)
         pattern = np.asarray(pattern, np.float32)[..., None]
         return inks[0] * pattern + inks[1] * (1 - pattern)

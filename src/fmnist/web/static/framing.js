@@ -957,6 +957,7 @@
   // (_border_pieces).
   function borderPieces(inliers) {
     const n = inliers.length, first = inliers.indexOf(1);
+    if (n === 0) return 0;
     if (first < 0) return 1;
     let pieces = 0, run = 0;
     for (let k = 1; k <= n; k++) { // from the pixel after an inlier round to it, so no run wraps
