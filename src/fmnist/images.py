@@ -167,9 +167,10 @@ INNER_RIM = 3  # rings tried inward, at least: a picture found on reduced work p
 # photo's 0.85 or more, unless its object covers the border) and that noise is at least SURFACE_MIN_NOISE (a
 # pattern, a shadow's edge: a plain background that the object touches stays under 1), or, for a pattern printed
 # in flat colours (a gingham tablecloth, whose noise is a fraction of a level), at least SURFACE_FAINT with the
-# border off the surface in SURFACE_PIECES pieces or more (runs of PIECE_RUN pixels going round it: 5-44 on such a
-# cloth, 4 at most where a garment cut by the frame or a backdrop's shadow crosses the border, 1 for an object
-# covering most of it, none for a digital picture's flat colours, whose noise is 0).
+# border off the surface in SURFACE_PIECES pieces or more (runs of PIECE_RUN pixels going round it;
+# benchmarks/surfaces.py counts them where the noise alone does not decide: 19-46 on a woven cloth and up to 49
+# on a printed check, at most 4 on a flat or lit backdrop crossed by a shadow or by the garment, 1-2 on
+# screenshots, 1 where an object covers most of the border; a lossless digital picture has no noise at all).
 SURFACE_NOISE = 6.0
 SURFACE_FIT = 0.8
 SURFACE_MIN_NOISE = 1.0
