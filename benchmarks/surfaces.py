@@ -141,45 +141,33 @@ def rejected(predictor: TorchPredictor, framing: ModuleType, files: list[bytes])
 
 def segmented(files: list[bytes]) -> np.ndarray:
     """bool [N]: the current framing separated an object from a textured surface in the picture."""
-    calls: list[int] = []
-    original = segmentation.object_mask
-
-    def counted(*args):  # type: ignore[no-untyped-def]
-        calls.append(1)
-        return original(*args)
-
-    found = []
-    segmentation.object_mask = counted
-    try:
-        for f in files:
-            before = len(calls)
-            current.load_picture(f, "picture")
-            found.append(len(calls) > before)
-    finally:
-        segmentation.object_mask = original
-    return np.array(found)
+    return np.array([bool(calls) for calls in calls_while_framing(files, segmentation, "object_mask")])
 
 
 def border_pieces(files: list[bytes]) -> list[tuple[float, float, int]]:
     """(border fit, noise, pieces) of each picture's background, as the current framing last weighed it
     (images.on_texture), for the pictures it framed as photos on a background."""
-    weighed: list[tuple[float, float, int]] = []
-    original = current.on_texture
+    return [calls[-1] for calls in calls_while_framing(files, current, "on_texture") if calls]
 
-    def recorded(border_fit: float, noise: float, pieces: int) -> bool:
-        weighed.append((border_fit, noise, pieces))
-        return original(border_fit, noise, pieces)
+
+def calls_while_framing(files: list[bytes], module: ModuleType, name: str) -> list[list[tuple]]:
+    """For each picture, the arguments of every call to `module`.`name` while the current framing framed it."""
+    seen: list[tuple] = []
+    original = getattr(module, name)
+
+    def recorded(*args):  # type: ignore[no-untyped-def]
+        seen.append(args)
+        return original(*args)
 
     found = []
-    current.on_texture = recorded
+    setattr(module, name, recorded)
     try:
         for f in files:
-            before = len(weighed)
+            before = len(seen)
             current.load_picture(f, "picture")
-            if len(weighed) > before:
-                found.append(weighed[-1])
+            found.append(seen[before:])
     finally:
-        current.on_texture = original
+        setattr(module, name, original)
     return found
 
 
