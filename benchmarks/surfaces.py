@@ -13,8 +13,8 @@ and for 64 textured ones, the two framings alternating, median of --repeats, on 
 also frames N non-garments of each kind and part of fmnist.testing.outliers both ways: the share the detector
 rejects, and the share that took the segmentation path, so that a found "object" cannot pass for a garment.
 Last, for each set, the pieces its pictures' border falls into off the background surface where the noise alone
-does not decide (less than images.SURFACE_FIT of the border on the surface, noise from images.SURFACE_FAINT up to
-images.SURFACE_MIN_NOISE): the figures behind images.SURFACE_PIECES.
+does not decide (less than images.SURFACE_FIT of the border on the surface, noise under images.SURFACE_MIN_NOISE):
+the figures behind images.SURFACE_PIECES.
 """
 
 from __future__ import annotations
@@ -176,7 +176,7 @@ def pieces_row(name: str, files: list[bytes]) -> dict[str, Any]:
     undecided = [
         pieces
         for fit, noise, pieces in border_pieces(files)
-        if fit < current.SURFACE_FIT and current.SURFACE_FAINT <= noise < current.SURFACE_MIN_NOISE
+        if fit < current.SURFACE_FIT and noise < current.SURFACE_MIN_NOISE
     ]
     row = {"pictures": len(files), "undecided": len(undecided), "pieces": sorted(undecided)}
     textured = sum(p >= current.SURFACE_PIECES for p in undecided)

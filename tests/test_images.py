@@ -165,20 +165,23 @@ def test_object_covering_most_of_the_border_keeps_its_polarity(tmp_path):
     assert _box(out) == (0, 27, 6, 22)  # 180x300 -> 16.8x28: 17 columns from column 6
 
 
+RUN = images.PIECE_RUN
+
+
 @pytest.mark.parametrize(
-    ("border", "pieces"),
+    ("segments", "pieces"),
     [
-        ("11111111", 0),  # all on the surface
-        ("00000000", 1),  # none: one piece all round
-        ("11000111", 1),
-        ("11001111", 0),  # a run of two: a speck, not a piece
-        ("00011100", 1),
-        ("00111100", 1),  # two pixels at each end: one run of four across the seam where the border closes
-        ("00011000111000", 2),
+        ([(1, 20)], 0),  # all on the surface
+        ([(0, 20)], 1),  # none: one piece all round
+        ([(1, 2), (0, RUN), (1, 3)], 1),
+        ([(1, 2), (0, RUN - 1), (1, 4)], 0),  # narrower than a piece: a drawn line crossing the border
+        ([(0, RUN - 1), (1, 5), (0, 1)], 1),  # one run across the seam where the border closes
+        ([(1, 3), (0, RUN), (1, 3), (0, RUN + 2), (1, 3)], 2),
     ],
 )
-def test_the_border_off_the_surface_is_counted_in_pieces_going_round(border, pieces):
-    inliers = np.array([c == "1" for c in border])
+def test_the_border_off_the_surface_is_counted_in_pieces_going_round(segments, pieces):
+    # segments: (on the surface, length) going round the border
+    inliers = np.concatenate([np.full(length, bool(on)) for on, length in segments])
     assert images._border_pieces(inliers) == pieces
 
 
@@ -191,7 +194,8 @@ def test_the_border_off_the_surface_is_counted_in_pieces_going_round(border, pie
         (0.45, 0.7, 1, False),  # a dark object covering most of a plain backdrop's border
         (0.45, 0.7, 4, False),  # a garment cut by the frame in four places
         (0.45, 0.7, images.SURFACE_PIECES, True),  # a crisp check of two flat colours
-        (0.45, 0.1, 30, False),  # a digital picture's flat colours: no noise at all
+        (0.45, 0.0, 30, True),  # the same check in a lossless file: no noise at all
+        (0.45, 0.0, 5, False),  # a screenshot's flat colours and the object across its border
     ],
 )
 def test_a_surface_is_textured_by_its_noise_or_by_the_pieces_off_it(border_fit, noise, pieces, textured):

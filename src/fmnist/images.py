@@ -164,19 +164,17 @@ INNER_RIM = 3  # rings tried inward, at least: a picture found on reduced work p
 # The object lies on a textured or shaded surface, which segmentation.object_mask separates it from, when the
 # border's noise (grey levels, after smoothing) exceeds SURFACE_NOISE (a product photo's stays under 5, grass and
 # gravel reach 10-30), or when less than SURFACE_FIT of the border lies on the smooth background surface (a product
-# photo's 0.85 or more, unless its object covers the border) and that noise is at least SURFACE_MIN_NOISE (a
-# pattern, a shadow's edge: a plain background that the object touches stays under 1), or, for a pattern printed
-# in flat colours (a gingham tablecloth, whose noise is a fraction of a level), at least SURFACE_FAINT with the
-# border off the surface in SURFACE_PIECES pieces or more (runs of PIECE_RUN pixels going round it;
-# benchmarks/surfaces.py counts them where the noise alone does not decide: 19-46 on a woven cloth and up to 49
-# on a printed check, at most 4 on a flat or lit backdrop crossed by a shadow or by the garment, 1-2 on
-# screenshots, 1 where an object covers most of the border; a lossless digital picture has no noise at all).
+# photo's 0.85 or more, unless its object covers the border) and either that noise is at least SURFACE_MIN_NOISE
+# (a pattern, a shadow's edge: a plain background that the object touches stays under 1) or the border off the
+# surface falls into SURFACE_PIECES pieces or more, runs of PIECE_RUN pixels or more going round it (a pattern
+# printed in flat colours, a gingham tablecloth, whose noise is a fraction of a level, none in a lossless file;
+# a drawn line crossing the border, a chart's or a table's grid, is narrower, 4-7 pixels once smoothed;
+# benchmarks/surfaces.py counts the pieces where the noise alone does not decide).
 SURFACE_NOISE = 6.0
 SURFACE_FIT = 0.8
 SURFACE_MIN_NOISE = 1.0
-SURFACE_FAINT = 0.3
 SURFACE_PIECES = 6
-PIECE_RUN = 3
+PIECE_RUN = 8
 
 # In a cut-out, the least contrast an object pixel gets, as a fraction of the object's strongest.
 SILHOUETTE_FLOOR = 0.25
@@ -777,7 +775,7 @@ def on_texture(border_fit: float, noise: float, pieces: int) -> bool:
     border falls into (`_border_pieces`)."""
     if border_fit >= SURFACE_FIT:
         return noise > SURFACE_NOISE
-    return noise >= SURFACE_MIN_NOISE or (noise >= SURFACE_FAINT and pieces >= SURFACE_PIECES)
+    return noise >= SURFACE_MIN_NOISE or pieces >= SURFACE_PIECES
 
 
 def _on_surface(contrast: np.ndarray, found: np.ndarray) -> np.ndarray:

@@ -3,13 +3,14 @@ benchmarks/surfaces.py.
 
 Each photo puts one Fashion-MNIST image on one kind of surface: procedural ones drawn here (wood with growth
 rings, a woven or checked cloth, fibrous paper, tiles with grout, a tablecloth printed in crisp flat colours
-("check": a gingham, a checkerboard or stripes, at any angle, with little sensor noise), a plain "flat" table, a
-"lit" studio backdrop whose light ramps across it and clips at white, or at black on a dark one, the garment's
-drop shadow on it half the time) and scikit-image's shipped photos of brick, grass and gravel (`skimage.data`,
-in its wheel), tinted. The garment is drawn either as ink over the surface (the surface shows through its thin
-parts, as in `fmnist.testing.domains`) or as opaque cloth that hides the surface, light on a dark surface or
-dark on a light one; the whole is turned by up to `max_angle` degrees, lit by a coloured light, sometimes
-crossed by a soft shadow, with sensor noise, and saved as a JPEG. Everything is drawn from a seeded generator.
+("check": a gingham, a checkerboard or stripes, at any angle, with little sensor noise, or half the time none,
+saved by a program as a lossless PNG), a plain "flat" table, a "lit" studio backdrop whose light ramps across it
+and clips at white, or at black on a dark one, the garment's drop shadow on it half the time) and scikit-image's
+shipped photos of brick, grass and gravel (`skimage.data`, in its wheel), tinted. The garment is drawn either as
+ink over the surface (the surface shows through its thin parts, as in `fmnist.testing.domains`) or as opaque
+cloth that hides the surface, light on a dark surface or dark on a light one; the whole is turned by up to
+`max_angle` degrees, lit by a coloured light, sometimes crossed by a soft shadow, with sensor noise, and saved
+as a JPEG (but the lossless checks). Everything is drawn from a seeded generator.
 """
 
 from __future__ import annotations
@@ -33,8 +34,8 @@ MIN_CONTRAST = 70.0  # the least difference in luminance between the garment and
 
 
 def render(image: np.ndarray, kind: str, rng: np.random.Generator, max_angle: float = 30.0) -> bytes:
-    """One JPEG photo of a uint8 [28, 28] Fashion-MNIST image lying on surface `kind`, turned by a
-    uniform angle in [-max_angle, max_angle] degrees. Raises ValueError for an unknown kind."""
+    """One photo (a JPEG; a PNG for a lossless check) of a uint8 [28, 28] Fashion-MNIST image lying on surface
+    `kind`, turned by a uniform angle in [-max_angle, max_angle] degrees. Raises ValueError for an unknown kind."""
     if kind not in KINDS:
         raise ValueError(f"unknown surface {kind!r}; one of {', '.join(KINDS)}")
     ink = _placed(image, "studio", rng, LONGER_SIDE)
@@ -56,10 +57,14 @@ def render(image: np.ndarray, kind: str, rng: np.random.Generator, max_angle: fl
         photo = surface * (1 - cover) + cloth * cover
     photo = _lit(photo, rng)
     noise = rng.standard_normal(photo.shape).astype(np.float32)
-    photo += noise * np.float32(rng.uniform(0.3, 2) if kind == "check" else rng.uniform(1, 6))
+    lossless = kind == "check" and rng.random() < 0.5  # a print saved by a program: no sensor noise, a PNG
+    photo += noise * np.float32(0.0 if lossless else rng.uniform(0.3, 2) if kind == "check" else rng.uniform(1, 6))
     buffer = io.BytesIO()
     picture = Image.fromarray(np.clip(np.rint(photo), 0, 255).astype(np.uint8), "RGB")
-    picture.save(buffer, "JPEG", quality=int(rng.integers(70, 95)))
+    if lossless:
+        picture.save(buffer, "PNG")
+    else:
+        picture.save(buffer, "JPEG", quality=int(rng.integers(70, 95)))
     return buffer.getvalue()
 
 

@@ -36,9 +36,8 @@
     SURFACE_NOISE: 6.0,
     SURFACE_FIT: 0.8,
     SURFACE_MIN_NOISE: 1.0,
-    SURFACE_FAINT: 0.3,
     SURFACE_PIECES: 6,
-    PIECE_RUN: 3,
+    PIECE_RUN: 8,
     FRAME_FLAT: 0.5,
     FRAME_GAP: 2,
     FRAME_MARKS: 8,
@@ -777,7 +776,7 @@
   // its noise, and the pieces the rest falls into (on_texture).
   function onTexture(borderFit, noise, pieces) {
     if (borderFit >= C.SURFACE_FIT) return noise > C.SURFACE_NOISE;
-    return noise >= C.SURFACE_MIN_NOISE || (noise >= C.SURFACE_FAINT && pieces >= C.SURFACE_PIECES);
+    return noise >= C.SURFACE_MIN_NOISE || pieces >= C.SURFACE_PIECES;
   }
 
   // The contrast of an object found on a texture: its polarity from its own pixels, zero off it (_on_surface).
