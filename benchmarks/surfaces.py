@@ -76,8 +76,16 @@ def cues_of(framing: ModuleType, framed: list) -> list[current.Cues | None]:
 
 
 def _textured(framing: ModuleType, cues: Any) -> bool:
+    """Whether `framing` took the picture's surface as textured: its own flag, or, from a framing before the flag,
+    its on_texture, or the noise rule it had before that."""
     textured = getattr(cues, "textured", None)
-    return framing.on_texture(cues.border_fit, cues.noise) if textured is None else textured
+    if textured is not None:
+        return textured
+    if hasattr(framing, "on_texture"):
+        return framing.on_texture(cues.border_fit, cues.noise)
+    return cues.noise > current.SURFACE_NOISE or (
+        cues.border_fit < current.SURFACE_FIT and cues.noise >= current.SURFACE_MIN_NOISE
+    )
 
 
 def scored(

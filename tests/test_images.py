@@ -189,6 +189,8 @@ def test_the_border_off_the_surface_is_counted_in_pieces_going_round(segments, p
     ("border_fit", "noise", "pieces", "textured"),
     [
         (0.95, 3.0, 0, False),  # a product photo: plain all round, some noise
+        (0.95, 0.5, 30, False),  # plain all round but for specks: the pieces only count where the fit is poor
+        (images.SURFACE_FIT, 0.5, 30, False),
         (0.95, images.SURFACE_NOISE + 1, 0, True),  # grass: noisy all round
         (0.5, 1.5, 1, True),  # a pattern or a shadow's edge across the border
         (0.45, 0.7, 1, False),  # a dark object covering most of a plain backdrop's border
@@ -677,7 +679,8 @@ def test_framing_cues_tell_a_product_photo_from_clutter():
     clutter = load_picture(mosaic()).cues
     assert product is not None and clutter is not None
     assert product.border_fit == 1.0 and product.largest_part > 0.99 and 0.1 < product.coverage < 0.9
-    assert clutter.border_fit < 0.5 and not product.textured
+    # Flat blocks of colour all along the border: a pattern printed in flat colours, framed as a surface.
+    assert clutter.border_fit < 0.5 and clutter.textured and not product.textured
 
 
 def test_a_fashion_mnist_image_has_no_framing_cues(tmp_path):

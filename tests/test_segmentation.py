@@ -154,7 +154,17 @@ def test_each_surface_renders_a_seeded_photo(kind):
     first = surfaces.render_many(image[None], kind, 0)
     assert first == surfaces.render_many(image[None], kind, 0) != surfaces.render_many(image[None], kind, 1)
     with Image.open(io.BytesIO(first[0])) as photo:
-        assert photo.format == "JPEG" and max(photo.size) >= surfaces.LONGER_SIDE[0]
+        assert photo.format in ("JPEG", "PNG") and max(photo.size) >= surfaces.LONGER_SIDE[0]
+
+
+def test_a_printed_check_is_photographed_or_saved_losslessly_and_framed_as_a_surface_either_way():
+    image = np.zeros((28, 28), np.uint8)
+    image[2:26, 8:20] = 200
+    files = surfaces.render_many(np.repeat(image[None], 8, 0), "check", 0)
+    formats = {Image.open(io.BytesIO(f)).format for f in files}
+    assert formats == {"JPEG", "PNG"}
+    lossless = [f for f in files if f.startswith(b"\x89PNG")]
+    assert all(load_picture(f, "check.png").cues.textured for f in lossless)
 
 
 def test_an_unknown_surface_is_refused():

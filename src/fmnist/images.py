@@ -168,8 +168,9 @@ INNER_RIM = 3  # rings tried inward, at least: a picture found on reduced work p
 # (a pattern, a shadow's edge: a plain background that the object touches stays under 1) or the border off the
 # surface falls into SURFACE_PIECES pieces or more, runs of PIECE_RUN pixels or more going round it (a pattern
 # printed in flat colours, a gingham tablecloth, whose noise is a fraction of a level, none in a lossless file;
-# a drawn line crossing the border, a chart's or a table's grid, is narrower, 4-7 pixels once smoothed;
-# benchmarks/surfaces.py counts the pieces where the noise alone does not decide).
+# a drawn line crossing the border, a chart's or a table's grid, makes narrower runs; PIECE_RUN is in pixels of
+# the working planes, so a fine check in a small picture makes narrower ones too; benchmarks/surfaces.py counts
+# the pieces where the noise alone does not decide).
 SURFACE_NOISE = 6.0
 SURFACE_FIT = 0.8
 SURFACE_MIN_NOISE = 1.0

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+PNG = b"\x89PNG"  # a PNG file's first bytes
 CHROMEDRIVER = shutil.which("chromedriver")
 MISSING = "Chromium or its driver not found (bash scripts/setup.sh installs chromium and chromium-driver)"
 
@@ -133,5 +134,5 @@ def picture_sets(
     for k, kind in enumerate(surfaces.KINDS):
         chosen = garments[k * per_surface : (k + 1) * per_surface]
         for i, data in enumerate(surfaces.render_many(chosen, kind, seed)):
-            write("surfaces", f"surface-{kind}-{i}.jpg", data)
+            write("surfaces", f"surface-{kind}-{i}{'.png' if data.startswith(PNG) else '.jpg'}", data)
     return sets

@@ -194,9 +194,9 @@ def coarse(views: np.ndarray, gaussians: np.ndarray) -> np.ndarray:
 
 
 # The cues that describe the surface a picture's object lies on rather than the object. A picture on a textured
-# or shaded surface (images.on_texture: a table's grain, a cloth's weave, grass) has none (NaN, p-value 1): it is
-# judged by its object. The references are product photos on plain backdrops, so any garment on a table would be
-# unusual in these cues; benchmarks/ood.py measures the choice leaving one kind out.
+# or shaded surface (Cues.textured, as images.on_texture decided: a table's grain, a cloth's weave, grass) has none
+# (NaN, p-value 1): it is judged by its object. The references are product photos on plain backdrops, so any
+# garment on a table would be unusual in these cues; benchmarks/ood.py measures the choice leaving one kind out.
 SURFACE_CUES = ("border_fit", "noise")
 
 
