@@ -77,6 +77,22 @@ def mosaic(size: tuple[int, int] = (400, 300), block: int = 40, seed: int = 0) -
     return buffer.getvalue()
 
 
+def square_gingham(side: int = 420, square: int = 20) -> bytes:
+    """A lossless PNG of a dark garment (a rectangle) on a red-and-white gingham whose white squares run along every
+    edge: half of the border white and flat, as a dataset image's background."""
+    y, x = np.mgrid[0:side, 0:side]
+    across, down = (x // square) % 2, (y // square) % 2
+    red, pink = np.array([200, 40, 50], np.float32), np.array([228, 148, 152], np.float32)
+    coloured = np.where((across * down)[..., None] == 1, red, pink)
+    cloth = np.where((across + down)[..., None] == 0, np.float32(255), coloured)
+    garment = np.zeros((side, side, 1), np.float32)
+    garment[side // 2 - 100 : side // 2 + 100, side // 2 - 45 : side // 2 + 45] = 1
+    picture = cloth * (1 - garment) + np.array([30, 35, 60], np.float32) * garment
+    buffer = io.BytesIO()
+    Image.fromarray(np.uint8(picture)).save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
 def product_photo(kind: str = "trouser", size: tuple[int, int] = (360, 480), fmt: str = "JPEG") -> bytes:
     """A dark garment on an off-white background with wide margins, as a shop photographs it."""
     mask = np.asarray(garment_mask(kind, size), np.float32)[..., None] / 255

@@ -170,13 +170,14 @@ def test_eval_on_labelled_folders_of_photos_for_a_run_a_checkpoint_and_an_export
     run_dir, _ = trained_run
     photos = tmp_path / "photos"
     good = dict(labelled_folder(photos))
-    code, out, _ = run(capsys, "eval", str(run_dir), "--images", str(photos), "--json", "--plots", str(tmp_path / "p"))
+    plots_dir = str(tmp_path / "p")
+    code, out, err = run(capsys, "eval", str(run_dir), "--images", str(photos), "--json", "--plots", plots_dir)
     result = json.loads(out)
     assert code == 0 and result["images"] == len(good) and result["data"] == str(photos)
     assert len(result["problems"]) == 1 and "cut-short.jpg" in result["problems"][0]
     assert sum(sum(row) for row in result["confusion_matrix"]) == len(good)
-    for name in ("confusion_matrix.png", "top_losses.png", "most_confused.png"):
-        assert (tmp_path / "p" / name).stat().st_size > 0
+    for name in ("confusion_matrix.png", "top_losses.png", "most_confused.png", "reliability.png"):
+        assert (tmp_path / "p" / name).stat().st_size > 0 and name in err  # written, and said so
     # Framed as predict frames them: predict's answers on the same files give the same accuracy.
     code, out, _ = run(capsys, "predict", str(run_dir), *map(str, good), "--json")
     answers = [json.loads(line) for line in out.splitlines()]

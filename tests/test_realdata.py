@@ -146,6 +146,22 @@ def test_test_images_as_digital_pictures_are_not_taken_for_photos_lit_past_white
     assert refused <= 2
 
 
+def test_no_dataset_image_crosses_its_border_as_often_as_a_pattern():
+    # digital_view takes a square picture whose border falls into DIGITAL_PIECES pieces or more for a pattern: no
+    # Fashion-MNIST image's object crosses the border of its picture so often, whatever it is enlarged by (a run of
+    # one pixel at 28x28 is the widest it can make a piece).
+    from fmnist import images
+
+    if data.locate() is None:
+        pytest.skip("real Fashion-MNIST not installed (apt-get install dataset-fashion-mnist)")
+    dataset = data.load()
+    pictures = np.concatenate([dataset.train_images.numpy(), dataset.test_images.numpy()]).astype(np.float32)
+    rows, columns = images._border_coordinates(28, 28)
+    borders = pictures[:, rows, columns]  # [70000, 108], going round
+    most = max(images._border_pieces(np.abs(b - images._mode_level(b)) <= images.FLAT_BAND, run=1) for b in borders)
+    assert most < images.DIGITAL_PIECES
+
+
 def test_written_digits_and_letters_are_not_garments(real_run):
     # The holdout parts of fmnist.testing.outliers' stroke kinds, 40 pictures each: scikit-learn's handwritten
     # digits photographed on paper, saved dark on white as a drawing program saves them and in MNIST's 28x28

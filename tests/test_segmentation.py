@@ -7,6 +7,7 @@ import io
 import numpy as np
 import pytest
 from PIL import Image, ImageDraw
+from support import square_gingham
 
 from fmnist import segmentation
 from fmnist.images import load_picture
@@ -145,6 +146,14 @@ def test_a_garment_on_a_crisp_check_is_framed_without_it():
     assert framed.cues is not None and framed.cues.textured and framed.cues.coverage < 0.25, framed.cues
     view = framed.image.numpy()
     assert (view[:, :4] < 40).all() and (view[:, -4:] < 40).all()  # no squares beside it
+
+
+def test_a_square_gingham_with_white_squares_along_its_edges_is_no_digital_picture():
+    # Half of its border is white and flat, as a dataset image saved on white: read as one, the squares were the view.
+    framed = load_picture(square_gingham(), "gingham.png")
+    assert framed.cues is not None and framed.cues.textured, framed.cues
+    view = framed.image.numpy()
+    assert (view[:, :4] < 40).all() and (view[:, -4:] < 40).all()  # the garment alone, no squares beside it
 
 
 @pytest.mark.parametrize("kind", surfaces.KINDS)

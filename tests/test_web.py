@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image, ImageDraw
-from support import lit_past_white, mosaic, product_photo, trusted_checkpoint
+from support import lit_past_white, mosaic, product_photo, square_gingham, trusted_checkpoint
 from test_export import synthetic_dataset
 from test_segmentation import SNEAKER
 
@@ -72,7 +72,7 @@ def decoded(data_: bytes) -> Image.Image:
 
 @needs_node
 @pytest.mark.parametrize(
-    ("script", "module", "count"), [("framing.js", images, 45), ("segmentation.js", segmentation, 19)]
+    ("script", "module", "count"), [("framing.js", images, 46), ("segmentation.js", segmentation, 19)]
 )
 def test_the_scripts_carry_the_constants_of_python(script, module, count):
     path = json.dumps(str(FRAMING_JS.with_name(script)))
@@ -114,6 +114,7 @@ def framing_pictures() -> list[Image.Image]:
     pictures += [decoded(product_photo("trouser", size=(300, 900))), decoded(product_photo("bag", size=(2000, 1500)))]
     pictures += [lit_past_white("shirt"), lit_past_white("trouser", dark=True)]
     pictures.append(decoded(mosaic()))
+    pictures.append(decoded(square_gingham()))  # half its border white and flat, yet no digital picture
     dataset_image = shirt[0].copy()
     dataset_image[:2], dataset_image[-2:], dataset_image[:, :2], dataset_image[:, -2:] = 0, 0, 0, 0  # a dark border
     pictures.append(Image.fromarray(dataset_image, "L"))

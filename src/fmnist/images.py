@@ -92,6 +92,9 @@ BACKGROUND_BAND = 40.0
 FLAT_BAND = 6.0
 DIGITAL_NOISE = 2.0
 DIGITAL_OBJECT = 8.0  # contrast that counts as the object when finding its box (faint JPEG ringing does not)
+# A Fashion-MNIST image's object crosses the border of its 28x28 picture in 14 runs at most (of all 70,000), and an
+# enlargement cannot cross it more often: a square picture whose border falls into more pieces is a pattern.
+DIGITAL_PIECES = 16
 MARGIN_SPAN = 26 / 28  # an object spanning less of a square digital picture was given margins, unless in
 # 0.6 % of Fashion-MNIST's images (the rest span 26 to 28 of the 28 pixels; a photo's framing spans 28)
 # A square digital picture whose object spans less than MARGIN_SPAN may also be a 28x28 picture enlarged whose object
@@ -371,7 +374,7 @@ def _framed(image: Image.Image, name: str, marked: bool = False) -> Framed:
             if max(wider[2] - wider[0], wider[3] - wider[1]) <= WORK_SIDE:
                 return _framed(image.crop(wider), name, inner.in_frame)
         gray, alpha, image = inner.plane, None, image.crop(box)
-    digital = digital_view(gray, alpha) if gray.shape[0] == gray.shape[1] else None
+    digital = digital_view(gray, alpha, inner is None) if gray.shape[0] == gray.shape[1] else None
     if digital is not None:
         return Framed(digital, None)
     framed, cues = frame_with_cues(gray, alpha, step, lambda: _colour(image, gray))
@@ -556,18 +559,19 @@ def _flat(values: np.ndarray, level: float, share: float) -> bool:
     return bool(near.mean() >= share) and 1.4826 * float(np.median(np.abs(values[near] - level))) <= DIGITAL_NOISE
 
 
-def digital_view(gray: np.ndarray, alpha: np.ndarray | None = None) -> np.ndarray | None:
+def digital_view(gray: np.ndarray, alpha: np.ndarray | None = None, whole: bool = True) -> np.ndarray | None:
     """The uint8 [28, 28] view of a square digital Fashion-MNIST-style image in any container, or None for a photo.
 
     A digital image has an opaque, flat black or white background (at least half of its border within
     FLAT_BAND levels of one level near black or white, their noise at most DIGITAL_NOISE levels: no sensor
-    noise, no uneven light, no gradient where its light clipped): a dataset image saved in another mode, format,
-    size or polarity, with margins or not.
+    noise, no uneven light, no gradient where its light clipped, no pattern along it unless it is a 28x28 picture
+    enlarged): a dataset image saved in another mode, format, size or polarity, with margins or not.
     Its view is the background-subtracted picture (a light background is negated, an object with less than
     FULL_PEAK contrast is stretched to 255), sampled at 28x28 (see `_sampled`): the whole picture, or the
     square around its object when margins were added (`_digital_crop`). A 28x28 picture keeps its placement, and so
     does one that is a 28x28 picture enlarged.
-    `gray`: float luminance [H, W] on 0..255 (see `frame`); `alpha`: opacity 0..1 or None.
+    `gray`: float luminance [H, W] on 0..255 (see `frame`); `alpha`: opacity 0..1 or None; `whole`: `gray` is the
+    whole picture, not one found on a canvas or in a frame (whose edge is the picture's own, never a pattern's).
     """
     if alpha is not None and float(alpha.min()) < 0.99:
         return None
@@ -576,6 +580,12 @@ def digital_view(gray: np.ndarray, alpha: np.ndarray | None = None) -> np.ndarra
     if not _flat(border, level, 0.5):
         return None
     if BACKGROUND_BAND < level < 255 - BACKGROUND_BAND:
+        return None
+    # A pattern printed in flat colours (a white-and-red gingham) may put half of the border on a colour near white or
+    # black, under SURFACE_FIT of it, its other colours falling into DIGITAL_PIECES pieces or more along it: a photo
+    # on a textured surface (on_texture).
+    near = np.abs(border - level) <= FLAT_BAND
+    if whole and near.mean() < SURFACE_FIT and _border_pieces(near) >= DIGITAL_PIECES:
         return None
     # A photo's backdrop lit past white (or black) is flat where it clipped; where its light comes into range
     # it follows a gradient, which a digital image's background never has (looked for when CENSORED_GAIN of the
@@ -1019,16 +1029,16 @@ def _background_surface(smooth: np.ndarray, levels: Levels) -> tuple[np.ndarray,
     return surface.astype(np.float32), noise, share, _border_pieces(fit.inliers)
 
 
-def _border_pieces(inliers: np.ndarray) -> int:
-    """How many runs of PIECE_RUN or more border pixels off the surface there are, going round the border (bool
-    [n] `inliers`, in `_border_coordinates` order, the last pixel next to the first); 1 when none is on it."""
+def _border_pieces(inliers: np.ndarray, run: int = PIECE_RUN) -> int:
+    """How many runs of `run` or more border pixels off the surface there are, going round the border (bool [n]
+    `inliers`, in `_border_coordinates` order, the last pixel next to the first); 1 when none is on it."""
     if inliers.all():
         return 0
     if not inliers.any():
         return 1
     off = np.roll(~inliers, -int(np.argmax(inliers)))  # starts on the surface, so no run wraps round
     edges = np.diff(np.concatenate(([0], off.view(np.int8), [0])))
-    return int(((np.flatnonzero(edges == -1) - np.flatnonzero(edges == 1)) >= PIECE_RUN).sum())
+    return int(((np.flatnonzero(edges == -1) - np.flatnonzero(edges == 1)) >= run).sum())
 
 
 class BorderFit(NamedTuple):

@@ -41,7 +41,9 @@ def add_parsers(sub: Subcommands, shared: dict[str, Parser]) -> None:
         "0-9; each picture framed as predict frames it",
     )
     p.add_argument(
-        "--plots", metavar="DIR", help="also write confusion_matrix.png, top_losses.png and most_confused.png here"
+        "--plots",
+        metavar="DIR",
+        help="also write confusion_matrix.png, top_losses.png, most_confused.png and reliability.png here",
     )
     p.set_defaults(func=cmd_eval)
 
@@ -60,9 +62,10 @@ def cmd_eval(args: argparse.Namespace) -> int:
     dataset = None if args.images else load_data(args.data_dir)
     evaluated = Model(predictor, Path(args.checkpoint)).evaluate(args.images, dataset=dataset)
     if args.plots:
-        plot_reliability(evaluated.calibration, Path(args.plots) / "reliability.png")
+        reliability = Path(args.plots) / "reliability.png"
+        plot_reliability(evaluated.calibration, reliability)
         written = plots.write_evaluation_plots(args.plots, evaluated.report, data.CLASSES)
-        print(f"wrote {', '.join(written)}", file=sys.stderr)
+        print(f"wrote {', '.join([*written, str(reliability)])}", file=sys.stderr)
     if args.json:
         print(
             json.dumps(

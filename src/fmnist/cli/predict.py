@@ -85,7 +85,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
         from fmnist.explain import Explainer, heatmaps
 
         explainer = Explainer(predictor)
-        print(f"explanations: {explainer.method}, written to {args.explain}/", file=sys.stderr)
+        print(f"explanations: {explainer.method}, written to {Path(args.explain)}/", file=sys.stderr)
 
         def explain(images: np.ndarray, targets: np.ndarray) -> list[bytes]:
             pixels = torch.from_numpy(images)

@@ -25,6 +25,7 @@
     FLAT_BAND: 6.0,
     DIGITAL_NOISE: 2.0,
     DIGITAL_OBJECT: 8.0,
+    DIGITAL_PIECES: 16,
     MARGIN_SPAN: 26 / 28,
     GRID_ERROR: 0.24,
     GRID_SPAN: 16,
@@ -320,7 +321,7 @@
       ({ plane: gray, w, h } = inner);
       alpha = null;
     }
-    const digital = w === h ? digitalView(gray, alpha, w, h) : null;
+    const digital = w === h ? digitalView(gray, alpha, w, h, !inner) : null;
     if (digital) return { image: digital, cues: null };
     return frameWithCues(gray, alpha, w, h, () => colourPlanes(picture, gray, w, h));
   }
@@ -597,7 +598,7 @@
   }
 
   // The uint8 28x28 view of a square digital Fashion-MNIST-style image, or null for a photo (digital_view).
-  function digitalView(gray, alpha, w, h) {
+  function digitalView(gray, alpha, w, h, whole) {
     if (alpha && minOf(alpha) < 0.99) return null;
     const [ys, xs] = borderCoordinates(h, w);
     const border = new Float32Array(ys.length);
@@ -605,6 +606,10 @@
     const level = modeLevel(border);
     if (!flat(border, level, 0.5)) return null;
     if (C.BACKGROUND_BAND < level && level < 255 - C.BACKGROUND_BAND) return null;
+    // A pattern printed in flat colours along the border: a photo on a textured surface (digital_view).
+    const near = Uint8Array.from(border, (v) => (Math.abs(v - level) <= C.FLAT_BAND ? 1 : 0));
+    if (whole && near.reduce((sum, v) => sum + v, 0) / near.length < C.SURFACE_FIT
+      && borderPieces(near) >= C.DIGITAL_PIECES) return null;
     // A photo's backdrop lit past white (or black) follows a gradient where its light comes into range (looked
     // for when CENSORED_GAIN of the border or more is off the level).
     let off = 0;
