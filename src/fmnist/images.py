@@ -564,8 +564,8 @@ def digital_view(gray: np.ndarray, alpha: np.ndarray | None = None, whole: bool 
 
     A digital image has an opaque, flat black or white background (at least half of its border within
     FLAT_BAND levels of one level near black or white, their noise at most DIGITAL_NOISE levels: no sensor
-    noise, no uneven light, no gradient where its light clipped, no pattern along it unless it is a 28x28 picture
-    enlarged): a dataset image saved in another mode, format, size or polarity, with margins or not.
+    noise, no uneven light, no gradient where its light clipped, no pattern along it: see DIGITAL_PIECES): a
+    dataset image saved in another mode, format, size or polarity, with margins or not.
     Its view is the background-subtracted picture (a light background is negated, an object with less than
     FULL_PEAK contrast is stretched to 255), sampled at 28x28 (see `_sampled`): the whole picture, or the
     square around its object when margins were added (`_digital_crop`). A 28x28 picture keeps its placement, and so
