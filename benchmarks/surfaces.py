@@ -32,7 +32,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from fmnist import data, segmentation, trust
+from fmnist import data, trust
 from fmnist import images as current
 from fmnist.data import validation_split
 from fmnist.inference import TorchPredictor
@@ -147,50 +147,38 @@ def rejected(predictor: TorchPredictor, framing: ModuleType, files: list[bytes])
     return ~trust.judge(predictor.trust, predictor.logits(views), views, cues_of(framing, framed)).garment
 
 
-def segmented(files: list[bytes]) -> np.ndarray:
-    """bool [N]: the current framing separated an object from a textured surface in the picture."""
-    return np.array([bool(calls) for calls in calls_while_framing(files, segmentation, "object_mask")])
+def weighed(files: list[bytes]) -> list[list[tuple[float, float, int]]]:
+    """For each picture, the (border fit, noise, pieces) of every images.on_texture call while the current framing
+    framed it: the path it took (segmented when one said textured) and the figures behind it."""
+    seen: list[tuple[float, float, int]] = []
+    original = current.on_texture
 
-
-def border_pieces(files: list[bytes]) -> list[tuple[float, float, int]]:
-    """(border fit, noise, pieces) of each picture's background, as the current framing last weighed it
-    (images.on_texture), for the pictures it framed as photos on a background."""
-    return [calls[-1] for calls in calls_while_framing(files, current, "on_texture") if calls]
-
-
-def calls_while_framing(files: list[bytes], module: ModuleType, name: str) -> list[list[tuple]]:
-    """For each picture, the arguments of every call to `module`.`name` while the current framing framed it."""
-    seen: list[tuple] = []
-    original = getattr(module, name)
-
-    def recorded(*args):  # type: ignore[no-untyped-def]
-        seen.append(args)
-        return original(*args)
+    def recorded(border_fit: float, noise: float, pieces: int) -> bool:
+        seen.append((border_fit, noise, pieces))
+        return original(border_fit, noise, pieces)
 
     found = []
-    setattr(module, name, recorded)
+    current.on_texture = recorded
     try:
         for f in files:
             before = len(seen)
             current.load_picture(f, "picture")
             found.append(seen[before:])
     finally:
-        setattr(module, name, original)
+        current.on_texture = original
     return found
 
 
-def pieces_row(name: str, files: list[bytes]) -> dict[str, Any]:
-    """Where the pieces decide: how many of `files`, their pieces' range, and how many the rule takes as textured."""
-    undecided = [
+def pieces_row(calls: list[list[tuple[float, float, int]]]) -> dict[str, Any]:
+    """Where the pieces decide (`weighed` calls of some pictures): how many pictures, the pieces of those whose noise
+    alone does not decide (the last call of each), and how many of them the rule takes as textured."""
+    undecided = sorted(
         pieces
-        for fit, noise, pieces in border_pieces(files)
+        for fit, noise, pieces in (c[-1] for c in calls if c)
         if fit < current.SURFACE_FIT and noise < current.SURFACE_MIN_NOISE
-    ]
-    row = {"pictures": len(files), "undecided": len(undecided), "pieces": sorted(undecided)}
+    )
     textured = sum(p >= current.SURFACE_PIECES for p in undecided)
-    span = f"{min(undecided)}-{max(undecided)}" if undecided else "-"
-    print(f"| {name} | {len(files)} | {len(undecided)} | {span} | {textured} |")
-    return row
+    return {"pictures": len(calls), "undecided": len(undecided), "pieces": undecided, "textured": textured}
 
 
 def outlier_rows(predictor: TorchPredictor, baseline: ModuleType, count: int, seed: int) -> dict[str, dict]:
@@ -199,11 +187,13 @@ def outlier_rows(predictor: TorchPredictor, baseline: ModuleType, count: int, se
     for part in outliers.PARTS:
         pictures = outliers.build(count, part, seed)
         files, kinds = [p.data for p in pictures], np.array([p.kind for p in pictures])
-        now, before, split = rejected(predictor, current, files), rejected(predictor, baseline, files), segmented(files)
+        now, before, calls = rejected(predictor, current, files), rejected(predictor, baseline, files), weighed(files)
+        split = np.array([any(current.on_texture(*args) for args in c) for c in calls])
         for kind in outliers.KINDS:
             sel = kinds == kind
             row = {"rejected": float(now[sel].mean()), "baseline_rejected": float(before[sel].mean())}
             row["segmented"] = float(split[sel].mean())
+            row["pieces"] = pieces_row([c for c, chosen in zip(calls, sel, strict=True) if chosen])
             rows[f"{kind} ({part})"] = row
             print(
                 f"| {kind} ({part}) | {row['rejected']:.0%} | {row['baseline_rejected']:.0%} | {row['segmented']:.0%} |"
@@ -274,13 +264,11 @@ def main() -> None:
         "\n| pictures | count | border off the surface, noise alone undecided | pieces there | textured by them |\n"
         "|---|---|---|---|---|"
     )
-    pieces = {name: pieces_row(name, files) for name, (files, _) in sets.items()}
-    if args.outliers:
-        for part in outliers.PARTS:
-            pictures = outliers.build(args.outliers, part, args.seed + 100)  # those outlier_rows judged
-            for kind in outliers.KINDS:
-                files = [p.data for p in pictures if p.kind == kind]
-                pieces[f"{kind} ({part})"] = pieces_row(f"{kind} ({part})", files)
+    pieces = {name: pieces_row(weighed(files)) for name, (files, _) in sets.items()}
+    pieces |= {name: row.pop("pieces") for name, row in found.items()}
+    for name, row in pieces.items():
+        span = f"{row['pieces'][0]}-{row['pieces'][-1]}" if row["pieces"] else "-"
+        print(f"| {name} | {row['pictures']} | {row['undecided']} | {span} | {row['textured']} |")
     if args.json:
         results = {"rows": rows, "timing": timing, "outliers": found, "pieces": pieces}
         args.json.write_text(json.dumps(results, indent=1) + "\n", encoding="utf-8")
