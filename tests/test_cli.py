@@ -145,6 +145,9 @@ def test_predict_directories_globs_batches_and_saved_inputs(trained_run, tmp_pat
     one_batch = [json.loads(line) for line in out.splitlines()]
     assert code == 0 and [r["top"][0][0] for r in one_batch] == [r["top"][0][0] for r in rows]
     assert [r["probability"] for r in one_batch] == pytest.approx([r["probability"] for r in rows], abs=1e-5)
+    code, out, _ = run(capsys, *argv[:-3], *argv[-2:])  # as text, each line names the view it saved
+    assert code == 0 and [line.split(": ")[0] for line in out.splitlines()] == expected
+    assert [line.rsplit("(view ", 1)[1] for line in out.splitlines()] == [f"{r['input']})" for r in rows]
 
 
 @pytest.mark.slow
@@ -586,3 +589,10 @@ def test_data_info_reads_the_dataset_without_torch(real_data_dir):
     loaded, out = heavy_modules_of("data", "info", "--data-dir", str(real_data_dir))
     assert loaded == [] and "train      60,000 images (28, 28) uint8" in out
     assert [int(line.split()[-2]) for line in out.splitlines()[4:]] == [6000] * 10
+
+
+def test_the_ood_threshold_help_states_the_keep_level_the_detector_is_fitted_with():
+    from fmnist.cli.common import OOD_THRESHOLD_DEFAULT
+    from fmnist.trust import ood
+
+    assert f"keeps {ood.KEEP:.1%}%" in OOD_THRESHOLD_DEFAULT  # argparse shows %% as %

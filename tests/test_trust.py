@@ -35,7 +35,7 @@ def test_fit_keeps_garment_photos_and_rejects_clutter(tmp_path, validation, trai
     model, _, _ = checkpoint.load_model(path)
     fitted = trust.fit(trust.model_logits(model), val_x, val_y, training, seed=0, photos=40)
     assert fitted.temperature is not None and set(fitted.references) == set(trust.CUES)
-    assert 0 < fitted.threshold < 1
+    assert fitted.threshold == 0.015  # 1 - KEEP as written, not 1 - 0.985 = 0.015000000000000013
     fresh = [load_picture(p.data) for p in render_set(val_x, 20, seed=9)]  # not the reference renders
     logits = trust.model_logits(model)(torch.stack([f.image for f in fresh]))
     kept = trust.judge(fitted, logits, torch.stack([f.image for f in fresh]), [f.cues for f in fresh])
@@ -98,6 +98,12 @@ def test_threshold_override_and_round_trip_through_json():
     assert list(verdict.garment) == [False, True]
     assert trust.judge(again, logits, views, [None, None], threshold=0.0).garment.all()
     assert ood.p_values(np.array([-20.0]), again.references["energy"], "low")[0] < 0.2
+
+
+def test_a_threshold_stored_unrounded_reads_as_written():
+    facts = {**trust.Trust(1.5, {"energy": np.linspace(0, 10, 50)}, 0.2).to_dict(), "threshold": 1 - 0.985}
+    again = trust.Trust.from_dict(json.loads(json.dumps(facts)))
+    assert again.threshold == 0.015 and json.dumps(again.to_dict()["threshold"]) == "0.015"
 
 
 def test_a_checkpoint_holds_the_detector_as_tensors_and_reads_older_lists_alike(tmp_path):

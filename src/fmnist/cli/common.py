@@ -69,6 +69,12 @@ BARE_STATE_DICT = (
     "(recognised by its keys and shapes; its input pixels are in [0, 1], as ToTensor() gives)"
 )
 
+# The --ood-threshold default, as predict and serve describe it (ood.KEEP, written out: this module imports no
+# numpy; tests/test_cli.py holds them equal).
+OOD_THRESHOLD_DEFAULT = (
+    "the model's, which keeps 98.5%% of each kind of its held-out garment pictures; 0 accepts everything"
+)
+
 
 def shared_flags() -> dict[str, Parser]:
     """The flags several commands share, each written once (argparse parent parsers): --device,

@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from fmnist.cli.common import BARE_STATE_DICT, Parser, Subcommands, say_layout
+from fmnist.cli.common import BARE_STATE_DICT, OOD_THRESHOLD_DEFAULT, Parser, Subcommands, say_layout
 from fmnist.errors import FmnistError, plain
 
 if TYPE_CHECKING:
@@ -41,8 +41,8 @@ def add_parsers(sub: Subcommands, shared: dict[str, Parser]) -> None:
         "--ood-threshold",
         type=float,
         metavar="SCORE",
-        help="in-distribution score (0..1) below which a picture is called not a garment (default: the "
-        "model's, which keeps 97%% of its reference garment photos; 0 accepts everything)",
+        help=f"in-distribution score (0..1) below which a picture is called not a garment "
+        f"(default: {OOD_THRESHOLD_DEFAULT})",
     )
     p.add_argument(
         "--save-inputs",
@@ -109,7 +109,9 @@ def predict_line(result: FilePrediction, as_json: bool) -> str:
         error = plain(result.error or "").removeprefix(f"{path}: ")  # load_image's messages name the file already
         return json.dumps({"path": path, "error": error}) if as_json else f"{path}: error: {error}"
     if not as_json:
-        return f"{path}: {result.answer}"
+        written = [f"view {result.saved_input}"] if result.saved_input is not None else []
+        written += [f"heatmap {result.explanation}"] if result.explanation is not None else []
+        return f"{path}: {result.answer}" + (f" ({'; '.join(written)})" if written else "")
     row = {"path": path, **result.answer.as_dict()}
     if result.saved_input is not None:
         row["input"] = str(result.saved_input)

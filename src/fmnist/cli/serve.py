@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from fmnist.cli.common import BARE_STATE_DICT, Parser, Subcommands, say_layout
+from fmnist.cli.common import BARE_STATE_DICT, OOD_THRESHOLD_DEFAULT, Parser, Subcommands, say_layout
 from fmnist.errors import FmnistError
 
 
@@ -54,8 +54,8 @@ def add_parsers(sub: Subcommands, shared: dict[str, Parser]) -> None:
         "--ood-threshold",
         type=float,
         metavar="SCORE",
-        help="in-distribution score (0..1) below which a picture is answered as not clothing (default: "
-        "the model's, which keeps 97%% of its reference garment photos; 0 accepts everything)",
+        help=f"in-distribution score (0..1) below which a picture is answered as not clothing "
+        f"(default: {OOD_THRESHOLD_DEFAULT})",
     )
     p.add_argument(
         "--forwarded-allow-ips",

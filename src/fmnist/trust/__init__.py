@@ -116,7 +116,7 @@ class Trust:
         return cls(
             facts.get("temperature"),
             arrays("references"),
-            float(facts.get("threshold", 0)),
+            round(float(facts.get("threshold", 0)), 12),  # as ood.fitted rounds it: older files hold 1 - keep unrounded
             arrays("plain"),
             arrays("held_out"),
             None if facts.get("basis") is None else array(facts["basis"]),

@@ -340,7 +340,7 @@ def fitted(
     backdrop = ~np.isnan(photos[SURFACE_CUES[0]]) if SURFACE_CUES[0] in photos else slice(None)
     return {
         "references": {name: reference_of(v) for name, v in references.items()},
-        "threshold": 1 - keep,
+        "threshold": round(1 - keep, 12),  # 0.015, not 1 - 0.985 = 0.015000000000000013
         "plain": plain_refs,
         "held_out": {
             "photo": reference_of(
