@@ -821,6 +821,20 @@ def test_a_dim_digital_product_on_white_gets_the_full_range():
     assert framed.cues is None and int(framed.image.max()) == 255 and framed.image[14, 14] == 255
 
 
+@pytest.mark.parametrize("kind", ["shirt", "trouser"])
+def test_a_square_photo_on_a_flat_backdrop_fills_the_view_whatever_its_sensor_noise(kind):
+    from support import noisy_product_photo
+
+    # With 4 levels of noise, JPEG-smoothed, the backdrop is as flat as a digital image's; a few of its pixels
+    # still stand out by 8 levels, and they must not make the object's box the whole picture.
+    for seed in range(3):
+        framed = images.load_picture(noisy_product_photo(kind, seed=seed))
+        ink = framed.pixels > 50
+        assert max(ink.any(0).sum(), ink.any(1).sum()) >= 26, seed
+    assert images._in_blocks(np.eye(3, dtype=bool)).sum() == 0
+    assert images._in_blocks(np.ones((2, 3), dtype=bool)).all()
+
+
 def test_a_noisy_or_shaded_square_photo_is_framed_as_a_photo():
     from fmnist.images import load_picture
 

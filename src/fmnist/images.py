@@ -613,7 +613,15 @@ def _digital_crop(contrast: np.ndarray) -> tuple[int, int, int]:
     square around the object's box, centred as Fashion-MNIST centres (an odd leftover pixel of the 28x28 view above
     and to the left)."""
     height, width = contrast.shape
-    box = _object_box(contrast > DIGITAL_OBJECT)
+    shown = contrast > DIGITAL_OBJECT
+    if min(height, width) >= GRID_FACTOR * SIDE:
+        # In a picture three times 28 pixels or more, the object's pixels lie in 2x2 blocks of such pixels (a 28x28
+        # picture enlarged, with margins added after or not): one that does not is noise (a photo on a flat backdrop
+        # whose few levels of sensor noise reach DIGITAL_OBJECT here and there), and would stretch the object's box to
+        # the whole picture.
+        blocked = _in_blocks(shown)
+        shown = blocked if blocked.any() else shown
+    box = _object_box(shown)
     if box is None:
         return 0, 0, max(height, width)
     top, bottom, left, right = box
@@ -626,6 +634,15 @@ def _digital_crop(contrast: np.ndarray) -> tuple[int, int, int]:
     pad_top = (SIDE - round((bottom - top) / step) + 1) // 2
     pad_left = (SIDE - round((right - left) / step) + 1) // 2
     return top - round(pad_top * step), left - round(pad_left * step), side
+
+
+def _in_blocks(mask: np.ndarray) -> np.ndarray:
+    """bool [H, W]: the pixels of `mask` in a 2x2 block of its pixels (a binary opening by a 2x2 square)."""
+    blocks = mask[:-1, :-1] & mask[1:, :-1] & mask[:-1, 1:] & mask[1:, 1:]  # by the block's top left pixel
+    kept = np.zeros_like(mask)
+    for dy, dx in ((0, 0), (1, 0), (0, 1), (1, 1)):
+        kept[dy : dy + blocks.shape[0], dx : dx + blocks.shape[1]] |= blocks
+    return kept
 
 
 def _enlarged(contrast: np.ndarray) -> bool:
