@@ -831,8 +831,14 @@ def test_a_square_photo_on_a_flat_backdrop_fills_the_view_whatever_its_sensor_no
         framed = images.load_picture(noisy_product_photo(kind, seed=seed))
         ink = framed.pixels > 50
         assert max(ink.any(0).sum(), ink.any(1).sum()) >= 26, seed
-    assert images._in_blocks(np.eye(3, dtype=bool)).sum() == 0
-    assert images._in_blocks(np.ones((2, 3), dtype=bool)).all()
+
+
+def test_a_line_one_pixel_wide_in_a_digital_picture_is_no_speck():
+    drawing = np.full((300, 300), 255, np.uint8)
+    drawing[100:200, 120:180] = 0  # 100 pixels tall, under a line 260 pixels long: 11 of the view's 28 rows
+    drawing[40, 20:280] = 0
+    framed = images.load_picture(_png_bytes(drawing))
+    assert framed.cues is None and (framed.pixels > 50).any(1).sum() == 11
 
 
 def test_a_noisy_or_shaded_square_photo_is_framed_as_a_photo():

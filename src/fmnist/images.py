@@ -92,6 +92,7 @@ BACKGROUND_BAND = 40.0
 FLAT_BAND = 6.0
 DIGITAL_NOISE = 2.0
 DIGITAL_OBJECT = 8.0  # contrast that counts as the object when finding its box (faint JPEG ringing does not)
+SPECK = 5  # pixels: fewer of them above DIGITAL_OBJECT, 8-connected, are noise in a large digital picture
 # A Fashion-MNIST image's object crosses the border of its 28x28 picture in 14 runs at most (of all 70,000), and an
 # enlargement cannot cross it more often: a square picture whose border falls into more pieces is a pattern.
 DIGITAL_PIECES = 16
@@ -615,12 +616,13 @@ def _digital_crop(contrast: np.ndarray) -> tuple[int, int, int]:
     height, width = contrast.shape
     shown = contrast > DIGITAL_OBJECT
     if min(height, width) >= GRID_FACTOR * SIDE:
-        # In a picture three times 28 pixels or more, the object's pixels lie in 2x2 blocks of such pixels (a 28x28
-        # picture enlarged, with margins added after or not): one that does not is noise (a photo on a flat backdrop
-        # whose few levels of sensor noise reach DIGITAL_OBJECT here and there), and would stretch the object's box to
-        # the whole picture.
-        blocked = _in_blocks(shown)
-        shown = blocked if blocked.any() else shown
+        # A speck of such pixels (8-connected) is noise, a photo's on a flat backdrop whose few levels of sensor
+        # noise reach DIGITAL_OBJECT here and there, and would stretch the object's box to the whole picture. In a
+        # picture three times 28 pixels or more, a pixel of a 28x28 picture enlarged is a block of 9 or more.
+        labels, _ = ndimage.label(shown, structure=np.ones((3, 3), bool))
+        large = np.bincount(labels.ravel()) >= SPECK
+        large[0] = False
+        shown = large[labels] if large.any() else shown
     box = _object_box(shown)
     if box is None:
         return 0, 0, max(height, width)
@@ -634,15 +636,6 @@ def _digital_crop(contrast: np.ndarray) -> tuple[int, int, int]:
     pad_top = (SIDE - round((bottom - top) / step) + 1) // 2
     pad_left = (SIDE - round((right - left) / step) + 1) // 2
     return top - round(pad_top * step), left - round(pad_left * step), side
-
-
-def _in_blocks(mask: np.ndarray) -> np.ndarray:
-    """bool [H, W]: the pixels of `mask` in a 2x2 block of its pixels (a binary opening by a 2x2 square)."""
-    blocks = mask[:-1, :-1] & mask[1:, :-1] & mask[:-1, 1:] & mask[1:, 1:]  # by the block's top left pixel
-    kept = np.zeros_like(mask)
-    for dy, dx in ((0, 0), (1, 0), (0, 1), (1, 1)):
-        kept[dy : dy + blocks.shape[0], dx : dx + blocks.shape[1]] |= blocks
-    return kept
 
 
 def _enlarged(contrast: np.ndarray) -> bool:

@@ -25,6 +25,7 @@
     FLAT_BAND: 6.0,
     DIGITAL_NOISE: 2.0,
     DIGITAL_OBJECT: 8.0,
+    SPECK: 5,
     DIGITAL_PIECES: 16,
     MARGIN_SPAN: 26 / 28,
     GRID_ERROR: 0.24,
@@ -642,9 +643,10 @@
   function digitalCrop(contrast, w, h) {
     let shown = Uint8Array.from(contrast, (v) => (v > C.DIGITAL_OBJECT ? 1 : 0));
     if (Math.min(h, w) >= C.GRID_FACTOR * SIDE) {
-      // Enlarged, the object's pixels lie in 2x2 blocks; a lone one is a photo's sensor noise (_digital_crop).
-      const blocked = inBlocks(shown, w, h);
-      if (blocked.some((v) => v)) shown = blocked;
+      // A speck (under SPECK pixels, 8-connected) is a photo's sensor noise, not the object (_digital_crop).
+      const { labels, sizes } = segmentation.pieces(shown, w, h, segmentation.SQUARE(1));
+      const large = labels.map((label) => (label && sizes[label - 1] >= C.SPECK ? 1 : 0));
+      if (large.some((v) => v)) shown = Uint8Array.from(large);
     }
     const box = objectBox(shown, w, h);
     if (!box) return [0, 0, Math.max(h, w)];
@@ -656,18 +658,6 @@
     const padTop = Math.floor((SIDE - rint((bottom - top) / step) + 1) / 2);
     const padLeft = Math.floor((SIDE - rint((right - left) / step) + 1) / 2);
     return [top - rint(padTop * step), left - rint(padLeft * step), side];
-  }
-
-  // The pixels of a mask (w x h) in a 2x2 block of its pixels: a binary opening by a 2x2 square (_in_blocks).
-  function inBlocks(mask, w, h) {
-    const kept = new Uint8Array(mask.length);
-    for (let y = 0; y + 1 < h; y++) {
-      for (let x = 0; x + 1 < w; x++) {
-        const i = y * w + x;
-        if (mask[i] && mask[i + 1] && mask[i + w] && mask[i + w + 1]) kept[i] = kept[i + 1] = kept[i + w] = kept[i + w + 1] = 1;
-      }
-    }
-    return kept;
   }
 
   // Whether a square picture's contrast (size x size) is a 28x28 picture enlarged (_enlarged): rebuilt from its

@@ -420,5 +420,5 @@
     return true;
   }
 
-  return { CONSTANTS, objectMask, tilt };
+  return { CONSTANTS, objectMask, tilt, pieces, SQUARE };
 });
