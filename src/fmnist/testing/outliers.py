@@ -40,6 +40,7 @@ KINDS = (
     "scrawl28",
     "word",
     "pencil",
+    "sketch",
 )
 PARTS = ("tune", "holdout")
 
@@ -548,6 +549,39 @@ def _glyph(rng: np.random.Generator, part: str) -> Picture:
     return _on_paper(ink, rng)
 
 
+def _sketch(rng: np.random.Generator, part: str) -> Picture:
+    """One to three characters of `part`'s half, hand-drawn (in pencil grey or in pen) or printed, photographed on a
+    grainy sheet under uneven light: the paper's grain (noise blurred over a pixel or two: fibres, not a sensor's)
+    and a vignette put much of the border off any smooth surface, so the framing reads the page as textured."""
+    from scipy import ndimage
+
+    count = int(rng.integers(1, 4))
+    if rng.random() < 0.5:
+        ink = np.concatenate([scrawl_strokes(rng, part)[:, 20:140] for _ in range(count)], axis=1)
+    else:
+        font = ImageFont.truetype(_pick(_font_files(), part, rng), int(rng.integers(60, 140)))
+        text = "".join(str(c) for c in rng.choice(list(_SCRAWL_PARTS[PARTS.index(part)]), count))
+        left, top, right, bottom = (round(v) for v in font.getbbox(text))
+        canvas = Image.new("L", (right - left + 20, bottom - top + 20), 0)
+        ImageDraw.Draw(canvas).text((10 - left, 10 - top), text, fill=255, font=font)
+        ink = np.asarray(canvas.rotate(float(rng.uniform(-8, 8)), Image.Resampling.BICUBIC), np.float32) / 255
+    scale = rng.uniform(1.0, 3.0)
+    size = (round(ink.shape[1] * scale), round(ink.shape[0] * scale))
+    ink = np.asarray(Image.fromarray(ink, "F").resize(size, Image.Resampling.BICUBIC)).clip(0, 1)
+    ink = np.pad(ink, int(rng.integers(20, 120)))
+    height, width = ink.shape
+    paper = _paper(rng)
+    colour = rng.uniform(70, 150) + rng.uniform(-10, 10, 3) if rng.random() < 0.5 else rng.uniform(0, 80, 3)
+    y, x = np.mgrid[0:height, 0:width] / max(height, width)
+    cy, cx = rng.uniform(0.2, 0.8, 2) * (height / max(height, width), width / max(height, width))
+    light = 1 - rng.uniform(0.05, 0.25) * ((y - cy) ** 2 + (x - cx) ** 2) + rng.uniform(-0.1, 0.1) * (x - 0.5)
+    grain = ndimage.gaussian_filter(rng.standard_normal((height, width)), rng.uniform(0.7, 2.0))
+    grain *= rng.uniform(3, 8) / max(float(grain.std()), 1e-6)
+    picture = (paper * (1 - ink[..., None]) + colour * ink[..., None]) * light[..., None] + grain[..., None]
+    picture += rng.standard_normal(picture.shape) * rng.uniform(0.5, 2)
+    return np.clip(picture, 0, 255).astype(np.uint8)
+
+
 def _printed(rng: np.random.Generator, part: str) -> Picture:
     """A printed or handwritten digit at 28x28 or a few times larger, dark on a white page as a drawing program
     saves it: no noise, the picture a digital file (PNG)."""
@@ -575,6 +609,7 @@ _MAKERS: dict[str, Callable[[np.random.Generator, str], Picture]] = {
     "scrawl28": _scrawl28,
     "word": _word,
     "pencil": _pencil,
+    "sketch": _sketch,
 }
 
 
