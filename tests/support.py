@@ -141,19 +141,11 @@ def lit_past_white(kind: str = "shirt", side: int = 300, dark: bool = False) -> 
     return Image.fromarray(np.uint8(np.rint(photo))).convert("RGB")
 
 
-def noisy_product_photo(kind: str = "shirt", side: int = 300, noise: float = 4.0, seed: int = 0) -> bytes:
-    """A square JPEG of a dark garment on a flat off-white backdrop, with a camera's sensor noise (`noise` levels in
-    each channel): the backdrop is as flat as a digital image's, but a few of its pixels stand out."""
-    mask = np.zeros((side, side), np.float32)
-    mask[side // 5 : side // 5 + 3 * side // 5, side // 5 : side // 5 + 3 * side // 5] = (
-        np.asarray(garment_mask(kind, (3 * side // 5, 3 * side // 5)), np.float32) / 255
-    )
-    rng = np.random.default_rng(seed)
-    photo = np.float32([236, 234, 230]) * (1 - mask[..., None]) + np.float32([60, 40, 90]) * mask[..., None]
-    photo += rng.normal(0, noise, photo.shape).astype(np.float32)
-    buffer = io.BytesIO()
-    Image.fromarray(np.uint8(np.clip(np.rint(photo), 0, 255))).save(buffer, format="JPEG", quality=90)
-    return buffer.getvalue()
+def noisy_product_photo(kind: str = "shirt", noise: float = 4.0, seed: int = 0) -> bytes:
+    """fmnist.testing.photos.square_photo of a garment drawn at 28x28 (`garment_mask`): a square JPEG on a flat
+    off-white backdrop with a camera's sensor noise (`noise` levels in each channel)."""
+    image = np.asarray(garment_mask(kind, (28, 28)))
+    return photos.square_photo(image, noise, False, np.random.default_rng(seed))
 
 
 def png_claiming(width: int, height: int) -> bytes:

@@ -122,7 +122,7 @@ def test_torchrun_max_restarts_with_resume_auto_finishes_a_killed_rank_like_an_u
         argv = [*ARGS, "--epochs", "6", "--resume", "auto", "--out", str(run_dir)]
         # 3 restarts, as docs/TRAINING.md launches it: under load, a rank now and then aborts while
         # gloo tears its threads down ("terminate called without an active exception": a receive gloo cannot
-        # interrupt, pytorch/pytorch#28126), and then another start must resume the run as the first did.
+        # interrupt, facebookincubator/gloo#227), and then another start must resume the run as the first did.
         return subprocess.Popen(
             [torchrun, "--standalone", "--nproc_per_node=2", "--max-restarts=3", str(HERE / "synthetic_cli.py"), *argv],
             env={**child_env, "TORCH_DISABLE_SHARE_RDZV_TCP_STORE": "1"},  # distributed.restart_hazard

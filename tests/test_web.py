@@ -115,7 +115,7 @@ def framing_pictures() -> list[Image.Image]:
     pictures += [lit_past_white("shirt"), lit_past_white("trouser", dark=True)]
     pictures.append(decoded(mosaic()))
     pictures.append(decoded(square_gingham()))  # half its border white and flat, yet no digital picture
-    pictures.append(decoded(noisy_product_photo()))  # as flat as a digital image, a few noisy pixels standing out
+    pictures.append(decoded(noisy_product_photo(seed=2)))  # as flat as a digital image, a few noisy pixels stand out
     dataset_image = shirt[0].copy()
     dataset_image[:2], dataset_image[-2:], dataset_image[:, :2], dataset_image[:, -2:] = 0, 0, 0, 0  # a dark border
     pictures.append(Image.fromarray(dataset_image, "L"))

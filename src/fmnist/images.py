@@ -612,17 +612,19 @@ def _digital_crop(contrast: np.ndarray) -> tuple[int, int, int]:
     """(top, left, side) of the square a digital picture is sampled from: the whole picture, unless its object
     spans less than MARGIN_SPAN of it (margins were added) and it is no 28x28 picture enlarged (GRID_ERROR): then the
     square around the object's box, centred as Fashion-MNIST centres (an odd leftover pixel of the 28x28 view above
-    and to the left)."""
+    and to the left). The box is that of the pixels above DIGITAL_OBJECT; in a picture GRID_FACTOR times 28 pixels
+    or more, specks of fewer than SPECK of them are left out."""
     height, width = contrast.shape
     shown = contrast > DIGITAL_OBJECT
     if min(height, width) >= GRID_FACTOR * SIDE:
         # A speck of such pixels (8-connected) is noise, a photo's on a flat backdrop whose few levels of sensor
-        # noise reach DIGITAL_OBJECT here and there, and would stretch the object's box to the whole picture. In a
-        # picture three times 28 pixels or more, a pixel of a 28x28 picture enlarged is a block of 9 or more.
+        # noise reach DIGITAL_OBJECT here and there, and would stretch the object's box to the whole picture.
+        # Enlarged three times by nearest neighbour, a pixel of a 28x28 picture is a block of 9; a faint lone pixel
+        # (under about 16 levels) enlarged smoothly may be a speck and fall out of the box.
         labels, _ = ndimage.label(shown, structure=np.ones((3, 3), bool))
         large = np.bincount(labels.ravel()) >= SPECK
         large[0] = False
-        shown = large[labels] if large.any() else shown
+        shown = large[labels]
     box = _object_box(shown)
     if box is None:
         return 0, 0, max(height, width)

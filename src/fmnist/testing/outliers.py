@@ -505,11 +505,20 @@ def scrawl_strokes(rng: np.random.Generator, part: str) -> np.ndarray:
 def _scrawl(rng: np.random.Generator, part: str) -> Picture:
     """A hand-drawn digit or letter, or a few in a row, photographed on paper of any colour."""
     count = 1 if rng.random() < 0.6 else int(rng.integers(2, 4))
-    ink = np.concatenate([scrawl_strokes(rng, part)[:, 20:140] for _ in range(count)], axis=1)
+    ink = _handwriting(rng, part, count)
     scale = rng.uniform(1.2, 3.5)
+    return _on_paper(np.pad(_enlarged(ink, scale), int(rng.integers(0, 60) * scale)), rng)
+
+
+def _handwriting(rng: np.random.Generator, part: str, count: int) -> np.ndarray:
+    """Ink coverage 0..1 [160, 120 * count] of `count` hand-drawn characters of `part`'s half in a row."""
+    return np.concatenate([scrawl_strokes(rng, part)[:, 20:140] for _ in range(count)], axis=1)
+
+
+def _enlarged(ink: np.ndarray, scale: float) -> np.ndarray:
+    """Ink coverage [H, W] resized by `scale` (bicubic), still 0..1."""
     size = (round(ink.shape[1] * scale), round(ink.shape[0] * scale))
-    ink = np.asarray(Image.fromarray(ink, "F").resize(size, Image.Resampling.BICUBIC)).clip(0, 1)
-    return _on_paper(np.pad(ink, int(rng.integers(0, 60) * scale)), rng)
+    return np.asarray(Image.fromarray(ink, "F").resize(size, Image.Resampling.BICUBIC)).clip(0, 1)
 
 
 def _scrawl28(rng: np.random.Generator, part: str) -> Picture:
@@ -521,12 +530,18 @@ def _word(rng: np.random.Generator, part: str) -> Picture:
     """A printed word or two, large, in a font of `part`'s half, photographed on paper of any colour."""
     font = ImageFont.truetype(_pick(_font_files(), part, rng), int(rng.integers(40, 120)))
     text = _sentence(rng, int(rng.integers(1, 3)))
-    left, top, right, bottom = (round(v) for v in font.getbbox(text))
     margin = int(rng.integers(10, 80))
+    return _on_paper(_text_ink(font, text, margin, float(rng.uniform(-8, 8))), rng)
+
+
+def _text_ink(font: ImageFont.FreeTypeFont, text: str, margin: int, angle: float) -> np.ndarray:
+    """Ink coverage 0..1 of `text` printed in `font` with `margin` pixels all round, turned by `angle` degrees
+    (the canvas grown to hold it)."""
+    left, top, right, bottom = (round(v) for v in font.getbbox(text))
     canvas = Image.new("L", (right - left + 2 * margin, bottom - top + 2 * margin), 0)
     ImageDraw.Draw(canvas).text((margin - left, margin - top), text, fill=255, font=font)
-    canvas = canvas.rotate(float(rng.uniform(-8, 8)), Image.Resampling.BICUBIC, expand=True)
-    return _on_paper(np.asarray(canvas, dtype=np.float32) / 255, rng)
+    canvas = canvas.rotate(angle, Image.Resampling.BICUBIC, expand=True)
+    return np.asarray(canvas, dtype=np.float32) / 255
 
 
 def handwritten_strokes(rng: np.random.Generator, part: str) -> np.ndarray:
@@ -552,23 +567,18 @@ def _glyph(rng: np.random.Generator, part: str) -> Picture:
 def _sketch(rng: np.random.Generator, part: str) -> Picture:
     """One to three characters of `part`'s half, hand-drawn (in pencil grey or in pen) or printed, photographed on a
     grainy sheet under uneven light: the paper's grain (noise blurred over a pixel or two: fibres, not a sensor's)
-    and a vignette put much of the border off any smooth surface, so the framing reads the page as textured."""
+    and a vignette put much of the border off any smooth surface, so that the framing reads about half of these
+    pages as a textured surface."""
     from scipy import ndimage
 
     count = int(rng.integers(1, 4))
     if rng.random() < 0.5:
-        ink = np.concatenate([scrawl_strokes(rng, part)[:, 20:140] for _ in range(count)], axis=1)
+        ink = _handwriting(rng, part, count)
     else:
         font = ImageFont.truetype(_pick(_font_files(), part, rng), int(rng.integers(60, 140)))
         text = "".join(str(c) for c in rng.choice(list(_SCRAWL_PARTS[PARTS.index(part)]), count))
-        left, top, right, bottom = (round(v) for v in font.getbbox(text))
-        canvas = Image.new("L", (right - left + 20, bottom - top + 20), 0)
-        ImageDraw.Draw(canvas).text((10 - left, 10 - top), text, fill=255, font=font)
-        ink = np.asarray(canvas.rotate(float(rng.uniform(-8, 8)), Image.Resampling.BICUBIC), np.float32) / 255
-    scale = rng.uniform(1.0, 3.0)
-    size = (round(ink.shape[1] * scale), round(ink.shape[0] * scale))
-    ink = np.asarray(Image.fromarray(ink, "F").resize(size, Image.Resampling.BICUBIC)).clip(0, 1)
-    ink = np.pad(ink, int(rng.integers(20, 120)))
+        ink = _text_ink(font, text, 10, float(rng.uniform(-8, 8)))
+    ink = np.pad(_enlarged(ink, rng.uniform(1.0, 3.0)), int(rng.integers(20, 120)))
     height, width = ink.shape
     paper = _paper(rng)
     colour = rng.uniform(70, 150) + rng.uniform(-10, 10, 3) if rng.random() < 0.5 else rng.uniform(0, 80, 3)

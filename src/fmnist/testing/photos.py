@@ -1,20 +1,23 @@
 """Accuracy on product-style photos rendered from Fashion-MNIST images, per kind: test material for the photo
 framing (images.py) and benchmarks/photos.py. The renderer itself is fmnist.trust.references (the detector's
-references are rendered with it); its names are re-exported here for the tests and benchmarks.
+references are rendered with it); its names are re-exported here for the tests and benchmarks. `square_photo`
+renders a square product photo on a flat backdrop, with sensor noise and a drop shadow (benchmarks/square_photos.py).
 """
 
 from __future__ import annotations
 
+import io
 from dataclasses import dataclass
 
 import numpy as np
 import torch
+from PIL import Image, ImageFilter
 
 from fmnist.images import load_image
 from fmnist.inference import Predictor
 from fmnist.trust.references import KINDS, Photo, render, render_set
 
-__all__ = ["KINDS", "KindResult", "Photo", "measure", "render", "render_set"]
+__all__ = ["KINDS", "KindResult", "Photo", "measure", "render", "render_set", "square_photo"]
 
 
 @dataclass(frozen=True)
@@ -58,3 +61,31 @@ def measure(
 
 def _classify(predictor: Predictor, images: torch.Tensor, batch_size: int) -> torch.Tensor:
     return torch.cat([predictor.logits(chunk).argmax(1) for chunk in images.split(batch_size)])
+
+
+def square_photo(image: np.ndarray, noise: float, shadow: bool, rng: np.random.Generator) -> bytes:
+    """A square JPEG (quality 90) of a uint8 [28, 28] Fashion-MNIST image as a product on a flat backdrop: the image
+    enlarged bicubically to 50-75 % of a square 250-500 pixels wide, near its centre, drawn as a coloured garment on a
+    backdrop of level 225-255, with Gaussian sensor noise of `noise` levels in each channel; with a `shadow`, the
+    backdrop under the garment's silhouette shifted by 1-5 % of the side and blurred by 1-4 % of it is darkened by
+    15-40 % (a drop shadow)."""
+    side = int(rng.integers(250, 500))
+    size = int(side * rng.uniform(0.5, 0.75))
+    ink = np.asarray(Image.fromarray(image).resize((size, size), Image.Resampling.BICUBIC), np.float32) / 255
+    canvas = np.zeros((side, side), np.float32)
+    at = (side - size) // 2 + int(rng.integers(-10, 10))
+    canvas[at : at + size, at : at + size] = ink
+    picture = np.full((side, side, 3), rng.uniform(225, 255), np.float32)
+    if shadow:
+        silhouette = (canvas > 0.05).astype(np.float32)
+        dx, dy = (int(side * rng.uniform(0.01, 0.05)) for _ in range(2))
+        moved = np.roll(silhouette, (dy, dx), (0, 1))
+        blur = ImageFilter.GaussianBlur(side * rng.uniform(0.01, 0.04))
+        soft = np.asarray(Image.fromarray(np.uint8(moved * 255)).filter(blur), np.float32) / 255
+        picture *= (1 - rng.uniform(0.15, 0.4) * soft)[..., None]
+    colour = rng.uniform(20, 120, 3).astype(np.float32)
+    picture = picture * (1 - canvas[..., None]) + colour * canvas[..., None]
+    picture += rng.normal(0, noise, picture.shape).astype(np.float32)
+    buffer = io.BytesIO()
+    Image.fromarray(np.uint8(np.clip(np.rint(picture), 0, 255))).save(buffer, format="JPEG", quality=90)
+    return buffer.getvalue()

@@ -645,8 +645,7 @@
     if (Math.min(h, w) >= C.GRID_FACTOR * SIDE) {
       // A speck (under SPECK pixels, 8-connected) is a photo's sensor noise, not the object (_digital_crop).
       const { labels, sizes } = segmentation.pieces(shown, w, h, segmentation.SQUARE(1));
-      const large = labels.map((label) => (label && sizes[label - 1] >= C.SPECK ? 1 : 0));
-      if (large.some((v) => v)) shown = Uint8Array.from(large);
+      shown = Uint8Array.from(labels, (label) => (label && sizes[label - 1] >= C.SPECK ? 1 : 0));
     }
     const box = objectBox(shown, w, h);
     if (!box) return [0, 0, Math.max(h, w)];
