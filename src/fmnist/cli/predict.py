@@ -47,7 +47,8 @@ def add_parsers(sub: Subcommands, shared: dict[str, Parser]) -> None:
     p.add_argument(
         "--save-inputs",
         metavar="DIR",
-        help="write the 28x28 image the model saw for each file as DIR/<file name>.png (-2, -3, ... when names repeat)",
+        help="write the 28x28 image the model saw for each file as DIR/<file name>.png (-2, -3, ... when names "
+        "repeat; each answer names its file)",
     )
     p.add_argument(
         "--explain",
