@@ -63,19 +63,21 @@ def _classify(predictor: Predictor, images: torch.Tensor, batch_size: int) -> to
     return torch.cat([predictor.logits(chunk).argmax(1) for chunk in images.split(batch_size)])
 
 
-def square_photo(image: np.ndarray, noise: float, shadow: bool, rng: np.random.Generator) -> bytes:
+def square_photo(
+    image: np.ndarray, noise: float, shadow: bool, rng: np.random.Generator, backdrop: float | None = None
+) -> bytes:
     """A square JPEG (quality 90) of a uint8 [28, 28] Fashion-MNIST image as a product on a flat backdrop: the image
     enlarged bicubically to 50-75 % of a square 250-500 pixels wide, near its centre, drawn as a coloured garment on a
-    backdrop of level 225-255, with Gaussian sensor noise of `noise` levels in each channel; with a `shadow`, the
-    backdrop under the garment's silhouette shifted by 1-5 % of the side and blurred by 1-4 % of it is darkened by
-    15-40 % (a drop shadow)."""
+    backdrop of level 225-255 (or `backdrop`: 255 is one lit past white, which clips half of its noise), with
+    Gaussian sensor noise of `noise` levels in each channel; with a `shadow`, the backdrop under the garment's
+    silhouette shifted by 1-5 % of the side and blurred by 1-4 % of it is darkened by 15-40 % (a drop shadow)."""
     side = int(rng.integers(250, 500))
     size = int(side * rng.uniform(0.5, 0.75))
     ink = np.asarray(Image.fromarray(image).resize((size, size), Image.Resampling.BICUBIC), np.float32) / 255
     canvas = np.zeros((side, side), np.float32)
     at = (side - size) // 2 + int(rng.integers(-10, 10))
     canvas[at : at + size, at : at + size] = ink
-    picture = np.full((side, side, 3), rng.uniform(225, 255), np.float32)
+    picture = np.full((side, side, 3), rng.uniform(225, 255) if backdrop is None else backdrop, np.float32)
     if shadow:
         silhouette = (canvas > 0.05).astype(np.float32)
         dx, dy = (int(side * rng.uniform(0.01, 0.05)) for _ in range(2))
