@@ -64,7 +64,7 @@ def test_an_unreadable_photo_is_named_and_left_out(tmp_path, synthetic_data):
     labelled_folder(root, per_class=1)
     photos = adapt.read_photos(root, holdout=0.3, seed=0)
     assert any("cut-short.jpg" in note for note in photos.notes)
-    assert any(note.startswith("skipped ") and "not an image" in note for note in photos.notes)
+    assert f"{root / 'bag' / 'notes.txt'}: not an image Pillow reads, left out" in photos.notes
 
 
 def framed(n: int) -> tuple[list[Framed], torch.Tensor]:
@@ -275,6 +275,14 @@ def test_init_from_another_architecture_is_one_line(parent, tmp_path):
         training.fit(cfg, tmp_path / "tuned", data.load(), log=lambda _: None, progress=False)
 
 
+def test_an_adaptation_that_would_freeze_the_output_layer_leaves_no_run(parent, tmp_path):
+    root = tmp_path / "photos"
+    labelled_folder(root, per_class=4)
+    with pytest.raises(FmnistError, match="freeze 9: this model has 2 weight layers"):
+        adapt.adapt(parent, root, tmp_path / "run", adapt.Recipe(freeze=9))
+    assert not (tmp_path / "run").exists()  # so the same --out takes a recipe that can run
+
+
 def test_freezing_the_output_layer_is_refused():
     model = models.build(config.Config(hidden=(8, 8)))
     with pytest.raises(FmnistError, match="freeze 3: this model has 3 weight layers"):
@@ -291,6 +299,9 @@ def test_freezing_the_output_layer_is_refused():
         (["adapt", "--resume", "nowhere"], "nowhere: not an adaptation run (no adapt.json)"),
         (["adapt", "missing.pt", "--images", "."], "missing.pt: cannot read it"),
         (["adapt", "run", "--images", ".", "--augment", "translate,tilt"], "unknown augmentation 'tilt'; choose from"),
+        (["adapt", "run", "--images", ".", "--rehearsal", "-1"], "rehearsal must be >= 0, got -1.0"),
+        (["adapt", "model.onnx", "--images", "."], "model.onnx: an export cannot be fine-tuned; adapt the checkpoint"),
+        (["train", "--init-from", "model.onnx", "--val-size", "100", "--out", "new"], "an export cannot be trained on"),
     ],
 )
 def test_adapt_mistakes_are_one_line(args, message, synthetic_data, tmp_path, monkeypatch, capsys):

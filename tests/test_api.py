@@ -179,8 +179,13 @@ def test_bad_pictures_and_options_are_fmnist_errors(trained, picture, tmp_path):
         model.predict([np.zeros((2, 3, 5, 5), np.uint8)])
     with pytest.raises(FmnistError, match="no such file"):
         model.predict(tmp_path / "missing.jpg")
-    with pytest.raises(FmnistError, match="image 0: a dict is not a picture"):
+    with pytest.raises(FmnistError, match="image 0: dict is not a picture"):
         model.predict([{}])  # type: ignore[list-item]
+    for empty in (np.zeros((0, 0), np.uint8), np.zeros((0, 28), np.uint8), torch.zeros(3, 28, 0, dtype=torch.uint8)):
+        with pytest.raises(FmnistError, match=r"image 0: an empty picture \(\d+x\d+ pixels\)"):
+            model.predict(empty)
+    with pytest.raises(FmnistError, match=r"image: an empty picture \(0x0 pixels\)"):
+        model.explain(np.zeros((0, 0), np.uint8))
     with pytest.raises(FmnistError, match="top_k must be >= 1"):
         model.predict(picture, top_k=0)
     with pytest.raises(FmnistError, match="unknown class 'Hat'"):

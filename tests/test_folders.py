@@ -27,8 +27,9 @@ def test_labelled_folders_are_framed_as_predict_frames_them(tmp_path):
     assert sorted(result.labels.tolist()) == result.labels.tolist()  # class order
     for image, path in zip(result.images, result.paths, strict=True):
         assert torch.equal(image, load_image(path))
-    # The truncated JPEG is named; the text file, the hidden file and the stray file are counted, not loaded.
-    assert len(result.problems) == 1 and "cut-short.jpg" in result.problems[0]
+    # The truncated JPEG and the text file in a class folder are named; the hidden and the stray file are counted.
+    assert len(result.problems) == 2 and any("cut-short.jpg" in problem for problem in result.problems)
+    assert f"{tmp_path / 'bag' / 'notes.txt'}: not an image Pillow reads, left out" in result.problems
     assert sum(result.skipped.values()) >= 2 and "files outside class folders" in result.skipped
 
 

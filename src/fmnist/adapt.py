@@ -35,7 +35,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from fmnist import checkpoint, data, folders, trust
+from fmnist import checkpoint, data, folders, models, trust
 from fmnist.atomic import atomic_write
 from fmnist.augment import augment
 from fmnist.config import AdaptRecipe as Recipe
@@ -44,7 +44,7 @@ from fmnist.data import CLASSES, FashionMNIST
 from fmnist.errors import FmnistError
 from fmnist.evaluate import evaluate
 from fmnist.folders import LabelledImages
-from fmnist.images import Framed
+from fmnist.images import Framed, skipped_line
 from fmnist.inference import Predictor, TorchPredictor
 from fmnist.run_dir import RunDir, model_path
 from fmnist.training import Split, fit
@@ -83,7 +83,7 @@ def read_photos(images_dir: str | Path, holdout: float, seed: int) -> Photos:
     `holdout` share held out at random (`seed`); one note per thing left out or short."""
     found = folders.without_duplicates(folders.load_folders(images_dir, skip_unknown=True))
     notes = list(found.problems)
-    if summary := _skipped_summary(found.skipped):
+    if summary := skipped_line(found.skipped):
         notes.append(summary)
     counts = torch.bincount(found.labels, minlength=len(CLASSES)).tolist()
     if missing := [CLASSES[c] for c, n in enumerate(counts) if n == 0]:
@@ -101,12 +101,6 @@ def read_photos(images_dir: str | Path, holdout: float, seed: int) -> Photos:
             take = max(1, round(holdout * n)) if holdout else 0
             held_out[members[torch.randperm(n, generator=generator)[:take]]] = True
     return Photos(found, held_out, [folders.digest(p) for p in found.paths], notes)
-
-
-def _skipped_summary(skipped: dict[str, int]) -> str | None:
-    if not skipped:
-        return None
-    return "skipped " + "; ".join(f"{reason}: {count}" for reason, count in skipped.items())
 
 
 def build_split(
@@ -297,6 +291,7 @@ def adapt(
     if checkpoint.sha256(parent_file) != settings["parent"]["sha256"]:
         raise FmnistError(f"{parent_file}: the parent checkpoint changed since this run started; start a new run")
     parent_model, parent_cfg, _ = checkpoint.load_model(parent_file)
+    models.check_freeze(parent_model, recipe.freeze)  # before the run directory is made
     photos = read_photos(settings["images"], recipe.holdout, recipe.seed)
     if resume and photos.manifest() != settings["photos"]:
         raise FmnistError(f"{settings['images']}: the photos changed since this run started; start a new run")
@@ -425,12 +420,20 @@ def _new_settings(run: RunDir, parent: str | Path | None, images_dir: str | Path
         raise FmnistError("a new adaptation needs a parent model and a folder of photos (--images)")
     if run.is_run() or (run.path / "adapt.json").exists():
         raise FmnistError(run.taken())
-    parent_file = model_path(parent)
+    parent_file = parent_checkpoint(parent)
     return {
         "parent": {"path": str(parent_file.resolve()), "sha256": checkpoint.sha256(parent_file)},
         "images": str(Path(images_dir).resolve()),
         "recipe": (recipe or Recipe()).as_dict(),
     }
+
+
+def parent_checkpoint(parent: str | Path) -> Path:
+    """The checkpoint a parent names (run_dir.model_path). Raises FmnistError for an ONNX export."""
+    path = model_path(parent)
+    if path.suffix.lower() == ".onnx":
+        raise FmnistError(f"{parent}: an export cannot be fine-tuned; adapt the checkpoint or run it came from")
+    return path
 
 
 def _resume_settings(run: RunDir) -> dict:

@@ -314,11 +314,10 @@ class Model:
         Raises FmnistError for an export (adapt its checkpoint), an unknown recipe field or a bad value, a
         folder with no usable photos, `out` already holding a run, or missing data.
         """
-        from fmnist.adapt import adapt
+        from fmnist.adapt import adapt, parent_checkpoint
         from fmnist.config import AdaptRecipe
 
-        if self.path.suffix.lower() == ".onnx":
-            raise FmnistError(f"{self.path}: an export cannot be fine-tuned; adapt the checkpoint or run it came from")
+        parent_checkpoint(self.path)  # an export: refused before any data is read
         if unknown := sorted(set(recipe) - {f.name for f in dataclasses.fields(AdaptRecipe)}):
             raise FmnistError(f"unknown adapt setting {', '.join(unknown)}; see fmnist.config.AdaptRecipe")
         if "augment" in recipe:

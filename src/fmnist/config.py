@@ -377,10 +377,11 @@ class AdaptRecipe:
         for name in ("epochs", "repeats"):
             if getattr(self, name) < 1:
                 raise FmnistError(f"{name} must be >= 1, got {getattr(self, name)}")
-        if not self.lr > 0 or self.rehearsal < 0 or self.freeze < 0:
-            raise FmnistError(
-                f"lr must be > 0 and rehearsal and freeze >= 0, got {self.lr}, {self.rehearsal}, {self.freeze}"
-            )
+        if not self.lr > 0:
+            raise FmnistError(f"lr must be > 0, got {self.lr}")
+        for name in ("rehearsal", "freeze"):
+            if getattr(self, name) < 0:
+                raise FmnistError(f"{name} must be >= 0, got {getattr(self, name)}")
         for name in ("holdout", "forgetting"):
             if not 0 <= getattr(self, name) < 1:
                 raise FmnistError(f"{name} must be in [0, 1), got {getattr(self, name)}")

@@ -117,12 +117,12 @@ class Report:
         }
 
     def text(self, pairs: int = 5) -> str:
+        from fmnist.images import skipped_line  # Pillow and scipy, only for a report that names skipped files
+
         e = self.evaluation
         lines = [f"{self.data}: accuracy {e.accuracy:.2%}  loss {e.loss:.4f}  ({len(e.labels):,} images)"]
-        if self.skipped:  # as predict says it: "skipped 3 files: hidden or system file: 2; not an image ...: 1"
-            total = sum(self.skipped.values())
-            reasons = "; ".join(f"{reason}: {count}" for reason, count in self.skipped.items())
-            lines.append(f"skipped {total} file{'s' if total != 1 else ''}: {reasons}")
+        if summary := skipped_line(self.skipped):  # as predict says it
+            lines.append(summary)
         lines += [f"unreadable: {problem}" for problem in self.problems]
         lines.append(f"{'class':<12} {'precision':>9} {'recall':>7} {'support':>8}")
         lines += [

@@ -88,8 +88,10 @@ def load_folders(root: str | Path, *, skip_unknown: bool = False) -> LabelledIma
     images, labels, paths, cues = [], [], [], []
     for label, folder in sorted(folders):
         found = collect_images([str(folder)])
-        for reason, count in found.skipped.items():
-            skipped[reason] = skipped.get(reason, 0) + count
+        # Each file left out of a class folder is named (it may be a photo the user meant); hidden ones are counted.
+        problems += [f"{path}: {reason}, left out" for path, reason in found.left_out]
+        if hidden := found.skipped.get(SKIP_HIDDEN, 0):
+            skipped[SKIP_HIDDEN] = skipped.get(SKIP_HIDDEN, 0) + hidden
         for path in found.paths:
             try:
                 picture = load_picture(path)

@@ -198,20 +198,28 @@ SKIP_DIRECTORY = "directory (not searched)"
 SKIP_SPECIAL = "not a regular file"
 
 
+def skipped_line(skipped: dict[str, int]) -> str | None:
+    """ "skipped 3 files: hidden or system file: 2; not an image Pillow reads: 1" of counts by reason, or None when
+    none was skipped."""
+    if not skipped:
+        return None
+    total = sum(skipped.values())
+    reasons = "; ".join(f"{reason}: {count}" for reason, count in skipped.items())
+    return f"skipped {total} file{'s' if total > 1 else ''}: {reasons}"
+
+
 @dataclass
 class CollectedImages:
-    """The pictures `collect_images` found, in order, and how many files it left out for each reason."""
+    """The pictures `collect_images` found, in order, how many files it left out for each reason, and which files
+    it left out for a reason other than SKIP_HIDDEN (with that reason)."""
 
     paths: list[Path] = field(default_factory=list)
     skipped: dict[str, int] = field(default_factory=dict)
+    left_out: list[tuple[Path, str]] = field(default_factory=list)
 
     def skipped_summary(self) -> str | None:
-        """ "skipped 3 files: hidden or system file: 2; not an image Pillow reads: 1", or None when none was."""
-        if not self.skipped:
-            return None
-        total = sum(self.skipped.values())
-        reasons = "; ".join(f"{reason}: {count}" for reason, count in self.skipped.items())
-        return f"skipped {total} file{'s' if total > 1 else ''}: {reasons}"
+        """skipped_line of `skipped`."""
+        return skipped_line(self.skipped)
 
 
 def collect_images(arguments: list[str]) -> CollectedImages:
@@ -229,6 +237,7 @@ def collect_images(arguments: list[str]) -> CollectedImages:
     """
     paths: list[Path] = []
     skipped: Counter[str] = Counter()
+    left_out: list[tuple[Path, str]] = []
     for argument in arguments:
         path = Path(argument)
         if path.is_dir():
@@ -251,9 +260,11 @@ def collect_images(arguments: list[str]) -> CollectedImages:
             reason = _skip_reason(member)
             if reason is None:
                 paths.append(member)
-            else:
-                skipped[reason] += 1
-    return CollectedImages(paths, dict(skipped))
+                continue
+            skipped[reason] += 1
+            if reason != SKIP_HIDDEN:
+                left_out.append((member, reason))
+    return CollectedImages(paths, dict(skipped), left_out)
 
 
 def _is_system_file(name: str) -> bool:
@@ -712,7 +723,7 @@ def picture_of(item: Picture, name: str = "image") -> Framed:
         return frame_picture(_image_of_array(pixels.numpy(), name), name)
     if isinstance(item, np.ndarray):
         return frame_picture(_image_of_array(item, name), name)
-    raise FmnistError(f"{name}: a {type(item).__name__} is not a picture (a path, bytes, PIL image, array or tensor)")
+    raise FmnistError(f"{name}: {type(item).__name__} is not a picture (a path, bytes, PIL image, array or tensor)")
 
 
 def _image_of_array(pixels: np.ndarray, name: str) -> Image.Image:
@@ -898,6 +909,8 @@ def _reduce(image: Image.Image) -> None:
 def _check_size(name: str, image: Image.Image) -> None:
     # The size comes from the header (reduced by _reduce), so this runs before any pixel is decoded.
     width, height = image.size
+    if width == 0 or height == 0:
+        raise FmnistError(f"{name}: an empty picture ({width}x{height} pixels)")
     if width * height > MAX_PIXELS:
         jpeg = image.format in ("JPEG", "MPO")
         raise FmnistError(

@@ -74,17 +74,25 @@ def build(cfg: Config) -> nn.Module:
     return MODELS[cfg.model](cfg)
 
 
+def check_freeze(model: nn.Module, layers: int) -> None:
+    """Raises FmnistError when freezing the first `layers` weight layers of `model` would leave its output layer
+    none to train (see `freeze`)."""
+    weights = sum(isinstance(m, (nn.Linear, nn.Conv2d)) for m in model.modules())
+    if layers >= weights:
+        raise FmnistError(
+            f"freeze {layers}: this model has {weights} weight layers and the last (the output layer) must train; "
+            f"freeze at most {weights - 1}"
+        )
+
+
 def freeze(model: nn.Module, layers: int) -> None:
     """Keep the first `layers` weight layers (Linear, Conv2d) of `model` as they are: their parameters, and those
     of the batch norm after each, stop taking gradients, and those batch norms stop updating their running
-    statistics (momentum 0). The output layer cannot be frozen. Raises FmnistError when `layers` leaves it none."""
+    statistics (momentum 0). The output layer cannot be frozen. Raises FmnistError when `layers` leaves it none
+    (check_freeze)."""
+    check_freeze(model, layers)
     modules = list(model.modules())
     weights = [i for i, m in enumerate(modules) if isinstance(m, (nn.Linear, nn.Conv2d))]
-    if layers >= len(weights):
-        raise FmnistError(
-            f"freeze {layers}: this model has {len(weights)} weight layers and the last (the output layer) must train; "
-            f"freeze at most {len(weights) - 1}"
-        )
     if not layers:
         return
     for module in modules[: weights[layers]]:

@@ -299,7 +299,10 @@ class Split:
 def init_weights(model: nn.Module, cfg: Config) -> None:
     """Copy the weights of cfg.init_from (a checkpoint, a run directory or a state dict fmnist recognises)
     into `model`, built from `cfg`. Raises FmnistError when they are not of the same architecture."""
-    parent, parent_cfg, _ = checkpoint.load_model(model_path(cfg.init_from))
+    parent_file = model_path(cfg.init_from)
+    if parent_file.suffix.lower() == ".onnx":
+        raise FmnistError(f"init_from {cfg.init_from}: an export cannot be trained on; start from its checkpoint")
+    parent, parent_cfg, _ = checkpoint.load_model(parent_file)
     try:
         model.load_state_dict(parent.state_dict())
     except RuntimeError:
