@@ -296,6 +296,7 @@ def test_freezing_the_output_layer_is_refused():
     [
         (["adapt", "run", "--out", "new"], "a new adaptation needs a parent model and a folder of photos (--images)"),
         (["adapt", "run", "--resume", "x"], "--resume continues a run with its own parent"),
+        (["adapt", "--resume", "x", "--epochs", "5"], "its own parent, photos, directory and recipe; drop the others"),
         (["adapt", "--resume", "nowhere"], "nowhere: not an adaptation run (no adapt.json)"),
         (["adapt", "missing.pt", "--images", "."], "missing.pt: cannot read it"),
         (["adapt", "run", "--images", ".", "--augment", "translate,tilt"], "unknown augmentation 'tilt'; choose from"),

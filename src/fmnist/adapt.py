@@ -311,10 +311,6 @@ def adapt(
     held_x, held_y, held = photos.part(held_out=True)
     fashion_x, fashion_y = _fashion_check(dataset, parent_cfg)
     mix = choose_mix(result.model, parent_model.state_dict(), run, (held_x, held_y), (fashion_x, fashion_y), recipe)
-    say(
-        f"weights: parent + {mix.alpha:g} x (fine-tuned - parent), Fashion-MNIST validation accuracy "
-        f"{mix.parent_fashion_accuracy:.2%} -> {mix.fashion_accuracy:.2%}"
-    )
     fashion_train = _fashion_training(dataset, parent_cfg)
     refitted, notes = trust.refit(trust.model_logits(result.model), held, held_y, fashion_x, fashion_train, recipe.seed)
     trust.store(refitted, run.chosen_checkpoint())

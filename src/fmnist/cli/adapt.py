@@ -58,9 +58,9 @@ def cmd_adapt(args: argparse.Namespace) -> int:
     from fmnist.adapt import adapt
     from fmnist.run_dir import new_run_path
 
-    if args.resume and (args.parent or args.images or args.out):
-        raise FmnistError("--resume continues a run with its own parent, photos and directory; drop the others")
     asked = {name: getattr(args, name) for name, _, _ in RECIPE_FLAGS}
+    if args.resume and (args.parent or args.images or args.out or any(v is not None for v in asked.values())):
+        raise FmnistError("--resume continues a run with its own parent, photos, directory and recipe; drop the others")
     recipe = Recipe(**{k: v for k, v in asked.items() if v is not None})
     out = Path(args.resume) if args.resume else Path(args.out) if args.out else new_run_path()
     dataset = load_data(args.data_dir)
