@@ -244,7 +244,7 @@ def test_an_interrupted_adaptation_resumes_and_refuses_changed_photos(parent, tm
 
     extra = root / "coats" / "new.jpg"
     extra.write_bytes(next((root / "coats").iterdir()).read_bytes() + b"\0")  # another file, the same picture
-    with pytest.raises(FmnistError, match="the photos changed since this run started"):
+    with pytest.raises(FmnistError, match=r"new.jpg: added since this run started, with 0 more; start a new run"):
         adapt.adapt(None, None, out, resume=True)
     extra.unlink()
 
@@ -297,7 +297,8 @@ def test_freezing_the_output_layer_is_refused():
         (["adapt", "run", "--out", "new"], "a new adaptation needs a parent model and a folder of photos (--images)"),
         (["adapt", "run", "--resume", "x"], "--resume continues a run with its own parent"),
         (["adapt", "--resume", "x", "--epochs", "5"], "its own parent, photos, directory and recipe; drop the others"),
-        (["adapt", "--resume", "nowhere"], "nowhere: not an adaptation run (no adapt.json)"),
+        (["adapt", "--resume", "nowhere"], "nowhere: no such directory; nothing to resume"),
+        (["adapt", "--resume", "."], ".: not an adaptation run (no adapt.json); nothing to resume"),
         (["adapt", "missing.pt", "--images", "."], "missing.pt: cannot read it"),
         (["adapt", "run", "--images", ".", "--augment", "translate,tilt"], "unknown augmentation 'tilt'; choose from"),
         (["adapt", "run", "--images", ".", "--rehearsal", "-1"], "rehearsal must be >= 0, got -1.0"),

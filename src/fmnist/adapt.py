@@ -294,7 +294,7 @@ def adapt(
     models.check_freeze(parent_model, recipe.freeze)  # before the run directory is made
     photos = read_photos(settings["images"], recipe.holdout, recipe.seed)
     if resume and photos.manifest() != settings["photos"]:
-        raise FmnistError(f"{settings['images']}: the photos changed since this run started; start a new run")
+        raise FmnistError(f"{_changed(settings['photos'], photos.manifest())}; start a new run")
     for note in photos.notes:
         say(note)
     if not resume:
@@ -432,7 +432,20 @@ def parent_checkpoint(parent: str | Path) -> Path:
     return path
 
 
+def _changed(started: list[dict[str, Any]], now: list[dict[str, Any]]) -> str:
+    """What differs between the photos an adaptation started with and those found now (manifests), in words."""
+    before, after = {p["path"]: p for p in started}, {p["path"]: p for p in now}
+    if gone := sorted(set(before) - set(after)):
+        return f"{gone[0]}: gone (or no longer read) since this run started, with {len(gone) - 1} more"
+    if new := sorted(set(after) - set(before)):
+        return f"{new[0]}: added since this run started, with {len(new) - 1} more"
+    path = next(p for p in sorted(after) if after[p] != before[p])
+    return f"{path}: changed since this run started"
+
+
 def _resume_settings(run: RunDir) -> dict:
+    if not run.path.is_dir():
+        raise FmnistError(f"{run.path}: no such directory; nothing to resume")
     path = run.path / "adapt.json"
     try:
         return json.loads(path.read_text())
