@@ -186,6 +186,8 @@ def test_bad_pictures_and_options_are_fmnist_errors(trained, picture, tmp_path):
             model.predict(empty)
     with pytest.raises(FmnistError, match=r"image: an empty picture \(0x0 pixels\)"):
         model.explain(np.zeros((0, 0), np.uint8))
+    with pytest.raises(FmnistError, match="unknown device 'tpu'; choose auto, cuda, mps or cpu"):
+        fmnist.load(trained.path, device="tpu")
     with pytest.raises(FmnistError, match="top_k must be >= 1"):
         model.predict(picture, top_k=0)
     with pytest.raises(FmnistError, match="unknown class 'Hat'"):

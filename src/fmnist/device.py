@@ -18,7 +18,9 @@ def select_device(name: str = "auto") -> torch.device:
     }
     if name == "auto":
         name = next(d for d in ("cuda", "mps", "cpu") if available[d])
-    if not available.get(name, False):
+    if name not in available:
+        raise FmnistError(f"unknown device {name!r}; choose auto, cuda, mps or cpu")
+    if not available[name]:
         raise FmnistError(f"device {name!r} is not available here (torch {torch.__version__}); use --device cpu")
     return torch.device(name)
 
