@@ -826,9 +826,9 @@ def test_a_dim_digital_product_on_white_gets_the_full_range():
 def test_a_square_photo_on_a_backdrop_lit_past_white_fills_the_view_whatever_specks_of_noise_it_keeps(kind, seed):
     from support import noisy_product_photo
 
-    # Lit past white, the backdrop clips half of its 4 levels of noise: its border steps too seldom for a photo's,
-    # and it is read as a digital image; a few of its pixels still stand out by 8 levels, and they must not make
-    # the object's box the whole picture.
+    # Lit past white, the backdrop clips half of its 4 levels of noise: its border is as flat as a digital image's,
+    # and it is read as one; a few of its pixels still stand out by 8 levels, and they must not make the object's
+    # box the whole picture.
     framed = images.load_picture(noisy_product_photo(kind, 4.0, seed, backdrop=255.0))
     ink = framed.pixels > 50
     assert framed.cues is None and max(ink.any(0).sum(), ink.any(1).sum()) >= 26

@@ -117,7 +117,7 @@ class Report:
         }
 
     def text(self, pairs: int = 5) -> str:
-        from fmnist.images import skipped_line  # Pillow and scipy, only for a report that names skipped files
+        from fmnist.images import skipped_line  # images imports Pillow and scipy: only a report's text needs them
 
         e = self.evaluation
         lines = [f"{self.data}: accuracy {e.accuracy:.2%}  loss {e.loss:.4f}  ({len(e.labels):,} images)"]
