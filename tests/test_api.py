@@ -190,6 +190,8 @@ def test_bad_pictures_and_options_are_fmnist_errors(trained, picture, tmp_path):
         fmnist.load(trained.path, device="tpu")
     with pytest.raises(FmnistError, match="top_k must be >= 1"):
         model.predict(picture, top_k=0)
+    with pytest.raises(FmnistError, match=r"^ood_threshold must be in \[0, 1\]"):  # the argument's name, not a flag
+        model.predict(picture, ood_threshold=1.5)
     with pytest.raises(FmnistError, match="unknown class 'Hat'"):
         model.explain(picture, target="Hat")
 

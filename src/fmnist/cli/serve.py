@@ -85,7 +85,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         raise FmnistError(f"--threads and --workers must be >= 1, got {args.threads} and {args.workers}")
     if not 0 <= args.port <= 65535:  # before the model loads; socket.bind would raise OverflowError
         raise FmnistError(f"--port must be 0-65535 (0: any free port), got {args.port}")
-    trust.check_threshold(args.ood_threshold)
+    trust.check_threshold(args.ood_threshold, "--ood-threshold")
     spec = server.Spec(
         args.model,
         str(select_device(args.device)),

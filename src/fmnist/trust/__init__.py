@@ -191,10 +191,11 @@ class Verdict:
     garment: np.ndarray  # bool [N]: looks like a Fashion-MNIST item (all True without a detector)
 
 
-def check_threshold(threshold: float | None) -> None:
-    """An --ood-threshold override must be an in-distribution score, 0..1 (None: the fitted one); FmnistError else."""
+def check_threshold(threshold: float | None, name: str = "ood_threshold") -> None:
+    """A threshold override must be an in-distribution score, 0..1 (None: the fitted one); FmnistError else, naming
+    it as the caller knows it (`name`: "--ood-threshold" on the command line)."""
     if threshold is not None and not 0 <= threshold <= 1:
-        raise FmnistError(f"--ood-threshold must be in [0, 1] (an in-distribution score), got {threshold}")
+        raise FmnistError(f"{name} must be in [0, 1] (an in-distribution score), got {threshold}")
 
 
 def judge(
