@@ -9,6 +9,7 @@ import fmnist
 from fmnist import adapt, api, checkpoint, config, data, models, training, trust
 from fmnist.cli import main
 from fmnist.errors import FmnistError
+from fmnist.evaluate import evaluate
 from fmnist.images import Cues, Framed
 from fmnist.run_dir import RunDir
 
@@ -125,6 +126,10 @@ def test_adapt_reports_before_and_after_and_names_its_parent(parent, tmp_path, f
         assert torch.allclose(weights, torch.lerp(start[name], tuned[name], mix.alpha))
     assert run.read_summary()["weights"] == f"parent + {mix.alpha:g} x (fine-tuned - parent)"
     assert run.read_summary()["test_accuracy"] == pytest.approx(report.after.test_accuracy)
+    held_x, held_y, _ = adapt.read_photos(root, SMALL.holdout, SMALL.seed).part(held_out=True)
+    mixed = evaluate(checkpoint.load_model(run.chosen_checkpoint())[0], held_x, held_y)
+    summary = run.read_summary()  # validation figures of the mixed weights on the held-out photos
+    assert (summary["val_accuracy"], summary["val_loss"]) == pytest.approx((mixed.accuracy, mixed.loss))
 
 
 def test_distillation_rehearses_the_parents_probabilities_and_the_photos_labels(tmp_path, synthetic_data):

@@ -178,6 +178,9 @@ def test_eval_on_labelled_folders_of_photos_for_a_run_a_checkpoint_and_an_export
     result = json.loads(out)
     assert code == 0 and result["images"] == len(good) and result["data"] == str(photos)
     assert sorted(Path(p.split(": ")[0]).name for p in result["problems"]) == ["cut-short.jpg", "notes.txt"]
+    code, out, _ = run(capsys, "eval", str(run_dir), "--images", str(photos))
+    left_out = [line for line in out.splitlines() if "cut-short.jpg" in line or "notes.txt" in line]
+    assert code == 0 and len(left_out) == 2 and all(line.endswith(", left out") for line in left_out)
     assert sum(sum(row) for row in result["confusion_matrix"]) == len(good)
     for name in ("confusion_matrix.png", "top_losses.png", "most_confused.png", "reliability.png"):
         assert (tmp_path / "p" / name).stat().st_size > 0 and name in err  # written, and said so

@@ -29,6 +29,7 @@ def test_labelled_folders_are_framed_as_predict_frames_them(tmp_path):
         assert torch.equal(image, load_image(path))
     # The truncated JPEG and the text file in a class folder are named; the hidden and the stray file are counted.
     assert len(result.problems) == 2 and any("cut-short.jpg" in problem for problem in result.problems)
+    assert all(problem.endswith(", left out") for problem in result.problems)  # a truncated photo too
     assert f"{tmp_path / 'bag' / 'notes.txt'}: not an image Pillow reads, left out" in result.problems
     assert sum(result.skipped.values()) >= 2 and "files outside class folders" in result.skipped
 

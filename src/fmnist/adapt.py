@@ -318,7 +318,7 @@ def adapt(
         say(note)
     before = side(TorchPredictor(parent_file), held, held_y, dataset)
     after_predictor = TorchPredictor(run.path)
-    _restate_summary(run, result.model, dataset, mix)
+    _restate_summary(run, result.model, dataset, (held_x, held_y), mix)
     report = Report(
         run.path,
         settings["parent"],
@@ -379,13 +379,19 @@ def choose_mix(
     return dataclasses.replace(best, parent_fashion_accuracy=tried[0].fashion_accuracy)
 
 
-def _restate_summary(run: RunDir, model: torch.nn.Module, dataset: FashionMNIST, mix: Mix) -> None:
-    """summary.json's test figures and weights, for the interpolated weights the run now stands for."""
+def _restate_summary(
+    run: RunDir, model: torch.nn.Module, dataset: FashionMNIST, held: tuple[torch.Tensor, torch.Tensor], mix: Mix
+) -> None:
+    """summary.json's validation (the `held` out photos, images uint8 [N, 28, 28] and labels [N]) and test
+    figures and its weights, for the interpolated weights the run now stands for."""
     summary = run.read_summary()
     if summary is None:
         return
     test = evaluate(model, dataset.test_images, dataset.test_labels)
     summary["test_accuracy"], summary["test_loss"] = test.accuracy, test.loss
+    if len(held[1]):
+        val = evaluate(model, *held)
+        summary["val_accuracy"], summary["val_loss"] = val.accuracy, val.loss
     summary["weights"] = f"parent + {mix.alpha:g} x (fine-tuned - parent)"
     run.write_summary(summary)
 
@@ -459,9 +465,11 @@ def _write_report(run: RunDir, report: Report) -> None:
     from fmnist import plots  # matplotlib: only when a run finishes
 
     atomic_write(run.path / "adapt-report.json", json.dumps(report.as_dict(), indent=2) + "\n")
-    names = ["photos accuracy", "photos kept", "FMNIST test"]
+    held = report.photos["held_out"]
+    names = [f"held-out photos\naccuracy (n={held})", f"held-out photos\nkept (n={held})", "Fashion-MNIST test\naccuracy"]
     values = [
         [getattr(s, k) for k in ("photos_accuracy", "photos_kept", "test_accuracy")]
         for s in (report.before, report.after)
     ]
-    plots.plot_before_after(names, values[0], values[1], run.path / "before_after.png")
+    title = f"fmnist adapt: {report.photos['trained']} photos trained on, weights {report.mix.alpha:g} of the way to fine-tuned"
+    plots.plot_before_after(names, values[0], values[1], run.path / "before_after.png", title=title)

@@ -95,7 +95,7 @@ class Report:
     evaluation: Evaluation
     images: torch.Tensor  # uint8 [N, 28, 28]: what the model saw, for the top-losses plot
     names: list[str] | None = None  # a file name per image, or None for the test set
-    problems: list[str] = field(default_factory=list)  # files that could not be read, one line each
+    problems: list[str] = field(default_factory=list)  # files left out (unreadable, not images), one line each
     skipped: dict[str, int] = field(default_factory=dict)  # reason -> files left out
 
     def as_dict(self, pairs: int = 10) -> dict[str, Any]:
@@ -123,7 +123,7 @@ class Report:
         lines = [f"{self.data}: accuracy {e.accuracy:.2%}  loss {e.loss:.4f}  ({len(e.labels):,} images)"]
         if summary := skipped_line(self.skipped):  # as predict says it
             lines.append(summary)
-        lines += [f"unreadable: {problem}" for problem in self.problems]
+        lines += self.problems  # each names its file and ends "left out"
         lines.append(f"{'class':<12} {'precision':>9} {'recall':>7} {'support':>8}")
         lines += [
             f"{row['class']:<12} {row['precision']:>9.2%} {row['recall']:>7.2%} {row['support']:>8}"

@@ -96,7 +96,7 @@ def load_folders(root: str | Path, *, skip_unknown: bool = False) -> LabelledIma
             try:
                 picture = load_picture(path)
             except FmnistError as e:
-                problems.append(str(e))
+                problems.append(f"{e}, left out")
                 continue
             images.append(picture.image)
             cues.append(picture.cues)

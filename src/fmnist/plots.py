@@ -139,10 +139,13 @@ def plot_before_after(
     after: Sequence[float | None],
     path: str | os.PathLike,
     names: tuple[str, str] = ("parent", "adapted"),
+    title: str = "",
 ) -> None:
-    """Pairs of bars, one pair per label, of shares in 0..1 (None: not measured, left empty): `fmnist adapt`."""
+    """Pairs of bars, one pair per label, of shares in 0..1 (None: not measured, left empty), under `title`:
+    `fmnist adapt`."""
     fig = new_figure(figsize=(max(5.0, 1.4 * len(labels) + 2), 4))
     ax = fig.subplots()
+    ax.set_title(title, fontsize=10)
     x = np.arange(len(labels))
     for offset, values, name in ((-0.2, before, names[0]), (0.2, after, names[1])):
         shown = [np.nan if v is None else v for v in values]
