@@ -465,11 +465,14 @@ def _write_report(run: RunDir, report: Report) -> None:
     from fmnist import plots  # matplotlib: only when a run finishes
 
     atomic_write(run.path / "adapt-report.json", json.dumps(report.as_dict(), indent=2) + "\n")
-    held = report.photos["held_out"]
-    names = [f"held-out photos\naccuracy (n={held})", f"held-out photos\nkept (n={held})", "Fashion-MNIST test\naccuracy"]
+    held = f"held-out photos\n{{}} (n={report.photos['held_out']})"
+    names = [held.format("accuracy"), held.format("kept"), "Fashion-MNIST\ntest accuracy"]
     values = [
         [getattr(s, k) for k in ("photos_accuracy", "photos_kept", "test_accuracy")]
         for s in (report.before, report.after)
     ]
-    title = f"fmnist adapt: {report.photos['trained']} photos trained on, weights {report.mix.alpha:g} of the way to fine-tuned"
+    title = (
+        f"fmnist adapt: {report.photos['trained']} photos trained on, "
+        f"weights {report.mix.alpha:g} of the way to fine-tuned"
+    )
     plots.plot_before_after(names, values[0], values[1], run.path / "before_after.png", title=title)

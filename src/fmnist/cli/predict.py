@@ -61,8 +61,8 @@ def add_parsers(sub: Subcommands, shared: dict[str, Parser]) -> None:
 
 
 def cmd_predict(args: argparse.Namespace) -> int:
-    from fmnist.images import collect_images
     from fmnist import trust
+    from fmnist.images import collect_images
     from fmnist.inference import PredictOptions, load_predictor, predict_files
 
     trust.check_threshold(args.ood_threshold, "--ood-threshold")
