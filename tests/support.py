@@ -141,11 +141,14 @@ def lit_past_white(kind: str = "shirt", side: int = 300, dark: bool = False) -> 
     return Image.fromarray(np.uint8(np.rint(photo))).convert("RGB")
 
 
-def noisy_product_photo(kind: str = "shirt", noise: float = 4.0, seed: int = 0, backdrop: float | None = None) -> bytes:
+def noisy_product_photo(
+    kind: str = "shirt", noise: float = 4.0, seed: int = 0, backdrop: float | None = None, shadow: bool = False
+) -> bytes:
     """fmnist.testing.photos.square_photo of a garment drawn at 28x28 (`garment_mask`): a square JPEG on a flat
-    off-white backdrop (or one of level `backdrop`) with a camera's sensor noise (`noise` levels in each channel)."""
+    off-white backdrop (or one of level `backdrop`) with a camera's sensor noise (`noise` levels in each channel),
+    and a drop shadow or not."""
     image = np.asarray(garment_mask(kind, (28, 28)))
-    return photos.square_photo(image, noise, False, np.random.default_rng(seed), backdrop)
+    return photos.square_photo(image, noise, shadow, np.random.default_rng(seed), backdrop)
 
 
 def png_claiming(width: int, height: int) -> bytes:

@@ -18,7 +18,7 @@ from support import lit_past_white, mosaic, noisy_product_photo, product_photo, 
 from test_export import synthetic_dataset
 from test_segmentation import SNEAKER
 
-from fmnist import checkpoint, data, export, images, models, segmentation, trust, web
+from fmnist import checkpoint, data, export, images, models, segmentation, shadows, trust, web
 from fmnist import config as config_lib
 from fmnist.errors import FmnistError
 from fmnist.testing.browser import (
@@ -72,7 +72,8 @@ def decoded(data_: bytes) -> Image.Image:
 
 @needs_node
 @pytest.mark.parametrize(
-    ("script", "module", "count"), [("framing.js", images, 47), ("segmentation.js", segmentation, 19)]
+    ("script", "module", "count"),
+    [("framing.js", images, 47), ("segmentation.js", segmentation, 19), ("shadows.js", shadows, 7)],
 )
 def test_the_scripts_carry_the_constants_of_python(script, module, count):
     path = json.dumps(str(FRAMING_JS.with_name(script)))
@@ -120,6 +121,8 @@ def framing_pictures() -> list[Image.Image]:
         decoded(noisy_product_photo(seed=0, backdrop=255.0)),
         decoded(noisy_product_photo("trouser", 8.0, 2, 255.0)),
     ]
+    # A drop shadow taken out: of a digital picture (a flat backdrop) and of a photo (sensor noise).
+    pictures += [decoded(noisy_product_photo("trouser", noise, 2 + 3 * (noise > 0), shadow=True)) for noise in (0, 4)]
     dataset_image = shirt[0].copy()
     dataset_image[:2], dataset_image[-2:], dataset_image[:, :2], dataset_image[:, -2:] = 0, 0, 0, 0  # a dark border
     pictures.append(Image.fromarray(dataset_image, "L"))
@@ -168,10 +171,11 @@ def on_canvas(dataset_image: np.ndarray) -> list[Image.Image]:
 def test_framing_js_frames_as_python_on_the_same_pixels(tmp_path, monkeypatch):
     pictures = framing_pictures()
     ours = framed_in_node(pictures, tmp_path / "pixels")
-    found, turns = [], []  # which pictures Python segments and turns, so that both paths are seen to be taken
-    object_mask, tilt = segmentation.object_mask, segmentation.tilt
+    found, turns, lifted = [], [], []  # which pictures Python segments, turns, rids of a shadow: each path is taken
+    object_mask, tilt, without_shadow = segmentation.object_mask, segmentation.tilt, shadows.without_shadow
     monkeypatch.setattr(segmentation, "object_mask", lambda *a: found.append(object_mask(*a)) or found[-1])
     monkeypatch.setattr(segmentation, "tilt", lambda *a: turns.append(tilt(*a)) or turns[-1])
+    monkeypatch.setattr(shadows, "without_shadow", lambda *a: lifted.append(without_shadow(*a)) or lifted[-1])
     identical = 0
     for picture, (view, cues) in zip(pictures, ours, strict=True):
         expected = images.frame_picture(picture)
@@ -185,7 +189,8 @@ def test_framing_js_frames_as_python_on_the_same_pixels(tmp_path, monkeypatch):
             assert cues == pytest.approx(expected_cues, abs=1e-5), (picture.size, picture.mode)
     assert identical >= 0.8 * len(pictures)
     assert sum(mask is not None for mask in found) >= 4 and sum(angle != 0 for angle in turns) >= 4
-    assert sum(cues is None for _, cues in ours) == 20  # the dataset image, the digital ones, on a canvas, in a frame
+    assert sum(contrast is not None for contrast in lifted) == 2
+    assert sum(cues is None for _, cues in ours) == 21  # the dataset image, the digital ones, on a canvas, in a frame
 
 
 # ---- the folder -----------------------------------------------------------------------------------------

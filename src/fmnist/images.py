@@ -7,8 +7,9 @@ pixels, centre it on the shorter side, negate, 8-bit grayscale. In the result th
 same for any photo, with what real photos need on top: the background level (a smooth surface, for
 uneven light) is measured on the border and mapped to 0 whatever its colour; the polarity
 comes from the object's contrast with that level, so a light object on a dark background
-works, even when the object touches an edge; the trim threshold follows the measured noise;
-a cut-out on transparency uses its alpha as the object mask; EXIF orientation is applied.
+works, even when the object touches an edge; the trim threshold follows the measured noise; a
+drop shadow is taken out (fmnist.shadows); a cut-out on transparency uses its alpha as the object
+mask; EXIF orientation is applied.
 Any format Pillow reads is taken, and HEIC/HEIF (phone photos) through the pillow-heif plugin.
 """
 
@@ -29,7 +30,7 @@ from PIL import Image, ImageFile, ImageOps, UnidentifiedImageError
 from pillow_heif import register_heif_opener
 from scipy import ndimage
 
-from fmnist import segmentation
+from fmnist import segmentation, shadows
 from fmnist.atomic import atomic_path
 from fmnist.data import SIDE
 from fmnist.errors import FmnistError
@@ -610,7 +611,8 @@ def digital_view(gray: np.ndarray, alpha: np.ndarray | None = None, whole: bool 
     full = max(level if light else 255 - level, 1.0)  # the background's distance from the far end of the range
     contrast = np.clip((level - gray) if light else (gray - level), 0, None) * (255 / full)
     if contrast.shape != (SIDE, SIDE):
-        contrast = _sampled(contrast, _digital_crop(contrast))
+        crop, contrast = _digital_crop(contrast)
+        contrast = _sampled(contrast, crop)
     peak = float(contrast.max())
     if peak < DIGITAL_CONTRAST:  # a faint scan or a blank page: a photo's framing stretches its levels
         return None
@@ -619,15 +621,41 @@ def digital_view(gray: np.ndarray, alpha: np.ndarray | None = None, whole: bool 
     return np.clip(np.rint(contrast), 0, 255).astype(np.uint8)
 
 
-def _digital_crop(contrast: np.ndarray) -> tuple[int, int, int]:
-    """(top, left, side) of the square a digital picture is sampled from: the whole picture, unless its object
-    spans less than MARGIN_SPAN of it (margins were added) and it is no 28x28 picture enlarged (GRID_ERROR): then the
-    square around the object's box, centred as Fashion-MNIST centres (an odd leftover pixel of the 28x28 view above
-    and to the left). The box is that of the pixels above DIGITAL_OBJECT; in a picture GRID_FACTOR times 28 pixels
-    or more, specks of fewer than SPECK of them are left out."""
+def _digital_crop(contrast: np.ndarray) -> tuple[tuple[int, int, int], np.ndarray]:
+    """(top, left, side) of the square a digital picture is sampled from, and the contrast to sample: the whole
+    picture, unless its object spans less than MARGIN_SPAN of it (margins were added) and it is no 28x28 picture
+    enlarged (GRID_ERROR): then the square around the object's box, centred as Fashion-MNIST centres (an odd
+    leftover pixel of the 28x28 view above and to the left), and in a picture GRID_FACTOR times 28 pixels or more,
+    the contrast without the drop shadow the object casts, if any (a product photo on a flat backdrop: see
+    fmnist.shadows). The box is that of the pixels above DIGITAL_OBJECT (`_digital_object`)."""
     height, width = contrast.shape
+    whole = (0, 0, max(height, width)), contrast
+    shown = _digital_object(contrast)
+    box = _object_box(shown)
+    if box is None:
+        return whole
+    top, bottom, left, right = box
+    side = max(bottom - top, right - left)
+    if side >= MARGIN_SPAN * max(height, width):
+        return whole
+    if height == width >= GRID_FACTOR * SIDE and side * SIDE >= GRID_SPAN * height and _enlarged(contrast):
+        return whole
+    if min(height, width) >= GRID_FACTOR * SIDE and (lifted := shadows.without_shadow(contrast, shown)) is not None:
+        contrast = np.clip(lifted, 0, None)
+        box = _object_box(_digital_object(contrast)) or box
+        top, bottom, left, right = box
+        side = max(bottom - top, right - left)
+    step = side / SIDE  # the pixels of the picture per pixel of the view: the padding is centred on the view's grid
+    pad_top = (SIDE - round((bottom - top) / step) + 1) // 2
+    pad_left = (SIDE - round((right - left) / step) + 1) // 2
+    return (top - round(pad_top * step), left - round(pad_left * step), side), contrast
+
+
+def _digital_object(contrast: np.ndarray) -> np.ndarray:
+    """bool [H, W]: the pixels of a digital picture's object, those above DIGITAL_OBJECT; in a picture GRID_FACTOR
+    times 28 pixels or more, but for specks of fewer than SPECK of them."""
     shown = contrast > DIGITAL_OBJECT
-    if min(height, width) >= GRID_FACTOR * SIDE:
+    if min(contrast.shape) >= GRID_FACTOR * SIDE:
         # A speck of such pixels (8-connected) is noise, a photo's on a flat backdrop whose few levels of sensor
         # noise reach DIGITAL_OBJECT here and there, and would stretch the object's box to the whole picture.
         # Enlarged three times by nearest neighbour, a pixel of a 28x28 picture is a block of 9; a faint lone pixel
@@ -636,19 +664,7 @@ def _digital_crop(contrast: np.ndarray) -> tuple[int, int, int]:
         large = np.bincount(labels.ravel()) >= SPECK
         large[0] = False
         shown = large[labels]
-    box = _object_box(shown)
-    if box is None:
-        return 0, 0, max(height, width)
-    top, bottom, left, right = box
-    side = max(bottom - top, right - left)
-    if side >= MARGIN_SPAN * max(height, width):
-        return 0, 0, max(height, width)
-    if height == width >= GRID_FACTOR * SIDE and side * SIDE >= GRID_SPAN * height and _enlarged(contrast):
-        return 0, 0, height
-    step = side / SIDE  # the pixels of the picture per pixel of the view: the padding is centred on the view's grid
-    pad_top = (SIDE - round((bottom - top) / step) + 1) // 2
-    pad_left = (SIDE - round((right - left) / step) + 1) // 2
-    return top - round(pad_top * step), left - round(pad_left * step), side
+    return shown
 
 
 def _enlarged(contrast: np.ndarray) -> bool:
@@ -784,6 +800,10 @@ def frame_with_cues(
             contrast, mask, smooth, on_surface = _on_surface(contrast, found), found, None, True
         elif smooth.max() <= _noise_floor(noise):
             mask[:] = False
+        elif (lifted := shadows.without_shadow(contrast, mask)) is not None:  # a drop shadow is no part of the object
+            contrast = lifted
+            smooth = _smooth(contrast)
+            mask = (smooth > threshold) & (contrast > threshold / 2)
     box = _object_box(mask)
     empty = np.zeros((SIDE, SIDE), dtype=np.uint8), Cues(border_fit, noise, 0.0, 0.0, 0.0, textured)
     if box is None:

@@ -9,9 +9,10 @@
 // A picture on a textured surface is separated from it by segmentation.js (fmnist.segmentation).
 // Loaded as a browser script after segmentation.js (window.fmnistFraming) or a CommonJS module (node).
 (function (root, factory) {
-  if (typeof module === "object" && module.exports) module.exports = factory(require("./segmentation.js"));
-  else root.fmnistFraming = factory(root.fmnistSegmentation);
-})(typeof self !== "undefined" ? self : this, function (segmentation) {
+  if (typeof module === "object" && module.exports) {
+    module.exports = factory(require("./segmentation.js"), require("./shadows.js"));
+  } else root.fmnistFraming = factory(root.fmnistSegmentation, root.fmnistShadows);
+})(typeof self !== "undefined" ? self : this, function (segmentation, shadows) {
   // fmnist.images' constants; the parity test checks each against Python's.
   const CONSTANTS = {
     SIDE: 28,
@@ -623,7 +624,10 @@
     const full = Math.max(light ? level : 255 - level, 1.0);
     const gain = f32(255 / full);
     let contrast = gray.map((g) => f32(Math.max(f32(light ? level - g : g - level), 0) * gain));
-    if (w !== SIDE || h !== SIDE) contrast = sampled(contrast, w, h, digitalCrop(contrast, w, h));
+    if (w !== SIDE || h !== SIDE) {
+      const [crop, lifted] = digitalCrop(contrast, w, h);
+      contrast = sampled(lifted, w, h, crop);
+    }
     const peak = maxOf(contrast);
     if (peak < C.DIGITAL_CONTRAST) return null;
     if (peak < C.FULL_PEAK) {
@@ -639,24 +643,41 @@
     return m;
   }
 
-  // (top, left, side) of the square a digital picture is sampled from (_digital_crop).
+  // [(top, left, side) of the square a digital picture is sampled from, the contrast to sample: without the drop
+  // shadow of a large picture's object, if any] (_digital_crop).
   function digitalCrop(contrast, w, h) {
-    let shown = Uint8Array.from(contrast, (v) => (v > C.DIGITAL_OBJECT ? 1 : 0));
-    if (Math.min(h, w) >= C.GRID_FACTOR * SIDE) {
-      // A speck (under SPECK pixels, 8-connected) is a photo's sensor noise, not the object (_digital_crop).
-      const { labels, sizes } = segmentation.pieces(shown, w, h, segmentation.SQUARE(1));
-      shown = Uint8Array.from(labels, (label) => (label && sizes[label - 1] >= C.SPECK ? 1 : 0));
+    const whole = [[0, 0, Math.max(h, w)], contrast];
+    const shown = digitalObject(contrast, w, h);
+    let box = objectBox(shown, w, h);
+    if (!box) return whole;
+    let [top, bottom, left, right] = box;
+    let side = Math.max(bottom - top, right - left);
+    if (side >= C.MARGIN_SPAN * Math.max(h, w)) return whole;
+    if (h === w && h >= C.GRID_FACTOR * SIDE && side * SIDE >= C.GRID_SPAN * h && enlarged(contrast, h)) return whole;
+    let lifted = null;
+    if (Math.min(h, w) >= C.GRID_FACTOR * SIDE && (lifted = shadows.withoutShadow(contrast, shown, w, h, LINEAR))) {
+      contrast = lifted;
+      for (let i = 0; i < contrast.length; i++) if (contrast[i] < 0) contrast[i] = 0;
+      box = objectBox(digitalObject(contrast, w, h), w, h) || box;
+      [top, bottom, left, right] = box;
+      side = Math.max(bottom - top, right - left);
     }
-    const box = objectBox(shown, w, h);
-    if (!box) return [0, 0, Math.max(h, w)];
-    const [top, bottom, left, right] = box;
-    const side = Math.max(bottom - top, right - left);
-    if (side >= C.MARGIN_SPAN * Math.max(h, w)) return [0, 0, Math.max(h, w)];
-    if (h === w && h >= C.GRID_FACTOR * SIDE && side * SIDE >= C.GRID_SPAN * h && enlarged(contrast, h)) return [0, 0, h];
     const step = side / SIDE;
     const padTop = Math.floor((SIDE - rint((bottom - top) / step) + 1) / 2);
     const padLeft = Math.floor((SIDE - rint((right - left) / step) + 1) / 2);
-    return [top - rint(padTop * step), left - rint(padLeft * step), side];
+    return [[top - rint(padTop * step), left - rint(padLeft * step), side], contrast];
+  }
+
+  // 0/1: a digital picture's object, its pixels above DIGITAL_OBJECT; in a large picture, but for specks
+  // (_digital_object).
+  function digitalObject(contrast, w, h) {
+    const shown = new Uint8Array(contrast.length);
+    for (let i = 0; i < shown.length; i++) shown[i] = contrast[i] > C.DIGITAL_OBJECT ? 1 : 0;
+    if (Math.min(h, w) < C.GRID_FACTOR * SIDE) return shown;
+    // A speck (under SPECK pixels, 8-connected) is a photo's sensor noise, not the object.
+    const { labels, sizes } = segmentation.pieces(shown, w, h, segmentation.SQUARE(1));
+    for (let i = 0; i < shown.length; i++) shown[i] = labels[i] && sizes[labels[i] - 1] >= C.SPECK ? 1 : 0;
+    return shown;
   }
 
   // Whether a square picture's contrast (size x size) is a 28x28 picture enlarged (_enlarged): rebuilt from its
@@ -756,8 +777,14 @@
         const planesOf = colour || (() => ({ planes: [gray], w, h }));
         found = segmentation.objectMask(planesOf(), w, h, LINEAR);
       }
+      let lifted = null;
       if (found) [contrast, mask, smooth, onSurfaceFound] = [onSurface(contrast, found), found, null, true];
       else if (maxOf(smooth) <= noiseFloor(noise)) mask.fill(0);
+      else if ((lifted = shadows.withoutShadow(contrast, mask, w, h, LINEAR))) { // a drop shadow is no part of it
+        contrast = lifted;
+        smooth = smoothed(contrast, w, h);
+        for (let i = 0; i < mask.length; i++) mask[i] = smooth[i] > t && contrast[i] > t / 2 ? 1 : 0;
+      }
     }
     const box = objectBox(mask, w, h);
     const empty = { image: new Uint8Array(SIDE * SIDE), cues: cuesOf(borderFit, noise, 0, 0, 0, textured) };

@@ -420,5 +420,5 @@
     return true;
   }
 
-  return { CONSTANTS, objectMask, tilt, pieces, SQUARE };
+  return { CONSTANTS, objectMask, tilt, pieces, fillHoles, morph, SQUARE };
 });
