@@ -123,7 +123,7 @@ class Report:
         lines = [f"{self.data}: accuracy {e.accuracy:.2%}  loss {e.loss:.4f}  ({len(e.labels):,} images)"]
         if summary := skipped_line(self.skipped):  # as predict says it
             lines.append(summary)
-        lines += self.problems  # each names its file and ends "left out"
+        lines += self.problems  # each names the file or folder left out and why
         lines.append(f"{'class':<12} {'precision':>9} {'recall':>7} {'support':>8}")
         lines += [
             f"{row['class']:<12} {row['precision']:>9.2%} {row['recall']:>7.2%} {row['support']:>8}"

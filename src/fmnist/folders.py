@@ -104,8 +104,7 @@ def load_folders(root: str | Path, *, skip_unknown: bool = False) -> LabelledIma
             paths.append(path)
     if not images:
         raise FmnistError(
-            f"{root}: no readable pictures in its class folders"
-            + (f" ({len(problems)} unreadable)" if problems else "")
+            f"{root}: no readable pictures in its class folders" + (f" ({len(problems)} left out)" if problems else "")
         )
     stacked = torch.stack(images).reshape(-1, SIDE, SIDE)
     return LabelledImages(stacked, torch.tensor(labels), paths, problems, skipped, cues)

@@ -641,7 +641,7 @@ def _digital_crop(contrast: np.ndarray) -> tuple[tuple[int, int, int], np.ndarra
     if height == width >= GRID_FACTOR * SIDE and side * SIDE >= GRID_SPAN * height and _enlarged(contrast):
         return whole
     if min(height, width) >= GRID_FACTOR * SIDE and (lifted := shadows.without_shadow(contrast, shown)) is not None:
-        contrast = np.clip(lifted, 0, None)
+        contrast = lifted
         box = _object_box(_digital_object(contrast)) or box
         top, bottom, left, right = box
         side = max(bottom - top, right - left)

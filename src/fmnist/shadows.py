@@ -20,7 +20,9 @@ backdrop by a fixed share. On `contrast` [H, W] (the backdrop 0, the object posi
    (Correlations over every v and blur at once, by FFT.)
 4. A drop shadow is there when the best R_v is at most EXPLAINED of <C, C>_W: the shifted, blurred core explains
    nearly all contrast beside the object. An object's own faint rim is no such thing (it lies all round the
-   core, not to one side), and MIN_SHIFT keeps a blur all round the core from counting.
+   core, not to one side), and MIN_SHIFT keeps a blur all round the core from counting. Nor is a light part of
+   the object on one side of its core (a white sole under a dark shoe, a hem): its edge is sharp, so the core
+   blurred by only SHARP pixels, tried with the others, fits it best, and then no shadow is taken out.
 5. The shadow is taken out: s * S_v, enlarged back to the picture's pixels (bilinear, at pixel centres), is
    subtracted from the contrast outside the core. Under the core the object hides the shadow.
 
@@ -42,15 +44,16 @@ ANALYSIS_SIDE = 64  # pixels, the longer side of the analysis plane
 PAD = 0.1  # of the object's longer side, kept round its box
 CORE = 0.3  # of the peak contrast: the object's core
 BLURS = (2.0, 3.0, 4.0)  # Gaussian standard deviations tried, pixels of the analysis plane: a drop shadow is soft
+SHARP = 1.0  # pixels of the analysis plane: a blur this small that fits better says the contrast is the object's
 MAX_SHIFT = 8  # pixels of the analysis plane, on either axis
 MIN_SHIFT = 2.0  # pixels of the analysis plane: the least translation a drop shadow has
 EXPLAINED = 0.25  # the largest share of the contrast beside the core a drop shadow leaves unexplained
 
 
 def without_shadow(contrast: np.ndarray, mask: np.ndarray) -> np.ndarray | None:
-    """`contrast` (float [H, W], the backdrop 0, the object positive) with the drop shadow cast by the object of
-    `mask` (bool [H, W]) taken out, as a new array; None when no drop shadow explains the contrast beside it
-    (see the module's steps)."""
+    """`contrast` (float [H, W], grey levels, the backdrop 0, the object positive) with the drop shadow cast by the
+    object of `mask` (bool [H, W], the pixels standing out) taken out, as a new float32 array (no pixel taken below
+    0 by it); None when no drop shadow explains the contrast beside the object (see the module's steps)."""
     rows, cols = np.flatnonzero(mask.any(1)), np.flatnonzero(mask.any(0))
     if rows.size == 0:
         return None
@@ -69,13 +72,15 @@ def without_shadow(contrast: np.ndarray, mask: np.ndarray) -> np.ndarray | None:
     full = _enlarged(shadow, bottom - top, right - left)
     inside = _enlarged(core.astype(np.float64), bottom - top, right - left) >= 0.5
     out = contrast.astype(np.float32, copy=True)
-    out[top:bottom, left:right] -= np.where(inside, 0.0, full).astype(np.float32)
+    window = out[top:bottom, left:right]
+    # The shadow darkened the backdrop by at most what is left of it: no contrast is taken below 0.
+    window -= np.where(inside, 0.0, np.minimum(full, np.maximum(window, 0.0))).astype(np.float32)
     return out
 
 
 def _shadow(plane: np.ndarray) -> tuple[np.ndarray, np.ndarray] | None:
     """(the fitted shadow s * S_v [h, w], the core A, bool [h, w]) on the analysis plane, or None (steps 2-4)."""
-    peak = float(np.percentile(plane, 99.9))
+    peak = float(np.quantile(plane, 0.999))
     if peak <= 0:
         return None
     core = ndimage.binary_fill_holes(plane > CORE * peak)
@@ -85,15 +90,15 @@ def _shadow(plane: np.ndarray) -> tuple[np.ndarray, np.ndarray] | None:
         return None
     shifts = np.arange(-MAX_SHIFT, MAX_SHIFT + 1)
     far = np.hypot(shifts[:, None], shifts[None, :]) >= MIN_SHIFT
-    softs = np.stack([_blurred(core.astype(np.float64), blur) for blur in BLURS])  # [blurs, h, w]
+    softs = np.stack([_blurred(core.astype(np.float64), blur) for blur in (SHARP, *BLURS)])  # [blurs, h, w]
     along = _correlations(beside * plane, softs)  # [blurs, dy, dx]: <C, S_v>_W
     energy = _correlations(beside, softs * softs)  # <S_v, S_v>_W
     fits = (along > 0) & (energy > 0) & far
     left = np.where(fits, total - along * along / np.where(fits, energy, 1.0), np.inf)
     k = int(np.argmin(left))  # the first of the least, blurs in turn
-    if not left.flat[k] <= EXPLAINED * total:
-        return None
     blur, row, column = np.unravel_index(k, left.shape)
+    if blur == 0 or not left.flat[k] <= EXPLAINED * total:  # sharper than a shadow, or not explained
+        return None
     shadow = _translated(softs[blur], int(shifts[row]), int(shifts[column]))
     return float(along.flat[k] / energy.flat[k]) * shadow, core
 

@@ -1,13 +1,13 @@
 """`fmnist export RUN --web DIR`: the page of `fmnist serve` as a static folder that runs the model in the browser.
 
 The folder holds one page with two back ends: the served page's HTML, CSS and script (fmnist.serve's static
-files, unchanged but for two script tags), framing.js with segmentation.js and shadows.js (fmnist.images' framing
-ported to JavaScript: the 28x28 view and the picture cues), browser.js (the in-browser back end: the model in onnxruntime-web's WebAssembly
-build, the answer as fmnist.answer builds it, `window.fmnist.classify`), the model as `model.onnx` with its
-sidecar `model.json` (fmnist.export), and onnxruntime-web's files with its licence under `static/ort/`, copied
-from the folder `scripts/setup.sh` installs them in with npm (`runtime_dir`). Nothing is fetched from the
-internet when the page runs. Any static file server serves it (`python -m http.server -d DIR`); browsers do not
-run WebAssembly for pages opened as file://.
+files, unchanged but for two script tags), framing.js with segmentation.js and shadows.js (fmnist.images'
+framing ported to JavaScript: the 28x28 view and the picture cues), browser.js (the in-browser back end: the
+model in onnxruntime-web's WebAssembly build, the answer as fmnist.answer builds it, `window.fmnist.classify`),
+the model as `model.onnx` with its sidecar `model.json` (fmnist.export), and onnxruntime-web's files with its
+licence under `static/ort/`, copied from the folder `scripts/setup.sh` installs them in with npm (`runtime_dir`).
+Nothing is fetched from the internet when the page runs. Any static file server serves it (`python -m
+http.server -d DIR`); browsers do not run WebAssembly for pages opened as file://.
 """
 
 from __future__ import annotations

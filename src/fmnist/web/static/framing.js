@@ -657,7 +657,6 @@
     let lifted = null;
     if (Math.min(h, w) >= C.GRID_FACTOR * SIDE && (lifted = shadows.withoutShadow(contrast, shown, w, h, LINEAR))) {
       contrast = lifted;
-      for (let i = 0; i < contrast.length; i++) if (contrast[i] < 0) contrast[i] = 0;
       box = objectBox(digitalObject(contrast, w, h), w, h) || box;
       [top, bottom, left, right] = box;
       side = Math.max(bottom - top, right - left);

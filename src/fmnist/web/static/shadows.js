@@ -14,6 +14,7 @@
     PAD: 0.1,
     CORE: 0.3,
     BLURS: [2.0, 3.0, 4.0],
+    SHARP: 1.0,
     MAX_SHIFT: 8,
     MIN_SHIFT: 2.0,
     EXPLAINED: 0.25,
@@ -55,7 +56,7 @@
         const i = y * ww + x;
         if (inside[i] >= 0.5) continue;
         const j = (top + y) * w + left + x;
-        out[j] = f32(out[j] - f32(full[i]));
+        out[j] = f32(out[j] - f32(Math.min(full[i], Math.max(out[j], 0))));
       }
     }
     return out;
@@ -71,7 +72,7 @@
 
   // Steps 2-4 on the analysis plane: {shadow: the fitted s * S_v, core: 0/1} or null (_shadow).
   function shadowOf(plane, w, h, linear) {
-    const peak = linear.quantile(plane, 0.999);
+    const peak = linear.quantile(plane, 0.999); // np.quantile(plane, 0.999)
     if (peak <= 0) return null;
     const core = segmentation.fillHoles(plane.map((v) => (v > C.CORE * peak ? 1 : 0)), w, h);
     const near = segmentation.morph(core, w, h, segmentation.SQUARE(1), false);
@@ -87,7 +88,7 @@
     const span = 2 * C.MAX_SHIFT + 1;
     const coreValues = Float64Array.from(core);
     let best = { left: Infinity, blur: 0, level: 0, dy: 0, dx: 0 };
-    for (const blur of C.BLURS) {
+    for (const blur of [C.SHARP, ...C.BLURS]) {
       const soft = blurred(coreValues, w, h, blur);
       const along = correlations(weighted, soft, w, h);
       const energy = correlations(beside, soft.map((v) => v * v), w, h);
@@ -105,13 +106,13 @@
         };
       }
     }
-    if (!(best.left <= C.EXPLAINED * total)) return null;
+    if (best.blur === C.SHARP || !(best.left <= C.EXPLAINED * total)) return null; // sharper than a shadow
     const moved = translated(blurred(coreValues, w, h, best.blur), w, h, best.dy, best.dx);
     return { shadow: moved.map((v) => best.level * v), core };
   }
 
   // scipy.ndimage.gaussian_filter, mode "constant" (zero beyond the plane), truncated at 4 sigma: rows' axis first,
-  // each line as correlate1d sums a symmetric kernel (the centre, then each pair of taps).
+  // each line as correlate1d sums a symmetric kernel (the centre, then each pair of taps from the outermost inward).
   function blurred(plane, w, h, sigma) {
     const radius = Math.trunc(4.0 * sigma + 0.5);
     const weights = new Float64Array(2 * radius + 1);
@@ -129,7 +130,7 @@
         const at = (i) => (i < 0 || i >= length ? 0 : values[base + i * step]);
         for (let i = 0; i < length; i++) {
           let tmp = at(i) * weights[radius];
-          for (let j = 1; j <= radius; j++) tmp += (at(i + j) + at(i - j)) * weights[radius + j];
+          for (let j = radius; j >= 1; j--) tmp += (at(i - j) + at(i + j)) * weights[radius - j];
           out[base + i * step] = tmp;
         }
       }
