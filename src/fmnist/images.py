@@ -789,8 +789,7 @@ def frame_with_cues(
         textured = on_texture(border_fit, noise, pieces)
         smooth = _smooth(contrast)
         threshold = _threshold(smooth, noise)
-        # Smoothing spreads the object by its radius; the pixels themselves must also stand out.
-        mask = (smooth > threshold) & (contrast > threshold / 2)
+        mask = _standing_out(contrast, smooth, threshold)
         # On a textured surface an object may stand out by its colour or texture alone, below the surface's
         # noise in brightness (a dark shoe on grass): it is looked for there before the picture is called empty.
         found = None
@@ -803,7 +802,7 @@ def frame_with_cues(
         elif (lifted := shadows.without_shadow(contrast, mask)) is not None:  # a drop shadow is no part of the object
             contrast = lifted
             smooth = _smooth(contrast)
-            mask = (smooth > threshold) & (contrast > threshold / 2)
+            mask = _standing_out(contrast, smooth, threshold)
     box = _object_box(mask)
     empty = np.zeros((SIDE, SIDE), dtype=np.uint8), Cues(border_fit, noise, 0.0, 0.0, 0.0, textured)
     if box is None:
@@ -821,6 +820,12 @@ def frame_with_cues(
         return empty
     framed = _fit(contrast, 0.0) * (255 / peak)
     return np.clip(np.rint(framed), 0, 255).astype(np.uint8), cues
+
+
+def _standing_out(contrast: np.ndarray, smooth: np.ndarray, threshold: float) -> np.ndarray:
+    """bool [H, W]: the object's pixels, where the smoothed contrast exceeds `threshold`; smoothing spreads the
+    object by its radius, so the pixels themselves must also stand out (by half of it)."""
+    return (smooth > threshold) & (contrast > threshold / 2)
 
 
 def on_texture(border_fit: float, noise: float, pieces: int) -> bool:

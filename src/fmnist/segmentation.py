@@ -76,7 +76,7 @@ def object_mask(colour: np.ndarray, shape: tuple[int, int]) -> np.ndarray | None
     or 3, any range, of the same aspect as `shape`; at most SEGMENT_SIDE on its longer side saves step 1), or
     None when nothing covering MIN_AREA of the picture stands out of the surface (steps 1-6 above)."""
     height, width = shape
-    small = _shrunk(colour)
+    small = shrunk(colour)
     features = _features(small)
     distance = _surface_distance(features)
     mask = _largest_piece(distance)
@@ -87,7 +87,9 @@ def object_mask(colour: np.ndarray, shape: tuple[int, int]) -> np.ndarray | None
     return mask[np.ix_(rows, cols)]
 
 
-def _shrunk(colour: np.ndarray, side: int = SEGMENT_SIDE) -> np.ndarray:
+def shrunk(colour: np.ndarray, side: int = SEGMENT_SIDE) -> np.ndarray:
+    """`colour` [H, W, C] shrunk so that its longer side is at most `side` pixels (Pillow's BOX resize of each
+    plane, float32), or as it is when it is that small already."""
     height, width = colour.shape[:2]
     scale = side / max(height, width)
     if scale >= 1.0:
@@ -166,8 +168,8 @@ def _largest_piece(distance: np.ndarray) -> np.ndarray | None:
     filled = ndimage.binary_fill_holes(labels == largest)
     # The texture energy of a pixel beside the object counts the object's edge: its box spreads the mask by
     # about TEXTURE pixels all round; take back all but one.
-    shrunk = ndimage.binary_erosion(filled, iterations=TEXTURE - 1)
-    return shrunk if shrunk.any() else filled
+    eroded = ndimage.binary_erosion(filled, iterations=TEXTURE - 1)
+    return eroded if eroded.any() else filled
 
 
 def tilt(mask: np.ndarray, on_surface: bool = False) -> float:
@@ -176,7 +178,7 @@ def tilt(mask: np.ndarray, on_surface: bool = False) -> float:
     `on_surface`: the object was separated from a textured surface (object_mask), not from a plain backdrop."""
     if mask.sum() < 3:
         return 0.0
-    small = Image.fromarray(_shrunk(mask[..., None].astype(np.float32), TILT_SIDE)[..., 0], "F")
+    small = Image.fromarray(shrunk(mask[..., None].astype(np.float32), TILT_SIDE)[..., 0], "F")
 
     @cache
     def turned(angle: float) -> np.ndarray:

@@ -64,7 +64,7 @@ def without_shadow(contrast: np.ndarray, mask: np.ndarray) -> np.ndarray | None:
     if max(bottom - top, right - left) < ANALYSIS_SIDE:  # too few pixels to tell a shadow from the object's rim
         return None
     window = np.clip(contrast[top:bottom, left:right], 0, None).astype(np.float32)
-    plane = segmentation._shrunk(window[..., None], ANALYSIS_SIDE)[..., 0].astype(np.float64)
+    plane = segmentation.shrunk(window[..., None], ANALYSIS_SIDE)[..., 0].astype(np.float64)
     found = _shadow(plane)
     if found is None:
         return None

@@ -767,8 +767,7 @@
       textured = onTexture(borderFit, noise, pieces);
       smooth = smoothed(contrast, w, h);
       const t = threshold(smooth, noise);
-      mask = new Uint8Array(smooth.length);
-      for (let i = 0; i < mask.length; i++) mask[i] = smooth[i] > t && contrast[i] > t / 2 ? 1 : 0;
+      mask = standingOut(contrast, smooth, t);
       // On a textured surface an object may stand out by its colour or texture alone, below the surface's noise
       // in brightness (a dark shoe on grass): it is looked for there before the picture is called empty.
       let found = null;
@@ -782,7 +781,7 @@
       else if ((lifted = shadows.withoutShadow(contrast, mask, w, h, LINEAR))) { // a drop shadow is no part of it
         contrast = lifted;
         smooth = smoothed(contrast, w, h);
-        for (let i = 0; i < mask.length; i++) mask[i] = smooth[i] > t && contrast[i] > t / 2 ? 1 : 0;
+        mask = standingOut(contrast, smooth, t);
       }
     }
     const box = objectBox(mask, w, h);
@@ -800,6 +799,13 @@
     const framed = fit(crop.data, crop.w, crop.h);
     const image = Uint8Array.from(framed, (v) => Math.min(255, Math.max(0, rint(f32(v * scale)))));
     return { image, cues };
+  }
+
+  // 0/1: the object's pixels, the smoothed contrast above `t` and the pixel's own above t / 2 (_standing_out).
+  function standingOut(contrast, smooth, t) {
+    const mask = new Uint8Array(smooth.length);
+    for (let i = 0; i < mask.length; i++) mask[i] = smooth[i] > t && contrast[i] > t / 2 ? 1 : 0;
+    return mask;
   }
 
   function cropOf(plane, w, [top, bottom, left, right]) {

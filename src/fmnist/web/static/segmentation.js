@@ -52,7 +52,7 @@
     return out;
   }
 
-  // Step 1: at most SEGMENT_SIDE pixels on the longer side, by Pillow's BOX resize of float32 planes (_shrunk).
+  // Step 1: at most SEGMENT_SIDE pixels on the longer side, by Pillow's BOX resize of float32 planes (shrunk).
   function shrunk(colour, linear) {
     const { w, h } = colour;
     const scale = C.SEGMENT_SIDE / Math.max(h, w);

@@ -62,7 +62,7 @@
     return out;
   }
 
-  // Step 1: at most ANALYSIS_SIDE pixels on the longer side, by Pillow's BOX resize (segmentation._shrunk).
+  // Step 1: at most ANALYSIS_SIDE pixels on the longer side, by Pillow's BOX resize (segmentation.shrunk).
   function shrunk(plane, w, h, linear) {
     const scale = C.ANALYSIS_SIDE / Math.max(h, w);
     if (scale >= 1) return { data: plane, w, h };
