@@ -1246,13 +1246,14 @@
     return framed;
   }
 
-  // What segmentation.js shares of the arithmetic above.
+  // What segmentation.js and shadows.js share of the arithmetic above.
   const LINEAR = {
     rint,
     quantile,
     householder,
     leastSquares,
     resampleBox: (plane, w, h, outW, outH) => resample(plane, w, h, outW, outH, [0, 0, w, h], true, BOX),
+    objectBox,
     rotated,
   };
 

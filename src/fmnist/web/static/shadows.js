@@ -23,22 +23,14 @@
   const f32 = Math.fround;
 
   // `contrast` (Float32Array [h * w]) with the drop shadow cast by the object of `mask` (0/1 [h * w]) taken out, as a
-  // new array, or null (without_shadow). `linear`: framing.js's arithmetic (rint, quantile, resampleBox).
+  // new array, or null (without_shadow). `linear`: framing.js's arithmetic (rint, quantile, resampleBox, objectBox).
   function withoutShadow(contrast, mask, w, h, linear) {
-    let rowFirst = h, rowLast = -1, colFirst = w, colLast = -1;
-    for (let y = 0; y < h; y++) {
-      for (let x = 0; x < w; x++) {
-        if (!mask[y * w + x]) continue;
-        if (y < rowFirst) rowFirst = y;
-        if (y > rowLast) rowLast = y;
-        if (x < colFirst) colFirst = x;
-        if (x > colLast) colLast = x;
-      }
-    }
-    if (rowLast < 0) return null;
-    const pad = Math.trunc(C.PAD * Math.max(rowLast + 1 - rowFirst, colLast + 1 - colFirst)) + 1;
-    const top = Math.max(rowFirst - pad, 0), bottom = Math.min(rowLast + 1 + pad, h);
-    const left = Math.max(colFirst - pad, 0), right = Math.min(colLast + 1 + pad, w);
+    const box = linear.objectBox(mask, w, h);
+    if (!box) return null;
+    const [rowFirst, rowEnd, colFirst, colEnd] = box;
+    const pad = Math.trunc(C.PAD * Math.max(rowEnd - rowFirst, colEnd - colFirst)) + 1;
+    const top = Math.max(rowFirst - pad, 0), bottom = Math.min(rowEnd + pad, h);
+    const left = Math.max(colFirst - pad, 0), right = Math.min(colEnd + pad, w);
     const ww = right - left, wh = bottom - top;
     if (Math.max(wh, ww) < C.ANALYSIS_SIDE) return null;
     const window = new Float32Array(ww * wh);
