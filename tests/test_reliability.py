@@ -41,7 +41,15 @@ ARGS = [
 @pytest.fixture
 def child_env(synthetic_data):
     env = dict(os.environ, FMNIST_TEST_FILES=json.dumps(data.FILES), OMP_NUM_THREADS="1", FMNIST_TEST_NO_RUN_PLOTS="1")
+    env["PYTHONFAULTHANDLER"] = "1"  # a child that hangs prints every thread's stack on SIGABRT (`stacks_of`)
     return env
+
+
+def stacks_of(proc: subprocess.Popen) -> str:
+    """The stacks of a child that did not stop in time, from faulthandler on SIGABRT (child_env sets it up)."""
+    proc.send_signal(signal.SIGABRT)
+    _, err = proc.communicate(timeout=30)
+    return err[-8000:]
 
 
 def default_sigint():
@@ -157,7 +165,10 @@ def test_interrupt_exits_cleanly_and_keeps_a_valid_checkpoint(child_env, tmp_pat
     proc = fmnist(child_env, *ARGS, "--epochs", "200", "--out", str(run))
     wait_for_epochs(run, 2, proc)
     proc.send_signal(sig)
-    out, err = proc.communicate(timeout=60)
+    try:
+        out, err = proc.communicate(timeout=60)
+    except subprocess.TimeoutExpired:
+        pytest.fail(f"no exit 60 s after {sig.name}; the child's stacks:\n{stacks_of(proc)}")
     assert proc.returncode == status
     assert f"continue with: fmnist train --resume {run}" in err and "Traceback" not in err
     state = checkpoint.load(run / "checkpoints" / "last.pt")
