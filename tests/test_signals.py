@@ -114,3 +114,25 @@ def test_workers_survive_a_sighup_while_they_start_and_each_reloads_once_it_serv
         server.process.send_signal(signal.SIGTERM)
         assert server.process.wait(60) == 0
     assert "died" not in "".join(server.output)
+
+
+@pytest.mark.parametrize(("sig", "raised"), [(signal.SIGTERM, signals.Stopped), (signal.SIGINT, KeyboardInterrupt)])
+def test_a_signal_inside_a_deferred_block_is_raised_at_its_end(sig, raised):
+    """TensorBoard's event queue, stopped while it held its lock, kept the lock, and the writer's close() waited
+    for it for ever: the training loop writes its scalars in such a block."""
+    steps = []
+    with signals.handled(), pytest.raises(raised):
+        with signals.deferred():
+            signal.raise_signal(sig)
+            steps.append("after the signal")  # the block runs to its end
+        steps.append("after the block")
+    assert steps == ["after the signal"]
+    assert signal.getsignal(signal.SIGTERM) is not signals._stop  # handled() restored what it found
+
+
+def test_a_deferred_block_in_another_thread_runs_as_it_is():
+    ran = []
+    worker = threading.Thread(target=lambda: ran.append(signals.deferred().__enter__() is None))
+    worker.start()
+    worker.join()
+    assert ran == [True]

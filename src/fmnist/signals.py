@@ -14,6 +14,7 @@ from __future__ import annotations
 import contextlib
 import signal
 import sys
+import threading
 from collections.abc import Iterator
 from types import FrameType
 
@@ -75,6 +76,29 @@ def handled(hold_hangup: bool = False) -> Iterator[None]:
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler)
+
+
+@contextlib.contextmanager
+def deferred() -> Iterator[None]:
+    """Within the block SIGINT, SIGTERM and SIGHUP are noted, not acted on; at its end the handlers found are
+    restored and the first signal noted is raised again for them (Stopped, KeyboardInterrupt, held or ignored, as
+    they say). For code that an exception raised between two of its bytecodes leaves broken: a signal raised while
+    TensorBoard's event queue held its lock left the lock taken, and the writer's close() waited for it for ever.
+    Outside the main thread, where no handler runs, the block runs as it is."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    noted: list[int] = []
+    previous = {sig: signal.getsignal(sig) for sig in WHAT}
+    for sig in WHAT:
+        signal.signal(sig, lambda signum, frame: noted.append(signum))
+    try:
+        yield
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+    if noted:
+        signal.raise_signal(noted[0])
 
 
 def report(stop: KeyboardInterrupt | Stopped) -> int:

@@ -22,7 +22,7 @@ from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 from tqdm.auto import tqdm
 
-from fmnist import checkpoint, cpu, distributed, measure, models, monitor, trust
+from fmnist import checkpoint, cpu, distributed, measure, models, monitor, signals, trust
 from fmnist import config as config_lib
 from fmnist.augment import augment, mix
 from fmnist.config import Config
@@ -533,10 +533,11 @@ def fit(
                 saved["ema"] = t.ema.state_dict()
             run.record_epoch(saved, done.history, best=best_state(saved, row, t.ema) if improved else None)
             assert writer is not None  # the main process has one
-            for key, value in row.items():
-                if key != "epoch":
-                    writer.add_scalar(key, value, epoch)
-            writer.flush()
+            with signals.deferred():  # a stop raised inside the writer's queue would leave its lock taken
+                for key, value in row.items():
+                    if key != "epoch":
+                        writer.add_scalar(key, value, epoch)
+                writer.flush()
             log(format_epoch(row, cfg.epochs))
 
             # stop: a caller's on_epoch may raise (optuna.TrialPruned) and leave the run resumable
