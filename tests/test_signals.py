@@ -121,11 +121,15 @@ def test_a_signal_inside_a_deferred_block_is_raised_at_its_end(sig, raised):
     """TensorBoard's event queue, stopped while it held its lock, kept the lock, and the writer's close() waited
     for it for ever: the training loop writes its scalars in such a block."""
     steps = []
-    with signals.handled(), pytest.raises(raised):
-        with signals.deferred():
-            signal.raise_signal(sig)
-            steps.append("after the signal")  # the block runs to its end
-        steps.append("after the block")
+    found = signal.signal(signal.SIGINT, signal.default_int_handler)  # pytest-xdist's workers ignore SIGINT
+    try:
+        with signals.handled(), pytest.raises(raised):
+            with signals.deferred():
+                signal.raise_signal(sig)
+                steps.append("after the signal")  # the block runs to its end
+            steps.append("after the block")
+    finally:
+        signal.signal(signal.SIGINT, found)
     assert steps == ["after the signal"]
     assert signal.getsignal(signal.SIGTERM) is not signals._stop  # handled() restored what it found
 
