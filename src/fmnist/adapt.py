@@ -46,7 +46,7 @@ from fmnist.evaluate import evaluate
 from fmnist.folders import LabelledImages
 from fmnist.images import Framed, skipped_line
 from fmnist.inference import Predictor, TorchPredictor
-from fmnist.run_dir import RunDir, model_path
+from fmnist.run_dir import RunDir, trainable_path
 from fmnist.training import Split, fit
 
 # A class with fewer photos than this holds none out: each one is worth more trained on.
@@ -432,10 +432,7 @@ def _new_settings(run: RunDir, parent: str | Path | None, images_dir: str | Path
 
 def parent_checkpoint(parent: str | Path) -> Path:
     """The checkpoint a parent names (run_dir.model_path). Raises FmnistError for an ONNX export."""
-    path = model_path(parent)
-    if path.suffix.lower() == ".onnx":
-        raise FmnistError(f"{parent}: an export cannot be fine-tuned; adapt the checkpoint or run it came from")
-    return path
+    return trainable_path(parent, f"{parent}: an export cannot be fine-tuned; adapt the checkpoint or run it came from")
 
 
 def _changed(started: list[dict[str, Any]], now: list[dict[str, Any]]) -> str:

@@ -43,6 +43,15 @@ def model_path(path: str | Path) -> Path:
     return RunDir(path).chosen_checkpoint() if path.is_dir() else path
 
 
+def trainable_path(path: str | Path, refusal: str) -> Path:
+    """model_path of a model to train from (a parent to fine-tune); FmnistError(refusal) for an ONNX export, which
+    holds no weights to train."""
+    found = model_path(path)
+    if found.suffix.lower() == ".onnx":
+        raise FmnistError(refusal)
+    return found
+
+
 class RunDir:
     def __init__(self, path: str | Path):
         self.path = Path(path)

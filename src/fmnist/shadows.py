@@ -72,9 +72,9 @@ def without_shadow(contrast: np.ndarray, mask: np.ndarray) -> np.ndarray | None:
     full = _enlarged(shadow, bottom - top, right - left)
     inside = _enlarged(core.astype(np.float64), bottom - top, right - left) >= 0.5
     out = contrast.astype(np.float32, copy=True)
-    window = out[top:bottom, left:right]
+    around = out[top:bottom, left:right]  # a view: subtracting from it changes `out`
     # The shadow darkened the backdrop by at most what is left of it: no contrast is taken below 0.
-    window -= np.where(inside, 0.0, np.minimum(full, np.maximum(window, 0.0))).astype(np.float32)
+    around -= np.where(inside, 0.0, np.minimum(full, np.maximum(around, 0.0))).astype(np.float32)
     return out
 
 

@@ -32,7 +32,7 @@ from fmnist.ema import ModelEma
 from fmnist.errors import FmnistError
 from fmnist.evaluate import evaluate
 from fmnist.records import EpochRow, Summary
-from fmnist.run_dir import RunDir, model_path
+from fmnist.run_dir import RunDir, model_path, trainable_path
 
 # Steps between host checks of the on-device "first non-finite loss" marker; cheap, and
 # bounds how far a diverged run goes on before it is stopped.
@@ -299,10 +299,8 @@ class Split:
 def init_weights(model: nn.Module, cfg: Config) -> None:
     """Copy the weights of cfg.init_from (a checkpoint, a run directory or a state dict fmnist recognises)
     into `model`, built from `cfg`. Raises FmnistError when they are not of the same architecture."""
-    parent_file = model_path(cfg.init_from)
-    if parent_file.suffix.lower() == ".onnx":
-        raise FmnistError(f"init_from {cfg.init_from}: an export cannot be trained on; start from its checkpoint")
-    parent, parent_cfg, _ = checkpoint.load_model(parent_file)
+    refusal = f"init_from {cfg.init_from}: an export cannot be trained on; start from its checkpoint"
+    parent, parent_cfg, _ = checkpoint.load_model(trainable_path(cfg.init_from, refusal))
     try:
         model.load_state_dict(parent.state_dict())
     except RuntimeError:
