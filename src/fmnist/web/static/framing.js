@@ -26,6 +26,7 @@
     FLAT_BAND: 6.0,
     DIGITAL_NOISE: 2.0,
     DIGITAL_OBJECT: 8.0,
+    FAINT: 0.5,
     SPECK: 5,
     DIGITAL_PIECES: 16,
     MARGIN_SPAN: 26 / 28,
@@ -650,21 +651,43 @@
     const shown = digitalObject(contrast, w, h);
     let box = objectBox(shown, w, h);
     if (!box) return whole;
-    let [top, bottom, left, right] = box;
-    let side = Math.max(bottom - top, right - left);
+    const side = Math.max(box[1] - box[0], box[3] - box[2]);
     if (side >= C.MARGIN_SPAN * Math.max(h, w)) return whole;
     if (h === w && h >= C.GRID_FACTOR * SIDE && side * SIDE >= C.GRID_SPAN * h && enlarged(contrast, h)) return whole;
+    const reduced = reduction(contrast, h, w, side);
+    const own = reduced && objectBox(digitalObject(reduced[1], reduced[2], reduced[2]), reduced[2], reduced[2]);
+    if (own) { // cut at the picture's own pixels, sampled on the enlargement's
+      const [scale, samples, grid] = reduced;
+      const [t, l, c] = centred(faintBox(samples, grid, grid, own));
+      return [[t * scale, l * scale, c * scale], contrast];
+    }
     let lifted = null;
     if (Math.min(h, w) >= C.GRID_FACTOR * SIDE && (lifted = shadows.withoutShadow(contrast, shown, w, h, LINEAR))) {
       contrast = lifted;
       box = objectBox(digitalObject(contrast, w, h), w, h) || box;
-      [top, bottom, left, right] = box;
-      side = Math.max(bottom - top, right - left);
     }
+    return [centred(faintBox(contrast, w, h, box)), contrast];
+  }
+
+  // The box of a digital picture's object at its own pixels: `box`, or when its longer side spans 26 to 28 pixels,
+  // the box of every pixel above FAINT if that spans 28 at most (_faint_box).
+  function faintBox(contrast, w, h, box) {
+    const [top, bottom, left, right] = box;
+    const longer = Math.max(bottom - top, right - left);
+    if (longer < SIDE * C.MARGIN_SPAN || longer > SIDE) return box;
+    const lit = new Uint8Array(contrast.length);
+    for (let i = 0; i < lit.length; i++) lit[i] = contrast[i] > C.FAINT ? 1 : 0;
+    const faint = objectBox(lit, w, h);
+    return faint && Math.max(faint[1] - faint[0], faint[3] - faint[2]) <= SIDE ? faint : box;
+  }
+
+  // [top, left, side] of the square round an object's box, centred as Fashion-MNIST centres (_centred).
+  function centred([top, bottom, left, right]) {
+    const side = Math.max(bottom - top, right - left, 1);
     const step = side / SIDE;
     const padTop = Math.floor((SIDE - rint((bottom - top) / step) + 1) / 2);
     const padLeft = Math.floor((SIDE - rint((right - left) / step) + 1) / 2);
-    return [[top - rint(padTop * step), left - rint(padLeft * step), side], contrast];
+    return [top - rint(padTop * step), left - rint(padLeft * step), side];
   }
 
   // 0/1: a digital picture's object, its pixels above DIGITAL_OBJECT; in a large picture, but for specks
@@ -679,26 +702,38 @@
     return shown;
   }
 
-  // Whether a square picture's contrast (size x size) is a 28x28 picture enlarged (_enlarged): rebuilt from its
+  // [scale, the samples at its own pixels, their side] of a square picture that is a smaller one with margins enlarged
+  // by a whole factor (its object spanning 26-29 of its pixels), or null (_reduction).
+  function reduction(contrast, h, w, side) {
+    if (h !== w) return null;
+    for (let scale = Math.max(2, Math.floor(side / (SIDE + 1))); scale <= Math.floor(side / (SIDE - 2)); scale++) {
+      const grid = h / scale;
+      if (h % scale || grid < SIDE + 2) continue;
+      if (enlarged(contrast, h, grid)) return [scale, sampled(contrast, h, h, [0, 0, h], grid), grid];
+    }
+    return null;
+  }
+
+  // Whether a square picture's contrast (size x size) is a grid x grid picture enlarged (_enlarged): rebuilt from its
   // samples at the grid's centres by nearest neighbour or by Keys' cubic convolution (a = -0.5, clamped at the
   // edges), the closer within GRID_ERROR of it in units of the sum of its mean absolute steps across and down.
-  function enlarged(contrast, size) {
-    const samples = sampled(contrast, size, size, [0, 0, size]);
-    const step = size / SIDE;
+  function enlarged(contrast, size, grid = SIDE) {
+    const samples = sampled(contrast, size, size, [0, 0, size], grid);
+    const step = size / grid;
     const nearest = new Int32Array(size), base = new Int32Array(size), weights = new Float64Array(size * 4);
     for (let p = 0; p < size; p++) {
-      nearest[p] = Math.min(Math.max(Math.floor((p + 0.5) / step), 0), SIDE - 1);
+      nearest[p] = Math.min(Math.max(Math.floor((p + 0.5) / step), 0), grid - 1);
       const centre = (p + 0.5) / step - 0.5;
       base[p] = Math.floor(centre);
       for (let k = 0; k < 4; k++) weights[p * 4 + k] = keys(centre - (base[p] + k - 1));
     }
-    const tap = (p, k) => Math.min(Math.max(base[p] + k - 1, 0), SIDE - 1);
+    const tap = (p, k) => Math.min(Math.max(base[p] + k - 1, 0), grid - 1);
     // The cubic rebuild, columns first: rows of the grid spread across the picture's columns, then down its rows.
-    const across = new Float64Array(SIDE * size);
-    for (let i = 0; i < SIDE; i++) {
+    const across = new Float64Array(grid * size);
+    for (let i = 0; i < grid; i++) {
       for (let c = 0; c < size; c++) {
         let sum = 0;
-        for (let k = 0; k < 4; k++) sum += weights[c * 4 + k] * samples[i * SIDE + tap(c, k)];
+        for (let k = 0; k < 4; k++) sum += weights[c * 4 + k] * samples[i * grid + tap(c, k)];
         across[i * size + c] = sum;
       }
     }
@@ -709,7 +744,7 @@
         for (let k = 0; k < 4; k++) cubic += weights[r * 4 + k] * across[tap(r, k) * size + c];
         const value = contrast[r * size + c];
         cubicError += Math.abs(Math.max(cubic, 0) - value);
-        nearError += Math.abs(samples[nearest[r] * SIDE + nearest[c]] - value);
+        nearError += Math.abs(samples[nearest[r] * grid + nearest[c]] - value);
       }
     }
     let down = 0, right = 0;
@@ -731,13 +766,13 @@
 
   // The crop sampled bilinearly at the centres of a 28x28 grid, 0 outside the picture (_sampled:
   // scipy.ndimage.map_coordinates, order 1, mode "constant").
-  function sampled(contrast, w, h, [top, left, side]) {
-    const step = side / SIDE;
-    const out = new Float32Array(SIDE * SIDE);
+  function sampled(contrast, w, h, [top, left, side], grid = SIDE) {
+    const step = side / grid;
+    const out = new Float32Array(grid * grid);
     const at = (r, c) => contrast[r * w + c];
-    for (let i = 0; i < SIDE; i++) {
+    for (let i = 0; i < grid; i++) {
       const y = top + ((i + 0.5) * step - 0.5);
-      for (let j = 0; j < SIDE; j++) {
+      for (let j = 0; j < grid; j++) {
         const x = left + ((j + 0.5) * step - 0.5);
         if (y < 0 || x < 0 || y > h - 1 || x > w - 1) continue;
         const y0 = Math.floor(y), x0 = Math.floor(x);
@@ -745,7 +780,7 @@
         const ty = y - y0, tx = x - x0;
         const top_ = at(y0, x0) * (1 - tx) + at(y0, x1) * tx;
         const bottom = at(y1, x0) * (1 - tx) + at(y1, x1) * tx;
-        out[i * SIDE + j] = top_ * (1 - ty) + bottom * ty;
+        out[i * grid + j] = top_ * (1 - ty) + bottom * ty;
       }
     }
     return out;
