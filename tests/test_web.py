@@ -140,6 +140,10 @@ def framing_pictures() -> list[Image.Image]:
     draw.ellipse((180, 240, 220, 280), fill=(230, 230, 230))
     draw.text((100, 360), "Tote bag, black", fill=0)
     pictures.append(bag)
+    screen = Image.new("RGB", (420, 340), (230, 230, 230))  # a captioned screenshot of a dataset image: read as one
+    screen.paste(Image.fromarray(shirt[2]).resize((224, 224)).convert("RGB"), (98, 20))
+    ImageDraw.Draw(screen).text((98, 260), "Figure 1: a test image", fill=(40, 40, 40))
+    pictures.append(screen)
     # A dataset image whose object's end rows are faint, given margins, and enlarged smoothly (cut at its own pixels).
     faint = np.zeros((28, 28), np.uint8)
     faint[:, 6:22], faint[0, 6:22], faint[-1, 6:22] = 200, 5, 4

@@ -153,7 +153,8 @@ DATASET_BLACK = 8
 # black spines); the rings outside it are the frame's and are cut off. When that is the outermost ring (the picture's
 # own background reaches the frame, as black does in a grey figure), the frame must have ticks (FRAME_MARKS pixels of
 # its piece beyond the ring, at most FRAME_TICKS of its perimeter: short marks): a dark block among marks without them
-# is an object (a black bag, its handle reaching out, above a caption). Its other tests are the canvas rule's; a box
+# is an object (a black bag, its handle reaching out, above a caption), unless it is square and what stands on it spans
+# MARGIN_SPAN of it (a captioned screenshot of a dataset image). Its other tests are the canvas rule's; a box
 # FRAME_SQUARE pixels or less from square is cut square (a figure's axes drawn round a square image).
 FRAME_FLAT = 0.5
 FRAME_GAP = 2
@@ -435,8 +436,6 @@ def _inner_picture(gray: np.ndarray, alpha: np.ndarray | None, marked: bool = Fa
     if found is None:
         return None
     rim, inner = found
-    if found_frame is not None and rim == 0 and not (found_frame[1] or marked):
-        return None  # a block whose own colour reaches its edge, with no ticks: an object among marks, not a frame
     outer = box
     if in_frame:
         box = _inside_frame(box, rim)
@@ -446,7 +445,14 @@ def _inner_picture(gray: np.ndarray, alpha: np.ndarray | None, marked: bool = Fa
     if float(difference.max()) < DIGITAL_CONTRAST:
         return None
     shown = _object_box(difference > DIGITAL_OBJECT)
-    if shown is None or max(shown[1] - shown[0], shown[3] - shown[2]) < INNER_SPAN * max(plane.shape):
+    span = 0 if shown is None else max(shown[1] - shown[0], shown[3] - shown[2])
+    if span < INNER_SPAN * max(plane.shape):
+        return None
+    # A block whose own colour reaches its edge, with no ticks, among marks is an object (a black bag above a caption,
+    # its logo), unless it is square and its object spans it as a dataset image's spans its 28 pixels (a screenshot of
+    # one, captioned).
+    dataset_like = plane.shape[0] == plane.shape[1] and span >= MARGIN_SPAN * plane.shape[0]
+    if found_frame is not None and rim == 0 and not (found_frame[1] or marked or dataset_like):
         return None
     if rim and not in_frame:
         core = plane[rim:-rim, rim:-rim].copy()

@@ -7,7 +7,8 @@ JPEG, WebP, BMP, TIFF, GIF), optional margins, in the background's colour or in 
 pasted on a page, or padded with white), optionally a colour map (matplotlib's default, viridis, as
 `plt.imsave(path, image)` draws an image whose levels span 0-255), and optionally a figure round it: matplotlib's
 axes with their ticks and tick labels (`plt.imshow(image); plt.savefig(path)`, with a title and a colour bar when
-saved tight), or a screenshot of an image viewer's window with its title bar; and its levels in video's limited
+saved tight), a screenshot of an image viewer's window with its title bar, or of a web page showing it above a
+caption; and its levels in video's limited
 range (16-235). Nothing in a form changes what the picture shows, so each form must give the class and the verdict
 the dataset's own bytes give.
 """
@@ -18,7 +19,7 @@ import io
 from dataclasses import dataclass
 
 import numpy as np
-from PIL import Image
+from PIL import Image, ImageDraw
 
 MODES = ("L", "LA", "RGB", "RGBA", "P", "I;16", "F")
 FORMATS = ("PNG", "JPEG", "WEBP", "BMP", "TIFF", "GIF")
@@ -33,8 +34,10 @@ _STORES = {
 }
 SUFFIX = {"PNG": ".png", "JPEG": ".jpg", "WEBP": ".webp", "BMP": ".bmp", "TIFF": ".tif", "GIF": ".gif"}
 # What a form may draw round the picture: matplotlib's default figure (6.4 x 4.8 inches at 100 dpi) with the image
-# in its axes; the same saved with bbox_inches="tight", a title and a colour bar; an image viewer's window.
-FIGURES = ("axes", "axes-tight", "window")
+# in its axes; the same saved with bbox_inches="tight", a title and a colour bar; an image viewer's window; a
+# screenshot of a web page showing it above a caption, the page light or dark.
+CAPTIONED = ("caption", "caption-dark")
+FIGURES = ("axes", "axes-tight", "window", *CAPTIONED)
 
 
 @dataclass(frozen=True)
@@ -89,6 +92,8 @@ def all_forms() -> list[Form]:
         Form("RGBA", "PNG", colour_map="gray", figure="axes"),
         Form("RGB", "JPEG", inverted=True, colour_map="gray", figure="axes-tight"),
         Form("RGB", "PNG", 8.0, figure="window"),
+        Form("RGB", "PNG", 8.0, figure="caption"),  # a captioned screenshot of a web page
+        Form("RGB", "PNG", 8.0, figure="caption-dark"),
         Form("L", "PNG", limited=True),
         Form("RGB", "JPEG", 4.0, smooth=True, inverted=True, limited=True),
     ]
@@ -104,6 +109,9 @@ def save(image: np.ndarray, form: Form) -> bytes:
     picture = Image.fromarray(np.ascontiguousarray(pixels, dtype=np.uint8), "L")
     if form.figure == "window":
         picture = _window(picture.resize((round(28 * form.scale),) * 2, Image.Resampling.NEAREST))
+    elif form.figure in CAPTIONED:
+        resample = Image.Resampling.BICUBIC if form.smooth else Image.Resampling.NEAREST
+        picture = _captioned(picture.resize((round(28 * form.scale),) * 2, resample), dark=form.figure == CAPTIONED[1])
     elif form.figure:
         picture = _figure(pixels, form.colour_map or "viridis", tight=form.figure == "axes-tight")
     elif form.margin:
@@ -162,6 +170,16 @@ def _window(picture: Image.Image) -> Image.Image:
     window.paste((120, 120, 120), (29, 49, 31 + picture.width, 51 + picture.height))
     window.paste(picture.convert("RGB"), (30, 50))
     return window
+
+
+def _captioned(picture: Image.Image, dark: bool) -> Image.Image:
+    """A screenshot of a web page showing `picture` with a line of caption under it: a white page and black text, or
+    a dark page (a dark theme's) and light text. As RGB."""
+    page, ink = ((32, 33, 36), (220, 220, 220)) if dark else ((255, 255, 255), (0, 0, 0))
+    screen = Image.new("RGB", (picture.width + 160, picture.height + 100), page)
+    screen.paste(picture.convert("RGB"), (80, 20))
+    ImageDraw.Draw(screen).text((80, picture.height + 36), "Figure 1: a test image", fill=ink, font_size=16)
+    return screen
 
 
 def _coloured(picture: Image.Image, colour_map: str) -> Image.Image:

@@ -362,7 +362,6 @@
     const found = inFrame ? frameBackground(plane, bw, bh, short) : canvasBackground(plane, bw, bh, short, level);
     if (!found) return null;
     const [rim, inner] = found;
-    if (inFrame && rim === 0 && !(foundFrame.ticked || marked)) return null; // a block with no ticks: an object
     const outer = box;
     if (inFrame) { // the rings outside the background are the frame's
       box = insideFrame(box, rim);
@@ -377,8 +376,12 @@
       shown[i] = difference > C.DIGITAL_OBJECT ? 1 : 0;
     }
     if (strongest < C.DIGITAL_CONTRAST) return null;
-    const span = objectBox(shown, bw, bh);
-    if (!span || Math.max(span[1] - span[0], span[3] - span[2]) < C.INNER_SPAN * Math.max(bh, bw)) return null;
+    const standing = objectBox(shown, bw, bh);
+    const span = standing ? Math.max(standing[1] - standing[0], standing[3] - standing[2]) : 0;
+    if (span < C.INNER_SPAN * Math.max(bh, bw)) return null;
+    // A block with no ticks is an object (a black bag above a caption), unless square and spanned as a dataset image.
+    const datasetLike = bh === bw && span >= C.MARGIN_SPAN * bh;
+    if (inFrame && rim === 0 && !(foundFrame.ticked || marked || datasetLike)) return null;
     if (!inFrame) {
       for (let y = 0; y < bh; y++) {
         for (let x = 0; x < bw; x++) {
