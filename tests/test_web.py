@@ -73,7 +73,7 @@ def decoded(data_: bytes) -> Image.Image:
 @needs_node
 @pytest.mark.parametrize(
     ("script", "module", "count"),
-    [("framing.js", images, 48), ("segmentation.js", segmentation, 19), ("shadows.js", shadows, 8)],
+    [("framing.js", images, 49), ("segmentation.js", segmentation, 19), ("shadows.js", shadows, 8)],
 )
 def test_the_scripts_carry_the_constants_of_python(script, module, count):
     path = json.dumps(str(FRAMING_JS.with_name(script)))
@@ -91,9 +91,10 @@ def framing_pictures() -> list[Image.Image]:
     cut-outs with alpha, phone photos turned by EXIF), garments turned on each surface (segmented, turned
     upright; a shoe set on its sole; a dark one on grass that stands out by its colour alone), a tall one
     (Pillow resizes y first) and a large one (Pillow reduces first), a grey one, a non-garment mosaic, a dataset
-    image as it is, digital images with margins (faint end rows; enlarged) and one in a colour map (also on a white
-    page, and in figures and a window among marks, and in limited-range levels), a digit enlarged, a backdrop
-    clipped at white and one at black, blank pictures."""
+    image as it is, digital images with margins (faint end rows; enlarged), padded to another shape, in captioned
+    screenshots, on a transparent background, and one in a colour map (also on a white page, and in figures and a
+    window among marks, and in limited-range levels), a digit enlarged, a backdrop clipped at white and one at
+    black, blank pictures."""
     from skimage import data as sk
 
     from fmnist.testing import forms, surfaces
@@ -140,14 +141,15 @@ def framing_pictures() -> list[Image.Image]:
     draw.ellipse((180, 240, 220, 280), fill=(230, 230, 230))
     draw.text((100, 360), "Tote bag, black", fill=0)
     pictures.append(bag)
-    screen = Image.new("RGB", (420, 340), (230, 230, 230))  # a captioned screenshot of a dataset image: read as one
-    screen.paste(Image.fromarray(shirt[2]).resize((224, 224)).convert("RGB"), (98, 20))
-    ImageDraw.Draw(screen).text((98, 260), "Figure 1: a test image", fill=(40, 40, 40))
-    pictures.append(screen)
+    pictures.append(Image.fromarray(np.pad(shirt[3], ((3, 11), (5, 0)))))  # a dataset image padded to 42x33: digital
     # A dataset image whose object's end rows are faint, given margins, and enlarged smoothly (cut at its own pixels).
     faint = np.zeros((28, 28), np.uint8)
     faint[:, 6:22], faint[0, 6:22], faint[-1, 6:22] = 200, 5, 4
     pictures += [decoded(forms.save(faint, form)) for form in forms.all_forms() if form.margin and form.canvas is None]
+    pictures += [decoded(forms.save(faint, form)) for form in forms.all_forms() if form.figure in forms.CAPTIONED]
+    fading = faint.copy()
+    fading[:, [6, 21]] //= 3  # its edge fading toward black: on a transparent background, read over black
+    pictures += [decoded(forms.save(fading, form)) for form in forms.all_forms() if form.transparent]
     with_margins = Image.new("L", (56, 56), 255)
     with_margins.paste(Image.fromarray(255 - shirt[1], "L"), (14, 14))
     pictures.append(with_margins.resize((280, 280), Image.Resampling.NEAREST))
@@ -198,7 +200,7 @@ def test_framing_js_frames_as_python_on_the_same_pixels(tmp_path, monkeypatch):
     assert identical >= 0.8 * len(pictures)
     assert sum(mask is not None for mask in found) >= 4 and sum(angle != 0 for angle in turns) >= 4
     assert sum(contrast is not None for contrast in lifted) == 2
-    assert sum(cues is None for _, cues in ours) == 24  # the dataset image, the digital ones, on a canvas, in a frame
+    assert sum(cues is None for _, cues in ours) == 29  # the dataset image, the digital ones, on a canvas, in a frame
 
 
 # ---- the folder -----------------------------------------------------------------------------------------

@@ -94,6 +94,9 @@ FLAT_BAND = 6.0
 DIGITAL_NOISE = 2.0
 DIGITAL_OBJECT = 8.0  # contrast that counts as the object when finding its box (faint JPEG ringing does not)
 SPECK = 5  # pixels: fewer of them above DIGITAL_OBJECT, 8-connected, are noise in a large digital picture
+# A dataset image on a transparent background (its black made transparent) fades toward black at the edge of its opaque
+# part: the mean of that rim is under 0.9 of the mean inside it in 98.6 % of 3,000 test images (the median 0.52).
+FADE = 0.9
 # Fashion-MNIST trimmed its pictures at a faint level: the box of every lit pixel spans the 28 pixels in 98.3 % of its
 # 60,000 training images, that of those above DIGITAL_OBJECT in 94 %. At a digital picture's own pixels (28x28 with
 # margins, or one reduced from its enlargement), an object whose box spans 26 to 28 of them has the box of every pixel
@@ -370,6 +373,8 @@ def _framed(image: Image.Image, name: str, marked: bool = False) -> Framed:
         gray, alpha, step = _planes(image)
     except ValueError as exc:  # modes Pillow cannot convert, such as LAB
         raise FmnistError(f"{name}: cannot convert a {image.mode} image to grayscale") from exc
+    if alpha is not None and (on_black := _on_black(gray, alpha)) is not None:
+        return Framed(on_black, None)
     inner = _inner_picture(gray, alpha, marked)
     if inner is not None:  # read the picture on the canvas, not the canvas
         across, down = image.width / gray.shape[1], image.height / gray.shape[0]
@@ -393,7 +398,7 @@ def _framed(image: Image.Image, name: str, marked: bool = False) -> Framed:
             if max(wider[2] - wider[0], wider[3] - wider[1]) <= WORK_SIDE:
                 return _framed(image.crop(wider), name, inner.in_frame)
         gray, alpha, image = inner.plane, None, image.crop(box)
-    digital = digital_view(gray, alpha, inner is None) if gray.shape[0] == gray.shape[1] else None
+    digital = digital_view(gray, alpha, inner is None)
     if digital is not None:
         return Framed(digital, None)
     framed, cues = frame_with_cues(gray, alpha, step, lambda: _colour(image, gray))
@@ -584,7 +589,9 @@ def _flat(values: np.ndarray, level: float, share: float) -> bool:
 
 
 def digital_view(gray: np.ndarray, alpha: np.ndarray | None = None, whole: bool = True) -> np.ndarray | None:
-    """The uint8 [28, 28] view of a square digital Fashion-MNIST-style image in any container, or None for a photo.
+    """The uint8 [28, 28] view of a digital Fashion-MNIST-style image in any container, or None for a photo: a square
+    picture, or one of another shape whose object spans 26 to 28 of its pixels (`_at_own_size`: a dataset image
+    padded to another shape at its own size).
 
     A digital image has an opaque, flat black or white background (at least half of its border within
     FLAT_BAND levels of one level near black or white, their noise at most DIGITAL_NOISE levels: no sensor
@@ -621,6 +628,8 @@ def digital_view(gray: np.ndarray, alpha: np.ndarray | None = None, whole: bool 
     light = level > 127
     full = max(level if light else 255 - level, 1.0)  # the background's distance from the far end of the range
     contrast = np.clip((level - gray) if light else (gray - level), 0, None) * (255 / full)
+    if contrast.shape[0] != contrast.shape[1] and not _at_own_size(contrast):
+        return None
     if contrast.shape != (SIDE, SIDE):
         crop, contrast = _digital_crop(contrast)
         contrast = _sampled(contrast, crop)
@@ -630,6 +639,16 @@ def digital_view(gray: np.ndarray, alpha: np.ndarray | None = None, whole: bool 
     if peak < FULL_PEAK:  # a dim object (a grey product on white) gets Fashion-MNIST's full range
         contrast = contrast * (255 / peak)
     return np.clip(np.rint(contrast), 0, 255).astype(np.uint8)
+
+
+def _at_own_size(contrast: np.ndarray) -> bool:
+    """Whether a digital picture's object spans 26 to 28 pixels on its longer side (that of the pixels above
+    DIGITAL_OBJECT, or of `_faint_box`'s): a dataset image at its own size, padded (to any shape)."""
+    box = _object_box(contrast > DIGITAL_OBJECT)
+    if box is None:
+        return False
+    top, bottom, left, right = _faint_box(contrast, box)
+    return SIDE * MARGIN_SPAN <= max(bottom - top, right - left) <= SIDE
 
 
 def _digital_crop(contrast: np.ndarray) -> tuple[tuple[int, int, int], np.ndarray]:
@@ -1079,6 +1098,26 @@ def _resize(image: Image.Image, size: tuple[int, int]) -> Image.Image:
     if image.size == size:
         return image
     return image.resize(size, Image.Resampling.LANCZOS, reducing_gap=3.0)
+
+
+def _on_black(gray: np.ndarray, alpha: np.ndarray) -> np.ndarray | None:
+    """The digital view (`digital_view`) of a picture with a transparent background composited over black, when its
+    opaque part (alpha 0.5 or more) fades toward black at its edge: its rim (the opaque pixels next to transparent
+    ones) darker on average than FADE of the mean inside it. A dataset image saved with its black made transparent;
+    not a cut-out product, whose edge fades into the light backdrop it was cut from (framed as a cut-out:
+    `_cutout_contrast`). None when it does not fade so, or composited it is no digital picture. `gray`: luminance
+    [H, W] on 0..255; `alpha`: opacity 0..1."""
+    inside = alpha >= 0.5
+    if inside.all():
+        return None
+    over = gray * alpha
+    rim = inside & ~ndimage.binary_erosion(inside, border_value=1)
+    core = inside & ~rim
+    if not core.any():
+        return None
+    if float(over[rim].mean()) >= FADE * float(over[core].mean()):
+        return None
+    return digital_view(over)
 
 
 def _cutout_contrast(gray: np.ndarray, alpha: np.ndarray) -> np.ndarray:

@@ -4,8 +4,9 @@ Each form is one container of the same 28x28 image: an image mode (L, LA, RGB, R
 a size (28x28, or upscaled by an integer or a non-integer factor, nearest or smooth), a polarity (light
 garment on black, as in the dataset, or dark on white, as on a product page), a file format (PNG,
 JPEG, WebP, BMP, TIFF, GIF), optional margins, in the background's colour or in another one (the image
-pasted on a page, or padded with white), optionally a colour map (matplotlib's default, viridis, as
-`plt.imsave(path, image)` draws an image whose levels span 0-255), and optionally a figure round it: matplotlib's
+pasted on a page, or padded with white), or padded to another shape, its background transparent, optionally a
+colour map (matplotlib's default, viridis, as `plt.imsave(path, image)` draws an image whose levels span 0-255),
+and optionally a figure round it: matplotlib's
 axes with their ticks and tick labels (`plt.imshow(image); plt.savefig(path)`, with a title and a colour bar when
 saved tight), a screenshot of an image viewer's window with its title bar, or of a web page showing it above a
 caption; and its levels in video's limited
@@ -48,6 +49,8 @@ class Form:
     smooth: bool = False  # upscaled with bicubic interpolation (else nearest, as "save at 4x" does)
     inverted: bool = False  # dark garment on white
     margin: float = 0.0  # added on every side, as a fraction of 28 pixels
+    wide: int = 0  # pixels of background added on the left and on the right: padded to another shape (ImageOps.pad)
+    transparent: bool = False  # the background made transparent (alpha 0 where the image is 0), as an LA or RGBA PNG
     canvas: int | None = None  # the margins' level (0-255) when not the background's: a page the image is set on
     colour_map: str | None = None  # a matplotlib colour map the levels are drawn in (viridis: dark violet to yellow)
     figure: str | None = None  # one of FIGURES, drawn round the picture (the figure's axes keep `scale` out of it)
@@ -57,6 +60,8 @@ class Form:
     def name(self) -> str:
         size = f"{round(28 * self.scale)}px{'-smooth' if self.smooth else ''}"
         extras = ("-inverted" if self.inverted else "") + (f"-margin{self.margin:g}" if self.margin else "")
+        extras += f"-wide{self.wide}" if self.wide else ""
+        extras += "-transparent" if self.transparent else ""
         extras += f"-canvas{self.canvas}" if self.canvas is not None else ""
         extras += f"-{self.colour_map}" if self.colour_map else ""
         extras += f"-{self.figure}" if self.figure else ""
@@ -85,6 +90,10 @@ def all_forms() -> list[Form]:
         Form("RGB", "JPEG", 4.0, smooth=True, margin=0.5, canvas=255),
         Form("RGB", "PNG", 2.0, margin=0.75, canvas=128),
         Form("L", "PNG", 3.0, margin=4.0, canvas=250),  # 756 pixels: a page, looked at reduced first
+        Form("L", "PNG", wide=6),  # 40x28
+        Form("RGB", "PNG", inverted=True, wide=6),
+        Form("LA", "PNG", transparent=True),  # an array saved with its black as transparency
+        Form("RGBA", "PNG", 4.0, transparent=True),
         Form("RGBA", "PNG", colour_map="viridis"),  # plt.imsave(path, image) of levels 0-255
         Form("RGB", "JPEG", 4.0, smooth=True, colour_map="viridis"),
         Form("RGB", "PNG", 3.0, margin=0.25, canvas=255, colour_map="viridis"),  # a figure saved without its axes
@@ -124,12 +133,19 @@ def save(image: np.ndarray, form: Form) -> bytes:
             background = 255 if form.inverted else 0
             level = background if form.canvas is None else form.canvas
             picture = Image.fromarray(np.pad(pixels, pad, constant_values=level).astype(np.uint8), "L")
+    elif form.wide:
+        padded = np.pad(pixels, ((0, 0), (form.wide, form.wide)), constant_values=255 if form.inverted else 0)
+        picture = Image.fromarray(padded.astype(np.uint8), "L")
     if form.scale != 1 and not form.figure:
-        side = round(picture.width * form.scale)
+        size = (round(picture.width * form.scale), round(picture.height * form.scale))
         resample = Image.Resampling.BICUBIC if form.smooth else Image.Resampling.NEAREST
-        picture = picture.resize((side, side), resample)
+        picture = picture.resize(size, resample)
     if form.colour_map and picture.mode == "L" and not form.figure:
         picture = _coloured(picture, form.colour_map)
+    if form.transparent:
+        picture = Image.merge(
+            "LA", (picture, Image.fromarray(np.where(np.asarray(picture) > 0, 255, 0).astype(np.uint8)))
+        )
     buffer = io.BytesIO()
     kwargs = {"quality": 90} if form.fmt in ("JPEG", "WEBP") else {}
     _converted(picture, form.mode).save(buffer, format=form.fmt, **kwargs)

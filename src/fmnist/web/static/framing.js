@@ -27,6 +27,7 @@
     DIGITAL_NOISE: 2.0,
     DIGITAL_OBJECT: 8.0,
     FAINT: 0.5,
+    FADE: 0.9,
     SPECK: 5,
     DIGITAL_PIECES: 16,
     MARGIN_SPAN: 26 / 28,
@@ -306,6 +307,8 @@
   function framed(picture, marked = false) {
     const { data, width, height } = picture;
     let { gray, alpha, w, h } = planes(data, width, height);
+    const black = alpha && onBlack(gray, alpha, w, h);
+    if (black) return { image: black, cues: null };
     const inner = innerPicture(gray, alpha, w, h, marked);
     if (inner) { // read the picture on the canvas, not the canvas
       const across = width / w, down = height / h;
@@ -324,7 +327,7 @@
       ({ plane: gray, w, h } = inner);
       alpha = null;
     }
-    const digital = w === h ? digitalView(gray, alpha, w, h, !inner) : null;
+    const digital = digitalView(gray, alpha, w, h, !inner);
     if (digital) return { image: digital, cues: null };
     return frameWithCues(gray, alpha, w, h, () => colourPlanes(picture, gray, w, h));
   }
@@ -628,6 +631,7 @@
     const full = Math.max(light ? level : 255 - level, 1.0);
     const gain = f32(255 / full);
     let contrast = gray.map((g) => f32(Math.max(f32(light ? level - g : g - level), 0) * gain));
+    if (w !== h && !atOwnSize(contrast, w, h)) return null;
     if (w !== SIDE || h !== SIDE) {
       const [crop, lifted] = digitalCrop(contrast, w, h);
       contrast = sampled(lifted, w, h, crop);
@@ -639,6 +643,17 @@
       contrast = contrast.map((v) => f32(v * stretch));
     }
     return Uint8Array.from(contrast, (v) => Math.min(255, Math.max(0, rint(v))));
+  }
+
+  // Whether a digital picture's object spans 26 to 28 pixels on its longer side: a dataset image padded (_at_own_size).
+  function atOwnSize(contrast, w, h) {
+    const shown = new Uint8Array(contrast.length);
+    for (let i = 0; i < shown.length; i++) shown[i] = contrast[i] > C.DIGITAL_OBJECT ? 1 : 0;
+    const box = objectBox(shown, w, h);
+    if (!box) return false;
+    const [top, bottom, left, right] = faintBox(contrast, w, h, box);
+    const longer = Math.max(bottom - top, right - left);
+    return longer >= SIDE * C.MARGIN_SPAN && longer <= SIDE;
   }
 
   function minOf(values) {
@@ -711,7 +726,7 @@
     if (h !== w) return null;
     for (let scale = Math.max(2, Math.floor(side / (SIDE + 1))); scale <= Math.floor(side / (SIDE - 2)); scale++) {
       const grid = h / scale;
-      if (h % scale || grid < SIDE + 2) continue;
+      if (h % scale || grid <= SIDE) continue;
       if (enlarged(contrast, h, grid)) return [scale, sampled(contrast, h, h, [0, 0, h], grid), grid];
     }
     return null;
@@ -971,6 +986,27 @@
       largest = Math.max(largest, size);
     }
     return largest;
+  }
+
+  // The digital view of a picture on a transparent background composited over black, when its opaque part fades
+  // toward black at its edge (its rim darker than FADE of its inside on average: a dataset image with its black made
+  // transparent), or null (_on_black).
+  function onBlack(gray, alpha, w, h) {
+    let anyOut = false;
+    for (let i = 0; i < alpha.length; i++) if (alpha[i] < 0.5) { anyOut = true; break; }
+    if (!anyOut) return null;
+    const over = gray.map((g, i) => f32(g * alpha[i]));
+    const inside = (y, x) => y < 0 || x < 0 || y >= h || x >= w || alpha[y * w + x] >= 0.5; // outside the picture: in
+    let rimSum = 0, rimCount = 0, coreSum = 0, coreCount = 0;
+    for (let y = 0; y < h; y++) {
+      for (let x = 0; x < w; x++) {
+        if (!inside(y, x)) continue;
+        const rim = !inside(y - 1, x) || !inside(y + 1, x) || !inside(y, x - 1) || !inside(y, x + 1);
+        if (rim) { rimSum += over[y * w + x]; rimCount++; } else { coreSum += over[y * w + x]; coreCount++; }
+      }
+    }
+    if (!coreCount || rimSum / rimCount >= C.FADE * (coreSum / coreCount)) return null;
+    return digitalView(over, null, w, h, true);
   }
 
   // Contrast of a cut-out on transparency, alpha as the object mask (_cutout_contrast).
