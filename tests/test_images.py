@@ -743,7 +743,9 @@ def test_every_form_of_a_dataset_image_gives_its_view_without_photo_cues(form):
         assert _mad(picture.image, image) <= _tolerance(form), (form.name, _mad(picture.image, image))
 
 
-@pytest.mark.parametrize("pad", [((0, 0), (6, 6)), ((7, 5), (0, 0)), ((3, 11), (5, 0))])
+@pytest.mark.parametrize(
+    "pad", [((0, 0), (6, 6)), ((7, 5), (0, 0)), ((3, 11), (5, 0)), ((0, 1), (0, 0)), ((0, 0), (1, 1))]
+)
 def test_a_dataset_image_padded_to_another_shape_gives_its_view(pad):
     # ImageOps.pad to 40x28, np.pad by odd amounts: a digital picture at its own size, framed as one. Before, a picture
     # that was not square was framed as a photo: the view stretched, and the detector judged photo cues it lacks.
@@ -773,12 +775,18 @@ def test_a_transparent_background_behind_a_dataset_image_gives_its_view(form):
         )
 
 
-def test_a_cut_out_product_is_still_framed_as_a_cut_out():
-    # Its edge fades into the white backdrop it was cut from: not a dataset image on transparency.
+@pytest.mark.parametrize("feather", [0.0, 1.5, 3.0])
+def test_a_cut_out_product_is_still_framed_as_a_cut_out(feather):
+    # A light grey shirt cut out of its photo onto transparency, square, its colour reaching its edge and its alpha
+    # feathered: composited over black its edge fades (the alpha's), but its own levels do not, so it is no dataset
+    # image on transparency (framed so, it would be a light shirt read as a dark one).
     from fmnist.images import load_picture
 
-    render, _ = photos.render(GARMENT, "cutout", np.random.default_rng(0))
-    assert load_picture(render).cues is not None
+    shape = np.asarray(Image.fromarray(np.uint8(GARMENT > 0) * 255).resize((120, 120)), np.float32)
+    alpha = ndimage.gaussian_filter(np.pad(shape, 20), feather) if feather else np.pad(shape, 20)
+    rgba = np.dstack([np.full(alpha.shape, 180.0)] * 3 + [alpha])
+    picture = load_picture(_png_bytes(np.rint(rgba).astype(np.uint8)))
+    assert picture.cues is not None, feather
 
 
 MARGINS = [f for f in forms.all_forms() if f.margin and f.fmt == "PNG" and not f.colour_map]

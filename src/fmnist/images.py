@@ -668,7 +668,7 @@ def _digital_crop(contrast: np.ndarray) -> tuple[tuple[int, int, int], np.ndarra
         return whole
     top, bottom, left, right = box
     side = max(bottom - top, right - left)
-    if side >= MARGIN_SPAN * max(height, width):
+    if height == width and side >= MARGIN_SPAN * height:
         return whole
     if height == width >= GRID_FACTOR * SIDE and side * SIDE >= GRID_SPAN * height and _enlarged(contrast):
         return whole
@@ -725,7 +725,7 @@ def _digital_object(contrast: np.ndarray) -> np.ndarray:
 def _reduction(contrast: np.ndarray, side: int) -> tuple[int, np.ndarray] | None:
     """(scale, its samples [G, G]) of a square picture's contrast [S, S] whose object spans `side` pixels when it is a
     G x G picture with margins (G > 28) enlarged by a whole `scale` of 2 or more (S = G * scale), its object spanning
-    26 to 29 of its own pixels (a Fashion-MNIST image's 28 or fewer, a smooth enlargement's blur round them):
+    about 26 to 30 of its own pixels (a Fashion-MNIST image's 28 or fewer, a smooth enlargement's blur round them):
     `_enlarged` on that grid. None for any other picture."""
     height, width = contrast.shape
     if height != width:
@@ -1101,23 +1101,21 @@ def _resize(image: Image.Image, size: tuple[int, int]) -> Image.Image:
 
 
 def _on_black(gray: np.ndarray, alpha: np.ndarray) -> np.ndarray | None:
-    """The digital view (`digital_view`) of a picture with a transparent background composited over black, when its
-    opaque part (alpha 0.5 or more) fades toward black at its edge: its rim (the opaque pixels next to transparent
-    ones) darker on average than FADE of the mean inside it. A dataset image saved with its black made transparent;
-    not a cut-out product, whose edge fades into the light backdrop it was cut from (framed as a cut-out:
+    """The digital view (`digital_view`) of a picture with a transparent background composited over black, when the
+    own levels of its opaque part (alpha 0.5 or more) fade toward black at its edge: its rim (the opaque pixels next
+    to transparent ones) darker on average than FADE of the mean inside it, its alpha aside (a feathered edge fades
+    any cut-out once composited). A dataset image saved with its black made transparent; not a cut-out product, whose
+    own colour reaches its edge or fades into the light backdrop it was cut from (framed as a cut-out:
     `_cutout_contrast`). None when it does not fade so, or composited it is no digital picture. `gray`: luminance
     [H, W] on 0..255; `alpha`: opacity 0..1."""
     inside = alpha >= 0.5
     if inside.all():
         return None
-    over = gray * alpha
     rim = inside & ~ndimage.binary_erosion(inside, border_value=1)
     core = inside & ~rim
-    if not core.any():
+    if not core.any() or float(gray[rim].mean()) >= FADE * float(gray[core].mean()):
         return None
-    if float(over[rim].mean()) >= FADE * float(over[core].mean()):
-        return None
-    return digital_view(over)
+    return digital_view(gray * alpha)
 
 
 def _cutout_contrast(gray: np.ndarray, alpha: np.ndarray) -> np.ndarray:

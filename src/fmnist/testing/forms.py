@@ -56,6 +56,12 @@ class Form:
     figure: str | None = None  # one of FIGURES, drawn round the picture (the figure's axes keep `scale` out of it)
     limited: bool = False  # levels 16-235, video's limited range, as some cameras and converters store them
 
+    def __post_init__(self) -> None:
+        if self.transparent and (self.mode not in ("LA", "RGBA") or self.inverted or self.colour_map or self.figure):
+            raise ValueError("a transparent background needs an LA or RGBA picture, light on black, without a figure")
+        if self.wide and (self.margin or self.figure):
+            raise ValueError("`wide` pads the picture itself: not with margins or a figure")
+
     @property
     def name(self) -> str:
         size = f"{round(28 * self.scale)}px{'-smooth' if self.smooth else ''}"

@@ -606,7 +606,8 @@
     return { gray: Float32Array.from(l), alpha, w, h };
   }
 
-  // The uint8 28x28 view of a square digital Fashion-MNIST-style image, or null for a photo (digital_view).
+  // The uint8 28x28 view of a digital Fashion-MNIST-style image (square, or another shape at its own size), or null
+  // for a photo (digital_view).
   function digitalView(gray, alpha, w, h, whole) {
     if (alpha && minOf(alpha) < 0.99) return null;
     const [ys, xs] = borderCoordinates(h, w);
@@ -670,7 +671,7 @@
     let box = objectBox(shown, w, h);
     if (!box) return whole;
     const side = Math.max(box[1] - box[0], box[3] - box[2]);
-    if (side >= C.MARGIN_SPAN * Math.max(h, w)) return whole;
+    if (h === w && side >= C.MARGIN_SPAN * h) return whole;
     if (h === w && h >= C.GRID_FACTOR * SIDE && side * SIDE >= C.GRID_SPAN * h && enlarged(contrast, h)) return whole;
     const reduced = reduction(contrast, h, w, side);
     const own = reduced && objectBox(digitalObject(reduced[1], reduced[2], reduced[2]), reduced[2], reduced[2]);
@@ -721,7 +722,7 @@
   }
 
   // [scale, the samples at its own pixels, their side] of a square picture that is a smaller one with margins enlarged
-  // by a whole factor (its object spanning 26-29 of its pixels), or null (_reduction).
+  // by a whole factor (its object spanning about 26-30 of its pixels), or null (_reduction).
   function reduction(contrast, h, w, side) {
     if (h !== w) return null;
     for (let scale = Math.max(2, Math.floor(side / (SIDE + 1))); scale <= Math.floor(side / (SIDE - 2)); scale++) {
@@ -782,7 +783,7 @@
     return x < 2 ? ((a * x - 5 * a) * x + 8 * a) * x - 4 * a : 0;
   }
 
-  // The crop sampled bilinearly at the centres of a 28x28 grid, 0 outside the picture (_sampled:
+  // The crop sampled bilinearly at the centres of a grid x grid grid (28x28 by default), 0 outside the picture (_sampled:
   // scipy.ndimage.map_coordinates, order 1, mode "constant").
   function sampled(contrast, w, h, [top, left, side], grid = SIDE) {
     const step = side / grid;
@@ -988,25 +989,24 @@
     return largest;
   }
 
-  // The digital view of a picture on a transparent background composited over black, when its opaque part fades
-  // toward black at its edge (its rim darker than FADE of its inside on average: a dataset image with its black made
-  // transparent), or null (_on_black).
+  // The digital view of a picture on a transparent background composited over black, when its opaque part's own
+  // levels fade toward black at its edge (its rim darker than FADE of its inside on average, its alpha aside: a dataset
+  // image with its black made transparent), or null (_on_black).
   function onBlack(gray, alpha, w, h) {
     let anyOut = false;
     for (let i = 0; i < alpha.length; i++) if (alpha[i] < 0.5) { anyOut = true; break; }
     if (!anyOut) return null;
-    const over = gray.map((g, i) => f32(g * alpha[i]));
     const inside = (y, x) => y < 0 || x < 0 || y >= h || x >= w || alpha[y * w + x] >= 0.5; // outside the picture: in
     let rimSum = 0, rimCount = 0, coreSum = 0, coreCount = 0;
     for (let y = 0; y < h; y++) {
       for (let x = 0; x < w; x++) {
         if (!inside(y, x)) continue;
         const rim = !inside(y - 1, x) || !inside(y + 1, x) || !inside(y, x - 1) || !inside(y, x + 1);
-        if (rim) { rimSum += over[y * w + x]; rimCount++; } else { coreSum += over[y * w + x]; coreCount++; }
+        if (rim) { rimSum += gray[y * w + x]; rimCount++; } else { coreSum += gray[y * w + x]; coreCount++; }
       }
     }
     if (!coreCount || rimSum / rimCount >= C.FADE * (coreSum / coreCount)) return null;
-    return digitalView(over, null, w, h, true);
+    return digitalView(gray.map((g, i) => f32(g * alpha[i])), null, w, h, true);
   }
 
   // Contrast of a cut-out on transparency, alpha as the object mask (_cutout_contrast).
