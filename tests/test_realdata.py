@@ -162,6 +162,41 @@ def test_no_dataset_image_crosses_its_border_as_often_as_a_pattern():
     assert most < images.DIGITAL_PIECES
 
 
+def test_the_dataset_facts_behind_faint_and_fade(capsys):
+    # images.FAINT: the box of every lit pixel of a training image spans its 28 pixels far more often than the box of
+    # those above DIGITAL_OBJECT (98.3 against 94 %, docs/TRUST.md). images.FADE: a test image with its black made
+    # transparent fades toward black at the rim of its opaque part (98.6 % under FADE, the median 0.52). `-s` prints
+    # the figures.
+    from scipy import ndimage
+
+    from fmnist import images
+
+    if data.locate() is None:
+        pytest.skip("real Fashion-MNIST not installed (apt-get install dataset-fashion-mnist)")
+    dataset = data.load()
+    train = dataset.train_images.numpy()
+
+    def spans(level: float) -> np.ndarray:  # the longer side of the box of the pixels above `level`, per image
+        lit = train > level
+        rows, cols = lit.any(2), lit.any(1)
+        height = 28 - rows.argmax(1) - rows[:, ::-1].argmax(1)
+        width = 28 - cols.argmax(1) - cols[:, ::-1].argmax(1)
+        return np.maximum(height, width)
+
+    faint, strong = (spans(images.FAINT) == 28).mean(), (spans(images.DIGITAL_OBJECT) == 28).mean()
+    ratios = []
+    for image in dataset.test_images[:3000].numpy().astype(np.float64):
+        inside = image > 0
+        rim = inside & ~ndimage.binary_erosion(inside, border_value=1)
+        ratios.append(image[rim].mean() / image[inside & ~rim].mean())
+    fading, median = (np.array(ratios) < images.FADE).mean(), float(np.median(ratios))
+    with capsys.disabled():
+        print(f"\nfull span: {faint:.1%} (above FAINT), {strong:.1%} (above DIGITAL_OBJECT)")
+        print(f"rim under FADE of the inside: {fading:.1%} of 3,000 test images, the median {median:.2f}")
+    assert faint >= 0.98 and strong <= faint - 0.03
+    assert fading >= 0.98 and median < 0.6
+
+
 def test_written_digits_and_letters_are_not_garments(real_run):
     # The holdout parts of fmnist.testing.outliers' stroke kinds, 40 pictures each: scikit-learn's handwritten
     # digits photographed on paper, saved dark on white as a drawing program saves them and in MNIST's 28x28

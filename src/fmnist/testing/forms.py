@@ -6,12 +6,11 @@ garment on black, as in the dataset, or dark on white, as on a product page), a 
 JPEG, WebP, BMP, TIFF, GIF), optional margins, in the background's colour or in another one (the image
 pasted on a page, or padded with white), or padded to another shape, its background transparent, optionally a
 colour map (matplotlib's default, viridis, as `plt.imsave(path, image)` draws an image whose levels span 0-255),
-and optionally a figure round it: matplotlib's
-axes with their ticks and tick labels (`plt.imshow(image); plt.savefig(path)`, with a title and a colour bar when
-saved tight), a screenshot of an image viewer's window with its title bar, or of a web page showing it above a
-caption; and its levels in video's limited
-range (16-235). Nothing in a form changes what the picture shows, so each form must give the class and the verdict
-the dataset's own bytes give.
+and optionally a figure round it: matplotlib's axes with their ticks and tick labels (`plt.imshow(image);
+plt.savefig(path)`, with a title and a colour bar when saved tight), a screenshot of an image viewer's window with
+its title bar, or of a web page showing it above a caption; and its levels in video's limited range (16-235).
+Nothing in a form changes what the picture shows, so each form must give the class and the verdict the dataset's own
+bytes give.
 """
 
 from __future__ import annotations
