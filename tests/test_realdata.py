@@ -97,8 +97,9 @@ def test_every_form_of_a_test_image_gets_the_class_and_verdict_of_its_bytes(real
     assert same >= 0.98 * total and kept >= 0.98 * total, (same, kept, total)
 
 
-def test_every_dataset_image_has_black_in_it_and_none_in_limited_range_levels_is_taken_as_its_bytes():
+def test_every_dataset_image_has_black_and_full_white_in_it_and_none_in_limited_range_levels_is_taken_as_its_bytes():
     # images.DATASET_BLACK: every image of the dataset has a pixel at 0; video's limited range (16-235) has none.
+    # images.FULL_PEAK: every one reaches it, so a copy with its contrast lowered is stretched back, not taken as is.
     from PIL import Image
 
     from fmnist import images
@@ -109,6 +110,7 @@ def test_every_dataset_image_has_black_in_it_and_none_in_limited_range_levels_is
     dataset = data.load()
     every = np.concatenate([dataset.train_images.numpy(), dataset.test_images.numpy()])
     assert int(every.reshape(len(every), -1).min(1).max()) < images.DATASET_BLACK  # the test costs the dataset none
+    assert int(every.reshape(len(every), -1).max(1).min()) >= images.FULL_PEAK
     limited = forms.limited_range(every[:2000])
     assert not any(images._already_fashion_mnist(Image.fromarray(x)) for x in limited)
 

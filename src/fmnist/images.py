@@ -118,7 +118,9 @@ MARGIN_SPAN = 26 / 28  # an object spanning less of a square digital picture was
 GRID_ERROR = 0.24
 GRID_SPAN = 16
 GRID_FACTOR = 3
-DIGITAL_CONTRAST = 128.0  # the least contrast of a digital image's object with its background
+# The least contrast of a digital image's object with its background: a garment printed in yellow on white stands 61
+# levels above the page, a light pink one 50 (fmnist.testing.forms.TINTS); a blank page or a speck of dust less.
+DIGITAL_CONTRAST = 40.0
 FULL_PEAK = 250.0  # a digital object's strongest contrast; Fashion-MNIST's images all reach 254 or 255
 # Every one of Fashion-MNIST's 70,000 images has a pixel at 0: a 28x28 grey picture whose darkest level is
 # DATASET_BLACK or more is not in the dataset's format (video's limited range puts black at 16, white at 235) and has
@@ -136,7 +138,7 @@ DATASET_BLACK = 8
 # blurred it, is flat as a digital image's (digital_view) at a level within INNER_BAND of black or white (when no
 # ring is: within BACKGROUND_BAND, as a colour map's darkest is, and at least CANVAS_APART from the canvas's) and at
 # least CANVAS_STEP from the canvas's; at least INNER_BACKGROUND of it lies at that level (its background: 5.7 % or
-# more of every Fashion-MNIST test image, 13.6 % or more of 99.9 % of them); and what stands on it, DIGITAL_CONTRAST
+# more of every Fashion-MNIST test image, 13.6 % or more of 99.9 % of them); and what stands on it, INNER_CONTRAST
 # or more apart at its strongest, spans at least INNER_SPAN of the box's longer side (a Fashion-MNIST image's object
 # spans 26 to 28 of its 28 pixels in 99.4 % of them; a dark clutch's bright clasp, or a flat box's seam, is a detail
 # of an object on a plain backdrop). Of the test set's 10,000 images padded in their own background's colour none is
@@ -174,6 +176,7 @@ INNER_ASPECT = 1.5
 INNER_EDGE = 0.8
 INNER_BACKGROUND = 0.1
 INNER_SPAN = 1 / 3
+INNER_CONTRAST = 128.0
 INNER_RIM = 3  # rings tried inward, at least: a picture found on reduced work planes has a blurred rim
 
 # The object lies on a textured or shaded surface, which segmentation.object_mask separates it from, when the
@@ -194,6 +197,11 @@ PIECE_RUN = 8
 
 # In a cut-out, the least contrast an object pixel gets, as a fraction of the object's strongest.
 SILHOUETTE_FLOOR = 0.25
+# A line of caption under (or over) the object, as on a screenshot of a web page: a band of rows, apart from the object
+# by rows with nothing on them, at most CAPTION_HEIGHT of the object's height, holding CAPTION_PIECES separate marks or
+# more (its letters).
+CAPTION_HEIGHT = 0.2
+CAPTION_PIECES = 3
 
 _ALPHA_MODES = ("LA", "PA", "RGBA", "RGBa")
 
@@ -448,7 +456,7 @@ def _inner_picture(gray: np.ndarray, alpha: np.ndarray | None, marked: bool = Fa
         top, bottom, left, right = box
         plane = gray[top:bottom, left:right].copy()
     difference = np.abs(plane - inner)
-    if float(difference.max()) < DIGITAL_CONTRAST:
+    if float(difference.max()) < INNER_CONTRAST:
         return None
     shown = _object_box(difference > DIGITAL_OBJECT)
     span = 0 if shown is None else max(shown[1] - shown[0], shown[3] - shown[2])
@@ -874,6 +882,7 @@ def frame_with_cues(
             contrast = lifted
             smooth = _smooth(contrast)
             mask = _standing_out(contrast, smooth, threshold)
+        mask = _without_caption(mask)
     box = _object_box(mask)
     empty = np.zeros((SIDE, SIDE), dtype=np.uint8), Cues(border_fit, noise, 0.0, 0.0, 0.0, textured)
     if box is None:
@@ -897,6 +906,25 @@ def _standing_out(contrast: np.ndarray, smooth: np.ndarray, threshold: float) ->
     """bool [H, W]: the object's pixels, where the smoothed contrast exceeds `threshold`; smoothing spreads the
     object by its radius, so the pixels themselves must also stand out (by half of it)."""
     return (smooth > threshold) & (contrast > threshold / 2)
+
+
+def _without_caption(mask: np.ndarray) -> np.ndarray:
+    """bool [H, W] `mask` without its lines of caption (see CAPTION_HEIGHT): the bands of rows holding something,
+    apart from the tallest band (the object) and short beside it, made of CAPTION_PIECES marks or more (8-connected).
+    Text alone, lines of one height, is left as it is."""
+    rows = np.concatenate([[0], mask.any(1).astype(np.int8), [0]])
+    edges = np.flatnonzero(np.diff(rows))
+    bands = list(zip(edges[::2].tolist(), edges[1::2].tolist(), strict=True))
+    if len(bands) < 2:
+        return mask
+    tallest = max(bottom - top for top, bottom in bands)
+    kept = mask.copy()
+    for top, bottom in bands:
+        if bottom - top <= CAPTION_HEIGHT * tallest:
+            _, pieces = ndimage.label(mask[top:bottom], structure=np.ones((3, 3), bool))
+            if pieces >= CAPTION_PIECES:
+                kept[top:bottom] = False
+    return kept
 
 
 def on_texture(border_fit: float, noise: float, pieces: int) -> bool:
@@ -1017,13 +1045,15 @@ def _check_size(name: str, image: Image.Image) -> None:
 
 
 def _already_fashion_mnist(image: Image.Image) -> bool:
-    """28x28 8-bit grayscale with a dark border and black in it (see DATASET_BLACK): the dataset's own format."""
+    """28x28 8-bit grayscale with a dark border, black in it (see DATASET_BLACK) and an object at FULL_PEAK: the
+    dataset's own format (one with its contrast lowered is stretched back by `digital_view`)."""
     if image.mode != "L" or image.size != (SIDE, SIDE):
         return False
     # Checked on every upload, so kept to a few array operations: most border pixels dark, one pixel black.
     pixels = np.asarray(image)
     border = np.concatenate([pixels[0], pixels[-1], pixels[1:-1, 0], pixels[1:-1, -1]])
-    return np.count_nonzero(border < 32) * 2 > border.size and int(pixels.min()) < DATASET_BLACK
+    dark = np.count_nonzero(border < 32) * 2 > border.size
+    return dark and int(pixels.min()) < DATASET_BLACK and int(pixels.max()) >= FULL_PEAK
 
 
 def _planes(image: Image.Image) -> tuple[np.ndarray, np.ndarray | None, float]:

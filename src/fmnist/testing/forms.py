@@ -8,7 +8,8 @@ pasted on a page, or padded with white), or padded to another shape, its backgro
 colour map (matplotlib's default, viridis, as `plt.imsave(path, image)` draws an image whose levels span 0-255),
 and optionally a figure round it: matplotlib's axes with their ticks and tick labels (`plt.imshow(image);
 plt.savefig(path)`, with a title and a colour bar when saved tight), a screenshot of an image viewer's window with
-its title bar, or of a web page showing it above a caption; and its levels in video's limited range (16-235).
+its title bar, or of a web page showing it above a caption; and its levels in video's limited range (16-235), lowered
+to a part of their range (a dimmed copy), or printed in a colour on white (a tinted garment).
 Nothing in a form changes what the picture shows, so each form must give the class and the verdict the dataset's own
 bytes give.
 """
@@ -37,6 +38,9 @@ SUFFIX = {"PNG": ".png", "JPEG": ".jpg", "WEBP": ".webp", "BMP": ".bmp", "TIFF":
 # in its axes; the same saved with bbox_inches="tight", a title and a colour bar; an image viewer's window; a
 # screenshot of a web page showing it above a caption, the page light or dark.
 CAPTIONED = ("caption", "caption-dark")
+# Inks a tinted form prints the garment in on white (its level a = image / 255 mixes white and the ink): a yellow
+# stands only 61 levels of luminance above the page, a light pink 50.
+TINTS = {"yellow": (240, 200, 40), "pink": (255, 182, 193), "navy": (20, 30, 120)}
 FIGURES = ("axes", "axes-tight", "window", *CAPTIONED)
 
 
@@ -54,12 +58,16 @@ class Form:
     colour_map: str | None = None  # a matplotlib colour map the levels are drawn in (viridis: dark violet to yellow)
     figure: str | None = None  # one of FIGURES, drawn round the picture (the figure's axes keep `scale` out of it)
     limited: bool = False  # levels 16-235, video's limited range, as some cameras and converters store them
+    dim: float = 1.0  # the levels multiplied by it, rounded: a copy with its contrast lowered
+    tint: str | None = None  # one of TINTS the garment is printed in on a white page
 
     def __post_init__(self) -> None:
         if self.transparent and (self.mode not in ("LA", "RGBA") or self.inverted or self.colour_map or self.figure):
             raise ValueError("a transparent background needs an LA or RGBA picture, light on black, without a figure")
         if self.wide and (self.margin or self.figure):
             raise ValueError("`wide` pads the picture itself: not with margins or a figure")
+        if self.tint and (self.mode not in ("RGB", "RGBA") or self.inverted or self.colour_map or self.transparent):
+            raise ValueError("a tint prints the image in colour on white: an RGB or RGBA picture, not inverted")
 
     @property
     def name(self) -> str:
@@ -71,6 +79,8 @@ class Form:
         extras += f"-{self.colour_map}" if self.colour_map else ""
         extras += f"-{self.figure}" if self.figure else ""
         extras += "-limited" if self.limited else ""
+        extras += f"-dim{self.dim:g}" if self.dim != 1 else ""
+        extras += f"-{self.tint}" if self.tint else ""
         return f"{self.mode}-{self.fmt.lower()}-{size}{extras}"
 
 
@@ -108,16 +118,23 @@ def all_forms() -> list[Form]:
         Form("RGB", "PNG", 8.0, figure="window"),
         Form("RGB", "PNG", 8.0, figure="caption"),  # a captioned screenshot of a web page
         Form("RGB", "PNG", 8.0, figure="caption-dark"),
+        Form("RGB", "PNG", 8.0, inverted=True, figure="caption"),  # dark on white on a white page: no edge seen
         Form("L", "PNG", limited=True),
         Form("RGB", "JPEG", 4.0, smooth=True, inverted=True, limited=True),
+        Form("L", "PNG", dim=0.5),
+        Form("RGB", "JPEG", 4.0, smooth=True, inverted=True, dim=0.6),
+        Form("RGB", "PNG", tint="yellow"),
+        Form("RGB", "JPEG", 4.0, smooth=True, tint="pink"),
+        Form("RGBA", "PNG", 3.0, margin=0.5, tint="navy"),
     ]
     return forms
 
 
 def save(image: np.ndarray, form: Form) -> bytes:
     """The uint8 [28, 28] image saved in `form`: the file's bytes. A colour map draws the levels after scaling,
-    but before a canvas of another colour is set round them (a figure's white page)."""
-    pixels = 255 - image if form.inverted else image
+    but before a canvas of another colour is set round them (a figure's white page); a tint prints them last."""
+    pixels = np.rint(image * form.dim) if form.dim != 1 else image
+    pixels = 255 - pixels if form.inverted else pixels
     if form.limited:
         pixels = limited_range(pixels)
     picture = Image.fromarray(np.ascontiguousarray(pixels, dtype=np.uint8), "L")
@@ -147,6 +164,8 @@ def save(image: np.ndarray, form: Form) -> bytes:
         picture = picture.resize(size, resample)
     if form.colour_map and picture.mode == "L" and not form.figure:
         picture = _coloured(picture, form.colour_map)
+    if form.tint:
+        picture = _tinted(picture, TINTS[form.tint])
     if form.transparent:
         picture = Image.merge(
             "LA", (picture, Image.fromarray(np.where(np.asarray(picture) > 0, 255, 0).astype(np.uint8)))
@@ -201,6 +220,12 @@ def _captioned(picture: Image.Image, dark: bool) -> Image.Image:
     screen.paste(picture.convert("RGB"), (80, 20))
     ImageDraw.Draw(screen).text((80, picture.height + 36), "Figure 1: a test image", fill=ink, font_size=16)
     return screen
+
+
+def _tinted(picture: Image.Image, ink: tuple[int, int, int]) -> Image.Image:
+    """An L picture's levels printed in `ink` on white: level a/255 of ink over 1 - a/255 of white, as RGB."""
+    level = np.asarray(picture, dtype=np.float32)[..., None] / 255
+    return Image.fromarray(np.rint(255 * (1 - level) + np.asarray(ink, np.float32) * level).astype(np.uint8), "RGB")
 
 
 def _coloured(picture: Image.Image, colour_map: str) -> Image.Image:

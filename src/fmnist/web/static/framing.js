@@ -34,10 +34,12 @@
     GRID_ERROR: 0.24,
     GRID_SPAN: 16,
     GRID_FACTOR: 3,
-    DIGITAL_CONTRAST: 128.0,
+    DIGITAL_CONTRAST: 40.0,
     FULL_PEAK: 250.0,
     DATASET_BLACK: 8,
     SILHOUETTE_FLOOR: 0.25,
+    CAPTION_HEIGHT: 0.2,
+    CAPTION_PIECES: 3,
     SURFACE_NOISE: 6.0,
     SURFACE_FIT: 0.8,
     SURFACE_MIN_NOISE: 1.0,
@@ -57,6 +59,7 @@
     INNER_EDGE: 0.8,
     INNER_BACKGROUND: 0.1,
     INNER_SPAN: 1 / 3,
+    INNER_CONTRAST: 128.0,
     INNER_RIM: 3,
     PLAIN_ROUNDS: 6,
     CLIPPED_BAND: 2.0,
@@ -378,7 +381,7 @@
       strongest = Math.max(strongest, difference);
       shown[i] = difference > C.DIGITAL_OBJECT ? 1 : 0;
     }
-    if (strongest < C.DIGITAL_CONTRAST) return null;
+    if (strongest < C.INNER_CONTRAST) return null;
     const standing = objectBox(shown, bw, bh);
     const span = standing ? Math.max(standing[1] - standing[0], standing[3] - standing[2]) : 0;
     if (span < C.INNER_SPAN * Math.max(bh, bw)) return null;
@@ -563,8 +566,9 @@
     return deviations.length >= share * values.length && 1.4826 * median(deviations) <= C.DIGITAL_NOISE;
   }
 
-  // 28x28, grey (R = G = B), opaque, most of the border dark, a pixel below DATASET_BLACK: the dataset's own format
-  // (_already_fashion_mnist; Python also asks for Pillow's "L" mode, which a decoded picture no longer tells).
+  // 28x28, grey (R = G = B), opaque, most of the border dark, a pixel below DATASET_BLACK, one at FULL_PEAK: the
+  // dataset's own format (_already_fashion_mnist; Python also asks for Pillow's "L" mode, which a decoded picture no
+  // longer tells).
   function alreadyFashionMnist(data, width, height) {
     if (width !== SIDE || height !== SIDE) return null;
     const pixels = new Uint8Array(SIDE * SIDE);
@@ -576,7 +580,7 @@
     const [ys, xs] = borderCoordinates(SIDE, SIDE);
     let dark = 0;
     for (let i = 0; i < ys.length; i++) if (pixels[ys[i] * SIDE + xs[i]] < 32) dark++;
-    return dark * 2 > ys.length && minOf(pixels) < C.DATASET_BLACK ? pixels : null;
+    return dark * 2 > ys.length && minOf(pixels) < C.DATASET_BLACK && maxOf(pixels) >= C.FULL_PEAK ? pixels : null;
   }
 
   // Luminance (float32, 0..255) and opacity (0..1, or null when opaque) at most WORK_SIDE pixels on a side
@@ -837,6 +841,7 @@
         smooth = smoothed(contrast, w, h);
         mask = standingOut(contrast, smooth, t);
       }
+      mask = withoutCaption(mask, w, h);
     }
     const box = objectBox(mask, w, h);
     const empty = { image: new Uint8Array(SIDE * SIDE), cues: cuesOf(borderFit, noise, 0, 0, 0, textured) };
@@ -853,6 +858,32 @@
     const framed = fit(crop.data, crop.w, crop.h);
     const image = Uint8Array.from(framed, (v) => Math.min(255, Math.max(0, rint(f32(v * scale)))));
     return { image, cues };
+  }
+
+  // The mask without its lines of caption (_without_caption): the bands of rows holding something, apart from the
+  // tallest band and at most CAPTION_HEIGHT of it, made of CAPTION_PIECES 8-connected marks or more.
+  function withoutCaption(mask, w, h) {
+    const bands = [];
+    let start = -1;
+    for (let y = 0; y <= h; y++) {
+      const any = y < h && mask.subarray(y * w, (y + 1) * w).some((v) => v);
+      if (any && start < 0) start = y;
+      if (!any && start >= 0) {
+        bands.push([start, y]);
+        start = -1;
+      }
+    }
+    if (bands.length < 2) return mask;
+    const tallest = Math.max(...bands.map(([top, bottom]) => bottom - top));
+    const kept = mask.slice();
+    for (const [top, bottom] of bands) {
+      if (bottom - top > C.CAPTION_HEIGHT * tallest) continue;
+      const rows = mask.subarray(top * w, bottom * w);
+      if (segmentation.pieces(rows, w, bottom - top, segmentation.SQUARE(1)).sizes.length >= C.CAPTION_PIECES) {
+        kept.fill(0, top * w, bottom * w);
+      }
+    }
+    return kept;
   }
 
   // 0/1: the object's pixels, the smoothed contrast above `t` and the pixel's own above t / 2 (_standing_out).
