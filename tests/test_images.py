@@ -718,13 +718,15 @@ def _shoe() -> np.ndarray:
 def _tolerance(form: forms.Form) -> float:
     """Mean absolute difference allowed between a form's view and the image: none for a lossless 28x28 or nearest
     upscale, with margins or not; JPEG/WebP loss or a smooth upscale's interpolation; a colour map's luminance, not
-    linear in the levels it draws; 219 limited-range levels for 256, or fewer in a dimmed or tinted copy (one level)."""
-    if form.colour_map:
+    linear in the levels it draws (gray is, to a level); 219 limited-range levels for 256, or fewer in a dimmed or
+    tinted copy (one level)."""
+    if form.colour_map and form.colour_map != "gray":
         return 16.0
     if form.margin and form.smooth:  # cut at its own pixels (a smaller picture enlarged), then a JPEG's loss
         return 6.0
-    lossy = form.fmt in ("JPEG", "WEBP")
-    return 4.0 if lossy or form.smooth else 1.0 if form.limited or form.dim != 1 or form.tint else 0.0
+    if form.fmt in ("JPEG", "WEBP") or form.smooth:
+        return 4.0
+    return 1.0 if form.limited or form.dim != 1 or form.tint or form.colour_map else 0.0
 
 
 # On a captioned page, an object's edge at the page's own level leaves the picture's edge unseen there, and on a

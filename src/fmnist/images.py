@@ -640,7 +640,7 @@ def digital_view(gray: np.ndarray, alpha: np.ndarray | None = None, whole: bool 
     if contrast.shape[0] != contrast.shape[1] and not _at_own_size(contrast):
         return None
     if contrast.shape != (SIDE, SIDE):
-        crop, contrast = _digital_crop(contrast)
+        crop, contrast = _digital_crop(contrast, whole)
         contrast = _sampled(contrast, crop)
     peak = float(contrast.max())
     if peak < DIGITAL_CONTRAST:  # a faint scan or a blank page: a photo's framing stretches its levels
@@ -660,7 +660,7 @@ def _at_own_size(contrast: np.ndarray) -> bool:
     return SIDE * MARGIN_SPAN <= max(bottom - top, right - left) <= SIDE
 
 
-def _digital_crop(contrast: np.ndarray) -> tuple[tuple[int, int, int], np.ndarray]:
+def _digital_crop(contrast: np.ndarray, whole: bool) -> tuple[tuple[int, int, int], np.ndarray]:
     """(top, left, side) of the square a digital picture is sampled from, and the contrast to sample: the whole
     picture, unless its object spans less than MARGIN_SPAN of it (margins were added) and it is no 28x28 picture
     enlarged (GRID_ERROR): then the square around the object's box, centred as Fashion-MNIST centres (`_centred`),
@@ -668,19 +668,24 @@ def _digital_crop(contrast: np.ndarray) -> tuple[tuple[int, int, int], np.ndarra
     any (a product photo on a flat backdrop: see fmnist.shadows). The box is that of the pixels above DIGITAL_OBJECT
     (`_digital_object`), or of fainter ones (`_faint_box`). A smaller picture with margins enlarged by a whole factor
     (`_reduction`: a dataset image on a larger canvas, then upscaled) is cut so at its own pixels, so that the 28x28
-    view samples the centres of those."""
+    view samples the centres of those. `whole`: the picture is the whole file (see `digital_view`), so its edge may be
+    a thin margin's."""
     height, width = contrast.shape
-    whole = (0, 0, max(height, width)), contrast
+    whole_picture = (0, 0, max(height, width)), contrast
     shown = _digital_object(contrast)
     box = _object_box(shown)
     if box is None:
-        return whole
+        return whole_picture
     top, bottom, left, right = box
     side = max(bottom - top, right - left)
-    if height == width and side >= MARGIN_SPAN * height:
-        return whole
+    # An object spanning 26 to 28 of the view's 28 pixels: the whole picture, when its edge is its own (`whole`), it is
+    # that 28x28 picture (enlarged or not), or the object reaches both of its ends; otherwise thin margins were added
+    # (a figure saved with a little padding round a dark-on-white image, whose white background meets the page's).
+    spans = side >= MARGIN_SPAN * height
+    if height == width and spans and (not whole or side == height or height == SIDE or _enlarged(contrast)):
+        return whole_picture
     if height == width >= GRID_FACTOR * SIDE and side * SIDE >= GRID_SPAN * height and _enlarged(contrast):
-        return whole
+        return whole_picture
     if (reduced := _reduction(contrast, side)) is not None and (own := _object_box(_digital_object(reduced[1]))):
         scale = reduced[0]  # cut at the picture's own pixels, sampled on the enlargement's
         top, left, side = _centred(_faint_box(reduced[1], own))

@@ -35,13 +35,14 @@ _STORES = {
 }
 SUFFIX = {"PNG": ".png", "JPEG": ".jpg", "WEBP": ".webp", "BMP": ".bmp", "TIFF": ".tif", "GIF": ".gif"}
 # What a form may draw round the picture: matplotlib's default figure (6.4 x 4.8 inches at 100 dpi) with the image
-# in its axes; the same saved with bbox_inches="tight", a title and a colour bar; an image viewer's window; a
-# screenshot of a web page showing it above a caption, the page light or dark.
+# in its axes; the same saved with bbox_inches="tight", a title and a colour bar; or without its axes, saved tight
+# with matplotlib's 0.1 inch of padding; an image viewer's window; a screenshot of a web page showing it above a
+# caption, the page light or dark.
 CAPTIONED = ("caption", "caption-dark")
+FIGURES = ("axes", "axes-tight", "bare", "window", *CAPTIONED)
 # Inks a tinted form prints the garment in on white (its level a = image / 255 mixes white and the ink): a yellow
 # stands only 61 levels of luminance above the page, a light pink 50.
 TINTS = {"yellow": (240, 200, 40), "pink": (255, 182, 193), "navy": (20, 30, 120)}
-FIGURES = ("axes", "axes-tight", "window", *CAPTIONED)
 
 
 @dataclass(frozen=True)
@@ -115,6 +116,7 @@ def all_forms() -> list[Form]:
         Form("RGBA", "PNG", colour_map="viridis", figure="axes"),  # plt.imshow(image); plt.savefig(path)
         Form("RGBA", "PNG", colour_map="gray", figure="axes"),
         Form("RGB", "JPEG", inverted=True, colour_map="gray", figure="axes-tight"),
+        Form("RGBA", "PNG", inverted=True, colour_map="gray", figure="bare"),  # plt.imshow(image, cmap="gray_r")
         Form("RGB", "PNG", 8.0, figure="window"),
         Form("RGB", "PNG", 8.0, figure="caption"),  # a captioned screenshot of a web page
         Form("RGB", "PNG", 8.0, figure="caption-dark"),
@@ -144,7 +146,7 @@ def save(image: np.ndarray, form: Form) -> bytes:
         resample = Image.Resampling.BICUBIC if form.smooth else Image.Resampling.NEAREST
         picture = _captioned(picture.resize((round(28 * form.scale),) * 2, resample), dark=form.figure == CAPTIONED[1])
     elif form.figure:
-        picture = _figure(pixels, form.colour_map or "viridis", tight=form.figure == "axes-tight")
+        picture = _figure(pixels, form.colour_map or "viridis", form.figure)
     elif form.margin:
         pad = round(28 * form.margin)
         if form.canvas is not None and form.colour_map:
@@ -181,9 +183,10 @@ def limited_range(pixels: np.ndarray) -> np.ndarray:
     return np.rint(16 + pixels.astype(np.float32) * (219 / 255)).astype(np.uint8)
 
 
-def _figure(pixels: np.ndarray, colour_map: str, tight: bool) -> Image.Image:
-    """matplotlib's default figure showing `pixels` with imshow in its axes, ticks and tick labels round it; `tight`:
-    with a title and a colour bar, saved with bbox_inches="tight". As RGBA."""
+def _figure(pixels: np.ndarray, colour_map: str, kind: str) -> Image.Image:
+    """matplotlib's default figure showing `pixels` with imshow in its axes, ticks and tick labels round it;
+    "axes-tight": with a title and a colour bar, saved with bbox_inches="tight"; "bare": its axes off, saved tight
+    (0.1 inch of the figure's white round the image). As RGBA."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
@@ -191,11 +194,13 @@ def _figure(pixels: np.ndarray, colour_map: str, tight: bool) -> Image.Image:
     FigureCanvasAgg(figure)
     axes = figure.add_subplot()
     shown = axes.imshow(pixels, cmap=colour_map)
-    if tight:
+    if kind == "axes-tight":
         axes.set_title("Fashion-MNIST")
         figure.colorbar(shown)
+    if kind == "bare":
+        axes.set_axis_off()
     buffer = io.BytesIO()
-    figure.savefig(buffer, format="png", bbox_inches="tight" if tight else None)
+    figure.savefig(buffer, format="png", bbox_inches=None if kind == "axes" else "tight")
     return Image.open(io.BytesIO(buffer.getvalue())).convert("RGBA")
 
 

@@ -638,7 +638,7 @@
     let contrast = gray.map((g) => f32(Math.max(f32(light ? level - g : g - level), 0) * gain));
     if (w !== h && !atOwnSize(contrast, w, h)) return null;
     if (w !== SIDE || h !== SIDE) {
-      const [crop, lifted] = digitalCrop(contrast, w, h);
+      const [crop, lifted] = digitalCrop(contrast, w, h, whole);
       contrast = sampled(lifted, w, h, crop);
     }
     const peak = maxOf(contrast);
@@ -669,14 +669,19 @@
 
   // [(top, left, side) of the square a digital picture is sampled from, the contrast to sample: without the drop
   // shadow of a large picture's object, if any] (_digital_crop).
-  function digitalCrop(contrast, w, h) {
-    const whole = [[0, 0, Math.max(h, w)], contrast];
+  function digitalCrop(contrast, w, h, whole) {
+    const wholePicture = [[0, 0, Math.max(h, w)], contrast];
     const shown = digitalObject(contrast, w, h);
     let box = objectBox(shown, w, h);
-    if (!box) return whole;
+    if (!box) return wholePicture;
     const side = Math.max(box[1] - box[0], box[3] - box[2]);
-    if (h === w && side >= C.MARGIN_SPAN * h) return whole;
-    if (h === w && h >= C.GRID_FACTOR * SIDE && side * SIDE >= C.GRID_SPAN * h && enlarged(contrast, h)) return whole;
+    // Spanning 26-28 of the view's 28 pixels: the whole picture, unless a whole file's thin margins were added.
+    if (h === w && side >= C.MARGIN_SPAN * h && (!whole || side === h || h === SIDE || enlarged(contrast, h))) {
+      return wholePicture;
+    }
+    if (h === w && h >= C.GRID_FACTOR * SIDE && side * SIDE >= C.GRID_SPAN * h && enlarged(contrast, h)) {
+      return wholePicture;
+    }
     const reduced = reduction(contrast, h, w, side);
     const own = reduced && objectBox(digitalObject(reduced[1], reduced[2], reduced[2]), reduced[2], reduced[2]);
     if (own) { // cut at the picture's own pixels, sampled on the enlargement's
