@@ -164,11 +164,12 @@ def test_no_dataset_image_crosses_its_border_as_often_as_a_pattern():
     assert most < images.DIGITAL_PIECES
 
 
-def test_the_dataset_facts_behind_faint_and_fade(capsys):
+def test_the_dataset_facts_behind_faint_fade_and_graded(capsys):
     # images.FAINT: the box of every lit pixel of a training image spans its 28 pixels far more often than the box of
     # those above DIGITAL_OBJECT (98.3 against 94 %, docs/TRUST.md). images.FADE: a test image with its black made
-    # transparent fades toward black at the rim of its opaque part (98.6 % under FADE, the median 0.52). `-s` prints
-    # the figures.
+    # transparent fades toward black at the rim of its opaque part (98.6 % under FADE, the median 0.52).
+    # images.GRADED: of a test image's lit pixels (above 0.05 of white), at least half are under 0.95 of it (99.9 %,
+    # the least share 0.41), as an opacity would be. `-s` prints the figures.
     from scipy import ndimage
 
     from fmnist import images
@@ -192,11 +193,16 @@ def test_the_dataset_facts_behind_faint_and_fade(capsys):
         rim = inside & ~ndimage.binary_erosion(inside, border_value=1)
         ratios.append(image[rim].mean() / image[inside & ~rim].mean())
     fading, median = (np.array(ratios) < images.FADE).mean(), float(np.median(ratios))
+    opacity = dataset.test_images[:3000].numpy().reshape(3000, -1) / 255
+    shares = ((opacity > 0.05) & (opacity < 0.95)).sum(1) / (opacity > 0.05).sum(1)
+    graded = (shares >= images.GRADED).mean()
     with capsys.disabled():
         print(f"\nfull span: {faint:.1%} (above FAINT), {strong:.1%} (above DIGITAL_OBJECT)")
         print(f"rim under FADE of the inside: {fading:.1%} of 3,000 test images, the median {median:.2f}")
+        print(f"graded share at least GRADED: {graded:.1%} of 3,000 test images, the least {shares.min():.2f}")
     assert faint >= 0.98 and strong <= faint - 0.03
     assert fading >= 0.98 and median < 0.6
+    assert graded >= 0.99
 
 
 def test_written_digits_and_letters_are_not_garments(real_run):

@@ -73,7 +73,7 @@ def decoded(data_: bytes) -> Image.Image:
 @needs_node
 @pytest.mark.parametrize(
     ("script", "module", "count"),
-    [("framing.js", images, 52), ("segmentation.js", segmentation, 19), ("shadows.js", shadows, 8)],
+    [("framing.js", images, 53), ("segmentation.js", segmentation, 19), ("shadows.js", shadows, 8)],
 )
 def test_the_scripts_carry_the_constants_of_python(script, module, count):
     path = json.dumps(str(FRAMING_JS.with_name(script)))
@@ -92,9 +92,9 @@ def framing_pictures() -> list[Image.Image]:
     upright; a shoe set on its sole; a dark one on grass that stands out by its colour alone), a tall one
     (Pillow resizes y first) and a large one (Pillow reduces first), a grey one, a non-garment mosaic, a dataset
     image as it is, digital images with margins (faint end rows; enlarged), padded to another shape, in captioned
-    screenshots, on a transparent background, and one in a colour map (also on a white page, and in figures and a
-    window among marks, and in limited-range levels), a digit enlarged, a backdrop clipped at white and one at
-    black, blank pictures."""
+    screenshots, on a transparent background, as the opacity of a white picture, and one in a colour map (also on a
+    white page, and in figures and a window among marks, in limited-range levels), a digit enlarged, a backdrop
+    clipped at white and one at black, a black bag above its caption, blank pictures."""
     from skimage import data as sk
 
     from fmnist.testing import forms, surfaces
@@ -150,6 +150,7 @@ def framing_pictures() -> list[Image.Image]:
     fading = faint.copy()
     fading[:, [6, 21]] //= 3  # its edge fading toward black: on a transparent background, read over black
     pictures += [decoded(forms.save(fading, form)) for form in forms.all_forms() if form.transparent]
+    pictures += [decoded(forms.save(faint, form)) for form in forms.all_forms() if form.in_alpha]  # as opacity
     with_margins = Image.new("L", (56, 56), 255)
     with_margins.paste(Image.fromarray(255 - shirt[1], "L"), (14, 14))
     pictures.append(with_margins.resize((280, 280), Image.Resampling.NEAREST))
@@ -200,7 +201,7 @@ def test_framing_js_frames_as_python_on_the_same_pixels(tmp_path, monkeypatch):
     assert identical >= 0.8 * len(pictures)
     assert sum(mask is not None for mask in found) >= 4 and sum(angle != 0 for angle in turns) >= 4
     assert sum(contrast is not None for contrast in lifted) == 2
-    assert sum(cues is None for _, cues in ours) == 31  # the dataset image, the digital ones, on a canvas, in a frame
+    assert sum(cues is None for _, cues in ours) == 33  # the dataset image, the digital ones, on a canvas, in a frame
 
 
 # ---- the folder -----------------------------------------------------------------------------------------

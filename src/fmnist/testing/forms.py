@@ -1,15 +1,15 @@
 """A Fashion-MNIST image saved in the forms people save images in: test material for `images.load_picture`.
 
-Each form is one container of the same 28x28 image: an image mode (L, LA, RGB, RGBA, P, I;16, F),
-a size (28x28, or upscaled by an integer or a non-integer factor, nearest or smooth), a polarity (light
-garment on black, as in the dataset, or dark on white, as on a product page), a file format (PNG,
-JPEG, WebP, BMP, TIFF, GIF), optional margins, in the background's colour or in another one (the image
-pasted on a page, or padded with white), or padded to another shape, its background transparent, optionally a
-colour map (matplotlib's default, viridis, as `plt.imsave(path, image)` draws an image whose levels span 0-255),
-and optionally a figure round it: matplotlib's axes with their ticks and tick labels (`plt.imshow(image);
-plt.savefig(path)`, with a title and a colour bar when saved tight), a screenshot of an image viewer's window with
-its title bar, or of a web page showing it above a caption; and its levels in video's limited range (16-235), lowered
-to a part of their range (a dimmed copy), or printed in a colour on white (a tinted garment).
+Each form is one container of the same 28x28 image: an image mode (L, LA, RGB, RGBA, P, I;16, F), a size (28x28,
+or upscaled by an integer or a non-integer factor, nearest or smooth), a polarity (light garment on black, as in the
+dataset, or dark on white, as on a product page), a file format (PNG, JPEG, WebP, BMP, TIFF, GIF), optional margins,
+in the background's colour or in another one (the image pasted on a page, or padded with white), or padded to another
+shape, its background transparent or the image its opacity, optionally a colour map (matplotlib's default, viridis,
+as `plt.imsave(path, image)` draws an image whose levels span 0-255), and optionally a figure round it: matplotlib's
+axes with their ticks and tick labels (`plt.imshow(image); plt.savefig(path)`, with a title and a colour bar when
+saved tight, or without axes), a screenshot of an image viewer's window with its title bar, or of a web page showing
+it above a caption; and its levels in video's limited range (16-235), lowered to a part of their range (a dimmed
+copy), or printed in a colour on white (a tinted garment).
 Nothing in a form changes what the picture shows, so each form must give the class and the verdict the dataset's own
 bytes give.
 """
@@ -55,6 +55,7 @@ class Form:
     margin: float = 0.0  # added on every side, as a fraction of 28 pixels
     wide: int = 0  # pixels of background added on the left and on the right: padded to another shape (ImageOps.pad)
     transparent: bool = False  # the background made transparent (alpha 0 where the image is 0), as an LA or RGBA PNG
+    in_alpha: bool = False  # a white picture whose opacity is the image, as an LA or RGBA PNG
     canvas: int | None = None  # the margins' level (0-255) when not the background's: a page the image is set on
     colour_map: str | None = None  # a matplotlib colour map the levels are drawn in (viridis: dark violet to yellow)
     figure: str | None = None  # one of FIGURES, drawn round the picture (the figure's axes keep `scale` out of it)
@@ -67,6 +68,8 @@ class Form:
             raise ValueError("a transparent background needs an LA or RGBA picture, light on black, without a figure")
         if self.wide and (self.margin or self.figure):
             raise ValueError("`wide` pads the picture itself: not with margins or a figure")
+        if self.in_alpha and (self.mode not in ("LA", "RGBA") or self.inverted or self.colour_map or self.figure):
+            raise ValueError("a picture in its alpha is an LA or RGBA picture, light on black, without a figure")
         if self.tint and (self.mode not in ("RGB", "RGBA") or self.inverted or self.colour_map or self.transparent):
             raise ValueError("a tint prints the image in colour on white: an RGB or RGBA picture, not inverted")
 
@@ -76,6 +79,7 @@ class Form:
         extras = ("-inverted" if self.inverted else "") + (f"-margin{self.margin:g}" if self.margin else "")
         extras += f"-wide{self.wide}" if self.wide else ""
         extras += "-transparent" if self.transparent else ""
+        extras += "-in-alpha" if self.in_alpha else ""
         extras += f"-canvas{self.canvas}" if self.canvas is not None else ""
         extras += f"-{self.colour_map}" if self.colour_map else ""
         extras += f"-{self.figure}" if self.figure else ""
@@ -110,6 +114,8 @@ def all_forms() -> list[Form]:
         Form("RGB", "PNG", inverted=True, wide=6),
         Form("LA", "PNG", transparent=True),  # an array saved with its black as transparency
         Form("RGBA", "PNG", 4.0, transparent=True),
+        Form("RGBA", "PNG", in_alpha=True),  # a white picture, the image its opacity
+        Form("LA", "PNG", 3.0, in_alpha=True),
         Form("RGBA", "PNG", colour_map="viridis"),  # plt.imsave(path, image) of levels 0-255
         Form("RGB", "JPEG", 4.0, smooth=True, colour_map="viridis"),
         Form("RGB", "PNG", 3.0, margin=0.25, canvas=255, colour_map="viridis"),  # a figure saved without its axes
@@ -172,6 +178,8 @@ def save(image: np.ndarray, form: Form) -> bytes:
         picture = Image.merge(
             "LA", (picture, Image.fromarray(np.where(np.asarray(picture) > 0, 255, 0).astype(np.uint8)))
         )
+    if form.in_alpha:
+        picture = Image.merge("LA", (Image.new("L", picture.size, 255), picture))
     buffer = io.BytesIO()
     kwargs = {"quality": 90} if form.fmt in ("JPEG", "WEBP") else {}
     _converted(picture, form.mode).save(buffer, format=form.fmt, **kwargs)

@@ -28,6 +28,7 @@
     DIGITAL_OBJECT: 8.0,
     FAINT: 0.5,
     FADE: 0.9,
+    GRADED: 0.5,
     SPECK: 5,
     DIGITAL_PIECES: 16,
     MARGIN_SPAN: 26 / 28,
@@ -310,8 +311,8 @@
   function framed(picture, marked = false) {
     const { data, width, height } = picture;
     let { gray, alpha, w, h } = planes(data, width, height);
-    const black = alpha && onBlack(gray, alpha, w, h);
-    if (black) return { image: black, cues: null };
+    const transparent = alpha && (inAlpha(gray, alpha, w, h) || onBlack(gray, alpha, w, h));
+    if (transparent) return { image: transparent, cues: null };
     const inner = innerPicture(gray, alpha, w, h, marked);
     if (inner) { // read the picture on the canvas, not the canvas
       const across = width / w, down = height / h;
@@ -1043,6 +1044,27 @@
     }
     if (!coreCount || rimSum / rimCount >= C.FADE * (coreSum / coreCount)) return null;
     return digitalView(gray.map((g, i) => f32(g * alpha[i])), null, w, h, true);
+  }
+
+  // The digital view of a picture in white or black whose levels are all in its alpha, composited over black when
+  // white, else over white; or null: its luminance flat (DIGITAL_NOISE) near white or black where it shows, at least
+  // GRADED of those pixels neither transparent nor opaque (_in_alpha).
+  function inAlpha(gray, alpha, w, h) {
+    let low = Infinity, high = -Infinity, sum = 0, shown = 0, graded = 0;
+    for (let i = 0; i < alpha.length; i++) {
+      if (alpha[i] <= 0.05) continue;
+      low = Math.min(low, gray[i]);
+      high = Math.max(high, gray[i]);
+      sum += gray[i];
+      shown++;
+      if (alpha[i] < 0.95) graded++;
+    }
+    if (!shown) return null;
+    const level = sum / shown;
+    if (high - low > C.DIGITAL_NOISE || (C.BACKGROUND_BAND < level && level < 255 - C.BACKGROUND_BAND)) return null;
+    if (graded / shown < C.GRADED) return null;
+    const far = level > 127 ? 0 : 255;
+    return digitalView(gray.map((g, i) => f32(f32(g * alpha[i]) + f32(far * f32(1 - alpha[i])))), null, w, h, true);
   }
 
   // Contrast of a cut-out on transparency, alpha as the object mask (_cutout_contrast).
