@@ -93,8 +93,8 @@ def framing_pictures() -> list[Image.Image]:
     (Pillow resizes y first) and a large one (Pillow reduces first), a grey one, a non-garment mosaic, a dataset
     image as it is, digital images with margins (faint end rows; enlarged), padded to another shape, in captioned
     screenshots, on a transparent background, as the opacity of a white picture, and one in a colour map (also on a
-    white page, and in figures and a window among marks, in limited-range levels), a digit enlarged, a backdrop
-    clipped at white and one at black, a black bag above its caption, blank pictures."""
+    white page, and in figures and a window among marks, in limited-range levels, dimmed, tinted), a digit enlarged, a
+    backdrop clipped at white and one at black, a black bag above its caption, blank pictures."""
     from skimage import data as sk
 
     from fmnist.testing import forms, surfaces
@@ -132,7 +132,7 @@ def framing_pictures() -> list[Image.Image]:
         pictures.append(decoded(forms.save(dataset_image, form)))
     # In a drawn frame among marks: matplotlib's axes (found on reduced planes, read again cut out), tight with a
     # title and a colour bar, a viewer's window; in limited-range levels (16-235), at 28x28 and as a smooth JPEG.
-    for form in [f for f in forms.all_forms() if f.figure or f.limited]:
+    for form in [f for f in forms.all_forms() if f.figure or f.limited or f.dim != 1 or f.tint]:  # dimmed, tinted too
         pictures.append(decoded(forms.save(dataset_image, form)))
     bag = Image.new("RGB", (400, 400), "white")  # a black bag, its handle reaching out, above a caption: no frame
     draw = ImageDraw.Draw(bag)
@@ -150,7 +150,9 @@ def framing_pictures() -> list[Image.Image]:
     fading = faint.copy()
     fading[:, [6, 21]] //= 3  # its edge fading toward black: on a transparent background, read over black
     pictures += [decoded(forms.save(fading, form)) for form in forms.all_forms() if form.transparent]
-    pictures += [decoded(forms.save(faint, form)) for form in forms.all_forms() if form.in_alpha]  # as opacity
+    opaque = faint.copy()
+    opaque[14, 8:20] = 255  # as opacity: reaching full opacity, as every dataset image reaches 254 or 255
+    pictures += [decoded(forms.save(opaque, form)) for form in forms.all_forms() if form.in_alpha]
     with_margins = Image.new("L", (56, 56), 255)
     with_margins.paste(Image.fromarray(255 - shirt[1], "L"), (14, 14))
     pictures.append(with_margins.resize((280, 280), Image.Resampling.NEAREST))
@@ -201,7 +203,7 @@ def test_framing_js_frames_as_python_on_the_same_pixels(tmp_path, monkeypatch):
     assert identical >= 0.8 * len(pictures)
     assert sum(mask is not None for mask in found) >= 4 and sum(angle != 0 for angle in turns) >= 4
     assert sum(contrast is not None for contrast in lifted) == 2
-    assert sum(cues is None for _, cues in ours) == 33  # the dataset image, the digital ones, on a canvas, in a frame
+    assert sum(cues is None for _, cues in ours) == 38  # the dataset image, the digital ones, on a canvas, in a frame
 
 
 # ---- the folder -----------------------------------------------------------------------------------------

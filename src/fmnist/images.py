@@ -121,9 +121,12 @@ MARGIN_SPAN = 26 / 28  # an object spanning less of a square digital picture was
 GRID_ERROR = 0.24
 GRID_SPAN = 16
 GRID_FACTOR = 3
-# The least contrast of a digital image's object with its background: a garment printed in yellow on white stands 61
-# levels above the page, a light pink one 50 (fmnist.testing.forms.TINTS); a blank page or a speck of dust less.
-DIGITAL_CONTRAST = 40.0
+# The least contrast of a digital image's object with its background (a faint scan, grey text or a faint drawing on
+# flat paper is framed as a photo, its cues judged); GRID_CONTRAST for a picture that is a 28x28 grid, at its own size
+# or enlarged (_enlarged): a garment printed in yellow on white stands 61 levels above the page, a light pink one 50
+# (fmnist.testing.forms.TINTS).
+DIGITAL_CONTRAST = 128.0
+GRID_CONTRAST = 40.0
 FULL_PEAK = 250.0  # a digital object's strongest contrast; Fashion-MNIST's images all reach 254 or 255
 # Every one of Fashion-MNIST's 70,000 images has a pixel at 0: a 28x28 grey picture whose darkest level is
 # DATASET_BLACK or more is not in the dataset's format (video's limited range puts black at 16, white at 235) and has
@@ -141,7 +144,7 @@ DATASET_BLACK = 8
 # blurred it, is flat as a digital image's (digital_view) at a level within INNER_BAND of black or white (when no
 # ring is: within BACKGROUND_BAND, as a colour map's darkest is, and at least CANVAS_APART from the canvas's) and at
 # least CANVAS_STEP from the canvas's; at least INNER_BACKGROUND of it lies at that level (its background: 5.7 % or
-# more of every Fashion-MNIST test image, 13.6 % or more of 99.9 % of them); and what stands on it, INNER_CONTRAST
+# more of every Fashion-MNIST test image, 13.6 % or more of 99.9 % of them); and what stands on it, DIGITAL_CONTRAST
 # or more apart at its strongest, spans at least INNER_SPAN of the box's longer side (a Fashion-MNIST image's object
 # spans 26 to 28 of its 28 pixels in 99.4 % of them; a dark clutch's bright clasp, or a flat box's seam, is a detail
 # of an object on a plain backdrop). Of the test set's 10,000 images padded in their own background's colour none is
@@ -179,7 +182,6 @@ INNER_ASPECT = 1.5
 INNER_EDGE = 0.8
 INNER_BACKGROUND = 0.1
 INNER_SPAN = 1 / 3
-INNER_CONTRAST = 128.0
 INNER_RIM = 3  # rings tried inward, at least: a picture found on reduced work planes has a blurred rim
 
 # The object lies on a textured or shaded surface, which segmentation.object_mask separates it from, when the
@@ -463,7 +465,7 @@ def _inner_picture(gray: np.ndarray, alpha: np.ndarray | None, marked: bool = Fa
         top, bottom, left, right = box
         plane = gray[top:bottom, left:right].copy()
     difference = np.abs(plane - inner)
-    if float(difference.max()) < INNER_CONTRAST:
+    if float(difference.max()) < DIGITAL_CONTRAST:
         return None
     shown = _object_box(difference > DIGITAL_OBJECT)
     span = 0 if shown is None else max(shown[1] - shown[0], shown[3] - shown[2])
@@ -646,15 +648,23 @@ def digital_view(gray: np.ndarray, alpha: np.ndarray | None = None, whole: bool 
     contrast = np.clip((level - gray) if light else (gray - level), 0, None) * (255 / full)
     if contrast.shape[0] != contrast.shape[1] and not _at_own_size(contrast):
         return None
+    if float(contrast.max()) < DIGITAL_CONTRAST and not _grid_picture(contrast):  # a faint scan, grey text on paper
+        return None
     if contrast.shape != (SIDE, SIDE):
         crop, contrast = _digital_crop(contrast, whole)
         contrast = _sampled(contrast, crop)
     peak = float(contrast.max())
-    if peak < DIGITAL_CONTRAST:  # a faint scan or a blank page: a photo's framing stretches its levels
+    if peak < GRID_CONTRAST:  # a photo's framing stretches its levels
         return None
     if peak < FULL_PEAK:  # a dim object (a grey product on white) gets Fashion-MNIST's full range
         contrast = contrast * (255 / peak)
     return np.clip(np.rint(contrast), 0, 255).astype(np.uint8)
+
+
+def _grid_picture(contrast: np.ndarray) -> bool:
+    """Whether a digital picture is a 28x28 grid: 28x28, or square and a 28x28 picture enlarged (`_enlarged`)."""
+    height, width = contrast.shape
+    return (height, width) == (SIDE, SIDE) or (height == width and _enlarged(contrast))
 
 
 def _at_own_size(contrast: np.ndarray) -> bool:
@@ -668,15 +678,15 @@ def _at_own_size(contrast: np.ndarray) -> bool:
 
 
 def _digital_crop(contrast: np.ndarray, whole: bool) -> tuple[tuple[int, int, int], np.ndarray]:
-    """(top, left, side) of the square a digital picture is sampled from, and the contrast to sample: the whole
-    picture, unless its object spans less than MARGIN_SPAN of it (margins were added) and it is no 28x28 picture
-    enlarged (GRID_ERROR): then the square around the object's box, centred as Fashion-MNIST centres (`_centred`),
-    and in a picture GRID_FACTOR times 28 pixels or more, the contrast without the drop shadow the object casts, if
-    any (a product photo on a flat backdrop: see fmnist.shadows). The box is that of the pixels above DIGITAL_OBJECT
-    (`_digital_object`), or of fainter ones (`_faint_box`). A smaller picture with margins enlarged by a whole factor
-    (`_reduction`: a dataset image on a larger canvas, then upscaled) is cut so at its own pixels, so that the 28x28
-    view samples the centres of those. `whole`: the picture is the whole file (see `digital_view`), so its edge may be
-    a thin margin's."""
+    """(top, left, side) of the square a digital picture is sampled from, and the contrast to sample: the whole picture,
+    unless margins were added (its object spans less than MARGIN_SPAN of it, or more with thin margins all round: see
+    below) and it is no 28x28 picture enlarged (GRID_ERROR): then the square around the object's box, centred as
+    Fashion-MNIST centres (`_centred`), and in a picture GRID_FACTOR times 28 pixels or more, the contrast without the
+    drop shadow the object casts, if any (a product photo on a flat backdrop: see fmnist.shadows). The box is that of
+    the pixels above DIGITAL_OBJECT (`_digital_object`), or of fainter ones (`_faint_box`). A smaller picture with
+    margins enlarged by a whole factor (`_reduction`: a dataset image on a larger canvas, then upscaled) is cut so at
+    its own pixels, so that the 28x28 view samples the centres of those. `whole`: the picture is the whole file (see
+    `digital_view`), so its edge may be a thin margin's."""
     height, width = contrast.shape
     whole_picture = (0, 0, max(height, width)), contrast
     shown = _digital_object(contrast)
@@ -685,12 +695,15 @@ def _digital_crop(contrast: np.ndarray, whole: bool) -> tuple[tuple[int, int, in
         return whole_picture
     top, bottom, left, right = box
     side = max(bottom - top, right - left)
-    # An object spanning 26 to 28 of the view's 28 pixels: the whole picture, when its edge is its own (`whole`), it is
-    # that 28x28 picture (enlarged or not), or the object reaches both of its ends; otherwise thin margins were added
-    # (a figure saved with a little padding round a dark-on-white image, whose white background meets the page's).
-    spans = side >= MARGIN_SPAN * height
-    if height == width and spans and (not whole or side == height or height == SIDE or _enlarged(contrast)):
-        return whole_picture
+    # An object spanning 26 to 28 of the view's 28 pixels is the whole picture's, unless the picture is a whole file
+    # larger than 28 pixels whose faint pixels (above FAINT) reach none of its edges and it is no 28x28 picture
+    # enlarged: thin margins were added (a figure saved with a little padding round a dark-on-white image, whose white
+    # background meets the page's).
+    if height == width and side >= MARGIN_SPAN * height:
+        faint = _object_box(contrast > FAINT) or box
+        margined = faint[0] > 0 and faint[2] > 0 and faint[1] < height and faint[3] < width
+        if not (whole and height != SIDE and margined and not _enlarged(contrast)):
+            return whole_picture
     if height == width >= GRID_FACTOR * SIDE and side * SIDE >= GRID_SPAN * height and _enlarged(contrast):
         return whole_picture
     if (reduced := _reduction(contrast, side)) is not None and (own := _object_box(_digital_object(reduced[1]))):
@@ -894,12 +907,14 @@ def frame_with_cues(
             contrast = lifted
             smooth = _smooth(contrast)
             mask = _standing_out(contrast, smooth, threshold)
-        mask = _without_caption(mask)
+    judged, mask = mask, _without_caption(mask)
     box = _object_box(mask)
     empty = np.zeros((SIDE, SIDE), dtype=np.uint8), Cues(border_fit, noise, 0.0, 0.0, 0.0, textured)
     if box is None:
         return empty
-    cues = _object_cues(mask, box, border_fit, noise, textured)
+    # The cues judge what was found, its caption too (text under a digit is evidence against a garment); the view is the
+    # object's.
+    cues = _object_cues(judged, _object_box(judged) or box, border_fit, noise, textured)
     top, bottom, left, right = box
     contrast = contrast[top:bottom, left:right]
     turned = _upright(contrast, mask[top:bottom, left:right], on_surface)
@@ -911,6 +926,11 @@ def frame_with_cues(
     if peak <= 0:
         return empty
     framed = _fit(contrast, 0.0) * (255 / peak)
+    # Resizing may leave the view's brightest pixel under FULL_PEAK (a bright detail averaged with its surroundings):
+    # it then gets the full range every dataset image has, and read again (--save-inputs) it is taken as it is.
+    strongest = float(framed.max())
+    if 0 < strongest < FULL_PEAK:
+        framed = framed * (255 / strongest)
     return np.clip(np.rint(framed), 0, 255).astype(np.uint8), cues
 
 
@@ -921,20 +941,34 @@ def _standing_out(contrast: np.ndarray, smooth: np.ndarray, threshold: float) ->
 
 
 def _without_caption(mask: np.ndarray) -> np.ndarray:
-    """bool [H, W] `mask` without its lines of caption (see CAPTION_HEIGHT): the bands of rows holding something,
-    apart from the tallest band (the object) and short beside it, made of CAPTION_PIECES marks or more (8-connected).
-    Text alone, lines of one height, is left as it is."""
+    """bool [H, W] `mask` without its lines of caption (see CAPTION_HEIGHT): the bands of rows holding something at
+    its bottom (then at its top), each short beside the tallest band (the object) and made of CAPTION_PIECES marks or
+    more (8-connected), apart from the band beyond them by empty rows at least half as many as the nearest one's own
+    (a line of text under a picture; a shoe's faint sole a row or two under it is no caption). Text alone, lines of
+    one height, is left as it is."""
     rows = np.concatenate([[0], mask.any(1).astype(np.int8), [0]])
     edges = np.flatnonzero(np.diff(rows))
     bands = list(zip(edges[::2].tolist(), edges[1::2].tolist(), strict=True))
     if len(bands) < 2:
         return mask
     tallest = max(bottom - top for top, bottom in bands)
+
+    def lettered(top: int, bottom: int) -> bool:
+        if bottom - top > CAPTION_HEIGHT * tallest:
+            return False
+        return ndimage.label(mask[top:bottom], structure=np.ones((3, 3), bool))[1] >= CAPTION_PIECES
+
     kept = mask.copy()
-    for top, bottom in bands:
-        if bottom - top <= CAPTION_HEIGHT * tallest:
-            _, pieces = ndimage.label(mask[top:bottom], structure=np.ones((3, 3), bool))
-            if pieces >= CAPTION_PIECES:
+    for ends in (bands[::-1], bands):
+        run = 0
+        while run < len(ends) - 1 and lettered(*ends[run]):
+            run += 1
+        if run == 0:
+            continue
+        (top, bottom), (beyond_top, beyond_bottom) = ends[run - 1], ends[run]
+        gap = top - beyond_bottom if top > beyond_top else beyond_top - bottom
+        if 2 * gap >= bottom - top:
+            for top, bottom in ends[:run]:
                 kept[top:bottom] = False
     return kept
 
@@ -1166,8 +1200,9 @@ def _in_alpha(gray: np.ndarray, alpha: np.ndarray) -> np.ndarray | None:
     image saved as a white picture, the image its opacity), composited over black when the colour is white, else over
     white: its luminance within DIGITAL_NOISE levels of one level, within BACKGROUND_BAND of white or black, wherever
     it shows (a cut-out in a mid grey is no such picture: negated, it is a darker garment), and at least GRADED of its
-    shown pixels neither transparent nor opaque (between 0.05 and 0.95; a cut-out's alpha is mostly opaque). None for
-    any other picture. `gray`: luminance [H, W] on 0..255; `alpha`: opacity 0..1."""
+    shown pixels neither transparent nor opaque (between 0.05 and 0.95; a cut-out's alpha is mostly opaque), its
+    opacity reaching FULL_PEAK as every dataset image's levels do (a translucent overlay's does not). None for any
+    other picture. `gray`: luminance [H, W] on 0..255; `alpha`: opacity 0..1."""
     shown = alpha > 0.05
     if not shown.any():
         return None
@@ -1175,7 +1210,7 @@ def _in_alpha(gray: np.ndarray, alpha: np.ndarray) -> np.ndarray | None:
     level = float(levels.mean())
     if float(levels.max() - levels.min()) > DIGITAL_NOISE or BACKGROUND_BAND < level < 255 - BACKGROUND_BAND:
         return None
-    if float(np.mean(alpha[shown] < 0.95)) < GRADED:
+    if float(np.mean(alpha[shown] < 0.95)) < GRADED or float(alpha.max()) < FULL_PEAK / 255:
         return None
     far = 0.0 if level > 127 else 255.0
     return digital_view(gray * alpha + far * (1 - alpha))

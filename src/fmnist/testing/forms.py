@@ -68,9 +68,13 @@ class Form:
             raise ValueError("a transparent background needs an LA or RGBA picture, light on black, without a figure")
         if self.wide and (self.margin or self.figure):
             raise ValueError("`wide` pads the picture itself: not with margins or a figure")
-        if self.in_alpha and (self.mode not in ("LA", "RGBA") or self.inverted or self.colour_map or self.figure):
+        if self.in_alpha and (
+            self.mode not in ("LA", "RGBA") or self.inverted or self.colour_map or self.figure or self.tint
+        ):
             raise ValueError("a picture in its alpha is an LA or RGBA picture, light on black, without a figure")
-        if self.tint and (self.mode not in ("RGB", "RGBA") or self.inverted or self.colour_map or self.transparent):
+        if self.tint and (
+            self.mode not in ("RGB", "RGBA") or self.inverted or self.colour_map or self.transparent or self.figure
+        ):
             raise ValueError("a tint prints the image in colour on white: an RGB or RGBA picture, not inverted")
 
     @property

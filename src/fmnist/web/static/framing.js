@@ -35,7 +35,8 @@
     GRID_ERROR: 0.24,
     GRID_SPAN: 16,
     GRID_FACTOR: 3,
-    DIGITAL_CONTRAST: 40.0,
+    DIGITAL_CONTRAST: 128.0,
+    GRID_CONTRAST: 40.0,
     FULL_PEAK: 250.0,
     DATASET_BLACK: 8,
     SILHOUETTE_FLOOR: 0.25,
@@ -60,7 +61,6 @@
     INNER_EDGE: 0.8,
     INNER_BACKGROUND: 0.1,
     INNER_SPAN: 1 / 3,
-    INNER_CONTRAST: 128.0,
     INNER_RIM: 3,
     PLAIN_ROUNDS: 6,
     CLIPPED_BAND: 2.0,
@@ -382,7 +382,7 @@
       strongest = Math.max(strongest, difference);
       shown[i] = difference > C.DIGITAL_OBJECT ? 1 : 0;
     }
-    if (strongest < C.INNER_CONTRAST) return null;
+    if (strongest < C.DIGITAL_CONTRAST) return null;
     const standing = objectBox(shown, bw, bh);
     const span = standing ? Math.max(standing[1] - standing[0], standing[3] - standing[2]) : 0;
     if (span < C.INNER_SPAN * Math.max(bh, bw)) return null;
@@ -638,17 +638,24 @@
     const gain = f32(255 / full);
     let contrast = gray.map((g) => f32(Math.max(f32(light ? level - g : g - level), 0) * gain));
     if (w !== h && !atOwnSize(contrast, w, h)) return null;
+    // A faint scan, grey text on paper: a photo, unless the picture is a 28x28 grid (a tinted garment).
+    if (maxOf(contrast) < C.DIGITAL_CONTRAST && !gridPicture(contrast, w, h)) return null;
     if (w !== SIDE || h !== SIDE) {
       const [crop, lifted] = digitalCrop(contrast, w, h, whole);
       contrast = sampled(lifted, w, h, crop);
     }
     const peak = maxOf(contrast);
-    if (peak < C.DIGITAL_CONTRAST) return null;
+    if (peak < C.GRID_CONTRAST) return null;
     if (peak < C.FULL_PEAK) {
       const stretch = f32(255 / peak);
       contrast = contrast.map((v) => f32(v * stretch));
     }
     return Uint8Array.from(contrast, (v) => Math.min(255, Math.max(0, rint(v))));
+  }
+
+  // Whether a digital picture is a 28x28 grid: 28x28, or square and a 28x28 picture enlarged (_grid_picture).
+  function gridPicture(contrast, w, h) {
+    return (w === SIDE && h === SIDE) || (w === h && enlarged(contrast, h));
   }
 
   // Whether a digital picture's object spans 26 to 28 pixels on its longer side: a dataset image padded (_at_own_size).
@@ -676,9 +683,12 @@
     let box = objectBox(shown, w, h);
     if (!box) return wholePicture;
     const side = Math.max(box[1] - box[0], box[3] - box[2]);
-    // Spanning 26-28 of the view's 28 pixels: the whole picture, unless a whole file's thin margins were added.
-    if (h === w && side >= C.MARGIN_SPAN * h && (!whole || side === h || h === SIDE || enlarged(contrast, h))) {
-      return wholePicture;
+    // Spanning 26-28 of the view's 28 pixels: the whole picture's, unless a whole file's thin margins were added (its
+    // faint pixels reach none of its edges, and it is no 28x28 picture enlarged).
+    if (h === w && side >= C.MARGIN_SPAN * h) {
+      const faint = objectBox(Uint8Array.from(contrast, (v) => (v > C.FAINT ? 1 : 0)), w, h) || box;
+      const margined = faint[0] > 0 && faint[2] > 0 && faint[1] < h && faint[3] < w;
+      if (!(whole && h !== SIDE && margined && !enlarged(contrast, h))) return wholePicture;
     }
     if (h === w && h >= C.GRID_FACTOR * SIDE && side * SIDE >= C.GRID_SPAN * h && enlarged(contrast, h)) {
       return wholePicture;
@@ -847,12 +857,13 @@
         smooth = smoothed(contrast, w, h);
         mask = standingOut(contrast, smooth, t);
       }
-      mask = withoutCaption(mask, w, h);
     }
+    const judged = mask; // the cues judge what was found, its caption too; the view is the object's
+    mask = withoutCaption(mask, w, h);
     const box = objectBox(mask, w, h);
     const empty = { image: new Uint8Array(SIDE * SIDE), cues: cuesOf(borderFit, noise, 0, 0, 0, textured) };
     if (!box) return empty;
-    const cues = objectCues(mask, w, h, box, borderFit, noise, textured);
+    const cues = objectCues(judged, w, h, objectBox(judged, w, h) || box, borderFit, noise, textured);
     const [top, bottom, left, right] = box;
     let crop = { data: cropOf(contrast, w, box), w: right - left, h: bottom - top };
     const turned = upright(crop, { data: cropOf(mask, w, box), w: crop.w, h: crop.h }, onSurfaceFound);
@@ -861,13 +872,17 @@
     const peak = maxOf(smooth ? cropOf(smooth, w, box) : smoothed(crop.data, crop.w, crop.h));
     if (peak <= 0) return empty;
     const scale = f32(255 / peak);
-    const framed = fit(crop.data, crop.w, crop.h);
-    const image = Uint8Array.from(framed, (v) => Math.min(255, Math.max(0, rint(f32(v * scale)))));
+    let framed = fit(crop.data, crop.w, crop.h).map((v) => f32(v * scale));
+    // Resizing may leave the brightest pixel under FULL_PEAK: the view then gets the full range.
+    const strongest = maxOf(framed);
+    if (strongest > 0 && strongest < C.FULL_PEAK) framed = framed.map((v) => f32(v * f32(255 / strongest)));
+    const image = Uint8Array.from(framed, (v) => Math.min(255, Math.max(0, rint(v))));
     return { image, cues };
   }
 
-  // The mask without its lines of caption (_without_caption): the bands of rows holding something, apart from the
-  // tallest band and at most CAPTION_HEIGHT of it, made of CAPTION_PIECES 8-connected marks or more.
+  // The mask without its lines of caption (_without_caption): the bands of rows holding something at its bottom (then
+  // at its top), each at most CAPTION_HEIGHT of the tallest band and made of CAPTION_PIECES 8-connected marks or more,
+  // apart from the band beyond them by empty rows at least half as many as the nearest one's own.
   function withoutCaption(mask, w, h) {
     const bands = [];
     let start = -1;
@@ -881,13 +896,17 @@
     }
     if (bands.length < 2) return mask;
     const tallest = Math.max(...bands.map(([top, bottom]) => bottom - top));
+    const lettered = ([top, bottom]) => bottom - top <= C.CAPTION_HEIGHT * tallest
+      && segmentation.pieces(mask.subarray(top * w, bottom * w), w, bottom - top, segmentation.SQUARE(1)).sizes.length
+        >= C.CAPTION_PIECES;
     const kept = mask.slice();
-    for (const [top, bottom] of bands) {
-      if (bottom - top > C.CAPTION_HEIGHT * tallest) continue;
-      const rows = mask.subarray(top * w, bottom * w);
-      if (segmentation.pieces(rows, w, bottom - top, segmentation.SQUARE(1)).sizes.length >= C.CAPTION_PIECES) {
-        kept.fill(0, top * w, bottom * w);
-      }
+    for (const ends of [bands.slice().reverse(), bands]) {
+      let run = 0;
+      while (run < ends.length - 1 && lettered(ends[run])) run++;
+      if (run === 0) continue;
+      const [[top, bottom], [beyondTop, beyondBottom]] = [ends[run - 1], ends[run]];
+      const gap = top > beyondTop ? top - beyondBottom : beyondTop - bottom;
+      if (2 * gap >= bottom - top) for (const [t, b] of ends.slice(0, run)) kept.fill(0, t * w, b * w);
     }
     return kept;
   }
@@ -1062,7 +1081,7 @@
     if (!shown) return null;
     const level = sum / shown;
     if (high - low > C.DIGITAL_NOISE || (C.BACKGROUND_BAND < level && level < 255 - C.BACKGROUND_BAND)) return null;
-    if (graded / shown < C.GRADED) return null;
+    if (graded / shown < C.GRADED || maxOf(alpha) < C.FULL_PEAK / 255) return null;
     const far = level > 127 ? 0 : 255;
     return digitalView(gray.map((g, i) => f32(f32(g * alpha[i]) + f32(far * f32(1 - alpha[i])))), null, w, h, true);
   }
