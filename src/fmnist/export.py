@@ -297,7 +297,8 @@ FRAMING = (
     "Fashion-MNIST's framing (Xiao, Rasul and Vollgraf, 2017): grayscale; the background, measured on the "
     "border, becomes 0 and the object positive whatever its polarity; trimmed to the object's bounding box; "
     "the longer side resized to 28 pixels, centred on the shorter; the strongest contrast scaled to 255. "
-    "A 28x28 8-bit grayscale image with a mostly dark border is taken as it is."
+    "A 28x28 8-bit grayscale image with a mostly dark border, black in it and its brightest pixel at 250 or more "
+    "(as every Fashion-MNIST image) is taken as it is."
 )
 
 

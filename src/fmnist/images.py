@@ -207,6 +207,7 @@ SILHOUETTE_FLOOR = 0.25
 # more (its letters).
 CAPTION_HEIGHT = 0.2
 CAPTION_PIECES = 3
+CAPTION_GAP = 3  # empty rows at least (a shoe's thin sole close under it is no caption)
 
 _ALPHA_MODES = ("LA", "PA", "RGBA", "RGBa")
 
@@ -648,13 +649,14 @@ def digital_view(gray: np.ndarray, alpha: np.ndarray | None = None, whole: bool 
     contrast = np.clip((level - gray) if light else (gray - level), 0, None) * (255 / full)
     if contrast.shape[0] != contrast.shape[1] and not _at_own_size(contrast):
         return None
-    if float(contrast.max()) < DIGITAL_CONTRAST and not _grid_picture(contrast):  # a faint scan, grey text on paper
-        return None
+    whole_contrast = contrast
     if contrast.shape != (SIDE, SIDE):
         crop, contrast = _digital_crop(contrast, whole)
         contrast = _sampled(contrast, crop)
     peak = float(contrast.max())
-    if peak < GRID_CONTRAST:  # a photo's framing stretches its levels
+    # A faint scan, grey text or a faint drawing on paper: a photo's framing stretches its levels, and its cues are
+    # judged; a tinted dataset image is a 28x28 grid.
+    if peak < GRID_CONTRAST or (peak < DIGITAL_CONTRAST and not _grid_picture(whole_contrast)):
         return None
     if peak < FULL_PEAK:  # a dim object (a grey product on white) gets Fashion-MNIST's full range
         contrast = contrast * (255 / peak)
@@ -824,8 +826,8 @@ def picture_of(item: Picture, name: str = "image") -> Framed:
     - a path (str or os.PathLike) or a file's bytes;
     - a Pillow image, as decoded (apply `ImageOps.exif_transpose` first to a camera photo);
     - a uint8 array (numpy) [H, W], [H, W, 3] RGB or [H, W, 4] RGBA, or a uint8 tensor [H, W] or
-      [C, H, W] with C = 1, 3 or 4 (torchvision's layout). A 28x28 grayscale image with a dark border
-      (the dataset's own images) is taken as it is.
+      [C, H, W] with C = 1, 3 or 4 (torchvision's layout). A 28x28 grayscale image with a dark border, black in it
+      and its brightest pixel at FULL_PEAK or more (the dataset's own images) is taken as it is.
 
     Raises FmnistError naming `name` (a path names itself) for another type, dtype or shape, and for a
     file or picture `load_picture` cannot read.
@@ -941,11 +943,11 @@ def _standing_out(contrast: np.ndarray, smooth: np.ndarray, threshold: float) ->
 
 
 def _without_caption(mask: np.ndarray) -> np.ndarray:
-    """bool [H, W] `mask` without its lines of caption (see CAPTION_HEIGHT): the bands of rows holding something at
-    its bottom (then at its top), each short beside the tallest band (the object) and made of CAPTION_PIECES marks or
-    more (8-connected), apart from the band beyond them by empty rows at least half as many as the nearest one's own
-    (a line of text under a picture; a shoe's faint sole a row or two under it is no caption). Text alone, lines of
-    one height, is left as it is."""
+    """bool [H, W] `mask` without its lines of caption (see CAPTION_HEIGHT): the bands of rows holding something at its
+    bottom (then at its top), each short beside the tallest band (the object) and made of CAPTION_PIECES marks or more
+    (8-connected), apart from the band beyond them by empty rows, CAPTION_GAP or more and at least half as many as the
+    nearest one's own (a line of text under a picture; a shoe's faint sole a row or two under it is no caption). Text
+    alone, lines of one height, is left as it is."""
     rows = np.concatenate([[0], mask.any(1).astype(np.int8), [0]])
     edges = np.flatnonzero(np.diff(rows))
     bands = list(zip(edges[::2].tolist(), edges[1::2].tolist(), strict=True))
@@ -967,7 +969,7 @@ def _without_caption(mask: np.ndarray) -> np.ndarray:
             continue
         (top, bottom), (beyond_top, beyond_bottom) = ends[run - 1], ends[run]
         gap = top - beyond_bottom if top > beyond_top else beyond_top - bottom
-        if 2 * gap >= bottom - top:
+        if gap >= max(CAPTION_GAP, (bottom - top) / 2):
             for top, bottom in ends[:run]:
                 kept[top:bottom] = False
     return kept

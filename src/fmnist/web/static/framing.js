@@ -42,6 +42,7 @@
     SILHOUETTE_FLOOR: 0.25,
     CAPTION_HEIGHT: 0.2,
     CAPTION_PIECES: 3,
+    CAPTION_GAP: 3,
     SURFACE_NOISE: 6.0,
     SURFACE_FIT: 0.8,
     SURFACE_MIN_NOISE: 1.0,
@@ -638,14 +639,14 @@
     const gain = f32(255 / full);
     let contrast = gray.map((g) => f32(Math.max(f32(light ? level - g : g - level), 0) * gain));
     if (w !== h && !atOwnSize(contrast, w, h)) return null;
-    // A faint scan, grey text on paper: a photo, unless the picture is a 28x28 grid (a tinted garment).
-    if (maxOf(contrast) < C.DIGITAL_CONTRAST && !gridPicture(contrast, w, h)) return null;
+    const wholeContrast = contrast;
     if (w !== SIDE || h !== SIDE) {
       const [crop, lifted] = digitalCrop(contrast, w, h, whole);
       contrast = sampled(lifted, w, h, crop);
     }
     const peak = maxOf(contrast);
-    if (peak < C.GRID_CONTRAST) return null;
+    // A faint scan, grey text or a faint drawing on paper: a photo, unless the picture is a 28x28 grid (a tint).
+    if (peak < C.GRID_CONTRAST || (peak < C.DIGITAL_CONTRAST && !gridPicture(wholeContrast, w, h))) return null;
     if (peak < C.FULL_PEAK) {
       const stretch = f32(255 / peak);
       contrast = contrast.map((v) => f32(v * stretch));
@@ -882,7 +883,7 @@
 
   // The mask without its lines of caption (_without_caption): the bands of rows holding something at its bottom (then
   // at its top), each at most CAPTION_HEIGHT of the tallest band and made of CAPTION_PIECES 8-connected marks or more,
-  // apart from the band beyond them by empty rows at least half as many as the nearest one's own.
+  // apart from the band beyond them by empty rows, CAPTION_GAP or more and at least half as many as the nearest one's.
   function withoutCaption(mask, w, h) {
     const bands = [];
     let start = -1;
@@ -906,7 +907,9 @@
       if (run === 0) continue;
       const [[top, bottom], [beyondTop, beyondBottom]] = [ends[run - 1], ends[run]];
       const gap = top > beyondTop ? top - beyondBottom : beyondTop - bottom;
-      if (2 * gap >= bottom - top) for (const [t, b] of ends.slice(0, run)) kept.fill(0, t * w, b * w);
+      if (gap >= Math.max(C.CAPTION_GAP, (bottom - top) / 2)) {
+        for (const [t, b] of ends.slice(0, run)) kept.fill(0, t * w, b * w);
+      }
     }
     return kept;
   }
