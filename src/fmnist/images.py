@@ -970,8 +970,8 @@ def _without_caption(mask: np.ndarray) -> np.ndarray:
         (top, bottom), (beyond_top, beyond_bottom) = ends[run - 1], ends[run]
         gap = top - beyond_bottom if top > beyond_top else beyond_top - bottom
         if gap >= max(CAPTION_GAP, (bottom - top) / 2):
-            for top, bottom in ends[:run]:
-                kept[top:bottom] = False
+            for first, last in ends[:run]:
+                kept[first:last] = False
     return kept
 
 

@@ -71,11 +71,14 @@ class Form:
         if self.in_alpha and (
             self.mode not in ("LA", "RGBA") or self.inverted or self.colour_map or self.figure or self.tint
         ):
-            raise ValueError("a picture in its alpha is an LA or RGBA picture, light on black, without a figure")
+            raise ValueError("a picture in its alpha is an LA or RGBA picture, light on black, no figure or tint")
         if self.tint and (
             self.mode not in ("RGB", "RGBA") or self.inverted or self.colour_map or self.transparent or self.figure
         ):
-            raise ValueError("a tint prints the image in colour on white: an RGB or RGBA picture, not inverted")
+            raise ValueError(
+                "a tint prints the image in colour on white: an RGB or RGBA picture, not inverted, without a colour"
+                " map, transparency or a figure"
+            )
 
     @property
     def name(self) -> str:

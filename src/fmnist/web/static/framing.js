@@ -804,8 +804,8 @@
     return x < 2 ? ((a * x - 5 * a) * x + 8 * a) * x - 4 * a : 0;
   }
 
-  // The crop sampled bilinearly at the centres of a grid x grid grid (28x28 by default), 0 outside the picture (_sampled:
-  // scipy.ndimage.map_coordinates, order 1, mode "constant").
+  // The crop sampled bilinearly at the centres of a grid x grid grid (28x28 by default), 0 outside the picture
+  // (_sampled: scipy.ndimage.map_coordinates, order 1, mode "constant").
   function sampled(contrast, w, h, [top, left, side], grid = SIDE) {
     const step = side / grid;
     const out = new Float32Array(grid * grid);
@@ -1070,7 +1070,7 @@
 
   // The digital view of a picture in white or black whose levels are all in its alpha, composited over black when
   // white, else over white; or null: its luminance flat (DIGITAL_NOISE) near white or black where it shows, at least
-  // GRADED of those pixels neither transparent nor opaque (_in_alpha).
+  // GRADED of those pixels neither transparent nor opaque, its opacity reaching FULL_PEAK (_in_alpha).
   function inAlpha(gray, alpha, w, h) {
     let low = Infinity, high = -Infinity, sum = 0, shown = 0, graded = 0;
     for (let i = 0; i < alpha.length; i++) {
