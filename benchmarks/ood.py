@@ -15,12 +15,13 @@ fmnist.testing.domains (on wood, on cloth, in dim light, covered) and lying on e
 fmnist.testing.surfaces turned by up to 30 degrees. Non-garments: every kind of fmnist.testing.outliers, its
 "tune" and "holdout" parts.
 
-Candidates: every set of cues from ood.UNUSUAL's pool that holds the energy, at each keep level of KEEPS, each
-with a picture on a textured surface judged without the cues of its surface (ood.SURFACE_CUES, as deployed) and
-with them. Leave one kind out: for each kind, the candidate chosen without that kind gives its figures. The
-choice: the largest mean share rejected over the other non-garment kinds' "tune" parts, among the candidates
-that keep at least 95 % of each other photo kind, 98 % of the plain and file-form kinds and 75 % of each domain
-and surface kind (garment kinds are left out the same way). A non-garment kind's figure is its "holdout" part.
+Candidates: every set of cues from ood.UNUSUAL's pool that holds the energy, at each keep level of KEEPS, with
+the smallest p-value alone, the second smallest counting under ood.GATE, or always (GATES), each with a picture
+on a textured surface judged without the cues of its surface (ood.SURFACE_CUES, as deployed) and with them.
+Leave one kind out: for each kind, the candidate chosen without that kind gives its figures. The choice: the
+largest mean share rejected over the other non-garment kinds' "tune" parts, among the candidates that keep at
+least 95 % of each other photo kind, 98 % of the plain and file-form kinds and 75 % of each domain and surface
+kind (garment kinds are left out the same way). A non-garment kind's figure is its "holdout" part.
 The deployed choice counts every kind.
 Last: the detector stored in the run, as predict applies it, on the garment kinds, the test set (plain and
 as photos) and the non-garments (`--stored-only`: that and the cost, without the candidates); and what scoring
@@ -63,6 +64,7 @@ from fmnist.trust.cache import reference_photos
 
 POOL = ("energy", *ood.VIEW_CUES, "residual", "coarse", *Cues.NAMES)  # a candidate draws from these; always energy
 KEEPS = (0.98, 0.985)  # the keep levels a candidate's threshold is set at (1 - keep)
+GATES = (0.0, ood.GATE, 1.0)  # under which a candidate's second smallest p-value counts (0: never; ood.unusualness)
 # What a candidate must keep of each garment kind it is chosen on (garments on a surface are garments too).
 KEPT = {"photo": 0.95, "plain": 0.98, "surface": 0.75}
 FORMS = (
@@ -103,6 +105,15 @@ def garment_kinds(images: torch.Tensor, count: int, seed: int) -> dict[str, tupl
     return kinds
 
 
+def gated(gate: float) -> str:
+    """How a candidate's unusualness counts the second smallest p-value, in words."""
+    if not gate:
+        return "the smallest p-value alone"
+    return (
+        "the two smallest p-values multiplied" if gate == 1 else f"the second smallest p-value counted under {gate:.3f}"
+    )
+
+
 def auroc(inside: np.ndarray, outside: np.ndarray) -> float:
     labels = np.r_[np.ones(len(inside)), np.zeros(len(outside))]
     return float(roc_auc_score(labels, np.r_[inside, outside]))
@@ -114,7 +125,7 @@ class Candidates:
     def __init__(self, variants: dict[bool, tuple[Values, Values, dict[str, tuple[Values, np.ndarray]]]]):
         """`variants`: whether a textured picture's surface cues are judged -> the references', plain images' and
         each set's cue values (and which of its pictures are photos) so computed."""
-        self.names: list[tuple[tuple[str, ...], float, bool]] = []
+        self.names: list[tuple[tuple[str, ...], float, bool, float]] = []
         self.scores: list[dict[str, np.ndarray]] = []
         self.computed: dict[str, np.ndarray] = {}
         others = POOL[1:]
@@ -122,8 +133,8 @@ class Candidates:
             for size in range(len(others) + 1):
                 for chosen in itertools.combinations(others, size):
                     cues = ("energy", *chosen)
-                    for keep in KEEPS:
-                        fitted = ood.fitted(references, plain, cues, keep)
+                    for keep, gate in itertools.product(KEEPS, GATES):
+                        fitted = ood.fitted(references, plain, cues, keep, gate)
                         scored = {
                             name: ood.calibrated(
                                 values,
@@ -131,10 +142,11 @@ class Candidates:
                                 fitted["references"],  # type: ignore[arg-type]
                                 fitted["plain"],  # type: ignore[arg-type]
                                 fitted["held_out"],  # type: ignore[arg-type]
+                                gate,
                             )
                             for name, (values, photo) in sets.items()
                         }
-                        self.names.append((cues, keep, judge_surface))
+                        self.names.append((cues, keep, judge_surface, gate))
                         self.scores.append(scored)
 
     def shares(self, name: str) -> np.ndarray:
@@ -235,12 +247,12 @@ def main() -> None:
     constraints = {name: constraint for name, (constraint, _, _) in garments.items()}
     results: dict = {"model": str(args.model), "per_kind": args.per_kind, "photos": args.photos, "kinds": {}}
     deployed = candidates.choose(constraints, [f"{k} (tune)" for k in outliers.KINDS])
-    cues, keep, judge_surface = candidates.names[deployed]
-    results["chosen"] = {"cues": list(cues), "keep": keep, "surface_judged": judge_surface}
+    cues, keep, judge_surface, gate = candidates.names[deployed]
+    results["chosen"] = {"cues": list(cues), "keep": keep, "surface_judged": judge_surface, "gate": gate}
     surface = "judged" if judge_surface else "not judged"
     print(
         f"\nchosen with every kind counted: {' + '.join(cues)}, keeping {keep:.1%} (threshold {1 - keep:.3f}), the"
-        f" surface cues of a picture on a textured surface {surface}"
+        f" surface cues of a picture on a textured surface {surface}, {gated(gate)}"
     )
     print(
         "\n| kind | figure left out | its detector | figure, chosen detector | AUROC left out |\n|---|---|---|---|---|"
@@ -256,9 +268,9 @@ def main() -> None:
         chosen_figure = share[deployed] if is_garment else 1 - share[deployed]
         fold_garments = np.concatenate([candidates.scores[fold][k] for k in left if left[k]])
         area = None if is_garment else auroc(fold_garments, candidates.scores[fold][measured])
-        fold_cues, fold_keep, fold_judge = candidates.names[fold]
+        fold_cues, fold_keep, fold_judge, fold_gate = candidates.names[fold]
         judged = ", surface judged" if fold_judge else ""
-        same = "same" if fold == deployed else f"{' + '.join(fold_cues)} @ {fold_keep:.1%}{judged}"
+        same = "same" if fold == deployed else f"{' + '.join(fold_cues)} @ {fold_keep:.1%}{judged}, {gated(fold_gate)}"
         word = "kept" if is_garment else "rejected"
         print(
             f"| {name} | {figure:.1%} {word} | {same} | {chosen_figure:.1%} | {'' if area is None else f'{area:.3f}'} |"
@@ -271,6 +283,7 @@ def main() -> None:
             "fold_cues": list(fold_cues),
             "fold_keep": fold_keep,
             "fold_surface_judged": fold_judge,
+            "fold_gate": fold_gate,
         }
     rejected = [1 - candidates.shares(f"{k} (holdout)")[deployed] for k in outliers.KINDS]
     print(f"\nnon-garments rejected, chosen detector, holdout parts: {np.mean(rejected):.1%} (mean over kinds)")

@@ -375,10 +375,11 @@ def dark_bordered(images: torch.Tensor) -> torch.Tensor:
     return (images.float() * (255 / peaks)).round().to(torch.uint8)
 
 
-def trusted_model(path: Path, earlier: bool = False) -> Path:
+def trusted_model(path: Path, earlier: bool = False, gate: float | None = None) -> Path:
     """A checkpoint with a temperature and a detector of the form trust.fit makes, whose plain references (energy
     and view cues) and held-out unusualness come from the synthetic model's own images, so that scores vary; `earlier`:
-    a detector of the form fitted before the view cues (energy references alone)."""
+    a detector of the form fitted before the view cues (energy references alone); `gate`: under which its second
+    smallest p-value counts (default ood.GATE)."""
     save_model(path, CONFIGS["mlp"])
     state = checkpoint.load(path)
     from fmnist import trust
@@ -389,8 +390,11 @@ def trusted_model(path: Path, earlier: bool = False) -> Path:
     gaussians = trust.ood.gaussians_of(dataset.train_images[600:1200].numpy(), dataset.train_labels[600:1200].numpy())
     logits = TorchPredictor(path).logits(images)
     values = trust.cue_values(logits, images, [None] * len(images), basis, gaussians)
-    fitted = trust.ood.fitted(values, values, ("energy", *trust.ood.VIEW_CUES, "residual", "coarse"))
-    detector = trust.Trust(1.7, fitted["references"], 0.2, fitted["plain"], fitted["held_out"], basis, gaussians)
+    cues = ("energy", *trust.ood.VIEW_CUES, "residual", "coarse")
+    fitted = trust.ood.fitted(values, values, cues, gate=trust.ood.GATE if gate is None else gate)
+    detector = trust.Trust(
+        1.7, fitted["references"], 0.2, fitted["plain"], fitted["held_out"], basis, gaussians, fitted["gate"]
+    )
     if earlier:
         detector = trust.Trust(1.7, {"energy": np.sort(values["energy"])}, 0.2)
     state[trust.KEY] = detector.to_dict()
@@ -416,12 +420,23 @@ def test_the_onnx_file_alone_carries_labels_temperature_and_detector(tmp_path):
     assert alone.describe()["calibrated"] is True and alone.trust.threshold == 0.2
 
 
-@pytest.mark.parametrize("earlier", [False, True], ids=["fitted", "earlier-form"])
-def test_the_graph_scores_as_the_detector_does_for_28x28_images(tmp_path, earlier):
+@pytest.mark.parametrize(
+    ("earlier", "gate"),
+    [(False, None), (False, 0.0), (False, 1.0), (True, None)],
+    ids=["fitted", "no-gate", "gate-1", "earlier-form"],
+)
+def test_the_graph_scores_as_the_detector_does_for_28x28_images(tmp_path, earlier, gate):
+    import onnx
     import onnxruntime as ort
 
-    model_path = trusted_model(tmp_path / "m.pt", earlier)
+    from fmnist.trust import ood
+
+    model_path = trusted_model(tmp_path / "m.pt", earlier, gate)
     export.export(export.load_source(model_path), tmp_path / "m.onnx", synthetic_dataset())
+    stored_gate = TorchPredictor(model_path).trust.gate
+    assert stored_gate == (0.0 if earlier else ood.GATE if gate is None else gate)
+    ops = {node.op_type for node in onnx.load(tmp_path / "m.onnx").graph.node}
+    assert ("TopK" in ops) == (stored_gate > 0)
     images = dark_bordered(synthetic_dataset().test_images)  # of the references' kind, so that scores spread
     probabilities, scores = ort.InferenceSession(str(tmp_path / "m.onnx")).run(
         ["probabilities", "in_distribution_score"], {"pixels": images.numpy()}

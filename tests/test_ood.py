@@ -28,10 +28,56 @@ def test_combined_score_is_the_most_unusual_cue():
     assert score[0] > 0.5 and score[1] == pytest.approx(1 / 11)
 
 
-def test_the_calibrated_score_keeps_its_share_of_fresh_pictures_of_each_kind():
+def test_the_second_smallest_p_value_counts_under_the_gate_in_proportion():
+    rng = np.random.default_rng(0)
+    refs = {name: np.sort(rng.normal(size=50)) for name in ("energy", "span", "residual")}
+    cues = {name: rng.normal(0, 2, 200) for name in refs}
+    ps = ood.p_value_table(cues, refs)
+    product, smallest = ps[0] * ps[1] * ps[2], np.sort(ps, 0)
+    alone = smallest[0] + ood.TIE_BREAK * product
+    assert np.array_equal(ood.unusualness(cues, refs), alone)  # no gate: as detectors fitted before it
+    gated = ood.unusualness(cues, refs, gate=0.1)
+    assert np.array_equal(gated, alone * np.minimum(1, smallest[1] / 0.1))
+    assert np.array_equal(gated[smallest[1] >= 0.1], alone[smallest[1] >= 0.1])
+    assert (gated[smallest[1] < 0.1] < alone[smallest[1] < 0.1]).all() and (smallest[1] < 0.1).sum() > 10
+    one = {"energy": refs["energy"]}
+    assert np.array_equal(ood.unusualness(cues, one, gate=0.1), ood.unusualness(cues, one))  # one cue: no second
+
+
+def test_the_second_smallest_p_value_tells_two_cues_far_out_from_one():
+    # Ten cues on 400 garment photos; pictures beyond every garment in one cue and typical in the others, but the
+    # second, past 99.5 % of the garments in one more, and the third, a little low in one more. The smallest
+    # p-value alone scores them the same. With the gate (the default) the second is the most unusual there is,
+    # while the first and the third stay as unusual as the smallest p-value made them; the two smallest multiplied
+    # whatever the second (a gate of 1) would pass the first and the third.
+    rng = np.random.default_rng(0)
+    names = ["energy", "span", "ink", "stroke", "flat", "residual", "coarse", "border_fit", "coverage", "fill"]
+    photos = {name: rng.normal(size=400) for name in names}
+    pictures = {name: np.full(3, np.median(photos[name])) for name in names}
+    pictures["coarse"] = np.array([10.0, 10.0, 10.0])
+    pictures["residual"] = np.array([0.0, np.quantile(photos["residual"], 0.995), 0.0])
+    pictures["energy"][2] = np.quantile(photos["energy"], 0.1)  # a little low in a third: not unusual
+
+    def scores(gate: float | None) -> np.ndarray:
+        fitted = ood.fitted(photos, photos, names) if gate is None else ood.fitted(photos, photos, names, gate=gate)
+        refs, plain, held_out = fitted["references"], fitted["plain"], fitted["held_out"]
+        return ood.calibrated(pictures, np.ones(3, bool), refs, plain, held_out, fitted["gate"])  # type: ignore[arg-type]
+
+    alone = scores(0.0)
+    assert alone[0] == alone[1]
+    assert ood.fitted(photos, photos, names)["gate"] == ood.GATE > 0
+    gated, product = scores(None), scores(1.0)
+    assert gated[1] == gated.min() < 1 - ood.KEEP and gated[1] < alone[1] / 4
+    assert gated[0] == gated[2] < alone[0] * 1.25
+    assert product[0] >= 1 - ood.KEEP and product[2] >= 1 - ood.KEEP
+
+
+@pytest.mark.parametrize("gate", [0.0, ood.GATE, 1.0])
+def test_the_calibrated_score_keeps_its_share_of_fresh_pictures_of_each_kind(gate):
     # Photos with nine cues (400 references, each scored against the others) and plain images with four (split
     # in two halves): whatever the number of cues, a threshold t keeps about 1 - t of fresh pictures of the kind,
-    # though the smallest of nine p-values on a grid of 1/401 ties for 4 % of them (the product breaks the ties).
+    # though the smallest of nine p-values on a grid of 1/401 ties for 4 % of them (the product breaks the ties),
+    # whether the second smallest p-value counts never, under the gate or always.
     rng = np.random.default_rng(0)
     names = ["energy", *ood.VIEW_CUES, *ood.Cues.NAMES]
     plain_names = names[: 1 + len(ood.VIEW_CUES)]
@@ -41,12 +87,14 @@ def test_the_calibrated_score_keeps_its_share_of_fresh_pictures_of_each_kind():
         refs = {name: np.sort(v) for name, v in photos.items()}
         plain = {name: np.sort(rng.normal(size=1000)) for name in plain_names}
         held_out = {
-            "photo": np.sort(ood.unusualness(photos, refs, itself=True)),
-            "plain": np.sort(ood.unusualness({name: rng.normal(size=1000) for name in plain_names}, plain)),
+            "photo": np.sort(ood.unusualness(photos, refs, True, gate)),
+            "plain": np.sort(
+                ood.unusualness({name: rng.normal(size=1000) for name in plain_names}, plain, False, gate)
+            ),
         }
         fresh = {name: rng.normal(size=4000) for name in names}
         for kind, is_photo in (("photo", True), ("plain", False)):
-            scores = ood.calibrated(fresh, np.full(4000, is_photo), refs, plain, held_out)
+            scores = ood.calibrated(fresh, np.full(4000, is_photo), refs, plain, held_out, gate)
             kept[kind].append(float((scores >= 1 - ood.KEEP).mean()))
     for shares in kept.values():
         assert abs(np.median(shares) - ood.KEEP) < 0.006 and min(shares) > ood.KEEP - 0.03, sorted(shares)
@@ -70,7 +118,9 @@ def test_a_reference_photo_without_picture_cues_changes_nothing_of_the_others():
     held_out = fitted["held_out"]["photo"]
     assert held_out.min() > 0  # a p-value, never below its grid
     fresh = {name: rng.normal(size=4000) for name in names}
-    scores = ood.calibrated(fresh, np.ones(4000, bool), fitted["references"], fitted["plain"], fitted["held_out"])
+    scores = ood.calibrated(
+        fresh, np.ones(4000, bool), fitted["references"], fitted["plain"], fitted["held_out"], fitted["gate"]
+    )
     assert abs(float((scores >= 1 - ood.KEEP).mean()) - ood.KEEP) < 0.02
 
 
@@ -94,30 +144,38 @@ def test_a_picture_on_a_textured_surface_is_judged_by_its_object_not_by_its_surf
     )
     fitted = ood.fitted(photos, {"energy": rng.normal(size=1000)}, names)
     on_table = {"energy": np.zeros(2), **ood.picture_cues([table, backdrop])}
-    scores = ood.calibrated(on_table, np.ones(2, bool), fitted["references"], fitted["plain"], fitted["held_out"])
+    scores = ood.calibrated(
+        on_table, np.ones(2, bool), fitted["references"], fitted["plain"], fitted["held_out"], fitted["gate"]
+    )
     assert scores[0] >= 1 - ood.KEEP and scores[1] >= 1 - ood.KEEP
     surface_judged = {"energy": np.zeros(1), **ood.picture_cues([table], judge_surface=True)}
     judged_score = ood.calibrated(
-        surface_judged, np.ones(1, bool), fitted["references"], fitted["plain"], fitted["held_out"]
+        surface_judged,
+        np.ones(1, bool),
+        fitted["references"],
+        fitted["plain"],
+        fitted["held_out"],
+        fitted["gate"],
     )
     assert judged_score[0] < 1 - ood.KEEP
 
 
-def test_photos_on_a_textured_surface_are_calibrated_on_the_cues_they_are_judged_on():
-    # Judged on fewer cues, a photo's smallest p-value is larger: ranked among product photos judged on all
+@pytest.mark.parametrize("gate", [0.0, ood.GATE])
+def test_photos_on_a_textured_surface_are_calibrated_on_the_cues_they_are_judged_on(gate):
+    # Judged on fewer cues, a photo's smallest p-values are larger: ranked among product photos judged on all
     # cues, garments on a table would pass more often than KEEP says. Their own calibration keeps KEEP of them.
     rng = np.random.default_rng(4)
     names = ["energy", "span", *ood.Cues.NAMES]
     plain = {name: rng.normal(size=1000) for name in names[:2]}
-    fitted = ood.fitted({name: rng.normal(size=400) for name in names}, plain, names)
-    fresh = {name: rng.normal(size=4000) for name in names}
-    fresh.update(dict.fromkeys(ood.SURFACE_CUES, np.full(4000, np.nan)))
-    photo = np.ones(4000, bool)
-    scores = ood.calibrated(fresh, photo, fitted["references"], fitted["plain"], fitted["held_out"])
+    fitted = ood.fitted({name: rng.normal(size=400) for name in names}, plain, names, gate=gate)
+    fresh = {name: rng.normal(size=20_000) for name in names}
+    fresh.update(dict.fromkeys(ood.SURFACE_CUES, np.full(20_000, np.nan)))
+    photo = np.ones(20_000, bool)
+    scores = ood.calibrated(fresh, photo, fitted["references"], fitted["plain"], fitted["held_out"], fitted["gate"])
     kept = float((scores >= 1 - ood.KEEP).mean())
     assert abs(kept - ood.KEEP) < 0.01
     as_products = {kind: v for kind, v in fitted["held_out"].items() if kind != "textured"}
-    loose = ood.calibrated(fresh, photo, fitted["references"], fitted["plain"], as_products)
+    loose = ood.calibrated(fresh, photo, fitted["references"], fitted["plain"], as_products, fitted["gate"])
     assert float((loose >= 1 - ood.KEEP).mean()) > kept + 0.005
 
 
@@ -161,7 +219,9 @@ def test_reference_photos_on_a_textured_surface_keep_their_object_cues():
     assert len(fitted["held_out"]["photo"]) == 350 and len(fitted["held_out"]["textured"]) == 400
     assert not any(np.isnan(h).any() for h in fitted["held_out"].values())
     fresh = {name: rng.normal(size=4000) for name in names}
-    scores = ood.calibrated(fresh, np.ones(4000, bool), fitted["references"], fitted["plain"], fitted["held_out"])
+    scores = ood.calibrated(
+        fresh, np.ones(4000, bool), fitted["references"], fitted["plain"], fitted["held_out"], fitted["gate"]
+    )
     assert abs(float((scores >= 1 - ood.KEEP).mean()) - ood.KEEP) < 0.02
 
 
@@ -288,6 +348,8 @@ def scores_by_definition(
             product *= p
         held_out = detector.held_out["textured" if textured else "photo" if cue else "plain"]
         unusual = min(ps) + ood.TIE_BREAK * product
+        if detector.gate:
+            unusual *= min(1.0, sorted(ps)[1] / detector.gate)
         all_values.append(values)
         scores.append((1 + np.sum(held_out <= unusual)) / (1 + len(held_out)))
     return all_values, scores
@@ -331,6 +393,28 @@ def test_scores_and_cues_are_each_cue_computed_by_its_definition_one_picture_at_
     for kind in (slice(0, 40), slice(40, 41), [i for i, c in enumerate(cues) if c is None]):  # a photo, a plain image
         alone = synthetic_detector.scores(logits[kind], views[kind], [cues[i] for i in np.arange(80)[kind]])
         assert np.array_equal(alone, np.array(expected)[kind])
+
+
+def test_a_detector_stored_before_the_gate_scores_with_the_smallest_p_value_alone(synthetic_detector):
+    # A checkpoint written before the gate has none: its held-out unusualness was the smallest p-value alone, and
+    # it is scored so; the same references under the gate score otherwise.
+    import dataclasses
+    import json
+
+    from fmnist import trust
+
+    assert synthetic_detector.gate == ood.GATE > 0
+    facts = synthetic_detector.to_dict()
+    del facts["gate"]
+    earlier = trust.Trust.from_dict(json.loads(json.dumps(facts)))
+    assert earlier.gate == 0
+    views, logits, cues = synthetic_pictures(80, seed=5)
+    values = trust.cue_values(logits, views, cues, earlier.basis, earlier.gaussians)
+    photo = np.array([c is not None for c in cues])
+    alone = ood.calibrated(values, photo, earlier.references, earlier.plain, earlier.held_out, 0.0)
+    assert np.array_equal(earlier.scores(logits, views, cues), alone)
+    gated = dataclasses.replace(earlier, gate=ood.GATE).scores(logits, views, cues)
+    assert not np.array_equal(gated, alone)
 
 
 def test_a_detector_fitted_before_the_coarse_cue_scores_without_it(synthetic_detector):

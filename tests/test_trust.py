@@ -106,6 +106,14 @@ def test_a_threshold_stored_unrounded_reads_as_written():
     assert again.threshold == 0.015 and json.dumps(again.to_dict()["threshold"]) == "0.015"
 
 
+@pytest.mark.parametrize("gate", [-0.1, 1.5, float("nan")])
+def test_a_detector_with_a_gate_outside_0_1_is_refused(gate):
+    facts = trust.Trust(1.5, {"energy": np.arange(3.0)}, 0.2, gate=0.05).to_dict()
+    assert trust.Trust.from_dict(facts).gate == 0.05
+    with pytest.raises(FmnistError, match="gate must be in"):
+        trust.Trust.from_dict({**facts, "gate": gate})
+
+
 def test_a_checkpoint_holds_the_detector_as_tensors_and_reads_older_lists_alike(tmp_path):
     rng = np.random.default_rng(0)
     fitted = trust.Trust(
@@ -116,6 +124,7 @@ def test_a_checkpoint_holds_the_detector_as_tensors_and_reads_older_lists_alike(
         {"photo": np.sort(rng.random(40))},
         rng.normal(size=(3, 784)),
         rng.normal(size=(10, 99, 98)),
+        0.05,
     )
     path = tmp_path / "m.pt"
     checkpoint.save(path, {"model": {}})
@@ -125,7 +134,7 @@ def test_a_checkpoint_holds_the_detector_as_tensors_and_reads_older_lists_alike(
     assert isinstance(stored["gaussians"], torch.Tensor) and isinstance(stored["references"]["energy"], torch.Tensor)
     older = json.loads(json.dumps(fitted.to_dict()))  # what a checkpoint written as lists holds
     for again in (trust.of_state(checkpoint.load(path)), trust.Trust.from_dict(older)):
-        assert again.temperature == 1.5 and again.threshold == 0.2
+        assert again.temperature == 1.5 and again.threshold == 0.2 and again.gate == 0.05
         for name in ("references", "plain", "held_out"):
             for cue, values in getattr(fitted, name).items():
                 assert np.array_equal(getattr(again, name)[cue], values)

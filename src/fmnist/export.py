@@ -459,7 +459,26 @@ def _plain_score(graph: _Graph, trust_: Trust, energy64: str) -> str:
         product = graph.node("Mul", [product, p], f"fmnist_product_{i}")
     tie_break = graph.node("Mul", [product, graph.double(ood.TIE_BREAK)], "fmnist_tie_break")
     unusualness = graph.node("Add", [smallest, tie_break], "fmnist_unusualness")
+    if trust_.gate and len(p_values) > 1:
+        unusualness = graph.node("Mul", [unusualness, _gated(graph, p_values, trust_.gate)], "fmnist_gated_unusualness")
     return graph.p_value("calibrated", unusualness, trust_.held_out["plain"], "low")
+
+
+def _gated(graph: _Graph, p_values: list[str], gate: float) -> str:
+    """ood.unusualness's factor min(1, second smallest of `p_values` / `gate`), float64 [N]: the p-values stacked
+    [K, N], the two smallest of each column by TopK, the second divided by the gate."""
+    from onnx import helper
+
+    axis = graph.constant("axis_0", np.array([0]))
+    rows = [graph.node("Unsqueeze", [p, axis], f"fmnist_p_row_{i}") for i, p in enumerate(p_values)]
+    stacked = graph.node("Concat", rows, "fmnist_p_rows", axis=0)  # [K, N]
+    two = ["fmnist_two_smallest_p", "fmnist_two_smallest_at"]  # [2, N], ascending, and where they were
+    graph.graph.node.append(
+        helper.make_node("TopK", [stacked, graph.constant("count_2", np.array([2]))], two, axis=0, largest=0)
+    )
+    second = graph.node("Gather", [two[0], graph.constant("index_1", np.array(1))], "fmnist_second_smallest_p", axis=0)
+    share = graph.node("Div", [second, graph.constant("gate", np.array(gate, np.float64))], "fmnist_second_share")
+    return graph.node("Min", [share, graph.double(1.0)], "fmnist_gate_factor")
 
 
 def _residual(graph: _Graph, pixels: str, basis: np.ndarray) -> str:

@@ -68,6 +68,9 @@ class Trust:
     basis: np.ndarray | None = None
     # Each class's mean and precision matrix of pooled training views (ood.gaussians_of), for the `coarse` cue.
     gaussians: np.ndarray | None = None
+    # Under which a picture's second smallest p-value counts in its unusualness (ood.GATE); 0 in a detector fitted
+    # before it was stored: the smallest alone.
+    gate: float = 0.0
 
     @property
     def has_detector(self) -> bool:
@@ -98,12 +101,13 @@ class Trust:
             "held_out": table(self.held_out),
             "basis": None if self.basis is None else array(self.basis),
             "gaussians": None if self.gaussians is None else array(self.gaussians),
+            "gate": self.gate,
         }
 
     @classmethod
     def from_dict(cls, facts: dict[str, Any] | None) -> Trust:
         """From `to_dict`'s output, lists or CPU tensors (checkpoint.load reads onto the CPU); None (a model saved
-        before any was fitted) gives an unfitted Trust."""
+        before any was fitted) gives an unfitted Trust. Raises FmnistError for a gate outside [0, 1]."""
         if not facts:
             return UNFITTED
 
@@ -113,6 +117,9 @@ class Trust:
         def arrays(key: str) -> dict[str, np.ndarray]:
             return {k: array(v) for k, v in (facts.get(key) or {}).items()}
 
+        gate = float(facts.get("gate", 0.0))
+        if not 0 <= gate <= 1:  # NaN too: Python and the page would disagree on it
+            raise FmnistError(f"a not-a-garment detector's gate must be in [0, 1], got {gate}")
         return cls(
             facts.get("temperature"),
             arrays("references"),
@@ -121,6 +128,7 @@ class Trust:
             arrays("held_out"),
             None if facts.get("basis") is None else array(facts["basis"]),
             None if facts.get("gaussians") is None else array(facts["gaussians"]),
+            gate,
         )
 
     def probabilities(self, logits: calibration.Array) -> calibration.Array:
@@ -142,7 +150,7 @@ class Trust:
         if not self.held_out:
             return ood.combined(values, self.references)
         photo = np.array([c is not None for c in cues], dtype=bool)
-        return ood.calibrated(values, photo, self.references, self.plain, self.held_out)
+        return ood.calibrated(values, photo, self.references, self.plain, self.held_out, self.gate)
 
     def describe(self) -> dict[str, Any]:
         """For /healthz and `eval --json`: what was fitted."""

@@ -96,11 +96,15 @@
     return { low, high, both: Math.min(1, 2 * Math.min(low, high)) }[unusual];
   }
 
-  // The smallest p-value over the cues with references, ties broken by their product (ood.unusualness).
-  function unusualness(cues, references) {
+  // The smallest p-value over the cues with references, ties broken by their product, then for a detector with a
+  // gate times min(1, second smallest / gate) (ood.unusualness).
+  function unusualness(cues, references, gate) {
     const ps = Object.entries(references).map(([cue, reference]) => pValue(cues[cue], reference, UNUSUAL[cue]));
     const product = ps.reduce((a, p) => a * p);
-    return Math.min(...ps) + TIE_BREAK * product;
+    const unusual = Math.min(...ps) + TIE_BREAK * product;
+    if (!gate || ps.length < 2) return unusual;
+    const second = [...ps].sort((a, b) => a - b)[1];
+    return unusual * Math.min(1, second / gate);
   }
 
   // The in-distribution score of one picture (trust.Trust.scores): a photo is ranked among held-out garment
@@ -113,7 +117,8 @@
     }
     const references = photo ? trust.references : trust.plain;
     const textured = photo && heldOut.textured && Number.isNaN(cues[SURFACE_CUES[0]]);
-    return pValue(unusualness(cues, references), heldOut[textured ? "textured" : photo ? "photo" : "plain"], "low");
+    const unusual = unusualness(cues, references, trust.gate || 0); // 0: a detector stored before the gate
+    return pValue(unusual, heldOut[textured ? "textured" : photo ? "photo" : "plain"], "low");
   }
 
   // The energy logsumexp(logits) in float64 (fmnist.trust.energies).
