@@ -6,15 +6,29 @@ from PIL import Image
 pytest.importorskip("skimage")
 pytest.importorskip("sklearn")
 
-from fmnist.testing import outliers  # noqa: E402 - after the skips: it needs scikit-image and scikit-learn
+from fmnist.testing import forms, outliers  # noqa: E402 - after the skips: it needs scikit-image and scikit-learn
 
 
 def test_every_kind_is_built_and_decodes_as_a_picture():
     pictures = outliers.build(1, "tune", seed=3)
     assert [p.kind for p in pictures] == list(outliers.KINDS)
+    formats = {suffix: fmt for fmt, suffix in forms.SUFFIX.items()}
     for p in pictures:
         with Image.open(io.BytesIO(p.data)) as image:
-            assert min(image.size) >= 20 and image.format == ("PNG" if p.suffix == ".png" else "JPEG")
+            assert min(image.size) >= 20 and image.format == formats[p.suffix]
+
+
+def test_mnist_style_digits_come_in_the_file_forms_of_a_dataset_image():
+    from fmnist.images import load_picture
+
+    pictures = outliers.build(30, "holdout", seed=1, kinds=("mnist-form",))
+    assert len({p.suffix for p in pictures}) >= 3
+    sizes = set()
+    for p in pictures:
+        with Image.open(io.BytesIO(p.data)) as image:
+            sizes.add(image.size)
+        assert load_picture(p.data, p.kind).pixels.shape == (28, 28)
+    assert len(sizes) >= 5 and (28, 28) in sizes  # as the dataset's size, enlarged, padded, on a figure
 
 
 def test_parts_differ_and_a_seed_repeats():

@@ -6,7 +6,8 @@ scikit-image (`skimage.data`, which ships them in its wheel; `lfw_subset` is 100
 Faces in the Wild at 25x25), two photos and 1,797 handwritten digits with scikit-learn
 (`load_sample_images`, `load_digits`); text, screenshots, drawings and product-like objects are
 drawn with Pillow; noise and blank images with numpy. Every picture is drawn from a seeded
-generator and saved as a user would upload it (JPEG or PNG bytes).
+generator and saved as a user would upload it (JPEG or PNG bytes; the `mnist-form` kind, a digit in MNIST's
+style, in any form of fmnist.testing.forms that a browser reads, as a Fashion-MNIST image may come).
 
 Each kind's sources are split in two parts, "tune" and "holdout" (different source images where a
 kind has several, different random draws otherwise), so that what was looked at while choosing the
@@ -22,6 +23,8 @@ from functools import cache
 
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
+
+from fmnist.testing import forms
 
 KINDS = (
     "photo",
@@ -41,6 +44,7 @@ KINDS = (
     "word",
     "pencil",
     "sketch",
+    "mnist-form",
 )
 PARTS = ("tune", "holdout")
 
@@ -620,10 +624,17 @@ _MAKERS: dict[str, Callable[[np.random.Generator, str], Picture]] = {
     "word": _word,
     "pencil": _pencil,
     "sketch": _sketch,
+    "mnist-form": _mnist,  # saved by _encode in one of fmnist.testing.forms' forms
 }
 
 
 def _encode(picture: Picture, kind: str, rng: np.random.Generator) -> Outlier:
+    if kind == "mnist-form":  # as a user saves a dataset image: enlarged, inverted, with margins, on a figure...
+        choices = [
+            form for form in forms.all_forms() if form.fmt != "TIFF"
+        ]  # the page reads them too: no browser reads a TIFF
+        form = choices[int(rng.integers(len(choices)))]
+        return Outlier(forms.save(picture[..., 0], form), forms.SUFFIX[form.fmt], kind)
     buffer = io.BytesIO()
     image = Image.fromarray(picture, "RGB")
     if kind in ("mnist", "scrawl28", "printed"):  # digital: 28x28 grayscale as the dataset, or a drawing's PNG
