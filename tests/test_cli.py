@@ -571,6 +571,7 @@ def test_train_with_a_validation_split_fits_trust_and_calibrate_needs_one(
     code, out, err = run(capsys, *TRAIN, "--epochs", "1", "--val-size", "100", "--out", str(run_dir))
     assert code == 0, err
     assert "temperature" in out and checkpoint.load(model_path(run_dir))[trust.KEY]["temperature"] > 0
+    assert checkpoint.load(model_path(run_dir))[trust.KEY]["gate"] == trust.ood.GATE
     code, _, err = run(capsys, *TRAIN, "--epochs", "1", "--out", str(tmp_path / "no-val"))
     code, _, err = run(capsys, "calibrate", str(tmp_path / "no-val"))
     assert code == 2 and "no validation split on record" in err

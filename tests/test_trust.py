@@ -175,6 +175,15 @@ def test_calibrate_refuses_a_checkpoint_whose_split_is_too_small_before_loading_
     assert cli.main(["calibrate", str(path)]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "validation split of 20 images is below the 400" in err
+    assert cli.main(["calibrate", str(path), "--gate", "1.5"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "--gate must be in [0, 1], got 1.5" in err
+    asked = []
+    monkeypatch.setattr(
+        trust, "calibrate_run", lambda path, load, log, gate: asked.append(gate) or trust.Trust(1.0, {}, 0.015)
+    )
+    assert cli.main(["calibrate", str(path), "--gate", "0"]) == 0 and cli.main(["calibrate", str(path)]) == 0
+    assert asked == [0.0, trust.ood.GATE]
 
 
 @pytest.mark.slow
@@ -225,13 +234,15 @@ def test_calibrate_fits_on_the_validation_images_that_fit_held_out(synthetic_dat
     dataset = data.load(str(synthetic_data))
     seen = []
 
-    def recorded(model, val_x, *rest):
-        seen.append(val_x)
+    def recorded(model, val_x, *rest, gate):
+        seen.append((val_x, gate))
         return trust.UNFITTED
 
     monkeypatch.setattr(trust, "fit_and_store", recorded)
     trust.calibrate_run(path, lambda: dataset, lambda _: None)
     held_out = split_data(cfg, dataset, torch.device("cpu")).val_x
-    assert len(held_out) == 400 and torch.equal(seen[0], held_out)
+    assert len(held_out) == 400 and torch.equal(seen[0][0], held_out) and seen[0][1] == trust.ood.GATE
+    trust.calibrate_run(path, lambda: dataset, lambda _: None, gate=0.0)  # fmnist calibrate --gate 0
+    assert seen[1][1] == 0.0
     other = config.Config(hidden=(8,), val_size=400, seed=8)  # another seed holds out other images
     assert not torch.equal(split_data(other, dataset, torch.device("cpu")).val_x, held_out)

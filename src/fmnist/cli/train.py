@@ -81,6 +81,13 @@ def add_calibrate_parser(sub: Subcommands, shared: dict[str, Parser]) -> None:
         parents=[data_dir],
     )
     p.add_argument("checkpoint", help="a .pt checkpoint, or a run directory (its best, else last, checkpoint)")
+    p.add_argument(
+        "--gate",
+        type=float,
+        default=None,
+        help="the detector's second smallest p-value counts under this (default 1/30; 0: the smallest p-value "
+        "alone, as detectors fitted before it; 1: the two smallest multiplied)",
+    )
     p.set_defaults(func=cmd_calibrate)
 
 
@@ -232,7 +239,9 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
     from fmnist import trust
     from fmnist.run_dir import model_path
 
+    gate = trust.ood.GATE if args.gate is None else args.gate
+    trust.check_gate(gate, "--gate")
     path = model_path(args.checkpoint)
-    fitted = trust.calibrate_run(path, lambda: load_data(args.data_dir), print)
+    fitted = trust.calibrate_run(path, lambda: load_data(args.data_dir), print, gate)
     print(f"{path}: temperature {fitted.temperature:.3f}, in-distribution threshold {fitted.threshold:.4f}")
     return 0

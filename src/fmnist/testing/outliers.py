@@ -628,11 +628,15 @@ _MAKERS: dict[str, Callable[[np.random.Generator, str], Picture]] = {
 }
 
 
+@cache
+def _browser_forms() -> tuple[forms.Form, ...]:
+    """The forms of fmnist.testing.forms that the page reads too: every one but TIFF, which no browser decodes."""
+    return tuple(form for form in forms.all_forms() if form.fmt != "TIFF")
+
+
 def _encode(picture: Picture, kind: str, rng: np.random.Generator) -> Outlier:
     if kind == "mnist-form":  # as a user saves a dataset image: enlarged, inverted, with margins, on a figure...
-        choices = [
-            form for form in forms.all_forms() if form.fmt != "TIFF"
-        ]  # the page reads them too: no browser reads a TIFF
+        choices = _browser_forms()
         form = choices[int(rng.integers(len(choices)))]
         return Outlier(forms.save(picture[..., 0], form), forms.SUFFIX[form.fmt], kind)
     buffer = io.BytesIO()

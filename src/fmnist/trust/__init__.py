@@ -118,8 +118,7 @@ class Trust:
             return {k: array(v) for k, v in (facts.get(key) or {}).items()}
 
         gate = float(facts.get("gate", 0.0))
-        if not 0 <= gate <= 1:  # NaN too: Python and the page would disagree on it
-            raise FmnistError(f"a not-a-garment detector's gate must be in [0, 1], got {gate}")
+        check_gate(gate, "a not-a-garment detector's gate")
         return cls(
             facts.get("temperature"),
             arrays("references"),
@@ -206,6 +205,13 @@ def check_threshold(threshold: float | None, name: str = "ood_threshold") -> Non
         raise FmnistError(f"{name} must be in [0, 1] (an in-distribution score), got {threshold}")
 
 
+def check_gate(gate: float, name: str = "gate") -> None:
+    """A detector's gate (ood.GATE) must be in [0, 1], NaN refused (Python and the page would disagree on it);
+    FmnistError else, naming it as the caller knows it (`name`: "--gate" on the command line)."""
+    if not 0 <= gate <= 1:
+        raise FmnistError(f"{name} must be in [0, 1], got {gate}")
+
+
 def judge(
     trust: Trust,
     logits: calibration.Array,
@@ -274,10 +280,12 @@ def fit(
     training: Training,
     seed: int = 0,
     photos: int = REFERENCE_PHOTOS,
+    *,
+    gate: float = ood.GATE,
 ) -> Trust:
     """Fit the temperature on the validation images (uint8 [N, 28, 28], labels [N]) and the detector on them,
     on `photos` garment photos rendered from them (trust.references, cached by trust.cache) and on the
-    `training` images: `detector`.
+    `training` images: `detector`, with `gate`.
 
     Raises FmnistError for fewer validation images than the fits need (`shortfall`).
     """
@@ -287,7 +295,7 @@ def fit(
         logits = logits_of(val_x)
         temperature = calibration.fit_temperature(logits, val_y)
         gaussians = gaussians_of(training)
-        return Trust(temperature, **detector(logits_of, pictures(), val_x, logits, gaussians))
+        return Trust(temperature, **detector(logits_of, pictures(), val_x, logits, gaussians, gate=gate))
 
 
 def gaussians_of(training: Training, limit: int | None = None) -> np.ndarray | None:
@@ -309,8 +317,10 @@ def detector(
     plain: torch.Tensor,
     plain_logits: torch.Tensor,
     gaussians: np.ndarray | None,
+    *,
+    gate: float = ood.GATE,
 ) -> dict[str, Any]:
-    """The detector's fields of a Trust (ood.fitted on CUES, the basis of the `residual` cue when it is one,
+    """The detector's fields of a Trust (ood.fitted on CUES with `gate`, the basis of the `residual` cue when it is one,
     fitted on the plain images that give the references, and the `coarse` cue's `gaussians`, gaussians_of) from
     framed garment photos and plain garment images uint8 [M, 28, 28] with their logits [M, C]."""
     import torch
@@ -319,7 +329,7 @@ def detector(
     views = torch.stack([f.image for f in pictures])
     photos = cue_values(logits_of(views), views, [f.cues for f in pictures], basis, gaussians)
     plain_values = cue_values(plain_logits, plain, [None] * len(plain), basis, gaussians)
-    return {**ood.fitted(photos, plain_values, CUES), "basis": basis, "gaussians": gaussians}
+    return {**ood.fitted(photos, plain_values, CUES, gate=gate), "basis": basis, "gaussians": gaussians}
 
 
 # The fewest held-out photos of a user's own kind that join the detector's references when a fine-tuned
@@ -394,6 +404,8 @@ def fit_and_store(
     seed: int,
     log: Callable[[str], None],
     photos: int = REFERENCE_PHOTOS,
+    *,
+    gate: float = ood.GATE,
 ) -> Trust | None:
     """At the end of a run: fit on the validation split (and the `training` images) and add the result to the
     checkpoint at `path` (the one whose weights `model` holds). Without a validation split of the size the fits need
@@ -404,7 +416,7 @@ def fit_and_store(
         return None
     val_x, val_y = val_x.cpu(), val_y.cpu()  # on the training device; the fit's image work is numpy's
     t0 = time.perf_counter()
-    trust = fit(model_logits(model), val_x, val_y, training, seed, photos)
+    trust = fit(model_logits(model), val_x, val_y, training, seed, photos, gate=gate)
     store(trust, path)
     log(
         f"trust: temperature {trust.temperature:.3f} and non-garment detector fitted on the validation split "
@@ -413,9 +425,11 @@ def fit_and_store(
     return trust
 
 
-def calibrate_run(path: Path, load_data: Callable[[], FashionMNIST], log: Callable[[str], None]) -> Trust:
-    """`fmnist calibrate`: fit the temperature and the detector of the checkpoint at `path` again, on the
-    validation split its run held out (data.validation_split of its config: the images `fit` never trained
+def calibrate_run(
+    path: Path, load_data: Callable[[], FashionMNIST], log: Callable[[str], None], gate: float = ood.GATE
+) -> Trust:
+    """`fmnist calibrate`: fit the temperature and the detector (with `gate`) of the checkpoint at `path` again, on
+    the validation split its run held out (data.validation_split of its config: the images `fit` never trained
     on), and store them in it. `load_data` gives the dataset, called once the checkpoint is found fit for it.
     Raises FmnistError when the checkpoint records no validation split or one too small (`shortfall`)."""
     from fmnist import checkpoint
@@ -432,7 +446,7 @@ def calibrate_run(path: Path, load_data: Callable[[], FashionMNIST], log: Callab
     dataset = load_data()
     _, val_idx = validation_split(dataset.train_labels, cfg)
     val_x, val_y = dataset.train_images[val_idx], dataset.train_labels[val_idx]
-    fitted = fit_and_store(model, val_x, val_y, trained_on(dataset, cfg), path, cfg.seed, log)
+    fitted = fit_and_store(model, val_x, val_y, trained_on(dataset, cfg), path, cfg.seed, log, gate=gate)
     assert fitted is not None  # the split is large enough and the checkpoint exists
     return fitted
 
