@@ -1,6 +1,7 @@
 import numpy as np
 import pytest
 import torch
+from PIL import Image
 
 from fmnist.trust import ood
 
@@ -236,6 +237,32 @@ def test_view_cues_tell_a_pen_stroke_from_a_filled_silhouette():
     assert cues["flat"].tolist() == [0, 1, 0]  # shaded at 200; full-strength ink
 
 
+def sharpness_by_definition(view: np.ndarray) -> float:
+    """The energy of the gradient over the contrast, from the float64 image: the sum of squared steps between
+    neighbouring pixels over the sum of squared deviations from the mean; 0 for a blank view."""
+    x = view.astype(np.float64)
+    deviation = np.sum((x - x.mean()) ** 2)
+    steps = np.sum(np.diff(x, axis=1) ** 2) + np.sum(np.diff(x, axis=0) ** 2)
+    return float(steps / deviation) if deviation else 0.0
+
+
+def test_sharpness_tells_a_small_picture_enlarged_from_a_view_reduced_from_a_photo():
+    rng = np.random.default_rng(0)
+    sharp = np.zeros((28, 28), np.uint8)
+    sharp[2:26, 6:22] = rng.integers(120, 220, (24, 16))  # a garment's silhouette: an edge a pixel wide, shading
+    tiny = np.asarray(Image.fromarray(sharp).resize((8, 8), Image.Resampling.BOX))
+    enlarged = np.asarray(Image.fromarray(tiny).resize((28, 28), Image.Resampling.BILINEAR))  # as an 8x8 digit enlarged
+    views = np.stack([sharp, enlarged, np.full((28, 28), 90, np.uint8), np.zeros((28, 28), np.uint8)])
+    values = ood.view_cues(views)["sharpness"]
+    assert values[1] < values[0] / 3
+    assert values[2:].tolist() == [0.0, 0.0]  # no contrast: no division by zero
+    dimmer = (sharp // 2).astype(np.uint8)[None]  # half the contrast: the same sharpness, within rounding
+    assert ood.view_cues(dimmer)["sharpness"][0] == pytest.approx(values[0], rel=0.02)
+    noise = rng.integers(0, 256, (50, 28, 28), dtype=np.uint8)  # the integer sums give the definition's value
+    assert ood.view_cues(noise)["sharpness"] == pytest.approx([sharpness_by_definition(v) for v in noise], rel=1e-12)
+    assert ood.UNUSUAL["sharpness"] == "low"
+
+
 def test_energy_is_logsumexp_for_tensors_and_arrays():
     logits = torch.tensor([[0.0, 0.0], [10.0, 0.0]])
     assert torch.allclose(ood.energy(logits), torch.logsumexp(logits, 1))
@@ -330,6 +357,7 @@ def scores_by_definition(
             "ink": count / 784,
             "stroke": ndimage.binary_erosion(ink, np.ones((3, 3)), border_value=0).sum() / max(count, 1),
             "flat": (view > ood.FULL_LEVEL).sum() / max(count, 1),
+            "sharpness": sharpness_by_definition(view),
             "residual": float(np.sum((x - detector.basis[1:].T @ (detector.basis[1:] @ x)) ** 2)),
             "coarse": coarse_by_definition(view, detector.gaussians),
             **dict(zip(ood.Cues.NAMES, cue.values() if cue else [np.nan] * 5, strict=True)),

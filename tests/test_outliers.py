@@ -31,6 +31,20 @@ def test_mnist_style_digits_come_in_the_file_forms_of_a_dataset_image():
     assert len(sizes) >= 5 and (28, 28) in sizes  # as the dataset's size, enlarged, padded, on a figure
 
 
+def test_small_digits_come_enlarged_as_grayscale_pngs_light_on_black_or_inverted():
+    import numpy as np
+
+    pictures = outliers.build(40, "tune", seed=2, kinds=("digit8",))
+    sizes, corners = set(), set()
+    for p in pictures:
+        with Image.open(io.BytesIO(p.data)) as image:
+            assert image.format == "PNG" and image.mode == "L"
+            sizes.add(image.size)
+            corners.add(int(np.asarray(image)[0, 0]) > 128)  # scikit-learn's digits leave their corners blank
+    assert (28, 28) in sizes and sizes <= {(28, 28), (56, 56), (112, 112)} and len(sizes) >= 2
+    assert corners == {False, True}
+
+
 def test_parts_differ_and_a_seed_repeats():
     tune = outliers.build(2, "tune", kinds=("face", "digit"))
     holdout = outliers.build(2, "holdout", kinds=("face", "digit"))

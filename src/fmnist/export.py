@@ -332,7 +332,7 @@ def _score_meaning(trust_: Trust) -> str:
             "logits) among the reference garment photos; a garment when it is at least ood_threshold. A picture "
             "framed to 28x28 also has picture cues, which the graph cannot see"
         )
-    shape = "span, ink, stroke, flat"
+    shape = "span, ink, stroke, flat" + (", sharpness" if "sharpness" in trust_.plain else "")
     if trust_.basis is not None:
         shape += ", the distance from the garments' principal subspace"
     if trust_.gaussians is not None:
@@ -444,8 +444,10 @@ def _plain_score(graph: _Graph, trust_: Trust, energy64: str) -> str:
     from onnx import TensorProto
 
     values = {"energy": energy64, **_view_cues(graph)}
+    pixels = graph.node("Cast", [INPUT_NAME], "fmnist_pixels64", to=TensorProto.DOUBLE)  # [N, 28, 28], 0..255
+    if "sharpness" in trust_.plain:  # not in a detector fitted before it
+        values["sharpness"] = _sharpness(graph, pixels)
     if trust_.basis is not None or trust_.gaussians is not None:
-        pixels = graph.node("Cast", [INPUT_NAME], "fmnist_pixels64", to=TensorProto.DOUBLE)  # [N, 28, 28], 0..255
         if trust_.basis is not None:
             values["residual"] = _residual(graph, pixels, trust_.basis)
         if trust_.gaussians is not None:
@@ -479,6 +481,50 @@ def _gated(graph: _Graph, p_values: list[str], gate: float) -> str:
     second = graph.node("Gather", [two[0], graph.constant("index_1", np.array(1))], "fmnist_second_smallest_p", axis=0)
     share = graph.node("Div", [second, graph.constant("gate", np.array(gate, np.float64))], "fmnist_second_share")
     return graph.node("Min", [share, graph.double(1.0)], "fmnist_gate_factor")
+
+
+def _sharpness(graph: _Graph, pixels: str) -> str:
+    """ood.view_cues' `sharpness` of the input `pixels` (float64 [N, 28, 28], 0..255): every sum is of integers
+    below 2^53, exact in float64, so the one division gives ood's bits."""
+    axes = graph.constant("axes_1_2", np.array([1, 2]))
+
+    def summed(values: str, name: str) -> str:
+        return graph.node("ReduceSum", [values, axes], f"fmnist_{name}", keepdims=0)
+
+    def squared_steps(axis: int, name: str) -> str:
+        def part(start: int, end: int, side: str) -> str:
+            bounds = [graph.constant(f"slice_{v}", np.array([v])) for v in (start, end)]
+            return graph.node("Slice", [pixels, *bounds, graph.constant(f"axis_{axis}", np.array([axis]))], side)
+
+        step = graph.node(
+            "Sub", [part(1, SIDE, f"fmnist_{name}_after"), part(0, SIDE - 1, f"fmnist_{name}_before")], f"fmnist_{name}"
+        )
+        return summed(graph.node("Mul", [step, step], f"fmnist_{name}_squared"), f"{name}_energy")
+
+    gradient = graph.node(
+        "Add", [squared_steps(2, "steps_across"), squared_steps(1, "steps_down")], "fmnist_gradient_energy"
+    )
+    pixel_count = graph.double(float(SIDE * SIDE))
+    total = summed(pixels, "pixel_sum")
+    squares = summed(graph.node("Mul", [pixels, pixels], "fmnist_pixels_squared"), "pixel_square_sum")
+    spread = graph.node(
+        "Sub",
+        [
+            graph.node("Mul", [squares, pixel_count], "fmnist_square_sum_scaled"),
+            graph.node("Mul", [total, total], "fmnist_pixel_sum_squared"),
+        ],
+        "fmnist_spread",
+    )
+    ratio = graph.node(
+        "Div",
+        [
+            graph.node("Mul", [gradient, pixel_count], "fmnist_gradient_scaled"),
+            graph.node("Max", [spread, graph.double(1.0)], "fmnist_spread_at_least_one"),
+        ],
+        "fmnist_sharpness_ratio",
+    )
+    varied = graph.node("Greater", [spread, graph.double(0.0)], "fmnist_varied")
+    return graph.node("Where", [varied, ratio, graph.double(0.0)], "fmnist_sharpness")
 
 
 def _residual(graph: _Graph, pixels: str, basis: np.ndarray) -> str:

@@ -7,7 +7,8 @@ Faces in the Wild at 25x25), two photos and 1,797 handwritten digits with scikit
 (`load_sample_images`, `load_digits`); text, screenshots, drawings and product-like objects are
 drawn with Pillow; noise and blank images with numpy. Every picture is drawn from a seeded
 generator and saved as a user would upload it (JPEG or PNG bytes; the `mnist-form` kind, a digit in MNIST's
-style, in any form of fmnist.testing.forms that a browser reads, as a Fashion-MNIST image may come).
+style, in any form of fmnist.testing.forms that a browser reads, as a Fashion-MNIST image may come; `digit8`,
+scikit-learn's 8x8 digits enlarged as a program enlarges a small image).
 
 Each kind's sources are split in two parts, "tune" and "holdout" (different source images where a
 kind has several, different random draws otherwise), so that what was looked at while choosing the
@@ -45,6 +46,7 @@ KINDS = (
     "pencil",
     "sketch",
     "mnist-form",
+    "digit8",
 )
 PARTS = ("tune", "holdout")
 
@@ -606,6 +608,25 @@ def _printed(rng: np.random.Generator, part: str) -> Picture:
     return _rgb(np.asarray(big))
 
 
+_ENLARGING = (
+    Image.Resampling.NEAREST,
+    Image.Resampling.BILINEAR,
+    Image.Resampling.BICUBIC,
+    Image.Resampling.LANCZOS,
+)
+
+
+def _digit8(rng: np.random.Generator, part: str) -> Picture:
+    """A handwritten digit of scikit-learn's 8x8 set enlarged as a program enlarges a small image: to 28x28 (one
+    time in four, 56 or 112 pixels) by nearest, bilinear, bicubic or Lanczos resampling, light on black as the
+    dataset's images, or inverted one time in three; saved as a grayscale PNG by `_encode`."""
+    pool = _digits()[PARTS.index(part)]
+    digit = Image.fromarray(np.rint(pool[int(rng.integers(len(pool)))] * 255 / 16).astype(np.uint8))
+    side = 28 if rng.random() < 0.75 else int(rng.choice([56, 112]))
+    picture = np.asarray(digit.resize((side, side), _ENLARGING[int(rng.integers(len(_ENLARGING)))]))
+    return _rgb(255 - picture if rng.random() < 1 / 3 else picture)
+
+
 _MAKERS: dict[str, Callable[[np.random.Generator, str], Picture]] = {
     "photo": _photo,
     "texture": _texture,
@@ -625,6 +646,7 @@ _MAKERS: dict[str, Callable[[np.random.Generator, str], Picture]] = {
     "pencil": _pencil,
     "sketch": _sketch,
     "mnist-form": _mnist,  # saved by _encode in one of fmnist.testing.forms' forms
+    "digit8": _digit8,
 }
 
 
@@ -641,7 +663,7 @@ def _encode(picture: Picture, kind: str, rng: np.random.Generator) -> Outlier:
         return Outlier(forms.save(picture[..., 0], form), forms.SUFFIX[form.fmt], kind)
     buffer = io.BytesIO()
     image = Image.fromarray(picture, "RGB")
-    if kind in ("mnist", "scrawl28", "printed"):  # digital: 28x28 grayscale as the dataset, or a drawing's PNG
+    if kind in ("mnist", "scrawl28", "digit8", "printed"):  # digital: grayscale as the dataset, a drawing's PNG
         image = image.convert("L") if kind != "printed" else image
         image.save(buffer, format="PNG")
         return Outlier(buffer.getvalue(), ".png", kind)

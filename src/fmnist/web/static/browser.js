@@ -15,7 +15,8 @@
   const TOP_K = 5; // classes listed per prediction, as the server lists them (serve/limits.py)
   // Which end of each cue is unusual (fmnist.trust.ood.UNUSUAL).
   const UNUSUAL = {
-    energy: "low", span: "low", ink: "both", stroke: "both", flat: "both", residual: "high", coarse: "high",
+    energy: "low", span: "low", ink: "both", stroke: "both", flat: "both", sharpness: "low", residual: "high",
+    coarse: "high",
     ...Object.fromEntries(framing.CUE_NAMES.map((name) => [name, "both"])),
   };
   const SURFACE_CUES = ["border_fit", "noise"]; // ood.SURFACE_CUES: not weighed for a picture on a textured surface
@@ -130,12 +131,20 @@
   }
 
   // The 28x28 view's shape (fmnist.trust.ood.view_cues): the span of its ink, the ink's share, the share of ink
-  // inside a filled region (all eight neighbours ink), the share of ink at full strength.
+  // inside a filled region (all eight neighbours ink), the share of ink at full strength, and its sharpness: the
+  // squared steps between neighbouring pixels over the squared deviations from the mean, from sums of integers
+  // (exact in doubles, so the one division gives Python's bits).
   function viewCues(view) {
     const ink = (y, x) => y >= 0 && y < SIDE && x >= 0 && x < SIDE && view[y * SIDE + x] > INK_LEVEL;
     let count = 0, interior = 0, full = 0, top = SIDE, bottom = -1, left = SIDE, right = -1;
+    let steps = 0, total = 0, squares = 0;
     for (let y = 0; y < SIDE; y++) {
       for (let x = 0; x < SIDE; x++) {
+        const v = view[y * SIDE + x];
+        total += v;
+        squares += v * v;
+        if (x + 1 < SIDE) steps += (view[y * SIDE + x + 1] - v) ** 2;
+        if (y + 1 < SIDE) steps += (view[(y + 1) * SIDE + x] - v) ** 2;
         if (!ink(y, x)) continue;
         count++;
         full += view[y * SIDE + x] > FULL_LEVEL ? 1 : 0;
@@ -146,7 +155,11 @@
       }
     }
     const span = Math.max(bottom - top + 1, right - left + 1, 0);
-    return { span, ink: count / (SIDE * SIDE), stroke: interior / Math.max(count, 1), flat: full / Math.max(count, 1) };
+    const pixels = SIDE * SIDE, spread = pixels * squares - total * total;
+    return {
+      span, ink: count / pixels, stroke: interior / Math.max(count, 1), flat: full / Math.max(count, 1),
+      sharpness: spread > 0 ? (pixels * steps) / spread : 0,
+    };
   }
 
   function viewUrl(image) {
