@@ -19,6 +19,7 @@
     coarse: "high",
     ...Object.fromEntries(framing.CUE_NAMES.map((name) => [name, "both"])),
   };
+  const PLAIN_SECOND_ONLY = ["sharpness"]; // ood.PLAIN_SECOND_ONLY: never a plain image's first unusual cue
   const SURFACE_CUES = ["border_fit", "noise"]; // ood.SURFACE_CUES: not weighed for a picture on a textured surface
   const TIE_BREAK = 1e-6; // ood.TIE_BREAK: the product of the p-values orders pictures whose smallest ones tie
   const INK_LEVEL = 50, FULL_LEVEL = 200; // ood.view_cues' levels of ink and of ink at full strength
@@ -97,12 +98,14 @@
     return { low, high, both: Math.min(1, 2 * Math.min(low, high)) }[unusual];
   }
 
-  // The smallest p-value over the cues with references, ties broken by their product, then for a detector with a
-  // gate times min(1, second smallest / gate) (ood.unusualness).
-  function unusualness(cues, references, gate) {
-    const ps = Object.entries(references).map(([cue, reference]) => pValue(cues[cue], reference, UNUSUAL[cue]));
+  // The smallest p-value over the cues with references but `secondOnly`, ties broken by the product of all, then for
+  // a detector with a gate times min(1, second smallest of all / gate) (ood.unusualness).
+  function unusualness(cues, references, gate, secondOnly = []) {
+    const entries = Object.entries(references);
+    const ps = entries.map(([cue, reference]) => pValue(cues[cue], reference, UNUSUAL[cue]));
     const product = ps.reduce((a, p) => a * p);
-    const unusual = Math.min(...ps) + TIE_BREAK * product;
+    const first = ps.filter((p, i) => !secondOnly.includes(entries[i][0]));
+    const unusual = Math.min(...first) + TIE_BREAK * product;
     if (!gate || ps.length < 2) return unusual;
     const second = [...ps].sort((a, b) => a - b)[1];
     return unusual * Math.min(1, second / gate);
@@ -118,7 +121,8 @@
     }
     const references = photo ? trust.references : trust.plain;
     const textured = photo && heldOut.textured && Number.isNaN(cues[SURFACE_CUES[0]]);
-    const unusual = unusualness(cues, references, trust.gate || 0); // 0: a detector stored before the gate
+    // gate 0: a detector stored before the gate
+    const unusual = unusualness(cues, references, trust.gate || 0, photo ? [] : PLAIN_SECOND_ONLY);
     return pValue(unusual, heldOut[textured ? "textured" : photo ? "photo" : "plain"], "low");
   }
 
