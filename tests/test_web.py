@@ -356,6 +356,7 @@ def test_the_exported_page_answers_as_predict_in_the_browser(real_site, tmp_path
             theirs = same_answers_as_python(browser, site, pictures)
             classify_takes_a_url_a_blob_and_an_image_bitmap(browser, site, pictures["photos"][0])
             surfaces_score_as_in_python(browser, site, pictures["surfaces"], theirs["surfaces"], facts)
+            plain_images_score_as_in_python(browser, pictures, theirs)
             the_page_shows_the_answers(browser, site, pictures, theirs)
             loaded = browser.execute_script("return performance.getEntriesByType('resource').map(e => e.name)")
             assert loaded and all(found.startswith((url, "blob:", "data:")) for found in loaded)  # nothing else
@@ -399,6 +400,21 @@ def surfaces_score_as_in_python(browser, site: Path, paths: list[str], expected:
     assert "textured" in facts["trust"]["held_out"]
     cues = [images.load_picture(site / path).cues for path in paths]
     assert sum(c is not None and c.textured for c in cues) >= len(paths) // 2
+    found = browser.execute_async_script(SCORES, paths)
+    assert found == pytest.approx([e["in_distribution_score"] for e in expected], abs=1e-9), found
+
+
+def plain_images_score_as_in_python(browser, pictures: dict[str, list[str]], theirs: dict[str, list[dict]]) -> None:
+    """A plain 28x28 image is scored against the plain references, its sharpness never its first unusual cue
+    (ood.PLAIN_SECOND_ONLY), in the page as in Python: the same in-distribution scores for test images and for the
+    non-garments in the dataset's form (MNIST-style digits, 8x8 digits enlarged)."""
+    from fmnist.testing import outliers
+
+    paths, expected = pictures["test"][:100], theirs["test"][:100]
+    for kind in ("mnist", "scrawl28", "digit8"):
+        start = outliers.KINDS.index(kind) * OUTLIERS_PER_KIND
+        paths += pictures["outliers"][start : start + OUTLIERS_PER_KIND]
+        expected += theirs["outliers"][start : start + OUTLIERS_PER_KIND]
     found = browser.execute_async_script(SCORES, paths)
     assert found == pytest.approx([e["in_distribution_score"] for e in expected], abs=1e-9), found
 

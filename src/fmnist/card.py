@@ -269,10 +269,11 @@ Most-confused pairs:
 
 ## What the not-a-garment detector accepts
 
-The detector (energy of the logits and the picture's framing cues, conformal p-values against garment
-photos rendered from the validation split) calls a picture a garment when its in-distribution score is at
-least {source.trust.threshold:.4f}. It accepts {m.photo_accepted:.1%} of the {PHOTOS} product photos above;
-of the non-garment pictures ({OUTLIERS_PER_KIND} per kind, held-out sources), it accepts — what still fools it:
+The detector (the energy of the logits, cues of the 28x28 view and of the picture's framing, conformal
+p-values against garment photos rendered from the validation split) calls a picture a garment when its
+in-distribution score is at least {source.trust.threshold:.4f}. It accepts {m.photo_accepted:.1%} of the {PHOTOS}
+product photos above; of the non-garment pictures ({OUTLIERS_PER_KIND} per kind, held-out sources), it accepts — what
+still fools it:
 
 | kind | accepted as a garment |
 |---|---|

@@ -573,7 +573,8 @@ def _coarse(graph: _Graph, pixels: str, gaussians: np.ndarray) -> str:
 
 
 def _view_cues(graph: _Graph) -> dict[str, str]:
-    """ood.view_cues of the input pixels uint8 [N, 28, 28]: span, ink, stroke and flat, float64 [N] each."""
+    """ood.view_cues of the input pixels uint8 [N, 28, 28] from counts of pixels: span, ink, stroke and flat,
+    float64 [N] each (the sharpness, from sums of the pixels: `_sharpness`)."""
     from onnx import TensorProto
 
     ink = graph.node(

@@ -3,8 +3,9 @@
 Cues, each a number per image:
 - from the model: `energy`, T * logsumexp(logits / T) with T = 1, the negative free energy (Liu, Wang, Owens
   and Li, 2020, "Energy-based Out-of-distribution Detection");
-- from the 28x28 view the model sees (`view_cues`): the span of the object, its share of ink, and the share
-  of its ink inside a filled region rather than on a pen's line; its distance from the garments' principal
+- from the 28x28 view the model sees (`view_cues`): the span of the object, its share of ink, the share of
+  its ink inside a filled region rather than on a pen's line, and its sharpness (the energy of its gradient
+  over its contrast: an enlarged small picture is smooth); its distance from the garments' principal
   subspace (`residual`); and its layout at 7x7 (`coarse`): the smallest Mahalanobis distance of its pooled
   pixels to a class's Gaussian, class-conditional Gaussians fitted on training images (as Lee, Lee, Lee and
   Shin, 2018, "A Simple Unified Framework for Detecting Out-of-Distribution Samples and Adversarial Attacks",
@@ -18,12 +19,13 @@ Each cue is turned into a conformal p-value (Vovk, Gammerman and Shafer, 2005): 
 reference garment pictures at least as unusual, in the cue's unusual direction(s). The references of a
 photo are garment photos rendered from validation images (trust.references); those of a plain 28x28
 image (no framing cues) are plain validation images. A picture's smallest p-value, times the share of GATE its
-second smallest is when it is under it (`unusualness`), is then itself ranked among those of held-out garment
+second smallest is when it is under it (`unusualness`; a plain image's sharpness is never the smallest, only the
+second: PLAIN_SECOND_ONLY), is then itself ranked among those of held-out garment
 pictures of its kind (`calibrated`): the in-distribution score,
 in [0, 1], is the share of garment pictures of the same kind that look at least as unusual, whatever
 number of cues the kind has. The verdict is "garment" when the score is at least 1 - KEEP. Nothing
-about non-garments is used to fit it; which cues are used and KEEP were chosen leaving one kind of
-picture out (benchmarks/ood.py).
+about non-garments is used to fit it; which cues are used and KEEP are measured per kind and leaving one kind
+of picture out (benchmarks/ood.py).
 """
 
 from __future__ import annotations
@@ -88,7 +90,7 @@ def view_cues(views: np.ndarray) -> dict[str, np.ndarray]:
       The energy of the gradient (Subbarao, Choi and Nikzad, 1993; "GRA" in Pertuz, Puig and Garcia, 2013), a
       focus measure, divided by the contrast so that it does not move with it. A Fashion-MNIST image, reduced from
       a photo, has edges a pixel or two wide; a small picture enlarged to 28x28 (scikit-learn's 8x8 digits) or a
-      blurred pencil drawing is smoother than any garment's view (low is unusual).
+      blurred pencil drawing is smoother than nearly every garment's view (low is unusual).
     """
     ink = views > INK_LEVEL  # [N, 28, 28]
     count = _counts(ink)
