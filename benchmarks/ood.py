@@ -62,7 +62,7 @@ from fmnist.testing import domains, forms, outliers, photos, surfaces
 from fmnist.trust import ood
 from fmnist.trust.cache import reference_photos
 
-POOL = ("energy", *ood.VIEW_CUES, "residual", "coarse", *Cues.NAMES)  # a candidate draws from these; always energy
+POOL = trust.POOL  # a candidate draws from these; always energy
 KEEPS = (0.98, 0.985)  # the keep levels a candidate's threshold is set at (1 - keep)
 GATES = (0.0, ood.GATE, 1.0)  # under which a candidate's second smallest p-value counts (0: never; ood.unusualness)
 # What a candidate must keep of each garment kind it is chosen on (garments on a surface are garments too).

@@ -36,6 +36,9 @@ def test_fit_keeps_garment_photos_and_rejects_clutter(tmp_path, validation, trai
     fitted = trust.fit(trust.model_logits(model), val_x, val_y, training, seed=0, photos=40)
     assert fitted.temperature is not None and set(fitted.references) == set(trust.CUES)
     assert fitted.threshold == 0.015  # 1 - KEEP as written, not 1 - 0.985 = 0.015000000000000013
+    other = trust.fit(trust.model_logits(model), val_x, val_y, training, photos=40, cues=("energy", "span", "fill"))
+    assert set(other.references) == {"energy", "span", "fill"} and set(other.plain) == {"energy", "span"}
+    assert other.basis is None and other.gaussians is None  # neither `residual` nor `coarse` is weighed
     fresh = [load_picture(p.data) for p in render_set(val_x, 20, seed=9)]  # not the reference renders
     logits = trust.model_logits(model)(torch.stack([f.image for f in fresh]))
     kept = trust.judge(fitted, logits, torch.stack([f.image for f in fresh]), [f.cues for f in fresh])
@@ -178,12 +181,26 @@ def test_calibrate_refuses_a_checkpoint_whose_split_is_too_small_before_loading_
     assert cli.main(["calibrate", str(path), "--gate", "1.5"]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "--gate must be in [0, 1], got 1.5" in err
+    for cues, message in (
+        ("energy,shine", "--cues: unknown cue(s) shine; choose from energy, span"),
+        ("span,ink", "--cues must hold the energy"),
+    ):
+        assert cli.main(["calibrate", str(path), "--cues", cues]) == 2
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1 and message in err, err
     asked = []
     monkeypatch.setattr(
-        trust, "calibrate_run", lambda path, load, log, gate: asked.append(gate) or trust.Trust(1.0, {}, 0.015)
+        trust,
+        "calibrate_run",
+        lambda path, load, log, gate, cues: asked.append((gate, cues)) or trust.Trust(1.0, {}, 0.015),
     )
     assert cli.main(["calibrate", str(path), "--gate", "0"]) == 0 and cli.main(["calibrate", str(path)]) == 0
-    assert asked == [0.0, trust.ood.GATE]
+    assert cli.main(["calibrate", str(path), "--cues", "energy, coarse,largest_part", "--gate", "1"]) == 0
+    assert asked == [
+        (0.0, trust.CUES),
+        (trust.ood.GATE, trust.CUES),
+        (1.0, ("energy", "coarse", "largest_part")),
+    ]
 
 
 @pytest.mark.slow
@@ -234,15 +251,16 @@ def test_calibrate_fits_on_the_validation_images_that_fit_held_out(synthetic_dat
     dataset = data.load(str(synthetic_data))
     seen = []
 
-    def recorded(model, val_x, *rest, gate):
-        seen.append((val_x, gate))
+    def recorded(model, val_x, *rest, gate, cues):
+        seen.append((val_x, gate, cues))
         return trust.UNFITTED
 
     monkeypatch.setattr(trust, "fit_and_store", recorded)
     trust.calibrate_run(path, lambda: dataset, lambda _: None)
     held_out = split_data(cfg, dataset, torch.device("cpu")).val_x
     assert len(held_out) == 400 and torch.equal(seen[0][0], held_out) and seen[0][1] == trust.ood.GATE
-    trust.calibrate_run(path, lambda: dataset, lambda _: None, gate=0.0)  # fmnist calibrate --gate 0
-    assert seen[1][1] == 0.0
+    assert seen[0][2] == trust.CUES
+    trust.calibrate_run(path, lambda: dataset, lambda _: None, gate=0.0, cues=("energy", "span"))  # --gate 0 --cues ...
+    assert seen[1][1:] == (0.0, ("energy", "span"))
     other = config.Config(hidden=(8,), val_size=400, seed=8)  # another seed holds out other images
     assert not torch.equal(split_data(other, dataset, torch.device("cpu")).val_x, held_out)

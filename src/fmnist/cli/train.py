@@ -88,6 +88,12 @@ def add_calibrate_parser(sub: Subcommands, shared: dict[str, Parser]) -> None:
         help="the detector's second smallest p-value counts under this (default 1/30; 0: the smallest p-value "
         "alone, as detectors fitted before it; 1: the two smallest multiplied)",
     )
+    p.add_argument(
+        "--cues",
+        default=None,
+        help="the detector's cues, comma-separated, the energy among them (default: fmnist.trust.CUES; "
+        "the cues: docs/TRUST.md)",
+    )
     p.set_defaults(func=cmd_calibrate)
 
 
@@ -241,7 +247,9 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
 
     gate = trust.ood.GATE if args.gate is None else args.gate
     trust.check_gate(gate, "--gate")
+    cues = trust.CUES if args.cues is None else tuple(c.strip() for c in args.cues.split(",") if c.strip())
+    trust.check_cues(cues, "--cues")
     path = model_path(args.checkpoint)
-    fitted = trust.calibrate_run(path, lambda: load_data(args.data_dir), print, gate)
+    fitted = trust.calibrate_run(path, lambda: load_data(args.data_dir), print, gate, cues)
     print(f"{path}: temperature {fitted.temperature:.3f}, in-distribution threshold {fitted.threshold:.4f}")
     return 0

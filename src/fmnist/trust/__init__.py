@@ -208,6 +208,19 @@ def check_threshold(threshold: float | None, name: str = "ood_threshold") -> Non
         raise FmnistError(f"{name} must be in [0, 1] (an in-distribution score), got {threshold}")
 
 
+POOL = ("energy", *ood.VIEW_CUES, "residual", "coarse", *Cues.NAMES)  # the cues a detector can weigh
+
+
+def check_cues(cues: Sequence[str], name: str = "cues") -> None:
+    """A detector's cues must be known ones (POOL), each once, with the energy among them (the only cue of every
+    kind of picture); FmnistError else, naming them as the caller knows them (`name`: "--cues")."""
+    unknown = [cue for cue in cues if cue not in POOL]
+    if unknown:
+        raise FmnistError(f"{name}: unknown cue(s) {', '.join(unknown)}; choose from {', '.join(POOL)}")
+    if "energy" not in cues or len(set(cues)) != len(cues):
+        raise FmnistError(f"{name} must hold the energy and each cue once, got {', '.join(cues)}")
+
+
 def check_gate(gate: float, name: str = "gate") -> None:
     """A detector's gate (ood.GATE) must be in [0, 1], NaN refused (Python and the page would disagree on it);
     FmnistError else, naming it as the caller knows it (`name`: "--gate" on the command line)."""
@@ -285,10 +298,11 @@ def fit(
     photos: int = REFERENCE_PHOTOS,
     *,
     gate: float = ood.GATE,
+    cues: Sequence[str] = CUES,
 ) -> Trust:
     """Fit the temperature on the validation images (uint8 [N, 28, 28], labels [N]) and the detector on them,
     on `photos` garment photos rendered from them (trust.references, cached by trust.cache) and on the
-    `training` images: `detector`, with `gate`.
+    `training` images: `detector`, on `cues` with `gate`.
 
     Raises FmnistError for fewer validation images than the fits need (`shortfall`).
     """
@@ -297,16 +311,17 @@ def fit(
     with framing(val_x, photos, seed) as pictures:  # framed in worker processes while the rest is fitted here
         logits = logits_of(val_x)
         temperature = calibration.fit_temperature(logits, val_y)
-        gaussians = gaussians_of(training)
-        return Trust(temperature, **detector(logits_of, pictures(), val_x, logits, gaussians, gate=gate))
+        gaussians = gaussians_of(training, cues=cues)
+        fields = detector(logits_of, pictures(), val_x, logits, gaussians, gate=gate, cues=cues)
+        return Trust(temperature, **fields)
 
 
-def gaussians_of(training: Training, limit: int | None = None) -> np.ndarray | None:
+def gaussians_of(training: Training, limit: int | None = None, cues: Sequence[str] = CUES) -> np.ndarray | None:
     """The `coarse` cue's class-conditional Gaussians, float64 [K, 1 + 98, 98] (ood.gaussians_of), of every k-th
     training image, `limit` at most (default GAUSSIAN_IMAGES: 11,000 of 55,000), by their labels (a target
-    distribution's most likely class); None when the cue is not among CUES. Raises ValueError without any
+    distribution's most likely class); None when the cue is not among `cues`. Raises ValueError without any
     training image."""
-    if "coarse" not in CUES:
+    if "coarse" not in cues:
         return None
     images, labels = training
     step = max(1, -(-len(images) // (limit or GAUSSIAN_IMAGES)))
@@ -322,17 +337,18 @@ def detector(
     gaussians: np.ndarray | None,
     *,
     gate: float = ood.GATE,
+    cues: Sequence[str] = CUES,
 ) -> dict[str, Any]:
-    """The detector's fields of a Trust (ood.fitted on CUES with `gate`, the basis of the `residual` cue when it is one,
-    fitted on the plain images that give the references, and the `coarse` cue's `gaussians`, gaussians_of) from
-    framed garment photos and plain garment images uint8 [M, 28, 28] with their logits [M, C]."""
+    """The detector's fields of a Trust (ood.fitted on `cues` with `gate`, the basis of the `residual` cue when it is
+    one, fitted on the plain images that give the references, and the `coarse` cue's `gaussians`, gaussians_of)
+    from framed garment photos and plain garment images uint8 [M, 28, 28] with their logits [M, C]."""
     import torch
 
-    basis = ood.basis_of(np.asarray(plain)[0::2]) if "residual" in CUES else None
+    basis = ood.basis_of(np.asarray(plain)[0::2]) if "residual" in cues else None
     views = torch.stack([f.image for f in pictures])
     photos = cue_values(logits_of(views), views, [f.cues for f in pictures], basis, gaussians)
     plain_values = cue_values(plain_logits, plain, [None] * len(plain), basis, gaussians)
-    return {**ood.fitted(photos, plain_values, CUES, gate=gate), "basis": basis, "gaussians": gaussians}
+    return {**ood.fitted(photos, plain_values, cues, gate=gate), "basis": basis, "gaussians": gaussians}
 
 
 # The fewest held-out photos of a user's own kind that join the detector's references when a fine-tuned
@@ -409,6 +425,7 @@ def fit_and_store(
     photos: int = REFERENCE_PHOTOS,
     *,
     gate: float = ood.GATE,
+    cues: Sequence[str] = CUES,
 ) -> Trust | None:
     """At the end of a run: fit on the validation split (and the `training` images) and add the result to the
     checkpoint at `path` (the one whose weights `model` holds). Without a validation split of the size the fits need
@@ -419,7 +436,7 @@ def fit_and_store(
         return None
     val_x, val_y = val_x.cpu(), val_y.cpu()  # on the training device; the fit's image work is numpy's
     t0 = time.perf_counter()
-    trust = fit(model_logits(model), val_x, val_y, training, seed, photos, gate=gate)
+    trust = fit(model_logits(model), val_x, val_y, training, seed, photos, gate=gate, cues=cues)
     store(trust, path)
     log(
         f"trust: temperature {trust.temperature:.3f} and non-garment detector fitted on the validation split "
@@ -429,10 +446,14 @@ def fit_and_store(
 
 
 def calibrate_run(
-    path: Path, load_data: Callable[[], FashionMNIST], log: Callable[[str], None], gate: float = ood.GATE
+    path: Path,
+    load_data: Callable[[], FashionMNIST],
+    log: Callable[[str], None],
+    gate: float = ood.GATE,
+    cues: Sequence[str] = CUES,
 ) -> Trust:
-    """`fmnist calibrate`: fit the temperature and the detector (with `gate`) of the checkpoint at `path` again, on
-    the validation split its run held out (data.validation_split of its config: the images `fit` never trained
+    """`fmnist calibrate`: fit the temperature and the detector (on `cues`, with `gate`) of the checkpoint at `path`
+    again, on the validation split its run held out (data.validation_split of its config: the images `fit` never trained
     on), and store them in it. `load_data` gives the dataset, called once the checkpoint is found fit for it.
     Raises FmnistError when the checkpoint records no validation split or one too small (`shortfall`)."""
     from fmnist import checkpoint
@@ -449,7 +470,7 @@ def calibrate_run(
     dataset = load_data()
     _, val_idx = validation_split(dataset.train_labels, cfg)
     val_x, val_y = dataset.train_images[val_idx], dataset.train_labels[val_idx]
-    fitted = fit_and_store(model, val_x, val_y, trained_on(dataset, cfg), path, cfg.seed, log, gate=gate)
+    fitted = fit_and_store(model, val_x, val_y, trained_on(dataset, cfg), path, cfg.seed, log, gate=gate, cues=cues)
     assert fitted is not None  # the split is large enough and the checkpoint exists
     return fitted
 
