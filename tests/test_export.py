@@ -325,7 +325,7 @@ def test_fp32_export_matches_pytorch_on_the_whole_test_set(real_model, tmp_path)
     assert facts["test"]["accuracy"] == facts["test"]["pytorch_accuracy"] == accuracy > 0.75
 
 
-# The target, int8 at most 0.3 point below fp32, is measured on the reference model (docs/PREDICT.md).
+# The target, int8 at most 0.3 point below fp32, is measured on the reference model (docs/PREDICT.md).
 # This few-seconds model has less settled logits, so the bound here is looser; calibrating on blank images,
 # a broken quantization, misses it by far (about 20 points).
 INT8_MAX_DROP = 0.005
@@ -340,6 +340,22 @@ def test_int8_export_keeps_accuracy_and_a_broken_calibration_does_not(real_model
     blank, _ = export.onnx_bytes(source.model, np.zeros((500, 28, 28), np.uint8))
     broken = evaluate_logits(OnnxPredictor(blank, "blank", {}).logits, dataset.test_images, dataset.test_labels)
     assert broken.accuracy < fp32 - INT8_MAX_DROP
+
+
+def test_an_int8_export_fits_the_checkpoints_own_cues_and_gate_again(monkeypatch):
+    from types import SimpleNamespace
+
+    from fmnist import trust
+
+    asked = []
+    monkeypatch.setattr(trust, "fit", lambda *args, **options: asked.append(options) or trust.UNFITTED)
+    cues = {name: np.zeros(3) for name in ("energy", "coarse", "fill")}  # as `fmnist calibrate --cues` stores them
+    source = SimpleNamespace(trust=trust.Trust(1.5, cues, 0.015, gate=1.0), config=config_lib.Config(val_size=400))
+    export.trust_of_export(source, SimpleNamespace(logits=None), synthetic_dataset(), int8=True)  # type: ignore[arg-type]
+    source.trust = trust.Trust(1.5, {}, 0.0)  # a temperature and no detector: the default detector
+    export.trust_of_export(source, SimpleNamespace(logits=None), synthetic_dataset(), int8=True)  # type: ignore[arg-type]
+    assert asked == [{"gate": 1.0, "cues": ("energy", "coarse", "fill")}, {}]
+    assert trust.Trust(1.5, cues, 0.015).describe()["ood_detector"] == "energy + coarse + fill"
 
 
 def test_the_temperature_and_detector_travel_in_the_sidecar(tmp_path):

@@ -184,6 +184,8 @@ def test_calibrate_refuses_a_checkpoint_whose_split_is_too_small_before_loading_
     for cues, message in (
         ("energy,shine", "--cues: unknown cue(s) shine; choose from energy, span"),
         ("span,ink", "--cues must hold the energy"),
+        ("energy,span,energy", "--cues must hold the energy and each cue once"),
+        (" , ", "--cues: no cue given"),
     ):
         assert cli.main(["calibrate", str(path), "--cues", cues]) == 2
         err = capsys.readouterr().err

@@ -679,15 +679,22 @@ def training_revision(checkpoint_path: Path) -> str | None:
 def trust_of_export(source: Source, predictor: OnnxPredictor, dataset: FashionMNIST, int8: bool) -> Trust:
     """The checkpoint's temperature and detector, for the exported graph. An fp32 graph gives PyTorch's logits
     (within PARITY_TOLERANCE), so they are copied; int8 shifts logits, so they are fitted again on the int8
-    graph's own logits over the checkpoint's validation split (never the test set); a split too small for
-    them (trust.shortfall) leaves the int8 graph unfitted."""
+    graph's own logits over the checkpoint's validation split (never the test set), on the checkpoint's cues with
+    its gate (the default detector for a checkpoint with a temperature and none); a split too small for them
+    (trust.shortfall) leaves the int8 graph unfitted."""
     if not int8 or source.trust.temperature is None:
         return source.trust
     if trust.shortfall(source.config.val_size):
         return trust.UNFITTED
     _, val_idx = validation_split(dataset.train_labels, source.config)
     val_x, val_y = dataset.train_images[val_idx], dataset.train_labels[val_idx]
-    return trust.fit(predictor.logits, val_x, val_y, data.trained_on(dataset, source.config), source.config.seed)
+    training = data.trained_on(dataset, source.config)
+    if not source.trust.has_detector:  # a temperature alone, as fitted before the detector: the default detector
+        return trust.fit(predictor.logits, val_x, val_y, training, source.config.seed)
+    own = source.trust
+    return trust.fit(
+        predictor.logits, val_x, val_y, training, source.config.seed, gate=own.gate, cues=tuple(own.references)
+    )
 
 
 def _recording(

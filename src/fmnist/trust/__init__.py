@@ -44,7 +44,6 @@ CUES = (
     *("energy", "span", "ink", "stroke", "sharpness", "residual", "coarse"),
     *("border_fit", "coverage", "fill", "largest_part"),
 )
-DESCRIPTION = "energy + view cues + picture cues"
 # The training images the `coarse` cue's Gaussians are fitted on, at most (every k-th: 11,000 of the default
 # 55,000): pooling all of them takes a second on two vCPUs, and 11,000 give each class about 1,100 images for
 # its 98 means and their covariance.
@@ -159,7 +158,7 @@ class Trust:
         return {
             "temperature": self.temperature,
             "calibrated": self.temperature is not None,
-            "ood_detector": DESCRIPTION if self.has_detector else None,
+            "ood_detector": " + ".join(self.references) if self.has_detector else None,
             "ood_threshold": self.threshold if self.has_detector else None,
         }
 
@@ -214,6 +213,8 @@ POOL = ("energy", *ood.VIEW_CUES, "residual", "coarse", *Cues.NAMES)  # the cues
 def check_cues(cues: Sequence[str], name: str = "cues") -> None:
     """A detector's cues must be known ones (POOL), each once, with the energy among them (the only cue of every
     kind of picture); FmnistError else, naming them as the caller knows them (`name`: "--cues")."""
+    if not cues:
+        raise FmnistError(f"{name}: no cue given; choose from {', '.join(POOL)}")
     unknown = [cue for cue in cues if cue not in POOL]
     if unknown:
         raise FmnistError(f"{name}: unknown cue(s) {', '.join(unknown)}; choose from {', '.join(POOL)}")
@@ -304,8 +305,9 @@ def fit(
     on `photos` garment photos rendered from them (trust.references, cached by trust.cache) and on the
     `training` images: `detector`, on `cues` with `gate`.
 
-    Raises FmnistError for fewer validation images than the fits need (`shortfall`).
+    Raises FmnistError for fewer validation images than the fits need (`shortfall`), or cues check_cues refuses.
     """
+    check_cues(cues)
     if too_few := shortfall(len(val_x), photos):
         raise FmnistError(too_few)
     with framing(val_x, photos, seed) as pictures:  # framed in worker processes while the rest is fitted here
