@@ -356,6 +356,9 @@ def test_an_int8_export_fits_the_checkpoints_own_cues_and_gate_again(monkeypatch
     export.trust_of_export(source, SimpleNamespace(logits=None), synthetic_dataset(), int8=True)  # type: ignore[arg-type]
     assert asked == [{"gate": 1.0, "cues": ("energy", "coarse", "fill")}, {}]
     assert trust.Trust(1.5, cues, 0.015).describe()["ood_detector"] == "energy + coarse + fill"
+    plain = {"energy": np.zeros(3), "coarse": np.zeros(3)}
+    meaning = export.output_facts(trust.Trust(1.5, cues, 0.015, plain, {"plain": np.zeros(3)}))[-1]["meaning"]
+    assert "energy" in meaning and "4x4 blocks" in meaning and "span" not in meaning  # the cues it was fitted on
 
 
 def test_the_temperature_and_detector_travel_in_the_sidecar(tmp_path):

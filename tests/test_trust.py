@@ -194,15 +194,28 @@ def test_calibrate_refuses_a_checkpoint_whose_split_is_too_small_before_loading_
     monkeypatch.setattr(
         trust,
         "calibrate_run",
-        lambda path, load, log, gate, cues: asked.append((gate, cues)) or trust.Trust(1.0, {}, 0.015),
+        lambda path, load, log, gate, cues: (
+            asked.append((gate, cues)) or trust.Trust(1.0, {cue: np.zeros(1) for cue in cues}, 0.015, gate=gate)
+        ),
     )
     assert cli.main(["calibrate", str(path), "--gate", "0"]) == 0 and cli.main(["calibrate", str(path)]) == 0
+    capsys.readouterr()
     assert cli.main(["calibrate", str(path), "--cues", "energy, coarse,largest_part", "--gate", "1"]) == 0
+    assert (
+        "in-distribution threshold 0.0150, detector energy + coarse + largest_part (gate 1)" in capsys.readouterr().out
+    )
+    assert cli.main(["calibrate", str(path), "--gate", "1/30"]) == 0  # as the help writes the default
     assert asked == [
         (0.0, trust.CUES),
         (trust.ood.GATE, trust.CUES),
         (1.0, ("energy", "coarse", "largest_part")),
+        (1 / 30, trust.CUES),
     ]
+    with pytest.raises(SystemExit) as exited:  # argparse's own one-line error
+        cli.main(["calibrate", str(path), "--gate", "1/0"])
+    err = capsys.readouterr().err
+    assert exited.value.code == 2
+    assert err.count("\n") == 1 and "invalid number value: '1/0'" in err
 
 
 @pytest.mark.slow

@@ -332,14 +332,15 @@ def _score_meaning(trust_: Trust) -> str:
             "logits) among the reference garment photos; a garment when it is at least ood_threshold. A picture "
             "framed to 28x28 also has picture cues, which the graph cannot see"
         )
-    shape = "span, ink, stroke, flat" + (", sharpness" if "sharpness" in trust_.plain else "")
-    if trust_.basis is not None:
-        shape += ", the distance from the garments' principal subspace"
-    if trust_.gaussians is not None:
-        shape += ", the layout of their 4x4 blocks against each class's"
+    described = {
+        "residual": "the distance from the garments' principal subspace",
+        "coarse": "the layout of their 4x4 blocks against each class's",
+    }
+    shape = ", ".join(described.get(name, name) for name in trust_.plain if name != "energy")
+    pixels = f" and the shape of their pixels ({shape})" if shape else ""
     return (
         "in-distribution score of a 28x28 image, 0..1: the share of held-out plain garment images that look at "
-        f"least as unusual, in their energy (logsumexp of the logits) and the shape of their pixels ({shape}); a "
+        f"least as unusual, in their energy (logsumexp of the logits){pixels}; a "
         "garment when it is at least ood_threshold. A photo framed to 28x28 is scored against "
         "garment photos, with its framing cues, which the graph cannot see"
     )

@@ -7,6 +7,7 @@ import contextlib
 import os
 import sys
 import time
+from fractions import Fraction
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -83,7 +84,7 @@ def add_calibrate_parser(sub: Subcommands, shared: dict[str, Parser]) -> None:
     p.add_argument("checkpoint", help="a .pt checkpoint, or a run directory (its best, else last, checkpoint)")
     p.add_argument(
         "--gate",
-        type=float,
+        type=number,
         default=None,
         help="the detector's second smallest p-value counts under this (default 1/30; 0: the smallest p-value "
         "alone, as detectors fitted before it; 1: the two smallest multiplied)",
@@ -95,6 +96,14 @@ def add_calibrate_parser(sub: Subcommands, shared: dict[str, Parser]) -> None:
         "the cues: docs/TRUST.md)",
     )
     p.set_defaults(func=cmd_calibrate)
+
+
+def number(value: str) -> float:
+    """A float or a fraction ("1/30"), for argparse (ValueError: argparse's one-line error)."""
+    try:
+        return float(Fraction(value)) if "/" in value else float(value)
+    except ZeroDivisionError as e:
+        raise ValueError(value) from e
 
 
 def resolve_train_config(args: argparse.Namespace) -> tuple[config_lib.Config, Path, bool]:
@@ -251,5 +260,8 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
     trust.check_cues(cues, "--cues")
     path = model_path(args.checkpoint)
     fitted = trust.calibrate_run(path, lambda: load_data(args.data_dir), print, gate, cues)
-    print(f"{path}: temperature {fitted.temperature:.3f}, in-distribution threshold {fitted.threshold:.4f}")
+    print(
+        f"{path}: temperature {fitted.temperature:.3f}, in-distribution threshold {fitted.threshold:.4f}, "
+        f"detector {' + '.join(fitted.references)} (gate {fitted.gate:.4g})"
+    )
     return 0

@@ -154,7 +154,7 @@ class Trust:
         return ood.calibrated(values, photo, self.references, self.plain, self.held_out, self.gate)
 
     def describe(self) -> dict[str, Any]:
-        """For /healthz and `eval --json`: what was fitted."""
+        """For /healthz and Model.describe(): what was fitted (`ood_detector`: its cues, joined by " + ")."""
         return {
             "temperature": self.temperature,
             "calibrated": self.temperature is not None,
