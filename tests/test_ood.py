@@ -73,10 +73,11 @@ def test_the_second_smallest_p_value_tells_two_cues_far_out_from_one():
     assert product[0] >= 1 - ood.KEEP and product[2] >= 1 - ood.KEEP
 
 
-def test_a_plain_image_smooth_and_usual_in_every_other_cue_stays_a_garment():
-    # Plain references on three cues; a picture below every reference in sharpness alone (a product photo framed
-    # as a digital image, softened by its lens), one low in sharpness and beyond every garment in the energy (an
-    # 8x8 digit enlarged), one beyond them in the energy alone, and one beyond them in both.
+def test_a_picture_smooth_and_usual_in_every_other_cue_stays_a_garment():
+    # References on three cues; a picture below every reference in sharpness alone (a garment photographed out of
+    # focus, a product photo framed as a digital image), one low in sharpness and beyond every garment in the
+    # energy (an 8x8 digit enlarged), one beyond them in the energy alone, and one beyond them in both; as plain
+    # images and as photos.
     rng = np.random.default_rng(0)
     names = ["energy", "span", "sharpness"]
     plain = {name: rng.normal(size=1000) for name in names}
@@ -87,12 +88,20 @@ def test_a_plain_image_smooth_and_usual_in_every_other_cue_stays_a_garment():
         "span": np.zeros(4),
         "sharpness": np.array([-9.0, -2.5, 0, -9]),
     }
-    scores = ood.calibrated(pictures, np.zeros(4, bool), {}, refs, held_out, ood.GATE)  # type: ignore[arg-type]
-    assert scores[0] > 0.5  # smooth alone: as usual as its other cues
-    assert scores[1] < 1 - ood.KEEP < scores[0]  # the energy's tail, with the sharpness as its second
-    assert scores[3] <= scores[2]
+    for photo in (False, True):
+        scores = ood.calibrated(
+            pictures,
+            np.full(4, photo),
+            fitted["references"],
+            refs,
+            held_out,
+            ood.GATE,  # type: ignore[arg-type]
+        )
+        assert scores[0] > 0.5  # smooth alone: as usual as its other cues
+        assert scores[1] < 1 - ood.KEEP < scores[0]  # the energy's tail, with the sharpness as its second
+        assert scores[3] <= scores[2]
     # As the first cue like any other, the sharpness alone would reject the first.
-    as_first = ood.unusualness({n: v[:1] for n, v in pictures.items()}, refs, gate=ood.GATE)
+    as_first = ood.unusualness({n: v[:1] for n, v in pictures.items()}, refs, gate=ood.GATE, second_only=())
     assert as_first[0] < np.quantile(held_out["plain"], 1 - ood.KEEP)
 
 
@@ -399,8 +408,10 @@ def scores_by_definition(
             product *= p
         held_out = detector.held_out["textured" if textured else "photo" if cue else "plain"]
         names = list(detector.references if cue else detector.plain)
-        second_only = () if cue else ood.PLAIN_SECOND_ONLY  # a plain image's sharpness is never its first cue
-        unusual = min(p for p, name in zip(ps, names, strict=True) if name not in second_only) + ood.TIE_BREAK * product
+        # the sharpness is never the first unusual cue, only the second
+        unusual = (
+            min(p for p, name in zip(ps, names, strict=True) if name not in ood.SECOND_ONLY) + ood.TIE_BREAK * product
+        )
         if detector.gate:
             unusual *= min(1.0, sorted(ps)[1] / detector.gate)
         all_values.append(values)

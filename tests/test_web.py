@@ -406,7 +406,7 @@ def surfaces_score_as_in_python(browser, site: Path, paths: list[str], expected:
 
 def plain_images_score_as_in_python(browser, pictures: dict[str, list[str]], theirs: dict[str, list[dict]]) -> None:
     """A plain 28x28 image is scored against the plain references, its sharpness never its first unusual cue
-    (ood.PLAIN_SECOND_ONLY), in the page as in Python: the same in-distribution scores for test images and for the
+    (ood.SECOND_ONLY), in the page as in Python: the same in-distribution scores for test images and for the
     non-garments in the dataset's form (MNIST-style digits, 8x8 digits enlarged)."""
     from fmnist.testing import outliers
 

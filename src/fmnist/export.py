@@ -441,7 +441,7 @@ def _energy_score(graph: _Graph, trust_: Trust, energy64: str) -> str:
 
 def _plain_score(graph: _Graph, trust_: Trust, energy64: str) -> str:
     """ood.calibrated for a plain 28x28 image: the p-values of its energy and view cues (ood.view_cues, from
-    pixel counts) among `trust_.plain`, their ood.unusualness (ood.PLAIN_SECOND_ONLY left out of the smallest
+    pixel counts) among `trust_.plain`, their ood.unusualness (ood.SECOND_ONLY left out of the smallest
     p-value, not of the second smallest), and its p-value among held_out["plain"]."""
     from onnx import TensorProto
 
@@ -457,7 +457,7 @@ def _plain_score(graph: _Graph, trust_: Trust, energy64: str) -> str:
     p_values = [
         graph.p_value(name, values[name], reference, ood.UNUSUAL[name]) for name, reference in trust_.plain.items()
     ]
-    first = [p for p, name in zip(p_values, trust_.plain, strict=True) if name not in ood.PLAIN_SECOND_ONLY]
+    first = [p for p, name in zip(p_values, trust_.plain, strict=True) if name not in ood.SECOND_ONLY]
     smallest = graph.node("Min", first, "fmnist_smallest_p")
     product = p_values[0]
     for i, p in enumerate(p_values[1:]):

@@ -19,7 +19,7 @@
     coarse: "high",
     ...Object.fromEntries(framing.CUE_NAMES.map((name) => [name, "both"])),
   };
-  const PLAIN_SECOND_ONLY = ["sharpness"]; // ood.PLAIN_SECOND_ONLY: never a plain image's first unusual cue
+  const SECOND_ONLY = ["sharpness"]; // ood.SECOND_ONLY: never a picture's first unusual cue, only its second
   const SURFACE_CUES = ["border_fit", "noise"]; // ood.SURFACE_CUES: not weighed for a picture on a textured surface
   const TIE_BREAK = 1e-6; // ood.TIE_BREAK: the product of the p-values orders pictures whose smallest ones tie
   const INK_LEVEL = 50, FULL_LEVEL = 200; // ood.view_cues' levels of ink and of ink at full strength
@@ -100,7 +100,7 @@
 
   // The smallest p-value over the cues with references but `secondOnly`, ties broken by the product of all, then for
   // a detector with a gate times min(1, second smallest of all / gate) (ood.unusualness).
-  function unusualness(cues, references, gate, secondOnly = []) {
+  function unusualness(cues, references, gate, secondOnly = SECOND_ONLY) {
     const entries = Object.entries(references);
     const ps = entries.map(([cue, reference]) => pValue(cues[cue], reference, UNUSUAL[cue]));
     const product = ps.reduce((a, p) => a * p);
@@ -121,8 +121,7 @@
     }
     const references = photo ? trust.references : trust.plain;
     const textured = photo && heldOut.textured && Number.isNaN(cues[SURFACE_CUES[0]]);
-    // gate 0: a detector stored before the gate
-    const unusual = unusualness(cues, references, trust.gate || 0, photo ? [] : PLAIN_SECOND_ONLY);
+    const unusual = unusualness(cues, references, trust.gate || 0); // gate 0: a detector stored before the gate
     return pValue(unusual, heldOut[textured ? "textured" : photo ? "photo" : "plain"], "low");
   }
 
