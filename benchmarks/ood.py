@@ -310,7 +310,8 @@ def stored(predictor: TorchPredictor, pictures: dict, dataset: data.FashionMNIST
     for kind in outliers.KINDS:
         figures[kind] = 1 - kept(*pictures[f"{kind} (holdout)"])
     print(
-        f"\nthe run's stored detector ({trust.DESCRIPTION}, threshold {detector.threshold:.3f}), as predict applies it:"
+        f"\nthe run's stored detector ({' + '.join(detector.references)}, gate {detector.gate:.4g}, threshold "
+        f"{detector.threshold:.3f}), as predict applies it:"
     )
     print("| set | share |\n|---|---|")
     for name, share in figures.items():

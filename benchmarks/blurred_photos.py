@@ -1,0 +1,68 @@
+"""Product photos out of focus: the share of garment photos the not-a-garment detector keeps, and the share read
+right, when each photo is blurred by a Gaussian whose sigma is a share of its longer side, per share.
+
+    python benchmarks/blurred_photos.py RUN [--images 200] [--blur 0,0.005,0.01,0.02,0.03] [--split val] [--seed 5]
+
+Each photo: `fmnist.trust.references.render_set` of a Fashion-MNIST image (the detector's reference renderer, its
+eight kinds, at its default sizes), blurred by Pillow's GaussianBlur, saved as a JPEG (quality 90).
+`--split val` (the default) renders the last 5,000 training images; `test` the test set. Nothing is fitted here.
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import platform
+
+import numpy as np
+import torch
+from PIL import Image, ImageFilter
+
+from fmnist import data
+from fmnist.images import load_picture
+from fmnist.inference import load_predictor
+from fmnist.trust.references import render_set
+
+
+def blurred(photo: bytes, share: float) -> bytes:
+    """The photo blurred by a Gaussian of sigma `share` x its longer side, as a JPEG."""
+    image = Image.open(io.BytesIO(photo)).convert("RGB")
+    if share:
+        image = image.filter(ImageFilter.GaussianBlur(share * max(image.size)))
+    buffer = io.BytesIO()
+    image.save(buffer, "JPEG", quality=90)
+    return buffer.getvalue()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("run", help="a run directory or checkpoint")
+    parser.add_argument("--images", type=int, default=200, help="source images (default: 200)")
+    parser.add_argument("--blur", default="0,0.005,0.01,0.02,0.03", help="sigmas, shares of the longer side")
+    parser.add_argument("--split", choices=("val", "test"), default="val")
+    parser.add_argument("--seed", type=int, default=5)
+    args = parser.parse_args()
+    arrays = data.load_arrays()
+    images, labels = (
+        (arrays.train_images[-5000:], arrays.train_labels[-5000:])
+        if args.split == "val"
+        else (arrays.test_images, arrays.test_labels)
+    )
+    photos = render_set(torch.from_numpy(images), args.images, args.seed)  # distinct images, drawn by the seed
+    truth = labels[[photo.index for photo in photos]]
+    predictor = load_predictor(args.run)
+    trust = predictor.trust
+    print(f"{args.images} {args.split} images as product photos, {platform.machine()}; RUN {args.run}")
+    print("\n| blur (sigma / longer side) | kept | right |\n|---|---|---|")
+    for share in (float(s) for s in args.blur.split(",")):
+        framed = [load_picture(blurred(photo.data, share)) for photo in photos]
+        views = np.stack([f.pixels for f in framed])
+        logits = predictor.logits(views)
+        scores = trust.scores(logits, views, [f.cues for f in framed])
+        kept = scores >= trust.threshold if scores is not None else np.ones(len(framed), bool)
+        right = np.asarray(logits).argmax(1) == truth
+        print(f"| {share:g} | {kept.mean():.1%} | {right.mean():.1%} |")
+
+
+if __name__ == "__main__":
+    main()
