@@ -209,7 +209,7 @@ def test_written_digits_and_letters_are_not_garments(real_run):
     # The holdout parts of fmnist.testing.outliers' stroke kinds, 40 pictures each: scikit-learn's handwritten
     # digits photographed on paper, saved dark on white as a drawing program saves them, in MNIST's 28x28
     # style, and enlarged from 8x8 as the dataset's images (smoother than a garment's view: the `sharpness` cue,
-    # a plain image's second unusual cue), and a printed letter or digit photographed alone; the test images
+    # only ever a second unusual cue), and a printed letter or digit photographed alone; the test images
     # beside them stay garments.
     from fmnist import trust
     from fmnist.images import load_picture
