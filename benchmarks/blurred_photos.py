@@ -5,7 +5,8 @@ right, when each photo is blurred by a Gaussian whose sigma is a share of its lo
 
 Each photo: `fmnist.trust.references.render_set` of a Fashion-MNIST image (the detector's reference renderer, its
 eight kinds, at its default sizes), blurred by Pillow's GaussianBlur, saved as a JPEG (quality 90).
-`--split val` (the default) renders the last 5,000 training images; `test` the test set. Nothing is fitted here.
+`--split val` (the default) renders the run's validation split (images it never trained on); `test` the test set.
+Nothing is fitted here.
 """
 
 from __future__ import annotations
@@ -19,8 +20,10 @@ import torch
 from PIL import Image, ImageFilter
 
 from fmnist import data
+from fmnist.data import validation_split
 from fmnist.images import load_picture
-from fmnist.inference import load_predictor
+from fmnist.inference import TorchPredictor
+from fmnist.trust import judge
 from fmnist.trust.references import render_set
 
 
@@ -37,29 +40,27 @@ def blurred(photo: bytes, share: float) -> bytes:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("run", help="a run directory or checkpoint")
-    parser.add_argument("--images", type=int, default=200, help="source images (default: 200)")
     parser.add_argument("--blur", default="0,0.005,0.01,0.02,0.03", help="sigmas, shares of the longer side")
     parser.add_argument("--split", choices=("val", "test"), default="val")
+    parser.add_argument("--images", type=int, default=200, help="source images (default: 200)")
     parser.add_argument("--seed", type=int, default=5)
     args = parser.parse_args()
-    arrays = data.load_arrays()
-    images, labels = (
-        (arrays.train_images[-5000:], arrays.train_labels[-5000:])
-        if args.split == "val"
-        else (arrays.test_images, arrays.test_labels)
-    )
-    photos = render_set(torch.from_numpy(images), args.images, args.seed)  # distinct images, drawn by the seed
-    truth = labels[[photo.index for photo in photos]]
-    predictor = load_predictor(args.run)
-    trust = predictor.trust
+    predictor = TorchPredictor(args.run)
+    dataset = data.load()
+    if args.split == "val":
+        _, held_out = validation_split(dataset.train_labels, predictor.config)
+        images, labels = dataset.train_images[held_out], dataset.train_labels[held_out]
+    else:
+        images, labels = dataset.test_images, dataset.test_labels
+    photos = render_set(images, args.images, args.seed)  # distinct images, drawn by the seed
+    truth = labels[[photo.index for photo in photos]].numpy()
     print(f"{args.images} {args.split} images as product photos, {platform.machine()}; RUN {args.run}")
     print("\n| blur (sigma / longer side) | kept | right |\n|---|---|---|")
     for share in (float(s) for s in args.blur.split(",")):
         framed = [load_picture(blurred(photo.data, share)) for photo in photos]
-        views = np.stack([f.pixels for f in framed])
+        views = torch.stack([f.image for f in framed])
         logits = predictor.logits(views)
-        scores = trust.scores(logits, views, [f.cues for f in framed])
-        kept = scores >= trust.threshold if scores is not None else np.ones(len(framed), bool)
+        kept = judge(predictor.trust, logits, views, [f.cues for f in framed]).garment
         right = np.asarray(logits).argmax(1) == truth
         print(f"| {share:g} | {kept.mean():.1%} | {right.mean():.1%} |")
 

@@ -305,8 +305,8 @@ GATE = 1 / 30
 # Cues that a picture's unusualness counts only as its second unusual cue (`unusualness`'s `second_only`), never
 # as its first. A garment photographed out of focus, or a product photo on a flat backdrop that the framing reads as
 # a digital image, is smoother than the references (a lens, a soft shadow) and unusual in nothing else: counted like
-# the others, the sharpness rejected 65.5 % of the square product photos with a soft shadow, and kept 72.0 % of
-# product photos blurred by a Gaussian of 2 % of their size against 98.5 % without the cue (91.5 % second only;
+# the others, the sharpness rejected 65.5 % of the square product photos with a soft shadow, and kept 72.5 % of
+# product photos blurred by a Gaussian of 2 % of their size against 96.0 % without the cue (84.0 % second only;
 # benchmarks/blurred_photos.py, docs/TRUST.md).
 SECOND_ONLY = ("sharpness",)
 
