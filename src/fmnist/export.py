@@ -446,10 +446,10 @@ def _plain_score(graph: _Graph, trust_: Trust, energy64: str) -> str:
     from onnx import TensorProto
 
     values = {"energy": energy64, **_view_cues(graph)}
-    pixels = graph.node("Cast", [INPUT_NAME], "fmnist_pixels64", to=TensorProto.DOUBLE)  # [N, 28, 28], 0..255
-    if "sharpness" in trust_.plain:  # not in a detector fitted before it
-        values["sharpness"] = _sharpness(graph, pixels)
-    if trust_.basis is not None or trust_.gaussians is not None:
+    if "sharpness" in trust_.plain or trust_.basis is not None or trust_.gaussians is not None:
+        pixels = graph.node("Cast", [INPUT_NAME], "fmnist_pixels64", to=TensorProto.DOUBLE)  # [N, 28, 28], 0..255
+        if "sharpness" in trust_.plain:
+            values["sharpness"] = _sharpness(graph, pixels)
         if trust_.basis is not None:
             values["residual"] = _residual(graph, pixels, trust_.basis)
         if trust_.gaussians is not None:

@@ -302,11 +302,11 @@ TIE_BREAK = 1e-6
 # among 0, 1/30 and 1, leaving one kind out (docs/TRUST.md). A detector fitted before it (no `gate` in its
 # checkpoint) has 0, the smallest p-value alone.
 GATE = 1 / 30
-# Cues that a picture's unusualness counts only as its second unusual cue (`unusualness`'s `second_only`), never
-# as its first. A garment photographed out of focus, or a product photo on a flat backdrop that the framing reads as
-# a digital image, is smoother than the references (a lens, a soft shadow) and unusual in nothing else: counted like
-# the others, the sharpness rejected 65.5 % of the square product photos with a soft shadow, and kept 72.5 % of
-# product photos blurred by a Gaussian of 2 % of their size against 96.0 % without the cue (84.0 % second only;
+# Cues that a picture's unusualness (`unusualness`) counts only as its second unusual cue, never as its first. A
+# garment photographed out of focus, or a product photo on a flat backdrop that the framing reads as a digital
+# image, is smoother than the references (a lens, a soft shadow) and unusual in nothing else: counted like the
+# others, the sharpness rejected 65.5 % of the square product photos with a soft shadow, and kept 72.5 % of product
+# photos blurred by a Gaussian of 2 % of their size against 96.0 % without the cue (84.0 % second only;
 # benchmarks/blurred_photos.py, docs/TRUST.md).
 SECOND_ONLY = ("sharpness",)
 
@@ -316,7 +316,6 @@ def unusualness(
     references: dict[str, np.ndarray],
     itself: bool = False,
     gate: float = 0.0,
-    second_only: tuple[str, ...] | None = None,
 ) -> np.ndarray:
     """[N] the smallest p-value over the cues that have a reference, ties broken by the product of all of them
     (Fisher's combination, 1932, in another form): min + TIE_BREAK * product, multiplied in the references' order
@@ -325,19 +324,18 @@ def unusualness(
     unusual, in proportion (the truncated product of Zaykin, Zhivotovsky, Westfall and Weir, 2002, on the second
     smallest p-value, each scaled by the truncation point). The smallest p-values of several cues tie often (a
     picture beyond every reference of one cue gets the smallest p-value there is), the products seldom. The cues
-    in `second_only` (default SECOND_ONLY) are left out of the smallest p-value but not of the second smallest:
+    of SECOND_ONLY are left out of the smallest p-value but not of the second smallest:
     such a cue alone never makes a picture unusual, and beside another unusual cue it counts as the second (when
     it is the smallest of all, the second smallest is the other cue's own, which then counts twice)."""
     ps = p_value_table(cues, references, itself)
     product = ps[0]
     for p in ps[1:]:
         product = product * p
-    after_first = SECOND_ONLY if second_only is None else second_only
-    first = np.array([name not in after_first for name in references])
+    first = np.array([name not in SECOND_ONLY for name in references])
+    smallest = ps[first].min(0) + TIE_BREAK * product
     if not gate or len(ps) < 2:
-        return ps[first].min(0) + TIE_BREAK * product
-    second = np.sort(ps, 0)[1]
-    return (ps[first].min(0) + TIE_BREAK * product) * np.minimum(1.0, second / gate)
+        return smallest
+    return smallest * np.minimum(1.0, np.sort(ps, 0)[1] / gate)
 
 
 def calibrated(

@@ -98,13 +98,13 @@
     return { low, high, both: Math.min(1, 2 * Math.min(low, high)) }[unusual];
   }
 
-  // The smallest p-value over the cues with references but `secondOnly`, ties broken by the product of all, then for
-  // a detector with a gate times min(1, second smallest of all / gate) (ood.unusualness).
-  function unusualness(cues, references, gate, secondOnly = SECOND_ONLY) {
+  // The smallest p-value over the cues with references but SECOND_ONLY's, ties broken by the product of all, then
+  // for a detector with a gate times min(1, second smallest of all / gate) (ood.unusualness).
+  function unusualness(cues, references, gate) {
     const entries = Object.entries(references);
     const ps = entries.map(([cue, reference]) => pValue(cues[cue], reference, UNUSUAL[cue]));
     const product = ps.reduce((a, p) => a * p);
-    const first = ps.filter((p, i) => !secondOnly.includes(entries[i][0]));
+    const first = ps.filter((p, i) => !SECOND_ONLY.includes(entries[i][0]));
     const unusual = Math.min(...first) + TIE_BREAK * product;
     if (!gate || ps.length < 2) return unusual;
     const second = [...ps].sort((a, b) => a - b)[1];
