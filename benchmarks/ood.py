@@ -9,9 +9,9 @@ RUN_DIR: a run trained with a validation split (`fmnist train`'s default), or it
 Material, all of it from the run's validation split and from what Python packages ship, never the test set (but
 for the last table): the split's first half fits each candidate detector as trust.fit fits one (reference photos
 rendered from it, its plain images); its second half gives the garment kinds: `--photos` product photos of each
-kind of trust.references.KINDS, the plain 28x28 images, the same images saved in a few file forms
-(fmnist.testing.forms: RGB, inverted, upscaled, JPEG), photographed in the shifted domains of
-fmnist.testing.domains (on wood, on cloth, in dim light, covered) and lying on each surface of
+kind of trust.references.KINDS and close-ups (fmnist.testing.photos.CLOSE_UP), the plain 28x28 images, the same
+images saved in a few file forms (fmnist.testing.forms: RGB, inverted, upscaled, JPEG), photographed in the shifted
+domains of fmnist.testing.domains (on wood, on cloth, in dim light, covered) and lying on each surface of
 fmnist.testing.surfaces turned by up to 30 degrees. Non-garments: every kind of fmnist.testing.outliers, its
 "tune" and "holdout" parts.
 
@@ -92,6 +92,9 @@ def garment_kinds(images: torch.Tensor, count: int, seed: int) -> dict[str, tupl
         picks = rng.choice(len(images), size=count, replace=False)
         rendered = [photos.render(images[i].numpy(), kind, rng)[0] for i in picks]
         kinds[f"photo {kind}"] = ("photo", *framed(rendered))
+    picks = rng.choice(len(images), size=count, replace=False)
+    close_ups = [photos.render(images[i].numpy(), "studio", rng, margins=photos.CLOSE_UP)[0] for i in picks]
+    kinds["photo close-up"] = ("photo", *framed(close_ups))
     kinds["plain 28x28"] = ("plain", images, [None] * len(images))
     picks = rng.choice(len(images), size=count, replace=False)
     for form in FORMS:

@@ -75,6 +75,41 @@ def test_each_kind_has_its_size_margins_and_format(kind):
             assert (margins > photos.MARGINS[0] - 0.05).all(), margins
 
 
+def test_a_close_up_has_the_margins_it_is_given():
+    rng = np.random.default_rng(4)
+    for _ in range(4):
+        image, _ = _decode(photos.render(_object(0), "studio", rng, margins=(0.03, 0.25))[0])
+        top, bottom, left, right = _object_box(image)
+        height, width = bottom - top, right - left
+        margins = np.array(
+            [top / height, (image.height - bottom) / height, left / width, (image.width - right) / width]
+        )
+        assert (margins <= 0.25 + 0.05).all() and (margins >= 0.03 - 0.03).all(), margins
+
+
+def _tilt(image: Image.Image) -> float:
+    """The object's angle from upright, degrees: its pixels' principal axis against the image's vertical."""
+    gray = np.asarray(image.convert("L"), np.float32)
+    ys, xs = np.nonzero(gray < 128)  # the dark object on a light backdrop
+    vals, vecs = np.linalg.eigh(np.cov(np.stack([xs, ys])))
+    x, y = vecs[:, np.argmax(vals)]
+    return float(np.degrees(np.arctan2(abs(x), abs(y))))
+
+
+def test_the_detector_references_are_turned_as_often_as_reference_turned_says():
+    # The tall blob of _object stands upright (its speckle tilts the measured axis by up to 3 degrees) unless
+    # turned, by a uniform angle within MAX_TURN either way; "edge" photos are never turned.
+    images = torch.from_numpy(np.stack([_object(i) for i in range(160)]))
+    upright = photos.render_set(images, 160, 0)
+    turned = list(photos.rendered(images, 160, 0, turned=1.0))
+    assert max(_tilt(_decode(p.data)[0]) for p in upright if p.kind == "studio") < 4
+    tilts = [_tilt(_decode(p.data)[0]) for p in turned if p.kind == "studio"]
+    assert np.mean(tilts) > 8 and max(tilts) < photos.MAX_TURN + 4, tilts
+    half = list(photos.rendered(images, 160, 0, turned=photos.REFERENCE_TURNED))
+    share = np.mean([_tilt(_decode(p.data)[0]) > 4 for p in half if p.kind == "studio"])
+    assert abs(share - photos.REFERENCE_TURNED * (1 - 4 / photos.MAX_TURN)) < 0.25, share
+
+
 def test_cutouts_are_transparent_around_the_object():
     data, _ = photos.render(_object(0), "cutout", np.random.default_rng(0))
     rgba = np.asarray(_decode(data)[0])

@@ -38,6 +38,17 @@ def test_reference_photos_are_rendered_once_then_read_back_as_they_were(val_x, f
     assert [a.cues for a in first] == [b.cues for b in again]
 
 
+def test_the_references_are_rendered_at_reference_size_margins_and_turn(val_x, folder):
+    framed = cache.reference_photos(val_x, 8, seed=0)
+    rendered = references.rendered(
+        val_x, 8, 0, references.REFERENCE_SIDE, margins=references.REFERENCE_MARGINS, turned=references.REFERENCE_TURNED
+    )
+    expected = [images.load_picture(photo.data) for photo in rendered]
+    assert all(torch.equal(a.image, b.image) for a, b in zip(framed, expected, strict=True))
+    upright = [images.load_picture(p.data) for p in references.rendered(val_x, 8, 0, references.REFERENCE_SIDE)]
+    assert not all(torch.equal(a.image, b.image) for a, b in zip(framed, upright, strict=True))
+
+
 def test_a_stored_picture_keeps_whether_its_surface_was_textured(tmp_path):
     # The detector judges a reference photo on a textured surface by its object alone: the flag must survive the file.
     pixels = np.zeros((28, 28), np.uint8)

@@ -2,6 +2,8 @@
 framing (images.py) and benchmarks/photos.py. The renderer itself is fmnist.trust.references (the detector's
 references are rendered with it); its names are re-exported here for the tests and benchmarks. `square_photo`
 renders a square product photo on a flat backdrop, with sensor noise and a drop shadow (benchmarks/square_photos.py).
+A close-up (`render(..., margins=CLOSE_UP)`) is framed tight: the garment fills most of the picture, as in a shop's
+product photos.
 """
 
 from __future__ import annotations
@@ -17,7 +19,9 @@ from fmnist.images import load_image
 from fmnist.inference import Predictor
 from fmnist.trust.references import KINDS, Photo, render, render_set
 
-__all__ = ["KINDS", "KindResult", "Photo", "measure", "render", "render_set", "square_photo"]
+__all__ = ["CLOSE_UP", "KINDS", "KindResult", "Photo", "measure", "render", "render_set", "square_photo"]
+
+CLOSE_UP = (0.03, 0.25)  # each side's margin of a close-up, as a fraction of the object's size on that axis
 
 
 @dataclass(frozen=True)
