@@ -8,11 +8,11 @@ RUN_DIR: a run trained with a validation split (`fmnist train`'s default). For e
 a share TURNED of them turned by up to trust.references.MAX_TURN degrees; 0.05/0.5 is trust.references' own,
 REFERENCE_MARGINS and REFERENCE_TURNED, and 0.2/0 the upright references with the test material's margins that came
 before) and each draw (`--draws`: the seed trust.fit renders its reference photos with; the run's own seed is the one
-`fmnist calibrate` uses), the run's detector is fitted as trust.fit fits it: the temperature, the 400 reference
-photos rendered from the validation split in that style and framed, the run's own cues and gate. Each is scored, as
-predict applies it, on the material of `benchmarks/ood.py --stored-only` (garment kinds from the split's second half,
-non-garment kinds' holdout and tune parts, all seeded by `--seed`): the share of each kind kept or rejected, the
-mean, smallest and largest over the draws. Nothing from the test set.
+`fmnist calibrate` uses), the run's detector is fitted as `fmnist calibrate` fits it (trust.fit: the temperature,
+the 400 reference photos rendered from the validation split in that style and framed, the run's own cues and gate).
+Each is scored, as predict applies it, on the material of `benchmarks/ood.py --stored-only` (garment kinds from the
+split's second half, non-garment kinds' holdout and tune parts, all seeded by `--seed`): the share of each kind kept
+or rejected, the mean, smallest and largest over the draws. Nothing from the test set.
 """
 
 import argparse
@@ -22,42 +22,37 @@ import time
 from pathlib import Path
 
 import numpy as np
-import torch
 
 from fmnist import data, trust
 from fmnist.data import validation_split
-from fmnist.images import load_picture
 from fmnist.inference import TorchPredictor
 from fmnist.testing import outliers
-from fmnist.trust import calibration, references
+from fmnist.trust import references
 
 sys.path.insert(0, str(Path(__file__).parent))
 from ood import framed, garment_kinds  # noqa: E402  (the same material as benchmarks/ood.py)
 
 
-def fitted(
-    predictor: TorchPredictor, val_x: torch.Tensor, val_y: torch.Tensor, training, draw: int, style: tuple[float, float]
-) -> trust.Trust:
-    """The run's detector as trust.fit fits it, its references drawn with seed `draw` in `style` (smallest margin,
-    share turned)."""
-    logits_of = trust.model_logits(predictor.model)
+def fitted(predictor: TorchPredictor, dataset: data.FashionMNIST, draw: int, style: tuple[float, float]) -> trust.Trust:
+    """The run's detector as `fmnist calibrate` fits it (trust.fit, its cues and gate), its references drawn with seed
+    `draw` in `style`: (smallest margin, share turned), set on trust.references for the fit (the cache names the
+    style, so each style's references are stored apart)."""
+    _, val_idx = validation_split(dataset.train_labels, predictor.config)
     stored = predictor.trust
-    cues = tuple(stored.references)
-    pictures = [
-        load_picture(photo.data, f"reference {photo.index}")
-        for photo in references.rendered(
-            val_x,
-            trust.REFERENCE_PHOTOS,
+    deployed = references.REFERENCE_MARGINS, references.REFERENCE_TURNED
+    references.REFERENCE_MARGINS, references.REFERENCE_TURNED = (style[0], deployed[0][1]), style[1]
+    try:
+        return trust.fit(
+            trust.model_logits(predictor.model),
+            dataset.train_images[val_idx],
+            dataset.train_labels[val_idx],
+            data.trained_on(dataset, predictor.config),
             draw,
-            references.REFERENCE_SIDE,
-            margins=(style[0], references.REFERENCE_MARGINS[1]),
-            turned=style[1],
+            gate=stored.gate,
+            cues=tuple(stored.references),
         )
-    ]
-    logits = logits_of(val_x)
-    gaussians = trust.gaussians_of(training, cues=cues)
-    fields = trust.detector(logits_of, pictures, val_x, logits, gaussians, gate=stored.gate, cues=cues)
-    return trust.Trust(calibration.fit_temperature(logits, val_y), **fields)
+    finally:
+        references.REFERENCE_MARGINS, references.REFERENCE_TURNED = deployed
 
 
 def main() -> None:
@@ -79,8 +74,7 @@ def main() -> None:
     predictor = TorchPredictor(args.model)
     dataset = data.load()
     _, val_idx = validation_split(dataset.train_labels, predictor.config)
-    val_x, val_y = dataset.train_images[val_idx], dataset.train_labels[val_idx]
-    training = data.trained_on(dataset, predictor.config)
+    val_x = dataset.train_images[val_idx]
     pictures = {
         name: (views, cues)
         for name, (_, views, cues) in garment_kinds(val_x[len(val_x) // 2 :], args.photos, args.seed).items()
@@ -96,7 +90,7 @@ def main() -> None:
     for style in styles:
         table: dict[str, list[float]] = {name: [] for name in pictures}
         for draw in draws:
-            detector = fitted(predictor, val_x, val_y, training, draw, style)
+            detector = fitted(predictor, dataset, draw, style)
             for name, (views, cues) in pictures.items():
                 kept = float(trust.judge(detector, predictor.logits(views), views, cues).garment.mean())
                 table[name].append(1 - kept if "(" in name else kept)
@@ -106,7 +100,7 @@ def main() -> None:
     groups = {
         "non-garments, holdout parts (mean over kinds)": [f"{k} (holdout)" for k in outliers.KINDS],
         "non-garments, tune parts (mean over kinds)": [f"{k} (tune)" for k in outliers.KINDS],
-        "product photos (mean over kinds)": [n for n in pictures if n.startswith("photo ")],
+        "product photos (mean over kinds)": [n for n in pictures if n.startswith("photo ") and "(" not in n],
         "file forms (mean)": [n for n in pictures if n.startswith("file ")],
         "domains (mean)": [n for n in pictures if n.startswith("domain ")],
         "textured surfaces, turned (mean)": [

@@ -9,6 +9,7 @@ import pytest
 import torch
 from PIL import Image, ImageOps
 
+from fmnist.testing.photos import CLOSE_UP
 from fmnist.trust import references as photos
 
 
@@ -78,13 +79,13 @@ def test_each_kind_has_its_size_margins_and_format(kind):
 def test_a_close_up_has_the_margins_it_is_given():
     rng = np.random.default_rng(4)
     for _ in range(4):
-        image, _ = _decode(photos.render(_object(0), "studio", rng, margins=(0.03, 0.25))[0])
+        image, _ = _decode(photos.render(_object(0), "studio", rng, margins=CLOSE_UP)[0])
         top, bottom, left, right = _object_box(image)
         height, width = bottom - top, right - left
         margins = np.array(
             [top / height, (image.height - bottom) / height, left / width, (image.width - right) / width]
         )
-        assert (margins <= 0.25 + 0.05).all() and (margins >= 0.03 - 0.03).all(), margins
+        assert (margins <= CLOSE_UP[1] + 0.05).all() and (margins >= CLOSE_UP[0] - 0.02).all(), margins
 
 
 def _tilt(image: Image.Image) -> float:

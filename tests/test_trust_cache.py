@@ -115,6 +115,15 @@ def test_other_images_seed_or_count_are_other_files(val_x, folder):
     assert len(list(folder.iterdir())) == 4
 
 
+@pytest.mark.parametrize(
+    ("name", "value"), [("REFERENCE_SIDE", (64, 96)), ("REFERENCE_MARGINS", (0.2, 1.5)), ("REFERENCE_TURNED", 0.0)]
+)
+def test_another_style_of_references_is_another_file(val_x, name, value, monkeypatch):
+    before = cache.key(val_x, 4, 0)
+    monkeypatch.setattr(references, name, value)
+    assert cache.key(val_x, 4, 0) != before
+
+
 @pytest.mark.parametrize("damage", [b"", b"not a zip file", b"PK\x03\x04 torn"])
 def test_an_unreadable_cache_file_is_rendered_again_and_replaced(val_x, folder, damage):
     first = cache.reference_photos(val_x, 4, seed=0)

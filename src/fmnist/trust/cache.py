@@ -119,11 +119,13 @@ def _worker_signals() -> None:
 
 
 def key(val_x: torch.Tensor, count: int, seed: int) -> str:
-    """SHA-256 (hex) of what the framed references depend on: the images' bytes, count, seed, reference
-    size, the source of the renderer and of the framing (SOURCES), and the Pillow and NumPy versions."""
+    """SHA-256 (hex) of what the framed references depend on: the images' bytes, count, seed, the references'
+    size, margins and share turned, the source of the renderer and of the framing (SOURCES), and the Pillow and
+    NumPy versions."""
     digest = hashlib.sha256()
     digest.update(np.ascontiguousarray(np.asarray(val_x)).tobytes())
-    digest.update(repr((tuple(val_x.shape), count, seed, references.REFERENCE_SIDE)).encode())
+    style = (references.REFERENCE_SIDE, references.REFERENCE_MARGINS, references.REFERENCE_TURNED)
+    digest.update(repr((tuple(val_x.shape), count, seed, style)).encode())
     for module in SOURCES:
         digest.update(Path(str(module.__file__)).read_bytes())
     digest.update(f"{PIL.__version__} {np.__version__}".encode())

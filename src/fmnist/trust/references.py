@@ -6,8 +6,9 @@ drawing the image's intensity as ink on a background: `background * (1 - x) + in
 render then gets what user photos have: wide, uneven margins (20-150 % of the object on each
 side), tinted or uneven backgrounds, a light object on a dark background, an object touching
 the edge, sensor noise, JPEG compression, cut-outs on transparency, phone orientation tags, and
-a resolution of a few hundred pixels. The detector's references are smaller, framed closer and, half of them,
-turned (REFERENCE_SIDE, REFERENCE_MARGINS, REFERENCE_TURNED). Everything is drawn from a seeded generator.
+a resolution of a few hundred pixels. The detector's references are smaller, framed closer and, half of those not
+cut at the edge, turned (REFERENCE_SIDE, REFERENCE_MARGINS, REFERENCE_TURNED). Everything is drawn from a seeded
+generator.
 """
 
 from __future__ import annotations
@@ -34,8 +35,9 @@ REFERENCE_SIDE = (96, 256)
 # They are also framed closer, down to margins of 5 % (a shop's close-up, where the garment fills the picture), and
 # half of them are turned, by a uniform angle within MAX_TURN degrees either way (never an "edge" photo, whose object
 # stays cut at the picture's edge), as users photograph garments at an angle that the framing sets upright. Upright
-# references with margins of 20 % or more showed the detector neither: over five draws of them it kept 91.5 % of
-# close-ups (margins of 3-25 %) and 86.8 % of garments on textured surfaces, against 95.2 and 90.4 % (docs/TRUST.md).
+# references with margins of 20 % or more showed the detector neither; over five draws of the references
+# (benchmarks/reference_draws.py, docs/TRUST.md) these keep more close-ups and garments turned on a flat or textured
+# surface, and reject as many non-garments.
 REFERENCE_MARGINS = (0.05, 1.5)
 REFERENCE_TURNED = 0.5
 MAX_TURN = 30.0  # degrees
