@@ -104,8 +104,8 @@ def garment_kinds(images: torch.Tensor, count: int, seed: int) -> dict[str, tupl
     for surface in surfaces.KINDS:
         picks = rng.choice(len(images), size=count, replace=False)
         kinds[f"surface {surface}"] = ("surface", *framed(surfaces.render_many(images[picks].numpy(), surface, seed)))
-    # Close-ups are measured, not a constraint of the choice (the deployed detector keeps 90 % of them, under a product
-    # photo kind's 95 %), and drawn last, so that the other kinds' pictures are those drawn before close-ups were.
+    # Close-ups are measured, not a constraint of the choice (they came after its constraints were set), and drawn
+    # last, so that the other kinds' pictures are those drawn before close-ups were.
     picks = rng.choice(len(images), size=count, replace=False)
     close_ups = [photos.render(images[i].numpy(), "studio", rng, margins=photos.CLOSE_UP)[0] for i in picks]
     kinds["photo close-up"] = ("", *framed(close_ups))

@@ -32,8 +32,8 @@ if TYPE_CHECKING:  # imported where a fit or a report runs: judging an ONNX mode
 
 KEY = "trust"
 # Garment photos rendered from validation images to fit the detector's references and threshold, at
-# references.REFERENCE_SIDE (96-256 pixels): rendering and framing them costs a seventh of what photos of
-# 200-800 pixels cost, and fresh photos of that size keep about as many (docs/TRUST.md).
+# references.REFERENCE_SIDE (96-256 pixels before a turn): rendering and framing them cost a seventh of what photos
+# of 200-800 pixels cost when they were all upright, and fresh photos of that size keep about as many (docs/TRUST.md).
 REFERENCE_PHOTOS = 400
 # The detector's cues: the model's energy, the shape of the 28x28 view the model saw (ood.view_cues), its
 # distance from the garments' principal subspace (`residual`, from the stored basis) and its coarse layout
