@@ -3,8 +3,9 @@ right, when each photo is blurred by a Gaussian whose sigma is a share of its lo
 
     python benchmarks/blurred_photos.py RUN [--images 200] [--blur 0,0.005,0.01,0.02,0.03] [--split val] [--seed 5]
 
-Each photo: `fmnist.trust.references.render_set` of a Fashion-MNIST image (the detector's reference renderer, its
-eight kinds, at its default sizes), blurred by Pillow's GaussianBlur, saved as a JPEG (quality 90).
+Each photo: `fmnist.trust.references.render_set` of a Fashion-MNIST image (the renderer of the detector's references,
+in the upright style of the test material: its eight kinds, at its default sizes and margins), blurred by Pillow's
+GaussianBlur, saved as a JPEG (quality 90).
 `--split val` (the default) renders the run's validation split (images it never trained on); `test` the test set.
 Nothing is fitted here.
 """

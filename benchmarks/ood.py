@@ -112,6 +112,15 @@ def garment_kinds(images: torch.Tensor, count: int, seed: int) -> dict[str, tupl
     return kinds
 
 
+def non_garment_kinds(per_kind: int, seed: int) -> dict[str, tuple[torch.Tensor, list[Cues | None]]]:
+    """Every kind of fmnist.testing.outliers, both parts, `per_kind` each: "KIND (PART)" -> (views, cues)."""
+    return {
+        f"{kind} ({part})": framed([o.data for o in outliers.build(per_kind, part, seed, (kind,))])
+        for part in outliers.PARTS
+        for kind in outliers.KINDS
+    }
+
+
 def gated(gate: float) -> str:
     """How a candidate's unusualness counts the second smallest p-value, in words."""
     if not gate:
@@ -212,10 +221,7 @@ def main() -> None:
     first, second = val_x[: len(val_x) // 2], val_x[len(val_x) // 2 :]
     garments = garment_kinds(second, args.photos, args.seed)
     pictures = {name: (views, cues) for name, (_, views, cues) in garments.items()}
-    for part in outliers.PARTS:
-        for kind in outliers.KINDS:
-            encoded = [o.data for o in outliers.build(args.per_kind, part, args.seed, (kind,))]
-            pictures[f"{kind} ({part})"] = framed(encoded)
+    pictures.update(non_garment_kinds(args.per_kind, args.seed))
     if args.stored_only:
         results = {"model": str(args.model), "per_kind": args.per_kind, "photos": args.photos}
         results["stored"] = stored(predictor, pictures, dataset, args.seed)

@@ -30,7 +30,7 @@ from fmnist.testing import outliers
 from fmnist.trust import references
 
 sys.path.insert(0, str(Path(__file__).parent))
-from ood import framed, garment_kinds  # noqa: E402  (the same material as benchmarks/ood.py)
+from ood import garment_kinds, non_garment_kinds  # noqa: E402  (the same material as benchmarks/ood.py)
 
 
 def fitted(predictor: TorchPredictor, dataset: data.FashionMNIST, draw: int, style: tuple[float, float]) -> trust.Trust:
@@ -79,11 +79,7 @@ def main() -> None:
         name: (views, cues)
         for name, (_, views, cues) in garment_kinds(val_x[len(val_x) // 2 :], args.photos, args.seed).items()
     }
-    for part in outliers.PARTS:
-        for kind in outliers.KINDS:
-            pictures[f"{kind} ({part})"] = framed(
-                [o.data for o in outliers.build(args.per_kind, part, args.seed, (kind,))]
-            )
+    pictures.update(non_garment_kinds(args.per_kind, args.seed))
     print(f"material rendered and framed in {time.perf_counter() - t0:.0f} s", flush=True)
 
     shares_of: dict[str, dict[str, list[float]]] = {}

@@ -306,8 +306,8 @@ GATE = 1 / 30
 # garment photographed out of focus, or a product photo on a flat backdrop that the framing reads as a digital
 # image, is smoother than the references (a lens, a soft shadow) and unusual in nothing else: counted like the
 # others, the sharpness rejected 65.5 % of the square product photos with a soft shadow, and kept 72.5 % of product
-# photos blurred by a Gaussian of 2 % of their size against 96.0 % without the cue (84.0 % second only;
-# benchmarks/blurred_photos.py, docs/TRUST.md).
+# photos blurred by a Gaussian of 2 % of their size against 96.0 % without the cue (84.0 % second only; measured on
+# the upright reference photos of 5d52778, benchmarks/blurred_photos.py, docs/TRUST.md).
 SECOND_ONLY = ("sharpness",)
 
 
