@@ -726,7 +726,7 @@ def _tolerance(form: forms.Form) -> float:
         return 6.0
     if form.fmt in ("JPEG", "WEBP") or form.smooth:
         return 4.0
-    return 1.0 if form.limited or form.dim != 1 or form.tint or form.colour_map else 0.0
+    return 1.0 if form.limited or form.dim != 1 or form.tint or form.colour_map or form.backdrop is not None else 0.0
 
 
 # On a captioned page, an object's edge at the page's own level leaves the picture's edge unseen there, and on a

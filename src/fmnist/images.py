@@ -62,6 +62,11 @@ register_heif_opener()
 if Image.MAX_IMAGE_PIXELS is not None:
     Image.MAX_IMAGE_PIXELS = max(Image.MAX_IMAGE_PIXELS, MAX_PIXELS * JPEG_MAX_REDUCTION**2)
 
+# The depths, in bits, that integer data in a 16- or 32-bit picture is taken to have: the fewest that hold its largest
+# value (a 10-, 12- or 14-bit sensor's levels in a 16-bit file, or 8-bit levels stored unscaled, as
+# `Image.fromarray(image.astype(np.uint16))` stores them) sets the range that spans 0..255.
+DATA_BITS = (8, 10, 12, 14, 16)
+
 # Smoothing radius (pixels at the working size) for finding the object: single noisy pixels
 # and JPEG speckle fall below the threshold, real edges move by at most this much.
 SMOOTH_RADIUS = 2
@@ -88,8 +93,11 @@ CENSORED_GAIN = 0.15
 # A digital image (digital_view): a background within BACKGROUND_BAND levels of black or white (the darkest colour
 # of matplotlib's default colour map, viridis, is 31 levels above black), at least half of its border within
 # FLAT_BAND levels of that background's level, with at most DIGITAL_NOISE levels of noise there (a photo's sensor
-# noise, JPEG speckle and uneven light are more).
+# noise, JPEG speckle and uneven light are more). A 28x28 grid (GRID_CONTRAST) may have a background of any grey when
+# its object lies on one side of it, at most ONE_SIDE as many pixels more than FLAT_BAND the other way as that way (a
+# dataset image mixed onto a grey: a dark garment on a light grey page, a light one on a dark grey).
 BACKGROUND_BAND = 40.0
+ONE_SIDE = 0.02
 FLAT_BAND = 6.0
 DIGITAL_NOISE = 2.0
 DIGITAL_OBJECT = 8.0  # contrast that counts as the object when finding its box (faint JPEG ringing does not)
@@ -374,10 +382,11 @@ def frame_picture(image: Image.Image, name: str = "image") -> Framed:
     has applied any EXIF orientation). Raises FmnistError, naming `name`, for more than MAX_PIXELS pixels
     or a mode that has no grayscale."""
     _check_size(name, image)
-    if _already_fashion_mnist(image):
+    own = _already_fashion_mnist(image)
+    if own is not None:
         # Re-framing would only resample it; this keeps `predict --save-inputs` images and
         # exported test images exactly what the model sees.
-        return Framed(np.array(image, dtype=np.uint8), None)
+        return Framed(own, None)
     return _framed(image, name)
 
 
@@ -629,8 +638,13 @@ def digital_view(gray: np.ndarray, alpha: np.ndarray | None = None, whole: bool 
     level = _mode_level(border)
     if not _flat(border, level, 0.5):
         return None
-    if BACKGROUND_BAND < level < 255 - BACKGROUND_BAND:
-        return None
+    light = level > 127
+    grey = BACKGROUND_BAND < level < 255 - BACKGROUND_BAND
+    if grey:
+        darker, lighter = int((gray < level - FLAT_BAND).sum()), int((gray > level + FLAT_BAND).sum())
+        if min(darker, lighter) > ONE_SIDE * max(darker, lighter):
+            return None
+        light = darker > lighter
     # A pattern printed in flat colours (a white-and-red gingham) may put half of the border on a colour near white or
     # black, under SURFACE_FIT of it, its other colours falling into DIGITAL_PIECES pieces or more along it: a photo
     # on a textured surface (on_texture).
@@ -644,10 +658,11 @@ def digital_view(gray: np.ndarray, alpha: np.ndarray | None = None, whole: bool 
         lit = np.clip(_border_surface(gray, Levels(0.0, 255.0, 1.0)).fitted, 0, 255)
         if float(np.abs(lit - level).max()) > FLAT_BAND:
             return None
-    light = level > 127
     full = max(level if light else 255 - level, 1.0)  # the background's distance from the far end of the range
     contrast = np.clip((level - gray) if light else (gray - level), 0, None) * (255 / full)
     if contrast.shape[0] != contrast.shape[1] and not _at_own_size(contrast):
+        return None
+    if grey and (min(contrast.shape) < SIDE or not _grid_picture(contrast)):
         return None
     whole_contrast = contrast
     if contrast.shape != (SIDE, SIDE):
@@ -1092,16 +1107,24 @@ def _check_size(name: str, image: Image.Image) -> None:
         )
 
 
-def _already_fashion_mnist(image: Image.Image) -> bool:
-    """28x28 8-bit grayscale with a dark border, black in it (see DATASET_BLACK) and an object at FULL_PEAK: the
-    dataset's own format (one with its contrast lowered is stretched back by `digital_view`)."""
-    if image.mode != "L" or image.size != (SIDE, SIDE):
-        return False
+def _already_fashion_mnist(image: Image.Image) -> np.ndarray | None:
+    """The uint8 [28, 28] pixels of a picture in the dataset's own format, else None: 28x28 8-bit grey (L, or RGB or
+    opaque RGBA with R = G = B, as a dataset image saved in colour decodes, a JPEG's too) with a dark border, black
+    in it (see DATASET_BLACK) and an object at FULL_PEAK (one with its contrast lowered is stretched back by
+    `digital_view`)."""
+    if image.size != (SIDE, SIDE) or image.mode not in ("L", "RGB", "RGBA"):
+        return None
     # Checked on every upload, so kept to a few array operations: most border pixels dark, one pixel black.
     pixels = np.asarray(image)
+    if pixels.ndim == 3:
+        grey = (pixels[..., 1] == pixels[..., 0]).all() and (pixels[..., 2] == pixels[..., 0]).all()
+        if not grey or (image.mode == "RGBA" and (pixels[..., 3] != 255).any()):
+            return None
+        pixels = pixels[..., 0]
     border = np.concatenate([pixels[0], pixels[-1], pixels[1:-1, 0], pixels[1:-1, -1]])
     dark = np.count_nonzero(border < 32) * 2 > border.size
-    return dark and int(pixels.min()) < DATASET_BLACK and int(pixels.max()) >= FULL_PEAK
+    own = dark and int(pixels.min()) < DATASET_BLACK and int(pixels.max()) >= FULL_PEAK
+    return np.array(pixels, dtype=np.uint8) if own else None
 
 
 def _planes(image: Image.Image) -> tuple[np.ndarray, np.ndarray | None, float]:
@@ -1134,7 +1157,8 @@ def _colour(image: Image.Image, gray: np.ndarray) -> np.ndarray:
 
 def _high_depth_levels(image: Image.Image) -> tuple[np.ndarray, float]:
     """16/32-bit integer and float pixels as float32 on a 0..255 scale, keeping their precision; and one level
-    of the format on that scale (a float image counts as 16-bit: its precision is not a level of its values)."""
+    of the data on that scale (a float image counts as 16-bit: its precision is not a level of its values). Integer
+    pixels are scaled by the range of the data's own depth (DATA_BITS), not the container's."""
     values = np.nan_to_num(np.asarray(image, dtype=np.float32), nan=0.0, posinf=0.0, neginf=0.0)
     if image.mode == "F":
         low, high = float(values.min()), float(values.max())
@@ -1144,8 +1168,10 @@ def _high_depth_levels(image: Image.Image) -> tuple[np.ndarray, float]:
             return values, 255 / 65535
         return (values - low) * (255 / max(high - low, 1e-12)), 255 / 65535
     values = values.clip(min=0)
-    # "I" is 32-bit but usually holds 16-bit data (older Pillow opens 16-bit PNGs as "I").
-    full_scale = 65535.0 if image.mode.startswith("I;16") else max(65535.0, float(values.max()))
+    # The data's own depth: the fewest of DATA_BITS that hold its largest value (a 12-bit sensor's levels in a 16-bit
+    # file, 8-bit levels stored unscaled in a 16- or 32-bit array); "I" is 32-bit but may hold more.
+    largest = float(values.max())
+    full_scale = next((2.0**bits - 1 for bits in DATA_BITS if largest <= 2**bits - 1), largest)
     return values * (255 / full_scale), 255 / full_scale
 
 
@@ -1169,7 +1195,9 @@ def _stretch(gray: np.ndarray, step: float) -> tuple[np.ndarray, Levels]:
     """
     smooth = _smooth(gray)
     low, high = float(smooth.min()), float(smooth.max())
-    gain = np.float32(max(min(255 / max(high - low, 1e-12), MIN_CONTRAST / step), 1.0))
+    # At most MIN_CONTRAST, with 1 % to spare for the rounding of float32 planes (a level near white in 16 bits is
+    # held to a few parts in a thousand): one level of the format never stands out as an object.
+    gain = np.float32(max(min(255 / max(high - low, 1e-12), MIN_CONTRAST / step * 0.99), 1.0))
     return (gray - low) * gain, Levels(-low * float(gain), (255 - low) * float(gain), step * float(gain))
 
 

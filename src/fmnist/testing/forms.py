@@ -9,7 +9,8 @@ as `plt.imsave(path, image)` draws an image whose levels span 0-255), and option
 axes with their ticks and tick labels (`plt.imshow(image); plt.savefig(path)`, with a title and a colour bar when
 saved tight, or without axes), a screenshot of an image viewer's window with its title bar, or of a web page showing
 it above a caption; and its levels in video's limited range (16-235), lowered to a part of their range (a dimmed
-copy), or printed in a colour on white (a tinted garment).
+copy), printed in a colour on white (a tinted garment), mixed onto a grey backdrop, or, in a 16-bit picture, a
+sensor's 10 or 12 bits or 8-bit levels stored unscaled.
 Nothing in a form changes what the picture shows, so each form must give the class and the verdict the dataset's own
 bytes give.
 """
@@ -62,8 +63,16 @@ class Form:
     limited: bool = False  # levels 16-235, video's limited range, as some cameras and converters store them
     dim: float = 1.0  # the levels multiplied by it, rounded: a copy with its contrast lowered
     tint: str | None = None  # one of TINTS the garment is printed in on a white page
+    backdrop: int | None = None  # the background level (0-255): the garment mixed from it to white (to black inverted)
+    depth: int = 16  # I;16 only: the bits of its levels, 0..2^depth - 1 (8: the 0..255 levels stored unscaled)
 
     def __post_init__(self) -> None:
+        if self.backdrop is not None and (
+            self.transparent or self.in_alpha or self.tint or self.colour_map or self.figure or self.limited
+        ):
+            raise ValueError("a grey backdrop is the image's own background: no transparency, tint, colour map, figure")
+        if self.depth != 16 and self.mode != "I;16":
+            raise ValueError("`depth` is a 16-bit picture's")
         if self.transparent and (self.mode not in ("LA", "RGBA") or self.inverted or self.colour_map or self.figure):
             raise ValueError("a transparent background needs an LA or RGBA picture, light on black, without a figure")
         if self.wide and (self.margin or self.figure):
@@ -93,6 +102,8 @@ class Form:
         extras += "-limited" if self.limited else ""
         extras += f"-dim{self.dim:g}" if self.dim != 1 else ""
         extras += f"-{self.tint}" if self.tint else ""
+        extras += f"-backdrop{self.backdrop}" if self.backdrop is not None else ""
+        extras += f"-{self.depth}bit" if self.depth != 16 else ""
         return f"{self.mode}-{self.fmt.lower()}-{size}{extras}"
 
 
@@ -141,6 +152,12 @@ def all_forms() -> list[Form]:
         Form("RGB", "PNG", tint="yellow"),
         Form("RGB", "JPEG", 4.0, smooth=True, tint="pink"),
         Form("RGBA", "PNG", 3.0, margin=0.5, tint="navy"),
+        Form("L", "PNG", inverted=True, backdrop=200),  # a dark garment on a light grey
+        Form("L", "PNG", backdrop=80),  # a light garment on a dark grey
+        Form("RGB", "PNG", 4.0, inverted=True, backdrop=180),
+        Form("I;16", "PNG", depth=12),  # a 12-bit sensor's levels in a 16-bit file
+        Form("I;16", "TIFF", depth=8),  # Image.fromarray(image.astype(np.uint16))
+        Form("I;16", "PNG", 4.0, depth=10),
     ]
     return forms
 
@@ -149,7 +166,12 @@ def save(image: np.ndarray, form: Form) -> bytes:
     """The uint8 [28, 28] image saved in `form`: the file's bytes. A colour map draws the levels after scaling,
     but before a canvas of another colour is set round them (a figure's white page); a tint prints them last."""
     pixels = np.rint(image * form.dim) if form.dim != 1 else image
-    pixels = 255 - pixels if form.inverted else pixels
+    if form.backdrop is not None:
+        level = np.asarray(pixels, np.float64) / 255
+        mixed = form.backdrop * (1 - level) if form.inverted else form.backdrop + (255 - form.backdrop) * level
+        pixels = np.rint(mixed)
+    else:
+        pixels = 255 - pixels if form.inverted else pixels
     if form.limited:
         pixels = limited_range(pixels)
     picture = Image.fromarray(np.ascontiguousarray(pixels, dtype=np.uint8), "L")
@@ -189,7 +211,7 @@ def save(image: np.ndarray, form: Form) -> bytes:
         picture = Image.merge("LA", (Image.new("L", picture.size, 255), picture))
     buffer = io.BytesIO()
     kwargs = {"quality": 90} if form.fmt in ("JPEG", "WEBP") else {}
-    _converted(picture, form.mode).save(buffer, format=form.fmt, **kwargs)
+    _converted(picture, form.mode, form.depth).save(buffer, format=form.fmt, **kwargs)
     return buffer.getvalue()
 
 
@@ -255,9 +277,9 @@ def _coloured(picture: Image.Image, colour_map: str) -> Image.Image:
     return Image.fromarray(colormaps[colour_map](np.asarray(picture), bytes=True), "RGBA")
 
 
-def _converted(picture: Image.Image, mode: str) -> Image.Image:
+def _converted(picture: Image.Image, mode: str, depth: int = 16) -> Image.Image:
     if mode == "I;16":
-        return Image.fromarray(np.asarray(picture, dtype=np.uint16) * 257)
+        return Image.fromarray(np.rint(np.asarray(picture, np.float64) * ((2**depth - 1) / 255)).astype(np.uint16))
     if mode == "F":
         return Image.fromarray(np.asarray(picture, dtype=np.float32) / 255, "F")
     if mode == "P":

@@ -23,6 +23,7 @@
     MIN_CONTRAST: 3.0,
     PEAK_FRACTION: 0.06,
     BACKGROUND_BAND: 40.0,
+    ONE_SIDE: 0.02,
     FLAT_BAND: 6.0,
     DIGITAL_NOISE: 2.0,
     DIGITAL_OBJECT: 8.0,
@@ -569,8 +570,7 @@
   }
 
   // 28x28, grey (R = G = B), opaque, most of the border dark, a pixel below DATASET_BLACK, one at FULL_PEAK: the
-  // dataset's own format (_already_fashion_mnist; Python also asks for Pillow's "L" mode, which a decoded picture no
-  // longer tells).
+  // dataset's own format (_already_fashion_mnist).
   function alreadyFashionMnist(data, width, height) {
     if (width !== SIDE || height !== SIDE) return null;
     const pixels = new Uint8Array(SIDE * SIDE);
@@ -621,7 +621,18 @@
     for (let i = 0; i < ys.length; i++) border[i] = gray[ys[i] * w + xs[i]];
     const level = modeLevel(border);
     if (!flat(border, level, 0.5)) return null;
-    if (C.BACKGROUND_BAND < level && level < 255 - C.BACKGROUND_BAND) return null;
+    let light = level > 127;
+    // A 28x28 grid on a grey background, its object on one side of it (digital_view).
+    const grey = C.BACKGROUND_BAND < level && level < 255 - C.BACKGROUND_BAND;
+    if (grey) {
+      let darker = 0, lighter = 0;
+      for (const g of gray) {
+        if (g < level - C.FLAT_BAND) darker++;
+        else if (g > level + C.FLAT_BAND) lighter++;
+      }
+      if (Math.min(darker, lighter) > C.ONE_SIDE * Math.max(darker, lighter)) return null;
+      light = darker > lighter;
+    }
     // A pattern printed in flat colours along the border: a photo on a textured surface (digital_view).
     const near = Uint8Array.from(border, (v) => (Math.abs(v - level) <= C.FLAT_BAND ? 1 : 0));
     if (whole && near.reduce((sum, v) => sum + v, 0) / near.length < C.SURFACE_FIT
@@ -634,11 +645,11 @@
       const { fitted } = borderSurface(gray, [0.0, 255.0, 1.0], w, h);
       for (const lit of fitted) if (Math.abs(Math.min(Math.max(lit, 0), 255) - level) > C.FLAT_BAND) return null;
     }
-    const light = level > 127;
     const full = Math.max(light ? level : 255 - level, 1.0);
     const gain = f32(255 / full);
     let contrast = gray.map((g) => f32(Math.max(f32(light ? level - g : g - level), 0) * gain));
     if (w !== h && !atOwnSize(contrast, w, h)) return null;
+    if (grey && (Math.min(w, h) < SIDE || !gridPicture(contrast, w, h))) return null;
     const wholeContrast = contrast;
     if (w !== SIDE || h !== SIDE) {
       const [crop, lifted] = digitalCrop(contrast, w, h, whole);
@@ -1104,7 +1115,7 @@
   function stretch(gray, w, h) {
     const smooth = smoothed(gray, w, h);
     const low = minOf(smooth), high = maxOf(smooth);
-    const gain = f32(Math.max(Math.min(255 / Math.max(high - low, 1e-12), C.MIN_CONTRAST), 1.0));
+    const gain = f32(Math.max(Math.min(255 / Math.max(high - low, 1e-12), C.MIN_CONTRAST * 0.99), 1.0));
     const lowF = f32(low);
     const out = new Float32Array(gray.length);
     for (let i = 0; i < gray.length; i++) out[i] = f32(gray[i] - lowF) * gain;
