@@ -229,6 +229,13 @@ def test_model_adapt_returns_the_new_run_with_its_before_and_after(parent, tmp_p
         model.adapt(root, out=tmp_path / "other", lr_max=1.0)
     with pytest.raises(FmnistError, match="an export cannot be fine-tuned"):
         api.Model(model.predictor, tmp_path / "model.onnx").adapt(root)
+    with pytest.raises(FmnistError, match="epochs: expected an integer, got 2.5"):
+        model.adapt(root, out=tmp_path / "other", epochs=2.5)
+    # Inside the parent's run, the new run would mix its files with the parent's (run/checkpoints/best.pt...).
+    before = sorted(p.name for p in (parent / "checkpoints").iterdir())
+    with pytest.raises(FmnistError, match="inside the parent's run"):
+        model.adapt(root, out=parent / "checkpoints")
+    assert sorted(p.name for p in (parent / "checkpoints").iterdir()) == before
     assert not (tmp_path / "other").exists()
 
 

@@ -57,9 +57,10 @@ def test_predict_takes_a_path_a_pil_image_an_array_and_a_tensor_alike(trained, p
     model = fmnist.load(trained.path)
     path = tmp_path / "image.png"
     export_png(picture, path)
-    answers = model.predict([str(path), Image.open(path), picture.numpy(), picture])
-    assert len(answers) == 4 and all(isinstance(a, fmnist.Answer) for a in answers)
-    assert len({json.dumps(a.as_dict()) for a in answers}) == 1  # one picture given four ways, one answer
+    channel = picture.numpy()[..., None]  # [H, W, 1] and [1, H, W]: one channel, grey
+    answers = model.predict([str(path), Image.open(path), picture.numpy(), picture, channel, picture[None, None][0]])
+    assert len(answers) == 6 and all(isinstance(a, fmnist.Answer) for a in answers)
+    assert len({json.dumps(a.as_dict()) for a in answers}) == 1  # one picture given six ways, one answer
     expected = probabilities(model.predictor, picture[None])[0]
     first = answers[0]
     assert first.class_index == int(expected.argmax()) and first.class_name == data.CLASSES[first.class_index]
@@ -188,10 +189,25 @@ def test_bad_pictures_and_options_are_fmnist_errors(trained, picture, tmp_path):
         model.explain(np.zeros((0, 0), np.uint8))
     with pytest.raises(FmnistError, match="unknown device 'tpu'; choose auto, cuda, mps or cpu"):
         fmnist.load(trained.path, device="tpu")
-    with pytest.raises(FmnistError, match="top_k must be >= 1"):
-        model.predict(picture, top_k=0)
-    with pytest.raises(FmnistError, match=r"^ood_threshold must be in \[0, 1\]"):  # the argument's name, not a flag
-        model.predict(picture, ood_threshold=1.5)
+    for bad in (0, 2.5, "3", True):  # a wrong type too is one line, not a TypeError from inside
+        with pytest.raises(FmnistError, match="top_k must be a whole number >= 1"):
+            model.predict(picture, top_k=bad)
+    with pytest.raises(FmnistError, match="batch_size must be a whole number >= 1, got None"):
+        model.predict(picture, batch_size=None)  # type: ignore[arg-type]
+    for bad in (1.5, "0.5"):  # the argument's name, not a flag
+        with pytest.raises(FmnistError, match=r"^ood_threshold must be in \[0, 1\]"):
+            model.predict(picture, ood_threshold=bad)
+    with pytest.raises(FmnistError, match="path: expected a run directory or model file, got NoneType"):
+        fmnist.load(None)  # type: ignore[arg-type]
+    with pytest.raises(FmnistError, match="images: expected a folder of class folders, got int"):
+        model.evaluate(123)  # type: ignore[arg-type]
+    with pytest.raises(FmnistError, match="calibration_images must be a whole number >= 1, got '100'"):
+        model.export(tmp_path / "m.onnx", int8=True, calibration_images="100")  # type: ignore[arg-type]
+    truncated = tmp_path / "truncated.png"
+    export_png(torch.randint(0, 256, (200, 200), dtype=torch.uint8), truncated)
+    truncated.write_bytes(truncated.read_bytes()[:3000])
+    with pytest.raises(FmnistError, match="image 0: image is truncated or corrupt"):
+        model.predict(Image.open(truncated))  # opened lazily: its pixels are read by predict
     with pytest.raises(FmnistError, match="unknown class 'Hat'"):
         model.explain(picture, target="Hat")
 

@@ -82,6 +82,39 @@ def test_flood_beyond_the_queue_gets_503_and_the_server_survives(model_path):
         assert server.process.poll() is None
 
 
+def answer_to(sock) -> str:
+    """What the server sends on a raw socket, read until its JSON body has ended or the connection closes."""
+    got = b""
+    while not got.rstrip().endswith(b"}"):
+        chunk = sock.recv(65536)
+        if not chunk:
+            break
+        got += chunk
+    return got.decode("latin-1")
+
+
+def test_stalled_uploads_get_408_and_give_their_place_back(model_path):
+    # Two clients that send headers and a piece of a body, then nothing: with --max-queue 2 they held every place
+    # for as long as they kept the connection, and every other client got 503.
+    import socket
+    from urllib.parse import urlsplit
+
+    with running_server(model_path, "--max-queue", "2", "--body-timeout", "0.5") as server:
+        where = urlsplit(server.url)
+        head = b"POST /predict HTTP/1.1\r\nHost: x\r\nContent-Type: image/png\r\nContent-Length: 100000\r\n\r\n"
+        stalled = [socket.create_connection((where.hostname, where.port), timeout=10) for _ in range(2)]
+        for sock in stalled:
+            sock.sendall(head + b"\x89PNG")
+        answers = [answer_to(sock) for sock in stalled]  # within the timeout, not never
+        for sock in stalled:
+            sock.close()
+        for answer in answers:
+            assert answer.startswith("HTTP/1.1 408") and "request body timed out" in answer, answer[:200]
+        response = httpx.post(server.url + "/predict", content=product_photo(), headers={"Content-Type": "image/jpeg"})
+        assert response.status_code == 200
+        assert httpx.get(server.url + "/healthz").json()["in_progress"] == 0
+
+
 @pytest.mark.slow
 def test_sigterm_lets_requests_in_flight_finish_then_exits_0(model_path):
     photo = product_photo()

@@ -12,6 +12,7 @@ import dataclasses
 import json
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from os import PathLike
 from pathlib import Path
 from typing import Any
 
@@ -120,6 +121,8 @@ def load(path: str | Path, device: str = "cpu", tta: str = "none") -> Model:
 
     Raises FmnistError when the file is missing, unreadable or not a model fmnist knows.
     """
+    if not isinstance(path, (str, PathLike)):
+        raise FmnistError(f"path: expected a run directory or model file, got {type(path).__name__}")
     return Model(load_predictor(path, device, tta), Path(path))
 
 
@@ -224,8 +227,7 @@ class Model:
         """
         trust.check_threshold(ood_threshold)
         for name, value in (("top_k", top_k), ("batch_size", batch_size)):
-            if value < 1:
-                raise FmnistError(f"{name} must be >= 1, got {value}")
+            _check_count(name, value)
         pictures = [picture_of(item, f"image {i}") for i, item in enumerate(_as_list(images))]
         built: list[Answer] = []
         for start in range(0, len(pictures), batch_size):
@@ -250,6 +252,9 @@ class Model:
         """
         if images is not None:
             from fmnist.folders import load_folders
+
+            if not isinstance(images, (str, PathLike)):
+                raise FmnistError(f"images: expected a folder of class folders, got {type(images).__name__}")
 
             folders = load_folders(images)
             pixels, labels, cues = folders.images, folders.labels, folders.cues
@@ -292,6 +297,7 @@ class Model:
         export_lib.check_out(Path(out))
         source = export_lib.load_source(self.path)
         count = export_lib.CALIBRATION_IMAGES if calibration_images is None else calibration_images
+        _check_count("calibration_images", count)
         return export_lib.export(source, out, data.load(data_dir), int8=int8, calibration_images=count)
 
     def adapt(
@@ -315,17 +321,22 @@ class Model:
         folder with no usable photos, `out` already holding a run, or missing data.
         """
         from fmnist.adapt import adapt, parent_checkpoint
-        from fmnist.config import AdaptRecipe
+        from fmnist.config import AdaptRecipe, coerce
 
         parent_checkpoint(self.path)  # an export: refused before any data is read
         if unknown := sorted(set(recipe) - {f.name for f in dataclasses.fields(AdaptRecipe)}):
             raise FmnistError(f"unknown adapt setting {', '.join(unknown)}; see fmnist.config.AdaptRecipe")
-        if "augment" in recipe:
-            recipe["augment"] = tuple(recipe["augment"])
+        checked = AdaptRecipe(**{name: coerce(name, value, AdaptRecipe) for name, value in recipe.items()})
         run_dir = Path(out) if out is not None else new_run_path()
         dataset = data.load(str(data_dir) if data_dir else None)
-        adapt(self.path, images, run_dir, AdaptRecipe(**recipe), dataset=dataset, log=_say(progress))
+        adapt(self.path, images, run_dir, checked, dataset=dataset, log=_say(progress))
         return Run.read(run_dir)
+
+
+def _check_count(name: str, value: Any) -> None:
+    """FmnistError unless `value` is a whole number >= 1 (a bool is not one)."""
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise FmnistError(f"{name} must be a whole number >= 1, got {value!r}")
 
 
 def _as_list(images: Picture | Sequence[Picture]) -> list[Picture]:

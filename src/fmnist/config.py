@@ -237,13 +237,10 @@ def _validate(cfg: Config) -> None:  # noqa: C901 -- a flat list of independent 
         raise FmnistError(f"threads must be auto or a positive integer, got {cfg.threads!r}")
 
 
-def _field_types() -> dict[str, Any]:
-    return typing.get_type_hints(Config)
-
-
-def coerce(name: str, value: Any) -> Any:
-    """Convert a TOML value or a command-line string to the type of field `name`, or raise."""
-    types = _field_types()
+def coerce(name: str, value: Any, of: type = Config) -> Any:
+    """Convert a TOML value, a command-line string or a Python API argument to the type of field `name` of the
+    dataclass `of` (Config, AdaptRecipe), or raise FmnistError naming the field and the type it takes."""
+    types = typing.get_type_hints(of)
     if name not in types:
         raise FmnistError(f"unknown option {name!r}; known: {', '.join(types)}")
     kind = types[name]

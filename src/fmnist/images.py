@@ -852,6 +852,10 @@ def picture_of(item: Picture, name: str = "image") -> Framed:
     if isinstance(item, bytes):
         return load_picture(item, name)
     if isinstance(item, Image.Image):
+        try:
+            item.load()  # opened lazily from a file that may be truncated or closed: read now, as load_picture does
+        except (OSError, ValueError, SyntaxError) as exc:
+            raise FmnistError(f"{name}: image is truncated or corrupt ({_one_line(exc)})") from exc
         return frame_picture(item, name)
     if type(item).__module__.startswith("torch") and hasattr(item, "detach"):  # a tensor (torch may be unloaded)
         pixels = item.detach().cpu()
@@ -869,11 +873,15 @@ def _image_of_array(pixels: np.ndarray, name: str) -> Image.Image:
             f"{name}: {pixels.dtype} pixels; give uint8 values 0-255 (a float image in [0, 1]: (x * 255).round() "
             "as uint8)"
         )
+    if pixels.ndim == 3 and pixels.shape[2] == 1:  # [H, W, 1]: one channel, grey
+        pixels = pixels[..., 0]
     if pixels.ndim == 3 and pixels.shape[2] in _ARRAY_MODES:
         return Image.fromarray(np.ascontiguousarray(pixels), _ARRAY_MODES[pixels.shape[2]])
     if pixels.ndim == 2:
         return Image.fromarray(np.ascontiguousarray(pixels), "L")
-    raise FmnistError(f"{name}: shape {tuple(pixels.shape)} is not an image ([H, W], [H, W, 3] or [H, W, 4])")
+    raise FmnistError(
+        f"{name}: shape {tuple(pixels.shape)} is not an image ([H, W], [H, W, 1], [H, W, 3] or [H, W, 4])"
+    )
 
 
 def frame(gray: np.ndarray, alpha: np.ndarray | None = None, step: float = 1.0) -> np.ndarray:

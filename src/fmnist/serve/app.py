@@ -154,7 +154,8 @@ def _add_routes(app: FastAPI, service: Service, static: dict[str, bytes]) -> Non
     ) -> Response:
         """Classify one raw image body (image/* or application/octet-stream) or the multipart field(s) `file`."""
         client = request.client.host if request.client else ""
-        content, model = await service.predict(Body(request), client=client, view=view, explain=explain)
+        body = Body(request, service.limits.body_timeout)
+        content, model = await service.predict(body, client=client, view=view, explain=explain)
         return JSONResponse(content, headers={"X-Model": model})
 
     @app.get("/", include_in_schema=False)

@@ -75,17 +75,23 @@ class BodyHold:
 
 
 class Body:
-    """The request body as it arrives, remembering whether all of it has been read."""
+    """The request body as it arrives, remembering whether all of it has been read. A client that sends nothing for
+    `timeout` seconds is answered 408 (as nginx's client_body_timeout), so that a stalled upload cannot hold its place
+    among the requests in progress (Limits.max_queue) for ever."""
 
-    def __init__(self, request: Request):
-        self.request = request
+    def __init__(self, request: Request, timeout: float = 30.0):
+        self.request, self.timeout = request, timeout
         self.complete = False  # the last chunk (or the client's disconnect) has been received
         self.started = False
 
     async def chunks(self) -> AsyncIterator[bytes]:
         self.started = True
         while not self.complete:
-            message = await self.request.receive()
+            try:
+                message = await asyncio.wait_for(self.request.receive(), self.timeout)
+            except asyncio.TimeoutError:
+                self.complete = True  # nothing more is read: the answer closes the connection
+                raise ApiError(408, f"request body timed out: nothing received for {self.timeout:g} s") from None
             if message["type"] == "http.disconnect":
                 self.complete = True
                 raise ApiError(400, "client disconnected before the body was complete")

@@ -31,6 +31,12 @@ class Limits:
         128.0, "request bodies held in memory by all requests together, MiB; beyond: 503", least=0, above=True
     )
     max_files: int = _limit(16, "images in one multipart request")
+    body_timeout: float = _limit(
+        30.0,
+        "seconds a request body may go without sending a byte; then 408 and its place is freed",
+        least=0,
+        above=True,
+    )
     top_k: int = _limit(5, "classes listed per prediction")
     rate: float = _limit(
         0.0,

@@ -203,8 +203,10 @@ class Verdict:
 def check_threshold(threshold: float | None, name: str = "ood_threshold") -> None:
     """A threshold override must be an in-distribution score, 0..1 (None: the fitted one); FmnistError else, naming
     it as the caller knows it (`name`: "--ood-threshold" on the command line)."""
-    if threshold is not None and not 0 <= threshold <= 1:
-        raise FmnistError(f"{name} must be in [0, 1] (an in-distribution score), got {threshold}")
+    if threshold is None:
+        return
+    if isinstance(threshold, bool) or not isinstance(threshold, (int, float)) or not 0 <= threshold <= 1:
+        raise FmnistError(f"{name} must be in [0, 1] (an in-distribution score), got {threshold!r}")
 
 
 POOL = ("energy", *ood.VIEW_CUES, "residual", "coarse", *Cues.NAMES)  # the cues a detector can weigh
