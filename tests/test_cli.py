@@ -203,6 +203,11 @@ def test_eval_refuses_a_plots_path_that_is_a_file_before_any_work(tmp_path, caps
     monkeypatch.setattr(inference, "load_predictor", lambda *a: pytest.fail("the model was loaded before the check"))
     code, _, err = run(capsys, "eval", str(tmp_path / "m.pt"), "--plots", str(tmp_path / "plots"))
     assert code == 2 and err.count("\n") == 1 and "--plots" in err and "not a directory" in err
+    # A run directory: its confusion_matrix.png and top_losses.png are its own, of its test set, not to be replaced.
+    (tmp_path / "run" / "checkpoints").mkdir(parents=True)
+    (tmp_path / "run" / "config.toml").write_text("", encoding="utf-8")
+    code, _, err = run(capsys, "eval", str(tmp_path / "m.pt"), "--plots", str(tmp_path / "run"))
+    assert code == 2 and err.count("\n") == 1 and "a run directory, whose plots are its own" in err
 
 
 def test_eval_names_the_accepted_folder_names(tmp_path, capsys):

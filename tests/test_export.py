@@ -254,11 +254,13 @@ def test_export_and_eval_from_the_command_line(synthetic_data, tmp_path, capsys)
         ("m.pt", "m.onnx --int8 --calibration-images 0", "must be between 100"),
         ("m.pt", "m.onnx --int8 --calibration-images 1", "must be between 100"),
         ("m.pt", "m.onnx --int8 --calibration-images 99", "must be between 100"),
+        ("exported.onnx", "m.onnx", "already an export; export the checkpoint or run it came from"),
     ],
 )
 def test_export_mistakes_are_one_line(synthetic_data, tmp_path, capsys, source, out, message):
     save_model(tmp_path / "m.pt", CONFIGS["mlp"])
     (tmp_path / "notes.txt").write_text("not a checkpoint")
+    (tmp_path / "exported.onnx").write_bytes(b"an export, as far as its name says")
     (tmp_path / "empty-run").mkdir()
     (tmp_path / "dir.onnx").mkdir()
     (tmp_path / "blocker").write_text("a file where a directory should be")

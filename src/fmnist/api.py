@@ -292,8 +292,6 @@ class Model:
         """
         from fmnist import export as export_lib
 
-        if self.path.suffix.lower() == ".onnx":
-            raise FmnistError(f"{self.path}: already an export; export the checkpoint or run it came from")
         export_lib.check_out(Path(out))
         source = export_lib.load_source(self.path)
         count = export_lib.CALIBRATION_IMAGES if calibration_images is None else calibration_images

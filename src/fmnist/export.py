@@ -214,7 +214,11 @@ class Source:
 
 
 def load_source(path: str | Path) -> Source:
+    """The PyTorch model at `path` (a run directory or checkpoint) to export. Raises FmnistError for an export (as
+    the Python API's Model.export says it) and for anything checkpoint.load_model cannot read."""
     path = model_path(path)
+    if path.suffix.lower() == ".onnx":
+        raise FmnistError(f"{path}: already an export; export the checkpoint or run it came from")
     model, cfg, state = checkpoint.load_model(path, "cpu")
     return Source(path, model, cfg, state.get("epoch"), trust.of_state(state), state.get("layout"))
 

@@ -51,6 +51,8 @@ def add_parsers(sub: Subcommands, shared: dict[str, Parser]) -> None:
 def cmd_eval(args: argparse.Namespace) -> int:
     if args.plots and Path(args.plots).exists() and not Path(args.plots).is_dir():  # before the work, not after
         raise FmnistError(f"--plots {args.plots}: exists and is not a directory")
+    if args.plots and (Path(args.plots) / "config.toml").is_file():  # a run (as RunDir.is_run, which imports torch)
+        raise FmnistError(f"--plots {args.plots}: a run directory, whose plots are its own; give another folder")
     from fmnist import plots
     from fmnist.api import Model
     from fmnist.inference import load_predictor
