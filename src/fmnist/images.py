@@ -93,9 +93,10 @@ CENSORED_GAIN = 0.15
 # A digital image (digital_view): a background within BACKGROUND_BAND levels of black or white (the darkest colour
 # of matplotlib's default colour map, viridis, is 31 levels above black), at least half of its border within
 # FLAT_BAND levels of that background's level, with at most DIGITAL_NOISE levels of noise there (a photo's sensor
-# noise, JPEG speckle and uneven light are more). A 28x28 grid (GRID_CONTRAST) may have a background of any grey when
-# its object lies on one side of it, at most ONE_SIDE as many pixels more than FLAT_BAND the other way as that way (a
-# dataset image mixed onto a grey: a dark garment on a light grey page, a light one on a dark grey).
+# noise, JPEG speckle and uneven light are more). A 28x28 grid (`_grid_picture`: at its own size or enlarged) may have a
+# background of any grey when its object lies on one side of it: at most ONE_SIDE as many pixels more than FLAT_BAND
+# the other way as that way (a dataset image mixed onto a grey: a dark garment on a light grey, a light one on a dark
+# grey); a photo on a flat grey table is no such grid.
 BACKGROUND_BAND = 40.0
 ONE_SIDE = 0.02
 FLAT_BAND = 6.0
@@ -622,7 +623,8 @@ def digital_view(gray: np.ndarray, alpha: np.ndarray | None = None, whole: bool 
     padded to another shape at its own size).
 
     A digital image has an opaque, flat black or white background (at least half of its border within
-    FLAT_BAND levels of one level near black or white, their noise at most DIGITAL_NOISE levels: no sensor
+    FLAT_BAND levels of one level near black or white, or of any grey for a 28x28 grid whose object lies on one side
+    of it: see ONE_SIDE; their noise at most DIGITAL_NOISE levels: no sensor
     noise, no uneven light, no gradient where its light clipped, no pattern along it: see DIGITAL_PIECES): a
     dataset image saved in another mode, format, size or polarity, with margins or not.
     Its view is the background-subtracted picture (a light background is negated, an object with less than
