@@ -192,6 +192,7 @@ def test_bad_pictures_and_options_are_fmnist_errors(trained, picture, tmp_path):
     for bad in (0, 2.5, "3", True):  # a wrong type too is one line, not a TypeError from inside
         with pytest.raises(FmnistError, match="top_k must be a whole number >= 1"):
             model.predict(picture, top_k=bad)
+    assert len(model.predict(picture, top_k=np.int64(2), ood_threshold=np.float32(0.5))[0].top) == 2  # numpy's too
     with pytest.raises(FmnistError, match="batch_size must be a whole number >= 1, got None"):
         model.predict(picture, batch_size=None)  # type: ignore[arg-type]
     for bad in (1.5, "0.5"):  # the argument's name, not a flag

@@ -343,6 +343,8 @@ def test_limits_are_checked():
         create_app(Recorder(), Limits(max_body_mb=1, max_buffered_mb=0.5))
     with pytest.raises(Exception, match="max-body-mb must be > 0"):
         create_app(Recorder(), Limits(max_body_mb=0))
+    with pytest.raises(Exception, match="body-timeout must be > 0, got nan"):  # NaN is no number of seconds
+        create_app(Recorder(), Limits(body_timeout=float("nan")))
 
 
 def test_cli_errors_are_one_line(model_path, tmp_path, capsys):

@@ -110,6 +110,7 @@ def test_stalled_uploads_get_408_and_give_their_place_back(model_path):
             sock.close()
         for answer in answers:
             assert answer.startswith("HTTP/1.1 408") and "request body timed out" in answer, answer[:200]
+            assert "connection: close" in answer.lower(), answer[:200]
         response = httpx.post(server.url + "/predict", content=product_photo(), headers={"Content-Type": "image/jpeg"})
         assert response.status_code == 200
         assert httpx.get(server.url + "/healthz").json()["in_progress"] == 0

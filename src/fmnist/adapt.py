@@ -423,7 +423,7 @@ def _new_settings(run: RunDir, parent: str | Path | None, images_dir: str | Path
     if run.is_run() or (run.path / "adapt.json").exists():
         raise FmnistError(run.taken())
     parent_file = parent_checkpoint(parent)
-    home = parent_file.resolve().parent
+    home = parent_file.absolute().parent.resolve()  # the folder it is in, not a linked file's target's
     home = home.parent if home.name == "checkpoints" else home  # a run's checkpoint: its run directory
     if RunDir(home).is_run() and (home == run.path.resolve() or home in run.path.resolve().parents):
         raise FmnistError(f"{run.path}: inside the parent's run {home}; give the adapted run a directory of its own")

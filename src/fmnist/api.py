@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import numbers
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from os import PathLike
@@ -332,8 +333,8 @@ class Model:
 
 
 def _check_count(name: str, value: Any) -> None:
-    """FmnistError unless `value` is a whole number >= 1 (a bool is not one)."""
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+    """FmnistError unless `value` is a whole number >= 1 (a Python or numpy integer; a bool is not one)."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1:
         raise FmnistError(f"{name} must be a whole number >= 1, got {value!r}")
 
 

@@ -94,11 +94,13 @@ CENSORED_GAIN = 0.15
 # of matplotlib's default colour map, viridis, is 31 levels above black), at least half of its border within
 # FLAT_BAND levels of that background's level, with at most DIGITAL_NOISE levels of noise there (a photo's sensor
 # noise, JPEG speckle and uneven light are more). A 28x28 grid (`_grid_picture`: at its own size or enlarged) may have a
-# background of any grey when its object lies on one side of it: at most ONE_SIDE as many pixels more than FLAT_BAND
-# the other way as that way (a dataset image mixed onto a grey: a dark garment on a light grey, a light one on a dark
-# grey); a photo on a flat grey table is no such grid.
+# background of any grey when its object lies on one side of it: at most ONE_SIDE as many pixels more than
+# ONE_SIDE_BAND levels the other way as that way (a dataset image mixed onto a grey: a dark garment on a light grey, a
+# light one on a dark grey; a JPEG's ringing overshoots the grey by less than ONE_SIDE_BAND); a photo on a flat grey
+# table is no such grid.
 BACKGROUND_BAND = 40.0
 ONE_SIDE = 0.02
+ONE_SIDE_BAND = 24.0
 FLAT_BAND = 6.0
 DIGITAL_NOISE = 2.0
 DIGITAL_OBJECT = 8.0  # contrast that counts as the object when finding its box (faint JPEG ringing does not)
@@ -643,7 +645,7 @@ def digital_view(gray: np.ndarray, alpha: np.ndarray | None = None, whole: bool 
     light = level > 127
     grey = BACKGROUND_BAND < level < 255 - BACKGROUND_BAND
     if grey:
-        darker, lighter = int((gray < level - FLAT_BAND).sum()), int((gray > level + FLAT_BAND).sum())
+        darker, lighter = int((gray < level - ONE_SIDE_BAND).sum()), int((gray > level + ONE_SIDE_BAND).sum())
         if min(darker, lighter) > ONE_SIDE * max(darker, lighter):
             return None
         light = darker > lighter
@@ -854,9 +856,10 @@ def picture_of(item: Picture, name: str = "image") -> Framed:
     if isinstance(item, bytes):
         return load_picture(item, name)
     if isinstance(item, Image.Image):
+        _check_size(name, item)  # from the header, before a lazily opened file's pixels are decoded
         try:
             item.load()  # opened lazily from a file that may be truncated or closed: read now, as load_picture does
-        except (OSError, ValueError, SyntaxError) as exc:
+        except (OSError, ValueError, SyntaxError, EOFError) as exc:
             raise FmnistError(f"{name}: image is truncated or corrupt ({_one_line(exc)})") from exc
         return frame_picture(item, name)
     if type(item).__module__.startswith("torch") and hasattr(item, "detach"):  # a tensor (torch may be unloaded)

@@ -90,8 +90,9 @@ class Body:
             try:
                 message = await asyncio.wait_for(self.request.receive(), self.timeout)
             except asyncio.TimeoutError:
-                self.complete = True  # nothing more is read: the answer closes the connection
-                raise ApiError(408, f"request body timed out: nothing received for {self.timeout:g} s") from None
+                self.complete = True  # nothing more is read, and the answer closes the connection
+                said = f"request body timed out: nothing received for {self.timeout:g} s"
+                raise ApiError(408, said, {"Connection": "close"}) from None
             if message["type"] == "http.disconnect":
                 self.complete = True
                 raise ApiError(400, "client disconnected before the body was complete")

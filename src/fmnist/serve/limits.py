@@ -48,7 +48,7 @@ class Limits:
     def __post_init__(self) -> None:
         for f in fields(self):
             value, least = getattr(self, f.name), f.metadata["least"]
-            if value < least or (f.metadata["above"] and value <= least):
+            if not value >= least or (f.metadata["above"] and not value > least):  # NaN is refused too
                 bound = f"> {least:g}" if f.metadata["above"] else f">= {least:g}"
                 raise FmnistError(f"{f.name.replace('_', '-')} must be {bound}, got {value}")
         if self.max_body > self.max_buffered:

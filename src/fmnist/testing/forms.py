@@ -167,8 +167,8 @@ def save(image: np.ndarray, form: Form) -> bytes:
     but before a canvas of another colour is set round them (a figure's white page); a tint prints them last."""
     pixels = np.rint(image * form.dim) if form.dim != 1 else image
     if form.backdrop is not None:
-        level = np.asarray(pixels, np.float64) / 255
-        mixed = form.backdrop * (1 - level) if form.inverted else form.backdrop + (255 - form.backdrop) * level
+        ink = np.asarray(pixels, np.float64) / 255
+        mixed = form.backdrop * (1 - ink) if form.inverted else form.backdrop + (255 - form.backdrop) * ink
         pixels = np.rint(mixed)
     else:
         pixels = 255 - pixels if form.inverted else pixels

@@ -12,6 +12,7 @@ temperature from one image made the test ECE seven times worse), so none is made
 
 from __future__ import annotations
 
+import numbers
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -205,7 +206,7 @@ def check_threshold(threshold: float | None, name: str = "ood_threshold") -> Non
     it as the caller knows it (`name`: "--ood-threshold" on the command line)."""
     if threshold is None:
         return
-    if isinstance(threshold, bool) or not isinstance(threshold, (int, float)) or not 0 <= threshold <= 1:
+    if isinstance(threshold, bool) or not isinstance(threshold, numbers.Real) or not 0 <= threshold <= 1:
         raise FmnistError(f"{name} must be in [0, 1] (an in-distribution score), got {threshold!r}")
 
 

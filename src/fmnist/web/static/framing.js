@@ -24,6 +24,7 @@
     PEAK_FRACTION: 0.06,
     BACKGROUND_BAND: 40.0,
     ONE_SIDE: 0.02,
+    ONE_SIDE_BAND: 24.0,
     FLAT_BAND: 6.0,
     DIGITAL_NOISE: 2.0,
     DIGITAL_OBJECT: 8.0,
@@ -570,7 +571,8 @@
   }
 
   // 28x28, grey (R = G = B), opaque, most of the border dark, a pixel below DATASET_BLACK, one at FULL_PEAK: the
-  // dataset's own format (_already_fashion_mnist).
+  // dataset's own format (_already_fashion_mnist; Python also asks for Pillow's L, RGB or RGBA mode, which a decoded
+  // picture no longer tells).
   function alreadyFashionMnist(data, width, height) {
     if (width !== SIDE || height !== SIDE) return null;
     const pixels = new Uint8Array(SIDE * SIDE);
@@ -627,8 +629,8 @@
     if (grey) {
       let darker = 0, lighter = 0;
       for (const g of gray) {
-        if (g < level - C.FLAT_BAND) darker++;
-        else if (g > level + C.FLAT_BAND) lighter++;
+        if (g < level - C.ONE_SIDE_BAND) darker++;
+        else if (g > level + C.ONE_SIDE_BAND) lighter++;
       }
       if (Math.min(darker, lighter) > C.ONE_SIDE * Math.max(darker, lighter)) return null;
       light = darker > lighter;
@@ -1110,7 +1112,7 @@
     return gray.map((g, i) => f32(Math.max(f32(255 - g), floor) * alpha[i]));
   }
 
-  // `gray` stretched so that its smoothed range spans 0..255, the gain at most MIN_CONTRAST (_stretch, step 1);
+  // `gray` stretched so that its smoothed range spans 0..255, the gain at most 0.99 MIN_CONTRAST (_stretch, step 1);
   // and the levels of black and white and one level of the format on the new scale (Levels).
   function stretch(gray, w, h) {
     const smooth = smoothed(gray, w, h);
