@@ -622,8 +622,8 @@ def finish(
         training = (t.tensors.train_x, t.tensors.train_y)
         trust.fit_and_store(t.raw_model, t.tensors.val_x, t.tensors.val_y, training, run.best, cfg.seed, log)
     # Then the plots, on disk before summary.json says the run is finished. Drawn in a thread beside the fit, they
-    # slowed it by 0.3-0.5 s (matplotlib and the rendering of the fit's reference photos take turns on the GIL) and
-    # saved about 0.1 s of a 7 s run, within its spread from run to run (docs/TRUST.md): not worth a thread.
+    # slowed it by 0.3-0.6 s (matplotlib and the rendering of the fit's reference photos take turns on the GIL) and
+    # saved 0.1-0.2 s of a 7-8 s run (docs/TRUST.md): not worth a thread, nor a fit time that counts the plots.
     plots.write_run_plots(run.path, done.history, test, t.tensors.test_x.cpu(), CLASSES)
     summary["total_seconds"] = done.earlier_total + time.perf_counter() - started  # the whole run, to this write
     run.write_summary(summary)  # last: a run with summary.json is finished, and a resume does not redo it
