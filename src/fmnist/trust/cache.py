@@ -63,14 +63,7 @@ def framing(val_x: torch.Tensor, photos: int, seed: int) -> Iterator[Callable[[]
         return
     done: list[Framed] = []
     with _workers() as pool:
-        rendered = references.rendered(
-            val_x,
-            count,
-            seed,
-            references.REFERENCE_SIDE,
-            margins=references.REFERENCE_MARGINS,
-            turned=references.REFERENCE_TURNED,
-        )
+        rendered = references.reference_renders(val_x, count, seed)
         if pool is None:
             done.extend(_framed(photo.data, photo.index) for photo in rendered)
             _write(path, done)

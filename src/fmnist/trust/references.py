@@ -82,6 +82,12 @@ def rendered(
         yield Photo(data, suffix, kind, index)
 
 
+def reference_renders(images: torch.Tensor, count: int, seed: int) -> Iterator[Photo]:
+    """The not-a-garment detector's reference photos (trust.cache frames them): `rendered` in the references' style,
+    REFERENCE_SIDE, REFERENCE_MARGINS and REFERENCE_TURNED, read when called."""
+    return rendered(images, count, seed, REFERENCE_SIDE, margins=REFERENCE_MARGINS, turned=REFERENCE_TURNED)
+
+
 def render(
     image: np.ndarray,
     kind: str,
