@@ -151,6 +151,23 @@ def noisy_product_photo(
     return photos.square_photo(image, noise, shadow, np.random.default_rng(seed), backdrop)
 
 
+def lit_across(photo: bytes, angle: float, offset: float, factors: tuple[float, ...], blur: float = 1.5) -> bytes:
+    """`photo` re-saved as a JPEG with its light multiplied by `factors[0]` beyond a straight edge at `angle`
+    degrees, `offset` of the longer side from the centre, softened over `blur` pixels (a hard shadow, a
+    window's light); with two factors, by the second beyond a parallel edge a tenth of the side further (a bar)."""
+    pixels = np.asarray(Image.open(io.BytesIO(photo)).convert("RGB"), np.float64)
+    height, width = pixels.shape[:2]
+    y, x = np.mgrid[0:height, 0:width]
+    across = np.cos(np.radians(angle)) * (x - width / 2) + np.sin(np.radians(angle)) * (y - height / 2)
+    light = np.ones((height, width))
+    for k, factor in enumerate(factors):
+        beyond = 1 / (1 + np.exp(-np.clip((across - (offset + 0.1 * k) * max(height, width)) / blur, -50, 50)))
+        light *= 1 + (factor / (factors[k - 1] if k else 1) - 1) * beyond
+    buffer = io.BytesIO()
+    Image.fromarray(np.uint8(np.clip(np.rint(pixels * light[..., None]), 0, 255))).save(buffer, "JPEG", quality=90)
+    return buffer.getvalue()
+
+
 def png_claiming(width: int, height: int) -> bytes:
     """A valid small PNG whose header says width x height: a decompression bomb's signature, cheap to make."""
     raw = io.BytesIO()

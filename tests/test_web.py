@@ -14,11 +14,19 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image, ImageDraw
-from support import lit_past_white, mosaic, noisy_product_photo, product_photo, square_gingham, trusted_checkpoint
+from support import (
+    lit_across,
+    lit_past_white,
+    mosaic,
+    noisy_product_photo,
+    product_photo,
+    square_gingham,
+    trusted_checkpoint,
+)
 from test_export import synthetic_dataset
 from test_segmentation import SNEAKER
 
-from fmnist import checkpoint, data, export, images, models, segmentation, shadows, trust, web
+from fmnist import checkpoint, data, export, images, models, segmentation, shading, shadows, trust, web
 from fmnist import config as config_lib
 from fmnist.errors import FmnistError
 from fmnist.testing.browser import (
@@ -73,7 +81,12 @@ def decoded(data_: bytes) -> Image.Image:
 @needs_node
 @pytest.mark.parametrize(
     ("script", "module", "count"),
-    [("framing.js", images, 56), ("segmentation.js", segmentation, 19), ("shadows.js", shadows, 8)],
+    [
+        ("framing.js", images, 56),
+        ("segmentation.js", segmentation, 19),
+        ("shadows.js", shadows, 8),
+        ("shading.js", shading, 18),
+    ],
 )
 def test_the_scripts_carry_the_constants_of_python(script, module, count):
     path = json.dumps(str(FRAMING_JS.with_name(script)))
@@ -94,7 +107,8 @@ def framing_pictures() -> list[Image.Image]:
     image as it is, digital images with margins (faint end rows; enlarged), padded to another shape, in captioned
     screenshots, on a transparent background, as the opacity of a white picture, and one in a colour map (also on a
     white page, and in figures and a window among marks, in limited-range levels, dimmed, tinted), a digit enlarged, a
-    backdrop clipped at white and one at black, a black bag above its caption, blank pictures."""
+    backdrop clipped at white and one at black, a black bag above its caption, blank pictures; photos crossed by an
+    edge of light."""
     from skimage import data as sk
 
     from fmnist.testing import forms, surfaces
@@ -124,6 +138,10 @@ def framing_pictures() -> list[Image.Image]:
     ]
     # A drop shadow taken out: of a digital picture (a flat backdrop) and of a photo (sensor noise).
     pictures += [decoded(noisy_product_photo("trouser", noise, 2 + 3 * (noise > 0), shadow=True)) for noise in (0, 4)]
+    # An edge of light taken out: a hard shadow across the garment, a window's light, the shadow of a window's bar.
+    for kind, angle, offset, factors in (("shirt", 20.0, -0.1, (0.55,)), ("shirt", 200.0, 0.0, (1.25,))):
+        pictures.append(decoded(lit_across(noisy_product_photo(kind, 3.0, 1, 200.0), angle, offset, factors)))
+    pictures.append(decoded(lit_across(noisy_product_photo("trouser", 3.0, 1, 200.0), 60.0, -0.2, (0.6, 1.0))))
     dataset_image = shirt[0].copy()
     dataset_image[:2], dataset_image[-2:], dataset_image[:, :2], dataset_image[:, -2:] = 0, 0, 0, 0  # a dark border
     pictures.append(Image.fromarray(dataset_image, "L"))
@@ -189,6 +207,8 @@ def test_framing_js_frames_as_python_on_the_same_pixels(tmp_path, monkeypatch):
     ours = framed_in_node(pictures, tmp_path / "pixels")
     found, turns, lifted = [], [], []  # which pictures Python segments, turns, rids of a shadow: each path is taken
     object_mask, tilt, without_shadow = segmentation.object_mask, segmentation.tilt, shadows.without_shadow
+    without_light_edge, edges = shading.without_light_edge, []
+    monkeypatch.setattr(shading, "without_light_edge", lambda *a: edges.append(without_light_edge(*a)) or edges[-1])
     monkeypatch.setattr(segmentation, "object_mask", lambda *a: found.append(object_mask(*a)) or found[-1])
     monkeypatch.setattr(segmentation, "tilt", lambda *a: turns.append(tilt(*a)) or turns[-1])
     monkeypatch.setattr(shadows, "without_shadow", lambda *a: lifted.append(without_shadow(*a)) or lifted[-1])
@@ -206,6 +226,7 @@ def test_framing_js_frames_as_python_on_the_same_pixels(tmp_path, monkeypatch):
     assert identical >= 0.8 * len(pictures)
     assert sum(mask is not None for mask in found) >= 4 and sum(angle != 0 for angle in turns) >= 4
     assert sum(contrast is not None for contrast in lifted) == 2
+    assert sum(gray is not None for gray in edges) == 4  # one edge each, two of the bar
     assert sum(cues is None for _, cues in ours) == 41  # the dataset image, the digital ones, on a canvas, in a frame
 
 

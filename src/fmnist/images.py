@@ -8,7 +8,8 @@ same for any photo, with what real photos need on top: the background level (a s
 uneven light) is measured on the border and mapped to 0 whatever its colour; the polarity
 comes from the object's contrast with that level, so a light object on a dark background
 works, even when the object touches an edge; the trim threshold follows the measured noise; a
-drop shadow is taken out (fmnist.shadows); a cut-out on transparency uses its alpha as the object
+straight edge of light across the picture (a hard shadow, a window's light) is taken out first (fmnist.shading),
+and the object's drop shadow after (fmnist.shadows); a cut-out on transparency uses its alpha as the object
 mask; EXIF orientation is applied.
 Any format Pillow reads is taken, and HEIC/HEIF (phone photos) through the pillow-heif plugin.
 """
@@ -30,7 +31,7 @@ from PIL import Image, ImageFile, ImageOps, UnidentifiedImageError
 from pillow_heif import register_heif_opener
 from scipy import ndimage
 
-from fmnist import segmentation, shadows
+from fmnist import segmentation, shading, shadows
 from fmnist.atomic import atomic_path
 from fmnist.data import SIDE
 from fmnist.errors import FmnistError
@@ -919,7 +920,8 @@ def frame_with_cues(
     else:
         if alpha is not None:  # opaque but for a few pixels: those show the white page behind
             gray = gray * alpha + 255 * (1 - alpha)
-        contrast, noise, border_fit, pieces = _background_contrast(*_stretch(gray, step))
+        gray, smooth = _without_light_edges(gray)
+        contrast, noise, border_fit, pieces = _background_contrast(*_stretch(gray, smooth, step))
         textured = on_texture(border_fit, noise, pieces)
         smooth = _smooth(contrast)
         threshold = _threshold(smooth, noise)
@@ -962,6 +964,18 @@ def frame_with_cues(
     if 0 < strongest < FULL_PEAK:
         framed = framed * (255 / strongest)
     return np.clip(np.rint(framed), 0, 255).astype(np.uint8), cues
+
+
+def _without_light_edges(gray: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """`gray` with up to shading.EDGES straight edges of light taken out (fmnist.shading), one after the other, and
+    its box mean (`_smooth`)."""
+    border, smooth = _border_coordinates(*gray.shape), _smooth(gray)
+    for _ in range(shading.EDGES):
+        lifted = shading.without_light_edge(gray, smooth, border)
+        if lifted is None:
+            break
+        gray, smooth = lifted, _smooth(lifted)
+    return gray, smooth
 
 
 def _standing_out(contrast: np.ndarray, smooth: np.ndarray, threshold: float) -> np.ndarray:
@@ -1197,8 +1211,8 @@ class Levels(NamedTuple):
     step: float
 
 
-def _stretch(gray: np.ndarray, step: float) -> tuple[np.ndarray, Levels]:
-    """`gray` mapped linearly so that its measured range (smoothed: single noisy pixels do not count) spans
+def _stretch(gray: np.ndarray, smooth: np.ndarray, step: float) -> tuple[np.ndarray, Levels]:
+    """`gray` mapped linearly so that its measured range (its box mean `smooth`: single noisy pixels do not count) spans
     0..255, the gain capped so that one level of the file's format becomes at most MIN_CONTRAST levels:
     contrast finer than the format can hold is never taken for an object. Also the format's Levels on the new
     scale.
@@ -1206,7 +1220,6 @@ def _stretch(gray: np.ndarray, step: float) -> tuple[np.ndarray, Levels]:
     Scanners, cameras and microscopes often write 10 or 12 bits of data in a 16-bit file; at its
     nominal range such a picture would be nearly flat and fall below every threshold.
     """
-    smooth = _smooth(gray)
     low, high = float(smooth.min()), float(smooth.max())
     # At most MIN_CONTRAST, with 1 % to spare for the rounding of float32 planes (a level near white in 16 bits is
     # held to a few parts in a thousand): one level of the format never stands out as an object.

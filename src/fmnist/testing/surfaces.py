@@ -5,7 +5,8 @@ Each photo puts one Fashion-MNIST image on one kind of surface: procedural ones 
 rings, a woven or checked cloth, fibrous paper, tiles with grout, a tablecloth printed in crisp flat colours
 ("check": a gingham, a checkerboard or stripes, at any angle, with little sensor noise, or half the time none,
 saved by a program as a lossless PNG), a plain "flat" table, a "lit" studio backdrop whose light ramps across it
-and clips at white, or at black on a dark one, the garment's drop shadow on it half the time) and scikit-image's
+and clips at white, or at black on a dark one, the garment's drop shadow on it half the time, a flat table crossed by
+a hard edge of light ("shade": a shadow, a window's light or a bar's shadow, across the garment too) and scikit-image's
 shipped photos of brick, grass and gravel (`skimage.data`, in its wheel), tinted. The garment is drawn either as
 ink over the surface (the surface shows through its thin parts, as in `fmnist.testing.domains`) or as opaque
 cloth that hides the surface, light on a dark surface or dark on a light one; the whole is turned by up to
@@ -27,7 +28,7 @@ from fmnist.trust.references import _placed
 PROCEDURAL = ("wood", "cloth", "paper", "tile", "check")
 SHIPPED = ("brick", "grass", "gravel")
 # Every kind, in the order the kinds were added: a kind's place seeds its photos, which a new kind leaves as they were.
-KINDS = ("wood", "cloth", "paper", "tile", *SHIPPED, "flat", "lit", "check")
+KINDS = ("wood", "cloth", "paper", "tile", *SHIPPED, "flat", "lit", "check", "shade")
 TEXTURED = tuple(kind for kind in KINDS if kind in PROCEDURAL + SHIPPED)
 LONGER_SIDE = (240, 480)  # pixels, before turning
 MIN_CONTRAST = 70.0  # the least difference in luminance between the garment and the surface's mean, 0..255
@@ -56,6 +57,8 @@ def render(image: np.ndarray, kind: str, rng: np.random.Generator, max_angle: fl
         cloth = level * (1 - ink[..., None]) + colour * ink[..., None]
         photo = surface * (1 - cover) + cloth * cover
     photo = _lit(photo, rng)
+    if kind == "shade":
+        photo = _light_edge(photo, rng)
     noise = rng.standard_normal(photo.shape).astype(np.float32)
     lossless = kind == "check" and rng.random() < 0.5  # a print saved by a program: no sensor noise, a PNG
     photo += noise * np.float32(0.0 if lossless else rng.uniform(0.3, 2) if kind == "check" else rng.uniform(1, 6))
@@ -78,7 +81,7 @@ def _surface(kind: str, shape: tuple[int, ...], rng: np.random.Generator) -> np.
     """float32 RGB [H, W, 3] on 0..255."""
     height, width = shape
     y, x = np.mgrid[0:height, 0:width].astype(np.float32)
-    if kind == "flat":
+    if kind in ("flat", "shade"):
         base = rng.uniform(30, 230) + rng.uniform(-20, 20, 3)
         return np.broadcast_to(base.astype(np.float32), (height, width, 3)).copy()
     if kind == "lit":  # light ramping across a white backdrop past 255 (or a black one below 0) over part of it
@@ -160,6 +163,29 @@ def _drop_shadow(surface: np.ndarray, ink: np.ndarray, rng: np.random.Generator)
     shift = (rng.uniform(0.01, 0.04, 2) * side * rng.choice([-1, 1], 2)).round().astype(int)
     shadow = np.roll(shadow, tuple(shift), axis=(0, 1))
     return surface * (1 - rng.uniform(0.2, 0.45) * shadow[..., None])
+
+
+def _light_edge(photo: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """`photo` crossed by a hard edge of light at any angle: a shadow (25-55 % darker beyond it), a window's light
+    (15-35 % brighter, clipping where it passes white) or, a third of the time each, the shadow of a bar 5-20 % of
+    the side wide; the edge softened over 0.2-1.5 % of the side."""
+    height, width = photo.shape[:2]
+    y, x = np.mgrid[0:height, 0:width].astype(np.float32)
+    angle, side = rng.uniform(0, 2 * np.pi), max(height, width)
+    across = (np.cos(angle) * (x - width / 2) + np.sin(angle) * (y - height / 2)) / side - rng.uniform(-0.3, 0.3)
+    softness = rng.uniform(0.002, 0.015)
+
+    def beyond(at: float) -> np.ndarray:
+        return 1 / (1 + np.exp(-np.clip((across - at) / softness, -50, 50)))
+
+    style = int(rng.integers(3))
+    if style == 0:
+        light = 1 - rng.uniform(0.25, 0.55) * beyond(0.0)
+    elif style == 1:
+        light = 1 + rng.uniform(0.15, 0.35) * beyond(0.0)
+    else:
+        light = 1 - rng.uniform(0.25, 0.55) * beyond(0.0) * (1 - beyond(rng.uniform(0.05, 0.2)))
+    return photo * light[..., None].astype(np.float32)
 
 
 def _lit(photo: np.ndarray, rng: np.random.Generator) -> np.ndarray:

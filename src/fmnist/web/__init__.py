@@ -1,7 +1,7 @@
 """`fmnist export RUN --web DIR`: the page of `fmnist serve` as a static folder that runs the model in the browser.
 
 The folder holds one page with two back ends: the served page's HTML, CSS and script (fmnist.serve's static
-files, unchanged but for two script tags), framing.js with segmentation.js and shadows.js (fmnist.images'
+files, unchanged but for two script tags), framing.js with segmentation.js, shadows.js and shading.js (fmnist.images'
 framing ported to JavaScript: the 28x28 view and the picture cues), browser.js (the in-browser back end: the
 model in onnxruntime-web's WebAssembly build, the answer as fmnist.answer builds it, `window.fmnist.classify`),
 the model as `model.onnx` with its sidecar `model.json` (fmnist.export), and onnxruntime-web's files with its
@@ -39,6 +39,7 @@ BROWSER_SCRIPTS = (
     "static/ort/ort.wasm.min.js",
     "static/segmentation.js",
     "static/shadows.js",
+    "static/shading.js",
     "static/framing.js",
     "static/browser.js",
 )

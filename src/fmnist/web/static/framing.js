@@ -6,13 +6,14 @@
 // parity test (tests/test_web.py) can hold both to the same answers on the same pixels. Pillow's LANCZOS
 // resize with reducing_gap=3.0 and its 8-bit grey conversions are ported too (libImaging Resample.c,
 // Reduce.c, Convert.c): they decide pixel values before any threshold does.
-// A picture on a textured surface is separated from it by segmentation.js (fmnist.segmentation).
-// Loaded as a browser script after segmentation.js (window.fmnistFraming) or a CommonJS module (node).
+// A picture on a textured surface is separated from it by segmentation.js (fmnist.segmentation), a drop shadow taken
+// out by shadows.js (fmnist.shadows) and an edge of light by shading.js (fmnist.shading).
+// Loaded as a browser script after those three (window.fmnistFraming) or a CommonJS module (node).
 (function (root, factory) {
   if (typeof module === "object" && module.exports) {
-    module.exports = factory(require("./segmentation.js"), require("./shadows.js"));
-  } else root.fmnistFraming = factory(root.fmnistSegmentation, root.fmnistShadows);
-})(typeof self !== "undefined" ? self : this, function (segmentation, shadows) {
+    module.exports = factory(require("./segmentation.js"), require("./shadows.js"), require("./shading.js"));
+  } else root.fmnistFraming = factory(root.fmnistSegmentation, root.fmnistShadows, root.fmnistShading);
+})(typeof self !== "undefined" ? self : this, function (segmentation, shadows, shading) {
   // fmnist.images' constants; the parity test checks each against Python's.
   const CONSTANTS = {
     SIDE: 28,
@@ -849,7 +850,9 @@
       mask = smoothed(alpha, w, h).map((v) => (v > 0.5 ? 1 : 0));
     } else {
       if (alpha) gray = gray.map((g, i) => f32(f32(g * alpha[i]) + f32(255 * f32(1 - alpha[i]))));
-      const { stretched, levels } = stretch(gray, w, h);
+      let lit;
+      ({ gray, smooth: lit } = withoutLightEdges(gray, w, h));
+      const { stretched, levels } = stretch(gray, lit);
       let pieces;
       ({ contrast, noise, borderFit, pieces } = backgroundContrast(stretched, levels, w, h));
       textured = onTexture(borderFit, noise, pieces);
@@ -892,6 +895,19 @@
     if (strongest > 0 && strongest < C.FULL_PEAK) framed = framed.map((v) => f32(v * f32(255 / strongest)));
     const image = Uint8Array.from(framed, (v) => Math.min(255, Math.max(0, rint(v))));
     return { image, cues };
+  }
+
+  // `gray` with up to shading's EDGES straight edges of light taken out, one after the other, and its box mean
+  // (_without_light_edges).
+  function withoutLightEdges(grayIn, w, h) {
+    const border = borderCoordinates(h, w);
+    let gray = grayIn, smooth = smoothed(gray, w, h);
+    for (let k = 0; k < shading.CONSTANTS.EDGES; k++) {
+      const lifted = shading.withoutLightEdge(gray, smooth, w, h, border, LINEAR);
+      if (!lifted) break;
+      [gray, smooth] = [lifted, smoothed(lifted, w, h)];
+    }
+    return { gray, smooth };
   }
 
   // The mask without its lines of caption (_without_caption): the bands of rows holding something at its bottom (then
@@ -1114,8 +1130,7 @@
 
   // `gray` stretched so that its smoothed range spans 0..255, the gain at most 0.99 MIN_CONTRAST (_stretch, step 1);
   // and the levels of black and white and one level of the format on the new scale (Levels).
-  function stretch(gray, w, h) {
-    const smooth = smoothed(gray, w, h);
+  function stretch(gray, smooth) {
     const low = minOf(smooth), high = maxOf(smooth);
     const gain = f32(Math.max(Math.min(255 / Math.max(high - low, 1e-12), C.MIN_CONTRAST * 0.99), 1.0));
     const lowF = f32(low);
@@ -1413,7 +1428,7 @@
     return framed;
   }
 
-  // What segmentation.js and shadows.js share of the arithmetic above.
+  // What segmentation.js, shadows.js and shading.js share of the arithmetic above.
   const LINEAR = {
     rint,
     quantile,
