@@ -74,3 +74,16 @@ def test_a_screenshots_title_bar_is_no_edge_of_light():
     side a little way off: the profile shows no step (a picture that crashed the framing)."""
     for picture in outliers.build(20, "holdout", 100, kinds=("screenshot",)):
         load_picture(picture.data)
+
+
+def test_a_band_of_colour_is_no_edge_of_light_but_a_shadow_of_one_colour_is():
+    """A title bar (red on a grey page) steps in luminance as a shadow does, but not by one factor in each channel."""
+    page = np.full((300, 400, 3), 235.0)
+    for bar, lifted in (((200.0, 30.0, 40.0), False), ((117.5, 117.5, 117.5), True)):
+        picture = page.copy()
+        picture[:60] = bar
+        gray = picture @ np.array([0.299, 0.587, 0.114])
+        smooth, border = images._smooth(gray), images._border_coordinates(300, 400)
+        assert shading.without_light_edge(gray, smooth, border) is not None  # by its luminance alone, an edge
+        found = shading.without_light_edge(gray, smooth, border, lambda picture=picture: picture)
+        assert (found is not None) == lifted

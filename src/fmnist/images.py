@@ -16,6 +16,7 @@ Any format Pillow reads is taken, and HEIC/HEIF (phone photos) through the pillo
 
 from __future__ import annotations
 
+import functools
 import glob
 import io
 import warnings
@@ -920,7 +921,7 @@ def frame_with_cues(
     else:
         if alpha is not None:  # opaque but for a few pixels: those show the white page behind
             gray = gray * alpha + 255 * (1 - alpha)
-        gray, smooth = _without_light_edges(gray)
+        gray, smooth = _without_light_edges(gray, colour)
         contrast, noise, border_fit, pieces = _background_contrast(*_stretch(gray, smooth, step))
         textured = on_texture(border_fit, noise, pieces)
         smooth = _smooth(contrast)
@@ -966,12 +967,15 @@ def frame_with_cues(
     return np.clip(np.rint(framed), 0, 255).astype(np.uint8), cues
 
 
-def _without_light_edges(gray: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def _without_light_edges(
+    gray: np.ndarray, colour: Callable[[], np.ndarray] | None = None
+) -> tuple[np.ndarray, np.ndarray]:
     """`gray` with up to shading.EDGES straight edges of light taken out (fmnist.shading), one after the other, and
-    its box mean (`_smooth`)."""
+    its box mean (`_smooth`). `colour`: as frame_with_cues's, read once at most."""
     border, smooth = _border_coordinates(*gray.shape), _smooth(gray)
+    planes = functools.cache(colour) if colour is not None else None
     for _ in range(shading.EDGES):
-        lifted = shading.without_light_edge(gray, smooth, border)
+        lifted = shading.without_light_edge(gray, smooth, border, planes)
         if lifted is None:
             break
         gray, smooth = lifted, _smooth(lifted)

@@ -16,7 +16,8 @@ luminance `gray` [H, W] (0..255), its box mean `smooth` and its border pixels `b
    picture, is an edge's two ends. Across the chord between them, at SAMPLES places along its middle, L is
    compared at gap + REACH pixels on either side: the chord is an edge of light when the median difference is
    within MATCH of the border's step and at least AGREE of the places agree with it (within MATCH, or TOLERANCE),
-   the rest being covered by the object's own details.
+   the rest being covered by the object's own details; and when the step is the same in each colour channel of
+   the picture, within CHROMA of its size (a coloured band, a screenshot's title bar, is no light).
 3. The edge's profile across the chord: the median over the agreeing places of L at each offset from the chord,
    up to twice that reach on either side, relative to its start, made monotone. Its whole step must be the
    chord's, within MATCH (a flat band of one colour along the chord, a screenshot's title bar, is no edge).
@@ -33,6 +34,8 @@ be ported as it is (shading.js).
 """
 
 from __future__ import annotations
+
+from collections.abc import Callable
 
 import numpy as np
 from scipy import ndimage
@@ -54,15 +57,21 @@ CHORD_ENDS = 0.08  # of the chord at either end, left out (the border's own flan
 REACH = 3  # pixels beyond the transition's half-width at which the two sides are read
 MIN_CHORD = 16  # pixels
 TRANSITION = 0.05  # of the step: the edge's transition lies between this share of it and its complement
+CHROMA = 0.5  # the largest spread of the step among colour channels, relative to the luminance's
 EDGES = 2  # edges taken out of a picture, one after the other: a bar of shadow has two
 
 
 def without_light_edge(
-    gray: np.ndarray, smooth: np.ndarray, border: tuple[np.ndarray, np.ndarray]
+    gray: np.ndarray,
+    smooth: np.ndarray,
+    border: tuple[np.ndarray, np.ndarray],
+    colour: Callable[[], np.ndarray] | None = None,
 ) -> np.ndarray | None:
     """`gray` (float [H, W], 0..255) with the strongest straight edge of light taken out (see the module's steps),
     as a new float32 array; None when there is none. `smooth`: `gray`'s box mean [H, W]; `border`: the row and
-    column indices of its outermost pixels, going round."""
+    column indices of its outermost pixels, going round; `colour`: gives the picture's colour planes float
+    [h, w, C] (any size of `gray`'s aspect; C = 1 for a picture without colour), asked for only when a chord is
+    found."""
     if min(gray.shape) < MIN_CHORD:
         return None
     ys, xs = border
@@ -83,7 +92,7 @@ def without_light_edge(
             if _sides(ys[a], xs[a], gray.shape) & _sides(ys[b], xs[b], gray.shape):
                 continue
             ends = np.array([ys[a], xs[a]], float), np.array([ys[b], xs[b]], float)
-            found = _edge(smooth, ends, max(gap_a, gap_b), abs(step_a))
+            found = _edge(smooth, ends, max(gap_a, gap_b), abs(step_a), colour)
             if found is not None and (best is None or found[0] > best[0]):
                 best = found
     if best is None:
@@ -135,7 +144,11 @@ def _sides(y: int, x: int, shape: tuple[int, ...]) -> int:
 
 
 def _edge(
-    smooth: np.ndarray, ends: tuple[np.ndarray, np.ndarray], gap: int, size: float
+    smooth: np.ndarray,
+    ends: tuple[np.ndarray, np.ndarray],
+    gap: int,
+    size: float,
+    colour: Callable[[], np.ndarray] | None,
 ) -> tuple[float, np.ndarray, np.ndarray, np.ndarray, int] | None:
     """Steps 2 and 3 for the chord between `ends` (row, column): (its agreement times its step, its start, its
     unit normal, the profile [4 * reach + 1] at offsets -2 * reach..2 * reach along the normal, reach), or None
@@ -163,7 +176,29 @@ def _edge(
     profile = np.maximum.accumulate(profile) if step > 0 else np.minimum.accumulate(profile)
     if abs(float(profile[-1]) - step) > MATCH * abs(step):  # the chord's two sides differ, but by no edge of light
         return None
+    if colour is not None and not _neutral(colour(), smooth.shape, places[agree], normal, reach, step):
+        return None
     return float(agree.mean() * abs(step)), start, normal, profile, reach
+
+
+def _neutral(
+    planes: np.ndarray, shape: tuple[int, ...], places: np.ndarray, normal: np.ndarray, reach: int, step: float
+) -> bool:
+    """Step 2, last: whether the step across the chord is the same in each colour channel of `planes` [h, w, C]
+    (the picture at another size), within CHROMA of the luminance's `step`: light changes how bright a surface is,
+    not its colour. `places` [n, 2] and `reach` are on the plane of `shape`; a picture without colour passes."""
+    if planes.shape[2] < 3:
+        return True
+    down, across = planes.shape[0] / shape[0], planes.shape[1] / shape[1]
+    steps = []
+    for channel in range(planes.shape[2]):
+        sides = [places + side * reach * normal for side in (1, -1)]
+        levels = [
+            _bilinear(planes[..., channel], (p[:, 0] + 0.5) * down - 0.5, (p[:, 1] + 0.5) * across - 0.5) for p in sides
+        ]
+        logs = [np.log(np.maximum(level, 0) + FLOOR) for level in levels]
+        steps.append(float(np.median(logs[0] - logs[1])))
+    return max(steps) - min(steps) <= CHROMA * abs(step)
 
 
 def _taken_out(gray: np.ndarray, start: np.ndarray, normal: np.ndarray, profile: np.ndarray, reach: int) -> np.ndarray:

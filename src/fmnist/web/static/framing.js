@@ -851,7 +851,7 @@
     } else {
       if (alpha) gray = gray.map((g, i) => f32(f32(g * alpha[i]) + f32(255 * f32(1 - alpha[i]))));
       let lit;
-      ({ gray, smooth: lit } = withoutLightEdges(gray, w, h));
+      ({ gray, smooth: lit } = withoutLightEdges(gray, w, h, colour));
       const { stretched, levels } = stretch(gray, lit);
       let pieces;
       ({ contrast, noise, borderFit, pieces } = backgroundContrast(stretched, levels, w, h));
@@ -898,12 +898,13 @@
   }
 
   // `gray` with up to shading's EDGES straight edges of light taken out, one after the other, and its box mean
-  // (_without_light_edges).
-  function withoutLightEdges(grayIn, w, h) {
+  // (_without_light_edges); `colour` as frameWithCues's.
+  function withoutLightEdges(grayIn, w, h, colour) {
     const border = borderCoordinates(h, w);
-    let gray = grayIn, smooth = smoothed(gray, w, h);
+    let gray = grayIn, smooth = smoothed(gray, w, h), planes = null;
+    const planesOf = colour && (() => planes || (planes = colour())); // read once at most
     for (let k = 0; k < shading.CONSTANTS.EDGES; k++) {
-      const lifted = shading.withoutLightEdge(gray, smooth, w, h, border, LINEAR);
+      const lifted = shading.withoutLightEdge(gray, smooth, w, h, border, LINEAR, planesOf);
       if (!lifted) break;
       [gray, smooth] = [lifted, smoothed(lifted, w, h)];
     }

@@ -27,6 +27,7 @@
     REACH: 3,
     MIN_CHORD: 16,
     TRANSITION: 0.05,
+    CHROMA: 0.5,
     EDGES: 2,
   };
   const C = CONSTANTS;
@@ -34,8 +35,9 @@
 
   // `gray` (Float32Array [h * w]) with the strongest straight edge of light taken out, as a new array, or null
   // (without_light_edge). `smooth`: gray's box mean; `border`: [ys, xs] going round; `linear`: framing.js's
-  // arithmetic (quantile).
-  function withoutLightEdge(gray, smooth, w, h, border, linear) {
+  // arithmetic (quantile); `colour`: gives the picture's colour planes ({planes, w, h}), asked for only when a chord
+  // is found.
+  function withoutLightEdge(gray, smooth, w, h, border, linear, colour) {
     if (Math.min(h, w) < C.MIN_CHORD) return null;
     const [ys, xs] = border;
     const n = ys.length;
@@ -58,7 +60,8 @@
           continue;
         }
         if (sides(ys[a], xs[a], h, w) & sides(ys[b], xs[b], h, w)) continue;
-        const found = edge(smooth, w, h, [[ys[a], xs[a]], [ys[b], xs[b]]], Math.max(gapA, gapB), Math.abs(stepA), linear);
+        const ends = [[ys[a], xs[a]], [ys[b], xs[b]]];
+        const found = edge(smooth, w, h, ends, Math.max(gapA, gapB), Math.abs(stepA), linear, colour);
         if (found && (!best || found.score > best.score)) best = found;
       }
     }
@@ -114,7 +117,7 @@
 
   // Steps 2 and 3 for the chord between `ends` ([row, column] each): { score, start, normal, profile, reach } or null
   // (_edge).
-  function edge(smooth, w, h, [start, end], gap, size, linear) {
+  function edge(smooth, w, h, [start, end], gap, size, linear, colour) {
     const dy = end[0] - start[0], dx = end[1] - start[1];
     const length = Math.sqrt(dy ** 2 + dx ** 2);
     if (length < C.MIN_CHORD) return null;
@@ -142,7 +145,21 @@
       profile[o] = step > 0 ? Math.max(profile[o], profile[o - 1]) : Math.min(profile[o], profile[o - 1]);
     }
     if (Math.abs(profile[profile.length - 1] - step) > C.MATCH * Math.abs(step)) return null;
+    if (colour && !neutral(colour(), w, h, agreeing, normal, reach, step, linear)) return null;
     return { score: (agreeing.length / C.SAMPLES) * Math.abs(step), start, normal, profile, reach };
+  }
+
+  // Whether the step across the chord is the same in each colour channel, within CHROMA of `step` (_neutral).
+  function neutral({ planes, w: pw, h: ph }, w, h, places, normal, reach, step, linear) {
+    if (planes.length < 3) return true;
+    const down = ph / h, across = pw / w;
+    const steps = planes.map((plane) => {
+      const logAt = ([y, x], side) => Math.log(Math.max(bilinear(
+        plane, pw, ph, (y + side * reach * normal[0] + 0.5) * down - 0.5, (x + side * reach * normal[1] + 0.5) * across - 0.5,
+      ), 0) + C.FLOOR);
+      return linear.quantile(Float64Array.from(places, (p) => logAt(p, 1) - logAt(p, -1)), 0.5);
+    });
+    return Math.max(...steps) - Math.min(...steps) <= C.CHROMA * Math.abs(step);
   }
 
   // Step 4: the brighter side darkened by the profile, the edge itself bridged (_taken_out).
