@@ -46,7 +46,8 @@ def test_light_that_is_no_straight_edge_is_left_as_it_is():
     ramp = 120.0 + 0.4 * x  # a gradient of light: the background surface's
     circle = np.where(np.hypot(y - 100, x - 150) < 70, 90.0, 200.0)  # a round object, its two sides at one level
     stripes = np.where((x // 25) % 2 == 0, 200.0, 120.0)  # a striped tablecloth: many steps on the border
-    for gray in (ramp, circle, stripes):
+    arc = np.where(np.hypot(y, x) < 180, 120.0, 200.0)  # light beyond a curved edge: two steps, no straight chord
+    for gray in (ramp, circle, stripes, arc):
         assert shading.without_light_edge(gray, images._smooth(gray), border) is None
 
 
@@ -69,11 +70,31 @@ def test_photos_without_an_edge_of_light_are_framed_as_before(monkeypatch):
     assert taken and all(lifted is None for lifted in taken)
 
 
-def test_a_screenshots_title_bar_is_no_edge_of_light():
-    """Its border steps where the bar meets it, but across the chord between them the page is one colour on either
-    side a little way off: the profile shows no step (a picture that crashed the framing)."""
+def test_screenshots_with_a_title_bar_are_framed():
+    """A title bar steps on the border, but across the chord between the steps the page may be one colour on
+    either side a little way off: the profile shows no step (a picture that crashed the framing)."""
     for picture in outliers.build(20, "holdout", 100, kinds=("screenshot",)):
-        load_picture(picture.data)
+        assert load_picture(picture.data).pixels.shape == (28, 28)
+
+
+def test_the_edge_is_placed_where_the_light_steps():
+    """With sensor noise the border's step is as strong anywhere along a plateau as wide as the transition tried;
+    the edge's ends are the border's steepest pixels, so no sliver of shadow is left along it."""
+    rng = np.random.default_rng(0)
+    y, x = np.mgrid[0:400, 0:480]
+    for lit in (x < 240.5, x + 0.6 * y < 330):  # upright, and at an angle
+        gray = np.where(lit, 180.0, 108.0) + rng.normal(0, 2, (400, 480))
+        lifted = images._without_light_edges(gray)[0]
+        assert (np.abs(lifted - 108.0) > 12).sum() < 50  # 6 noise deviations
+
+
+def test_a_garment_crossed_by_a_clean_diagonal_shadow():
+    """Without noise, many steps of equal strength lie along each end's plateau: one place each is tried."""
+    y, x = np.mgrid[0:300, 0:300]
+    gray = np.where(np.hypot(y - 150, x - 150) < 80, 60.0, 220.0) * np.where(x + y < 280, 1.0, 0.6)
+    lifted = images._without_light_edges(gray)[0]
+    outside = np.hypot(y - 150, x - 150) > 90
+    assert float(lifted[outside].max() - lifted[outside].min()) < 12  # 88 levels with no edge found
 
 
 def test_a_band_of_colour_is_no_edge_of_light_but_a_shadow_of_one_colour_is():

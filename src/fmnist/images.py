@@ -914,6 +914,7 @@ def frame_with_cues(
     (any size of `gray`'s aspect), asked for only when the object lies on a textured surface; without it
     `gray` stands for them."""
     border_fit, noise, textured, on_surface = 1.0, 0.0, False, False
+    colour = functools.cache(colour) if colour is not None else None  # read once at most
     if alpha is not None and (alpha < 0.5).any():
         contrast = _cutout_contrast(gray, alpha)
         smooth: np.ndarray | None = _smooth(contrast)
@@ -971,11 +972,10 @@ def _without_light_edges(
     gray: np.ndarray, colour: Callable[[], np.ndarray] | None = None
 ) -> tuple[np.ndarray, np.ndarray]:
     """`gray` with up to shading.EDGES straight edges of light taken out (fmnist.shading), one after the other, and
-    its box mean (`_smooth`). `colour`: as frame_with_cues's, read once at most."""
+    its box mean (`_smooth`). `colour`: as frame_with_cues's."""
     border, smooth = _border_coordinates(*gray.shape), _smooth(gray)
-    planes = functools.cache(colour) if colour is not None else None
     for _ in range(shading.EDGES):
-        lifted = shading.without_light_edge(gray, smooth, border, planes)
+        lifted = shading.without_light_edge(gray, smooth, border, colour)
         if lifted is None:
             break
         gray, smooth = lifted, _smooth(lifted)

@@ -8,10 +8,12 @@ light is a step of one size all along a straight line, whatever it crosses. `wit
 luminance `gray` [H, W] (0..255), its box mean `smooth` and its border pixels `border` (going round):
 
 1. L = log(smooth + FLOOR) along the border. A step of light meets the border where L changes by MIN_STEP or more
-   between two flanks of FLANK_SHARE of the border (at least MIN_FLANK pixels) with a transition of 2 * gap pixels
-   between them, for each gap of GAPS (a sharp or a soft edge), both flanks flat (standard deviation at most
-   FLAT). Where the border holds more than MAX_STEPS such places, it is a pattern (stripes, checks, tiles), not
-   light: nothing is taken out.
+   between two flanks of FLANK_SHARE of the border (at least MIN_FLANK pixels) with a transition of 2 * gap + 1
+   pixels between them, for each gap of GAPS (a sharp or a soft edge), both flanks flat (standard deviation at
+   most FLAT, and at most 1/SHARPNESS of the step: a gradient of light changes within a flank as across the gap).
+   Where the border holds more than MAX_STEPS such places, it is a pattern (stripes, checks, tiles), not light:
+   nothing is taken out. Each place is the border's steepest pixel there, with the sharpest gap that holds
+   SHARPEST of its step (`_border_places`).
 2. Each pair of steps of opposite signs and sizes within MATCH of each other, on two different sides of the
    picture, is an edge's two ends. Across the chord between them, at SAMPLES places along its middle, L is
    compared at gap + REACH pixels on either side: the chord is an edge of light when the median difference is
@@ -22,9 +24,10 @@ luminance `gray` [H, W] (0..255), its box mean `smooth` and its border pixels `b
    up to twice that reach on either side, relative to its start, made monotone. Its whole step must be the
    chord's, within MATCH (a flat band of one colour along the chord, a screenshot's title bar, is no edge).
 4. The brighter side is darkened by the profile (the shadow's side is not brightened, which would amplify its
-   noise and could pass white), and across the edge itself, within the reach, the picture is bridged linearly
-   from one side to the other: a line left where the profile misses by a pixel would stand out along the whole
-   chord.
+   noise and could pass white), FLOOR above black as it was measured, and across the transition itself (where the
+   profile is between TRANSITION and 1 - TRANSITION of its step, a pixel more each side) the picture is bridged
+   linearly from one side to the other: a line left where the profile misses by a pixel would stand out along
+   the whole chord.
 
 Of the chords found, the one with the strongest agreement times step is taken out; fmnist.images calls this
 again for a second edge (the two edges of a bar of shadow). Not taken out: an edge meeting the border where the
@@ -48,7 +51,7 @@ FLAT = 0.04  # the largest standard deviation of a flank, log units
 SHARPNESS = 20.0  # the least step, as a multiple of a flank's standard deviation
 GAPS = (2, 6, 16)  # pixels: half-widths of the transition tried, sharp to soft
 MAX_STEPS = 4  # places on the border: two edges of light
-CANDIDATES = 24  # steps tried in pairs, the strongest (one place gives one for each gap, and its neighbours)
+SHARPEST = 0.9  # of a place's strongest step: a sharper gap's that is taken for it
 MATCH = 0.35  # the largest difference of steps that are one edge's, relative to its size
 TOLERANCE = 0.04  # log units: the least difference a place on the chord may have and still agree
 AGREE = 0.5  # the least share of the chord's places where the step is the border's
@@ -75,24 +78,17 @@ def without_light_edge(
     if min(gray.shape) < MIN_CHORD:
         return None
     ys, xs = border
-    values = np.log(np.maximum(smooth[ys, xs].astype(np.float64), 0) + FLOOR)
-    steps = _border_steps(values)
-    places: list[tuple[int, float, int]] = []
-    flank = _flank(values.size)
-    for step in steps:
-        if all(_apart(step[0], k, values.size) > step[2] + flank + g for k, _, g in places):
-            places.append(step)
-    if len(places) > MAX_STEPS:
-        return None
+    plane = smooth.astype(np.float64)
+    places = _border_places(np.log(np.maximum(plane[ys, xs], 0) + FLOOR))
     best: tuple[float, np.ndarray, np.ndarray, np.ndarray, int] | None = None
-    for i, (a, step_a, gap_a) in enumerate(steps[:CANDIDATES]):
-        for b, step_b, gap_b in steps[i + 1 : CANDIDATES]:
+    for i, (a, step_a, gap_a) in enumerate(places):
+        for b, step_b, gap_b in places[i + 1 :]:
             if step_a * step_b >= 0 or abs(step_a + step_b) > MATCH * max(abs(step_a), abs(step_b)):
                 continue
             if _sides(ys[a], xs[a], gray.shape) & _sides(ys[b], xs[b], gray.shape):
                 continue
             ends = np.array([ys[a], xs[a]], float), np.array([ys[b], xs[b]], float)
-            found = _edge(smooth, ends, max(gap_a, gap_b), abs(step_a), colour)
+            found = _edge(plane, ends, max(gap_a, gap_b), abs(step_a), colour)
             if found is not None and (best is None or found[0] > best[0]):
                 best = found
     if best is None:
@@ -107,6 +103,42 @@ def _flank(n: int) -> int:
 
 def _apart(a: int, b: int, n: int) -> int:
     return min(abs(a - b), n - abs(a - b))
+
+
+def _border_places(values: np.ndarray) -> list[tuple[int, float, int]]:
+    """Step 1: (border index, step in log units, gap) of each place on the border `values` [n] (log luminance
+    going round) where the light steps, strongest first; none when there are more than MAX_STEPS. A place's gap is
+    the sharpest whose step is at least SHARPEST of the place's strongest, and its index the border's steepest
+    pixel within that gap of it (`_steepest`): a step's flanks leave it free to move along a plateau that wide."""
+    steps = _border_steps(values)
+    n, flank = values.size, _flank(values.size)
+    places: list[tuple[int, float, int]] = []
+    for candidate in steps:
+        if all(_apart(candidate[0], k, n) > candidate[2] + flank + g for k, _, g in places):
+            places.append(candidate)
+    if len(places) > MAX_STEPS:  # a pattern (stripes, checks, tiles), not light
+        return []
+    chosen: list[tuple[int, float, int]] = []
+    for place, strongest, widest in places:
+        near = [
+            (k, step, gap)
+            for k, step, gap in steps
+            if _apart(k, place, n) <= widest + flank + gap
+            and step * strongest > 0
+            and abs(step) >= SHARPEST * abs(strongest)
+        ]
+        index, step, gap = min(near, key=lambda near_step: near_step[2])
+        chosen.append((_steepest(values, index, gap), step, gap))
+    return chosen
+
+
+def _steepest(values: np.ndarray, index: int, gap: int) -> int:
+    """The border index within `gap` + 1 of `index` where `values` [n] (going round) change most between the two
+    neighbours of a pixel; the first of equals."""
+    n = values.size
+    around = (index + np.arange(-gap - 1, gap + 2)) % n
+    change = np.abs(values[(around + 1) % n] - values[(around - 1) % n])
+    return int(around[int(np.argmax(change))])
 
 
 def _border_steps(values: np.ndarray) -> list[tuple[int, float, int]]:
@@ -144,15 +176,15 @@ def _sides(y: int, x: int, shape: tuple[int, ...]) -> int:
 
 
 def _edge(
-    smooth: np.ndarray,
+    plane: np.ndarray,
     ends: tuple[np.ndarray, np.ndarray],
     gap: int,
     size: float,
     colour: Callable[[], np.ndarray] | None,
 ) -> tuple[float, np.ndarray, np.ndarray, np.ndarray, int] | None:
-    """Steps 2 and 3 for the chord between `ends` (row, column): (its agreement times its step, its start, its
-    unit normal, the profile [4 * reach + 1] at offsets -2 * reach..2 * reach along the normal, reach), or None
-    when it is no edge of light of the border's step `size`."""
+    """Steps 2 and 3 for the chord between `ends` (row, column) on `plane` (the float64 box mean): (its agreement
+    times its step, its start, its unit normal, the profile [4 * reach + 1] at offsets -2 * reach..2 * reach along
+    the normal, reach), or None when it is no edge of light of the border's step `size`."""
     start, end = ends
     length = float(np.sqrt(np.sum((end - start) ** 2)))
     if length < MIN_CHORD:
@@ -163,7 +195,7 @@ def _edge(
     places = start + np.linspace(CHORD_ENDS, 1 - CHORD_ENDS, SAMPLES)[:, None] * (end - start)
 
     def log_at(points: np.ndarray) -> np.ndarray:
-        return np.log(np.maximum(_bilinear(smooth, points[:, 0], points[:, 1]), 0) + FLOOR)
+        return np.log(np.maximum(_bilinear(plane, points[:, 0], points[:, 1]), 0) + FLOOR)
 
     differences = log_at(places + reach * normal) - log_at(places - reach * normal)
     step = float(np.median(differences))
@@ -171,12 +203,13 @@ def _edge(
     if abs(abs(step) - size) > MATCH * size or agree.mean() < AGREE:
         return None
     offsets = np.arange(-2 * reach, 2 * reach + 1)
-    across = np.stack([log_at(places[agree] + offset * normal) for offset in offsets], axis=1)
+    chosen = places[agree]
+    across = log_at((chosen[:, None, :] + offsets[None, :, None] * normal).reshape(-1, 2)).reshape(len(chosen), -1)
     profile = np.median(across - across[:, :1], axis=0)
     profile = np.maximum.accumulate(profile) if step > 0 else np.minimum.accumulate(profile)
     if abs(float(profile[-1]) - step) > MATCH * abs(step):  # the chord's two sides differ, but by no edge of light
         return None
-    if colour is not None and not _neutral(colour(), smooth.shape, places[agree], normal, reach, step):
+    if colour is not None and not _neutral(colour(), plane.shape, chosen, normal, reach, step):
         return None
     return float(agree.mean() * abs(step)), start, normal, profile, reach
 
@@ -208,7 +241,7 @@ def _taken_out(gray: np.ndarray, start: np.ndarray, normal: np.ndarray, profile:
     distance = (ys - start[0]) * normal[0] + (xs - start[1]) * normal[1]
     offsets = np.arange(-2 * reach, 2 * reach + 1)
     shade = np.interp(distance, offsets, profile) - min(0.0, float(profile[-1]))
-    out = (gray * np.exp(-shade)).astype(np.float32)
+    out = ((gray + FLOOR) * np.exp(-shade) - FLOOR).astype(np.float32)  # the step was measured FLOOR above black
     # The transition: where the profile is between TRANSITION and 1 - TRANSITION of its step, a pixel more each side.
     share = profile / profile[-1]
     low = float(offsets[np.flatnonzero(share >= TRANSITION)[0]]) - 1
@@ -230,7 +263,7 @@ def _bilinear(plane: np.ndarray, rows: np.ndarray, cols: np.ndarray) -> np.ndarr
     top, left = np.floor(y).astype(np.int64), np.floor(x).astype(np.int64)
     bottom, right = np.minimum(top + 1, height - 1), np.minimum(left + 1, width - 1)
     down, across = y - top, x - left
-    values = plane.astype(np.float64, copy=False)
+    values = plane if plane.dtype == np.float64 else plane.astype(np.float64)
     upper = (1 - across) * values[top, left] + across * values[top, right]
     lower = (1 - across) * values[bottom, left] + across * values[bottom, right]
     return (1 - down) * upper + down * lower

@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 import PIL
 
-from fmnist import images, segmentation, shadows
+from fmnist import images, segmentation, shading, shadows
 from fmnist.atomic import atomic_path
 from fmnist.data import cache_dir
 from fmnist.errors import FmnistError
@@ -39,7 +39,7 @@ if TYPE_CHECKING:
 FOLDER = "trust-references"
 MAX_WORKERS = 8  # processes that frame the references at most: 400 photos are 50 a worker
 # The modules whose code renders and frames the references: a change to any of them gives a new file name.
-SOURCES = (references, images, segmentation, shadows)
+SOURCES = (references, images, segmentation, shading, shadows)
 
 
 def reference_photos(val_x: torch.Tensor, photos: int, seed: int) -> list[Framed]:

@@ -842,7 +842,9 @@
 
   // The framed 28x28 image and the cues measured on the way (frame_with_cues; step 1: 8-bit levels). `colour`
   // gives the picture's colour planes ({planes, w, h}), asked for only when the object lies on a texture.
-  function frameWithCues(grayIn, alpha, w, h, colour) {
+  function frameWithCues(grayIn, alpha, w, h, colourOf) {
+    let planes = null;
+    const colour = colourOf && (() => planes || (planes = colourOf())); // read once at most
     let gray = grayIn, borderFit = 1.0, noise = 0.0, textured = false, onSurfaceFound = false, contrast, smooth, mask;
     if (alpha && minOf(alpha) < 0.5) {
       contrast = cutoutContrast(gray, alpha);
@@ -901,10 +903,9 @@
   // (_without_light_edges); `colour` as frameWithCues's.
   function withoutLightEdges(grayIn, w, h, colour) {
     const border = borderCoordinates(h, w);
-    let gray = grayIn, smooth = smoothed(gray, w, h), planes = null;
-    const planesOf = colour && (() => planes || (planes = colour())); // read once at most
+    let gray = grayIn, smooth = smoothed(gray, w, h);
     for (let k = 0; k < shading.CONSTANTS.EDGES; k++) {
-      const lifted = shading.withoutLightEdge(gray, smooth, w, h, border, LINEAR, planesOf);
+      const lifted = shading.withoutLightEdge(gray, smooth, w, h, border, LINEAR, colour);
       if (!lifted) break;
       [gray, smooth] = [lifted, smoothed(lifted, w, h)];
     }

@@ -18,7 +18,7 @@
     SHARPNESS: 20.0,
     GAPS: [2, 6, 16],
     MAX_STEPS: 4,
-    CANDIDATES: 24,
+    SHARPEST: 0.9,
     MATCH: 0.35,
     TOLERANCE: 0.04,
     AGREE: 0.5,
@@ -43,19 +43,12 @@
     const n = ys.length;
     const values = new Float64Array(n);
     for (let k = 0; k < n; k++) values[k] = Math.log(Math.max(smooth[ys[k] * w + xs[k]], 0) + C.FLOOR);
-    const steps = borderSteps(values);
-    const flank = flankOf(n);
-    const places = [];
-    for (const step of steps) {
-      if (places.every(([k, , g]) => apart(step[0], k, n) > step[2] + flank + g)) places.push(step);
-    }
-    if (places.length > C.MAX_STEPS) return null;
-    const tried = steps.slice(0, C.CANDIDATES);
+    const places = borderPlaces(values);
     let best = null;
-    for (let i = 0; i < tried.length; i++) {
-      const [a, stepA, gapA] = tried[i];
-      for (let j = i + 1; j < tried.length; j++) {
-        const [b, stepB, gapB] = tried[j];
+    for (let i = 0; i < places.length; i++) {
+      const [a, stepA, gapA] = places[i];
+      for (let j = i + 1; j < places.length; j++) {
+        const [b, stepB, gapB] = places[j];
         if (stepA * stepB >= 0 || Math.abs(stepA + stepB) > C.MATCH * Math.max(Math.abs(stepA), Math.abs(stepB))) {
           continue;
         }
@@ -76,7 +69,39 @@
     return Math.min(Math.abs(a - b), n - Math.abs(a - b));
   }
 
-  // Step 1: [border index, step, gap] of each step of light on the border (_border_steps), strongest first.
+  // Step 1: [border index, step, gap] of each place where the light steps, none when more than MAX_STEPS; each at
+  // the border's steepest pixel, with the sharpest gap that holds SHARPEST of its step (_border_places).
+  function borderPlaces(values) {
+    const steps = borderSteps(values), n = values.length, flank = flankOf(n);
+    const places = [];
+    for (const step of steps) {
+      if (places.every(([k, , g]) => apart(step[0], k, n) > step[2] + flank + g)) places.push(step);
+    }
+    if (places.length > C.MAX_STEPS) return [];
+    return places.map(([place, strongest, widest]) => {
+      let chosen = null;
+      for (const [k, step, gap] of steps) {
+        if (apart(k, place, n) > widest + flank + gap || step * strongest <= 0) continue;
+        if (Math.abs(step) < C.SHARPEST * Math.abs(strongest)) continue;
+        if (!chosen || gap < chosen[2]) chosen = [k, step, gap]; // the first of the sharpest, as Python's min
+      }
+      return [steepest(values, chosen[0], chosen[2]), chosen[1], chosen[2]];
+    });
+  }
+
+  // The border index within gap + 1 of `index` where the values change most between a pixel's two neighbours; the
+  // first of equals (_steepest).
+  function steepest(values, index, gap) {
+    const n = values.length, wrap = (i) => ((i % n) + n) % n;
+    let best = -1, at = index;
+    for (let d = -gap - 1; d <= gap + 1; d++) {
+      const k = wrap(index + d), change = Math.abs(values[wrap(k + 1)] - values[wrap(k - 1)]);
+      if (change > best) [best, at] = [change, k];
+    }
+    return at;
+  }
+
+  // [border index, step, gap] of each step of light on the border (_border_steps), strongest first.
   function borderSteps(values) {
     const n = values.length, flank = flankOf(n);
     const sums = new Float64Array(3 * n + 1), squares = new Float64Array(3 * n + 1);
@@ -170,7 +195,7 @@
       for (let x = 0; x < w; x++) {
         const i = y * w + x, d = (y - start[0]) * normal[0] + (x - start[1]) * normal[1];
         distance[i] = d;
-        out[i] = f32(gray[i] * Math.exp(-(interp(d, -2 * reach, profile) - lift)));
+        out[i] = f32(f32(gray[i] + C.FLOOR) * Math.exp(-(interp(d, -2 * reach, profile) - lift)) - C.FLOOR);
       }
     }
     let first = -1, final = -1;
