@@ -78,8 +78,7 @@ def without_light_edge(
     if min(gray.shape) < MIN_CHORD:
         return None
     ys, xs = border
-    plane = smooth.astype(np.float64)
-    places = _border_places(np.log(np.maximum(plane[ys, xs], 0) + FLOOR))
+    places = _border_places(np.log(np.maximum(smooth[ys, xs].astype(np.float64), 0) + FLOOR))
     best: tuple[float, np.ndarray, np.ndarray, np.ndarray, int] | None = None
     for i, (a, step_a, gap_a) in enumerate(places):
         for b, step_b, gap_b in places[i + 1 :]:
@@ -88,7 +87,7 @@ def without_light_edge(
             if _sides(ys[a], xs[a], gray.shape) & _sides(ys[b], xs[b], gray.shape):
                 continue
             ends = np.array([ys[a], xs[a]], float), np.array([ys[b], xs[b]], float)
-            found = _edge(plane, ends, max(gap_a, gap_b), abs(step_a), colour)
+            found = _edge(smooth, ends, max(gap_a, gap_b), abs(step_a), colour)
             if found is not None and (best is None or found[0] > best[0]):
                 best = found
     if best is None:
@@ -182,7 +181,7 @@ def _edge(
     size: float,
     colour: Callable[[], np.ndarray] | None,
 ) -> tuple[float, np.ndarray, np.ndarray, np.ndarray, int] | None:
-    """Steps 2 and 3 for the chord between `ends` (row, column) on `plane` (the float64 box mean): (its agreement
+    """Steps 2 and 3 for the chord between `ends` (row, column) on `plane` (the box mean): (its agreement
     times its step, its start, its unit normal, the profile [4 * reach + 1] at offsets -2 * reach..2 * reach along
     the normal, reach), or None when it is no edge of light of the border's step `size`."""
     start, end = ends
@@ -223,9 +222,9 @@ def _neutral(
     if planes.shape[2] < 3:
         return True
     down, across = planes.shape[0] / shape[0], planes.shape[1] / shape[1]
+    sides = [places + side * reach * normal for side in (1, -1)]
     steps = []
     for channel in range(planes.shape[2]):
-        sides = [places + side * reach * normal for side in (1, -1)]
         levels = [
             _bilinear(planes[..., channel], (p[:, 0] + 0.5) * down - 0.5, (p[:, 1] + 0.5) * across - 0.5) for p in sides
         ]
@@ -263,7 +262,10 @@ def _bilinear(plane: np.ndarray, rows: np.ndarray, cols: np.ndarray) -> np.ndarr
     top, left = np.floor(y).astype(np.int64), np.floor(x).astype(np.int64)
     bottom, right = np.minimum(top + 1, height - 1), np.minimum(left + 1, width - 1)
     down, across = y - top, x - left
-    values = plane if plane.dtype == np.float64 else plane.astype(np.float64)
-    upper = (1 - across) * values[top, left] + across * values[top, right]
-    lower = (1 - across) * values[bottom, left] + across * values[bottom, right]
+
+    def at(row: np.ndarray, col: np.ndarray) -> np.ndarray:  # only the pixels read, in float64
+        return plane[row, col].astype(np.float64)
+
+    upper = (1 - across) * at(top, left) + across * at(top, right)
+    lower = (1 - across) * at(bottom, left) + across * at(bottom, right)
     return (1 - down) * upper + down * lower

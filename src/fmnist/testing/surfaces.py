@@ -166,8 +166,8 @@ def _drop_shadow(surface: np.ndarray, ink: np.ndarray, rng: np.random.Generator)
 
 
 def _light_edge(photo: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-    """`photo` crossed by a hard edge of light at any angle: a shadow (25-55 % darker beyond it), a window's light
-    (15-35 % brighter, clipping where it passes white) or, a third of the time each, the shadow of a bar 5-20 % of
+    """`photo` crossed by a hard edge of light at any angle, each style a third of the time: a shadow (25-55 % darker
+    beyond it), a window's light (15-35 % brighter, clipping where it passes white) or the shadow of a bar 5-20 % of
     the side wide; the edge softened over 0.2-1.5 % of the side."""
     height, width = photo.shape[:2]
     y, x = np.mgrid[0:height, 0:width].astype(np.float32)
