@@ -1,6 +1,8 @@
 import json
+import re
 import shutil
 
+import numpy as np
 import pytest
 import torch
 from support import labelled_folder
@@ -323,3 +325,17 @@ def test_adapt_mistakes_are_one_line(args, message, synthetic_data, tmp_path, mo
     assert main(args) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and message in err
+
+
+def test_a_recipe_takes_each_value_in_its_type_or_says_which_is_wrong():
+    recipe = adapt.Recipe(epochs=np.int64(3), lr="1e-3", augment="translate, flip", distill="no")  # type: ignore[arg-type]
+    assert (recipe.epochs, recipe.lr, recipe.augment, recipe.distill) == (3, 1e-3, ("translate", "flip"), False)
+    assert type(recipe.epochs) is int and type(recipe.lr) is float
+    for bad, says in (
+        ({"lr": "fast"}, "lr: expected a number, got 'fast'"),
+        ({"epochs": "5.5"}, "epochs: expected an integer, got '5.5'"),
+        ({"freeze": None}, "freeze: expected an integer, got None"),
+        ({"augment": "fl1p"}, "unknown augmentation 'fl1p'"),
+    ):
+        with pytest.raises(FmnistError, match=re.escape(says)):
+            adapt.Recipe(**bad)

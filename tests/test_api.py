@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+import tracemalloc
 
 import numpy as np
 import pytest
@@ -187,6 +188,15 @@ def test_bad_pictures_and_options_are_fmnist_errors(trained, picture, tmp_path):
             model.predict(empty)
     with pytest.raises(FmnistError, match=r"image: an empty picture \(0x0 pixels\)"):
         model.explain(np.zeros((0, 0), np.uint8))
+    # Too many pixels is said before any copy of them: a 64 M-pixel view of one byte, and a tensor of one.
+    one_byte = np.broadcast_to(np.uint8(0), (8000, 8000, 3))
+    for huge in (one_byte, torch.zeros(1, dtype=torch.uint8).expand(3, 8000, 8000)):
+        tracemalloc.start()
+        with pytest.raises(FmnistError, match=r"image 0: 8000x8000 = 64,000,000 pixels, more than the 50,000,000"):
+            model.predict(huge)
+        _, peak = tracemalloc.get_traced_memory()
+        tracemalloc.stop()
+        assert peak < 8_000_000, peak
     with pytest.raises(FmnistError, match="unknown device 'tpu'; choose auto, cuda, mps or cpu"):
         fmnist.load(trained.path, device="tpu")
     for bad in (0, 2.5, "3", True):  # a wrong type too is one line, not a TypeError from inside

@@ -270,6 +270,25 @@ def test_predict_takes_every_picture_by_content_and_skips_system_files(trained_r
     assert err.strip() == f"fmnist: error: no image files in {photos} (skipped 3 files: hidden or system file: 3)"
 
 
+def test_predict_keeps_each_file_on_one_line_and_names_a_folder_that_held_nothing(trained_run, tmp_path, capsys):
+    run_dir, _ = trained_run
+    _export_test_images(tmp_path / "photos", range(2))
+    (tmp_path / "photos" / "img00.png").rename(tmp_path / "photos" / "new\nline.png")
+    (tmp_path / "photos" / "img01.png").rename(tmp_path / "photos" / "t\u2028\x1b[31mred.png")
+    (tmp_path / "none").mkdir()
+    code, out, err = run(capsys, "predict", str(run_dir), str(tmp_path / "photos"), str(tmp_path / "none"))
+    lines = out.splitlines()
+    assert code == 0 and len(lines) == 2, out
+    assert lines[0].startswith(f"{tmp_path}/photos/new\\nline.png: ")
+    assert lines[1].startswith(f"{tmp_path}/photos/t\\u2028\\x1b[31mred.png: ")
+    assert err.strip() == f"fmnist: no image files in {tmp_path / 'none'}"
+    code, out, _ = run(capsys, "predict", str(run_dir), str(tmp_path / "photos"), "--json")
+    assert [json.loads(line)["path"] for line in out.splitlines()] == [
+        str(tmp_path / "photos" / "new\nline.png"),
+        str(tmp_path / "photos" / "t\u2028\x1b[31mred.png"),
+    ]
+
+
 @pytest.mark.slow
 def test_resume_of_a_finished_run_and_conflicting_flags(trained_run, capsys):
     run_dir, _ = trained_run
@@ -331,6 +350,10 @@ NO_SUCH_DEVICE = "tpu" if torch.cuda.is_available() else "cuda"
         (
             ["predict", "missing.pt", "x.png", "--save-inputs", "file.txt"],
             "save_inputs file.txt: exists and is not a directory",
+        ),
+        (
+            ["predict", "missing.pt", "x.png", "--explain", "file.txt/maps"],
+            "explain file.txt/maps: file.txt is a file, not a directory",
         ),
         (["data", "info", "--data-dir", "empty"], "empty"),
         (["train", "--ema-decay", "0.99", "--val-size", "0"], "ema_decay decides on the validation split"),

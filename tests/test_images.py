@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import os
 import struct
 import warnings
 import zlib
@@ -427,6 +428,18 @@ def test_directory(tmp_path):
     _load_fails(tmp_path, "directory")
 
 
+def test_each_path_that_is_no_file_says_what_it_is(tmp_path):
+    (tmp_path / "loop1").symlink_to("loop2")
+    (tmp_path / "loop2").symlink_to("loop1")
+    (tmp_path / "dangling").symlink_to("gone.png")
+    (tmp_path / "a.png").write_bytes(b"x")
+    os.mkfifo(tmp_path / "fifo")  # a read of it would block
+    _load_fails(tmp_path / "loop1", "too many levels of symbolic links")
+    _load_fails(tmp_path / "dangling", "no such file [(]a symbolic link to none[)]")
+    _load_fails(tmp_path / "a.png" / "b.png", "not a directory")
+    _load_fails(tmp_path / "fifo", "not a regular file")
+
+
 @pytest.mark.parametrize(("content", "says"), [(b"", "empty, not an image"), (b"hello, I am text\n", "not an image")])
 def test_not_an_image(tmp_path, content, says):
     path = tmp_path / "notes.png"
@@ -521,6 +534,11 @@ def _trouser_and_bag() -> list[np.ndarray]:
     [
         ("I;16", 0, 1023, 2.5),  # 10-bit data in a 16-bit PNG (cameras, scanners, microscopes)
         ("I;16", 64, 4095, 2.5),  # 12-bit, with a black level
+        # A dark 16-bit exposure whose levels happen to fit 10 or 12 bits: taken as such data (DATA_BITS) and so
+        # brightened, it must not read as light clipped at white.
+        ("I;16", 0, 1000, 2.5),
+        ("I;16", 100, 3000, 2.5),
+        ("I;16", 2000, 40000, 2.5),  # 16-bit data using part of its range
         ("I", 0, 4095, 2.5),  # 12-bit data in a 32-bit integer TIFF
         ("F", 0.0, 0.01, 2.5),  # a float image in 0..1 using a hundredth of it
         ("F", 0.2, 0.25, 2.5),  # ... or a twentieth, on an offset

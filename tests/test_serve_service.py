@@ -30,7 +30,7 @@ def body_of(data: bytes, content_type: str = "image/jpeg", **headers: str) -> Bo
         (name.replace("_", "-").encode(), value.encode()) for name, value in headers.items()
     ]
     scope = {"type": "http", "method": "POST", "path": "/predict", "headers": raw, "query_string": b""}
-    return Body(Request(scope, receive))
+    return Body(Request(scope, receive), Limits().body_timeout)
 
 
 @pytest.fixture(scope="module")

@@ -320,12 +320,12 @@ class Model:
         folder with no usable photos, `out` already holding a run, or missing data.
         """
         from fmnist.adapt import adapt, parent_checkpoint
-        from fmnist.config import AdaptRecipe, coerce
+        from fmnist.config import AdaptRecipe
 
         parent_checkpoint(self.path)  # an export: refused before any data is read
         if unknown := sorted(set(recipe) - {f.name for f in dataclasses.fields(AdaptRecipe)}):
             raise FmnistError(f"unknown adapt setting {', '.join(unknown)}; see fmnist.config.AdaptRecipe")
-        checked = AdaptRecipe(**{name: coerce(name, value, AdaptRecipe) for name, value in recipe.items()})
+        checked = AdaptRecipe(**recipe)  # each value checked and converted as on the command line
         run_dir = Path(out) if out is not None else new_run_path()
         dataset = data.load(str(data_dir) if data_dir else None)
         adapt(self.path, images, run_dir, checked, dataset=dataset, log=_say(progress))

@@ -371,6 +371,8 @@ class AdaptRecipe:
     seed: int = 0
 
     def __post_init__(self) -> None:
+        for f in dataclasses.fields(self):  # each field in its type (a numpy number, a TOML or command-line string)
+            object.__setattr__(self, f.name, coerce(f.name, getattr(self, f.name), AdaptRecipe))
         for name in ("epochs", "repeats"):
             if getattr(self, name) < 1:
                 raise FmnistError(f"{name} must be >= 1, got {getattr(self, name)}")

@@ -19,6 +19,7 @@ from __future__ import annotations
 import functools
 import glob
 import io
+import stat
 import warnings
 from collections import Counter
 from collections.abc import Callable, Iterator
@@ -248,12 +249,14 @@ def skipped_line(skipped: dict[str, int]) -> str | None:
 
 @dataclass
 class CollectedImages:
-    """The pictures `collect_images` found, in order, how many files it left out for each reason, and which files
-    it left out for a reason other than SKIP_HIDDEN (with that reason)."""
+    """The pictures `collect_images` found, in order, how many files it left out for each reason, which files
+    it left out for a reason other than SKIP_HIDDEN (with that reason), and the directories and globs that stood
+    for no picture at all (`empty`, as given)."""
 
     paths: list[Path] = field(default_factory=list)
     skipped: dict[str, int] = field(default_factory=dict)
     left_out: list[tuple[Path, str]] = field(default_factory=list)
+    empty: list[str] = field(default_factory=list)
 
     def skipped_summary(self) -> str | None:
         """skipped_line of `skipped`."""
@@ -270,12 +273,13 @@ def collect_images(arguments: list[str]) -> CollectedImages:
     system file (SYSTEM_FILES, AppleDouble "._*", any dot-file), not an image, a subdirectory or not a
     regular file. A file named directly is taken unless it is a system file or "._*": the user asked
     for it, so a non-image among them is reported by `load_image`, as is a path that does not exist
-    (also a glob matching nothing). Reading headers costs one small read per file. Raises FmnistError
-    when a directory cannot be listed.
+    (also a glob matching nothing). A directory or glob none of whose files is taken is named in `empty`.
+    Reading headers costs one small read per file. Raises FmnistError when a directory cannot be listed.
     """
     paths: list[Path] = []
     skipped: Counter[str] = Counter()
     left_out: list[tuple[Path, str]] = []
+    empty: list[str] = []
     for argument in arguments:
         path = Path(argument)
         if path.is_dir():
@@ -294,6 +298,7 @@ def collect_images(arguments: list[str]) -> CollectedImages:
             else:
                 paths.append(path)
             continue
+        before = len(paths)
         for member in members:
             reason = _skip_reason(member)
             if reason is None:
@@ -302,7 +307,9 @@ def collect_images(arguments: list[str]) -> CollectedImages:
             skipped[reason] += 1
             if reason != SKIP_HIDDEN:
                 left_out.append((member, reason))
-    return CollectedImages(paths, dict(skipped), left_out)
+        if len(paths) == before:
+            empty.append(argument)
+    return CollectedImages(paths, dict(skipped), left_out, empty)
 
 
 def _is_system_file(name: str) -> bool:
@@ -865,8 +872,11 @@ def picture_of(item: Picture, name: str = "image") -> Framed:
             raise FmnistError(f"{name}: image is truncated or corrupt ({_one_line(exc)})") from exc
         return frame_picture(item, name)
     if type(item).__module__.startswith("torch") and hasattr(item, "detach"):  # a tensor (torch may be unloaded)
+        channels_first = item.ndim == 3 and item.shape[0] in _ARRAY_MODES
+        if item.ndim in (2, 3):  # before a copy off the GPU
+            _check_pixels(name, *(item.shape[1:3] if channels_first else item.shape[:2]))
         pixels = item.detach().cpu()
-        if pixels.ndim == 3 and pixels.shape[0] in _ARRAY_MODES:
+        if channels_first:
             pixels = pixels.permute(1, 2, 0)  # [C, H, W] -> [H, W, C]
         return frame_picture(_image_of_array(pixels.numpy(), name), name)
     if isinstance(item, np.ndarray):
@@ -880,6 +890,8 @@ def _image_of_array(pixels: np.ndarray, name: str) -> Image.Image:
             f"{name}: {pixels.dtype} pixels; give uint8 values 0-255 (a float image in [0, 1]: (x * 255).round() "
             "as uint8)"
         )
+    if pixels.ndim in (2, 3):
+        _check_pixels(name, *pixels.shape[:2])  # before the copy Pillow makes of them
     if pixels.ndim == 3 and pixels.shape[2] == 1:  # [H, W, 1]: one channel, grey
         pixels = pixels[..., 0]
     if pixels.ndim == 3 and pixels.shape[2] in _ARRAY_MODES:
@@ -1088,12 +1100,8 @@ def _decode(source: Path | bytes, name: str) -> Image.Image:
         if not source:
             raise FmnistError(f"{name}: empty, not an image")
         opened = io.BytesIO(source)
-    elif not source.exists():
-        raise FmnistError(f"{name}: no such file")
-    elif source.is_dir():
-        raise FmnistError(f"{name}: is a directory, not an image")
-    elif source.stat().st_size == 0:
-        raise FmnistError(f"{name}: empty, not an image")
+    else:
+        _check_file(source, name)
     try:
         with warnings.catch_warnings():
             # Pillow warns about large images at open; MAX_PIXELS below is our own, stricter limit.
@@ -1114,6 +1122,24 @@ def _decode(source: Path | bytes, name: str) -> Image.Image:
         raise FmnistError(f"{name}: image is truncated or corrupt ({_one_line(exc)})") from exc
 
 
+def _check_file(path: Path, name: str) -> None:
+    """FmnistError unless `path` is a file with something in it, saying why: no such file (or a link to none), a
+    loop of symbolic links, a file where a folder should be, a directory, a FIFO or device, an empty file."""
+    try:
+        status = path.stat()
+    except FileNotFoundError:
+        link = " (a symbolic link to none)" if path.is_symlink() else ""
+        raise FmnistError(f"{name}: no such file{link}") from None
+    except OSError as e:  # ELOOP, ENOTDIR ("a.png/b"), ENAMETOOLONG: the system's own words
+        raise FmnistError(f"{name}: {(e.strerror or str(e)).lower()}") from None
+    if stat.S_ISDIR(status.st_mode):
+        raise FmnistError(f"{name}: is a directory, not an image")
+    if not stat.S_ISREG(status.st_mode):  # a FIFO or a device would block the read, or never end it
+        raise FmnistError(f"{name}: not a regular file, not an image")
+    if status.st_size == 0:
+        raise FmnistError(f"{name}: empty, not an image")
+
+
 def _reduce(image: Image.Image) -> None:
     """Have a JPEG decode at 1/2, 1/4 or 1/8 scale (Pillow's `draft`, libjpeg's DCT scaling) when its longer
     side stays at least DECODE_SIDE: less memory and time, and the same 28x28 result. Other formats: no-op."""
@@ -1126,15 +1152,20 @@ def _reduce(image: Image.Image) -> None:
 
 def _check_size(name: str, image: Image.Image) -> None:
     # The size comes from the header (reduced by _reduce), so this runs before any pixel is decoded.
-    width, height = image.size
+    jpeg = image.format in ("JPEG", "MPO")
+    hint = " even at 1/8 scale" if jpeg else ""
+    advice = "" if jpeg else ", or save it as JPEG, which is decoded at reduced size"
+    _check_pixels(name, image.height, image.width, "image decodes to ", hint, advice)
+
+
+def _check_pixels(name: str, height: int, width: int, what: str = "", hint: str = "", advice: str = "") -> None:
+    """FmnistError for a picture of no pixels or of more than MAX_PIXELS (an array's or a decoded file's)."""
     if width == 0 or height == 0:
         raise FmnistError(f"{name}: an empty picture ({width}x{height} pixels)")
     if width * height > MAX_PIXELS:
-        jpeg = image.format in ("JPEG", "MPO")
         raise FmnistError(
-            f"{name}: image decodes to {width}x{height} = {width * height:,} pixels"
-            f"{' even at 1/8 scale' if jpeg else ''}, more than the {MAX_PIXELS:,} allowed; scale it down"
-            + ("" if jpeg else ", or save it as JPEG, which is decoded at reduced size")
+            f"{name}: {what}{width}x{height} = {width * height:,} pixels{hint}, more than the {MAX_PIXELS:,} "
+            f"allowed; scale it down{advice}"
         )
 
 

@@ -241,6 +241,11 @@ class PredictOptions:
             folder = getattr(self, name)
             if folder is not None and folder.exists() and not folder.is_dir():
                 raise FmnistError(f"{name} {folder}: exists and is not a directory")
+            # The nearest existing folder above it must be a directory, or the first write fails after the model has
+            # loaded and the first batch has been framed.
+            above = next((p for p in (folder.parents if folder is not None else ()) if p.exists()), None)
+            if above is not None and not above.is_dir():
+                raise FmnistError(f"{name} {folder}: {above} is a file, not a directory")
         if (
             self.save_inputs is not None
             and self.explain is not None

@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from fmnist.cli.common import BARE_STATE_DICT, OOD_THRESHOLD_DEFAULT, Parser, Subcommands, say_layout
-from fmnist.errors import FmnistError, plain
+from fmnist.errors import FmnistError, plain, printable
 
 if TYPE_CHECKING:
     import numpy as np
@@ -79,6 +79,8 @@ def cmd_predict(args: argparse.Namespace) -> int:
         raise FmnistError(f"no image files in {', '.join(args.images)}" + (f" ({skipped})" if skipped else ""))
     if skipped:
         print(f"fmnist: {skipped}", file=sys.stderr)
+    for argument in found.empty:  # among others that do hold pictures: a mistyped folder or glob
+        print(f"fmnist: no image files in {printable(argument)}", file=sys.stderr)
     predictor = load_predictor(args.checkpoint, args.device, args.tta)
     say_layout(args.checkpoint, predictor.describe().get("layout"))
     explain = None
@@ -108,13 +110,15 @@ def uses_torch(args: argparse.Namespace) -> bool:
 
 def predict_line(result: FilePrediction, as_json: bool) -> str:
     path = str(result.path)
+    shown = printable(path)  # one line per file, whatever its name holds (JSON escapes it itself)
     if result.answer is None:
-        error = plain(result.error or "").removeprefix(f"{path}: ")  # load_image's messages name the file already
-        return json.dumps({"path": path, "error": error}) if as_json else f"{path}: error: {error}"
+        # load_image's messages name the file already, made one line by plain()
+        error = plain(result.error or "").removeprefix(f"{plain(path)}: ")
+        return json.dumps({"path": path, "error": error}) if as_json else f"{shown}: error: {error}"
     if not as_json:
-        written = [f"view {result.saved_input}"] if result.saved_input is not None else []
-        written += [f"heatmap {result.explanation}"] if result.explanation is not None else []
-        return f"{path}: {result.answer}" + (f" ({'; '.join(written)})" if written else "")
+        written = [f"view {printable(str(result.saved_input))}"] if result.saved_input is not None else []
+        written += [f"heatmap {printable(str(result.explanation))}"] if result.explanation is not None else []
+        return f"{shown}: {result.answer}" + (f" ({'; '.join(written)})" if written else "")
     row = {"path": path, **result.answer.as_dict()}
     if result.saved_input is not None:
         row["input"] = str(result.saved_input)

@@ -79,7 +79,7 @@ class Body:
     `timeout` seconds is answered 408 (as nginx's client_body_timeout), so that a stalled upload cannot hold its place
     among the requests in progress (Limits.max_queue) for ever."""
 
-    def __init__(self, request: Request, timeout: float = 30.0):
+    def __init__(self, request: Request, timeout: float):
         self.request, self.timeout = request, timeout
         self.complete = False  # the last chunk (or the client's disconnect) has been received
         self.started = False
