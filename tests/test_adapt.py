@@ -1,3 +1,4 @@
+import dataclasses
 import json
 import re
 import shutil
@@ -97,6 +98,16 @@ def test_refit_fits_nothing_below_its_minimum_and_learns_only_photos_it_rejects(
     assert (refitted.references["border_fit"].min() == pytest.approx(0.5)) == joined
     assert ("learns only Fashion-MNIST photos" in text) != joined
     assert ("keeps 100% of your held-out photos as it is" in text) == (kept_enough == 0.0)
+
+
+def test_the_refitted_detector_draws_the_parents_reference_photos(parent, tmp_path, few_references, monkeypatch):
+    root = tmp_path / "photos"
+    labelled_folder(root, per_class=6)
+    seeds = []
+    drawn = trust.reference_photos
+    monkeypatch.setattr(trust, "reference_photos", lambda *a, **k: seeds.append(a[2]) or drawn(*a, **k))
+    adapt.adapt(parent, root, tmp_path / "adapted", dataclasses.replace(SMALL, seed=7), log=lambda _: None)
+    assert seeds == [checkpoint.load_model(RunDir(parent).chosen_checkpoint(), "cpu")[1].seed]
 
 
 @pytest.mark.slow

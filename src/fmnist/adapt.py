@@ -312,7 +312,10 @@ def adapt(
     fashion_x, fashion_y = _fashion_check(dataset, parent_cfg)
     mix = choose_mix(result.model, parent_model.state_dict(), run, (held_x, held_y), (fashion_x, fashion_y), recipe)
     fashion_train = _fashion_training(dataset, parent_cfg)
-    refitted, notes = trust.refit(trust.model_logits(result.model), held, held_y, fashion_x, fashion_train, recipe.seed)
+    # The parent's draw of reference photos (its run's seed), not the recipe's: a detector refitted on another draw
+    # moves the share of non-garments rejected by several points with nothing learned.
+    logits_of = trust.model_logits(result.model)
+    refitted, notes = trust.refit(logits_of, held, held_y, fashion_x, fashion_train, parent_cfg.seed)
     trust.store(refitted, run.chosen_checkpoint())
     for note in notes:
         say(note)

@@ -380,7 +380,8 @@ def refit(
 
     The temperature is fitted on the user's held-out `photos` (labels [N]) when there are at least
     MIN_TEMPERATURE_IMAGES. The detector is fitted as `fit` fits it, on the REFERENCE_PHOTOS garment photos
-    rendered from the parent's validation images `val_x` and on its `training` images; when it keeps fewer than
+    rendered from the parent's validation images `val_x` (drawn with `seed`: the parent run's, for the parent's own
+    references) and on its `training` images; when it keeps fewer than
     KEPT_ENOUGH of the user's photos and there are at least MIN_DETECTOR_PHOTOS of them, it is fitted again with
     them joined to its references, so that both kinds count as garments.
     """
