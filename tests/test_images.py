@@ -13,6 +13,7 @@ import pytest
 import torch
 from PIL import Image, ImageDraw, features
 from scipy import ndimage
+from support import garment_mask
 
 from fmnist import images
 from fmnist.errors import FmnistError
@@ -98,6 +99,36 @@ def test_tinted_background_and_coloured_object(tmp_path):
     out = load_image(path)
     _assert_framed_like_fashion_mnist(out)
     assert _mad(out) < 8
+
+
+@pytest.mark.parametrize("width", [2, 3])
+def test_a_hangers_hook_and_wire_do_not_set_the_box(tmp_path, width):
+    # A shirt (312 pixels tall) hangs from a hook above it by a wire along its shoulders, both 2-3 pixels wide: under
+    # a pixel of the view (11 pixels). Framed with them, the shirt shrank by a sixth to make room for the hook.
+    mask = np.asarray(garment_mask("shirt", (400, 480)), np.float32)[..., None] / 255
+    photo = np.float32([236, 233, 228]) * (1 - mask) + np.float32([40, 42, 55]) * mask
+    photo += np.random.default_rng(0).normal(0, 3, photo.shape)  # a camera's noise
+    _save(photo, tmp_path / "flat.jpg", quality=90)
+    hung = Image.fromarray(np.clip(np.rint(photo), 0, 255).astype(np.uint8), "RGB")
+    draw = ImageDraw.Draw(hung)
+    draw.arc((180, 30, 220, 70), 180, 90, fill=(90, 80, 60), width=width)  # the hook
+    draw.line([(200, 70), (200, 80), (110, 100), (290, 100), (200, 80)], fill=(90, 80, 60), width=width)
+    hung.save(tmp_path / "hung.jpg", quality=90)
+    out = load_image(tmp_path / "hung.jpg")
+    assert _mad(out, load_image(tmp_path / "flat.jpg").numpy()) < 6
+    _assert_framed_like_fashion_mnist(out)
+
+
+def test_a_drawing_of_thin_strokes_keeps_its_strokes(tmp_path):
+    # Strokes thinner than a pixel of the view are all there is: the opening would take out nearly everything.
+    page = Image.new("L", (400, 400), 255)
+    ImageDraw.Draw(page).ellipse((60, 60, 340, 340), outline=0, width=3)
+    ink = 1 - np.asarray(page, np.float32)[..., None] / 255
+    light = np.linspace(205, 245, 400, dtype=np.float32)[None, :, None] * np.float32([1.0, 0.97, 0.92])  # uneven
+    photo = light * (1 - ink) + 30 * ink + np.random.default_rng(0).normal(0, 3, (400, 400, 3))  # photographed
+    _save(photo, tmp_path / "ring.jpg", quality=90)
+    out = load_image(tmp_path / "ring.jpg").numpy()
+    assert out[14, 14] < 40 and out[:, :4].max() > 100 and out[:4].max() > 100  # a ring, as it was drawn
 
 
 def test_sensor_noise_and_strong_jpeg(tmp_path):

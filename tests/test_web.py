@@ -82,7 +82,7 @@ def decoded(data_: bytes) -> Image.Image:
 @pytest.mark.parametrize(
     ("script", "module", "count"),
     [
-        ("framing.js", images, 56),
+        ("framing.js", images, 58),
         ("segmentation.js", segmentation, 19),
         ("shadows.js", shadows, 8),
         ("shading.js", shading, 19),

@@ -223,6 +223,15 @@ CAPTION_HEIGHT = 0.2
 CAPTION_PIECES = 3
 CAPTION_GAP = 3  # empty rows at least (a shoe's thin sole close under it is no caption)
 
+# A part of the object thinner than THIN_PART of its box's longer side (a pixel of the 28x28 view) that sticks out of
+# the rest by more than that does not set the box: a hanger's hook and wire, a price tag's string, a thin shadow line.
+# It would show in the view as a line a pixel wide at most, and the garment shrank to make room for it. Taken out by a
+# morphological opening (a square about THIN_PART wide); not when that would take out THIN_KEEP of the object or more
+# (a drawing made of strokes). Chosen between half a pixel and a pixel on benchmarks/surfaces.py and benchmarks/ood.py
+# (docs/PREDICT.md, "Thin parts").
+THIN_PART = 1 / SIDE
+THIN_KEEP = 0.5
+
 _ALPHA_MODES = ("LA", "PA", "RGBA", "RGBa")
 
 # Files that file managers hide and copy along with photos, none of them a picture: macOS Finder's
@@ -953,7 +962,7 @@ def frame_with_cues(
             contrast = lifted
             smooth = _smooth(contrast)
             mask = _standing_out(contrast, smooth, threshold)
-    judged, mask = mask, _without_caption(mask)
+    judged, mask = mask, _without_thin_parts(_without_caption(mask))
     box = _object_box(mask)
     empty = np.zeros((SIDE, SIDE), dtype=np.uint8), Cues(border_fit, noise, 0.0, 0.0, 0.0, textured)
     if box is None:
@@ -1031,6 +1040,41 @@ def _without_caption(mask: np.ndarray) -> np.ndarray:
             for first, last in ends[:run]:
                 kept[first:last] = False
     return kept
+
+
+def _without_thin_parts(mask: np.ndarray) -> np.ndarray:
+    """bool [H, W] `mask` cut to the box of what survives its opening (an erosion, then a dilation) by a square of
+    side 2r+1, r = floor(THIN_PART x the longer side of its box / 2), outside the box counted as background: a part
+    thinner than the square that sticks out (see THIN_PART) is cut off; each side of the box moves only when the
+    opening moves it by more than 2r (about a pixel of the view: a ragged rim or a narrowing tip is no such part).
+    `mask` as it is when r < 1, or when the opening keeps less than THIN_KEEP of its pixels."""
+    box = _object_box(mask)
+    if box is None:
+        return mask
+    top, bottom, left, right = box
+    reach = int(max(bottom - top, right - left) * THIN_PART / 2)
+    if reach < 1:
+        return mask
+    inside = mask[top:bottom, left:right]
+    opened = inside
+    for operation in (ndimage.minimum_filter1d, ndimage.maximum_filter1d):
+        for axis in (0, 1):
+            opened = operation(opened, 2 * reach + 1, axis=axis, mode="constant", cval=False)
+    if opened.sum() < THIN_KEEP * inside.sum():
+        return mask
+    core = _object_box(opened)
+    if core is None:
+        return mask
+    # Each side moves in to what the opening keeps only when it moves by more than 2r (about a pixel of the view): a
+    # ragged rim or a sleeve's narrowing tip is no part sticking out.
+    found = (0, bottom - top, 0, right - left)
+    sides = [kept if abs(kept - side) > 2 * reach else side for kept, side in zip(core, found, strict=True)]
+    if sides == list(found):
+        return mask
+    cut = np.zeros_like(mask)
+    rows, cols = slice(top + sides[0], top + sides[1]), slice(left + sides[2], left + sides[3])
+    cut[rows, cols] = mask[rows, cols]
+    return cut
 
 
 def on_texture(border_fit: float, noise: float, pieces: int) -> bool:

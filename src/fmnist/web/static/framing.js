@@ -46,6 +46,8 @@
     CAPTION_HEIGHT: 0.2,
     CAPTION_PIECES: 3,
     CAPTION_GAP: 3,
+    THIN_PART: 1 / 28,
+    THIN_KEEP: 0.5,
     SURFACE_NOISE: 6.0,
     SURFACE_FIT: 0.8,
     SURFACE_MIN_NOISE: 1.0,
@@ -878,7 +880,7 @@
       }
     }
     const judged = mask; // the cues judge what was found, its caption too; the view is the object's
-    mask = withoutCaption(mask, w, h);
+    mask = withoutThinParts(withoutCaption(mask, w, h), w, h);
     const box = objectBox(mask, w, h);
     const empty = { image: new Uint8Array(SIDE * SIDE), cues: cuesOf(borderFit, noise, 0, 0, 0, textured) };
     if (!box) return empty;
@@ -910,6 +912,51 @@
       [gray, smooth] = [lifted, smoothed(lifted, w, h)];
     }
     return { gray, smooth };
+  }
+
+  // The mask cut to the box of what survives its opening (an erosion, then a dilation) by a square of side 2r+1,
+  // r = floor(THIN_PART x its box's longer side / 2), outside the box counted as background; each side of the box moves
+  // only when the opening moves it by more than 2r; the mask as it is when r < 1 or when the opening keeps less than
+  // THIN_KEEP of its pixels (_without_thin_parts).
+  function withoutThinParts(mask, w, h) {
+    const box = objectBox(mask, w, h);
+    if (!box) return mask;
+    const [top, bottom, left, right] = box;
+    const reach = Math.floor((Math.max(bottom - top, right - left) * C.THIN_PART) / 2);
+    if (reach < 1) return mask;
+    const bw = right - left, bh = bottom - top;
+    let opened = Uint8Array.from(cropOf(mask, w, box));
+    const before = opened.reduce((a, v) => a + v, 0);
+    // Each pass: the minimum (erosion) or maximum (dilation) over 2r+1 pixels along one axis, zero beyond the box.
+    const pass = (values, keep, alongRows) => {
+      const out = new Uint8Array(values.length);
+      const [n, m] = alongRows ? [bh, bw] : [bw, bh]; // n lines of m pixels
+      for (let line = 0; line < n; line++) {
+        for (let i = 0; i < m; i++) {
+          let v = keep === "min" ? 1 : 0;
+          for (let j = i - reach; j <= i + reach; j++) {
+            const inside = j >= 0 && j < m ? values[alongRows ? line * bw + j : j * bw + line] : 0;
+            v = keep === "min" ? Math.min(v, inside) : Math.max(v, inside);
+          }
+          out[alongRows ? line * bw + i : i * bw + line] = v;
+        }
+      }
+      return out;
+    };
+    for (const keep of ["min", "max"]) for (const alongRows of [false, true]) opened = pass(opened, keep, alongRows);
+    const after = opened.reduce((a, v) => a + v, 0);
+    if (after < C.THIN_KEEP * before) return mask;
+    const core = objectBox(opened, bw, bh);
+    if (!core) return mask;
+    // Each side moves in only when the opening moves it by more than 2r: a ragged rim or a narrowing tip is no part.
+    const found = [0, bh, 0, bw];
+    const sides = core.map((kept, i) => (Math.abs(kept - found[i]) > 2 * reach ? kept : found[i]));
+    if (sides.every((v, i) => v === found[i])) return mask;
+    const cut = new Uint8Array(mask.length);
+    for (let y = top + sides[0]; y < top + sides[1]; y++) {
+      for (let x = left + sides[2]; x < left + sides[3]; x++) cut[y * w + x] = mask[y * w + x];
+    }
+    return cut;
   }
 
   // The mask without its lines of caption (_without_caption): the bands of rows holding something at its bottom (then
