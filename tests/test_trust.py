@@ -33,7 +33,7 @@ def test_fit_keeps_garment_photos_and_rejects_clutter(tmp_path, validation, trai
     torch.manual_seed(0)  # the untrained weights, and so the energies, are the same in every run
     path = tiny_checkpoint(tmp_path / "m.pt")
     model, _, _ = checkpoint.load_model(path)
-    fitted = trust.fit(trust.model_logits(model), val_x, val_y, training, seed=0, photos=40)
+    fitted = trust.fit(trust.model_logits(model), val_x, val_y, training, seed=0, photos=60)
     assert fitted.temperature is not None and set(fitted.references) == set(trust.CUES)
     assert fitted.threshold == 0.015  # 1 - KEEP as written, not 1 - 0.985 = 0.015000000000000013
     other = trust.fit(trust.model_logits(model), val_x, val_y, training, photos=40, cues=("energy", "span", "fill"))
@@ -42,10 +42,10 @@ def test_fit_keeps_garment_photos_and_rejects_clutter(tmp_path, validation, trai
     fresh = [load_picture(p.data) for p in render_set(val_x, 20, seed=9)]  # not the reference renders
     logits = trust.model_logits(model)(torch.stack([f.image for f in fresh]))
     kept = trust.judge(fitted, logits, torch.stack([f.image for f in fresh]), [f.cues for f in fresh])
-    assert kept.garment.mean() >= 0.75  # about 98 % expected; 20 photos against 40 references leave room
+    assert kept.garment.mean() >= 0.75  # about 98 % expected; 20 photos against 60 references leave room
     clutter = [load_picture(mosaic(seed=s)) for s in range(3)]
     views = torch.stack([c.image for c in clutter])
-    # 40 references score nothing below 1 / 41, above the threshold (the real fit has 400): the clutter scores
+    # 60 references score nothing below 1 / 61, above the threshold (the real fit has 400): the clutter scores
     # below every fresh garment photo, so a threshold between them keeps those and rejects it.
     verdict = trust.judge(fitted, trust.model_logits(model)(views), views, [c.cues for c in clutter])
     assert verdict.scores is not None and kept.scores is not None

@@ -82,7 +82,7 @@ def decoded(data_: bytes) -> Image.Image:
 @pytest.mark.parametrize(
     ("script", "module", "count"),
     [
-        ("framing.js", images, 58),
+        ("framing.js", images, 60),
         ("segmentation.js", segmentation, 19),
         ("shadows.js", shadows, 8),
         ("shading.js", shading, 19),
@@ -123,6 +123,8 @@ def framing_pictures() -> list[Image.Image]:
     for seed, kind in ((0, "wood"), (2, "cloth")):
         pictures.append(decoded(surfaces.render(np.asarray(sneaker), kind, np.random.default_rng(seed))))
     pictures.append(pictures[-1].convert("L"))
+    for facing in (np.asarray(sneaker), np.asarray(sneaker)[:, ::-1]):  # one of them mirrored to face left
+        pictures.append(decoded(render(np.ascontiguousarray(facing), "studio", np.random.default_rng(5))[0]))
     # A navy shoe on grass: darker than the lawn by less than its noise, found by its colour and texture alone.
     lawn = np.asarray(Image.fromarray(sk.grass()).convert("RGB").resize((300, 300)), np.float32) * (0.6, 1.0, 0.5)
     alpha = np.asarray(sneaker.resize((220, 220)).crop((-40, -40, 260, 260)), np.float32)[..., None] / 220

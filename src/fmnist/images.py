@@ -232,6 +232,18 @@ CAPTION_GAP = 3  # empty rows at least (a shoe's thin sole close under it is no 
 THIN_PART = 1 / SIDE
 THIN_KEEP = 0.5
 
+# Fashion-MNIST's shoes face left: the shaft, the collar or the heel strap, the high part of the shoe, is on the right.
+# The facing offset, the intensity centroid of the top half of the object's rows in box widths from its middle, is
+# +0.09 or more for 95 % of the sneakers among the first 50,000 training images, +0.17 or more for 95 % of the ankle
+# boots, and within 0.04 of 0 for 95 % of the garments that have no facing (`benchmarks/facing.py`). A photo's view
+# whose offset is -FACING or less shows a shoe facing right, and is mirrored: the model reads ankle boots facing right
+# as ankle boots 0 % of the time, sneakers and sandals about 40 %. At FACING = 0.1 the training images of every class
+# but sandals are mirrored 0.3 % of the time or less, sandals 3.3 %. A garment with no facing is read nearly as well
+# mirrored (the validation images: 0-5 points less), so nothing else is asked of a view: a test of the box's shape (a
+# shoe is wider than tall) would leave facing right the 4-10 % of ankle boots that are taller than wide.
+FACING = 0.1
+FACING_LEVEL = 25  # a view's pixels above it are the object's, for its box (a tenth of the range)
+
 _ALPHA_MODES = ("LA", "PA", "RGBA", "RGBa")
 
 # Files that file managers hide and copy along with photos, none of them a picture: macOS Finder's
@@ -986,7 +998,23 @@ def frame_with_cues(
     strongest = float(framed.max())
     if 0 < strongest < FULL_PEAK:
         framed = framed * (255 / strongest)
-    return np.clip(np.rint(framed), 0, 255).astype(np.uint8), cues
+    return _facing_left(np.clip(np.rint(framed), 0, 255).astype(np.uint8)), cues
+
+
+def _facing_left(view: np.ndarray) -> np.ndarray:
+    """The uint8 [28, 28] `view` mirrored, its box kept where it was, when it shows a shoe facing right (see FACING);
+    else `view` itself."""
+    rows, cols = np.flatnonzero((view > FACING_LEVEL).any(1)), np.flatnonzero((view > FACING_LEVEL).any(0))
+    if rows.size == 0:
+        return view
+    top, left, right = int(rows[0]), int(cols[0]), int(cols[-1]) + 1
+    upper = view[top : (top + int(rows[-1]) + 1) // 2, left:right].astype(np.float64).sum(0)
+    if upper.sum() <= 0:
+        return view
+    offset = float((upper * (np.arange(right - left) + 0.5)).sum() / upper.sum()) / (right - left) - 0.5
+    if offset > -FACING:
+        return view
+    return np.roll(view[:, ::-1], left - (SIDE - right), axis=1)
 
 
 def _without_light_edges(

@@ -48,6 +48,8 @@
     CAPTION_GAP: 3,
     THIN_PART: 1 / 28,
     THIN_KEEP: 0.5,
+    FACING: 0.1,
+    FACING_LEVEL: 25,
     SURFACE_NOISE: 6.0,
     SURFACE_FIT: 0.8,
     SURFACE_MIN_NOISE: 1.0,
@@ -898,7 +900,34 @@
     const strongest = maxOf(framed);
     if (strongest > 0 && strongest < C.FULL_PEAK) framed = framed.map((v) => f32(v * f32(255 / strongest)));
     const image = Uint8Array.from(framed, (v) => Math.min(255, Math.max(0, rint(v))));
-    return { image, cues };
+    return { image: facingLeft(image), cues };
+  }
+
+  // The 28x28 view mirrored, its box kept where it was, when its top half's intensity centroid lies FACING of the box's
+  // width or more left of its middle: a shoe facing right, where Fashion-MNIST's face left (_facing_left).
+  function facingLeft(view) {
+    let top = SIDE, bottom = -1, left = SIDE, right = -1;
+    for (let y = 0; y < SIDE; y++) {
+      for (let x = 0; x < SIDE; x++) {
+        if (view[y * SIDE + x] <= C.FACING_LEVEL) continue;
+        [top, bottom, left, right] = [Math.min(top, y), Math.max(bottom, y), Math.min(left, x), Math.max(right, x)];
+      }
+    }
+    if (bottom < 0) return view;
+    right += 1;
+    let mass = 0, moment = 0;
+    for (let y = top; y < Math.floor((top + bottom + 1) / 2); y++) {
+      for (let x = left; x < right; x++) {
+        mass += view[y * SIDE + x];
+        moment += view[y * SIDE + x] * (x - left + 0.5);
+      }
+    }
+    if (mass <= 0 || moment / mass / (right - left) - 0.5 > -C.FACING) return view;
+    const shift = left - (SIDE - right), out = new Uint8Array(view.length);
+    for (let y = 0; y < SIDE; y++) {
+      for (let x = 0; x < SIDE; x++) out[y * SIDE + ((SIDE - 1 - x + shift + SIDE) % SIDE)] = view[y * SIDE + x];
+    }
+    return out;
   }
 
   // `gray` with up to shading's EDGES straight edges of light taken out, one after the other, and its box mean
