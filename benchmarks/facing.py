@@ -30,18 +30,6 @@ from fmnist.testing import photos
 NEVER = 1.0  # an offset is within [-0.5, 0.5]: nothing is mirrored
 
 
-def offsets(views: np.ndarray) -> np.ndarray:
-    """The facing offset of each uint8 [N, 28, 28] view (images._facing_left's statistic)."""
-    out = np.zeros(len(views))
-    for i, view in enumerate(views):
-        rows = np.flatnonzero((view > images.FACING_LEVEL).any(1))
-        cols = np.flatnonzero((view > images.FACING_LEVEL).any(0))
-        top, left, right = rows[0], cols[0], cols[-1] + 1
-        upper = view[top : (top + rows[-1] + 1) // 2, left:right].astype(np.float64).sum(0)
-        out[i] = (upper * (np.arange(right - left) + 0.5)).sum() / upper.sum() / (right - left) - 0.5
-    return out
-
-
 def scored(predictor: TorchPredictor, files: list[bytes], labels: np.ndarray, facing: float) -> tuple[float, float]:
     images.FACING = facing
     framed = [images.load_picture(f) for f in files]
@@ -63,7 +51,7 @@ def main() -> None:
     predictor = TorchPredictor(args.run)
     dataset = data.load()
     train, train_labels = dataset.train_images[:50_000].numpy(), dataset.train_labels[:50_000].numpy()
-    found = offsets(train)
+    found = np.array([images.facing_offset(view) for view in train])
     print(f"facing offset of the first 50,000 training images; mirrored at FACING = {deployed}:\n")
     print("| class | 5 % | median | 95 % | mirrored |\n|---|---|---|---|---|")
     statistics = {}
