@@ -339,13 +339,15 @@ def test_adapt_mistakes_are_one_line(args, message, synthetic_data, tmp_path, mo
 
 
 def test_a_recipe_takes_each_value_in_its_type_or_says_which_is_wrong():
-    recipe = adapt.Recipe(epochs=np.int64(3), lr="1e-3", augment="translate, flip", distill="no")  # type: ignore[arg-type]
+    recipe = adapt.Recipe(epochs=np.int64(3), lr="1e-3", augment="translate, flip", distill=np.False_)  # type: ignore[arg-type]
     assert (recipe.epochs, recipe.lr, recipe.augment, recipe.distill) == (3, 1e-3, ("translate", "flip"), False)
     assert type(recipe.epochs) is int and type(recipe.lr) is float
     for bad, says in (
         ({"lr": "fast"}, "lr: expected a number, got 'fast'"),
         ({"epochs": "5.5"}, "epochs: expected an integer, got '5.5'"),
         ({"freeze": None}, "freeze: expected an integer, got None"),
+        ({"epochs": np.float32(2.5)}, "epochs: expected an integer, got"),  # not 2
+        ({"repeats": np.True_}, "repeats: expected an integer, got"),
         ({"augment": "fl1p"}, "unknown augmentation 'fl1p'"),
     ):
         with pytest.raises(FmnistError, match=re.escape(says)):

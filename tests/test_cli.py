@@ -272,18 +272,21 @@ def test_predict_takes_every_picture_by_content_and_skips_system_files(trained_r
 
 def test_predict_keeps_each_file_on_one_line_and_names_a_folder_that_held_nothing(trained_run, tmp_path, capsys):
     run_dir, _ = trained_run
-    _export_test_images(tmp_path / "photos", range(2))
-    (tmp_path / "photos" / "img00.png").rename(tmp_path / "photos" / "new\nline.png")
-    (tmp_path / "photos" / "img01.png").rename(tmp_path / "photos" / "t\u2028\x1b[31mred.png")
+    _export_test_images(tmp_path / "photos", range(3))
+    (tmp_path / "photos" / "img00.png").rename(tmp_path / "photos" / "a\\nb.png")  # a backslash and an n
+    (tmp_path / "photos" / "img01.png").rename(tmp_path / "photos" / "new\nline.png")
+    (tmp_path / "photos" / "img02.png").rename(tmp_path / "photos" / "t\u2028\x1b[31mred.png")
     (tmp_path / "none").mkdir()
     code, out, err = run(capsys, "predict", str(run_dir), str(tmp_path / "photos"), str(tmp_path / "none"))
     lines = out.splitlines()
-    assert code == 0 and len(lines) == 2, out
-    assert lines[0].startswith(f"{tmp_path}/photos/new\\nline.png: ")
-    assert lines[1].startswith(f"{tmp_path}/photos/t\\u2028\\x1b[31mred.png: ")
+    assert code == 0 and len(lines) == 3, out
+    assert lines[0].startswith(f"{tmp_path}/photos/a\\\\nb.png: ")
+    assert lines[1].startswith(f"{tmp_path}/photos/new\\nline.png: ")
+    assert lines[2].startswith(f"{tmp_path}/photos/t\\u2028\\x1b[31mred.png: ")
     assert err.strip() == f"fmnist: no image files in {tmp_path / 'none'}"
     code, out, _ = run(capsys, "predict", str(run_dir), str(tmp_path / "photos"), "--json")
     assert [json.loads(line)["path"] for line in out.splitlines()] == [
+        str(tmp_path / "photos" / "a\\nb.png"),
         str(tmp_path / "photos" / "new\nline.png"),
         str(tmp_path / "photos" / "t\u2028\x1b[31mred.png"),
     ]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import numbers
 import sys
 import typing
 from dataclasses import dataclass, field
@@ -258,15 +259,17 @@ def coerce(name: str, value: Any, of: type = Config) -> Any:
 
 
 def _scalar(kind: type, value: Any) -> Any:
+    boolean = isinstance(value, bool) or getattr(getattr(value, "dtype", None), "kind", "") == "b"  # or numpy's
     if kind is bool:
-        if isinstance(value, bool):
-            return value
+        if boolean:
+            return bool(value)
         if isinstance(value, str) and value.lower() in ("true", "false", "1", "0", "yes", "no"):
             return value.lower() in ("true", "1", "yes")
         raise ValueError
-    if kind is int and (isinstance(value, bool) or isinstance(value, float)):
+    # A whole number only: 2.5 or numpy's float32(2.5) is not 2, and True is not 1.
+    if kind is int and (boolean or (isinstance(value, numbers.Number) and not isinstance(value, numbers.Integral))):
         raise ValueError
-    if kind is float and isinstance(value, bool):
+    if kind is float and boolean:
         raise ValueError
     if kind is str and not isinstance(value, str):
         raise ValueError

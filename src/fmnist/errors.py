@@ -27,14 +27,16 @@ def plain(message: str) -> str:
 
 
 # What splits or recolours a line of text: the C0 and C1 control characters (newline and tab included), DEL, and
-# Unicode's line and paragraph separators (str.splitlines breaks at each).
-_UNPRINTABLE = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029]")
+# Unicode's line and paragraph separators (str.splitlines breaks at each); and the backslash, so that a name with a
+# backslash and an "n" in it is not read as one with a newline.
+_UNPRINTABLE = re.compile(r"[\\\x00-\x1f\x7f-\x9f\u2028\u2029]")
 
 
 def printable(text: str) -> str:
-    """`text` (a file name, say) with each character that would split or recolour its line written as Python writes
-    it in a string literal ("\\n", "\\t", "\\x1b", "\\u2028"); everything else, accents included, as it is. For
-    plain-text output with one line per item, where the name must stay whole and recognisable."""
+    """`text` (a file name, say) with each character that would split or recolour its line, and the backslash, written
+    as Python writes it in a string literal ("\\n", "\\t", "\\x1b", "\\u2028", "\\\\"); everything else, accents
+    included, as it is. For plain-text output with one line per item, where the name must stay whole and
+    recognisable."""
     return _UNPRINTABLE.sub(lambda found: repr(found.group())[1:-1], text)
 
 

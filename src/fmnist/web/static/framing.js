@@ -46,7 +46,7 @@
     CAPTION_HEIGHT: 0.2,
     CAPTION_PIECES: 3,
     CAPTION_GAP: 3,
-    THIN_PART: 1 / 28,
+    THIN_PART: 1 / 56,
     THIN_KEEP: 0.5,
     FACING: 0.1,
     FACING_LEVEL: 25,
@@ -944,9 +944,9 @@
   }
 
   // The mask cut to the box of what survives its opening (an erosion, then a dilation) by a square of side 2r+1,
-  // r = floor(THIN_PART x its box's longer side / 2), outside the box counted as background; each side of the box moves
-  // only when the opening moves it by more than 2r; the mask as it is when r < 1 or when the opening keeps less than
-  // THIN_KEEP of its pixels (_without_thin_parts).
+  // r = floor(THIN_PART x its box's longer side / 2), outside the box counted as background; the top and the sides of
+  // the box move only when the opening moves them by more than 2r; the mask as it is when r < 1 or when the opening
+  // keeps less than THIN_KEEP of its pixels (_without_thin_parts).
   function withoutThinParts(mask, w, h) {
     const box = objectBox(mask, w, h);
     if (!box) return mask;
@@ -975,11 +975,11 @@
     for (const keep of ["min", "max"]) for (const alongRows of [false, true]) opened = pass(opened, keep, alongRows);
     const after = opened.reduce((a, v) => a + v, 0);
     if (after < C.THIN_KEEP * before) return mask;
-    const core = objectBox(opened, bw, bh);
-    if (!core) return mask;
-    // Each side moves in only when the opening moves it by more than 2r: a ragged rim or a narrowing tip is no part.
+    const core = objectBox(opened, bw, bh); // never null: the opening kept half of the pixels or more
+    // The top and the two sides move in only when the opening moves them by more than 2r (a ragged rim or a narrowing
+    // tip is no part); the bottom stays.
     const found = [0, bh, 0, bw];
-    const sides = core.map((kept, i) => (Math.abs(kept - found[i]) > 2 * reach ? kept : found[i]));
+    const sides = core.map((kept, i) => (i !== 1 && Math.abs(kept - found[i]) > 2 * reach ? kept : found[i]));
     if (sides.every((v, i) => v === found[i])) return mask;
     const cut = new Uint8Array(mask.length);
     for (let y = top + sides[0]; y < top + sides[1]; y++) {
