@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
@@ -78,10 +80,19 @@ def test_options_are_checked_when_made(options, message):
         PredictOptions(**options)
 
 
-def test_save_inputs_must_be_a_directory(tmp_path):
+def test_save_inputs_must_be_a_directory(tmp_path, monkeypatch):
     (tmp_path / "file.txt").write_text("")
     with pytest.raises(FmnistError, match="exists and is not a directory"):
         PredictOptions(save_inputs=tmp_path / "file.txt")
+    with pytest.raises(FmnistError, match="file.txt is a file, not a directory"):
+        PredictOptions(explain=tmp_path / "file.txt" / "maps")
+
+    def unsearchable(path: Path, *args, **kwargs) -> bool:  # as for a user without the right to search a folder above
+        raise PermissionError(13, "Permission denied", str(path))
+
+    monkeypatch.setattr(Path, "exists", unsearchable)
+    with pytest.raises(FmnistError, match=r"save_inputs .*/seen: cannot be checked: permission denied"):
+        PredictOptions(save_inputs=tmp_path / "seen")
 
 
 def test_save_inputs_and_explain_need_their_own_directories(tmp_path):

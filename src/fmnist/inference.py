@@ -238,20 +238,27 @@ class PredictOptions:
             if getattr(self, name) < 1:
                 raise FmnistError(f"{name} must be >= 1, got {getattr(self, name)}")
         for name in ("save_inputs", "explain"):
-            folder = getattr(self, name)
-            if folder is not None and folder.exists() and not folder.is_dir():
-                raise FmnistError(f"{name} {folder}: exists and is not a directory")
-            # The nearest existing folder above it must be a directory, or the first write fails after the model has
-            # loaded and the first batch has been framed.
-            above = next((p for p in (folder.parents if folder is not None else ()) if p.exists()), None)
-            if above is not None and not above.is_dir():
-                raise FmnistError(f"{name} {folder}: {above} is a file, not a directory")
+            if (folder := getattr(self, name)) is not None:
+                _check_output_folder(name, folder)
         if (
             self.save_inputs is not None
             and self.explain is not None
             and (self.save_inputs.resolve() == self.explain.resolve())
         ):  # both write DIR/<file name>.png: each heatmap would replace the view saved before it
             raise FmnistError(f"save_inputs and explain are the same directory ({self.explain}); give each its own")
+
+
+def _check_output_folder(name: str, folder: Path) -> None:
+    """FmnistError unless `folder` is a directory or can be made one: the first write would fail after the model has
+    loaded and the first batch has been framed."""
+    try:
+        if folder.exists() and not folder.is_dir():
+            raise FmnistError(f"{name} {folder}: exists and is not a directory")
+        above = next((p for p in folder.parents if p.exists()), None)  # the nearest existing folder above it
+    except PermissionError as e:  # a folder above it that cannot be searched
+        raise FmnistError(f"{name} {folder}: cannot be checked: permission denied ({e.filename})") from None
+    if above is not None and not above.is_dir():
+        raise FmnistError(f"{name} {folder}: {above} is a file, not a directory")
 
 
 @dataclass(frozen=True)
