@@ -286,7 +286,7 @@ def adapt(
     say = log or (lambda _line: None)
     run = RunDir(out)
     settings = _resume_settings(run) if resume else _new_settings(run, parent, images_dir, recipe)
-    recipe = Recipe(**{**settings["recipe"], "augment": tuple(settings["recipe"]["augment"])})
+    recipe = Recipe(**settings["recipe"])  # the JSON list of augmentations becomes its tuple there
     parent_file = Path(settings["parent"]["path"])
     if checkpoint.sha256(parent_file) != settings["parent"]["sha256"]:
         raise FmnistError(f"{parent_file}: the parent checkpoint changed since this run started; start a new run")

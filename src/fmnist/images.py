@@ -223,13 +223,13 @@ CAPTION_HEIGHT = 0.2
 CAPTION_PIECES = 3
 CAPTION_GAP = 3  # empty rows at least (a shoe's thin sole close under it is no caption)
 
-# A part of the object thinner than THIN_PART of its box's longer side (half a pixel of the 28x28 view) that sticks out
-# of the rest above or to a side, by more than a pixel, does not set the box: a thin hanger's hook and wire, a price
-# tag's string. In the view it would be a faint line at most, and the garment shrank to make room for it. Found by a
-# morphological opening (a square about THIN_PART wide); not when the opening would take out THIN_KEEP of the object
-# or more (a drawing made of strokes). Half a pixel, not a whole one: the dataset shows parts a pixel wide (a sandal's
-# straps, a bag's handle), and in a photo they may be as thin as that. The bottom never moves: a heel or a hem stands
-# on it.
+# A part of the object thinner than THIN_PART of its box's longer side (half a pixel of the 28x28 view) that sticks
+# out of the rest above or to a side, by more than half a pixel, does not set the box: a thin hanger's hook and wire,
+# a price tag's string. In the view it would be a faint line at most, and the garment shrank to make room for it.
+# Found by a morphological opening (a square about THIN_PART wide); not when the opening would take out THIN_KEEP of
+# the object or more (a drawing made of strokes). Half a pixel, not a whole one: the dataset shows parts a pixel wide
+# (a sandal's straps, a bag's handle), and in a photo they may be as thin as that. The bottom never moves: a heel or a
+# hem stands on it.
 THIN_PART = 1 / (2 * SIDE)
 THIN_KEEP = 0.5
 
