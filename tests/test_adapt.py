@@ -111,6 +111,41 @@ def test_the_refitted_detector_draws_the_parents_reference_photos(parent, tmp_pa
 
 
 @pytest.mark.slow
+def test_an_adapted_model_adapted_again_keeps_the_first_parents_split_and_draw(
+    parent, tmp_path, few_references, monkeypatch
+):
+    root = tmp_path / "photos"
+    labelled_folder(root, per_class=6)
+    adapt.adapt(parent, root, tmp_path / "once", dataclasses.replace(SMALL, seed=7), log=lambda _: None)
+    seeds = []
+    drawn = trust.reference_photos
+    monkeypatch.setattr(trust, "reference_photos", lambda *a, **k: seeds.append(a[2]) or drawn(*a, **k))
+    adapt.adapt(tmp_path / "once", root, tmp_path / "twice", dataclasses.replace(SMALL, seed=3), log=lambda _: None)
+    first = checkpoint.load_model(RunDir(parent).chosen_checkpoint(), "cpu")[1]
+    again = checkpoint.load_model(RunDir(tmp_path / "twice").chosen_checkpoint(), "cpu")[1]
+    labels = data.load().train_labels
+    assert seeds == [first.seed] and again.seed == 3
+    assert torch.equal(data.validation_split(labels, again)[1], data.validation_split(labels, first)[1])
+
+
+@pytest.mark.slow
+def test_init_from_holds_out_the_parents_split_whatever_its_seed(parent, tmp_path):
+    lines: list[str] = []
+    for val_size in (200, 300):
+        cfg = config.Config(hidden=(32,), epochs=1, batch_size=32, val_size=val_size, seed=5, init_from=str(parent))
+        training.fit(cfg, tmp_path / f"tuned{val_size}", data.load(), log=lines.append, progress=False)
+    labels = data.load().train_labels
+    first = config.Config(hidden=(32,), val_size=200)
+    tuned = RunDir(tmp_path / "tuned200").read_config()
+    assert tuned.seed == 5 and tuned.split_seed == 0
+    assert torch.equal(data.validation_split(labels, tuned)[1], data.validation_split(labels, first)[1])
+    assert [line for line in lines if line.startswith("note:")] == [
+        f"note: 100 of the 300 validation images are images {parent} trained on (it held out 200 with split "
+        "seed 0): the best epoch, the temperature and the detector are chosen on them"
+    ]
+
+
+@pytest.mark.slow
 def test_adapt_reports_before_and_after_and_names_its_parent(parent, tmp_path, few_references):
     root = tmp_path / "photos"
     labelled_folder(root, per_class=6)

@@ -117,7 +117,7 @@ def build_split(
     x, y, _ = photos.part(held_out=False)
     if not len(x):
         raise FmnistError("no photo is left to train on once each class's share is held out; add photos")
-    train_idx, _ = data.stratified_split(dataset.train_labels, parent_cfg.val_size, parent_cfg.seed)
+    train_idx = data.training_indices(dataset.train_labels, parent_cfg)
     memory = min(round(recipe.rehearsal * recipe.repeats * len(x)), len(train_idx) - 1)
     if memory > 0:
         _, pick = data.stratified_split(dataset.train_labels[train_idx], memory, recipe.seed + 1)
@@ -158,7 +158,8 @@ def photo_copies(x: torch.Tensor, recipe: Recipe) -> torch.Tensor:
 
 
 def adapted_config(parent_cfg: Config, parent_file: Path, recipe: Recipe) -> Config:
-    """The parent's architecture and data settings, with the recipe's optimisation, starting from its weights."""
+    """The parent's architecture and data settings (its validation split too: split_seed), with the recipe's
+    optimisation, starting from its weights."""
     return parent_cfg.replace(
         init_from=str(parent_file),
         freeze=recipe.freeze,
@@ -175,6 +176,7 @@ def adapted_config(parent_cfg: Config, parent_file: Path, recipe: Recipe) -> Con
         max_time=0.0,
         train_subset=0,
         seed=recipe.seed,
+        split_seed=data.split_seed(parent_cfg),
     )
 
 
@@ -312,10 +314,10 @@ def adapt(
     fashion_x, fashion_y = _fashion_check(dataset, parent_cfg)
     mix = choose_mix(result.model, parent_model.state_dict(), run, (held_x, held_y), (fashion_x, fashion_y), recipe)
     fashion_train = _fashion_training(dataset, parent_cfg)
-    # The parent's draw of reference photos (its run's seed), not the recipe's: a detector refitted on another draw
+    # The parent's draw of reference photos (its split's seed), not the recipe's: a detector refitted on another draw
     # moves the share of non-garments rejected by several points with nothing learned.
     logits_of = trust.model_logits(result.model)
-    refitted, notes = trust.refit(logits_of, held, held_y, fashion_x, fashion_train, parent_cfg.seed)
+    refitted, notes = trust.refit(logits_of, held, held_y, fashion_x, fashion_train, data.split_seed(parent_cfg))
     trust.store(refitted, run.chosen_checkpoint())
     for note in notes:
         say(note)
@@ -404,7 +406,7 @@ def _fashion_check(dataset: FashionMNIST, parent_cfg: Config) -> tuple[torch.Ten
     for a parent trained on every image, a slice of them all). They keep the mix from forgetting and give the
     detector its reference photos."""
     if parent_cfg.val_size:
-        _, val_idx = data.stratified_split(dataset.train_labels, parent_cfg.val_size, parent_cfg.seed)
+        _, val_idx = data.validation_split(dataset.train_labels, parent_cfg)
     else:
         val_idx = torch.arange(trust.REFERENCE_PHOTOS)
     return dataset.train_images[val_idx], dataset.train_labels[val_idx]

@@ -141,6 +141,12 @@ class Config:
         0, "fine-tuning: keep the first N weight layers (Linear or Conv2d, with their batch norm) as they start"
     )
     seed: int = _opt(0, "seeds weights, data order, augmentation and dropout")
+    split_seed: int = _opt(
+        -1,
+        "seeds the validation split, the training subset and the detector's reference photos; -1: --seed. "
+        "Fine-tuning (--init-from, `fmnist adapt`) takes its parent's, so that its validation images are images "
+        "the parent held out too",
+    )
     device: str = _opt("auto", "where to train: auto picks cuda, then mps, then cpu", DEVICES)
     eval_batch_size: int = _opt(1000, "images per batch when evaluating")
     test_curve: bool = _opt(
@@ -194,6 +200,8 @@ def _validate(cfg: Config) -> None:  # noqa: C901 -- a flat list of independent 
     ):
         if getattr(cfg, name) < 0:
             raise FmnistError(f"{name} must be >= 0, got {getattr(cfg, name)}")
+    if cfg.split_seed < -1:
+        raise FmnistError(f"split_seed must be >= 0, or -1 for --seed; got {cfg.split_seed}")
     if not 0 <= cfg.augment_strength <= MAX_STRENGTH:
         raise FmnistError(f"augment_strength must be in [0, {MAX_STRENGTH:g}], got {cfg.augment_strength}")
     for name in ("dropout", "label_smoothing"):

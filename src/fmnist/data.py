@@ -367,7 +367,7 @@ def verify(data_dir: str | Path | None = None) -> list[tuple[str, bool, str]]:
 
 
 class HoldsOut(Protocol):
-    """What decides a run's validation split: a config.Config, or anything with its two fields."""
+    """What decides a run's validation split: a config.Config, or anything with its three fields."""
 
     @property
     def val_size(self) -> int: ...
@@ -375,13 +375,23 @@ class HoldsOut(Protocol):
     @property
     def seed(self) -> int: ...
 
+    @property
+    def split_seed(self) -> int: ...
+
+
+def split_seed(cfg: HoldsOut) -> int:
+    """The seed of a run's validation split, of its training subset and of its detector's reference photos:
+    cfg.split_seed, or cfg.seed where that is -1 (a run trained from scratch). A fine-tune keeps its parent's
+    (config.Config.split_seed), so that a parent and its fine-tunes hold out the same images."""
+    return cfg.seed if cfg.split_seed < 0 else cfg.split_seed
+
 
 def validation_split(labels: torch.Tensor, cfg: HoldsOut) -> tuple[torch.Tensor, torch.Tensor]:
     """(train_idx, val_idx) of the training images for a run of `cfg`: cfg.val_size of them, class-stratified,
-    drawn with cfg.seed (stratified_split), held out from training. The one rule for which images a model
+    drawn with split_seed(cfg) (stratified_split), held out from training. The one rule for which images a model
     never trained on: training (train.split_data), `fmnist calibrate`, an int8 export's refit and the
     benchmarks call it, so they all pick the same images."""
-    return stratified_split(labels, cfg.val_size, cfg.seed)
+    return stratified_split(labels, cfg.val_size, split_seed(cfg))
 
 
 class TrainsOn(HoldsOut, Protocol):
@@ -393,7 +403,7 @@ class TrainsOn(HoldsOut, Protocol):
 
 def training_indices(labels: torch.Tensor, cfg: TrainsOn) -> torch.Tensor:
     """Sorted int64 indices of the training images a run of `cfg` trains on: those validation_split leaves, or
-    the class-stratified subset of cfg.train_subset of them (drawn with cfg.seed + 1). The one rule for which
+    the class-stratified subset of cfg.train_subset of them (drawn with split_seed(cfg) + 1). The one rule for which
     images a model trained on: training (train.split_data) and the detector's fit (`fmnist calibrate`, an int8
     export's refit, `fmnist adapt`) call it, most through trained_on. Raises FmnistError when the subset is not
     smaller than the images left."""
@@ -405,7 +415,7 @@ def training_indices(labels: torch.Tensor, cfg: TrainsOn) -> torch.Tensor:
             f"train_subset {cfg.train_subset} must be below the {len(train_idx)} training images that "
             f"--val-size {cfg.val_size} leaves"
         )
-    _, keep = stratified_split(labels[train_idx], cfg.train_subset, cfg.seed + 1)
+    _, keep = stratified_split(labels[train_idx], cfg.train_subset, split_seed(cfg) + 1)
     return train_idx[keep]
 
 

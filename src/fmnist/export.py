@@ -31,7 +31,7 @@ from fmnist import checkpoint, data, measure, trust
 from fmnist import config as config_lib
 from fmnist.atomic import atomic_path, atomic_write
 from fmnist.config import CALIBRATION_IMAGES, MIN_CALIBRATION_IMAGES, Config
-from fmnist.data import CLASSES, SIDE, FashionMNIST, as_input, validation_split
+from fmnist.data import CLASSES, SIDE, FashionMNIST, as_input, split_seed, validation_split
 from fmnist.errors import FmnistError
 from fmnist.evaluate import evaluate_logits
 from fmnist.inference import (
@@ -695,10 +695,10 @@ def trust_of_export(source: Source, predictor: OnnxPredictor, dataset: FashionMN
     val_x, val_y = dataset.train_images[val_idx], dataset.train_labels[val_idx]
     training = data.trained_on(dataset, source.config)
     if not source.trust.has_detector:  # a temperature alone, as fitted before the detector: the default detector
-        return trust.fit(predictor.logits, val_x, val_y, training, source.config.seed)
+        return trust.fit(predictor.logits, val_x, val_y, training, split_seed(source.config))
     own = source.trust
     return trust.fit(
-        predictor.logits, val_x, val_y, training, source.config.seed, gate=own.gate, cues=tuple(own.references)
+        predictor.logits, val_x, val_y, training, split_seed(source.config), gate=own.gate, cues=tuple(own.references)
     )
 
 

@@ -25,7 +25,15 @@ from fmnist import checkpoint, cpu, distributed, measure, models, monitor, signa
 from fmnist import config as config_lib
 from fmnist.augment import augment, mix
 from fmnist.config import Config
-from fmnist.data import CLASSES, FashionMNIST, as_input, trained_on, validation_split
+from fmnist.data import (
+    CLASSES,
+    FashionMNIST,
+    as_input,
+    split_seed,
+    trained_on,
+    training_indices,
+    validation_split,
+)
 from fmnist.device import resolve_amp, select_device
 from fmnist.ema import ModelEma
 from fmnist.errors import FmnistError
@@ -295,11 +303,41 @@ class Split:
         return Split(*(getattr(self, f.name).to(device) for f in dataclasses.fields(self)))
 
 
+def _parent(cfg: Config) -> tuple[nn.Module, Config, dict]:
+    """checkpoint.load_model of cfg.init_from (a checkpoint, a run directory or a state dict fmnist recognises)."""
+    refusal = f"init_from {cfg.init_from}: an export cannot be trained on; start from its checkpoint"
+    return checkpoint.load_model(trainable_path(cfg.init_from, refusal))
+
+
+def parent_split(cfg: Config, data: FashionMNIST | Split, log: Callable[[str], None]) -> Config:
+    """`cfg` for a new fine-tune of an fmnist checkpoint (cfg.init_from), holding out the parent's validation split:
+    its split_seed (config.Config.split_seed) where cfg gives none. A line to `log` when the split still holds
+    images the parent trained on (a larger --val-size, another --split-seed): the best epoch, the temperature and
+    the detector are then chosen on images the parent already knows. A bare state dict's training images are
+    unknown: `cfg` as it is."""
+    if not cfg.init_from:
+        return cfg
+    _, parent_cfg, state = _parent(cfg)
+    if "layout" in state:  # a state dict recognised by its layout, not an fmnist checkpoint
+        return cfg
+    if cfg.split_seed < 0:
+        cfg = cfg.replace(split_seed=split_seed(parent_cfg))
+    if isinstance(data, FashionMNIST) and cfg.val_size:
+        _, val_idx = validation_split(data.train_labels, cfg)
+        seen = int(torch.isin(val_idx, training_indices(data.train_labels, parent_cfg)).sum())
+        if seen:
+            log(
+                f"note: {seen} of the {len(val_idx)} validation images are images {cfg.init_from} trained on "
+                f"(it held out {parent_cfg.val_size} with split seed {split_seed(parent_cfg)}): the best epoch, "
+                "the temperature and the detector are chosen on them"
+            )
+    return cfg
+
+
 def init_weights(model: nn.Module, cfg: Config) -> None:
     """Copy the weights of cfg.init_from (a checkpoint, a run directory or a state dict fmnist recognises)
     into `model`, built from `cfg`. Raises FmnistError when they are not of the same architecture."""
-    refusal = f"init_from {cfg.init_from}: an export cannot be trained on; start from its checkpoint"
-    parent, parent_cfg, _ = checkpoint.load_model(trainable_path(cfg.init_from, refusal))
+    parent, parent_cfg, _ = _parent(cfg)
     try:
         model.load_state_dict(parent.state_dict())
     except RuntimeError:
@@ -455,7 +493,9 @@ def fit(
     run = RunDir(run_dir)
     if not distributed.world().is_main:
         log, progress, on_epoch = (lambda _msg: None), False, None
-    t = setup(cfg, data, log, fresh=not (resume and run.last.exists()))
+    fresh = not (resume and run.last.exists())
+    cfg = parent_split(cfg, data, log) if fresh and not resume else cfg
+    t = setup(cfg, data, log, fresh=fresh)
     world, state, tensors = t.world, t.state, t.tensors
     done = start_or_resume(t, cfg, run, resume, log)
     trained_now = len(done.history) < cfg.epochs
@@ -620,7 +660,7 @@ def finish(
 
     if fit_trust:  # the temperature and the non-garment detector, fitted on validation, join best.pt
         training = (t.tensors.train_x, t.tensors.train_y)
-        trust.fit_and_store(t.raw_model, t.tensors.val_x, t.tensors.val_y, training, run.best, cfg.seed, log)
+        trust.fit_and_store(t.raw_model, t.tensors.val_x, t.tensors.val_y, training, run.best, split_seed(cfg), log)
     # Then the plots, on disk before summary.json says the run is finished. Drawn in a thread beside the fit, they
     # slowed it by 0.3-0.6 s (matplotlib and the rendering of the fit's reference photos take turns on the GIL) and
     # saved 0.1-0.2 s of a 7-8 s run (docs/TRUST.md): not worth a thread, nor a fit time that counts the plots.

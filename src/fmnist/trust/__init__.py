@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from fmnist.data import FashionMNIST, as_input, trained_on, validation_split
+from fmnist.data import FashionMNIST, as_input, split_seed, trained_on, validation_split
 from fmnist.errors import FmnistError
 from fmnist.images import Cues, Framed
 from fmnist.trust import calibration, ood
@@ -476,7 +476,9 @@ def calibrate_run(
     dataset = load_data()
     _, val_idx = validation_split(dataset.train_labels, cfg)
     val_x, val_y = dataset.train_images[val_idx], dataset.train_labels[val_idx]
-    fitted = fit_and_store(model, val_x, val_y, trained_on(dataset, cfg), path, cfg.seed, log, gate=gate, cues=cues)
+    fitted = fit_and_store(
+        model, val_x, val_y, trained_on(dataset, cfg), path, split_seed(cfg), log, gate=gate, cues=cues
+    )
     assert fitted is not None  # the split is large enough and the checkpoint exists
     return fitted
 
