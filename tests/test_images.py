@@ -113,6 +113,39 @@ def test_a_shoe_facing_right_is_seen_facing_left_as_fashion_mnists_do(kind):
     assert _mad(torch.from_numpy(left), shoe) < 25  # facing left, as the shoe was drawn (a photo's framing of it)
 
 
+@pytest.mark.parametrize("kind", photos.KINDS)
+def test_a_pair_of_shoes_side_by_side_is_seen_as_one_shoe(kind):
+    # A pair, framed whole, is a wide low strip (a sandal, to the model); the larger shoe alone is framed as one shoe.
+    shoe = _shoe()
+    one, pair = (
+        images.load_picture(photos.render(image, kind, np.random.default_rng(3), (600, 800))[0]).pixels
+        for image in (shoe, photos.pair_of(shoe, np.random.default_rng(4)))
+    )
+    assert _mad(torch.from_numpy(pair), one) < 12  # framed whole: 58-65
+
+
+def _blobs(*boxes: tuple[int, int, int, int]) -> np.ndarray:
+    mask = np.zeros((200, 400), bool)
+    for top, bottom, left, right in boxes:
+        mask[top:bottom, left:right] = True
+    return mask
+
+
+def test_two_pieces_are_one_of_a_pair_only_side_by_side_balanced_and_wide():
+    pair = _blobs((50, 100, 20, 150), (60, 105, 200, 320))  # the first the larger
+    assert np.array_equal(images._one_of_a_pair(pair), _blobs((50, 100, 20, 150)))
+    assert np.array_equal(images._one_of_a_pair(pair[:, ::-1]), _blobs((50, 100, 20, 150))[:, ::-1])
+    for mask in (
+        _blobs((10, 60, 20, 150), (120, 170, 20, 150)),  # one above the other
+        _blobs((10, 60, 20, 150), (80, 130, 200, 330)),  # side by side, sharing no row
+        _blobs((10, 190, 20, 100), (10, 190, 110, 190)),  # the halves of a coat, taller than wide
+        _blobs((50, 100, 20, 150), (60, 80, 200, 250)),  # a shoe and something smaller
+        _blobs((50, 100, 20, 150), (60, 105, 200, 320), (150, 190, 20, 150)),  # three pieces
+        _blobs((50, 100, 20, 150)),
+    ):
+        assert images._one_of_a_pair(mask) is mask
+
+
 def test_a_view_with_no_facing_is_left_as_it_is():
     lit = GARMENT.copy()
     lit[:14, 14:22] = lit[:14, 14:22] * 0.6  # lit from the left: its top half's offset -0.06

@@ -82,7 +82,7 @@ def decoded(data_: bytes) -> Image.Image:
 @pytest.mark.parametrize(
     ("script", "module", "count"),
     [
-        ("framing.js", images, 60),
+        ("framing.js", images, 64),
         ("segmentation.js", segmentation, 19),
         ("shadows.js", shadows, 8),
         ("shading.js", shading, 19),
@@ -101,17 +101,17 @@ def test_the_scripts_carry_the_constants_of_python(script, module, count):
 
 def framing_pictures() -> list[Image.Image]:
     """Every path through the framing: photos of each rendered kind (tinted, dark, gradient, noisy, at the edge,
-    cut-outs with alpha, phone photos turned by EXIF), garments turned on each surface (segmented, turned
-    upright; a shoe set on its sole; a dark one on grass that stands out by its colour alone), a tall one
-    (Pillow resizes y first) and a large one (Pillow reduces first), a grey one, a non-garment mosaic, a dataset
-    image as it is, digital images with margins (faint end rows; enlarged), padded to another shape, in captioned
-    screenshots, on a transparent background, as the opacity of a white picture, and one in a colour map (also on a
-    white page, and in figures and a window among marks, in limited-range levels, dimmed, tinted), a digit enlarged, a
-    backdrop clipped at white and one at black, a black bag above its caption, blank pictures; photos crossed by an
-    edge of light."""
+    cut-outs with alpha, phone photos turned by EXIF), garments turned on each surface (segmented, turned upright; a
+    shoe set on its sole; a dark one on grass that stands out by its colour alone), a shoe facing either way and a
+    pair of them side by side, a tall one (Pillow resizes y first) and a large one (Pillow reduces first), a grey
+    one, a non-garment mosaic, a dataset image as it is, digital images with margins (faint end rows; enlarged),
+    padded to another shape, in captioned screenshots, on a transparent background, as the opacity of a white
+    picture, and one in a colour map (also on a white page, and in figures and a window among marks, in
+    limited-range levels, dimmed, tinted), a digit enlarged, a backdrop clipped at white and one at black, a black
+    bag above its caption, blank pictures; photos crossed by an edge of light."""
     from skimage import data as sk
 
-    from fmnist.testing import forms, surfaces
+    from fmnist.testing import forms, photos, surfaces
     from fmnist.trust.references import KINDS, render
 
     rng = np.random.default_rng(0)
@@ -125,6 +125,8 @@ def framing_pictures() -> list[Image.Image]:
     pictures.append(pictures[-1].convert("L"))
     for facing in (np.asarray(sneaker), np.asarray(sneaker)[:, ::-1]):  # one of them mirrored to face left
         pictures.append(decoded(render(np.ascontiguousarray(facing), "studio", np.random.default_rng(5))[0]))
+    pair = photos.pair_of(np.asarray(sneaker), np.random.default_rng(1))  # framed as one of them
+    pictures.append(decoded(render(pair, "studio", np.random.default_rng(5), (500, 600))[0]))
     # A navy shoe on grass: darker than the lawn by less than its noise, found by its colour and texture alone.
     lawn = np.asarray(Image.fromarray(sk.grass()).convert("RGB").resize((300, 300)), np.float32) * (0.6, 1.0, 0.5)
     alpha = np.asarray(sneaker.resize((220, 220)).crop((-40, -40, 260, 260)), np.float32)[..., None] / 220

@@ -1,7 +1,8 @@
 """Accuracy on product-style photos rendered from Fashion-MNIST images, per kind: test material for the photo
 framing (images.py) and benchmarks/photos.py. The renderer itself is fmnist.trust.references (the detector's
 references are rendered with it); its names are re-exported here for the tests and benchmarks. `square_photo`
-renders a square product photo on a flat backdrop, with sensor noise and a drop shadow (benchmarks/square_photos.py).
+renders a square product photo on a flat backdrop, with sensor noise and a drop shadow (benchmarks/square_photos.py);
+`pair_of` sets a shoe beside a copy of itself, for `render` to photograph as a pair (benchmarks/pairs.py).
 A close-up (`render(..., margins=CLOSE_UP)`) is framed tight: the garment fills most of the picture, as in a shop's
 product photos.
 """
@@ -19,7 +20,7 @@ from fmnist.images import load_image
 from fmnist.inference import Predictor
 from fmnist.trust.references import KINDS, Photo, render, render_set
 
-__all__ = ["CLOSE_UP", "KINDS", "KindResult", "Photo", "measure", "render", "render_set", "square_photo"]
+__all__ = ["CLOSE_UP", "KINDS", "KindResult", "Photo", "measure", "pair_of", "render", "render_set", "square_photo"]
 
 CLOSE_UP = (0.03, 0.25)  # each side's margin of a close-up, as a fraction of the object's size on that axis
 
@@ -95,3 +96,19 @@ def square_photo(
     buffer = io.BytesIO()
     Image.fromarray(np.uint8(np.clip(np.rint(picture), 0, 255))).save(buffer, format="JPEG", quality=90)
     return buffer.getvalue()
+
+
+def pair_of(shoe: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """A pair of the shoe in a uint8 [28, 28] Fashion-MNIST image, side by side as a shop photographs one, as one uint8
+    image [h + |drop|, 2w + gap] (h, w: the shoe's box) for `render`: a gap of 10-60 % of w between the two, the second
+    set lower or higher by up to 15 % of h (seen a little from the front), and mirrored half of the time (a left and a
+    right shoe, their toes apart or together)."""
+    rows, cols = np.flatnonzero(shoe.any(1)), np.flatnonzero(shoe.any(0))
+    one = shoe[rows[0] : rows[-1] + 1, cols[0] : cols[-1] + 1]
+    h, w = one.shape
+    gap, drop = max(1, round(w * rng.uniform(0.1, 0.6))), round(h * rng.uniform(-0.15, 0.15))
+    other = one[:, ::-1] if rng.random() < 0.5 else one
+    pair = np.zeros((h + abs(drop), 2 * w + gap), np.uint8)
+    pair[max(0, -drop) : max(0, -drop) + h, :w] = one
+    pair[max(0, drop) : max(0, drop) + h, w + gap :] = other
+    return pair

@@ -50,6 +50,10 @@
     THIN_KEEP: 0.5,
     FACING: 0.1,
     FACING_LEVEL: 25,
+    PAIR_SHARE: 0.95,
+    PAIR_BALANCE: 0.5,
+    PAIR_OVERLAP: 0.5,
+    PAIR_ASPECT: 0.9,
     SURFACE_NOISE: 6.0,
     SURFACE_FIT: 0.8,
     SURFACE_MIN_NOISE: 1.0,
@@ -881,8 +885,8 @@
         mask = standingOut(contrast, smooth, t);
       }
     }
-    const judged = mask; // the cues judge what was found, its caption too; the view is the object's
-    mask = withoutThinParts(withoutCaption(mask, w, h), w, h);
+    const judged = oneOfAPair(mask, w, h); // the cues judge what was found, its caption too; the view is the object's
+    mask = withoutThinParts(withoutCaption(judged, w, h), w, h);
     const box = objectBox(mask, w, h);
     const empty = { image: new Uint8Array(SIDE * SIDE), cues: cuesOf(borderFit, noise, 0, 0, 0, textured) };
     if (!box) return empty;
@@ -941,6 +945,33 @@
       [gray, smooth] = [lifted, smoothed(lifted, w, h)];
     }
     return { gray, smooth };
+  }
+
+  // The mask, or its larger 8-connected piece when it shows a pair side by side (_one_of_a_pair): two pieces holding
+  // PAIR_SHARE of its pixels, the smaller PAIR_BALANCE of the larger, no column shared, rows shared over PAIR_OVERLAP of
+  // the shorter's height, each PAIR_ASPECT as wide as tall; of two of one size, the first in raster order.
+  function oneOfAPair(mask, w, h) {
+    const { labels, sizes } = segmentation.pieces(mask, w, h, segmentation.SQUARE(1));
+    if (sizes.length < 2) return mask;
+    let first = 0, second = -1;
+    sizes.forEach((size, i) => { if (size > sizes[first]) first = i; });
+    sizes.forEach((size, i) => { if (i !== first && (second < 0 || size > sizes[second])) second = i; });
+    const total = sizes.reduce((a, v) => a + v, 0);
+    if (sizes[first] + sizes[second] < C.PAIR_SHARE * total || sizes[second] < C.PAIR_BALANCE * sizes[first]) {
+      return mask;
+    }
+    const boxes = [first, second].map(() => [h, 0, w, 0]); // top, bottom, left, right (exclusive ends)
+    for (let i = 0; i < labels.length; i++) {
+      const k = labels[i] - 1 === first ? 0 : labels[i] - 1 === second ? 1 : -1;
+      if (k < 0) continue;
+      const y = Math.floor(i / w), x = i % w, b = boxes[k];
+      [b[0], b[1], b[2], b[3]] = [Math.min(b[0], y), Math.max(b[1], y + 1), Math.min(b[2], x), Math.max(b[3], x + 1)];
+    }
+    const [[ta, ba, la, ra], [tb, bb, lb, rb]] = boxes;
+    const sideBySide = ra <= lb || rb <= la;
+    const level = Math.min(ba, bb) - Math.max(ta, tb) >= C.PAIR_OVERLAP * Math.min(ba - ta, bb - tb);
+    const wide = boxes.every(([t, b, l, r]) => r - l >= C.PAIR_ASPECT * (b - t));
+    return sideBySide && level && wide ? Uint8Array.from(labels, (l) => (l - 1 === first ? 1 : 0)) : mask;
   }
 
   // The mask cut to the box of what survives its opening (an erosion, then a dilation) by a square of side 2r+1,
