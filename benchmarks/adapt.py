@@ -30,7 +30,7 @@ import torch
 from fmnist import data, trust
 from fmnist.adapt import MIXES, TUNED_KEY, Recipe, adapt, interpolate
 from fmnist.checkpoint import load, load_model
-from fmnist.data import CLASSES, stratified_split
+from fmnist.data import CLASSES, validation_split
 from fmnist.images import Framed, load_picture
 from fmnist.inference import Predictor, TorchPredictor
 from fmnist.run_dir import model_path
@@ -157,7 +157,7 @@ def measure(args: argparse.Namespace, recipes: list[dict[str, Any]]) -> list[dic
     dataset = data.load()
     parent_file = model_path(args.run)
     _, parent_cfg, _ = load_model(parent_file)
-    train_pool, val_pool = stratified_split(dataset.train_labels, parent_cfg.val_size, parent_cfg.seed)
+    train_pool, val_pool = validation_split(dataset.train_labels, parent_cfg)
     others = [load_picture(o.data, o.kind) for o in outliers.build(args.others_per_kind, "holdout")]
     parent = TorchPredictor(parent_file)
     studies = [{"recipe": Recipe(**changes).as_dict(), "domains": {}} for changes in recipes]

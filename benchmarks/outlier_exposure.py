@@ -40,7 +40,7 @@ from ood import auroc, framed  # noqa: E402  (benchmarks/ood.py: the same sets a
 
 from fmnist import data  # noqa: E402
 from fmnist import trust as trust_lib  # noqa: E402
-from fmnist.data import validation_split  # noqa: E402
+from fmnist.data import split_seed, validation_split  # noqa: E402
 from fmnist.inference import TorchPredictor  # noqa: E402
 from fmnist.testing import outliers, photos  # noqa: E402
 
@@ -162,7 +162,7 @@ def main() -> None:
         label_smoothing=cfg.label_smoothing,
     )
     training = dataset.train_images[train_idx], dataset.train_labels[train_idx]
-    tuned_trust = trust_lib.fit(trust_lib.model_logits(tuned), val_x, val_y, training, seed=cfg.seed)
+    tuned_trust = trust_lib.fit(trust_lib.model_logits(tuned), val_x, val_y, training, seed=split_seed(cfg))
     print(f"fine-tuned for {args.epochs} epochs and refitted in {time.perf_counter() - t0:.0f} s")
 
     before = measure(predictor.model, predictor.trust, sets, kinds, dataset.test_labels)

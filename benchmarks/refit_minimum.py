@@ -20,7 +20,7 @@ import numpy as np
 import torch
 
 from fmnist import data, trust
-from fmnist.data import stratified_split
+from fmnist.data import split_seed, validation_split
 from fmnist.images import Framed, load_picture
 from fmnist.inference import TorchPredictor
 from fmnist.testing import domains, outliers
@@ -50,10 +50,10 @@ def main() -> None:
     predictor = TorchPredictor(args.run)
     logits_of = predictor.logits
     cfg = predictor.config
-    _, val_idx = stratified_split(dataset.train_labels, cfg.val_size, cfg.seed)
+    _, val_idx = validation_split(dataset.train_labels, cfg)
     val_x = dataset.train_images[val_idx]
     gaussians = trust.gaussians_of(data.trained_on(dataset, cfg))
-    references = reference_photos(val_x, trust.REFERENCE_PHOTOS, cfg.seed)
+    references = reference_photos(val_x, trust.REFERENCE_PHOTOS, split_seed(cfg))
     others = [load_picture(o.data, o.kind) for o in outliers.build(args.others_per_kind, "tune")]
     counts = [int(c) for c in args.counts.split(",")]
     print(

@@ -95,7 +95,7 @@ def train(
     Raises FmnistError for an unknown field or a bad value, a directory that already holds a run, missing
     data; NonFiniteLoss when the loss diverges (the last good checkpoint stays).
     """
-    from fmnist.training import fit
+    from fmnist.training import fit, inherit_split
 
     asked = presets.requested(preset, config, values)
     if resume:
@@ -104,7 +104,7 @@ def train(
         cfg = config_lib.for_resume(RunDir(out).read_config(), asked, out)
         run_dir = Path(out)
     else:
-        cfg, run_dir = config_lib.from_dict(asked), Path(out) if out is not None else new_run_path()
+        cfg, run_dir = inherit_split(config_lib.from_dict(asked)), Path(out) if out is not None else new_run_path()
         if RunDir(run_dir).is_run():
             raise FmnistError(RunDir(run_dir).taken())
     dataset = data.load(cfg.data_dir or None, progress=_say(progress) if progress else None)

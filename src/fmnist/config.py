@@ -143,9 +143,9 @@ class Config:
     seed: int = _opt(0, "seeds weights, data order, augmentation and dropout")
     split_seed: int = _opt(
         -1,
-        "seeds the validation split, the training subset and the detector's reference photos; -1: --seed. "
-        "Fine-tuning (--init-from, `fmnist adapt`) takes its parent's, so that its validation images are images "
-        "the parent held out too",
+        "seeds the validation split, the training subset and the detector's reference photos; -1: --seed, or for "
+        "a fine-tune (--init-from, `fmnist adapt`) its parent's, so that its validation images are images the "
+        "parent held out too; a value given is used as it is",
     )
     device: str = _opt("auto", "where to train: auto picks cuda, then mps, then cpu", DEVICES)
     eval_batch_size: int = _opt(1000, "images per batch when evaluating")

@@ -309,29 +309,41 @@ def _parent(cfg: Config) -> tuple[nn.Module, Config, dict]:
     return checkpoint.load_model(trainable_path(cfg.init_from, refusal))
 
 
+def inherit_split(cfg: Config) -> Config:
+    """`cfg` holding out its parent's validation split when it fine-tunes an fmnist checkpoint (cfg.init_from) and
+    names no split seed of its own (config.Config.split_seed -1): the parent's split seed. Every command resolves it
+    when it builds a run's config, so that the run's config.toml holds it and a restart asks for the same. A bare
+    state dict's training images are unknown: `cfg` as it is. Raises FmnistError for a parent that cannot be
+    trained from (an export, a file fmnist does not read)."""
+    if not cfg.init_from or cfg.split_seed >= 0:
+        return cfg
+    parent = _fmnist_parent(cfg)
+    return cfg if parent is None else cfg.replace(split_seed=split_seed(parent))
+
+
 def parent_split(cfg: Config, data: FashionMNIST | Split, log: Callable[[str], None]) -> Config:
-    """`cfg` for a new fine-tune of an fmnist checkpoint (cfg.init_from), holding out the parent's validation split:
-    its split_seed (config.Config.split_seed) where cfg gives none. A line to `log` when the split still holds
-    images the parent trained on (a larger --val-size, another --split-seed): the best epoch, the temperature and
-    the detector are then chosen on images the parent already knows. A bare state dict's training images are
-    unknown: `cfg` as it is."""
-    if not cfg.init_from:
-        return cfg
-    _, parent_cfg, state = _parent(cfg)
-    if "layout" in state:  # a state dict recognised by its layout, not an fmnist checkpoint
-        return cfg
-    if cfg.split_seed < 0:
-        cfg = cfg.replace(split_seed=split_seed(parent_cfg))
-    if isinstance(data, FashionMNIST) and cfg.val_size:
+    """inherit_split(cfg) for a new fine-tune, and a line to `log` when its validation split (of `data`) still holds
+    images the parent trained on (a larger --val-size, another --split-seed): the best epoch, the temperature and the
+    detector are then chosen on images the parent already knows. Raises FmnistError as inherit_split does."""
+    if not cfg.init_from or not isinstance(data, FashionMNIST) or (parent := _fmnist_parent(cfg)) is None:
+        return inherit_split(cfg)
+    cfg = cfg if cfg.split_seed >= 0 else cfg.replace(split_seed=split_seed(parent))
+    if cfg.val_size:
         _, val_idx = validation_split(data.train_labels, cfg)
-        seen = int(torch.isin(val_idx, training_indices(data.train_labels, parent_cfg)).sum())
+        seen = int(torch.isin(val_idx, training_indices(data.train_labels, parent)).sum())
         if seen:
             log(
                 f"note: {seen} of the {len(val_idx)} validation images are images {cfg.init_from} trained on "
-                f"(it held out {parent_cfg.val_size} with split seed {split_seed(parent_cfg)}): the best epoch, "
-                "the temperature and the detector are chosen on them"
+                f"(it held out {parent.val_size or 'none'} with split seed {split_seed(parent)}): the best "
+                "epoch, the temperature and the detector are chosen on them"
             )
     return cfg
+
+
+def _fmnist_parent(cfg: Config) -> Config | None:
+    """The config of cfg.init_from, an fmnist checkpoint; None for a bare state dict (its training images unknown)."""
+    _, parent_cfg, state = _parent(cfg)
+    return None if "layout" in state else parent_cfg
 
 
 def init_weights(model: nn.Module, cfg: Config) -> None:

@@ -111,18 +111,20 @@ def resolve_train_config(args: argparse.Namespace) -> tuple[config_lib.Config, P
     line for every start of a restartable job (torchrun --max-restarts, a requeued array task): a new run
     when DIR holds none, this run continued when it holds it, refused when DIR holds another config."""
     from fmnist.run_dir import RunDir, new_run_path
+    from fmnist.training import inherit_split
 
     asked = requested_values(args, config_overrides(args))
     if args.resume == AUTO:
         if not args.out:
             raise FmnistError("--resume auto needs --out DIR: the run directory to start or to continue")
         run = RunDir(args.out)
+        cfg = inherit_split(config_lib.from_dict(asked))  # a fine-tune's split seed, as its run saved it
         if not run.is_run():
-            return config_lib.from_dict(asked), run.path, False
-        wanted = config_lib.to_dict(config_lib.from_dict(asked))  # defaults included: the whole command line
+            return cfg, run.path, False
+        wanted = config_lib.to_dict(cfg)  # defaults included: the whole command line
         return config_lib.for_resume(run.read_config(), wanted, run.path, "--resume auto --out"), run.path, True
     if not args.resume:
-        return config_lib.from_dict(asked), Path(args.out) if args.out else new_run_path(), False
+        return inherit_split(config_lib.from_dict(asked)), Path(args.out) if args.out else new_run_path(), False
     if args.out:
         raise FmnistError("--resume continues a run in its own directory; drop --out (or use --resume auto)")
     run = RunDir(args.resume)

@@ -165,7 +165,10 @@ def safe_name(text: str) -> str:
 
 
 def grid_runs(experiment: Experiment, out: str | Path) -> list[Run]:
-    """Every (grid point, seed) run with its resolved config, in grid order; config errors surface here."""
+    """Every (grid point, seed) run with its resolved config (a fine-tune's split seed too: training.inherit_split),
+    in grid order; config errors surface here."""
+    from fmnist.training import inherit_split
+
     runs = []
     axes = list(experiment.grid)
     for combo in itertools.product(*experiment.grid.values()):
@@ -176,7 +179,7 @@ def grid_runs(experiment: Experiment, out: str | Path) -> list[Run]:
         point = ",".join(f"{safe_name(a)}={v}" for a, v in labels.items()) or "base"
         for seed in experiment.seeds:
             try:
-                cfg = config_lib.from_dict({**values, "seed": seed})
+                cfg = inherit_split(config_lib.from_dict({**values, "seed": seed}))
             except FmnistError as e:
                 raise FmnistError(f"grid point {point}: {e}") from None
             runs.append(Run(point, labels, seed, cfg, Path(out) / "runs" / point / f"seed{seed}"))
