@@ -137,6 +137,7 @@ def test_two_pieces_are_one_of_a_pair_only_side_by_side_balanced_and_wide():
     assert np.array_equal(images._one_of_a_pair(pair[:, ::-1]), _blobs((50, 100, 20, 150))[:, ::-1])
     for mask in (
         _blobs((10, 60, 20, 150), (120, 170, 20, 150)),  # one above the other
+        _blobs((50, 150, 20, 60), (110, 150, 60, 200), (50, 100, 100, 200)),  # a block in the crook of an L
         _blobs((10, 60, 20, 150), (80, 130, 200, 330)),  # side by side, sharing no row
         _blobs((10, 190, 20, 100), (10, 190, 110, 190)),  # the halves of a coat, taller than wide
         _blobs((50, 100, 20, 150), (60, 80, 200, 250)),  # a shoe and something smaller

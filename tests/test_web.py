@@ -216,6 +216,8 @@ def test_framing_js_frames_as_python_on_the_same_pixels(tmp_path, monkeypatch):
     monkeypatch.setattr(segmentation, "object_mask", lambda *a: found.append(object_mask(*a)) or found[-1])
     monkeypatch.setattr(segmentation, "tilt", lambda *a: turns.append(tilt(*a)) or turns[-1])
     monkeypatch.setattr(shadows, "without_shadow", lambda *a: lifted.append(without_shadow(*a)) or lifted[-1])
+    one_of_a_pair, pairs = images._one_of_a_pair, []
+    monkeypatch.setattr(images, "_one_of_a_pair", lambda m: pairs.append(one_of_a_pair(m) is not m) or one_of_a_pair(m))
     identical = 0
     for picture, (view, cues) in zip(pictures, ours, strict=True):
         expected = images.frame_picture(picture)
@@ -231,6 +233,7 @@ def test_framing_js_frames_as_python_on_the_same_pixels(tmp_path, monkeypatch):
     assert sum(mask is not None for mask in found) >= 4 and sum(angle != 0 for angle in turns) >= 4
     assert sum(contrast is not None for contrast in lifted) == 2
     assert sum(gray is not None for gray in edges) == 5  # one edge each, two of the bar, one on the "shade" surface
+    assert sum(pairs) == 1  # the pair of sneakers
     assert sum(cues is None for _, cues in ours) == 41  # the dataset image, the digital ones, on a canvas, in a frame
 
 
