@@ -188,9 +188,10 @@ def test_bad_pictures_and_options_are_fmnist_errors(trained, picture, tmp_path):
             model.predict(empty)
     with pytest.raises(FmnistError, match=r"image: an empty picture \(0x0 pixels\)"):
         model.explain(np.zeros((0, 0), np.uint8))
-    # Too many pixels is said before any copy of them: a 64 M-pixel view of one byte, and a tensor of one.
+    # Too many pixels is said before any copy of them: a 64 M-pixel view of one byte, and a tensor with no data at all
+    # (on the meta device, where a copy fails).
     one_byte = np.broadcast_to(np.uint8(0), (8000, 8000, 3))
-    for huge in (one_byte, torch.zeros(1, dtype=torch.uint8).expand(3, 8000, 8000)):
+    for huge in (one_byte, torch.empty(3, 8000, 8000, dtype=torch.uint8, device="meta")):
         tracemalloc.start()
         with pytest.raises(FmnistError, match=r"image 0: 8000x8000 = 64,000,000 pixels, more than the 50,000,000"):
             model.predict(huge)
