@@ -2,9 +2,10 @@
 
 Each domain is a way of photographing garments that the product renders (trust.references) do not
 cover: lying on a wooden table ("wood"), on a woven cloth ("cloth"), in low coloured light ("dim"),
-and partly covered by another object ("covered"). A render draws the image's intensity as ink of a
-light or dark colour over the surface, turns it a little, and saves a JPEG; everything is drawn from a
-seeded generator, so a domain's photos of training images and of test images never share a source.
+partly covered by another object ("covered"), and drawn as opaque cloth ("opaque"). A render draws the image's
+intensity as ink of a light or dark colour over the surface (an "opaque" garment: its silhouette filled with one
+colour, shaded by the intensity), turns it a little, and saves a JPEG; everything is drawn from a seeded
+generator, so a domain's photos of training images and of test images never share a source.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from PIL import Image
 
 from fmnist.trust.references import _placed
 
-DOMAINS = ("wood", "cloth", "dim", "covered")
+DOMAINS = ("wood", "cloth", "dim", "covered", "opaque")
 LONGER_SIDE = (240, 480)  # pixels
 
 
@@ -43,6 +44,12 @@ def render(image: np.ndarray, domain: str, rng: np.random.Generator) -> bytes:
         gain = rng.uniform(0.25, 0.45)
         surface = np.full((height, width, 3), 235, np.float32) * tint * gain
         colour = rng.uniform(0, 40, 3) * gain
+    elif domain == "opaque":  # the silhouette filled with one colour shaded by the intensity, from 40-70 % of it to all
+        surface = np.full((height, width, 3), rng.uniform(215, 250), np.float32)
+        low = rng.uniform(0.4, 0.7)
+        shade = low + (1 - low) * ink if rng.random() < 0.5 else 1 - (1 - low) * ink  # either way round
+        colour = (rng.uniform(20, 150) + rng.uniform(-20, 20, 3)).astype(np.float32) * shade[..., None]
+        ink = np.clip((ink * 255 - 8) / 16, 0, 1)  # opaque wherever the image is above a faint level
     else:  # covered: a studio photo with a block of another object over part of the garment
         surface = np.full((height, width, 3), rng.uniform(220, 255), np.float32)
         colour = rng.uniform(0, 80) + rng.uniform(-15, 15, 3)
