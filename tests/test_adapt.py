@@ -147,13 +147,15 @@ def test_init_from_holds_out_the_parents_split_whatever_its_seed(parent, tmp_pat
 
 @pytest.mark.slow
 def test_a_fine_tune_restarts_with_the_split_seed_it_saved(parent, tmp_path, capsys):
-    # The split seed is resolved when the command builds the config, so a restart asks for what the run saved.
+    # The split seed is resolved when the command builds a new run's config, and a restart asks for what the run saved,
+    # with no parent file needed (here it has moved).
     run_dir = tmp_path / "tuned"
     argv = ["train", "--init-from", str(parent), "--hidden", "32", "--epochs", "1", "--batch-size", "32"]
     argv += ["--val-size", "200", "--seed", "5", "--no-progress", "--resume", "auto", "--out", str(run_dir)]
     assert main(argv) == 0
     assert RunDir(run_dir).read_config().split_seed == 0
     (run_dir / "summary.json").unlink()  # as if killed after its last epoch's checkpoint
+    parent.rename(tmp_path / "moved")
     assert main(argv) == 0, capsys.readouterr().err
     assert f"resuming {run_dir} after epoch 1" in capsys.readouterr().out
     asked = config.Config(hidden=(32,), val_size=200, init_from=str(parent), split_seed=7)
@@ -166,8 +168,9 @@ def test_a_comparison_of_fine_tunes_runs_again(parent, tmp_path):
 
     base = {"hidden": "32", "epochs": "1", "batch_size": "32", "val_size": "200", "init_from": str(parent)}
     experiment = compare.build_experiment(base=base, seeds=[3], threshold=0.5)
-    for _ in range(2):  # the second finds the run done, its config the same
-        (result,) = compare.run_grid(experiment, tmp_path / "grid", data.load(), log=lambda _: None)
+    (result,) = compare.run_grid(experiment, tmp_path / "grid", data.load(), log=lambda _: None)
+    parent.rename(tmp_path / "moved")  # the rerun reads the split seed its run saved
+    (result,) = compare.run_grid(experiment, tmp_path / "grid", data.load(), log=lambda _: None)
     assert result.summary and RunDir(result.run.run_dir).read_config().split_seed == 0
 
 

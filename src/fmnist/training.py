@@ -309,14 +309,17 @@ def _parent(cfg: Config) -> tuple[nn.Module, Config, dict]:
     return checkpoint.load_model(trainable_path(cfg.init_from, refusal))
 
 
-def inherit_split(cfg: Config) -> Config:
+def inherit_split(cfg: Config, saved: Config | None = None) -> Config:
     """`cfg` holding out its parent's validation split when it fine-tunes an fmnist checkpoint (cfg.init_from) and
-    names no split seed of its own (config.Config.split_seed -1): the parent's split seed. Every command resolves it
-    when it builds a run's config, so that the run's config.toml holds it and a restart asks for the same. A bare
-    state dict's training images are unknown: `cfg` as it is. Raises FmnistError for a parent that cannot be
-    trained from (an export, a file fmnist does not read)."""
+    names no split seed of its own (config.Config.split_seed -1): the parent's split seed, or the one `saved` holds
+    (the config of the run it continues: resolved when that run began, so a restart needs no parent file). Every
+    command resolves it when it builds a run's config, so that the run's config.toml holds it and a restart asks for
+    the same. A bare state dict's training images are unknown: `cfg` as it is. Raises FmnistError for a parent that
+    cannot be trained from (an export, a file fmnist does not read)."""
     if not cfg.init_from or cfg.split_seed >= 0:
         return cfg
+    if saved is not None:
+        return cfg.replace(split_seed=saved.split_seed)
     parent = _fmnist_parent(cfg)
     return cfg if parent is None else cfg.replace(split_seed=split_seed(parent))
 

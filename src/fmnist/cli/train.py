@@ -118,11 +118,11 @@ def resolve_train_config(args: argparse.Namespace) -> tuple[config_lib.Config, P
         if not args.out:
             raise FmnistError("--resume auto needs --out DIR: the run directory to start or to continue")
         run = RunDir(args.out)
-        cfg = inherit_split(config_lib.from_dict(asked))  # a fine-tune's split seed, as its run saved it
         if not run.is_run():
-            return cfg, run.path, False
-        wanted = config_lib.to_dict(cfg)  # defaults included: the whole command line
-        return config_lib.for_resume(run.read_config(), wanted, run.path, "--resume auto --out"), run.path, True
+            return inherit_split(config_lib.from_dict(asked)), run.path, False
+        saved = run.read_config()
+        wanted = config_lib.to_dict(inherit_split(config_lib.from_dict(asked), saved))  # defaults included too
+        return config_lib.for_resume(saved, wanted, run.path, "--resume auto --out"), run.path, True
     if not args.resume:
         return inherit_split(config_lib.from_dict(asked)), Path(args.out) if args.out else new_run_path(), False
     if args.out:

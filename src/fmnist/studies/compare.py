@@ -165,8 +165,8 @@ def safe_name(text: str) -> str:
 
 
 def grid_runs(experiment: Experiment, out: str | Path) -> list[Run]:
-    """Every (grid point, seed) run with its resolved config (a fine-tune's split seed too: training.inherit_split),
-    in grid order; config errors surface here."""
+    """Every (grid point, seed) run with its resolved config (a fine-tune's split seed too: training.inherit_split,
+    as its run directory saved it when there is one), in grid order; config errors surface here."""
     from fmnist.training import inherit_split
 
     runs = []
@@ -178,11 +178,13 @@ def grid_runs(experiment: Experiment, out: str | Path) -> list[Run]:
             values.update(options)
         point = ",".join(f"{safe_name(a)}={v}" for a, v in labels.items()) or "base"
         for seed in experiment.seeds:
+            run_dir = Path(out) / "runs" / point / f"seed{seed}"
+            saved = RunDir(run_dir).read_config() if RunDir(run_dir).is_run() else None
             try:
-                cfg = inherit_split(config_lib.from_dict({**values, "seed": seed}))
+                cfg = inherit_split(config_lib.from_dict({**values, "seed": seed}), saved)
             except FmnistError as e:
                 raise FmnistError(f"grid point {point}: {e}") from None
-            runs.append(Run(point, labels, seed, cfg, Path(out) / "runs" / point / f"seed{seed}"))
+            runs.append(Run(point, labels, seed, cfg, run_dir))
     return runs
 
 
