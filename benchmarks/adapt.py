@@ -9,7 +9,8 @@ To choose a recipe there are also --val-per-class validation photos a class rend
 validation split, and the Fashion-MNIST validation accuracy: `--choose` picks, for each domain, the recipe
 best on the validation photos of the OTHER domains (leave one domain out) and shows that domain's fresh figures.
 
-    python benchmarks/adapt.py RUN [--domains wood,cloth,dim,covered] [--seeds 0,1,2] [--set lr=1e-3] [--json FILE]
+    python benchmarks/adapt.py RUN [--domains wood,cloth,dim,covered,opaque] [--seeds 0,1,2] [--set lr=1e-3]
+        [--json FILE]
         [--recipe 'lr=1e-3 distill=1' --recipe 'rehearsal=10' ...]   several recipes on the same photos
     python benchmarks/adapt.py --choose A.json B.json ...
 """

@@ -30,23 +30,34 @@ from fmnist.testing import photos
 NEVER = 1.0  # an offset is within [-0.5, 0.5]: nothing is mirrored
 
 
-def scored(predictor: TorchPredictor, files: list[bytes], labels: np.ndarray, facing: float) -> tuple[float, float]:
-    images.FACING = facing
+def judged(predictor: TorchPredictor, files: list[bytes], labels: np.ndarray) -> tuple[float, float, torch.Tensor]:
+    """Accuracy and share kept of the encoded photos `files` with their labels [N], framed and judged as predict does,
+    and their views uint8 [N, 28, 28]."""
     framed = [images.load_picture(f) for f in files]
     views = torch.stack([f.image for f in framed])
     logits = predictor.logits(views)
     kept = np.asarray(trust.judge(predictor.trust, logits, views, [f.cues for f in framed]).garment)
-    return float((logits.argmax(1).numpy() == labels).mean()), float(kept.mean())
+    return float((logits.argmax(1).numpy() == labels).mean()), float(kept.mean()), views
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+def scored(predictor: TorchPredictor, files: list[bytes], labels: np.ndarray, facing: float) -> tuple[float, float]:
+    images.FACING = facing
+    return judged(predictor, files, labels)[:2]
+
+
+def arguments(doc: str) -> argparse.Namespace:
+    """The options of this benchmark and of benchmarks/pairs.py: RUN [--per-class] [--seed] [--json]."""
+    parser = argparse.ArgumentParser(description=doc.split("\n")[0])
     parser.add_argument("run", help="a run directory or its best.pt")
     parser.add_argument("--per-class", type=int, default=40)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--json", type=Path)
-    args = parser.parse_args()
     torch.set_num_threads(1)
+    return parser.parse_args()
+
+
+def main() -> None:
+    args = arguments(__doc__)
     deployed = images.FACING
     predictor = TorchPredictor(args.run)
     dataset = data.load()

@@ -14,17 +14,19 @@ out of reach), on the same files, and how many views the rule changed.
 
 from __future__ import annotations
 
-import argparse
 import json
+import sys
 from pathlib import Path
 
 import numpy as np
-import torch
 
-from fmnist import data, images, trust
+from fmnist import data, images
 from fmnist.data import CLASSES, validation_split
 from fmnist.inference import TorchPredictor
 from fmnist.testing import photos
+
+sys.path.insert(0, str(Path(__file__).parent))
+from facing import arguments, judged  # noqa: E402  (the same options and measure as benchmarks/facing.py)
 
 SHOES = (5, 7, 9)
 NEVER = 2.0  # two pieces never hold more than all of the object's pixels
@@ -32,11 +34,8 @@ NEVER = 2.0  # two pieces never hold more than all of the object's pixels
 
 def scored(predictor: TorchPredictor, files: list[bytes], labels: np.ndarray, share: float) -> dict:
     images.PAIR_SHARE = share
-    framed = [images.load_picture(f) for f in files]
-    views = torch.stack([f.image for f in framed])
-    logits = predictor.logits(views)
-    kept = np.asarray(trust.judge(predictor.trust, logits, views, [f.cues for f in framed]).garment)
-    return {"right": float((logits.argmax(1).numpy() == labels).mean()), "kept": float(kept.mean()), "views": views}
+    right, kept, views = judged(predictor, files, labels)
+    return {"right": right, "kept": kept, "views": views}
 
 
 def aspect(view: np.ndarray) -> float:
@@ -47,13 +46,7 @@ def aspect(view: np.ndarray) -> float:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("run", help="a run directory or its best.pt")
-    parser.add_argument("--per-class", type=int, default=40)
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--json", type=Path)
-    args = parser.parse_args()
-    torch.set_num_threads(1)
+    args = arguments(__doc__)
     deployed = images.PAIR_SHARE
     predictor = TorchPredictor(args.run)
     dataset = data.load()

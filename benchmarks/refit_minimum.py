@@ -3,7 +3,7 @@
 detector refitted with that many of the domain's photos, drawn --draws times, judged on fresh photos of the
 domain (kept as garments) and on non-garment pictures (rejected).
 
-    python benchmarks/refit_minimum.py RUN [--domains wood,cloth,dim,covered] [--counts 0,10,20,30,60,100]
+    python benchmarks/refit_minimum.py RUN [--domains wood,cloth,dim,covered,opaque] [--counts 0,10,20,30,60,100]
 
 The model is RUN's own (the parent of an adaptation; its logits give the energy cue, the pictures the
 framing cues). The photos that may join are rendered from RUN's validation images, the fresh ones from test
