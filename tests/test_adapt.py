@@ -158,6 +158,8 @@ def test_a_fine_tune_restarts_with_the_split_seed_it_saved(parent, tmp_path, cap
     parent.rename(tmp_path / "moved")
     assert main(argv) == 0, capsys.readouterr().err
     assert f"resuming {run_dir} after epoch 1" in capsys.readouterr().out
+    (run_dir / "summary.json").unlink()  # a config file that asks for -1, as a study's best.toml does
+    assert main(["train", "--resume", str(run_dir), "--split-seed", "-1", "--no-progress"]) == 0
     asked = config.Config(hidden=(32,), val_size=200, init_from=str(parent), split_seed=7)
     assert training.inherit_split(asked) is asked  # a split seed given is kept
 

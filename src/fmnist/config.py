@@ -342,11 +342,13 @@ def for_resume(saved: Config, asked: dict[str, Any], run_dir: str | Path, flag: 
     """The config a resumed run continues with: the one it `saved`, with only RUNTIME_FIELDS changed by `asked`.
 
     Any other value asked for that differs from the saved one is an FmnistError (naming `flag`, the way the
-    run was resumed): a run means one config.
+    run was resumed): a run means one config. A split_seed of -1 asked of a fine-tune (init_from) is the one its
+    run resolved when it began (training.inherit_split), whatever that was.
     """
     runtime = {name: value for name, value in asked.items() if name in RUNTIME_FIELDS}
     for name, value in asked.items():
-        if name not in runtime and coerce(name, value) != getattr(saved, name):
+        resolved = name == "split_seed" and saved.init_from and coerce(name, value) == -1
+        if name not in runtime and not resolved and coerce(name, value) != getattr(saved, name):
             raise FmnistError(
                 f"{flag} {run_dir}: {name}={value} conflicts with the run's {name}={getattr(saved, name)}; "
                 "start a new run to change it"

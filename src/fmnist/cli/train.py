@@ -120,9 +120,8 @@ def resolve_train_config(args: argparse.Namespace) -> tuple[config_lib.Config, P
         run = RunDir(args.out)
         if not run.is_run():
             return inherit_split(config_lib.from_dict(asked)), run.path, False
-        saved = run.read_config()
-        wanted = config_lib.to_dict(inherit_split(config_lib.from_dict(asked), saved))  # defaults included too
-        return config_lib.for_resume(saved, wanted, run.path, "--resume auto --out"), run.path, True
+        wanted = config_lib.to_dict(config_lib.from_dict(asked))  # defaults included: the whole command line
+        return config_lib.for_resume(run.read_config(), wanted, run.path, "--resume auto --out"), run.path, True
     if not args.resume:
         return inherit_split(config_lib.from_dict(asked)), Path(args.out) if args.out else new_run_path(), False
     if args.out:
@@ -228,8 +227,9 @@ def train_and_report(
 def cmd_lr_find(args: argparse.Namespace) -> int:
     from fmnist import cpu, plots
     from fmnist.lr_find import lr_find
+    from fmnist.training import inherit_split
 
-    cfg = config_lib.from_dict(requested_values(args, config_overrides(args)))
+    cfg = inherit_split(config_lib.from_dict(requested_values(args, config_overrides(args))))
     dataset = load_data(cfg.data_dir)
     cpu.apply_threads(cfg.threads)
     say = (lambda msg: None) if args.no_progress else (lambda msg: print(msg, file=sys.stderr))

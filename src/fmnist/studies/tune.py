@@ -427,10 +427,12 @@ def _worker(study_dir: Path, data: FashionMNIST, index: int, budget: Budget, thr
 
 
 def _optimize_here(study_dir: Path, data: FashionMNIST, index: int, budget: Budget, log: Callable[[str], None]) -> None:
+    from fmnist.training import inherit_split
+
     settings = load_settings(study_dir)
     study = load_study(study_dir, log=log)
     study.sampler = TrialSeededSampler(settings.sampler_seed)
-    base = config_lib.from_dict(settings.base)
+    base = inherit_split(config_lib.from_dict(settings.base))  # a fine-tune's split seed, in every trial's record
 
     def after_trial(study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
         log(describe_trial(study, trial))
