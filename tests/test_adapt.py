@@ -2,6 +2,7 @@ import dataclasses
 import json
 import re
 import shutil
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -108,6 +109,14 @@ def test_the_refitted_detector_draws_the_parents_reference_photos(parent, tmp_pa
     monkeypatch.setattr(trust, "reference_photos", lambda *a, **k: seeds.append(a[2]) or drawn(*a, **k))
     adapt.adapt(parent, root, tmp_path / "adapted", dataclasses.replace(SMALL, seed=7), log=lambda _: None)
     assert seeds == [checkpoint.load_model(RunDir(parent).chosen_checkpoint(), "cpu")[1].seed]
+
+
+def test_the_report_says_when_the_parents_weights_are_kept():
+    side = adapt.Side(0.8, 0.9, 0.9)
+    for alpha in (0.0, 0.5):
+        mix, photos, trusted = adapt.Mix(alpha, 0.8, 0.9, 0.9), {"trained": 10, "held_out": 5}, {"calibrated": True}
+        report = adapt.Report(Path("run"), {"path": "p", "sha256": "0"}, mix, side, side, photos, trusted, [], 1)
+        assert ("the adapted run keeps the parent's weights" in report.text()) == (alpha == 0)
 
 
 @pytest.mark.slow

@@ -245,6 +245,11 @@ class Report:
             f"weights: parent + {mix.alpha:g} x (fine-tuned - parent); Fashion-MNIST validation accuracy "
             f"{mix.parent_fashion_accuracy:.2%} -> {mix.fashion_accuracy:.2%}"
         )
+        if mix.alpha == 0:
+            lines.append(
+                "no mix of the fine-tune read your held-out photos better than the parent within --forgetting, so "
+                "the adapted run keeps the parent's weights; its temperature and detector are refitted to your photos"
+            )
         lines.append(
             f"{self.photos['trained']} photos trained on, {self.photos['held_out']} held out; "
             f"probabilities {calibrated}; {self.seconds:.1f} s"
