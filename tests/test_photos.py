@@ -136,3 +136,19 @@ def test_unknown_kind_and_bad_count():
         photos.render(_object(0), "watercolour", np.random.default_rng(0))
     with pytest.raises(ValueError, match="count"):
         photos.render_set(torch.zeros(3, 28, 28, dtype=torch.uint8), 4, 0)
+
+
+@pytest.mark.parametrize("kind", ["studio", "dark", "cutout"])
+def test_on_a_hanger_is_the_same_photo_with_a_hook_above_the_garment(kind):
+    from fmnist.testing.photos import on_hanger
+
+    alone, _ = _decode(photos.render(_object(3), kind, np.random.default_rng(5))[0])
+    hung, _ = _decode(on_hanger(_object(3), kind, np.random.default_rng(5), np.random.default_rng(6))[0])
+    top, bottom, left, right = _object_box(alone)
+    assert hung.size == alone.size
+    assert _object_box(hung)[0] < top  # the hook, above the garment
+    below = (slice(top + (bottom - top) // 3, None), slice(None))  # under the hanger: the garment as it was
+    difference = np.abs(np.asarray(hung, np.float32)[below] - np.asarray(alone, np.float32)[below])
+    assert difference.mean() < 1.0
+    with pytest.raises(ValueError, match="a hanger needs room above the garment"):
+        on_hanger(_object(3), "edge", np.random.default_rng(5), np.random.default_rng(6))

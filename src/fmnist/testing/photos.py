@@ -2,7 +2,8 @@
 framing (images.py) and benchmarks/photos.py. The renderer itself is fmnist.trust.references (the detector's
 references are rendered with it); its names are re-exported here for the tests and benchmarks. `square_photo`
 renders a square product photo on a flat backdrop, with sensor noise and a drop shadow (benchmarks/square_photos.py);
-`pair_of` sets a shoe beside a copy of itself, for `render` to photograph as a pair (benchmarks/pairs.py).
+`pair_of` sets a shoe beside a copy of itself, for `render` to photograph as a pair (benchmarks/pairs.py), and
+`on_hanger` photographs a garment hanging on a wire hanger (benchmarks/hangers.py).
 A close-up (`render(..., margins=CLOSE_UP)`) is framed tight: the garment fills most of the picture, as in a shop's
 product photos.
 """
@@ -14,13 +15,24 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
-from PIL import Image, ImageFilter
+from PIL import Image, ImageDraw, ImageFilter
 
 from fmnist.images import load_image
 from fmnist.inference import Predictor
-from fmnist.trust.references import KINDS, Photo, render, render_set
+from fmnist.trust.references import KINDS, LONGER_SIDE, Photo, _placed, photographed, render, render_set
 
-__all__ = ["CLOSE_UP", "KINDS", "KindResult", "Photo", "measure", "pair_of", "render", "render_set", "square_photo"]
+__all__ = [
+    "CLOSE_UP",
+    "KINDS",
+    "KindResult",
+    "Photo",
+    "measure",
+    "on_hanger",
+    "pair_of",
+    "render",
+    "render_set",
+    "square_photo",
+]
 
 CLOSE_UP = (0.03, 0.25)  # each side's margin of a close-up, as a fraction of the object's size on that axis
 
@@ -112,3 +124,29 @@ def pair_of(shoe: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     pair[max(0, -drop) : max(0, -drop) + h, :w] = one
     pair[max(0, drop) : max(0, drop) + h, w + gap :] = other
     return pair
+
+
+def on_hanger(image: np.ndarray, kind: str, rng: np.random.Generator, wire: np.random.Generator) -> tuple[bytes, str]:
+    """A photo of `kind` of the garment in a uint8 [28, 28] Fashion-MNIST image hanging on a wire hanger: (file bytes,
+    suffix). The garment is placed and photographed as `render` does with `rng` (the same draws: the same photo but
+    for the hanger, which `wire` draws): a hook above its top's middle and a wire from the hook down to just beyond
+    its shoulders and across them, 1/50 to 1/32 of the garment's longer side thick (half a pixel of the 28x28 view or
+    more, less than a whole one). Raises ValueError for an unknown kind or for "edge" (no room above the garment)."""
+    kinds = [k for k in KINDS if k != "edge"]
+    if kind not in kinds:
+        raise ValueError(f"a hanger needs room above the garment: one of {', '.join(kinds)}")
+    ink = _placed(image, kind, rng, LONGER_SIDE)
+    rows, cols = np.flatnonzero(ink.max(1) > 0.1), np.flatnonzero(ink.max(0) > 0.1)
+    top, left, right = int(rows[0]), int(cols[0]), int(cols[-1]) + 1
+    height, width = int(rows[-1]) + 1 - top, right - left
+    thick = max(1, round(max(height, width) * wire.uniform(1 / 50, 1 / 32)))
+    middle, hook = (left + right) / 2, max(thick, min(top, round(0.12 * height)))  # the hook's height above the top
+    shoulder = top + round(0.12 * height * wire.uniform(0.5, 1.0))
+    ends = (left - 0.04 * width, shoulder), (right + 0.04 * width, shoulder)
+    hanger = Image.new("L", (ink.shape[1], ink.shape[0]), 0)
+    draw = ImageDraw.Draw(hanger)
+    base = (middle, top - hook / 3)
+    draw.line([ends[0], base, ends[1], ends[0]], fill=255, width=thick)
+    draw.arc((middle - hook / 3, top - hook, middle + hook / 3, top - hook / 3), 180, 90, fill=255, width=thick)
+    ink = np.maximum(ink, np.asarray(hanger, np.float32) / 255 * np.float32(wire.uniform(0.6, 1.0)))
+    return photographed(ink, kind, rng)

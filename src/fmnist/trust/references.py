@@ -106,6 +106,12 @@ def render(
     if turned and kind != "edge" and rng.random() < turned:
         angle = float(rng.uniform(-MAX_TURN, MAX_TURN))
         ink = np.asarray(Image.fromarray(ink).rotate(angle, Image.Resampling.BILINEAR, expand=True))
+    return photographed(ink, kind, rng)
+
+
+def photographed(ink: np.ndarray, kind: str, rng: np.random.Generator) -> tuple[bytes, str]:
+    """A photo of `kind` (its backdrop, colours, noise and file) of an object drawn as ink coverage float32 0..1
+    [H, W] on the photo's canvas: (file bytes, suffix). `render`'s second half."""
     if kind == "cutout":
         return _png(_cutout(ink, rng)), ".png"
     background, colour = _colours(kind, ink.shape, rng)
