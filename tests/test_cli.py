@@ -338,6 +338,8 @@ NO_SUCH_DEVICE = "tpu" if torch.cuda.is_available() else "cuda"
     "argv, message",
     [
         (["train", "--epochs", "0"], "epochs must be > 0"),
+        (["train", "--seed", "-5"], "seed must be >= 0, got -5"),
+        (["train", "--split-seed", "-5"], "split_seed must be >= 0, or -1 (--seed, or a fine-tune's parent's); got -5"),
         (["train", "--optimizer", "lion"], "optimizer: unknown value 'lion'"),
         (["train", "--config", "nope.toml"], "nope.toml: config file not found"),
         (["train", "--resume", "."], "not a run directory"),

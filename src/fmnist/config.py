@@ -197,11 +197,12 @@ def _validate(cfg: Config) -> None:  # noqa: C901 -- a flat list of independent 
         "min_delta",
         "max_time",
         "freeze",
+        "seed",  # numpy's generators (the detector's reference photos) take none below 0
     ):
         if getattr(cfg, name) < 0:
             raise FmnistError(f"{name} must be >= 0, got {getattr(cfg, name)}")
     if cfg.split_seed < -1:
-        raise FmnistError(f"split_seed must be >= 0, or -1 for --seed; got {cfg.split_seed}")
+        raise FmnistError(f"split_seed must be >= 0, or -1 (--seed, or a fine-tune's parent's); got {cfg.split_seed}")
     if not 0 <= cfg.augment_strength <= MAX_STRENGTH:
         raise FmnistError(f"augment_strength must be in [0, {MAX_STRENGTH:g}], got {cfg.augment_strength}")
     for name in ("dropout", "label_smoothing"):
@@ -391,7 +392,7 @@ class AdaptRecipe:
                 raise FmnistError(f"{name} must be >= 1, got {getattr(self, name)}")
         if not self.lr > 0:
             raise FmnistError(f"lr must be > 0, got {self.lr}")
-        for name in ("rehearsal", "freeze"):
+        for name in ("rehearsal", "freeze", "seed"):  # a seed draws with numpy's generators too: never negative
             if getattr(self, name) < 0:
                 raise FmnistError(f"{name} must be >= 0, got {getattr(self, name)}")
         for name in ("holdout", "forgetting"):
