@@ -64,6 +64,18 @@ def test_messy_folders_each_get_one_line_and_the_rest_is_used(tmp_path, syntheti
     assert len(good) == 50 and len(photos.manifest()) == len(labels)
 
 
+def test_photos_the_parent_was_adapted_on_are_held_out_last_and_said(tmp_path, synthetic_data):
+    root = tmp_path / "photos"
+    labelled_folder(root, per_class=5)
+    everything = adapt.read_photos(root, holdout=0.4, seed=0)
+    seen = frozenset(d for d, h in zip(everything.digests, everything.held_out.tolist(), strict=True) if h)
+    fresh = adapt.read_photos(root, holdout=0.4, seed=0, seen=seen)  # held out: the others, as many
+    assert not any(d in seen for d, h in zip(fresh.digests, fresh.held_out.tolist(), strict=True) if h)
+    assert not any("the parent was adapted on" in note for note in fresh.notes)
+    forced = adapt.read_photos(root, holdout=0.8, seed=0, seen=seen)  # 4 of 5 a class: some must be seen ones
+    assert any(note.endswith("photos it has not seen would check both models fairly") for note in forced.notes)
+
+
 def test_an_unreadable_photo_is_named_and_left_out(tmp_path, synthetic_data):
     root = tmp_path / "photos"
     labelled_folder(root, per_class=1)
@@ -135,6 +147,11 @@ def test_an_adapted_model_adapted_again_keeps_the_first_parents_split_and_draw(
     labels = data.load().train_labels
     assert seeds == [first.seed] and again.seed == 3
     assert torch.equal(data.validation_split(labels, again)[1], data.validation_split(labels, first)[1])
+    # Its held-out photos are none the first adaptation trained on: they are those it held out.
+    manifests = [json.loads((tmp_path / run / "adapt.json").read_text())["photos"] for run in ("once", "twice")]
+    trained = {p["sha256"] for p in manifests[0] if not p["held_out"]}
+    held = {p["sha256"] for p in manifests[1] if p["held_out"]}
+    assert held and not trained & held
 
 
 @pytest.mark.slow
@@ -402,6 +419,7 @@ def test_freezing_the_output_layer_is_refused():
         (["adapt", "missing.pt", "--images", "."], "missing.pt: cannot read it"),
         (["adapt", "run", "--images", ".", "--augment", "translate,tilt"], "unknown augmentation 'tilt'; choose from"),
         (["adapt", "run", "--images", ".", "--rehearsal", "-1"], "rehearsal must be >= 0, got -1.0"),
+        (["adapt", "run", "--images", ".", "--seed", "-5"], "seed must be >= 0, got -5"),
         (["adapt", "model.onnx", "--images", "."], "model.onnx: an export cannot be fine-tuned; adapt the checkpoint"),
         (["train", "--init-from", "model.onnx", "--val-size", "100", "--out", "new"], "an export cannot be trained on"),
     ],

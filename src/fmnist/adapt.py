@@ -78,10 +78,12 @@ class Photos:
         ]
 
 
-def read_photos(images_dir: str | Path, holdout: float, seed: int) -> Photos:
+def read_photos(images_dir: str | Path, holdout: float, seed: int, seen: frozenset[str] = frozenset()) -> Photos:
     """The photos under `images_dir` (folders.load_folders, duplicates counted once), each class's
-    `holdout` share held out at random (`seed`); one note per thing left out or short."""
+    `holdout` share held out at random (`seed`), those whose SHA-256 is in `seen` (photos the parent was adapted on)
+    last; one note per thing left out or short, and one when photos in `seen` had to be held out."""
     found = folders.without_duplicates(folders.load_folders(images_dir, skip_unknown=True))
+    digests = [folders.digest(p) for p in found.paths]
     notes = list(found.problems)
     if summary := skipped_line(found.skipped):
         notes.append(summary)
@@ -97,10 +99,17 @@ def read_photos(images_dir: str | Path, holdout: float, seed: int) -> Photos:
                 f"({MIN_PHOTOS_TO_HOLD_OUT}+ let some be held out)"
             )
         elif n:
-            members = torch.nonzero(found.labels == c).flatten()
+            members = torch.nonzero(found.labels == c).flatten()[torch.randperm(n, generator=generator)]
+            unseen = torch.tensor([digests[i] not in seen for i in members.tolist()], dtype=torch.bool)
+            members = torch.cat([members[unseen], members[~unseen]])  # the parent's own photos would flatter it
             take = max(1, round(holdout * n)) if holdout else 0
-            held_out[members[torch.randperm(n, generator=generator)[:take]]] = True
-    return Photos(found, held_out, [folders.digest(p) for p in found.paths], notes)
+            held_out[members[:take]] = True
+    if flattering := sum(bool(h) and d in seen for h, d in zip(held_out.tolist(), digests, strict=True)):
+        notes.append(
+            f"{flattering} of the {int(held_out.sum())} held-out photos are ones the parent was adapted on: the "
+            "parent's figures on them flatter it; photos it has not seen would check both models fairly"
+        )
+    return Photos(found, held_out, digests, notes)
 
 
 def build_split(
@@ -299,7 +308,7 @@ def adapt(
         raise FmnistError(f"{parent_file}: the parent checkpoint changed since this run started; start a new run")
     parent_model, parent_cfg, _ = checkpoint.load_model(parent_file)
     models.check_freeze(parent_model, recipe.freeze)  # before the run directory is made
-    photos = read_photos(settings["images"], recipe.holdout, recipe.seed)
+    photos = read_photos(settings["images"], recipe.holdout, recipe.seed, _adapted_on(parent_file))
     if resume and photos.manifest() != settings["photos"]:
         raise FmnistError(f"{_changed(settings['photos'], photos.manifest())}; start a new run")
     for note in photos.notes:
@@ -433,8 +442,7 @@ def _new_settings(run: RunDir, parent: str | Path | None, images_dir: str | Path
     if run.is_run() or (run.path / "adapt.json").exists():
         raise FmnistError(run.taken())
     parent_file = parent_checkpoint(parent)
-    home = parent_file.absolute().parent.resolve()  # the folder it is in, not a linked file's target's
-    home = home.parent if home.name == "checkpoints" else home  # a run's checkpoint: its run directory
+    home = _home(parent_file)
     if RunDir(home).is_run() and (home == run.path.resolve() or home in run.path.resolve().parents):
         raise FmnistError(f"{run.path}: inside the parent's run {home}; give the adapted run a directory of its own")
     return {
@@ -442,6 +450,28 @@ def _new_settings(run: RunDir, parent: str | Path | None, images_dir: str | Path
         "images": str(Path(images_dir).resolve()),
         "recipe": (recipe or Recipe()).as_dict(),
     }
+
+
+def _home(checkpoint_file: Path) -> Path:
+    """The folder a checkpoint is in (not a linked file's target's), or, for a run's checkpoint, its run directory."""
+    home = checkpoint_file.absolute().parent.resolve()
+    return home.parent if home.name == "checkpoints" else home
+
+
+def _adapted_on(parent_file: Path) -> frozenset[str]:
+    """SHA-256 of the photos the parent was trained on by `fmnist adapt`, and its own parents before it (their runs'
+    adapt.json); none for a parent that no adaptation made, or whose adapt.json cannot be read."""
+    seen: set[str] = set()
+    path, visited = parent_file, set()
+    while path not in visited:
+        visited.add(path)
+        try:
+            settings = json.loads((_home(path) / "adapt.json").read_text())
+            seen |= {photo["sha256"] for photo in settings["photos"] if not photo["held_out"]}
+            path = Path(settings["parent"]["path"])
+        except (OSError, ValueError, KeyError, TypeError):
+            break
+    return frozenset(seen)
 
 
 def parent_checkpoint(parent: str | Path) -> Path:
