@@ -75,5 +75,8 @@ def cmd_adapt(args: argparse.Namespace) -> int:
         print(json.dumps(report.as_dict()))
         return 0
     print(report.text())
-    print(f"artifacts in {out}: adapt-report.json before_after.png adapt.json parent.json checkpoints/")
+    print(
+        f"artifacts in {out}: adapt-report.json adapt.json parent.json summary.json metrics.jsonl config.toml "
+        "checkpoints/ tensorboard/ *.png"
+    )
     return 0
