@@ -45,6 +45,12 @@ def scored(predictor: TorchPredictor, files: list[bytes], labels: np.ndarray, fa
     return judged(predictor, files, labels)[:2]
 
 
+def validation_images(predictor: TorchPredictor, dataset: data.FashionMNIST) -> tuple[np.ndarray, np.ndarray]:
+    """The run's validation images uint8 [N, 28, 28] and their labels [N] (data.validation_split of its config)."""
+    _, val = validation_split(dataset.train_labels, predictor.config)
+    return dataset.train_images[val].numpy(), dataset.train_labels[val].numpy()
+
+
 def arguments(doc: str) -> argparse.Namespace:
     """The options of this benchmark and of benchmarks/pairs.py: RUN [--per-class] [--seed] [--json]."""
     parser = argparse.ArgumentParser(description=doc.split("\n")[0])
@@ -73,8 +79,7 @@ def main() -> None:
         statistics[name] = {"q05": low, "median": mid, "q95": high, "mirrored": mirrored}
         print(f"| {name} | {low:+.3f} | {mid:+.3f} | {high:+.3f} | {statistics[name]['mirrored']:.1%} |")
 
-    _, val = validation_split(dataset.train_labels, predictor.config)
-    val_x, val_y = dataset.train_images[val].numpy(), dataset.train_labels[val].numpy()
+    val_x, val_y = validation_images(predictor, dataset)
     plain = torch.from_numpy(val_x)
     upright = predictor.logits(plain).argmax(1).numpy() == val_y
     turned = predictor.logits(plain.flip(2)).argmax(1).numpy() == val_y

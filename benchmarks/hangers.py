@@ -17,12 +17,12 @@ from pathlib import Path
 import numpy as np
 
 from fmnist import data
-from fmnist.data import CLASSES, validation_split
+from fmnist.data import CLASSES
 from fmnist.inference import TorchPredictor
 from fmnist.testing import photos
 
 sys.path.insert(0, str(Path(__file__).parent))
-from facing import arguments, judged  # noqa: E402  (the same options and measure as benchmarks/facing.py)
+from facing import arguments, judged, validation_images  # noqa: E402  (the same options and measure as benchmarks/facing.py)
 
 HUNG = (0, 2, 3, 4, 6)  # T-shirt/top, pullover, dress, coat, shirt
 KINDS = tuple(kind for kind in photos.KINDS if kind != "edge")
@@ -32,8 +32,7 @@ def main() -> None:
     args = arguments(__doc__)
     predictor = TorchPredictor(args.run)
     dataset = data.load()
-    _, val = validation_split(dataset.train_labels, predictor.config)
-    val_x, val_y = dataset.train_images[val].numpy(), dataset.train_labels[val].numpy()
+    val_x, val_y = validation_images(predictor, dataset)
     rng = np.random.default_rng(args.seed)
     print(f"{args.per_class} validation images a class as product photos; right / kept:\n")
     print("| class | alone | on a hanger |\n|---|---|---|")

@@ -21,12 +21,12 @@ from pathlib import Path
 import numpy as np
 
 from fmnist import data, images
-from fmnist.data import CLASSES, validation_split
+from fmnist.data import CLASSES
 from fmnist.inference import TorchPredictor
 from fmnist.testing import photos
 
 sys.path.insert(0, str(Path(__file__).parent))
-from facing import arguments, judged  # noqa: E402  (the same options and measure as benchmarks/facing.py)
+from facing import arguments, judged, validation_images  # noqa: E402  (the same options and measure as benchmarks/facing.py)
 
 SHOES = (5, 7, 9)
 NEVER = 2.0  # two pieces never hold more than all of the object's pixels
@@ -59,8 +59,7 @@ def main() -> None:
         mine = widths[train_labels == c]
         shapes[name] = {"median": float(np.median(mine)), "wide": float((mine >= images.PAIR_ASPECT).mean())}
         print(f"| {name} | {shapes[name]['median']:.2f} | {shapes[name]['wide']:.1%} |")
-    _, val = validation_split(dataset.train_labels, predictor.config)
-    val_x, val_y = dataset.train_images[val].numpy(), dataset.train_labels[val].numpy()
+    val_x, val_y = validation_images(predictor, dataset)
     rng = np.random.default_rng(args.seed)
     print(f"\n{args.per_class} validation images a class as product photos; right / kept, with the rule and without:\n")
     print("| class | photo | with | without | views changed |\n|---|---|---|---|---|")
