@@ -1017,17 +1017,23 @@ def frame_with_cues(
 def _facing_left(view: np.ndarray) -> np.ndarray:
     """The uint8 [28, 28] `view` mirrored, its box kept where it was, when it shows a shoe facing right (see FACING);
     else `view` itself."""
-    offset = facing_offset(view)
-    if offset is None or offset > -FACING:
+    found = _facing(view)
+    if found is None or found[0] > -FACING:
         return view
-    cols = np.flatnonzero((view > FACING_LEVEL).any(0))
-    return np.roll(view[:, ::-1], int(cols[0]) - (SIDE - int(cols[-1]) - 1), axis=1)
+    _, left, right = found
+    return np.roll(view[:, ::-1], left - (SIDE - right), axis=1)
 
 
 def facing_offset(view: np.ndarray) -> float | None:
     """The facing offset of a uint8 [28, 28] view (see FACING): the intensity centroid of the top half of its
     object's rows (pixels above FACING_LEVEL), in widths of the object's box from its middle, -0.5..0.5; None for a
     blank view."""
+    found = _facing(view)
+    return None if found is None else found[0]
+
+
+def _facing(view: np.ndarray) -> tuple[float, int, int] | None:
+    """(facing offset, first column, column past the last) of a uint8 [28, 28] view's object; None for a blank view."""
     rows, cols = np.flatnonzero((view > FACING_LEVEL).any(1)), np.flatnonzero((view > FACING_LEVEL).any(0))
     if rows.size == 0:
         return None
@@ -1035,7 +1041,7 @@ def facing_offset(view: np.ndarray) -> float | None:
     upper = view[top : (top + int(rows[-1]) + 1) // 2, left:right].astype(np.float64).sum(0)
     if upper.sum() <= 0:
         return None
-    return float((upper * (np.arange(right - left) + 0.5)).sum() / upper.sum()) / (right - left) - 0.5
+    return float((upper * (np.arange(right - left) + 0.5)).sum() / upper.sum()) / (right - left) - 0.5, left, right
 
 
 def _without_light_edges(
