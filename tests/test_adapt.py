@@ -113,6 +113,20 @@ def test_refit_fits_nothing_below_its_minimum_and_learns_only_photos_it_rejects(
     assert ("keeps 100% of your held-out photos as it is" in text) == (kept_enough == 0.0)
 
 
+def test_too_few_photos_for_a_temperature_keep_one_fitted_for_the_same_weights(few_references, synthetic_data):
+    model = models.build(config.Config(hidden=(16,)))
+    photos, labels = framed(10)
+    training = data.load().train_images[50:650], data.load().train_labels[50:650]
+    for same in (None, 1.7):
+        refitted, notes = trust.refit(
+            trust.model_logits(model), photos, labels, data.load().train_images[:50], training, same_weights=same
+        )
+        assert refitted.temperature == same
+        assert any(note.endswith("the parent's temperature stays, fitted for the same weights") for note in notes) == (
+            same is not None
+        )
+
+
 def test_the_refitted_detector_draws_the_parents_reference_photos(parent, tmp_path, few_references, monkeypatch):
     root = tmp_path / "photos"
     labelled_folder(root, per_class=6)

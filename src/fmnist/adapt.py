@@ -306,7 +306,7 @@ def adapt(
     parent_file = Path(settings["parent"]["path"])
     if checkpoint.sha256(parent_file) != settings["parent"]["sha256"]:
         raise FmnistError(f"{parent_file}: the parent checkpoint changed since this run started; start a new run")
-    parent_model, parent_cfg, _ = checkpoint.load_model(parent_file)
+    parent_model, parent_cfg, parent_state = checkpoint.load_model(parent_file)
     models.check_freeze(parent_model, recipe.freeze)  # before the run directory is made
     photos = read_photos(settings["images"], recipe.holdout, recipe.seed, _adapted_on(parent_file))
     if resume and photos.manifest() != settings["photos"]:
@@ -331,7 +331,8 @@ def adapt(
     # The parent's draw of reference photos (its split's seed), not the recipe's: a detector refitted on another draw
     # moves the share of non-garments rejected by several points with nothing learned.
     logits_of = trust.model_logits(result.model)
-    refitted, notes = trust.refit(logits_of, held, held_y, fashion_x, fashion_train, data.split_seed(parent_cfg))
+    same = trust.Trust.from_dict(parent_state.get(trust.KEY)).temperature if mix.alpha == 0 else None
+    refitted, notes = trust.refit(logits_of, held, held_y, fashion_x, fashion_train, data.split_seed(parent_cfg), same)
     trust.store(refitted, run.chosen_checkpoint())
     for note in notes:
         say(note)

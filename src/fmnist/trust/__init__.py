@@ -374,14 +374,16 @@ def refit(
     val_x: torch.Tensor,
     training: Training,
     seed: int = 0,
+    same_weights: float | None = None,
 ) -> tuple[Trust, list[str]]:
     """The trust of a model fine-tuned on a user's photos (fmnist.adapt), and one line per part not fitted or
     not learned.
 
     The temperature is fitted on the user's held-out `photos` (labels [N]) when there are at least
-    MIN_TEMPERATURE_IMAGES. The detector is fitted as `fit` fits it, on the REFERENCE_PHOTOS garment photos
-    rendered from the parent's validation images `val_x` (drawn with `seed`: the parent run's, for the parent's own
-    references) and on its `training` images; when it keeps fewer than
+    MIN_TEMPERATURE_IMAGES; with fewer, it is `same_weights`: a temperature fitted for these very weights (the
+    parent's, when the adapted model keeps them), or none. The detector is fitted as `fit` fits it, on the
+    REFERENCE_PHOTOS garment photos rendered from the parent's validation images `val_x` (drawn with `seed`: the
+    parent run's, for the parent's own references) and on its `training` images; when it keeps fewer than
     KEPT_ENOUGH of the user's photos and there are at least MIN_DETECTOR_PHOTOS of them, it is fitted again with
     them joined to its references, so that both kinds count as garments.
     """
@@ -391,6 +393,12 @@ def refit(
     temperature = None
     if len(photos) >= MIN_TEMPERATURE_IMAGES:
         temperature = calibration.fit_temperature(logits_of(torch.stack([p.image for p in photos])), labels)
+    elif same_weights is not None:
+        temperature = same_weights
+        notes.append(
+            f"{len(photos)} held-out photos are fewer than the {MIN_TEMPERATURE_IMAGES} a temperature is fitted "
+            "from: the parent's temperature stays, fitted for the same weights"
+        )
     else:
         notes.append(
             f"uncalibrated: {len(photos)} held-out photos are fewer than the {MIN_TEMPERATURE_IMAGES} a temperature "
