@@ -331,7 +331,7 @@ def adapt(
     # The parent's draw of reference photos (its split's seed), not the recipe's: a detector refitted on another draw
     # moves the share of non-garments rejected by several points with nothing learned.
     logits_of = trust.model_logits(result.model)
-    same = trust.Trust.from_dict(parent_state.get(trust.KEY)).temperature if mix.alpha == 0 else None
+    same = trust.of_state(parent_state).temperature if mix.alpha == 0 else None
     refitted, notes = trust.refit(logits_of, held, held_y, fashion_x, fashion_train, data.split_seed(parent_cfg), same)
     trust.store(refitted, run.chosen_checkpoint())
     for note in notes:

@@ -320,18 +320,18 @@ def inherit_split(cfg: Config, saved: Config | None = None) -> Config:
         return cfg
     if saved is not None:
         return cfg.replace(split_seed=saved.split_seed)
-    parent = _fmnist_parent(cfg)
-    return cfg if parent is None else cfg.replace(split_seed=split_seed(parent))
+    return _split_of(cfg, _fmnist_parent(cfg))
 
 
 def parent_split(cfg: Config, data: FashionMNIST | Split, log: Callable[[str], None]) -> Config:
     """inherit_split(cfg) for a new fine-tune, and a line to `log` when its validation split (of `data`) still holds
     images the parent trained on (a larger --val-size, another --split-seed): the best epoch, the temperature and the
     detector are then chosen on images the parent already knows. Raises FmnistError as inherit_split does."""
-    if not cfg.init_from or not isinstance(data, FashionMNIST) or (parent := _fmnist_parent(cfg)) is None:
+    if not cfg.init_from or not isinstance(data, FashionMNIST):
         return inherit_split(cfg)
-    cfg = cfg if cfg.split_seed >= 0 else cfg.replace(split_seed=split_seed(parent))
-    if cfg.val_size:
+    parent = _fmnist_parent(cfg)
+    cfg = _split_of(cfg, parent)
+    if parent is not None and cfg.val_size:
         _, val_idx = validation_split(data.train_labels, cfg)
         seen = int(torch.isin(val_idx, training_indices(data.train_labels, parent)).sum())
         if seen:
@@ -341,6 +341,11 @@ def parent_split(cfg: Config, data: FashionMNIST | Split, log: Callable[[str], N
                 "epoch, the temperature and the detector are chosen on them"
             )
     return cfg
+
+
+def _split_of(cfg: Config, parent: Config | None) -> Config:
+    """`cfg` with the split seed of its `parent` (an fmnist checkpoint's config) where it names none of its own."""
+    return cfg if parent is None or cfg.split_seed >= 0 else cfg.replace(split_seed=split_seed(parent))
 
 
 def _fmnist_parent(cfg: Config) -> Config | None:
@@ -508,9 +513,8 @@ def fit(
     run = RunDir(run_dir)
     if not distributed.world().is_main:
         log, progress, on_epoch = (lambda _msg: None), False, None
-    fresh = not (resume and run.last.exists())
-    cfg = parent_split(cfg, data, log) if fresh and not resume else cfg
-    t = setup(cfg, data, log, fresh=fresh)
+    cfg = cfg if resume else parent_split(cfg, data, log)
+    t = setup(cfg, data, log, fresh=not (resume and run.last.exists()))
     world, state, tensors = t.world, t.state, t.tensors
     done = start_or_resume(t, cfg, run, resume, log)
     trained_now = len(done.history) < cfg.epochs
