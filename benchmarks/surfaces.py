@@ -4,18 +4,20 @@ and predict's time per photo for both.
 
     python benchmarks/surfaces.py RUN_DIR [--per-kind 40] [--baseline main] [--seed 0] [--json FILE] [--outliers N]
 
-Material, all rendered from the run's validation images (never the test set): fmnist.testing.surfaces on
-each surface kind turned by up to 30 degrees, its flat surface turned and upright, fmnist.testing.domains'
-wood and cloth (another renderer, turned by up to 12 degrees), and the product photos of
-fmnist.trust.references. The framing's parameters were chosen on the kinds marked "tuned"; the others
-were only looked at for this report. Timing: decode + frame + model + detector for 64 product photos
-and for 64 on wood and 64 on the `shade` table (an edge of light), the two framings alternating, median of
---repeats, on one thread. `--outliers N`
-also frames N non-garments of each kind and part of fmnist.testing.outliers both ways: the share the detector
-rejects, and the share that took the segmentation path, so that a found "object" cannot pass for a garment.
-Last, for each set, the pieces its pictures' border falls into off the background surface where the noise alone
-does not decide (less than images.SURFACE_FIT of the border on the surface, noise under images.SURFACE_MIN_NOISE):
-the figures behind images.SURFACE_PIECES.
+Material, all rendered from the run's validation images (never the test set): fmnist.testing.surfaces on each
+surface kind turned by up to 30 degrees, its flat surface turned and upright, fmnist.testing.domains' wood and cloth
+(another renderer, turned by up to 12 degrees), and the product photos of fmnist.trust.references; then (drawn last,
+so that the others are the pictures drawn before them) the LATE_SURFACES and EDGE_PHOTOS x --per-kind product photos
+of a garment cut by the picture's edge. The framing's parameters were chosen on the kinds marked "tuned"; the others
+were only looked at for this report. Timing: decode + frame + model + detector for 64 product photos and for 64 on
+wood and 64 on the `shade` table (an edge of light), the two framings alternating, median of --repeats, on one
+thread. `--outliers N` also frames N non-garments of each kind and part of fmnist.testing.outliers both ways: the
+share the detector rejects, and the share that took the segmentation path, so that a found "object" cannot pass for
+a garment. Last, for each set, the pieces its pictures' border falls into off the background surface where the noise
+alone does not decide (less than images.SURFACE_FIT of the border on the surface, noise under
+images.SURFACE_MIN_NOISE): the figures behind images.SURFACE_PIECES; and, of those with fewer pieces and noise from
+images.SHADED_NOISE, how far the border off the surface lies from it (levels, the median): the figures behind
+images.SHADING.
 """
 
 from __future__ import annotations
@@ -102,6 +104,11 @@ def scored(
     return calibration.accuracy, float(verdict.garment.mean()), calibration.ece
 
 
+# Surfaces drawn after every other set, so that those are the pictures drawn before them.
+LATE_SURFACES = ("sheet",)
+EDGE_PHOTOS = 4  # photos of a garment cut by the picture's edge, per --per-kind
+
+
 def material(
     images: torch.Tensor, labels: torch.Tensor, per_kind: int, seed: int
 ) -> dict[str, tuple[list, np.ndarray]]:
@@ -113,7 +120,7 @@ def material(
         index = rng.choice(len(images), per_kind, replace=False)
         return images[index].numpy(), labels[index].numpy()
 
-    for kind in surfaces.KINDS:
+    for kind in (k for k in surfaces.KINDS if k not in LATE_SURFACES):
         chosen, truth = pick()
         sets[f"{kind} turned"] = (surfaces.render_many(chosen, kind, seed), truth)
     chosen, truth = pick()
@@ -123,6 +130,13 @@ def material(
         sets[f"domains {domain}"] = (domains.render_many(chosen, domain, seed), truth)
     product = photos.render_set(images, per_kind * 2, seed)
     sets["product photos"] = ([p.data for p in product], labels[[p.index for p in product]].numpy())
+    for kind in LATE_SURFACES:
+        chosen, truth = pick()
+        sets[f"{kind} turned"] = (surfaces.render_many(chosen, kind, seed), truth)
+    # A garment cut by the picture's edge on a plain backdrop covers part of the border, as a surface's shading does.
+    index = rng.choice(len(images), EDGE_PHOTOS * per_kind, replace=False)
+    edge = [photos.render(images[i].numpy(), "edge", rng)[0] for i in index]
+    sets["product photos at the edge"] = (edge, labels[index].numpy())
     return sets
 
 
@@ -148,15 +162,19 @@ def rejected(predictor: TorchPredictor, framing: ModuleType, files: list[bytes])
     return ~trust.judge(predictor.trust, predictor.logits(views), views, cues_of(framing, framed)).garment
 
 
-def weighed(files: list[bytes]) -> list[list[tuple[float, float, int]]]:
-    """For each picture, the (border fit, noise, pieces) of every images.on_texture call while the current framing
-    framed it: the path it took (segmented when one said textured) and the figures behind it."""
-    seen: list[tuple[float, float, int]] = []
+Weighed = tuple[float, float, int, float]  # the arguments of an images.on_texture call
+
+
+def weighed(files: list[bytes]) -> list[list[Weighed]]:
+    """For each picture, the (border fit, noise, pieces, distance off the surface) of every images.on_texture call
+    while the current framing framed it: the path it took (segmented when one said textured) and the figures behind
+    it."""
+    seen: list[Weighed] = []
     original = current.on_texture
 
-    def recorded(border_fit: float, noise: float, pieces: int) -> bool:
-        seen.append((border_fit, noise, pieces))
-        return original(border_fit, noise, pieces)
+    def recorded(border_fit: float, noise: float, pieces: int, off_surface: float) -> bool:
+        seen.append((border_fit, noise, pieces, off_surface))
+        return original(border_fit, noise, pieces, off_surface)
 
     found = []
     current.on_texture = recorded
@@ -170,16 +188,30 @@ def weighed(files: list[bytes]) -> list[list[tuple[float, float, int]]]:
     return found
 
 
-def pieces_row(calls: list[list[tuple[float, float, int]]]) -> dict[str, Any]:
-    """Where the pieces decide (`weighed` calls of some pictures): how many pictures, the pieces of those whose noise
-    alone does not decide (the last call of each), and how many of them the rule takes as textured."""
-    undecided = sorted(
-        pieces
-        for fit, noise, pieces in (c[-1] for c in calls if c)
+def pieces_row(calls: list[list[Weighed]]) -> dict[str, Any]:
+    """Where the pieces and the shading decide (`weighed` calls of some pictures): how many pictures, the pieces of
+    those whose noise alone does not decide (the last call of each), how many of them the pieces take as textured;
+    then, of those with fewer pieces and noise from SHADED_NOISE, the distance of their border off the surface, and
+    how many of them that takes as shaded."""
+    undecided = [
+        (pieces, noise, off)
+        for fit, noise, pieces, off in (c[-1] for c in calls if c)
         if fit < current.SURFACE_FIT and noise < current.SURFACE_MIN_NOISE
+    ]
+    counted = sorted(pieces for pieces, _, _ in undecided)
+    shaded = sorted(
+        round(off, 1)
+        for pieces, noise, off in undecided
+        if pieces < current.SURFACE_PIECES and noise >= current.SHADED_NOISE
     )
-    textured = sum(p >= current.SURFACE_PIECES for p in undecided)
-    return {"pictures": len(calls), "undecided": len(undecided), "pieces": undecided, "textured": textured}
+    return {
+        "pictures": len(calls),
+        "undecided": len(undecided),
+        "pieces": counted,
+        "textured": sum(p >= current.SURFACE_PIECES for p in counted),
+        "off_surface": shaded,
+        "shaded": sum(off < current.SHADING for off in shaded),
+    }
 
 
 def outlier_rows(predictor: TorchPredictor, baseline: ModuleType, count: int, seed: int) -> dict[str, dict]:
@@ -262,14 +294,20 @@ def main() -> None:
     print()
     found = outlier_rows(predictor, baseline, args.outliers, args.seed + 100) if args.outliers else {}
     print(
-        "\n| pictures | count | border off the surface, noise alone undecided | pieces there | textured by them |\n"
-        "|---|---|---|---|---|"
+        "\n| pictures | count | border off the surface, noise alone undecided | pieces there | textured by them "
+        "| fewer pieces, noise from SHADED_NOISE | off the surface there (levels) | shaded by it |\n"
+        "|---|---|---|---|---|---|---|---|"
     )
     pieces = {name: pieces_row(weighed(files)) for name, (files, _) in sets.items()}
     pieces |= {name: row.pop("pieces") for name, row in found.items()}
     for name, row in pieces.items():
         span = f"{row['pieces'][0]}-{row['pieces'][-1]}" if row["pieces"] else "-"
-        print(f"| {name} | {row['pictures']} | {row['undecided']} | {span} | {row['textured']} |")
+        off = row["off_surface"]
+        spread = f"{off[0]}-{off[-1]} (median {np.median(off):.1f})" if off else "-"
+        print(
+            f"| {name} | {row['pictures']} | {row['undecided']} | {span} | {row['textured']} "
+            f"| {len(off)} | {spread} | {row['shaded']} |"
+        )
     if args.json:
         results = {"rows": rows, "timing": timing, "outliers": found, "pieces": pieces}
         args.json.write_text(json.dumps(results, indent=1) + "\n", encoding="utf-8")

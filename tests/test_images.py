@@ -284,22 +284,25 @@ def test_the_border_off_the_surface_is_counted_in_pieces_going_round(segments, p
 
 
 @pytest.mark.parametrize(
-    ("border_fit", "noise", "pieces", "textured"),
+    ("border_fit", "noise", "pieces", "off_surface", "textured"),
     [
-        (0.95, 3.0, 0, False),  # a product photo: plain all round, some noise
-        (0.95, 0.5, 30, False),  # plain all round but for specks: the pieces only count where the fit is poor
-        (images.SURFACE_FIT, 0.5, 30, False),
-        (0.95, images.SURFACE_NOISE + 1, 0, True),  # grass: noisy all round
-        (0.5, 1.5, 1, True),  # a pattern or a shadow's edge across the border
-        (0.45, 0.7, 1, False),  # a dark object covering most of a plain backdrop's border
-        (0.45, 0.7, 4, False),  # a garment cut by the frame in four places
-        (0.45, 0.7, images.SURFACE_PIECES, True),  # a crisp check of two flat colours
-        (0.45, 0.0, 30, True),  # the same check in a lossless file: no noise at all
-        (0.45, 0.0, 5, False),  # a screenshot's flat colours and the object across its border
+        (0.95, 3.0, 0, 0.0, False),  # a product photo: plain all round, some noise
+        (0.95, 0.5, 30, 20.0, False),  # plain all round but for specks: the pieces only count where the fit is poor
+        (images.SURFACE_FIT, 0.5, 30, 20.0, False),
+        (0.95, images.SURFACE_NOISE + 1, 0, 0.0, True),  # grass: noisy all round
+        (0.5, 1.5, 1, 120.0, True),  # a pattern or a shadow's edge across the border
+        (0.45, 0.7, 1, 120.0, False),  # a dark object covering most of a plain backdrop's border
+        (0.45, 0.7, 4, 120.0, False),  # a garment cut by the frame in four places
+        (0.45, 0.7, images.SURFACE_PIECES, 120.0, True),  # a crisp check of two flat colours
+        (0.45, 0.0, 30, 120.0, True),  # the same check in a lossless file: no noise at all
+        (0.45, 0.0, 5, 120.0, False),  # a screenshot's flat colours and the object across its border
+        (0.45, 0.7, 1, 20.0, True),  # a sheet's folds in a phone's denoised photo: shaded off the fit, no object
+        (0.45, 0.7, 1, images.SHADING, False),  # as far off it as an object's own contrast
+        (0.45, images.SHADED_NOISE / 2, 1, 20.0, False),  # a digital picture's smooth gradient: no sensor noise
     ],
 )
-def test_a_surface_is_textured_by_its_noise_or_by_the_pieces_off_it(border_fit, noise, pieces, textured):
-    assert images.on_texture(border_fit, noise, pieces) == textured
+def test_a_surface_is_textured_by_its_noise_or_by_the_pieces_off_it(border_fit, noise, pieces, off_surface, textured):
+    assert images.on_texture(border_fit, noise, pieces, off_surface) == textured
 
 
 @pytest.mark.parametrize("edges", [("top",), ("left", "bottom")])

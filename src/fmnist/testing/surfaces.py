@@ -6,7 +6,8 @@ rings, a woven or checked cloth, fibrous paper, tiles with grout, a tablecloth p
 ("check": a gingham, a checkerboard or stripes, at any angle, with little sensor noise, or half the time none,
 saved by a program as a lossless PNG), a plain "flat" table, a "lit" studio backdrop whose light ramps across it
 and clips at white, or at black on a dark one, the garment's drop shadow on it half the time, a flat table crossed by
-a hard edge of light ("shade": a shadow, a window's light or a bar's shadow, across the garment too) and scikit-image's
+a hard edge of light ("shade": a shadow, a window's light or a bar's shadow, across the garment too), a light bedsheet
+shaded by its folds ("sheet": soft ridges of light and shadow across it, with little sensor noise) and scikit-image's
 shipped photos of brick, grass and gravel (`skimage.data`, in its wheel), tinted. The garment is drawn either as
 ink over the surface (the surface shows through its thin parts, as in `fmnist.testing.domains`) or as opaque
 cloth that hides the surface, light on a dark surface or dark on a light one; the whole is turned by up to
@@ -28,9 +29,13 @@ from fmnist.trust.references import _placed
 PROCEDURAL = ("wood", "cloth", "paper", "tile", "check")
 SHIPPED = ("brick", "grass", "gravel")
 # Every kind, in the order the kinds were added: a kind's place seeds its photos, which a new kind leaves as they were.
-KINDS = ("wood", "cloth", "paper", "tile", *SHIPPED, "flat", "lit", "check", "shade")
+KINDS = ("wood", "cloth", "paper", "tile", *SHIPPED, "flat", "lit", "check", "shade", "sheet")
 TEXTURED = tuple(kind for kind in KINDS if kind in PROCEDURAL + SHIPPED)
 LONGER_SIDE = (240, 480)  # pixels, before turning
+FOLDS = (3, 8)  # a sheet's creases: 3 to 7
+# The sensor noise's standard deviation, levels, drawn uniformly: (1, 6) but for a print (a crisp check) and a phone's
+# denoised photo of a sheet.
+SENSOR_NOISE = {"check": (0.3, 2.0), "sheet": (0.0, 1.0)}
 MIN_CONTRAST = 70.0  # the least difference in luminance between the garment and the surface's mean, 0..255
 
 
@@ -61,7 +66,7 @@ def render(image: np.ndarray, kind: str, rng: np.random.Generator, max_angle: fl
         photo = _light_edge(photo, rng)
     noise = rng.standard_normal(photo.shape).astype(np.float32)
     lossless = kind == "check" and rng.random() < 0.5  # a print saved by a program: no sensor noise, a PNG
-    photo += noise * np.float32(0.0 if lossless else rng.uniform(0.3, 2) if kind == "check" else rng.uniform(1, 6))
+    photo += noise * np.float32(0.0 if lossless else rng.uniform(*SENSOR_NOISE.get(kind, (1, 6))))
     buffer = io.BytesIO()
     picture = Image.fromarray(np.clip(np.rint(photo), 0, 255).astype(np.uint8), "RGB")
     if lossless:
@@ -92,6 +97,13 @@ def _surface(kind: str, shape: tuple[int, ...], rng: np.random.Generator) -> np.
         else:
             level = rng.uniform(5, 30) - rng.uniform(80, 180) * (ramp + rng.uniform(0.0, 0.2))
         return (level[..., None] + rng.uniform(-6, 6, 3)).astype(np.float32)
+    if kind == "sheet":  # a light sheet with FOLDS creases, each lit on one side and shaded on the other by 3-15 levels
+        level = np.full((height, width), rng.uniform(200, 245), np.float32)
+        for _ in range(int(rng.integers(*FOLDS))):
+            angle, spread = rng.uniform(0, np.pi), rng.uniform(0.05, 0.2) * max(height, width)
+            across = (np.cos(angle) * x + np.sin(angle) * y - rng.uniform(0, np.hypot(height, width))) / spread
+            level += np.float32(rng.uniform(5, 25) * rng.choice([-1, 1])) * across * np.exp(-0.5 * across**2)
+        return level[..., None] + rng.uniform(-8, 4, 3).astype(np.float32)
     if kind in SHIPPED:
         texture = _texture(kind, (height, width), rng)
         tint = rng.uniform(0.5, 1.0, 3).astype(np.float32)

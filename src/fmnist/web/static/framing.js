@@ -57,6 +57,8 @@
     SURFACE_NOISE: 6.0,
     SURFACE_FIT: 0.8,
     SURFACE_MIN_NOISE: 1.0,
+    SHADED_NOISE: 0.3,
+    SHADING: 40.0,
     SURFACE_PIECES: 6,
     PIECE_RUN: 8,
     FRAME_FLAT: 0.5,
@@ -863,9 +865,9 @@
       let lit;
       ({ gray, smooth: lit } = withoutLightEdges(gray, w, h, colour));
       const { stretched, levels } = stretch(gray, lit);
-      let pieces;
-      ({ contrast, noise, borderFit, pieces } = backgroundContrast(stretched, levels, w, h));
-      textured = onTexture(borderFit, noise, pieces);
+      let pieces, offSurface;
+      ({ contrast, noise, borderFit, pieces, offSurface } = backgroundContrast(stretched, levels, w, h));
+      textured = onTexture(borderFit, noise, pieces, offSurface);
       smooth = smoothed(contrast, w, h);
       const t = threshold(smooth, noise);
       mask = standingOut(contrast, smooth, t);
@@ -1068,10 +1070,11 @@
   }
 
   // Whether the surface is textured or shaded, from the plain method's fit: the border's share on the surface,
-  // its noise, and the pieces the rest falls into (on_texture).
-  function onTexture(borderFit, noise, pieces) {
+  // its noise, the pieces the rest falls into and how far that rest lies from the surface (on_texture).
+  function onTexture(borderFit, noise, pieces, offSurface) {
     if (borderFit >= C.SURFACE_FIT) return noise > C.SURFACE_NOISE;
-    return noise >= C.SURFACE_MIN_NOISE || pieces >= C.SURFACE_PIECES;
+    return noise >= C.SURFACE_MIN_NOISE || pieces >= C.SURFACE_PIECES
+      || (noise >= C.SHADED_NOISE && offSurface < C.SHADING);
   }
 
   // The contrast of an object found on a texture: its polarity from its own pixels, zero off it (_on_surface).
@@ -1252,7 +1255,7 @@
   // (_background_contrast).
   function backgroundContrast(gray, levels, w, h) {
     const smooth = smoothed(gray, w, h);
-    const { surface, noise, borderFit, pieces } = backgroundSurface(smooth, levels, w, h);
+    const { surface, noise, borderFit, pieces, offSurface } = backgroundSurface(smooth, levels, w, h);
     const difference = new Float32Array(smooth.length);
     for (let i = 0; i < smooth.length; i++) difference[i] = smooth[i] - surface[i];
     const t = threshold(difference, noise);
@@ -1261,16 +1264,21 @@
     const sign = sum < 0 ? -1 : 1;
     const contrast = new Float32Array(gray.length);
     for (let i = 0; i < gray.length; i++) contrast[i] = sign * f32(gray[i] - surface[i]);
-    return { contrast, noise, borderFit, pieces };
+    return { contrast, noise, borderFit, pieces, offSurface };
   }
 
   // The background: a quadratic surface fitted to the border pixels on it (borderSurface), clipped to the
-  // format's black and white where the fit took clipped light as censored (_background_surface).
+  // format's black and white where the fit took clipped light as censored (_background_surface); the border's
+  // noise on it, and the median distance of the border pixels off it.
   function backgroundSurface(smooth, levels, w, h) {
     const { coef, residual, inliers, free, censored } = borderSurface(smooth, levels, w, h);
-    const inRange = [];
-    residual.forEach((r, i) => { if (inliers[i] && !free[i]) inRange.push(Math.abs(r)); });
+    const inRange = [], off = [];
+    residual.forEach((r, i) => {
+      if (inliers[i] && !free[i]) inRange.push(Math.abs(r));
+      if (!inliers[i]) off.push(Math.abs(r));
+    });
     const noise = inRange.length ? 1.4826 * median(inRange) : 0.0;
+    const offSurface = off.length ? median(off) : 0.0;
     const kept = inliers.reduce((sum, v) => sum + v, 0);
     const surface = new Float32Array(w * h);
     const gx = Float32Array.from({ length: w }, (_, i) => f32(f32(i / Math.max(w - 1, 1)) - 0.5));
@@ -1284,7 +1292,8 @@
         surface[y * w + x] = Math.min(Math.max(level, low), high);
       }
     }
-    return { surface, noise, borderFit: residual.length ? kept / residual.length : 0.0, pieces: borderPieces(inliers) };
+    const borderFit = residual.length ? kept / residual.length : 0.0;
+    return { surface, noise, borderFit, pieces: borderPieces(inliers), offSurface };
   }
 
   // Runs of PIECE_RUN or more border pixels off the surface, going round the border; 1 when none is on it
