@@ -183,6 +183,14 @@ def test_init_from_holds_out_the_parents_split_whatever_its_seed(parent, tmp_pat
         f"note: 100 of the 300 validation images are images {parent} trained on (it held out 200 with split "
         "seed 0): the best epoch, the temperature and the detector are chosen on them"
     ]
+    # The run keeps the number: its parent.json and summary.json say it, the run that held out no such image none.
+    for val_size, seen in ((200, None), (300, 100)):
+        run = RunDir(tmp_path / f"tuned{val_size}")
+        assert (
+            run.read_parent().get("validation_trained_on")
+            == seen
+            == run.read_summary()["parent"].get("validation_trained_on")
+        )
 
 
 @pytest.mark.slow

@@ -27,6 +27,16 @@ class EpochRow(TypedDict):
     images_per_second: float
 
 
+class Parent(TypedDict):
+    """parent.json: the checkpoint a fine-tuned run started from."""
+
+    path: str
+    sha256: str  # of the checkpoint's bytes
+    # How many of the run's validation images the parent trained on (training.parent_split), when any: its best epoch,
+    # temperature and detector were then chosen on images the parent already knew.
+    validation_trained_on: NotRequired[int]
+
+
 class Summary(TypedDict):
     test_accuracy: float  # of the chosen epoch: best on validation with a split, else the last
     test_loss: float
@@ -54,7 +64,7 @@ class Summary(TypedDict):
     val_loss: NotRequired[float]
     processes: NotRequired[int]
     process_group: NotRequired[str | None]
-    parent: NotRequired[dict[str, str]]  # a fine-tuned run's starting checkpoint: path, sha256 (parent.json)
+    parent: NotRequired[Parent]  # a fine-tuned run's starting checkpoint (parent.json)
 
 
 class TimingRow(TypedDict):

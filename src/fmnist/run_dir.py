@@ -3,7 +3,8 @@
     config.toml          the resolved config, written first (it also marks the directory as a run)
     metrics.jsonl        one records.EpochRow per finished epoch
     summary.json         records.Summary, written when the run finishes
-    parent.json          a fine-tuned run's starting weights: {"path", "sha256"} of the checkpoint (--init-from)
+    parent.json          a fine-tuned run's starting weights: records.Parent, the checkpoint's path and SHA-256
+                         (--init-from), and how many validation images it trained on when any
     diverged.json        {"error": ...} when a study's run stopped on a non-finite loss
     error.log            the traceback of an unexpected failure during training (train.failure_as_error)
     checkpoints/last.pt  every epoch: weights, optimizer, schedule, RNG states (exact resume)
@@ -29,7 +30,7 @@ from fmnist import config as config_lib
 from fmnist.atomic import atomic_write
 from fmnist.config import Config
 from fmnist.errors import FmnistError
-from fmnist.records import EpochRow, Summary
+from fmnist.records import EpochRow, Parent, Summary
 
 CARD_WEIGHTS = "model.safetensors"  # a model card directory's weights (card.py)
 
@@ -127,13 +128,16 @@ class RunDir:
             checkpoint.save(self.best, best)
         atomic_write(self.metrics, "".join(json.dumps(row) + "\n" for row in history))
 
-    def write_parent(self, checkpoint_file: Path) -> None:
-        """Name the checkpoint a fine-tuned run started from: its path and the SHA-256 of its bytes."""
-        facts = {"path": str(checkpoint_file.resolve()), "sha256": checkpoint.sha256(checkpoint_file)}
+    def write_parent(self, checkpoint_file: Path, validation_trained_on: int = 0) -> None:
+        """Name the checkpoint a fine-tuned run started from: its path, the SHA-256 of its bytes and, when any, how
+        many of the run's validation images it trained on."""
+        facts = Parent(path=str(checkpoint_file.resolve()), sha256=checkpoint.sha256(checkpoint_file))
+        if validation_trained_on:
+            facts["validation_trained_on"] = validation_trained_on
         atomic_write(self.parent, json.dumps(facts, indent=2) + "\n")
 
-    def read_parent(self) -> dict[str, str] | None:
-        return json.loads(self.parent.read_text()) if self.parent.exists() else None
+    def read_parent(self) -> Parent | None:
+        return cast(Parent, json.loads(self.parent.read_text())) if self.parent.exists() else None
 
     def write_summary(self, summary: Summary) -> None:
         atomic_write(self.summary, json.dumps(summary, indent=2) + "\n")

@@ -323,24 +323,26 @@ def inherit_split(cfg: Config, saved: Config | None = None) -> Config:
     return _split_of(cfg, _fmnist_parent(cfg))
 
 
-def parent_split(cfg: Config, data: FashionMNIST | Split, log: Callable[[str], None]) -> Config:
-    """inherit_split(cfg) for a new fine-tune, and a line to `log` when its validation split (of `data`) still holds
-    images the parent trained on (a larger --val-size, another --split-seed): the best epoch, the temperature and the
-    detector are then chosen on images the parent already knows. Raises FmnistError as inherit_split does."""
+def parent_split(cfg: Config, data: FashionMNIST | Split, log: Callable[[str], None]) -> tuple[Config, int]:
+    """inherit_split(cfg) for a new fine-tune, and how many of its validation images (of `data`) the parent trained on
+    (a larger --val-size, another --split-seed), with a line to `log` when any: the best epoch, the temperature and
+    the detector are then chosen on images the parent already knows (0 for a bare state dict, whose training images
+    are unknown). Raises FmnistError as inherit_split does."""
     if not cfg.init_from or not isinstance(data, FashionMNIST):
-        return inherit_split(cfg)
+        return inherit_split(cfg), 0
     parent = _fmnist_parent(cfg)
     cfg = _split_of(cfg, parent)
-    if parent is not None and cfg.val_size:
-        _, val_idx = validation_split(data.train_labels, cfg)
-        seen = int(torch.isin(val_idx, training_indices(data.train_labels, parent)).sum())
-        if seen:
-            log(
-                f"note: {seen} of the {len(val_idx)} validation images are images {cfg.init_from} trained on "
-                f"(it held out {parent.val_size or 'none'} with split seed {split_seed(parent)}): the best "
-                "epoch, the temperature and the detector are chosen on them"
-            )
-    return cfg
+    if parent is None or not cfg.val_size:
+        return cfg, 0
+    _, val_idx = validation_split(data.train_labels, cfg)
+    seen = int(torch.isin(val_idx, training_indices(data.train_labels, parent)).sum())
+    if seen:
+        log(
+            f"note: {seen} of the {len(val_idx)} validation images are images {cfg.init_from} trained on "
+            f"(it held out {parent.val_size or 'none'} with split seed {split_seed(parent)}): the best "
+            "epoch, the temperature and the detector are chosen on them"
+        )
+    return cfg, seen
 
 
 def _split_of(cfg: Config, parent: Config | None) -> Config:
@@ -454,9 +456,12 @@ class Progress:
     earlier_total: float = 0.0  # their whole wall time, up to their last checkpoint
 
 
-def start_or_resume(t: Trainer, cfg: Config, run: RunDir, resume: bool, log: Callable[[str], None]) -> Progress:
-    """A new run writes its config (and refuses a directory that holds one); `resume` continues from
-    last.pt when it exists. Raises FmnistError on every rank when the directory cannot be used."""
+def start_or_resume(
+    t: Trainer, cfg: Config, run: RunDir, resume: bool, log: Callable[[str], None], parent_seen: int = 0
+) -> Progress:
+    """A new run writes its config (and refuses a directory that holds one), and a fine-tune its parent.json, with
+    `parent_seen` validation images its parent trained on; `resume` continues from last.pt when it exists. Raises
+    FmnistError on every rank when the directory cannot be used."""
     if resume and run.last.exists():
         # Loaded to the CPU, where RNG states must be, whatever device saved the run;
         # load_state_dict copies weights and optimizer state to this run's device.
@@ -475,7 +480,7 @@ def start_or_resume(t: Trainer, cfg: Config, run: RunDir, resume: bool, log: Cal
         if problem:
             raise FmnistError(problem)
         if cfg.init_from and t.world.is_main:
-            run.write_parent(model_path(cfg.init_from))
+            run.write_parent(model_path(cfg.init_from), parent_seen)
     return Progress([])
 
 
@@ -513,10 +518,10 @@ def fit(
     run = RunDir(run_dir)
     if not distributed.world().is_main:
         log, progress, on_epoch = (lambda _msg: None), False, None
-    cfg = cfg if resume else parent_split(cfg, data, log)
+    cfg, parent_seen = (cfg, 0) if resume else parent_split(cfg, data, log)
     t = setup(cfg, data, log, fresh=not (resume and run.last.exists()))
     world, state, tensors = t.world, t.state, t.tensors
-    done = start_or_resume(t, cfg, run, resume, log)
+    done = start_or_resume(t, cfg, run, resume, log, parent_seen)
     trained_now = len(done.history) < cfg.epochs
     stopped = None  # why fewer than cfg.epochs were trained (monitor.stop_reason)
     writer = run.tensorboard_writer(len(done.history) + 1) if world.is_main else None
