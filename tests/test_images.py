@@ -298,10 +298,13 @@ def test_the_border_off_the_surface_is_counted_in_pieces_going_round(segments, p
         (0.45, 0.0, 5, 120.0, False),  # a screenshot's flat colours and the object across its border
         (0.45, 0.7, 1, 20.0, True),  # a sheet's folds in a phone's denoised photo: shaded off the fit, no object
         (0.45, 0.7, 1, images.SHADING, False),  # as far off it as an object's own contrast
+        (0.45, images.SHADED_NOISE, 1, 20.0, True),
         (0.45, images.SHADED_NOISE / 2, 1, 20.0, False),  # a digital picture's smooth gradient: no sensor noise
     ],
 )
-def test_a_surface_is_textured_by_its_noise_or_by_the_pieces_off_it(border_fit, noise, pieces, off_surface, textured):
+def test_a_surface_is_textured_by_its_noise_the_pieces_off_it_or_its_shading(
+    border_fit, noise, pieces, off_surface, textured
+):
     assert images.on_texture(border_fit, noise, pieces, off_surface) == textured
 
 

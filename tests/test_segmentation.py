@@ -9,7 +9,7 @@ import pytest
 from PIL import Image, ImageDraw
 from support import garment_mask, square_gingham
 
-from fmnist import segmentation
+from fmnist import images, segmentation
 from fmnist.images import load_picture
 from fmnist.testing import surfaces
 
@@ -148,14 +148,17 @@ def test_a_garment_on_a_crisp_check_is_framed_without_it():
     assert (view[:, :4] < 40).all() and (view[:, -4:] < 40).all()  # no squares beside it
 
 
-@pytest.mark.parametrize("seed", [14, 30, 31, 52])
+@pytest.mark.parametrize("seed", [52, 225, 236])
 def test_a_garment_on_a_sheet_shaded_by_its_folds_is_framed_without_them(seed):
     # A phone's denoised photo of a sheet: its folds keep much of the border off the smooth background fit, with under
     # a level of noise. Framed as on a plain backdrop, the folds' light and shade were the object, the shirt a corner.
+    # (Seeds whose folds, not their noise or the pieces of the border, decide the path: 5 of the first 300.)
     shirt = np.asarray(garment_mask("shirt", (28, 28)))
     alone = load_picture(surfaces.render(shirt, "flat", np.random.default_rng(seed), max_angle=0)).pixels > 60
     framed = load_picture(surfaces.render(shirt, "sheet", np.random.default_rng(seed), max_angle=0))
-    assert framed.cues is not None and framed.cues.border_fit < 0.8 and framed.cues.noise < 1.0, framed.cues
+    cues = framed.cues
+    assert cues is not None and cues.border_fit < images.SURFACE_FIT and cues.noise < images.SURFACE_MIN_NOISE, cues
+    assert cues.textured
     view = framed.pixels > 60
     assert (view & alone).sum() / (view | alone).sum() > 0.8
 

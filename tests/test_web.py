@@ -120,7 +120,7 @@ def framing_pictures() -> list[Image.Image]:
     pictures = [decoded(render(shirt[i], KINDS[i % len(KINDS)], rng)[0]) for i in range(16)]
     pictures += [decoded(surfaces.render(shirt[i], kind, rng)) for i, kind in enumerate(surfaces.KINDS)]
     folded = np.asarray(garment_mask("shirt", (28, 28)))  # on a sheet whose folds leave the background fit: segmented
-    pictures.append(decoded(surfaces.render(folded, "sheet", np.random.default_rng(14), max_angle=0)))
+    pictures.append(decoded(surfaces.render(folded, "sheet", np.random.default_rng(52), max_angle=0)))
     sneaker = Image.new("L", (28, 28), 0)  # not mirror-symmetric: set on its sole, on a surface
     ImageDraw.Draw(sneaker).polygon([(1 + 0.26 * x, 1 + 0.26 * y) for x, y in SNEAKER], fill=220)
     for seed, kind in ((0, "wood"), (2, "cloth")):
@@ -245,7 +245,7 @@ def test_framing_js_frames_as_python_on_the_same_pixels(tmp_path, monkeypatch):
     assert sum(contrast is not None for contrast in lifted) == 2
     assert sum(gray is not None for gray in edges) == 5  # one edge each, two of the bar, one on the "shade" surface
     assert sum(pairs) == 1  # the pair of sneakers
-    assert sum(shaded) >= 1, shaded  # the sheet's folds
+    assert sum(shaded) == 1, shaded  # the sheet's folds
     assert sum(cues is None for _, cues in ours) == 41  # the dataset image, the digital ones, on a canvas, in a frame
 
 
@@ -383,7 +383,7 @@ def python_answers(site: Path, paths: list[str]) -> list[dict]:
     return [a.as_dict() for a in model.predict([site / p for p in paths], top_k=5)]
 
 
-@pytest.mark.slow  # 33 s on 2 vCPUs (11 s of set-up): the targets need 1,390 pictures framed twice
+@pytest.mark.slow  # 33 s on 2 vCPUs (11 s of set-up): the targets need 1,450 pictures framed twice
 @pytest.mark.browser
 @pytest.mark.real_data
 @pytest.mark.skipif(not (CHROMIUM and CHROMEDRIVER), reason=MISSING)

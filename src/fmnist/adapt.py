@@ -46,6 +46,7 @@ from fmnist.evaluate import evaluate
 from fmnist.folders import LabelledImages
 from fmnist.images import Framed, skipped_line
 from fmnist.inference import Predictor, TorchPredictor
+from fmnist.records import Parent
 from fmnist.run_dir import RunDir, trainable_path
 from fmnist.training import Split, fit
 
@@ -212,7 +213,7 @@ class Mix:
 @dataclass(frozen=True)
 class Report:
     run: Path
-    parent: dict[str, str]  # path, sha256
+    parent: Parent  # path, sha256
     mix: Mix
     before: Side
     after: Side

@@ -210,10 +210,11 @@ INNER_RIM = 3  # rings tried inward, at least: a picture found on reduced work p
 # the pieces where the noise alone does not decide), or that noise is at least SHADED_NOISE and the border off the
 # surface lies less than SHADING levels from it (the median): a sheet's folds or a soft light shade the border
 # smoothly off a quadratic in a phone's denoised photo, while an object covering the border stands out by its own
-# contrast. On the stretched levels (0..255) of benchmarks/surfaces.py, in that noise and with fewer pieces, the
-# border off the surface lies 9-187 levels off it on a sheet (the median 27), 47 on one of 160 product photos of a
-# garment cut by the picture's edge, and 211 and 218 on the tests' objects covering it; 40 rather than 50 leaves that
-# photo as it was (50 kept one more garment turned on the flat and on the lit backdrop).
+# contrast. In that noise and with fewer pieces, on the stretched levels (0..255), the border lies 10-19 levels off
+# the fit on benchmarks/surfaces.py's `shade` table, 18-103 on its `lit` backdrop, 36-59 on tile and 49 on its sheet
+# (whose folds under coloured light mostly make a level of noise or more), and 47 on one of its 160 product photos of
+# a garment cut by the picture's edge; the tests' objects covering the border lie 61-221 levels off it. 40 rather
+# than 50 leaves that photo as it was (50 kept one more garment on the sheet, the flat table and the lit backdrop).
 SURFACE_NOISE = 6.0
 SURFACE_FIT = 0.8
 SURFACE_MIN_NOISE = 1.0

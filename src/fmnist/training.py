@@ -326,8 +326,9 @@ def inherit_split(cfg: Config, saved: Config | None = None) -> Config:
 def parent_split(cfg: Config, data: FashionMNIST | Split, log: Callable[[str], None]) -> tuple[Config, int]:
     """inherit_split(cfg) for a new fine-tune, and how many of its validation images (of `data`) the parent trained on
     (a larger --val-size, another --split-seed), with a line to `log` when any: the best epoch, the temperature and
-    the detector are then chosen on images the parent already knows (0 for a bare state dict, whose training images
-    are unknown). Raises FmnistError as inherit_split does."""
+    the detector are then chosen on images the parent already knows. 0 when that cannot be so or is unknown: no
+    --init-from, no validation split, a bare state dict (its training images unknown), or a Split rather than the
+    dataset (adapt's photos). Raises FmnistError as inherit_split does."""
     if not cfg.init_from or not isinstance(data, FashionMNIST):
         return inherit_split(cfg), 0
     parent = _fmnist_parent(cfg)

@@ -98,10 +98,12 @@ def _surface(kind: str, shape: tuple[int, ...], rng: np.random.Generator) -> np.
             level = rng.uniform(5, 30) - rng.uniform(80, 180) * (ramp + rng.uniform(0.0, 0.2))
         return (level[..., None] + rng.uniform(-6, 6, 3)).astype(np.float32)
     if kind == "sheet":  # a light sheet with FOLDS creases, each lit on one side and shaded on the other by 3-15 levels
-        level = np.full((height, width), rng.uniform(200, 245), np.float32)
+        level = np.full((height, width), rng.uniform(200, 235), np.float32)  # under 255 with its folds and tint
         for _ in range(int(rng.integers(*FOLDS))):
             angle, spread = rng.uniform(0, np.pi), rng.uniform(0.05, 0.2) * max(height, width)
-            across = (np.cos(angle) * x + np.sin(angle) * y - rng.uniform(0, np.hypot(height, width))) / spread
+            cos, sin = np.cos(angle), np.sin(angle)
+            reach = (abs(cos) * width + abs(sin) * height) / 2  # the crease crosses the picture
+            across = (cos * (x - width / 2) + sin * (y - height / 2) - rng.uniform(-reach, reach)) / spread
             level += np.float32(rng.uniform(5, 25) * rng.choice([-1, 1])) * across * np.exp(-0.5 * across**2)
         return level[..., None] + rng.uniform(-8, 4, 3).astype(np.float32)
     if kind in SHIPPED:
