@@ -1,3 +1,5 @@
+from pathlib import Path
+
 import numpy as np
 import pytest
 from scipy import ndimage
@@ -88,3 +90,12 @@ def test_a_shadow_cast_past_the_edge_of_the_picture():
     shadowed = cast(garment(), 12, 12, 6.0, 50.0)[60:240, 30:215]  # the object and its shadow touch the edges
     lifted = shadows.without_shadow(shadowed, shadowed > 12)
     assert lifted is not None and lifted.shape == shadowed.shape and lifted.min() >= min(shadowed.min(), 0)
+
+
+def test_a_shadow_that_overlaps_nothing_beside_the_core_is_no_fit():
+    # An analysis plane recorded from a garment photographed on a folded sheet, its object filling nearly all of it. A
+    # shadow translated almost wholly under the core has an energy beside it of FFT rounding noise, and its
+    # least-squares remainder came out below 0: a "shadow" explaining everything was taken out, where the page, which
+    # sums directly, found none.
+    plane = np.load(Path(__file__).parent / "data" / "shadow_plane_fft_noise.npz")["plane"].astype(np.float64)
+    assert shadows._shadow(plane) is None

@@ -85,7 +85,7 @@ def decoded(data_: bytes) -> Image.Image:
     [
         ("framing.js", images, 66),
         ("segmentation.js", segmentation, 19),
-        ("shadows.js", shadows, 8),
+        ("shadows.js", shadows, 9),
         ("shading.js", shading, 19),
     ],
 )

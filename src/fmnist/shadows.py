@@ -48,6 +48,10 @@ SHARP = 1.0  # pixels of the analysis plane: a blur this small that fits better 
 MAX_SHIFT = 8  # pixels of the analysis plane, on either axis
 MIN_SHIFT = 2.0  # pixels of the analysis plane: the least translation a drop shadow has
 EXPLAINED = 0.25  # the largest share of the contrast beside the core a drop shadow leaves unexplained
+# A candidate shadow S_v whose energy beside the core <S_v, S_v>_W is under OVERLAP of the largest candidate's lies
+# nearly all under the core or off the plane: it explains nothing, and the FFT's sums for it are rounding noise (about
+# 1e-12 of the largest), which could make its least-squares level, and so R_v, anything (even below 0).
+OVERLAP = 1e-6
 
 
 def without_shadow(contrast: np.ndarray, mask: np.ndarray) -> np.ndarray | None:
@@ -93,7 +97,7 @@ def _shadow(plane: np.ndarray) -> tuple[np.ndarray, np.ndarray] | None:
     softs = np.stack([_blurred(core.astype(np.float64), blur) for blur in (SHARP, *BLURS)])  # [blurs, h, w]
     along = _correlations(beside * plane, softs)  # [blurs, dy, dx]: <C, S_v>_W
     energy = _correlations(beside, softs * softs)  # <S_v, S_v>_W
-    fits = (along > 0) & (energy > 0) & far
+    fits = (along > 0) & (energy > OVERLAP * energy.max()) & far
     left = np.where(fits, total - along * along / np.where(fits, energy, 1.0), np.inf)
     k = int(np.argmin(left))  # the first of the least, blurs in turn
     blur, row, column = np.unravel_index(k, left.shape)

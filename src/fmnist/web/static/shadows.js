@@ -18,6 +18,7 @@
     MAX_SHIFT: 8,
     MIN_SHIFT: 2.0,
     EXPLAINED: 0.25,
+    OVERLAP: 1e-6,
   };
   const C = CONSTANTS;
   const f32 = Math.fround;
@@ -79,15 +80,20 @@
     if (total <= 0) return null;
     const span = 2 * C.MAX_SHIFT + 1;
     const coreValues = Float64Array.from(core);
-    let best = { left: Infinity, blur: 0, level: 0, dy: 0, dx: 0 };
-    for (const blur of [C.SHARP, ...C.BLURS]) {
+    const blurs = [C.SHARP, ...C.BLURS];
+    const fitted = blurs.map((blur) => {
       const soft = blurred(coreValues, w, h, blur);
-      const along = correlations(weighted, soft, w, h);
-      const energy = correlations(beside, soft.map((v) => v * v), w, h);
+      return { along: correlations(weighted, soft, w, h), energy: correlations(beside, soft.map((v) => v * v), w, h) };
+    });
+    let most = 0;
+    for (const { energy } of fitted) for (const e of energy) if (e > most) most = e;
+    let best = { left: Infinity, blur: 0, level: 0, dy: 0, dx: 0 };
+    for (const [b, blur] of blurs.entries()) {
+      const { along, energy } = fitted[b];
       let k = -1, least = Infinity;
       for (let i = 0; i < span * span; i++) {
         const dy = Math.floor(i / span) - C.MAX_SHIFT, dx = (i % span) - C.MAX_SHIFT;
-        if (!(along[i] > 0 && energy[i] > 0 && Math.hypot(dy, dx) >= C.MIN_SHIFT)) continue;
+        if (!(along[i] > 0 && energy[i] > C.OVERLAP * most && Math.hypot(dy, dx) >= C.MIN_SHIFT)) continue;
         const left = total - (along[i] * along[i]) / energy[i];
         if (left < least) [least, k] = [left, i];
       }
