@@ -21,8 +21,8 @@ on a textured surface judged without the cues of its surface (ood.SURFACE_CUES, 
 Leave one kind out: for each kind, the candidate chosen without that kind gives its figures. The choice: the
 largest mean share rejected over the other non-garment kinds' "tune" parts, among the candidates that keep at
 least 95 % of each other photo kind, 98 % of the plain and file-form kinds and 75 % of each domain and surface
-kind (garment kinds are left out the same way; close-ups, the LATE_DOMAINS and the LATE_SURFACES are measured, never
-a constraint). A non-garment kind's figure is its "holdout" part.
+kind (garment kinds are left out the same way; close-ups, the LATE_DOMAINS and fmnist.testing.surfaces.LATE are
+measured, never a constraint). A non-garment kind's figure is its "holdout" part.
 The deployed choice counts every kind.
 Last: the detector stored in the run, as predict applies it, on the garment kinds, the test set (plain and
 as photos) and the non-garments (`--stored-only`: that and the cost, without the candidates); and what scoring
@@ -68,10 +68,9 @@ KEEPS = (0.98, 0.985)  # the keep levels a candidate's threshold is set at (1 - 
 GATES = (0.0, ood.GATE, 1.0)  # under which a candidate's second smallest p-value counts (0: never; ood.unusualness)
 # What a candidate must keep of each garment kind it is chosen on (garments on a surface are garments too).
 KEPT = {"photo": 0.95, "plain": 0.98, "surface": 0.75}
-# Domains and surfaces measured, never a constraint of the choice (they came after its constraints were set), drawn
-# after the close-ups, so that every other kind's pictures are those drawn before them.
+# Domains measured, never a constraint of the choice (they came after its constraints were set), drawn after the
+# close-ups, so that every other kind's pictures are those drawn before them (as are surfaces.LATE).
 LATE_DOMAINS = ("opaque",)
-LATE_SURFACES = ("sheet",)
 FORMS = (
     forms.Form("RGB", "PNG"),
     forms.Form("L", "PNG", inverted=True),
@@ -105,7 +104,7 @@ def garment_kinds(images: torch.Tensor, count: int, seed: int) -> dict[str, tupl
     for domain in (d for d in domains.DOMAINS if d not in LATE_DOMAINS):
         picks = rng.choice(len(images), size=count, replace=False)
         kinds[f"domain {domain}"] = ("surface", *framed(domains.render_many(images[picks].numpy(), domain, seed)))
-    for surface in (s for s in surfaces.KINDS if s not in LATE_SURFACES):
+    for surface in (s for s in surfaces.KINDS if s not in surfaces.LATE):
         picks = rng.choice(len(images), size=count, replace=False)
         kinds[f"surface {surface}"] = ("surface", *framed(surfaces.render_many(images[picks].numpy(), surface, seed)))
     # Close-ups are measured, not a constraint of the choice (they came after its constraints were set), and drawn
@@ -116,7 +115,7 @@ def garment_kinds(images: torch.Tensor, count: int, seed: int) -> dict[str, tupl
     for domain in LATE_DOMAINS:
         picks = rng.choice(len(images), size=count, replace=False)
         kinds[f"domain {domain}"] = ("", *framed(domains.render_many(images[picks].numpy(), domain, seed)))
-    for surface in LATE_SURFACES:
+    for surface in surfaces.LATE:
         picks = rng.choice(len(images), size=count, replace=False)
         kinds[f"surface {surface}"] = ("", *framed(surfaces.render_many(images[picks].numpy(), surface, seed)))
     return kinds

@@ -7,10 +7,10 @@ and predict's time per photo for both.
 Material, all rendered from the run's validation images (never the test set): fmnist.testing.surfaces on each
 surface kind turned by up to 30 degrees, its flat surface turned and upright, fmnist.testing.domains' wood and cloth
 (another renderer, turned by up to 12 degrees), and the product photos of fmnist.trust.references; then (drawn last,
-so that the others are the pictures drawn before them) the LATE_SURFACES and EDGE_PHOTOS x --per-kind product photos
-of a garment cut by the picture's edge. The framing's parameters were chosen on the kinds marked "tuned"; the others
-were only looked at for this report. Timing: decode + frame + model + detector for 64 product photos and for 64 on
-wood and 64 on the `shade` table (an edge of light), the two framings alternating, median of --repeats, on one
+so that the others are the pictures drawn before them) the surfaces.LATE kinds and EDGE_PHOTOS x --per-kind product
+photos of a garment cut by the picture's edge. The framing's parameters were chosen on the kinds marked "tuned"; the
+others were only looked at for this report. Timing: decode + frame + model + detector for 64 product photos and for
+64 on wood and 64 on the `shade` table (an edge of light), the two framings alternating, median of --repeats, on one
 thread. `--outliers N` also frames N non-garments of each kind and part of fmnist.testing.outliers both ways: the
 share the detector rejects, and the share that took the segmentation path, so that a found "object" cannot pass for
 a garment. Last, for each set, the pieces its pictures' border falls into off the background surface where the noise
@@ -104,8 +104,6 @@ def scored(
     return calibration.accuracy, float(verdict.garment.mean()), calibration.ece
 
 
-# Surfaces drawn after every other set, so that those are the pictures drawn before them.
-LATE_SURFACES = ("sheet",)
 EDGE_PHOTOS = 4  # photos of a garment cut by the picture's edge, per --per-kind
 
 
@@ -120,7 +118,7 @@ def material(
         index = rng.choice(len(images), per_kind, replace=False)
         return images[index].numpy(), labels[index].numpy()
 
-    for kind in (k for k in surfaces.KINDS if k not in LATE_SURFACES):
+    for kind in (k for k in surfaces.KINDS if k not in surfaces.LATE):
         chosen, truth = pick()
         sets[f"{kind} turned"] = (surfaces.render_many(chosen, kind, seed), truth)
     chosen, truth = pick()
@@ -130,7 +128,7 @@ def material(
         sets[f"domains {domain}"] = (domains.render_many(chosen, domain, seed), truth)
     product = photos.render_set(images, per_kind * 2, seed)
     sets["product photos"] = ([p.data for p in product], labels[[p.index for p in product]].numpy())
-    for kind in LATE_SURFACES:
+    for kind in surfaces.LATE:
         chosen, truth = pick()
         sets[f"{kind} turned"] = (surfaces.render_many(chosen, kind, seed), truth)
     # A garment cut by the picture's edge on a plain backdrop covers part of the border, as a surface's shading does.

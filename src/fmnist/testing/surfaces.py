@@ -31,6 +31,9 @@ SHIPPED = ("brick", "grass", "gravel")
 # Every kind, in the order the kinds were added: a kind's place seeds its photos, which a new kind leaves as they were.
 KINDS = ("wood", "cloth", "paper", "tile", *SHIPPED, "flat", "lit", "check", "shade", "sheet")
 TEXTURED = tuple(kind for kind in KINDS if kind in PROCEDURAL + SHIPPED)
+# Kinds added after the benchmarks' choices were made (benchmarks/ood.py, benchmarks/surfaces.py): they draw them after
+# every other picture, so that those stay the pictures they were.
+LATE = ("sheet",)
 LONGER_SIDE = (240, 480)  # pixels, before turning
 FOLDS = (3, 8)  # a sheet's creases: 3 to 7
 # The sensor noise's standard deviation, levels, drawn uniformly: (1, 6) but for a print (a crisp check) and a phone's
